@@ -1,0 +1,11 @@
+//! Shoal's shared vocabulary, used by the manager, the agent and the CLI.
+//!
+//! Owns: cluster object types (services, tasks, nodes) and the task state
+//! machine, the control-API and raft-entry messages, bounded frame encoding,
+//! platforms, and the clock and rng traits that keep the cores deterministic.
+//! It performs no I/O beyond what [`frame`] reads and writes on a stream the
+//! caller hands it.
+
+pub mod clock;
+pub mod platform;
+pub mod rng;
