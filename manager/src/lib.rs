@@ -1,2 +1,11 @@
-//! Shoal's manager role: the replicated log, the store it feeds, and the
-//! cores that decide what should run where.
+//! Shoal's manager role: the replicated log, the state it feeds, and the
+//! pure cores that decide what should run where.
+//!
+//! Module map: [`state`] is the replicated state machine (apply, snapshot);
+//! [`orchestrator`] turns service specs into tasks; [`scheduler`] binds tasks
+//! to nodes; [`wal`] is the durable single-voter log the daemon proposes
+//! through; [`control`] validates control-API requests into ops.
+
+pub mod orchestrator;
+pub mod scheduler;
+pub mod state;

@@ -6,6 +6,11 @@
 //! It performs no I/O beyond what [`frame`] reads and writes on a stream the
 //! caller hands it.
 
+pub mod api;
 pub mod clock;
+pub mod frame;
+pub mod ops;
 pub mod platform;
 pub mod rng;
+pub mod task;
+pub mod types;

@@ -1,0 +1,512 @@
+//! The orchestrator: from services' desired state to tasks' desired state.
+//!
+//! A pure function of `(state, now, rng)`: it reads the replicated state and
+//! returns ops for the leader to propose; it never writes state itself.
+//! Running it again before those ops are applied may propose duplicates, so
+//! the shell runs it only when the log has caught up (nothing in flight).
+//!
+//! Rules (Swarm's, from swarmkit's replicated/global orchestrators and
+//! restart supervisor):
+//! - a *slot* is runnable while one of its tasks has `desired_state <= Running`;
+//! - replicated: runnable slots are created up to `replicas`, and the
+//!   highest-numbered ones are removed (`desired = Remove`) above it;
+//! - global: one runnable task per eligible node (see [`crate::scheduler::eligible`]);
+//! - a runnable task whose container ended is replaced per the restart
+//!   policy: the old one goes to `desired = Shutdown` and a new task takes the
+//!   slot, held in `Ready` until the restart delay passes; when the policy
+//!   says no, the dead task keeps the slot (so the service shows 0/1);
+//! - tasks with `desired = Remove` are deleted once they are no longer running,
+//!   and each slot keeps at most [`TASK_HISTORY_PER_SLOT_MAX`] tasks.
+
+use crate::scheduler;
+use crate::state::State;
+use shoal_shared::clock::UnixNanos;
+use shoal_shared::ops::Op;
+use shoal_shared::rng::Rng;
+use shoal_shared::task::TaskState;
+use shoal_shared::types::{
+    RestartCondition, Service, ServiceMode, Task, TaskStatus, TASK_HISTORY_PER_SLOT_MAX,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Computes the ops that move the state towards the services' specs.
+pub fn reconcile(state: &State, now: UnixNanos, rng: &mut Rng) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for service in state.services.values() {
+        let tasks = state.tasks_of(&service.id);
+        // Slot key: the slot number for replicated services, the node for global ones.
+        let mut slots: BTreeMap<SlotKey, Vec<&Task>> = BTreeMap::new();
+        for t in &tasks {
+            slots.entry(slot_key(t)).or_default().push(t);
+        }
+        restart_dead_tasks(service, &slots, now, rng, &mut ops);
+        match service.spec.mode {
+            ServiceMode::Replicated { replicas } => {
+                scale_replicated(service, &slots, replicas, rng, &mut ops)
+            }
+            ServiceMode::Global => place_global(state, service, &slots, rng, &mut ops),
+        }
+        prune_history(&slots, &mut ops);
+    }
+    // Tasks of deleted services: stop them, then forget them.
+    for t in state.tasks.values() {
+        if state.services.contains_key(&t.service_id) {
+            continue;
+        }
+        if t.desired_state < TaskState::Remove {
+            ops.push(Op::SetTaskDesired {
+                id: t.id.clone(),
+                desired: TaskState::Remove,
+            });
+        }
+    }
+    collect_removed(state, &mut ops);
+    ops
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum SlotKey {
+    Slot(u64),
+    Node(String),
+}
+
+fn slot_key(t: &Task) -> SlotKey {
+    if t.slot > 0 {
+        SlotKey::Slot(t.slot)
+    } else {
+        SlotKey::Node(t.node_id.clone())
+    }
+}
+
+fn runnable(t: &Task) -> bool {
+    t.desired_state <= TaskState::Running
+}
+
+/// The runnable task of a slot, if any (at most one by construction).
+fn runnable_task<'a>(slot: &[&'a Task]) -> Option<&'a Task> {
+    slot.iter().rev().copied().find(|t| runnable(t))
+}
+
+fn restart_dead_tasks(
+    service: &Service,
+    slots: &BTreeMap<SlotKey, Vec<&Task>>,
+    now: UnixNanos,
+    rng: &mut Rng,
+    ops: &mut Vec<Op>,
+) {
+    let policy = service.spec.task.restart;
+    for slot in slots.values() {
+        let Some(t) = runnable_task(slot) else {
+            continue;
+        };
+        if t.desired_state == TaskState::Ready && t.not_before <= now {
+            ops.push(Op::ReleaseTask { id: t.id.clone() });
+            continue;
+        }
+        if !t.status.state.is_terminal() {
+            continue;
+        }
+        let failed = t.status.state != TaskState::Complete;
+        let wanted = match policy.condition {
+            RestartCondition::Any => true,
+            RestartCondition::OnFailure => failed,
+            RestartCondition::None => false,
+        };
+        if !wanted || attempts_exhausted(slot, t, policy.max_attempts, policy.window_ns, now) {
+            continue;
+        }
+        ops.push(Op::SetTaskDesired {
+            id: t.id.clone(),
+            desired: TaskState::Shutdown,
+        });
+        let mut next = new_task(service, t.slot, &t.node_id, rng, now);
+        next.attempt = t.attempt + 1;
+        if policy.delay_ns > 0 {
+            next.desired_state = TaskState::Ready;
+            next.not_before = now.saturating_add(policy.delay_ns);
+        }
+        ops.push(Op::CreateTask(next));
+    }
+}
+
+/// Whether the slot used up its restarts: `max_attempts` 0 is unlimited;
+/// with a window, only restarts started inside the window count.
+fn attempts_exhausted(
+    slot: &[&Task],
+    dead: &Task,
+    max_attempts: u64,
+    window_ns: u64,
+    now: UnixNanos,
+) -> bool {
+    if max_attempts == 0 {
+        return false;
+    }
+    if window_ns == 0 {
+        return dead.attempt >= max_attempts;
+    }
+    let since = now.saturating_sub(window_ns);
+    let recent = slot
+        .iter()
+        .filter(|t| t.attempt > 0 && t.meta.created_at >= since)
+        .count() as u64;
+    recent >= max_attempts
+}
+
+fn scale_replicated(
+    service: &Service,
+    slots: &BTreeMap<SlotKey, Vec<&Task>>,
+    replicas: u64,
+    rng: &mut Rng,
+    ops: &mut Vec<Op>,
+) {
+    let live: BTreeSet<u64> = slots
+        .iter()
+        .filter_map(|(k, v)| match k {
+            SlotKey::Slot(n) if runnable_task(v).is_some() => Some(*n),
+            _ => None,
+        })
+        .collect();
+    let count = live.len() as u64;
+    if count < replicas {
+        // Fill the lowest free slot numbers, reusing dead slots as Swarm does.
+        let mut need = replicas - count;
+        let mut n = 1u64;
+        while need > 0 {
+            if !live.contains(&n) {
+                ops.push(Op::CreateTask(new_task(service, n, "", rng, 0)));
+                need -= 1;
+            }
+            n += 1;
+        }
+    } else if count > replicas {
+        for n in live.iter().rev().take((count - replicas) as usize) {
+            let slot = &slots[&SlotKey::Slot(*n)];
+            if let Some(t) = runnable_task(slot) {
+                ops.push(Op::SetTaskDesired {
+                    id: t.id.clone(),
+                    desired: TaskState::Remove,
+                });
+            }
+        }
+    }
+}
+
+fn place_global(
+    state: &State,
+    service: &Service,
+    slots: &BTreeMap<SlotKey, Vec<&Task>>,
+    rng: &mut Rng,
+    ops: &mut Vec<Op>,
+) {
+    let eligible: BTreeSet<&str> = state
+        .nodes
+        .values()
+        .filter(|n| scheduler::eligible(n, &service.spec.task.placement).is_ok())
+        .map(|n| n.id.as_str())
+        .collect();
+    for node in &eligible {
+        let has = slots
+            .get(&SlotKey::Node(node.to_string()))
+            .and_then(|s| runnable_task(s))
+            .is_some();
+        if !has {
+            ops.push(Op::CreateTask(new_task(service, 0, node, rng, 0)));
+        }
+    }
+    for (key, slot) in slots {
+        let SlotKey::Node(node) = key else { continue };
+        if eligible.contains(node.as_str()) {
+            continue;
+        }
+        if let Some(t) = runnable_task(slot) {
+            ops.push(Op::SetTaskDesired {
+                id: t.id.clone(),
+                desired: TaskState::Remove,
+            });
+        }
+    }
+}
+
+/// Keeps at most [`TASK_HISTORY_PER_SLOT_MAX`] tasks per slot, oldest dead first.
+fn prune_history(slots: &BTreeMap<SlotKey, Vec<&Task>>, ops: &mut Vec<Op>) {
+    for slot in slots.values() {
+        let excess = slot.len().saturating_sub(TASK_HISTORY_PER_SLOT_MAX);
+        let dead = slot
+            .iter()
+            .filter(|t| !runnable(t) && t.status.state.is_terminal());
+        for t in dead.take(excess) {
+            ops.push(Op::DeleteTask { id: t.id.clone() });
+        }
+    }
+}
+
+/// Deletes tasks marked `Remove` once nothing runs them any more.
+fn collect_removed(state: &State, ops: &mut Vec<Op>) {
+    for t in state.tasks.values() {
+        let gone = t.status.state.is_terminal()
+            || t.node_id.is_empty()
+            || t.status.state < TaskState::Assigned;
+        if t.desired_state == TaskState::Remove && gone {
+            ops.push(Op::DeleteTask { id: t.id.clone() });
+        }
+    }
+}
+
+/// A fresh task for a slot (or, for global services, a node), desired running.
+pub fn new_task(
+    service: &Service,
+    slot: u64,
+    node_id: &str,
+    rng: &mut Rng,
+    not_before: UnixNanos,
+) -> Task {
+    Task {
+        id: rng.object_id(),
+        meta: Default::default(),
+        service_id: service.id.clone(),
+        slot,
+        node_id: node_id.to_string(),
+        spec: service.spec.task.clone(),
+        service_version: service.meta.version,
+        desired_state: TaskState::Running,
+        status: TaskStatus::new(TaskState::New, 0, "created"),
+        not_before,
+        attempt: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::service;
+    use shoal_shared::ops::Entry;
+
+    /// Runs reconcile and applies its ops until nothing changes; returns the rounds.
+    fn settle(state: &mut State, now: UnixNanos, rng: &mut Rng) -> usize {
+        for round in 0..20 {
+            let ops = reconcile(state, now, rng);
+            if ops.is_empty() {
+                return round;
+            }
+            let idx = state.applied_index + 1;
+            let applied = state.apply(idx, &Entry { at: now, ops });
+            assert!(applied.rejected.is_empty(), "{:?}", applied.rejected);
+        }
+        panic!("reconcile did not settle in 20 rounds");
+    }
+
+    fn with_service(replicas: u64) -> State {
+        let mut s = State::default();
+        let mut svc = service("svc", "web");
+        svc.spec.mode = ServiceMode::Replicated { replicas };
+        s.apply(
+            1,
+            &Entry {
+                at: 1,
+                ops: vec![Op::PutService(svc)],
+            },
+        );
+        s
+    }
+
+    fn set_status(s: &mut State, id: &str, state: TaskState) {
+        let idx = s.applied_index + 1;
+        let st = TaskStatus::new(state, 10, "test");
+        let r = s.apply(
+            idx,
+            &Entry {
+                at: 10,
+                ops: vec![Op::SetTaskStatus {
+                    id: id.into(),
+                    status: st,
+                }],
+            },
+        );
+        assert!(r.rejected.is_empty());
+    }
+
+    fn runnable_slots(s: &State) -> Vec<u64> {
+        let mut v: Vec<u64> = s
+            .tasks
+            .values()
+            .filter(|t| runnable(t))
+            .map(|t| t.slot)
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn creates_and_scales_slots() {
+        let mut rng = Rng::from_seed(1);
+        let mut s = with_service(3);
+        settle(&mut s, 100, &mut rng);
+        assert_eq!(runnable_slots(&s), vec![1, 2, 3]);
+        let mut svc = s.services["svc"].clone();
+        svc.spec.mode = ServiceMode::Replicated { replicas: 1 };
+        s.apply(
+            s.applied_index + 1,
+            &Entry {
+                at: 2,
+                ops: vec![Op::PutService(svc)],
+            },
+        );
+        settle(&mut s, 100, &mut rng);
+        assert_eq!(runnable_slots(&s), vec![1]);
+        // Unassigned tasks marked Remove are deleted at once.
+        assert_eq!(s.tasks.len(), 1);
+    }
+
+    #[test]
+    fn restart_any_with_delay_then_release() {
+        let mut rng = Rng::from_seed(2);
+        let mut s = with_service(1);
+        settle(&mut s, 100, &mut rng);
+        let first = s.tasks.keys().next().unwrap().clone();
+        set_status(&mut s, &first, TaskState::Failed);
+        settle(&mut s, 1_000, &mut rng);
+        assert_eq!(s.tasks[&first].desired_state, TaskState::Shutdown);
+        let next = s.tasks.values().find(|t| t.id != first).unwrap().clone();
+        assert_eq!(next.slot, 1);
+        assert_eq!(next.attempt, 1);
+        assert_eq!(
+            next.desired_state,
+            TaskState::Ready,
+            "held for the restart delay"
+        );
+        settle(
+            &mut s,
+            1_000 + shoal_shared::types::RESTART_DELAY_NS_DEFAULT,
+            &mut rng,
+        );
+        assert_eq!(s.tasks[&next.id].desired_state, TaskState::Running);
+    }
+
+    #[test]
+    fn restart_conditions_and_max_attempts() {
+        let mut rng = Rng::from_seed(3);
+        let mut s = with_service(1);
+        let mut svc = s.services["svc"].clone();
+        svc.spec.task.restart.condition = RestartCondition::OnFailure;
+        svc.spec.task.restart.delay_ns = 0;
+        svc.spec.task.restart.max_attempts = 2;
+        s.apply(
+            2,
+            &Entry {
+                at: 2,
+                ops: vec![Op::PutService(svc)],
+            },
+        );
+        settle(&mut s, 100, &mut rng);
+        // A clean exit is not restarted under on-failure: the slot keeps its dead task.
+        let t0 = s.tasks.keys().next().unwrap().clone();
+        set_status(&mut s, &t0, TaskState::Complete);
+        settle(&mut s, 200, &mut rng);
+        assert_eq!(s.tasks.len(), 1);
+        assert_eq!(s.tasks[&t0].desired_state, TaskState::Running);
+    }
+
+    #[test]
+    fn max_attempts_stop_restarts() {
+        let mut rng = Rng::from_seed(4);
+        let mut s = with_service(1);
+        let mut svc = s.services["svc"].clone();
+        svc.spec.task.restart.delay_ns = 0;
+        svc.spec.task.restart.max_attempts = 2;
+        s.apply(
+            2,
+            &Entry {
+                at: 2,
+                ops: vec![Op::PutService(svc)],
+            },
+        );
+        settle(&mut s, 100, &mut rng);
+        for _ in 0..5 {
+            let live: Vec<String> = s
+                .tasks
+                .values()
+                .filter(|t| runnable(t) && !t.status.state.is_terminal())
+                .map(|t| t.id.clone())
+                .collect();
+            for id in live {
+                set_status(&mut s, &id, TaskState::Failed);
+            }
+            settle(&mut s, 200, &mut rng);
+        }
+        // First run plus two restarts, then the slot stays dead.
+        assert_eq!(s.tasks.len(), 3);
+        assert_eq!(s.tasks.values().map(|t| t.attempt).max(), Some(2));
+    }
+
+    #[test]
+    fn history_is_capped_per_slot() {
+        let mut rng = Rng::from_seed(5);
+        let mut s = with_service(1);
+        let mut svc = s.services["svc"].clone();
+        svc.spec.task.restart.delay_ns = 0;
+        s.apply(
+            2,
+            &Entry {
+                at: 2,
+                ops: vec![Op::PutService(svc)],
+            },
+        );
+        settle(&mut s, 100, &mut rng);
+        for _ in 0..10 {
+            let live: Vec<String> = s
+                .tasks
+                .values()
+                .filter(|t| runnable(t))
+                .map(|t| t.id.clone())
+                .collect();
+            for id in live {
+                set_status(&mut s, &id, TaskState::Failed);
+            }
+            settle(&mut s, 200, &mut rng);
+        }
+        assert_eq!(s.tasks.len(), TASK_HISTORY_PER_SLOT_MAX);
+        assert_eq!(runnable_slots(&s), vec![1]);
+    }
+
+    #[test]
+    fn removed_service_tasks_are_stopped_then_deleted() {
+        let mut rng = Rng::from_seed(6);
+        let mut s = with_service(2);
+        settle(&mut s, 100, &mut rng);
+        let ids: Vec<String> = s.tasks.keys().cloned().collect();
+        for id in &ids {
+            let idx = s.applied_index + 1;
+            let st = TaskStatus::new(TaskState::Running, 5, "running");
+            s.apply(
+                idx,
+                &Entry {
+                    at: 5,
+                    ops: vec![Op::AssignTask {
+                        id: id.clone(),
+                        node_id: "n1".into(),
+                        status: st,
+                    }],
+                },
+            );
+        }
+        s.apply(
+            s.applied_index + 1,
+            &Entry {
+                at: 6,
+                ops: vec![Op::DeleteService { id: "svc".into() }],
+            },
+        );
+        settle(&mut s, 100, &mut rng);
+        assert!(
+            s.tasks
+                .values()
+                .all(|t| t.desired_state == TaskState::Remove),
+            "running tasks are asked to stop"
+        );
+        for id in &ids {
+            set_status(&mut s, id, TaskState::Shutdown);
+        }
+        settle(&mut s, 100, &mut rng);
+        assert!(s.tasks.is_empty());
+    }
+}

@@ -1,0 +1,433 @@
+//! The scheduler: puts unassigned tasks on nodes.
+//!
+//! A pure function of the state (plus `now` for status timestamps). Filters
+//! run in swarmkit's order: ready and active, resources, constraints,
+//! platform, max replicas per node. Among the nodes that pass, spread wins:
+//! fewest tasks of this service, then fewest tasks overall, then node id (so
+//! equal inputs give equal placements). A task that fits nowhere goes to
+//! `Pending` with an explanation naming each filter that failed, e.g.
+//! `no suitable node (max replicas per node limit exceed; scheduling
+//! constraints not satisfied on 1 node)`, and is retried on every pass.
+
+use crate::state::State;
+use shoal_shared::clock::UnixNanos;
+use shoal_shared::ops::Op;
+use shoal_shared::task::TaskState;
+use shoal_shared::types::{
+    Availability, Node, NodeRole, NodeState, Placement, ResourceSet, Task, TaskStatus,
+};
+use std::collections::BTreeMap;
+
+/// Why a node was filtered out, in filter order (the order of explanations).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Filtered {
+    NotReady,
+    Resources,
+    Constraints,
+    Platform,
+    MaxReplicas,
+}
+
+impl Filtered {
+    fn explain(self, nodes: usize) -> String {
+        let n = if nodes == 1 {
+            "1 node".to_string()
+        } else {
+            format!("{nodes} nodes")
+        };
+        match self {
+            Filtered::NotReady => format!("{n} not available for new tasks"),
+            Filtered::Resources => format!("insufficient resources on {n}"),
+            Filtered::Constraints => format!("scheduling constraints not satisfied on {n}"),
+            Filtered::Platform => format!("unsupported platform on {n}"),
+            Filtered::MaxReplicas => "max replicas per node limit exceed".to_string(),
+        }
+    }
+}
+
+/// A parsed placement constraint (`node.labels.zone==edge`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Constraint {
+    pub key: String,
+    pub equal: bool,
+    pub value: String,
+}
+
+/// Errors in constraint expressions.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConstraintError {
+    #[error("invalid constraint {0:?}: expected KEY==VALUE or KEY!=VALUE")]
+    Syntax(String),
+    #[error("invalid constraint key {0:?}: use node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.KEY or engine.labels.KEY")]
+    Key(String),
+}
+
+impl Constraint {
+    /// Parses one constraint expression.
+    pub fn parse(expr: &str) -> Result<Constraint, ConstraintError> {
+        let (key, equal, value) = if let Some((k, v)) = expr.split_once("==") {
+            (k, true, v)
+        } else if let Some((k, v)) = expr.split_once("!=") {
+            (k, false, v)
+        } else {
+            return Err(ConstraintError::Syntax(expr.to_string()));
+        };
+        let key = key.trim();
+        let value = value.trim();
+        if key.is_empty() || value.is_empty() {
+            return Err(ConstraintError::Syntax(expr.to_string()));
+        }
+        let known = matches!(
+            key,
+            "node.id" | "node.hostname" | "node.role" | "node.platform.os" | "node.platform.arch"
+        ) || key
+            .strip_prefix("node.labels.")
+            .is_some_and(|l| !l.is_empty())
+            || key
+                .strip_prefix("engine.labels.")
+                .is_some_and(|l| !l.is_empty());
+        if !known {
+            return Err(ConstraintError::Key(key.to_string()));
+        }
+        Ok(Constraint {
+            key: key.to_string(),
+            equal,
+            value: value.to_string(),
+        })
+    }
+
+    /// Whether `node` satisfies the constraint (values compare case-insensitively, as Swarm's).
+    pub fn matches(&self, node: &Node) -> bool {
+        let actual: Option<String> = match self.key.as_str() {
+            "node.id" => Some(node.id.clone()),
+            "node.hostname" => Some(node.description.hostname.clone()),
+            "node.role" => Some(match node.role {
+                NodeRole::Manager => "manager".into(),
+                NodeRole::Worker => "worker".into(),
+            }),
+            "node.platform.os" => Some(node.description.platform.os.clone()),
+            "node.platform.arch" => Some(node.description.platform.architecture.clone()),
+            k => {
+                if let Some(l) = k.strip_prefix("node.labels.") {
+                    node.labels.get(l).cloned()
+                } else if let Some(l) = k.strip_prefix("engine.labels.") {
+                    node.description.engine_labels.get(l).cloned()
+                } else {
+                    None
+                }
+            }
+        };
+        let same = actual.is_some_and(|a| a.eq_ignore_ascii_case(&self.value));
+        same == self.equal
+    }
+}
+
+/// Node-only filters (no per-task counting): readiness, constraints, platform.
+pub fn eligible(node: &Node, placement: &Placement) -> Result<(), Filtered> {
+    if node.state != NodeState::Ready || node.availability != Availability::Active {
+        return Err(Filtered::NotReady);
+    }
+    for c in &placement.constraints {
+        // Constraints are validated at service creation; an unparsable one matches nothing.
+        if !Constraint::parse(c).is_ok_and(|c| c.matches(node)) {
+            return Err(Filtered::Constraints);
+        }
+    }
+    if !placement.platforms.is_empty()
+        && !placement
+            .platforms
+            .iter()
+            .any(|p| p.runs_on(&node.description.platform))
+    {
+        return Err(Filtered::Platform);
+    }
+    Ok(())
+}
+
+/// Per-node bookkeeping during one scheduling pass.
+#[derive(Default, Clone)]
+struct Load {
+    total: u64,
+    by_service: BTreeMap<String, u64>,
+    reserved: ResourceSet,
+}
+
+/// Assigns every unassigned runnable task, or explains why it cannot be.
+pub fn schedule(state: &State, now: UnixNanos) -> Vec<Op> {
+    let mut load: BTreeMap<&str, Load> = state
+        .nodes
+        .keys()
+        .map(|id| (id.as_str(), Load::default()))
+        .collect();
+    for t in state.tasks.values() {
+        if t.node_id.is_empty()
+            || t.status.state.is_terminal()
+            || t.desired_state > TaskState::Running
+        {
+            continue;
+        }
+        if let Some(l) = load.get_mut(t.node_id.as_str()) {
+            count(l, t);
+        }
+    }
+    let mut ops = Vec::new();
+    for t in state.tasks.values() {
+        if t.status.state > TaskState::Pending || t.desired_state > TaskState::Running {
+            continue;
+        }
+        if !t.node_id.is_empty() {
+            // Pre-bound (global) tasks: assign if the node still fits; the
+            // orchestrator removes them otherwise.
+            if let Some(n) = state.nodes.get(&t.node_id) {
+                if eligible(n, &t.spec.placement).is_ok() && fits(n, t, &load[n.id.as_str()]) {
+                    ops.push(assign(t, &n.id, now));
+                    continue;
+                }
+            }
+            continue;
+        }
+        match pick(state, t, &load) {
+            Ok(node_id) => {
+                // `pick` only returns ids taken from `load`'s keys.
+                count(load.get_mut(node_id).expect("picked node has load"), t);
+                ops.push(assign(t, node_id, now));
+            }
+            Err(why) => {
+                if t.status.state != TaskState::Pending || t.status.err != why {
+                    let mut st =
+                        TaskStatus::new(TaskState::Pending, now, "pending task scheduling");
+                    st.err = why;
+                    ops.push(Op::SetTaskStatus {
+                        id: t.id.clone(),
+                        status: st,
+                    });
+                }
+            }
+        }
+    }
+    ops
+}
+
+fn count(l: &mut Load, t: &Task) {
+    l.total += 1;
+    *l.by_service.entry(t.service_id.clone()).or_default() += 1;
+    l.reserved.nano_cpus += t.spec.resources.reservations.nano_cpus;
+    l.reserved.memory_bytes += t.spec.resources.reservations.memory_bytes;
+}
+
+fn fits(node: &Node, t: &Task, l: &Load) -> bool {
+    let want = t.spec.resources.reservations;
+    let have = node.description.resources;
+    let cpu_ok = want.nano_cpus == 0 || have.nano_cpus - l.reserved.nano_cpus >= want.nano_cpus;
+    let mem_ok =
+        want.memory_bytes == 0 || have.memory_bytes - l.reserved.memory_bytes >= want.memory_bytes;
+    cpu_ok && mem_ok
+}
+
+fn pick<'a>(state: &'a State, t: &Task, load: &BTreeMap<&'a str, Load>) -> Result<&'a str, String> {
+    let mut rejected: BTreeMap<Filtered, usize> = BTreeMap::new();
+    let mut best: Option<(&'a str, (u64, u64))> = None;
+    for n in state.nodes.values() {
+        let l = &load[n.id.as_str()];
+        let verdict = eligible(n, &t.spec.placement).and_then(|()| {
+            if !fits(n, t, l) {
+                return Err(Filtered::Resources);
+            }
+            let mine = l.by_service.get(&t.service_id).copied().unwrap_or(0);
+            let max = t.spec.placement.max_replicas_per_node;
+            if max > 0 && mine >= max {
+                return Err(Filtered::MaxReplicas);
+            }
+            Ok((mine, l.total))
+        });
+        match verdict {
+            Ok(rank) => {
+                if best.is_none_or(|(_, r)| rank < r) {
+                    best = Some((n.id.as_str(), rank));
+                }
+            }
+            Err(f) => *rejected.entry(f).or_default() += 1,
+        }
+    }
+    if let Some((id, _)) = best {
+        return Ok(id);
+    }
+    if rejected.is_empty() {
+        return Err("no suitable node".to_string());
+    }
+    let why: Vec<String> = rejected.iter().map(|(f, n)| f.explain(*n)).collect();
+    Err(format!("no suitable node ({})", why.join("; ")))
+}
+
+fn assign(t: &Task, node_id: &str, now: UnixNanos) -> Op {
+    Op::AssignTask {
+        id: t.id.clone(),
+        node_id: node_id.to_string(),
+        status: TaskStatus::new(TaskState::Assigned, now, "scheduler assigned task to node"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::{service, task};
+    use shoal_shared::ops::Entry;
+    use shoal_shared::platform::Platform;
+    use shoal_shared::types::{Meta, NodeDescription};
+
+    fn node(id: &str, platform: &str) -> Node {
+        Node {
+            id: id.into(),
+            meta: Meta::default(),
+            role: NodeRole::Worker,
+            availability: Availability::Active,
+            labels: Default::default(),
+            description: NodeDescription {
+                hostname: format!("host-{id}"),
+                platform: Platform::parse(platform).unwrap(),
+                ..Default::default()
+            },
+            state: NodeState::Ready,
+            addr: String::new(),
+            manager_addr: String::new(),
+        }
+    }
+
+    fn state(nodes: Vec<Node>, tasks: Vec<Task>) -> State {
+        let mut s = State::default();
+        let mut ops: Vec<Op> = nodes.into_iter().map(Op::PutNode).collect();
+        ops.push(Op::PutService(service("svc", "web")));
+        ops.extend(tasks.into_iter().map(Op::CreateTask));
+        assert!(s.apply(1, &Entry { at: 1, ops }).rejected.is_empty());
+        s
+    }
+
+    /// Schedules and returns `task -> node or error`, for table checks.
+    fn check(s: &State, expect: &[(&str, &str)]) {
+        let ops = schedule(s, 5);
+        let mut got: Vec<(String, String)> = ops
+            .iter()
+            .map(|op| match op {
+                Op::AssignTask { id, node_id, .. } => (id.clone(), node_id.clone()),
+                Op::SetTaskStatus { id, status } => (id.clone(), status.err.clone()),
+                other => panic!("unexpected op {other:?}"),
+            })
+            .collect();
+        got.sort();
+        let want: Vec<(String, String)> = expect
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn spreads_over_nodes() {
+        let s = state(
+            vec![node("a", "linux/amd64"), node("b", "linux/amd64")],
+            vec![
+                task("t1", "svc", 1),
+                task("t2", "svc", 2),
+                task("t3", "svc", 3),
+            ],
+        );
+        check(&s, &[("t1", "a"), ("t2", "b"), ("t3", "a")]);
+    }
+
+    #[test]
+    fn platforms_are_strict_about_variants() {
+        let mut t = task("t1", "svc", 1);
+        t.spec.placement.platforms = vec![Platform::parse("linux/arm64").unwrap()];
+        let s = state(
+            vec![
+                node("a", "linux/amd64"),
+                node("b", "linux/arm/v7"),
+                node("c", "linux/arm64"),
+            ],
+            vec![t.clone()],
+        );
+        check(&s, &[("t1", "c")]);
+        let s = state(
+            vec![node("a", "linux/amd64"), node("b", "linux/arm/v7")],
+            vec![t],
+        );
+        check(
+            &s,
+            &[("t1", "no suitable node (unsupported platform on 2 nodes)")],
+        );
+        let mut t = task("t2", "svc", 1);
+        t.spec.placement.platforms = vec![Platform::parse("linux/amd64").unwrap()];
+        let s = state(vec![node("x", "linux/386")], vec![t]);
+        check(
+            &s,
+            &[("t2", "no suitable node (unsupported platform on 1 node)")],
+        );
+    }
+
+    #[test]
+    fn explanations_name_each_filter() {
+        let mut drained = node("d", "linux/amd64");
+        drained.availability = Availability::Drain;
+        let mut t = task("t1", "svc", 1);
+        t.spec.placement.constraints = vec!["node.labels.zone==edge".into()];
+        t.spec.placement.max_replicas_per_node = 1;
+        let mut running = task("r1", "svc", 2);
+        running.node_id = "e".into();
+        running.status = TaskStatus::new(TaskState::Running, 1, "running");
+        let mut edge = node("e", "linux/amd64");
+        edge.labels.insert("zone".into(), "edge".into());
+        let s = state(
+            vec![drained, node("a", "linux/amd64"), edge],
+            vec![t, running],
+        );
+        check(&s, &[("t1", "no suitable node (1 node not available for new tasks; scheduling constraints not satisfied on 1 node; max replicas per node limit exceed)")]);
+        let s = state(vec![], vec![task("t9", "svc", 1)]);
+        check(&s, &[("t9", "no suitable node")]);
+    }
+
+    #[test]
+    fn reservations_count_against_node_resources() {
+        let mut a = node("a", "linux/amd64");
+        a.description.resources = ResourceSet {
+            nano_cpus: 2_000_000_000,
+            memory_bytes: 1 << 30,
+        };
+        let mut t1 = task("t1", "svc", 1);
+        t1.spec.resources.reservations.memory_bytes = 700 << 20;
+        let mut t2 = t1.clone();
+        t2.id = "t2".into();
+        t2.slot = 2;
+        let s = state(vec![a], vec![t1, t2]);
+        check(
+            &s,
+            &[
+                ("t1", "a"),
+                ("t2", "no suitable node (insufficient resources on 1 node)"),
+            ],
+        );
+    }
+
+    #[test]
+    fn constraints_parse_and_match() {
+        assert!(Constraint::parse("node.role!=manager").is_ok());
+        assert_eq!(
+            Constraint::parse("node.role=manager"),
+            Err(ConstraintError::Syntax("node.role=manager".into()))
+        );
+        assert!(matches!(
+            Constraint::parse("node.colour==red"),
+            Err(ConstraintError::Key(_))
+        ));
+        let n = node("a", "linux/arm64");
+        assert!(Constraint::parse("node.platform.arch==arm64")
+            .unwrap()
+            .matches(&n));
+        assert!(Constraint::parse("node.role!=manager").unwrap().matches(&n));
+        assert!(!Constraint::parse("node.labels.zone==x")
+            .unwrap()
+            .matches(&n));
+        assert!(Constraint::parse("node.labels.zone!=x")
+            .unwrap()
+            .matches(&n));
+    }
+}

@@ -1,0 +1,390 @@
+//! The replicated state machine: services, tasks, nodes and the cluster.
+//!
+//! [`State::apply`] is a pure function of `(state, index, entry)`: it reads no
+//! clock or rng (timestamps come stamped in the [`Entry`]). Each op is applied
+//! atomically: an op that is invalid against the current state (unknown id,
+//! a task state moving backwards, a duplicate name) is skipped, leaves the
+//! state untouched, and is reported in [`Applied::rejected`] so that every
+//! replica skips exactly the same ops.
+//!
+//! Invariants (checked by tests and by `debug_check`):
+//! - service names are unique;
+//! - a task's `status.state` and `desired_state` only move forward;
+//! - every object's `meta.version` is the index of the entry that last changed it.
+
+use serde::{Deserialize, Serialize};
+use shoal_shared::ops::{Entry, Op};
+use shoal_shared::task::TaskState;
+use shoal_shared::types::{Cluster, Node, Service, Task};
+use std::collections::BTreeMap;
+
+/// Version of the snapshot encoding.
+const SNAPSHOT_VERSION: u8 = 1;
+
+/// The whole replicated state, materialised in memory.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub cluster: Option<Cluster>,
+    pub nodes: BTreeMap<String, Node>,
+    pub services: BTreeMap<String, Service>,
+    pub tasks: BTreeMap<String, Task>,
+    /// Index of the last applied entry.
+    pub applied_index: u64,
+}
+
+/// Why an op was skipped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("no such {kind} {id}")]
+    Missing { kind: &'static str, id: String },
+    #[error("service name {0} is already in use")]
+    NameInUse(String),
+    #[error("{kind} {id} already exists")]
+    Exists { kind: &'static str, id: String },
+    #[error("task {id}: {source}")]
+    Backwards {
+        id: String,
+        source: shoal_shared::task::Backwards,
+    },
+}
+
+/// The outcome of applying one entry.
+#[derive(Debug, Default, PartialEq)]
+pub struct Applied {
+    /// `(op position, reason)` of skipped ops.
+    pub rejected: Vec<(usize, ApplyError)>,
+}
+
+/// Errors restoring a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot is empty")]
+    Empty,
+    #[error("snapshot version {0} is not supported")]
+    Version(u8),
+    #[error("snapshot is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl State {
+    /// Applies a committed entry at `index`.
+    pub fn apply(&mut self, index: u64, entry: &Entry) -> Applied {
+        assert!(
+            index > self.applied_index,
+            "entries apply in order: {index} after {}",
+            self.applied_index
+        );
+        let mut applied = Applied::default();
+        for (pos, op) in entry.ops.iter().enumerate() {
+            if let Err(e) = self.apply_op(index, entry.at, op) {
+                applied.rejected.push((pos, e));
+            }
+        }
+        self.applied_index = index;
+        applied
+    }
+
+    fn apply_op(&mut self, index: u64, at: u64, op: &Op) -> Result<(), ApplyError> {
+        match op {
+            Op::PutCluster(c) => {
+                let mut c = c.clone();
+                c.meta.version = index;
+                self.cluster = Some(c);
+            }
+            Op::PutNode(n) => {
+                let mut n = n.clone();
+                n.meta.version = index;
+                n.meta.updated_at = at;
+                if let Some(old) = self.nodes.get(&n.id) {
+                    n.meta.created_at = old.meta.created_at;
+                } else {
+                    n.meta.created_at = at;
+                }
+                self.nodes.insert(n.id.clone(), n);
+            }
+            Op::DeleteNode { id } => {
+                self.nodes.remove(id).ok_or_else(|| missing("node", id))?;
+            }
+            Op::SetNodeState { id, state } => {
+                let n = self.nodes.get_mut(id).ok_or_else(|| missing("node", id))?;
+                n.state = *state;
+                touch(&mut n.meta, index, at);
+            }
+            Op::SetNodeAvailability { id, availability } => {
+                let n = self.nodes.get_mut(id).ok_or_else(|| missing("node", id))?;
+                n.availability = *availability;
+                touch(&mut n.meta, index, at);
+            }
+            Op::PutService(s) => {
+                if let Some(other) = self
+                    .services
+                    .values()
+                    .find(|o| o.spec.name == s.spec.name && o.id != s.id)
+                {
+                    return Err(ApplyError::NameInUse(other.spec.name.clone()));
+                }
+                let mut s = s.clone();
+                match self.services.get(&s.id) {
+                    Some(old) => s.meta.created_at = old.meta.created_at,
+                    None => s.meta.created_at = at,
+                }
+                touch(&mut s.meta, index, at);
+                self.services.insert(s.id.clone(), s);
+            }
+            Op::DeleteService { id } => {
+                self.services
+                    .remove(id)
+                    .ok_or_else(|| missing("service", id))?;
+            }
+            Op::CreateTask(t) => {
+                if self.tasks.contains_key(&t.id) {
+                    return Err(ApplyError::Exists {
+                        kind: "task",
+                        id: t.id.clone(),
+                    });
+                }
+                let mut t = t.clone();
+                t.meta.created_at = at;
+                touch(&mut t.meta, index, at);
+                self.tasks.insert(t.id.clone(), t);
+            }
+            Op::AssignTask {
+                id,
+                node_id,
+                status,
+            } => {
+                let t = self.tasks.get_mut(id).ok_or_else(|| missing("task", id))?;
+                let state = forward(id, t.status.state, status.state)?;
+                t.node_id = node_id.clone();
+                t.status = status.clone();
+                t.status.state = state;
+                touch(&mut t.meta, index, at);
+            }
+            Op::SetTaskDesired { id, desired } => {
+                let t = self.tasks.get_mut(id).ok_or_else(|| missing("task", id))?;
+                t.desired_state = forward(id, t.desired_state, *desired)?;
+                touch(&mut t.meta, index, at);
+            }
+            Op::SetTaskStatus { id, status } => {
+                let t = self.tasks.get_mut(id).ok_or_else(|| missing("task", id))?;
+                forward(id, t.status.state, status.state)?;
+                t.status = status.clone();
+                touch(&mut t.meta, index, at);
+            }
+            Op::DeleteTask { id } => {
+                self.tasks.remove(id).ok_or_else(|| missing("task", id))?;
+            }
+            Op::ReleaseTask { id } => {
+                let t = self.tasks.get_mut(id).ok_or_else(|| missing("task", id))?;
+                t.desired_state = forward(id, t.desired_state, TaskState::Running)?;
+                t.not_before = 0;
+                touch(&mut t.meta, index, at);
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes the whole state for a raft snapshot.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut out = vec![SNAPSHOT_VERSION];
+        // In-memory maps of owned strings always serialize.
+        out.extend(postcard::to_allocvec(self).expect("state serialization is infallible"));
+        out
+    }
+
+    /// Decodes a snapshot made by [`State::snapshot`].
+    pub fn restore(bytes: &[u8]) -> Result<State, SnapshotError> {
+        let (&v, body) = bytes.split_first().ok_or(SnapshotError::Empty)?;
+        if v != SNAPSHOT_VERSION {
+            return Err(SnapshotError::Version(v));
+        }
+        postcard::from_bytes(body).map_err(|e| SnapshotError::Corrupt(e.to_string()))
+    }
+
+    /// Finds a service by exact id, exact name, or unique id prefix.
+    pub fn find_service(&self, key: &str) -> Option<&Service> {
+        if let Some(s) = self.services.get(key) {
+            return Some(s);
+        }
+        if let Some(s) = self.services.values().find(|s| s.spec.name == key) {
+            return Some(s);
+        }
+        let mut by_prefix = self.services.values().filter(|s| s.id.starts_with(key));
+        match (by_prefix.next(), by_prefix.next()) {
+            (Some(s), None) if !key.is_empty() => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Finds a node by id, hostname or unique id prefix.
+    pub fn find_node(&self, key: &str) -> Option<&Node> {
+        if let Some(n) = self.nodes.get(key) {
+            return Some(n);
+        }
+        if let Some(n) = self.nodes.values().find(|n| n.description.hostname == key) {
+            return Some(n);
+        }
+        let mut by_prefix = self.nodes.values().filter(|n| n.id.starts_with(key));
+        match (by_prefix.next(), by_prefix.next()) {
+            (Some(n), None) if !key.is_empty() => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Tasks of a service, in creation order.
+    pub fn tasks_of(&self, service_id: &str) -> Vec<&Task> {
+        let mut v: Vec<&Task> = self
+            .tasks
+            .values()
+            .filter(|t| t.service_id == service_id)
+            .collect();
+        v.sort_by(|a, b| {
+            (a.slot, &a.node_id, a.meta.created_at, &a.id).cmp(&(
+                b.slot,
+                &b.node_id,
+                b.meta.created_at,
+                &b.id,
+            ))
+        });
+        v
+    }
+}
+
+fn missing(kind: &'static str, id: &str) -> ApplyError {
+    ApplyError::Missing {
+        kind,
+        id: id.to_string(),
+    }
+}
+
+fn forward(id: &str, from: TaskState, to: TaskState) -> Result<TaskState, ApplyError> {
+    from.advance(to).map_err(|source| ApplyError::Backwards {
+        id: id.to_string(),
+        source,
+    })
+}
+
+fn touch(meta: &mut shoal_shared::types::Meta, index: u64, at: u64) {
+    meta.version = index;
+    meta.updated_at = at;
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use shoal_shared::types::{ServiceSpec, TaskStatus};
+
+    pub(crate) fn service(id: &str, name: &str) -> Service {
+        Service {
+            id: id.into(),
+            meta: Default::default(),
+            spec: ServiceSpec::new(name, "busybox"),
+            previous_spec: None,
+        }
+    }
+
+    pub(crate) fn task(id: &str, service_id: &str, slot: u64) -> Task {
+        let spec = ServiceSpec::new("x", "busybox").task;
+        Task {
+            id: id.into(),
+            meta: Default::default(),
+            service_id: service_id.into(),
+            slot,
+            node_id: String::new(),
+            spec,
+            service_version: 1,
+            desired_state: TaskState::Running,
+            status: TaskStatus::new(TaskState::New, 0, "created"),
+            not_before: 0,
+            attempt: 0,
+        }
+    }
+
+    fn entry(ops: Vec<Op>) -> Entry {
+        Entry { at: 1000, ops }
+    }
+
+    #[test]
+    fn duplicate_names_are_rejected_without_change() {
+        let mut s = State::default();
+        let a = s.apply(1, &entry(vec![Op::PutService(service("a", "web"))]));
+        assert!(a.rejected.is_empty());
+        let before = s.clone();
+        let b = s.apply(2, &entry(vec![Op::PutService(service("b", "web"))]));
+        assert_eq!(b.rejected, vec![(0, ApplyError::NameInUse("web".into()))]);
+        assert_eq!(s.services, before.services);
+        assert_eq!(s.services["a"].meta.version, 1);
+        assert_eq!(s.applied_index, 2);
+    }
+
+    #[test]
+    fn task_states_only_move_forward_in_apply() {
+        let mut s = State::default();
+        s.apply(1, &entry(vec![Op::CreateTask(task("t", "a", 1))]));
+        let running = TaskStatus::new(TaskState::Running, 5, "started");
+        assert!(s
+            .apply(
+                2,
+                &entry(vec![Op::SetTaskStatus {
+                    id: "t".into(),
+                    status: running.clone()
+                }])
+            )
+            .rejected
+            .is_empty());
+        let back = TaskStatus::new(TaskState::Starting, 6, "late report");
+        let r = s.apply(
+            3,
+            &entry(vec![Op::SetTaskStatus {
+                id: "t".into(),
+                status: back,
+            }]),
+        );
+        assert_eq!(r.rejected.len(), 1);
+        assert_eq!(s.tasks["t"].status, running);
+        assert_eq!(s.tasks["t"].meta.version, 2);
+        let r = s.apply(
+            4,
+            &entry(vec![Op::SetTaskDesired {
+                id: "t".into(),
+                desired: TaskState::Ready,
+            }]),
+        );
+        assert_eq!(r.rejected.len(), 1);
+        assert_eq!(s.tasks["t"].desired_state, TaskState::Running);
+    }
+
+    #[test]
+    fn snapshot_round_trip_and_corruption() {
+        let mut s = State::default();
+        s.apply(
+            1,
+            &entry(vec![
+                Op::PutService(service("a", "web")),
+                Op::CreateTask(task("t", "a", 1)),
+            ]),
+        );
+        let snap = s.snapshot();
+        assert_eq!(State::restore(&snap).unwrap(), s);
+        assert!(State::restore(&[]).is_err());
+        assert!(State::restore(&[7]).is_err());
+        assert!(State::restore(&snap[..snap.len() / 2]).is_err());
+    }
+
+    #[test]
+    fn lookup_by_name_id_and_prefix() {
+        let mut s = State::default();
+        s.apply(
+            1,
+            &entry(vec![
+                Op::PutService(service("abc123", "web")),
+                Op::PutService(service("abd456", "db")),
+            ]),
+        );
+        assert_eq!(s.find_service("web").unwrap().id, "abc123");
+        assert_eq!(s.find_service("abd").unwrap().id, "abd456");
+        assert!(s.find_service("ab").is_none(), "ambiguous prefix");
+        assert!(s.find_service("").is_none());
+        assert!(s.find_service("nope").is_none());
+    }
+}

@@ -1,0 +1,162 @@
+//! The control API between the `shoal` CLI and a daemon.
+//!
+//! Requests and replies are postcard inside [`crate::frame`]'s versioned,
+//! length-bounded frames over the daemon's unix socket (and, for forwarded
+//! commands, over Noise links). One request gets exactly one reply. Variants
+//! are append only.
+
+use crate::types::{Availability, Node, Service, ServiceSpec, Task};
+use serde::{Deserialize, Serialize};
+
+/// Version of the control API; replies to other versions are refused.
+pub const API_VERSION: u8 = 1;
+
+/// A CLI request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    Ping,
+    Version,
+    SwarmInit {
+        advertise_addr: String,
+        availability: Availability,
+    },
+    NodeList,
+    NodeInspect {
+        node: String,
+    },
+    ServiceCreate {
+        spec: ServiceSpec,
+    },
+    ServiceList,
+    ServiceInspect {
+        service: String,
+    },
+    ServiceScale {
+        service: String,
+        replicas: u64,
+    },
+    ServiceRemove {
+        service: String,
+    },
+    /// Tasks of a service, oldest first.
+    TaskList {
+        service: String,
+    },
+    /// Log bytes of a service's tasks after the given per-task offsets.
+    ServiceLogs {
+        service: String,
+        tail_lines: Option<u64>,
+        cursor: Vec<LogCursor>,
+    },
+    ImageLoad {
+        path: String,
+    },
+    ImageList,
+    ImagePull {
+        reference: String,
+    },
+}
+
+/// Where a log reader left off in one task's log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogCursor {
+    pub task_id: String,
+    pub offset: u64,
+}
+
+/// A piece of one task's log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogChunk {
+    pub task_id: String,
+    /// Swarm's prefix: `svc.1.taskid@node`.
+    pub source: String,
+    pub data: Vec<u8>,
+}
+
+/// A service with its task counts, for `service ls`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceSummary {
+    pub service: Service,
+    pub running: u64,
+    pub desired: u64,
+}
+
+/// An image known to the node's runtime.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageSummary {
+    pub name: String,
+    pub digest: String,
+    pub size_bytes: u64,
+    pub platforms: Vec<String>,
+}
+
+/// What a daemon says about itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub version: String,
+    pub platform: String,
+    pub containerd: String,
+    pub node_id: String,
+    pub swarm: bool,
+}
+
+/// Machine-readable error classes, so the CLI can pick exit codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    FailedPrecondition,
+    Unavailable,
+    Internal,
+}
+
+/// A daemon reply.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    Ok,
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
+    Pong,
+    Version(VersionInfo),
+    SwarmInit {
+        node_id: String,
+        advertise_addr: String,
+    },
+    Nodes {
+        nodes: Vec<Node>,
+        self_id: String,
+        leader_id: String,
+    },
+    Node(Node),
+    ServiceCreated {
+        id: String,
+        warnings: Vec<String>,
+    },
+    Services(Vec<ServiceSummary>),
+    Service(Service),
+    Tasks {
+        service: Service,
+        tasks: Vec<Task>,
+        nodes: Vec<Node>,
+    },
+    Logs {
+        chunks: Vec<LogChunk>,
+        cursor: Vec<LogCursor>,
+    },
+    Images(Vec<ImageSummary>),
+    Loaded(Vec<String>),
+    Removed(Vec<String>),
+}
+
+impl Reply {
+    /// Shorthand for an error reply.
+    pub fn error(kind: ErrorKind, message: impl Into<String>) -> Reply {
+        Reply::Error {
+            kind,
+            message: message.into(),
+        }
+    }
+}
