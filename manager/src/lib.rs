@@ -6,6 +6,9 @@
 //! to nodes; [`wal`] is the durable single-voter log the daemon proposes
 //! through; [`control`] validates control-API requests into ops.
 
+pub mod control;
 pub mod orchestrator;
 pub mod scheduler;
+pub mod schema;
 pub mod state;
+pub mod wal;

@@ -1,0 +1,235 @@
+//! Control-API writes, validated against the state and turned into ops.
+//!
+//! Pure functions: the daemon's shell supplies ids and timestamps. A request
+//! that fails validation returns a [`ControlError`] and proposes nothing, so
+//! bad input never changes state. Messages follow Swarm's where it has one,
+//! lowercased, and say what to do next.
+
+use crate::scheduler::Constraint;
+use crate::state::State;
+use shoal_shared::api::ErrorKind;
+use shoal_shared::ops::Op;
+use shoal_shared::types::{Meta, Service, ServiceMode, ServiceSpec};
+
+/// Longest service name, as Docker's DNS-label rule.
+pub const SERVICE_NAME_BYTES_MAX: usize = 63;
+/// Most replicas one service may ask for.
+pub const REPLICAS_MAX: u64 = 100_000;
+
+/// A refused control request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error("this node is not a swarm manager: use `shoal swarm init` or `shoal swarm join` to connect this node to a swarm and try again")]
+    NotInSwarm,
+    #[error("this node is already part of a swarm: use `shoal swarm leave` to leave this swarm and join another one")]
+    AlreadyInSwarm,
+    #[error("no such service: {0}")]
+    NoSuchService(String),
+    #[error("no such node: {0}")]
+    NoSuchNode(String),
+    #[error("service {0} already exists (name conflicts with an existing object)")]
+    NameInUse(String),
+    #[error("invalid service name {0:?}: use 1-63 letters, digits and dashes, starting and ending with a letter or digit")]
+    BadName(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("scale can only be used with replicated mode: service {0} is global")]
+    ScaleGlobal(String),
+}
+
+impl ControlError {
+    /// The API error class for this refusal.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ControlError::NotInSwarm
+            | ControlError::AlreadyInSwarm
+            | ControlError::ScaleGlobal(_) => ErrorKind::FailedPrecondition,
+            ControlError::NoSuchService(_) | ControlError::NoSuchNode(_) => ErrorKind::NotFound,
+            ControlError::NameInUse(_) => ErrorKind::AlreadyExists,
+            ControlError::BadName(_) | ControlError::Invalid(_) => ErrorKind::InvalidArgument,
+        }
+    }
+}
+
+/// Checks a spec on its own (not against the state).
+pub fn validate_spec(spec: &ServiceSpec) -> Result<(), ControlError> {
+    let name = &spec.name;
+    let ok_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    let ok_ends = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric());
+    if name.is_empty() || name.len() > SERVICE_NAME_BYTES_MAX || !ok_chars || !ok_ends {
+        return Err(ControlError::BadName(name.clone()));
+    }
+    if spec.task.container.image.trim().is_empty() {
+        return Err(ControlError::Invalid("a service needs an image".into()));
+    }
+    if let ServiceMode::Replicated { replicas } = spec.mode {
+        if replicas > REPLICAS_MAX {
+            return Err(ControlError::Invalid(format!(
+                "replicas {replicas} is above the limit of {REPLICAS_MAX}"
+            )));
+        }
+    }
+    for c in &spec.task.placement.constraints {
+        Constraint::parse(c).map_err(|e| ControlError::Invalid(e.to_string()))?;
+    }
+    for e in &spec.task.container.env {
+        if e.is_empty() || e.starts_with('=') {
+            return Err(ControlError::Invalid(format!(
+                "invalid environment variable {e:?}: use KEY=VALUE"
+            )));
+        }
+    }
+    let u = &spec.update;
+    if !(0.0..=1.0).contains(&u.max_failure_ratio)
+        || !(0.0..=1.0).contains(&spec.rollback.max_failure_ratio)
+    {
+        return Err(ControlError::Invalid(
+            "max failure ratio must be between 0 and 1".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn in_swarm(state: &State) -> Result<(), ControlError> {
+    state
+        .cluster
+        .as_ref()
+        .map(|_| ())
+        .ok_or(ControlError::NotInSwarm)
+}
+
+/// Ops creating a service with the given (shell-chosen) id.
+pub fn create_service(
+    state: &State,
+    spec: ServiceSpec,
+    id: String,
+) -> Result<Vec<Op>, ControlError> {
+    in_swarm(state)?;
+    validate_spec(&spec)?;
+    if state.services.values().any(|s| s.spec.name == spec.name) {
+        return Err(ControlError::NameInUse(spec.name));
+    }
+    Ok(vec![Op::PutService(Service {
+        id,
+        meta: Meta::default(),
+        spec,
+        previous_spec: None,
+    })])
+}
+
+/// Ops setting a replicated service's replica count.
+pub fn scale_service(state: &State, key: &str, replicas: u64) -> Result<Vec<Op>, ControlError> {
+    in_swarm(state)?;
+    let s = state
+        .find_service(key)
+        .ok_or_else(|| ControlError::NoSuchService(key.to_string()))?;
+    if s.spec.mode == ServiceMode::Global {
+        return Err(ControlError::ScaleGlobal(s.spec.name.clone()));
+    }
+    if replicas > REPLICAS_MAX {
+        return Err(ControlError::Invalid(format!(
+            "replicas {replicas} is above the limit of {REPLICAS_MAX}"
+        )));
+    }
+    let mut next = s.clone();
+    next.previous_spec = Some(s.spec.clone());
+    next.spec.mode = ServiceMode::Replicated { replicas };
+    Ok(vec![Op::PutService(next)])
+}
+
+/// Ops removing a service (its tasks are stopped by the orchestrator).
+pub fn remove_service(state: &State, key: &str) -> Result<(Vec<Op>, String), ControlError> {
+    in_swarm(state)?;
+    let s = state
+        .find_service(key)
+        .ok_or_else(|| ControlError::NoSuchService(key.to_string()))?;
+    Ok((
+        vec![Op::DeleteService { id: s.id.clone() }],
+        s.spec.name.clone(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_shared::ops::Entry;
+    use shoal_shared::types::Cluster;
+
+    fn swarm() -> State {
+        let mut s = State::default();
+        s.apply(
+            1,
+            &Entry {
+                at: 1,
+                ops: vec![Op::PutCluster(Cluster {
+                    id: "c".into(),
+                    ..Default::default()
+                })],
+            },
+        );
+        s
+    }
+
+    #[test]
+    fn refuses_bad_input_without_ops() {
+        let s = swarm();
+        assert_eq!(
+            create_service(
+                &State::default(),
+                ServiceSpec::new("web", "busybox"),
+                "i".into()
+            ),
+            Err(ControlError::NotInSwarm)
+        );
+        assert!(matches!(
+            create_service(&s, ServiceSpec::new("bad_name", "busybox"), "i".into()),
+            Err(ControlError::BadName(_))
+        ));
+        assert!(matches!(
+            create_service(&s, ServiceSpec::new("-x", "busybox"), "i".into()),
+            Err(ControlError::BadName(_))
+        ));
+        let mut spec = ServiceSpec::new("web", "busybox");
+        spec.task.placement.constraints = vec!["node.role=manager".into()];
+        assert!(matches!(
+            create_service(&s, spec, "i".into()),
+            Err(ControlError::Invalid(_))
+        ));
+        assert_eq!(
+            scale_service(&s, "nope", 3),
+            Err(ControlError::NoSuchService("nope".into()))
+        );
+    }
+
+    #[test]
+    fn duplicate_names_and_global_scale() {
+        let mut s = swarm();
+        let ops = create_service(&s, ServiceSpec::new("web", "busybox"), "id1".into()).unwrap();
+        s.apply(2, &Entry { at: 2, ops });
+        assert_eq!(
+            create_service(&s, ServiceSpec::new("web", "busybox"), "id2".into()),
+            Err(ControlError::NameInUse("web".into()))
+        );
+        let mut g = ServiceSpec::new("agent", "busybox");
+        g.mode = ServiceMode::Global;
+        let ops = create_service(&s, g, "id3".into()).unwrap();
+        s.apply(3, &Entry { at: 3, ops });
+        assert_eq!(
+            scale_service(&s, "agent", 2),
+            Err(ControlError::ScaleGlobal("agent".into()))
+        );
+        let ops = scale_service(&s, "web", 4).unwrap();
+        s.apply(4, &Entry { at: 4, ops });
+        assert_eq!(
+            s.find_service("web").unwrap().spec.mode,
+            ServiceMode::Replicated { replicas: 4 }
+        );
+    }
+}
