@@ -19,7 +19,9 @@ pub const REPLICAS_MAX: u64 = 100_000;
 /// A refused control request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControlError {
-    #[error("this node is not a swarm manager: use `shoal swarm init` or `shoal swarm join` to connect this node to a swarm and try again")]
+    #[error(
+        "this node is not a swarm manager: use `shoal swarm init` or `shoal swarm join` to connect this node to a swarm and try again"
+    )]
     NotInSwarm,
     #[error("this node is already part of a swarm: use `shoal swarm leave` to leave this swarm and join another one")]
     AlreadyInSwarm,
@@ -41,9 +43,7 @@ impl ControlError {
     /// The API error class for this refusal.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ControlError::NotInSwarm
-            | ControlError::AlreadyInSwarm
-            | ControlError::ScaleGlobal(_) => ErrorKind::FailedPrecondition,
+            ControlError::NotInSwarm | ControlError::AlreadyInSwarm | ControlError::ScaleGlobal(_) => ErrorKind::FailedPrecondition,
             ControlError::NoSuchService(_) | ControlError::NoSuchNode(_) => ErrorKind::NotFound,
             ControlError::NameInUse(_) => ErrorKind::AlreadyExists,
             ControlError::BadName(_) | ControlError::Invalid(_) => ErrorKind::InvalidArgument,
@@ -55,14 +55,8 @@ impl ControlError {
 pub fn validate_spec(spec: &ServiceSpec) -> Result<(), ControlError> {
     let name = &spec.name;
     let ok_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    let ok_ends = name
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_alphanumeric())
-        && name
-            .bytes()
-            .last()
-            .is_some_and(|b| b.is_ascii_alphanumeric());
+    let ok_ends =
+        name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric()) && name.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
     if name.is_empty() || name.len() > SERVICE_NAME_BYTES_MAX || !ok_chars || !ok_ends {
         return Err(ControlError::BadName(name.clone()));
     }
@@ -71,9 +65,7 @@ pub fn validate_spec(spec: &ServiceSpec) -> Result<(), ControlError> {
     }
     if let ServiceMode::Replicated { replicas } = spec.mode {
         if replicas > REPLICAS_MAX {
-            return Err(ControlError::Invalid(format!(
-                "replicas {replicas} is above the limit of {REPLICAS_MAX}"
-            )));
+            return Err(ControlError::Invalid(format!("replicas {replicas} is above the limit of {REPLICAS_MAX}")));
         }
     }
     for c in &spec.task.placement.constraints {
@@ -81,62 +73,39 @@ pub fn validate_spec(spec: &ServiceSpec) -> Result<(), ControlError> {
     }
     for e in &spec.task.container.env {
         if e.is_empty() || e.starts_with('=') {
-            return Err(ControlError::Invalid(format!(
-                "invalid environment variable {e:?}: use KEY=VALUE"
-            )));
+            return Err(ControlError::Invalid(format!("invalid environment variable {e:?}: use KEY=VALUE")));
         }
     }
     let u = &spec.update;
-    if !(0.0..=1.0).contains(&u.max_failure_ratio)
-        || !(0.0..=1.0).contains(&spec.rollback.max_failure_ratio)
-    {
-        return Err(ControlError::Invalid(
-            "max failure ratio must be between 0 and 1".into(),
-        ));
+    if !(0.0..=1.0).contains(&u.max_failure_ratio) || !(0.0..=1.0).contains(&spec.rollback.max_failure_ratio) {
+        return Err(ControlError::Invalid("max failure ratio must be between 0 and 1".into()));
     }
     Ok(())
 }
 
 fn in_swarm(state: &State) -> Result<(), ControlError> {
-    state
-        .cluster
-        .as_ref()
-        .map(|_| ())
-        .ok_or(ControlError::NotInSwarm)
+    state.cluster.as_ref().map(|_| ()).ok_or(ControlError::NotInSwarm)
 }
 
 /// Ops creating a service with the given (shell-chosen) id.
-pub fn create_service(
-    state: &State,
-    spec: ServiceSpec,
-    id: String,
-) -> Result<Vec<Op>, ControlError> {
+pub fn create_service(state: &State, spec: ServiceSpec, id: String) -> Result<Vec<Op>, ControlError> {
     in_swarm(state)?;
     validate_spec(&spec)?;
     if state.services.values().any(|s| s.spec.name == spec.name) {
         return Err(ControlError::NameInUse(spec.name));
     }
-    Ok(vec![Op::PutService(Service {
-        id,
-        meta: Meta::default(),
-        spec,
-        previous_spec: None,
-    })])
+    Ok(vec![Op::PutService(Service { id, meta: Meta::default(), spec, previous_spec: None })])
 }
 
 /// Ops setting a replicated service's replica count.
 pub fn scale_service(state: &State, key: &str, replicas: u64) -> Result<Vec<Op>, ControlError> {
     in_swarm(state)?;
-    let s = state
-        .find_service(key)
-        .ok_or_else(|| ControlError::NoSuchService(key.to_string()))?;
+    let s = state.find_service(key).ok_or_else(|| ControlError::NoSuchService(key.to_string()))?;
     if s.spec.mode == ServiceMode::Global {
         return Err(ControlError::ScaleGlobal(s.spec.name.clone()));
     }
     if replicas > REPLICAS_MAX {
-        return Err(ControlError::Invalid(format!(
-            "replicas {replicas} is above the limit of {REPLICAS_MAX}"
-        )));
+        return Err(ControlError::Invalid(format!("replicas {replicas} is above the limit of {REPLICAS_MAX}")));
     }
     let mut next = s.clone();
     next.previous_spec = Some(s.spec.clone());
@@ -147,13 +116,8 @@ pub fn scale_service(state: &State, key: &str, replicas: u64) -> Result<Vec<Op>,
 /// Ops removing a service (its tasks are stopped by the orchestrator).
 pub fn remove_service(state: &State, key: &str) -> Result<(Vec<Op>, String), ControlError> {
     in_swarm(state)?;
-    let s = state
-        .find_service(key)
-        .ok_or_else(|| ControlError::NoSuchService(key.to_string()))?;
-    Ok((
-        vec![Op::DeleteService { id: s.id.clone() }],
-        s.spec.name.clone(),
-    ))
+    let s = state.find_service(key).ok_or_else(|| ControlError::NoSuchService(key.to_string()))?;
+    Ok((vec![Op::DeleteService { id: s.id.clone() }], s.spec.name.clone()))
 }
 
 #[cfg(test)]
@@ -164,48 +128,20 @@ mod tests {
 
     fn swarm() -> State {
         let mut s = State::default();
-        s.apply(
-            1,
-            &Entry {
-                at: 1,
-                ops: vec![Op::PutCluster(Cluster {
-                    id: "c".into(),
-                    ..Default::default()
-                })],
-            },
-        );
+        s.apply(1, &Entry { at: 1, ops: vec![Op::PutCluster(Cluster { id: "c".into(), ..Default::default() })] });
         s
     }
 
     #[test]
     fn refuses_bad_input_without_ops() {
         let s = swarm();
-        assert_eq!(
-            create_service(
-                &State::default(),
-                ServiceSpec::new("web", "busybox"),
-                "i".into()
-            ),
-            Err(ControlError::NotInSwarm)
-        );
-        assert!(matches!(
-            create_service(&s, ServiceSpec::new("bad_name", "busybox"), "i".into()),
-            Err(ControlError::BadName(_))
-        ));
-        assert!(matches!(
-            create_service(&s, ServiceSpec::new("-x", "busybox"), "i".into()),
-            Err(ControlError::BadName(_))
-        ));
+        assert_eq!(create_service(&State::default(), ServiceSpec::new("web", "busybox"), "i".into()), Err(ControlError::NotInSwarm));
+        assert!(matches!(create_service(&s, ServiceSpec::new("bad_name", "busybox"), "i".into()), Err(ControlError::BadName(_))));
+        assert!(matches!(create_service(&s, ServiceSpec::new("-x", "busybox"), "i".into()), Err(ControlError::BadName(_))));
         let mut spec = ServiceSpec::new("web", "busybox");
         spec.task.placement.constraints = vec!["node.role=manager".into()];
-        assert!(matches!(
-            create_service(&s, spec, "i".into()),
-            Err(ControlError::Invalid(_))
-        ));
-        assert_eq!(
-            scale_service(&s, "nope", 3),
-            Err(ControlError::NoSuchService("nope".into()))
-        );
+        assert!(matches!(create_service(&s, spec, "i".into()), Err(ControlError::Invalid(_))));
+        assert_eq!(scale_service(&s, "nope", 3), Err(ControlError::NoSuchService("nope".into())));
     }
 
     #[test]
@@ -213,23 +149,14 @@ mod tests {
         let mut s = swarm();
         let ops = create_service(&s, ServiceSpec::new("web", "busybox"), "id1".into()).unwrap();
         s.apply(2, &Entry { at: 2, ops });
-        assert_eq!(
-            create_service(&s, ServiceSpec::new("web", "busybox"), "id2".into()),
-            Err(ControlError::NameInUse("web".into()))
-        );
+        assert_eq!(create_service(&s, ServiceSpec::new("web", "busybox"), "id2".into()), Err(ControlError::NameInUse("web".into())));
         let mut g = ServiceSpec::new("agent", "busybox");
         g.mode = ServiceMode::Global;
         let ops = create_service(&s, g, "id3".into()).unwrap();
         s.apply(3, &Entry { at: 3, ops });
-        assert_eq!(
-            scale_service(&s, "agent", 2),
-            Err(ControlError::ScaleGlobal("agent".into()))
-        );
+        assert_eq!(scale_service(&s, "agent", 2), Err(ControlError::ScaleGlobal("agent".into())));
         let ops = scale_service(&s, "web", 4).unwrap();
         s.apply(4, &Entry { at: 4, ops });
-        assert_eq!(
-            s.find_service("web").unwrap().spec.mode,
-            ServiceMode::Replicated { replicas: 4 }
-        );
+        assert_eq!(s.find_service("web").unwrap().spec.mode, ServiceMode::Replicated { replicas: 4 });
     }
 }

@@ -24,9 +24,7 @@ use shoal_shared::clock::UnixNanos;
 use shoal_shared::ops::Op;
 use shoal_shared::rng::Rng;
 use shoal_shared::task::TaskState;
-use shoal_shared::types::{
-    RestartCondition, Service, ServiceMode, Task, TaskStatus, TASK_HISTORY_PER_SLOT_MAX,
-};
+use shoal_shared::types::{RestartCondition, Service, ServiceMode, Task, TaskStatus, TASK_HISTORY_PER_SLOT_MAX};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Computes the ops that move the state towards the services' specs.
@@ -41,9 +39,7 @@ pub fn reconcile(state: &State, now: UnixNanos, rng: &mut Rng) -> Vec<Op> {
         }
         restart_dead_tasks(service, &slots, now, rng, &mut ops);
         match service.spec.mode {
-            ServiceMode::Replicated { replicas } => {
-                scale_replicated(service, &slots, replicas, rng, &mut ops)
-            }
+            ServiceMode::Replicated { replicas } => scale_replicated(service, &slots, replicas, rng, &mut ops),
             ServiceMode::Global => place_global(state, service, &slots, rng, &mut ops),
         }
         prune_history(&slots, &mut ops);
@@ -54,10 +50,7 @@ pub fn reconcile(state: &State, now: UnixNanos, rng: &mut Rng) -> Vec<Op> {
             continue;
         }
         if t.desired_state < TaskState::Remove {
-            ops.push(Op::SetTaskDesired {
-                id: t.id.clone(),
-                desired: TaskState::Remove,
-            });
+            ops.push(Op::SetTaskDesired { id: t.id.clone(), desired: TaskState::Remove });
         }
     }
     collect_removed(state, &mut ops);
@@ -87,13 +80,7 @@ fn runnable_task<'a>(slot: &[&'a Task]) -> Option<&'a Task> {
     slot.iter().rev().copied().find(|t| runnable(t))
 }
 
-fn restart_dead_tasks(
-    service: &Service,
-    slots: &BTreeMap<SlotKey, Vec<&Task>>,
-    now: UnixNanos,
-    rng: &mut Rng,
-    ops: &mut Vec<Op>,
-) {
+fn restart_dead_tasks(service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, now: UnixNanos, rng: &mut Rng, ops: &mut Vec<Op>) {
     let policy = service.spec.task.restart;
     for slot in slots.values() {
         let Some(t) = runnable_task(slot) else {
@@ -115,10 +102,7 @@ fn restart_dead_tasks(
         if !wanted || attempts_exhausted(slot, t, policy.max_attempts, policy.window_ns, now) {
             continue;
         }
-        ops.push(Op::SetTaskDesired {
-            id: t.id.clone(),
-            desired: TaskState::Shutdown,
-        });
+        ops.push(Op::SetTaskDesired { id: t.id.clone(), desired: TaskState::Shutdown });
         let mut next = new_task(service, t.slot, &t.node_id, rng, now);
         next.attempt = t.attempt + 1;
         if policy.delay_ns > 0 {
@@ -131,13 +115,7 @@ fn restart_dead_tasks(
 
 /// Whether the slot used up its restarts: `max_attempts` 0 is unlimited;
 /// with a window, only restarts started inside the window count.
-fn attempts_exhausted(
-    slot: &[&Task],
-    dead: &Task,
-    max_attempts: u64,
-    window_ns: u64,
-    now: UnixNanos,
-) -> bool {
+fn attempts_exhausted(slot: &[&Task], dead: &Task, max_attempts: u64, window_ns: u64, now: UnixNanos) -> bool {
     if max_attempts == 0 {
         return false;
     }
@@ -145,20 +123,11 @@ fn attempts_exhausted(
         return dead.attempt >= max_attempts;
     }
     let since = now.saturating_sub(window_ns);
-    let recent = slot
-        .iter()
-        .filter(|t| t.attempt > 0 && t.meta.created_at >= since)
-        .count() as u64;
+    let recent = slot.iter().filter(|t| t.attempt > 0 && t.meta.created_at >= since).count() as u64;
     recent >= max_attempts
 }
 
-fn scale_replicated(
-    service: &Service,
-    slots: &BTreeMap<SlotKey, Vec<&Task>>,
-    replicas: u64,
-    rng: &mut Rng,
-    ops: &mut Vec<Op>,
-) {
+fn scale_replicated(service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, replicas: u64, rng: &mut Rng, ops: &mut Vec<Op>) {
     let live: BTreeSet<u64> = slots
         .iter()
         .filter_map(|(k, v)| match k {
@@ -182,33 +151,17 @@ fn scale_replicated(
         for n in live.iter().rev().take((count - replicas) as usize) {
             let slot = &slots[&SlotKey::Slot(*n)];
             if let Some(t) = runnable_task(slot) {
-                ops.push(Op::SetTaskDesired {
-                    id: t.id.clone(),
-                    desired: TaskState::Remove,
-                });
+                ops.push(Op::SetTaskDesired { id: t.id.clone(), desired: TaskState::Remove });
             }
         }
     }
 }
 
-fn place_global(
-    state: &State,
-    service: &Service,
-    slots: &BTreeMap<SlotKey, Vec<&Task>>,
-    rng: &mut Rng,
-    ops: &mut Vec<Op>,
-) {
-    let eligible: BTreeSet<&str> = state
-        .nodes
-        .values()
-        .filter(|n| scheduler::eligible(n, &service.spec.task.placement).is_ok())
-        .map(|n| n.id.as_str())
-        .collect();
+fn place_global(state: &State, service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, rng: &mut Rng, ops: &mut Vec<Op>) {
+    let eligible: BTreeSet<&str> =
+        state.nodes.values().filter(|n| scheduler::eligible(n, &service.spec.task.placement).is_ok()).map(|n| n.id.as_str()).collect();
     for node in &eligible {
-        let has = slots
-            .get(&SlotKey::Node(node.to_string()))
-            .and_then(|s| runnable_task(s))
-            .is_some();
+        let has = slots.get(&SlotKey::Node(node.to_string())).and_then(|s| runnable_task(s)).is_some();
         if !has {
             ops.push(Op::CreateTask(new_task(service, 0, node, rng, 0)));
         }
@@ -219,10 +172,7 @@ fn place_global(
             continue;
         }
         if let Some(t) = runnable_task(slot) {
-            ops.push(Op::SetTaskDesired {
-                id: t.id.clone(),
-                desired: TaskState::Remove,
-            });
+            ops.push(Op::SetTaskDesired { id: t.id.clone(), desired: TaskState::Remove });
         }
     }
 }
@@ -231,9 +181,7 @@ fn place_global(
 fn prune_history(slots: &BTreeMap<SlotKey, Vec<&Task>>, ops: &mut Vec<Op>) {
     for slot in slots.values() {
         let excess = slot.len().saturating_sub(TASK_HISTORY_PER_SLOT_MAX);
-        let dead = slot
-            .iter()
-            .filter(|t| !runnable(t) && t.status.state.is_terminal());
+        let dead = slot.iter().filter(|t| !runnable(t) && t.status.state.is_terminal());
         for t in dead.take(excess) {
             ops.push(Op::DeleteTask { id: t.id.clone() });
         }
@@ -243,9 +191,7 @@ fn prune_history(slots: &BTreeMap<SlotKey, Vec<&Task>>, ops: &mut Vec<Op>) {
 /// Deletes tasks marked `Remove` once nothing runs them any more.
 fn collect_removed(state: &State, ops: &mut Vec<Op>) {
     for t in state.tasks.values() {
-        let gone = t.status.state.is_terminal()
-            || t.node_id.is_empty()
-            || t.status.state < TaskState::Assigned;
+        let gone = t.status.state.is_terminal() || t.node_id.is_empty() || t.status.state < TaskState::Assigned;
         if t.desired_state == TaskState::Remove && gone {
             ops.push(Op::DeleteTask { id: t.id.clone() });
         }
@@ -253,13 +199,7 @@ fn collect_removed(state: &State, ops: &mut Vec<Op>) {
 }
 
 /// A fresh task for a slot (or, for global services, a node), desired running.
-pub fn new_task(
-    service: &Service,
-    slot: u64,
-    node_id: &str,
-    rng: &mut Rng,
-    not_before: UnixNanos,
-) -> Task {
+pub fn new_task(service: &Service, slot: u64, node_id: &str, rng: &mut Rng, not_before: UnixNanos) -> Task {
     Task {
         id: rng.object_id(),
         meta: Default::default(),
@@ -299,39 +239,19 @@ mod tests {
         let mut s = State::default();
         let mut svc = service("svc", "web");
         svc.spec.mode = ServiceMode::Replicated { replicas };
-        s.apply(
-            1,
-            &Entry {
-                at: 1,
-                ops: vec![Op::PutService(svc)],
-            },
-        );
+        s.apply(1, &Entry { at: 1, ops: vec![Op::PutService(svc)] });
         s
     }
 
     fn set_status(s: &mut State, id: &str, state: TaskState) {
         let idx = s.applied_index + 1;
         let st = TaskStatus::new(state, 10, "test");
-        let r = s.apply(
-            idx,
-            &Entry {
-                at: 10,
-                ops: vec![Op::SetTaskStatus {
-                    id: id.into(),
-                    status: st,
-                }],
-            },
-        );
+        let r = s.apply(idx, &Entry { at: 10, ops: vec![Op::SetTaskStatus { id: id.into(), status: st }] });
         assert!(r.rejected.is_empty());
     }
 
     fn runnable_slots(s: &State) -> Vec<u64> {
-        let mut v: Vec<u64> = s
-            .tasks
-            .values()
-            .filter(|t| runnable(t))
-            .map(|t| t.slot)
-            .collect();
+        let mut v: Vec<u64> = s.tasks.values().filter(|t| runnable(t)).map(|t| t.slot).collect();
         v.sort();
         v
     }
@@ -344,13 +264,7 @@ mod tests {
         assert_eq!(runnable_slots(&s), vec![1, 2, 3]);
         let mut svc = s.services["svc"].clone();
         svc.spec.mode = ServiceMode::Replicated { replicas: 1 };
-        s.apply(
-            s.applied_index + 1,
-            &Entry {
-                at: 2,
-                ops: vec![Op::PutService(svc)],
-            },
-        );
+        s.apply(s.applied_index + 1, &Entry { at: 2, ops: vec![Op::PutService(svc)] });
         settle(&mut s, 100, &mut rng);
         assert_eq!(runnable_slots(&s), vec![1]);
         // Unassigned tasks marked Remove are deleted at once.
@@ -369,16 +283,8 @@ mod tests {
         let next = s.tasks.values().find(|t| t.id != first).unwrap().clone();
         assert_eq!(next.slot, 1);
         assert_eq!(next.attempt, 1);
-        assert_eq!(
-            next.desired_state,
-            TaskState::Ready,
-            "held for the restart delay"
-        );
-        settle(
-            &mut s,
-            1_000 + shoal_shared::types::RESTART_DELAY_NS_DEFAULT,
-            &mut rng,
-        );
+        assert_eq!(next.desired_state, TaskState::Ready, "held for the restart delay");
+        settle(&mut s, 1_000 + shoal_shared::types::RESTART_DELAY_NS_DEFAULT, &mut rng);
         assert_eq!(s.tasks[&next.id].desired_state, TaskState::Running);
     }
 
@@ -390,13 +296,7 @@ mod tests {
         svc.spec.task.restart.condition = RestartCondition::OnFailure;
         svc.spec.task.restart.delay_ns = 0;
         svc.spec.task.restart.max_attempts = 2;
-        s.apply(
-            2,
-            &Entry {
-                at: 2,
-                ops: vec![Op::PutService(svc)],
-            },
-        );
+        s.apply(2, &Entry { at: 2, ops: vec![Op::PutService(svc)] });
         settle(&mut s, 100, &mut rng);
         // A clean exit is not restarted under on-failure: the slot keeps its dead task.
         let t0 = s.tasks.keys().next().unwrap().clone();
@@ -413,21 +313,11 @@ mod tests {
         let mut svc = s.services["svc"].clone();
         svc.spec.task.restart.delay_ns = 0;
         svc.spec.task.restart.max_attempts = 2;
-        s.apply(
-            2,
-            &Entry {
-                at: 2,
-                ops: vec![Op::PutService(svc)],
-            },
-        );
+        s.apply(2, &Entry { at: 2, ops: vec![Op::PutService(svc)] });
         settle(&mut s, 100, &mut rng);
         for _ in 0..5 {
-            let live: Vec<String> = s
-                .tasks
-                .values()
-                .filter(|t| runnable(t) && !t.status.state.is_terminal())
-                .map(|t| t.id.clone())
-                .collect();
+            let live: Vec<String> =
+                s.tasks.values().filter(|t| runnable(t) && !t.status.state.is_terminal()).map(|t| t.id.clone()).collect();
             for id in live {
                 set_status(&mut s, &id, TaskState::Failed);
             }
@@ -444,21 +334,10 @@ mod tests {
         let mut s = with_service(1);
         let mut svc = s.services["svc"].clone();
         svc.spec.task.restart.delay_ns = 0;
-        s.apply(
-            2,
-            &Entry {
-                at: 2,
-                ops: vec![Op::PutService(svc)],
-            },
-        );
+        s.apply(2, &Entry { at: 2, ops: vec![Op::PutService(svc)] });
         settle(&mut s, 100, &mut rng);
         for _ in 0..10 {
-            let live: Vec<String> = s
-                .tasks
-                .values()
-                .filter(|t| runnable(t))
-                .map(|t| t.id.clone())
-                .collect();
+            let live: Vec<String> = s.tasks.values().filter(|t| runnable(t)).map(|t| t.id.clone()).collect();
             for id in live {
                 set_status(&mut s, &id, TaskState::Failed);
             }
@@ -477,32 +356,11 @@ mod tests {
         for id in &ids {
             let idx = s.applied_index + 1;
             let st = TaskStatus::new(TaskState::Running, 5, "running");
-            s.apply(
-                idx,
-                &Entry {
-                    at: 5,
-                    ops: vec![Op::AssignTask {
-                        id: id.clone(),
-                        node_id: "n1".into(),
-                        status: st,
-                    }],
-                },
-            );
+            s.apply(idx, &Entry { at: 5, ops: vec![Op::AssignTask { id: id.clone(), node_id: "n1".into(), status: st }] });
         }
-        s.apply(
-            s.applied_index + 1,
-            &Entry {
-                at: 6,
-                ops: vec![Op::DeleteService { id: "svc".into() }],
-            },
-        );
+        s.apply(s.applied_index + 1, &Entry { at: 6, ops: vec![Op::DeleteService { id: "svc".into() }] });
         settle(&mut s, 100, &mut rng);
-        assert!(
-            s.tasks
-                .values()
-                .all(|t| t.desired_state == TaskState::Remove),
-            "running tasks are asked to stop"
-        );
+        assert!(s.tasks.values().all(|t| t.desired_state == TaskState::Remove), "running tasks are asked to stop");
         for id in &ids {
             set_status(&mut s, id, TaskState::Shutdown);
         }

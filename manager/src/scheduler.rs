@@ -13,9 +13,7 @@ use crate::state::State;
 use shoal_shared::clock::UnixNanos;
 use shoal_shared::ops::Op;
 use shoal_shared::task::TaskState;
-use shoal_shared::types::{
-    Availability, Node, NodeRole, NodeState, Placement, ResourceSet, Task, TaskStatus,
-};
+use shoal_shared::types::{Availability, Node, NodeRole, NodeState, Placement, ResourceSet, Task, TaskStatus};
 use std::collections::BTreeMap;
 
 /// Why a node was filtered out, in filter order (the order of explanations).
@@ -30,11 +28,7 @@ pub enum Filtered {
 
 impl Filtered {
     fn explain(self, nodes: usize) -> String {
-        let n = if nodes == 1 {
-            "1 node".to_string()
-        } else {
-            format!("{nodes} nodes")
-        };
+        let n = if nodes == 1 { "1 node".to_string() } else { format!("{nodes} nodes") };
         match self {
             Filtered::NotReady => format!("{n} not available for new tasks"),
             Filtered::Resources => format!("insufficient resources on {n}"),
@@ -77,23 +71,13 @@ impl Constraint {
         if key.is_empty() || value.is_empty() {
             return Err(ConstraintError::Syntax(expr.to_string()));
         }
-        let known = matches!(
-            key,
-            "node.id" | "node.hostname" | "node.role" | "node.platform.os" | "node.platform.arch"
-        ) || key
-            .strip_prefix("node.labels.")
-            .is_some_and(|l| !l.is_empty())
-            || key
-                .strip_prefix("engine.labels.")
-                .is_some_and(|l| !l.is_empty());
+        let known = matches!(key, "node.id" | "node.hostname" | "node.role" | "node.platform.os" | "node.platform.arch")
+            || key.strip_prefix("node.labels.").is_some_and(|l| !l.is_empty())
+            || key.strip_prefix("engine.labels.").is_some_and(|l| !l.is_empty());
         if !known {
             return Err(ConstraintError::Key(key.to_string()));
         }
-        Ok(Constraint {
-            key: key.to_string(),
-            equal,
-            value: value.to_string(),
-        })
+        Ok(Constraint { key: key.to_string(), equal, value: value.to_string() })
     }
 
     /// Whether `node` satisfies the constraint (values compare case-insensitively, as Swarm's).
@@ -133,12 +117,7 @@ pub fn eligible(node: &Node, placement: &Placement) -> Result<(), Filtered> {
             return Err(Filtered::Constraints);
         }
     }
-    if !placement.platforms.is_empty()
-        && !placement
-            .platforms
-            .iter()
-            .any(|p| p.runs_on(&node.description.platform))
-    {
+    if !placement.platforms.is_empty() && !placement.platforms.iter().any(|p| p.runs_on(&node.description.platform)) {
         return Err(Filtered::Platform);
     }
     Ok(())
@@ -154,16 +133,9 @@ struct Load {
 
 /// Assigns every unassigned runnable task, or explains why it cannot be.
 pub fn schedule(state: &State, now: UnixNanos) -> Vec<Op> {
-    let mut load: BTreeMap<&str, Load> = state
-        .nodes
-        .keys()
-        .map(|id| (id.as_str(), Load::default()))
-        .collect();
+    let mut load: BTreeMap<&str, Load> = state.nodes.keys().map(|id| (id.as_str(), Load::default())).collect();
     for t in state.tasks.values() {
-        if t.node_id.is_empty()
-            || t.status.state.is_terminal()
-            || t.desired_state > TaskState::Running
-        {
+        if t.node_id.is_empty() || t.status.state.is_terminal() || t.desired_state > TaskState::Running {
             continue;
         }
         if let Some(l) = load.get_mut(t.node_id.as_str()) {
@@ -194,13 +166,9 @@ pub fn schedule(state: &State, now: UnixNanos) -> Vec<Op> {
             }
             Err(why) => {
                 if t.status.state != TaskState::Pending || t.status.err != why {
-                    let mut st =
-                        TaskStatus::new(TaskState::Pending, now, "pending task scheduling");
+                    let mut st = TaskStatus::new(TaskState::Pending, now, "pending task scheduling");
                     st.err = why;
-                    ops.push(Op::SetTaskStatus {
-                        id: t.id.clone(),
-                        status: st,
-                    });
+                    ops.push(Op::SetTaskStatus { id: t.id.clone(), status: st });
                 }
             }
         }
@@ -219,8 +187,7 @@ fn fits(node: &Node, t: &Task, l: &Load) -> bool {
     let want = t.spec.resources.reservations;
     let have = node.description.resources;
     let cpu_ok = want.nano_cpus == 0 || have.nano_cpus - l.reserved.nano_cpus >= want.nano_cpus;
-    let mem_ok =
-        want.memory_bytes == 0 || have.memory_bytes - l.reserved.memory_bytes >= want.memory_bytes;
+    let mem_ok = want.memory_bytes == 0 || have.memory_bytes - l.reserved.memory_bytes >= want.memory_bytes;
     cpu_ok && mem_ok
 }
 
@@ -314,10 +281,7 @@ mod tests {
             })
             .collect();
         got.sort();
-        let want: Vec<(String, String)> = expect
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
+        let want: Vec<(String, String)> = expect.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
         assert_eq!(got, want);
     }
 
@@ -325,11 +289,7 @@ mod tests {
     fn spreads_over_nodes() {
         let s = state(
             vec![node("a", "linux/amd64"), node("b", "linux/amd64")],
-            vec![
-                task("t1", "svc", 1),
-                task("t2", "svc", 2),
-                task("t3", "svc", 3),
-            ],
+            vec![task("t1", "svc", 1), task("t2", "svc", 2), task("t3", "svc", 3)],
         );
         check(&s, &[("t1", "a"), ("t2", "b"), ("t3", "a")]);
     }
@@ -338,30 +298,14 @@ mod tests {
     fn platforms_are_strict_about_variants() {
         let mut t = task("t1", "svc", 1);
         t.spec.placement.platforms = vec![Platform::parse("linux/arm64").unwrap()];
-        let s = state(
-            vec![
-                node("a", "linux/amd64"),
-                node("b", "linux/arm/v7"),
-                node("c", "linux/arm64"),
-            ],
-            vec![t.clone()],
-        );
+        let s = state(vec![node("a", "linux/amd64"), node("b", "linux/arm/v7"), node("c", "linux/arm64")], vec![t.clone()]);
         check(&s, &[("t1", "c")]);
-        let s = state(
-            vec![node("a", "linux/amd64"), node("b", "linux/arm/v7")],
-            vec![t],
-        );
-        check(
-            &s,
-            &[("t1", "no suitable node (unsupported platform on 2 nodes)")],
-        );
+        let s = state(vec![node("a", "linux/amd64"), node("b", "linux/arm/v7")], vec![t]);
+        check(&s, &[("t1", "no suitable node (unsupported platform on 2 nodes)")]);
         let mut t = task("t2", "svc", 1);
         t.spec.placement.platforms = vec![Platform::parse("linux/amd64").unwrap()];
         let s = state(vec![node("x", "linux/386")], vec![t]);
-        check(
-            &s,
-            &[("t2", "no suitable node (unsupported platform on 1 node)")],
-        );
+        check(&s, &[("t2", "no suitable node (unsupported platform on 1 node)")]);
     }
 
     #[test]
@@ -376,10 +320,7 @@ mod tests {
         running.status = TaskStatus::new(TaskState::Running, 1, "running");
         let mut edge = node("e", "linux/amd64");
         edge.labels.insert("zone".into(), "edge".into());
-        let s = state(
-            vec![drained, node("a", "linux/amd64"), edge],
-            vec![t, running],
-        );
+        let s = state(vec![drained, node("a", "linux/amd64"), edge], vec![t, running]);
         check(&s, &[("t1", "no suitable node (1 node not available for new tasks; scheduling constraints not satisfied on 1 node; max replicas per node limit exceed)")]);
         let s = state(vec![], vec![task("t9", "svc", 1)]);
         check(&s, &[("t9", "no suitable node")]);
@@ -388,46 +329,25 @@ mod tests {
     #[test]
     fn reservations_count_against_node_resources() {
         let mut a = node("a", "linux/amd64");
-        a.description.resources = ResourceSet {
-            nano_cpus: 2_000_000_000,
-            memory_bytes: 1 << 30,
-        };
+        a.description.resources = ResourceSet { nano_cpus: 2_000_000_000, memory_bytes: 1 << 30 };
         let mut t1 = task("t1", "svc", 1);
         t1.spec.resources.reservations.memory_bytes = 700 << 20;
         let mut t2 = t1.clone();
         t2.id = "t2".into();
         t2.slot = 2;
         let s = state(vec![a], vec![t1, t2]);
-        check(
-            &s,
-            &[
-                ("t1", "a"),
-                ("t2", "no suitable node (insufficient resources on 1 node)"),
-            ],
-        );
+        check(&s, &[("t1", "a"), ("t2", "no suitable node (insufficient resources on 1 node)")]);
     }
 
     #[test]
     fn constraints_parse_and_match() {
         assert!(Constraint::parse("node.role!=manager").is_ok());
-        assert_eq!(
-            Constraint::parse("node.role=manager"),
-            Err(ConstraintError::Syntax("node.role=manager".into()))
-        );
-        assert!(matches!(
-            Constraint::parse("node.colour==red"),
-            Err(ConstraintError::Key(_))
-        ));
+        assert_eq!(Constraint::parse("node.role=manager"), Err(ConstraintError::Syntax("node.role=manager".into())));
+        assert!(matches!(Constraint::parse("node.colour==red"), Err(ConstraintError::Key(_))));
         let n = node("a", "linux/arm64");
-        assert!(Constraint::parse("node.platform.arch==arm64")
-            .unwrap()
-            .matches(&n));
+        assert!(Constraint::parse("node.platform.arch==arm64").unwrap().matches(&n));
         assert!(Constraint::parse("node.role!=manager").unwrap().matches(&n));
-        assert!(!Constraint::parse("node.labels.zone==x")
-            .unwrap()
-            .matches(&n));
-        assert!(Constraint::parse("node.labels.zone!=x")
-            .unwrap()
-            .matches(&n));
+        assert!(!Constraint::parse("node.labels.zone==x").unwrap().matches(&n));
+        assert!(Constraint::parse("node.labels.zone!=x").unwrap().matches(&n));
     }
 }

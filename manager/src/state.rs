@@ -42,10 +42,7 @@ pub enum ApplyError {
     #[error("{kind} {id} already exists")]
     Exists { kind: &'static str, id: String },
     #[error("task {id}: {source}")]
-    Backwards {
-        id: String,
-        source: shoal_shared::task::Backwards,
-    },
+    Backwards { id: String, source: shoal_shared::task::Backwards },
 }
 
 /// The outcome of applying one entry.
@@ -69,11 +66,7 @@ pub enum SnapshotError {
 impl State {
     /// Applies a committed entry at `index`.
     pub fn apply(&mut self, index: u64, entry: &Entry) -> Applied {
-        assert!(
-            index > self.applied_index,
-            "entries apply in order: {index} after {}",
-            self.applied_index
-        );
+        assert!(index > self.applied_index, "entries apply in order: {index} after {}", self.applied_index);
         let mut applied = Applied::default();
         for (pos, op) in entry.ops.iter().enumerate() {
             if let Err(e) = self.apply_op(index, entry.at, op) {
@@ -116,11 +109,7 @@ impl State {
                 touch(&mut n.meta, index, at);
             }
             Op::PutService(s) => {
-                if let Some(other) = self
-                    .services
-                    .values()
-                    .find(|o| o.spec.name == s.spec.name && o.id != s.id)
-                {
+                if let Some(other) = self.services.values().find(|o| o.spec.name == s.spec.name && o.id != s.id) {
                     return Err(ApplyError::NameInUse(other.spec.name.clone()));
                 }
                 let mut s = s.clone();
@@ -132,27 +121,18 @@ impl State {
                 self.services.insert(s.id.clone(), s);
             }
             Op::DeleteService { id } => {
-                self.services
-                    .remove(id)
-                    .ok_or_else(|| missing("service", id))?;
+                self.services.remove(id).ok_or_else(|| missing("service", id))?;
             }
             Op::CreateTask(t) => {
                 if self.tasks.contains_key(&t.id) {
-                    return Err(ApplyError::Exists {
-                        kind: "task",
-                        id: t.id.clone(),
-                    });
+                    return Err(ApplyError::Exists { kind: "task", id: t.id.clone() });
                 }
                 let mut t = t.clone();
                 t.meta.created_at = at;
                 touch(&mut t.meta, index, at);
                 self.tasks.insert(t.id.clone(), t);
             }
-            Op::AssignTask {
-                id,
-                node_id,
-                status,
-            } => {
+            Op::AssignTask { id, node_id, status } => {
                 let t = self.tasks.get_mut(id).ok_or_else(|| missing("task", id))?;
                 let state = forward(id, t.status.state, status.state)?;
                 t.node_id = node_id.clone();
@@ -233,35 +213,18 @@ impl State {
 
     /// Tasks of a service, in creation order.
     pub fn tasks_of(&self, service_id: &str) -> Vec<&Task> {
-        let mut v: Vec<&Task> = self
-            .tasks
-            .values()
-            .filter(|t| t.service_id == service_id)
-            .collect();
-        v.sort_by(|a, b| {
-            (a.slot, &a.node_id, a.meta.created_at, &a.id).cmp(&(
-                b.slot,
-                &b.node_id,
-                b.meta.created_at,
-                &b.id,
-            ))
-        });
+        let mut v: Vec<&Task> = self.tasks.values().filter(|t| t.service_id == service_id).collect();
+        v.sort_by(|a, b| (a.slot, &a.node_id, a.meta.created_at, &a.id).cmp(&(b.slot, &b.node_id, b.meta.created_at, &b.id)));
         v
     }
 }
 
 fn missing(kind: &'static str, id: &str) -> ApplyError {
-    ApplyError::Missing {
-        kind,
-        id: id.to_string(),
-    }
+    ApplyError::Missing { kind, id: id.to_string() }
 }
 
 fn forward(id: &str, from: TaskState, to: TaskState) -> Result<TaskState, ApplyError> {
-    from.advance(to).map_err(|source| ApplyError::Backwards {
-        id: id.to_string(),
-        source,
-    })
+    from.advance(to).map_err(|source| ApplyError::Backwards { id: id.to_string(), source })
 }
 
 fn touch(meta: &mut shoal_shared::types::Meta, index: u64, at: u64) {
@@ -275,12 +238,7 @@ pub(crate) mod tests {
     use shoal_shared::types::{ServiceSpec, TaskStatus};
 
     pub(crate) fn service(id: &str, name: &str) -> Service {
-        Service {
-            id: id.into(),
-            meta: Default::default(),
-            spec: ServiceSpec::new(name, "busybox"),
-            previous_spec: None,
-        }
+        Service { id: id.into(), meta: Default::default(), spec: ServiceSpec::new(name, "busybox"), previous_spec: None }
     }
 
     pub(crate) fn task(id: &str, service_id: &str, slot: u64) -> Task {
@@ -322,34 +280,13 @@ pub(crate) mod tests {
         let mut s = State::default();
         s.apply(1, &entry(vec![Op::CreateTask(task("t", "a", 1))]));
         let running = TaskStatus::new(TaskState::Running, 5, "started");
-        assert!(s
-            .apply(
-                2,
-                &entry(vec![Op::SetTaskStatus {
-                    id: "t".into(),
-                    status: running.clone()
-                }])
-            )
-            .rejected
-            .is_empty());
+        assert!(s.apply(2, &entry(vec![Op::SetTaskStatus { id: "t".into(), status: running.clone() }])).rejected.is_empty());
         let back = TaskStatus::new(TaskState::Starting, 6, "late report");
-        let r = s.apply(
-            3,
-            &entry(vec![Op::SetTaskStatus {
-                id: "t".into(),
-                status: back,
-            }]),
-        );
+        let r = s.apply(3, &entry(vec![Op::SetTaskStatus { id: "t".into(), status: back }]));
         assert_eq!(r.rejected.len(), 1);
         assert_eq!(s.tasks["t"].status, running);
         assert_eq!(s.tasks["t"].meta.version, 2);
-        let r = s.apply(
-            4,
-            &entry(vec![Op::SetTaskDesired {
-                id: "t".into(),
-                desired: TaskState::Ready,
-            }]),
-        );
+        let r = s.apply(4, &entry(vec![Op::SetTaskDesired { id: "t".into(), desired: TaskState::Ready }]));
         assert_eq!(r.rejected.len(), 1);
         assert_eq!(s.tasks["t"].desired_state, TaskState::Running);
     }
@@ -357,13 +294,7 @@ pub(crate) mod tests {
     #[test]
     fn snapshot_round_trip_and_corruption() {
         let mut s = State::default();
-        s.apply(
-            1,
-            &entry(vec![
-                Op::PutService(service("a", "web")),
-                Op::CreateTask(task("t", "a", 1)),
-            ]),
-        );
+        s.apply(1, &entry(vec![Op::PutService(service("a", "web")), Op::CreateTask(task("t", "a", 1))]));
         let snap = s.snapshot();
         assert_eq!(State::restore(&snap).unwrap(), s);
         assert!(State::restore(&[]).is_err());
@@ -374,13 +305,7 @@ pub(crate) mod tests {
     #[test]
     fn lookup_by_name_id_and_prefix() {
         let mut s = State::default();
-        s.apply(
-            1,
-            &entry(vec![
-                Op::PutService(service("abc123", "web")),
-                Op::PutService(service("abd456", "db")),
-            ]),
-        );
+        s.apply(1, &entry(vec![Op::PutService(service("abc123", "web")), Op::PutService(service("abd456", "db"))]));
         assert_eq!(s.find_service("web").unwrap().id, "abc123");
         assert_eq!(s.find_service("abd").unwrap().id, "abd456");
         assert!(s.find_service("ab").is_none(), "ambiguous prefix");

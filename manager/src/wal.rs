@@ -58,21 +58,14 @@ pub struct Recovered {
 impl Wal {
     /// Opens (or creates) the database and replays snapshot plus log.
     pub fn open(path: &Path) -> Result<Recovered, WalError> {
-        let db = Database::create(path).map_err(|e| WalError::Open {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let db = Database::create(path).map_err(|e| WalError::Open { path: path.display().to_string(), message: e.to_string() })?;
         let tx = db.begin_write().map_err(storage)?;
         {
             let mut meta = tx.open_table(META).map_err(storage)?;
-            let found = meta
-                .get("schema_version")
-                .map_err(storage)?
-                .map(|v| v.value());
+            let found = meta.get("schema_version").map_err(storage)?.map(|v| v.value());
             match found {
                 None => {
-                    meta.insert("schema_version", SCHEMA_VERSION)
-                        .map_err(storage)?;
+                    meta.insert("schema_version", SCHEMA_VERSION).map_err(storage)?;
                 }
                 Some(v) if v != SCHEMA_VERSION => return Err(WalError::Schema { found: v }),
                 Some(_) => {}
@@ -95,25 +88,14 @@ impl Wal {
             let (k, v) = row.map_err(storage)?;
             let index = k.value();
             if index != last_index + 1 {
-                return Err(WalError::Gap {
-                    expected: last_index + 1,
-                    found: index,
-                });
+                return Err(WalError::Gap { expected: last_index + 1, found: index });
             }
-            let entry =
-                Entry::decode(v.value()).map_err(|source| WalError::Entry { index, source })?;
+            let entry = Entry::decode(v.value()).map_err(|source| WalError::Entry { index, source })?;
             state.apply(index, &entry);
             last_index = index;
         }
         drop((wal, snaps, rx));
-        Ok(Recovered {
-            wal: Wal {
-                db,
-                last_index,
-                snapshot_index,
-            },
-            state,
-        })
+        Ok(Recovered { wal: Wal { db, last_index, snapshot_index }, state })
     }
 
     /// Index of the last durable entry.
@@ -194,10 +176,7 @@ mod tests {
         let path = tmp("reopen");
         {
             let mut r = Wal::open(&path).unwrap();
-            let e = Entry {
-                at: 1,
-                ops: vec![Op::PutService(service("a", "web"))],
-            };
+            let e = Entry { at: 1, ops: vec![Op::PutService(service("a", "web"))] };
             let i = r.wal.append(&e).unwrap();
             r.state.apply(i, &e);
             r.wal.set_local("node_id", "n1").unwrap();
@@ -214,10 +193,7 @@ mod tests {
         {
             let mut r = Wal::open(&path).unwrap();
             for i in 0..3 {
-                let e = Entry {
-                    at: i,
-                    ops: vec![Op::PutService(service(&format!("s{i}"), &format!("n{i}")))],
-                };
+                let e = Entry { at: i, ops: vec![Op::PutService(service(&format!("s{i}"), &format!("n{i}")))] };
                 let idx = r.wal.append(&e).unwrap();
                 r.state.apply(idx, &e);
                 if i == 1 {
@@ -236,10 +212,7 @@ mod tests {
         {
             let r = Wal::open(&path).unwrap();
             let tx = r.wal.db.begin_write().unwrap();
-            tx.open_table(WAL)
-                .unwrap()
-                .insert(1u64, [1u8, 0xff, 0xff].as_slice())
-                .unwrap();
+            tx.open_table(WAL).unwrap().insert(1u64, [1u8, 0xff, 0xff].as_slice()).unwrap();
             tx.commit().unwrap();
         }
         match Wal::open(&path) {

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 pub const API_VERSION: u8 = 1;
 
 /// A CLI request.
+// Messages are built once and moved; boxing the big variants buys nothing on the wire.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Request {
     Ping,
@@ -24,9 +26,7 @@ pub enum Request {
     NodeInspect {
         node: String,
     },
-    ServiceCreate {
-        spec: ServiceSpec,
-    },
+    ServiceCreate { spec: Box<ServiceSpec> },
     ServiceList,
     ServiceInspect {
         service: String,
@@ -112,40 +112,22 @@ pub enum ErrorKind {
 }
 
 /// A daemon reply.
+// Messages are built once and moved; boxing the big variants buys nothing on the wire.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Reply {
     Ok,
-    Error {
-        kind: ErrorKind,
-        message: String,
-    },
+    Error { kind: ErrorKind, message: String },
     Pong,
     Version(VersionInfo),
-    SwarmInit {
-        node_id: String,
-        advertise_addr: String,
-    },
-    Nodes {
-        nodes: Vec<Node>,
-        self_id: String,
-        leader_id: String,
-    },
+    SwarmInit { node_id: String, advertise_addr: String },
+    Nodes { nodes: Vec<Node>, self_id: String, leader_id: String },
     Node(Node),
-    ServiceCreated {
-        id: String,
-        warnings: Vec<String>,
-    },
+    ServiceCreated { id: String, warnings: Vec<String> },
     Services(Vec<ServiceSummary>),
-    Service(Service),
-    Tasks {
-        service: Service,
-        tasks: Vec<Task>,
-        nodes: Vec<Node>,
-    },
-    Logs {
-        chunks: Vec<LogChunk>,
-        cursor: Vec<LogCursor>,
-    },
+    Service(Box<Service>),
+    Tasks { service: Box<Service>, tasks: Vec<Task>, nodes: Vec<Node> },
+    Logs { chunks: Vec<LogChunk>, cursor: Vec<LogCursor> },
     Images(Vec<ImageSummary>),
     Loaded(Vec<String>),
     Removed(Vec<String>),
@@ -154,9 +136,6 @@ pub enum Reply {
 impl Reply {
     /// Shorthand for an error reply.
     pub fn error(kind: ErrorKind, message: impl Into<String>) -> Reply {
-        Reply::Error {
-            kind,
-            message: message.into(),
-        }
+        Reply::Error { kind, message: message.into() }
     }
 }

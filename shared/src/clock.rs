@@ -23,10 +23,7 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now_unix_nanos(&self) -> UnixNanos {
         // A clock before 1970 is a broken machine; treat it as the epoch.
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
     }
 }
 
@@ -39,9 +36,7 @@ pub struct SimClock {
 impl SimClock {
     /// A clock starting at `start`.
     pub fn new(start: UnixNanos) -> SimClock {
-        SimClock {
-            now: AtomicU64::new(start),
-        }
+        SimClock { now: AtomicU64::new(start) }
     }
 
     /// Moves the clock forward by `nanos`.

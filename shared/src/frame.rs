@@ -29,10 +29,7 @@ pub enum FrameError {
 /// Encodes `msg` as a complete frame (header included).
 pub fn encode<T: Serialize>(version: u8, msg: &T) -> Result<Vec<u8>, FrameError> {
     let body = postcard::to_allocvec(msg).map_err(|e| FrameError::Malformed(e.to_string()))?;
-    let len = u32::try_from(body.len() + 1).map_err(|_| FrameError::TooLarge {
-        len: u32::MAX,
-        max: u32::MAX,
-    })?;
+    let len = u32::try_from(body.len() + 1).map_err(|_| FrameError::TooLarge { len: u32::MAX, max: u32::MAX })?;
     let mut out = Vec::with_capacity(body.len() + 5);
     out.extend_from_slice(&len.to_be_bytes());
     out.push(version);
@@ -42,9 +39,7 @@ pub fn encode<T: Serialize>(version: u8, msg: &T) -> Result<Vec<u8>, FrameError>
 
 /// Decodes a payload (what follows the length header).
 pub fn decode<T: DeserializeOwned>(version: u8, payload: &[u8]) -> Result<T, FrameError> {
-    let (&got, body) = payload
-        .split_first()
-        .ok_or_else(|| FrameError::Malformed("empty frame".into()))?;
+    let (&got, body) = payload.split_first().ok_or_else(|| FrameError::Malformed("empty frame".into()))?;
     if got != version {
         return Err(FrameError::Version { got, want: version });
     }
@@ -61,22 +56,14 @@ pub fn header_len(header: [u8; 4], max: u32) -> Result<u32, FrameError> {
 }
 
 /// Writes one frame to a blocking stream.
-pub fn write_blocking<T: Serialize, W: Write>(
-    w: &mut W,
-    version: u8,
-    msg: &T,
-) -> Result<(), FrameError> {
+pub fn write_blocking<T: Serialize, W: Write>(w: &mut W, version: u8, msg: &T) -> Result<(), FrameError> {
     w.write_all(&encode(version, msg)?)?;
     w.flush()?;
     Ok(())
 }
 
 /// Reads one frame from a blocking stream.
-pub fn read_blocking<T: DeserializeOwned, R: Read>(
-    r: &mut R,
-    version: u8,
-    max: u32,
-) -> Result<T, FrameError> {
+pub fn read_blocking<T: DeserializeOwned, R: Read>(r: &mut R, version: u8, max: u32) -> Result<T, FrameError> {
     let mut header = [0u8; 4];
     match r.read_exact(&mut header) {
         Ok(()) => {}
@@ -97,24 +84,9 @@ mod tests {
     #[test]
     fn round_trip() {
         let mut buf = Vec::new();
-        write_blocking(
-            &mut buf,
-            API_VERSION,
-            &Request::ServiceScale {
-                service: "web".into(),
-                replicas: 3,
-            },
-        )
-        .unwrap();
-        let got: Request =
-            read_blocking(&mut buf.as_slice(), API_VERSION, CONTROL_FRAME_BYTES_MAX).unwrap();
-        assert_eq!(
-            got,
-            Request::ServiceScale {
-                service: "web".into(),
-                replicas: 3
-            }
-        );
+        write_blocking(&mut buf, API_VERSION, &Request::ServiceScale { service: "web".into(), replicas: 3 }).unwrap();
+        let got: Request = read_blocking(&mut buf.as_slice(), API_VERSION, CONTROL_FRAME_BYTES_MAX).unwrap();
+        assert_eq!(got, Request::ServiceScale { service: "web".into(), replicas: 3 });
     }
 
     #[test]

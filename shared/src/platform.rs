@@ -24,11 +24,7 @@ impl Platform {
     pub fn new(os: &str, architecture: &str, variant: &str) -> Platform {
         let os = normalize_os(os);
         let (architecture, variant) = normalize_arch(architecture, variant);
-        Platform {
-            os,
-            architecture,
-            variant,
-        }
+        Platform { os, architecture, variant }
     }
 
     /// The platform this binary was compiled for, normalised.
@@ -96,14 +92,7 @@ fn normalize_arch(arch: &str, variant: &str) -> (String, String) {
     let (a, v): (&str, &str) = match arch.as_str() {
         "x86_64" | "x86-64" | "amd64" => ("amd64", if variant == "v1" { "" } else { &variant }),
         "i386" | "i486" | "i586" | "i686" | "x86" | "386" => ("386", ""),
-        "aarch64" | "arm64" => (
-            "arm64",
-            if variant.is_empty() || variant == "8" {
-                "v8"
-            } else {
-                &variant
-            },
-        ),
+        "aarch64" | "arm64" => ("arm64", if variant.is_empty() || variant == "8" { "v8" } else { &variant }),
         "armhf" => ("arm", "v7"),
         "armel" => ("arm", "v6"),
         "armv5l" | "armv5tel" => ("arm", "v5"),
@@ -134,11 +123,7 @@ mod tests {
     use super::*;
 
     fn check(input: &str, expect: &str) {
-        assert_eq!(
-            Platform::parse(input).unwrap().to_string(),
-            expect,
-            "input {input}"
-        );
+        assert_eq!(Platform::parse(input).unwrap().to_string(), expect, "input {input}");
     }
 
     #[test]
@@ -164,10 +149,7 @@ mod tests {
         assert!(!arm64.runs_on(&v7));
         assert!(!v6.runs_on(&v7));
         assert!(v7.runs_on(&v7));
-        let any_linux = Platform {
-            os: "linux".into(),
-            ..Platform::default()
-        };
+        let any_linux = Platform { os: "linux".into(), ..Platform::default() };
         assert!(any_linux.runs_on(&arm64));
     }
 

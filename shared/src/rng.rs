@@ -79,9 +79,7 @@ mod tests {
         let mut r = Rng::from_seed(1);
         let id = r.object_id();
         assert_eq!(id.len(), 25);
-        assert!(id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()));
+        assert!(id.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()));
         assert_ne!(id, r.object_id());
     }
 

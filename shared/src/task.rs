@@ -93,17 +93,8 @@ mod tests {
         assert_eq!(New.advance(Pending), Ok(Pending));
         assert_eq!(Running.advance(Running), Ok(Running));
         assert_eq!(Running.advance(Failed), Ok(Failed));
-        assert_eq!(
-            Running.advance(Starting),
-            Err(Backwards {
-                from: Running,
-                to: Starting
-            })
-        );
-        assert_eq!(
-            Shutdown.advance(Running).unwrap_err().to_string(),
-            "task state cannot move backwards from Shutdown to Running"
-        );
+        assert_eq!(Running.advance(Starting), Err(Backwards { from: Running, to: Starting }));
+        assert_eq!(Shutdown.advance(Running).unwrap_err().to_string(), "task state cannot move backwards from Shutdown to Running");
     }
 
     #[test]

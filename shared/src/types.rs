@@ -146,12 +146,7 @@ pub struct RestartPolicy {
 
 impl Default for RestartPolicy {
     fn default() -> Self {
-        RestartPolicy {
-            condition: RestartCondition::Any,
-            delay_ns: RESTART_DELAY_NS_DEFAULT,
-            max_attempts: 0,
-            window_ns: 0,
-        }
+        RestartPolicy { condition: RestartCondition::Any, delay_ns: RESTART_DELAY_NS_DEFAULT, max_attempts: 0, window_ns: 0 }
     }
 }
 
@@ -270,13 +265,7 @@ pub struct TaskStatus {
 impl TaskStatus {
     /// A status in `state` at `timestamp` with a message.
     pub fn new(state: TaskState, timestamp: UnixNanos, message: &str) -> TaskStatus {
-        TaskStatus {
-            state,
-            timestamp,
-            message: message.to_string(),
-            err: String::new(),
-            exit_code: None,
-        }
+        TaskStatus { state, timestamp, message: message.to_string(), err: String::new(), exit_code: None }
     }
 }
 

@@ -1,0 +1,282 @@
+//! `inspect` output: Swarm's JSON field names and defaults, and `--pretty`.
+
+use super::output::rfc3339;
+use serde_json::{json, Map, Value};
+use shoal_shared::types::{FailureAction, MountKind, Node, NodeRole, Service, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder};
+
+fn update_json(u: &UpdateConfig) -> Value {
+    json!({
+        "Parallelism": u.parallelism,
+        "Delay": u.delay_ns,
+        "FailureAction": failure_action(u.failure_action),
+        "Monitor": u.monitor_ns,
+        "MaxFailureRatio": u.max_failure_ratio,
+        "Order": order(u.order),
+    })
+}
+
+fn failure_action(a: FailureAction) -> &'static str {
+    match a {
+        FailureAction::Pause => "pause",
+        FailureAction::Continue => "continue",
+        FailureAction::Rollback => "rollback",
+    }
+}
+
+fn order(o: UpdateOrder) -> &'static str {
+    match o {
+        UpdateOrder::StopFirst => "stop-first",
+        UpdateOrder::StartFirst => "start-first",
+    }
+}
+
+/// `8080->80/tcp` style, for `service ls`.
+pub(crate) fn ports_shown(spec: &ServiceSpec) -> String {
+    spec.ports.iter().map(|p| format!("*:{}->{}/{}", p.published_port, p.target_port, p.protocol)).collect::<Vec<_>>().join(", ")
+}
+
+fn spec_json(spec: &ServiceSpec) -> Value {
+    let c = &spec.task.container;
+    let mut cs = Map::new();
+    cs.insert("Image".into(), json!(c.image));
+    if !c.labels.is_empty() {
+        cs.insert("Labels".into(), json!(c.labels));
+    }
+    if !c.command.is_empty() {
+        cs.insert("Command".into(), json!(c.command));
+    }
+    if !c.args.is_empty() {
+        cs.insert("Args".into(), json!(c.args));
+    }
+    if !c.env.is_empty() {
+        cs.insert("Env".into(), json!(c.env));
+    }
+    if !c.dir.is_empty() {
+        cs.insert("Dir".into(), json!(c.dir));
+    }
+    if !c.user.is_empty() {
+        cs.insert("User".into(), json!(c.user));
+    }
+    if !c.hostname.is_empty() {
+        cs.insert("Hostname".into(), json!(c.hostname));
+    }
+    cs.insert("Init".into(), json!(c.init));
+    if !c.mounts.is_empty() {
+        let mounts: Vec<Value> = c
+            .mounts
+            .iter()
+            .map(|m| {
+                let kind = match m.kind {
+                    MountKind::Volume => "volume",
+                    MountKind::Bind => "bind",
+                    MountKind::Tmpfs => "tmpfs",
+                };
+                json!({"Type": kind, "Source": m.source, "Target": m.target, "ReadOnly": m.read_only})
+            })
+            .collect();
+        cs.insert("Mounts".into(), json!(mounts));
+    }
+    cs.insert("StopGracePeriod".into(), json!(c.stop_grace_ns));
+    if !c.stop_signal.is_empty() {
+        cs.insert("StopSignal".into(), json!(c.stop_signal));
+    }
+    cs.insert("DNSConfig".into(), json!({}));
+    cs.insert("Isolation".into(), json!("default"));
+    let res = &spec.task.resources;
+    let set = |r: &shoal_shared::types::ResourceSet| {
+        let mut m = Map::new();
+        if r.nano_cpus != 0 {
+            m.insert("NanoCPUs".into(), json!(r.nano_cpus));
+        }
+        if r.memory_bytes != 0 {
+            m.insert("MemoryBytes".into(), json!(r.memory_bytes));
+        }
+        Value::Object(m)
+    };
+    let r = &spec.task.restart;
+    let mut placement = Map::new();
+    if !spec.task.placement.constraints.is_empty() {
+        placement.insert("Constraints".into(), json!(spec.task.placement.constraints));
+    }
+    if !spec.task.placement.platforms.is_empty() {
+        let platforms: Vec<Value> = spec
+            .task
+            .placement
+            .platforms
+            .iter()
+            .map(|p| {
+                let mut m = Map::new();
+                if !p.architecture.is_empty() {
+                    m.insert("Architecture".into(), json!(p.architecture));
+                }
+                m.insert("OS".into(), json!(p.os));
+                if !p.variant.is_empty() {
+                    m.insert("Variant".into(), json!(p.variant));
+                }
+                Value::Object(m)
+            })
+            .collect();
+        placement.insert("Platforms".into(), json!(platforms));
+    }
+    if spec.task.placement.max_replicas_per_node > 0 {
+        placement.insert("MaxReplicas".into(), json!(spec.task.placement.max_replicas_per_node));
+    }
+    let mut restart = Map::new();
+    restart.insert("Condition".into(), json!(r.condition.as_str()));
+    restart.insert("Delay".into(), json!(r.delay_ns));
+    restart.insert("MaxAttempts".into(), json!(r.max_attempts));
+    if r.window_ns > 0 {
+        restart.insert("Window".into(), json!(r.window_ns));
+    }
+    let mode = match spec.mode {
+        ServiceMode::Replicated { replicas } => json!({"Replicated": {"Replicas": replicas}}),
+        ServiceMode::Global => json!({"Global": {}}),
+    };
+    let mut out = json!({
+        "Name": spec.name,
+        "Labels": spec.labels,
+        "TaskTemplate": {
+            "ContainerSpec": Value::Object(cs),
+            "Resources": {"Limits": set(&res.limits), "Reservations": set(&res.reservations)},
+            "RestartPolicy": Value::Object(restart),
+            "Placement": Value::Object(placement),
+            "ForceUpdate": spec.task.force_update,
+            "Runtime": "container",
+        },
+        "Mode": mode,
+        "UpdateConfig": update_json(&spec.update),
+        "RollbackConfig": update_json(&spec.rollback),
+        "EndpointSpec": {"Mode": "vip"},
+    });
+    if !spec.networks.is_empty() {
+        let nets: Vec<Value> = spec.networks.iter().map(|n| json!({"Target": n})).collect();
+        out["TaskTemplate"]["Networks"] = json!(nets);
+    }
+    if !spec.ports.is_empty() {
+        let ports: Vec<Value> = spec
+            .ports
+            .iter()
+            .map(|p| json!({"Protocol": p.protocol, "TargetPort": p.target_port, "PublishedPort": p.published_port, "PublishMode": p.publish_mode}))
+            .collect();
+        out["EndpointSpec"]["Ports"] = json!(ports);
+    }
+    out
+}
+
+/// A service as `docker service inspect` prints it.
+pub(crate) fn service_json(s: &Service) -> Value {
+    let mut v = json!({
+        "ID": s.id,
+        "Version": {"Index": s.meta.version},
+        "CreatedAt": rfc3339(s.meta.created_at),
+        "UpdatedAt": rfc3339(s.meta.updated_at),
+        "Spec": spec_json(&s.spec),
+    });
+    if let Some(p) = &s.previous_spec {
+        v["PreviousSpec"] = spec_json(p);
+    }
+    v["Endpoint"] = json!({"Spec": {}});
+    if !s.spec.networks.is_empty() || !s.spec.ports.is_empty() {
+        v["ShoalNotes"] =
+            json!(["networks and published ports are stored in the spec but not implemented yet: tasks use the host network"]);
+    }
+    v
+}
+
+/// `service inspect --pretty`.
+pub(crate) fn service_pretty(s: &Service) -> String {
+    let spec = &s.spec;
+    let mut out = format!("\nID:\t\t{}\nName:\t\t{}\n", s.id, spec.name);
+    if !spec.labels.is_empty() {
+        out.push_str("Labels:\n");
+        for (k, v) in &spec.labels {
+            out.push_str(&format!(" {k}={v}\n"));
+        }
+    }
+    match spec.mode {
+        ServiceMode::Replicated { replicas } => out.push_str(&format!("Service Mode:\tReplicated\n Replicas:\t{replicas}\n")),
+        ServiceMode::Global => out.push_str("Service Mode:\tGlobal\n"),
+    }
+    out.push_str("Placement:\n");
+    if !spec.task.placement.constraints.is_empty() {
+        out.push_str(&format!(" Constraints:\t{:?}\n", spec.task.placement.constraints));
+    }
+    for (title, u, word) in [("UpdateConfig", &spec.update, "Update"), ("RollbackConfig", &spec.rollback, "Rollback")] {
+        out.push_str(&format!(
+            "{title}:\n Parallelism:\t{}\n On failure:\t{}\n Monitoring Period: {}s\n Max failure ratio: {}\n {word} order:      {}\n",
+            u.parallelism,
+            failure_action(u.failure_action),
+            u.monitor_ns / 1_000_000_000,
+            u.max_failure_ratio,
+            order(u.order)
+        ));
+    }
+    let c = &spec.task.container;
+    out.push_str(&format!("ContainerSpec:\n Image:\t\t{}\n", c.image));
+    if !c.args.is_empty() {
+        out.push_str(&format!(" Args:\t\t{}\n", c.args.join(" ")));
+    }
+    if !c.env.is_empty() {
+        out.push_str(&format!(" Env:\t\t{}\n", c.env.join(" ")));
+    }
+    out.push_str(&format!(" Init:\t\t{}\n", c.init));
+    out.push_str("Resources:\nEndpoint Mode:\tvip\n");
+    out
+}
+
+/// A node as `docker node inspect` prints it.
+pub(crate) fn node_json(n: &Node, leader: bool) -> Value {
+    let role = match n.role {
+        NodeRole::Manager => "manager",
+        NodeRole::Worker => "worker",
+    };
+    let mut v = json!({
+        "ID": n.id,
+        "Version": {"Index": n.meta.version},
+        "CreatedAt": rfc3339(n.meta.created_at),
+        "UpdatedAt": rfc3339(n.meta.updated_at),
+        "Spec": {"Labels": n.labels, "Role": role, "Availability": n.availability.as_title().to_lowercase()},
+        "Description": {
+            "Hostname": n.description.hostname,
+            "Platform": {"Architecture": n.description.platform.architecture, "OS": n.description.platform.os, "Variant": n.description.platform.variant},
+            "Resources": {"NanoCPUs": n.description.resources.nano_cpus, "MemoryBytes": n.description.resources.memory_bytes},
+            "Engine": {"EngineVersion": n.description.engine_version, "Labels": n.description.engine_labels},
+        },
+        "Status": {"State": n.state.as_title().to_lowercase(), "Addr": n.addr.split(':').next().unwrap_or("")},
+    });
+    if n.role == NodeRole::Manager {
+        v["ManagerStatus"] = json!({"Leader": leader, "Reachability": "reachable", "Addr": n.manager_addr});
+    }
+    v
+}
+
+/// `node inspect --pretty`.
+pub(crate) fn node_pretty(n: &Node, leader: bool) -> String {
+    let mut out = format!(
+        "ID:\t\t\t{}\nHostname:\t\t{}\nJoined at:\t\t{}\nStatus:\n State:\t\t\t{}\n Availability:\t\t{}\n Address:\t\t{}\n",
+        n.id,
+        n.description.hostname,
+        rfc3339(n.meta.created_at),
+        n.state.as_title(),
+        n.availability.as_title(),
+        n.addr.split(':').next().unwrap_or("")
+    );
+    if n.role == NodeRole::Manager {
+        out.push_str(&format!(
+            "Manager Status:\n Address:\t\t{}\n Raft Status:\t\tReachable\n Leader:\t\t{}\n",
+            n.manager_addr,
+            if leader { "Yes" } else { "No" }
+        ));
+    }
+    let p = &n.description.platform;
+    out.push_str(&format!(
+        "Platform:\n Operating System:\t{}\n Architecture:\t\t{}{}\nResources:\n CPUs:\t\t\t{}\n Memory:\t\t{:.1}GiB\nEngine Version:\t\t{}\n",
+        p.os,
+        p.architecture,
+        if p.variant.is_empty() { String::new() } else { format!("/{}", p.variant) },
+        n.description.resources.nano_cpus / 1_000_000_000,
+        n.description.resources.memory_bytes as f64 / (1u64 << 30) as f64,
+        n.description.engine_version
+    ));
+    out
+}

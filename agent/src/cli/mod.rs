@@ -1,0 +1,276 @@
+//! The command line: Docker's swarm commands with `docker` spelled `shoal`.
+//!
+//! Every command except `daemon` is a client of a running daemon over its
+//! control socket (`-H unix:///path`, or `SHOAL_HOST`). Errors print one line
+//! to stderr and exit 1; usage errors exit 2 (clap's convention, as Docker's).
+
+mod inspect;
+mod output;
+mod parse;
+mod service;
+
+use crate::client::{Client, DEFAULT_HOST, REPLY_MS_DEFAULT, REPLY_MS_IMAGES};
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use output::Table;
+use shoal_shared::api::{Reply, Request};
+use shoal_shared::types::{Availability, NodeRole};
+use std::path::PathBuf;
+
+/// Shoal: a tiny container orchestrator for edge fleets.
+#[derive(Parser, Debug)]
+#[command(name = "shoal", version, about, disable_help_subcommand = true)]
+pub struct Cli {
+    /// Daemon socket to connect to.
+    #[arg(short = 'H', long, global = true, env = "SHOAL_HOST", default_value = DEFAULT_HOST)]
+    host: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+// Parsed once per process; size does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon in the foreground (manager and worker roles).
+    Daemon(DaemonArgs),
+    /// Show version and platform of the client and daemon.
+    Version,
+    /// Manage the swarm.
+    #[command(subcommand)]
+    Swarm(SwarmCmd),
+    /// Manage swarm nodes.
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// Manage services.
+    #[command(subcommand)]
+    Service(service::ServiceCmd),
+    /// Manage images on this node.
+    #[command(subcommand)]
+    Image(ImageCmd),
+}
+
+#[derive(Args, Debug)]
+struct DaemonArgs {
+    /// Where state, logs and volumes live.
+    #[arg(long, default_value = "/var/lib/shoal")]
+    data_dir: PathBuf,
+    /// Control socket to listen on.
+    #[arg(long, default_value = "/run/shoal/shoal.sock")]
+    socket: PathBuf,
+    /// containerd's gRPC socket.
+    #[arg(long, default_value = "/run/containerd/containerd.sock")]
+    containerd: PathBuf,
+    /// containerd namespace for this node's containers.
+    #[arg(long, default_value = "shoal")]
+    containerd_namespace: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum SwarmCmd {
+    /// Initialize a swarm with this node as its manager.
+    Init {
+        /// Address others use to reach this node (ip[:port]).
+        #[arg(long, default_value = "")]
+        advertise_addr: String,
+        /// Availability of this node: active, pause or drain.
+        #[arg(long, default_value = "active", value_parser = parse::availability)]
+        availability: Availability,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeCmd {
+    /// List nodes in the swarm.
+    #[command(alias = "list")]
+    Ls {
+        /// Only display IDs.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Output format: table or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Display detailed information on nodes (`self` is this node).
+    Inspect {
+        /// Print in a human-friendly format.
+        #[arg(long)]
+        pretty: bool,
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCmd {
+    /// Load images from an OCI or docker archive.
+    Load {
+        /// Archive to read.
+        #[arg(short, long)]
+        input: PathBuf,
+    },
+    /// List images on this node.
+    #[command(alias = "list")]
+    Ls,
+    /// Pull an image from a registry.
+    Pull { reference: String },
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Daemon(a) => crate::daemon::run(crate::daemon::Config {
+            data_dir: a.data_dir,
+            socket: a.socket,
+            containerd: a.containerd,
+            namespace: a.containerd_namespace,
+        }),
+        Command::Version => version(&cli.host),
+        Command::Swarm(SwarmCmd::Init { advertise_addr, availability }) => swarm_init(&cli.host, advertise_addr, availability),
+        Command::Node(cmd) => node(&cli.host, cmd),
+        Command::Service(cmd) => service::run(&cli.host, cmd),
+        Command::Image(cmd) => image(&cli.host, cmd),
+    }
+}
+
+/// One request to the daemon; error replies become errors.
+pub(crate) fn call(host: &str, req: Request, timeout_ms: u64) -> anyhow::Result<Reply> {
+    let mut c = Client::connect(host)?;
+    match c.call(&req, timeout_ms)? {
+        Reply::Error { message, .. } => bail!("{message}"),
+        r => Ok(r),
+    }
+}
+
+fn unexpected(r: Reply) -> anyhow::Error {
+    anyhow::anyhow!("unexpected reply from the daemon: {r:?}")
+}
+
+fn version(host: &str) -> anyhow::Result<()> {
+    println!("Client:\n Version:    {}\n Platform:   {}", env!("CARGO_PKG_VERSION"), crate::host::platform());
+    match call(host, Request::Version, REPLY_MS_DEFAULT) {
+        Ok(Reply::Version(v)) => {
+            println!(
+                "\nServer:\n Version:    {}\n Platform:   {}\n Runtime:    {}\n Node ID:    {}\n Swarm:      {}",
+                v.version,
+                v.platform,
+                v.containerd,
+                v.node_id,
+                if v.swarm { "active" } else { "inactive" }
+            );
+            Ok(())
+        }
+        Ok(r) => Err(unexpected(r)),
+        Err(e) => Err(e),
+    }
+}
+
+fn swarm_init(host: &str, advertise_addr: String, availability: Availability) -> anyhow::Result<()> {
+    match call(host, Request::SwarmInit { advertise_addr, availability }, REPLY_MS_DEFAULT)? {
+        Reply::SwarmInit { node_id, advertise_addr } => {
+            println!("Swarm initialized: current node ({node_id}) is now a manager.\n");
+            println!("To add a worker to this swarm, run the following command:\n");
+            println!("    shoal swarm join --token <worker-token> {advertise_addr}\n");
+            println!("(Joining other nodes arrives with multi-node support; this swarm runs services on this node.)\n");
+            println!("To add a manager to this swarm, run 'shoal swarm join-token manager' and follow the instructions.");
+            Ok(())
+        }
+        r => Err(unexpected(r)),
+    }
+}
+
+fn node(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
+    match cmd {
+        NodeCmd::Ls { quiet, format } => {
+            let Reply::Nodes { mut nodes, self_id, leader_id } = call(host, Request::NodeList, REPLY_MS_DEFAULT)? else {
+                bail!("unexpected reply")
+            };
+            nodes.sort_by(|a, b| a.description.hostname.cmp(&b.description.hostname).then(a.id.cmp(&b.id)));
+            parse::check_format(&format)?;
+            let mut t = Table::new(&["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION"]);
+            for n in &nodes {
+                let manager = match (n.role, n.id == leader_id) {
+                    (NodeRole::Manager, true) => "Leader",
+                    (NodeRole::Manager, false) => "Reachable",
+                    (NodeRole::Worker, _) => "",
+                };
+                if quiet {
+                    println!("{}", n.id);
+                } else if format == "json" {
+                    println!(
+                        "{}",
+                        serde_json::json!({"ID": n.id, "Self": n.id == self_id, "Hostname": n.description.hostname, "Status": n.state.as_title(),
+                            "Availability": n.availability.as_title(), "ManagerStatus": manager, "EngineVersion": n.description.engine_version})
+                    );
+                } else {
+                    let id = if n.id == self_id { format!("{} *", n.id) } else { n.id.clone() };
+                    t.row(vec![
+                        id,
+                        n.description.hostname.clone(),
+                        n.state.as_title().into(),
+                        n.availability.as_title().into(),
+                        manager.into(),
+                        n.description.engine_version.clone(),
+                    ]);
+                }
+            }
+            if !quiet && format != "json" {
+                print!("{}", t.render());
+            }
+            Ok(())
+        }
+        NodeCmd::Inspect { pretty, nodes } => {
+            let mut out = Vec::new();
+            for key in nodes {
+                let Reply::Node(n) = call(host, Request::NodeInspect { node: key }, REPLY_MS_DEFAULT)? else { bail!("unexpected reply") };
+                let Reply::Nodes { leader_id, .. } = call(host, Request::NodeList, REPLY_MS_DEFAULT)? else { bail!("unexpected reply") };
+                if pretty {
+                    print!("{}", inspect::node_pretty(&n, n.id == leader_id));
+                } else {
+                    out.push(inspect::node_json(&n, n.id == leader_id));
+                }
+            }
+            if !pretty {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn image(host: &str, cmd: ImageCmd) -> anyhow::Result<()> {
+    match cmd {
+        ImageCmd::Load { input } => {
+            let path = std::fs::canonicalize(&input).with_context(|| format!("cannot read {}", input.display()))?;
+            let Reply::Loaded(names) = call(host, Request::ImageLoad { path: path.display().to_string() }, REPLY_MS_IMAGES)? else {
+                bail!("unexpected reply")
+            };
+            for n in names {
+                println!("Loaded image: {n}");
+            }
+            Ok(())
+        }
+        ImageCmd::Pull { reference } => {
+            let Reply::Loaded(names) = call(host, Request::ImagePull { reference }, REPLY_MS_IMAGES)? else { bail!("unexpected reply") };
+            for n in names {
+                println!("{n}");
+            }
+            Ok(())
+        }
+        ImageCmd::Ls => {
+            let Reply::Images(images) = call(host, Request::ImageList, REPLY_MS_DEFAULT)? else { bail!("unexpected reply") };
+            let mut t = Table::new(&["REPOSITORY", "TAG", "DIGEST", "PLATFORMS", "SIZE"]);
+            for i in images {
+                let (repo, tag) = match i.name.rsplit_once(':') {
+                    Some((r, t)) if !t.contains('/') => (r.to_string(), t.to_string()),
+                    _ => (i.name.clone(), "<none>".to_string()),
+                };
+                let short = i.digest.strip_prefix("sha256:").map(|d| &d[..d.len().min(12)]).unwrap_or(&i.digest).to_string();
+                t.row(vec![repo, tag, short, i.platforms.join(","), format!("{:.2}MB", i.size_bytes as f64 / 1e6)]);
+            }
+            print!("{}", t.render());
+            Ok(())
+        }
+    }
+}

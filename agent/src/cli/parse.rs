@@ -1,0 +1,140 @@
+//! Flag value parsers with Docker's syntax and clear errors.
+
+use shoal_shared::types::{Availability, Mount, MountKind, RestartCondition};
+
+/// `active|pause|drain`.
+pub(crate) fn availability(s: &str) -> Result<Availability, String> {
+    Availability::parse(s).ok_or_else(|| format!("invalid availability {s:?}: use active, pause or drain"))
+}
+
+/// `any|on-failure|none`.
+pub(crate) fn restart_condition(s: &str) -> Result<RestartCondition, String> {
+    match s {
+        "any" => Ok(RestartCondition::Any),
+        "on-failure" => Ok(RestartCondition::OnFailure),
+        "none" => Ok(RestartCondition::None),
+        _ => Err(format!("invalid restart condition {s:?}: use any, on-failure or none")),
+    }
+}
+
+/// Go-style durations (`5s`, `1m30s`, `100ms`, `0`) to nanoseconds.
+pub(crate) fn duration_ns(s: &str) -> Result<u64, String> {
+    if s == "0" {
+        return Ok(0);
+    }
+    humantime::parse_duration(s)
+        .map(|d| d.as_nanos() as u64)
+        .map_err(|e| format!("invalid duration {s:?} ({e}): use e.g. 5s, 1m30s, 250ms"))
+}
+
+/// `KEY=VALUE` pairs.
+pub(crate) fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        None if !s.is_empty() => Ok((s.to_string(), String::new())),
+        _ => Err(format!("invalid label {s:?}: use KEY=VALUE")),
+    }
+}
+
+/// `SERVICE=REPLICAS` for `service scale`.
+pub(crate) fn scale(s: &str) -> Result<(String, u64), String> {
+    let bad = || format!("invalid scale specifier {s:?}: use SERVICE=REPLICAS, e.g. web=3");
+    let (name, n) = s.split_once('=').ok_or_else(bad)?;
+    if name.is_empty() {
+        return Err(bad());
+    }
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    Ok((name.to_string(), n))
+}
+
+/// Memory sizes as Docker's `RAMInBytes`: `512m`, `1g`, `100k`, plain bytes.
+pub(crate) fn memory_bytes(s: &str) -> Result<i64, String> {
+    let bad = || format!("invalid memory size {s:?}: use e.g. 64m, 1g, 512k");
+    let lower = s.trim().to_ascii_lowercase();
+    let lower = lower.strip_suffix('b').unwrap_or(&lower);
+    let (num, mult) = match lower.chars().last() {
+        Some('k') => (&lower[..lower.len() - 1], 1i64 << 10),
+        Some('m') => (&lower[..lower.len() - 1], 1 << 20),
+        Some('g') => (&lower[..lower.len() - 1], 1 << 30),
+        Some('t') => (&lower[..lower.len() - 1], 1 << 40),
+        _ => (lower, 1),
+    };
+    let v: f64 = num.parse().map_err(|_| bad())?;
+    if !(0.0..=9.0e18).contains(&v) {
+        return Err(bad());
+    }
+    Ok((v * mult as f64) as i64)
+}
+
+/// Decimal CPUs (`0.5`, `2`) to nano-CPUs.
+pub(crate) fn nano_cpus(s: &str) -> Result<i64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("invalid cpu count {s:?}: use e.g. 0.5 or 2"))?;
+    if !(0.0..=1.0e6).contains(&v) {
+        return Err(format!("invalid cpu count {s:?}: must be between 0 and 1000000"));
+    }
+    Ok((v * 1e9) as i64)
+}
+
+/// `--mount type=volume,source=S,destination=D[,readonly]`.
+pub(crate) fn mount(s: &str) -> Result<Mount, String> {
+    let mut kind = MountKind::Volume;
+    let (mut source, mut target, mut read_only) = (String::new(), String::new(), false);
+    for field in s.split(',') {
+        let (k, v) = field.split_once('=').unwrap_or((field, "true"));
+        match k {
+            "type" => {
+                kind = match v {
+                    "volume" => MountKind::Volume,
+                    "bind" => MountKind::Bind,
+                    "tmpfs" => MountKind::Tmpfs,
+                    _ => return Err(format!("invalid mount type {v:?}: use volume, bind or tmpfs")),
+                }
+            }
+            "source" | "src" => source = v.to_string(),
+            "destination" | "dst" | "target" => target = v.to_string(),
+            "readonly" | "ro" => read_only = v != "false" && v != "0",
+            _ => return Err(format!("unknown mount option {k:?} in {s:?}")),
+        }
+    }
+    if !target.starts_with('/') {
+        return Err(format!("invalid mount {s:?}: destination must be an absolute path"));
+    }
+    if kind != MountKind::Tmpfs && source.is_empty() {
+        return Err(format!("invalid mount {s:?}: source is required for type volume and bind"));
+    }
+    Ok(Mount { kind, source, target, read_only })
+}
+
+/// Only `table` and `json` are supported formats.
+pub(crate) fn check_format(f: &str) -> anyhow::Result<()> {
+    if f != "table" && f != "json" {
+        anyhow::bail!("unsupported --format {f:?}: use table or json");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_docker_syntax() {
+        assert_eq!(scale("web=4"), Ok(("web".into(), 4)));
+        assert!(scale("web").is_err());
+        assert!(scale("web=x").is_err());
+        assert!(scale("=3").is_err());
+        assert!(scale("web=-1").is_err());
+        assert_eq!(duration_ns("5s"), Ok(5_000_000_000));
+        assert_eq!(duration_ns("1m30s"), Ok(90_000_000_000));
+        assert_eq!(duration_ns("0"), Ok(0));
+        assert!(duration_ns("5 parsecs").is_err());
+        assert_eq!(memory_bytes("64m"), Ok(64 << 20));
+        assert_eq!(memory_bytes("1g"), Ok(1 << 30));
+        assert!(memory_bytes("lots").is_err());
+        assert_eq!(nano_cpus("0.5"), Ok(500_000_000));
+        let m = mount("type=volume,source=v,destination=/etc/nginx").unwrap();
+        assert_eq!((m.kind, m.source.as_str(), m.target.as_str()), (MountKind::Volume, "v", "/etc/nginx"));
+        assert!(mount("type=volume,destination=/x").is_err());
+        assert!(mount("type=nfs,source=a,destination=/x").is_err());
+    }
+}

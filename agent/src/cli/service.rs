@@ -1,0 +1,574 @@
+//! `shoal service ...`: create, ls, ps, inspect, scale, rm, logs, and the
+//! convergence progress display that create and scale show unless `-d`.
+//!
+//! Progress polls the task list every [`POLL_MS`] and ends when every slot
+//! has a running task that has stayed up for the verify window, which is
+//! the service's update monitor capped at [`VERIFY_MS_MAX`]: Swarm waits the
+//! whole monitor period (5 s by default) on every create; most containers
+//! that crash on start do so within a second, so Shoal checks one second of
+//! stability, counted from each task's own start, and a service whose tasks
+//! are already stable converges with no wait at all. The whole wait is
+//! bounded by `--timeout` (default [`PROGRESS_MS_DEFAULT`]).
+
+use super::output::{ago, image_shown, trunc, Table};
+use super::{call, inspect, parse};
+use crate::client::REPLY_MS_DEFAULT;
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use shoal_shared::api::{LogCursor, Reply, Request};
+use shoal_shared::task::TaskState;
+use shoal_shared::types::{Node, Service, ServiceMode, ServiceSpec, Task};
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const POLL_MS: u64 = 100;
+const VERIFY_MS_MAX: u64 = 1_000;
+const PROGRESS_MS_DEFAULT: u64 = 120_000;
+const BAR_WIDTH: usize = 50;
+
+// Parsed once per process; size does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand, Debug)]
+pub(crate) enum ServiceCmd {
+    /// Create a new service.
+    Create(CreateArgs),
+    /// List services.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// List the tasks of a service.
+    Ps {
+        #[arg(short, long)]
+        quiet: bool,
+        /// Do not truncate output.
+        #[arg(long)]
+        no_trunc: bool,
+        #[arg(long, default_value = "table")]
+        format: String,
+        service: String,
+    },
+    /// Display detailed information on services.
+    Inspect {
+        #[arg(long)]
+        pretty: bool,
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+    /// Scale one or more replicated services (SERVICE=REPLICAS).
+    Scale {
+        #[arg(short, long)]
+        detach: bool,
+        #[arg(required = true, value_parser = parse::scale)]
+        scales: Vec<(String, u64)>,
+    },
+    /// Remove one or more services.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+    /// Fetch the logs of a service's tasks.
+    Logs {
+        /// Follow log output.
+        #[arg(short, long)]
+        follow: bool,
+        /// Number of lines to show from the end of each task's log.
+        #[arg(long, short = 'n')]
+        tail: Option<String>,
+        service: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct CreateArgs {
+    /// Service name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Number of tasks.
+    #[arg(long)]
+    replicas: Option<u64>,
+    /// Service mode: replicated or global.
+    #[arg(long, default_value = "replicated")]
+    mode: String,
+    /// Restart when: any, on-failure or none.
+    #[arg(long, value_parser = parse::restart_condition)]
+    restart_condition: Option<shoal_shared::types::RestartCondition>,
+    /// Delay between restart attempts (ns|us|ms|s|m|h).
+    #[arg(long, value_parser = parse::duration_ns)]
+    restart_delay: Option<u64>,
+    /// Maximum number of restarts before giving up (0 = unlimited).
+    #[arg(long)]
+    restart_max_attempts: Option<u64>,
+    /// Window used to evaluate the restart policy.
+    #[arg(long, value_parser = parse::duration_ns)]
+    restart_window: Option<u64>,
+    /// Set environment variables.
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    /// Service labels.
+    #[arg(short, long = "label", value_parser = parse::key_value)]
+    label: Vec<(String, String)>,
+    /// Container labels.
+    #[arg(long = "container-label", value_parser = parse::key_value)]
+    container_label: Vec<(String, String)>,
+    /// Placement constraints (node.role!=manager, node.labels.zone==edge).
+    #[arg(long = "constraint")]
+    constraint: Vec<String>,
+    /// Maximum number of tasks per node (0 = unlimited).
+    #[arg(long)]
+    replicas_max_per_node: Option<u64>,
+    /// Overwrite the image's entrypoint.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// Username or UID[:GID].
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Container hostname.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Time to wait before force-killing a container.
+    #[arg(long, value_parser = parse::duration_ns)]
+    stop_grace_period: Option<u64>,
+    /// Signal to stop the container.
+    #[arg(long)]
+    stop_signal: Option<String>,
+    /// Limit CPUs.
+    #[arg(long, value_parser = parse::nano_cpus)]
+    limit_cpu: Option<i64>,
+    /// Limit memory.
+    #[arg(long, value_parser = parse::memory_bytes)]
+    limit_memory: Option<i64>,
+    /// Reserve CPUs.
+    #[arg(long, value_parser = parse::nano_cpus)]
+    reserve_cpu: Option<i64>,
+    /// Reserve memory.
+    #[arg(long, value_parser = parse::memory_bytes)]
+    reserve_memory: Option<i64>,
+    /// Attach a filesystem mount (type=volume|bind|tmpfs,source=,destination=).
+    #[arg(long = "mount", value_parser = parse::mount)]
+    mount: Vec<shoal_shared::types::Mount>,
+    /// Network attachments (stored; overlay networking is not implemented yet).
+    #[arg(long = "network")]
+    network: Vec<String>,
+    /// Publish a port (stored; ingress networking is not implemented yet).
+    #[arg(short, long = "publish")]
+    publish: Vec<String>,
+    /// Exit immediately instead of waiting for the service to converge.
+    #[arg(short, long)]
+    detach: bool,
+    /// Suppress progress output.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Longest time to wait for convergence without -d.
+    #[arg(long, value_parser = parse::duration_ns)]
+    timeout: Option<u64>,
+    /// Image to run.
+    image: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+pub(crate) fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
+    match cmd {
+        ServiceCmd::Create(a) => create(host, a),
+        ServiceCmd::Ls { quiet, format } => ls(host, quiet, &format),
+        ServiceCmd::Ps { quiet, no_trunc, format, service } => ps(host, &service, quiet, no_trunc, &format),
+        ServiceCmd::Inspect { pretty, services } => {
+            let mut out = Vec::new();
+            for s in services {
+                let Reply::Service(svc) = call(host, Request::ServiceInspect { service: s }, REPLY_MS_DEFAULT)? else {
+                    bail!("unexpected reply")
+                };
+                if pretty {
+                    print!("{}", inspect::service_pretty(&svc));
+                } else {
+                    out.push(inspect::service_json(&svc));
+                }
+            }
+            if !pretty {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            }
+            Ok(())
+        }
+        ServiceCmd::Scale { detach, scales } => {
+            // Check every service first so a typo scales nothing.
+            for (name, _) in &scales {
+                call(host, Request::ServiceInspect { service: name.clone() }, REPLY_MS_DEFAULT)?;
+            }
+            for (name, replicas) in &scales {
+                call(host, Request::ServiceScale { service: name.clone(), replicas: *replicas }, REPLY_MS_DEFAULT)?;
+                println!("{name} scaled to {replicas}");
+                if !detach {
+                    progress(host, name, PROGRESS_MS_DEFAULT)?;
+                }
+            }
+            Ok(())
+        }
+        ServiceCmd::Rm { services } => {
+            let mut failed = false;
+            for s in services {
+                match call(host, Request::ServiceRemove { service: s.clone() }, REPLY_MS_DEFAULT) {
+                    Ok(_) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("Error: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        ServiceCmd::Logs { follow, tail, service } => logs(host, &service, follow, tail),
+    }
+}
+
+fn spec_from(a: CreateArgs) -> anyhow::Result<ServiceSpec> {
+    let name = a.name.clone().unwrap_or_else(|| generated_name(&a.image));
+    let mut spec = ServiceSpec::new(&name, &a.image);
+    spec.mode = match a.mode.as_str() {
+        "replicated" => ServiceMode::Replicated { replicas: a.replicas.unwrap_or(1) },
+        "global" => {
+            if a.replicas.is_some() {
+                bail!("--replicas can only be used with replicated mode");
+            }
+            ServiceMode::Global
+        }
+        m => bail!("invalid mode {m:?}: use replicated or global"),
+    };
+    let c = &mut spec.task.container;
+    c.args = a.args;
+    if let Some(e) = a.entrypoint {
+        c.command = e.split_whitespace().map(str::to_string).collect();
+    }
+    c.env = a.env;
+    c.labels = a.container_label.into_iter().collect();
+    c.dir = a.workdir.unwrap_or_default();
+    c.user = a.user.unwrap_or_default();
+    c.hostname = a.hostname.unwrap_or_default();
+    c.mounts = a.mount;
+    if let Some(g) = a.stop_grace_period {
+        c.stop_grace_ns = g;
+    }
+    c.stop_signal = a.stop_signal.unwrap_or_default();
+    spec.labels = a.label.into_iter().collect();
+    let r = &mut spec.task.restart;
+    if let Some(c) = a.restart_condition {
+        r.condition = c;
+    }
+    if let Some(d) = a.restart_delay {
+        r.delay_ns = d;
+    }
+    if let Some(m) = a.restart_max_attempts {
+        r.max_attempts = m;
+    }
+    if let Some(w) = a.restart_window {
+        r.window_ns = w;
+    }
+    let res = &mut spec.task.resources;
+    res.limits.nano_cpus = a.limit_cpu.unwrap_or(0);
+    res.limits.memory_bytes = a.limit_memory.unwrap_or(0);
+    res.reservations.nano_cpus = a.reserve_cpu.unwrap_or(0);
+    res.reservations.memory_bytes = a.reserve_memory.unwrap_or(0);
+    spec.task.placement.constraints = a.constraint;
+    spec.task.placement.max_replicas_per_node = a.replicas_max_per_node.unwrap_or(0);
+    spec.networks = a.network;
+    for p in a.publish {
+        spec.ports.push(parse_publish(&p)?);
+    }
+    Ok(spec)
+}
+
+fn parse_publish(p: &str) -> anyhow::Result<shoal_shared::types::PortConfig> {
+    let (ports, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+    let (published, target) = ports.split_once(':').unwrap_or(("0", ports));
+    let num = |s: &str| s.parse::<u32>().ok().filter(|n| *n <= 65535);
+    match (num(published), num(target)) {
+        (Some(published_port), Some(target_port)) if target_port > 0 => {
+            Ok(shoal_shared::types::PortConfig { protocol: proto.to_string(), target_port, published_port, publish_mode: "ingress".into() })
+        }
+        _ => bail!("invalid --publish {p:?}: use PUBLISHED:TARGET[/PROTOCOL], e.g. 8080:80"),
+    }
+}
+
+/// Docker names unnamed services after adjective_noun; Shoal uses the image
+/// name plus a short random suffix, which is easier to recognise.
+fn generated_name(image: &str) -> String {
+    let base = image.split('@').next().unwrap_or(image);
+    let base = base.rsplit('/').next().unwrap_or(base);
+    let base: String = base.split(':').next().unwrap_or(base).chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{}-{:04x}", base.trim_matches('-'), nanos & 0xffff)
+}
+
+fn create(host: &str, a: CreateArgs) -> anyhow::Result<()> {
+    let (detach, quiet) = (a.detach, a.quiet);
+    let timeout_ms = a.timeout.map(|ns| ns / 1_000_000).unwrap_or(PROGRESS_MS_DEFAULT);
+    let spec = spec_from(a)?;
+    let name = spec.name.clone();
+    let Reply::ServiceCreated { id, warnings } = call(host, Request::ServiceCreate { spec: Box::new(spec) }, crate::client::REPLY_MS_IMAGES)? else {
+        bail!("unexpected reply")
+    };
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    println!("{id}");
+    if detach || quiet {
+        return Ok(());
+    }
+    progress(host, &name, timeout_ms)
+}
+
+fn fetch_tasks(host: &str, service: &str) -> anyhow::Result<(Service, Vec<Task>, Vec<Node>)> {
+    match call(host, Request::TaskList { service: service.to_string() }, REPLY_MS_DEFAULT)? {
+        Reply::Tasks { service, tasks, nodes } => Ok((*service, tasks, nodes)),
+        r => bail!("unexpected reply: {r:?}"),
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+/// Position of a state on the progress bar (Swarm's numbered states).
+fn bar(state: TaskState) -> String {
+    let step = match state {
+        TaskState::New => 1,
+        TaskState::Pending => 3,
+        TaskState::Assigned => 4,
+        TaskState::Accepted => 5,
+        TaskState::Preparing => 6,
+        TaskState::Ready => 7,
+        TaskState::Starting => 8,
+        _ => 9,
+    };
+    let filled = BAR_WIDTH * step / 9;
+    format!("[{}>{}]", "=".repeat(filled.saturating_sub(1)), " ".repeat(BAR_WIDTH - filled))
+}
+
+/// Renders one frame; returns (lines, converged).
+fn frame(service: &Service, tasks: &[Task], verify_ms: u64) -> (Vec<String>, bool) {
+    // One line per slot (replicated) or node (global), showing its runnable task.
+    let mut slots: BTreeMap<String, &Task> = BTreeMap::new();
+    for t in tasks.iter().filter(|t| t.desired_state <= TaskState::Running) {
+        let key = if t.slot > 0 { format!("{:020}", t.slot) } else { t.node_id.clone() };
+        slots.insert(key, t);
+    }
+    let total = match service.spec.mode {
+        ServiceMode::Replicated { replicas } => replicas as usize,
+        ServiceMode::Global => slots.len(),
+    };
+    let now = now_ns();
+    let running = slots.values().filter(|t| t.status.state == TaskState::Running).count();
+    let stable =
+        slots.values().all(|t| t.status.state == TaskState::Running && now.saturating_sub(t.status.timestamp) >= verify_ms * 1_000_000);
+    let mut lines = vec![format!("overall progress: {running} out of {total} tasks")];
+    for (i, t) in slots.values().enumerate() {
+        let label = if t.slot > 0 { format!("{}/{}", t.slot, total) } else { t.node_id[..t.node_id.len().min(12)].to_string() };
+        let state = t.status.state;
+        if !t.status.err.is_empty() && state != TaskState::Running {
+            lines.push(format!("{label}: {}", t.status.err));
+        } else {
+            lines.push(format!("{label}: {:<9} {}", state.as_lower(), bar(state)));
+        }
+        let _ = i;
+    }
+    let converged = running == total && slots.len() == total && stable;
+    if converged {
+        lines.push("verify: Service converged".into());
+    } else if running == total && slots.len() == total {
+        lines.push(format!("verify: Waiting {} seconds to verify that tasks are stable...", verify_ms.div_ceil(1000)));
+    }
+    (lines, converged)
+}
+
+fn progress(host: &str, service: &str, timeout_ms: u64) -> anyhow::Result<()> {
+    let tty = std::io::stdout().is_terminal();
+    let start = Instant::now();
+    let mut drawn = 0usize;
+    let mut out = std::io::stdout();
+    loop {
+        let (svc, tasks, _) = fetch_tasks(host, service)?;
+        let verify_ms = svc.spec.update.monitor_ns / 1_000_000;
+        let (lines, converged) = frame(&svc, &tasks, verify_ms.min(VERIFY_MS_MAX));
+        if tty {
+            if drawn > 0 {
+                write!(out, "\x1b[{drawn}A")?;
+            }
+            for l in &lines {
+                writeln!(out, "\x1b[2K{l} ")?;
+            }
+            out.flush()?;
+            drawn = lines.len();
+        }
+        if converged {
+            if !tty {
+                for l in &lines {
+                    println!("{l} ");
+                }
+            }
+            return Ok(());
+        }
+        if start.elapsed() >= Duration::from_millis(timeout_ms) {
+            if !tty {
+                for l in &lines {
+                    println!("{l} ");
+                }
+            }
+            bail!(
+                "service {service} has not converged after {} s; it keeps converging in the background: see `shoal service ps {service}`",
+                timeout_ms / 1000
+            );
+        }
+        std::thread::sleep(Duration::from_millis(POLL_MS));
+    }
+}
+
+fn ls(host: &str, quiet: bool, format: &str) -> anyhow::Result<()> {
+    parse::check_format(format)?;
+    let Reply::Services(mut list) = call(host, Request::ServiceList, REPLY_MS_DEFAULT)? else { bail!("unexpected reply") };
+    list.sort_by(|a, b| a.service.spec.name.cmp(&b.service.spec.name));
+    let mut t = Table::new(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]);
+    for s in &list {
+        let spec = &s.service.spec;
+        let mode = if spec.mode == ServiceMode::Global { "global" } else { "replicated" };
+        let ports = inspect::ports_shown(spec);
+        let image = image_shown(&spec.task.container.image);
+        let replicas = format!("{}/{}", s.running, s.desired);
+        if quiet {
+            println!("{}", s.service.id);
+        } else if format == "json" {
+            println!(
+                "{}",
+                serde_json::json!({"ID": &s.service.id[..12], "Image": image, "Mode": mode, "Name": spec.name, "Ports": ports, "Replicas": replicas})
+            );
+        } else {
+            t.row(vec![
+                s.service.id[..12.min(s.service.id.len())].to_string(),
+                spec.name.clone(),
+                mode.into(),
+                replicas,
+                image.into(),
+                ports,
+            ]);
+        }
+    }
+    if !quiet && format != "json" {
+        print!("{}", t.render());
+    }
+    Ok(())
+}
+
+fn ps(host: &str, service: &str, quiet: bool, no_trunc: bool, format: &str) -> anyhow::Result<()> {
+    parse::check_format(format)?;
+    let (svc, tasks, nodes) = fetch_tasks(host, service)?;
+    let hostnames: BTreeMap<&str, &str> = nodes.iter().map(|n| (n.id.as_str(), n.description.hostname.as_str())).collect();
+    // Group by slot; newest first within a slot, history indented under it.
+    let mut by_slot: BTreeMap<String, Vec<&Task>> = BTreeMap::new();
+    for t in &tasks {
+        let key = if t.slot > 0 { format!("{:020}", t.slot) } else { t.node_id.clone() };
+        by_slot.entry(key).or_default().push(t);
+    }
+    let mut t = Table::new(&["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR", "PORTS"]);
+    for group in by_slot.values_mut() {
+        group.sort_by(|a, b| b.meta.created_at.cmp(&a.meta.created_at).then(b.id.cmp(&a.id)));
+        for (i, task) in group.iter().enumerate() {
+            let id = if no_trunc { task.id.clone() } else { task.id[..12.min(task.id.len())].to_string() };
+            if quiet {
+                println!("{id}");
+                continue;
+            }
+            let slot = if task.slot > 0 { task.slot.to_string() } else { task.node_id.clone() };
+            let name = format!("{}.{}", svc.spec.name, slot);
+            let name = if i == 0 { name } else { format!(" \\_ {name}") };
+            let node = hostnames.get(task.node_id.as_str()).copied().unwrap_or("").to_string();
+            let current = format!("{} {}", task.status.state, ago(task.status.timestamp));
+            let err = match (&task.status.err, no_trunc) {
+                (e, _) if e.is_empty() => String::new(),
+                (e, true) => e.clone(),
+                (e, false) => format!("\"{}\"", trunc(e, 29)),
+            };
+            let image = image_shown(&task.spec.container.image).to_string();
+            if format == "json" {
+                println!(
+                    "{}",
+                    serde_json::json!({"CurrentState": current, "DesiredState": task.desired_state.as_str(), "Error": task.status.err, "ID": id, "Image": image, "Name": name.trim_start_matches(" \\_ "), "Node": node, "Ports": ""})
+                );
+            } else {
+                t.row(vec![id, name, image, node, task.desired_state.to_string(), current, err, String::new()]);
+            }
+        }
+    }
+    if !quiet && format != "json" {
+        print!("{}", t.render());
+    }
+    Ok(())
+}
+
+fn logs(host: &str, service: &str, follow: bool, tail: Option<String>) -> anyhow::Result<()> {
+    let tail_lines = match tail.as_deref() {
+        None | Some("all") => None,
+        Some(n) => Some(n.parse::<u64>().map_err(|_| anyhow::anyhow!("invalid --tail {n:?}: use a number or all"))?),
+    };
+    let mut cursor: Vec<LogCursor> = Vec::new();
+    let mut first = true;
+    let mut out = std::io::stdout();
+    loop {
+        let Reply::Logs { chunks, cursor: next } = call(
+            host,
+            Request::ServiceLogs {
+                service: service.to_string(),
+                tail_lines: if first { tail_lines } else { None },
+                cursor: cursor.clone(),
+            },
+            REPLY_MS_DEFAULT,
+        )?
+        else {
+            bail!("unexpected reply")
+        };
+        first = false;
+        let width = chunks.iter().map(|c| c.source.len()).max().unwrap_or(0);
+        for c in &chunks {
+            for line in String::from_utf8_lossy(&c.data).lines() {
+                writeln!(out, "{:<width$}    | {line}", c.source)?;
+            }
+        }
+        out.flush()?;
+        // Keep offsets of tasks we already read; new tasks start at 0.
+        cursor = next;
+        if !follow {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bars_fill_with_state() {
+        assert_eq!(bar(TaskState::Running), format!("[{}>]", "=".repeat(49)));
+        assert!(bar(TaskState::Preparing).contains('>'));
+        assert_eq!(bar(TaskState::New).len(), BAR_WIDTH + 2);
+    }
+
+    #[test]
+    fn publish_syntax() {
+        let p = parse_publish("8080:80").unwrap();
+        assert_eq!((p.published_port, p.target_port, p.protocol.as_str()), (8080, 80, "tcp"));
+        assert!(parse_publish("x:80").is_err());
+        assert!(parse_publish("8080:99999").is_err());
+    }
+}

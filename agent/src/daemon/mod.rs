@@ -1,0 +1,504 @@
+//! The daemon: the imperative shell around the manager and worker cores.
+//!
+//! One event loop ([`Daemon::handle`]) owns all mutable state: the log, the
+//! replicated [`State`], the worker's memory and the rng. Everything else
+//! (socket connections, runtime calls, the ticker, signals) runs in small
+//! tasks that only send [`Event`]s to the loop and never touch that state.
+//! After every event the loop converges: orchestrator, scheduler and worker
+//! run until they propose nothing more.
+//!
+//! Durability: a write is acknowledged only after its entry is fsynced
+//! ([`Wal::append`]). Containers outlive the daemon: stopping the daemon
+//! leaves them running, and on restart the worker adopts them from the
+//! runtime's listing before it acts.
+
+mod lock;
+mod server;
+mod service;
+#[cfg(test)]
+mod tests;
+
+use crate::host;
+use crate::runtime::{Exit, Observed, Runtime, RuntimeError};
+use crate::worker::{Action, Worker};
+use anyhow::Context;
+use async_channel::{Receiver, Sender};
+use shoal_manager::state::State;
+use shoal_manager::wal::{Recovered, Wal};
+use shoal_manager::{control, orchestrator, scheduler};
+use shoal_shared::api::{ErrorKind, Reply, Request, VersionInfo};
+use shoal_shared::clock::{Clock, SystemClock};
+use shoal_shared::ops::{Entry, Op};
+use shoal_shared::rng::Rng;
+use shoal_shared::types::{Availability, Cluster, Meta, Node, NodeDescription, NodeRole, NodeState, ServiceSpec, Task};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Events queued for the loop at most; senders wait when it is full.
+const EVENTS_QUEUE_MAX: usize = 1024;
+/// Runtime calls (pull, start, stop, remove) in flight at once.
+const RUNTIME_CALLS_MAX: usize = 8;
+/// Loop tick: restart delays and periodic checks resolve at this grain.
+const TICK_MS: u64 = 100;
+/// Full container listing to catch missed exit events.
+const RELIST_MS: u64 = 2_000;
+/// Ops per log entry; larger batches are split.
+const OPS_PER_ENTRY_MAX: usize = 500;
+/// Rounds of orchestrate/schedule/report per event before yielding.
+const CONVERGE_ROUNDS_MAX: usize = 16;
+/// The swarm port, as Docker's.
+pub const SWARM_PORT: u16 = 2377;
+
+/// Daemon settings from the command line.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    pub containerd: PathBuf,
+    pub namespace: String,
+}
+
+/// Something for the loop to handle.
+pub(crate) enum Event {
+    Control { req: Request, reply: Sender<Reply> },
+    Resolved { result: Result<(Box<ServiceSpec>, Vec<String>), Box<Reply>>, reply: Sender<Reply> },
+    Tick,
+    Exit(Exit),
+    Listed { epoch: u64, result: Result<Vec<Observed>, RuntimeError> },
+    Started { task: Box<Task>, result: Result<(), RuntimeError> },
+    Stopped { id: String, result: Result<Option<i32>, RuntimeError> },
+    Removed { id: String, ok: bool },
+    Signal,
+}
+
+/// Runs the daemon in the foreground until SIGTERM or SIGINT.
+pub fn run(cfg: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
+    let _lock = lock::DataDirLock::acquire(&cfg.data_dir)?;
+    let recovered = Wal::open(&cfg.data_dir.join("shoal.redb"))?;
+    let runtime = crate::runtime::containerd::connect(&cfg.containerd, &cfg.namespace, &cfg.data_dir)?;
+    run_with(cfg, recovered, runtime)
+}
+
+/// Runs the daemon with a given log and runtime (tests use a fake runtime).
+pub(crate) fn run_with(cfg: Config, recovered: Recovered, runtime: Arc<dyn Runtime>) -> anyhow::Result<()> {
+    let listener = server::bind(&cfg.socket)?;
+    let (tx, rx) = async_channel::bounded(EVENTS_QUEUE_MAX);
+    let socket = cfg.socket.clone();
+    let mut daemon = Daemon::new(cfg, recovered, runtime, tx.clone())?;
+    crate::log!("INFO", "shoal {} node {} listening on unix://{}", env!("CARGO_PKG_VERSION"), daemon.node_id, daemon.cfg.socket.display());
+    smol::block_on(async move {
+        smol::spawn(server::accept_loop(listener, tx.clone())).detach();
+        smol::spawn(ticker(tx.clone())).detach();
+        smol::spawn(forward_exits(daemon.runtime.exits(), tx.clone())).detach();
+        smol::spawn(signals(tx.clone())).detach();
+        daemon.relist();
+        daemon.run(rx).await
+    })?;
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+async fn ticker(tx: Sender<Event>) {
+    loop {
+        smol::Timer::after(Duration::from_millis(TICK_MS)).await;
+        if tx.send(Event::Tick).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn forward_exits(exits: Receiver<Exit>, tx: Sender<Event>) {
+    while let Ok(e) = exits.recv().await {
+        if tx.send(Event::Exit(e)).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn signals(tx: Sender<Event>) {
+    use futures_lite::StreamExt;
+    let Ok(mut sigs) = async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int]) else {
+        crate::log!("WARN", "cannot install signal handlers; stop the daemon with SIGKILL");
+        return;
+    };
+    if sigs.next().await.is_some() {
+        let _ = tx.send(Event::Signal).await;
+    }
+}
+
+pub(crate) struct Daemon {
+    cfg: Config,
+    wal: Wal,
+    state: State,
+    rng: Rng,
+    clock: SystemClock,
+    pub(crate) node_id: String,
+    runtime: Arc<dyn Runtime>,
+    runtime_version: String,
+    worker: Worker,
+    tx: Sender<Event>,
+    slots: Arc<async_lock::Semaphore>,
+    listing: bool,
+    last_list: Instant,
+    stopping: bool,
+}
+
+impl Daemon {
+    fn new(cfg: Config, recovered: Recovered, runtime: Arc<dyn Runtime>, tx: Sender<Event>) -> anyhow::Result<Daemon> {
+        let Recovered { mut wal, state } = recovered;
+        let mut seed = [0u8; 8];
+        getrandom::getrandom(&mut seed).map_err(|e| anyhow::anyhow!("cannot read OS randomness: {e}"))?;
+        let mut rng = Rng::from_seed(u64::from_le_bytes(seed));
+        let node_id = match wal.local("node_id")? {
+            Some(id) => id,
+            None => {
+                let id = rng.object_id();
+                wal.set_local("node_id", &id)?;
+                id
+            }
+        };
+        let runtime_version = runtime.version().unwrap_or_else(|e| format!("unavailable: {e}"));
+        std::fs::create_dir_all(cfg.data_dir.join("logs"))?;
+        let worker = Worker::new(&node_id);
+        let mut d = Daemon {
+            cfg,
+            wal,
+            state,
+            rng,
+            clock: SystemClock,
+            node_id,
+            runtime,
+            runtime_version,
+            worker,
+            tx,
+            slots: Arc::new(async_lock::Semaphore::new(RUNTIME_CALLS_MAX)),
+            listing: false,
+            last_list: Instant::now(),
+            stopping: false,
+        };
+        d.refresh_self_node()?;
+        Ok(d)
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.now_unix_nanos()
+    }
+
+    async fn run(&mut self, rx: Receiver<Event>) -> anyhow::Result<()> {
+        while let Ok(ev) = rx.recv().await {
+            self.handle(ev);
+            if self.stopping {
+                crate::log!("INFO", "shutting down; task containers keep running and are adopted on restart");
+                return Ok(());
+            }
+            self.converge();
+        }
+        Ok(())
+    }
+
+    /// Re-describes this node after a restart (platform, resources, version may change).
+    fn refresh_self_node(&mut self) -> anyhow::Result<()> {
+        let Some(old) = self.state.nodes.get(&self.node_id) else {
+            return Ok(());
+        };
+        let mut node = old.clone();
+        node.description = self.describe();
+        node.state = NodeState::Ready;
+        if &node != old {
+            self.commit(vec![Op::PutNode(node)])?;
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> NodeDescription {
+        NodeDescription {
+            hostname: host::hostname(),
+            platform: host::platform(),
+            resources: host::resources(),
+            engine_version: env!("CARGO_PKG_VERSION").to_string(),
+            engine_labels: Default::default(),
+        }
+    }
+
+    /// Durably appends ops (split into bounded entries) and applies them.
+    fn commit(&mut self, ops: Vec<Op>) -> Result<(), shoal_manager::wal::WalError> {
+        for chunk in ops.chunks(OPS_PER_ENTRY_MAX) {
+            let entry = Entry { at: self.now(), ops: chunk.to_vec() };
+            let index = self.wal.append(&entry)?;
+            let applied = self.state.apply(index, &entry);
+            for (pos, why) in applied.rejected {
+                crate::log!("DEBUG", "entry {index} op {pos} skipped: {why}");
+            }
+            if self.wal.snapshot_due() {
+                self.wal.snapshot(&self.state)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn commit_or_log(&mut self, ops: Vec<Op>) {
+        if let Err(e) = self.commit(ops) {
+            crate::log!("ERROR", "cannot persist state change: {e}");
+        }
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Control { req, reply } => self.handle_control(req, reply),
+            Event::Resolved { result, reply } => {
+                let r = match result {
+                    Ok((spec, warnings)) => self.create_service(*spec, warnings),
+                    Err(r) => *r,
+                };
+                let _ = reply.try_send(r);
+            }
+            Event::Tick => {
+                if !self.listing && self.last_list.elapsed() >= Duration::from_millis(RELIST_MS) {
+                    self.relist();
+                }
+            }
+            Event::Exit(e) => self.worker.handle_exit(&e),
+            Event::Listed { epoch, result } => {
+                self.listing = false;
+                self.last_list = Instant::now();
+                match result {
+                    Ok(list) => self.worker.handle_list(epoch, list),
+                    Err(e) => crate::log!("WARN", "cannot list containers: {e}"),
+                }
+            }
+            Event::Started { task, result } => {
+                if let Err(e) = &result {
+                    crate::log!("WARN", "task {} failed to start: {e}", task.id);
+                }
+                let status = self.worker.handle_started(&task, result, self.now());
+                self.report(&task.id, status);
+            }
+            Event::Stopped { id, result } => match result {
+                Ok(code) => self.worker.handle_stopped(&id, code),
+                Err(e) => {
+                    crate::log!("WARN", "cannot stop container {id}: {e}");
+                    self.worker.handle_removed(&id, false);
+                }
+            },
+            Event::Removed { id, ok } => self.worker.handle_removed(&id, ok),
+            Event::Signal => self.stopping = true,
+        }
+    }
+
+    fn report(&mut self, task_id: &str, status: shoal_shared::types::TaskStatus) {
+        if let Some(t) = self.state.tasks.get(task_id) {
+            if t.status.state.advance(status.state).is_ok() {
+                self.commit_or_log(vec![Op::SetTaskStatus { id: task_id.to_string(), status }]);
+            }
+        }
+    }
+
+    fn relist(&mut self) {
+        self.listing = true;
+        let epoch = self.worker.list_epoch();
+        self.spawn_runtime(|rt| rt.list(), move |result| Event::Listed { epoch, result });
+    }
+
+    /// Runs a blocking runtime call off the loop, bounded by `RUNTIME_CALLS_MAX`.
+    fn spawn_runtime<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&dyn Runtime) -> T + Send + 'static,
+        wrap: impl FnOnce(T) -> Event + Send + 'static,
+    ) {
+        let rt = self.runtime.clone();
+        let tx = self.tx.clone();
+        let slots = self.slots.clone();
+        smol::spawn(async move {
+            let _permit = slots.acquire_arc().await;
+            let out = smol::unblock(move || call(&*rt)).await;
+            let _ = tx.send(wrap(out)).await;
+        })
+        .detach();
+    }
+
+    /// Orchestrates, schedules and runs the worker until nothing changes.
+    fn converge(&mut self) {
+        for _ in 0..CONVERGE_ROUNDS_MAX {
+            let now = self.now();
+            let mut ops = Vec::new();
+            if self.state.cluster.is_some() {
+                ops = orchestrator::reconcile(&self.state, now, &mut self.rng);
+                if ops.is_empty() {
+                    ops = scheduler::schedule(&self.state, now);
+                }
+            }
+            for action in self.worker.plan(&self.state, now) {
+                match action {
+                    Action::Report { task_id, status } => ops.push(Op::SetTaskStatus { id: task_id, status }),
+                    Action::Start { task } => self.start_task(task),
+                    Action::Stop { id, grace_ms } => {
+                        let i = id.clone();
+                        self.spawn_runtime(move |rt| rt.stop(&i, grace_ms), move |result| Event::Stopped { id, result });
+                    }
+                    Action::Remove { id } => {
+                        let i = id.clone();
+                        let log = self.cfg.data_dir.join("logs").join(format!("{id}.log"));
+                        let keep_log = self.state.tasks.contains_key(&id);
+                        self.spawn_runtime(
+                            move |rt| {
+                                let r = rt.remove(&i);
+                                if !keep_log {
+                                    let _ = std::fs::remove_file(&log);
+                                }
+                                r
+                            },
+                            move |r| {
+                                if let Err(e) = &r {
+                                    crate::log!("WARN", "cannot remove container {id}: {e}");
+                                }
+                                Event::Removed { id, ok: r.is_ok() }
+                            },
+                        );
+                    }
+                }
+            }
+            if ops.is_empty() {
+                return;
+            }
+            self.commit_or_log(ops);
+        }
+    }
+
+    fn start_task(&mut self, task: Box<Task>) {
+        let preparing = shoal_shared::types::TaskStatus::new(shoal_shared::task::TaskState::Preparing, self.now(), "preparing");
+        if task.status.state < shoal_shared::task::TaskState::Preparing {
+            self.report(&task.id, preparing);
+        }
+        let data_dir = self.cfg.data_dir.clone();
+        let node_id = self.node_id.clone();
+        let service_name = self.state.services.get(&task.service_id).map(|s| s.spec.name.clone()).unwrap_or_default();
+        let t = task.clone();
+        self.spawn_runtime(
+            move |rt| {
+                let facts = rt.ensure_image(&t.spec.container.image)?;
+                let spec = service::start_spec(&t, &service_name, &node_id, facts, &data_dir)?;
+                rt.start(&spec)
+            },
+            move |result| Event::Started { task, result },
+        );
+    }
+
+    fn handle_control(&mut self, req: Request, reply: Sender<Reply>) {
+        let r = match req {
+            Request::Ping => Reply::Pong,
+            Request::Version => Reply::Version(VersionInfo {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                platform: host::platform().to_string(),
+                containerd: self.runtime_version.clone(),
+                node_id: self.node_id.clone(),
+                swarm: self.state.cluster.is_some(),
+            }),
+            Request::SwarmInit { advertise_addr, availability } => self.swarm_init(advertise_addr, availability),
+            Request::ServiceCreate { spec } => {
+                // Validate first so bad input fails at once, then resolve the image off the loop.
+                if let Err(e) = control::create_service(&self.state, (*spec).clone(), String::new()) {
+                    let _ = reply.try_send(Reply::error(e.kind(), e.to_string()));
+                    return;
+                }
+                let only_node = self.state.nodes.len() <= 1;
+                let reply2 = reply.clone();
+                self.spawn_runtime(
+                    move |rt| service::resolve_image(rt, spec, only_node),
+                    move |result| Event::Resolved { result, reply: reply2 },
+                );
+                return;
+            }
+            Request::ServiceScale { service, replicas } => {
+                self.write(control::scale_service(&self.state, &service, replicas).map(|ops| (ops, Reply::Ok)))
+            }
+            Request::ServiceRemove { service } => {
+                self.write(control::remove_service(&self.state, &service).map(|(ops, name)| (ops, Reply::Removed(vec![name]))))
+            }
+            Request::ImageLoad { path } => {
+                self.spawn_runtime(
+                    move |rt| rt.load(std::path::Path::new(&path)),
+                    move |r| {
+                        reply_later(
+                            &reply,
+                            r.map(Reply::Loaded).unwrap_or_else(|e| Reply::error(ErrorKind::InvalidArgument, e.to_string())),
+                        )
+                    },
+                );
+                return;
+            }
+            Request::ImagePull { reference } => {
+                self.spawn_runtime(
+                    move |rt| rt.pull(&reference),
+                    move |r| {
+                        reply_later(
+                            &reply,
+                            r.map(|n| Reply::Loaded(vec![n])).unwrap_or_else(|e| Reply::error(ErrorKind::NotFound, e.to_string())),
+                        )
+                    },
+                );
+                return;
+            }
+            Request::ImageList => {
+                self.spawn_runtime(
+                    move |rt| rt.images(),
+                    move |r| {
+                        reply_later(&reply, r.map(Reply::Images).unwrap_or_else(|e| Reply::error(ErrorKind::Unavailable, e.to_string())))
+                    },
+                );
+                return;
+            }
+            other => service::query(&self.state, &self.node_id, &self.cfg.data_dir, other),
+        };
+        let _ = reply.try_send(r);
+    }
+
+    fn write(&mut self, result: Result<(Vec<Op>, Reply), control::ControlError>) -> Reply {
+        match result {
+            Ok((ops, ok)) => match self.commit(ops) {
+                Ok(()) => ok,
+                Err(e) => Reply::error(ErrorKind::Unavailable, format!("cannot persist the change: {e}")),
+            },
+            Err(e) => Reply::error(e.kind(), e.to_string()),
+        }
+    }
+
+    fn create_service(&mut self, spec: ServiceSpec, warnings: Vec<String>) -> Reply {
+        let id = self.rng.object_id();
+        match self.write(control::create_service(&self.state, spec, id.clone()).map(|ops| (ops, Reply::Ok))) {
+            Reply::Ok => Reply::ServiceCreated { id, warnings },
+            other => other,
+        }
+    }
+
+    fn swarm_init(&mut self, advertise_addr: String, availability: Availability) -> Reply {
+        if self.state.cluster.is_some() {
+            let e = control::ControlError::AlreadyInSwarm;
+            return Reply::error(e.kind(), e.to_string());
+        }
+        let addr = if advertise_addr.is_empty() { host::default_addr().to_string() } else { advertise_addr };
+        let addr = if addr.contains(':') { addr } else { format!("{addr}:{SWARM_PORT}") };
+        let cluster = Cluster { id: self.rng.object_id(), meta: Meta::default(), name: "default".into() };
+        let node = Node {
+            id: self.node_id.clone(),
+            meta: Meta::default(),
+            role: NodeRole::Manager,
+            availability,
+            labels: Default::default(),
+            description: self.describe(),
+            state: NodeState::Ready,
+            addr: addr.clone(),
+            manager_addr: addr.clone(),
+        };
+        match self.commit(vec![Op::PutCluster(cluster), Op::PutNode(node)]) {
+            Ok(()) => Reply::SwarmInit { node_id: self.node_id.clone(), advertise_addr: addr },
+            Err(e) => Reply::error(ErrorKind::Unavailable, format!("cannot persist the swarm: {e}")),
+        }
+    }
+}
+
+fn reply_later(reply: &Sender<Reply>, r: Reply) -> Event {
+    let _ = reply.try_send(r);
+    Event::Tick
+}

@@ -1,0 +1,336 @@
+//! Service plumbing for the daemon: read-only queries, image resolution at
+//! creation, and turning a task into a container start spec.
+
+use crate::runtime::{HostMount, ImageFacts, Runtime, RuntimeError, StartSpec};
+use shoal_manager::control::ControlError;
+use shoal_manager::state::State;
+use shoal_shared::api::{ErrorKind, LogChunk, LogCursor, Reply, Request, ServiceSummary};
+use shoal_shared::task::TaskState;
+use shoal_shared::types::{MountKind, ServiceMode, ServiceSpec, Task};
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+/// Log bytes returned per task per request.
+const LOG_CHUNK_BYTES_MAX: u64 = 256 * 1024;
+/// How far back `--tail` looks for line starts.
+const LOG_TAIL_SCAN_BYTES_MAX: u64 = 4 * 1024 * 1024;
+
+fn not_in_swarm() -> Reply {
+    let e = ControlError::NotInSwarm;
+    Reply::error(e.kind(), e.to_string())
+}
+
+fn no_such_service(key: &str) -> Reply {
+    let e = ControlError::NoSuchService(key.to_string());
+    Reply::error(e.kind(), e.to_string())
+}
+
+/// Answers read-only requests from the state.
+pub(crate) fn query(state: &State, node_id: &str, data_dir: &Path, req: Request) -> Reply {
+    if state.cluster.is_none() {
+        return not_in_swarm();
+    }
+    match req {
+        Request::NodeList => {
+            Reply::Nodes { nodes: state.nodes.values().cloned().collect(), self_id: node_id.to_string(), leader_id: node_id.to_string() }
+        }
+        Request::NodeInspect { node } => {
+            let key = if node == "self" { node_id } else { node.as_str() };
+            match state.find_node(key) {
+                Some(n) => Reply::Node(n.clone()),
+                None => {
+                    let e = ControlError::NoSuchNode(node);
+                    Reply::error(e.kind(), e.to_string())
+                }
+            }
+        }
+        Request::ServiceList => Reply::Services(state.services.values().map(|s| summary(state, s)).collect()),
+        Request::ServiceInspect { service } => match state.find_service(&service) {
+            Some(s) => Reply::Service(Box::new(s.clone())),
+            None => no_such_service(&service),
+        },
+        Request::TaskList { service } => match state.find_service(&service) {
+            Some(s) => Reply::Tasks {
+                service: Box::new(s.clone()),
+                tasks: state.tasks_of(&s.id).into_iter().cloned().collect(),
+                nodes: state.nodes.values().cloned().collect(),
+            },
+            None => no_such_service(&service),
+        },
+        Request::ServiceLogs { service, tail_lines, cursor } => match state.find_service(&service) {
+            Some(s) => logs(state, &s.id, &s.spec.name, data_dir, tail_lines, &cursor),
+            None => no_such_service(&service),
+        },
+        other => Reply::error(ErrorKind::Internal, format!("request {other:?} is not a query")),
+    }
+}
+
+/// `service ls` counts: running tasks over desired ones.
+fn summary(state: &State, s: &shoal_shared::types::Service) -> ServiceSummary {
+    let tasks = state.tasks_of(&s.id);
+    let running = tasks.iter().filter(|t| t.status.state == TaskState::Running && t.desired_state == TaskState::Running).count() as u64;
+    let desired = match s.spec.mode {
+        ServiceMode::Replicated { replicas } => replicas,
+        ServiceMode::Global => tasks.iter().filter(|t| t.desired_state <= TaskState::Running).count() as u64,
+    };
+    ServiceSummary { service: s.clone(), running, desired }
+}
+
+fn logs(state: &State, service_id: &str, name: &str, data_dir: &Path, tail_lines: Option<u64>, cursor: &[LogCursor]) -> Reply {
+    let offsets: BTreeMap<&str, u64> = cursor.iter().map(|c| (c.task_id.as_str(), c.offset)).collect();
+    let mut chunks = Vec::new();
+    let mut next = Vec::new();
+    for t in state.tasks_of(service_id) {
+        let path = data_dir.join("logs").join(format!("{}.log", t.id));
+        let Ok(mut f) = std::fs::File::open(&path) else {
+            continue;
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let start = match (offsets.get(t.id.as_str()), tail_lines) {
+            (Some(&o), _) => o.min(len),
+            (None, Some(n)) => tail_start(&mut f, len, n),
+            (None, None) => 0,
+        };
+        let mut data = Vec::new();
+        if f.seek(SeekFrom::Start(start)).is_ok() {
+            let _ = (&mut f).take(LOG_CHUNK_BYTES_MAX).read_to_end(&mut data);
+        }
+        let host = state.nodes.get(&t.node_id).map(|n| n.description.hostname.clone()).unwrap_or_default();
+        let source = format!("{}.{}.{}@{}", name, slot_name(t), &t.id[..t.id.len().min(12)], host);
+        next.push(LogCursor { task_id: t.id.clone(), offset: start + data.len() as u64 });
+        if !data.is_empty() {
+            chunks.push(LogChunk { task_id: t.id.clone(), source, data });
+        }
+    }
+    Reply::Logs { chunks, cursor: next }
+}
+
+/// The slot part of a task name: the slot number, or the node id for global services.
+pub(crate) fn slot_name(t: &Task) -> String {
+    if t.slot > 0 {
+        t.slot.to_string()
+    } else {
+        t.node_id.clone()
+    }
+}
+
+/// Offset where the last `lines` lines of a file begin.
+fn tail_start(f: &mut std::fs::File, len: u64, lines: u64) -> u64 {
+    let scan = len.min(LOG_TAIL_SCAN_BYTES_MAX);
+    let from = len - scan;
+    let mut buf = Vec::new();
+    if f.seek(SeekFrom::Start(from)).is_err() || f.take(scan).read_to_end(&mut buf).is_err() {
+        return 0;
+    }
+    if lines == 0 {
+        return len;
+    }
+    // Skip a trailing newline so it does not count as an empty last line.
+    let body = if buf.last() == Some(&b'\n') { &buf[..buf.len() - 1] } else { &buf[..] };
+    let mut seen = 0;
+    for (i, &b) in body.iter().enumerate().rev() {
+        if b == b'\n' {
+            seen += 1;
+            if seen == lines {
+                return from + i as u64 + 1;
+            }
+        }
+    }
+    from
+}
+
+/// Adds `:latest` when a reference has neither tag nor digest.
+pub(crate) fn with_default_tag(reference: &str) -> String {
+    let (name, digest) = match reference.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (reference, None),
+    };
+    let last = name.rsplit('/').next().unwrap_or(name);
+    let name = if last.contains(':') || digest.is_some() { name.to_string() } else { format!("{name}:latest") };
+    match digest {
+        Some(d) => format!("{name}@{d}"),
+        None => name,
+    }
+}
+
+/// Pins the image digest and fills `Placement.Platforms` before creation.
+///
+/// Local image: pinned from the local store. Otherwise the registry is asked.
+/// "No such image" from a registry is an error; an unreachable registry is an
+/// error on a one-node swarm (nothing could ever run the task) and a warning
+/// on larger ones (each node then resolves the image at pull time).
+pub(crate) fn resolve_image(rt: &dyn Runtime, mut spec: Box<ServiceSpec>, only_node: bool) -> Result<(Box<ServiceSpec>, Vec<String>), Box<Reply>> {
+    let image = spec.task.container.image.clone();
+    let shown = with_default_tag(image.split('@').next().unwrap_or(&image));
+    let facts = match rt.local_image(&image) {
+        Ok(Some(f)) => f,
+        Ok(None) => match rt.remote_image(&image) {
+            Ok(f) => f,
+            Err(RuntimeError::ImageNotFound(m)) => {
+                return Err(Box::new(Reply::error(ErrorKind::InvalidArgument, format!("no such image: {shown}: {m}"))));
+            }
+            Err(e) if only_node => {
+                let m = format!("image {shown} is not on this node and cannot be pulled: {e}");
+                return Err(Box::new(Reply::error(ErrorKind::InvalidArgument, m)));
+            }
+            Err(e) => {
+                let w = format!("image {shown} could not be accessed on a registry to record its digest ({e}); each node will access {shown} independently, possibly leading to different nodes running different versions of the image");
+                return Ok((spec, vec![w]));
+            }
+        },
+        Err(e) => return Err(Box::new(Reply::error(ErrorKind::Unavailable, e.to_string()))),
+    };
+    if !facts.digest.is_empty() {
+        spec.task.container.image = format!("{shown}@{}", facts.digest);
+    }
+    if spec.task.placement.platforms.is_empty() {
+        spec.task.placement.platforms = facts.platforms;
+    }
+    Ok((spec, Vec::new()))
+}
+
+/// Builds the container start spec for a task from its spec and image.
+pub(crate) fn start_spec(
+    t: &Task,
+    service_name: &str,
+    node_id: &str,
+    image: ImageFacts,
+    data_dir: &Path,
+) -> Result<StartSpec, RuntimeError> {
+    let c = &t.spec.container;
+    // Docker's rule: overriding the entrypoint drops the image's cmd.
+    let entry = if c.command.is_empty() { image.entrypoint.clone() } else { c.command.clone() };
+    let cmd = if !c.args.is_empty() {
+        c.args.clone()
+    } else if c.command.is_empty() {
+        image.cmd.clone()
+    } else {
+        Vec::new()
+    };
+    let args: Vec<String> = entry.into_iter().chain(cmd).collect();
+    if args.is_empty() {
+        return Err(RuntimeError::Image(format!(
+            "no command specified: image {} has no entrypoint or cmd and the service gives none",
+            c.image
+        )));
+    }
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    let mut order = Vec::new();
+    for kv in image.env.iter().chain(c.env.iter()) {
+        let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
+        if env.insert(k.to_string(), v.to_string()).is_none() {
+            order.push(k.to_string());
+        }
+    }
+    let env = order.iter().map(|k| format!("{k}={}", env[k])).collect();
+    let mut mounts = Vec::new();
+    for m in &c.mounts {
+        let source = match m.kind {
+            MountKind::Volume => {
+                let dir = data_dir.join("volumes").join(&m.source).join("_data");
+                std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::Start(format!("cannot create volume {}: {e}", m.source)))?;
+                dir
+            }
+            MountKind::Bind => {
+                let p = std::path::PathBuf::from(&m.source);
+                if !p.exists() {
+                    return Err(RuntimeError::Image(format!(
+                        "invalid mount config for type \"bind\": bind source path does not exist: {}",
+                        m.source
+                    )));
+                }
+                p
+            }
+            MountKind::Tmpfs => std::path::PathBuf::new(),
+        };
+        mounts.push(HostMount { source, target: m.target.clone(), tmpfs: m.kind == MountKind::Tmpfs, read_only: m.read_only });
+    }
+    let mut labels = c.labels.clone();
+    labels.insert("io.shoal.service.id".into(), t.service_id.clone());
+    labels.insert("io.shoal.service.name".into(), service_name.to_string());
+    labels.insert("io.shoal.task.id".into(), t.id.clone());
+    labels.insert("io.shoal.task.name".into(), format!("{service_name}.{}.{}", slot_name(t), t.id));
+    labels.insert("io.shoal.node.id".into(), node_id.to_string());
+    let stop_signal = if c.stop_signal.is_empty() { image.stop_signal.clone() } else { c.stop_signal.clone() };
+    Ok(StartSpec {
+        id: t.id.clone(),
+        args,
+        env,
+        cwd: if c.dir.is_empty() { image.workdir.clone() } else { c.dir.clone() },
+        user: if c.user.is_empty() { image.user.clone() } else { c.user.clone() },
+        hostname: if c.hostname.is_empty() { t.id[..t.id.len().min(12)].to_string() } else { c.hostname.clone() },
+        labels,
+        log_path: data_dir.join("logs").join(format!("{}.log", t.id)),
+        memory_limit_bytes: t.spec.resources.limits.memory_bytes,
+        nano_cpus: t.spec.resources.limits.nano_cpus,
+        mounts,
+        stop_signal,
+        image,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_tags() {
+        assert_eq!(with_default_tag("busybox"), "busybox:latest");
+        assert_eq!(with_default_tag("busybox:1"), "busybox:1");
+        assert_eq!(with_default_tag("127.0.0.1:5000/app"), "127.0.0.1:5000/app:latest");
+        assert_eq!(with_default_tag("127.0.0.1:5000/app:v2"), "127.0.0.1:5000/app:v2");
+        assert_eq!(with_default_tag("app@sha256:ab"), "app@sha256:ab");
+    }
+
+    #[test]
+    fn tail_finds_line_starts() {
+        let dir = std::env::temp_dir().join(format!("shoal-tail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("l");
+        std::fs::write(&p, "a\nb\nc\n").unwrap();
+        let mut f = std::fs::File::open(&p).unwrap();
+        assert_eq!(tail_start(&mut f, 6, 1), 4);
+        assert_eq!(tail_start(&mut f, 6, 2), 2);
+        assert_eq!(tail_start(&mut f, 6, 9), 0);
+        assert_eq!(tail_start(&mut f, 6, 0), 6);
+    }
+
+    #[test]
+    fn entrypoint_cmd_and_env_merge_like_docker() {
+        let spec = ServiceSpec::new("web", "busybox");
+        let mut t = Task {
+            id: "abcdefabcdefabcdef".into(),
+            meta: Default::default(),
+            service_id: "s".into(),
+            slot: 1,
+            node_id: "n".into(),
+            spec: spec.task,
+            service_version: 1,
+            desired_state: TaskState::Running,
+            status: shoal_shared::types::TaskStatus::new(TaskState::Assigned, 0, ""),
+            not_before: 0,
+            attempt: 0,
+        };
+        let img = ImageFacts {
+            entrypoint: vec!["/entry".into()],
+            cmd: vec!["serve".into()],
+            env: vec!["A=1".into(), "PATH=/bin".into()],
+            ..Default::default()
+        };
+        let dir = std::env::temp_dir();
+        let s = start_spec(&t, "web", "n", img.clone(), &dir).unwrap();
+        assert_eq!(s.args, vec!["/entry", "serve"]);
+        t.spec.container.args = vec!["other".into()];
+        t.spec.container.env = vec!["A=2".into(), "B=3".into()];
+        let s = start_spec(&t, "web", "n", img.clone(), &dir).unwrap();
+        assert_eq!(s.args, vec!["/entry", "other"]);
+        assert_eq!(s.env, vec!["A=2", "PATH=/bin", "B=3"]);
+        t.spec.container.command = vec!["/bin/sh".into()];
+        t.spec.container.args = vec![];
+        let s = start_spec(&t, "web", "n", img, &dir).unwrap();
+        assert_eq!(s.args, vec!["/bin/sh"], "a new entrypoint drops the image cmd");
+        assert_eq!(s.hostname, "abcdefabcdef");
+        assert_eq!(s.labels["io.shoal.task.name"], "web.1.abcdefabcdefabcdef");
+    }
+}

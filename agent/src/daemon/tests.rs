@@ -1,0 +1,132 @@
+//! The daemon's event loop end to end over its real socket, with the fake
+//! runtime: checks the shell's wiring (commit, converge, worker actions,
+//! restart) quickly. Containers themselves are proven in `tests/` against
+//! real containerd.
+
+use super::*;
+use crate::client::Client;
+use crate::runtime::fake::Fake;
+use shoal_shared::task::TaskState;
+use shoal_shared::types::ServiceSpec;
+
+fn start(name: &str) -> (String, Arc<Fake>) {
+    let dir = std::env::temp_dir().join(format!("shoal-daemon-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = Config { data_dir: dir.clone(), socket: dir.join("s.sock"), containerd: dir.join("none"), namespace: "t".into() };
+    let fake = Arc::new(Fake::new());
+    let rt: Arc<dyn Runtime> = fake.clone();
+    let recovered = Wal::open(&dir.join("shoal.redb")).unwrap();
+    let sock = cfg.socket.clone();
+    std::thread::spawn(move || run_with(cfg, recovered, rt).unwrap());
+    let host = format!("unix://{}", sock.display());
+    for _ in 0..100 {
+        if Client::connect(&host).is_ok() {
+            return (host, fake);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("daemon did not come up");
+}
+
+fn call(host: &str, req: Request) -> Reply {
+    Client::connect(host).unwrap().call(&req, 5_000).unwrap()
+}
+
+fn tasks(host: &str, svc: &str) -> Vec<Task> {
+    match call(host, Request::TaskList { service: svc.into() }) {
+        Reply::Tasks { tasks, .. } => tasks,
+        r => panic!("{r:?}"),
+    }
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn running(host: &str, svc: &str) -> usize {
+    tasks(host, svc).iter().filter(|t| t.status.state == TaskState::Running && t.desired_state == TaskState::Running).count()
+}
+
+#[test]
+fn service_lifecycle_through_the_socket() {
+    let (host, fake) = start("lifecycle");
+    // Not a swarm yet: a clear refusal.
+    match call(&host, Request::ServiceList) {
+        Reply::Error { kind, message } => {
+            assert_eq!(kind, ErrorKind::FailedPrecondition);
+            assert!(message.contains("shoal swarm init"), "{message}");
+        }
+        r => panic!("{r:?}"),
+    }
+    assert!(matches!(
+        call(&host, Request::SwarmInit { advertise_addr: "127.0.0.1".into(), availability: Availability::Active }),
+        Reply::SwarmInit { .. }
+    ));
+    assert!(matches!(
+        call(&host, Request::SwarmInit { advertise_addr: String::new(), availability: Availability::Active }),
+        Reply::Error { .. }
+    ));
+
+    let mut spec = ServiceSpec::new("web", "busybox");
+    spec.mode = shoal_shared::types::ServiceMode::Replicated { replicas: 3 };
+    spec.task.restart.delay_ns = 0;
+    assert!(matches!(call(&host, Request::ServiceCreate { spec: Box::new(spec.clone()) }), Reply::ServiceCreated { .. }));
+    wait_for("3 running", || running(&host, "web") == 3);
+    assert_eq!(fake.containers.lock().unwrap().len(), 3);
+    // Pinned to the local image's digest.
+    let Reply::Service(s) = call(&host, Request::ServiceInspect { service: "web".into() }) else { panic!() };
+    assert_eq!(s.spec.task.container.image, "busybox:latest@sha256:00");
+
+    // Duplicate name and missing image are refused without state change.
+    assert!(matches!(call(&host, Request::ServiceCreate { spec: Box::new(spec.clone()) }), Reply::Error { kind: ErrorKind::AlreadyExists, .. }));
+    let missing = ServiceSpec::new("nope", "nosuchimage");
+    match call(&host, Request::ServiceCreate { spec: Box::new(missing) }) {
+        Reply::Error { message, .. } => assert!(message.contains("nosuchimage"), "{message}"),
+        r => panic!("{r:?}"),
+    }
+    let Reply::Services(list) = call(&host, Request::ServiceList) else { panic!() };
+    assert_eq!(list.len(), 1);
+
+    // A container dies: its task fails and the slot gets a new one.
+    let victim = tasks(&host, "web").into_iter().find(|t| t.status.state == TaskState::Running).unwrap();
+    fake.exit(&victim.id, 2);
+    wait_for("replacement", || {
+        let ts = tasks(&host, "web");
+        let old = ts.iter().find(|t| t.id == victim.id).unwrap();
+        old.status.state == TaskState::Failed && running(&host, "web") == 3
+    });
+    let old = tasks(&host, "web").into_iter().find(|t| t.id == victim.id).unwrap();
+    assert_eq!(old.status.err, "task: non-zero exit (2)");
+
+    // Scale down then remove: containers go away, tasks are deleted.
+    assert_eq!(call(&host, Request::ServiceScale { service: "web".into(), replicas: 1 }), Reply::Ok);
+    wait_for("scaled to 1", || running(&host, "web") == 1 && fake.containers.lock().unwrap().len() == 1);
+    assert!(matches!(call(&host, Request::ServiceRemove { service: "web".into() }), Reply::Removed(_)));
+    wait_for("all removed", || fake.containers.lock().unwrap().is_empty());
+    assert!(matches!(call(&host, Request::TaskList { service: "web".into() }), Reply::Error { kind: ErrorKind::NotFound, .. }));
+}
+
+#[test]
+fn garbage_on_the_socket_gets_an_error_not_a_crash() {
+    use std::io::{Read, Write};
+    let (host, _) = start("garbage");
+    let path = host.strip_prefix("unix://").unwrap();
+    let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
+    s.write_all(&[0, 0, 0, 3, 1, 0xff, 0xff]).unwrap();
+    let mut header = [0u8; 4];
+    s.read_exact(&mut header).unwrap();
+    // The daemon still answers.
+    assert_eq!(call(&host, Request::Ping), Reply::Pong);
+    let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
+    s.write_all(&[0xff, 0xff, 0xff, 0xff]).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    assert_eq!(call(&host, Request::Ping), Reply::Pong);
+}

@@ -1,0 +1,87 @@
+//! An in-memory runtime for unit tests of the worker and daemon logic.
+
+use super::*;
+use std::sync::Mutex;
+
+/// A runtime that records calls and keeps containers in a map.
+pub struct Fake {
+    pub containers: Mutex<BTreeMap<String, ContainerState>>,
+    pub images: Mutex<BTreeMap<String, ImageFacts>>,
+    exits_tx: async_channel::Sender<Exit>,
+    exits_rx: async_channel::Receiver<Exit>,
+}
+
+impl Fake {
+    pub fn new() -> Fake {
+        let (exits_tx, exits_rx) = async_channel::bounded(64);
+        let mut images = BTreeMap::new();
+        images.insert(
+            "busybox".to_string(),
+            ImageFacts {
+                name: "docker.io/library/busybox:latest".into(),
+                digest: "sha256:00".into(),
+                cmd: vec!["sh".into()],
+                ..Default::default()
+            },
+        );
+        Fake { containers: Mutex::new(BTreeMap::new()), images: Mutex::new(images), exits_tx, exits_rx }
+    }
+
+    /// Simulates a container's process ending.
+    pub fn exit(&self, id: &str, code: i32) {
+        self.containers.lock().unwrap().insert(id.to_string(), ContainerState::Stopped { exit_code: code });
+        let _ = self.exits_tx.try_send(Exit { id: id.to_string(), exit_code: code });
+    }
+}
+
+impl Runtime for Fake {
+    fn version(&self) -> Result<String, RuntimeError> {
+        Ok("fake 0".into())
+    }
+    fn local_image(&self, reference: &str) -> Result<Option<ImageFacts>, RuntimeError> {
+        // Match on the bare name: `busybox`, `busybox:latest`, `busybox:latest@sha256:00`.
+        let name = reference.split('@').next().unwrap_or(reference);
+        let name = name.split(':').next().unwrap_or(name);
+        Ok(self.images.lock().unwrap().get(name).cloned())
+    }
+    fn remote_image(&self, reference: &str) -> Result<ImageFacts, RuntimeError> {
+        Err(RuntimeError::RegistryUnreachable(format!("registry for {reference} is unreachable")))
+    }
+    fn ensure_image(&self, reference: &str) -> Result<ImageFacts, RuntimeError> {
+        self.local_image(reference)?.ok_or_else(|| RuntimeError::Image(format!("no such image: {reference}")))
+    }
+    fn start(&self, spec: &StartSpec) -> Result<(), RuntimeError> {
+        self.containers.lock().unwrap().insert(spec.id.clone(), ContainerState::Running);
+        Ok(())
+    }
+    fn stop(&self, id: &str, _grace_ms: u64) -> Result<Option<i32>, RuntimeError> {
+        let mut c = self.containers.lock().unwrap();
+        match c.get(id) {
+            Some(ContainerState::Stopped { exit_code }) => Ok(Some(*exit_code)),
+            Some(_) => {
+                c.insert(id.to_string(), ContainerState::Stopped { exit_code: 137 });
+                Ok(Some(137))
+            }
+            None => Ok(None),
+        }
+    }
+    fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        self.containers.lock().unwrap().remove(id);
+        Ok(())
+    }
+    fn list(&self) -> Result<Vec<Observed>, RuntimeError> {
+        Ok(self.containers.lock().unwrap().iter().map(|(id, s)| Observed { id: id.clone(), state: s.clone() }).collect())
+    }
+    fn exits(&self) -> async_channel::Receiver<Exit> {
+        self.exits_rx.clone()
+    }
+    fn load(&self, _path: &Path) -> Result<Vec<String>, RuntimeError> {
+        Ok(vec![])
+    }
+    fn pull(&self, reference: &str) -> Result<String, RuntimeError> {
+        Err(RuntimeError::RegistryUnreachable(format!("registry for {reference} is unreachable")))
+    }
+    fn images(&self) -> Result<Vec<ImageSummary>, RuntimeError> {
+        Ok(vec![])
+    }
+}

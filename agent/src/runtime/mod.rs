@@ -1,0 +1,137 @@
+//! The worker's view of a container runtime, as a blocking trait.
+//!
+//! The daemon calls these methods from `smol::unblock` tasks, never on its
+//! event loop. The production implementation is [`containerd::Containerd`];
+//! unit tests use [`fake::Fake`]. Integration tests always run containerd:
+//! the fake proves nothing about containers.
+
+pub mod containerd;
+#[cfg(test)]
+pub mod fake;
+
+use shoal_shared::api::ImageSummary;
+use shoal_shared::platform::Platform;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What the runtime knows about a usable image.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageFacts {
+    /// Canonical name, e.g. `docker.io/library/busybox:latest`.
+    pub name: String,
+    /// Digest of what the name points at (index or manifest).
+    pub digest: String,
+    /// Platforms the image supports (from its index, or its config).
+    pub platforms: Vec<Platform>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: String,
+    pub user: String,
+    pub stop_signal: String,
+    /// Top snapshot (chain id) for this node's platform.
+    pub chain_id: String,
+}
+
+/// A bind or tmpfs mount, resolved to host paths.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostMount {
+    pub source: PathBuf,
+    pub target: String,
+    pub tmpfs: bool,
+    pub read_only: bool,
+}
+
+/// Everything needed to start one task's container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartSpec {
+    pub id: String,
+    pub image: ImageFacts,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub user: String,
+    pub hostname: String,
+    pub labels: BTreeMap<String, String>,
+    pub log_path: PathBuf,
+    pub memory_limit_bytes: i64,
+    pub nano_cpus: i64,
+    pub mounts: Vec<HostMount>,
+    pub stop_signal: String,
+}
+
+/// A container as the runtime reports it.
+#[allow(dead_code)] // `Created` and `Unknown` come from the containerd listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ContainerState {
+    Created,
+    Running,
+    Stopped { exit_code: i32 },
+    Unknown,
+}
+
+/// One container in the runtime's namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    pub id: String,
+    pub state: ContainerState,
+}
+
+/// A container's main process ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exit {
+    pub id: String,
+    pub exit_code: i32,
+}
+
+/// Runtime failures, classified for task states.
+#[allow(dead_code)] // some classes only arise from the containerd runtime.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeError {
+    /// The runtime itself is not there (socket missing, daemon down).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The image is not present and could not be obtained.
+    #[error("{0}")]
+    Image(String),
+    /// The registry answered but has no such image (or tag).
+    #[error("{0}")]
+    ImageNotFound(String),
+    /// The registry could not be reached.
+    #[error("{0}")]
+    RegistryUnreachable(String),
+    /// Creating or starting the container failed.
+    #[error("{0}")]
+    Start(String),
+    /// Anything else the runtime refused.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A container runtime driven by the worker.
+pub trait Runtime: Send + Sync + 'static {
+    /// Runtime name and version, e.g. `containerd 1.6.20`.
+    fn version(&self) -> Result<String, RuntimeError>;
+    /// The image if it is present locally.
+    fn local_image(&self, reference: &str) -> Result<Option<ImageFacts>, RuntimeError>;
+    /// Resolves a reference on its registry without pulling: digest and platforms.
+    fn remote_image(&self, reference: &str) -> Result<ImageFacts, RuntimeError>;
+    /// Makes the image usable here (pulling it if missing) and returns its facts.
+    fn ensure_image(&self, reference: &str) -> Result<ImageFacts, RuntimeError>;
+    /// Creates and starts a container.
+    fn start(&self, spec: &StartSpec) -> Result<(), RuntimeError>;
+    /// Stops a container: stop signal, then SIGKILL after `grace_ms`.
+    fn stop(&self, id: &str, grace_ms: u64) -> Result<Option<i32>, RuntimeError>;
+    /// Deletes a container and everything it holds; idempotent.
+    fn remove(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Every container in this node's namespace.
+    fn list(&self) -> Result<Vec<Observed>, RuntimeError>;
+    /// Exit notifications (best effort; `list` reconciles what is missed).
+    fn exits(&self) -> async_channel::Receiver<Exit>;
+    /// Loads images from an OCI or docker archive; returns their names.
+    fn load(&self, path: &Path) -> Result<Vec<String>, RuntimeError>;
+    /// Pulls an image; returns its canonical name.
+    fn pull(&self, reference: &str) -> Result<String, RuntimeError>;
+    /// Images present locally.
+    fn images(&self) -> Result<Vec<ImageSummary>, RuntimeError>;
+}

@@ -1,0 +1,328 @@
+//! The worker's decision core: from assigned tasks and observed containers
+//! to runtime actions and status reports.
+//!
+//! Sans-IO: [`Worker::plan`] reads the replicated state and what the runtime
+//! last reported, and returns [`Action`]s; the daemon's shell runs them and
+//! feeds results back through the `handle_*` methods. The worker never
+//! blocks and never touches the runtime itself.
+//!
+//! Invariants:
+//! - at most one runtime action is in flight per task;
+//! - a report never moves a task's status backwards (asserted here before
+//!   reporting, and again by the manager's `apply`: a pair assertion);
+//! - nothing is concluded about a missing container until the first full
+//!   listing after start-up (`synced`), and a listing never erases what a
+//!   later event told us (epochs).
+
+use crate::runtime::{ContainerState, Exit, Observed, RuntimeError};
+use shoal_manager::state::State;
+use shoal_shared::clock::UnixNanos;
+use shoal_shared::task::TaskState;
+use shoal_shared::types::{Task, TaskStatus};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What the shell should do next.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Propose this observed status for a task.
+    Report { task_id: String, status: TaskStatus },
+    /// Prepare the image and start the task's container.
+    Start { task: Box<Task> },
+    /// Stop a container, waiting `grace_ms` before SIGKILL.
+    Stop { id: String, grace_ms: u64 },
+    /// Delete a container and its snapshot.
+    Remove { id: String },
+}
+
+/// The worker's memory of containers and in-flight actions.
+#[derive(Debug, Default)]
+pub struct Worker {
+    node_id: String,
+    containers: BTreeMap<String, ContainerState>,
+    /// Epoch of the last change per container, to order listings and events.
+    changed_at: BTreeMap<String, u64>,
+    inflight: BTreeSet<String>,
+    synced: bool,
+    epoch: u64,
+}
+
+impl Worker {
+    /// A worker for the node `node_id`.
+    pub fn new(node_id: &str) -> Worker {
+        Worker { node_id: node_id.to_string(), ..Worker::default() }
+    }
+
+    /// The epoch to tag a listing request with.
+    pub fn list_epoch(&mut self) -> u64 {
+        self.epoch += 1;
+        self.epoch
+    }
+
+    /// Containers known to exist.
+    #[cfg(test)]
+    pub fn containers(&self) -> &BTreeMap<String, ContainerState> {
+        &self.containers
+    }
+
+    fn set(&mut self, id: &str, state: ContainerState) {
+        self.epoch += 1;
+        self.containers.insert(id.to_string(), state);
+        self.changed_at.insert(id.to_string(), self.epoch);
+    }
+
+    fn forget(&mut self, id: &str) {
+        self.epoch += 1;
+        self.containers.remove(id);
+        self.changed_at.insert(id.to_string(), self.epoch);
+    }
+
+    /// A full listing, requested at `epoch`, arrived.
+    pub fn handle_list(&mut self, epoch: u64, observed: Vec<Observed>) {
+        let listed: BTreeMap<String, ContainerState> = observed.into_iter().map(|o| (o.id, o.state)).collect();
+        let ids: BTreeSet<String> = self.containers.keys().chain(listed.keys()).cloned().collect();
+        for id in ids {
+            if self.changed_at.get(&id).is_some_and(|&e| e > epoch) {
+                continue; // an event after the listing was requested knows better
+            }
+            match listed.get(&id) {
+                Some(s) => {
+                    self.containers.insert(id, s.clone());
+                }
+                None => {
+                    self.containers.remove(&id);
+                }
+            }
+        }
+        self.synced = true;
+    }
+
+    /// A container's process exited.
+    pub fn handle_exit(&mut self, exit: &Exit) {
+        self.set(&exit.id, ContainerState::Stopped { exit_code: exit.exit_code });
+    }
+
+    /// A start finished; returns the status to report.
+    pub fn handle_started(&mut self, task: &Task, result: Result<(), RuntimeError>, now: UnixNanos) -> TaskStatus {
+        self.inflight.remove(&task.id);
+        match result {
+            Ok(()) => {
+                // An exit event may already have arrived for a container that died at once.
+                if !matches!(self.containers.get(&task.id), Some(ContainerState::Stopped { .. })) {
+                    self.set(&task.id, ContainerState::Running);
+                }
+                TaskStatus::new(TaskState::Running, now, "started")
+            }
+            Err(e) => {
+                let state = match e {
+                    RuntimeError::Start(_) | RuntimeError::Other(_) | RuntimeError::Unavailable(_) => TaskState::Failed,
+                    _ => TaskState::Rejected,
+                };
+                let mut st = TaskStatus::new(state, now, "preparing or starting the container failed");
+                st.err = e.to_string();
+                st
+            }
+        }
+    }
+
+    /// A stop finished.
+    pub fn handle_stopped(&mut self, id: &str, exit_code: Option<i32>) {
+        self.inflight.remove(id);
+        match exit_code {
+            Some(code) => self.set(id, ContainerState::Stopped { exit_code: code }),
+            None => self.forget(id),
+        }
+    }
+
+    /// A removal finished (or failed; then the next listing retries it).
+    pub fn handle_removed(&mut self, id: &str, ok: bool) {
+        self.inflight.remove(id);
+        if ok {
+            self.forget(id);
+        }
+    }
+
+    /// Decides what to do for every task on this node and every stray container.
+    pub fn plan(&mut self, state: &State, now: UnixNanos) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if !self.synced {
+            return actions;
+        }
+        let mine: Vec<&Task> = state.tasks.values().filter(|t| t.node_id == self.node_id).collect();
+        for t in &mine {
+            if self.inflight.contains(&t.id) {
+                continue;
+            }
+            if let Some(a) = self.plan_task(t, now) {
+                if !matches!(a, Action::Report { .. }) {
+                    self.inflight.insert(t.id.clone());
+                }
+                actions.push(a);
+            }
+        }
+        let known: BTreeSet<&str> = mine.iter().map(|t| t.id.as_str()).collect();
+        let strays: Vec<String> =
+            self.containers.keys().filter(|id| !known.contains(id.as_str()) && !self.inflight.contains(*id)).cloned().collect();
+        for id in strays {
+            self.inflight.insert(id.clone());
+            actions.push(Action::Remove { id });
+        }
+        actions
+    }
+
+    fn plan_task(&self, t: &Task, now: UnixNanos) -> Option<Action> {
+        let observed = self.containers.get(&t.id);
+        let current = t.status.state;
+        let report = |state: TaskState, message: &str, err: String, exit_code: Option<i32>| -> Option<Action> {
+            // Pair assertion with the manager's apply: never report backwards.
+            current.advance(state).ok()?;
+            let mut status = TaskStatus::new(state, now, message);
+            status.err = err;
+            status.exit_code = exit_code;
+            Some(Action::Report { task_id: t.id.clone(), status })
+        };
+        let stop_wanted = t.desired_state > TaskState::Running;
+        if current.is_terminal() {
+            return observed.map(|_| Action::Remove { id: t.id.clone() });
+        }
+        if stop_wanted {
+            if current < TaskState::Assigned {
+                return None; // the scheduler's, not ours
+            }
+            return match observed {
+                Some(ContainerState::Stopped { exit_code }) => report(TaskState::Shutdown, "shutdown", String::new(), Some(*exit_code)),
+                Some(_) => Some(Action::Stop { id: t.id.clone(), grace_ms: t.spec.container.stop_grace_ns / 1_000_000 }),
+                None => report(TaskState::Shutdown, "shutdown", String::new(), None),
+            };
+        }
+        if t.desired_state != TaskState::Running || current < TaskState::Assigned {
+            return None;
+        }
+        match (current, observed) {
+            (_, Some(ContainerState::Stopped { exit_code: 0 })) => report(TaskState::Complete, "finished", String::new(), Some(0)),
+            (_, Some(ContainerState::Stopped { exit_code })) => {
+                report(TaskState::Failed, "started", format!("task: non-zero exit ({exit_code})"), Some(*exit_code))
+            }
+            (TaskState::Running, Some(_)) => None,
+            (TaskState::Running, None) => {
+                report(TaskState::Failed, "container vanished", "task: container is gone (was the runtime restarted?)".into(), None)
+            }
+            // Not yet running but a container exists: adopt it (the daemon died mid-start).
+            (_, Some(ContainerState::Running)) => report(TaskState::Running, "started", String::new(), None),
+            (_, Some(_)) => Some(Action::Remove { id: t.id.clone() }),
+            (_, None) => Some(Action::Start { task: Box::new((*t).clone()) }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_shared::ops::{Entry, Op};
+    use shoal_shared::types::{Service, ServiceSpec};
+
+    fn state_with(desired: TaskState, status: TaskState) -> (State, Task) {
+        let spec = ServiceSpec::new("web", "busybox");
+        let svc = Service { id: "s".into(), meta: Default::default(), spec: spec.clone(), previous_spec: None };
+        let t = Task {
+            id: "t1".into(),
+            meta: Default::default(),
+            service_id: "s".into(),
+            slot: 1,
+            node_id: "me".into(),
+            spec: spec.task,
+            service_version: 1,
+            desired_state: desired,
+            status: TaskStatus::new(status, 1, "x"),
+            not_before: 0,
+            attempt: 0,
+        };
+        let mut st = State::default();
+        st.apply(1, &Entry { at: 1, ops: vec![Op::PutService(svc), Op::CreateTask(t.clone())] });
+        (st, t)
+    }
+
+    fn synced() -> Worker {
+        let mut w = Worker::new("me");
+        let e = w.list_epoch();
+        w.handle_list(e, vec![]);
+        w
+    }
+
+    fn kinds(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .map(|a| match a {
+                Action::Report { status, .. } => format!("report {} {}", status.state, status.err),
+                Action::Start { task } => format!("start {}", task.id),
+                Action::Stop { id, grace_ms } => format!("stop {id} {grace_ms}"),
+                Action::Remove { id } => format!("remove {id}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn nothing_before_the_first_listing() {
+        let (st, _) = state_with(TaskState::Running, TaskState::Assigned);
+        let mut w = Worker::new("me");
+        assert!(w.plan(&st, 5).is_empty());
+    }
+
+    #[test]
+    fn start_run_exit_cycle() {
+        let (st, t) = state_with(TaskState::Running, TaskState::Assigned);
+        let mut w = synced();
+        assert_eq!(kinds(&w.plan(&st, 5)), vec!["start t1"]);
+        assert!(w.plan(&st, 5).is_empty(), "one action in flight per task");
+        let status = w.handle_started(&t, Ok(()), 6);
+        assert_eq!(status.state, TaskState::Running);
+        let (st, _) = state_with(TaskState::Running, TaskState::Running);
+        assert!(w.plan(&st, 7).is_empty());
+        w.handle_exit(&Exit { id: "t1".into(), exit_code: 3 });
+        assert_eq!(kinds(&w.plan(&st, 8)), vec!["report Failed task: non-zero exit (3)"]);
+        let (st, _) = state_with(TaskState::Running, TaskState::Failed);
+        assert_eq!(kinds(&w.plan(&st, 9)), vec!["remove t1"]);
+        w.handle_removed("t1", true);
+        assert!(w.plan(&st, 10).is_empty());
+    }
+
+    #[test]
+    fn stop_when_desired_shutdown() {
+        let (st, _) = state_with(TaskState::Shutdown, TaskState::Running);
+        let mut w = synced();
+        w.handle_exit(&Exit { id: "other".into(), exit_code: 0 });
+        w.containers.insert("t1".into(), ContainerState::Running);
+        let a = kinds(&w.plan(&st, 5));
+        assert_eq!(a, vec!["stop t1 10000", "remove other"]);
+        w.handle_stopped("t1", Some(137));
+        assert_eq!(kinds(&w.plan(&st, 6)), vec!["report Shutdown "]);
+    }
+
+    #[test]
+    fn listing_does_not_erase_newer_events() {
+        let mut w = synced();
+        let e = w.list_epoch();
+        w.handle_exit(&Exit { id: "t1".into(), exit_code: 1 });
+        w.handle_list(e, vec![]);
+        assert_eq!(w.containers().get("t1"), Some(&ContainerState::Stopped { exit_code: 1 }));
+    }
+
+    #[test]
+    fn vanished_container_fails_the_task_and_start_errors_classify() {
+        let (st, t) = state_with(TaskState::Running, TaskState::Running);
+        let mut w = synced();
+        assert_eq!(kinds(&w.plan(&st, 5)), vec!["report Failed task: container is gone (was the runtime restarted?)"]);
+        let s = w.handle_started(&t, Err(RuntimeError::Image("no such image: x".into())), 6);
+        assert_eq!((s.state, s.err.as_str()), (TaskState::Rejected, "no such image: x"));
+        let s = w.handle_started(&t, Err(RuntimeError::Start("runc failed".into())), 6);
+        assert_eq!(s.state, TaskState::Failed);
+    }
+
+    #[test]
+    fn never_reports_backwards() {
+        // A stale container view must not drag a finished task back to Running.
+        let (st, _) = state_with(TaskState::Running, TaskState::Complete);
+        let mut w = synced();
+        w.containers.insert("t1".into(), ContainerState::Running);
+        assert_eq!(kinds(&w.plan(&st, 5)), vec!["remove t1"]);
+    }
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what Shoal needs to build and test on Debian 12 (as root), only
+# what is missing: containerd, runc, busybox-static, protobuf-compiler,
+# skopeo, docker-registry, iproute2, iptables, and a Rust toolchain.
+set -euo pipefail
+need=()
+for pair in containerd:containerd runc:runc busybox:busybox-static protoc:protobuf-compiler skopeo:skopeo docker-registry:docker-registry ip:iproute2 iptables:iptables; do
+  bin=${pair%%:*} pkg=${pair#*:}
+  command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
+  echo "setup: installing the Rust toolchain (Debian's rustup)" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rustup >/dev/null
+  rustup default stable
+fi

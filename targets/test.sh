@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine (run as root).
+# Installs what is missing, then: format and lint checks, unit tests,
+# integration tests against a private containerd.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./targets/setup.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -q -- -D warnings
+cargo test --workspace
