@@ -13,8 +13,9 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# Debian 12's own rustc (1.63) is too old for the dependencies; Shoal needs
+# Rust >= 1.85 from rustup.
 if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
-  echo "setup: installing the Rust toolchain (Debian's rustup)" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rustup >/dev/null
-  rustup default stable
+  echo "setup: no Rust toolchain found; install one with rustup (https://rustup.rs), Rust 1.85 or newer" >&2
+  exit 1
 fi
