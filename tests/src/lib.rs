@@ -1,0 +1,253 @@
+//! Harness for integration tests that drive the real `shoal` binary against
+//! a real, private containerd (started by `tests/lib/containerd.sh` on its
+//! own socket, never the system one).
+//!
+//! Every wait is bounded and says what it waited for. A [`Node`] cleans up
+//! after itself on drop: it kills its daemon, removes every task container
+//! and stops its containerd. Tests that need root and containerd skip with a
+//! printed reason, unless `SHOAL_REQUIRE_CONTAINERD=1` (CI sets it), which
+//! turns a missing prerequisite into a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives in the workspace").to_path_buf()
+}
+
+/// The `shoal` binary under test (built by `cargo build -p shoal-agent`).
+pub fn shoal_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("SHOAL_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join("target"));
+    let bin = target.join("debug").join("shoal");
+    assert!(bin.exists(), "{} is missing: build it first with `cargo build -p shoal-agent` (targets/test.sh does)", bin.display());
+    bin
+}
+
+/// Returns a reason to skip, or panics when prerequisites are required.
+pub fn skip_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc_geteuid() } == 0;
+    let reason = if !root {
+        Some("not root".to_string())
+    } else if Command::new("containerd").arg("--version").output().is_err() {
+        Some("containerd is not installed".to_string())
+    } else {
+        None
+    };
+    if let Some(r) = &reason {
+        if std::env::var("SHOAL_REQUIRE_CONTAINERD").as_deref() == Ok("1") {
+            panic!("integration test prerequisites missing ({r}) and SHOAL_REQUIRE_CONTAINERD=1");
+        }
+        eprintln!("SKIP: {r}; these tests need root and containerd (targets/setup.sh installs it)");
+    }
+    reason
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, for at most `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {:?} waiting for {what}", timeout);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The busybox OCI archive built by `tests/lib/mkimage.sh` (cached per run).
+pub fn test_image() -> PathBuf {
+    let out = std::env::temp_dir().join("shoal-it-busybox.tar");
+    if !out.exists() {
+        let tmp = std::env::temp_dir().join(format!("shoal-it-busybox-{}.tar", std::process::id()));
+        let st = Command::new(root().join("tests/lib/mkimage.sh")).arg(&tmp).arg("shoal.test/busybox:latest").status().expect("run mkimage.sh");
+        assert!(st.success(), "mkimage.sh failed");
+        std::fs::rename(&tmp, &out).expect("publish test image");
+    }
+    out
+}
+
+/// The result of one CLI call.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Run {
+        Run { code: o.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&o.stdout).into(), stderr: String::from_utf8_lossy(&o.stderr).into() }
+    }
+
+    /// Panics with the output unless the command succeeded.
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "command failed:\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self
+    }
+}
+
+/// One node: a private containerd and a shoal daemon with its own data dir.
+pub struct Node {
+    pub dir: PathBuf,
+    pub namespace: String,
+    daemon: Option<Child>,
+}
+
+impl Node {
+    /// Starts containerd for a new node (the daemon is started separately).
+    pub fn new() -> Node {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let dir = PathBuf::from(format!("/tmp/shoal-it-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let st = Command::new(root().join("tests/lib/containerd.sh")).arg("start").arg(dir.join("ctrd")).status().expect("run containerd.sh");
+        assert!(st.success(), "containerd did not start");
+        Node { dir, namespace: format!("shoal-it-{}-{n}", std::process::id()), daemon: None }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("shoal.sock")
+    }
+
+    pub fn containerd_socket(&self) -> PathBuf {
+        self.dir.join("ctrd/containerd.sock")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// The daemon command line (not started).
+    pub fn daemon_command(&self) -> Command {
+        let mut c = Command::new(shoal_bin());
+        c.arg("daemon")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--containerd")
+            .arg(self.containerd_socket())
+            .arg("--containerd-namespace")
+            .arg(&self.namespace);
+        c
+    }
+
+    /// Starts the daemon and waits until it answers.
+    pub fn start_daemon(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("daemon.log")).expect("daemon log");
+        let child = self.daemon_command().stdout(Stdio::null()).stderr(log).spawn().expect("spawn shoal daemon");
+        self.daemon = Some(child);
+        wait_for("the daemon to answer", Duration::from_secs(15), || (self.shoal(&["version"]).code == 0).then_some(()));
+    }
+
+    /// SIGKILLs the daemon (containers keep running).
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs `shoal ARGS` against this node's daemon.
+    pub fn shoal(&self, args: &[&str]) -> Run {
+        let out = Command::new(shoal_bin())
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket().display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run shoal");
+        Run::from(out)
+    }
+
+    /// Runs `ctr` against this node's containerd, in its namespace.
+    pub fn ctr(&self, args: &[&str]) -> String {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(self.containerd_socket())
+            .arg("--namespace")
+            .arg(&self.namespace)
+            .args(args)
+            .output()
+            .expect("run ctr");
+        assert!(out.status.success(), "ctr {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into()
+    }
+
+    /// Container ids in containerd (not Shoal's view).
+    pub fn containers(&self) -> Vec<String> {
+        self.ctr(&["containers", "ls", "-q"]).lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+    }
+
+    /// `(id, pid, status)` of every task in containerd.
+    pub fn tasks(&self) -> Vec<(String, String, String)> {
+        self.ctr(&["tasks", "ls"])
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() >= 3).then(|| (f[0].to_string(), f[1].to_string(), f[2].to_string()))
+            })
+            .collect()
+    }
+
+    /// Snapshot keys in containerd's overlay snapshotter.
+    pub fn snapshots(&self) -> Vec<String> {
+        self.ctr(&["snapshots", "ls"]).lines().skip(1).filter_map(|l| l.split_whitespace().next().map(str::to_string)).collect()
+    }
+
+    /// Number of RUNNING tasks in containerd.
+    pub fn running(&self) -> usize {
+        self.tasks().iter().filter(|t| t.2 == "RUNNING").count()
+    }
+
+    /// The daemon's stderr so far.
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Initialises a swarm and loads the test image.
+    pub fn init_with_image(&mut self) {
+        self.start_daemon();
+        self.shoal(&["swarm", "init", "--advertise-addr", "127.0.0.1"]).ok();
+        let img = test_image();
+        self.shoal(&["image", "load", "-i", img.to_str().expect("utf-8 path")]).ok();
+    }
+
+    /// `service ps` rows as JSON objects.
+    pub fn ps_json(&self, service: &str) -> Vec<serde_json::Value> {
+        let r = self.shoal(&["service", "ps", "--no-trunc", "--format", "json", service]).ok();
+        r.stdout.lines().map(|l| serde_json::from_str(l).expect("ps json line")).collect()
+    }
+}
+
+impl Default for Node {
+    fn default() -> Self {
+        Node::new()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill_daemon();
+        let _ = Command::new(root().join("tests/lib/containerd.sh")).arg("stop").arg(self.dir.join("ctrd")).status();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("kept {} for inspection; daemon log:\n{}", self.dir.display(), self.daemon_log());
+        }
+    }
+}

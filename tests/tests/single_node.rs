@@ -1,0 +1,196 @@
+//! Single-node Shoal end to end: the real `shoal` binary, a real private
+//! containerd, real containers. Checks are made against containerd itself
+//! (`ctr`), not only against Shoal's view.
+
+use shoal_tests::{skip_reason, wait_for, Node};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn running_tasks(n: &Node, svc: &str) -> usize {
+    n.ps_json(svc).iter().filter(|t| t["DesiredState"] == "Running" && t["CurrentState"].as_str().unwrap_or("").starts_with("Running")).count()
+}
+
+#[test]
+fn create_scale_inspect_logs_and_remove() {
+    if skip_reason().is_some() {
+        return;
+    }
+    let mut n = Node::new();
+    n.init_with_image();
+
+    // Create without -d: Swarm's progress, ends converged.
+    let r = n
+        .shoal(&["service", "create", "--name", "web", "--replicas", "3", "shoal.test/busybox", "sh", "-c", "echo hello from $HOSTNAME; exec sleep 1000"])
+        .ok();
+    assert!(r.stdout.contains("overall progress: 3 out of 3 tasks"), "{}", r.stdout);
+    assert!(r.stdout.contains("verify: Service converged"), "{}", r.stdout);
+    assert!(r.stdout.contains("1/3: running"), "{}", r.stdout);
+    assert_eq!(n.running(), 3, "containerd runs three tasks");
+
+    let ls = n.shoal(&["service", "ls"]).ok().stdout;
+    let row = ls.lines().find(|l| l.contains(" web ")).expect("web listed");
+    assert!(row.contains("replicated") && row.contains("3/3") && row.contains("shoal.test/busybox:latest"), "{ls}");
+    assert!(ls.starts_with("ID             NAME"), "{ls}");
+
+    // Inspect: Swarm's field names and defaults, pinned image and platforms.
+    let js: serde_json::Value = serde_json::from_str(&n.shoal(&["service", "inspect", "web"]).ok().stdout).unwrap();
+    let s = &js[0];
+    assert_eq!(s["Spec"]["Name"], "web");
+    assert_eq!(s["Spec"]["Mode"]["Replicated"]["Replicas"], 3);
+    assert!(s["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].as_str().unwrap().starts_with("shoal.test/busybox:latest@sha256:"));
+    assert_eq!(s["Spec"]["TaskTemplate"]["RestartPolicy"]["Condition"], "any");
+    assert_eq!(s["Spec"]["TaskTemplate"]["RestartPolicy"]["Delay"], 5_000_000_000u64);
+    assert_eq!(s["Spec"]["UpdateConfig"]["Order"], "stop-first");
+    assert_eq!(s["Spec"]["RollbackConfig"]["Monitor"], 5_000_000_000u64);
+    assert_eq!(s["Spec"]["EndpointSpec"]["Mode"], "vip");
+    assert_eq!(s["Spec"]["TaskTemplate"]["Placement"]["Platforms"][0]["OS"], "linux");
+    assert!(s["Version"]["Index"].as_u64().unwrap() > 0);
+
+    // Logs come from the containers themselves.
+    let logs = wait_for("log lines", WAIT, || {
+        let out = n.shoal(&["service", "logs", "web"]).ok().stdout;
+        (out.matches("hello from").count() == 3).then_some(out)
+    });
+    assert!(logs.lines().all(|l| l.starts_with("web.") && l.contains("| hello from")), "{logs}");
+    let tail = n.shoal(&["service", "logs", "--tail", "1", "web"]).ok().stdout;
+    assert_eq!(tail.lines().count(), 3, "one line per task: {tail}");
+
+    // Scale up and down (detached), checked in containerd.
+    n.shoal(&["service", "scale", "-d", "web=5"]).ok();
+    wait_for("5 running containers", WAIT, || (n.running() == 5 && running_tasks(&n, "web") == 5).then_some(()));
+    let r = n.shoal(&["service", "scale", "web=2"]).ok();
+    assert!(r.stdout.contains("web scaled to 2") && r.stdout.contains("verify: Service converged"), "{}", r.stdout);
+    wait_for("2 containers", WAIT, || (n.containers().len() == 2).then_some(()));
+
+    // Remove: nothing of the service is left in containerd.
+    let r = n.shoal(&["service", "rm", "web"]).ok();
+    assert_eq!(r.stdout.trim(), "web");
+    wait_for("containers gone", WAIT, || (n.containers().is_empty() && n.tasks().is_empty()).then_some(()));
+    let snaps = n.snapshots();
+    assert!(snaps.iter().all(|k| k.starts_with("sha256:")), "only image layers remain: {snaps:?}");
+    assert!(n.shoal(&["service", "ls", "-q"]).ok().stdout.trim().is_empty());
+}
+
+#[test]
+fn killed_containers_are_replaced_per_restart_policy() {
+    if skip_reason().is_some() {
+        return;
+    }
+    let mut n = Node::new();
+    n.init_with_image();
+    n.shoal(&["service", "create", "-d", "--name", "app", "--replicas", "2", "--restart-delay", "0s", "shoal.test/busybox", "sleep", "1000"]).ok();
+    wait_for("2 running", WAIT, || (running_tasks(&n, "app") == 2 && n.running() == 2).then_some(()));
+    let (victim, pid, _) = n.tasks().into_iter().next().unwrap();
+    let st = std::process::Command::new("kill").arg("-9").arg(&pid).status().unwrap();
+    assert!(st.success());
+    wait_for("the killed task failed and was replaced", WAIT, || {
+        let rows = n.ps_json("app");
+        let failed = rows.iter().any(|t| t["ID"] == victim.as_str() && t["CurrentState"].as_str().unwrap().starts_with("Failed"));
+        (failed && running_tasks(&n, "app") == 2 && n.running() == 2).then_some(())
+    });
+    let ps = n.shoal(&["service", "ps", "app"]).ok().stdout;
+    assert!(ps.contains(" \\_ app."), "history shown under its slot: {ps}");
+    assert!(ps.contains("\"task: non-zero exit (137)\""), "{ps}");
+    assert!(!n.containers().contains(&victim), "the dead container was removed");
+
+    // restart-condition none: a dead task stays dead.
+    n.shoal(&["service", "create", "-d", "--name", "once", "--restart-condition", "none", "shoal.test/busybox", "sh", "-c", "exit 3"]).ok();
+    wait_for("once failed", WAIT, || {
+        let rows = n.ps_json("once");
+        (rows.len() == 1 && rows[0]["CurrentState"].as_str().unwrap().starts_with("Failed")).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(n.ps_json("once").len(), 1, "no restart under condition none");
+    let ls = n.shoal(&["service", "ls"]).ok().stdout;
+    assert!(ls.lines().any(|l| l.contains(" once ") && l.contains("0/1")), "{ls}");
+
+    // max attempts: first run plus two restarts, then the slot stays dead.
+    n.shoal(&["service", "create", "-d", "--name", "flaky", "--restart-max-attempts", "2", "--restart-delay", "0s", "shoal.test/busybox", "false"]).ok();
+    wait_for("three failed attempts", WAIT, || (n.ps_json("flaky").len() == 3).then_some(()));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(n.ps_json("flaky").len(), 3);
+}
+
+#[test]
+fn daemon_kill_and_restart_adopts_containers() {
+    if skip_reason().is_some() {
+        return;
+    }
+    let mut n = Node::new();
+    n.init_with_image();
+    n.shoal(&["service", "create", "-d", "--name", "keep", "--replicas", "3", "shoal.test/busybox", "sleep", "1000"]).ok();
+    wait_for("3 running", WAIT, || (running_tasks(&n, "keep") == 3).then_some(()));
+    let before: Vec<(String, String, String)> = n.tasks();
+    let ps_before = n.shoal(&["service", "ps", "-q", "keep"]).ok().stdout;
+
+    n.kill_daemon();
+    // Workloads survive the daemon.
+    assert_eq!(n.running(), 3);
+    n.start_daemon();
+    let ps_after = n.shoal(&["service", "ps", "-q", "keep"]).ok().stdout;
+    assert_eq!(ps_before, ps_after, "same tasks after restart");
+    std::thread::sleep(Duration::from_secs(3));
+    let after = n.tasks();
+    assert_eq!(before, after, "containers adopted: same ids and pids, none added");
+    assert_eq!(running_tasks(&n, "keep"), 3);
+    let ls = n.shoal(&["service", "ls"]).ok().stdout;
+    assert!(ls.contains("3/3"), "{ls}");
+}
+
+#[test]
+fn bad_input_gets_one_line_errors_and_changes_nothing() {
+    if skip_reason().is_some() {
+        return;
+    }
+    let mut n = Node::new();
+
+    // No daemon: fast, clear failure.
+    let t = Instant::now();
+    let r = n.shoal(&["service", "ls"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("cannot connect to the shoal daemon at unix://") && r.stderr.contains("is it running?"), "{}", r.stderr);
+    assert!(t.elapsed() < Duration::from_secs(2));
+
+    // containerd socket missing: the daemon refuses to start.
+    let out = n.daemon_command().arg("--containerd").arg("/nonexistent/containerd.sock").output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/containerd.sock"), "{err}");
+
+    n.init_with_image();
+    // A second daemon on the same data dir is refused.
+    let mut second = n.daemon_command();
+    second.arg("--socket").arg(n.dir.join("other.sock"));
+    let out = second.output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is locked by another shoal daemon"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    n.shoal(&["service", "create", "-d", "--name", "ok", "shoal.test/busybox", "sleep", "1000"]).ok();
+    let state_before = n.shoal(&["service", "inspect", "ok"]).ok().stdout;
+
+    let cases: &[(&[&str], &str)] = &[
+        (&["service", "create", "--bogus", "x"], "--bogus"),
+        (&["service", "scale", "ok=abc"], "invalid scale specifier"),
+        (&["service", "scale", "ok"], "invalid scale specifier"),
+        (&["service", "scale", "nosuch=2"], "no such service: nosuch"),
+        (&["service", "rm", "nosuch"], "no such service: nosuch"),
+        (&["service", "ps", "nosuch"], "no such service: nosuch"),
+        (&["service", "create", "-d", "--name", "ok", "shoal.test/busybox"], "already exists"),
+        (&["service", "create", "-d", "--name", "bad_name", "shoal.test/busybox"], "invalid service name"),
+        (&["service", "create", "-d", "--name", "img", "Not/A:Valid:Ref"], "invalid reference"),
+        (&["service", "create", "-d", "--name", "img", "127.0.0.1:1/missing:1"], "cannot be pulled"),
+        (&["service", "create", "-d", "--name", "c", "--constraint", "node.role=manager", "shoal.test/busybox"], "invalid constraint"),
+        (&["swarm", "init"], "already part of a swarm"),
+    ];
+    for (args, needle) in cases {
+        let r = n.shoal(args);
+        assert_ne!(r.code, 0, "{args:?} should fail");
+        assert!(r.stderr.contains(needle), "{args:?}: stderr {:?} lacks {needle:?}", r.stderr);
+        assert!(r.stderr.trim().lines().count() <= 3, "{args:?}: short error: {}", r.stderr);
+    }
+    let ls = n.shoal(&["service", "ls", "-q"]).ok().stdout;
+    assert_eq!(ls.lines().count(), 1, "no service was added: {ls}");
+    assert_eq!(n.shoal(&["service", "inspect", "ok"]).ok().stdout, state_before, "nothing changed");
+    assert!(n.daemon_log().lines().all(|l| !l.contains("panicked")));
+}
