@@ -15,12 +15,12 @@ use std::io::Read;
 //X
 pub mod digest;
 //X
-//X
+pub mod manifest;
 pub mod reference;
 //X
 
 //X
-//X
+pub use manifest::{plan_import, platforms_of, read_config, ContainerConfig, ImageConfig};
 pub use reference::Reference;
 //X
 
