@@ -12,14 +12,14 @@
 use shoal_shared::platform::Platform;
 use std::io::Read;
 
-//X
+pub mod archive;
 pub mod digest;
 //X
 pub mod manifest;
 pub mod reference;
 //X
 
-//X
+pub use archive::Archive;
 pub use manifest::{plan_import, platforms_of, read_config, ContainerConfig, ImageConfig};
 pub use reference::Reference;
 //X
