@@ -14,15 +14,15 @@ use std::io::Read;
 
 pub mod archive;
 pub mod digest;
-//X
+mod http;
 pub mod manifest;
 pub mod reference;
-//X
+pub mod registry;
 
 pub use archive::Archive;
 pub use manifest::{plan_import, platforms_of, read_config, ContainerConfig, ImageConfig};
 pub use reference::Reference;
-//X
+pub use registry::{Credentials, Registry, RegistryOptions, RegistrySource};
 
 /// A content-addressed descriptor (OCI `application/vnd.oci.descriptor`).
 #[derive(Clone, Debug, PartialEq, Eq)]
