@@ -508,4 +508,20 @@ mod tests {
         .read_to_end(&mut Vec::new())
         .is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn chunked_never_panics(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = Chunked { inner: &b[..], left: 0, done: false }.read_to_end(&mut Vec::new());
+        }
+
+        #[test]
+        fn urls_never_panic(s in ".{0,80}", loc in ".{0,40}") {
+            if let Ok(u) = Url::parse(&s) {
+                let _ = u.join(&loc);
+                let _ = u.authority();
+            }
+            let _ = split_authority(&loc);
+        }
+    }
 }

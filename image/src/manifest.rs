@@ -453,6 +453,11 @@ pub fn plan_import(
 
 type Selected = Option<(Descriptor, Manifest)>;
 
+/// Strict match; an entry without an architecture is never selected.
+fn selectable(p: &Platform, wanted: &Platform) -> bool {
+    !p.architecture.is_empty() && p.runs_on(wanted)
+}
+
 fn select(
     src: &dyn ImageSource,
     desc: &Descriptor,
@@ -472,7 +477,7 @@ fn select(
             // its config says what it is.
             let cfg = read_config(src, &m.config.to_descriptor()?)?;
             let p = cfg.platform();
-            if p.runs_on(wanted) && !p.architecture.is_empty() {
+            if selectable(&p, wanted) {
                 let mut d = desc.clone();
                 d.platform.get_or_insert(p);
                 return Ok(Some((d, m)));
@@ -488,7 +493,7 @@ fn select(
             for e in idx.manifests.iter().filter(|e| !is_attestation(e)) {
                 let d = e.to_descriptor()?;
                 if let (Some(p), false) = (&d.platform, is_index(&e.media_type)) {
-                    if !(p.runs_on(wanted) && !p.architecture.is_empty()) {
+                    if !selectable(p, wanted) {
                         note(available, p.clone());
                         continue;
                     }
@@ -540,6 +545,8 @@ mod tests {
         }
     }
 
+    type PlatformSpec<'a> = (&'a str, &'a str, Option<&'a str>);
+
     fn image(mem: &mut Mem, os: &str, arch: &str, variant: &str, docker: bool) -> Descriptor {
         let layer = mem.put(OCI_LAYER, format!("layer-{arch}{variant}").into_bytes());
         let cfg = serde_json::json!({
@@ -567,7 +574,7 @@ mod tests {
 
     fn index(
         mem: &mut Mem,
-        entries: &[(&Descriptor, Option<(&str, &str, Option<&str>)>)],
+        entries: &[(&Descriptor, Option<PlatformSpec<'_>>)],
         docker: bool,
     ) -> Descriptor {
         let manifests: Vec<_> = entries

@@ -764,4 +764,16 @@ mod tests {
         );
         assert_eq!(error_message(b"<html>", "Bad Gateway"), "bad gateway");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn challenges_never_panic(s in ".{0,120}") {
+            let _ = parse_challenge(&s);
+        }
+
+        #[test]
+        fn base64_length(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            proptest::prop_assert_eq!(base64(&b).len(), b.len().div_ceil(3) * 4);
+        }
+    }
 }

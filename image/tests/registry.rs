@@ -305,8 +305,11 @@ fn unreachable_registry_is_reported() {
 /// What the fake server saw and how it behaves.
 struct Fake {
     port: u16,
-    requests: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    requests: Arc<Seen>,
 }
+
+/// (path, authorization) of each request.
+type Seen = Mutex<Vec<(String, Option<String>)>>;
 
 type Handler = dyn Fn(&str, Option<&str>, u16) -> Vec<u8> + Send + Sync;
 
@@ -314,7 +317,7 @@ type Handler = dyn Fn(&str, Option<&str>, u16) -> Vec<u8> + Send + Sync;
 fn fake_server(handler: Arc<Handler>) -> Fake {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let requests = Arc::new(Mutex::new(Vec::new()));
+    let requests: Arc<Seen> = Arc::new(Mutex::new(Vec::new()));
     let seen = requests.clone();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
@@ -327,12 +330,7 @@ fn fake_server(handler: Arc<Handler>) -> Fake {
     Fake { port, requests }
 }
 
-fn serve_one(
-    conn: TcpStream,
-    handler: &Handler,
-    seen: &Mutex<Vec<(String, Option<String>)>>,
-    port: u16,
-) {
+fn serve_one(conn: TcpStream, handler: &Handler, seen: &Seen, port: u16) {
     let mut r = BufReader::new(&conn);
     let mut line = String::new();
     if r.read_line(&mut line).is_err() {
