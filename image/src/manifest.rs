@@ -392,8 +392,8 @@ fn collect_platforms(
     Ok(())
 }
 
-/// Plans the import of `root` under `name` for `platform`: selects the
-/// manifest strictly (os, architecture and variant must match after
+/// Plans the import of `root` under `name` (any reference spelling; recorded
+/// in canonical form) for `platform`: selects the manifest strictly (os, architecture and variant must match after
 /// normalisation; arm64 entries without variant are v8), reads the config,
 /// and checks that layers and diff_ids agree.
 pub fn plan_import(
@@ -403,6 +403,9 @@ pub fn plan_import(
     platform: &Platform,
 ) -> Result<ImportPlan, Error> {
     let wanted = Platform::new(&platform.os, &platform.architecture, &platform.variant);
+    // Record the canonical spelling (`busybox` → `docker.io/library/busybox:latest`).
+    let name = Reference::parse(name)?.to_string();
+    let name = name.as_str();
     let mut indexes = Vec::new();
     let mut available = Vec::new();
     let Some((manifest_desc, manifest)) =
@@ -669,6 +672,7 @@ mod tests {
         let m = image(&mut mem, "linux", "aarch64", "", true);
         assert_eq!(platforms_of(&mem, &m).unwrap(), vec![p("linux/arm64/v8")]);
         let plan = plan_import(&mem, "n", &m, &p("linux/arm64")).unwrap();
+        assert_eq!(plan.name, "docker.io/library/n:latest");
         assert_eq!(plan.manifest, {
             let mut d = m.clone();
             d.platform = Some(p("linux/arm64"));
