@@ -24,7 +24,11 @@ pub(crate) enum HttpError {
     /// Could not resolve or connect.
     Connect(String),
     /// The URL is https and this build has no TLS.
+    #[cfg_attr(feature = "tls", allow(dead_code))]
     Tls,
+    /// The TLS handshake failed (certificate, protocol, timeout).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    Handshake(String),
     /// Bad URL, malformed response, I/O error mid-exchange.
     Protocol(String),
 }
@@ -219,10 +223,9 @@ pub(crate) fn send(
     url: &Url,
     headers: &[(&str, String)],
     t: &Timeouts,
+    tls: &dyn Fn() -> Result<TlsConfig, HttpError>,
 ) -> Result<Response, HttpError> {
-    if url.https {
-        return Err(HttpError::Tls);
-    }
+    let tls_config = if url.https { Some(tls()?) } else { None };
     let mut req = format!(
         "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: shoal\r\nConnection: close\r\n",
         url.path,
@@ -246,7 +249,12 @@ pub(crate) fn send(
     };
     stream.set_read_timeout(Some(t.read)).map_err(io_err)?;
     stream.set_write_timeout(Some(t.read)).map_err(io_err)?;
-    (&stream).write_all(req.as_bytes()).map_err(io_err)?;
+    let mut stream = match tls_config {
+        Some(cfg) => wrap_tls(url, stream, cfg)?,
+        None => Stream::Plain(stream),
+    };
+    stream.write_all(req.as_bytes()).map_err(io_err)?;
+    stream.flush().map_err(io_err)?;
     let mut r = BufReader::new(stream);
     let mut budget = HEAD_BYTES_MAX;
     let status_line = read_line(&mut r, &mut budget).map_err(io_err)?;
@@ -309,6 +317,72 @@ pub(crate) fn send(
         headers,
         body,
     })
+}
+
+/// TLS client configuration handed to [`send`] for https URLs.
+#[cfg(feature = "tls")]
+pub(crate) type TlsConfig = std::sync::Arc<rustls::ClientConfig>;
+/// Without the `tls` feature there is no configuration to hand over.
+#[cfg(not(feature = "tls"))]
+pub(crate) type TlsConfig = std::convert::Infallible;
+
+/// The connection: plain TCP or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+fn wrap_tls(_: &Url, _: TcpStream, cfg: TlsConfig) -> Result<Stream, HttpError> {
+    match cfg {}
+}
+
+/// Runs the TLS handshake (bounded by the socket's read/write timeouts).
+#[cfg(feature = "tls")]
+fn wrap_tls(url: &Url, mut sock: TcpStream, cfg: TlsConfig) -> Result<Stream, HttpError> {
+    let name = rustls::pki_types::ServerName::try_from(url.host.clone())
+        .map_err(|e| HttpError::Handshake(format!("bad server name {}: {e}", url.host)))?;
+    let mut conn = rustls::ClientConnection::new(cfg, name)
+        .map_err(|e| HttpError::Handshake(e.to_string()))?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).map_err(|e| {
+            HttpError::Handshake(match e.kind() {
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+                    "handshake timed out".to_string()
+                }
+                _ => e.to_string(),
+            })
+        })?;
+    }
+    Ok(Stream::Tls(Box::new(rustls::StreamOwned::new(conn, sock))))
 }
 
 /// Reads one CRLF- or LF-terminated line, charging it to `budget`.

@@ -139,6 +139,8 @@ pub enum Error {
         "this shoal build has no TLS support; use a registry on loopback or --insecure-registry {registry}"
     )]
     TlsUnsupported { registry: String },
+    #[error("tls connection to {registry} failed: {reason}")]
+    Tls { registry: String, reason: String },
     #[error("{0}")]
     Other(String),
 }

@@ -41,6 +41,9 @@ pub struct RegistryOptions {
     pub redirects_max: u32,
     /// Credentials by registry `host[:port]` as written in references.
     pub credentials: Vec<(String, Credentials)>,
+    /// PEM CA certificates trusted besides the built-in roots (only with
+    /// the `tls` feature; ignored otherwise).
+    pub ca_files: Vec<std::path::PathBuf>,
 }
 
 impl Default for RegistryOptions {
@@ -51,6 +54,7 @@ impl Default for RegistryOptions {
             read_timeout_ms: 30_000,
             redirects_max: 5,
             credentials: Vec::new(),
+            ca_files: Vec::new(),
         }
     }
 }
@@ -67,6 +71,8 @@ struct Inner {
     tokens: Mutex<HashMap<String, String>>,
     /// Manifest bytes by digest.
     manifests: Mutex<HashMap<String, Arc<[u8]>>>,
+    #[cfg(feature = "tls")]
+    tls: std::sync::OnceLock<Result<http::TlsConfig, String>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -84,6 +90,8 @@ impl Registry {
                 opts,
                 tokens: Mutex::default(),
                 manifests: Mutex::default(),
+                #[cfg(feature = "tls")]
+                tls: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -259,7 +267,10 @@ impl Registry {
         headers: &[(&str, String)],
         registry: &str,
     ) -> Result<Response, Error> {
-        http::send(method, url, headers, &self.timeouts()).map_err(|e| match e {
+        http::send(method, url, headers, &self.timeouts(), &|| {
+            self.tls_config()
+        })
+        .map_err(|e| match e {
             HttpError::Connect(reason) => Error::Unreachable {
                 registry: url_registry(url, registry),
                 reason,
@@ -271,7 +282,27 @@ impl Registry {
                 registry: url_registry(url, registry),
                 reason,
             },
+            HttpError::Handshake(reason) => Error::Tls {
+                registry: url_registry(url, registry),
+                reason,
+            },
         })
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn tls_config(&self) -> Result<http::TlsConfig, HttpError> {
+        Err(HttpError::Tls)
+    }
+
+    /// The rustls client configuration, built once: Mozilla's roots
+    /// (webpki-roots) plus `ca_files`.
+    #[cfg(feature = "tls")]
+    fn tls_config(&self) -> Result<http::TlsConfig, HttpError> {
+        self.inner
+            .tls
+            .get_or_init(|| build_tls(&self.inner.opts.ca_files))
+            .clone()
+            .map_err(HttpError::Handshake)
     }
 
     /// Answers a 401 challenge: a bearer token (anonymous or with basic
@@ -311,7 +342,13 @@ impl Registry {
             .ok_or_else(|| unauthorized("bearer challenge without realm".into()))?;
         let mut realm_url =
             Url::parse(realm).map_err(|e| unauthorized(format!("bad token realm: {e}")))?;
-        if !realm_url.https && !self.plain_http_allowed(&realm_url.authority()) {
+        let registry_host = http::split_authority(r.registry_host())
+            .map(|(h, _)| h)
+            .unwrap_or_default();
+        if !realm_url.https
+            && !self.plain_http_allowed(&realm_url.authority())
+            && realm_url.host != registry_host
+        {
             return Err(unauthorized(format!(
                 "refusing plain-http token realm {}",
                 realm_url.authority()
@@ -635,6 +672,44 @@ fn base64(input: &[u8]) -> String {
     out
 }
 
+/// Largest CA file read.
+#[cfg(feature = "tls")]
+const CA_FILE_BYTES_MAX: u64 = 4 << 20;
+
+#[cfg(feature = "tls")]
+fn build_tls(ca_files: &[std::path::PathBuf]) -> Result<http::TlsConfig, String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for f in ca_files {
+        let shown = f.display();
+        let mut bytes = Vec::new();
+        std::fs::File::open(f)
+            .and_then(|file| file.take(CA_FILE_BYTES_MAX + 1).read_to_end(&mut bytes))
+            .map_err(|e| format!("reading ca file {shown}: {e}"))?;
+        if bytes.len() as u64 > CA_FILE_BYTES_MAX {
+            return Err(format!("ca file {shown} is over {CA_FILE_BYTES_MAX} bytes"));
+        }
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(&bytes) {
+            let cert = cert.map_err(|e| format!("ca file {shown}: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("ca file {shown}: {e}"))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(format!("ca file {shown} holds no pem certificates"));
+        }
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls_rustcrypto::provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
 /// Blobs and manifests of one repository, over the registry API.
 #[derive(Clone, Debug)]
 pub struct RegistrySource {
@@ -743,6 +818,12 @@ mod tests {
         assert!(!reg.plain_http_allowed("10.0.0.5:6000"));
         assert!(reg.plain_http_allowed("myreg.lan:443"));
         assert!(!reg.plain_http_allowed("ghcr.io"));
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn https_needs_the_tls_feature() {
+        let reg = Registry::new(RegistryOptions::default());
         let err = reg
             .resolve(&Reference::parse("busybox").unwrap())
             .unwrap_err();
