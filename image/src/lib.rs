@@ -9,7 +9,20 @@
 //! [`ImportPlan`]: this crate decides *which* blobs make up an image for a
 //! platform; the driver only copies them into containerd and unpacks them.
 
+use shoal_shared::platform::Platform;
 use std::io::Read;
+
+pub mod archive;
+pub mod digest;
+mod http;
+pub mod manifest;
+pub mod reference;
+pub mod registry;
+
+pub use archive::Archive;
+pub use manifest::{plan_import, platforms_of, read_config, ContainerConfig, ImageConfig};
+pub use reference::Reference;
+pub use registry::{Credentials, Registry, RegistryOptions, RegistrySource};
 
 /// A content-addressed descriptor (OCI `application/vnd.oci.descriptor`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,7 +32,7 @@ pub struct Descriptor {
     pub digest: String,
     pub size: u64,
     /// Set for entries of an index / manifest list.
-    pub platform: Option<shoal_shared::platform::Platform>,
+    pub platform: Option<Platform>,
 }
 
 /// Where an image's blobs come from. Implemented by archives and registries;
@@ -28,6 +41,12 @@ pub trait ImageSource: Send + Sync {
     /// Opens a blob; the reader yields exactly the blob's bytes (consumers
     /// verify size and digest: a source is not trusted).
     fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>, Error>;
+}
+
+impl<T: ImageSource + ?Sized> ImageSource for &T {
+    fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>, Error> {
+        (**self).open_blob(desc)
+    }
 }
 
 /// Everything the driver needs to import one image for one platform.
@@ -48,11 +67,106 @@ pub struct ImportPlan {
     pub layers: Vec<Descriptor>,
     /// Uncompressed digests of the layers, from the config's `rootfs.diff_ids`.
     pub diff_ids: Vec<String>,
+    /// The platform the selected manifest was built for (from its config).
+    pub platform: Platform,
 }
 
-/// Errors from reading images.
+/// Errors from reading images. Messages are lowercase and say what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("invalid reference format: {0}")]
+    InvalidReference(String),
+    #[error("invalid digest {digest:?}: {reason}")]
+    InvalidDigest {
+        digest: String,
+        reason: &'static str,
+    },
+    #[error("{what} is {size} bytes, over the {limit}-byte limit")]
+    TooLarge { what: String, size: u64, limit: u64 },
+    #[error("malformed {what}: {reason}")]
+    Malformed { what: String, reason: String },
+    #[error("unsupported media type {media_type:?} for {what}")]
+    UnsupportedMediaType { what: String, media_type: String },
+    #[error("image {image} has no variant for {wanted} (available: {})", list_platforms(.available))]
+    NoMatchingPlatform {
+        image: String,
+        wanted: Platform,
+        available: Vec<Platform>,
+    },
+    #[error("manifest {manifest} has {layers} layers but its config lists {diff_ids} diff_ids")]
+    LayerCountMismatch {
+        manifest: String,
+        layers: usize,
+        diff_ids: usize,
+    },
+    #[error("blob {digest} not found in {source_name}")]
+    BlobNotFound { digest: String, source_name: String },
+    #[error("blob {digest} has size {actual}, expected {expected}")]
+    SizeMismatch {
+        digest: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("content digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch { expected: String, actual: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("not an image archive: {path}: {reason}")]
+    NotAnArchive { path: String, reason: String },
+    #[error("registry {registry} is unreachable: {reason}")]
+    Unreachable { registry: String, reason: String },
+    #[error("manifest unknown: {reference}")]
+    ManifestUnknown { reference: String },
+    #[error("registry {registry} refused access to {repository}: {message}")]
+    Unauthorized {
+        registry: String,
+        repository: String,
+        message: String,
+    },
+    #[error("registry {registry} answered {status}: {message}")]
+    Registry {
+        registry: String,
+        status: u16,
+        message: String,
+    },
+    #[error("bad http response from {registry}: {reason}")]
+    Http { registry: String, reason: String },
+    #[error(
+        "this shoal build has no TLS support; use a registry on loopback or --insecure-registry {registry}"
+    )]
+    TlsUnsupported { registry: String },
+    #[error("tls connection to {registry} failed: {reason}")]
+    Tls { registry: String, reason: String },
     #[error("{0}")]
     Other(String),
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn malformed(what: impl Into<String>, reason: impl ToString) -> Error {
+        Error::Malformed {
+            what: what.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+fn list_platforms(ps: &[Platform]) -> String {
+    if ps.is_empty() {
+        return "none".to_string();
+    }
+    ps.iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -1,0 +1,96 @@
+#!/bin/sh
+# A throwaway local registry (docker distribution 2.x, `docker-registry`) for
+# tests: plain HTTP on 127.0.0.1, storage under DIR.
+#
+# Run:    tests/lib/registry.sh start DIR PORT     # returns once /v2/ answers
+#         tests/lib/registry.sh stop DIR
+# Source: . tests/lib/registry.sh; registry_start DIR PORT; registry_stop DIR
+#
+# DIR receives config.yml, storage/, registry.log and registry.pid. `stop`
+# kills only the pid recorded by `start`. Push with e.g.
+#   skopeo copy --dest-tls-verify=false oci-archive:img.tar docker://127.0.0.1:PORT/name:tag
+
+REGISTRY_BIN=${REGISTRY_BIN:-docker-registry}
+
+# _registry_probe URL: whether the URL answers 200. curl or wget, whichever
+# exists (static busybox wget crashes on some hosts, so it is not used).
+_registry_probe() {
+    if command -v curl >/dev/null 2>&1; then
+        curl -fs -m 1 -o /dev/null "$1"
+    elif command -v wget >/dev/null 2>&1; then
+        wget -q -T 1 -O /dev/null "$1"
+    else
+        echo "registry.sh: need curl or wget to probe the registry" >&2
+        return 1
+    fi
+}
+
+registry_start() {
+    _dir=${1:?usage: registry_start DIR PORT}
+    _port=${2:?usage: registry_start DIR PORT}
+    mkdir -p "$_dir/storage" || return 1
+    _dir=$(cd "$_dir" && pwd)
+    cat >"$_dir/config.yml" <<CONF
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $_dir/storage
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$_port
+CONF
+    "$REGISTRY_BIN" serve "$_dir/config.yml" >"$_dir/registry.log" 2>&1 &
+    echo $! >"$_dir/registry.pid"
+    # Wait up to 10 s for the API to answer.
+    _i=0
+    while [ "$_i" -lt 100 ]; do
+        if ! kill -0 "$(cat "$_dir/registry.pid")" 2>/dev/null; then
+            echo "registry exited; log:" >&2
+            cat "$_dir/registry.log" >&2
+            return 1
+        fi
+        if _registry_probe "http://127.0.0.1:$_port/v2/"; then
+            return 0
+        fi
+        sleep 0.1
+        _i=$((_i + 1))
+    done
+    echo "registry on 127.0.0.1:$_port did not answer within 10 s; log:" >&2
+    cat "$_dir/registry.log" >&2
+    registry_stop "$_dir"
+    return 1
+}
+
+registry_stop() {
+    _dir=${1:?usage: registry_stop DIR}
+    [ -f "$_dir/registry.pid" ] || return 0
+    _pid=$(cat "$_dir/registry.pid")
+    kill "$_pid" 2>/dev/null || true
+    _i=0
+    while kill -0 "$_pid" 2>/dev/null && [ "$_i" -lt 50 ]; do
+        sleep 0.1
+        _i=$((_i + 1))
+    done
+    kill -9 "$_pid" 2>/dev/null || true
+    rm -f "$_dir/registry.pid"
+    return 0
+}
+
+case "${0##*/}" in
+registry.sh)
+    set -eu
+    cmd=${1:-}
+    [ $# -gt 0 ] && shift
+    case "$cmd" in
+    start) registry_start "$@" ;;
+    stop) registry_stop "$@" ;;
+    *)
+        echo "usage: $0 start DIR PORT | stop DIR" >&2
+        exit 2
+        ;;
+    esac
+    ;;
+esac
