@@ -62,8 +62,17 @@ impl Env {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::SeqCst);
         let dir = PathBuf::from(format!("/tmp/scd-{}-{n}", std::process::id()));
-        let ns = format!("shoal-t{}-{n}-{}", std::process::id(), test.replace('_', "-"));
-        let ns: String = ns.chars().take(70).collect::<String>().trim_end_matches('-').to_string();
+        let ns = format!(
+            "shoal-t{}-{n}-{}",
+            std::process::id(),
+            test.replace('_', "-")
+        );
+        let ns: String = ns
+            .chars()
+            .take(70)
+            .collect::<String>()
+            .trim_end_matches('-')
+            .to_string();
         let st = Command::new("bash")
             .arg(libdir().join("containerd.sh"))
             .arg("start")
@@ -142,7 +151,9 @@ impl Env {
         assert!(!tasks.lines().any(|l| l == id), "task {id} left: {tasks}");
         let snaps = self.ctr(&["snapshots", "ls"]);
         assert!(
-            !snaps.lines().any(|l| l.split_whitespace().next() == Some(id)),
+            !snaps
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(id)),
             "snapshot {id} left: {snaps}"
         );
         let cs = self.ctr(&["containers", "ls", "-q"]);
@@ -209,31 +220,38 @@ struct TestImage {
 fn image() -> &'static TestImage {
     static IMG: OnceLock<TestImage> = OnceLock::new();
     IMG.get_or_init(|| {
-        let dir = PathBuf::from(format!("/tmp/scd-img-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("oci")).unwrap();
-        let tar = dir.join("busybox.tar");
-        let st = Command::new("bash")
-            .arg(libdir().join("mkimage.sh"))
-            .arg(&tar)
-            .arg(NAME)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mkimage.sh failed");
-        let st = Command::new("tar")
-            .arg("-xf")
-            .arg(&tar)
-            .arg("-C")
-            .arg(dir.join("oci"))
-            .status()
-            .unwrap();
-        assert!(st.success());
+        // The archive is deterministic: every test process may reuse the
+        // copy another one built (built aside, then renamed into place).
+        let dir = std::env::temp_dir().join("shoal-containerd-test-image");
+        if !dir.join("oci/index.json").is_file() {
+            let tmp = std::env::temp_dir().join(format!("scd-img-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&tmp);
+            std::fs::create_dir_all(tmp.join("oci")).unwrap();
+            let tar = tmp.join("busybox.tar");
+            let st = Command::new("bash")
+                .arg(libdir().join("mkimage.sh"))
+                .arg(&tar)
+                .arg(NAME)
+                .status()
+                .unwrap();
+            assert!(st.success(), "mkimage.sh failed");
+            let st = Command::new("tar")
+                .arg("-xf")
+                .arg(&tar)
+                .arg("-C")
+                .arg(tmp.join("oci"))
+                .status()
+                .unwrap();
+            assert!(st.success());
+            if std::fs::rename(&tmp, &dir).is_err() {
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+        }
         let layout = Layout {
             dir: dir.join("oci"),
         };
         let index: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(layout.dir.join("index.json")).unwrap())
-                .unwrap();
+            serde_json::from_slice(&std::fs::read(layout.dir.join("index.json")).unwrap()).unwrap();
         let m = &index["manifests"][0];
         assert_eq!(m["annotations"]["org.opencontainers.image.ref.name"], NAME);
         let manifest = desc(m);
@@ -268,7 +286,10 @@ fn wait_for<T>(what: &str, ms: u64, mut f: impl FnMut() -> Option<T>) -> T {
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {ms} ms waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {ms} ms waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -341,8 +362,14 @@ fn import_then_get_list_and_read() {
     assert!(matches!(err, Error::TooLarge { .. }), "{err}");
     let content = env.ctr(&["content", "ls"]);
     let chain = chain_id(&plan.diff_ids);
-    assert!(content.contains(&format!("containerd.io/gc.ref.snapshot.overlayfs={chain}")), "{content}");
-    assert!(content.contains("containerd.io/gc.ref.content.l.0="), "{content}");
+    assert!(
+        content.contains(&format!("containerd.io/gc.ref.snapshot.overlayfs={chain}")),
+        "{content}"
+    );
+    assert!(
+        content.contains("containerd.io/gc.ref.content.l.0="),
+        "{content}"
+    );
     let snaps = env.ctr(&["snapshots", "ls"]);
     assert!(snaps.contains(&chain), "{snaps}");
     // No lease left behind.
@@ -392,7 +419,10 @@ fn run_log_stop_with_grace_then_remove() {
     eprintln!("run: {:?}", t.elapsed());
     let list = env.d().list().unwrap();
     assert_eq!(list.len(), 1);
-    assert_eq!(list[0].labels.get("shoal.service").map(String::as_str), Some("web"));
+    assert_eq!(
+        list[0].labels.get("shoal.service").map(String::as_str),
+        Some("web")
+    );
     assert!(
         matches!(list[0].status, ContainerStatus::Running { pid } if pid > 0),
         "{:?}",
@@ -405,7 +435,10 @@ fn run_log_stop_with_grace_then_remove() {
     // Same id again: refused, the running one untouched.
     let err = env.d().run(&s).unwrap_err();
     assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
-    assert!(matches!(status(env.d(), "web1"), Some(ContainerStatus::Running { .. })));
+    assert!(matches!(
+        status(env.d(), "web1"),
+        Some(ContainerStatus::Running { .. })
+    ));
     // sh as PID 1 ignores SIGTERM: SIGKILL after the grace period.
     let t = Instant::now();
     let code = env.d().stop("web1", 500).unwrap();
@@ -431,7 +464,11 @@ fn sigterm_within_grace_and_remove_running() {
         return;
     };
     let (_, plan) = env.import();
-    let s = env.spec("t1", &plan, "trap 'exit 7' TERM; while true; do sleep 0.1; done");
+    let s = env.spec(
+        "t1",
+        &plan,
+        "trap 'exit 7' TERM; while true; do sleep 0.1; done",
+    );
     env.d().run(&s).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(env.d().stop("t1", 5_000).unwrap(), Some(7));
@@ -489,7 +526,10 @@ fn failed_runs_leave_no_debris() {
     // Invalid input never reaches containerd.
     let mut s = env.spec("bad3", &plan, "true");
     s.args.clear();
-    assert!(matches!(env.d().run(&s).unwrap_err(), Error::InvalidInput(_)));
+    assert!(matches!(
+        env.d().run(&s).unwrap_err(),
+        Error::InvalidInput(_)
+    ));
     env.assert_no_debris("bad3");
     assert!(env.d().list().unwrap().is_empty());
     assert_eq!(env.ctr(&["leases", "ls", "-q"]).trim(), "");
@@ -517,7 +557,10 @@ fn memory_limit_reaches_spec_and_cgroup() {
         .unwrap()
         .iter()
         .any(|e| e == "FOO=bar"));
-    let cg = format!("/sys/fs/cgroup/memory/{}/mem1/memory.limit_in_bytes", env.ns);
+    let cg = format!(
+        "/sys/fs/cgroup/memory/{}/mem1/memory.limit_in_bytes",
+        env.ns
+    );
     if let Ok(v) = std::fs::read_to_string(&cg) {
         assert_eq!(v.trim(), (64u64 << 20).to_string());
     } else {
@@ -560,10 +603,19 @@ fn latency_sequential_and_parallel() {
     let ms = |v: &[Duration]| -> String {
         let mut v: Vec<u128> = v.iter().map(|d| d.as_millis()).collect();
         v.sort();
-        format!("min {} ms, median {} ms, max {} ms", v[0], v[v.len() / 2], v[v.len() - 1])
+        format!(
+            "min {} ms, median {} ms, max {} ms",
+            v[0],
+            v[v.len() / 2],
+            v[v.len() - 1]
+        )
     };
     eprintln!("create->running sequential x{n}: {}", ms(&seq));
-    eprintln!("create->running 10 parallel threads: {} (wall {} ms)", ms(&par), wall.as_millis());
+    eprintln!(
+        "create->running 10 parallel threads: {} (wall {} ms)",
+        ms(&par),
+        wall.as_millis()
+    );
     let running = env
         .d()
         .list()
