@@ -17,7 +17,7 @@ _cd_alive() { # DIR -> 0 if the recorded containerd runs
     [ -f "$1/containerd.pid" ] || return 1
     pid=$(cat "$1/containerd.pid" 2>/dev/null) || return 1
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null &&
-        tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "containerd --config $1/config.toml"
+        tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q "containerd --config $1/config.toml"
 }
 
 containerd_start() {
@@ -108,7 +108,7 @@ containerd_stop() {
     # Shims started by this instance that outlived it (matched by its socket).
     local p
     for p in /proc/[0-9]*; do
-        if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q -- "-address $sock "; then
+        if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q -- "-address $sock "; then
             kill -KILL "${p#/proc/}" 2>/dev/null
         fi
     done

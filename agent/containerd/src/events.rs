@@ -32,36 +32,46 @@ fn filters(ns: &str) -> Vec<String> {
 }
 
 /// Starts the subscription loop and waits (bounded) until it is live.
-pub(crate) fn start(driver: &Driver, tx: async_channel::Sender<ExitEvent>) {
-    let live = Arc::new(AtomicBool::new(false));
+pub(crate) fn start(driver: &Driver, tx: async_channel::Sender<ExitEvent>, live: Arc<AtomicBool>) {
     let ctx = driver.ctx().clone();
     driver
         .inner_handle()
-        .spawn(exit_loop(ctx.clone(), tx, live.clone()));
-    // Publish probes until one comes back: exits after this point are seen.
+        .spawn(exit_loop(ctx, tx, live.clone()));
     let _ = driver.block("Events.Subscribe", SUBSCRIBE_LIVE_WAIT_MS, async move {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(SUBSCRIBE_LIVE_WAIT_MS);
         while !live.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
-            let mut c = EventsClient::new(ctx.channel.clone());
-            let req = PublishRequest {
-                topic: PROBE_TOPIC.into(),
-                event: Some(prost_types::Any {
-                    type_url: "types.shoal.io/probe".into(),
-                    value: Vec::new(),
-                }),
-            };
-            let _ = ctx
-                .call("Events.Publish", c.publish(ctx.req(req, None)))
-                .await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Ok(())
     });
 }
 
+/// Publishes probes until the subscription sees one (or gives up after
+/// [`SUBSCRIBE_LIVE_WAIT_MS`]): `Events.Subscribe` only answers with its
+/// first event, and a seen probe proves later exits will be seen too.
+async fn probe(ctx: Ctx, live: Arc<AtomicBool>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(SUBSCRIBE_LIVE_WAIT_MS);
+    while !live.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
+        let mut c = EventsClient::new(ctx.channel.clone());
+        let req = PublishRequest {
+            topic: PROBE_TOPIC.into(),
+            event: Some(prost_types::Any {
+                type_url: "types.shoal.io/probe".into(),
+                value: Vec::new(),
+            }),
+        };
+        let _ = ctx
+            .call("Events.Publish", c.publish(ctx.req(req, None)))
+            .await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 async fn exit_loop(ctx: Ctx, tx: async_channel::Sender<ExitEvent>, live: Arc<AtomicBool>) {
     let mut backoff_ms = RESUBSCRIBE_BACKOFF_MIN_MS;
     loop {
+        live.store(false, Ordering::SeqCst);
+        let prober = tokio::spawn(probe(ctx.clone(), live.clone()));
         let mut c = EventsClient::new(ctx.channel.clone());
         let req = ctx.req(
             SubscribeRequest {
@@ -80,11 +90,14 @@ async fn exit_loop(ctx: Ctx, tx: async_channel::Sender<ExitEvent>, live: Arc<Ato
                 if let Some(ev) = decode_exit(&env) {
                     // Full channel: drop; list() reconciliation catches up.
                     if let Err(async_channel::TrySendError::Closed(_)) = tx.try_send(ev) {
+                        prober.abort();
                         return;
                     }
                 }
             }
         }
+        prober.abort();
+        live.store(false, Ordering::SeqCst);
         if tx.is_closed() {
             return;
         }

@@ -210,6 +210,7 @@ struct Inner {
     handle: tokio::runtime::Handle,
     stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     exits: async_channel::Receiver<ExitEvent>,
+    exits_live: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Drop for Inner {
@@ -293,12 +294,14 @@ impl Driver {
         };
         let ctx = Ctx::new(channel, &cfg);
         let (exit_tx, exit_rx) = async_channel::bounded(EXIT_CHANNEL_CAPACITY);
+        let exits_live = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let driver = Driver {
             inner: Arc::new(Inner {
                 ctx: ctx.clone(),
                 handle,
                 stop: Mutex::new(Some(stop_tx)),
                 exits: exit_rx,
+                exits_live: exits_live.clone(),
             }),
         };
         // Fails with Unavailable if the socket is not containerd.
@@ -306,7 +309,7 @@ impl Driver {
             let ctx = ctx.clone();
             async move { ctx.version(CONNECT_TIMEOUT_MS).await }
         })?;
-        events::start(&driver, exit_tx);
+        events::start(&driver, exit_tx, exits_live);
         Ok(driver)
     }
 
@@ -327,6 +330,15 @@ impl Driver {
     /// receiver).
     pub fn exits(&self) -> async_channel::Receiver<ExitEvent> {
         self.inner.exits.clone()
+    }
+
+    /// True while the exit-event subscription is established and has seen
+    /// its probe. When it goes false and true again (containerd restarted),
+    /// exits in between were missed: reconcile with [`Driver::list`].
+    pub fn exits_live(&self) -> bool {
+        self.inner
+            .exits_live
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub(crate) fn ctx(&self) -> &Ctx {

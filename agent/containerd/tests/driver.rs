@@ -631,3 +631,83 @@ fn latency_sequential_and_parallel() {
     eprintln!("remove x{}: {} ms", 2 * n, t.elapsed().as_millis());
     assert!(env.d().list().unwrap().is_empty());
 }
+
+#[test]
+fn exits_survive_a_containerd_restart() {
+    let Some(env) = Env::new("exits_survive_restart") else {
+        return;
+    };
+    let (_, plan) = env.import();
+    assert!(env.d().exits_live());
+    env.d()
+        .run(&env.spec("long1", &plan, "sleep 1000"))
+        .unwrap();
+    // Restart containerd only: tasks and shims survive.
+    let pid: i32 = std::fs::read_to_string(env.dir.join("containerd.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: plain kill(2) of the containerd this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    wait_for("containerd to exit", 10_000, || {
+        // SAFETY: signal 0 only checks the pid.
+        (unsafe { libc::kill(pid, 0) } != 0).then_some(())
+    });
+    wait_for("the subscription to notice", 10_000, || {
+        (!env.d().exits_live()).then_some(())
+    });
+    assert!(matches!(env.d().list(), Err(Error::Unavailable { .. })));
+    let st = Command::new("bash")
+        .arg(libdir().join("containerd.sh"))
+        .arg("start")
+        .arg(&env.dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let t = Instant::now();
+    wait_for("the subscription to come back", 15_000, || {
+        env.d().exits_live().then_some(())
+    });
+    eprintln!("resubscribed {:?} after restart", t.elapsed());
+    // Unary calls reconnect by themselves; the old task still runs.
+    assert!(matches!(
+        status(env.d(), "long1"),
+        Some(ContainerStatus::Running { .. })
+    ));
+    let exits = env.d().exits();
+    env.d().run(&env.spec("ex4", &plan, "exit 4")).unwrap();
+    let ev = wait_for("the exit event", 10_000, || exits.try_recv().ok());
+    assert_eq!((ev.id.as_str(), ev.exit_code), ("ex4", 4));
+    env.d().remove("ex4").unwrap();
+    env.d().remove("long1").unwrap();
+    env.assert_no_debris("long1");
+}
+
+#[test]
+fn shim_group_shares_one_shim() {
+    let Some(env) = Env::new("shim_group") else {
+        return;
+    };
+    let (_, plan) = env.import();
+    let shims = || {
+        let needle = format!("-address {} ", env.socket().display());
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains("containerd-shim-runc-v2") && c.contains(&needle))
+            .count()
+    };
+    for i in 0..3 {
+        let mut s = env.spec(&format!("g{i}"), &plan, "sleep 1000");
+        s.shim_group = Some("grp".into());
+        env.d().run(&s).unwrap();
+    }
+    env.d().run(&env.spec("solo", &plan, "sleep 1000")).unwrap();
+    assert_eq!(shims(), 2);
+    for id in ["g0", "g1", "g2", "solo"] {
+        env.d().remove(id).unwrap();
+        env.assert_no_debris(id);
+    }
+}
