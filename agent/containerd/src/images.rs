@@ -38,6 +38,14 @@ pub const GC_REF_SNAPSHOT: &str = "containerd.io/gc.ref.snapshot.overlayfs";
 /// Label on a layer blob with its uncompressed digest (as containerd sets it).
 pub const UNCOMPRESSED_LABEL: &str = "containerd.io/uncompressed";
 
+/// How a `Content.Write` ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WriteOutcome {
+    Written,
+    /// Someone else committed the same blob first.
+    AlreadyThere,
+}
+
 fn valid_digest(d: &str) -> bool {
     d.strip_prefix("sha256:").is_some_and(|h| {
         h.len() == 64
@@ -119,6 +127,24 @@ impl Ctx {
         )
         .await?;
         Ok(())
+    }
+
+    async fn image_update(&self, image: Image, lease: &str) -> Result<Image, Error> {
+        let mut c = ImagesClient::new(self.channel.clone());
+        let r = self
+            .call(
+                "Images.Update",
+                c.update(self.req(
+                    UpdateImageRequest {
+                        image: Some(image),
+                        update_mask: None,
+                        source_date_epoch: None,
+                    },
+                    Some(lease),
+                )),
+            )
+            .await?;
+        Ok(r.image.unwrap_or_default())
     }
 
     async fn snapshot_exists(&self, key: &str) -> Result<bool, Error> {
@@ -252,30 +278,27 @@ impl Ctx {
         }
     }
 
-    /// Streams `Content.Write` requests from `rx`; returns the committed digest.
+    /// Streams `Content.Write` requests from `rx`.
     async fn write_stream(
         &self,
         lease: String,
         rx: async_channel::Receiver<WriteContentRequest>,
-    ) -> Result<(), Error> {
+    ) -> Result<WriteOutcome, Error> {
         let mut c = ContentClient::new(self.channel.clone());
-        let resp = c
-            .write(self.req(rx, Some(&lease)))
-            .await
-            .map_err(|st| Error::from_status("Content.Write", self.socket(), st))?;
-        let mut s = resp.into_inner();
-        loop {
-            match s.message().await {
-                Ok(Some(_)) => {}
-                Ok(None) => return Ok(()),
-                Err(st) => {
-                    return match Error::from_status("Content.Write", self.socket(), st) {
-                        // Committed concurrently by someone else: fine.
-                        Error::AlreadyExists { .. } => Ok(()),
-                        e => Err(e),
-                    };
-                }
-            }
+        let r = async {
+            let mut s = c.write(self.req(rx, Some(&lease))).await?.into_inner();
+            while s.message().await?.is_some() {}
+            Ok(())
+        }
+        .await;
+        match r {
+            Ok(()) => Ok(WriteOutcome::Written),
+            Err(st) => match Error::from_status("Content.Write", self.socket(), st) {
+                // Written concurrently by someone else: fine (its labels
+                // are then checked by the caller).
+                Error::AlreadyExists { .. } => Ok(WriteOutcome::AlreadyThere),
+                e => Err(e),
+            },
         }
     }
 }
@@ -475,11 +498,19 @@ impl Driver {
         }
 
         for (desc, labels) in &blobs {
-            let info = self.block("Content.Info", ms, {
-                let ctx = ctx.clone();
-                let d = desc.digest.clone();
-                async move { ctx.content_info(&d).await }
-            })?;
+            let get_info = || {
+                self.block("Content.Info", ms, {
+                    let ctx = ctx.clone();
+                    let d = desc.digest.clone();
+                    async move { ctx.content_info(&d).await }
+                })
+            };
+            let mut info = get_info()?;
+            if info.is_none()
+                && self.write_blob(lease, desc, labels, src)? == WriteOutcome::AlreadyThere
+            {
+                info = get_info()?;
+            }
             match info {
                 Some(info) => {
                     if info.size as u64 != desc.size {
@@ -499,7 +530,7 @@ impl Driver {
                         })?;
                     }
                 }
-                None => self.write_blob(lease, desc, labels, src)?,
+                None => {}
             }
         }
 
@@ -537,35 +568,29 @@ impl Driver {
                     Some(cur) if cur.target == image.target && cur.labels == image.labels => {
                         Ok(cur)
                     }
-                    Some(_) => Ok(ctx
-                        .call(
-                            "Images.Update",
-                            c.update(ctx.req(
-                                UpdateImageRequest {
-                                    image: Some(image),
-                                    update_mask: None,
-                                    source_date_epoch: None,
-                                },
-                                Some(&lease),
-                            )),
-                        )
-                        .await?
-                        .image
-                        .unwrap_or_default()),
-                    None => Ok(ctx
-                        .call(
-                            "Images.Create",
-                            c.create(ctx.req(
-                                CreateImageRequest {
-                                    image: Some(image),
-                                    source_date_epoch: None,
-                                },
-                                Some(&lease),
-                            )),
-                        )
-                        .await?
-                        .image
-                        .unwrap_or_default()),
+                    Some(_) => ctx.image_update(image, &lease).await,
+                    None => {
+                        let r = ctx
+                            .call(
+                                "Images.Create",
+                                c.create(ctx.req(
+                                    CreateImageRequest {
+                                        image: Some(image.clone()),
+                                        source_date_epoch: None,
+                                    },
+                                    Some(&lease),
+                                )),
+                            )
+                            .await;
+                        match r {
+                            Ok(r) => Ok(r.image.unwrap_or_default()),
+                            // Created concurrently: make it ours.
+                            Err(Error::AlreadyExists { .. }) => {
+                                ctx.image_update(image, &lease).await
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
                 }
             }
         })?;
@@ -614,7 +639,7 @@ impl Driver {
         desc: &Descriptor,
         labels: &BTreeMap<String, String>,
         src: &dyn ImageSource,
-    ) -> Result<(), Error> {
+    ) -> Result<WriteOutcome, Error> {
         let ctx = self.ctx().clone();
         let ms = ctx.call_ms;
         let mut reader = src.open_blob(desc)?;

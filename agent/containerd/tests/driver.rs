@@ -711,3 +711,108 @@ fn shim_group_shares_one_shim() {
         env.assert_no_debris(id);
     }
 }
+
+/// Serves one extra in-memory blob on top of the test layout.
+struct WithBlob<'a> {
+    base: &'a Layout,
+    digest: String,
+    bytes: Vec<u8>,
+}
+
+impl ImageSource for WithBlob<'_> {
+    fn open_blob(
+        &self,
+        desc: &Descriptor,
+    ) -> Result<Box<dyn Read + Send + '_>, shoal_image::Error> {
+        if desc.digest == self.digest {
+            return Ok(Box::new(std::io::Cursor::new(self.bytes.clone())));
+        }
+        self.base.open_blob(desc)
+    }
+}
+
+#[test]
+fn index_root_and_gc_labels_keep_the_image_alive() {
+    let Some(env) = Env::new("index_root_gc") else {
+        return;
+    };
+    let img = image();
+    let m = &img.plan.manifest;
+    let index = format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"manifests\":[{{\"mediaType\":\"{}\",\"digest\":\"{}\",\"size\":{},\"platform\":{{\"architecture\":\"amd64\",\"os\":\"linux\"}}}}]}}",
+        m.media_type, m.digest, m.size
+    )
+    .into_bytes();
+    use sha2::Digest as _;
+    let idx = Descriptor {
+        media_type: "application/vnd.oci.image.index.v1+json".into(),
+        digest: format!("sha256:{}", hex::encode(sha2::Sha256::digest(&index))),
+        size: index.len() as u64,
+        platform: None,
+    };
+    let src = WithBlob {
+        base: &img.layout,
+        digest: idx.digest.clone(),
+        bytes: index,
+    };
+    let mut plan = img.plan.clone();
+    plan.root = idx.clone();
+    plan.indexes = vec![idx.clone()];
+    let rec = env.d().import(&plan, &src).unwrap();
+    assert_eq!(rec.target, idx);
+    let content = env.ctr(&["content", "ls"]);
+    assert!(
+        content.contains(&format!("containerd.io/gc.ref.content.m.0={}", m.digest)),
+        "{content}"
+    );
+    // A synchronous GC keeps everything the image references...
+    let gc = || {
+        env.ctr(&["leases", "create", "--id", "gc-trigger"]);
+        env.ctr(&["leases", "delete", "--sync", "gc-trigger"]);
+    };
+    gc();
+    let blobs = env.ctr(&["content", "ls", "-q"]);
+    assert_eq!(blobs.lines().count(), 4, "{blobs}");
+    let chain = chain_id(&plan.diff_ids);
+    assert!(env.ctr(&["snapshots", "ls"]).contains(&chain));
+    // ...and a running container keeps its snapshot after the image goes.
+    env.d()
+        .run(&env.spec("keep1", &plan, "sleep 1000"))
+        .unwrap();
+    env.d().image_remove(NAME).unwrap();
+    gc();
+    assert!(env.ctr(&["snapshots", "ls"]).contains(&chain));
+    assert!(matches!(
+        status(env.d(), "keep1"),
+        Some(ContainerStatus::Running { .. })
+    ));
+    env.d().remove("keep1").unwrap();
+    gc();
+    assert_eq!(env.ctr(&["content", "ls", "-q"]).trim(), "");
+    assert!(!env.ctr(&["snapshots", "ls"]).contains(&chain));
+}
+
+#[test]
+fn concurrent_imports_of_one_image_both_succeed() {
+    let Some(env) = Env::new("concurrent_imports") else {
+        return;
+    };
+    let img = image();
+    let recs: Vec<_> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..3)
+            .map(|_| {
+                let d = env.d().clone();
+                sc.spawn(move || d.import(&img.plan, &img.layout))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in &recs {
+        assert_eq!(r.as_ref().unwrap().target.digest, img.plan.manifest.digest);
+    }
+    assert_eq!(env.ctr(&["leases", "ls", "-q"]).trim(), "");
+    env.d()
+        .run(&env.spec("after1", &img.plan, "exit 0"))
+        .unwrap();
+    env.d().remove("after1").unwrap();
+}
