@@ -511,26 +511,23 @@ impl Driver {
             {
                 info = get_info()?;
             }
-            match info {
-                Some(info) => {
-                    if info.size as u64 != desc.size {
-                        return Err(Error::Mismatch {
-                            what: format!("stored blob {} size", desc.digest),
-                            expected: desc.size.to_string(),
-                            actual: info.size.to_string(),
-                        });
-                    }
-                    let missing = labels.iter().any(|(k, v)| info.labels.get(k) != Some(v));
-                    if missing {
-                        self.block("Content.Update", ms, {
-                            let ctx = ctx.clone();
-                            let (d, l, lease) =
-                                (desc.digest.clone(), labels.clone(), lease.to_string());
-                            async move { ctx.content_add_labels(&d, &l, Some(&lease)).await }
-                        })?;
-                    }
+            if let Some(info) = info {
+                if info.size as u64 != desc.size {
+                    return Err(Error::Mismatch {
+                        what: format!("stored blob {} size", desc.digest),
+                        expected: desc.size.to_string(),
+                        actual: info.size.to_string(),
+                    });
                 }
-                None => {}
+                let missing = labels.iter().any(|(k, v)| info.labels.get(k) != Some(v));
+                if missing {
+                    self.block("Content.Update", ms, {
+                        let ctx = ctx.clone();
+                        let (d, l, lease) =
+                            (desc.digest.clone(), labels.clone(), lease.to_string());
+                        async move { ctx.content_add_labels(&d, &l, Some(&lease)).await }
+                    })?;
+                }
             }
         }
 
