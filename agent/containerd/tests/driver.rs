@@ -56,7 +56,12 @@ impl Env {
             if std::env::var("SHOAL_REQUIRE_CONTAINERD").as_deref() == Ok("1") {
                 panic!("{test}: containerd required (SHOAL_REQUIRE_CONTAINERD=1) but {reason}");
             }
-            eprintln!("SKIPPED {test}: {reason} (set SHOAL_REQUIRE_CONTAINERD=1 to fail instead)");
+            // Straight to stderr: the harness captures eprintln! of passing tests.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: {reason} (set SHOAL_REQUIRE_CONTAINERD=1 to fail instead)"
+            );
             return None;
         }
         static N: AtomicU32 = AtomicU32::new(0);
