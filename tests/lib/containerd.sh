@@ -75,18 +75,22 @@ containerd_stop() {
     local dir=${1:?usage: containerd_stop DIR}
     [ -d "$dir" ] || return 0
     dir=$(cd "$dir" && pwd) || return 1
-    local sock="$dir/containerd.sock" ns id pid
-    local namespaces=""
+    local sock="$dir/containerd.sock" ns id pid p i
+    # Namespaces this instance used: asked from containerd when it runs, and
+    # from its state dir (tasks' bundles) when it does not.
     if _cd_alive "$dir" && [ -S "$sock" ]; then
-        namespaces=$(ctr --address "$sock" namespaces ls -q 2>/dev/null)
-        echo "$namespaces" >>"$dir/namespaces"
+        ctr --address "$sock" namespaces ls -q >>"$dir/namespaces" 2>/dev/null
+    fi
+    ls "$dir/state/io.containerd.runtime.v2.task" >>"$dir/namespaces" 2>/dev/null
+    local namespaces=""
+    [ -f "$dir/namespaces" ] && namespaces=$(grep -E '^[A-Za-z0-9][A-Za-z0-9._-]*$' "$dir/namespaces" | sort -u)
+    if _cd_alive "$dir" && [ -S "$sock" ]; then
         for ns in $namespaces; do
             for id in $(ctr --address "$sock" -n "$ns" tasks ls -q 2>/dev/null); do
                 ctr --address "$sock" -n "$ns" tasks kill -a -s SIGKILL "$id" >/dev/null 2>&1
             done
             for id in $(ctr --address "$sock" -n "$ns" tasks ls -q 2>/dev/null); do
-                # delete waits for nothing: retry briefly until the task is stopped
-                local i
+                # the kill is asynchronous: retry briefly until delete works
                 for i in 1 2 3 4 5 6 7 8 9 10; do
                     ctr --address "$sock" -n "$ns" tasks delete "$id" >/dev/null 2>&1 && break
                     sleep 0.1
@@ -106,22 +110,26 @@ containerd_stop() {
     fi
     rm -f "$dir/containerd.pid"
     # Shims started by this instance that outlived it (matched by its socket).
-    local p
     for p in /proc/[0-9]*; do
         if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q -- "-address $sock "; then
             kill -KILL "${p#/proc/}" 2>/dev/null
         fi
     done
+    # Containers whose shim is gone (containerd or shim crashed): runc state
+    # lives under /run/containerd/runc/<ns>, whatever --state is. Namespaces
+    # must be unique to this instance.
+    for ns in $namespaces; do
+        [ -d "/run/containerd/runc/$ns" ] || continue
+        for id in $(runc --root "/run/containerd/runc/$ns" list -q 2>/dev/null); do
+            runc --root "/run/containerd/runc/$ns" delete -f "$id" >/dev/null 2>&1
+        done
+    done
     # Leftover mounts under DIR, deepest first.
     awk -v d="$dir/" 'index($2, d) == 1 { print $2 }' /proc/self/mounts | sort -r |
         while read -r m; do umount -l "$m" 2>/dev/null; done
-    # runc keeps state under /run/containerd/runc/<ns> whatever --state is.
-    if [ -f "$dir/namespaces" ]; then
-        for ns in $(sort -u "$dir/namespaces"); do
-            case "$ns" in ''|*/*|.|..) continue ;; esac
-            rm -rf "/run/containerd/runc/$ns"
-        done
-    fi
+    for ns in $namespaces; do
+        rm -rf "/run/containerd/runc/$ns"
+    done
     return 0
 }
 
