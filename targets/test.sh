@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./targets/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
+# Prerequisites are installed above: a missing one is a failure, not a skip.
+export SHOAL_REQUIRE_CONTAINERD=1 SHOAL_REQUIRE_TOOLS=1
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
+cargo build -q -p shoal-agent
 cargo test --workspace

@@ -11,12 +11,7 @@ use std::io::{self, Read};
 /// Checks that `d` is `sha256:` followed by 64 lowercase hex digits.
 /// Other algorithms are refused: this crate verifies everything it reads.
 pub fn validate(d: &str) -> Result<(), Error> {
-    let bad = |reason| {
-        Err(Error::InvalidDigest {
-            digest: truncate(d),
-            reason,
-        })
-    };
+    let bad = |reason| Err(Error::InvalidDigest { digest: truncate(d), reason });
     let Some((alg, hex)) = d.split_once(':') else {
         return bad("expected algorithm:hex");
     };
@@ -26,10 +21,7 @@ pub fn validate(d: &str) -> Result<(), Error> {
     if hex.len() != 64 {
         return bad("sha256 digest must have 64 hex digits");
     }
-    if !hex
-        .bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
+    if !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         return bad("digest must be lowercase hex");
     }
     Ok(())
@@ -69,13 +61,7 @@ pub struct VerifyingReader<R> {
 
 impl<R: Read> VerifyingReader<R> {
     pub fn new(inner: R, desc: &Descriptor) -> Self {
-        VerifyingReader {
-            inner,
-            digest: desc.digest.clone(),
-            size: desc.size,
-            seen: 0,
-            hasher: Some(Hasher::default()),
-        }
+        VerifyingReader { inner, digest: desc.digest.clone(), size: desc.size, seen: 0, hasher: Some(Hasher::default()) }
     }
 }
 
@@ -96,10 +82,7 @@ impl<R: Read> Read for VerifyingReader<R> {
             self.hasher = None;
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!(
-                    "blob {} is longer than its descriptor's {} bytes",
-                    self.digest, self.size
-                ),
+                format!("blob {} is longer than its descriptor's {} bytes", self.digest, self.size),
             ));
         }
         hasher.update(&buf[..n]);
@@ -108,19 +91,13 @@ impl<R: Read> Read for VerifyingReader<R> {
             if self.seen != self.size {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "blob {} ended after {} of {} bytes",
-                        self.digest, self.seen, self.size
-                    ),
+                    format!("blob {} ended after {} of {} bytes", self.digest, self.seen, self.size),
                 ));
             }
             if actual != self.digest {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!(
-                        "content digest mismatch: expected {}, got {actual}",
-                        self.digest
-                    ),
+                    format!("content digest mismatch: expected {}, got {actual}", self.digest),
                 ));
             }
         }
@@ -130,42 +107,24 @@ impl<R: Read> Read for VerifyingReader<R> {
 
 /// Reads a whole blob into memory, refusing anything over `limit` bytes and
 /// verifying size and digest. For manifests, indexes and configs.
-pub fn read_blob(
-    src: &dyn ImageSource,
-    desc: &Descriptor,
-    what: &str,
-    limit: u64,
-) -> Result<Vec<u8>, Error> {
+pub fn read_blob(src: &dyn ImageSource, desc: &Descriptor, what: &str, limit: u64) -> Result<Vec<u8>, Error> {
     validate(&desc.digest)?;
     if desc.size > limit {
-        return Err(Error::TooLarge {
-            what: format!("{what} {}", desc.digest),
-            size: desc.size,
-            limit,
-        });
+        return Err(Error::TooLarge { what: format!("{what} {}", desc.digest), size: desc.size, limit });
     }
     let reader = src.open_blob(desc)?;
     let mut buf = Vec::with_capacity(usize::try_from(desc.size).unwrap_or(0).min(1 << 20));
-    VerifyingReader::new(reader, desc)
-        .read_to_end(&mut buf)
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
-                let actual = sha256(&buf);
-                if buf.len() as u64 != desc.size {
-                    Error::SizeMismatch {
-                        digest: desc.digest.clone(),
-                        expected: desc.size,
-                        actual: buf.len() as u64,
-                    }
-                } else {
-                    Error::DigestMismatch {
-                        expected: desc.digest.clone(),
-                        actual,
-                    }
-                }
+    VerifyingReader::new(reader, desc).read_to_end(&mut buf).map_err(|e| match e.kind() {
+        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
+            let actual = sha256(&buf);
+            if buf.len() as u64 != desc.size {
+                Error::SizeMismatch { digest: desc.digest.clone(), expected: desc.size, actual: buf.len() as u64 }
+            } else {
+                Error::DigestMismatch { expected: desc.digest.clone(), actual }
             }
-            _ => Error::io(format!("reading {what} {}", desc.digest), e),
-        })?;
+        }
+        _ => Error::io(format!("reading {what} {}", desc.digest), e),
+    })?;
     Ok(buf)
 }
 
@@ -180,34 +139,18 @@ mod tests {
         assert!(validate("sha256:abc").is_err());
         assert!(validate(&good.to_uppercase()).is_err());
         assert!(validate("sha512:00").is_err());
-        assert!(validate(
-            "sha256:../../../../etc/passwd/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-        )
-        .is_err());
+        assert!(validate("sha256:../../../../etc/passwd/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").is_err());
         assert!(validate("").is_err());
     }
 
     #[test]
     fn verifying_reader_catches_mismatch() {
-        let desc = Descriptor {
-            media_type: String::new(),
-            digest: sha256(b"hello"),
-            size: 5,
-            platform: None,
-        };
+        let desc = Descriptor { media_type: String::new(), digest: sha256(b"hello"), size: 5, platform: None };
         let mut out = Vec::new();
-        VerifyingReader::new(&b"hello"[..], &desc)
-            .read_to_end(&mut out)
-            .unwrap();
+        VerifyingReader::new(&b"hello"[..], &desc).read_to_end(&mut out).unwrap();
         assert_eq!(out, b"hello");
-        assert!(VerifyingReader::new(&b"hellO"[..], &desc)
-            .read_to_end(&mut Vec::new())
-            .is_err());
-        assert!(VerifyingReader::new(&b"hell"[..], &desc)
-            .read_to_end(&mut Vec::new())
-            .is_err());
-        assert!(VerifyingReader::new(&b"hello!"[..], &desc)
-            .read_to_end(&mut Vec::new())
-            .is_err());
+        assert!(VerifyingReader::new(&b"hellO"[..], &desc).read_to_end(&mut Vec::new()).is_err());
+        assert!(VerifyingReader::new(&b"hell"[..], &desc).read_to_end(&mut Vec::new()).is_err());
+        assert!(VerifyingReader::new(&b"hello!"[..], &desc).read_to_end(&mut Vec::new()).is_err());
     }
 }

@@ -26,7 +26,9 @@ pub enum Request {
     NodeInspect {
         node: String,
     },
-    ServiceCreate { spec: Box<ServiceSpec> },
+    ServiceCreate {
+        spec: Box<ServiceSpec>,
+    },
     ServiceList,
     ServiceInspect {
         service: String,

@@ -73,7 +73,8 @@ pub fn test_image() -> PathBuf {
     let out = std::env::temp_dir().join("shoal-it-busybox.tar");
     if !out.exists() {
         let tmp = std::env::temp_dir().join(format!("shoal-it-busybox-{}.tar", std::process::id()));
-        let st = Command::new(root().join("tests/lib/mkimage.sh")).arg(&tmp).arg("shoal.test/busybox:latest").status().expect("run mkimage.sh");
+        let st =
+            Command::new(root().join("tests/lib/mkimage.sh")).arg(&tmp).arg("shoal.test/busybox:latest").status().expect("run mkimage.sh");
         assert!(st.success(), "mkimage.sh failed");
         std::fs::rename(&tmp, &out).expect("publish test image");
     }
@@ -89,7 +90,11 @@ pub struct Run {
 
 impl Run {
     fn from(o: Output) -> Run {
-        Run { code: o.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&o.stdout).into(), stderr: String::from_utf8_lossy(&o.stderr).into() }
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into(),
+            stderr: String::from_utf8_lossy(&o.stderr).into(),
+        }
     }
 
     /// Panics with the output unless the command succeeded.
@@ -113,7 +118,8 @@ impl Node {
         let dir = PathBuf::from(format!("/tmp/shoal-it-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("scratch dir");
-        let st = Command::new(root().join("tests/lib/containerd.sh")).arg("start").arg(dir.join("ctrd")).status().expect("run containerd.sh");
+        let st =
+            Command::new(root().join("tests/lib/containerd.sh")).arg("start").arg(dir.join("ctrd")).status().expect("run containerd.sh");
         assert!(st.success(), "containerd did not start");
         Node { dir, namespace: format!("shoal-it-{}-{n}", std::process::id()), daemon: None }
     }
@@ -132,14 +138,19 @@ impl Node {
 
     /// The daemon command line (not started).
     pub fn daemon_command(&self) -> Command {
+        self.daemon_command_with(&self.socket(), &self.containerd_socket())
+    }
+
+    /// The daemon command line with another control or containerd socket.
+    pub fn daemon_command_with(&self, socket: &Path, containerd: &Path) -> Command {
         let mut c = Command::new(shoal_bin());
         c.arg("daemon")
             .arg("--data-dir")
             .arg(self.data_dir())
             .arg("--socket")
-            .arg(self.socket())
+            .arg(socket)
             .arg("--containerd")
-            .arg(self.containerd_socket())
+            .arg(containerd)
             .arg("--containerd-namespace")
             .arg(&self.namespace);
         c

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 const WAIT: Duration = Duration::from_secs(30);
 
 fn running_tasks(n: &Node, svc: &str) -> usize {
-    n.ps_json(svc).iter().filter(|t| t["DesiredState"] == "Running" && t["CurrentState"].as_str().unwrap_or("").starts_with("Running")).count()
+    n.ps_json(svc)
+        .iter()
+        .filter(|t| t["DesiredState"] == "Running" && t["CurrentState"].as_str().unwrap_or("").starts_with("Running"))
+        .count()
 }
 
 #[test]
@@ -21,7 +24,18 @@ fn create_scale_inspect_logs_and_remove() {
 
     // Create without -d: Swarm's progress, ends converged.
     let r = n
-        .shoal(&["service", "create", "--name", "web", "--replicas", "3", "shoal.test/busybox", "sh", "-c", "echo hello from $HOSTNAME; exec sleep 1000"])
+        .shoal(&[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "3",
+            "shoal.test/busybox",
+            "sh",
+            "-c",
+            "echo hello from $HOSTNAME; exec sleep 1000",
+        ])
         .ok();
     assert!(r.stdout.contains("overall progress: 3 out of 3 tasks"), "{}", r.stdout);
     assert!(r.stdout.contains("verify: Service converged"), "{}", r.stdout);
@@ -79,7 +93,21 @@ fn killed_containers_are_replaced_per_restart_policy() {
     }
     let mut n = Node::new();
     n.init_with_image();
-    n.shoal(&["service", "create", "-d", "--name", "app", "--replicas", "2", "--restart-delay", "0s", "shoal.test/busybox", "sleep", "1000"]).ok();
+    n.shoal(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "app",
+        "--replicas",
+        "2",
+        "--restart-delay",
+        "0s",
+        "shoal.test/busybox",
+        "sleep",
+        "1000",
+    ])
+    .ok();
     wait_for("2 running", WAIT, || (running_tasks(&n, "app") == 2 && n.running() == 2).then_some(()));
     let (victim, pid, _) = n.tasks().into_iter().next().unwrap();
     let st = std::process::Command::new("kill").arg("-9").arg(&pid).status().unwrap();
@@ -106,7 +134,20 @@ fn killed_containers_are_replaced_per_restart_policy() {
     assert!(ls.lines().any(|l| l.contains(" once ") && l.contains("0/1")), "{ls}");
 
     // max attempts: first run plus two restarts, then the slot stays dead.
-    n.shoal(&["service", "create", "-d", "--name", "flaky", "--restart-max-attempts", "2", "--restart-delay", "0s", "shoal.test/busybox", "false"]).ok();
+    n.shoal(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart-max-attempts",
+        "2",
+        "--restart-delay",
+        "0s",
+        "shoal.test/busybox",
+        "false",
+    ])
+    .ok();
     wait_for("three failed attempts", WAIT, || (n.ps_json("flaky").len() == 3).then_some(()));
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(n.ps_json("flaky").len(), 3);
@@ -153,16 +194,14 @@ fn bad_input_gets_one_line_errors_and_changes_nothing() {
     assert!(t.elapsed() < Duration::from_secs(2));
 
     // containerd socket missing: the daemon refuses to start.
-    let out = n.daemon_command().arg("--containerd").arg("/nonexistent/containerd.sock").output().unwrap();
+    let out = n.daemon_command_with(&n.socket(), std::path::Path::new("/nonexistent/containerd.sock")).output().unwrap();
     assert_ne!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/containerd.sock"), "{err}");
 
     n.init_with_image();
     // A second daemon on the same data dir is refused.
-    let mut second = n.daemon_command();
-    second.arg("--socket").arg(n.dir.join("other.sock"));
-    let out = second.output().unwrap();
+    let out = n.daemon_command_with(&n.dir.join("other.sock"), &n.containerd_socket()).output().unwrap();
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is locked by another shoal daemon"), "{}", String::from_utf8_lossy(&out.stderr));
 

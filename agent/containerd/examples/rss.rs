@@ -22,28 +22,17 @@ fn main() {
     };
     let namespace = args.next().unwrap_or_else(|| "shoal-rss".into());
     println!("before connect: VmRSS {} kB", status_kb("VmRSS:"));
-    let driver = match shoal_containerd::Driver::connect(shoal_containerd::Config {
-        socket: socket.into(),
-        namespace,
-        call_timeout_ms: 10_000,
-    }) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
-    };
+    let driver =
+        match shoal_containerd::Driver::connect(shoal_containerd::Config { socket: socket.into(), namespace, call_timeout_ms: 10_000 }) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        };
     let version = driver.version().unwrap_or_else(|e| e.to_string());
     let containers = driver.list().map(|l| l.len()).unwrap_or(0);
     std::thread::sleep(Duration::from_millis(500));
-    println!(
-        "containerd {version}, {containers} containers, exits live: {}",
-        driver.exits_live()
-    );
-    println!(
-        "holding a connection: VmRSS {} kB, VmHWM {} kB, threads {}",
-        status_kb("VmRSS:"),
-        status_kb("VmHWM:"),
-        status_kb("Threads:")
-    );
+    println!("containerd {version}, {containers} containers, exits live: {}", driver.exits_live());
+    println!("holding a connection: VmRSS {} kB, VmHWM {} kB, threads {}", status_kb("VmRSS:"), status_kb("VmHWM:"), status_kb("Threads:"));
 }

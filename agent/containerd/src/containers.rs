@@ -10,16 +10,14 @@ use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClien
 use containerd_client::services::v1::snapshots::PrepareSnapshotRequest;
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{
-    Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
-    DeleteTaskRequest, GetContainerRequest, GetRequest, KillRequest, ListContainersRequest,
-    ListTasksRequest, StartRequest, WaitRequest,
+    Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest, DeleteTaskRequest, GetContainerRequest, GetRequest,
+    KillRequest, ListContainersRequest, ListTasksRequest, StartRequest, WaitRequest,
 };
 use containerd_client::types::v1::{Process, Status as TaskStatus};
 
 use crate::rpc::{ts_nanos, Ctx};
 use crate::{
-    spec, valid_identifier, ContainerSpec, ContainerState, ContainerStatus, Driver, Error, RUNTIME,
-    SNAPSHOTTER, STOP_SIGNAL_LABEL,
+    spec, valid_identifier, ContainerSpec, ContainerState, ContainerStatus, Driver, Error, RUNTIME, SNAPSHOTTER, STOP_SIGNAL_LABEL,
 };
 
 /// Type URL containerd expects for an OCI runtime spec.
@@ -43,10 +41,7 @@ fn file_uri(p: &Path) -> String {
 fn validate(s: &ContainerSpec) -> Result<(), Error> {
     let bad = |m: String| Err(Error::InvalidInput(m));
     if !valid_identifier(&s.id) {
-        return bad(format!(
-            "container id {:?} must be letters/digits separated by single '.', '_' or '-', at most 76 chars",
-            s.id
-        ));
+        return bad(format!("container id {:?} must be letters/digits separated by single '.', '_' or '-', at most 76 chars", s.id));
     }
     if s.args.is_empty() {
         return bad(format!("container {}: args must not be empty", s.id));
@@ -55,37 +50,21 @@ fn validate(s: &ContainerSpec) -> Result<(), Error> {
         return bad(format!("container {}: chain_id is empty", s.id));
     }
     if !s.log_path.is_absolute() {
-        return bad(format!(
-            "container {}: log_path {} must be absolute",
-            s.id,
-            s.log_path.display()
-        ));
+        return bad(format!("container {}: log_path {} must be absolute", s.id, s.log_path.display()));
     }
     if !s.cwd.is_empty() && !s.cwd.starts_with('/') {
-        return bad(format!(
-            "container {}: cwd {:?} must be absolute",
-            s.id, s.cwd
-        ));
+        return bad(format!("container {}: cwd {:?} must be absolute", s.id, s.cwd));
     }
     if !(1..=64).contains(&s.stop_signal) {
-        return bad(format!(
-            "container {}: stop signal {} is not a signal",
-            s.id, s.stop_signal
-        ));
+        return bad(format!("container {}: stop signal {} is not a signal", s.id, s.stop_signal));
     }
     for m in &s.mounts {
         if !m.destination.starts_with('/') {
-            return bad(format!(
-                "container {}: mount destination {:?} must be absolute",
-                s.id, m.destination
-            ));
+            return bad(format!("container {}: mount destination {:?} must be absolute", s.id, m.destination));
         }
     }
     if s.labels.keys().any(|k| k == STOP_SIGNAL_LABEL) {
-        return bad(format!(
-            "container {}: label {STOP_SIGNAL_LABEL} is reserved",
-            s.id
-        ));
+        return bad(format!("container {}: label {STOP_SIGNAL_LABEL} is reserved", s.id));
     }
     Ok(())
 }
@@ -101,16 +80,7 @@ impl Ctx {
 
     async fn task_get(&self, id: &str) -> Result<Option<Process>, Error> {
         let r = self
-            .call(
-                "Tasks.Get",
-                self.tasks().get(self.req(
-                    GetRequest {
-                        container_id: id.to_string(),
-                        exec_id: String::new(),
-                    },
-                    None,
-                )),
-            )
+            .call("Tasks.Get", self.tasks().get(self.req(GetRequest { container_id: id.to_string(), exec_id: String::new() }, None)))
             .await;
         match r {
             Ok(r) => Ok(r.process),
@@ -124,15 +94,7 @@ impl Ctx {
         let r = self
             .call(
                 "Tasks.Kill",
-                self.tasks().kill(self.req(
-                    KillRequest {
-                        container_id: id.to_string(),
-                        exec_id: String::new(),
-                        signal,
-                        all,
-                    },
-                    None,
-                )),
+                self.tasks().kill(self.req(KillRequest { container_id: id.to_string(), exec_id: String::new(), signal, all }, None)),
             )
             .await;
         match r {
@@ -148,13 +110,7 @@ impl Ctx {
             .call_ms(
                 "Tasks.Wait",
                 ms,
-                self.tasks().wait(self.req(
-                    WaitRequest {
-                        container_id: id.to_string(),
-                        exec_id: String::new(),
-                    },
-                    None,
-                )),
+                self.tasks().wait(self.req(WaitRequest { container_id: id.to_string(), exec_id: String::new() }, None)),
             )
             .await;
         match r {
@@ -166,17 +122,7 @@ impl Ctx {
 
     /// `Tasks.Delete`; NotFound is fine. Returns the exit status if any.
     async fn task_delete(&self, id: &str) -> Result<Option<i32>, Error> {
-        let r = self
-            .call(
-                "Tasks.Delete",
-                self.tasks().delete(self.req(
-                    DeleteTaskRequest {
-                        container_id: id.to_string(),
-                    },
-                    None,
-                )),
-            )
-            .await;
+        let r = self.call("Tasks.Delete", self.tasks().delete(self.req(DeleteTaskRequest { container_id: id.to_string() }, None))).await;
         match r {
             Ok(d) => Ok(Some(d.exit_status as i32)),
             Err(e) if e.is_not_found() => Ok(None),
@@ -185,13 +131,7 @@ impl Ctx {
     }
 
     async fn container_get(&self, id: &str) -> Result<Option<Container>, Error> {
-        let r = self
-            .call(
-                "Containers.Get",
-                self.containers()
-                    .get(self.req(GetContainerRequest { id: id.to_string() }, None)),
-            )
-            .await;
+        let r = self.call("Containers.Get", self.containers().get(self.req(GetContainerRequest { id: id.to_string() }, None))).await;
         match r {
             Ok(r) => Ok(r.container),
             Err(e) if e.is_not_found() => Ok(None),
@@ -200,13 +140,8 @@ impl Ctx {
     }
 
     async fn container_delete(&self, id: &str) -> Result<(), Error> {
-        let r = self
-            .call(
-                "Containers.Delete",
-                self.containers()
-                    .delete(self.req(DeleteContainerRequest { id: id.to_string() }, None)),
-            )
-            .await;
+        let r =
+            self.call("Containers.Delete", self.containers().delete(self.req(DeleteContainerRequest { id: id.to_string() }, None))).await;
         match r {
             Ok(_) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
@@ -223,10 +158,7 @@ impl Ctx {
                 if st != TaskStatus::Created {
                     let ms = self.call_ms;
                     if self.task_wait(id, ms).await?.is_none() {
-                        return Err(Error::Timeout {
-                            op: format!("waiting for container {id} to die after SIGKILL"),
-                            ms,
-                        });
+                        return Err(Error::Timeout { op: format!("waiting for container {id} to die after SIGKILL"), ms });
                     }
                 }
             }
@@ -243,13 +175,7 @@ impl Ctx {
         r
     }
 
-    async fn run_in_lease(
-        &self,
-        s: &ContainerSpec,
-        spec_json: Vec<u8>,
-        stdio: String,
-        lease: &str,
-    ) -> Result<(), Error> {
+    async fn run_in_lease(&self, s: &ContainerSpec, spec_json: Vec<u8>, stdio: String, lease: &str) -> Result<(), Error> {
         let id = s.id.as_str();
         // 1. The container's writable snapshot.
         let mut snaps = SnapshotsClient::new(self.channel.clone());
@@ -270,18 +196,9 @@ impl Ctx {
         let mounts = match r {
             Ok(r) => r.mounts,
             Err(Error::NotFound { .. }) => {
-                return Err(Error::NotFound {
-                    what: format!(
-                        "image snapshot {} for container {id} (import the image first)",
-                        s.chain_id
-                    ),
-                })
+                return Err(Error::NotFound { what: format!("image snapshot {} for container {id} (import the image first)", s.chain_id) })
             }
-            Err(Error::AlreadyExists { .. }) => {
-                return Err(Error::AlreadyExists {
-                    what: format!("container {id} (its snapshot)"),
-                })
-            }
+            Err(Error::AlreadyExists { .. }) => return Err(Error::AlreadyExists { what: format!("container {id} (its snapshot)") }),
             Err(e) => return Err(e),
         };
 
@@ -292,14 +209,8 @@ impl Ctx {
             id: id.to_string(),
             labels,
             image: s.image.clone(),
-            runtime: Some(Runtime {
-                name: RUNTIME.into(),
-                options: None,
-            }),
-            spec: Some(prost_types::Any {
-                type_url: SPEC_TYPE_URL.into(),
-                value: spec_json,
-            }),
+            runtime: Some(Runtime { name: RUNTIME.into(), options: None }),
+            spec: Some(prost_types::Any { type_url: SPEC_TYPE_URL.into(), value: spec_json }),
             snapshotter: SNAPSHOTTER.into(),
             snapshot_key: id.to_string(),
             ..Default::default()
@@ -307,20 +218,13 @@ impl Ctx {
         let r = self
             .call(
                 "Containers.Create",
-                self.containers().create(self.req(
-                    CreateContainerRequest {
-                        container: Some(container),
-                    },
-                    Some(lease),
-                )),
+                self.containers().create(self.req(CreateContainerRequest { container: Some(container) }, Some(lease))),
             )
             .await;
         if let Err(e) = r {
             let _ = self.snapshot_remove(id).await;
             return Err(match e {
-                Error::AlreadyExists { .. } => Error::AlreadyExists {
-                    what: format!("container {id}"),
-                },
+                Error::AlreadyExists { .. } => Error::AlreadyExists { what: format!("container {id}") },
                 e => e,
             });
         }
@@ -345,13 +249,7 @@ impl Ctx {
             .await?;
             self.call(
                 "Tasks.Start",
-                self.tasks().start(self.req(
-                    StartRequest {
-                        container_id: id.to_string(),
-                        exec_id: String::new(),
-                    },
-                    None,
-                )),
+                self.tasks().start(self.req(StartRequest { container_id: id.to_string(), exec_id: String::new() }, None)),
             )
             .await
         }
@@ -367,11 +265,7 @@ impl Ctx {
         let Some(c) = self.container_get(id).await? else {
             return Ok(None);
         };
-        let signal = c
-            .labels
-            .get(STOP_SIGNAL_LABEL)
-            .and_then(|s| s.parse::<u32>().ok())
-            .unwrap_or(libc::SIGTERM as u32);
+        let signal = c.labels.get(STOP_SIGNAL_LABEL).and_then(|s| s.parse::<u32>().ok()).unwrap_or(libc::SIGTERM as u32);
         let Some(p) = self.task_get(id).await? else {
             return Ok(None);
         };
@@ -387,43 +281,21 @@ impl Ctx {
         let ms = self.call_ms;
         match self.task_wait(id, ms).await? {
             Some(code) => Ok(Some(code)),
-            None => Err(Error::Timeout {
-                op: format!("waiting for container {id} to die after SIGKILL"),
-                ms,
-            }),
+            None => Err(Error::Timeout { op: format!("waiting for container {id} to die after SIGKILL"), ms }),
         }
     }
 
     async fn list(&self) -> Result<Vec<ContainerState>, Error> {
         let cs = self
-            .call(
-                "Containers.List",
-                self.containers()
-                    .list(self.req(ListContainersRequest { filters: vec![] }, None)),
-            )
+            .call("Containers.List", self.containers().list(self.req(ListContainersRequest { filters: vec![] }, None)))
             .await?
             .containers;
-        let ts = self
-            .call(
-                "Tasks.List",
-                self.tasks().list(self.req(
-                    ListTasksRequest {
-                        filter: String::new(),
-                    },
-                    None,
-                )),
-            )
-            .await?
-            .tasks;
+        let ts = self.call("Tasks.List", self.tasks().list(self.req(ListTasksRequest { filter: String::new() }, None))).await?.tasks;
         // In 1.6 the container id is in `Process.id` (container_id is empty).
         let tasks: HashMap<&str, &Process> = ts
             .iter()
             .map(|p| {
-                let k = if p.container_id.is_empty() {
-                    p.id.as_str()
-                } else {
-                    p.container_id.as_str()
-                };
+                let k = if p.container_id.is_empty() { p.id.as_str() } else { p.container_id.as_str() };
                 (k, p)
             })
             .collect();
@@ -442,11 +314,7 @@ impl Ctx {
                         _ => ContainerStatus::Unknown,
                     },
                 };
-                ContainerState {
-                    labels: c.labels.into_iter().collect::<BTreeMap<_, _>>(),
-                    id: c.id,
-                    status,
-                }
+                ContainerState { labels: c.labels.into_iter().collect::<BTreeMap<_, _>>(), id: c.id, status }
             })
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -460,22 +328,16 @@ impl Driver {
     pub fn run(&self, s: &ContainerSpec) -> Result<(), Error> {
         validate(s)?;
         if let Some(dir) = s.log_path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::io(format!("creating log directory {}", dir.display()), e))?;
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating log directory {}", dir.display()), e))?;
         }
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&s.log_path)
             .map_err(|e| Error::io(format!("opening log file {}", s.log_path.display()), e))?;
-        let host_files: Vec<&str> = HOST_FILES
-            .iter()
-            .copied()
-            .filter(|f| Path::new(f).is_file())
-            .collect();
+        let host_files: Vec<&str> = HOST_FILES.iter().copied().filter(|f| Path::new(f).is_file()).collect();
         let json = spec::build(s, &self.ctx().ns, &host_files);
-        let spec_json = serde_json::to_vec(&json)
-            .map_err(|e| Error::InvalidInput(format!("cannot encode the runtime spec: {e}")))?;
+        let spec_json = serde_json::to_vec(&json).map_err(|e| Error::InvalidInput(format!("cannot encode the runtime spec: {e}")))?;
         let stdio = file_uri(&s.log_path);
         let ctx = self.ctx().clone();
         let ms = ctx.call_ms.saturating_mul(12);
@@ -522,10 +384,7 @@ mod tests {
 
     #[test]
     fn file_uris_are_escaped() {
-        assert_eq!(
-            file_uri(Path::new("/var/log/a-b_c.log")),
-            "file:///var/log/a-b_c.log"
-        );
+        assert_eq!(file_uri(Path::new("/var/log/a-b_c.log")), "file:///var/log/a-b_c.log");
         assert_eq!(file_uri(Path::new("/x y/%")), "file:///x%20y/%25");
     }
 

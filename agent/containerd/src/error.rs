@@ -24,28 +24,16 @@ pub enum Error {
     Timeout { op: String, ms: u64 },
     /// containerd answered with an error.
     #[error("containerd {op} failed: {code}: {message}")]
-    Rpc {
-        op: String,
-        code: String,
-        message: String,
-    },
+    Rpc { op: String, code: String, message: String },
     /// The caller passed something unusable.
     #[error("invalid input: {0}")]
     InvalidInput(String),
     /// A blob is larger than the caller allows.
     #[error("blob {digest} is {size_bytes} bytes, more than the limit of {max_bytes} bytes")]
-    TooLarge {
-        digest: String,
-        size_bytes: u64,
-        max_bytes: u64,
-    },
+    TooLarge { digest: String, size_bytes: u64, max_bytes: u64 },
     /// Content did not match its descriptor (size, digest or diff id).
     #[error("content mismatch for {what}: expected {expected}, got {actual}")]
-    Mismatch {
-        what: String,
-        expected: String,
-        actual: String,
-    },
+    Mismatch { what: String, expected: String, actual: String },
     /// Reading from the image source failed.
     #[error("image source: {0}")]
     Source(#[from] shoal_image::Error),
@@ -68,33 +56,21 @@ impl Error {
     }
 
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Error {
-        Error::Io {
-            what: what.into(),
-            source,
-        }
+        Error::Io { what: what.into(), source }
     }
 
     /// Maps a gRPC status from call `op` to a typed error.
     pub(crate) fn from_status(op: &str, socket: &std::path::Path, st: Status) -> Error {
         let message = st.message().trim_end_matches('.').to_string();
         match st.code() {
-            Code::NotFound => Error::NotFound {
-                what: format!("{op}: {message}"),
-            },
-            Code::AlreadyExists => Error::AlreadyExists {
-                what: format!("{op}: {message}"),
-            },
+            Code::NotFound => Error::NotFound { what: format!("{op}: {message}") },
+            Code::AlreadyExists => Error::AlreadyExists { what: format!("{op}: {message}") },
             // "ref ... locked" is reported as Unavailable by the content
             // store; it is not a connectivity problem.
-            Code::Unavailable if !message.contains("locked") => Error::Unavailable {
-                socket: socket.to_path_buf(),
-                reason: format!("{op}: {message}"),
-            },
-            code => Error::Rpc {
-                op: op.to_string(),
-                code: format!("{code:?}").to_lowercase(),
-                message,
-            },
+            Code::Unavailable if !message.contains("locked") => {
+                Error::Unavailable { socket: socket.to_path_buf(), reason: format!("{op}: {message}") }
+            }
+            code => Error::Rpc { op: op.to_string(), code: format!("{code:?}").to_lowercase(), message },
         }
     }
 }

@@ -25,18 +25,13 @@ pub const RESUBSCRIBE_BACKOFF_MAX_MS: u64 = 5_000;
 pub const SUBSCRIBE_LIVE_WAIT_MS: u64 = 2_000;
 
 fn filters(ns: &str) -> Vec<String> {
-    vec![
-        format!("namespace=={ns},topic==\"{EXIT_TOPIC}\""),
-        format!("namespace=={ns},topic==\"{PROBE_TOPIC}\""),
-    ]
+    vec![format!("namespace=={ns},topic==\"{EXIT_TOPIC}\""), format!("namespace=={ns},topic==\"{PROBE_TOPIC}\"")]
 }
 
 /// Starts the subscription loop and waits (bounded) until it is live.
 pub(crate) fn start(driver: &Driver, tx: async_channel::Sender<ExitEvent>, live: Arc<AtomicBool>) {
     let ctx = driver.ctx().clone();
-    driver
-        .inner_handle()
-        .spawn(exit_loop(ctx, tx, live.clone()));
+    driver.inner_handle().spawn(exit_loop(ctx, tx, live.clone()));
     let _ = driver.block("Events.Subscribe", SUBSCRIBE_LIVE_WAIT_MS, async move {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(SUBSCRIBE_LIVE_WAIT_MS);
         while !live.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
@@ -55,14 +50,9 @@ async fn probe(ctx: Ctx, live: Arc<AtomicBool>) {
         let mut c = EventsClient::new(ctx.channel.clone());
         let req = PublishRequest {
             topic: PROBE_TOPIC.into(),
-            event: Some(prost_types::Any {
-                type_url: "types.shoal.io/probe".into(),
-                value: Vec::new(),
-            }),
+            event: Some(prost_types::Any { type_url: "types.shoal.io/probe".into(), value: Vec::new() }),
         };
-        let _ = ctx
-            .call("Events.Publish", c.publish(ctx.req(req, None)))
-            .await;
+        let _ = ctx.call("Events.Publish", c.publish(ctx.req(req, None))).await;
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -73,12 +63,7 @@ async fn exit_loop(ctx: Ctx, tx: async_channel::Sender<ExitEvent>, live: Arc<Ato
         live.store(false, Ordering::SeqCst);
         let prober = tokio::spawn(probe(ctx.clone(), live.clone()));
         let mut c = EventsClient::new(ctx.channel.clone());
-        let req = ctx.req(
-            SubscribeRequest {
-                filters: filters(&ctx.ns),
-            },
-            None,
-        );
+        let req = ctx.req(SubscribeRequest { filters: filters(&ctx.ns) }, None);
         if let Ok(resp) = c.subscribe(req).await {
             let mut stream = resp.into_inner();
             while let Ok(Some(env)) = stream.message().await {
@@ -120,11 +105,7 @@ fn decode_exit(env: &Envelope) -> Option<ExitEvent> {
     if !te.id.is_empty() && te.id != te.container_id {
         return None;
     }
-    Some(ExitEvent {
-        exited_unix_nanos: ts_nanos(&te.exited_at).unwrap_or(0),
-        id: te.container_id,
-        exit_code: te.exit_status as i32,
-    })
+    Some(ExitEvent { exited_unix_nanos: ts_nanos(&te.exited_at).unwrap_or(0), id: te.container_id, exit_code: te.exit_status as i32 })
 }
 
 #[cfg(test)]
@@ -144,22 +125,12 @@ mod tests {
                     id: id.into(),
                     pid: 1,
                     exit_status: 3,
-                    exited_at: Some(prost_types::Timestamp {
-                        seconds: 2,
-                        nanos: 5,
-                    }),
+                    exited_at: Some(prost_types::Timestamp { seconds: 2, nanos: 5 }),
                 }
                 .encode_to_vec(),
             }),
         };
-        assert_eq!(
-            decode_exit(&mk("c")),
-            Some(ExitEvent {
-                id: "c".into(),
-                exit_code: 3,
-                exited_unix_nanos: 2_000_000_005
-            })
-        );
+        assert_eq!(decode_exit(&mk("c")), Some(ExitEvent { id: "c".into(), exit_code: 3, exited_unix_nanos: 2_000_000_005 }));
         assert_eq!(decode_exit(&mk("exec1")), None);
     }
 }

@@ -13,17 +13,14 @@ use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
 };
 use containerd_client::services::v1::{
-    ApplyRequest, CreateImageRequest, DeleteImageRequest, GetImageRequest, Image, Info,
-    InfoRequest, ListImagesRequest, ReadContentRequest, UpdateImageRequest, UpdateRequest,
-    WriteAction, WriteContentRequest,
+    ApplyRequest, CreateImageRequest, DeleteImageRequest, GetImageRequest, Image, Info, InfoRequest, ListImagesRequest, ReadContentRequest,
+    UpdateImageRequest, UpdateRequest, WriteAction, WriteContentRequest,
 };
 use containerd_client::types::Descriptor as CdDescriptor;
 use shoal_image::{Descriptor, ImageSource, ImportPlan};
 
 use crate::rpc::{nonce, ts_nanos, Ctx};
-use crate::{
-    chain_id, Driver, Error, ImageRecord, IMAGE_SIZE_LABEL, LAYER_APPLY_TIMEOUT_FACTOR, SNAPSHOTTER,
-};
+use crate::{chain_id, Driver, Error, ImageRecord, IMAGE_SIZE_LABEL, LAYER_APPLY_TIMEOUT_FACTOR, SNAPSHOTTER};
 
 /// Size of one `Content.Write` chunk.
 pub const WRITE_CHUNK_BYTES: usize = 1 << 20;
@@ -47,54 +44,27 @@ enum WriteOutcome {
 }
 
 fn valid_digest(d: &str) -> bool {
-    d.strip_prefix("sha256:").is_some_and(|h| {
-        h.len() == 64
-            && h.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
+    d.strip_prefix("sha256:").is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
 
 fn to_record(img: Image) -> ImageRecord {
     let t = img.target.unwrap_or_default();
     ImageRecord {
-        size_bytes: img
-            .labels
-            .get(IMAGE_SIZE_LABEL)
-            .and_then(|s| s.parse().ok()),
+        size_bytes: img.labels.get(IMAGE_SIZE_LABEL).and_then(|s| s.parse().ok()),
         created_unix_nanos: ts_nanos(&img.created_at),
         name: img.name,
-        target: Descriptor {
-            media_type: t.media_type,
-            digest: t.digest,
-            size: u64::try_from(t.size).unwrap_or(0),
-            platform: None,
-        },
+        target: Descriptor { media_type: t.media_type, digest: t.digest, size: u64::try_from(t.size).unwrap_or(0), platform: None },
     }
 }
 
 fn cd_desc(d: &Descriptor) -> CdDescriptor {
-    CdDescriptor {
-        media_type: d.media_type.clone(),
-        digest: d.digest.clone(),
-        size: d.size as i64,
-        annotations: HashMap::new(),
-    }
+    CdDescriptor { media_type: d.media_type.clone(), digest: d.digest.clone(), size: d.size as i64, annotations: HashMap::new() }
 }
 
 impl Ctx {
     async fn content_info(&self, digest: &str) -> Result<Option<Info>, Error> {
         let mut c = ContentClient::new(self.channel.clone());
-        let r = self
-            .call(
-                "Content.Info",
-                c.info(self.req(
-                    InfoRequest {
-                        digest: digest.to_string(),
-                    },
-                    None,
-                )),
-            )
-            .await;
+        let r = self.call("Content.Info", c.info(self.req(InfoRequest { digest: digest.to_string() }, None))).await;
         match r {
             Ok(r) => Ok(r.info),
             Err(e) if e.is_not_found() => Ok(None),
@@ -102,28 +72,13 @@ impl Ctx {
         }
     }
 
-    async fn content_add_labels(
-        &self,
-        digest: &str,
-        labels: &BTreeMap<String, String>,
-        lease: Option<&str>,
-    ) -> Result<(), Error> {
+    async fn content_add_labels(&self, digest: &str, labels: &BTreeMap<String, String>, lease: Option<&str>) -> Result<(), Error> {
         let mut c = ContentClient::new(self.channel.clone());
         let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
-        let info = Info {
-            digest: digest.to_string(),
-            labels: labels.clone().into_iter().collect(),
-            ..Default::default()
-        };
+        let info = Info { digest: digest.to_string(), labels: labels.clone().into_iter().collect(), ..Default::default() };
         self.call(
             "Content.Update",
-            c.update(self.req(
-                UpdateRequest {
-                    info: Some(info),
-                    update_mask: Some(prost_types::FieldMask { paths }),
-                },
-                lease,
-            )),
+            c.update(self.req(UpdateRequest { info: Some(info), update_mask: Some(prost_types::FieldMask { paths }) }, lease)),
         )
         .await?;
         Ok(())
@@ -134,14 +89,7 @@ impl Ctx {
         let r = self
             .call(
                 "Images.Update",
-                c.update(self.req(
-                    UpdateImageRequest {
-                        image: Some(image),
-                        update_mask: None,
-                        source_date_epoch: None,
-                    },
-                    Some(lease),
-                )),
+                c.update(self.req(UpdateImageRequest { image: Some(image), update_mask: None, source_date_epoch: None }, Some(lease))),
             )
             .await?;
         Ok(r.image.unwrap_or_default())
@@ -150,16 +98,7 @@ impl Ctx {
     async fn snapshot_exists(&self, key: &str) -> Result<bool, Error> {
         let mut c = SnapshotsClient::new(self.channel.clone());
         let r = self
-            .call(
-                "Snapshots.Stat",
-                c.stat(self.req(
-                    StatSnapshotRequest {
-                        snapshotter: SNAPSHOTTER.into(),
-                        key: key.to_string(),
-                    },
-                    None,
-                )),
-            )
+            .call("Snapshots.Stat", c.stat(self.req(StatSnapshotRequest { snapshotter: SNAPSHOTTER.into(), key: key.to_string() }, None)))
             .await;
         match r {
             Ok(_) => Ok(true),
@@ -173,13 +112,7 @@ impl Ctx {
         let r = self
             .call(
                 "Snapshots.Remove",
-                c.remove(self.req(
-                    RemoveSnapshotRequest {
-                        snapshotter: SNAPSHOTTER.into(),
-                        key: key.to_string(),
-                    },
-                    None,
-                )),
+                c.remove(self.req(RemoveSnapshotRequest { snapshotter: SNAPSHOTTER.into(), key: key.to_string() }, None)),
             )
             .await;
         match r {
@@ -190,26 +123,14 @@ impl Ctx {
     }
 
     /// Unpacks one layer onto `parent` and commits it as `chain`.
-    async fn unpack_layer(
-        &self,
-        lease: &str,
-        layer: CdDescriptor,
-        diff_id: String,
-        parent: String,
-        chain: String,
-    ) -> Result<(), Error> {
+    async fn unpack_layer(&self, lease: &str, layer: CdDescriptor, diff_id: String, parent: String, chain: String) -> Result<(), Error> {
         let key = format!("shoal-extract-{}-{}", nonce(), chain);
         let mut snaps = SnapshotsClient::new(self.channel.clone());
         let mounts = self
             .call(
                 "Snapshots.Prepare",
                 snaps.prepare(self.req(
-                    PrepareSnapshotRequest {
-                        snapshotter: SNAPSHOTTER.into(),
-                        key: key.clone(),
-                        parent,
-                        labels: HashMap::new(),
-                    },
+                    PrepareSnapshotRequest { snapshotter: SNAPSHOTTER.into(), key: key.clone(), parent, labels: HashMap::new() },
                     Some(lease),
                 )),
             )
@@ -223,15 +144,7 @@ impl Ctx {
                 .call_ms(
                     "Diff.Apply",
                     ms,
-                    diff.apply(self.req(
-                        ApplyRequest {
-                            diff: Some(layer),
-                            mounts,
-                            payloads: HashMap::new(),
-                            sync_fs: false,
-                        },
-                        Some(lease),
-                    )),
+                    diff.apply(self.req(ApplyRequest { diff: Some(layer), mounts, payloads: HashMap::new(), sync_fs: false }, Some(lease))),
                 )
                 .await?
                 .applied
@@ -279,11 +192,7 @@ impl Ctx {
     }
 
     /// Streams `Content.Write` requests from `rx`.
-    async fn write_stream(
-        &self,
-        lease: String,
-        rx: async_channel::Receiver<WriteContentRequest>,
-    ) -> Result<WriteOutcome, Error> {
+    async fn write_stream(&self, lease: String, rx: async_channel::Receiver<WriteContentRequest>) -> Result<WriteOutcome, Error> {
         let mut c = ContentClient::new(self.channel.clone());
         let r = async {
             let mut s = c.write(self.req(rx, Some(&lease))).await?.into_inner();
@@ -311,10 +220,7 @@ impl Driver {
         let ms = ctx.call_ms;
         self.block("Images.Get", ms, async move {
             let mut c = ImagesClient::new(ctx.channel.clone());
-            match ctx
-                .call("Images.Get", c.get(ctx.req(GetImageRequest { name }, None)))
-                .await
-            {
+            match ctx.call("Images.Get", c.get(ctx.req(GetImageRequest { name }, None))).await {
                 Ok(r) => Ok(r.image.map(to_record)),
                 Err(e) if e.is_not_found() => Ok(None),
                 Err(e) => Err(e),
@@ -328,12 +234,7 @@ impl Driver {
         let ms = ctx.call_ms;
         self.block("Images.List", ms, async move {
             let mut c = ImagesClient::new(ctx.channel.clone());
-            let r = ctx
-                .call(
-                    "Images.List",
-                    c.list(ctx.req(ListImagesRequest { filters: vec![] }, None)),
-                )
-                .await?;
+            let r = ctx.call("Images.List", c.list(ctx.req(ListImagesRequest { filters: vec![] }, None))).await?;
             Ok(r.images.into_iter().map(to_record).collect())
         })
     }
@@ -346,18 +247,7 @@ impl Driver {
         let ms = ctx.call_ms;
         self.block("Images.Delete", ms, async move {
             let mut c = ImagesClient::new(ctx.channel.clone());
-            ctx.call(
-                "Images.Delete",
-                c.delete(ctx.req(
-                    DeleteImageRequest {
-                        name,
-                        sync: false,
-                        target: None,
-                    },
-                    None,
-                )),
-            )
-            .await?;
+            ctx.call("Images.Delete", c.delete(ctx.req(DeleteImageRequest { name, sync: false, target: None }, None))).await?;
             Ok(())
         })
     }
@@ -366,41 +256,20 @@ impl Driver {
     /// `max_bytes` ([`Error::TooLarge`]).
     pub fn read_blob(&self, digest: &str, max_bytes: u64) -> Result<Vec<u8>, Error> {
         if !valid_digest(digest) {
-            return Err(Error::InvalidInput(format!(
-                "{digest:?} is not a sha256 digest"
-            )));
+            return Err(Error::InvalidInput(format!("{digest:?} is not a sha256 digest")));
         }
         let ctx = self.ctx().clone();
         let digest = digest.to_string();
         let ms = ctx.call_ms;
         self.block("Content.Read", ms.saturating_mul(2), async move {
-            let info = ctx
-                .content_info(&digest)
-                .await?
-                .ok_or_else(|| Error::NotFound {
-                    what: format!("blob {digest}"),
-                })?;
+            let info = ctx.content_info(&digest).await?.ok_or_else(|| Error::NotFound { what: format!("blob {digest}") })?;
             let size = u64::try_from(info.size).unwrap_or(0);
             if size > max_bytes {
-                return Err(Error::TooLarge {
-                    digest,
-                    size_bytes: size,
-                    max_bytes,
-                });
+                return Err(Error::TooLarge { digest, size_bytes: size, max_bytes });
             }
             let mut c = ContentClient::new(ctx.channel.clone());
             let fut = async {
-                let mut s = c
-                    .read(ctx.req(
-                        ReadContentRequest {
-                            digest: digest.clone(),
-                            offset: 0,
-                            size: 0,
-                        },
-                        None,
-                    ))
-                    .await?
-                    .into_inner();
+                let mut s = c.read(ctx.req(ReadContentRequest { digest: digest.clone(), offset: 0, size: 0 }, None)).await?.into_inner();
                 let mut out = Vec::with_capacity(size as usize);
                 while let Some(m) = s.message().await? {
                     out.extend_from_slice(&m.data);
@@ -413,12 +282,7 @@ impl Driver {
             let out = match tokio::time::timeout(Duration::from_millis(ms), fut).await {
                 Ok(Ok(v)) => v,
                 Ok(Err(st)) => return Err(Error::from_status("Content.Read", ctx.socket(), st)),
-                Err(_) => {
-                    return Err(Error::Timeout {
-                        op: "Content.Read".into(),
-                        ms,
-                    })
-                }
+                Err(_) => return Err(Error::Timeout { op: "Content.Read".into(), ms }),
             };
             if out.len() as u64 != size {
                 return Err(Error::Mismatch {
@@ -451,12 +315,7 @@ impl Driver {
         r
     }
 
-    fn import_in_lease(
-        &self,
-        plan: &ImportPlan,
-        src: &dyn ImageSource,
-        lease: &str,
-    ) -> Result<ImageRecord, Error> {
+    fn import_in_lease(&self, plan: &ImportPlan, src: &dyn ImageSource, lease: &str) -> Result<ImageRecord, Error> {
         let ctx = self.ctx().clone();
         let ms = ctx.call_ms;
 
@@ -470,10 +329,7 @@ impl Driver {
             }
         };
         for (layer, diff_id) in plan.layers.iter().zip(&plan.diff_ids) {
-            add(
-                layer,
-                BTreeMap::from([(UNCOMPRESSED_LABEL.to_string(), diff_id.clone())]),
-            );
+            add(layer, BTreeMap::from([(UNCOMPRESSED_LABEL.to_string(), diff_id.clone())]));
         }
         add(&plan.config, BTreeMap::new());
         let mut ml = BTreeMap::from([(GC_REF_CONFIG.to_string(), plan.config.digest.clone())]);
@@ -483,18 +339,10 @@ impl Driver {
         add(&plan.manifest, ml);
         for (i, idx) in plan.indexes.iter().enumerate().rev() {
             let child = plan.indexes.get(i + 1).unwrap_or(&plan.manifest);
-            add(
-                idx,
-                BTreeMap::from([(format!("{GC_REF_MANIFEST_PREFIX}0"), child.digest.clone())]),
-            );
+            add(idx, BTreeMap::from([(format!("{GC_REF_MANIFEST_PREFIX}0"), child.digest.clone())]));
         }
-        if plan.root.digest != plan.manifest.digest
-            && !plan.indexes.iter().any(|i| i.digest == plan.root.digest)
-        {
-            return Err(Error::InvalidInput(format!(
-                "plan root {} is neither the manifest nor one of the indexes",
-                plan.root.digest
-            )));
+        if plan.root.digest != plan.manifest.digest && !plan.indexes.iter().any(|i| i.digest == plan.root.digest) {
+            return Err(Error::InvalidInput(format!("plan root {} is neither the manifest nor one of the indexes", plan.root.digest)));
         }
 
         for (desc, labels) in &blobs {
@@ -506,9 +354,7 @@ impl Driver {
                 })
             };
             let mut info = get_info()?;
-            if info.is_none()
-                && self.write_blob(lease, desc, labels, src)? == WriteOutcome::AlreadyThere
-            {
+            if info.is_none() && self.write_blob(lease, desc, labels, src)? == WriteOutcome::AlreadyThere {
                 info = get_info()?;
             }
             if let Some(info) = info {
@@ -523,8 +369,7 @@ impl Driver {
                 if missing {
                     self.block("Content.Update", ms, {
                         let ctx = ctx.clone();
-                        let (d, l, lease) =
-                            (desc.digest.clone(), labels.clone(), lease.to_string());
+                        let (d, l, lease) = (desc.digest.clone(), labels.clone(), lease.to_string());
                         async move { ctx.content_add_labels(&d, &l, Some(&lease)).await }
                     })?;
                 }
@@ -545,46 +390,26 @@ impl Driver {
             let lease = lease.to_string();
             async move {
                 let mut c = ImagesClient::new(ctx.channel.clone());
-                let cur = ctx
-                    .call(
-                        "Images.Get",
-                        c.get(ctx.req(
-                            GetImageRequest {
-                                name: image.name.clone(),
-                            },
-                            None,
-                        )),
-                    )
-                    .await;
+                let cur = ctx.call("Images.Get", c.get(ctx.req(GetImageRequest { name: image.name.clone() }, None))).await;
                 let cur = match cur {
                     Ok(r) => r.image,
                     Err(e) if e.is_not_found() => None,
                     Err(e) => return Err(e),
                 };
                 match cur {
-                    Some(cur) if cur.target == image.target && cur.labels == image.labels => {
-                        Ok(cur)
-                    }
+                    Some(cur) if cur.target == image.target && cur.labels == image.labels => Ok(cur),
                     Some(_) => ctx.image_update(image, &lease).await,
                     None => {
                         let r = ctx
                             .call(
                                 "Images.Create",
-                                c.create(ctx.req(
-                                    CreateImageRequest {
-                                        image: Some(image.clone()),
-                                        source_date_epoch: None,
-                                    },
-                                    Some(&lease),
-                                )),
+                                c.create(ctx.req(CreateImageRequest { image: Some(image.clone()), source_date_epoch: None }, Some(&lease))),
                             )
                             .await;
                         match r {
                             Ok(r) => Ok(r.image.unwrap_or_default()),
                             // Created concurrently: make it ours.
-                            Err(Error::AlreadyExists { .. }) => {
-                                ctx.image_update(image, &lease).await
-                            }
+                            Err(Error::AlreadyExists { .. }) => ctx.image_update(image, &lease).await,
                             Err(e) => Err(e),
                         }
                     }
@@ -604,12 +429,7 @@ impl Driver {
                 let apply_ms = ms.saturating_mul(LAYER_APPLY_TIMEOUT_FACTOR + 3);
                 self.block("unpack layer", apply_ms, {
                     let ctx = ctx.clone();
-                    let (l, d, p, c) = (
-                        cd_desc(&plan.layers[i]),
-                        plan.diff_ids[i].clone(),
-                        parent.clone(),
-                        chain.clone(),
-                    );
+                    let (l, d, p, c) = (cd_desc(&plan.layers[i]), plan.diff_ids[i].clone(), parent.clone(), chain.clone());
                     let lease = lease.to_string();
                     async move { ctx.unpack_layer(&lease, l, d, p, c).await }
                 })?;
@@ -653,9 +473,7 @@ impl Driver {
         let total = desc.size as i64;
         let send = |req: WriteContentRequest| -> Result<bool, Error> {
             let tx = tx.clone();
-            self.block("Content.Write", ms, async move {
-                Ok(tx.send(req).await.is_ok())
-            })
+            self.block("Content.Write", ms, async move { Ok(tx.send(req).await.is_ok()) })
         };
         let mut offset: u64 = 0;
         let mut buf = vec![0u8; WRITE_CHUNK_BYTES];
@@ -715,10 +533,7 @@ impl Driver {
         drop(tx);
         match done_rx.recv_timeout(Duration::from_millis(ms)) {
             Ok(r) => r,
-            Err(_) => Err(Error::Timeout {
-                op: format!("Content.Write commit of {}", desc.digest),
-                ms,
-            }),
+            Err(_) => Err(Error::Timeout { op: format!("Content.Write commit of {}", desc.digest), ms }),
         }
     }
 }
@@ -728,30 +543,17 @@ fn check_plan(plan: &ImportPlan) -> Result<(), Error> {
         return Err(Error::InvalidInput("image name is empty".into()));
     }
     if plan.layers.len() != plan.diff_ids.len() {
-        return Err(Error::InvalidInput(format!(
-            "{} layers but {} diff ids",
-            plan.layers.len(),
-            plan.diff_ids.len()
-        )));
+        return Err(Error::InvalidInput(format!("{} layers but {} diff ids", plan.layers.len(), plan.diff_ids.len())));
     }
-    let all = plan
-        .indexes
-        .iter()
-        .chain([&plan.root, &plan.manifest, &plan.config])
-        .chain(&plan.layers);
+    let all = plan.indexes.iter().chain([&plan.root, &plan.manifest, &plan.config]).chain(&plan.layers);
     for d in all {
         if !valid_digest(&d.digest) {
-            return Err(Error::InvalidInput(format!(
-                "{:?} is not a sha256 digest",
-                d.digest
-            )));
+            return Err(Error::InvalidInput(format!("{:?} is not a sha256 digest", d.digest)));
         }
     }
     for d in &plan.diff_ids {
         if !valid_digest(d) {
-            return Err(Error::InvalidInput(format!(
-                "diff id {d:?} is not a sha256 digest"
-            )));
+            return Err(Error::InvalidInput(format!("diff id {d:?} is not a sha256 digest")));
         }
     }
     Ok(())

@@ -25,14 +25,8 @@ use sha2::{Digest, Sha256};
 
 pub use containers::{HOST_FILES, SPEC_TYPE_URL};
 pub use error::Error;
-pub use events::{
-    EXIT_TOPIC, PROBE_TOPIC, RESUBSCRIBE_BACKOFF_MAX_MS, RESUBSCRIBE_BACKOFF_MIN_MS,
-    SUBSCRIBE_LIVE_WAIT_MS,
-};
-pub use images::{
-    GC_REF_CONFIG, GC_REF_LAYER_PREFIX, GC_REF_MANIFEST_PREFIX, GC_REF_SNAPSHOT,
-    UNCOMPRESSED_LABEL, WRITE_CHUNK_BYTES,
-};
+pub use events::{EXIT_TOPIC, PROBE_TOPIC, RESUBSCRIBE_BACKOFF_MAX_MS, RESUBSCRIBE_BACKOFF_MIN_MS, SUBSCRIBE_LIVE_WAIT_MS};
+pub use images::{GC_REF_CONFIG, GC_REF_LAYER_PREFIX, GC_REF_MANIFEST_PREFIX, GC_REF_SNAPSHOT, UNCOMPRESSED_LABEL, WRITE_CHUNK_BYTES};
 
 use rpc::Ctx;
 
@@ -126,13 +120,7 @@ pub struct ContainerSpec {
 impl ContainerSpec {
     /// A spec with defaults: root user, cwd `/`, hostname = id, SIGTERM, no
     /// limits, no mounts.
-    pub fn new(
-        id: &str,
-        image: &str,
-        chain_id: &str,
-        args: Vec<String>,
-        log_path: impl Into<PathBuf>,
-    ) -> ContainerSpec {
+    pub fn new(id: &str, image: &str, chain_id: &str, args: Vec<String>, log_path: impl Into<PathBuf>) -> ContainerSpec {
         ContainerSpec {
             id: id.to_string(),
             image: image.to_string(),
@@ -225,10 +213,7 @@ impl Drop for Inner {
 
 impl std::fmt::Debug for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Driver")
-            .field("socket", &self.inner.ctx.socket)
-            .field("namespace", &self.inner.ctx.ns)
-            .finish()
+        f.debug_struct("Driver").field("socket", &self.inner.ctx.socket).field("namespace", &self.inner.ctx.ns).finish()
     }
 }
 
@@ -237,8 +222,7 @@ pub(crate) fn valid_identifier(s: &str) -> bool {
     if s.is_empty() || s.len() > 76 {
         return false;
     }
-    s.split(['.', '_', '-'])
-        .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric()))
+    s.split(['.', '_', '-']).all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 impl Driver {
@@ -257,10 +241,7 @@ impl Driver {
             return Err(Error::InvalidInput("call_timeout_ms must be > 0".into()));
         }
         if !cfg.socket.exists() {
-            return Err(Error::Unavailable {
-                socket: cfg.socket,
-                reason: "no such file".into(),
-            });
+            return Err(Error::Unavailable { socket: cfg.socket, reason: "no such file".into() });
         }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -286,10 +267,7 @@ impl Driver {
             Ok(r) => r?,
             Err(_) => {
                 let _ = stop_tx.send(());
-                return Err(Error::Unavailable {
-                    socket: cfg.socket,
-                    reason: format!("no answer within {CONNECT_TIMEOUT_MS} ms"),
-                });
+                return Err(Error::Unavailable { socket: cfg.socket, reason: format!("no answer within {CONNECT_TIMEOUT_MS} ms") });
             }
         };
         let ctx = Ctx::new(channel, &cfg);
@@ -336,9 +314,7 @@ impl Driver {
     /// its probe. When it goes false and true again (containerd restarted),
     /// exits in between were missed: reconcile with [`Driver::list`].
     pub fn exits_live(&self) -> bool {
-        self.inner
-            .exits_live
-            .load(std::sync::atomic::Ordering::SeqCst)
+        self.inner.exits_live.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub(crate) fn ctx(&self) -> &Ctx {
@@ -362,13 +338,8 @@ impl Driver {
         });
         match rx.recv_timeout(Duration::from_millis(backstop_ms.saturating_add(1_000))) {
             Ok(r) => r,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(Error::Timeout {
-                op: op.to_string(),
-                ms: backstop_ms,
-            }),
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                Err(Error::Internal(format!("{op} was dropped")))
-            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(Error::Timeout { op: op.to_string(), ms: backstop_ms }),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(Error::Internal(format!("{op} was dropped"))),
         }
     }
 }
@@ -383,10 +354,7 @@ mod tests {
         let b = "sha256:bbbb".to_string();
         assert_eq!(chain_id(&[]), "");
         assert_eq!(chain_id(std::slice::from_ref(&a)), a);
-        let want = format!(
-            "sha256:{}",
-            hex::encode(Sha256::digest(b"sha256:aaaa sha256:bbbb"))
-        );
+        let want = format!("sha256:{}", hex::encode(Sha256::digest(b"sha256:aaaa sha256:bbbb")));
         assert_eq!(chain_id(&[a, b]), want);
     }
 
@@ -404,16 +372,9 @@ mod tests {
     #[test]
     fn missing_socket_fails_fast_with_a_clear_error() {
         let t = std::time::Instant::now();
-        let err = Driver::connect(Config {
-            socket: "/nonexistent/shoal/x.sock".into(),
-            namespace: "t".into(),
-            call_timeout_ms: 1_000,
-        })
-        .unwrap_err();
+        let err = Driver::connect(Config { socket: "/nonexistent/shoal/x.sock".into(), namespace: "t".into(), call_timeout_ms: 1_000 })
+            .unwrap_err();
         assert!(t.elapsed() < Duration::from_secs(2));
-        assert_eq!(
-            err.to_string(),
-            "cannot connect to containerd at /nonexistent/shoal/x.sock: no such file (is containerd running?)"
-        );
+        assert_eq!(err.to_string(), "cannot connect to containerd at /nonexistent/shoal/x.sock: no such file (is containerd running?)");
     }
 }

@@ -36,14 +36,8 @@ pub(crate) async fn connect(socket: PathBuf) -> Result<Channel, Error> {
     let fut = containerd_client::connect(socket.clone());
     match tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), fut).await {
         Ok(Ok(ch)) => Ok(ch),
-        Ok(Err(e)) => Err(Error::Unavailable {
-            socket,
-            reason: error_chain(&e),
-        }),
-        Err(_) => Err(Error::Unavailable {
-            socket,
-            reason: format!("no answer within {CONNECT_TIMEOUT_MS} ms"),
-        }),
+        Ok(Err(e)) => Err(Error::Unavailable { socket, reason: error_chain(&e) }),
+        Err(_) => Err(Error::Unavailable { socket, reason: format!("no answer within {CONNECT_TIMEOUT_MS} ms") }),
     }
 }
 
@@ -65,16 +59,8 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 /// A process-unique suffix for leases and temporary keys.
 pub(crate) fn nonce() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    format!(
-        "{}-{:x}-{}",
-        std::process::id(),
-        t,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    format!("{}-{:x}-{}", std::process::id(), t, N.fetch_add(1, Ordering::Relaxed))
 }
 
 /// RFC 3339 UTC timestamp for a unix time in seconds.
@@ -91,27 +77,16 @@ pub(crate) fn rfc3339(unix_s: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3_600,
-        (rem / 60) % 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3_600, (rem / 60) % 60, rem % 60)
 }
 
 pub(crate) fn ts_nanos(ts: &Option<prost_types::Timestamp>) -> Option<i64> {
-    ts.as_ref()
-        .map(|t| t.seconds.saturating_mul(1_000_000_000) + i64::from(t.nanos))
+    ts.as_ref().map(|t| t.seconds.saturating_mul(1_000_000_000) + i64::from(t.nanos))
 }
 
 impl Ctx {
     pub(crate) fn new(channel: Channel, cfg: &Config) -> Ctx {
-        Ctx {
-            channel,
-            ns: Arc::from(cfg.namespace.as_str()),
-            socket: Arc::new(cfg.socket.clone()),
-            call_ms: cfg.call_timeout_ms,
-        }
+        Ctx { channel, ns: Arc::from(cfg.namespace.as_str()), socket: Arc::new(cfg.socket.clone()), call_ms: cfg.call_timeout_ms }
     }
 
     pub(crate) fn socket(&self) -> &Path {
@@ -134,46 +109,30 @@ impl Ctx {
     }
 
     /// Awaits one unary call with the call timeout.
-    pub(crate) async fn call<T>(
-        &self,
-        op: &str,
-        fut: impl Future<Output = Result<Response<T>, Status>>,
-    ) -> Result<T, Error> {
+    pub(crate) async fn call<T>(&self, op: &str, fut: impl Future<Output = Result<Response<T>, Status>>) -> Result<T, Error> {
         self.call_ms(op, self.call_ms, fut).await
     }
 
     /// Awaits one unary call with timeout `ms`.
-    pub(crate) async fn call_ms<T>(
-        &self,
-        op: &str,
-        ms: u64,
-        fut: impl Future<Output = Result<Response<T>, Status>>,
-    ) -> Result<T, Error> {
+    pub(crate) async fn call_ms<T>(&self, op: &str, ms: u64, fut: impl Future<Output = Result<Response<T>, Status>>) -> Result<T, Error> {
         match tokio::time::timeout(Duration::from_millis(ms), fut).await {
             Ok(Ok(r)) => Ok(r.into_inner()),
             Ok(Err(st)) => Err(Error::from_status(op, self.socket(), st)),
-            Err(_) => Err(Error::Timeout {
-                op: op.to_string(),
-                ms,
-            }),
+            Err(_) => Err(Error::Timeout { op: op.to_string(), ms }),
         }
     }
 
     pub(crate) async fn version(&self, ms: u64) -> Result<String, Error> {
         let mut c = VersionClient::new(self.channel.clone());
-        let r = self
-            .call_ms("Version", ms, c.version(Request::new(())))
-            .await;
+        let r = self.call_ms("Version", ms, c.version(Request::new(()))).await;
         match r {
             Ok(v) => Ok(v.version),
-            Err(Error::Timeout { .. }) => Err(Error::Unavailable {
-                socket: self.socket.to_path_buf(),
-                reason: format!("no Version answer within {ms} ms"),
-            }),
-            Err(Error::Rpc { message, .. }) => Err(Error::Unavailable {
-                socket: self.socket.to_path_buf(),
-                reason: format!("not containerd? Version failed: {message}"),
-            }),
+            Err(Error::Timeout { .. }) => {
+                Err(Error::Unavailable { socket: self.socket.to_path_buf(), reason: format!("no Version answer within {ms} ms") })
+            }
+            Err(Error::Rpc { message, .. }) => {
+                Err(Error::Unavailable { socket: self.socket.to_path_buf(), reason: format!("not containerd? Version failed: {message}") })
+            }
             Err(e) => Err(e),
         }
     }
@@ -181,24 +140,10 @@ impl Ctx {
     /// Creates a lease that expires after [`LEASE_TTL_S`] if never deleted.
     pub(crate) async fn lease_create(&self) -> Result<String, Error> {
         let id = format!("shoal-{}", nonce());
-        let expire = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-            + LEASE_TTL_S;
+        let expire = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) + LEASE_TTL_S;
         let labels = HashMap::from([(LEASE_EXPIRE_LABEL.to_string(), rfc3339(expire))]);
         let mut c = LeasesClient::new(self.channel.clone());
-        self.call(
-            "Leases.Create",
-            c.create(self.req(
-                CreateRequest {
-                    id: id.clone(),
-                    labels,
-                },
-                None,
-            )),
-        )
-        .await?;
+        self.call("Leases.Create", c.create(self.req(CreateRequest { id: id.clone(), labels }, None))).await?;
         Ok(id)
     }
 
@@ -206,17 +151,7 @@ impl Ctx {
     /// ignore them; the lease expires by itself).
     pub(crate) async fn lease_delete(&self, id: &str) -> Result<(), Error> {
         let mut c = LeasesClient::new(self.channel.clone());
-        self.call(
-            "Leases.Delete",
-            c.delete(self.req(
-                DeleteRequest {
-                    id: id.to_string(),
-                    sync: false,
-                },
-                None,
-            )),
-        )
-        .await?;
+        self.call("Leases.Delete", c.delete(self.req(DeleteRequest { id: id.to_string(), sync: false }, None))).await?;
         Ok(())
     }
 }

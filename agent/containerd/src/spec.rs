@@ -39,13 +39,7 @@ pub const MASKED_PATHS: &[&str] = &[
 ];
 
 /// Paths mounted read-only inside the container.
-pub const READONLY_PATHS: &[&str] = &[
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
+pub const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 /// `PATH` set when the caller's env has none.
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -153,12 +147,7 @@ mod tests {
         s.memory_limit_bytes = Some(64 << 20);
         s.nano_cpus = Some(500_000_000);
         s.shim_group = Some("g".into());
-        s.mounts.push(MountSpec {
-            source: "/data".into(),
-            destination: "/data".into(),
-            kind: MountKind::Bind,
-            read_only: true,
-        });
+        s.mounts.push(MountSpec { source: "/data".into(), destination: "/data".into(), kind: MountKind::Bind, read_only: true });
         s
     }
 
@@ -171,17 +160,10 @@ mod tests {
         assert_eq!(v["annotations"][SHIM_GROUP_ANNOTATION], "g");
         assert_eq!(v["process"]["env"][0], DEFAULT_PATH);
         assert_eq!(v["process"]["cwd"], "/");
-        let ns: Vec<&str> = v["linux"]["namespaces"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n["type"].as_str().unwrap())
-            .collect();
+        let ns: Vec<&str> = v["linux"]["namespaces"].as_array().unwrap().iter().map(|n| n["type"].as_str().unwrap()).collect();
         assert!(!ns.contains(&"network"));
         let mounts = v["mounts"].as_array().unwrap();
         assert!(mounts.iter().any(|m| m["destination"] == "/etc/hosts"));
-        assert!(mounts
-            .iter()
-            .any(|m| m["destination"] == "/data" && m["options"][2] == "ro"));
+        assert!(mounts.iter().any(|m| m["destination"] == "/data" && m["options"][2] == "ro"));
     }
 }

@@ -13,9 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use shoal_containerd::{
-    chain_id, Config, ContainerSpec, ContainerStatus, Driver, Error, ImageRecord,
-};
+use shoal_containerd::{chain_id, Config, ContainerSpec, ContainerStatus, Driver, Error, ImageRecord};
 use shoal_image::{Descriptor, ImageSource, ImportPlan};
 
 const NAME: &str = "shoal.test/busybox:latest";
@@ -31,11 +29,7 @@ fn skip_reason() -> Option<String> {
         return Some("not running as root".into());
     }
     for bin in ["containerd", "runc", "ctr"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {bin}")])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
+        let found = Command::new("sh").args(["-c", &format!("command -v {bin}")]).output().map(|o| o.status.success()).unwrap_or(false);
         if !found {
             return Some(format!("{bin} not found in PATH"));
         }
@@ -58,46 +52,19 @@ impl Env {
             }
             // Straight to stderr: the harness captures eprintln! of passing tests.
             use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {test}: {reason} (set SHOAL_REQUIRE_CONTAINERD=1 to fail instead)"
-            );
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason} (set SHOAL_REQUIRE_CONTAINERD=1 to fail instead)");
             return None;
         }
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::SeqCst);
         let dir = PathBuf::from(format!("/tmp/scd-{}-{n}", std::process::id()));
-        let ns = format!(
-            "shoal-t{}-{n}-{}",
-            std::process::id(),
-            test.replace('_', "-")
-        );
-        let ns: String = ns
-            .chars()
-            .take(70)
-            .collect::<String>()
-            .trim_end_matches('-')
-            .to_string();
-        let st = Command::new("bash")
-            .arg(libdir().join("containerd.sh"))
-            .arg("start")
-            .arg(&dir)
-            .status()
-            .expect("run containerd.sh");
+        let ns = format!("shoal-t{}-{n}-{}", std::process::id(), test.replace('_', "-"));
+        let ns: String = ns.chars().take(70).collect::<String>().trim_end_matches('-').to_string();
+        let st = Command::new("bash").arg(libdir().join("containerd.sh")).arg("start").arg(&dir).status().expect("run containerd.sh");
         assert!(st.success(), "containerd.sh start {} failed", dir.display());
-        let mut env = Env {
-            dir,
-            ns,
-            driver: None,
-        };
-        env.driver = Some(
-            Driver::connect(Config {
-                socket: env.socket(),
-                namespace: env.ns.clone(),
-                call_timeout_ms: 10_000,
-            })
-            .expect("connect"),
-        );
+        let mut env = Env { dir, ns, driver: None };
+        env.driver =
+            Some(Driver::connect(Config { socket: env.socket(), namespace: env.ns.clone(), call_timeout_ms: 10_000 }).expect("connect"));
         Some(env)
     }
 
@@ -111,18 +78,8 @@ impl Env {
 
     /// `ctr` in this instance and namespace; stdout.
     fn ctr(&self, args: &[&str]) -> String {
-        let out = Command::new("ctr")
-            .arg("--address")
-            .arg(self.socket())
-            .args(["-n", &self.ns])
-            .args(args)
-            .output()
-            .expect("run ctr");
-        assert!(
-            out.status.success(),
-            "ctr {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new("ctr").arg("--address").arg(self.socket()).args(["-n", &self.ns]).args(args).output().expect("run ctr");
+        assert!(out.status.success(), "ctr {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -137,30 +94,16 @@ impl Env {
     }
 
     fn spec(&self, id: &str, plan: &ImportPlan, script: &str) -> ContainerSpec {
-        ContainerSpec::new(
-            id,
-            NAME,
-            &chain_id(&plan.diff_ids),
-            vec!["sh".into(), "-c".into(), script.into()],
-            self.log(id),
-        )
+        ContainerSpec::new(id, NAME, &chain_id(&plan.diff_ids), vec!["sh".into(), "-c".into(), script.into()], self.log(id))
     }
 
     /// Asserts nothing of container `id` is left: container, task, snapshot.
     fn assert_no_debris(&self, id: &str) {
-        assert!(
-            self.d().list().unwrap().iter().all(|c| c.id != id),
-            "container {id} still listed"
-        );
+        assert!(self.d().list().unwrap().iter().all(|c| c.id != id), "container {id} still listed");
         let tasks = self.ctr(&["tasks", "ls", "-q"]);
         assert!(!tasks.lines().any(|l| l == id), "task {id} left: {tasks}");
         let snaps = self.ctr(&["snapshots", "ls"]);
-        assert!(
-            !snaps
-                .lines()
-                .any(|l| l.split_whitespace().next() == Some(id)),
-            "snapshot {id} left: {snaps}"
-        );
+        assert!(!snaps.lines().any(|l| l.split_whitespace().next() == Some(id)), "snapshot {id} left: {snaps}");
         let cs = self.ctr(&["containers", "ls", "-q"]);
         assert!(!cs.lines().any(|l| l == id), "container {id} left: {cs}");
     }
@@ -169,11 +112,7 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         self.driver = None;
-        let _ = Command::new("bash")
-            .arg(libdir().join("containerd.sh"))
-            .arg("stop")
-            .arg(&self.dir)
-            .status();
+        let _ = Command::new("bash").arg(libdir().join("containerd.sh")).arg("stop").arg(&self.dir).status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -186,9 +125,7 @@ struct Layout {
 
 impl Layout {
     fn blob_path(&self, digest: &str) -> PathBuf {
-        self.dir
-            .join("blobs/sha256")
-            .join(digest.trim_start_matches("sha256:"))
+        self.dir.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))
     }
 
     fn json(&self, digest: &str) -> serde_json::Value {
@@ -197,10 +134,7 @@ impl Layout {
 }
 
 impl ImageSource for Layout {
-    fn open_blob(
-        &self,
-        desc: &Descriptor,
-    ) -> Result<Box<dyn Read + Send + '_>, shoal_image::Error> {
+    fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>, shoal_image::Error> {
         let f = std::fs::File::open(self.blob_path(&desc.digest))
             .map_err(|e| shoal_image::Error::Other(format!("blob {}: {e}", desc.digest)))?;
         Ok(Box::new(f))
@@ -233,30 +167,16 @@ fn image() -> &'static TestImage {
             let _ = std::fs::remove_dir_all(&tmp);
             std::fs::create_dir_all(tmp.join("oci")).unwrap();
             let tar = tmp.join("busybox.tar");
-            let st = Command::new("bash")
-                .arg(libdir().join("mkimage.sh"))
-                .arg(&tar)
-                .arg(NAME)
-                .status()
-                .unwrap();
+            let st = Command::new("bash").arg(libdir().join("mkimage.sh")).arg(&tar).arg(NAME).status().unwrap();
             assert!(st.success(), "mkimage.sh failed");
-            let st = Command::new("tar")
-                .arg("-xf")
-                .arg(&tar)
-                .arg("-C")
-                .arg(tmp.join("oci"))
-                .status()
-                .unwrap();
+            let st = Command::new("tar").arg("-xf").arg(&tar).arg("-C").arg(tmp.join("oci")).status().unwrap();
             assert!(st.success());
             if std::fs::rename(&tmp, &dir).is_err() {
                 let _ = std::fs::remove_dir_all(&tmp);
             }
         }
-        let layout = Layout {
-            dir: dir.join("oci"),
-        };
-        let index: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(layout.dir.join("index.json")).unwrap()).unwrap();
+        let layout = Layout { dir: dir.join("oci") };
+        let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.dir.join("index.json")).unwrap()).unwrap();
         let m = &index["manifests"][0];
         assert_eq!(m["annotations"]["org.opencontainers.image.ref.name"], NAME);
         let manifest = desc(m);
@@ -264,22 +184,9 @@ fn image() -> &'static TestImage {
         let config = desc(&mj["config"]);
         let layers: Vec<Descriptor> = mj["layers"].as_array().unwrap().iter().map(desc).collect();
         let cj = layout.json(&config.digest);
-        let diff_ids = cj["rootfs"]["diff_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_str().unwrap().to_string())
-            .collect();
+        let diff_ids = cj["rootfs"]["diff_ids"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_string()).collect();
         TestImage {
-            plan: ImportPlan {
-                name: NAME.into(),
-                root: manifest.clone(),
-                indexes: vec![],
-                manifest,
-                config,
-                layers,
-                diff_ids,
-            },
+            plan: ImportPlan { name: NAME.into(), root: manifest.clone(), indexes: vec![], manifest, config, layers, diff_ids },
             layout,
         }
     })
@@ -291,37 +198,23 @@ fn wait_for<T>(what: &str, ms: u64, mut f: impl FnMut() -> Option<T>) -> T {
         if let Some(v) = f() {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {ms} ms waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {ms} ms waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 fn status(d: &Driver, id: &str) -> Option<ContainerStatus> {
-    d.list()
-        .unwrap()
-        .into_iter()
-        .find(|c| c.id == id)
-        .map(|c| c.status)
+    d.list().unwrap().into_iter().find(|c| c.id == id).map(|c| c.status)
 }
 
 #[test]
 fn connect_to_missing_socket_fails_fast_and_clearly() {
     let t = Instant::now();
-    let err = Driver::connect(Config {
-        socket: "/run/shoal-missing/x.sock".into(),
-        namespace: "t".into(),
-        call_timeout_ms: 10_000,
-    })
-    .unwrap_err();
+    let err =
+        Driver::connect(Config { socket: "/run/shoal-missing/x.sock".into(), namespace: "t".into(), call_timeout_ms: 10_000 }).unwrap_err();
     assert!(t.elapsed() < Duration::from_secs(2));
     assert!(matches!(err, Error::Unavailable { .. }));
-    assert_eq!(
-        err.to_string(),
-        "cannot connect to containerd at /run/shoal-missing/x.sock: no such file (is containerd running?)"
-    );
+    assert_eq!(err.to_string(), "cannot connect to containerd at /run/shoal-missing/x.sock: no such file (is containerd running?)");
     // A socket that is not containerd: a plain unix listener that never answers.
     let dir = std::env::temp_dir().join(format!("scd-notcd-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -329,12 +222,7 @@ fn connect_to_missing_socket_fails_fast_and_clearly() {
     let _ = std::fs::remove_file(&sock);
     let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     let t = Instant::now();
-    let err = Driver::connect(Config {
-        socket: sock.clone(),
-        namespace: "t".into(),
-        call_timeout_ms: 10_000,
-    })
-    .unwrap_err();
+    let err = Driver::connect(Config { socket: sock.clone(), namespace: "t".into(), call_timeout_ms: 10_000 }).unwrap_err();
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
     assert!(matches!(err, Error::Unavailable { .. }), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -359,31 +247,19 @@ fn import_then_get_list_and_read() {
     assert_eq!(list[0].name, NAME);
     // Blobs are there, GC labels set, snapshot unpacked.
     let config = env.d().read_blob(&plan.config.digest, 1 << 20).unwrap();
-    assert_eq!(
-        config,
-        std::fs::read(image().layout.blob_path(&plan.config.digest)).unwrap()
-    );
+    assert_eq!(config, std::fs::read(image().layout.blob_path(&plan.config.digest)).unwrap());
     let err = env.d().read_blob(&plan.layers[0].digest, 1000).unwrap_err();
     assert!(matches!(err, Error::TooLarge { .. }), "{err}");
     let content = env.ctr(&["content", "ls"]);
     let chain = chain_id(&plan.diff_ids);
-    assert!(
-        content.contains(&format!("containerd.io/gc.ref.snapshot.overlayfs={chain}")),
-        "{content}"
-    );
-    assert!(
-        content.contains("containerd.io/gc.ref.content.l.0="),
-        "{content}"
-    );
+    assert!(content.contains(&format!("containerd.io/gc.ref.snapshot.overlayfs={chain}")), "{content}");
+    assert!(content.contains("containerd.io/gc.ref.content.l.0="), "{content}");
     let snaps = env.ctr(&["snapshots", "ls"]);
     assert!(snaps.contains(&chain), "{snaps}");
     // No lease left behind.
     assert_eq!(env.ctr(&["leases", "ls", "-q"]).trim(), "");
     // Missing image / blob.
-    let err = env
-        .d()
-        .read_blob(&format!("sha256:{}", "0".repeat(64)), 10)
-        .unwrap_err();
+    let err = env.d().read_blob(&format!("sha256:{}", "0".repeat(64)), 10).unwrap_err();
     assert!(err.is_not_found(), "{err}");
     env.d().image_remove(NAME).unwrap();
     assert_eq!(env.d().image_get(NAME).unwrap(), None);
@@ -424,15 +300,8 @@ fn run_log_stop_with_grace_then_remove() {
     eprintln!("run: {:?}", t.elapsed());
     let list = env.d().list().unwrap();
     assert_eq!(list.len(), 1);
-    assert_eq!(
-        list[0].labels.get("shoal.service").map(String::as_str),
-        Some("web")
-    );
-    assert!(
-        matches!(list[0].status, ContainerStatus::Running { pid } if pid > 0),
-        "{:?}",
-        list[0].status
-    );
+    assert_eq!(list[0].labels.get("shoal.service").map(String::as_str), Some("web"));
+    assert!(matches!(list[0].status, ContainerStatus::Running { pid } if pid > 0), "{:?}", list[0].status);
     wait_for("hello in the log", 5_000, || {
         let log = std::fs::read_to_string(env.log("web1")).unwrap_or_default();
         (log.contains("hello") && log.contains("oops")).then_some(())
@@ -440,10 +309,7 @@ fn run_log_stop_with_grace_then_remove() {
     // Same id again: refused, the running one untouched.
     let err = env.d().run(&s).unwrap_err();
     assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
-    assert!(matches!(
-        status(env.d(), "web1"),
-        Some(ContainerStatus::Running { .. })
-    ));
+    assert!(matches!(status(env.d(), "web1"), Some(ContainerStatus::Running { .. })));
     // sh as PID 1 ignores SIGTERM: SIGKILL after the grace period.
     let t = Instant::now();
     let code = env.d().stop("web1", 500).unwrap();
@@ -469,11 +335,7 @@ fn sigterm_within_grace_and_remove_running() {
         return;
     };
     let (_, plan) = env.import();
-    let s = env.spec(
-        "t1",
-        &plan,
-        "trap 'exit 7' TERM; while true; do sleep 0.1; done",
-    );
+    let s = env.spec("t1", &plan, "trap 'exit 7' TERM; while true; do sleep 0.1; done");
     env.d().run(&s).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(env.d().stop("t1", 5_000).unwrap(), Some(7));
@@ -499,10 +361,7 @@ fn exits_delivers_self_exit() {
     assert_eq!(ev.id, "ex1");
     assert_eq!(ev.exit_code, 3);
     assert!(ev.exited_unix_nanos > 0);
-    assert!(matches!(
-        status(env.d(), "ex1"),
-        Some(ContainerStatus::Stopped { exit_code: 3, .. })
-    ));
+    assert!(matches!(status(env.d(), "ex1"), Some(ContainerStatus::Stopped { exit_code: 3, .. })));
     assert_eq!(env.d().stop("ex1", 1_000).unwrap(), Some(3));
     env.d().remove("ex1").unwrap();
     env.assert_no_debris("ex1");
@@ -531,10 +390,7 @@ fn failed_runs_leave_no_debris() {
     // Invalid input never reaches containerd.
     let mut s = env.spec("bad3", &plan, "true");
     s.args.clear();
-    assert!(matches!(
-        env.d().run(&s).unwrap_err(),
-        Error::InvalidInput(_)
-    ));
+    assert!(matches!(env.d().run(&s).unwrap_err(), Error::InvalidInput(_)));
     env.assert_no_debris("bad3");
     assert!(env.d().list().unwrap().is_empty());
     assert_eq!(env.ctr(&["leases", "ls", "-q"]).trim(), "");
@@ -551,21 +407,13 @@ fn memory_limit_reaches_spec_and_cgroup() {
     s.nano_cpus = Some(500_000_000);
     s.env = vec!["FOO=bar".into()];
     env.d().run(&s).unwrap();
-    let info: serde_json::Value =
-        serde_json::from_str(&env.ctr(&["containers", "info", "mem1"])).unwrap();
+    let info: serde_json::Value = serde_json::from_str(&env.ctr(&["containers", "info", "mem1"])).unwrap();
     let spec = &info["Spec"];
     assert_eq!(spec["linux"]["resources"]["memory"]["limit"], 64 << 20);
     assert_eq!(spec["linux"]["resources"]["cpu"]["quota"], 50_000);
     assert_eq!(spec["linux"]["cgroupsPath"], format!("/{}/mem1", env.ns));
-    assert!(spec["process"]["env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|e| e == "FOO=bar"));
-    let cg = format!(
-        "/sys/fs/cgroup/memory/{}/mem1/memory.limit_in_bytes",
-        env.ns
-    );
+    assert!(spec["process"]["env"].as_array().unwrap().iter().any(|e| e == "FOO=bar"));
+    let cg = format!("/sys/fs/cgroup/memory/{}/mem1/memory.limit_in_bytes", env.ns);
     if let Ok(v) = std::fs::read_to_string(&cg) {
         assert_eq!(v.trim(), (64u64 << 20).to_string());
     } else {
@@ -608,26 +456,11 @@ fn latency_sequential_and_parallel() {
     let ms = |v: &[Duration]| -> String {
         let mut v: Vec<u128> = v.iter().map(|d| d.as_millis()).collect();
         v.sort();
-        format!(
-            "min {} ms, median {} ms, max {} ms",
-            v[0],
-            v[v.len() / 2],
-            v[v.len() - 1]
-        )
+        format!("min {} ms, median {} ms, max {} ms", v[0], v[v.len() / 2], v[v.len() - 1])
     };
     eprintln!("create->running sequential x{n}: {}", ms(&seq));
-    eprintln!(
-        "create->running 10 parallel threads: {} (wall {} ms)",
-        ms(&par),
-        wall.as_millis()
-    );
-    let running = env
-        .d()
-        .list()
-        .unwrap()
-        .iter()
-        .filter(|c| matches!(c.status, ContainerStatus::Running { .. }))
-        .count();
+    eprintln!("create->running 10 parallel threads: {} (wall {} ms)", ms(&par), wall.as_millis());
+    let running = env.d().list().unwrap().iter().filter(|c| matches!(c.status, ContainerStatus::Running { .. })).count();
     assert_eq!(running, 2 * n);
     let t = Instant::now();
     for c in env.d().list().unwrap() {
@@ -644,42 +477,24 @@ fn exits_survive_a_containerd_restart() {
     };
     let (_, plan) = env.import();
     assert!(env.d().exits_live());
-    env.d()
-        .run(&env.spec("long1", &plan, "sleep 1000"))
-        .unwrap();
+    env.d().run(&env.spec("long1", &plan, "sleep 1000")).unwrap();
     // Restart containerd only: tasks and shims survive.
-    let pid: i32 = std::fs::read_to_string(env.dir.join("containerd.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid: i32 = std::fs::read_to_string(env.dir.join("containerd.pid")).unwrap().trim().parse().unwrap();
     // SAFETY: plain kill(2) of the containerd this test started.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     wait_for("containerd to exit", 10_000, || {
         // SAFETY: signal 0 only checks the pid.
         (unsafe { libc::kill(pid, 0) } != 0).then_some(())
     });
-    wait_for("the subscription to notice", 10_000, || {
-        (!env.d().exits_live()).then_some(())
-    });
+    wait_for("the subscription to notice", 10_000, || (!env.d().exits_live()).then_some(()));
     assert!(matches!(env.d().list(), Err(Error::Unavailable { .. })));
-    let st = Command::new("bash")
-        .arg(libdir().join("containerd.sh"))
-        .arg("start")
-        .arg(&env.dir)
-        .status()
-        .unwrap();
+    let st = Command::new("bash").arg(libdir().join("containerd.sh")).arg("start").arg(&env.dir).status().unwrap();
     assert!(st.success());
     let t = Instant::now();
-    wait_for("the subscription to come back", 15_000, || {
-        env.d().exits_live().then_some(())
-    });
+    wait_for("the subscription to come back", 15_000, || env.d().exits_live().then_some(()));
     eprintln!("resubscribed {:?} after restart", t.elapsed());
     // Unary calls reconnect by themselves; the old task still runs.
-    assert!(matches!(
-        status(env.d(), "long1"),
-        Some(ContainerStatus::Running { .. })
-    ));
+    assert!(matches!(status(env.d(), "long1"), Some(ContainerStatus::Running { .. })));
     let exits = env.d().exits();
     env.d().run(&env.spec("ex4", &plan, "exit 4")).unwrap();
     let ev = wait_for("the exit event", 10_000, || exits.try_recv().ok());
@@ -725,10 +540,7 @@ struct WithBlob<'a> {
 }
 
 impl ImageSource for WithBlob<'_> {
-    fn open_blob(
-        &self,
-        desc: &Descriptor,
-    ) -> Result<Box<dyn Read + Send + '_>, shoal_image::Error> {
+    fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>, shoal_image::Error> {
         if desc.digest == self.digest {
             return Ok(Box::new(std::io::Cursor::new(self.bytes.clone())));
         }
@@ -755,21 +567,14 @@ fn index_root_and_gc_labels_keep_the_image_alive() {
         size: index.len() as u64,
         platform: None,
     };
-    let src = WithBlob {
-        base: &img.layout,
-        digest: idx.digest.clone(),
-        bytes: index,
-    };
+    let src = WithBlob { base: &img.layout, digest: idx.digest.clone(), bytes: index };
     let mut plan = img.plan.clone();
     plan.root = idx.clone();
     plan.indexes = vec![idx.clone()];
     let rec = env.d().import(&plan, &src).unwrap();
     assert_eq!(rec.target, idx);
     let content = env.ctr(&["content", "ls"]);
-    assert!(
-        content.contains(&format!("containerd.io/gc.ref.content.m.0={}", m.digest)),
-        "{content}"
-    );
+    assert!(content.contains(&format!("containerd.io/gc.ref.content.m.0={}", m.digest)), "{content}");
     // A synchronous GC keeps everything the image references...
     let gc = || {
         env.ctr(&["leases", "create", "--id", "gc-trigger"]);
@@ -781,16 +586,11 @@ fn index_root_and_gc_labels_keep_the_image_alive() {
     let chain = chain_id(&plan.diff_ids);
     assert!(env.ctr(&["snapshots", "ls"]).contains(&chain));
     // ...and a running container keeps its snapshot after the image goes.
-    env.d()
-        .run(&env.spec("keep1", &plan, "sleep 1000"))
-        .unwrap();
+    env.d().run(&env.spec("keep1", &plan, "sleep 1000")).unwrap();
     env.d().image_remove(NAME).unwrap();
     gc();
     assert!(env.ctr(&["snapshots", "ls"]).contains(&chain));
-    assert!(matches!(
-        status(env.d(), "keep1"),
-        Some(ContainerStatus::Running { .. })
-    ));
+    assert!(matches!(status(env.d(), "keep1"), Some(ContainerStatus::Running { .. })));
     env.d().remove("keep1").unwrap();
     gc();
     assert_eq!(env.ctr(&["content", "ls", "-q"]).trim(), "");
@@ -816,8 +616,6 @@ fn concurrent_imports_of_one_image_both_succeed() {
         assert_eq!(r.as_ref().unwrap().target.digest, img.plan.manifest.digest);
     }
     assert_eq!(env.ctr(&["leases", "ls", "-q"]).trim(), "");
-    env.d()
-        .run(&env.spec("after1", &img.plan, "exit 0"))
-        .unwrap();
+    env.d().run(&env.spec("after1", &img.plan, "exit 0")).unwrap();
     env.d().remove("after1").unwrap();
 }

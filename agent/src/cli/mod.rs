@@ -12,6 +12,7 @@ mod service;
 use crate::client::{Client, DEFAULT_HOST, REPLY_MS_DEFAULT, REPLY_MS_IMAGES};
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+
 use output::Table;
 use shoal_shared::api::{Reply, Request};
 use shoal_shared::types::{Availability, NodeRole};
@@ -118,7 +119,10 @@ enum ImageCmd {
 
 /// Parses the command line and runs it.
 pub fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => usage_error(e),
+    };
     match cli.command {
         Command::Daemon(a) => crate::daemon::run(crate::daemon::Config {
             data_dir: a.data_dir,
@@ -132,6 +136,22 @@ pub fn main() -> anyhow::Result<()> {
         Command::Service(cmd) => service::run(&cli.host, cmd),
         Command::Image(cmd) => image(&cli.host, cmd),
     }
+}
+
+/// Prints a usage error as Docker does (one line naming the problem, one
+/// pointing at help) and exits 2; help and version go to stdout, exit 0.
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+        e.exit();
+    }
+    let rendered = e.render().to_string();
+    let first = rendered.lines().next().unwrap_or("invalid arguments");
+    let msg = first.strip_prefix("error: ").unwrap_or(first);
+    let cmd: Vec<String> = std::env::args().skip(1).take_while(|a| !a.starts_with('-')).take(2).collect();
+    eprintln!("Error: {msg}");
+    eprintln!("See 'shoal {}--help'.", cmd.iter().map(|c| format!("{c} ")).collect::<String>());
+    std::process::exit(2);
 }
 
 /// One request to the daemon; error replies become errors.

@@ -316,7 +316,9 @@ fn create(host: &str, a: CreateArgs) -> anyhow::Result<()> {
     let timeout_ms = a.timeout.map(|ns| ns / 1_000_000).unwrap_or(PROGRESS_MS_DEFAULT);
     let spec = spec_from(a)?;
     let name = spec.name.clone();
-    let Reply::ServiceCreated { id, warnings } = call(host, Request::ServiceCreate { spec: Box::new(spec) }, crate::client::REPLY_MS_IMAGES)? else {
+    let Reply::ServiceCreated { id, warnings } =
+        call(host, Request::ServiceCreate { spec: Box::new(spec) }, crate::client::REPLY_MS_IMAGES)?
+    else {
         bail!("unexpected reply")
     };
     for w in warnings {

@@ -402,6 +402,10 @@ impl Daemon {
                     let _ = reply.try_send(Reply::error(e.kind(), e.to_string()));
                     return;
                 }
+                if let Err(e) = shoal_image::reference::Reference::parse(&spec.task.container.image) {
+                    let _ = reply.try_send(Reply::error(ErrorKind::InvalidArgument, e.to_string()));
+                    return;
+                }
                 let only_node = self.state.nodes.len() <= 1;
                 let reply2 = reply.clone();
                 self.spawn_runtime(

@@ -160,7 +160,11 @@ pub(crate) fn with_default_tag(reference: &str) -> String {
 /// "No such image" from a registry is an error; an unreachable registry is an
 /// error on a one-node swarm (nothing could ever run the task) and a warning
 /// on larger ones (each node then resolves the image at pull time).
-pub(crate) fn resolve_image(rt: &dyn Runtime, mut spec: Box<ServiceSpec>, only_node: bool) -> Result<(Box<ServiceSpec>, Vec<String>), Box<Reply>> {
+pub(crate) fn resolve_image(
+    rt: &dyn Runtime,
+    mut spec: Box<ServiceSpec>,
+    only_node: bool,
+) -> Result<(Box<ServiceSpec>, Vec<String>), Box<Reply>> {
     let image = spec.task.container.image.clone();
     let shown = with_default_tag(image.split('@').next().unwrap_or(&image));
     let facts = match rt.local_image(&image) {

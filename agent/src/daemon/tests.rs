@@ -85,7 +85,10 @@ fn service_lifecycle_through_the_socket() {
     assert_eq!(s.spec.task.container.image, "busybox:latest@sha256:00");
 
     // Duplicate name and missing image are refused without state change.
-    assert!(matches!(call(&host, Request::ServiceCreate { spec: Box::new(spec.clone()) }), Reply::Error { kind: ErrorKind::AlreadyExists, .. }));
+    assert!(matches!(
+        call(&host, Request::ServiceCreate { spec: Box::new(spec.clone()) }),
+        Reply::Error { kind: ErrorKind::AlreadyExists, .. }
+    ));
     let missing = ServiceSpec::new("nope", "nosuchimage");
     match call(&host, Request::ServiceCreate { spec: Box::new(missing) }) {
         Reply::Error { message, .. } => assert!(message.contains("nosuchimage"), "{message}"),

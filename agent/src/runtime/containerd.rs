@@ -1,10 +1,328 @@
-//! The production runtime: containerd through `shoal-containerd`, images
-//! through `shoal-image`. (Wired in once the driver lands.)
+//! The production runtime: containers through `shoal-containerd`, image
+//! formats, archives and registries through `shoal-image`.
+//!
+//! Image facts (platforms, entrypoint, env, chain id) are always derived
+//! from the blobs in containerd's content store, read back through
+//! [`ContentSource`], so a restarted daemon knows exactly what it knew
+//! before. Images are imported for this node's platform only.
 
 use super::*;
-use std::sync::Arc;
+use shoal_containerd::{ContainerSpec, ContainerStatus, Driver, MountKind as CtrMount, MountSpec};
+use shoal_image::manifest::{plan_import, platforms_of, read_config};
+use shoal_image::reference::Reference;
+use shoal_image::registry::{Registry, RegistryOptions};
+use shoal_image::{Descriptor, Error as ImageError, ImageSource};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
-/// Connects the containerd-backed runtime.
-pub fn connect(socket: &Path, _namespace: &str, _data_dir: &Path) -> Result<Arc<dyn Runtime>, RuntimeError> {
-    Err(RuntimeError::Unavailable(format!("cannot connect to containerd at {}: driver not built", socket.display())))
+/// Timeout for each containerd call.
+const CALL_TIMEOUT_MS: u64 = 10_000;
+/// Largest manifest, index or config read back from the content store.
+const METADATA_BYTES_MAX: u64 = 8 * 1024 * 1024;
+/// Exit events buffered between the driver and the daemon.
+const EXITS_QUEUE_MAX: usize = 256;
+
+/// containerd-backed runtime.
+pub struct Containerd {
+    driver: Driver,
+    registry: Registry,
+    platform: Platform,
+    /// Chain ids known to be unpacked since this process started.
+    unpacked: Mutex<BTreeSet<String>>,
+    exits: async_channel::Receiver<Exit>,
+}
+
+/// Connects the containerd-backed runtime; fails fast when containerd is not there.
+pub fn connect(socket: &Path, namespace: &str, _data_dir: &Path) -> Result<Arc<dyn Runtime>, RuntimeError> {
+    let cfg = shoal_containerd::Config { socket: socket.to_path_buf(), namespace: namespace.to_string(), call_timeout_ms: CALL_TIMEOUT_MS };
+    let driver =
+        Driver::connect(cfg).map_err(|e| RuntimeError::Unavailable(format!("{e} (use --containerd PATH to point at its socket)")))?;
+    let (tx, rx) = async_channel::bounded(EXITS_QUEUE_MAX);
+    let events = driver.exits();
+    std::thread::Builder::new()
+        .name("shoal-exits".into())
+        .spawn(move || {
+            while let Ok(e) = events.recv_blocking() {
+                // A full queue drops the event; the periodic listing reconciles.
+                let _ = tx.try_send(Exit { id: e.id, exit_code: e.exit_code });
+            }
+        })
+        .map_err(|e| RuntimeError::Other(format!("cannot start the exit-event thread: {e}")))?;
+    let registry = Registry::new(RegistryOptions::default());
+    Ok(Arc::new(Containerd { driver, registry, platform: crate::host::platform(), unpacked: Mutex::default(), exits: rx }))
+}
+
+/// Blobs already in containerd's content store, as an [`ImageSource`].
+struct ContentSource<'a> {
+    driver: &'a Driver,
+}
+
+impl ImageSource for ContentSource<'_> {
+    fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn std::io::Read + Send + '_>, ImageError> {
+        let bytes = self.driver.read_blob(&desc.digest, METADATA_BYTES_MAX.max(desc.size)).map_err(|e| ImageError::BlobNotFound {
+            digest: desc.digest.clone(),
+            source_name: format!("containerd content store ({e})"),
+        })?;
+        Ok(Box::new(std::io::Cursor::new(bytes)))
+    }
+}
+
+fn parse_ref(reference: &str) -> Result<Reference, RuntimeError> {
+    Reference::parse(reference).map_err(|e| RuntimeError::Image(e.to_string()))
+}
+
+fn image_err(e: ImageError) -> RuntimeError {
+    match e {
+        ImageError::ManifestUnknown { .. } => RuntimeError::ImageNotFound(e.to_string()),
+        ImageError::Unreachable { .. } => RuntimeError::RegistryUnreachable(e.to_string()),
+        other => RuntimeError::Image(other.to_string()),
+    }
+}
+
+fn driver_err(e: shoal_containerd::Error) -> RuntimeError {
+    match e {
+        shoal_containerd::Error::Unavailable { .. } => RuntimeError::Unavailable(e.to_string()),
+        other => RuntimeError::Other(other.to_string()),
+    }
+}
+
+/// Docker's signal names (`SIGTERM`, `TERM`, `15`) to numbers.
+fn signal_number(s: &str) -> Result<i32, RuntimeError> {
+    if s.is_empty() {
+        return Ok(libc::SIGTERM);
+    }
+    if let Ok(n) = s.parse::<i32>() {
+        return Ok(n);
+    }
+    let name = s.trim_start_matches("SIG").to_ascii_uppercase();
+    let n = match name.as_str() {
+        "TERM" => libc::SIGTERM,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "HUP" => libc::SIGHUP,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "WINCH" => libc::SIGWINCH,
+        _ => return Err(RuntimeError::Start(format!("unknown stop signal {s:?}: use e.g. SIGTERM, SIGINT or a number"))),
+    };
+    Ok(n)
+}
+
+/// `uid[:gid]`, numeric only (names need the image's /etc/passwd).
+fn parse_user(u: &str) -> Result<Option<(u32, u32)>, RuntimeError> {
+    if u.is_empty() {
+        return Ok(None);
+    }
+    let (uid, gid) = u.split_once(':').unwrap_or((u, u));
+    match (uid.parse::<u32>(), gid.parse::<u32>()) {
+        (Ok(a), Ok(b)) => Ok(Some((a, b))),
+        _ => Err(RuntimeError::Start(format!("user {u:?} is not numeric: use --user UID[:GID] (user names are not resolved yet)"))),
+    }
+}
+
+impl Containerd {
+    /// The stored record for a reference: by its canonical name, or by
+    /// name:tag when that record has the pinned digest.
+    fn record(&self, r: &Reference) -> Result<Option<shoal_containerd::ImageRecord>, RuntimeError> {
+        if let Some(rec) = self.driver.image_get(&r.to_string()).map_err(driver_err)? {
+            return Ok(Some(rec));
+        }
+        let Some(digest) = r.digest() else { return Ok(None) };
+        let tagged = Reference::parse(&r.name())
+            .and_then(|n| n.with_tag(r.tag().unwrap_or("latest")))
+            .map_err(|e| RuntimeError::Image(e.to_string()))?;
+        Ok(self.driver.image_get(&tagged.to_string()).map_err(driver_err)?.filter(|rec| rec.target.digest == digest))
+    }
+
+    fn facts(&self, name: &str, root: &Descriptor) -> Result<ImageFacts, RuntimeError> {
+        let src = ContentSource { driver: &self.driver };
+        let platforms = platforms_of(&src, root).map_err(image_err)?;
+        let mut facts = ImageFacts { name: name.to_string(), digest: root.digest.clone(), platforms, ..Default::default() };
+        // An image without a variant for this node still has facts (its
+        // platforms); only starting it needs the config and chain id.
+        if let Ok(plan) = plan_import(&src, name, root, &self.platform) {
+            let cfg = read_config(&src, &plan.config).map_err(image_err)?;
+            let c = cfg.config;
+            facts.entrypoint = c.entrypoint.unwrap_or_default();
+            facts.cmd = c.cmd.unwrap_or_default();
+            facts.env = c.env;
+            facts.workdir = c.working_dir;
+            facts.user = c.user;
+            facts.stop_signal = c.stop_signal;
+            facts.chain_id = shoal_containerd::chain_id(&plan.diff_ids);
+        }
+        Ok(facts)
+    }
+
+    /// Re-imports from the content store to make sure layers are unpacked (cheap when they are).
+    fn ensure_unpacked(&self, name: &str, root: &Descriptor, chain_id: &str) -> Result<(), RuntimeError> {
+        if self.unpacked.lock().map(|u| u.contains(chain_id)).unwrap_or(false) {
+            return Ok(());
+        }
+        let src = ContentSource { driver: &self.driver };
+        let plan = plan_import(&src, name, root, &self.platform).map_err(image_err)?;
+        self.driver.import(&plan, &src).map_err(|e| RuntimeError::Image(format!("cannot unpack image {name}: {e}")))?;
+        if let Ok(mut u) = self.unpacked.lock() {
+            u.insert(chain_id.to_string());
+        }
+        Ok(())
+    }
+}
+
+impl Runtime for Containerd {
+    fn version(&self) -> Result<String, RuntimeError> {
+        self.driver.version().map(|v| format!("containerd {v}")).map_err(driver_err)
+    }
+
+    fn local_image(&self, reference: &str) -> Result<Option<ImageFacts>, RuntimeError> {
+        let r = parse_ref(reference)?;
+        match self.record(&r)? {
+            Some(rec) => Ok(Some(self.facts(&rec.name, &rec.target)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn remote_image(&self, reference: &str) -> Result<ImageFacts, RuntimeError> {
+        let r = parse_ref(reference)?;
+        let root = self.registry.resolve(&r).map_err(image_err)?;
+        let src = self.registry.source(&r);
+        let platforms = platforms_of(&src, &root).map_err(image_err)?;
+        Ok(ImageFacts { name: r.to_string(), digest: root.digest, platforms, ..Default::default() })
+    }
+
+    fn ensure_image(&self, reference: &str) -> Result<ImageFacts, RuntimeError> {
+        let facts = match self.local_image(reference)? {
+            Some(f) => f,
+            None => {
+                self.pull(reference)?;
+                self.local_image(reference)?
+                    .ok_or_else(|| RuntimeError::Image(format!("image {reference} vanished right after the pull")))?
+            }
+        };
+        if facts.chain_id.is_empty() {
+            let available: Vec<String> = facts.platforms.iter().map(|p| p.to_string()).collect();
+            return Err(RuntimeError::Image(format!(
+                "image {reference} has no variant for {} (available: {})",
+                self.platform,
+                available.join(", ")
+            )));
+        }
+        let r = parse_ref(reference)?;
+        let rec = self.record(&r)?.ok_or_else(|| RuntimeError::Image(format!("no such image: {reference}")))?;
+        self.ensure_unpacked(&rec.name, &rec.target, &facts.chain_id)?;
+        Ok(facts)
+    }
+
+    fn start(&self, s: &StartSpec) -> Result<(), RuntimeError> {
+        let mut spec = ContainerSpec::new(&s.id, &s.image.name, &s.image.chain_id, s.args.clone(), s.log_path.clone());
+        spec.env = s.env.clone();
+        spec.cwd = if s.cwd.is_empty() { "/".into() } else { s.cwd.clone() };
+        spec.user = parse_user(&s.user)?;
+        spec.hostname = s.hostname.clone();
+        spec.labels = s.labels.clone();
+        spec.memory_limit_bytes = (s.memory_limit_bytes > 0).then_some(s.memory_limit_bytes);
+        spec.nano_cpus = (s.nano_cpus > 0).then_some(s.nano_cpus);
+        spec.stop_signal = signal_number(&s.stop_signal)?;
+        spec.mounts = s
+            .mounts
+            .iter()
+            .map(|m| MountSpec {
+                source: m.source.display().to_string(),
+                destination: m.target.clone(),
+                kind: if m.tmpfs { CtrMount::Tmpfs } else { CtrMount::Bind },
+                read_only: m.read_only,
+            })
+            .collect();
+        self.driver.run(&spec).map_err(|e| match e {
+            shoal_containerd::Error::Unavailable { .. } => RuntimeError::Unavailable(e.to_string()),
+            other => RuntimeError::Start(other.to_string()),
+        })
+    }
+
+    fn stop(&self, id: &str, grace_ms: u64) -> Result<Option<i32>, RuntimeError> {
+        self.driver.stop(id, grace_ms).map_err(driver_err)
+    }
+
+    fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        self.driver.remove(id).map_err(driver_err)
+    }
+
+    fn list(&self) -> Result<Vec<Observed>, RuntimeError> {
+        let list = self.driver.list().map_err(driver_err)?;
+        Ok(list
+            .into_iter()
+            .map(|c| Observed {
+                id: c.id,
+                state: match c.status {
+                    ContainerStatus::Created => ContainerState::Created,
+                    ContainerStatus::Running { .. } => ContainerState::Running,
+                    ContainerStatus::Stopped { exit_code, .. } => ContainerState::Stopped { exit_code },
+                    ContainerStatus::Unknown => ContainerState::Unknown,
+                },
+            })
+            .collect())
+    }
+
+    fn exits(&self) -> async_channel::Receiver<Exit> {
+        self.exits.clone()
+    }
+
+    fn load(&self, path: &Path) -> Result<Vec<String>, RuntimeError> {
+        let archive = shoal_image::archive::Archive::open(path).map_err(image_err)?;
+        let mut loaded = Vec::new();
+        for (name, root) in archive.images() {
+            let Some(name) = name else { continue };
+            let plan = plan_import(&archive, &name, &root, &self.platform).map_err(image_err)?;
+            self.driver.import(&plan, &archive).map_err(|e| RuntimeError::Image(format!("cannot import {name}: {e}")))?;
+            loaded.push(Reference::parse(&name).map(|r| r.familiar()).unwrap_or(name));
+        }
+        if loaded.is_empty() {
+            return Err(RuntimeError::Image(format!("{} contains no named image: tag the image when saving it", path.display())));
+        }
+        Ok(loaded)
+    }
+
+    fn pull(&self, reference: &str) -> Result<String, RuntimeError> {
+        let r = parse_ref(reference)?;
+        let root = self.registry.resolve(&r).map_err(image_err)?;
+        let src = self.registry.source(&r);
+        let plan = plan_import(&src, &r.to_string(), &root, &self.platform).map_err(image_err)?;
+        self.driver.import(&plan, &src).map_err(|e| RuntimeError::Image(format!("cannot import {reference}: {e}")))?;
+        Ok(r.familiar())
+    }
+
+    fn images(&self) -> Result<Vec<ImageSummary>, RuntimeError> {
+        let src = ContentSource { driver: &self.driver };
+        let records = self.driver.image_list().map_err(driver_err)?;
+        Ok(records
+            .into_iter()
+            .map(|rec| {
+                let platforms = platforms_of(&src, &rec.target).map(|ps| ps.iter().map(|p| p.to_string()).collect()).unwrap_or_default();
+                ImageSummary {
+                    name: Reference::parse(&rec.name).map(|r| r.familiar()).unwrap_or(rec.name.clone()),
+                    digest: rec.target.digest.clone(),
+                    size_bytes: rec.size_bytes.unwrap_or(rec.target.size),
+                    platforms,
+                }
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_and_signals() {
+        assert_eq!(parse_user(""), Ok(None));
+        assert_eq!(parse_user("1000"), Ok(Some((1000, 1000))));
+        assert_eq!(parse_user("1000:50"), Ok(Some((1000, 50))));
+        assert!(parse_user("nobody").is_err());
+        assert_eq!(signal_number("SIGINT"), Ok(libc::SIGINT));
+        assert_eq!(signal_number("TERM"), Ok(libc::SIGTERM));
+        assert_eq!(signal_number("9"), Ok(9));
+        assert!(signal_number("SIGFOO").is_err());
+    }
 }

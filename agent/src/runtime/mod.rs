@@ -61,7 +61,6 @@ pub struct StartSpec {
 }
 
 /// A container as the runtime reports it.
-#[allow(dead_code)] // `Created` and `Unknown` come from the containerd listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ContainerState {
     Created,
@@ -85,7 +84,6 @@ pub struct Exit {
 }
 
 /// Runtime failures, classified for task states.
-#[allow(dead_code)] // some classes only arise from the containerd runtime.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuntimeError {
     /// The runtime itself is not there (socket missing, daemon down).
