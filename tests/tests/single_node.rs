@@ -162,7 +162,8 @@ fn daemon_kill_and_restart_adopts_containers() {
     n.init_with_image();
     n.shoal(&["service", "create", "-d", "--name", "keep", "--replicas", "3", "shoal.test/busybox", "sleep", "1000"]).ok();
     wait_for("3 running", WAIT, || (running_tasks(&n, "keep") == 3).then_some(()));
-    let before: Vec<(String, String, String)> = n.tasks();
+    let mut before: Vec<(String, String, String)> = n.tasks();
+    before.sort();
     let ps_before = n.shoal(&["service", "ps", "-q", "keep"]).ok().stdout;
 
     n.kill_daemon();
@@ -172,7 +173,8 @@ fn daemon_kill_and_restart_adopts_containers() {
     let ps_after = n.shoal(&["service", "ps", "-q", "keep"]).ok().stdout;
     assert_eq!(ps_before, ps_after, "same tasks after restart");
     std::thread::sleep(Duration::from_secs(3));
-    let after = n.tasks();
+    let mut after = n.tasks();
+    after.sort();
     assert_eq!(before, after, "containers adopted: same ids and pids, none added");
     assert_eq!(running_tasks(&n, "keep"), 3);
     let ls = n.shoal(&["service", "ls"]).ok().stdout;

@@ -186,7 +186,16 @@ fn image() -> &'static TestImage {
         let cj = layout.json(&config.digest);
         let diff_ids = cj["rootfs"]["diff_ids"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_string()).collect();
         TestImage {
-            plan: ImportPlan { name: NAME.into(), root: manifest.clone(), indexes: vec![], manifest, config, layers, diff_ids },
+            plan: ImportPlan {
+                name: NAME.into(),
+                root: manifest.clone(),
+                indexes: vec![],
+                manifest,
+                config,
+                layers,
+                diff_ids,
+                platform: shoal_shared::platform::Platform::host(),
+            },
             layout,
         }
     })
