@@ -391,6 +391,13 @@ mod tests {
     }
 
     #[test]
+    fn driver_is_send_sync_and_clone() {
+        fn check<T: Send + Sync + Clone + 'static>() {}
+        check::<Driver>();
+        check::<Error>();
+    }
+
+    #[test]
     fn identifiers() {
         assert!(valid_identifier("shoal-node1"));
         assert!(valid_identifier("a.b_c-d"));
