@@ -860,7 +860,12 @@ fn stop_script_cleans_up_after_a_crash() {
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(procs(&marker).len(), 1);
+    // Usually the container process survives its shim; whether it does or
+    // not, the stop script must leave nothing behind.
+    eprintln!(
+        "after the crash: {} container process(es)",
+        procs(&marker).len()
+    );
     let st = Command::new("bash")
         .arg(libdir().join("containerd.sh"))
         .arg("stop")
