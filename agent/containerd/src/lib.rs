@@ -45,6 +45,9 @@ pub const CONNECT_TIMEOUT_MS: u64 = 2_000;
 /// `Diff.Apply` of one layer may take this many call timeouts.
 pub const LAYER_APPLY_TIMEOUT_FACTOR: u64 = 30;
 
+/// A sensible [`Config::call_timeout_ms`].
+pub const DEFAULT_CALL_TIMEOUT_MS: u64 = 10_000;
+
 /// How to reach containerd.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -54,6 +57,17 @@ pub struct Config {
     pub namespace: String,
     /// Timeout of each unary call, e.g. `10_000`.
     pub call_timeout_ms: u64,
+}
+
+impl Config {
+    /// `socket` and `namespace` with [`DEFAULT_CALL_TIMEOUT_MS`].
+    pub fn new(socket: impl Into<PathBuf>, namespace: &str) -> Config {
+        Config {
+            socket: socket.into(),
+            namespace: namespace.to_string(),
+            call_timeout_ms: DEFAULT_CALL_TIMEOUT_MS,
+        }
+    }
 }
 
 /// An image record in containerd's image store.
@@ -310,6 +324,16 @@ impl Driver {
         self.inner.exits.clone()
     }
 
+    /// The containerd namespace this driver works in.
+    pub fn namespace(&self) -> &str {
+        &self.inner.ctx.ns
+    }
+
+    /// The socket this driver talks to.
+    pub fn socket(&self) -> &std::path::Path {
+        self.inner.ctx.socket()
+    }
+
     /// True while the exit-event subscription is established and has seen
     /// its probe. When it goes false and true again (containerd restarted),
     /// exits in between were missed: reconcile with [`Driver::list`].
@@ -356,6 +380,15 @@ mod tests {
         assert_eq!(chain_id(std::slice::from_ref(&a)), a);
         let want = format!("sha256:{}", hex::encode(Sha256::digest(b"sha256:aaaa sha256:bbbb")));
         assert_eq!(chain_id(&[a, b]), want);
+    }
+
+    #[test]
+    fn driver_is_send_sync_and_clone() {
+        fn check<T: Send + Sync + 'static>() {}
+        fn clone<T: Clone>() {}
+        check::<Driver>();
+        clone::<Driver>();
+        check::<Error>();
     }
 
     #[test]
