@@ -62,11 +62,7 @@ pub struct Config {
 impl Config {
     /// `socket` and `namespace` with [`DEFAULT_CALL_TIMEOUT_MS`].
     pub fn new(socket: impl Into<PathBuf>, namespace: &str) -> Config {
-        Config {
-            socket: socket.into(),
-            namespace: namespace.to_string(),
-            call_timeout_ms: DEFAULT_CALL_TIMEOUT_MS,
-        }
+        Config { socket: socket.into(), namespace: namespace.to_string(), call_timeout_ms: DEFAULT_CALL_TIMEOUT_MS }
     }
 }
 

@@ -636,9 +636,7 @@ fn stop_script_cleans_up_after_a_crash() {
     };
     let (_, plan) = env.import();
     let marker = format!("sleep {}", 40_000 + std::process::id() % 20_000);
-    env.d()
-        .run(&env.spec("crash1", &plan, &format!("exec {marker}")))
-        .unwrap();
+    env.d().run(&env.spec("crash1", &plan, &format!("exec {marker}"))).unwrap();
     let procs = |needle: &str| -> Vec<i32> {
         std::fs::read_dir("/proc")
             .unwrap()
@@ -646,20 +644,13 @@ fn stop_script_cleans_up_after_a_crash() {
                 let e = e.ok()?;
                 let pid: i32 = e.file_name().to_str()?.parse().ok()?;
                 let c = std::fs::read(e.path().join("cmdline")).ok()?;
-                String::from_utf8_lossy(&c)
-                    .replace('\0', " ")
-                    .contains(needle)
-                    .then_some(pid)
+                String::from_utf8_lossy(&c).replace('\0', " ").contains(needle).then_some(pid)
             })
             .collect()
     };
     assert_eq!(procs(&marker).len(), 1);
     // Crash containerd and the shim: the container process stays behind.
-    let cd: i32 = std::fs::read_to_string(env.dir.join("containerd.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let cd: i32 = std::fs::read_to_string(env.dir.join("containerd.pid")).unwrap().trim().parse().unwrap();
     let mut victims = procs(&format!("-address {} ", env.socket().display()));
     victims.push(cd);
     for pid in victims {
@@ -669,20 +660,10 @@ fn stop_script_cleans_up_after_a_crash() {
     std::thread::sleep(Duration::from_millis(200));
     // Usually the container process survives its shim; whether it does or
     // not, the stop script must leave nothing behind.
-    eprintln!(
-        "after the crash: {} container process(es)",
-        procs(&marker).len()
-    );
-    let st = Command::new("bash")
-        .arg(libdir().join("containerd.sh"))
-        .arg("stop")
-        .arg(&env.dir)
-        .status()
-        .unwrap();
+    eprintln!("after the crash: {} container process(es)", procs(&marker).len());
+    let st = Command::new("bash").arg(libdir().join("containerd.sh")).arg("stop").arg(&env.dir).status().unwrap();
     assert!(st.success());
-    wait_for("the container process to die", 5_000, || {
-        procs(&marker).is_empty().then_some(())
-    });
+    wait_for("the container process to die", 5_000, || procs(&marker).is_empty().then_some(()));
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     assert!(!mounts.contains(env.dir.to_str().unwrap()), "{mounts}");
     assert!(!Path::new("/run/containerd/runc").join(&env.ns).exists());
