@@ -30,7 +30,8 @@ use shoal_shared::api::{ErrorKind, Reply, Request, VersionInfo};
 use shoal_shared::clock::{Clock, SystemClock};
 use shoal_shared::ops::{Entry, Op};
 use shoal_shared::rng::Rng;
-use shoal_shared::types::{Availability, Cluster, Meta, Node, NodeDescription, NodeRole, NodeState, ServiceSpec, Task};
+use shoal_shared::task::TaskState;
+use shoal_shared::types::{Availability, Cluster, Meta, Node, NodeDescription, NodeRole, NodeState, ServiceSpec, Task, TaskStatus};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +48,8 @@ const RELIST_MS: u64 = 2_000;
 const OPS_PER_ENTRY_MAX: usize = 500;
 /// Rounds of orchestrate/schedule/report per event before yielding.
 const CONVERGE_ROUNDS_MAX: usize = 16;
+/// Events handled together before one converge (their reports share one fsync).
+const EVENTS_PER_BATCH_MAX: usize = 256;
 /// The swarm port, as Docker's.
 pub const SWARM_PORT: u16 = 2377;
 
@@ -143,6 +146,8 @@ pub(crate) struct Daemon {
     listing: bool,
     last_list: Instant,
     stopping: bool,
+    /// Status reports waiting for the next commit (batched per event burst).
+    pending: Vec<Op>,
 }
 
 impl Daemon {
@@ -177,6 +182,7 @@ impl Daemon {
             listing: false,
             last_list: Instant::now(),
             stopping: false,
+            pending: Vec::new(),
         };
         d.refresh_self_node()?;
         Ok(d)
@@ -189,6 +195,13 @@ impl Daemon {
     async fn run(&mut self, rx: Receiver<Event>) -> anyhow::Result<()> {
         while let Ok(ev) = rx.recv().await {
             self.handle(ev);
+            // Handle whatever else is already queued, then converge once.
+            for _ in 0..EVENTS_PER_BATCH_MAX {
+                match rx.try_recv() {
+                    Ok(ev) => self.handle(ev),
+                    Err(_) => break,
+                }
+            }
             if self.stopping {
                 crate::log!("INFO", "shutting down; task containers keep running and are adopted on restart");
                 return Ok(());
@@ -287,10 +300,11 @@ impl Daemon {
         }
     }
 
+    /// Queues a status report for the next commit (apply re-checks the order).
     fn report(&mut self, task_id: &str, status: shoal_shared::types::TaskStatus) {
         if let Some(t) = self.state.tasks.get(task_id) {
             if t.status.state.advance(status.state).is_ok() {
-                self.commit_or_log(vec![Op::SetTaskStatus { id: task_id.to_string(), status }]);
+                self.pending.push(Op::SetTaskStatus { id: task_id.to_string(), status });
             }
         }
     }
@@ -322,8 +336,8 @@ impl Daemon {
     fn converge(&mut self) {
         for _ in 0..CONVERGE_ROUNDS_MAX {
             let now = self.now();
-            let mut ops = Vec::new();
-            if self.state.cluster.is_some() {
+            let mut ops = std::mem::take(&mut self.pending);
+            if self.state.cluster.is_some() && ops.is_empty() {
                 ops = orchestrator::reconcile(&self.state, now, &mut self.rng);
                 if ops.is_empty() {
                     ops = scheduler::schedule(&self.state, now);
@@ -332,7 +346,12 @@ impl Daemon {
             for action in self.worker.plan(&self.state, now) {
                 match action {
                     Action::Report { task_id, status } => ops.push(Op::SetTaskStatus { id: task_id, status }),
-                    Action::Start { task } => self.start_task(task),
+                    Action::Start { task } => {
+                        if task.status.state < TaskState::Preparing {
+                            ops.push(Op::SetTaskStatus { id: task.id.clone(), status: TaskStatus::new(TaskState::Preparing, now, "preparing") });
+                        }
+                        self.start_task(task)
+                    }
                     Action::Stop { id, grace_ms } => {
                         let i = id.clone();
                         self.spawn_runtime(move |rt| rt.stop(&i, grace_ms), move |result| Event::Stopped { id, result });
@@ -367,10 +386,6 @@ impl Daemon {
     }
 
     fn start_task(&mut self, task: Box<Task>) {
-        let preparing = shoal_shared::types::TaskStatus::new(shoal_shared::task::TaskState::Preparing, self.now(), "preparing");
-        if task.status.state < shoal_shared::task::TaskState::Preparing {
-            self.report(&task.id, preparing);
-        }
         let data_dir = self.cfg.data_dir.clone();
         let node_id = self.node_id.clone();
         let service_name = self.state.services.get(&task.service_id).map(|s| s.spec.name.clone()).unwrap_or_default();

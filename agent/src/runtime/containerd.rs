@@ -19,6 +19,8 @@ use std::sync::{Arc, Mutex};
 const CALL_TIMEOUT_MS: u64 = 10_000;
 /// Largest manifest, index or config read back from the content store.
 const METADATA_BYTES_MAX: u64 = 8 * 1024 * 1024;
+/// Image facts kept in memory.
+const FACTS_CACHED_MAX: usize = 256;
 /// Exit events buffered between the driver and the daemon.
 const EXITS_QUEUE_MAX: usize = 256;
 
@@ -29,6 +31,8 @@ pub struct Containerd {
     platform: Platform,
     /// Chain ids known to be unpacked since this process started.
     unpacked: Mutex<BTreeSet<String>>,
+    /// Facts by root digest: content is immutable, so they never go stale.
+    facts: Mutex<std::collections::BTreeMap<String, ImageFacts>>,
     exits: async_channel::Receiver<Exit>,
 }
 
@@ -49,7 +53,7 @@ pub fn connect(socket: &Path, namespace: &str, _data_dir: &Path) -> Result<Arc<d
         })
         .map_err(|e| RuntimeError::Other(format!("cannot start the exit-event thread: {e}")))?;
     let registry = Registry::new(RegistryOptions::default());
-    Ok(Arc::new(Containerd { driver, registry, platform: crate::host::platform(), unpacked: Mutex::default(), exits: rx }))
+    Ok(Arc::new(Containerd { driver, registry, platform: crate::host::platform(), unpacked: Mutex::default(), facts: Mutex::default(), exits: rx }))
 }
 
 /// Blobs already in containerd's content store, as an [`ImageSource`].
@@ -136,6 +140,21 @@ impl Containerd {
     }
 
     fn facts(&self, name: &str, root: &Descriptor) -> Result<ImageFacts, RuntimeError> {
+        if let Some(f) = self.facts.lock().ok().and_then(|m| m.get(&root.digest).cloned()) {
+            return Ok(ImageFacts { name: name.to_string(), ..f });
+        }
+        let f = self.read_facts(name, root)?;
+        if let Ok(mut m) = self.facts.lock() {
+            // Bounded: one entry per distinct image root ever seen, trimmed when large.
+            if m.len() >= FACTS_CACHED_MAX {
+                m.clear();
+            }
+            m.insert(root.digest.clone(), f.clone());
+        }
+        Ok(f)
+    }
+
+    fn read_facts(&self, name: &str, root: &Descriptor) -> Result<ImageFacts, RuntimeError> {
         let src = ContentSource { driver: &self.driver };
         let platforms = platforms_of(&src, root).map_err(image_err)?;
         let mut facts = ImageFacts { name: name.to_string(), digest: root.digest.clone(), platforms, ..Default::default() };
