@@ -65,6 +65,9 @@ struct DaemonArgs {
     /// containerd namespace for this node's containers.
     #[arg(long, default_value = "shoal")]
     containerd_namespace: String,
+    /// Registry (host[:port]) to reach over plain HTTP; loopback registries always are.
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -129,6 +132,7 @@ pub fn main() -> anyhow::Result<()> {
             socket: a.socket,
             containerd: a.containerd,
             namespace: a.containerd_namespace,
+            insecure_registries: a.insecure_registries,
         }),
         Command::Version => version(&cli.host),
         Command::Swarm(SwarmCmd::Init { advertise_addr, availability }) => swarm_init(&cli.host, advertise_addr, availability),

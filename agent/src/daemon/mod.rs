@@ -60,6 +60,7 @@ pub struct Config {
     pub socket: PathBuf,
     pub containerd: PathBuf,
     pub namespace: String,
+    pub insecure_registries: Vec<String>,
 }
 
 /// Something for the loop to handle.
@@ -80,7 +81,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
     let _lock = lock::DataDirLock::acquire(&cfg.data_dir)?;
     let recovered = Wal::open(&cfg.data_dir.join("shoal.redb"))?;
-    let runtime = crate::runtime::containerd::connect(&cfg.containerd, &cfg.namespace, &cfg.data_dir)?;
+    let runtime = crate::runtime::containerd::connect(&cfg.containerd, &cfg.namespace, &cfg.insecure_registries)?;
     run_with(cfg, recovered, runtime)
 }
 

@@ -13,7 +13,7 @@ fn start(name: &str) -> (String, Arc<Fake>) {
     let dir = std::env::temp_dir().join(format!("shoal-daemon-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let cfg = Config { data_dir: dir.clone(), socket: dir.join("s.sock"), containerd: dir.join("none"), namespace: "t".into() };
+    let cfg = Config { data_dir: dir.clone(), socket: dir.join("s.sock"), containerd: dir.join("none"), namespace: "t".into(), insecure_registries: vec![] };
     let fake = Arc::new(Fake::new());
     let rt: Arc<dyn Runtime> = fake.clone();
     let recovered = Wal::open(&dir.join("shoal.redb")).unwrap();

@@ -37,7 +37,7 @@ pub struct Containerd {
 }
 
 /// Connects the containerd-backed runtime; fails fast when containerd is not there.
-pub fn connect(socket: &Path, namespace: &str, _data_dir: &Path) -> Result<Arc<dyn Runtime>, RuntimeError> {
+pub fn connect(socket: &Path, namespace: &str, insecure_registries: &[String]) -> Result<Arc<dyn Runtime>, RuntimeError> {
     let cfg = shoal_containerd::Config { socket: socket.to_path_buf(), namespace: namespace.to_string(), call_timeout_ms: CALL_TIMEOUT_MS };
     let driver =
         Driver::connect(cfg).map_err(|e| RuntimeError::Unavailable(format!("{e} (use --containerd PATH to point at its socket)")))?;
@@ -52,7 +52,7 @@ pub fn connect(socket: &Path, namespace: &str, _data_dir: &Path) -> Result<Arc<d
             }
         })
         .map_err(|e| RuntimeError::Other(format!("cannot start the exit-event thread: {e}")))?;
-    let registry = Registry::new(RegistryOptions::default());
+    let registry = Registry::new(RegistryOptions { insecure_registries: insecure_registries.to_vec(), ..RegistryOptions::default() });
     Ok(Arc::new(Containerd { driver, registry, platform: crate::host::platform(), unpacked: Mutex::default(), facts: Mutex::default(), exits: rx }))
 }
 
