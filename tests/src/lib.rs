@@ -164,6 +164,14 @@ impl Node {
         wait_for("the daemon to answer", Duration::from_secs(15), || (self.shoal(&["version"]).code == 0).then_some(()));
     }
 
+    /// SIGTERMs the daemon and waits (bounded) for it to exit; returns its exit code.
+    pub fn terminate_daemon(&mut self) -> Option<i32> {
+        let mut c = self.daemon.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let status = wait_for("the daemon to exit after SIGTERM", Duration::from_secs(10), || c.try_wait().ok().flatten());
+        status.code()
+    }
+
     /// SIGKILLs the daemon (containers keep running).
     pub fn kill_daemon(&mut self) {
         if let Some(mut c) = self.daemon.take() {

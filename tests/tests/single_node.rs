@@ -179,6 +179,11 @@ fn daemon_kill_and_restart_adopts_containers() {
     assert_eq!(running_tasks(&n, "keep"), 3);
     let ls = n.shoal(&["service", "ls"]).ok().stdout;
     assert!(ls.contains("3/3"), "{ls}");
+
+    // SIGTERM: a clean exit that removes the socket and leaves workloads running.
+    assert_eq!(n.terminate_daemon(), Some(0));
+    assert!(!n.socket().exists(), "socket removed on shutdown");
+    assert_eq!(n.running(), 3);
 }
 
 #[test]
