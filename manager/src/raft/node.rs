@@ -1414,11 +1414,13 @@ impl Raft {
                 pr.recent_active = true;
                 pr.probe_sent = false;
                 let lagging = pr.match_index < last;
-                let stuck = pr.state == ProgressState::Replicate && pr.next_index > last;
+                let full = pr.inflight.len() >= self.cfg.max_inflight_msgs as usize;
+                let stuck = pr.state == ProgressState::Replicate && (pr.next_index > last || full);
                 if lagging {
-                    // An empty append probes past a lost pipelined message.
+                    // A pipelined append may have been lost: resend from the
+                    // match point (duplicates are idempotent at the follower).
                     if stuck {
-                        pr.inflight.clear();
+                        pr.become_probe();
                     }
                     self.send_append(m.from, true);
                 }
