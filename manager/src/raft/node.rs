@@ -964,6 +964,14 @@ impl Raft {
             && (self.log.term(n) == Some(self.term) || self.cfg.bugs.commit_old_term)
         {
             self.commit_to(n);
+            if self.role == Role::Leader {
+                // Tell followers at once so they apply without waiting for
+                // the next heartbeat.
+                let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+                for p in peers {
+                    self.send_append(p, true);
+                }
+            }
         }
     }
 

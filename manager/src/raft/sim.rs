@@ -21,7 +21,9 @@ use shoal_shared::rng::Rng;
 
 use super::config::{BugFlags, Config};
 use super::node::{Persisted, Raft, Ready, Role};
-use super::types::{decode, encode, Entry, EntryKind, Message, MessageKind, NodeId, MAX_FRAME_BYTES};
+use super::types::{
+    decode, encode, Entry, EntryKind, Message, MessageKind, NodeId, MAX_FRAME_BYTES,
+};
 
 /// Knobs for one simulated run.
 #[derive(Clone, Debug)]
@@ -119,14 +121,15 @@ struct Client {
     op: Option<ClientOp>,
 }
 
+/// An in-memory disk with the same persist semantics as `RaftStorage`.
 #[derive(Clone, Debug, Default)]
-struct Disk {
-    p: Persisted,
+pub(crate) struct Disk {
+    pub(crate) p: Persisted,
 }
 
 impl Disk {
     /// The same semantics as `RaftStorage::persist`.
-    fn persist(&mut self, rd: &Ready) {
+    pub(crate) fn persist(&mut self, rd: &Ready) {
         let p = &mut self.p;
         if let Some(s) = &rd.snapshot {
             p.entries.clear();
@@ -178,7 +181,10 @@ fn fingerprint(e: &Entry) -> u64 {
         EntryKind::Conf { conf, .. } => super::types::to_bytes(conf),
     };
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes.iter().chain(&[matches!(e.kind, EntryKind::Normal(_)) as u8]) {
+    for b in bytes
+        .iter()
+        .chain(&[matches!(e.kind, EntryKind::Normal(_)) as u8])
+    {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -192,8 +198,13 @@ fn brief(m: &Message) -> String {
             prev_term,
             entries,
             commit,
-        } => format!("App(prev={prev_index}/{prev_term} n={} commit={commit})", entries.len()),
-        MessageKind::SnapshotChunk { meta, offset, data, .. } => {
+        } => format!(
+            "App(prev={prev_index}/{prev_term} n={} commit={commit})",
+            entries.len()
+        ),
+        MessageKind::SnapshotChunk {
+            meta, offset, data, ..
+        } => {
             format!("Snap(idx={} off={offset} len={})", meta.index, data.len())
         }
         other => format!("{other:?}"),
@@ -225,6 +236,7 @@ struct World {
     drop_one_in: u64,
     partition_one_in: u64,
     crash_one_in: u64,
+    isolate_leader_one_in: u64,
     report: SimReport,
 }
 
@@ -258,7 +270,9 @@ impl World {
         let drop_one_in = rng.range(4, 60);
         let partition_one_in = rng.range(8, 80);
         let crash_one_in = rng.range(8, 80);
+        let isolate_leader_one_in = rng.range(2, 10);
         World {
+            isolate_leader_one_in,
             opts,
             drop_one_in,
             partition_one_in,
@@ -346,14 +360,22 @@ impl World {
         self.report.messages += 1;
         let bytes = encode(&m);
         if bytes.len() > MAX_FRAME_BYTES {
-            self.violation(format!("frame of {} bytes exceeds limit: {}", bytes.len(), brief(&m)));
+            self.violation(format!(
+                "frame of {} bytes exceeds limit: {}",
+                bytes.len(),
+                brief(&m)
+            ));
             return;
         }
         if self.faults && self.rng.chance(1, self.drop_one_in) {
             self.trace(|| format!("drop {}", brief(&m)));
             return;
         }
-        let copies = if self.faults && self.rng.chance(1, 40) { 2 } else { 1 };
+        let copies = if self.faults && self.rng.chance(1, 40) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let delay = if self.faults && self.rng.chance(1, 30) {
                 self.rng.range(1, 10 * SUBSTEPS_PER_TICK)
@@ -395,10 +417,18 @@ impl World {
                     return;
                 }
             };
-            let Some(raft) = self.nodes[i].raft.as_mut() else { continue };
-            let line = if self.opts.trace { brief(&msg) } else { String::new() };
+            let Some(raft) = self.nodes[i].raft.as_mut() else {
+                continue;
+            };
+            let line = if self.opts.trace {
+                brief(&msg)
+            } else {
+                String::new()
+            };
             if let Err(e) = raft.step(msg) {
-                self.violation(format!("step refused a message from a correct peer: {e} ({line})"));
+                self.violation(format!(
+                    "step refused a message from a correct peer: {e} ({line})"
+                ));
                 return;
             }
             self.trace(|| format!("deliver {line}"));
@@ -416,7 +446,9 @@ impl World {
             }
             self.process(i);
             // The application takes snapshots when the core asks.
-            let Some(raft) = self.nodes[i].raft.as_mut() else { continue };
+            let Some(raft) = self.nodes[i].raft.as_mut() else {
+                continue;
+            };
             if raft.should_snapshot() {
                 let applied = self.nodes[i].applied;
                 let data = super::types::to_bytes(&self.nodes[i].kv);
@@ -433,7 +465,9 @@ impl World {
     /// Drains and handles every Ready: persist, send, apply, advance.
     fn process(&mut self, i: usize) {
         loop {
-            let Some(raft) = self.nodes[i].raft.as_mut() else { return };
+            let Some(raft) = self.nodes[i].raft.as_mut() else {
+                return;
+            };
             if !raft.has_ready() {
                 break;
             }
@@ -441,11 +475,33 @@ impl World {
             let term = raft.term();
             let id = self.nodes[i].id;
             if let Some(ss) = rd.soft_state {
-                self.trace(|| format!("node {id} is {:?} (leader {}) term {term}", ss.role, ss.leader));
+                self.trace(|| {
+                    format!(
+                        "node {id} is {:?} (leader {}) term {term}",
+                        ss.role, ss.leader
+                    )
+                });
                 if ss.role == Role::Leader {
                     self.report.elections += 1;
                     self.check_leader_completeness(i, term);
+                    if self.faults && self.rng.chance(1, self.isolate_leader_one_in) {
+                        // Adversarial timing: cut a fresh leader off before its
+                        // first appends land (the Figure 8 family of histories).
+                        self.isolate(id);
+                    }
                 }
+            }
+            let leader_committed = rd
+                .hard_state
+                .is_some_and(|h| h.commit > self.nodes[i].disk.p.hard_state.commit)
+                && self.nodes[i]
+                    .raft
+                    .as_ref()
+                    .is_some_and(|r| r.role() == Role::Leader);
+            if leader_committed && self.faults && self.rng.chance(1, self.isolate_leader_one_in) {
+                // Adversarial timing: a leader cut off right after it commits,
+                // before followers learn the new commit index.
+                self.isolate(id);
             }
             // 1. persist
             self.nodes[i].disk.persist(&rd);
@@ -484,12 +540,20 @@ impl World {
     fn apply(&mut self, i: usize, e: &Entry) {
         let id = self.nodes[i].id;
         if e.index != self.nodes[i].applied + 1 {
-            self.violation(format!("node {id} applied {} after {}", e.index, self.nodes[i].applied));
+            self.violation(format!(
+                "node {id} applied {} after {}",
+                e.index, self.nodes[i].applied
+            ));
             return;
         }
         self.nodes[i].applied = e.index;
         let fp = fingerprint(e);
-        let max_term = self.nodes.iter().filter_map(|n| n.raft.as_ref().map(|r| r.term())).max().unwrap_or(0);
+        let max_term = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.raft.as_ref().map(|r| r.term()))
+            .max()
+            .unwrap_or(0);
         match self.applied.get(&e.index) {
             Some(&(t, f, _)) if t != e.term || f != fp => {
                 self.violation(format!(
@@ -503,12 +567,17 @@ impl World {
                 self.applied.insert(e.index, (e.term, fp, max_term));
             }
         }
-        let EntryKind::Normal(data) = &e.kind else { return };
+        let EntryKind::Normal(data) = &e.kind else {
+            return;
+        };
         if data.is_empty() {
             return;
         }
         let Ok(cmd) = postcard::from_bytes::<Cmd>(data) else {
-            self.violation(format!("node {id} applied an undecodable command at {}", e.index));
+            self.violation(format!(
+                "node {id} applied an undecodable command at {}",
+                e.index
+            ));
             return;
         };
         let kv = &mut self.nodes[i].kv;
@@ -550,7 +619,12 @@ impl World {
                 self.history[op.hist].kind = OpKind::Get(value);
                 self.history[op.hist].resp = resp;
                 self.report.acked_ops += 1;
-                self.trace(|| format!("client {c} get k{} = {value:?} (read index {index})", op.key));
+                self.trace(|| {
+                    format!(
+                        "client {c} get k{} = {value:?} (read index {index})",
+                        op.key
+                    )
+                });
             }
         }
     }
@@ -567,7 +641,10 @@ impl World {
             if self.clients[c].op.is_none() {
                 self.clients[c].seq += 1;
                 let key = self.rng.range(0, u64::from(self.opts.keys)) as u8;
-                let put = self.rng.chance(1, 2).then(|| (u64::from(self.clients[c].id) << 32) | self.clients[c].seq);
+                let put = self
+                    .rng
+                    .chance(1, 2)
+                    .then(|| (u64::from(self.clients[c].id) << 32) | self.clients[c].seq);
                 let inv = self.stamp();
                 self.history.push(HistOp {
                     key,
@@ -600,7 +677,9 @@ impl World {
         };
         let client_id = self.clients[c].id;
         let tick = self.tick;
-        let Some(op) = self.clients[c].op.as_mut() else { return };
+        let Some(op) = self.clients[c].op.as_mut() else {
+            return;
+        };
         op.target = target;
         op.retry_at_tick = tick + CLIENT_RETRY_TICKS;
         let (seq, key, put) = (op.seq, op.key, op.put);
@@ -676,7 +755,10 @@ impl World {
         if self.rng.chance(1, self.crash_one_in) {
             // Leaders crash more often than followers: that is where the
             // interesting interleavings (uncommitted tails) are.
-            let leader = self.nodes.iter().position(|x| x.raft.as_ref().is_some_and(|r| r.role() == Role::Leader));
+            let leader = self
+                .nodes
+                .iter()
+                .position(|x| x.raft.as_ref().is_some_and(|r| r.role() == Role::Leader));
             let i = match leader {
                 Some(l) if self.rng.chance(1, 2) => l,
                 _ => self.rng.range(0, n) as usize,
@@ -694,6 +776,17 @@ impl World {
                 self.restart(i);
             }
         }
+    }
+
+    fn isolate(&mut self, id: NodeId) {
+        self.blocked.clear();
+        for o in 1..=self.opts.nodes {
+            if o != id {
+                self.blocked.insert((id, o));
+                self.blocked.insert((o, id));
+            }
+        }
+        self.trace(|| format!("isolate node {id}"));
     }
 
     fn restart(&mut self, i: usize) {
@@ -732,7 +825,11 @@ impl World {
             }
             match self.leaders.get(&r.term()) {
                 Some(&other) if other != n.id => {
-                    let msg = format!("election safety: nodes {other} and {} both lead term {}", n.id, r.term());
+                    let msg = format!(
+                        "election safety: nodes {other} and {} both lead term {}",
+                        n.id,
+                        r.term()
+                    );
                     self.violation(msg);
                     return;
                 }
@@ -745,14 +842,23 @@ impl World {
     }
 
     fn check_log_matching(&mut self, i: usize, entries: &[Entry]) {
-        let Some(raft) = self.nodes[i].raft.as_ref() else { return };
+        let Some(raft) = self.nodes[i].raft.as_ref() else {
+            return;
+        };
         let mut bad = None;
         for e in entries {
             let prev_term = raft.log.term(e.index - 1).unwrap_or(u64::MAX);
             let fp = fingerprint(e);
             match self.log_entries.get(&(e.index, e.term)) {
-                Some(&(f, pt)) if f != fp || (pt != prev_term && pt != u64::MAX && prev_term != u64::MAX) => {
-                    bad = Some(format!("log matching: entry {}@t{} differs between nodes (node {})", e.index, e.term, i + 1));
+                Some(&(f, pt))
+                    if f != fp || (pt != prev_term && pt != u64::MAX && prev_term != u64::MAX) =>
+                {
+                    bad = Some(format!(
+                        "log matching: entry {}@t{} differs between nodes (node {})",
+                        e.index,
+                        e.term,
+                        i + 1
+                    ));
                     break;
                 }
                 Some(_) => {}
@@ -767,13 +873,18 @@ impl World {
     }
 
     fn check_leader_completeness(&mut self, i: usize, term: u64) {
-        let Some(raft) = self.nodes[i].raft.as_ref() else { return };
+        let Some(raft) = self.nodes[i].raft.as_ref() else {
+            return;
+        };
         let mut bad = None;
         for (&index, &(t, fp, known_at)) in &self.applied {
             if known_at >= term || index <= raft.log.prev_index {
                 continue;
             }
-            let ok = raft.log.entry(index).is_some_and(|e| e.term == t && fingerprint(e) == fp);
+            let ok = raft
+                .log
+                .entry(index)
+                .is_some_and(|e| e.term == t && fingerprint(e) == fp);
             if !ok {
                 bad = Some(format!(
                     "leader completeness: node {} leads term {term} without committed entry {index}@t{t}",
@@ -788,16 +899,25 @@ impl World {
     }
 
     fn check_liveness(&mut self) {
-        let leader = self.nodes.iter().filter_map(|n| n.raft.as_ref()).find(|r| r.role() == Role::Leader);
+        let leader = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.raft.as_ref())
+            .find(|r| r.role() == Role::Leader);
         if leader.is_none() {
-            self.violation(format!("liveness: no leader {} ticks after faults stopped", self.opts.settle_ticks));
+            self.violation(format!(
+                "liveness: no leader {} ticks after faults stopped",
+                self.opts.settle_ticks
+            ));
             return;
         }
         for k in 0..self.nodes.len() {
             let (id, applied) = (self.nodes[k].id, self.nodes[k].applied);
             if applied < self.acked_put_index {
                 let need = self.acked_put_index;
-                self.violation(format!("liveness: node {id} applied only {applied} of acknowledged {need}"));
+                self.violation(format!(
+                    "liveness: node {id} applied only {applied} of acknowledged {need}"
+                ));
                 return;
             }
         }
@@ -812,7 +932,9 @@ impl World {
             let ops: Vec<HistOp> = self
                 .history
                 .iter()
-                .filter(|o| o.key == key && !(matches!(o.kind, OpKind::Get(_)) && o.resp == u64::MAX))
+                .filter(|o| {
+                    o.key == key && !(matches!(o.kind, OpKind::Get(_)) && o.resp == u64::MAX)
+                })
                 .cloned()
                 .collect();
             if let Err(e) = check_register(&ops) {
@@ -827,7 +949,10 @@ impl World {
 /// Pending operations (`resp == u64::MAX`) may be linearized or left out.
 fn check_register(ops: &[HistOp]) -> Result<(), String> {
     if ops.len() > 128 {
-        return Err(format!("history of {} ops exceeds the checker bound of 128", ops.len()));
+        return Err(format!(
+            "history of {} ops exceeds the checker bound of 128",
+            ops.len()
+        ));
     }
     let complete: u128 = ops
         .iter()
@@ -891,27 +1016,24 @@ pub fn default_options(seed: u64) -> SimOptions {
 mod tests {
     use super::*;
 
-    fn run_many(first: u64, count: u64, bugs: BugFlags) -> (u64, Option<SimReport>) {
-        let mut bad = 0;
-        let mut first_bad = None;
-        for seed in first..first + count {
+    /// The first seed (from 0, at most `max_seeds`) whose run violates a check.
+    fn first_violation(bugs: BugFlags, max_seeds: u64) -> Option<SimReport> {
+        (0..max_seeds).find_map(|seed| {
             let mut o = default_options(seed);
             o.bugs = bugs;
             let r = run_seed(seed, &o);
-            if !r.violations.is_empty() {
-                bad += 1;
-                if first_bad.is_none() {
-                    first_bad = Some(r);
-                }
-            }
-        }
-        (bad, first_bad)
+            (!r.violations.is_empty()).then_some(r)
+        })
     }
 
     #[test]
     fn sim_seeds_are_clean() {
-        let (bad, first) = run_many(0, 200, BugFlags::default());
-        assert_eq!(bad, 0, "first failure: {:?}", first.map(|r| (r.seed, r.violations)));
+        let bad = first_violation(BugFlags::default(), 300);
+        assert!(
+            bad.is_none(),
+            "failure: {:?}",
+            bad.map(|r| (r.seed, r.violations))
+        );
     }
 
     #[test]
@@ -931,8 +1053,12 @@ mod tests {
             vote_twice: true,
             ..BugFlags::default()
         };
-        let (bad, _) = run_many(0, 200, bugs);
-        assert!(bad > 0, "vote_twice went unnoticed");
+        let r = first_violation(bugs, 600).expect("vote_twice went unnoticed");
+        assert!(
+            r.violations.iter().any(|v| v.contains("election safety")),
+            "{:?}",
+            r.violations
+        );
     }
 
     #[test]
@@ -941,8 +1067,24 @@ mod tests {
             commit_old_term: true,
             ..BugFlags::default()
         };
-        let (bad, _) = run_many(0, 200, bugs);
-        assert!(bad > 0, "commit_old_term went unnoticed");
+        let r = first_violation(bugs, 600).expect("commit_old_term went unnoticed");
+        assert!(
+            r.violations
+                .iter()
+                .any(|v| v.contains("leader completeness") || v.contains("state machine")),
+            "{:?}",
+            r.violations
+        );
+    }
+
+    #[test]
+    fn checker_catches_vote_lost_on_restart() {
+        let bugs = BugFlags {
+            forget_vote_on_restart: true,
+            ..BugFlags::default()
+        };
+        let r = first_violation(bugs, 600).expect("forget_vote_on_restart went unnoticed");
+        assert!(!r.violations.is_empty());
     }
 
     #[test]
@@ -962,7 +1104,11 @@ mod tests {
         assert!(check_register(&[put(1, 1, 2), get(Some(1), 3, 4)]).is_ok());
         assert!(check_register(&[put(1, 1, 2), put(2, 3, 4), get(Some(1), 5, 6)]).is_err());
         assert!(check_register(&[put(1, 1, u64::MAX), get(Some(1), 5, 6)]).is_ok());
-        assert!(check_register(&[put(1, 1, u64::MAX), get(None, 5, 6), get(Some(1), 7, 8)]).is_ok());
-        assert!(check_register(&[put(1, 1, u64::MAX), get(Some(1), 5, 6), get(None, 7, 8)]).is_err());
+        assert!(
+            check_register(&[put(1, 1, u64::MAX), get(None, 5, 6), get(Some(1), 7, 8)]).is_ok()
+        );
+        assert!(
+            check_register(&[put(1, 1, u64::MAX), get(Some(1), 5, 6), get(None, 7, 8)]).is_err()
+        );
     }
 }
