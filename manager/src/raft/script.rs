@@ -37,6 +37,7 @@ pub(crate) struct Harness {
 fn cfg(id: NodeId) -> Config {
     Config {
         max_snapshot_chunk_bytes: 16,
+        snapshot_keep_entries: 1,
         ..Config::lan(id, id * 7919)
     }
 }
