@@ -56,7 +56,10 @@ fn node_loop(
             }
             Err(RecvTimeoutError::Disconnected) => break,
         }
-        if is_driver && raft.role() == Role::Leader && raft.status().commit == raft.status().last_index {
+        if is_driver
+            && raft.role() == Role::Leader
+            && raft.status().commit == raft.status().last_index
+        {
             bench_start.get_or_insert_with(Instant::now);
         }
         if is_driver && bench_start.is_some() && raft.role() == Role::Leader {
@@ -105,7 +108,8 @@ fn node_loop(
 }
 
 fn run(clients: usize, secs: u64, payload_bytes: usize) -> Option<Outcome> {
-    let dir = std::env::temp_dir().join(format!("shoal-raft-bench-{}-{clients}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("shoal-raft-bench-{}-{clients}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).ok()?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -122,10 +126,14 @@ fn run(clients: usize, secs: u64, payload_bytes: usize) -> Option<Outcome> {
         let db = redb::Database::create(dir.join(format!("node{id}.redb"))).ok()?;
         let storage = RaftStorage::new(Arc::new(db)).ok()?;
         let raft = Raft::bootstrap(Config::lan(id, id), &[1, 2, 3]).ok()?;
-        let peers: Vec<(u64, Sender<Message>)> =
-            (1..=3u64).filter(|p| *p != id).map(|p| (p, txs[(p - 1) as usize].clone())).collect();
+        let peers: Vec<(u64, Sender<Message>)> = (1..=3u64)
+            .filter(|p| *p != id)
+            .map(|p| (p, txs[(p - 1) as usize].clone()))
+            .collect();
         let stop = stop.clone();
-        handles.push(std::thread::spawn(move || node_loop(raft, storage, rx, peers, stop, clients, payload_bytes)));
+        handles.push(std::thread::spawn(move || {
+            node_loop(raft, storage, rx, peers, stop, clients, payload_bytes)
+        }));
     }
     drop(txs);
     std::thread::sleep(Duration::from_secs(secs));

@@ -202,7 +202,7 @@ impl RaftLog {
         assert!(
             self.entries
                 .first()
-                .map_or(true, |e| e.term >= self.prev_term),
+                .is_none_or(|e| e.term >= self.prev_term),
             "log term below prev"
         );
         self.check();

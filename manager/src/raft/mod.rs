@@ -18,6 +18,7 @@ pub use config::{BugFlags, Config, ConfigError};
 pub use node::{
     CompactError, Compaction, PeerProgress, Persisted, ProgressState, ProposeError, Raft,
     ReadState, Ready, RequestError, RestoreError, Role, SoftState, Status, StepError,
+    MAX_READ_CTX_BYTES,
 };
 pub use storage::{RaftStorage, StorageError};
 pub use types::{

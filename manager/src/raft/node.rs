@@ -29,6 +29,9 @@ use super::types::{
     Snapshot, SnapshotMeta, MAX_SNAPSHOT_CHUNK_BYTES,
 };
 
+/// Largest read-index context accepted from a peer.
+pub const MAX_READ_CTX_BYTES: usize = 4096;
+
 /// A node's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
@@ -1288,10 +1291,10 @@ impl Raft {
                     _ => return Err(StepError::Invalid("snapshot chunk beyond total")),
                 }
             }
-            MessageKind::ReadIndex { ctx } | MessageKind::ReadIndexResponse { ctx, .. } => {
-                if ctx.len() > 4096 {
-                    return Err(StepError::Invalid("read context too large"));
-                }
+            MessageKind::ReadIndex { ctx } | MessageKind::ReadIndexResponse { ctx, .. }
+                if ctx.len() > MAX_READ_CTX_BYTES =>
+            {
+                return Err(StepError::Invalid("read context too large"));
             }
             _ => {}
         }

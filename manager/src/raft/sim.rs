@@ -581,7 +581,7 @@ impl World {
             return;
         };
         let kv = &mut self.nodes[i].kv;
-        if kv.dedup.get(&cmd.client).map_or(true, |s| *s < cmd.seq) {
+        if kv.dedup.get(&cmd.client).is_none_or(|s| *s < cmd.seq) {
             kv.dedup.insert(cmd.client, cmd.seq);
             kv.data.insert(cmd.key, cmd.value);
         }
@@ -1009,7 +1009,7 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> SimReport {
 
 /// The options the example and tests use for a seed: alternate 3 and 5 nodes.
 pub fn default_options(seed: u64) -> SimOptions {
-    SimOptions::new(if seed % 2 == 0 { 3 } else { 5 })
+    SimOptions::new(if seed.is_multiple_of(2) { 3 } else { 5 })
 }
 
 #[cfg(test)]

@@ -120,8 +120,9 @@ impl RaftStorage {
             };
         }
         let log = txn.open_table(LOG).map_err(db_err)?;
-        let mut expect = p.prev_index + 1;
-        for row in log.range(p.prev_index + 1..).map_err(db_err)? {
+        for (expect, row) in
+            (p.prev_index + 1..).zip(log.range(p.prev_index + 1..).map_err(db_err)?)
+        {
             let (k, v) = row.map_err(db_err)?;
             let index = k.value();
             let e: Entry = decode("raft_log", index.to_string(), v.value())?;
@@ -132,7 +133,6 @@ impl RaftStorage {
                     reason: format!("expected entry {expect}, found {}", e.index),
                 });
             }
-            expect += 1;
             p.entries.push(e);
         }
         Ok(p)
