@@ -22,7 +22,7 @@ use shoal_shared::rng::Rng;
 use super::config::{BugFlags, Config};
 use super::node::{Persisted, Raft, Ready, Role};
 use super::types::{
-    decode, encode, Entry, EntryKind, Message, MessageKind, NodeId, MAX_FRAME_BYTES,
+    decode, encode, ConfChange, Entry, EntryKind, Message, MessageKind, NodeId, MAX_FRAME_BYTES,
 };
 
 /// Knobs for one simulated run.
@@ -726,8 +726,42 @@ impl World {
         }
     }
 
+    /// Membership churn through the leader: remove a voter, re-add it as a
+    /// learner, promote it back (one change at a time).
+    fn churn_membership(&mut self) {
+        let n = self.opts.nodes;
+        let Some(li) = self
+            .nodes
+            .iter()
+            .position(|x| x.raft.as_ref().is_some_and(|r| r.role() == Role::Leader))
+        else {
+            return;
+        };
+        let pick = self.rng.range(0, n) as usize;
+        let Some(raft) = self.nodes[li].raft.as_mut() else {
+            return;
+        };
+        let st = raft.status();
+        let change = if let Some(&l) = st.learners.first() {
+            ConfChange::PromoteLearner(l)
+        } else if let Some(out) = (1..=n).find(|id| !st.voters.contains(id)) {
+            ConfChange::AddLearner(out)
+        } else if st.voters.len() > 2 {
+            ConfChange::RemoveNode(st.voters[pick % st.voters.len()])
+        } else {
+            return;
+        };
+        if raft.propose_conf_change(change).is_ok() {
+            self.trace(|| format!("node {} proposes {change:?}", li + 1));
+            self.process(li);
+        }
+    }
+
     fn inject_faults(&mut self) {
         let n = self.opts.nodes;
+        if self.rng.chance(1, 40) {
+            self.churn_membership();
+        }
         if self.rng.chance(1, self.partition_one_in) {
             self.blocked.clear();
             let mut side = BTreeSet::new();
@@ -904,14 +938,22 @@ impl World {
             .iter()
             .filter_map(|n| n.raft.as_ref())
             .find(|r| r.role() == Role::Leader);
-        if leader.is_none() {
+        let Some(leader) = leader else {
             self.violation(format!(
                 "liveness: no leader {} ticks after faults stopped",
                 self.opts.settle_ticks
             ));
             return;
-        }
-        for k in 0..self.nodes.len() {
+        };
+        // Only current members must converge; a removed node may lag forever.
+        let st = leader.status();
+        let members: Vec<usize> = st
+            .voters
+            .iter()
+            .chain(&st.learners)
+            .map(|id| (*id - 1) as usize)
+            .collect();
+        for &k in &members {
             let (id, applied) = (self.nodes[k].id, self.nodes[k].applied);
             if applied < self.acked_put_index {
                 let need = self.acked_put_index;
@@ -921,8 +963,8 @@ impl World {
                 return;
             }
         }
-        let first = &self.nodes[0].kv.data;
-        if self.nodes.iter().any(|n| &n.kv.data != first) {
+        let first = &self.nodes[members[0]].kv.data;
+        if members.iter().any(|&k| &self.nodes[k].kv.data != first) {
             self.violation("liveness: replicas diverge after settling".into());
         }
     }
