@@ -343,7 +343,10 @@ impl Raft {
     pub fn restore(cfg: Config, p: Persisted) -> Result<Raft, RestoreError> {
         cfg.validate()?;
         let hs = p.hard_state;
-        let last = p.prev_index + p.entries.len() as u64;
+        let last = p
+            .prev_index
+            .checked_add(p.entries.len() as u64)
+            .ok_or(RestoreError::Inconsistent("log index overflow"))?;
         if p.snapshot.meta.index < p.prev_index || p.snapshot.meta.index > last {
             return Err(RestoreError::Inconsistent(
                 "snapshot outside the stored log",
@@ -352,10 +355,15 @@ impl Raft {
         if hs.commit < p.snapshot.meta.index || hs.commit > last {
             return Err(RestoreError::Inconsistent("commit outside the stored log"));
         }
+        let mut prev_term = p.prev_term;
         for (k, e) in p.entries.iter().enumerate() {
-            if e.index != p.prev_index + 1 + k as u64 || e.term > hs.term {
+            if e.index != p.prev_index + 1 + k as u64 || e.term > hs.term || e.term < prev_term {
                 return Err(RestoreError::Inconsistent("stored entries not contiguous"));
             }
+            prev_term = e.term;
+        }
+        if !p.snapshot.meta.conf.is_well_formed() {
+            return Err(RestoreError::Inconsistent("snapshot membership malformed"));
         }
         if !p.conf_state.is_well_formed() {
             return Err(RestoreError::Inconsistent("stored membership malformed"));

@@ -120,9 +120,15 @@ impl RaftStorage {
             };
         }
         let log = txn.open_table(LOG).map_err(db_err)?;
-        for (expect, row) in
-            (p.prev_index + 1..).zip(log.range(p.prev_index + 1..).map_err(db_err)?)
-        {
+        let first = p
+            .prev_index
+            .checked_add(1)
+            .ok_or_else(|| StorageError::Corrupt {
+                table: "raft_meta",
+                key: META_LOG_START.into(),
+                reason: "log start at u64::MAX".into(),
+            })?;
+        for (expect, row) in (first..).zip(log.range(first..).map_err(db_err)?) {
             let (k, v) = row.map_err(db_err)?;
             let index = k.value();
             let e: Entry = decode("raft_log", index.to_string(), v.value())?;

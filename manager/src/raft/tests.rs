@@ -586,3 +586,55 @@ fn old_term_entry_commits_only_with_a_current_term_entry() {
         assert_eq!(r.status().commit, 3);
     }
 }
+
+#[test]
+fn inconsistent_persisted_state_is_an_error_not_a_panic() {
+    let e = |index, term| Entry {
+        index,
+        term,
+        kind: EntryKind::Normal(vec![]),
+    };
+    let base = Persisted {
+        hard_state: HardState {
+            term: 3,
+            vote: 0,
+            commit: 1,
+        },
+        conf_state: ConfState::with_voters(&[1]),
+        entries: vec![e(1, 2), e(2, 3)],
+        ..Persisted::default()
+    };
+    assert!(Raft::restore(cfg(1), base.clone()).is_ok());
+    let cases = [
+        Persisted {
+            entries: vec![e(1, 3), e(2, 2)],
+            ..base.clone()
+        },
+        Persisted {
+            entries: vec![e(1, 2), e(3, 3)],
+            ..base.clone()
+        },
+        Persisted {
+            entries: vec![e(1, 4)],
+            ..base.clone()
+        },
+        Persisted {
+            hard_state: HardState {
+                term: 3,
+                vote: 0,
+                commit: 9,
+            },
+            ..base.clone()
+        },
+        Persisted {
+            conf_state: ConfState {
+                voters: vec![2, 1],
+                learners: vec![],
+            },
+            ..base.clone()
+        },
+    ];
+    for p in cases {
+        assert!(Raft::restore(cfg(1), p.clone()).is_err(), "{p:?} accepted");
+    }
+}
