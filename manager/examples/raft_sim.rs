@@ -69,6 +69,7 @@ fn main() -> ExitCode {
     let mut violations = 0u64;
     let mut acked = 0u64;
     let mut messages = 0u64;
+    let (mut elections, mut crashes, mut installs) = (0u64, 0u64, 0u64);
     for seed in first..first.saturating_add(seeds) {
         let mut opts = default_options(seed);
         opts.bugs = bugs;
@@ -76,6 +77,9 @@ fn main() -> ExitCode {
         let report = run_seed(seed, &opts);
         acked += report.acked_ops;
         messages += report.messages;
+        elections += report.elections;
+        crashes += report.crashes;
+        installs += report.snapshots_installed;
         if trace {
             for line in &report.trace {
                 println!("{line}");
@@ -96,7 +100,8 @@ fn main() -> ExitCode {
     }
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
-        "{:.0} seeds/s, {acked} acknowledged ops, {messages} messages, {secs:.2} s",
+        "{:.0} seeds/s, {acked} acknowledged ops, {messages} messages, {elections} elections, \
+         {crashes} crashes, {installs} snapshot installs, {secs:.2} s",
         seeds as f64 / secs.max(1e-9)
     );
     println!("seeds: {seeds}, violations: {violations}");

@@ -757,10 +757,32 @@ impl World {
         }
     }
 
+    /// Leadership transfer to a random voter.
+    fn transfer_leadership(&mut self) {
+        let Some(li) = self
+            .nodes
+            .iter()
+            .position(|x| x.raft.as_ref().is_some_and(|r| r.role() == Role::Leader))
+        else {
+            return;
+        };
+        let to = self.rng.range(1, self.opts.nodes + 1);
+        let Some(raft) = self.nodes[li].raft.as_mut() else {
+            return;
+        };
+        if raft.transfer_leader(to).is_ok() {
+            self.trace(|| format!("node {} transfers leadership to {to}", li + 1));
+            self.process(li);
+        }
+    }
+
     fn inject_faults(&mut self) {
         let n = self.opts.nodes;
         if self.rng.chance(1, 40) {
             self.churn_membership();
+        }
+        if self.rng.chance(1, 60) {
+            self.transfer_leadership();
         }
         if self.rng.chance(1, self.partition_one_in) {
             self.blocked.clear();

@@ -638,3 +638,148 @@ fn inconsistent_persisted_state_is_an_error_not_a_panic() {
         assert!(Raft::restore(cfg(1), p.clone()).is_err(), "{p:?} accepted");
     }
 }
+
+/// A restored node whose log has the given terms at indexes 1.., in a
+/// 3-voter cluster at `term`.
+fn node_with_log(id: NodeId, terms: &[u64], term: u64, pre_vote: bool) -> Raft {
+    let entries = terms
+        .iter()
+        .enumerate()
+        .map(|(k, t)| Entry {
+            index: k as u64 + 1,
+            term: *t,
+            kind: EntryKind::Normal(format!("{}@{t}", k + 1).into_bytes()),
+        })
+        .collect();
+    let p = Persisted {
+        hard_state: HardState {
+            term,
+            vote: 0,
+            commit: 1,
+        },
+        conf_state: ConfState::with_voters(&[1, 2, 3]),
+        entries,
+        ..Persisted::default()
+    };
+    Raft::restore(
+        Config {
+            pre_vote,
+            ..cfg(id)
+        },
+        p,
+    )
+    .unwrap()
+}
+
+#[test]
+fn leader_brings_every_figure_7_follower_in_line() {
+    // §5.3, Figure 7: whatever the follower's log (missing entries, extra
+    // uncommitted entries, both), the leader's log wins after replication.
+    let leader_log = [1, 1, 1, 4, 4, 5, 5, 6, 6, 6];
+    let followers: [&[u64]; 6] = [
+        &[1, 1, 1, 4, 4, 5, 5, 6, 6],
+        &[1, 1, 1, 4],
+        &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 6],
+        &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 7, 7],
+        &[1, 1, 1, 4, 4, 4, 4],
+        &[1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3],
+    ];
+    for (case, f) in followers.iter().enumerate() {
+        let mut net = Net {
+            nodes: vec![
+                node_with_log(1, &leader_log, 8, false),
+                node_with_log(2, f, 8, false),
+                node_with_log(3, &leader_log, 8, false),
+            ],
+        };
+        net.node(1).campaign().unwrap();
+        net.settle(&[]);
+        assert_eq!(net.node(1).role(), Role::Leader, "case {case}");
+        net.node(1).propose(b"new".to_vec()).unwrap();
+        net.settle(&[]);
+        let (l, fl) = (&net.nodes[0].log, &net.nodes[1].log);
+        assert_eq!(l.entries, fl.entries, "case {case}: follower log differs");
+        assert_eq!(net.nodes[1].status().commit, l.last_index(), "case {case}");
+    }
+}
+
+#[test]
+fn candidate_falls_back_to_follower_on_append_of_its_term() {
+    // §5.2: a candidate that hears from a leader of its term steps down.
+    let mut r = node_with_log(1, &[1], 2, false);
+    r.campaign().unwrap();
+    assert_eq!(r.role(), Role::Candidate);
+    let t = r.term();
+    r.step(msg(
+        2,
+        1,
+        t,
+        MessageKind::Heartbeat {
+            commit: 1,
+            read_seq: 0,
+        },
+    ))
+    .unwrap();
+    assert_eq!(r.role(), Role::Follower);
+    assert_eq!(r.known_leader(), Some(2));
+    assert_eq!(r.term(), t);
+}
+
+#[test]
+fn follower_rejects_append_with_mismatched_prev_and_hints_back() {
+    // §5.3: the consistency check fails on a missing or different previous
+    // entry; the hint lets the leader skip the follower's whole conflicting term.
+    let mut r = node_with_log(1, &[1, 1, 2, 2, 2], 3, false);
+    r.step(msg(
+        2,
+        1,
+        3,
+        MessageKind::Append {
+            prev_index: 5,
+            prev_term: 3,
+            entries: vec![],
+            commit: 1,
+        },
+    ))
+    .unwrap();
+    let rd = r.ready();
+    let hint = rd.messages.iter().find_map(|m| match &m.kind {
+        MessageKind::AppendResponse {
+            reject: Some(h), ..
+        } => Some(*h),
+        _ => None,
+    });
+    assert_eq!(
+        hint,
+        Some(RejectHint {
+            rejected_index: 5,
+            hint_index: 5,
+            hint_term: 2
+        })
+    );
+    r.advance(rd);
+    r.step(msg(
+        2,
+        1,
+        3,
+        MessageKind::Append {
+            prev_index: 9,
+            prev_term: 3,
+            entries: vec![],
+            commit: 1,
+        },
+    ))
+    .unwrap();
+    let rd = r.ready();
+    assert!(rd.messages.iter().any(|m| matches!(
+        m.kind,
+        MessageKind::AppendResponse {
+            reject: Some(RejectHint {
+                rejected_index: 9,
+                hint_index: 5,
+                ..
+            }),
+            ..
+        }
+    )));
+}
