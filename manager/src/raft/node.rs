@@ -411,6 +411,22 @@ impl Raft {
         })
     }
 
+    /// Like [`Raft::restore`], for an application whose state machine is
+    /// durable on its own (Shoal's store shares the redb file): committed
+    /// entries up to `applied` are not handed out again.
+    pub fn restore_applied(cfg: Config, p: Persisted, applied: u64) -> Result<Raft, RestoreError> {
+        if applied < p.snapshot.meta.index || applied > p.hard_state.commit {
+            return Err(RestoreError::Inconsistent(
+                "applied index outside snapshot..=commit",
+            ));
+        }
+        let mut raft = Raft::restore(cfg, p)?;
+        raft.log.applied = applied;
+        raft.log.applied_handed = applied;
+        raft.log.check();
+        Ok(raft)
+    }
+
     // ----- inputs -------------------------------------------------------
 
     /// Advances logical time by one tick.

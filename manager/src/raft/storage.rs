@@ -301,9 +301,21 @@ mod tests {
         let mut again = Raft::restore(Config::lan(1, 8), p).unwrap();
         assert_eq!(again.status().commit, 12);
         assert_eq!(again.status().last_index, 12);
-        // Committed entries after the snapshot are handed out again.
+        // Committed entries after the snapshot are handed out again ...
         let rd = again.ready();
         assert_eq!(rd.committed_entries.first().map(|e| e.index), Some(9));
+        // ... unless the application says it already applied them.
+        let p = st.load().unwrap();
+        let mut durable_app = Raft::restore_applied(Config::lan(1, 9), p.clone(), 11).unwrap();
+        let rd = durable_app.ready();
+        assert_eq!(
+            rd.committed_entries
+                .iter()
+                .map(|e| e.index)
+                .collect::<Vec<_>>(),
+            vec![12]
+        );
+        assert!(Raft::restore_applied(Config::lan(1, 9), p, 13).is_err());
         let _ = std::fs::remove_dir_all(dir);
     }
 
