@@ -1,3 +1,4 @@
+<<<<<<< HEAD
 //! Shoal's manager role: the replicated log, the state it feeds, and the
 //! pure cores that decide what should run where.
 //!
@@ -12,3 +13,9 @@ pub mod scheduler;
 pub mod schema;
 pub mod state;
 pub mod wal;
+=======
+//! Shoal's manager role: the replicated log, the store it feeds, and the
+//! cores that decide what should run where.
+
+pub mod raft;
+>>>>>>> raft

@@ -1,0 +1,385 @@
+//! Durable raft state in redb: hard state, membership, log entries and the
+//! latest snapshot, written by [`RaftStorage::persist`] from a [`Ready`] in
+//! one immediate-durability (fsynced) write transaction.
+//!
+//! The daemon shares one database file between raft and the state machine,
+//! so every table here is named `raft_*` and nothing else is touched. Values
+//! are postcard bytes stored as `&[u8]` and decoded here, fallibly: a
+//! truncated or corrupt record is a [`StorageError::Corrupt`], never a panic.
+
+use std::sync::Arc;
+
+use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use serde::de::DeserializeOwned;
+
+use super::node::{Compaction, Persisted, Ready};
+use super::types::{to_bytes, ConfState, Entry, HardState, Snapshot, SnapshotMeta};
+
+/// Layout: key = record name (`META_*`), value = postcard of the record:
+/// `hard_state` → [`HardState`], `conf_state` → [`ConfState`],
+/// `log_start` → `(prev_index: u64, prev_term: u64)`,
+/// `snapshot_meta` → [`SnapshotMeta`].
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+/// Layout: key = log index (u64), value = postcard [`Entry`]; keys are
+/// contiguous from `log_start.prev_index + 1`.
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+/// Layout: key = snapshot index (u64, a single row), value = the
+/// application's snapshot bytes.
+const SNAPSHOT_DATA: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_snapshot_data");
+
+const META_HARD_STATE: &str = "hard_state";
+const META_CONF_STATE: &str = "conf_state";
+const META_LOG_START: &str = "log_start";
+const META_SNAPSHOT: &str = "snapshot_meta";
+
+/// Why storage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database: {0}")]
+    Db(#[from] redb::Error),
+    #[error("corrupt record {key} in {table}: {reason}")]
+    Corrupt {
+        table: &'static str,
+        key: String,
+        reason: String,
+    },
+}
+
+fn db_err<E: Into<redb::Error>>(e: E) -> StorageError {
+    StorageError::Db(e.into())
+}
+
+fn decode<T: DeserializeOwned>(
+    table: &'static str,
+    key: String,
+    bytes: &[u8],
+) -> Result<T, StorageError> {
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((v, [])) => Ok(v),
+        Ok((_, rest)) => Err(StorageError::Corrupt {
+            table,
+            key,
+            reason: format!("{} trailing bytes", rest.len()),
+        }),
+        Err(e) => Err(StorageError::Corrupt {
+            table,
+            key,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Raft's tables inside a shared redb database.
+#[derive(Clone)]
+pub struct RaftStorage {
+    db: Arc<Database>,
+}
+
+impl RaftStorage {
+    /// Wraps the shared database, creating the raft tables if missing.
+    pub fn new(db: Arc<Database>) -> Result<RaftStorage, StorageError> {
+        let txn = db.begin_write().map_err(db_err)?;
+        txn.open_table(META).map_err(db_err)?;
+        txn.open_table(LOG).map_err(db_err)?;
+        txn.open_table(SNAPSHOT_DATA).map_err(db_err)?;
+        txn.commit().map_err(db_err)?;
+        Ok(RaftStorage { db })
+    }
+
+    /// Reads everything back to construct the core (`Raft::restore`).
+    pub fn load(&self) -> Result<Persisted, StorageError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let meta = txn.open_table(META).map_err(db_err)?;
+        let mut p = Persisted::default();
+        let get = |key: &'static str| -> Result<Option<Vec<u8>>, StorageError> {
+            Ok(meta.get(key).map_err(db_err)?.map(|g| g.value().to_vec()))
+        };
+        if let Some(b) = get(META_HARD_STATE)? {
+            p.hard_state = decode::<HardState>("raft_meta", META_HARD_STATE.into(), &b)?;
+        }
+        if let Some(b) = get(META_CONF_STATE)? {
+            p.conf_state = decode::<ConfState>("raft_meta", META_CONF_STATE.into(), &b)?;
+        }
+        if let Some(b) = get(META_LOG_START)? {
+            (p.prev_index, p.prev_term) =
+                decode::<(u64, u64)>("raft_meta", META_LOG_START.into(), &b)?;
+        }
+        if let Some(b) = get(META_SNAPSHOT)? {
+            p.snapshot.meta = decode::<SnapshotMeta>("raft_meta", META_SNAPSHOT.into(), &b)?;
+            let data = txn.open_table(SNAPSHOT_DATA).map_err(db_err)?;
+            let row = data.get(p.snapshot.meta.index).map_err(db_err)?;
+            p.snapshot.data = match row {
+                Some(g) => g.value().to_vec(),
+                None => {
+                    return Err(StorageError::Corrupt {
+                        table: "raft_snapshot_data",
+                        key: p.snapshot.meta.index.to_string(),
+                        reason: "snapshot data missing".into(),
+                    })
+                }
+            };
+        }
+        let log = txn.open_table(LOG).map_err(db_err)?;
+        let first = p
+            .prev_index
+            .checked_add(1)
+            .ok_or_else(|| StorageError::Corrupt {
+                table: "raft_meta",
+                key: META_LOG_START.into(),
+                reason: "log start at u64::MAX".into(),
+            })?;
+        for (expect, row) in (first..).zip(log.range(first..).map_err(db_err)?) {
+            let (k, v) = row.map_err(db_err)?;
+            let index = k.value();
+            let e: Entry = decode("raft_log", index.to_string(), v.value())?;
+            if index != expect || e.index != index {
+                return Err(StorageError::Corrupt {
+                    table: "raft_log",
+                    key: index.to_string(),
+                    reason: format!("expected entry {expect}, found {}", e.index),
+                });
+            }
+            p.entries.push(e);
+        }
+        Ok(p)
+    }
+
+    /// Makes a `Ready`'s durable parts durable (fsync) in one transaction:
+    /// an installed snapshot (replacing the log), a compaction, hard state,
+    /// membership, and entries (replacing any conflicting suffix).
+    pub fn persist(&self, rd: &Ready) -> Result<(), StorageError> {
+        if !rd.must_persist() {
+            return Ok(());
+        }
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        {
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            let mut log = txn.open_table(LOG).map_err(db_err)?;
+            let mut data = txn.open_table(SNAPSHOT_DATA).map_err(db_err)?;
+            if let Some(s) = &rd.snapshot {
+                // An installed snapshot replaces the whole log.
+                log.retain(|_, _| false).map_err(db_err)?;
+                write_snapshot(&mut meta, &mut data, s)?;
+                meta.insert(
+                    META_LOG_START,
+                    to_bytes(&(s.meta.index, s.meta.term)).as_slice(),
+                )
+                .map_err(db_err)?;
+            }
+            if let Some(c) = &rd.compaction {
+                write_compaction(&mut meta, &mut log, &mut data, c)?;
+            }
+            if let Some(hs) = &rd.hard_state {
+                meta.insert(META_HARD_STATE, to_bytes(hs).as_slice())
+                    .map_err(db_err)?;
+            }
+            if let Some(cs) = &rd.conf_state {
+                meta.insert(META_CONF_STATE, to_bytes(cs).as_slice())
+                    .map_err(db_err)?;
+            }
+            if let Some(first) = rd.entries.first() {
+                log.retain_in(first.index.., |_, _| false).map_err(db_err)?;
+                for e in &rd.entries {
+                    log.insert(e.index, to_bytes(e).as_slice())
+                        .map_err(db_err)?;
+                }
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Stores a local compaction on its own (the same write `persist` does
+    /// for `Ready::compaction`).
+    pub fn compact(&self, c: &Compaction) -> Result<(), StorageError> {
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        {
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            let mut log = txn.open_table(LOG).map_err(db_err)?;
+            let mut data = txn.open_table(SNAPSHOT_DATA).map_err(db_err)?;
+            write_compaction(&mut meta, &mut log, &mut data, c)?;
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn corrupt_for_test(&self, table: &str, key: u64, bytes: &[u8]) {
+        let txn = self.db.begin_write().unwrap();
+        {
+            if table == "raft_log" {
+                txn.open_table(LOG).unwrap().insert(key, bytes).unwrap();
+            } else {
+                txn.open_table(META)
+                    .unwrap()
+                    .insert(META_HARD_STATE, bytes)
+                    .unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+}
+
+type Meta<'t> = redb::Table<'t, &'static str, &'static [u8]>;
+type Log<'t> = redb::Table<'t, u64, &'static [u8]>;
+
+fn write_snapshot(
+    meta: &mut Meta<'_>,
+    data: &mut Log<'_>,
+    s: &Snapshot,
+) -> Result<(), StorageError> {
+    data.retain(|_, _| false).map_err(db_err)?;
+    data.insert(s.meta.index, s.data.as_slice())
+        .map_err(db_err)?;
+    meta.insert(META_SNAPSHOT, to_bytes(&s.meta).as_slice())
+        .map_err(db_err)?;
+    Ok(())
+}
+
+fn write_compaction(
+    meta: &mut Meta<'_>,
+    log: &mut Log<'_>,
+    data: &mut Log<'_>,
+    c: &Compaction,
+) -> Result<(), StorageError> {
+    write_snapshot(meta, data, &c.snapshot)?;
+    log.retain_in(..=c.prev_index, |_, _| false)
+        .map_err(db_err)?;
+    meta.insert(
+        META_LOG_START,
+        to_bytes(&(c.prev_index, c.prev_term)).as_slice(),
+    )
+    .map_err(db_err)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{Config, Raft};
+
+    pub(crate) fn temp_db(name: &str) -> (Arc<Database>, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("shoal-raft-{}-{}", name, std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = Database::create(dir.join("db.redb")).unwrap();
+        (Arc::new(db), dir)
+    }
+
+    fn drive(raft: &mut Raft, st: &RaftStorage) {
+        while raft.has_ready() {
+            let rd = raft.ready();
+            st.persist(&rd).unwrap();
+            raft.advance(rd);
+        }
+    }
+
+    #[test]
+    fn single_voter_persists_restarts_and_compacts() {
+        let (db, dir) = temp_db("single");
+        let st = RaftStorage::new(db.clone()).unwrap();
+        assert!(st.load().unwrap().is_empty());
+        let mut raft = Raft::bootstrap(Config::lan(1, 7), &[1]).unwrap();
+        raft.tick();
+        drive(&mut raft, &st);
+        for i in 0..10u8 {
+            raft.propose(vec![i]).unwrap();
+            drive(&mut raft, &st);
+        }
+        let s = raft.status();
+        assert_eq!(s.commit, s.last_index);
+        assert_eq!(s.commit, 12);
+        raft.compact(8, b"state@8".to_vec()).unwrap();
+        drive(&mut raft, &st);
+        let p = st.load().unwrap();
+        assert_eq!(p.snapshot.meta.index, 8);
+        assert_eq!(p.snapshot.data, b"state@8");
+        assert_eq!(p.hard_state.commit, 12);
+        assert_eq!(p.conf_state.voters, vec![1]);
+        let mut again = Raft::restore(Config::lan(1, 8), p).unwrap();
+        assert_eq!(again.status().commit, 12);
+        assert_eq!(again.status().last_index, 12);
+        // Committed entries after the snapshot are handed out again ...
+        let rd = again.ready();
+        assert_eq!(rd.committed_entries.first().map(|e| e.index), Some(9));
+        // ... unless the application says it already applied them.
+        let p = st.load().unwrap();
+        let mut durable_app = Raft::restore_applied(Config::lan(1, 9), p.clone(), 11).unwrap();
+        let rd = durable_app.ready();
+        assert_eq!(
+            rd.committed_entries
+                .iter()
+                .map(|e| e.index)
+                .collect::<Vec<_>>(),
+            vec![12]
+        );
+        assert!(Raft::restore_applied(Config::lan(1, 9), p, 13).is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn corrupt_records_are_errors_not_panics() {
+        let (db, dir) = temp_db("corrupt");
+        let st = RaftStorage::new(db).unwrap();
+        let mut raft = Raft::bootstrap(Config::lan(1, 7), &[1]).unwrap();
+        raft.tick();
+        drive(&mut raft, &st);
+        assert!(st.load().is_ok());
+        // A truncated entry.
+        st.corrupt_for_test("raft_log", 2, &[0x05]);
+        assert!(matches!(
+            st.load(),
+            Err(StorageError::Corrupt {
+                table: "raft_log",
+                ..
+            })
+        ));
+        // A garbage hard state (trailing bytes).
+        st.corrupt_for_test(
+            "raft_log",
+            2,
+            &to_bytes(&Entry {
+                term: 2,
+                index: 2,
+                kind: crate::raft::EntryKind::Normal(vec![]),
+            }),
+        );
+        st.corrupt_for_test("raft_meta", 0, &[1, 1, 1, 1, 1]);
+        assert!(matches!(
+            st.load(),
+            Err(StorageError::Corrupt {
+                table: "raft_meta",
+                ..
+            })
+        ));
+        // An entry stored under the wrong index.
+        st.corrupt_for_test(
+            "raft_meta",
+            0,
+            &to_bytes(&HardState {
+                term: 2,
+                vote: 1,
+                commit: 2,
+            }),
+        );
+        st.corrupt_for_test(
+            "raft_log",
+            2,
+            &to_bytes(&Entry {
+                term: 2,
+                index: 3,
+                kind: crate::raft::EntryKind::Normal(vec![]),
+            }),
+        );
+        assert!(matches!(
+            st.load(),
+            Err(StorageError::Corrupt {
+                table: "raft_log",
+                ..
+            })
+        ));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
