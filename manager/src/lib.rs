@@ -1,21 +1,16 @@
-<<<<<<< HEAD
 //! Shoal's manager role: the replicated log, the state it feeds, and the
 //! pure cores that decide what should run where.
 //!
 //! Module map: [`state`] is the replicated state machine (apply, snapshot);
 //! [`orchestrator`] turns service specs into tasks; [`scheduler`] binds tasks
 //! to nodes; [`wal`] is the durable single-voter log the daemon proposes
-//! through; [`control`] validates control-API requests into ops.
+//! through; [`raft`] is the replicated log's consensus core and simulator;
+//! [`control`] validates control-API requests into ops.
 
 pub mod control;
 pub mod orchestrator;
+pub mod raft;
 pub mod scheduler;
 pub mod schema;
 pub mod state;
 pub mod wal;
-=======
-//! Shoal's manager role: the replicated log, the store it feeds, and the
-//! cores that decide what should run where.
-
-pub mod raft;
->>>>>>> raft
