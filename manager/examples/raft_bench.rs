@@ -56,10 +56,7 @@ fn node_loop(
             }
             Err(RecvTimeoutError::Disconnected) => break,
         }
-        if is_driver
-            && raft.role() == Role::Leader
-            && raft.status().commit == raft.status().last_index
-        {
+        if is_driver && raft.role() == Role::Leader && raft.status().commit == raft.status().last_index {
             bench_start.get_or_insert_with(Instant::now);
         }
         if is_driver && bench_start.is_some() && raft.role() == Role::Leader {
@@ -100,16 +97,11 @@ fn node_loop(
         }
     }
     let secs = bench_start.map_or(0.0, |s| s.elapsed().as_secs_f64());
-    is_driver.then_some(Outcome {
-        commits: latencies_us.len() as u64,
-        latencies_us,
-        secs,
-    })
+    is_driver.then_some(Outcome { commits: latencies_us.len() as u64, latencies_us, secs })
 }
 
 fn run(clients: usize, secs: u64, payload_bytes: usize) -> Option<Outcome> {
-    let dir =
-        std::env::temp_dir().join(format!("shoal-raft-bench-{}-{clients}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("shoal-raft-bench-{}-{clients}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).ok()?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -126,14 +118,9 @@ fn run(clients: usize, secs: u64, payload_bytes: usize) -> Option<Outcome> {
         let db = redb::Database::create(dir.join(format!("node{id}.redb"))).ok()?;
         let storage = RaftStorage::new(Arc::new(db)).ok()?;
         let raft = Raft::bootstrap(Config::lan(id, id), &[1, 2, 3]).ok()?;
-        let peers: Vec<(u64, Sender<Message>)> = (1..=3u64)
-            .filter(|p| *p != id)
-            .map(|p| (p, txs[(p - 1) as usize].clone()))
-            .collect();
+        let peers: Vec<(u64, Sender<Message>)> = (1..=3u64).filter(|p| *p != id).map(|p| (p, txs[(p - 1) as usize].clone())).collect();
         let stop = stop.clone();
-        handles.push(std::thread::spawn(move || {
-            node_loop(raft, storage, rx, peers, stop, clients, payload_bytes)
-        }));
+        handles.push(std::thread::spawn(move || node_loop(raft, storage, rx, peers, stop, clients, payload_bytes)));
     }
     drop(txs);
     std::thread::sleep(Duration::from_secs(secs));
@@ -158,11 +145,7 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str, default: u64| -> u64 {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|k| args.get(k + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
+        args.iter().position(|a| a == name).and_then(|k| args.get(k + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
     };
     let secs = arg("--secs", 3);
     let bytes = arg("--bytes", 128) as usize;

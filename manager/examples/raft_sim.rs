@@ -87,11 +87,7 @@ fn main() -> ExitCode {
         }
         if !report.violations.is_empty() {
             violations += 1;
-            eprintln!(
-                "seed {seed} ({} nodes) violated: {}",
-                opts.nodes,
-                report.violations.join("; ")
-            );
+            eprintln!("seed {seed} ({} nodes) violated: {}", opts.nodes, report.violations.join("; "));
             eprintln!(
                 "replay: cargo run --release -p shoal-manager --example raft_sim -- --seed {seed} --trace{}",
                 if bugs == BugFlags::default() { String::new() } else { format!(" (bugs {bugs:?})") }

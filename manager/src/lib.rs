@@ -3,8 +3,7 @@
 //!
 //! Module map: [`state`] is the replicated state machine (apply, snapshot);
 //! [`orchestrator`] turns service specs into tasks; [`scheduler`] binds tasks
-//! to nodes; [`wal`] is the durable single-voter log the daemon proposes
-//! through; [`raft`] is the replicated log's consensus core and simulator;
+//! to nodes; [`store`] drives raft, its redb storage and the state; [`raft`] is the replicated log's consensus core and simulator;
 //! [`control`] validates control-API requests into ops.
 
 pub mod control;
@@ -13,4 +12,4 @@ pub mod raft;
 pub mod scheduler;
 pub mod schema;
 pub mod state;
-pub mod wal;
+pub mod store;

@@ -1,14 +1,15 @@
 //! The daemon: the imperative shell around the manager and worker cores.
 //!
-//! One event loop ([`Daemon::handle`]) owns all mutable state: the log, the
-//! replicated [`State`], the worker's memory and the rng. Everything else
+//! One event loop ([`Daemon::handle`]) owns all mutable state: the
+//! [`Store`] (raft, its storage and the replicated state), the worker's
+//! memory and the rng. Everything else
 //! (socket connections, runtime calls, the ticker, signals) runs in small
 //! tasks that only send [`Event`]s to the loop and never touch that state.
 //! After every event the loop converges: orchestrator, scheduler and worker
 //! run until they propose nothing more.
 //!
-//! Durability: a write is acknowledged only after its entry is fsynced
-//! ([`Wal::append`]). Containers outlive the daemon: stopping the daemon
+//! Durability: a write is acknowledged only after raft has persisted and
+//! committed its entry ([`Store::propose`]; one voter on a one-manager swarm). Containers outlive the daemon: stopping the daemon
 //! leaves them running, and on restart the worker adopts them from the
 //! runtime's listing before it acts.
 
@@ -23,8 +24,7 @@ use crate::runtime::{Exit, Observed, Runtime, RuntimeError};
 use crate::worker::{Action, Worker};
 use anyhow::Context;
 use async_channel::{Receiver, Sender};
-use shoal_manager::state::State;
-use shoal_manager::wal::{Recovered, Wal};
+use shoal_manager::store::{Store, StoreError};
 use shoal_manager::{control, orchestrator, scheduler};
 use shoal_shared::api::{ErrorKind, Reply, Request, VersionInfo};
 use shoal_shared::clock::{Clock, SystemClock};
@@ -80,17 +80,26 @@ pub(crate) enum Event {
 pub fn run(cfg: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
     let _lock = lock::DataDirLock::acquire(&cfg.data_dir)?;
-    let recovered = Wal::open(&cfg.data_dir.join("shoal.redb"))?;
     let runtime = crate::runtime::containerd::connect(&cfg.containerd, &cfg.namespace, &cfg.insecure_registries)?;
-    run_with(cfg, recovered, runtime)
+    let mut rng = Rng::from_seed(os_seed()?);
+    let seed = rng.next_u64();
+    let (store, node_id) = Store::open(&cfg.data_dir.join("shoal.redb"), seed, || rng.object_id())?;
+    run_with(cfg, store, node_id, runtime, rng)
 }
 
 /// Runs the daemon with a given log and runtime (tests use a fake runtime).
-pub(crate) fn run_with(cfg: Config, recovered: Recovered, runtime: Arc<dyn Runtime>) -> anyhow::Result<()> {
+/// 64 bits from the OS, to seed the daemon's rng.
+pub(crate) fn os_seed() -> anyhow::Result<u64> {
+    let mut seed = [0u8; 8];
+    getrandom::getrandom(&mut seed).map_err(|e| anyhow::anyhow!("cannot read OS randomness: {e}"))?;
+    Ok(u64::from_le_bytes(seed))
+}
+
+pub(crate) fn run_with(cfg: Config, store: Store, node_id: String, runtime: Arc<dyn Runtime>, rng: Rng) -> anyhow::Result<()> {
     let listener = server::bind(&cfg.socket)?;
     let (tx, rx) = async_channel::bounded(EVENTS_QUEUE_MAX);
     let socket = cfg.socket.clone();
-    let mut daemon = Daemon::new(cfg, recovered, runtime, tx.clone())?;
+    let mut daemon = Daemon::new(cfg, store, node_id, runtime, tx.clone(), rng)?;
     crate::log!("INFO", "shoal {} node {} listening on unix://{}", env!("CARGO_PKG_VERSION"), daemon.node_id, daemon.cfg.socket.display());
     smol::block_on(async move {
         smol::spawn(server::accept_loop(listener, tx.clone())).detach();
@@ -134,8 +143,7 @@ async fn signals(tx: Sender<Event>) {
 
 pub(crate) struct Daemon {
     cfg: Config,
-    wal: Wal,
-    state: State,
+    store: Store,
     rng: Rng,
     clock: SystemClock,
     pub(crate) node_id: String,
@@ -152,26 +160,13 @@ pub(crate) struct Daemon {
 }
 
 impl Daemon {
-    fn new(cfg: Config, recovered: Recovered, runtime: Arc<dyn Runtime>, tx: Sender<Event>) -> anyhow::Result<Daemon> {
-        let Recovered { mut wal, state } = recovered;
-        let mut seed = [0u8; 8];
-        getrandom::getrandom(&mut seed).map_err(|e| anyhow::anyhow!("cannot read OS randomness: {e}"))?;
-        let mut rng = Rng::from_seed(u64::from_le_bytes(seed));
-        let node_id = match wal.local("node_id")? {
-            Some(id) => id,
-            None => {
-                let id = rng.object_id();
-                wal.set_local("node_id", &id)?;
-                id
-            }
-        };
+    fn new(cfg: Config, store: Store, node_id: String, runtime: Arc<dyn Runtime>, tx: Sender<Event>, rng: Rng) -> anyhow::Result<Daemon> {
         let runtime_version = runtime.version().unwrap_or_else(|e| format!("unavailable: {e}"));
         std::fs::create_dir_all(cfg.data_dir.join("logs"))?;
         let worker = Worker::new(&node_id);
         let mut d = Daemon {
             cfg,
-            wal,
-            state,
+            store,
             rng,
             clock: SystemClock,
             node_id,
@@ -214,7 +209,7 @@ impl Daemon {
 
     /// Re-describes this node after a restart (platform, resources, version may change).
     fn refresh_self_node(&mut self) -> anyhow::Result<()> {
-        let Some(old) = self.state.nodes.get(&self.node_id) else {
+        let Some(old) = self.store.state().nodes.get(&self.node_id) else {
             return Ok(());
         };
         let mut node = old.clone();
@@ -236,18 +231,12 @@ impl Daemon {
         }
     }
 
-    /// Durably appends ops (split into bounded entries) and applies them.
-    fn commit(&mut self, ops: Vec<Op>) -> Result<(), shoal_manager::wal::WalError> {
+    /// Proposes ops (split into bounded entries) through raft; on a
+    /// one-manager swarm they are durable and applied when this returns.
+    fn commit(&mut self, ops: Vec<Op>) -> Result<(), StoreError> {
         for chunk in ops.chunks(OPS_PER_ENTRY_MAX) {
             let entry = Entry { at: self.now(), ops: chunk.to_vec() };
-            let index = self.wal.append(&entry)?;
-            let applied = self.state.apply(index, &entry);
-            for (pos, why) in applied.rejected {
-                crate::log!("DEBUG", "entry {index} op {pos} skipped: {why}");
-            }
-            if self.wal.snapshot_due() {
-                self.wal.snapshot(&self.state)?;
-            }
+            self.store.propose(&entry)?;
         }
         Ok(())
     }
@@ -269,6 +258,10 @@ impl Daemon {
                 let _ = reply.try_send(r);
             }
             Event::Tick => {
+                // One raft tick per loop tick (both 100 ms); a lone manager has no peers to message.
+                if let Err(e) = self.store.tick() {
+                    crate::log!("ERROR", "raft tick failed: {e}");
+                }
                 if !self.listing && self.last_list.elapsed() >= Duration::from_millis(RELIST_MS) {
                     self.relist();
                 }
@@ -303,7 +296,7 @@ impl Daemon {
 
     /// Queues a status report for the next commit (apply re-checks the order).
     fn report(&mut self, task_id: &str, status: shoal_shared::types::TaskStatus) {
-        if let Some(t) = self.state.tasks.get(task_id) {
+        if let Some(t) = self.store.state().tasks.get(task_id) {
             if t.status.state.advance(status.state).is_ok() {
                 self.pending.push(Op::SetTaskStatus { id: task_id.to_string(), status });
             }
@@ -338,18 +331,21 @@ impl Daemon {
         for _ in 0..CONVERGE_ROUNDS_MAX {
             let now = self.now();
             let mut ops = std::mem::take(&mut self.pending);
-            if self.state.cluster.is_some() && ops.is_empty() {
-                ops = orchestrator::reconcile(&self.state, now, &mut self.rng);
+            if self.store.state().cluster.is_some() && ops.is_empty() {
+                ops = orchestrator::reconcile(self.store.state(), now, &mut self.rng);
                 if ops.is_empty() {
-                    ops = scheduler::schedule(&self.state, now);
+                    ops = scheduler::schedule(self.store.state(), now);
                 }
             }
-            for action in self.worker.plan(&self.state, now) {
+            for action in self.worker.plan(self.store.state(), now) {
                 match action {
                     Action::Report { task_id, status } => ops.push(Op::SetTaskStatus { id: task_id, status }),
                     Action::Start { task } => {
                         if task.status.state < TaskState::Preparing {
-                            ops.push(Op::SetTaskStatus { id: task.id.clone(), status: TaskStatus::new(TaskState::Preparing, now, "preparing") });
+                            ops.push(Op::SetTaskStatus {
+                                id: task.id.clone(),
+                                status: TaskStatus::new(TaskState::Preparing, now, "preparing"),
+                            });
                         }
                         self.start_task(task)
                     }
@@ -360,7 +356,7 @@ impl Daemon {
                     Action::Remove { id } => {
                         let i = id.clone();
                         let log = self.cfg.data_dir.join("logs").join(format!("{id}.log"));
-                        let keep_log = self.state.tasks.contains_key(&id);
+                        let keep_log = self.store.state().tasks.contains_key(&id);
                         self.spawn_runtime(
                             move |rt| {
                                 let r = rt.remove(&i);
@@ -389,7 +385,7 @@ impl Daemon {
     fn start_task(&mut self, task: Box<Task>) {
         let data_dir = self.cfg.data_dir.clone();
         let node_id = self.node_id.clone();
-        let service_name = self.state.services.get(&task.service_id).map(|s| s.spec.name.clone()).unwrap_or_default();
+        let service_name = self.store.state().services.get(&task.service_id).map(|s| s.spec.name.clone()).unwrap_or_default();
         let t = task.clone();
         self.spawn_runtime(
             move |rt| {
@@ -409,12 +405,12 @@ impl Daemon {
                 platform: host::platform().to_string(),
                 containerd: self.runtime_version.clone(),
                 node_id: self.node_id.clone(),
-                swarm: self.state.cluster.is_some(),
+                swarm: self.store.state().cluster.is_some(),
             }),
             Request::SwarmInit { advertise_addr, availability } => self.swarm_init(advertise_addr, availability),
             Request::ServiceCreate { spec } => {
                 // Validate first so bad input fails at once, then resolve the image off the loop.
-                if let Err(e) = control::create_service(&self.state, (*spec).clone(), String::new()) {
+                if let Err(e) = control::create_service(self.store.state(), (*spec).clone(), String::new()) {
                     let _ = reply.try_send(Reply::error(e.kind(), e.to_string()));
                     return;
                 }
@@ -422,7 +418,7 @@ impl Daemon {
                     let _ = reply.try_send(Reply::error(ErrorKind::InvalidArgument, e.to_string()));
                     return;
                 }
-                let only_node = self.state.nodes.len() <= 1;
+                let only_node = self.store.state().nodes.len() <= 1;
                 let reply2 = reply.clone();
                 self.spawn_runtime(
                     move |rt| service::resolve_image(rt, spec, only_node),
@@ -431,10 +427,10 @@ impl Daemon {
                 return;
             }
             Request::ServiceScale { service, replicas } => {
-                self.write(control::scale_service(&self.state, &service, replicas).map(|ops| (ops, Reply::Ok)))
+                self.write(control::scale_service(self.store.state(), &service, replicas).map(|ops| (ops, Reply::Ok)))
             }
             Request::ServiceRemove { service } => {
-                self.write(control::remove_service(&self.state, &service).map(|(ops, name)| (ops, Reply::Removed(vec![name]))))
+                self.write(control::remove_service(self.store.state(), &service).map(|(ops, name)| (ops, Reply::Removed(vec![name]))))
             }
             Request::ImageLoad { path } => {
                 self.spawn_runtime(
@@ -469,7 +465,7 @@ impl Daemon {
                 );
                 return;
             }
-            other => service::query(&self.state, &self.node_id, &self.cfg.data_dir, other),
+            other => service::query(self.store.state(), &self.node_id, &self.cfg.data_dir, other),
         };
         let _ = reply.try_send(r);
     }
@@ -486,14 +482,14 @@ impl Daemon {
 
     fn create_service(&mut self, spec: ServiceSpec, warnings: Vec<String>) -> Reply {
         let id = self.rng.object_id();
-        match self.write(control::create_service(&self.state, spec, id.clone()).map(|ops| (ops, Reply::Ok))) {
+        match self.write(control::create_service(self.store.state(), spec, id.clone()).map(|ops| (ops, Reply::Ok))) {
             Reply::Ok => Reply::ServiceCreated { id, warnings },
             other => other,
         }
     }
 
     fn swarm_init(&mut self, advertise_addr: String, availability: Availability) -> Reply {
-        if self.state.cluster.is_some() {
+        if self.store.state().cluster.is_some() {
             let e = control::ControlError::AlreadyInSwarm;
             return Reply::error(e.kind(), e.to_string());
         }

@@ -13,12 +13,19 @@ fn start(name: &str) -> (String, Arc<Fake>) {
     let dir = std::env::temp_dir().join(format!("shoal-daemon-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let cfg = Config { data_dir: dir.clone(), socket: dir.join("s.sock"), containerd: dir.join("none"), namespace: "t".into(), insecure_registries: vec![] };
+    let cfg = Config {
+        data_dir: dir.clone(),
+        socket: dir.join("s.sock"),
+        containerd: dir.join("none"),
+        namespace: "t".into(),
+        insecure_registries: vec![],
+    };
     let fake = Arc::new(Fake::new());
     let rt: Arc<dyn Runtime> = fake.clone();
-    let recovered = Wal::open(&dir.join("shoal.redb")).unwrap();
+    let mut rng = Rng::from_seed(7);
+    let (store, node_id) = Store::open(&dir.join("shoal.redb"), 7, || rng.object_id()).unwrap();
     let sock = cfg.socket.clone();
-    std::thread::spawn(move || run_with(cfg, recovered, rt).unwrap());
+    std::thread::spawn(move || run_with(cfg, store, node_id, rt, rng).unwrap());
     let host = format!("unix://{}", sock.display());
     for _ in 0..100 {
         if Client::connect(&host).is_ok() {

@@ -53,7 +53,14 @@ pub fn connect(socket: &Path, namespace: &str, insecure_registries: &[String]) -
         })
         .map_err(|e| RuntimeError::Other(format!("cannot start the exit-event thread: {e}")))?;
     let registry = Registry::new(RegistryOptions { insecure_registries: insecure_registries.to_vec(), ..RegistryOptions::default() });
-    Ok(Arc::new(Containerd { driver, registry, platform: crate::host::platform(), unpacked: Mutex::default(), facts: Mutex::default(), exits: rx }))
+    Ok(Arc::new(Containerd {
+        driver,
+        registry,
+        platform: crate::host::platform(),
+        unpacked: Mutex::default(),
+        facts: Mutex::default(),
+        exits: rx,
+    }))
 }
 
 /// Blobs already in containerd's content store, as an [`ImageSource`].

@@ -66,9 +66,7 @@ pub enum ConfigError {
     ZeroId,
     #[error("{0} must be non-zero")]
     Zero(&'static str),
-    #[error(
-        "election_ticks_min ({min}) must be greater than heartbeat_ticks ({heartbeat}) times 2"
-    )]
+    #[error("election_ticks_min ({min}) must be greater than heartbeat_ticks ({heartbeat}) times 2")]
     ElectionTooShort { min: u64, heartbeat: u64 },
     #[error("election_ticks_max ({max}) must be greater than election_ticks_min ({min})")]
     ElectionRange { min: u64, max: u64 },
@@ -127,10 +125,7 @@ impl Config {
             ("heartbeat_ticks", self.heartbeat_ticks),
             ("max_inflight_msgs", u64::from(self.max_inflight_msgs)),
             ("max_append_bytes", self.max_append_bytes),
-            (
-                "max_snapshot_chunk_bytes",
-                u64::from(self.max_snapshot_chunk_bytes),
-            ),
+            ("max_snapshot_chunk_bytes", u64::from(self.max_snapshot_chunk_bytes)),
             ("max_snapshot_bytes", self.max_snapshot_bytes),
             ("snapshot_interval_entries", self.snapshot_interval_entries),
             ("max_uncommitted_entries", self.max_uncommitted_entries),
@@ -141,16 +136,10 @@ impl Config {
             }
         }
         if self.election_ticks_min <= 2 * self.heartbeat_ticks {
-            return Err(ConfigError::ElectionTooShort {
-                min: self.election_ticks_min,
-                heartbeat: self.heartbeat_ticks,
-            });
+            return Err(ConfigError::ElectionTooShort { min: self.election_ticks_min, heartbeat: self.heartbeat_ticks });
         }
         if self.election_ticks_max <= self.election_ticks_min {
-            return Err(ConfigError::ElectionRange {
-                min: self.election_ticks_min,
-                max: self.election_ticks_max,
-            });
+            return Err(ConfigError::ElectionRange { min: self.election_ticks_min, max: self.election_ticks_max });
         }
         if self.max_snapshot_chunk_bytes > MAX_SNAPSHOT_CHUNK_BYTES {
             return Err(ConfigError::ChunkTooLarge(self.max_snapshot_chunk_bytes));
@@ -174,14 +163,8 @@ mod tests {
         Config::edge(1, 0).validate().unwrap();
         // Worst case: a follower waits election_ticks_max before campaigning.
         assert!(lan.election_ticks_max * lan.tick_ms <= 2000);
-        let bad = Config {
-            election_ticks_min: 2,
-            ..Config::lan(1, 0)
-        };
-        assert!(matches!(
-            bad.validate(),
-            Err(ConfigError::ElectionTooShort { .. })
-        ));
+        let bad = Config { election_ticks_min: 2, ..Config::lan(1, 0) };
+        assert!(matches!(bad.validate(), Err(ConfigError::ElectionTooShort { .. })));
         assert_eq!(Config::lan(0, 0).validate(), Err(ConfigError::ZeroId));
     }
 }

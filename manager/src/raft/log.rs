@@ -35,12 +35,7 @@ pub(crate) struct RaftLog {
 }
 
 impl RaftLog {
-    pub(crate) fn new(
-        snapshot: Snapshot,
-        prev_index: u64,
-        prev_term: u64,
-        entries: Vec<Entry>,
-    ) -> RaftLog {
+    pub(crate) fn new(snapshot: Snapshot, prev_index: u64, prev_term: u64, entries: Vec<Entry>) -> RaftLog {
         let last = prev_index + entries.len() as u64;
         RaftLog {
             prev_index,
@@ -91,8 +86,7 @@ impl RaftLog {
 
     /// §5.4.1: a candidate's log is at least as up to date as ours.
     pub(crate) fn is_up_to_date(&self, last_index: u64, last_term: u64) -> bool {
-        last_term > self.last_term()
-            || (last_term == self.last_term() && last_index >= self.last_index())
+        last_term > self.last_term() || (last_term == self.last_term() && last_index >= self.last_index())
     }
 
     /// Entries `[lo, hi]` capped at `max_bytes` (always at least one entry).
@@ -128,12 +122,7 @@ impl RaftLog {
             // Invariant: a conflict is never at or below commit (§5.4 safety);
             // a leader sending otherwise is a protocol violation we refuse.
             if e.index <= self.last_index() {
-                assert!(
-                    e.index > self.commit,
-                    "truncating committed entry {} (commit {})",
-                    e.index,
-                    self.commit
-                );
+                assert!(e.index > self.commit, "truncating committed entry {} (commit {})", e.index, self.commit);
                 self.truncate_from(e.index);
             }
             assert_eq!(e.index, self.last_index() + 1, "append leaves a gap");
@@ -175,14 +164,9 @@ impl RaftLog {
         if index <= self.prev_index {
             return;
         }
-        assert!(
-            index <= self.snapshot.meta.index,
-            "compacting past the snapshot"
-        );
+        assert!(index <= self.snapshot.meta.index, "compacting past the snapshot");
         // Invariant: index <= snapshot index <= last_index, so term exists.
-        let term = self
-            .term(index)
-            .expect("compaction point is inside the log");
+        let term = self.term(index).expect("compaction point is inside the log");
         let drop = (index - self.prev_index) as usize;
         self.entries.drain(..drop);
         self.prev_index = index;
@@ -195,35 +179,18 @@ impl RaftLog {
         for (k, e) in self.entries.iter().enumerate() {
             assert_eq!(e.index, self.prev_index + 1 + k as u64, "log index gap");
         }
-        assert!(
-            self.entries.windows(2).all(|w| w[0].term <= w[1].term),
-            "log terms decrease"
-        );
-        assert!(
-            self.entries
-                .first()
-                .is_none_or(|e| e.term >= self.prev_term),
-            "log term below prev"
-        );
+        assert!(self.entries.windows(2).all(|w| w[0].term <= w[1].term), "log terms decrease");
+        assert!(self.entries.first().is_none_or(|e| e.term >= self.prev_term), "log term below prev");
         self.check();
     }
 
     /// Asserts the O(1) invariants (kept in release builds, run every step).
     pub(crate) fn check(&self) {
-        assert!(
-            self.prev_index <= self.snapshot.meta.index,
-            "snapshot behind log start"
-        );
-        assert!(
-            self.snapshot.meta.index <= self.last_index(),
-            "snapshot beyond log end"
-        );
+        assert!(self.prev_index <= self.snapshot.meta.index, "snapshot behind log start");
+        assert!(self.snapshot.meta.index <= self.last_index(), "snapshot beyond log end");
         assert!(self.applied <= self.applied_handed, "applied beyond handed");
         assert!(self.applied_handed <= self.commit, "handed beyond commit");
         assert!(self.commit <= self.last_index(), "commit beyond log end");
-        assert!(
-            self.snapshot.meta.index <= self.commit,
-            "snapshot beyond commit"
-        );
+        assert!(self.snapshot.meta.index <= self.commit, "snapshot beyond commit");
     }
 }

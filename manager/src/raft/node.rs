@@ -25,8 +25,8 @@ use shoal_shared::rng::Rng;
 use super::config::{Config, ConfigError};
 use super::log::RaftLog;
 use super::types::{
-    ConfChange, ConfState, Entry, EntryKind, HardState, Message, MessageKind, NodeId, RejectHint,
-    Snapshot, SnapshotMeta, MAX_SNAPSHOT_CHUNK_BYTES,
+    ConfChange, ConfState, Entry, EntryKind, HardState, Message, MessageKind, NodeId, RejectHint, Snapshot, SnapshotMeta,
+    MAX_SNAPSHOT_CHUNK_BYTES,
 };
 
 /// Largest read-index context accepted from a peer.
@@ -321,17 +321,11 @@ impl Raft {
     pub fn bootstrap(cfg: Config, voters: &[NodeId]) -> Result<Raft, RestoreError> {
         let conf = ConfState::with_voters(voters);
         if conf.voters.is_empty() || !conf.is_well_formed() {
-            return Err(RestoreError::Inconsistent(
-                "bootstrap voters must be non-empty and non-zero",
-            ));
+            return Err(RestoreError::Inconsistent("bootstrap voters must be non-empty and non-zero"));
         }
         let mut raft = Raft::restore(cfg, Persisted::default())?;
         raft.term = 1;
-        raft.log.push(Entry {
-            term: 1,
-            index: 1,
-            kind: EntryKind::Conf { change: None, conf },
-        });
+        raft.log.push(Entry { term: 1, index: 1, kind: EntryKind::Conf { change: None, conf } });
         raft.commit_to(1);
         Ok(raft)
     }
@@ -343,14 +337,9 @@ impl Raft {
     pub fn restore(cfg: Config, p: Persisted) -> Result<Raft, RestoreError> {
         cfg.validate()?;
         let hs = p.hard_state;
-        let last = p
-            .prev_index
-            .checked_add(p.entries.len() as u64)
-            .ok_or(RestoreError::Inconsistent("log index overflow"))?;
+        let last = p.prev_index.checked_add(p.entries.len() as u64).ok_or(RestoreError::Inconsistent("log index overflow"))?;
         if p.snapshot.meta.index < p.prev_index || p.snapshot.meta.index > last {
-            return Err(RestoreError::Inconsistent(
-                "snapshot outside the stored log",
-            ));
+            return Err(RestoreError::Inconsistent("snapshot outside the stored log"));
         }
         if hs.commit < p.snapshot.meta.index || hs.commit > last {
             return Err(RestoreError::Inconsistent("commit outside the stored log"));
@@ -368,11 +357,7 @@ impl Raft {
         if !p.conf_state.is_well_formed() {
             return Err(RestoreError::Inconsistent("stored membership malformed"));
         }
-        let vote = if cfg.bugs.forget_vote_on_restart {
-            0
-        } else {
-            hs.vote
-        };
+        let vote = if cfg.bugs.forget_vote_on_restart { 0 } else { hs.vote };
         let mut rng = Rng::from_seed(cfg.seed);
         let randomized_timeout = rng.range(cfg.election_ticks_min, cfg.election_ticks_max);
         let mut log = RaftLog::new(p.snapshot, p.prev_index, p.prev_term, p.entries);
@@ -403,10 +388,7 @@ impl Raft {
             pending_install: None,
             pending_compaction: None,
             prev_hard: hs,
-            prev_soft: SoftState {
-                leader: 0,
-                role: Role::Follower,
-            },
+            prev_soft: SoftState { leader: 0, role: Role::Follower },
             prev_conf: p.conf_state,
         })
     }
@@ -416,9 +398,7 @@ impl Raft {
     /// entries up to `applied` are not handed out again.
     pub fn restore_applied(cfg: Config, p: Persisted, applied: u64) -> Result<Raft, RestoreError> {
         if applied < p.snapshot.meta.index || applied > p.hard_state.commit {
-            return Err(RestoreError::Inconsistent(
-                "applied index outside snapshot..=commit",
-            ));
+            return Err(RestoreError::Inconsistent("applied index outside snapshot..=commit"));
         }
         let mut raft = Raft::restore(cfg, p)?;
         raft.log.applied = applied;
@@ -516,14 +496,8 @@ impl Raft {
         }
         conf.voters.sort_unstable();
         conf.learners.sort_unstable();
-        assert!(
-            conf.is_well_formed(),
-            "conf change produced malformed membership"
-        );
-        let index = self.append_new(EntryKind::Conf {
-            change: Some(change),
-            conf,
-        });
+        assert!(conf.is_well_formed(), "conf change produced malformed membership");
+        let index = self.append_new(EntryKind::Conf { change: Some(change), conf });
         self.pending_conf_index = index;
         Ok(index)
     }
@@ -545,9 +519,7 @@ impl Raft {
     /// it completes or an election timeout passes.
     pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), RequestError> {
         if self.role != Role::Leader {
-            return Err(RequestError::NotLeader {
-                leader: self.known_leader(),
-            });
+            return Err(RequestError::NotLeader { leader: self.known_leader() });
         }
         if to == self.id || !self.conf.is_voter(to) {
             return Err(RequestError::NotVoter(to));
@@ -568,34 +540,18 @@ impl Raft {
     pub fn compact(&mut self, index: u64, data: Vec<u8>) -> Result<(), CompactError> {
         let snapshot_index = self.log.snapshot.meta.index;
         if index <= snapshot_index {
-            return Err(CompactError::Stale {
-                index,
-                snapshot_index,
-            });
+            return Err(CompactError::Stale { index, snapshot_index });
         }
         if index > self.log.applied {
-            return Err(CompactError::NotApplied {
-                index,
-                applied: self.log.applied,
-            });
+            return Err(CompactError::NotApplied { index, applied: self.log.applied });
         }
         // Invariant: prev_index <= snapshot_index < index <= applied <= last.
-        let term = self
-            .log
-            .term(index)
-            .expect("applied index is inside the log");
+        let term = self.log.term(index).expect("applied index is inside the log");
         let conf = self.conf_at(index);
-        self.log.snapshot = Snapshot {
-            meta: SnapshotMeta { index, term, conf },
-            data,
-        };
-        self.log
-            .compact_to(index.saturating_sub(self.cfg.snapshot_keep_entries));
-        self.pending_compaction = Some(Compaction {
-            snapshot: self.log.snapshot.clone(),
-            prev_index: self.log.prev_index,
-            prev_term: self.log.prev_term,
-        });
+        self.log.snapshot = Snapshot { meta: SnapshotMeta { index, term, conf }, data };
+        self.log.compact_to(index.saturating_sub(self.cfg.snapshot_keep_entries));
+        self.pending_compaction =
+            Some(Compaction { snapshot: self.log.snapshot.clone(), prev_index: self.log.prev_index, prev_term: self.log.prev_term });
         self.log.check();
         Ok(())
     }
@@ -656,9 +612,7 @@ impl Raft {
         }
         rd.messages = std::mem::take(&mut self.msgs);
         if self.log.applied_handed < self.log.commit {
-            rd.committed_entries =
-                self.log
-                    .slice(self.log.applied_handed + 1, self.log.commit, u64::MAX);
+            rd.committed_entries = self.log.slice(self.log.applied_handed + 1, self.log.commit, u64::MAX);
             self.log.applied_handed = self.log.commit;
         }
         rd.read_states = std::mem::take(&mut self.read_states);
@@ -677,11 +631,7 @@ impl Raft {
             }
         }
         if let Some(last) = rd.committed_entries.last() {
-            self.log.applied = self
-                .log
-                .applied
-                .max(last.index)
-                .min(self.log.applied_handed);
+            self.log.applied = self.log.applied.max(last.index).min(self.log.applied_handed);
         }
         if self.role == Role::Leader {
             self.maybe_commit();
@@ -746,51 +696,33 @@ impl Raft {
     // ----- internals ----------------------------------------------------
 
     fn soft_state(&self) -> SoftState {
-        SoftState {
-            leader: self.leader,
-            role: self.role,
-        }
+        SoftState { leader: self.leader, role: self.role }
     }
 
     fn hard_state(&self) -> HardState {
-        HardState {
-            term: self.term,
-            vote: self.vote,
-            commit: self.log.commit,
-        }
+        HardState { term: self.term, vote: self.vote, commit: self.log.commit }
     }
 
     fn check_can_propose(&self, len_bytes: u64) -> Result<(), ProposeError> {
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader {
-                leader: self.known_leader(),
-            });
+            return Err(ProposeError::NotLeader { leader: self.known_leader() });
         }
         if self.transferee.is_some() {
             return Err(ProposeError::ProposalDropped);
         }
         let uncommitted_entries = self.log.last_index() - self.log.commit;
         if uncommitted_entries >= self.cfg.max_uncommitted_entries {
-            return Err(ProposeError::Backpressure {
-                uncommitted_entries,
-            });
+            return Err(ProposeError::Backpressure { uncommitted_entries });
         }
         if len_bytes > self.cfg.max_append_bytes {
-            return Err(ProposeError::TooLarge {
-                len_bytes,
-                limit_bytes: self.cfg.max_append_bytes,
-            });
+            return Err(ProposeError::TooLarge { len_bytes, limit_bytes: self.cfg.max_append_bytes });
         }
         Ok(())
     }
 
     fn append_new(&mut self, kind: EntryKind) -> u64 {
         let index = self.log.last_index() + 1;
-        self.log.push(Entry {
-            term: self.term,
-            index,
-            kind,
-        });
+        self.log.push(Entry { term: self.term, index, kind });
         let peers: Vec<NodeId> = self.progress.keys().copied().collect();
         for p in peers {
             self.send_append(p, false);
@@ -802,11 +734,7 @@ impl Raft {
     fn conf_at(&self, index: u64) -> ConfState {
         let mut i = index;
         while i > self.log.prev_index {
-            if let Some(Entry {
-                kind: EntryKind::Conf { conf, .. },
-                ..
-            }) = self.log.entry(i)
-            {
+            if let Some(Entry { kind: EntryKind::Conf { conf, .. }, .. }) = self.log.entry(i) {
                 return conf.clone();
             }
             i -= 1;
@@ -820,12 +748,7 @@ impl Raft {
 
     fn send_with_term(&mut self, to: NodeId, term: u64, kind: MessageKind) {
         assert_ne!(to, self.id, "sending to self");
-        self.msgs.push(Message {
-            from: self.id,
-            to,
-            term,
-            kind,
-        });
+        self.msgs.push(Message { from: self.id, to, term, kind });
     }
 
     fn reset(&mut self, term: u64) {
@@ -837,9 +760,7 @@ impl Raft {
         self.leader = 0;
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
-        self.randomized_timeout = self
-            .rng
-            .range(self.cfg.election_ticks_min, self.cfg.election_ticks_max);
+        self.randomized_timeout = self.rng.range(self.cfg.election_ticks_min, self.cfg.election_ticks_max);
         self.votes.clear();
         self.progress.clear();
         self.transferee = None;
@@ -865,9 +786,7 @@ impl Raft {
             self.pending_reads.clear();
             self.transferee = None;
             self.election_elapsed = 0;
-            self.randomized_timeout = self
-                .rng
-                .range(self.cfg.election_ticks_min, self.cfg.election_ticks_max);
+            self.randomized_timeout = self.rng.range(self.cfg.election_ticks_min, self.cfg.election_ticks_max);
             self.term + 1
         } else {
             self.reset(self.term + 1);
@@ -881,42 +800,17 @@ impl Raft {
             return;
         }
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
-        let voters: Vec<NodeId> = self
-            .conf
-            .voters
-            .iter()
-            .copied()
-            .filter(|v| *v != self.id)
-            .collect();
+        let voters: Vec<NodeId> = self.conf.voters.iter().copied().filter(|v| *v != self.id).collect();
         for v in voters {
-            self.send_with_term(
-                v,
-                vote_term,
-                MessageKind::VoteRequest {
-                    pre,
-                    last_index,
-                    last_term,
-                    transfer,
-                },
-            );
+            self.send_with_term(v, vote_term, MessageKind::VoteRequest { pre, last_index, last_term, transfer });
         }
     }
 
     /// `Some(true)` on a granted quorum, `Some(false)` on a rejecting one.
     fn tally(&self) -> Option<bool> {
         let q = self.conf.quorum();
-        let granted = self
-            .conf
-            .voters
-            .iter()
-            .filter(|v| self.votes.get(v) == Some(&true))
-            .count();
-        let rejected = self
-            .conf
-            .voters
-            .iter()
-            .filter(|v| self.votes.get(v) == Some(&false))
-            .count();
+        let granted = self.conf.voters.iter().filter(|v| self.votes.get(v) == Some(&true)).count();
+        let rejected = self.conf.voters.iter().filter(|v| self.votes.get(v) == Some(&false)).count();
         if granted >= q {
             Some(true)
         } else if rejected >= q {
@@ -935,11 +829,7 @@ impl Raft {
     }
 
     fn become_leader(&mut self) {
-        assert_eq!(
-            self.role,
-            Role::Candidate,
-            "only a candidate becomes leader"
-        );
+        assert_eq!(self.role, Role::Candidate, "only a candidate becomes leader");
         self.role = Role::Leader;
         self.leader = self.id;
         self.election_elapsed = 0;
@@ -958,12 +848,7 @@ impl Raft {
     }
 
     fn quorum_active(&self) -> bool {
-        let active = self
-            .conf
-            .voters
-            .iter()
-            .filter(|v| **v == self.id || self.progress.get(v).is_some_and(|p| p.recent_active))
-            .count();
+        let active = self.conf.voters.iter().filter(|v| **v == self.id || self.progress.get(v).is_some_and(|p| p.recent_active)).count();
         active >= self.conf.quorum()
     }
 
@@ -977,19 +862,11 @@ impl Raft {
             .conf
             .voters
             .iter()
-            .map(|v| {
-                if *v == self.id {
-                    self.log.stable_last
-                } else {
-                    self.progress.get(v).map_or(0, |p| p.match_index)
-                }
-            })
+            .map(|v| if *v == self.id { self.log.stable_last } else { self.progress.get(v).map_or(0, |p| p.match_index) })
             .collect();
         matches.sort_unstable_by(|a, b| b.cmp(a));
         let n = matches[self.conf.quorum() - 1];
-        if n > self.log.commit
-            && (self.log.term(n) == Some(self.term) || self.cfg.bugs.commit_old_term)
-        {
+        if n > self.log.commit && (self.log.term(n) == Some(self.term) || self.cfg.bugs.commit_old_term) {
             self.commit_to(n);
             if self.role == Role::Leader {
                 // Tell followers at once so they apply without waiting for
@@ -1012,11 +889,7 @@ impl Raft {
         self.log.commit = index;
         let mut new_conf = None;
         for i in old + 1..=index {
-            if let Some(Entry {
-                kind: EntryKind::Conf { conf, .. },
-                ..
-            }) = self.log.entry(i)
-            {
+            if let Some(Entry { kind: EntryKind::Conf { conf, .. }, .. }) = self.log.entry(i) {
                 new_conf = Some(conf.clone());
             }
         }
@@ -1059,11 +932,7 @@ impl Raft {
         match pr.state {
             ProgressState::Snapshot { .. } => return,
             ProgressState::Probe if pr.probe_sent => return,
-            ProgressState::Replicate
-                if pr.inflight.len() >= self.cfg.max_inflight_msgs as usize =>
-            {
-                return
-            }
+            ProgressState::Replicate if pr.inflight.len() >= self.cfg.max_inflight_msgs as usize => return,
             _ => {}
         }
         if !force && pr.next_index > last && pr.state == ProgressState::Replicate {
@@ -1080,9 +949,7 @@ impl Raft {
             self.send_snapshot_chunk(to);
             return;
         };
-        let entries = self
-            .log
-            .slice(pr.next_index, last, self.cfg.max_append_bytes);
+        let entries = self.log.slice(pr.next_index, last, self.cfg.max_append_bytes);
         let commit = self.log.commit;
         // Invariant: the progress entry exists (checked above).
         let pr = self.progress.get_mut(&to).expect("progress exists");
@@ -1095,15 +962,7 @@ impl Raft {
             }
             _ => pr.probe_sent = true,
         }
-        self.send(
-            to,
-            MessageKind::Append {
-                prev_index,
-                prev_term,
-                entries,
-                commit,
-            },
-        );
+        self.send(to, MessageKind::Append { prev_index, prev_term, entries, commit });
     }
 
     fn send_snapshot_chunk(&mut self, to: NodeId) {
@@ -1116,28 +975,16 @@ impl Raft {
         let snap = &self.log.snapshot;
         let offset = if snap.meta.index != index {
             // A newer snapshot replaced the one being streamed: restart.
-            pr.state = ProgressState::Snapshot {
-                index: snap.meta.index,
-                offset: 0,
-            };
+            pr.state = ProgressState::Snapshot { index: snap.meta.index, offset: 0 };
             0
         } else {
             offset
         };
         let total = snap.data.len() as u64;
         let start = offset.min(total) as usize;
-        let chunk = u64::from(
-            self.cfg
-                .max_snapshot_chunk_bytes
-                .min(MAX_SNAPSHOT_CHUNK_BYTES),
-        );
+        let chunk = u64::from(self.cfg.max_snapshot_chunk_bytes.min(MAX_SNAPSHOT_CHUNK_BYTES));
         let end = offset.saturating_add(chunk).min(total) as usize;
-        let kind = MessageKind::SnapshotChunk {
-            meta: snap.meta.clone(),
-            total_bytes: total,
-            offset,
-            data: snap.data[start..end].to_vec(),
-        };
+        let kind = MessageKind::SnapshotChunk { meta: snap.meta.clone(), total_bytes: total, offset, data: snap.data[start..end].to_vec() };
         self.send(to, kind);
     }
 
@@ -1158,20 +1005,10 @@ impl Raft {
     }
 
     fn bcast_heartbeat(&mut self) {
-        let ids: Vec<(NodeId, u64)> = self
-            .progress
-            .iter()
-            .map(|(id, p)| (*id, p.match_index))
-            .collect();
+        let ids: Vec<(NodeId, u64)> = self.progress.iter().map(|(id, p)| (*id, p.match_index)).collect();
         for (id, m) in ids {
             let commit = m.min(self.log.commit);
-            self.send(
-                id,
-                MessageKind::Heartbeat {
-                    commit,
-                    read_seq: self.read_seq,
-                },
-            );
+            self.send(id, MessageKind::Heartbeat { commit, read_seq: self.read_seq });
         }
     }
 
@@ -1189,13 +1026,7 @@ impl Raft {
         self.read_seq += 1;
         let mut acks = BTreeSet::new();
         acks.insert(self.id);
-        self.pending_reads.push_back(PendingRead {
-            seq: self.read_seq,
-            index: self.log.commit,
-            ctx,
-            from,
-            acks,
-        });
+        self.pending_reads.push_back(PendingRead { seq: self.read_seq, index: self.log.commit, ctx, from, acks });
         self.bcast_heartbeat();
         Ok(())
     }
@@ -1204,13 +1035,7 @@ impl Raft {
         if from == 0 {
             self.read_states.push(ReadState { index, ctx });
         } else {
-            self.send(
-                from,
-                MessageKind::ReadIndexResponse {
-                    ctx,
-                    index: Some(index),
-                },
-            );
+            self.send(from, MessageKind::ReadIndexResponse { ctx, index: Some(index) });
         }
     }
 
@@ -1240,10 +1065,7 @@ impl Raft {
     /// Rejects malformed messages before anything changes.
     fn validate(&self, m: &Message) -> Result<(), StepError> {
         if m.to != self.id {
-            return Err(StepError::WrongRecipient {
-                to: m.to,
-                me: self.id,
-            });
+            return Err(StepError::WrongRecipient { to: m.to, me: self.id });
         }
         if m.from == 0 || m.from == self.id {
             return Err(StepError::BadSender(m.from));
@@ -1252,15 +1074,8 @@ impl Raft {
             return Err(StepError::ZeroTerm);
         }
         match &m.kind {
-            MessageKind::Append {
-                prev_index,
-                prev_term,
-                entries,
-                ..
-            } => {
-                let mut expect = prev_index
-                    .checked_add(1)
-                    .ok_or(StepError::Invalid("index overflow"))?;
+            MessageKind::Append { prev_index, prev_term, entries, .. } => {
+                let mut expect = prev_index.checked_add(1).ok_or(StepError::Invalid("index overflow"))?;
                 let mut term = *prev_term;
                 for e in entries {
                     if e.index != expect || e.term < term || e.term > m.term {
@@ -1271,9 +1086,7 @@ impl Raft {
                             return Err(StepError::Invalid("malformed membership entry"));
                         }
                     }
-                    expect = expect
-                        .checked_add(1)
-                        .ok_or(StepError::Invalid("index overflow"))?;
+                    expect = expect.checked_add(1).ok_or(StepError::Invalid("index overflow"))?;
                     term = e.term;
                 }
                 if *prev_term > m.term {
@@ -1281,10 +1094,7 @@ impl Raft {
                 }
             }
             MessageKind::AppendResponse { index, reject } => {
-                if *index > self.log.last_index()
-                    && m.term == self.term
-                    && self.role == Role::Leader
-                {
+                if *index > self.log.last_index() && m.term == self.term && self.role == Role::Leader {
                     return Err(StepError::Invalid("ack beyond leader log"));
                 }
                 if let Some(h) = reject {
@@ -1293,21 +1103,11 @@ impl Raft {
                     }
                 }
             }
-            MessageKind::SnapshotChunk {
-                meta,
-                total_bytes,
-                offset,
-                data,
-            } => {
-                if meta.term > m.term
-                    || (meta.index > 0 && meta.term == 0)
-                    || !meta.conf.is_well_formed()
-                {
+            MessageKind::SnapshotChunk { meta, total_bytes, offset, data } => {
+                if meta.term > m.term || (meta.index > 0 && meta.term == 0) || !meta.conf.is_well_formed() {
                     return Err(StepError::Invalid("malformed snapshot meta"));
                 }
-                if *total_bytes > self.cfg.max_snapshot_bytes
-                    || data.len() as u64 > u64::from(MAX_SNAPSHOT_CHUNK_BYTES)
-                {
+                if *total_bytes > self.cfg.max_snapshot_bytes || data.len() as u64 > u64::from(MAX_SNAPSHOT_CHUNK_BYTES) {
                     return Err(StepError::Invalid("snapshot too large"));
                 }
                 match offset.checked_add(data.len() as u64) {
@@ -1315,9 +1115,7 @@ impl Raft {
                     _ => return Err(StepError::Invalid("snapshot chunk beyond total")),
                 }
             }
-            MessageKind::ReadIndex { ctx } | MessageKind::ReadIndexResponse { ctx, .. }
-                if ctx.len() > MAX_READ_CTX_BYTES =>
-            {
+            MessageKind::ReadIndex { ctx } | MessageKind::ReadIndexResponse { ctx, .. } if ctx.len() > MAX_READ_CTX_BYTES => {
                 return Err(StepError::Invalid("read context too large"));
             }
             _ => {}
@@ -1329,10 +1127,8 @@ impl Raft {
         if m.term > self.term {
             match &m.kind {
                 MessageKind::VoteRequest { pre, transfer, .. } => {
-                    let in_lease = self.cfg.check_quorum
-                        && self.leader != 0
-                        && self.election_elapsed < self.cfg.election_ticks_min
-                        && !transfer;
+                    let in_lease =
+                        self.cfg.check_quorum && self.leader != 0 && self.election_elapsed < self.cfg.election_ticks_min && !transfer;
                     if in_lease {
                         // We heard from a live leader recently: ignore.
                         return;
@@ -1341,33 +1137,20 @@ impl Raft {
                         self.become_follower(m.term, 0);
                     }
                 }
-                MessageKind::VoteResponse {
-                    pre: true,
-                    granted: true,
-                } => {}
-                MessageKind::Append { .. }
-                | MessageKind::Heartbeat { .. }
-                | MessageKind::SnapshotChunk { .. } => {
+                MessageKind::VoteResponse { pre: true, granted: true } => {}
+                MessageKind::Append { .. } | MessageKind::Heartbeat { .. } | MessageKind::SnapshotChunk { .. } => {
                     self.become_follower(m.term, m.from);
                 }
                 _ => self.become_follower(m.term, 0),
             }
         } else if m.term < self.term {
             match &m.kind {
-                MessageKind::Append { .. }
-                | MessageKind::Heartbeat { .. }
-                | MessageKind::SnapshotChunk { .. } => {
+                MessageKind::Append { .. } | MessageKind::Heartbeat { .. } | MessageKind::SnapshotChunk { .. } => {
                     // Tell a stale leader about the newer term so it steps down.
                     self.send(m.from, MessageKind::HeartbeatResponse { read_seq: 0 });
                 }
                 MessageKind::VoteRequest { pre: true, .. } => {
-                    self.send(
-                        m.from,
-                        MessageKind::VoteResponse {
-                            pre: true,
-                            granted: false,
-                        },
-                    );
+                    self.send(m.from, MessageKind::VoteResponse { pre: true, granted: false });
                 }
                 _ => {}
             }
@@ -1375,23 +1158,12 @@ impl Raft {
         }
 
         match m.kind {
-            MessageKind::VoteRequest {
-                pre,
-                last_index,
-                last_term,
-                ..
-            } => self.handle_vote_request(m.from, m.term, pre, last_index, last_term),
+            MessageKind::VoteRequest { pre, last_index, last_term, .. } => {
+                self.handle_vote_request(m.from, m.term, pre, last_index, last_term)
+            }
             MessageKind::VoteResponse { pre, granted } => {
-                let expected = if pre {
-                    Role::PreCandidate
-                } else {
-                    Role::Candidate
-                };
-                let term_ok = if pre {
-                    m.term == self.term + 1 || !granted
-                } else {
-                    m.term == self.term
-                };
+                let expected = if pre { Role::PreCandidate } else { Role::Candidate };
+                let term_ok = if pre { m.term == self.term + 1 || !granted } else { m.term == self.term };
                 if self.role == expected && term_ok && self.conf.is_voter(m.from) {
                     self.votes.insert(m.from, granted);
                     match self.tally() {
@@ -1401,12 +1173,7 @@ impl Raft {
                     }
                 }
             }
-            MessageKind::Append {
-                prev_index,
-                prev_term,
-                entries,
-                commit,
-            } => {
+            MessageKind::Append { prev_index, prev_term, entries, commit } => {
                 if self.role == Role::Leader {
                     return; // Two leaders in one term cannot happen; ignore.
                 }
@@ -1423,21 +1190,14 @@ impl Raft {
                 }
                 self.send(m.from, MessageKind::HeartbeatResponse { read_seq });
             }
-            MessageKind::SnapshotChunk {
-                meta,
-                total_bytes,
-                offset,
-                data,
-            } => {
+            MessageKind::SnapshotChunk { meta, total_bytes, offset, data } => {
                 if self.role == Role::Leader {
                     return;
                 }
                 self.follow(m.from);
                 self.handle_snapshot_chunk(m.from, meta, total_bytes, offset, data);
             }
-            MessageKind::AppendResponse { index, reject } => {
-                self.handle_append_response(m.from, index, reject)
-            }
+            MessageKind::AppendResponse { index, reject } => self.handle_append_response(m.from, index, reject),
             MessageKind::HeartbeatResponse { read_seq } => {
                 if self.role != Role::Leader {
                     return;
@@ -1471,10 +1231,7 @@ impl Raft {
                 pr.recent_active = true;
                 if let ProgressState::Snapshot { index: sending, .. } = pr.state {
                     if sending == index {
-                        pr.state = ProgressState::Snapshot {
-                            index,
-                            offset: next_offset,
-                        };
+                        pr.state = ProgressState::Snapshot { index, offset: next_offset };
                         pr.snapshot_progressed = true;
                         if next_offset < self.log.snapshot.data.len() as u64 {
                             self.send_snapshot_chunk(m.from);
@@ -1514,18 +1271,8 @@ impl Raft {
         self.election_elapsed = 0;
     }
 
-    fn handle_vote_request(
-        &mut self,
-        from: NodeId,
-        term: u64,
-        pre: bool,
-        last_index: u64,
-        last_term: u64,
-    ) {
-        let can_vote = self.vote == from
-            || (self.vote == 0 && self.leader == 0)
-            || (pre && term > self.term)
-            || self.cfg.bugs.vote_twice;
+    fn handle_vote_request(&mut self, from: NodeId, term: u64, pre: bool, last_index: u64, last_term: u64) {
+        let can_vote = self.vote == from || (self.vote == 0 && self.leader == 0) || (pre && term > self.term) || self.cfg.bugs.vote_twice;
         if can_vote && self.log.is_up_to_date(last_index, last_term) {
             self.send_with_term(from, term, MessageKind::VoteResponse { pre, granted: true });
             if !pre {
@@ -1533,24 +1280,11 @@ impl Raft {
                 self.election_elapsed = 0;
             }
         } else {
-            self.send(
-                from,
-                MessageKind::VoteResponse {
-                    pre,
-                    granted: false,
-                },
-            );
+            self.send(from, MessageKind::VoteResponse { pre, granted: false });
         }
     }
 
-    fn handle_append(
-        &mut self,
-        from: NodeId,
-        prev_index: u64,
-        prev_term: u64,
-        entries: Vec<Entry>,
-        commit: u64,
-    ) {
+    fn handle_append(&mut self, from: NodeId, prev_index: u64, prev_term: u64, entries: Vec<Entry>, commit: u64) {
         if prev_index < self.log.commit {
             // Everything up to our commit matches any current leader's log
             // (leader completeness), so take only what lies beyond it.
@@ -1559,13 +1293,7 @@ impl Raft {
             let last_new = rest.last().map_or(c, |e| e.index);
             self.log.append_after_match(&rest);
             self.commit_to(commit.min(last_new));
-            self.send(
-                from,
-                MessageKind::AppendResponse {
-                    index: last_new,
-                    reject: None,
-                },
-            );
+            self.send(from, MessageKind::AppendResponse { index: last_new, reject: None });
             return;
         }
         if self.log.matches(prev_index, prev_term) {
@@ -1574,18 +1302,10 @@ impl Raft {
             let last_new = prev_index + entries.len() as u64;
             self.log.append_after_match(&entries);
             self.commit_to(commit.min(last_new));
-            self.send(
-                from,
-                MessageKind::AppendResponse {
-                    index: last_new,
-                    reject: None,
-                },
-            );
+            self.send(from, MessageKind::AppendResponse { index: last_new, reject: None });
         } else {
             let mut hint_index = prev_index.min(self.log.last_index());
-            while hint_index > self.log.prev_index
-                && self.log.term(hint_index).is_some_and(|t| t > prev_term)
-            {
+            while hint_index > self.log.prev_index && self.log.term(hint_index).is_some_and(|t| t > prev_term) {
                 hint_index -= 1;
             }
             let hint_term = self.log.term(hint_index).unwrap_or(0);
@@ -1593,11 +1313,7 @@ impl Raft {
                 from,
                 MessageKind::AppendResponse {
                     index: prev_index,
-                    reject: Some(RejectHint {
-                        rejected_index: prev_index,
-                        hint_index,
-                        hint_term,
-                    }),
+                    reject: Some(RejectHint { rejected_index: prev_index, hint_index, hint_term }),
                 },
             );
         }
@@ -1623,9 +1339,7 @@ impl Raft {
             // Skip back past the follower's conflicting term in one step.
             let mut probe = h.hint_index.min(last);
             if h.hint_term > 0 {
-                while probe > self.log.prev_index
-                    && self.log.term(probe).is_some_and(|t| t > h.hint_term)
-                {
+                while probe > self.log.prev_index && self.log.term(probe).is_some_and(|t| t > h.hint_term) {
                     probe -= 1;
                 }
             }
@@ -1679,43 +1393,21 @@ impl Raft {
                 break;
             }
         }
-        if self.transferee == Some(from)
-            && self.progress.get(&from).map(|p| p.match_index) == Some(last)
-        {
+        if self.transferee == Some(from) && self.progress.get(&from).map(|p| p.match_index) == Some(last) {
             self.send(from, MessageKind::TimeoutNow);
         }
     }
 
-    fn handle_snapshot_chunk(
-        &mut self,
-        from: NodeId,
-        meta: SnapshotMeta,
-        total_bytes: u64,
-        offset: u64,
-        data: Vec<u8>,
-    ) {
+    fn handle_snapshot_chunk(&mut self, from: NodeId, meta: SnapshotMeta, total_bytes: u64, offset: u64, data: Vec<u8>) {
         if meta.index <= self.log.commit {
             self.incoming_snapshot = None;
             let c = self.log.commit;
-            self.send(
-                from,
-                MessageKind::AppendResponse {
-                    index: c,
-                    reject: None,
-                },
-            );
+            self.send(from, MessageKind::AppendResponse { index: c, reject: None });
             return;
         }
-        let same = self
-            .incoming_snapshot
-            .as_ref()
-            .is_some_and(|s| s.meta == meta && s.total_bytes == total_bytes);
+        let same = self.incoming_snapshot.as_ref().is_some_and(|s| s.meta == meta && s.total_bytes == total_bytes);
         if offset == 0 && !same {
-            self.incoming_snapshot = Some(IncomingSnapshot {
-                meta: meta.clone(),
-                total_bytes,
-                data: Vec::new(),
-            });
+            self.incoming_snapshot = Some(IncomingSnapshot { meta: meta.clone(), total_bytes, data: Vec::new() });
         }
         let have = match &mut self.incoming_snapshot {
             Some(s) if s.meta == meta && s.total_bytes == total_bytes => {
@@ -1727,13 +1419,7 @@ impl Raft {
             _ => 0,
         };
         if have < total_bytes {
-            self.send(
-                from,
-                MessageKind::SnapshotResponse {
-                    index: meta.index,
-                    next_offset: have,
-                },
-            );
+            self.send(from, MessageKind::SnapshotResponse { index: meta.index, next_offset: have });
             return;
         }
         let Some(snap) = self.incoming_snapshot.take() else {
@@ -1744,28 +1430,13 @@ impl Raft {
             self.commit_to(snap.meta.index);
         } else {
             let conf = snap.meta.conf.clone();
-            let snapshot = Snapshot {
-                meta: snap.meta,
-                data: snap.data,
-            };
+            let snapshot = Snapshot { meta: snap.meta, data: snap.data };
             self.log.restore(snapshot.clone());
             self.pending_install = Some(snapshot);
             self.pending_compaction = None;
             self.conf = conf;
         }
-        self.send(
-            from,
-            MessageKind::SnapshotResponse {
-                index: meta.index,
-                next_offset: total_bytes,
-            },
-        );
-        self.send(
-            from,
-            MessageKind::AppendResponse {
-                index: meta.index,
-                reject: None,
-            },
-        );
+        self.send(from, MessageKind::SnapshotResponse { index: meta.index, next_offset: total_bytes });
+        self.send(from, MessageKind::AppendResponse { index: meta.index, reject: None });
     }
 }

@@ -35,27 +35,16 @@ pub(crate) struct Harness {
 }
 
 fn cfg(id: NodeId) -> Config {
-    Config {
-        max_snapshot_chunk_bytes: 16,
-        snapshot_keep_entries: 1,
-        ..Config::lan(id, id * 7919)
-    }
+    Config { max_snapshot_chunk_bytes: 16, snapshot_keep_entries: 1, ..Config::lan(id, id * 7919) }
 }
 
 impl Harness {
     pub(crate) fn new() -> Harness {
-        Harness {
-            nodes: BTreeMap::new(),
-            queue: VecDeque::new(),
-            blocked: BTreeSet::new(),
-        }
+        Harness { nodes: BTreeMap::new(), queue: VecDeque::new(), blocked: BTreeSet::new() }
     }
 
     fn raft(&mut self, id: NodeId) -> Result<&mut Raft, String> {
-        self.nodes
-            .get_mut(&id)
-            .and_then(|n| n.raft.as_mut())
-            .ok_or_else(|| format!("no live node {id}"))
+        self.nodes.get_mut(&id).and_then(|n| n.raft.as_mut()).ok_or_else(|| format!("no live node {id}"))
     }
 
     /// Handles every pending Ready of node `id`; returns event lines.
@@ -71,45 +60,25 @@ impl Harness {
             let rd: Ready = raft.ready();
             let term = raft.term();
             if let Some(ss) = rd.soft_state {
-                out.push(format!(
-                    "n{id}: {:?} term={term} leader={}",
-                    ss.role, ss.leader
-                ));
+                out.push(format!("n{id}: {:?} term={term} leader={}", ss.role, ss.leader));
             }
             n.disk.persist(&rd);
             self.queue.extend(rd.messages.iter().cloned());
             if let Some(s) = &rd.snapshot {
-                out.push(format!(
-                    "n{id}: installs snapshot at {}@t{}",
-                    s.meta.index, s.meta.term
-                ));
-                n.applied = String::from_utf8_lossy(&s.data)
-                    .split(',')
-                    .filter(|x| !x.is_empty())
-                    .map(str::to_string)
-                    .collect();
+                out.push(format!("n{id}: installs snapshot at {}@t{}", s.meta.index, s.meta.term));
+                n.applied = String::from_utf8_lossy(&s.data).split(',').filter(|x| !x.is_empty()).map(str::to_string).collect();
             }
             for e in &rd.committed_entries {
                 match &e.kind {
-                    EntryKind::Normal(d) if !d.is_empty() => {
-                        n.applied.push(String::from_utf8_lossy(d).into())
+                    EntryKind::Normal(d) if !d.is_empty() => n.applied.push(String::from_utf8_lossy(d).into()),
+                    EntryKind::Conf { change: Some(c), conf } => {
+                        out.push(format!("n{id}: applies {c:?} at {} -> voters={:?} learners={:?}", e.index, conf.voters, conf.learners))
                     }
-                    EntryKind::Conf {
-                        change: Some(c),
-                        conf,
-                    } => out.push(format!(
-                        "n{id}: applies {c:?} at {} -> voters={:?} learners={:?}",
-                        e.index, conf.voters, conf.learners
-                    )),
                     _ => {}
                 }
             }
             for r in &rd.read_states {
-                out.push(format!(
-                    "n{id}: read {} at index {}",
-                    String::from_utf8_lossy(&r.ctx),
-                    r.index
-                ));
+                out.push(format!("n{id}: read {} at index {}", String::from_utf8_lossy(&r.ctx), r.index));
             }
             raft.advance(rd);
             raft.log.check_full();
@@ -143,10 +112,7 @@ impl Harness {
         let mut out = Vec::new();
         let words: Vec<&str> = line.split_whitespace().collect();
         let num = |k: usize| -> Result<u64, String> {
-            words
-                .get(k)
-                .and_then(|w| w.parse().ok())
-                .ok_or_else(|| format!("argument {k} must be a number"))
+            words.get(k).and_then(|w| w.parse().ok()).ok_or_else(|| format!("argument {k} must be a number"))
         };
         let r: Result<(), String> = (|| {
             match words.first().copied().unwrap_or("") {
@@ -155,29 +121,14 @@ impl Harness {
                     let voters: Vec<NodeId> = (1..=n).collect();
                     for id in 1..=n {
                         let raft = Raft::bootstrap(cfg(id), &voters).map_err(|e| e.to_string())?;
-                        self.nodes.insert(
-                            id,
-                            HNode {
-                                raft: Some(raft),
-                                disk: Disk::default(),
-                                applied: Vec::new(),
-                            },
-                        );
+                        self.nodes.insert(id, HNode { raft: Some(raft), disk: Disk::default(), applied: Vec::new() });
                         self.process(id, &mut out);
                     }
                 }
                 "add-node" => {
                     let id = num(1)?;
-                    let raft =
-                        Raft::restore(cfg(id), Persisted::default()).map_err(|e| e.to_string())?;
-                    self.nodes.insert(
-                        id,
-                        HNode {
-                            raft: Some(raft),
-                            disk: Disk::default(),
-                            applied: Vec::new(),
-                        },
-                    );
+                    let raft = Raft::restore(cfg(id), Persisted::default()).map_err(|e| e.to_string())?;
+                    self.nodes.insert(id, HNode { raft: Some(raft), disk: Disk::default(), applied: Vec::new() });
                 }
                 "campaign" => {
                     let id = num(1)?;
@@ -205,11 +156,7 @@ impl Harness {
                 "stabilize" => self.stabilize(&mut out),
                 "propose" => {
                     let id = num(1)?;
-                    let data = words
-                        .get(2)
-                        .ok_or("propose needs data")?
-                        .as_bytes()
-                        .to_vec();
+                    let data = words.get(2).ok_or("propose needs data")?.as_bytes().to_vec();
                     let index = self.raft(id)?.propose(data).map_err(|e| e.to_string())?;
                     out.push(format!("index {index}"));
                     self.process(id, &mut out);
@@ -224,27 +171,18 @@ impl Harness {
                         Some("promote") => ConfChange::PromoteLearner(node),
                         _ => return Err("unknown conf change".into()),
                     };
-                    let index = self
-                        .raft(id)?
-                        .propose_conf_change(change)
-                        .map_err(|e| e.to_string())?;
+                    let index = self.raft(id)?.propose_conf_change(change).map_err(|e| e.to_string())?;
                     out.push(format!("index {index}"));
                     self.process(id, &mut out);
                 }
                 "transfer" => {
                     let (id, to) = (num(1)?, num(2)?);
-                    self.raft(id)?
-                        .transfer_leader(to)
-                        .map_err(|e| e.to_string())?;
+                    self.raft(id)?.transfer_leader(to).map_err(|e| e.to_string())?;
                     self.process(id, &mut out);
                 }
                 "read-index" => {
                     let id = num(1)?;
-                    let ctx = words
-                        .get(2)
-                        .ok_or("read-index needs a context")?
-                        .as_bytes()
-                        .to_vec();
+                    let ctx = words.get(2).ok_or("read-index needs a context")?.as_bytes().to_vec();
                     self.raft(id)?.read_index(ctx).map_err(|e| e.to_string())?;
                     self.process(id, &mut out);
                 }
@@ -254,20 +192,13 @@ impl Harness {
                     // The "state machine" is the applied data list; snapshot at `index`
                     // is only exact when index == applied, which scripts ensure.
                     let data = n.applied.join(",").into_bytes();
-                    self.raft(id)?
-                        .compact(index, data)
-                        .map_err(|e| e.to_string())?;
+                    self.raft(id)?.compact(index, data).map_err(|e| e.to_string())?;
                     self.process(id, &mut out);
                 }
                 "partition" => {
                     self.blocked.clear();
-                    let split = words
-                        .iter()
-                        .position(|w| *w == "/")
-                        .ok_or("partition needs /")?;
-                    let parse = |ws: &[&str]| -> Vec<NodeId> {
-                        ws.iter().filter_map(|w| w.parse().ok()).collect()
-                    };
+                    let split = words.iter().position(|w| *w == "/").ok_or("partition needs /")?;
+                    let parse = |ws: &[&str]| -> Vec<NodeId> { ws.iter().filter_map(|w| w.parse().ok()).collect() };
                     let (a, b) = (parse(&words[1..split]), parse(&words[split + 1..]));
                     for x in &a {
                         for y in &b {
@@ -295,13 +226,9 @@ impl Harness {
                 "restart" => {
                     let id = num(1)?;
                     let n = self.nodes.get_mut(&id).ok_or("no such node")?;
-                    let raft =
-                        Raft::restore(cfg(id), n.disk.p.clone()).map_err(|e| e.to_string())?;
-                    n.applied = String::from_utf8_lossy(&n.disk.p.snapshot.data)
-                        .split(',')
-                        .filter(|x| !x.is_empty())
-                        .map(str::to_string)
-                        .collect();
+                    let raft = Raft::restore(cfg(id), n.disk.p.clone()).map_err(|e| e.to_string())?;
+                    n.applied =
+                        String::from_utf8_lossy(&n.disk.p.snapshot.data).split(',').filter(|x| !x.is_empty()).map(str::to_string).collect();
                     n.raft = Some(raft);
                     self.process(id, &mut out);
                 }
@@ -413,16 +340,10 @@ mod tests {
     fn scripts_match_expectations() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/raft/testdata");
         let update = std::env::var("UPDATE_EXPECT").is_ok_and(|v| v == "1");
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
+        let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
         files.sort();
         let mut failed = Vec::new();
-        for f in files
-            .iter()
-            .filter(|f| f.extension().is_some_and(|e| e == "txt"))
-        {
+        for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "txt")) {
             let old = std::fs::read_to_string(f).unwrap();
             let new = run_script(&old);
             if update {
@@ -432,10 +353,7 @@ mod tests {
                 eprintln!("--- {} expected\n{old}\n+++ actual\n{new}", f.display());
             }
         }
-        assert!(
-            failed.is_empty(),
-            "scripts differ (UPDATE_EXPECT=1 to rewrite): {failed:?}"
-        );
+        assert!(failed.is_empty(), "scripts differ (UPDATE_EXPECT=1 to rewrite): {failed:?}");
         assert!(files.len() >= 5);
     }
 }

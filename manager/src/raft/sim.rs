@@ -21,9 +21,7 @@ use shoal_shared::rng::Rng;
 
 use super::config::{BugFlags, Config};
 use super::node::{Persisted, Raft, Ready, Role};
-use super::types::{
-    decode, encode, ConfChange, Entry, EntryKind, Message, MessageKind, NodeId, MAX_FRAME_BYTES,
-};
+use super::types::{decode, encode, ConfChange, Entry, EntryKind, Message, MessageKind, NodeId, MAX_FRAME_BYTES};
 
 /// Knobs for one simulated run.
 #[derive(Clone, Debug)]
@@ -43,15 +41,7 @@ pub struct SimOptions {
 impl SimOptions {
     /// The default workload for `nodes` managers.
     pub fn new(nodes: u64) -> SimOptions {
-        SimOptions {
-            nodes,
-            fault_ticks: 250,
-            settle_ticks: 150,
-            clients: 3,
-            keys: 3,
-            bugs: BugFlags::default(),
-            trace: false,
-        }
+        SimOptions { nodes, fault_ticks: 250, settle_ticks: 150, clients: 3, keys: 3, bugs: BugFlags::default(), trace: false }
     }
 }
 
@@ -181,10 +171,7 @@ fn fingerprint(e: &Entry) -> u64 {
         EntryKind::Conf { conf, .. } => super::types::to_bytes(conf),
     };
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes
-        .iter()
-        .chain(&[matches!(e.kind, EntryKind::Normal(_)) as u8])
-    {
+    for b in bytes.iter().chain(&[matches!(e.kind, EntryKind::Normal(_)) as u8]) {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -193,18 +180,10 @@ fn fingerprint(e: &Entry) -> u64 {
 
 fn brief(m: &Message) -> String {
     let k = match &m.kind {
-        MessageKind::Append {
-            prev_index,
-            prev_term,
-            entries,
-            commit,
-        } => format!(
-            "App(prev={prev_index}/{prev_term} n={} commit={commit})",
-            entries.len()
-        ),
-        MessageKind::SnapshotChunk {
-            meta, offset, data, ..
-        } => {
+        MessageKind::Append { prev_index, prev_term, entries, commit } => {
+            format!("App(prev={prev_index}/{prev_term} n={} commit={commit})", entries.len())
+        }
+        MessageKind::SnapshotChunk { meta, offset, data, .. } => {
             format!("Snap(idx={} off={offset} len={})", meta.index, data.len())
         }
         other => format!("{other:?}"),
@@ -259,14 +238,7 @@ impl World {
                 restart_at_tick: 0,
             });
         }
-        let clients = (0..opts.clients)
-            .map(|id| Client {
-                id,
-                seq: 0,
-                leader_hint: 0,
-                op: None,
-            })
-            .collect();
+        let clients = (0..opts.clients).map(|id| Client { id, seq: 0, leader_hint: 0, op: None }).collect();
         let drop_one_in = rng.range(4, 60);
         let partition_one_in = rng.range(8, 80);
         let crash_one_in = rng.range(8, 80);
@@ -291,10 +263,7 @@ impl World {
             leaders: BTreeMap::new(),
             log_entries: BTreeMap::new(),
             applied: BTreeMap::new(),
-            report: SimReport {
-                seed,
-                ..SimReport::default()
-            },
+            report: SimReport { seed, ..SimReport::default() },
         }
     }
 
@@ -360,34 +329,21 @@ impl World {
         self.report.messages += 1;
         let bytes = encode(&m);
         if bytes.len() > MAX_FRAME_BYTES {
-            self.violation(format!(
-                "frame of {} bytes exceeds limit: {}",
-                bytes.len(),
-                brief(&m)
-            ));
+            self.violation(format!("frame of {} bytes exceeds limit: {}", bytes.len(), brief(&m)));
             return;
         }
         if self.faults && self.rng.chance(1, self.drop_one_in) {
             self.trace(|| format!("drop {}", brief(&m)));
             return;
         }
-        let copies = if self.faults && self.rng.chance(1, 40) {
-            2
-        } else {
-            1
-        };
+        let copies = if self.faults && self.rng.chance(1, 40) { 2 } else { 1 };
         for _ in 0..copies {
             let delay = if self.faults && self.rng.chance(1, 30) {
                 self.rng.range(1, 10 * SUBSTEPS_PER_TICK)
             } else {
                 self.rng.range(1, SUBSTEPS_PER_TICK)
             };
-            self.net.push(InFlight {
-                deliver_at: self.now + delay,
-                from: m.from,
-                to: m.to,
-                bytes: bytes.clone(),
-            });
+            self.net.push(InFlight { deliver_at: self.now + delay, from: m.from, to: m.to, bytes: bytes.clone() });
         }
     }
 
@@ -420,15 +376,9 @@ impl World {
             let Some(raft) = self.nodes[i].raft.as_mut() else {
                 continue;
             };
-            let line = if self.opts.trace {
-                brief(&msg)
-            } else {
-                String::new()
-            };
+            let line = if self.opts.trace { brief(&msg) } else { String::new() };
             if let Err(e) = raft.step(msg) {
-                self.violation(format!(
-                    "step refused a message from a correct peer: {e} ({line})"
-                ));
+                self.violation(format!("step refused a message from a correct peer: {e} ({line})"));
                 return;
             }
             self.trace(|| format!("deliver {line}"));
@@ -475,12 +425,7 @@ impl World {
             let term = raft.term();
             let id = self.nodes[i].id;
             if let Some(ss) = rd.soft_state {
-                self.trace(|| {
-                    format!(
-                        "node {id} is {:?} (leader {}) term {term}",
-                        ss.role, ss.leader
-                    )
-                });
+                self.trace(|| format!("node {id} is {:?} (leader {}) term {term}", ss.role, ss.leader));
                 if ss.role == Role::Leader {
                     self.report.elections += 1;
                     self.check_leader_completeness(i, term);
@@ -491,13 +436,8 @@ impl World {
                     }
                 }
             }
-            let leader_committed = rd
-                .hard_state
-                .is_some_and(|h| h.commit > self.nodes[i].disk.p.hard_state.commit)
-                && self.nodes[i]
-                    .raft
-                    .as_ref()
-                    .is_some_and(|r| r.role() == Role::Leader);
+            let leader_committed = rd.hard_state.is_some_and(|h| h.commit > self.nodes[i].disk.p.hard_state.commit)
+                && self.nodes[i].raft.as_ref().is_some_and(|r| r.role() == Role::Leader);
             if leader_committed && self.faults && self.rng.chance(1, self.isolate_leader_one_in) {
                 // Adversarial timing: a leader cut off right after it commits,
                 // before followers learn the new commit index.
@@ -540,20 +480,12 @@ impl World {
     fn apply(&mut self, i: usize, e: &Entry) {
         let id = self.nodes[i].id;
         if e.index != self.nodes[i].applied + 1 {
-            self.violation(format!(
-                "node {id} applied {} after {}",
-                e.index, self.nodes[i].applied
-            ));
+            self.violation(format!("node {id} applied {} after {}", e.index, self.nodes[i].applied));
             return;
         }
         self.nodes[i].applied = e.index;
         let fp = fingerprint(e);
-        let max_term = self
-            .nodes
-            .iter()
-            .filter_map(|n| n.raft.as_ref().map(|r| r.term()))
-            .max()
-            .unwrap_or(0);
+        let max_term = self.nodes.iter().filter_map(|n| n.raft.as_ref().map(|r| r.term())).max().unwrap_or(0);
         match self.applied.get(&e.index) {
             Some(&(t, f, _)) if t != e.term || f != fp => {
                 self.violation(format!(
@@ -574,10 +506,7 @@ impl World {
             return;
         }
         let Ok(cmd) = postcard::from_bytes::<Cmd>(data) else {
-            self.violation(format!(
-                "node {id} applied an undecodable command at {}",
-                e.index
-            ));
+            self.violation(format!("node {id} applied an undecodable command at {}", e.index));
             return;
         };
         let kv = &mut self.nodes[i].kv;
@@ -619,12 +548,7 @@ impl World {
                 self.history[op.hist].kind = OpKind::Get(value);
                 self.history[op.hist].resp = resp;
                 self.report.acked_ops += 1;
-                self.trace(|| {
-                    format!(
-                        "client {c} get k{} = {value:?} (read index {index})",
-                        op.key
-                    )
-                });
+                self.trace(|| format!("client {c} get k{} = {value:?} (read index {index})", op.key));
             }
         }
     }
@@ -641,10 +565,7 @@ impl World {
             if self.clients[c].op.is_none() {
                 self.clients[c].seq += 1;
                 let key = self.rng.range(0, u64::from(self.opts.keys)) as u8;
-                let put = self
-                    .rng
-                    .chance(1, 2)
-                    .then(|| (u64::from(self.clients[c].id) << 32) | self.clients[c].seq);
+                let put = self.rng.chance(1, 2).then(|| (u64::from(self.clients[c].id) << 32) | self.clients[c].seq);
                 let inv = self.stamp();
                 self.history.push(HistOp {
                     key,
@@ -655,14 +576,8 @@ impl World {
                     inv,
                     resp: u64::MAX,
                 });
-                self.clients[c].op = Some(ClientOp {
-                    seq: self.clients[c].seq,
-                    key,
-                    put,
-                    hist: self.history.len() - 1,
-                    target: 0,
-                    retry_at_tick: 0,
-                });
+                self.clients[c].op =
+                    Some(ClientOp { seq: self.clients[c].seq, key, put, hist: self.history.len() - 1, target: 0, retry_at_tick: 0 });
             }
             self.submit(c);
         }
@@ -670,11 +585,7 @@ impl World {
 
     fn submit(&mut self, c: usize) {
         let hint = self.clients[c].leader_hint;
-        let target = if hint != 0 && self.rng.chance(4, 5) {
-            hint
-        } else {
-            self.rng.range(1, self.opts.nodes + 1)
-        };
+        let target = if hint != 0 && self.rng.chance(4, 5) { hint } else { self.rng.range(1, self.opts.nodes + 1) };
         let client_id = self.clients[c].id;
         let tick = self.tick;
         let Some(op) = self.clients[c].op.as_mut() else {
@@ -693,23 +604,16 @@ impl World {
         };
         let result = match put {
             Some(value) => {
-                let cmd = super::types::to_bytes(&Cmd {
-                    client: client_id,
-                    seq,
-                    key,
-                    value,
-                });
+                let cmd = super::types::to_bytes(&Cmd { client: client_id, seq, key, value });
                 raft.propose(cmd).map(|_| ()).map_err(|e| match e {
                     super::node::ProposeError::NotLeader { leader } => leader,
                     _ => None,
                 })
             }
-            None => raft
-                .read_index(super::types::to_bytes(&(client_id, seq)))
-                .map_err(|e| match e {
-                    super::node::RequestError::NotLeader { leader } => leader,
-                    _ => None,
-                }),
+            None => raft.read_index(super::types::to_bytes(&(client_id, seq))).map_err(|e| match e {
+                super::node::RequestError::NotLeader { leader } => leader,
+                _ => None,
+            }),
         };
         match result {
             Ok(()) => {
@@ -730,11 +634,7 @@ impl World {
     /// learner, promote it back (one change at a time).
     fn churn_membership(&mut self) {
         let n = self.opts.nodes;
-        let Some(li) = self
-            .nodes
-            .iter()
-            .position(|x| x.raft.as_ref().is_some_and(|r| r.role() == Role::Leader))
-        else {
+        let Some(li) = self.nodes.iter().position(|x| x.raft.as_ref().is_some_and(|r| r.role() == Role::Leader)) else {
             return;
         };
         let pick = self.rng.range(0, n) as usize;
@@ -759,11 +659,7 @@ impl World {
 
     /// Leadership transfer to a random voter.
     fn transfer_leadership(&mut self) {
-        let Some(li) = self
-            .nodes
-            .iter()
-            .position(|x| x.raft.as_ref().is_some_and(|r| r.role() == Role::Leader))
-        else {
+        let Some(li) = self.nodes.iter().position(|x| x.raft.as_ref().is_some_and(|r| r.role() == Role::Leader)) else {
             return;
         };
         let to = self.rng.range(1, self.opts.nodes + 1);
@@ -811,10 +707,7 @@ impl World {
         if self.rng.chance(1, self.crash_one_in) {
             // Leaders crash more often than followers: that is where the
             // interesting interleavings (uncommitted tails) are.
-            let leader = self
-                .nodes
-                .iter()
-                .position(|x| x.raft.as_ref().is_some_and(|r| r.role() == Role::Leader));
+            let leader = self.nodes.iter().position(|x| x.raft.as_ref().is_some_and(|r| r.role() == Role::Leader));
             let i = match leader {
                 Some(l) if self.rng.chance(1, 2) => l,
                 _ => self.rng.range(0, n) as usize,
@@ -881,11 +774,7 @@ impl World {
             }
             match self.leaders.get(&r.term()) {
                 Some(&other) if other != n.id => {
-                    let msg = format!(
-                        "election safety: nodes {other} and {} both lead term {}",
-                        n.id,
-                        r.term()
-                    );
+                    let msg = format!("election safety: nodes {other} and {} both lead term {}", n.id, r.term());
                     self.violation(msg);
                     return;
                 }
@@ -906,15 +795,8 @@ impl World {
             let prev_term = raft.log.term(e.index - 1).unwrap_or(u64::MAX);
             let fp = fingerprint(e);
             match self.log_entries.get(&(e.index, e.term)) {
-                Some(&(f, pt))
-                    if f != fp || (pt != prev_term && pt != u64::MAX && prev_term != u64::MAX) =>
-                {
-                    bad = Some(format!(
-                        "log matching: entry {}@t{} differs between nodes (node {})",
-                        e.index,
-                        e.term,
-                        i + 1
-                    ));
+                Some(&(f, pt)) if f != fp || (pt != prev_term && pt != u64::MAX && prev_term != u64::MAX) => {
+                    bad = Some(format!("log matching: entry {}@t{} differs between nodes (node {})", e.index, e.term, i + 1));
                     break;
                 }
                 Some(_) => {}
@@ -937,15 +819,9 @@ impl World {
             if known_at >= term || index <= raft.log.prev_index {
                 continue;
             }
-            let ok = raft
-                .log
-                .entry(index)
-                .is_some_and(|e| e.term == t && fingerprint(e) == fp);
+            let ok = raft.log.entry(index).is_some_and(|e| e.term == t && fingerprint(e) == fp);
             if !ok {
-                bad = Some(format!(
-                    "leader completeness: node {} leads term {term} without committed entry {index}@t{t}",
-                    i + 1
-                ));
+                bad = Some(format!("leader completeness: node {} leads term {term} without committed entry {index}@t{t}", i + 1));
                 break;
             }
         }
@@ -955,33 +831,19 @@ impl World {
     }
 
     fn check_liveness(&mut self) {
-        let leader = self
-            .nodes
-            .iter()
-            .filter_map(|n| n.raft.as_ref())
-            .find(|r| r.role() == Role::Leader);
+        let leader = self.nodes.iter().filter_map(|n| n.raft.as_ref()).find(|r| r.role() == Role::Leader);
         let Some(leader) = leader else {
-            self.violation(format!(
-                "liveness: no leader {} ticks after faults stopped",
-                self.opts.settle_ticks
-            ));
+            self.violation(format!("liveness: no leader {} ticks after faults stopped", self.opts.settle_ticks));
             return;
         };
         // Only current members must converge; a removed node may lag forever.
         let st = leader.status();
-        let members: Vec<usize> = st
-            .voters
-            .iter()
-            .chain(&st.learners)
-            .map(|id| (*id - 1) as usize)
-            .collect();
+        let members: Vec<usize> = st.voters.iter().chain(&st.learners).map(|id| (*id - 1) as usize).collect();
         for &k in &members {
             let (id, applied) = (self.nodes[k].id, self.nodes[k].applied);
             if applied < self.acked_put_index {
                 let need = self.acked_put_index;
-                self.violation(format!(
-                    "liveness: node {id} applied only {applied} of acknowledged {need}"
-                ));
+                self.violation(format!("liveness: node {id} applied only {applied} of acknowledged {need}"));
                 return;
             }
         }
@@ -996,9 +858,7 @@ impl World {
             let ops: Vec<HistOp> = self
                 .history
                 .iter()
-                .filter(|o| {
-                    o.key == key && !(matches!(o.kind, OpKind::Get(_)) && o.resp == u64::MAX)
-                })
+                .filter(|o| o.key == key && !(matches!(o.kind, OpKind::Get(_)) && o.resp == u64::MAX))
                 .cloned()
                 .collect();
             if let Err(e) = check_register(&ops) {
@@ -1013,16 +873,9 @@ impl World {
 /// Pending operations (`resp == u64::MAX`) may be linearized or left out.
 fn check_register(ops: &[HistOp]) -> Result<(), String> {
     if ops.len() > 128 {
-        return Err(format!(
-            "history of {} ops exceeds the checker bound of 128",
-            ops.len()
-        ));
+        return Err(format!("history of {} ops exceeds the checker bound of 128", ops.len()));
     }
-    let complete: u128 = ops
-        .iter()
-        .enumerate()
-        .filter(|(_, o)| o.resp != u64::MAX)
-        .fold(0, |acc, (k, _)| acc | (1u128 << k));
+    let complete: u128 = ops.iter().enumerate().filter(|(_, o)| o.resp != u64::MAX).fold(0, |acc, (k, _)| acc | (1u128 << k));
     let mut seen: HashSet<(u128, Option<u64>)> = HashSet::new();
     let mut stack: Vec<(u128, Option<u64>)> = vec![(0, None)];
     while let Some((done, state)) = stack.pop() {
@@ -1033,13 +886,7 @@ fn check_register(ops: &[HistOp]) -> Result<(), String> {
             continue;
         }
         // An op may go next if it was invoked before every pending op's response.
-        let horizon = ops
-            .iter()
-            .enumerate()
-            .filter(|(k, _)| done & (1 << k) == 0)
-            .map(|(_, o)| o.resp)
-            .min()
-            .unwrap_or(u64::MAX);
+        let horizon = ops.iter().enumerate().filter(|(k, _)| done & (1 << k) == 0).map(|(_, o)| o.resp).min().unwrap_or(u64::MAX);
         for (k, o) in ops.iter().enumerate() {
             if done & (1 << k) != 0 || o.inv > horizon {
                 continue;
@@ -1093,11 +940,7 @@ mod tests {
     #[test]
     fn sim_seeds_are_clean() {
         let bad = first_violation(BugFlags::default(), 300);
-        assert!(
-            bad.is_none(),
-            "failure: {:?}",
-            bad.map(|r| (r.seed, r.violations))
-        );
+        assert!(bad.is_none(), "failure: {:?}", bad.map(|r| (r.seed, r.violations)));
     }
 
     #[test]
@@ -1113,66 +956,33 @@ mod tests {
 
     #[test]
     fn checker_catches_double_vote() {
-        let bugs = BugFlags {
-            vote_twice: true,
-            ..BugFlags::default()
-        };
+        let bugs = BugFlags { vote_twice: true, ..BugFlags::default() };
         let r = first_violation(bugs, 600).expect("vote_twice went unnoticed");
-        assert!(
-            r.violations.iter().any(|v| v.contains("election safety")),
-            "{:?}",
-            r.violations
-        );
+        assert!(r.violations.iter().any(|v| v.contains("election safety")), "{:?}", r.violations);
     }
 
     #[test]
     fn checker_catches_commit_of_old_term() {
-        let bugs = BugFlags {
-            commit_old_term: true,
-            ..BugFlags::default()
-        };
+        let bugs = BugFlags { commit_old_term: true, ..BugFlags::default() };
         let r = first_violation(bugs, 600).expect("commit_old_term went unnoticed");
-        assert!(
-            r.violations
-                .iter()
-                .any(|v| v.contains("leader completeness") || v.contains("state machine")),
-            "{:?}",
-            r.violations
-        );
+        assert!(r.violations.iter().any(|v| v.contains("leader completeness") || v.contains("state machine")), "{:?}", r.violations);
     }
 
     #[test]
     fn checker_catches_vote_lost_on_restart() {
-        let bugs = BugFlags {
-            forget_vote_on_restart: true,
-            ..BugFlags::default()
-        };
+        let bugs = BugFlags { forget_vote_on_restart: true, ..BugFlags::default() };
         let r = first_violation(bugs, 600).expect("forget_vote_on_restart went unnoticed");
         assert!(!r.violations.is_empty());
     }
 
     #[test]
     fn linearizability_checker_rejects_stale_read() {
-        let put = |v, inv, resp| HistOp {
-            key: 0,
-            kind: OpKind::Put(v),
-            inv,
-            resp,
-        };
-        let get = |v, inv, resp| HistOp {
-            key: 0,
-            kind: OpKind::Get(v),
-            inv,
-            resp,
-        };
+        let put = |v, inv, resp| HistOp { key: 0, kind: OpKind::Put(v), inv, resp };
+        let get = |v, inv, resp| HistOp { key: 0, kind: OpKind::Get(v), inv, resp };
         assert!(check_register(&[put(1, 1, 2), get(Some(1), 3, 4)]).is_ok());
         assert!(check_register(&[put(1, 1, 2), put(2, 3, 4), get(Some(1), 5, 6)]).is_err());
         assert!(check_register(&[put(1, 1, u64::MAX), get(Some(1), 5, 6)]).is_ok());
-        assert!(
-            check_register(&[put(1, 1, u64::MAX), get(None, 5, 6), get(Some(1), 7, 8)]).is_ok()
-        );
-        assert!(
-            check_register(&[put(1, 1, u64::MAX), get(Some(1), 5, 6), get(None, 7, 8)]).is_err()
-        );
+        assert!(check_register(&[put(1, 1, u64::MAX), get(None, 5, 6), get(Some(1), 7, 8)]).is_ok());
+        assert!(check_register(&[put(1, 1, u64::MAX), get(Some(1), 5, 6), get(None, 7, 8)]).is_err());
     }
 }

@@ -38,34 +38,18 @@ pub enum StorageError {
     #[error("database: {0}")]
     Db(#[from] redb::Error),
     #[error("corrupt record {key} in {table}: {reason}")]
-    Corrupt {
-        table: &'static str,
-        key: String,
-        reason: String,
-    },
+    Corrupt { table: &'static str, key: String, reason: String },
 }
 
 fn db_err<E: Into<redb::Error>>(e: E) -> StorageError {
     StorageError::Db(e.into())
 }
 
-fn decode<T: DeserializeOwned>(
-    table: &'static str,
-    key: String,
-    bytes: &[u8],
-) -> Result<T, StorageError> {
+fn decode<T: DeserializeOwned>(table: &'static str, key: String, bytes: &[u8]) -> Result<T, StorageError> {
     match postcard::take_from_bytes::<T>(bytes) {
         Ok((v, [])) => Ok(v),
-        Ok((_, rest)) => Err(StorageError::Corrupt {
-            table,
-            key,
-            reason: format!("{} trailing bytes", rest.len()),
-        }),
-        Err(e) => Err(StorageError::Corrupt {
-            table,
-            key,
-            reason: e.to_string(),
-        }),
+        Ok((_, rest)) => Err(StorageError::Corrupt { table, key, reason: format!("{} trailing bytes", rest.len()) }),
+        Err(e) => Err(StorageError::Corrupt { table, key, reason: e.to_string() }),
     }
 }
 
@@ -91,9 +75,8 @@ impl RaftStorage {
         let txn = self.db.begin_read().map_err(db_err)?;
         let meta = txn.open_table(META).map_err(db_err)?;
         let mut p = Persisted::default();
-        let get = |key: &'static str| -> Result<Option<Vec<u8>>, StorageError> {
-            Ok(meta.get(key).map_err(db_err)?.map(|g| g.value().to_vec()))
-        };
+        let get =
+            |key: &'static str| -> Result<Option<Vec<u8>>, StorageError> { Ok(meta.get(key).map_err(db_err)?.map(|g| g.value().to_vec())) };
         if let Some(b) = get(META_HARD_STATE)? {
             p.hard_state = decode::<HardState>("raft_meta", META_HARD_STATE.into(), &b)?;
         }
@@ -101,8 +84,7 @@ impl RaftStorage {
             p.conf_state = decode::<ConfState>("raft_meta", META_CONF_STATE.into(), &b)?;
         }
         if let Some(b) = get(META_LOG_START)? {
-            (p.prev_index, p.prev_term) =
-                decode::<(u64, u64)>("raft_meta", META_LOG_START.into(), &b)?;
+            (p.prev_index, p.prev_term) = decode::<(u64, u64)>("raft_meta", META_LOG_START.into(), &b)?;
         }
         if let Some(b) = get(META_SNAPSHOT)? {
             p.snapshot.meta = decode::<SnapshotMeta>("raft_meta", META_SNAPSHOT.into(), &b)?;
@@ -120,14 +102,11 @@ impl RaftStorage {
             };
         }
         let log = txn.open_table(LOG).map_err(db_err)?;
-        let first = p
-            .prev_index
-            .checked_add(1)
-            .ok_or_else(|| StorageError::Corrupt {
-                table: "raft_meta",
-                key: META_LOG_START.into(),
-                reason: "log start at u64::MAX".into(),
-            })?;
+        let first = p.prev_index.checked_add(1).ok_or_else(|| StorageError::Corrupt {
+            table: "raft_meta",
+            key: META_LOG_START.into(),
+            reason: "log start at u64::MAX".into(),
+        })?;
         for (expect, row) in (first..).zip(log.range(first..).map_err(db_err)?) {
             let (k, v) = row.map_err(db_err)?;
             let index = k.value();
@@ -161,28 +140,21 @@ impl RaftStorage {
                 // An installed snapshot replaces the whole log.
                 log.retain(|_, _| false).map_err(db_err)?;
                 write_snapshot(&mut meta, &mut data, s)?;
-                meta.insert(
-                    META_LOG_START,
-                    to_bytes(&(s.meta.index, s.meta.term)).as_slice(),
-                )
-                .map_err(db_err)?;
+                meta.insert(META_LOG_START, to_bytes(&(s.meta.index, s.meta.term)).as_slice()).map_err(db_err)?;
             }
             if let Some(c) = &rd.compaction {
                 write_compaction(&mut meta, &mut log, &mut data, c)?;
             }
             if let Some(hs) = &rd.hard_state {
-                meta.insert(META_HARD_STATE, to_bytes(hs).as_slice())
-                    .map_err(db_err)?;
+                meta.insert(META_HARD_STATE, to_bytes(hs).as_slice()).map_err(db_err)?;
             }
             if let Some(cs) = &rd.conf_state {
-                meta.insert(META_CONF_STATE, to_bytes(cs).as_slice())
-                    .map_err(db_err)?;
+                meta.insert(META_CONF_STATE, to_bytes(cs).as_slice()).map_err(db_err)?;
             }
             if let Some(first) = rd.entries.first() {
                 log.retain_in(first.index.., |_, _| false).map_err(db_err)?;
                 for e in &rd.entries {
-                    log.insert(e.index, to_bytes(e).as_slice())
-                        .map_err(db_err)?;
+                    log.insert(e.index, to_bytes(e).as_slice()).map_err(db_err)?;
                 }
             }
         }
@@ -212,10 +184,7 @@ impl RaftStorage {
             if table == "raft_log" {
                 txn.open_table(LOG).unwrap().insert(key, bytes).unwrap();
             } else {
-                txn.open_table(META)
-                    .unwrap()
-                    .insert(META_HARD_STATE, bytes)
-                    .unwrap();
+                txn.open_table(META).unwrap().insert(META_HARD_STATE, bytes).unwrap();
             }
         }
         txn.commit().unwrap();
@@ -225,33 +194,17 @@ impl RaftStorage {
 type Meta<'t> = redb::Table<'t, &'static str, &'static [u8]>;
 type Log<'t> = redb::Table<'t, u64, &'static [u8]>;
 
-fn write_snapshot(
-    meta: &mut Meta<'_>,
-    data: &mut Log<'_>,
-    s: &Snapshot,
-) -> Result<(), StorageError> {
+fn write_snapshot(meta: &mut Meta<'_>, data: &mut Log<'_>, s: &Snapshot) -> Result<(), StorageError> {
     data.retain(|_, _| false).map_err(db_err)?;
-    data.insert(s.meta.index, s.data.as_slice())
-        .map_err(db_err)?;
-    meta.insert(META_SNAPSHOT, to_bytes(&s.meta).as_slice())
-        .map_err(db_err)?;
+    data.insert(s.meta.index, s.data.as_slice()).map_err(db_err)?;
+    meta.insert(META_SNAPSHOT, to_bytes(&s.meta).as_slice()).map_err(db_err)?;
     Ok(())
 }
 
-fn write_compaction(
-    meta: &mut Meta<'_>,
-    log: &mut Log<'_>,
-    data: &mut Log<'_>,
-    c: &Compaction,
-) -> Result<(), StorageError> {
+fn write_compaction(meta: &mut Meta<'_>, log: &mut Log<'_>, data: &mut Log<'_>, c: &Compaction) -> Result<(), StorageError> {
     write_snapshot(meta, data, &c.snapshot)?;
-    log.retain_in(..=c.prev_index, |_, _| false)
-        .map_err(db_err)?;
-    meta.insert(
-        META_LOG_START,
-        to_bytes(&(c.prev_index, c.prev_term)).as_slice(),
-    )
-    .map_err(db_err)?;
+    log.retain_in(..=c.prev_index, |_, _| false).map_err(db_err)?;
+    meta.insert(META_LOG_START, to_bytes(&(c.prev_index, c.prev_term)).as_slice()).map_err(db_err)?;
     Ok(())
 }
 
@@ -308,13 +261,7 @@ mod tests {
         let p = st.load().unwrap();
         let mut durable_app = Raft::restore_applied(Config::lan(1, 9), p.clone(), 11).unwrap();
         let rd = durable_app.ready();
-        assert_eq!(
-            rd.committed_entries
-                .iter()
-                .map(|e| e.index)
-                .collect::<Vec<_>>(),
-            vec![12]
-        );
+        assert_eq!(rd.committed_entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![12]);
         assert!(Raft::restore_applied(Config::lan(1, 9), p, 13).is_err());
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -329,57 +276,15 @@ mod tests {
         assert!(st.load().is_ok());
         // A truncated entry.
         st.corrupt_for_test("raft_log", 2, &[0x05]);
-        assert!(matches!(
-            st.load(),
-            Err(StorageError::Corrupt {
-                table: "raft_log",
-                ..
-            })
-        ));
+        assert!(matches!(st.load(), Err(StorageError::Corrupt { table: "raft_log", .. })));
         // A garbage hard state (trailing bytes).
-        st.corrupt_for_test(
-            "raft_log",
-            2,
-            &to_bytes(&Entry {
-                term: 2,
-                index: 2,
-                kind: crate::raft::EntryKind::Normal(vec![]),
-            }),
-        );
+        st.corrupt_for_test("raft_log", 2, &to_bytes(&Entry { term: 2, index: 2, kind: crate::raft::EntryKind::Normal(vec![]) }));
         st.corrupt_for_test("raft_meta", 0, &[1, 1, 1, 1, 1]);
-        assert!(matches!(
-            st.load(),
-            Err(StorageError::Corrupt {
-                table: "raft_meta",
-                ..
-            })
-        ));
+        assert!(matches!(st.load(), Err(StorageError::Corrupt { table: "raft_meta", .. })));
         // An entry stored under the wrong index.
-        st.corrupt_for_test(
-            "raft_meta",
-            0,
-            &to_bytes(&HardState {
-                term: 2,
-                vote: 1,
-                commit: 2,
-            }),
-        );
-        st.corrupt_for_test(
-            "raft_log",
-            2,
-            &to_bytes(&Entry {
-                term: 2,
-                index: 3,
-                kind: crate::raft::EntryKind::Normal(vec![]),
-            }),
-        );
-        assert!(matches!(
-            st.load(),
-            Err(StorageError::Corrupt {
-                table: "raft_log",
-                ..
-            })
-        ));
+        st.corrupt_for_test("raft_meta", 0, &to_bytes(&HardState { term: 2, vote: 1, commit: 2 }));
+        st.corrupt_for_test("raft_log", 2, &to_bytes(&Entry { term: 2, index: 3, kind: crate::raft::EntryKind::Normal(vec![]) }));
+        assert!(matches!(st.load(), Err(StorageError::Corrupt { table: "raft_log", .. })));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

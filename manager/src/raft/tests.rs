@@ -20,11 +20,7 @@ struct Net {
 impl Net {
     fn new(n: u64) -> Net {
         let voters: Vec<NodeId> = (1..=n).collect();
-        let mut net = Net {
-            nodes: (1..=n)
-                .map(|id| Raft::bootstrap(cfg(id), &voters).unwrap())
-                .collect(),
-        };
+        let mut net = Net { nodes: (1..=n).map(|id| Raft::bootstrap(cfg(id), &voters).unwrap()).collect() };
         net.settle(&[]);
         net
     }
@@ -66,12 +62,7 @@ impl Net {
 }
 
 fn msg(from: NodeId, to: NodeId, term: u64, kind: MessageKind) -> Message {
-    Message {
-        from,
-        to,
-        term,
-        kind,
-    }
+    Message { from, to, term, kind }
 }
 
 #[test]
@@ -81,19 +72,7 @@ fn follower_updates_term_from_higher_term_message() {
     net.elect(1);
     let leader = net.node(1);
     let term = leader.term();
-    leader
-        .step(msg(
-            2,
-            1,
-            term + 5,
-            MessageKind::Append {
-                prev_index: 0,
-                prev_term: 0,
-                entries: vec![],
-                commit: 0,
-            },
-        ))
-        .unwrap();
+    leader.step(msg(2, 1, term + 5, MessageKind::Append { prev_index: 0, prev_term: 0, entries: vec![], commit: 0 })).unwrap();
     assert_eq!(leader.role(), Role::Follower);
     assert_eq!(leader.term(), term + 5);
     assert_eq!(leader.known_leader(), Some(2));
@@ -107,18 +86,7 @@ fn stale_term_messages_are_ignored() {
     let f = net.node(2);
     let term = f.term();
     let before = f.status();
-    f.step(msg(
-        3,
-        2,
-        term - 1,
-        MessageKind::Append {
-            prev_index: 1,
-            prev_term: 1,
-            entries: vec![],
-            commit: 9,
-        },
-    ))
-    .unwrap();
+    f.step(msg(3, 2, term - 1, MessageKind::Append { prev_index: 1, prev_term: 1, entries: vec![], commit: 9 })).unwrap();
     let after = f.status();
     assert_eq!(before.commit, after.commit);
     assert_eq!(after.term, term);
@@ -140,9 +108,7 @@ fn leader_commits_only_entries_of_its_term() {
         net.node(2).tick();
         net.node(3).tick();
         net.settle(&[1]);
-        leader = [2, 3]
-            .into_iter()
-            .find(|id| net.node(*id).role() == Role::Leader);
+        leader = [2, 3].into_iter().find(|id| net.node(*id).role() == Role::Leader);
         if leader.is_some() {
             break;
         }
@@ -172,47 +138,22 @@ fn voter_grants_only_to_up_to_date_logs_once_per_term() {
     let f = net.node(3);
     let (last_index, last_term) = (f.log.last_index(), f.log.last_term());
     let t = f.term() + 1;
-    let vote = |from, li, lt| {
-        msg(
-            from,
-            3,
-            t,
-            MessageKind::VoteRequest {
-                pre: false,
-                last_index: li,
-                last_term: lt,
-                transfer: true,
-            },
-        )
-    };
+    let vote = |from, li, lt| msg(from, 3, t, MessageKind::VoteRequest { pre: false, last_index: li, last_term: lt, transfer: true });
     // Stale log: rejected.
     f.step(vote(2, last_index - 1, last_term)).unwrap();
     let rd = f.ready();
-    assert!(rd.messages.iter().any(|m| m.kind
-        == MessageKind::VoteResponse {
-            pre: false,
-            granted: false
-        }));
+    assert!(rd.messages.iter().any(|m| m.kind == MessageKind::VoteResponse { pre: false, granted: false }));
     f.advance(rd);
     // Up to date: granted, and the vote must be persisted before the reply.
     f.step(vote(2, last_index, last_term)).unwrap();
     let rd = f.ready();
     assert_eq!(rd.hard_state.map(|h| h.vote), Some(2));
-    assert!(rd.messages.iter().any(|m| m.kind
-        == MessageKind::VoteResponse {
-            pre: false,
-            granted: true
-        }));
+    assert!(rd.messages.iter().any(|m| m.kind == MessageKind::VoteResponse { pre: false, granted: true }));
     f.advance(rd);
     // Second candidate in the same term: rejected.
     f.step(vote(1, last_index + 10, last_term + 1)).unwrap();
     let rd = f.ready();
-    assert!(rd.messages.iter().any(|m| m.to == 1
-        && m.kind
-            == MessageKind::VoteResponse {
-                pre: false,
-                granted: false
-            }));
+    assert!(rd.messages.iter().any(|m| m.to == 1 && m.kind == MessageKind::VoteResponse { pre: false, granted: false }));
 }
 
 #[test]
@@ -226,10 +167,7 @@ fn election_timeouts_are_randomized() {
             r.tick();
             ticks += 1;
         }
-        assert!(
-            (10..20).contains(&ticks),
-            "timeout {ticks} outside the configured range"
-        );
+        assert!((10..20).contains(&ticks), "timeout {ticks} outside the configured range");
         timeouts.insert(ticks);
     }
     assert!(timeouts.len() > 3);
@@ -254,11 +192,7 @@ fn failed_step_changes_nothing() {
             MessageKind::Append {
                 prev_index: 3,
                 prev_term: term,
-                entries: vec![Entry {
-                    term,
-                    index: 7,
-                    kind: EntryKind::Normal(vec![]),
-                }],
+                entries: vec![Entry { term, index: 7, kind: EntryKind::Normal(vec![]) }],
                 commit: 9,
             },
         ),
@@ -267,22 +201,13 @@ fn failed_step_changes_nothing() {
             2,
             term + 3,
             MessageKind::SnapshotChunk {
-                meta: SnapshotMeta {
-                    index: 50,
-                    term,
-                    conf: ConfState::with_voters(&[1, 2, 3]),
-                },
+                meta: SnapshotMeta { index: 50, term, conf: ConfState::with_voters(&[1, 2, 3]) },
                 total_bytes: 4,
                 offset: 2,
                 data: vec![0; 3],
             },
         ),
-        msg(
-            1,
-            2,
-            term + 3,
-            MessageKind::ReadIndex { ctx: vec![0; 5000] },
-        ),
+        msg(1, 2, term + 3, MessageKind::ReadIndex { ctx: vec![0; 5000] }),
     ];
     for role_node in [1, 2] {
         for m in &bad {
@@ -296,11 +221,7 @@ fn failed_step_changes_nothing() {
             let r = net.node(role_node);
             let before = format!("{r:?}");
             assert!(r.step(m.clone()).is_err(), "{m:?} accepted");
-            assert_eq!(
-                before,
-                format!("{:?}", net.node(role_node)),
-                "failed step mutated state: {m:?}"
-            );
+            assert_eq!(before, format!("{:?}", net.node(role_node)), "failed step mutated state: {m:?}");
         }
     }
 }
@@ -324,11 +245,7 @@ fn frames_stay_under_the_limit() {
         2,
         3,
         MessageKind::SnapshotChunk {
-            meta: SnapshotMeta {
-                index: u64::MAX,
-                term: u64::MAX,
-                conf: ConfState::with_voters(&[1, 2, 3, 4, 5, 6, 7]),
-            },
+            meta: SnapshotMeta { index: u64::MAX, term: u64::MAX, conf: ConfState::with_voters(&[1, 2, 3, 4, 5, 6, 7]) },
             total_bytes: u64::MAX,
             offset: u64::MAX,
             data: vec![1; MAX_SNAPSHOT_CHUNK_BYTES as usize],
@@ -349,10 +266,7 @@ fn node_in_role(role: u8) -> Raft {
             net.nodes.swap_remove(if role == 3 { 0 } else { 1 })
         }
         1 | 2 => {
-            let c = Config {
-                pre_vote: role == 1,
-                ..cfg(1)
-            };
+            let c = Config { pre_vote: role == 1, ..cfg(1) };
             let mut r = Raft::bootstrap(c, &[1, 2, 3]).unwrap();
             r.campaign().unwrap();
             r
@@ -379,11 +293,7 @@ fn random_message(rng: &mut Rng, to: NodeId) -> Message {
         }
     };
     let from = rng.range(0, 6);
-    let to = if rng.chance(1, 10) {
-        rng.range(0, 6)
-    } else {
-        to
-    };
+    let to = if rng.chance(1, 10) { rng.range(0, 6) } else { to };
     let term = small(rng);
     let entries = |rng: &mut Rng| {
         let start = small(rng);
@@ -392,10 +302,7 @@ fn random_message(rng: &mut Rng, to: NodeId) -> Message {
                 index: start.wrapping_add(k),
                 term: small(rng),
                 kind: if rng.chance(1, 5) {
-                    EntryKind::Conf {
-                        change: None,
-                        conf: ConfState::with_voters(&[rng.range(0, 5), rng.range(1, 5)]),
-                    }
+                    EntryKind::Conf { change: None, conf: ConfState::with_voters(&[rng.range(0, 5), rng.range(1, 5)]) }
                 } else {
                     EntryKind::Normal(vec![1; rng.range(0, 5) as usize])
                 },
@@ -403,76 +310,35 @@ fn random_message(rng: &mut Rng, to: NodeId) -> Message {
             .collect::<Vec<_>>()
     };
     let kind = match rng.range(0, 11) {
-        0 => MessageKind::VoteRequest {
-            pre: rng.chance(1, 2),
-            last_index: small(rng),
-            last_term: small(rng),
-            transfer: rng.chance(1, 4),
-        },
-        1 => MessageKind::VoteResponse {
-            pre: rng.chance(1, 2),
-            granted: rng.chance(1, 2),
-        },
+        0 => MessageKind::VoteRequest { pre: rng.chance(1, 2), last_index: small(rng), last_term: small(rng), transfer: rng.chance(1, 4) },
+        1 => MessageKind::VoteResponse { pre: rng.chance(1, 2), granted: rng.chance(1, 2) },
         2 => {
             let e = entries(rng);
-            let prev_index = if rng.chance(1, 2) {
-                e.first().map_or(0, |e| e.index.wrapping_sub(1))
-            } else {
-                small(rng)
-            };
-            MessageKind::Append {
-                prev_index,
-                prev_term: small(rng),
-                entries: e,
-                commit: small(rng),
-            }
+            let prev_index = if rng.chance(1, 2) { e.first().map_or(0, |e| e.index.wrapping_sub(1)) } else { small(rng) };
+            MessageKind::Append { prev_index, prev_term: small(rng), entries: e, commit: small(rng) }
         }
         3 => MessageKind::AppendResponse {
             index: small(rng),
-            reject: rng.chance(1, 2).then(|| RejectHint {
-                rejected_index: small(rng),
-                hint_index: small(rng),
-                hint_term: small(rng),
-            }),
+            reject: rng.chance(1, 2).then(|| RejectHint { rejected_index: small(rng), hint_index: small(rng), hint_term: small(rng) }),
         },
-        4 => MessageKind::Heartbeat {
-            commit: small(rng),
-            read_seq: small(rng),
-        },
-        5 => MessageKind::HeartbeatResponse {
-            read_seq: small(rng),
-        },
+        4 => MessageKind::Heartbeat { commit: small(rng), read_seq: small(rng) },
+        5 => MessageKind::HeartbeatResponse { read_seq: small(rng) },
         6 => {
             let total = rng.range(0, 40);
             let offset = rng.range(0, 40);
             MessageKind::SnapshotChunk {
-                meta: SnapshotMeta {
-                    index: small(rng),
-                    term: small(rng),
-                    conf: ConfState::with_voters(&[1, 2, rng.range(0, 5)]),
-                },
+                meta: SnapshotMeta { index: small(rng), term: small(rng), conf: ConfState::with_voters(&[1, 2, rng.range(0, 5)]) },
                 total_bytes: total,
                 offset,
                 data: vec![2; rng.range(0, 20) as usize],
             }
         }
-        7 => MessageKind::SnapshotResponse {
-            index: small(rng),
-            next_offset: small(rng),
-        },
+        7 => MessageKind::SnapshotResponse { index: small(rng), next_offset: small(rng) },
         8 => MessageKind::TimeoutNow,
         9 => MessageKind::ReadIndex { ctx: vec![3; 4] },
-        _ => MessageKind::ReadIndexResponse {
-            ctx: vec![4; 2],
-            index: rng.chance(1, 2).then(|| small(rng)),
-        },
+        _ => MessageKind::ReadIndexResponse { ctx: vec![4; 2], index: rng.chance(1, 2).then(|| small(rng)) },
     };
-    Message {
-        from,
-        to,
-        term,
-        kind,
-    }
+    Message { from, to, term, kind }
 }
 
 proptest! {
@@ -525,114 +391,43 @@ fn old_term_entry_commits_only_with_a_current_term_entry() {
         let conf = ConfState::with_voters(&[1, 2, 3]);
         let entry = |index, term, kind| Entry { index, term, kind };
         let p = Persisted {
-            hard_state: HardState {
-                term: 3,
-                vote: 0,
-                commit: 1,
-            },
+            hard_state: HardState { term: 3, vote: 0, commit: 1 },
             conf_state: conf.clone(),
-            entries: vec![
-                entry(1, 1, EntryKind::Conf { change: None, conf }),
-                entry(2, 2, EntryKind::Normal(b"x".to_vec())),
-            ],
+            entries: vec![entry(1, 1, EntryKind::Conf { change: None, conf }), entry(2, 2, EntryKind::Normal(b"x".to_vec()))],
             ..Persisted::default()
         };
-        let c = Config {
-            pre_vote: false,
-            bugs: BugFlags {
-                commit_old_term: bug,
-                ..BugFlags::default()
-            },
-            ..cfg(1)
-        };
+        let c = Config { pre_vote: false, bugs: BugFlags { commit_old_term: bug, ..BugFlags::default() }, ..cfg(1) };
         let mut r = Raft::restore(c, p).unwrap();
         r.campaign().unwrap();
-        r.step(msg(
-            2,
-            1,
-            4,
-            MessageKind::VoteResponse {
-                pre: false,
-                granted: true,
-            },
-        ))
-        .unwrap();
+        r.step(msg(2, 1, 4, MessageKind::VoteResponse { pre: false, granted: true })).unwrap();
         assert_eq!(r.role(), Role::Leader);
         let rd = r.ready();
         r.advance(rd);
         assert_eq!(r.log.last_index(), 3, "leader appended its no-op");
         // Follower 2 acknowledges the old entry only.
-        r.step(msg(
-            2,
-            1,
-            4,
-            MessageKind::AppendResponse {
-                index: 2,
-                reject: None,
-            },
-        ))
-        .unwrap();
+        r.step(msg(2, 1, 4, MessageKind::AppendResponse { index: 2, reject: None })).unwrap();
         assert_eq!(r.status().commit, if bug { 2 } else { 1 });
-        r.step(msg(
-            2,
-            1,
-            4,
-            MessageKind::AppendResponse {
-                index: 3,
-                reject: None,
-            },
-        ))
-        .unwrap();
+        r.step(msg(2, 1, 4, MessageKind::AppendResponse { index: 3, reject: None })).unwrap();
         assert_eq!(r.status().commit, 3);
     }
 }
 
 #[test]
 fn inconsistent_persisted_state_is_an_error_not_a_panic() {
-    let e = |index, term| Entry {
-        index,
-        term,
-        kind: EntryKind::Normal(vec![]),
-    };
+    let e = |index, term| Entry { index, term, kind: EntryKind::Normal(vec![]) };
     let base = Persisted {
-        hard_state: HardState {
-            term: 3,
-            vote: 0,
-            commit: 1,
-        },
+        hard_state: HardState { term: 3, vote: 0, commit: 1 },
         conf_state: ConfState::with_voters(&[1]),
         entries: vec![e(1, 2), e(2, 3)],
         ..Persisted::default()
     };
     assert!(Raft::restore(cfg(1), base.clone()).is_ok());
     let cases = [
-        Persisted {
-            entries: vec![e(1, 3), e(2, 2)],
-            ..base.clone()
-        },
-        Persisted {
-            entries: vec![e(1, 2), e(3, 3)],
-            ..base.clone()
-        },
-        Persisted {
-            entries: vec![e(1, 4)],
-            ..base.clone()
-        },
-        Persisted {
-            hard_state: HardState {
-                term: 3,
-                vote: 0,
-                commit: 9,
-            },
-            ..base.clone()
-        },
-        Persisted {
-            conf_state: ConfState {
-                voters: vec![2, 1],
-                learners: vec![],
-            },
-            ..base.clone()
-        },
+        Persisted { entries: vec![e(1, 3), e(2, 2)], ..base.clone() },
+        Persisted { entries: vec![e(1, 2), e(3, 3)], ..base.clone() },
+        Persisted { entries: vec![e(1, 4)], ..base.clone() },
+        Persisted { hard_state: HardState { term: 3, vote: 0, commit: 9 }, ..base.clone() },
+        Persisted { conf_state: ConfState { voters: vec![2, 1], learners: vec![] }, ..base.clone() },
     ];
     for p in cases {
         assert!(Raft::restore(cfg(1), p.clone()).is_err(), "{p:?} accepted");
@@ -645,30 +440,15 @@ fn node_with_log(id: NodeId, terms: &[u64], term: u64, pre_vote: bool) -> Raft {
     let entries = terms
         .iter()
         .enumerate()
-        .map(|(k, t)| Entry {
-            index: k as u64 + 1,
-            term: *t,
-            kind: EntryKind::Normal(format!("{}@{t}", k + 1).into_bytes()),
-        })
+        .map(|(k, t)| Entry { index: k as u64 + 1, term: *t, kind: EntryKind::Normal(format!("{}@{t}", k + 1).into_bytes()) })
         .collect();
     let p = Persisted {
-        hard_state: HardState {
-            term,
-            vote: 0,
-            commit: 1,
-        },
+        hard_state: HardState { term, vote: 0, commit: 1 },
         conf_state: ConfState::with_voters(&[1, 2, 3]),
         entries,
         ..Persisted::default()
     };
-    Raft::restore(
-        Config {
-            pre_vote,
-            ..cfg(id)
-        },
-        p,
-    )
-    .unwrap()
+    Raft::restore(Config { pre_vote, ..cfg(id) }, p).unwrap()
 }
 
 #[test]
@@ -686,11 +466,7 @@ fn leader_brings_every_figure_7_follower_in_line() {
     ];
     for (case, f) in followers.iter().enumerate() {
         let mut net = Net {
-            nodes: vec![
-                node_with_log(1, &leader_log, 8, false),
-                node_with_log(2, f, 8, false),
-                node_with_log(3, &leader_log, 8, false),
-            ],
+            nodes: vec![node_with_log(1, &leader_log, 8, false), node_with_log(2, f, 8, false), node_with_log(3, &leader_log, 8, false)],
         };
         net.node(1).campaign().unwrap();
         net.settle(&[]);
@@ -710,16 +486,7 @@ fn candidate_falls_back_to_follower_on_append_of_its_term() {
     r.campaign().unwrap();
     assert_eq!(r.role(), Role::Candidate);
     let t = r.term();
-    r.step(msg(
-        2,
-        1,
-        t,
-        MessageKind::Heartbeat {
-            commit: 1,
-            read_seq: 0,
-        },
-    ))
-    .unwrap();
+    r.step(msg(2, 1, t, MessageKind::Heartbeat { commit: 1, read_seq: 0 })).unwrap();
     assert_eq!(r.role(), Role::Follower);
     assert_eq!(r.known_leader(), Some(2));
     assert_eq!(r.term(), t);
@@ -730,56 +497,18 @@ fn follower_rejects_append_with_mismatched_prev_and_hints_back() {
     // §5.3: the consistency check fails on a missing or different previous
     // entry; the hint lets the leader skip the follower's whole conflicting term.
     let mut r = node_with_log(1, &[1, 1, 2, 2, 2], 3, false);
-    r.step(msg(
-        2,
-        1,
-        3,
-        MessageKind::Append {
-            prev_index: 5,
-            prev_term: 3,
-            entries: vec![],
-            commit: 1,
-        },
-    ))
-    .unwrap();
+    r.step(msg(2, 1, 3, MessageKind::Append { prev_index: 5, prev_term: 3, entries: vec![], commit: 1 })).unwrap();
     let rd = r.ready();
     let hint = rd.messages.iter().find_map(|m| match &m.kind {
-        MessageKind::AppendResponse {
-            reject: Some(h), ..
-        } => Some(*h),
+        MessageKind::AppendResponse { reject: Some(h), .. } => Some(*h),
         _ => None,
     });
-    assert_eq!(
-        hint,
-        Some(RejectHint {
-            rejected_index: 5,
-            hint_index: 5,
-            hint_term: 2
-        })
-    );
+    assert_eq!(hint, Some(RejectHint { rejected_index: 5, hint_index: 5, hint_term: 2 }));
     r.advance(rd);
-    r.step(msg(
-        2,
-        1,
-        3,
-        MessageKind::Append {
-            prev_index: 9,
-            prev_term: 3,
-            entries: vec![],
-            commit: 1,
-        },
-    ))
-    .unwrap();
+    r.step(msg(2, 1, 3, MessageKind::Append { prev_index: 9, prev_term: 3, entries: vec![], commit: 1 })).unwrap();
     let rd = r.ready();
-    assert!(rd.messages.iter().any(|m| matches!(
-        m.kind,
-        MessageKind::AppendResponse {
-            reject: Some(RejectHint {
-                rejected_index: 9,
-                hint_index: 5,
-                ..
-            }),
-            ..
-        }
-    )));
+    assert!(rd
+        .messages
+        .iter()
+        .any(|m| matches!(m.kind, MessageKind::AppendResponse { reject: Some(RejectHint { rejected_index: 9, hint_index: 5, .. }), .. })));
 }

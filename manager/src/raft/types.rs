@@ -46,10 +46,7 @@ impl ConfState {
         let mut v = voters.to_vec();
         v.sort_unstable();
         v.dedup();
-        ConfState {
-            voters: v,
-            learners: Vec::new(),
-        }
+        ConfState { voters: v, learners: Vec::new() }
     }
 
     /// Whether `id` may vote.
@@ -108,10 +105,7 @@ pub enum EntryKind {
     Normal(Vec<u8>),
     /// A membership change and the membership it results in; takes effect
     /// when committed.
-    Conf {
-        change: Option<ConfChange>,
-        conf: ConfState,
-    },
+    Conf { change: Option<ConfChange>, conf: ConfState },
 }
 
 /// One log entry.
@@ -254,17 +248,13 @@ pub fn encode(msg: &Message) -> Vec<u8> {
 /// Decodes one frame; never panics on any input.
 pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     if bytes.len() > MAX_FRAME_BYTES {
-        return Err(DecodeError::TooLarge {
-            len_bytes: bytes.len() as u64,
-            limit_bytes: MAX_FRAME_BYTES as u64,
-        });
+        return Err(DecodeError::TooLarge { len_bytes: bytes.len() as u64, limit_bytes: MAX_FRAME_BYTES as u64 });
     }
     let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
     if version != WIRE_VERSION {
         return Err(DecodeError::Version(version));
     }
-    let (msg, rest) = postcard::take_from_bytes::<Message>(body)
-        .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    let (msg, rest) = postcard::take_from_bytes::<Message>(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
         return Err(DecodeError::Trailing(rest.len() as u64));
     }
@@ -291,11 +281,7 @@ mod tests {
             kind: MessageKind::Append {
                 prev_index: 4,
                 prev_term: 2,
-                entries: vec![Entry {
-                    term: 3,
-                    index: 5,
-                    kind: EntryKind::Normal(b"x".to_vec()),
-                }],
+                entries: vec![Entry { term: 3, index: 5, kind: EntryKind::Normal(b"x".to_vec()) }],
                 commit: 4,
             },
         };
@@ -308,14 +294,8 @@ mod tests {
         let mut long = bytes.clone();
         long.push(0);
         assert_eq!(decode(&long), Err(DecodeError::Trailing(1)));
-        assert!(matches!(
-            decode(&bytes[..bytes.len() - 1]),
-            Err(DecodeError::Malformed(_))
-        ));
+        assert!(matches!(decode(&bytes[..bytes.len() - 1]), Err(DecodeError::Malformed(_))));
         assert_eq!(decode(&[]), Err(DecodeError::Empty));
-        assert!(matches!(
-            decode(&vec![1u8; MAX_FRAME_BYTES + 1]),
-            Err(DecodeError::TooLarge { .. })
-        ));
+        assert!(matches!(decode(&vec![1u8; MAX_FRAME_BYTES + 1]), Err(DecodeError::TooLarge { .. })));
     }
 }
