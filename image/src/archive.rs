@@ -145,6 +145,16 @@ impl Archive {
             .map(|(_, d)| d.clone())
     }
 
+    /// Canonical name from an archive's metadata, with context on error.
+    fn name_from(&self, n: &str, field: &str) -> Result<String, Error> {
+        Reference::parse(n)
+            .map(|r| r.to_string())
+            .map_err(|e| Error::NotAnArchive {
+                path: self.shown(),
+                reason: format!("{field} {n:?}: {e}"),
+            })
+    }
+
     fn shown(&self) -> String {
         self.path.display().to_string()
     }
@@ -194,11 +204,11 @@ impl Archive {
             let d = e.to_descriptor()?;
             if let Some(n) = e.annotations.get(CONTAINERD_NAME) {
                 self.images
-                    .push((Some(Reference::parse(n)?.to_string()), d));
+                    .push((Some(self.name_from(n, "index.json annotation")?), d));
             } else if let Some(n) = e.annotations.get(OCI_REF_NAME) {
                 if n.contains(['/', ':', '@']) {
                     self.images
-                        .push((Some(Reference::parse(n)?.to_string()), d));
+                        .push((Some(self.name_from(n, "index.json annotation")?), d));
                 } else {
                     self.bare_tags.push((n.clone(), d.clone()));
                     self.images.push((None, d));
@@ -267,8 +277,10 @@ impl Archive {
                 tags if tags.is_empty() => self.images.push((None, root)),
                 tags => {
                     for t in tags {
-                        self.images
-                            .push((Some(Reference::parse(&t)?.to_string()), root.clone()));
+                        self.images.push((
+                            Some(self.name_from(&t, "manifest.json RepoTags")?),
+                            root.clone(),
+                        ));
                     }
                 }
             }

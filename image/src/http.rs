@@ -225,6 +225,16 @@ pub(crate) fn send(
     t: &Timeouts,
     tls: &dyn Fn() -> Result<TlsConfig, HttpError>,
 ) -> Result<Response, HttpError> {
+    // URLs can come from `Location` headers and token realms: keep them from
+    // smuggling anything into the request head.
+    let clean = |x: &str| !x.is_empty() && x.bytes().all(|b| b > b' ' && b != 0x7f);
+    let host_ok = url
+        .host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b".-:_".contains(&b));
+    if !clean(&url.path) || !url.path.starts_with('/') || !host_ok || url.host.is_empty() {
+        return Err(HttpError::Protocol("invalid url in request".into()));
+    }
     let tls_config = if url.https { Some(tls()?) } else { None };
     let mut req = format!(
         "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: shoal\r\nConnection: close\r\n",
@@ -515,6 +525,50 @@ mod tests {
         assert_eq!(base.join("/other?q").unwrap().path, "/other?q");
         assert_eq!(base.join("y").unwrap().path, "/v2/a/blobs/y");
         assert_eq!(base.join("http://g/z").unwrap().host, "g");
+    }
+
+    #[test]
+    fn refuses_urls_that_would_inject_headers() {
+        let t = Timeouts {
+            connect: Duration::from_millis(100),
+            read: Duration::from_millis(100),
+        };
+        let no_tls = || Err(HttpError::Tls);
+        for path in ["/a\rInjected: x", "/a b", "a"] {
+            let u = Url {
+                https: false,
+                host: "127.0.0.1".into(),
+                port: 9,
+                path: path.into(),
+            };
+            assert!(
+                matches!(
+                    send("GET", &u, &[], &t, &no_tls),
+                    Err(HttpError::Protocol(_))
+                ),
+                "{path:?}"
+            );
+        }
+        let u = Url {
+            https: false,
+            host: "h\r\nx".into(),
+            port: 9,
+            path: "/".into(),
+        };
+        assert!(matches!(
+            send("GET", &u, &[], &t, &no_tls),
+            Err(HttpError::Protocol(_))
+        ));
+        let u = Url {
+            https: false,
+            host: "127.0.0.1".into(),
+            port: 9,
+            path: "/".into(),
+        };
+        assert!(matches!(
+            send("GET", &u, &[("X", "a\r\nb".into())], &t, &no_tls),
+            Err(HttpError::Protocol(_))
+        ));
     }
 
     #[test]
