@@ -47,21 +47,28 @@ impl LocalRegistry {
         if !have_tool("docker-registry") || !have_tool("skopeo") {
             return None;
         }
+        // registry.sh probes readiness with curl or wget.
+        if !on_path("curl") && !have_tool("wget") {
+            return None;
+        }
         let dir = TempDir::new("registry");
-        let port = free_port();
-        let out = Command::new("sh")
-            .arg(lib_script("registry.sh"))
-            .arg("start")
-            .arg(dir.path().join("reg"))
-            .arg(port.to_string())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "registry.sh start failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Some(LocalRegistry { dir, port })
+        // The free port can be taken between probe and bind: retry.
+        let mut last = String::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let out = Command::new("sh")
+                .arg(lib_script("registry.sh"))
+                .arg("start")
+                .arg(dir.path().join("reg"))
+                .arg(port.to_string())
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return Some(LocalRegistry { dir, port });
+            }
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+        }
+        panic!("registry.sh start failed: {last}");
     }
 
     fn host(&self) -> String {
