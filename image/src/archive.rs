@@ -77,23 +77,14 @@ impl Archive {
     pub fn open(path: impl AsRef<Path>) -> Result<Archive, Error> {
         let path = path.as_ref().to_path_buf();
         let shown = path.display().to_string();
-        let mut file =
-            File::open(&path).map_err(|e| Error::io(format!("opening archive {shown}"), e))?;
+        let mut file = File::open(&path).map_err(|e| Error::io(format!("opening archive {shown}"), e))?;
         let mut magic = [0u8; 2];
-        let n = read_full_at(&file, &mut magic, 0)
-            .map_err(|e| Error::io(format!("reading archive {shown}"), e))?;
+        let n = read_full_at(&file, &mut magic, 0).map_err(|e| Error::io(format!("reading archive {shown}"), e))?;
         if n == 2 && magic == [0x1f, 0x8b] {
             file = decompress_to_temp(&file, &shown)?;
         }
         let members = index_tar(&file, &shown)?;
-        let mut a = Archive {
-            path,
-            file,
-            kind: ArchiveKind::Oci,
-            blobs: HashMap::new(),
-            images: Vec::new(),
-            bare_tags: Vec::new(),
-        };
+        let mut a = Archive { path, file, kind: ArchiveKind::Oci, blobs: HashMap::new(), images: Vec::new(), bare_tags: Vec::new() };
         if members.contains_key("oci-layout") && members.contains_key("index.json") {
             a.load_oci(&members)?;
         } else if members.contains_key("manifest.json") {
@@ -123,12 +114,7 @@ impl Archive {
     /// completed with `repository` (e.g. `docker.io/library/busybox`).
     pub fn images_in(&self, repository: &str) -> Result<Vec<(Option<String>, Descriptor)>, Error> {
         let repo = Reference::parse(repository)?;
-        let mut out: Vec<_> = self
-            .images
-            .iter()
-            .filter(|(n, _)| n.is_some())
-            .cloned()
-            .collect();
+        let mut out: Vec<_> = self.images.iter().filter(|(n, _)| n.is_some()).cloned().collect();
         for (tag, d) in &self.bare_tags {
             out.push((Some(repo.with_tag(tag)?.to_string()), d.clone()));
         }
@@ -139,20 +125,14 @@ impl Archive {
     /// accepts, e.g. `busybox` or `docker.io/library/busybox:latest`).
     pub fn find(&self, name: &str) -> Option<Descriptor> {
         let want = Reference::parse(name).ok()?.to_string();
-        self.images
-            .iter()
-            .find(|(n, _)| n.as_deref() == Some(want.as_str()))
-            .map(|(_, d)| d.clone())
+        self.images.iter().find(|(n, _)| n.as_deref() == Some(want.as_str())).map(|(_, d)| d.clone())
     }
 
     /// Canonical name from an archive's metadata, with context on error.
     fn name_from(&self, n: &str, field: &str) -> Result<String, Error> {
         Reference::parse(n)
             .map(|r| r.to_string())
-            .map_err(|e| Error::NotAnArchive {
-                path: self.shown(),
-                reason: format!("{field} {n:?}: {e}"),
-            })
+            .map_err(|e| Error::NotAnArchive { path: self.shown(), reason: format!("{field} {n:?}: {e}") })
     }
 
     fn shown(&self) -> String {
@@ -160,25 +140,15 @@ impl Archive {
     }
 
     fn read_member(&self, members: &HashMap<String, Member>, name: &str) -> Result<Vec<u8>, Error> {
-        let (offset, size) = resolve(members, name).ok_or_else(|| Error::NotAnArchive {
-            path: self.shown(),
-            reason: format!("{name} is missing or not a regular file"),
-        })?;
+        let (offset, size) = resolve(members, name)
+            .ok_or_else(|| Error::NotAnArchive { path: self.shown(), reason: format!("{name} is missing or not a regular file") })?;
         if size > METADATA_BYTES_MAX {
-            return Err(Error::TooLarge {
-                what: format!("{name} in {}", self.shown()),
-                size,
-                limit: METADATA_BYTES_MAX,
-            });
+            return Err(Error::TooLarge { what: format!("{name} in {}", self.shown()), size, limit: METADATA_BYTES_MAX });
         }
         let mut buf = vec![0u8; size as usize];
-        let n = read_full_at(&self.file, &mut buf, offset)
-            .map_err(|e| Error::io(format!("reading {}", self.shown()), e))?;
+        let n = read_full_at(&self.file, &mut buf, offset).map_err(|e| Error::io(format!("reading {}", self.shown()), e))?;
         if n as u64 != size {
-            return Err(Error::NotAnArchive {
-                path: self.shown(),
-                reason: format!("{name} is truncated"),
-            });
+            return Err(Error::NotAnArchive { path: self.shown(), reason: format!("{name} is truncated") });
         }
         Ok(buf)
     }
@@ -203,12 +173,10 @@ impl Archive {
         for e in &idx.manifests {
             let d = e.to_descriptor()?;
             if let Some(n) = e.annotations.get(CONTAINERD_NAME) {
-                self.images
-                    .push((Some(self.name_from(n, "index.json annotation")?), d));
+                self.images.push((Some(self.name_from(n, "index.json annotation")?), d));
             } else if let Some(n) = e.annotations.get(OCI_REF_NAME) {
                 if n.contains(['/', ':', '@']) {
-                    self.images
-                        .push((Some(self.name_from(n, "index.json annotation")?), d));
+                    self.images.push((Some(self.name_from(n, "index.json annotation")?), d));
                 } else {
                     self.bare_tags.push((n.clone(), d.clone()));
                     self.images.push((None, d));
@@ -230,14 +198,10 @@ impl Archive {
             layers: Vec<String>,
         }
         let bytes = self.read_member(members, "manifest.json")?;
-        let entries: Vec<Entry> = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::malformed("docker-archive manifest.json", e))?;
+        let entries: Vec<Entry> = serde_json::from_slice(&bytes).map_err(|e| Error::malformed("docker-archive manifest.json", e))?;
         for e in entries {
             if e.layers.len() > manifest::ENTRIES_MAX {
-                return Err(Error::malformed(
-                    "docker-archive manifest.json",
-                    "too many layers",
-                ));
+                return Err(Error::malformed("docker-archive manifest.json", "too many layers"));
             }
             let config_bytes = self.read_member(members, &e.config)?;
             if config_bytes.len() as u64 > manifest::CONFIG_BYTES_MAX {
@@ -257,11 +221,8 @@ impl Archive {
                 })?;
                 let (digest, gzip) = self.hash_section(offset, size)?;
                 let media_type = if gzip { OCI_LAYER_GZIP } else { OCI_LAYER };
-                self.blobs
-                    .insert(digest.clone(), Blob::Tar { offset, size });
-                layers.push(
-                    serde_json::json!({"mediaType": media_type, "digest": digest, "size": size}),
-                );
+                self.blobs.insert(digest.clone(), Blob::Tar { offset, size });
+                layers.push(serde_json::json!({"mediaType": media_type, "digest": digest, "size": size}));
             }
             let m = serde_json::json!({
                 "schemaVersion": 2,
@@ -269,18 +230,14 @@ impl Archive {
                 "config": {"mediaType": OCI_CONFIG, "digest": config_desc.digest, "size": config_desc.size},
                 "layers": layers,
             });
-            let m = serde_json::to_vec(&m)
-                .map_err(|e| Error::Other(format!("encoding manifest: {e}")))?;
+            let m = serde_json::to_vec(&m).map_err(|e| Error::Other(format!("encoding manifest: {e}")))?;
             let mut root = self.put_memory(OCI_MANIFEST, m);
             root.platform = Some(config.platform());
             match e.repo_tags.unwrap_or_default() {
                 tags if tags.is_empty() => self.images.push((None, root)),
                 tags => {
                     for t in tags {
-                        self.images.push((
-                            Some(self.name_from(&t, "manifest.json RepoTags")?),
-                            root.clone(),
-                        ));
+                        self.images.push((Some(self.name_from(&t, "manifest.json RepoTags")?), root.clone()));
                     }
                 }
             }
@@ -289,32 +246,20 @@ impl Archive {
     }
 
     fn put_memory(&mut self, media_type: &str, bytes: Vec<u8>) -> Descriptor {
-        let d = Descriptor {
-            media_type: media_type.into(),
-            digest: digest::sha256(&bytes),
-            size: bytes.len() as u64,
-            platform: None,
-        };
-        self.blobs
-            .insert(d.digest.clone(), Blob::Memory(bytes.into()));
+        let d = Descriptor { media_type: media_type.into(), digest: digest::sha256(&bytes), size: bytes.len() as u64, platform: None };
+        self.blobs.insert(d.digest.clone(), Blob::Memory(bytes.into()));
         d
     }
 
     /// sha256 of a member's bytes, and whether they start with gzip magic.
     fn hash_section(&self, offset: u64, size: u64) -> Result<(String, bool), Error> {
-        let mut r = Section {
-            file: &self.file,
-            pos: offset,
-            end: offset + size,
-        };
+        let mut r = Section { file: &self.file, pos: offset, end: offset + size };
         let mut h = Hasher::default();
         let mut buf = vec![0u8; 64 << 10];
         let mut first = true;
         let mut gzip = false;
         loop {
-            let n = r
-                .read(&mut buf)
-                .map_err(|e| Error::io(format!("reading {}", self.shown()), e))?;
+            let n = r.read(&mut buf).map_err(|e| Error::io(format!("reading {}", self.shown()), e))?;
             if n == 0 {
                 break;
             }
@@ -325,10 +270,7 @@ impl Archive {
             h.update(&buf[..n]);
         }
         if r.pos != r.end {
-            return Err(Error::NotAnArchive {
-                path: self.shown(),
-                reason: "layer is truncated".into(),
-            });
+            return Err(Error::NotAnArchive { path: self.shown(), reason: "layer is truncated".into() });
         }
         Ok((h.finish(), gzip))
     }
@@ -337,35 +279,18 @@ impl Archive {
 impl ImageSource for Archive {
     fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>, Error> {
         digest::validate(&desc.digest)?;
-        let blob = self
-            .blobs
-            .get(&desc.digest)
-            .ok_or_else(|| Error::BlobNotFound {
-                digest: desc.digest.clone(),
-                source_name: self.shown(),
-            })?;
+        let blob =
+            self.blobs.get(&desc.digest).ok_or_else(|| Error::BlobNotFound { digest: desc.digest.clone(), source_name: self.shown() })?;
         match blob {
             Blob::Tar { offset, size } => {
                 if *size != desc.size {
-                    return Err(Error::SizeMismatch {
-                        digest: desc.digest.clone(),
-                        expected: desc.size,
-                        actual: *size,
-                    });
+                    return Err(Error::SizeMismatch { digest: desc.digest.clone(), expected: desc.size, actual: *size });
                 }
-                Ok(Box::new(Section {
-                    file: &self.file,
-                    pos: *offset,
-                    end: offset + size,
-                }))
+                Ok(Box::new(Section { file: &self.file, pos: *offset, end: offset + size }))
             }
             Blob::Memory(bytes) => {
                 if bytes.len() as u64 != desc.size {
-                    return Err(Error::SizeMismatch {
-                        digest: desc.digest.clone(),
-                        expected: desc.size,
-                        actual: bytes.len() as u64,
-                    });
+                    return Err(Error::SizeMismatch { digest: desc.digest.clone(), expected: desc.size, actual: bytes.len() as u64 });
                 }
                 Ok(Box::new(io::Cursor::new(bytes.clone())))
             }
@@ -390,10 +315,7 @@ impl Read for Section<'_> {
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
         let n = self.file.read_at(&mut buf[..want], self.pos)?;
         if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "archive member is truncated",
-            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "archive member is truncated"));
         }
         self.pos += n as u64;
         Ok(n)
@@ -417,9 +339,7 @@ fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 /// temporary file.
 fn decompress_to_temp(file: &File, shown: &str) -> Result<File, Error> {
     let dir = std::env::temp_dir();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let tmp_path = dir.join(format!(".shoal-archive-{}-{nanos}", std::process::id()));
     let mut tmp = std::fs::OpenOptions::new()
         .read(true)
@@ -428,38 +348,20 @@ fn decompress_to_temp(file: &File, shown: &str) -> Result<File, Error> {
         .open(&tmp_path)
         .map_err(|e| Error::io(format!("creating temporary file in {}", dir.display()), e))?;
     let _ = std::fs::remove_file(&tmp_path);
-    let len = file
-        .metadata()
-        .map_err(|e| Error::io(format!("reading archive {shown}"), e))?
-        .len();
-    let mut gz = flate2::read::GzDecoder::new(Section {
-        file,
-        pos: 0,
-        end: len,
-    })
-    .take(DECOMPRESSED_BYTES_MAX + 1);
-    let n = io::copy(&mut gz, &mut tmp)
-        .map_err(|e| Error::io(format!("decompressing archive {shown}"), e))?;
+    let len = file.metadata().map_err(|e| Error::io(format!("reading archive {shown}"), e))?.len();
+    let mut gz = flate2::read::GzDecoder::new(Section { file, pos: 0, end: len }).take(DECOMPRESSED_BYTES_MAX + 1);
+    let n = io::copy(&mut gz, &mut tmp).map_err(|e| Error::io(format!("decompressing archive {shown}"), e))?;
     if n > DECOMPRESSED_BYTES_MAX {
-        return Err(Error::TooLarge {
-            what: format!("decompressed archive {shown}"),
-            size: n,
-            limit: DECOMPRESSED_BYTES_MAX,
-        });
+        return Err(Error::TooLarge { what: format!("decompressed archive {shown}"), size: n, limit: DECOMPRESSED_BYTES_MAX });
     }
-    tmp.seek(SeekFrom::Start(0))
-        .map_err(|e| Error::io("rewinding temporary file", e))?;
+    tmp.seek(SeekFrom::Start(0)).map_err(|e| Error::io("rewinding temporary file", e))?;
     Ok(tmp)
 }
 
 /// Normalises a member path: no leading `./` or `/`, no `.` components;
 /// `..` is resolved against `base` components and cannot escape the root.
 fn normalise(base: &[&str], p: &str) -> Option<String> {
-    let mut parts: Vec<&str> = if p.starts_with('/') {
-        Vec::new()
-    } else {
-        base.to_vec()
-    };
+    let mut parts: Vec<&str> = if p.starts_with('/') { Vec::new() } else { base.to_vec() };
     for c in p.split('/') {
         match c {
             "" | "." => {}
@@ -473,10 +375,7 @@ fn normalise(base: &[&str], p: &str) -> Option<String> {
 }
 
 fn index_tar(file: &File, shown: &str) -> Result<HashMap<String, Member>, Error> {
-    let bad = |e: io::Error| Error::NotAnArchive {
-        path: shown.to_string(),
-        reason: format!("reading tar: {e}"),
-    };
+    let bad = |e: io::Error| Error::NotAnArchive { path: shown.to_string(), reason: format!("reading tar: {e}") };
     let mut members = HashMap::new();
     let mut reader = file;
     reader.seek(SeekFrom::Start(0)).map_err(bad)?;
@@ -484,10 +383,7 @@ fn index_tar(file: &File, shown: &str) -> Result<HashMap<String, Member>, Error>
     for entry in ar.entries_with_seek().map_err(bad)? {
         let entry = entry.map_err(bad)?;
         if members.len() >= ENTRIES_MAX {
-            return Err(Error::NotAnArchive {
-                path: shown.to_string(),
-                reason: format!("more than {ENTRIES_MAX} members"),
-            });
+            return Err(Error::NotAnArchive { path: shown.to_string(), reason: format!("more than {ENTRIES_MAX} members") });
         }
         let raw = entry.path_bytes();
         let Ok(raw) = std::str::from_utf8(&raw) else {
@@ -498,10 +394,7 @@ fn index_tar(file: &File, shown: &str) -> Result<HashMap<String, Member>, Error>
         };
         let kind = entry.header().entry_type();
         let member = if kind.is_file() || kind == tar::EntryType::Continuous {
-            Member::File {
-                offset: entry.raw_file_position(),
-                size: entry.size(),
-            }
+            Member::File { offset: entry.raw_file_position(), size: entry.size() }
         } else if kind.is_symlink() || kind.is_hard_link() {
             let Some(target) = entry.link_name_bytes() else {
                 continue;
@@ -510,11 +403,7 @@ fn index_tar(file: &File, shown: &str) -> Result<HashMap<String, Member>, Error>
                 continue;
             };
             let dir: Vec<&str> = name.split('/').collect();
-            let base = if kind.is_symlink() {
-                &dir[..dir.len().saturating_sub(1)]
-            } else {
-                &[][..]
-            };
+            let base = if kind.is_symlink() { &dir[..dir.len().saturating_sub(1)] } else { &[][..] };
             let Some(t) = normalise(base, target) else {
                 continue;
             };
@@ -547,10 +436,7 @@ mod tests {
     fn normalises_paths() {
         assert_eq!(normalise(&[], "./a/b").as_deref(), Some("a/b"));
         assert_eq!(normalise(&[], "/a//b/.").as_deref(), Some("a/b"));
-        assert_eq!(
-            normalise(&["x", "y"], "../z/layer.tar").as_deref(),
-            Some("x/z/layer.tar")
-        );
+        assert_eq!(normalise(&["x", "y"], "../z/layer.tar").as_deref(), Some("x/z/layer.tar"));
         assert_eq!(normalise(&[], "../etc"), None);
     }
 }

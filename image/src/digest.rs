@@ -11,12 +11,7 @@ use std::io::{self, Read};
 /// Checks that `d` is `sha256:` followed by 64 lowercase hex digits.
 /// Other algorithms are refused: this crate verifies everything it reads.
 pub fn validate(d: &str) -> Result<(), Error> {
-    let bad = |reason| {
-        Err(Error::InvalidDigest {
-            digest: truncate(d),
-            reason,
-        })
-    };
+    let bad = |reason| Err(Error::InvalidDigest { digest: truncate(d), reason });
     let Some((alg, hex)) = d.split_once(':') else {
         return bad("expected algorithm:hex");
     };
@@ -26,10 +21,7 @@ pub fn validate(d: &str) -> Result<(), Error> {
     if hex.len() != 64 {
         return bad("sha256 digest must have 64 hex digits");
     }
-    if !hex
-        .bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
+    if !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         return bad("digest must be lowercase hex");
     }
     Ok(())
@@ -83,26 +75,14 @@ pub enum VerifyError {
     Digest { expected: String, actual: String },
     /// `actual` is the bytes seen: `expected + 1` when the blob ran long.
     #[error("blob {digest} has size {actual}, expected {expected}")]
-    Size {
-        digest: String,
-        expected: u64,
-        actual: u64,
-    },
+    Size { digest: String, expected: u64, actual: u64 },
 }
 
 impl From<VerifyError> for Error {
     fn from(e: VerifyError) -> Error {
         match e {
             VerifyError::Digest { expected, actual } => Error::DigestMismatch { expected, actual },
-            VerifyError::Size {
-                digest,
-                expected,
-                actual,
-            } => Error::SizeMismatch {
-                digest,
-                expected,
-                actual,
-            },
+            VerifyError::Size { digest, expected, actual } => Error::SizeMismatch { digest, expected, actual },
         }
     }
 }
@@ -116,13 +96,7 @@ impl VerifyError {
 
 impl<R: Read> VerifyingReader<R> {
     pub fn new(inner: R, desc: &Descriptor) -> Self {
-        VerifyingReader {
-            inner,
-            digest: desc.digest.clone(),
-            size: desc.size,
-            seen: 0,
-            state: State::Reading(Hasher::default()),
-        }
+        VerifyingReader { inner, digest: desc.digest.clone(), size: desc.size, seen: 0, state: State::Reading(Hasher::default()) }
     }
 
     fn fail(&mut self, kind: io::ErrorKind, e: VerifyError) -> io::Error {
@@ -136,10 +110,7 @@ impl<R: Read> VerifyingReader<R> {
         if let State::Reading(h) = state {
             let actual = h.finish();
             if actual != self.digest {
-                let e = VerifyError::Digest {
-                    expected: self.digest.clone(),
-                    actual,
-                };
+                let e = VerifyError::Digest { expected: self.digest.clone(), actual };
                 return Err(self.fail(io::ErrorKind::InvalidData, e));
             }
         }
@@ -160,25 +131,15 @@ impl<R: Read> Read for VerifyingReader<R> {
             // Anything after the last byte means the blob is longer than described.
             let mut extra = [0u8; 1];
             if self.inner.read(&mut extra)? != 0 {
-                let e = VerifyError::Size {
-                    digest: self.digest.clone(),
-                    expected: self.size,
-                    actual: self.size + 1,
-                };
+                let e = VerifyError::Size { digest: self.digest.clone(), expected: self.size, actual: self.size + 1 };
                 return Err(self.fail(io::ErrorKind::InvalidData, e));
             }
             return Ok(0);
         }
-        let want = buf
-            .len()
-            .min(usize::try_from(self.size - self.seen).unwrap_or(usize::MAX));
+        let want = buf.len().min(usize::try_from(self.size - self.seen).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
-            let e = VerifyError::Size {
-                digest: self.digest.clone(),
-                expected: self.size,
-                actual: self.seen,
-            };
+            let e = VerifyError::Size { digest: self.digest.clone(), expected: self.size, actual: self.seen };
             return Err(self.fail(io::ErrorKind::UnexpectedEof, e));
         }
         if let State::Reading(h) = &mut self.state {
@@ -194,43 +155,24 @@ impl<R: Read> Read for VerifyingReader<R> {
 
 /// Reads a whole blob into memory, refusing anything over `limit` bytes and
 /// verifying size and digest. For manifests, indexes and configs.
-pub fn read_blob(
-    src: &dyn ImageSource,
-    desc: &Descriptor,
-    what: &str,
-    limit: u64,
-) -> Result<Vec<u8>, Error> {
+pub fn read_blob(src: &dyn ImageSource, desc: &Descriptor, what: &str, limit: u64) -> Result<Vec<u8>, Error> {
     validate(&desc.digest)?;
     if desc.size > limit {
-        return Err(Error::TooLarge {
-            what: format!("{what} {}", desc.digest),
-            size: desc.size,
-            limit,
-        });
+        return Err(Error::TooLarge { what: format!("{what} {}", desc.digest), size: desc.size, limit });
     }
     let reader = src.open_blob(desc)?;
     let mut buf = Vec::with_capacity(usize::try_from(desc.size).unwrap_or(0).min(1 << 20));
     // One byte past the size tells an over-long blob from a matching one.
-    reader
-        .take(desc.size + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| match VerifyError::from_io(&e) {
-            Some(v) => v.into(),
-            None => Error::io(format!("reading {what} {}", desc.digest), e),
-        })?;
+    reader.take(desc.size + 1).read_to_end(&mut buf).map_err(|e| match VerifyError::from_io(&e) {
+        Some(v) => v.into(),
+        None => Error::io(format!("reading {what} {}", desc.digest), e),
+    })?;
     if buf.len() as u64 != desc.size {
-        return Err(Error::SizeMismatch {
-            digest: desc.digest.clone(),
-            expected: desc.size,
-            actual: buf.len() as u64,
-        });
+        return Err(Error::SizeMismatch { digest: desc.digest.clone(), expected: desc.size, actual: buf.len() as u64 });
     }
     let actual = sha256(&buf);
     if actual != desc.digest {
-        return Err(Error::DigestMismatch {
-            expected: desc.digest.clone(),
-            actual,
-        });
+        return Err(Error::DigestMismatch { expected: desc.digest.clone(), actual });
     }
     Ok(buf)
 }
@@ -246,51 +188,26 @@ mod tests {
         assert!(validate("sha256:abc").is_err());
         assert!(validate(&good.to_uppercase()).is_err());
         assert!(validate("sha512:00").is_err());
-        assert!(validate(
-            "sha256:../../../../etc/passwd/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-        )
-        .is_err());
+        assert!(validate("sha256:../../../../etc/passwd/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").is_err());
         assert!(validate("").is_err());
     }
 
     #[test]
     fn verifying_reader_catches_mismatch() {
-        let desc = Descriptor {
-            media_type: String::new(),
-            digest: sha256(b"hello"),
-            size: 5,
-            platform: None,
-        };
+        let desc = Descriptor { media_type: String::new(), digest: sha256(b"hello"), size: 5, platform: None };
         let mut out = Vec::new();
-        VerifyingReader::new(&b"hello"[..], &desc)
-            .read_to_end(&mut out)
-            .unwrap();
+        VerifyingReader::new(&b"hello"[..], &desc).read_to_end(&mut out).unwrap();
         assert_eq!(out, b"hello");
-        assert!(VerifyingReader::new(&b"hellO"[..], &desc)
-            .read_to_end(&mut Vec::new())
-            .is_err());
-        assert!(VerifyingReader::new(&b"hell"[..], &desc)
-            .read_to_end(&mut Vec::new())
-            .is_err());
-        assert!(VerifyingReader::new(&b"hello!"[..], &desc)
-            .read_to_end(&mut Vec::new())
-            .is_err());
+        assert!(VerifyingReader::new(&b"hellO"[..], &desc).read_to_end(&mut Vec::new()).is_err());
+        assert!(VerifyingReader::new(&b"hell"[..], &desc).read_to_end(&mut Vec::new()).is_err());
+        assert!(VerifyingReader::new(&b"hello!"[..], &desc).read_to_end(&mut Vec::new()).is_err());
         // Verified at the last byte, even if the consumer stops there.
         let mut r = VerifyingReader::new(&b"hellO"[..], &desc);
         assert!(r.read_exact(&mut [0u8; 5]).is_err());
         // Once failed, always failed.
         assert!(r.read(&mut [0u8; 5]).is_err());
-        let empty = Descriptor {
-            media_type: String::new(),
-            digest: sha256(b""),
-            size: 0,
-            platform: None,
-        };
-        assert!(VerifyingReader::new(&b""[..], &empty)
-            .read_to_end(&mut Vec::new())
-            .is_ok());
-        assert!(VerifyingReader::new(&b"x"[..], &empty)
-            .read_to_end(&mut Vec::new())
-            .is_err());
+        let empty = Descriptor { media_type: String::new(), digest: sha256(b""), size: 0, platform: None };
+        assert!(VerifyingReader::new(&b""[..], &empty).read_to_end(&mut Vec::new()).is_ok());
+        assert!(VerifyingReader::new(&b"x"[..], &empty).read_to_end(&mut Vec::new()).is_err());
     }
 }

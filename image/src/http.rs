@@ -61,28 +61,18 @@ impl Url {
         if authority.contains('@') {
             return Err("urls with credentials are not supported".into());
         }
-        let (host, port) =
-            split_authority(authority).ok_or_else(|| format!("bad host in url {s:?}"))?;
+        let (host, port) = split_authority(authority).ok_or_else(|| format!("bad host in url {s:?}"))?;
         let port = port.unwrap_or(if https { 443 } else { 80 });
         if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err("url path contains control characters or spaces".into());
         }
-        Ok(Url {
-            https,
-            host,
-            port,
-            path,
-        })
+        Ok(Url { https, host, port, path })
     }
 
     /// `host[:port]` as sent in `Host:`, with brackets for IPv6 and the
     /// port left out when it is the scheme's default.
     pub(crate) fn authority(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
         if self.port == if self.https { 443 } else { 80 } {
             host
         } else {
@@ -96,10 +86,7 @@ impl Url {
             return Url::parse(location);
         }
         if location.starts_with("//") {
-            return Url::parse(&format!(
-                "{}:{location}",
-                if self.https { "https" } else { "http" }
-            ));
+            return Url::parse(&format!("{}:{location}", if self.https { "https" } else { "http" }));
         }
         let path = if location.starts_with('/') {
             location.to_string()
@@ -137,8 +124,7 @@ pub(crate) fn split_authority(a: &str) -> Option<(String, Option<u16>)> {
 
 /// Whether `host` (no brackets, no port) is a loopback name or address.
 pub(crate) fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A response whose body is still on the wire.
@@ -152,10 +138,7 @@ pub(crate) struct Response {
 
 impl Response {
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     /// Reads the body into memory, failing past `limit` bytes.
@@ -163,10 +146,7 @@ impl Response {
         let mut buf = Vec::new();
         (&mut self.body).take(limit + 1).read_to_end(&mut buf)?;
         if buf.len() as u64 > limit {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("response body over {limit} bytes"),
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("response body over {limit} bytes")));
         }
         Ok(buf)
     }
@@ -182,15 +162,9 @@ fn addresses(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
     if host.eq_ignore_ascii_case("localhost") {
-        return Ok(vec![
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port),
-            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port),
-        ]);
+        return Ok(vec![SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port), SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port)]);
     }
-    let addrs: Vec<_> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .collect();
+    let addrs: Vec<_> = (host, port).to_socket_addrs().map_err(|e| format!("cannot resolve {host}: {e}"))?.collect();
     if addrs.is_empty() {
         return Err(format!("cannot resolve {host}: no addresses"));
     }
@@ -228,19 +202,12 @@ pub(crate) fn send(
     // URLs can come from `Location` headers and token realms: keep them from
     // smuggling anything into the request head.
     let clean = |x: &str| !x.is_empty() && x.bytes().all(|b| b > b' ' && b != 0x7f);
-    let host_ok = url
-        .host
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b".-:_".contains(&b));
+    let host_ok = url.host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:_".contains(&b));
     if !clean(&url.path) || !url.path.starts_with('/') || !host_ok || url.host.is_empty() {
         return Err(HttpError::Protocol("invalid url in request".into()));
     }
     let tls_config = if url.https { Some(tls()?) } else { None };
-    let mut req = format!(
-        "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: shoal\r\nConnection: close\r\n",
-        url.path,
-        url.authority()
-    );
+    let mut req = format!("{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: shoal\r\nConnection: close\r\n", url.path, url.authority());
     for (k, v) in headers {
         if k.contains(['\r', '\n', ':']) || v.contains(['\r', '\n']) {
             return Err(HttpError::Protocol(format!("invalid request header {k}")));
@@ -271,10 +238,7 @@ pub(crate) fn send(
     let mut parts = status_line.splitn(3, ' ');
     let version = parts.next().unwrap_or("");
     if !version.starts_with("HTTP/1.") {
-        return Err(HttpError::Protocol(format!(
-            "not an http/1 response: {:?}",
-            status_line.chars().take(40).collect::<String>()
-        )));
+        return Err(HttpError::Protocol(format!("not an http/1 response: {:?}", status_line.chars().take(40).collect::<String>())));
     }
     let status: u16 = parts
         .next()
@@ -289,9 +253,7 @@ pub(crate) fn send(
             break;
         }
         if headers.len() >= HEADERS_MAX {
-            return Err(HttpError::Protocol(format!(
-                "more than {HEADERS_MAX} response headers"
-            )));
+            return Err(HttpError::Protocol(format!("more than {HEADERS_MAX} response headers")));
         }
         let Some((k, v)) = line.split_once(':') else {
             return Err(HttpError::Protocol("malformed response header".into()));
@@ -299,34 +261,17 @@ pub(crate) fn send(
         headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
     }
     let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-    let body: Box<dyn Read + Send> =
-        if method == "HEAD" || status / 100 == 1 || status == 204 || status == 304 {
-            Box::new(io::empty())
-        } else if find("transfer-encoding")
-            .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"))
-        {
-            Box::new(Chunked {
-                inner: r,
-                left: 0,
-                done: false,
-            })
-        } else if let Some(len) = find("content-length") {
-            let len: u64 = len
-                .parse()
-                .map_err(|_| HttpError::Protocol("bad content-length".into()))?;
-            Box::new(Exact {
-                inner: r,
-                left: len,
-            })
-        } else {
-            Box::new(r)
-        };
-    Ok(Response {
-        status,
-        reason,
-        headers,
-        body,
-    })
+    let body: Box<dyn Read + Send> = if method == "HEAD" || status / 100 == 1 || status == 204 || status == 304 {
+        Box::new(io::empty())
+    } else if find("transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked")) {
+        Box::new(Chunked { inner: r, left: 0, done: false })
+    } else if let Some(len) = find("content-length") {
+        let len: u64 = len.parse().map_err(|_| HttpError::Protocol("bad content-length".into()))?;
+        Box::new(Exact { inner: r, left: len })
+    } else {
+        Box::new(r)
+    };
+    Ok(Response { status, reason, headers, body })
 }
 
 /// TLS client configuration handed to [`send`] for https URLs.
@@ -380,14 +325,11 @@ fn wrap_tls(_: &Url, _: TcpStream, cfg: TlsConfig) -> Result<Stream, HttpError> 
 fn wrap_tls(url: &Url, mut sock: TcpStream, cfg: TlsConfig) -> Result<Stream, HttpError> {
     let name = rustls::pki_types::ServerName::try_from(url.host.clone())
         .map_err(|e| HttpError::Handshake(format!("bad server name {}: {e}", url.host)))?;
-    let mut conn = rustls::ClientConnection::new(cfg, name)
-        .map_err(|e| HttpError::Handshake(e.to_string()))?;
+    let mut conn = rustls::ClientConnection::new(cfg, name).map_err(|e| HttpError::Handshake(e.to_string()))?;
     while conn.is_handshaking() {
         conn.complete_io(&mut sock).map_err(|e| {
             HttpError::Handshake(match e.kind() {
-                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
-                    "handshake timed out".to_string()
-                }
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => "handshake timed out".to_string(),
                 _ => e.to_string(),
             })
         })?;
@@ -404,18 +346,14 @@ fn read_line(r: &mut impl BufRead, budget: &mut u64) -> io::Result<String> {
         return Err(if *budget == 0 {
             io::Error::new(io::ErrorKind::InvalidData, "response head too large")
         } else {
-            io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed mid-response",
-            )
+            io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-response")
         });
     }
     buf.pop();
     if buf.last() == Some(&b'\r') {
         buf.pop();
     }
-    String::from_utf8(buf)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "response head is not utf-8"))
+    String::from_utf8(buf).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "response head is not utf-8"))
 }
 
 /// A `Content-Length` body: exactly `left` bytes, EOF before that is an error.
@@ -429,15 +367,10 @@ impl<R: Read> Read for Exact<R> {
         if self.left == 0 || buf.is_empty() {
             return Ok(0);
         }
-        let want = buf
-            .len()
-            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("connection closed with {} body bytes missing", self.left),
-            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("connection closed with {} body bytes missing", self.left)));
         }
         self.left -= n as u64;
         Ok(n)
@@ -460,8 +393,7 @@ impl<R: BufRead> Read for Chunked<R> {
             let mut budget = LINE_BYTES_MAX;
             let line = read_line(&mut self.inner, &mut budget)?;
             let size = line.split(';').next().unwrap_or("").trim();
-            let size = u64::from_str_radix(size, 16)
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
+            let size = u64::from_str_radix(size, 16).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
             if size == 0 {
                 // Trailers, up to the empty line.
                 let mut budget = HEAD_BYTES_MAX;
@@ -471,24 +403,16 @@ impl<R: BufRead> Read for Chunked<R> {
             }
             self.left = size;
         }
-        let want = buf
-            .len()
-            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed mid-chunk",
-            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-chunk"));
         }
         self.left -= n as u64;
         if self.left == 0 {
             let mut budget = 2;
             if !read_line(&mut self.inner, &mut budget)?.is_empty() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "missing crlf after chunk",
-                ));
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "missing crlf after chunk"));
             }
         }
         Ok(n)
@@ -502,21 +426,12 @@ mod tests {
     #[test]
     fn parses_urls() {
         let u = Url::parse("http://127.0.0.1:5000/v2/foo/manifests/1").unwrap();
-        assert_eq!(
-            (u.https, u.host.as_str(), u.port, u.path.as_str()),
-            (false, "127.0.0.1", 5000, "/v2/foo/manifests/1")
-        );
+        assert_eq!((u.https, u.host.as_str(), u.port, u.path.as_str()), (false, "127.0.0.1", 5000, "/v2/foo/manifests/1"));
         assert_eq!(u.authority(), "127.0.0.1:5000");
         let u = Url::parse("https://auth.example.com?x=1").unwrap();
-        assert_eq!(
-            (u.port, u.path.as_str(), u.authority()),
-            (443, "/?x=1", "auth.example.com".to_string())
-        );
+        assert_eq!((u.port, u.path.as_str(), u.authority()), (443, "/?x=1", "auth.example.com".to_string()));
         let u = Url::parse("http://[::1]:80/a").unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.authority()),
-            ("::1", "[::1]".to_string())
-        );
+        assert_eq!((u.host.as_str(), u.authority()), ("::1", "[::1]".to_string()));
         assert!(Url::parse("ftp://x/").is_err());
         assert!(Url::parse("http://u:p@x/").is_err());
         assert!(Url::parse("http://x:99999/").is_err());
@@ -529,46 +444,16 @@ mod tests {
 
     #[test]
     fn refuses_urls_that_would_inject_headers() {
-        let t = Timeouts {
-            connect: Duration::from_millis(100),
-            read: Duration::from_millis(100),
-        };
+        let t = Timeouts { connect: Duration::from_millis(100), read: Duration::from_millis(100) };
         let no_tls = || Err(HttpError::Tls);
         for path in ["/a\rInjected: x", "/a b", "a"] {
-            let u = Url {
-                https: false,
-                host: "127.0.0.1".into(),
-                port: 9,
-                path: path.into(),
-            };
-            assert!(
-                matches!(
-                    send("GET", &u, &[], &t, &no_tls),
-                    Err(HttpError::Protocol(_))
-                ),
-                "{path:?}"
-            );
+            let u = Url { https: false, host: "127.0.0.1".into(), port: 9, path: path.into() };
+            assert!(matches!(send("GET", &u, &[], &t, &no_tls), Err(HttpError::Protocol(_))), "{path:?}");
         }
-        let u = Url {
-            https: false,
-            host: "h\r\nx".into(),
-            port: 9,
-            path: "/".into(),
-        };
-        assert!(matches!(
-            send("GET", &u, &[], &t, &no_tls),
-            Err(HttpError::Protocol(_))
-        ));
-        let u = Url {
-            https: false,
-            host: "127.0.0.1".into(),
-            port: 9,
-            path: "/".into(),
-        };
-        assert!(matches!(
-            send("GET", &u, &[("X", "a\r\nb".into())], &t, &no_tls),
-            Err(HttpError::Protocol(_))
-        ));
+        let u = Url { https: false, host: "h\r\nx".into(), port: 9, path: "/".into() };
+        assert!(matches!(send("GET", &u, &[], &t, &no_tls), Err(HttpError::Protocol(_))));
+        let u = Url { https: false, host: "127.0.0.1".into(), port: 9, path: "/".into() };
+        assert!(matches!(send("GET", &u, &[("X", "a\r\nb".into())], &t, &no_tls), Err(HttpError::Protocol(_))));
     }
 
     #[test]
@@ -585,56 +470,22 @@ mod tests {
     fn chunked_bodies() {
         let wire = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n";
         let mut out = String::new();
-        Chunked {
-            inner: &wire[..],
-            left: 0,
-            done: false,
-        }
-        .read_to_string(&mut out)
-        .unwrap();
+        Chunked { inner: &wire[..], left: 0, done: false }.read_to_string(&mut out).unwrap();
         assert_eq!(out, "hello world");
         let bad = b"zz\r\nhello\r\n";
-        assert!(Chunked {
-            inner: &bad[..],
-            left: 0,
-            done: false
-        }
-        .read_to_end(&mut Vec::new())
-        .is_err());
+        assert!(Chunked { inner: &bad[..], left: 0, done: false }.read_to_end(&mut Vec::new()).is_err());
         let cut = b"5\r\nhel";
-        assert!(Chunked {
-            inner: &cut[..],
-            left: 0,
-            done: false
-        }
-        .read_to_end(&mut Vec::new())
-        .is_err());
+        assert!(Chunked { inner: &cut[..], left: 0, done: false }.read_to_end(&mut Vec::new()).is_err());
         let huge = b"ffffffffffffffffffff\r\n";
-        assert!(Chunked {
-            inner: &huge[..],
-            left: 0,
-            done: false
-        }
-        .read_to_end(&mut Vec::new())
-        .is_err());
+        assert!(Chunked { inner: &huge[..], left: 0, done: false }.read_to_end(&mut Vec::new()).is_err());
     }
 
     #[test]
     fn exact_bodies_detect_truncation() {
         let mut out = Vec::new();
-        Exact {
-            inner: &b"abc"[..],
-            left: 3,
-        }
-        .read_to_end(&mut out)
-        .unwrap();
+        Exact { inner: &b"abc"[..], left: 3 }.read_to_end(&mut out).unwrap();
         assert_eq!(out, b"abc");
-        assert!(Exact {
-            inner: &b"ab"[..],
-            left: 3
-        }
-        .read_to_end(&mut Vec::new())
-        .is_err());
+        assert!(Exact { inner: &b"ab"[..], left: 3 }.read_to_end(&mut Vec::new()).is_err());
     }
 
     proptest::proptest! {

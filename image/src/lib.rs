@@ -77,10 +77,7 @@ pub enum Error {
     #[error("invalid reference format: {0}")]
     InvalidReference(String),
     #[error("invalid digest {digest:?}: {reason}")]
-    InvalidDigest {
-        digest: String,
-        reason: &'static str,
-    },
+    InvalidDigest { digest: String, reason: &'static str },
     #[error("{what} is {size} bytes, over the {limit}-byte limit")]
     TooLarge { what: String, size: u64, limit: u64 },
     #[error("malformed {what}: {reason}")]
@@ -88,25 +85,13 @@ pub enum Error {
     #[error("unsupported media type {media_type:?} for {what}")]
     UnsupportedMediaType { what: String, media_type: String },
     #[error("image {image} has no variant for {wanted} (available: {})", list_platforms(.available))]
-    NoMatchingPlatform {
-        image: String,
-        wanted: Platform,
-        available: Vec<Platform>,
-    },
+    NoMatchingPlatform { image: String, wanted: Platform, available: Vec<Platform> },
     #[error("manifest {manifest} has {layers} layers but its config lists {diff_ids} diff_ids")]
-    LayerCountMismatch {
-        manifest: String,
-        layers: usize,
-        diff_ids: usize,
-    },
+    LayerCountMismatch { manifest: String, layers: usize, diff_ids: usize },
     #[error("blob {digest} not found in {source_name}")]
     BlobNotFound { digest: String, source_name: String },
     #[error("blob {digest} has size {actual}, expected {expected}")]
-    SizeMismatch {
-        digest: String,
-        expected: u64,
-        actual: u64,
-    },
+    SizeMismatch { digest: String, expected: u64, actual: u64 },
     #[error("content digest mismatch: expected {expected}, got {actual}")]
     DigestMismatch { expected: String, actual: String },
     #[error("{context}: {source}")]
@@ -122,22 +107,12 @@ pub enum Error {
     #[error("manifest unknown: {reference}")]
     ManifestUnknown { reference: String },
     #[error("registry {registry} refused access to {repository}: {message}")]
-    Unauthorized {
-        registry: String,
-        repository: String,
-        message: String,
-    },
+    Unauthorized { registry: String, repository: String, message: String },
     #[error("registry {registry} answered {status}: {message}")]
-    Registry {
-        registry: String,
-        status: u16,
-        message: String,
-    },
+    Registry { registry: String, status: u16, message: String },
     #[error("bad http response from {registry}: {reason}")]
     Http { registry: String, reason: String },
-    #[error(
-        "this shoal build has no TLS support; use a registry on loopback or --insecure-registry {registry}"
-    )]
+    #[error("this shoal build has no TLS support; use a registry on loopback or --insecure-registry {registry}")]
     TlsUnsupported { registry: String },
     #[error("tls connection to {registry} failed: {reason}")]
     Tls { registry: String, reason: String },
@@ -147,17 +122,11 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Error {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        Error::Io { context: context.into(), source }
     }
 
     pub(crate) fn malformed(what: impl Into<String>, reason: impl ToString) -> Error {
-        Error::Malformed {
-            what: what.into(),
-            reason: reason.to_string(),
-        }
+        Error::Malformed { what: what.into(), reason: reason.to_string() }
     }
 }
 
@@ -165,8 +134,5 @@ fn list_platforms(ps: &[Platform]) -> String {
     if ps.is_empty() {
         return "none".to_string();
     }
-    ps.iter()
-        .map(|p| p.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+    ps.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
 }

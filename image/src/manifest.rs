@@ -29,16 +29,13 @@ pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 pub const OCI_LAYER_NONDIST: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar";
-pub const OCI_LAYER_NONDIST_GZIP: &str =
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
-pub const OCI_LAYER_NONDIST_ZSTD: &str =
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd";
+pub const OCI_LAYER_NONDIST_GZIP: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+pub const OCI_LAYER_NONDIST_ZSTD: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-pub const DOCKER_LAYER_FOREIGN_GZIP: &str =
-    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+pub const DOCKER_LAYER_FOREIGN_GZIP: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
 pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
 pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
 
@@ -93,11 +90,7 @@ pub struct PlatformJson {
 
 impl PlatformJson {
     pub fn normalised(&self) -> Platform {
-        Platform::new(
-            &self.os,
-            &self.architecture,
-            self.variant.as_deref().unwrap_or(""),
-        )
+        Platform::new(&self.os, &self.architecture, self.variant.as_deref().unwrap_or(""))
     }
 }
 
@@ -196,9 +189,7 @@ pub struct RootFs {
     pub diff_ids: Vec<String>,
 }
 
-fn null_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(
-    d: D,
-) -> Result<T, D::Error> {
+fn null_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
@@ -209,11 +200,7 @@ fn map_keys<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
 
 fn check_len(what: &str, bytes: &[u8], limit: u64) -> Result<(), Error> {
     if bytes.len() as u64 > limit {
-        return Err(Error::TooLarge {
-            what: what.to_string(),
-            size: bytes.len() as u64,
-            limit,
-        });
+        return Err(Error::TooLarge { what: what.to_string(), size: bytes.len() as u64, limit });
     }
     Ok(())
 }
@@ -221,13 +208,9 @@ fn check_len(what: &str, bytes: &[u8], limit: u64) -> Result<(), Error> {
 /// Parses an index or manifest list (bounded, digests validated).
 pub fn parse_index(bytes: &[u8]) -> Result<Index, Error> {
     check_len("image index", bytes, MANIFEST_BYTES_MAX)?;
-    let idx: Index =
-        serde_json::from_slice(bytes).map_err(|e| Error::malformed("image index", e))?;
+    let idx: Index = serde_json::from_slice(bytes).map_err(|e| Error::malformed("image index", e))?;
     if idx.manifests.len() > ENTRIES_MAX {
-        return Err(Error::malformed(
-            "image index",
-            format!("more than {ENTRIES_MAX} entries"),
-        ));
+        return Err(Error::malformed("image index", format!("more than {ENTRIES_MAX} entries")));
     }
     for m in &idx.manifests {
         digest::validate(&m.digest)?;
@@ -238,13 +221,9 @@ pub fn parse_index(bytes: &[u8]) -> Result<Index, Error> {
 /// Parses an image manifest (bounded, digests validated).
 pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, Error> {
     check_len("image manifest", bytes, MANIFEST_BYTES_MAX)?;
-    let m: Manifest =
-        serde_json::from_slice(bytes).map_err(|e| Error::malformed("image manifest", e))?;
+    let m: Manifest = serde_json::from_slice(bytes).map_err(|e| Error::malformed("image manifest", e))?;
     if m.layers.len() > ENTRIES_MAX {
-        return Err(Error::malformed(
-            "image manifest",
-            format!("more than {ENTRIES_MAX} layers"),
-        ));
+        return Err(Error::malformed("image manifest", format!("more than {ENTRIES_MAX} layers")));
     }
     digest::validate(&m.config.digest)?;
     for l in &m.layers {
@@ -256,13 +235,9 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, Error> {
 /// Parses an image config (bounded, diff_ids validated).
 pub fn parse_config(bytes: &[u8]) -> Result<ImageConfig, Error> {
     check_len("image config", bytes, CONFIG_BYTES_MAX)?;
-    let c: ImageConfig =
-        serde_json::from_slice(bytes).map_err(|e| Error::malformed("image config", e))?;
+    let c: ImageConfig = serde_json::from_slice(bytes).map_err(|e| Error::malformed("image config", e))?;
     if c.rootfs.diff_ids.len() > ENTRIES_MAX {
-        return Err(Error::malformed(
-            "image config",
-            format!("more than {ENTRIES_MAX} diff_ids"),
-        ));
+        return Err(Error::malformed("image config", format!("more than {ENTRIES_MAX} diff_ids")));
     }
     for d in &c.rootfs.diff_ids {
         digest::validate(d)?;
@@ -304,26 +279,19 @@ pub fn parse_any(media_type: &str, bytes: &[u8]) -> Result<Parsed, Error> {
         #[serde(default)]
         layers: Option<serde::de::IgnoredAny>,
     }
-    let s: Sniff =
-        serde_json::from_slice(bytes).map_err(|e| Error::malformed("image manifest", e))?;
+    let s: Sniff = serde_json::from_slice(bytes).map_err(|e| Error::malformed("image manifest", e))?;
     match s.media_type.as_deref() {
         Some(t) if is_index(t) => return parse_index(bytes).map(Parsed::Index),
         Some(t) if is_manifest(t) => return parse_manifest(bytes).map(Parsed::Manifest),
         _ => {}
     }
     if !media_type.is_empty() && media_type != "application/json" {
-        return Err(Error::UnsupportedMediaType {
-            what: "manifest".into(),
-            media_type: media_type.into(),
-        });
+        return Err(Error::UnsupportedMediaType { what: "manifest".into(), media_type: media_type.into() });
     }
     match (s.manifests.is_some(), s.layers.is_some()) {
         (true, false) => parse_index(bytes).map(Parsed::Index),
         (false, true) => parse_manifest(bytes).map(Parsed::Manifest),
-        _ => Err(Error::malformed(
-            "image manifest",
-            "neither an index nor a manifest",
-        )),
+        _ => Err(Error::malformed("image manifest", "neither an index nor a manifest")),
     }
 }
 
@@ -341,15 +309,10 @@ fn read_parsed(src: &dyn ImageSource, desc: &Descriptor) -> Result<Parsed, Error
 /// Whether an index entry is an attestation / unknown-platform artefact
 /// (BuildKit writes provenance as `unknown/unknown` entries).
 fn is_attestation(e: &DescriptorJson) -> bool {
-    if e.annotations
-        .get("vnd.docker.reference.type")
-        .is_some_and(|t| t == "attestation-manifest")
-    {
+    if e.annotations.get("vnd.docker.reference.type").is_some_and(|t| t == "attestation-manifest") {
         return true;
     }
-    e.platform
-        .as_ref()
-        .is_some_and(|p| p.os == "unknown" || p.architecture == "unknown")
+    e.platform.as_ref().is_some_and(|p| p.os == "unknown" || p.architecture == "unknown")
 }
 
 /// The platforms an image supports: its index's entries (attestations
@@ -361,12 +324,7 @@ pub fn platforms_of(src: &dyn ImageSource, root: &Descriptor) -> Result<Vec<Plat
     Ok(out)
 }
 
-fn collect_platforms(
-    src: &dyn ImageSource,
-    desc: &Descriptor,
-    depth: usize,
-    out: &mut Vec<Platform>,
-) -> Result<(), Error> {
+fn collect_platforms(src: &dyn ImageSource, desc: &Descriptor, depth: usize, out: &mut Vec<Platform>) -> Result<(), Error> {
     let push = |p: Platform, out: &mut Vec<Platform>| {
         if !out.contains(&p) {
             out.push(p);
@@ -396,43 +354,23 @@ fn collect_platforms(
 /// in canonical form) for `platform`: selects the manifest strictly (os, architecture and variant must match after
 /// normalisation; arm64 entries without variant are v8), reads the config,
 /// and checks that layers and diff_ids agree.
-pub fn plan_import(
-    src: &dyn ImageSource,
-    name: &str,
-    root: &Descriptor,
-    platform: &Platform,
-) -> Result<ImportPlan, Error> {
+pub fn plan_import(src: &dyn ImageSource, name: &str, root: &Descriptor, platform: &Platform) -> Result<ImportPlan, Error> {
     let wanted = Platform::new(&platform.os, &platform.architecture, &platform.variant);
     // Record the canonical spelling (`busybox` → `docker.io/library/busybox:latest`).
     let name = Reference::parse(name)?.to_string();
     let name = name.as_str();
     let mut indexes = Vec::new();
     let mut available = Vec::new();
-    let Some((manifest_desc, manifest)) =
-        select(src, root, &wanted, 0, &mut indexes, &mut available)?
-    else {
-        let image = Reference::parse(name)
-            .map(|r| r.familiar())
-            .unwrap_or_else(|_| name.to_string());
-        return Err(Error::NoMatchingPlatform {
-            image,
-            wanted,
-            available,
-        });
+    let Some((manifest_desc, manifest)) = select(src, root, &wanted, 0, &mut indexes, &mut available)? else {
+        let image = Reference::parse(name).map(|r| r.familiar()).unwrap_or_else(|_| name.to_string());
+        return Err(Error::NoMatchingPlatform { image, wanted, available });
     };
     let config_desc = manifest.config.to_descriptor()?;
     let config = read_config(src, &config_desc)?;
-    let layers = manifest
-        .layers
-        .iter()
-        .map(DescriptorJson::to_descriptor)
-        .collect::<Result<Vec<_>, _>>()?;
+    let layers = manifest.layers.iter().map(DescriptorJson::to_descriptor).collect::<Result<Vec<_>, _>>()?;
     for l in &layers {
         if !LAYER_TYPES.contains(&l.media_type.as_str()) {
-            return Err(Error::UnsupportedMediaType {
-                what: format!("layer {}", l.digest),
-                media_type: l.media_type.clone(),
-            });
+            return Err(Error::UnsupportedMediaType { what: format!("layer {}", l.digest), media_type: l.media_type.clone() });
         }
     }
     if layers.len() != config.rootfs.diff_ids.len() {
@@ -525,12 +463,7 @@ mod tests {
 
     impl Mem {
         fn put(&mut self, media_type: &str, bytes: Vec<u8>) -> Descriptor {
-            let d = Descriptor {
-                media_type: media_type.into(),
-                digest: digest::sha256(&bytes),
-                size: bytes.len() as u64,
-                platform: None,
-            };
+            let d = Descriptor { media_type: media_type.into(), digest: digest::sha256(&bytes), size: bytes.len() as u64, platform: None };
             self.0.insert(d.digest.clone(), bytes);
             d
         }
@@ -540,10 +473,7 @@ mod tests {
         fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>, Error> {
             match self.0.get(&desc.digest) {
                 Some(b) => Ok(Box::new(&b[..])),
-                None => Err(Error::BlobNotFound {
-                    digest: desc.digest.clone(),
-                    source_name: "memory".into(),
-                }),
+                None => Err(Error::BlobNotFound { digest: desc.digest.clone(), source_name: "memory".into() }),
             }
         }
     }
@@ -558,15 +488,8 @@ mod tests {
                        "ExposedPorts": {"80/tcp": {}}, "WorkingDir": "/w", "User": "1000", "StopSignal": "SIGINT"},
             "rootfs": {"type": "layers", "diff_ids": [layer.digest]}
         });
-        let cfg = mem.put(
-            if docker { DOCKER_CONFIG } else { OCI_CONFIG },
-            serde_json::to_vec(&cfg).unwrap(),
-        );
-        let mt = if docker {
-            DOCKER_MANIFEST
-        } else {
-            OCI_MANIFEST
-        };
+        let cfg = mem.put(if docker { DOCKER_CONFIG } else { OCI_CONFIG }, serde_json::to_vec(&cfg).unwrap());
+        let mt = if docker { DOCKER_MANIFEST } else { OCI_MANIFEST };
         let m = serde_json::json!({
             "schemaVersion": 2, "mediaType": mt,
             "config": {"mediaType": cfg.media_type, "digest": cfg.digest, "size": cfg.size},
@@ -575,11 +498,7 @@ mod tests {
         mem.put(mt, serde_json::to_vec(&m).unwrap())
     }
 
-    fn index(
-        mem: &mut Mem,
-        entries: &[(&Descriptor, Option<PlatformSpec<'_>>)],
-        docker: bool,
-    ) -> Descriptor {
+    fn index(mem: &mut Mem, entries: &[(&Descriptor, Option<PlatformSpec<'_>>)], docker: bool) -> Descriptor {
         let manifests: Vec<_> = entries
             .iter()
             .map(|(d, p)| {
@@ -594,13 +513,7 @@ mod tests {
             })
             .collect();
         let mt = if docker { DOCKER_LIST } else { OCI_INDEX };
-        mem.put(
-            mt,
-            serde_json::to_vec(
-                &serde_json::json!({"schemaVersion": 2, "mediaType": mt, "manifests": manifests}),
-            )
-            .unwrap(),
-        )
+        mem.put(mt, serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": mt, "manifests": manifests})).unwrap())
     }
 
     fn p(s: &str) -> Platform {
@@ -615,44 +528,19 @@ mod tests {
         let att = mem.put(OCI_MANIFEST, b"{}".to_vec());
         let root = index(
             &mut mem,
-            &[
-                (&amd, Some(("linux", "amd64", None))),
-                (&arm64, Some(("linux", "arm64", None))),
-                (&att, Some(("unknown", "unknown", None))),
-            ],
+            &[(&amd, Some(("linux", "amd64", None))), (&arm64, Some(("linux", "arm64", None))), (&att, Some(("unknown", "unknown", None)))],
             false,
         );
-        assert_eq!(
-            platforms_of(&mem, &root).unwrap(),
-            vec![p("linux/amd64"), p("linux/arm64/v8")]
-        );
-        let plan = plan_import(
-            &mem,
-            "docker.io/library/busybox:latest",
-            &root,
-            &p("linux/arm64/v8"),
-        )
-        .unwrap();
+        assert_eq!(platforms_of(&mem, &root).unwrap(), vec![p("linux/amd64"), p("linux/arm64/v8")]);
+        let plan = plan_import(&mem, "docker.io/library/busybox:latest", &root, &p("linux/arm64/v8")).unwrap();
         assert_eq!(plan.manifest.digest, arm64.digest);
         assert_eq!(plan.indexes, vec![root.clone()]);
         assert_eq!(plan.layers.len(), 1);
         assert_eq!(plan.diff_ids, vec![plan.layers[0].digest.clone()]);
         assert_eq!(plan.platform, p("linux/arm64"));
-        let plan = plan_import(
-            &mem,
-            "docker.io/library/busybox:latest",
-            &root,
-            &p("linux/amd64"),
-        )
-        .unwrap();
+        let plan = plan_import(&mem, "docker.io/library/busybox:latest", &root, &p("linux/amd64")).unwrap();
         assert_eq!(plan.manifest.digest, amd.digest);
-        let err = plan_import(
-            &mem,
-            "docker.io/library/busybox:latest",
-            &root,
-            &p("linux/arm/v7"),
-        )
-        .unwrap_err();
+        let err = plan_import(&mem, "docker.io/library/busybox:latest", &root, &p("linux/arm/v7")).unwrap_err();
         assert_eq!(err.to_string(), "image busybox:latest has no variant for linux/arm/v7 (available: linux/amd64, linux/arm64/v8)");
         assert!(matches!(err, Error::NoMatchingPlatform { .. }));
     }
@@ -687,10 +575,7 @@ mod tests {
         assert_eq!(cfg.config.stop_signal, "SIGINT");
         assert!(cfg.config.labels.is_empty());
         let err = plan_import(&mem, "n", &m, &p("linux/amd64")).unwrap_err();
-        assert!(
-            err.to_string().contains("(available: linux/arm64/v8)"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("(available: linux/arm64/v8)"), "{err}");
     }
 
     #[test]
@@ -698,16 +583,9 @@ mod tests {
         let mut mem = Mem::default();
         let amd = image(&mut mem, "linux", "amd64", "", false);
         let arm = image(&mut mem, "linux", "arm", "v7", false);
-        let inner = index(
-            &mut mem,
-            &[(&arm, Some(("linux", "arm", Some("v7"))))],
-            false,
-        );
+        let inner = index(&mut mem, &[(&arm, Some(("linux", "arm", Some("v7"))))], false);
         let root = index(&mut mem, &[(&amd, None), (&inner, None)], false);
-        assert_eq!(
-            platforms_of(&mem, &root).unwrap(),
-            vec![p("linux/amd64"), p("linux/arm/v7")]
-        );
+        assert_eq!(platforms_of(&mem, &root).unwrap(), vec![p("linux/amd64"), p("linux/arm/v7")]);
         let plan = plan_import(&mem, "n", &root, &p("linux/arm/v7")).unwrap();
         assert_eq!(plan.indexes, vec![root.clone(), inner.clone()]);
         assert_eq!(plan.manifest.digest, arm.digest);
@@ -718,27 +596,13 @@ mod tests {
     #[test]
     fn layer_count_must_match_diff_ids() {
         let mut mem = Mem::default();
-        let cfg = mem.put(
-            OCI_CONFIG,
-            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
-                .to_vec(),
-        );
+        let cfg = mem.put(OCI_CONFIG, br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec());
         let layer = mem.put(OCI_LAYER, b"x".to_vec());
         let m = serde_json::json!({"schemaVersion":2,"config":{"mediaType":OCI_CONFIG,"digest":cfg.digest,"size":cfg.size},
             "layers":[{"mediaType":OCI_LAYER,"digest":layer.digest,"size":1}]});
         let m = mem.put(OCI_MANIFEST, serde_json::to_vec(&m).unwrap());
         let err = plan_import(&mem, "n", &m, &p("linux/amd64")).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::LayerCountMismatch {
-                    layers: 1,
-                    diff_ids: 0,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, Error::LayerCountMismatch { layers: 1, diff_ids: 0, .. }), "{err}");
     }
 
     #[test]
@@ -748,16 +612,10 @@ mod tests {
         let mut lying = m.clone();
         lying.digest = digest::sha256(b"other");
         mem.0.insert(lying.digest.clone(), mem.0[&m.digest].clone());
-        assert!(matches!(
-            plan_import(&mem, "n", &lying, &p("linux/amd64")),
-            Err(Error::DigestMismatch { .. })
-        ));
+        assert!(matches!(plan_import(&mem, "n", &lying, &p("linux/amd64")), Err(Error::DigestMismatch { .. })));
         let mut big = m.clone();
         big.size = MANIFEST_BYTES_MAX + 1;
-        assert!(matches!(
-            plan_import(&mem, "n", &big, &p("linux/amd64")),
-            Err(Error::TooLarge { .. })
-        ));
+        assert!(matches!(plan_import(&mem, "n", &big, &p("linux/amd64")), Err(Error::TooLarge { .. })));
     }
 
     #[test]
@@ -768,14 +626,8 @@ mod tests {
         assert!(parse_config(b"\"x\"").is_err());
         assert!(parse_config(br#"{"rootfs":{"diff_ids":["nope"]}}"#).is_err());
         assert!(parse_any("", br#"{"manifests":[],"layers":[]}"#).is_err());
-        assert!(matches!(
-            parse_any(DOCKER_SCHEMA1_SIGNED, b"{}"),
-            Err(Error::UnsupportedMediaType { .. })
-        ));
-        assert!(matches!(
-            parse_any("", br#"{"manifests":[]}"#),
-            Ok(Parsed::Index(_))
-        ));
+        assert!(matches!(parse_any(DOCKER_SCHEMA1_SIGNED, b"{}"), Err(Error::UnsupportedMediaType { .. })));
+        assert!(matches!(parse_any("", br#"{"manifests":[]}"#), Ok(Parsed::Index(_))));
         let cfg = parse_config(br#"{"config":null,"rootfs":null,"os":null}"#).unwrap();
         assert_eq!(cfg, ImageConfig::default());
     }

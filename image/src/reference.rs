@@ -63,17 +63,13 @@ impl Reference {
         }
         let (domain, path) = split_domain(name);
         if !valid_domain(&domain) {
-            return Err(Error::InvalidReference(format!(
-                "invalid registry host {domain:?}"
-            )));
+            return Err(Error::InvalidReference(format!("invalid registry host {domain:?}")));
         }
         if path.bytes().any(|b| b.is_ascii_uppercase()) {
             return bad("repository name must be lowercase");
         }
         if path.is_empty() || !path.split('/').all(valid_component) {
-            return Err(Error::InvalidReference(format!(
-                "invalid repository name {path:?}"
-            )));
+            return Err(Error::InvalidReference(format!("invalid repository name {path:?}")));
         }
         if domain.len() + 1 + path.len() > NAME_BYTES_MAX {
             return bad("repository name must not be more than 255 characters");
@@ -83,12 +79,7 @@ impl Reference {
             (None, None) => Some("latest".to_string()),
             (None, Some(_)) => None,
         };
-        Ok(Reference {
-            domain,
-            path,
-            tag,
-            digest,
-        })
+        Ok(Reference { domain, path, tag, digest })
     }
 
     /// The registry host as written in names (`docker.io`, `127.0.0.1:5000`).
@@ -126,10 +117,7 @@ impl Reference {
 
     /// What to ask the registry for: the digest when pinned, else the tag.
     pub fn manifest_ref(&self) -> &str {
-        self.digest
-            .as_deref()
-            .or(self.tag.as_deref())
-            .unwrap_or("latest")
+        self.digest.as_deref().or(self.tag.as_deref()).unwrap_or("latest")
     }
 
     /// The same repository with another tag and no digest.
@@ -180,25 +168,13 @@ impl std::str::FromStr for Reference {
 
 fn split_domain(name: &str) -> (String, String) {
     let (domain, path) = match name.split_once('/') {
-        Some((first, rest))
-            if first.contains(['.', ':'])
-                || first == "localhost"
-                || first.bytes().any(|b| b.is_ascii_uppercase()) =>
-        {
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" || first.bytes().any(|b| b.is_ascii_uppercase()) => {
             (first.to_string(), rest.to_string())
         }
         _ => (DEFAULT_DOMAIN.to_string(), name.to_string()),
     };
-    let domain = if domain == "index.docker.io" {
-        DEFAULT_DOMAIN.to_string()
-    } else {
-        domain
-    };
-    let path = if domain == DEFAULT_DOMAIN && !path.contains('/') {
-        format!("library/{path}")
-    } else {
-        path
-    };
+    let domain = if domain == "index.docker.io" { DEFAULT_DOMAIN.to_string() } else { domain };
+    let path = if domain == DEFAULT_DOMAIN && !path.contains('/') { format!("library/{path}") } else { path };
     (domain, path)
 }
 
@@ -232,10 +208,7 @@ fn valid_component(c: &str) -> bool {
 fn valid_tag(t: &str) -> bool {
     let b = t.as_bytes();
     let word = |x: u8| x.is_ascii_alphanumeric() || x == b'_';
-    !b.is_empty()
-        && b.len() <= 128
-        && word(b[0])
-        && b.iter().all(|&x| word(x) || x == b'.' || x == b'-')
+    !b.is_empty() && b.len() <= 128 && word(b[0]) && b.iter().all(|&x| word(x) || x == b'.' || x == b'-')
 }
 
 /// A hostname or IPv4 (`label(.label)*`) or a bracketed IPv6, then an
@@ -287,9 +260,7 @@ mod tests {
     const D: &str = "sha256:7cc4b5aefd1d0cadf8d97d4350462ba51c694ebca145b08d7d41b41acc8db5aa";
 
     fn canon(s: &str) -> String {
-        Reference::parse(s)
-            .unwrap_or_else(|e| panic!("{s}: {e}"))
-            .to_string()
+        Reference::parse(s).unwrap_or_else(|e| panic!("{s}: {e}")).to_string()
     }
 
     fn err(s: &str) -> String {
@@ -301,23 +272,14 @@ mod tests {
         assert_eq!(canon("busybox"), "docker.io/library/busybox:latest");
         assert_eq!(canon("busybox:1.36"), "docker.io/library/busybox:1.36");
         assert_eq!(canon("library/busybox"), "docker.io/library/busybox:latest");
-        assert_eq!(
-            canon("docker.io/busybox"),
-            "docker.io/library/busybox:latest"
-        );
-        assert_eq!(
-            canon("index.docker.io/busybox"),
-            "docker.io/library/busybox:latest"
-        );
+        assert_eq!(canon("docker.io/busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(canon("index.docker.io/busybox"), "docker.io/library/busybox:latest");
         assert_eq!(canon("user/app:v1"), "docker.io/user/app:v1");
         let r = Reference::parse("busybox").unwrap();
         assert_eq!(r.familiar(), "busybox:latest");
         assert_eq!(r.registry_host(), "registry-1.docker.io");
         assert_eq!(r.path(), "library/busybox");
-        assert_eq!(
-            Reference::parse("user/app:v1").unwrap().familiar(),
-            "user/app:v1"
-        );
+        assert_eq!(Reference::parse("user/app:v1").unwrap().familiar(), "user/app:v1");
     }
 
     #[test]
@@ -353,19 +315,9 @@ mod tests {
     #[test]
     fn rejects_bad_references() {
         assert_eq!(err(""), "invalid reference format: empty reference");
-        assert_eq!(
-            err("BusyBox"),
-            "invalid reference format: repository name must be lowercase"
-        );
-        assert_eq!(
-            err("docker.io/Foo/bar"),
-            "invalid reference format: repository name must be lowercase"
-        );
-        assert!(
-            err("busybox@sha256:abc").contains("invalid digest"),
-            "{}",
-            err("busybox@sha256:abc")
-        );
+        assert_eq!(err("BusyBox"), "invalid reference format: repository name must be lowercase");
+        assert_eq!(err("docker.io/Foo/bar"), "invalid reference format: repository name must be lowercase");
+        assert!(err("busybox@sha256:abc").contains("invalid digest"), "{}", err("busybox@sha256:abc"));
         assert!(err("busybox@").contains("empty digest"));
         assert!(err("busybox:").contains("invalid tag"));
         assert!(err("busybox:-x").contains("invalid tag"));
@@ -373,10 +325,7 @@ mod tests {
         assert!(err("foo//bar").contains("invalid repository name"));
         assert!(err("foo/bar/").contains("invalid repository name"));
         assert!(err("a..b/c").contains("invalid registry host"));
-        assert!(
-            err("host:abc/c").contains("invalid registry host")
-                || err("host:abc/c").contains("invalid")
-        );
+        assert!(err("host:abc/c").contains("invalid registry host") || err("host:abc/c").contains("invalid"));
         assert!(err("foo bar").contains("invalid"));
         assert!(err(&"a".repeat(300)).contains("255"));
     }

@@ -77,9 +77,7 @@ struct Inner {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry")
-            .field("insecure_registries", &self.inner.opts.insecure_registries)
-            .finish()
+        f.debug_struct("Registry").field("insecure_registries", &self.inner.opts.insecure_registries).finish()
     }
 }
 
@@ -103,10 +101,7 @@ impl Registry {
         let (desc, bytes) = self.fetch_manifest(r, r.manifest_ref())?;
         if let Some(pinned) = r.digest() {
             if pinned != desc.digest {
-                return Err(Error::DigestMismatch {
-                    expected: pinned.to_string(),
-                    actual: desc.digest,
-                });
+                return Err(Error::DigestMismatch { expected: pinned.to_string(), actual: desc.digest });
             }
         }
         self.cache_manifest(&desc.digest, bytes);
@@ -115,18 +110,11 @@ impl Registry {
 
     /// An [`ImageSource`] over the reference's repository.
     pub fn source(&self, r: &Reference) -> RegistrySource {
-        RegistrySource {
-            registry: self.clone(),
-            reference: r.clone(),
-        }
+        RegistrySource { registry: self.clone(), reference: r.clone() }
     }
 
     fn cache_manifest(&self, digest: &str, bytes: Arc<[u8]>) {
-        let mut m = self
-            .inner
-            .manifests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut m = self.inner.manifests.lock().unwrap_or_else(|e| e.into_inner());
         if m.len() >= MANIFEST_CACHE_MAX {
             m.clear();
         }
@@ -134,12 +122,7 @@ impl Registry {
     }
 
     fn cached_manifest(&self, digest: &str) -> Option<Arc<[u8]>> {
-        self.inner
-            .manifests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(digest)
-            .cloned()
+        self.inner.manifests.lock().unwrap_or_else(|e| e.into_inner()).get(digest).cloned()
     }
 
     fn timeouts(&self) -> Timeouts {
@@ -150,9 +133,7 @@ impl Registry {
     }
 
     fn plain_http_allowed(&self, authority: &str) -> bool {
-        let host = http::split_authority(authority)
-            .map(|(h, _)| h)
-            .unwrap_or_default();
+        let host = http::split_authority(authority).map(|(h, _)| h).unwrap_or_default();
         http::is_loopback(&host)
             || self.inner.opts.insecure_registries.iter().any(|i| {
                 let i = i.trim_start_matches("http://").trim_end_matches('/');
@@ -162,24 +143,12 @@ impl Registry {
 
     fn base_url(&self, r: &Reference) -> Result<Url, Error> {
         let authority = r.registry_host();
-        let scheme = if self.plain_http_allowed(authority) {
-            "http"
-        } else {
-            "https"
-        };
-        Url::parse(&format!("{scheme}://{authority}/")).map_err(|e| Error::Http {
-            registry: r.domain().to_string(),
-            reason: e,
-        })
+        let scheme = if self.plain_http_allowed(authority) { "http" } else { "https" };
+        Url::parse(&format!("{scheme}://{authority}/")).map_err(|e| Error::Http { registry: r.domain().to_string(), reason: e })
     }
 
     fn credentials(&self, r: &Reference) -> Option<&Credentials> {
-        self.inner
-            .opts
-            .credentials
-            .iter()
-            .find(|(h, _)| h == r.domain() || h == r.registry_host())
-            .map(|(_, c)| c)
+        self.inner.opts.credentials.iter().find(|(h, _)| h == r.domain() || h == r.registry_host()).map(|(_, c)| c)
     }
 
     /// GETs `/v2/<repo>/<tail>` with auth and redirects; returns the final
@@ -199,13 +168,7 @@ impl Registry {
             }
             let same_host = url.host == base.host && url.port == base.port;
             if same_host {
-                if let Some(t) = self
-                    .inner
-                    .tokens
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(&token_key)
-                {
+                if let Some(t) = self.inner.tokens.lock().unwrap_or_else(|e| e.into_inner()).get(&token_key) {
                     headers.push(("Authorization", t.clone()));
                 }
             }
@@ -215,22 +178,12 @@ impl Registry {
                     auth_tried = true;
                     let challenge = resp.header("www-authenticate").unwrap_or("").to_string();
                     let value = self.authenticate(r, &challenge, &registry)?;
-                    self.inner
-                        .tokens
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(token_key.clone(), value);
+                    self.inner.tokens.lock().unwrap_or_else(|e| e.into_inner()).insert(token_key.clone(), value);
                 }
                 301 | 302 | 303 | 307 | 308 => {
                     redirects += 1;
                     if redirects > self.inner.opts.redirects_max {
-                        return Err(Error::Http {
-                            registry,
-                            reason: format!(
-                                "more than {} redirects",
-                                self.inner.opts.redirects_max
-                            ),
-                        });
+                        return Err(Error::Http { registry, reason: format!("more than {} redirects", self.inner.opts.redirects_max) });
                     }
                     let loc = resp
                         .header("location")
@@ -239,20 +192,11 @@ impl Registry {
                             reason: format!("redirect {} without location", resp.status),
                         })?
                         .to_string();
-                    url = url.join(&loc).map_err(|e| Error::Http {
-                        registry: registry.clone(),
-                        reason: e,
-                    })?;
-                    if !url.https
-                        && !self.plain_http_allowed(&url.authority())
-                        && !same_host_as(&url, &base)
-                    {
+                    url = url.join(&loc).map_err(|e| Error::Http { registry: registry.clone(), reason: e })?;
+                    if !url.https && !self.plain_http_allowed(&url.authority()) && !same_host_as(&url, &base) {
                         // Plain HTTP to a non-loopback host we were not told
                         // to trust: only follow when it is the registry itself.
-                        return Err(Error::Http {
-                            registry,
-                            reason: format!("refusing plain-http redirect to {}", url.authority()),
-                        });
+                        return Err(Error::Http { registry, reason: format!("refusing plain-http redirect to {}", url.authority()) });
                     }
                 }
                 _ => return Ok(resp),
@@ -260,32 +204,12 @@ impl Registry {
         }
     }
 
-    fn send(
-        &self,
-        method: &str,
-        url: &Url,
-        headers: &[(&str, String)],
-        registry: &str,
-    ) -> Result<Response, Error> {
-        http::send(method, url, headers, &self.timeouts(), &|| {
-            self.tls_config()
-        })
-        .map_err(|e| match e {
-            HttpError::Connect(reason) => Error::Unreachable {
-                registry: url_registry(url, registry),
-                reason,
-            },
-            HttpError::Tls => Error::TlsUnsupported {
-                registry: url_registry(url, registry),
-            },
-            HttpError::Protocol(reason) => Error::Http {
-                registry: url_registry(url, registry),
-                reason,
-            },
-            HttpError::Handshake(reason) => Error::Tls {
-                registry: url_registry(url, registry),
-                reason,
-            },
+    fn send(&self, method: &str, url: &Url, headers: &[(&str, String)], registry: &str) -> Result<Response, Error> {
+        http::send(method, url, headers, &self.timeouts(), &|| self.tls_config()).map_err(|e| match e {
+            HttpError::Connect(reason) => Error::Unreachable { registry: url_registry(url, registry), reason },
+            HttpError::Tls => Error::TlsUnsupported { registry: url_registry(url, registry) },
+            HttpError::Protocol(reason) => Error::Http { registry: url_registry(url, registry), reason },
+            HttpError::Handshake(reason) => Error::Tls { registry: url_registry(url, registry), reason },
         })
     }
 
@@ -298,100 +222,49 @@ impl Registry {
     /// (webpki-roots) plus `ca_files`.
     #[cfg(feature = "tls")]
     fn tls_config(&self) -> Result<http::TlsConfig, HttpError> {
-        self.inner
-            .tls
-            .get_or_init(|| build_tls(&self.inner.opts.ca_files))
-            .clone()
-            .map_err(HttpError::Handshake)
+        self.inner.tls.get_or_init(|| build_tls(&self.inner.opts.ca_files)).clone().map_err(HttpError::Handshake)
     }
 
     /// Answers a 401 challenge: a bearer token (anonymous or with basic
     /// credentials) or basic auth. Returns the `Authorization` value.
-    fn authenticate(
-        &self,
-        r: &Reference,
-        challenge: &str,
-        registry: &str,
-    ) -> Result<String, Error> {
-        let unauthorized = |message: String| Error::Unauthorized {
-            registry: registry.to_string(),
-            repository: r.path().to_string(),
-            message,
-        };
+    fn authenticate(&self, r: &Reference, challenge: &str, registry: &str) -> Result<String, Error> {
+        let unauthorized =
+            |message: String| Error::Unauthorized { registry: registry.to_string(), repository: r.path().to_string(), message };
         let (scheme, params) = parse_challenge(challenge);
         let creds = self.credentials(r);
         if scheme.eq_ignore_ascii_case("basic") {
             return match creds {
-                Some(c) => Ok(format!(
-                    "Basic {}",
-                    base64(format!("{}:{}", c.username, c.password).as_bytes())
-                )),
-                None => Err(unauthorized(
-                    "basic authentication required; no credentials configured".into(),
-                )),
+                Some(c) => Ok(format!("Basic {}", base64(format!("{}:{}", c.username, c.password).as_bytes()))),
+                None => Err(unauthorized("basic authentication required; no credentials configured".into())),
             };
         }
         if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(unauthorized(format!(
-                "unsupported authentication challenge {:?}",
-                challenge.chars().take(80).collect::<String>()
-            )));
+            return Err(unauthorized(format!("unsupported authentication challenge {:?}", challenge.chars().take(80).collect::<String>())));
         }
-        let realm = params
-            .get("realm")
-            .ok_or_else(|| unauthorized("bearer challenge without realm".into()))?;
-        let mut realm_url =
-            Url::parse(realm).map_err(|e| unauthorized(format!("bad token realm: {e}")))?;
-        let registry_host = http::split_authority(r.registry_host())
-            .map(|(h, _)| h)
-            .unwrap_or_default();
-        if !realm_url.https
-            && !self.plain_http_allowed(&realm_url.authority())
-            && realm_url.host != registry_host
-        {
-            return Err(unauthorized(format!(
-                "refusing plain-http token realm {}",
-                realm_url.authority()
-            )));
+        let realm = params.get("realm").ok_or_else(|| unauthorized("bearer challenge without realm".into()))?;
+        let mut realm_url = Url::parse(realm).map_err(|e| unauthorized(format!("bad token realm: {e}")))?;
+        let registry_host = http::split_authority(r.registry_host()).map(|(h, _)| h).unwrap_or_default();
+        if !realm_url.https && !self.plain_http_allowed(&realm_url.authority()) && realm_url.host != registry_host {
+            return Err(unauthorized(format!("refusing plain-http token realm {}", realm_url.authority())));
         }
-        let scope = params
-            .get("scope")
-            .cloned()
-            .unwrap_or_else(|| format!("repository:{}:pull", r.path()));
+        let scope = params.get("scope").cloned().unwrap_or_else(|| format!("repository:{}:pull", r.path()));
         let mut query = Vec::new();
         if let Some(s) = params.get("service") {
             query.push(format!("service={}", percent_encode(s)));
         }
         query.push(format!("scope={}", percent_encode(&scope)));
-        let sep = if realm_url.path.contains('?') {
-            '&'
-        } else {
-            '?'
-        };
+        let sep = if realm_url.path.contains('?') { '&' } else { '?' };
         realm_url.path = format!("{}{sep}{}", realm_url.path, query.join("&"));
         let mut headers = Vec::new();
         if let Some(c) = creds {
-            headers.push((
-                "Authorization",
-                format!(
-                    "Basic {}",
-                    base64(format!("{}:{}", c.username, c.password).as_bytes())
-                ),
-            ));
+            headers.push(("Authorization", format!("Basic {}", base64(format!("{}:{}", c.username, c.password).as_bytes()))));
         }
         let mut resp = self.send("GET", &realm_url, &headers, registry)?;
         let body = resp
             .read_body(SMALL_BODY_BYTES_MAX)
-            .map_err(|e| Error::Http {
-                registry: registry.to_string(),
-                reason: format!("reading token: {e}"),
-            })?;
+            .map_err(|e| Error::Http { registry: registry.to_string(), reason: format!("reading token: {e}") })?;
         if resp.status != 200 {
-            return Err(unauthorized(format!(
-                "token server answered {}: {}",
-                resp.status,
-                error_message(&body, &resp.reason)
-            )));
+            return Err(unauthorized(format!("token server answered {}: {}", resp.status, error_message(&body, &resp.reason))));
         }
         #[derive(serde::Deserialize)]
         struct Token {
@@ -400,13 +273,9 @@ impl Registry {
             #[serde(default)]
             access_token: Option<String>,
         }
-        let t: Token = serde_json::from_slice(&body)
-            .map_err(|e| unauthorized(format!("malformed token response: {e}")))?;
-        let token = t
-            .token
-            .or(t.access_token)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| unauthorized("token response without token".into()))?;
+        let t: Token = serde_json::from_slice(&body).map_err(|e| unauthorized(format!("malformed token response: {e}")))?;
+        let token =
+            t.token.or(t.access_token).filter(|t| !t.is_empty()).ok_or_else(|| unauthorized("token response without token".into()))?;
         if token.contains(['\r', '\n']) {
             return Err(unauthorized("malformed token".into()));
         }
@@ -414,58 +283,29 @@ impl Registry {
     }
 
     /// GETs a manifest by tag or digest: (descriptor, bytes).
-    fn fetch_manifest(
-        &self,
-        r: &Reference,
-        reference: &str,
-    ) -> Result<(Descriptor, Arc<[u8]>), Error> {
+    fn fetch_manifest(&self, r: &Reference, reference: &str) -> Result<(Descriptor, Arc<[u8]>), Error> {
         let registry = r.domain().to_string();
         let mut resp = self.get(r, &format!("manifests/{reference}"), &MANIFEST_ACCEPT)?;
         if resp.status != 200 {
             return Err(self.status_error(r, &mut resp, Some(reference)));
         }
-        if let Some(len) = resp
-            .header("content-length")
-            .and_then(|l| l.parse::<u64>().ok())
-        {
+        if let Some(len) = resp.header("content-length").and_then(|l| l.parse::<u64>().ok()) {
             if len > MANIFEST_BYTES_MAX {
-                return Err(Error::TooLarge {
-                    what: format!("manifest {}", r.familiar()),
-                    size: len,
-                    limit: MANIFEST_BYTES_MAX,
-                });
+                return Err(Error::TooLarge { what: format!("manifest {}", r.familiar()), size: len, limit: MANIFEST_BYTES_MAX });
             }
         }
         let body = resp
             .read_body(MANIFEST_BYTES_MAX)
-            .map_err(|e| Error::Http {
-                registry: registry.clone(),
-                reason: format!("reading manifest: {e}"),
-            })?;
+            .map_err(|e| Error::Http { registry: registry.clone(), reason: format!("reading manifest: {e}") })?;
         let digest = digest::sha256(&body);
         if let Some(h) = resp.header("docker-content-digest") {
             if h.starts_with("sha256:") && h != digest {
-                return Err(Error::DigestMismatch {
-                    expected: h.to_string(),
-                    actual: digest,
-                });
+                return Err(Error::DigestMismatch { expected: h.to_string(), actual: digest });
             }
         }
-        let content_type = resp
-            .header("content-type")
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_string();
+        let content_type = resp.header("content-type").unwrap_or("").split(';').next().unwrap_or("").trim().to_string();
         let media_type = media_type_of(&content_type, &body)?;
-        let desc = Descriptor {
-            media_type,
-            digest,
-            size: body.len() as u64,
-            platform: None,
-        };
+        let desc = Descriptor { media_type, digest, size: body.len() as u64, platform: None };
         Ok((desc, body.into()))
     }
 
@@ -476,30 +316,17 @@ impl Registry {
         let code = error_code(&body);
         let registry = r.domain().to_string();
         match resp.status {
-            404 if manifest.is_some()
-                || code.as_deref() == Some("MANIFEST_UNKNOWN")
-                || code.as_deref() == Some("NAME_UNKNOWN") =>
-            {
+            404 if manifest.is_some() || code.as_deref() == Some("MANIFEST_UNKNOWN") || code.as_deref() == Some("NAME_UNKNOWN") => {
                 let shown = match manifest {
                     Some(m) if m.starts_with("sha256:") => format!("{}@{m}", r.name()),
                     Some(m) => format!("{}:{m}", r.name()),
                     None => r.familiar(),
                 };
-                let shown = Reference::parse(&shown)
-                    .map(|x| x.familiar())
-                    .unwrap_or(shown);
+                let shown = Reference::parse(&shown).map(|x| x.familiar()).unwrap_or(shown);
                 Error::ManifestUnknown { reference: shown }
             }
-            401 | 403 => Error::Unauthorized {
-                registry,
-                repository: r.path().to_string(),
-                message: error_message(&body, &resp.reason),
-            },
-            status => Error::Registry {
-                registry,
-                status,
-                message: error_message(&body, &resp.reason),
-            },
+            401 | 403 => Error::Unauthorized { registry, repository: r.path().to_string(), message: error_message(&body, &resp.reason) },
+            status => Error::Registry { registry, status, message: error_message(&body, &resp.reason) },
         }
     }
 }
@@ -527,9 +354,7 @@ fn media_type_of(content_type: &str, body: &[u8]) -> Result<String, Error> {
         return Ok(content_type.to_string());
     }
     if content_type == manifest::DOCKER_SCHEMA1 || content_type == manifest::DOCKER_SCHEMA1_SIGNED {
-        return Err(manifest::parse_any(content_type, body)
-            .err()
-            .unwrap_or_else(|| Error::Other("schema1".into())));
+        return Err(manifest::parse_any(content_type, body).err().unwrap_or_else(|| Error::Other("schema1".into())));
     }
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
@@ -537,10 +362,7 @@ fn media_type_of(content_type: &str, body: &[u8]) -> Result<String, Error> {
         #[serde(default)]
         media_type: Option<String>,
     }
-    if let Ok(Sniff {
-        media_type: Some(t),
-    }) = serde_json::from_slice::<Sniff>(body)
-    {
+    if let Ok(Sniff { media_type: Some(t) }) = serde_json::from_slice::<Sniff>(body) {
         if MANIFEST_ACCEPT.contains(&t.as_str()) {
             manifest::parse_any(&t, body)?;
             return Ok(t);
@@ -567,12 +389,7 @@ struct ErrorEntry {
 }
 
 fn error_code(body: &[u8]) -> Option<String> {
-    serde_json::from_slice::<ErrorBody>(body)
-        .ok()?
-        .errors
-        .into_iter()
-        .next()
-        .map(|e| e.code)
+    serde_json::from_slice::<ErrorBody>(body).ok()?.errors.into_iter().next().map(|e| e.code)
 }
 
 /// `CODE: message` from the registry's error JSON, else the reason phrase.
@@ -657,10 +474,7 @@ fn base64(input: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &b)| acc | (u32::from(b) << (16 - 8 * i)));
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &b)| acc | (u32::from(b) << (16 - 8 * i)));
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -693,9 +507,7 @@ fn build_tls(ca_files: &[std::path::PathBuf]) -> Result<http::TlsConfig, String>
         let mut added = 0;
         for cert in CertificateDer::pem_slice_iter(&bytes) {
             let cert = cert.map_err(|e| format!("ca file {shown}: {e}"))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("ca file {shown}: {e}"))?;
+            roots.add(cert).map_err(|e| format!("ca file {shown}: {e}"))?;
             added += 1;
         }
         if added == 0 {
@@ -733,39 +545,24 @@ impl ImageSource for RegistrySource {
                 None => {
                     let (got, bytes) = self.registry.fetch_manifest(r, &desc.digest)?;
                     if got.digest != desc.digest {
-                        return Err(Error::DigestMismatch {
-                            expected: desc.digest.clone(),
-                            actual: got.digest,
-                        });
+                        return Err(Error::DigestMismatch { expected: desc.digest.clone(), actual: got.digest });
                     }
                     bytes
                 }
             };
             return Ok(Box::new(Cursor::new(bytes)));
         }
-        let mut resp = self
-            .registry
-            .get(r, &format!("blobs/{}", desc.digest), &[])?;
+        let mut resp = self.registry.get(r, &format!("blobs/{}", desc.digest), &[])?;
         match resp.status {
             200 => {}
             404 => {
-                return Err(Error::BlobNotFound {
-                    digest: desc.digest.clone(),
-                    source_name: format!("registry {}", r.name()),
-                });
+                return Err(Error::BlobNotFound { digest: desc.digest.clone(), source_name: format!("registry {}", r.name()) });
             }
             _ => return Err(self.registry.status_error(r, &mut resp, None)),
         }
-        if let Some(len) = resp
-            .header("content-length")
-            .and_then(|l| l.parse::<u64>().ok())
-        {
+        if let Some(len) = resp.header("content-length").and_then(|l| l.parse::<u64>().ok()) {
             if len != desc.size {
-                return Err(Error::SizeMismatch {
-                    digest: desc.digest.clone(),
-                    expected: desc.size,
-                    actual: len,
-                });
+                return Err(Error::SizeMismatch { digest: desc.digest.clone(), expected: desc.size, actual: len });
             }
         }
         Ok(Box::new(VerifyingReader::new(resp.body, desc)))
@@ -799,18 +596,13 @@ mod tests {
         assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
         assert_eq!(base64(b"a"), "YQ==");
         assert_eq!(base64(b"ab"), "YWI=");
-        assert_eq!(
-            percent_encode("repository:a/b:pull"),
-            "repository%3Aa%2Fb%3Apull"
-        );
+        assert_eq!(percent_encode("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
     }
 
     #[test]
     fn transport_policy() {
-        let reg = Registry::new(RegistryOptions {
-            insecure_registries: vec!["10.0.0.5:5000".into(), "myreg.lan".into()],
-            ..Default::default()
-        });
+        let reg =
+            Registry::new(RegistryOptions { insecure_registries: vec!["10.0.0.5:5000".into(), "myreg.lan".into()], ..Default::default() });
         assert!(reg.plain_http_allowed("127.0.0.1:5000"));
         assert!(reg.plain_http_allowed("localhost"));
         assert!(reg.plain_http_allowed("[::1]:5000"));
@@ -824,23 +616,15 @@ mod tests {
     #[test]
     fn https_needs_the_tls_feature() {
         let reg = Registry::new(RegistryOptions::default());
-        let err = reg
-            .resolve(&Reference::parse("busybox").unwrap())
-            .unwrap_err();
+        let err = reg.resolve(&Reference::parse("busybox").unwrap()).unwrap_err();
         assert!(matches!(err, Error::TlsUnsupported { .. }), "{err}");
-        assert_eq!(
-            err.to_string(),
-            "this shoal build has no TLS support; use a registry on loopback or --insecure-registry docker.io"
-        );
+        assert_eq!(err.to_string(), "this shoal build has no TLS support; use a registry on loopback or --insecure-registry docker.io");
     }
 
     #[test]
     fn error_messages() {
         assert_eq!(
-            error_message(
-                br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#,
-                "Not Found"
-            ),
+            error_message(br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#, "Not Found"),
             "manifest_unknown: manifest unknown"
         );
         assert_eq!(error_message(b"<html>", "Bad Gateway"), "bad gateway");

@@ -18,30 +18,15 @@ fn p(s: &str) -> Platform {
 fn oci_archive_names_and_plan() {
     let dir = TempDir::new("oci");
     let mut l = Layout::default();
-    let (amd, _, amd_layer, amd_diff) = l.image(
-        "linux",
-        "amd64",
-        "",
-        &[("bin/hello", b"amd64 hello")],
-        false,
-    );
+    let (amd, _, amd_layer, amd_diff) = l.image("linux", "amd64", "", &[("bin/hello", b"amd64 hello")], false);
     let (arm, _, _, _) = l.image("linux", "arm64", "", &[("bin/hello", b"arm64 hello")], true);
     let idx = l.index(&[(&amd, "linux/amd64"), (&arm, "linux/arm64")]);
     let path = dir.path().join("img.tar");
     l.write_oci_archive(
         &path,
         &[
-            (
-                &idx,
-                &[("io.containerd.image.name", "docker.io/library/hello:1")],
-            ),
-            (
-                &idx,
-                &[(
-                    "org.opencontainers.image.ref.name",
-                    "127.0.0.1:5000/hello:2",
-                )],
-            ),
+            (&idx, &[("io.containerd.image.name", "docker.io/library/hello:1")]),
+            (&idx, &[("org.opencontainers.image.ref.name", "127.0.0.1:5000/hello:2")]),
             (&amd, &[("org.opencontainers.image.ref.name", "latest")]),
             (&arm, &[]),
         ],
@@ -50,26 +35,13 @@ fn oci_archive_names_and_plan() {
     assert_eq!(a.kind(), ArchiveKind::Oci);
     let imgs = a.images();
     let names: Vec<_> = imgs.iter().map(|(n, _)| n.clone()).collect();
-    assert_eq!(
-        names,
-        vec![
-            Some("docker.io/library/hello:1".to_string()),
-            Some("127.0.0.1:5000/hello:2".to_string()),
-            None,
-            None
-        ]
-    );
+    assert_eq!(names, vec![Some("docker.io/library/hello:1".to_string()), Some("127.0.0.1:5000/hello:2".to_string()), None, None]);
     let named = a.images_in("busybox").unwrap();
-    assert!(named.iter().any(
-        |(n, d)| n.as_deref() == Some("docker.io/library/busybox:latest") && d.digest == amd.digest
-    ));
+    assert!(named.iter().any(|(n, d)| n.as_deref() == Some("docker.io/library/busybox:latest") && d.digest == amd.digest));
     assert_eq!(a.find("hello:1").unwrap().digest, idx.digest);
 
     let root = &imgs[0].1;
-    assert_eq!(
-        platforms_of(&a, root).unwrap(),
-        vec![p("linux/amd64"), p("linux/arm64/v8")]
-    );
+    assert_eq!(platforms_of(&a, root).unwrap(), vec![p("linux/amd64"), p("linux/arm64/v8")]);
     let plan = plan_import(&a, "docker.io/library/hello:1", root, &p("linux/amd64")).unwrap();
     assert_eq!(plan.manifest.digest, amd.digest);
     assert_eq!(plan.indexes.len(), 1);
@@ -78,33 +50,21 @@ fn oci_archive_names_and_plan() {
     assert_eq!(plan.layers[0].digest, amd_layer.digest);
     let bytes = read_all(&mut a.open_blob(&plan.layers[0]).unwrap());
     assert_eq!(sha256(&bytes), amd_diff);
-    assert_eq!(
-        read_config(&a, &plan.config).unwrap().config.cmd,
-        Some(vec!["/bin/sh".to_string()])
-    );
+    assert_eq!(read_config(&a, &plan.config).unwrap().config.cmd, Some(vec!["/bin/sh".to_string()]));
 
     let plan = plan_import(&a, "docker.io/library/hello:1", root, &p("linux/arm64")).unwrap();
     assert_eq!(plan.layers[0].media_type, OCI_LAYER_GZIP);
     assert_ne!(plan.layers[0].digest, plan.diff_ids[0]);
     let err = plan_import(&a, "docker.io/library/hello:1", root, &p("linux/arm/v7")).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "image hello:1 has no variant for linux/arm/v7 (available: linux/amd64, linux/arm64/v8)"
-    );
+    assert_eq!(err.to_string(), "image hello:1 has no variant for linux/arm/v7 (available: linux/amd64, linux/arm64/v8)");
 
     // A descriptor lying about its size is refused.
     let mut lying = plan.layers[0].clone();
     lying.size += 1;
-    assert!(matches!(
-        a.open_blob(&lying),
-        Err(Error::SizeMismatch { .. })
-    ));
+    assert!(matches!(a.open_blob(&lying), Err(Error::SizeMismatch { .. })));
     let mut missing = lying;
     missing.digest = sha256(b"nothing");
-    assert!(matches!(
-        a.open_blob(&missing),
-        Err(Error::BlobNotFound { .. })
-    ));
+    assert!(matches!(a.open_blob(&missing), Err(Error::BlobNotFound { .. })));
 }
 
 #[test]
@@ -113,10 +73,7 @@ fn gzip_compressed_archive_is_decompressed() {
     let mut l = Layout::default();
     let (m, _, _, _) = l.image("linux", "arm", "v7", &[("f", b"x")], false);
     let tar = dir.path().join("img.tar");
-    l.write_oci_archive(
-        &tar,
-        &[(&m, &[("io.containerd.image.name", "localhost/x:1")])],
-    );
+    l.write_oci_archive(&tar, &[(&m, &[("io.containerd.image.name", "localhost/x:1")])]);
     let gz = dir.path().join("img.tar.gz");
     std::fs::write(&gz, gzip(&std::fs::read(&tar).unwrap())).unwrap();
     let a = Archive::open(&gz).unwrap();
@@ -147,12 +104,9 @@ fn docker_archive_with_symlinked_and_gzipped_layers() {
     let manifest = serde_json::to_vec(&manifest).unwrap();
     // l3/layer.tar is a symlink to ../l1/layer.tar, as older `docker save` writes.
     let mut b = tar::Builder::new(Vec::new());
-    for (name, data) in [
-        ("manifest.json", &manifest[..]),
-        ("cfg.json", &cfg[..]),
-        ("l1/layer.tar", &layer1[..]),
-        ("l2/layer.tar", &layer2_gz[..]),
-    ] {
+    for (name, data) in
+        [("manifest.json", &manifest[..]), ("cfg.json", &cfg[..]), ("l1/layer.tar", &layer1[..]), ("l2/layer.tar", &layer2_gz[..])]
+    {
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
         h.set_mode(0o644);
@@ -162,8 +116,7 @@ fn docker_archive_with_symlinked_and_gzipped_layers() {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Symlink);
     h.set_size(0);
-    b.append_link(&mut h, "l3/layer.tar", "../l1/layer.tar")
-        .unwrap();
+    b.append_link(&mut h, "l3/layer.tar", "../l1/layer.tar").unwrap();
     let path = dir.path().join("docker.tar");
     std::fs::write(&path, b.into_inner().unwrap()).unwrap();
 
@@ -171,21 +124,12 @@ fn docker_archive_with_symlinked_and_gzipped_layers() {
     assert_eq!(a.kind(), ArchiveKind::Docker);
     let imgs = a.images();
     assert_eq!(imgs.len(), 2);
-    assert_eq!(
-        imgs[0].0.as_deref(),
-        Some("docker.io/library/busybox:latest")
-    );
+    assert_eq!(imgs[0].0.as_deref(), Some("docker.io/library/busybox:latest"));
     assert_eq!(imgs[1].0.as_deref(), Some("127.0.0.1:5000/bb:1"));
     let root = &imgs[0].1;
     assert_eq!(root.platform, Some(p("linux/arm64")));
     assert_eq!(platforms_of(&a, root).unwrap(), vec![p("linux/arm64/v8")]);
-    let plan = plan_import(
-        &a,
-        "docker.io/library/busybox:latest",
-        root,
-        &p("linux/arm64"),
-    )
-    .unwrap();
+    let plan = plan_import(&a, "docker.io/library/busybox:latest", root, &p("linux/arm64")).unwrap();
     assert_eq!(plan.manifest, *root);
     assert_eq!(plan.layers.len(), 3);
     assert_eq!(plan.layers[0].media_type, OCI_LAYER);
@@ -193,24 +137,12 @@ fn docker_archive_with_symlinked_and_gzipped_layers() {
     assert_eq!(plan.layers[1].media_type, OCI_LAYER_GZIP);
     assert_eq!(plan.layers[1].digest, sha256(&layer2_gz));
     assert_eq!(plan.layers[2].digest, plan.layers[0].digest);
-    assert_eq!(
-        read_all(&mut a.open_blob(&plan.layers[1]).unwrap()),
-        layer2_gz
-    );
+    assert_eq!(read_all(&mut a.open_blob(&plan.layers[1]).unwrap()), layer2_gz);
     let cfg = read_config(&a, &plan.config).unwrap();
     assert_eq!(cfg.config.entrypoint, Some(vec!["/bin/a".to_string()]));
     assert_eq!(cfg.config.labels.get("k").map(String::as_str), Some("v"));
-    let err = plan_import(
-        &a,
-        "docker.io/library/busybox:latest",
-        root,
-        &p("linux/amd64"),
-    )
-    .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "image busybox:latest has no variant for linux/amd64 (available: linux/arm64/v8)"
-    );
+    let err = plan_import(&a, "docker.io/library/busybox:latest", root, &p("linux/amd64")).unwrap_err();
+    assert_eq!(err.to_string(), "image busybox:latest has no variant for linux/amd64 (available: linux/arm64/v8)");
 }
 
 #[test]
@@ -237,18 +169,9 @@ fn skopeo_docker_archive_from_oci_archive() {
     let dir = TempDir::new("skopeo");
     let host = Platform::host();
     let mut l = Layout::default();
-    let (m, _, _, diff) = l.image(
-        &host.os,
-        &host.architecture,
-        &host.variant,
-        &[("bin/hello", b"hello from skopeo")],
-        true,
-    );
+    let (m, _, _, diff) = l.image(&host.os, &host.architecture, &host.variant, &[("bin/hello", b"hello from skopeo")], true);
     let oci = dir.path().join("oci.tar");
-    l.write_oci_archive(
-        &oci,
-        &[(&m, &[("org.opencontainers.image.ref.name", "latest")])],
-    );
+    l.write_oci_archive(&oci, &[(&m, &[("org.opencontainers.image.ref.name", "latest")])]);
     let docker = dir.path().join("docker.tar");
     let out = std::process::Command::new("skopeo")
         .args(["--insecure-policy", "copy", "--quiet"])
@@ -256,11 +179,7 @@ fn skopeo_docker_archive_from_oci_archive() {
         .arg(format!("docker-archive:{}:hello:tag1", docker.display()))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "skopeo failed: {}", String::from_utf8_lossy(&out.stderr));
     let a = Archive::open(&docker).unwrap();
     assert_eq!(a.kind(), ArchiveKind::Docker);
     let (name, root) = a.images().remove(0);

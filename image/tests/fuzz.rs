@@ -6,33 +6,21 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
-use shoal_image::manifest::{
-    parse_any, parse_config, parse_index, parse_manifest, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX,
-    OCI_MANIFEST,
-};
+use shoal_image::manifest::{parse_any, parse_config, parse_index, parse_manifest, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 use shoal_image::{plan_import, platforms_of, Archive, Reference, Registry, RegistryOptions};
 use shoal_shared::platform::Platform;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 
-const ALPHABET: &[char] = &[
-    'a', 'b', 'z', 'A', 'Z', '0', '9', ':', '/', '@', '.', '_', '-', '[', ']', ' ', 'é', '\u{0}',
-    's', 'h', '2', '5', '6',
-];
+const ALPHABET: &[char] =
+    &['a', 'b', 'z', 'A', 'Z', '0', '9', ':', '/', '@', '.', '_', '-', '[', ']', ' ', 'é', '\u{0}', 's', 'h', '2', '5', '6'];
 
 fn reference_like() -> impl Strategy<Value = String> {
     prop_oneof![
-        prop::collection::vec(prop::sample::select(ALPHABET), 0..80)
-            .prop_map(|v| v.into_iter().collect()),
+        prop::collection::vec(prop::sample::select(ALPHABET), 0..80).prop_map(|v| v.into_iter().collect()),
         any::<String>(),
         (
-            prop::sample::select(vec![
-                "",
-                "localhost/",
-                "127.0.0.1:5000/",
-                "docker.io/",
-                "a.b/"
-            ]),
+            prop::sample::select(vec!["", "localhost/", "127.0.0.1:5000/", "docker.io/", "a.b/"]),
             "[a-z0-9._-]{1,20}",
             prop::option::of("[A-Za-z0-9._-]{0,10}")
         )
@@ -105,8 +93,7 @@ fn json_value(depth: u32) -> impl Strategy<Value = serde_json::Value> {
         Just(serde_json::Value::Null),
         any::<bool>().prop_map(serde_json::Value::Bool),
         any::<i64>().prop_map(|n| serde_json::json!(n)),
-        prop::sample::select(vec!["os", "linux", "arm", "sha256:00", "", "layers"])
-            .prop_map(|s| serde_json::json!(s)),
+        prop::sample::select(vec!["os", "linux", "arm", "sha256:00", "", "layers"]).prop_map(|s| serde_json::json!(s)),
     ];
     leaf.prop_recursive(depth, 32, 6, |inner| {
         prop_oneof![

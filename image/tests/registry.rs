@@ -7,10 +7,7 @@ mod common;
 use common::*;
 use shoal_image::digest::sha256;
 use shoal_image::manifest::{OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST};
-use shoal_image::{
-    plan_import, platforms_of, read_config, Credentials, Error, ImageSource, Reference, Registry,
-    RegistryOptions,
-};
+use shoal_image::{plan_import, platforms_of, read_config, Credentials, Error, ImageSource, Reference, Registry, RegistryOptions};
 use shoal_shared::platform::Platform;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -23,17 +20,11 @@ fn p(s: &str) -> Platform {
 }
 
 fn lib_script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/lib")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/lib").join(name)
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A `docker-registry` started through tests/lib/registry.sh; stopped on drop.
@@ -77,35 +68,18 @@ impl LocalRegistry {
 
     fn push(&self, archive: &Path, name: &str, all: bool) {
         let mut cmd = Command::new("skopeo");
-        cmd.args([
-            "--insecure-policy",
-            "copy",
-            "--quiet",
-            "--dest-tls-verify=false",
-        ]);
+        cmd.args(["--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false"]);
         if all {
             cmd.arg("--all");
         }
-        let out = cmd
-            .arg(format!("oci-archive:{}", archive.display()))
-            .arg(format!("docker://{}/{name}", self.host()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "skopeo push failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = cmd.arg(format!("oci-archive:{}", archive.display())).arg(format!("docker://{}/{name}", self.host())).output().unwrap();
+        assert!(out.status.success(), "skopeo push failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
 
 impl Drop for LocalRegistry {
     fn drop(&mut self) {
-        let _ = Command::new("sh")
-            .arg(lib_script("registry.sh"))
-            .arg("stop")
-            .arg(self.dir.path().join("reg"))
-            .status();
+        let _ = Command::new("sh").arg(lib_script("registry.sh")).arg("stop").arg(self.dir.path().join("reg")).status();
     }
 }
 
@@ -122,25 +96,10 @@ fn single_arch_push_resolve_plan_download() {
     };
     let host = Platform::host();
     let mut l = Layout::default();
-    let (_, _, _, diff) = l.image(
-        &host.os,
-        &host.architecture,
-        &host.variant,
-        &[("bin/hello", b"hello registry")],
-        false,
-    );
-    let (m, ..) = l.image(
-        &host.os,
-        &host.architecture,
-        &host.variant,
-        &[("bin/hello", b"hello registry")],
-        false,
-    );
+    let (_, _, _, diff) = l.image(&host.os, &host.architecture, &host.variant, &[("bin/hello", b"hello registry")], false);
+    let (m, ..) = l.image(&host.os, &host.architecture, &host.variant, &[("bin/hello", b"hello registry")], false);
     let archive = reg.dir.path().join("single.tar");
-    l.write_oci_archive(
-        &archive,
-        &[(&m, &[("org.opencontainers.image.ref.name", "latest")])],
-    );
+    l.write_oci_archive(&archive, &[(&m, &[("org.opencontainers.image.ref.name", "latest")])]);
     reg.push(&archive, "single:1", false);
 
     let client = Registry::new(RegistryOptions::default());
@@ -159,46 +118,27 @@ fn single_arch_push_resolve_plan_download() {
     let compressed = read_all(&mut src.open_blob(&plan.layers[0]).unwrap());
     assert_eq!(sha256(&compressed), plan.layers[0].digest);
     assert_eq!(sha256(&gunzip(&compressed)), diff);
-    assert_eq!(
-        read_config(&src, &plan.config).unwrap().config.cmd,
-        Some(vec!["/bin/sh".to_string()])
-    );
+    assert_eq!(read_config(&src, &plan.config).unwrap().config.cmd, Some(vec!["/bin/sh".to_string()]));
 
     // Pinned by digest; by a digest the registry lacks.
     let pinned = Reference::parse(&format!("{}/single@{}", reg.host(), root.digest)).unwrap();
     assert_eq!(client.resolve(&pinned).unwrap(), root);
     let other = Reference::parse(&format!("{}/single@{}", reg.host(), sha256(b"nope"))).unwrap();
-    assert!(matches!(
-        client.resolve(&other),
-        Err(Error::ManifestUnknown { .. })
-    ));
+    assert!(matches!(client.resolve(&other), Err(Error::ManifestUnknown { .. })));
 
     // Unknown tag and repository.
-    let err = client
-        .resolve(&Reference::parse(&format!("{}/single:nope", reg.host())).unwrap())
-        .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        format!("manifest unknown: {}/single:nope", reg.host())
-    );
-    let err = client
-        .resolve(&Reference::parse(&format!("{}/nothere:1", reg.host())).unwrap())
-        .unwrap_err();
+    let err = client.resolve(&Reference::parse(&format!("{}/single:nope", reg.host())).unwrap()).unwrap_err();
+    assert_eq!(err.to_string(), format!("manifest unknown: {}/single:nope", reg.host()));
+    let err = client.resolve(&Reference::parse(&format!("{}/nothere:1", reg.host())).unwrap()).unwrap_err();
     assert!(matches!(err, Error::ManifestUnknown { .. }), "{err}");
 
     // Blobs the registry lacks, and descriptors lying about size.
     let mut missing = plan.layers[0].clone();
     missing.digest = sha256(b"missing");
-    assert!(matches!(
-        src.open_blob(&missing),
-        Err(Error::BlobNotFound { .. })
-    ));
+    assert!(matches!(src.open_blob(&missing), Err(Error::BlobNotFound { .. })));
     let mut lying = plan.layers[0].clone();
     lying.size -= 1;
-    assert!(matches!(
-        src.open_blob(&lying),
-        Err(Error::SizeMismatch { .. })
-    ));
+    assert!(matches!(src.open_blob(&lying), Err(Error::SizeMismatch { .. })));
 }
 
 #[test]
@@ -208,55 +148,30 @@ fn multi_arch_index_push_and_strict_selection() {
     };
     let dir = reg.dir.path();
     let run = |args: &[&str]| {
-        let out = Command::new("sh")
-            .arg(lib_script("mkindex.sh"))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mkindex.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new("sh").arg(lib_script("mkindex.sh")).args(args).output().unwrap();
+        assert!(out.status.success(), "mkindex.sh failed: {}", String::from_utf8_lossy(&out.stderr));
     };
     let three = dir.join("three.tar");
     run(&[three.to_str().unwrap()]);
     let two = dir.join("two.tar");
-    run(&[
-        two.to_str().unwrap(),
-        "--tag",
-        "v2",
-        "linux/amd64",
-        "linux/arm64",
-    ]);
+    run(&[two.to_str().unwrap(), "--tag", "v2", "linux/amd64", "linux/arm64"]);
     reg.push(&three, "multi:3", true);
     reg.push(&two, "multi:2", true);
 
-    let client = Registry::new(RegistryOptions {
-        read_timeout_ms: 10_000,
-        ..Default::default()
-    });
+    let client = Registry::new(RegistryOptions { read_timeout_ms: 10_000, ..Default::default() });
     let r3 = Reference::parse(&format!("{}/multi:3", reg.host())).unwrap();
     let root = client.resolve(&r3).unwrap();
     assert_eq!(root.media_type, OCI_INDEX);
     let src = client.source(&r3);
     let platforms = platforms_of(&src, &root).unwrap();
-    assert_eq!(
-        platforms,
-        vec![p("linux/amd64"), p("linux/arm64/v8"), p("linux/arm/v7")]
-    );
+    assert_eq!(platforms, vec![p("linux/amd64"), p("linux/arm64/v8"), p("linux/arm/v7")]);
     for want in &platforms {
         let plan = plan_import(&src, &r3.to_string(), &root, want).unwrap();
         assert_eq!(plan.indexes, vec![root.clone()]);
         assert_eq!(&plan.platform, want);
         assert_eq!(plan.manifest.platform.as_ref(), Some(want));
         let cfg = read_config(&src, &plan.config).unwrap();
-        let label = cfg
-            .config
-            .labels
-            .get("org.shoal.test.platform")
-            .cloned()
-            .unwrap();
+        let label = cfg.config.labels.get("org.shoal.test.platform").cloned().unwrap();
         assert_eq!(&p(&label), want);
         assert_eq!(plan.layers.len(), 1);
         assert_ne!(plan.layers[0].digest, plan.diff_ids[0]);
@@ -266,10 +181,7 @@ fn multi_arch_index_push_and_strict_selection() {
     let r2 = Reference::parse(&format!("{}/multi:2", reg.host())).unwrap();
     let root2 = client.resolve(&r2).unwrap();
     let src2 = client.source(&r2);
-    assert_eq!(
-        platforms_of(&src2, &root2).unwrap(),
-        vec![p("linux/amd64"), p("linux/arm64")]
-    );
+    assert_eq!(platforms_of(&src2, &root2).unwrap(), vec![p("linux/amd64"), p("linux/arm64")]);
     let err = plan_import(&src2, &r2.to_string(), &root2, &p("linux/arm/v7")).unwrap_err();
     assert!(matches!(err, Error::NoMatchingPlatform { .. }));
     assert_eq!(
@@ -292,20 +204,10 @@ fn multi_arch_index_push_and_strict_selection() {
 #[test]
 fn unreachable_registry_is_reported() {
     let port = free_port();
-    let client = Registry::new(RegistryOptions {
-        connect_timeout_ms: 1000,
-        ..Default::default()
-    });
-    let err = client
-        .resolve(&Reference::parse(&format!("127.0.0.1:{port}/foo:1")).unwrap())
-        .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        format!("registry 127.0.0.1:{port} is unreachable: connection refused")
-    );
-    let err = client
-        .resolve(&Reference::parse(&format!("localhost:{port}/foo:1")).unwrap())
-        .unwrap_err();
+    let client = Registry::new(RegistryOptions { connect_timeout_ms: 1000, ..Default::default() });
+    let err = client.resolve(&Reference::parse(&format!("127.0.0.1:{port}/foo:1")).unwrap()).unwrap_err();
+    assert_eq!(err.to_string(), format!("registry 127.0.0.1:{port} is unreachable: connection refused"));
+    let err = client.resolve(&Reference::parse(&format!("localhost:{port}/foo:1")).unwrap()).unwrap_err();
     assert!(matches!(err, Error::Unreachable { .. }), "{err}");
 }
 
@@ -398,48 +300,23 @@ fn bearer_auth_chunked_manifests_and_redirected_blobs() {
         if let Some(q) = path.strip_prefix("/token?") {
             assert_eq!(q, "service=fake&scope=repository%3Aorg%2Fapp%3Apull");
             assert_eq!(auth, Some("Basic dXNlcjpwYXNz"));
-            return http(
-                "200 OK",
-                &[("Content-Type", "application/json")],
-                br#"{"token":"tok123"}"#,
-            );
+            return http("200 OK", &[("Content-Type", "application/json")], br#"{"token":"tok123"}"#);
         }
         if auth != Some("Bearer tok123") {
             let realm = format!("Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"fake\",scope=\"repository:org/app:pull\"");
-            return http(
-                "401 Unauthorized",
-                &[("WWW-Authenticate", &realm)],
-                br#"{"errors":[{"code":"UNAUTHORIZED"}]}"#,
-            );
+            return http("401 Unauthorized", &[("WWW-Authenticate", &realm)], br#"{"errors":[{"code":"UNAUTHORIZED"}]}"#);
         }
-        if path == "/v2/org/app/manifests/1"
-            || path == format!("/v2/org/app/manifests/{manifest_digest}")
-        {
+        if path == "/v2/org/app/manifests/1" || path == format!("/v2/org/app/manifests/{manifest_digest}") {
             let b = blob(&manifest_digest).unwrap();
-            return chunked(
-                "200 OK",
-                &[
-                    ("Content-Type", OCI_MANIFEST),
-                    ("Docker-Content-Digest", &manifest_digest),
-                ],
-                &b,
-            );
+            return chunked("200 OK", &[("Content-Type", OCI_MANIFEST), ("Docker-Content-Digest", &manifest_digest)], &b);
         }
         if let Some(d) = path.strip_prefix("/v2/org/app/blobs/") {
             if d == layer_digest {
-                return http(
-                    "307 Temporary Redirect",
-                    &[("Location", &format!("/storage/{d}"))],
-                    b"",
-                );
+                return http("307 Temporary Redirect", &[("Location", &format!("/storage/{d}"))], b"");
             }
             return match blob(d) {
                 Some(b) => http("200 OK", &[], &b),
-                None => http(
-                    "404 Not Found",
-                    &[],
-                    br#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown"}]}"#,
-                ),
+                None => http("404 Not Found", &[], br#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown"}]}"#),
             };
         }
         if let Some(d) = path.strip_prefix("/storage/") {
@@ -450,13 +327,7 @@ fn bearer_auth_chunked_manifests_and_redirected_blobs() {
     let fake = fake_server(handler);
     let host = format!("localhost:{}", fake.port);
     let client = Registry::new(RegistryOptions {
-        credentials: vec![(
-            host.clone(),
-            Credentials {
-                username: "user".into(),
-                password: "pass".into(),
-            },
-        )],
+        credentials: vec![(host.clone(), Credentials { username: "user".into(), password: "pass".into() })],
         ..Default::default()
     });
     let r = Reference::parse(&format!("{host}/org/app:1")).unwrap();
@@ -469,14 +340,9 @@ fn bearer_auth_chunked_manifests_and_redirected_blobs() {
     assert_eq!(sha256(&bytes), layer.digest);
     let reqs = fake.requests.lock().unwrap().clone();
     assert_eq!(reqs[0], ("/v2/org/app/manifests/1".to_string(), None));
-    assert!(reqs
-        .iter()
-        .any(|(p, a)| p.starts_with("/storage/") && a.as_deref() == Some("Bearer tok123")));
+    assert!(reqs.iter().any(|(p, a)| p.starts_with("/storage/") && a.as_deref() == Some("Bearer tok123")));
     // The token was fetched once and reused.
-    assert_eq!(
-        reqs.iter().filter(|(p, _)| p.starts_with("/token")).count(),
-        1
-    );
+    assert_eq!(reqs.iter().filter(|(p, _)| p.starts_with("/token")).count(), 1);
 }
 
 #[test]
@@ -493,29 +359,12 @@ fn tampered_blobs_and_error_json() {
             return http("500 Internal Server Error", &[], b"oops");
         }
         if path.starts_with("/v2/app/manifests/") {
-            let body = blobs
-                .iter()
-                .find(|(_, b)| sha256(b) == m.digest)
-                .unwrap()
-                .1
-                .clone();
+            let body = blobs.iter().find(|(_, b)| sha256(b) == m.digest).unwrap().1.clone();
             // Claims a different digest than the body hashes to.
-            return http(
-                "200 OK",
-                &[
-                    ("Content-Type", OCI_MANIFEST),
-                    ("Docker-Content-Digest", &sha256(b"lie")),
-                ],
-                &body,
-            );
+            return http("200 OK", &[("Content-Type", OCI_MANIFEST), ("Docker-Content-Digest", &sha256(b"lie"))], &body);
         }
         if path == format!("/v2/app/blobs/{cfg_digest}") {
-            let mut body = blobs
-                .iter()
-                .find(|(k, _)| *k == cfg_digest)
-                .unwrap()
-                .1
-                .clone();
+            let mut body = blobs.iter().find(|(k, _)| *k == cfg_digest).unwrap().1.clone();
             body[0] ^= 1;
             return http("200 OK", &[], &body);
         }
@@ -524,21 +373,12 @@ fn tampered_blobs_and_error_json() {
     let fake = fake_server(handler);
     let host = format!("127.0.0.1:{}", fake.port);
     let client = Registry::new(RegistryOptions::default());
-    let err = client
-        .resolve(&Reference::parse(&format!("{host}/app:1")).unwrap())
-        .unwrap_err();
+    let err = client.resolve(&Reference::parse(&format!("{host}/app:1")).unwrap()).unwrap_err();
     assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
-    let err = client
-        .resolve(&Reference::parse(&format!("{host}/app:denied")).unwrap())
-        .unwrap_err();
+    let err = client.resolve(&Reference::parse(&format!("{host}/app:denied")).unwrap()).unwrap_err();
     assert_eq!(err.to_string(), format!("registry {host} refused access to app: denied: requested access to the resource is denied"));
-    let err = client
-        .resolve(&Reference::parse(&format!("{host}/app:broken")).unwrap())
-        .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        format!("registry {host} answered 500: internal server error")
-    );
+    let err = client.resolve(&Reference::parse(&format!("{host}/app:broken")).unwrap()).unwrap_err();
+    assert_eq!(err.to_string(), format!("registry {host} answered 500: internal server error"));
     let src = client.source(&Reference::parse(&format!("{host}/app:1")).unwrap());
     let err = read_config(&src, &config).unwrap_err();
     assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
@@ -559,30 +399,13 @@ fn stalled_and_oversized_responses_time_out_or_fail() {
     });
     let fake = fake_server(handler);
     let host = format!("127.0.0.1:{}", fake.port);
-    let client = Registry::new(RegistryOptions {
-        read_timeout_ms: 300,
-        ..Default::default()
-    });
+    let client = Registry::new(RegistryOptions { read_timeout_ms: 300, ..Default::default() });
     let started = std::time::Instant::now();
-    let err = client
-        .resolve(&Reference::parse(&format!("{host}/stall:1")).unwrap())
-        .unwrap_err();
-    assert!(
-        started.elapsed() < std::time::Duration::from_millis(1400),
-        "took {:?}",
-        started.elapsed()
-    );
-    assert_eq!(
-        err.to_string(),
-        format!("bad http response from {host}: no response within 300 ms")
-    );
-    let err = client
-        .resolve(&Reference::parse(&format!("{host}/big:1")).unwrap())
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("too large") || err.to_string().contains("more than"),
-        "{err}"
-    );
+    let err = client.resolve(&Reference::parse(&format!("{host}/stall:1")).unwrap()).unwrap_err();
+    assert!(started.elapsed() < std::time::Duration::from_millis(1400), "took {:?}", started.elapsed());
+    assert_eq!(err.to_string(), format!("bad http response from {host}: no response within 300 ms"));
+    let err = client.resolve(&Reference::parse(&format!("{host}/big:1")).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("too large") || err.to_string().contains("more than"), "{err}");
 }
 
 #[test]
@@ -590,13 +413,8 @@ fn non_loopback_registries_need_tls_or_insecure() {
     #[cfg(not(feature = "tls"))]
     {
         let client = Registry::new(RegistryOptions::default());
-        let err = client
-            .resolve(&Reference::parse("ghcr.io/org/app:1").unwrap())
-            .unwrap_err();
-        assert!(
-            matches!(err, Error::TlsUnsupported { ref registry } if registry == "ghcr.io"),
-            "{err}"
-        );
+        let err = client.resolve(&Reference::parse("ghcr.io/org/app:1").unwrap()).unwrap_err();
+        assert!(matches!(err, Error::TlsUnsupported { ref registry } if registry == "ghcr.io"), "{err}");
     }
     // Listed as insecure: plain HTTP is attempted (and fails: nothing
     // listens on 192.0.2.1:5000, a TEST-NET-1 address).
@@ -605,8 +423,6 @@ fn non_loopback_registries_need_tls_or_insecure() {
         connect_timeout_ms: 300,
         ..Default::default()
     });
-    let err = client
-        .resolve(&Reference::parse("192.0.2.1:5000/app:1").unwrap())
-        .unwrap_err();
+    let err = client.resolve(&Reference::parse("192.0.2.1:5000/app:1").unwrap()).unwrap_err();
     assert!(matches!(err, Error::Unreachable { .. }), "{err}");
 }

@@ -18,25 +18,14 @@ use std::time::{Duration, Instant};
 /// A non-loopback IPv4 address of this machine (no packet is sent).
 fn local_ip() -> Option<IpAddr> {
     let s = UdpSocket::bind("0.0.0.0:0").ok()?;
-    s.connect("192.0.2.1:9")
-        .or_else(|_| s.connect("10.255.255.255:9"))
-        .ok()?;
+    s.connect("192.0.2.1:9").or_else(|_| s.connect("10.255.255.255:9")).ok()?;
     let ip = s.local_addr().ok()?.ip();
     (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
 }
 
 fn sh(script: &str, dir: &Path) {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("sh").arg("-c").arg(script).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 struct Kill(Child);
@@ -68,11 +57,7 @@ fn https_registry_with_private_ca() {
         ),
         d,
     );
-    let port = TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port();
     std::fs::write(
         d.join("config.yml"),
         format!(
@@ -84,62 +69,34 @@ fn https_registry_with_private_ca() {
     )
     .unwrap();
     let _registry = Kill(
-        Command::new("docker-registry")
-            .arg("serve")
-            .arg(d.join("config.yml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+        Command::new("docker-registry").arg("serve").arg(d.join("config.yml")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect((ip, port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "registry did not listen on {ip}:{port}"
-        );
+        assert!(Instant::now() < deadline, "registry did not listen on {ip}:{port}");
         std::thread::sleep(Duration::from_millis(100));
     }
 
     let host = Platform::host();
     let mut l = Layout::default();
-    let (m, _, _, diff) = l.image(
-        &host.os,
-        &host.architecture,
-        &host.variant,
-        &[("f", b"tls")],
-        false,
-    );
+    let (m, _, _, diff) = l.image(&host.os, &host.architecture, &host.variant, &[("f", b"tls")], false);
     let archive = d.join("img.tar");
     l.write_oci_archive(&archive, &[(&m, &[])]);
     let out = Command::new("skopeo")
-        .args([
-            "--insecure-policy",
-            "copy",
-            "--quiet",
-            "--dest-tls-verify=false",
-        ])
+        .args(["--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false"])
         .arg(format!("oci-archive:{}", archive.display()))
         .arg(format!("docker://{ip}:{port}/secure:1"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "skopeo: {}", String::from_utf8_lossy(&out.stderr));
 
     let r = Reference::parse(&format!("{ip}:{port}/secure:1")).unwrap();
-    let trusted = Registry::new(RegistryOptions {
-        ca_files: vec![d.join("ca.pem")],
-        ..Default::default()
-    });
+    let trusted = Registry::new(RegistryOptions { ca_files: vec![d.join("ca.pem")], ..Default::default() });
     let root = trusted.resolve(&r).unwrap();
     let src = trusted.source(&r);
     let plan = plan_import(&src, &r.to_string(), &root, &host).unwrap();
     let mut v = Vec::new();
-    flate2::read::GzDecoder::new(src.open_blob(&plan.layers[0]).unwrap())
-        .read_to_end_checked(&mut v);
+    flate2::read::GzDecoder::new(src.open_blob(&plan.layers[0]).unwrap()).read_to_end_checked(&mut v);
     assert_eq!(sha256(&v), diff);
 
     let untrusted = Registry::new(RegistryOptions::default());
@@ -147,15 +104,9 @@ fn https_registry_with_private_ca() {
     assert!(matches!(err, Error::Tls { .. }), "{err}");
     assert!(err.to_string().contains("certificate"), "{err}");
 
-    let bad_ca = Registry::new(RegistryOptions {
-        ca_files: vec![d.join("ext")],
-        ..Default::default()
-    });
+    let bad_ca = Registry::new(RegistryOptions { ca_files: vec![d.join("ext")], ..Default::default() });
     let err = bad_ca.resolve(&r).unwrap_err();
-    assert!(
-        err.to_string().contains("holds no pem certificates"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("holds no pem certificates"), "{err}");
 }
 
 trait ReadAll {

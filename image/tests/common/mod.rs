@@ -17,11 +17,7 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "shoal-image-test-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
+        let p = std::env::temp_dir().join(format!("shoal-image-test-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
@@ -39,9 +35,7 @@ impl Drop for TempDir {
 
 /// Whether `name` is an executable file on PATH (no skip/require policy).
 pub fn on_path(name: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(name).is_file()))
-        .unwrap_or(false)
+    std::env::var_os("PATH").map(|paths| std::env::split_paths(&paths).any(|d| d.join(name).is_file())).unwrap_or(false)
 }
 
 /// Whether an external tool is on PATH. Missing tools skip the test with a
@@ -49,10 +43,7 @@ pub fn on_path(name: &str) -> bool {
 pub fn have_tool(name: &str) -> bool {
     let found = on_path(name);
     if !found {
-        assert!(
-            std::env::var("SHOAL_REQUIRE_TOOLS").as_deref() != Ok("1"),
-            "{name} is required (SHOAL_REQUIRE_TOOLS=1) but not on PATH"
-        );
+        assert!(std::env::var("SHOAL_REQUIRE_TOOLS").as_deref() != Ok("1"), "{name} is required (SHOAL_REQUIRE_TOOLS=1) but not on PATH");
         eprintln!("skipping: {name} not found on PATH");
     }
     found
@@ -86,12 +77,7 @@ pub struct Layout {
 
 impl Layout {
     pub fn put(&mut self, media_type: &str, bytes: Vec<u8>) -> Descriptor {
-        let d = Descriptor {
-            media_type: media_type.into(),
-            digest: sha256(&bytes),
-            size: bytes.len() as u64,
-            platform: None,
-        };
+        let d = Descriptor { media_type: media_type.into(), digest: sha256(&bytes), size: bytes.len() as u64, platform: None };
         if !self.blobs.iter().any(|(k, _)| *k == d.digest) {
             self.blobs.push((d.digest.clone(), bytes));
         }
@@ -114,11 +100,7 @@ impl Layout {
     ) -> (Descriptor, Descriptor, Descriptor, String) {
         let tar = tar_of(files);
         let diff_id = sha256(&tar);
-        let layer = if gz {
-            self.put(OCI_LAYER_GZIP, gzip(&tar))
-        } else {
-            self.put(OCI_LAYER, tar)
-        };
+        let layer = if gz { self.put(OCI_LAYER_GZIP, gzip(&tar)) } else { self.put(OCI_LAYER, tar) };
         let mut cfg = serde_json::json!({
             "architecture": arch, "os": os,
             "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"], "WorkingDir": "/"},
@@ -139,12 +121,8 @@ impl Layout {
 
     /// An index over `entries` (manifest, "os/arch[/variant]").
     pub fn index(&mut self, entries: &[(&Descriptor, &str)]) -> Descriptor {
-        let manifests: Vec<_> = entries
-            .iter()
-            .map(|(d, p)| entry(d, Some(p), &[]))
-            .collect();
-        let idx =
-            serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
+        let manifests: Vec<_> = entries.iter().map(|(d, p)| entry(d, Some(p), &[])).collect();
+        let idx = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
         self.put(OCI_INDEX, serde_json::to_vec(&idx).unwrap())
     }
 
@@ -152,23 +130,13 @@ impl Layout {
     /// with the given annotations.
     pub fn write_oci_archive(&self, path: &Path, roots: &[(&Descriptor, &[(&str, &str)])]) {
         let manifests: Vec<_> = roots.iter().map(|(d, ann)| entry(d, None, ann)).collect();
-        let index =
-            serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": manifests}))
-                .unwrap();
-        let mut files: Vec<(String, Vec<u8>)> = vec![
-            (
-                "oci-layout".into(),
-                br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
-            ),
-            ("index.json".into(), index),
-        ];
+        let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": manifests})).unwrap();
+        let mut files: Vec<(String, Vec<u8>)> =
+            vec![("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()), ("index.json".into(), index)];
         for (d, b) in &self.blobs {
             files.push((format!("blobs/{}", d.replace(':', "/")), b.clone()));
         }
-        let refs: Vec<(&str, &[u8])> = files
-            .iter()
-            .map(|(n, b)| (n.as_str(), b.as_slice()))
-            .collect();
+        let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
         std::fs::write(path, tar_of(&refs)).unwrap();
     }
 }
@@ -183,10 +151,7 @@ fn entry(d: &Descriptor, platform: Option<&str>, ann: &[(&str, &str)]) -> serde_
         }
     }
     if !ann.is_empty() {
-        let m: serde_json::Map<String, serde_json::Value> = ann
-            .iter()
-            .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
-            .collect();
+        let m: serde_json::Map<String, serde_json::Value> = ann.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
         e["annotations"] = serde_json::Value::Object(m);
     }
     e
