@@ -351,13 +351,14 @@ fn collect_platforms(src: &dyn ImageSource, desc: &Descriptor, depth: usize, out
 }
 
 /// Plans the import of `root` under `name` (any reference spelling; recorded
-/// in canonical form) for `platform`: selects the manifest strictly (os, architecture and variant must match after
+/// in canonical form when it parses, as given otherwise) for `platform`: selects the manifest strictly (os, architecture and variant must match after
 /// normalisation; arm64 entries without variant are v8), reads the config,
 /// and checks that layers and diff_ids agree.
 pub fn plan_import(src: &dyn ImageSource, name: &str, root: &Descriptor, platform: &Platform) -> Result<ImportPlan, Error> {
     let wanted = Platform::new(&platform.os, &platform.architecture, &platform.variant);
-    // Record the canonical spelling (`busybox` → `docker.io/library/busybox:latest`).
-    let name = Reference::parse(name)?.to_string();
+    // Record the canonical spelling (`busybox` → `docker.io/library/busybox:latest`);
+    // a name that is no reference (recorded by another tool) is kept as it is.
+    let name = Reference::parse(name).map(|r| r.to_string()).unwrap_or_else(|_| name.to_string());
     let name = name.as_str();
     let mut indexes = Vec::new();
     let mut available = Vec::new();
@@ -561,6 +562,7 @@ mod tests {
         assert_eq!(platforms_of(&mem, &m).unwrap(), vec![p("linux/arm64/v8")]);
         let plan = plan_import(&mem, "n", &m, &p("linux/arm64")).unwrap();
         assert_eq!(plan.name, "docker.io/library/n:latest");
+        assert_eq!(plan_import(&mem, "Not A Ref", &m, &p("linux/arm64")).unwrap().name, "Not A Ref");
         assert_eq!(plan.manifest, {
             let mut d = m.clone();
             d.platform = Some(p("linux/arm64"));
