@@ -377,12 +377,13 @@ fn normalise(base: &[&str], p: &str) -> Option<String> {
 fn index_tar(file: &File, shown: &str) -> Result<HashMap<String, Member>, Error> {
     let bad = |e: io::Error| Error::NotAnArchive { path: shown.to_string(), reason: format!("reading tar: {e}") };
     let mut members = HashMap::new();
+    let len = file.metadata().map_err(bad)?.len();
     let mut reader = file;
     reader.seek(SeekFrom::Start(0)).map_err(bad)?;
     let mut ar = tar::Archive::new(reader);
-    for entry in ar.entries_with_seek().map_err(bad)? {
+    for (i, entry) in ar.entries_with_seek().map_err(bad)?.enumerate() {
         let entry = entry.map_err(bad)?;
-        if members.len() >= ENTRIES_MAX {
+        if i >= ENTRIES_MAX {
             return Err(Error::NotAnArchive { path: shown.to_string(), reason: format!("more than {ENTRIES_MAX} members") });
         }
         let raw = entry.path_bytes();
@@ -394,7 +395,12 @@ fn index_tar(file: &File, shown: &str) -> Result<HashMap<String, Member>, Error>
         };
         let kind = entry.header().entry_type();
         let member = if kind.is_file() || kind == tar::EntryType::Continuous {
-            Member::File { offset: entry.raw_file_position(), size: entry.size() }
+            let (offset, size) = (entry.raw_file_position(), entry.size());
+            // Every later `offset + size` relies on this check.
+            if !matches!(offset.checked_add(size), Some(end) if end <= len) {
+                return Err(Error::NotAnArchive { path: shown.to_string(), reason: format!("member {name} is truncated") });
+            }
+            Member::File { offset, size }
         } else if kind.is_symlink() || kind.is_hard_link() {
             let Some(target) = entry.link_name_bytes() else {
                 continue;
