@@ -37,6 +37,9 @@ pub struct RegistryOptions {
     pub connect_timeout_ms: u64,
     /// Per read on the socket (a stalled transfer fails after this long).
     pub read_timeout_ms: u64,
+    /// For a whole response head, and for whole manifest, token and error
+    /// bodies (blob bodies stream with the per-read bound only).
+    pub request_timeout_ms: u64,
     /// Redirects followed per request.
     pub redirects_max: u32,
     /// Credentials by registry `host[:port]` as written in references.
@@ -52,6 +55,7 @@ impl Default for RegistryOptions {
             insecure_registries: Vec::new(),
             connect_timeout_ms: 5_000,
             read_timeout_ms: 30_000,
+            request_timeout_ms: 60_000,
             redirects_max: 5,
             credentials: Vec::new(),
             ca_files: Vec::new(),
@@ -129,6 +133,7 @@ impl Registry {
         Timeouts {
             connect: Duration::from_millis(self.inner.opts.connect_timeout_ms.max(1)),
             read: Duration::from_millis(self.inner.opts.read_timeout_ms.max(1)),
+            total: Duration::from_millis(self.inner.opts.request_timeout_ms.max(1)),
         }
     }
 

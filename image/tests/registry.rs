@@ -258,6 +258,17 @@ fn serve_one(conn: TcpStream, handler: &Handler, seen: &Seen, port: u16) {
     }
     seen.lock().unwrap().push((path.clone(), auth.clone()));
     let resp = handler(&path, auth.as_deref(), port);
+    if resp == b"DRIP" {
+        // A head that never ends, one byte every 100 ms (each read succeeds).
+        let _ = (&conn).write_all(b"HTTP/1.1 200 OK\r\nX-Slow: ");
+        for _ in 0..40 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            if (&conn).write_all(b"z").is_err() {
+                return;
+            }
+        }
+        return;
+    }
     let _ = (&conn).write_all(&resp);
 }
 
@@ -406,6 +417,22 @@ fn stalled_and_oversized_responses_time_out_or_fail() {
     assert_eq!(err.to_string(), format!("bad http response from {host}: no response within 300 ms"));
     let err = client.resolve(&Reference::parse(&format!("{host}/big:1")).unwrap()).unwrap_err();
     assert!(err.to_string().contains("too large") || err.to_string().contains("more than"), "{err}");
+}
+
+#[test]
+fn dripping_responses_hit_the_request_deadline() {
+    let handler: Arc<Handler> = Arc::new(|_: &str, _: Option<&str>, _| {
+        // Served byte by byte below; the marker tells serve_one to drip.
+        b"DRIP".to_vec()
+    });
+    let fake = fake_server(handler);
+    let host = format!("127.0.0.1:{}", fake.port);
+    let client = Registry::new(RegistryOptions { read_timeout_ms: 300, request_timeout_ms: 700, ..Default::default() });
+    let started = std::time::Instant::now();
+    let err = client.resolve(&Reference::parse(&format!("{host}/drip:1")).unwrap()).unwrap_err();
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_millis(1500), "took {took:?}");
+    assert_eq!(err.to_string(), format!("bad http response from {host}: response not complete within 700 ms"));
 }
 
 #[test]
