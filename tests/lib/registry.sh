@@ -12,16 +12,17 @@
 
 REGISTRY_BIN=${REGISTRY_BIN:-docker-registry}
 
-# _registry_probe URL: whether the URL answers 200. curl or wget, whichever
-# exists (static busybox wget crashes on some hosts, so it is not used).
+# _registry_probe PORT: whether http://127.0.0.1:PORT/v2/ answers 200. Uses
+# curl or wget when present, else bash's /dev/tcp (a fresh Debian has
+# neither; static busybox wget crashes on some hosts, so it is not used).
 _registry_probe() {
     if command -v curl >/dev/null 2>&1; then
-        curl -fs -m 1 -o /dev/null "$1"
+        curl -fs -m 1 -o /dev/null "http://127.0.0.1:$1/v2/"
     elif command -v wget >/dev/null 2>&1; then
-        wget -q -T 1 -O /dev/null "$1"
+        wget -q -T 1 -O /dev/null "http://127.0.0.1:$1/v2/"
     else
-        echo "registry.sh: need curl or wget to probe the registry" >&2
-        return 1
+        timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "GET /v2/ HTTP/1.0\r\n\r\n" >&3 && head -c 12 <&3' _ "$1" 2>/dev/null |
+            grep -q " 200"
     fi
 }
 
@@ -52,7 +53,7 @@ CONF
             cat "$_dir/registry.log" >&2
             return 1
         fi
-        if _registry_probe "http://127.0.0.1:$_port/v2/"; then
+        if _registry_probe "$_port"; then
             return 0
         fi
         sleep 0.1
