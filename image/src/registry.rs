@@ -19,6 +19,8 @@ use std::time::Duration;
 
 /// Largest error or token response body read.
 const SMALL_BODY_BYTES_MAX: u64 = 64 << 10;
+/// Bearer tokens kept (one per registry/repository).
+const TOKEN_CACHE_MAX: usize = 256;
 /// Resolved manifests kept so the first `open_blob` does not refetch.
 const MANIFEST_CACHE_MAX: usize = 64;
 
@@ -183,7 +185,11 @@ impl Registry {
                     auth_tried = true;
                     let challenge = resp.header("www-authenticate").unwrap_or("").to_string();
                     let value = self.authenticate(r, &challenge, &registry)?;
-                    self.inner.tokens.lock().unwrap_or_else(|e| e.into_inner()).insert(token_key.clone(), value);
+                    let mut tokens = self.inner.tokens.lock().unwrap_or_else(|e| e.into_inner());
+                    if tokens.len() >= TOKEN_CACHE_MAX {
+                        tokens.clear();
+                    }
+                    tokens.insert(token_key.clone(), value);
                 }
                 301 | 302 | 303 | 307 | 308 => {
                     redirects += 1;
