@@ -381,6 +381,7 @@ pub fn plan_import(src: &dyn ImageSource, name: &str, root: &Descriptor, platfor
             diff_ids: config.rootfs.diff_ids.len(),
         });
     }
+    let platform = manifest_desc.platform.clone().unwrap_or_else(|| config.platform());
     Ok(ImportPlan {
         name: name.to_string(),
         root: root.clone(),
@@ -389,7 +390,7 @@ pub fn plan_import(src: &dyn ImageSource, name: &str, root: &Descriptor, platfor
         config: config_desc,
         layers,
         diff_ids: config.rootfs.diff_ids.clone(),
-        platform: config.platform(),
+        platform,
     })
 }
 
@@ -415,6 +416,12 @@ fn select(
     }
     match read_parsed(src, desc)? {
         Parsed::Manifest(m) => {
+            // An index entry's platform already matched (the index is what
+            // Docker and containerd trust, even when the config omits the
+            // variant).
+            if depth > 0 && desc.platform.is_some() {
+                return Ok(Some((desc.clone(), m)));
+            }
             // A single manifest (or an index entry without a platform):
             // its config says what it is.
             let cfg = read_config(src, &m.config.to_descriptor()?)?;
@@ -544,6 +551,19 @@ mod tests {
         let err = plan_import(&mem, "docker.io/library/busybox:latest", &root, &p("linux/arm/v7")).unwrap_err();
         assert_eq!(err.to_string(), "image busybox:latest has no variant for linux/arm/v7 (available: linux/amd64, linux/arm64/v8)");
         assert!(matches!(err, Error::NoMatchingPlatform { .. }));
+    }
+
+    #[test]
+    fn index_platform_wins_over_a_config_without_variant() {
+        let mut mem = Mem::default();
+        // The config says plain "arm" (normalised to v7); the index says v6.
+        let m = image(&mut mem, "linux", "arm", "", false);
+        let root = index(&mut mem, &[(&m, Some(("linux", "arm", Some("v6"))))], false);
+        let plan = plan_import(&mem, "x", &root, &p("linux/arm/v6")).unwrap();
+        assert_eq!(plan.platform, p("linux/arm/v6"));
+        assert_eq!(plan.manifest.platform, Some(p("linux/arm/v6")));
+        assert!(plan_import(&mem, "x", &root, &p("linux/arm/v7")).is_err());
+        assert_eq!(platforms_of(&mem, &root).unwrap(), vec![p("linux/arm/v6")]);
     }
 
     #[test]
