@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use shoal_image::digest::sha256;
-use shoal_image::manifest::{OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST};
+use shoal_image::manifest::{DOCKER_LAYER_GZIP, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST};
 use shoal_image::{plan_import, platforms_of, read_config, Credentials, Error, ImageSource, Reference, Registry, RegistryOptions};
 use shoal_shared::platform::Platform;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -63,11 +63,16 @@ impl LocalRegistry {
     }
 
     fn push(&self, archive: &Path, name: &str, all: bool) {
+        self.push_with(archive, name, all, &[]);
+    }
+
+    fn push_with(&self, archive: &Path, name: &str, all: bool, extra: &[&str]) {
         let mut cmd = Command::new("skopeo");
         cmd.args(["--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false"]);
         if all {
             cmd.arg("--all");
         }
+        cmd.args(extra);
         let out = cmd.arg(format!("oci-archive:{}", archive.display())).arg(format!("docker://{}/{name}", self.host())).output().unwrap();
         assert!(out.status.success(), "skopeo push failed: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -189,6 +194,20 @@ fn multi_arch_index_push_and_strict_selection() {
     let plan = plan_import(&src2, &r2.to_string(), &root2, &p("linux/arm64")).unwrap();
     let bytes = read_all(&mut src2.open_blob(&plan.layers[0]).unwrap());
     assert_eq!(sha256(&gunzip(&bytes)), plan.diff_ids[0]);
+
+    // Converted to Docker schema2 (manifest list + v2 manifests + gzip layers).
+    reg.push_with(&two, "multi:2d", true, &["--format", "v2s2"]);
+    let r2d = Reference::parse(&format!("{}/multi:2d", reg.host())).unwrap();
+    let root2d = client.resolve(&r2d).unwrap();
+    assert_eq!(root2d.media_type, DOCKER_LIST);
+    let src2d = client.source(&r2d);
+    assert_eq!(platforms_of(&src2d, &root2d).unwrap(), vec![p("linux/amd64"), p("linux/arm64")]);
+    let plan = plan_import(&src2d, &r2d.to_string(), &root2d, &p("linux/arm64")).unwrap();
+    assert_eq!(plan.manifest.media_type, DOCKER_MANIFEST);
+    assert_eq!(plan.layers[0].media_type, DOCKER_LAYER_GZIP);
+    let bytes = read_all(&mut src2d.open_blob(&plan.layers[0]).unwrap());
+    assert_eq!(sha256(&gunzip(&bytes)), plan.diff_ids[0]);
+    assert!(matches!(plan_import(&src2d, &r2d.to_string(), &root2d, &p("linux/arm/v7")), Err(Error::NoMatchingPlatform { .. })));
 
     // The same archive opens locally too (nested index behind index.json).
     let a = shoal_image::Archive::open(&three).unwrap();
