@@ -6,8 +6,9 @@
 #         tests/lib/registry.sh stop DIR
 # Source: . tests/lib/registry.sh; registry_start DIR PORT; registry_stop DIR
 #
-# DIR receives config.yml, storage/, registry.log and registry.pid. `stop`
-# kills only the pid recorded by `start`. Push with e.g.
+# DIR receives config.yml, storage/, registry.log and registry.pid. Both are
+# idempotent; `stop` kills only the pid recorded by `start`, and only while
+# it is still that registry. Push with e.g.
 #   skopeo copy --dest-tls-verify=false oci-archive:img.tar docker://127.0.0.1:PORT/name:tag
 
 REGISTRY_BIN=${REGISTRY_BIN:-docker-registry}
@@ -26,11 +27,24 @@ _registry_probe() {
     fi
 }
 
+# _registry_alive DIR: whether the registry recorded in DIR/registry.pid runs
+# (checked against its command line, so a reused pid is never mistaken).
+_registry_alive() {
+    [ -f "$1/registry.pid" ] || return 1
+    _p=$(cat "$1/registry.pid" 2>/dev/null) || return 1
+    [ -n "$_p" ] && kill -0 "$_p" 2>/dev/null &&
+        tr '\0' ' ' <"/proc/$_p/cmdline" 2>/dev/null | grep -qF "serve $1/config.yml"
+}
+
 registry_start() {
     _dir=${1:?usage: registry_start DIR PORT}
     _port=${2:?usage: registry_start DIR PORT}
     mkdir -p "$_dir/storage" || return 1
     _dir=$(cd "$_dir" && pwd)
+    # Idempotent: an already running registry for DIR is left alone.
+    if _registry_alive "$_dir"; then
+        return 0
+    fi
     cat >"$_dir/config.yml" <<CONF
 version: 0.1
 log:
@@ -67,7 +81,12 @@ CONF
 
 registry_stop() {
     _dir=${1:?usage: registry_stop DIR}
-    [ -f "$_dir/registry.pid" ] || return 0
+    [ -d "$_dir" ] || return 0
+    _dir=$(cd "$_dir" && pwd)
+    if ! _registry_alive "$_dir"; then
+        rm -f "$_dir/registry.pid"
+        return 0
+    fi
     _pid=$(cat "$_dir/registry.pid")
     kill "$_pid" 2>/dev/null || true
     _i=0
