@@ -128,6 +128,13 @@ impl Archive {
         self.images.iter().find(|(n, _)| n.as_deref() == Some(want.as_str())).map(|(_, d)| d.clone())
     }
 
+    /// Canonical name from an archive's metadata, with context on error.
+    fn name_from(&self, n: &str, field: &str) -> Result<String, Error> {
+        Reference::parse(n)
+            .map(|r| r.to_string())
+            .map_err(|e| Error::NotAnArchive { path: self.shown(), reason: format!("{field} {n:?}: {e}") })
+    }
+
     fn shown(&self) -> String {
         self.path.display().to_string()
     }
@@ -166,10 +173,10 @@ impl Archive {
         for e in &idx.manifests {
             let d = e.to_descriptor()?;
             if let Some(n) = e.annotations.get(CONTAINERD_NAME) {
-                self.images.push((Some(Reference::parse(n)?.to_string()), d));
+                self.images.push((Some(self.name_from(n, "index.json annotation")?), d));
             } else if let Some(n) = e.annotations.get(OCI_REF_NAME) {
                 if n.contains(['/', ':', '@']) {
-                    self.images.push((Some(Reference::parse(n)?.to_string()), d));
+                    self.images.push((Some(self.name_from(n, "index.json annotation")?), d));
                 } else {
                     self.bare_tags.push((n.clone(), d.clone()));
                     self.images.push((None, d));
@@ -230,7 +237,7 @@ impl Archive {
                 tags if tags.is_empty() => self.images.push((None, root)),
                 tags => {
                     for t in tags {
-                        self.images.push((Some(Reference::parse(&t)?.to_string()), root.clone()));
+                        self.images.push((Some(self.name_from(&t, "manifest.json RepoTags")?), root.clone()));
                     }
                 }
             }
@@ -370,12 +377,13 @@ fn normalise(base: &[&str], p: &str) -> Option<String> {
 fn index_tar(file: &File, shown: &str) -> Result<HashMap<String, Member>, Error> {
     let bad = |e: io::Error| Error::NotAnArchive { path: shown.to_string(), reason: format!("reading tar: {e}") };
     let mut members = HashMap::new();
+    let len = file.metadata().map_err(bad)?.len();
     let mut reader = file;
     reader.seek(SeekFrom::Start(0)).map_err(bad)?;
     let mut ar = tar::Archive::new(reader);
-    for entry in ar.entries_with_seek().map_err(bad)? {
+    for (i, entry) in ar.entries_with_seek().map_err(bad)?.enumerate() {
         let entry = entry.map_err(bad)?;
-        if members.len() >= ENTRIES_MAX {
+        if i >= ENTRIES_MAX {
             return Err(Error::NotAnArchive { path: shown.to_string(), reason: format!("more than {ENTRIES_MAX} members") });
         }
         let raw = entry.path_bytes();
@@ -387,7 +395,12 @@ fn index_tar(file: &File, shown: &str) -> Result<HashMap<String, Member>, Error>
         };
         let kind = entry.header().entry_type();
         let member = if kind.is_file() || kind == tar::EntryType::Continuous {
-            Member::File { offset: entry.raw_file_position(), size: entry.size() }
+            let (offset, size) = (entry.raw_file_position(), entry.size());
+            // Every later `offset + size` relies on this check.
+            if !matches!(offset.checked_add(size), Some(end) if end <= len) {
+                return Err(Error::NotAnArchive { path: shown.to_string(), reason: format!("member {name} is truncated") });
+            }
+            Member::File { offset, size }
         } else if kind.is_symlink() || kind.is_hard_link() {
             let Some(target) = entry.link_name_bytes() else {
                 continue;

@@ -49,57 +49,105 @@ impl Hasher {
     }
 }
 
-/// A reader that yields at most `size` bytes and, at end of stream, fails
-/// with `InvalidData` unless exactly `size` bytes hashing to `digest` came by.
+/// A reader that yields exactly `size` bytes and fails unless they hash to
+/// `digest`: the check runs as soon as the last byte arrives (so a consumer
+/// that stops at `size` bytes is still covered), a stream that ends early or
+/// runs long fails, and once failed the reader keeps failing.
 pub struct VerifyingReader<R> {
     inner: R,
     digest: String,
     size: u64,
     seen: u64,
-    hasher: Option<Hasher>,
+    state: State,
+}
+
+enum State {
+    Reading(Hasher),
+    Verified,
+    Failed(io::ErrorKind, VerifyError),
+}
+
+/// Why a [`VerifyingReader`] failed; carried inside the `io::Error` it
+/// returns (`get_ref()` + `downcast_ref`), convertible into [`Error`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("content digest mismatch: expected {expected}, got {actual}")]
+    Digest { expected: String, actual: String },
+    /// `actual` is the bytes seen: `expected + 1` when the blob ran long.
+    #[error("blob {digest} has size {actual}, expected {expected}")]
+    Size { digest: String, expected: u64, actual: u64 },
+}
+
+impl From<VerifyError> for Error {
+    fn from(e: VerifyError) -> Error {
+        match e {
+            VerifyError::Digest { expected, actual } => Error::DigestMismatch { expected, actual },
+            VerifyError::Size { digest, expected, actual } => Error::SizeMismatch { digest, expected, actual },
+        }
+    }
+}
+
+impl VerifyError {
+    /// The verification failure inside an `io::Error`, if that is what it is.
+    pub fn from_io(e: &io::Error) -> Option<VerifyError> {
+        e.get_ref()?.downcast_ref::<VerifyError>().cloned()
+    }
 }
 
 impl<R: Read> VerifyingReader<R> {
     pub fn new(inner: R, desc: &Descriptor) -> Self {
-        VerifyingReader { inner, digest: desc.digest.clone(), size: desc.size, seen: 0, hasher: Some(Hasher::default()) }
+        VerifyingReader { inner, digest: desc.digest.clone(), size: desc.size, seen: 0, state: State::Reading(Hasher::default()) }
+    }
+
+    fn fail(&mut self, kind: io::ErrorKind, e: VerifyError) -> io::Error {
+        self.state = State::Failed(kind, e.clone());
+        io::Error::new(kind, e)
+    }
+
+    /// Called when `seen == size`.
+    fn finish(&mut self) -> io::Result<()> {
+        let state = std::mem::replace(&mut self.state, State::Verified);
+        if let State::Reading(h) = state {
+            let actual = h.finish();
+            if actual != self.digest {
+                let e = VerifyError::Digest { expected: self.digest.clone(), actual };
+                return Err(self.fail(io::ErrorKind::InvalidData, e));
+            }
+        }
+        Ok(())
     }
 }
 
 impl<R: Read> Read for VerifyingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let Some(hasher) = self.hasher.as_mut() else {
-            return Ok(0);
-        };
+        if let State::Failed(kind, e) = &self.state {
+            return Err(io::Error::new(*kind, e.clone()));
+        }
         if buf.is_empty() {
             return Ok(0);
         }
-        // Read one byte past the expected size so an over-long blob is caught.
-        let room = (self.size - self.seen).saturating_add(1);
-        let want = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
-        let n = self.inner.read(&mut buf[..want])?;
-        self.seen += n as u64;
-        if self.seen > self.size {
-            self.hasher = None;
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("blob {} is longer than its descriptor's {} bytes", self.digest, self.size),
-            ));
+        if self.seen == self.size {
+            self.finish()?;
+            // Anything after the last byte means the blob is longer than described.
+            let mut extra = [0u8; 1];
+            if self.inner.read(&mut extra)? != 0 {
+                let e = VerifyError::Size { digest: self.digest.clone(), expected: self.size, actual: self.size + 1 };
+                return Err(self.fail(io::ErrorKind::InvalidData, e));
+            }
+            return Ok(0);
         }
-        hasher.update(&buf[..n]);
+        let want = buf.len().min(usize::try_from(self.size - self.seen).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
-            let actual = self.hasher.take().map(Hasher::finish).unwrap_or_default();
-            if self.seen != self.size {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("blob {} ended after {} of {} bytes", self.digest, self.seen, self.size),
-                ));
-            }
-            if actual != self.digest {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("content digest mismatch: expected {}, got {actual}", self.digest),
-                ));
-            }
+            let e = VerifyError::Size { digest: self.digest.clone(), expected: self.size, actual: self.seen };
+            return Err(self.fail(io::ErrorKind::UnexpectedEof, e));
+        }
+        if let State::Reading(h) = &mut self.state {
+            h.update(&buf[..n]);
+        }
+        self.seen += n as u64;
+        if self.seen == self.size {
+            self.finish()?;
         }
         Ok(n)
     }
@@ -114,17 +162,18 @@ pub fn read_blob(src: &dyn ImageSource, desc: &Descriptor, what: &str, limit: u6
     }
     let reader = src.open_blob(desc)?;
     let mut buf = Vec::with_capacity(usize::try_from(desc.size).unwrap_or(0).min(1 << 20));
-    VerifyingReader::new(reader, desc).read_to_end(&mut buf).map_err(|e| match e.kind() {
-        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
-            let actual = sha256(&buf);
-            if buf.len() as u64 != desc.size {
-                Error::SizeMismatch { digest: desc.digest.clone(), expected: desc.size, actual: buf.len() as u64 }
-            } else {
-                Error::DigestMismatch { expected: desc.digest.clone(), actual }
-            }
-        }
-        _ => Error::io(format!("reading {what} {}", desc.digest), e),
+    // One byte past the size tells an over-long blob from a matching one.
+    reader.take(desc.size + 1).read_to_end(&mut buf).map_err(|e| match VerifyError::from_io(&e) {
+        Some(v) => v.into(),
+        None => Error::io(format!("reading {what} {}", desc.digest), e),
     })?;
+    if buf.len() as u64 != desc.size {
+        return Err(Error::SizeMismatch { digest: desc.digest.clone(), expected: desc.size, actual: buf.len() as u64 });
+    }
+    let actual = sha256(&buf);
+    if actual != desc.digest {
+        return Err(Error::DigestMismatch { expected: desc.digest.clone(), actual });
+    }
     Ok(buf)
 }
 
@@ -152,5 +201,13 @@ mod tests {
         assert!(VerifyingReader::new(&b"hellO"[..], &desc).read_to_end(&mut Vec::new()).is_err());
         assert!(VerifyingReader::new(&b"hell"[..], &desc).read_to_end(&mut Vec::new()).is_err());
         assert!(VerifyingReader::new(&b"hello!"[..], &desc).read_to_end(&mut Vec::new()).is_err());
+        // Verified at the last byte, even if the consumer stops there.
+        let mut r = VerifyingReader::new(&b"hellO"[..], &desc);
+        assert!(r.read_exact(&mut [0u8; 5]).is_err());
+        // Once failed, always failed.
+        assert!(r.read(&mut [0u8; 5]).is_err());
+        let empty = Descriptor { media_type: String::new(), digest: sha256(b""), size: 0, platform: None };
+        assert!(VerifyingReader::new(&b""[..], &empty).read_to_end(&mut Vec::new()).is_ok());
+        assert!(VerifyingReader::new(&b"x"[..], &empty).read_to_end(&mut Vec::new()).is_err());
     }
 }

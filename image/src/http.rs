@@ -10,7 +10,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Largest response head (status line + headers).
 pub(crate) const HEAD_BYTES_MAX: u64 = 64 << 10;
@@ -134,6 +134,9 @@ pub(crate) struct Response {
     /// Lowercased names.
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) body: Box<dyn Read + Send>,
+    /// When [`Response::read_body`] gives up (request start + total timeout).
+    deadline: Instant,
+    total: Duration,
 }
 
 impl Response {
@@ -144,7 +147,8 @@ impl Response {
     /// Reads the body into memory, failing past `limit` bytes.
     pub(crate) fn read_body(&mut self, limit: u64) -> io::Result<Vec<u8>> {
         let mut buf = Vec::new();
-        (&mut self.body).take(limit + 1).read_to_end(&mut buf)?;
+        let mut timed = Deadline { inner: &mut self.body, until: Some(self.deadline), total: self.total };
+        (&mut timed).take(limit + 1).read_to_end(&mut buf)?;
         if buf.len() as u64 > limit {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("response body over {limit} bytes")));
         }
@@ -154,7 +158,11 @@ impl Response {
 
 pub(crate) struct Timeouts {
     pub(crate) connect: Duration,
+    /// Per read (and write) on the socket.
     pub(crate) read: Duration,
+    /// For the whole response head, and for bodies read with
+    /// [`Response::read_body`]; streamed bodies only have the per-read bound.
+    pub(crate) total: Duration,
 }
 
 fn addresses(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
@@ -199,6 +207,14 @@ pub(crate) fn send(
     t: &Timeouts,
     tls: &dyn Fn() -> Result<TlsConfig, HttpError>,
 ) -> Result<Response, HttpError> {
+    // URLs can come from `Location` headers and token realms: keep them from
+    // smuggling anything into the request head.
+    let clean = |x: &str| !x.is_empty() && x.bytes().all(|b| b > b' ' && b != 0x7f);
+    let host_ok = url.host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:_".contains(&b));
+    if !clean(&url.path) || !url.path.starts_with('/') || !host_ok || url.host.is_empty() {
+        return Err(HttpError::Protocol("invalid url in request".into()));
+    }
+    let deadline = Instant::now() + t.total;
     let tls_config = if url.https { Some(tls()?) } else { None };
     let mut req = format!("{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: shoal\r\nConnection: close\r\n", url.path, url.authority());
     for (k, v) in headers {
@@ -225,7 +241,7 @@ pub(crate) fn send(
     };
     stream.write_all(req.as_bytes()).map_err(io_err)?;
     stream.flush().map_err(io_err)?;
-    let mut r = BufReader::new(stream);
+    let mut r = BufReader::new(Deadline { inner: stream, until: Some(deadline), total: t.total });
     let mut budget = HEAD_BYTES_MAX;
     let status_line = read_line(&mut r, &mut budget).map_err(io_err)?;
     let mut parts = status_line.splitn(3, ' ');
@@ -253,6 +269,8 @@ pub(crate) fn send(
         };
         headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
     }
+    // The body streams with the per-read bound only (read_body adds the deadline back).
+    r.get_mut().until = None;
     let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
     let body: Box<dyn Read + Send> = if method == "HEAD" || status / 100 == 1 || status == 204 || status == 304 {
         Box::new(io::empty())
@@ -264,7 +282,7 @@ pub(crate) fn send(
     } else {
         Box::new(r)
     };
-    Ok(Response { status, reason, headers, body })
+    Ok(Response { status, reason, headers, body, deadline, total: t.total })
 }
 
 /// TLS client configuration handed to [`send`] for https URLs.
@@ -328,6 +346,23 @@ fn wrap_tls(url: &Url, mut sock: TcpStream, cfg: TlsConfig) -> Result<Stream, Ht
         })?;
     }
     Ok(Stream::Tls(Box::new(rustls::StreamOwned::new(conn, sock))))
+}
+
+/// A reader that fails once `until` has passed (checked before each read;
+/// each read is itself bounded by the socket timeout).
+struct Deadline<R> {
+    inner: R,
+    until: Option<Instant>,
+    total: Duration,
+}
+
+impl<R: Read> Read for Deadline<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.until.is_some_and(|u| Instant::now() >= u) {
+            return Err(io::Error::other(format!("response not complete within {} ms", self.total.as_millis())));
+        }
+        self.inner.read(buf)
+    }
 }
 
 /// Reads one CRLF- or LF-terminated line, charging it to `budget`.
@@ -433,6 +468,20 @@ mod tests {
         assert_eq!(base.join("/other?q").unwrap().path, "/other?q");
         assert_eq!(base.join("y").unwrap().path, "/v2/a/blobs/y");
         assert_eq!(base.join("http://g/z").unwrap().host, "g");
+    }
+
+    #[test]
+    fn refuses_urls_that_would_inject_headers() {
+        let t = Timeouts { connect: Duration::from_millis(100), read: Duration::from_millis(100), total: Duration::from_millis(100) };
+        let no_tls = || Err(HttpError::Tls);
+        for path in ["/a\rInjected: x", "/a b", "a"] {
+            let u = Url { https: false, host: "127.0.0.1".into(), port: 9, path: path.into() };
+            assert!(matches!(send("GET", &u, &[], &t, &no_tls), Err(HttpError::Protocol(_))), "{path:?}");
+        }
+        let u = Url { https: false, host: "h\r\nx".into(), port: 9, path: "/".into() };
+        assert!(matches!(send("GET", &u, &[], &t, &no_tls), Err(HttpError::Protocol(_))));
+        let u = Url { https: false, host: "127.0.0.1".into(), port: 9, path: "/".into() };
+        assert!(matches!(send("GET", &u, &[("X", "a\r\nb".into())], &t, &no_tls), Err(HttpError::Protocol(_))));
     }
 
     #[test]

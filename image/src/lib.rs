@@ -67,7 +67,8 @@ pub struct ImportPlan {
     pub layers: Vec<Descriptor>,
     /// Uncompressed digests of the layers, from the config's `rootfs.diff_ids`.
     pub diff_ids: Vec<String>,
-    /// The platform the selected manifest was built for (from its config).
+    /// The platform the selected manifest was built for: its index entry's,
+    /// or its config's when it has no index entry with a platform.
     pub platform: Platform,
 }
 

@@ -351,13 +351,14 @@ fn collect_platforms(src: &dyn ImageSource, desc: &Descriptor, depth: usize, out
 }
 
 /// Plans the import of `root` under `name` (any reference spelling; recorded
-/// in canonical form) for `platform`: selects the manifest strictly (os, architecture and variant must match after
+/// in canonical form when it parses, as given otherwise) for `platform`: selects the manifest strictly (os, architecture and variant must match after
 /// normalisation; arm64 entries without variant are v8), reads the config,
 /// and checks that layers and diff_ids agree.
 pub fn plan_import(src: &dyn ImageSource, name: &str, root: &Descriptor, platform: &Platform) -> Result<ImportPlan, Error> {
     let wanted = Platform::new(&platform.os, &platform.architecture, &platform.variant);
-    // Record the canonical spelling (`busybox` → `docker.io/library/busybox:latest`).
-    let name = Reference::parse(name)?.to_string();
+    // Record the canonical spelling (`busybox` → `docker.io/library/busybox:latest`);
+    // a name that is no reference (recorded by another tool) is kept as it is.
+    let name = Reference::parse(name).map(|r| r.to_string()).unwrap_or_else(|_| name.to_string());
     let name = name.as_str();
     let mut indexes = Vec::new();
     let mut available = Vec::new();
@@ -380,6 +381,7 @@ pub fn plan_import(src: &dyn ImageSource, name: &str, root: &Descriptor, platfor
             diff_ids: config.rootfs.diff_ids.len(),
         });
     }
+    let platform = manifest_desc.platform.clone().unwrap_or_else(|| config.platform());
     Ok(ImportPlan {
         name: name.to_string(),
         root: root.clone(),
@@ -388,7 +390,7 @@ pub fn plan_import(src: &dyn ImageSource, name: &str, root: &Descriptor, platfor
         config: config_desc,
         layers,
         diff_ids: config.rootfs.diff_ids.clone(),
-        platform: config.platform(),
+        platform,
     })
 }
 
@@ -414,6 +416,12 @@ fn select(
     }
     match read_parsed(src, desc)? {
         Parsed::Manifest(m) => {
+            // An index entry's platform already matched (the index is what
+            // Docker and containerd trust, even when the config omits the
+            // variant).
+            if depth > 0 && desc.platform.is_some() {
+                return Ok(Some((desc.clone(), m)));
+            }
             // A single manifest (or an index entry without a platform):
             // its config says what it is.
             let cfg = read_config(src, &m.config.to_descriptor()?)?;
@@ -546,6 +554,19 @@ mod tests {
     }
 
     #[test]
+    fn index_platform_wins_over_a_config_without_variant() {
+        let mut mem = Mem::default();
+        // The config says plain "arm" (normalised to v7); the index says v6.
+        let m = image(&mut mem, "linux", "arm", "", false);
+        let root = index(&mut mem, &[(&m, Some(("linux", "arm", Some("v6"))))], false);
+        let plan = plan_import(&mem, "x", &root, &p("linux/arm/v6")).unwrap();
+        assert_eq!(plan.platform, p("linux/arm/v6"));
+        assert_eq!(plan.manifest.platform, Some(p("linux/arm/v6")));
+        assert!(plan_import(&mem, "x", &root, &p("linux/arm/v7")).is_err());
+        assert_eq!(platforms_of(&mem, &root).unwrap(), vec![p("linux/arm/v6")]);
+    }
+
+    #[test]
     fn variants_are_strict_in_docker_lists() {
         let mut mem = Mem::default();
         let v6 = image(&mut mem, "linux", "arm", "v6", true);
@@ -561,6 +582,7 @@ mod tests {
         assert_eq!(platforms_of(&mem, &m).unwrap(), vec![p("linux/arm64/v8")]);
         let plan = plan_import(&mem, "n", &m, &p("linux/arm64")).unwrap();
         assert_eq!(plan.name, "docker.io/library/n:latest");
+        assert_eq!(plan_import(&mem, "Not A Ref", &m, &p("linux/arm64")).unwrap().name, "Not A Ref");
         assert_eq!(plan.manifest, {
             let mut d = m.clone();
             d.platform = Some(p("linux/arm64"));

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 /// Largest error or token response body read.
 const SMALL_BODY_BYTES_MAX: u64 = 64 << 10;
+/// Bearer tokens kept (one per registry/repository).
+const TOKEN_CACHE_MAX: usize = 256;
 /// Resolved manifests kept so the first `open_blob` does not refetch.
 const MANIFEST_CACHE_MAX: usize = 64;
 
@@ -37,6 +39,9 @@ pub struct RegistryOptions {
     pub connect_timeout_ms: u64,
     /// Per read on the socket (a stalled transfer fails after this long).
     pub read_timeout_ms: u64,
+    /// For a whole response head, and for whole manifest, token and error
+    /// bodies (blob bodies stream with the per-read bound only).
+    pub request_timeout_ms: u64,
     /// Redirects followed per request.
     pub redirects_max: u32,
     /// Credentials by registry `host[:port]` as written in references.
@@ -52,6 +57,7 @@ impl Default for RegistryOptions {
             insecure_registries: Vec::new(),
             connect_timeout_ms: 5_000,
             read_timeout_ms: 30_000,
+            request_timeout_ms: 60_000,
             redirects_max: 5,
             credentials: Vec::new(),
             ca_files: Vec::new(),
@@ -129,6 +135,7 @@ impl Registry {
         Timeouts {
             connect: Duration::from_millis(self.inner.opts.connect_timeout_ms.max(1)),
             read: Duration::from_millis(self.inner.opts.read_timeout_ms.max(1)),
+            total: Duration::from_millis(self.inner.opts.request_timeout_ms.max(1)),
         }
     }
 
@@ -178,7 +185,11 @@ impl Registry {
                     auth_tried = true;
                     let challenge = resp.header("www-authenticate").unwrap_or("").to_string();
                     let value = self.authenticate(r, &challenge, &registry)?;
-                    self.inner.tokens.lock().unwrap_or_else(|e| e.into_inner()).insert(token_key.clone(), value);
+                    let mut tokens = self.inner.tokens.lock().unwrap_or_else(|e| e.into_inner());
+                    if tokens.len() >= TOKEN_CACHE_MAX {
+                        tokens.clear();
+                    }
+                    tokens.insert(token_key.clone(), value);
                 }
                 301 | 302 | 303 | 307 | 308 => {
                     redirects += 1;

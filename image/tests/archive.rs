@@ -156,6 +156,12 @@ fn not_an_archive() {
     assert!(Archive::open(&path).is_err());
     let err = Archive::open(dir.path().join("missing.tar")).unwrap_err();
     assert!(err.to_string().starts_with("opening archive"), "{err}");
+    // A member whose data runs past the end of the file.
+    let mut cut = tar_of(&[("manifest.json", &[b' '; 4000])]);
+    cut.truncate(2000);
+    std::fs::write(&path, &cut).unwrap();
+    let err = Archive::open(&path).unwrap_err();
+    assert!(err.to_string().contains("member manifest.json is truncated"), "{err}");
     // A gzip stream that is not a tar.
     std::fs::write(&path, gzip(b"not a tar")).unwrap();
     assert!(Archive::open(&path).is_err());

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use shoal_image::digest::sha256;
-use shoal_image::manifest::{OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST};
+use shoal_image::manifest::{DOCKER_LAYER_GZIP, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST};
 use shoal_image::{plan_import, platforms_of, read_config, Credentials, Error, ImageSource, Reference, Registry, RegistryOptions};
 use shoal_shared::platform::Platform;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -39,16 +39,23 @@ impl LocalRegistry {
             return None;
         }
         let dir = TempDir::new("registry");
-        let port = free_port();
-        let out = Command::new("sh")
-            .arg(lib_script("registry.sh"))
-            .arg("start")
-            .arg(dir.path().join("reg"))
-            .arg(port.to_string())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "registry.sh start failed: {}", String::from_utf8_lossy(&out.stderr));
-        Some(LocalRegistry { dir, port })
+        // The free port can be taken between probe and bind: retry.
+        let mut last = String::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let out = Command::new("sh")
+                .arg(lib_script("registry.sh"))
+                .arg("start")
+                .arg(dir.path().join("reg"))
+                .arg(port.to_string())
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return Some(LocalRegistry { dir, port });
+            }
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+        }
+        panic!("registry.sh start failed: {last}");
     }
 
     fn host(&self) -> String {
@@ -56,11 +63,16 @@ impl LocalRegistry {
     }
 
     fn push(&self, archive: &Path, name: &str, all: bool) {
+        self.push_with(archive, name, all, &[]);
+    }
+
+    fn push_with(&self, archive: &Path, name: &str, all: bool, extra: &[&str]) {
         let mut cmd = Command::new("skopeo");
         cmd.args(["--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false"]);
         if all {
             cmd.arg("--all");
         }
+        cmd.args(extra);
         let out = cmd.arg(format!("oci-archive:{}", archive.display())).arg(format!("docker://{}/{name}", self.host())).output().unwrap();
         assert!(out.status.success(), "skopeo push failed: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -183,6 +195,20 @@ fn multi_arch_index_push_and_strict_selection() {
     let bytes = read_all(&mut src2.open_blob(&plan.layers[0]).unwrap());
     assert_eq!(sha256(&gunzip(&bytes)), plan.diff_ids[0]);
 
+    // Converted to Docker schema2 (manifest list + v2 manifests + gzip layers).
+    reg.push_with(&two, "multi:2d", true, &["--format", "v2s2"]);
+    let r2d = Reference::parse(&format!("{}/multi:2d", reg.host())).unwrap();
+    let root2d = client.resolve(&r2d).unwrap();
+    assert_eq!(root2d.media_type, DOCKER_LIST);
+    let src2d = client.source(&r2d);
+    assert_eq!(platforms_of(&src2d, &root2d).unwrap(), vec![p("linux/amd64"), p("linux/arm64")]);
+    let plan = plan_import(&src2d, &r2d.to_string(), &root2d, &p("linux/arm64")).unwrap();
+    assert_eq!(plan.manifest.media_type, DOCKER_MANIFEST);
+    assert_eq!(plan.layers[0].media_type, DOCKER_LAYER_GZIP);
+    let bytes = read_all(&mut src2d.open_blob(&plan.layers[0]).unwrap());
+    assert_eq!(sha256(&gunzip(&bytes)), plan.diff_ids[0]);
+    assert!(matches!(plan_import(&src2d, &r2d.to_string(), &root2d, &p("linux/arm/v7")), Err(Error::NoMatchingPlatform { .. })));
+
     // The same archive opens locally too (nested index behind index.json).
     let a = shoal_image::Archive::open(&three).unwrap();
     let named = a.images_in("example.com/multi").unwrap();
@@ -247,6 +273,17 @@ fn serve_one(conn: TcpStream, handler: &Handler, seen: &Seen, port: u16) {
     }
     seen.lock().unwrap().push((path.clone(), auth.clone()));
     let resp = handler(&path, auth.as_deref(), port);
+    if resp == b"DRIP" {
+        // A head that never ends, one byte every 100 ms (each read succeeds).
+        let _ = (&conn).write_all(b"HTTP/1.1 200 OK\r\nX-Slow: ");
+        for _ in 0..40 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            if (&conn).write_all(b"z").is_err() {
+                return;
+            }
+        }
+        return;
+    }
     let _ = (&conn).write_all(&resp);
 }
 
@@ -395,6 +432,22 @@ fn stalled_and_oversized_responses_time_out_or_fail() {
     assert_eq!(err.to_string(), format!("bad http response from {host}: no response within 300 ms"));
     let err = client.resolve(&Reference::parse(&format!("{host}/big:1")).unwrap()).unwrap_err();
     assert!(err.to_string().contains("too large") || err.to_string().contains("more than"), "{err}");
+}
+
+#[test]
+fn dripping_responses_hit_the_request_deadline() {
+    let handler: Arc<Handler> = Arc::new(|_: &str, _: Option<&str>, _| {
+        // Served byte by byte below; the marker tells serve_one to drip.
+        b"DRIP".to_vec()
+    });
+    let fake = fake_server(handler);
+    let host = format!("127.0.0.1:{}", fake.port);
+    let client = Registry::new(RegistryOptions { read_timeout_ms: 300, request_timeout_ms: 700, ..Default::default() });
+    let started = std::time::Instant::now();
+    let err = client.resolve(&Reference::parse(&format!("{host}/drip:1")).unwrap()).unwrap_err();
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_millis(1500), "took {took:?}");
+    assert_eq!(err.to_string(), format!("bad http response from {host}: response not complete within 700 ms"));
 }
 
 #[test]

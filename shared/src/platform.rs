@@ -29,7 +29,7 @@ impl Platform {
 
     /// The platform this binary was compiled for, normalised.
     pub fn host() -> Platform {
-        let arch = std::env::consts::ARCH;
+        let arch = host_arch(std::env::consts::ARCH, cfg!(target_endian = "little"));
         // 32-bit ARM builds for Raspberry Pi are armv7 hard-float.
         let variant = if arch == "arm" { "v7" } else { "" };
         Platform::new(std::env::consts::OS, arch, variant)
@@ -76,6 +76,19 @@ impl fmt::Display for Platform {
 pub enum PlatformError {
     #[error("malformed platform {0:?}: expected os/arch[/variant], e.g. linux/arm/v7")]
     Malformed(String),
+}
+
+/// Rust's `target_arch` does not say the byte order: `powerpc64` covers
+/// ppc64le and `mips64` covers mips64el, which OCI spells differently.
+fn host_arch(arch: &str, little_endian: bool) -> &str {
+    match arch {
+        "powerpc64" if little_endian => "ppc64le",
+        "powerpc64" => "ppc64",
+        "mips64" if little_endian => "mips64le",
+        "mips" if little_endian => "mipsle",
+        "loongarch64" => "loong64",
+        other => other,
+    }
 }
 
 fn normalize_os(os: &str) -> String {
@@ -151,6 +164,19 @@ mod tests {
         assert!(v7.runs_on(&v7));
         let any_linux = Platform { os: "linux".into(), ..Platform::default() };
         assert!(any_linux.runs_on(&arm64));
+    }
+
+    #[test]
+    fn host_arch_accounts_for_byte_order() {
+        assert_eq!(host_arch("powerpc64", true), "ppc64le");
+        assert_eq!(host_arch("powerpc64", false), "ppc64");
+        assert_eq!(host_arch("mips64", true), "mips64le");
+        assert_eq!(host_arch("mips64", false), "mips64");
+        assert_eq!(host_arch("s390x", false), "s390x");
+        assert_eq!(host_arch("x86_64", true), "x86_64");
+        let host = Platform::host();
+        assert!(!host.architecture.is_empty());
+        assert_eq!(Platform::parse(&host.to_string()).unwrap(), host);
     }
 
     #[test]

@@ -15,6 +15,8 @@
 # (bin/busybox, bin/sh -> busybox). Each config carries the label
 # org.shoal.test.platform=<platform>. Push all of it with
 #   skopeo copy --all --dest-tls-verify=false oci-archive:OUT.tar docker://127.0.0.1:PORT/NAME:TAG
+# Needs GNU tar (--sort=name) and sha256sum. Output is reproducible for a
+# given busybox binary and platform list.
 set -eu
 
 out=${1:?usage: mkindex.sh OUT.tar [--tag TAG] [--name REF] [PLATFORM...]}

@@ -6,23 +6,34 @@
 #         tests/lib/registry.sh stop DIR
 # Source: . tests/lib/registry.sh; registry_start DIR PORT; registry_stop DIR
 #
-# DIR receives config.yml, storage/, registry.log and registry.pid. `stop`
-# kills only the pid recorded by `start`. Push with e.g.
+# DIR receives config.yml, storage/, registry.log and registry.pid. Both are
+# idempotent; `stop` kills only the pid recorded by `start`, and only while
+# it is still that registry. Push with e.g.
 #   skopeo copy --dest-tls-verify=false oci-archive:img.tar docker://127.0.0.1:PORT/name:tag
 
 REGISTRY_BIN=${REGISTRY_BIN:-docker-registry}
 
-# _registry_probe URL: whether the URL answers 200. curl or wget, whichever
-# exists (static busybox wget crashes on some hosts, so it is not used).
+# _registry_probe PORT: whether http://127.0.0.1:PORT/v2/ answers 200. Uses
+# curl or wget when present, else bash's /dev/tcp (a fresh Debian has
+# neither; static busybox wget crashes on some hosts, so it is not used).
 _registry_probe() {
     if command -v curl >/dev/null 2>&1; then
-        curl -fs -m 1 -o /dev/null "$1"
+        curl -fs -m 1 -o /dev/null "http://127.0.0.1:$1/v2/"
     elif command -v wget >/dev/null 2>&1; then
-        wget -q -T 1 -O /dev/null "$1"
+        wget -q -T 1 -O /dev/null "http://127.0.0.1:$1/v2/"
     else
-        echo "registry.sh: need curl or wget to probe the registry" >&2
-        return 1
+        timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "GET /v2/ HTTP/1.0\r\n\r\n" >&3 && head -c 12 <&3' _ "$1" 2>/dev/null |
+            grep -q " 200"
     fi
+}
+
+# _registry_alive DIR: whether the registry recorded in DIR/registry.pid runs
+# (checked against its command line, so a reused pid is never mistaken).
+_registry_alive() {
+    [ -f "$1/registry.pid" ] || return 1
+    _p=$(cat "$1/registry.pid" 2>/dev/null) || return 1
+    [ -n "$_p" ] && kill -0 "$_p" 2>/dev/null &&
+        tr '\0' ' ' <"/proc/$_p/cmdline" 2>/dev/null | grep -qF "serve $1/config.yml"
 }
 
 registry_start() {
@@ -30,6 +41,10 @@ registry_start() {
     _port=${2:?usage: registry_start DIR PORT}
     mkdir -p "$_dir/storage" || return 1
     _dir=$(cd "$_dir" && pwd)
+    # Idempotent: an already running registry for DIR is left alone.
+    if _registry_alive "$_dir"; then
+        return 0
+    fi
     cat >"$_dir/config.yml" <<CONF
 version: 0.1
 log:
@@ -52,7 +67,7 @@ CONF
             cat "$_dir/registry.log" >&2
             return 1
         fi
-        if _registry_probe "http://127.0.0.1:$_port/v2/"; then
+        if _registry_probe "$_port"; then
             return 0
         fi
         sleep 0.1
@@ -66,7 +81,12 @@ CONF
 
 registry_stop() {
     _dir=${1:?usage: registry_stop DIR}
-    [ -f "$_dir/registry.pid" ] || return 0
+    [ -d "$_dir" ] || return 0
+    _dir=$(cd "$_dir" && pwd)
+    if ! _registry_alive "$_dir"; then
+        rm -f "$_dir/registry.pid"
+        return 0
+    fi
     _pid=$(cat "$_dir/registry.pid")
     kill "$_pid" 2>/dev/null || true
     _i=0

@@ -33,10 +33,15 @@ impl Drop for TempDir {
     }
 }
 
+/// Whether `name` is an executable file on PATH (no skip/require policy).
+pub fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH").map(|paths| std::env::split_paths(&paths).any(|d| d.join(name).is_file())).unwrap_or(false)
+}
+
 /// Whether an external tool is on PATH. Missing tools skip the test with a
 /// printed reason, unless `SHOAL_REQUIRE_TOOLS=1`, where they fail it.
 pub fn have_tool(name: &str) -> bool {
-    let found = std::env::var_os("PATH").map(|paths| std::env::split_paths(&paths).any(|d| d.join(name).is_file())).unwrap_or(false);
+    let found = on_path(name);
     if !found {
         assert!(std::env::var("SHOAL_REQUIRE_TOOLS").as_deref() != Ok("1"), "{name} is required (SHOAL_REQUIRE_TOOLS=1) but not on PATH");
         eprintln!("skipping: {name} not found on PATH");
