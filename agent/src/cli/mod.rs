@@ -87,14 +87,7 @@ enum SwarmCmd {
 enum NodeCmd {
     /// List nodes in the swarm.
     #[command(alias = "list")]
-    Ls {
-        /// Only display IDs.
-        #[arg(short, long)]
-        quiet: bool,
-        /// Output format: table or json.
-        #[arg(long, default_value = "table")]
-        format: String,
-    },
+    Ls(ListArgs),
     /// Display detailed information on nodes (`self` is this node).
     Inspect {
         /// Print in a human-friendly format.
@@ -103,6 +96,17 @@ enum NodeCmd {
         #[arg(required = true)]
         nodes: Vec<String>,
     },
+}
+
+/// Flags shared by the `ls` commands.
+#[derive(Args, Debug)]
+pub(crate) struct ListArgs {
+    /// Only display IDs.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+    /// Output format: table or json.
+    #[arg(long, default_value = "table")]
+    pub(crate) format: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -206,7 +210,7 @@ fn swarm_init(host: &str, advertise_addr: String, availability: Availability) ->
 
 fn node(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
     match cmd {
-        NodeCmd::Ls { quiet, format } => {
+        NodeCmd::Ls(ListArgs { quiet, format }) => {
             let Reply::Nodes { mut nodes, self_id, leader_id } = call(host, Request::NodeList, REPLY_MS_DEFAULT)? else {
                 bail!("unexpected reply")
             };

@@ -35,12 +35,7 @@ pub(crate) enum ServiceCmd {
     Create(CreateArgs),
     /// List services.
     #[command(alias = "list")]
-    Ls {
-        #[arg(short, long)]
-        quiet: bool,
-        #[arg(long, default_value = "table")]
-        format: String,
-    },
+    Ls(super::ListArgs),
     /// List the tasks of a service.
     Ps {
         #[arg(short, long)]
@@ -180,7 +175,7 @@ pub(crate) struct CreateArgs {
 pub(crate) fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
     match cmd {
         ServiceCmd::Create(a) => create(host, a),
-        ServiceCmd::Ls { quiet, format } => ls(host, quiet, &format),
+        ServiceCmd::Ls(a) => ls(host, a.quiet, &a.format),
         ServiceCmd::Ps { quiet, no_trunc, format, service } => ps(host, &service, quiet, no_trunc, &format),
         ServiceCmd::Inspect { pretty, services } => {
             let mut out = Vec::new();
