@@ -93,6 +93,9 @@ enum NodeCmd {
         /// Print in a human-friendly format.
         #[arg(long)]
         pretty: bool,
+        /// Output format: json (the default).
+        #[arg(short, long, default_value = "json")]
+        format: String,
         #[arg(required = true)]
         nodes: Vec<String>,
     },
@@ -248,7 +251,10 @@ fn node(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        NodeCmd::Inspect { pretty, nodes } => {
+        NodeCmd::Inspect { pretty, format, nodes } => {
+            if format != "json" {
+                bail!("unsupported --format {format:?} for inspect: use json (or --pretty)");
+            }
             let mut out = Vec::new();
             for key in nodes {
                 let Reply::Node(n) = call(host, Request::NodeInspect { node: key }, REPLY_MS_DEFAULT)? else { bail!("unexpected reply") };

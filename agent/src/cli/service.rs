@@ -51,6 +51,9 @@ pub(crate) enum ServiceCmd {
     Inspect {
         #[arg(long)]
         pretty: bool,
+        /// Output format: json (the default).
+        #[arg(short, long, default_value = "json")]
+        format: String,
         #[arg(required = true)]
         services: Vec<String>,
     },
@@ -177,7 +180,10 @@ pub(crate) fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
         ServiceCmd::Create(a) => create(host, a),
         ServiceCmd::Ls(a) => ls(host, a.quiet, &a.format),
         ServiceCmd::Ps { quiet, no_trunc, format, service } => ps(host, &service, quiet, no_trunc, &format),
-        ServiceCmd::Inspect { pretty, services } => {
+        ServiceCmd::Inspect { pretty, format, services } => {
+            if format != "json" {
+                bail!("unsupported --format {format:?} for inspect: use json (or --pretty)");
+            }
             let mut out = Vec::new();
             for s in services {
                 let Reply::Service(svc) = call(host, Request::ServiceInspect { service: s }, REPLY_MS_DEFAULT)? else {
