@@ -73,6 +73,8 @@ pub(crate) enum Event {
     Started { task: Box<Task>, result: Result<(), RuntimeError> },
     Stopped { id: String, result: Result<Option<i32>, RuntimeError> },
     Removed { id: String, ok: bool },
+    /// A reply was sent from outside the loop; nothing to do but converge.
+    Replied,
     Signal,
 }
 
@@ -290,6 +292,7 @@ impl Daemon {
                 }
             },
             Event::Removed { id, ok } => self.worker.handle_removed(&id, ok),
+            Event::Replied => {}
             Event::Signal => self.stopping = true,
         }
     }
@@ -516,5 +519,5 @@ impl Daemon {
 
 fn reply_later(reply: &Sender<Reply>, r: Reply) -> Event {
     let _ = reply.try_send(r);
-    Event::Tick
+    Event::Replied
 }
