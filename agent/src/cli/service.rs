@@ -363,9 +363,16 @@ fn bar(state: TaskState) -> String {
 fn frame(service: &Service, tasks: &[Task], verify_ms: u64) -> (Vec<String>, bool) {
     // One line per slot (replicated) or node (global), showing its runnable task.
     let mut slots: BTreeMap<String, &Task> = BTreeMap::new();
-    for t in tasks.iter().filter(|t| t.desired_state <= TaskState::Running) {
+    // The newest error of each slot, shown while its current task is not up yet.
+    let mut errors: BTreeMap<String, &str> = BTreeMap::new();
+    for t in tasks {
         let key = if t.slot > 0 { format!("{:020}", t.slot) } else { t.node_id.clone() };
-        slots.insert(key, t);
+        if !t.status.err.is_empty() {
+            errors.insert(key.clone(), &t.status.err);
+        }
+        if t.desired_state <= TaskState::Running {
+            slots.insert(key, t);
+        }
     }
     let total = match service.spec.mode {
         ServiceMode::Replicated { replicas } => replicas as usize,
@@ -376,15 +383,13 @@ fn frame(service: &Service, tasks: &[Task], verify_ms: u64) -> (Vec<String>, boo
     let stable =
         slots.values().all(|t| t.status.state == TaskState::Running && now.saturating_sub(t.status.timestamp) >= verify_ms * 1_000_000);
     let mut lines = vec![format!("overall progress: {running} out of {total} tasks")];
-    for (i, t) in slots.values().enumerate() {
+    for (key, t) in &slots {
         let label = if t.slot > 0 { format!("{}/{}", t.slot, total) } else { t.node_id[..t.node_id.len().min(12)].to_string() };
         let state = t.status.state;
-        if !t.status.err.is_empty() && state != TaskState::Running {
-            lines.push(format!("{label}: {}", t.status.err));
-        } else {
-            lines.push(format!("{label}: {:<9} {}", state.as_lower(), bar(state)));
+        match errors.get(key) {
+            Some(err) if state != TaskState::Running => lines.push(format!("{label}: {err}")),
+            _ => lines.push(format!("{label}: {:<9} {}", state.as_lower(), bar(state))),
         }
-        let _ = i;
     }
     let converged = running == total && slots.len() == total && stable;
     if converged {

@@ -332,9 +332,15 @@ impl Daemon {
     /// Orchestrates, schedules and runs the worker until nothing changes.
     fn converge(&mut self) {
         for _ in 0..CONVERGE_ROUNDS_MAX {
+            // Reports first: the worker must plan on state that includes them,
+            // or it would act again on what it just reported.
+            let reports = std::mem::take(&mut self.pending);
+            if !reports.is_empty() {
+                self.commit_or_log(reports);
+            }
             let now = self.now();
-            let mut ops = std::mem::take(&mut self.pending);
-            if self.store.state().cluster.is_some() && ops.is_empty() {
+            let mut ops = Vec::new();
+            if self.store.state().cluster.is_some() {
                 ops = orchestrator::reconcile(self.store.state(), now, &mut self.rng);
                 if ops.is_empty() {
                     ops = scheduler::schedule(self.store.state(), now);
