@@ -491,8 +491,19 @@ impl Raft {
                 if id == 0 || conf.is_voter(id) {
                     return Err(ProposeError::InvalidConfChange("already a voter"));
                 }
-                if matches!(change, ConfChange::PromoteLearner(_)) && !conf.is_learner(id) {
-                    return Err(ProposeError::InvalidConfChange("not a learner"));
+                if matches!(change, ConfChange::PromoteLearner(_)) {
+                    if !conf.is_learner(id) {
+                        return Err(ProposeError::InvalidConfChange("not a learner"));
+                    }
+                    // A voter that cannot vote sensibly yet would only hurt
+                    // availability: promote once it holds everything committed.
+                    let caught_up = self
+                        .progress
+                        .get(&id)
+                        .is_some_and(|p| p.match_index >= self.log.commit);
+                    if !caught_up {
+                        return Err(ProposeError::InvalidConfChange("learner has not caught up"));
+                    }
                 }
                 conf.learners.retain(|l| *l != id);
                 conf.voters.push(id);
