@@ -89,6 +89,10 @@ pub struct Ready {
     pub committed_entries: Vec<Entry>,
     /// Confirmed reads.
     pub read_states: Vec<ReadState>,
+    /// Whether the writes must be fsynced before sending. `false` only when
+    /// the sole change is the commit index (losing it in a crash is safe:
+    /// it is re-learned), so storage may skip the fsync (etcd's MustSync).
+    pub must_sync: bool,
 }
 
 impl Ready {
@@ -415,12 +419,17 @@ impl Raft {
     /// durable on its own (Shoal's store shares the redb file): committed
     /// entries up to `applied` are not handed out again.
     pub fn restore_applied(cfg: Config, p: Persisted, applied: u64) -> Result<Raft, RestoreError> {
-        if applied < p.snapshot.meta.index || applied > p.hard_state.commit {
+        // The stored commit may lag what the application applied (commit-only
+        // updates are not fsynced), but anything applied was committed.
+        let last = p.prev_index.saturating_add(p.entries.len() as u64);
+        if applied < p.snapshot.meta.index || applied > last {
             return Err(RestoreError::Inconsistent(
-                "applied index outside snapshot..=commit",
+                "applied index outside the stored log",
             ));
         }
         let mut raft = Raft::restore(cfg, p)?;
+        raft.log.commit = raft.log.commit.max(applied);
+        raft.prev_hard.commit = raft.log.commit;
         raft.log.applied = applied;
         raft.log.applied_handed = applied;
         raft.log.check();
@@ -650,6 +659,8 @@ impl Raft {
             self.prev_soft = soft;
         }
         let hard = self.hard_state();
+        let term_or_vote_changed =
+            hard.term != self.prev_hard.term || hard.vote != self.prev_hard.vote;
         if hard != self.prev_hard {
             rd.hard_state = Some(hard);
             self.prev_hard = hard;
@@ -673,6 +684,11 @@ impl Raft {
             self.log.applied_handed = self.log.commit;
         }
         rd.read_states = std::mem::take(&mut self.read_states);
+        rd.must_sync = term_or_vote_changed
+            || !rd.entries.is_empty()
+            || rd.snapshot.is_some()
+            || rd.compaction.is_some()
+            || rd.conf_state.is_some();
         rd
     }
 

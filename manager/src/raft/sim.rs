@@ -128,9 +128,17 @@ struct Client {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Disk {
     pub(crate) p: Persisted,
+    /// Hard state as of the last fsynced write (commit-only updates are
+    /// written without fsync and may be lost in a crash).
+    synced_hard: super::types::HardState,
 }
 
 impl Disk {
+    /// A crash: unsynced writes are lost.
+    pub(crate) fn crash(&mut self) {
+        self.p.hard_state = self.synced_hard;
+    }
+
     /// The same semantics as `RaftStorage::persist`.
     pub(crate) fn persist(&mut self, rd: &Ready) {
         let p = &mut self.p;
@@ -155,6 +163,9 @@ impl Disk {
         if let Some(first) = rd.entries.first() {
             p.entries.retain(|e| e.index < first.index);
             p.entries.extend(rd.entries.iter().cloned());
+        }
+        if rd.must_sync {
+            self.synced_hard = p.hard_state;
         }
     }
 }
@@ -513,6 +524,21 @@ impl World {
                 .is_some_and(|h| h.vote != 0 && h.vote != self.nodes[i].disk.p.hard_state.vote);
             let crash_after =
                 voted && self.faults && self.rng.chance(1, 2 * self.isolate_leader_one_in);
+            if !rd.must_sync {
+                let only_commit = rd.entries.is_empty()
+                    && rd.snapshot.is_none()
+                    && rd.compaction.is_none()
+                    && rd.conf_state.is_none()
+                    && rd.hard_state.is_none_or(|h| {
+                        let d = self.nodes[i].disk.p.hard_state;
+                        h.term == d.term && h.vote == d.vote
+                    });
+                if !only_commit {
+                    self.violation(format!(
+                        "node {id}: a Ready that needs fsync claims it does not"
+                    ));
+                }
+            }
             // 1. persist
             self.nodes[i].disk.persist(&rd);
             self.check_log_matching(i, &rd.entries);
@@ -845,6 +871,7 @@ impl World {
     }
 
     fn crash(&mut self, i: usize) {
+        self.nodes[i].disk.crash();
         self.nodes[i].raft = None;
         self.nodes[i].reads.clear();
         self.nodes[i].restart_at_tick = self.tick + self.rng.range(2, 40);
