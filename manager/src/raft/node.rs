@@ -482,7 +482,10 @@ impl Raft {
         Ok(())
     }
 
-    /// Proposes application data; returns the index it will have if committed.
+    /// Proposes application data; returns the index it will have if
+    /// committed. The proposal committed iff the entry applied at that index
+    /// carries the term the leader had when proposing (`term()`); a leader
+    /// change may replace it with another entry.
     pub fn propose(&mut self, data: Vec<u8>) -> Result<u64, ProposeError> {
         self.check_can_propose(data.len() as u64)?;
         Ok(self.append_new(EntryKind::Normal(data)))
