@@ -47,11 +47,8 @@ impl Drop for Registry {
 
 fn multi_arch_archive() -> std::path::PathBuf {
     let out = std::env::temp_dir().join(format!("shoal-it-multi-{}.tar", std::process::id()));
-    let st = Command::new(root().join("tests/lib/mkindex.sh"))
-        .arg(&out)
-        .args(["linux/amd64", "linux/arm64", "linux/arm/v7"])
-        .status()
-        .unwrap();
+    let st =
+        Command::new(root().join("tests/lib/mkindex.sh")).arg(&out).args(["linux/amd64", "linux/arm64", "linux/arm/v7"]).status().unwrap();
     assert!(st.success(), "mkindex.sh failed");
     out
 }

@@ -65,14 +65,32 @@ pub struct Config {
 
 /// Something for the loop to handle.
 pub(crate) enum Event {
-    Control { req: Request, reply: Sender<Reply> },
-    Resolved { result: Result<(Box<ServiceSpec>, Vec<String>), Box<Reply>>, reply: Sender<Reply> },
+    Control {
+        req: Request,
+        reply: Sender<Reply>,
+    },
+    Resolved {
+        result: Result<(Box<ServiceSpec>, Vec<String>), Box<Reply>>,
+        reply: Sender<Reply>,
+    },
     Tick,
     Exit(Exit),
-    Listed { epoch: u64, result: Result<Vec<Observed>, RuntimeError> },
-    Started { task: Box<Task>, result: Result<(), RuntimeError> },
-    Stopped { id: String, result: Result<Option<i32>, RuntimeError> },
-    Removed { id: String, ok: bool },
+    Listed {
+        epoch: u64,
+        result: Result<Vec<Observed>, RuntimeError>,
+    },
+    Started {
+        task: Box<Task>,
+        result: Result<(), RuntimeError>,
+    },
+    Stopped {
+        id: String,
+        result: Result<Option<i32>, RuntimeError>,
+    },
+    Removed {
+        id: String,
+        ok: bool,
+    },
     /// A reply was sent from outside the loop; nothing to do but converge.
     Replied,
     Signal,

@@ -145,7 +145,10 @@ fn garbage_on_the_socket_gets_an_error_not_a_crash() {
 fn a_failed_start_is_tried_once_and_reported() {
     use std::sync::atomic::Ordering;
     let (host, fake) = start("failstart");
-    assert!(matches!(call(&host, Request::SwarmInit { advertise_addr: "127.0.0.1".into(), availability: Availability::Active }), Reply::SwarmInit { .. }));
+    assert!(matches!(
+        call(&host, Request::SwarmInit { advertise_addr: "127.0.0.1".into(), availability: Availability::Active }),
+        Reply::SwarmInit { .. }
+    ));
     fake.fail_starts.store(true, Ordering::SeqCst);
     let mut spec = ServiceSpec::new("bad", "busybox");
     spec.task.restart.condition = shoal_shared::types::RestartCondition::None;
