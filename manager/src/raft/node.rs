@@ -401,18 +401,11 @@ impl Raft {
     /// durable on its own (Shoal's store shares the redb file): committed
     /// entries up to `applied` are not handed out again.
     pub fn restore_applied(cfg: Config, p: Persisted, applied: u64) -> Result<Raft, RestoreError> {
-<<<<<<< HEAD
-        if applied < p.snapshot.meta.index || applied > p.hard_state.commit {
-            return Err(RestoreError::Inconsistent("applied index outside snapshot..=commit"));
-=======
         // The stored commit may lag what the application applied (commit-only
         // updates are not fsynced), but anything applied was committed.
         let last = p.prev_index.saturating_add(p.entries.len() as u64);
         if applied < p.snapshot.meta.index || applied > last {
-            return Err(RestoreError::Inconsistent(
-                "applied index outside the stored log",
-            ));
->>>>>>> raft
+            return Err(RestoreError::Inconsistent("applied index outside the stored log"));
         }
         let mut raft = Raft::restore(cfg, p)?;
         raft.log.commit = raft.log.commit.max(applied);
@@ -496,10 +489,7 @@ impl Raft {
                     }
                     // A voter that cannot vote sensibly yet would only hurt
                     // availability: promote once it holds everything committed.
-                    let caught_up = self
-                        .progress
-                        .get(&id)
-                        .is_some_and(|p| p.match_index >= self.log.commit);
+                    let caught_up = self.progress.get(&id).is_some_and(|p| p.match_index >= self.log.commit);
                     if !caught_up {
                         return Err(ProposeError::InvalidConfChange("learner has not caught up"));
                     }
@@ -625,8 +615,7 @@ impl Raft {
             self.prev_soft = soft;
         }
         let hard = self.hard_state();
-        let term_or_vote_changed =
-            hard.term != self.prev_hard.term || hard.vote != self.prev_hard.vote;
+        let term_or_vote_changed = hard.term != self.prev_hard.term || hard.vote != self.prev_hard.vote;
         if hard != self.prev_hard {
             rd.hard_state = Some(hard);
             self.prev_hard = hard;
@@ -648,11 +637,8 @@ impl Raft {
             self.log.applied_handed = self.log.commit;
         }
         rd.read_states = std::mem::take(&mut self.read_states);
-        rd.must_sync = term_or_vote_changed
-            || !rd.entries.is_empty()
-            || rd.snapshot.is_some()
-            || rd.compaction.is_some()
-            || rd.conf_state.is_some();
+        rd.must_sync =
+            term_or_vote_changed || !rd.entries.is_empty() || rd.snapshot.is_some() || rd.compaction.is_some() || rd.conf_state.is_some();
         rd
     }
 

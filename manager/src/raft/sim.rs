@@ -43,9 +43,6 @@ pub struct SimOptions {
 impl SimOptions {
     /// The default workload for `nodes` managers.
     pub fn new(nodes: u64) -> SimOptions {
-<<<<<<< HEAD
-        SimOptions { nodes, fault_ticks: 250, settle_ticks: 150, clients: 3, keys: 3, bugs: BugFlags::default(), trace: false }
-=======
         SimOptions {
             nodes,
             fault_ticks: 250,
@@ -56,7 +53,6 @@ impl SimOptions {
             trace: false,
             edge_profile: false,
         }
->>>>>>> raft
     }
 }
 
@@ -471,11 +467,8 @@ impl World {
             }
             // Adversarial timing: a node that just voted crashes right after
             // replying (its vote must have been made durable first).
-            let voted = rd
-                .hard_state
-                .is_some_and(|h| h.vote != 0 && h.vote != self.nodes[i].disk.p.hard_state.vote);
-            let crash_after =
-                voted && self.faults && self.rng.chance(1, 2 * self.isolate_leader_one_in);
+            let voted = rd.hard_state.is_some_and(|h| h.vote != 0 && h.vote != self.nodes[i].disk.p.hard_state.vote);
+            let crash_after = voted && self.faults && self.rng.chance(1, 2 * self.isolate_leader_one_in);
             if !rd.must_sync {
                 let only_commit = rd.entries.is_empty()
                     && rd.snapshot.is_none()
@@ -486,9 +479,7 @@ impl World {
                         h.term == d.term && h.vote == d.vote
                     });
                 if !only_commit {
-                    self.violation(format!(
-                        "node {id}: a Ready that needs fsync claims it does not"
-                    ));
+                    self.violation(format!("node {id}: a Ready that needs fsync claims it does not"));
                 }
             }
             // 1. persist
@@ -959,11 +950,7 @@ fn check_register(ops: &[HistOp]) -> Result<(), String> {
 }
 
 fn node_config(id: NodeId, seed: u64, opts: &SimOptions) -> Config {
-    let profile = if opts.edge_profile {
-        Config::edge(id, seed)
-    } else {
-        Config::lan(id, seed)
-    };
+    let profile = if opts.edge_profile { Config::edge(id, seed) } else { Config::lan(id, seed) };
     Config {
         // Small limits so compaction, snapshot chunking, batching bounds and
         // the in-flight window are exercised within a few hundred ticks.
@@ -1023,58 +1010,22 @@ mod tests {
 
     #[test]
     fn checker_catches_double_vote() {
-<<<<<<< HEAD
         let bugs = BugFlags { vote_twice: true, ..BugFlags::default() };
-        let r = first_violation(bugs, 600).expect("vote_twice went unnoticed");
-        assert!(r.violations.iter().any(|v| v.contains("election safety")), "{:?}", r.violations);
-=======
-        let bugs = BugFlags {
-            vote_twice: true,
-            ..BugFlags::default()
-        };
         let r = first_violation(bugs, 1500).expect("vote_twice went unnoticed");
-        assert!(
-            r.violations.iter().any(|v| v.contains("election safety")),
-            "{:?}",
-            r.violations
-        );
->>>>>>> raft
+        assert!(r.violations.iter().any(|v| v.contains("election safety")), "{:?}", r.violations);
     }
 
     #[test]
     fn checker_catches_commit_of_old_term() {
-<<<<<<< HEAD
         let bugs = BugFlags { commit_old_term: true, ..BugFlags::default() };
-        let r = first_violation(bugs, 600).expect("commit_old_term went unnoticed");
-        assert!(r.violations.iter().any(|v| v.contains("leader completeness") || v.contains("state machine")), "{:?}", r.violations);
-=======
-        let bugs = BugFlags {
-            commit_old_term: true,
-            ..BugFlags::default()
-        };
         let r = first_violation(bugs, 1500).expect("commit_old_term went unnoticed");
-        assert!(
-            r.violations
-                .iter()
-                .any(|v| v.contains("leader completeness") || v.contains("state machine")),
-            "{:?}",
-            r.violations
-        );
->>>>>>> raft
+        assert!(r.violations.iter().any(|v| v.contains("leader completeness") || v.contains("state machine")), "{:?}", r.violations);
     }
 
     #[test]
     fn checker_catches_vote_lost_on_restart() {
-<<<<<<< HEAD
         let bugs = BugFlags { forget_vote_on_restart: true, ..BugFlags::default() };
-        let r = first_violation(bugs, 600).expect("forget_vote_on_restart went unnoticed");
-=======
-        let bugs = BugFlags {
-            forget_vote_on_restart: true,
-            ..BugFlags::default()
-        };
         let r = first_violation(bugs, 1500).expect("forget_vote_on_restart went unnoticed");
->>>>>>> raft
         assert!(!r.violations.is_empty());
     }
 

@@ -134,11 +134,7 @@ impl RaftStorage {
         let mut txn = self.db.begin_write().map_err(db_err)?;
         // A commit-index-only update need not be fsynced: the next durable
         // commit carries it along, and losing it in a crash is safe.
-        let durability = if rd.must_sync {
-            Durability::Immediate
-        } else {
-            Durability::None
-        };
+        let durability = if rd.must_sync { Durability::Immediate } else { Durability::None };
         txn.set_durability(durability).map_err(db_err)?;
         {
             let mut meta = txn.open_table(META).map_err(db_err)?;

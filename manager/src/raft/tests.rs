@@ -519,11 +519,7 @@ fn lan_profile_reelects_within_two_seconds_of_losing_the_leader() {
     // within 2 s (20 ticks of 100 ms), whatever the jitter draws.
     for seed in 0..30u64 {
         let voters = [1, 2, 3];
-        let mut net = Net {
-            nodes: (1..=3)
-                .map(|id| Raft::bootstrap(Config::lan(id, seed * 3 + id), &voters).unwrap())
-                .collect(),
-        };
+        let mut net = Net { nodes: (1..=3).map(|id| Raft::bootstrap(Config::lan(id, seed * 3 + id), &voters).unwrap()).collect() };
         net.elect(1);
         // Heartbeats flow for a while, then node 1 disappears.
         for _ in 0..5 {
@@ -543,10 +539,7 @@ fn lan_profile_reelects_within_two_seconds_of_losing_the_leader() {
             net.node(3).tick();
             net.settle(&[1]);
             ticks_ms += Config::lan(1, 0).tick_ms;
-            assert!(
-                ticks_ms <= 2000,
-                "seed {seed}: no leader after {ticks_ms} ms"
-            );
+            assert!(ticks_ms <= 2000, "seed {seed}: no leader after {ticks_ms} ms");
         }
     }
 }
