@@ -48,6 +48,9 @@ const RELIST_MS: u64 = 2_000;
 const OPS_PER_ENTRY_MAX: usize = 500;
 /// Rounds of orchestrate/schedule/report per event before yielding.
 const CONVERGE_ROUNDS_MAX: usize = 16;
+/// Longest gap between full orchestrate/schedule passes while nothing changes
+/// (restart delays are released by these passes).
+const IDLE_PASS_MS: u64 = 1_000;
 /// Events handled together before one converge (their reports share one fsync).
 const EVENTS_PER_BATCH_MAX: usize = 256;
 /// The swarm port, as Docker's.
@@ -177,6 +180,9 @@ pub(crate) struct Daemon {
     stopping: bool,
     /// Status reports waiting for the next commit (batched per event burst).
     pending: Vec<Op>,
+    /// State index and time of the last orchestrate/schedule pass.
+    passed_index: u64,
+    passed_at: Instant,
 }
 
 impl Daemon {
@@ -199,6 +205,8 @@ impl Daemon {
             last_list: Instant::now(),
             stopping: false,
             pending: Vec::new(),
+            passed_index: u64::MAX,
+            passed_at: Instant::now(),
         };
         d.refresh_self_node()?;
         Ok(d)
@@ -358,10 +366,19 @@ impl Daemon {
             }
             let now = self.now();
             let mut ops = Vec::new();
-            if self.store.state().cluster.is_some() {
+            // Orchestrate and schedule only when the state moved, or once per
+            // IDLE_PASS_MS for time-based work (restart delays): a pass over a
+            // large state is not free, and ticks come every TICK_MS.
+            let index = self.store.state().applied_index;
+            let due = index != self.passed_index || self.passed_at.elapsed() >= Duration::from_millis(IDLE_PASS_MS);
+            if self.store.state().cluster.is_some() && due {
                 ops = orchestrator::reconcile(self.store.state(), now, &mut self.rng);
                 if ops.is_empty() {
                     ops = scheduler::schedule(self.store.state(), now);
+                }
+                if ops.is_empty() {
+                    self.passed_index = index;
+                    self.passed_at = Instant::now();
                 }
             }
             for action in self.worker.plan(self.store.state(), now) {
