@@ -17,13 +17,16 @@ SECS=${1:-5}
 BYTES=128
 
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/shoal-etcd-bench.XXXXXX")
-PIDS=()
+PIDS=()   # etcd members
+BENCH_PID= # the benchmark running now, if any
 cleanup() {
-  # SIGTERM, up to 10 s for a graceful stop (a stopping leader first tries
-  # to hand over leadership), then SIGKILL; the data is thrown away anyway.
+  [ -n "$BENCH_PID" ] && kill "$BENCH_PID" 2>/dev/null || true
+  # SIGTERM, up to 3 s for a graceful stop (a stopping etcd leader first
+  # tries to hand leadership to peers that are stopping too), then SIGKILL;
+  # the data is thrown away anyway.
   if [ ${#PIDS[@]} -gt 0 ]; then
     kill "${PIDS[@]}" 2>/dev/null || true
-    for _ in $(seq 100); do
+    for _ in $(seq 30); do
       alive=0
       for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
       [ $alive = 1 ] || break
@@ -38,6 +41,19 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# Runs a benchmark in the background and waits for it, so that a signal is
+# handled at once (bash defers traps until a foreground child exits); its
+# output goes to FILE and is shown when it ends.
+run_bench() { # FILE CMD...
+  local file=$1 rc=0
+  shift
+  "$@" >"$file" &
+  BENCH_PID=$!
+  wait $BENCH_PID || rc=$?
+  BENCH_PID=
+  cat "$file"
+  return $rc
+}
 
 if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
   echo "== installing etcd-server etcd-client"
@@ -51,7 +67,7 @@ cargo build --release -q -p shoal-manager --example raft_bench --example etcd_lo
 BIN=$PWD/target/release/examples
 
 echo "== Shoal raft ($SECS s per run)"
-"$BIN/raft_bench" --secs "$SECS" --bytes "$BYTES" | tee "$DIR/shoal.txt"
+run_bench "$DIR/shoal.txt" "$BIN/raft_bench" --secs "$SECS" --bytes "$BYTES"
 
 # Six free loopback ports: client/peer for each member.
 listening() { ss -Hltn | awk '{print $4}' | grep -q ":$1\$"; }
@@ -89,7 +105,7 @@ done
 [ $healthy = 1 ] || { echo "etcd cluster not healthy within 30 s:" >&2; tail -5 "$DIR"/m*.log >&2; exit 1; }
 
 echo "== etcd ($SECS s per run)"
-timeout $((4 * SECS + 60)) "$BIN/etcd_load" --endpoints "$ENDPOINTS" --secs "$SECS" --bytes "$BYTES" | tee "$DIR/etcd.txt"
+run_bench "$DIR/etcd.txt" timeout $((4 * SECS + 60)) "$BIN/etcd_load" --endpoints "$ENDPOINTS" --secs "$SECS" --bytes "$BYTES"
 
 # "clients= 1:     1234 commits/s, p50   1.23 ms, p99   4.56 ms (6170 commits)"
 fields() { # FILE CLIENTS -> "rate p50 p99"
