@@ -44,6 +44,8 @@ const RUNTIME_CALLS_MAX: usize = 8;
 const TICK_MS: u64 = 100;
 /// Full container listing to catch missed exit events.
 const RELIST_MS: u64 = 2_000;
+/// How often task logs are checked against their size limit.
+const LOG_ROTATE_CHECK_MS: u64 = 10_000;
 /// Ops per log entry; larger batches are split.
 const OPS_PER_ENTRY_MAX: usize = 500;
 /// Rounds of orchestrate/schedule/report per event before yielding.
@@ -183,6 +185,7 @@ pub(crate) struct Daemon {
     /// State index and time of the last orchestrate/schedule pass.
     passed_index: u64,
     passed_at: Instant,
+    logs_checked_at: Instant,
 }
 
 impl Daemon {
@@ -207,6 +210,7 @@ impl Daemon {
             pending: Vec::new(),
             passed_index: u64::MAX,
             passed_at: Instant::now(),
+            logs_checked_at: Instant::now(),
         };
         d.refresh_self_node()?;
         Ok(d)
@@ -289,6 +293,19 @@ impl Daemon {
                 // One raft tick per loop tick (both 100 ms); a lone manager has no peers to message.
                 if let Err(e) = self.store.tick() {
                     crate::log!("ERROR", "raft tick failed: {e}");
+                }
+                if self.logs_checked_at.elapsed() >= Duration::from_millis(LOG_ROTATE_CHECK_MS) {
+                    self.logs_checked_at = Instant::now();
+                    let dir = self.cfg.data_dir.join("logs");
+                    self.spawn_runtime(
+                        move |_| service::rotate_logs(&dir, service::LOG_BYTES_MAX),
+                        |n| {
+                            if n > 0 {
+                                crate::log!("INFO", "rotated {n} task log(s) over {} MiB", service::LOG_BYTES_MAX >> 20);
+                            }
+                            Event::Replied
+                        },
+                    );
                 }
                 if !self.listing && self.last_list.elapsed() >= Duration::from_millis(RELIST_MS) {
                     self.relist();

@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
+/// A task log grows to this size before it is rotated (one old file kept).
+pub(crate) const LOG_BYTES_MAX: u64 = 8 * 1024 * 1024;
 /// Log bytes returned per task per request.
 const LOG_CHUNK_BYTES_MAX: u64 = 256 * 1024;
 /// How far back `--tail` looks for line starts.
@@ -104,6 +106,30 @@ fn logs(state: &State, service_id: &str, name: &str, data_dir: &Path, tail_lines
         }
     }
     Reply::Logs { chunks, cursor: next }
+}
+
+/// Rotates every task log over `max_bytes`: the file moves to `<name>.1`
+/// (replacing the previous one) and a fresh empty file takes its place. The
+/// runtime's shim writes with `O_APPEND` to the path it opened, so the copy
+/// is made first and the live file is truncated in place. Returns how many
+/// logs were rotated.
+pub(crate) fn rotate_logs(dir: &Path, max_bytes: u64) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut rotated = 0;
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().and_then(|x| x.to_str()) != Some("log") {
+            continue;
+        }
+        if e.metadata().map(|m| m.len()).unwrap_or(0) <= max_bytes {
+            continue;
+        }
+        let old = path.with_extension("log.1");
+        if std::fs::copy(&path, &old).is_ok() && std::fs::OpenOptions::new().write(true).open(&path).and_then(|f| f.set_len(0)).is_ok() {
+            rotated += 1;
+        }
+    }
+    rotated
 }
 
 /// The slot part of a task name: the slot number, or the node id for global services.
@@ -277,6 +303,23 @@ pub(crate) fn start_spec(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn big_logs_rotate_and_small_ones_stay() {
+        let dir = std::env::temp_dir().join(format!("shoal-rotate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.log"), vec![b'x'; 100]).unwrap();
+        std::fs::write(dir.join("b.log"), b"small").unwrap();
+        std::fs::write(dir.join("c.txt"), vec![b'x'; 100]).unwrap();
+        assert_eq!(rotate_logs(&dir, 50), 1);
+        assert_eq!(std::fs::metadata(dir.join("a.log")).unwrap().len(), 0);
+        assert_eq!(std::fs::metadata(dir.join("a.log.1")).unwrap().len(), 100);
+        assert_eq!(std::fs::read(dir.join("b.log")).unwrap(), b"small");
+        assert_eq!(std::fs::metadata(dir.join("c.txt")).unwrap().len(), 100, "only task logs");
+        assert_eq!(rotate_logs(&dir, 50), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn default_tags() {
