@@ -297,8 +297,9 @@ impl Daemon {
                 if self.logs_checked_at.elapsed() >= Duration::from_millis(LOG_ROTATE_CHECK_MS) {
                     self.logs_checked_at = Instant::now();
                     let dir = self.cfg.data_dir.join("logs");
+                    let known: std::collections::BTreeSet<String> = self.store.state().tasks.keys().cloned().collect();
                     self.spawn_runtime(
-                        move |_| service::rotate_logs(&dir, service::LOG_BYTES_MAX),
+                        move |_| service::rotate_logs(&dir, &known, service::LOG_BYTES_MAX),
                         |n| {
                             if n > 0 {
                                 crate::log!("INFO", "rotated {n} task log(s) over {} MiB", service::LOG_BYTES_MAX >> 20);

@@ -108,18 +108,25 @@ fn logs(state: &State, service_id: &str, name: &str, data_dir: &Path, tail_lines
     Reply::Logs { chunks, cursor: next }
 }
 
-/// Rotates every task log over `max_bytes`: the file moves to `<name>.1`
-/// (replacing the previous one) and a fresh empty file takes its place. The
-/// runtime's shim writes with `O_APPEND` to the path it opened, so the copy
-/// is made first and the live file is truncated in place. Returns how many
-/// logs were rotated.
-pub(crate) fn rotate_logs(dir: &Path, max_bytes: u64) -> usize {
+/// Tidies task logs: deletes those of tasks the state no longer has
+/// (`<id>.log` and `<id>.log.1`), and rotates every log over `max_bytes`:
+/// the file is copied to `<id>.log.1` (replacing the previous one) and
+/// truncated in place, because the runtime's shim keeps writing with
+/// `O_APPEND` to the path it opened. Returns how many logs were rotated.
+pub(crate) fn rotate_logs(dir: &Path, known: &std::collections::BTreeSet<String>, max_bytes: u64) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     let mut rotated = 0;
     for e in entries.flatten() {
         let path = e.path();
-        if path.extension().and_then(|x| x.to_str()) != Some("log") {
-            continue;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let id = name.strip_suffix(".log.1").or_else(|| name.strip_suffix(".log"));
+        match id {
+            Some(id) if !known.contains(id) => {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            Some(_) if name.ends_with(".log") => {}
+            _ => continue,
         }
         if e.metadata().map(|m| m.len()).unwrap_or(0) <= max_bytes {
             continue;
@@ -312,12 +319,17 @@ mod tests {
         std::fs::write(dir.join("a.log"), vec![b'x'; 100]).unwrap();
         std::fs::write(dir.join("b.log"), b"small").unwrap();
         std::fs::write(dir.join("c.txt"), vec![b'x'; 100]).unwrap();
-        assert_eq!(rotate_logs(&dir, 50), 1);
+        let known: std::collections::BTreeSet<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+        std::fs::write(dir.join("gone.log"), b"old task").unwrap();
+        std::fs::write(dir.join("gone.log.1"), b"older").unwrap();
+        assert_eq!(rotate_logs(&dir, &known, 50), 1);
+        assert!(!dir.join("gone.log").exists() && !dir.join("gone.log.1").exists(), "logs of deleted tasks go");
         assert_eq!(std::fs::metadata(dir.join("a.log")).unwrap().len(), 0);
         assert_eq!(std::fs::metadata(dir.join("a.log.1")).unwrap().len(), 100);
         assert_eq!(std::fs::read(dir.join("b.log")).unwrap(), b"small");
         assert_eq!(std::fs::metadata(dir.join("c.txt")).unwrap().len(), 100, "only task logs");
-        assert_eq!(rotate_logs(&dir, 50), 0);
+        assert_eq!(rotate_logs(&dir, &known, 50), 0);
+        assert!(dir.join("a.log.1").exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
