@@ -13,6 +13,8 @@ use std::path::Path;
 
 /// A task log grows to this size before it is rotated (one old file kept).
 pub(crate) const LOG_BYTES_MAX: u64 = 8 * 1024 * 1024;
+/// A log of an unknown task is deleted once untouched this long.
+const ORPHAN_LOG_IDLE_MS: u64 = 60_000;
 /// Log bytes returned per task per request.
 const LOG_CHUNK_BYTES_MAX: u64 = 256 * 1024;
 /// How far back `--tail` looks for line starts.
@@ -122,7 +124,12 @@ pub(crate) fn rotate_logs(dir: &Path, known: &std::collections::BTreeSet<String>
         let id = name.strip_suffix(".log.1").or_else(|| name.strip_suffix(".log"));
         match id {
             Some(id) if !known.contains(id) => {
-                let _ = std::fs::remove_file(&path);
+                // `known` may be older than a task that just started: only
+                // files untouched for a while are orphans.
+                let idle = e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+                if idle.is_some_and(|d| d >= std::time::Duration::from_millis(ORPHAN_LOG_IDLE_MS)) {
+                    let _ = std::fs::remove_file(&path);
+                }
                 continue;
             }
             Some(_) if name.ends_with(".log") => {}
@@ -320,10 +327,15 @@ mod tests {
         std::fs::write(dir.join("b.log"), b"small").unwrap();
         std::fs::write(dir.join("c.txt"), vec![b'x'; 100]).unwrap();
         let known: std::collections::BTreeSet<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
-        std::fs::write(dir.join("gone.log"), b"old task").unwrap();
-        std::fs::write(dir.join("gone.log.1"), b"older").unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for f in ["gone.log", "gone.log.1"] {
+            std::fs::write(dir.join(f), b"old task").unwrap();
+            std::fs::File::options().write(true).open(dir.join(f)).unwrap().set_modified(old).unwrap();
+        }
+        std::fs::write(dir.join("fresh.log"), b"a task that started after `known` was taken").unwrap();
         assert_eq!(rotate_logs(&dir, &known, 50), 1);
         assert!(!dir.join("gone.log").exists() && !dir.join("gone.log.1").exists(), "logs of deleted tasks go");
+        assert!(dir.join("fresh.log").exists(), "a fresh unknown log stays");
         assert_eq!(std::fs::metadata(dir.join("a.log")).unwrap().len(), 0);
         assert_eq!(std::fs::metadata(dir.join("a.log.1")).unwrap().len(), 100);
         assert_eq!(std::fs::read(dir.join("b.log")).unwrap(), b"small");
