@@ -160,6 +160,23 @@ impl State {
                 t.not_before = 0;
                 touch(&mut t.meta, index, at);
             }
+            Op::SetUpdateStatus { id, status } => {
+                let s = self.services.get_mut(id).ok_or_else(|| missing("service", id))?;
+                s.update_status = Some(status.clone());
+                touch(&mut s.meta, index, at);
+            }
+            Op::RollbackService { id, status } => {
+                let s = self.services.get_mut(id).ok_or_else(|| missing("service", id))?;
+                let prev = s.previous_spec.take().ok_or_else(|| missing("previous spec of service", id))?;
+                s.spec = prev;
+                s.update_status = Some(status.clone());
+                touch(&mut s.meta, index, at);
+            }
+            Op::SetNodeLabels { id, labels } => {
+                let n = self.nodes.get_mut(id).ok_or_else(|| missing("node", id))?;
+                n.labels = labels.clone();
+                touch(&mut n.meta, index, at);
+            }
         }
         Ok(())
     }
@@ -238,7 +255,13 @@ pub(crate) mod tests {
     use shoal_shared::types::{ServiceSpec, TaskStatus};
 
     pub(crate) fn service(id: &str, name: &str) -> Service {
-        Service { id: id.into(), meta: Default::default(), spec: ServiceSpec::new(name, "busybox"), previous_spec: None }
+        Service {
+            id: id.into(),
+            meta: Default::default(),
+            spec: ServiceSpec::new(name, "busybox"),
+            previous_spec: None,
+            update_status: None,
+        }
     }
 
     pub(crate) fn task(id: &str, service_id: &str, slot: u64) -> Task {

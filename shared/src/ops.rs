@@ -9,7 +9,7 @@
 //! append only.
 
 use crate::task::TaskState;
-use crate::types::{Availability, Cluster, Node, NodeState, Service, Task, TaskStatus};
+use crate::types::{Availability, Cluster, Node, NodeState, Service, Task, TaskStatus, UpdateStatus};
 use serde::{Deserialize, Serialize};
 
 /// Version of the entry encoding; bump on incompatible change.
@@ -61,6 +61,22 @@ pub enum Op {
     /// Release a restart-delayed task to run.
     ReleaseTask {
         id: String,
+    },
+    /// Updater: record a rolling update's progress.
+    SetUpdateStatus {
+        id: String,
+        status: UpdateStatus,
+    },
+    /// Updater: automatic rollback. The previous spec becomes the spec and
+    /// is cleared (swarmkit's `rollbackUpdate`); skipped when there is none.
+    RollbackService {
+        id: String,
+        status: UpdateStatus,
+    },
+    /// Replace a node's user labels (`node update --label-add/--label-rm`).
+    SetNodeLabels {
+        id: String,
+        labels: std::collections::BTreeMap<String, String>,
     },
 }
 
