@@ -24,8 +24,11 @@
 //!   old one has stopped; start-first: the new one is created desired
 //!   `Running` and the old one is shut down once the new one runs;
 //! - a failure is one of the update's tasks ending (`Failed`, `Rejected`, or
-//!   `Complete`: "failure or early termination") within `monitor` of its
-//!   creation. When failed slots / updated slots exceeds `max_failure_ratio`
+//!   `Complete`: "failure or early termination") while the update is in
+//!   progress, which lasts until `monitor` after its last task settled (so
+//!   every task is watched for at least `monitor`; swarmkit watches each task
+//!   for exactly `monitor` after it starts, which needs a start time the
+//!   task status does not keep). When failed slots / updated slots exceeds `max_failure_ratio`
 //!   the failure action applies: `pause` (state `paused` or, during a
 //!   rollback, `rollback_paused`), `continue`, or `rollback` (the previous
 //!   spec comes back and is cleared, rolled out with the rollback config; a
@@ -58,7 +61,7 @@ struct SlotView<'a> {
     new: Option<&'a Task>,
     /// Tasks this update created in the slot, oldest first.
     mine: Vec<&'a Task>,
-    /// The first of `mine` that failed within the monitor window.
+    /// The first of `mine` that failed.
     failed: Option<&'a Task>,
 }
 
@@ -66,9 +69,8 @@ fn runnable(t: &Task) -> bool {
     t.desired_state <= TaskState::Running
 }
 
-fn is_failure(t: &Task, monitor_ns: u64) -> bool {
+fn is_failure(t: &Task) -> bool {
     matches!(t.status.state, TaskState::Complete | TaskState::Failed | TaskState::Rejected)
-        && t.status.timestamp.saturating_sub(t.meta.created_at) <= monitor_ns
 }
 
 /// Whether any slot runs a task spec other than the service's.
@@ -101,7 +103,7 @@ pub fn update(service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, now: Uni
             let old = tasks.iter().copied().find(|t| runnable(t) && &t.spec != target);
             let new = tasks.iter().rev().copied().find(|t| runnable(t) && &t.spec == target);
             let mine: Vec<&Task> = tasks.iter().copied().filter(|t| &t.spec == target && t.meta.created_at >= status.started_at).collect();
-            let failed = mine.iter().copied().find(|t| is_failure(t, cfg.monitor_ns));
+            let failed = mine.iter().copied().find(|t| is_failure(t));
             SlotView { old, new, mine, failed }
         })
         .collect();

@@ -18,6 +18,7 @@ mod server;
 mod service;
 #[cfg(test)]
 mod tests;
+mod update;
 
 use crate::host;
 use crate::runtime::{Exit, Observed, Runtime, RuntimeError};
@@ -67,6 +68,7 @@ pub struct Config {
 pub(crate) enum Event {
     Control { req: Request, reply: Sender<Reply> },
     Resolved { result: Result<(Box<ServiceSpec>, Vec<String>), Box<Reply>>, reply: Sender<Reply> },
+    ResolvedUpdate { service: String, result: Result<(Box<ServiceSpec>, Vec<String>), Box<Reply>>, reply: Sender<Reply> },
     Tick,
     Exit(Exit),
     Listed { epoch: u64, result: Result<Vec<Observed>, RuntimeError> },
@@ -257,6 +259,10 @@ impl Daemon {
                 };
                 let _ = reply.try_send(r);
             }
+            Event::ResolvedUpdate { service, result, reply } => {
+                let r = self.finish_update(service, result);
+                let _ = reply.try_send(r);
+            }
             Event::Tick => {
                 // One raft tick per loop tick (both 100 ms); a lone manager has no peers to message.
                 if let Err(e) = self.store.tick() {
@@ -429,6 +435,11 @@ impl Daemon {
             Request::ServiceScale { service, replicas } => {
                 self.write(control::scale_service(self.store.state(), &service, replicas).map(|ops| (ops, Reply::Ok)))
             }
+            Request::ServiceUpdate { service, spec, rollback } => {
+                self.service_update(service, spec, rollback, reply);
+                return;
+            }
+            Request::NodeUpdate { node, availability, label_add, label_rm } => self.node_update(node, availability, label_add, label_rm),
             Request::ServiceRemove { service } => {
                 self.write(control::remove_service(self.store.state(), &service).map(|(ops, name)| (ops, Reply::Removed(vec![name]))))
             }
