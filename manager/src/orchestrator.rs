@@ -199,9 +199,17 @@ fn place_global(state: &State, service: &Service, slots: &BTreeMap<SlotKey, Vec<
             ops.push(Op::CreateTask(new_task(service, 0, node, rng, 0)));
         }
     }
+    // Pause only stops new tasks: a paused node that is otherwise eligible keeps its task.
+    let paused_but_fit = |id: &str| {
+        state.nodes.get(id).is_some_and(|n| {
+            let mut active = n.clone();
+            active.availability = Availability::Active;
+            n.availability == Availability::Pause && scheduler::eligible(&active, &service.spec.task.placement).is_ok()
+        })
+    };
     for (key, slot) in slots {
         let SlotKey::Node(node) = key else { continue };
-        if eligible.contains(node.as_str()) {
+        if eligible.contains(node.as_str()) || paused_but_fit(node) {
             continue;
         }
         if let Some(t) = runnable_task(slot) {

@@ -621,6 +621,29 @@ mod tests {
     }
 
     #[test]
+    fn global_tasks_stay_on_paused_nodes_and_leave_drained_ones() {
+        let mut sim = Sim::new(1, |s| s.mode = ServiceMode::Global);
+        assert_eq!(sim.running(), (1, 0));
+        let id = sim.live_ids()[0].clone();
+        for (availability, live) in [(Availability::Pause, 1), (Availability::Drain, 0), (Availability::Active, 1)] {
+            let ops = control::update_node(&sim.s, "n1", "self", Some(availability), &[], &[]).unwrap();
+            sim.apply(ops);
+            sim.settle();
+            assert_eq!(sim.running(), (live, 0), "{availability:?}");
+        }
+        assert!(!sim.live_ids().contains(&id), "a new task after the drain");
+        // Rolling updates work per node for global services too.
+        sim.update(env("2"));
+        sim.run_for(2 * S);
+        assert_eq!(sim.state(), Some(UpdateState::Completed));
+        assert_eq!(sim.running(), (1, 0));
+        assert_eq!(
+            sim.s.tasks.values().filter(|t| t.desired_state == TaskState::Running).map(|t| t.node_id.as_str()).collect::<Vec<_>>(),
+            vec!["n1"]
+        );
+    }
+
+    #[test]
     fn node_labels_add_and_remove() {
         let mut sim = Sim::new(0, |_| {});
         let add = [("zone".to_string(), "edge".to_string()), ("tier".to_string(), "a".to_string())];

@@ -93,6 +93,18 @@ fn update_replaces_every_task_in_batches_and_keeps_history() {
     assert_eq!(forced.len(), 5);
     assert!(forced.is_disjoint(&five), "--force replaced all tasks");
     assert_eq!(inspect(&n, "web")["Spec"]["TaskTemplate"]["ForceUpdate"], 1);
+
+    // --image resolves like create: the same image pins the same digest, so nothing is replaced.
+    let image = inspect(&n, "web")["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].clone();
+    let r = n.shoal(&["service", "update", "--image", "shoal.test/busybox", "web"]).ok();
+    assert!(r.stdout.contains("verify: Service converged"), "{}", r.stdout);
+    assert_eq!(inspect(&n, "web")["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"], image);
+    assert_eq!(running_ids(&n, "web"), forced);
+    // A bad update is refused and changes nothing.
+    let version = inspect(&n, "web")["Version"]["Index"].clone();
+    let r = n.shoal(&["service", "update", "--constraint-add", "node.colour==red", "web"]);
+    assert!(r.code == 1 && r.stderr.contains("invalid constraint key"), "{}", r.stderr);
+    assert_eq!(inspect(&n, "web")["Version"]["Index"], version);
 }
 
 #[test]
