@@ -317,7 +317,10 @@ pub(crate) mod tests {
     #[test]
     fn snapshot_round_trip_and_corruption() {
         let mut s = State::default();
-        s.apply(1, &entry(vec![Op::PutService(service("a", "web")), Op::CreateTask(task("t", "a", 1))]));
+        let mut svc = service("a", "web");
+        svc.previous_spec = Some(ServiceSpec::new("web", "busybox:1"));
+        svc.update_status = Some(shoal_shared::types::UpdateStatus::started(shoal_shared::types::UpdateState::Paused, 7, "paused"));
+        s.apply(1, &entry(vec![Op::PutService(svc), Op::CreateTask(task("t", "a", 1))]));
         let snap = s.snapshot();
         assert_eq!(State::restore(&snap).unwrap(), s);
         assert!(State::restore(&[]).is_err());

@@ -606,6 +606,26 @@ mod tests {
     }
 
     #[test]
+    fn updating_unplaced_tasks_closes_them() {
+        let mut sim = Sim::new(2, |s| s.update.parallelism = 0);
+        let ops = control::update_node(&sim.s, "n1", "self", Some(Availability::Drain), &[], &[]).unwrap();
+        sim.apply(ops);
+        sim.settle();
+        let pending: Vec<String> = sim.live_ids();
+        sim.update(env("2"));
+        sim.run_for(S);
+        for id in &pending {
+            let t = &sim.s.tasks[id];
+            assert_eq!((t.desired_state, t.status.state), (TaskState::Shutdown, TaskState::Shutdown), "{}", t.status.message);
+        }
+        let ops = control::update_node(&sim.s, "n1", "self", Some(Availability::Active), &[], &[]).unwrap();
+        sim.apply(ops);
+        sim.run_for(2 * S);
+        assert_eq!(sim.running(), (2, 0));
+        assert_eq!(sim.state(), Some(UpdateState::Completed));
+    }
+
+    #[test]
     fn pause_stops_new_placements_only() {
         let mut sim = Sim::new(1, |_| {});
         let ops = control::update_node(&sim.s, "n1", "n1", Some(Availability::Pause), &[], &[]).unwrap();

@@ -131,6 +131,17 @@ mod tests {
     fn round_trip_and_hostile_bytes() {
         let e = Entry { at: 42, ops: vec![Op::DeleteTask { id: "t".into() }] };
         assert_eq!(Entry::decode(&e.encode()).unwrap(), e);
+        let status = crate::types::UpdateStatus::started(crate::types::UpdateState::RollbackStarted, 9, "manually requested rollback");
+        let labels = [("zone".to_string(), "edge".to_string())].into_iter().collect();
+        let e = Entry {
+            at: 43,
+            ops: vec![
+                Op::SetUpdateStatus { id: "s".into(), status: status.clone() },
+                Op::RollbackService { id: "s".into(), status },
+                Op::SetNodeLabels { id: "n".into(), labels },
+            ],
+        };
+        assert_eq!(Entry::decode(&e.encode()).unwrap(), e);
         assert_eq!(Entry::decode(&[]), Err(EntryError::Empty));
         assert_eq!(Entry::decode(&[9, 1, 2]), Err(EntryError::Version(9)));
         assert!(matches!(Entry::decode(&[ENTRY_VERSION, 0xff, 0xff, 0xff]), Err(EntryError::Corrupt(_))));
