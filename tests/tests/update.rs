@@ -157,7 +157,12 @@ fn manual_rollback_restores_the_previous_spec() {
     let r = n.shoal(&["service", "update", "--rollback", "--env-add", "X=1", "api"]);
     assert!(r.stderr.contains("other flags may not be combined with --rollback"), "{}", r.stderr);
 
-    n.shoal(&["service", "update", "--env-add", "V=2", "api"]).ok();
+    let before = running_ids(&n, "api");
+    let r = n.shoal(&["service", "update", "--env-add", "V=2", "--update-order", "start-first", "api"]).ok();
+    assert!(r.stdout.contains("verify: Service converged"), "{}", r.stdout);
+    let after = running_ids(&n, "api");
+    assert!(after.len() == 2 && after.is_disjoint(&before), "start-first replaced both: {before:?} -> {after:?}");
+    wait_for("start-first to stop the old tasks", WAIT, || (n.running() == 2).then_some(()));
     let r = n.shoal(&["service", "rollback", "api"]).ok();
     let lines: Vec<&str> = r.stdout.lines().map(str::trim_end).collect();
     assert_eq!(lines.first(), Some(&"api"), "{}", r.stdout);

@@ -645,6 +645,43 @@ mod tests {
     }
 
     #[test]
+    fn create_takes_update_and_rollback_flags() {
+        use clap::Parser;
+        use shoal_shared::types::{FailureAction, UpdateOrder};
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            a: CreateArgs,
+        }
+        let args = [
+            "t",
+            "--name",
+            "web",
+            "--update-parallelism",
+            "3",
+            "--update-delay",
+            "10s",
+            "--update-order",
+            "start-first",
+            "--update-max-failure-ratio",
+            "0.25",
+            "--rollback-failure-action",
+            "continue",
+            "--rollback-monitor",
+            "2s",
+            "busybox",
+        ];
+        let spec = spec_from(T::try_parse_from(args).unwrap().a).unwrap();
+        assert_eq!((spec.update.parallelism, spec.update.delay_ns, spec.update.order), (3, 10_000_000_000, UpdateOrder::StartFirst));
+        assert_eq!(spec.update.max_failure_ratio, 0.25);
+        assert_eq!((spec.rollback.failure_action, spec.rollback.monitor_ns), (FailureAction::Continue, 2_000_000_000));
+        assert_eq!(spec.rollback.parallelism, 1, "untouched fields keep Swarm's defaults");
+        let bad = ["t", "--rollback-failure-action", "rollback", "busybox"];
+        assert!(spec_from(T::try_parse_from(bad).unwrap().a).is_err());
+        assert!(T::try_parse_from(["t", "--update-order", "sideways", "busybox"]).is_err());
+    }
+
+    #[test]
     fn publish_syntax() {
         let p = parse_publish("8080:80").unwrap();
         assert_eq!((p.published_port, p.target_port, p.protocol.as_str()), (8080, 80, "tcp"));
