@@ -73,25 +73,13 @@ fn is_failure(t: &Task) -> bool {
     matches!(t.status.state, TaskState::Complete | TaskState::Failed | TaskState::Rejected)
 }
 
-/// Whether any slot runs a task spec other than the service's.
-pub fn has_dirty(service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>) -> bool {
-    slots.values().flatten().any(|t| runnable(t) && t.spec != service.spec.task)
-}
-
 /// Appends the ops that move `service`'s rolling update along.
 pub fn update(service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, now: UnixNanos, rng: &mut Rng, ops: &mut Vec<Op>) {
+    // Updates start in control (`service update`/`rollback` write the status);
+    // paused, completed or never-updated services are left alone.
     let status = match &service.update_status {
         Some(s) if s.state.in_progress() => s,
-        // Paused: nothing until the next `service update`.
-        Some(s) if matches!(s.state, UpdateState::Paused | UpdateState::RollbackPaused) => return,
-        // Dirty tasks with no update running (not written by control; a safety net).
-        _ => {
-            if has_dirty(service, slots) {
-                let status = UpdateStatus::started(UpdateState::Updating, now, MSG_UPDATING);
-                ops.push(Op::SetUpdateStatus { id: service.id.clone(), status });
-            }
-            return;
-        }
+        _ => return,
     };
     let rolling_back = status.state == UpdateState::RollbackStarted;
     let cfg = if rolling_back { service.spec.rollback } else { service.spec.update };
@@ -147,9 +135,10 @@ pub fn update(service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, now: Uni
         if let Some(old) = v.old {
             if new.status.state == TaskState::Running {
                 ops.push(Op::SetTaskDesired { id: old.id.clone(), desired: TaskState::Shutdown });
-            } else {
+            } else if !new.status.state.is_terminal() {
                 in_flight += 1;
             }
+            // A start-first replacement that died (and is not restarted) leaves the old task running.
             continue;
         }
         if new.desired_state == TaskState::Ready && new.not_before == HELD_BY_UPDATER {
@@ -320,7 +309,8 @@ mod tests {
                 self.log.extend(lines);
                 self.apply(ops);
             }
-            panic!("the simulation did not settle");
+            let ops = reconcile(&self.s, self.now, &mut self.rng);
+            panic!("the simulation did not settle: {ops:?} {:?}", scheduler::schedule(&self.s, self.now));
         }
 
         /// Advances time in 100 ms ticks, settling after each.
@@ -482,6 +472,19 @@ mod tests {
                 _ => {}
             }
         }
+    }
+
+    #[test]
+    fn start_first_keeps_the_old_task_when_the_new_one_dies() {
+        let mut sim = Sim::new(2, |s| {
+            s.update.order = UpdateOrder::StartFirst;
+            s.update.failure_action = FailureAction::Continue;
+            s.task.restart.condition = RestartCondition::None;
+        });
+        sim.update(|s| s.task.container.image = "bad".into());
+        sim.run_for(3 * S);
+        assert_eq!(sim.state(), Some(UpdateState::Completed));
+        assert_eq!(sim.running(), (0, 2), "old tasks keep serving");
     }
 
     #[test]
