@@ -12,3 +12,6 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
 cargo build -q -p shoal-agent
 cargo test --workspace
+# The raft simulator: a few thousand seeded whole-cluster runs with faults
+# (the same command scales to millions: raise --seeds).
+cargo run -q --release -p shoal-manager --example raft_sim -- --seeds 3000 --first-seed 1

@@ -56,21 +56,29 @@ fn node_loop(
             }
             Err(RecvTimeoutError::Disconnected) => break,
         }
-        if is_driver && raft.role() == Role::Leader && raft.status().commit == raft.status().last_index {
-            bench_start.get_or_insert_with(Instant::now);
-        }
-        if is_driver && bench_start.is_some() && raft.role() == Role::Leader {
-            while started.len() < clients {
-                seq += 1;
-                let mut data = seq.to_be_bytes().to_vec();
-                data.resize(payload_bytes.max(8), 0);
-                if raft.propose(data).is_err() {
-                    break;
+        // Top up proposals and drain Readies until neither has work: a
+        // commit frees a client slot, whose next proposal needs a Ready.
+        loop {
+            if is_driver && raft.role() == Role::Leader {
+                let st = raft.status();
+                if st.commit == st.last_index {
+                    bench_start.get_or_insert_with(Instant::now);
                 }
-                started.insert(seq, Instant::now());
             }
-        }
-        while raft.has_ready() {
+            if is_driver && bench_start.is_some() && raft.role() == Role::Leader {
+                while started.len() < clients {
+                    seq += 1;
+                    let mut data = seq.to_be_bytes().to_vec();
+                    data.resize(payload_bytes.max(8), 0);
+                    if raft.propose(data).is_err() {
+                        break;
+                    }
+                    started.insert(seq, Instant::now());
+                }
+            }
+            if !raft.has_ready() {
+                break;
+            }
             let rd = raft.ready();
             // Persist (fsync) before sending: the Ready contract.
             if let Err(e) = storage.persist(&rd) {

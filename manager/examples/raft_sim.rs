@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     let mut first = 0u64;
     let mut trace = false;
     let mut bugs = BugFlags::default();
+    let mut bug_args = String::new();
     let mut k = 0;
     let num = |v: Option<&String>, name: &str| -> u64 {
         match v.and_then(|s| s.parse().ok()) {
@@ -47,7 +48,9 @@ fn main() -> ExitCode {
             }
             "--trace" => trace = true,
             "--bug" => {
-                match args.get(k + 1).map(String::as_str) {
+                let name = args.get(k + 1).map(String::as_str);
+                bug_args.push_str(&format!(" --bug {}", name.unwrap_or("")));
+                match name {
                     Some("vote-twice") => bugs.vote_twice = true,
                     Some("commit-old-term") => bugs.commit_old_term = true,
                     Some("forget-vote") => bugs.forget_vote_on_restart = true,
@@ -88,10 +91,7 @@ fn main() -> ExitCode {
         if !report.violations.is_empty() {
             violations += 1;
             eprintln!("seed {seed} ({} nodes) violated: {}", opts.nodes, report.violations.join("; "));
-            eprintln!(
-                "replay: cargo run --release -p shoal-manager --example raft_sim -- --seed {seed} --trace{}",
-                if bugs == BugFlags::default() { String::new() } else { format!(" (bugs {bugs:?})") }
-            );
+            eprintln!("replay: cargo run --release -p shoal-manager --example raft_sim -- --seed {seed} --trace{bug_args}");
         }
     }
     let secs = start.elapsed().as_secs_f64();

@@ -4,7 +4,13 @@
 //! run in swarmkit's order: ready and active, resources, constraints,
 //! platform, max replicas per node. Among the nodes that pass, spread wins:
 //! fewest tasks of this service, then fewest tasks overall, then node id (so
-//! equal inputs give equal placements). A task that fits nowhere goes to
+//! equal inputs give equal placements).
+//!
+//! Cost: tasks are placed group by group (same service and spec version).
+//! The node-only filters run once per group; the nodes that pass sit in an
+//! ordered set keyed by spread rank, so each placement is O(log nodes). A
+//! node dropped from a group for resources or max replicas stays dropped for
+//! the rest of the pass, which is exact because loads only grow in a pass. A task that fits nowhere goes to
 //! `Pending` with an explanation naming each filter that failed, e.g.
 //! `no suitable node (max replicas per node limit exceed; scheduling
 //! constraints not satisfied on 1 node)`, and is retried on every pass.
@@ -16,7 +22,7 @@ use shoal_shared::clock::UnixNanos;
 use shoal_shared::ops::Op;
 use shoal_shared::task::TaskState;
 use shoal_shared::types::{Availability, Node, NodeRole, NodeState, Placement, ResourceSet, Task, TaskStatus};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Why a node was filtered out, in filter order (the order of explanations).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -110,19 +116,37 @@ impl Constraint {
 
 /// Node-only filters (no per-task counting): readiness, constraints, platform.
 pub fn eligible(node: &Node, placement: &Placement) -> Result<(), Filtered> {
-    if node.state != NodeState::Ready || node.availability != Availability::Active {
-        return Err(Filtered::NotReady);
+    Compiled::new(placement).check(node)
+}
+
+/// A placement with its constraints parsed once.
+struct Compiled<'p> {
+    placement: &'p Placement,
+    /// `None` when a constraint does not parse: then it matches no node
+    /// (constraints are validated at creation, so this is old or bad data).
+    constraints: Option<Vec<Constraint>>,
+}
+
+impl<'p> Compiled<'p> {
+    fn new(placement: &'p Placement) -> Compiled<'p> {
+        let constraints = placement.constraints.iter().map(|c| Constraint::parse(c).ok()).collect();
+        Compiled { placement, constraints }
     }
-    for c in &placement.constraints {
-        // Constraints are validated at service creation; an unparsable one matches nothing.
-        if !Constraint::parse(c).is_ok_and(|c| c.matches(node)) {
-            return Err(Filtered::Constraints);
+
+    fn check(&self, node: &Node) -> Result<(), Filtered> {
+        if node.state != NodeState::Ready || node.availability != Availability::Active {
+            return Err(Filtered::NotReady);
         }
+        match &self.constraints {
+            Some(cs) if cs.iter().all(|c| c.matches(node)) => {}
+            _ => return Err(Filtered::Constraints),
+        }
+        let platforms = &self.placement.platforms;
+        if !platforms.is_empty() && !platforms.iter().any(|p| p.runs_on(&node.description.platform)) {
+            return Err(Filtered::Platform);
+        }
+        Ok(())
     }
-    if !placement.platforms.is_empty() && !placement.platforms.iter().any(|p| p.runs_on(&node.description.platform)) {
-        return Err(Filtered::Platform);
-    }
-    Ok(())
 }
 
 /// Per-node bookkeeping during one scheduling pass.
@@ -145,6 +169,7 @@ pub fn schedule(state: &State, now: UnixNanos) -> Vec<Op> {
         }
     }
     let mut ops = Vec::new();
+    let mut unplaced: Vec<&Task> = Vec::new();
     for t in state.tasks.values() {
         if t.node_id.is_empty() && t.status.state <= TaskState::Pending && t.desired_state == TaskState::Shutdown {
             // Never placed, now unwanted (an update or a drain replaced it): no agent will
@@ -158,24 +183,63 @@ pub fn schedule(state: &State, now: UnixNanos) -> Vec<Op> {
         if t.status.state > TaskState::Pending || t.desired_state > TaskState::Running {
             continue;
         }
-        if !t.node_id.is_empty() {
-            // Pre-bound (global) tasks: assign if the node still fits; the
-            // orchestrator removes them otherwise.
-            if let Some(n) = state.nodes.get(&t.node_id) {
-                if eligible(n, &t.spec.placement).is_ok() && fits(n, t, &load[n.id.as_str()]) {
-                    ops.push(assign(t, &n.id, now));
-                    continue;
-                }
-            }
+        if t.node_id.is_empty() {
+            unplaced.push(t);
             continue;
         }
-        match pick(state, t, &load) {
-            Ok(node_id) => {
-                // `pick` only returns ids taken from `load`'s keys.
-                count(load.get_mut(node_id).expect("picked node has load"), t);
-                ops.push(assign(t, node_id, now));
+        // Pre-bound (global) tasks: assign if the node still fits; the
+        // orchestrator removes them otherwise.
+        if let Some(n) = state.nodes.get(&t.node_id) {
+            if eligible(n, &t.spec.placement).is_ok() && fits(n, t, &load[n.id.as_str()]) {
+                ops.push(assign(t, &n.id, now));
             }
-            Err(why) => {
+        }
+    }
+    unplaced.sort_by(|a, b| (&a.service_id, a.service_version, &a.id).cmp(&(&b.service_id, b.service_version, &b.id)));
+    for group in unplaced.chunk_by(|a, b| a.service_id == b.service_id && a.service_version == b.service_version) {
+        place_group(state, group, &mut load, now, &mut ops);
+    }
+    ops
+}
+
+/// Places one group of tasks sharing service and spec version.
+fn place_group<'a>(state: &'a State, group: &[&Task], load: &mut BTreeMap<&'a str, Load>, now: UnixNanos, ops: &mut Vec<Op>) {
+    let Some(first) = group.first() else { return };
+    let compiled = Compiled::new(&first.spec.placement);
+    let mut rejected: BTreeMap<Filtered, usize> = BTreeMap::new();
+    let mut candidates: BTreeSet<(u64, u64, &'a str)> = BTreeSet::new();
+    for n in state.nodes.values() {
+        match compiled.check(n) {
+            Ok(()) => {
+                let l = &load[n.id.as_str()];
+                candidates.insert((l.by_service.get(&first.service_id).copied().unwrap_or(0), l.total, n.id.as_str()));
+            }
+            Err(f) => *rejected.entry(f).or_default() += 1,
+        }
+    }
+    let max = first.spec.placement.max_replicas_per_node;
+    for t in group {
+        let placed = loop {
+            let Some(&(mine, total, id)) = candidates.first() else { break None };
+            candidates.pop_first();
+            let l = &load[id];
+            if !fits(&state.nodes[id], t, l) {
+                *rejected.entry(Filtered::Resources).or_default() += 1;
+                continue;
+            }
+            if max > 0 && mine >= max {
+                *rejected.entry(Filtered::MaxReplicas).or_default() += 1;
+                continue;
+            }
+            // Node ids in `candidates` come from `state.nodes`, whose keys are all in `load`.
+            count(load.get_mut(id).expect("candidate node has load"), t);
+            candidates.insert((mine + 1, total + 1, id));
+            break Some(id);
+        };
+        match placed {
+            Some(id) => ops.push(assign(t, id, now)),
+            None => {
+                let why = explain(&rejected);
                 if t.status.state != TaskState::Pending || t.status.err != why {
                     let mut st = TaskStatus::new(TaskState::Pending, now, "pending task scheduling");
                     st.err = why;
@@ -184,7 +248,14 @@ pub fn schedule(state: &State, now: UnixNanos) -> Vec<Op> {
             }
         }
     }
-    ops
+}
+
+fn explain(rejected: &BTreeMap<Filtered, usize>) -> String {
+    if rejected.is_empty() {
+        return "no suitable node".to_string();
+    }
+    let why: Vec<String> = rejected.iter().map(|(f, n)| f.explain(*n)).collect();
+    format!("no suitable node ({})", why.join("; "))
 }
 
 fn count(l: &mut Load, t: &Task) {
@@ -200,41 +271,6 @@ fn fits(node: &Node, t: &Task, l: &Load) -> bool {
     let cpu_ok = want.nano_cpus == 0 || have.nano_cpus - l.reserved.nano_cpus >= want.nano_cpus;
     let mem_ok = want.memory_bytes == 0 || have.memory_bytes - l.reserved.memory_bytes >= want.memory_bytes;
     cpu_ok && mem_ok
-}
-
-fn pick<'a>(state: &'a State, t: &Task, load: &BTreeMap<&'a str, Load>) -> Result<&'a str, String> {
-    let mut rejected: BTreeMap<Filtered, usize> = BTreeMap::new();
-    let mut best: Option<(&'a str, (u64, u64))> = None;
-    for n in state.nodes.values() {
-        let l = &load[n.id.as_str()];
-        let verdict = eligible(n, &t.spec.placement).and_then(|()| {
-            if !fits(n, t, l) {
-                return Err(Filtered::Resources);
-            }
-            let mine = l.by_service.get(&t.service_id).copied().unwrap_or(0);
-            let max = t.spec.placement.max_replicas_per_node;
-            if max > 0 && mine >= max {
-                return Err(Filtered::MaxReplicas);
-            }
-            Ok((mine, l.total))
-        });
-        match verdict {
-            Ok(rank) => {
-                if best.is_none_or(|(_, r)| rank < r) {
-                    best = Some((n.id.as_str(), rank));
-                }
-            }
-            Err(f) => *rejected.entry(f).or_default() += 1,
-        }
-    }
-    if let Some((id, _)) = best {
-        return Ok(id);
-    }
-    if rejected.is_empty() {
-        return Err("no suitable node".to_string());
-    }
-    let why: Vec<String> = rejected.iter().map(|(f, n)| f.explain(*n)).collect();
-    Err(format!("no suitable node ({})", why.join("; ")))
 }
 
 fn assign(t: &Task, node_id: &str, now: UnixNanos) -> Op {

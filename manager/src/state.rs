@@ -200,32 +200,12 @@ impl State {
 
     /// Finds a service by exact id, exact name, or unique id prefix.
     pub fn find_service(&self, key: &str) -> Option<&Service> {
-        if let Some(s) = self.services.get(key) {
-            return Some(s);
-        }
-        if let Some(s) = self.services.values().find(|s| s.spec.name == key) {
-            return Some(s);
-        }
-        let mut by_prefix = self.services.values().filter(|s| s.id.starts_with(key));
-        match (by_prefix.next(), by_prefix.next()) {
-            (Some(s), None) if !key.is_empty() => Some(s),
-            _ => None,
-        }
+        find(&self.services, key, |s| &s.spec.name)
     }
 
     /// Finds a node by id, hostname or unique id prefix.
     pub fn find_node(&self, key: &str) -> Option<&Node> {
-        if let Some(n) = self.nodes.get(key) {
-            return Some(n);
-        }
-        if let Some(n) = self.nodes.values().find(|n| n.description.hostname == key) {
-            return Some(n);
-        }
-        let mut by_prefix = self.nodes.values().filter(|n| n.id.starts_with(key));
-        match (by_prefix.next(), by_prefix.next()) {
-            (Some(n), None) if !key.is_empty() => Some(n),
-            _ => None,
-        }
+        find(&self.nodes, key, |n| &n.description.hostname)
     }
 
     /// Tasks of a service, in creation order.
@@ -233,6 +213,24 @@ impl State {
         let mut v: Vec<&Task> = self.tasks.values().filter(|t| t.service_id == service_id).collect();
         v.sort_by(|a, b| (a.slot, &a.node_id, a.meta.created_at, &a.id).cmp(&(b.slot, &b.node_id, b.meta.created_at, &b.id)));
         v
+    }
+}
+
+/// Docker's lookup rule: exact id, then exact name, then a unique id prefix.
+fn find<'a, T>(objects: &'a BTreeMap<String, T>, key: &str, name: impl Fn(&T) -> &str) -> Option<&'a T> {
+    if let Some(o) = objects.get(key) {
+        return Some(o);
+    }
+    if let Some(o) = objects.values().find(|o| name(o) == key) {
+        return Some(o);
+    }
+    if key.is_empty() {
+        return None;
+    }
+    let mut by_prefix = objects.iter().filter(|(id, _)| id.starts_with(key));
+    match (by_prefix.next(), by_prefix.next()) {
+        (Some((_, o)), None) => Some(o),
+        _ => None,
     }
 }
 

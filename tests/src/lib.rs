@@ -158,8 +158,15 @@ impl Node {
 
     /// Starts the daemon and waits until it answers.
     pub fn start_daemon(&mut self) {
+        self.start_daemon_env(&[]);
+    }
+
+    /// Starts the daemon with extra environment variables.
+    pub fn start_daemon_env(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("daemon.log")).expect("daemon log");
-        let child = self.daemon_command().stdout(Stdio::null()).stderr(log).spawn().expect("spawn shoal daemon");
+        let mut cmd = self.daemon_command();
+        cmd.envs(env.iter().copied());
+        let child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("spawn shoal daemon");
         self.daemon = Some(child);
         wait_for("the daemon to answer", Duration::from_secs(15), || (self.shoal(&["version"]).code == 0).then_some(()));
     }

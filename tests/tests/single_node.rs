@@ -240,3 +240,27 @@ fn bad_input_gets_one_line_errors_and_changes_nothing() {
     assert_eq!(n.shoal(&["service", "inspect", "ok"]).ok().stdout, state_before, "nothing changed");
     assert!(n.daemon_log().lines().all(|l| !l.contains("panicked")));
 }
+
+#[test]
+fn global_services_run_one_task_per_node() {
+    if skip_reason().is_some() {
+        return;
+    }
+    let mut n = Node::new();
+    n.init_with_image();
+    let r = n.shoal(&["service", "create", "--name", "agent", "--mode", "global", "shoal.test/busybox", "sleep", "1000"]).ok();
+    assert!(r.stdout.contains("overall progress: 1 out of 1 tasks"), "{}", r.stdout);
+    let node_id = n.shoal(&["node", "ls", "-q"]).ok().stdout.trim().to_string();
+    assert!(r.stdout.contains(&format!("{}: running", &node_id[..12])), "progress is keyed by node: {}", r.stdout);
+    let ls = n.shoal(&["service", "ls"]).ok().stdout;
+    assert!(ls.lines().any(|l| l.contains(" agent ") && l.contains("global") && l.contains("1/1")), "{ls}");
+    let rows = n.ps_json("agent");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["Name"], format!("agent.{node_id}"));
+    assert_eq!(n.running(), 1);
+    let r = n.shoal(&["service", "scale", "agent=3"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("scale can only be used with replicated mode"), "{}", r.stderr);
+    let r = n.shoal(&["service", "create", "--mode", "global", "--replicas", "2", "shoal.test/busybox"]);
+    assert!(r.stderr.contains("--replicas can only be used with replicated mode"), "{}", r.stderr);
+}

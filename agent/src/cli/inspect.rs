@@ -216,8 +216,9 @@ pub(crate) fn service_pretty(s: &Service) -> String {
         out.push_str(&format!(" Constraints:\t{:?}\n", spec.task.placement.constraints));
     }
     for (title, u, word) in [("UpdateConfig", &spec.update, "Update"), ("RollbackConfig", &spec.rollback, "Rollback")] {
+        let order_label = format!("{word} order:");
         out.push_str(&format!(
-            "{title}:\n Parallelism:\t{}\n On failure:\t{}\n Monitoring Period: {}s\n Max failure ratio: {}\n {word} order:      {}\n",
+            "{title}:\n Parallelism:\t{}\n On failure:\t{}\n Monitoring Period: {}s\n Max failure ratio: {}\n {order_label:<18} {}\n",
             u.parallelism,
             failure_action(u.failure_action),
             u.monitor_ns / 1_000_000_000,

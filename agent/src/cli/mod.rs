@@ -88,19 +88,15 @@ enum SwarmCmd {
 enum NodeCmd {
     /// List nodes in the swarm.
     #[command(alias = "list")]
-    Ls {
-        /// Only display IDs.
-        #[arg(short, long)]
-        quiet: bool,
-        /// Output format: table or json.
-        #[arg(long, default_value = "table")]
-        format: String,
-    },
+    Ls(ListArgs),
     /// Display detailed information on nodes (`self` is this node).
     Inspect {
         /// Print in a human-friendly format.
         #[arg(long)]
         pretty: bool,
+        /// Output format: json (the default).
+        #[arg(short, long, default_value = "json")]
+        format: String,
         #[arg(required = true)]
         nodes: Vec<String>,
     },
@@ -117,6 +113,17 @@ enum NodeCmd {
         label_rm: Vec<String>,
         node: String,
     },
+}
+
+/// Flags shared by the `ls` commands.
+#[derive(Args, Debug)]
+pub(crate) struct ListArgs {
+    /// Only display IDs.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+    /// Output format: table or json.
+    #[arg(long, default_value = "table")]
+    pub(crate) format: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -220,7 +227,7 @@ fn swarm_init(host: &str, advertise_addr: String, availability: Availability) ->
 
 fn node(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
     match cmd {
-        NodeCmd::Ls { quiet, format } => {
+        NodeCmd::Ls(ListArgs { quiet, format }) => {
             let Reply::Nodes { mut nodes, self_id, leader_id } = call(host, Request::NodeList, REPLY_MS_DEFAULT)? else {
                 bail!("unexpected reply")
             };
@@ -263,7 +270,10 @@ fn node(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
             println!("{node}");
             Ok(())
         }
-        NodeCmd::Inspect { pretty, nodes } => {
+        NodeCmd::Inspect { pretty, format, nodes } => {
+            if format != "json" {
+                bail!("unsupported --format {format:?} for inspect: use json (or --pretty)");
+            }
             let mut out = Vec::new();
             for key in nodes {
                 let Reply::Node(n) = call(host, Request::NodeInspect { node: key }, REPLY_MS_DEFAULT)? else { bail!("unexpected reply") };

@@ -42,12 +42,7 @@ pub(crate) enum ServiceCmd {
     Create(CreateArgs),
     /// List services.
     #[command(alias = "list")]
-    Ls {
-        #[arg(short, long)]
-        quiet: bool,
-        #[arg(long, default_value = "table")]
-        format: String,
-    },
+    Ls(super::ListArgs),
     /// List the tasks of a service.
     Ps {
         #[arg(short, long)]
@@ -63,6 +58,9 @@ pub(crate) enum ServiceCmd {
     Inspect {
         #[arg(long)]
         pretty: bool,
+        /// Output format: json (the default).
+        #[arg(short, long, default_value = "json")]
+        format: String,
         #[arg(required = true)]
         services: Vec<String>,
     },
@@ -201,9 +199,12 @@ pub(crate) struct CreateArgs {
 pub(crate) fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
     match cmd {
         ServiceCmd::Create(a) => create(host, a),
-        ServiceCmd::Ls { quiet, format } => ls(host, quiet, &format),
+        ServiceCmd::Ls(a) => ls(host, a.quiet, &a.format),
         ServiceCmd::Ps { quiet, no_trunc, format, service } => ps(host, &service, quiet, no_trunc, &format),
-        ServiceCmd::Inspect { pretty, services } => {
+        ServiceCmd::Inspect { pretty, format, services } => {
+            if format != "json" {
+                bail!("unsupported --format {format:?} for inspect: use json (or --pretty)");
+            }
             let mut out = Vec::new();
             for s in services {
                 let Reply::Service(svc) = call(host, Request::ServiceInspect { service: s }, REPLY_MS_DEFAULT)? else {
@@ -405,9 +406,16 @@ impl Watch {
 fn frame(service: &Service, tasks: &[Task], verify_ms: u64, watch: &Watch, status: Option<&UpdateStatus>) -> (Vec<String>, bool) {
     // One line per slot (replicated) or node (global), showing its newest runnable task.
     let mut slots: BTreeMap<String, &Task> = BTreeMap::new();
-    for t in tasks.iter().filter(|t| t.desired_state <= TaskState::Running) {
+    // The newest error of each slot, shown while its current task is not up yet.
+    let mut errors: BTreeMap<String, &str> = BTreeMap::new();
+    for t in tasks {
         let key = if t.slot > 0 { format!("{:020}", t.slot) } else { t.node_id.clone() };
-        slots.insert(key, t);
+        if !t.status.err.is_empty() {
+            errors.insert(key.clone(), &t.status.err);
+        }
+        if t.desired_state <= TaskState::Running {
+            slots.insert(key, t);
+        }
     }
     let total = match service.spec.mode {
         ServiceMode::Replicated { replicas } => replicas as usize,
@@ -421,13 +429,12 @@ fn frame(service: &Service, tasks: &[Task], verify_ms: u64, watch: &Watch, statu
     let rolling_back = status.is_some_and(|u| u.state.is_rollback());
     let what = if rolling_back { "rolling back update: " } else { "" };
     let mut lines = vec![format!("overall progress: {what}{running} out of {total} tasks")];
-    for t in slots.values() {
+    for (key, t) in &slots {
         let label = if t.slot > 0 { format!("{}/{}", t.slot, total) } else { t.node_id[..t.node_id.len().min(12)].to_string() };
         let state = t.status.state;
-        if !t.status.err.is_empty() && state != TaskState::Running {
-            lines.push(format!("{label}: {}", t.status.err));
-        } else {
-            lines.push(format!("{label}: {:<9} {}", state.as_lower(), bar(state)));
+        match errors.get(key) {
+            Some(err) if state != TaskState::Running => lines.push(format!("{label}: {err}")),
+            _ => lines.push(format!("{label}: {:<9} {}", state.as_lower(), bar(state))),
         }
     }
     let finished = status.is_none_or(|u| matches!(u.state, UpdateState::Completed | UpdateState::RollbackCompleted));

@@ -49,6 +49,9 @@ const RELIST_MS: u64 = 2_000;
 const OPS_PER_ENTRY_MAX: usize = 500;
 /// Rounds of orchestrate/schedule/report per event before yielding.
 const CONVERGE_ROUNDS_MAX: usize = 16;
+/// Longest gap between full orchestrate/schedule passes while nothing changes
+/// (restart delays are released by these passes).
+const IDLE_PASS_MS: u64 = 1_000;
 /// Events handled together before one converge (their reports share one fsync).
 const EVENTS_PER_BATCH_MAX: usize = 256;
 /// The swarm port, as Docker's.
@@ -66,15 +69,39 @@ pub struct Config {
 
 /// Something for the loop to handle.
 pub(crate) enum Event {
-    Control { req: Request, reply: Sender<Reply> },
-    Resolved { result: Result<(Box<ServiceSpec>, Vec<String>), Box<Reply>>, reply: Sender<Reply> },
-    ResolvedUpdate { service: String, result: Result<(Box<ServiceSpec>, Vec<String>), Box<Reply>>, reply: Sender<Reply> },
+    Control {
+        req: Request,
+        reply: Sender<Reply>,
+    },
+    Resolved {
+        result: Result<(Box<ServiceSpec>, Vec<String>), Box<Reply>>,
+        reply: Sender<Reply>,
+    },
+    ResolvedUpdate {
+        service: String,
+        result: Result<(Box<ServiceSpec>, Vec<String>), Box<Reply>>,
+        reply: Sender<Reply>,
+    },
     Tick,
     Exit(Exit),
-    Listed { epoch: u64, result: Result<Vec<Observed>, RuntimeError> },
-    Started { task: Box<Task>, result: Result<(), RuntimeError> },
-    Stopped { id: String, result: Result<Option<i32>, RuntimeError> },
-    Removed { id: String, ok: bool },
+    Listed {
+        epoch: u64,
+        result: Result<Vec<Observed>, RuntimeError>,
+    },
+    Started {
+        task: Box<Task>,
+        result: Result<(), RuntimeError>,
+    },
+    Stopped {
+        id: String,
+        result: Result<Option<i32>, RuntimeError>,
+    },
+    Removed {
+        id: String,
+        ok: bool,
+    },
+    /// A reply was sent from outside the loop; nothing to do but converge.
+    Replied,
     Signal,
 }
 
@@ -159,6 +186,9 @@ pub(crate) struct Daemon {
     stopping: bool,
     /// Status reports waiting for the next commit (batched per event burst).
     pending: Vec<Op>,
+    /// State index and time of the last orchestrate/schedule pass.
+    passed_index: u64,
+    passed_at: Instant,
 }
 
 impl Daemon {
@@ -181,6 +211,8 @@ impl Daemon {
             last_list: Instant::now(),
             stopping: false,
             pending: Vec::new(),
+            passed_index: u64::MAX,
+            passed_at: Instant::now(),
         };
         d.refresh_self_node()?;
         Ok(d)
@@ -296,6 +328,7 @@ impl Daemon {
                 }
             },
             Event::Removed { id, ok } => self.worker.handle_removed(&id, ok),
+            Event::Replied => {}
             Event::Signal => self.stopping = true,
         }
     }
@@ -335,12 +368,29 @@ impl Daemon {
     /// Orchestrates, schedules and runs the worker until nothing changes.
     fn converge(&mut self) {
         for _ in 0..CONVERGE_ROUNDS_MAX {
+            // Reports first: the worker must plan on state that includes them,
+            // or it would act again on what it just reported.
+            let reports = std::mem::take(&mut self.pending);
+            if !reports.is_empty() {
+                self.commit_or_log(reports);
+            }
             let now = self.now();
-            let mut ops = std::mem::take(&mut self.pending);
-            if self.store.state().cluster.is_some() && ops.is_empty() {
+            let mut ops = Vec::new();
+            // Orchestrate and schedule only when the state moved, or once per
+            // IDLE_PASS_MS for time-based work (restart delays): a pass over a
+            // large state is not free, and ticks come every TICK_MS.
+            let index = self.store.state().applied_index;
+            // A rolling update's delays and monitor windows are time-based too: tick-grained while one runs.
+            let updating = self.store.state().services.values().any(|s| s.update_status.as_ref().is_some_and(|u| u.state.in_progress()));
+            let due = index != self.passed_index || updating || self.passed_at.elapsed() >= Duration::from_millis(IDLE_PASS_MS);
+            if self.store.state().cluster.is_some() && due {
                 ops = orchestrator::reconcile(self.store.state(), now, &mut self.rng);
                 if ops.is_empty() {
                     ops = scheduler::schedule(self.store.state(), now);
+                }
+                if ops.is_empty() {
+                    self.passed_index = index;
+                    self.passed_at = Instant::now();
                 }
             }
             for action in self.worker.plan(self.store.state(), now) {
@@ -527,5 +577,5 @@ impl Daemon {
 
 fn reply_later(reply: &Sender<Reply>, r: Reply) -> Event {
     let _ = reply.try_send(r);
-    Event::Tick
+    Event::Replied
 }

@@ -224,3 +224,22 @@ fn service_update_pins_new_images_and_rolls_back() {
     );
     assert!(matches!(r, Reply::Error { kind: ErrorKind::NotFound, .. }), "{r:?}");
 }
+
+#[test]
+fn a_failed_start_is_tried_once_and_reported() {
+    use std::sync::atomic::Ordering;
+    let (host, fake) = start("failstart");
+    assert!(matches!(
+        call(&host, Request::SwarmInit { advertise_addr: "127.0.0.1".into(), availability: Availability::Active }),
+        Reply::SwarmInit { .. }
+    ));
+    fake.fail_starts.store(true, Ordering::SeqCst);
+    let mut spec = ServiceSpec::new("bad", "busybox");
+    spec.task.restart.condition = shoal_shared::types::RestartCondition::None;
+    assert!(matches!(call(&host, Request::ServiceCreate { spec: Box::new(spec) }), Reply::ServiceCreated { .. }));
+    wait_for("the task to fail", || tasks(&host, "bad").iter().any(|t| t.status.state == TaskState::Failed));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(fake.start_calls.load(Ordering::SeqCst), 1, "one start per task, not one per converge round");
+    let t = &tasks(&host, "bad")[0];
+    assert!(t.status.err.contains("executable file not found"), "{}", t.status.err);
+}

@@ -1,6 +1,7 @@
 //! An in-memory runtime for unit tests of the worker and daemon logic.
 
 use super::*;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// A runtime that records calls and keeps containers in a map.
@@ -9,6 +10,10 @@ pub struct Fake {
     pub images: Mutex<BTreeMap<String, ImageFacts>>,
     exits_tx: async_channel::Sender<Exit>,
     exits_rx: async_channel::Receiver<Exit>,
+    /// Calls to `start`, failed or not.
+    pub start_calls: AtomicUsize,
+    /// Makes every `start` fail.
+    pub fail_starts: AtomicBool,
 }
 
 impl Fake {
@@ -24,7 +29,14 @@ impl Fake {
                 ..Default::default()
             },
         );
-        Fake { containers: Mutex::new(BTreeMap::new()), images: Mutex::new(images), exits_tx, exits_rx }
+        Fake {
+            containers: Mutex::new(BTreeMap::new()),
+            images: Mutex::new(images),
+            exits_tx,
+            exits_rx,
+            start_calls: AtomicUsize::new(0),
+            fail_starts: AtomicBool::new(false),
+        }
     }
 
     /// Simulates a container's process ending.
@@ -51,6 +63,10 @@ impl Runtime for Fake {
         self.local_image(reference)?.ok_or_else(|| RuntimeError::Image(format!("no such image: {reference}")))
     }
     fn start(&self, spec: &StartSpec) -> Result<(), RuntimeError> {
+        self.start_calls.fetch_add(1, Ordering::SeqCst);
+        if self.fail_starts.load(Ordering::SeqCst) {
+            return Err(RuntimeError::Start("runc create failed: exec: \"x\": executable file not found in $PATH".into()));
+        }
         self.containers.lock().unwrap().insert(spec.id.clone(), ContainerState::Running);
         Ok(())
     }

@@ -89,6 +89,10 @@ pub struct Ready {
     pub committed_entries: Vec<Entry>,
     /// Confirmed reads.
     pub read_states: Vec<ReadState>,
+    /// Whether the writes must be fsynced before sending. `false` only when
+    /// the sole change is the commit index (losing it in a crash is safe:
+    /// it is re-learned), so storage may skip the fsync (etcd's MustSync).
+    pub must_sync: bool,
 }
 
 impl Ready {
@@ -397,10 +401,15 @@ impl Raft {
     /// durable on its own (Shoal's store shares the redb file): committed
     /// entries up to `applied` are not handed out again.
     pub fn restore_applied(cfg: Config, p: Persisted, applied: u64) -> Result<Raft, RestoreError> {
-        if applied < p.snapshot.meta.index || applied > p.hard_state.commit {
-            return Err(RestoreError::Inconsistent("applied index outside snapshot..=commit"));
+        // The stored commit may lag what the application applied (commit-only
+        // updates are not fsynced), but anything applied was committed.
+        let last = p.prev_index.saturating_add(p.entries.len() as u64);
+        if applied < p.snapshot.meta.index || applied > last {
+            return Err(RestoreError::Inconsistent("applied index outside the stored log"));
         }
         let mut raft = Raft::restore(cfg, p)?;
+        raft.log.commit = raft.log.commit.max(applied);
+        raft.prev_hard.commit = raft.log.commit;
         raft.log.applied = applied;
         raft.log.applied_handed = applied;
         raft.log.check();
@@ -453,7 +462,10 @@ impl Raft {
         Ok(())
     }
 
-    /// Proposes application data; returns the index it will have if committed.
+    /// Proposes application data; returns the index it will have if
+    /// committed. The proposal committed iff the entry applied at that index
+    /// carries the term the leader had when proposing (`term()`); a leader
+    /// change may replace it with another entry.
     pub fn propose(&mut self, data: Vec<u8>) -> Result<u64, ProposeError> {
         self.check_can_propose(data.len() as u64)?;
         Ok(self.append_new(EntryKind::Normal(data)))
@@ -471,8 +483,16 @@ impl Raft {
                 if id == 0 || conf.is_voter(id) {
                     return Err(ProposeError::InvalidConfChange("already a voter"));
                 }
-                if matches!(change, ConfChange::PromoteLearner(_)) && !conf.is_learner(id) {
-                    return Err(ProposeError::InvalidConfChange("not a learner"));
+                if matches!(change, ConfChange::PromoteLearner(_)) {
+                    if !conf.is_learner(id) {
+                        return Err(ProposeError::InvalidConfChange("not a learner"));
+                    }
+                    // A voter that cannot vote sensibly yet would only hurt
+                    // availability: promote once it holds everything committed.
+                    let caught_up = self.progress.get(&id).is_some_and(|p| p.match_index >= self.log.commit);
+                    if !caught_up {
+                        return Err(ProposeError::InvalidConfChange("learner has not caught up"));
+                    }
                 }
                 conf.learners.retain(|l| *l != id);
                 conf.voters.push(id);
@@ -595,6 +615,7 @@ impl Raft {
             self.prev_soft = soft;
         }
         let hard = self.hard_state();
+        let term_or_vote_changed = hard.term != self.prev_hard.term || hard.vote != self.prev_hard.vote;
         if hard != self.prev_hard {
             rd.hard_state = Some(hard);
             self.prev_hard = hard;
@@ -616,6 +637,8 @@ impl Raft {
             self.log.applied_handed = self.log.commit;
         }
         rd.read_states = std::mem::take(&mut self.read_states);
+        rd.must_sync =
+            term_or_vote_changed || !rd.entries.is_empty() || rd.snapshot.is_some() || rd.compaction.is_some() || rd.conf_state.is_some();
         rd
     }
 

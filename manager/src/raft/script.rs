@@ -221,6 +221,7 @@ impl Harness {
                 "crash" => {
                     let id = num(1)?;
                     let n = self.nodes.get_mut(&id).ok_or("no such node")?;
+                    n.disk.crash();
                     n.raft = None;
                 }
                 "restart" => {

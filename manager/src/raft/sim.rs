@@ -36,12 +36,23 @@ pub struct SimOptions {
     pub bugs: BugFlags,
     /// Record a human-readable event trace.
     pub trace: bool,
+    /// Use `Config::edge` timing instead of `Config::lan`.
+    pub edge_profile: bool,
 }
 
 impl SimOptions {
     /// The default workload for `nodes` managers.
     pub fn new(nodes: u64) -> SimOptions {
-        SimOptions { nodes, fault_ticks: 250, settle_ticks: 150, clients: 3, keys: 3, bugs: BugFlags::default(), trace: false }
+        SimOptions {
+            nodes,
+            fault_ticks: 250,
+            settle_ticks: 150,
+            clients: 3,
+            keys: 3,
+            bugs: BugFlags::default(),
+            trace: false,
+            edge_profile: false,
+        }
     }
 }
 
@@ -115,9 +126,17 @@ struct Client {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Disk {
     pub(crate) p: Persisted,
+    /// Hard state as of the last fsynced write (commit-only updates are
+    /// written without fsync and may be lost in a crash).
+    synced_hard: super::types::HardState,
 }
 
 impl Disk {
+    /// A crash: unsynced writes are lost.
+    pub(crate) fn crash(&mut self) {
+        self.p.hard_state = self.synced_hard;
+    }
+
     /// The same semantics as `RaftStorage::persist`.
     pub(crate) fn persist(&mut self, rd: &Ready) {
         let p = &mut self.p;
@@ -142,6 +161,9 @@ impl Disk {
         if let Some(first) = rd.entries.first() {
             p.entries.retain(|e| e.index < first.index);
             p.entries.extend(rd.entries.iter().cloned());
+        }
+        if rd.must_sync {
+            self.synced_hard = p.hard_state;
         }
     }
 }
@@ -225,7 +247,7 @@ impl World {
         let voters: Vec<NodeId> = (1..=opts.nodes).collect();
         let mut nodes = Vec::new();
         for id in 1..=opts.nodes {
-            let raft = Raft::bootstrap(node_config(id, rng.next_u64(), opts.bugs), &voters);
+            let raft = Raft::bootstrap(node_config(id, rng.next_u64(), &opts), &voters);
             // Invariant: the sim config is valid and voters non-empty.
             let raft = raft.expect("sim bootstrap config is valid");
             nodes.push(Node {
@@ -443,6 +465,23 @@ impl World {
                 // before followers learn the new commit index.
                 self.isolate(id);
             }
+            // Adversarial timing: a node that just voted crashes right after
+            // replying (its vote must have been made durable first).
+            let voted = rd.hard_state.is_some_and(|h| h.vote != 0 && h.vote != self.nodes[i].disk.p.hard_state.vote);
+            let crash_after = voted && self.faults && self.rng.chance(1, 2 * self.isolate_leader_one_in);
+            if !rd.must_sync {
+                let only_commit = rd.entries.is_empty()
+                    && rd.snapshot.is_none()
+                    && rd.compaction.is_none()
+                    && rd.conf_state.is_none()
+                    && rd.hard_state.is_none_or(|h| {
+                        let d = self.nodes[i].disk.p.hard_state;
+                        h.term == d.term && h.vote == d.vote
+                    });
+                if !only_commit {
+                    self.violation(format!("node {id}: a Ready that needs fsync claims it does not"));
+                }
+            }
             // 1. persist
             self.nodes[i].disk.persist(&rd);
             self.check_log_matching(i, &rd.entries);
@@ -474,6 +513,10 @@ impl World {
                 raft.log.check_full();
             }
             self.serve_reads(i);
+            if crash_after {
+                self.crash(i);
+                return;
+            }
         }
     }
 
@@ -713,11 +756,7 @@ impl World {
                 _ => self.rng.range(0, n) as usize,
             };
             if self.nodes[i].raft.is_some() {
-                self.nodes[i].raft = None;
-                self.nodes[i].reads.clear();
-                self.nodes[i].restart_at_tick = self.tick + self.rng.range(2, 40);
-                self.report.crashes += 1;
-                self.trace(|| format!("crash node {}", i + 1));
+                self.crash(i);
             }
         }
         for i in 0..self.nodes.len() {
@@ -725,6 +764,15 @@ impl World {
                 self.restart(i);
             }
         }
+    }
+
+    fn crash(&mut self, i: usize) {
+        self.nodes[i].disk.crash();
+        self.nodes[i].raft = None;
+        self.nodes[i].reads.clear();
+        self.nodes[i].restart_at_tick = self.tick + self.rng.range(2, 40);
+        self.report.crashes += 1;
+        self.trace(|| format!("crash node {}", i + 1));
     }
 
     fn isolate(&mut self, id: NodeId) {
@@ -740,7 +788,7 @@ impl World {
 
     fn restart(&mut self, i: usize) {
         let id = self.nodes[i].id;
-        let cfg = node_config(id, self.rng.next_u64(), self.opts.bugs);
+        let cfg = node_config(id, self.rng.next_u64(), &self.opts);
         let p = self.nodes[i].disk.p.clone();
         let kv = if p.snapshot.meta.index > 0 {
             match postcard::from_bytes::<Kv>(&p.snapshot.data) {
@@ -901,15 +949,18 @@ fn check_register(ops: &[HistOp]) -> Result<(), String> {
     Err(format!("no linearization of {} operations", ops.len()))
 }
 
-fn node_config(id: NodeId, seed: u64, bugs: BugFlags) -> Config {
+fn node_config(id: NodeId, seed: u64, opts: &SimOptions) -> Config {
+    let profile = if opts.edge_profile { Config::edge(id, seed) } else { Config::lan(id, seed) };
     Config {
+        // Small limits so compaction, snapshot chunking, batching bounds and
+        // the in-flight window are exercised within a few hundred ticks.
         snapshot_interval_entries: 30,
         snapshot_keep_entries: 5,
         max_inflight_msgs: 4,
         max_append_bytes: 64,
         max_snapshot_chunk_bytes: 48,
-        bugs,
-        ..Config::lan(id, seed)
+        bugs: opts.bugs,
+        ..profile
     }
 }
 
@@ -919,8 +970,11 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> SimReport {
 }
 
 /// The options the example and tests use for a seed: alternate 3 and 5 nodes.
+/// Seeds `4k, 4k+1` use LAN timing, `4k+2, 4k+3` edge timing.
 pub fn default_options(seed: u64) -> SimOptions {
-    SimOptions::new(if seed.is_multiple_of(2) { 3 } else { 5 })
+    let mut o = SimOptions::new(if seed.is_multiple_of(2) { 3 } else { 5 });
+    o.edge_profile = seed % 4 >= 2;
+    o
 }
 
 #[cfg(test)]
@@ -957,21 +1011,21 @@ mod tests {
     #[test]
     fn checker_catches_double_vote() {
         let bugs = BugFlags { vote_twice: true, ..BugFlags::default() };
-        let r = first_violation(bugs, 600).expect("vote_twice went unnoticed");
+        let r = first_violation(bugs, 1500).expect("vote_twice went unnoticed");
         assert!(r.violations.iter().any(|v| v.contains("election safety")), "{:?}", r.violations);
     }
 
     #[test]
     fn checker_catches_commit_of_old_term() {
         let bugs = BugFlags { commit_old_term: true, ..BugFlags::default() };
-        let r = first_violation(bugs, 600).expect("commit_old_term went unnoticed");
+        let r = first_violation(bugs, 1500).expect("commit_old_term went unnoticed");
         assert!(r.violations.iter().any(|v| v.contains("leader completeness") || v.contains("state machine")), "{:?}", r.violations);
     }
 
     #[test]
     fn checker_catches_vote_lost_on_restart() {
         let bugs = BugFlags { forget_vote_on_restart: true, ..BugFlags::default() };
-        let r = first_violation(bugs, 600).expect("forget_vote_on_restart went unnoticed");
+        let r = first_violation(bugs, 1500).expect("forget_vote_on_restart went unnoticed");
         assert!(!r.violations.is_empty());
     }
 

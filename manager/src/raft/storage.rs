@@ -123,7 +123,8 @@ impl RaftStorage {
         Ok(p)
     }
 
-    /// Makes a `Ready`'s durable parts durable (fsync) in one transaction:
+    /// Makes a `Ready`'s durable parts durable (fsync unless `!rd.must_sync`)
+    /// in one transaction:
     /// an installed snapshot (replacing the log), a compaction, hard state,
     /// membership, and entries (replacing any conflicting suffix).
     pub fn persist(&self, rd: &Ready) -> Result<(), StorageError> {
@@ -131,7 +132,10 @@ impl RaftStorage {
             return Ok(());
         }
         let mut txn = self.db.begin_write().map_err(db_err)?;
-        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        // A commit-index-only update need not be fsynced: the next durable
+        // commit carries it along, and losing it in a crash is safe.
+        let durability = if rd.must_sync { Durability::Immediate } else { Durability::None };
+        txn.set_durability(durability).map_err(db_err)?;
         {
             let mut meta = txn.open_table(META).map_err(db_err)?;
             let mut log = txn.open_table(LOG).map_err(db_err)?;
@@ -263,6 +267,8 @@ mod tests {
         let rd = durable_app.ready();
         assert_eq!(rd.committed_entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![12]);
         assert!(Raft::restore_applied(Config::lan(1, 9), p, 13).is_err());
+        drop(again);
+        drop(durable_app);
         let _ = std::fs::remove_dir_all(dir);
     }
 
