@@ -6,35 +6,42 @@
 //! from the tasks, so a restarted manager resumes where the last one was.
 //!
 //! Rules (after swarmkit's `orchestrator/update/updater.go`):
+//! - updates start in control: `service update` with a changed task spec
+//!   (or on a paused update) writes `updating`, `service rollback` writes
+//!   `rollback_started`; the updater acts only while one of these holds;
 //! - a slot is *dirty* when its runnable task (desired `<= Running`; a dead
 //!   one the restart policy keeps counts too) runs a `TaskSpec` other than
-//!   the service's. Only the task
-//!   spec counts: a replica-count change dirties nothing, `--force` bumps
-//!   `force_update` inside the task spec and so dirties every slot;
+//!   the service's. Only the task spec counts: a replica-count change
+//!   dirties nothing, `--force` bumps `force_update` inside the task spec
+//!   and so dirties every slot;
 //! - the update's own tasks are those with the service's task spec created
-//!   at or after `UpdateStatus.started_at`;
+//!   at or after `UpdateStatus.started_at` (both stamped by the leader's
+//!   clock, so a clock stepping backwards mid-update can hide them);
 //! - the config is `spec.update`, or `spec.rollback` while rolling back;
 //! - slots are replaced in batches of `parallelism` (0 = all at once), in
 //!   slot order. A batch is *in flight* while one of its new tasks has not
 //!   reached `Running` (and has not failed) or, for start-first, while the
-//!   old task still runs. The next batch starts `delay` after the last new
-//!   task reached `Running` (or ended);
+//!   old task still runs next to a live new one. The next batch starts
+//!   `delay` after the last new task reached `Running` (or ended);
 //! - stop-first: the old task gets `desired = Shutdown` and the new one is
 //!   created in the same slot held in `Ready` ([`HELD_BY_UPDATER`]) until the
 //!   old one has stopped; start-first: the new one is created desired
-//!   `Running` and the old one is shut down once the new one runs;
+//!   `Running` and the old one is shut down once the new one runs (if the
+//!   new one dies for good, the old one keeps running);
 //! - a failure is one of the update's tasks ending (`Failed`, `Rejected`, or
 //!   `Complete`: "failure or early termination") while the update is in
 //!   progress, which lasts until `monitor` after its last task settled (so
 //!   every task is watched for at least `monitor`; swarmkit watches each task
 //!   for exactly `monitor` after it starts, which needs a start time the
-//!   task status does not keep). When failed slots / updated slots exceeds `max_failure_ratio`
-//!   the failure action applies: `pause` (state `paused` or, during a
-//!   rollback, `rollback_paused`), `continue`, or `rollback` (the previous
-//!   spec comes back and is cleared, rolled out with the rollback config; a
-//!   rollback never rolls back, it pauses);
+//!   task status does not keep). When failed slots / updated slots exceeds
+//!   `max_failure_ratio` the failure action applies: `pause` (state `paused`
+//!   or, during a rollback, `rollback_paused`), `continue`, or `rollback`
+//!   (the previous spec comes back and is cleared, rolled out with the
+//!   rollback config; a rollback never rolls back, it pauses);
 //! - with nothing dirty or in flight, the update completes `monitor` after
-//!   its last task reached `Running` or ended (at once if it created no task).
+//!   its last task reached `Running` or ended (at once if it created no task);
+//! - the orchestrator calls the updater only in rounds where restarts,
+//!   drains and scaling had nothing to do, so no two of them race for a slot.
 
 use crate::orchestrator::{new_task, SlotKey};
 use shoal_shared::clock::UnixNanos;
