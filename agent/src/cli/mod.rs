@@ -108,7 +108,7 @@ enum NodeCmd {
         /// Add or update a node label (KEY=VALUE).
         #[arg(long, value_parser = parse::key_value)]
         label_add: Vec<(String, String)>,
-        /// Remove a node label if it exists.
+        /// Remove a node label (an unknown key is an error, as Docker's).
         #[arg(long)]
         label_rm: Vec<String>,
         node: String,
