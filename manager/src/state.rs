@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 use shoal_shared::ops::{Entry, Op};
 use shoal_shared::task::TaskState;
-use shoal_shared::types::{Cluster, Node, Service, Task};
+use shoal_shared::types::{Cluster, Node, Service, Task, UpdateStatus};
 use std::collections::BTreeMap;
 
 /// Version of the snapshot encoding.
@@ -117,6 +117,7 @@ impl State {
                     Some(old) => s.meta.created_at = old.meta.created_at,
                     None => s.meta.created_at = at,
                 }
+                mark_update_start(self.services.get(&s.id).and_then(|o| o.update_status.as_ref()), &mut s.update_status, index);
                 touch(&mut s.meta, index, at);
                 self.services.insert(s.id.clone(), s);
             }
@@ -162,14 +163,18 @@ impl State {
             }
             Op::SetUpdateStatus { id, status } => {
                 let s = self.services.get_mut(id).ok_or_else(|| missing("service", id))?;
-                s.update_status = Some(status.clone());
+                let mut next = Some(status.clone());
+                mark_update_start(s.update_status.as_ref(), &mut next, index);
+                s.update_status = next;
                 touch(&mut s.meta, index, at);
             }
             Op::RollbackService { id, status } => {
                 let s = self.services.get_mut(id).ok_or_else(|| missing("service", id))?;
                 let prev = s.previous_spec.take().ok_or_else(|| missing("previous spec of service", id))?;
                 s.spec = prev;
-                s.update_status = Some(status.clone());
+                let mut next = Some(status.clone());
+                mark_update_start(s.update_status.as_ref(), &mut next, index);
+                s.update_status = next;
                 touch(&mut s.meta, index, at);
             }
             Op::SetNodeLabels { id, labels } => {
@@ -231,6 +236,22 @@ fn find<'a, T>(objects: &'a BTreeMap<String, T>, key: &str, name: impl Fn(&T) ->
     match (by_prefix.next(), by_prefix.next()) {
         (Some((_, o)), None) => Some(o),
         _ => None,
+    }
+}
+
+/// Stamps `started_index` on an update status that starts a new update or
+/// rollback (in progress, and not the one already recorded); other statuses
+/// keep the recorded one.
+fn mark_update_start(old: Option<&UpdateStatus>, next: &mut Option<UpdateStatus>, index: u64) {
+    let Some(n) = next else { return };
+    // Starting (not-in-progress to in-progress) is always a new update, even within one clock tick.
+    let same = old.is_some_and(|o| {
+        o.started_at == n.started_at && o.state.is_rollback() == n.state.is_rollback() && (o.state.in_progress() || !n.state.in_progress())
+    });
+    match old {
+        Some(o) if same => n.started_index = o.started_index,
+        _ if n.state.in_progress() => n.started_index = index,
+        _ => {}
     }
 }
 

@@ -15,8 +15,8 @@
 //!   dirties nothing, `--force` bumps `force_update` inside the task spec
 //!   and so dirties every slot;
 //! - the update's own tasks are those with the service's task spec created
-//!   at or after `UpdateStatus.started_at` (both stamped by the leader's
-//!   clock, so a clock stepping backwards mid-update can hide them);
+//!   since the update started: `service_version >= UpdateStatus.started_index`
+//!   (raft indexes, so clock steps on the leader cannot hide them);
 //! - the config is `spec.update`, or `spec.rollback` while rolling back;
 //! - slots are replaced in batches of `parallelism` (0 = all at once), in
 //!   slot order. A batch is *in flight* while one of its new tasks has not
@@ -97,7 +97,8 @@ pub fn update(service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, now: Uni
         .map(|tasks| {
             let old = tasks.iter().copied().find(|t| runnable(t) && &t.spec != target);
             let new = tasks.iter().rev().copied().find(|t| runnable(t) && &t.spec == target);
-            let mine: Vec<&Task> = tasks.iter().copied().filter(|t| &t.spec == target && t.meta.created_at >= status.started_at).collect();
+            let mine: Vec<&Task> =
+                tasks.iter().copied().filter(|t| &t.spec == target && t.service_version >= status.started_index).collect();
             let failed = mine.iter().copied().find(|t| is_failure(t));
             SlotView { old, new, mine, failed }
         })
@@ -113,6 +114,7 @@ pub fn update(service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, now: Uni
             started_at: status.started_at,
             completed_at: 0,
             message: format!("{what} paused due to failure or early termination of task {culprit}"),
+            started_index: status.started_index,
         };
         match (cfg.failure_action, rolling_back) {
             (FailureAction::Continue, _) => {}
@@ -181,7 +183,7 @@ pub fn update(service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, now: Uni
             } else {
                 (UpdateState::Completed, MSG_COMPLETED)
             };
-            let done = UpdateStatus { state, started_at: status.started_at, completed_at: now, message: message.to_string() };
+            let done = UpdateStatus { completed_at: now, message: message.to_string(), state, ..status.clone() };
             ops.push(Op::SetUpdateStatus { id: service.id.clone(), status: done });
         }
         return;
@@ -390,6 +392,24 @@ mod tests {
             assert!(old.iter().all(|t| t.desired_state == TaskState::Shutdown && t.status.state == TaskState::Shutdown));
             assert_eq!(sim.service().previous_spec.as_ref().unwrap().task.container.env, Vec::<String>::new());
         }
+    }
+
+    #[test]
+    fn a_clock_stepping_back_mid_update_hides_nothing() {
+        let mut sim = Sim::new(3, |s| s.update.failure_action = FailureAction::Rollback);
+        sim.update(env("2"));
+        sim.now -= 300 * S;
+        sim.run_for(3 * S);
+        assert_eq!(sim.state(), Some(UpdateState::Completed));
+        assert_eq!(sim.running(), (3, 0));
+        let started = sim.service().update_status.clone().unwrap().started_index;
+        assert!(started > 0 && sim.s.tasks.values().filter(|t| t.service_version >= started).count() == 3);
+        // And failures are still seen: a bad update after the step rolls back.
+        sim.update(|s| s.task.container.image = "bad".into());
+        sim.now -= 300 * S;
+        sim.run_for(3 * S);
+        assert_eq!(sim.state(), Some(UpdateState::RollbackCompleted));
+        assert_eq!(sim.running(), (3, 0));
     }
 
     #[test]

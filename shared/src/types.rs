@@ -289,8 +289,7 @@ impl UpdateState {
     }
 }
 
-/// Swarm's `UpdateStatus`. `started_at` also marks which tasks the update
-/// created: tasks with the service's spec created at or after it.
+/// Swarm's `UpdateStatus`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpdateStatus {
     pub state: UpdateState,
@@ -298,12 +297,16 @@ pub struct UpdateStatus {
     /// 0 until the update completes.
     pub completed_at: UnixNanos,
     pub message: String,
+    /// Raft index of the entry that started this update or rollback, set by
+    /// `apply`: tasks with `service_version >= started_index` were created
+    /// during it (a clock-independent marker).
+    pub started_index: u64,
 }
 
 impl UpdateStatus {
     /// A status for an update or rollback starting at `now`.
     pub fn started(state: UpdateState, now: UnixNanos, message: &str) -> UpdateStatus {
-        UpdateStatus { state, started_at: now, completed_at: 0, message: message.to_string() }
+        UpdateStatus { state, started_at: now, completed_at: 0, message: message.to_string(), started_index: 0 }
     }
 }
 
