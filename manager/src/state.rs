@@ -348,6 +348,35 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn update_starts_are_stamped_with_their_index() {
+        use shoal_shared::types::{UpdateState, UpdateStatus};
+        let mut s = State::default();
+        let mut svc = service("a", "web");
+        s.apply(1, &entry(vec![Op::PutService(svc.clone())]));
+        svc.update_status = Some(UpdateStatus::started(UpdateState::Updating, 50, "update in progress"));
+        s.apply(2, &entry(vec![Op::PutService(svc.clone())]));
+        let started = |s: &State| s.services["a"].update_status.as_ref().map(|u| (u.state, u.started_index));
+        assert_eq!(started(&s), Some((UpdateState::Updating, 2)));
+        // Progress of the same update keeps its start, whatever the proposer sent.
+        let done =
+            UpdateStatus { state: UpdateState::Completed, completed_at: 60, ..UpdateStatus::started(UpdateState::Updating, 50, "x") };
+        s.apply(3, &entry(vec![Op::SetUpdateStatus { id: "a".into(), status: done }]));
+        assert_eq!(started(&s), Some((UpdateState::Completed, 2)));
+        // A new update within the same clock tick is still a new start.
+        s.apply(4, &entry(vec![Op::PutService(svc)]));
+        assert_eq!(started(&s), Some((UpdateState::Updating, 4)));
+        let rb = UpdateStatus::started(UpdateState::RollbackStarted, 50, "rolled back");
+        let r = s.apply(5, &entry(vec![Op::RollbackService { id: "a".into(), status: rb.clone() }]));
+        assert_eq!(r.rejected.len(), 1, "no previous spec");
+        assert_eq!(started(&s), Some((UpdateState::Updating, 4)), "a rejected op changes nothing");
+        s.services.get_mut("a").unwrap().previous_spec = Some(ServiceSpec::new("web", "busybox:1"));
+        s.apply(6, &entry(vec![Op::RollbackService { id: "a".into(), status: rb }]));
+        assert_eq!(started(&s), Some((UpdateState::RollbackStarted, 6)));
+        assert_eq!(s.services["a"].spec.task.container.image, "busybox:1");
+        assert_eq!(s.services["a"].previous_spec, None);
+    }
+
+    #[test]
     fn lookup_by_name_id_and_prefix() {
         let mut s = State::default();
         s.apply(1, &entry(vec![Op::PutService(service("abc123", "web")), Op::PutService(service("abd456", "db"))]));
