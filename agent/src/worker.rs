@@ -222,7 +222,7 @@ mod tests {
 
     fn state_with(desired: TaskState, status: TaskState) -> (State, Task) {
         let spec = ServiceSpec::new("web", "busybox");
-        let svc = Service { id: "s".into(), meta: Default::default(), spec: spec.clone(), previous_spec: None };
+        let svc = Service { id: "s".into(), meta: Default::default(), spec: spec.clone(), previous_spec: None, update_status: None };
         let t = Task {
             id: "t1".into(),
             meta: Default::default(),

@@ -45,7 +45,7 @@ fn main() {
         spec.task.placement.constraints = vec!["node.role!=manager".into(), format!("node.labels.zone!=z{}", s % 10)];
         spec.task.placement.platforms = vec![Platform::parse("linux/amd64").unwrap(), Platform::parse("linux/arm64").unwrap()];
         spec.task.resources.reservations.memory_bytes = 1 << 20;
-        ops.push(Op::PutService(Service { id: format!("s{s:03}"), meta: Meta::default(), spec, previous_spec: None }));
+        ops.push(Op::PutService(Service { id: format!("s{s:03}"), meta: Meta::default(), spec, previous_spec: None, update_status: None }));
     }
     state.apply(1, &Entry { at: 1, ops });
     let mut rng = Rng::from_seed(1);

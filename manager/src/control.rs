@@ -7,9 +7,12 @@
 
 use crate::scheduler::Constraint;
 use crate::state::State;
+use crate::updater::{MSG_ROLLBACK_MANUAL, MSG_UPDATING};
 use shoal_shared::api::ErrorKind;
+use shoal_shared::clock::UnixNanos;
 use shoal_shared::ops::Op;
-use shoal_shared::types::{Meta, Service, ServiceMode, ServiceSpec};
+use shoal_shared::types::{Meta, Service, ServiceMode, ServiceSpec, UpdateState, UpdateStatus};
+use std::collections::BTreeMap;
 
 /// Longest service name, as Docker's DNS-label rule.
 pub const SERVICE_NAME_BYTES_MAX: usize = 63;
@@ -37,13 +40,17 @@ pub enum ControlError {
     Invalid(String),
     #[error("scale can only be used with replicated mode: service {0} is global")]
     ScaleGlobal(String),
+    #[error("service {0} does not have a previous spec: there is nothing to roll back to")]
+    NoPreviousSpec(String),
 }
 
 impl ControlError {
     /// The API error class for this refusal.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ControlError::NotInSwarm | ControlError::AlreadyInSwarm | ControlError::ScaleGlobal(_) => ErrorKind::FailedPrecondition,
+            ControlError::NotInSwarm | ControlError::AlreadyInSwarm | ControlError::ScaleGlobal(_) | ControlError::NoPreviousSpec(_) => {
+                ErrorKind::FailedPrecondition
+            }
             ControlError::NoSuchService(_) | ControlError::NoSuchNode(_) => ErrorKind::NotFound,
             ControlError::NameInUse(_) => ErrorKind::AlreadyExists,
             ControlError::BadName(_) | ControlError::Invalid(_) => ErrorKind::InvalidArgument,
@@ -94,7 +101,7 @@ pub fn create_service(state: &State, spec: ServiceSpec, id: String) -> Result<Ve
     if state.services.values().any(|s| s.spec.name == spec.name) {
         return Err(ControlError::NameInUse(spec.name));
     }
-    Ok(vec![Op::PutService(Service { id, meta: Meta::default(), spec, previous_spec: None })])
+    Ok(vec![Op::PutService(Service { id, meta: Meta::default(), spec, previous_spec: None, update_status: None })])
 }
 
 /// Ops setting a replicated service's replica count.
@@ -111,6 +118,84 @@ pub fn scale_service(state: &State, key: &str, replicas: u64) -> Result<Vec<Op>,
     next.previous_spec = Some(s.spec.clone());
     next.spec.mode = ServiceMode::Replicated { replicas };
     Ok(vec![Op::PutService(next)])
+}
+
+/// Ops replacing a service's spec (`service update`). The old spec becomes
+/// the previous one; a changed task spec starts a rolling update at `now`, as
+/// does any update of a paused one (Swarm resumes paused updates this way).
+/// Renames and mode changes are refused, as Swarm's.
+pub fn update_service(state: &State, key: &str, spec: ServiceSpec, now: UnixNanos) -> Result<Vec<Op>, ControlError> {
+    in_swarm(state)?;
+    let s = state.find_service(key).ok_or_else(|| ControlError::NoSuchService(key.to_string()))?;
+    validate_spec(&spec)?;
+    if spec.name != s.spec.name {
+        return Err(ControlError::Invalid(format!(
+            "renaming services is not supported: service {} cannot become {}",
+            s.spec.name, spec.name
+        )));
+    }
+    if (spec.mode == ServiceMode::Global) != (s.spec.mode == ServiceMode::Global) {
+        return Err(ControlError::Invalid(format!("service mode change is not allowed: remove and recreate service {}", s.spec.name)));
+    }
+    let mut next = s.clone();
+    let paused = s.update_status.as_ref().is_some_and(|u| matches!(u.state, UpdateState::Paused | UpdateState::RollbackPaused));
+    if spec.task != s.spec.task || paused {
+        next.update_status = Some(UpdateStatus::started(UpdateState::Updating, now, MSG_UPDATING));
+    }
+    next.previous_spec = Some(std::mem::replace(&mut next.spec, spec));
+    Ok(vec![Op::PutService(next)])
+}
+
+/// Ops rolling a service back to its previous spec (`service rollback`):
+/// the specs swap, as Swarm's, and tasks are replaced with the rollback config.
+pub fn rollback_service(state: &State, key: &str, now: UnixNanos) -> Result<Vec<Op>, ControlError> {
+    in_swarm(state)?;
+    let s = state.find_service(key).ok_or_else(|| ControlError::NoSuchService(key.to_string()))?;
+    let Some(prev) = s.previous_spec.clone() else {
+        return Err(ControlError::NoPreviousSpec(s.spec.name.clone()));
+    };
+    let mut next = s.clone();
+    next.previous_spec = Some(std::mem::replace(&mut next.spec, prev));
+    next.update_status = Some(UpdateStatus::started(UpdateState::RollbackStarted, now, MSG_ROLLBACK_MANUAL));
+    Ok(vec![Op::PutService(next)])
+}
+
+/// Ops for `node update`: availability and user labels (`self` is `self_id`).
+pub fn update_node(
+    state: &State,
+    self_id: &str,
+    key: &str,
+    availability: Option<shoal_shared::types::Availability>,
+    label_add: &[(String, String)],
+    label_rm: &[String],
+) -> Result<Vec<Op>, ControlError> {
+    in_swarm(state)?;
+    let lookup = if key == "self" { self_id } else { key };
+    let n = state.find_node(lookup).ok_or_else(|| ControlError::NoSuchNode(key.to_string()))?;
+    let mut ops = Vec::new();
+    if let Some(a) = availability {
+        if a != n.availability {
+            ops.push(Op::SetNodeAvailability { id: n.id.clone(), availability: a });
+        }
+    }
+    if !label_add.is_empty() || !label_rm.is_empty() {
+        let mut labels: BTreeMap<String, String> = n.labels.clone();
+        for k in label_rm {
+            if labels.remove(k).is_none() {
+                return Err(ControlError::Invalid(format!("key {k} doesn't exist in node's labels")));
+            }
+        }
+        for (k, v) in label_add {
+            if k.is_empty() {
+                return Err(ControlError::Invalid("invalid label: the key is empty; use KEY=VALUE".into()));
+            }
+            labels.insert(k.clone(), v.clone());
+        }
+        if labels != n.labels {
+            ops.push(Op::SetNodeLabels { id: n.id.clone(), labels });
+        }
+    }
+    Ok(ops)
 }
 
 /// Ops removing a service (its tasks are stopped by the orchestrator).

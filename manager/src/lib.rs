@@ -4,6 +4,7 @@
 //! Module map: [`state`] is the replicated state machine (apply, snapshot);
 //! [`orchestrator`] turns service specs into tasks; [`scheduler`] binds tasks
 //! to nodes; [`store`] drives raft, its redb storage and the state; [`raft`] is the replicated log's consensus core and simulator;
+//! [`updater`] rolls service updates and rollbacks out in batches;
 //! [`control`] validates control-API requests into ops.
 
 pub mod control;
@@ -13,3 +14,4 @@ pub mod scheduler;
 pub mod schema;
 pub mod state;
 pub mod store;
+pub mod updater;

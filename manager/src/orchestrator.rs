@@ -15,16 +15,21 @@
 //!   policy: the old one goes to `desired = Shutdown` and a new task takes the
 //!   slot, held in `Ready` until the restart delay passes; when the policy
 //!   says no, the dead task keeps the slot (so the service shows 0/1);
+//! - replicated tasks on a drained node are shut down and their slot gets a
+//!   new unplaced task (which stays `Pending` while no node can take it);
+//! - once none of the above has anything to do for a service, the
+//!   [`crate::updater`] moves its rolling update along;
 //! - tasks with `desired = Remove` are deleted once they are no longer running,
 //!   and each slot keeps at most [`TASK_HISTORY_PER_SLOT_MAX`] tasks.
 
 use crate::scheduler;
 use crate::state::State;
+use crate::updater;
 use shoal_shared::clock::UnixNanos;
 use shoal_shared::ops::Op;
 use shoal_shared::rng::Rng;
 use shoal_shared::task::TaskState;
-use shoal_shared::types::{RestartCondition, Service, ServiceMode, Task, TaskStatus, TASK_HISTORY_PER_SLOT_MAX};
+use shoal_shared::types::{Availability, RestartCondition, Service, ServiceMode, Task, TaskStatus, TASK_HISTORY_PER_SLOT_MAX};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Computes the ops that move the state towards the services' specs.
@@ -37,10 +42,18 @@ pub fn reconcile(state: &State, now: UnixNanos, rng: &mut Rng) -> Vec<Op> {
         for t in &tasks {
             slots.entry(slot_key(t)).or_default().push(t);
         }
+        let before = ops.len();
         restart_dead_tasks(service, &slots, now, rng, &mut ops);
         match service.spec.mode {
-            ServiceMode::Replicated { replicas } => scale_replicated(service, &slots, replicas, rng, &mut ops),
+            ServiceMode::Replicated { replicas } => {
+                drain_nodes(state, service, &slots, rng, &mut ops);
+                scale_replicated(service, &slots, replicas, rng, &mut ops)
+            }
             ServiceMode::Global => place_global(state, service, &slots, rng, &mut ops),
+        }
+        // The updater acts on a settled round, so it never races the others over a slot.
+        if ops.len() == before {
+            updater::update(service, &slots, now, rng, &mut ops);
         }
         prune_history(&slots, &mut ops);
     }
@@ -57,8 +70,9 @@ pub fn reconcile(state: &State, now: UnixNanos, rng: &mut Rng) -> Vec<Op> {
     ops
 }
 
+/// A slot: its number for replicated services, its node for global ones.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum SlotKey {
+pub enum SlotKey {
     Slot(u64),
     Node(String),
 }
@@ -157,6 +171,25 @@ fn scale_replicated(service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, re
     }
 }
 
+/// Replicated tasks on drained nodes are shut down and their slots get a
+/// fresh, unplaced task (global tasks leave through [`place_global`]).
+fn drain_nodes(state: &State, service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, rng: &mut Rng, ops: &mut Vec<Op>) {
+    let drained = |t: &Task| state.nodes.get(&t.node_id).is_some_and(|n| n.availability == Availability::Drain);
+    for slot in slots.values() {
+        let live: Vec<&Task> = slot.iter().copied().filter(|t| runnable(t) && !t.status.state.is_terminal()).collect();
+        let (gone, staying): (Vec<&Task>, Vec<&Task>) = live.into_iter().partition(|t| drained(t));
+        let Some(last) = gone.last() else {
+            continue;
+        };
+        for t in &gone {
+            ops.push(Op::SetTaskDesired { id: t.id.clone(), desired: TaskState::Shutdown });
+        }
+        if staying.is_empty() {
+            ops.push(Op::CreateTask(new_task(service, last.slot, "", rng, 0)));
+        }
+    }
+}
+
 fn place_global(state: &State, service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, rng: &mut Rng, ops: &mut Vec<Op>) {
     let eligible: BTreeSet<&str> =
         state.nodes.values().filter(|n| scheduler::eligible(n, &service.spec.task.placement).is_ok()).map(|n| n.id.as_str()).collect();
@@ -166,9 +199,17 @@ fn place_global(state: &State, service: &Service, slots: &BTreeMap<SlotKey, Vec<
             ops.push(Op::CreateTask(new_task(service, 0, node, rng, 0)));
         }
     }
+    // Pause only stops new tasks: a paused node that is otherwise eligible keeps its task.
+    let paused_but_fit = |id: &str| {
+        state.nodes.get(id).is_some_and(|n| {
+            let mut active = n.clone();
+            active.availability = Availability::Active;
+            n.availability == Availability::Pause && scheduler::eligible(&active, &service.spec.task.placement).is_ok()
+        })
+    };
     for (key, slot) in slots {
         let SlotKey::Node(node) = key else { continue };
-        if eligible.contains(node.as_str()) {
+        if eligible.contains(node.as_str()) || paused_but_fit(node) {
             continue;
         }
         if let Some(t) = runnable_task(slot) {

@@ -14,6 +14,8 @@
 //! `Pending` with an explanation naming each filter that failed, e.g.
 //! `no suitable node (max replicas per node limit exceed; scheduling
 //! constraints not satisfied on 1 node)`, and is retried on every pass.
+//! A task that was never placed and is now desired `Shutdown` is closed here
+//! (status `Shutdown`), since no agent will ever report on it.
 
 use crate::state::State;
 use shoal_shared::clock::UnixNanos;
@@ -169,6 +171,15 @@ pub fn schedule(state: &State, now: UnixNanos) -> Vec<Op> {
     let mut ops = Vec::new();
     let mut unplaced: Vec<&Task> = Vec::new();
     for t in state.tasks.values() {
+        if t.node_id.is_empty() && t.status.state <= TaskState::Pending && t.desired_state == TaskState::Shutdown {
+            // Never placed, now unwanted (an update or a drain replaced it): no agent will
+            // ever report on it, so the scheduler closes it and it becomes history.
+            ops.push(Op::SetTaskStatus {
+                id: t.id.clone(),
+                status: TaskStatus::new(TaskState::Shutdown, now, "task was shut down before it was scheduled"),
+            });
+            continue;
+        }
         if t.status.state > TaskState::Pending || t.desired_state > TaskState::Running {
             continue;
         }

@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 use shoal_shared::ops::{Entry, Op};
 use shoal_shared::task::TaskState;
-use shoal_shared::types::{Cluster, Node, Service, Task};
+use shoal_shared::types::{Cluster, Node, Service, Task, UpdateStatus};
 use std::collections::BTreeMap;
 
 /// Version of the snapshot encoding.
@@ -117,6 +117,7 @@ impl State {
                     Some(old) => s.meta.created_at = old.meta.created_at,
                     None => s.meta.created_at = at,
                 }
+                mark_update_start(self.services.get(&s.id).and_then(|o| o.update_status.as_ref()), &mut s.update_status, index);
                 touch(&mut s.meta, index, at);
                 self.services.insert(s.id.clone(), s);
             }
@@ -159,6 +160,27 @@ impl State {
                 t.desired_state = forward(id, t.desired_state, TaskState::Running)?;
                 t.not_before = 0;
                 touch(&mut t.meta, index, at);
+            }
+            Op::SetUpdateStatus { id, status } => {
+                let s = self.services.get_mut(id).ok_or_else(|| missing("service", id))?;
+                let mut next = Some(status.clone());
+                mark_update_start(s.update_status.as_ref(), &mut next, index);
+                s.update_status = next;
+                touch(&mut s.meta, index, at);
+            }
+            Op::RollbackService { id, status } => {
+                let s = self.services.get_mut(id).ok_or_else(|| missing("service", id))?;
+                let prev = s.previous_spec.take().ok_or_else(|| missing("previous spec of service", id))?;
+                s.spec = prev;
+                let mut next = Some(status.clone());
+                mark_update_start(s.update_status.as_ref(), &mut next, index);
+                s.update_status = next;
+                touch(&mut s.meta, index, at);
+            }
+            Op::SetNodeLabels { id, labels } => {
+                let n = self.nodes.get_mut(id).ok_or_else(|| missing("node", id))?;
+                n.labels = labels.clone();
+                touch(&mut n.meta, index, at);
             }
         }
         Ok(())
@@ -217,6 +239,22 @@ fn find<'a, T>(objects: &'a BTreeMap<String, T>, key: &str, name: impl Fn(&T) ->
     }
 }
 
+/// Stamps `started_index` on an update status that starts a new update or
+/// rollback (in progress, and not the one already recorded); other statuses
+/// keep the recorded one.
+fn mark_update_start(old: Option<&UpdateStatus>, next: &mut Option<UpdateStatus>, index: u64) {
+    let Some(n) = next else { return };
+    // Starting (not-in-progress to in-progress) is always a new update, even within one clock tick.
+    let same = old.is_some_and(|o| {
+        o.started_at == n.started_at && o.state.is_rollback() == n.state.is_rollback() && (o.state.in_progress() || !n.state.in_progress())
+    });
+    match old {
+        Some(o) if same => n.started_index = o.started_index,
+        _ if n.state.in_progress() => n.started_index = index,
+        _ => {}
+    }
+}
+
 fn missing(kind: &'static str, id: &str) -> ApplyError {
     ApplyError::Missing { kind, id: id.to_string() }
 }
@@ -236,7 +274,13 @@ pub(crate) mod tests {
     use shoal_shared::types::{ServiceSpec, TaskStatus};
 
     pub(crate) fn service(id: &str, name: &str) -> Service {
-        Service { id: id.into(), meta: Default::default(), spec: ServiceSpec::new(name, "busybox"), previous_spec: None }
+        Service {
+            id: id.into(),
+            meta: Default::default(),
+            spec: ServiceSpec::new(name, "busybox"),
+            previous_spec: None,
+            update_status: None,
+        }
     }
 
     pub(crate) fn task(id: &str, service_id: &str, slot: u64) -> Task {
@@ -292,12 +336,44 @@ pub(crate) mod tests {
     #[test]
     fn snapshot_round_trip_and_corruption() {
         let mut s = State::default();
-        s.apply(1, &entry(vec![Op::PutService(service("a", "web")), Op::CreateTask(task("t", "a", 1))]));
+        let mut svc = service("a", "web");
+        svc.previous_spec = Some(ServiceSpec::new("web", "busybox:1"));
+        svc.update_status = Some(shoal_shared::types::UpdateStatus::started(shoal_shared::types::UpdateState::Paused, 7, "paused"));
+        s.apply(1, &entry(vec![Op::PutService(svc), Op::CreateTask(task("t", "a", 1))]));
         let snap = s.snapshot();
         assert_eq!(State::restore(&snap).unwrap(), s);
         assert!(State::restore(&[]).is_err());
         assert!(State::restore(&[7]).is_err());
         assert!(State::restore(&snap[..snap.len() / 2]).is_err());
+    }
+
+    #[test]
+    fn update_starts_are_stamped_with_their_index() {
+        use shoal_shared::types::{UpdateState, UpdateStatus};
+        let mut s = State::default();
+        let mut svc = service("a", "web");
+        s.apply(1, &entry(vec![Op::PutService(svc.clone())]));
+        svc.update_status = Some(UpdateStatus::started(UpdateState::Updating, 50, "update in progress"));
+        s.apply(2, &entry(vec![Op::PutService(svc.clone())]));
+        let started = |s: &State| s.services["a"].update_status.as_ref().map(|u| (u.state, u.started_index));
+        assert_eq!(started(&s), Some((UpdateState::Updating, 2)));
+        // Progress of the same update keeps its start, whatever the proposer sent.
+        let done =
+            UpdateStatus { state: UpdateState::Completed, completed_at: 60, ..UpdateStatus::started(UpdateState::Updating, 50, "x") };
+        s.apply(3, &entry(vec![Op::SetUpdateStatus { id: "a".into(), status: done }]));
+        assert_eq!(started(&s), Some((UpdateState::Completed, 2)));
+        // A new update within the same clock tick is still a new start.
+        s.apply(4, &entry(vec![Op::PutService(svc)]));
+        assert_eq!(started(&s), Some((UpdateState::Updating, 4)));
+        let rb = UpdateStatus::started(UpdateState::RollbackStarted, 50, "rolled back");
+        let r = s.apply(5, &entry(vec![Op::RollbackService { id: "a".into(), status: rb.clone() }]));
+        assert_eq!(r.rejected.len(), 1, "no previous spec");
+        assert_eq!(started(&s), Some((UpdateState::Updating, 4)), "a rejected op changes nothing");
+        s.services.get_mut("a").unwrap().previous_spec = Some(ServiceSpec::new("web", "busybox:1"));
+        s.apply(6, &entry(vec![Op::RollbackService { id: "a".into(), status: rb }]));
+        assert_eq!(started(&s), Some((UpdateState::RollbackStarted, 6)));
+        assert_eq!(s.services["a"].spec.task.container.image, "busybox:1");
+        assert_eq!(s.services["a"].previous_spec, None);
     }
 
     #[test]

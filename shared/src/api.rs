@@ -57,6 +57,20 @@ pub enum Request {
     ImagePull {
         reference: String,
     },
+    /// Replace a service's spec (`service update`), or roll back to its
+    /// previous spec when `rollback` is set (then `spec` is ignored).
+    ServiceUpdate {
+        service: String,
+        spec: Box<ServiceSpec>,
+        rollback: bool,
+    },
+    /// `node update`: availability and label changes (`self` names this node).
+    NodeUpdate {
+        node: String,
+        availability: Option<Availability>,
+        label_add: Vec<(String, String)>,
+        label_rm: Vec<String>,
+    },
 }
 
 /// Where a log reader left off in one task's log.
@@ -133,6 +147,7 @@ pub enum Reply {
     Images(Vec<ImageSummary>),
     Loaded(Vec<String>),
     Removed(Vec<String>),
+    ServiceUpdated { warnings: Vec<String> },
 }
 
 impl Reply {

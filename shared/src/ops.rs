@@ -9,7 +9,7 @@
 //! append only.
 
 use crate::task::TaskState;
-use crate::types::{Availability, Cluster, Node, NodeState, Service, Task, TaskStatus};
+use crate::types::{Availability, Cluster, Node, NodeState, Service, Task, TaskStatus, UpdateStatus};
 use serde::{Deserialize, Serialize};
 
 /// Version of the entry encoding; bump on incompatible change.
@@ -61,6 +61,22 @@ pub enum Op {
     /// Release a restart-delayed task to run.
     ReleaseTask {
         id: String,
+    },
+    /// Updater: record a rolling update's progress.
+    SetUpdateStatus {
+        id: String,
+        status: UpdateStatus,
+    },
+    /// Updater: automatic rollback. The previous spec becomes the spec and
+    /// is cleared (swarmkit's `rollbackUpdate`); skipped when there is none.
+    RollbackService {
+        id: String,
+        status: UpdateStatus,
+    },
+    /// Replace a node's user labels (`node update --label-add/--label-rm`).
+    SetNodeLabels {
+        id: String,
+        labels: std::collections::BTreeMap<String, String>,
     },
 }
 
@@ -114,6 +130,17 @@ mod tests {
     #[test]
     fn round_trip_and_hostile_bytes() {
         let e = Entry { at: 42, ops: vec![Op::DeleteTask { id: "t".into() }] };
+        assert_eq!(Entry::decode(&e.encode()).unwrap(), e);
+        let status = crate::types::UpdateStatus::started(crate::types::UpdateState::RollbackStarted, 9, "manually requested rollback");
+        let labels = [("zone".to_string(), "edge".to_string())].into_iter().collect();
+        let e = Entry {
+            at: 43,
+            ops: vec![
+                Op::SetUpdateStatus { id: "s".into(), status: status.clone() },
+                Op::RollbackService { id: "s".into(), status },
+                Op::SetNodeLabels { id: "n".into(), labels },
+            ],
+        };
         assert_eq!(Entry::decode(&e.encode()).unwrap(), e);
         assert_eq!(Entry::decode(&[]), Err(EntryError::Empty));
         assert_eq!(Entry::decode(&[9, 1, 2]), Err(EntryError::Version(9)));

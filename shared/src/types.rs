@@ -250,6 +250,64 @@ pub struct Service {
     pub meta: Meta,
     pub spec: ServiceSpec,
     pub previous_spec: Option<ServiceSpec>,
+    /// Progress of the last rolling update or rollback; `None` before the first.
+    pub update_status: Option<UpdateStatus>,
+}
+
+/// Where a rolling update stands (Swarm's `UpdateStatus.State`). Append only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpdateState {
+    Updating,
+    Paused,
+    Completed,
+    RollbackStarted,
+    RollbackPaused,
+    RollbackCompleted,
+}
+
+impl UpdateState {
+    /// Swarm's spelling (`updating`, `rollback_completed`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpdateState::Updating => "updating",
+            UpdateState::Paused => "paused",
+            UpdateState::Completed => "completed",
+            UpdateState::RollbackStarted => "rollback_started",
+            UpdateState::RollbackPaused => "rollback_paused",
+            UpdateState::RollbackCompleted => "rollback_completed",
+        }
+    }
+
+    /// An update or rollback is replacing tasks.
+    pub fn in_progress(self) -> bool {
+        matches!(self, UpdateState::Updating | UpdateState::RollbackStarted)
+    }
+
+    /// A rollback (manual or automatic) is or was under way.
+    pub fn is_rollback(self) -> bool {
+        matches!(self, UpdateState::RollbackStarted | UpdateState::RollbackPaused | UpdateState::RollbackCompleted)
+    }
+}
+
+/// Swarm's `UpdateStatus`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateStatus {
+    pub state: UpdateState,
+    pub started_at: UnixNanos,
+    /// 0 until the update completes.
+    pub completed_at: UnixNanos,
+    pub message: String,
+    /// Raft index of the entry that started this update or rollback, set by
+    /// `apply`: tasks with `service_version >= started_index` were created
+    /// during it (a clock-independent marker).
+    pub started_index: u64,
+}
+
+impl UpdateStatus {
+    /// A status for an update or rollback starting at `now`.
+    pub fn started(state: UpdateState, now: UnixNanos, message: &str) -> UpdateStatus {
+        UpdateStatus { state, started_at: now, completed_at: 0, message: message.to_string(), started_index: 0 }
+    }
 }
 
 /// What the agent last observed of a task.

@@ -176,6 +176,13 @@ pub(crate) fn service_json(s: &Service) -> Value {
         v["PreviousSpec"] = spec_json(p);
     }
     v["Endpoint"] = json!({"Spec": {}});
+    if let Some(u) = &s.update_status {
+        let mut st = json!({"State": u.state.as_str(), "StartedAt": rfc3339(u.started_at), "Message": u.message});
+        if u.completed_at > 0 {
+            st["CompletedAt"] = json!(rfc3339(u.completed_at));
+        }
+        v["UpdateStatus"] = st;
+    }
     if !s.spec.networks.is_empty() || !s.spec.ports.is_empty() {
         v["ShoalNotes"] =
             json!(["networks and published ports are stored in the spec but not implemented yet: tasks use the host network"]);
@@ -196,6 +203,13 @@ pub(crate) fn service_pretty(s: &Service) -> String {
     match spec.mode {
         ServiceMode::Replicated { replicas } => out.push_str(&format!("Service Mode:\tReplicated\n Replicas:\t{replicas}\n")),
         ServiceMode::Global => out.push_str("Service Mode:\tGlobal\n"),
+    }
+    if let Some(u) = &s.update_status {
+        out.push_str(&format!("UpdateStatus:\n State:\t\t{}\n Started:\t{}\n", u.state.as_str(), rfc3339(u.started_at)));
+        if u.completed_at > 0 {
+            out.push_str(&format!(" Completed:\t{}\n", rfc3339(u.completed_at)));
+        }
+        out.push_str(&format!(" Message:\t{}\n", u.message));
     }
     out.push_str("Placement:\n");
     if !spec.task.placement.constraints.is_empty() {

@@ -8,6 +8,7 @@ mod inspect;
 mod output;
 mod parse;
 mod service;
+mod update;
 
 use crate::client::{Client, DEFAULT_HOST, REPLY_MS_DEFAULT, REPLY_MS_IMAGES};
 use anyhow::{bail, Context};
@@ -98,6 +99,19 @@ enum NodeCmd {
         format: String,
         #[arg(required = true)]
         nodes: Vec<String>,
+    },
+    /// Update a node's availability or labels (`self` is this node).
+    Update {
+        /// Availability of the node: active, pause or drain.
+        #[arg(long, value_parser = parse::availability)]
+        availability: Option<Availability>,
+        /// Add or update a node label (KEY=VALUE).
+        #[arg(long, value_parser = parse::key_value)]
+        label_add: Vec<(String, String)>,
+        /// Remove a node label (an unknown key is an error, as Docker's).
+        #[arg(long)]
+        label_rm: Vec<String>,
+        node: String,
     },
 }
 
@@ -249,6 +263,11 @@ fn node(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
             if !quiet && format != "json" {
                 print!("{}", t.render());
             }
+            Ok(())
+        }
+        NodeCmd::Update { availability, label_add, label_rm, node } => {
+            call(host, Request::NodeUpdate { node: node.clone(), availability, label_add, label_rm }, REPLY_MS_DEFAULT)?;
+            println!("{node}");
             Ok(())
         }
         NodeCmd::Inspect { pretty, format, nodes } => {

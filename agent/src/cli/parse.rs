@@ -1,6 +1,6 @@
 //! Flag value parsers with Docker's syntax and clear errors.
 
-use shoal_shared::types::{Availability, Mount, MountKind, RestartCondition};
+use shoal_shared::types::{Availability, FailureAction, Mount, MountKind, RestartCondition, UpdateOrder};
 
 /// `active|pause|drain`.
 pub(crate) fn availability(s: &str) -> Result<Availability, String> {
@@ -15,6 +15,73 @@ pub(crate) fn restart_condition(s: &str) -> Result<RestartCondition, String> {
         "none" => Ok(RestartCondition::None),
         _ => Err(format!("invalid restart condition {s:?}: use any, on-failure or none")),
     }
+}
+
+/// `pause|continue|rollback`.
+pub(crate) fn failure_action(s: &str) -> Result<FailureAction, String> {
+    match s {
+        "pause" => Ok(FailureAction::Pause),
+        "continue" => Ok(FailureAction::Continue),
+        "rollback" => Ok(FailureAction::Rollback),
+        _ => Err(format!("invalid failure action {s:?}: use pause, continue or rollback")),
+    }
+}
+
+/// `stop-first|start-first`.
+pub(crate) fn update_order(s: &str) -> Result<UpdateOrder, String> {
+    match s {
+        "stop-first" => Ok(UpdateOrder::StopFirst),
+        "start-first" => Ok(UpdateOrder::StartFirst),
+        _ => Err(format!("invalid update order {s:?}: use stop-first or start-first")),
+    }
+}
+
+/// Splits `--args` into words as a POSIX shell would: single and double
+/// quotes and backslash escapes; no expansion.
+pub(crate) fn words(s: &str) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut cur: Option<String> = None;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if let Some(w) = cur.take() {
+                    out.push(w);
+                }
+            }
+            '\'' => {
+                let w = cur.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => w.push(c),
+                        None => anyhow::bail!("invalid --args {s:?}: unterminated single quote"),
+                    }
+                }
+            }
+            '"' => {
+                let w = cur.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c) => w.push(c),
+                            None => anyhow::bail!("invalid --args {s:?}: unterminated double quote"),
+                        },
+                        Some(c) => w.push(c),
+                        None => anyhow::bail!("invalid --args {s:?}: unterminated double quote"),
+                    }
+                }
+            }
+            '\\' => match chars.next() {
+                Some(c) => cur.get_or_insert_with(String::new).push(c),
+                None => anyhow::bail!("invalid --args {s:?}: trailing backslash"),
+            },
+            c => cur.get_or_insert_with(String::new).push(c),
+        }
+    }
+    out.extend(cur);
+    Ok(out)
 }
 
 /// Go-style durations (`5s`, `1m30s`, `100ms`, `0`) to nanoseconds.
@@ -136,5 +203,12 @@ mod tests {
         assert_eq!((m.kind, m.source.as_str(), m.target.as_str()), (MountKind::Volume, "v", "/etc/nginx"));
         assert!(mount("type=volume,destination=/x").is_err());
         assert!(mount("type=nfs,source=a,destination=/x").is_err());
+        assert_eq!(words("sh -c 'echo \"a b\"; x' \"q\\\"z\" e\\ f").unwrap(), vec!["sh", "-c", "echo \"a b\"; x", "q\"z", "e f"]);
+        assert_eq!(words("  ").unwrap(), Vec::<String>::new());
+        assert_eq!(words("''").unwrap(), vec![""]);
+        assert!(words("'open").is_err());
+        assert_eq!(failure_action("rollback"), Ok(FailureAction::Rollback));
+        assert!(failure_action("explode").is_err());
+        assert_eq!(update_order("start-first"), Ok(UpdateOrder::StartFirst));
     }
 }

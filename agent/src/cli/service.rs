@@ -1,5 +1,6 @@
 //! `shoal service ...`: create, ls, ps, inspect, scale, rm, logs, and the
-//! convergence progress display that create and scale show unless `-d`.
+//! convergence progress display that create, scale, update and rollback
+//! show unless `-d` (update and rollback live in [`super::update`]).
 //!
 //! Progress polls the task list every [`POLL_MS`] and ends when every slot
 //! has a running task that has stayed up for the verify window, which is
@@ -9,22 +10,28 @@
 //! stability, counted from each task's own start, and a service whose tasks
 //! are already stable converges with no wait at all. The whole wait is
 //! bounded by `--timeout` (default [`PROGRESS_MS_DEFAULT`]).
+//!
+//! Watching an update or rollback also follows the service's `UpdateStatus`,
+//! as Docker's: only tasks on the new spec count, convergence waits for the
+//! update to complete (the updater's own monitor window), a paused update is
+//! an error, and an automatic rollback is announced (`rollback: ...`) and
+//! ends in an error once it has completed.
 
 use super::output::{ago, image_shown, trunc, Table};
-use super::{call, inspect, parse};
+use super::{call, inspect, parse, update};
 use crate::client::REPLY_MS_DEFAULT;
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use shoal_shared::api::{LogCursor, Reply, Request};
 use shoal_shared::task::TaskState;
-use shoal_shared::types::{Node, Service, ServiceMode, ServiceSpec, Task};
+use shoal_shared::types::{Node, Service, ServiceMode, ServiceSpec, Task, UpdateState, UpdateStatus};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const POLL_MS: u64 = 100;
 const VERIFY_MS_MAX: u64 = 1_000;
-const PROGRESS_MS_DEFAULT: u64 = 120_000;
+pub(crate) const PROGRESS_MS_DEFAULT: u64 = 120_000;
 const BAR_WIDTH: usize = 50;
 
 // Parsed once per process; size does not matter.
@@ -63,6 +70,18 @@ pub(crate) enum ServiceCmd {
         detach: bool,
         #[arg(required = true, value_parser = parse::scale)]
         scales: Vec<(String, u64)>,
+    },
+    /// Update a service.
+    Update(update::UpdateArgs),
+    /// Revert changes to a service's configuration.
+    Rollback {
+        /// Exit immediately instead of waiting for the service to converge.
+        #[arg(short, long)]
+        detach: bool,
+        /// Suppress progress output.
+        #[arg(short, long)]
+        quiet: bool,
+        service: String,
     },
     /// Remove one or more services.
     #[command(alias = "remove")]
@@ -168,6 +187,8 @@ pub(crate) struct CreateArgs {
     /// Longest time to wait for convergence without -d.
     #[arg(long, value_parser = parse::duration_ns)]
     timeout: Option<u64>,
+    #[command(flatten)]
+    policy: update::PolicyArgs,
     /// Image to run.
     image: String,
     /// Command and arguments.
@@ -209,7 +230,7 @@ pub(crate) fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
                 call(host, Request::ServiceScale { service: name.clone(), replicas: *replicas }, REPLY_MS_DEFAULT)?;
                 println!("{name} scaled to {replicas}");
                 if !detach {
-                    progress(host, name, PROGRESS_MS_DEFAULT)?;
+                    progress(host, name, PROGRESS_MS_DEFAULT, Watch::converge())?;
                 }
             }
             Ok(())
@@ -231,6 +252,8 @@ pub(crate) fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
             Ok(())
         }
         ServiceCmd::Logs { follow, tail, service } => logs(host, &service, follow, tail),
+        ServiceCmd::Update(a) => update::update(host, a),
+        ServiceCmd::Rollback { detach, quiet, service } => update::rollback(host, &service, detach || quiet),
     }
 }
 
@@ -287,6 +310,7 @@ fn spec_from(a: CreateArgs) -> anyhow::Result<ServiceSpec> {
     for p in a.publish {
         spec.ports.push(parse_publish(&p)?);
     }
+    a.policy.apply(&mut spec)?;
     Ok(spec)
 }
 
@@ -329,7 +353,7 @@ fn create(host: &str, a: CreateArgs) -> anyhow::Result<()> {
     if detach || quiet {
         return Ok(());
     }
-    progress(host, &name, timeout_ms)
+    progress(host, &name, timeout_ms, Watch::converge())
 }
 
 fn fetch_tasks(host: &str, service: &str) -> anyhow::Result<(Service, Vec<Task>, Vec<Node>)> {
@@ -359,9 +383,28 @@ fn bar(state: TaskState) -> String {
     format!("[{}>{}]", "=".repeat(filled.saturating_sub(1)), " ".repeat(BAR_WIDTH - filled))
 }
 
+/// What a progress display waits for.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Watch {
+    /// Watching an update or rollback (not a create or scale).
+    pub update: bool,
+    /// A rollback was asked for (so rolling back is no failure).
+    pub rollback: bool,
+    /// The service's update status before the request, to tell new news from old.
+    pub before: Option<UpdateStatus>,
+}
+
+impl Watch {
+    /// Create and scale: tasks running and stable.
+    pub(crate) fn converge() -> Watch {
+        Watch::default()
+    }
+}
+
 /// Renders one frame; returns (lines, converged).
-fn frame(service: &Service, tasks: &[Task], verify_ms: u64) -> (Vec<String>, bool) {
-    // One line per slot (replicated) or node (global), showing its runnable task.
+/// `status` is the update status news this display follows (none for create and scale).
+fn frame(service: &Service, tasks: &[Task], verify_ms: u64, watch: &Watch, status: Option<&UpdateStatus>) -> (Vec<String>, bool) {
+    // One line per slot (replicated) or node (global), showing its newest runnable task.
     let mut slots: BTreeMap<String, &Task> = BTreeMap::new();
     // The newest error of each slot, shown while its current task is not up yet.
     let mut errors: BTreeMap<String, &str> = BTreeMap::new();
@@ -379,10 +422,13 @@ fn frame(service: &Service, tasks: &[Task], verify_ms: u64) -> (Vec<String>, boo
         ServiceMode::Global => slots.len(),
     };
     let now = now_ns();
-    let running = slots.values().filter(|t| t.status.state == TaskState::Running).count();
-    let stable =
-        slots.values().all(|t| t.status.state == TaskState::Running && now.saturating_sub(t.status.timestamp) >= verify_ms * 1_000_000);
-    let mut lines = vec![format!("overall progress: {running} out of {total} tasks")];
+    // During an update only tasks on the new spec count.
+    let done = |t: &Task| t.status.state == TaskState::Running && (!watch.update || t.spec == service.spec.task);
+    let running = slots.values().filter(|t| done(t)).count();
+    let stable = slots.values().all(|t| done(t) && now.saturating_sub(t.status.timestamp) >= verify_ms * 1_000_000);
+    let rolling_back = status.is_some_and(|u| u.state.is_rollback());
+    let what = if rolling_back { "rolling back update: " } else { "" };
+    let mut lines = vec![format!("overall progress: {what}{running} out of {total} tasks")];
     for (key, t) in &slots {
         let label = if t.slot > 0 { format!("{}/{}", t.slot, total) } else { t.node_id[..t.node_id.len().min(12)].to_string() };
         let state = t.status.state;
@@ -391,24 +437,42 @@ fn frame(service: &Service, tasks: &[Task], verify_ms: u64) -> (Vec<String>, boo
             _ => lines.push(format!("{label}: {:<9} {}", state.as_lower(), bar(state))),
         }
     }
-    let converged = running == total && slots.len() == total && stable;
+    let finished = status.is_none_or(|u| matches!(u.state, UpdateState::Completed | UpdateState::RollbackCompleted));
+    let all_up = running == total && slots.len() == total;
+    let converged = all_up && stable && finished;
     if converged {
         lines.push("verify: Service converged".into());
-    } else if running == total && slots.len() == total {
-        lines.push(format!("verify: Waiting {} seconds to verify that tasks are stable...", verify_ms.div_ceil(1000)));
+    } else if all_up {
+        let monitor_ms = match status {
+            Some(u) if u.state.is_rollback() => service.spec.rollback.monitor_ns / 1_000_000,
+            Some(_) => service.spec.update.monitor_ns / 1_000_000,
+            None => verify_ms,
+        };
+        lines.push(format!("verify: Waiting {} seconds to verify that tasks are stable...", monitor_ms.div_ceil(1000)));
     }
     (lines, converged)
 }
 
-fn progress(host: &str, service: &str, timeout_ms: u64) -> anyhow::Result<()> {
+pub(crate) fn progress(host: &str, service: &str, timeout_ms: u64, watch: Watch) -> anyhow::Result<()> {
     let tty = std::io::stdout().is_terminal();
     let start = Instant::now();
     let mut drawn = 0usize;
     let mut out = std::io::stdout();
+    // Lines that stay above the frame (`rollback: ...`).
+    let mut notes: Vec<String> = Vec::new();
+    let mut rollback_reason: Option<String> = None;
     loop {
         let (svc, tasks, _) = fetch_tasks(host, service)?;
         let verify_ms = svc.spec.update.monitor_ns / 1_000_000;
-        let (lines, converged) = frame(&svc, &tasks, verify_ms.min(VERIFY_MS_MAX));
+        let status = svc.update_status.clone().filter(|u| watch.update && Some(u) != watch.before.as_ref());
+        if let Some(u) = &status {
+            if u.state == UpdateState::RollbackStarted && rollback_reason.is_none() {
+                notes.push(format!("rollback: {}", u.message));
+                rollback_reason = Some(u.message.clone());
+            }
+        }
+        let (frame_lines, converged) = frame(&svc, &tasks, verify_ms.min(VERIFY_MS_MAX), &watch, status.as_ref());
+        let lines: Vec<String> = notes.iter().cloned().chain(frame_lines).collect();
         if tty {
             if drawn > 0 {
                 write!(out, "\x1b[{drawn}A")?;
@@ -419,20 +483,35 @@ fn progress(host: &str, service: &str, timeout_ms: u64) -> anyhow::Result<()> {
             out.flush()?;
             drawn = lines.len();
         }
-        if converged {
+        let print_final = |lines: &[String]| {
             if !tty {
-                for l in &lines {
+                for l in lines {
                     println!("{l} ");
                 }
+            }
+        };
+        match status.as_ref().map(|u| u.state) {
+            Some(UpdateState::Paused) => {
+                print_final(&lines);
+                bail!("service update paused: {}", status.map(|u| u.message).unwrap_or_default());
+            }
+            Some(UpdateState::RollbackPaused) => {
+                print_final(&lines);
+                bail!("service rollback paused: {}", status.map(|u| u.message).unwrap_or_default());
+            }
+            _ => {}
+        }
+        if converged {
+            print_final(&lines);
+            let rolled_back = status.as_ref().is_some_and(|u| u.state == UpdateState::RollbackCompleted);
+            if rolled_back && !watch.rollback {
+                let why = rollback_reason.unwrap_or_else(|| status.map(|u| u.message).unwrap_or_default());
+                bail!("service rolled back: {why}");
             }
             return Ok(());
         }
         if start.elapsed() >= Duration::from_millis(timeout_ms) {
-            if !tty {
-                for l in &lines {
-                    println!("{l} ");
-                }
-            }
+            print_final(&lines);
             bail!(
                 "service {service} has not converged after {} s; it keeps converging in the background: see `shoal service ps {service}`",
                 timeout_ms / 1000
@@ -570,6 +649,43 @@ mod tests {
         assert_eq!(bar(TaskState::Running), format!("[{}>]", "=".repeat(49)));
         assert!(bar(TaskState::Preparing).contains('>'));
         assert_eq!(bar(TaskState::New).len(), BAR_WIDTH + 2);
+    }
+
+    #[test]
+    fn create_takes_update_and_rollback_flags() {
+        use clap::Parser;
+        use shoal_shared::types::{FailureAction, UpdateOrder};
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            a: CreateArgs,
+        }
+        let args = [
+            "t",
+            "--name",
+            "web",
+            "--update-parallelism",
+            "3",
+            "--update-delay",
+            "10s",
+            "--update-order",
+            "start-first",
+            "--update-max-failure-ratio",
+            "0.25",
+            "--rollback-failure-action",
+            "continue",
+            "--rollback-monitor",
+            "2s",
+            "busybox",
+        ];
+        let spec = spec_from(T::try_parse_from(args).unwrap().a).unwrap();
+        assert_eq!((spec.update.parallelism, spec.update.delay_ns, spec.update.order), (3, 10_000_000_000, UpdateOrder::StartFirst));
+        assert_eq!(spec.update.max_failure_ratio, 0.25);
+        assert_eq!((spec.rollback.failure_action, spec.rollback.monitor_ns), (FailureAction::Continue, 2_000_000_000));
+        assert_eq!(spec.rollback.parallelism, 1, "untouched fields keep Swarm's defaults");
+        let bad = ["t", "--rollback-failure-action", "rollback", "busybox"];
+        assert!(spec_from(T::try_parse_from(bad).unwrap().a).is_err());
+        assert!(T::try_parse_from(["t", "--update-order", "sideways", "busybox"]).is_err());
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod server;
 mod service;
 #[cfg(test)]
 mod tests;
+mod update;
 
 use crate::host;
 use crate::runtime::{Exit, Observed, Runtime, RuntimeError};
@@ -75,6 +76,11 @@ pub(crate) enum Event {
         reply: Sender<Reply>,
     },
     Resolved {
+        result: Result<(Box<ServiceSpec>, Vec<String>), Box<Reply>>,
+        reply: Sender<Reply>,
+    },
+    ResolvedUpdate {
+        service: String,
         result: Result<(Box<ServiceSpec>, Vec<String>), Box<Reply>>,
         reply: Sender<Reply>,
     },
@@ -289,6 +295,10 @@ impl Daemon {
                 };
                 let _ = reply.try_send(r);
             }
+            Event::ResolvedUpdate { service, result, reply } => {
+                let r = self.finish_update(service, result);
+                let _ = reply.try_send(r);
+            }
             Event::Tick => {
                 // One raft tick per loop tick (both 100 ms); a lone manager has no peers to message.
                 if let Err(e) = self.store.tick() {
@@ -388,7 +398,9 @@ impl Daemon {
             // IDLE_PASS_MS for time-based work (restart delays): a pass over a
             // large state is not free, and ticks come every TICK_MS.
             let index = self.store.state().applied_index;
-            let due = index != self.passed_index || self.passed_at.elapsed() >= Duration::from_millis(IDLE_PASS_MS);
+            // A rolling update's delays and monitor windows are time-based too: tick-grained while one runs.
+            let updating = self.store.state().services.values().any(|s| s.update_status.as_ref().is_some_and(|u| u.state.in_progress()));
+            let due = index != self.passed_index || updating || self.passed_at.elapsed() >= Duration::from_millis(IDLE_PASS_MS);
             if self.store.state().cluster.is_some() && due {
                 ops = orchestrator::reconcile(self.store.state(), now, &mut self.rng);
                 if ops.is_empty() {
@@ -491,6 +503,11 @@ impl Daemon {
             Request::ServiceScale { service, replicas } => {
                 self.write(control::scale_service(self.store.state(), &service, replicas).map(|ops| (ops, Reply::Ok)))
             }
+            Request::ServiceUpdate { service, spec, rollback } => {
+                self.service_update(service, spec, rollback, reply);
+                return;
+            }
+            Request::NodeUpdate { node, availability, label_add, label_rm } => self.node_update(node, availability, label_add, label_rm),
             Request::ServiceRemove { service } => {
                 self.write(control::remove_service(self.store.state(), &service).map(|(ops, name)| (ops, Reply::Removed(vec![name]))))
             }

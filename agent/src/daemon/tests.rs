@@ -142,6 +142,90 @@ fn garbage_on_the_socket_gets_an_error_not_a_crash() {
 }
 
 #[test]
+fn service_update_pins_new_images_and_rolls_back() {
+    use shoal_shared::types::{UpdateState, UpdateStatus};
+    let (host, fake) = start("update");
+    call(&host, Request::SwarmInit { advertise_addr: "127.0.0.1".into(), availability: Availability::Active });
+    fake.images.lock().unwrap().insert(
+        "alpine".into(),
+        crate::runtime::ImageFacts {
+            name: "docker.io/library/alpine:latest".into(),
+            digest: "sha256:11".into(),
+            cmd: vec!["sh".into()],
+            ..Default::default()
+        },
+    );
+    let mut spec = ServiceSpec::new("web", "busybox");
+    spec.mode = shoal_shared::types::ServiceMode::Replicated { replicas: 2 };
+    spec.update.parallelism = 0;
+    spec.update.monitor_ns = 100_000_000;
+    spec.rollback.monitor_ns = 100_000_000;
+    assert!(matches!(call(&host, Request::ServiceCreate { spec: Box::new(spec) }), Reply::ServiceCreated { .. }));
+    wait_for("2 running", || running(&host, "web") == 2);
+    let inspect = |host: &str| match call(host, Request::ServiceInspect { service: "web".into() }) {
+        Reply::Service(s) => *s,
+        r => panic!("{r:?}"),
+    };
+    let v1 = inspect(&host);
+    let state = |host: &str| inspect(host).update_status.map(|u: UpdateStatus| u.state);
+
+    // A missing image is refused and changes nothing.
+    let mut bad = v1.spec.clone();
+    bad.task.container.image = "nosuchimage".into();
+    let r = call(&host, Request::ServiceUpdate { service: "web".into(), spec: Box::new(bad), rollback: false });
+    assert!(matches!(&r, Reply::Error { message, .. } if message.contains("nosuchimage")), "{r:?}");
+    assert_eq!(inspect(&host), v1);
+
+    // A new image is pinned like at creation and rolled out.
+    let mut next = v1.spec.clone();
+    next.task.container.image = "alpine".into();
+    let r = call(&host, Request::ServiceUpdate { service: "web".into(), spec: Box::new(next), rollback: false });
+    assert_eq!(r, Reply::ServiceUpdated { warnings: vec![] });
+    let v2 = inspect(&host);
+    assert_eq!(v2.spec.task.container.image, "alpine:latest@sha256:11");
+    assert_eq!(v2.previous_spec.as_ref(), Some(&v1.spec));
+    wait_for("update completed", || state(&host) == Some(UpdateState::Completed));
+    let live: Vec<Task> = tasks(&host, "web").into_iter().filter(|t| t.desired_state == TaskState::Running).collect();
+    assert_eq!(live.len(), 2);
+    assert!(live.iter().all(|t| t.spec.container.image == "alpine:latest@sha256:11" && t.status.state == TaskState::Running));
+    wait_for("old containers gone", || fake.containers.lock().unwrap().len() == 2);
+
+    // Rollback: specs swap and busybox runs again.
+    let r = call(&host, Request::ServiceUpdate { service: "web".into(), spec: Box::new(v2.spec.clone()), rollback: true });
+    assert_eq!(r, Reply::ServiceUpdated { warnings: vec![] });
+    wait_for("rollback completed", || state(&host) == Some(UpdateState::RollbackCompleted));
+    let v3 = inspect(&host);
+    assert_eq!((v3.spec.clone(), v3.previous_spec.clone()), (v1.spec.clone(), Some(v2.spec.clone())));
+    wait_for("busybox running", || {
+        let ts = tasks(&host, "web");
+        ts.iter()
+            .filter(|t| t.desired_state == TaskState::Running && t.status.state == TaskState::Running && t.spec == v1.spec.task)
+            .count()
+            == 2
+    });
+
+    // Drain: nothing may run here; the slots wait, explained.
+    let r = call(
+        &host,
+        Request::NodeUpdate { node: "self".into(), availability: Some(Availability::Drain), label_add: vec![], label_rm: vec![] },
+    );
+    assert_eq!(r, Reply::Ok);
+    wait_for("drained", || {
+        let ts = tasks(&host, "web");
+        let pending = ts
+            .iter()
+            .filter(|t| t.desired_state == TaskState::Running)
+            .all(|t| t.status.state == TaskState::Pending && t.status.err == "no suitable node (1 node not available for new tasks)");
+        pending && fake.containers.lock().unwrap().is_empty()
+    });
+    let r = call(
+        &host,
+        Request::NodeUpdate { node: "ghost".into(), availability: Some(Availability::Active), label_add: vec![], label_rm: vec![] },
+    );
+    assert!(matches!(r, Reply::Error { kind: ErrorKind::NotFound, .. }), "{r:?}");
+}
+
+#[test]
 fn a_failed_start_is_tried_once_and_reported() {
     use std::sync::atomic::Ordering;
     let (host, fake) = start("failstart");

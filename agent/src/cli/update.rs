@@ -1,0 +1,392 @@
+//! `shoal service update` and `shoal service rollback`, and the
+//! `--update-*`/`--rollback-*` flags that `service create` shares.
+//!
+//! The CLI reads the service, applies the flags to a copy of its spec (Swarm's
+//! `--*-add`/`--*-rm` semantics) and sends the whole spec; the daemon
+//! validates it, pins a changed image and starts the rolling update. Without
+//! `-d`, progress is shown until the update completes (or pauses, or rolls
+//! back), as Docker's.
+
+use super::service::{progress, Watch, PROGRESS_MS_DEFAULT};
+use super::{call, parse};
+use crate::client::{REPLY_MS_DEFAULT, REPLY_MS_IMAGES};
+use anyhow::bail;
+use clap::Args;
+use shoal_shared::api::{Reply, Request};
+use shoal_shared::types::{FailureAction, Mount, RestartCondition, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder};
+
+/// `--update-*` and `--rollback-*`: Swarm's UpdateConfig and RollbackConfig.
+#[derive(Args, Debug, Default)]
+pub(crate) struct PolicyArgs {
+    /// Maximum number of tasks updated simultaneously (0 to update all at once).
+    #[arg(long)]
+    update_parallelism: Option<u64>,
+    /// Delay between updates (ns|us|ms|s|m|h).
+    #[arg(long, value_parser = parse::duration_ns)]
+    update_delay: Option<u64>,
+    /// Action on update failure: pause, continue or rollback.
+    #[arg(long, value_parser = parse::failure_action)]
+    update_failure_action: Option<FailureAction>,
+    /// Duration after each task update to monitor for failure.
+    #[arg(long, value_parser = parse::duration_ns)]
+    update_monitor: Option<u64>,
+    /// Failure rate to tolerate during an update (0 to 1).
+    #[arg(long)]
+    update_max_failure_ratio: Option<f32>,
+    /// Update order: start-first or stop-first.
+    #[arg(long, value_parser = parse::update_order)]
+    update_order: Option<UpdateOrder>,
+    /// Maximum number of tasks rolled back simultaneously (0 to roll back all at once).
+    #[arg(long)]
+    rollback_parallelism: Option<u64>,
+    /// Delay between task rollbacks.
+    #[arg(long, value_parser = parse::duration_ns)]
+    rollback_delay: Option<u64>,
+    /// Action on rollback failure: pause or continue.
+    #[arg(long, value_parser = parse::failure_action)]
+    rollback_failure_action: Option<FailureAction>,
+    /// Duration after each task rollback to monitor for failure.
+    #[arg(long, value_parser = parse::duration_ns)]
+    rollback_monitor: Option<u64>,
+    /// Failure rate to tolerate during a rollback (0 to 1).
+    #[arg(long)]
+    rollback_max_failure_ratio: Option<f32>,
+    /// Rollback order: start-first or stop-first.
+    #[arg(long, value_parser = parse::update_order)]
+    rollback_order: Option<UpdateOrder>,
+}
+
+impl PolicyArgs {
+    /// Applies the given flags to the spec's update and rollback configs.
+    pub(crate) fn apply(&self, spec: &mut ServiceSpec) -> anyhow::Result<()> {
+        fn set(
+            c: &mut UpdateConfig,
+            p: Option<u64>,
+            d: Option<u64>,
+            f: Option<FailureAction>,
+            m: Option<u64>,
+            r: Option<f32>,
+            o: Option<UpdateOrder>,
+        ) {
+            if let Some(p) = p {
+                c.parallelism = p;
+            }
+            if let Some(d) = d {
+                c.delay_ns = d;
+            }
+            if let Some(f) = f {
+                c.failure_action = f;
+            }
+            if let Some(m) = m {
+                c.monitor_ns = m;
+            }
+            if let Some(r) = r {
+                c.max_failure_ratio = r;
+            }
+            if let Some(o) = o {
+                c.order = o;
+            }
+        }
+        for r in [self.update_max_failure_ratio, self.rollback_max_failure_ratio].into_iter().flatten() {
+            if !(0.0..=1.0).contains(&r) {
+                bail!("invalid max failure ratio {r}: use a number between 0 and 1");
+            }
+        }
+        if self.rollback_failure_action == Some(FailureAction::Rollback) {
+            bail!("invalid --rollback-failure-action \"rollback\": use pause or continue");
+        }
+        set(
+            &mut spec.update,
+            self.update_parallelism,
+            self.update_delay,
+            self.update_failure_action,
+            self.update_monitor,
+            self.update_max_failure_ratio,
+            self.update_order,
+        );
+        set(
+            &mut spec.rollback,
+            self.rollback_parallelism,
+            self.rollback_delay,
+            self.rollback_failure_action,
+            self.rollback_monitor,
+            self.rollback_max_failure_ratio,
+            self.rollback_order,
+        );
+        Ok(())
+    }
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct UpdateArgs {
+    /// Service image tag.
+    #[arg(long)]
+    image: Option<String>,
+    /// Number of tasks.
+    #[arg(long)]
+    replicas: Option<u64>,
+    /// Add or update an environment variable.
+    #[arg(long)]
+    env_add: Vec<String>,
+    /// Remove an environment variable.
+    #[arg(long)]
+    env_rm: Vec<String>,
+    /// Add or update a service label.
+    #[arg(long, value_parser = parse::key_value)]
+    label_add: Vec<(String, String)>,
+    /// Remove a label by its key.
+    #[arg(long)]
+    label_rm: Vec<String>,
+    /// Add or update a container label.
+    #[arg(long, value_parser = parse::key_value)]
+    container_label_add: Vec<(String, String)>,
+    /// Remove a container label by its key.
+    #[arg(long)]
+    container_label_rm: Vec<String>,
+    /// Add or update a placement constraint.
+    #[arg(long)]
+    constraint_add: Vec<String>,
+    /// Remove a constraint.
+    #[arg(long)]
+    constraint_rm: Vec<String>,
+    /// Maximum number of tasks per node (0 = unlimited).
+    #[arg(long)]
+    replicas_max_per_node: Option<u64>,
+    /// Restart when: any, on-failure or none.
+    #[arg(long, value_parser = parse::restart_condition)]
+    restart_condition: Option<RestartCondition>,
+    /// Delay between restart attempts.
+    #[arg(long, value_parser = parse::duration_ns)]
+    restart_delay: Option<u64>,
+    /// Maximum number of restarts before giving up.
+    #[arg(long)]
+    restart_max_attempts: Option<u64>,
+    /// Window used to evaluate the restart policy.
+    #[arg(long, value_parser = parse::duration_ns)]
+    restart_window: Option<u64>,
+    /// Limit CPUs.
+    #[arg(long, value_parser = parse::nano_cpus)]
+    limit_cpu: Option<i64>,
+    /// Limit memory.
+    #[arg(long, value_parser = parse::memory_bytes)]
+    limit_memory: Option<i64>,
+    /// Reserve CPUs.
+    #[arg(long, value_parser = parse::nano_cpus)]
+    reserve_cpu: Option<i64>,
+    /// Reserve memory.
+    #[arg(long, value_parser = parse::memory_bytes)]
+    reserve_memory: Option<i64>,
+    /// Add or update a mount (type=volume|bind|tmpfs,source=,destination=).
+    #[arg(long, value_parser = parse::mount)]
+    mount_add: Vec<Mount>,
+    /// Remove a mount by its target path.
+    #[arg(long)]
+    mount_rm: Vec<String>,
+    /// Service command args.
+    #[arg(long, allow_hyphen_values = true)]
+    args: Option<String>,
+    /// Force update even if no changes require it.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Rollback to previous specification.
+    #[arg(long)]
+    rollback: bool,
+    /// Exit immediately instead of waiting for the service to converge.
+    #[arg(short, long)]
+    detach: bool,
+    /// Suppress progress output.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Longest time to wait for convergence without -d.
+    #[arg(long, value_parser = parse::duration_ns)]
+    timeout: Option<u64>,
+    /// Service to update.
+    service: String,
+}
+
+/// Docker's `--env-add`/`--label-add` replace an existing key.
+fn env_key(kv: &str) -> &str {
+    kv.split_once('=').map(|(k, _)| k).unwrap_or(kv)
+}
+
+/// Applies the flags to a copy of the current spec.
+pub(crate) fn apply(a: &UpdateArgs, current: &ServiceSpec) -> anyhow::Result<ServiceSpec> {
+    let mut spec = current.clone();
+    if let Some(image) = &a.image {
+        spec.task.container.image = image.clone();
+    }
+    if let Some(n) = a.replicas {
+        match &mut spec.mode {
+            ServiceMode::Replicated { replicas } => *replicas = n,
+            ServiceMode::Global => bail!("--replicas can only be used with replicated mode"),
+        }
+    }
+    let c = &mut spec.task.container;
+    c.env.retain(|e| !a.env_rm.iter().any(|k| env_key(e) == env_key(k)) && !a.env_add.iter().any(|n| env_key(n) == env_key(e)));
+    c.env.extend(a.env_add.iter().cloned());
+    for k in &a.container_label_rm {
+        c.labels.remove(k);
+    }
+    c.labels.extend(a.container_label_add.iter().cloned());
+    c.mounts.retain(|m| !a.mount_rm.contains(&m.target) && !a.mount_add.iter().any(|n| n.target == m.target));
+    c.mounts.extend(a.mount_add.iter().cloned());
+    if let Some(args) = &a.args {
+        c.args = parse::words(args)?;
+    }
+    for k in &a.label_rm {
+        spec.labels.remove(k);
+    }
+    spec.labels.extend(a.label_add.iter().cloned());
+    let p = &mut spec.task.placement;
+    p.constraints.retain(|c| !a.constraint_rm.contains(c));
+    for c in &a.constraint_add {
+        if !p.constraints.contains(c) {
+            p.constraints.push(c.clone());
+        }
+    }
+    if let Some(m) = a.replicas_max_per_node {
+        p.max_replicas_per_node = m;
+    }
+    let r = &mut spec.task.restart;
+    if let Some(c) = a.restart_condition {
+        r.condition = c;
+    }
+    if let Some(d) = a.restart_delay {
+        r.delay_ns = d;
+    }
+    if let Some(m) = a.restart_max_attempts {
+        r.max_attempts = m;
+    }
+    if let Some(w) = a.restart_window {
+        r.window_ns = w;
+    }
+    let res = &mut spec.task.resources;
+    for (v, slot) in [
+        (a.limit_cpu, &mut res.limits.nano_cpus),
+        (a.limit_memory, &mut res.limits.memory_bytes),
+        (a.reserve_cpu, &mut res.reservations.nano_cpus),
+        (a.reserve_memory, &mut res.reservations.memory_bytes),
+    ] {
+        if let Some(v) = v {
+            *slot = v;
+        }
+    }
+    if a.force {
+        spec.task.force_update += 1;
+    }
+    a.policy.apply(&mut spec)?;
+    Ok(spec)
+}
+
+/// `service update SERVICE`.
+pub(crate) fn update(host: &str, a: UpdateArgs) -> anyhow::Result<()> {
+    let Reply::Service(current) = call(host, Request::ServiceInspect { service: a.service.clone() }, REPLY_MS_DEFAULT)? else {
+        bail!("unexpected reply")
+    };
+    let spec = apply(&a, &current.spec)?;
+    if a.rollback && spec != current.spec {
+        bail!("other flags may not be combined with --rollback");
+    }
+    let timeout_ms = a.timeout.map(|ns| ns / 1_000_000).unwrap_or(PROGRESS_MS_DEFAULT);
+    send(host, &a.service, spec, a.rollback, current.update_status.clone(), a.detach || a.quiet, timeout_ms)
+}
+
+/// `service rollback SERVICE`.
+pub(crate) fn rollback(host: &str, service: &str, detach: bool) -> anyhow::Result<()> {
+    let Reply::Service(current) = call(host, Request::ServiceInspect { service: service.to_string() }, REPLY_MS_DEFAULT)? else {
+        bail!("unexpected reply")
+    };
+    send(host, service, current.spec.clone(), true, current.update_status.clone(), detach, PROGRESS_MS_DEFAULT)
+}
+
+fn send(
+    host: &str,
+    service: &str,
+    spec: ServiceSpec,
+    rollback: bool,
+    before: Option<shoal_shared::types::UpdateStatus>,
+    detach: bool,
+    timeout_ms: u64,
+) -> anyhow::Result<()> {
+    let req = Request::ServiceUpdate { service: service.to_string(), spec: Box::new(spec), rollback };
+    let Reply::ServiceUpdated { warnings } = call(host, req, REPLY_MS_IMAGES)? else { bail!("unexpected reply") };
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    println!("{service}");
+    if detach {
+        return Ok(());
+    }
+    progress(host, service, timeout_ms, Watch { update: true, rollback, before })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: UpdateArgs,
+    }
+
+    fn parse(args: &[&str]) -> UpdateArgs {
+        T::try_parse_from(std::iter::once("t").chain(args.iter().copied())).unwrap().a
+    }
+
+    #[test]
+    fn flags_edit_a_copy_of_the_spec() {
+        let mut cur = ServiceSpec::new("web", "busybox@sha256:aa");
+        cur.task.container.env = vec!["A=1".into(), "B=2".into()];
+        cur.task.placement.constraints = vec!["node.role==manager".into()];
+        cur.labels.insert("x".into(), "1".into());
+        let a = parse(&[
+            "--env-add",
+            "A=9",
+            "--env-rm",
+            "B",
+            "--label-rm",
+            "x",
+            "--label-add",
+            "y=2",
+            "--constraint-rm",
+            "node.role==manager",
+            "--constraint-add",
+            "node.labels.zone==edge",
+            "--args",
+            "sh -c 'echo hi; sleep 1'",
+            "--update-parallelism",
+            "2",
+            "--update-order",
+            "start-first",
+            "--update-failure-action",
+            "rollback",
+            "--update-monitor",
+            "2s",
+            "--rollback-parallelism",
+            "0",
+            "--replicas",
+            "4",
+            "--force",
+            "web",
+        ]);
+        let s = apply(&a, &cur).unwrap();
+        assert_eq!(s.task.container.env, vec!["A=9"]);
+        assert_eq!(s.labels.get("y").map(String::as_str), Some("2"));
+        assert!(!s.labels.contains_key("x"));
+        assert_eq!(s.task.placement.constraints, vec!["node.labels.zone==edge"]);
+        assert_eq!(s.task.container.args, vec!["sh", "-c", "echo hi; sleep 1"]);
+        assert_eq!((s.update.parallelism, s.update.order, s.update.failure_action), (2, UpdateOrder::StartFirst, FailureAction::Rollback));
+        assert_eq!(s.update.monitor_ns, 2_000_000_000);
+        assert_eq!(s.rollback.parallelism, 0);
+        assert_eq!(s.mode, ServiceMode::Replicated { replicas: 4 });
+        assert_eq!(s.task.force_update, 1);
+        assert_eq!(s.task.container.image, "busybox@sha256:aa", "image kept unless --image");
+        // No flags: the same spec (so --rollback alone is accepted).
+        assert_eq!(apply(&parse(&["web"]), &cur).unwrap(), cur);
+        assert!(apply(&parse(&["--update-max-failure-ratio", "2", "web"]), &cur).is_err());
+    }
+}

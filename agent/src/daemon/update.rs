@@ -1,0 +1,76 @@
+//! `service update`, `service rollback` and `node update` in the daemon.
+//!
+//! Kept apart from the event loop: validation and ops come from the pure
+//! [`control`] functions; a changed image is resolved off the loop through
+//! the same [`super::service::resolve_image`] as at creation (digest pinned,
+//! `Placement.Platforms` refreshed), and the update is committed when the
+//! answer comes back as [`Event::ResolvedUpdate`].
+
+use super::{service, Daemon, Event};
+use async_channel::Sender;
+use shoal_manager::control;
+use shoal_shared::api::{ErrorKind, Reply};
+use shoal_shared::types::{Availability, ServiceSpec};
+
+impl Daemon {
+    /// Starts a `service update` (or rollback); replies now or after image resolution.
+    pub(super) fn service_update(&mut self, service: String, spec: Box<ServiceSpec>, rollback: bool, reply: Sender<Reply>) {
+        let now = self.now();
+        if rollback {
+            let r = self.write(control::rollback_service(self.store.state(), &service, now).map(|ops| (ops, updated(Vec::new()))));
+            let _ = reply.try_send(r);
+            return;
+        }
+        // Validate first so bad input fails at once and changes nothing.
+        if let Err(e) = control::update_service(self.store.state(), &service, (*spec).clone(), now) {
+            let _ = reply.try_send(Reply::error(e.kind(), e.to_string()));
+            return;
+        }
+        let old_image = self.store.state().find_service(&service).map(|s| s.spec.task.container.image.clone()).unwrap_or_default();
+        if spec.task.container.image == old_image {
+            let r = self.finish_update(service, Ok((spec, Vec::new())));
+            let _ = reply.try_send(r);
+            return;
+        }
+        if let Err(e) = shoal_image::reference::Reference::parse(&spec.task.container.image) {
+            let _ = reply.try_send(Reply::error(ErrorKind::InvalidArgument, e.to_string()));
+            return;
+        }
+        let mut spec = spec;
+        // A new image brings its own platforms.
+        spec.task.placement.platforms.clear();
+        let only_node = self.store.state().nodes.len() <= 1;
+        let reply2 = reply.clone();
+        self.spawn_runtime(
+            move |rt| service::resolve_image(rt, spec, only_node),
+            move |result| Event::ResolvedUpdate { service, result, reply: reply2 },
+        );
+    }
+
+    /// Commits an update once its image is resolved (re-validated: the state may have moved on).
+    pub(super) fn finish_update(&mut self, service: String, result: Result<(Box<ServiceSpec>, Vec<String>), Box<Reply>>) -> Reply {
+        match result {
+            Ok((spec, warnings)) => {
+                let now = self.now();
+                self.write(control::update_service(self.store.state(), &service, *spec, now).map(|ops| (ops, updated(warnings))))
+            }
+            Err(r) => *r,
+        }
+    }
+
+    /// `node update`.
+    pub(super) fn node_update(
+        &mut self,
+        node: String,
+        availability: Option<Availability>,
+        label_add: Vec<(String, String)>,
+        label_rm: Vec<String>,
+    ) -> Reply {
+        let result = control::update_node(self.store.state(), &self.node_id, &node, availability, &label_add, &label_rm);
+        self.write(result.map(|ops| (ops, Reply::Ok)))
+    }
+}
+
+fn updated(warnings: Vec<String>) -> Reply {
+    Reply::ServiceUpdated { warnings }
+}
