@@ -1310,8 +1310,18 @@ impl Raft {
     fn handle_append(&mut self, from: NodeId, prev_index: u64, prev_term: u64, entries: Vec<Entry>, commit: u64) {
         if prev_index < self.log.commit {
             // Everything up to our commit matches any current leader's log
-            // (leader completeness), so take only what lies beyond it.
+            // (leader completeness), so take only what lies beyond it. The
+            // message's entries are contiguous from prev_index + 1 <= commit,
+            // so a non-empty suffix comes with the entry at `commit`: its term
+            // must be ours, or the message is not from a log we can follow
+            // (only a bogus or corrupted peer sends that; appending would
+            // break the log's term order).
             let c = self.log.commit;
+            let at_commit = entries.iter().find(|e| e.index == c).map(|e| e.term);
+            if at_commit.is_some_and(|t| Some(t) != self.log.term(c)) {
+                self.send(from, MessageKind::AppendResponse { index: c, reject: None });
+                return;
+            }
             let rest: Vec<Entry> = entries.into_iter().filter(|e| e.index > c).collect();
             let last_new = rest.last().map_or(c, |e| e.index);
             self.log.append_after_match(&rest);
