@@ -9,6 +9,7 @@
 pub mod api;
 pub mod clock;
 pub mod frame;
+pub mod noise;
 pub mod ops;
 pub mod platform;
 pub mod rng;
