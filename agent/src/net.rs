@@ -256,6 +256,53 @@ mod tests {
         }));
     }
 
+    /// Prints loopback throughput (debug shell, crypto at opt-level 3); asserts only delivery.
+    #[test]
+    fn loopback_throughput_prints() {
+        smol::block_on(bounded(async {
+            let (server_key, client_key) = (NodeKey::generate().unwrap(), NodeKey::generate().unwrap());
+            let (l, addr) = listener();
+            let origin = Instant::now();
+            let (sh, sc) = channels();
+            let (ch, cc) = channels();
+            let server = async {
+                let (stream, _) = l.accept().await.unwrap();
+                drive(stream, Link::responder(LinkConfig::lan(*server_key.private()), now_ms(origin)).unwrap(), origin, sc).await
+            };
+            let client = async {
+                let stream = connect(addr, Duration::from_secs(2)).await.unwrap();
+                drive(stream, Link::initiator(LinkConfig::lan(*client_key.private()), now_ms(origin)).unwrap(), origin, cc).await
+            };
+            let count = 512;
+            let msg = vec![3u8; 64 * 1024];
+            let app = async {
+                assert!(matches!(next(&sh).await, Event::Established { .. }));
+                let start = Instant::now();
+                let sender = async {
+                    for _ in 0..count {
+                        ch.commands.send(Command::Send(msg.clone())).await.unwrap();
+                    }
+                };
+                let receiver = async {
+                    for _ in 0..count {
+                        assert!(matches!(next(&sh).await, Event::Message(m) if m.len() == msg.len()));
+                    }
+                };
+                future::zip(sender, receiver).await;
+                let secs = start.elapsed().as_secs_f64();
+                println!(
+                    "noise loopback: {count} x 64 KiB in {:.0} ms, {:.1} MiB/s",
+                    secs * 1e3,
+                    (count * msg.len()) as f64 / secs / 1048576.0
+                );
+                ch.commands.send(Command::Close("done".into())).await.unwrap();
+            };
+            let ((server, client), ()) = future::zip(future::zip(server, client), app).await;
+            server.unwrap();
+            client.unwrap();
+        }));
+    }
+
     #[test]
     fn silent_peer_times_out() {
         smol::block_on(bounded(async {

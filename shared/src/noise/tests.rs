@@ -5,7 +5,7 @@
 
 use crate::noise::key::{digest, NodeKey};
 use crate::noise::link::*;
-use crate::noise::token::{check_join, JoinError, JoinSecrets, Role, Secret};
+use crate::noise::token::{check_join_hello, encode_join_hello, JoinError, JoinSecrets, JoinToken, Role, Secret};
 use crate::rng::Rng;
 use proptest::prelude::*;
 
@@ -211,34 +211,33 @@ fn pin_match_and_mismatch() {
 }
 
 /// The join flow the manager will run: the joiner's token rides in the
-/// handshake, the manager checks it with the pure `check_join` and closes
+/// handshake, the manager checks it with the pure `check_join_hello` and closes
 /// with the reason, and the joiner sees a clear error.
 #[test]
 fn join_flow_accepts_valid_and_refuses_rotated_tokens() {
     let cluster = key(100);
     let mut secrets = JoinSecrets { worker: Secret::from_bytes([1; 16]), manager: Secret::from_bytes([2; 16]) };
     let worker_token = secrets.token(cluster.public(), Role::Worker);
-    let join = |token: String, secrets: &JoinSecrets| {
+    let join = |token: &JoinToken, secrets: &JoinSecrets| {
         let joiner = key(101);
         let mut a = LinkConfig::lan(*joiner.private());
         a.peer_digest_pin = Some(worker_token.cluster_key_digest);
-        a.handshake_payload = token.into_bytes();
+        a.handshake_payload = encode_join_hello(token);
         let mut p = Pair::with(3, |_| {}, |_| {});
         p.a = Link::initiator(a, 0).unwrap();
         p.b = Link::responder(LinkConfig::lan(*cluster.private()), 0).unwrap();
         p.pump();
         let Some(Event::Established { peer_payload, .. }) = p.b_events.first().cloned() else { panic!("{:?}", p.b_events) };
-        let verdict = check_join(&String::from_utf8_lossy(&peer_payload), cluster.public(), secrets);
+        let verdict = check_join_hello(&peer_payload, cluster.public(), secrets);
         if let Err(e) = &verdict {
             p.b.close(&e.to_string());
         }
         p.pump();
         (verdict, closed(&p.a_events))
     };
-    assert_eq!(join(worker_token.to_string(), &secrets), (Ok(Role::Worker), None));
-    let old = worker_token.to_string();
+    assert_eq!(join(&worker_token, &secrets), (Ok(Role::Worker), None));
     secrets.rotate(Role::Worker, Secret::from_bytes([3; 16]));
-    let (verdict, joiner_error) = join(old, &secrets);
+    let (verdict, joiner_error) = join(&worker_token, &secrets);
     assert_eq!(verdict, Err(JoinError::Secret));
     let joiner_error = joiner_error.unwrap().to_string();
     assert_eq!(joiner_error, "closed by the peer: join token secret is not valid: the token was rotated or mistyped");

@@ -51,6 +51,10 @@ pub enum JoinError {
     OtherSwarm,
     #[error("join token secret is not valid: the token was rotated or mistyped")]
     Secret,
+    #[error("join request version {0} is not supported (expected 1); is the joining node a different shoal version?")]
+    HelloVersion(u8),
+    #[error("no join token was sent: use `shoal swarm join --token ...`")]
+    NoHello,
 }
 
 /// The role a token admits a node as.
@@ -175,6 +179,32 @@ impl JoinSecrets {
     }
 }
 
+/// Version of the join hello, the joiner's handshake payload on the join
+/// listener.
+pub const JOIN_HELLO_VERSION: u8 = 1;
+
+/// The joiner's handshake payload: `version u8 = 1`, then the token text
+/// (ASCII, 85 bytes today). The link sends it only after the manager's key
+/// matched the token's digest. Later versions may append fields after the
+/// token behind a new version byte.
+pub fn encode_join_hello(token: &JoinToken) -> Vec<u8> {
+    let mut out = vec![JOIN_HELLO_VERSION];
+    out.extend_from_slice(token.to_string().as_bytes());
+    out
+}
+
+/// The manager's check of a join hello (see [`encode_join_hello`]).
+pub fn check_join_hello(hello: &[u8], cluster_public_key: &[u8; 32], secrets: &JoinSecrets) -> Result<Role, JoinError> {
+    match hello.split_first() {
+        Some((&JOIN_HELLO_VERSION, token)) => {
+            let token = std::str::from_utf8(token).map_err(|_| TokenError::Shape)?;
+            check_join(token, cluster_public_key, secrets)
+        }
+        Some((&version, _)) => Err(JoinError::HelloVersion(version)),
+        None => Err(JoinError::NoHello),
+    }
+}
+
 /// The manager's check of a joiner's token: the role it admits, or why not.
 pub fn check_join(token: &str, cluster_public_key: &[u8; 32], secrets: &JoinSecrets) -> Result<Role, JoinError> {
     let token = JoinToken::parse(token)?;
@@ -252,5 +282,17 @@ mod tests {
         assert_eq!(check_join(&manager, &cluster, &s), Ok(Role::Manager), "rotating one role keeps the other");
         assert_eq!(check_join(&s.token(&cluster, Role::Worker).to_string(), &cluster, &s), Ok(Role::Worker));
         assert!(JoinError::Secret.to_string().contains("rotated"));
+    }
+
+    #[test]
+    fn join_hello_round_trip_and_errors() {
+        let cluster = [9u8; 32];
+        let s = secrets();
+        let hello = encode_join_hello(&s.token(&cluster, Role::Manager));
+        assert_eq!(hello.len(), 86);
+        assert_eq!(check_join_hello(&hello, &cluster, &s), Ok(Role::Manager));
+        assert_eq!(check_join_hello(&[], &cluster, &s), Err(JoinError::NoHello));
+        assert_eq!(check_join_hello(&[2, b'x'], &cluster, &s), Err(JoinError::HelloVersion(2)));
+        assert_eq!(check_join_hello(&[1, 0xff], &cluster, &s), Err(JoinError::Token(TokenError::Shape)));
     }
 }
