@@ -96,6 +96,10 @@ pub async fn drive(stream: Async<TcpStream>, mut link: Link, origin: Instant, ch
     let mut out: Vec<u8> = Vec::new();
     let mut out_pos = 0;
     let mut reading = true;
+    // When the write batch last moved: a peer that stops reading (its
+    // socket buffer full) while still sending keepalives is as dead as a
+    // silent one, and a closed link must not wait forever to flush.
+    let mut write_progress_ms = now_ms(origin);
     loop {
         link.tick(now_ms(origin));
         while let Some(event) = link.poll_event() {
@@ -111,15 +115,27 @@ pub async fn drive(stream: Async<TcpStream>, mut link: Link, origin: Instant, ch
                 let Some(frame) = link.poll_transmit() else { break };
                 out.extend_from_slice(&frame);
             }
+            write_progress_ms = now_ms(origin);
         }
         if link.is_closed() && out.is_empty() {
+            return Ok(());
+        }
+        let stall_deadline_ms = (out_pos < out.len()).then(|| write_progress_ms.saturating_add(link.idle_timeout_ms()));
+        if stall_deadline_ms.is_some_and(|d| now_ms(origin) >= d) {
+            if !link.is_closed() {
+                link.close("peer stopped reading");
+                let _ = events.send(Event::TimedOut).await;
+            }
             return Ok(());
         }
         // Take a new command only when the previous one has been encrypted
         // into the write batch: the link's send queue then always has room
         // for one message, and a slow socket slows the application down.
         let want_command = !link.is_closed() && link.send_queue_bytes() == 0;
-        let deadline = link.deadline_ms();
+        let deadline = match (link.deadline_ms(), stall_deadline_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let read_open = reading && !link.is_closed();
         let step = {
             let write = async {
@@ -156,7 +172,10 @@ pub async fn drive(stream: Async<TcpStream>, mut link: Link, origin: Instant, ch
         };
         match step {
             Step::Wrote(Ok(0)) => return Err(io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes")),
-            Step::Wrote(Ok(n)) => out_pos += n,
+            Step::Wrote(Ok(n)) => {
+                out_pos += n;
+                write_progress_ms = now_ms(origin);
+            }
             Step::Wrote(Err(e)) => {
                 link.close("write failed");
                 return Err(e);
@@ -340,6 +359,67 @@ mod tests {
             };
             let ((), waited) = future::zip(server, client).await;
             assert!(waited >= Duration::from_millis(400) && waited < Duration::from_millis(2_000), "timed out after {waited:?}");
+        }));
+    }
+
+    #[test]
+    fn peer_that_stops_reading_times_out() {
+        smol::block_on(bounded(async {
+            let (server_key, client_key) = (NodeKey::generate().unwrap(), NodeKey::generate().unwrap());
+            let (l, addr) = listener();
+            let origin = Instant::now();
+            // The server finishes the handshake, then keeps sending keepalives
+            // but never reads again.
+            let server = async {
+                let (stream, _) = l.accept().await.unwrap();
+                // A long idle timeout: this side must keep its keepalives
+                // going although it reads nothing.
+                let config = LinkConfig { idle_timeout_ms: 60_000, ..short(&server_key) };
+                let mut link = Link::responder(config, now_ms(origin)).unwrap();
+                let mut buf = vec![0u8; 4096];
+                while !link.is_established() {
+                    let n = (&stream).read(&mut buf).await.unwrap();
+                    link.handle_bytes(&buf[..n]);
+                    while let Some(frame) = link.poll_transmit() {
+                        (&stream).write_all(&frame).await.unwrap();
+                    }
+                }
+                let until = Instant::now() + Duration::from_secs(4);
+                while Instant::now() < until {
+                    Timer::after(Duration::from_millis(50)).await;
+                    link.tick(now_ms(origin));
+                    assert!(!link.is_closed());
+                    while let Some(frame) = link.poll_transmit() {
+                        if (&stream).write_all(&frame).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            };
+            let (ch, cc) = channels();
+            let client = async {
+                let stream = connect(addr, Duration::from_secs(2)).await.unwrap();
+                let link = Link::initiator(short(&client_key), now_ms(origin)).unwrap();
+                let chunk = vec![0u8; 1024 * 1024];
+                let app = async {
+                    assert!(matches!(next(&ch).await, Event::Established { .. }));
+                    let flood = async {
+                        // Loopback buffers hold a few MiB; this overflows them.
+                        while ch.commands.send(Command::Send(chunk.clone())).await.is_ok() {}
+                    };
+                    let watch = async {
+                        let started = Instant::now();
+                        assert_eq!(next(&ch).await, Event::TimedOut);
+                        started.elapsed()
+                    };
+                    future::zip(flood, watch).await.1
+                };
+                let (result, waited) = future::zip(drive(stream, link, origin, cc), app).await;
+                result.unwrap();
+                waited
+            };
+            let ((), waited) = future::zip(server, client).await;
+            assert!(waited < Duration::from_millis(3_000), "stall noticed after {waited:?}");
         }));
     }
 

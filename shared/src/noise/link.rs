@@ -401,6 +401,11 @@ impl Link {
         self.transmit_bytes
     }
 
+    /// The configured idle timeout; shells use it to bound stalled writes too.
+    pub fn idle_timeout_ms(&self) -> u64 {
+        self.config.idle_timeout_ms
+    }
+
     fn fail(&mut self, error: LinkError) {
         self.phase = Phase::Done;
         self.transmit.clear();
