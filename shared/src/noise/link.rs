@@ -42,6 +42,8 @@ pub const HANDSHAKE_PAYLOAD_BYTES_MAX: usize = 1024;
 pub const HANDSHAKE_MESSAGE_BYTES_MAX: usize = 32 + 48 + 1 + HANDSHAKE_PAYLOAD_BYTES_MAX + TAG_BYTES;
 /// Largest reason text in a close record; longer reasons are truncated.
 pub const CLOSE_REASON_BYTES_MAX: usize = 256;
+/// Receive-buffer capacity kept while no partial frame is pending.
+pub const RX_IDLE_CAPACITY_BYTES_MAX: usize = 16 * 1024;
 /// Fixed start of the Noise prologue; the configured prologue follows it.
 pub const PROLOGUE_PREFIX: &[u8] = b"shoal-link/1/";
 
@@ -185,8 +187,6 @@ pub struct Link {
     rx_since_tick: bool,
     tx_since_tick: bool,
     peer_static: Option<[u8; 32]>,
-    /// Decryption buffer, one Noise message long.
-    scratch: Vec<u8>,
 }
 
 impl Link {
@@ -226,7 +226,6 @@ impl Link {
             rx_since_tick: false,
             tx_since_tick: false,
             peer_static: None,
-            scratch: vec![0u8; NOISE_MESSAGE_BYTES_MAX],
         };
         if initiator {
             // Message 1 is cleartext (`-> e`): it carries only the version.
@@ -271,6 +270,11 @@ impl Link {
         if !matches!(self.phase, Phase::Done) {
             self.rx = rx;
             self.rx.drain(..pos);
+            // An idle link should not hold a frame-sized buffer: managers
+            // keep one link per node.
+            if self.rx.is_empty() && self.rx.capacity() > RX_IDLE_CAPACITY_BYTES_MAX {
+                self.rx = Vec::new();
+            }
         }
     }
 
@@ -419,25 +423,31 @@ impl Link {
         // Taking the phase out means an early error return leaves it `Done`.
         match std::mem::replace(&mut self.phase, Phase::Done) {
             Phase::Handshake(mut hs) => {
-                let n = hs.read_message(frame, &mut self.scratch).map_err(|e| LinkError::Handshake(e.to_string()))?;
-                let (&version, payload) = self.scratch[..n].split_first().ok_or(LinkError::Malformed("empty handshake payload"))?;
+                let mut payload = vec![0u8; frame.len()];
+                let n = hs.read_message(frame, &mut payload).map_err(|e| LinkError::Handshake(e.to_string()))?;
+                payload.truncate(n);
+                let version = *payload.first().ok_or(LinkError::Malformed("empty handshake payload"))?;
                 if version != LINK_VERSION {
                     return Err(LinkError::Version { got: version, want: LINK_VERSION });
                 }
-                let payload = payload.to_vec();
+                payload.remove(0);
                 self.handshake_step(hs, payload)
             }
             Phase::Transport(mut ts) => {
-                let n = ts.read_message(frame, &mut self.scratch).map_err(|_| LinkError::Decrypt)?;
+                // Decrypt into the buffer that becomes the message body: one
+                // allocation per record, no per-link scratch buffer.
+                let mut body = vec![0u8; frame.len()];
+                let n = ts.read_message(frame, &mut body).map_err(|_| LinkError::Decrypt)?;
                 self.phase = Phase::Transport(ts);
                 if n < RECORD_HEADER_BYTES {
                     return Err(LinkError::Malformed("record shorter than its header"));
                 }
-                let (version, kind) = (self.scratch[0], self.scratch[1]);
+                let (version, kind) = (body[0], body[1]);
                 if version != LINK_VERSION {
                     return Err(LinkError::Version { got: version, want: LINK_VERSION });
                 }
-                let body = self.scratch[RECORD_HEADER_BYTES..n].to_vec();
+                body.truncate(n);
+                body.drain(..RECORD_HEADER_BYTES);
                 self.handle_record(kind, body)
             }
             Phase::Done => Ok(()),
