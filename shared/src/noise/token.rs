@@ -74,6 +74,12 @@ impl Secret {
         Secret(bytes)
     }
 
+    /// The raw bytes, for persisting the current secrets in the replicated
+    /// cluster state (they never go anywhere else).
+    pub fn to_bytes(&self) -> [u8; SECRET_BYTES] {
+        self.0
+    }
+
     /// Constant-time equality.
     pub fn ct_eq(&self, other: &Secret) -> bool {
         self.0.ct_eq(&other.0).into()
