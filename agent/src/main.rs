@@ -9,6 +9,7 @@ mod client;
 mod daemon;
 mod host;
 mod log;
+mod net;
 mod runtime;
 mod worker;
 

@@ -2,13 +2,17 @@
 //!
 //! Owns: cluster object types (services, tasks, nodes) and the task state
 //! machine, the control-API and raft-entry messages, bounded frame encoding,
-//! platforms, and the clock and rng traits that keep the cores deterministic.
-//! It performs no I/O beyond what [`frame`] reads and writes on a stream the
-//! caller hands it.
+//! platforms, and the clock and rng traits that keep the cores deterministic;
+//! the sans-IO Noise link core, node keys and join tokens ([`noise`]) and the
+//! reconnect [`backoff`]. It performs no I/O beyond what [`frame`] reads and
+//! writes on a stream the caller hands it and the key-file helpers in
+//! [`noise::key`].
 
 pub mod api;
+pub mod backoff;
 pub mod clock;
 pub mod frame;
+pub mod noise;
 pub mod ops;
 pub mod platform;
 pub mod rng;

@@ -1,0 +1,464 @@
+//! The imperative shell for node-to-node links: runs a sans-IO
+//! [`Link`] over an `Async<TcpStream>` on smol, plus a connect helper with a
+//! timeout.
+//!
+//! One async loop per connection moves bytes and timers and nothing else:
+//! it feeds socket reads to [`Link::handle_bytes`], writes what
+//! [`Link::poll_transmit`] yields, calls [`Link::tick`] at
+//! [`Link::deadline_ms`], takes [`Command`]s from the application and hands
+//! [`Event`]s back over bounded channels. Reads and writes race in the same
+//! loop so two peers sending large messages at each other cannot deadlock on
+//! full socket buffers. Reconnecting with jitter is the caller's loop around
+//! [`connect`] and [`shoal_shared::backoff::Backoff`].
+
+// Wired into the daemon in the next step of issue 4; until then only the tests use it.
+#![allow(dead_code)]
+
+use async_io::{Async, Timer};
+use futures_lite::future::{self, FutureExt};
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use shoal_shared::noise::link::{Event, Link};
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// Bytes read from the socket per read call.
+pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Encrypted bytes moved from the link into one write batch.
+pub const WRITE_BATCH_BYTES: usize = 256 * 1024;
+/// Commands the application may queue before `send` waits.
+pub const COMMAND_QUEUE_MAX: usize = 64;
+/// Events the loop may queue before it stops reading.
+pub const EVENT_QUEUE_MAX: usize = 64;
+
+/// What the application asks of a running link.
+#[derive(Debug)]
+pub enum Command {
+    /// Send one application message (at most the link's `message_bytes_max`;
+    /// a larger one ends the link with `Closed(MessageTooLarge)`).
+    Send(Vec<u8>),
+    /// Close the link, telling the peer why.
+    Close(String),
+}
+
+/// The application's side of a running link.
+pub struct LinkHandle {
+    pub commands: async_channel::Sender<Command>,
+    pub events: async_channel::Receiver<Event>,
+}
+
+/// The loop's side: pass to [`drive`].
+pub struct LinkChannels {
+    commands: async_channel::Receiver<Command>,
+    events: async_channel::Sender<Event>,
+}
+
+/// A bounded command/event channel pair for one link.
+pub fn channels() -> (LinkHandle, LinkChannels) {
+    let (command_tx, command_rx) = async_channel::bounded(COMMAND_QUEUE_MAX);
+    let (event_tx, event_rx) = async_channel::bounded(EVENT_QUEUE_MAX);
+    (LinkHandle { commands: command_tx, events: event_rx }, LinkChannels { commands: command_rx, events: event_tx })
+}
+
+/// Milliseconds since `origin`: the time base of one link. Create the link
+/// with `now_ms(origin)` and pass the same `origin` to [`drive`].
+pub fn now_ms(origin: Instant) -> u64 {
+    origin.elapsed().as_millis() as u64
+}
+
+/// Connects to `addr`, giving up after `timeout`.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Async<TcpStream>> {
+    let stream = Async::<TcpStream>::connect(addr)
+        .or(async {
+            Timer::after(timeout).await;
+            Err(io::Error::new(io::ErrorKind::TimedOut, format!("connecting to {addr} timed out after {} ms", timeout.as_millis())))
+        })
+        .await?;
+    stream.get_ref().set_nodelay(true)?;
+    Ok(stream)
+}
+
+enum Step {
+    Read(io::Result<usize>),
+    Wrote(io::Result<usize>),
+    Command(Option<Command>),
+    Timer,
+}
+
+/// Runs `link` over `stream` until the link ends (closed by either side,
+/// failed, or timed out) and its last bytes are written. Events, including
+/// the final `Closed`/`TimedOut`, go to the [`LinkHandle`]; dropping every
+/// command sender closes the link. Returns an error only when writing to the
+/// socket failed.
+pub async fn drive(stream: Async<TcpStream>, mut link: Link, origin: Instant, channels: LinkChannels) -> io::Result<()> {
+    let LinkChannels { commands, events } = channels;
+    let mut rbuf = vec![0u8; READ_BUFFER_BYTES];
+    let mut out: Vec<u8> = Vec::new();
+    let mut out_pos = 0;
+    let mut reading = true;
+    // When the write batch last moved: a peer that stops reading (its
+    // socket buffer full) while still sending keepalives is as dead as a
+    // silent one, and a closed link must not wait forever to flush.
+    let mut write_progress_ms = now_ms(origin);
+    loop {
+        link.tick(now_ms(origin));
+        while let Some(event) = link.poll_event() {
+            if events.send(event).await.is_err() {
+                // Nobody listens any more: end the link politely.
+                link.close("shutting down");
+            }
+        }
+        if out_pos == out.len() {
+            out.clear();
+            out_pos = 0;
+            while out.len() < WRITE_BATCH_BYTES {
+                let Some(frame) = link.poll_transmit() else { break };
+                out.extend_from_slice(&frame);
+            }
+            write_progress_ms = now_ms(origin);
+        }
+        if link.is_closed() && out.is_empty() {
+            return Ok(());
+        }
+        let stall_deadline_ms = (out_pos < out.len()).then(|| write_progress_ms.saturating_add(link.idle_timeout_ms()));
+        if stall_deadline_ms.is_some_and(|d| now_ms(origin) >= d) {
+            if !link.is_closed() {
+                link.close("peer stopped reading");
+                let _ = events.send(Event::TimedOut).await;
+            }
+            return Ok(());
+        }
+        // Take a new command only when the previous one has been encrypted
+        // into the write batch: the link's send queue then always has room
+        // for one message, and a slow socket slows the application down.
+        let want_command = !link.is_closed() && link.send_queue_bytes() == 0;
+        let deadline = match (link.deadline_ms(), stall_deadline_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let read_open = reading && !link.is_closed();
+        let step = {
+            let write = async {
+                if out_pos < out.len() {
+                    Step::Wrote((&stream).write(&out[out_pos..]).await)
+                } else {
+                    future::pending().await
+                }
+            };
+            let read = async {
+                if read_open {
+                    Step::Read((&stream).read(&mut rbuf).await)
+                } else {
+                    future::pending().await
+                }
+            };
+            let command = async {
+                if want_command {
+                    Step::Command(commands.recv().await.ok())
+                } else {
+                    future::pending().await
+                }
+            };
+            let timer = async {
+                match deadline {
+                    Some(ms) => {
+                        Timer::at(origin + Duration::from_millis(ms)).await;
+                        Step::Timer
+                    }
+                    None => future::pending().await,
+                }
+            };
+            write.or(read).or(command).or(timer).await
+        };
+        match step {
+            Step::Wrote(Ok(0)) => return Err(io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes")),
+            Step::Wrote(Ok(n)) => {
+                out_pos += n;
+                write_progress_ms = now_ms(origin);
+            }
+            Step::Wrote(Err(e)) => {
+                link.close("write failed");
+                return Err(e);
+            }
+            Step::Read(Ok(0)) | Step::Read(Err(_)) => {
+                // A reset connection is the same as a closed one to the link.
+                reading = false;
+                link.handle_eof();
+            }
+            Step::Read(Ok(n)) => link.handle_bytes(&rbuf[..n]),
+            Step::Command(Some(Command::Send(payload))) => {
+                if let Err(e) = link.send(&payload) {
+                    link.close(&e.to_string());
+                    let _ = events.send(Event::Closed(e)).await;
+                }
+            }
+            Step::Command(Some(Command::Close(reason))) => link.close(&reason),
+            Step::Command(None) => link.close("shutting down"),
+            Step::Timer => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_shared::noise::key::{digest, NodeKey};
+    use shoal_shared::noise::link::{LinkConfig, LinkError};
+    use std::net::TcpListener;
+
+    /// Bounded wait for every test future: a hang is a failure, not a stuck CI.
+    const TEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+    async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
+        f.or(async {
+            Timer::after(TEST_TIMEOUT).await;
+            panic!("test timed out after {TEST_TIMEOUT:?}")
+        })
+        .await
+    }
+
+    fn listener() -> (Async<TcpListener>, SocketAddr) {
+        let l = Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
+        let addr = l.get_ref().local_addr().unwrap();
+        (l, addr)
+    }
+
+    fn short(key: &NodeKey) -> LinkConfig {
+        LinkConfig { keepalive_interval_ms: 100, idle_timeout_ms: 400, ..LinkConfig::lan(*key.private()) }
+    }
+
+    /// Keepalives as in `short`, but an idle timeout that a loaded test
+    /// machine cannot hit by descheduling the test for a moment.
+    fn relaxed(key: &NodeKey) -> LinkConfig {
+        LinkConfig { idle_timeout_ms: 2_000, ..short(key) }
+    }
+
+    async fn next(handle: &LinkHandle) -> Event {
+        handle.events.recv().await.expect("link loop ended without an event")
+    }
+
+    #[test]
+    fn messages_both_ways_over_loopback() {
+        smol::block_on(bounded(async {
+            let (server_key, client_key) = (NodeKey::generate().unwrap(), NodeKey::generate().unwrap());
+            let (l, addr) = listener();
+            let origin = Instant::now();
+            let mut client_config = relaxed(&client_key);
+            client_config.peer_digest_pin = Some(digest(server_key.public()));
+            client_config.handshake_payload = b"token".to_vec();
+            let (sh, sc) = channels();
+            let (ch, cc) = channels();
+            let server = async {
+                let (stream, _) = l.accept().await.unwrap();
+                drive(stream, Link::responder(relaxed(&server_key), now_ms(origin)).unwrap(), origin, sc).await
+            };
+            let client = async {
+                let stream = connect(addr, Duration::from_secs(2)).await.unwrap();
+                drive(stream, Link::initiator(client_config, now_ms(origin)).unwrap(), origin, cc).await
+            };
+            let big: Vec<u8> = (0..1024 * 1024).map(|i| (i % 253) as u8).collect();
+            let app = async {
+                assert_eq!(next(&sh).await, Event::Established { peer_static: *client_key.public(), peer_payload: b"token".to_vec() });
+                assert!(matches!(next(&ch).await, Event::Established { peer_static, .. } if peer_static == *server_key.public()));
+                // Both sides send a 1 MiB message at the same time, then small ones.
+                ch.commands.send(Command::Send(big.clone())).await.unwrap();
+                sh.commands.send(Command::Send(big.clone())).await.unwrap();
+                ch.commands.send(Command::Send(b"ping".to_vec())).await.unwrap();
+                assert_eq!(next(&sh).await, Event::Message(big.clone()));
+                assert_eq!(next(&sh).await, Event::Message(b"ping".to_vec()));
+                sh.commands.send(Command::Send(b"pong".to_vec())).await.unwrap();
+                assert_eq!(next(&ch).await, Event::Message(big.clone()));
+                assert_eq!(next(&ch).await, Event::Message(b"pong".to_vec()));
+                // Idle for several keepalive intervals: nobody times out.
+                Timer::after(Duration::from_millis(1_000)).await;
+                assert!(sh.events.is_empty() && ch.events.is_empty());
+                ch.commands.send(Command::Close("bye".into())).await.unwrap();
+                assert_eq!(next(&sh).await, Event::Closed(LinkError::ClosedByPeer { reason: "bye".into() }));
+            };
+            let ((server, client), ()) = future::zip(future::zip(server, client), app).await;
+            server.unwrap();
+            client.unwrap();
+        }));
+    }
+
+    /// Prints loopback throughput (debug shell, crypto at opt-level 3); asserts only delivery.
+    #[test]
+    fn loopback_throughput_prints() {
+        smol::block_on(bounded(async {
+            let (server_key, client_key) = (NodeKey::generate().unwrap(), NodeKey::generate().unwrap());
+            let (l, addr) = listener();
+            let origin = Instant::now();
+            let (sh, sc) = channels();
+            let (ch, cc) = channels();
+            let server = async {
+                let (stream, _) = l.accept().await.unwrap();
+                drive(stream, Link::responder(LinkConfig::lan(*server_key.private()), now_ms(origin)).unwrap(), origin, sc).await
+            };
+            let client = async {
+                let stream = connect(addr, Duration::from_secs(2)).await.unwrap();
+                drive(stream, Link::initiator(LinkConfig::lan(*client_key.private()), now_ms(origin)).unwrap(), origin, cc).await
+            };
+            let count = 512;
+            let msg = vec![3u8; 64 * 1024];
+            let app = async {
+                assert!(matches!(next(&sh).await, Event::Established { .. }));
+                let start = Instant::now();
+                let sender = async {
+                    for _ in 0..count {
+                        ch.commands.send(Command::Send(msg.clone())).await.unwrap();
+                    }
+                };
+                let receiver = async {
+                    for _ in 0..count {
+                        assert!(matches!(next(&sh).await, Event::Message(m) if m.len() == msg.len()));
+                    }
+                };
+                future::zip(sender, receiver).await;
+                let secs = start.elapsed().as_secs_f64();
+                println!(
+                    "noise loopback: {count} x 64 KiB in {:.0} ms, {:.1} MiB/s",
+                    secs * 1e3,
+                    (count * msg.len()) as f64 / secs / 1048576.0
+                );
+                ch.commands.send(Command::Close("done".into())).await.unwrap();
+            };
+            let ((server, client), ()) = future::zip(future::zip(server, client), app).await;
+            server.unwrap();
+            client.unwrap();
+        }));
+    }
+
+    #[test]
+    fn silent_peer_times_out() {
+        smol::block_on(bounded(async {
+            let (server_key, client_key) = (NodeKey::generate().unwrap(), NodeKey::generate().unwrap());
+            let (l, addr) = listener();
+            let origin = Instant::now();
+            // The server finishes the handshake by hand, then neither reads nor writes.
+            let server = async {
+                let (stream, _) = l.accept().await.unwrap();
+                let mut link = Link::responder(short(&server_key), now_ms(origin)).unwrap();
+                let mut buf = vec![0u8; 4096];
+                while !link.is_established() {
+                    let n = (&stream).read(&mut buf).await.unwrap();
+                    link.handle_bytes(&buf[..n]);
+                    while let Some(frame) = link.poll_transmit() {
+                        (&stream).write_all(&frame).await.unwrap();
+                    }
+                }
+                Timer::after(Duration::from_millis(2_000)).await;
+                drop(stream);
+            };
+            let (ch, cc) = channels();
+            let client = async {
+                let stream = connect(addr, Duration::from_secs(2)).await.unwrap();
+                let started = Instant::now();
+                let link = Link::initiator(short(&client_key), now_ms(origin)).unwrap();
+                let app = async {
+                    assert!(matches!(next(&ch).await, Event::Established { .. }));
+                    assert_eq!(next(&ch).await, Event::TimedOut);
+                    started.elapsed()
+                };
+                let (result, waited) = future::zip(drive(stream, link, origin, cc), app).await;
+                result.unwrap();
+                waited
+            };
+            let ((), waited) = future::zip(server, client).await;
+            // Times are whole milliseconds, so the timeout may fire up to 1 ms early.
+            assert!(waited >= Duration::from_millis(398) && waited < Duration::from_millis(2_000), "timed out after {waited:?}");
+        }));
+    }
+
+    #[test]
+    fn peer_that_stops_reading_times_out() {
+        smol::block_on(bounded(async {
+            let (server_key, client_key) = (NodeKey::generate().unwrap(), NodeKey::generate().unwrap());
+            let (l, addr) = listener();
+            let origin = Instant::now();
+            // The server finishes the handshake, then keeps sending keepalives
+            // but never reads again.
+            let server = async {
+                let (stream, _) = l.accept().await.unwrap();
+                // A long idle timeout: this side must keep its keepalives
+                // going although it reads nothing.
+                let config = LinkConfig { idle_timeout_ms: 60_000, ..short(&server_key) };
+                let mut link = Link::responder(config, now_ms(origin)).unwrap();
+                let mut buf = vec![0u8; 4096];
+                while !link.is_established() {
+                    let n = (&stream).read(&mut buf).await.unwrap();
+                    link.handle_bytes(&buf[..n]);
+                    while let Some(frame) = link.poll_transmit() {
+                        (&stream).write_all(&frame).await.unwrap();
+                    }
+                }
+                let until = Instant::now() + Duration::from_secs(4);
+                while Instant::now() < until {
+                    Timer::after(Duration::from_millis(50)).await;
+                    link.tick(now_ms(origin));
+                    assert!(!link.is_closed());
+                    while let Some(frame) = link.poll_transmit() {
+                        if (&stream).write_all(&frame).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            };
+            let (ch, cc) = channels();
+            let client = async {
+                let stream = connect(addr, Duration::from_secs(2)).await.unwrap();
+                let link = Link::initiator(short(&client_key), now_ms(origin)).unwrap();
+                let chunk = vec![0u8; 1024 * 1024];
+                let app = async {
+                    assert!(matches!(next(&ch).await, Event::Established { .. }));
+                    let flood = async {
+                        // Loopback buffers hold a few MiB; this overflows them.
+                        while ch.commands.send(Command::Send(chunk.clone())).await.is_ok() {}
+                    };
+                    let watch = async {
+                        let started = Instant::now();
+                        assert_eq!(next(&ch).await, Event::TimedOut);
+                        started.elapsed()
+                    };
+                    future::zip(flood, watch).await.1
+                };
+                let (result, waited) = future::zip(drive(stream, link, origin, cc), app).await;
+                result.unwrap();
+                waited
+            };
+            let ((), waited) = future::zip(server, client).await;
+            assert!(waited < Duration::from_millis(3_000), "stall noticed after {waited:?}");
+        }));
+    }
+
+    #[test]
+    fn pin_mismatch_and_refused_connect() {
+        smol::block_on(bounded(async {
+            let (server_key, client_key) = (NodeKey::generate().unwrap(), NodeKey::generate().unwrap());
+            let (l, addr) = listener();
+            let origin = Instant::now();
+            let mut client_config = short(&client_key);
+            client_config.peer_digest_pin = Some([0; 32]);
+            let (sh, sc) = channels();
+            let (ch, cc) = channels();
+            let server = async {
+                let (stream, _) = l.accept().await.unwrap();
+                drive(stream, Link::responder(short(&server_key), now_ms(origin)).unwrap(), origin, sc).await
+            };
+            let client = async {
+                let stream = connect(addr, Duration::from_secs(2)).await.unwrap();
+                drive(stream, Link::initiator(client_config, now_ms(origin)).unwrap(), origin, cc).await
+            };
+            let app = async {
+                assert_eq!(next(&ch).await, Event::Closed(LinkError::PinMismatch));
+                assert_eq!(next(&sh).await, Event::Closed(LinkError::EofDuringHandshake));
+            };
+            let ((server, client), ()) = future::zip(future::zip(server, client), app).await;
+            server.unwrap();
+            client.unwrap();
+            drop(l);
+            // Nothing listens on that port any more: a prompt, clear error.
+            let err = connect(addr, Duration::from_secs(2)).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+        }));
+    }
+}
