@@ -15,8 +15,9 @@
 //!   policy: the old one goes to `desired = Shutdown` and a new task takes the
 //!   slot, held in `Ready` until the restart delay passes; when the policy
 //!   says no, the dead task keeps the slot (so the service shows 0/1);
-//! - replicated tasks on a drained node are shut down and their slot gets a
-//!   new unplaced task (which stays `Pending` while no node can take it);
+//! - replicated tasks on a drained, down or removed node are shut down and
+//!   their slot gets a new unplaced task (which stays `Pending` while no node
+//!   can take it); a down node's worker stops them when it comes back;
 //! - once none of the above has anything to do for a service, the
 //!   [`crate::updater`] moves its rolling update along;
 //! - tasks with `desired = Remove` are deleted once they are no longer running,
@@ -29,7 +30,7 @@ use shoal_shared::clock::UnixNanos;
 use shoal_shared::ops::Op;
 use shoal_shared::rng::Rng;
 use shoal_shared::task::TaskState;
-use shoal_shared::types::{Availability, RestartCondition, Service, ServiceMode, Task, TaskStatus, TASK_HISTORY_PER_SLOT_MAX};
+use shoal_shared::types::{Availability, NodeState, RestartCondition, Service, ServiceMode, Task, TaskStatus, TASK_HISTORY_PER_SLOT_MAX};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Computes the ops that move the state towards the services' specs.
@@ -171,10 +172,14 @@ fn scale_replicated(service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, re
     }
 }
 
-/// Replicated tasks on drained nodes are shut down and their slots get a
-/// fresh, unplaced task (global tasks leave through [`place_global`]).
+/// Replicated tasks on nodes that are drained, down or gone from the swarm
+/// are shut down and their slots get a fresh, unplaced task (global tasks
+/// leave through [`place_global`]).
 fn drain_nodes(state: &State, service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, rng: &mut Rng, ops: &mut Vec<Op>) {
-    let drained = |t: &Task| state.nodes.get(&t.node_id).is_some_and(|n| n.availability == Availability::Drain);
+    let drained = |t: &Task| {
+        !t.node_id.is_empty()
+            && state.nodes.get(&t.node_id).is_none_or(|n| n.availability == Availability::Drain || n.state == NodeState::Down)
+    };
     for slot in slots.values() {
         let live: Vec<&Task> = slot.iter().copied().filter(|t| runnable(t) && !t.status.state.is_terminal()).collect();
         let (gone, staying): (Vec<&Task>, Vec<&Task>) = live.into_iter().partition(|t| drained(t));
@@ -407,5 +412,101 @@ mod tests {
         }
         settle(&mut s, 100, &mut rng);
         assert!(s.tasks.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod node_loss_tests {
+    use super::*;
+    use crate::state::tests::service;
+    use shoal_shared::ops::Entry;
+    use shoal_shared::types::{Meta, Node, NodeDescription, NodeRole};
+
+    fn node(id: &str) -> Node {
+        Node {
+            id: id.into(),
+            meta: Meta::default(),
+            role: NodeRole::Worker,
+            availability: Availability::Active,
+            labels: Default::default(),
+            description: NodeDescription::default(),
+            state: NodeState::Ready,
+            addr: String::new(),
+            manager_addr: String::new(),
+        }
+    }
+
+    fn apply(s: &mut State, ops: Vec<Op>) {
+        let idx = s.applied_index + 1;
+        let r = s.apply(idx, &Entry { at: idx, ops });
+        assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+    }
+
+    fn settle(s: &mut State, rng: &mut Rng) {
+        for _ in 0..20 {
+            let ops = reconcile(s, 100, rng);
+            if ops.is_empty() {
+                return;
+            }
+            apply(s, ops);
+        }
+        panic!("reconcile did not settle");
+    }
+
+    /// Two replicas running on `n1`, `n2` standing by.
+    fn running_on_n1(rng: &mut Rng) -> State {
+        let mut s = State::default();
+        let mut svc = service("svc", "web");
+        svc.spec.mode = ServiceMode::Replicated { replicas: 2 };
+        apply(&mut s, vec![Op::PutNode(node("n1")), Op::PutNode(node("n2")), Op::PutService(svc)]);
+        settle(&mut s, rng);
+        let ids: Vec<String> = s.tasks.keys().cloned().collect();
+        let ops = ids
+            .iter()
+            .map(|id| Op::AssignTask { id: id.clone(), node_id: "n1".into(), status: TaskStatus::new(TaskState::Running, 5, "running") })
+            .collect();
+        apply(&mut s, ops);
+        s
+    }
+
+    fn check_evacuated(s: &State, old: &[String]) {
+        for id in old {
+            assert_eq!(s.tasks[id].desired_state, TaskState::Shutdown, "old task {id} is shut down");
+        }
+        let fresh: Vec<&Task> = s.tasks.values().filter(|t| !old.contains(&t.id)).collect();
+        let mut slots: Vec<u64> = fresh.iter().map(|t| t.slot).collect();
+        slots.sort();
+        assert_eq!(slots, vec![1, 2], "each slot gets a replacement");
+        assert!(fresh.iter().all(|t| t.node_id.is_empty() && t.desired_state == TaskState::Running), "for the scheduler to place");
+    }
+
+    #[test]
+    fn tasks_of_a_down_node_are_replaced() {
+        let mut rng = Rng::from_seed(9);
+        let mut s = running_on_n1(&mut rng);
+        let old: Vec<String> = s.tasks.keys().cloned().collect();
+        apply(&mut s, vec![Op::SetNodeState { id: "n1".into(), state: NodeState::Down }]);
+        settle(&mut s, &mut rng);
+        check_evacuated(&s, &old);
+        // The scheduler then places them on the node that is up.
+        let placed = scheduler::schedule(&s, 200);
+        let on: Vec<&str> = placed
+            .iter()
+            .filter_map(|op| match op {
+                Op::AssignTask { node_id, .. } => Some(node_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(on, vec!["n2", "n2"]);
+    }
+
+    #[test]
+    fn tasks_of_a_removed_node_are_replaced() {
+        let mut rng = Rng::from_seed(10);
+        let mut s = running_on_n1(&mut rng);
+        let old: Vec<String> = s.tasks.keys().cloned().collect();
+        apply(&mut s, vec![Op::DeleteNode { id: "n1".into() }]);
+        settle(&mut s, &mut rng);
+        check_evacuated(&s, &old);
     }
 }
