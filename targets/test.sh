@@ -15,3 +15,6 @@ cargo test --workspace
 # The raft simulator: a few thousand seeded whole-cluster runs with faults
 # (the same command scales to millions: raise --seeds).
 cargo run -q --release -p shoal-manager --example raft_sim -- --seeds 3000 --first-seed 1
+# The manager-core simulator: orchestrator, updater, scheduler and simulated
+# agents under node faults, crashes, updates and rollbacks, from seeds.
+cargo run -q --release -p shoal-manager --example cluster_sim -- --seeds 300 --first-seed 1

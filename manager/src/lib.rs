@@ -12,6 +12,7 @@ pub mod orchestrator;
 pub mod raft;
 pub mod scheduler;
 pub mod schema;
+pub mod sim_cluster;
 pub mod state;
 pub mod store;
 pub mod updater;

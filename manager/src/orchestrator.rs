@@ -48,9 +48,13 @@ pub fn reconcile(state: &State, now: UnixNanos, rng: &mut Rng) -> Vec<Op> {
         match service.spec.mode {
             ServiceMode::Replicated { replicas } => {
                 drain_nodes(state, service, &slots, rng, &mut ops);
+                drop_superseded(service, &slots, &mut ops);
                 scale_replicated(service, &slots, replicas, rng, &mut ops)
             }
-            ServiceMode::Global => place_global(state, service, &slots, rng, &mut ops),
+            ServiceMode::Global => {
+                place_global(state, service, &slots, rng, &mut ops);
+                drop_superseded(service, &slots, &mut ops);
+            }
         }
         // The updater acts on a settled round, so it never races the others over a slot.
         if ops.len() == before {
@@ -68,6 +72,12 @@ pub fn reconcile(state: &State, now: UnixNanos, rng: &mut Rng) -> Vec<Op> {
         }
     }
     collect_removed(state, &mut ops);
+    // History pruning and removal can pick the same dead task; delete it once.
+    let mut deleted = BTreeSet::new();
+    ops.retain(|op| match op {
+        Op::DeleteTask { id } => deleted.insert(id.clone()),
+        _ => true,
+    });
     ops
 }
 
@@ -101,6 +111,18 @@ fn restart_dead_tasks(service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, 
         let Some(t) = runnable_task(slot) else {
             continue;
         };
+        if t.desired_state == TaskState::Ready && t.not_before == updater::HELD_BY_UPDATER {
+            // A stop-first replacement starts once nothing else in its slot
+            // runs, whether or not its update is still going (a paused
+            // update must not leave the slot empty).
+            let others_alive = slot
+                .iter()
+                .any(|o| o.id != t.id && !o.status.state.is_terminal() && !o.node_id.is_empty() && o.status.state >= TaskState::Assigned);
+            if !others_alive {
+                ops.push(Op::ReleaseTask { id: t.id.clone() });
+            }
+            continue;
+        }
         if t.desired_state == TaskState::Ready && t.not_before <= now {
             ops.push(Op::ReleaseTask { id: t.id.clone() });
             continue;
@@ -191,6 +213,36 @@ fn drain_nodes(state: &State, service: &Service, slots: &BTreeMap<SlotKey, Vec<&
         }
         if staying.is_empty() {
             ops.push(Op::CreateTask(new_task(service, last.slot, "", rng, 0)));
+        }
+    }
+}
+
+/// A slot with more than one live task keeps only those that matter: a task
+/// that never started and whose spec is no longer the service's is the
+/// leftover replacement of a superseded update (start-first, or pending for
+/// want of a node) and is removed, so successive updates cannot pile up
+/// replacements in a slot.
+///
+/// And once a slot has a running task on the current spec, that task (the
+/// newest such) is the slot's: every other live task that runs or is on the
+/// current spec is shut down. This is how a start-first replacement takes
+/// over, and it keeps a slot from ever running two tasks when updates,
+/// rollbacks and restarts interleave.
+fn drop_superseded(service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, ops: &mut Vec<Op>) {
+    for slot in slots.values() {
+        let live: Vec<&Task> = slot.iter().copied().filter(|t| runnable(t) && !t.status.state.is_terminal()).collect();
+        if live.len() < 2 {
+            continue;
+        }
+        let current = |t: &Task| t.spec == service.spec.task;
+        // `slot` is ordered oldest first, so the last match is the newest.
+        let keeper = live.iter().rev().find(|t| t.status.state == TaskState::Running && current(t)).map(|t| t.id.as_str());
+        for t in live {
+            if t.status.state < TaskState::Running && !current(t) {
+                ops.push(Op::SetTaskDesired { id: t.id.clone(), desired: TaskState::Remove });
+            } else if keeper.is_some_and(|k| k != t.id) {
+                ops.push(Op::SetTaskDesired { id: t.id.clone(), desired: TaskState::Shutdown });
+            }
         }
     }
 }

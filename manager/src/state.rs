@@ -214,9 +214,14 @@ impl State {
     }
 
     /// Tasks of a service, in creation order.
+    ///
+    /// Within a slot the newest task comes last: the orchestrator and the
+    /// updater rely on it (a slot can hold two runnable tasks during a
+    /// start-first update). `meta.version` (the creating entry's index) breaks
+    /// ties between tasks created in the same millisecond.
     pub fn tasks_of(&self, service_id: &str) -> Vec<&Task> {
         let mut v: Vec<&Task> = self.tasks.values().filter(|t| t.service_id == service_id).collect();
-        v.sort_by(|a, b| (a.slot, &a.node_id, a.meta.created_at, &a.id).cmp(&(b.slot, &b.node_id, b.meta.created_at, &b.id)));
+        v.sort_by_key(|t| (t.slot, t.meta.created_at, t.meta.version, &t.id));
         v
     }
 }
