@@ -228,11 +228,20 @@ impl Daemon {
 
     async fn run(&mut self, rx: Receiver<Event>) -> anyhow::Result<()> {
         while let Ok(ev) = rx.recv().await {
+            // Runtime results and exits queued together are handled as one
+            // batch (their reports share one commit). A client request ends
+            // the batch: the next request must see its effect converged.
+            let mut request = is_request(&ev);
             self.handle(ev);
-            // Handle whatever else is already queued, then converge once.
             for _ in 0..EVENTS_PER_BATCH_MAX {
+                if request {
+                    break;
+                }
                 match rx.try_recv() {
-                    Ok(ev) => self.handle(ev),
+                    Ok(ev) => {
+                        request = is_request(&ev);
+                        self.handle(ev);
+                    }
                     Err(_) => break,
                 }
             }
@@ -591,6 +600,11 @@ impl Daemon {
             Err(e) => Reply::error(ErrorKind::Unavailable, format!("cannot persist the swarm: {e}")),
         }
     }
+}
+
+/// Whether an event carries (or completes) a client request.
+fn is_request(ev: &Event) -> bool {
+    matches!(ev, Event::Control { .. } | Event::Resolved { .. } | Event::ResolvedUpdate { .. } | Event::Replied)
 }
 
 fn reply_later(reply: &Sender<Reply>, r: Reply) -> Event {
