@@ -277,3 +277,46 @@ impl Drop for Node {
         }
     }
 }
+
+/// A throwaway local registry (Debian's `docker-registry`, plain HTTP on a
+/// free 127.0.0.1 port), stopped on drop.
+pub struct Registry {
+    dir: PathBuf,
+    pub port: u16,
+}
+
+impl Registry {
+    /// Starts one via `tests/lib/registry.sh` (bounded wait inside).
+    pub fn start() -> Registry {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("local addr").port();
+        let dir = PathBuf::from(format!("/tmp/shoal-it-reg-{}-{port}", std::process::id()));
+        let st = Command::new(root().join("tests/lib/registry.sh"))
+            .arg("start")
+            .arg(&dir)
+            .arg(port.to_string())
+            .status()
+            .expect("run registry.sh");
+        assert!(st.success(), "registry did not start");
+        Registry { dir, port }
+    }
+
+    /// Pushes an OCI archive as `127.0.0.1:PORT/NAME` (`all`: every platform of an index); returns that reference.
+    pub fn push(&self, archive: &Path, name: &str, all: bool) -> String {
+        let dest = format!("127.0.0.1:{}/{name}", self.port);
+        let mut c = Command::new("skopeo");
+        c.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+        if all {
+            c.arg("--all");
+        }
+        let out = c.arg(format!("oci-archive:{}", archive.display())).arg(format!("docker://{dest}")).output().expect("run skopeo");
+        assert!(out.status.success(), "skopeo push failed: {}", String::from_utf8_lossy(&out.stderr));
+        dest
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = Command::new(root().join("tests/lib/registry.sh")).arg("stop").arg(&self.dir).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

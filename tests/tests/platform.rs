@@ -5,45 +5,11 @@
 //! The multi-arch image is a real OCI index pushed to a local registry; its
 //! entries all hold the host's busybox, so whichever entry a node selects runs.
 
-use shoal_tests::{root, skip_reason, test_image, wait_for, Node};
+use shoal_tests::{root, skip_reason, test_image, wait_for, Node, Registry};
 use std::process::Command;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-struct Registry {
-    dir: std::path::PathBuf,
-    port: u16,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = std::path::PathBuf::from(format!("/tmp/shoal-it-preg-{}-{port}", std::process::id()));
-        let st = Command::new(root().join("tests/lib/registry.sh")).arg("start").arg(&dir).arg(port.to_string()).status().unwrap();
-        assert!(st.success(), "registry did not start");
-        Registry { dir, port }
-    }
-
-    fn push(&self, archive: &std::path::Path, name: &str, all: bool) -> String {
-        let dest = format!("127.0.0.1:{}/{name}", self.port);
-        let mut c = Command::new("skopeo");
-        c.args(["copy", "--quiet", "--dest-tls-verify=false"]);
-        if all {
-            c.arg("--all");
-        }
-        let out = c.arg(format!("oci-archive:{}", archive.display())).arg(format!("docker://{dest}")).output().unwrap();
-        assert!(out.status.success(), "skopeo push failed: {}", String::from_utf8_lossy(&out.stderr));
-        dest
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = Command::new(root().join("tests/lib/registry.sh")).arg("stop").arg(&self.dir).status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn multi_arch_archive() -> std::path::PathBuf {
     let out = std::env::temp_dir().join(format!("shoal-it-multi-{}.tar", std::process::id()));

@@ -2,42 +2,8 @@
 //! on 127.0.0.1): `image pull`, and a service whose image is not on the node
 //! pulls it before starting, pinned to the registry's digest.
 
-use shoal_tests::{root, skip_reason, test_image, wait_for, Node};
-use std::process::Command;
+use shoal_tests::{skip_reason, test_image, wait_for, Node, Registry};
 use std::time::Duration;
-
-struct Registry {
-    dir: std::path::PathBuf,
-    port: u16,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = std::path::PathBuf::from(format!("/tmp/shoal-it-reg-{}-{port}", std::process::id()));
-        let st = Command::new(root().join("tests/lib/registry.sh")).arg("start").arg(&dir).arg(port.to_string()).status().unwrap();
-        assert!(st.success(), "registry did not start");
-        Registry { dir, port }
-    }
-
-    fn push(&self, archive: &std::path::Path, name: &str) {
-        let dest = format!("docker://127.0.0.1:{}/{name}", self.port);
-        let out = Command::new("skopeo")
-            .args(["copy", "--quiet", "--dest-tls-verify=false"])
-            .arg(format!("oci-archive:{}", archive.display()))
-            .arg(&dest)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "skopeo push failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = Command::new(root().join("tests/lib/registry.sh")).arg("stop").arg(&self.dir).status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 #[test]
 fn services_pull_missing_images_from_a_registry() {
@@ -45,7 +11,7 @@ fn services_pull_missing_images_from_a_registry() {
         return;
     }
     let reg = Registry::start();
-    reg.push(&test_image(), "app:1");
+    reg.push(&test_image(), "app:1", false);
     let image = format!("127.0.0.1:{}/app:1", reg.port);
 
     let mut n = Node::new();
@@ -71,7 +37,7 @@ fn services_pull_missing_images_from_a_registry() {
     assert!(ls.contains(&format!("127.0.0.1:{}/app", reg.port)), "{ls}");
 
     // Explicit pull of another tag.
-    reg.push(&test_image(), "app:2");
+    reg.push(&test_image(), "app:2", false);
     let r = n.shoal(&["image", "pull", &format!("127.0.0.1:{}/app:2", reg.port)]).ok();
     assert!(r.stdout.contains("app:2"), "{}", r.stdout);
     n.shoal(&["service", "rm", "pulled"]).ok();

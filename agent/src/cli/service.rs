@@ -112,18 +112,8 @@ pub(crate) struct CreateArgs {
     /// Service mode: replicated or global.
     #[arg(long, default_value = "replicated")]
     mode: String,
-    /// Restart when: any, on-failure or none.
-    #[arg(long, value_parser = parse::restart_condition)]
-    restart_condition: Option<shoal_shared::types::RestartCondition>,
-    /// Delay between restart attempts (ns|us|ms|s|m|h).
-    #[arg(long, value_parser = parse::duration_ns)]
-    restart_delay: Option<u64>,
-    /// Maximum number of restarts before giving up (0 = unlimited).
-    #[arg(long)]
-    restart_max_attempts: Option<u64>,
-    /// Window used to evaluate the restart policy.
-    #[arg(long, value_parser = parse::duration_ns)]
-    restart_window: Option<u64>,
+    #[command(flatten)]
+    restart: RestartArgs,
     /// Set environment variables.
     #[arg(short, long = "env")]
     env: Vec<String>,
@@ -194,6 +184,41 @@ pub(crate) struct CreateArgs {
     /// Command and arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
+}
+
+/// The restart-policy flags shared by `service create` and `service update`.
+#[derive(Args, Debug)]
+pub(crate) struct RestartArgs {
+    /// Restart when: any, on-failure or none.
+    #[arg(long, value_parser = parse::restart_condition)]
+    restart_condition: Option<shoal_shared::types::RestartCondition>,
+    /// Delay between restart attempts (ns|us|ms|s|m|h).
+    #[arg(long, value_parser = parse::duration_ns)]
+    restart_delay: Option<u64>,
+    /// Maximum number of restarts before giving up (0 = unlimited).
+    #[arg(long)]
+    restart_max_attempts: Option<u64>,
+    /// Window used to evaluate the restart policy.
+    #[arg(long, value_parser = parse::duration_ns)]
+    restart_window: Option<u64>,
+}
+
+impl RestartArgs {
+    /// Overwrites the policy's fields that were given on the command line.
+    pub(crate) fn apply(&self, r: &mut shoal_shared::types::RestartPolicy) {
+        if let Some(c) = self.restart_condition {
+            r.condition = c;
+        }
+        if let Some(d) = self.restart_delay {
+            r.delay_ns = d;
+        }
+        if let Some(m) = self.restart_max_attempts {
+            r.max_attempts = m;
+        }
+        if let Some(w) = self.restart_window {
+            r.window_ns = w;
+        }
+    }
 }
 
 pub(crate) fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
@@ -286,19 +311,7 @@ fn spec_from(a: CreateArgs) -> anyhow::Result<ServiceSpec> {
     }
     c.stop_signal = a.stop_signal.unwrap_or_default();
     spec.labels = a.label.into_iter().collect();
-    let r = &mut spec.task.restart;
-    if let Some(c) = a.restart_condition {
-        r.condition = c;
-    }
-    if let Some(d) = a.restart_delay {
-        r.delay_ns = d;
-    }
-    if let Some(m) = a.restart_max_attempts {
-        r.max_attempts = m;
-    }
-    if let Some(w) = a.restart_window {
-        r.window_ns = w;
-    }
+    a.restart.apply(&mut spec.task.restart);
     let res = &mut spec.task.resources;
     res.limits.nano_cpus = a.limit_cpu.unwrap_or(0);
     res.limits.memory_bytes = a.limit_memory.unwrap_or(0);

@@ -13,7 +13,7 @@ use crate::client::{REPLY_MS_DEFAULT, REPLY_MS_IMAGES};
 use anyhow::bail;
 use clap::Args;
 use shoal_shared::api::{Reply, Request};
-use shoal_shared::types::{FailureAction, Mount, RestartCondition, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder};
+use shoal_shared::types::{FailureAction, Mount, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder};
 
 /// `--update-*` and `--rollback-*`: Swarm's UpdateConfig and RollbackConfig.
 #[derive(Args, Debug, Default)]
@@ -152,18 +152,8 @@ pub(crate) struct UpdateArgs {
     /// Maximum number of tasks per node (0 = unlimited).
     #[arg(long)]
     replicas_max_per_node: Option<u64>,
-    /// Restart when: any, on-failure or none.
-    #[arg(long, value_parser = parse::restart_condition)]
-    restart_condition: Option<RestartCondition>,
-    /// Delay between restart attempts.
-    #[arg(long, value_parser = parse::duration_ns)]
-    restart_delay: Option<u64>,
-    /// Maximum number of restarts before giving up.
-    #[arg(long)]
-    restart_max_attempts: Option<u64>,
-    /// Window used to evaluate the restart policy.
-    #[arg(long, value_parser = parse::duration_ns)]
-    restart_window: Option<u64>,
+    #[command(flatten)]
+    restart: super::service::RestartArgs,
     /// Limit CPUs.
     #[arg(long, value_parser = parse::nano_cpus)]
     limit_cpu: Option<i64>,
@@ -249,19 +239,7 @@ pub(crate) fn apply(a: &UpdateArgs, current: &ServiceSpec) -> anyhow::Result<Ser
     if let Some(m) = a.replicas_max_per_node {
         p.max_replicas_per_node = m;
     }
-    let r = &mut spec.task.restart;
-    if let Some(c) = a.restart_condition {
-        r.condition = c;
-    }
-    if let Some(d) = a.restart_delay {
-        r.delay_ns = d;
-    }
-    if let Some(m) = a.restart_max_attempts {
-        r.max_attempts = m;
-    }
-    if let Some(w) = a.restart_window {
-        r.window_ns = w;
-    }
+    a.restart.apply(&mut spec.task.restart);
     let res = &mut spec.task.resources;
     for (v, slot) in [
         (a.limit_cpu, &mut res.limits.nano_cpus),
