@@ -12,3 +12,5 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
 cargo build -q -p shoal-agent
 cargo test --workspace
+# Cross-architecture slice: arm64 and s390x static binaries, tests under QEMU.
+./targets/ci-cross.sh
