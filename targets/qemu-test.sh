@@ -25,7 +25,8 @@ SEEDS=${SHOAL_QEMU_SEEDS:-300}
 # A wedged emulated test must not hang CI: bound every run.
 RUN_TIMEOUT=${SHOAL_QEMU_TIMEOUT:-900}
 # Inherited from targets/test.sh; under QEMU containerd tests are skipped, not failed.
-unset SHOAL_REQUIRE_CONTAINERD
+# The platform check must see the build's own platform.
+unset SHOAL_REQUIRE_CONTAINERD SHOAL_TEST_PLATFORM
 
 if ! command -v qemu-aarch64-static >/dev/null 2>&1; then
   echo "qemu-test: installing qemu-user-static" >&2
@@ -44,7 +45,32 @@ if [ ${#resolve_hosts[@]} -eq 0 ]; then
 fi
 RESOLVE=$(IFS=,; echo "${resolve_hosts[*]}")
 
-./targets/build.sh "${NAMES[@]}"
+# Several targets: build them all, then test each in its own run so that one
+# failing architecture does not hide the others; fail at the end.
+if [ ${#NAMES[@]} -gt 1 ]; then
+  all_start=$SECONDS
+  ./targets/build.sh "${NAMES[@]}"
+  summary=() failed=()
+  for n in "${NAMES[@]}"; do
+    t0=$SECONDS
+    if SHOAL_QEMU_BUILT=1 SHOAL_QEMU_RESOLVE_HOSTS="${resolve_hosts[*]:-none.invalid}" "$0" "$n"; then
+      summary+=("$(printf '%-9s ok    %4ds' "$n" $((SECONDS - t0)))")
+    else
+      summary+=("$(printf '%-9s FAIL  %4ds' "$n" $((SECONDS - t0)))")
+      failed+=("$n")
+    fi
+  done
+  echo
+  echo "======== QEMU summary ($((SECONDS - all_start))s in total, build included)"
+  printf '%s\n' "${summary[@]}"
+  if [ ${#failed[@]} -gt 0 ]; then
+    echo "FAILED: ${failed[*]}" >&2
+    exit 1
+  fi
+  exit 0
+fi
+
+[ "${SHOAL_QEMU_BUILT:-}" = 1 ] || ./targets/build.sh "${NAMES[@]}"
 
 summary=()
 for WANT in "${NAMES[@]}"; do
