@@ -62,7 +62,7 @@ for WANT in "${NAMES[@]}"; do
   start=$SECONDS
   with_target_lock "${CARGO[@]}" build --release -q -p shoal-agent --bin shoal --target "$T_TRIPLE" "${extra[@]}"
   out=dist/shoal-linux-$T_NAME
-  cp "target/$T_TRIPLE/release/shoal" "$out.tmp"
+  cp "${CARGO_TARGET_DIR:-target}/$T_TRIPLE/release/shoal" "$out.tmp"
   mv "$out.tmp" "$out"
   size=$(stat -c %s "$out")
   problems=()
