@@ -95,6 +95,7 @@ for WANT in "${NAMES[@]}"; do
   [ "$T_TOOLCHAIN" = nightly ] && extra=(-Z build-std)
   echo "SKIPPED under QEMU: crate shoal-tests (integration tests: need root, containerd, runc, namespaces and cgroups of $T_NAME)"
   echo "SKIPPED under QEMU: doctests (cargo runs them for the host only; targets/test.sh runs them)"
+  echo "resolver: http::tests::resolves_host_names_through_libc resolves localhost and [${RESOLVE:-no DNS names}] in the $T_ROUTE binary"
   SHOAL_UNDER_QEMU=$T_NAME SHOAL_TEST_RESOLVE_HOSTS=$RESOLVE \
     with_target_lock timeout "$RUN_TIMEOUT" "${CARGO[@]}" test -q --target "$T_TRIPLE" "${extra[@]}" \
     --workspace --exclude shoal-tests --lib --bins --tests -- --test-threads 2
