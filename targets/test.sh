@@ -18,3 +18,5 @@ cargo run -q --release -p shoal-manager --example raft_sim -- --seeds 3000 --fir
 # The manager-core simulator: orchestrator, updater, scheduler and simulated
 # agents under node faults, crashes, updates and rollbacks, from seeds.
 cargo run -q --release -p shoal-manager --example cluster_sim -- --seeds 300 --first-seed 1
+# Cross-architecture slice: arm64 and s390x static binaries, tests under QEMU.
+./targets/ci-cross.sh

@@ -451,6 +451,25 @@ impl<R: BufRead> Read for Chunked<R> {
 mod tests {
     use super::*;
 
+    /// Registry host names go through libc's resolver; in the static glibc
+    /// builds (ppc64le, s390x, arm/v7, mips64le) that is glibc's NSS linked
+    /// in statically. `localhost` through `getaddrinfo` exercises the `files`
+    /// source (/etc/hosts); `SHOAL_TEST_RESOLVE_HOSTS` (comma-separated, set
+    /// by targets/qemu-test.sh to registry names the build machine resolves)
+    /// exercises `dns`.
+    #[test]
+    fn resolves_host_names_through_libc() {
+        let local: Vec<SocketAddr> = ("localhost", 80).to_socket_addrs().expect("getaddrinfo(localhost)").collect();
+        assert!(local.iter().any(|a| a.ip().is_loopback()), "localhost resolved to {local:?}");
+        assert_eq!(addresses("127.0.0.1", 5000).unwrap(), vec![SocketAddr::from(([127, 0, 0, 1], 5000))]);
+        let hosts = std::env::var("SHOAL_TEST_RESOLVE_HOSTS").unwrap_or_default();
+        for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+            let addrs = addresses(host, 443).unwrap_or_else(|e| panic!("{e}"));
+            assert!(addrs.iter().all(|a| a.port() == 443), "{host}: {addrs:?}");
+            println!("resolved {host}: {addrs:?}");
+        }
+    }
+
     #[test]
     fn parses_urls() {
         let u = Url::parse("http://127.0.0.1:5000/v2/foo/manifests/1").unwrap();

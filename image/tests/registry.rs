@@ -221,7 +221,18 @@ fn unreachable_registry_is_reported() {
     let port = free_port();
     let client = Registry::new(RegistryOptions { connect_timeout_ms: 1000, ..Default::default() });
     let err = client.resolve(&Reference::parse(&format!("127.0.0.1:{port}/foo:1")).unwrap()).unwrap_err();
-    assert_eq!(err.to_string(), format!("registry 127.0.0.1:{port} is unreachable: connection refused"));
+    let msg = err.to_string();
+    // QEMU 7.2 user-mode hands getsockopt(SO_ERROR) through without
+    // translating the host errno, and MIPS numbers errnos differently
+    // (ECONNREFUSED is 146 there, 111 on the host): under qemu-mips64el the
+    // refused non-blocking connect reads as "os error 111". Real MIPS kernels
+    // return 146. Accepted only in that emulated case (targets/qemu-test.sh).
+    let qemu_mips = cfg!(any(target_arch = "mips64", target_arch = "mips")) && std::env::var_os("SHOAL_UNDER_QEMU").is_some();
+    if qemu_mips && msg.ends_with("(os error 111)") {
+        eprintln!("NOTE: accepting untranslated errno 111 for ECONNREFUSED under QEMU user-mode for MIPS: {msg}");
+    } else {
+        assert_eq!(msg, format!("registry 127.0.0.1:{port} is unreachable: connection refused"));
+    }
     let err = client.resolve(&Reference::parse(&format!("localhost:{port}/foo:1")).unwrap()).unwrap_err();
     assert!(matches!(err, Error::Unreachable { .. }), "{err}");
 }
@@ -412,16 +423,18 @@ fn tampered_blobs_and_error_json() {
 
 #[test]
 fn stalled_and_oversized_responses_time_out_or_fail() {
-    let handler: Arc<Handler> = Arc::new(|path: &str, _: Option<&str>, _| {
+    // Built up front: the server must answer within the client's 300 ms read
+    // timeout even on a slow (emulated, debug-build) CPU.
+    let mut big = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for i in 0..10_000 {
+        big.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "y".repeat(20)).as_bytes());
+    }
+    let handler: Arc<Handler> = Arc::new(move |path: &str, _: Option<&str>, _| {
         if path.contains("stall") {
             std::thread::sleep(std::time::Duration::from_millis(1500));
             return Vec::new();
         }
-        let mut v = b"HTTP/1.1 200 OK\r\n".to_vec();
-        for i in 0..10_000 {
-            v.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "y".repeat(20)).as_bytes());
-        }
-        v
+        big.clone()
     });
     let fake = fake_server(handler);
     let host = format!("127.0.0.1:{}", fake.port);

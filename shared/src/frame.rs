@@ -81,6 +81,19 @@ mod tests {
     use super::*;
     use crate::api::{Reply, Request, API_VERSION};
 
+    /// Frames cross machines of different byte order and word size: the
+    /// header is big-endian u32 and the body postcard (varints of explicit
+    /// widths), so the bytes are the same everywhere.
+    #[test]
+    fn frames_are_architecture_independent() {
+        let msg: (u16, i32, u64, i64, String) = (0x0102, -2, u64::MAX, i64::MIN, "é".into());
+        let bytes = encode(3, &msg).unwrap();
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "0000001b03820203ffffffffffffffffff01ffffffffffffffffff0102c3a9");
+        assert_eq!(header_len(bytes[..4].try_into().unwrap(), 64).unwrap() as usize, bytes.len() - 4);
+        assert_eq!(decode::<(u16, i32, u64, i64, String)>(3, &bytes[4..]).unwrap(), msg);
+    }
+
     #[test]
     fn round_trip() {
         let mut buf = Vec::new();

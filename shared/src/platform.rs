@@ -123,7 +123,9 @@ fn normalize_arch(arch: &str, variant: &str) -> (String, String) {
             },
         ),
         "mips64el" | "mips64le" => ("mips64le", ""),
+        "mipsel" | "mipsle" => ("mipsle", ""),
         "powerpc64le" | "ppc64le" => ("ppc64le", ""),
+        "powerpc64" | "ppc64" => ("ppc64", ""),
         "s390x" => ("s390x", ""),
         "riscv64" => ("riscv64", ""),
         other => (other, &variant),
@@ -150,7 +152,38 @@ mod tests {
         check("linux/i686", "linux/386");
         check("linux/mips64el", "linux/mips64le");
         check("linux/powerpc64le", "linux/ppc64le");
+        check("linux/powerpc64", "linux/ppc64");
+        check("linux/mipsel", "linux/mipsle");
+        check("linux/mips64", "linux/mips64");
         check("Linux/S390X", "linux/s390x");
+    }
+
+    /// What `shoal version` and the node description report, per build
+    /// target; targets/qemu-test.sh runs this on each architecture.
+    #[test]
+    fn host_is_the_build_target() {
+        let expect = if cfg!(target_arch = "x86_64") {
+            "linux/amd64"
+        } else if cfg!(target_arch = "aarch64") {
+            "linux/arm64/v8"
+        } else if cfg!(target_arch = "x86") {
+            "linux/386"
+        } else if cfg!(all(target_arch = "mips64", target_endian = "little")) {
+            "linux/mips64le"
+        } else if cfg!(all(target_arch = "powerpc64", target_endian = "little")) {
+            "linux/ppc64le"
+        } else if cfg!(all(target_arch = "powerpc64", target_endian = "big")) {
+            "linux/ppc64"
+        } else if cfg!(target_arch = "s390x") {
+            "linux/s390x"
+        } else if cfg!(target_arch = "arm") {
+            "linux/arm/v7"
+        } else {
+            return;
+        };
+        if cfg!(target_os = "linux") {
+            assert_eq!(Platform::host().to_string(), expect);
+        }
     }
 
     #[test]

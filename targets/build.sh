@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Builds static, stripped `shoal` release binaries for the seven release
+# targets (default: all) into dist/shoal-linux-<arch>, then checks each one
+# (no interpreter, no NEEDED entries, no symbol table, at most the size in
+# targets/size-budget) and rewrites dist/SHA256SUMS.
+#
+#   targets/build.sh [TARGET...]   TARGET: amd64 arm64 386 mips64le ppc64le s390x arm-v7
+#                                  (or the Rust triple)
+#
+# Installs what is missing (as root on Debian 12): the cross gcc packages,
+# protobuf-compiler, binutils, the rustup targets, and for mips64le the
+# nightly toolchain's rust-src. Routes and sizes: targets/README.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+# shellcheck source=targets/cross-targets.sh
+source targets/cross-targets.sh
+mapfile -t NAMES < <(cross_resolve "$@")
+
+# --- prerequisites -----------------------------------------------------------
+need=()
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+command -v readelf >/dev/null 2>&1 || need+=(binutils)
+command -v sha256sum >/dev/null 2>&1 || need+=(coreutils)
+for WANT in "${NAMES[@]}"; do
+  cross_lookup
+  if [ "$T_PKG" != - ] && ! dpkg -s "$T_PKG" >/dev/null 2>&1; then need+=("$T_PKG"); fi
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "build: installing ${need[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+command -v cargo >/dev/null 2>&1 || { echo "build: no Rust toolchain; install rustup (https://rustup.rs)" >&2; exit 1; }
+installed=$(rustup target list --installed)
+for WANT in "${NAMES[@]}"; do
+  cross_lookup
+  if [ "$T_TOOLCHAIN" = nightly ]; then
+    if ! rustup run nightly rustc -V >/dev/null 2>&1; then
+      echo "build: installing the nightly toolchain (for $T_TRIPLE, a tier 3 target)" >&2
+      rustup toolchain install nightly --profile minimal --component rust-src
+    elif ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'; then
+      echo "build: adding rust-src to nightly (for -Z build-std)" >&2
+      rustup component add rust-src --toolchain nightly
+    fi
+  elif ! grep -qx "$T_TRIPLE" <<<"$installed"; then
+    echo "build: adding rustup target $T_TRIPLE" >&2
+    rustup target add "$T_TRIPLE"
+  fi
+done
+
+# --- build and check ---------------------------------------------------------
+mkdir -p dist
+budget=$SIZE_BUDGET_BYTES
+fail=0
+for WANT in "${NAMES[@]}"; do
+  cross_lookup
+  cargo_for
+  extra=()
+  [ "$T_TOOLCHAIN" = nightly ] && extra=(-Z build-std=std,panic_abort)
+  echo "== $T_NAME: $T_TRIPLE ($T_ROUTE, $T_TOOLCHAIN)"
+  start=$SECONDS
+  with_target_lock "${CARGO[@]}" build --release -q -p shoal-agent --bin shoal --target "$T_TRIPLE" "${extra[@]}"
+  out=dist/shoal-linux-$T_NAME
+  cp "${CARGO_TARGET_DIR:-target}/$T_TRIPLE/release/shoal" "$out.tmp"
+  mv "$out.tmp" "$out"
+  size=$(stat -c %s "$out")
+  problems=()
+  readelf -lW "$out" | grep -q 'Requesting program interpreter' && problems+=("has a program interpreter (dynamically linked)")
+  readelf -dW "$out" | grep -q '(NEEDED)' && problems+=("has NEEDED entries: $(readelf -dW "$out" | grep '(NEEDED)' | sed 's/.*\[\(.*\)\]/\1/' | tr '\n' ' ')")
+  readelf -SW "$out" | grep -qE '\.symtab|\.debug_' && problems+=("not stripped (.symtab/.debug sections)")
+  [ "$size" -le "$budget" ] || problems+=("$size bytes, over the budget of $budget bytes (targets/size-budget)")
+  if [ ${#problems[@]} -gt 0 ]; then
+    for p in "${problems[@]}"; do echo "FAIL $out: $p" >&2; done
+    fail=1
+  else
+    printf 'ok   %-24s %9d bytes (%.2f MiB), static, stripped, %ds\n' "$out" "$size" "$(awk -v s="$size" 'BEGIN{print s/1048576}')" $((SECONDS - start))
+  fi
+done
+(cd dist && sha256sum shoal-linux-* >SHA256SUMS)
+echo "dist/SHA256SUMS written"
+exit $fail

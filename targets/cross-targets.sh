@@ -1,0 +1,84 @@
+# Sourced by targets/build.sh, targets/qemu-test.sh and targets/ci-cross.sh:
+# the seven release targets, one line each.
+#   name  triple  toolchain  route  cross-gcc package  qemu  platform reported by `shoal version`
+# shellcheck shell=bash
+CROSS_TARGETS=(
+  "amd64    x86_64-unknown-linux-musl        stable  musl           -                          qemu-x86_64-static  linux/amd64"
+  "arm64    aarch64-unknown-linux-musl       stable  musl           gcc-aarch64-linux-gnu      qemu-aarch64-static linux/arm64/v8"
+  "386      i686-unknown-linux-musl          stable  musl           gcc-i686-linux-gnu         qemu-i386-static    linux/386"
+  "mips64le mips64el-unknown-linux-gnuabi64  nightly static-glibc   gcc-mips64el-linux-gnuabi64 qemu-mips64el-static linux/mips64le"
+  "ppc64le  powerpc64le-unknown-linux-gnu    stable  static-glibc   gcc-powerpc64le-linux-gnu  qemu-ppc64le-static linux/ppc64le"
+  "s390x    s390x-unknown-linux-gnu          stable  static-glibc   gcc-s390x-linux-gnu        qemu-s390x-static   linux/s390x"
+  "arm-v7   armv7-unknown-linux-gnueabihf    stable  static-glibc   gcc-arm-linux-gnueabihf    qemu-arm-static     linux/arm/v7"
+)
+# Per-binary size budget in bytes (5 MiB); build.sh fails above it.
+SIZE_BUDGET_BYTES=$(grep -v '^#' "$(dirname "${BASH_SOURCE[0]}")/size-budget" | tr -d '[:space:]')
+# mips64el (tier 3, nightly build-std, static glibc): libc 0.2.190+ selects
+# wrong signal/socket constants for mips64 glibc, so the build pins these in a
+# temporary copy of Cargo.lock (restored afterwards); other targets use the
+# committed lock unchanged.
+MIPS64EL_PINS=("mio 1.2.0" "libc 0.2.185")
+
+# cross_lookup NAME-or-TRIPLE: sets T_NAME T_TRIPLE T_TOOLCHAIN T_ROUTE T_PKG T_QEMU T_PLATFORM.
+cross_lookup() {
+  local line
+  for line in "${CROSS_TARGETS[@]}"; do
+    # shellcheck disable=SC2086
+    set -- $line
+    if [ "$1" = "${WANT}" ] || [ "$2" = "${WANT}" ]; then
+      T_NAME=$1 T_TRIPLE=$2 T_TOOLCHAIN=$3 T_ROUTE=$4 T_PKG=$5 T_QEMU=$6 T_PLATFORM=$7
+      return 0
+    fi
+  done
+  return 1
+}
+
+# cross_resolve ARGS...: prints the target names (all seven when no args);
+# fails on an unknown one.
+cross_resolve() {
+  local line
+  if [ $# -eq 0 ]; then
+    for line in "${CROSS_TARGETS[@]}"; do echo "${line%% *}"; done
+    return 0
+  fi
+  for WANT in "$@"; do
+    case $WANT in arm | armv7 | arm/v7) WANT=arm-v7 ;; x86_64) WANT=amd64 ;; aarch64) WANT=arm64 ;; i686 | i386) WANT=386 ;; mips64el) WANT=mips64le ;; esac
+    if ! cross_lookup; then
+      echo "unknown target '$WANT'; known: $(for line in "${CROSS_TARGETS[@]}"; do printf '%s ' "${line%% *}"; done)" >&2
+      return 1
+    fi
+    echo "$T_NAME"
+  done
+}
+
+# cargo_for: the cargo command prefix for the looked-up target.
+cargo_for() {
+  if [ "$T_TOOLCHAIN" = nightly ]; then
+    CARGO=(cargo +nightly)
+  else
+    CARGO=(cargo)
+  fi
+}
+
+# with_target_lock CMD...: runs CMD with the looked-up target's lockfile pins
+# applied to a temporary Cargo.lock; the committed lock is restored after,
+# also on failure or interrupt.
+with_target_lock() {
+  if [ "$T_NAME" != mips64le ]; then
+    "$@"
+    return
+  fi
+  local backup rc=0 pin
+  backup=$(mktemp)
+  cp Cargo.lock "$backup"
+  # shellcheck disable=SC2064
+  trap "cp '$backup' Cargo.lock; rm -f '$backup'" EXIT INT TERM
+  for pin in "${MIPS64EL_PINS[@]}"; do
+    cargo update -q -p "${pin% *}" --precise "${pin#* }" || { rc=$?; break; }
+  done
+  [ $rc -eq 0 ] && { "$@" || rc=$?; }
+  cp "$backup" Cargo.lock
+  rm -f "$backup"
+  trap - EXIT INT TERM
+  return $rc
+}
