@@ -470,23 +470,8 @@ mod tests {
 #[cfg(test)]
 mod node_loss_tests {
     use super::*;
-    use crate::state::tests::service;
+    use crate::state::tests::{node, service};
     use shoal_shared::ops::Entry;
-    use shoal_shared::types::{Meta, Node, NodeDescription, NodeRole};
-
-    fn node(id: &str) -> Node {
-        Node {
-            id: id.into(),
-            meta: Meta::default(),
-            role: NodeRole::Worker,
-            availability: Availability::Active,
-            labels: Default::default(),
-            description: NodeDescription::default(),
-            state: NodeState::Ready,
-            addr: String::new(),
-            manager_addr: String::new(),
-        }
-    }
 
     fn apply(s: &mut State, ops: Vec<Op>) {
         let idx = s.applied_index + 1;
@@ -510,7 +495,7 @@ mod node_loss_tests {
         let mut s = State::default();
         let mut svc = service("svc", "web");
         svc.spec.mode = ServiceMode::Replicated { replicas: 2 };
-        apply(&mut s, vec![Op::PutNode(node("n1")), Op::PutNode(node("n2")), Op::PutService(svc)]);
+        apply(&mut s, vec![Op::PutNode(node("n1", "linux/amd64")), Op::PutNode(node("n2", "linux/amd64")), Op::PutService(svc)]);
         settle(&mut s, rng);
         let ids: Vec<String> = s.tasks.keys().cloned().collect();
         let ops = ids

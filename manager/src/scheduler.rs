@@ -284,28 +284,9 @@ fn assign(t: &Task, node_id: &str, now: UnixNanos) -> Op {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::tests::{service, task};
+    use crate::state::tests::{node, service, task};
     use shoal_shared::ops::Entry;
     use shoal_shared::platform::Platform;
-    use shoal_shared::types::{Meta, NodeDescription};
-
-    fn node(id: &str, platform: &str) -> Node {
-        Node {
-            id: id.into(),
-            meta: Meta::default(),
-            role: NodeRole::Worker,
-            availability: Availability::Active,
-            labels: Default::default(),
-            description: NodeDescription {
-                hostname: format!("host-{id}"),
-                platform: Platform::parse(platform).unwrap(),
-                ..Default::default()
-            },
-            state: NodeState::Ready,
-            addr: String::new(),
-            manager_addr: String::new(),
-        }
-    }
 
     fn state(nodes: Vec<Node>, tasks: Vec<Task>) -> State {
         let mut s = State::default();

@@ -288,6 +288,26 @@ pub(crate) mod tests {
         }
     }
 
+    /// A ready, active worker node of `platform` (e.g. `linux/arm64`).
+    pub(crate) fn node(id: &str, platform: &str) -> Node {
+        use shoal_shared::types::{Availability, NodeDescription, NodeRole, NodeState};
+        Node {
+            id: id.into(),
+            meta: Default::default(),
+            role: NodeRole::Worker,
+            availability: Availability::Active,
+            labels: Default::default(),
+            description: NodeDescription {
+                hostname: format!("host-{id}"),
+                platform: shoal_shared::platform::Platform::parse(platform).expect("valid test platform"),
+                ..Default::default()
+            },
+            state: NodeState::Ready,
+            addr: String::new(),
+            manager_addr: String::new(),
+        }
+    }
+
     pub(crate) fn task(id: &str, service_id: &str, slot: u64) -> Task {
         let spec = ServiceSpec::new("x", "busybox").task;
         Task {

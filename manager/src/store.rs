@@ -60,6 +60,8 @@ pub struct Store {
     applied: u64,
     /// Committed entries that did not decode (skipped deterministically).
     pub skipped_entries: u64,
+    /// Raft's tick length, from the config the core was built with.
+    tick_ms: u64,
 }
 
 /// A stable, non-zero raft id for a node id string (FNV-1a 64).
@@ -94,6 +96,7 @@ impl Store {
         let persisted = storage.load()?;
         let mut cfg = raft::Config::lan(raft_id(&node_id), seed);
         tune(&mut cfg);
+        let tick_ms = cfg.tick_ms;
         let (raft, state, applied) = if persisted.is_empty() {
             (Raft::bootstrap(cfg, &[raft_id(&node_id)])?, State::default(), 0)
         } else {
@@ -102,7 +105,7 @@ impl Store {
             let applied = snap.meta.index;
             (Raft::restore(cfg, persisted)?, state, applied)
         };
-        let mut store = Store { db, raft, storage, state, applied, skipped_entries: 0 };
+        let mut store = Store { db, raft, storage, state, applied, skipped_entries: 0, tick_ms };
         store.drive()?;
         // A lone voter need not wait out an election timeout.
         if store.raft.status().voters == vec![store.raft.id()] {
@@ -141,7 +144,7 @@ impl Store {
 
     /// Milliseconds per raft tick.
     pub fn tick_ms(&self) -> u64 {
-        raft::Config::lan(1, 0).tick_ms
+        self.tick_ms
     }
 
     /// Follows the Ready contract until raft has nothing more to say;

@@ -275,9 +275,9 @@ fn node(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
                 bail!("unsupported --format {format:?} for inspect: use json (or --pretty)");
             }
             let mut out = Vec::new();
+            let Reply::Nodes { leader_id, .. } = call(host, Request::NodeList, REPLY_MS_DEFAULT)? else { bail!("unexpected reply") };
             for key in nodes {
                 let Reply::Node(n) = call(host, Request::NodeInspect { node: key }, REPLY_MS_DEFAULT)? else { bail!("unexpected reply") };
-                let Reply::Nodes { leader_id, .. } = call(host, Request::NodeList, REPLY_MS_DEFAULT)? else { bail!("unexpected reply") };
                 if pretty {
                     print!("{}", inspect::node_pretty(&n, n.id == leader_id));
                 } else {

@@ -147,18 +147,8 @@ pub(crate) struct CreateArgs {
     /// Signal to stop the container.
     #[arg(long)]
     stop_signal: Option<String>,
-    /// Limit CPUs.
-    #[arg(long, value_parser = parse::nano_cpus)]
-    limit_cpu: Option<i64>,
-    /// Limit memory.
-    #[arg(long, value_parser = parse::memory_bytes)]
-    limit_memory: Option<i64>,
-    /// Reserve CPUs.
-    #[arg(long, value_parser = parse::nano_cpus)]
-    reserve_cpu: Option<i64>,
-    /// Reserve memory.
-    #[arg(long, value_parser = parse::memory_bytes)]
-    reserve_memory: Option<i64>,
+    #[command(flatten)]
+    resources: ResourceArgs,
     /// Attach a filesystem mount (type=volume|bind|tmpfs,source=,destination=).
     #[arg(long = "mount", value_parser = parse::mount)]
     mount: Vec<shoal_shared::types::Mount>,
@@ -217,6 +207,39 @@ impl RestartArgs {
         }
         if let Some(w) = self.restart_window {
             r.window_ns = w;
+        }
+    }
+}
+
+/// The resource flags shared by `service create` and `service update`.
+#[derive(Args, Debug)]
+pub(crate) struct ResourceArgs {
+    /// Limit CPUs.
+    #[arg(long, value_parser = parse::nano_cpus)]
+    limit_cpu: Option<i64>,
+    /// Limit memory.
+    #[arg(long, value_parser = parse::memory_bytes)]
+    limit_memory: Option<i64>,
+    /// Reserve CPUs.
+    #[arg(long, value_parser = parse::nano_cpus)]
+    reserve_cpu: Option<i64>,
+    /// Reserve memory.
+    #[arg(long, value_parser = parse::memory_bytes)]
+    reserve_memory: Option<i64>,
+}
+
+impl ResourceArgs {
+    /// Overwrites the figures that were given on the command line.
+    pub(crate) fn apply(&self, res: &mut shoal_shared::types::Resources) {
+        for (v, slot) in [
+            (self.limit_cpu, &mut res.limits.nano_cpus),
+            (self.limit_memory, &mut res.limits.memory_bytes),
+            (self.reserve_cpu, &mut res.reservations.nano_cpus),
+            (self.reserve_memory, &mut res.reservations.memory_bytes),
+        ] {
+            if let Some(v) = v {
+                *slot = v;
+            }
         }
     }
 }
@@ -312,11 +335,7 @@ fn spec_from(a: CreateArgs) -> anyhow::Result<ServiceSpec> {
     c.stop_signal = a.stop_signal.unwrap_or_default();
     spec.labels = a.label.into_iter().collect();
     a.restart.apply(&mut spec.task.restart);
-    let res = &mut spec.task.resources;
-    res.limits.nano_cpus = a.limit_cpu.unwrap_or(0);
-    res.limits.memory_bytes = a.limit_memory.unwrap_or(0);
-    res.reservations.nano_cpus = a.reserve_cpu.unwrap_or(0);
-    res.reservations.memory_bytes = a.reserve_memory.unwrap_or(0);
+    a.resources.apply(&mut spec.task.resources);
     spec.task.placement.constraints = a.constraint;
     spec.task.placement.max_replicas_per_node = a.replicas_max_per_node.unwrap_or(0);
     spec.networks = a.network;
@@ -550,7 +569,7 @@ fn ls(host: &str, quiet: bool, format: &str) -> anyhow::Result<()> {
         } else if format == "json" {
             println!(
                 "{}",
-                serde_json::json!({"ID": &s.service.id[..12], "Image": image, "Mode": mode, "Name": spec.name, "Ports": ports, "Replicas": replicas})
+                serde_json::json!({"ID": &s.service.id[..12.min(s.service.id.len())], "Image": image, "Mode": mode, "Name": spec.name, "Ports": ports, "Replicas": replicas})
             );
         } else {
             t.row(vec![

@@ -154,18 +154,8 @@ pub(crate) struct UpdateArgs {
     replicas_max_per_node: Option<u64>,
     #[command(flatten)]
     restart: super::service::RestartArgs,
-    /// Limit CPUs.
-    #[arg(long, value_parser = parse::nano_cpus)]
-    limit_cpu: Option<i64>,
-    /// Limit memory.
-    #[arg(long, value_parser = parse::memory_bytes)]
-    limit_memory: Option<i64>,
-    /// Reserve CPUs.
-    #[arg(long, value_parser = parse::nano_cpus)]
-    reserve_cpu: Option<i64>,
-    /// Reserve memory.
-    #[arg(long, value_parser = parse::memory_bytes)]
-    reserve_memory: Option<i64>,
+    #[command(flatten)]
+    resources: super::service::ResourceArgs,
     /// Add or update a mount (type=volume|bind|tmpfs,source=,destination=).
     #[arg(long, value_parser = parse::mount)]
     mount_add: Vec<Mount>,
@@ -240,17 +230,7 @@ pub(crate) fn apply(a: &UpdateArgs, current: &ServiceSpec) -> anyhow::Result<Ser
         p.max_replicas_per_node = m;
     }
     a.restart.apply(&mut spec.task.restart);
-    let res = &mut spec.task.resources;
-    for (v, slot) in [
-        (a.limit_cpu, &mut res.limits.nano_cpus),
-        (a.limit_memory, &mut res.limits.memory_bytes),
-        (a.reserve_cpu, &mut res.reservations.nano_cpus),
-        (a.reserve_memory, &mut res.reservations.memory_bytes),
-    ] {
-        if let Some(v) = v {
-            *slot = v;
-        }
-    }
+    a.resources.apply(&mut spec.task.resources);
     if a.force {
         spec.task.force_update += 1;
     }

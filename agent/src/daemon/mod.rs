@@ -41,8 +41,6 @@ use std::time::{Duration, Instant};
 const EVENTS_QUEUE_MAX: usize = 1024;
 /// Runtime calls (pull, start, stop, remove) in flight at once.
 const RUNTIME_CALLS_MAX: usize = 8;
-/// Loop tick: restart delays and periodic checks resolve at this grain.
-const TICK_MS: u64 = 100;
 /// Full container listing to catch missed exit events.
 const RELIST_MS: u64 = 2_000;
 /// How often task logs are checked against their size limit.
@@ -134,7 +132,9 @@ pub(crate) fn run_with(cfg: Config, store: Store, node_id: String, runtime: Arc<
     crate::log!("INFO", "shoal {} node {} listening on unix://{}", env!("CARGO_PKG_VERSION"), daemon.node_id, daemon.cfg.socket.display());
     smol::block_on(async move {
         smol::spawn(server::accept_loop(listener, tx.clone())).detach();
-        smol::spawn(ticker(tx.clone())).detach();
+        // The loop ticks at raft's pace: each tick advances raft once, and
+        // restart delays and periodic checks resolve at the same grain.
+        smol::spawn(ticker(tx.clone(), daemon.store.tick_ms())).detach();
         smol::spawn(forward_exits(daemon.runtime.exits(), tx.clone())).detach();
         smol::spawn(signals(tx.clone())).detach();
         daemon.relist();
@@ -144,9 +144,9 @@ pub(crate) fn run_with(cfg: Config, store: Store, node_id: String, runtime: Arc<
     Ok(())
 }
 
-async fn ticker(tx: Sender<Event>) {
+async fn ticker(tx: Sender<Event>, tick_ms: u64) {
     loop {
-        smol::Timer::after(Duration::from_millis(TICK_MS)).await;
+        smol::Timer::after(Duration::from_millis(tick_ms)).await;
         if tx.send(Event::Tick).await.is_err() {
             return;
         }
@@ -309,7 +309,7 @@ impl Daemon {
                 let _ = reply.try_send(r);
             }
             Event::Tick => {
-                // One raft tick per loop tick (both 100 ms); a lone manager has no peers to message.
+                // One raft tick per loop tick (the ticker runs at raft's tick_ms); a lone manager has no peers to message.
                 if let Err(e) = self.store.tick() {
                     crate::log!("ERROR", "raft tick failed: {e}");
                 }
@@ -405,7 +405,7 @@ impl Daemon {
             let mut ops = Vec::new();
             // Orchestrate and schedule only when the state moved, or once per
             // IDLE_PASS_MS for time-based work (restart delays): a pass over a
-            // large state is not free, and ticks come every TICK_MS.
+            // large state is not free, and ticks come every raft tick.
             let index = self.store.state().applied_index;
             // A rolling update's delays and monitor windows are time-based too: tick-grained while one runs.
             let updating = self.store.state().services.values().any(|s| s.update_status.as_ref().is_some_and(|u| u.state.in_progress()));
