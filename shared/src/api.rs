@@ -5,11 +5,11 @@
 //! commands, over Noise links). One request gets exactly one reply. Variants
 //! are append only.
 
-use crate::types::{Availability, Node, Service, ServiceSpec, Task};
+use crate::types::{Availability, Node, NodeRole, Service, ServiceSpec, Task};
 use serde::{Deserialize, Serialize};
 
 /// Version of the control API; replies to other versions are refused.
-pub const API_VERSION: u8 = 1;
+pub const API_VERSION: u8 = 2;
 
 /// A CLI request.
 // Messages are built once and moved; boxing the big variants buys nothing on the wire.
@@ -21,6 +21,10 @@ pub enum Request {
     SwarmInit {
         advertise_addr: String,
         availability: Availability,
+        /// Where the swarm port listens (`IP[:PORT]`, empty: `0.0.0.0:2377`).
+        listen_addr: String,
+        /// Restart this manager as the only manager of its swarm, keeping the state.
+        force_new_cluster: bool,
     },
     NodeList,
     NodeInspect {
@@ -70,6 +74,33 @@ pub enum Request {
         availability: Option<Availability>,
         label_add: Vec<(String, String)>,
         label_rm: Vec<String>,
+    },
+    /// `swarm join-token [--rotate] worker|manager`.
+    SwarmJoinToken {
+        role: NodeRole,
+        rotate: bool,
+    },
+    /// `swarm join --token T [--advertise-addr A] [--listen-addr A] REMOTE`.
+    SwarmJoin {
+        token: String,
+        remote_addr: String,
+        advertise_addr: String,
+        listen_addr: String,
+        availability: Availability,
+    },
+    /// `swarm leave [--force]`.
+    SwarmLeave {
+        force: bool,
+    },
+    /// `node promote` (role Manager) / `node demote` (role Worker) of one node.
+    NodeSetRole {
+        node: String,
+        role: NodeRole,
+    },
+    /// `node rm [--force]` of one node.
+    NodeRemove {
+        node: String,
+        force: bool,
     },
 }
 
@@ -133,21 +164,61 @@ pub enum ErrorKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Reply {
     Ok,
-    Error { kind: ErrorKind, message: String },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
     Pong,
     Version(VersionInfo),
-    SwarmInit { node_id: String, advertise_addr: String },
-    Nodes { nodes: Vec<Node>, self_id: String, leader_id: String },
+    /// `worker_token` is the full worker join token.
+    SwarmInit {
+        node_id: String,
+        advertise_addr: String,
+        worker_token: String,
+    },
+    /// `leader_id` is empty when no leader is known; `reachable` lists the
+    /// managers the answering manager can reach (Swarm's Reachable), itself included.
+    Nodes {
+        nodes: Vec<Node>,
+        self_id: String,
+        leader_id: String,
+        reachable: Vec<String>,
+    },
     Node(Node),
-    ServiceCreated { id: String, warnings: Vec<String> },
+    ServiceCreated {
+        id: String,
+        warnings: Vec<String>,
+    },
     Services(Vec<ServiceSummary>),
     Service(Box<Service>),
-    Tasks { service: Box<Service>, tasks: Vec<Task>, nodes: Vec<Node> },
-    Logs { chunks: Vec<LogChunk>, cursor: Vec<LogCursor> },
+    Tasks {
+        service: Box<Service>,
+        tasks: Vec<Task>,
+        nodes: Vec<Node>,
+    },
+    Logs {
+        chunks: Vec<LogChunk>,
+        cursor: Vec<LogCursor>,
+    },
     Images(Vec<ImageSummary>),
     Loaded(Vec<String>),
     Removed(Vec<String>),
-    ServiceUpdated { warnings: Vec<String> },
+    ServiceUpdated {
+        warnings: Vec<String>,
+    },
+    /// The join token for `role` and the address of the answering manager.
+    JoinToken {
+        role: NodeRole,
+        token: String,
+        manager_addr: String,
+    },
+    /// This node joined a swarm as `role`.
+    Joined {
+        role: NodeRole,
+        node_id: String,
+    },
+    /// This node left its swarm.
+    Left,
 }
 
 impl Reply {

@@ -18,3 +18,4 @@ pub mod platform;
 pub mod rng;
 pub mod task;
 pub mod types;
+pub mod wire;

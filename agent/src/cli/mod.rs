@@ -212,8 +212,12 @@ fn version(host: &str) -> anyhow::Result<()> {
 }
 
 fn swarm_init(host: &str, advertise_addr: String, availability: Availability) -> anyhow::Result<()> {
-    match call(host, Request::SwarmInit { advertise_addr, availability }, REPLY_MS_DEFAULT)? {
-        Reply::SwarmInit { node_id, advertise_addr } => {
+    match call(
+        host,
+        Request::SwarmInit { advertise_addr, availability, listen_addr: String::new(), force_new_cluster: false },
+        REPLY_MS_DEFAULT,
+    )? {
+        Reply::SwarmInit { node_id, advertise_addr, .. } => {
             println!("Swarm initialized: current node ({node_id}) is now a manager.\n");
             println!("To add a worker to this swarm, run the following command:\n");
             println!("    shoal swarm join --token <worker-token> {advertise_addr}\n");
@@ -228,7 +232,7 @@ fn swarm_init(host: &str, advertise_addr: String, availability: Availability) ->
 fn node(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
     match cmd {
         NodeCmd::Ls(ListArgs { quiet, format }) => {
-            let Reply::Nodes { mut nodes, self_id, leader_id } = call(host, Request::NodeList, REPLY_MS_DEFAULT)? else {
+            let Reply::Nodes { mut nodes, self_id, leader_id, .. } = call(host, Request::NodeList, REPLY_MS_DEFAULT)? else {
                 bail!("unexpected reply")
             };
             nodes.sort_by(|a, b| a.description.hostname.cmp(&b.description.hostname).then(a.id.cmp(&b.id)));

@@ -490,7 +490,7 @@ impl Daemon {
                 node_id: self.node_id.clone(),
                 swarm: self.store.state().cluster.is_some(),
             }),
-            Request::SwarmInit { advertise_addr, availability } => self.swarm_init(advertise_addr, availability),
+            Request::SwarmInit { advertise_addr, availability, .. } => self.swarm_init(advertise_addr, availability),
             Request::ServiceCreate { spec } => {
                 // Validate first so bad input fails at once, then resolve the image off the loop.
                 if let Err(e) = control::create_service(self.store.state(), (*spec).clone(), String::new()) {
@@ -596,7 +596,7 @@ impl Daemon {
             manager_addr: addr.clone(),
         };
         match self.commit(vec![Op::PutCluster(cluster), Op::PutNode(node)]) {
-            Ok(()) => Reply::SwarmInit { node_id: self.node_id.clone(), advertise_addr: addr },
+            Ok(()) => Reply::SwarmInit { node_id: self.node_id.clone(), advertise_addr: addr, worker_token: String::new() },
             Err(e) => Reply::error(ErrorKind::Unavailable, format!("cannot persist the swarm: {e}")),
         }
     }

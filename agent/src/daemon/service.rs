@@ -36,9 +36,12 @@ pub(crate) fn query(state: &State, node_id: &str, data_dir: &Path, req: Request)
         return not_in_swarm();
     }
     match req {
-        Request::NodeList => {
-            Reply::Nodes { nodes: state.nodes.values().cloned().collect(), self_id: node_id.to_string(), leader_id: node_id.to_string() }
-        }
+        Request::NodeList => Reply::Nodes {
+            nodes: state.nodes.values().cloned().collect(),
+            self_id: node_id.to_string(),
+            leader_id: node_id.to_string(),
+            reachable: vec![node_id.to_string()],
+        },
         Request::NodeInspect { node } => {
             let key = if node == "self" { node_id } else { node.as_str() };
             match state.find_node(key) {

@@ -73,11 +73,27 @@ fn service_lifecycle_through_the_socket() {
         r => panic!("{r:?}"),
     }
     assert!(matches!(
-        call(&host, Request::SwarmInit { advertise_addr: "127.0.0.1".into(), availability: Availability::Active }),
+        call(
+            &host,
+            Request::SwarmInit {
+                advertise_addr: "127.0.0.1".into(),
+                availability: Availability::Active,
+                listen_addr: String::new(),
+                force_new_cluster: false
+            }
+        ),
         Reply::SwarmInit { .. }
     ));
     assert!(matches!(
-        call(&host, Request::SwarmInit { advertise_addr: String::new(), availability: Availability::Active }),
+        call(
+            &host,
+            Request::SwarmInit {
+                advertise_addr: String::new(),
+                availability: Availability::Active,
+                listen_addr: String::new(),
+                force_new_cluster: false
+            }
+        ),
         Reply::Error { .. }
     ));
 
@@ -145,7 +161,15 @@ fn garbage_on_the_socket_gets_an_error_not_a_crash() {
 fn service_update_pins_new_images_and_rolls_back() {
     use shoal_shared::types::{UpdateState, UpdateStatus};
     let (host, fake) = start("update");
-    call(&host, Request::SwarmInit { advertise_addr: "127.0.0.1".into(), availability: Availability::Active });
+    call(
+        &host,
+        Request::SwarmInit {
+            advertise_addr: "127.0.0.1".into(),
+            availability: Availability::Active,
+            listen_addr: String::new(),
+            force_new_cluster: false,
+        },
+    );
     fake.images.lock().unwrap().insert(
         "alpine".into(),
         crate::runtime::ImageFacts {
@@ -230,7 +254,15 @@ fn a_failed_start_is_tried_once_and_reported() {
     use std::sync::atomic::Ordering;
     let (host, fake) = start("failstart");
     assert!(matches!(
-        call(&host, Request::SwarmInit { advertise_addr: "127.0.0.1".into(), availability: Availability::Active }),
+        call(
+            &host,
+            Request::SwarmInit {
+                advertise_addr: "127.0.0.1".into(),
+                availability: Availability::Active,
+                listen_addr: String::new(),
+                force_new_cluster: false
+            }
+        ),
         Reply::SwarmInit { .. }
     ));
     fake.fail_starts.store(true, Ordering::SeqCst);

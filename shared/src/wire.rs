@@ -1,0 +1,187 @@
+//! Messages between nodes inside established Noise links ([`crate::noise`]).
+//!
+//! Owns the node-to-node vocabulary: the cleartext preamble that picks a
+//! link's purpose, the handshake hellos, and [`Wire`], the one message enum
+//! every link carries (raft traffic between managers, the dispatcher session
+//! between a worker and the leader, forwarded CLI requests, joins).
+//!
+//! Encoding: `[WIRE_VERSION] ++ postcard(Wire)`, decoded fallibly and bounded
+//! by the link's reassembly limit (16 MiB). [`Wire`] is **append-only**:
+//! postcard encodes the variant index.
+//!
+//! Connection shape (all TCP connections go to a node's one swarm port):
+//!
+//! ```text
+//! dialer                                   listener (a manager)
+//!   1 byte preamble: b'J' join | b'N' node
+//!   Noise XX; prologue "join" or "node"; responder static key:
+//!     join: the cluster key (the token pins its digest)
+//!     node: the manager's node key (its node id is checked after the handshake)
+//!   join: -> JoinRequest          <- JoinAccepted | Redirect | link closed with a reason
+//!   node: -> Session (workers)    <- Assignments ... | Redirect
+//!         -> Raft / Report / Request  <- Raft / Reply / Assignments
+//! ```
+//!
+//! The preamble is not authenticated by itself, but it selects the prologue,
+//! which is: a tampered preamble fails the handshake.
+
+use crate::api::{Reply, Request};
+use crate::types::{Availability, Node, NodeDescription, NodeRole, Service, Task, TaskStatus};
+use serde::{Deserialize, Serialize};
+
+/// First byte of every encoded [`Wire`] message; bump on incompatible change.
+pub const WIRE_VERSION: u8 = 1;
+/// Largest encoded message accepted (the link's reassembly bound).
+pub const WIRE_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Preamble of a join connection (responder uses the cluster key).
+pub const PREAMBLE_JOIN: u8 = b'J';
+/// Preamble of a node connection (responder uses its node key).
+pub const PREAMBLE_NODE: u8 = b'N';
+/// Noise prologue purpose of join links.
+pub const PROLOGUE_JOIN: &[u8] = b"join";
+/// Noise prologue purpose of node links.
+pub const PROLOGUE_NODE: &[u8] = b"node";
+
+/// A manager as workers and other managers dial it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagerInfo {
+    pub node_id: String,
+    /// `IP:PORT` of its swarm port.
+    pub addr: String,
+}
+
+/// A node-to-node message. Append-only.
+// Messages are built once and moved; boxing the big variants buys nothing on the wire.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Wire {
+    /// Joiner -> manager, first message on a join link (the token travelled
+    /// in the handshake).
+    JoinRequest { advertise_addr: String, availability: Availability, description: NodeDescription },
+    /// Manager -> joiner: the node is recorded in the swarm. `cluster_key`
+    /// (the cluster identity's private key) is sent to managers only.
+    JoinAccepted { node_id: String, role: NodeRole, cluster_id: String, managers: Vec<ManagerInfo>, cluster_key: Option<Vec<u8>> },
+    /// "I am not the leader; the leader is there" (`leader_addr` empty: unknown).
+    Redirect { leader_id: String, leader_addr: String },
+    /// One encoded raft message (`shoal_manager::raft::encode`).
+    Raft(Vec<u8>),
+    /// Worker -> leader: opens (or re-opens) the dispatcher session.
+    Session { advertise_addr: String, description: NodeDescription },
+    /// Leader -> worker: everything the worker must run, in full (sent when
+    /// it changes). `cluster_key` is set when the node is a manager.
+    Assignments {
+        node: Node,
+        tasks: Vec<Task>,
+        services: Vec<Service>,
+        managers: Vec<ManagerInfo>,
+        leader_id: String,
+        cluster_key: Option<Vec<u8>>,
+    },
+    /// Worker -> leader: observed task states (forward-only; the leader re-checks).
+    Report { statuses: Vec<(String, TaskStatus)> },
+    /// Follower manager -> leader: a CLI request to run on the leader.
+    Request { id: u64, req: Request },
+    /// Leader -> follower: the answer; `index` is the raft index the follower
+    /// must have applied before it hands the reply to the CLI (0: none).
+    Reply { id: u64, reply: Reply, index: u64 },
+}
+
+/// Why bytes from a peer are not a [`Wire`] message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("empty message")]
+    Empty,
+    #[error("message of {len_bytes} bytes exceeds the {max_bytes}-byte limit")]
+    TooLarge { len_bytes: usize, max_bytes: usize },
+    #[error("wire version {got} is not supported (expected {WIRE_VERSION}); is the peer a different shoal version?")]
+    Version { got: u8 },
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+/// Encodes a message.
+pub fn encode(msg: &Wire) -> Vec<u8> {
+    let mut out = vec![WIRE_VERSION];
+    // Invariant: serializing plain data into a Vec cannot fail.
+    out.extend_from_slice(&postcard::to_allocvec(msg).expect("postcard serialization into a vec is infallible"));
+    out
+}
+
+/// Decodes a message; never panics on any input.
+pub fn decode(bytes: &[u8]) -> Result<Wire, WireError> {
+    if bytes.len() > WIRE_MESSAGE_BYTES_MAX {
+        return Err(WireError::TooLarge { len_bytes: bytes.len(), max_bytes: WIRE_MESSAGE_BYTES_MAX });
+    }
+    let (&got, body) = bytes.split_first().ok_or(WireError::Empty)?;
+    if got != WIRE_VERSION {
+        return Err(WireError::Version { got });
+    }
+    match postcard::take_from_bytes::<Wire>(body) {
+        Ok((msg, [])) => Ok(msg),
+        Ok((_, rest)) => Err(WireError::Malformed(format!("{} trailing bytes", rest.len()))),
+        Err(e) => Err(WireError::Malformed(e.to_string())),
+    }
+}
+
+/// The hello a node link's dialer sends in its handshake payload: version
+/// byte then its advertised address (UTF-8, at most 255 bytes).
+pub fn encode_node_hello(advertise_addr: &str) -> Vec<u8> {
+    let mut out = vec![WIRE_VERSION];
+    out.extend(advertise_addr.as_bytes().iter().take(255));
+    out
+}
+
+/// Parses a node hello; `None` when it is not one.
+pub fn decode_node_hello(payload: &[u8]) -> Option<String> {
+    match payload.split_first() {
+        Some((&WIRE_VERSION, addr)) if addr.len() <= 255 => std::str::from_utf8(addr).ok().map(str::to_string),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::TaskState;
+
+    #[test]
+    fn round_trips_and_refuses_garbage() {
+        let msgs = vec![
+            Wire::Raft(vec![1, 2, 3]),
+            Wire::Redirect { leader_id: "a".into(), leader_addr: "10.0.0.1:2377".into() },
+            Wire::Report { statuses: vec![("t".into(), TaskStatus::new(TaskState::Running, 5, "started"))] },
+            Wire::Request { id: 7, req: Request::Ping },
+            Wire::Reply { id: 7, reply: Reply::Pong, index: 3 },
+        ];
+        for m in msgs {
+            assert_eq!(decode(&encode(&m)).unwrap(), m);
+        }
+        assert_eq!(decode(&[]), Err(WireError::Empty));
+        assert_eq!(decode(&[9, 0]), Err(WireError::Version { got: 9 }));
+        assert!(matches!(decode(&[WIRE_VERSION, 200, 200, 200]), Err(WireError::Malformed(_))));
+        let mut trailing = encode(&Wire::Raft(vec![]));
+        trailing.push(0);
+        assert!(matches!(decode(&trailing), Err(WireError::Malformed(_))));
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut rng = crate::rng::Rng::from_seed(7);
+        for _ in 0..20_000 {
+            let len = rng.range(0, 64) as usize;
+            let mut b: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+            if !b.is_empty() {
+                b[0] = WIRE_VERSION;
+            }
+            let _ = decode(&b);
+            let _ = decode_node_hello(&b);
+        }
+    }
+
+    #[test]
+    fn node_hello_round_trips() {
+        assert_eq!(decode_node_hello(&encode_node_hello("10.1.0.2:2377")).as_deref(), Some("10.1.0.2:2377"));
+        assert_eq!(decode_node_hello(&[]), None);
+        assert_eq!(decode_node_hello(&[2, b'a']), None);
+    }
+}
