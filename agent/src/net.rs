@@ -11,9 +11,6 @@
 //! full socket buffers. Reconnecting with jitter is the caller's loop around
 //! [`connect`] and [`shoal_shared::backoff::Backoff`].
 
-// Wired into the daemon in the next step of issue 4; until then only the tests use it.
-#![allow(dead_code)]
-
 use async_io::{Async, Timer};
 use futures_lite::future::{self, FutureExt};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
@@ -55,7 +52,13 @@ pub struct LinkChannels {
 
 /// A bounded command/event channel pair for one link.
 pub fn channels() -> (LinkHandle, LinkChannels) {
-    let (command_tx, command_rx) = async_channel::bounded(COMMAND_QUEUE_MAX);
+    channels_with(COMMAND_QUEUE_MAX)
+}
+
+/// [`channels`] with room for `commands_max` queued commands (the daemon's
+/// links carry bursts of raft messages).
+pub fn channels_with(commands_max: usize) -> (LinkHandle, LinkChannels) {
+    let (command_tx, command_rx) = async_channel::bounded(commands_max);
     let (event_tx, event_rx) = async_channel::bounded(EVENT_QUEUE_MAX);
     (LinkHandle { commands: command_tx, events: event_rx }, LinkChannels { commands: command_rx, events: event_tx })
 }

@@ -11,7 +11,7 @@ use crate::updater::{MSG_ROLLBACK_MANUAL, MSG_UPDATING};
 use shoal_shared::api::ErrorKind;
 use shoal_shared::clock::UnixNanos;
 use shoal_shared::ops::Op;
-use shoal_shared::types::{Meta, Service, ServiceMode, ServiceSpec, UpdateState, UpdateStatus};
+use shoal_shared::types::{Meta, NodeRole, NodeState, Service, ServiceMode, ServiceSpec, UpdateState, UpdateStatus};
 use std::collections::BTreeMap;
 
 /// Longest service name, as Docker's DNS-label rule.
@@ -42,15 +42,25 @@ pub enum ControlError {
     ScaleGlobal(String),
     #[error("service {0} does not have a previous spec: there is nothing to roll back to")]
     NoPreviousSpec(String),
+    #[error("attempting to demote the last manager of the swarm")]
+    LastManager,
+    #[error("node {0} is a cluster manager and is a member of the raft cluster. It must be demoted to worker before removal")]
+    RemoveManager(String),
+    #[error("node {0} is not down and can't be removed")]
+    NotDown(String),
 }
 
 impl ControlError {
     /// The API error class for this refusal.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ControlError::NotInSwarm | ControlError::AlreadyInSwarm | ControlError::ScaleGlobal(_) | ControlError::NoPreviousSpec(_) => {
-                ErrorKind::FailedPrecondition
-            }
+            ControlError::NotInSwarm
+            | ControlError::AlreadyInSwarm
+            | ControlError::ScaleGlobal(_)
+            | ControlError::NoPreviousSpec(_)
+            | ControlError::LastManager
+            | ControlError::RemoveManager(_)
+            | ControlError::NotDown(_) => ErrorKind::FailedPrecondition,
             ControlError::NoSuchService(_) | ControlError::NoSuchNode(_) => ErrorKind::NotFound,
             ControlError::NameInUse(_) => ErrorKind::AlreadyExists,
             ControlError::BadName(_) | ControlError::Invalid(_) => ErrorKind::InvalidArgument,
@@ -198,6 +208,38 @@ pub fn update_node(
     Ok(ops)
 }
 
+/// Ops for `node promote` / `node demote` (`self` names this node). Raft
+/// membership follows the roles: the leader reconciles it afterwards.
+pub fn set_node_role(state: &State, self_id: &str, key: &str, role: NodeRole) -> Result<Vec<Op>, ControlError> {
+    in_swarm(state)?;
+    let lookup = if key == "self" { self_id } else { key };
+    let n = state.find_node(lookup).ok_or_else(|| ControlError::NoSuchNode(key.to_string()))?;
+    if n.role == role {
+        return Ok(Vec::new());
+    }
+    if role == NodeRole::Worker && state.nodes.values().filter(|m| m.role == NodeRole::Manager).count() <= 1 {
+        return Err(ControlError::LastManager);
+    }
+    let mut node = n.clone();
+    node.role = role;
+    node.manager_addr = if role == NodeRole::Manager { node.addr.clone() } else { String::new() };
+    Ok(vec![Op::PutNode(node)])
+}
+
+/// Ops for `node rm [--force]`; returns the node's id.
+pub fn remove_node(state: &State, self_id: &str, key: &str, force: bool) -> Result<(Vec<Op>, String), ControlError> {
+    in_swarm(state)?;
+    let lookup = if key == "self" { self_id } else { key };
+    let n = state.find_node(lookup).ok_or_else(|| ControlError::NoSuchNode(key.to_string()))?;
+    if n.role == NodeRole::Manager {
+        return Err(ControlError::RemoveManager(n.id.clone()));
+    }
+    if n.state != NodeState::Down && !force {
+        return Err(ControlError::NotDown(n.id.clone()));
+    }
+    Ok((vec![Op::DeleteNode { id: n.id.clone() }], n.id.clone()))
+}
+
 /// Ops removing a service (its tasks are stopped by the orchestrator).
 pub fn remove_service(state: &State, key: &str) -> Result<(Vec<Op>, String), ControlError> {
     in_swarm(state)?;
@@ -243,5 +285,57 @@ mod tests {
         let ops = scale_service(&s, "web", 4).unwrap();
         s.apply(4, &Entry { at: 4, ops });
         assert_eq!(s.find_service("web").unwrap().spec.mode, ServiceMode::Replicated { replicas: 4 });
+    }
+}
+
+#[cfg(test)]
+mod membership_tests {
+    use super::*;
+    use crate::state::tests::node;
+    use shoal_shared::ops::Entry;
+    use shoal_shared::types::{Cluster, Node};
+
+    fn swarm_of(nodes: Vec<Node>) -> State {
+        let mut ops = vec![Op::PutCluster(Cluster { id: "c".into(), ..Default::default() })];
+        ops.extend(nodes.into_iter().map(Op::PutNode));
+        let mut s = State::default();
+        s.apply(1, &Entry { at: 1, ops });
+        s
+    }
+
+    fn manager(id: &str) -> Node {
+        let mut n = node(id, "linux/amd64");
+        n.role = NodeRole::Manager;
+        n
+    }
+
+    #[test]
+    fn promote_and_demote_follow_swarm_rules() {
+        let s = swarm_of(vec![manager("m1"), node("w1", "linux/amd64")]);
+        let ops = set_node_role(&s, "m1", "w1", NodeRole::Manager).unwrap();
+        let [Op::PutNode(n)] = &ops[..] else { panic!("one PutNode: {ops:?}") };
+        assert_eq!((n.role, n.manager_addr.as_str()), (NodeRole::Manager, n.addr.as_str()));
+        assert_eq!(set_node_role(&s, "m1", "m1", NodeRole::Manager).unwrap(), vec![], "promoting a manager is a no-op");
+        assert_eq!(set_node_role(&s, "m1", "self", NodeRole::Worker), Err(ControlError::LastManager));
+        assert_eq!(ControlError::LastManager.to_string(), "attempting to demote the last manager of the swarm");
+        let two = swarm_of(vec![manager("m1"), manager("m2")]);
+        let ops = set_node_role(&two, "m1", "m2", NodeRole::Worker).unwrap();
+        let [Op::PutNode(n)] = &ops[..] else { panic!("one PutNode") };
+        assert_eq!((n.role, n.manager_addr.as_str()), (NodeRole::Worker, ""));
+        assert_eq!(set_node_role(&s, "m1", "nope", NodeRole::Worker), Err(ControlError::NoSuchNode("nope".into())));
+    }
+
+    #[test]
+    fn node_rm_refuses_managers_and_live_nodes() {
+        let mut down = node("w2", "linux/amd64");
+        down.state = NodeState::Down;
+        let s = swarm_of(vec![manager("m1"), node("w1", "linux/amd64"), down]);
+        assert_eq!(
+            remove_node(&s, "m1", "m1", true).unwrap_err().to_string(),
+            "node m1 is a cluster manager and is a member of the raft cluster. It must be demoted to worker before removal"
+        );
+        assert_eq!(remove_node(&s, "m1", "w1", false).unwrap_err().to_string(), "node w1 is not down and can't be removed");
+        assert_eq!(remove_node(&s, "m1", "w1", true).unwrap(), (vec![Op::DeleteNode { id: "w1".into() }], "w1".to_string()));
+        assert_eq!(remove_node(&s, "m1", "w2", false).unwrap().1, "w2");
     }
 }

@@ -99,7 +99,7 @@ fn run_with_state(seed: u64, nodes: usize, steps: u64) -> (Outcome, State) {
         violations: Vec::new(),
         step: 0,
     };
-    let mut ops = vec![Op::PutCluster(Cluster { id: "c".into(), meta: Meta::default(), name: "sim".into() })];
+    let mut ops = vec![Op::PutCluster(Cluster { id: "c".into(), name: "sim".into(), ..Default::default() })];
     for i in 0..nodes {
         ops.push(Op::PutNode(node(i)));
     }

@@ -435,4 +435,10 @@ pub struct Cluster {
     pub id: String,
     pub meta: Meta,
     pub name: String,
+    /// The cluster identity's public key: join tokens pin its digest, and
+    /// managers answer joins with its private half (`cluster.key`).
+    pub public_key: [u8; 32],
+    /// The current join secrets; `swarm join-token --rotate` replaces one.
+    pub worker_secret: [u8; 16],
+    pub manager_secret: [u8; 16],
 }
