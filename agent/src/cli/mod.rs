@@ -8,6 +8,7 @@ mod inspect;
 mod output;
 mod parse;
 mod service;
+mod swarm;
 mod update;
 
 use crate::client::{Client, DEFAULT_HOST, REPLY_MS_DEFAULT, REPLY_MS_IMAGES};
@@ -40,7 +41,7 @@ enum Command {
     Version,
     /// Manage the swarm.
     #[command(subcommand)]
-    Swarm(SwarmCmd),
+    Swarm(swarm::SwarmCmd),
     /// Manage swarm nodes.
     #[command(subcommand)]
     Node(NodeCmd),
@@ -72,19 +73,6 @@ struct DaemonArgs {
 }
 
 #[derive(Subcommand, Debug)]
-enum SwarmCmd {
-    /// Initialize a swarm with this node as its manager.
-    Init {
-        /// Address others use to reach this node (ip[:port]).
-        #[arg(long, default_value = "")]
-        advertise_addr: String,
-        /// Availability of this node: active, pause or drain.
-        #[arg(long, default_value = "active", value_parser = parse::availability)]
-        availability: Availability,
-    },
-}
-
-#[derive(Subcommand, Debug)]
 enum NodeCmd {
     /// List nodes in the swarm.
     #[command(alias = "list")]
@@ -112,6 +100,25 @@ enum NodeCmd {
         #[arg(long)]
         label_rm: Vec<String>,
         node: String,
+    },
+    /// Promote one or more nodes to manager in the swarm.
+    Promote {
+        #[arg(required = true, value_name = "NODE")]
+        nodes: Vec<String>,
+    },
+    /// Demote one or more nodes from manager in the swarm.
+    Demote {
+        #[arg(required = true, value_name = "NODE")]
+        nodes: Vec<String>,
+    },
+    /// Remove one or more nodes from the swarm.
+    #[command(alias = "remove")]
+    Rm {
+        /// Force remove a node from the swarm.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true, value_name = "NODE")]
+        nodes: Vec<String>,
     },
 }
 
@@ -156,7 +163,7 @@ pub fn main() -> anyhow::Result<()> {
             insecure_registries: a.insecure_registries,
         }),
         Command::Version => version(&cli.host),
-        Command::Swarm(SwarmCmd::Init { advertise_addr, availability }) => swarm_init(&cli.host, advertise_addr, availability),
+        Command::Swarm(cmd) => swarm::run(&cli.host, cmd),
         Command::Node(cmd) => node(&cli.host, cmd),
         Command::Service(cmd) => service::run(&cli.host, cmd),
         Command::Image(cmd) => image(&cli.host, cmd),
@@ -171,12 +178,27 @@ fn usage_error(e: clap::Error) -> ! {
         e.exit();
     }
     let rendered = e.render().to_string();
-    let first = rendered.lines().next().unwrap_or("invalid arguments");
-    let msg = first.strip_prefix("error: ").unwrap_or(first);
+    let msg = usage_message(&rendered);
     let cmd: Vec<String> = std::env::args().skip(1).take_while(|a| !a.starts_with('-')).take(2).collect();
     eprintln!("Error: {msg}");
     eprintln!("See 'shoal {}--help'.", cmd.iter().map(|c| format!("{c} ")).collect::<String>());
     std::process::exit(2);
+}
+
+/// The one-line message of a rendered clap error: its first line, with the
+/// indented lines that continue it when it ends in a colon (the names of
+/// missing required arguments).
+fn usage_message(rendered: &str) -> String {
+    let mut lines = rendered.lines();
+    let first = lines.next().unwrap_or("invalid arguments");
+    let mut msg = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    if msg.ends_with(':') {
+        for more in lines.take_while(|l| l.starts_with(' ')) {
+            msg.push(' ');
+            msg.push_str(more.trim());
+        }
+    }
+    msg
 }
 
 /// One request to the daemon; error replies become errors.
@@ -211,39 +233,17 @@ fn version(host: &str) -> anyhow::Result<()> {
     }
 }
 
-fn swarm_init(host: &str, advertise_addr: String, availability: Availability) -> anyhow::Result<()> {
-    match call(
-        host,
-        Request::SwarmInit { advertise_addr, availability, listen_addr: String::new(), force_new_cluster: false },
-        REPLY_MS_DEFAULT,
-    )? {
-        Reply::SwarmInit { node_id, advertise_addr, .. } => {
-            println!("Swarm initialized: current node ({node_id}) is now a manager.\n");
-            println!("To add a worker to this swarm, run the following command:\n");
-            println!("    shoal swarm join --token <worker-token> {advertise_addr}\n");
-            println!("(Joining other nodes arrives with multi-node support; this swarm runs services on this node.)\n");
-            println!("To add a manager to this swarm, run 'shoal swarm join-token manager' and follow the instructions.");
-            Ok(())
-        }
-        r => Err(unexpected(r)),
-    }
-}
-
 fn node(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
     match cmd {
         NodeCmd::Ls(ListArgs { quiet, format }) => {
-            let Reply::Nodes { mut nodes, self_id, leader_id, .. } = call(host, Request::NodeList, REPLY_MS_DEFAULT)? else {
+            let Reply::Nodes { mut nodes, self_id, leader_id, reachable } = call(host, Request::NodeList, REPLY_MS_DEFAULT)? else {
                 bail!("unexpected reply")
             };
             nodes.sort_by(|a, b| a.description.hostname.cmp(&b.description.hostname).then(a.id.cmp(&b.id)));
             parse::check_format(&format)?;
             let mut t = Table::new(&["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION"]);
             for n in &nodes {
-                let manager = match (n.role, n.id == leader_id) {
-                    (NodeRole::Manager, true) => "Leader",
-                    (NodeRole::Manager, false) => "Reachable",
-                    (NodeRole::Worker, _) => "",
-                };
+                let manager = swarm::manager_status(n.role, &n.id, &leader_id, &reachable);
                 if quiet {
                     println!("{}", n.id);
                 } else if format == "json" {
@@ -282,10 +282,12 @@ fn node(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
             let Reply::Nodes { leader_id, .. } = call(host, Request::NodeList, REPLY_MS_DEFAULT)? else { bail!("unexpected reply") };
             for key in nodes {
                 let Reply::Node(n) = call(host, Request::NodeInspect { node: key }, REPLY_MS_DEFAULT)? else { bail!("unexpected reply") };
+                // No known leader (empty `leader_id`): nobody is shown as the leader.
+                let leader = !leader_id.is_empty() && n.id == leader_id;
                 if pretty {
-                    print!("{}", inspect::node_pretty(&n, n.id == leader_id));
+                    print!("{}", inspect::node_pretty(&n, leader));
                 } else {
-                    out.push(inspect::node_json(&n, n.id == leader_id));
+                    out.push(inspect::node_json(&n, leader));
                 }
             }
             if !pretty {
@@ -293,6 +295,9 @@ fn node(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        NodeCmd::Promote { nodes } => swarm::set_role(host, nodes, NodeRole::Manager),
+        NodeCmd::Demote { nodes } => swarm::set_role(host, nodes, NodeRole::Worker),
+        NodeCmd::Rm { force, nodes } => swarm::remove(host, nodes, force),
     }
 }
 
@@ -329,5 +334,28 @@ fn image(host: &str, cmd: ImageCmd) -> anyhow::Result<()> {
             print!("{}", t.render());
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_errors_name_missing_arguments() {
+        let e = Cli::try_parse_from(["shoal", "swarm", "join", "10.0.0.1"]).unwrap_err();
+        assert_eq!(usage_message(&e.render().to_string()), "the following required arguments were not provided: --token <TOKEN>");
+        let e = Cli::try_parse_from(["shoal", "swarm", "join-token", "admin"]).unwrap_err();
+        assert_eq!(usage_message(&e.render().to_string()), "invalid value 'admin' for '<ROLE>': unknown role admin: use worker or manager");
+        let e = Cli::try_parse_from(["shoal", "node", "rm"]).unwrap_err();
+        assert_eq!(usage_message(&e.render().to_string()), "the following required arguments were not provided: <NODE>...");
+    }
+
+    #[test]
+    fn membership_commands_parse() {
+        let cli = Cli::try_parse_from(["shoal", "node", "remove", "-f", "a", "b"]).unwrap();
+        assert!(matches!(cli.command, Command::Node(NodeCmd::Rm { force: true, ref nodes }) if nodes == &["a", "b"]));
+        let cli = Cli::try_parse_from(["shoal", "swarm", "join-token", "-q", "--rotate", "manager"]).unwrap();
+        assert!(matches!(cli.command, Command::Swarm(swarm::SwarmCmd::JoinToken { quiet: true, rotate: true, role: NodeRole::Manager })));
     }
 }

@@ -1,0 +1,266 @@
+//! `shoal swarm ...` (init, join, join-token, leave) and the node membership
+//! commands `shoal node promote|demote|rm`, with Docker's wording.
+//!
+//! The commands that act on several nodes send one request per node, carry
+//! on after an error, print each error as it happens and exit 1 at the end
+//! (as `service rm`).
+
+use super::{call, parse, unexpected};
+use crate::client::REPLY_MS_DEFAULT;
+use clap::Subcommand;
+use shoal_shared::api::{Reply, Request};
+use shoal_shared::types::{Availability, NodeRole};
+
+/// Reply deadline for `swarm join`: the daemon dials a remote manager and
+/// waits to be admitted before it answers.
+const REPLY_MS_JOIN: u64 = 30_000;
+/// Swarm's port, added to a `swarm join` address given without one.
+const SWARM_PORT_DEFAULT: u16 = 2377;
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum SwarmCmd {
+    /// Initialize a swarm with this node as its manager.
+    Init {
+        /// Advertised address others use to reach this node (ip[:port]).
+        #[arg(long, default_value = "", hide_default_value = true)]
+        advertise_addr: String,
+        /// Listen address of the swarm port (ip[:port], default 0.0.0.0:2377).
+        #[arg(long, default_value = "", hide_default_value = true)]
+        listen_addr: String,
+        /// Availability of this node: active, pause or drain.
+        #[arg(long, default_value = "active", value_parser = parse::availability)]
+        availability: Availability,
+        /// Force create a new cluster from the current state (this manager becomes the only one).
+        #[arg(long)]
+        force_new_cluster: bool,
+    },
+    /// Join a swarm as a worker or a manager (the token decides).
+    Join {
+        /// Token for entry into the swarm.
+        #[arg(long, required = true)]
+        token: String,
+        /// Advertised address others use to reach this node (ip[:port]).
+        #[arg(long, default_value = "", hide_default_value = true)]
+        advertise_addr: String,
+        /// Listen address of the swarm port (ip[:port], default 0.0.0.0:2377).
+        #[arg(long, default_value = "", hide_default_value = true)]
+        listen_addr: String,
+        /// Availability of this node: active, pause or drain.
+        #[arg(long, default_value = "active", value_parser = parse::availability)]
+        availability: Availability,
+        /// Address of a manager of the swarm (port 2377 if omitted).
+        #[arg(value_name = "HOST:PORT")]
+        remote: String,
+    },
+    /// Manage join tokens: print the command that joins a worker or a manager.
+    JoinToken {
+        /// Only display the token.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Rotate the join token (the old one stops admitting nodes).
+        #[arg(long)]
+        rotate: bool,
+        /// worker or manager.
+        #[arg(value_name = "ROLE", value_parser = role)]
+        role: NodeRole,
+    },
+    /// Leave the swarm.
+    Leave {
+        /// Force this node to leave the swarm, ignoring warnings.
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+/// Runs a `shoal swarm` command.
+pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
+    match cmd {
+        SwarmCmd::Init { advertise_addr, listen_addr, availability, force_new_cluster } => {
+            match call(host, Request::SwarmInit { advertise_addr, availability, listen_addr, force_new_cluster }, REPLY_MS_DEFAULT)? {
+                Reply::SwarmInit { node_id, advertise_addr, worker_token } => {
+                    print!("{}", init_text(&node_id, &worker_token, &advertise_addr));
+                    Ok(())
+                }
+                r => Err(unexpected(r)),
+            }
+        }
+        SwarmCmd::Join { token, advertise_addr, listen_addr, availability, remote } => {
+            let remote_addr = with_default_port(&remote);
+            match call(host, Request::SwarmJoin { token, remote_addr, advertise_addr, listen_addr, availability }, REPLY_MS_JOIN)? {
+                Reply::Joined { role, .. } => {
+                    println!("This node joined a swarm as a {}.", role_name(role));
+                    Ok(())
+                }
+                r => Err(unexpected(r)),
+            }
+        }
+        SwarmCmd::JoinToken { quiet, rotate, role } => match call(host, Request::SwarmJoinToken { role, rotate }, REPLY_MS_DEFAULT)? {
+            Reply::JoinToken { role, token, manager_addr } => {
+                if quiet {
+                    println!("{token}");
+                } else {
+                    if rotate {
+                        println!("Successfully rotated {} join token.\n", role_name(role));
+                    }
+                    print!("{}", join_command_text(role, &token, &manager_addr));
+                }
+                Ok(())
+            }
+            r => Err(unexpected(r)),
+        },
+        SwarmCmd::Leave { force } => match call(host, Request::SwarmLeave { force }, REPLY_MS_DEFAULT)? {
+            Reply::Left => {
+                println!("Node left the swarm.");
+                Ok(())
+            }
+            r => Err(unexpected(r)),
+        },
+    }
+}
+
+/// `node promote` (role Manager) and `node demote` (role Worker).
+pub(crate) fn set_role(host: &str, nodes: Vec<String>, role: NodeRole) -> anyhow::Result<()> {
+    each_node(nodes, |node| {
+        call(host, Request::NodeSetRole { node: node.to_string(), role }, REPLY_MS_DEFAULT)?;
+        match role {
+            NodeRole::Manager => println!("Node {node} promoted to a manager in the swarm."),
+            NodeRole::Worker => println!("Manager {node} demoted in the swarm."),
+        }
+        Ok(())
+    })
+}
+
+/// `node rm [--force]`: prints each removed node as it was named.
+pub(crate) fn remove(host: &str, nodes: Vec<String>, force: bool) -> anyhow::Result<()> {
+    each_node(nodes, |node| match call(host, Request::NodeRemove { node: node.to_string(), force }, REPLY_MS_DEFAULT)? {
+        Reply::Removed(_) | Reply::Ok => {
+            println!("{node}");
+            Ok(())
+        }
+        r => Err(unexpected(r)),
+    })
+}
+
+/// Runs `f` on every node, printing errors as they come; exits 1 if any failed.
+fn each_node(nodes: Vec<String>, mut f: impl FnMut(&str) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let mut failed = false;
+    for node in &nodes {
+        if let Err(e) = f(node) {
+            eprintln!("Error: {e:#}");
+            failed = true;
+        }
+    }
+    if failed {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// `worker|manager` for `swarm join-token`.
+fn role(s: &str) -> Result<NodeRole, String> {
+    match s {
+        "worker" => Ok(NodeRole::Worker),
+        "manager" => Ok(NodeRole::Manager),
+        _ => Err(format!("unknown role {s}: use worker or manager")),
+    }
+}
+
+fn role_name(role: NodeRole) -> &'static str {
+    match role {
+        NodeRole::Worker => "worker",
+        NodeRole::Manager => "manager",
+    }
+}
+
+/// Docker's `swarm init` text.
+fn init_text(node_id: &str, worker_token: &str, addr: &str) -> String {
+    format!(
+        "Swarm initialized: current node ({node_id}) is now a manager.\n\n{}\
+         To add a manager to this swarm, run 'shoal swarm join-token manager' and follow the instructions.\n\n",
+        join_command_text(NodeRole::Worker, worker_token, addr)
+    )
+}
+
+/// Docker's `swarm join-token` text: how to add a node of `role`.
+fn join_command_text(role: NodeRole, token: &str, addr: &str) -> String {
+    format!("To add a {} to this swarm, run the following command:\n\n    shoal swarm join --token {token} {addr}\n\n", role_name(role))
+}
+
+/// `HOST[:PORT]` with Swarm's port when none is given (`[v6]` and bare IPv6 too).
+fn with_default_port(addr: &str) -> String {
+    if addr.starts_with('[') {
+        if addr.ends_with(']') {
+            return format!("{addr}:{SWARM_PORT_DEFAULT}");
+        }
+        return addr.to_string();
+    }
+    match addr.matches(':').count() {
+        0 => format!("{addr}:{SWARM_PORT_DEFAULT}"),
+        1 => addr.to_string(),
+        _ => format!("[{addr}]:{SWARM_PORT_DEFAULT}"),
+    }
+}
+
+/// The MANAGER STATUS column of `node ls`: Leader, Reachable, Unreachable,
+/// or empty for a worker.
+pub(crate) fn manager_status(role: NodeRole, id: &str, leader_id: &str, reachable: &[String]) -> &'static str {
+    match role {
+        NodeRole::Worker => "",
+        NodeRole::Manager if !leader_id.is_empty() && id == leader_id => "Leader",
+        NodeRole::Manager if reachable.iter().any(|r| r == id) => "Reachable",
+        NodeRole::Manager => "Unreachable",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_read_like_docker() {
+        assert_eq!(
+            join_command_text(NodeRole::Worker, "SHLTKN-1-abc-def", "10.0.0.1:2377"),
+            "To add a worker to this swarm, run the following command:\n\n    shoal swarm join --token SHLTKN-1-abc-def 10.0.0.1:2377\n\n"
+        );
+        assert_eq!(
+            join_command_text(NodeRole::Manager, "SHLTKN-1-abc-xyz", "10.0.0.1:2377"),
+            "To add a manager to this swarm, run the following command:\n\n    shoal swarm join --token SHLTKN-1-abc-xyz 10.0.0.1:2377\n\n"
+        );
+        assert_eq!(
+            init_text("t5ei1nquevrx71qw4r7i5thmz", "SHLTKN-1-abc-def", "34.125.91.97:2377"),
+            "Swarm initialized: current node (t5ei1nquevrx71qw4r7i5thmz) is now a manager.\n\n\
+             To add a worker to this swarm, run the following command:\n\n    \
+             shoal swarm join --token SHLTKN-1-abc-def 34.125.91.97:2377\n\n\
+             To add a manager to this swarm, run 'shoal swarm join-token manager' and follow the instructions.\n\n"
+        );
+    }
+
+    #[test]
+    fn join_address_gets_swarm_port() {
+        assert_eq!(with_default_port("10.0.0.1"), "10.0.0.1:2377");
+        assert_eq!(with_default_port("10.0.0.1:4000"), "10.0.0.1:4000");
+        assert_eq!(with_default_port("manager"), "manager:2377");
+        assert_eq!(with_default_port("[fd00::1]"), "[fd00::1]:2377");
+        assert_eq!(with_default_port("[fd00::1]:4000"), "[fd00::1]:4000");
+        assert_eq!(with_default_port("fd00::1"), "[fd00::1]:2377");
+    }
+
+    #[test]
+    fn manager_status_column() {
+        let reachable = vec!["a".to_string(), "b".to_string()];
+        assert_eq!(manager_status(NodeRole::Manager, "a", "a", &reachable), "Leader");
+        assert_eq!(manager_status(NodeRole::Manager, "b", "a", &reachable), "Reachable");
+        assert_eq!(manager_status(NodeRole::Manager, "c", "a", &reachable), "Unreachable");
+        assert_eq!(manager_status(NodeRole::Worker, "d", "a", &reachable), "");
+        // No known leader: nobody is Leader, not even a node with an empty id.
+        assert_eq!(manager_status(NodeRole::Manager, "", "", &[]), "Unreachable");
+        assert_eq!(manager_status(NodeRole::Manager, "a", "", &reachable), "Reachable");
+    }
+
+    #[test]
+    fn join_token_roles() {
+        assert_eq!(role("worker"), Ok(NodeRole::Worker));
+        assert_eq!(role("manager"), Ok(NodeRole::Manager));
+        assert!(role("admin").is_err());
+    }
+}
