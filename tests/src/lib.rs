@@ -7,6 +7,10 @@
 //! and stops its containerd. Tests that need root and containerd skip with a
 //! printed reason, unless `SHOAL_REQUIRE_CONTAINERD=1` (CI sets it), which
 //! turns a missing prerequisite into a failure.
+//!
+//! Multi-node clusters (one network namespace per daemon) live in [`cluster`].
+
+pub mod cluster;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
