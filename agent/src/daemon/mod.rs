@@ -13,9 +13,11 @@
 //! leaves them running, and on restart the worker adopts them from the
 //! runtime's listing before it acts.
 
+mod links;
 mod lock;
 mod server;
 mod service;
+mod swarm;
 #[cfg(test)]
 mod tests;
 mod update;
@@ -25,14 +27,17 @@ use crate::runtime::{Exit, Observed, Runtime, RuntimeError};
 use crate::worker::{Action, Worker};
 use anyhow::Context;
 use async_channel::{Receiver, Sender};
-use shoal_manager::store::{Store, StoreError};
+use shoal_manager::store::{Bootstrap, Store};
 use shoal_manager::{control, orchestrator, scheduler};
 use shoal_shared::api::{ErrorKind, Reply, Request, VersionInfo};
 use shoal_shared::clock::{Clock, SystemClock};
-use shoal_shared::ops::{Entry, Op};
+use shoal_shared::noise::key;
+use shoal_shared::noise::link::Event as LinkEvent;
+use shoal_shared::ops::Op;
 use shoal_shared::rng::Rng;
 use shoal_shared::task::TaskState;
-use shoal_shared::types::{Availability, Cluster, Meta, Node, NodeDescription, NodeRole, NodeState, ServiceSpec, Task, TaskStatus};
+use shoal_shared::types::{NodeDescription, NodeState, ServiceSpec, Task, TaskStatus};
+use swarm::{Mode, Swarm};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -103,6 +108,28 @@ pub(crate) enum Event {
     /// A reply was sent from outside the loop; nothing to do but converge.
     Replied,
     Signal,
+    /// A swarm-port connection started (see [`links`]).
+    LinkUp(Box<links::LinkUp>),
+    /// Something happened on a connection.
+    Link {
+        conn: u64,
+        event: LinkEvent,
+    },
+    /// A connection ended.
+    LinkGone {
+        conn: u64,
+    },
+    /// A dial never connected.
+    DialFailed {
+        conn: u64,
+        error: String,
+    },
+    /// The leader finished a request another manager forwarded.
+    ForwardDone {
+        conn: u64,
+        id: u64,
+        reply: Reply,
+    },
 }
 
 /// Runs the daemon in the foreground until SIGTERM or SIGINT.
@@ -110,10 +137,22 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
     let _lock = lock::DataDirLock::acquire(&cfg.data_dir)?;
     let runtime = crate::runtime::containerd::connect(&cfg.containerd, &cfg.namespace, &cfg.insecure_registries)?;
-    let mut rng = Rng::from_seed(os_seed()?);
-    let seed = rng.next_u64();
-    let (store, node_id) = Store::open(&cfg.data_dir.join("shoal.redb"), seed, || rng.object_id())?;
+    let rng = Rng::from_seed(os_seed()?);
+    let (store, node_id) = open_store(&cfg.data_dir, rng.clone().next_u64())?;
     run_with(cfg, store, node_id, runtime, rng)
+}
+
+/// Opens the node's store: a new node's id comes from its node key; a node
+/// outside any swarm runs a single-voter group, a manager that joined waits
+/// for its leader.
+pub(crate) fn open_store(data_dir: &std::path::Path, seed: u64) -> anyhow::Result<(Store, String)> {
+    let (node_key, _) = key::load_or_create(&data_dir.join(key::NODE_KEY_FILE))?;
+    let (mut store, node_id) = Store::open_with(&data_dir.join("shoal.redb"), seed, || node_key.node_id(), Bootstrap::Join, |_| {})?;
+    let in_swarm = store.local("swarm_mode")?.is_some();
+    if !in_swarm && store.voters().is_empty() {
+        store.reset(Bootstrap::Single)?;
+    }
+    Ok((store, node_id))
 }
 
 /// Runs the daemon with a given log and runtime (tests use a fake runtime).
@@ -126,9 +165,10 @@ pub(crate) fn os_seed() -> anyhow::Result<u64> {
 
 pub(crate) fn run_with(cfg: Config, store: Store, node_id: String, runtime: Arc<dyn Runtime>, rng: Rng) -> anyhow::Result<()> {
     let listener = server::bind(&cfg.socket)?;
+    let (node_key, _) = key::load_or_create(&cfg.data_dir.join(key::NODE_KEY_FILE))?;
     let (tx, rx) = async_channel::bounded(EVENTS_QUEUE_MAX);
     let socket = cfg.socket.clone();
-    let mut daemon = Daemon::new(cfg, store, node_id, runtime, tx.clone(), rng)?;
+    let mut daemon = Daemon::new(cfg, store, node_id, node_key, runtime, tx.clone(), rng)?;
     crate::log!("INFO", "shoal {} node {} listening on unix://{}", env!("CARGO_PKG_VERSION"), daemon.node_id, daemon.cfg.socket.display());
     smol::block_on(async move {
         smol::spawn(server::accept_loop(listener, tx.clone())).detach();
@@ -137,6 +177,7 @@ pub(crate) fn run_with(cfg: Config, store: Store, node_id: String, runtime: Arc<
         smol::spawn(ticker(tx.clone(), daemon.store.tick_ms())).detach();
         smol::spawn(forward_exits(daemon.runtime.exits(), tx.clone())).detach();
         smol::spawn(signals(tx.clone())).detach();
+        daemon.start_swarm();
         daemon.relist();
         daemon.run(rx).await
     })?;
@@ -192,10 +233,20 @@ pub(crate) struct Daemon {
     passed_index: u64,
     passed_at: Instant,
     logs_checked_at: Instant,
+    swarm: Swarm,
 }
 
 impl Daemon {
-    fn new(cfg: Config, store: Store, node_id: String, runtime: Arc<dyn Runtime>, tx: Sender<Event>, rng: Rng) -> anyhow::Result<Daemon> {
+    fn new(
+        cfg: Config,
+        store: Store,
+        node_id: String,
+        node_key: key::NodeKey,
+        runtime: Arc<dyn Runtime>,
+        tx: Sender<Event>,
+        rng: Rng,
+    ) -> anyhow::Result<Daemon> {
+        let swarm = Swarm::new(node_key, &cfg.data_dir, |k| store.local(k).ok().flatten());
         let runtime_version = runtime.version().unwrap_or_else(|e| format!("unavailable: {e}"));
         std::fs::create_dir_all(cfg.data_dir.join("logs"))?;
         let worker = Worker::new(&node_id);
@@ -217,6 +268,7 @@ impl Daemon {
             passed_index: u64::MAX,
             passed_at: Instant::now(),
             logs_checked_at: Instant::now(),
+            swarm,
         };
         d.refresh_self_node()?;
         Ok(d)
@@ -250,6 +302,7 @@ impl Daemon {
                 return Ok(());
             }
             self.converge();
+            self.flush_raft();
         }
         Ok(())
     }
@@ -262,8 +315,8 @@ impl Daemon {
         let mut node = old.clone();
         node.description = self.describe();
         node.state = NodeState::Ready;
-        if &node != old {
-            self.commit(vec![Op::PutNode(node)])?;
+        if &node != old && self.store.is_leader() {
+            self.commit_internal(vec![Op::PutNode(node)]);
         }
         Ok(())
     }
@@ -278,41 +331,31 @@ impl Daemon {
         }
     }
 
-    /// Proposes ops (split into bounded entries) through raft; on a
-    /// one-manager swarm they are durable and applied when this returns.
-    fn commit(&mut self, ops: Vec<Op>) -> Result<(), StoreError> {
-        for chunk in ops.chunks(OPS_PER_ENTRY_MAX) {
-            let entry = Entry { at: self.now(), ops: chunk.to_vec() };
-            self.store.propose(&entry)?;
-        }
-        Ok(())
-    }
-
-    fn commit_or_log(&mut self, ops: Vec<Op>) {
-        if let Err(e) = self.commit(ops) {
-            crate::log!("ERROR", "cannot persist state change: {e}");
-        }
-    }
-
     fn handle(&mut self, ev: Event) {
         match ev {
-            Event::Control { req, reply } => self.handle_control(req, reply),
-            Event::Resolved { result, reply } => {
-                let r = match result {
-                    Ok((spec, warnings)) => self.create_service(*spec, warnings),
-                    Err(r) => *r,
-                };
-                let _ = reply.try_send(r);
+            Event::Control { req, reply } => {
+                if let Some(req) = self.route_request(req, &reply) {
+                    self.handle_control(req, reply);
+                }
             }
-            Event::ResolvedUpdate { service, result, reply } => {
-                let r = self.finish_update(service, result);
-                let _ = reply.try_send(r);
-            }
+            Event::Resolved { result, reply } => match result {
+                Ok((spec, warnings)) => self.create_service(*spec, warnings, &reply),
+                Err(r) => {
+                    let _ = reply.try_send(*r);
+                }
+            },
+            Event::ResolvedUpdate { service, result, reply } => self.finish_update(service, result, &reply),
+            Event::LinkUp(up) => self.on_link_up(*up),
+            Event::Link { conn, event } => self.on_link(conn, event),
+            Event::LinkGone { conn } => self.on_link_gone(conn, None),
+            Event::DialFailed { conn, error } => self.on_link_gone(conn, Some(error)),
+            Event::ForwardDone { conn, id, reply } => self.on_forward_done(conn, id, reply),
             Event::Tick => {
                 // One raft tick per loop tick (the ticker runs at raft's tick_ms); a lone manager has no peers to message.
                 if let Err(e) = self.store.tick() {
                     crate::log!("ERROR", "raft tick failed: {e}");
                 }
+                self.swarm_tick();
                 if self.logs_checked_at.elapsed() >= Duration::from_millis(LOG_ROTATE_CHECK_MS) {
                     self.logs_checked_at = Instant::now();
                     let dir = self.cfg.data_dir.join("logs");
@@ -362,7 +405,7 @@ impl Daemon {
 
     /// Queues a status report for the next commit (apply re-checks the order).
     fn report(&mut self, task_id: &str, status: shoal_shared::types::TaskStatus) {
-        if let Some(t) = self.store.state().tasks.get(task_id) {
+        if let Some(t) = self.view().tasks.get(task_id) {
             if t.status.state.advance(status.state).is_ok() {
                 self.pending.push(Op::SetTaskStatus { id: task_id.to_string(), status });
             }
@@ -393,13 +436,23 @@ impl Daemon {
     }
 
     /// Orchestrates, schedules and runs the worker until nothing changes.
+    ///
+    /// Only the leader orchestrates and schedules, and only on a state that
+    /// holds all its own earlier proposals (on several managers a proposal
+    /// commits later, when the peers answer). Reports go through
+    /// [`Daemon::submit_reports`], which commits them here on the leader and
+    /// sends them to the leader otherwise.
     fn converge(&mut self) {
+        self.resolve_outcomes();
+        self.release_forwards();
+        self.prune_reported();
+        self.check_demotion();
         for _ in 0..CONVERGE_ROUNDS_MAX {
             // Reports first: the worker must plan on state that includes them,
             // or it would act again on what it just reported.
             let reports = std::mem::take(&mut self.pending);
             if !reports.is_empty() {
-                self.commit_or_log(reports);
+                self.submit_reports(reports);
             }
             let now = self.now();
             let mut ops = Vec::new();
@@ -410,7 +463,7 @@ impl Daemon {
             // A rolling update's delays and monitor windows are time-based too: tick-grained while one runs.
             let updating = self.store.state().services.values().any(|s| s.update_status.as_ref().is_some_and(|u| u.state.in_progress()));
             let due = index != self.passed_index || updating || self.passed_at.elapsed() >= Duration::from_millis(IDLE_PASS_MS);
-            if self.store.state().cluster.is_some() && due {
+            if self.store.state().cluster.is_some() && due && self.leads() && self.swarm.inflight.is_empty() {
                 ops = orchestrator::reconcile(self.store.state(), now, &mut self.rng);
                 if ops.is_empty() {
                     ops = scheduler::schedule(self.store.state(), now);
@@ -420,12 +473,22 @@ impl Daemon {
                     self.passed_at = Instant::now();
                 }
             }
-            for action in self.worker.plan(self.store.state(), now) {
+            let mut reports = Vec::new();
+            let actions = if self.may_plan() {
+                let view = match self.swarm.mode {
+                    Mode::Worker => self.swarm.assigned.as_ref().expect("may_plan: assignments present"),
+                    _ => self.store.state(),
+                };
+                self.worker.plan(view, now)
+            } else {
+                Vec::new()
+            };
+            for action in actions {
                 match action {
-                    Action::Report { task_id, status } => ops.push(Op::SetTaskStatus { id: task_id, status }),
+                    Action::Report { task_id, status } => reports.push(Op::SetTaskStatus { id: task_id, status }),
                     Action::Start { task } => {
                         if task.status.state < TaskState::Preparing {
-                            ops.push(Op::SetTaskStatus {
+                            reports.push(Op::SetTaskStatus {
                                 id: task.id.clone(),
                                 status: TaskStatus::new(TaskState::Preparing, now, "preparing"),
                             });
@@ -439,7 +502,7 @@ impl Daemon {
                     Action::Remove { id } => {
                         let i = id.clone();
                         let log = self.cfg.data_dir.join("logs").join(format!("{id}.log"));
-                        let keep_log = self.store.state().tasks.contains_key(&id);
+                        let keep_log = self.view().tasks.contains_key(&id);
                         self.spawn_runtime(
                             move |rt| {
                                 let r = rt.remove(&i);
@@ -458,17 +521,25 @@ impl Daemon {
                     }
                 }
             }
-            if ops.is_empty() {
-                return;
+            let before = (self.store.state().applied_index, self.swarm.inflight.len());
+            if !reports.is_empty() {
+                self.submit_reports(reports);
             }
-            self.commit_or_log(ops);
+            if !ops.is_empty() {
+                self.commit_internal(ops);
+            }
+            // Go round again only if something was applied (a lone manager commits at once).
+            if self.store.state().applied_index == before.0 || !self.swarm.inflight.is_empty() {
+                break;
+            }
         }
+        self.dispatch();
     }
 
     fn start_task(&mut self, task: Box<Task>) {
         let data_dir = self.cfg.data_dir.clone();
         let node_id = self.node_id.clone();
-        let service_name = self.store.state().services.get(&task.service_id).map(|s| s.spec.name.clone()).unwrap_or_default();
+        let service_name = self.view().services.get(&task.service_id).map(|s| s.spec.name.clone()).unwrap_or_default();
         let t = task.clone();
         self.spawn_runtime(
             move |rt| {
@@ -488,9 +559,42 @@ impl Daemon {
                 platform: host::platform().to_string(),
                 containerd: self.runtime_version.clone(),
                 node_id: self.node_id.clone(),
-                swarm: self.store.state().cluster.is_some(),
+                swarm: self.swarm.mode != Mode::Solo || self.store.state().cluster.is_some(),
             }),
-            Request::SwarmInit { advertise_addr, availability, .. } => self.swarm_init(advertise_addr, availability),
+            Request::SwarmInit { advertise_addr, availability, listen_addr, force_new_cluster } => {
+                self.swarm_init(advertise_addr, listen_addr, availability, force_new_cluster, &reply);
+                return;
+            }
+            Request::SwarmJoin { token, remote_addr, advertise_addr, listen_addr, availability } => {
+                self.swarm_join(token, remote_addr, advertise_addr, listen_addr, availability, &reply);
+                return;
+            }
+            Request::SwarmLeave { force } => {
+                self.swarm_leave(force, &reply);
+                return;
+            }
+            Request::SwarmJoinToken { role, rotate } => {
+                self.join_token(role, rotate, &reply);
+                return;
+            }
+            Request::NodeSetRole { node, role } => {
+                let r = control::set_node_role(self.store.state(), &self.node_id, &node, role);
+                self.write(r.map(|ops| (ops, Reply::Ok)), &reply);
+                return;
+            }
+            Request::NodeRemove { node, force } => {
+                let r = control::remove_node(self.store.state(), &self.node_id, &node, force);
+                self.write(r.map(|(ops, id)| (ops, Reply::Removed(vec![id]))), &reply);
+                return;
+            }
+            Request::NodeList => {
+                let mut r = service::query(self.store.state(), &self.node_id, &self.cfg.data_dir, Request::NodeList);
+                if let Reply::Nodes { leader_id, reachable, .. } = &mut r {
+                    *leader_id = self.leader_node_id().unwrap_or_default();
+                    *reachable = self.reachability().0;
+                }
+                r
+            }
             Request::ServiceCreate { spec } => {
                 // Validate first so bad input fails at once, then resolve the image off the loop.
                 if let Err(e) = control::create_service(self.store.state(), (*spec).clone(), String::new()) {
@@ -510,15 +614,20 @@ impl Daemon {
                 return;
             }
             Request::ServiceScale { service, replicas } => {
-                self.write(control::scale_service(self.store.state(), &service, replicas).map(|ops| (ops, Reply::Ok)))
+                self.write(control::scale_service(self.store.state(), &service, replicas).map(|ops| (ops, Reply::Ok)), &reply);
+                return;
             }
             Request::ServiceUpdate { service, spec, rollback } => {
                 self.service_update(service, spec, rollback, reply);
                 return;
             }
-            Request::NodeUpdate { node, availability, label_add, label_rm } => self.node_update(node, availability, label_add, label_rm),
+            Request::NodeUpdate { node, availability, label_add, label_rm } => {
+                self.node_update(node, availability, label_add, label_rm, &reply);
+                return;
+            }
             Request::ServiceRemove { service } => {
-                self.write(control::remove_service(self.store.state(), &service).map(|(ops, name)| (ops, Reply::Removed(vec![name]))))
+                self.write(control::remove_service(self.store.state(), &service).map(|(ops, name)| (ops, Reply::Removed(vec![name]))), &reply);
+                return;
             }
             Request::ImageLoad { path } => {
                 self.spawn_runtime(
@@ -558,47 +667,19 @@ impl Daemon {
         let _ = reply.try_send(r);
     }
 
-    fn write(&mut self, result: Result<(Vec<Op>, Reply), control::ControlError>) -> Reply {
-        match result {
-            Ok((ops, ok)) => match self.commit(ops) {
-                Ok(()) => ok,
-                Err(e) => Reply::error(ErrorKind::Unavailable, format!("cannot persist the change: {e}")),
-            },
-            Err(e) => Reply::error(e.kind(), e.to_string()),
-        }
-    }
-
-    fn create_service(&mut self, spec: ServiceSpec, warnings: Vec<String>) -> Reply {
+    fn create_service(&mut self, spec: ServiceSpec, warnings: Vec<String>, reply: &Sender<Reply>) {
         let id = self.rng.object_id();
-        match self.write(control::create_service(self.store.state(), spec, id.clone()).map(|ops| (ops, Reply::Ok))) {
-            Reply::Ok => Reply::ServiceCreated { id, warnings },
-            other => other,
-        }
+        let r = control::create_service(self.store.state(), spec, id.clone());
+        self.write(r.map(|ops| (ops, Reply::ServiceCreated { id, warnings })), reply);
     }
 
-    fn swarm_init(&mut self, advertise_addr: String, availability: Availability) -> Reply {
-        if self.store.state().cluster.is_some() {
-            let e = control::ControlError::AlreadyInSwarm;
-            return Reply::error(e.kind(), e.to_string());
+    /// The leader's node id, when one is known.
+    fn leader_node_id(&self) -> Option<String> {
+        if self.store.is_leader() {
+            return Some(self.node_id.clone());
         }
-        let addr = if advertise_addr.is_empty() { host::default_addr().to_string() } else { advertise_addr };
-        let addr = if addr.contains(':') { addr } else { format!("{addr}:{SWARM_PORT}") };
-        let cluster = Cluster { id: self.rng.object_id(), meta: Meta::default(), name: "default".into() };
-        let node = Node {
-            id: self.node_id.clone(),
-            meta: Meta::default(),
-            role: NodeRole::Manager,
-            availability,
-            labels: Default::default(),
-            description: self.describe(),
-            state: NodeState::Ready,
-            addr: addr.clone(),
-            manager_addr: addr.clone(),
-        };
-        match self.commit(vec![Op::PutCluster(cluster), Op::PutNode(node)]) {
-            Ok(()) => Reply::SwarmInit { node_id: self.node_id.clone(), advertise_addr: addr, worker_token: String::new() },
-            Err(e) => Reply::error(ErrorKind::Unavailable, format!("cannot persist the swarm: {e}")),
-        }
+        let rid = self.store.leader()?;
+        self.store.state().nodes.keys().find(|id| shoal_manager::store::raft_id(id) == rid).cloned()
     }
 }
 

@@ -17,8 +17,7 @@ impl Daemon {
     pub(super) fn service_update(&mut self, service: String, spec: Box<ServiceSpec>, rollback: bool, reply: Sender<Reply>) {
         let now = self.now();
         if rollback {
-            let r = self.write(control::rollback_service(self.store.state(), &service, now).map(|ops| (ops, updated(Vec::new()))));
-            let _ = reply.try_send(r);
+            self.write(control::rollback_service(self.store.state(), &service, now).map(|ops| (ops, updated(Vec::new()))), &reply);
             return;
         }
         // Validate first so bad input fails at once and changes nothing.
@@ -28,8 +27,7 @@ impl Daemon {
         }
         let old_image = self.store.state().find_service(&service).map(|s| s.spec.task.container.image.clone()).unwrap_or_default();
         if spec.task.container.image == old_image {
-            let r = self.finish_update(service, Ok((spec, Vec::new())));
-            let _ = reply.try_send(r);
+            self.finish_update(service, Ok((spec, Vec::new())), &reply);
             return;
         }
         if let Err(e) = shoal_image::reference::Reference::parse(&spec.task.container.image) {
@@ -48,13 +46,15 @@ impl Daemon {
     }
 
     /// Commits an update once its image is resolved (re-validated: the state may have moved on).
-    pub(super) fn finish_update(&mut self, service: String, result: Result<(Box<ServiceSpec>, Vec<String>), Box<Reply>>) -> Reply {
+    pub(super) fn finish_update(&mut self, service: String, result: Result<(Box<ServiceSpec>, Vec<String>), Box<Reply>>, reply: &Sender<Reply>) {
         match result {
             Ok((spec, warnings)) => {
                 let now = self.now();
-                self.write(control::update_service(self.store.state(), &service, *spec, now).map(|ops| (ops, updated(warnings))))
+                self.write(control::update_service(self.store.state(), &service, *spec, now).map(|ops| (ops, updated(warnings))), reply)
             }
-            Err(r) => *r,
+            Err(r) => {
+                let _ = reply.try_send(*r);
+            }
         }
     }
 
@@ -65,9 +65,10 @@ impl Daemon {
         availability: Option<Availability>,
         label_add: Vec<(String, String)>,
         label_rm: Vec<String>,
-    ) -> Reply {
+        reply: &Sender<Reply>,
+    ) {
         let result = control::update_node(self.store.state(), &self.node_id, &node, availability, &label_add, &label_rm);
-        self.write(result.map(|ops| (ops, Reply::Ok)))
+        self.write(result.map(|ops| (ops, Reply::Ok)), reply)
     }
 }
 
