@@ -1,13 +1,50 @@
 //! The manager's replicated store: the raft core, its redb storage, and the
 //! [`State`] that committed entries build.
 //!
-//! The daemon's event loop owns one `Store` and drives it: [`Store::propose`]
-//! hands an [`Entry`] to raft, [`Store::tick`] advances raft's clock, and
-//! both then run [`Store::drive`], which follows raft's `Ready` contract in
-//! order: persist (one fsynced redb transaction), install a received
-//! snapshot, apply committed entries to the state, `advance`, and return the
-//! messages that may now be sent. On a one-manager swarm raft has a single
-//! voter, so a proposal is committed and applied before `propose` returns.
+//! Ownership: the daemon's event loop owns one `Store` (and through it the
+//! database file, the [`Raft`] core and the [`State`]); nothing else touches
+//! them. Inputs are [`Store::propose`] / [`Store::propose_async`] (entries),
+//! [`Store::tick`] (raft's clock), [`Store::step`] (a message from a peer
+//! manager) and the membership calls. Each runs the internal drive loop,
+//! which follows raft's `Ready` contract in order: persist (one fsynced redb
+//! transaction), install a received snapshot, apply committed entries to the
+//! state, `advance`.
+//!
+//! Outgoing messages: every message any drive produces is appended to one
+//! **outbox**, after the batch it belongs to is durable. The outbox is
+//! drained in exactly one way: [`Store::take_messages`], which
+//! [`Store::tick`], [`Store::drive`] and [`Store::step`] also call to return
+//! its content. So a message is returned exactly once, whichever call drains
+//! it, and messages produced by calls that return none (`propose_async`,
+//! `add_learner`, ...) wait in the outbox for the next drain. The outbox
+//! holds at most [`OUTBOX_MESSAGES_MAX`] messages; beyond it the oldest are
+//! dropped (counted in `dropped_messages`), which raft tolerates like any
+//! network loss.
+//!
+//! Proposals: on a one-manager swarm raft has a single voter, so
+//! [`Store::propose`] commits and applies before it returns. With several
+//! voters, [`Store::propose_async`] returns a [`Proposal`] (index, term) and
+//! the store watches it: when the entry at that index is applied, the
+//! proposal committed iff the applied entry carries the proposal's term;
+//! otherwise another leader's entry replaced it. A snapshot that jumps past
+//! a watched index, a [`Store::reset`] and a [`Store::force_new_cluster`]
+//! that drops it report it failed (it may in fact have committed: the caller
+//! re-reads the state). Outcomes wait in [`Store::take_outcomes`]; watched
+//! plus unread outcomes are bounded by [`PROPOSALS_WATCHED_MAX`]. The store
+//! applies no timeouts; the daemon does.
+//!
+//! Bootstrap: a store with no raft state starts as [`Bootstrap::Single`] (a
+//! one-voter group electing itself at once) or [`Bootstrap::Join`] (a blank
+//! node that never campaigns and waits for a leader's append or snapshot).
+//! A join is remembered in the `local` table (`raft_bootstrap = "join"`)
+//! until raft state exists, so a restart during a join cannot turn the node
+//! into a single-voter group of its own whose entry 1 would wrongly match
+//! the swarm's.
+//!
+//! A drive that fails after taking a `Ready` (a storage error, or a
+//! received snapshot whose data does not decode, which is then not
+//! persisted) leaves the core ahead of the disk: the store halts and refuses
+//! every input with [`StoreError::Halted`] until it is reopened (or reset).
 //!
 //! The state machine is not stored separately: raft's snapshot data is
 //! `State::snapshot()`, and a restart rebuilds the state from that snapshot
@@ -16,15 +53,29 @@
 //! Invariants: `applied` is the raft index of the last committed entry
 //! handed to the state (including conf and no-op entries, which the state
 //! does not see); a committed entry whose bytes do not decode is skipped on
-//! every replica alike and counted in `skipped_entries`.
+//! every replica alike and counted in `skipped_entries`. Every watched
+//! proposal's index is greater than `applied`.
 
-use crate::raft::{self, EntryKind, Raft, RaftStorage};
+use crate::raft::{self, ConfChange, EntryKind, Persisted, Raft, RaftStorage};
 use crate::schema::{LOCAL, META, SCHEMA_VERSION};
 use crate::state::{SnapshotError, State};
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use shoal_shared::ops::Entry;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+
+/// Most proposals watched plus outcomes not yet taken; `propose_async`
+/// refuses beyond it.
+pub const PROPOSALS_WATCHED_MAX: usize = 10_000;
+
+/// Most outgoing messages buffered between two drains; the oldest are
+/// dropped beyond it.
+pub const OUTBOX_MESSAGES_MAX: usize = 4096;
+
+/// `local` key remembering a pending join (value [`LOCAL_BOOTSTRAP_JOIN`]).
+const LOCAL_BOOTSTRAP: &str = "raft_bootstrap";
+const LOCAL_BOOTSTRAP_JOIN: &str = "join";
 
 /// Why the store refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,10 +96,44 @@ pub enum StoreError {
     Propose(#[from] raft::ProposeError),
     #[error("the change was accepted by raft but not committed yet (index {0})")]
     NotCommitted(u64),
+    #[error("too many proposals awaiting an outcome (limit {limit}); take outcomes or wait before proposing more")]
+    TooManyProposals { limit: usize },
+    #[error("ignored a raft message: {0}")]
+    Step(#[from] raft::StepError),
+    #[error("membership change refused: {0}")]
+    Membership(raft::ProposeError),
+    #[error("raft node {0:#x} is already a manager of this swarm")]
+    AlreadyMember(u64),
+    #[error("raft node {0:#x} is not a manager of this swarm")]
+    NotMember(u64),
+    #[error("leadership transfer refused: {0}")]
+    Transfer(raft::RequestError),
+    #[error("the store stopped after an error ({0}); restart the daemon to reload it from disk")]
+    Halted(String),
+    #[error("this node holds no replicated state to keep; reset it and join or initialize a swarm instead")]
+    NothingToKeep,
 }
 
 fn db<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Db(e.to_string())
+}
+
+/// How a store with no raft state starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// A one-voter group of this node, which elects itself at once.
+    Single,
+    /// A blank node that waits for a leader to replicate to it; it never
+    /// campaigns before it learns a membership that makes it a voter.
+    Join,
+}
+
+/// A proposal accepted by raft whose outcome is watched (see the module
+/// header): committed iff the entry applied at `index` has `term`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Proposal {
+    pub index: u64,
+    pub term: u64,
 }
 
 /// Raft, its storage and the state machine, driven together.
@@ -60,8 +145,19 @@ pub struct Store {
     applied: u64,
     /// Committed entries that did not decode (skipped deterministically).
     pub skipped_entries: u64,
+    /// Outgoing messages dropped because the outbox was full.
+    pub dropped_messages: u64,
     /// Raft's tick length, from the config the core was built with.
     tick_ms: u64,
+    /// The (tuned) config, to rebuild the core on reset/force.
+    cfg: raft::Config,
+    outbox: Vec<raft::Message>,
+    /// Watched proposals: index -> term when proposed.
+    watched: BTreeMap<u64, u64>,
+    outcomes: Vec<(Proposal, bool)>,
+    /// Set when a drive failed after taking a `Ready`: the core and the
+    /// disk may disagree, so every further input is refused.
+    halted: Option<String>,
 }
 
 /// A stable, non-zero raft id for a node id string (FNV-1a 64).
@@ -89,6 +185,19 @@ impl Store {
         new_node_id: impl FnOnce() -> String,
         tune: impl FnOnce(&mut raft::Config),
     ) -> Result<(Store, String), StoreError> {
+        Store::open_with(path, seed, new_node_id, Bootstrap::Single, tune)
+    }
+
+    /// Opens (or creates) the database at `path`. With no raft state on
+    /// disk the node starts as `bootstrap` says (a remembered pending join
+    /// wins over `Single`); with raft state, `bootstrap` is ignored.
+    pub fn open_with(
+        path: &Path,
+        seed: u64,
+        new_node_id: impl FnOnce() -> String,
+        bootstrap: Bootstrap,
+        tune: impl FnOnce(&mut raft::Config),
+    ) -> Result<(Store, String), StoreError> {
         let database = Database::create(path).map_err(|e| StoreError::Open { path: path.display().to_string(), message: e.to_string() })?;
         let db = Arc::new(database);
         let node_id = init_local(&db, new_node_id)?;
@@ -97,22 +206,123 @@ impl Store {
         let mut cfg = raft::Config::lan(raft_id(&node_id), seed);
         tune(&mut cfg);
         let tick_ms = cfg.tick_ms;
-        let (raft, state, applied) = if persisted.is_empty() {
-            (Raft::bootstrap(cfg, &[raft_id(&node_id)])?, State::default(), 0)
+        let fresh = persisted.is_empty();
+        let (raft, state, applied) = if fresh {
+            // A placeholder: `start_fresh` below builds the real core.
+            (Raft::restore(cfg.clone(), Persisted::default())?, State::default(), 0)
         } else {
             let snap = &persisted.snapshot;
             let state = if snap.data.is_empty() { State::default() } else { State::restore(&snap.data)? };
             let applied = snap.meta.index;
-            (Raft::restore(cfg, persisted)?, state, applied)
+            (Raft::restore(cfg.clone(), persisted)?, state, applied)
         };
-        let mut store = Store { db, raft, storage, state, applied, skipped_entries: 0, tick_ms };
-        store.drive()?;
-        // A lone voter need not wait out an election timeout.
-        if store.raft.status().voters == vec![store.raft.id()] {
-            let _ = store.raft.campaign();
-            store.drive()?;
+        let mut store = Store {
+            db,
+            raft,
+            storage,
+            state,
+            applied,
+            skipped_entries: 0,
+            dropped_messages: 0,
+            tick_ms,
+            cfg,
+            outbox: Vec::new(),
+            watched: BTreeMap::new(),
+            outcomes: Vec::new(),
+            halted: None,
+        };
+        if fresh {
+            let join_pending = store.local(LOCAL_BOOTSTRAP)?.as_deref() == Some(LOCAL_BOOTSTRAP_JOIN);
+            let bootstrap = if join_pending { Bootstrap::Join } else { bootstrap };
+            store.start_fresh(bootstrap)?;
+        } else {
+            store.run_ready()?;
+            store.campaign_if_sole_voter()?;
         }
         Ok((store, node_id))
+    }
+
+    /// Wipes the raft state (log, snapshot, hard state, membership) and the
+    /// in-memory state, then starts as [`Store::open_with`] does on an empty
+    /// store. The node id in `local` is kept. Watched proposals fail and the
+    /// outbox is emptied. Used by `swarm join` and `swarm leave`.
+    pub fn reset(&mut self, bootstrap: Bootstrap) -> Result<(), StoreError> {
+        self.storage.clear()?;
+        self.halted = None;
+        self.state = State::default();
+        self.applied = 0;
+        self.skipped_entries = 0;
+        self.outbox.clear();
+        self.fail_watched(|_| true);
+        self.start_fresh(bootstrap)
+    }
+
+    /// Rebuilds the core for a store whose raft tables are empty.
+    fn start_fresh(&mut self, bootstrap: Bootstrap) -> Result<(), StoreError> {
+        match bootstrap {
+            Bootstrap::Single => {
+                self.remove_local(LOCAL_BOOTSTRAP)?;
+                self.raft = Raft::bootstrap(self.cfg.clone(), &[self.cfg.id])?;
+            }
+            Bootstrap::Join => {
+                self.set_local(LOCAL_BOOTSTRAP, LOCAL_BOOTSTRAP_JOIN)?;
+                self.raft = Raft::restore(self.cfg.clone(), Persisted::default())?;
+            }
+        }
+        self.run_ready()?;
+        self.campaign_if_sole_voter()
+    }
+
+    /// A lone voter need not wait out an election timeout.
+    fn campaign_if_sole_voter(&mut self) -> Result<(), StoreError> {
+        if self.raft.status().voters == [self.raft.id()] && !self.is_leader() {
+            let _ = self.raft.campaign();
+            self.run_ready()?;
+        }
+        Ok(())
+    }
+
+    /// Makes this surviving manager the only voter and leader of a new
+    /// group, keeping the applied state and the index space: the durable
+    /// raft state becomes a snapshot at the applied index (membership: this
+    /// node only), an empty log after it (uncommitted entries are dropped,
+    /// watched proposals past it fail) and a hard state one term ahead.
+    /// The node then elects itself at once. For disaster recovery only: the
+    /// old members must not come back with their old state.
+    pub fn force_new_cluster(&mut self) -> Result<(), StoreError> {
+        self.check_running()?;
+        let applied = self.applied;
+        if applied == 0 {
+            return Err(StoreError::NothingToKeep);
+        }
+        let old = self.storage.load()?;
+        let applied_term = if old.snapshot.meta.index == applied {
+            Some(old.snapshot.meta.term)
+        } else if old.prev_index == applied {
+            Some(old.prev_term)
+        } else {
+            old.entries.iter().find(|e| e.index == applied).map(|e| e.term)
+        };
+        let term = self.raft.term();
+        let applied_term = applied_term.unwrap_or(term).min(term);
+        let me = self.raft.id();
+        let conf = raft::ConfState::with_voters(&[me]);
+        let p = Persisted {
+            hard_state: raft::HardState { term: term.saturating_add(1), vote: me, commit: applied },
+            conf_state: conf.clone(),
+            snapshot: raft::Snapshot { meta: raft::SnapshotMeta { index: applied, term: applied_term, conf }, data: self.state.snapshot() },
+            prev_index: applied,
+            prev_term: applied_term,
+            entries: Vec::new(),
+        };
+        // Check before writing: a refused state must not replace a good one.
+        let raft = Raft::restore_applied(self.cfg.clone(), p.clone(), applied)?;
+        self.storage.overwrite(&p)?;
+        self.raft = raft;
+        self.outbox.clear();
+        self.fail_watched(|index| index > applied);
+        self.run_ready()?;
+        self.campaign_if_sole_voter()
     }
 
     /// The replicated state as of the last applied entry.
@@ -126,19 +336,54 @@ impl Store {
     }
 
     /// Proposes an entry and drives raft; on a single voter the entry is
-    /// applied before this returns. On error nothing was proposed.
+    /// applied before this returns, else [`StoreError::NotCommitted`] (the
+    /// entry is in flight, unwatched: use [`Store::propose_async`] there).
+    /// On any other error nothing was proposed.
     pub fn propose(&mut self, entry: &Entry) -> Result<u64, StoreError> {
+        self.check_running()?;
         let index = self.raft.propose(entry.encode())?;
-        self.drive()?;
+        self.run_ready()?;
         if self.applied < index {
             return Err(StoreError::NotCommitted(index));
         }
         Ok(index)
     }
 
-    /// Advances raft's logical clock by one tick (`raft::Config::tick_ms`).
+    /// Proposes an entry, drives raft and watches the proposal; its outcome
+    /// arrives in [`Store::take_outcomes`] (at once on a single voter).
+    /// On error nothing was proposed.
+    pub fn propose_async(&mut self, entry: &Entry) -> Result<Proposal, StoreError> {
+        self.check_running()?;
+        if self.watched.len() + self.outcomes.len() >= PROPOSALS_WATCHED_MAX {
+            return Err(StoreError::TooManyProposals { limit: PROPOSALS_WATCHED_MAX });
+        }
+        let index = self.raft.propose(entry.encode())?;
+        let proposal = Proposal { index, term: self.raft.term() };
+        self.watched.insert(index, proposal.term);
+        self.run_ready()?;
+        Ok(proposal)
+    }
+
+    /// Outcomes of watched proposals since the last call, in the order they
+    /// were decided: `(proposal, committed)`.
+    pub fn take_outcomes(&mut self) -> Vec<(Proposal, bool)> {
+        std::mem::take(&mut self.outcomes)
+    }
+
+    /// Advances raft's logical clock by one tick (`raft::Config::tick_ms`)
+    /// and drives; returns (drains) the outbox.
     pub fn tick(&mut self) -> Result<Vec<raft::Message>, StoreError> {
+        self.check_running()?;
         self.raft.tick();
+        self.drive()
+    }
+
+    /// Feeds a message from a peer manager and drives; returns (drains) the
+    /// outbox. A refused message ([`StoreError::Step`]) changed nothing and
+    /// is not fatal: log it and carry on.
+    pub fn step(&mut self, msg: raft::Message) -> Result<Vec<raft::Message>, StoreError> {
+        self.check_running()?;
+        self.raft.step(msg)?;
         self.drive()
     }
 
@@ -148,15 +393,44 @@ impl Store {
     }
 
     /// Follows the Ready contract until raft has nothing more to say;
-    /// returns messages that may be sent now.
+    /// returns (drains) the outbox: every message that may be sent now.
     pub fn drive(&mut self) -> Result<Vec<raft::Message>, StoreError> {
-        let mut out = Vec::new();
+        self.run_ready()?;
+        Ok(self.take_messages())
+    }
+
+    /// Drains the outbox (see the module header).
+    pub fn take_messages(&mut self) -> Vec<raft::Message> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// The Ready loop; messages go to the outbox.
+    /// A failure halts the store (see [`StoreError::Halted`]).
+    fn run_ready(&mut self) -> Result<(), StoreError> {
+        self.check_running()?;
+        let r = self.run_ready_inner();
+        if let Err(e) = &r {
+            self.halted = Some(e.to_string());
+        }
+        r
+    }
+
+    fn run_ready_inner(&mut self) -> Result<(), StoreError> {
         while self.raft.has_ready() {
             let rd = self.raft.ready();
+            // Decode a received snapshot before persisting it: unreadable
+            // data must not replace good state on disk.
+            let installed = match &rd.snapshot {
+                Some(s) if !s.data.is_empty() => Some(State::restore(&s.data)?),
+                Some(_) => Some(State::default()),
+                None => None,
+            };
             self.storage.persist(&rd)?;
-            if let Some(s) = &rd.snapshot {
-                self.state = if s.data.is_empty() { State::default() } else { State::restore(&s.data)? };
+            if let (Some(s), Some(state)) = (&rd.snapshot, installed) {
+                self.state = state;
                 self.applied = s.meta.index;
+                let index = s.meta.index;
+                self.fail_watched(|i| i <= index);
             }
             for e in &rd.committed_entries {
                 if e.index <= self.applied {
@@ -173,22 +447,150 @@ impl Store {
                     }
                 }
                 self.applied = e.index;
+                if let Some(term) = self.watched.remove(&e.index) {
+                    self.outcomes.push((Proposal { index: e.index, term }, e.term == term));
+                }
             }
-            out.extend(rd.messages.iter().cloned());
+            self.outbox.extend(rd.messages.iter().cloned());
+            if self.outbox.len() > OUTBOX_MESSAGES_MAX {
+                let excess = self.outbox.len() - OUTBOX_MESSAGES_MAX;
+                self.outbox.drain(..excess);
+                self.dropped_messages += excess as u64;
+            }
             self.raft.advance(rd);
             if self.raft.should_snapshot() {
                 // A compaction at the applied index can only fail if raft moved past it, which it cannot here.
                 let _ = self.raft.compact(self.applied, self.state.snapshot());
             }
         }
-        Ok(out)
+        Ok(())
     }
+
+    /// Refuses work once a drive failed half-way (see [`StoreError::Halted`]).
+    fn check_running(&self) -> Result<(), StoreError> {
+        match &self.halted {
+            Some(reason) => Err(StoreError::Halted(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Reports watched proposals whose index matches `dropped` as failed.
+    fn fail_watched(&mut self, dropped: impl Fn(u64) -> bool) {
+        let gone: Vec<u64> = self.watched.keys().copied().filter(|i| dropped(*i)).collect();
+        for index in gone {
+            if let Some(term) = self.watched.remove(&index) {
+                self.outcomes.push((Proposal { index, term }, false));
+            }
+        }
+    }
+
+    // ----- membership -----------------------------------------------------
+
+    /// Raft's view of itself (role, term, commit, membership, progress).
+    pub fn raft_status(&self) -> raft::Status {
+        self.raft.status()
+    }
+
+    /// The known leader's raft id, if any (this node's when it leads).
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.known_leader()
+    }
+
+    /// This node's raft id (`raft_id(node_id)`).
+    pub fn raft_id(&self) -> u64 {
+        self.raft.id()
+    }
+
+    /// Whether `raft_id` is a voter or learner (membership as of commit).
+    pub fn is_member(&self, raft_id: u64) -> bool {
+        let s = self.raft.status();
+        s.voters.contains(&raft_id) || s.learners.contains(&raft_id)
+    }
+
+    /// The voters' raft ids, sorted.
+    pub fn voters(&self) -> Vec<u64> {
+        self.raft.status().voters
+    }
+
+    /// Leader only: proposes `raft_id` as a learner (it replicates but does
+    /// not vote until promoted); returns the change's log index.
+    pub fn add_learner(&mut self, raft_id: u64) -> Result<u64, StoreError> {
+        if self.is_member(raft_id) {
+            return Err(StoreError::AlreadyMember(raft_id));
+        }
+        self.conf_change(ConfChange::AddLearner(raft_id))
+    }
+
+    /// Leader only: proposes removing voter or learner `raft_id`; returns
+    /// the change's log index. A removed leader steps down once it commits.
+    pub fn remove_member(&mut self, raft_id: u64) -> Result<u64, StoreError> {
+        if !self.is_member(raft_id) {
+            return Err(StoreError::NotMember(raft_id));
+        }
+        self.conf_change(ConfChange::RemoveNode(raft_id))
+    }
+
+    fn conf_change(&mut self, change: ConfChange) -> Result<u64, StoreError> {
+        self.check_running()?;
+        let index = self.raft.propose_conf_change(change).map_err(StoreError::Membership)?;
+        self.run_ready()?;
+        Ok(index)
+    }
+
+    /// Leader only: proposes promoting the first learner that holds every
+    /// committed entry (one change at a time: none while another change is
+    /// pending). Returns the learners proposed (at most one). The change is
+    /// persisted and sent by the next drive (`tick`, `step`, `drive`).
+    pub fn promote_caught_up_learners(&mut self) -> Vec<u64> {
+        if !self.is_leader() || self.halted.is_some() {
+            return Vec::new();
+        }
+        let s = self.raft.status();
+        let caught_up = s.learners.iter().copied().find(|l| s.progress.iter().any(|p| p.id == *l && p.match_index >= s.commit));
+        match caught_up {
+            Some(l) if self.raft.propose_conf_change(ConfChange::PromoteLearner(l)).is_ok() => vec![l],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Leader only: hands leadership to voter `raft_id`.
+    pub fn transfer_leader(&mut self, raft_id: u64) -> Result<(), StoreError> {
+        self.check_running()?;
+        self.raft.transfer_leader(raft_id).map_err(StoreError::Transfer)?;
+        self.run_ready()
+    }
+
+    // ----- node-local values ------------------------------------------------
 
     /// Reads a node-local (not replicated) value.
     pub fn local(&self, key: &str) -> Result<Option<String>, StoreError> {
         let rx = self.db.begin_read().map_err(db)?;
         let t = rx.open_table(LOCAL).map_err(db)?;
         Ok(t.get(key).map_err(db)?.map(|v| v.value().to_string()))
+    }
+
+    /// Durably writes a node-local (not replicated) value.
+    pub fn set_local(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.write_local(|t| t.insert(key, value).map(|_| ()))
+    }
+
+    /// Durably removes a node-local value (absent is fine).
+    pub fn remove_local(&self, key: &str) -> Result<(), StoreError> {
+        self.write_local(|t| t.remove(key).map(|_| ()))
+    }
+
+    fn write_local(
+        &self,
+        f: impl FnOnce(&mut redb::Table<'_, &'static str, &'static str>) -> Result<(), redb::StorageError>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write().map_err(db)?;
+        tx.set_durability(Durability::Immediate).map_err(db)?;
+        {
+            let mut t = tx.open_table(LOCAL).map_err(db)?;
+            f(&mut t).map_err(db)?;
+        }
+        tx.commit().map_err(db)?;
+        Ok(())
     }
 }
 
@@ -272,6 +674,273 @@ mod tests {
         // n is even: the last op was a delete.
         assert!(s.state().services.is_empty());
         assert!(s.applied >= n);
+    }
+
+    fn open_node(name: &str, bootstrap: Bootstrap) -> (Store, std::path::PathBuf) {
+        let path = tmp(name);
+        let seed = raft_id(name);
+        let (s, id) = Store::open_with(&path, seed, || name.into(), bootstrap, |_| {}).unwrap();
+        assert_eq!(id, name);
+        (s, path)
+    }
+
+    /// Routes messages between `stores` (dropping any to or from a store in
+    /// `cut`, which is not ticked either) and ticks every round, until
+    /// `done` holds; returns whether it did within `max_rounds`.
+    fn pump_until(stores: &mut [Store], cut: &[usize], max_rounds: usize, done: impl Fn(&[Store]) -> bool) -> bool {
+        let ids: Vec<u64> = stores.iter().map(|s| s.raft_id()).collect();
+        let mut net: Vec<raft::Message> = Vec::new();
+        for _ in 0..max_rounds {
+            if done(stores) {
+                return true;
+            }
+            for (i, s) in stores.iter_mut().enumerate() {
+                if cut.contains(&i) {
+                    s.take_messages();
+                } else {
+                    net.extend(s.tick().unwrap());
+                }
+            }
+            for _hop in 0..4 {
+                for m in std::mem::take(&mut net) {
+                    let Some(d) = ids.iter().position(|id| *id == m.to) else { continue };
+                    let from = ids.iter().position(|id| *id == m.from);
+                    if cut.contains(&d) || from.is_some_and(|f| cut.contains(&f)) {
+                        continue;
+                    }
+                    if let Ok(out) = stores[d].step(m) {
+                        net.extend(out);
+                    }
+                }
+                for (i, s) in stores.iter_mut().enumerate() {
+                    let out = s.take_messages();
+                    if !cut.contains(&i) {
+                        net.extend(out);
+                    }
+                }
+            }
+        }
+        done(stores)
+    }
+
+    /// Three managers: `name-1` initialized the swarm, 2 and 3 joined as
+    /// learners and were promoted; `name-1` leads.
+    fn three_voters(name: &str) -> (Vec<Store>, Vec<std::path::PathBuf>) {
+        let (s1, p1) = open_node(&format!("{name}-1"), Bootstrap::Single);
+        let (s2, p2) = open_node(&format!("{name}-2"), Bootstrap::Join);
+        let (s3, p3) = open_node(&format!("{name}-3"), Bootstrap::Join);
+        assert!(s1.is_leader());
+        assert!(!s2.is_leader() && s2.leader().is_none());
+        let mut st = vec![s1, s2, s3];
+        let ids: Vec<u64> = st.iter().map(|s| s.raft_id()).collect();
+        for &id in &ids[1..] {
+            st[0].add_learner(id).unwrap();
+            assert!(matches!(st[0].add_learner(id), Err(StoreError::AlreadyMember(_)) | Err(StoreError::Membership(_))));
+            let caught_up = |st: &[Store]| {
+                let s = st[0].raft_status();
+                s.learners.contains(&id) && s.progress.iter().any(|p| p.id == id && p.match_index >= s.commit)
+            };
+            assert!(pump_until(&mut st, &[], 200, caught_up), "learner {id:#x} catches up");
+        }
+        assert_eq!(st[1].leader(), Some(ids[0]));
+        let all_voters = |st: &[Store]| st.iter().all(|s| s.voters().len() == 3);
+        for _ in 0..20 {
+            st[0].promote_caught_up_learners();
+            if pump_until(&mut st, &[], 20, all_voters) {
+                break;
+            }
+        }
+        assert!(all_voters(&st), "both learners promoted: {:?}", st[0].raft_status());
+        assert!(st.iter().all(|s| ids.iter().all(|id| s.is_member(*id))));
+        assert!(st[0].promote_caught_up_learners().is_empty());
+        (st, vec![p1, p2, p3])
+    }
+
+    fn put(id: &str) -> Entry {
+        Entry { at: 1, ops: vec![Op::PutService(service(id, id))] }
+    }
+
+    #[test]
+    fn three_managers_join_promote_elect_and_replicate() {
+        let (mut st, _) = three_voters("trio");
+        // Hand leadership to a joined node, then replicate through it.
+        let id2 = st[1].raft_id();
+        st[0].transfer_leader(id2).unwrap();
+        assert!(pump_until(&mut st, &[], 200, |st| st[1].is_leader()), "transfer completes");
+        assert!(matches!(st[0].propose_async(&put("x")), Err(StoreError::Propose(_))));
+        let p = st[1].propose_async(&put("a")).unwrap();
+        assert!(pump_until(&mut st, &[], 200, |st| st.iter().all(|s| s.state().services.contains_key("a"))));
+        assert_eq!(st[1].take_outcomes(), vec![(p, true)]);
+        assert!(st[0].take_outcomes().is_empty(), "only the proposer watches");
+        assert_eq!(st[0].state(), st[1].state());
+        assert_eq!(st[1].state(), st[2].state());
+        assert!(st.iter().all(|s| s.leader() == Some(id2)));
+    }
+
+    #[test]
+    fn a_proposal_replaced_by_a_new_leader_fails() {
+        let (mut st, _) = three_voters("deposed");
+        let p = st[0].propose_async(&put("lost")).unwrap();
+        assert!(st[0].take_outcomes().is_empty());
+        // The leader is cut off before its append leaves; the others elect.
+        assert!(pump_until(&mut st, &[0], 500, |st| st[1].is_leader() || st[2].is_leader()), "the others elect a leader");
+        let q = st[1..].iter_mut().find(|s| s.is_leader()).unwrap().propose_async(&put("won")).unwrap();
+        assert!(q.term > p.term);
+        // Healed: the old leader's entry at p.index is replaced.
+        let settled = |st: &[Store]| st.iter().all(|s| s.state().services.contains_key("won"));
+        assert!(pump_until(&mut st, &[], 500, settled));
+        assert_eq!(st[0].take_outcomes(), vec![(p, false)]);
+        assert!(!st[0].state().services.contains_key("lost"));
+        assert!(!st[0].is_leader());
+        assert_eq!(st[0].state(), st[1].state());
+    }
+
+    #[test]
+    fn watched_proposals_are_bounded_and_single_voter_outcomes_are_immediate() {
+        let (mut s, _) = open_node("watch", Bootstrap::Single);
+        let p = s.propose_async(&put("a")).unwrap();
+        assert_eq!(s.take_outcomes(), vec![(p, true)]);
+        for i in 0..PROPOSALS_WATCHED_MAX as u64 {
+            s.watched.insert(1_000_000 + i, 1);
+        }
+        assert!(matches!(s.propose_async(&put("b")), Err(StoreError::TooManyProposals { .. })));
+        s.reset(Bootstrap::Single).unwrap();
+        assert_eq!(s.take_outcomes().len(), PROPOSALS_WATCHED_MAX);
+        assert!(s.take_outcomes().is_empty());
+        s.propose_async(&put("b")).unwrap();
+    }
+
+    #[test]
+    fn reset_wipes_state_and_a_joining_node_stays_leaderless() {
+        let (mut s, path) = open_node("reset", Bootstrap::Single);
+        s.propose(&put("a")).unwrap();
+        s.set_local("listen_addr", "10.0.0.1:4242").unwrap();
+        s.reset(Bootstrap::Join).unwrap();
+        assert!(s.state().services.is_empty());
+        assert_eq!(s.local("node_id").unwrap().as_deref(), Some("reset"));
+        assert_eq!(s.local("listen_addr").unwrap().as_deref(), Some("10.0.0.1:4242"));
+        for _ in 0..300 {
+            assert!(s.tick().unwrap().is_empty(), "a blank node sends nothing");
+        }
+        assert!(!s.is_leader() && s.leader().is_none() && s.voters().is_empty());
+        assert!(matches!(s.propose_async(&put("b")), Err(StoreError::Propose(_))));
+        assert!(matches!(s.force_new_cluster(), Err(StoreError::NothingToKeep)));
+        drop(s);
+        // A restart during a join does not turn the node into its own swarm.
+        let (mut s, _) = Store::open(&path, 3, || unreachable!()).unwrap();
+        for _ in 0..100 {
+            s.tick().unwrap();
+        }
+        assert!(!s.is_leader() && s.voters().is_empty());
+        s.remove_local("listen_addr").unwrap();
+        assert_eq!(s.local("listen_addr").unwrap(), None);
+        // Leaving: a fresh single-voter group again.
+        s.reset(Bootstrap::Single).unwrap();
+        assert!(s.is_leader());
+        s.propose(&put("c")).unwrap();
+        drop(s);
+        let (s, _) = Store::open(&path, 4, || unreachable!()).unwrap();
+        assert!(s.is_leader());
+        assert_eq!(s.state().services.keys().collect::<Vec<_>>(), ["c"]);
+    }
+
+    #[test]
+    fn force_new_cluster_keeps_the_state_on_a_lone_survivor() {
+        use crate::state::tests::{node, task};
+        let (mut st, paths) = three_voters("force");
+        let entries = [
+            Entry { at: 1, ops: vec![Op::PutNode(node("n1", "linux/amd64"))] },
+            put("a"),
+            Entry { at: 2, ops: vec![Op::CreateTask(task("t1", "a", 1))] },
+        ];
+        let props: Vec<Proposal> = entries.iter().map(|e| st[0].propose_async(e).unwrap()).collect();
+        assert!(pump_until(&mut st, &[], 200, |st| st[1].state() == st[0].state() && st[1].state().tasks.contains_key("t1")));
+        assert_eq!(st[0].take_outcomes(), props.iter().map(|p| (*p, true)).collect::<Vec<_>>());
+        let mut survivor = st.remove(1);
+        drop(st);
+        assert!(!survivor.is_leader());
+        let before = survivor.state().clone();
+        for _ in 0..100 {
+            survivor.tick().unwrap();
+        }
+        assert!(!survivor.is_leader(), "no quorum without the others");
+        survivor.force_new_cluster().unwrap();
+        let me = survivor.raft_id();
+        assert!(survivor.is_leader());
+        assert_eq!(survivor.voters(), vec![me]);
+        assert!(survivor.raft_status().learners.is_empty());
+        assert_eq!(survivor.state(), &before);
+        assert!(survivor.state().nodes.contains_key("n1") && survivor.state().tasks.contains_key("t1"));
+        survivor.propose(&put("b")).unwrap();
+        let p = survivor.propose_async(&put("c")).unwrap();
+        assert_eq!(survivor.take_outcomes(), vec![(p, true)]);
+        let after = survivor.state().clone();
+        drop(survivor);
+        let (s, id) = Store::open(&paths[1], 9, || unreachable!()).unwrap();
+        assert_eq!(id, "force-2");
+        assert!(s.is_leader());
+        assert_eq!(s.voters(), vec![me]);
+        assert_eq!(s.state(), &after);
+        assert_eq!(s.state().services.len(), 3);
+    }
+
+    #[test]
+    fn garbage_messages_are_refused_without_panics() {
+        use raft::{Message, MessageKind};
+        let (mut single, _) = open_node("garbage-1", Bootstrap::Single);
+        let (mut blank, _) = open_node("garbage-2", Bootstrap::Join);
+        single.propose(&put("a")).unwrap();
+        for s in [&mut single, &mut blank] {
+            let me = s.raft_id();
+            let kinds = [
+                MessageKind::VoteRequest { pre: false, last_index: u64::MAX, last_term: u64::MAX, transfer: true },
+                MessageKind::VoteResponse { pre: false, granted: true },
+                MessageKind::Append { prev_index: u64::MAX, prev_term: 1, entries: vec![], commit: u64::MAX },
+                MessageKind::Append {
+                    prev_index: 0,
+                    prev_term: 0,
+                    entries: vec![raft::Entry { term: 1, index: 5, kind: EntryKind::Normal(vec![0xff; 8]) }],
+                    commit: 9,
+                },
+                MessageKind::AppendResponse { index: u64::MAX, reject: None },
+                MessageKind::Heartbeat { commit: u64::MAX, read_seq: 7 },
+                MessageKind::HeartbeatResponse { read_seq: u64::MAX },
+                MessageKind::SnapshotChunk {
+                    meta: raft::SnapshotMeta { index: 3, term: 1, conf: raft::ConfState::with_voters(&[7]) },
+                    total_bytes: 4,
+                    offset: 0,
+                    data: vec![0xde, 0xad, 0xbe, 0xef],
+                },
+                MessageKind::SnapshotChunk { meta: raft::SnapshotMeta::default(), total_bytes: u64::MAX, offset: u64::MAX, data: vec![1] },
+                MessageKind::SnapshotResponse { index: u64::MAX, next_offset: u64::MAX },
+                MessageKind::TimeoutNow,
+                MessageKind::ReadIndex { ctx: vec![1; 10] },
+                MessageKind::ReadIndexResponse { ctx: vec![], index: Some(u64::MAX) },
+            ];
+            for kind in kinds {
+                for (from, to, term) in
+                    [(0, me, 1), (me, me, 1), (7, me + 1, 1), (7, me, 0), (7, me, 3), (7, me, 1 << 40), (7, me, u64::MAX)]
+                {
+                    let _ = s.step(Message { from, to, term, kind: kind.clone() });
+                }
+            }
+            for _ in 0..30 {
+                let _ = s.tick();
+            }
+        }
+        // The refused ones are reported as step errors.
+        let me = single.raft_id();
+        let bad = Message { from: 0, to: me, term: 1, kind: MessageKind::TimeoutNow };
+        assert!(matches!(single.step(bad), Err(StoreError::Step(_))));
+        // Garbage never reached the state machine; the undecodable snapshot
+        // halted the blank node instead of being persisted or applied.
+        assert!(blank.state().services.is_empty());
+        assert!(matches!(blank.tick(), Err(StoreError::Halted(_))));
+        assert!(blank.storage.load().unwrap().snapshot.data.is_empty());
+        blank.reset(Bootstrap::Join).unwrap();
+        assert!(blank.tick().unwrap().is_empty());
+        assert!(single.state().services.contains_key("a"));
+        assert!(single.tick().is_ok());
     }
 
     #[test]

@@ -797,7 +797,9 @@ impl Raft {
     }
 
     fn start_campaign(&mut self, pre: bool, transfer: bool) {
-        if !self.conf.is_voter(self.id) {
+        // A peer may have pushed the term to u64::MAX: no higher term exists
+        // to campaign in (safety holds, this node just cannot lead).
+        if !self.conf.is_voter(self.id) || self.term == u64::MAX {
             return;
         }
         let vote_term = if pre {
@@ -1186,7 +1188,7 @@ impl Raft {
             }
             MessageKind::VoteResponse { pre, granted } => {
                 let expected = if pre { Role::PreCandidate } else { Role::Candidate };
-                let term_ok = if pre { m.term == self.term + 1 || !granted } else { m.term == self.term };
+                let term_ok = if pre { Some(m.term) == self.term.checked_add(1) || !granted } else { m.term == self.term };
                 if self.role == expected && term_ok && self.conf.is_voter(m.from) {
                     self.votes.insert(m.from, granted);
                     match self.tally() {

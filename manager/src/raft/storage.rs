@@ -1,6 +1,9 @@
 //! Durable raft state in redb: hard state, membership, log entries and the
 //! latest snapshot, written by [`RaftStorage::persist`] from a [`Ready`] in
-//! one immediate-durability (fsynced) write transaction.
+//! one immediate-durability (fsynced) write transaction. [`RaftStorage::clear`]
+//! (leave/join: back to a brand-new node) and [`RaftStorage::overwrite`]
+//! (force a new cluster) replace every raft record, also in one fsynced
+//! transaction each.
 //!
 //! The daemon shares one database file between raft and the state machine,
 //! so every table here is named `raft_*` and nothing else is touched. Values
@@ -181,6 +184,49 @@ impl RaftStorage {
         Ok(())
     }
 
+    /// Deletes every raft record (hard state, membership, log, snapshot) in
+    /// one durable transaction: afterwards `load` returns an empty
+    /// `Persisted`, as for a brand-new node. Other tables are untouched.
+    pub fn clear(&self) -> Result<(), StorageError> {
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        {
+            txn.open_table(META).map_err(db_err)?.retain(|_, _| false).map_err(db_err)?;
+            txn.open_table(LOG).map_err(db_err)?.retain(|_, _| false).map_err(db_err)?;
+            txn.open_table(SNAPSHOT_DATA).map_err(db_err)?.retain(|_, _| false).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Replaces every raft record with `p` in one durable transaction, so
+    /// that `load` returns `p` (used to force a new cluster from a
+    /// survivor's state). The caller ensures `p` is consistent
+    /// (`Raft::restore` re-checks it).
+    pub fn overwrite(&self, p: &Persisted) -> Result<(), StorageError> {
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        {
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            let mut log = txn.open_table(LOG).map_err(db_err)?;
+            let mut data = txn.open_table(SNAPSHOT_DATA).map_err(db_err)?;
+            meta.retain(|_, _| false).map_err(db_err)?;
+            log.retain(|_, _| false).map_err(db_err)?;
+            data.retain(|_, _| false).map_err(db_err)?;
+            meta.insert(META_HARD_STATE, to_bytes(&p.hard_state).as_slice()).map_err(db_err)?;
+            meta.insert(META_CONF_STATE, to_bytes(&p.conf_state).as_slice()).map_err(db_err)?;
+            meta.insert(META_LOG_START, to_bytes(&(p.prev_index, p.prev_term)).as_slice()).map_err(db_err)?;
+            if p.snapshot != Snapshot::default() {
+                write_snapshot(&mut meta, &mut data, &p.snapshot)?;
+            }
+            for e in &p.entries {
+                log.insert(e.index, to_bytes(e).as_slice()).map_err(db_err)?;
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(())
+    }
+
     #[cfg(test)]
     pub(crate) fn corrupt_for_test(&self, table: &str, key: u64, bytes: &[u8]) {
         let txn = self.db.begin_write().unwrap();
@@ -269,6 +315,31 @@ mod tests {
         assert!(Raft::restore_applied(Config::lan(1, 9), p, 13).is_err());
         drop(again);
         drop(durable_app);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn overwrite_then_load_round_trips_and_clear_empties() {
+        let (db, dir) = temp_db("overwrite");
+        let st = RaftStorage::new(db).unwrap();
+        let mut raft = Raft::bootstrap(Config::lan(1, 7), &[1]).unwrap();
+        raft.tick();
+        drive(&mut raft, &st);
+        assert!(!st.load().unwrap().is_empty());
+        let conf = ConfState::with_voters(&[2]);
+        let p = Persisted {
+            hard_state: HardState { term: 9, vote: 2, commit: 5 },
+            conf_state: conf.clone(),
+            snapshot: Snapshot { meta: SnapshotMeta { index: 5, term: 4, conf }, data: b"state@5".to_vec() },
+            prev_index: 5,
+            prev_term: 4,
+            entries: vec![Entry { term: 9, index: 6, kind: crate::raft::EntryKind::Normal(vec![1]) }],
+        };
+        st.overwrite(&p).unwrap();
+        assert_eq!(st.load().unwrap(), p);
+        assert!(Raft::restore(Config::lan(2, 7), st.load().unwrap()).is_ok());
+        st.clear().unwrap();
+        assert!(st.load().unwrap().is_empty());
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -227,6 +227,24 @@ fn failed_step_changes_nothing() {
 }
 
 #[test]
+fn a_term_pushed_to_u64_max_does_not_overflow() {
+    // Found by the store's garbage-message test: a peer's message at term
+    // u64::MAX followed by a campaign (timeout or TimeoutNow) overflowed.
+    let mut net = Net::new(3);
+    net.elect(1);
+    let vote = MessageKind::VoteRequest { pre: false, last_index: u64::MAX, last_term: u64::MAX, transfer: true };
+    net.node(2).step(msg(3, 2, u64::MAX, vote)).unwrap();
+    assert_eq!(net.node(2).term(), u64::MAX);
+    net.node(2).step(msg(1, 2, u64::MAX, MessageKind::TimeoutNow)).unwrap();
+    net.node(2).step(msg(3, 2, u64::MAX, MessageKind::VoteResponse { pre: true, granted: true })).unwrap();
+    for _ in 0..100 {
+        net.node(2).tick();
+    }
+    assert_eq!(net.node(2).term(), u64::MAX);
+    assert_ne!(net.node(2).role(), Role::Leader);
+}
+
+#[test]
 fn frames_stay_under_the_limit() {
     // A leader with large entries and a large snapshot never emits a frame
     // above MAX_FRAME_BYTES.
