@@ -23,8 +23,6 @@ use std::time::{Duration, Instant};
 pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// Encrypted bytes moved from the link into one write batch.
 pub const WRITE_BATCH_BYTES: usize = 256 * 1024;
-/// Commands the application may queue before `send` waits.
-pub const COMMAND_QUEUE_MAX: usize = 64;
 /// Events the loop may queue before it stops reading.
 pub const EVENT_QUEUE_MAX: usize = 64;
 
@@ -50,13 +48,9 @@ pub struct LinkChannels {
     events: async_channel::Sender<Event>,
 }
 
-/// A bounded command/event channel pair for one link.
-pub fn channels() -> (LinkHandle, LinkChannels) {
-    channels_with(COMMAND_QUEUE_MAX)
-}
-
-/// [`channels`] with room for `commands_max` queued commands (the daemon's
-/// links carry bursts of raft messages).
+/// A bounded command/event channel pair for one link, with room for
+/// `commands_max` queued commands (the daemon's links carry bursts of raft
+/// messages).
 pub fn channels_with(commands_max: usize) -> (LinkHandle, LinkChannels) {
     let (command_tx, command_rx) = async_channel::bounded(commands_max);
     let (event_tx, event_rx) = async_channel::bounded(EVENT_QUEUE_MAX);
@@ -249,8 +243,8 @@ mod tests {
             let mut client_config = relaxed(&client_key);
             client_config.peer_digest_pin = Some(digest(server_key.public()));
             client_config.handshake_payload = b"token".to_vec();
-            let (sh, sc) = channels();
-            let (ch, cc) = channels();
+            let (sh, sc) = channels_with(64);
+            let (ch, cc) = channels_with(64);
             let server = async {
                 let (stream, _) = l.accept().await.unwrap();
                 drive(stream, Link::responder(relaxed(&server_key), now_ms(origin)).unwrap(), origin, sc).await
@@ -291,8 +285,8 @@ mod tests {
             let (server_key, client_key) = (NodeKey::generate().unwrap(), NodeKey::generate().unwrap());
             let (l, addr) = listener();
             let origin = Instant::now();
-            let (sh, sc) = channels();
-            let (ch, cc) = channels();
+            let (sh, sc) = channels_with(64);
+            let (ch, cc) = channels_with(64);
             let server = async {
                 let (stream, _) = l.accept().await.unwrap();
                 drive(stream, Link::responder(LinkConfig::lan(*server_key.private()), now_ms(origin)).unwrap(), origin, sc).await
@@ -352,7 +346,7 @@ mod tests {
                 Timer::after(Duration::from_millis(2_000)).await;
                 drop(stream);
             };
-            let (ch, cc) = channels();
+            let (ch, cc) = channels_with(64);
             let client = async {
                 let stream = connect(addr, Duration::from_secs(2)).await.unwrap();
                 let started = Instant::now();
@@ -406,7 +400,7 @@ mod tests {
                     }
                 }
             };
-            let (ch, cc) = channels();
+            let (ch, cc) = channels_with(64);
             let client = async {
                 let stream = connect(addr, Duration::from_secs(2)).await.unwrap();
                 let link = Link::initiator(short(&client_key), now_ms(origin)).unwrap();
@@ -441,8 +435,8 @@ mod tests {
             let origin = Instant::now();
             let mut client_config = short(&client_key);
             client_config.peer_digest_pin = Some([0; 32]);
-            let (sh, sc) = channels();
-            let (ch, cc) = channels();
+            let (sh, sc) = channels_with(64);
+            let (ch, cc) = channels_with(64);
             let server = async {
                 let (stream, _) = l.accept().await.unwrap();
                 drive(stream, Link::responder(short(&server_key), now_ms(origin)).unwrap(), origin, sc).await

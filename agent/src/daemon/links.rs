@@ -16,8 +16,8 @@
 
 use super::Event;
 use crate::net;
-use async_io::{Async, Timer};
 use async_channel::Sender;
+use async_io::{Async, Timer};
 use futures_lite::future::FutureExt;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use shoal_shared::noise::link::{Link, LinkConfig};

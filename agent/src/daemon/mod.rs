@@ -37,10 +37,10 @@ use shoal_shared::ops::Op;
 use shoal_shared::rng::Rng;
 use shoal_shared::task::TaskState;
 use shoal_shared::types::{NodeDescription, NodeState, ServiceSpec, Task, TaskStatus};
-use swarm::{Mode, Swarm};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use swarm::{Mode, Swarm};
 
 /// Events queued for the loop at most; senders wait when it is full.
 const EVENTS_QUEUE_MAX: usize = 1024;
@@ -352,8 +352,9 @@ impl Daemon {
             Event::ForwardDone { conn, id, reply } => self.on_forward_done(conn, id, reply),
             Event::Tick => {
                 // One raft tick per loop tick (the ticker runs at raft's tick_ms); a lone manager has no peers to message.
-                if let Err(e) = self.store.tick() {
-                    crate::log!("ERROR", "raft tick failed: {e}");
+                match self.store.tick() {
+                    Ok(msgs) => self.route_raft(msgs),
+                    Err(e) => crate::log!("ERROR", "raft tick failed: {e}"),
                 }
                 self.swarm_tick();
                 if self.logs_checked_at.elapsed() >= Duration::from_millis(LOG_ROTATE_CHECK_MS) {
@@ -626,7 +627,10 @@ impl Daemon {
                 return;
             }
             Request::ServiceRemove { service } => {
-                self.write(control::remove_service(self.store.state(), &service).map(|(ops, name)| (ops, Reply::Removed(vec![name]))), &reply);
+                self.write(
+                    control::remove_service(self.store.state(), &service).map(|(ops, name)| (ops, Reply::Removed(vec![name]))),
+                    &reply,
+                );
                 return;
             }
             Request::ImageLoad { path } => {

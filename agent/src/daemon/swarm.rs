@@ -402,7 +402,10 @@ impl Daemon {
             .nodes
             .values()
             .filter(|n| n.role == NodeRole::Manager)
-            .map(|n| ManagerInfo { node_id: n.id.clone(), addr: if n.manager_addr.is_empty() { n.addr.clone() } else { n.manager_addr.clone() } })
+            .map(|n| ManagerInfo {
+                node_id: n.id.clone(),
+                addr: if n.manager_addr.is_empty() { n.addr.clone() } else { n.manager_addr.clone() },
+            })
             .collect()
     }
 
@@ -572,7 +575,9 @@ impl Daemon {
             return;
         }
         let target = match self.swarm.mode {
-            Mode::Worker => self.swarm.dials.values().find_map(|d| d.conn).filter(|c| self.swarm.conns.get(c).is_some_and(|c| c.peer.is_some())),
+            Mode::Worker => {
+                self.swarm.dials.values().find_map(|d| d.conn).filter(|c| self.swarm.conns.get(c).is_some_and(|c| c.peer.is_some()))
+            }
             _ => self.leader_node().and_then(|l| self.swarm.established(&l)),
         };
         let Some(conn) = target else { return };
@@ -703,7 +708,13 @@ impl Daemon {
             }
             let lost = self.swarm.lost_at.get(&n.id).copied().unwrap_or(since).max(since);
             if now.duration_since(lost) >= Duration::from_millis(NODE_DOWN_GRACE_MS) {
-                crate::log!("WARN", "node {} ({}) is down: no link for {} ms", n.id, n.description.hostname, now.duration_since(lost).as_millis());
+                crate::log!(
+                    "WARN",
+                    "node {} ({}) is down: no link for {} ms",
+                    n.id,
+                    n.description.hostname,
+                    now.duration_since(lost).as_millis()
+                );
                 ops.push(Op::SetNodeState { id: n.id.clone(), state: NodeState::Down });
             }
         }
@@ -855,7 +866,10 @@ impl Daemon {
                     self.swarm.close(conn, "this node is not a manager");
                 } else if !known {
                     crate::log!("WARN", "refused node {peer} from {remote:?}: not a member of this swarm (removed, or never joined)");
-                    self.swarm.close(conn, "this node is not a member of the swarm (it was removed, or never joined): join it again with a token");
+                    self.swarm.close(
+                        conn,
+                        "this node is not a member of the swarm (it was removed, or never joined): join it again with a token",
+                    );
                 } else {
                     let _ = wire::decode_node_hello(payload);
                     self.accept_peer(conn, &peer);
@@ -866,7 +880,8 @@ impl Daemon {
                     self.swarm.close(conn, "this manager has no swarm state yet; retry");
                     return;
                 };
-                let secrets = JoinSecrets { worker: Secret::from_bytes(cluster.worker_secret), manager: Secret::from_bytes(cluster.manager_secret) };
+                let secrets =
+                    JoinSecrets { worker: Secret::from_bytes(cluster.worker_secret), manager: Secret::from_bytes(cluster.manager_secret) };
                 match token::check_join_hello(payload, &cluster.public_key, &secrets) {
                     Ok(role) => {
                         let role = match role {
@@ -965,11 +980,10 @@ impl Daemon {
                     return;
                 }
                 match raft::decode(&bytes) {
-                    Ok(m) if m.from == raft_id(&peer) => {
-                        if let Err(e) = self.store.step(m) {
-                            crate::log!("WARN", "raft message from {peer} refused: {e}");
-                        }
-                    }
+                    Ok(m) if m.from == raft_id(&peer) => match self.store.step(m) {
+                        Ok(msgs) => self.route_raft(msgs),
+                        Err(e) => crate::log!("WARN", "raft message from {peer} refused: {e}"),
+                    },
                     Ok(m) => {
                         crate::log!("WARN", "node {peer} sent a raft message as {}; closing", m.from);
                         self.swarm.close(conn, "raft sender does not match the link's key");
@@ -1135,8 +1149,16 @@ impl Daemon {
             let tasks: Vec<_> = state.tasks.values().filter(|t| t.node_id == peer).cloned().collect();
             let sids: BTreeSet<&str> = tasks.iter().map(|t| t.service_id.as_str()).collect();
             let services = state.services.values().filter(|s| sids.contains(s.id.as_str())).cloned().collect();
-            let cluster_key = (node.role == NodeRole::Manager).then(|| self.swarm.cluster_key.as_ref().map(|k| k.private().to_vec())).flatten();
-            let msg = Wire::Assignments { node: node.clone(), tasks, services, managers: managers.clone(), leader_id: self.node_id.clone(), cluster_key };
+            let cluster_key =
+                (node.role == NodeRole::Manager).then(|| self.swarm.cluster_key.as_ref().map(|k| k.private().to_vec())).flatten();
+            let msg = Wire::Assignments {
+                node: node.clone(),
+                tasks,
+                services,
+                managers: managers.clone(),
+                leader_id: self.node_id.clone(),
+                cluster_key,
+            };
             let bytes = wire::encode(&msg);
             let conn = s.conn;
             if bytes == s.sent {
@@ -1213,8 +1235,8 @@ impl Daemon {
         if self.swarm.mode != Mode::Manager {
             return;
         }
-        let demoted = self.store.state().cluster.is_some()
-            && self.store.state().nodes.get(&self.node_id).is_some_and(|n| n.role == NodeRole::Worker);
+        let demoted =
+            self.store.state().cluster.is_some() && self.store.state().nodes.get(&self.node_id).is_some_and(|n| n.role == NodeRole::Worker);
         if !demoted {
             self.swarm.demoted_at = None;
             return;
@@ -1268,7 +1290,14 @@ impl Daemon {
 
     // ----- init, join, leave --------------------------------------------
 
-    pub(crate) fn swarm_init(&mut self, advertise_addr: String, listen_addr: String, availability: Availability, force: bool, reply: &Sender<Reply>) {
+    pub(crate) fn swarm_init(
+        &mut self,
+        advertise_addr: String,
+        listen_addr: String,
+        availability: Availability,
+        force: bool,
+        reply: &Sender<Reply>,
+    ) {
         if self.swarm.mode == Mode::Manager && force {
             if let Err(e) = self.store.force_new_cluster() {
                 let _ = reply.try_send(Reply::error(ErrorKind::Internal, format!("cannot force a new cluster: {e}")));
@@ -1430,7 +1459,8 @@ impl Daemon {
         };
         let listen = if listen_addr.is_empty() { format!("0.0.0.0:{}", super::SWARM_PORT) } else { with_port(&listen_addr) };
         let port = listen.rsplit(':').next().unwrap_or("2377").to_string();
-        let advertise = if advertise_addr.is_empty() { format!("{}:{port}", crate::host::default_addr()) } else { with_port(&advertise_addr) };
+        let advertise =
+            if advertise_addr.is_empty() { format!("{}:{port}", crate::host::default_addr()) } else { with_port(&advertise_addr) };
         self.swarm.joining = Some(Joining {
             token: token.clone(),
             remote: remote.clone(),
@@ -1461,7 +1491,16 @@ impl Daemon {
         }
         self.swarm.conns.insert(
             conn,
-            Conn { commands: None, purpose: Purpose::Join, outbound: true, remote: Some(sock), expect: None, peer: None, join_role: None, error: None },
+            Conn {
+                commands: None,
+                purpose: Purpose::Join,
+                outbound: true,
+                remote: Some(sock),
+                expect: None,
+                peer: None,
+                join_role: None,
+                error: None,
+            },
         );
         let payload = token::encode_join_hello(&token);
         let pin = Some(token.cluster_key_digest);
@@ -1537,11 +1576,15 @@ impl Daemon {
         let Some(j) = self.swarm.joining.take() else { return };
         self.swarm.close(conn, "joined");
         if node_id != self.node_id {
-            let _ = j.reply.try_send(Reply::error(ErrorKind::Internal, format!("the manager recorded this node as {node_id}, expected {}", self.node_id)));
+            let _ = j.reply.try_send(Reply::error(
+                ErrorKind::Internal,
+                format!("the manager recorded this node as {node_id}, expected {}", self.node_id),
+            ));
             return;
         }
         if role == NodeRole::Manager {
-            let Some(k) = cluster_key.and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok()).and_then(|k| NodeKey::from_private(k).ok()) else {
+            let Some(k) = cluster_key.and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok()).and_then(|k| NodeKey::from_private(k).ok())
+            else {
                 let _ = j.reply.try_send(Reply::error(ErrorKind::Internal, "the manager did not send a valid cluster key"));
                 return;
             };
@@ -1623,6 +1666,11 @@ impl Daemon {
     /// Sends raft's queued messages to their members.
     pub(crate) fn flush_raft(&mut self) {
         let msgs = self.store.take_messages();
+        self.route_raft(msgs);
+    }
+
+    /// Sends raft messages to their members (dropped when no link is up: raft retries).
+    pub(crate) fn route_raft(&mut self, msgs: Vec<raft::Message>) {
         if msgs.is_empty() || self.swarm.mode != Mode::Manager {
             return;
         }
@@ -1668,7 +1716,10 @@ mod tests {
 
     #[test]
     fn hints_round_trip() {
-        let h = vec![ManagerInfo { node_id: "a".into(), addr: "10.0.0.1:2377".into() }, ManagerInfo { node_id: "b".into(), addr: "x:1".into() }];
+        let h = vec![
+            ManagerInfo { node_id: "a".into(), addr: "10.0.0.1:2377".into() },
+            ManagerInfo { node_id: "b".into(), addr: "x:1".into() },
+        ];
         assert_eq!(decode_hints(&encode_hints(&h)), h);
         assert!(decode_hints("").is_empty());
         assert!(decode_hints("garbage").is_empty());

@@ -7,7 +7,7 @@ use super::*;
 use crate::client::Client;
 use crate::runtime::fake::Fake;
 use shoal_shared::task::TaskState;
-use shoal_shared::types::ServiceSpec;
+use shoal_shared::types::{Availability, ServiceSpec};
 
 fn start(name: &str) -> (String, Arc<Fake>) {
     let dir = std::env::temp_dir().join(format!("shoal-daemon-{}-{name}", std::process::id()));
@@ -22,8 +22,8 @@ fn start(name: &str) -> (String, Arc<Fake>) {
     };
     let fake = Arc::new(Fake::new());
     let rt: Arc<dyn Runtime> = fake.clone();
-    let mut rng = Rng::from_seed(7);
-    let (store, node_id) = Store::open(&dir.join("shoal.redb"), 7, || rng.object_id()).unwrap();
+    let rng = Rng::from_seed(7);
+    let (store, node_id) = open_store(&dir, 7).unwrap();
     let sock = cfg.socket.clone();
     std::thread::spawn(move || run_with(cfg, store, node_id, rt, rng).unwrap());
     let host = format!("unix://{}", sock.display());
@@ -78,7 +78,7 @@ fn service_lifecycle_through_the_socket() {
             Request::SwarmInit {
                 advertise_addr: "127.0.0.1".into(),
                 availability: Availability::Active,
-                listen_addr: String::new(),
+                listen_addr: "127.0.0.1:0".into(),
                 force_new_cluster: false
             }
         ),
@@ -90,7 +90,7 @@ fn service_lifecycle_through_the_socket() {
             Request::SwarmInit {
                 advertise_addr: String::new(),
                 availability: Availability::Active,
-                listen_addr: String::new(),
+                listen_addr: "127.0.0.1:0".into(),
                 force_new_cluster: false
             }
         ),
@@ -166,7 +166,7 @@ fn service_update_pins_new_images_and_rolls_back() {
         Request::SwarmInit {
             advertise_addr: "127.0.0.1".into(),
             availability: Availability::Active,
-            listen_addr: String::new(),
+            listen_addr: "127.0.0.1:0".into(),
             force_new_cluster: false,
         },
     );
@@ -259,7 +259,7 @@ fn a_failed_start_is_tried_once_and_reported() {
             Request::SwarmInit {
                 advertise_addr: "127.0.0.1".into(),
                 availability: Availability::Active,
-                listen_addr: String::new(),
+                listen_addr: "127.0.0.1:0".into(),
                 force_new_cluster: false
             }
         ),

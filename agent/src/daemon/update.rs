@@ -46,7 +46,12 @@ impl Daemon {
     }
 
     /// Commits an update once its image is resolved (re-validated: the state may have moved on).
-    pub(super) fn finish_update(&mut self, service: String, result: Result<(Box<ServiceSpec>, Vec<String>), Box<Reply>>, reply: &Sender<Reply>) {
+    pub(super) fn finish_update(
+        &mut self,
+        service: String,
+        result: Result<(Box<ServiceSpec>, Vec<String>), Box<Reply>>,
+        reply: &Sender<Reply>,
+    ) {
         match result {
             Ok((spec, warnings)) => {
                 let now = self.now();
