@@ -266,16 +266,28 @@ impl ClusterNode {
         tail(&self.log(), n)
     }
 
-    /// This node's swarm node ID, from `shoal node inspect self` (its JSON
-    /// `ID`); `None` when the daemon does not answer it (not in a swarm yet,
-    /// down, or a worker that cannot answer node commands).
+    /// RUNNING tasks in this node's containerd (its own namespace), as `ctr` sees them.
+    pub fn running_tasks(&self) -> usize {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(self.containerd_socket())
+            .arg("--namespace")
+            .arg(&self.namespace)
+            .args(["tasks", "ls"])
+            .output()
+            .expect("run ctr");
+        String::from_utf8_lossy(&out.stdout).lines().skip(1).filter(|l| l.split_whitespace().nth(2) == Some("RUNNING")).count()
+    }
+
+    /// This node's node ID, from `shoal version`; `None` when the daemon
+    /// does not answer.
     pub fn node_id(&self) -> Option<String> {
-        let r = self.shoal(&["node", "inspect", "self"]);
+        // `shoal version` answers on workers too (they refuse `node inspect`).
+        let r = self.shoal(&["version"]);
         if r.code != 0 {
             return None;
         }
-        let v: serde_json::Value = serde_json::from_str(&r.stdout).ok()?;
-        v.get(0)?.get("ID")?.as_str().map(str::to_string)
+        r.stdout.lines().find_map(|l| l.trim().strip_prefix("Node ID:")).map(|id| id.trim().to_string())
     }
 }
 

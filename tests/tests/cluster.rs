@@ -1,0 +1,150 @@
+//! Multi-node swarms of real `shoal daemon` processes, each in its own
+//! network namespace with its own containerd (see `shoal_tests::cluster`).
+//! Every wait is bounded; failures print every node's log tail.
+
+use shoal_tests::cluster::Cluster;
+use shoal_tests::wait_for;
+use std::time::{Duration, Instant};
+
+/// `service ps` rows (JSON) of running tasks: (task id, node hostname-or-id).
+fn running_nodes(c: &Cluster, on: usize, service: &str) -> Vec<String> {
+    let r = c.nodes[on].shoal(&["service", "ps", "--no-trunc", "--format", "json", service]);
+    if r.code != 0 {
+        return Vec::new();
+    }
+    r.stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["CurrentState"].as_str().is_some_and(|s| s.starts_with("Running")) && v["DesiredState"] == "Running")
+        .map(|v| v["Node"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn workers_run_tasks_and_a_dead_worker_is_replaced() {
+    let Some(mut c) = Cluster::new(3) else { return };
+    c.init(1, 2);
+    let m = &c.nodes[0];
+    // node ls on the manager: one leader, two ready workers.
+    let ls = m.shoal(&["node", "ls"]).ok().stdout;
+    assert_eq!(ls.matches("Leader").count(), 1, "{ls}");
+    assert_eq!(ls.matches("Ready").count(), 3, "{ls}");
+    // A worker refuses cluster commands with Swarm's message.
+    let w = c.nodes[1].shoal(&["node", "ls"]);
+    assert_ne!(w.code, 0);
+    assert!(w.stderr.contains("not a swarm manager"), "{}", w.stderr);
+    m.shoal(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "web",
+        "--replicas",
+        "4",
+        "--constraint",
+        "node.role==worker",
+        "shoal.test/busybox:latest",
+        "sleep",
+        "3600",
+    ])
+    .ok();
+    // Tasks run in the workers' containerd, two each (spread).
+    wait_for("4 running tasks on the workers' containerd", Duration::from_secs(40), || {
+        (c.nodes[1].running_tasks() + c.nodes[2].running_tasks() == 4).then_some(())
+    });
+    assert_eq!(c.nodes[0].running_tasks(), 0, "the constraint keeps tasks off the manager");
+    assert_eq!(c.nodes[1].running_tasks(), 2);
+    let ps = running_nodes(&c, 0, "web");
+    assert_eq!(ps.len(), 4, "service ps shows the workers' reports: {ps:?}");
+    // Kill worker 2: it is marked Down and its tasks run on worker 1.
+    c.nodes[2].kill();
+    let down = Instant::now();
+    wait_for("node 2 to be Down", Duration::from_secs(10), || {
+        let ls = c.nodes[0].shoal(&["node", "ls"]).stdout;
+        (ls.matches("Down").count() == 1).then_some(())
+    });
+    eprintln!("worker marked Down {} ms after SIGKILL", down.elapsed().as_millis());
+    wait_for("4 running tasks on worker 1", Duration::from_secs(30), || (c.nodes[1].running_tasks() == 4).then_some(()));
+    eprintln!("tasks running elsewhere {} ms after SIGKILL", down.elapsed().as_millis());
+}
+
+/// Manager status column of `node ls` on node `on`, per node ID.
+fn manager_statuses(c: &Cluster, on: usize) -> Vec<(String, String)> {
+    let r = c.nodes[on].shoal(&["node", "ls", "--format", "json"]);
+    r.stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| (v["ID"].as_str().unwrap_or_default().to_string(), v["ManagerStatus"].as_str().unwrap_or_default().to_string()))
+        .collect()
+}
+
+#[test]
+fn managers_survive_a_leader_crash_report_quorum_loss_and_force_a_new_cluster() {
+    let Some(mut c) = Cluster::new(5) else { return };
+    c.init(3, 2);
+    wait_for("1 leader and 2 reachable managers", Duration::from_secs(20), || {
+        let st = manager_statuses(&c, 0);
+        let leaders = st.iter().filter(|(_, s)| s == "Leader").count();
+        let reachable = st.iter().filter(|(_, s)| s == "Reachable").count();
+        (leaders == 1 && reachable == 2).then_some(())
+    });
+    // Every manager answers (followers forward to the leader).
+    for i in 0..3 {
+        let ls = c.nodes[i].shoal(&["node", "ls"]).ok().stdout;
+        assert_eq!(ls.matches("Leader").count(), 1, "node {i}: {ls}");
+    }
+    c.nodes[1]
+        .shoal(&[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "--constraint",
+            "node.role==worker",
+            "shoal.test/busybox:latest",
+            "sleep",
+            "3600",
+        ])
+        .ok();
+    wait_for("2 tasks on the workers", Duration::from_secs(40), || {
+        (c.nodes[3].running_tasks() + c.nodes[4].running_tasks() == 2).then_some(())
+    });
+    let old = c.wait_for_leader(Duration::from_secs(10));
+    assert_eq!(old, 0, "the first manager leads until something happens");
+    c.nodes[0].kill();
+    let t0 = Instant::now();
+    let new = wait_for("a new leader among the survivors", Duration::from_secs(20), || c.leader().filter(|l| *l != 0));
+    eprintln!("new leader (node {new}) answering {} ms after SIGKILL of the leader", t0.elapsed().as_millis());
+    let survivor = if new == 1 { 2 } else { 1 };
+    // The CLI works against both survivors; the scale reaches the workers.
+    c.nodes[survivor].shoal(&["service", "scale", "web=3"]).ok();
+    wait_for("3 tasks on the workers", Duration::from_secs(40), || {
+        (c.nodes[3].running_tasks() + c.nodes[4].running_tasks() == 3).then_some(())
+    });
+    // Quorum loss: only `survivor` is left of 3 managers.
+    c.nodes[new].kill();
+    let t1 = Instant::now();
+    let r = c.nodes[survivor].shoal(&["service", "scale", "web=1"]);
+    assert_ne!(r.code, 0, "a write without quorum must fail: {}", r.stdout);
+    assert!(r.stderr.contains("the swarm does not have a leader: 1 of 3 managers reachable"), "{}", r.stderr);
+    assert!(r.stderr.contains("--force-new-cluster"), "{}", r.stderr);
+    assert!(t1.elapsed() < Duration::from_secs(15), "quorum loss must not hang the CLI (took {:?})", t1.elapsed());
+    // Reads still answer from the survivor's state.
+    c.nodes[survivor].shoal(&["service", "ls"]).ok();
+    // Recovery: the survivor becomes the only manager, keeping services and workers.
+    let out = c.nodes[survivor].shoal(&["swarm", "init", "--force-new-cluster"]).ok().stdout;
+    assert!(out.contains("Swarm initialized"), "{out}");
+    let ls = wait_for("the survivor to lead", Duration::from_secs(10), || {
+        let ls = c.nodes[survivor].shoal(&["node", "ls"]);
+        (ls.code == 0 && ls.stdout.contains("Leader")).then_some(ls.stdout)
+    });
+    assert_eq!(ls.matches("Leader").count(), 1, "{ls}");
+    c.nodes[survivor].shoal(&["service", "inspect", "web"]).ok();
+    c.nodes[survivor].shoal(&["service", "scale", "web=1"]).ok();
+    wait_for("1 task on the workers", Duration::from_secs(40), || {
+        (c.nodes[3].running_tasks() + c.nodes[4].running_tasks() == 1).then_some(())
+    });
+}
