@@ -101,7 +101,8 @@ nl_teardown() {
     fi
     # Host side of veths whose namespace vanished some other way.
     for v in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E "^shv$(_nl_hash "$prefix")-[0-9]+$"); do
-        _nl_run ip link del "$v" || return 1
+        # It may vanish on its own meanwhile (the kernel removes a veth whose peer's namespace is gone).
+        ip link del "$v" 2>/dev/null || ! ip link show "$v" >/dev/null 2>&1 || { echo "netns.sh: cannot delete $v" >&2; return 1; }
     done
     while iptables -w 5 -D FORWARD -i "$br" -o "$br" -j ACCEPT 2>/dev/null; do :; done
     return 0

@@ -148,3 +148,120 @@ fn managers_survive_a_leader_crash_report_quorum_loss_and_force_a_new_cluster() 
         (c.nodes[3].running_tasks() + c.nodes[4].running_tasks() == 1).then_some(())
     });
 }
+
+#[test]
+fn bad_tokens_and_removed_nodes_are_refused_and_membership_follows_swarm_rules() {
+    let Some(mut c) = Cluster::new(4) else { return };
+    c.init(1, 2);
+    c.nodes[3].start();
+    let m = &c.nodes[0];
+    let join = |i: usize, token: &str| {
+        c.nodes[i].shoal(&["swarm", "join", "--token", token, "--advertise-addr", &c.nodes[i].ip, &c.nodes[0].addr()])
+    };
+    // A token of the right shape whose secret is wrong.
+    let good = m.shoal(&["swarm", "join-token", "-q", "worker"]).ok().stdout.trim().to_string();
+    let (head, _) = good.rsplit_once('-').unwrap();
+    let r = join(3, &format!("{head}-{}", "0".repeat(25)));
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("join token secret is not valid"), "{}", r.stderr);
+    assert!(c.nodes[0].log().contains("refused join"), "the manager logs the refusal");
+    // A token for another swarm: the joiner refuses the manager's key (pinning).
+    let other = format!("SHLTKN-1-{}-{}", "1".repeat(50), "0".repeat(25));
+    let r = join(3, &other);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("does not match the join token"), "{}", r.stderr);
+    // A rotated token no longer admits anyone; the new one does.
+    let out = m.shoal(&["swarm", "join-token", "--rotate", "worker"]).ok().stdout;
+    assert!(out.contains("Successfully rotated worker join token."), "{out}");
+    let r = join(3, &good);
+    assert!(r.code != 0 && r.stderr.contains("join token secret is not valid"), "{}", r.stderr);
+    let fresh = m.shoal(&["swarm", "join-token", "-q", "worker"]).ok().stdout.trim().to_string();
+    assert_ne!(fresh, good);
+    let out = join(3, &fresh).ok().stdout;
+    assert!(out.contains("This node joined a swarm as a worker."), "{out}");
+    let id3 = c.nodes[3].node_id().unwrap();
+    // Swarm's refusals for rm, demote and leave.
+    let id0 = c.nodes[0].node_id().unwrap();
+    let r = m.shoal(&["node", "rm", &id0]);
+    assert!(
+        r.stderr.contains(&format!(
+            "node {id0} is a cluster manager and is a member of the raft cluster. It must be demoted to worker before removal"
+        )),
+        "{}",
+        r.stderr
+    );
+    let r = m.shoal(&["node", "demote", &id0]);
+    assert!(r.stderr.contains("attempting to demote the last manager of the swarm"), "{}", r.stderr);
+    let r = m.shoal(&["node", "rm", &id3]);
+    assert!(r.stderr.contains(&format!("node {id3} is not down and can't be removed")), "{}", r.stderr);
+    let r = m.shoal(&["swarm", "leave"]);
+    assert!(r.stderr.contains("Removing the last manager erases all current state of the swarm"), "{}", r.stderr);
+    // Removing a node locks its key out: its daemon cannot come back.
+    let out = m.shoal(&["node", "rm", "--force", &id3]).ok().stdout;
+    assert_eq!(out.trim(), id3);
+    wait_for("the removed node to be refused by the manager", Duration::from_secs(10), || {
+        c.nodes[0].log().contains(&format!("refused node {id3}")).then_some(())
+    });
+    let ls = m.shoal(&["node", "ls", "-q"]).ok().stdout;
+    assert!(!ls.contains(&id3), "{ls}");
+    // Promote a worker: it becomes a reachable manager; demote it back.
+    let id1 = c.nodes[1].node_id().unwrap();
+    let out = m.shoal(&["node", "promote", &id1]).ok().stdout;
+    assert_eq!(out.trim(), format!("Node {id1} promoted to a manager in the swarm."));
+    wait_for("the promoted node to be a reachable manager", Duration::from_secs(20), || {
+        manager_statuses(&c, 0).iter().any(|(id, s)| *id == id1 && s == "Reachable").then_some(())
+    });
+    wait_for("the promoted node to answer cluster commands", Duration::from_secs(20), || {
+        (c.nodes[1].shoal(&["node", "ls"]).code == 0).then_some(())
+    });
+    let out = m.shoal(&["node", "demote", &id1]).ok().stdout;
+    assert_eq!(out.trim(), format!("Manager {id1} demoted in the swarm."));
+    wait_for("the demoted node to refuse cluster commands as a worker", Duration::from_secs(20), || {
+        let r = c.nodes[1].shoal(&["node", "ls"]);
+        (r.code != 0 && r.stderr.contains("not a swarm manager")).then_some(())
+    });
+    wait_for("the demoted node to be Ready as a worker", Duration::from_secs(20), || {
+        manager_statuses(&c, 0).iter().any(|(id, s)| *id == id1 && s.is_empty()).then_some(())
+    });
+    // A worker leaves: Swarm's line, and the manager sees it Down.
+    let out = c.nodes[2].shoal(&["swarm", "leave"]).ok().stdout;
+    assert_eq!(out.trim(), "Node left the swarm.");
+    wait_for("the node that left to be Down", Duration::from_secs(10), || m.shoal(&["node", "ls"]).stdout.contains("Down").then_some(()));
+}
+
+#[test]
+fn a_partitioned_leader_steps_down_and_the_cluster_agrees_after_heal() {
+    let Some(mut c) = Cluster::new(3) else { return };
+    c.init(3, 0);
+    wait_for("3 managers, 1 leader", Duration::from_secs(20), || {
+        let st = manager_statuses(&c, 0);
+        (st.iter().filter(|(_, s)| s == "Leader").count() == 1 && st.iter().filter(|(_, s)| s == "Reachable").count() == 2).then_some(())
+    });
+    assert_eq!(c.wait_for_leader(Duration::from_secs(5)), 0);
+    c.nodes[0].partition();
+    let t0 = Instant::now();
+    // The majority elects a new leader; the old one cannot commit.
+    let new = wait_for("a leader on the majority side", Duration::from_secs(20), || {
+        (1..3).find_map(|i| {
+            let st = manager_statuses(&c, i);
+            let leader = st.iter().find(|(_, s)| s == "Leader").map(|(id, _)| id.clone())?;
+            (Some(leader.clone()) != c.node_id(0)).then_some(leader)
+        })
+    });
+    eprintln!("majority elected {new} {} ms after the partition", t0.elapsed().as_millis());
+    c.nodes[1].shoal(&["service", "create", "-d", "--name", "after-split", "shoal.test/busybox:latest", "sleep", "3600"]).ok();
+    let r = c.nodes[0].shoal(&["service", "create", "-d", "--name", "minority", "shoal.test/busybox:latest", "sleep", "3600"]);
+    assert_ne!(r.code, 0, "the isolated old leader must not accept writes: {}", r.stdout);
+    assert!(r.stderr.contains("does not have a leader"), "{}", r.stderr);
+    c.nodes[0].heal();
+    // After heal all three agree on one leader and on the services.
+    wait_for("all managers to agree after heal", Duration::from_secs(30), || {
+        let views: Vec<String> = (0..3).map(|i| c.nodes[i].shoal(&["service", "ls", "-q"]).stdout).collect();
+        let leaders: Vec<Option<String>> =
+            (0..3).map(|i| manager_statuses(&c, i).into_iter().find(|(_, s)| s == "Leader").map(|(id, _)| id)).collect();
+        (views.iter().all(|v| v == &views[0] && v.lines().count() == 1) && leaders.iter().all(|l| l.is_some() && *l == leaders[0]))
+            .then_some(())
+    });
+    let ls = c.nodes[0].shoal(&["service", "ls"]).ok().stdout;
+    assert!(ls.contains("after-split") && !ls.contains("minority"), "{ls}");
+}

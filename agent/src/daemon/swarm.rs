@@ -55,8 +55,10 @@ pub const JOIN_TIMEOUT_MS: u64 = 20_000;
 pub const JOIN_REDIRECTS_MAX: u32 = 3;
 /// A write waits this long for its commit before failing with the quorum message.
 pub const WRITE_TIMEOUT_MS: u64 = 5_000;
-/// A request forwarded to the leader waits this long for its answer.
+/// A write forwarded to the leader waits this long for its answer.
 pub const FORWARD_TIMEOUT_MS: u64 = 10_000;
+/// A read forwarded to the leader waits this long before this manager answers it itself.
+pub const FORWARD_READ_TIMEOUT_MS: u64 = 2_000;
 /// A node without any link to the leader for this long is marked Down.
 pub const NODE_DOWN_GRACE_MS: u64 = 1_000;
 /// A new leader waits this long for nodes to reconnect before marking any Down.
@@ -127,6 +129,11 @@ struct Parked {
 
 /// A request forwarded to the leader.
 struct Forward {
+    /// The link it went out on, and the leader it went to.
+    conn: u64,
+    leader: String,
+    /// Kept for reads: answered locally if the leader goes away.
+    read: Option<Request>,
     reply: Sender<Reply>,
     deadline: Instant,
     /// The leader's answer, held until this node applied `index`.
@@ -187,6 +194,8 @@ pub(crate) struct Swarm {
     joining: Option<Joining>,
     pending_joins: Vec<PendingJoin>,
     demoted_at: Option<Instant>,
+    /// Last raft leader, term and membership logged.
+    raft_seen: Option<(u64, u64, Vec<u64>, Vec<u64>)>,
 }
 
 /// The error every leader-bound request gets while no leader is reachable.
@@ -294,6 +303,7 @@ impl Swarm {
             joining: None,
             pending_joins: Vec::new(),
             demoted_at: None,
+            raft_seen: None,
         }
     }
 
@@ -413,9 +423,11 @@ impl Daemon {
     pub(crate) fn reachability(&self) -> (Vec<String>, usize) {
         let managers: Vec<String> = self.view().nodes.values().filter(|n| n.role == NodeRole::Manager).map(|n| n.id.clone()).collect();
         let total = managers.len().max(self.store.voters().len()).max(1);
+        let voters = self.store.voters();
         let mut reachable = vec![self.node_id.clone()];
         for m in managers {
-            if m != self.node_id && self.swarm.established(&m).is_some() {
+            // Reachable as Swarm means it: a raft voter this manager has a link to.
+            if m != self.node_id && self.swarm.established(&m).is_some() && voters.contains(&raft_id(&m)) {
                 reachable.push(m);
             }
         }
@@ -457,14 +469,17 @@ impl Daemon {
             }
             Mode::Manager if self.store.is_leader() => Some(req),
             Mode::Manager => {
-                let leader_conn = self.leader_node().and_then(|l| self.swarm.established(&l));
-                match leader_conn {
-                    Some(conn) if self.swarm.forwards.len() < FORWARDS_MAX => {
+                let leader = self.leader_node();
+                let leader_conn = leader.as_ref().and_then(|l| self.swarm.established(l));
+                match (leader, leader_conn) {
+                    (Some(leader), Some(conn)) if self.swarm.forwards.len() < FORWARDS_MAX => {
                         let id = self.swarm.next_forward;
                         self.swarm.next_forward += 1;
                         if self.swarm.send(conn, &Wire::Request { id, req: req.clone() }) {
-                            let deadline = Instant::now() + Duration::from_millis(FORWARD_TIMEOUT_MS);
-                            self.swarm.forwards.insert(id, Forward { reply: reply.clone(), deadline, answer: None });
+                            let read = is_read(&req).then_some(req);
+                            let wait_ms = if read.is_some() { FORWARD_READ_TIMEOUT_MS } else { FORWARD_TIMEOUT_MS };
+                            let deadline = Instant::now() + Duration::from_millis(wait_ms);
+                            self.swarm.forwards.insert(id, Forward { conn, leader, read, reply: reply.clone(), deadline, answer: None });
                             return None;
                         }
                         if is_read(&req) {
@@ -626,6 +641,14 @@ impl Daemon {
     /// Periodic swarm work, every loop tick.
     pub(crate) fn swarm_tick(&mut self) {
         let now = Instant::now();
+        if self.swarm.mode == Mode::Manager {
+            let st = self.store.raft_status();
+            let seen = (st.leader, st.term, st.voters.clone(), st.learners.clone());
+            if self.swarm.raft_seen.as_ref() != Some(&seen) {
+                crate::log!("INFO", "raft: term {} leader {:x} voters {:x?} learners {:x?}", st.term, st.leader, st.voters, st.learners);
+                self.swarm.raft_seen = Some(seen);
+            }
+        }
         // Deadlines.
         let no_leader = self.no_leader_reply();
         let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.swarm.parked).into_iter().partition(|w| now >= w.deadline);
@@ -634,18 +657,34 @@ impl Daemon {
             let _ = w.reply.try_send(no_leader.clone());
         }
         self.swarm.inflight.retain(|(_, at)| now.duration_since(*at) < Duration::from_millis(WRITE_TIMEOUT_MS));
-        let late: Vec<u64> = self.swarm.forwards.iter().filter(|(_, f)| now >= f.deadline).map(|(id, _)| *id).collect();
+        // Forwards whose deadline passed, or whose leader or link went away.
+        let leader = self.leader_node();
+        let late: Vec<u64> = self
+            .swarm
+            .forwards
+            .iter()
+            .filter(|(_, f)| {
+                let lost = f.answer.is_none() && (leader.as_deref() != Some(f.leader.as_str()) || !self.swarm.conns.contains_key(&f.conn));
+                now >= f.deadline || lost
+            })
+            .map(|(id, _)| *id)
+            .collect();
         for id in late {
-            if let Some(f) = self.swarm.forwards.remove(&id) {
-                let r = match f.answer {
-                    // Answered but this manager lags: the answer is still right.
-                    Some((r, _)) => r,
-                    None => Reply::error(
+            let Some(f) = self.swarm.forwards.remove(&id) else { continue };
+            match (f.answer, f.read) {
+                // Answered but this manager lags: the answer is still right.
+                (Some((r, _)), _) => {
+                    let _ = f.reply.try_send(r);
+                }
+                // A read the leader did not answer: this manager's own state answers it.
+                (None, Some(req)) => self.handle_control(req, f.reply),
+                (None, None) => {
+                    let r = Reply::error(
                         ErrorKind::Unavailable,
-                        format!("the leader did not answer within {} s; check `shoal node ls` and retry", FORWARD_TIMEOUT_MS / 1000),
-                    ),
-                };
-                let _ = f.reply.try_send(r);
+                        format!("lost the leader ({}) while the change was in flight: check with `shoal service ls` / `shoal node ls` and retry", f.leader),
+                    );
+                    let _ = f.reply.try_send(r);
+                }
             }
         }
         if let Some(j) = &self.swarm.joining {
@@ -1096,7 +1135,10 @@ impl Daemon {
 
     fn on_session(&mut self, conn: u64, peer: &str, advertise_addr: String, description: shoal_shared::types::NodeDescription) {
         let Some(node) = self.store.state().nodes.get(peer).cloned() else {
-            self.swarm.close(conn, "this node is not a member of the swarm (it was removed): join it again with a token");
+            // Only the leader's state is authoritative: a lagging manager keeps the link.
+            if self.leads() {
+                self.swarm.close(conn, "this node is not a member of the swarm (it was removed): join it again with a token");
+            }
             return;
         };
         if !self.leads() {
