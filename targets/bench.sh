@@ -26,7 +26,7 @@ tests/lib/containerd.sh start "$DIR/ctrd"
 "$BIN" daemon --data-dir "$DIR/data" --socket "$SOCK" --containerd "$DIR/ctrd/containerd.sock" --containerd-namespace $NS 2>"$DIR/daemon.log" &
 DPID=$!
 for _ in $(seq 200); do "$BIN" version >/dev/null 2>&1 && break; sleep 0.05; done
-"$BIN" swarm init --advertise-addr 127.0.0.1 >/dev/null
+"$BIN" swarm init --advertise-addr 127.0.0.1 --listen-addr 127.0.0.1:0 >/dev/null
 tests/lib/mkimage.sh "$DIR/busybox.tar" shoal.bench/busybox:latest >/dev/null 2>&1
 "$BIN" image load -i "$DIR/busybox.tar" >/dev/null
 sleep 1

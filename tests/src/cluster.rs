@@ -266,6 +266,28 @@ impl ClusterNode {
         tail(&self.log(), n)
     }
 
+    /// `(container id, pid)` of RUNNING tasks in this node's containerd, sorted.
+    pub fn tasks_pids(&self) -> Vec<(String, String)> {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(self.containerd_socket())
+            .arg("--namespace")
+            .arg(&self.namespace)
+            .args(["tasks", "ls"])
+            .output()
+            .expect("run ctr");
+        let mut v: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() >= 3 && f[2] == "RUNNING").then(|| (f[0].to_string(), f[1].to_string()))
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
     /// RUNNING tasks in this node's containerd (its own namespace), as `ctr` sees them.
     pub fn running_tasks(&self) -> usize {
         let out = Command::new("ctr")

@@ -252,7 +252,7 @@ impl Node {
     /// Initialises a swarm and loads the test image.
     pub fn init_with_image(&mut self) {
         self.start_daemon();
-        self.shoal(&["swarm", "init", "--advertise-addr", "127.0.0.1"]).ok();
+        self.shoal(&["swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", "127.0.0.1:0"]).ok();
         let img = test_image();
         self.shoal(&["image", "load", "-i", img.to_str().expect("utf-8 path")]).ok();
     }

@@ -265,3 +265,149 @@ fn a_partitioned_leader_steps_down_and_the_cluster_agrees_after_heal() {
     let ls = c.nodes[0].shoal(&["service", "ls"]).ok().stdout;
     assert!(ls.contains("after-split") && !ls.contains("minority"), "{ls}");
 }
+
+/// Benchmark (run by `targets/cluster-bench.sh`, never in CI): prints the
+/// time from SIGKILL of the leader to a new leader answering (5 runs), from
+/// SIGKILL of a worker to Down and to its tasks running elsewhere, and the
+/// bytes an idle worker sends per second. Asserts nothing about speed.
+#[test]
+#[ignore = "benchmark: run targets/cluster-bench.sh"]
+fn bench_failover_down_and_idle_bytes() {
+    let Some(mut c) = Cluster::new(5) else { return };
+    c.init(3, 2);
+    wait_for("3 voters", Duration::from_secs(20), || {
+        (manager_statuses(&c, 0).iter().filter(|(_, s)| s == "Leader" || s == "Reachable").count() == 3).then_some(())
+    });
+    let mut failovers = Vec::new();
+    for run in 0..5 {
+        let old = c.wait_for_leader(Duration::from_secs(20));
+        let old_id = c.node_id(old);
+        c.nodes[old].kill();
+        let t0 = Instant::now();
+        wait_for("a new leader", Duration::from_secs(30), || {
+            (0..3).filter(|i| *i != old).find_map(|i| {
+                let st = manager_statuses(&c, i);
+                st.iter().any(|(id, s)| s == "Leader" && Some(id) != old_id.as_ref()).then_some(())
+            })
+        });
+        let ms = t0.elapsed().as_millis();
+        failovers.push(ms);
+        eprintln!("run {run}: new leader answering {ms} ms after SIGKILL of the leader");
+        c.nodes[old].start();
+        wait_for("the old leader to be a reachable voter again", Duration::from_secs(30), || {
+            let other = (0..3).find(|i| *i != old)?;
+            (manager_statuses(&c, other).iter().filter(|(_, s)| s == "Leader" || s == "Reachable").count() == 3).then_some(())
+        });
+    }
+    let leader = c.wait_for_leader(Duration::from_secs(20));
+    c.nodes[leader]
+        .shoal(&[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "web",
+            "--replicas",
+            "4",
+            "--constraint",
+            "node.role==worker",
+            "shoal.test/busybox:latest",
+            "sleep",
+            "3600",
+        ])
+        .ok();
+    wait_for("4 tasks on the workers", Duration::from_secs(60), || {
+        (c.nodes[3].running_tasks() + c.nodes[4].running_tasks() == 4).then_some(())
+    });
+    // Idle bytes: count what worker 3 sends to the swarm port for 10 s.
+    let w = &c.nodes[3];
+    w.exec(&["iptables", "-I", "OUTPUT", "-p", "tcp", "--dport", "2377", "-j", "ACCEPT"]).ok();
+    let counter = |w: &shoal_tests::cluster::ClusterNode| -> u64 {
+        let out = w.exec(&["iptables", "-L", "OUTPUT", "-v", "-x", "-n"]).ok().stdout;
+        out.lines().find(|l| l.contains("dpt:2377")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+    };
+    let b0 = counter(w);
+    std::thread::sleep(Duration::from_secs(10));
+    let bytes_per_s = (counter(w) - b0) as f64 / 10.0;
+    eprintln!("idle worker -> manager: {bytes_per_s:.1} bytes/s on the wire (IP+TCP+Noise; 1 keepalive/s when idle)");
+    // Worker death.
+    c.nodes[4].kill();
+    let t0 = Instant::now();
+    let leader = c.wait_for_leader(Duration::from_secs(10));
+    wait_for("the dead worker to be Down", Duration::from_secs(30), || {
+        c.nodes[leader].shoal(&["node", "ls"]).stdout.contains("Down").then_some(())
+    });
+    let down_ms = t0.elapsed().as_millis();
+    wait_for("4 tasks on the surviving worker", Duration::from_secs(60), || (c.nodes[3].running_tasks() == 4).then_some(()));
+    let moved_ms = t0.elapsed().as_millis();
+    failovers.sort_unstable();
+    eprintln!("SUMMARY leader failover ms (5 runs, sorted): {failovers:?}");
+    eprintln!("SUMMARY worker SIGKILL -> Down: {down_ms} ms; -> its tasks running elsewhere: {moved_ms} ms");
+    eprintln!("SUMMARY idle worker bytes/s sent: {bytes_per_s:.1}");
+}
+
+#[test]
+fn workers_keep_their_containers_while_no_manager_is_reachable() {
+    let Some(mut c) = Cluster::new(2) else { return };
+    c.init(1, 1);
+    c.nodes[0]
+        .shoal(&[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "agent",
+            "--mode",
+            "global",
+            "--constraint",
+            "node.role==worker",
+            "shoal.test/busybox:latest",
+            "sleep",
+            "3600",
+        ])
+        .ok();
+    wait_for("the global task on the worker", Duration::from_secs(40), || (c.nodes[1].running_tasks() == 1).then_some(()));
+    let before = c.nodes[1].tasks_pids();
+    // The manager dies, and the worker restarts while it is gone.
+    c.nodes[0].kill();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(c.nodes[1].tasks_pids(), before, "the worker keeps its container while the manager is dead");
+    c.nodes[1].kill();
+    c.nodes[1].start();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(c.nodes[1].tasks_pids(), before, "a restarted worker without managers adopts and keeps its container");
+    // The manager comes back from its data dir: same task, no duplicate.
+    c.nodes[0].start();
+    wait_for("the manager to see the worker Ready again", Duration::from_secs(30), || {
+        let ls = c.nodes[0].shoal(&["node", "ls"]);
+        (ls.code == 0 && ls.stdout.matches("Ready").count() == 2).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(c.nodes[1].tasks_pids(), before, "the same container runs on, not a replacement");
+    let ps = running_nodes(&c, 0, "agent");
+    assert_eq!(ps.len(), 1, "one running task in the manager's view: {ps:?}");
+}
+
+#[test]
+fn demoting_the_leader_hands_leadership_over() {
+    let Some(mut c) = Cluster::new(3) else { return };
+    c.init(3, 0);
+    wait_for("3 voters", Duration::from_secs(20), || {
+        (manager_statuses(&c, 0).iter().filter(|(_, s)| s == "Leader" || s == "Reachable").count() == 3).then_some(())
+    });
+    let id0 = c.node_id(0).unwrap();
+    let out = c.nodes[0].shoal(&["node", "demote", &id0]).ok().stdout;
+    assert_eq!(out.trim(), format!("Manager {id0} demoted in the swarm."));
+    let leader = wait_for("another manager to lead", Duration::from_secs(20), || c.leader().filter(|l| *l != 0));
+    wait_for("the old leader to run as a worker", Duration::from_secs(20), || {
+        let r = c.nodes[0].shoal(&["node", "ls"]);
+        (r.code != 0 && r.stderr.contains("not a swarm manager")).then_some(())
+    });
+    wait_for("2 voters and a ready worker", Duration::from_secs(20), || {
+        let st = manager_statuses(&c, leader);
+        let managers = st.iter().filter(|(_, s)| s == "Leader" || s == "Reachable").count();
+        (managers == 2 && st.iter().any(|(id, s)| *id == id0 && s.is_empty())).then_some(())
+    });
+    // The two remaining managers still commit.
+    c.nodes[leader].shoal(&["service", "create", "-d", "--name", "after", "shoal.test/busybox:latest", "sleep", "3600"]).ok();
+}

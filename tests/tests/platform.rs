@@ -37,7 +37,7 @@ fn tasks_only_run_where_the_image_has_the_platform() {
     // A node that says it is an arm64 machine.
     let mut n = Node::new();
     n.start_daemon_env(&[("SHOAL_TEST_PLATFORM", "linux/arm64")]);
-    n.shoal(&["swarm", "init", "--advertise-addr", "127.0.0.1"]).ok();
+    n.shoal(&["swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", "127.0.0.1:0"]).ok();
     let node: serde_json::Value = serde_json::from_str(&n.shoal(&["node", "inspect", "self"]).ok().stdout).unwrap();
     assert_eq!(node[0]["Description"]["Platform"]["Architecture"], "arm64");
     assert_eq!(node[0]["Description"]["Platform"]["Variant"], "v8");
@@ -68,7 +68,7 @@ fn tasks_only_run_where_the_image_has_the_platform() {
     // Variants are strict: an arm/v6 node does not take the arm/v7 entry.
     let mut v6 = Node::new();
     v6.start_daemon_env(&[("SHOAL_TEST_PLATFORM", "linux/arm/v6")]);
-    v6.shoal(&["swarm", "init", "--advertise-addr", "127.0.0.1"]).ok();
+    v6.shoal(&["swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", "127.0.0.1:0"]).ok();
     v6.shoal(&["service", "create", "-d", "--name", "multi", &multi, "busybox", "sleep", "1000"]).ok();
     let (_, err) = wait_for("the task to be pending on arm/v6", WAIT, || {
         let (s, e) = state_of(&v6, "multi");

@@ -16,7 +16,7 @@ fn services_pull_missing_images_from_a_registry() {
 
     let mut n = Node::new();
     n.start_daemon();
-    n.shoal(&["swarm", "init", "--advertise-addr", "127.0.0.1"]).ok();
+    n.shoal(&["swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", "127.0.0.1:0"]).ok();
     assert!(!n.shoal(&["image", "ls"]).ok().stdout.contains("app"), "not on the node yet");
 
     // A tag the registry does not have: refused, nothing created.
