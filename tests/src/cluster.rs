@@ -290,15 +290,7 @@ impl ClusterNode {
 
     /// RUNNING tasks in this node's containerd (its own namespace), as `ctr` sees them.
     pub fn running_tasks(&self) -> usize {
-        let out = Command::new("ctr")
-            .arg("--address")
-            .arg(self.containerd_socket())
-            .arg("--namespace")
-            .arg(&self.namespace)
-            .args(["tasks", "ls"])
-            .output()
-            .expect("run ctr");
-        String::from_utf8_lossy(&out.stdout).lines().skip(1).filter(|l| l.split_whitespace().nth(2) == Some("RUNNING")).count()
+        self.tasks_pids().len()
     }
 
     /// This node's node ID, from `shoal version`; `None` when the daemon

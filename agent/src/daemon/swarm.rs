@@ -951,6 +951,15 @@ impl Daemon {
         }
     }
 
+    /// Whether `peer` is a manager as far as this node knows (state, or the
+    /// managers it was told about when it joined).
+    fn is_manager_peer(&self, peer: &str) -> bool {
+        match self.store.state().nodes.get(peer) {
+            Some(n) => n.role == NodeRole::Manager,
+            None => self.swarm.hints.iter().any(|m| m.node_id == peer),
+        }
+    }
+
     fn accept_peer(&mut self, conn: u64, peer: &str) {
         if let Some(c) = self.swarm.conns.get_mut(&conn) {
             c.peer = Some(peer.to_string());
@@ -1015,7 +1024,9 @@ impl Daemon {
         let join_role = c.join_role;
         match (purpose, msg) {
             (Purpose::Node, Wire::Raft(bytes)) => {
-                if self.swarm.mode != Mode::Manager {
+                // Only managers take part in raft: a worker's key cannot disturb elections.
+                // (A member being demoted still counts until raft has removed it.)
+                if self.swarm.mode != Mode::Manager || !(self.is_manager_peer(&peer) || self.store.is_member(raft_id(&peer))) {
                     return;
                 }
                 match raft::decode(&bytes) {
@@ -1048,6 +1059,12 @@ impl Daemon {
                 self.commit_internal(ops);
             }
             (Purpose::Node, Wire::Request { id, req }) => {
+                if !self.is_manager_peer(&peer) {
+                    // Workers cannot view or change cluster state, not even by forwarding.
+                    crate::log!("WARN", "node {peer} is not a manager but forwarded a request; closing");
+                    self.swarm.close(conn, "only managers may forward requests");
+                    return;
+                }
                 if !self.leads() {
                     let r = match self.leader_node() {
                         Some(l) => Reply::error(ErrorKind::Unavailable, format!("leadership moved to {l}; retry")),
@@ -1143,11 +1160,7 @@ impl Daemon {
         };
         if !self.leads() {
             if node.role == NodeRole::Worker {
-                let (leader_id, leader_addr) = self
-                    .leader_node()
-                    .and_then(|l| self.store.state().nodes.get(&l).map(|n| (n.id.clone(), n.manager_addr.clone())))
-                    .unwrap_or_default();
-                self.swarm.send(conn, &Wire::Redirect { leader_id, leader_addr });
+                self.redirect_to_leader(conn);
             }
             return;
         }
@@ -1167,6 +1180,15 @@ impl Daemon {
             }
             self.commit_internal(vec![Op::PutNode(updated)]);
         }
+    }
+
+    /// Tells the peer on `conn` where the leader is (empty when unknown).
+    fn redirect_to_leader(&mut self, conn: u64) {
+        let (leader_id, leader_addr) = self
+            .leader_node()
+            .and_then(|l| self.store.state().nodes.get(&l).map(|n| (n.id.clone(), n.manager_addr.clone())))
+            .unwrap_or_default();
+        self.swarm.send(conn, &Wire::Redirect { leader_id, leader_addr });
     }
 
     /// Leader: sends each worker session its assignments when they changed.
@@ -1567,11 +1589,7 @@ impl Daemon {
         description: shoal_shared::types::NodeDescription,
     ) {
         if !self.leads() {
-            let (leader_id, leader_addr) = self
-                .leader_node()
-                .and_then(|l| self.store.state().nodes.get(&l).map(|n| (n.id.clone(), n.manager_addr.clone())))
-                .unwrap_or_default();
-            self.swarm.send(conn, &Wire::Redirect { leader_id, leader_addr });
+            self.redirect_to_leader(conn);
             return;
         }
         let remote_ip = self.swarm.conns.get(&conn).and_then(|c| c.remote).map(|a| a.ip().to_string()).unwrap_or_default();
