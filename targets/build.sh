@@ -24,7 +24,11 @@ command -v readelf >/dev/null 2>&1 || need+=(binutils)
 command -v sha256sum >/dev/null 2>&1 || need+=(coreutils)
 for WANT in "${NAMES[@]}"; do
   cross_lookup
-  if [ "$T_PKG" != - ] && ! dpkg -s "$T_PKG" >/dev/null 2>&1; then need+=("$T_PKG"); fi
+  [ "$T_PKG" = - ] && continue
+  IFS=, read -ra pkgs <<<"$T_PKG"
+  for pkg in "${pkgs[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+  done
 done
 if [ ${#need[@]} -gt 0 ]; then
   echo "build: installing ${need[*]}" >&2
