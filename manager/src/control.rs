@@ -11,7 +11,10 @@ use crate::updater::{MSG_ROLLBACK_MANUAL, MSG_UPDATING};
 use shoal_shared::api::ErrorKind;
 use shoal_shared::clock::UnixNanos;
 use shoal_shared::ops::Op;
-use shoal_shared::types::{Meta, NodeRole, NodeState, Service, ServiceMode, ServiceSpec, UpdateState, UpdateStatus};
+use shoal_shared::types::{
+    Meta, NodeRole, NodeState, Service, ServiceMode, ServiceSpec, UpdateState, UpdateStatus, DISPATCHER_HEARTBEAT_MS_MAX,
+    DISPATCHER_HEARTBEAT_MS_MIN,
+};
 use std::collections::BTreeMap;
 
 /// Longest service name, as Docker's DNS-label rule.
@@ -247,6 +250,24 @@ pub fn remove_service(state: &State, key: &str) -> Result<(Vec<Op>, String), Con
     Ok((vec![Op::DeleteService { id: s.id.clone() }], s.spec.name.clone()))
 }
 
+/// Ops for `swarm update`: each `Some` setting replaces the current one.
+pub fn update_swarm(state: &State, dispatcher_heartbeat_ms: Option<u64>) -> Result<Vec<Op>, ControlError> {
+    in_swarm(state)?;
+    let mut next = state.settings.clone();
+    if let Some(ms) = dispatcher_heartbeat_ms {
+        if !(DISPATCHER_HEARTBEAT_MS_MIN..=DISPATCHER_HEARTBEAT_MS_MAX).contains(&ms) {
+            return Err(ControlError::Invalid(format!(
+                "invalid --dispatcher-heartbeat of {ms} ms: use a duration from {DISPATCHER_HEARTBEAT_MS_MIN}ms to 24h, e.g. 30s"
+            )));
+        }
+        next.dispatcher_heartbeat_ms = ms;
+    }
+    if next == state.settings {
+        return Ok(Vec::new());
+    }
+    Ok(vec![Op::SetSwarmSettings(next)])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +278,20 @@ mod tests {
         let mut s = State::default();
         s.apply(1, &Entry { at: 1, ops: vec![Op::PutCluster(Cluster { id: "c".into(), ..Default::default() })] });
         s
+    }
+
+    #[test]
+    fn swarm_settings_are_validated() {
+        assert_eq!(update_swarm(&State::default(), Some(5_000)), Err(ControlError::NotInSwarm));
+        let s = swarm();
+        let ops = update_swarm(&s, Some(30_000)).unwrap();
+        assert_eq!(ops, vec![Op::SetSwarmSettings(shoal_shared::types::SwarmSettings { dispatcher_heartbeat_ms: 30_000 })]);
+        assert!(update_swarm(&s, None).unwrap().is_empty(), "nothing to change, nothing proposed");
+        assert!(update_swarm(&s, Some(s.settings.dispatcher_heartbeat_ms)).unwrap().is_empty());
+        for bad in [0, 99, DISPATCHER_HEARTBEAT_MS_MAX + 1] {
+            let e = update_swarm(&s, Some(bad)).unwrap_err();
+            assert!(e.to_string().contains("--dispatcher-heartbeat"), "{e}");
+        }
     }
 
     #[test]

@@ -15,11 +15,13 @@
 use serde::{Deserialize, Serialize};
 use shoal_shared::ops::{Entry, Op};
 use shoal_shared::task::TaskState;
-use shoal_shared::types::{Cluster, Node, Service, Task, UpdateStatus};
+use shoal_shared::types::{Cluster, Node, Service, SwarmSettings, Task, UpdateStatus};
 use std::collections::BTreeMap;
 
-/// Version of the snapshot encoding.
-const SNAPSHOT_VERSION: u8 = 1;
+/// Version of the snapshot encoding: `[SNAPSHOT_VERSION] ++ postcard(State)`.
+/// Version 1 lacked `settings` (it restores with the defaults); postcard
+/// structs are positional, so a new field means a new version here.
+const SNAPSHOT_VERSION: u8 = 2;
 
 /// The whole replicated state, materialised in memory.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -30,6 +32,18 @@ pub struct State {
     pub tasks: BTreeMap<String, Task>,
     /// Index of the last applied entry.
     pub applied_index: u64,
+    /// Swarm-wide settings (`swarm init`/`swarm update`).
+    pub settings: SwarmSettings,
+}
+
+/// Snapshot version 1: [`State`] before `settings`.
+#[derive(Deserialize)]
+struct StateV1 {
+    cluster: Option<Cluster>,
+    nodes: BTreeMap<String, Node>,
+    services: BTreeMap<String, Service>,
+    tasks: BTreeMap<String, Task>,
+    applied_index: u64,
 }
 
 /// Why an op was skipped.
@@ -53,7 +67,7 @@ pub struct Applied {
 }
 
 /// Errors restoring a snapshot.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {
     #[error("snapshot is empty")]
     Empty,
@@ -182,6 +196,9 @@ impl State {
                 n.labels = labels.clone();
                 touch(&mut n.meta, index, at);
             }
+            Op::SetSwarmSettings(settings) => {
+                self.settings = settings.clone();
+            }
         }
         Ok(())
     }
@@ -197,10 +214,16 @@ impl State {
     /// Decodes a snapshot made by [`State::snapshot`].
     pub fn restore(bytes: &[u8]) -> Result<State, SnapshotError> {
         let (&v, body) = bytes.split_first().ok_or(SnapshotError::Empty)?;
-        if v != SNAPSHOT_VERSION {
-            return Err(SnapshotError::Version(v));
+        let corrupt = |e: postcard::Error| SnapshotError::Corrupt(e.to_string());
+        match v {
+            1 => {
+                let old: StateV1 = postcard::from_bytes(body).map_err(corrupt)?;
+                let StateV1 { cluster, nodes, services, tasks, applied_index } = old;
+                Ok(State { cluster, nodes, services, tasks, applied_index, settings: SwarmSettings::default() })
+            }
+            SNAPSHOT_VERSION => postcard::from_bytes(body).map_err(corrupt),
+            _ => Err(SnapshotError::Version(v)),
         }
-        postcard::from_bytes(body).map_err(|e| SnapshotError::Corrupt(e.to_string()))
     }
 
     /// Finds a service by exact id, exact name, or unique id prefix.
@@ -370,6 +393,26 @@ pub(crate) mod tests {
         assert!(State::restore(&[]).is_err());
         assert!(State::restore(&[7]).is_err());
         assert!(State::restore(&snap[..snap.len() / 2]).is_err());
+    }
+
+    #[test]
+    fn settings_replicate_and_version_1_snapshots_restore_with_defaults() {
+        let mut s = State::default();
+        s.apply(1, &entry(vec![Op::PutService(service("a", "web"))]));
+        let custom = SwarmSettings { dispatcher_heartbeat_ms: 30_000 };
+        s.apply(2, &entry(vec![Op::SetSwarmSettings(custom.clone())]));
+        assert_eq!(s.settings, custom);
+        assert_eq!(State::restore(&s.snapshot()).unwrap().settings, custom);
+        // A version-1 snapshot is today's encoding without the trailing settings.
+        let mut v1 = s.snapshot();
+        v1[0] = 1;
+        let settings_len = postcard::to_allocvec(&custom).unwrap().len();
+        v1.truncate(v1.len() - settings_len);
+        let old = State::restore(&v1).unwrap();
+        assert_eq!(old.settings, SwarmSettings::default());
+        assert_eq!(old.services, s.services);
+        assert_eq!(old.applied_index, 2);
+        assert_eq!(State::restore(&[3, 0]), Err(SnapshotError::Version(3)));
     }
 
     #[test]

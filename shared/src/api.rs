@@ -102,6 +102,12 @@ pub enum Request {
         node: String,
         force: bool,
     },
+    /// `swarm update`: each `Some` setting replaces the swarm's.
+    SwarmUpdate {
+        dispatcher_heartbeat_ms: Option<u64>,
+    },
+    /// `shoal info`: this node and its swarm, as it sees them.
+    Info,
 }
 
 /// Where a log reader left off in one task's log.
@@ -145,6 +151,26 @@ pub struct VersionInfo {
     pub containerd: String,
     pub node_id: String,
     pub swarm: bool,
+}
+
+/// What `shoal info` shows (Docker's `docker info` Swarm section).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwarmInfo {
+    pub version: VersionInfo,
+    /// `inactive` (no swarm), `active`, or `pending` (joining).
+    pub local_state: String,
+    pub is_manager: bool,
+    /// The address other nodes reach this node at (empty outside a swarm).
+    pub node_addr: String,
+    /// Managers' swarm addresses as this node knows them.
+    pub manager_addrs: Vec<String>,
+    /// The rest is known to managers only (empty / 0 on workers).
+    pub cluster_id: String,
+    pub managers: u64,
+    pub nodes: u64,
+    pub settings: Option<crate::types::SwarmSettings>,
+    /// The raft leader's node id, when known.
+    pub leader_id: String,
 }
 
 /// Machine-readable error classes, so the CLI can pick exit codes.
@@ -219,6 +245,7 @@ pub enum Reply {
     },
     /// This node left its swarm.
     Left,
+    Info(Box<SwarmInfo>),
 }
 
 impl Reply {

@@ -9,7 +9,7 @@
 //! append only.
 
 use crate::task::TaskState;
-use crate::types::{Availability, Cluster, Node, NodeState, Service, Task, TaskStatus, UpdateStatus};
+use crate::types::{Availability, Cluster, Node, NodeState, Service, SwarmSettings, Task, TaskStatus, UpdateStatus};
 use serde::{Deserialize, Serialize};
 
 /// Version of the entry encoding; bump on incompatible change.
@@ -78,6 +78,8 @@ pub enum Op {
         id: String,
         labels: std::collections::BTreeMap<String, String>,
     },
+    /// Replace the swarm-wide settings (`swarm init`/`swarm update`).
+    SetSwarmSettings(SwarmSettings),
 }
 
 /// A batch of ops proposed together, stamped by the proposer.
@@ -153,6 +155,7 @@ mod tests {
                 Op::SetUpdateStatus { id: "s".into(), status: status.clone() },
                 Op::RollbackService { id: "s".into(), status },
                 Op::SetNodeLabels { id: "n".into(), labels },
+                Op::SetSwarmSettings(crate::types::SwarmSettings { dispatcher_heartbeat_ms: 30_000 }),
             ],
         };
         assert_eq!(Entry::decode(&e.encode()).unwrap(), e);

@@ -442,3 +442,31 @@ pub struct Cluster {
     pub worker_secret: [u8; 16],
     pub manager_secret: [u8; 16],
 }
+
+/// Default of [`SwarmSettings::dispatcher_heartbeat_ms`]: on a LAN a node is
+/// Down about a second after its link to the leader died.
+pub const DISPATCHER_HEARTBEAT_MS_DEFAULT: u64 = 1_000;
+/// Bounds of `--dispatcher-heartbeat`.
+pub const DISPATCHER_HEARTBEAT_MS_MIN: u64 = 100;
+pub const DISPATCHER_HEARTBEAT_MS_MAX: u64 = 24 * 3_600_000;
+
+/// Swarm-wide settings that `swarm init` and `swarm update` change (the part
+/// of Swarm's `ClusterSpec` Shoal has), replicated through
+/// `Op::SetSwarmSettings`. Fields only grow at the end, with a state
+/// snapshot version bump (see `manager::state`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwarmSettings {
+    /// `--dispatcher-heartbeat`: how long a node may be without a link to the
+    /// leader before the leader marks it Down and reschedules its replicated
+    /// tasks. Links send keepalives every second and a silent peer's link dies
+    /// after 3 s, so a node that vanishes (pulled cable) is Down after about
+    /// 3 s + this; a killed daemon's link ends at once. Raise it on flaky
+    /// links so a short outage does not move workloads.
+    pub dispatcher_heartbeat_ms: u64,
+}
+
+impl Default for SwarmSettings {
+    fn default() -> SwarmSettings {
+        SwarmSettings { dispatcher_heartbeat_ms: DISPATCHER_HEARTBEAT_MS_DEFAULT }
+    }
+}

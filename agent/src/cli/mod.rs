@@ -39,6 +39,8 @@ enum Command {
     Daemon(DaemonArgs),
     /// Show version and platform of the client and daemon.
     Version,
+    /// Display this node's swarm information (role, managers, settings).
+    Info,
     /// Manage the swarm.
     #[command(subcommand)]
     Swarm(swarm::SwarmCmd),
@@ -163,6 +165,7 @@ pub fn main() -> anyhow::Result<()> {
             insecure_registries: a.insecure_registries,
         }),
         Command::Version => version(&cli.host),
+        Command::Info => swarm::info(&cli.host),
         Command::Swarm(cmd) => swarm::run(&cli.host, cmd),
         Command::Node(cmd) => node(&cli.host, cmd),
         Command::Service(cmd) => service::run(&cli.host, cmd),

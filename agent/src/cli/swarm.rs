@@ -33,6 +33,17 @@ pub(crate) enum SwarmCmd {
         /// Force create a new cluster from the current state (this manager becomes the only one).
         #[arg(long)]
         force_new_cluster: bool,
+        /// How long a node may be unreachable before it is marked Down and its
+        /// tasks move (ns|us|ms|s|m|h; default 1s; raise it on flaky links).
+        #[arg(long, value_name = "DURATION", value_parser = parse::duration_ns)]
+        dispatcher_heartbeat: Option<u64>,
+    },
+    /// Update the swarm's settings.
+    Update {
+        /// How long a node may be unreachable before it is marked Down and its
+        /// tasks move (ns|us|ms|s|m|h; default 1s; raise it on flaky links).
+        #[arg(long, value_name = "DURATION", value_parser = parse::duration_ns)]
+        dispatcher_heartbeat: Option<u64>,
     },
     /// Join a swarm as a worker or a manager (the token decides).
     Join {
@@ -75,14 +86,28 @@ pub(crate) enum SwarmCmd {
 /// Runs a `shoal swarm` command.
 pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
     match cmd {
-        SwarmCmd::Init { advertise_addr, listen_addr, availability, force_new_cluster } => {
+        SwarmCmd::Init { advertise_addr, listen_addr, availability, force_new_cluster, dispatcher_heartbeat } => {
+            let heartbeat_ms = dispatcher_heartbeat.map(ns_to_ms);
             match call(host, Request::SwarmInit { advertise_addr, availability, listen_addr, force_new_cluster }, REPLY_MS_DEFAULT)? {
                 Reply::SwarmInit { node_id, advertise_addr, worker_token } => {
+                    if heartbeat_ms.is_some() {
+                        call(host, Request::SwarmUpdate { dispatcher_heartbeat_ms: heartbeat_ms }, REPLY_MS_DEFAULT).map_err(|e| {
+                            e.context("the swarm was initialized, but its settings were not applied; run `shoal swarm update` again")
+                        })?;
+                    }
                     print!("{}", init_text(&node_id, &worker_token, &advertise_addr));
                     Ok(())
                 }
                 r => Err(unexpected(r)),
             }
+        }
+        SwarmCmd::Update { dispatcher_heartbeat } => {
+            if dispatcher_heartbeat.is_none() {
+                anyhow::bail!("nothing to update: give a setting, e.g. `shoal swarm update --dispatcher-heartbeat 30s`");
+            }
+            call(host, Request::SwarmUpdate { dispatcher_heartbeat_ms: dispatcher_heartbeat.map(ns_to_ms) }, REPLY_MS_DEFAULT)?;
+            println!("Swarm updated.");
+            Ok(())
         }
         SwarmCmd::Join { token, advertise_addr, listen_addr, availability, remote } => {
             let remote_addr = with_default_port(&remote);
@@ -116,6 +141,58 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
             r => Err(unexpected(r)),
         },
     }
+}
+
+/// Nanoseconds to whole milliseconds, rounding up so a sub-millisecond
+/// duration is refused by the daemon's bounds rather than read as 0.
+fn ns_to_ms(ns: u64) -> u64 {
+    ns.div_ceil(1_000_000)
+}
+
+/// `shoal info`: Docker's `docker info` Swarm section, from the daemon's view.
+pub(crate) fn info(host: &str) -> anyhow::Result<()> {
+    let Reply::Info(i) = call(host, Request::Info, REPLY_MS_DEFAULT)? else { anyhow::bail!("unexpected reply from the daemon") };
+    print!("{}", info_text(&i));
+    Ok(())
+}
+
+/// Docker's human duration for whole seconds ("5 seconds"), milliseconds otherwise.
+fn heartbeat_text(ms: u64) -> String {
+    if ms % 1_000 == 0 {
+        super::output::human_duration(std::time::Duration::from_millis(ms))
+    } else {
+        format!("{ms} milliseconds")
+    }
+}
+
+fn info_text(i: &shoal_shared::api::SwarmInfo) -> String {
+    let mut out = format!(
+        "Server Version: {}\nPlatform: {}\nRuntime: {}\nSwarm: {}\n",
+        i.version.version, i.version.platform, i.version.containerd, i.local_state
+    );
+    if i.local_state == "inactive" {
+        return out;
+    }
+    out += &format!(" NodeID: {}\n Is Manager: {}\n", i.version.node_id, i.is_manager);
+    if i.is_manager {
+        out += &format!(" ClusterID: {}\n Managers: {}\n Nodes: {}\n", i.cluster_id, i.managers, i.nodes);
+        if !i.leader_id.is_empty() {
+            out += &format!(" Leader: {}\n", i.leader_id);
+        }
+        if let Some(s) = &i.settings {
+            out += &format!(" Dispatcher:\n  Heartbeat Period: {}\n", heartbeat_text(s.dispatcher_heartbeat_ms));
+        }
+    }
+    if !i.node_addr.is_empty() {
+        out += &format!(" Node Address: {}\n", i.node_addr);
+    }
+    if !i.manager_addrs.is_empty() {
+        out += " Manager Addresses:\n";
+        for a in &i.manager_addrs {
+            out += &format!("  {a}\n");
+        }
+    }
+    out
 }
 
 /// `node promote` (role Manager) and `node demote` (role Worker).
@@ -215,6 +292,41 @@ pub(crate) fn manager_status(role: NodeRole, id: &str, leader_id: &str, reachabl
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shoal_shared::api::{SwarmInfo, VersionInfo};
+    use shoal_shared::types::SwarmSettings;
+
+    #[test]
+    fn info_reads_like_docker_info() {
+        let version = VersionInfo {
+            version: "0.1.0".into(),
+            platform: "linux/arm64/v8".into(),
+            containerd: "containerd 1.6.20".into(),
+            node_id: "abc".into(),
+            swarm: true,
+        };
+        let mut i = SwarmInfo {
+            version,
+            local_state: "active".into(),
+            is_manager: true,
+            node_addr: "10.0.0.5".into(),
+            manager_addrs: vec!["10.0.0.5:2377".into()],
+            cluster_id: "cid".into(),
+            managers: 1,
+            nodes: 3,
+            settings: Some(SwarmSettings { dispatcher_heartbeat_ms: 30_000 }),
+            leader_id: "abc".into(),
+        };
+        let text = info_text(&i);
+        assert!(text.contains("Swarm: active\n NodeID: abc\n Is Manager: true\n ClusterID: cid\n Managers: 1\n Nodes: 3\n"), "{text}");
+        assert!(text.contains(" Dispatcher:\n  Heartbeat Period: 30 seconds\n"), "{text}");
+        assert!(text.ends_with(" Node Address: 10.0.0.5\n Manager Addresses:\n  10.0.0.5:2377\n"), "{text}");
+        i.settings = Some(SwarmSettings { dispatcher_heartbeat_ms: 1_500 });
+        assert!(info_text(&i).contains("Heartbeat Period: 1500 milliseconds"));
+        i.local_state = "inactive".into();
+        assert!(info_text(&i).ends_with("Swarm: inactive\n"));
+        assert_eq!(ns_to_ms(1), 1, "sub-millisecond rounds up, so the daemon refuses it instead of reading 0");
+        assert_eq!(ns_to_ms(30_000_000_000), 30_000);
+    }
 
     #[test]
     fn texts_read_like_docker() {

@@ -555,13 +555,7 @@ impl Daemon {
     fn handle_control(&mut self, req: Request, reply: Sender<Reply>) {
         let r = match req {
             Request::Ping => Reply::Pong,
-            Request::Version => Reply::Version(VersionInfo {
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                platform: host::platform().to_string(),
-                containerd: self.runtime_version.clone(),
-                node_id: self.node_id.clone(),
-                swarm: self.swarm.mode != Mode::Solo || self.store.state().cluster.is_some(),
-            }),
+            Request::Version => Reply::Version(self.version_info()),
             Request::SwarmInit { advertise_addr, availability, listen_addr, force_new_cluster } => {
                 self.swarm_init(advertise_addr, listen_addr, availability, force_new_cluster, &reply);
                 return;
@@ -583,6 +577,12 @@ impl Daemon {
                 self.write(r.map(|ops| (ops, Reply::Ok)), &reply);
                 return;
             }
+            Request::SwarmUpdate { dispatcher_heartbeat_ms } => {
+                let r = control::update_swarm(self.store.state(), dispatcher_heartbeat_ms);
+                self.write(r.map(|ops| (ops, Reply::Ok)), &reply);
+                return;
+            }
+            Request::Info => self.info(),
             Request::NodeRemove { node, force } => {
                 let r = control::remove_node(self.store.state(), &self.node_id, &node, force);
                 self.write(r.map(|(ops, id)| (ops, Reply::Removed(vec![id]))), &reply);
@@ -677,8 +677,18 @@ impl Daemon {
         self.write(r.map(|ops| (ops, Reply::ServiceCreated { id, warnings })), reply);
     }
 
+    pub(crate) fn version_info(&self) -> VersionInfo {
+        VersionInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            platform: host::platform().to_string(),
+            containerd: self.runtime_version.clone(),
+            node_id: self.node_id.clone(),
+            swarm: self.swarm.mode != Mode::Solo || self.store.state().cluster.is_some(),
+        }
+    }
+
     /// The leader's node id, when one is known.
-    fn leader_node_id(&self) -> Option<String> {
+    pub(crate) fn leader_node_id(&self) -> Option<String> {
         if self.store.is_leader() {
             return Some(self.node_id.clone());
         }

@@ -59,8 +59,6 @@ pub const WRITE_TIMEOUT_MS: u64 = 5_000;
 pub const FORWARD_TIMEOUT_MS: u64 = 10_000;
 /// A read forwarded to the leader waits this long before this manager answers it itself.
 pub const FORWARD_READ_TIMEOUT_MS: u64 = 2_000;
-/// A node without any link to the leader for this long is marked Down.
-pub const NODE_DOWN_GRACE_MS: u64 = 1_000;
 /// A new leader waits this long for nodes to reconnect before marking any Down.
 pub const LEADER_GRACE_MS: u64 = 4_000;
 /// A demoted manager leaves raft at the latest this long after its demotion applied.
@@ -241,6 +239,7 @@ fn is_local(req: &Request) -> bool {
             | Request::SwarmInit { .. }
             | Request::SwarmJoin { .. }
             | Request::SwarmLeave { .. }
+            | Request::Info
     )
 }
 
@@ -432,6 +431,42 @@ impl Daemon {
             }
         }
         (reachable, total)
+    }
+
+    /// `shoal info`: this node's view of itself and its swarm (managers
+    /// answer from their replicated state, workers from what they were told).
+    pub(crate) fn info(&self) -> Reply {
+        let state = self.store.state();
+        let is_manager = self.swarm.mode == Mode::Manager;
+        let local_state = match self.swarm.mode {
+            _ if self.swarm.joining.is_some() => "pending",
+            Mode::Solo if state.cluster.is_some() => "active",
+            Mode::Solo => "inactive",
+            Mode::Manager | Mode::Worker => "active",
+        };
+        let manager_addrs: Vec<String> = if is_manager || (self.swarm.mode == Mode::Solo && state.cluster.is_some()) {
+            let mut v: Vec<String> = self.manager_infos().into_iter().map(|m| m.addr).filter(|a| !a.is_empty()).collect();
+            if v.is_empty() && !self.swarm.advertise_addr.is_empty() {
+                v.push(with_port(&self.swarm.advertise_addr));
+            }
+            v
+        } else {
+            self.swarm.hints.iter().map(|m| m.addr.clone()).collect()
+        };
+        let knows_state = is_manager || (self.swarm.mode == Mode::Solo && state.cluster.is_some());
+        let info = shoal_shared::api::SwarmInfo {
+            version: self.version_info(),
+            local_state: local_state.to_string(),
+            is_manager: knows_state,
+            node_addr: self.swarm.advertise_addr.clone(),
+            manager_addrs,
+            cluster_id: if knows_state { state.cluster.as_ref().map(|c| c.id.clone()).unwrap_or_default() } else { String::new() },
+            managers: if knows_state { state.nodes.values().filter(|n| n.role == NodeRole::Manager).count() as u64 } else { 0 },
+            nodes: if knows_state { state.nodes.len() as u64 } else { 0 },
+            settings: knows_state.then(|| state.settings.clone()),
+            leader_id: if knows_state { self.leader_node_id().unwrap_or_default() } else { String::new() },
+        };
+        Reply::Info(Box::new(info))
     }
 
     fn no_leader_reply(&self) -> Reply {
@@ -734,19 +769,21 @@ impl Daemon {
         }
     }
 
-    /// Leader: nodes without a link for `NODE_DOWN_GRACE_MS` are Down.
+    /// Leader: nodes without a link for the swarm's dispatcher heartbeat
+    /// (`swarm update --dispatcher-heartbeat`; `DISPATCHER_HEARTBEAT_MS_DEFAULT`) are Down.
     fn mark_down(&mut self, now: Instant) {
         let Some(since) = self.swarm.leader_since else { return };
         if now.duration_since(since) < Duration::from_millis(LEADER_GRACE_MS) || !self.swarm.inflight.is_empty() {
             return;
         }
+        let grace_ms = self.store.state().settings.dispatcher_heartbeat_ms;
         let mut ops = Vec::new();
         for n in self.store.state().nodes.values() {
             if n.id == self.node_id || n.state == NodeState::Down || self.swarm.established(&n.id).is_some() {
                 continue;
             }
             let lost = self.swarm.lost_at.get(&n.id).copied().unwrap_or(since).max(since);
-            if now.duration_since(lost) >= Duration::from_millis(NODE_DOWN_GRACE_MS) {
+            if now.duration_since(lost) >= Duration::from_millis(grace_ms) {
                 crate::log!(
                     "WARN",
                     "node {} ({}) is down: no link for {} ms",
