@@ -158,7 +158,7 @@ pub(crate) fn info(host: &str) -> anyhow::Result<()> {
 
 /// Docker's human duration for whole seconds ("5 seconds"), milliseconds otherwise.
 fn heartbeat_text(ms: u64) -> String {
-    if ms % 1_000 == 0 {
+    if ms / 1_000 * 1_000 == ms {
         super::output::human_duration(std::time::Duration::from_millis(ms))
     } else {
         format!("{ms} milliseconds")
