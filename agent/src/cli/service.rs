@@ -66,8 +66,12 @@ pub(crate) enum ServiceCmd {
     },
     /// Scale one or more replicated services (SERVICE=REPLICAS).
     Scale {
+        /// Exit immediately instead of waiting for the service to converge.
         #[arg(short, long)]
         detach: bool,
+        /// Longest time to wait for each service to converge without -d.
+        #[arg(long, value_parser = parse::duration_ns)]
+        timeout: Option<u64>,
         #[arg(required = true, value_parser = parse::scale)]
         scales: Vec<(String, u64)>,
     },
@@ -269,7 +273,8 @@ pub(crate) fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ServiceCmd::Scale { detach, scales } => {
+        ServiceCmd::Scale { detach, timeout, scales } => {
+            let timeout_ms = timeout.map(|ns| ns / 1_000_000).unwrap_or(PROGRESS_MS_DEFAULT);
             // Check every service first so a typo scales nothing.
             for (name, _) in &scales {
                 call(host, Request::ServiceInspect { service: name.clone() }, REPLY_MS_DEFAULT)?;
@@ -278,7 +283,7 @@ pub(crate) fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
                 call(host, Request::ServiceScale { service: name.clone(), replicas: *replicas }, REPLY_MS_DEFAULT)?;
                 println!("{name} scaled to {replicas}");
                 if !detach {
-                    progress(host, name, PROGRESS_MS_DEFAULT, Watch::converge())?;
+                    progress(host, name, timeout_ms, Watch::converge())?;
                 }
             }
             Ok(())
@@ -718,6 +723,22 @@ mod tests {
         let bad = ["t", "--rollback-failure-action", "rollback", "busybox"];
         assert!(spec_from(T::try_parse_from(bad).unwrap().a).is_err());
         assert!(T::try_parse_from(["t", "--update-order", "sideways", "busybox"]).is_err());
+    }
+
+    #[test]
+    fn scale_takes_a_timeout() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct T {
+            #[command(subcommand)]
+            c: ServiceCmd,
+        }
+        let ServiceCmd::Scale { detach, timeout, scales } = T::try_parse_from(["t", "scale", "--timeout", "5s", "web=7"]).unwrap().c else {
+            panic!("not a scale")
+        };
+        assert_eq!((detach, timeout, scales), (false, Some(5_000_000_000), vec![("web".to_string(), 7)]));
+        let ServiceCmd::Scale { timeout, .. } = T::try_parse_from(["t", "scale", "web=1"]).unwrap().c else { panic!("not a scale") };
+        assert_eq!(timeout, None, "the default ({PROGRESS_MS_DEFAULT} ms) applies");
     }
 
     #[test]
