@@ -22,6 +22,7 @@ use super::{call, inspect, parse, update};
 use crate::client::REPLY_MS_DEFAULT;
 use anyhow::bail;
 use clap::{Args, Subcommand};
+use shoal_manager::updater::MSG_ROLLBACK_MANUAL;
 use shoal_shared::api::{LogCursor, Reply, Request};
 use shoal_shared::task::TaskState;
 use shoal_shared::types::{Node, Service, ServiceMode, ServiceSpec, Task, UpdateState, UpdateStatus};
@@ -490,6 +491,20 @@ fn frame(service: &Service, tasks: &[Task], verify_ms: u64, watch: &Watch, statu
     (lines, converged)
 }
 
+/// What the `rollback: ...` line says for update status news not announced
+/// yet: the rollback's own message when it is seen starting. A rollback this
+/// command asked for may be past its start at the first poll (one that
+/// replaces no task, such as undoing a scale, completes in the same pass of
+/// the manager that started it); its start said the manual rollback's
+/// message, so that is the line, whatever the poll timing.
+fn rollback_note(watch: &Watch, status: &UpdateStatus) -> Option<String> {
+    match status.state {
+        UpdateState::RollbackStarted => Some(status.message.clone()),
+        UpdateState::RollbackPaused | UpdateState::RollbackCompleted if watch.rollback => Some(MSG_ROLLBACK_MANUAL.to_string()),
+        _ => None,
+    }
+}
+
 pub(crate) fn progress(host: &str, service: &str, timeout_ms: u64, watch: Watch) -> anyhow::Result<()> {
     let tty = std::io::stdout().is_terminal();
     let start = Instant::now();
@@ -502,11 +517,9 @@ pub(crate) fn progress(host: &str, service: &str, timeout_ms: u64, watch: Watch)
         let (svc, tasks, _) = fetch_tasks(host, service)?;
         let verify_ms = svc.spec.update.monitor_ns / 1_000_000;
         let status = svc.update_status.clone().filter(|u| watch.update && Some(u) != watch.before.as_ref());
-        if let Some(u) = &status {
-            if u.state == UpdateState::RollbackStarted && rollback_reason.is_none() {
-                notes.push(format!("rollback: {}", u.message));
-                rollback_reason = Some(u.message.clone());
-            }
+        if let Some(note) = status.as_ref().filter(|_| rollback_reason.is_none()).and_then(|u| rollback_note(&watch, u)) {
+            notes.push(format!("rollback: {note}"));
+            rollback_reason = Some(note);
         }
         let (frame_lines, converged) = frame(&svc, &tasks, verify_ms.min(VERIFY_MS_MAX), &watch, status.as_ref());
         let lines: Vec<String> = notes.iter().cloned().chain(frame_lines).collect();
@@ -723,6 +736,21 @@ mod tests {
         let bad = ["t", "--rollback-failure-action", "rollback", "busybox"];
         assert!(spec_from(T::try_parse_from(bad).unwrap().a).is_err());
         assert!(T::try_parse_from(["t", "--update-order", "sideways", "busybox"]).is_err());
+    }
+
+    #[test]
+    fn a_requested_rollback_is_announced_even_when_seen_completed() {
+        use shoal_shared::types::UpdateStatus;
+        let requested = Watch { update: true, rollback: true, before: None };
+        let update = Watch { update: true, rollback: false, before: None };
+        let started = UpdateStatus::started(UpdateState::RollbackStarted, 1, "update paused: task abc failed");
+        assert_eq!(rollback_note(&update, &started).as_deref(), Some("update paused: task abc failed"), "an automatic rollback says why");
+        let mut done = UpdateStatus::started(UpdateState::RollbackCompleted, 1, "rollback completed");
+        done.completed_at = 2;
+        assert_eq!(rollback_note(&requested, &done).as_deref(), Some("manually requested rollback"));
+        assert_eq!(rollback_note(&update, &done), None, "an automatic rollback first seen completed ends in its error instead");
+        let updating = UpdateStatus::started(UpdateState::Updating, 1, "update in progress");
+        assert_eq!(rollback_note(&requested, &updating), None);
     }
 
     #[test]
