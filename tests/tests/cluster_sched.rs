@@ -250,3 +250,94 @@ fn nginx_swarm_from_the_seed_on_one_manager_and_three_workers() {
     assert_eq!(replicas(&c, 0, "nginx-swarm"), "6/6");
     eprintln!("whole scenario took {} ms after init", t0.elapsed().as_millis());
 }
+
+/// `node update ARGS NODE` on node 0 for node `i` (by its node id).
+fn node_update(c: &Cluster, i: usize, args: &[&str]) {
+    let id = c.node_id(i).expect("node id");
+    let mut all = vec!["node", "update"];
+    all.extend_from_slice(args);
+    all.push(&id);
+    let out = c.nodes[0].shoal(&all).ok().stdout;
+    assert_eq!(out.trim(), id, "node update prints the node");
+}
+
+/// Drain moves a worker's tasks to the other workers (they really stop in
+/// its containerd and start in theirs); pause keeps the running tasks but
+/// takes no new ones; active takes new ones again. Node labels steer a
+/// constrained service to the labelled node only.
+#[test]
+fn drain_pause_active_and_node_labels_across_workers() {
+    let Some(mut c) = Cluster::new(4) else { return };
+    c.init(1, 3);
+    // `sleep` as pid 1 ignores SIGTERM: a short grace keeps drains quick.
+    let create = |name: &str, replicas: &str, constraint: &str| {
+        let args = [
+            "service",
+            "create",
+            "--name",
+            name,
+            "--replicas",
+            replicas,
+            "--constraint",
+            constraint,
+            "--stop-grace-period",
+            "300ms",
+            IMAGE,
+            "sleep",
+            "3600",
+        ];
+        let out = c.nodes[0].shoal(&args).ok().stdout;
+        assert!(out.contains("verify: Service converged"), "{out}");
+    };
+    create("web", "6", "node.role==worker");
+    let first = wait_counts(&c, 0, "web", &[0, 2, 2, 2]);
+
+    // Drain worker 1: its two tasks stop there and run on workers 2 and 3.
+    let t0 = Instant::now();
+    node_update(&c, 1, &["--availability", "drain"]);
+    let drained = wait_counts(&c, 0, "web", &[0, 0, 3, 3]);
+    eprintln!("drain moved 2 tasks in {} ms", t0.elapsed().as_millis());
+    for id in &first[1] {
+        assert!(!drained.iter().flatten().any(|x| x == id), "a drained task does not run anywhere: {id}");
+    }
+    assert_eq!(c.nodes[1].running_tasks(), 0, "nothing runs in the drained worker's containerd");
+    for k in [2, 3] {
+        assert!(first[k].iter().all(|id| drained[k].contains(id)), "the other workers keep their own tasks");
+    }
+    let rows = ps(&c, 0, "web");
+    for id in &first[1] {
+        let row = rows.iter().find(|t| t["ID"] == id.as_str()).expect("drained task stays in history");
+        assert_eq!(row["DesiredState"], "Shutdown", "{row}");
+        assert!(row["CurrentState"].as_str().is_some_and(|s| s.starts_with("Shutdown")), "{row}");
+    }
+    let ls = c.nodes[0].shoal(&["node", "ls"]).ok().stdout;
+    assert_eq!(ls.matches("Drain").count(), 1, "{ls}");
+
+    // Pause worker 2: it keeps its three; a scale-up lands on worker 3 only.
+    node_update(&c, 2, &["--availability", "pause"]);
+    c.nodes[0].shoal(&["service", "scale", "web=9"]).ok();
+    let paused = wait_counts(&c, 0, "web", &[0, 0, 3, 6]);
+    assert_eq!(paused[2], drained[2], "a paused node keeps running its tasks");
+
+    // Both active again: the next scale-up goes to the emptiest (worker 1).
+    node_update(&c, 1, &["--availability", "active"]);
+    node_update(&c, 2, &["--availability", "active"]);
+    c.nodes[0].shoal(&["service", "scale", "web=12"]).ok();
+    let active = wait_counts(&c, 0, "web", &[0, 3, 3, 6]);
+    assert_eq!(active[2], drained[2], "reactivating moves nothing");
+    assert_eq!(active[3], paused[3]);
+
+    // Labels: only worker 3 has zone=x, so a zone==x service runs only there.
+    node_update(&c, 3, &["--label-add", "zone=x"]);
+    let id3 = c.node_id(3).expect("node id");
+    let n: Value = serde_json::from_str(&c.nodes[0].shoal(&["node", "inspect", &id3]).ok().stdout).expect("node inspect json");
+    assert_eq!(n[0]["Spec"]["Labels"]["zone"], "x", "{n}");
+    create("zoned", "3", "node.labels.zone==x");
+    wait_counts(&c, 0, "zoned", &[0, 0, 0, 3]);
+    // A label nobody has leaves tasks pending, saying so.
+    c.nodes[0].shoal(&["service", "create", "-d", "--name", "nowhere", "--constraint", "node.labels.zone==y", IMAGE, "sleep", "3600"]).ok();
+    let err = wait_for("the unplaceable task to be pending with an explanation", CONVERGE, || {
+        ps(&c, 0, "nowhere").first().and_then(|t| t["Error"].as_str().filter(|e| !e.is_empty()).map(str::to_string))
+    });
+    assert_eq!(err, "no suitable node (scheduling constraints not satisfied on 4 nodes)");
+}
