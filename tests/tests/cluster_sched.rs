@@ -341,3 +341,75 @@ fn drain_pause_active_and_node_labels_across_workers() {
     });
     assert_eq!(err, "no suitable node (scheduling constraints not satisfied on 4 nodes)");
 }
+
+/// A global service runs one task on every eligible node: it skips a node
+/// its constraint excludes, reaches a worker that joins after it was
+/// created, and leaves a node that is drained or leaves the swarm (the
+/// task's container stops there). `service ls` counts one per such node.
+#[test]
+fn global_service_follows_nodes_that_join_drain_and_leave() {
+    let Some(mut c) = Cluster::new(4) else { return };
+    c.init(1, 2);
+    node_update(&c, 2, &["--label-add", "agent=off"]);
+    let out = c.nodes[0]
+        .shoal(&[
+            "service",
+            "create",
+            "--name",
+            "agent",
+            "--mode",
+            "global",
+            "--constraint",
+            "node.labels.agent!=off",
+            "--stop-grace-period",
+            "300ms",
+            IMAGE,
+            "sleep",
+            "3600",
+        ])
+        .ok()
+        .stdout;
+    assert!(lines(&out).contains(&"overall progress: 2 out of 2 tasks".to_string()), "{out}");
+    wait_counts(&c, 0, "agent", &[1, 1, 0, 0]);
+    assert_eq!(replicas(&c, 0, "agent"), "2/2");
+    let ls = c.nodes[0].shoal(&["service", "ls"]).ok().stdout;
+    assert!(ls.lines().any(|l| l.contains(" agent ") && l.contains(" global ") && l.contains(" 2/2 ")), "{ls}");
+
+    // A worker that joins later gets its task (the image is loaded first, as
+    // a real node would have it or pull it).
+    c.nodes[3].start();
+    c.load_test_image(3);
+    let t0 = Instant::now();
+    c.join(3, false);
+    let placed = wait_counts(&c, 0, "agent", &[1, 1, 0, 1]);
+    eprintln!("late joiner runs its global task {} ms after `swarm join` began", t0.elapsed().as_millis());
+    wait_for("`service ls` to show 3/3", CONVERGE, || (replicas(&c, 0, "agent") == "3/3").then_some(()));
+    let id3 = c.node_id(3).expect("node id");
+    let row = ps(&c, 0, "agent").into_iter().find(|t| t["ID"] == placed[3][0].as_str()).expect("the joiner's task");
+    assert_eq!(row["Name"], format!("agent.{id3}"), "a global task's slot is its node");
+
+    // Drain worker 1: its task stops and nothing replaces it there.
+    node_update(&c, 1, &["--availability", "drain"]);
+    wait_counts(&c, 0, "agent", &[1, 0, 0, 1]);
+    assert_eq!(c.nodes[1].running_tasks(), 0);
+    wait_for("`service ls` to show 2/2", CONVERGE, || (replicas(&c, 0, "agent") == "2/2").then_some(()));
+
+    // Worker 3 leaves: its own daemon stops the task; the manager sees it
+    // Down and stops counting it.
+    let out = c.nodes[3].shoal(&["swarm", "leave"]).ok().stdout;
+    assert_eq!(out.trim(), "Node left the swarm.");
+    wait_for("the leaver's containerd to run nothing", CONVERGE, || (c.nodes[3].running_tasks() == 0).then_some(()));
+    wait_for("the leaver to be Down", CONVERGE, || {
+        let ls = c.nodes[0].shoal(&["node", "ls", "--format", "json"]).ok().stdout;
+        ls.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|v| v["ID"] == id3.as_str() && v["Status"] == "Down")
+            .then_some(())
+    });
+    wait_for("`service ls` to show 1/1", CONVERGE, || (replicas(&c, 0, "agent") == "1/1").then_some(()));
+    wait_counts(&c, 0, "agent", &[1, 0, 0, 0]);
+    // A drained node that becomes active again gets its task back.
+    node_update(&c, 1, &["--availability", "active"]);
+    wait_counts(&c, 0, "agent", &[1, 1, 0, 0]);
+    assert_eq!(replicas(&c, 0, "agent"), "2/2");
+}
