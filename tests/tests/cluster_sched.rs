@@ -17,7 +17,7 @@
 
 use serde_json::Value;
 use shoal_tests::cluster::Cluster;
-use shoal_tests::{wait_for, wait_for_seen};
+use shoal_tests::{wait_for, wait_for_seen, Registry};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -412,4 +412,123 @@ fn global_service_follows_nodes_that_join_drain_and_leave() {
     node_update(&c, 1, &["--availability", "active"]);
     wait_counts(&c, 0, "agent", &[1, 1, 0, 0]);
     assert_eq!(replicas(&c, 0, "agent"), "2/2");
+}
+
+/// A multi-arch index (`tests/lib/mkindex.sh`) with linux/amd64 and
+/// linux/arm64 entries; every entry holds the host's busybox (only
+/// `busybox` and `sh` are on its PATH), so whichever entry a node selects
+/// runs here.
+fn amd64_arm64_index() -> std::path::PathBuf {
+    let out = std::env::temp_dir().join(format!("shoal-it-sched-multi-{}.tar", std::process::id()));
+    let st = std::process::Command::new(shoal_tests::root().join("tests/lib/mkindex.sh"))
+        .arg(&out)
+        .args(["linux/amd64", "linux/arm64"])
+        .status()
+        .expect("run mkindex.sh");
+    assert!(st.success(), "mkindex.sh failed");
+    out
+}
+
+/// Multi-arch placement across nodes that report different platforms
+/// (`SHOAL_TEST_PLATFORM`): the manager is this machine (amd64), worker 1
+/// says linux/arm64, worker 2 linux/arm/v7. Images come from a registry on
+/// the cluster bridge's address, which every namespace reaches; each node
+/// pulls its own platform's entry when a task lands on it. An amd64+arm64
+/// index with one replica per node runs on the manager and the arm64 worker
+/// only; an amd64-only image never lands on either worker.
+#[test]
+fn multi_arch_tasks_run_only_on_nodes_of_the_index_platforms() {
+    let Some(mut c) = Cluster::new(3) else { return };
+    let reg = Registry::start_on(&format!("{}.254", c.subnet));
+    let multi = reg.push(&amd64_arm64_index(), "multi:1", true);
+    let amd64_only = reg.push(&shoal_tests::test_image(), "amd64only:1", false);
+    let insecure = ["--insecure-registry", &reg.addr()];
+    c.nodes[0].start_with(&[], &insecure);
+    c.nodes[1].start_with(&[("SHOAL_TEST_PLATFORM", "linux/arm64")], &insecure);
+    c.nodes[2].start_with(&[("SHOAL_TEST_PLATFORM", "linux/arm/v7")], &insecure);
+    c.form(1, 2);
+    let platform = |i: usize| {
+        let id = c.node_id(i).expect("node id");
+        let n: Value = serde_json::from_str(&c.nodes[0].shoal(&["node", "inspect", &id]).ok().stdout).expect("node inspect json");
+        let p = &n[0]["Description"]["Platform"];
+        format!("{}/{}", p["Architecture"].as_str().unwrap_or_default(), p["Variant"].as_str().unwrap_or_default())
+    };
+    assert_eq!(platform(1), "arm64/v8");
+    assert_eq!(platform(2), "arm/v7");
+
+    // As many replicas as nodes, at most one per node: the arm/v7 worker
+    // cannot take one, so the third stays pending and says why.
+    c.nodes[0]
+        .shoal(&[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "multi",
+            "--replicas",
+            "3",
+            "--replicas-max-per-node",
+            "1",
+            "--stop-grace-period",
+            "300ms",
+            &multi,
+            "busybox",
+            "sleep",
+            "3600",
+        ])
+        .ok();
+    let s = inspect(&c, 0, "multi");
+    let platforms: Vec<String> = s["Spec"]["TaskTemplate"]["Placement"]["Platforms"]
+        .as_array()
+        .expect("Placement.Platforms filled from the index")
+        .iter()
+        .map(|p| format!("{}/{}", p["Architecture"].as_str().unwrap_or_default(), p["Variant"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(platforms, ["amd64/", "arm64/v8"], "{s}");
+    wait_counts(&c, 0, "multi", &[1, 1, 0]);
+    let err = wait_for("the third task to be pending with an explanation", CONVERGE, || {
+        let rows = ps(&c, 0, "multi");
+        rows.iter().find(|t| t["CurrentState"].as_str().is_some_and(|s| s.starts_with("Pending"))).map(|t| t["Error"].to_string())
+    });
+    assert_eq!(err, "\"no suitable node (max replicas per node limit exceed; unsupported platform on 1 node)\"");
+    let images = c.nodes[2].shoal(&["image", "ls"]).ok().stdout;
+    assert!(!images.contains("multi"), "the arm/v7 worker never pulled the image:\n{images}");
+
+    // Without the per-node limit (a placement change: a rolling update) the
+    // third replica goes to a fitting node, whichever spread picks.
+    c.nodes[0].shoal(&["service", "update", "-d", "--replicas-max-per-node", "0", "multi"]).ok();
+    wait_for_seen("3 multi tasks on the amd64 manager and the arm64 worker only", CONVERGE, || {
+        let n = counts(&per_node(&c, 0, "multi"));
+        let ok = n[0] >= 1 && n[1] >= 1 && n[0] + n[1] == 3 && n[2] == 0 && running_ids(&c, 0, "multi").len() == 3;
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("per node {n:?}"))
+        }
+    });
+
+    // An amd64-only image: on the workers it fits neither, and without a
+    // constraint it runs on the amd64 manager only.
+    c.nodes[0].shoal(&["service", "create", "-d", "--name", "amd", "--constraint", "node.role==worker", &amd64_only, "sleep", "3600"]).ok();
+    let err = wait_for("the amd64-only task to be pending with an explanation", CONVERGE, || {
+        ps(&c, 0, "amd").first().and_then(|t| t["Error"].as_str().filter(|e| !e.is_empty()).map(str::to_string))
+    });
+    assert_eq!(err, "no suitable node (unsupported platform on 2 nodes; scheduling constraints not satisfied on 1 node)");
+    c.nodes[0]
+        .shoal(&[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "amd3",
+            "--replicas",
+            "3",
+            "--stop-grace-period",
+            "300ms",
+            &amd64_only,
+            "sleep",
+            "3600",
+        ])
+        .ok();
+    wait_counts(&c, 0, "amd3", &[3, 0, 0]);
 }
