@@ -532,3 +532,56 @@ fn multi_arch_tasks_run_only_on_nodes_of_the_index_platforms() {
         .ok();
     wait_counts(&c, 0, "amd3", &[3, 0, 0]);
 }
+
+/// Benchmark (run by `targets/cluster-bench.sh`, never in CI): a rolling
+/// update (`service update --force`) of 50 tasks with `--update-parallelism
+/// 10` on a manager and two workers, timed from the command's start to its
+/// return with `verify: Service converged`; once with Swarm's default
+/// 5 s update monitor (the update completes 5 s after its last batch runs)
+/// and once with `--update-monitor 0s`. The tasks' shell traps SIGTERM, so a
+/// stop is not a stop-grace timeout. Asserts nothing about speed.
+#[test]
+#[ignore = "benchmark: run targets/cluster-bench.sh"]
+fn bench_rolling_update_50_tasks_parallelism_10() {
+    let Some(mut c) = Cluster::new(3) else { return };
+    c.init(1, 2);
+    let t0 = Instant::now();
+    c.nodes[0]
+        .shoal(&[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "web",
+            "--replicas",
+            "50",
+            "--update-parallelism",
+            "10",
+            IMAGE,
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; sleep 3600 & wait",
+        ])
+        .ok();
+    wait_for("50 running tasks", Duration::from_secs(120), || (running_ids(&c, 0, "web").len() == 50).then_some(()));
+    eprintln!("created: 50 tasks running on {:?} after {} ms", counts(&per_node(&c, 0, "web")), t0.elapsed().as_millis());
+    let mut summary = Vec::new();
+    for (label, extra) in [("default 5 s monitor", None), ("--update-monitor 0s", Some("0s"))] {
+        let before = running_ids(&c, 0, "web");
+        let mut args = vec!["service", "update", "--force"];
+        if let Some(m) = extra {
+            args.extend_from_slice(&["--update-monitor", m]);
+        }
+        args.extend_from_slice(&["--timeout", "300s", "web"]);
+        let t = Instant::now();
+        let out = c.nodes[0].shoal(&args).ok().stdout;
+        let ms = t.elapsed().as_millis();
+        assert!(out.contains("verify: Service converged"), "{out}");
+        let after = running_ids(&c, 0, "web");
+        assert_eq!(after.len(), 50, "50 tasks run after the update");
+        assert!(after.is_disjoint(&before), "every task was replaced");
+        eprintln!("rolling update ({label}): {ms} ms; tasks per node now {:?}", counts(&per_node(&c, 0, "web")));
+        summary.push(format!("{label}: {ms} ms"));
+    }
+    eprintln!("SUMMARY rolling update of 50 tasks, parallelism 10, 1 manager + 2 workers: {}", summary.join("; "));
+}
