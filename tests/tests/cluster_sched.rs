@@ -440,7 +440,9 @@ fn amd64_arm64_index() -> std::path::PathBuf {
 fn multi_arch_tasks_run_only_on_nodes_of_the_index_platforms() {
     let Some(mut c) = Cluster::new(3) else { return };
     let reg = Registry::start_on(&format!("{}.254", c.subnet));
-    let multi = reg.push(&amd64_arm64_index(), "multi:1", true);
+    let index = amd64_arm64_index();
+    let multi = reg.push(&index, "multi:1", true);
+    let _ = std::fs::remove_file(&index);
     let amd64_only = reg.push(&shoal_tests::test_image(), "amd64only:1", false);
     let insecure = ["--insecure-registry", &reg.addr()];
     c.nodes[0].start_with(&[], &insecure);
