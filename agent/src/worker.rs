@@ -12,7 +12,11 @@
 //!   reporting, and again by the manager's `apply`: a pair assertion);
 //! - nothing is concluded about a missing container until the first full
 //!   listing after start-up (`synced`), and a listing never erases what a
-//!   later event told us (epochs).
+//!   later event told us (epochs);
+//! - a task whose start failed is never started again: its failure is
+//!   reported (and re-derived from memory, like observations, until the
+//!   state shows it), because the state a worker plans from may lag behind
+//!   its own reports (a worker's assignments come back from the leader).
 
 use crate::runtime::{ContainerState, Exit, Observed, RuntimeError};
 use shoal_manager::state::State;
@@ -42,6 +46,9 @@ pub struct Worker {
     /// Epoch of the last change per container, to order listings and events.
     changed_at: BTreeMap<String, u64>,
     inflight: BTreeSet<String>,
+    /// Tasks whose start failed, with the status that says so, until the
+    /// state shows them terminal (or they leave it).
+    start_failed: BTreeMap<String, TaskStatus>,
     synced: bool,
     epoch: u64,
 }
@@ -119,6 +126,7 @@ impl Worker {
                 };
                 let mut st = TaskStatus::new(state, now, "preparing or starting the container failed");
                 st.err = e.to_string();
+                self.start_failed.insert(task.id.clone(), st.clone());
                 st
             }
         }
@@ -148,8 +156,16 @@ impl Worker {
             return actions;
         }
         let mine: Vec<&Task> = state.tasks.values().filter(|t| t.node_id == self.node_id).collect();
+        self.start_failed.retain(|id, _| state.tasks.get(id).is_some_and(|t| t.node_id == self.node_id && !t.status.state.is_terminal()));
         for t in &mine {
             if self.inflight.contains(&t.id) {
+                continue;
+            }
+            if let Some(st) = self.start_failed.get(&t.id) {
+                // Not terminal in `state` yet (retained above): say it again, never start it again.
+                if t.status.state.advance(st.state).is_ok() {
+                    actions.push(Action::Report { task_id: t.id.clone(), status: st.clone() });
+                }
                 continue;
             }
             if let Some(a) = self.plan_task(t, now) {
@@ -315,6 +331,24 @@ mod tests {
         assert_eq!((s.state, s.err.as_str()), (TaskState::Rejected, "no such image: x"));
         let s = w.handle_started(&t, Err(RuntimeError::Start("runc failed".into())), 6);
         assert_eq!(s.state, TaskState::Failed);
+    }
+
+    /// A worker plans from assignments that show its own reports only once
+    /// the leader has applied them: a failed start must not be retried
+    /// meanwhile (it used to be, once per plan, until the report came back).
+    #[test]
+    fn a_failed_start_is_reported_not_retried_while_the_state_lags() {
+        let (st, t) = state_with(TaskState::Running, TaskState::Assigned);
+        let mut w = synced();
+        assert_eq!(kinds(&w.plan(&st, 5)), vec!["start t1"]);
+        let s = w.handle_started(&t, Err(RuntimeError::Start("exec: \"sleep\": not found".into())), 6);
+        assert_eq!(s.state, TaskState::Failed);
+        let (stale, _) = state_with(TaskState::Running, TaskState::Preparing);
+        assert_eq!(kinds(&w.plan(&stale, 7)), vec!["report Failed exec: \"sleep\": not found"], "reported again, not started again");
+        assert_eq!(kinds(&w.plan(&stale, 8)), vec!["report Failed exec: \"sleep\": not found"], "until the state shows it");
+        let (done, _) = state_with(TaskState::Running, TaskState::Failed);
+        assert!(w.plan(&done, 9).is_empty());
+        assert!(w.start_failed.is_empty(), "forgotten once the state shows it");
     }
 
     #[test]

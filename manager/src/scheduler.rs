@@ -11,9 +11,11 @@
 //! ordered set keyed by spread rank, so each placement is O(log nodes). A
 //! node dropped from a group for resources or max replicas stays dropped for
 //! the rest of the pass, which is exact because loads only grow in a pass. A task that fits nowhere goes to
-//! `Pending` with an explanation naming each filter that failed, e.g.
-//! `no suitable node (max replicas per node limit exceed; scheduling
-//! constraints not satisfied on 1 node)`, and is retried on every pass.
+//! `Pending` with an explanation naming each filter that failed, the filter
+//! that rejected the most nodes first (ties in filter order, as swarmkit's
+//! `Pipeline::Explain`), e.g. `no suitable node (max replicas per node limit
+//! exceed; scheduling constraints not satisfied on 1 node)` for 3 full
+//! workers and a manager the constraints exclude; it is retried on every pass.
 //! A task that was never placed and is now desired `Shutdown` is closed here
 //! (status `Shutdown`), since no agent will ever report on it.
 
@@ -24,7 +26,8 @@ use shoal_shared::task::TaskState;
 use shoal_shared::types::{Availability, Node, NodeRole, NodeState, Placement, ResourceSet, Task, TaskStatus};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Why a node was filtered out, in filter order (the order of explanations).
+/// Why a node was filtered out, in filter order (the order of explanations
+/// among filters that rejected equally many nodes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Filtered {
     NotReady,
@@ -250,11 +253,15 @@ fn place_group<'a>(state: &'a State, group: &[&Task], load: &mut BTreeMap<&'a st
     }
 }
 
+/// Swarm's explanation: most rejections first; the sort is stable, so ties
+/// keep filter order (swarmkit sorts its few filters by insertion sort).
 fn explain(rejected: &BTreeMap<Filtered, usize>) -> String {
     if rejected.is_empty() {
         return "no suitable node".to_string();
     }
-    let why: Vec<String> = rejected.iter().map(|(f, n)| f.explain(*n)).collect();
+    let mut by_count: Vec<(Filtered, usize)> = rejected.iter().map(|(f, n)| (*f, *n)).collect();
+    by_count.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    let why: Vec<String> = by_count.iter().map(|(f, n)| f.explain(*n)).collect();
     format!("no suitable node ({})", why.join("; "))
 }
 
@@ -352,6 +359,41 @@ mod tests {
         check(&s, &[("t1", "no suitable node (1 node not available for new tasks; scheduling constraints not satisfied on 1 node; max replicas per node limit exceed)")]);
         let s = state(vec![], vec![task("t9", "svc", 1)]);
         check(&s, &[("t9", "no suitable node")]);
+    }
+
+    /// The seed's `nginx-swarm` scaled to 7 on a manager and 3 workers with
+    /// `--constraint node.role!=manager --replicas-max-per-node 2`: the filter
+    /// that rejected more nodes comes first, as in swarmkit.
+    #[test]
+    fn explanations_list_the_most_rejecting_filter_first() {
+        let mut manager = node("m", "linux/amd64");
+        manager.role = NodeRole::Manager;
+        let mut nodes = vec![manager];
+        let mut tasks = Vec::new();
+        for (i, w) in ["w1", "w2", "w3"].iter().enumerate() {
+            nodes.push(node(w, "linux/amd64"));
+            for k in 0..2 {
+                let slot = (2 * i + k + 1) as u64;
+                let mut t = task(&format!("r{slot}"), "svc", slot);
+                t.node_id = w.to_string();
+                t.status = TaskStatus::new(TaskState::Running, 1, "running");
+                tasks.push(t);
+            }
+        }
+        let mut t7 = task("t7", "svc", 7);
+        t7.spec.placement.constraints = vec!["node.role!=manager".into()];
+        t7.spec.placement.max_replicas_per_node = 2;
+        tasks.push(t7);
+        let s = state(nodes, tasks);
+        check(&s, &[("t7", "no suitable node (max replicas per node limit exceed; scheduling constraints not satisfied on 1 node)")]);
+        // Two nodes on the wrong platform outrank one excluded by constraints.
+        let mut t = task("t1", "svc", 1);
+        t.spec.placement.constraints = vec!["node.role!=manager".into()];
+        t.spec.placement.platforms = vec![shoal_shared::platform::Platform::parse("linux/amd64").unwrap()];
+        let mut manager = node("m", "linux/amd64");
+        manager.role = NodeRole::Manager;
+        let s = state(vec![manager, node("a", "linux/arm64"), node("b", "linux/arm/v7")], vec![t]);
+        check(&s, &[("t1", "no suitable node (unsupported platform on 2 nodes; scheduling constraints not satisfied on 1 node)")]);
     }
 
     #[test]

@@ -1,10 +1,13 @@
 #!/bin/sh
 # A throwaway local registry (docker distribution 2.x, `docker-registry`) for
-# tests: plain HTTP on 127.0.0.1, storage under DIR.
+# tests: plain HTTP on 127.0.0.1 (or ADDR), storage under DIR.
 #
-# Run:    tests/lib/registry.sh start DIR PORT     # returns once /v2/ answers
+# Run:    tests/lib/registry.sh start DIR PORT [ADDR]  # returns once /v2/ answers
 #         tests/lib/registry.sh stop DIR
-# Source: . tests/lib/registry.sh; registry_start DIR PORT; registry_stop DIR
+# Source: . tests/lib/registry.sh; registry_start DIR PORT [ADDR]; registry_stop DIR
+#
+# ADDR (default 127.0.0.1) is the IPv4 address to listen on, e.g. a cluster
+# bridge's address so that daemons in network namespaces can pull.
 #
 # DIR receives config.yml, storage/, registry.log and registry.pid. Both are
 # idempotent; `stop` kills only the pid recorded by `start`, and only while
@@ -13,16 +16,18 @@
 
 REGISTRY_BIN=${REGISTRY_BIN:-docker-registry}
 
-# _registry_probe PORT: whether http://127.0.0.1:PORT/v2/ answers 200. Uses
+# _registry_probe PORT [ADDR]: whether http://ADDR:PORT/v2/ answers 200 (ADDR
+# defaults to 127.0.0.1). Uses
 # curl or wget when present, else bash's /dev/tcp (a fresh Debian has
 # neither; static busybox wget crashes on some hosts, so it is not used).
 _registry_probe() {
+    _a=${2:-127.0.0.1}
     if command -v curl >/dev/null 2>&1; then
-        curl -fs -m 1 -o /dev/null "http://127.0.0.1:$1/v2/"
+        curl -fs -m 1 -o /dev/null "http://$_a:$1/v2/"
     elif command -v wget >/dev/null 2>&1; then
-        wget -q -T 1 -O /dev/null "http://127.0.0.1:$1/v2/"
+        wget -q -T 1 -O /dev/null "http://$_a:$1/v2/"
     else
-        timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "GET /v2/ HTTP/1.0\r\n\r\n" >&3 && head -c 12 <&3' _ "$1" 2>/dev/null |
+        timeout 2 bash -c 'exec 3<>"/dev/tcp/$2/$1" && printf "GET /v2/ HTTP/1.0\r\n\r\n" >&3 && head -c 12 <&3' _ "$1" "$_a" 2>/dev/null |
             grep -q " 200"
     fi
 }
@@ -37,8 +42,9 @@ _registry_alive() {
 }
 
 registry_start() {
-    _dir=${1:?usage: registry_start DIR PORT}
-    _port=${2:?usage: registry_start DIR PORT}
+    _dir=${1:?usage: registry_start DIR PORT [ADDR]}
+    _port=${2:?usage: registry_start DIR PORT [ADDR]}
+    _addr=${3:-127.0.0.1}
     mkdir -p "$_dir/storage" || return 1
     _dir=$(cd "$_dir" && pwd)
     # Idempotent: an already running registry for DIR is left alone.
@@ -55,7 +61,7 @@ storage:
   delete:
     enabled: true
 http:
-  addr: 127.0.0.1:$_port
+  addr: $_addr:$_port
 CONF
     "$REGISTRY_BIN" serve "$_dir/config.yml" >"$_dir/registry.log" 2>&1 &
     echo $! >"$_dir/registry.pid"
@@ -67,13 +73,13 @@ CONF
             cat "$_dir/registry.log" >&2
             return 1
         fi
-        if _registry_probe "$_port"; then
+        if _registry_probe "$_port" "$_addr"; then
             return 0
         fi
         sleep 0.1
         _i=$((_i + 1))
     done
-    echo "registry on 127.0.0.1:$_port did not answer within 10 s; log:" >&2
+    echo "registry on $_addr:$_port did not answer within 10 s; log:" >&2
     cat "$_dir/registry.log" >&2
     registry_stop "$_dir"
     return 1
@@ -108,7 +114,7 @@ registry.sh)
     start) registry_start "$@" ;;
     stop) registry_stop "$@" ;;
     *)
-        echo "usage: $0 start DIR PORT | stop DIR" >&2
+        echo "usage: $0 start DIR PORT [ADDR] | stop DIR" >&2
         exit 2
         ;;
     esac

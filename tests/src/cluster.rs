@@ -153,6 +153,12 @@ impl ClusterNode {
 
     /// [`ClusterNode::start`] with extra environment variables for the daemon.
     pub fn start_env(&mut self, env: &[(&str, &str)]) {
+        self.start_with(env, &[]);
+    }
+
+    /// [`ClusterNode::start`] with extra environment variables and extra
+    /// `shoal daemon` arguments (e.g. `--insecure-registry HOST:PORT`).
+    pub fn start_with(&mut self, env: &[(&str, &str)], args: &[&str]) {
         assert!(self.daemon.is_none(), "node {} ({}): daemon already started", self.index(), self.netns);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("daemon.log")).expect("daemon log");
         let child = Command::new("ip")
@@ -167,6 +173,7 @@ impl ClusterNode {
             .arg(self.containerd_socket())
             .arg("--containerd-namespace")
             .arg(&self.namespace)
+            .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -293,6 +300,11 @@ impl ClusterNode {
         self.tasks_pids().len()
     }
 
+    /// Container ids (= task ids) of RUNNING tasks in this node's containerd, sorted.
+    pub fn running_ids(&self) -> Vec<String> {
+        self.tasks_pids().into_iter().map(|(id, _)| id).collect()
+    }
+
     /// This node's node ID, from `shoal version`; `None` when the daemon
     /// does not answer.
     pub fn node_id(&self) -> Option<String> {
@@ -398,17 +410,21 @@ impl Cluster {
         netns(&["unblock", &self.prefix, &(i + 1).to_string(), &(j + 1).to_string()]);
     }
 
-    /// Forms a swarm: node 0 runs `swarm init --advertise-addr <its ip>`,
-    /// gets tokens with `swarm join-token -q manager|worker`, nodes
-    /// `1..managers` join as managers and the next `workers` as workers
-    /// (`swarm join --token T --advertise-addr <ip> <node 0's ip>:2377`);
-    /// waits (bounded) until node 0's `node ls` lists them all, then loads
-    /// the test image on every node. Starts daemons that are not running.
-    ///
-    /// NOT YET EXERCISED END TO END: the daemon does not implement
-    /// `swarm join-token` / `swarm join` yet; this follows Docker's CLI and
-    /// will need checking once it does.
+    /// Forms a swarm ([`Cluster::form`]) and loads the test image on every
+    /// node of it ([`Cluster::load_test_image`]).
     pub fn init(&mut self, managers: usize, workers: usize) {
+        self.form(managers, workers);
+        for i in 0..managers + workers {
+            self.load_test_image(i);
+        }
+    }
+
+    /// Forms a swarm without loading images: node 0 runs `swarm init
+    /// --advertise-addr <its ip>`, nodes `1..managers` join as managers and
+    /// the next `workers` as workers ([`Cluster::join`]); waits (bounded)
+    /// until node 0's `node ls` lists them all. Starts daemons that are not
+    /// running.
+    pub fn form(&mut self, managers: usize, workers: usize) {
         assert!(managers >= 1, "a swarm needs at least one manager");
         let total = managers + workers;
         assert!(total <= self.nodes.len(), "{managers} managers + {workers} workers > {} nodes", self.nodes.len());
@@ -417,24 +433,51 @@ impl Cluster {
         }
         let first = &self.nodes[0];
         first.shoal(&["swarm", "init", "--advertise-addr", &first.ip]).ok();
-        let manager_token = first.shoal(&["swarm", "join-token", "-q", "manager"]).ok().stdout.trim().to_string();
-        let worker_token = first.shoal(&["swarm", "join-token", "-q", "worker"]).ok().stdout.trim().to_string();
-        let join_addr = first.addr();
-        for (i, node) in self.nodes[..total].iter().enumerate().skip(1) {
-            let token = if i < managers { &manager_token } else { &worker_token };
-            node.shoal(&["swarm", "join", "--token", token, "--advertise-addr", &node.ip, &join_addr]).ok();
+        for i in 1..total {
+            self.join_only(i, i < managers);
         }
-        let what = format!("node 0's `node ls` to list all {total} nodes");
-        wait_for(&what, Duration::from_secs(CLUSTER_JOIN_TIMEOUT_S), || {
-            let r = self.nodes[0].shoal(&["node", "ls", "-q"]);
-            (r.code == 0 && r.stdout.lines().filter(|l| !l.trim().is_empty()).count() == total).then_some(())
-        });
+        self.wait_listed(total);
         self.learn_ids();
-        let img = test_image();
-        let img = img.to_str().expect("utf-8 path");
-        for node in &self.nodes[..total] {
-            node.shoal(&["image", "load", "-i", img]).ok();
+    }
+
+    /// Joins node `i` (its daemon running) to node 0's swarm as a manager or
+    /// worker and waits (bounded) until node 0's `node ls` lists it; for nodes
+    /// that come after [`Cluster::form`] (no image is loaded).
+    pub fn join(&self, i: usize, manager: bool) {
+        let before = self.listed_nodes();
+        self.join_only(i, manager);
+        self.wait_listed(before + 1);
+        self.learn_ids();
+    }
+
+    /// `swarm join-token -q ROLE` on node 0, then `swarm join --token T
+    /// --advertise-addr <ip> <node 0's ip>:2377` on node `i`.
+    fn join_only(&self, i: usize, manager: bool) {
+        let role = if manager { "manager" } else { "worker" };
+        let token = self.nodes[0].shoal(&["swarm", "join-token", "-q", role]).ok().stdout.trim().to_string();
+        let node = &self.nodes[i];
+        node.shoal(&["swarm", "join", "--token", &token, "--advertise-addr", &node.ip, &self.nodes[0].addr()]).ok();
+    }
+
+    /// How many nodes node 0's `node ls` lists (0 when it does not answer).
+    fn listed_nodes(&self) -> usize {
+        let r = self.nodes[0].shoal(&["node", "ls", "-q"]);
+        if r.code != 0 {
+            return 0;
         }
+        r.stdout.lines().filter(|l| !l.trim().is_empty()).count()
+    }
+
+    fn wait_listed(&self, total: usize) {
+        let what = format!("node 0's `node ls` to list all {total} nodes");
+        wait_for(&what, Duration::from_secs(CLUSTER_JOIN_TIMEOUT_S), || (self.listed_nodes() == total).then_some(()));
+    }
+
+    /// Loads the test busybox image (`shoal.test/busybox:latest`, built for
+    /// this machine's platform) into node `i` with `shoal image load`.
+    pub fn load_test_image(&self, i: usize) {
+        let img = test_image();
+        self.nodes[i].shoal(&["image", "load", "-i", img.to_str().expect("utf-8 path")]).ok();
     }
 
     /// Asks every running daemon for its own node ID and remembers the answers.
@@ -463,9 +506,6 @@ impl Cluster {
     /// matched to nodes by node ID, not hostname: every namespace shares the
     /// host's UTS namespace, so all hostnames are equal. `None` when no node
     /// answers with a leader, or the leader's ID belongs to no known node.
-    ///
-    /// Only single-node swarms exercise this today (joining is not
-    /// implemented yet).
     pub fn leader(&self) -> Option<usize> {
         for (i, node) in self.nodes.iter().enumerate() {
             if !node.is_started() {

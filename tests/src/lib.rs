@@ -72,6 +72,20 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// [`wait_for`] that also tells what it saw last: `f` returns `Err(seen)`
+/// while the wait goes on, and the timeout message quotes the last `seen`.
+pub fn wait_for_seen<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let start = Instant::now();
+    loop {
+        let seen = match f() {
+            Ok(v) => return v,
+            Err(s) => s,
+        };
+        assert!(start.elapsed() < timeout, "timed out after {:?} waiting for {what}; last seen: {seen}", timeout);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The busybox OCI archive built by `tests/lib/mkimage.sh` (cached per run).
 pub fn test_image() -> PathBuf {
     let out = std::env::temp_dir().join("shoal-it-busybox.tar");
@@ -283,30 +297,44 @@ impl Drop for Node {
 }
 
 /// A throwaway local registry (Debian's `docker-registry`, plain HTTP on a
-/// free 127.0.0.1 port), stopped on drop.
+/// free port of 127.0.0.1 or of a given local address), stopped on drop.
 pub struct Registry {
     dir: PathBuf,
+    /// The address it listens on (`127.0.0.1` unless [`Registry::start_on`] said otherwise).
+    pub host: String,
     pub port: u16,
 }
 
 impl Registry {
-    /// Starts one via `tests/lib/registry.sh` (bounded wait inside).
+    /// Starts one on 127.0.0.1 via `tests/lib/registry.sh` (bounded wait inside).
     pub fn start() -> Registry {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("local addr").port();
+        Registry::start_on("127.0.0.1")
+    }
+
+    /// Starts one listening on `host`, an IPv4 address of this machine (for
+    /// example a cluster bridge's address, which the nodes' namespaces reach).
+    pub fn start_on(host: &str) -> Registry {
+        let port = std::net::TcpListener::bind((host, 0)).expect("free port").local_addr().expect("local addr").port();
         let dir = PathBuf::from(format!("/tmp/shoal-it-reg-{}-{port}", std::process::id()));
         let st = Command::new(root().join("tests/lib/registry.sh"))
             .arg("start")
             .arg(&dir)
             .arg(port.to_string())
+            .arg(host)
             .status()
             .expect("run registry.sh");
-        assert!(st.success(), "registry did not start");
-        Registry { dir, port }
+        assert!(st.success(), "registry on {host}:{port} did not start");
+        Registry { dir, host: host.to_string(), port }
     }
 
-    /// Pushes an OCI archive as `127.0.0.1:PORT/NAME` (`all`: every platform of an index); returns that reference.
+    /// `HOST:PORT`, the registry part of references to it.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// Pushes an OCI archive as `HOST:PORT/NAME` (`all`: every platform of an index); returns that reference.
     pub fn push(&self, archive: &Path, name: &str, all: bool) -> String {
-        let dest = format!("127.0.0.1:{}/{name}", self.port);
+        let dest = format!("{}/{name}", self.addr());
         let mut c = Command::new("skopeo");
         c.args(["copy", "--quiet", "--dest-tls-verify=false"]);
         if all {

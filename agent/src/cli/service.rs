@@ -22,6 +22,7 @@ use super::{call, inspect, parse, update};
 use crate::client::REPLY_MS_DEFAULT;
 use anyhow::bail;
 use clap::{Args, Subcommand};
+use shoal_manager::updater::MSG_ROLLBACK_MANUAL;
 use shoal_shared::api::{LogCursor, Reply, Request};
 use shoal_shared::task::TaskState;
 use shoal_shared::types::{Node, Service, ServiceMode, ServiceSpec, Task, UpdateState, UpdateStatus};
@@ -66,8 +67,12 @@ pub(crate) enum ServiceCmd {
     },
     /// Scale one or more replicated services (SERVICE=REPLICAS).
     Scale {
+        /// Exit immediately instead of waiting for the service to converge.
         #[arg(short, long)]
         detach: bool,
+        /// Longest time to wait for each service to converge without -d.
+        #[arg(long, value_parser = parse::duration_ns)]
+        timeout: Option<u64>,
         #[arg(required = true, value_parser = parse::scale)]
         scales: Vec<(String, u64)>,
     },
@@ -269,7 +274,8 @@ pub(crate) fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ServiceCmd::Scale { detach, scales } => {
+        ServiceCmd::Scale { detach, timeout, scales } => {
+            let timeout_ms = timeout.map(|ns| ns / 1_000_000).unwrap_or(PROGRESS_MS_DEFAULT);
             // Check every service first so a typo scales nothing.
             for (name, _) in &scales {
                 call(host, Request::ServiceInspect { service: name.clone() }, REPLY_MS_DEFAULT)?;
@@ -278,7 +284,7 @@ pub(crate) fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
                 call(host, Request::ServiceScale { service: name.clone(), replicas: *replicas }, REPLY_MS_DEFAULT)?;
                 println!("{name} scaled to {replicas}");
                 if !detach {
-                    progress(host, name, PROGRESS_MS_DEFAULT, Watch::converge())?;
+                    progress(host, name, timeout_ms, Watch::converge())?;
                 }
             }
             Ok(())
@@ -485,6 +491,20 @@ fn frame(service: &Service, tasks: &[Task], verify_ms: u64, watch: &Watch, statu
     (lines, converged)
 }
 
+/// What the `rollback: ...` line says for update status news not announced
+/// yet: the rollback's own message when it is seen starting. A rollback this
+/// command asked for may be past its start at the first poll (one that
+/// replaces no task, such as undoing a scale, completes in the same pass of
+/// the manager that started it); its start said the manual rollback's
+/// message, so that is the line, whatever the poll timing.
+fn rollback_note(watch: &Watch, status: &UpdateStatus) -> Option<String> {
+    match status.state {
+        UpdateState::RollbackStarted => Some(status.message.clone()),
+        UpdateState::RollbackPaused | UpdateState::RollbackCompleted if watch.rollback => Some(MSG_ROLLBACK_MANUAL.to_string()),
+        _ => None,
+    }
+}
+
 pub(crate) fn progress(host: &str, service: &str, timeout_ms: u64, watch: Watch) -> anyhow::Result<()> {
     let tty = std::io::stdout().is_terminal();
     let start = Instant::now();
@@ -497,11 +517,9 @@ pub(crate) fn progress(host: &str, service: &str, timeout_ms: u64, watch: Watch)
         let (svc, tasks, _) = fetch_tasks(host, service)?;
         let verify_ms = svc.spec.update.monitor_ns / 1_000_000;
         let status = svc.update_status.clone().filter(|u| watch.update && Some(u) != watch.before.as_ref());
-        if let Some(u) = &status {
-            if u.state == UpdateState::RollbackStarted && rollback_reason.is_none() {
-                notes.push(format!("rollback: {}", u.message));
-                rollback_reason = Some(u.message.clone());
-            }
+        if let Some(note) = status.as_ref().filter(|_| rollback_reason.is_none()).and_then(|u| rollback_note(&watch, u)) {
+            notes.push(format!("rollback: {note}"));
+            rollback_reason = Some(note);
         }
         let (frame_lines, converged) = frame(&svc, &tasks, verify_ms.min(VERIFY_MS_MAX), &watch, status.as_ref());
         let lines: Vec<String> = notes.iter().cloned().chain(frame_lines).collect();
@@ -718,6 +736,37 @@ mod tests {
         let bad = ["t", "--rollback-failure-action", "rollback", "busybox"];
         assert!(spec_from(T::try_parse_from(bad).unwrap().a).is_err());
         assert!(T::try_parse_from(["t", "--update-order", "sideways", "busybox"]).is_err());
+    }
+
+    #[test]
+    fn a_requested_rollback_is_announced_even_when_seen_completed() {
+        use shoal_shared::types::UpdateStatus;
+        let requested = Watch { update: true, rollback: true, before: None };
+        let update = Watch { update: true, rollback: false, before: None };
+        let started = UpdateStatus::started(UpdateState::RollbackStarted, 1, "update paused: task abc failed");
+        assert_eq!(rollback_note(&update, &started).as_deref(), Some("update paused: task abc failed"), "an automatic rollback says why");
+        let mut done = UpdateStatus::started(UpdateState::RollbackCompleted, 1, "rollback completed");
+        done.completed_at = 2;
+        assert_eq!(rollback_note(&requested, &done).as_deref(), Some("manually requested rollback"));
+        assert_eq!(rollback_note(&update, &done), None, "an automatic rollback first seen completed ends in its error instead");
+        let updating = UpdateStatus::started(UpdateState::Updating, 1, "update in progress");
+        assert_eq!(rollback_note(&requested, &updating), None);
+    }
+
+    #[test]
+    fn scale_takes_a_timeout() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct T {
+            #[command(subcommand)]
+            c: ServiceCmd,
+        }
+        let ServiceCmd::Scale { detach, timeout, scales } = T::try_parse_from(["t", "scale", "--timeout", "5s", "web=7"]).unwrap().c else {
+            panic!("not a scale")
+        };
+        assert_eq!((detach, timeout, scales), (false, Some(5_000_000_000), vec![("web".to_string(), 7)]));
+        let ServiceCmd::Scale { timeout, .. } = T::try_parse_from(["t", "scale", "web=1"]).unwrap().c else { panic!("not a scale") };
+        assert_eq!(timeout, None, "the default ({PROGRESS_MS_DEFAULT} ms) applies");
     }
 
     #[test]
