@@ -42,7 +42,7 @@ use crate::state::State;
 use shoal_shared::clock::UnixNanos;
 use shoal_shared::ops::Op;
 use shoal_shared::task::TaskState;
-use shoal_shared::types::{Availability, Node, NodeRole, NodeState, Placement, ResourceSet, Task, TaskStatus};
+use shoal_shared::types::{Availability, Node, NodeRole, NodeState, Placement, ResourceSet, Task, TaskStatus, PUBLISH_MODE_HOST};
 use std::collections::BTreeMap;
 use tree::Tree;
 
@@ -50,8 +50,6 @@ use tree::Tree;
 pub const FAILURE_WINDOW_NS: u64 = 5 * 60 * 1_000_000_000;
 /// Recent failures of a service from which a node ranks last for it (swarmkit's `maxFailures`).
 pub const FAILURES_TO_RANK_LAST: u64 = 5;
-/// The publish mode whose ports bind on the task's own node (`mode=host`).
-pub const PUBLISH_MODE_HOST: &str = "host";
 
 /// Why a node was filtered out, in filter order (the order of explanations).
 /// Not serialized: variants may be inserted in filter order.
