@@ -1,8 +1,9 @@
 //! Scheduler benchmark (figures printed, never asserted): places 100,000
 //! tasks on 1,000 nodes with constraints, platforms and spread, in one pure
 //! `scheduler::schedule` pass, and times the orchestrator pass that creates
-//! them. Then the same with a placement preference, `spread=node.labels.zone`
-//! over the nodes' 10 zones. Run: `cargo run --release -p shoal-manager
+//! them. Then the same with placement preferences: `spread=node.labels.zone`
+//! over the nodes' 10 zones, zone then rack (10 racks per zone), and
+//! `spread=node.hostname` (one value per node, the widest tree). Run: `cargo run --release -p shoal-manager
 //! --example sched_bench`.
 
 use shoal_manager::state::State;
@@ -20,6 +21,8 @@ const TASKS_PER_SERVICE: u64 = 1_000;
 fn main() {
     run("no preferences", &[]);
     run("spread=node.labels.zone (10 zones)", &["node.labels.zone"]);
+    run("spread=node.labels.zone, then node.labels.rack (10 x 10)", &["node.labels.zone", "node.labels.rack"]);
+    run("spread=node.hostname (1,000 values)", &["node.hostname"]);
 }
 
 /// Builds the cluster with `preferences` on every service, then times one orchestrator and one scheduler pass.
@@ -30,6 +33,7 @@ fn run(case: &str, preferences: &[&str]) {
     for i in 0..NODES {
         let mut labels = std::collections::BTreeMap::new();
         labels.insert("zone".to_string(), format!("z{}", i % 10));
+        labels.insert("rack".to_string(), format!("r{}", i / 10 % 10));
         ops.push(Op::PutNode(Node {
             id: format!("node{i:05}"),
             meta: Meta::default(),
