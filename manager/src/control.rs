@@ -5,7 +5,7 @@
 //! bad input never changes state. Messages follow Swarm's where it has one,
 //! lowercased, and say what to do next.
 
-use crate::scheduler::Constraint;
+use crate::scheduler::{Constraint, Spread};
 use crate::state::State;
 use crate::updater::{MSG_ROLLBACK_MANUAL, MSG_UPDATING};
 use shoal_shared::api::ErrorKind;
@@ -13,14 +13,16 @@ use shoal_shared::clock::UnixNanos;
 use shoal_shared::ops::Op;
 use shoal_shared::types::{
     Meta, NodeRole, NodeState, Service, ServiceMode, ServiceSpec, UpdateState, UpdateStatus, DISPATCHER_HEARTBEAT_MS_MAX,
-    DISPATCHER_HEARTBEAT_MS_MIN,
+    DISPATCHER_HEARTBEAT_MS_MIN, PUBLISH_MODE_HOST, PUBLISH_MODE_INGRESS,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Longest service name, as Docker's DNS-label rule.
 pub const SERVICE_NAME_BYTES_MAX: usize = 63;
 /// Most replicas one service may ask for.
 pub const REPLICAS_MAX: u64 = 100_000;
+/// Highest TCP/UDP/SCTP port number.
+pub const PORT_MAX: u32 = 65_535;
 
 /// A refused control request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,6 +93,10 @@ pub fn validate_spec(spec: &ServiceSpec) -> Result<(), ControlError> {
     for c in &spec.task.placement.constraints {
         Constraint::parse(c).map_err(|e| ControlError::Invalid(e.to_string()))?;
     }
+    for d in &spec.task.placement.preferences {
+        Spread::parse(d).map_err(|e| ControlError::Invalid(e.to_string()))?;
+    }
+    validate_ports(spec)?;
     for e in &spec.task.container.env {
         if e.is_empty() || e.starts_with('=') {
             return Err(ControlError::Invalid(format!("invalid environment variable {e:?}: use KEY=VALUE")));
@@ -99,6 +105,44 @@ pub fn validate_spec(spec: &ServiceSpec) -> Result<(), ControlError> {
     let u = &spec.update;
     if !(0.0..=1.0).contains(&u.max_failure_ratio) || !(0.0..=1.0).contains(&spec.rollback.max_failure_ratio) {
         return Err(ControlError::Invalid("max failure ratio must be between 0 and 1".into()));
+    }
+    Ok(())
+}
+
+/// Published ports: known protocol and mode, ports in range, a published
+/// port for host mode (Shoal does not pick one), and each published port and
+/// protocol at most once (swarmkit's rule).
+fn validate_ports(spec: &ServiceSpec) -> Result<(), ControlError> {
+    let mut seen = BTreeSet::new();
+    for p in &spec.ports {
+        let proto = p.protocol.to_ascii_lowercase();
+        if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+            return Err(ControlError::Invalid(format!(
+                "invalid protocol {:?} for port {}: use tcp, udp or sctp",
+                p.protocol, p.target_port
+            )));
+        }
+        if p.publish_mode != PUBLISH_MODE_HOST && p.publish_mode != PUBLISH_MODE_INGRESS {
+            return Err(ControlError::Invalid(format!("invalid publish mode {:?}: use ingress or host", p.publish_mode)));
+        }
+        if p.target_port == 0 || p.target_port > PORT_MAX || p.published_port > PORT_MAX {
+            return Err(ControlError::Invalid(format!(
+                "invalid port {}:{}: ports are 1-{PORT_MAX} (published 0 means none)",
+                p.published_port, p.target_port
+            )));
+        }
+        if p.publish_mode == PUBLISH_MODE_HOST && p.published_port == 0 {
+            return Err(ControlError::Invalid(format!(
+                "host-mode port {}/{proto} needs a published port: shoal does not pick one; use mode=host,published=PORT,target={}",
+                p.target_port, p.target_port
+            )));
+        }
+        if p.published_port != 0 && !seen.insert((p.published_port, proto.clone())) {
+            return Err(ControlError::Invalid(format!(
+                "duplicate published port {}/{proto}: each published port and protocol may appear once",
+                p.published_port
+            )));
+        }
     }
     Ok(())
 }
@@ -272,7 +316,7 @@ pub fn update_swarm(state: &State, dispatcher_heartbeat_ms: Option<u64>) -> Resu
 mod tests {
     use super::*;
     use shoal_shared::ops::Entry;
-    use shoal_shared::types::Cluster;
+    use shoal_shared::types::{Cluster, PortConfig};
 
     fn swarm() -> State {
         let mut s = State::default();
@@ -304,6 +348,40 @@ mod tests {
         spec.task.placement.constraints = vec!["node.role=manager".into()];
         assert!(matches!(create_service(&s, spec, "i".into()), Err(ControlError::Invalid(_))));
         assert_eq!(scale_service(&s, "nope", 3), Err(ControlError::NoSuchService("nope".into())));
+    }
+
+    #[test]
+    fn validates_preferences_and_ports() {
+        let port = |mode: &str, protocol: &str, published_port: u32, target_port: u32| PortConfig {
+            protocol: protocol.into(),
+            target_port,
+            published_port,
+            publish_mode: mode.into(),
+        };
+        let cases: Vec<(&str, Vec<&str>, Vec<PortConfig>, &str)> = vec![
+            ("none", vec![], vec![], ""),
+            ("label spread", vec!["node.labels.zone", "engine.labels.disk"], vec![], ""),
+            ("attribute spread", vec!["node.platform.arch"], vec![], ""),
+            ("bad descriptor", vec!["zone"], vec![], "invalid spread descriptor \"zone\": use node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.KEY or engine.labels.KEY"),
+            ("empty label", vec!["node.labels."], vec![], "invalid spread descriptor \"node.labels.\": use node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.KEY or engine.labels.KEY"),
+            ("host port", vec![], vec![port("host", "tcp", 8080, 80), port("host", "udp", 8080, 80)], ""),
+            ("ingress port, old upper case", vec![], vec![port("ingress", "TCP", 8080, 80), port("ingress", "tcp", 0, 81)], ""),
+            ("host without published", vec![], vec![port("host", "tcp", 0, 80)], "host-mode port 80/tcp needs a published port: shoal does not pick one; use mode=host,published=PORT,target=80"),
+            ("duplicate", vec![], vec![port("host", "tcp", 8080, 80), port("ingress", "tcp", 8080, 81)], "duplicate published port 8080/tcp: each published port and protocol may appear once"),
+            ("protocol", vec![], vec![port("host", "icmp", 8080, 80)], "invalid protocol \"icmp\" for port 80: use tcp, udp or sctp"),
+            ("mode", vec![], vec![port("bridge", "tcp", 8080, 80)], "invalid publish mode \"bridge\": use ingress or host"),
+            ("range", vec![], vec![port("host", "tcp", 70000, 80)], "invalid port 70000:80: ports are 1-65535 (published 0 means none)"),
+            ("no target", vec![], vec![port("ingress", "tcp", 8080, 0)], "invalid port 8080:0: ports are 1-65535 (published 0 means none)"),
+        ];
+        let s = swarm();
+        for (case, prefs, ports, expect) in cases {
+            let mut spec = ServiceSpec::new("web", "busybox");
+            spec.task.placement.preferences = prefs.into_iter().map(String::from).collect();
+            spec.ports = ports;
+            let got = create_service(&s, spec, "i".into()).map(|_| ()).map_err(|e| e.to_string());
+            let want = if expect.is_empty() { Ok(()) } else { Err(expect.to_string()) };
+            assert_eq!(got, want, "{case}");
+        }
     }
 
     #[test]

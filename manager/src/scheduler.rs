@@ -1,39 +1,68 @@
 //! The scheduler: puts unassigned tasks on nodes.
 //!
-//! A pure function of the state (plus `now` for status timestamps). Filters
-//! run in swarmkit's order: ready and active, resources, constraints,
-//! platform, max replicas per node. Among the nodes that pass, spread wins:
-//! fewest tasks of this service, then fewest tasks overall, then node id (so
-//! equal inputs give equal placements).
+//! A pure function of the state and `now` (status timestamps and the failure
+//! window). Filters run in swarmkit's order: ready and active, resources,
+//! constraints, platform, host-mode ports, max replicas per node. Among the
+//! nodes that pass, the ranking is swarmkit's:
+//!
+//! - placement preferences first: with `spread=DESCRIPTOR` preferences, the
+//!   tasks of a group go to the value of the first descriptor (a node label,
+//!   say `node.labels.zone`) that has the fewest tasks of the service, nodes
+//!   lacking the label forming one more value; within it by the next
+//!   descriptor, and so on ([`tree`]). Running tasks of the service count
+//!   toward their node's values, eligible node or not;
+//! - then nodes where tasks of the service failed (or were rejected) at
+//!   least [`FAILURES_TO_RANK_LAST`] times within [`FAILURE_WINDOW_NS`] rank
+//!   last, more failures later, but are still used when nothing else fits;
+//! - then spread: fewest tasks of this service, then fewest tasks overall,
+//!   then node id (so equal inputs give equal placements).
+//!
+//! The host-port filter keeps a task that publishes a port in host mode off
+//! a node where a live task (desired at most running, not finished) already
+//! publishes the same port and protocol in host mode; a task's ports are its
+//! service's current `EndpointSpec` ports.
 //!
 //! Cost: tasks are placed group by group (same service and spec version).
-//! The node-only filters run once per group; the nodes that pass sit in an
-//! ordered set keyed by spread rank, so each placement is O(log nodes). A
-//! node dropped from a group for resources or max replicas stays dropped for
-//! the rest of the pass, which is exact because loads only grow in a pass. A task that fits nowhere goes to
-//! `Pending` with an explanation naming each filter that failed, the filter
-//! that rejected the most nodes first (ties in filter order, as swarmkit's
-//! `Pipeline::Explain`), e.g. `no suitable node (max replicas per node limit
-//! exceed; scheduling constraints not satisfied on 1 node)` for 3 full
-//! workers and a manager the constraints exclude; it is retried on every pass.
-//! A task that was never placed and is now desired `Shutdown` is closed here
-//! (status `Shutdown`), since no agent will ever report on it.
+//! The node-only filters run once per group; the nodes that pass sit in
+//! ordered sets keyed by rank (one per leaf of the preference tree, a single
+//! one without preferences), so each placement is O(depth × log nodes). A
+//! node dropped from a group for resources, host ports or max replicas stays
+//! dropped for the rest of the pass, which is exact because loads only grow
+//! in a pass. A task that fits nowhere goes to `Pending` with an explanation
+//! naming each filter that failed, the filter that rejected the most nodes
+//! first (ties in filter order, as swarmkit's `Pipeline::Explain`), e.g.
+//! `no suitable node (max replicas per node limit exceed; scheduling
+//! constraints not satisfied on 1 node)` for 3 full workers and a manager the
+//! constraints exclude; it is retried on every pass. A pre-bound (global)
+//! task whose node is full says so the same way. A task that was never
+//! placed and is now desired `Shutdown` is closed here (status `Shutdown`),
+//! since no agent will ever report on it.
+
+mod tree;
 
 use crate::state::State;
 use shoal_shared::clock::UnixNanos;
 use shoal_shared::ops::Op;
 use shoal_shared::task::TaskState;
-use shoal_shared::types::{Availability, Node, NodeRole, NodeState, Placement, ResourceSet, Task, TaskStatus};
-use std::collections::{BTreeMap, BTreeSet};
+use shoal_shared::types::{Availability, Node, NodeRole, NodeState, Placement, ResourceSet, Task, TaskStatus, PUBLISH_MODE_HOST};
+use std::collections::BTreeMap;
+use tree::Tree;
+
+/// Failures of a service on a node count for this long (swarmkit's `monitorFailures`, 5 minutes).
+pub const FAILURE_WINDOW_NS: u64 = 5 * 60 * 1_000_000_000;
+/// Recent failures of a service from which a node ranks last for it (swarmkit's `maxFailures`).
+pub const FAILURES_TO_RANK_LAST: u64 = 5;
 
 /// Why a node was filtered out, in filter order (the order of explanations
-/// among filters that rejected equally many nodes).
+/// among filters that rejected equally many nodes). Not serialized: variants
+/// may be inserted in filter order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Filtered {
     NotReady,
     Resources,
     Constraints,
     Platform,
+    HostPort,
     MaxReplicas,
 }
 
@@ -45,7 +74,67 @@ impl Filtered {
             Filtered::Resources => format!("insufficient resources on {n}"),
             Filtered::Constraints => format!("scheduling constraints not satisfied on {n}"),
             Filtered::Platform => format!("unsupported platform on {n}"),
+            Filtered::HostPort => format!("host-mode port already in use on {n}"),
             Filtered::MaxReplicas => "max replicas per node limit exceed".to_string(),
+        }
+    }
+}
+
+/// A node attribute, as constraints and spread preferences name it. The
+/// names compare case-insensitively, as swarmkit's; label keys do not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Attr {
+    Id,
+    Hostname,
+    Role,
+    Os,
+    Arch,
+    NodeLabel(String),
+    EngineLabel(String),
+}
+
+/// The attribute names, for error messages.
+const ATTRS_ACCEPTED: &str =
+    "node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.KEY or engine.labels.KEY";
+
+impl Attr {
+    fn parse(key: &str) -> Option<Attr> {
+        let label = |prefix: &str| {
+            let head = key.get(..prefix.len())?;
+            let rest = &key[prefix.len()..];
+            (head.eq_ignore_ascii_case(prefix) && !rest.is_empty()).then(|| rest.to_string())
+        };
+        let fixed = [
+            ("node.id", Attr::Id),
+            ("node.hostname", Attr::Hostname),
+            ("node.role", Attr::Role),
+            ("node.platform.os", Attr::Os),
+            ("node.platform.arch", Attr::Arch),
+        ];
+        for (name, attr) in fixed {
+            if key.eq_ignore_ascii_case(name) {
+                return Some(attr);
+            }
+        }
+        if let Some(l) = label("node.labels.") {
+            return Some(Attr::NodeLabel(l));
+        }
+        label("engine.labels.").map(Attr::EngineLabel)
+    }
+
+    /// The node's value, `None` when it lacks the label.
+    fn value<'n>(&self, node: &'n Node) -> Option<&'n str> {
+        match self {
+            Attr::Id => Some(&node.id),
+            Attr::Hostname => Some(&node.description.hostname),
+            Attr::Role => Some(match node.role {
+                NodeRole::Manager => "manager",
+                NodeRole::Worker => "worker",
+            }),
+            Attr::Os => Some(&node.description.platform.os),
+            Attr::Arch => Some(&node.description.platform.architecture),
+            Attr::NodeLabel(l) => node.labels.get(l).map(String::as_str),
+            Attr::EngineLabel(l) => node.description.engine_labels.get(l).map(String::as_str),
         }
     }
 }
@@ -56,6 +145,7 @@ pub struct Constraint {
     pub key: String,
     pub equal: bool,
     pub value: String,
+    attr: Attr,
 }
 
 /// Errors in constraint expressions.
@@ -63,7 +153,7 @@ pub struct Constraint {
 pub enum ConstraintError {
     #[error("invalid constraint {0:?}: expected KEY==VALUE or KEY!=VALUE")]
     Syntax(String),
-    #[error("invalid constraint key {0:?}: use node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.KEY or engine.labels.KEY")]
+    #[error("invalid constraint key {0:?}: use {ATTRS_ACCEPTED}")]
     Key(String),
 }
 
@@ -82,38 +172,59 @@ impl Constraint {
         if key.is_empty() || value.is_empty() {
             return Err(ConstraintError::Syntax(expr.to_string()));
         }
-        let known = matches!(key, "node.id" | "node.hostname" | "node.role" | "node.platform.os" | "node.platform.arch")
-            || key.strip_prefix("node.labels.").is_some_and(|l| !l.is_empty())
-            || key.strip_prefix("engine.labels.").is_some_and(|l| !l.is_empty());
-        if !known {
-            return Err(ConstraintError::Key(key.to_string()));
-        }
-        Ok(Constraint { key: key.to_string(), equal, value: value.to_string() })
+        let attr = Attr::parse(key).ok_or_else(|| ConstraintError::Key(key.to_string()))?;
+        Ok(Constraint { key: key.to_string(), equal, value: value.to_string(), attr })
     }
 
     /// Whether `node` satisfies the constraint (values compare case-insensitively, as Swarm's).
     pub fn matches(&self, node: &Node) -> bool {
-        let actual: Option<String> = match self.key.as_str() {
-            "node.id" => Some(node.id.clone()),
-            "node.hostname" => Some(node.description.hostname.clone()),
-            "node.role" => Some(match node.role {
-                NodeRole::Manager => "manager".into(),
-                NodeRole::Worker => "worker".into(),
-            }),
-            "node.platform.os" => Some(node.description.platform.os.clone()),
-            "node.platform.arch" => Some(node.description.platform.architecture.clone()),
-            k => {
-                if let Some(l) = k.strip_prefix("node.labels.") {
-                    node.labels.get(l).cloned()
-                } else if let Some(l) = k.strip_prefix("engine.labels.") {
-                    node.description.engine_labels.get(l).cloned()
-                } else {
-                    None
-                }
-            }
-        };
-        let same = actual.is_some_and(|a| a.eq_ignore_ascii_case(&self.value));
+        let same = self.attr.value(node).is_some_and(|a| a.eq_ignore_ascii_case(&self.value));
         same == self.equal
+    }
+}
+
+/// A spread placement preference: tasks spread evenly over the values a
+/// node attribute takes (`--placement-pref spread=node.labels.zone`).
+/// `Placement.preferences` stores the descriptor (`node.labels.zone`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spread {
+    pub descriptor: String,
+    attr: Attr,
+}
+
+/// Errors in placement preferences.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PreferenceError {
+    #[error("invalid placement preference {0:?}: use spread=node.labels.KEY (or spread=engine.labels.KEY)")]
+    Syntax(String),
+    #[error("unsupported placement preference {0:?}: only spread is supported, e.g. spread=node.labels.zone")]
+    Strategy(String),
+    #[error("invalid spread descriptor {0:?}: use {ATTRS_ACCEPTED}")]
+    Descriptor(String),
+}
+
+impl Spread {
+    /// Parses a flag value, `spread=DESCRIPTOR` (Docker's `--placement-pref`).
+    pub fn parse_pref(pref: &str) -> Result<Spread, PreferenceError> {
+        let Some((strategy, descriptor)) = pref.split_once('=') else {
+            return Err(PreferenceError::Syntax(pref.to_string()));
+        };
+        if strategy.is_empty() || descriptor.is_empty() || descriptor.contains('=') {
+            return Err(PreferenceError::Syntax(pref.to_string()));
+        }
+        if strategy != "spread" {
+            return Err(PreferenceError::Strategy(pref.to_string()));
+        }
+        Spread::parse(descriptor)
+    }
+
+    /// Parses a stored descriptor (`node.labels.zone`).
+    pub fn parse(descriptor: &str) -> Result<Spread, PreferenceError> {
+        let bad = descriptor.is_empty() || descriptor.contains(['=', ' ', '\t', '\n']);
+        match Attr::parse(descriptor) {
+            Some(attr) if !bad => Ok(Spread { descriptor: descriptor.to_string(), attr }),
+            _ => Err(PreferenceError::Descriptor(descriptor.to_string())),
+        }
     }
 }
 
@@ -122,18 +233,22 @@ pub fn eligible(node: &Node, placement: &Placement) -> Result<(), Filtered> {
     Compiled::new(placement).check(node)
 }
 
-/// A placement with its constraints parsed once.
+/// A placement with its constraints and preferences parsed once.
 struct Compiled<'p> {
     placement: &'p Placement,
     /// `None` when a constraint does not parse: then it matches no node
     /// (constraints are validated at creation, so this is old or bad data).
     constraints: Option<Vec<Constraint>>,
+    /// The spread attributes, outermost first. A descriptor that does not
+    /// parse is skipped, as swarmkit skips descriptors it does not know.
+    spreads: Vec<Attr>,
 }
 
 impl<'p> Compiled<'p> {
     fn new(placement: &'p Placement) -> Compiled<'p> {
         let constraints = placement.constraints.iter().map(|c| Constraint::parse(c).ok()).collect();
-        Compiled { placement, constraints }
+        let spreads = placement.preferences.iter().filter_map(|d| Spread::parse(d).ok()).map(|s| s.attr).collect();
+        Compiled { placement, constraints, spreads }
     }
 
     fn check(&self, node: &Node) -> Result<(), Filtered> {
@@ -152,25 +267,113 @@ impl<'p> Compiled<'p> {
     }
 }
 
+/// A host-mode published port: protocol and port number.
+type Published<'a> = (&'a str, u32);
+
 /// Per-node bookkeeping during one scheduling pass.
-#[derive(Default, Clone)]
-struct Load {
+#[derive(Default)]
+struct Load<'a> {
     total: u64,
-    by_service: BTreeMap<String, u64>,
+    by_service: BTreeMap<&'a str, u64>,
     reserved: ResourceSet,
+    /// Host-mode ports that live tasks on the node publish.
+    host_ports: Vec<Published<'a>>,
+    /// Recent failures (within [`FAILURE_WINDOW_NS`]) by service.
+    failures: BTreeMap<&'a str, u64>,
+}
+
+impl Load<'_> {
+    /// The first rank key: 0 for a healthy node, else its recent failures of the service.
+    fn penalty(&self, service: &str) -> u64 {
+        let failures = self.failures.get(service).copied().unwrap_or(0);
+        if failures >= FAILURES_TO_RANK_LAST {
+            failures
+        } else {
+            0
+        }
+    }
+
+    fn ports_free(&self, want: &[Published<'_>]) -> bool {
+        !want.iter().any(|(proto, port)| self.host_ports.iter().any(|(p, n)| n == port && p.eq_ignore_ascii_case(proto)))
+    }
+}
+
+/// What one pass knows besides the state: each node's load, each service's host ports.
+struct Pass<'a> {
+    load: BTreeMap<&'a str, Load<'a>>,
+    /// Host-mode published ports by service id (only services that have some).
+    ports: BTreeMap<&'a str, Vec<Published<'a>>>,
+}
+
+impl<'a> Pass<'a> {
+    fn new(state: &'a State, now: UnixNanos) -> Pass<'a> {
+        let mut ports: BTreeMap<&str, Vec<Published<'_>>> = BTreeMap::new();
+        for (id, s) in &state.services {
+            let host = s.spec.ports.iter().filter(|p| p.publish_mode == PUBLISH_MODE_HOST && p.published_port != 0);
+            let host: Vec<Published<'_>> = host.map(|p| (p.protocol.as_str(), p.published_port)).collect();
+            if !host.is_empty() {
+                ports.insert(id.as_str(), host);
+            }
+        }
+        let mut pass = Pass { load: state.nodes.keys().map(|id| (id.as_str(), Load::default())).collect(), ports };
+        let since = now.saturating_sub(FAILURE_WINDOW_NS);
+        for t in state.tasks.values() {
+            if t.node_id.is_empty() {
+                continue;
+            }
+            let failed = matches!(t.status.state, TaskState::Failed | TaskState::Rejected);
+            if failed && t.status.timestamp >= since {
+                if let Some(l) = pass.load.get_mut(t.node_id.as_str()) {
+                    *l.failures.entry(t.service_id.as_str()).or_default() += 1;
+                }
+            }
+            // A pre-bound task not assigned yet counts once it is, in `place_bound`.
+            let unassigned = t.status.state <= TaskState::Pending;
+            if unassigned || t.status.state.is_terminal() || t.desired_state > TaskState::Running {
+                continue;
+            }
+            pass.count(&t.node_id, t);
+        }
+        pass
+    }
+
+    fn host_ports(&self, service: &str) -> &[Published<'a>] {
+        self.ports.get(service).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Adds a live task to its node's load.
+    fn count(&mut self, node_id: &str, t: &'a Task) {
+        let ports = self.ports.get(t.service_id.as_str());
+        let Some(l) = self.load.get_mut(node_id) else { return };
+        l.total += 1;
+        *l.by_service.entry(t.service_id.as_str()).or_default() += 1;
+        l.reserved.nano_cpus += t.spec.resources.reservations.nano_cpus;
+        l.reserved.memory_bytes += t.spec.resources.reservations.memory_bytes;
+        if let Some(p) = ports {
+            l.host_ports.extend_from_slice(p);
+        }
+    }
+
+    /// The per-task filters for a node that passed the node-only ones, in filter order.
+    fn fits(&self, node: &Node, t: &Task, max_replicas: u64) -> Result<(), Filtered> {
+        let Some(l) = self.load.get(node.id.as_str()) else { return Err(Filtered::NotReady) };
+        if !fits(node, t, l) {
+            return Err(Filtered::Resources);
+        }
+        if !l.ports_free(self.host_ports(&t.service_id)) {
+            return Err(Filtered::HostPort);
+        }
+        let mine = l.by_service.get(t.service_id.as_str()).copied().unwrap_or(0);
+        if max_replicas > 0 && mine >= max_replicas {
+            return Err(Filtered::MaxReplicas);
+        }
+        Ok(())
+    }
 }
 
 /// Assigns every unassigned runnable task, or explains why it cannot be.
 pub fn schedule(state: &State, now: UnixNanos) -> Vec<Op> {
-    let mut load: BTreeMap<&str, Load> = state.nodes.keys().map(|id| (id.as_str(), Load::default())).collect();
-    for t in state.tasks.values() {
-        if t.node_id.is_empty() || t.status.state.is_terminal() || t.desired_state > TaskState::Running {
-            continue;
-        }
-        if let Some(l) = load.get_mut(t.node_id.as_str()) {
-            count(l, t);
-        }
-    }
+    let mut pass = Pass::new(state, now);
     let mut ops = Vec::new();
     let mut unplaced: Vec<&Task> = Vec::new();
     for t in state.tasks.values() {
@@ -190,66 +393,85 @@ pub fn schedule(state: &State, now: UnixNanos) -> Vec<Op> {
             unplaced.push(t);
             continue;
         }
-        // Pre-bound (global) tasks: assign if the node still fits; the
-        // orchestrator removes them otherwise.
-        if let Some(n) = state.nodes.get(&t.node_id) {
-            if eligible(n, &t.spec.placement).is_ok() && fits(n, t, &load[n.id.as_str()]) {
-                ops.push(assign(t, &n.id, now));
-            }
-        }
+        place_bound(state, t, &mut pass, now, &mut ops);
     }
     unplaced.sort_by(|a, b| (&a.service_id, a.service_version, &a.id).cmp(&(&b.service_id, b.service_version, &b.id)));
     for group in unplaced.chunk_by(|a, b| a.service_id == b.service_id && a.service_version == b.service_version) {
-        place_group(state, group, &mut load, now, &mut ops);
+        place_group(state, group, &mut pass, now, &mut ops);
     }
     ops
 }
 
+/// A pre-bound (global) task: assigned if its node still passes every
+/// filter. The orchestrator removes it when the node-only filters fail; when
+/// the node is full (resources, host ports) it waits `Pending`, saying why.
+fn place_bound<'a>(state: &'a State, t: &'a Task, pass: &mut Pass<'a>, now: UnixNanos, ops: &mut Vec<Op>) {
+    let Some(n) = state.nodes.get(&t.node_id) else { return };
+    if eligible(n, &t.spec.placement).is_err() {
+        return;
+    }
+    // Max replicas is for replicated services: a global one has one task per node anyway.
+    match pass.fits(n, t, 0) {
+        Ok(()) => {
+            pass.count(&n.id, t);
+            ops.push(assign(t, &n.id, now));
+        }
+        Err(f) => pending(t, &BTreeMap::from([(f, 1)]), now, ops),
+    }
+}
+
 /// Places one group of tasks sharing service and spec version.
-fn place_group<'a>(state: &'a State, group: &[&Task], load: &mut BTreeMap<&'a str, Load>, now: UnixNanos, ops: &mut Vec<Op>) {
+fn place_group<'a>(state: &'a State, group: &[&'a Task], pass: &mut Pass<'a>, now: UnixNanos, ops: &mut Vec<Op>) {
     let Some(first) = group.first() else { return };
+    let service = first.service_id.as_str();
     let compiled = Compiled::new(&first.spec.placement);
     let mut rejected: BTreeMap<Filtered, usize> = BTreeMap::new();
-    let mut candidates: BTreeSet<(u64, u64, &'a str)> = BTreeSet::new();
+    let mut tree = Tree::new(compiled.spreads.len());
+    let mut values: Vec<&'a str> = Vec::with_capacity(compiled.spreads.len());
     for n in state.nodes.values() {
-        match compiled.check(n) {
-            Ok(()) => {
-                let l = &load[n.id.as_str()];
-                candidates.insert((l.by_service.get(&first.service_id).copied().unwrap_or(0), l.total, n.id.as_str()));
+        let Some(l) = pass.load.get(n.id.as_str()) else { continue };
+        let mine = l.by_service.get(service).copied().unwrap_or(0);
+        let rank = match compiled.check(n) {
+            Ok(()) => Some((l.penalty(service), mine, l.total, n.id.as_str())),
+            Err(f) => {
+                *rejected.entry(f).or_default() += 1;
+                None
             }
-            Err(f) => *rejected.entry(f).or_default() += 1,
-        }
+        };
+        values.clear();
+        // Nodes lacking the attribute share the value "", as swarmkit's.
+        values.extend(compiled.spreads.iter().map(|a| a.value(n).unwrap_or("")));
+        tree.insert(&values, mine, rank);
     }
+    tree.seal();
     let max = first.spec.placement.max_replicas_per_node;
     for t in group {
         let placed = loop {
-            let Some(&(mine, total, id)) = candidates.first() else { break None };
-            candidates.pop_first();
-            let l = &load[id];
-            if !fits(&state.nodes[id], t, l) {
-                *rejected.entry(Filtered::Resources).or_default() += 1;
+            let Some((penalty, mine, total, id)) = tree.pop() else { break None };
+            // Node ids in the tree come from `state.nodes`.
+            if let Err(f) = pass.fits(&state.nodes[id], t, max) {
+                *rejected.entry(f).or_default() += 1;
+                tree.rejected();
                 continue;
             }
-            if max > 0 && mine >= max {
-                *rejected.entry(Filtered::MaxReplicas).or_default() += 1;
-                continue;
-            }
-            // Node ids in `candidates` come from `state.nodes`, whose keys are all in `load`.
-            count(load.get_mut(id).expect("candidate node has load"), t);
-            candidates.insert((mine + 1, total + 1, id));
+            pass.count(id, t);
+            tree.placed((penalty, mine + 1, total + 1, id));
             break Some(id);
         };
         match placed {
             Some(id) => ops.push(assign(t, id, now)),
-            None => {
-                let why = explain(&rejected);
-                if t.status.state != TaskState::Pending || t.status.err != why {
-                    let mut st = TaskStatus::new(TaskState::Pending, now, "pending task scheduling");
-                    st.err = why;
-                    ops.push(Op::SetTaskStatus { id: t.id.clone(), status: st });
-                }
-            }
+            None => pending(t, &rejected, now, ops),
         }
+    }
+}
+
+/// Marks a task that fits nowhere `Pending` with the reasons, unless it already says so.
+fn pending(t: &Task, rejected: &BTreeMap<Filtered, usize>, now: UnixNanos, ops: &mut Vec<Op>) {
+    let why = explain(rejected);
+    if t.status.state != TaskState::Pending || t.status.err != why {
+        let mut st = TaskStatus::new(TaskState::Pending, now, "pending task scheduling");
+        st.err = why;
+        ops.push(Op::SetTaskStatus { id: t.id.clone(), status: st });
     }
 }
 
@@ -265,14 +487,7 @@ fn explain(rejected: &BTreeMap<Filtered, usize>) -> String {
     format!("no suitable node ({})", why.join("; "))
 }
 
-fn count(l: &mut Load, t: &Task) {
-    l.total += 1;
-    *l.by_service.entry(t.service_id.clone()).or_default() += 1;
-    l.reserved.nano_cpus += t.spec.resources.reservations.nano_cpus;
-    l.reserved.memory_bytes += t.spec.resources.reservations.memory_bytes;
-}
-
-fn fits(node: &Node, t: &Task, l: &Load) -> bool {
+fn fits(node: &Node, t: &Task, l: &Load<'_>) -> bool {
     let want = t.spec.resources.reservations;
     let have = node.description.resources;
     let cpu_ok = want.nano_cpus == 0 || have.nano_cpus - l.reserved.nano_cpus >= want.nano_cpus;
@@ -294,19 +509,76 @@ mod tests {
     use crate::state::tests::{node, service, task};
     use shoal_shared::ops::Entry;
     use shoal_shared::platform::Platform;
+    use shoal_shared::types::{PortConfig, Service};
+
+    /// The `now` of every check: one hour in, so failure windows fit before it.
+    const NOW: UnixNanos = 3_600_000_000_000;
+    const MINUTE_NS: u64 = 60_000_000_000;
+
+    /// Expected `(task, node or error)` pairs.
+    type Expect = &'static [(&'static str, &'static str)];
 
     fn state(nodes: Vec<Node>, tasks: Vec<Task>) -> State {
+        state_with(vec![service("svc", "web")], nodes, tasks)
+    }
+
+    fn state_with(services: Vec<Service>, nodes: Vec<Node>, tasks: Vec<Task>) -> State {
         let mut s = State::default();
         let mut ops: Vec<Op> = nodes.into_iter().map(Op::PutNode).collect();
-        ops.push(Op::PutService(service("svc", "web")));
+        ops.extend(services.into_iter().map(Op::PutService));
         ops.extend(tasks.into_iter().map(Op::CreateTask));
         assert!(s.apply(1, &Entry { at: 1, ops }).rejected.is_empty());
         s
     }
 
+    /// A node with user labels (`zone=a`).
+    fn labelled(id: &str, labels: &[(&str, &str)]) -> Node {
+        let mut n = node(id, "linux/amd64");
+        n.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        n
+    }
+
+    /// A task of `service` on `node` in `state` since `at`.
+    fn on(id: &str, service: &str, node: &str, state: TaskState, at: UnixNanos) -> Task {
+        let mut t = task(id, service, 0);
+        t.node_id = node.into();
+        t.status = TaskStatus::new(state, at, "observed");
+        t
+    }
+
+    /// Unplaced tasks `ids` of service `svc` with `placement`.
+    fn tasks(ids: &[&str], placement: &Placement) -> Vec<Task> {
+        let mut out = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let mut t = task(id, "svc", i as u64 + 1);
+            t.spec.placement = placement.clone();
+            out.push(t);
+        }
+        out
+    }
+
+    fn spread(descriptors: &[&str]) -> Placement {
+        Placement { preferences: descriptors.iter().map(|d| d.to_string()).collect(), ..Default::default() }
+    }
+
+    /// A service publishing `ports` (`(mode, protocol, published)`).
+    fn publishing(id: &str, name: &str, ports: &[(&str, &str, u32)]) -> Service {
+        let mut s = service(id, name);
+        s.spec.ports = ports
+            .iter()
+            .map(|(mode, proto, port)| PortConfig {
+                protocol: proto.to_string(),
+                target_port: 80,
+                published_port: *port,
+                publish_mode: mode.to_string(),
+            })
+            .collect();
+        s
+    }
+
     /// Schedules and returns `task -> node or error`, for table checks.
     fn check(s: &State, expect: &[(&str, &str)]) {
-        let ops = schedule(s, 5);
+        let ops = schedule(s, NOW);
         let mut got: Vec<(String, String)> = ops
             .iter()
             .map(|op| match op {
@@ -414,10 +686,251 @@ mod tests {
         assert!(Constraint::parse("node.role!=manager").is_ok());
         assert_eq!(Constraint::parse("node.role=manager"), Err(ConstraintError::Syntax("node.role=manager".into())));
         assert!(matches!(Constraint::parse("node.colour==red"), Err(ConstraintError::Key(_))));
+        assert!(matches!(Constraint::parse("node.labels.==red"), Err(ConstraintError::Key(_))));
         let n = node("a", "linux/arm64");
         assert!(Constraint::parse("node.platform.arch==arm64").unwrap().matches(&n));
         assert!(Constraint::parse("node.role!=manager").unwrap().matches(&n));
+        assert!(Constraint::parse("Node.Role==worker").unwrap().matches(&n), "attribute names ignore case, as swarmkit's");
         assert!(!Constraint::parse("node.labels.zone==x").unwrap().matches(&n));
         assert!(Constraint::parse("node.labels.zone!=x").unwrap().matches(&n));
+    }
+
+    #[test]
+    fn placement_preferences_parse() {
+        let syntax = "use spread=node.labels.KEY (or spread=engine.labels.KEY)";
+        let descriptor = format!("use {ATTRS_ACCEPTED}");
+        let descriptor = descriptor.as_str();
+        let strategy = "only spread is supported, e.g. spread=node.labels.zone";
+        for (input, expect) in [
+            ("spread=node.labels.zone", Ok("node.labels.zone")),
+            ("spread=engine.labels.disk", Ok("engine.labels.disk")),
+            ("spread=Node.Labels.zone", Ok("Node.Labels.zone")),
+            ("spread=node.hostname", Ok("node.hostname")),
+            ("spread=node.platform.arch", Ok("node.platform.arch")),
+            ("spread=node.labels.", Err(descriptor)),
+            ("spread=node.colour", Err(descriptor)),
+            ("spread=zone", Err(descriptor)),
+            ("spread=node.labels.a b", Err(descriptor)),
+            ("spread=", Err(syntax)),
+            ("spread=node.labels.zone=a", Err(syntax)),
+            ("node.labels.zone", Err(syntax)),
+            ("=node.labels.zone", Err(syntax)),
+            ("binpack=node.labels.zone", Err(strategy)),
+        ] {
+            let got = Spread::parse_pref(input).map(|s| s.descriptor);
+            match (got, expect) {
+                (Ok(d), Ok(want)) => assert_eq!(d, want, "{input}"),
+                (Err(e), Err(want)) => assert!(e.to_string().ends_with(want), "{input}: {e}"),
+                (got, _) => panic!("{input}: got {got:?}, want {expect:?}"),
+            }
+        }
+        assert_eq!(
+            Spread::parse_pref("spread=node.colour").unwrap_err().to_string(),
+            "invalid spread descriptor \"node.colour\": use node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.KEY or engine.labels.KEY"
+        );
+        assert_eq!(Spread::parse("node.labels.zone").map(|s| s.descriptor), Ok("node.labels.zone".to_string()));
+    }
+
+    #[test]
+    fn spread_preference_balances_label_values() {
+        let nodes = || {
+            vec![labelled("a1", &[("zone", "a")]), labelled("a2", &[("zone", "a")]), labelled("b1", &[("zone", "b")]), labelled("c", &[])]
+        };
+        let ids = ["t1", "t2", "t3", "t4", "t5", "t6"];
+        // Zones a and b and the unlabelled node each get a third, whatever their node counts.
+        let s = state(nodes(), tasks(&ids, &spread(&["node.labels.zone"])));
+        check(&s, &[("t1", "c"), ("t2", "a1"), ("t3", "b1"), ("t4", "c"), ("t5", "a2"), ("t6", "b1")]);
+        // Without the preference, nodes share evenly: zone a gets four.
+        let s = state(nodes(), tasks(&ids, &Placement::default()));
+        check(&s, &[("t1", "a1"), ("t2", "a2"), ("t3", "b1"), ("t4", "c"), ("t5", "a1"), ("t6", "a2")]);
+        // A descriptor that no longer parses (old data) is skipped, as swarmkit skips unknown ones.
+        let s = state(nodes(), tasks(&ids, &spread(&["node.colour"])));
+        check(&s, &[("t1", "a1"), ("t2", "a2"), ("t3", "b1"), ("t4", "c"), ("t5", "a1"), ("t6", "a2")]);
+    }
+
+    #[test]
+    fn spread_counts_running_tasks_of_the_service() {
+        let nodes = vec![labelled("a1", &[("zone", "a")]), labelled("b1", &[("zone", "b")])];
+        let mut all = tasks(&["t1", "t2", "t3"], &spread(&["node.labels.zone"]));
+        // Zone a runs two tasks of the service; zone b runs three of another service, which do not count.
+        all.push(on("r1", "svc", "a1", TaskState::Running, 1));
+        all.push(on("r2", "svc", "a1", TaskState::Running, 1));
+        for r in ["o1", "o2", "o3"] {
+            all.push(on(r, "other", "b1", TaskState::Running, 1));
+        }
+        // A finished task of the service on b1 does not count either.
+        all.push(on("f1", "svc", "b1", TaskState::Complete, 1));
+        let s = state_with(vec![service("svc", "web"), service("other", "db")], nodes, all);
+        check(&s, &[("t1", "b1"), ("t2", "b1"), ("t3", "a1")]);
+    }
+
+    #[test]
+    fn spread_preferences_nest() {
+        let nodes = vec![
+            labelled("a-hdd", &[("zone", "a")]),
+            labelled("a-ssd", &[("zone", "a")]),
+            labelled("b-ssd", &[("zone", "b")]),
+            node("z", "linux/amd64"),
+        ];
+        let mut nodes = nodes;
+        for n in &mut nodes {
+            let disk = if n.id.ends_with("hdd") { "hdd" } else { "ssd" };
+            n.description.engine_labels.insert("disk".into(), disk.into());
+        }
+        // Node z (no zone label) is excluded: its branch never opens.
+        let mut p = spread(&["node.labels.zone", "engine.labels.disk"]);
+        p.constraints = vec!["node.id!=z".into()];
+        let s = state(nodes, tasks(&["t1", "t2", "t3", "t4"], &p));
+        check(&s, &[("t1", "a-hdd"), ("t2", "b-ssd"), ("t3", "a-ssd"), ("t4", "b-ssd")]);
+    }
+
+    #[test]
+    fn spread_moves_on_when_a_value_is_full() {
+        let nodes = vec![labelled("a1", &[("zone", "a")]), labelled("b1", &[("zone", "b")]), labelled("b2", &[("zone", "b")])];
+        let mut p = spread(&["node.labels.zone"]);
+        p.max_replicas_per_node = 1;
+        let s = state(nodes, tasks(&["t1", "t2", "t3", "t4"], &p));
+        check(&s, &[("t1", "a1"), ("t2", "b1"), ("t3", "b2"), ("t4", "no suitable node (max replicas per node limit exceed)")]);
+    }
+
+    #[test]
+    fn recent_failures_rank_a_node_last() {
+        let recent = NOW - MINUTE_NS;
+        let old = NOW - FAILURE_WINDOW_NS - MINUTE_NS;
+        let failures = |service: &str, n: u64, state: TaskState, at: UnixNanos| -> Vec<Task> {
+            (0..n).map(|i| on(&format!("f{i}"), service, "a", state, at)).collect()
+        };
+        let cases: Vec<(&str, Vec<Task>, Expect)> = vec![
+            ("healthy", vec![], &[("t1", "a"), ("t2", "b")]),
+            ("recent failures", failures("svc", 5, TaskState::Failed, recent), &[("t1", "b"), ("t2", "b")]),
+            ("recent rejections", failures("svc", 5, TaskState::Rejected, recent), &[("t1", "b"), ("t2", "b")]),
+            ("below the threshold", failures("svc", 4, TaskState::Failed, recent), &[("t1", "a"), ("t2", "b")]),
+            ("another service", failures("other", 5, TaskState::Failed, recent), &[("t1", "a"), ("t2", "b")]),
+            ("old failures", failures("svc", 5, TaskState::Failed, old), &[("t1", "a"), ("t2", "b")]),
+            ("not failures", failures("svc", 5, TaskState::Complete, recent), &[("t1", "a"), ("t2", "b")]),
+        ];
+        for (case, history, expect) in cases {
+            let mut all = tasks(&["t1", "t2"], &Placement::default());
+            all.extend(history);
+            let s = state_with(
+                vec![service("svc", "web"), service("other", "db")],
+                vec![node("a", "linux/amd64"), node("b", "linux/amd64")],
+                all,
+            );
+            let ops = schedule(&s, NOW);
+            let got: Vec<(&str, &str)> = ops
+                .iter()
+                .filter_map(|op| match op {
+                    Op::AssignTask { id, node_id, .. } => Some((id.as_str(), node_id.as_str())),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(got, expect, "{case}");
+        }
+        // The failing node still takes tasks when nothing else fits.
+        let mut b = node("b", "linux/amd64");
+        b.availability = Availability::Drain;
+        let mut all = tasks(&["t1"], &Placement::default());
+        all.extend(failures("svc", 6, TaskState::Failed, recent));
+        let s = state(vec![node("a", "linux/amd64"), b], all);
+        check(&s, &[("t1", "a")]);
+        // More failures rank later: c (5) before a (6).
+        let mut all = tasks(&["t1"], &Placement::default());
+        all.extend(failures("svc", 6, TaskState::Failed, recent));
+        all.extend((0..5).map(|i| on(&format!("g{i}"), "svc", "c", TaskState::Failed, recent)));
+        let s = state(vec![node("a", "linux/amd64"), node("c", "linux/amd64")], all);
+        check(&s, &[("t1", "c")]);
+    }
+
+    #[test]
+    fn host_mode_ports_keep_tasks_apart() {
+        let nodes = || vec![node("a", "linux/amd64"), node("b", "linux/amd64")];
+        let svc = publishing("svc", "web", &[("host", "tcp", 8080)]);
+        let cases: Vec<(&str, Service, TaskState, Expect)> = vec![
+            (
+                "same port and protocol",
+                publishing("other", "db", &[("host", "tcp", 8080)]),
+                TaskState::Running,
+                &[("t1", "b"), ("t2", "no suitable node (host-mode port already in use on 2 nodes)")],
+            ),
+            ("other protocol", publishing("other", "db", &[("host", "udp", 8080)]), TaskState::Running, &[("t1", "b"), ("t2", "a")]),
+            ("ingress mode", publishing("other", "db", &[("ingress", "tcp", 8080)]), TaskState::Running, &[("t1", "b"), ("t2", "a")]),
+            ("other port", publishing("other", "db", &[("host", "tcp", 8081)]), TaskState::Running, &[("t1", "b"), ("t2", "a")]),
+            ("finished task", publishing("other", "db", &[("host", "tcp", 8080)]), TaskState::Failed, &[("t1", "a"), ("t2", "b")]),
+            (
+                "assigned, not yet running",
+                publishing("other", "db", &[("host", "TCP", 8080)]),
+                TaskState::Assigned,
+                &[("t1", "b"), ("t2", "no suitable node (host-mode port already in use on 2 nodes)")],
+            ),
+        ];
+        for (case, other, observed, expect) in cases {
+            let mut all = tasks(&["t1", "t2"], &Placement::default());
+            all.push(on("o1", "other", "a", observed, 1));
+            let s = state_with(vec![svc.clone(), other], nodes(), all);
+            let ops = schedule(&s, NOW);
+            let got: Vec<(&str, &str)> = ops
+                .iter()
+                .map(|op| match op {
+                    Op::AssignTask { id, node_id, .. } => (id.as_str(), node_id.as_str()),
+                    Op::SetTaskStatus { id, status } => (id.as_str(), status.err.as_str()),
+                    other => panic!("unexpected op {other:?}"),
+                })
+                .collect();
+            assert_eq!(got, expect, "{case}");
+        }
+        // A task being shut down frees its port.
+        let mut o1 = on("o1", "other", "a", TaskState::Running, 1);
+        o1.desired_state = TaskState::Shutdown;
+        let mut all = tasks(&["t1"], &Placement::default());
+        all.push(o1);
+        let s = state_with(vec![svc.clone(), publishing("other", "db", &[("host", "tcp", 8080)])], nodes(), all);
+        check(&s, &[("t1", "a")]);
+    }
+
+    #[test]
+    fn host_port_filter_runs_before_max_replicas() {
+        // Among filters that rejected equally many nodes, explanations keep swarmkit's filter order.
+        let rejected = BTreeMap::from([(Filtered::MaxReplicas, 1), (Filtered::HostPort, 1), (Filtered::Resources, 1)]);
+        assert_eq!(
+            explain(&rejected),
+            "no suitable node (insufficient resources on 1 node; host-mode port already in use on 1 node; max replicas per node limit exceed)"
+        );
+        // Otherwise the filter that rejected the most nodes comes first.
+        let rejected = BTreeMap::from([(Filtered::MaxReplicas, 1), (Filtered::HostPort, 2), (Filtered::Resources, 1)]);
+        assert_eq!(
+            explain(&rejected),
+            "no suitable node (host-mode port already in use on 2 nodes; insufficient resources on 1 node; max replicas per node limit exceed)"
+        );
+        // A node that fails both counts for the first: the service's own task holds the port and the one replica allowed.
+        let p = Placement { max_replicas_per_node: 1, ..Default::default() };
+        let mut all = tasks(&["t1"], &p);
+        all.push(on("r1", "svc", "a", TaskState::Running, 1));
+        let s = state_with(vec![publishing("svc", "web", &[("host", "tcp", 8080)])], vec![node("a", "linux/amd64")], all);
+        check(&s, &[("t1", "no suitable node (host-mode port already in use on 1 node)")]);
+    }
+
+    #[test]
+    fn pre_bound_tasks_wait_for_their_node() {
+        let svc = publishing("svc", "web", &[("host", "tcp", 8080)]);
+        let other = publishing("other", "db", &[("host", "tcp", 8080)]);
+        let mut g1 = task("g1", "svc", 0);
+        g1.node_id = "a".into();
+        let mut g2 = task("g2", "svc", 0);
+        g2.node_id = "b".into();
+        let all = vec![g1, g2, on("o1", "other", "a", TaskState::Running, 1)];
+        let s = state_with(vec![svc, other], vec![node("a", "linux/amd64"), node("b", "linux/amd64")], all);
+        check(&s, &[("g1", "no suitable node (host-mode port already in use on 1 node)"), ("g2", "b")]);
+        // Two pre-bound tasks on one node count against each other's resources.
+        let mut a = node("a", "linux/amd64");
+        a.description.resources = ResourceSet { nano_cpus: 1_000_000_000, memory_bytes: 1 << 30 };
+        let mut g1 = task("g1", "svc", 0);
+        g1.node_id = "a".into();
+        g1.spec.resources.reservations.memory_bytes = 600 << 20;
+        let mut g2 = g1.clone();
+        g2.id = "g2".into();
+        g2.service_id = "other".into();
+        let s = state_with(vec![service("svc", "web"), service("other", "db")], vec![a], vec![g1, g2]);
+        check(&s, &[("g1", "a"), ("g2", "no suitable node (insufficient resources on 1 node)")]);
     }
 }

@@ -15,11 +15,17 @@
 //! - a stop-first service never has two live tasks (wanted, not finished) in
 //!   one slot, and no service has more than two;
 //! - no runnable replicated task stays on a drained or down node;
-//! - no node runs more tasks of a service than `max_replicas_per_node`.
+//! - no node runs more tasks of a service than `max_replicas_per_node`;
+//! - no two live tasks on a node publish the same host-mode port.
+//!
+//! Services randomly get a `spread=node.labels.zone` preference (the nodes
+//! are split over two zones plus one unlabelled node) and a host-mode port
+//! of their own; crashing specs leave recent failures behind, so failure
+//! ranking runs too.
 //!
 //! Checked at the end (liveness): every replicated service whose spec does
-//! not crash runs `min(replicas, capacity)` tasks, every global one runs one
-//! task per node.
+//! not crash runs `min(replicas, capacity)` tasks (a host-mode port allows
+//! one task per node), every global one runs one task per node.
 
 use crate::state::State;
 use crate::{control, orchestrator, scheduler};
@@ -27,8 +33,8 @@ use shoal_shared::ops::{Entry, Op};
 use shoal_shared::rng::Rng;
 use shoal_shared::task::TaskState;
 use shoal_shared::types::{
-    Availability, Cluster, FailureAction, Meta, Node, NodeDescription, NodeRole, NodeState, ServiceMode, ServiceSpec, TaskStatus,
-    UpdateOrder,
+    Availability, Cluster, FailureAction, Meta, Node, NodeDescription, NodeRole, NodeState, PortConfig, ServiceMode, ServiceSpec,
+    TaskStatus, UpdateOrder, PUBLISH_MODE_HOST,
 };
 use std::collections::BTreeMap;
 
@@ -38,6 +44,8 @@ const CRASH_ENV: &str = "CRASH=1";
 const MS: u64 = 1_000_000;
 /// Rounds of core passes per step before the step must have settled.
 const SETTLE_ROUNDS_MAX: usize = 64;
+/// The first host-mode port handed out; each service that publishes one gets its own.
+const HOST_PORT_FIRST: u32 = 20_000;
 
 /// What a simulation run found.
 #[derive(Debug, Default)]
@@ -55,6 +63,8 @@ struct Sim {
     ops_applied: u64,
     violations: Vec<String>,
     step: u64,
+    /// The next host-mode port to hand out.
+    next_port: u32,
 }
 
 /// Runs one seeded simulation of `steps` random steps over `nodes` nodes.
@@ -98,6 +108,7 @@ fn run_with_state(seed: u64, nodes: usize, steps: u64) -> (Outcome, State) {
         ops_applied: 0,
         violations: Vec::new(),
         step: 0,
+        next_port: HOST_PORT_FIRST,
     };
     let mut ops = vec![Op::PutCluster(Cluster { id: "c".into(), name: "sim".into(), ..Default::default() })];
     for i in 0..nodes {
@@ -124,7 +135,8 @@ fn node(i: usize) -> Node {
         meta: Meta::default(),
         role: if i == 0 { NodeRole::Manager } else { NodeRole::Worker },
         availability: Availability::Active,
-        labels: Default::default(),
+        // Node 0 has no zone: it forms the unlabelled group of spread preferences.
+        labels: if i == 0 { Default::default() } else { [("zone".to_string(), format!("z{}", i % 2))].into() },
         description: NodeDescription { hostname: format!("host{i}"), ..Default::default() },
         state: NodeState::Ready,
         addr: String::new(),
@@ -239,6 +251,23 @@ impl Sim {
             cfg.order = if self.rng.chance(1, 2) { UpdateOrder::StopFirst } else { UpdateOrder::StartFirst };
             cfg.failure_action = [FailureAction::Pause, FailureAction::Continue, FailureAction::Rollback][self.rng.range(0, 3) as usize];
         }
+        if self.rng.chance(1, 3) {
+            spec.task.placement.preferences = vec!["node.labels.zone".into()];
+        }
+        if self.rng.chance(1, 4) {
+            // A port of its own, so services never compete for one and liveness stays exact.
+            // Stop-first only: a start-first replacement could wait forever for a free node, as in Swarm.
+            let port = PortConfig {
+                protocol: "tcp".into(),
+                target_port: 80,
+                published_port: self.next_port,
+                publish_mode: PUBLISH_MODE_HOST.into(),
+            };
+            self.next_port += 1;
+            spec.ports = vec![port];
+            spec.update.order = UpdateOrder::StopFirst;
+            spec.rollback.order = UpdateOrder::StopFirst;
+        }
         if let Ok(ops) = control::create_service(&self.state, spec, id) {
             self.apply("create", ops);
         }
@@ -336,8 +365,23 @@ impl Sim {
                 }
             }
         }
+        self.check_host_ports(&mut found);
         for f in found {
             self.violation(f);
+        }
+    }
+
+    /// No two live tasks (wanted, assigned, not finished) on a node publish the same host-mode port.
+    fn check_host_ports(&self, found: &mut Vec<String>) {
+        let mut used: BTreeMap<(&str, &str, u32), &str> = BTreeMap::new();
+        for t in self.state.tasks.values() {
+            let live = t.desired_state <= TaskState::Running && t.status.state >= TaskState::Assigned && !t.status.state.is_terminal();
+            let Some(s) = self.state.services.get(&t.service_id).filter(|_| live && !t.node_id.is_empty()) else { continue };
+            for p in s.spec.ports.iter().filter(|p| p.publish_mode == PUBLISH_MODE_HOST) {
+                if let Some(other) = used.insert((t.node_id.as_str(), p.protocol.as_str(), p.published_port), t.id.as_str()) {
+                    found.push(format!("tasks {other} and {} both publish host port {} on {}", t.id, p.published_port, t.node_id));
+                }
+            }
         }
     }
 
@@ -372,7 +416,10 @@ impl Sim {
                 .iter()
                 .filter(|t| t.desired_state == TaskState::Running && t.status.state == TaskState::Running)
                 .count() as u64;
-            let max = s.spec.task.placement.max_replicas_per_node;
+            let mut max = s.spec.task.placement.max_replicas_per_node;
+            if s.spec.ports.iter().any(|p| p.publish_mode == PUBLISH_MODE_HOST) {
+                max = 1;
+            }
             let want = match s.spec.mode {
                 ServiceMode::Replicated { replicas } if max > 0 => replicas.min(nodes * max),
                 ServiceMode::Replicated { replicas } => replicas,

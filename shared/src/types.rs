@@ -41,7 +41,7 @@ pub struct ServiceSpec {
     pub rollback: UpdateConfig,
     /// Networks named with `--network`; stored, not yet implemented.
     pub networks: Vec<String>,
-    /// Ports named with `--publish`; stored, not yet implemented.
+    /// Ports named with `--publish`: host-mode ones steer placement; none are bound yet.
     pub ports: Vec<PortConfig>,
 }
 
@@ -92,12 +92,22 @@ pub enum MountKind {
     Tmpfs,
 }
 
-/// A published port; stored for the networking work to come.
+/// `PortConfig.publish_mode` of a port published on every node through the routing mesh.
+pub const PUBLISH_MODE_INGRESS: &str = "ingress";
+/// `PortConfig.publish_mode` of a port bound on the node that runs the task.
+pub const PUBLISH_MODE_HOST: &str = "host";
+
+/// A published port. Host-mode ports steer placement (two live tasks never
+/// publish the same host port and protocol on one node); nothing binds
+/// them yet, since tasks use the host network.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortConfig {
+    /// `tcp`, `udp` or `sctp`.
     pub protocol: String,
     pub target_port: u32,
+    /// 0 when not published.
     pub published_port: u32,
+    /// [`PUBLISH_MODE_INGRESS`] or [`PUBLISH_MODE_HOST`].
     pub publish_mode: String,
 }
 
@@ -158,7 +168,8 @@ pub struct Placement {
     pub platforms: Vec<Platform>,
     /// `--replicas-max-per-node`; 0 means unlimited.
     pub max_replicas_per_node: u64,
-    /// `--placement-pref spread=...` descriptors.
+    /// Spread descriptors from `--placement-pref spread=DESCRIPTOR`
+    /// (`node.labels.zone`), outermost first.
     pub preferences: Vec<String>,
 }
 

@@ -2,7 +2,9 @@
 
 use super::output::rfc3339;
 use serde_json::{json, Map, Value};
-use shoal_shared::types::{FailureAction, MountKind, Node, NodeRole, Service, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder};
+use shoal_shared::types::{
+    FailureAction, MountKind, Node, NodeRole, Service, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder, PUBLISH_MODE_HOST,
+};
 
 fn update_json(u: &UpdateConfig) -> Value {
     json!({
@@ -30,9 +32,16 @@ fn order(o: UpdateOrder) -> &'static str {
     }
 }
 
-/// `8080->80/tcp` style, for `service ls`.
+/// `*:8080->80/tcp` style, for `service ls`: ingress ports only, as Docker's
+/// (host-mode ports belong to tasks, not to the service's routing mesh).
 pub(crate) fn ports_shown(spec: &ServiceSpec) -> String {
-    spec.ports.iter().map(|p| format!("*:{}->{}/{}", p.published_port, p.target_port, p.protocol)).collect::<Vec<_>>().join(", ")
+    let ingress = spec.ports.iter().filter(|p| p.publish_mode != PUBLISH_MODE_HOST);
+    ingress.map(|p| format!("*:{}->{}/{}", p.published_port, p.target_port, p.protocol)).collect::<Vec<_>>().join(", ")
+}
+
+/// A list as Go prints a `[]string` (`[a b]`), for `--pretty`.
+fn go_list(items: &[String]) -> String {
+    format!("[{}]", items.join(" "))
 }
 
 fn spec_json(spec: &ServiceSpec) -> Value {
@@ -118,6 +127,10 @@ fn spec_json(spec: &ServiceSpec) -> Value {
             .collect();
         placement.insert("Platforms".into(), json!(platforms));
     }
+    if !spec.task.placement.preferences.is_empty() {
+        let prefs: Vec<Value> = spec.task.placement.preferences.iter().map(|d| json!({"Spread": {"SpreadDescriptor": d}})).collect();
+        placement.insert("Preferences".into(), json!(prefs));
+    }
     if spec.task.placement.max_replicas_per_node > 0 {
         placement.insert("MaxReplicas".into(), json!(spec.task.placement.max_replicas_per_node));
     }
@@ -184,8 +197,9 @@ pub(crate) fn service_json(s: &Service) -> Value {
         v["UpdateStatus"] = st;
     }
     if !s.spec.networks.is_empty() || !s.spec.ports.is_empty() {
-        v["ShoalNotes"] =
-            json!(["networks and published ports are stored in the spec but not implemented yet: tasks use the host network"]);
+        v["ShoalNotes"] = json!([
+            "networks and published ports are stored in the spec but not implemented yet: tasks use the host network (host-mode ports only keep tasks apart)"
+        ]);
     }
     v
 }
@@ -211,9 +225,17 @@ pub(crate) fn service_pretty(s: &Service) -> String {
         }
         out.push_str(&format!(" Message:\t{}\n", u.message));
     }
+    let p = &spec.task.placement;
     out.push_str("Placement:\n");
-    if !spec.task.placement.constraints.is_empty() {
-        out.push_str(&format!(" Constraints:\t{:?}\n", spec.task.placement.constraints));
+    if !p.constraints.is_empty() {
+        out.push_str(&format!(" Constraints:\t{}\n", go_list(&p.constraints)));
+    }
+    if !p.preferences.is_empty() {
+        let prefs: Vec<String> = p.preferences.iter().map(|d| format!("spread={d}")).collect();
+        out.push_str(&format!(" Preferences:   {}\n", go_list(&prefs)));
+    }
+    if p.max_replicas_per_node > 0 {
+        out.push_str(&format!(" Max Replicas Per Node:   {}\n", p.max_replicas_per_node));
     }
     for (title, u, word) in [("UpdateConfig", &spec.update, "Update"), ("RollbackConfig", &spec.rollback, "Rollback")] {
         let order_label = format!("{word} order:");
@@ -236,6 +258,15 @@ pub(crate) fn service_pretty(s: &Service) -> String {
     }
     out.push_str(&format!(" Init:\t\t{}\n", c.init));
     out.push_str("Resources:\nEndpoint Mode:\tvip\n");
+    if !spec.ports.is_empty() {
+        out.push_str("Ports:\n");
+        for p in &spec.ports {
+            out.push_str(&format!(
+                " PublishedPort = {}\n  Protocol = {}\n  TargetPort = {}\n  PublishMode = {}\n",
+                p.published_port, p.protocol, p.target_port, p.publish_mode
+            ));
+        }
+    }
     out
 }
 
@@ -294,4 +325,62 @@ pub(crate) fn node_pretty(n: &Node, leader: bool) -> String {
         n.description.engine_version
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_shared::types::{Meta, PortConfig};
+
+    fn service(edit: impl FnOnce(&mut ServiceSpec)) -> Service {
+        let mut spec = ServiceSpec::new("web", "busybox");
+        edit(&mut spec);
+        Service { id: "s1".into(), meta: Meta::default(), spec, previous_spec: None, update_status: None }
+    }
+
+    /// Checks the inspect JSON at `pointer` and that the `--pretty` output holds each of `pretty`.
+    fn check(s: &Service, pointer: &str, json: Value, pretty: &[&str]) {
+        assert_eq!(service_json(s).pointer(pointer), Some(&json), "{pointer}");
+        let text = service_pretty(s);
+        for line in pretty {
+            assert!(text.contains(line), "{line:?} not in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn placement_shows_preferences_as_docker() {
+        let s = service(|spec| {
+            spec.task.placement.constraints = vec!["node.role==worker".into()];
+            spec.task.placement.preferences = vec!["node.labels.zone".into(), "engine.labels.disk".into()];
+            spec.task.placement.max_replicas_per_node = 2;
+        });
+        check(
+            &s,
+            "/Spec/TaskTemplate/Placement",
+            json!({
+                "Constraints": ["node.role==worker"],
+                "Preferences": [{"Spread": {"SpreadDescriptor": "node.labels.zone"}}, {"Spread": {"SpreadDescriptor": "engine.labels.disk"}}],
+                "MaxReplicas": 2,
+            }),
+            &[
+                "Placement:\n Constraints:\t[node.role==worker]\n Preferences:   [spread=node.labels.zone spread=engine.labels.disk]\n Max Replicas Per Node:   2\n",
+            ],
+        );
+        // Empty placement fields are omitted, as Docker's.
+        check(&service(|_| {}), "/Spec/TaskTemplate/Placement", json!({}), &["Placement:\nUpdateConfig:"]);
+    }
+
+    #[test]
+    fn ports_show_their_mode() {
+        let port =
+            |mode: &str, published_port| PortConfig { protocol: "tcp".into(), target_port: 80, published_port, publish_mode: mode.into() };
+        let s = service(|spec| spec.ports = vec![port("host", 8080), port("ingress", 9090)]);
+        check(
+            &s,
+            "/Spec/EndpointSpec/Ports/0",
+            json!({"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "host"}),
+            &["Ports:\n PublishedPort = 8080\n  Protocol = tcp\n  TargetPort = 80\n  PublishMode = host\n"],
+        );
+        assert_eq!(ports_shown(&s.spec), "*:9090->80/tcp", "service ls shows ingress ports only");
+    }
 }

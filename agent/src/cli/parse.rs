@@ -1,6 +1,9 @@
 //! Flag value parsers with Docker's syntax and clear errors.
 
-use shoal_shared::types::{Availability, FailureAction, Mount, MountKind, RestartCondition, UpdateOrder};
+use shoal_manager::scheduler::Spread;
+use shoal_shared::types::{
+    Availability, FailureAction, Mount, MountKind, PortConfig, RestartCondition, UpdateOrder, PUBLISH_MODE_HOST, PUBLISH_MODE_INGRESS,
+};
 
 /// `active|pause|drain`.
 pub(crate) fn availability(s: &str) -> Result<Availability, String> {
@@ -172,6 +175,74 @@ pub(crate) fn mount(s: &str) -> Result<Mount, String> {
     Ok(Mount { kind, source, target, read_only })
 }
 
+/// `--placement-pref spread=DESCRIPTOR`, to the descriptor `Placement.preferences` stores.
+pub(crate) fn placement_pref(s: &str) -> Result<String, String> {
+    Spread::parse_pref(s).map(|p| p.descriptor).map_err(|e| e.to_string())
+}
+
+/// `--publish`: Docker's short syntax `[PUBLISHED:]TARGET[/PROTOCOL]` (ingress
+/// mode) or its long one, `mode=host,published=8080,target=80[,protocol=udp]`.
+pub(crate) fn publish(s: &str) -> Result<PortConfig, String> {
+    if s.contains('=') {
+        publish_long(s)
+    } else {
+        publish_short(s)
+    }
+}
+
+const PUBLISH_LONG: &str = "mode=ingress|host,published=PORT,target=PORT[,protocol=tcp|udp|sctp]";
+
+fn publish_short(s: &str) -> Result<PortConfig, String> {
+    let bad = || format!("invalid --publish {s:?}: use PUBLISHED:TARGET[/PROTOCOL], e.g. 8080:80, or {PUBLISH_LONG}");
+    let (ports, protocol) = s.split_once('/').unwrap_or((s, "tcp"));
+    let (published, target) = ports.split_once(':').unwrap_or(("0", ports));
+    let protocol = port_protocol(protocol).ok_or_else(bad)?;
+    match (port_number(published), port_number(target)) {
+        (Some(published_port), Some(target_port)) if target_port > 0 => {
+            Ok(PortConfig { protocol, target_port, published_port, publish_mode: PUBLISH_MODE_INGRESS.into() })
+        }
+        _ => Err(bad()),
+    }
+}
+
+fn publish_long(s: &str) -> Result<PortConfig, String> {
+    let mut p = PortConfig { protocol: "tcp".into(), target_port: 0, published_port: 0, publish_mode: PUBLISH_MODE_INGRESS.into() };
+    for field in s.split(',') {
+        // Docker lowercases the fields.
+        let field = field.trim().to_ascii_lowercase();
+        let Some((k, v)) = field.split_once('=') else {
+            return Err(format!("invalid --publish {s:?}: field {field:?} is not KEY=VALUE; use {PUBLISH_LONG}"));
+        };
+        let number = || port_number(v).ok_or_else(|| format!("invalid --publish {s:?}: {k} must be a port number, 0-65535"));
+        match k {
+            "mode" if v == PUBLISH_MODE_INGRESS || v == PUBLISH_MODE_HOST => p.publish_mode = v.to_string(),
+            "mode" => return Err(format!("invalid --publish {s:?}: mode must be ingress or host")),
+            "protocol" => {
+                p.protocol = port_protocol(v).ok_or_else(|| format!("invalid --publish {s:?}: protocol must be tcp, udp or sctp"))?
+            }
+            "target" => p.target_port = number()?,
+            "published" => p.published_port = number()?,
+            _ => return Err(format!("invalid --publish {s:?}: unknown field {k:?}; use {PUBLISH_LONG}")),
+        }
+    }
+    if p.target_port == 0 {
+        return Err(format!("invalid --publish {s:?}: target is required, e.g. mode=host,published=8080,target=80"));
+    }
+    if p.publish_mode == PUBLISH_MODE_HOST && p.published_port == 0 {
+        return Err(format!("invalid --publish {s:?}: host mode needs published=PORT (shoal does not pick one)"));
+    }
+    Ok(p)
+}
+
+fn port_number(s: &str) -> Option<u32> {
+    s.parse::<u32>().ok().filter(|n| *n <= 65_535)
+}
+
+fn port_protocol(s: &str) -> Option<String> {
+    let p = s.to_ascii_lowercase();
+    matches!(p.as_str(), "tcp" | "udp" | "sctp").then_some(p)
+}
+
 /// Only `table` and `json` are supported formats.
 pub(crate) fn check_format(f: &str) -> anyhow::Result<()> {
     if f != "table" && f != "json" {
@@ -210,5 +281,60 @@ mod tests {
         assert_eq!(failure_action("rollback"), Ok(FailureAction::Rollback));
         assert!(failure_action("explode").is_err());
         assert_eq!(update_order("start-first"), Ok(UpdateOrder::StartFirst));
+    }
+
+    #[test]
+    fn publish_syntax() {
+        let long = "use mode=ingress|host,published=PORT,target=PORT[,protocol=tcp|udp|sctp]";
+        let short = format!("use PUBLISHED:TARGET[/PROTOCOL], e.g. 8080:80, or {}", &long[4..]);
+        let short = short.as_str();
+        for (input, expect) in [
+            ("8080:80", Ok(("ingress", "tcp", 8080, 80))),
+            ("8080:80/udp", Ok(("ingress", "udp", 8080, 80))),
+            ("80/TCP", Ok(("ingress", "tcp", 0, 80))),
+            ("mode=host,published=8080,target=80", Ok(("host", "tcp", 8080, 80))),
+            ("mode=host,published=8080,target=80,protocol=udp", Ok(("host", "udp", 8080, 80))),
+            ("Target=80, Published=8080", Ok(("ingress", "tcp", 8080, 80))),
+            ("target=80", Ok(("ingress", "tcp", 0, 80))),
+            ("x:80", Err(short)),
+            ("8080:99999", Err(short)),
+            ("8080:80/icmp", Err(short)),
+            ("8080:0", Err(short)),
+            ("mode=host,target=80", Err("host mode needs published=PORT (shoal does not pick one)")),
+            ("mode=host,published=8080", Err("target is required, e.g. mode=host,published=8080,target=80")),
+            ("mode=bridge,target=80", Err("mode must be ingress or host")),
+            ("protocol=icmp,target=80", Err("protocol must be tcp, udp or sctp")),
+            ("target=http", Err("target must be a port number, 0-65535")),
+            ("published=70000,target=80", Err("published must be a port number, 0-65535")),
+            ("target=80,host_ip=1.2.3.4", Err(&format!("unknown field \"host_ip\"; {long}"))),
+            ("target=80,ro", Err(&format!("field \"ro\" is not KEY=VALUE; {long}"))),
+        ] {
+            let got = publish(input).map(|p| (p.publish_mode, p.protocol, p.published_port, p.target_port));
+            match (got, expect) {
+                (Ok(p), Ok((mode, proto, published, target))) => {
+                    assert_eq!(p, (mode.to_string(), proto.to_string(), published, target), "{input}")
+                }
+                (Err(e), Err(want)) => {
+                    assert!(e.starts_with(&format!("invalid --publish {input:?}: ")) && e.ends_with(want), "{input}: {e}")
+                }
+                (got, _) => panic!("{input}: got {got:?}, want {expect:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn placement_pref_syntax() {
+        assert_eq!(placement_pref("spread=node.labels.zone"), Ok("node.labels.zone".to_string()));
+        assert_eq!(placement_pref("spread=engine.labels.disk"), Ok("engine.labels.disk".to_string()));
+        assert_eq!(
+            placement_pref("binpack=node.labels.zone"),
+            Err("unsupported placement preference \"binpack=node.labels.zone\": only spread is supported, e.g. spread=node.labels.zone"
+                .into())
+        );
+        assert_eq!(
+            placement_pref("node.labels.zone"),
+            Err("invalid placement preference \"node.labels.zone\": use spread=node.labels.KEY (or spread=engine.labels.KEY)".into())
+        );
+        assert!(placement_pref("spread=labels.zone").unwrap_err().starts_with("invalid spread descriptor \"labels.zone\": use node.id"));
     }
 }

@@ -131,6 +131,9 @@ pub(crate) struct CreateArgs {
     /// Placement constraints (node.role!=manager, node.labels.zone==edge).
     #[arg(long = "constraint")]
     constraint: Vec<String>,
+    /// Placement preference, outermost first (spread=node.labels.zone).
+    #[arg(long = "placement-pref", value_parser = parse::placement_pref)]
+    placement_pref: Vec<String>,
     /// Maximum number of tasks per node (0 = unlimited).
     #[arg(long)]
     replicas_max_per_node: Option<u64>,
@@ -160,9 +163,10 @@ pub(crate) struct CreateArgs {
     /// Network attachments (stored; overlay networking is not implemented yet).
     #[arg(long = "network")]
     network: Vec<String>,
-    /// Publish a port (stored; ingress networking is not implemented yet).
-    #[arg(short, long = "publish")]
-    publish: Vec<String>,
+    /// Publish a port: PUBLISHED:TARGET[/PROTOCOL] or mode=host,published=8080,target=80
+    /// (host-mode ports keep tasks apart; ports are not bound yet).
+    #[arg(short, long = "publish", value_parser = parse::publish)]
+    publish: Vec<shoal_shared::types::PortConfig>,
     /// Exit immediately instead of waiting for the service to converge.
     #[arg(short, long)]
     detach: bool,
@@ -343,25 +347,12 @@ fn spec_from(a: CreateArgs) -> anyhow::Result<ServiceSpec> {
     a.restart.apply(&mut spec.task.restart);
     a.resources.apply(&mut spec.task.resources);
     spec.task.placement.constraints = a.constraint;
+    spec.task.placement.preferences = a.placement_pref;
     spec.task.placement.max_replicas_per_node = a.replicas_max_per_node.unwrap_or(0);
     spec.networks = a.network;
-    for p in a.publish {
-        spec.ports.push(parse_publish(&p)?);
-    }
+    spec.ports = a.publish;
     a.policy.apply(&mut spec)?;
     Ok(spec)
-}
-
-fn parse_publish(p: &str) -> anyhow::Result<shoal_shared::types::PortConfig> {
-    let (ports, proto) = p.split_once('/').unwrap_or((p, "tcp"));
-    let (published, target) = ports.split_once(':').unwrap_or(("0", ports));
-    let num = |s: &str| s.parse::<u32>().ok().filter(|n| *n <= 65535);
-    match (num(published), num(target)) {
-        (Some(published_port), Some(target_port)) if target_port > 0 => {
-            Ok(shoal_shared::types::PortConfig { protocol: proto.to_string(), target_port, published_port, publish_mode: "ingress".into() })
-        }
-        _ => bail!("invalid --publish {p:?}: use PUBLISHED:TARGET[/PROTOCOL], e.g. 8080:80"),
-    }
 }
 
 /// Docker names unnamed services after adjective_noun; Shoal uses the image
@@ -770,10 +761,32 @@ mod tests {
     }
 
     #[test]
-    fn publish_syntax() {
-        let p = parse_publish("8080:80").unwrap();
-        assert_eq!((p.published_port, p.target_port, p.protocol.as_str()), (8080, 80, "tcp"));
-        assert!(parse_publish("x:80").is_err());
-        assert!(parse_publish("8080:99999").is_err());
+    fn create_takes_placement_prefs_and_ports() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            a: CreateArgs,
+        }
+        let args = [
+            "t",
+            "--placement-pref",
+            "spread=node.labels.zone",
+            "--placement-pref",
+            "spread=engine.labels.disk",
+            "-p",
+            "mode=host,published=8080,target=80,protocol=udp",
+            "--publish",
+            "9090:90",
+            "busybox",
+        ];
+        let spec = spec_from(T::try_parse_from(args).unwrap().a).unwrap();
+        assert_eq!(spec.task.placement.preferences, vec!["node.labels.zone", "engine.labels.disk"]);
+        let ports: Vec<(&str, &str, u32, u32)> =
+            spec.ports.iter().map(|p| (p.publish_mode.as_str(), p.protocol.as_str(), p.published_port, p.target_port)).collect();
+        assert_eq!(ports, vec![("host", "udp", 8080, 80), ("ingress", "tcp", 9090, 90)]);
+        let err = T::try_parse_from(["t", "--placement-pref", "spread=zone", "busybox"]).err().expect("bad descriptor refused");
+        assert!(err.to_string().contains("invalid spread descriptor \"zone\""), "{err}");
+        assert!(T::try_parse_from(["t", "-p", "mode=host,target=80", "busybox"]).is_err());
     }
 }

@@ -149,6 +149,12 @@ pub(crate) struct UpdateArgs {
     /// Remove a constraint.
     #[arg(long)]
     constraint_rm: Vec<String>,
+    /// Add a placement preference (spread=node.labels.zone), innermost last.
+    #[arg(long, value_parser = parse::placement_pref)]
+    placement_pref_add: Vec<String>,
+    /// Remove a placement preference (spread=node.labels.zone).
+    #[arg(long, value_parser = parse::placement_pref)]
+    placement_pref_rm: Vec<String>,
     /// Maximum number of tasks per node (0 = unlimited).
     #[arg(long)]
     replicas_max_per_node: Option<u64>,
@@ -224,6 +230,13 @@ pub(crate) fn apply(a: &UpdateArgs, current: &ServiceSpec) -> anyhow::Result<Ser
     for c in &a.constraint_add {
         if !p.constraints.contains(c) {
             p.constraints.push(c.clone());
+        }
+    }
+    // Docker's order: removals first, then additions at the end (innermost).
+    p.preferences.retain(|d| !a.placement_pref_rm.contains(d));
+    for d in &a.placement_pref_add {
+        if !p.preferences.contains(d) {
+            p.preferences.push(d.clone());
         }
     }
     if let Some(m) = a.replicas_max_per_node {
@@ -346,5 +359,30 @@ mod tests {
         // No flags: the same spec (so --rollback alone is accepted).
         assert_eq!(apply(&parse(&["web"]), &cur).unwrap(), cur);
         assert!(apply(&parse(&["--update-max-failure-ratio", "2", "web"]), &cur).is_err());
+    }
+
+    #[test]
+    fn placement_prefs_add_and_rm() {
+        let mut cur = ServiceSpec::new("web", "busybox");
+        cur.task.placement.preferences = vec!["node.labels.zone".into(), "node.labels.rack".into()];
+        for (args, expect) in [
+            (&["web"][..], &["node.labels.zone", "node.labels.rack"][..]),
+            (&["--placement-pref-rm", "spread=node.labels.zone", "web"], &["node.labels.rack"]),
+            (
+                &["--placement-pref-add", "spread=engine.labels.disk", "web"],
+                &["node.labels.zone", "node.labels.rack", "engine.labels.disk"],
+            ),
+            // Adding one already there changes nothing; removing and re-adding moves it innermost.
+            (&["--placement-pref-add", "spread=node.labels.zone", "web"], &["node.labels.zone", "node.labels.rack"]),
+            (
+                &["--placement-pref-rm", "spread=node.labels.zone", "--placement-pref-add", "spread=node.labels.zone", "web"],
+                &["node.labels.rack", "node.labels.zone"],
+            ),
+            (&["--placement-pref-rm", "spread=node.labels.zone", "--placement-pref-rm", "spread=node.labels.rack", "web"], &[]),
+        ] {
+            let s = apply(&parse(args), &cur).unwrap();
+            assert_eq!(s.task.placement.preferences, expect, "{args:?}");
+        }
+        assert!(T::try_parse_from(["t", "--placement-pref-add", "binpack=node.labels.zone", "web"]).is_err());
     }
 }
