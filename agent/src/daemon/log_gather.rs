@@ -76,7 +76,7 @@ pub(crate) struct LogsRead {
 pub(crate) enum Missing {
     #[error("the node is down")]
     Down,
-    #[error("no link to the node")]
+    #[error("no link to the node; is its daemon running and its swarm port reachable?")]
     NoLink,
     #[error("the link to the node closed before it answered")]
     LinkClosed,
