@@ -86,8 +86,9 @@ fn summary(state: &State, s: &shoal_shared::types::Service) -> ServiceSummary {
 /// Reads this node's task logs for `service logs`, the one reader behind
 /// both a manager's own tasks and a [`shoal_shared::wire::Wire::LogsRequest`]:
 /// for each task, the bytes after its `cursor` offset, else from the start of
-/// its last `tail_lines` lines, else from its start; at most
-/// `LOG_CHUNK_BYTES_MAX` per task and `bytes_max` in all. A chunk cut by a
+/// its last `tail_lines` lines, else from its start (also when the cursor
+/// is past the end: the log was rotated); at most `LOG_CHUNK_BYTES_MAX` per
+/// task and `bytes_max` in all. A chunk cut by a
 /// bound ends after its last newline when it has one (the next read starts
 /// on a line), and `more` is set. Tasks without a log file get no cursor;
 /// ids that are not task ids are skipped (they come from the network and
@@ -111,7 +112,9 @@ pub(crate) fn read_logs(dir: &Path, task_ids: &[String], tail_lines: Option<u64>
         };
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
         let start = match (offsets.get(id.as_str()), tail_lines) {
-            (Some(&o), _) => o.min(len),
+            // A cursor past the end: the log was rotated since, read its new start.
+            (Some(&o), _) if o > len => 0,
+            (Some(&o), _) => o,
             (None, Some(n)) => tail_start(&mut f, len, n),
             (None, None) => 0,
         };
@@ -419,9 +422,12 @@ mod tests {
         assert_eq!(text(&r), ["a:a1\na2\na3\n", "b:b1\nb2\n"]);
         assert_eq!(r.cursor, cur(&[("a", 9), ("b", 6)]));
         assert!(!r.more && r.chunks.iter().all(|c| c.source.is_empty()));
-        let r = read_logs(&dir, &ids(&["a", "b"]), Some(1), &cur(&[("a", 6), ("b", 99)]), LOG_CHUNK_BYTES_MAX);
-        assert_eq!(text(&r), ["a:a3\n"], "cursors win over the tail; an offset past the end reads nothing");
+        let r = read_logs(&dir, &ids(&["a", "b"]), Some(1), &cur(&[("a", 6), ("b", 6)]), LOG_CHUNK_BYTES_MAX);
+        assert_eq!(text(&r), ["a:a3\n"], "cursors win over the tail");
         assert_eq!(r.cursor, cur(&[("a", 9), ("b", 6)]));
+        // A cursor past the end means the log was rotated (truncated): its new lines are read from the start.
+        let r = read_logs(&dir, &ids(&["b"]), None, &cur(&[("b", 99)]), LOG_CHUNK_BYTES_MAX);
+        assert_eq!(text(&r), ["b:b1\nb2\n"]);
         // The tail applies to tasks without a cursor.
         let r = read_logs(&dir, &ids(&["a"]), Some(2), &[], LOG_CHUNK_BYTES_MAX);
         assert_eq!(text(&r), ["a:a2\na3\n"]);
