@@ -246,6 +246,16 @@ pub enum Reply {
     /// This node left its swarm.
     Left,
     Info(Box<SwarmInfo>),
+    /// `service logs`, gathered from every node that holds the service's
+    /// tasks. `warnings` name the nodes whose logs are missing (the CLI
+    /// prints each once); `more` says a size bound cut some log, so asking
+    /// again at once with `cursor` returns more.
+    ServiceLogs {
+        chunks: Vec<LogChunk>,
+        cursor: Vec<LogCursor>,
+        warnings: Vec<String>,
+        more: bool,
+    },
 }
 
 impl Reply {

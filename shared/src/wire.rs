@@ -3,7 +3,8 @@
 //! Owns the node-to-node vocabulary: the cleartext preamble that picks a
 //! link's purpose, the handshake hellos, and [`Wire`], the one message enum
 //! every link carries (raft traffic between managers, the dispatcher session
-//! between a worker and the leader, forwarded CLI requests, joins).
+//! between a worker and the leader, forwarded CLI requests, joins, and the
+//! log requests a manager sends to gather `service logs`).
 //!
 //! Encoding: `[WIRE_VERSION] ++ postcard(Wire)`, decoded fallibly and bounded
 //! by the link's reassembly limit (16 MiB). [`Wire`] is **append-only**:
@@ -20,12 +21,13 @@
 //!   join: -> JoinRequest          <- JoinAccepted | Redirect | link closed with a reason
 //!   node: -> Session (workers)    <- Assignments ... | Redirect
 //!         -> Raft / Report / Request  <- Raft / Reply / Assignments
+//!         <- LogsRequest              -> LogsReply   (either direction; asked by a manager)
 //! ```
 //!
 //! The preamble is not authenticated by itself, but it selects the prologue,
 //! which is: a tampered preamble fails the handshake.
 
-use crate::api::{Reply, Request};
+use crate::api::{LogChunk, LogCursor, Reply, Request};
 use crate::types::{Availability, Node, NodeDescription, NodeRole, Service, Task, TaskStatus};
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +35,14 @@ use serde::{Deserialize, Serialize};
 pub const WIRE_VERSION: u8 = 1;
 /// Largest encoded message accepted (the link's reassembly bound).
 pub const WIRE_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Tasks one `LogsRequest` names at most (a node with more tasks of a
+/// service gets several requests).
+pub const LOGS_TASKS_PER_REQUEST_MAX: usize = 256;
+/// Log bytes one `LogsReply` carries at most, so a reply never holds a link
+/// (and the raft or dispatcher traffic behind it) for long.
+pub const LOGS_REPLY_BYTES_MAX: u64 = 1024 * 1024;
+// A full logs reply, with its task ids and cursors, fits in one message with room to spare.
+const _: () = assert!(LOGS_REPLY_BYTES_MAX * 2 <= WIRE_MESSAGE_BYTES_MAX as u64);
 /// Preamble of a join connection (responder uses the cluster key).
 pub const PREAMBLE_JOIN: u8 = b'J';
 /// Preamble of a node connection (responder uses its node key).
@@ -84,6 +94,15 @@ pub enum Wire {
     /// Leader -> follower: the answer; `index` is the raft index the follower
     /// must have applied before it hands the reply to the CLI (0: none).
     Reply { id: u64, reply: Reply, index: u64 },
+    /// Manager -> any node: the log bytes of some of the node's tasks (at
+    /// most [`LOGS_TASKS_PER_REQUEST_MAX`]): after each task's `cursor`
+    /// offset, else from the start of its last `tail_lines` lines, else from
+    /// its start; at most `bytes_max` (capped at [`LOGS_REPLY_BYTES_MAX`]) in all.
+    LogsRequest { id: u64, task_ids: Vec<String>, tail_lines: Option<u64>, cursor: Vec<LogCursor>, bytes_max: u64 },
+    /// Node -> manager: the answer to `LogsRequest` `id`. Chunks carry no
+    /// `source` (the manager names tasks from its state); `more` says a bound
+    /// cut something; `error` says why the node read nothing.
+    LogsReply { id: u64, chunks: Vec<LogChunk>, cursor: Vec<LogCursor>, more: bool, error: Option<String> },
 }
 
 /// Why bytes from a peer are not a [`Wire`] message.
@@ -152,6 +171,19 @@ mod tests {
             Wire::Report { statuses: vec![("t".into(), TaskStatus::new(TaskState::Running, 5, "started"))] },
             Wire::Request { id: 7, req: Request::Ping },
             Wire::Reply { id: 7, reply: Reply::Pong, index: 3 },
+            logs_request(),
+            logs_reply(),
+            Wire::LogsReply { id: 9, chunks: vec![], cursor: vec![], more: false, error: Some("too many log reads".into()) },
+            Wire::Reply {
+                id: 8,
+                reply: Reply::ServiceLogs {
+                    chunks: vec![LogChunk { task_id: "t1".into(), source: "web.1.t1@h".into(), data: b"a\n".to_vec() }],
+                    cursor: vec![LogCursor { task_id: "t1".into(), offset: 2 }],
+                    warnings: vec!["no logs from node w2: the node is down".into()],
+                    more: true,
+                },
+                index: 0,
+            },
         ];
         for m in msgs {
             assert_eq!(decode(&encode(&m)).unwrap(), m);
@@ -162,6 +194,47 @@ mod tests {
         let mut trailing = encode(&Wire::Raft(vec![]));
         trailing.push(0);
         assert!(matches!(decode(&trailing), Err(WireError::Malformed(_))));
+    }
+
+    fn logs_request() -> Wire {
+        Wire::LogsRequest {
+            id: 3,
+            task_ids: vec!["t1".into(), "t2".into()],
+            tail_lines: Some(10),
+            cursor: vec![LogCursor { task_id: "t1".into(), offset: 4096 }],
+            bytes_max: LOGS_REPLY_BYTES_MAX,
+        }
+    }
+
+    fn logs_reply() -> Wire {
+        Wire::LogsReply {
+            id: 3,
+            chunks: vec![LogChunk { task_id: "t1".into(), source: String::new(), data: b"hello\nworld\n".to_vec() }],
+            cursor: vec![LogCursor { task_id: "t1".into(), offset: 4108 }],
+            more: false,
+            error: None,
+        }
+    }
+
+    /// Log messages cut short or with flipped bytes decode to an error or
+    /// to some message, never a panic (lengths inside are hostile too).
+    #[test]
+    fn mangled_log_messages_never_panic() {
+        let mut rng = crate::rng::Rng::from_seed(11);
+        for msg in [logs_request(), logs_reply()] {
+            let good = encode(&msg);
+            for cut in 0..good.len() {
+                assert!(decode(&good[..cut]).is_err(), "a message cut at {cut} bytes must not decode");
+            }
+            for _ in 0..5_000 {
+                let mut b = good.clone();
+                for _ in 0..rng.range(1, 4) {
+                    let i = rng.range(1, b.len() as u64) as usize;
+                    b[i] = rng.next_u64() as u8;
+                }
+                let _ = decode(&b);
+            }
+        }
     }
 
     #[test]

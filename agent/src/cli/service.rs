@@ -34,6 +34,11 @@ const POLL_MS: u64 = 100;
 const VERIFY_MS_MAX: u64 = 1_000;
 pub(crate) const PROGRESS_MS_DEFAULT: u64 = 120_000;
 const BAR_WIDTH: usize = 50;
+/// `service logs -f` asks for new lines this often.
+const LOGS_FOLLOW_POLL_MS: u64 = 250;
+/// Requests in a row `service logs` makes while the manager says a size
+/// bound cut its answer (each brings up to 8 MiB) before it moves on.
+const LOGS_CATCH_UP_ROUNDS_MAX: u32 = 64;
 
 // Parsed once per process; size does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -643,28 +648,30 @@ fn ps(host: &str, service: &str, quiet: bool, no_trunc: bool, format: &str) -> a
     Ok(())
 }
 
+/// `service logs`: asks the manager for the log bytes after `cursor` (all
+/// nodes' tasks, gathered by the leader), prints them with Swarm's
+/// `NAME.SLOT.TASKID@HOST | ` prefixes and each warning once on stderr. Asks
+/// again at once while the manager says a size bound cut something, and
+/// every `LOGS_FOLLOW_POLL_MS` with `-f`.
 fn logs(host: &str, service: &str, follow: bool, tail: Option<String>) -> anyhow::Result<()> {
     let tail_lines = match tail.as_deref() {
         None | Some("all") => None,
         Some(n) => Some(n.parse::<u64>().map_err(|_| anyhow::anyhow!("invalid --tail {n:?}: use a number or all"))?),
     };
     let mut cursor: Vec<LogCursor> = Vec::new();
-    let mut first = true;
+    let mut warned = std::collections::BTreeSet::new();
+    let mut catching_up = 0;
     let mut out = std::io::stdout();
     loop {
-        let Reply::Logs { chunks, cursor: next } = call(
-            host,
-            Request::ServiceLogs {
-                service: service.to_string(),
-                tail_lines: if first { tail_lines } else { None },
-                cursor: cursor.clone(),
-            },
-            REPLY_MS_DEFAULT,
-        )?
-        else {
-            bail!("unexpected reply")
+        // The tail applies to every task without a cursor yet (tasks that
+        // start later, or whose node did not answer so far), as in Swarm.
+        let req = Request::ServiceLogs { service: service.to_string(), tail_lines, cursor: cursor.clone() };
+        let (chunks, next, warnings, more) = match call(host, req, REPLY_MS_DEFAULT)? {
+            Reply::ServiceLogs { chunks, cursor, warnings, more } => (chunks, cursor, warnings, more),
+            // A daemon from before logs were gathered across nodes.
+            Reply::Logs { chunks, cursor } => (chunks, cursor, Vec::new(), false),
+            _ => bail!("unexpected reply"),
         };
-        first = false;
         let width = chunks.iter().map(|c| c.source.len()).max().unwrap_or(0);
         for c in &chunks {
             for line in String::from_utf8_lossy(&c.data).lines() {
@@ -672,12 +679,26 @@ fn logs(host: &str, service: &str, follow: bool, tail: Option<String>) -> anyhow
             }
         }
         out.flush()?;
-        // Keep offsets of tasks we already read; new tasks start at 0.
+        for w in warnings {
+            if !warned.contains(&w) {
+                eprintln!("warning: {w}");
+                warned.insert(w);
+            }
+        }
+        // Keep offsets of tasks we already read; new tasks start at their tail.
         cursor = next;
+        if more && catching_up < LOGS_CATCH_UP_ROUNDS_MAX {
+            catching_up += 1;
+            continue;
+        }
+        catching_up = 0;
         if !follow {
+            if more {
+                eprintln!("warning: the service logs faster than they can be read; output stops here (use -f to keep reading)");
+            }
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(LOGS_FOLLOW_POLL_MS));
     }
 }
 

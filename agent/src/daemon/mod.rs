@@ -15,6 +15,7 @@
 
 mod links;
 mod lock;
+mod log_gather;
 mod server;
 mod service;
 mod swarm;
@@ -129,6 +130,11 @@ pub(crate) enum Event {
         conn: u64,
         id: u64,
         reply: Reply,
+    },
+    /// A read of this node's task logs finished (see [`swarm::logs`]).
+    LogsRead {
+        dest: swarm::logs::LogsDest,
+        read: log_gather::LogsRead,
     },
 }
 
@@ -350,6 +356,7 @@ impl Daemon {
             Event::LinkGone { conn } => self.on_link_gone(conn, None),
             Event::DialFailed { conn, error } => self.on_link_gone(conn, Some(error)),
             Event::ForwardDone { conn, id, reply } => self.on_forward_done(conn, id, reply),
+            Event::LogsRead { dest, read } => self.on_logs_read(dest, read),
             Event::Tick => {
                 // One raft tick per loop tick (the ticker runs at raft's tick_ms); a lone manager has no peers to message.
                 match self.store.tick() {
@@ -589,7 +596,7 @@ impl Daemon {
                 return;
             }
             Request::NodeList => {
-                let mut r = service::query(self.store.state(), &self.node_id, &self.cfg.data_dir, Request::NodeList);
+                let mut r = service::query(self.store.state(), &self.node_id, Request::NodeList);
                 if let Reply::Nodes { leader_id, reachable, .. } = &mut r {
                     *leader_id = self.leader_node_id().unwrap_or_default();
                     *reachable = self.reachability().0;
@@ -612,6 +619,10 @@ impl Daemon {
                     move |rt| service::resolve_image(rt, spec, only_node),
                     move |result| Event::Resolved { result, reply: reply2 },
                 );
+                return;
+            }
+            Request::ServiceLogs { service, tail_lines, cursor } => {
+                self.service_logs(service, tail_lines, cursor, reply);
                 return;
             }
             Request::ServiceScale { service, replicas } => {
@@ -666,7 +677,7 @@ impl Daemon {
                 );
                 return;
             }
-            other => service::query(self.store.state(), &self.node_id, &self.cfg.data_dir, other),
+            other => service::query(self.store.state(), &self.node_id, other),
         };
         let _ = reply.try_send(r);
     }

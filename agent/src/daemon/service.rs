@@ -1,6 +1,7 @@
 //! Service plumbing for the daemon: read-only queries, image resolution at
 //! creation, and turning a task into a container start spec.
 
+use super::log_gather::LogsRead;
 use crate::runtime::{HostMount, ImageFacts, Runtime, RuntimeError, StartSpec};
 use shoal_manager::control::ControlError;
 use shoal_manager::state::State;
@@ -19,19 +20,21 @@ const ORPHAN_LOG_IDLE_MS: u64 = 60_000;
 const LOG_CHUNK_BYTES_MAX: u64 = 256 * 1024;
 /// How far back `--tail` looks for line starts.
 const LOG_TAIL_SCAN_BYTES_MAX: u64 = 4 * 1024 * 1024;
+/// Longest task id accepted in a log request (ids are 25 characters).
+const TASK_ID_BYTES_MAX: usize = 64;
 
-fn not_in_swarm() -> Reply {
+pub(crate) fn not_in_swarm() -> Reply {
     let e = ControlError::NotInSwarm;
     Reply::error(e.kind(), e.to_string())
 }
 
-fn no_such_service(key: &str) -> Reply {
+pub(crate) fn no_such_service(key: &str) -> Reply {
     let e = ControlError::NoSuchService(key.to_string());
     Reply::error(e.kind(), e.to_string())
 }
 
 /// Answers read-only requests from the state.
-pub(crate) fn query(state: &State, node_id: &str, data_dir: &Path, req: Request) -> Reply {
+pub(crate) fn query(state: &State, node_id: &str, req: Request) -> Reply {
     if state.cluster.is_none() {
         return not_in_swarm();
     }
@@ -65,10 +68,6 @@ pub(crate) fn query(state: &State, node_id: &str, data_dir: &Path, req: Request)
             },
             None => no_such_service(&service),
         },
-        Request::ServiceLogs { service, tail_lines, cursor } => match state.find_service(&service) {
-            Some(s) => logs(state, &s.id, &s.spec.name, data_dir, tail_lines, &cursor),
-            None => no_such_service(&service),
-        },
         other => Reply::error(ErrorKind::Internal, format!("request {other:?} is not a query")),
     }
 }
@@ -84,33 +83,69 @@ fn summary(state: &State, s: &shoal_shared::types::Service) -> ServiceSummary {
     ServiceSummary { service: s.clone(), running, desired }
 }
 
-fn logs(state: &State, service_id: &str, name: &str, data_dir: &Path, tail_lines: Option<u64>, cursor: &[LogCursor]) -> Reply {
+/// Reads this node's task logs for `service logs`, the one reader behind
+/// both a manager's own tasks and a [`shoal_shared::wire::Wire::LogsRequest`]:
+/// for each task, the bytes after its `cursor` offset, else from the start of
+/// its last `tail_lines` lines, else from its start (also when the cursor
+/// is past the end: the log was rotated); at most `LOG_CHUNK_BYTES_MAX` per
+/// task and `bytes_max` in all. A chunk cut by a
+/// bound ends after its last newline when it has one (the next read starts
+/// on a line), and `more` is set. Tasks without a log file get no cursor;
+/// ids that are not task ids are skipped (they come from the network and
+/// become paths). Chunks carry no source: the manager names tasks.
+///
+/// Blocking (file reads): the daemon runs it off its event loop.
+pub(crate) fn read_logs(dir: &Path, task_ids: &[String], tail_lines: Option<u64>, cursor: &[LogCursor], bytes_max: u64) -> LogsRead {
     let offsets: BTreeMap<&str, u64> = cursor.iter().map(|c| (c.task_id.as_str(), c.offset)).collect();
-    let mut chunks = Vec::new();
-    let mut next = Vec::new();
-    for t in state.tasks_of(service_id) {
-        let path = data_dir.join("logs").join(format!("{}.log", t.id));
-        let Ok(mut f) = std::fs::File::open(&path) else {
+    let mut out = LogsRead::default();
+    let mut left = bytes_max;
+    for id in task_ids {
+        if !is_task_id(id) {
+            continue;
+        }
+        if left == 0 {
+            out.more = true;
+            break;
+        }
+        let Ok(mut f) = std::fs::File::open(dir.join(format!("{id}.log"))) else {
             continue;
         };
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        let start = match (offsets.get(t.id.as_str()), tail_lines) {
-            (Some(&o), _) => o.min(len),
+        let start = match (offsets.get(id.as_str()), tail_lines) {
+            // A cursor past the end: the log was rotated since, read its new start.
+            (Some(&o), _) if o > len => 0,
+            (Some(&o), _) => o,
             (None, Some(n)) => tail_start(&mut f, len, n),
             (None, None) => 0,
         };
+        let want = (len - start).min(LOG_CHUNK_BYTES_MAX).min(left);
         let mut data = Vec::new();
         if f.seek(SeekFrom::Start(start)).is_ok() {
-            let _ = (&mut f).take(LOG_CHUNK_BYTES_MAX).read_to_end(&mut data);
+            let _ = (&mut f).take(want).read_to_end(&mut data);
         }
-        let host = state.nodes.get(&t.node_id).map(|n| n.description.hostname.clone()).unwrap_or_default();
-        let source = format!("{}.{}.{}@{}", name, slot_name(t), &t.id[..t.id.len().min(12)], host);
-        next.push(LogCursor { task_id: t.id.clone(), offset: start + data.len() as u64 });
+        if start + (data.len() as u64) < len {
+            out.more = true;
+            match data.iter().rposition(|&b| b == b'\n') {
+                Some(end) => data.truncate(end + 1),
+                // A partial line in what is left of the budget waits for a
+                // fresh budget; only a line longer than a whole one is cut.
+                None if (data.len() as u64) < LOG_CHUNK_BYTES_MAX.min(bytes_max) => data.clear(),
+                None => {}
+            }
+        }
+        left -= data.len() as u64;
+        out.cursor.push(LogCursor { task_id: id.clone(), offset: start + data.len() as u64 });
         if !data.is_empty() {
-            chunks.push(LogChunk { task_id: t.id.clone(), source, data });
+            out.chunks.push(LogChunk { task_id: id.clone(), source: String::new(), data });
         }
     }
-    Reply::Logs { chunks, cursor: next }
+    out
+}
+
+/// Whether `id` looks like a task id (object ids: lowercase base36), so it
+/// is safe as a file name.
+fn is_task_id(id: &str) -> bool {
+    (1..=TASK_ID_BYTES_MAX).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
 }
 
 /// Tidies task logs: deletes those of tasks the state no longer has
@@ -368,6 +403,56 @@ mod tests {
         assert_eq!(tail_start(&mut f, 6, 2), 2);
         assert_eq!(tail_start(&mut f, 6, 9), 0);
         assert_eq!(tail_start(&mut f, 6, 0), 6);
+    }
+
+    #[test]
+    fn log_reads_follow_cursors_tails_and_bounds() {
+        let dir = std::env::temp_dir().join(format!("shoal-read-logs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.log"), "a1\na2\na3\n").unwrap();
+        std::fs::write(dir.join("b.log"), "b1\nb2\n").unwrap();
+        std::fs::write(dir.join("secret"), "not a log").unwrap();
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let cur = |v: &[(&str, u64)]| v.iter().map(|(t, o)| LogCursor { task_id: t.to_string(), offset: *o }).collect::<Vec<_>>();
+        let text =
+            |r: &LogsRead| r.chunks.iter().map(|c| format!("{}:{}", c.task_id, String::from_utf8_lossy(&c.data))).collect::<Vec<_>>();
+        // Everything, then only what follows the cursor; a missing log gets no cursor.
+        let r = read_logs(&dir, &ids(&["a", "b", "none"]), None, &[], LOG_CHUNK_BYTES_MAX);
+        assert_eq!(text(&r), ["a:a1\na2\na3\n", "b:b1\nb2\n"]);
+        assert_eq!(r.cursor, cur(&[("a", 9), ("b", 6)]));
+        assert!(!r.more && r.chunks.iter().all(|c| c.source.is_empty()));
+        let r = read_logs(&dir, &ids(&["a", "b"]), Some(1), &cur(&[("a", 6), ("b", 6)]), LOG_CHUNK_BYTES_MAX);
+        assert_eq!(text(&r), ["a:a3\n"], "cursors win over the tail");
+        assert_eq!(r.cursor, cur(&[("a", 9), ("b", 6)]));
+        // A cursor past the end means the log was rotated (truncated): its new lines are read from the start.
+        let r = read_logs(&dir, &ids(&["b"]), None, &cur(&[("b", 99)]), LOG_CHUNK_BYTES_MAX);
+        assert_eq!(text(&r), ["b:b1\nb2\n"]);
+        // The tail applies to tasks without a cursor.
+        let r = read_logs(&dir, &ids(&["a"]), Some(2), &[], LOG_CHUNK_BYTES_MAX);
+        assert_eq!(text(&r), ["a:a2\na3\n"]);
+        // A budget cut ends on a line, leaves the rest for the next read and says so.
+        let r = read_logs(&dir, &ids(&["a", "b"]), None, &[], 5);
+        assert_eq!(text(&r), ["a:a1\n"]);
+        assert_eq!(r.cursor, cur(&[("a", 3), ("b", 0)]));
+        assert!(r.more);
+        let r = read_logs(&dir, &ids(&["a", "b"]), None, &cur(&[("a", 3)]), 6);
+        assert_eq!(text(&r), ["a:a2\na3\n"]);
+        assert!(r.more, "b was not read");
+        // Ids from the network never escape the logs dir.
+        let r = read_logs(&dir, &ids(&["../secret", "secret", "A", "", &"a".repeat(65)]), None, &[], LOG_CHUNK_BYTES_MAX);
+        assert_eq!(r, LogsRead::default());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_line_longer_than_the_budget_is_cut_anyway() {
+        let dir = std::env::temp_dir().join(format!("shoal-read-long-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("l.log"), "x".repeat(100)).unwrap();
+        let r = read_logs(&dir, &["l".to_string()], None, &[], 40);
+        assert_eq!((r.chunks[0].data.len(), r.cursor[0].offset, r.more), (40, 40, true), "progress even without a newline");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

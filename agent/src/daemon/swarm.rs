@@ -25,9 +25,14 @@
 //!   unreachable, so its containers keep running;
 //! - every wait has a deadline: joins (`JOIN_TIMEOUT_MS`), writes waiting for
 //!   a commit (`WRITE_TIMEOUT_MS`) and forwarded requests (`FORWARD_TIMEOUT_MS`)
-//!   fail with a message that says why.
+//!   fail with a message that says why; `service logs` gathers
+//!   (`LOGS_GATHER_TIMEOUT_MS`, in [`logs`]) answer with what arrived and
+//!   name the nodes that did not answer.
+
+pub(crate) mod logs;
 
 use super::links::{self, ConnIds, LinkUp, ListenKeys, Purpose};
+use super::log_gather::LOGS_GATHER_TIMEOUT_MS;
 use super::{Daemon, Event};
 use crate::net::Command;
 use async_channel::Sender;
@@ -194,6 +199,8 @@ pub(crate) struct Swarm {
     demoted_at: Option<Instant>,
     /// Last raft leader, term and membership logged.
     raft_seen: Option<(u64, u64, Vec<u64>, Vec<u64>)>,
+    /// `service logs` gathers, requests and reads in flight.
+    logs: logs::Gathers,
 }
 
 /// The error every leader-bound request gets while no leader is reachable.
@@ -222,6 +229,7 @@ fn is_read(req: &Request) -> bool {
             | Request::ServiceList
             | Request::ServiceInspect { .. }
             | Request::TaskList { .. }
+            | Request::ServiceLogs { .. }
             | Request::SwarmJoinToken { rotate: false, .. }
     )
 }
@@ -235,12 +243,21 @@ fn is_local(req: &Request) -> bool {
             | Request::ImageLoad { .. }
             | Request::ImageList
             | Request::ImagePull { .. }
-            | Request::ServiceLogs { .. }
             | Request::SwarmInit { .. }
             | Request::SwarmJoin { .. }
             | Request::SwarmLeave { .. }
             | Request::Info
     )
+}
+
+/// How long a forwarded request waits for the leader's answer.
+fn forward_wait_ms(req: &Request) -> u64 {
+    match req {
+        // The leader answers logs within its gather deadline, whatever the nodes do.
+        Request::ServiceLogs { .. } => LOGS_GATHER_TIMEOUT_MS + FORWARD_READ_TIMEOUT_MS,
+        r if is_read(r) => FORWARD_READ_TIMEOUT_MS,
+        _ => FORWARD_TIMEOUT_MS,
+    }
 }
 
 /// `IP` or `IP:PORT` with the swarm port as default.
@@ -303,6 +320,7 @@ impl Swarm {
             pending_joins: Vec::new(),
             demoted_at: None,
             raft_seen: None,
+            logs: logs::Gathers::default(),
         }
     }
 
@@ -511,8 +529,8 @@ impl Daemon {
                         let id = self.swarm.next_forward;
                         self.swarm.next_forward += 1;
                         if self.swarm.send(conn, &Wire::Request { id, req: req.clone() }) {
+                            let wait_ms = forward_wait_ms(&req);
                             let read = is_read(&req).then_some(req);
-                            let wait_ms = if read.is_some() { FORWARD_READ_TIMEOUT_MS } else { FORWARD_TIMEOUT_MS };
                             let deadline = Instant::now() + Duration::from_millis(wait_ms);
                             self.swarm.forwards.insert(id, Forward { conn, leader, read, reply: reply.clone(), deadline, answer: None });
                             return None;
@@ -722,6 +740,7 @@ impl Daemon {
                 }
             }
         }
+        self.logs_tick(now);
         if let Some(j) = &self.swarm.joining {
             if now >= j.deadline {
                 let remote = j.remote.clone();
@@ -1049,6 +1068,7 @@ impl Daemon {
         for j in self.swarm.pending_joins.iter().filter(|j| j.conn == conn) {
             crate::log!("INFO", "node {} left before its join was answered", j.node_id);
         }
+        self.logs_link_gone(conn);
     }
 
     fn on_message(&mut self, conn: u64, msg: Wire) {
@@ -1130,6 +1150,7 @@ impl Daemon {
                 }
                 self.release_forwards();
             }
+            (Purpose::Node, msg @ (Wire::LogsRequest { .. } | Wire::LogsReply { .. })) => self.on_logs_message(conn, &peer, msg),
             (_, Wire::Redirect { leader_id, leader_addr }) => self.on_redirect(conn, leader_id, leader_addr),
             (Purpose::Join, Wire::JoinRequest { advertise_addr, availability, description }) => {
                 let Some(role) = join_role else { return };
@@ -1791,6 +1812,8 @@ fn variant_name(w: &Wire) -> &'static str {
         Wire::Report { .. } => "report",
         Wire::Request { .. } => "request",
         Wire::Reply { .. } => "reply",
+        Wire::LogsRequest { .. } => "logs request",
+        Wire::LogsReply { .. } => "logs reply",
     }
 }
 

@@ -275,3 +275,44 @@ fn a_failed_start_is_tried_once_and_reported() {
     let t = &tasks(&host, "bad")[0];
     assert!(t.status.err.contains("executable file not found"), "{}", t.status.err);
 }
+
+#[test]
+fn a_lone_managers_logs_come_through_the_gather() {
+    let (host, _) = start("logs");
+    let dir = std::env::temp_dir().join(format!("shoal-daemon-{}-logs", std::process::id()));
+    let init = Request::SwarmInit {
+        advertise_addr: "127.0.0.1".into(),
+        availability: Availability::Active,
+        listen_addr: "127.0.0.1:0".into(),
+        force_new_cluster: false,
+    };
+    assert!(matches!(call(&host, init), Reply::SwarmInit { .. }));
+    let mut spec = ServiceSpec::new("web", "busybox");
+    spec.mode = shoal_shared::types::ServiceMode::Replicated { replicas: 2 };
+    assert!(matches!(call(&host, Request::ServiceCreate { spec: Box::new(spec) }), Reply::ServiceCreated { .. }));
+    wait_for("2 running", || running(&host, "web") == 2);
+    let ts = tasks(&host, "web");
+    for t in &ts {
+        std::fs::write(dir.join("logs").join(format!("{}.log", t.id)), format!("first {}\nlast {}\n", t.slot, t.slot)).unwrap();
+    }
+    let logs = |tail_lines, cursor| match call(&host, Request::ServiceLogs { service: "web".into(), tail_lines, cursor }) {
+        Reply::ServiceLogs { chunks, cursor, warnings, more } => (chunks, cursor, warnings, more),
+        r => panic!("{r:?}"),
+    };
+    let (chunks, cursor, warnings, more) = logs(None, vec![]);
+    assert!(warnings.is_empty() && !more, "{warnings:?}");
+    assert_eq!(chunks.len(), 2);
+    for (c, t) in chunks.iter().zip(&ts) {
+        assert_eq!(c.source, format!("web.{}.{}@{}", t.slot, &t.id[..12], host::hostname()));
+        assert_eq!(c.data, format!("first {}\nlast {}\n", t.slot, t.slot).into_bytes());
+    }
+    let (again, same, _, _) = logs(None, cursor.clone());
+    assert!(again.is_empty(), "nothing new after the cursor");
+    assert_eq!(same, cursor);
+    let (tail, _, _, _) = logs(Some(1), vec![]);
+    assert!(tail.iter().all(|c| c.data.starts_with(b"last ")), "{tail:?}");
+    match call(&host, Request::ServiceLogs { service: "nope".into(), tail_lines: None, cursor: vec![] }) {
+        Reply::Error { kind, .. } => assert_eq!(kind, ErrorKind::NotFound),
+        r => panic!("{r:?}"),
+    }
+}
