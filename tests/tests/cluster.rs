@@ -411,3 +411,69 @@ fn demoting_the_leader_hands_leadership_over() {
     // The two remaining managers still commit.
     c.nodes[leader].shoal(&["service", "create", "-d", "--name", "after", "shoal.test/busybox:latest", "sleep", "3600"]).ok();
 }
+
+#[test]
+fn dispatcher_heartbeat_sets_how_long_a_cut_off_node_may_be_away() {
+    let Some(mut c) = Cluster::new(2) else { return };
+    c.init(1, 1);
+    let m = &c.nodes[0];
+    // Bad input is refused with the flag's name; nothing to change is an error too.
+    let r = m.shoal(&["swarm", "update", "--dispatcher-heartbeat", "10ms"]);
+    assert!(r.code != 0 && r.stderr.contains("--dispatcher-heartbeat"), "{}", r.stderr);
+    let r = m.shoal(&["swarm", "update"]);
+    assert!(r.code != 0 && r.stderr.contains("nothing to update"), "{}", r.stderr);
+    // A generous grace for a flaky edge link.
+    assert_eq!(m.shoal(&["swarm", "update", "--dispatcher-heartbeat", "20s"]).ok().stdout.trim(), "Swarm updated.");
+    let info = m.shoal(&["info"]).ok().stdout;
+    assert!(info.contains(" Is Manager: true\n") && info.contains("  Heartbeat Period: 20 seconds\n"), "{info}");
+    assert!(info.contains(" Nodes: 2\n") && info.contains(" Managers: 1\n"), "{info}");
+    let winfo = c.nodes[1].shoal(&["info"]).ok().stdout;
+    assert!(winfo.contains("Swarm: active\n") && winfo.contains(" Is Manager: false\n"), "{winfo}");
+    assert!(!winfo.contains("Heartbeat"), "workers do not hold the swarm's settings: {winfo}");
+    m.shoal(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "edge",
+        "--constraint",
+        "node.role==worker",
+        "shoal.test/busybox:latest",
+        "sleep",
+        "3600",
+    ])
+    .ok();
+    wait_for("the task on the worker", Duration::from_secs(40), || (c.nodes[1].running_tasks() == 1).then_some(()));
+    let before = c.nodes[1].tasks_pids();
+    // Cut off for 8 s: the link dies after 3 s, but the node stays within its grace.
+    c.nodes[1].partition();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(8) {
+        let ls = m.shoal(&["node", "ls"]).ok().stdout;
+        assert!(!ls.contains("Down"), "marked Down {} ms into a 20 s grace:\n{ls}", t0.elapsed().as_millis());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    c.nodes[1].heal();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(c.nodes[1].tasks_pids(), before, "the worker's task ran on through the outage");
+    let ps = running_nodes(&c, 0, "edge");
+    assert_eq!(ps.len(), 1, "no replacement was started: {ps:?}");
+    // Back to a LAN grace: the same outage now marks the node Down and moves nothing
+    // (the only other node is the manager, which the constraint excludes).
+    m.shoal(&["swarm", "update", "--dispatcher-heartbeat", "1s"]).ok();
+    assert!(m.shoal(&["info"]).ok().stdout.contains("  Heartbeat Period: 1 second\n"));
+    // The leader answers `service logs` without a warning only over a live link to the worker.
+    wait_for("the worker's link to be back", Duration::from_secs(20), || {
+        let r = m.shoal(&["service", "logs", "edge"]);
+        (r.code == 0 && !r.stderr.contains("warning")).then_some(())
+    });
+    c.nodes[1].partition();
+    let t1 = Instant::now();
+    wait_for("the cut-off worker to be Down", Duration::from_secs(15), || m.shoal(&["node", "ls"]).stdout.contains("Down").then_some(()));
+    eprintln!("cut-off worker Down {} ms after the partition with a 1 s heartbeat", t1.elapsed().as_millis());
+    c.nodes[1].heal();
+    wait_for("the worker to be Ready again after heal", Duration::from_secs(20), || {
+        let ls = m.shoal(&["node", "ls"]).stdout;
+        (ls.matches("Ready").count() == 2).then_some(())
+    });
+}
