@@ -347,8 +347,8 @@ impl<'a> Pass<'a> {
         let Some(l) = self.load.get_mut(node_id) else { return };
         l.total += 1;
         *l.by_service.entry(t.service_id.as_str()).or_default() += 1;
-        l.reserved.nano_cpus += t.spec.resources.reservations.nano_cpus;
-        l.reserved.memory_bytes += t.spec.resources.reservations.memory_bytes;
+        l.reserved.nano_cpus = l.reserved.nano_cpus.saturating_add(t.spec.resources.reservations.nano_cpus);
+        l.reserved.memory_bytes = l.reserved.memory_bytes.saturating_add(t.spec.resources.reservations.memory_bytes);
         if let Some(p) = ports {
             l.host_ports.extend_from_slice(p);
         }
@@ -490,8 +490,9 @@ fn explain(rejected: &BTreeMap<Filtered, usize>) -> String {
 fn fits(node: &Node, t: &Task, l: &Load<'_>) -> bool {
     let want = t.spec.resources.reservations;
     let have = node.description.resources;
-    let cpu_ok = want.nano_cpus == 0 || have.nano_cpus - l.reserved.nano_cpus >= want.nano_cpus;
-    let mem_ok = want.memory_bytes == 0 || have.memory_bytes - l.reserved.memory_bytes >= want.memory_bytes;
+    // Saturating: a node that reconnects with fewer resources than its tasks already reserve has nothing free.
+    let cpu_ok = want.nano_cpus == 0 || have.nano_cpus.saturating_sub(l.reserved.nano_cpus) >= want.nano_cpus;
+    let mem_ok = want.memory_bytes == 0 || have.memory_bytes.saturating_sub(l.reserved.memory_bytes) >= want.memory_bytes;
     cpu_ok && mem_ok
 }
 

@@ -33,6 +33,12 @@ use serde::{Deserialize, Serialize};
 
 /// First byte of every encoded [`Wire`] message; bump on incompatible change.
 pub const WIRE_VERSION: u8 = 1;
+/// How many [`Wire`] variants this build knows. A message whose variant index
+/// is at or past this comes from a newer node: it decodes to
+/// [`WireError::Unknown`], which receivers ignore instead of dropping the
+/// link, so a mixed-version swarm keeps its links during a rolling upgrade.
+/// Bump it with every variant appended (a test checks).
+pub const WIRE_VARIANTS: u32 = 11;
 /// Largest encoded message accepted (the link's reassembly bound).
 pub const WIRE_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Tasks one `LogsRequest` names at most (a node with more tasks of a
@@ -116,6 +122,8 @@ pub enum WireError {
     Version { got: u8 },
     #[error("malformed message: {0}")]
     Malformed(String),
+    #[error("message type {variant} is unknown to this version (sent by a newer shoal?)")]
+    Unknown { variant: u32 },
 }
 
 /// Encodes a message.
@@ -134,6 +142,12 @@ pub fn decode(bytes: &[u8]) -> Result<Wire, WireError> {
     let (&got, body) = bytes.split_first().ok_or(WireError::Empty)?;
     if got != WIRE_VERSION {
         return Err(WireError::Version { got });
+    }
+    // postcard puts the variant index first, as a varint.
+    if let Ok((variant, _)) = postcard::take_from_bytes::<u32>(body) {
+        if variant >= WIRE_VARIANTS {
+            return Err(WireError::Unknown { variant });
+        }
     }
     match postcard::take_from_bytes::<Wire>(body) {
         Ok((msg, [])) => Ok(msg),
@@ -235,6 +249,14 @@ mod tests {
                 let _ = decode(&b);
             }
         }
+    }
+
+    #[test]
+    fn messages_from_newer_versions_are_unknown_not_malformed() {
+        let last = encode(&Wire::LogsReply { id: 1, chunks: vec![], cursor: vec![], more: false, error: None });
+        assert_eq!(u32::from(last[1]) + 1, WIRE_VARIANTS, "WIRE_VARIANTS must count every variant");
+        assert_eq!(decode(&[WIRE_VERSION, WIRE_VARIANTS as u8, 1, 2, 3]), Err(WireError::Unknown { variant: WIRE_VARIANTS }));
+        assert_eq!(decode(&[WIRE_VERSION, 0x80, 0x01]), Err(WireError::Unknown { variant: 128 }));
     }
 
     #[test]

@@ -660,11 +660,14 @@ fn logs(host: &str, service: &str, follow: bool, tail: Option<String>) -> anyhow
     };
     let mut cursor: Vec<LogCursor> = Vec::new();
     let mut warned = std::collections::BTreeSet::new();
+    let mut tail_lines = tail_lines;
     let mut catching_up = 0;
     let mut out = std::io::stdout();
     loop {
-        // The tail applies to every task without a cursor yet (tasks that
-        // start later, or whose node did not answer so far), as in Swarm.
+        // The tail applies to the first read only: tasks that start while
+        // `-f` follows are shown from their first line, as Swarm attaches to
+        // new tasks (a node that did not answer at first is read from the
+        // start of its tasks' logs once it does).
         let req = Request::ServiceLogs { service: service.to_string(), tail_lines, cursor: cursor.clone() };
         let (chunks, next, warnings, more) = match call(host, req, REPLY_MS_DEFAULT)? {
             Reply::ServiceLogs { chunks, cursor, warnings, more } => (chunks, cursor, warnings, more),
@@ -692,6 +695,7 @@ fn logs(host: &str, service: &str, follow: bool, tail: Option<String>) -> anyhow
             continue;
         }
         catching_up = 0;
+        tail_lines = None;
         if !follow {
             if more {
                 eprintln!("warning: the service logs faster than they can be read; output stops here (use -f to keep reading)");

@@ -88,6 +88,10 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
     match cmd {
         SwarmCmd::Init { advertise_addr, listen_addr, availability, force_new_cluster, dispatcher_heartbeat } => {
             let heartbeat_ms = dispatcher_heartbeat.map(ns_to_ms);
+            // Checked before the init, so a bad value cannot leave an initialized swarm without its settings.
+            if let Some(ms) = heartbeat_ms {
+                check_heartbeat_ms(ms)?;
+            }
             match call(host, Request::SwarmInit { advertise_addr, availability, listen_addr, force_new_cluster }, REPLY_MS_DEFAULT)? {
                 Reply::SwarmInit { node_id, advertise_addr, worker_token } => {
                     if heartbeat_ms.is_some() {
@@ -141,6 +145,15 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
             r => Err(unexpected(r)),
         },
     }
+}
+
+/// The daemon's bounds on `--dispatcher-heartbeat`, checked early by `swarm init`.
+fn check_heartbeat_ms(ms: u64) -> anyhow::Result<()> {
+    use shoal_shared::types::{DISPATCHER_HEARTBEAT_MS_MAX, DISPATCHER_HEARTBEAT_MS_MIN};
+    if !(DISPATCHER_HEARTBEAT_MS_MIN..=DISPATCHER_HEARTBEAT_MS_MAX).contains(&ms) {
+        anyhow::bail!("invalid --dispatcher-heartbeat of {ms} ms: use a duration from {DISPATCHER_HEARTBEAT_MS_MIN}ms to 24h, e.g. 30s");
+    }
+    Ok(())
 }
 
 /// Nanoseconds to whole milliseconds, rounding up so a sub-millisecond
@@ -325,6 +338,7 @@ mod tests {
         i.local_state = "inactive".into();
         assert!(info_text(&i).ends_with("Swarm: inactive\n"));
         assert_eq!(ns_to_ms(1), 1, "sub-millisecond rounds up, so the daemon refuses it instead of reading 0");
+        assert!(check_heartbeat_ms(50).is_err() && check_heartbeat_ms(1_000).is_ok() && check_heartbeat_ms(25 * 3_600_000).is_err());
         assert_eq!(ns_to_ms(30_000_000_000), 30_000);
     }
 

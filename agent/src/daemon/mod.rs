@@ -364,10 +364,12 @@ impl Daemon {
                     Err(e) => crate::log!("ERROR", "raft tick failed: {e}"),
                 }
                 self.swarm_tick();
-                if self.logs_checked_at.elapsed() >= Duration::from_millis(LOG_ROTATE_CHECK_MS) {
+                // Only once this node knows its tasks (a worker's are in its assignments, not in
+                // its store): before that every log would look like a leftover and be deleted.
+                if self.may_plan() && self.logs_checked_at.elapsed() >= Duration::from_millis(LOG_ROTATE_CHECK_MS) {
                     self.logs_checked_at = Instant::now();
                     let dir = self.cfg.data_dir.join("logs");
-                    let known: std::collections::BTreeSet<String> = self.store.state().tasks.keys().cloned().collect();
+                    let known: std::collections::BTreeSet<String> = self.view().tasks.keys().cloned().collect();
                     self.spawn_runtime(
                         move |_| service::rotate_logs(&dir, &known, service::LOG_BYTES_MAX),
                         |n| {

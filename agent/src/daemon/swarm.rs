@@ -914,6 +914,11 @@ impl Daemon {
             LinkEvent::Established { peer_static, peer_payload } => self.on_established(conn, peer_static, &peer_payload),
             LinkEvent::Message(bytes) => match wire::decode(&bytes) {
                 Ok(msg) => self.on_message(conn, msg),
+                Err(e @ wire::WireError::Unknown { .. }) => {
+                    // A newer node's message: ignore it and keep the link (rolling upgrades).
+                    let remote = self.swarm.conns.get(&conn).and_then(|c| c.remote);
+                    crate::log!("WARN", "ignoring a message from {remote:?}: {e}");
+                }
                 Err(e) => {
                     let remote = self.swarm.conns.get(&conn).and_then(|c| c.remote);
                     crate::log!("WARN", "closing link to {remote:?}: {e}");
