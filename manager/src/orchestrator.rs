@@ -19,20 +19,21 @@
 //!   their slot gets a new unplaced task (which stays `Pending` while no node
 //!   can take it); a down node's worker stops them when it comes back;
 //! - the constraint enforcer (swarmkit's `constraintenforcer`): on a node that
-//!   is up and active, a replicated task whose node no longer passes its
-//!   constraints or platforms (labels removed, role changed, a new platform
-//!   described) is shut down and replaced the same way, and so is, node by
-//!   node, any task whose reservations no longer fit beside the older tasks
-//!   there (the node described fewer resources): tasks keep their place
-//!   oldest first, so a replacement never fits back where its task was shut
-//!   down. Its status keeps its state and gains the reason as `err`
+//!   is up and active, a live replicated task whose node no longer passes its
+//!   own spec's constraints or platforms (a label removed, the role changed,
+//!   another platform described; a changed spec is the updater's) is shut
+//!   down and replaced the same way; so is, node by node, any task whose
+//!   reservations no longer fit beside the older tasks there (the node
+//!   described fewer resources): tasks keep their place oldest first, so a
+//!   replacement with the same reservations cannot land back there. The shut
+//!   down task's status keeps its state and gains the reason as `err`
 //!   (`assigned node no longer meets constraints`), which the worker carries
 //!   into its `Shutdown` report. Global tasks leave ineligible nodes through
-//!   [`place_global`]; for them only the resource part applies (the node's
-//!   new task then waits `Pending`). Paused nodes keep their tasks, as in
-//!   swarmkit; drained, down and removed nodes are the rule above. Shutting
-//!   a task down here is no failure of it: the replacement comes whatever
-//!   the restart policy says;
+//!   `place_global` as before; only the resource part applies to them (the
+//!   node's next task then waits `Pending`). Paused nodes keep their tasks, as
+//!   in swarmkit; drained, down and removed nodes follow the rule above. Being
+//!   shut down here is no failure of the task: the slot gets its replacement
+//!   whatever the restart policy says;
 //! - once none of the above has anything to do for a service, the
 //!   [`crate::updater`] moves its rolling update along;
 //! - tasks with `desired = Remove` are deleted once they are no longer running,
@@ -133,7 +134,7 @@ impl Misfit {
 /// their reservations (assigned, as the scheduler counts them) are fitted
 /// oldest first into the node's resources, swarmkit's enforcer's check made
 /// deterministic: a task that does not fit beside the older ones is a misfit,
-/// and its replacement (same reservations) cannot fit there either.
+/// and a replacement with the same reservations cannot fit there either.
 fn misfits(state: &State) -> BTreeMap<&str, Misfit> {
     let mut on_node: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
     for t in state.tasks.values() {
