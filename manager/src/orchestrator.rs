@@ -40,7 +40,7 @@
 //!   and each slot keeps at most [`TASK_HISTORY_PER_SLOT_MAX`] tasks.
 
 use crate::scheduler;
-use crate::scheduler::Filtered;
+use crate::scheduler::{Filtered, NodeFilters};
 use crate::state::State;
 use crate::updater;
 use shoal_shared::clock::UnixNanos;
@@ -138,18 +138,20 @@ impl Misfit {
 fn misfits(state: &State) -> BTreeMap<&str, Misfit> {
     let mut on_node: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
     for t in state.tasks.values() {
-        // Tasks of deleted services are leaving anyway.
-        if !t.node_id.is_empty() && live(t) && state.services.contains_key(&t.service_id) {
+        if !t.node_id.is_empty() && live(t) {
             on_node.entry(t.node_id.as_str()).or_default().push(t);
         }
     }
+    // Placements parsed once per service version (checked equal before use).
+    let mut filters: BTreeMap<(&str, u64), NodeFilters> = BTreeMap::new();
     let mut out = BTreeMap::new();
-    for (node_id, mut tasks) in on_node {
+    for (node_id, tasks) in on_node {
         let Some(node) = state.nodes.get(node_id) else { continue };
-        tasks.sort_by_key(|t| (t.meta.created_at, t.id.as_str()));
-        let mut free = node.description.resources;
+        let mut holding = Vec::new();
         for t in tasks {
-            match scheduler::eligible(node, &t.spec.placement) {
+            let f = filters.entry((t.service_id.as_str(), t.service_version)).or_insert_with(|| NodeFilters::new(&t.spec.placement));
+            let verdict = if f.placement() == &t.spec.placement { f.check(node) } else { scheduler::eligible(node, &t.spec.placement) };
+            match verdict {
                 Err(Filtered::Constraints) if t.slot > 0 => {
                     out.insert(t.id.as_str(), Misfit::Constraints);
                 }
@@ -158,17 +160,34 @@ fn misfits(state: &State) -> BTreeMap<&str, Misfit> {
                 }
                 // Not ready or active: not ours. A global misfit: `place_global`'s.
                 Err(_) => {}
-                Ok(()) if t.status.state >= TaskState::Assigned => {
-                    if !reserve(&mut free, t.spec.resources.reservations) {
-                        out.insert(t.id.as_str(), Misfit::Resources);
+                // Bound but not assigned yet (a global or restarted task) is the scheduler's;
+                // tasks of deleted services are leaving anyway.
+                Ok(()) if t.status.state >= TaskState::Assigned && t.spec.resources.reservations != ResourceSet::default() => {
+                    if state.services.contains_key(&t.service_id) {
+                        holding.push(t)
                     }
                 }
-                // Bound but not assigned yet (a global or restarted task): the scheduler's.
                 Ok(()) => {}
             }
         }
+        for t in overcommitted(node.description.resources, holding) {
+            out.insert(t.id.as_str(), Misfit::Resources);
+        }
     }
     out
+}
+
+/// The tasks among `holding` whose reservations do not fit `capacity`
+/// beside the older ones.
+fn overcommitted(capacity: ResourceSet, mut holding: Vec<&Task>) -> Vec<&Task> {
+    // All fitting in one order means all fit in any: the usual case needs no sort.
+    let mut free = capacity;
+    if holding.iter().all(|t| reserve(&mut free, t.spec.resources.reservations)) {
+        return Vec::new();
+    }
+    holding.sort_by_key(|t| (t.meta.created_at, t.id.as_str()));
+    let mut free = capacity;
+    holding.into_iter().filter(|t| !reserve(&mut free, t.spec.resources.reservations)).collect()
 }
 
 /// Takes `want` out of `free` if it fits, with the scheduler's rule (a zero

@@ -233,6 +233,25 @@ pub fn eligible(node: &Node, placement: &Placement) -> Result<(), Filtered> {
     Compiled::new(placement).check(node)
 }
 
+/// [`eligible`] with the placement parsed once, to check many nodes or tasks.
+pub struct NodeFilters<'p>(Compiled<'p>);
+
+impl<'p> NodeFilters<'p> {
+    pub fn new(placement: &'p Placement) -> NodeFilters<'p> {
+        NodeFilters(Compiled::new(placement))
+    }
+
+    /// The placement these filters were parsed from.
+    pub fn placement(&self) -> &'p Placement {
+        self.0.placement
+    }
+
+    /// Same as [`eligible`] for this placement.
+    pub fn check(&self, node: &Node) -> Result<(), Filtered> {
+        self.0.check(node)
+    }
+}
+
 /// A placement with its constraints and preferences parsed once.
 struct Compiled<'p> {
     placement: &'p Placement,
