@@ -204,10 +204,12 @@ impl Worker {
             if current < TaskState::Assigned {
                 return None; // the scheduler's, not ours
             }
+            // A reason the manager gave for the shutdown (the constraint enforcer's) stays on the task.
+            let why = t.status.err.clone();
             return match observed {
-                Some(ContainerState::Stopped { exit_code }) => report(TaskState::Shutdown, "shutdown", String::new(), Some(*exit_code)),
+                Some(ContainerState::Stopped { exit_code }) => report(TaskState::Shutdown, "shutdown", why, Some(*exit_code)),
                 Some(_) => Some(Action::Stop { id: t.id.clone(), grace_ms: t.spec.container.stop_grace_ns / 1_000_000 }),
-                None => report(TaskState::Shutdown, "shutdown", String::new(), None),
+                None => report(TaskState::Shutdown, "shutdown", why, None),
             };
         }
         if t.desired_state != TaskState::Running || current < TaskState::Assigned {
@@ -311,6 +313,20 @@ mod tests {
         assert_eq!(a, vec!["stop t1 10000", "remove other"]);
         w.handle_stopped("t1", Some(137));
         assert_eq!(kinds(&w.plan(&st, 6)), vec!["report Shutdown "]);
+    }
+
+    #[test]
+    fn shutdown_report_keeps_the_managers_reason() {
+        // The constraint enforcer adds its reason to the running task's status.
+        let (mut st, _) = state_with(TaskState::Shutdown, TaskState::Running);
+        let mut status = st.tasks["t1"].status.clone();
+        status.err = "assigned node no longer meets constraints".into();
+        st.apply(2, &Entry { at: 2, ops: vec![Op::SetTaskStatus { id: "t1".into(), status }] });
+        let mut w = synced();
+        w.containers.insert("t1".into(), ContainerState::Running);
+        assert_eq!(kinds(&w.plan(&st, 5)), vec!["stop t1 10000"]);
+        w.handle_stopped("t1", Some(137));
+        assert_eq!(kinds(&w.plan(&st, 6)), vec!["report Shutdown assigned node no longer meets constraints"]);
     }
 
     #[test]

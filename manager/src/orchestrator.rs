@@ -18,24 +18,44 @@
 //! - replicated tasks on a drained, down or removed node are shut down and
 //!   their slot gets a new unplaced task (which stays `Pending` while no node
 //!   can take it); a down node's worker stops them when it comes back;
+//! - the constraint enforcer (swarmkit's `constraintenforcer`): on a node that
+//!   is up and active, a live replicated task whose node no longer passes its
+//!   own spec's constraints or platforms (a label removed, the role changed,
+//!   another platform described; a changed spec is the updater's) is shut
+//!   down and replaced the same way; so is, node by node, any task whose
+//!   reservations no longer fit beside the older tasks there (the node
+//!   described fewer resources): tasks keep their place oldest first, so a
+//!   replacement with the same reservations cannot land back there. The shut
+//!   down task's status keeps its state and gains the reason as `err`
+//!   (`assigned node no longer meets constraints`), which the worker carries
+//!   into its `Shutdown` report. Global tasks leave ineligible nodes through
+//!   `place_global` as before; only the resource part applies to them (the
+//!   node's next task then waits `Pending`). Paused nodes keep their tasks, as
+//!   in swarmkit; drained, down and removed nodes follow the rule above. Being
+//!   shut down here is no failure of the task: the slot gets its replacement
+//!   whatever the restart policy says;
 //! - once none of the above has anything to do for a service, the
 //!   [`crate::updater`] moves its rolling update along;
 //! - tasks with `desired = Remove` are deleted once they are no longer running,
 //!   and each slot keeps at most [`TASK_HISTORY_PER_SLOT_MAX`] tasks.
 
 use crate::scheduler;
+use crate::scheduler::{Filtered, NodeFilters};
 use crate::state::State;
 use crate::updater;
 use shoal_shared::clock::UnixNanos;
 use shoal_shared::ops::Op;
 use shoal_shared::rng::Rng;
 use shoal_shared::task::TaskState;
-use shoal_shared::types::{Availability, NodeState, RestartCondition, Service, ServiceMode, Task, TaskStatus, TASK_HISTORY_PER_SLOT_MAX};
+use shoal_shared::types::{
+    Availability, NodeState, ResourceSet, RestartCondition, Service, ServiceMode, Task, TaskStatus, TASK_HISTORY_PER_SLOT_MAX,
+};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Computes the ops that move the state towards the services' specs.
 pub fn reconcile(state: &State, now: UnixNanos, rng: &mut Rng) -> Vec<Op> {
     let mut ops = Vec::new();
+    let misfits = misfits(state);
     for service in state.services.values() {
         let tasks = state.tasks_of(&service.id);
         // Slot key: the slot number for replicated services, the node for global ones.
@@ -47,11 +67,13 @@ pub fn reconcile(state: &State, now: UnixNanos, rng: &mut Rng) -> Vec<Op> {
         restart_dead_tasks(service, &slots, now, rng, &mut ops);
         match service.spec.mode {
             ServiceMode::Replicated { replicas } => {
-                drain_nodes(state, service, &slots, rng, &mut ops);
+                evacuate(state, service, &slots, &misfits, rng, &mut ops);
                 drop_superseded(service, &slots, &mut ops);
                 scale_replicated(service, &slots, replicas, rng, &mut ops)
             }
             ServiceMode::Global => {
+                // Before `place_global`, whose `Remove` may follow a `Shutdown` but never precede one.
+                evacuate(state, service, &slots, &misfits, rng, &mut ops);
                 place_global(state, service, &slots, rng, &mut ops);
                 drop_superseded(service, &slots, &mut ops);
             }
@@ -73,12 +95,112 @@ pub fn reconcile(state: &State, now: UnixNanos, rng: &mut Rng) -> Vec<Op> {
     }
     collect_removed(state, &mut ops);
     // History pruning and removal can pick the same dead task; delete it once.
+    // Evacuation and `drop_superseded` can both shut down one task; say it once.
     let mut deleted = BTreeSet::new();
+    let mut desired = BTreeSet::new();
     ops.retain(|op| match op {
         Op::DeleteTask { id } => deleted.insert(id.clone()),
+        Op::SetTaskDesired { id, desired: d } => desired.insert((id.clone(), *d)),
         _ => true,
     });
     ops
+}
+
+/// Why a live task must leave a node that is up and active (swarmkit's constraint enforcer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Misfit {
+    Constraints,
+    Platform,
+    Resources,
+}
+
+impl Misfit {
+    /// The task's status `err` once it is shut down for this reason.
+    fn err(self) -> &'static str {
+        match self {
+            Misfit::Constraints => "assigned node no longer meets constraints",
+            Misfit::Platform => "assigned node's platform is no longer supported",
+            Misfit::Resources => "assigned node no longer has the reserved resources",
+        }
+    }
+}
+
+/// The live tasks that no longer fit their node, by task id. Only nodes that
+/// are ready and active count (the node-only filters say `NotReady`
+/// otherwise): drained, down and removed nodes are [`evacuate`]'s, a paused
+/// node keeps what it runs. There, a replicated task whose own spec's
+/// constraints or platforms the node fails is a misfit (global ones leave
+/// through [`place_global`]). Then the node's remaining tasks that hold
+/// their reservations (assigned, as the scheduler counts them) are fitted
+/// oldest first into the node's resources, swarmkit's enforcer's check made
+/// deterministic: a task that does not fit beside the older ones is a misfit,
+/// and a replacement with the same reservations cannot fit there either.
+fn misfits(state: &State) -> BTreeMap<&str, Misfit> {
+    let mut on_node: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
+    for t in state.tasks.values() {
+        if !t.node_id.is_empty() && live(t) {
+            on_node.entry(t.node_id.as_str()).or_default().push(t);
+        }
+    }
+    // Placements parsed once per service version (checked equal before use).
+    let mut filters: BTreeMap<(&str, u64), NodeFilters> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for (node_id, tasks) in on_node {
+        let Some(node) = state.nodes.get(node_id) else { continue };
+        let mut holding = Vec::new();
+        for t in tasks {
+            let f = filters.entry((t.service_id.as_str(), t.service_version)).or_insert_with(|| NodeFilters::new(&t.spec.placement));
+            let verdict = if f.placement() == &t.spec.placement { f.check(node) } else { scheduler::eligible(node, &t.spec.placement) };
+            match verdict {
+                Err(Filtered::Constraints) if t.slot > 0 => {
+                    out.insert(t.id.as_str(), Misfit::Constraints);
+                }
+                Err(Filtered::Platform) if t.slot > 0 => {
+                    out.insert(t.id.as_str(), Misfit::Platform);
+                }
+                // Not ready or active: not ours. A global misfit: `place_global`'s.
+                Err(_) => {}
+                // Bound but not assigned yet (a global or restarted task) is the scheduler's;
+                // tasks of deleted services are leaving anyway.
+                Ok(()) if t.status.state >= TaskState::Assigned && t.spec.resources.reservations != ResourceSet::default() => {
+                    if state.services.contains_key(&t.service_id) {
+                        holding.push(t)
+                    }
+                }
+                Ok(()) => {}
+            }
+        }
+        for t in overcommitted(node.description.resources, holding) {
+            out.insert(t.id.as_str(), Misfit::Resources);
+        }
+    }
+    out
+}
+
+/// The tasks among `holding` whose reservations do not fit `capacity`
+/// beside the older ones.
+fn overcommitted(capacity: ResourceSet, mut holding: Vec<&Task>) -> Vec<&Task> {
+    // All fitting in one order means all fit in any: the usual case needs no sort.
+    let mut free = capacity;
+    if holding.iter().all(|t| reserve(&mut free, t.spec.resources.reservations)) {
+        return Vec::new();
+    }
+    holding.sort_by_key(|t| (t.meta.created_at, t.id.as_str()));
+    let mut free = capacity;
+    holding.into_iter().filter(|t| !reserve(&mut free, t.spec.resources.reservations)).collect()
+}
+
+/// Takes `want` out of `free` if it fits, with the scheduler's rule (a zero
+/// reservation always fits); returns whether it did.
+fn reserve(free: &mut ResourceSet, want: ResourceSet) -> bool {
+    let cpu_ok = want.nano_cpus == 0 || free.nano_cpus >= want.nano_cpus;
+    let mem_ok = want.memory_bytes == 0 || free.memory_bytes >= want.memory_bytes;
+    if !(cpu_ok && mem_ok) {
+        return false;
+    }
+    free.nano_cpus = free.nano_cpus.saturating_sub(want.nano_cpus);
+    free.memory_bytes = free.memory_bytes.saturating_sub(want.memory_bytes);
+    true
 }
 
 /// A slot: its number for replicated services, its node for global ones.
@@ -98,6 +220,11 @@ fn slot_key(t: &Task) -> SlotKey {
 
 fn runnable(t: &Task) -> bool {
     t.desired_state <= TaskState::Running
+}
+
+/// Wanted and not finished: the task runs or is on its way to.
+fn live(t: &Task) -> bool {
+    runnable(t) && !t.status.state.is_terminal()
 }
 
 /// The runnable task of a slot, if any (at most one by construction).
@@ -194,24 +321,39 @@ fn scale_replicated(service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, re
     }
 }
 
-/// Replicated tasks on nodes that are drained, down or gone from the swarm
-/// are shut down and their slots get a fresh, unplaced task (global tasks
-/// leave through [`place_global`]).
-fn drain_nodes(state: &State, service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, rng: &mut Rng, ops: &mut Vec<Op>) {
+/// Tasks that must leave their node are shut down. Replicated ones leave
+/// drained, down and removed nodes, and both kinds leave as [`misfits`]; a
+/// misfit's status says why. A replicated slot left with no live task gets a
+/// fresh, unplaced one whatever the restart policy says (this is no failure
+/// of the task); a global slot gets its new task from [`place_global`].
+fn evacuate(
+    state: &State,
+    service: &Service,
+    slots: &BTreeMap<SlotKey, Vec<&Task>>,
+    misfits: &BTreeMap<&str, Misfit>,
+    rng: &mut Rng,
+    ops: &mut Vec<Op>,
+) {
+    let replicated = matches!(service.spec.mode, ServiceMode::Replicated { .. });
     let drained = |t: &Task| {
-        !t.node_id.is_empty()
-            && state.nodes.get(&t.node_id).is_none_or(|n| n.availability == Availability::Drain || n.state == NodeState::Down)
+        replicated && state.nodes.get(&t.node_id).is_none_or(|n| n.availability == Availability::Drain || n.state == NodeState::Down)
     };
+    let leaving = |t: &Task| !t.node_id.is_empty() && (misfits.contains_key(t.id.as_str()) || drained(t));
     for slot in slots.values() {
-        let live: Vec<&Task> = slot.iter().copied().filter(|t| runnable(t) && !t.status.state.is_terminal()).collect();
-        let (gone, staying): (Vec<&Task>, Vec<&Task>) = live.into_iter().partition(|t| drained(t));
+        let alive = slot.iter().copied().filter(|t| live(t));
+        let (gone, staying): (Vec<&Task>, Vec<&Task>) = alive.partition(|t| leaving(t));
         let Some(last) = gone.last() else {
             continue;
         };
         for t in &gone {
             ops.push(Op::SetTaskDesired { id: t.id.clone(), desired: TaskState::Shutdown });
+            if let Some(m) = misfits.get(t.id.as_str()) {
+                // The state stays the worker's: only the reason is added.
+                let status = TaskStatus { err: m.err().to_string(), ..t.status.clone() };
+                ops.push(Op::SetTaskStatus { id: t.id.clone(), status });
+            }
         }
-        if staying.is_empty() {
+        if replicated && staying.is_empty() {
             ops.push(Op::CreateTask(new_task(service, last.slot, "", rng, 0)));
         }
     }
@@ -230,7 +372,7 @@ fn drain_nodes(state: &State, service: &Service, slots: &BTreeMap<SlotKey, Vec<&
 /// rollbacks and restarts interleave.
 fn drop_superseded(service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, ops: &mut Vec<Op>) {
     for slot in slots.values() {
-        let live: Vec<&Task> = slot.iter().copied().filter(|t| runnable(t) && !t.status.state.is_terminal()).collect();
+        let live: Vec<&Task> = slot.iter().copied().filter(|t| live(t)).collect();
         if live.len() < 2 {
             continue;
         }
@@ -545,5 +687,354 @@ mod node_loss_tests {
         apply(&mut s, vec![Op::DeleteNode { id: "n1".into() }]);
         settle(&mut s, &mut rng);
         check_evacuated(&s, &old);
+    }
+}
+
+#[cfg(test)]
+mod enforcer_tests {
+    use super::*;
+    use crate::state::tests::{node, service};
+    use shoal_shared::ops::Entry;
+    use shoal_shared::platform::Platform;
+    use shoal_shared::types::{Node, NodeRole};
+
+    const GIB: i64 = 1 << 30;
+
+    /// One table row: a swarm running service `svc`, a change, what follows.
+    struct Case {
+        name: &'static str,
+        nodes: Vec<Node>,
+        service: fn(&mut Service),
+        /// Replicated: one task per entry, created one at a time (slot 1 oldest) and running there.
+        /// Global: the nodes its tasks run on (checked).
+        on: &'static [&'static str],
+        change: fn(&State) -> Vec<Op>,
+        /// `slot node desired status err` per task, in slot (global: node) then creation order.
+        expect: &'static str,
+    }
+
+    fn apply(s: &mut State, ops: Vec<Op>) {
+        let idx = s.applied_index + 1;
+        let r = s.apply(idx, &Entry { at: idx, ops });
+        assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+    }
+
+    /// Runs the orchestrator until it has nothing to do.
+    fn settle(s: &mut State, rng: &mut Rng) {
+        for _ in 0..20 {
+            let ops = reconcile(s, 100, rng);
+            if ops.is_empty() {
+                return;
+            }
+            apply(s, ops);
+        }
+        panic!("reconcile did not settle");
+    }
+
+    /// A ready, active linux/amd64 worker with user labels.
+    fn worker(id: &str, labels: &[(&str, &str)]) -> Node {
+        let mut n = node(id, "linux/amd64");
+        n.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        n.description.resources = ResourceSet { nano_cpus: 4_000_000_000, memory_bytes: 4 * GIB };
+        n
+    }
+
+    /// `node` as it describes itself after `edit`.
+    fn redescribe(s: &State, id: &str, edit: fn(&mut Node)) -> Vec<Op> {
+        let mut n = s.nodes[id].clone();
+        edit(&mut n);
+        vec![Op::PutNode(n)]
+    }
+
+    fn labels(id: &str, labels: &[(&str, &str)]) -> Op {
+        Op::SetNodeLabels { id: id.into(), labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
+    }
+
+    fn running(s: &mut State, id: &str, node: &str) {
+        apply(s, vec![Op::AssignTask { id: id.into(), node_id: node.into(), status: TaskStatus::new(TaskState::Running, 5, "started") }]);
+    }
+
+    fn setup(case: &Case, rng: &mut Rng) -> State {
+        let mut s = State::default();
+        let mut svc = service("svc", "web");
+        (case.service)(&mut svc);
+        let mut ops: Vec<Op> = case.nodes.iter().cloned().map(Op::PutNode).collect();
+        if let ServiceMode::Replicated { .. } = svc.spec.mode {
+            svc.spec.mode = ServiceMode::Replicated { replicas: 0 };
+        }
+        ops.push(Op::PutService(svc.clone()));
+        apply(&mut s, ops);
+        if svc.spec.mode == ServiceMode::Global {
+            settle(&mut s, rng);
+            let placed = scheduler::schedule(&s, 50);
+            apply(&mut s, placed);
+            let mut placed: Vec<(String, String)> = s.tasks.values().map(|t| (t.node_id.clone(), t.id.clone())).collect();
+            placed.sort();
+            for (node, id) in &placed {
+                running(&mut s, id, node);
+            }
+            assert_eq!(placed.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), case.on, "{}", case.name);
+            return s;
+        }
+        for (i, node) in case.on.iter().enumerate() {
+            svc.spec.mode = ServiceMode::Replicated { replicas: i as u64 + 1 };
+            apply(&mut s, vec![Op::PutService(svc.clone())]);
+            settle(&mut s, rng);
+            let fresh = s.tasks.values().find(|t| t.node_id.is_empty()).expect("the new slot's task").id.clone();
+            running(&mut s, &fresh, node);
+        }
+        s
+    }
+
+    fn render(s: &State) -> String {
+        let mut tasks = s.tasks_of("svc");
+        // A global slot is its node.
+        tasks.sort_by_key(|t| (t.slot, if t.slot == 0 { t.node_id.as_str() } else { "" }, t.meta.created_at));
+        let mut out = String::new();
+        for t in tasks {
+            let node = if t.node_id.is_empty() { "-" } else { t.node_id.as_str() };
+            let line = format!("{} {node} {} {} {}", t.slot, t.desired_state, t.status.state, t.status.err);
+            out += line.trim_end();
+            out += "\n";
+        }
+        out
+    }
+
+    /// Applies the case's change, runs the orchestrator until it settles and
+    /// the scheduler once, then compares; nothing more happens after that.
+    fn check(case: Case) {
+        let mut rng = Rng::from_seed(11);
+        let mut s = setup(&case, &mut rng);
+        let change = (case.change)(&s);
+        apply(&mut s, change);
+        settle(&mut s, &mut rng);
+        let placed = scheduler::schedule(&s, 200);
+        apply(&mut s, placed);
+        let want: String = case.expect.lines().map(str::trim).filter(|l| !l.is_empty()).map(|l| format!("{l}\n")).collect();
+        assert_eq!(render(&s), want, "{}", case.name);
+        assert_eq!(reconcile(&s, 300, &mut rng), vec![], "{}: the orchestrator is done", case.name);
+    }
+
+    fn zone_x(s: &mut Service) {
+        s.spec.task.placement.constraints = vec!["node.labels.zone==x".into()];
+    }
+
+    fn zone_x_no_restarts(s: &mut Service) {
+        zone_x(s);
+        s.spec.task.restart.condition = RestartCondition::None;
+        s.spec.task.restart.max_attempts = 1;
+    }
+
+    fn reserves_1_gib(s: &mut Service) {
+        s.spec.task.resources.reservations.memory_bytes = GIB;
+    }
+
+    fn drop_zone_on_a(_: &State) -> Vec<Op> {
+        vec![labels("a", &[])]
+    }
+
+    #[test]
+    fn constraints_and_platforms_are_enforced_on_replicated_tasks() {
+        let xs = || vec![worker("a", &[("zone", "x")]), worker("b", &[("zone", "x")]), worker("c", &[])];
+        let cases = vec![
+            Case {
+                name: "label removed: shut down, replaced in its slot on a matching node",
+                nodes: xs(),
+                service: zone_x,
+                on: &["a", "b"],
+                change: drop_zone_on_a,
+                expect: "
+                    1 a Shutdown Running assigned node no longer meets constraints
+                    1 b Running Assigned
+                    2 b Running Running",
+            },
+            Case {
+                name: "no matching node left: the replacement waits, saying why",
+                nodes: vec![worker("a", &[("zone", "x")]), worker("b", &[]), worker("c", &[])],
+                service: zone_x,
+                on: &["a"],
+                change: drop_zone_on_a,
+                expect: "
+                    1 a Shutdown Running assigned node no longer meets constraints
+                    1 - Running Pending no suitable node (scheduling constraints not satisfied on 3 nodes)",
+            },
+            Case {
+                name: "the node still matches: untouched",
+                nodes: xs(),
+                service: zone_x,
+                on: &["a", "b"],
+                change: |_| vec![labels("a", &[("zone", "x"), ("disk", "ssd")]), labels("c", &[])],
+                expect: "
+                    1 a Running Running
+                    2 b Running Running",
+            },
+            Case {
+                name: "restart policy none, attempts used up: still replaced",
+                nodes: xs(),
+                service: zone_x_no_restarts,
+                on: &["a"],
+                change: drop_zone_on_a,
+                expect: "
+                    1 a Shutdown Running assigned node no longer meets constraints
+                    1 b Running Assigned",
+            },
+            Case {
+                name: "role changed",
+                nodes: vec![worker("a", &[]), worker("b", &[])],
+                service: |s| s.spec.task.placement.constraints = vec!["node.role==worker".into()],
+                on: &["a", "b"],
+                change: |s| redescribe(s, "a", |n| n.role = NodeRole::Manager),
+                expect: "
+                    1 a Shutdown Running assigned node no longer meets constraints
+                    1 b Running Assigned
+                    2 b Running Running",
+            },
+            Case {
+                name: "platform no longer supported",
+                nodes: vec![worker("a", &[]), worker("b", &[])],
+                service: |s| s.spec.task.placement.platforms = vec![Platform::parse("linux/amd64").unwrap()],
+                on: &["a"],
+                change: |s| redescribe(s, "a", |n| n.description.platform = Platform::parse("linux/arm64").unwrap()),
+                expect: "
+                    1 a Shutdown Running assigned node's platform is no longer supported
+                    1 b Running Assigned",
+            },
+            Case {
+                name: "a paused node keeps its tasks (swarmkit's rule)",
+                nodes: xs(),
+                service: zone_x,
+                on: &["a"],
+                change: |_| vec![Op::SetNodeAvailability { id: "a".into(), availability: Availability::Pause }, labels("a", &[])],
+                expect: "
+                    1 a Running Running",
+            },
+            Case {
+                name: "a drained node is drained, not enforced",
+                nodes: xs(),
+                service: zone_x,
+                on: &["a"],
+                change: |_| vec![Op::SetNodeAvailability { id: "a".into(), availability: Availability::Drain }, labels("a", &[])],
+                expect: "
+                    1 a Shutdown Running
+                    1 b Running Assigned",
+            },
+        ];
+        for case in cases {
+            check(case);
+        }
+    }
+
+    #[test]
+    fn reservations_that_no_longer_fit_shut_the_newest_tasks_down() {
+        let cases = vec![
+            Case {
+                name: "node shrinks below three reservations: the newest leaves",
+                nodes: vec![worker("a", &[]), worker("b", &[])],
+                service: reserves_1_gib,
+                on: &["a", "a", "a"],
+                change: |s| redescribe(s, "a", |n| n.description.resources.memory_bytes = 5 * GIB / 2),
+                expect: "
+                    1 a Running Running
+                    2 a Running Running
+                    3 a Shutdown Running assigned node no longer has the reserved resources
+                    3 b Running Assigned",
+            },
+            Case {
+                name: "cpus count too",
+                nodes: vec![worker("a", &[]), worker("b", &[])],
+                service: |s| s.spec.task.resources.reservations.nano_cpus = 1_000_000_000,
+                on: &["a", "a"],
+                change: |s| redescribe(s, "a", |n| n.description.resources.nano_cpus = 1_000_000_000),
+                expect: "
+                    1 a Running Running
+                    2 a Shutdown Running assigned node no longer has the reserved resources
+                    2 b Running Assigned",
+            },
+            Case {
+                name: "no reservations: nothing to enforce",
+                nodes: vec![worker("a", &[])],
+                service: |_| {},
+                on: &["a", "a"],
+                change: |s| redescribe(s, "a", |n| n.description.resources = ResourceSet::default()),
+                expect: "
+                    1 a Running Running
+                    2 a Running Running",
+            },
+            Case {
+                name: "nowhere to go: the replacement waits",
+                nodes: vec![worker("a", &[])],
+                service: reserves_1_gib,
+                on: &["a", "a"],
+                change: |s| redescribe(s, "a", |n| n.description.resources.memory_bytes = GIB),
+                expect: "
+                    1 a Running Running
+                    2 a Shutdown Running assigned node no longer has the reserved resources
+                    2 - Running Pending no suitable node (insufficient resources on 1 node)",
+            },
+        ];
+        for case in cases {
+            check(case);
+        }
+    }
+
+    #[test]
+    fn global_services_keep_their_own_rules() {
+        let cases = vec![
+            Case {
+                name: "label removed: the global task is removed, nothing replaces it there",
+                nodes: vec![worker("a", &[("zone", "x")]), worker("b", &[("zone", "x")])],
+                service: |s| {
+                    s.spec.mode = ServiceMode::Global;
+                    zone_x(s);
+                },
+                on: &["a", "b"],
+                change: drop_zone_on_a,
+                expect: "
+                    0 a Remove Running
+                    0 b Running Running",
+            },
+            Case {
+                name: "node shrinks: the global task leaves, its successor waits on the node",
+                nodes: vec![worker("a", &[]), worker("b", &[])],
+                service: |s| {
+                    s.spec.mode = ServiceMode::Global;
+                    reserves_1_gib(s);
+                },
+                on: &["a", "b"],
+                change: |s| redescribe(s, "a", |n| n.description.resources.memory_bytes = GIB / 2),
+                expect: "
+                    0 a Shutdown Running assigned node no longer has the reserved resources
+                    0 a Running Pending no suitable node (insufficient resources on 1 node)
+                    0 b Running Running",
+            },
+        ];
+        for case in cases {
+            check(case);
+        }
+    }
+
+    /// A restart is bound to its old node; when that node no longer matches,
+    /// the bound task is replaced by an unbound one and closed by the scheduler.
+    #[test]
+    fn a_restart_bound_to_a_node_that_no_longer_matches_is_replaced() {
+        check(Case {
+            name: "restart on a node that lost its label",
+            nodes: vec![worker("a", &[("zone", "x")]), worker("b", &[("zone", "x")])],
+            service: |s| {
+                zone_x(s);
+                s.spec.task.restart.delay_ns = 0;
+            },
+            on: &["a"],
+            change: |s| {
+                let id = s.tasks.keys().next().expect("one task").clone();
+                let mut failed = TaskStatus::new(TaskState::Failed, 90, "started");
+                failed.err = "task: non-zero exit (1)".into();
+                vec![labels("a", &[]), Op::SetTaskStatus { id, status: failed }]
+            },
+            expect: "
+                1 a Shutdown Failed task: non-zero exit (1)
+                1 a Shutdown Shutdown
+                1 b Running Assigned",
+        });
     }
 }

@@ -35,8 +35,8 @@
 //! constraints not satisfied on 1 node)` for 3 full workers and a manager the
 //! constraints exclude; it is retried on every pass. A pre-bound (global)
 //! task whose node is full says so the same way. A task that was never
-//! placed and is now desired `Shutdown` is closed here (status `Shutdown`),
-//! since no agent will ever report on it.
+//! assigned (placed or pre-bound) and is now desired `Shutdown` is closed
+//! here (status `Shutdown`), since no agent will ever report on it.
 
 mod tree;
 
@@ -233,6 +233,25 @@ pub fn eligible(node: &Node, placement: &Placement) -> Result<(), Filtered> {
     Compiled::new(placement).check(node)
 }
 
+/// [`eligible`] with the placement parsed once, to check many nodes or tasks.
+pub struct NodeFilters<'p>(Compiled<'p>);
+
+impl<'p> NodeFilters<'p> {
+    pub fn new(placement: &'p Placement) -> NodeFilters<'p> {
+        NodeFilters(Compiled::new(placement))
+    }
+
+    /// The placement these filters were parsed from.
+    pub fn placement(&self) -> &'p Placement {
+        self.0.placement
+    }
+
+    /// Same as [`eligible`] for this placement.
+    pub fn check(&self, node: &Node) -> Result<(), Filtered> {
+        self.0.check(node)
+    }
+}
+
 /// A placement with its constraints and preferences parsed once.
 struct Compiled<'p> {
     placement: &'p Placement,
@@ -377,9 +396,10 @@ pub fn schedule(state: &State, now: UnixNanos) -> Vec<Op> {
     let mut ops = Vec::new();
     let mut unplaced: Vec<&Task> = Vec::new();
     for t in state.tasks.values() {
-        if t.node_id.is_empty() && t.status.state <= TaskState::Pending && t.desired_state == TaskState::Shutdown {
-            // Never placed, now unwanted (an update or a drain replaced it): no agent will
-            // ever report on it, so the scheduler closes it and it becomes history.
+        if t.status.state <= TaskState::Pending && t.desired_state == TaskState::Shutdown {
+            // Never placed (or bound to a node, as a restart is, but never assigned), now
+            // unwanted (an update, a drain or the constraint enforcer replaced it): no agent
+            // will ever report on it, so the scheduler closes it and it becomes history.
             ops.push(Op::SetTaskStatus {
                 id: t.id.clone(),
                 status: TaskStatus::new(TaskState::Shutdown, now, "task was shut down before it was scheduled"),
@@ -909,6 +929,22 @@ mod tests {
         all.push(on("r1", "svc", "a", TaskState::Running, 1));
         let s = state_with(vec![publishing("svc", "web", &[("host", "tcp", 8080)])], vec![node("a", "linux/amd64")], all);
         check(&s, &[("t1", "no suitable node (host-mode port already in use on 1 node)")]);
+    }
+
+    #[test]
+    fn never_assigned_tasks_desired_shutdown_are_closed() {
+        // Unplaced, and bound to a node but not assigned (a restart): no agent has them.
+        let mut unplaced = task("t1", "svc", 1);
+        unplaced.desired_state = TaskState::Shutdown;
+        let mut bound = task("t2", "svc", 2);
+        bound.node_id = "a".into();
+        bound.desired_state = TaskState::Shutdown;
+        let mut assigned = on("t3", "svc", "a", TaskState::Assigned, 1);
+        assigned.desired_state = TaskState::Shutdown;
+        let s = state(vec![node("a", "linux/amd64")], vec![unplaced, bound, assigned]);
+        let closed = "task was shut down before it was scheduled";
+        check(&s, &[("t1", ""), ("t2", "")]);
+        assert!(schedule(&s, NOW).iter().all(|op| matches!(op, Op::SetTaskStatus { status, .. } if status.message == closed)));
     }
 
     #[test]

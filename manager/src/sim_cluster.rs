@@ -2,7 +2,8 @@
 //! (control, orchestrator, updater, scheduler) with simulated nodes and
 //! agents, in the spirit of TigerBeetle's VOPR: one `u64` seed drives user
 //! actions (create, scale, update, rollback, remove), node faults (down, up,
-//! drain, pause, active) and task crashes, while time advances.
+//! drain, pause, active), node changes (zone label set or removed, role
+//! flipped, memory shrunk or restored) and task crashes, while time advances.
 //!
 //! After every step it checks global properties; at the end it heals every
 //! fault and checks that each service converges. A violation names the seed
@@ -15,17 +16,24 @@
 //! - a stop-first service never has two live tasks (wanted, not finished) in
 //!   one slot, and no service has more than two;
 //! - no runnable replicated task stays on a drained or down node;
+//! - no live replicated task stays on a ready, active node that fails its
+//!   constraints (the constraint enforcer), and the reservations of the live
+//!   tasks on such a node fit its memory;
 //! - no node runs more tasks of a service than `max_replicas_per_node`;
 //! - no two live tasks on a node publish the same host-mode port.
 //!
 //! Services randomly get a `spread=node.labels.zone` preference (the nodes
-//! are split over two zones plus one unlabelled node) and a host-mode port
-//! of their own; crashing specs leave recent failures behind, so failure
+//! start split over two zones plus one unlabelled node), a constraint on the
+//! zone label or the role, a memory reservation and a host-mode port of
+//! their own; crashing specs leave recent failures behind, so failure
 //! ranking runs too.
 //!
-//! Checked at the end (liveness): every replicated service whose spec does
-//! not crash runs `min(replicas, capacity)` tasks (a host-mode port allows
-//! one task per node), every global one runs one task per node.
+//! Checked at the end, after healing (nodes up, active, their memory back;
+//! labels and roles stay as they are): no running replicated task sits on a
+//! node that fails its constraints, and (liveness) every replicated service
+//! whose spec does not crash runs `min(replicas, capacity)` tasks over the
+//! nodes its constraints allow (a host-mode port allows one task per node),
+//! every global one runs one task per such node.
 
 use crate::state::State;
 use crate::{control, orchestrator, scheduler};
@@ -33,8 +41,8 @@ use shoal_shared::ops::{Entry, Op};
 use shoal_shared::rng::Rng;
 use shoal_shared::task::TaskState;
 use shoal_shared::types::{
-    Availability, Cluster, FailureAction, Meta, Node, NodeDescription, NodeRole, NodeState, PortConfig, ServiceMode, ServiceSpec,
-    TaskStatus, UpdateOrder, PUBLISH_MODE_HOST,
+    Availability, Cluster, FailureAction, Meta, Node, NodeDescription, NodeRole, NodeState, Placement, PortConfig, ResourceSet,
+    ServiceMode, ServiceSpec, TaskStatus, UpdateOrder, PUBLISH_MODE_HOST,
 };
 use std::collections::BTreeMap;
 
@@ -46,6 +54,13 @@ const MS: u64 = 1_000_000;
 const SETTLE_ROUNDS_MAX: usize = 64;
 /// The first host-mode port handed out; each service that publishes one gets its own.
 const HOST_PORT_FIRST: u32 = 20_000;
+/// A node's memory when healthy: more than every service's reservations together,
+/// so reservations never limit liveness after healing.
+const NODE_MEMORY_BYTES: i64 = 1 << 40;
+/// The memory reservation unit of a service that reserves some (1 to 3 units).
+const RESERVATION_BYTES: i64 = 256 << 20;
+/// The constraints a service may get (besides none).
+const CONSTRAINTS: [&str; 3] = ["node.labels.zone==z0", "node.labels.zone!=z1", "node.role==worker"];
 
 /// What a simulation run found.
 #[derive(Debug, Default)]
@@ -137,7 +152,11 @@ fn node(i: usize) -> Node {
         availability: Availability::Active,
         // Node 0 has no zone: it forms the unlabelled group of spread preferences.
         labels: if i == 0 { Default::default() } else { [("zone".to_string(), format!("z{}", i % 2))].into() },
-        description: NodeDescription { hostname: format!("host{i}"), ..Default::default() },
+        description: NodeDescription {
+            hostname: format!("host{i}"),
+            resources: ResourceSet { nano_cpus: 0, memory_bytes: NODE_MEMORY_BYTES },
+            ..Default::default()
+        },
         state: NodeState::Ready,
         addr: String::new(),
         manager_addr: String::new(),
@@ -171,7 +190,7 @@ impl Sim {
     fn random_event(&mut self) {
         let services: Vec<String> = self.state.services.keys().cloned().collect();
         let nodes: Vec<String> = self.state.nodes.keys().cloned().collect();
-        match self.rng.range(0, 12) {
+        match self.rng.range(0, 14) {
             0 | 1 => self.create_service(),
             2 => {
                 if let Some(s) = self.pick(&services) {
@@ -220,6 +239,16 @@ impl Sim {
                     self.apply("availability", vec![Op::SetNodeAvailability { id: n, availability }]);
                 }
             }
+            9 => self.relabel_node(&nodes),
+            10 => {
+                // The node's agent describes itself again, with less memory or all of it.
+                if let Some(n) = self.pick(&nodes) {
+                    let mut node = self.state.nodes[&n].clone();
+                    node.description.resources.memory_bytes =
+                        [RESERVATION_BYTES, 3 * RESERVATION_BYTES, NODE_MEMORY_BYTES][self.rng.range(0, 3) as usize];
+                    self.apply("describe", vec![Op::PutNode(node)]);
+                }
+            }
             _ => {
                 // A running container dies.
                 let running: Vec<String> = self
@@ -254,6 +283,12 @@ impl Sim {
         if self.rng.chance(1, 3) {
             spec.task.placement.preferences = vec!["node.labels.zone".into()];
         }
+        if self.rng.chance(1, 3) {
+            spec.task.placement.constraints = vec![CONSTRAINTS[self.rng.range(0, CONSTRAINTS.len() as u64) as usize].into()];
+        }
+        if self.rng.chance(1, 3) {
+            spec.task.resources.reservations.memory_bytes = self.rng.range(1, 4) as i64 * RESERVATION_BYTES;
+        }
         if self.rng.chance(1, 4) {
             // A port of its own, so services never compete for one and liveness stays exact.
             // Stop-first only: a start-first replacement could wait forever for a free node, as in Swarm.
@@ -271,6 +306,24 @@ impl Sim {
         if let Ok(ops) = control::create_service(&self.state, spec, id) {
             self.apply("create", ops);
         }
+    }
+
+    /// `node update --label-add/--label-rm zone` or `--role`: the node's zone changes
+    /// or goes, or (one time in four) its role flips.
+    fn relabel_node(&mut self, nodes: &[String]) {
+        let Some(n) = self.pick(nodes) else { return };
+        if self.rng.chance(1, 4) {
+            let mut node = self.state.nodes[&n].clone();
+            node.role = if node.role == NodeRole::Worker { NodeRole::Manager } else { NodeRole::Worker };
+            self.apply("role", vec![Op::PutNode(node)]);
+            return;
+        }
+        let mut labels = self.state.nodes[&n].labels.clone();
+        match self.rng.range(0, 3) {
+            0 => labels.remove("zone"),
+            z => labels.insert("zone".into(), format!("z{}", z - 1)),
+        };
+        self.apply("labels", vec![Op::SetNodeLabels { id: n, labels }]);
     }
 
     fn node_up(&self, id: &str) -> bool {
@@ -366,9 +419,41 @@ impl Sim {
             }
         }
         self.check_host_ports(&mut found);
+        self.check_enforced(&mut found);
         for f in found {
             self.violation(f);
         }
+    }
+
+    /// On every ready, active node (the ones the enforcer looks at): no live
+    /// replicated task fails its constraints or platforms there, and the
+    /// reservations of the live assigned tasks fit the node's memory.
+    fn check_enforced(&self, found: &mut Vec<String>) {
+        let mut reserved: BTreeMap<&str, i64> = BTreeMap::new();
+        for t in self.state.tasks.values() {
+            let live = t.desired_state <= TaskState::Running && !t.status.state.is_terminal();
+            let Some(node) = self.state.nodes.get(&t.node_id).filter(|n| live && enforced(n)) else { continue };
+            if t.slot > 0 {
+                if let Err(f) = scheduler::eligible(node, &t.spec.placement) {
+                    found.push(format!("task {} stays on node {} that fails {f:?}", t.id, node.id));
+                }
+            }
+            if t.status.state >= TaskState::Assigned {
+                *reserved.entry(node.id.as_str()).or_default() += t.spec.resources.reservations.memory_bytes;
+            }
+        }
+        for (id, sum) in reserved {
+            let have = self.state.nodes[id].description.resources.memory_bytes;
+            if sum > have {
+                found.push(format!("node {id} has {sum} bytes reserved by live tasks, {have} bytes of memory"));
+            }
+        }
+    }
+
+    /// How many nodes pass `placement`'s node-only filters (once healed, all
+    /// nodes are ready and active, so this counts the constraints).
+    fn matching_nodes(&self, placement: &Placement) -> u64 {
+        self.state.nodes.values().filter(|n| scheduler::eligible(n, placement).is_ok()).count() as u64
     }
 
     /// No two live tasks (wanted, assigned, not finished) on a node publish the same host-mode port.
@@ -399,14 +484,33 @@ impl Sim {
             })
             .collect();
         self.apply("heal", heal);
+        let described: Vec<Op> = self
+            .state
+            .nodes
+            .values()
+            .map(|n| {
+                let mut n = n.clone();
+                n.description.resources.memory_bytes = NODE_MEMORY_BYTES;
+                Op::PutNode(n)
+            })
+            .collect();
+        self.apply("heal", described);
         // Let restart delays, update batches and monitors run out.
         for _ in 0..120 {
             self.now += 1_000 * MS;
             self.settle();
         }
-        let nodes = self.state.nodes.len() as u64;
         let mut found = Vec::new();
+        self.check_enforced(&mut found);
+        let running_misfits = self.state.tasks.values().filter(|t| {
+            let node = self.state.nodes.get(&t.node_id);
+            t.slot > 0 && t.status.state == TaskState::Running && node.is_some_and(|n| scheduler::eligible(n, &t.spec.placement).is_err())
+        });
+        for t in running_misfits {
+            found.push(format!("task {} still runs on node {} after healing, which fails its constraints", t.id, t.node_id));
+        }
         for s in self.state.services.values() {
+            let nodes = self.matching_nodes(&s.spec.task.placement);
             if s.spec.task.container.env.iter().any(|e| e == CRASH_ENV) {
                 continue;
             }
@@ -421,6 +525,7 @@ impl Sim {
                 max = 1;
             }
             let want = match s.spec.mode {
+                ServiceMode::Replicated { .. } if nodes == 0 => 0,
                 ServiceMode::Replicated { replicas } if max > 0 => replicas.min(nodes * max),
                 ServiceMode::Replicated { replicas } => replicas,
                 ServiceMode::Global => nodes,
@@ -436,6 +541,11 @@ impl Sim {
             self.violation(f);
         }
     }
+}
+
+/// Whether the constraint enforcer looks at the node's tasks (it is up and active).
+fn enforced(n: &Node) -> bool {
+    n.state == NodeState::Ready && n.availability == Availability::Active
 }
 
 #[cfg(test)]

@@ -41,7 +41,8 @@
 //! - with nothing dirty or in flight, the update completes `monitor` after
 //!   its last task reached `Running` or ended (at once if it created no task);
 //! - the orchestrator calls the updater only in rounds where restarts,
-//!   drains and scaling had nothing to do, so no two of them race for a slot.
+//!   drains, the constraint enforcer and scaling had nothing to do, so no
+//!   two of them race for a slot.
 
 use crate::orchestrator::{new_task, SlotKey};
 use shoal_shared::clock::UnixNanos;

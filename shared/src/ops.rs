@@ -50,7 +50,9 @@ pub enum Op {
         id: String,
         desired: TaskState,
     },
-    /// Agent (or the scheduler for pending tasks): observed status.
+    /// Agent (or the scheduler for pending tasks): observed status. The
+    /// orchestrator also sends the current state back with an `err` to say
+    /// why it shuts the task down (the constraint enforcer).
     SetTaskStatus {
         id: String,
         status: TaskStatus,

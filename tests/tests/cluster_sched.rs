@@ -264,7 +264,9 @@ fn node_update(c: &Cluster, i: usize, args: &[&str]) {
 /// Drain moves a worker's tasks to the other workers (they really stop in
 /// its containerd and start in theirs); pause keeps the running tasks but
 /// takes no new ones; active takes new ones again. Node labels steer a
-/// constrained service to the labelled node only.
+/// constrained service to the labelled node only, and when the label goes
+/// its tasks stop there (the constraint enforcer) and wait until another
+/// node has the label.
 #[test]
 fn drain_pause_active_and_node_labels_across_workers() {
     let Some(mut c) = Cluster::new(4) else { return };
@@ -333,13 +335,51 @@ fn drain_pause_active_and_node_labels_across_workers() {
     let n: Value = serde_json::from_str(&c.nodes[0].shoal(&["node", "inspect", &id3]).ok().stdout).expect("node inspect json");
     assert_eq!(n[0]["Spec"]["Labels"]["zone"], "x", "{n}");
     create("zoned", "3", "node.labels.zone==x");
-    wait_counts(&c, 0, "zoned", &[0, 0, 0, 3]);
+    let zoned = wait_counts(&c, 0, "zoned", &[0, 0, 0, 3]);
     // A label nobody has leaves tasks pending, saying so.
     c.nodes[0].shoal(&["service", "create", "-d", "--name", "nowhere", "--constraint", "node.labels.zone==y", IMAGE, "sleep", "3600"]).ok();
     let err = wait_for("the unplaceable task to be pending with an explanation", CONVERGE, || {
         ps(&c, 0, "nowhere").first().and_then(|t| t["Error"].as_str().filter(|e| !e.is_empty()).map(str::to_string))
     });
     assert_eq!(err, "no suitable node (scheduling constraints not satisfied on 4 nodes)");
+
+    // The label goes: the zoned tasks stop in worker 3's containerd, saying
+    // why, and their replacements wait; web's tasks there still match and stay.
+    let web = per_node(&c, 0, "web");
+    let t0 = Instant::now();
+    node_update(&c, 3, &["--label-rm", "zone"]);
+    wait_counts(&c, 0, "zoned", &[0, 0, 0, 0]);
+    eprintln!("removing the label stopped 3 tasks in {} ms", t0.elapsed().as_millis());
+    let on3 = c.nodes[3].running_ids();
+    assert!(zoned[3].iter().all(|id| !on3.contains(id)), "the zoned tasks stopped in worker 3's containerd: {on3:?}");
+    assert_eq!(per_node(&c, 0, "web"), web, "tasks whose node still matches are untouched");
+    let waiting = "no suitable node (scheduling constraints not satisfied on 4 nodes)";
+    let rows = wait_for_seen("the zoned replacements to be pending with an explanation", CONVERGE, || {
+        let rows = ps(&c, 0, "zoned");
+        let pending = rows.iter().filter(|t| t["DesiredState"] == "Running" && t["Error"] == waiting).count();
+        if pending == 3 {
+            return Ok(rows);
+        }
+        Err(format!("{pending} of 3 pending: {rows:?}"))
+    });
+    for id in &zoned[3] {
+        let row = rows.iter().find(|t| t["ID"] == id.as_str()).expect("the shut-down task stays in history");
+        assert_eq!(row["DesiredState"], "Shutdown", "{row}");
+        assert!(row["CurrentState"].as_str().is_some_and(|s| s.starts_with("Shutdown")), "{row}");
+        assert_eq!(row["Error"], "assigned node no longer meets constraints", "{row}");
+    }
+    // The label on worker 1: the replacements run there.
+    let t0 = Instant::now();
+    node_update(&c, 1, &["--label-add", "zone=x"]);
+    let moved = wait_counts(&c, 0, "zoned", &[0, 3, 0, 0]);
+    eprintln!("labelling worker 1 ran the 3 replacements in {} ms", t0.elapsed().as_millis());
+    assert!(moved[1].iter().all(|id| !zoned[3].contains(id)), "new tasks, in the same slots");
+    let rows = ps(&c, 0, "zoned");
+    let slot = |id: &String| rows.iter().find(|t| t["ID"] == id.as_str()).and_then(|t| t["Name"].as_str()).unwrap_or_default().to_string();
+    let old: BTreeSet<String> = zoned[3].iter().map(slot).collect();
+    let new: BTreeSet<String> = moved[1].iter().map(slot).collect();
+    assert_eq!(new, old, "the replacements take the same slots");
+    assert_eq!(new.len(), 3, "{new:?}");
 }
 
 /// A global service runs one task on every eligible node: it skips a node
