@@ -267,7 +267,12 @@ fn restart_dead_tasks(service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, 
             continue;
         }
         ops.push(Op::SetTaskDesired { id: t.id.clone(), desired: TaskState::Shutdown });
-        let mut next = new_task(service, t.slot, &t.node_id, rng, now);
+        // Replicated restarts are placed afresh, as swarmkit's: bound to the
+        // dead task's node they would wait forever once that node is paused
+        // or full, and the scheduler ranks nodes with recent failures of the
+        // service last anyway. Global restarts stay on their node (the slot).
+        let node = if t.slot > 0 { "" } else { t.node_id.as_str() };
+        let mut next = new_task(service, t.slot, node, rng, now);
         next.attempt = t.attempt + 1;
         if policy.delay_ns > 0 {
             next.desired_state = TaskState::Ready;
@@ -1013,10 +1018,10 @@ mod enforcer_tests {
         }
     }
 
-    /// A restart is bound to its old node; when that node no longer matches,
-    /// the bound task is replaced by an unbound one and closed by the scheduler.
+    /// A restart is placed afresh, so it lands on a node that still matches
+    /// (not on the dead task's node, which lost its label).
     #[test]
-    fn a_restart_bound_to_a_node_that_no_longer_matches_is_replaced() {
+    fn a_restart_goes_to_a_node_that_still_matches() {
         check(Case {
             name: "restart on a node that lost its label",
             nodes: vec![worker("a", &[("zone", "x")]), worker("b", &[("zone", "x")])],
@@ -1033,7 +1038,30 @@ mod enforcer_tests {
             },
             expect: "
                 1 a Shutdown Failed task: non-zero exit (1)
-                1 a Shutdown Shutdown
+                1 b Running Assigned",
+        });
+    }
+
+    #[test]
+    fn a_restart_never_waits_on_a_paused_node() {
+        // Restarts of replicated tasks are placed afresh: bound to a node that
+        // was paused after the failure, the restart used to wait there forever.
+        check(Case {
+            name: "restart after the node was paused",
+            nodes: vec![worker("a", &[]), worker("b", &[])],
+            service: |s| s.spec.task.restart.delay_ns = 0,
+            on: &["a"],
+            change: |s| {
+                let id = s.tasks.keys().next().expect("one task").clone();
+                let mut failed = TaskStatus::new(TaskState::Failed, 90, "started");
+                failed.err = "task: non-zero exit (1)".into();
+                vec![
+                    Op::SetNodeAvailability { id: "a".into(), availability: shoal_shared::types::Availability::Pause },
+                    Op::SetTaskStatus { id, status: failed },
+                ]
+            },
+            expect: "
+                1 a Shutdown Failed task: non-zero exit (1)
                 1 b Running Assigned",
         });
     }
