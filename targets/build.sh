@@ -61,7 +61,7 @@ for WANT in "${NAMES[@]}"; do
   cross_lookup
   cargo_for
   extra=()
-  [ "$T_TOOLCHAIN" = nightly ] && extra=(-Z build-std=std,panic_abort)
+  [ "$T_TOOLCHAIN" = nightly ] && extra=(-Z build-std=std,panic_abort -Z build-std-features=optimize_for_size)
   echo "== $T_NAME: $T_TRIPLE ($T_ROUTE, $T_TOOLCHAIN)"
   start=$SECONDS
   with_target_lock "${CARGO[@]}" build --release -q -p shoal-agent --bin shoal --target "$T_TRIPLE" "${extra[@]}"
