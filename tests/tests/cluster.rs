@@ -88,10 +88,15 @@ fn managers_survive_a_leader_crash_report_quorum_loss_and_force_a_new_cluster() 
         let reachable = st.iter().filter(|(_, s)| s == "Reachable").count();
         (leaders == 1 && reachable == 2).then_some(())
     });
-    // Every manager answers (followers forward to the leader).
+    // Every manager answers (followers forward to the leader), and marks
+    // itself with Docker's `*`, not the leader that answered.
     for i in 0..3 {
         let ls = c.nodes[i].shoal(&["node", "ls"]).ok().stdout;
         assert_eq!(ls.matches("Leader").count(), 1, "node {i}: {ls}");
+        let me = c.nodes[i].node_id().expect("node id");
+        let starred: Vec<&str> = ls.lines().filter(|l| l.contains(" * ")).collect();
+        assert_eq!(starred.len(), 1, "node {i}: {ls}");
+        assert!(starred[0].starts_with(&me), "node {i} ({me}) must be the starred row: {ls}");
     }
     c.nodes[1]
         .shoal(&[

@@ -1149,7 +1149,11 @@ impl Daemon {
                 .detach();
                 self.handle_control(req, tx);
             }
-            (Purpose::Node, Wire::Reply { id, reply, index }) => {
+            (Purpose::Node, Wire::Reply { id, mut reply, index }) => {
+                // `node ls` marks the node the CLI asked (Docker's `*`), not the leader that answered.
+                if let Reply::Nodes { self_id, .. } = &mut reply {
+                    self_id.clone_from(&self.node_id);
+                }
                 if let Some(f) = self.swarm.forwards.get_mut(&id) {
                     f.answer = Some((reply, index));
                 }
