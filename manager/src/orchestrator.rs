@@ -620,13 +620,15 @@ mod node_loss_tests {
     use crate::state::tests::{node, service};
     use shoal_shared::ops::Entry;
 
-    fn apply(s: &mut State, ops: Vec<Op>) {
+    /// Applies ops as the next entry; every op must apply.
+    pub(super) fn apply(s: &mut State, ops: Vec<Op>) {
         let idx = s.applied_index + 1;
         let r = s.apply(idx, &Entry { at: idx, ops });
         assert!(r.rejected.is_empty(), "{:?}", r.rejected);
     }
 
-    fn settle(s: &mut State, rng: &mut Rng) {
+    /// Runs the orchestrator until it has nothing to do.
+    pub(super) fn settle(s: &mut State, rng: &mut Rng) {
         for _ in 0..20 {
             let ops = reconcile(s, 100, rng);
             if ops.is_empty() {
@@ -699,7 +701,6 @@ mod node_loss_tests {
 mod enforcer_tests {
     use super::*;
     use crate::state::tests::{node, service};
-    use shoal_shared::ops::Entry;
     use shoal_shared::platform::Platform;
     use shoal_shared::types::{Node, NodeRole};
 
@@ -718,23 +719,7 @@ mod enforcer_tests {
         expect: &'static str,
     }
 
-    fn apply(s: &mut State, ops: Vec<Op>) {
-        let idx = s.applied_index + 1;
-        let r = s.apply(idx, &Entry { at: idx, ops });
-        assert!(r.rejected.is_empty(), "{:?}", r.rejected);
-    }
-
-    /// Runs the orchestrator until it has nothing to do.
-    fn settle(s: &mut State, rng: &mut Rng) {
-        for _ in 0..20 {
-            let ops = reconcile(s, 100, rng);
-            if ops.is_empty() {
-                return;
-            }
-            apply(s, ops);
-        }
-        panic!("reconcile did not settle");
-    }
+    use super::node_loss_tests::{apply, settle};
 
     /// A ready, active linux/amd64 worker with user labels.
     fn worker(id: &str, labels: &[(&str, &str)]) -> Node {
