@@ -91,13 +91,26 @@ for WANT in "${NAMES[@]}"; do
   echo "ok: dist/shoal-linux-$T_NAME version -> Platform: $got"
 
   # 2. Unit tests of every crate, and integration tests that need no root.
+  # Tests use a prebuilt std wherever rustup ships one for the default toolchain (ppc64le's
+  # release binary takes nightly build-std for size only): a `-Z build-std`
+  # test build compiles std unoptimised, which QEMU runs several times slower
+  # (ppc64le's unit tests outran RUN_TIMEOUT that way). mips64le has no prebuilt
+  # std, so it keeps build-std.
   extra=()
-  [ "$T_TOOLCHAIN" = nightly ] && extra=(-Z build-std)
+  test_cargo=("${CARGO[@]}")
+  if [ "$T_TOOLCHAIN" = nightly ]; then
+    if rustup target list 2>/dev/null | grep -q "^$T_TRIPLE"; then
+      rustup target list --installed | grep -qx "$T_TRIPLE" || rustup target add "$T_TRIPLE"
+      test_cargo=(cargo)
+    else
+      extra=(-Z build-std)
+    fi
+  fi
   echo "SKIPPED under QEMU: crate shoal-tests (integration tests: need root, containerd, runc, namespaces and cgroups of $T_NAME)"
   echo "SKIPPED under QEMU: doctests (cargo runs them for the host only; targets/test.sh runs them)"
   echo "resolver: http::tests::resolves_host_names_through_libc resolves localhost and [${RESOLVE:-no DNS names}] in the $T_ROUTE binary"
   SHOAL_UNDER_QEMU=$T_NAME SHOAL_TEST_RESOLVE_HOSTS=$RESOLVE \
-    with_target_lock timeout "$RUN_TIMEOUT" "${CARGO[@]}" test -q --target "$T_TRIPLE" "${extra[@]}" \
+    with_target_lock timeout "$RUN_TIMEOUT" "${test_cargo[@]}" test -q --target "$T_TRIPLE" "${extra[@]}" \
     --workspace --exclude shoal-tests --lib --bins --tests -- --test-threads 2
 
   # 3. The raft simulator, once it is merged.
