@@ -1263,6 +1263,20 @@ impl Daemon {
         if !self.leads() || self.swarm.sessions.is_empty() {
             return;
         }
+        // A node removed from the swarm (`node rm`) loses its session at once:
+        // its key is no longer a member, so its redial is refused too.
+        let removed: Vec<(String, u64)> = self
+            .swarm
+            .sessions
+            .iter()
+            .filter(|(peer, _)| !self.store.state().nodes.contains_key(*peer))
+            .map(|(peer, s)| (peer.clone(), s.conn))
+            .collect();
+        for (peer, conn) in removed {
+            crate::log!("WARN", "closing the session of node {peer}: it was removed from the swarm");
+            self.swarm.sessions.remove(&peer);
+            self.swarm.close(conn, "this node was removed from the swarm: join it again with a token");
+        }
         let index = self.store.state().applied_index;
         let managers = self.manager_infos();
         let peers: Vec<String> = self.swarm.sessions.keys().cloned().collect();
