@@ -12,8 +12,8 @@ use shoal_shared::api::ErrorKind;
 use shoal_shared::clock::UnixNanos;
 use shoal_shared::ops::Op;
 use shoal_shared::types::{
-    Meta, NodeRole, NodeState, Service, ServiceMode, ServiceSpec, UpdateState, UpdateStatus, DISPATCHER_HEARTBEAT_MS_MAX,
-    DISPATCHER_HEARTBEAT_MS_MIN, PUBLISH_MODE_HOST, PUBLISH_MODE_INGRESS,
+    Meta, NodeRole, NodeState, Service, ServiceMode, ServiceSpec, SwarmSettings, UpdateState, UpdateStatus, PUBLISH_MODE_HOST,
+    PUBLISH_MODE_INGRESS,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -299,11 +299,7 @@ pub fn update_swarm(state: &State, dispatcher_heartbeat_ms: Option<u64>) -> Resu
     in_swarm(state)?;
     let mut next = state.settings.clone();
     if let Some(ms) = dispatcher_heartbeat_ms {
-        if !(DISPATCHER_HEARTBEAT_MS_MIN..=DISPATCHER_HEARTBEAT_MS_MAX).contains(&ms) {
-            return Err(ControlError::Invalid(format!(
-                "invalid --dispatcher-heartbeat of {ms} ms: use a duration from {DISPATCHER_HEARTBEAT_MS_MIN}ms to 24h, e.g. 30s"
-            )));
-        }
+        SwarmSettings::check_dispatcher_heartbeat_ms(ms).map_err(ControlError::Invalid)?;
         next.dispatcher_heartbeat_ms = ms;
     }
     if next == state.settings {
@@ -332,7 +328,7 @@ mod tests {
         assert_eq!(ops, vec![Op::SetSwarmSettings(shoal_shared::types::SwarmSettings { dispatcher_heartbeat_ms: 30_000 })]);
         assert!(update_swarm(&s, None).unwrap().is_empty(), "nothing to change, nothing proposed");
         assert!(update_swarm(&s, Some(s.settings.dispatcher_heartbeat_ms)).unwrap().is_empty());
-        for bad in [0, 99, DISPATCHER_HEARTBEAT_MS_MAX + 1] {
+        for bad in [0, 99, shoal_shared::types::DISPATCHER_HEARTBEAT_MS_MAX + 1] {
             let e = update_swarm(&s, Some(bad)).unwrap_err();
             assert!(e.to_string().contains("--dispatcher-heartbeat"), "{e}");
         }

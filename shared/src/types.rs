@@ -476,6 +476,18 @@ pub struct SwarmSettings {
     pub dispatcher_heartbeat_ms: u64,
 }
 
+impl SwarmSettings {
+    /// Checks a `--dispatcher-heartbeat` value; the one rule for the CLI
+    /// (before `swarm init`) and the manager (`swarm update`).
+    pub fn check_dispatcher_heartbeat_ms(ms: u64) -> Result<(), String> {
+        if (DISPATCHER_HEARTBEAT_MS_MIN..=DISPATCHER_HEARTBEAT_MS_MAX).contains(&ms) {
+            Ok(())
+        } else {
+            Err(format!("invalid --dispatcher-heartbeat of {ms} ms: use a duration from {DISPATCHER_HEARTBEAT_MS_MIN}ms to 24h, e.g. 30s"))
+        }
+    }
+}
+
 impl Default for SwarmSettings {
     fn default() -> SwarmSettings {
         SwarmSettings { dispatcher_heartbeat_ms: DISPATCHER_HEARTBEAT_MS_DEFAULT }

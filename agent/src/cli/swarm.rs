@@ -90,7 +90,7 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
             let heartbeat_ms = dispatcher_heartbeat.map(ns_to_ms);
             // Checked before the init, so a bad value cannot leave an initialized swarm without its settings.
             if let Some(ms) = heartbeat_ms {
-                check_heartbeat_ms(ms)?;
+                shoal_shared::types::SwarmSettings::check_dispatcher_heartbeat_ms(ms).map_err(anyhow::Error::msg)?;
             }
             match call(host, Request::SwarmInit { advertise_addr, availability, listen_addr, force_new_cluster }, REPLY_MS_DEFAULT)? {
                 Reply::SwarmInit { node_id, advertise_addr, worker_token } => {
@@ -145,15 +145,6 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
             r => Err(unexpected(r)),
         },
     }
-}
-
-/// The daemon's bounds on `--dispatcher-heartbeat`, checked early by `swarm init`.
-fn check_heartbeat_ms(ms: u64) -> anyhow::Result<()> {
-    use shoal_shared::types::{DISPATCHER_HEARTBEAT_MS_MAX, DISPATCHER_HEARTBEAT_MS_MIN};
-    if !(DISPATCHER_HEARTBEAT_MS_MIN..=DISPATCHER_HEARTBEAT_MS_MAX).contains(&ms) {
-        anyhow::bail!("invalid --dispatcher-heartbeat of {ms} ms: use a duration from {DISPATCHER_HEARTBEAT_MS_MIN}ms to 24h, e.g. 30s");
-    }
-    Ok(())
 }
 
 /// Nanoseconds to whole milliseconds, rounding up so a sub-millisecond
@@ -338,7 +329,8 @@ mod tests {
         i.local_state = "inactive".into();
         assert!(info_text(&i).ends_with("Swarm: inactive\n"));
         assert_eq!(ns_to_ms(1), 1, "sub-millisecond rounds up, so the daemon refuses it instead of reading 0");
-        assert!(check_heartbeat_ms(50).is_err() && check_heartbeat_ms(1_000).is_ok() && check_heartbeat_ms(25 * 3_600_000).is_err());
+        let check = SwarmSettings::check_dispatcher_heartbeat_ms;
+        assert!(check(50).is_err() && check(1_000).is_ok() && check(25 * 3_600_000).is_err());
         assert_eq!(ns_to_ms(30_000_000_000), 30_000);
     }
 

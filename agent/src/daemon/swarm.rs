@@ -455,14 +455,16 @@ impl Daemon {
     /// answer from their replicated state, workers from what they were told).
     pub(crate) fn info(&self) -> Reply {
         let state = self.store.state();
-        let is_manager = self.swarm.mode == Mode::Manager;
-        let local_state = match self.swarm.mode {
-            _ if self.swarm.joining.is_some() => "pending",
-            Mode::Solo if state.cluster.is_some() => "active",
-            Mode::Solo => "inactive",
-            Mode::Manager | Mode::Worker => "active",
+        // A manager, or a lone node that ran `swarm init`, holds the swarm's state.
+        let knows_state = self.swarm.mode == Mode::Manager || (self.swarm.mode == Mode::Solo && state.cluster.is_some());
+        let local_state = if self.swarm.joining.is_some() {
+            "pending"
+        } else if knows_state || self.swarm.mode == Mode::Worker {
+            "active"
+        } else {
+            "inactive"
         };
-        let manager_addrs: Vec<String> = if is_manager || (self.swarm.mode == Mode::Solo && state.cluster.is_some()) {
+        let manager_addrs: Vec<String> = if knows_state {
             let mut v: Vec<String> = self.manager_infos().into_iter().map(|m| m.addr).filter(|a| !a.is_empty()).collect();
             if v.is_empty() && !self.swarm.advertise_addr.is_empty() {
                 v.push(with_port(&self.swarm.advertise_addr));
@@ -471,19 +473,25 @@ impl Daemon {
         } else {
             self.swarm.hints.iter().map(|m| m.addr.clone()).collect()
         };
-        let knows_state = is_manager || (self.swarm.mode == Mode::Solo && state.cluster.is_some());
-        let info = shoal_shared::api::SwarmInfo {
+        let mut info = shoal_shared::api::SwarmInfo {
             version: self.version_info(),
             local_state: local_state.to_string(),
             is_manager: knows_state,
             node_addr: self.swarm.advertise_addr.clone(),
             manager_addrs,
-            cluster_id: if knows_state { state.cluster.as_ref().map(|c| c.id.clone()).unwrap_or_default() } else { String::new() },
-            managers: if knows_state { state.nodes.values().filter(|n| n.role == NodeRole::Manager).count() as u64 } else { 0 },
-            nodes: if knows_state { state.nodes.len() as u64 } else { 0 },
-            settings: knows_state.then(|| state.settings.clone()),
-            leader_id: if knows_state { self.leader_node_id().unwrap_or_default() } else { String::new() },
+            cluster_id: String::new(),
+            managers: 0,
+            nodes: 0,
+            settings: None,
+            leader_id: String::new(),
         };
+        if knows_state {
+            info.cluster_id = state.cluster.as_ref().map(|c| c.id.clone()).unwrap_or_default();
+            info.managers = state.nodes.values().filter(|n| n.role == NodeRole::Manager).count() as u64;
+            info.nodes = state.nodes.len() as u64;
+            info.settings = Some(state.settings.clone());
+            info.leader_id = self.leader_node_id().unwrap_or_default();
+        }
         Reply::Info(Box::new(info))
     }
 
