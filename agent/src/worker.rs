@@ -16,9 +16,17 @@
 //! - a task whose start failed is never started again: its failure is
 //!   reported (and re-derived from memory, like observations, until the
 //!   state shows it), because the state a worker plans from may lag behind
-//!   its own reports (a worker's assignments come back from the leader).
+//!   its own reports (a worker's assignments come back from the leader);
+//! - a task reported Running has a process: a container without one (after
+//!   a reboot, a containerd restart that lost its task, a killed shim, a
+//!   task deleted by hand) is a task that stopped, reported Failed on the
+//!   first plan after the listing that shows it, and the restart policy
+//!   decides (the orchestrator replaces it in its slot, as Swarm does);
+//! - a stop's grace period is a deadline held here (`stopping`, monotonic
+//!   `now_ms`), never a blocked runtime call: `Stop` only sends the stop
+//!   signal, and `Kill` follows once the deadline passes without an exit.
 
-use crate::runtime::{ContainerState, Exit, Observed, RuntimeError};
+use crate::runtime::{ContainerState, Exit, Observed, RuntimeError, Signalled};
 use shoal_manager::state::State;
 use shoal_shared::clock::UnixNanos;
 use shoal_shared::task::TaskState;
@@ -32,10 +40,27 @@ pub enum Action {
     Report { task_id: String, status: TaskStatus },
     /// Prepare the image and start the task's container.
     Start { task: Box<Task> },
-    /// Stop a container, waiting `grace_ms` before SIGKILL.
+    /// Send a container its stop signal; `Kill` follows after `grace_ms`
+    /// unless it exits first (the worker keeps the deadline).
     Stop { id: String, grace_ms: u64 },
+    /// The grace period is over: SIGKILL every process of the container.
+    Kill { id: String },
     /// Delete a container and its snapshot.
     Remove { id: String },
+}
+
+/// How long after a SIGKILL with no exit seen the kill is sent again (the
+/// exit normally arrives within milliseconds, as an event or in a listing).
+pub const KILL_RETRY_MS: u64 = 5_000;
+
+/// A container being stopped: its grace period as a deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stopping {
+    grace_ms: u64,
+    /// When SIGKILL is due; `None` until the stop signal was sent.
+    kill_at_ms: Option<u64>,
+    /// When SIGKILL was last sent.
+    killed_at_ms: Option<u64>,
 }
 
 /// The worker's memory of containers and in-flight actions.
@@ -49,6 +74,8 @@ pub struct Worker {
     /// Tasks whose start failed, with the status that says so, until the
     /// state shows them terminal (or they leave it).
     start_failed: BTreeMap<String, TaskStatus>,
+    /// Containers sent their stop signal, with their kill deadlines.
+    stopping: BTreeMap<String, Stopping>,
     synced: bool,
     epoch: u64,
 }
@@ -132,12 +159,28 @@ impl Worker {
         }
     }
 
-    /// A stop finished.
-    pub fn handle_stopped(&mut self, id: &str, exit_code: Option<i32>) {
+    /// A stop signal (`kill`: SIGKILL) was sent at monotonic `now_ms`, or
+    /// found nothing to signal. A failed call counts as sent: the deadline
+    /// runs on and the kill (or its retry) tries again.
+    pub fn handle_signalled(&mut self, id: &str, kill: bool, result: Result<Signalled, RuntimeError>, now_ms: u64) {
         self.inflight.remove(id);
-        match exit_code {
-            Some(code) => self.set(id, ContainerState::Stopped { exit_code: code }),
-            None => self.forget(id),
+        match result {
+            Ok(Signalled::NoProcess { exit_code }) => {
+                self.stopping.remove(id);
+                match exit_code {
+                    Some(code) => self.set(id, ContainerState::Stopped { exit_code: code }),
+                    // No task (or no container: removing it then is a no-op).
+                    None => self.set(id, ContainerState::Created),
+                }
+            }
+            Ok(Signalled::Sent) | Err(_) => {
+                let s = self.stopping.entry(id.to_string()).or_insert(Stopping { grace_ms: 0, kill_at_ms: None, killed_at_ms: None });
+                if kill {
+                    s.killed_at_ms = Some(now_ms);
+                } else {
+                    s.kill_at_ms = Some(now_ms.saturating_add(s.grace_ms));
+                }
+            }
         }
     }
 
@@ -149,12 +192,19 @@ impl Worker {
         }
     }
 
-    /// Decides what to do for every task on this node and every stray container.
-    pub fn plan(&mut self, state: &State, now: UnixNanos) -> Vec<Action> {
+    /// Decides what to do for every task on this node and every stray
+    /// container. `now` stamps reports; `now_ms` (monotonic) times grace
+    /// periods.
+    pub fn plan(&mut self, state: &State, now: UnixNanos, now_ms: u64) -> Vec<Action> {
         let mut actions = Vec::new();
         if !self.synced {
             return actions;
         }
+        // A container that exited (or vanished) needs no kill any more.
+        let containers = &self.containers;
+        let inflight = &self.inflight;
+        self.stopping
+            .retain(|id, _| inflight.contains(id) || matches!(containers.get(id), Some(ContainerState::Running | ContainerState::Unknown)));
         let mine: Vec<&Task> = state.tasks.values().filter(|t| t.node_id == self.node_id).collect();
         self.start_failed.retain(|id, _| state.tasks.get(id).is_some_and(|t| t.node_id == self.node_id && !t.status.state.is_terminal()));
         for t in &mine {
@@ -168,9 +218,16 @@ impl Worker {
                 }
                 continue;
             }
-            if let Some(a) = self.plan_task(t, now) {
-                if !matches!(a, Action::Report { .. }) {
-                    self.inflight.insert(t.id.clone());
+            if let Some(a) = self.plan_task(t, now, now_ms) {
+                match &a {
+                    Action::Report { .. } => {}
+                    Action::Stop { id, grace_ms } => {
+                        self.stopping.insert(id.clone(), Stopping { grace_ms: *grace_ms, kill_at_ms: None, killed_at_ms: None });
+                        self.inflight.insert(t.id.clone());
+                    }
+                    _ => {
+                        self.inflight.insert(t.id.clone());
+                    }
                 }
                 actions.push(a);
             }
@@ -185,7 +242,20 @@ impl Worker {
         actions
     }
 
-    fn plan_task(&self, t: &Task, now: UnixNanos) -> Option<Action> {
+    /// Stop or kill a container that still has a process, per its deadline.
+    fn plan_stop(&self, id: &str, grace_ms: u64, now_ms: u64) -> Option<Action> {
+        let Some(s) = self.stopping.get(id) else {
+            return Some(Action::Stop { id: id.to_string(), grace_ms });
+        };
+        let due = match (s.killed_at_ms, s.kill_at_ms) {
+            (Some(killed), _) => killed.saturating_add(KILL_RETRY_MS),
+            (None, Some(at)) => at,
+            (None, None) => return None, // the stop signal is still on its way
+        };
+        (now_ms >= due).then(|| Action::Kill { id: id.to_string() })
+    }
+
+    fn plan_task(&self, t: &Task, now: UnixNanos, now_ms: u64) -> Option<Action> {
         let observed = self.containers.get(&t.id);
         let current = t.status.state;
         let report = |state: TaskState, message: &str, err: String, exit_code: Option<i32>| -> Option<Action> {
@@ -208,8 +278,11 @@ impl Worker {
             let why = t.status.err.clone();
             return match observed {
                 Some(ContainerState::Stopped { exit_code }) => report(TaskState::Shutdown, "shutdown", why, Some(*exit_code)),
-                Some(_) => Some(Action::Stop { id: t.id.clone(), grace_ms: t.spec.container.stop_grace_ns / 1_000_000 }),
-                None => report(TaskState::Shutdown, "shutdown", why, None),
+                Some(ContainerState::Running | ContainerState::Unknown) => {
+                    self.plan_stop(&t.id, t.spec.container.stop_grace_ns / 1_000_000, now_ms)
+                }
+                // No process to stop (never started, or gone with a reboot).
+                Some(ContainerState::Created) | None => report(TaskState::Shutdown, "shutdown", why, None),
             };
         }
         if t.desired_state != TaskState::Running || current < TaskState::Assigned {
@@ -219,6 +292,11 @@ impl Worker {
             (_, Some(ContainerState::Stopped { exit_code: 0 })) => report(TaskState::Complete, "finished", String::new(), Some(0)),
             (_, Some(ContainerState::Stopped { exit_code })) => {
                 report(TaskState::Failed, "started", format!("task: non-zero exit ({exit_code})"), Some(*exit_code))
+            }
+            // A container without a process: a reboot, a containerd restart that lost the task, a killed
+            // shim, or a task deleted by hand. It stopped; the restart policy decides what follows.
+            (TaskState::Running, Some(ContainerState::Created)) => {
+                report(TaskState::Failed, "container process gone", "task: container process is gone".into(), None)
             }
             (TaskState::Running, Some(_)) => None,
             (TaskState::Running, None) => {
@@ -273,6 +351,7 @@ mod tests {
                 Action::Report { status, .. } => format!("report {} {}", status.state, status.err),
                 Action::Start { task } => format!("start {}", task.id),
                 Action::Stop { id, grace_ms } => format!("stop {id} {grace_ms}"),
+                Action::Kill { id } => format!("kill {id}"),
                 Action::Remove { id } => format!("remove {id}"),
             })
             .collect()
@@ -282,25 +361,25 @@ mod tests {
     fn nothing_before_the_first_listing() {
         let (st, _) = state_with(TaskState::Running, TaskState::Assigned);
         let mut w = Worker::new("me");
-        assert!(w.plan(&st, 5).is_empty());
+        assert!(w.plan(&st, 5, 5).is_empty());
     }
 
     #[test]
     fn start_run_exit_cycle() {
         let (st, t) = state_with(TaskState::Running, TaskState::Assigned);
         let mut w = synced();
-        assert_eq!(kinds(&w.plan(&st, 5)), vec!["start t1"]);
-        assert!(w.plan(&st, 5).is_empty(), "one action in flight per task");
+        assert_eq!(kinds(&w.plan(&st, 5, 5)), vec!["start t1"]);
+        assert!(w.plan(&st, 5, 5).is_empty(), "one action in flight per task");
         let status = w.handle_started(&t, Ok(()), 6);
         assert_eq!(status.state, TaskState::Running);
         let (st, _) = state_with(TaskState::Running, TaskState::Running);
-        assert!(w.plan(&st, 7).is_empty());
+        assert!(w.plan(&st, 7, 7).is_empty());
         w.handle_exit(&Exit { id: "t1".into(), exit_code: 3 });
-        assert_eq!(kinds(&w.plan(&st, 8)), vec!["report Failed task: non-zero exit (3)"]);
+        assert_eq!(kinds(&w.plan(&st, 8, 8)), vec!["report Failed task: non-zero exit (3)"]);
         let (st, _) = state_with(TaskState::Running, TaskState::Failed);
-        assert_eq!(kinds(&w.plan(&st, 9)), vec!["remove t1"]);
+        assert_eq!(kinds(&w.plan(&st, 9, 9)), vec!["remove t1"]);
         w.handle_removed("t1", true);
-        assert!(w.plan(&st, 10).is_empty());
+        assert!(w.plan(&st, 10, 10).is_empty());
     }
 
     #[test]
@@ -309,10 +388,11 @@ mod tests {
         let mut w = synced();
         w.handle_exit(&Exit { id: "other".into(), exit_code: 0 });
         w.containers.insert("t1".into(), ContainerState::Running);
-        let a = kinds(&w.plan(&st, 5));
+        let a = kinds(&w.plan(&st, 5, 5));
         assert_eq!(a, vec!["stop t1 10000", "remove other"]);
-        w.handle_stopped("t1", Some(137));
-        assert_eq!(kinds(&w.plan(&st, 6)), vec!["report Shutdown "]);
+        w.handle_signalled("t1", false, Ok(Signalled::Sent), 5);
+        w.handle_exit(&Exit { id: "t1".into(), exit_code: 137 });
+        assert_eq!(kinds(&w.plan(&st, 6, 6)), vec!["report Shutdown "]);
     }
 
     #[test]
@@ -324,9 +404,9 @@ mod tests {
         st.apply(2, &Entry { at: 2, ops: vec![Op::SetTaskStatus { id: "t1".into(), status }] });
         let mut w = synced();
         w.containers.insert("t1".into(), ContainerState::Running);
-        assert_eq!(kinds(&w.plan(&st, 5)), vec!["stop t1 10000"]);
-        w.handle_stopped("t1", Some(137));
-        assert_eq!(kinds(&w.plan(&st, 6)), vec!["report Shutdown assigned node no longer meets constraints"]);
+        assert_eq!(kinds(&w.plan(&st, 5, 5)), vec!["stop t1 10000"]);
+        w.handle_signalled("t1", false, Ok(Signalled::NoProcess { exit_code: Some(137) }), 5);
+        assert_eq!(kinds(&w.plan(&st, 6, 6)), vec!["report Shutdown assigned node no longer meets constraints"]);
     }
 
     #[test]
@@ -342,7 +422,7 @@ mod tests {
     fn vanished_container_fails_the_task_and_start_errors_classify() {
         let (st, t) = state_with(TaskState::Running, TaskState::Running);
         let mut w = synced();
-        assert_eq!(kinds(&w.plan(&st, 5)), vec!["report Failed task: container is gone (was the runtime restarted?)"]);
+        assert_eq!(kinds(&w.plan(&st, 5, 5)), vec!["report Failed task: container is gone (was the runtime restarted?)"]);
         let s = w.handle_started(&t, Err(RuntimeError::Image("no such image: x".into())), 6);
         assert_eq!((s.state, s.err.as_str()), (TaskState::Rejected, "no such image: x"));
         let s = w.handle_started(&t, Err(RuntimeError::Start("runc failed".into())), 6);
@@ -356,14 +436,14 @@ mod tests {
     fn a_failed_start_is_reported_not_retried_while_the_state_lags() {
         let (st, t) = state_with(TaskState::Running, TaskState::Assigned);
         let mut w = synced();
-        assert_eq!(kinds(&w.plan(&st, 5)), vec!["start t1"]);
+        assert_eq!(kinds(&w.plan(&st, 5, 5)), vec!["start t1"]);
         let s = w.handle_started(&t, Err(RuntimeError::Start("exec: \"sleep\": not found".into())), 6);
         assert_eq!(s.state, TaskState::Failed);
         let (stale, _) = state_with(TaskState::Running, TaskState::Preparing);
-        assert_eq!(kinds(&w.plan(&stale, 7)), vec!["report Failed exec: \"sleep\": not found"], "reported again, not started again");
-        assert_eq!(kinds(&w.plan(&stale, 8)), vec!["report Failed exec: \"sleep\": not found"], "until the state shows it");
+        assert_eq!(kinds(&w.plan(&stale, 7, 7)), vec!["report Failed exec: \"sleep\": not found"], "reported again, not started again");
+        assert_eq!(kinds(&w.plan(&stale, 8, 8)), vec!["report Failed exec: \"sleep\": not found"], "until the state shows it");
         let (done, _) = state_with(TaskState::Running, TaskState::Failed);
-        assert!(w.plan(&done, 9).is_empty());
+        assert!(w.plan(&done, 9, 9).is_empty());
         assert!(w.start_failed.is_empty(), "forgotten once the state shows it");
     }
 
@@ -373,6 +453,60 @@ mod tests {
         let (st, _) = state_with(TaskState::Running, TaskState::Complete);
         let mut w = synced();
         w.containers.insert("t1".into(), ContainerState::Running);
-        assert_eq!(kinds(&w.plan(&st, 5)), vec!["remove t1"]);
+        assert_eq!(kinds(&w.plan(&st, 5, 5)), vec!["remove t1"]);
+    }
+
+    /// After a power cut containerd still has the container (its root
+    /// survives) but no task: the task stopped, whatever the state says.
+    #[test]
+    fn a_running_task_whose_container_has_no_process_failed() {
+        let (st, _) = state_with(TaskState::Running, TaskState::Running);
+        let mut w = Worker::new("me");
+        let e = w.list_epoch();
+        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Created }]);
+        assert_eq!(kinds(&w.plan(&st, 5, 5)), vec!["report Failed task: container process is gone"]);
+        // Once the state shows it, the container is removed (the orchestrator replaces the task).
+        let (failed, _) = state_with(TaskState::Running, TaskState::Failed);
+        assert_eq!(kinds(&w.plan(&failed, 6, 6)), vec!["remove t1"]);
+        // The same container with a live process is left alone.
+        let mut w = Worker::new("me");
+        let e = w.list_epoch();
+        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Running }]);
+        assert!(w.plan(&st, 5, 5).is_empty());
+    }
+
+    /// A task to shut down whose container lost its process is reported
+    /// Shutdown without a runtime call.
+    #[test]
+    fn a_shutdown_with_no_process_needs_no_signal() {
+        let (st, _) = state_with(TaskState::Shutdown, TaskState::Running);
+        let mut w = Worker::new("me");
+        let e = w.list_epoch();
+        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Created }]);
+        assert_eq!(kinds(&w.plan(&st, 5, 5)), vec!["report Shutdown "]);
+    }
+
+    /// The grace period is a deadline: the stop signal goes out at once,
+    /// nothing is in flight while the container ignores it, and SIGKILL
+    /// follows when the deadline passes (again after KILL_RETRY_MS if no
+    /// exit is seen).
+    #[test]
+    fn grace_is_a_deadline_then_kill() {
+        let (st, _) = state_with(TaskState::Shutdown, TaskState::Running);
+        let mut w = synced();
+        w.containers.insert("t1".into(), ContainerState::Running);
+        assert_eq!(kinds(&w.plan(&st, 1, 1_000)), vec!["stop t1 10000"]);
+        assert!(w.plan(&st, 1, 1_000).is_empty(), "signal in flight");
+        w.handle_signalled("t1", false, Ok(Signalled::Sent), 1_050);
+        assert!(w.inflight.is_empty(), "no runtime call is held during the grace");
+        assert!(w.plan(&st, 1, 11_049).is_empty(), "still within the grace");
+        assert_eq!(kinds(&w.plan(&st, 1, 11_050)), vec!["kill t1"]);
+        w.handle_signalled("t1", true, Ok(Signalled::Sent), 11_060);
+        assert!(w.plan(&st, 1, 11_070).is_empty());
+        assert_eq!(kinds(&w.plan(&st, 1, 11_060 + KILL_RETRY_MS)), vec!["kill t1"], "kill again when no exit came");
+        w.handle_signalled("t1", true, Err(RuntimeError::Unavailable("containerd is down".into())), 16_100);
+        w.handle_exit(&Exit { id: "t1".into(), exit_code: 137 });
+        assert_eq!(kinds(&w.plan(&st, 2, 16_200)), vec!["report Shutdown "]);
+        assert!(w.stopping.is_empty(), "deadline dropped once the container exited");
     }
 }

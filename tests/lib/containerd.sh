@@ -4,6 +4,7 @@
 # Source it and call `containerd_start DIR` / `containerd_stop DIR`, or run it:
 #   tests/lib/containerd.sh start DIR   # socket at DIR/containerd.sock, pid in DIR/containerd.pid
 #   tests/lib/containerd.sh stop DIR    # kill tasks, stop containerd, unmount, clean runc state
+#   tests/lib/containerd.sh powercut DIR # what a power cut does: every process gone, /run gone, root kept
 # DIR must be short (unix socket paths are limited to 107 bytes).
 # Both are idempotent. Requires root, containerd, runc and ctr.
 
@@ -133,10 +134,55 @@ containerd_stop() {
     return 0
 }
 
+# What a power cut (or a reboot) leaves of this instance: SIGKILL to
+# containerd, its shims and every process of its containers (matched by the
+# cgroup path /NS/ID that Shoal gives each container), then everything that
+# lives on tmpfs on a real device goes: mounts under the state dir, the state
+# dir itself (containerd's --state, a tmpfs under /run), runc's state under
+# /run/containerd/runc/NS and the containers' cgroups. containerd's root
+# (container records, snapshots, images) survives, as on disk. Start it
+# again with `containerd_start DIR`.
+containerd_powercut() {
+    local dir=${1:?usage: containerd_powercut DIR}
+    [ -d "$dir" ] || return 0
+    dir=$(cd "$dir" && pwd) || return 1
+    local sock="$dir/containerd.sock" ns p cg namespaces
+    namespaces=$(ls "$dir/state/io.containerd.runtime.v2.task" 2>/dev/null | grep -E '^[A-Za-z0-9][A-Za-z0-9._-]*$')
+    [ -f "$dir/containerd.pid" ] && kill -KILL "$(cat "$dir/containerd.pid")" 2>/dev/null
+    rm -f "$dir/containerd.pid"
+    for p in /proc/[0-9]*; do
+        if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q -- "-address $sock "; then
+            kill -KILL "${p#/proc/}" 2>/dev/null
+        fi
+        for ns in $namespaces; do
+            if grep -q ":/$ns/" "$p/cgroup" 2>/dev/null; then
+                kill -KILL "${p#/proc/}" 2>/dev/null
+            fi
+        done
+    done
+    awk -v d="$dir/state/" 'index($2, d) == 1 { print $2 }' /proc/self/mounts | sort -r |
+        while read -r m; do umount -l "$m" 2>/dev/null; done
+    rm -rf "$dir/state"
+    for ns in $namespaces; do
+        rm -rf "/run/containerd/runc/$ns"
+        # Emptied cgroups, deepest first (a killed process may take a moment to leave its cgroup).
+        for cg in /sys/fs/cgroup/*/"$ns" /sys/fs/cgroup/"$ns"; do
+            [ -d "$cg" ] || continue
+            for p in 1 2 3 4 5 6 7 8 9 10; do
+                find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null
+                [ -d "$cg" ] || break
+                sleep 0.1
+            done
+        done
+    done
+    return 0
+}
+
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     case "${1:-}" in
     start) containerd_start "${2:?usage: $0 start DIR}" ;;
     stop) containerd_stop "${2:?usage: $0 stop DIR}" ;;
-    *) echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
+    powercut) containerd_powercut "${2:?usage: $0 powercut DIR}" ;;
+    *) echo "usage: $0 start|stop|powercut DIR" >&2; exit 2 ;;
     esac
 fi

@@ -199,6 +199,15 @@ impl ClusterNode {
         }
     }
 
+    /// A power cut of this node and its boot up to containerd, as
+    /// [`crate::Node::power_cycle`]: the daemon is SIGKILLed, every process
+    /// of the node's containerd dies, its tmpfs state is gone, its root
+    /// survives, containerd starts again. The daemon is the caller's to start.
+    pub fn power_cycle(&mut self) {
+        self.kill();
+        crate::power_cycle_containerd(&self.dir.join("ctrd"));
+    }
+
     /// SIGTERMs the daemon and waits (bounded) for it to exit; returns its exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut c = self.daemon.take()?;

@@ -205,6 +205,17 @@ impl Node {
         }
     }
 
+    /// A power cut and the boot after it, up to containerd: the daemon is
+    /// SIGKILLed; containerd, its shims and every container process die;
+    /// what lives on tmpfs on a device (containerd's state dir, runc's state,
+    /// the containers' cgroups and mounts) is gone while containerd's root
+    /// (containers, snapshots, images) survives; then containerd starts
+    /// again. The daemon is the caller's to start.
+    pub fn power_cycle(&mut self) {
+        self.kill_daemon();
+        power_cycle_containerd(&self.dir.join("ctrd"));
+    }
+
     /// Runs `shoal ARGS` against this node's daemon.
     pub fn shoal(&self, args: &[&str]) -> Run {
         let out = Command::new(shoal_bin())
@@ -293,6 +304,14 @@ impl Drop for Node {
         } else {
             eprintln!("kept {} for inspection; daemon log:\n{}", self.dir.display(), self.daemon_log());
         }
+    }
+}
+
+/// `containerd.sh powercut DIR` then `containerd.sh start DIR` (see [`Node::power_cycle`]).
+pub fn power_cycle_containerd(ctrd: &Path) {
+    for step in ["powercut", "start"] {
+        let st = Command::new(root().join("tests/lib/containerd.sh")).arg(step).arg(ctrd).status().expect("run containerd.sh");
+        assert!(st.success(), "containerd.sh {step} {} failed", ctrd.display());
     }
 }
 

@@ -1,5 +1,5 @@
 //! Containers and tasks: `run` (snapshot, spec, container, task, start, with
-//! rollback), `stop`, `remove` and `list`.
+//! rollback), `stop`, `signal`, `remove` and `list`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -17,7 +17,8 @@ use containerd_client::types::v1::{Process, Status as TaskStatus};
 
 use crate::rpc::{ts_nanos, Ctx};
 use crate::{
-    spec, valid_identifier, ContainerSpec, ContainerState, ContainerStatus, Driver, Error, RUNTIME, SNAPSHOTTER, STOP_SIGNAL_LABEL,
+    spec, valid_identifier, ContainerSpec, ContainerState, ContainerStatus, Driver, Error, Signalled, RUNTIME, SNAPSHOTTER,
+    STOP_SIGNAL_LABEL,
 };
 
 /// Type URL containerd expects for an OCI runtime spec.
@@ -285,6 +286,28 @@ impl Ctx {
         }
     }
 
+    async fn signal(&self, id: &str, kill: bool) -> Result<Signalled, Error> {
+        let Some(c) = self.container_get(id).await? else {
+            return Ok(Signalled::NoProcess { exit_code: None });
+        };
+        let Some(p) = self.task_get(id).await? else {
+            return Ok(Signalled::NoProcess { exit_code: None });
+        };
+        if TaskStatus::try_from(p.status) == Ok(TaskStatus::Stopped) {
+            return Ok(Signalled::NoProcess { exit_code: Some(p.exit_status as i32) });
+        }
+        let signal = if kill {
+            libc::SIGKILL as u32
+        } else {
+            c.labels.get(STOP_SIGNAL_LABEL).and_then(|s| s.parse::<u32>().ok()).unwrap_or(libc::SIGTERM as u32)
+        };
+        // SIGKILL goes to every process of the container (as `stop` does), the stop signal to its init only.
+        match self.task_kill(id, signal, kill).await? {
+            true => Ok(Signalled::Sent),
+            false => Ok(Signalled::NoProcess { exit_code: None }),
+        }
+    }
+
     async fn list(&self) -> Result<Vec<ContainerState>, Error> {
         let cs = self
             .call("Containers.List", self.containers().list(self.req(ListContainersRequest { filters: vec![] }, None)))
@@ -353,6 +376,17 @@ impl Driver {
         let id = id.to_string();
         let ms = grace_ms.saturating_add(ctx.call_ms.saturating_mul(6));
         self.block("stop", ms, async move { ctx.stop(&id, grace_ms).await })
+    }
+
+    /// Sends the container's stop signal (`kill`: SIGKILL to all its
+    /// processes) and returns at once, without waiting for the exit: a
+    /// caller that owns the grace period as a timer learns of the exit from
+    /// [`Driver::exits`] or [`Driver::list`].
+    pub fn signal(&self, id: &str, kill: bool) -> Result<Signalled, Error> {
+        let ctx = self.ctx().clone();
+        let id = id.to_string();
+        let ms = ctx.call_ms.saturating_mul(3);
+        self.block("signal", ms, async move { ctx.signal(&id, kill).await })
     }
 
     /// Idempotent: kills the task if still running, deletes it, removes the

@@ -175,6 +175,17 @@ pub enum ContainerStatus {
     Unknown,
 }
 
+/// What [`Driver::signal`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signalled {
+    /// The signal was delivered to a live process.
+    Sent,
+    /// Nothing to signal: no container, no task (after a reboot or a
+    /// containerd restart that lost it), or a task that already exited
+    /// (with its exit code).
+    NoProcess { exit_code: Option<i32> },
+}
+
 /// A container's init process exited.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExitEvent {

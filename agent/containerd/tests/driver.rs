@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use shoal_containerd::{chain_id, Config, ContainerSpec, ContainerStatus, Driver, Error, ImageRecord};
+use shoal_containerd::{chain_id, Config, ContainerSpec, ContainerStatus, Driver, Error, ImageRecord, Signalled};
 use shoal_image::{Descriptor, ImageSource, ImportPlan};
 
 const NAME: &str = "shoal.test/busybox:latest";
@@ -343,6 +343,28 @@ fn run_log_stop_with_grace_then_remove() {
     // Idempotent.
     env.d().remove("web1").unwrap();
     assert_eq!(env.d().stop("web1", 100).unwrap(), None);
+}
+
+/// `signal` returns at once: the grace period is the caller's timer.
+#[test]
+fn signal_returns_at_once_and_kill_ends_it() {
+    let Some(env) = Env::new("signal_returns_at_once") else {
+        return;
+    };
+    let (_, plan) = env.import();
+    // sleep as PID 1 ignores SIGTERM.
+    env.d().run(&env.spec("sig1", &plan, "exec sleep 1000")).unwrap();
+    let t = Instant::now();
+    assert_eq!(env.d().signal("sig1", false).unwrap(), Signalled::Sent);
+    assert!(t.elapsed() < Duration::from_secs(2), "no wait for the exit: {:?}", t.elapsed());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(matches!(status(env.d(), "sig1"), Some(ContainerStatus::Running { .. })), "SIGTERM ignored");
+    assert_eq!(env.d().signal("sig1", true).unwrap(), Signalled::Sent);
+    wait_for("the kill", 5_000, || matches!(status(env.d(), "sig1"), Some(ContainerStatus::Stopped { exit_code: 137, .. })).then_some(()));
+    assert_eq!(env.d().signal("sig1", true).unwrap(), Signalled::NoProcess { exit_code: Some(137) });
+    env.d().remove("sig1").unwrap();
+    assert_eq!(env.d().signal("sig1", false).unwrap(), Signalled::NoProcess { exit_code: None });
+    env.assert_no_debris("sig1");
 }
 
 #[test]

@@ -24,7 +24,7 @@ mod tests;
 mod update;
 
 use crate::host;
-use crate::runtime::{Exit, Observed, Runtime, RuntimeError};
+use crate::runtime::{Exit, Observed, Runtime, RuntimeError, Signalled};
 use crate::worker::{Action, Worker};
 use anyhow::Context;
 use async_channel::{Receiver, Sender};
@@ -98,9 +98,11 @@ pub(crate) enum Event {
         task: Box<Task>,
         result: Result<(), RuntimeError>,
     },
-    Stopped {
+    /// A stop signal (`kill`: SIGKILL) was sent, or found no process.
+    Signalled {
         id: String,
-        result: Result<Option<i32>, RuntimeError>,
+        kill: bool,
+        result: Result<Signalled, RuntimeError>,
     },
     Removed {
         id: String,
@@ -239,6 +241,8 @@ pub(crate) struct Daemon {
     passed_index: u64,
     passed_at: Instant,
     logs_checked_at: Instant,
+    /// Origin of [`Daemon::mono_ms`].
+    started_at: Instant,
     swarm: Swarm,
 }
 
@@ -274,6 +278,7 @@ impl Daemon {
             passed_index: u64::MAX,
             passed_at: Instant::now(),
             logs_checked_at: Instant::now(),
+            started_at: Instant::now(),
             swarm,
         };
         d.refresh_self_node()?;
@@ -282,6 +287,16 @@ impl Daemon {
 
     fn now(&self) -> u64 {
         self.clock.now_unix_nanos()
+    }
+
+    /// Monotonic milliseconds since the daemon started (grace deadlines).
+    fn mono_ms(&self) -> u64 {
+        self.started_at.elapsed().as_millis() as u64
+    }
+
+    fn signal(&self, id: String, kill: bool) {
+        let i = id.clone();
+        self.spawn_runtime(move |rt| rt.signal(&i, kill), move |result| Event::Signalled { id, kill, result });
     }
 
     async fn run(&mut self, rx: Receiver<Event>) -> anyhow::Result<()> {
@@ -400,13 +415,14 @@ impl Daemon {
                 let status = self.worker.handle_started(&task, result, self.now());
                 self.report(&task.id, status);
             }
-            Event::Stopped { id, result } => match result {
-                Ok(code) => self.worker.handle_stopped(&id, code),
-                Err(e) => {
-                    crate::log!("WARN", "cannot stop container {id}: {e}");
-                    self.worker.handle_removed(&id, false);
+            Event::Signalled { id, kill, result } => {
+                if let Err(e) = &result {
+                    let what = if kill { "kill" } else { "stop" };
+                    crate::log!("WARN", "cannot {what} container {id}: {e}");
                 }
-            },
+                let now_ms = self.mono_ms();
+                self.worker.handle_signalled(&id, kill, result, now_ms);
+            }
             Event::Removed { id, ok } => self.worker.handle_removed(&id, ok),
             Event::Replied => {}
             Event::Signal => self.stopping = true,
@@ -465,6 +481,7 @@ impl Daemon {
                 self.submit_reports(reports);
             }
             let now = self.now();
+            let now_ms = self.mono_ms();
             let mut ops = Vec::new();
             // Orchestrate and schedule only when the state moved, or once per
             // IDLE_PASS_MS for time-based work (restart delays): a pass over a
@@ -489,7 +506,7 @@ impl Daemon {
                     Mode::Worker => self.swarm.assigned.as_ref().expect("may_plan: assignments present"),
                     _ => self.store.state(),
                 };
-                self.worker.plan(view, now)
+                self.worker.plan(view, now, now_ms)
             } else {
                 Vec::new()
             };
@@ -505,10 +522,9 @@ impl Daemon {
                         }
                         self.start_task(task)
                     }
-                    Action::Stop { id, grace_ms } => {
-                        let i = id.clone();
-                        self.spawn_runtime(move |rt| rt.stop(&i, grace_ms), move |result| Event::Stopped { id, result });
-                    }
+                    // Stops only signal: the grace period is the worker's deadline, not a held slot.
+                    Action::Stop { id, .. } => self.signal(id, false),
+                    Action::Kill { id } => self.signal(id, true),
                     Action::Remove { id } => {
                         let i = id.clone();
                         let log = self.cfg.data_dir.join("logs").join(format!("{id}.log"));

@@ -266,8 +266,11 @@ impl Runtime for Containerd {
         })
     }
 
-    fn stop(&self, id: &str, grace_ms: u64) -> Result<Option<i32>, RuntimeError> {
-        self.driver.stop(id, grace_ms).map_err(driver_err)
+    fn signal(&self, id: &str, kill: bool) -> Result<Signalled, RuntimeError> {
+        match self.driver.signal(id, kill).map_err(driver_err)? {
+            shoal_containerd::Signalled::Sent => Ok(Signalled::Sent),
+            shoal_containerd::Signalled::NoProcess { exit_code } => Ok(Signalled::NoProcess { exit_code }),
+        }
     }
 
     fn remove(&self, id: &str) -> Result<(), RuntimeError> {

@@ -14,6 +14,10 @@ pub struct Fake {
     pub start_calls: AtomicUsize,
     /// Makes every `start` fail.
     pub fail_starts: AtomicBool,
+    /// Running containers ignore the stop signal (only SIGKILL ends them).
+    pub ignore_term: AtomicBool,
+    /// Every `signal` call: `(id, kill)`.
+    pub signals: Mutex<Vec<(String, bool)>>,
 }
 
 impl Fake {
@@ -36,6 +40,8 @@ impl Fake {
             exits_rx,
             start_calls: AtomicUsize::new(0),
             fail_starts: AtomicBool::new(false),
+            ignore_term: AtomicBool::new(false),
+            signals: Mutex::new(Vec::new()),
         }
     }
 
@@ -70,15 +76,21 @@ impl Runtime for Fake {
         self.containers.lock().unwrap().insert(spec.id.clone(), ContainerState::Running);
         Ok(())
     }
-    fn stop(&self, id: &str, _grace_ms: u64) -> Result<Option<i32>, RuntimeError> {
-        let mut c = self.containers.lock().unwrap();
-        match c.get(id) {
-            Some(ContainerState::Stopped { exit_code }) => Ok(Some(*exit_code)),
-            Some(_) => {
-                c.insert(id.to_string(), ContainerState::Stopped { exit_code: 137 });
-                Ok(Some(137))
+    fn signal(&self, id: &str, kill: bool) -> Result<Signalled, RuntimeError> {
+        self.signals.lock().unwrap().push((id.to_string(), kill));
+        let state = self.containers.lock().unwrap().get(id).cloned();
+        match state {
+            Some(ContainerState::Stopped { exit_code }) => Ok(Signalled::NoProcess { exit_code: Some(exit_code) }),
+            Some(ContainerState::Running) if kill => {
+                self.exit(id, 137);
+                Ok(Signalled::Sent)
             }
-            None => Ok(None),
+            Some(ContainerState::Running) if !self.ignore_term.load(Ordering::SeqCst) => {
+                self.exit(id, 143);
+                Ok(Signalled::Sent)
+            }
+            Some(ContainerState::Running) | Some(ContainerState::Unknown) => Ok(Signalled::Sent),
+            Some(ContainerState::Created) | None => Ok(Signalled::NoProcess { exit_code: None }),
         }
     }
     fn remove(&self, id: &str) -> Result<(), RuntimeError> {

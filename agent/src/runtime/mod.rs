@@ -83,6 +83,16 @@ pub struct Exit {
     pub exit_code: i32,
 }
 
+/// What a signal found (see [`Runtime::signal`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signalled {
+    /// Delivered to a live process; its exit comes as an [`Exit`] or in a listing.
+    Sent,
+    /// Nothing to signal: no container, no task, or a task that already
+    /// exited (with its exit code).
+    NoProcess { exit_code: Option<i32> },
+}
+
 /// Runtime failures, classified for task states.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuntimeError {
@@ -118,8 +128,10 @@ pub trait Runtime: Send + Sync + 'static {
     fn ensure_image(&self, reference: &str) -> Result<ImageFacts, RuntimeError>;
     /// Creates and starts a container.
     fn start(&self, spec: &StartSpec) -> Result<(), RuntimeError>;
-    /// Stops a container: stop signal, then SIGKILL after `grace_ms`.
-    fn stop(&self, id: &str, grace_ms: u64) -> Result<Option<i32>, RuntimeError>;
+    /// Sends a container its stop signal (`kill`: SIGKILL to all its
+    /// processes) and returns at once. The grace period between the two is
+    /// the caller's timer, never a blocked call.
+    fn signal(&self, id: &str, kill: bool) -> Result<Signalled, RuntimeError>;
     /// Deletes a container and everything it holds; idempotent.
     fn remove(&self, id: &str) -> Result<(), RuntimeError>;
     /// Every container in this node's namespace.
