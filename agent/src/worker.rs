@@ -1,7 +1,7 @@
 //! The worker's decision core: from assigned tasks and observed containers
 //! to runtime actions and status reports.
 //!
-//! Sans-IO: [`Worker::plan`] reads the replicated state and what the runtime
+//! Sans-IO: [`Worker::plan`] reads this node's [`Assignments`] and what the runtime
 //! last reported, and returns [`Action`]s; the daemon's shell runs them and
 //! feeds results back through the `handle_*` methods. The worker never
 //! blocks and never touches the runtime itself.
@@ -27,7 +27,7 @@
 //!   signal, and `Kill` follows once the deadline passes without an exit.
 
 use crate::runtime::{ContainerState, Exit, Observed, RuntimeError, Signalled};
-use shoal_manager::state::State;
+use shoal_shared::assignments::Assignments;
 use shoal_shared::clock::UnixNanos;
 use shoal_shared::task::TaskState;
 use shoal_shared::types::{Task, TaskStatus};
@@ -195,7 +195,7 @@ impl Worker {
     /// Decides what to do for every task on this node and every stray
     /// container. `now` stamps reports; `now_ms` (monotonic) times grace
     /// periods.
-    pub fn plan(&mut self, state: &State, now: UnixNanos, now_ms: u64) -> Vec<Action> {
+    pub fn plan(&mut self, assigned: &Assignments, now: UnixNanos, now_ms: u64) -> Vec<Action> {
         let mut actions = Vec::new();
         if !self.synced {
             return actions;
@@ -205,14 +205,16 @@ impl Worker {
         let inflight = &self.inflight;
         self.stopping
             .retain(|id, _| inflight.contains(id) || matches!(containers.get(id), Some(ContainerState::Running | ContainerState::Unknown)));
-        let mine: Vec<&Task> = state.tasks.values().filter(|t| t.node_id == self.node_id).collect();
-        self.start_failed.retain(|id, _| state.tasks.get(id).is_some_and(|t| t.node_id == self.node_id && !t.status.state.is_terminal()));
+        // Pair assertion with the dispatcher: these are this node's assignments.
+        assert_eq!(assigned.node_id, self.node_id, "assignments for another node");
+        let mine: Vec<&Task> = assigned.tasks.values().collect();
+        self.start_failed.retain(|id, _| assigned.tasks.get(id).is_some_and(|t| !t.status.state.is_terminal()));
         for t in &mine {
             if self.inflight.contains(&t.id) {
                 continue;
             }
             if let Some(st) = self.start_failed.get(&t.id) {
-                // Not terminal in `state` yet (retained above): say it again, never start it again.
+                // Not terminal in the assignments yet (retained above): say it again, never start it again.
                 if t.status.state.advance(st.state).is_ok() {
                     actions.push(Action::Report { task_id: t.id.clone(), status: st.clone() });
                 }
@@ -313,10 +315,9 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_shared::ops::{Entry, Op};
     use shoal_shared::types::{Service, ServiceSpec};
 
-    fn state_with(desired: TaskState, status: TaskState) -> (State, Task) {
+    fn state_with(desired: TaskState, status: TaskState) -> (Assignments, Task) {
         let spec = ServiceSpec::new("web", "busybox");
         let svc = Service { id: "s".into(), meta: Default::default(), spec: spec.clone(), previous_spec: None, update_status: None };
         let t = Task {
@@ -332,9 +333,7 @@ mod tests {
             not_before: 0,
             attempt: 0,
         };
-        let mut st = State::default();
-        st.apply(1, &Entry { at: 1, ops: vec![Op::PutService(svc), Op::CreateTask(t.clone())] });
-        (st, t)
+        (Assignments::new("me", [t.clone()], [svc]), t)
     }
 
     fn synced() -> Worker {
@@ -399,9 +398,7 @@ mod tests {
     fn shutdown_report_keeps_the_managers_reason() {
         // The constraint enforcer adds its reason to the running task's status.
         let (mut st, _) = state_with(TaskState::Shutdown, TaskState::Running);
-        let mut status = st.tasks["t1"].status.clone();
-        status.err = "assigned node no longer meets constraints".into();
-        st.apply(2, &Entry { at: 2, ops: vec![Op::SetTaskStatus { id: "t1".into(), status }] });
+        st.tasks.get_mut("t1").expect("t1 assigned").status.err = "assigned node no longer meets constraints".into();
         let mut w = synced();
         w.containers.insert("t1".into(), ContainerState::Running);
         assert_eq!(kinds(&w.plan(&st, 5, 5)), vec!["stop t1 10000"]);

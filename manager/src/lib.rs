@@ -8,6 +8,7 @@
 //! [`control`] validates control-API requests into ops.
 
 pub mod control;
+pub mod dispatcher;
 pub mod orchestrator;
 pub mod raft;
 pub mod scheduler;

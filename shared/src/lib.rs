@@ -9,6 +9,7 @@
 //! [`noise::key`].
 
 pub mod api;
+pub mod assignments;
 pub mod backoff;
 pub mod clock;
 pub mod frame;

@@ -384,7 +384,8 @@ impl Daemon {
                 if self.may_plan() && self.logs_checked_at.elapsed() >= Duration::from_millis(LOG_ROTATE_CHECK_MS) {
                     self.logs_checked_at = Instant::now();
                     let dir = self.cfg.data_dir.join("logs");
-                    let known: std::collections::BTreeSet<String> = self.view().tasks.keys().cloned().collect();
+                    self.sync_assignments();
+                    let known: std::collections::BTreeSet<String> = self.assigned().tasks.keys().cloned().collect();
                     self.spawn_runtime(
                         move |_| service::rotate_logs(&dir, &known, service::LOG_BYTES_MAX),
                         |n| {
@@ -431,7 +432,8 @@ impl Daemon {
 
     /// Queues a status report for the next commit (apply re-checks the order).
     fn report(&mut self, task_id: &str, status: shoal_shared::types::TaskStatus) {
-        if let Some(t) = self.view().tasks.get(task_id) {
+        self.sync_assignments();
+        if let Some(t) = self.assigned().tasks.get(task_id) {
             if t.status.state.advance(status.state).is_ok() {
                 self.pending.push(Op::SetTaskStatus { id: task_id.to_string(), status });
             }
@@ -501,11 +503,10 @@ impl Daemon {
                 }
             }
             let mut reports = Vec::new();
+            self.sync_assignments();
             let actions = if self.may_plan() {
-                let view = match self.swarm.mode {
-                    Mode::Worker => self.swarm.assigned.as_ref().expect("may_plan: assignments present"),
-                    _ => self.store.state(),
-                };
+                // Invariant: may_plan holds only with assignments (a worker's first, or a manager's synced above).
+                let view = self.swarm.assigned.as_ref().expect("may_plan: assignments present");
                 self.worker.plan(view, now, now_ms)
             } else {
                 Vec::new()
@@ -528,7 +529,7 @@ impl Daemon {
                     Action::Remove { id } => {
                         let i = id.clone();
                         let log = self.cfg.data_dir.join("logs").join(format!("{id}.log"));
-                        let keep_log = self.view().tasks.contains_key(&id);
+                        let keep_log = self.assigned().tasks.contains_key(&id);
                         self.spawn_runtime(
                             move |rt| {
                                 let r = rt.remove(&i);
@@ -565,7 +566,7 @@ impl Daemon {
     fn start_task(&mut self, task: Box<Task>) {
         let data_dir = self.cfg.data_dir.clone();
         let node_id = self.node_id.clone();
-        let service_name = self.view().services.get(&task.service_id).map(|s| s.spec.name.clone()).unwrap_or_default();
+        let service_name = self.assigned().service_name(&task.service_id).to_string();
         let t = task.clone();
         self.spawn_runtime(
             move |rt| {

@@ -36,11 +36,11 @@ use super::log_gather::LOGS_GATHER_TIMEOUT_MS;
 use super::{Daemon, Event};
 use crate::net::Command;
 use async_channel::Sender;
-use shoal_manager::control;
 use shoal_manager::raft;
-use shoal_manager::state::State;
 use shoal_manager::store::{raft_id, Bootstrap, Proposal};
+use shoal_manager::{control, dispatcher};
 use shoal_shared::api::{ErrorKind, Reply, Request};
+use shoal_shared::assignments::Assignments;
 use shoal_shared::backoff::Backoff;
 use shoal_shared::noise::key::{self, NodeKey};
 use shoal_shared::noise::link::{Event as LinkEvent, LinkError};
@@ -182,8 +182,12 @@ pub(crate) struct Swarm {
     hint_next: usize,
     /// Worker: the leader as last told.
     leader_hint: Option<ManagerInfo>,
-    /// Worker: the last assignments (None until the first since start or role change).
-    pub(crate) assigned: Option<State>,
+    /// What this node's worker plans from. A worker's are the last the
+    /// leader sent (None until the first since start or role change); a
+    /// manager's are built from its replica (`Daemon::sync_assignments`).
+    pub(crate) assigned: Option<Assignments>,
+    /// The applied index a manager's `assigned` was built at (None: sent by a leader, or not built).
+    assigned_at: Option<u64>,
     sessions: BTreeMap<String, Session>,
     lost_at: BTreeMap<String, Instant>,
     leader_since: Option<Instant>,
@@ -308,6 +312,7 @@ impl Swarm {
             hint_next: 0,
             leader_hint: None,
             assigned: None,
+            assigned_at: None,
             sessions: BTreeMap::new(),
             lost_at: BTreeMap::new(),
             leader_since: None,
@@ -371,11 +376,24 @@ impl Swarm {
 }
 
 impl Daemon {
-    /// The state this node's worker plans from and local queries read.
-    pub(crate) fn view(&self) -> &State {
-        match self.swarm.mode {
-            Mode::Worker => self.swarm.assigned.as_ref().unwrap_or(empty_state()),
-            _ => self.store.state(),
+    /// What this node's worker plans from (empty before the first
+    /// assignments). On managers, call [`Daemon::sync_assignments`] first.
+    pub(crate) fn assigned(&self) -> &Assignments {
+        static EMPTY: std::sync::OnceLock<Assignments> = std::sync::OnceLock::new();
+        self.swarm.assigned.as_ref().unwrap_or_else(|| EMPTY.get_or_init(Assignments::default))
+    }
+
+    /// A manager's (or lone node's) own assignments, rebuilt from its
+    /// replica with the dispatcher's function when the state moved. Workers
+    /// keep what their leader sent.
+    pub(crate) fn sync_assignments(&mut self) {
+        if self.swarm.mode == Mode::Worker {
+            return;
+        }
+        let index = self.store.state().applied_index;
+        if self.swarm.assigned_at != Some(index) || self.swarm.assigned.is_none() {
+            self.swarm.assigned = Some(dispatcher::assignments(self.store.state(), &self.node_id));
+            self.swarm.assigned_at = Some(index);
         }
     }
 
@@ -438,7 +456,8 @@ impl Daemon {
 
     /// Reachable managers (this one included) and all managers, for errors and `node ls`.
     pub(crate) fn reachability(&self) -> (Vec<String>, usize) {
-        let managers: Vec<String> = self.view().nodes.values().filter(|n| n.role == NodeRole::Manager).map(|n| n.id.clone()).collect();
+        let managers: Vec<String> =
+            self.store.state().nodes.values().filter(|n| n.role == NodeRole::Manager).map(|n| n.id.clone()).collect();
         let total = managers.len().max(self.store.voters().len()).max(1);
         let voters = self.store.voters();
         let mut reachable = vec![self.node_id.clone()];
@@ -625,7 +644,8 @@ impl Daemon {
     /// Status reports: committed here on the leader, sent to it otherwise;
     /// each state of each task is reported once until it shows up applied.
     pub(crate) fn submit_reports(&mut self, ops: Vec<Op>) {
-        let view = self.view();
+        self.sync_assignments();
+        let view = self.assigned();
         let mut fresh = Vec::new();
         for op in ops {
             let Op::SetTaskStatus { id, status } = &op else { continue };
@@ -1299,9 +1319,8 @@ impl Daemon {
                 // A raft member plans from its own replica.
                 continue;
             }
-            let tasks: Vec<_> = state.tasks.values().filter(|t| t.node_id == peer).cloned().collect();
-            let sids: BTreeSet<&str> = tasks.iter().map(|t| t.service_id.as_str()).collect();
-            let services = state.services.values().filter(|s| sids.contains(s.id.as_str())).cloned().collect();
+            let a = dispatcher::assignments(state, &peer);
+            let (tasks, services) = (a.tasks.into_values().collect(), a.services.into_values().collect());
             let cluster_key =
                 (node.role == NodeRole::Manager).then(|| self.swarm.cluster_key.as_ref().map(|k| k.private().to_vec())).flatten();
             let msg = Wire::Assignments {
@@ -1355,21 +1374,14 @@ impl Daemon {
                 return;
             }
         }
-        let mut st = State::default();
-        st.nodes.insert(node.id.clone(), node);
-        for s in services {
-            st.services.insert(s.id.clone(), s);
-        }
-        for t in tasks {
-            if let Some(r) = self.swarm.reported.get(&t.id) {
-                if t.status.state >= *r {
-                    self.swarm.reported.remove(&t.id);
-                }
+        let assigned = Assignments::new(&self.node_id, tasks, services);
+        for t in assigned.tasks.values() {
+            if self.swarm.reported.get(&t.id).is_some_and(|r| t.status.state >= *r) {
+                self.swarm.reported.remove(&t.id);
             }
-            st.tasks.insert(t.id.clone(), t);
         }
-        st.cluster = Some(Cluster::default());
-        self.swarm.assigned = Some(st);
+        self.swarm.assigned = Some(assigned);
+        self.swarm.assigned_at = None;
     }
 
     /// Forgets reports the replicated state has caught up with (managers).
@@ -1846,11 +1858,6 @@ fn variant_name(w: &Wire) -> &'static str {
         Wire::LogsRequest { .. } => "logs request",
         Wire::LogsReply { .. } => "logs reply",
     }
-}
-
-fn empty_state() -> &'static State {
-    static EMPTY: std::sync::OnceLock<State> = std::sync::OnceLock::new();
-    EMPTY.get_or_init(State::default)
 }
 
 #[cfg(test)]
