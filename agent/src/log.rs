@@ -4,7 +4,7 @@
 /// Writes one log line to stderr.
 #[macro_export]
 macro_rules! log {
-    ($level:literal, $($arg:tt)*) => {{
+    ($level:expr, $($arg:tt)*) => {{
         let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
         eprintln!("{} {:5} {}", now, $level, format_args!($($arg)*));
     }};

@@ -1,13 +1,38 @@
-//! The dispatcher's decisions: what each node must run.
+//! The dispatcher: worker sessions on the leader, what each node must run,
+//! and which nodes are Down.
 //!
 //! [`assignments`] is the one function that turns the replicated state into
 //! a node's [`Assignments`]: the leader sends them to workers, and a manager
 //! builds its own worker's from its replica with the same function, so a
-//! task runs the same way wherever it was placed. Pure: no I/O, no clock.
+//! task runs the same way wherever it was placed.
+//!
+//! [`Dispatcher`] is sans-IO: the daemon feeds it link and session events
+//! and leadership changes with a monotonic `now_ms`, and pulls [`Effect`]s
+//! (send assignments, redirect or close a link, propose ops, log). It owns
+//! no sockets and reads no clock.
+//!
+//! Invariants:
+//! - sessions exist only on the leader: losing leadership redirects every
+//!   session's link (the worker then finds the new leader and opens a new
+//!   session there), so a worker never stays attached to a manager that no
+//!   longer dispatches;
+//! - a node that is not in the state gets no session, and a session whose
+//!   node is removed is closed at the next dispatch;
+//! - assignments are sent when they change (compared by value, not by
+//!   index), never to a raft member, which plans from its own replica;
+//! - a node is marked Down only by the leader, only after it has led for
+//!   [`LEADER_GRACE_MS`], and only once the node has had no link for the
+//!   swarm's dispatcher heartbeat.
 
 use crate::state::State;
 use shoal_shared::assignments::Assignments;
-use std::collections::BTreeSet;
+use shoal_shared::ops::Op;
+use shoal_shared::types::{Node, NodeDescription, NodeRole, NodeState};
+use shoal_shared::wire::ManagerInfo;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// A new leader waits this long for nodes to reconnect before marking any Down.
+pub const LEADER_GRACE_MS: u64 = 4_000;
 
 /// Everything node `node_id` must run, per `state`.
 pub fn assignments(state: &State, node_id: &str) -> Assignments {
@@ -15,4 +40,388 @@ pub fn assignments(state: &State, node_id: &str) -> Assignments {
     let used: BTreeSet<&str> = tasks.iter().map(|t| t.service_id.as_str()).collect();
     let services: Vec<_> = used.iter().filter_map(|id| state.services.get(*id)).cloned().collect();
     Assignments::new(node_id, tasks, services)
+}
+
+/// The managers of the swarm and the swarm address each is reached at.
+pub fn manager_infos(state: &State) -> Vec<ManagerInfo> {
+    state
+        .nodes
+        .values()
+        .filter(|n| n.role == NodeRole::Manager)
+        .map(|n| ManagerInfo {
+            node_id: n.id.clone(),
+            addr: if n.manager_addr.is_empty() { n.addr.clone() } else { n.manager_addr.clone() },
+        })
+        .collect()
+}
+
+/// What the shell must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Send node `node` (whose record is `record`) its assignments on `conn`.
+    Assign { conn: u64, record: Box<Node>, assignments: Assignments, managers: Vec<ManagerInfo> },
+    /// Tell the peer on `conn` where the leader is (this node does not lead).
+    Redirect { conn: u64 },
+    /// Close `conn`, telling the peer why.
+    Close { conn: u64, reason: String },
+    /// Propose these ops (node records: Ready, Down, descriptions).
+    Propose(Vec<Op>),
+    /// Something an operator should see in the daemon's log.
+    Log { level: &'static str, message: String },
+}
+
+/// What [`Dispatcher::handle_leadership`] changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leadership {
+    Unchanged,
+    Gained,
+    Lost,
+}
+
+/// What was last sent to one session (re-sent only when it changes).
+#[derive(Clone, Debug, PartialEq)]
+struct Sent {
+    record: Node,
+    assignments: Assignments,
+    managers: Vec<ManagerInfo>,
+}
+
+/// A worker's dispatcher session on this leader.
+#[derive(Clone, Debug)]
+struct Session {
+    conn: u64,
+    /// The state index the session is known to be up to date with.
+    sent_index: Option<u64>,
+    sent: Option<Sent>,
+}
+
+/// The leader's dispatcher.
+#[derive(Debug, Default)]
+pub struct Dispatcher {
+    sessions: BTreeMap<String, Session>,
+    /// When each node's last link went away (monotonic ms).
+    lost_at_ms: BTreeMap<String, u64>,
+    leader_since_ms: Option<u64>,
+    effects: VecDeque<Effect>,
+}
+
+impl Dispatcher {
+    /// Leadership as the raft core sees it now.
+    pub fn handle_leadership(&mut self, leads: bool, now_ms: u64) -> Leadership {
+        match (leads, self.leader_since_ms.is_some()) {
+            (true, false) => {
+                self.leader_since_ms = Some(now_ms);
+                Leadership::Gained
+            }
+            (false, true) => {
+                self.leader_since_ms = None;
+                // Workers attached here must find the new leader: a session on a manager
+                // that no longer dispatches would never get assignments again.
+                for (_, s) in std::mem::take(&mut self.sessions) {
+                    self.effects.push_back(Effect::Redirect { conn: s.conn });
+                }
+                Leadership::Lost
+            }
+            _ => Leadership::Unchanged,
+        }
+    }
+
+    /// Node `node_id` opened a session on `conn` (a `Wire::Session`).
+    pub fn handle_session(&mut self, state: &State, conn: u64, node_id: &str, advertise_addr: &str, description: NodeDescription) {
+        let leads = self.leader_since_ms.is_some();
+        let Some(node) = state.nodes.get(node_id) else {
+            // Only the leader's state is authoritative: a lagging manager keeps the link.
+            if leads {
+                let reason = "this node is not a member of the swarm (it was removed): join it again with a token".to_string();
+                self.effects.push_back(Effect::Close { conn, reason });
+            }
+            return;
+        };
+        if !leads {
+            if node.role == NodeRole::Worker {
+                self.effects.push_back(Effect::Redirect { conn });
+            }
+            return;
+        }
+        self.sessions.insert(node_id.to_string(), Session { conn, sent_index: None, sent: None });
+        let mut updated = node.clone();
+        updated.state = NodeState::Ready;
+        updated.description = description;
+        if !advertise_addr.is_empty() {
+            updated.addr = advertise_addr.to_string();
+            if updated.role == NodeRole::Manager {
+                updated.manager_addr = advertise_addr.to_string();
+            }
+        }
+        if &updated != node {
+            if node.state != NodeState::Ready {
+                let message = format!("node {} ({}) is ready", node.id, node.description.hostname);
+                self.effects.push_back(Effect::Log { level: "INFO", message });
+            }
+            self.effects.push_back(Effect::Propose(vec![Op::PutNode(updated)]));
+        }
+    }
+
+    /// A link to `node_id` was accepted.
+    pub fn handle_link_up(&mut self, node_id: &str) {
+        self.lost_at_ms.remove(node_id);
+    }
+
+    /// Link `conn` to `node_id` ended; `still_linked` says whether another
+    /// link to the node remains.
+    pub fn handle_link_down(&mut self, node_id: &str, conn: u64, still_linked: bool, now_ms: u64) {
+        if self.sessions.get(node_id).is_some_and(|s| s.conn == conn) {
+            self.sessions.remove(node_id);
+        }
+        if !still_linked {
+            self.lost_at_ms.insert(node_id.to_string(), now_ms);
+        }
+    }
+
+    /// Every session is gone (this node left raft, or closed all its links).
+    pub fn clear_sessions(&mut self) {
+        self.sessions.clear();
+    }
+
+    /// Whether `node_id` has a session here.
+    pub fn has_session(&self, node_id: &str) -> bool {
+        self.sessions.contains_key(node_id)
+    }
+
+    /// Leader: sends each session its assignments when they changed, and
+    /// closes the sessions of nodes removed from the swarm. `is_member`
+    /// says whether a node is a raft member (which plans from its replica).
+    pub fn dispatch(&mut self, state: &State, is_member: impl Fn(&str) -> bool) {
+        if self.leader_since_ms.is_none() || self.sessions.is_empty() {
+            return;
+        }
+        // A node removed from the swarm (`node rm`) loses its session at once:
+        // its key is no longer a member, so its redial is refused too.
+        let removed: Vec<String> = self.sessions.keys().filter(|n| !state.nodes.contains_key(*n)).cloned().collect();
+        for node_id in removed {
+            let Some(s) = self.sessions.remove(&node_id) else { continue };
+            let message = format!("closing the session of node {node_id}: it was removed from the swarm");
+            self.effects.push_back(Effect::Log { level: "WARN", message });
+            let reason = "this node was removed from the swarm: join it again with a token".to_string();
+            self.effects.push_back(Effect::Close { conn: s.conn, reason });
+        }
+        let index = state.applied_index;
+        let mut managers = None;
+        for (node_id, s) in self.sessions.iter_mut() {
+            let Some(record) = state.nodes.get(node_id) else { continue };
+            if s.sent_index == Some(index) || (record.role == NodeRole::Manager && is_member(node_id)) {
+                continue;
+            }
+            s.sent_index = Some(index);
+            let managers = managers.get_or_insert_with(|| manager_infos(state)).clone();
+            let sent = Sent { record: record.clone(), assignments: assignments(state, node_id), managers };
+            if s.sent.as_ref() == Some(&sent) {
+                continue;
+            }
+            self.effects.push_back(Effect::Assign {
+                conn: s.conn,
+                record: Box::new(sent.record.clone()),
+                assignments: sent.assignments.clone(),
+                managers: sent.managers.clone(),
+            });
+            s.sent = Some(sent);
+        }
+    }
+
+    /// Leader: ops marking Down every node (but `self_id`) that has had no
+    /// link for the swarm's dispatcher heartbeat. `linked` says whether a
+    /// node has a link now; `settled` is false while the leader's own
+    /// proposals are in flight (their outcome may change the picture).
+    pub fn poll_down(&mut self, state: &State, self_id: &str, now_ms: u64, settled: bool, linked: impl Fn(&str) -> bool) -> Vec<Op> {
+        let Some(since) = self.leader_since_ms else { return Vec::new() };
+        if now_ms.saturating_sub(since) < LEADER_GRACE_MS || !settled {
+            return Vec::new();
+        }
+        let grace_ms = state.settings.dispatcher_heartbeat_ms;
+        let mut ops = Vec::new();
+        for n in state.nodes.values() {
+            if n.id == self_id || n.state == NodeState::Down || linked(&n.id) {
+                continue;
+            }
+            let lost = self.lost_at_ms.get(&n.id).copied().unwrap_or(since).max(since);
+            let away_ms = now_ms.saturating_sub(lost);
+            if away_ms >= grace_ms {
+                let message = format!("node {} ({}) is down: no link for {away_ms} ms", n.id, n.description.hostname);
+                self.effects.push_back(Effect::Log { level: "WARN", message });
+                ops.push(Op::SetNodeState { id: n.id.clone(), state: NodeState::Down });
+            }
+        }
+        ops
+    }
+
+    /// The next thing the shell must do.
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_shared::ops::Entry;
+    use shoal_shared::task::TaskState;
+    use shoal_shared::types::{Meta, Service, ServiceSpec, Task, TaskStatus};
+
+    fn node(id: &str, role: NodeRole) -> Node {
+        Node {
+            id: id.into(),
+            meta: Meta::default(),
+            role,
+            availability: shoal_shared::types::Availability::Active,
+            labels: Default::default(),
+            state: NodeState::Unknown,
+            description: NodeDescription::default(),
+            addr: format!("10.0.0.{}:2377", id.len()),
+            manager_addr: String::new(),
+        }
+    }
+
+    fn task(id: &str, node_id: &str, spec: &ServiceSpec) -> Task {
+        Task {
+            id: id.into(),
+            meta: Meta::default(),
+            service_id: "s".into(),
+            slot: 1,
+            node_id: node_id.into(),
+            spec: spec.task.clone(),
+            service_version: 1,
+            desired_state: TaskState::Running,
+            status: TaskStatus::new(TaskState::Assigned, 1, "assigned"),
+            not_before: 0,
+            attempt: 0,
+        }
+    }
+
+    /// A state with a leader `m1`, a worker `w1` running t1 and t2 of
+    /// service `s`, and `w2` with nothing.
+    fn state() -> State {
+        let spec = ServiceSpec::new("web", "busybox");
+        let svc = Service { id: "s".into(), meta: Meta::default(), spec: spec.clone(), previous_spec: None, update_status: None };
+        let mut st = State::default();
+        let ops = vec![
+            Op::PutNode(node("m1", NodeRole::Manager)),
+            Op::PutNode(node("w1", NodeRole::Worker)),
+            Op::PutNode(node("w2", NodeRole::Worker)),
+            Op::PutService(svc),
+            Op::CreateTask(task("t1", "w1", &spec)),
+            Op::CreateTask(task("t2", "w1", &spec)),
+        ];
+        st.apply(1, &Entry { at: 1, ops });
+        st
+    }
+
+    fn effects(d: &mut Dispatcher) -> Vec<String> {
+        std::iter::from_fn(|| d.poll_effect())
+            .map(|e| match e {
+                Effect::Assign { conn, assignments, .. } => format!("assign {conn} {:?}", assignments.tasks.keys().collect::<Vec<_>>()),
+                Effect::Redirect { conn } => format!("redirect {conn}"),
+                Effect::Close { conn, .. } => format!("close {conn}"),
+                Effect::Propose(ops) => format!("propose {}", ops.len()),
+                Effect::Log { level, .. } => format!("log {level}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn assignments_hold_only_the_nodes_tasks() {
+        let st = state();
+        let a = assignments(&st, "w1");
+        assert_eq!(a.tasks.keys().collect::<Vec<_>>(), ["t1", "t2"]);
+        assert_eq!(a.services.keys().collect::<Vec<_>>(), ["s"]);
+        assert!(assignments(&st, "w2").tasks.is_empty());
+        assert!(assignments(&st, "w2").services.is_empty());
+    }
+
+    #[test]
+    fn a_session_is_marked_ready_and_sent_its_assignments_once() {
+        let st = state();
+        let mut d = Dispatcher::default();
+        assert_eq!(d.handle_leadership(true, 0), Leadership::Gained);
+        d.handle_session(&st, 7, "w1", "", NodeDescription::default());
+        assert_eq!(effects(&mut d), ["log INFO", "propose 1"]);
+        d.dispatch(&st, |_| false);
+        assert_eq!(effects(&mut d), ["assign 7 [\"t1\", \"t2\"]"]);
+        d.dispatch(&st, |_| false);
+        assert!(effects(&mut d).is_empty(), "same index: nothing new");
+        // A new index with the same assignments sends nothing either.
+        let mut st2 = st.clone();
+        st2.apply(2, &Entry { at: 2, ops: vec![Op::PutNode(node("w9", NodeRole::Worker))] });
+        d.dispatch(&st2, |_| false);
+        assert!(effects(&mut d).is_empty(), "unchanged assignments are not resent");
+    }
+
+    #[test]
+    fn a_removed_nodes_session_is_closed_and_a_stranger_gets_none() {
+        let mut st = state();
+        let mut d = Dispatcher::default();
+        d.handle_leadership(true, 0);
+        d.handle_session(&st, 7, "w1", "", NodeDescription::default());
+        d.handle_session(&st, 8, "stranger", "", NodeDescription::default());
+        assert_eq!(effects(&mut d), ["log INFO", "propose 1", "close 8"]);
+        st.apply(2, &Entry { at: 2, ops: vec![Op::DeleteNode { id: "w1".into() }] });
+        d.dispatch(&st, |_| false);
+        assert_eq!(effects(&mut d), ["log WARN", "close 7"]);
+        assert!(!d.has_session("w1"));
+    }
+
+    /// Found by fault injection: a leader cut off from the other managers
+    /// but not from a worker stepped down, forgot the session and kept the
+    /// link, so the worker never opened a session at the new leader.
+    #[test]
+    fn losing_leadership_redirects_every_session() {
+        let st = state();
+        let mut d = Dispatcher::default();
+        d.handle_leadership(true, 0);
+        d.handle_session(&st, 7, "w1", "", NodeDescription::default());
+        d.handle_session(&st, 9, "w2", "", NodeDescription::default());
+        effects(&mut d);
+        assert_eq!(d.handle_leadership(false, 10), Leadership::Lost);
+        assert_eq!(effects(&mut d), ["redirect 7", "redirect 9"]);
+        assert!(!d.has_session("w1") && !d.has_session("w2"));
+        // A follower redirects new worker sessions and keeps managers' links.
+        d.handle_session(&st, 11, "w1", "", NodeDescription::default());
+        d.handle_session(&st, 12, "m1", "", NodeDescription::default());
+        assert_eq!(effects(&mut d), ["redirect 11"]);
+    }
+
+    #[test]
+    fn raft_members_get_no_assignments() {
+        let st = state();
+        let mut d = Dispatcher::default();
+        d.handle_leadership(true, 0);
+        d.handle_session(&st, 5, "m1", "", NodeDescription::default());
+        effects(&mut d);
+        d.dispatch(&st, |n| n == "m1");
+        assert!(effects(&mut d).is_empty());
+        d.dispatch(&st, |_| false);
+        assert_eq!(effects(&mut d), ["assign 5 []"], "a manager not (yet) in raft plans from its assignments");
+    }
+
+    #[test]
+    fn down_after_the_heartbeat_once_the_leader_has_led_for_its_grace() {
+        let mut st = state();
+        let ops = ["m1", "w1", "w2"].iter().map(|id| Op::SetNodeState { id: id.to_string(), state: NodeState::Ready }).collect();
+        st.apply(2, &Entry { at: 2, ops });
+        let hb = st.settings.dispatcher_heartbeat_ms;
+        let mut d = Dispatcher::default();
+        d.handle_leadership(true, 1_000);
+        let linked = |n: &str| n == "w1";
+        assert!(d.poll_down(&st, "m1", 1_000 + LEADER_GRACE_MS - 1, true, linked).is_empty(), "grace after election");
+        let ops = d.poll_down(&st, "m1", 1_000 + LEADER_GRACE_MS, true, linked);
+        assert_eq!(ops, vec![Op::SetNodeState { id: "w2".into(), state: NodeState::Down }], "never linked since the election");
+        assert!(d.poll_down(&st, "m1", 1_000 + LEADER_GRACE_MS, false, linked).is_empty(), "not while proposals are in flight");
+        // w1's link goes away: Down only after the heartbeat.
+        let t = 20_000;
+        d.handle_link_down("w1", 3, false, t);
+        let none = |_: &str| false;
+        assert!(!d.poll_down(&st, "m1", t + hb - 1, true, none).iter().any(|op| matches!(op, Op::SetNodeState { id, .. } if id == "w1")));
+        assert!(d.poll_down(&st, "m1", t + hb, true, none).iter().any(|op| matches!(op, Op::SetNodeState { id, .. } if id == "w1")));
+        d.handle_link_up("w1");
+        assert!(!d.poll_down(&st, "m1", t + hb, true, linked).iter().any(|op| matches!(op, Op::SetNodeState { id, .. } if id == "w1")));
+    }
 }

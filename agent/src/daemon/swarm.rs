@@ -36,9 +36,10 @@ use super::log_gather::LOGS_GATHER_TIMEOUT_MS;
 use super::{Daemon, Event};
 use crate::net::Command;
 use async_channel::Sender;
+use shoal_manager::control;
+use shoal_manager::dispatcher::{self, Dispatcher, Effect as DispatchEffect, Leadership};
 use shoal_manager::raft;
 use shoal_manager::store::{raft_id, Bootstrap, Proposal};
-use shoal_manager::{control, dispatcher};
 use shoal_shared::api::{ErrorKind, Reply, Request};
 use shoal_shared::assignments::Assignments;
 use shoal_shared::backoff::Backoff;
@@ -64,8 +65,6 @@ pub const WRITE_TIMEOUT_MS: u64 = 5_000;
 pub const FORWARD_TIMEOUT_MS: u64 = 10_000;
 /// A read forwarded to the leader waits this long before this manager answers it itself.
 pub const FORWARD_READ_TIMEOUT_MS: u64 = 2_000;
-/// A new leader waits this long for nodes to reconnect before marking any Down.
-pub const LEADER_GRACE_MS: u64 = 4_000;
 /// A demoted manager leaves raft at the latest this long after its demotion applied.
 pub const DEMOTION_GRACE_MS: u64 = 5_000;
 /// Reconnect backoff between dials of one peer.
@@ -113,13 +112,6 @@ struct Dial {
     retry_at: Instant,
     backoff: Backoff,
     warned: bool,
-}
-
-/// A worker's dispatcher session on the leader.
-struct Session {
-    conn: u64,
-    sent_index: u64,
-    sent: Vec<u8>,
 }
 
 /// A write waiting for its commit.
@@ -188,9 +180,8 @@ pub(crate) struct Swarm {
     pub(crate) assigned: Option<Assignments>,
     /// The applied index a manager's `assigned` was built at (None: sent by a leader, or not built).
     assigned_at: Option<u64>,
-    sessions: BTreeMap<String, Session>,
-    lost_at: BTreeMap<String, Instant>,
-    leader_since: Option<Instant>,
+    /// The leader's dispatcher: worker sessions, assignments sent, Down marking.
+    dispatcher: Dispatcher,
     parked: Vec<Parked>,
     /// Internal proposals (orchestrator, reports) not yet resolved.
     pub(crate) inflight: Vec<(Proposal, Instant)>,
@@ -313,9 +304,7 @@ impl Swarm {
             leader_hint: None,
             assigned: None,
             assigned_at: None,
-            sessions: BTreeMap::new(),
-            lost_at: BTreeMap::new(),
-            leader_since: None,
+            dispatcher: Dispatcher::default(),
             parked: Vec::new(),
             inflight: Vec::new(),
             reported: BTreeMap::new(),
@@ -371,7 +360,7 @@ impl Swarm {
             self.close(id, reason);
         }
         self.dials.clear();
-        self.sessions.clear();
+        self.dispatcher.clear_sessions();
     }
 }
 
@@ -442,16 +431,7 @@ impl Daemon {
     }
 
     fn manager_infos(&self) -> Vec<ManagerInfo> {
-        self.store
-            .state()
-            .nodes
-            .values()
-            .filter(|n| n.role == NodeRole::Manager)
-            .map(|n| ManagerInfo {
-                node_id: n.id.clone(),
-                addr: if n.manager_addr.is_empty() { n.addr.clone() } else { n.manager_addr.clone() },
-            })
-            .collect()
+        dispatcher::manager_infos(self.store.state())
     }
 
     /// Reachable managers (this one included) and all managers, for errors and `node ls`.
@@ -775,17 +755,12 @@ impl Daemon {
                 self.fail_join(&format!("no answer from {remote} within {} s", JOIN_TIMEOUT_MS / 1000));
             }
         }
+        self.sync_leadership();
         if self.leads() {
-            if self.swarm.leader_since.is_none() {
-                self.swarm.leader_since = Some(now);
-                crate::log!("INFO", "this node is now the swarm leader");
-            }
             self.reconcile_membership();
-            self.mark_down(now);
-        } else if self.swarm.leader_since.take().is_some() {
-            crate::log!("INFO", "this node is no longer the swarm leader");
-            self.swarm.sessions.clear();
+            self.mark_down();
         }
+        self.drain_dispatcher();
         self.maintain_links(now);
     }
 
@@ -816,32 +791,50 @@ impl Daemon {
         }
     }
 
+    /// Tells the dispatcher whether this node leads now (its sessions end when it stops).
+    fn sync_leadership(&mut self) {
+        let now_ms = self.mono_ms();
+        match self.swarm.dispatcher.handle_leadership(self.leads(), now_ms) {
+            Leadership::Gained => crate::log!("INFO", "this node is now the swarm leader"),
+            Leadership::Lost => crate::log!("INFO", "this node is no longer the swarm leader; redirecting its workers"),
+            Leadership::Unchanged => {}
+        }
+    }
+
     /// Leader: nodes without a link for the swarm's dispatcher heartbeat
     /// (`swarm update --dispatcher-heartbeat`; `DISPATCHER_HEARTBEAT_MS_DEFAULT`) are Down.
-    fn mark_down(&mut self, now: Instant) {
-        let Some(since) = self.swarm.leader_since else { return };
-        if now.duration_since(since) < Duration::from_millis(LEADER_GRACE_MS) || !self.swarm.inflight.is_empty() {
-            return;
-        }
-        let grace_ms = self.store.state().settings.dispatcher_heartbeat_ms;
-        let mut ops = Vec::new();
-        for n in self.store.state().nodes.values() {
-            if n.id == self.node_id || n.state == NodeState::Down || self.swarm.established(&n.id).is_some() {
-                continue;
-            }
-            let lost = self.swarm.lost_at.get(&n.id).copied().unwrap_or(since).max(since);
-            if now.duration_since(lost) >= Duration::from_millis(grace_ms) {
-                crate::log!(
-                    "WARN",
-                    "node {} ({}) is down: no link for {} ms",
-                    n.id,
-                    n.description.hostname,
-                    now.duration_since(lost).as_millis()
-                );
-                ops.push(Op::SetNodeState { id: n.id.clone(), state: NodeState::Down });
-            }
-        }
+    fn mark_down(&mut self) {
+        let linked: BTreeSet<String> = self.store.state().nodes.keys().filter(|n| self.swarm.established(n).is_some()).cloned().collect();
+        let settled = self.swarm.inflight.is_empty();
+        let now_ms = self.mono_ms();
+        let ops = self.swarm.dispatcher.poll_down(self.store.state(), &self.node_id, now_ms, settled, |n| linked.contains(n));
         self.commit_internal(ops);
+    }
+
+    /// Carries out what the dispatcher decided.
+    fn drain_dispatcher(&mut self) {
+        while let Some(effect) = self.swarm.dispatcher.poll_effect() {
+            match effect {
+                DispatchEffect::Assign { conn, record, assignments, managers } => {
+                    let cluster_key =
+                        (record.role == NodeRole::Manager).then(|| self.swarm.cluster_key.as_ref().map(|k| k.private().to_vec())).flatten();
+                    let msg = Wire::Assignments {
+                        node: *record,
+                        tasks: assignments.tasks.into_values().collect(),
+                        services: assignments.services.into_values().collect(),
+                        managers,
+                        leader_id: self.node_id.clone(),
+                        cluster_key,
+                    };
+                    // A failed send closes the link; the node's next session gets them again.
+                    self.swarm.send(conn, &msg);
+                }
+                DispatchEffect::Redirect { conn } => self.redirect_to_leader(conn),
+                DispatchEffect::Close { conn, reason } => self.swarm.close(conn, &reason),
+                DispatchEffect::Propose(ops) => self.commit_internal(ops),
+                DispatchEffect::Log { level, message } => crate::log!(level, "{message}"),
+            }
+        }
     }
 
     /// Keeps the links this node wants and drops the others.
@@ -1057,7 +1050,7 @@ impl Daemon {
             d.backoff.reset();
             d.warned = false;
         }
-        self.swarm.lost_at.remove(peer);
+        self.swarm.dispatcher.handle_link_up(peer);
     }
 
     pub(crate) fn on_link_gone(&mut self, conn: u64, dial_error: Option<String>) {
@@ -1067,12 +1060,9 @@ impl Daemon {
         }
         let now = Instant::now();
         if let Some(peer) = &c.peer {
-            if self.swarm.sessions.get(peer).is_some_and(|s| s.conn == conn) {
-                self.swarm.sessions.remove(peer);
-            }
-            if self.swarm.established(peer).is_none() {
-                self.swarm.lost_at.insert(peer.clone(), now);
-            }
+            let still_linked = self.swarm.established(peer).is_some();
+            let now_ms = self.mono_ms();
+            self.swarm.dispatcher.handle_link_down(peer, conn, still_linked, now_ms);
         }
         let mut rng_delay = None;
         for (id, d) in self.swarm.dials.iter_mut() {
@@ -1246,35 +1236,9 @@ impl Daemon {
     // ----- dispatcher (leader) ------------------------------------------
 
     fn on_session(&mut self, conn: u64, peer: &str, advertise_addr: String, description: shoal_shared::types::NodeDescription) {
-        let Some(node) = self.store.state().nodes.get(peer).cloned() else {
-            // Only the leader's state is authoritative: a lagging manager keeps the link.
-            if self.leads() {
-                self.swarm.close(conn, "this node is not a member of the swarm (it was removed): join it again with a token");
-            }
-            return;
-        };
-        if !self.leads() {
-            if node.role == NodeRole::Worker {
-                self.redirect_to_leader(conn);
-            }
-            return;
-        }
-        self.swarm.sessions.insert(peer.to_string(), Session { conn, sent_index: 0, sent: Vec::new() });
-        let mut updated = node.clone();
-        updated.state = NodeState::Ready;
-        updated.description = description;
-        if !advertise_addr.is_empty() {
-            updated.addr = advertise_addr.clone();
-            if updated.role == NodeRole::Manager {
-                updated.manager_addr = advertise_addr;
-            }
-        }
-        if updated != node {
-            if node.state != NodeState::Ready {
-                crate::log!("INFO", "node {} ({}) is ready", node.id, node.description.hostname);
-            }
-            self.commit_internal(vec![Op::PutNode(updated)]);
-        }
+        self.sync_leadership();
+        self.swarm.dispatcher.handle_session(self.store.state(), conn, peer, &advertise_addr, description);
+        self.drain_dispatcher();
     }
 
     /// Tells the peer on `conn` where the leader is (empty when unknown).
@@ -1288,64 +1252,11 @@ impl Daemon {
 
     /// Leader: sends each worker session its assignments when they changed.
     pub(crate) fn dispatch(&mut self) {
-        if !self.leads() || self.swarm.sessions.is_empty() {
-            return;
+        self.sync_leadership();
+        if self.leads() {
+            self.swarm.dispatcher.dispatch(self.store.state(), |n| self.store.is_member(raft_id(n)));
         }
-        // A node removed from the swarm (`node rm`) loses its session at once:
-        // its key is no longer a member, so its redial is refused too.
-        let removed: Vec<(String, u64)> = self
-            .swarm
-            .sessions
-            .iter()
-            .filter(|(peer, _)| !self.store.state().nodes.contains_key(*peer))
-            .map(|(peer, s)| (peer.clone(), s.conn))
-            .collect();
-        for (peer, conn) in removed {
-            crate::log!("WARN", "closing the session of node {peer}: it was removed from the swarm");
-            self.swarm.sessions.remove(&peer);
-            self.swarm.close(conn, "this node was removed from the swarm: join it again with a token");
-        }
-        let index = self.store.state().applied_index;
-        let managers = self.manager_infos();
-        let peers: Vec<String> = self.swarm.sessions.keys().cloned().collect();
-        for peer in peers {
-            let state = self.store.state();
-            let Some(node) = state.nodes.get(&peer) else { continue };
-            let Some(s) = self.swarm.sessions.get(&peer) else { continue };
-            if s.sent_index == index {
-                continue;
-            }
-            if node.role == NodeRole::Manager && self.store.is_member(raft_id(&peer)) {
-                // A raft member plans from its own replica.
-                continue;
-            }
-            let a = dispatcher::assignments(state, &peer);
-            let (tasks, services) = (a.tasks.into_values().collect(), a.services.into_values().collect());
-            let cluster_key =
-                (node.role == NodeRole::Manager).then(|| self.swarm.cluster_key.as_ref().map(|k| k.private().to_vec())).flatten();
-            let msg = Wire::Assignments {
-                node: node.clone(),
-                tasks,
-                services,
-                managers: managers.clone(),
-                leader_id: self.node_id.clone(),
-                cluster_key,
-            };
-            let bytes = wire::encode(&msg);
-            let conn = s.conn;
-            if bytes == s.sent {
-                if let Some(s) = self.swarm.sessions.get_mut(&peer) {
-                    s.sent_index = index;
-                }
-                continue;
-            }
-            if self.swarm.send(conn, &msg) {
-                if let Some(s) = self.swarm.sessions.get_mut(&peer) {
-                    s.sent_index = index;
-                    s.sent = bytes;
-                }
-            }
-        }
+        self.drain_dispatcher();
     }
 
     fn on_assignments(
