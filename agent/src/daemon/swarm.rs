@@ -257,11 +257,22 @@ fn forward_wait_ms(req: &Request) -> u64 {
 
 /// `IP` or `IP:PORT` with the swarm port as default.
 fn with_port(addr: &str) -> String {
+    with_port_or(addr, super::SWARM_PORT)
+}
+
+/// `IP` or `IP:PORT` with `port` as default (an advertised address takes
+/// the listen address's port, as Docker's does).
+fn with_port_or(addr: &str, port: u16) -> String {
     if addr.parse::<SocketAddr>().is_ok() || (addr.contains(':') && !addr.contains("::")) {
         addr.to_string()
     } else {
-        format!("{addr}:{}", super::SWARM_PORT)
+        format!("{addr}:{port}")
     }
+}
+
+/// The port of an `IP:PORT` listen address.
+fn port_of(listen: &str) -> Option<u16> {
+    listen.rsplit(':').next()?.parse().ok()
 }
 
 fn secret_bytes() -> Result<[u8; 16], String> {
@@ -414,14 +425,16 @@ impl Daemon {
         }
     }
 
-    fn listen(&mut self, addr: &str) -> Result<(), String> {
+    /// Opens the swarm port; returns the address it is bound to (port 0 picks one).
+    fn listen(&mut self, addr: &str) -> Result<SocketAddr, String> {
         let addr = if addr.is_empty() { format!("0.0.0.0:{}", super::SWARM_PORT) } else { with_port(addr) };
         let sock: SocketAddr = addr.parse().map_err(|_| format!("invalid listen address {addr:?}: use IP[:PORT]"))?;
         let l = TcpListener::bind(sock).map_err(|e| format!("cannot listen on {sock}: {e}"))?;
+        let bound = l.local_addr().map_err(|e| format!("cannot listen on {sock}: {e}"))?;
         let l = async_io::Async::new(l).map_err(|e| format!("cannot listen on {sock}: {e}"))?;
         self.swarm.listener = Some(smol::spawn(links::listen(l, self.swarm.keys.clone(), self.swarm.ids.clone(), self.tx.clone())));
-        crate::log!("INFO", "swarm port listening on {sock}");
-        Ok(())
+        crate::log!("INFO", "swarm port listening on {bound}");
+        Ok(bound)
     }
 
     fn set_local(&mut self, k: &str, v: &str) {
@@ -1384,7 +1397,7 @@ impl Daemon {
             let mut ops = Vec::new();
             if let Some(mut me) = self.store.state().nodes.get(&self.node_id).cloned() {
                 if !advertise_addr.is_empty() {
-                    me.addr = with_port(&advertise_addr);
+                    me.addr = with_port_or(&advertise_addr, port_of(&self.swarm.listen_addr).unwrap_or(super::SWARM_PORT));
                     me.manager_addr = me.addr.clone();
                     self.swarm.advertise_addr = me.addr.clone();
                     let a = me.addr.clone();
@@ -1414,8 +1427,6 @@ impl Daemon {
             return;
         }
         let listen = if listen_addr.is_empty() { format!("0.0.0.0:{}", super::SWARM_PORT) } else { with_port(&listen_addr) };
-        let port = listen.rsplit(':').next().unwrap_or("2377").to_string();
-        let addr = if advertise_addr.is_empty() { format!("{}:{port}", crate::host::default_addr()) } else { with_port(&advertise_addr) };
         let made = (|| -> Result<(NodeKey, [u8; 16], [u8; 16]), String> {
             let k = NodeKey::generate().map_err(|e| e.to_string())?;
             key::save(&self.cfg.data_dir.join(key::CLUSTER_KEY_FILE), &k).map_err(|e| e.to_string())?;
@@ -1428,10 +1439,19 @@ impl Daemon {
                 return;
             }
         };
-        if let Err(e) = self.listen(&listen) {
-            let _ = reply.try_send(Reply::error(ErrorKind::InvalidArgument, e));
-            return;
-        }
+        let bound = match self.listen(&listen) {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = reply.try_send(Reply::error(ErrorKind::InvalidArgument, e));
+                return;
+            }
+        };
+        // Advertised without a port: the port actually listened on (Docker advertises the listen port);
+        // a port picked by the system (0) is kept, so a restart listens where the swarm was told to dial.
+        let listen = bound.to_string();
+        let port = bound.port();
+        let addr =
+            if advertise_addr.is_empty() { format!("{}:{port}", crate::host::default_addr()) } else { with_port_or(&advertise_addr, port) };
         if let Ok(mut k) = self.swarm.keys.lock() {
             k.cluster = Some(*ck.private());
         }
@@ -1534,9 +1554,16 @@ impl Daemon {
             }
         };
         let listen = if listen_addr.is_empty() { format!("0.0.0.0:{}", super::SWARM_PORT) } else { with_port(&listen_addr) };
-        let port = listen.rsplit(':').next().unwrap_or("2377").to_string();
+        let port = match port_of(&listen) {
+            Some(p) if p != 0 => p,
+            _ => {
+                let m = format!("invalid --listen-addr {listen:?}: a joining node needs a fixed swarm port (IP[:PORT], PORT not 0)");
+                let _ = reply.try_send(Reply::error(ErrorKind::InvalidArgument, m));
+                return;
+            }
+        };
         let advertise =
-            if advertise_addr.is_empty() { format!("{}:{port}", crate::host::default_addr()) } else { with_port(&advertise_addr) };
+            if advertise_addr.is_empty() { format!("{}:{port}", crate::host::default_addr()) } else { with_port_or(&advertise_addr, port) };
         self.swarm.joining = Some(Joining {
             token: token.clone(),
             remote: remote.clone(),
@@ -1774,6 +1801,14 @@ fn variant_name(w: &Wire) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_advertised_address_takes_the_listen_port() {
+        assert_eq!(with_port_or("127.0.0.1", 2477), "127.0.0.1:2477");
+        assert_eq!(with_port_or("127.0.0.1:9", 2477), "127.0.0.1:9");
+        assert_eq!(port_of("0.0.0.0:2477"), Some(2477));
+        assert_eq!(port_of("0.0.0.0:x"), None);
+    }
 
     #[test]
     fn addresses_get_the_swarm_port() {
