@@ -28,7 +28,7 @@ use crate::state::State;
 use shoal_shared::assignments::Assignments;
 use shoal_shared::ops::Op;
 use shoal_shared::types::{Node, NodeDescription, NodeRole, NodeState};
-use shoal_shared::wire::ManagerInfo;
+use shoal_shared::wire::{ManagerInfo, NOT_A_MEMBER};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// A new leader waits this long for nodes to reconnect before marking any Down.
@@ -132,7 +132,7 @@ impl Dispatcher {
         let Some(node) = state.nodes.get(node_id) else {
             // Only the leader's state is authoritative: a lagging manager keeps the link.
             if leads {
-                let reason = "this node is not a member of the swarm (it was removed): join it again with a token".to_string();
+                let reason = format!("{NOT_A_MEMBER} (it was removed, or never joined): join it again with a token");
                 self.effects.push_back(Effect::Close { conn, reason });
             }
             return;
@@ -202,7 +202,7 @@ impl Dispatcher {
             let Some(s) = self.sessions.remove(&node_id) else { continue };
             let message = format!("closing the session of node {node_id}: it was removed from the swarm");
             self.effects.push_back(Effect::Log { level: "WARN", message });
-            let reason = "this node was removed from the swarm: join it again with a token".to_string();
+            let reason = format!("{NOT_A_MEMBER} (it was removed): join it again with a token");
             self.effects.push_back(Effect::Close { conn: s.conn, reason });
         }
         let index = state.applied_index;

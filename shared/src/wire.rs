@@ -58,6 +58,11 @@ pub const PROLOGUE_JOIN: &[u8] = b"join";
 /// Noise prologue purpose of node links.
 pub const PROLOGUE_NODE: &[u8] = b"node";
 
+/// The start of every reason a manager gives when it closes a link because
+/// the peer's key is not a member of the swarm (removed, or never joined);
+/// the peer recognises a refusal by it and backs off.
+pub const NOT_A_MEMBER: &str = "this node is not a member of the swarm";
+
 /// A manager as workers and other managers dial it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManagerInfo {

@@ -30,26 +30,27 @@
 //!   name the nodes that did not answer.
 
 pub(crate) mod logs;
+mod peers;
 
 use super::links::{self, ConnIds, LinkUp, ListenKeys, Purpose};
 use super::log_gather::LOGS_GATHER_TIMEOUT_MS;
 use super::{Daemon, Event};
 use crate::net::Command;
 use async_channel::Sender;
+use peers::{PeerEffect, Peers};
 use shoal_manager::control;
 use shoal_manager::dispatcher::{self, Dispatcher, Effect as DispatchEffect, Leadership};
 use shoal_manager::raft;
 use shoal_manager::store::{raft_id, Bootstrap, Proposal};
 use shoal_shared::api::{ErrorKind, Reply, Request};
 use shoal_shared::assignments::Assignments;
-use shoal_shared::backoff::Backoff;
 use shoal_shared::noise::key::{self, NodeKey};
 use shoal_shared::noise::link::{Event as LinkEvent, LinkError};
 use shoal_shared::noise::token::{self, JoinSecrets, JoinToken, Role as TokenRole, Secret};
 use shoal_shared::ops::{Entry, Op};
 use shoal_shared::task::TaskState;
 use shoal_shared::types::{Availability, Cluster, Meta, Node, NodeRole, NodeState};
-use shoal_shared::wire::{self, ManagerInfo, Wire};
+use shoal_shared::wire::{self, ManagerInfo, Wire, NOT_A_MEMBER};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
@@ -67,9 +68,6 @@ pub const FORWARD_TIMEOUT_MS: u64 = 10_000;
 pub const FORWARD_READ_TIMEOUT_MS: u64 = 2_000;
 /// A demoted manager leaves raft at the latest this long after its demotion applied.
 pub const DEMOTION_GRACE_MS: u64 = 5_000;
-/// Reconnect backoff between dials of one peer.
-pub const DIAL_BACKOFF_BASE_MS: u64 = 100;
-pub const DIAL_BACKOFF_MAX_MS: u64 = 2_000;
 /// Forwarded requests in flight at once.
 pub const FORWARDS_MAX: usize = 1_024;
 /// Writes waiting for their commit at once.
@@ -103,15 +101,6 @@ struct Conn {
     join_role: Option<NodeRole>,
     /// Why it ended, when known.
     error: Option<String>,
-}
-
-/// A peer this node keeps a link to.
-struct Dial {
-    addr: String,
-    conn: Option<u64>,
-    retry_at: Instant,
-    backoff: Backoff,
-    warned: bool,
 }
 
 /// A write waiting for its commit.
@@ -167,7 +156,8 @@ pub(crate) struct Swarm {
     advertise_addr: String,
     listener: Option<smol::Task<()>>,
     conns: BTreeMap<u64, Conn>,
-    dials: BTreeMap<String, Dial>,
+    /// The links this node wants, their dials and backoff.
+    peers: Peers,
     /// Managers this node knows of without the replicated state (workers, new managers).
     hints: Vec<ManagerInfo>,
     /// Worker: which manager to dial next when the leader is unknown.
@@ -309,7 +299,7 @@ impl Swarm {
             advertise_addr: local(LOCAL_ADVERTISE).unwrap_or_default(),
             listener: None,
             conns: BTreeMap::new(),
-            dials: BTreeMap::new(),
+            peers: Peers::default(),
             hints: local(LOCAL_MANAGERS).map(|s| decode_hints(&s)).unwrap_or_default(),
             hint_next: 0,
             leader_hint: None,
@@ -370,7 +360,7 @@ impl Swarm {
         for id in ids {
             self.close(id, reason);
         }
-        self.dials.clear();
+        self.peers.clear();
         self.dispatcher.clear_sessions();
     }
 }
@@ -664,9 +654,7 @@ impl Daemon {
             return;
         }
         let target = match self.swarm.mode {
-            Mode::Worker => {
-                self.swarm.dials.values().find_map(|d| d.conn).filter(|c| self.swarm.conns.get(c).is_some_and(|c| c.peer.is_some()))
-            }
+            Mode::Worker => self.swarm.peers.any_conn().filter(|c| self.swarm.conns.get(c).is_some_and(|c| c.peer.is_some())),
             _ => self.leader_node().and_then(|l| self.swarm.established(&l)),
         };
         let Some(conn) = target else { return };
@@ -774,7 +762,7 @@ impl Daemon {
             self.mark_down();
         }
         self.drain_dispatcher();
-        self.maintain_links(now);
+        self.maintain_links();
     }
 
     /// Leader: raft membership follows node roles, one change at a time.
@@ -851,7 +839,7 @@ impl Daemon {
     }
 
     /// Keeps the links this node wants and drops the others.
-    fn maintain_links(&mut self, now: Instant) {
+    fn maintain_links(&mut self) {
         let mut want: BTreeMap<String, String> = BTreeMap::new();
         match self.swarm.mode {
             Mode::Solo => {}
@@ -882,47 +870,35 @@ impl Daemon {
                 }
             }
         }
-        let stale: Vec<String> = self.swarm.dials.keys().filter(|k| !want.contains_key(*k)).cloned().collect();
-        for k in stale {
-            if let Some(d) = self.swarm.dials.remove(&k) {
-                if let Some(c) = d.conn {
-                    self.swarm.close(c, "no longer needed");
+        let want: BTreeMap<String, String> = want.into_iter().map(|(id, addr)| (id, with_port(&addr))).collect();
+        let ids = self.swarm.ids.clone();
+        self.swarm.peers.want(&want, self.mono_ms(), || ids.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        self.drain_peers();
+    }
+
+    /// Carries out what the peers core decided: dials, closes, logs.
+    fn drain_peers(&mut self) {
+        while let Some(effect) = self.swarm.peers.poll_effect() {
+            match effect {
+                PeerEffect::Dial { conn, node_id, addr } => {
+                    let c = Conn {
+                        commands: None,
+                        purpose: Purpose::Node,
+                        outbound: true,
+                        remote: Some(addr),
+                        expect: Some(node_id),
+                        peer: None,
+                        join_role: None,
+                        error: None,
+                    };
+                    self.swarm.conns.insert(conn, c);
+                    let payload = wire::encode_node_hello(&self.swarm.advertise_addr);
+                    let key = *self.swarm.node_key.private();
+                    smol::spawn(links::dial(conn, addr, Purpose::Node, key, payload, None, self.tx.clone())).detach();
                 }
+                PeerEffect::Close { conn, reason } => self.swarm.close(conn, reason),
+                PeerEffect::Log { level, message } => crate::log!(level, "{message}"),
             }
-        }
-        for (id, addr) in want {
-            let d = self.swarm.dials.entry(id.clone()).or_insert_with(|| Dial {
-                addr: addr.clone(),
-                conn: None,
-                retry_at: now,
-                backoff: Backoff::new(DIAL_BACKOFF_BASE_MS, DIAL_BACKOFF_MAX_MS),
-                warned: false,
-            });
-            d.addr = addr.clone();
-            if d.conn.is_some() || now < d.retry_at {
-                continue;
-            }
-            let Ok(sock) = with_port(&addr).parse::<SocketAddr>() else {
-                d.retry_at = now + Duration::from_millis(DIAL_BACKOFF_MAX_MS);
-                continue;
-            };
-            let conn = self.swarm.ids.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            d.conn = Some(conn);
-            self.swarm.conns.insert(
-                conn,
-                Conn {
-                    commands: None,
-                    purpose: Purpose::Node,
-                    outbound: true,
-                    remote: Some(sock),
-                    expect: Some(id.clone()),
-                    peer: None,
-                    join_role: None,
-                    error: None,
-                },
-            );
-            let payload = wire::encode_node_hello(&self.swarm.advertise_addr);
-            smol::spawn(links::dial(conn, sock, Purpose::Node, *self.swarm.node_key.private(), payload, None, self.tx.clone())).detach();
         }
     }
 
@@ -1000,10 +976,8 @@ impl Daemon {
                     self.swarm.close(conn, "this node is not a manager");
                 } else if !known {
                     crate::log!("WARN", "refused node {peer} from {remote:?}: not a member of this swarm (removed, or never joined)");
-                    self.swarm.close(
-                        conn,
-                        "this node is not a member of the swarm (it was removed, or never joined): join it again with a token",
-                    );
+                    let reason = format!("{NOT_A_MEMBER} (it was removed, or never joined): join it again with a token");
+                    self.swarm.close(conn, &reason);
                 } else {
                     let _ = wire::decode_node_hello(payload);
                     self.accept_peer(conn, &peer);
@@ -1059,10 +1033,6 @@ impl Daemon {
         if let Some(c) = self.swarm.conns.get_mut(&conn) {
             c.peer = Some(peer.to_string());
         }
-        if let Some(d) = self.swarm.dials.get_mut(peer) {
-            d.backoff.reset();
-            d.warned = false;
-        }
         self.swarm.dispatcher.handle_link_up(peer);
     }
 
@@ -1071,26 +1041,15 @@ impl Daemon {
         if dial_error.is_some() {
             c.error = dial_error;
         }
-        let now = Instant::now();
         if let Some(peer) = &c.peer {
             let still_linked = self.swarm.established(peer).is_some();
             let now_ms = self.mono_ms();
             self.swarm.dispatcher.handle_link_down(peer, conn, still_linked, now_ms);
         }
-        let mut rng_delay = None;
-        for (id, d) in self.swarm.dials.iter_mut() {
-            if d.conn == Some(conn) {
-                d.conn = None;
-                let delay = d.backoff.next_delay_ms(&mut self.rng);
-                d.retry_at = now + Duration::from_millis(delay);
-                if !d.warned {
-                    d.warned = true;
-                    crate::log!("WARN", "link to {id} at {} lost: {}; redialing", d.addr, c.error.as_deref().unwrap_or("closed"));
-                }
-                rng_delay = Some(id.clone());
-            }
-        }
-        if let (Some(id), Mode::Worker) = (rng_delay, self.swarm.mode) {
+        let now_ms = self.mono_ms();
+        let lost = self.swarm.peers.handle_gone(conn, c.error.as_deref(), now_ms, &mut self.rng);
+        self.drain_peers();
+        if let (Some(id), Mode::Worker) = (lost, self.swarm.mode) {
             // Try the next manager next time unless a redirect named the leader.
             if self.swarm.leader_hint.as_ref().is_some_and(|l| l.node_id == id) {
                 self.swarm.leader_hint = None;
@@ -1113,6 +1072,8 @@ impl Daemon {
             self.swarm.close(conn, "message before the handshake was accepted");
             return;
         };
+        // The peer answered: this link is useful (its loss starts the backoff over).
+        self.swarm.peers.handle_useful(&peer);
         let purpose = c.purpose;
         let join_role = c.join_role;
         match (purpose, msg) {
@@ -1239,10 +1200,8 @@ impl Daemon {
         if self.swarm.mode == Mode::Worker {
             self.swarm.leader_hint = (!leader_addr.is_empty()).then_some(ManagerInfo { node_id: leader_id, addr: leader_addr });
             self.swarm.close(conn, "redirected to the leader");
-            for d in self.swarm.dials.values_mut() {
-                d.retry_at = Instant::now();
-                d.backoff.reset();
-            }
+            let now_ms = self.mono_ms();
+            self.swarm.peers.retry_now(now_ms);
         }
     }
 
