@@ -273,12 +273,21 @@ pub fn set_node_role(state: &State, self_id: &str, key: &str, role: NodeRole) ->
     Ok(vec![Op::PutNode(node)])
 }
 
-/// Ops for `node rm [--force]`; returns the node's id.
-pub fn remove_node(state: &State, self_id: &str, key: &str, force: bool) -> Result<(Vec<Op>, String), ControlError> {
+/// Ops for `node rm [--force]`; returns the node's id. `in_raft` says
+/// whether a node is still a raft member: a demoted manager stays one until
+/// the leader has removed it from raft, and removing its record before that
+/// would leave it running raft outside the swarm (a removed node leading).
+pub fn remove_node(
+    state: &State,
+    self_id: &str,
+    key: &str,
+    force: bool,
+    in_raft: impl Fn(&str) -> bool,
+) -> Result<(Vec<Op>, String), ControlError> {
     in_swarm(state)?;
     let lookup = if key == "self" { self_id } else { key };
     let n = state.find_node(lookup).ok_or_else(|| ControlError::NoSuchNode(key.to_string()))?;
-    if n.role == NodeRole::Manager {
+    if n.role == NodeRole::Manager || in_raft(&n.id) {
         return Err(ControlError::RemoveManager(n.id.clone()));
     }
     if n.state != NodeState::Down && !force {
@@ -439,12 +448,18 @@ mod membership_tests {
         let mut down = node("w2", "linux/amd64");
         down.state = NodeState::Down;
         let s = swarm_of(vec![manager("m1"), node("w1", "linux/amd64"), down]);
+        let none = |_: &str| false;
         assert_eq!(
-            remove_node(&s, "m1", "m1", true).unwrap_err().to_string(),
+            remove_node(&s, "m1", "m1", true, none).unwrap_err().to_string(),
             "node m1 is a cluster manager and is a member of the raft cluster. It must be demoted to worker before removal"
         );
-        assert_eq!(remove_node(&s, "m1", "w1", false).unwrap_err().to_string(), "node w1 is not down and can't be removed");
-        assert_eq!(remove_node(&s, "m1", "w1", true).unwrap(), (vec![Op::DeleteNode { id: "w1".into() }], "w1".to_string()));
-        assert_eq!(remove_node(&s, "m1", "w2", false).unwrap().1, "w2");
+        assert_eq!(remove_node(&s, "m1", "w1", false, none).unwrap_err().to_string(), "node w1 is not down and can't be removed");
+        assert_eq!(remove_node(&s, "m1", "w1", true, none).unwrap(), (vec![Op::DeleteNode { id: "w1".into() }], "w1".to_string()));
+        assert_eq!(remove_node(&s, "m1", "w2", false, none).unwrap().1, "w2");
+        // Demoted (a worker in the state) but not yet out of raft: still refused.
+        assert_eq!(
+            remove_node(&s, "m1", "w1", true, |n| n == "w1").unwrap_err().to_string(),
+            "node w1 is a cluster manager and is a member of the raft cluster. It must be demoted to worker before removal"
+        );
     }
 }

@@ -610,7 +610,9 @@ impl Daemon {
             }
             Request::Info => self.info(),
             Request::NodeRemove { node, force } => {
-                let r = control::remove_node(self.store.state(), &self.node_id, &node, force);
+                let r = control::remove_node(self.store.state(), &self.node_id, &node, force, |n| {
+                    self.store.is_member(shoal_manager::store::raft_id(n))
+                });
                 self.write(r.map(|(ops, id)| (ops, Reply::Removed(vec![id]))), &reply);
                 return;
             }

@@ -935,6 +935,15 @@ impl Raft {
         }
         let next = self.log.last_index() + 1;
         let members = self.conf.members();
+        // A removed member is not replicated to any more, so it would never learn that its
+        // removal committed (it waits out its own timeout). One last heartbeat carries the
+        // commit index to it, as far as its log matches ours.
+        let removed: Vec<(NodeId, u64)> =
+            self.progress.iter().filter(|(id, _)| !members.contains(id)).map(|(id, p)| (*id, p.match_index)).collect();
+        for (id, matched) in removed {
+            let commit = matched.min(self.log.commit);
+            self.send(id, MessageKind::Heartbeat { commit, read_seq: self.read_seq });
+        }
         self.progress.retain(|id, _| members.contains(id));
         for id in members {
             if id != self.id && !self.progress.contains_key(&id) {
