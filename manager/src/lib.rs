@@ -7,6 +7,10 @@
 //! [`store`] drives raft, its redb storage and the state; [`raft`] is the replicated log's consensus core and simulator;
 //! [`updater`] rolls service updates and rollbacks out in batches;
 //! [`control`] validates control-API requests into ops.
+//!
+//! The simulators (`sim_cluster`, `raft::sim`) and raft's fault-injection
+//! flags are built only for tests and with the `sim` feature (the examples
+//! that drive them need `--features sim`), never into the shipped binary.
 
 pub mod control;
 pub mod dispatcher;
@@ -15,6 +19,7 @@ pub mod placement;
 pub mod raft;
 pub mod scheduler;
 pub mod schema;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim_cluster;
 pub mod state;
 pub mod store;
