@@ -119,7 +119,7 @@ for WANT in "${NAMES[@]}"; do
     xb=()
     [ "$T_TOOLCHAIN" = nightly ] && xb=(-Z build-std=std,panic_abort)
     with_target_lock timeout "$RUN_TIMEOUT" "${CARGO[@]}" run -q --release --target "$T_TRIPLE" "${xb[@]}" \
-      -p shoal-manager --example raft_sim -- --seeds "$SEEDS" --first-seed 1
+      -p shoal-manager --features sim --example raft_sim -- --seeds "$SEEDS" --first-seed 1
   else
     echo "SKIPPED: raft simulator (manager/examples/raft_sim.rs is not in this tree yet)"
   fi

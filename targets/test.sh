@@ -10,13 +10,15 @@ export PATH="$HOME/.cargo/bin:$PATH"
 export SHOAL_REQUIRE_CONTAINERD=1 SHOAL_REQUIRE_TOOLS=1
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
+# The simulators and their examples are behind shoal-manager's `sim` feature.
+cargo clippy -p shoal-manager --all-targets --features sim -q -- -D warnings
 cargo build -q -p shoal-agent
 cargo test --workspace
 # The raft simulator: a few thousand seeded whole-cluster runs with faults
 # (the same command scales to millions: raise --seeds).
-cargo run -q --release -p shoal-manager --example raft_sim -- --seeds 3000 --first-seed 1
+cargo run -q --release -p shoal-manager --features sim --example raft_sim -- --seeds 3000 --first-seed 1
 # The manager-core simulator: orchestrator, updater, scheduler and simulated
 # agents under node faults, crashes, updates and rollbacks, from seeds.
-cargo run -q --release -p shoal-manager --example cluster_sim -- --seeds 300 --first-seed 1
+cargo run -q --release -p shoal-manager --features sim --example cluster_sim -- --seeds 300 --first-seed 1
 # Cross-architecture slice: arm64 and s390x static binaries, tests under QEMU.
 ./targets/ci-cross.sh

@@ -1,5 +1,5 @@
 //! Runs the seeded manager-core simulator (`shoal_manager::sim_cluster`)
-//! over many seeds: `cargo run --release -p shoal-manager --example
+//! over many seeds: `cargo run --release -p shoal-manager --features sim --example
 //! cluster_sim -- --seeds N --first-seed S [--nodes K] [--steps T]`.
 //! Ends with `seeds: N, violations: V` and exits 1 when V > 0, printing
 //! each failing seed's first violations (replay with `--first-seed S --seeds 1`;

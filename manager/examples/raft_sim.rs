@@ -2,8 +2,8 @@
 //! seeds (or one seed with a trace) and prints `seeds: N, violations: V`.
 //!
 //! ```text
-//! cargo run --release -p shoal-manager --example raft_sim -- --seeds 1000 --first-seed 0
-//! cargo run --release -p shoal-manager --example raft_sim -- --seed 42 --trace
+//! cargo run --release -p shoal-manager --features sim --example raft_sim -- --seeds 1000 --first-seed 0
+//! cargo run --release -p shoal-manager --features sim --example raft_sim -- --seed 42 --trace
 //! ```
 //! `--bug vote-twice|commit-old-term|forget-vote` turns on a known bug to
 //! show the checker failing. Exits non-zero when any seed violates a check.
@@ -91,7 +91,7 @@ fn main() -> ExitCode {
         if !report.violations.is_empty() {
             violations += 1;
             eprintln!("seed {seed} ({} nodes) violated: {}", opts.nodes, report.violations.join("; "));
-            eprintln!("replay: cargo run --release -p shoal-manager --example raft_sim -- --seed {seed} --trace{bug_args}");
+            eprintln!("replay: cargo run --release -p shoal-manager --features sim --example raft_sim -- --seed {seed} --trace{bug_args}");
         }
     }
     let secs = start.elapsed().as_secs_f64();

@@ -5,7 +5,7 @@
 //! bad input never changes state. Messages follow Swarm's where it has one,
 //! lowercased, and say what to do next.
 
-use crate::scheduler::{Constraint, Spread};
+use crate::placement::ValidPlacement;
 use crate::state::State;
 use crate::updater::{MSG_ROLLBACK_MANUAL, MSG_UPDATING};
 use shoal_shared::api::ErrorKind;
@@ -90,12 +90,8 @@ pub fn validate_spec(spec: &ServiceSpec) -> Result<(), ControlError> {
             return Err(ControlError::Invalid(format!("replicas {replicas} is above the limit of {REPLICAS_MAX}")));
         }
     }
-    for c in &spec.task.placement.constraints {
-        Constraint::parse(c).map_err(|e| ControlError::Invalid(e.to_string()))?;
-    }
-    for d in &spec.task.placement.preferences {
-        Spread::parse(d).map_err(|e| ControlError::Invalid(e.to_string()))?;
-    }
+    // The one placement parser: what passes here is what the scheduler can read.
+    ValidPlacement::parse(&spec.task.placement).map_err(|e| ControlError::Invalid(e.to_string()))?;
     validate_ports(spec)?;
     for e in &spec.task.container.env {
         if e.is_empty() || e.starts_with('=') {
@@ -353,6 +349,26 @@ mod tests {
         spec.task.placement.constraints = vec!["node.role=manager".into()];
         assert!(matches!(create_service(&s, spec, "i".into()), Err(ControlError::Invalid(_))));
         assert_eq!(scale_service(&s, "nope", 3), Err(ControlError::NoSuchService("nope".into())));
+    }
+
+    /// An unparsable constraint is refused at create and at update, with the parser's text,
+    /// and nothing is proposed: the scheduler never sees it.
+    #[test]
+    fn unparsable_constraints_are_refused_at_create_and_update() {
+        let mut s = swarm();
+        let ops = create_service(&s, ServiceSpec::new("web", "busybox"), "i".into()).unwrap();
+        s.apply(2, &Entry { at: 2, ops });
+        let why = "invalid constraint \"node.role=manager\": expected KEY==VALUE or KEY!=VALUE";
+        for bad in [vec!["node.role=manager".to_string()], vec!["node.role==worker".to_string(), "node.role=manager".to_string()]] {
+            let mut spec = ServiceSpec::new("api", "busybox");
+            spec.task.placement.constraints = bad.clone();
+            assert_eq!(create_service(&s, spec, "j".into()), Err(ControlError::Invalid(why.into())));
+            let mut spec = s.find_service("web").unwrap().spec.clone();
+            spec.task.placement.constraints = bad;
+            assert_eq!(update_service(&s, "web", spec, 3), Err(ControlError::Invalid(why.into())));
+        }
+        assert_eq!(s.services.len(), 1);
+        assert!(s.find_service("web").unwrap().spec.task.placement.constraints.is_empty());
     }
 
     #[test]

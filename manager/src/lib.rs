@@ -3,16 +3,23 @@
 //!
 //! Module map: [`state`] is the replicated state machine (apply, snapshot);
 //! [`orchestrator`] turns service specs into tasks; [`scheduler`] binds tasks
-//! to nodes; [`store`] drives raft, its redb storage and the state; [`raft`] is the replicated log's consensus core and simulator;
+//! to nodes; [`placement`] parses placement constraints and preferences;
+//! [`store`] drives raft, its redb storage and the state; [`raft`] is the replicated log's consensus core and simulator;
 //! [`updater`] rolls service updates and rollbacks out in batches;
 //! [`control`] validates control-API requests into ops.
+//!
+//! The simulators (`sim_cluster`, `raft::sim`) and raft's fault-injection
+//! flags are built only for tests and with the `sim` feature (the examples
+//! that drive them need `--features sim`), never into the shipped binary.
 
 pub mod control;
 pub mod dispatcher;
 pub mod orchestrator;
+pub mod placement;
 pub mod raft;
 pub mod scheduler;
 pub mod schema;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim_cluster;
 pub mod state;
 pub mod store;

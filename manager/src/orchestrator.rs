@@ -34,13 +34,17 @@
 //!   in swarmkit; drained, down and removed nodes follow the rule above. Being
 //!   shut down here is no failure of the task: the slot gets its replacement
 //!   whatever the restart policy says;
+//! - placements are judged parsed ([`crate::placement::ValidPlacement`]);
+//!   one that does not parse (only another version's data) is not judged:
+//!   its running tasks stay, and a global service gets no new tasks;
 //! - once none of the above has anything to do for a service, the
 //!   [`crate::updater`] moves its rolling update along;
 //! - tasks with `desired = Remove` are deleted once they are no longer running,
 //!   and each slot keeps at most [`TASK_HISTORY_PER_SLOT_MAX`] tasks.
 
+use crate::placement::{PlacementError, ValidPlacement};
 use crate::scheduler;
-use crate::scheduler::{Filtered, NodeFilters};
+use crate::scheduler::Filtered;
 use crate::state::State;
 use crate::updater;
 use shoal_shared::clock::UnixNanos;
@@ -143,14 +147,22 @@ fn misfits(state: &State) -> BTreeMap<&str, Misfit> {
         }
     }
     // Placements parsed once per service version (checked equal before use).
-    let mut filters: BTreeMap<(&str, u64), NodeFilters> = BTreeMap::new();
+    let mut parsed: BTreeMap<(&str, u64), Result<ValidPlacement, PlacementError>> = BTreeMap::new();
     let mut out = BTreeMap::new();
     for (node_id, tasks) in on_node {
         let Some(node) = state.nodes.get(node_id) else { continue };
         let mut holding = Vec::new();
         for t in tasks {
-            let f = filters.entry((t.service_id.as_str(), t.service_version)).or_insert_with(|| NodeFilters::new(&t.spec.placement));
-            let verdict = if f.placement() == &t.spec.placement { f.check(node) } else { scheduler::eligible(node, &t.spec.placement) };
+            let cached =
+                parsed.entry((t.service_id.as_str(), t.service_version)).or_insert_with(|| ValidPlacement::parse(&t.spec.placement));
+            let verdict = match cached {
+                Ok(p) if p.placement() == &t.spec.placement => scheduler::eligible(node, p),
+                _ => match ValidPlacement::parse(&t.spec.placement) {
+                    Ok(p) => scheduler::eligible(node, &p),
+                    // A placement that does not parse is not judged (see `placement`).
+                    Err(_) => scheduler::available(node),
+                },
+            };
             match verdict {
                 Err(Filtered::Constraints) if t.slot > 0 => {
                     out.insert(t.id.as_str(), Misfit::Constraints);
@@ -395,8 +407,10 @@ fn drop_superseded(service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, ops
 }
 
 fn place_global(state: &State, service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, rng: &mut Rng, ops: &mut Vec<Op>) {
+    // A placement that does not parse neither places nor removes tasks (see `placement`).
+    let Ok(placement) = ValidPlacement::parse(&service.spec.task.placement) else { return };
     let eligible: BTreeSet<&str> =
-        state.nodes.values().filter(|n| scheduler::eligible(n, &service.spec.task.placement).is_ok()).map(|n| n.id.as_str()).collect();
+        state.nodes.values().filter(|n| scheduler::eligible(n, &placement).is_ok()).map(|n| n.id.as_str()).collect();
     for node in &eligible {
         let has = slots.get(&SlotKey::Node(node.to_string())).and_then(|s| runnable_task(s)).is_some();
         if !has {
@@ -408,7 +422,7 @@ fn place_global(state: &State, service: &Service, slots: &BTreeMap<SlotKey, Vec<
         state.nodes.get(id).is_some_and(|n| {
             let mut active = n.clone();
             active.availability = Availability::Active;
-            n.availability == Availability::Pause && scheduler::eligible(&active, &service.spec.task.placement).is_ok()
+            n.availability == Availability::Pause && scheduler::eligible(&active, &placement).is_ok()
         })
     };
     for (key, slot) in slots {

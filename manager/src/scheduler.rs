@@ -34,17 +34,21 @@
 //! `no suitable node (max replicas per node limit exceed; scheduling
 //! constraints not satisfied on 1 node)` for 3 full workers and a manager the
 //! constraints exclude; it is retried on every pass. A pre-bound (global)
-//! task whose node is full says so the same way. A task that was never
+//! task whose node is full says so the same way. Placements are parsed once
+//! per group into a [`ValidPlacement`]; a task whose stored placement does
+//! not parse is never placed and waits `Pending` with the parse error
+//! ([`crate::placement`]). A task that was never
 //! assigned (placed or pre-bound) and is now desired `Shutdown` is closed
 //! here (status `Shutdown`), since no agent will ever report on it.
 
 mod tree;
 
+use crate::placement::ValidPlacement;
 use crate::state::State;
 use shoal_shared::clock::UnixNanos;
 use shoal_shared::ops::Op;
 use shoal_shared::task::TaskState;
-use shoal_shared::types::{Availability, Node, NodeRole, NodeState, Placement, ResourceSet, Task, TaskStatus, PUBLISH_MODE_HOST};
+use shoal_shared::types::{Availability, Node, NodeState, ResourceSet, Task, TaskStatus, PUBLISH_MODE_HOST};
 use std::collections::BTreeMap;
 use tree::Tree;
 
@@ -80,210 +84,25 @@ impl Filtered {
     }
 }
 
-/// A node attribute, as constraints and spread preferences name it. The
-/// names compare case-insensitively, as swarmkit's; label keys do not.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Attr {
-    Id,
-    Hostname,
-    Role,
-    Os,
-    Arch,
-    NodeLabel(String),
-    EngineLabel(String),
-}
-
-/// The attribute names, for error messages.
-const ATTRS_ACCEPTED: &str =
-    "node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.KEY or engine.labels.KEY";
-
-impl Attr {
-    fn parse(key: &str) -> Option<Attr> {
-        let label = |prefix: &str| {
-            let head = key.get(..prefix.len())?;
-            let rest = &key[prefix.len()..];
-            (head.eq_ignore_ascii_case(prefix) && !rest.is_empty()).then(|| rest.to_string())
-        };
-        let fixed = [
-            ("node.id", Attr::Id),
-            ("node.hostname", Attr::Hostname),
-            ("node.role", Attr::Role),
-            ("node.platform.os", Attr::Os),
-            ("node.platform.arch", Attr::Arch),
-        ];
-        for (name, attr) in fixed {
-            if key.eq_ignore_ascii_case(name) {
-                return Some(attr);
-            }
-        }
-        if let Some(l) = label("node.labels.") {
-            return Some(Attr::NodeLabel(l));
-        }
-        label("engine.labels.").map(Attr::EngineLabel)
-    }
-
-    /// The node's value, `None` when it lacks the label.
-    fn value<'n>(&self, node: &'n Node) -> Option<&'n str> {
-        match self {
-            Attr::Id => Some(&node.id),
-            Attr::Hostname => Some(&node.description.hostname),
-            Attr::Role => Some(match node.role {
-                NodeRole::Manager => "manager",
-                NodeRole::Worker => "worker",
-            }),
-            Attr::Os => Some(&node.description.platform.os),
-            Attr::Arch => Some(&node.description.platform.architecture),
-            Attr::NodeLabel(l) => node.labels.get(l).map(String::as_str),
-            Attr::EngineLabel(l) => node.description.engine_labels.get(l).map(String::as_str),
-        }
-    }
-}
-
-/// A parsed placement constraint (`node.labels.zone==edge`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Constraint {
-    pub key: String,
-    pub equal: bool,
-    pub value: String,
-    attr: Attr,
-}
-
-/// Errors in constraint expressions.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConstraintError {
-    #[error("invalid constraint {0:?}: expected KEY==VALUE or KEY!=VALUE")]
-    Syntax(String),
-    #[error("invalid constraint key {0:?}: use {ATTRS_ACCEPTED}")]
-    Key(String),
-}
-
-impl Constraint {
-    /// Parses one constraint expression.
-    pub fn parse(expr: &str) -> Result<Constraint, ConstraintError> {
-        let (key, equal, value) = if let Some((k, v)) = expr.split_once("==") {
-            (k, true, v)
-        } else if let Some((k, v)) = expr.split_once("!=") {
-            (k, false, v)
-        } else {
-            return Err(ConstraintError::Syntax(expr.to_string()));
-        };
-        let key = key.trim();
-        let value = value.trim();
-        if key.is_empty() || value.is_empty() {
-            return Err(ConstraintError::Syntax(expr.to_string()));
-        }
-        let attr = Attr::parse(key).ok_or_else(|| ConstraintError::Key(key.to_string()))?;
-        Ok(Constraint { key: key.to_string(), equal, value: value.to_string(), attr })
-    }
-
-    /// Whether `node` satisfies the constraint (values compare case-insensitively, as Swarm's).
-    pub fn matches(&self, node: &Node) -> bool {
-        let same = self.attr.value(node).is_some_and(|a| a.eq_ignore_ascii_case(&self.value));
-        same == self.equal
-    }
-}
-
-/// A spread placement preference: tasks spread evenly over the values a
-/// node attribute takes (`--placement-pref spread=node.labels.zone`).
-/// `Placement.preferences` stores the descriptor (`node.labels.zone`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Spread {
-    pub descriptor: String,
-    attr: Attr,
-}
-
-/// Errors in placement preferences.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PreferenceError {
-    #[error("invalid placement preference {0:?}: use spread=node.labels.KEY (or spread=engine.labels.KEY)")]
-    Syntax(String),
-    #[error("unsupported placement preference {0:?}: only spread is supported, e.g. spread=node.labels.zone")]
-    Strategy(String),
-    #[error("invalid spread descriptor {0:?}: use {ATTRS_ACCEPTED}")]
-    Descriptor(String),
-}
-
-impl Spread {
-    /// Parses a flag value, `spread=DESCRIPTOR` (Docker's `--placement-pref`).
-    pub fn parse_pref(pref: &str) -> Result<Spread, PreferenceError> {
-        let Some((strategy, descriptor)) = pref.split_once('=') else {
-            return Err(PreferenceError::Syntax(pref.to_string()));
-        };
-        if strategy.is_empty() || descriptor.is_empty() || descriptor.contains('=') {
-            return Err(PreferenceError::Syntax(pref.to_string()));
-        }
-        if strategy != "spread" {
-            return Err(PreferenceError::Strategy(pref.to_string()));
-        }
-        Spread::parse(descriptor)
-    }
-
-    /// Parses a stored descriptor (`node.labels.zone`).
-    pub fn parse(descriptor: &str) -> Result<Spread, PreferenceError> {
-        let bad = descriptor.is_empty() || descriptor.contains(['=', ' ', '\t', '\n']);
-        match Attr::parse(descriptor) {
-            Some(attr) if !bad => Ok(Spread { descriptor: descriptor.to_string(), attr }),
-            _ => Err(PreferenceError::Descriptor(descriptor.to_string())),
-        }
-    }
-}
-
 /// Node-only filters (no per-task counting): readiness, constraints, platform.
-pub fn eligible(node: &Node, placement: &Placement) -> Result<(), Filtered> {
-    Compiled::new(placement).check(node)
+pub fn eligible(node: &Node, placement: &ValidPlacement) -> Result<(), Filtered> {
+    available(node)?;
+    if !placement.constraints_match(node) {
+        return Err(Filtered::Constraints);
+    }
+    let platforms = &placement.placement().platforms;
+    if !platforms.is_empty() && !platforms.iter().any(|p| p.runs_on(&node.description.platform)) {
+        return Err(Filtered::Platform);
+    }
+    Ok(())
 }
 
-/// [`eligible`] with the placement parsed once, to check many nodes or tasks.
-pub struct NodeFilters<'p>(Compiled<'p>);
-
-impl<'p> NodeFilters<'p> {
-    pub fn new(placement: &'p Placement) -> NodeFilters<'p> {
-        NodeFilters(Compiled::new(placement))
+/// The first filter alone: the node is ready and active.
+pub fn available(node: &Node) -> Result<(), Filtered> {
+    if node.state != NodeState::Ready || node.availability != Availability::Active {
+        return Err(Filtered::NotReady);
     }
-
-    /// The placement these filters were parsed from.
-    pub fn placement(&self) -> &'p Placement {
-        self.0.placement
-    }
-
-    /// Same as [`eligible`] for this placement.
-    pub fn check(&self, node: &Node) -> Result<(), Filtered> {
-        self.0.check(node)
-    }
-}
-
-/// A placement with its constraints and preferences parsed once.
-struct Compiled<'p> {
-    placement: &'p Placement,
-    /// `None` when a constraint does not parse: then it matches no node
-    /// (constraints are validated at creation, so this is old or bad data).
-    constraints: Option<Vec<Constraint>>,
-    /// The spread attributes, outermost first. A descriptor that does not
-    /// parse is skipped, as swarmkit skips descriptors it does not know.
-    spreads: Vec<Attr>,
-}
-
-impl<'p> Compiled<'p> {
-    fn new(placement: &'p Placement) -> Compiled<'p> {
-        let constraints = placement.constraints.iter().map(|c| Constraint::parse(c).ok()).collect();
-        let spreads = placement.preferences.iter().filter_map(|d| Spread::parse(d).ok()).map(|s| s.attr).collect();
-        Compiled { placement, constraints, spreads }
-    }
-
-    fn check(&self, node: &Node) -> Result<(), Filtered> {
-        if node.state != NodeState::Ready || node.availability != Availability::Active {
-            return Err(Filtered::NotReady);
-        }
-        match &self.constraints {
-            Some(cs) if cs.iter().all(|c| c.matches(node)) => {}
-            _ => return Err(Filtered::Constraints),
-        }
-        let platforms = &self.placement.platforms;
-        if !platforms.is_empty() && !platforms.iter().any(|p| p.runs_on(&node.description.platform)) {
-            return Err(Filtered::Platform);
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 /// A host-mode published port: protocol and port number.
@@ -427,7 +246,11 @@ pub fn schedule(state: &State, now: UnixNanos) -> Vec<Op> {
 /// the node is full (resources, host ports) it waits `Pending`, saying why.
 fn place_bound<'a>(state: &'a State, t: &'a Task, pass: &mut Pass<'a>, now: UnixNanos, ops: &mut Vec<Op>) {
     let Some(n) = state.nodes.get(&t.node_id) else { return };
-    if eligible(n, &t.spec.placement).is_err() {
+    let placement = match ValidPlacement::parse(&t.spec.placement) {
+        Ok(p) => p,
+        Err(e) => return pending_because(t, e.to_string(), now, ops),
+    };
+    if eligible(n, &placement).is_err() {
         return;
     }
     // Max replicas is for replicated services: a global one has one task per node anyway.
@@ -444,14 +267,22 @@ fn place_bound<'a>(state: &'a State, t: &'a Task, pass: &mut Pass<'a>, now: Unix
 fn place_group<'a>(state: &'a State, group: &[&'a Task], pass: &mut Pass<'a>, now: UnixNanos, ops: &mut Vec<Op>) {
     let Some(first) = group.first() else { return };
     let service = first.service_id.as_str();
-    let compiled = Compiled::new(&first.spec.placement);
+    let placement = match ValidPlacement::parse(&first.spec.placement) {
+        Ok(p) => p,
+        Err(e) => {
+            for t in group {
+                pending_because(t, e.to_string(), now, ops);
+            }
+            return;
+        }
+    };
     let mut rejected: BTreeMap<Filtered, usize> = BTreeMap::new();
-    let mut tree = Tree::new(compiled.spreads.len());
-    let mut values: Vec<&'a str> = Vec::with_capacity(compiled.spreads.len());
+    let mut tree = Tree::new(placement.spreads().len());
+    let mut values: Vec<&'a str> = Vec::with_capacity(placement.spreads().len());
     for n in state.nodes.values() {
         let Some(l) = pass.load.get(n.id.as_str()) else { continue };
         let mine = l.by_service.get(service).copied().unwrap_or(0);
-        let rank = match compiled.check(n) {
+        let rank = match eligible(n, &placement) {
             Ok(()) => Some((l.penalty(service), mine, l.total, n.id.as_str())),
             Err(f) => {
                 *rejected.entry(f).or_default() += 1;
@@ -460,7 +291,7 @@ fn place_group<'a>(state: &'a State, group: &[&'a Task], pass: &mut Pass<'a>, no
         };
         values.clear();
         // Nodes lacking the attribute share the value "", as swarmkit's.
-        values.extend(compiled.spreads.iter().map(|a| a.value(n).unwrap_or("")));
+        values.extend(placement.spreads().iter().map(|s| s.value(n).unwrap_or("")));
         tree.insert(&values, mine, rank);
     }
     tree.seal();
@@ -487,7 +318,11 @@ fn place_group<'a>(state: &'a State, group: &[&'a Task], pass: &mut Pass<'a>, no
 
 /// Marks a task that fits nowhere `Pending` with the reasons, unless it already says so.
 fn pending(t: &Task, rejected: &BTreeMap<Filtered, usize>, now: UnixNanos, ops: &mut Vec<Op>) {
-    let why = explain(rejected);
+    pending_because(t, explain(rejected), now, ops)
+}
+
+/// Marks a task `Pending` with `why`, unless it already says so.
+fn pending_because(t: &Task, why: String, now: UnixNanos, ops: &mut Vec<Op>) {
     if t.status.state != TaskState::Pending || t.status.err != why {
         let mut st = TaskStatus::new(TaskState::Pending, now, "pending task scheduling");
         st.err = why;
@@ -530,7 +365,7 @@ mod tests {
     use crate::state::tests::{node, service, task};
     use shoal_shared::ops::Entry;
     use shoal_shared::platform::Platform;
-    use shoal_shared::types::{PortConfig, Service};
+    use shoal_shared::types::{NodeRole, Placement, PortConfig, Service};
 
     /// The `now` of every check: one hour in, so failure windows fit before it.
     const NOW: UnixNanos = 3_600_000_000_000;
@@ -703,56 +538,6 @@ mod tests {
     }
 
     #[test]
-    fn constraints_parse_and_match() {
-        assert!(Constraint::parse("node.role!=manager").is_ok());
-        assert_eq!(Constraint::parse("node.role=manager"), Err(ConstraintError::Syntax("node.role=manager".into())));
-        assert!(matches!(Constraint::parse("node.colour==red"), Err(ConstraintError::Key(_))));
-        assert!(matches!(Constraint::parse("node.labels.==red"), Err(ConstraintError::Key(_))));
-        let n = node("a", "linux/arm64");
-        assert!(Constraint::parse("node.platform.arch==arm64").unwrap().matches(&n));
-        assert!(Constraint::parse("node.role!=manager").unwrap().matches(&n));
-        assert!(Constraint::parse("Node.Role==worker").unwrap().matches(&n), "attribute names ignore case, as swarmkit's");
-        assert!(!Constraint::parse("node.labels.zone==x").unwrap().matches(&n));
-        assert!(Constraint::parse("node.labels.zone!=x").unwrap().matches(&n));
-    }
-
-    #[test]
-    fn placement_preferences_parse() {
-        let syntax = "use spread=node.labels.KEY (or spread=engine.labels.KEY)";
-        let descriptor = format!("use {ATTRS_ACCEPTED}");
-        let descriptor = descriptor.as_str();
-        let strategy = "only spread is supported, e.g. spread=node.labels.zone";
-        for (input, expect) in [
-            ("spread=node.labels.zone", Ok("node.labels.zone")),
-            ("spread=engine.labels.disk", Ok("engine.labels.disk")),
-            ("spread=Node.Labels.zone", Ok("Node.Labels.zone")),
-            ("spread=node.hostname", Ok("node.hostname")),
-            ("spread=node.platform.arch", Ok("node.platform.arch")),
-            ("spread=node.labels.", Err(descriptor)),
-            ("spread=node.colour", Err(descriptor)),
-            ("spread=zone", Err(descriptor)),
-            ("spread=node.labels.a b", Err(descriptor)),
-            ("spread=", Err(syntax)),
-            ("spread=node.labels.zone=a", Err(syntax)),
-            ("node.labels.zone", Err(syntax)),
-            ("=node.labels.zone", Err(syntax)),
-            ("binpack=node.labels.zone", Err(strategy)),
-        ] {
-            let got = Spread::parse_pref(input).map(|s| s.descriptor);
-            match (got, expect) {
-                (Ok(d), Ok(want)) => assert_eq!(d, want, "{input}"),
-                (Err(e), Err(want)) => assert!(e.to_string().ends_with(want), "{input}: {e}"),
-                (got, _) => panic!("{input}: got {got:?}, want {expect:?}"),
-            }
-        }
-        assert_eq!(
-            Spread::parse_pref("spread=node.colour").unwrap_err().to_string(),
-            "invalid spread descriptor \"node.colour\": use node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.KEY or engine.labels.KEY"
-        );
-        assert_eq!(Spread::parse("node.labels.zone").map(|s| s.descriptor), Ok("node.labels.zone".to_string()));
-    }
-
-    #[test]
     fn spread_preference_balances_label_values() {
         let nodes = || {
             vec![labelled("a1", &[("zone", "a")]), labelled("a2", &[("zone", "a")]), labelled("b1", &[("zone", "b")]), labelled("c", &[])]
@@ -764,9 +549,32 @@ mod tests {
         // Without the preference, nodes share evenly: zone a gets four.
         let s = state(nodes(), tasks(&ids, &Placement::default()));
         check(&s, &[("t1", "a1"), ("t2", "a2"), ("t3", "b1"), ("t4", "c"), ("t5", "a1"), ("t6", "a2")]);
-        // A descriptor that no longer parses (old data) is skipped, as swarmkit skips unknown ones.
+        // A stored descriptor that does not parse (no control of this version accepted it) is
+        // not skipped: its tasks wait, saying why (see `placement`).
         let s = state(nodes(), tasks(&ids, &spread(&["node.colour"])));
-        check(&s, &[("t1", "a1"), ("t2", "a2"), ("t3", "b1"), ("t4", "c"), ("t5", "a1"), ("t6", "a2")]);
+        let why = "invalid spread descriptor \"node.colour\": use node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.KEY or engine.labels.KEY";
+        check(&s, &ids.map(|t| (t, why)));
+    }
+
+    /// The scheduler's input is a `ValidPlacement`, which cannot hold a constraint that
+    /// did not parse: a task whose stored placement does not parse (control refuses such
+    /// specs, so only another version's data can) is never placed, whether it waits for a
+    /// node or is bound to one, and its status says why, once.
+    #[test]
+    fn an_unparsable_constraint_never_reaches_the_filters() {
+        let bad = Placement { constraints: vec!["node.role=manager".into()], ..Default::default() };
+        let why = "invalid constraint \"node.role=manager\": expected KEY==VALUE or KEY!=VALUE";
+        let mut bound = task("g1", "svc", 0);
+        bound.node_id = "a".into();
+        bound.spec.placement = bad.clone();
+        let mut all = tasks(&["t1", "t2"], &bad);
+        all.push(bound);
+        let mut s = state(vec![node("a", "linux/amd64")], all);
+        check(&s, &[("g1", why), ("t1", why), ("t2", why)]);
+        let ops = schedule(&s, NOW);
+        s.apply(2, &Entry { at: 2, ops });
+        assert!(s.tasks.values().all(|t| t.status.state == TaskState::Pending && t.status.err == why));
+        assert_eq!(schedule(&s, NOW), vec![], "already says so");
     }
 
     #[test]

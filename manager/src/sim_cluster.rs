@@ -7,7 +7,8 @@
 //!
 //! After every step it checks global properties; at the end it heals every
 //! fault and checks that each service converges. A violation names the seed
-//! and the step, so `run(seed, ...)` replays it exactly.
+//! and the step, so `run(seed, ...)` replays it exactly. Built for tests and
+//! with the crate's `sim` feature only (`examples/cluster_sim.rs`).
 //!
 //! Checked after every step:
 //! - no op produced by the cores is rejected by `State::apply` (cores never
@@ -35,6 +36,8 @@
 //! nodes its constraints allow (a host-mode port allows one task per node),
 //! every global one runs one task per such node.
 
+use crate::placement::ValidPlacement;
+use crate::scheduler::Filtered;
 use crate::state::State;
 use crate::{control, orchestrator, scheduler};
 use shoal_shared::ops::{Entry, Op};
@@ -367,7 +370,7 @@ impl Sim {
             for op in &sched {
                 if let Op::AssignTask { id, node_id, .. } = op {
                     let t = &self.state.tasks[id];
-                    if let Err(f) = scheduler::eligible(&self.state.nodes[node_id], &t.spec.placement) {
+                    if let Err(f) = eligible(&self.state.nodes[node_id], &t.spec.placement) {
                         self.violation(format!("task {id} assigned to node {node_id} that fails {f:?}"));
                     }
                 }
@@ -434,7 +437,7 @@ impl Sim {
             let live = t.desired_state <= TaskState::Running && !t.status.state.is_terminal();
             let Some(node) = self.state.nodes.get(&t.node_id).filter(|n| live && enforced(n)) else { continue };
             if t.slot > 0 {
-                if let Err(f) = scheduler::eligible(node, &t.spec.placement) {
+                if let Err(f) = eligible(node, &t.spec.placement) {
                     found.push(format!("task {} stays on node {} that fails {f:?}", t.id, node.id));
                 }
             }
@@ -453,7 +456,7 @@ impl Sim {
     /// How many nodes pass `placement`'s node-only filters (once healed, all
     /// nodes are ready and active, so this counts the constraints).
     fn matching_nodes(&self, placement: &Placement) -> u64 {
-        self.state.nodes.values().filter(|n| scheduler::eligible(n, placement).is_ok()).count() as u64
+        self.state.nodes.values().filter(|n| eligible(n, placement).is_ok()).count() as u64
     }
 
     /// No two live tasks (wanted, assigned, not finished) on a node publish the same host-mode port.
@@ -504,7 +507,7 @@ impl Sim {
         self.check_enforced(&mut found);
         let running_misfits = self.state.tasks.values().filter(|t| {
             let node = self.state.nodes.get(&t.node_id);
-            t.slot > 0 && t.status.state == TaskState::Running && node.is_some_and(|n| scheduler::eligible(n, &t.spec.placement).is_err())
+            t.slot > 0 && t.status.state == TaskState::Running && node.is_some_and(|n| eligible(n, &t.spec.placement).is_err())
         });
         for t in running_misfits {
             found.push(format!("task {} still runs on node {} after healing, which fails its constraints", t.id, t.node_id));
@@ -544,6 +547,14 @@ impl Sim {
 }
 
 /// Whether the constraint enforcer looks at the node's tasks (it is up and active).
+/// The scheduler's node-only filters for a stored placement. Every spec here
+/// went through control, so a placement that does not parse is a violation
+/// as well (reported as failing its constraints).
+fn eligible(node: &Node, placement: &Placement) -> Result<(), Filtered> {
+    let valid = ValidPlacement::parse(placement).map_err(|_| Filtered::Constraints)?;
+    scheduler::eligible(node, &valid)
+}
+
 fn enforced(n: &Node) -> bool {
     n.state == NodeState::Ready && n.availability == Availability::Active
 }

@@ -1,6 +1,6 @@
 //! Flag value parsers with Docker's syntax and clear errors.
 
-use shoal_manager::scheduler::Spread;
+use shoal_manager::placement::Spread;
 use shoal_shared::types::{
     Availability, FailureAction, Mount, MountKind, PortConfig, RestartCondition, UpdateOrder, PUBLISH_MODE_HOST, PUBLISH_MODE_INGRESS,
 };

@@ -19,6 +19,7 @@ mod log_gather;
 mod server;
 mod service;
 mod swarm;
+mod task_logs;
 #[cfg(test)]
 mod tests;
 mod update;
@@ -258,7 +259,7 @@ impl Daemon {
     ) -> anyhow::Result<Daemon> {
         let swarm = Swarm::new(node_key, &cfg.data_dir, |k| store.local(k).ok().flatten());
         let runtime_version = runtime.version().unwrap_or_else(|e| format!("unavailable: {e}"));
-        std::fs::create_dir_all(cfg.data_dir.join("logs"))?;
+        task_logs::TaskLogs::new(&cfg.data_dir).create()?;
         let worker = Worker::new(&node_id);
         let mut d = Daemon {
             cfg,
@@ -383,14 +384,14 @@ impl Daemon {
                 // its store): before that every log would look like a leftover and be deleted.
                 if self.may_plan() && self.logs_checked_at.elapsed() >= Duration::from_millis(LOG_ROTATE_CHECK_MS) {
                     self.logs_checked_at = Instant::now();
-                    let dir = self.cfg.data_dir.join("logs");
+                    let logs = task_logs::TaskLogs::new(&self.cfg.data_dir);
                     self.sync_assignments();
                     let known: std::collections::BTreeSet<String> = self.assigned().tasks.keys().cloned().collect();
                     self.spawn_runtime(
-                        move |_| service::rotate_logs(&dir, &known, service::LOG_BYTES_MAX),
+                        move |_| logs.rotate(&known, task_logs::LOG_BYTES_MAX),
                         |n| {
                             if n > 0 {
-                                crate::log!("INFO", "rotated {n} task log(s) over {} MiB", service::LOG_BYTES_MAX >> 20);
+                                crate::log!("INFO", "rotated {n} task log(s) over {} MiB", task_logs::LOG_BYTES_MAX >> 20);
                             }
                             Event::Replied
                         },
@@ -528,13 +529,13 @@ impl Daemon {
                     Action::Kill { id } => self.signal(id, true),
                     Action::Remove { id } => {
                         let i = id.clone();
-                        let log = self.cfg.data_dir.join("logs").join(format!("{id}.log"));
+                        let logs = task_logs::TaskLogs::new(&self.cfg.data_dir);
                         let keep_log = self.assigned().tasks.contains_key(&id);
                         self.spawn_runtime(
                             move |rt| {
                                 let r = rt.remove(&i);
                                 if !keep_log {
-                                    let _ = std::fs::remove_file(&log);
+                                    logs.remove(&i);
                                 }
                                 r
                             },

@@ -293,7 +293,7 @@ fn a_lone_managers_logs_come_through_the_gather() {
     wait_for("2 running", || running(&host, "web") == 2);
     let ts = tasks(&host, "web");
     for t in &ts {
-        std::fs::write(dir.join("logs").join(format!("{}.log", t.id)), format!("first {}\nlast {}\n", t.slot, t.slot)).unwrap();
+        std::fs::write(super::task_logs::TaskLogs::new(&dir).path(&t.id).unwrap(), format!("first {}\nlast {}\n", t.slot, t.slot)).unwrap();
     }
     let logs = |tail_lines, cursor| match call(&host, Request::ServiceLogs { service: "web".into(), tail_lines, cursor }) {
         Reply::ServiceLogs { chunks, cursor, warnings, more } => (chunks, cursor, warnings, more),

@@ -8,7 +8,9 @@
 use super::types::{NodeId, MAX_SNAPSHOT_CHUNK_BYTES};
 
 /// Known bugs the simulator must be able to catch. All off by default; only
-/// tests and the simulator turn them on (never a production setting).
+/// tests and the simulator turn them on (never a production setting). The
+/// core reads them through the methods, which are always false unless built
+/// for tests or with the `sim` feature: the shipped binary has no bug paths.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BugFlags {
     /// Grant a vote to any candidate even after voting in this term.
@@ -17,6 +19,23 @@ pub struct BugFlags {
     pub commit_old_term: bool,
     /// Forget the vote across restarts (as if it was sent before persisting).
     pub forget_vote_on_restart: bool,
+}
+
+/// Whether [`BugFlags`] can take effect in this build.
+const BUGS_BUILT: bool = cfg!(any(test, feature = "sim"));
+
+impl BugFlags {
+    pub(crate) fn vote_twice(&self) -> bool {
+        BUGS_BUILT && self.vote_twice
+    }
+
+    pub(crate) fn commit_old_term(&self) -> bool {
+        BUGS_BUILT && self.commit_old_term
+    }
+
+    pub(crate) fn forget_vote_on_restart(&self) -> bool {
+        BUGS_BUILT && self.forget_vote_on_restart
+    }
 }
 
 /// Raft configuration for one node.

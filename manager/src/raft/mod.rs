@@ -1,10 +1,12 @@
 //! Shoal's replicated log: a compact, sans-IO Raft core ([`Raft`]), its
 //! wire encoding, its redb-backed storage and a deterministic simulator that
-//! checks it. See `README.md` in this directory for the design.
+//! checks it (built for tests and with the crate's `sim` feature only). See
+//! `README.md` in this directory for the design.
 
 mod config;
 mod log;
 mod node;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod storage;
 mod types;

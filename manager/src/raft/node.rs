@@ -361,7 +361,7 @@ impl Raft {
         if !p.conf_state.is_well_formed() {
             return Err(RestoreError::Inconsistent("stored membership malformed"));
         }
-        let vote = if cfg.bugs.forget_vote_on_restart { 0 } else { hs.vote };
+        let vote = if cfg.bugs.forget_vote_on_restart() { 0 } else { hs.vote };
         let mut rng = Rng::from_seed(cfg.seed);
         let randomized_timeout = rng.range(cfg.election_ticks_min, cfg.election_ticks_max);
         let mut log = RaftLog::new(p.snapshot, p.prev_index, p.prev_term, p.entries);
@@ -891,7 +891,7 @@ impl Raft {
             .collect();
         matches.sort_unstable_by(|a, b| b.cmp(a));
         let n = matches[self.conf.quorum() - 1];
-        if n > self.log.commit && (self.log.term(n) == Some(self.term) || self.cfg.bugs.commit_old_term) {
+        if n > self.log.commit && (self.log.term(n) == Some(self.term) || self.cfg.bugs.commit_old_term()) {
             self.commit_to(n);
             if self.role == Role::Leader {
                 // Tell followers at once so they apply without waiting for
@@ -1306,7 +1306,7 @@ impl Raft {
     }
 
     fn handle_vote_request(&mut self, from: NodeId, term: u64, pre: bool, last_index: u64, last_term: u64) {
-        let can_vote = self.vote == from || (self.vote == 0 && self.leader == 0) || (pre && term > self.term) || self.cfg.bugs.vote_twice;
+        let can_vote = self.vote == from || (self.vote == 0 && self.leader == 0) || (pre && term > self.term) || self.cfg.bugs.vote_twice();
         if can_vote && self.log.is_up_to_date(last_index, last_term) {
             self.send_with_term(from, term, MessageKind::VoteResponse { pre, granted: true });
             if !pre {

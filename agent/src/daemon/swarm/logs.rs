@@ -17,6 +17,7 @@
 use super::Mode;
 use crate::daemon::log_gather::{Ask, Gather, LogsRead, Missing, Scope, LOGS_GATHER_TIMEOUT_MS};
 use crate::daemon::service;
+use crate::daemon::task_logs::TaskLogs;
 use crate::daemon::{Daemon, Event};
 use async_channel::Sender;
 use shoal_shared::api::{ErrorKind, LogCursor, Reply};
@@ -144,10 +145,10 @@ impl Daemon {
             return false;
         }
         self.swarm.logs.reads += 1;
-        let dir = self.cfg.data_dir.join("logs");
+        let logs = TaskLogs::new(&self.cfg.data_dir);
         let tx = self.tx.clone();
         smol::spawn(async move {
-            let read = smol::unblock(move || service::read_logs(&dir, &task_ids, tail_lines, &cursor, bytes_max)).await;
+            let read = smol::unblock(move || logs.read(&task_ids, tail_lines, &cursor, bytes_max)).await;
             let _ = tx.send(Event::LogsRead { dest, read }).await;
         })
         .detach();
