@@ -58,6 +58,9 @@ use std::time::{Duration, Instant};
 
 /// A join gives up after this long (dial, redirects, commit).
 pub const JOIN_TIMEOUT_MS: u64 = 20_000;
+/// A manager's join then waits at most this long to become a raft voter
+/// (within the CLI's 30 s: `JOIN_TIMEOUT_MS` plus this).
+pub const JOIN_VOTER_WAIT_MS: u64 = 8_000;
 /// Redirects a join or a worker follows before giving up on a round.
 pub const JOIN_REDIRECTS_MAX: u32 = 3;
 /// A write waits this long for its commit before failing with the quorum message.
@@ -137,6 +140,13 @@ struct Joining {
     deadline: Instant,
 }
 
+/// A manager's join, accepted, answered once this node is a raft voter (as Swarm's).
+struct VoterWait {
+    reply: Sender<Reply>,
+    node_id: String,
+    deadline: Instant,
+}
+
 /// A join the leader accepted, waiting for the node's record to commit.
 struct PendingJoin {
     proposal: Proposal,
@@ -180,6 +190,10 @@ pub(crate) struct Swarm {
     next_forward: u64,
     forwards: BTreeMap<u64, Forward>,
     joining: Option<Joining>,
+    voter_wait: Option<VoterWait>,
+    /// A `swarm leave` asked while this manager was being demoted: run once it is a worker
+    /// (at the latest `DEMOTION_GRACE_MS` after the demotion).
+    leave_after_demotion: Option<(bool, Sender<Reply>)>,
     pending_joins: Vec<PendingJoin>,
     demoted_at: Option<Instant>,
     /// Last raft leader, term and membership logged.
@@ -312,6 +326,8 @@ impl Swarm {
             next_forward: 1,
             forwards: BTreeMap::new(),
             joining: None,
+            voter_wait: None,
+            leave_after_demotion: None,
             pending_joins: Vec::new(),
             demoted_at: None,
             raft_seen: None,
@@ -750,6 +766,7 @@ impl Daemon {
             }
         }
         self.logs_tick(now);
+        self.check_voter_wait(now);
         if let Some(j) = &self.swarm.joining {
             if now >= j.deadline {
                 let remote = j.remote.clone();
@@ -763,6 +780,28 @@ impl Daemon {
         }
         self.drain_dispatcher();
         self.maintain_links();
+    }
+
+    /// A manager's `swarm join` returns once this node votes in raft (or says why not).
+    fn check_voter_wait(&mut self, now: Instant) {
+        let Some(w) = &self.swarm.voter_wait else { return };
+        let voter = self.swarm.mode == Mode::Manager && self.store.voters().contains(&self.store.raft_id());
+        if !voter && now < w.deadline {
+            return;
+        }
+        let Some(w) = self.swarm.voter_wait.take() else { return };
+        let r = if voter {
+            Reply::Joined { role: NodeRole::Manager, node_id: w.node_id }
+        } else {
+            Reply::error(
+                ErrorKind::Unavailable,
+                format!(
+                    "this node joined the swarm as a manager but is not a raft voter after {} s (it is still catching up, or the leader cannot reach its --advertise-addr): check `shoal node ls` on a manager",
+                    JOIN_VOTER_WAIT_MS / 1000
+                ),
+            )
+        };
+        let _ = w.reply.try_send(r);
     }
 
     /// Leader: raft membership follows node roles, one change at a time.
@@ -1226,7 +1265,12 @@ impl Daemon {
     pub(crate) fn dispatch(&mut self) {
         self.sync_leadership();
         if self.leads() {
-            self.swarm.dispatcher.dispatch(self.store.state(), |n| self.store.is_member(raft_id(n)));
+            // A manager that runs raft (it has acknowledged entries) plans from its replica. One
+            // promoted while still in worker mode is a raft member already but needs these
+            // assignments (they carry the cluster key) to start raft at all.
+            let status = self.store.raft_status();
+            let running: BTreeSet<u64> = status.progress.iter().filter(|p| p.match_index > 0).map(|p| p.id).collect();
+            self.swarm.dispatcher.dispatch(self.store.state(), |n| running.contains(&raft_id(n)));
         }
         self.drain_dispatcher();
     }
@@ -1287,6 +1331,10 @@ impl Daemon {
             self.store.state().cluster.is_some() && self.store.state().nodes.get(&self.node_id).is_some_and(|n| n.role == NodeRole::Worker);
         if !demoted {
             self.swarm.demoted_at = None;
+            // Promoted again before the demotion took effect: a parked leave is answered as a manager's.
+            if let Some((force, reply)) = self.swarm.leave_after_demotion.take() {
+                self.swarm_leave(force, &reply);
+            }
             return;
         }
         let at = *self.swarm.demoted_at.get_or_insert_with(Instant::now);
@@ -1311,6 +1359,9 @@ impl Daemon {
         self.swarm.mode = Mode::Worker;
         self.swarm.assigned = None;
         self.swarm.demoted_at = None;
+        if let Some((force, reply)) = self.swarm.leave_after_demotion.take() {
+            self.swarm_leave(force, &reply);
+        }
     }
 
     fn become_manager(&mut self, cluster_private: [u8; 32]) {
@@ -1672,10 +1723,23 @@ impl Daemon {
         self.set_local(LOCAL_ADVERTISE, &j.advertise_addr);
         self.set_local(LOCAL_MODE, if role == NodeRole::Manager { "manager" } else { "worker" });
         crate::log!("INFO", "joined the swarm as a {}", if role == NodeRole::Manager { "manager" } else { "worker" });
+        if role == NodeRole::Manager {
+            let deadline = Instant::now() + Duration::from_millis(JOIN_VOTER_WAIT_MS);
+            self.swarm.voter_wait = Some(VoterWait { reply: j.reply, node_id, deadline });
+            return;
+        }
         let _ = j.reply.try_send(Reply::Joined { role, node_id });
     }
 
     pub(crate) fn swarm_leave(&mut self, force: bool, reply: &Sender<Reply>) {
+        let demoted = self.store.state().nodes.get(&self.node_id).is_some_and(|n| n.role == NodeRole::Worker);
+        if self.swarm.mode == Mode::Manager && demoted {
+            // Demoted, and leaving raft: leave as the worker it is about to be (leaving raft
+            // first keeps a two-manager swarm's quorum), as Swarm switches at once.
+            self.swarm.leave_after_demotion = Some((force, reply.clone()));
+            self.check_demotion();
+            return;
+        }
         match self.swarm.mode {
             Mode::Solo if self.store.state().cluster.is_none() => {
                 let _ = reply.try_send(Reply::error(ErrorKind::FailedPrecondition, "this node is not part of a swarm"));
