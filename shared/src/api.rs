@@ -110,6 +110,81 @@ pub enum Request {
     Info,
 }
 
+/// Where a request may run, decided per variant in [`Request::class`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestClass {
+    /// About the node it is sent to (its runtime, its membership): run
+    /// there, never forwarded, and refused when another manager forwards it.
+    Local,
+    /// Reads the swarm's state: forwarded to the leader, answered from this
+    /// manager's own (possibly stale) state when the leader is unreachable.
+    Read,
+    /// Changes the swarm's state: only the leader proposes it.
+    Write,
+}
+
+impl Request {
+    /// Where this request may run. One exhaustive match, so a new variant
+    /// cannot be added without deciding.
+    pub fn class(&self) -> RequestClass {
+        use RequestClass::{Local, Read, Write};
+        match self {
+            Request::Ping | Request::Version => Local,
+            // `shoal info` describes the node asked, as Docker's does.
+            Request::Info => Local,
+            // Membership changes of the node asked: they act on its own store and links.
+            Request::SwarmInit { .. } | Request::SwarmJoin { .. } | Request::SwarmLeave { .. } => Local,
+            // Images live in the asked node's runtime (`image load` names a path on it).
+            Request::ImageLoad { .. } | Request::ImageList | Request::ImagePull { .. } => Local,
+            Request::NodeList | Request::NodeInspect { .. } => Read,
+            Request::ServiceList | Request::ServiceInspect { .. } | Request::TaskList { .. } => Read,
+            // Logs are gathered by the leader from every node; a lone manager reads its own.
+            Request::ServiceLogs { .. } => Read,
+            // Showing a token reads the cluster's secrets; rotating replaces one.
+            Request::SwarmJoinToken { rotate: false, .. } => Read,
+            Request::SwarmJoinToken { rotate: true, .. } => Write,
+            Request::ServiceCreate { .. }
+            | Request::ServiceScale { .. }
+            | Request::ServiceRemove { .. }
+            | Request::ServiceUpdate { .. } => Write,
+            Request::NodeUpdate { .. } | Request::NodeSetRole { .. } | Request::NodeRemove { .. } => Write,
+            Request::SwarmUpdate { .. } => Write,
+        }
+    }
+
+    /// The CLI command that sends this request, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Ping => "ping",
+            Request::Version => "version",
+            Request::SwarmInit { .. } => "swarm init",
+            Request::NodeList => "node ls",
+            Request::NodeInspect { .. } => "node inspect",
+            Request::ServiceCreate { .. } => "service create",
+            Request::ServiceList => "service ls",
+            Request::ServiceInspect { .. } => "service inspect",
+            Request::ServiceScale { .. } => "service scale",
+            Request::ServiceRemove { .. } => "service rm",
+            Request::TaskList { .. } => "service ps",
+            Request::ServiceLogs { .. } => "service logs",
+            Request::ImageLoad { .. } => "image load",
+            Request::ImageList => "image ls",
+            Request::ImagePull { .. } => "image pull",
+            Request::ServiceUpdate { rollback: false, .. } => "service update",
+            Request::ServiceUpdate { rollback: true, .. } => "service rollback",
+            Request::NodeUpdate { .. } => "node update",
+            Request::SwarmJoinToken { .. } => "swarm join-token",
+            Request::SwarmJoin { .. } => "swarm join",
+            Request::SwarmLeave { .. } => "swarm leave",
+            Request::NodeSetRole { role: NodeRole::Manager, .. } => "node promote",
+            Request::NodeSetRole { role: NodeRole::Worker, .. } => "node demote",
+            Request::NodeRemove { .. } => "node rm",
+            Request::SwarmUpdate { .. } => "swarm update",
+            Request::Info => "info",
+        }
+    }
+}
+
 /// Where a log reader left off in one task's log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogCursor {
@@ -262,5 +337,33 @@ impl Reply {
     /// Shorthand for an error reply.
     pub fn error(kind: ErrorKind, message: impl Into<String>) -> Reply {
         Reply::Error { kind, message: message.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_request_has_a_class() {
+        let check = |req: Request, class: RequestClass| assert_eq!(req.class(), class, "{req:?}");
+        check(Request::Ping, RequestClass::Local);
+        check(Request::ImageLoad { path: "/tmp/a.tar".into() }, RequestClass::Local);
+        check(Request::SwarmLeave { force: true }, RequestClass::Local);
+        check(Request::Info, RequestClass::Local);
+        check(Request::NodeList, RequestClass::Read);
+        check(Request::ServiceLogs { service: "web".into(), tail_lines: None, cursor: vec![] }, RequestClass::Read);
+        check(Request::SwarmJoinToken { role: NodeRole::Worker, rotate: false }, RequestClass::Read);
+        check(Request::SwarmJoinToken { role: NodeRole::Worker, rotate: true }, RequestClass::Write);
+        check(Request::ServiceScale { service: "web".into(), replicas: 2 }, RequestClass::Write);
+        check(Request::NodeRemove { node: "n".into(), force: false }, RequestClass::Write);
+        check(Request::SwarmUpdate { dispatcher_heartbeat_ms: Some(5_000) }, RequestClass::Write);
+    }
+
+    #[test]
+    fn names_are_the_cli_commands() {
+        assert_eq!(Request::ImageLoad { path: String::new() }.name(), "image load");
+        assert_eq!(Request::NodeSetRole { node: "n".into(), role: NodeRole::Manager }.name(), "node promote");
+        assert_eq!(Request::TaskList { service: "web".into() }.name(), "service ps");
     }
 }

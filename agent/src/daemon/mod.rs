@@ -16,6 +16,7 @@
 mod links;
 mod lock;
 mod log_gather;
+mod router;
 mod server;
 mod service;
 mod swarm;
@@ -31,7 +32,7 @@ use anyhow::Context;
 use async_channel::{Receiver, Sender};
 use shoal_manager::store::{Bootstrap, Store};
 use shoal_manager::{control, orchestrator, scheduler};
-use shoal_shared::api::{ErrorKind, Reply, Request, VersionInfo};
+use shoal_shared::api::{Reply, Request, VersionInfo};
 use shoal_shared::clock::{Clock, SystemClock};
 use shoal_shared::noise::key;
 use shoal_shared::noise::link::Event as LinkEvent;
@@ -355,18 +356,18 @@ impl Daemon {
 
     fn handle(&mut self, ev: Event) {
         match ev {
-            Event::Control { req, reply } => {
-                if let Some(req) = self.route_request(req, &reply) {
-                    self.handle_control(req, reply);
-                }
+            Event::Control { req, reply } => self.route(req, router::Origin::Socket(reply)),
+            Event::Resolved { result, reply } => {
+                let out = match result {
+                    Ok((spec, warnings)) => self.create_service(*spec, warnings),
+                    Err(r) => router::Outcome::Now(*r),
+                };
+                self.answer(&reply, out);
             }
-            Event::Resolved { result, reply } => match result {
-                Ok((spec, warnings)) => self.create_service(*spec, warnings, &reply),
-                Err(r) => {
-                    let _ = reply.try_send(*r);
-                }
-            },
-            Event::ResolvedUpdate { service, result, reply } => self.finish_update(service, result, &reply),
+            Event::ResolvedUpdate { service, result, reply } => {
+                let out = self.finish_update(service, result);
+                self.answer(&reply, out);
+            }
             Event::LinkUp(up) => self.on_link_up(*up),
             Event::Link { conn, event } => self.on_link(conn, event),
             Event::LinkGone { conn } => self.on_link_gone(conn, None),
@@ -579,135 +580,11 @@ impl Daemon {
         );
     }
 
-    fn handle_control(&mut self, req: Request, reply: Sender<Reply>) {
-        let r = match req {
-            Request::Ping => Reply::Pong,
-            Request::Version => Reply::Version(self.version_info()),
-            Request::SwarmInit { advertise_addr, availability, listen_addr, force_new_cluster } => {
-                self.swarm_init(advertise_addr, listen_addr, availability, force_new_cluster, &reply);
-                return;
-            }
-            Request::SwarmJoin { token, remote_addr, advertise_addr, listen_addr, availability } => {
-                self.swarm_join(token, remote_addr, advertise_addr, listen_addr, availability, &reply);
-                return;
-            }
-            Request::SwarmLeave { force } => {
-                self.swarm_leave(force, &reply);
-                return;
-            }
-            Request::SwarmJoinToken { role, rotate } => {
-                self.join_token(role, rotate, &reply);
-                return;
-            }
-            Request::NodeSetRole { node, role } => {
-                let r = control::set_node_role(self.store.state(), &self.node_id, &node, role);
-                self.write(r.map(|ops| (ops, Reply::Ok)), &reply);
-                return;
-            }
-            Request::SwarmUpdate { dispatcher_heartbeat_ms } => {
-                let r = control::update_swarm(self.store.state(), dispatcher_heartbeat_ms);
-                self.write(r.map(|ops| (ops, Reply::Ok)), &reply);
-                return;
-            }
-            Request::Info => self.info(),
-            Request::NodeRemove { node, force } => {
-                let r = control::remove_node(self.store.state(), &self.node_id, &node, force, |n| {
-                    self.store.is_member(shoal_manager::store::raft_id(n))
-                });
-                self.write(r.map(|(ops, id)| (ops, Reply::Removed(vec![id]))), &reply);
-                return;
-            }
-            Request::NodeList => {
-                let mut r = service::query(self.store.state(), &self.node_id, Request::NodeList);
-                if let Reply::Nodes { leader_id, reachable, .. } = &mut r {
-                    *leader_id = self.leader_node_id().unwrap_or_default();
-                    *reachable = self.reachability().0;
-                }
-                r
-            }
-            Request::ServiceCreate { spec } => {
-                // Validate first so bad input fails at once, then resolve the image off the loop.
-                if let Err(e) = control::create_service(self.store.state(), (*spec).clone(), String::new()) {
-                    let _ = reply.try_send(Reply::error(e.kind(), e.to_string()));
-                    return;
-                }
-                if let Err(e) = shoal_image::reference::Reference::parse(&spec.task.container.image) {
-                    let _ = reply.try_send(Reply::error(ErrorKind::InvalidArgument, e.to_string()));
-                    return;
-                }
-                let only_node = self.store.state().nodes.len() <= 1;
-                let reply2 = reply.clone();
-                self.spawn_runtime(
-                    move |rt| service::resolve_image(rt, spec, only_node),
-                    move |result| Event::Resolved { result, reply: reply2 },
-                );
-                return;
-            }
-            Request::ServiceLogs { service, tail_lines, cursor } => {
-                self.service_logs(service, tail_lines, cursor, reply);
-                return;
-            }
-            Request::ServiceScale { service, replicas } => {
-                self.write(control::scale_service(self.store.state(), &service, replicas).map(|ops| (ops, Reply::Ok)), &reply);
-                return;
-            }
-            Request::ServiceUpdate { service, spec, rollback } => {
-                self.service_update(service, spec, rollback, reply);
-                return;
-            }
-            Request::NodeUpdate { node, availability, label_add, label_rm } => {
-                self.node_update(node, availability, label_add, label_rm, &reply);
-                return;
-            }
-            Request::ServiceRemove { service } => {
-                self.write(
-                    control::remove_service(self.store.state(), &service).map(|(ops, name)| (ops, Reply::Removed(vec![name]))),
-                    &reply,
-                );
-                return;
-            }
-            Request::ImageLoad { path } => {
-                self.spawn_runtime(
-                    move |rt| rt.load(std::path::Path::new(&path)),
-                    move |r| {
-                        reply_later(
-                            &reply,
-                            r.map(Reply::Loaded).unwrap_or_else(|e| Reply::error(ErrorKind::InvalidArgument, e.to_string())),
-                        )
-                    },
-                );
-                return;
-            }
-            Request::ImagePull { reference } => {
-                self.spawn_runtime(
-                    move |rt| rt.pull(&reference),
-                    move |r| {
-                        reply_later(
-                            &reply,
-                            r.map(|n| Reply::Loaded(vec![n])).unwrap_or_else(|e| Reply::error(ErrorKind::NotFound, e.to_string())),
-                        )
-                    },
-                );
-                return;
-            }
-            Request::ImageList => {
-                self.spawn_runtime(
-                    move |rt| rt.images(),
-                    move |r| {
-                        reply_later(&reply, r.map(Reply::Images).unwrap_or_else(|e| Reply::error(ErrorKind::Unavailable, e.to_string())))
-                    },
-                );
-                return;
-            }
-            other => service::query(self.store.state(), &self.node_id, other),
-        };
-        let _ = reply.try_send(r);
-    }
-
-    fn create_service(&mut self, spec: ServiceSpec, warnings: Vec<String>, reply: &Sender<Reply>) {
+    /// Commits a service whose image was resolved (re-validated: the state may have moved on).
+    fn create_service(&mut self, spec: ServiceSpec, warnings: Vec<String>) -> router::Outcome {
         let id = self.rng.object_id();
         let r = control::create_service(self.store.state(), spec, id.clone());
-        self.write(r.map(|ops| (ops, Reply::ServiceCreated { id, warnings })), reply);
+        self.write(r.map(|ops| (ops, Reply::ServiceCreated { id, warnings })))
     }
 
     pub(crate) fn version_info(&self) -> VersionInfo {
@@ -735,6 +612,7 @@ fn is_request(ev: &Event) -> bool {
     matches!(ev, Event::Control { .. } | Event::Resolved { .. } | Event::ResolvedUpdate { .. } | Event::Replied)
 }
 
+/// Answers a request from a task off the loop ([`router::Outcome::Later`]).
 fn reply_later(reply: &Sender<Reply>, r: Reply) -> Event {
     let _ = reply.try_send(r);
     Event::Replied

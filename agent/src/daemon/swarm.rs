@@ -34,7 +34,8 @@ mod peers;
 
 use super::links::{self, ConnIds, LinkUp, ListenKeys, Purpose};
 use super::log_gather::LOGS_GATHER_TIMEOUT_MS;
-use super::{Daemon, Event};
+use super::router::{Origin, Outcome};
+use super::Daemon;
 use crate::net::Command;
 use async_channel::Sender;
 use peers::{PeerEffect, Peers};
@@ -42,7 +43,7 @@ use shoal_manager::control;
 use shoal_manager::dispatcher::{self, Dispatcher, Effect as DispatchEffect, Leadership};
 use shoal_manager::raft;
 use shoal_manager::store::{raft_id, Bootstrap, Proposal};
-use shoal_shared::api::{ErrorKind, Reply, Request};
+use shoal_shared::api::{ErrorKind, Reply, Request, RequestClass};
 use shoal_shared::assignments::Assignments;
 use shoal_shared::noise::key::{self, NodeKey};
 use shoal_shared::noise::link::{Event as LinkEvent, LinkError};
@@ -212,50 +213,21 @@ pub(crate) fn no_leader(reachable: usize, managers: usize) -> Reply {
     )
 }
 
-fn worker_refusal() -> Reply {
+pub(super) fn worker_refusal() -> Reply {
     Reply::error(
         ErrorKind::FailedPrecondition,
         "this node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. Please run this command on a manager node or promote the current node to a manager.",
     )
 }
 
-/// Whether a request only reads cluster state.
-fn is_read(req: &Request) -> bool {
-    matches!(
-        req,
-        Request::NodeList
-            | Request::NodeInspect { .. }
-            | Request::ServiceList
-            | Request::ServiceInspect { .. }
-            | Request::TaskList { .. }
-            | Request::ServiceLogs { .. }
-            | Request::SwarmJoinToken { rotate: false, .. }
-    )
-}
-
-/// Whether a request is about this node only (never forwarded).
-fn is_local(req: &Request) -> bool {
-    matches!(
-        req,
-        Request::Ping
-            | Request::Version
-            | Request::ImageLoad { .. }
-            | Request::ImageList
-            | Request::ImagePull { .. }
-            | Request::SwarmInit { .. }
-            | Request::SwarmJoin { .. }
-            | Request::SwarmLeave { .. }
-            | Request::Info
-    )
-}
-
 /// How long a forwarded request waits for the leader's answer.
 fn forward_wait_ms(req: &Request) -> u64 {
-    match req {
+    match (req, req.class()) {
         // The leader answers logs within its gather deadline, whatever the nodes do.
-        Request::ServiceLogs { .. } => LOGS_GATHER_TIMEOUT_MS + FORWARD_READ_TIMEOUT_MS,
-        r if is_read(r) => FORWARD_READ_TIMEOUT_MS,
-        _ => FORWARD_TIMEOUT_MS,
+        (Request::ServiceLogs { .. }, _) => LOGS_GATHER_TIMEOUT_MS + FORWARD_READ_TIMEOUT_MS,
+        (_, RequestClass::Read) => FORWARD_READ_TIMEOUT_MS,
+        // Local requests are never forwarded.
+        (_, RequestClass::Write | RequestClass::Local) => FORWARD_TIMEOUT_MS,
     }
 }
 
@@ -369,6 +341,26 @@ impl Swarm {
                 let _ = tx.try_send(Command::Close(reason.to_string()));
             }
         }
+    }
+
+    /// Tests: a node link to manager `peer` whose outgoing messages the test reads.
+    #[cfg(test)]
+    pub(super) fn test_link(&mut self, peer: &str) -> (u64, async_channel::Receiver<Command>) {
+        let conn = self.ids.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let (tx, rx) = async_channel::bounded(16);
+        let c = Conn {
+            commands: Some(tx),
+            purpose: Purpose::Node,
+            outbound: false,
+            remote: None,
+            expect: None,
+            peer: Some(peer.to_string()),
+            join_role: None,
+            error: None,
+        };
+        self.conns.insert(conn, c);
+        self.hints.push(ManagerInfo { node_id: peer.to_string(), addr: "127.0.0.1:1".into() });
+        (conn, rx)
     }
 
     fn close_all(&mut self, reason: &str) {
@@ -513,12 +505,12 @@ impl Daemon {
         Reply::Info(Box::new(info))
     }
 
-    fn no_leader_reply(&self) -> Reply {
+    pub(super) fn no_leader_reply(&self) -> Reply {
         let (reachable, total) = self.reachability();
         no_leader(reachable.len(), total)
     }
 
-    fn leader_node(&self) -> Option<String> {
+    pub(super) fn leader_node(&self) -> Option<String> {
         let rid = self.store.leader()?;
         self.node_of_raft(rid).map(|(id, _)| id)
     }
@@ -534,86 +526,69 @@ impl Daemon {
 
     // ----- control requests --------------------------------------------
 
-    /// Routes a control request: answered here, forwarded to the leader, or refused.
-    /// Returns the request back when this node should handle it itself.
-    pub(crate) fn route_request(&mut self, req: Request, reply: &Sender<Reply>) -> Option<Request> {
-        if is_local(&req) {
-            return Some(req);
+    /// The leader and the link to it, when this node can forward to it
+    /// (see [`super::router`] for what is forwarded).
+    pub(super) fn leader_link(&self) -> Option<(String, u64)> {
+        let leader = self.leader_node()?;
+        let conn = self.swarm.established(&leader)?;
+        Some((leader, conn))
+    }
+
+    /// Forwarded requests waiting for the leader.
+    pub(super) fn forwards_len(&self) -> usize {
+        self.swarm.forwards.len()
+    }
+
+    /// Sends a request to `leader` on `conn`; its answer goes to `reply` once
+    /// this manager has applied what the answer depends on. Gives the
+    /// request back when the link would not take it.
+    pub(super) fn forward(
+        &mut self,
+        req: Request,
+        leader: String,
+        conn: u64,
+        reply: Sender<Reply>,
+    ) -> Result<(), (Request, Sender<Reply>)> {
+        let id = self.swarm.next_forward;
+        self.swarm.next_forward += 1;
+        if !self.swarm.send(conn, &Wire::Request { id, req: req.clone() }) {
+            return Err((req, reply));
         }
-        match self.swarm.mode {
-            Mode::Solo => Some(req),
-            Mode::Worker => {
-                let _ = reply.try_send(worker_refusal());
-                None
-            }
-            Mode::Manager if self.store.is_leader() => Some(req),
-            Mode::Manager => {
-                let leader = self.leader_node();
-                let leader_conn = leader.as_ref().and_then(|l| self.swarm.established(l));
-                match (leader, leader_conn) {
-                    (Some(leader), Some(conn)) if self.swarm.forwards.len() < FORWARDS_MAX => {
-                        let id = self.swarm.next_forward;
-                        self.swarm.next_forward += 1;
-                        if self.swarm.send(conn, &Wire::Request { id, req: req.clone() }) {
-                            let wait_ms = forward_wait_ms(&req);
-                            let read = is_read(&req).then_some(req);
-                            let deadline = Instant::now() + Duration::from_millis(wait_ms);
-                            self.swarm.forwards.insert(id, Forward { conn, leader, read, reply: reply.clone(), deadline, answer: None });
-                            return None;
-                        }
-                        if is_read(&req) {
-                            Some(req)
-                        } else {
-                            let _ = reply.try_send(self.no_leader_reply());
-                            None
-                        }
-                    }
-                    // No leader reachable: reads are answered from this manager's (possibly stale) state.
-                    _ if is_read(&req) => Some(req),
-                    _ => {
-                        let _ = reply.try_send(self.no_leader_reply());
-                        None
-                    }
-                }
-            }
+        let deadline = Instant::now() + Duration::from_millis(forward_wait_ms(&req));
+        let read = (req.class() == RequestClass::Read).then_some(req);
+        self.swarm.forwards.insert(id, Forward { conn, leader, read, reply, deadline, answer: None });
+        Ok(())
+    }
+
+    /// Proposes a control write. The outcome must go straight back to the
+    /// router ([`Daemon::answer`]), which parks it before any outcome is
+    /// taken from the store; at once on a lone manager.
+    pub(crate) fn write(&mut self, result: Result<(Vec<Op>, Reply), control::ControlError>) -> Outcome {
+        let (ops, ok) = match result {
+            Ok(v) => v,
+            Err(e) => return Outcome::Now(Reply::error(e.kind(), e.to_string())),
+        };
+        if ops.is_empty() {
+            return Outcome::Now(ok);
+        }
+        if !self.store.is_leader() {
+            return Outcome::Now(self.no_leader_reply());
+        }
+        if self.swarm.parked.len() >= PARKED_WRITES_MAX {
+            return Outcome::Now(Reply::error(ErrorKind::Unavailable, "too many writes waiting for a commit; retry in a moment"));
+        }
+        match self.propose_ops(ops) {
+            Ok(Some(proposal)) => Outcome::AfterCommit { proposal, ok },
+            Ok(None) => Outcome::Now(ok),
+            Err(e) => Outcome::Now(Reply::error(ErrorKind::Unavailable, format!("cannot persist the change: {e}"))),
         }
     }
 
-    /// Proposes a control write; the reply goes out once it is committed
-    /// (at once on a lone manager), or with an error.
-    pub(crate) fn write(&mut self, result: Result<(Vec<Op>, Reply), control::ControlError>, reply: &Sender<Reply>) {
-        let (ops, ok) = match result {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = reply.try_send(Reply::error(e.kind(), e.to_string()));
-                return;
-            }
-        };
-        if ops.is_empty() {
-            let _ = reply.try_send(ok);
-            return;
-        }
-        if !self.store.is_leader() {
-            let _ = reply.try_send(self.no_leader_reply());
-            return;
-        }
-        if self.swarm.parked.len() >= PARKED_WRITES_MAX {
-            let _ = reply.try_send(Reply::error(ErrorKind::Unavailable, "too many writes waiting for a commit; retry in a moment"));
-            return;
-        }
-        match self.propose_ops(ops) {
-            Ok(Some(proposal)) => {
-                let deadline = Instant::now() + Duration::from_millis(WRITE_TIMEOUT_MS);
-                self.swarm.parked.push(Parked { proposal, ok, reply: reply.clone(), deadline });
-                self.resolve_outcomes();
-            }
-            Ok(None) => {
-                let _ = reply.try_send(ok);
-            }
-            Err(e) => {
-                let _ = reply.try_send(Reply::error(ErrorKind::Unavailable, format!("cannot persist the change: {e}")));
-            }
-        }
+    /// Holds a write's reply until its proposal commits (or fails, or `WRITE_TIMEOUT_MS` passes).
+    pub(super) fn park(&mut self, proposal: Proposal, ok: Reply, reply: Sender<Reply>) {
+        let deadline = Instant::now() + Duration::from_millis(WRITE_TIMEOUT_MS);
+        self.swarm.parked.push(Parked { proposal, ok, reply, deadline });
+        self.resolve_outcomes();
     }
 
     /// Proposes ops in bounded entries; returns the last proposal.
@@ -755,7 +730,7 @@ impl Daemon {
                     let _ = f.reply.try_send(r);
                 }
                 // A read the leader did not answer: this manager's own state answers it.
-                (None, Some(req)) => self.handle_control(req, f.reply),
+                (None, Some(req)) => self.run_request(req, Origin::Socket(f.reply)),
                 (None, None) => {
                     let r = Reply::error(
                         ErrorKind::Unavailable,
@@ -1158,27 +1133,7 @@ impl Daemon {
                     self.swarm.close(conn, "only managers may forward requests");
                     return;
                 }
-                if !self.leads() {
-                    let r = match self.leader_node() {
-                        Some(l) => Reply::error(ErrorKind::Unavailable, format!("leadership moved to {l}; retry")),
-                        None => self.no_leader_reply(),
-                    };
-                    self.swarm.send(conn, &Wire::Reply { id, reply: r, index: 0 });
-                    return;
-                }
-                let (tx, rx) = async_channel::bounded(1);
-                let events = self.tx.clone();
-                smol::spawn(async move {
-                    let reply = futures_lite::future::or(async { rx.recv().await.ok() }, async {
-                        async_io::Timer::after(Duration::from_millis(FORWARD_TIMEOUT_MS)).await;
-                        None
-                    })
-                    .await
-                    .unwrap_or_else(|| Reply::error(ErrorKind::Unavailable, "the leader could not complete the request in time; retry"));
-                    let _ = events.send(Event::ForwardDone { conn, id, reply }).await;
-                })
-                .detach();
-                self.handle_control(req, tx);
+                self.route(req, Origin::Peer { conn, id });
             }
             (Purpose::Node, Wire::Reply { id, mut reply, index }) => {
                 // `node ls` marks the node the CLI asked (Docker's `*`), not the leader that answered.
@@ -1218,8 +1173,15 @@ impl Daemon {
         }
     }
 
+    /// A forwarded request was answered: the reply carries the index this
+    /// node had applied, so the follower relays it once it has caught up.
     pub(crate) fn on_forward_done(&mut self, conn: u64, id: u64, reply: Reply) {
         let index = self.store.state().applied_index;
+        self.answer_peer(conn, id, reply, index);
+    }
+
+    /// Sends the answer to request `id` forwarded on link `conn`.
+    pub(super) fn answer_peer(&mut self, conn: u64, id: u64, reply: Reply, index: u64) {
         self.swarm.send(conn, &Wire::Reply { id, reply, index });
     }
 
@@ -1333,7 +1295,8 @@ impl Daemon {
             self.swarm.demoted_at = None;
             // Promoted again before the demotion took effect: a parked leave is answered as a manager's.
             if let Some((force, reply)) = self.swarm.leave_after_demotion.take() {
-                self.swarm_leave(force, &reply);
+                let r = self.leave_now(force);
+                let _ = reply.try_send(r);
             }
             return;
         }
@@ -1360,7 +1323,8 @@ impl Daemon {
         self.swarm.assigned = None;
         self.swarm.demoted_at = None;
         if let Some((force, reply)) = self.swarm.leave_after_demotion.take() {
-            self.swarm_leave(force, &reply);
+            let r = self.leave_now(force);
+            let _ = reply.try_send(r);
         }
     }
 
@@ -1389,18 +1353,10 @@ impl Daemon {
 
     // ----- init, join, leave --------------------------------------------
 
-    pub(crate) fn swarm_init(
-        &mut self,
-        advertise_addr: String,
-        listen_addr: String,
-        availability: Availability,
-        force: bool,
-        reply: &Sender<Reply>,
-    ) {
+    pub(crate) fn swarm_init(&mut self, advertise_addr: String, listen_addr: String, availability: Availability, force: bool) -> Outcome {
         if self.swarm.mode == Mode::Manager && force {
             if let Err(e) = self.store.force_new_cluster() {
-                let _ = reply.try_send(Reply::error(ErrorKind::Internal, format!("cannot force a new cluster: {e}")));
-                return;
+                return Outcome::Now(Reply::error(ErrorKind::Internal, format!("cannot force a new cluster: {e}")));
             }
             crate::log!("WARN", "forced a new cluster: this node is now the only manager");
             self.swarm.close_all("forced a new cluster");
@@ -1428,13 +1384,11 @@ impl Daemon {
                 }
             }
             let ok = self.init_reply();
-            self.write(Ok((ops, ok)), reply);
-            return;
+            return self.write(Ok((ops, ok)));
         }
         if self.swarm.mode != Mode::Solo || self.store.state().cluster.is_some() {
             let e = control::ControlError::AlreadyInSwarm;
-            let _ = reply.try_send(Reply::error(e.kind(), e.to_string()));
-            return;
+            return Outcome::Now(Reply::error(e.kind(), e.to_string()));
         }
         let listen = if listen_addr.is_empty() { format!("0.0.0.0:{}", super::SWARM_PORT) } else { with_port(&listen_addr) };
         let made = (|| -> Result<(NodeKey, [u8; 16], [u8; 16]), String> {
@@ -1445,15 +1399,13 @@ impl Daemon {
         let (ck, ws, ms) = match made {
             Ok(v) => v,
             Err(e) => {
-                let _ = reply.try_send(Reply::error(ErrorKind::Internal, format!("cannot create the cluster identity: {e}")));
-                return;
+                return Outcome::Now(Reply::error(ErrorKind::Internal, format!("cannot create the cluster identity: {e}")));
             }
         };
         let bound = match self.listen(&listen) {
             Ok(b) => b,
             Err(e) => {
-                let _ = reply.try_send(Reply::error(ErrorKind::InvalidArgument, e));
-                return;
+                return Outcome::Now(Reply::error(ErrorKind::InvalidArgument, e));
             }
         };
         // Advertised without a port: the port actually listened on (Docker advertises the listen port);
@@ -1493,7 +1445,7 @@ impl Daemon {
         self.set_local(LOCAL_ADVERTISE, &addr);
         let ops = vec![Op::PutCluster(cluster.clone()), Op::PutNode(node)];
         let token = JoinToken::generate(&cluster.public_key, Secret::from_bytes(ws)).to_string();
-        self.write(Ok((ops, Reply::SwarmInit { node_id: self.node_id.clone(), advertise_addr: addr, worker_token: token })), reply);
+        self.write(Ok((ops, Reply::SwarmInit { node_id: self.node_id.clone(), advertise_addr: addr, worker_token: token })))
     }
 
     fn init_reply(&self) -> Reply {
@@ -1508,11 +1460,10 @@ impl Daemon {
     }
 
     /// `swarm join-token [--rotate]` (on the leader when rotating).
-    pub(crate) fn join_token(&mut self, role: NodeRole, rotate: bool, reply: &Sender<Reply>) {
+    pub(crate) fn join_token(&mut self, role: NodeRole, rotate: bool) -> Outcome {
         let Some(mut cluster) = self.store.state().cluster.clone() else {
             let e = control::ControlError::NotInSwarm;
-            let _ = reply.try_send(Reply::error(e.kind(), e.to_string()));
-            return;
+            return Outcome::Now(Reply::error(e.kind(), e.to_string()));
         };
         let addr = self.store.state().nodes.get(&self.node_id).map(|n| n.manager_addr.clone()).unwrap_or_default();
         let mut ops = Vec::new();
@@ -1520,8 +1471,7 @@ impl Daemon {
             let s = match secret_bytes() {
                 Ok(s) => s,
                 Err(e) => {
-                    let _ = reply.try_send(Reply::error(ErrorKind::Internal, e));
-                    return;
+                    return Outcome::Now(Reply::error(ErrorKind::Internal, e));
                 }
             };
             match role {
@@ -1535,7 +1485,7 @@ impl Daemon {
             NodeRole::Manager => cluster.manager_secret,
         };
         let token = JoinToken::generate(&cluster.public_key, Secret::from_bytes(secret)).to_string();
-        self.write(Ok((ops, Reply::JoinToken { role, token, manager_addr: addr })), reply);
+        self.write(Ok((ops, Reply::JoinToken { role, token, manager_addr: addr })))
     }
 
     pub(crate) fn swarm_join(
@@ -1546,21 +1496,18 @@ impl Daemon {
         listen_addr: String,
         availability: Availability,
         reply: &Sender<Reply>,
-    ) {
+    ) -> Outcome {
         if self.swarm.mode != Mode::Solo || self.store.state().cluster.is_some() {
             let e = control::ControlError::AlreadyInSwarm;
-            let _ = reply.try_send(Reply::error(e.kind(), e.to_string()));
-            return;
+            return Outcome::Now(Reply::error(e.kind(), e.to_string()));
         }
         if self.swarm.joining.is_some() {
-            let _ = reply.try_send(Reply::error(ErrorKind::FailedPrecondition, "a join is already in progress on this node; wait for it"));
-            return;
+            return Outcome::Now(Reply::error(ErrorKind::FailedPrecondition, "a join is already in progress on this node; wait for it"));
         }
         let token = match JoinToken::parse(&token) {
             Ok(t) => t,
             Err(e) => {
-                let _ = reply.try_send(Reply::error(ErrorKind::InvalidArgument, e.to_string()));
-                return;
+                return Outcome::Now(Reply::error(ErrorKind::InvalidArgument, e.to_string()));
             }
         };
         let listen = if listen_addr.is_empty() { format!("0.0.0.0:{}", super::SWARM_PORT) } else { with_port(&listen_addr) };
@@ -1568,8 +1515,7 @@ impl Daemon {
             Some(p) if p != 0 => p,
             _ => {
                 let m = format!("invalid --listen-addr {listen:?}: a joining node needs a fixed swarm port (IP[:PORT], PORT not 0)");
-                let _ = reply.try_send(Reply::error(ErrorKind::InvalidArgument, m));
-                return;
+                return Outcome::Now(Reply::error(ErrorKind::InvalidArgument, m));
             }
         };
         let advertise =
@@ -1586,6 +1532,7 @@ impl Daemon {
             deadline: Instant::now() + Duration::from_millis(JOIN_TIMEOUT_MS),
         });
         self.dial_join(token, &remote);
+        Outcome::Later
     }
 
     fn dial_join(&mut self, token: JoinToken, remote: &str) {
@@ -1731,19 +1678,23 @@ impl Daemon {
         let _ = j.reply.try_send(Reply::Joined { role, node_id });
     }
 
-    pub(crate) fn swarm_leave(&mut self, force: bool, reply: &Sender<Reply>) {
+    /// `swarm leave`: at once, or, on a manager being demoted, once it is a worker.
+    pub(crate) fn swarm_leave(&mut self, force: bool, reply: &Sender<Reply>) -> Outcome {
         let demoted = self.store.state().nodes.get(&self.node_id).is_some_and(|n| n.role == NodeRole::Worker);
         if self.swarm.mode == Mode::Manager && demoted {
             // Demoted, and leaving raft: leave as the worker it is about to be (leaving raft
             // first keeps a two-manager swarm's quorum), as Swarm switches at once.
             self.swarm.leave_after_demotion = Some((force, reply.clone()));
             self.check_demotion();
-            return;
+            return Outcome::Later;
         }
+        Outcome::Now(self.leave_now(force))
+    }
+
+    fn leave_now(&mut self, force: bool) -> Reply {
         match self.swarm.mode {
             Mode::Solo if self.store.state().cluster.is_none() => {
-                let _ = reply.try_send(Reply::error(ErrorKind::FailedPrecondition, "this node is not part of a swarm"));
-                return;
+                return Reply::error(ErrorKind::FailedPrecondition, "this node is not part of a swarm");
             }
             Mode::Manager | Mode::Solo if !force => {
                 let managers = self.store.state().nodes.values().filter(|n| n.role == NodeRole::Manager).count().max(1);
@@ -1755,8 +1706,7 @@ impl Daemon {
                         managers - 1
                     )
                 };
-                let _ = reply.try_send(Reply::error(ErrorKind::FailedPrecondition, msg));
-                return;
+                return Reply::error(ErrorKind::FailedPrecondition, msg);
             }
             _ => {}
         }
@@ -1773,8 +1723,7 @@ impl Daemon {
             k.cluster = None;
         }
         if let Err(e) = self.store.reset(Bootstrap::Single) {
-            let _ = reply.try_send(Reply::error(ErrorKind::Internal, format!("cannot erase the swarm state: {e}")));
-            return;
+            return Reply::error(ErrorKind::Internal, format!("cannot erase the swarm state: {e}"));
         }
         self.swarm.mode = Mode::Solo;
         self.swarm.hints.clear();
@@ -1782,7 +1731,7 @@ impl Daemon {
         self.swarm.assigned = None;
         self.swarm.reported.clear();
         crate::log!("INFO", "left the swarm; this node's tasks are stopped");
-        let _ = reply.try_send(Reply::Left);
+        Reply::Left
     }
 
     /// Sends raft's queued messages to their members.

@@ -6,20 +6,27 @@
 use super::*;
 use crate::client::Client;
 use crate::runtime::fake::Fake;
+use shoal_shared::api::ErrorKind;
 use shoal_shared::task::TaskState;
 use shoal_shared::types::{Availability, ServiceSpec};
 
-fn start(name: &str) -> (String, Arc<Fake>) {
+/// The settings of test daemon `name`, in a fresh data dir.
+pub(super) fn config(name: &str) -> Config {
     let dir = std::env::temp_dir().join(format!("shoal-daemon-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let cfg = Config {
+    Config {
         data_dir: dir.clone(),
         socket: dir.join("s.sock"),
         containerd: dir.join("none"),
         namespace: "t".into(),
         insecure_registries: vec![],
-    };
+    }
+}
+
+fn start(name: &str) -> (String, Arc<Fake>) {
+    let cfg = config(name);
+    let dir = cfg.data_dir.clone();
     let fake = Arc::new(Fake::new());
     let rt: Arc<dyn Runtime> = fake.clone();
     let rng = Rng::from_seed(7);

@@ -6,6 +6,7 @@
 //! `Placement.Platforms` refreshed), and the update is committed when the
 //! answer comes back as [`Event::ResolvedUpdate`].
 
+use super::router::Outcome;
 use super::{service, Daemon, Event};
 use async_channel::Sender;
 use shoal_manager::control;
@@ -13,53 +14,44 @@ use shoal_shared::api::{ErrorKind, Reply};
 use shoal_shared::types::{Availability, ServiceSpec};
 
 impl Daemon {
-    /// Starts a `service update` (or rollback); replies now or after image resolution.
-    pub(super) fn service_update(&mut self, service: String, spec: Box<ServiceSpec>, rollback: bool, reply: Sender<Reply>) {
+    /// Starts a `service update` (or rollback); answers now, after the
+    /// commit, or (a new image) later, once the image is resolved.
+    pub(super) fn service_update(&mut self, service: String, spec: Box<ServiceSpec>, rollback: bool, reply: &Sender<Reply>) -> Outcome {
         let now = self.now();
         if rollback {
-            self.write(control::rollback_service(self.store.state(), &service, now).map(|ops| (ops, updated(Vec::new()))), &reply);
-            return;
+            return self.write(control::rollback_service(self.store.state(), &service, now).map(|ops| (ops, updated(Vec::new()))));
         }
         // Validate first so bad input fails at once and changes nothing.
         if let Err(e) = control::update_service(self.store.state(), &service, (*spec).clone(), now) {
-            let _ = reply.try_send(Reply::error(e.kind(), e.to_string()));
-            return;
+            return Outcome::Now(Reply::error(e.kind(), e.to_string()));
         }
         let old_image = self.store.state().find_service(&service).map(|s| s.spec.task.container.image.clone()).unwrap_or_default();
         if spec.task.container.image == old_image {
-            self.finish_update(service, Ok((spec, Vec::new())), &reply);
-            return;
+            return self.finish_update(service, Ok((spec, Vec::new())));
         }
         if let Err(e) = shoal_image::reference::Reference::parse(&spec.task.container.image) {
-            let _ = reply.try_send(Reply::error(ErrorKind::InvalidArgument, e.to_string()));
-            return;
+            return Outcome::Now(Reply::error(ErrorKind::InvalidArgument, e.to_string()));
         }
         let mut spec = spec;
         // A new image brings its own platforms.
         spec.task.placement.platforms.clear();
         let only_node = self.store.state().nodes.len() <= 1;
-        let reply2 = reply.clone();
+        let reply = reply.clone();
         self.spawn_runtime(
             move |rt| service::resolve_image(rt, spec, only_node),
-            move |result| Event::ResolvedUpdate { service, result, reply: reply2 },
+            move |result| Event::ResolvedUpdate { service, result, reply },
         );
+        Outcome::Later
     }
 
     /// Commits an update once its image is resolved (re-validated: the state may have moved on).
-    pub(super) fn finish_update(
-        &mut self,
-        service: String,
-        result: Result<(Box<ServiceSpec>, Vec<String>), Box<Reply>>,
-        reply: &Sender<Reply>,
-    ) {
+    pub(super) fn finish_update(&mut self, service: String, result: Result<(Box<ServiceSpec>, Vec<String>), Box<Reply>>) -> Outcome {
         match result {
             Ok((spec, warnings)) => {
                 let now = self.now();
-                self.write(control::update_service(self.store.state(), &service, *spec, now).map(|ops| (ops, updated(warnings))), reply)
+                self.write(control::update_service(self.store.state(), &service, *spec, now).map(|ops| (ops, updated(warnings))))
             }
-            Err(r) => {
-                let _ = reply.try_send(*r);
-            }
+            Err(r) => Outcome::Now(*r),
         }
     }
 
@@ -70,10 +62,9 @@ impl Daemon {
         availability: Option<Availability>,
         label_add: Vec<(String, String)>,
         label_rm: Vec<String>,
-        reply: &Sender<Reply>,
-    ) {
+    ) -> Outcome {
         let result = control::update_node(self.store.state(), &self.node_id, &node, availability, &label_add, &label_rm);
-        self.write(result.map(|ops| (ops, Reply::Ok)), reply)
+        self.write(result.map(|ops| (ops, Reply::Ok)))
     }
 }
 
