@@ -1,0 +1,351 @@
+//! Connections on the swarm port, as the loop sees them: the links this
+//! node wants (dialed through the [`super::peers`] core), handshakes and
+//! who is admitted, messages routed to their handlers, links lost.
+
+use super::*;
+
+impl Daemon {
+    /// Keeps the links this node wants and drops the others.
+    pub(crate) fn maintain_links(&mut self) {
+        let mut want: BTreeMap<String, String> = BTreeMap::new();
+        match self.swarm.mode {
+            Mode::Solo => {}
+            Mode::Manager => {
+                let status = self.store.raft_status();
+                let mut rids: Vec<u64> = status.voters.iter().chain(&status.learners).copied().collect();
+                if rids.is_empty() {
+                    rids = self.swarm.hints.iter().map(|m| raft_id(&m.node_id)).collect();
+                }
+                for rid in rids {
+                    if rid == self.store.raft_id() {
+                        continue;
+                    }
+                    if let Some((id, addr)) = self.node_of_raft(rid) {
+                        if !addr.is_empty() {
+                            want.insert(id, addr);
+                        }
+                    }
+                }
+            }
+            Mode::Worker => {
+                let target = self.swarm.leader_hint.clone().or_else(|| {
+                    let h = &self.swarm.hints;
+                    (!h.is_empty()).then(|| h[self.swarm.hint_next % h.len()].clone())
+                });
+                if let Some(m) = target {
+                    want.insert(m.node_id, m.addr);
+                }
+            }
+        }
+        let want: BTreeMap<String, String> = want.into_iter().map(|(id, addr)| (id, with_port(&addr))).collect();
+        let ids = self.swarm.ids.clone();
+        self.swarm.peers.want(&want, self.mono_ms(), || ids.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        self.drain_peers();
+    }
+
+    /// Carries out what the peers core decided: dials, closes, logs.
+    pub(crate) fn drain_peers(&mut self) {
+        while let Some(effect) = self.swarm.peers.poll_effect() {
+            match effect {
+                PeerEffect::Dial { conn, node_id, addr } => {
+                    let c = Conn {
+                        commands: None,
+                        purpose: Purpose::Node,
+                        outbound: true,
+                        remote: Some(addr),
+                        expect: Some(node_id),
+                        peer: None,
+                        join_role: None,
+                        error: None,
+                    };
+                    self.swarm.conns.insert(conn, c);
+                    let payload = wire::encode_node_hello(&self.swarm.advertise_addr);
+                    let key = *self.swarm.node_key.private();
+                    smol::spawn(links::dial(conn, addr, Purpose::Node, key, payload, None, self.tx.clone())).detach();
+                }
+                PeerEffect::Close { conn, reason } => self.swarm.close(conn, reason),
+                PeerEffect::Log { level, message } => crate::log!(level, "{message}"),
+            }
+        }
+    }
+
+    pub(crate) fn on_link_up(&mut self, up: LinkUp) {
+        let c = self.swarm.conns.entry(up.conn).or_insert(Conn {
+            commands: None,
+            purpose: up.purpose,
+            outbound: up.outbound,
+            remote: None,
+            expect: None,
+            peer: None,
+            join_role: None,
+            error: None,
+        });
+        c.commands = Some(up.commands);
+        c.remote = Some(up.remote);
+    }
+
+    pub(crate) fn on_link(&mut self, conn: u64, event: LinkEvent) {
+        match event {
+            LinkEvent::Established { peer_static, peer_payload } => self.on_established(conn, peer_static, &peer_payload),
+            LinkEvent::Message(bytes) => match wire::decode(&bytes) {
+                Ok(msg) => self.on_message(conn, msg),
+                Err(e @ wire::WireError::Unknown { .. }) => {
+                    // A newer node's message: ignore it and keep the link (rolling upgrades).
+                    let remote = self.swarm.conns.get(&conn).and_then(|c| c.remote);
+                    crate::log!("WARN", "ignoring a message from {remote:?}: {e}");
+                }
+                Err(e) => {
+                    let remote = self.swarm.conns.get(&conn).and_then(|c| c.remote);
+                    crate::log!("WARN", "closing link to {remote:?}: {e}");
+                    self.swarm.close(conn, &format!("malformed message: {e}"));
+                }
+            },
+            LinkEvent::TimedOut => {
+                if let Some(c) = self.swarm.conns.get_mut(&conn) {
+                    c.error = Some("the peer stopped answering (link timed out)".into());
+                }
+            }
+            LinkEvent::Closed(e) => {
+                if let Some(c) = self.swarm.conns.get_mut(&conn) {
+                    c.error = Some(match e {
+                        LinkError::ClosedByPeer { reason } => format!("refused by the manager: {reason}"),
+                        other => other.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    pub(crate) fn on_established(&mut self, conn: u64, peer_static: [u8; 32], payload: &[u8]) {
+        let peer = key::node_id_of(&peer_static);
+        let Some(c) = self.swarm.conns.get(&conn) else { return };
+        let (purpose, outbound, expect, remote) = (c.purpose, c.outbound, c.expect.clone(), c.remote);
+        match (purpose, outbound) {
+            (Purpose::Node, true) => {
+                if expect.as_deref().is_some_and(|e| e != peer) {
+                    crate::log!("WARN", "{remote:?} answered with node key {peer}, expected {expect:?}; closing");
+                    self.swarm.close(conn, "unexpected node key");
+                    return;
+                }
+                self.accept_peer(conn, &peer);
+                let description = self.describe();
+                let advertise_addr = self.swarm.advertise_addr.clone();
+                self.swarm.send(conn, &Wire::Session { advertise_addr, description });
+                if self.swarm.mode == Mode::Worker {
+                    self.swarm.reported.clear();
+                }
+            }
+            (Purpose::Node, false) => {
+                let known = self.store.state().nodes.contains_key(&peer) || self.swarm.hints.iter().any(|m| m.node_id == peer);
+                if self.swarm.mode != Mode::Manager {
+                    self.swarm.close(conn, "this node is not a manager");
+                } else if !known {
+                    crate::log!("WARN", "refused node {peer} from {remote:?}: not a member of this swarm (removed, or never joined)");
+                    let reason = format!("{NOT_A_MEMBER} (it was removed, or never joined): join it again with a token");
+                    self.swarm.close(conn, &reason);
+                } else {
+                    let _ = wire::decode_node_hello(payload);
+                    self.accept_peer(conn, &peer);
+                }
+            }
+            (Purpose::Join, false) => {
+                let Some(cluster) = self.store.state().cluster.clone() else {
+                    self.swarm.close(conn, "this manager has no swarm state yet; retry");
+                    return;
+                };
+                let secrets =
+                    JoinSecrets { worker: Secret::from_bytes(cluster.worker_secret), manager: Secret::from_bytes(cluster.manager_secret) };
+                match token::check_join_hello(payload, &cluster.public_key, &secrets) {
+                    Ok(role) => {
+                        let role = match role {
+                            TokenRole::Worker => NodeRole::Worker,
+                            TokenRole::Manager => NodeRole::Manager,
+                        };
+                        if let Some(c) = self.swarm.conns.get_mut(&conn) {
+                            c.peer = Some(peer);
+                            c.join_role = Some(role);
+                        }
+                    }
+                    Err(e) => {
+                        crate::log!("WARN", "refused join of node {peer} from {remote:?}: {e}");
+                        self.swarm.close(conn, &e.to_string());
+                    }
+                }
+            }
+            (Purpose::Join, true) => {
+                if let Some(c) = self.swarm.conns.get_mut(&conn) {
+                    c.peer = Some(peer);
+                }
+                let Some(j) = &self.swarm.joining else { return };
+                let advertise_addr = j.advertise_addr.clone();
+                let availability = j.availability;
+                let description = self.describe();
+                self.swarm.send(conn, &Wire::JoinRequest { advertise_addr, availability, description });
+            }
+        }
+    }
+
+    /// Whether `peer` is a manager as far as this node knows (state, or the
+    /// managers it was told about when it joined).
+    pub(crate) fn is_manager_peer(&self, peer: &str) -> bool {
+        match self.store.state().nodes.get(peer) {
+            Some(n) => n.role == NodeRole::Manager,
+            None => self.swarm.hints.iter().any(|m| m.node_id == peer),
+        }
+    }
+
+    pub(crate) fn accept_peer(&mut self, conn: u64, peer: &str) {
+        if let Some(c) = self.swarm.conns.get_mut(&conn) {
+            c.peer = Some(peer.to_string());
+        }
+        self.swarm.dispatcher.handle_link_up(peer);
+    }
+
+    pub(crate) fn on_link_gone(&mut self, conn: u64, dial_error: Option<String>) {
+        let Some(mut c) = self.swarm.conns.remove(&conn) else { return };
+        if dial_error.is_some() {
+            c.error = dial_error;
+        }
+        if let Some(peer) = &c.peer {
+            let still_linked = self.swarm.established(peer).is_some();
+            let now_ms = self.mono_ms();
+            self.swarm.dispatcher.handle_link_down(peer, conn, still_linked, now_ms);
+        }
+        let now_ms = self.mono_ms();
+        let lost = self.swarm.peers.handle_gone(conn, c.error.as_deref(), now_ms, &mut self.rng);
+        self.drain_peers();
+        if let (Some(id), Mode::Worker) = (lost, self.swarm.mode) {
+            // Try the next manager next time unless a redirect named the leader.
+            if self.swarm.leader_hint.as_ref().is_some_and(|l| l.node_id == id) {
+                self.swarm.leader_hint = None;
+            }
+            self.swarm.hint_next += 1;
+        }
+        if self.swarm.joining.as_ref().is_some_and(|j| j.conn == conn) {
+            let why = c.error.unwrap_or_else(|| "the manager closed the connection".into());
+            self.fail_join(&why);
+        }
+        for j in self.swarm.pending_joins.iter().filter(|j| j.conn == conn) {
+            crate::log!("INFO", "node {} left before its join was answered", j.node_id);
+        }
+        self.logs_link_gone(conn);
+    }
+
+    pub(crate) fn on_message(&mut self, conn: u64, msg: Wire) {
+        let Some(c) = self.swarm.conns.get(&conn) else { return };
+        let Some(peer) = c.peer.clone() else {
+            self.swarm.close(conn, "message before the handshake was accepted");
+            return;
+        };
+        // The peer answered: this link is useful (its loss starts the backoff over).
+        self.swarm.peers.handle_useful(&peer);
+        let purpose = c.purpose;
+        let join_role = c.join_role;
+        match (purpose, msg) {
+            (Purpose::Node, Wire::Raft(bytes)) => {
+                // Only managers take part in raft: a worker's key cannot disturb elections.
+                // (A member being demoted still counts until raft has removed it.)
+                if self.swarm.mode != Mode::Manager || !(self.is_manager_peer(&peer) || self.store.is_member(raft_id(&peer))) {
+                    return;
+                }
+                match raft::decode(&bytes) {
+                    Ok(m) if m.from == raft_id(&peer) => match self.store.step(m) {
+                        Ok(msgs) => self.route_raft(msgs),
+                        Err(e) => crate::log!("WARN", "raft message from {peer} refused: {e}"),
+                    },
+                    Ok(m) => {
+                        crate::log!("WARN", "node {peer} sent a raft message as {}; closing", m.from);
+                        self.swarm.close(conn, "raft sender does not match the link's key");
+                    }
+                    Err(e) => crate::log!("WARN", "undecodable raft message from {peer}: {e}"),
+                }
+            }
+            (Purpose::Node, Wire::Session { advertise_addr, description }) => self.on_session(conn, &peer, advertise_addr, description),
+            (Purpose::Node, Wire::Assignments { node, tasks, services, managers, leader_id, cluster_key }) => {
+                self.on_assignments(node, tasks, services, managers, leader_id, cluster_key)
+            }
+            (Purpose::Node, Wire::Report { statuses }) => {
+                if !self.leads() {
+                    return;
+                }
+                let mut ops = Vec::new();
+                for (id, status) in statuses {
+                    let Some(t) = self.store.state().tasks.get(&id) else { continue };
+                    if t.node_id == peer && t.status.state.advance(status.state).is_ok() {
+                        ops.push(Op::SetTaskStatus { id, status });
+                    }
+                }
+                self.commit_internal(ops);
+            }
+            (Purpose::Node, Wire::Request { id, req }) => {
+                if !self.is_manager_peer(&peer) {
+                    // Workers cannot view or change cluster state, not even by forwarding.
+                    crate::log!("WARN", "node {peer} is not a manager but forwarded a request; closing");
+                    self.swarm.close(conn, "only managers may forward requests");
+                    return;
+                }
+                self.route(req, Origin::Peer { conn, id });
+            }
+            (Purpose::Node, Wire::Reply { id, mut reply, index }) => {
+                // `node ls` marks the node the CLI asked (Docker's `*`), not the leader that answered.
+                if let Reply::Nodes { self_id, .. } = &mut reply {
+                    self_id.clone_from(&self.node_id);
+                }
+                if let Some(f) = self.swarm.forwards.get_mut(&id) {
+                    f.answer = Some((reply, index));
+                }
+                self.release_forwards();
+            }
+            (Purpose::Node, msg @ (Wire::LogsRequest { .. } | Wire::LogsReply { .. })) => self.on_logs_message(conn, &peer, msg),
+            (_, Wire::Redirect { leader_id, leader_addr }) => self.on_redirect(conn, leader_id, leader_addr),
+            (Purpose::Join, Wire::JoinRequest { advertise_addr, availability, description }) => {
+                let Some(role) = join_role else { return };
+                self.on_join_request(conn, &peer, role, advertise_addr, availability, description);
+            }
+            (Purpose::Join, Wire::JoinAccepted { node_id, role, cluster_id, managers, cluster_key }) => {
+                self.on_join_accepted(conn, node_id, role, cluster_id, managers, cluster_key)
+            }
+            (_, other) => {
+                crate::log!("WARN", "unexpected {} message from {peer}; closing", variant_name(&other));
+                self.swarm.close(conn, "unexpected message");
+            }
+        }
+    }
+
+    pub(crate) fn on_redirect(&mut self, conn: u64, leader_id: String, leader_addr: String) {
+        if self.swarm.joining.as_ref().is_some_and(|j| j.conn == conn) {
+            let Some(j) = self.swarm.joining.as_mut() else { return };
+            j.redirects += 1;
+            if j.redirects > JOIN_REDIRECTS_MAX || leader_addr.is_empty() {
+                self.fail_join("the swarm has no reachable leader to admit this node");
+                return;
+            }
+            let (token, remote) = (j.token.clone(), leader_addr.clone());
+            self.swarm.close(conn, "redirected");
+            self.dial_join(token, &remote);
+            return;
+        }
+        if self.swarm.mode == Mode::Worker {
+            self.swarm.leader_hint = (!leader_addr.is_empty()).then_some(ManagerInfo { node_id: leader_id, addr: leader_addr });
+            self.swarm.close(conn, "redirected to the leader");
+            let now_ms = self.mono_ms();
+            self.swarm.peers.retry_now(now_ms);
+        }
+    }
+}
+
+pub(super) fn variant_name(w: &Wire) -> &'static str {
+    match w {
+        Wire::JoinRequest { .. } => "join request",
+        Wire::JoinAccepted { .. } => "join accepted",
+        Wire::Redirect { .. } => "redirect",
+        Wire::Raft(_) => "raft",
+        Wire::Session { .. } => "session",
+        Wire::Assignments { .. } => "assignments",
+        Wire::Report { .. } => "report",
+        Wire::Request { .. } => "request",
+        Wire::Reply { .. } => "reply",
+        Wire::LogsRequest { .. } => "logs request",
+        Wire::LogsReply { .. } => "logs reply",
+    }
+}

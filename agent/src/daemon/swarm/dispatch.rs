@@ -1,0 +1,127 @@
+//! The shell of the leader's dispatcher ([`shoal_manager::dispatcher`]):
+//! leadership changes, worker sessions, assignments sent and received,
+//! Down marking; it executes the core's effects.
+
+use super::*;
+
+impl Daemon {
+    /// Tells the dispatcher whether this node leads now (its sessions end when it stops).
+    pub(crate) fn sync_leadership(&mut self) {
+        let now_ms = self.mono_ms();
+        match self.swarm.dispatcher.handle_leadership(self.leads(), now_ms) {
+            Leadership::Gained => crate::log!("INFO", "this node is now the swarm leader"),
+            Leadership::Lost => crate::log!("INFO", "this node is no longer the swarm leader; redirecting its workers"),
+            Leadership::Unchanged => {}
+        }
+    }
+
+    /// Leader: nodes without a link for the swarm's dispatcher heartbeat
+    /// (`swarm update --dispatcher-heartbeat`; `DISPATCHER_HEARTBEAT_MS_DEFAULT`) are Down.
+    pub(crate) fn mark_down(&mut self) {
+        let linked: BTreeSet<String> = self.store.state().nodes.keys().filter(|n| self.swarm.established(n).is_some()).cloned().collect();
+        let settled = self.swarm.inflight.is_empty();
+        let now_ms = self.mono_ms();
+        let ops = self.swarm.dispatcher.poll_down(self.store.state(), &self.node_id, now_ms, settled, |n| linked.contains(n));
+        self.commit_internal(ops);
+    }
+
+    /// Carries out what the dispatcher decided.
+    pub(crate) fn drain_dispatcher(&mut self) {
+        while let Some(effect) = self.swarm.dispatcher.poll_effect() {
+            match effect {
+                DispatchEffect::Assign { conn, record, assignments, managers } => {
+                    let cluster_key =
+                        (record.role == NodeRole::Manager).then(|| self.swarm.cluster_key.as_ref().map(|k| k.private().to_vec())).flatten();
+                    let msg = Wire::Assignments {
+                        node: *record,
+                        tasks: assignments.tasks.into_values().collect(),
+                        services: assignments.services.into_values().collect(),
+                        managers,
+                        leader_id: self.node_id.clone(),
+                        cluster_key,
+                    };
+                    // A failed send closes the link; the node's next session gets them again.
+                    self.swarm.send(conn, &msg);
+                }
+                DispatchEffect::Redirect { conn } => self.redirect_to_leader(conn),
+                DispatchEffect::Close { conn, reason } => self.swarm.close(conn, &reason),
+                DispatchEffect::Propose(ops) => self.commit_internal(ops),
+                DispatchEffect::Log { level, message } => crate::log!(level, "{message}"),
+            }
+        }
+    }
+
+    pub(crate) fn on_session(&mut self, conn: u64, peer: &str, advertise_addr: String, description: shoal_shared::types::NodeDescription) {
+        self.sync_leadership();
+        self.swarm.dispatcher.handle_session(self.store.state(), conn, peer, &advertise_addr, description);
+        self.drain_dispatcher();
+    }
+
+    /// Tells the peer on `conn` where the leader is (empty when unknown).
+    pub(crate) fn redirect_to_leader(&mut self, conn: u64) {
+        let (leader_id, leader_addr) = self
+            .leader_node()
+            .and_then(|l| self.store.state().nodes.get(&l).map(|n| (n.id.clone(), n.manager_addr.clone())))
+            .unwrap_or_default();
+        self.swarm.send(conn, &Wire::Redirect { leader_id, leader_addr });
+    }
+
+    /// Leader: sends each worker session its assignments when they changed.
+    pub(crate) fn dispatch(&mut self) {
+        self.sync_leadership();
+        if self.leads() {
+            // A manager that runs raft (it has acknowledged entries) plans from its replica. One
+            // promoted while still in worker mode is a raft member already but needs these
+            // assignments (they carry the cluster key) to start raft at all.
+            let status = self.store.raft_status();
+            let running: BTreeSet<u64> = status.progress.iter().filter(|p| p.match_index > 0).map(|p| p.id).collect();
+            self.swarm.dispatcher.dispatch(self.store.state(), |n| running.contains(&raft_id(n)));
+        }
+        self.drain_dispatcher();
+    }
+
+    pub(crate) fn on_assignments(
+        &mut self,
+        node: Node,
+        tasks: Vec<shoal_shared::types::Task>,
+        services: Vec<shoal_shared::types::Service>,
+        managers: Vec<ManagerInfo>,
+        leader_id: String,
+        cluster_key: Option<Vec<u8>>,
+    ) {
+        if self.swarm.mode != Mode::Worker || node.id != self.node_id {
+            return;
+        }
+        if !managers.is_empty() && managers != self.swarm.hints {
+            self.swarm.hints = managers.clone();
+            let h = encode_hints(&managers);
+            self.set_local(LOCAL_MANAGERS, &h);
+        }
+        if let Some(l) = managers.iter().find(|m| m.node_id == leader_id) {
+            self.swarm.leader_hint = Some(l.clone());
+        }
+        if node.role == NodeRole::Manager {
+            if let Some(k) = cluster_key.and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok()) {
+                self.become_manager(k);
+                return;
+            }
+        }
+        let assigned = Assignments::new(&self.node_id, tasks, services);
+        for t in assigned.tasks.values() {
+            if self.swarm.reported.get(&t.id).is_some_and(|r| t.status.state >= *r) {
+                self.swarm.reported.remove(&t.id);
+            }
+        }
+        self.swarm.assigned = Some(assigned);
+        self.swarm.assigned_at = None;
+    }
+
+    /// Forgets reports the replicated state has caught up with (managers).
+    pub(crate) fn prune_reported(&mut self) {
+        if self.swarm.reported.is_empty() || self.swarm.mode == Mode::Worker {
+            return;
+        }
+        let tasks = &self.store.state().tasks;
+        self.swarm.reported.retain(|id, s| tasks.get(id).is_some_and(|t| t.status.state < *s));
+    }
+}

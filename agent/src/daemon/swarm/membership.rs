@@ -1,0 +1,504 @@
+//! Membership: swarm init, join (and a manager's wait to vote), leave,
+//! join tokens, role changes as they reach this node (promotion,
+//! demotion), and raft membership following node roles on the leader.
+
+use super::*;
+
+impl Daemon {
+    /// A manager's `swarm join` returns once this node votes in raft (or says why not).
+    pub(crate) fn check_voter_wait(&mut self, now: Instant) {
+        let Some(w) = &self.swarm.voter_wait else { return };
+        let voter = self.swarm.mode == Mode::Manager && self.store.voters().contains(&self.store.raft_id());
+        if !voter && now < w.deadline {
+            return;
+        }
+        let Some(w) = self.swarm.voter_wait.take() else { return };
+        let r = if voter {
+            Reply::Joined { role: NodeRole::Manager, node_id: w.node_id }
+        } else {
+            Reply::error(
+                ErrorKind::Unavailable,
+                format!(
+                    "this node joined the swarm as a manager but is not a raft voter after {} s (it is still catching up, or the leader cannot reach its --advertise-addr): check `shoal node ls` on a manager",
+                    JOIN_VOTER_WAIT_MS / 1000
+                ),
+            )
+        };
+        let _ = w.reply.try_send(r);
+    }
+
+    /// Leader: raft membership follows node roles, one change at a time.
+    pub(crate) fn reconcile_membership(&mut self) {
+        let me = self.store.raft_id();
+        let status = self.store.raft_status();
+        let members: BTreeSet<u64> = status.voters.iter().chain(&status.learners).copied().collect();
+        let managers: BTreeSet<u64> =
+            self.store.state().nodes.values().filter(|n| n.role == NodeRole::Manager).map(|n| raft_id(&n.id)).collect();
+        if !managers.contains(&me) && self.store.state().nodes.contains_key(&self.node_id) {
+            // Demoted: hand leadership to the most caught-up other voter first.
+            let best = status.progress.iter().filter(|p| p.id != me && status.voters.contains(&p.id)).max_by_key(|p| p.match_index);
+            if let Some(p) = best {
+                let _ = self.store.transfer_leader(p.id);
+            }
+            return;
+        }
+        if let Some(rid) = managers.iter().find(|r| !members.contains(r)) {
+            let _ = self.store.add_learner(*rid);
+            return;
+        }
+        if !self.store.promote_caught_up_learners().is_empty() {
+            return;
+        }
+        if let Some(rid) = members.iter().find(|r| **r != me && !managers.contains(r)) {
+            let _ = self.store.remove_member(*rid);
+        }
+    }
+
+    /// Manager whose node record says Worker: leave raft and become a worker.
+    pub(crate) fn check_demotion(&mut self) {
+        if self.swarm.mode != Mode::Manager {
+            return;
+        }
+        let demoted =
+            self.store.state().cluster.is_some() && self.store.state().nodes.get(&self.node_id).is_some_and(|n| n.role == NodeRole::Worker);
+        if !demoted {
+            self.swarm.demoted_at = None;
+            // Promoted again before the demotion took effect: a parked leave is answered as a manager's.
+            if let Some((force, reply)) = self.swarm.leave_after_demotion.take() {
+                let r = self.leave_now(force);
+                let _ = reply.try_send(r);
+            }
+            return;
+        }
+        let at = *self.swarm.demoted_at.get_or_insert_with(Instant::now);
+        let removed = !self.store.is_member(self.store.raft_id());
+        if !removed && at.elapsed() < Duration::from_millis(DEMOTION_GRACE_MS) {
+            return;
+        }
+        crate::log!("INFO", "this node was demoted: leaving raft and running as a worker");
+        let hints: Vec<ManagerInfo> = self.manager_infos().into_iter().filter(|m| m.node_id != self.node_id).collect();
+        self.swarm.close_all("demoted");
+        self.swarm.hints = hints.clone();
+        self.set_local(LOCAL_MANAGERS, &encode_hints(&hints));
+        self.set_local(LOCAL_MODE, "worker");
+        let _ = std::fs::remove_file(self.cfg.data_dir.join(key::CLUSTER_KEY_FILE));
+        self.swarm.cluster_key = None;
+        if let Ok(mut k) = self.swarm.keys.lock() {
+            k.cluster = None;
+        }
+        if let Err(e) = self.store.reset(Bootstrap::Join) {
+            crate::log!("ERROR", "cannot reset raft state after demotion: {e}");
+        }
+        self.swarm.mode = Mode::Worker;
+        self.swarm.assigned = None;
+        self.swarm.demoted_at = None;
+        if let Some((force, reply)) = self.swarm.leave_after_demotion.take() {
+            let r = self.leave_now(force);
+            let _ = reply.try_send(r);
+        }
+    }
+
+    pub(crate) fn become_manager(&mut self, cluster_private: [u8; 32]) {
+        let Ok(k) = NodeKey::from_private(cluster_private) else {
+            crate::log!("ERROR", "the leader sent an invalid cluster key; staying a worker");
+            return;
+        };
+        if let Err(e) = key::save(&self.cfg.data_dir.join(key::CLUSTER_KEY_FILE), &k) {
+            crate::log!("ERROR", "cannot store the cluster key: {e}; staying a worker");
+            return;
+        }
+        crate::log!("INFO", "this node was promoted: joining raft as a manager");
+        if let Ok(mut keys) = self.swarm.keys.lock() {
+            keys.cluster = Some(*k.private());
+        }
+        self.swarm.cluster_key = Some(k);
+        if let Err(e) = self.store.reset(Bootstrap::Join) {
+            crate::log!("ERROR", "cannot reset raft state for promotion: {e}");
+            return;
+        }
+        self.set_local(LOCAL_MODE, "manager");
+        self.swarm.close_all("promoted");
+        self.swarm.mode = Mode::Manager;
+    }
+
+    pub(crate) fn swarm_init(&mut self, advertise_addr: String, listen_addr: String, availability: Availability, force: bool) -> Outcome {
+        if self.swarm.mode == Mode::Manager && force {
+            if let Err(e) = self.store.force_new_cluster() {
+                return Outcome::Now(Reply::error(ErrorKind::Internal, format!("cannot force a new cluster: {e}")));
+            }
+            crate::log!("WARN", "forced a new cluster: this node is now the only manager");
+            self.swarm.close_all("forced a new cluster");
+            let mut ops = Vec::new();
+            if let Some(mut me) = self.store.state().nodes.get(&self.node_id).cloned() {
+                if !advertise_addr.is_empty() {
+                    me.addr = with_port_or(&advertise_addr, port_of(&self.swarm.listen_addr).unwrap_or(super::super::SWARM_PORT));
+                    me.manager_addr = me.addr.clone();
+                    self.swarm.advertise_addr = me.addr.clone();
+                    let a = me.addr.clone();
+                    self.set_local(LOCAL_ADVERTISE, &a);
+                }
+                me.state = NodeState::Ready;
+                ops.push(Op::PutNode(me));
+            }
+            // Other managers are gone from raft: record them as workers so
+            // membership reconciliation does not wait for them.
+            for n in self.store.state().nodes.values() {
+                if n.role == NodeRole::Manager && n.id != self.node_id {
+                    let mut w = n.clone();
+                    w.role = NodeRole::Worker;
+                    w.manager_addr.clear();
+                    w.state = NodeState::Down;
+                    ops.push(Op::PutNode(w));
+                }
+            }
+            let ok = self.init_reply();
+            return self.write(Ok((ops, ok)));
+        }
+        if self.swarm.mode != Mode::Solo || self.store.state().cluster.is_some() {
+            let e = control::ControlError::AlreadyInSwarm;
+            return Outcome::Now(Reply::error(e.kind(), e.to_string()));
+        }
+        let listen = if listen_addr.is_empty() { format!("0.0.0.0:{}", super::super::SWARM_PORT) } else { with_port(&listen_addr) };
+        let made = (|| -> Result<(NodeKey, [u8; 16], [u8; 16]), String> {
+            let k = NodeKey::generate().map_err(|e| e.to_string())?;
+            key::save(&self.cfg.data_dir.join(key::CLUSTER_KEY_FILE), &k).map_err(|e| e.to_string())?;
+            Ok((k, secret_bytes()?, secret_bytes()?))
+        })();
+        let (ck, ws, ms) = match made {
+            Ok(v) => v,
+            Err(e) => {
+                return Outcome::Now(Reply::error(ErrorKind::Internal, format!("cannot create the cluster identity: {e}")));
+            }
+        };
+        let bound = match self.listen(&listen) {
+            Ok(b) => b,
+            Err(e) => {
+                return Outcome::Now(Reply::error(ErrorKind::InvalidArgument, e));
+            }
+        };
+        // Advertised without a port: the port actually listened on (Docker advertises the listen port);
+        // a port picked by the system (0) is kept, so a restart listens where the swarm was told to dial.
+        let listen = bound.to_string();
+        let port = bound.port();
+        let addr =
+            if advertise_addr.is_empty() { format!("{}:{port}", crate::host::default_addr()) } else { with_port_or(&advertise_addr, port) };
+        if let Ok(mut k) = self.swarm.keys.lock() {
+            k.cluster = Some(*ck.private());
+        }
+        let cluster = Cluster {
+            id: self.rng.object_id(),
+            meta: Meta::default(),
+            name: "default".into(),
+            public_key: *ck.public(),
+            worker_secret: ws,
+            manager_secret: ms,
+        };
+        self.swarm.cluster_key = Some(ck);
+        let node = Node {
+            id: self.node_id.clone(),
+            meta: Meta::default(),
+            role: NodeRole::Manager,
+            availability,
+            labels: Default::default(),
+            description: self.describe(),
+            state: NodeState::Ready,
+            addr: addr.clone(),
+            manager_addr: addr.clone(),
+        };
+        self.swarm.mode = Mode::Manager;
+        self.swarm.listen_addr = listen.clone();
+        self.swarm.advertise_addr = addr.clone();
+        self.set_local(LOCAL_MODE, "manager");
+        self.set_local(LOCAL_LISTEN, &listen);
+        self.set_local(LOCAL_ADVERTISE, &addr);
+        let ops = vec![Op::PutCluster(cluster.clone()), Op::PutNode(node)];
+        let token = JoinToken::generate(&cluster.public_key, Secret::from_bytes(ws)).to_string();
+        self.write(Ok((ops, Reply::SwarmInit { node_id: self.node_id.clone(), advertise_addr: addr, worker_token: token })))
+    }
+
+    pub(crate) fn init_reply(&self) -> Reply {
+        let token = self
+            .store
+            .state()
+            .cluster
+            .as_ref()
+            .map(|c| JoinToken::generate(&c.public_key, Secret::from_bytes(c.worker_secret)).to_string())
+            .unwrap_or_default();
+        Reply::SwarmInit { node_id: self.node_id.clone(), advertise_addr: self.swarm.advertise_addr.clone(), worker_token: token }
+    }
+
+    /// `swarm join-token [--rotate]` (on the leader when rotating).
+    pub(crate) fn join_token(&mut self, role: NodeRole, rotate: bool) -> Outcome {
+        let Some(mut cluster) = self.store.state().cluster.clone() else {
+            let e = control::ControlError::NotInSwarm;
+            return Outcome::Now(Reply::error(e.kind(), e.to_string()));
+        };
+        let addr = self.store.state().nodes.get(&self.node_id).map(|n| n.manager_addr.clone()).unwrap_or_default();
+        let mut ops = Vec::new();
+        if rotate {
+            let s = match secret_bytes() {
+                Ok(s) => s,
+                Err(e) => {
+                    return Outcome::Now(Reply::error(ErrorKind::Internal, e));
+                }
+            };
+            match role {
+                NodeRole::Worker => cluster.worker_secret = s,
+                NodeRole::Manager => cluster.manager_secret = s,
+            }
+            ops.push(Op::PutCluster(cluster.clone()));
+        }
+        let secret = match role {
+            NodeRole::Worker => cluster.worker_secret,
+            NodeRole::Manager => cluster.manager_secret,
+        };
+        let token = JoinToken::generate(&cluster.public_key, Secret::from_bytes(secret)).to_string();
+        self.write(Ok((ops, Reply::JoinToken { role, token, manager_addr: addr })))
+    }
+
+    pub(crate) fn swarm_join(
+        &mut self,
+        token: String,
+        remote: String,
+        advertise_addr: String,
+        listen_addr: String,
+        availability: Availability,
+        reply: &Sender<Reply>,
+    ) -> Outcome {
+        if self.swarm.mode != Mode::Solo || self.store.state().cluster.is_some() {
+            let e = control::ControlError::AlreadyInSwarm;
+            return Outcome::Now(Reply::error(e.kind(), e.to_string()));
+        }
+        if self.swarm.joining.is_some() {
+            return Outcome::Now(Reply::error(ErrorKind::FailedPrecondition, "a join is already in progress on this node; wait for it"));
+        }
+        let token = match JoinToken::parse(&token) {
+            Ok(t) => t,
+            Err(e) => {
+                return Outcome::Now(Reply::error(ErrorKind::InvalidArgument, e.to_string()));
+            }
+        };
+        let listen = if listen_addr.is_empty() { format!("0.0.0.0:{}", super::super::SWARM_PORT) } else { with_port(&listen_addr) };
+        let port = match port_of(&listen) {
+            Some(p) if p != 0 => p,
+            _ => {
+                let m = format!("invalid --listen-addr {listen:?}: a joining node needs a fixed swarm port (IP[:PORT], PORT not 0)");
+                return Outcome::Now(Reply::error(ErrorKind::InvalidArgument, m));
+            }
+        };
+        let advertise =
+            if advertise_addr.is_empty() { format!("{}:{port}", crate::host::default_addr()) } else { with_port_or(&advertise_addr, port) };
+        self.swarm.joining = Some(Joining {
+            token: token.clone(),
+            remote: remote.clone(),
+            advertise_addr: advertise,
+            listen_addr: listen,
+            availability,
+            reply: reply.clone(),
+            conn: 0,
+            redirects: 0,
+            deadline: Instant::now() + Duration::from_millis(JOIN_TIMEOUT_MS),
+        });
+        self.dial_join(token, &remote);
+        Outcome::Later
+    }
+
+    pub(crate) fn dial_join(&mut self, token: JoinToken, remote: &str) {
+        let addr = with_port(remote);
+        let sock = match addr.to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(s)) => s,
+            _ => {
+                self.fail_join(&format!("invalid manager address {remote:?}: use IP[:PORT]"));
+                return;
+            }
+        };
+        let conn = self.swarm.ids.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if let Some(j) = self.swarm.joining.as_mut() {
+            j.conn = conn;
+            j.remote = addr;
+        }
+        self.swarm.conns.insert(
+            conn,
+            Conn {
+                commands: None,
+                purpose: Purpose::Join,
+                outbound: true,
+                remote: Some(sock),
+                expect: None,
+                peer: None,
+                join_role: None,
+                error: None,
+            },
+        );
+        let payload = token::encode_join_hello(&token);
+        let pin = Some(token.cluster_key_digest);
+        smol::spawn(links::dial(conn, sock, Purpose::Join, *self.swarm.node_key.private(), payload, pin, self.tx.clone())).detach();
+    }
+
+    pub(crate) fn fail_join(&mut self, why: &str) {
+        if let Some(j) = self.swarm.joining.take() {
+            crate::log!("WARN", "join of the swarm at {} failed: {why}", j.remote);
+            let _ = j.reply.try_send(Reply::error(ErrorKind::Unavailable, format!("cannot join the swarm at {}: {why}", j.remote)));
+            self.swarm.close(j.conn, "join failed");
+        }
+    }
+
+    pub(crate) fn on_join_request(
+        &mut self,
+        conn: u64,
+        peer: &str,
+        role: NodeRole,
+        advertise_addr: String,
+        availability: Availability,
+        description: shoal_shared::types::NodeDescription,
+    ) {
+        if !self.leads() {
+            self.redirect_to_leader(conn);
+            return;
+        }
+        let remote_ip = self.swarm.conns.get(&conn).and_then(|c| c.remote).map(|a| a.ip().to_string()).unwrap_or_default();
+        let addr = if advertise_addr.is_empty() { format!("{remote_ip}:{}", super::super::SWARM_PORT) } else { with_port(&advertise_addr) };
+        let existing = self.store.state().nodes.get(peer).cloned();
+        let node = Node {
+            id: peer.to_string(),
+            meta: existing.as_ref().map(|n| n.meta.clone()).unwrap_or_default(),
+            role,
+            availability,
+            labels: existing.map(|n| n.labels).unwrap_or_default(),
+            description,
+            state: NodeState::Ready,
+            addr: addr.clone(),
+            manager_addr: if role == NodeRole::Manager { addr.clone() } else { String::new() },
+        };
+        match self.propose_ops(vec![Op::PutNode(node)]) {
+            Ok(Some(proposal)) => {
+                crate::log!("INFO", "node {peer} at {addr} joins as a {}", if role == NodeRole::Manager { "manager" } else { "worker" });
+                self.swarm.pending_joins.push(PendingJoin { proposal, conn, node_id: peer.to_string(), role });
+                self.resolve_outcomes();
+            }
+            Ok(None) => {}
+            Err(e) => self.swarm.close(conn, &format!("the manager cannot record the node: {e}")),
+        }
+    }
+
+    pub(super) fn accept_join(&mut self, j: PendingJoin) {
+        let cluster_id = self.store.state().cluster.as_ref().map(|c| c.id.clone()).unwrap_or_default();
+        let cluster_key = (j.role == NodeRole::Manager).then(|| self.swarm.cluster_key.as_ref().map(|k| k.private().to_vec())).flatten();
+        let msg = Wire::JoinAccepted { node_id: j.node_id, role: j.role, cluster_id, managers: self.manager_infos(), cluster_key };
+        self.swarm.send(j.conn, &msg);
+    }
+
+    pub(crate) fn on_join_accepted(
+        &mut self,
+        conn: u64,
+        node_id: String,
+        role: NodeRole,
+        _cluster_id: String,
+        managers: Vec<ManagerInfo>,
+        cluster_key: Option<Vec<u8>>,
+    ) {
+        let Some(j) = self.swarm.joining.take() else { return };
+        self.swarm.close(conn, "joined");
+        if node_id != self.node_id {
+            let _ = j.reply.try_send(Reply::error(
+                ErrorKind::Internal,
+                format!("the manager recorded this node as {node_id}, expected {}", self.node_id),
+            ));
+            return;
+        }
+        if role == NodeRole::Manager {
+            let Some(k) = cluster_key.and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok()).and_then(|k| NodeKey::from_private(k).ok())
+            else {
+                let _ = j.reply.try_send(Reply::error(ErrorKind::Internal, "the manager did not send a valid cluster key"));
+                return;
+            };
+            if let Err(e) = key::save(&self.cfg.data_dir.join(key::CLUSTER_KEY_FILE), &k) {
+                let _ = j.reply.try_send(Reply::error(ErrorKind::Internal, format!("cannot store the cluster key: {e}")));
+                return;
+            }
+            if let Ok(mut keys) = self.swarm.keys.lock() {
+                keys.cluster = Some(*k.private());
+            }
+            self.swarm.cluster_key = Some(k);
+            if let Err(e) = self.store.reset(Bootstrap::Join) {
+                let _ = j.reply.try_send(Reply::error(ErrorKind::Internal, format!("cannot prepare raft state: {e}")));
+                return;
+            }
+        }
+        if let Err(e) = self.listen(&j.listen_addr) {
+            crate::log!("ERROR", "{e}");
+        }
+        self.swarm.mode = if role == NodeRole::Manager { Mode::Manager } else { Mode::Worker };
+        self.swarm.hints = managers.clone();
+        self.swarm.listen_addr = j.listen_addr.clone();
+        self.swarm.advertise_addr = j.advertise_addr.clone();
+        self.swarm.assigned = None;
+        self.set_local(LOCAL_MANAGERS, &encode_hints(&managers));
+        self.set_local(LOCAL_LISTEN, &j.listen_addr);
+        self.set_local(LOCAL_ADVERTISE, &j.advertise_addr);
+        self.set_local(LOCAL_MODE, if role == NodeRole::Manager { "manager" } else { "worker" });
+        crate::log!("INFO", "joined the swarm as a {}", if role == NodeRole::Manager { "manager" } else { "worker" });
+        if role == NodeRole::Manager {
+            let deadline = Instant::now() + Duration::from_millis(JOIN_VOTER_WAIT_MS);
+            self.swarm.voter_wait = Some(VoterWait { reply: j.reply, node_id, deadline });
+            return;
+        }
+        let _ = j.reply.try_send(Reply::Joined { role, node_id });
+    }
+
+    /// `swarm leave`: at once, or, on a manager being demoted, once it is a worker.
+    pub(crate) fn swarm_leave(&mut self, force: bool, reply: &Sender<Reply>) -> Outcome {
+        let demoted = self.store.state().nodes.get(&self.node_id).is_some_and(|n| n.role == NodeRole::Worker);
+        if self.swarm.mode == Mode::Manager && demoted {
+            // Demoted, and leaving raft: leave as the worker it is about to be (leaving raft
+            // first keeps a two-manager swarm's quorum), as Swarm switches at once.
+            self.swarm.leave_after_demotion = Some((force, reply.clone()));
+            self.check_demotion();
+            return Outcome::Later;
+        }
+        Outcome::Now(self.leave_now(force))
+    }
+
+    pub(crate) fn leave_now(&mut self, force: bool) -> Reply {
+        match self.swarm.mode {
+            Mode::Solo if self.store.state().cluster.is_none() => {
+                return Reply::error(ErrorKind::FailedPrecondition, "this node is not part of a swarm");
+            }
+            Mode::Manager | Mode::Solo if !force => {
+                let managers = self.store.state().nodes.values().filter(|n| n.role == NodeRole::Manager).count().max(1);
+                let msg = if managers <= 1 {
+                    "You are attempting to leave the swarm on a node that is participating as a manager. Removing the last manager erases all current state of the swarm. Use `--force` to ignore this message.".to_string()
+                } else {
+                    format!(
+                        "You are attempting to leave the swarm on a node that is participating as a manager. Removing this node leaves {} managers out of {managers}. Without a Raft quorum your swarm will be inaccessible. The only way to restore a swarm that has lost consensus is to reinitialize it with `--force-new-cluster`. Use `--force` to suppress this message.",
+                        managers - 1
+                    )
+                };
+                return Reply::error(ErrorKind::FailedPrecondition, msg);
+            }
+            _ => {}
+        }
+        self.swarm.close_all("left the swarm");
+        self.swarm.listener = None;
+        for k in [LOCAL_MODE, LOCAL_MANAGERS, LOCAL_LISTEN, LOCAL_ADVERTISE] {
+            if let Err(e) = self.store.remove_local(k) {
+                crate::log!("ERROR", "cannot clear {k}: {e}");
+            }
+        }
+        let _ = std::fs::remove_file(self.cfg.data_dir.join(key::CLUSTER_KEY_FILE));
+        self.swarm.cluster_key = None;
+        if let Ok(mut k) = self.swarm.keys.lock() {
+            k.cluster = None;
+        }
+        if let Err(e) = self.store.reset(Bootstrap::Single) {
+            return Reply::error(ErrorKind::Internal, format!("cannot erase the swarm state: {e}"));
+        }
+        self.swarm.mode = Mode::Solo;
+        self.swarm.hints.clear();
+        self.swarm.leader_hint = None;
+        self.swarm.assigned = None;
+        self.swarm.reported.clear();
+        crate::log!("INFO", "left the swarm; this node's tasks are stopped");
+        Reply::Left
+    }
+}

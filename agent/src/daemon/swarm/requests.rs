@@ -1,0 +1,196 @@
+//! Control requests on the multi-node loop: forwarding to the leader,
+//! writes parked until committed, internal proposals in flight, status
+//! reports, and answers relayed back to the manager that forwarded.
+
+use super::*;
+
+impl Daemon {
+    /// The leader and the link to it, when this node can forward to it
+    /// (see [`super::router`] for what is forwarded).
+    pub(crate) fn leader_link(&self) -> Option<(String, u64)> {
+        let leader = self.leader_node()?;
+        let conn = self.swarm.established(&leader)?;
+        Some((leader, conn))
+    }
+
+    /// Forwarded requests waiting for the leader.
+    pub(crate) fn forwards_len(&self) -> usize {
+        self.swarm.forwards.len()
+    }
+
+    /// Sends a request to `leader` on `conn`; its answer goes to `reply` once
+    /// this manager has applied what the answer depends on. Gives the
+    /// request back when the link would not take it.
+    pub(crate) fn forward(
+        &mut self,
+        req: Request,
+        leader: String,
+        conn: u64,
+        reply: Sender<Reply>,
+    ) -> Result<(), (Request, Sender<Reply>)> {
+        let id = self.swarm.next_forward;
+        self.swarm.next_forward += 1;
+        if !self.swarm.send(conn, &Wire::Request { id, req: req.clone() }) {
+            return Err((req, reply));
+        }
+        let deadline = Instant::now() + Duration::from_millis(forward_wait_ms(&req));
+        let read = (req.class() == RequestClass::Read).then_some(req);
+        self.swarm.forwards.insert(id, Forward { conn, leader, read, reply, deadline, answer: None });
+        Ok(())
+    }
+
+    /// Proposes a control write. The outcome must go straight back to the
+    /// router ([`Daemon::answer`]), which parks it before any outcome is
+    /// taken from the store; at once on a lone manager.
+    pub(crate) fn write(&mut self, result: Result<(Vec<Op>, Reply), control::ControlError>) -> Outcome {
+        let (ops, ok) = match result {
+            Ok(v) => v,
+            Err(e) => return Outcome::Now(Reply::error(e.kind(), e.to_string())),
+        };
+        if ops.is_empty() {
+            return Outcome::Now(ok);
+        }
+        if !self.store.is_leader() {
+            return Outcome::Now(self.no_leader_reply());
+        }
+        if self.swarm.parked.len() >= PARKED_WRITES_MAX {
+            return Outcome::Now(Reply::error(ErrorKind::Unavailable, "too many writes waiting for a commit; retry in a moment"));
+        }
+        match self.propose_ops(ops) {
+            Ok(Some(proposal)) => Outcome::AfterCommit { proposal, ok },
+            Ok(None) => Outcome::Now(ok),
+            Err(e) => Outcome::Now(Reply::error(ErrorKind::Unavailable, format!("cannot persist the change: {e}"))),
+        }
+    }
+
+    /// Holds a write's reply until its proposal commits (or fails, or `WRITE_TIMEOUT_MS` passes).
+    pub(crate) fn park(&mut self, proposal: Proposal, ok: Reply, reply: Sender<Reply>) {
+        let deadline = Instant::now() + Duration::from_millis(WRITE_TIMEOUT_MS);
+        self.swarm.parked.push(Parked { proposal, ok, reply, deadline });
+        self.resolve_outcomes();
+    }
+
+    /// Proposes ops in bounded entries; returns the last proposal.
+    pub(crate) fn propose_ops(&mut self, ops: Vec<Op>) -> Result<Option<Proposal>, shoal_manager::store::StoreError> {
+        let mut last = None;
+        for chunk in ops.chunks(super::super::OPS_PER_ENTRY_MAX) {
+            let entry = Entry { at: self.now(), ops: chunk.to_vec() };
+            last = Some(self.store.propose_async(&entry)?);
+        }
+        Ok(last)
+    }
+
+    /// Proposes internal ops (orchestrator, dispatcher); they are tracked so
+    /// no pass runs on a state that misses them.
+    pub(crate) fn commit_internal(&mut self, ops: Vec<Op>) {
+        if ops.is_empty() || !self.store.is_leader() {
+            return;
+        }
+        match self.propose_ops(ops) {
+            Ok(Some(p)) => self.swarm.inflight.push((p, Instant::now())),
+            Ok(None) => {}
+            Err(e) => crate::log!("ERROR", "cannot persist state change: {e}"),
+        }
+        self.resolve_outcomes();
+    }
+
+    /// Status reports: committed here on the leader, sent to it otherwise;
+    /// each state of each task is reported once until it shows up applied.
+    pub(crate) fn submit_reports(&mut self, ops: Vec<Op>) {
+        self.sync_assignments();
+        let view = self.assigned();
+        let mut fresh = Vec::new();
+        for op in ops {
+            let Op::SetTaskStatus { id, status } = &op else { continue };
+            let Some(t) = view.tasks.get(id) else { continue };
+            if t.status.state.advance(status.state).is_err() {
+                continue;
+            }
+            if self.swarm.reported.get(id).is_some_and(|s| *s >= status.state) {
+                continue;
+            }
+            fresh.push(op);
+        }
+        if fresh.is_empty() {
+            return;
+        }
+        if self.leads() || self.swarm.mode == Mode::Solo {
+            for op in &fresh {
+                if let Op::SetTaskStatus { id, status } = op {
+                    self.swarm.reported.insert(id.clone(), status.state);
+                }
+            }
+            self.commit_internal(fresh);
+            return;
+        }
+        let target = match self.swarm.mode {
+            Mode::Worker => self.swarm.peers.any_conn().filter(|c| self.swarm.conns.get(c).is_some_and(|c| c.peer.is_some())),
+            _ => self.leader_node().and_then(|l| self.swarm.established(&l)),
+        };
+        let Some(conn) = target else { return };
+        let statuses: Vec<_> = fresh
+            .into_iter()
+            .filter_map(|op| match op {
+                Op::SetTaskStatus { id, status } => Some((id, status)),
+                _ => None,
+            })
+            .collect();
+        if self.swarm.send(conn, &Wire::Report { statuses: statuses.clone() }) {
+            for (id, s) in statuses {
+                self.swarm.reported.insert(id, s.state);
+            }
+        }
+    }
+
+    /// Resolves committed or failed proposals: parked writes, joins, internal work.
+    pub(crate) fn resolve_outcomes(&mut self) {
+        let outcomes = self.store.take_outcomes();
+        if outcomes.is_empty() {
+            return;
+        }
+        for (p, ok) in outcomes {
+            self.swarm.inflight.retain(|(q, _)| *q != p);
+            if let Some(i) = self.swarm.parked.iter().position(|w| w.proposal == p) {
+                let w = self.swarm.parked.swap_remove(i);
+                let r = if ok {
+                    w.ok
+                } else {
+                    Reply::error(ErrorKind::Unavailable, "the change was not committed: leadership changed while it was in flight; retry")
+                };
+                let _ = w.reply.try_send(r);
+            }
+            if let Some(i) = self.swarm.pending_joins.iter().position(|j| j.proposal == p) {
+                let j = self.swarm.pending_joins.swap_remove(i);
+                if ok {
+                    self.accept_join(j);
+                } else {
+                    self.swarm.close(j.conn, "the join was not committed (leadership changed); retry");
+                }
+            }
+        }
+    }
+
+    /// Hands forwarded answers to the CLI once this manager has caught up with them.
+    pub(crate) fn release_forwards(&mut self) {
+        let applied = self.store.state().applied_index;
+        let ready: Vec<u64> =
+            self.swarm.forwards.iter().filter(|(_, f)| f.answer.as_ref().is_some_and(|(_, i)| *i <= applied)).map(|(id, _)| *id).collect();
+        for id in ready {
+            if let Some(Forward { reply, answer: Some((r, _)), .. }) = self.swarm.forwards.remove(&id) {
+                let _ = reply.try_send(r);
+            }
+        }
+    }
+
+    /// A forwarded request was answered: the reply carries the index this
+    /// node had applied, so the follower relays it once it has caught up.
+    pub(crate) fn on_forward_done(&mut self, conn: u64, id: u64, reply: Reply) {
+        let index = self.store.state().applied_index;
+        self.answer_peer(conn, id, reply, index);
+    }
+
+    /// Sends the answer to request `id` forwarded on link `conn`.
+    pub(crate) fn answer_peer(&mut self, conn: u64, id: u64, reply: Reply, index: u64) {
+        self.swarm.send(conn, &Wire::Reply { id, reply, index });
+    }
+}
