@@ -494,7 +494,7 @@ impl Daemon {
             // A rolling update's delays and monitor windows are time-based too: tick-grained while one runs.
             let updating = self.store.state().services.values().any(|s| s.update_status.as_ref().is_some_and(|u| u.state.in_progress()));
             let due = index != self.passed_index || updating || self.passed_at.elapsed() >= Duration::from_millis(IDLE_PASS_MS);
-            if self.store.state().cluster.is_some() && due && self.leads() && self.swarm.inflight.is_empty() {
+            if self.store.state().cluster.is_some() && due && self.leads() && self.swarm.pending.settled() {
                 ops = orchestrator::reconcile(self.store.state(), now, &mut self.rng);
                 if ops.is_empty() {
                     ops = scheduler::schedule(self.store.state(), now);
@@ -550,7 +550,7 @@ impl Daemon {
                     }
                 }
             }
-            let before = (self.store.state().applied_index, self.swarm.inflight.len());
+            let before = self.store.state().applied_index;
             if !reports.is_empty() {
                 self.submit_reports(reports);
             }
@@ -558,7 +558,7 @@ impl Daemon {
                 self.commit_internal(ops);
             }
             // Go round again only if something was applied (a lone manager commits at once).
-            if self.store.state().applied_index == before.0 || !self.swarm.inflight.is_empty() {
+            if self.store.state().applied_index == before || !self.swarm.pending.settled() {
                 break;
             }
         }

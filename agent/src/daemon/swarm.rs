@@ -40,20 +40,21 @@ mod dispatch;
 pub(crate) mod logs;
 mod membership;
 mod peers;
+mod pending;
 mod requests;
 
 use super::links::{self, ConnIds, LinkUp, ListenKeys, Purpose};
-use super::log_gather::LOGS_GATHER_TIMEOUT_MS;
 use super::router::{Origin, Outcome};
 use super::Daemon;
 use crate::net::Command;
 use async_channel::Sender;
 use peers::{PeerEffect, Peers};
+use pending::{Pending, PendingEffect};
 use shoal_manager::control;
 use shoal_manager::dispatcher::{self, Dispatcher, Effect as DispatchEffect, Leadership};
 use shoal_manager::raft;
 use shoal_manager::store::{raft_id, Bootstrap, Proposal};
-use shoal_shared::api::{ErrorKind, Reply, Request, RequestClass};
+use shoal_shared::api::{ErrorKind, Reply, Request};
 use shoal_shared::assignments::Assignments;
 use shoal_shared::noise::key::{self, NodeKey};
 use shoal_shared::noise::link::{Event as LinkEvent, LinkError};
@@ -82,10 +83,7 @@ pub const FORWARD_TIMEOUT_MS: u64 = 10_000;
 pub const FORWARD_READ_TIMEOUT_MS: u64 = 2_000;
 /// A demoted manager leaves raft at the latest this long after its demotion applied.
 pub const DEMOTION_GRACE_MS: u64 = 5_000;
-/// Forwarded requests in flight at once.
-pub const FORWARDS_MAX: usize = 1_024;
-/// Writes waiting for their commit at once.
-pub const PARKED_WRITES_MAX: usize = 4_096;
+pub(crate) use pending::FORWARDS_MAX;
 
 /// Local (not replicated) keys in the store's `local` table.
 const LOCAL_MODE: &str = "swarm_mode";
@@ -115,27 +113,6 @@ struct Conn {
     join_role: Option<NodeRole>,
     /// Why it ended, when known.
     error: Option<String>,
-}
-
-/// A write waiting for its commit.
-struct Parked {
-    proposal: Proposal,
-    ok: Reply,
-    reply: Sender<Reply>,
-    deadline: Instant,
-}
-
-/// A request forwarded to the leader.
-struct Forward {
-    /// The link it went out on, and the leader it went to.
-    conn: u64,
-    leader: String,
-    /// Kept for reads: answered locally if the leader goes away.
-    read: Option<Request>,
-    reply: Sender<Reply>,
-    deadline: Instant,
-    /// The leader's answer, held until this node applied `index`.
-    answer: Option<(Reply, u64)>,
 }
 
 /// A `swarm join` in progress.
@@ -193,13 +170,10 @@ pub(crate) struct Swarm {
     assigned_at: Option<u64>,
     /// The leader's dispatcher: worker sessions, assignments sent, Down marking.
     dispatcher: Dispatcher,
-    parked: Vec<Parked>,
-    /// Internal proposals (orchestrator, reports) not yet resolved.
-    pub(crate) inflight: Vec<(Proposal, Instant)>,
+    /// Parked writes, internal proposals in flight and forwarded requests.
+    pub(crate) pending: Pending<Sender<Reply>>,
     /// Task states reported and not yet seen applied (no duplicate reports).
     reported: BTreeMap<String, TaskState>,
-    next_forward: u64,
-    forwards: BTreeMap<u64, Forward>,
     joining: Option<Joining>,
     voter_wait: Option<VoterWait>,
     /// A `swarm leave` asked while this manager was being demoted: run once it is a worker
@@ -228,17 +202,6 @@ pub(super) fn worker_refusal() -> Reply {
         ErrorKind::FailedPrecondition,
         "this node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. Please run this command on a manager node or promote the current node to a manager.",
     )
-}
-
-/// How long a forwarded request waits for the leader's answer.
-fn forward_wait_ms(req: &Request) -> u64 {
-    match (req, req.class()) {
-        // The leader answers logs within its gather deadline, whatever the nodes do.
-        (Request::ServiceLogs { .. }, _) => LOGS_GATHER_TIMEOUT_MS + FORWARD_READ_TIMEOUT_MS,
-        (_, RequestClass::Read) => FORWARD_READ_TIMEOUT_MS,
-        // Local requests are never forwarded.
-        (_, RequestClass::Write | RequestClass::Local) => FORWARD_TIMEOUT_MS,
-    }
 }
 
 /// `IP` or `IP:PORT` with the swarm port as default.
@@ -302,11 +265,8 @@ impl Swarm {
             assigned: None,
             assigned_at: None,
             dispatcher: Dispatcher::default(),
-            parked: Vec::new(),
-            inflight: Vec::new(),
+            pending: Pending::default(),
             reported: BTreeMap::new(),
-            next_forward: 1,
-            forwards: BTreeMap::new(),
             joining: None,
             voter_wait: None,
             leave_after_demotion: None,
@@ -545,44 +505,13 @@ impl Daemon {
                 self.swarm.raft_seen = Some(seen);
             }
         }
-        // Deadlines.
+        // Deadlines of parked writes, internal proposals and forwards.
         let no_leader = self.no_leader_reply();
-        let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.swarm.parked).into_iter().partition(|w| now >= w.deadline);
-        self.swarm.parked = kept;
-        for w in expired {
-            let _ = w.reply.try_send(no_leader.clone());
-        }
-        self.swarm.inflight.retain(|(_, at)| now.duration_since(*at) < Duration::from_millis(WRITE_TIMEOUT_MS));
-        // Forwards whose deadline passed, or whose leader or link went away.
         let leader = self.leader_node();
-        let late: Vec<u64> = self
-            .swarm
-            .forwards
-            .iter()
-            .filter(|(_, f)| {
-                let lost = f.answer.is_none() && (leader.as_deref() != Some(f.leader.as_str()) || !self.swarm.conns.contains_key(&f.conn));
-                now >= f.deadline || lost
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in late {
-            let Some(f) = self.swarm.forwards.remove(&id) else { continue };
-            match (f.answer, f.read) {
-                // Answered but this manager lags: the answer is still right.
-                (Some((r, _)), _) => {
-                    let _ = f.reply.try_send(r);
-                }
-                // A read the leader did not answer: this manager's own state answers it.
-                (None, Some(req)) => self.run_request(req, Origin::Socket(f.reply)),
-                (None, None) => {
-                    let r = Reply::error(
-                        ErrorKind::Unavailable,
-                        format!("lost the leader ({}) while the change was in flight: check with `shoal service ls` / `shoal node ls` and retry", f.leader),
-                    );
-                    let _ = f.reply.try_send(r);
-                }
-            }
-        }
+        let now_ms = self.mono_ms();
+        let conns = &self.swarm.conns;
+        self.swarm.pending.tick(now_ms, &no_leader, leader.as_deref(), |c| conns.contains_key(&c));
+        self.drain_pending();
         self.logs_tick(now);
         self.check_voter_wait(now);
         if let Some(j) = &self.swarm.joining {

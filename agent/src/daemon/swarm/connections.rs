@@ -291,9 +291,7 @@ impl Daemon {
                 if let Reply::Nodes { self_id, .. } = &mut reply {
                     self_id.clone_from(&self.node_id);
                 }
-                if let Some(f) = self.swarm.forwards.get_mut(&id) {
-                    f.answer = Some((reply, index));
-                }
+                self.swarm.pending.handle_answer(id, reply, index);
                 self.release_forwards();
             }
             (Purpose::Node, msg @ (Wire::LogsRequest { .. } | Wire::LogsReply { .. })) => self.on_logs_message(conn, &peer, msg),

@@ -19,7 +19,7 @@ impl Daemon {
     /// (`swarm update --dispatcher-heartbeat`; `DISPATCHER_HEARTBEAT_MS_DEFAULT`) are Down.
     pub(crate) fn mark_down(&mut self) {
         let linked: BTreeSet<String> = self.store.state().nodes.keys().filter(|n| self.swarm.established(n).is_some()).cloned().collect();
-        let settled = self.swarm.inflight.is_empty();
+        let settled = self.swarm.pending.settled();
         let now_ms = self.mono_ms();
         let ops = self.swarm.dispatcher.poll_down(self.store.state(), &self.node_id, now_ms, settled, |n| linked.contains(n));
         self.commit_internal(ops);

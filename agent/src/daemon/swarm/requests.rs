@@ -15,7 +15,7 @@ impl Daemon {
 
     /// Forwarded requests waiting for the leader.
     pub(crate) fn forwards_len(&self) -> usize {
-        self.swarm.forwards.len()
+        self.swarm.pending.forwards_len()
     }
 
     /// Sends a request to `leader` on `conn`; its answer goes to `reply` once
@@ -28,14 +28,12 @@ impl Daemon {
         conn: u64,
         reply: Sender<Reply>,
     ) -> Result<(), (Request, Sender<Reply>)> {
-        let id = self.swarm.next_forward;
-        self.swarm.next_forward += 1;
+        let id = self.swarm.pending.next_forward_id();
         if !self.swarm.send(conn, &Wire::Request { id, req: req.clone() }) {
             return Err((req, reply));
         }
-        let deadline = Instant::now() + Duration::from_millis(forward_wait_ms(&req));
-        let read = (req.class() == RequestClass::Read).then_some(req);
-        self.swarm.forwards.insert(id, Forward { conn, leader, read, reply, deadline, answer: None });
+        let now_ms = self.mono_ms();
+        self.swarm.pending.forwarded(id, req, leader, conn, reply, now_ms);
         Ok(())
     }
 
@@ -53,7 +51,7 @@ impl Daemon {
         if !self.store.is_leader() {
             return Outcome::Now(self.no_leader_reply());
         }
-        if self.swarm.parked.len() >= PARKED_WRITES_MAX {
+        if !self.swarm.pending.may_park() {
             return Outcome::Now(Reply::error(ErrorKind::Unavailable, "too many writes waiting for a commit; retry in a moment"));
         }
         match self.propose_ops(ops) {
@@ -65,8 +63,8 @@ impl Daemon {
 
     /// Holds a write's reply until its proposal commits (or fails, or `WRITE_TIMEOUT_MS` passes).
     pub(crate) fn park(&mut self, proposal: Proposal, ok: Reply, reply: Sender<Reply>) {
-        let deadline = Instant::now() + Duration::from_millis(WRITE_TIMEOUT_MS);
-        self.swarm.parked.push(Parked { proposal, ok, reply, deadline });
+        let now_ms = self.mono_ms();
+        self.swarm.pending.park(proposal, ok, reply, now_ms);
         self.resolve_outcomes();
     }
 
@@ -87,7 +85,10 @@ impl Daemon {
             return;
         }
         match self.propose_ops(ops) {
-            Ok(Some(p)) => self.swarm.inflight.push((p, Instant::now())),
+            Ok(Some(p)) => {
+                let now_ms = self.mono_ms();
+                self.swarm.pending.track(p, now_ms);
+            }
             Ok(None) => {}
             Err(e) => crate::log!("ERROR", "cannot persist state change: {e}"),
         }
@@ -149,16 +150,7 @@ impl Daemon {
             return;
         }
         for (p, ok) in outcomes {
-            self.swarm.inflight.retain(|(q, _)| *q != p);
-            if let Some(i) = self.swarm.parked.iter().position(|w| w.proposal == p) {
-                let w = self.swarm.parked.swap_remove(i);
-                let r = if ok {
-                    w.ok
-                } else {
-                    Reply::error(ErrorKind::Unavailable, "the change was not committed: leadership changed while it was in flight; retry")
-                };
-                let _ = w.reply.try_send(r);
-            }
+            self.swarm.pending.handle_outcome(p, ok);
             if let Some(i) = self.swarm.pending_joins.iter().position(|j| j.proposal == p) {
                 let j = self.swarm.pending_joins.swap_remove(i);
                 if ok {
@@ -168,16 +160,24 @@ impl Daemon {
                 }
             }
         }
+        self.drain_pending();
     }
 
     /// Hands forwarded answers to the CLI once this manager has caught up with them.
     pub(crate) fn release_forwards(&mut self) {
         let applied = self.store.state().applied_index;
-        let ready: Vec<u64> =
-            self.swarm.forwards.iter().filter(|(_, f)| f.answer.as_ref().is_some_and(|(_, i)| *i <= applied)).map(|(id, _)| *id).collect();
-        for id in ready {
-            if let Some(Forward { reply, answer: Some((r, _)), .. }) = self.swarm.forwards.remove(&id) {
-                let _ = reply.try_send(r);
+        self.swarm.pending.release(applied);
+        self.drain_pending();
+    }
+
+    /// Answers what the pending core let go of.
+    pub(crate) fn drain_pending(&mut self) {
+        while let Some(effect) = self.swarm.pending.poll_effect() {
+            match effect {
+                PendingEffect::Reply { to, reply } => {
+                    let _ = to.try_send(reply);
+                }
+                PendingEffect::RunLocally { to, req } => self.run_request(req, Origin::Socket(to)),
             }
         }
     }
