@@ -265,7 +265,7 @@ pub async fn drive(stream: Async<TcpStream>, mut link: Link, origin: Instant, ch
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use shoal_shared::noise::key::{digest, NodeKey};
     use shoal_shared::noise::link::{LinkConfig, LinkError};
@@ -274,7 +274,7 @@ mod tests {
     /// Bounded wait for every test future: a hang is a failure, not a stuck CI.
     const TEST_TIMEOUT: Duration = Duration::from_secs(20);
 
-    async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
+    pub(crate) async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
         f.or(async {
             Timer::after(TEST_TIMEOUT).await;
             panic!("test timed out after {TEST_TIMEOUT:?}")

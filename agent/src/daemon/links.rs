@@ -397,21 +397,11 @@ async fn run(stream: Async<TcpStream>, link: Link, origin: Instant, mut up: Link
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::tests::bounded;
     use crate::net::{self, now_ms};
     use shoal_shared::noise::key::NodeKey;
     use shoal_shared::noise::link::{Event as LinkEvent, HANDSHAKE_MESSAGE_BYTES_MAX};
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
-
-    /// Bounded wait for every test future: a hang is a failure, not a stuck CI.
-    const TEST_TIMEOUT: Duration = Duration::from_secs(20);
-
-    async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
-        f.or(async {
-            Timer::after(TEST_TIMEOUT).await;
-            panic!("test timed out after {TEST_TIMEOUT:?}")
-        })
-        .await
-    }
 
     fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
         IpAddr::V4(Ipv4Addr::new(a, b, c, d))
