@@ -10,17 +10,28 @@
 //! loop so two peers sending large messages at each other cannot deadlock on
 //! full socket buffers. Reconnecting with jitter is the caller's loop around
 //! [`connect`] and [`shoal_shared::backoff::Backoff`].
+//!
+//! Until the peer is authenticated a connection costs little: [`handshake`]
+//! runs only the Noise handshake with a `HANDSHAKE_READ_BUFFER_BYTES` buffer
+//! and no channels (a listener creates those once it is `Established`), and
+//! [`drive`] reads with that small buffer too until the handshake is done,
+//! then with `READ_BUFFER_BYTES`.
 
 use async_io::{Async, Timer};
 use futures_lite::future::{self, FutureExt};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
-use shoal_shared::noise::link::{Event, Link};
+use shoal_shared::noise::link::{Event, Link, HANDSHAKE_MESSAGE_BYTES_MAX, LENGTH_PREFIX_BYTES};
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-/// Bytes read from the socket per read call.
+/// Bytes read from the socket per read call once the link is established.
 pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Bytes read per call during the handshake: one handshake message
+/// (`HANDSHAKE_MESSAGE_BYTES_MAX` plus its length) fits.
+pub const HANDSHAKE_READ_BUFFER_BYTES: usize = 2 * 1024;
+const _: () = assert!(HANDSHAKE_READ_BUFFER_BYTES >= LENGTH_PREFIX_BYTES + HANDSHAKE_MESSAGE_BYTES_MAX);
+const _: () = assert!(HANDSHAKE_READ_BUFFER_BYTES <= READ_BUFFER_BYTES);
 /// Encrypted bytes moved from the link into one write batch.
 pub const WRITE_BATCH_BYTES: usize = 256 * 1024;
 /// Events the loop may queue before it stops reading.
@@ -75,6 +86,60 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Async<Tc
     Ok(stream)
 }
 
+/// Runs only the handshake of `link` over `stream`: reads with a
+/// `HANDSHAKE_READ_BUFFER_BYTES` buffer, writes the handshake messages, and
+/// returns once the link is established (its `Established` event, and any
+/// messages that came with the last handshake bytes, wait in the link for
+/// [`drive`]). Every wait ends at the link's deadline, so this takes at most
+/// its `handshake_timeout_ms`. Returns the link's own error when it failed,
+/// timed out or the peer closed.
+pub async fn handshake(mut stream: &Async<TcpStream>, link: &mut Link, origin: Instant) -> io::Result<()> {
+    let mut rbuf = [0u8; HANDSHAKE_READ_BUFFER_BYTES];
+    loop {
+        link.tick(now_ms(origin));
+        while !link.is_closed() {
+            let Some(frame) = link.poll_transmit() else { break };
+            let deadline = link.deadline_ms().unwrap_or(0);
+            let wrote = async { Some(stream.write_all(&frame).await) }
+                .or(async {
+                    Timer::at(origin + Duration::from_millis(deadline)).await;
+                    None
+                })
+                .await;
+            match wrote {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    link.close("write failed");
+                    return Err(e);
+                }
+                None => link.tick(now_ms(origin)),
+            }
+        }
+        if link.is_established() {
+            return Ok(());
+        }
+        if link.is_closed() {
+            let why = std::iter::from_fn(|| link.poll_event()).last();
+            return Err(match why {
+                Some(Event::Closed(e)) => io::Error::other(e.to_string()),
+                _ => io::Error::new(io::ErrorKind::TimedOut, "the peer went silent during the handshake"),
+            });
+        }
+        let Some(deadline) = link.deadline_ms() else { continue };
+        let read = async { Some(stream.read(&mut rbuf).await) }
+            .or(async {
+                Timer::at(origin + Duration::from_millis(deadline)).await;
+                None
+            })
+            .await;
+        match read {
+            Some(Ok(0)) | Some(Err(_)) => link.handle_eof(),
+            Some(Ok(n)) => link.handle_bytes(&rbuf[..n]),
+            None => {}
+        }
+    }
+}
+
 enum Step {
     Read(io::Result<usize>),
     Wrote(io::Result<usize>),
@@ -89,7 +154,7 @@ enum Step {
 /// socket failed.
 pub async fn drive(stream: Async<TcpStream>, mut link: Link, origin: Instant, channels: LinkChannels) -> io::Result<()> {
     let LinkChannels { commands, events } = channels;
-    let mut rbuf = vec![0u8; READ_BUFFER_BYTES];
+    let mut rbuf = vec![0u8; if link.is_established() { READ_BUFFER_BYTES } else { HANDSHAKE_READ_BUFFER_BYTES }];
     let mut out: Vec<u8> = Vec::new();
     let mut out_pos = 0;
     let mut reading = true;
@@ -99,6 +164,9 @@ pub async fn drive(stream: Async<TcpStream>, mut link: Link, origin: Instant, ch
     let mut write_progress_ms = now_ms(origin);
     loop {
         link.tick(now_ms(origin));
+        if rbuf.len() < READ_BUFFER_BYTES && link.is_established() {
+            rbuf.resize(READ_BUFFER_BYTES, 0);
+        }
         while let Some(event) = link.poll_event() {
             if events.send(event).await.is_err() {
                 // Nobody listens any more: end the link politely.
@@ -197,7 +265,7 @@ pub async fn drive(stream: Async<TcpStream>, mut link: Link, origin: Instant, ch
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use shoal_shared::noise::key::{digest, NodeKey};
     use shoal_shared::noise::link::{LinkConfig, LinkError};
@@ -206,7 +274,7 @@ mod tests {
     /// Bounded wait for every test future: a hang is a failure, not a stuck CI.
     const TEST_TIMEOUT: Duration = Duration::from_secs(20);
 
-    async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
+    pub(crate) async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
         f.or(async {
             Timer::after(TEST_TIMEOUT).await;
             panic!("test timed out after {TEST_TIMEOUT:?}")
@@ -424,6 +492,69 @@ mod tests {
             };
             let ((), waited) = future::zip(server, client).await;
             assert!(waited < Duration::from_millis(3_000), "stall noticed after {waited:?}");
+        }));
+    }
+
+    #[test]
+    fn handshake_alone_then_drive() {
+        smol::block_on(bounded(async {
+            let (server_key, client_key) = (NodeKey::generate().unwrap(), NodeKey::generate().unwrap());
+            let (l, addr) = listener();
+            let origin = Instant::now();
+            let (sh, sc) = channels_with(64);
+            let (ch, cc) = channels_with(64);
+            // The server runs the handshake before it has channels, as the
+            // listener does, then drives the established link.
+            let server = async {
+                let (stream, _) = l.accept().await.unwrap();
+                let mut link = Link::responder(relaxed(&server_key), now_ms(origin)).unwrap();
+                handshake(&stream, &mut link, origin).await.unwrap();
+                assert!(link.is_established());
+                drive(stream, link, origin, sc).await
+            };
+            let client = async {
+                let stream = connect(addr, Duration::from_secs(2)).await.unwrap();
+                drive(stream, Link::initiator(relaxed(&client_key), now_ms(origin)).unwrap(), origin, cc).await
+            };
+            let app = async {
+                assert!(matches!(next(&ch).await, Event::Established { .. }));
+                ch.commands.send(Command::Send(b"right after the handshake".to_vec())).await.unwrap();
+                assert_eq!(next(&sh).await, Event::Established { peer_static: *client_key.public(), peer_payload: Vec::new() });
+                assert_eq!(next(&sh).await, Event::Message(b"right after the handshake".to_vec()));
+                sh.commands.send(Command::Close("bye".into())).await.unwrap();
+                assert_eq!(next(&ch).await, Event::Closed(LinkError::ClosedByPeer { reason: "bye".into() }));
+            };
+            let ((server, client), ()) = future::zip(future::zip(server, client), app).await;
+            server.unwrap();
+            client.unwrap();
+        }));
+    }
+
+    #[test]
+    fn handshake_ends_at_its_deadline_however_the_peer_trickles() {
+        smol::block_on(bounded(async {
+            let server_key = NodeKey::generate().unwrap();
+            let (l, addr) = listener();
+            let origin = Instant::now();
+            let config = LinkConfig { handshake_timeout_ms: 300, ..short(&server_key) };
+            let server = async {
+                let (stream, _) = l.accept().await.unwrap();
+                let mut link = Link::responder(config, now_ms(origin)).unwrap();
+                handshake(&stream, &mut link, origin).await.unwrap_err()
+            };
+            let client = async {
+                let stream = connect(addr, Duration::from_secs(2)).await.unwrap();
+                // Half of a frame length, then a byte every 50 ms (under the 400 ms idle timeout).
+                (&stream).write_all(&[0]).await.unwrap();
+                for _ in 0..100 {
+                    Timer::after(Duration::from_millis(50)).await;
+                    if (&stream).write_all(&[200]).await.is_err() {
+                        return;
+                    }
+                }
+            };
+            let (err, ()) = future::zip(server, client).await;
+            assert_eq!(err.to_string(), LinkError::HandshakeTimedOut { ms: 300 }.to_string());
         }));
     }
 

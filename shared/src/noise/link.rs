@@ -72,18 +72,23 @@ pub struct LinkConfig {
     pub peer_digest_pin: Option<[u8; 32]>,
     /// Send a keepalive after this long without sending anything.
     pub keepalive_interval_ms: u64,
-    /// Declare the peer dead after this long without receiving anything;
-    /// also bounds the handshake.
+    /// Declare the peer dead after this long without receiving anything,
+    /// in the handshake too.
     pub idle_timeout_ms: u64,
     /// Largest reassembled application message, in either direction.
     pub message_bytes_max: u32,
     /// Largest amount of encrypted bytes waiting in [`Link::poll_transmit`];
     /// [`Link::send`] refuses beyond it.
     pub send_queue_bytes_max: u32,
+    /// Close the link if the handshake has not finished this long after
+    /// the link was created, however the peer trickles its bytes: what an
+    /// unauthenticated peer holds is bounded in time, not only in silence.
+    pub handshake_timeout_ms: u64,
 }
 
 impl LinkConfig {
-    /// LAN defaults: keepalive every 1 s, dead after 3 s of silence.
+    /// LAN defaults: keepalive every 1 s, dead after 3 s of silence, the
+    /// handshake done within 5 s.
     pub fn lan(local_private: [u8; 32]) -> LinkConfig {
         LinkConfig {
             local_private,
@@ -94,13 +99,20 @@ impl LinkConfig {
             idle_timeout_ms: 3_000,
             message_bytes_max: 16 * 1024 * 1024,
             send_queue_bytes_max: 32 * 1024 * 1024,
+            handshake_timeout_ms: 5_000,
         }
     }
 
     /// Edge defaults for lossy, metered or NATed links: keepalive every 15 s
-    /// (inside common NAT binding timeouts), dead after 60 s of silence.
+    /// (inside common NAT binding timeouts), dead after 60 s of silence, the
+    /// handshake done within 30 s.
     pub fn edge(local_private: [u8; 32]) -> LinkConfig {
-        LinkConfig { keepalive_interval_ms: 15_000, idle_timeout_ms: 60_000, ..LinkConfig::lan(local_private) }
+        LinkConfig {
+            keepalive_interval_ms: 15_000,
+            idle_timeout_ms: 60_000,
+            handshake_timeout_ms: 30_000,
+            ..LinkConfig::lan(local_private)
+        }
     }
 }
 
@@ -161,6 +173,8 @@ pub enum LinkError {
     Closed,
     #[error("noise encryption failed: {0}")]
     Encrypt(String),
+    #[error("noise handshake not finished within {ms} ms (a stalled or trickling peer)")]
+    HandshakeTimedOut { ms: u64 },
 }
 
 enum Phase {
@@ -184,6 +198,8 @@ pub struct Link {
     events: VecDeque<Event>,
     last_rx_ms: u64,
     last_tx_ms: u64,
+    /// When the handshake must have finished (creation + `handshake_timeout_ms`).
+    handshake_deadline_ms: u64,
     rx_since_tick: bool,
     tx_since_tick: bool,
     peer_static: Option<[u8; 32]>,
@@ -212,6 +228,7 @@ impl Link {
             .map_err(|e| LinkError::Handshake(e.to_string()))?;
         let hs = if initiator { builder.build_initiator() } else { builder.build_responder() };
         let hs = hs.map_err(|e| LinkError::Handshake(e.to_string()))?;
+        let handshake_timeout_ms = config.handshake_timeout_ms;
         let mut link = Link {
             config,
             initiator,
@@ -223,6 +240,7 @@ impl Link {
             events: VecDeque::new(),
             last_rx_ms: now_ms,
             last_tx_ms: now_ms,
+            handshake_deadline_ms: now_ms.saturating_add(handshake_timeout_ms),
             rx_since_tick: false,
             tx_since_tick: false,
             peer_static: None,
@@ -329,13 +347,15 @@ impl Link {
         }
         self.phase = Phase::Done;
         self.events.clear();
-        self.rx.clear();
+        self.rx = Vec::new();
         self.reassembly = Vec::new();
     }
 
     /// Advances time: sends a keepalive after `keepalive_interval_ms` of not
-    /// sending, and times out after `idle_timeout_ms` of not receiving. Call
-    /// it after every input and at [`Link::deadline_ms`].
+    /// sending, times out after `idle_timeout_ms` of not receiving, and
+    /// fails with [`LinkError::HandshakeTimedOut`] when the handshake is not
+    /// done `handshake_timeout_ms` after creation. Call it after every input
+    /// and at [`Link::deadline_ms`].
     pub fn tick(&mut self, now_ms: u64) {
         if matches!(self.phase, Phase::Done) {
             return;
@@ -353,6 +373,10 @@ impl Link {
             self.events.push_back(Event::TimedOut);
             return;
         }
+        if matches!(self.phase, Phase::Handshake(_)) && now_ms >= self.handshake_deadline_ms {
+            self.fail(LinkError::HandshakeTimedOut { ms: self.config.handshake_timeout_ms });
+            return;
+        }
         if matches!(self.phase, Phase::Transport(_)) && now_ms.saturating_sub(self.last_tx_ms) >= self.config.keepalive_interval_ms {
             if let Err(e) = self.push_record(KIND_KEEPALIVE, &[]) {
                 self.fail(e);
@@ -368,7 +392,7 @@ impl Link {
         let idle = self.last_rx_ms.saturating_add(self.config.idle_timeout_ms);
         match self.phase {
             Phase::Done => None,
-            Phase::Handshake(_) => Some(idle),
+            Phase::Handshake(_) => Some(idle.min(self.handshake_deadline_ms)),
             Phase::Transport(_) => Some(idle.min(self.last_tx_ms.saturating_add(self.config.keepalive_interval_ms))),
         }
     }
@@ -414,7 +438,7 @@ impl Link {
         self.phase = Phase::Done;
         self.transmit.clear();
         self.transmit_bytes = 0;
-        self.rx.clear();
+        self.rx = Vec::new();
         self.reassembly = Vec::new();
         self.events.push_back(Event::Closed(error));
     }
@@ -561,6 +585,9 @@ fn validate(config: &LinkConfig) -> Result<(), LinkError> {
     }
     if config.keepalive_interval_ms == 0 || config.keepalive_interval_ms >= config.idle_timeout_ms {
         return Err(LinkError::Config("keepalive_interval_ms must be positive and below idle_timeout_ms"));
+    }
+    if config.handshake_timeout_ms == 0 {
+        return Err(LinkError::Config("handshake_timeout_ms must be positive"));
     }
     let records = (config.message_bytes_max as usize).div_ceil(CHUNK_BYTES_MAX).max(1);
     if (config.send_queue_bytes_max as usize) < config.message_bytes_max as usize + records * RECORD_OVERHEAD_BYTES {

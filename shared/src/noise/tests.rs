@@ -281,6 +281,42 @@ fn handshake_times_out_without_answer() {
 }
 
 #[test]
+fn trickling_peer_fails_the_handshake_deadline() {
+    // A peer that sends one byte of a maximal first handshake message every
+    // second is never silent for `idle_timeout_ms`, yet must not hold the
+    // responder past `handshake_timeout_ms` from its creation.
+    let config = LinkConfig::lan(*key(1).private());
+    let (idle_ms, handshake_ms) = (config.idle_timeout_ms, config.handshake_timeout_ms);
+    assert!(handshake_ms > idle_ms, "the case needs trickling to outlive the idle timeout");
+    let mut b = Link::responder(config, 200).unwrap();
+    assert_eq!(b.deadline_ms(), Some(200 + idle_ms));
+    b.handle_bytes(&(HANDSHAKE_MESSAGE_BYTES_MAX as u16).to_be_bytes());
+    let mut now = 200;
+    while now + 1_000 < 200 + handshake_ms {
+        now += 1_000;
+        b.handle_bytes(&[0]);
+        b.tick(now);
+        assert_eq!(b.poll_event(), None, "at {now} ms");
+    }
+    assert_eq!(b.deadline_ms(), Some(200 + handshake_ms), "the handshake deadline is next");
+    b.tick(200 + handshake_ms - 1);
+    assert_eq!(b.poll_event(), None);
+    b.tick(200 + handshake_ms);
+    assert_eq!(b.poll_event(), Some(Event::Closed(LinkError::HandshakeTimedOut { ms: handshake_ms })));
+    assert!(b.is_closed());
+    assert_eq!(b.deadline_ms(), None);
+    assert_eq!(b.poll_transmit(), None);
+
+    // An established link no longer has a handshake deadline.
+    let mut p = Pair::established(12);
+    for _ in 0..handshake_ms / 1_000 + 1 {
+        p.advance(1_000);
+    }
+    assert!(p.a_events.is_empty() && p.b_events.is_empty(), "{:?} {:?}", p.a_events, p.b_events);
+    assert!(p.a.is_established() && p.b.is_established());
+}
+
+#[test]
 fn refused_sends_leave_the_link_unchanged() {
     let mut p = Pair::with(
         4,
@@ -324,6 +360,9 @@ fn config_is_validated() {
     let mut c = LinkConfig::lan([1; 32]);
     c.keepalive_interval_ms = c.idle_timeout_ms;
     assert!(matches!(Link::responder(c, 0), Err(LinkError::Config(_))));
+    let mut c = LinkConfig::lan([1; 32]);
+    c.handshake_timeout_ms = 0;
+    assert_eq!(Link::initiator(c, 0).err(), Some(LinkError::Config("handshake_timeout_ms must be positive")));
     let mut c = LinkConfig::edge([1; 32]);
     c.send_queue_bytes_max = c.message_bytes_max;
     assert!(matches!(Link::responder(c, 0), Err(LinkError::Config(_))));
