@@ -1,8 +1,11 @@
-//! Time as an input: the [`Clock`] trait and its real and simulated clocks.
+//! Time as an input: the [`Clock`] (wall) and [`MonoClock`] (monotonic)
+//! traits and their real and simulated clocks.
 //!
 //! Cores take `now` as a parameter; only shells hold a clock. Timestamps in
 //! replicated state are nanoseconds since the Unix epoch, stamped by the
-//! proposer, so `apply` never reads a clock.
+//! proposer, so `apply` never reads a clock. Deadlines, timeouts and
+//! periods are monotonic milliseconds, so a wall-clock jump (a device
+//! without an RTC setting its time at boot) neither fires nor stalls them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -27,6 +30,37 @@ impl Clock for SystemClock {
     }
 }
 
+/// A source of monotonic time for shells: milliseconds since the clock was made.
+pub trait MonoClock: Send + Sync {
+    /// Milliseconds since this clock's origin; never goes back.
+    fn now_ms(&self) -> u64;
+}
+
+/// The operating system's monotonic clock, from when it was made.
+#[derive(Clone, Copy, Debug)]
+pub struct SystemMonoClock {
+    origin: std::time::Instant,
+}
+
+impl SystemMonoClock {
+    /// A clock whose origin is now.
+    pub fn new() -> SystemMonoClock {
+        SystemMonoClock { origin: std::time::Instant::now() }
+    }
+}
+
+impl Default for SystemMonoClock {
+    fn default() -> Self {
+        SystemMonoClock::new()
+    }
+}
+
+impl MonoClock for SystemMonoClock {
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+}
+
 /// A clock that moves only when told to, for simulations and tests.
 #[derive(Debug, Default)]
 pub struct SimClock {
@@ -48,5 +82,12 @@ impl SimClock {
 impl Clock for SimClock {
     fn now_unix_nanos(&self) -> UnixNanos {
         self.now.load(Ordering::SeqCst)
+    }
+}
+
+/// Simulated monotonic time: the same nanosecond counter, in milliseconds.
+impl MonoClock for SimClock {
+    fn now_ms(&self) -> u64 {
+        self.now.load(Ordering::SeqCst) / 1_000_000
     }
 }

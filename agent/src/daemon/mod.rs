@@ -33,7 +33,7 @@ use async_channel::{Receiver, Sender};
 use shoal_manager::store::{Bootstrap, Store};
 use shoal_manager::{control, orchestrator, scheduler};
 use shoal_shared::api::{Reply, Request, VersionInfo};
-use shoal_shared::clock::{Clock, SystemClock};
+use shoal_shared::clock::{Clock, MonoClock, SystemClock, SystemMonoClock};
 use shoal_shared::noise::key;
 use shoal_shared::noise::link::Event as LinkEvent;
 use shoal_shared::ops::Op;
@@ -42,7 +42,7 @@ use shoal_shared::task::TaskState;
 use shoal_shared::types::{NodeDescription, NodeState, ServiceSpec, Task, TaskStatus};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use swarm::{Mode, Swarm};
 
 /// Events queued for the loop at most; senders wait when it is full.
@@ -227,7 +227,10 @@ pub(crate) struct Daemon {
     cfg: Config,
     store: Store,
     rng: Rng,
-    clock: SystemClock,
+    /// Wall time, for timestamps in reports and proposals.
+    clock: Arc<dyn Clock>,
+    /// Monotonic time, for every deadline and period of the loop ([`Daemon::mono_ms`]).
+    mono: Arc<dyn MonoClock>,
     pub(crate) node_id: String,
     runtime: Arc<dyn Runtime>,
     runtime_version: String,
@@ -235,16 +238,15 @@ pub(crate) struct Daemon {
     tx: Sender<Event>,
     slots: Arc<async_lock::Semaphore>,
     listing: bool,
-    last_list: Instant,
+    /// When the last full listing arrived (mono ms).
+    last_list_ms: u64,
     stopping: bool,
     /// Status reports waiting for the next commit (batched per event burst).
     pending: Vec<Op>,
     /// State index and time of the last orchestrate/schedule pass.
     passed_index: u64,
-    passed_at: Instant,
-    logs_checked_at: Instant,
-    /// Origin of [`Daemon::mono_ms`].
-    started_at: Instant,
+    passed_at_ms: u64,
+    logs_checked_at_ms: u64,
     swarm: Swarm,
 }
 
@@ -266,7 +268,8 @@ impl Daemon {
             cfg,
             store,
             rng,
-            clock: SystemClock,
+            clock: Arc::new(SystemClock),
+            mono: Arc::new(SystemMonoClock::new()),
             node_id,
             runtime,
             runtime_version,
@@ -274,13 +277,12 @@ impl Daemon {
             tx,
             slots: Arc::new(async_lock::Semaphore::new(RUNTIME_CALLS_MAX)),
             listing: false,
-            last_list: Instant::now(),
+            last_list_ms: 0,
             stopping: false,
             pending: Vec::new(),
             passed_index: u64::MAX,
-            passed_at: Instant::now(),
-            logs_checked_at: Instant::now(),
-            started_at: Instant::now(),
+            passed_at_ms: 0,
+            logs_checked_at_ms: 0,
             swarm,
         };
         d.refresh_self_node()?;
@@ -293,7 +295,7 @@ impl Daemon {
 
     /// Monotonic milliseconds since the daemon started (grace deadlines).
     fn mono_ms(&self) -> u64 {
-        self.started_at.elapsed().as_millis() as u64
+        self.mono.now_ms()
     }
 
     fn signal(&self, id: String, kill: bool) {
@@ -383,8 +385,9 @@ impl Daemon {
                 self.swarm_tick();
                 // Only once this node knows its tasks (a worker's are in its assignments, not in
                 // its store): before that every log would look like a leftover and be deleted.
-                if self.may_plan() && self.logs_checked_at.elapsed() >= Duration::from_millis(LOG_ROTATE_CHECK_MS) {
-                    self.logs_checked_at = Instant::now();
+                let now_ms = self.mono_ms();
+                if self.may_plan() && now_ms.saturating_sub(self.logs_checked_at_ms) >= LOG_ROTATE_CHECK_MS {
+                    self.logs_checked_at_ms = now_ms;
                     let logs = task_logs::TaskLogs::new(&self.cfg.data_dir);
                     self.sync_assignments();
                     let known: std::collections::BTreeSet<String> = self.assigned().tasks.keys().cloned().collect();
@@ -398,14 +401,14 @@ impl Daemon {
                         },
                     );
                 }
-                if !self.listing && self.last_list.elapsed() >= Duration::from_millis(RELIST_MS) {
+                if !self.listing && now_ms.saturating_sub(self.last_list_ms) >= RELIST_MS {
                     self.relist();
                 }
             }
             Event::Exit(e) => self.worker.handle_exit(&e),
             Event::Listed { epoch, result } => {
                 self.listing = false;
-                self.last_list = Instant::now();
+                self.last_list_ms = self.mono_ms();
                 match result {
                     Ok(list) => self.worker.handle_list(epoch, list),
                     Err(e) => crate::log!("WARN", "cannot list containers: {e}"),
@@ -493,7 +496,7 @@ impl Daemon {
             let index = self.store.state().applied_index;
             // A rolling update's delays and monitor windows are time-based too: tick-grained while one runs.
             let updating = self.store.state().services.values().any(|s| s.update_status.as_ref().is_some_and(|u| u.state.in_progress()));
-            let due = index != self.passed_index || updating || self.passed_at.elapsed() >= Duration::from_millis(IDLE_PASS_MS);
+            let due = index != self.passed_index || updating || now_ms.saturating_sub(self.passed_at_ms) >= IDLE_PASS_MS;
             if self.store.state().cluster.is_some() && due && self.leads() && self.swarm.pending.settled() {
                 ops = orchestrator::reconcile(self.store.state(), now, &mut self.rng);
                 if ops.is_empty() {
@@ -501,7 +504,7 @@ impl Daemon {
                 }
                 if ops.is_empty() {
                     self.passed_index = index;
-                    self.passed_at = Instant::now();
+                    self.passed_at_ms = now_ms;
                 }
             }
             let mut reports = Vec::new();

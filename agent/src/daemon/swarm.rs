@@ -66,7 +66,6 @@ use shoal_shared::wire::{self, ManagerInfo, Wire, NOT_A_MEMBER};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 /// A join gives up after this long (dial, redirects, commit).
 pub const JOIN_TIMEOUT_MS: u64 = 20_000;
@@ -125,14 +124,14 @@ struct Joining {
     reply: Sender<Reply>,
     conn: u64,
     redirects: u32,
-    deadline: Instant,
+    deadline_ms: u64,
 }
 
 /// A manager's join, accepted, answered once this node is a raft voter (as Swarm's).
 struct VoterWait {
     reply: Sender<Reply>,
     node_id: String,
-    deadline: Instant,
+    deadline_ms: u64,
 }
 
 /// A join the leader accepted, waiting for the node's record to commit.
@@ -180,7 +179,8 @@ pub(crate) struct Swarm {
     /// (at the latest `DEMOTION_GRACE_MS` after the demotion).
     leave_after_demotion: Option<(bool, Sender<Reply>)>,
     pending_joins: Vec<PendingJoin>,
-    demoted_at: Option<Instant>,
+    /// When this manager saw its demotion (mono ms).
+    demoted_at_ms: Option<u64>,
     /// Last raft leader, term and membership logged.
     raft_seen: Option<(u64, u64, Vec<u64>, Vec<u64>)>,
     /// `service logs` gathers, requests and reads in flight.
@@ -271,7 +271,7 @@ impl Swarm {
             voter_wait: None,
             leave_after_demotion: None,
             pending_joins: Vec::new(),
-            demoted_at: None,
+            demoted_at_ms: None,
             raft_seen: None,
             logs: logs::Gathers::default(),
         }
@@ -496,7 +496,7 @@ impl Daemon {
 
     /// Periodic swarm work, every loop tick.
     pub(crate) fn swarm_tick(&mut self) {
-        let now = Instant::now();
+        let now_ms = self.mono_ms();
         if self.swarm.mode == Mode::Manager {
             let st = self.store.raft_status();
             let seen = (st.leader, st.term, st.voters.clone(), st.learners.clone());
@@ -508,14 +508,13 @@ impl Daemon {
         // Deadlines of parked writes, internal proposals and forwards.
         let no_leader = self.no_leader_reply();
         let leader = self.leader_node();
-        let now_ms = self.mono_ms();
         let conns = &self.swarm.conns;
         self.swarm.pending.tick(now_ms, &no_leader, leader.as_deref(), |c| conns.contains_key(&c));
         self.drain_pending();
-        self.logs_tick(now);
-        self.check_voter_wait(now);
+        self.logs_tick(now_ms);
+        self.check_voter_wait(now_ms);
         if let Some(j) = &self.swarm.joining {
-            if now >= j.deadline {
+            if now_ms >= j.deadline_ms {
                 let remote = j.remote.clone();
                 self.fail_join(&format!("no answer from {remote} within {} s", JOIN_TIMEOUT_MS / 1000));
             }

@@ -24,7 +24,6 @@ use shoal_shared::api::{ErrorKind, LogCursor, Reply};
 use shoal_shared::types::NodeState;
 use shoal_shared::wire::{Wire, LOGS_REPLY_BYTES_MAX, LOGS_TASKS_PER_REQUEST_MAX};
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 /// `service logs` requests this manager gathers at once.
 pub const LOGS_GATHERS_MAX: usize = 64;
@@ -49,7 +48,7 @@ pub(crate) struct Gathers {
 struct Open {
     gather: Gather,
     reply: Sender<Reply>,
-    deadline: Instant,
+    deadline_ms: u64,
 }
 
 /// A `LogsRequest` out on a link.
@@ -96,8 +95,8 @@ impl Daemon {
         let scope = if self.leads() || self.swarm.mode == Mode::Solo { Scope::Swarm } else { Scope::ThisNode };
         let (gather, asks) = Gather::plan(state, svc, &self.node_id, tail_lines, &cursor, scope);
         let id = self.swarm.logs.next_id();
-        let deadline = Instant::now() + Duration::from_millis(LOGS_GATHER_TIMEOUT_MS);
-        self.swarm.logs.open.insert(id, Open { gather, reply, deadline });
+        let deadline_ms = self.mono_ms() + LOGS_GATHER_TIMEOUT_MS;
+        self.swarm.logs.open.insert(id, Open { gather, reply, deadline_ms });
         for (i, ask) in asks.into_iter().enumerate() {
             self.start_ask(id, i, ask);
         }
@@ -238,8 +237,8 @@ impl Daemon {
     }
 
     /// Answers gathers whose deadline passed with what arrived.
-    pub(super) fn logs_tick(&mut self, now: Instant) {
-        let late: Vec<u64> = self.swarm.logs.open.iter().filter(|(_, o)| now >= o.deadline).map(|(id, _)| *id).collect();
+    pub(super) fn logs_tick(&mut self, now_ms: u64) {
+        let late: Vec<u64> = self.swarm.logs.open.iter().filter(|(_, o)| now_ms >= o.deadline_ms).map(|(id, _)| *id).collect();
         for id in late {
             self.finish_gather(id);
         }

@@ -6,10 +6,10 @@ use super::*;
 
 impl Daemon {
     /// A manager's `swarm join` returns once this node votes in raft (or says why not).
-    pub(crate) fn check_voter_wait(&mut self, now: Instant) {
+    pub(crate) fn check_voter_wait(&mut self, now_ms: u64) {
         let Some(w) = &self.swarm.voter_wait else { return };
         let voter = self.swarm.mode == Mode::Manager && self.store.voters().contains(&self.store.raft_id());
-        if !voter && now < w.deadline {
+        if !voter && now_ms < w.deadline_ms {
             return;
         }
         let Some(w) = self.swarm.voter_wait.take() else { return };
@@ -62,7 +62,7 @@ impl Daemon {
         let demoted =
             self.store.state().cluster.is_some() && self.store.state().nodes.get(&self.node_id).is_some_and(|n| n.role == NodeRole::Worker);
         if !demoted {
-            self.swarm.demoted_at = None;
+            self.swarm.demoted_at_ms = None;
             // Promoted again before the demotion took effect: a parked leave is answered as a manager's.
             if let Some((force, reply)) = self.swarm.leave_after_demotion.take() {
                 let r = self.leave_now(force);
@@ -70,9 +70,10 @@ impl Daemon {
             }
             return;
         }
-        let at = *self.swarm.demoted_at.get_or_insert_with(Instant::now);
+        let now_ms = self.mono_ms();
+        let at_ms = *self.swarm.demoted_at_ms.get_or_insert(now_ms);
         let removed = !self.store.is_member(self.store.raft_id());
-        if !removed && at.elapsed() < Duration::from_millis(DEMOTION_GRACE_MS) {
+        if !removed && now_ms.saturating_sub(at_ms) < DEMOTION_GRACE_MS {
             return;
         }
         crate::log!("INFO", "this node was demoted: leaving raft and running as a worker");
@@ -91,7 +92,7 @@ impl Daemon {
         }
         self.swarm.mode = Mode::Worker;
         self.swarm.assigned = None;
-        self.swarm.demoted_at = None;
+        self.swarm.demoted_at_ms = None;
         if let Some((force, reply)) = self.swarm.leave_after_demotion.take() {
             let r = self.leave_now(force);
             let _ = reply.try_send(r);
@@ -297,7 +298,7 @@ impl Daemon {
             reply: reply.clone(),
             conn: 0,
             redirects: 0,
-            deadline: Instant::now() + Duration::from_millis(JOIN_TIMEOUT_MS),
+            deadline_ms: self.mono_ms() + JOIN_TIMEOUT_MS,
         });
         self.dial_join(token, &remote);
         Outcome::Later
@@ -439,8 +440,8 @@ impl Daemon {
         self.set_local(LOCAL_MODE, if role == NodeRole::Manager { "manager" } else { "worker" });
         crate::log!("INFO", "joined the swarm as a {}", if role == NodeRole::Manager { "manager" } else { "worker" });
         if role == NodeRole::Manager {
-            let deadline = Instant::now() + Duration::from_millis(JOIN_VOTER_WAIT_MS);
-            self.swarm.voter_wait = Some(VoterWait { reply: j.reply, node_id, deadline });
+            let deadline_ms = self.mono_ms() + JOIN_VOTER_WAIT_MS;
+            self.swarm.voter_wait = Some(VoterWait { reply: j.reply, node_id, deadline_ms });
             return;
         }
         let _ = j.reply.try_send(Reply::Joined { role, node_id });
