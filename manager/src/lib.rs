@@ -14,6 +14,7 @@
 
 pub mod control;
 pub mod dispatcher;
+pub mod membership;
 pub mod orchestrator;
 pub mod placement;
 pub mod raft;

@@ -553,6 +553,12 @@ impl Store {
         }
     }
 
+    /// Leader only: proposes promoting learner `raft_id` to voter (refused
+    /// unless it holds every committed entry).
+    pub fn promote_learner(&mut self, raft_id: u64) -> Result<u64, StoreError> {
+        self.conf_change(ConfChange::PromoteLearner(raft_id))
+    }
+
     /// Leader only: hands leadership to voter `raft_id`.
     pub fn transfer_leader(&mut self, raft_id: u64) -> Result<(), StoreError> {
         self.check_running()?;

@@ -80,8 +80,6 @@ pub const WRITE_TIMEOUT_MS: u64 = 5_000;
 pub const FORWARD_TIMEOUT_MS: u64 = 10_000;
 /// A read forwarded to the leader waits this long before this manager answers it itself.
 pub const FORWARD_READ_TIMEOUT_MS: u64 = 2_000;
-/// A demoted manager leaves raft at the latest this long after its demotion applied.
-pub const DEMOTION_GRACE_MS: u64 = 5_000;
 pub(crate) use pending::FORWARDS_MAX;
 
 /// Local (not replicated) keys in the store's `local` table.
@@ -176,7 +174,7 @@ pub(crate) struct Swarm {
     joining: Option<Joining>,
     voter_wait: Option<VoterWait>,
     /// A `swarm leave` asked while this manager was being demoted: run once it is a worker
-    /// (at the latest `DEMOTION_GRACE_MS` after the demotion).
+    /// (at the latest `membership::DEMOTION_GRACE_MS` after the demotion).
     leave_after_demotion: Option<(bool, Sender<Reply>)>,
     pending_joins: Vec<PendingJoin>,
     /// When this manager saw its demotion (mono ms).

@@ -3,6 +3,7 @@
 //! demotion), and raft membership following node roles on the leader.
 
 use super::*;
+use shoal_manager::membership::{self, Demotion, Step};
 
 impl Daemon {
     /// A manager's `swarm join` returns once this node votes in raft (or says why not).
@@ -27,31 +28,20 @@ impl Daemon {
         let _ = w.reply.try_send(r);
     }
 
-    /// Leader: raft membership follows node roles, one change at a time.
+    /// Leader: raft membership follows node roles, one change at a time
+    /// ([`shoal_manager::membership::next_step`]).
     pub(crate) fn reconcile_membership(&mut self) {
-        let me = self.store.raft_id();
         let status = self.store.raft_status();
-        let members: BTreeSet<u64> = status.voters.iter().chain(&status.learners).copied().collect();
         let managers: BTreeSet<u64> =
             self.store.state().nodes.values().filter(|n| n.role == NodeRole::Manager).map(|n| raft_id(&n.id)).collect();
-        if !managers.contains(&me) && self.store.state().nodes.contains_key(&self.node_id) {
-            // Demoted: hand leadership to the most caught-up other voter first.
-            let best = status.progress.iter().filter(|p| p.id != me && status.voters.contains(&p.id)).max_by_key(|p| p.match_index);
-            if let Some(p) = best {
-                let _ = self.store.transfer_leader(p.id);
-            }
-            return;
-        }
-        if let Some(rid) = managers.iter().find(|r| !members.contains(r)) {
-            let _ = self.store.add_learner(*rid);
-            return;
-        }
-        if !self.store.promote_caught_up_learners().is_empty() {
-            return;
-        }
-        if let Some(rid) = members.iter().find(|r| **r != me && !managers.contains(r)) {
-            let _ = self.store.remove_member(*rid);
-        }
+        // A refused change (one already pending) is proposed again on a later tick.
+        let _ = match membership::next_step(&status, &managers) {
+            Some(Step::TransferLeader(id)) => self.store.transfer_leader(id).map(|_| 0),
+            Some(Step::AddLearner(id)) => self.store.add_learner(id),
+            Some(Step::PromoteLearner(id)) => self.store.promote_learner(id),
+            Some(Step::Remove(id)) => self.store.remove_member(id),
+            None => Ok(0),
+        };
     }
 
     /// Manager whose node record says Worker: leave raft and become a worker.
@@ -72,8 +62,8 @@ impl Daemon {
         }
         let now_ms = self.mono_ms();
         let at_ms = *self.swarm.demoted_at_ms.get_or_insert(now_ms);
-        let removed = !self.store.is_member(self.store.raft_id());
-        if !removed && now_ms.saturating_sub(at_ms) < DEMOTION_GRACE_MS {
+        let member = self.store.is_member(self.store.raft_id());
+        if membership::demotion(true, member, at_ms, now_ms) != Demotion::Switch {
             return;
         }
         crate::log!("INFO", "this node was demoted: leaving raft and running as a worker");

@@ -1,0 +1,157 @@
+//! Raft membership following node roles: which single change the leader
+//! makes next, and when a demoted manager stops being one.
+//!
+//! Pure: the daemon passes the raft status and the roles in the replicated
+//! state (and a monotonic `now_ms`), and carries out the step returned.
+//!
+//! Invariants:
+//! - one membership change at a time, in this order: a demoted leader hands
+//!   leadership over before anything else (it never removes itself while
+//!   leading); new managers join as learners; a learner is promoted only once
+//!   it holds every committed entry; members without the manager role are
+//!   removed last;
+//! - a demoted manager keeps running raft until it knows its removal
+//!   committed, or [`DEMOTION_GRACE_MS`] after it saw its demotion (a removed
+//!   member is not told reliably: the leader's last heartbeat may be lost).
+
+use crate::raft::{NodeId, Status};
+use std::collections::BTreeSet;
+
+/// A demoted manager leaves raft at the latest this long after its demotion applied.
+pub const DEMOTION_GRACE_MS: u64 = 5_000;
+
+/// The one membership change the leader makes next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// This leader was demoted: hand leadership to this voter first.
+    TransferLeader(NodeId),
+    /// A manager that is not a raft member joins as a learner.
+    AddLearner(NodeId),
+    /// A learner that holds every committed entry becomes a voter.
+    PromoteLearner(NodeId),
+    /// A member whose node is no longer a manager leaves raft.
+    Remove(NodeId),
+}
+
+/// The next change for leader `status.id`, given the raft ids of the nodes
+/// whose role is Manager. `None` when membership matches the roles, or when
+/// this node does not lead.
+pub fn next_step(status: &Status, managers: &BTreeSet<NodeId>) -> Option<Step> {
+    if status.leader != status.id {
+        return None;
+    }
+    let me = status.id;
+    let members: BTreeSet<NodeId> = status.voters.iter().chain(&status.learners).copied().collect();
+    if !managers.contains(&me) {
+        // Demoted (or its record gone): hand leadership to the most caught-up other voter
+        // first; the next leader removes this one.
+        let best = status.progress.iter().filter(|p| p.id != me && status.voters.contains(&p.id)).max_by_key(|p| p.match_index);
+        return best.map(|p| Step::TransferLeader(p.id));
+    }
+    if let Some(id) = managers.iter().find(|r| !members.contains(r)) {
+        return Some(Step::AddLearner(*id));
+    }
+    let caught_up = status.learners.iter().find(|l| status.progress.iter().any(|p| p.id == **l && p.match_index >= status.commit));
+    if let Some(id) = caught_up {
+        return Some(Step::PromoteLearner(*id));
+    }
+    members.iter().find(|r| **r != me && !managers.contains(r)).map(|id| Step::Remove(*id))
+}
+
+/// What a manager whose record says Worker does now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Demotion {
+    /// Not demoted (or not a manager).
+    None,
+    /// Demoted, still a raft member: keep running raft for now.
+    Wait,
+    /// Leave raft and run as a worker.
+    Switch,
+}
+
+/// `demoted`: the state says this manager is a worker; `member`: it is still
+/// a raft member as far as it knows; `since_ms`: when it first saw the
+/// demotion.
+pub fn demotion(demoted: bool, member: bool, since_ms: u64, now_ms: u64) -> Demotion {
+    match (demoted, member) {
+        (false, _) => Demotion::None,
+        (true, false) => Demotion::Switch,
+        (true, true) if now_ms.saturating_sub(since_ms) >= DEMOTION_GRACE_MS => Demotion::Switch,
+        (true, true) => Demotion::Wait,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{PeerProgress, ProgressState, Role};
+
+    fn status(me: NodeId, voters: &[NodeId], learners: &[NodeId], matches: &[(NodeId, u64)], commit: u64) -> Status {
+        Status {
+            id: me,
+            term: 2,
+            vote: me,
+            role: Role::Leader,
+            leader: me,
+            commit,
+            applied: commit,
+            last_index: commit,
+            snapshot_index: 0,
+            voters: voters.to_vec(),
+            learners: learners.to_vec(),
+            progress: matches
+                .iter()
+                .map(|(id, m)| PeerProgress {
+                    id: *id,
+                    match_index: *m,
+                    next_index: m + 1,
+                    state: ProgressState::Replicate,
+                    recent_active: true,
+                    inflight_msgs: 0,
+                })
+                .collect(),
+        }
+    }
+
+    fn set(ids: &[NodeId]) -> BTreeSet<NodeId> {
+        ids.iter().copied().collect()
+    }
+
+    #[test]
+    fn one_change_at_a_time_in_order() {
+        // Matching: nothing to do.
+        let st = status(1, &[1, 2], &[], &[(1, 9), (2, 9)], 9);
+        assert_eq!(next_step(&st, &set(&[1, 2])), None);
+        // A new manager joins as a learner, before anything is removed.
+        assert_eq!(next_step(&st, &set(&[1, 3])), Some(Step::AddLearner(3)));
+        // A learner is promoted once caught up, not before.
+        let st = status(1, &[1, 2], &[3], &[(1, 9), (2, 9), (3, 8)], 9);
+        assert_eq!(next_step(&st, &set(&[1, 2, 3])), None);
+        let st = status(1, &[1, 2], &[3], &[(1, 9), (2, 9), (3, 9)], 9);
+        assert_eq!(next_step(&st, &set(&[1, 2, 3])), Some(Step::PromoteLearner(3)));
+        // A member that is no longer a manager leaves last.
+        let st = status(1, &[1, 2, 3], &[], &[(1, 9), (2, 9), (3, 9)], 9);
+        assert_eq!(next_step(&st, &set(&[1, 3])), Some(Step::Remove(2)));
+        // Only the leader decides.
+        let mut follower = st.clone();
+        follower.leader = 3;
+        assert_eq!(next_step(&follower, &set(&[1, 3])), None);
+    }
+
+    #[test]
+    fn a_demoted_leader_hands_over_to_the_most_caught_up_voter_and_never_removes_itself() {
+        let st = status(1, &[1, 2, 3], &[4], &[(1, 9), (2, 7), (3, 9), (4, 9)], 9);
+        assert_eq!(next_step(&st, &set(&[2, 3, 4])), Some(Step::TransferLeader(3)));
+        // Alone, it has nobody to hand over to, and it does not remove itself.
+        let alone = status(1, &[1], &[], &[(1, 9)], 9);
+        assert_eq!(next_step(&alone, &set(&[])), None);
+    }
+
+    #[test]
+    fn a_demoted_manager_switches_when_removed_or_after_its_grace() {
+        assert_eq!(demotion(false, true, 0, 10_000), Demotion::None);
+        assert_eq!(demotion(true, true, 1_000, 1_000 + DEMOTION_GRACE_MS - 1), Demotion::Wait);
+        assert_eq!(demotion(true, false, 1_000, 1_001), Demotion::Switch, "told that its removal committed");
+        assert_eq!(demotion(true, true, 1_000, 1_000 + DEMOTION_GRACE_MS), Demotion::Switch);
+    }
+}
