@@ -5,7 +5,9 @@
 //! (containerd's state dir, runc's state, cgroups) while containerd's root
 //! survives: after the boot containerd still lists every container, with no
 //! task. Shoal must see those tasks as stopped, not Running, and let the
-//! restart policy decide. Checks are made against containerd itself (`ctr`).
+//! restart policy decide; while a containerd restart that keeps the shims
+//! (and so the processes) must change nothing. Checks are made against
+//! containerd itself (`ctr`).
 //!
 //! A stop's grace period must not hold up anything else: while 20 tasks
 //! that ignore SIGTERM are in their 10 s grace, a crashed task of another
@@ -162,4 +164,32 @@ fn a_restart_is_not_held_up_by_twenty_stops_in_their_grace() {
     assert_eq!(still, slow_ids, "the restart came while all 20 stops were still in their grace (took {took:?})");
     // And the grace ends in SIGKILL: nothing of slow is left.
     wait_for("slow's containers gone", WAIT, || n.containers().iter().all(|id| !slow_ids.contains(id)).then_some(()));
+}
+
+/// The other side of the same rule: a containerd restart (an upgrade, a
+/// crash) keeps the shims and so the containers' processes; nothing stopped,
+/// so nothing is failed or replaced.
+#[test]
+fn a_containerd_restart_that_keeps_the_processes_changes_nothing() {
+    if skip_reason().is_some() {
+        return;
+    }
+    let mut n = Node::new();
+    n.init_with_image();
+    n.shoal(&["service", "create", "-d", "--name", "web", "--replicas", "2", "shoal.test/busybox", "sleep", "1000"]).ok();
+    wait_for("2 running tasks", WAIT, || (n.running() == 2).then_some(()));
+    let before: BTreeSet<(String, String, String)> = n.tasks().into_iter().collect();
+    let ctrd = n.dir.join("ctrd");
+    let pid = std::fs::read_to_string(ctrd.join("containerd.pid")).expect("containerd pid");
+    assert!(std::process::Command::new("kill").arg("-9").arg(pid.trim()).status().expect("kill").success());
+    let st =
+        std::process::Command::new(shoal_tests::root().join("tests/lib/containerd.sh")).arg("start").arg(&ctrd).status().expect("start");
+    assert!(st.success(), "containerd restarts");
+    // Several listings later (one every 2 s), the same processes run and Shoal says so.
+    std::thread::sleep(Duration::from_secs(6));
+    let after: BTreeSet<(String, String, String)> = n.tasks().into_iter().collect();
+    assert_eq!(after, before, "the same tasks with the same pids");
+    let rows = n.ps_json("web");
+    assert_eq!(rows.len(), 2, "nothing failed or replaced: {rows:?}");
+    assert_eq!(ids(&rows, is_running).len(), 2, "{rows:?}");
 }
