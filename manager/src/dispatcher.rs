@@ -75,7 +75,10 @@ pub enum Effect {
 pub enum Leadership {
     Unchanged,
     Gained,
-    Lost,
+    /// Lost; `redirected` worker sessions were told to find the new leader.
+    Lost {
+        redirected: usize,
+    },
 }
 
 /// What was last sent to one session (re-sent only when it changes).
@@ -117,10 +120,12 @@ impl Dispatcher {
                 self.leader_since_ms = None;
                 // Workers attached here must find the new leader: a session on a manager
                 // that no longer dispatches would never get assignments again.
-                for (_, s) in std::mem::take(&mut self.sessions) {
+                let sessions = std::mem::take(&mut self.sessions);
+                let redirected = sessions.len();
+                for (_, s) in sessions {
                     self.effects.push_back(Effect::Redirect { conn: s.conn });
                 }
-                Leadership::Lost
+                Leadership::Lost { redirected }
             }
             _ => Leadership::Unchanged,
         }
@@ -380,7 +385,7 @@ mod tests {
         d.handle_session(&st, 7, "w1", "", NodeDescription::default());
         d.handle_session(&st, 9, "w2", "", NodeDescription::default());
         effects(&mut d);
-        assert_eq!(d.handle_leadership(false, 10), Leadership::Lost);
+        assert_eq!(d.handle_leadership(false, 10), Leadership::Lost { redirected: 2 });
         assert_eq!(effects(&mut d), ["redirect 7", "redirect 9"]);
         assert!(!d.has_session("w1") && !d.has_session("w2"));
         // A follower redirects new worker sessions and keeps managers' links.

@@ -237,8 +237,11 @@ impl Daemon {
             self.swarm.close(conn, "message before the handshake was accepted");
             return;
         };
-        // The peer answered: this link is useful (its loss starts the backoff over).
-        self.swarm.peers.handle_useful(&peer);
+        // The peer answered with more than a redirect: this link is useful (its loss starts
+        // the backoff over). A redirect only says where to go next.
+        if !matches!(msg, Wire::Redirect { .. }) {
+            self.swarm.peers.handle_useful(&peer);
+        }
         let purpose = c.purpose;
         let join_role = c.join_role;
         match (purpose, msg) {
@@ -324,10 +327,15 @@ impl Daemon {
             return;
         }
         if self.swarm.mode == Mode::Worker {
-            self.swarm.leader_hint = (!leader_addr.is_empty()).then_some(ManagerInfo { node_id: leader_id, addr: leader_addr });
+            // A known leader is dialed at once; "no leader" waits out the backoff of each
+            // manager it tries next, so a swarm without quorum is not hammered.
+            let known = !leader_addr.is_empty();
+            self.swarm.leader_hint = known.then_some(ManagerInfo { node_id: leader_id, addr: leader_addr });
             self.swarm.close(conn, "redirected to the leader");
-            let now_ms = self.mono_ms();
-            self.swarm.peers.retry_now(now_ms);
+            if known {
+                let now_ms = self.mono_ms();
+                self.swarm.peers.retry_now(now_ms);
+            }
         }
     }
 }

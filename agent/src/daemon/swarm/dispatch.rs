@@ -8,9 +8,17 @@ impl Daemon {
     /// Tells the dispatcher whether this node leads now (its sessions end when it stops).
     pub(crate) fn sync_leadership(&mut self) {
         let now_ms = self.mono_ms();
-        match self.swarm.dispatcher.handle_leadership(self.leads(), now_ms) {
+        let change = self.swarm.dispatcher.handle_leadership(self.leads(), now_ms);
+        // A lone node outside any swarm leads its own one-voter group: nothing worth saying.
+        if self.store.state().cluster.is_none() {
+            return;
+        }
+        match change {
             Leadership::Gained => crate::log!("INFO", "this node is now the swarm leader"),
-            Leadership::Lost => crate::log!("INFO", "this node is no longer the swarm leader; redirecting its workers"),
+            Leadership::Lost { redirected: 0 } => crate::log!("INFO", "this node is no longer the swarm leader"),
+            Leadership::Lost { redirected } => {
+                crate::log!("INFO", "this node is no longer the swarm leader; {redirected} worker(s) redirected to the new one")
+            }
             Leadership::Unchanged => {}
         }
     }

@@ -15,7 +15,11 @@
 //!   that has not applied a join yet costs seconds, a removal stops the
 //!   hammering), and that is said once, with what to do;
 //! - a lost link is warned about once until a link to that peer is useful
-//!   again.
+//!   again;
+//! - a peer's backoff outlives its being wanted: a worker that rotates
+//!   through its managers (none leads, or none answers) waits out each one's
+//!   delay instead of starting every rotation afresh (at most
+//!   [`PEERS_REMEMBERED_MAX`] peers are remembered).
 
 use shoal_shared::backoff::Backoff;
 use shoal_shared::rng::Rng;
@@ -28,6 +32,8 @@ pub const DIAL_BACKOFF_BASE_MS: u64 = 100;
 pub const DIAL_BACKOFF_MAX_MS: u64 = 2_000;
 /// A peer that keeps refusing this node as not a member is dialed again at most this often.
 pub const REFUSED_REDIAL_MS: u64 = 60_000;
+/// Peers whose backoff is remembered while they are not wanted.
+pub const PEERS_REMEMBERED_MAX: usize = 256;
 
 /// What the shell must do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +58,8 @@ struct Dial {
     warned: bool,
     /// The peer refused this node as a stranger on its last link.
     refused: bool,
+    /// Wanted by the last [`Peers::want`] (unwanted ones keep their backoff).
+    wanted: bool,
 }
 
 /// The links this node wants.
@@ -65,11 +73,16 @@ impl Peers {
     /// The links wanted now (node id -> `IP:PORT`): drops the others and
     /// dials those that are due. `next_conn` numbers new connections.
     pub(crate) fn want(&mut self, want: &BTreeMap<String, String>, now_ms: u64, mut next_conn: impl FnMut() -> u64) {
-        let stale: Vec<String> = self.dials.keys().filter(|k| !want.contains_key(*k)).cloned().collect();
-        for k in stale {
-            if let Some(conn) = self.dials.remove(&k).and_then(|d| d.conn) {
-                self.effects.push_back(PeerEffect::Close { conn, reason: "no longer needed" });
+        for (id, d) in self.dials.iter_mut() {
+            d.wanted = want.contains_key(id);
+            if !d.wanted {
+                if let Some(conn) = d.conn.take() {
+                    self.effects.push_back(PeerEffect::Close { conn, reason: "no longer needed" });
+                }
             }
+        }
+        if self.dials.len() > PEERS_REMEMBERED_MAX {
+            self.dials.retain(|_, d| d.wanted);
         }
         for (id, addr) in want {
             let d = self.dials.entry(id.clone()).or_insert_with(|| Dial {
@@ -80,6 +93,7 @@ impl Peers {
                 refused_backoff: Backoff::new(DIAL_BACKOFF_MAX_MS, REFUSED_REDIAL_MS),
                 warned: false,
                 refused: false,
+                wanted: true,
             });
             d.addr.clone_from(addr);
             if d.conn.is_some() || now_ms < d.retry_at_ms {
@@ -248,6 +262,38 @@ mod tests {
         let (dials, logs) = dials_in(10_000, "closed", true);
         assert!(dials >= 50, "{dials}");
         assert_eq!(logs.len(), dials);
+    }
+
+    /// Found during quorum loss: a worker rotating through three managers
+    /// (one without a leader, two down) dialed one every 100 ms, warning
+    /// each time, because each rotation started from a fresh backoff.
+    #[test]
+    fn rotating_through_unreachable_peers_keeps_their_backoff() {
+        let mut p = Peers::default();
+        let mut rng = Rng::from_seed(5);
+        let peers = [("m1", "10.0.0.1:2377"), ("m2", "10.0.0.2:2377"), ("m3", "10.0.0.3:2377")];
+        let (mut dials, mut warnings, mut next, mut target) = (0, 0, 0, 0);
+        let mut t = 0;
+        while t < 60_000 {
+            p.want(&want(&[peers[target % 3]]), t, || {
+                next += 1;
+                next
+            });
+            while let Some(e) = p.poll_effect() {
+                match e {
+                    PeerEffect::Dial { conn, .. } => {
+                        dials += 1;
+                        p.handle_gone(conn, Some("connection refused"), t, &mut rng);
+                        target += 1;
+                    }
+                    PeerEffect::Log { .. } => warnings += 1,
+                    PeerEffect::Close { .. } => {}
+                }
+            }
+            t += 100;
+        }
+        assert!(dials <= 120, "{dials} dials in a minute");
+        assert_eq!(warnings, 3, "one warning per peer");
     }
 
     #[test]
