@@ -293,7 +293,7 @@ impl Daemon {
         self.clock.now_unix_nanos()
     }
 
-    /// Monotonic milliseconds since the daemon started (grace deadlines).
+    /// Monotonic milliseconds since the daemon started: every deadline and period of the loop.
     fn mono_ms(&self) -> u64 {
         self.mono.now_ms()
     }

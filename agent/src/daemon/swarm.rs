@@ -35,6 +35,7 @@
 //!   (`LOGS_GATHER_TIMEOUT_MS`, in [`logs`]) answer with what arrived and
 //!   name the nodes that did not answer.
 
+mod admit;
 mod connections;
 mod dispatch;
 pub(crate) mod logs;
@@ -62,7 +63,7 @@ use shoal_shared::noise::token::{self, JoinSecrets, JoinToken, Role as TokenRole
 use shoal_shared::ops::{Entry, Op};
 use shoal_shared::task::TaskState;
 use shoal_shared::types::{Availability, Cluster, Meta, Node, NodeRole, NodeState};
-use shoal_shared::wire::{self, ManagerInfo, Wire, NOT_A_MEMBER};
+use shoal_shared::wire::{self, ManagerInfo, Wire};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::{Arc, Mutex};

@@ -2,6 +2,7 @@
 //! node wants (dialed through the [`super::peers`] core), handshakes and
 //! who is admitted, messages routed to their handlers, links lost.
 
+use super::admit::{admit, Admit, Handshake};
 use super::*;
 
 impl Daemon {
@@ -120,13 +121,21 @@ impl Daemon {
         let peer = key::node_id_of(&peer_static);
         let Some(c) = self.swarm.conns.get(&conn) else { return };
         let (purpose, outbound, expect, remote) = (c.purpose, c.outbound, c.expect.clone(), c.remote);
-        match (purpose, outbound) {
-            (Purpose::Node, true) => {
-                if expect.as_deref().is_some_and(|e| e != peer) {
-                    crate::log!("WARN", "{remote:?} answered with node key {peer}, expected {expect:?}; closing");
-                    self.swarm.close(conn, "unexpected node key");
-                    return;
-                }
+        let known = self.store.state().nodes.contains_key(&peer) || self.swarm.hints.iter().any(|m| m.node_id == peer);
+        let cluster = self.store.state().cluster.clone();
+        let check_token = || {
+            let cluster = cluster.ok_or_else(|| "this manager has no swarm state yet; retry".to_string())?;
+            let secrets =
+                JoinSecrets { worker: Secret::from_bytes(cluster.worker_secret), manager: Secret::from_bytes(cluster.manager_secret) };
+            match token::check_join_hello(payload, &cluster.public_key, &secrets) {
+                Ok(TokenRole::Worker) => Ok(NodeRole::Worker),
+                Ok(TokenRole::Manager) => Ok(NodeRole::Manager),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let handshake = Handshake { purpose, outbound, expect: expect.as_deref(), peer: &peer };
+        match admit(handshake, self.swarm.mode, known, check_token) {
+            Admit::Session => {
                 self.accept_peer(conn, &peer);
                 let description = self.describe();
                 let advertise_addr = self.swarm.advertise_addr.clone();
@@ -135,44 +144,17 @@ impl Daemon {
                     self.swarm.reported.clear();
                 }
             }
-            (Purpose::Node, false) => {
-                let known = self.store.state().nodes.contains_key(&peer) || self.swarm.hints.iter().any(|m| m.node_id == peer);
-                if self.swarm.mode != Mode::Manager {
-                    self.swarm.close(conn, "this node is not a manager");
-                } else if !known {
-                    crate::log!("WARN", "refused node {peer} from {remote:?}: not a member of this swarm (removed, or never joined)");
-                    let reason = format!("{NOT_A_MEMBER} (it was removed, or never joined): join it again with a token");
-                    self.swarm.close(conn, &reason);
-                } else {
-                    let _ = wire::decode_node_hello(payload);
-                    self.accept_peer(conn, &peer);
+            Admit::Member => {
+                let _ = wire::decode_node_hello(payload);
+                self.accept_peer(conn, &peer);
+            }
+            Admit::Joiner(role) => {
+                if let Some(c) = self.swarm.conns.get_mut(&conn) {
+                    c.peer = Some(peer);
+                    c.join_role = Some(role);
                 }
             }
-            (Purpose::Join, false) => {
-                let Some(cluster) = self.store.state().cluster.clone() else {
-                    self.swarm.close(conn, "this manager has no swarm state yet; retry");
-                    return;
-                };
-                let secrets =
-                    JoinSecrets { worker: Secret::from_bytes(cluster.worker_secret), manager: Secret::from_bytes(cluster.manager_secret) };
-                match token::check_join_hello(payload, &cluster.public_key, &secrets) {
-                    Ok(role) => {
-                        let role = match role {
-                            TokenRole::Worker => NodeRole::Worker,
-                            TokenRole::Manager => NodeRole::Manager,
-                        };
-                        if let Some(c) = self.swarm.conns.get_mut(&conn) {
-                            c.peer = Some(peer);
-                            c.join_role = Some(role);
-                        }
-                    }
-                    Err(e) => {
-                        crate::log!("WARN", "refused join of node {peer} from {remote:?}: {e}");
-                        self.swarm.close(conn, &e.to_string());
-                    }
-                }
-            }
-            (Purpose::Join, true) => {
+            Admit::JoinDial => {
                 if let Some(c) = self.swarm.conns.get_mut(&conn) {
                     c.peer = Some(peer);
                 }
@@ -181,6 +163,12 @@ impl Daemon {
                 let availability = j.availability;
                 let description = self.describe();
                 self.swarm.send(conn, &Wire::JoinRequest { advertise_addr, availability, description });
+            }
+            Admit::Refuse { reason, warn } => {
+                if let Some(w) = warn {
+                    crate::log!("WARN", "{w} (from {remote:?})");
+                }
+                self.swarm.close(conn, &reason);
             }
         }
     }
