@@ -194,37 +194,40 @@ mod tests {
             .collect()
     }
 
-    /// Dials made over `ms` of simulated time to one peer that accepts the
-    /// handshake then closes with `error` at once, polling every 50 ms.
-    fn dials_in(ms: u64, error: &str, useful: bool) -> (usize, Vec<String>) {
+    /// Dials made over `ms` of simulated time, polling every `step_ms`, to
+    /// `peers` in turn (the next one after each failed dial, as a worker
+    /// rotates through its managers): each dial connects (and is `useful`
+    /// when asked) then closes with `error` at once. Returns the dials and
+    /// the log messages.
+    fn dials_in(peers: &[(&str, &str)], ms: u64, step_ms: u64, error: &str, useful: bool) -> (usize, Vec<String>) {
         let mut p = Peers::default();
         let mut rng = Rng::from_seed(3);
-        let mut next = 0;
-        let w = want(&[("m1", "10.0.0.1:2377")]);
-        let (mut dials, mut logs) = (0, Vec::new());
-        let mut t = 0;
+        let (mut dials, mut logs, mut next, mut target, mut t) = (0, Vec::new(), 0, 0, 0);
         while t < ms {
-            p.want(&w, t, || {
+            p.want(&want(&[peers[target % peers.len()]]), t, || {
                 next += 1;
                 next
             });
             while let Some(e) = p.poll_effect() {
                 match e {
-                    PeerEffect::Dial { conn, .. } => {
+                    PeerEffect::Dial { conn, node_id, .. } => {
                         dials += 1;
                         if useful {
-                            p.handle_useful("m1");
+                            p.handle_useful(&node_id);
                         }
                         p.handle_gone(conn, Some(error), t, &mut rng);
+                        target += 1;
                     }
                     PeerEffect::Log { message, .. } => logs.push(message),
                     PeerEffect::Close { .. } => {}
                 }
             }
-            t += 50;
+            t += step_ms;
         }
         (dials, logs)
     }
+
+    const M1: (&str, &str) = ("m1", "10.0.0.1:2377");
 
     #[test]
     fn wanted_links_are_dialed_once_and_dropped_when_unwanted() {
@@ -250,16 +253,16 @@ mod tests {
     #[test]
     fn a_refusing_peer_is_not_hammered() {
         let refusal = format!("refused by the manager: {NOT_A_MEMBER} (it was removed, or never joined): join it again with a token");
-        let (dials, logs) = dials_in(300_000, &refusal, false);
+        let (dials, logs) = dials_in(&[M1], 300_000, 50, &refusal, false);
         assert!(dials <= 12, "{dials} dials in 5 minutes");
         assert_eq!(logs.len(), 1, "said once, with what to do: {logs:?}");
         assert!(logs[0].contains("swarm leave --force"), "{logs:?}");
         // Any other failure backs off to DIAL_BACKOFF_MAX_MS, with one warning.
-        let (dials, logs) = dials_in(60_000, "the peer stopped answering", false);
+        let (dials, logs) = dials_in(&[M1], 60_000, 50, "the peer stopped answering", false);
         assert!(dials <= 60, "{dials} dials in 1 minute");
         assert_eq!(logs.len(), 1, "{logs:?}");
         // A link that was useful each time starts over each time (and warns again).
-        let (dials, logs) = dials_in(10_000, "closed", true);
+        let (dials, logs) = dials_in(&[M1], 10_000, 50, "closed", true);
         assert!(dials >= 50, "{dials}");
         assert_eq!(logs.len(), dials);
     }
@@ -269,31 +272,10 @@ mod tests {
     /// each time, because each rotation started from a fresh backoff.
     #[test]
     fn rotating_through_unreachable_peers_keeps_their_backoff() {
-        let mut p = Peers::default();
-        let mut rng = Rng::from_seed(5);
-        let peers = [("m1", "10.0.0.1:2377"), ("m2", "10.0.0.2:2377"), ("m3", "10.0.0.3:2377")];
-        let (mut dials, mut warnings, mut next, mut target) = (0, 0, 0, 0);
-        let mut t = 0;
-        while t < 60_000 {
-            p.want(&want(&[peers[target % 3]]), t, || {
-                next += 1;
-                next
-            });
-            while let Some(e) = p.poll_effect() {
-                match e {
-                    PeerEffect::Dial { conn, .. } => {
-                        dials += 1;
-                        p.handle_gone(conn, Some("connection refused"), t, &mut rng);
-                        target += 1;
-                    }
-                    PeerEffect::Log { .. } => warnings += 1,
-                    PeerEffect::Close { .. } => {}
-                }
-            }
-            t += 100;
-        }
+        let peers = [M1, ("m2", "10.0.0.2:2377"), ("m3", "10.0.0.3:2377")];
+        let (dials, logs) = dials_in(&peers, 60_000, 100, "connection refused", false);
         assert!(dials <= 120, "{dials} dials in a minute");
-        assert_eq!(warnings, 3, "one warning per peer");
+        assert_eq!(logs.len(), 3, "one warning per peer: {logs:?}");
     }
 
     #[test]
