@@ -143,9 +143,10 @@ impl Dispatcher {
             return;
         };
         if !leads {
-            if node.role == NodeRole::Worker {
-                self.effects.push_back(Effect::Redirect { conn });
-            }
+            // Whatever its role: a node promoted while in worker mode needs the leader's
+            // assignments (they carry the cluster key) to become a manager at all; a node
+            // already running as a manager ignores redirects.
+            self.effects.push_back(Effect::Redirect { conn });
             return;
         }
         self.sessions.insert(node_id.to_string(), Session { conn, sent_index: None, sent: None });
@@ -388,10 +389,11 @@ mod tests {
         assert_eq!(d.handle_leadership(false, 10), Leadership::Lost { redirected: 2 });
         assert_eq!(effects(&mut d), ["redirect 7", "redirect 9"]);
         assert!(!d.has_session("w1") && !d.has_session("w2"));
-        // A follower redirects new worker sessions and keeps managers' links.
+        // A follower redirects every session: a node promoted while in worker mode gets its
+        // cluster key only from the leader (found by review: it stayed on a follower forever).
         d.handle_session(&st, 11, "w1", "", NodeDescription::default());
         d.handle_session(&st, 12, "m1", "", NodeDescription::default());
-        assert_eq!(effects(&mut d), ["redirect 11"]);
+        assert_eq!(effects(&mut d), ["redirect 11", "redirect 12"]);
     }
 
     #[test]

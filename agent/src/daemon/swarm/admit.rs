@@ -51,11 +51,16 @@ pub(crate) fn admit(h: Handshake<'_>, mode: Mode, known: bool, check_token: impl
     let peer = h.peer;
     match (h.purpose, h.outbound) {
         (Purpose::Node, true) => match h.expect {
-            Some(e) if e != peer => Admit::Refuse {
+            Some(e) if e == peer => Admit::Session,
+            Some(e) => Admit::Refuse {
                 reason: "unexpected node key".into(),
                 warn: Some(format!("the node dialed as {e} answered with node key {peer}; closing")),
             },
-            _ => Admit::Session,
+            // Every member dial names the node it wants; one that does not is not trusted.
+            None => Admit::Refuse {
+                reason: "unexpected node key".into(),
+                warn: Some(format!("a dial without an expected key reached {peer}; closing")),
+            },
         },
         (Purpose::Node, false) if mode != Mode::Manager => Admit::Refuse { reason: "this node is not a manager".into(), warn: None },
         (Purpose::Node, false) if !known => Admit::Refuse {

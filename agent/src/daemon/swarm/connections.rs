@@ -282,7 +282,7 @@ impl Daemon {
                 if let Reply::Nodes { self_id, .. } = &mut reply {
                     self_id.clone_from(&self.node_id);
                 }
-                self.swarm.pending.handle_answer(id, reply, index);
+                self.swarm.pending.handle_answer(id, conn, reply, index);
                 self.release_forwards();
             }
             (Purpose::Node, msg @ (Wire::LogsRequest { .. } | Wire::LogsReply { .. })) => self.on_logs_message(conn, &peer, msg),
@@ -320,9 +320,10 @@ impl Daemon {
             let known = !leader_addr.is_empty();
             self.swarm.leader_hint = known.then_some(ManagerInfo { node_id: leader_id, addr: leader_addr });
             self.swarm.close(conn, "redirected to the leader");
-            if known {
+            if let Some(l) = &self.swarm.leader_hint {
                 let now_ms = self.mono_ms();
-                self.swarm.peers.retry_now(now_ms);
+                let id = l.node_id.clone();
+                self.swarm.peers.retry_now(&id, now_ms);
             }
         }
     }

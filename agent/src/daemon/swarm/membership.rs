@@ -441,6 +441,10 @@ impl Daemon {
     pub(crate) fn swarm_leave(&mut self, force: bool, reply: &Sender<Reply>) -> Outcome {
         let demoted = self.store.state().nodes.get(&self.node_id).is_some_and(|n| n.role == NodeRole::Worker);
         if self.swarm.mode == Mode::Manager && demoted {
+            if self.swarm.leave_after_demotion.is_some() {
+                let m = "a swarm leave is already waiting for this node's demotion to finish (at most 5 s); wait for it";
+                return Outcome::Now(Reply::error(ErrorKind::FailedPrecondition, m));
+            }
             // Demoted, and leaving raft: leave as the worker it is about to be (leaving raft
             // first keeps a two-manager swarm's quorum), as Swarm switches at once.
             self.swarm.leave_after_demotion = Some((force, reply.clone()));

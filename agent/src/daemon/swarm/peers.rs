@@ -136,8 +136,9 @@ impl Peers {
         d.retry_at_ms = now_ms + delay_ms;
         if refused && !d.refused {
             let message = format!(
-                "node {id} at {} refused this node: it is not a member of the swarm (it was removed, or never joined); \
-                 run `shoal swarm leave --force` and join again with a token (retrying at most every {} s meanwhile)",
+                "node {id} at {} refused this node: it is not a member of the swarm as that manager knows it (removed, \
+                 or a join it has not seen yet); if this node was removed, run `shoal swarm leave --force` and join again \
+                 with a token (retrying at most every {} s meanwhile)",
                 d.addr,
                 REFUSED_REDIAL_MS / 1000
             );
@@ -152,9 +153,11 @@ impl Peers {
         Some(id.clone())
     }
 
-    /// Dial every wanted peer at the next [`Peers::want`] (after a redirect).
-    pub(crate) fn retry_now(&mut self, now_ms: u64) {
-        for d in self.dials.values_mut() {
+    /// Dial `node_id` at the next [`Peers::want`], with its backoff started
+    /// over (a redirect named it the leader). Other peers keep theirs, so a
+    /// stale redirect cannot make a worker cycle at network speed.
+    pub(crate) fn retry_now(&mut self, node_id: &str, now_ms: u64) {
+        if let Some(d) = self.dials.get_mut(node_id) {
             d.retry_at_ms = now_ms;
             d.backoff.reset();
         }
@@ -286,7 +289,7 @@ mod tests {
         drain(&mut p);
         assert_eq!(p.handle_gone(1, Some("redirected"), 0, &mut rng).as_deref(), Some("m1"));
         assert_eq!(p.handle_gone(99, None, 0, &mut rng), None, "not a wanted link");
-        p.retry_now(1);
+        p.retry_now("m1", 1);
         p.want(&want(&[("m1", "10.0.0.1:2377")]), 1, || 2);
         assert_eq!(drain(&mut p), ["log WARN", "dial 2 m1"]);
     }

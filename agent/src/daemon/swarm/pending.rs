@@ -140,9 +140,11 @@ impl<R> Pending<R> {
         self.forwards.insert(id, Forward { conn, leader, read, to, deadline_ms, answer: None });
     }
 
-    /// The leader answered request `id`; the answer depends on its state at `index`.
-    pub(crate) fn handle_answer(&mut self, id: u64, reply: Reply, index: u64) {
-        if let Some(f) = self.forwards.get_mut(&id) {
+    /// The leader answered request `id` on link `conn`; the answer depends on
+    /// its state at `index`. An answer on another link than the request went
+    /// out on is dropped (ids are sequential: any peer could guess one).
+    pub(crate) fn handle_answer(&mut self, id: u64, conn: u64, reply: Reply, index: u64) {
+        if let Some(f) = self.forwards.get_mut(&id).filter(|f| f.conn == conn) {
             f.answer = Some((reply, index));
         }
     }
@@ -258,7 +260,10 @@ mod tests {
         let mut w = Pending::default();
         let id = w.next_forward_id();
         w.forwarded(id, Request::ServiceList, "m1".into(), 7, 1, 0);
-        w.handle_answer(id, Reply::Ok, 42);
+        w.handle_answer(id, 8, Reply::error(ErrorKind::Internal, "forged"), 0);
+        w.release(99);
+        assert!(drain(&mut w).is_empty(), "an answer from another link is dropped");
+        w.handle_answer(id, 7, Reply::Ok, 42);
         w.release(41);
         assert!(drain(&mut w).is_empty());
         w.release(42);
@@ -275,7 +280,7 @@ mod tests {
         w.forwarded(write, Request::ServiceRemove { service: "web".into() }, "m1".into(), 7, 2, 0);
         let answered = w.next_forward_id();
         w.forwarded(answered, Request::ServiceRemove { service: "db".into() }, "m1".into(), 7, 3, 0);
-        w.handle_answer(answered, Reply::Ok, 99);
+        w.handle_answer(answered, 7, Reply::Ok, 99);
         // The leader is still m1 and the link is up: nothing yet.
         w.tick(10, &Reply::Ok, Some("m1"), |_| true);
         assert!(drain(&mut w).is_empty());
