@@ -103,3 +103,28 @@ fn a_joined_manager_votes_at_once_and_a_demoted_one_leaves_at_once() {
     assert_eq!(st.iter().filter(|(_, m)| m == "Leader").count(), 1, "{st:?}");
     c.nodes[0].shoal(&["service", "create", "-d", "--name", "still", "shoal.test/busybox:latest", "sleep", "60"]).ok();
 }
+
+/// A promoted worker keeps its containers: it plans from the assignments its
+/// leader sent until its own replica has caught up (found by review: a
+/// partial replica made its running tasks look like strays).
+#[test]
+fn a_promoted_worker_keeps_its_containers() {
+    let Some(mut c) = Cluster::new(2) else { return };
+    c.init(1, 1);
+    let create = ["service", "create", "-d", "--name", "keep", "--replicas", "2", "--replicas-max-per-node", "1"];
+    c.nodes[0].shoal(&[&create[..], &["shoal.test/busybox:latest", "sleep", "3600"]].concat()).ok();
+    let before = wait_for_seen("a task running on the worker", WAIT, || {
+        let t = c.nodes[1].tasks_pids();
+        (t.len() == 1).then_some(t.clone()).ok_or(format!("{t:?}"))
+    });
+    let id = c.node_id(1).expect("id");
+    c.nodes[0].shoal(&["node", "promote", &id]).ok();
+    wait_for_seen("the promoted node to be a reachable manager", WAIT, || {
+        let s = status_of(&c, 0, &id);
+        (s == "Reachable").then_some(()).ok_or(s)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(c.nodes[1].tasks_pids(), before, "the same container, the same pid");
+    let ps = c.nodes[0].shoal(&["service", "ps", "keep"]).ok().stdout;
+    assert!(!ps.contains("Failed") && !ps.contains("Shutdown"), "{ps}");
+}

@@ -357,6 +357,13 @@ impl Daemon {
         if self.swarm.mode == Mode::Worker {
             return;
         }
+        // Promoted from worker: its replica starts empty and fills as raft catches it up, and
+        // planning from a partial replica would remove its running tasks as strays. It keeps
+        // the assignments its leader sent until it votes (a learner votes once caught up).
+        let leader_sent = self.swarm.assigned.is_some() && self.swarm.assigned_at.is_none();
+        if leader_sent && !self.store.voters().contains(&self.store.raft_id()) {
+            return;
+        }
         let index = self.store.state().applied_index;
         if self.swarm.assigned_at != Some(index) || self.swarm.assigned.is_none() {
             self.swarm.assigned = Some(dispatcher::assignments(self.store.state(), &self.node_id));
