@@ -22,7 +22,8 @@
 //!   index), never to a raft member, which plans from its own replica;
 //! - a node is marked Down only by the leader, only after it has led for
 //!   [`LEADER_GRACE_MS`], and only once the node has had no link for the
-//!   swarm's dispatcher heartbeat.
+//!   swarm's dispatcher heartbeat, counted from when it was first seen
+//!   without one (or from the election, for a node not linked since).
 
 use crate::state::State;
 use shoal_shared::assignments::Assignments;
@@ -104,6 +105,9 @@ pub struct Dispatcher {
     sessions: BTreeMap<String, Session>,
     /// When each node's last link went away (monotonic ms).
     lost_at_ms: BTreeMap<String, u64>,
+    /// Nodes that had a link to this node at some point (their loss starts a clock even
+    /// before the shell reports the link gone).
+    seen: BTreeSet<String>,
     leader_since_ms: Option<u64>,
     effects: VecDeque<Effect>,
 }
@@ -171,6 +175,7 @@ impl Dispatcher {
     /// A link to `node_id` was accepted.
     pub fn handle_link_up(&mut self, node_id: &str) {
         self.lost_at_ms.remove(node_id);
+        self.seen.insert(node_id.to_string());
     }
 
     /// Link `conn` to `node_id` ended; `still_linked` says whether another
@@ -180,7 +185,8 @@ impl Dispatcher {
             self.sessions.remove(node_id);
         }
         if !still_linked {
-            self.lost_at_ms.insert(node_id.to_string(), now_ms);
+            // The earliest time it was seen without a link counts (`poll_down` may have seen it first).
+            self.lost_at_ms.entry(node_id.to_string()).or_insert(now_ms);
         }
     }
 
@@ -244,12 +250,23 @@ impl Dispatcher {
             return Vec::new();
         }
         let grace_ms = state.settings.dispatcher_heartbeat_ms;
+        // Bounded by the nodes of the swarm: forget removed ones.
+        self.lost_at_ms.retain(|id, _| state.nodes.contains_key(id));
+        self.seen.retain(|id| state.nodes.contains_key(id));
         let mut ops = Vec::new();
         for n in state.nodes.values() {
             if n.id == self_id || n.state == NodeState::Down || linked(&n.id) {
                 continue;
             }
-            let lost = self.lost_at_ms.get(&n.id).copied().unwrap_or(since).max(since);
+            // A node that had a link but is not linked now, with no loss recorded yet (the
+            // shell closed the link and its end is still on its way), is away from now on,
+            // not since the election: the heartbeat grace still applies to it.
+            let lost = match self.lost_at_ms.get(&n.id) {
+                Some(at) => *at,
+                None if self.seen.contains(&n.id) => *self.lost_at_ms.entry(n.id.clone()).or_insert(now_ms),
+                None => since,
+            }
+            .max(since);
             let away_ms = now_ms.saturating_sub(lost);
             if away_ms >= grace_ms {
                 let message = format!("node {} ({}) is down: no link for {away_ms} ms", n.id, n.description.hostname);
@@ -430,5 +447,12 @@ mod tests {
         assert!(d.poll_down(&st, "m1", t + hb, true, none).iter().any(|op| matches!(op, Op::SetNodeState { id, .. } if id == "w1")));
         d.handle_link_up("w1");
         assert!(!d.poll_down(&st, "m1", t + hb, true, linked).iter().any(|op| matches!(op, Op::SetNodeState { id, .. } if id == "w1")));
+        // Found by review: a link the shell closed, whose end is not reported yet, made a
+        // long-time leader mark the node Down at once; the grace now runs from then.
+        let t2 = 100_000;
+        let w1_down = |ops: Vec<Op>| ops.iter().any(|op| matches!(op, Op::SetNodeState { id, .. } if id == "w1"));
+        assert!(!w1_down(d.poll_down(&st, "m1", t2, true, none)), "not Down the moment its link is closed");
+        assert!(!w1_down(d.poll_down(&st, "m1", t2 + hb - 1, true, none)));
+        assert!(w1_down(d.poll_down(&st, "m1", t2 + hb, true, none)), "Down once the heartbeat passed");
     }
 }
