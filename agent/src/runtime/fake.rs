@@ -14,10 +14,6 @@ pub struct Fake {
     pub start_calls: AtomicUsize,
     /// Makes every `start` fail.
     pub fail_starts: AtomicBool,
-    /// Running containers ignore the stop signal (only SIGKILL ends them).
-    pub ignore_term: AtomicBool,
-    /// Every `signal` call: `(id, kill)`.
-    pub signals: Mutex<Vec<(String, bool)>>,
 }
 
 impl Fake {
@@ -40,8 +36,6 @@ impl Fake {
             exits_rx,
             start_calls: AtomicUsize::new(0),
             fail_starts: AtomicBool::new(false),
-            ignore_term: AtomicBool::new(false),
-            signals: Mutex::new(Vec::new()),
         }
     }
 
@@ -77,19 +71,15 @@ impl Runtime for Fake {
         Ok(())
     }
     fn signal(&self, id: &str, kill: bool) -> Result<Signalled, RuntimeError> {
-        self.signals.lock().unwrap().push((id.to_string(), kill));
         let state = self.containers.lock().unwrap().get(id).cloned();
         match state {
             Some(ContainerState::Stopped { exit_code }) => Ok(Signalled::NoProcess { exit_code: Some(exit_code) }),
-            Some(ContainerState::Running) if kill => {
-                self.exit(id, 137);
+            // The fake's processes honour the stop signal (143) as well as SIGKILL (137).
+            Some(ContainerState::Running) => {
+                self.exit(id, if kill { 137 } else { 143 });
                 Ok(Signalled::Sent)
             }
-            Some(ContainerState::Running) if !self.ignore_term.load(Ordering::SeqCst) => {
-                self.exit(id, 143);
-                Ok(Signalled::Sent)
-            }
-            Some(ContainerState::Running) | Some(ContainerState::Unknown) => Ok(Signalled::Sent),
+            Some(ContainerState::Unknown) => Ok(Signalled::Sent),
             Some(ContainerState::Created) | None => Ok(Signalled::NoProcess { exit_code: None }),
         }
     }
