@@ -13,6 +13,7 @@
 //! leaves them running, and on restart the worker adopts them from the
 //! runtime's listing before it acts.
 
+mod io;
 mod links;
 mod lock;
 mod log_gather;
@@ -178,7 +179,8 @@ pub(crate) fn run_with(cfg: Config, store: Store, node_id: String, runtime: Arc<
     let (node_key, _) = key::load_or_create(&cfg.data_dir.join(key::NODE_KEY_FILE))?;
     let (tx, rx) = async_channel::bounded(EVENTS_QUEUE_MAX);
     let socket = cfg.socket.clone();
-    let mut daemon = Daemon::new(cfg, store, node_id, node_key, runtime, tx.clone(), rng)?;
+    let io = io::RealIo { tx: tx.clone(), runtime: runtime.clone(), slots: Arc::new(async_lock::Semaphore::new(RUNTIME_CALLS_MAX)) };
+    let mut daemon = Daemon::new(cfg, store, node_id, node_key, runtime, Box::new(io), rng)?;
     crate::log!("INFO", "shoal {} node {} listening on unix://{}", env!("CARGO_PKG_VERSION"), daemon.node_id, daemon.cfg.socket.display());
     smol::block_on(async move {
         smol::spawn(server::accept_loop(listener, tx.clone())).detach();
@@ -235,8 +237,8 @@ pub(crate) struct Daemon {
     runtime: Arc<dyn Runtime>,
     runtime_version: String,
     worker: Worker,
-    tx: Sender<Event>,
-    slots: Arc<async_lock::Semaphore>,
+    /// Every effect outside the loop (see [`io`]).
+    io: Box<dyn io::Io>,
     listing: bool,
     /// When the last full listing arrived (mono ms).
     last_list_ms: u64,
@@ -257,7 +259,7 @@ impl Daemon {
         node_id: String,
         node_key: key::NodeKey,
         runtime: Arc<dyn Runtime>,
-        tx: Sender<Event>,
+        io: Box<dyn io::Io>,
         rng: Rng,
     ) -> anyhow::Result<Daemon> {
         let swarm = Swarm::new(node_key, &cfg.data_dir, |k| store.local(k).ok().flatten());
@@ -274,8 +276,7 @@ impl Daemon {
             runtime,
             runtime_version,
             worker,
-            tx,
-            slots: Arc::new(async_lock::Semaphore::new(RUNTIME_CALLS_MAX)),
+            io,
             listing: false,
             last_list_ms: 0,
             stopping: false,
@@ -305,31 +306,36 @@ impl Daemon {
 
     async fn run(&mut self, rx: Receiver<Event>) -> anyhow::Result<()> {
         while let Ok(ev) = rx.recv().await {
-            // Runtime results and exits queued together are handled as one
-            // batch (their reports share one commit). A client request ends
-            // the batch: the next request must see its effect converged.
-            let mut request = is_request(&ev);
-            self.handle(ev);
-            for _ in 0..EVENTS_PER_BATCH_MAX {
-                if request {
-                    break;
-                }
-                match rx.try_recv() {
-                    Ok(ev) => {
-                        request = is_request(&ev);
-                        self.handle(ev);
-                    }
-                    Err(_) => break,
-                }
-            }
-            if self.stopping {
+            if !self.handle_batch(ev, || rx.try_recv().ok()) {
                 crate::log!("INFO", "shutting down; task containers keep running and are adopted on restart");
                 return Ok(());
             }
-            self.converge();
-            self.flush_raft();
         }
         Ok(())
+    }
+
+    /// One turn of the loop: handles `first` and the events queued behind it
+    /// (`next`), then converges and sends raft's messages. Runtime results
+    /// and exits queued together are handled as one batch (their reports
+    /// share one commit); a client request ends the batch, as the next
+    /// request must see its effect converged. False once the daemon stops.
+    pub(crate) fn handle_batch(&mut self, first: Event, mut next: impl FnMut() -> Option<Event>) -> bool {
+        let mut request = is_request(&first);
+        self.handle(first);
+        for _ in 0..EVENTS_PER_BATCH_MAX {
+            if request {
+                break;
+            }
+            let Some(ev) = next() else { break };
+            request = is_request(&ev);
+            self.handle(ev);
+        }
+        if self.stopping {
+            return false;
+        }
+        self.converge();
+        self.flush_raft();
+        true
     }
 
     /// Re-describes this node after a restart (platform, resources, version may change).
@@ -347,13 +353,7 @@ impl Daemon {
     }
 
     fn describe(&self) -> NodeDescription {
-        NodeDescription {
-            hostname: host::hostname(),
-            platform: host::platform(),
-            resources: host::resources(),
-            engine_version: env!("CARGO_PKG_VERSION").to_string(),
-            engine_labels: Default::default(),
-        }
+        self.io.host()
     }
 
     fn handle(&mut self, ev: Event) {
@@ -457,15 +457,7 @@ impl Daemon {
         call: impl FnOnce(&dyn Runtime) -> T + Send + 'static,
         wrap: impl FnOnce(T) -> Event + Send + 'static,
     ) {
-        let rt = self.runtime.clone();
-        let tx = self.tx.clone();
-        let slots = self.slots.clone();
-        smol::spawn(async move {
-            let _permit = slots.acquire_arc().await;
-            let out = smol::unblock(move || call(&*rt)).await;
-            let _ = tx.send(wrap(out)).await;
-        })
-        .detach();
+        self.io.runtime(Box::new(move |rt| wrap(call(rt))));
     }
 
     /// Orchestrates, schedules and runs the worker until nothing changes.

@@ -22,7 +22,6 @@ use async_channel::Sender;
 use shoal_manager::control;
 use shoal_manager::store::Proposal;
 use shoal_shared::api::{ErrorKind, Reply, Request, RequestClass};
-use std::time::Duration;
 
 /// Where a request came from, and so where its reply goes.
 pub(crate) enum Origin {
@@ -178,17 +177,15 @@ impl Daemon {
             Origin::Peer { conn, id } => (conn, id),
         };
         let (tx, rx) = async_channel::bounded(1);
-        let events = self.tx.clone();
-        smol::spawn(async move {
-            let reply = futures_lite::future::or(async { rx.recv().await.ok() }, async {
-                async_io::Timer::after(Duration::from_millis(FORWARD_TIMEOUT_MS)).await;
-                None
-            })
-            .await
-            .unwrap_or_else(|| Reply::error(ErrorKind::Unavailable, "the leader could not complete the request in time; retry"));
-            let _ = events.send(Event::ForwardDone { conn, id, reply }).await;
-        })
-        .detach();
+        self.io.await_reply(
+            rx,
+            FORWARD_TIMEOUT_MS,
+            Box::new(move |reply| {
+                let reply = reply
+                    .unwrap_or_else(|| Reply::error(ErrorKind::Unavailable, "the leader could not complete the request in time; retry"));
+                Event::ForwardDone { conn, id, reply }
+            }),
+        );
         tx
     }
 
@@ -381,7 +378,12 @@ mod tests {
         let (store, node_id) = super::super::open_store(&dir, 7).unwrap();
         let (node_key, _) = key::load_or_create(&dir.join(key::NODE_KEY_FILE)).unwrap();
         let (tx, rx) = async_channel::bounded(64);
-        let d = Daemon::new(cfg, store, node_id, node_key, rt, tx, Rng::from_seed(7)).unwrap();
+        let io = super::super::io::RealIo {
+            tx,
+            runtime: rt.clone(),
+            slots: Arc::new(async_lock::Semaphore::new(super::super::RUNTIME_CALLS_MAX)),
+        };
+        let d = Daemon::new(cfg, store, node_id, node_key, rt, Box::new(io), Rng::from_seed(7)).unwrap();
         (d, rx, fake)
     }
 

@@ -44,7 +44,7 @@ mod peers;
 mod pending;
 mod requests;
 
-use super::links::{self, ConnIds, LinkUp, ListenKeys, Purpose};
+use super::links::{ConnIds, LinkUp, ListenKeys, Purpose};
 use super::router::{Origin, Outcome};
 use super::Daemon;
 use crate::net::Command;
@@ -65,7 +65,7 @@ use shoal_shared::task::TaskState;
 use shoal_shared::types::{Availability, Cluster, Meta, Node, NodeRole, NodeState};
 use shoal_shared::wire::{self, ManagerInfo, Wire};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 
 /// A join gives up after this long (dial, redirects, commit).
@@ -150,7 +150,7 @@ pub(crate) struct Swarm {
     ids: ConnIds,
     listen_addr: String,
     advertise_addr: String,
-    listener: Option<smol::Task<()>>,
+    listener: Option<super::io::Listening>,
     conns: BTreeMap<u64, Conn>,
     /// The links this node wants, their dials and backoff.
     peers: Peers,
@@ -223,8 +223,12 @@ fn port_of(listen: &str) -> Option<u16> {
     listen.rsplit(':').next()?.parse().ok()
 }
 
-fn secret_bytes() -> Result<[u8; 16], String> {
-    key::os_random::<16>().map_err(|e| format!("cannot read OS randomness: {e}"))
+/// A 16-byte join secret from the loop's randomness.
+fn secret_bytes(io: &dyn super::io::Io) -> Result<[u8; 16], String> {
+    let r = io.random32()?;
+    let mut s = [0u8; 16];
+    s.copy_from_slice(&r[..16]);
+    Ok(s)
 }
 
 fn encode_hints(h: &[ManagerInfo]) -> String {
@@ -403,10 +407,8 @@ impl Daemon {
     fn listen(&mut self, addr: &str) -> Result<SocketAddr, String> {
         let addr = if addr.is_empty() { format!("0.0.0.0:{}", super::SWARM_PORT) } else { with_port(addr) };
         let sock: SocketAddr = addr.parse().map_err(|_| format!("invalid listen address {addr:?}: use IP[:PORT]"))?;
-        let l = TcpListener::bind(sock).map_err(|e| format!("cannot listen on {sock}: {e}"))?;
-        let bound = l.local_addr().map_err(|e| format!("cannot listen on {sock}: {e}"))?;
-        let l = async_io::Async::new(l).map_err(|e| format!("cannot listen on {sock}: {e}"))?;
-        self.swarm.listener = Some(smol::spawn(links::listen(l, self.swarm.keys.clone(), self.swarm.ids.clone(), self.tx.clone())));
+        let (bound, listening) = self.io.listen(sock, self.swarm.keys.clone(), self.swarm.ids.clone())?;
+        self.swarm.listener = Some(listening);
         crate::log!("INFO", "swarm port listening on {bound}");
         Ok(bound)
     }

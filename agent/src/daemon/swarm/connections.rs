@@ -62,7 +62,7 @@ impl Daemon {
                     self.swarm.conns.insert(conn, c);
                     let payload = wire::encode_node_hello(&self.swarm.advertise_addr);
                     let key = *self.swarm.node_key.private();
-                    smol::spawn(links::dial(conn, addr, Purpose::Node, key, payload, None, self.tx.clone())).detach();
+                    self.io.dial(crate::daemon::io::Dial { conn, addr, purpose: Purpose::Node, key, payload, pin: None });
                 }
                 PeerEffect::Close { conn, reason } => self.swarm.close(conn, reason),
                 PeerEffect::Log { level, message } => crate::log!(level, "{message}"),

@@ -145,12 +145,7 @@ impl Daemon {
         }
         self.swarm.logs.reads += 1;
         let logs = TaskLogs::new(&self.cfg.data_dir);
-        let tx = self.tx.clone();
-        smol::spawn(async move {
-            let read = smol::unblock(move || logs.read(&task_ids, tail_lines, &cursor, bytes_max)).await;
-            let _ = tx.send(Event::LogsRead { dest, read }).await;
-        })
-        .detach();
+        self.io.read(Box::new(move || Event::LogsRead { dest, read: logs.read(&task_ids, tail_lines, &cursor, bytes_max) }));
         true
     }
 

@@ -151,9 +151,10 @@ impl Daemon {
         }
         let listen = if listen_addr.is_empty() { format!("0.0.0.0:{}", super::super::SWARM_PORT) } else { with_port(&listen_addr) };
         let made = (|| -> Result<(NodeKey, [u8; 16], [u8; 16]), String> {
-            let k = NodeKey::generate().map_err(|e| e.to_string())?;
+            let io = &*self.io;
+            let k = NodeKey::from_private(io.random32()?).map_err(|e| e.to_string())?;
             key::save(&self.cfg.data_dir.join(key::CLUSTER_KEY_FILE), &k).map_err(|e| e.to_string())?;
-            Ok((k, secret_bytes()?, secret_bytes()?))
+            Ok((k, secret_bytes(io)?, secret_bytes(io)?))
         })();
         let (ck, ws, ms) = match made {
             Ok(v) => v,
@@ -227,7 +228,7 @@ impl Daemon {
         let addr = self.store.state().nodes.get(&self.node_id).map(|n| n.manager_addr.clone()).unwrap_or_default();
         let mut ops = Vec::new();
         if rotate {
-            let s = match secret_bytes() {
+            let s = match secret_bytes(&*self.io) {
                 Ok(s) => s,
                 Err(e) => {
                     return Outcome::Now(Reply::error(ErrorKind::Internal, e));
@@ -323,7 +324,8 @@ impl Daemon {
         );
         let payload = token::encode_join_hello(&token);
         let pin = Some(token.cluster_key_digest);
-        smol::spawn(links::dial(conn, sock, Purpose::Join, *self.swarm.node_key.private(), payload, pin, self.tx.clone())).detach();
+        let key = *self.swarm.node_key.private();
+        self.io.dial(crate::daemon::io::Dial { conn, addr: sock, purpose: Purpose::Join, key, payload, pin });
     }
 
     pub(crate) fn fail_join(&mut self, why: &str) {

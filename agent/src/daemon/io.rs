@@ -1,0 +1,137 @@
+//! The daemon loop's only doors to the world: runtime calls, file reads,
+//! the swarm port (listen, dial), reply timers, randomness and host facts.
+//!
+//! Owns the [`Io`] seam. The loop never spawns a task, opens a socket or
+//! reads the OS's randomness itself: it asks its `Io`, and every result
+//! comes back as an [`Event`] on the loop's queue. [`RealIo`] does it with
+//! smol tasks, TCP and the OS; the whole-node simulator (`crate::sim`,
+//! feature `sim`) does it with a simulated network and runtime, in one
+//! thread, from a seed.
+
+use super::links::{self, ConnIds, ListenKeys, Purpose};
+use super::Event;
+use crate::host;
+use crate::runtime::Runtime;
+use async_channel::{Receiver, Sender};
+use shoal_shared::api::Reply;
+use shoal_shared::types::NodeDescription;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A blocking runtime call and the event its result becomes.
+pub(crate) type RuntimeJob = Box<dyn FnOnce(&dyn Runtime) -> Event + Send>;
+/// A blocking file read (task logs) and the event its result becomes.
+pub(crate) type ReadJob = Box<dyn FnOnce() -> Event + Send>;
+/// Turns a reply (None: none within the timeout) into the loop's event.
+pub(crate) type ReplyDone = Box<dyn FnOnce(Option<Reply>) -> Event + Send>;
+
+/// An open swarm port; dropping it stops accepting.
+pub(crate) struct Listening(#[allow(dead_code)] Box<dyn std::any::Any>);
+
+impl Listening {
+    pub(crate) fn new(guard: impl std::any::Any) -> Listening {
+        Listening(Box::new(guard))
+    }
+}
+
+/// An outbound connection to open (see [`links::dial`]).
+pub(crate) struct Dial {
+    pub conn: u64,
+    pub addr: SocketAddr,
+    pub purpose: Purpose,
+    /// Our static key.
+    pub key: [u8; 32],
+    /// The handshake payload.
+    pub payload: Vec<u8>,
+    /// The digest the responder's key must have.
+    pub pin: Option<[u8; 32]>,
+}
+
+/// What the loop asks of the world. Every method returns at once; results
+/// arrive later as events.
+pub(crate) trait Io {
+    /// Runs a blocking runtime call off the loop (at most `RUNTIME_CALLS_MAX` at once).
+    fn runtime(&self, job: RuntimeJob);
+    /// Runs a blocking read of this node's files off the loop.
+    fn read(&self, job: ReadJob);
+    /// Opens the swarm port on `addr`; connections arrive as `LinkUp` events.
+    fn listen(&self, addr: SocketAddr, keys: Arc<Mutex<ListenKeys>>, ids: ConnIds) -> Result<(SocketAddr, Listening), String>;
+    /// Opens a connection; it arrives as `LinkUp`, or `DialFailed`.
+    fn dial(&self, dial: Dial);
+    /// Waits up to `timeout_ms` for one reply on `rx`, then queues `done`'s event.
+    fn await_reply(&self, rx: Receiver<Reply>, timeout_ms: u64, done: ReplyDone);
+    /// 32 bytes of key-grade randomness (keys, join secrets).
+    fn random32(&self) -> Result<[u8; 32], String>;
+    /// This host's description (hostname, platform, resources).
+    fn host(&self) -> NodeDescription;
+}
+
+/// The shipped [`Io`]: smol tasks, blocking threads, TCP and the OS.
+pub(crate) struct RealIo {
+    pub(crate) tx: Sender<Event>,
+    pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) slots: Arc<async_lock::Semaphore>,
+}
+
+impl Io for RealIo {
+    fn runtime(&self, job: RuntimeJob) {
+        let rt = self.runtime.clone();
+        let tx = self.tx.clone();
+        let slots = self.slots.clone();
+        smol::spawn(async move {
+            let _permit = slots.acquire_arc().await;
+            let ev = smol::unblock(move || job(&*rt)).await;
+            let _ = tx.send(ev).await;
+        })
+        .detach();
+    }
+
+    fn read(&self, job: ReadJob) {
+        let tx = self.tx.clone();
+        smol::spawn(async move {
+            let ev = smol::unblock(job).await;
+            let _ = tx.send(ev).await;
+        })
+        .detach();
+    }
+
+    fn listen(&self, sock: SocketAddr, keys: Arc<Mutex<ListenKeys>>, ids: ConnIds) -> Result<(SocketAddr, Listening), String> {
+        let l = TcpListener::bind(sock).map_err(|e| format!("cannot listen on {sock}: {e}"))?;
+        let bound = l.local_addr().map_err(|e| format!("cannot listen on {sock}: {e}"))?;
+        let l = async_io::Async::new(l).map_err(|e| format!("cannot listen on {sock}: {e}"))?;
+        let task = smol::spawn(links::listen(l, keys, ids, self.tx.clone()));
+        Ok((bound, Listening::new(task)))
+    }
+
+    fn dial(&self, d: Dial) {
+        smol::spawn(links::dial(d.conn, d.addr, d.purpose, d.key, d.payload, d.pin, self.tx.clone())).detach();
+    }
+
+    fn await_reply(&self, rx: Receiver<Reply>, timeout_ms: u64, done: ReplyDone) {
+        let events = self.tx.clone();
+        smol::spawn(async move {
+            let reply = futures_lite::future::or(async { rx.recv().await.ok() }, async {
+                async_io::Timer::after(Duration::from_millis(timeout_ms)).await;
+                None
+            })
+            .await;
+            let _ = events.send(done(reply)).await;
+        })
+        .detach();
+    }
+
+    fn random32(&self) -> Result<[u8; 32], String> {
+        shoal_shared::noise::key::os_random::<32>().map_err(|e| format!("cannot read OS randomness: {e}"))
+    }
+
+    fn host(&self) -> NodeDescription {
+        NodeDescription {
+            hostname: host::hostname(),
+            platform: host::platform(),
+            resources: host::resources(),
+            engine_version: env!("CARGO_PKG_VERSION").to_string(),
+            engine_labels: Default::default(),
+        }
+    }
+}
