@@ -8,7 +8,7 @@
 //! [`updater`] rolls service updates and rollbacks out in batches;
 //! [`control`] validates control-API requests into ops.
 //!
-//! The simulators (`sim_cluster`, `raft::sim`) and raft's fault-injection
+//! The simulators (`sim_cluster`, `sim_disk`, `raft::sim`) and raft's fault-injection
 //! flags are built only for tests and with the `sim` feature (the examples
 //! that drive them need `--features sim`), never into the shipped binary.
 
@@ -22,6 +22,8 @@ pub mod scheduler;
 pub mod schema;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim_cluster;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim_disk;
 pub mod state;
 pub mod store;
 pub mod updater;

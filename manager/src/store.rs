@@ -199,6 +199,34 @@ impl Store {
         tune: impl FnOnce(&mut raft::Config),
     ) -> Result<(Store, String), StoreError> {
         let database = Database::create(path).map_err(|e| StoreError::Open { path: path.display().to_string(), message: e.to_string() })?;
+        Store::open_database(database, seed, new_node_id, bootstrap, tune)
+    }
+
+    /// [`Store::open_with`] on a simulated disk (see [`crate::sim_disk`]):
+    /// the whole-cluster simulator opens many stores in one process and
+    /// cuts their power.
+    #[cfg(any(test, feature = "sim"))]
+    pub fn open_on_disk(
+        disk: crate::sim_disk::SimDisk,
+        seed: u64,
+        new_node_id: impl FnOnce() -> String,
+        bootstrap: Bootstrap,
+        tune: impl FnOnce(&mut raft::Config),
+    ) -> Result<(Store, String), StoreError> {
+        let database = redb::Builder::new()
+            .create_with_backend(disk.backend())
+            .map_err(|e| StoreError::Open { path: "<sim disk>".into(), message: e.to_string() })?;
+        Store::open_database(database, seed, new_node_id, bootstrap, tune)
+    }
+
+    /// The body of [`Store::open_with`] once the database is open.
+    fn open_database(
+        database: Database,
+        seed: u64,
+        new_node_id: impl FnOnce() -> String,
+        bootstrap: Bootstrap,
+        tune: impl FnOnce(&mut raft::Config),
+    ) -> Result<(Store, String), StoreError> {
         let db = Arc::new(database);
         let node_id = init_local(&db, new_node_id)?;
         let storage = RaftStorage::new(db.clone())?;
