@@ -12,6 +12,7 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
 # The simulators and their examples are behind shoal-manager's `sim` feature.
 cargo clippy -p shoal-manager --all-targets --features sim -q -- -D warnings
+cargo clippy -p shoal-agent --all-targets --features sim -q -- -D warnings
 cargo build -q -p shoal-agent
 cargo test --workspace
 # The raft simulator: a few thousand seeded whole-cluster runs with faults
@@ -20,5 +21,8 @@ cargo run -q --release -p shoal-manager --features sim --example raft_sim -- --s
 # The manager-core simulator: orchestrator, updater, scheduler and simulated
 # agents under node faults, crashes, updates and rollbacks, from seeds.
 cargo run -q --release -p shoal-manager --features sim --example cluster_sim -- --seeds 300 --first-seed 1
+# The whole-node simulator: real daemons on a simulated network, disk and
+# clock, from seeds (known, filed seeds are skipped: targets/swarm-sim-known.txt).
+./targets/swarm-sim.sh 200 0
 # Cross-architecture slice: arm64 and s390x static binaries, tests under QEMU.
 ./targets/ci-cross.sh

@@ -14,4 +14,6 @@ mod host;
 pub mod log;
 mod net;
 mod runtime;
+#[cfg(feature = "sim")]
+pub mod sim;
 mod worker;

@@ -195,6 +195,11 @@ impl Dispatcher {
         self.sessions.clear();
     }
 
+    /// The nodes with a session here.
+    pub fn session_nodes(&self) -> impl Iterator<Item = &str> {
+        self.sessions.keys().map(String::as_str)
+    }
+
     /// Whether `node_id` has a session here.
     pub fn has_session(&self, node_id: &str) -> bool {
         self.sessions.contains_key(node_id)
@@ -241,7 +246,9 @@ impl Dispatcher {
     }
 
     /// Leader: ops marking Down every node (but `self_id`) that has had no
-    /// link for the swarm's dispatcher heartbeat. `linked` says whether a
+    /// link for the swarm's dispatcher heartbeat, and Ready again every Down
+    /// node that is back (itself; a manager with a link; a worker with a
+    /// session). `linked` says whether a
     /// node has a link now; `settled` is false while the leader's own
     /// proposals are in flight (their outcome may change the picture).
     pub fn poll_down(&mut self, state: &State, self_id: &str, now_ms: u64, settled: bool, linked: impl Fn(&str) -> bool) -> Vec<Op> {
@@ -255,7 +262,19 @@ impl Dispatcher {
         self.seen.retain(|id| state.nodes.contains_key(id));
         let mut ops = Vec::new();
         for n in state.nodes.values() {
-            if n.id == self_id || n.state == NodeState::Down || linked(&n.id) {
+            if n.state == NodeState::Down {
+                // Back: the leader itself, a manager with a link (managers open no session),
+                // or a worker with a session (found by the whole-node simulator: a manager
+                // marked Down while partitioned stayed Down for good once it was back).
+                let back = n.id == self_id || (linked(&n.id) && (n.role == NodeRole::Manager || self.sessions.contains_key(&n.id)));
+                if back {
+                    let message = format!("node {} ({}) is ready", n.id, n.description.hostname);
+                    self.effects.push_back(Effect::Log { level: "INFO", message });
+                    ops.push(Op::SetNodeState { id: n.id.clone(), state: NodeState::Ready });
+                }
+                continue;
+            }
+            if n.id == self_id || linked(&n.id) {
                 continue;
             }
             // A node that had a link but is not linked now, with no loss recorded yet (the
@@ -454,5 +473,32 @@ mod tests {
         assert!(!w1_down(d.poll_down(&st, "m1", t2, true, none)), "not Down the moment its link is closed");
         assert!(!w1_down(d.poll_down(&st, "m1", t2 + hb - 1, true, none)));
         assert!(w1_down(d.poll_down(&st, "m1", t2 + hb, true, none)), "Down once the heartbeat passed");
+    }
+
+    #[test]
+    fn a_down_node_that_is_back_is_ready_again() {
+        let mut st = state();
+        let ops = ["m1", "w1", "w2"].iter().map(|id| Op::SetNodeState { id: id.to_string(), state: NodeState::Down }).collect();
+        st.apply(2, &Entry { at: 2, ops });
+        let mut m2 = node("m2", NodeRole::Manager);
+        m2.state = NodeState::Down;
+        st.apply(3, &Entry { at: 3, ops: vec![Op::PutNode(m2)] });
+        let mut d = Dispatcher::default();
+        d.handle_leadership(true, 0);
+        let t = LEADER_GRACE_MS;
+        let ready = |ops: &[Op]| -> Vec<String> {
+            ops.iter()
+                .filter_map(|op| match op {
+                    Op::SetNodeState { id, state: NodeState::Ready } => Some(id.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        // Linked: the manager m2 is back; the worker w1 only once it has a session; w2 is not linked.
+        let linked = |n: &str| n == "m2" || n == "w1";
+        assert_eq!(ready(&d.poll_down(&st, "m1", t, true, linked)), ["m1", "m2"], "the leader itself and a linked manager");
+        d.handle_session(&st, 7, "w1", "", NodeDescription::default());
+        // The session proposes w1 Ready itself; poll_down agrees.
+        assert_eq!(ready(&d.poll_down(&st, "m1", t, true, linked)), ["m1", "m2", "w1"]);
     }
 }

@@ -97,6 +97,7 @@ pub fn reconcile(state: &State, now: UnixNanos, rng: &mut Rng) -> Vec<Op> {
             ops.push(Op::SetTaskDesired { id: t.id.clone(), desired: TaskState::Remove });
         }
     }
+    orphan(state, now, &mut ops);
     collect_removed(state, &mut ops);
     // History pruning and removal can pick the same dead task; delete it once.
     // Evacuation and `drop_superseded` can both shut down one task; say it once.
@@ -448,6 +449,19 @@ fn prune_history(slots: &BTreeMap<SlotKey, Vec<&Task>>, ops: &mut Vec<Op>) {
 }
 
 /// Deletes tasks marked `Remove` once nothing runs them any more.
+/// Tasks on a node no longer in the swarm (`node rm`) will never be
+/// reported again: they end as `Orphaned` (swarmkit's word), so nothing
+/// waits for them. Found by the whole-node simulator: a rolling update's
+/// new task waited for ever on the old one of a removed node.
+fn orphan(state: &State, now: UnixNanos, ops: &mut Vec<Op>) {
+    for t in state.tasks.values() {
+        if !t.node_id.is_empty() && !t.status.state.is_terminal() && !state.nodes.contains_key(&t.node_id) {
+            let status = TaskStatus::new(TaskState::Orphaned, now, "orphaned: its node was removed from the swarm");
+            ops.push(Op::SetTaskStatus { id: t.id.clone(), status });
+        }
+    }
+}
+
 fn collect_removed(state: &State, ops: &mut Vec<Op>) {
     for t in state.tasks.values() {
         let gone = t.status.state.is_terminal() || t.node_id.is_empty() || t.status.state < TaskState::Assigned;
@@ -610,6 +624,9 @@ mod tests {
     fn removed_service_tasks_are_stopped_then_deleted() {
         let mut rng = Rng::from_seed(6);
         let mut s = with_service(2);
+        // The node the tasks run on is in the swarm (tasks of a removed node are orphaned).
+        let n1 = crate::state::tests::node("n1", "linux/amd64");
+        s.apply(s.applied_index + 1, &Entry { at: 2, ops: vec![Op::PutNode(n1)] });
         settle(&mut s, 100, &mut rng);
         let ids: Vec<String> = s.tasks.keys().cloned().collect();
         for id in &ids {
@@ -708,6 +725,9 @@ mod node_loss_tests {
         apply(&mut s, vec![Op::DeleteNode { id: "n1".into() }]);
         settle(&mut s, &mut rng);
         check_evacuated(&s, &old);
+        for id in &old {
+            assert_eq!(s.tasks[id].status.state, TaskState::Orphaned, "nobody will report {id} again: it ends");
+        }
     }
 }
 

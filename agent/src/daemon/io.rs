@@ -65,6 +65,8 @@ pub(crate) trait Io {
     fn random32(&self) -> Result<[u8; 32], String>;
     /// This host's description (hostname, platform, resources).
     fn host(&self) -> NodeDescription;
+    /// The address this host is reached at when none is given (its default route's).
+    fn default_addr(&self) -> String;
 }
 
 /// The shipped [`Io`]: smol tasks, blocking threads, TCP and the OS.
@@ -133,5 +135,9 @@ impl Io for RealIo {
             engine_version: env!("CARGO_PKG_VERSION").to_string(),
             engine_labels: Default::default(),
         }
+    }
+
+    fn default_addr(&self) -> String {
+        host::default_addr().to_string()
     }
 }

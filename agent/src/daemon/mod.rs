@@ -13,8 +13,8 @@
 //! leaves them running, and on restart the worker adopts them from the
 //! runtime's listing before it acts.
 
-mod io;
-mod links;
+pub(crate) mod io;
+pub(crate) mod links;
 mod lock;
 mod log_gather;
 mod router;
@@ -158,7 +158,13 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 /// for its leader.
 pub(crate) fn open_store(data_dir: &std::path::Path, seed: u64) -> anyhow::Result<(Store, String)> {
     let (node_key, _) = key::load_or_create(&data_dir.join(key::NODE_KEY_FILE))?;
-    let (mut store, node_id) = Store::open_with(&data_dir.join("shoal.redb"), seed, || node_key.node_id(), Bootstrap::Join, |_| {})?;
+    let opened = Store::open_with(&data_dir.join("shoal.redb"), seed, || node_key.node_id(), Bootstrap::Join, |_| {})?;
+    settle_store(opened)
+}
+
+/// A store just opened with `Bootstrap::Join`: a node outside any swarm
+/// (no swarm mode, no voters) becomes a single-voter group.
+pub(crate) fn settle_store((mut store, node_id): (Store, String)) -> anyhow::Result<(Store, String)> {
     let in_swarm = store.local("swarm_mode")?.is_some();
     if !in_swarm && store.voters().is_empty() {
         store.reset(Bootstrap::Single)?;
@@ -611,4 +617,67 @@ fn is_request(ev: &Event) -> bool {
 fn reply_later(reply: &Sender<Reply>, r: Reply) -> Event {
     let _ = reply.try_send(r);
     Event::Replied
+}
+
+/// What the whole-node simulator ([`crate::sim`]) builds daemons with and
+/// reads of them: the same constructor as [`run_with`], injected clocks and
+/// I/O, and a read-only view for its checkers.
+#[cfg(feature = "sim")]
+pub(crate) mod sim_hooks {
+    use super::*;
+    use shoal_manager::state::State;
+
+    /// What a checker may read of a running daemon.
+    pub(crate) struct View<'d> {
+        pub state: &'d State,
+        /// Runs as a manager (a raft member planning from its replica).
+        pub manager: bool,
+        /// Part of a swarm (a manager or a worker).
+        pub in_swarm: bool,
+        /// A manager that leads (orchestrates, schedules, dispatches).
+        pub leads: bool,
+        /// The nodes with a dispatcher session here (a leader's workers).
+        pub sessions: Vec<String>,
+    }
+
+    /// Everything a simulated node is made of.
+    pub(crate) struct Parts {
+        pub cfg: Config,
+        pub store: Store,
+        pub node_id: String,
+        pub node_key: key::NodeKey,
+        pub runtime: Arc<dyn Runtime>,
+        pub io: Box<dyn io::Io>,
+        pub rng: Rng,
+        pub clock: Arc<dyn Clock>,
+        pub mono: Arc<dyn MonoClock>,
+    }
+
+    /// A daemon started as [`run_with`] starts one (swarm port, first
+    /// listing), on injected clocks and I/O.
+    pub(crate) fn boot(p: Parts) -> anyhow::Result<Daemon> {
+        let mut d = Daemon::new(p.cfg, p.store, p.node_id, p.node_key, p.runtime, p.io, p.rng)?;
+        d.clock = p.clock;
+        d.mono = p.mono;
+        d.start_swarm();
+        d.relist();
+        Ok(d)
+    }
+
+    impl Daemon {
+        pub(crate) fn view(&self) -> View<'_> {
+            View {
+                state: self.store.state(),
+                manager: self.swarm.mode == Mode::Manager,
+                in_swarm: self.swarm.mode != Mode::Solo,
+                leads: self.leads(),
+                sessions: self.swarm.dispatcher_sessions(),
+            }
+        }
+
+        /// The raft tick period (the loop's `Tick` event comes this often).
+        pub(crate) fn tick_ms(&self) -> u64 {
+            self.store.tick_ms()
+        }
+    }
 }

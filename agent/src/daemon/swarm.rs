@@ -180,6 +180,8 @@ pub(crate) struct Swarm {
     pending_joins: Vec<PendingJoin>,
     /// When this manager saw its demotion (mono ms).
     demoted_at_ms: Option<u64>,
+    /// A leader told this manager it was demoted (its replica may have stopped before the demotion).
+    demotion_told: bool,
     /// Last raft leader, term and membership logged.
     raft_seen: Option<(u64, u64, Vec<u64>, Vec<u64>)>,
     /// `service logs` gathers, requests and reads in flight.
@@ -275,6 +277,7 @@ impl Swarm {
             leave_after_demotion: None,
             pending_joins: Vec::new(),
             demoted_at_ms: None,
+            demotion_told: false,
             raft_seen: None,
             logs: logs::Gathers::default(),
         }
@@ -334,6 +337,12 @@ impl Swarm {
         self.conns.insert(conn, c);
         self.hints.push(ManagerInfo { node_id: peer.to_string(), addr: "127.0.0.1:1".into() });
         (conn, rx)
+    }
+
+    /// The nodes with a dispatcher session here.
+    #[cfg(feature = "sim")]
+    pub(crate) fn dispatcher_sessions(&self) -> Vec<String> {
+        self.dispatcher.session_nodes().map(str::to_string).collect()
     }
 
     fn close_all(&mut self, reason: &str) {

@@ -39,6 +39,23 @@ impl Fake {
         }
     }
 
+    /// Simulates a power cut: every container keeps its record and loses
+    /// its process (containerd's `Created` after a reboot), no exit event.
+    #[cfg(feature = "sim")]
+    pub fn power_cut(&self) {
+        for state in self.containers.lock().unwrap().values_mut() {
+            if *state == ContainerState::Running {
+                *state = ContainerState::Created;
+            }
+        }
+    }
+
+    /// Ids of the containers whose process runs.
+    #[cfg(feature = "sim")]
+    pub fn running(&self) -> Vec<String> {
+        self.containers.lock().unwrap().iter().filter(|(_, s)| **s == ContainerState::Running).map(|(id, _)| id.clone()).collect()
+    }
+
     /// Simulates a container's process ending.
     pub fn exit(&self, id: &str, code: i32) {
         self.containers.lock().unwrap().insert(id.to_string(), ContainerState::Stopped { exit_code: code });

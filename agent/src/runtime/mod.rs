@@ -2,11 +2,11 @@
 //!
 //! The daemon calls these methods from `smol::unblock` tasks, never on its
 //! event loop. The production implementation is [`containerd::Containerd`];
-//! unit tests use [`fake::Fake`]. Integration tests always run containerd:
+//! unit tests and the whole-node simulator use [`fake::Fake`]. Integration tests always run containerd:
 //! the fake proves nothing about containers.
 
 pub mod containerd;
-#[cfg(test)]
+#[cfg(any(test, feature = "sim"))]
 pub mod fake;
 
 use shoal_shared::api::ImageSummary;

@@ -237,6 +237,10 @@ impl Daemon {
                 // Only managers take part in raft: a worker's key cannot disturb elections.
                 // (A member being demoted still counts until raft has removed it.)
                 if self.swarm.mode != Mode::Manager || !(self.is_manager_peer(&peer) || self.store.is_member(raft_id(&peer))) {
+                    // A manager demoted (and removed from raft) while cut off never applies its
+                    // demotion: its replica stopped before it. The leader tells it with its worker
+                    // assignments (found by the whole-node simulator).
+                    self.tell_demoted(conn, &peer);
                     return;
                 }
                 match raft::decode(&bytes) {

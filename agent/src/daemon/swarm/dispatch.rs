@@ -59,6 +59,27 @@ impl Daemon {
         }
     }
 
+    /// Leader: `peer` sent raft messages but is a worker in the state and
+    /// not a raft member: it is a manager that missed its demotion. It gets
+    /// its worker assignments, which make it switch.
+    pub(crate) fn tell_demoted(&mut self, conn: u64, peer: &str) {
+        if !self.leads() {
+            return;
+        }
+        let state = self.store.state();
+        let Some(node) = state.nodes.get(peer).filter(|n| n.role == NodeRole::Worker).cloned() else { return };
+        let assignments = dispatcher::assignments(state, peer);
+        let msg = Wire::Assignments {
+            node,
+            tasks: assignments.tasks.into_values().collect(),
+            services: assignments.services.into_values().collect(),
+            managers: self.manager_infos(),
+            leader_id: self.node_id.clone(),
+            cluster_key: None,
+        };
+        self.swarm.send(conn, &msg);
+    }
+
     pub(crate) fn on_session(&mut self, conn: u64, peer: &str, advertise_addr: String, description: shoal_shared::types::NodeDescription) {
         self.sync_leadership();
         self.swarm.dispatcher.handle_session(self.store.state(), conn, peer, &advertise_addr, description);
@@ -97,6 +118,17 @@ impl Daemon {
         leader_id: String,
         cluster_key: Option<Vec<u8>>,
     ) {
+        if self.swarm.mode == Mode::Manager && node.id == self.node_id && node.role == NodeRole::Worker && !self.swarm.demotion_told {
+            // Only a leader sends assignments: this manager was demoted, maybe while it could
+            // not hear it. It switches as any demoted manager does (`check_demotion`: once out
+            // of raft, or after the grace, so a removal in flight still gets its vote).
+            crate::log!("INFO", "leader {leader_id} says this node was demoted");
+            self.swarm.demotion_told = true;
+        }
+        if node.id == self.node_id && node.role == NodeRole::Manager {
+            // Promoted again before the switch.
+            self.swarm.demotion_told = false;
+        }
         if self.swarm.mode != Mode::Worker || node.id != self.node_id {
             return;
         }

@@ -49,8 +49,9 @@ impl Daemon {
         if self.swarm.mode != Mode::Manager {
             return;
         }
-        let demoted =
-            self.store.state().cluster.is_some() && self.store.state().nodes.get(&self.node_id).is_some_and(|n| n.role == NodeRole::Worker);
+        let demoted = self.swarm.demotion_told
+            || (self.store.state().cluster.is_some()
+                && self.store.state().nodes.get(&self.node_id).is_some_and(|n| n.role == NodeRole::Worker));
         if !demoted {
             self.swarm.demoted_at_ms = None;
             // Promoted again before the demotion took effect: a parked leave is answered as a manager's.
@@ -66,6 +67,11 @@ impl Daemon {
         if membership::demotion(true, member, at_ms, now_ms) != Demotion::Switch {
             return;
         }
+        self.switch_to_worker();
+    }
+
+    /// Leaves raft and runs as a worker (a demotion took effect).
+    pub(crate) fn switch_to_worker(&mut self) {
         crate::log!("INFO", "this node was demoted: leaving raft and running as a worker");
         let hints: Vec<ManagerInfo> = self.manager_infos().into_iter().filter(|m| m.node_id != self.node_id).collect();
         self.swarm.close_all("demoted");
@@ -83,6 +89,7 @@ impl Daemon {
         self.swarm.mode = Mode::Worker;
         self.swarm.assigned = None;
         self.swarm.demoted_at_ms = None;
+        self.swarm.demotion_told = false;
         if let Some((force, reply)) = self.swarm.leave_after_demotion.take() {
             let r = self.leave_now(force);
             let _ = reply.try_send(r);
@@ -173,7 +180,7 @@ impl Daemon {
         let listen = bound.to_string();
         let port = bound.port();
         let addr =
-            if advertise_addr.is_empty() { format!("{}:{port}", crate::host::default_addr()) } else { with_port_or(&advertise_addr, port) };
+            if advertise_addr.is_empty() { format!("{}:{port}", self.io.default_addr()) } else { with_port_or(&advertise_addr, port) };
         if let Ok(mut k) = self.swarm.keys.lock() {
             k.cluster = Some(*ck.private());
         }
@@ -279,7 +286,7 @@ impl Daemon {
             }
         };
         let advertise =
-            if advertise_addr.is_empty() { format!("{}:{port}", crate::host::default_addr()) } else { with_port_or(&advertise_addr, port) };
+            if advertise_addr.is_empty() { format!("{}:{port}", self.io.default_addr()) } else { with_port_or(&advertise_addr, port) };
         self.swarm.joining = Some(Joining {
             token: token.clone(),
             remote: remote.clone(),

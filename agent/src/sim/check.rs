@@ -1,0 +1,290 @@
+//! The simulator's checkers: what must hold after every round, and what a
+//! healed cluster must reach.
+//!
+//! Owns [`Checker`]. Every round in which a daemon ran:
+//! - no acknowledged `service create` is lost: every manager whose replica
+//!   applied past the index the write was seen at holds the service (unless
+//!   a `service rm` was sent for it);
+//! - at most one task wants to run per replicated slot and per global node,
+//!   in every manager's replica;
+//! - a task the leader assigns goes to a node that passes its constraints
+//!   and platforms;
+//! - a new dispatcher session is only ever for a node in the leader's state
+//!   (a removed node's key never gets one);
+//! - no node stays Down while it has a live link to the leader for longer
+//!   than `DOWN_WHILE_LINKED_MS`;
+//! - every request is answered within `client::ANSWER_MS_MAX`.
+//!
+//! After healing ([`Checker::converged`]): one leader; every manager holds
+//! the same state; every node in a swarm is Ready with a session; every
+//! service has its tasks running where they may run; and what runs on each
+//! machine is exactly what the leader wants there.
+
+use super::client::Client;
+use crate::daemon::sim_hooks::View;
+use shoal_manager::placement::ValidPlacement;
+use shoal_manager::state::State;
+use shoal_shared::task::TaskState;
+use shoal_shared::types::{Availability, Node, NodeState, Placement, ServiceMode, Task, UpdateState};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How long a node may stay Down while linked to the leader (the
+/// dispatcher's grace plus a session's round trip, with room).
+pub(crate) const DOWN_WHILE_LINKED_MS: u64 = 15_000;
+
+/// What a checker sees of one simulated machine.
+pub(crate) struct NodeFacts<'a> {
+    pub index: usize,
+    pub node_id: &'a str,
+    /// The daemon's view (None while its process is down).
+    pub view: Option<View<'a>>,
+    /// Whether a live link joins it to each other machine.
+    pub linked: Vec<bool>,
+    /// Containers whose process runs on it.
+    pub running: Vec<String>,
+}
+
+#[derive(Default)]
+pub(crate) struct Checker {
+    pub(crate) violations: Vec<String>,
+    /// Sessions each leader had at the last round.
+    sessions: BTreeMap<usize, BTreeSet<String>>,
+    /// Tasks whose assignment was checked.
+    assigned: BTreeSet<String>,
+    /// When each (leader, node) pair was first seen Down and linked.
+    down_linked_since: BTreeMap<(usize, String), u64>,
+}
+
+/// Whether `task` wants to run and has not ended.
+fn live(t: &Task) -> bool {
+    t.desired_state <= TaskState::Running && !t.status.state.is_terminal()
+}
+
+/// Whether `node` may run a task placed by `placement` (constraints and platforms).
+fn fits(placement: &Placement, node: &Node) -> bool {
+    let Ok(p) = ValidPlacement::parse(placement) else { return false };
+    let platforms = &placement.platforms;
+    p.constraints_match(node) && (platforms.is_empty() || platforms.iter().any(|x| x.runs_on(&node.description.platform)))
+}
+
+/// Whether `node` takes new tasks.
+fn eligible(node: &Node) -> bool {
+    node.state == NodeState::Ready && node.availability == Availability::Active
+}
+
+impl Checker {
+    fn violation(&mut self, now_ms: u64, what: String) {
+        if self.violations.len() < 8 {
+            self.violations.push(format!("at {now_ms} ms: {what}"));
+        }
+    }
+
+    /// The checks of one round.
+    pub(crate) fn step(&mut self, now_ms: u64, facts: &[NodeFacts<'_>], client: &Client) {
+        for h in &client.hung {
+            let h = h.clone();
+            self.violation(now_ms, h);
+        }
+        for f in facts {
+            let Some(v) = &f.view else { continue };
+            if !v.manager || v.state.cluster.is_none() {
+                continue;
+            }
+            self.acked_writes(now_ms, f.index, v.state, client);
+            self.one_per_slot(now_ms, f.index, v.state);
+            if v.leads && v.in_swarm {
+                self.leader(now_ms, f, facts);
+            }
+        }
+    }
+
+    fn acked_writes(&mut self, now_ms: u64, i: usize, state: &State, client: &Client) {
+        for (name, acked) in &client.acked {
+            let Some(floor) = acked.floor else { continue };
+            if client.removed.contains(name) || state.applied_index < floor {
+                continue;
+            }
+            if !state.services.values().any(|s| &s.spec.name == name) {
+                let what = format!(
+                    "acknowledged write lost: service {name} (seen at index {floor}, acknowledged at {} ms) is missing on node-{i} at applied index {}",
+                    acked.at_ms, state.applied_index
+                );
+                self.violation(now_ms, what);
+            }
+        }
+    }
+
+    fn one_per_slot(&mut self, now_ms: u64, i: usize, state: &State) {
+        let mut slots: BTreeMap<(&str, u64, &str), Vec<&str>> = BTreeMap::new();
+        for t in state.tasks.values().filter(|t| live(t)) {
+            let key = if t.slot > 0 { (t.service_id.as_str(), t.slot, "") } else { (t.service_id.as_str(), 0, t.node_id.as_str()) };
+            slots.entry(key).or_default().push(&t.id);
+        }
+        let doubled: Vec<String> = slots
+            .iter()
+            .filter(|(_, ids)| ids.len() > 1)
+            .map(|((svc, slot, node), ids)| format!("service {svc} slot {slot}{node}: tasks {ids:?} all want to run"))
+            .collect();
+        for d in doubled {
+            self.violation(now_ms, format!("node-{i}'s replica: {d}"));
+        }
+    }
+
+    fn leader(&mut self, now_ms: u64, f: &NodeFacts<'_>, facts: &[NodeFacts<'_>]) {
+        let Some(v) = &f.view else { return };
+        let state = v.state;
+        // Fresh assignments pass their placement.
+        let mut bad = Vec::new();
+        for t in state.tasks.values() {
+            if t.node_id.is_empty() || self.assigned.contains(&t.id) {
+                continue;
+            }
+            self.assigned.insert(t.id.clone());
+            if t.status.state > TaskState::Assigned || !live(t) {
+                continue;
+            }
+            match state.nodes.get(&t.node_id) {
+                Some(n) if fits(&t.spec.placement, n) => {}
+                Some(n) => bad.push(format!(
+                    "task {} assigned to {} ({}, {}) which fails its placement {:?}",
+                    t.id,
+                    n.description.hostname,
+                    n.description.platform,
+                    format_labels(n),
+                    t.spec.placement
+                )),
+                None => bad.push(format!("task {} assigned to unknown node {}", t.id, t.node_id)),
+            }
+        }
+        for b in bad {
+            self.violation(now_ms, b);
+        }
+        // New sessions only for nodes in the state.
+        let now: BTreeSet<String> = v.sessions.iter().cloned().collect();
+        let before = self.sessions.insert(f.index, now.clone()).unwrap_or_default();
+        for n in now.difference(&before) {
+            if !state.nodes.contains_key(n) {
+                self.violation(now_ms, format!("node-{}'s dispatcher opened a session for {n}, which is not in its state", f.index));
+            }
+        }
+        // Down while linked.
+        for node in state.nodes.values() {
+            let key = (f.index, node.id.clone());
+            let linked = facts.iter().find(|x| x.node_id == node.id).is_some_and(|x| f.linked.get(x.index).copied().unwrap_or(false));
+            if node.state == NodeState::Down && linked {
+                let since = *self.down_linked_since.entry(key).or_insert(now_ms);
+                if now_ms - since > DOWN_WHILE_LINKED_MS {
+                    let what = format!(
+                        "node {} ({}) has been Down for {} ms on leader node-{} while linked to it",
+                        node.id,
+                        node.description.hostname,
+                        now_ms - since,
+                        f.index
+                    );
+                    self.violation(now_ms, what);
+                    self.down_linked_since.remove(&(f.index, node.id.clone()));
+                }
+            } else {
+                self.down_linked_since.remove(&key);
+            }
+        }
+    }
+
+    /// Whether a healed cluster has converged; the reason if not.
+    pub(crate) fn converged(facts: &[NodeFacts<'_>]) -> Result<(), String> {
+        // A node that left leads its own one-node group: not the swarm's leader.
+        let leaders: Vec<&NodeFacts<'_>> = facts.iter().filter(|f| f.view.as_ref().is_some_and(|v| v.leads && v.in_swarm)).collect();
+        let [leader] = leaders.as_slice() else {
+            return Err(format!("{} leaders", leaders.len()));
+        };
+        let lv = leader.view.as_ref().expect("a leader has a view");
+        let state = lv.state;
+        for f in facts {
+            let Some(v) = &f.view else { return Err(format!("node-{} is down", f.index)) };
+            if v.manager && v.state.cluster.is_some() {
+                let same = v.state.services == state.services && v.state.nodes == state.nodes && v.state.tasks == state.tasks;
+                if !same {
+                    return Err(format!(
+                        "node-{} (applied {}) disagrees with leader node-{} (applied {})",
+                        f.index, v.state.applied_index, leader.index, state.applied_index
+                    ));
+                }
+            }
+            if !v.in_swarm {
+                continue;
+            }
+            let Some(node) = state.nodes.get(f.node_id) else { continue };
+            if node.state != NodeState::Ready {
+                return Err(format!("node-{} is {:?} in the leader's state", f.index, node.state));
+            }
+            if !v.manager && !lv.sessions.iter().any(|s| s == f.node_id) {
+                return Err(format!("worker node-{} has no session at leader node-{}", f.index, leader.index));
+            }
+            // What runs on the machine is what the leader wants there.
+            let want: BTreeSet<&str> = state
+                .tasks
+                .values()
+                .filter(|t| t.node_id == f.node_id && t.desired_state == TaskState::Running && t.status.state == TaskState::Running)
+                .map(|t| t.id.as_str())
+                .collect();
+            let running: BTreeSet<&str> = f.running.iter().map(String::as_str).collect();
+            if want != running {
+                return Err(format!("node-{} runs {running:?}, the leader wants {want:?}", f.index));
+            }
+        }
+        for s in state.services.values() {
+            // A paused update waits for the user, as Swarm's does.
+            if s.update_status.as_ref().is_some_and(|u| matches!(u.state, UpdateState::Paused | UpdateState::RollbackPaused)) {
+                continue;
+            }
+            let tasks: Vec<&Task> =
+                state.tasks.values().filter(|t| t.service_id == s.id && t.desired_state == TaskState::Running).collect();
+            let places: Vec<&Node> = state.nodes.values().filter(|n| eligible(n)).collect();
+            let fitting: Vec<&&Node> = places.iter().filter(|n| fits(&s.spec.task.placement, n)).collect();
+            if fitting.is_empty() {
+                continue;
+            }
+            let running_on = |n: &Node| tasks.iter().filter(|t| t.node_id == n.id && t.status.state == TaskState::Running).count();
+            let (running, want) = match s.spec.mode {
+                ServiceMode::Replicated { replicas } => {
+                    (tasks.iter().filter(|t| t.status.state == TaskState::Running).count(), replicas as usize)
+                }
+                // One on every Active node that fits; a paused node keeps what it runs, a drained one runs none.
+                ServiceMode::Global => {
+                    let active_fitting = fitting.iter().filter(|n| running_on(n) == 1).count();
+                    let drained = tasks.iter().any(|t| state.nodes.get(&t.node_id).is_some_and(|n| n.availability == Availability::Drain));
+                    (active_fitting + usize::from(drained) * 1000, fitting.len())
+                }
+            };
+            if running != want {
+                let list: Vec<String> = state
+                    .tasks
+                    .values()
+                    .filter(|t| t.service_id == s.id && !t.status.state.is_terminal())
+                    .map(|t| {
+                        let node =
+                            state.nodes.get(&t.node_id).map_or("gone".to_string(), |n| format!("{:?} {:?}", n.state, n.availability));
+                        format!(
+                            "slot {} on {} ({node}) v{} {:?}/{:?}",
+                            t.slot,
+                            short_id(&t.node_id),
+                            t.service_version,
+                            t.desired_state,
+                            t.status.state
+                        )
+                    })
+                    .collect();
+                return Err(format!("service {} ({:?}) runs {running} of {want} tasks: {list:?}", s.spec.name, s.spec.mode));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn format_labels(n: &Node) -> String {
+    n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+fn short_id(id: &str) -> &str {
+    &id[..id.len().min(6)]
+}
