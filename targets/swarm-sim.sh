@@ -9,5 +9,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS="${1:-200}"
 FIRST="${2:-0}"
-SKIP=$(grep -v '^#' targets/swarm-sim-known.txt | grep -v '^ *$' | paste -sd, -)
+SKIP=$( (grep -v '^#' targets/swarm-sim-known.txt || true) | (grep -v '^ *$' || true) | paste -sd, -)
 exec cargo run -q --release -p shoal-agent --features sim --example swarm_sim -- --seeds "$SEEDS" --first-seed "$FIRST" --skip "$SKIP"

@@ -49,6 +49,8 @@ pub enum ControlError {
     NoPreviousSpec(String),
     #[error("attempting to demote the last manager of the swarm")]
     LastManager,
+    #[error("attempting to demote {0}, the only manager that votes in raft yet: a promoted manager votes once it has caught up; wait until `shoal node ls` shows it Reachable")]
+    LastVoter(String),
     #[error("node {0} is a cluster manager and is a member of the raft cluster. It must be demoted to worker before removal")]
     RemoveManager(String),
     #[error("node {0} is not down and can't be removed")]
@@ -64,6 +66,7 @@ impl ControlError {
             | ControlError::ScaleGlobal(_)
             | ControlError::NoPreviousSpec(_)
             | ControlError::LastManager
+            | ControlError::LastVoter(_)
             | ControlError::RemoveManager(_)
             | ControlError::NotDown(_) => ErrorKind::FailedPrecondition,
             ControlError::NoSuchService(_) | ControlError::NoSuchNode(_) => ErrorKind::NotFound,
@@ -253,7 +256,17 @@ pub fn update_node(
 
 /// Ops for `node promote` / `node demote` (`self` names this node). Raft
 /// membership follows the roles: the leader reconciles it afterwards.
-pub fn set_node_role(state: &State, self_id: &str, key: &str, role: NodeRole) -> Result<Vec<Op>, ControlError> {
+/// `is_voter` says whether a node votes in raft now: the last voter is
+/// never demoted, even while a promoted manager is still a learner (found
+/// by the whole-node simulator: demoting the only voter of a swarm whose
+/// other manager had not caught up left the swarm without a leader).
+pub fn set_node_role(
+    state: &State,
+    self_id: &str,
+    key: &str,
+    role: NodeRole,
+    is_voter: impl Fn(&str) -> bool,
+) -> Result<Vec<Op>, ControlError> {
     in_swarm(state)?;
     let lookup = if key == "self" { self_id } else { key };
     let n = state.find_node(lookup).ok_or_else(|| ControlError::NoSuchNode(key.to_string()))?;
@@ -262,6 +275,11 @@ pub fn set_node_role(state: &State, self_id: &str, key: &str, role: NodeRole) ->
     }
     if role == NodeRole::Worker && state.nodes.values().filter(|m| m.role == NodeRole::Manager).count() <= 1 {
         return Err(ControlError::LastManager);
+    }
+    // Another voter that stays a manager (a voter already demoted is on its way out).
+    let other_voter = state.nodes.values().any(|m| m.id != n.id && m.role == NodeRole::Manager && is_voter(&m.id));
+    if role == NodeRole::Worker && is_voter(&n.id) && !other_voter {
+        return Err(ControlError::LastVoter(n.id.clone()));
     }
     let mut node = n.clone();
     node.role = role;
@@ -443,20 +461,39 @@ mod membership_tests {
         n
     }
 
+    fn all_vote(_: &str) -> bool {
+        true
+    }
+
+    #[test]
+    fn the_last_voter_is_not_demoted_while_a_promoted_manager_catches_up() {
+        let two = swarm_of(vec![manager("m1"), manager("m2")]);
+        let only_m1 = |n: &str| n == "m1";
+        assert_eq!(set_node_role(&two, "m1", "m1", NodeRole::Worker, only_m1), Err(ControlError::LastVoter("m1".into())));
+        assert!(set_node_role(&two, "m1", "m2", NodeRole::Worker, only_m1).is_ok(), "the learner may be demoted");
+        assert!(set_node_role(&two, "m1", "m1", NodeRole::Worker, all_vote).is_ok(), "once m2 votes, m1 may go");
+        // A voter already demoted (still in raft until the leader removes it) does not count:
+        // demoting both voters of m1, m2, m3 (m3 a learner) would leave no leader at all.
+        let mut three = swarm_of(vec![manager("m1"), node("m2", "linux/amd64"), manager("m3")]);
+        three.nodes.get_mut("m2").expect("m2").role = NodeRole::Worker;
+        let m1_m2 = |n: &str| n == "m1" || n == "m2";
+        assert_eq!(set_node_role(&three, "m1", "m1", NodeRole::Worker, m1_m2), Err(ControlError::LastVoter("m1".into())));
+    }
+
     #[test]
     fn promote_and_demote_follow_swarm_rules() {
         let s = swarm_of(vec![manager("m1"), node("w1", "linux/amd64")]);
-        let ops = set_node_role(&s, "m1", "w1", NodeRole::Manager).unwrap();
+        let ops = set_node_role(&s, "m1", "w1", NodeRole::Manager, all_vote).unwrap();
         let [Op::PutNode(n)] = &ops[..] else { panic!("one PutNode: {ops:?}") };
         assert_eq!((n.role, n.manager_addr.as_str()), (NodeRole::Manager, n.addr.as_str()));
-        assert_eq!(set_node_role(&s, "m1", "m1", NodeRole::Manager).unwrap(), vec![], "promoting a manager is a no-op");
-        assert_eq!(set_node_role(&s, "m1", "self", NodeRole::Worker), Err(ControlError::LastManager));
+        assert_eq!(set_node_role(&s, "m1", "m1", NodeRole::Manager, all_vote).unwrap(), vec![], "promoting a manager is a no-op");
+        assert_eq!(set_node_role(&s, "m1", "self", NodeRole::Worker, all_vote), Err(ControlError::LastManager));
         assert_eq!(ControlError::LastManager.to_string(), "attempting to demote the last manager of the swarm");
         let two = swarm_of(vec![manager("m1"), manager("m2")]);
-        let ops = set_node_role(&two, "m1", "m2", NodeRole::Worker).unwrap();
+        let ops = set_node_role(&two, "m1", "m2", NodeRole::Worker, all_vote).unwrap();
         let [Op::PutNode(n)] = &ops[..] else { panic!("one PutNode") };
         assert_eq!((n.role, n.manager_addr.as_str()), (NodeRole::Worker, ""));
-        assert_eq!(set_node_role(&s, "m1", "nope", NodeRole::Worker), Err(ControlError::NoSuchNode("nope".into())));
+        assert_eq!(set_node_role(&s, "m1", "nope", NodeRole::Worker, all_vote), Err(ControlError::NoSuchNode("nope".into())));
     }
 
     #[test]

@@ -60,6 +60,7 @@ use std::collections::{BTreeMap, BTreeSet};
 pub fn reconcile(state: &State, now: UnixNanos, rng: &mut Rng) -> Vec<Op> {
     let mut ops = Vec::new();
     let misfits = misfits(state);
+    let away = away_nodes(state);
     for service in state.services.values() {
         let tasks = state.tasks_of(&service.id);
         // Slot key: the slot number for replicated services, the node for global ones.
@@ -68,7 +69,7 @@ pub fn reconcile(state: &State, now: UnixNanos, rng: &mut Rng) -> Vec<Op> {
             slots.entry(slot_key(t)).or_default().push(t);
         }
         let before = ops.len();
-        restart_dead_tasks(service, &slots, now, rng, &mut ops);
+        restart_dead_tasks(service, &slots, &away, now, rng, &mut ops);
         match service.spec.mode {
             ServiceMode::Replicated { replicas } => {
                 evacuate(state, service, &slots, &misfits, rng, &mut ops);
@@ -84,7 +85,7 @@ pub fn reconcile(state: &State, now: UnixNanos, rng: &mut Rng) -> Vec<Op> {
         }
         // The updater acts on a settled round, so it never races the others over a slot.
         if ops.len() == before {
-            updater::update(service, &slots, now, rng, &mut ops);
+            updater::update(service, &slots, &away, now, rng, &mut ops);
         }
         prune_history(&slots, &mut ops);
     }
@@ -245,7 +246,31 @@ fn runnable_task<'a>(slot: &[&'a Task]) -> Option<&'a Task> {
     slot.iter().rev().copied().find(|t| runnable(t))
 }
 
-fn restart_dead_tasks(service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, now: UnixNanos, rng: &mut Rng, ops: &mut Vec<Op>) {
+/// Nodes that are Down: their tasks cannot be stopped or heard from, and
+/// are replaced (see [`evacuate`]). Tasks of removed nodes end Orphaned.
+pub(crate) fn away_nodes(state: &State) -> BTreeSet<&str> {
+    state.nodes.values().filter(|n| n.state == NodeState::Down).map(|n| n.id.as_str()).collect()
+}
+
+/// Whether `t` (another task of a slot) keeps a stop-first replacement
+/// waiting: it has a node, has not ended, and its node is not away (found by
+/// the whole-node simulator: a replacement waited for ever on the old task
+/// of a node that had left the swarm).
+pub(crate) fn holds_slot(t: &Task, state_nodes_away: &BTreeSet<&str>) -> bool {
+    !t.status.state.is_terminal()
+        && !t.node_id.is_empty()
+        && t.status.state >= TaskState::Assigned
+        && !state_nodes_away.contains(t.node_id.as_str())
+}
+
+fn restart_dead_tasks(
+    service: &Service,
+    slots: &BTreeMap<SlotKey, Vec<&Task>>,
+    away: &BTreeSet<&str>,
+    now: UnixNanos,
+    rng: &mut Rng,
+    ops: &mut Vec<Op>,
+) {
     let policy = service.spec.task.restart;
     for slot in slots.values() {
         let Some(t) = runnable_task(slot) else {
@@ -255,15 +280,17 @@ fn restart_dead_tasks(service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, 
             // A stop-first replacement starts once nothing else in its slot
             // runs, whether or not its update is still going (a paused
             // update must not leave the slot empty).
-            let others_alive = slot
-                .iter()
-                .any(|o| o.id != t.id && !o.status.state.is_terminal() && !o.node_id.is_empty() && o.status.state >= TaskState::Assigned);
+            let others_alive = slot.iter().any(|o| o.id != t.id && holds_slot(o, away));
             if !others_alive {
                 ops.push(Op::ReleaseTask { id: t.id.clone() });
             }
             continue;
         }
-        if t.desired_state == TaskState::Ready && t.not_before <= now {
+        // Released once its restart delay passed; a hold longer than the policy's delay
+        // means the clock stepped back since it was set (found by the whole-node
+        // simulator: a leader whose clock went back held a restart for the skew).
+        let held_too_long = t.not_before > now.saturating_add(policy.delay_ns);
+        if t.desired_state == TaskState::Ready && (t.not_before <= now || held_too_long) {
             ops.push(Op::ReleaseTask { id: t.id.clone() });
             continue;
         }
@@ -562,6 +589,27 @@ mod tests {
     }
 
     #[test]
+    fn a_restart_hold_ends_when_the_clock_steps_back() {
+        let delay = shoal_shared::types::RESTART_DELAY_NS_DEFAULT;
+        let mut rng = Rng::from_seed(2);
+        let mut s = with_service(1);
+        let t0 = 3_600 * 1_000_000_000;
+        settle(&mut s, t0, &mut rng);
+        let first = s.tasks.keys().next().unwrap().clone();
+        set_status(&mut s, &first, TaskState::Failed);
+        settle(&mut s, t0, &mut rng);
+        let next = s.tasks.values().find(|t| t.id != first).unwrap().clone();
+        assert_eq!(next.desired_state, TaskState::Ready, "held for the restart delay");
+        // Still held within the delay, at the same clock.
+        settle(&mut s, t0 + delay - 1, &mut rng);
+        assert_eq!(s.tasks[&next.id].desired_state, TaskState::Ready);
+        // The clock steps back half an hour: the hold now ends further away than any
+        // delay the policy asks for, so it is released instead of waiting for the skew.
+        settle(&mut s, t0 - 1_800 * 1_000_000_000, &mut rng);
+        assert_eq!(s.tasks[&next.id].desired_state, TaskState::Running);
+    }
+
+    #[test]
     fn restart_conditions_and_max_attempts() {
         let mut rng = Rng::from_seed(3);
         let mut s = with_service(1);
@@ -715,6 +763,22 @@ mod node_loss_tests {
             })
             .collect();
         assert_eq!(on, vec!["n2", "n2"]);
+    }
+
+    #[test]
+    fn a_held_replacement_does_not_wait_for_a_task_on_a_down_node() {
+        let mut rng = Rng::from_seed(11);
+        let mut s = running_on_n1(&mut rng);
+        let old = s.tasks.values().find(|t| t.slot == 1).expect("slot 1").clone();
+        let svc = s.services.values().next().expect("svc").clone();
+        let mut held = new_task(&svc, 1, "", &mut rng, updater::HELD_BY_UPDATER);
+        held.desired_state = TaskState::Ready;
+        let held_id = held.id.clone();
+        apply(&mut s, vec![Op::SetTaskDesired { id: old.id.clone(), desired: TaskState::Shutdown }, Op::CreateTask(held)]);
+        let released = |ops: &[Op]| ops.iter().any(|op| matches!(op, Op::ReleaseTask { id } if *id == held_id));
+        assert!(!released(&reconcile(&s, 100, &mut rng)), "waits while the old task may still run on n1");
+        apply(&mut s, vec![Op::SetNodeState { id: "n1".into(), state: NodeState::Down }]);
+        assert!(released(&reconcile(&s, 100, &mut rng)), "n1 is down: nothing to wait for");
     }
 
     #[test]

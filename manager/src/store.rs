@@ -363,6 +363,17 @@ impl Store {
         self.raft.role() == raft::Role::Leader
     }
 
+    /// Whether this node leads and its state holds everything committed
+    /// before its term (it applied its term's first entry). A new leader's
+    /// log may hold entries of the previous term that are committed but not
+    /// applied here yet: deciding on the state before that (orchestrating,
+    /// scheduling) would redo what they did (found by the whole-node
+    /// simulator: every slot of a service created just before a failover
+    /// got a second task).
+    pub fn is_leader_caught_up(&self) -> bool {
+        self.is_leader() && self.applied >= self.raft.term_start_index()
+    }
+
     /// Proposes an entry and drives raft; on a single voter the entry is
     /// applied before this returns, else [`StoreError::NotCommitted`] (the
     /// entry is in flight, unwatched: use [`Store::propose_async`] there).

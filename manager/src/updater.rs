@@ -82,7 +82,14 @@ fn is_failure(t: &Task) -> bool {
 }
 
 /// Appends the ops that move `service`'s rolling update along.
-pub fn update(service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, now: UnixNanos, rng: &mut Rng, ops: &mut Vec<Op>) {
+pub fn update(
+    service: &Service,
+    slots: &BTreeMap<SlotKey, Vec<&Task>>,
+    away: &std::collections::BTreeSet<&str>,
+    now: UnixNanos,
+    rng: &mut Rng,
+    ops: &mut Vec<Op>,
+) {
     // Updates start in control (`service update`/`rollback` write the status);
     // paused, completed or never-updated services are left alone.
     let status = match &service.update_status {
@@ -152,9 +159,7 @@ pub fn update(service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, now: Uni
             continue;
         }
         if new.desired_state == TaskState::Ready && new.not_before == HELD_BY_UPDATER {
-            let others_alive = tasks
-                .iter()
-                .any(|t| t.id != new.id && !t.status.state.is_terminal() && !t.node_id.is_empty() && t.status.state >= TaskState::Assigned);
+            let others_alive = tasks.iter().any(|t| t.id != new.id && crate::orchestrator::holds_slot(t, away));
             if !others_alive {
                 ops.push(Op::ReleaseTask { id: new.id.clone() });
             }
@@ -174,8 +179,11 @@ pub fn update(service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, now: Uni
     let any_mine = views.iter().any(|v| !v.mine.is_empty());
     let dirty: Vec<&Task> = views.iter().filter(|v| v.new.is_none()).filter_map(|v| v.old).collect();
     if dirty.is_empty() {
+        // A settle time ahead of this leader's clock (its clock went back, or another
+        // manager's ran ahead) does not hold the update up for the skew (found by the
+        // whole-node simulator: a leader whose clock jumped back an hour stalled for an hour).
         let settled = match last_settled {
-            Some(t) => now >= t.saturating_add(cfg.monitor_ns),
+            Some(t) => t > now || now >= t.saturating_add(cfg.monitor_ns),
             None => !any_mine,
         };
         if settled {
@@ -190,7 +198,7 @@ pub fn update(service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, now: Uni
         return;
     }
     if let Some(t) = last_settled {
-        if now < t.saturating_add(cfg.delay_ns) {
+        if t <= now && now < t.saturating_add(cfg.delay_ns) {
             return;
         }
     }
@@ -393,6 +401,23 @@ mod tests {
             assert!(old.iter().all(|t| t.desired_state == TaskState::Shutdown && t.status.state == TaskState::Shutdown));
             assert_eq!(sim.service().previous_spec.as_ref().unwrap().task.container.env, Vec::<String>::new());
         }
+    }
+
+    #[test]
+    fn a_clock_stepping_back_after_a_batch_does_not_stall_the_update() {
+        let mut sim = Sim::new(3, |s| {
+            s.update.parallelism = 1;
+            s.update.delay_ns = 10 * S;
+        });
+        sim.update(env("2"));
+        sim.settle();
+        assert_eq!(sim.running(), (1, 2), "the first batch settled at the old time");
+        // The leader's clock steps back 15 minutes (a Pi without an RTC meeting NTP, the other way):
+        // the first batch's settle time is now in the future; the update goes on, not in 15 minutes.
+        sim.now -= 900 * S;
+        sim.run_for(25 * S);
+        assert_eq!(sim.running(), (3, 0));
+        assert_eq!(sim.state(), Some(UpdateState::Completed));
     }
 
     #[test]

@@ -495,7 +495,7 @@ impl Daemon {
             // A rolling update's delays and monitor windows are time-based too: tick-grained while one runs.
             let updating = self.store.state().services.values().any(|s| s.update_status.as_ref().is_some_and(|u| u.state.in_progress()));
             let due = index != self.passed_index || updating || now_ms.saturating_sub(self.passed_at_ms) >= IDLE_PASS_MS;
-            if self.store.state().cluster.is_some() && due && self.leads() && self.swarm.pending.settled() {
+            if self.store.state().cluster.is_some() && due && self.leads_caught_up() && self.swarm.pending.settled() {
                 ops = orchestrator::reconcile(self.store.state(), now, &mut self.rng);
                 if ops.is_empty() {
                     ops = scheduler::schedule(self.store.state(), now);
@@ -638,6 +638,8 @@ pub(crate) mod sim_hooks {
         pub leads: bool,
         /// The nodes with a dispatcher session here (a leader's workers).
         pub sessions: Vec<String>,
+        /// What this node knows of the managers and the leader (for diagnosis).
+        pub hints: String,
     }
 
     /// Everything a simulated node is made of.
@@ -672,6 +674,7 @@ pub(crate) mod sim_hooks {
                 in_swarm: self.swarm.mode != Mode::Solo,
                 leads: self.leads(),
                 sessions: self.swarm.dispatcher_sessions(),
+                hints: self.swarm.describe_hints(),
             }
         }
 

@@ -20,7 +20,7 @@ use super::swarm::{self, Mode, FORWARDS_MAX, FORWARD_TIMEOUT_MS};
 use super::{reply_later, service, Daemon, Event};
 use async_channel::Sender;
 use shoal_manager::control;
-use shoal_manager::store::Proposal;
+use shoal_manager::store::{raft_id, Proposal};
 use shoal_shared::api::{ErrorKind, Reply, Request, RequestClass};
 
 /// Where a request came from, and so where its reply goes.
@@ -220,8 +220,23 @@ impl Daemon {
             Request::SwarmLeave { force } => self.swarm_leave(force, reply),
             Request::SwarmJoinToken { role, rotate } => self.join_token(role, rotate),
             Request::NodeSetRole { node, role } => {
-                let r = control::set_node_role(self.store.state(), &self.node_id, &node, role);
-                self.write(r.map(|ops| (ops, Reply::Ok)))
+                // One role change at a time: two demotions checked against the same state could
+                // both pass and together leave no manager (found by the whole-node simulator).
+                let now_ms = self.mono_ms();
+                // Its outcome may never come here (leadership lost): the write's own deadline bounds it.
+                if self.swarm.role_change.is_some_and(|(_, at)| now_ms.saturating_sub(at) < swarm::WRITE_TIMEOUT_MS) {
+                    return Outcome::Now(Reply::error(
+                        ErrorKind::Unavailable,
+                        "another promotion or demotion is still being committed; retry in a moment",
+                    ));
+                }
+                let voters = self.store.voters();
+                let r = control::set_node_role(self.store.state(), &self.node_id, &node, role, |n| voters.contains(&raft_id(n)));
+                let out = self.write(r.map(|ops| (ops, Reply::Ok)));
+                if let Outcome::AfterCommit { proposal, .. } = &out {
+                    self.swarm.role_change = Some((*proposal, now_ms));
+                }
+                out
             }
             Request::SwarmUpdate { dispatcher_heartbeat_ms } => {
                 let r = control::update_swarm(self.store.state(), dispatcher_heartbeat_ms);

@@ -75,6 +75,12 @@ pub const JOIN_TIMEOUT_MS: u64 = 20_000;
 pub const JOIN_VOTER_WAIT_MS: u64 = 8_000;
 /// Redirects a join or a worker follows before giving up on a round.
 pub const JOIN_REDIRECTS_MAX: u32 = 3;
+/// A worker whose session got no assignments this long after it opened
+/// closes it and tries another manager (a manager that is not the leader
+/// and does not redirect, or a node that stopped being a manager).
+pub const SESSION_ANSWER_MS: u64 = 5_000;
+/// A task state reported and not seen applied within this long is reported again.
+pub const REPORT_RETRY_MS: u64 = 5_000;
 /// A write waits this long for its commit before failing with the quorum message.
 pub const WRITE_TIMEOUT_MS: u64 = 5_000;
 /// A write forwarded to the leader waits this long for its answer.
@@ -170,8 +176,10 @@ pub(crate) struct Swarm {
     dispatcher: Dispatcher,
     /// Parked writes, internal proposals in flight and forwarded requests.
     pub(crate) pending: Pending<Sender<Reply>>,
-    /// Task states reported and not yet seen applied (no duplicate reports).
-    reported: BTreeMap<String, TaskState>,
+    /// Task states reported and not yet seen applied, with when (mono ms):
+    /// no duplicate reports for `REPORT_RETRY_MS`, then sent again (a report
+    /// whose proposal or link was lost would otherwise never arrive).
+    reported: BTreeMap<String, (TaskState, u64)>,
     joining: Option<Joining>,
     voter_wait: Option<VoterWait>,
     /// A `swarm leave` asked while this manager was being demoted: run once it is a worker
@@ -180,8 +188,17 @@ pub(crate) struct Swarm {
     pending_joins: Vec<PendingJoin>,
     /// When this manager saw its demotion (mono ms).
     demoted_at_ms: Option<u64>,
-    /// A leader told this manager it was demoted (its replica may have stopped before the demotion).
-    demotion_told: bool,
+    /// A leader told this manager it was demoted (its replica may have
+    /// stopped before the demotion): the applied index then. Forgotten once
+    /// the replica moved past it and still names this node a manager.
+    demotion_told: Option<u64>,
+    /// Leader: the role change (`node promote`/`demote`) being committed, and when proposed (mono ms).
+    pub(crate) role_change: Option<(Proposal, u64)>,
+    /// Worker: the session opened and not answered yet (link, mono ms sent).
+    session_wait: Option<(u64, u64)>,
+    /// A leader a fellow raft member named, whose raft messages this manager
+    /// takes although its own replica does not know it as a member yet.
+    vouched_leader: Option<String>,
     /// Last raft leader, term and membership logged.
     raft_seen: Option<(u64, u64, Vec<u64>, Vec<u64>)>,
     /// `service logs` gathers, requests and reads in flight.
@@ -277,7 +294,10 @@ impl Swarm {
             leave_after_demotion: None,
             pending_joins: Vec::new(),
             demoted_at_ms: None,
-            demotion_told: false,
+            demotion_told: None,
+            vouched_leader: None,
+            session_wait: None,
+            role_change: None,
             raft_seen: None,
             logs: logs::Gathers::default(),
         }
@@ -339,6 +359,18 @@ impl Swarm {
         (conn, rx)
     }
 
+    /// The managers and leader this node was told of, and its links (for the simulator's reports).
+    #[cfg(feature = "sim")]
+    pub(crate) fn describe_hints(&self) -> String {
+        let links: Vec<String> = self.conns.values().filter(|c| c.commands.is_some()).filter_map(|c| c.peer.clone()).collect();
+        format!(
+            "mode {:?}, hints [{}], leader {:?}, links {links:?}",
+            self.mode,
+            encode_hints(&self.hints),
+            self.leader_hint.as_ref().map(|l| &l.node_id)
+        )
+    }
+
     /// The nodes with a dispatcher session here.
     #[cfg(feature = "sim")]
     pub(crate) fn dispatcher_sessions(&self) -> Vec<String> {
@@ -396,6 +428,13 @@ impl Daemon {
     /// Whether this node runs the leader's work (orchestration and the rest).
     pub(crate) fn leads(&self) -> bool {
         self.swarm.mode != Mode::Worker && self.store.is_leader()
+    }
+
+    /// Whether this node leads on a state that holds every earlier
+    /// leader's commits: the gate for decisions made from the state
+    /// (orchestration, scheduling, Down marking, raft membership).
+    pub(crate) fn leads_caught_up(&self) -> bool {
+        self.swarm.mode != Mode::Worker && self.store.is_leader_caught_up()
     }
 
     /// Starts the swarm port if this node is in a swarm (at start-up).
@@ -536,8 +575,22 @@ impl Daemon {
                 self.fail_join(&format!("no answer from {remote} within {} s", JOIN_TIMEOUT_MS / 1000));
             }
         }
+        if let Some((conn, at)) = self.swarm.session_wait {
+            if self.swarm.mode == Mode::Worker && now_ms.saturating_sub(at) >= SESSION_ANSWER_MS {
+                let peer = self.swarm.conns.get(&conn).and_then(|c| c.peer.clone()).unwrap_or_default();
+                crate::log!(
+                    "INFO",
+                    "no assignments from {peer} {} s after opening a session; trying another manager",
+                    SESSION_ANSWER_MS / 1000
+                );
+                self.swarm.session_wait = None;
+                self.swarm.close(conn, "no assignments");
+                self.swarm.leader_hint = None;
+                self.swarm.hint_next += 1;
+            }
+        }
         self.sync_leadership();
-        if self.leads() {
+        if self.leads_caught_up() {
             self.reconcile_membership();
             self.mark_down();
         }

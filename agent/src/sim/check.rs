@@ -85,6 +85,11 @@ impl Checker {
             let h = h.clone();
             self.violation(now_ms, h);
         }
+        // Clocks of a leadership end with it (a node leading again starts afresh).
+        let leading: BTreeSet<usize> =
+            facts.iter().filter(|f| f.view.as_ref().is_some_and(|v| v.leads && v.in_swarm)).map(|f| f.index).collect();
+        self.down_linked_since.retain(|(l, _), _| leading.contains(l));
+        self.sessions.retain(|l, _| leading.contains(l));
         for f in facts {
             let Some(v) = &f.view else { continue };
             if !v.manager || v.state.cluster.is_none() {
@@ -153,7 +158,9 @@ impl Checker {
                     format_labels(n),
                     t.spec.placement
                 )),
-                None => bad.push(format!("task {} assigned to unknown node {}", t.id, t.node_id)),
+                // Assigned while the node was there, then the node was removed (`node rm`): the
+                // orchestrator ends such tasks (Orphaned).
+                None => {}
             }
         }
         for b in bad {
@@ -201,7 +208,10 @@ impl Checker {
         let state = lv.state;
         for f in facts {
             let Some(v) = &f.view else { return Err(format!("node-{} is down", f.index)) };
-            if v.manager && v.state.cluster.is_some() {
+            // A node removed from the swarm (`node rm`) keeps its old replica until a user
+            // runs `swarm leave --force` on it, as in Swarm: it is not in the swarm to agree.
+            let member = state.nodes.contains_key(f.node_id);
+            if v.manager && v.state.cluster.is_some() && member {
                 let same = v.state.services == state.services && v.state.nodes == state.nodes && v.state.tasks == state.tasks;
                 if !same {
                     return Err(format!(
@@ -215,7 +225,7 @@ impl Checker {
             }
             let Some(node) = state.nodes.get(f.node_id) else { continue };
             if node.state != NodeState::Ready {
-                return Err(format!("node-{} is {:?} in the leader's state", f.index, node.state));
+                return Err(format!("node-{} is {:?} in the leader's state ({})", f.index, node.state, v.hints));
             }
             if !v.manager && !lv.sessions.iter().any(|s| s == f.node_id) {
                 return Err(format!("worker node-{} has no session at leader node-{}", f.index, leader.index));
@@ -229,7 +239,20 @@ impl Checker {
                 .collect();
             let running: BTreeSet<&str> = f.running.iter().map(String::as_str).collect();
             if want != running {
-                return Err(format!("node-{} runs {running:?}, the leader wants {want:?}", f.index));
+                let describe = |id: &str| match state.tasks.get(id) {
+                    Some(t) => format!(
+                        "{id}: on {} desired {:?} observed {:?} ({}) service {}",
+                        short_id(&t.node_id),
+                        t.desired_state,
+                        t.status.state,
+                        t.status.message,
+                        short_id(&t.service_id)
+                    ),
+                    None => format!("{id}: not in the leader's state"),
+                };
+                let extra: Vec<String> = running.difference(&want).map(|id| describe(id)).collect();
+                let missing: Vec<String> = want.difference(&running).map(|id| describe(id)).collect();
+                return Err(format!("node-{} runs tasks the leader does not want there {extra:?}, and misses {missing:?}", f.index));
             }
         }
         for s in state.services.values() {
@@ -274,7 +297,27 @@ impl Checker {
                         )
                     })
                     .collect();
-                return Err(format!("service {} ({:?}) runs {running} of {want} tasks: {list:?}", s.spec.name, s.spec.mode));
+                let pending: Vec<String> = state
+                    .tasks
+                    .values()
+                    .filter(|t| t.service_id == s.id && t.status.state < TaskState::Assigned && !t.status.state.is_terminal())
+                    .map(|t| format!("{:?} {}: {}", t.spec.placement.constraints, t.status.message, t.status.err))
+                    .collect();
+                // What the orchestrator would do on this state now (an op that never applies shows here).
+                let later = state.tasks.values().map(|t| t.status.timestamp).max().unwrap_or(0) + 3_600_000_000_000;
+                let mut rng = shoal_shared::rng::Rng::from_seed(1);
+                let next: Vec<String> = shoal_manager::orchestrator::reconcile(state, later, &mut rng)
+                    .iter()
+                    .take(4)
+                    .map(|op| format!("{op:?}").chars().take(120).collect())
+                    .collect();
+                return Err(format!(
+                    "service {} ({:?}, version {}, update {:?}) runs {running} of {want} tasks: {list:?}; pending: {pending:?}; orchestrator next: {next:?}",
+                    s.spec.name,
+                    s.spec.mode,
+                    s.meta.version,
+                    s.update_status.as_ref().map(|u| u.state)
+                ));
             }
         }
         Ok(())

@@ -305,6 +305,8 @@ pub struct Raft {
     votes: BTreeMap<NodeId, bool>,
     progress: BTreeMap<NodeId, Progress>,
     pending_conf_index: u64,
+    /// Leader: the index of the empty entry that opened its term.
+    term_start_index: u64,
     transferee: Option<NodeId>,
     read_seq: u64,
     pending_reads: VecDeque<PendingRead>,
@@ -383,6 +385,7 @@ impl Raft {
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
             pending_conf_index: 0,
+            term_start_index: 0,
             transferee: None,
             read_seq: 0,
             pending_reads: VecDeque::new(),
@@ -701,6 +704,17 @@ impl Raft {
         self.role
     }
 
+    /// Leader: the index of the empty entry that opened its term (0 otherwise).
+    /// Every entry a previous leader committed is at or before it, so a
+    /// state machine that applied it holds them all.
+    pub fn term_start_index(&self) -> u64 {
+        if self.role == Role::Leader {
+            self.term_start_index
+        } else {
+            0
+        }
+    }
+
     /// The current term.
     pub fn term(&self) -> u64 {
         self.term
@@ -868,6 +882,7 @@ impl Raft {
         // No membership change until an entry of this term commits (the
         // fix for the single-server-change bug, thesis §4.1 errata).
         self.pending_conf_index = next;
+        self.term_start_index = next;
         self.append_new(EntryKind::Normal(Vec::new()));
         self.maybe_commit();
     }

@@ -9,6 +9,7 @@
 //!   this manager knows (the state, or the managers it was told of when it
 //!   joined); everyone else is told [`NOT_A_MEMBER`], which a removed node
 //!   recognises and backs off from;
+//! - a worker dialed as a manager only redirects to the leader it knows;
 //! - an inbound join is kept only if its hello carries a valid token for
 //!   this swarm (checked by the caller's `check_token`), which decides the
 //!   role it may join as.
@@ -40,6 +41,9 @@ pub(crate) enum Admit {
     Joiner(NodeRole),
     /// Our join dial reached the manager the token pins: send the join request.
     JoinDial,
+    /// A node dialed a worker as a manager (a demoted one it still knows):
+    /// tell it the leader this worker knows, then close.
+    Redirect,
     /// Close the link and tell the peer `reason`; `warn` goes to the log.
     Refuse { reason: String, warn: Option<String> },
 }
@@ -62,6 +66,9 @@ pub(crate) fn admit(h: Handshake<'_>, mode: Mode, known: bool, check_token: impl
                 warn: Some(format!("a dial without an expected key reached {peer}; closing")),
             },
         },
+        // A worker's dialer holds a stale manager list (this node was demoted since, or the
+        // managers it knew are gone): pointing it at the leader is all a worker can do.
+        (Purpose::Node, false) if mode == Mode::Worker => Admit::Redirect,
         (Purpose::Node, false) if mode != Mode::Manager => Admit::Refuse { reason: "this node is not a manager".into(), warn: None },
         (Purpose::Node, false) if !known => Admit::Refuse {
             reason: format!("{NOT_A_MEMBER} (it was removed, or never joined): join it again with a token"),
@@ -98,7 +105,12 @@ mod tests {
 
     #[test]
     fn only_managers_take_links_and_only_from_members() {
+        // A worker still takes no link: it redirects the dialer to its leader and closes
+        // (found by the whole-node simulator: a worker whose known managers were all demoted
+        // or gone never found the leader again).
         let a = admit(hs(Purpose::Node, false, None, "w1"), Mode::Worker, true, no_token);
+        assert_eq!(a, Admit::Redirect);
+        let a = admit(hs(Purpose::Node, false, None, "w1"), Mode::Solo, true, no_token);
         assert_eq!(a, Admit::Refuse { reason: "this node is not a manager".into(), warn: None });
         let a = admit(hs(Purpose::Node, false, None, "gone"), Mode::Manager, false, no_token);
         assert!(matches!(a, Admit::Refuse { ref reason, warn: Some(_) } if reason.starts_with(NOT_A_MEMBER)), "{a:?}");

@@ -142,6 +142,7 @@ impl Daemon {
                 self.swarm.send(conn, &Wire::Session { advertise_addr, description });
                 if self.swarm.mode == Mode::Worker {
                     self.swarm.reported.clear();
+                    self.swarm.session_wait = Some((conn, self.mono_ms()));
                 }
             }
             Admit::Member => {
@@ -163,6 +164,11 @@ impl Daemon {
                 let availability = j.availability;
                 let description = self.describe();
                 self.swarm.send(conn, &Wire::JoinRequest { advertise_addr, availability, description });
+            }
+            Admit::Redirect => {
+                let (leader_id, leader_addr) = self.swarm.leader_hint.clone().map(|m| (m.node_id, m.addr)).unwrap_or_default();
+                self.swarm.send(conn, &Wire::Redirect { leader_id, leader_addr });
+                self.swarm.close(conn, "this node is not a manager");
             }
             Admit::Refuse { reason, warn } => {
                 if let Some(w) = warn {
@@ -236,7 +242,8 @@ impl Daemon {
             (Purpose::Node, Wire::Raft(bytes)) => {
                 // Only managers take part in raft: a worker's key cannot disturb elections.
                 // (A member being demoted still counts until raft has removed it.)
-                if self.swarm.mode != Mode::Manager || !(self.is_manager_peer(&peer) || self.store.is_member(raft_id(&peer))) {
+                let vouched = self.swarm.vouched_leader.as_deref() == Some(peer.as_str());
+                if self.swarm.mode != Mode::Manager || !(self.is_manager_peer(&peer) || self.store.is_member(raft_id(&peer)) || vouched) {
                     // A manager demoted (and removed from raft) while cut off never applies its
                     // demotion: its replica stopped before it. The leader tells it with its worker
                     // assignments (found by the whole-node simulator).
@@ -244,10 +251,16 @@ impl Daemon {
                     return;
                 }
                 match raft::decode(&bytes) {
-                    Ok(m) if m.from == raft_id(&peer) => match self.store.step(m) {
-                        Ok(msgs) => self.route_raft(msgs),
-                        Err(e) => crate::log!("WARN", "raft message from {peer} refused: {e}"),
-                    },
+                    Ok(m) if m.from == raft_id(&peer) => {
+                        let campaigning = matches!(m.kind, raft::MessageKind::VoteRequest { .. });
+                        match self.store.step(m) {
+                            Ok(msgs) => self.route_raft(msgs),
+                            Err(e) => crate::log!("WARN", "raft message from {peer} refused: {e}"),
+                        }
+                        if campaigning {
+                            self.vouch_for_leader(conn, &peer);
+                        }
+                    }
                     Ok(m) => {
                         crate::log!("WARN", "node {peer} sent a raft message as {}; closing", m.from);
                         self.swarm.close(conn, "raft sender does not match the link's key");
@@ -318,6 +331,21 @@ impl Daemon {
             self.dial_join(token, &remote);
             return;
         }
+        if self.swarm.mode == Mode::Manager && !leader_id.is_empty() {
+            // A fellow raft member names the leader: a manager whose replica stopped before
+            // that leader was promoted would otherwise ignore it for good (found by the
+            // whole-node simulator). Only a member's word counts.
+            let from_member = self.swarm.conns.get(&conn).and_then(|c| c.peer.clone()).is_some_and(|p| self.store.is_member(raft_id(&p)));
+            if from_member && !self.store.is_member(raft_id(&leader_id)) && self.swarm.vouched_leader.as_deref() != Some(leader_id.as_str())
+            {
+                crate::log!("INFO", "a raft member names {leader_id} as the leader; following it");
+                self.swarm.vouched_leader = Some(leader_id.clone());
+                if !self.swarm.hints.iter().any(|h| h.node_id == leader_id) && !leader_addr.is_empty() {
+                    self.swarm.hints.push(ManagerInfo { node_id: leader_id, addr: leader_addr });
+                }
+            }
+            return;
+        }
         if self.swarm.mode == Mode::Worker {
             // A known leader is dialed at once; "no leader" waits out the backoff of each
             // manager it tries next, so a swarm without quorum is not hammered.
@@ -330,6 +358,23 @@ impl Daemon {
                 self.swarm.peers.retry_now(&id, now_ms);
             }
         }
+    }
+}
+
+impl Daemon {
+    /// Follower: a member that campaigns while this node follows a leader it
+    /// may not know (its replica stopped before that leader was promoted):
+    /// it is told who leads. Votes come once per election timeout at most.
+    fn vouch_for_leader(&mut self, conn: u64, peer: &str) {
+        if self.swarm.mode != Mode::Manager || self.store.is_leader() || !self.store.is_member(raft_id(peer)) {
+            return;
+        }
+        let Some(leader) = self.leader_node() else { return };
+        if leader == peer {
+            return;
+        }
+        let addr = self.node_of_raft(raft_id(&leader)).map(|(_, a)| a).unwrap_or_default();
+        self.swarm.send(conn, &Wire::Redirect { leader_id: leader, leader_addr: addr });
     }
 }
 

@@ -81,6 +81,13 @@ impl Daemon {
     }
 
     pub(crate) fn on_session(&mut self, conn: u64, peer: &str, advertise_addr: String, description: shoal_shared::types::NodeDescription) {
+        if self.swarm.mode != Mode::Manager {
+            // A worker (a manager demoted since the peer dialed it) names the leader it knows.
+            let (leader_id, leader_addr) = self.swarm.leader_hint.clone().map(|m| (m.node_id, m.addr)).unwrap_or_default();
+            self.swarm.send(conn, &Wire::Redirect { leader_id, leader_addr });
+            self.swarm.close(conn, "this node is not a manager");
+            return;
+        }
         self.sync_leadership();
         self.swarm.dispatcher.handle_session(self.store.state(), conn, peer, &advertise_addr, description);
         self.drain_dispatcher();
@@ -118,20 +125,21 @@ impl Daemon {
         leader_id: String,
         cluster_key: Option<Vec<u8>>,
     ) {
-        if self.swarm.mode == Mode::Manager && node.id == self.node_id && node.role == NodeRole::Worker && !self.swarm.demotion_told {
+        if self.swarm.mode == Mode::Manager
+            && node.id == self.node_id
+            && node.role == NodeRole::Worker
+            && self.swarm.demotion_told.is_none()
+        {
             // Only a leader sends assignments: this manager was demoted, maybe while it could
             // not hear it. It switches as any demoted manager does (`check_demotion`: once out
             // of raft, or after the grace, so a removal in flight still gets its vote).
             crate::log!("INFO", "leader {leader_id} says this node was demoted");
-            self.swarm.demotion_told = true;
-        }
-        if node.id == self.node_id && node.role == NodeRole::Manager {
-            // Promoted again before the switch.
-            self.swarm.demotion_told = false;
+            self.swarm.demotion_told = Some(self.store.state().applied_index);
         }
         if self.swarm.mode != Mode::Worker || node.id != self.node_id {
             return;
         }
+        self.swarm.session_wait = None;
         if !managers.is_empty() && managers != self.swarm.hints {
             self.swarm.hints = managers.clone();
             let h = encode_hints(&managers);
@@ -148,7 +156,7 @@ impl Daemon {
         }
         let assigned = Assignments::new(&self.node_id, tasks, services);
         for t in assigned.tasks.values() {
-            if self.swarm.reported.get(&t.id).is_some_and(|r| t.status.state >= *r) {
+            if self.swarm.reported.get(&t.id).is_some_and(|(r, _)| t.status.state >= *r) {
                 self.swarm.reported.remove(&t.id);
             }
         }
@@ -162,6 +170,6 @@ impl Daemon {
             return;
         }
         let tasks = &self.store.state().tasks;
-        self.swarm.reported.retain(|id, s| tasks.get(id).is_some_and(|t| t.status.state < *s));
+        self.swarm.reported.retain(|id, (s, _)| tasks.get(id).is_some_and(|t| t.status.state < *s));
     }
 }

@@ -49,9 +49,14 @@ impl Daemon {
         if self.swarm.mode != Mode::Manager {
             return;
         }
-        let demoted = self.swarm.demotion_told
-            || (self.store.state().cluster.is_some()
-                && self.store.state().nodes.get(&self.node_id).is_some_and(|n| n.role == NodeRole::Worker));
+        let state = self.store.state();
+        let replica_says = state.nodes.get(&self.node_id).map(|n| n.role);
+        if self.swarm.demotion_told.is_some_and(|at| state.applied_index > at && replica_says == Some(NodeRole::Manager)) {
+            // The replica moves again and says manager: promoted again since the leader told.
+            self.swarm.demotion_told = None;
+        }
+        let state = self.store.state();
+        let demoted = self.swarm.demotion_told.is_some() || (state.cluster.is_some() && replica_says == Some(NodeRole::Worker));
         if !demoted {
             self.swarm.demoted_at_ms = None;
             // Promoted again before the demotion took effect: a parked leave is answered as a manager's.
@@ -89,7 +94,7 @@ impl Daemon {
         self.swarm.mode = Mode::Worker;
         self.swarm.assigned = None;
         self.swarm.demoted_at_ms = None;
-        self.swarm.demotion_told = false;
+        self.swarm.demotion_told = None;
         if let Some((force, reply)) = self.swarm.leave_after_demotion.take() {
             let r = self.leave_now(force);
             let _ = reply.try_send(r);

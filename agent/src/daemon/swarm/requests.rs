@@ -99,6 +99,7 @@ impl Daemon {
     /// each state of each task is reported once until it shows up applied.
     pub(crate) fn submit_reports(&mut self, ops: Vec<Op>) {
         self.sync_assignments();
+        let now_ms = self.mono_ms();
         let view = self.assigned();
         let mut fresh = Vec::new();
         for op in ops {
@@ -107,7 +108,8 @@ impl Daemon {
             if t.status.state.advance(status.state).is_err() {
                 continue;
             }
-            if self.swarm.reported.get(id).is_some_and(|s| *s >= status.state) {
+            let recent = |(s, at): &(TaskState, u64)| *s >= status.state && now_ms.saturating_sub(*at) < super::REPORT_RETRY_MS;
+            if self.swarm.reported.get(id).is_some_and(recent) {
                 continue;
             }
             fresh.push(op);
@@ -118,7 +120,7 @@ impl Daemon {
         if self.leads() || self.swarm.mode == Mode::Solo {
             for op in &fresh {
                 if let Op::SetTaskStatus { id, status } = op {
-                    self.swarm.reported.insert(id.clone(), status.state);
+                    self.swarm.reported.insert(id.clone(), (status.state, now_ms));
                 }
             }
             self.commit_internal(fresh);
@@ -138,7 +140,7 @@ impl Daemon {
             .collect();
         if self.swarm.send(conn, &Wire::Report { statuses: statuses.clone() }) {
             for (id, s) in statuses {
-                self.swarm.reported.insert(id, s.state);
+                self.swarm.reported.insert(id, (s.state, now_ms));
             }
         }
     }
@@ -151,6 +153,9 @@ impl Daemon {
         }
         for (p, ok) in outcomes {
             self.swarm.pending.handle_outcome(p, ok);
+            if self.swarm.role_change.is_some_and(|(r, _)| r == p) {
+                self.swarm.role_change = None;
+            }
             if let Some(i) = self.swarm.pending_joins.iter().position(|j| j.proposal == p) {
                 let j = self.swarm.pending_joins.swap_remove(i);
                 if ok {
