@@ -138,6 +138,11 @@ impl Dispatcher {
     /// Node `node_id` opened a session on `conn` (a `Wire::Session`).
     pub fn handle_session(&mut self, state: &State, conn: u64, node_id: &str, advertise_addr: &str, description: NodeDescription) {
         let leads = self.leader_since_ms.is_some();
+        #[cfg(any(test, feature = "sim"))]
+        if leads && !state.nodes.contains_key(node_id) && crate::sim_bugs::on(crate::sim_bugs::Bug::SessionsForStrangers) {
+            self.sessions.insert(node_id.to_string(), Session { conn, sent_index: None, sent: None });
+            return;
+        }
         let Some(node) = state.nodes.get(node_id) else {
             // Only the leader's state is authoritative: a lagging manager keeps the link.
             if leads {
@@ -214,7 +219,12 @@ impl Dispatcher {
         }
         // A node removed from the swarm (`node rm`) loses its session at once:
         // its key is no longer a member, so its redial is refused too.
-        let removed: Vec<String> = self.sessions.keys().filter(|n| !state.nodes.contains_key(*n)).cloned().collect();
+        #[allow(unused_mut)]
+        let mut removed: Vec<String> = self.sessions.keys().filter(|n| !state.nodes.contains_key(*n)).cloned().collect();
+        #[cfg(any(test, feature = "sim"))]
+        if crate::sim_bugs::on(crate::sim_bugs::Bug::SessionsForStrangers) {
+            removed.clear();
+        }
         for node_id in removed {
             let Some(s) = self.sessions.remove(&node_id) else { continue };
             let message = format!("closing the session of node {node_id}: it was removed from the swarm");

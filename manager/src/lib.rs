@@ -21,6 +21,8 @@ pub mod raft;
 pub mod scheduler;
 pub mod schema;
 #[cfg(any(test, feature = "sim"))]
+pub mod sim_bugs;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim_cluster;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim_disk;

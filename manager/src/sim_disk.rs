@@ -50,6 +50,8 @@ struct Bytes {
     current: Vec<u8>,
     /// What undoes each change since the last sync, oldest first.
     undo: Vec<Undo>,
+    /// Syncs seen with `sim_bugs::Bug::LyingDisk` on (seven in eight are skipped).
+    syncs_lied_about: u64,
     /// The smallest length since the last sync: a power cut cuts the bytes
     /// at or past it away, so writes there record nothing.
     floor_len: usize,
@@ -240,7 +242,17 @@ impl redb::StorageBackend for SimDiskBackend {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.bytes_to_change()?.sync();
+        let mut bytes = self.bytes_to_change()?;
+        // The injected bug: only one sync in eight makes anything durable (a commit
+        // takes more than one sync; the store stays whole, its newest commits vanish
+        // at a power cut).
+        if crate::sim_bugs::on(crate::sim_bugs::Bug::LyingDisk) {
+            bytes.syncs_lied_about += 1;
+            if !bytes.syncs_lied_about.is_multiple_of(8) {
+                return Ok(());
+            }
+        }
+        bytes.sync();
         Ok(())
     }
 

@@ -371,6 +371,10 @@ impl Store {
     /// simulator: every slot of a service created just before a failover
     /// got a second task).
     pub fn is_leader_caught_up(&self) -> bool {
+        #[cfg(any(test, feature = "sim"))]
+        if crate::sim_bugs::on(crate::sim_bugs::Bug::DecideBeforeCaughtUp) {
+            return self.is_leader();
+        }
         self.is_leader() && self.applied >= self.raft.term_start_index()
     }
 

@@ -558,7 +558,11 @@ impl Daemon {
             let seen = (st.leader, st.term, st.voters.clone(), st.learners.clone());
             if self.swarm.raft_seen.as_ref() != Some(&seen) {
                 crate::log!("INFO", "raft: term {} leader {:x} voters {:x?} learners {:x?}", st.term, st.leader, st.voters, st.learners);
+                let leader_changed = self.swarm.raft_seen.as_ref().is_none_or(|s| s.0 != st.leader);
                 self.swarm.raft_seen = Some(seen);
+                if leader_changed && st.leader != 0 && !self.store.is_leader() {
+                    self.name_leader_to_members();
+                }
             }
         }
         // Deadlines of parked writes, internal proposals and forwards.

@@ -166,12 +166,14 @@ impl Checker {
         for b in bad {
             self.violation(now_ms, b);
         }
-        // New sessions only for nodes in the state.
+        // Sessions only for nodes in the state: a new one never, an old one closed in the
+        // round that removed its node.
         let now: BTreeSet<String> = v.sessions.iter().cloned().collect();
         let before = self.sessions.insert(f.index, now.clone()).unwrap_or_default();
-        for n in now.difference(&before) {
+        for n in &now {
             if !state.nodes.contains_key(n) {
-                self.violation(now_ms, format!("node-{}'s dispatcher opened a session for {n}, which is not in its state", f.index));
+                let what = if before.contains(n) { "kept" } else { "opened" };
+                self.violation(now_ms, format!("node-{}'s dispatcher {what} a session for {n}, which is not in its state", f.index));
             }
         }
         // Down while linked.

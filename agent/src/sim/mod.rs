@@ -20,6 +20,7 @@ mod net;
 mod node;
 mod world;
 
+use shoal_manager::sim_bugs::Bug;
 use shoal_shared::clock::{MonoClock, SimClock};
 use shoal_shared::platform::Platform;
 use shoal_shared::rng::Rng;
@@ -86,7 +87,10 @@ pub fn run_seed(seed: u64, trace: bool) -> anyhow::Result<SeedResult> {
     let mut rng = Rng::from_seed(seed ^ 0x5eed_5eed);
     let nodes = 3 + (rng.next_u64() % 5) as usize;
     let managers = [1usize, 3, 3, 5][(rng.next_u64() % 4) as usize].min(if nodes.is_multiple_of(2) { nodes - 1 } else { nodes });
-    let dir = temp_root().join(format!("shoal-sim-{}-{seed}", std::process::id()));
+    // Unique per run: tests run seeds in parallel threads of one process.
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = temp_root().join(format!("shoal-sim-{}-{run}-{seed}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let trace = Rc::new(RefCell::new(Trace { on: trace, node: None, mono: None }));
     let sink_trace = trace.clone();
@@ -141,7 +145,8 @@ fn rng_seed(seed: u64) -> u64 {
     seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x51_u64
 }
 
-/// `swarm_sim [--seeds N] [--first-seed S] [--skip S,S..] | --seed S [--trace]`: runs
+/// `swarm_sim [--seeds N] [--first-seed S] [--skip S,S..] | --seed S [--trace]
+/// [--bug NAME]`: runs
 /// seeds and prints `seeds: N, violations: V` last; the exit status is 1
 /// when a seed found a violation (2 on bad arguments).
 pub fn main() -> i32 {
@@ -150,6 +155,7 @@ pub fn main() -> i32 {
     let mut first = 0u64;
     let mut trace = false;
     let mut skip: Vec<u64> = Vec::new();
+    let mut bugs: Vec<Bug> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| -> Result<u64, String> {
@@ -166,6 +172,19 @@ pub fn main() -> i32 {
             "--trace" => {
                 trace = true;
                 Ok(())
+            }
+            // An injected bug (`shoal_manager::sim_bugs`), to watch the checkers catch it.
+            "--bug" => {
+                let bug = match it.next().map(String::as_str) {
+                    Some("ignore-constraints") => Ok(Bug::IgnoreConstraints),
+                    Some("sessions-for-strangers") => Ok(Bug::SessionsForStrangers),
+                    Some("decide-before-caught-up") => Ok(Bug::DecideBeforeCaughtUp),
+                    Some("lying-disk") => Ok(Bug::LyingDisk),
+                    other => Err(format!(
+                        "--bug {other:?}: use ignore-constraints, sessions-for-strangers, decide-before-caught-up or lying-disk"
+                    )),
+                };
+                bug.map(|b| bugs.push(b))
             }
             // Seeds with a known, filed violation (`targets/swarm-sim-known.txt`): not run.
             "--skip" => match it.next() {
@@ -184,6 +203,7 @@ pub fn main() -> i32 {
             return 2;
         }
     }
+    shoal_manager::sim_bugs::set(&bugs);
     let started = std::time::Instant::now();
     let mut bad = 0u64;
     let mut sim_ops = 0u64;
@@ -221,4 +241,64 @@ pub fn main() -> i32 {
     );
     println!("seeds: {ran}, violations: {bad}");
     i32::from(bad > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The checkers catch what they are for: each test switches one bug on
+    //! (`shoal_manager::sim_bugs`) and looks for the first seed whose run
+    //! reports the violation that bug causes. The bugs are per thread.
+    use super::run_seed;
+    use shoal_manager::sim_bugs::{self, Bug};
+
+    /// The first seed below `seeds_max` whose run with `bug` on reports a
+    /// violation containing `needle`.
+    fn first_catch(bug: Bug, needle: &str, seeds_max: u64) -> u64 {
+        sim_bugs::set(&[bug]);
+        for seed in 0..seeds_max {
+            let r = run_seed(seed, false).expect("the simulator runs");
+            if r.violations.iter().any(|v| v.contains(needle)) {
+                sim_bugs::set(&[]);
+                return seed;
+            }
+        }
+        sim_bugs::set(&[]);
+        panic!("no seed below {seeds_max} caught {bug:?} ({needle:?})");
+    }
+
+    #[test]
+    fn clean_runs_report_nothing() {
+        for seed in 0..10 {
+            let r = run_seed(seed, false).expect("the simulator runs");
+            assert!(r.violations.is_empty(), "seed {seed}: {:?}", r.violations);
+            assert!(r.ops > 10 && r.faults > 5, "seed {seed} did something: {} ops, {} faults", r.ops, r.faults);
+        }
+    }
+
+    #[test]
+    fn catches_a_scheduler_that_ignores_constraints() {
+        first_catch(Bug::IgnoreConstraints, "which fails its placement", 100);
+    }
+
+    #[test]
+    fn catches_sessions_for_nodes_outside_the_swarm() {
+        first_catch(Bug::SessionsForStrangers, "which is not in its state", 200);
+    }
+
+    #[test]
+    fn catches_a_leader_deciding_before_it_caught_up() {
+        first_catch(Bug::DecideBeforeCaughtUp, "all want to run", 400);
+    }
+
+    #[test]
+    fn catches_a_disk_that_lies_about_fsync() {
+        first_catch(Bug::LyingDisk, "acknowledged write lost", 400);
+    }
+
+    #[test]
+    fn a_seed_replays_the_same_run() {
+        let a = run_seed(7, false).expect("runs");
+        let b = run_seed(7, false).expect("runs");
+        assert_eq!((a.ops, a.faults, a.violations), (b.ops, b.faults, b.violations));
+    }
 }

@@ -269,7 +269,10 @@ impl World {
         let n = self.nodes.len();
         let i = (self.rng.next_u64() % n as u64) as usize;
         let j = (i + 1 + (self.rng.next_u64() % (n as u64 - 1)) as usize) % n;
-        match self.rng.next_u64() % 100 {
+        // With a lying disk injected, power cuts are what shows it: half the faults are one.
+        let lying = shoal_manager::sim_bugs::on(shoal_manager::sim_bugs::Bug::LyingDisk);
+        let roll = if lying && self.rng.next_u64().is_multiple_of(2) { 63 } else { self.rng.next_u64() % 100 };
+        match roll {
             0..=14 => {
                 self.note(format_args!("fault: node-{i} isolated"));
                 let mut s = self.shared.borrow_mut();

@@ -561,3 +561,28 @@ fn lan_profile_reelects_within_two_seconds_of_losing_the_leader() {
         }
     }
 }
+
+#[test]
+fn a_new_leader_names_the_entry_that_opened_its_term() {
+    // The store decides on its state only once it applied this index: every
+    // entry an earlier leader committed is before it.
+    let conf = ConfState::with_voters(&[1, 2, 3]);
+    let entry = |index, term, kind| Entry { index, term, kind };
+    let p = Persisted {
+        hard_state: HardState { term: 3, vote: 0, commit: 1 },
+        conf_state: conf.clone(),
+        entries: vec![entry(1, 1, EntryKind::Conf { change: None, conf }), entry(2, 2, EntryKind::Normal(b"x".to_vec()))],
+        ..Persisted::default()
+    };
+    let mut r = Raft::restore(Config { pre_vote: false, ..cfg(1) }, p).unwrap();
+    assert_eq!(r.term_start_index(), 0, "not a leader");
+    r.campaign().unwrap();
+    assert_eq!(r.term_start_index(), 0, "a candidate is not a leader");
+    r.step(msg(2, 1, 4, MessageKind::VoteResponse { pre: false, granted: true })).unwrap();
+    assert_eq!(r.role(), Role::Leader);
+    assert_eq!(r.term_start_index(), 3, "its no-op follows the previous leader's entry at 2");
+    // Stepping down forgets it.
+    let _ = r.step(msg(3, 1, 9, MessageKind::Heartbeat { commit: 0, read_seq: 0 }));
+    assert_ne!(r.role(), Role::Leader);
+    assert_eq!(r.term_start_index(), 0);
+}

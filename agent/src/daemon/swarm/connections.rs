@@ -121,7 +121,11 @@ impl Daemon {
         let peer = key::node_id_of(&peer_static);
         let Some(c) = self.swarm.conns.get(&conn) else { return };
         let (purpose, outbound, expect, remote) = (c.purpose, c.outbound, c.expect.clone(), c.remote);
-        let known = self.store.state().nodes.contains_key(&peer) || self.swarm.hints.iter().any(|m| m.node_id == peer);
+        let known = self.store.state().nodes.contains_key(&peer)
+            || self.swarm.hints.iter().any(|m| m.node_id == peer)
+            || self.swarm.vouched_leader.as_deref() == Some(peer.as_str());
+        #[cfg(feature = "sim")]
+        let known = known || shoal_manager::sim_bugs::on(shoal_manager::sim_bugs::Bug::SessionsForStrangers);
         let cluster = self.store.state().cluster.clone();
         let check_token = || {
             let cluster = cluster.ok_or_else(|| "this manager has no swarm state yet; retry".to_string())?;
@@ -335,7 +339,14 @@ impl Daemon {
             // A fellow raft member names the leader: a manager whose replica stopped before
             // that leader was promoted would otherwise ignore it for good (found by the
             // whole-node simulator). Only a member's word counts.
-            let from_member = self.swarm.conns.get(&conn).and_then(|c| c.peer.clone()).is_some_and(|p| self.store.is_member(raft_id(&p)));
+            // A member, or a manager it was told of when it joined or was promoted (a learner's
+            // replica may be empty).
+            let from_member = self
+                .swarm
+                .conns
+                .get(&conn)
+                .and_then(|c| c.peer.clone())
+                .is_some_and(|p| self.store.is_member(raft_id(&p)) || self.swarm.hints.iter().any(|h| h.node_id == p));
             if from_member && !self.store.is_member(raft_id(&leader_id)) && self.swarm.vouched_leader.as_deref() != Some(leader_id.as_str())
             {
                 crate::log!("INFO", "a raft member names {leader_id} as the leader; following it");
@@ -362,6 +373,27 @@ impl Daemon {
 }
 
 impl Daemon {
+    /// Follower that sees a new leader: names it to every raft member it has
+    /// a link to. A learner whose replica is still empty (promoted, or
+    /// restarted before it caught up) knows neither the leader nor that it
+    /// is a member, and would refuse its links for good (found by the
+    /// whole-node simulator).
+    pub(crate) fn name_leader_to_members(&mut self) {
+        let Some(leader) = self.leader_node() else { return };
+        let addr = self.node_of_raft(raft_id(&leader)).map(|(_, a)| a).unwrap_or_default();
+        let members: Vec<u64> = self
+            .swarm
+            .conns
+            .iter()
+            .filter(|(_, c)| c.commands.is_some())
+            .filter(|(_, c)| c.peer.as_deref().is_some_and(|p| p != leader && self.store.is_member(raft_id(p))))
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in members {
+            self.swarm.send(conn, &Wire::Redirect { leader_id: leader.clone(), leader_addr: addr.clone() });
+        }
+    }
+
     /// Follower: a member that campaigns while this node follows a leader it
     /// may not know (its replica stopped before that leader was promoted):
     /// it is told who leads. Votes come once per election timeout at most.

@@ -135,6 +135,9 @@ impl Daemon {
             // of raft, or after the grace, so a removal in flight still gets its vote).
             crate::log!("INFO", "leader {leader_id} says this node was demoted");
             self.swarm.demotion_told = Some(self.store.state().applied_index);
+            if !managers.is_empty() {
+                self.swarm.hints = managers.clone();
+            }
         }
         if self.swarm.mode != Mode::Worker || node.id != self.node_id {
             return;

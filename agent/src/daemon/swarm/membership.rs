@@ -78,7 +78,12 @@ impl Daemon {
     /// Leaves raft and runs as a worker (a demotion took effect).
     pub(crate) fn switch_to_worker(&mut self) {
         crate::log!("INFO", "this node was demoted: leaving raft and running as a worker");
-        let hints: Vec<ManagerInfo> = self.manager_infos().into_iter().filter(|m| m.node_id != self.node_id).collect();
+        // Where to find the leader as a worker: the managers the leader named when it told
+        // this node, else its replica's, else what it knew before (found by the whole-node
+        // simulator: a manager demoted before its replica caught up had no manager left to ask).
+        let from_replica: Vec<ManagerInfo> = self.manager_infos().into_iter().filter(|m| m.node_id != self.node_id).collect();
+        let known: Vec<ManagerInfo> = self.swarm.hints.iter().filter(|m| m.node_id != self.node_id).cloned().collect();
+        let hints = if (self.swarm.demotion_told.is_some() || from_replica.is_empty()) && !known.is_empty() { known } else { from_replica };
         self.swarm.close_all("demoted");
         self.swarm.hints = hints.clone();
         self.set_local(LOCAL_MANAGERS, &encode_hints(&hints));
