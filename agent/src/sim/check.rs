@@ -217,8 +217,8 @@ impl Checker {
                 let same = v.state.services == state.services && v.state.nodes == state.nodes && v.state.tasks == state.tasks;
                 if !same {
                     return Err(format!(
-                        "node-{} (applied {}) disagrees with leader node-{} (applied {})",
-                        f.index, v.state.applied_index, leader.index, state.applied_index
+                        "node-{} (applied {}) disagrees with leader node-{} (applied {}) ({})",
+                        f.index, v.state.applied_index, leader.index, state.applied_index, v.hints
                     ));
                 }
             }

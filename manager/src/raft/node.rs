@@ -944,7 +944,16 @@ impl Raft {
             return;
         }
         if !self.conf.is_voter(self.id) {
-            // Removed (or demoted) leader steps down; the rest elect anew.
+            // Removed (or demoted) leader steps down; the rest elect anew. Its last act as
+            // leader: the others learn the commit that removed it, or a survivor whose log
+            // holds the removal uncommitted would still count this node, and the last voter
+            // of a two-voter group could never win an election again (found by the
+            // whole-node simulator).
+            let peers: Vec<(NodeId, u64)> = self.progress.iter().map(|(id, p)| (*id, p.match_index)).collect();
+            for (id, matched) in peers {
+                let commit = matched.min(self.log.commit);
+                self.send(id, MessageKind::Heartbeat { commit, read_seq: self.read_seq });
+            }
             self.become_follower(self.term, 0);
             return;
         }

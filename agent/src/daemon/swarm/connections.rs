@@ -27,6 +27,10 @@ impl Daemon {
                         }
                     }
                 }
+                // A leader a member named, which this replica does not know as a member yet.
+                if let Some(l) = self.swarm.vouched_leader.as_ref().and_then(|v| self.swarm.hints.iter().find(|h| &h.node_id == v)) {
+                    want.insert(l.node_id.clone(), l.addr.clone());
+                }
             }
             Mode::Worker => {
                 let target = self.swarm.leader_hint.clone().or_else(|| {
@@ -152,6 +156,10 @@ impl Daemon {
             Admit::Member => {
                 let _ = wire::decode_node_hello(payload);
                 self.accept_peer(conn, &peer);
+                // A manager demoted while it could not hear it links in as a manager.
+                if !self.store.is_member(raft_id(&peer)) {
+                    self.tell_demoted(conn, &peer);
+                }
             }
             Admit::Joiner(role) => {
                 if let Some(c) = self.swarm.conns.get_mut(&conn) {

@@ -63,7 +63,15 @@ impl Daemon {
     /// not a raft member: it is a manager that missed its demotion. It gets
     /// its worker assignments, which make it switch.
     pub(crate) fn tell_demoted(&mut self, conn: u64, peer: &str) {
+        if self.swarm.mode != Mode::Manager {
+            return;
+        }
         if !self.leads() {
+            // A follower names the leader, which tells it (its raft messages reach no one else).
+            if let Some(leader) = self.leader_node().filter(|l| l != peer) {
+                let addr = self.node_of_raft(raft_id(&leader)).map(|(_, a)| a).unwrap_or_default();
+                self.swarm.send(conn, &Wire::Redirect { leader_id: leader, leader_addr: addr });
+            }
             return;
         }
         let state = self.store.state();

@@ -69,7 +69,8 @@ impl Daemon {
         let now_ms = self.mono_ms();
         let at_ms = *self.swarm.demoted_at_ms.get_or_insert(now_ms);
         let member = self.store.is_member(self.store.raft_id());
-        if membership::demotion(true, member, at_ms, now_ms) != Demotion::Switch {
+        let needed = membership::needed_for_quorum(&self.store.voters(), self.store.raft_id());
+        if membership::demotion(true, member, needed, at_ms, now_ms) != Demotion::Switch {
             return;
         }
         self.switch_to_worker();
@@ -78,6 +79,11 @@ impl Daemon {
     /// Leaves raft and runs as a worker (a demotion took effect).
     pub(crate) fn switch_to_worker(&mut self) {
         crate::log!("INFO", "this node was demoted: leaving raft and running as a worker");
+        // Raft's last words first: a leader that just committed its own removal tells the
+        // others the commit here; without it the remaining voter of a two-voter swarm still
+        // counted this node and never had a quorum again (found by the whole-node simulator).
+        let last = self.store.take_messages();
+        self.route_raft(last);
         // Where to find the leader as a worker: the managers the leader named when it told
         // this node, else its replica's, else what it knew before (found by the whole-node
         // simulator: a manager demoted before its replica caught up had no manager left to ask).
