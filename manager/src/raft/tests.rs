@@ -401,19 +401,25 @@ proptest! {
     }
 }
 
+/// Voters 1, 2, 3 at term 3; the log holds the configuration (term 1,
+/// committed) and an entry of term 2 that is not committed.
+fn voters_with_an_old_term_entry() -> Persisted {
+    let conf = ConfState::with_voters(&[1, 2, 3]);
+    let entry = |index, term, kind| Entry { index, term, kind };
+    Persisted {
+        hard_state: HardState { term: 3, vote: 0, commit: 1 },
+        conf_state: conf.clone(),
+        entries: vec![entry(1, 1, EntryKind::Conf { change: None, conf }), entry(2, 2, EntryKind::Normal(b"x".to_vec()))],
+        ..Persisted::default()
+    }
+}
+
 #[test]
 fn old_term_entry_commits_only_with_a_current_term_entry() {
     // §5.4.2 / Figure 8: a replica count alone never commits an older-term
     // entry; with the known-bug flag it does (that is what the flag models).
     for bug in [false, true] {
-        let conf = ConfState::with_voters(&[1, 2, 3]);
-        let entry = |index, term, kind| Entry { index, term, kind };
-        let p = Persisted {
-            hard_state: HardState { term: 3, vote: 0, commit: 1 },
-            conf_state: conf.clone(),
-            entries: vec![entry(1, 1, EntryKind::Conf { change: None, conf }), entry(2, 2, EntryKind::Normal(b"x".to_vec()))],
-            ..Persisted::default()
-        };
+        let p = voters_with_an_old_term_entry();
         let c = Config { pre_vote: false, bugs: BugFlags { commit_old_term: bug, ..BugFlags::default() }, ..cfg(1) };
         let mut r = Raft::restore(c, p).unwrap();
         r.campaign().unwrap();
@@ -566,15 +572,7 @@ fn lan_profile_reelects_within_two_seconds_of_losing_the_leader() {
 fn a_new_leader_names_the_entry_that_opened_its_term() {
     // The store decides on its state only once it applied this index: every
     // entry an earlier leader committed is before it.
-    let conf = ConfState::with_voters(&[1, 2, 3]);
-    let entry = |index, term, kind| Entry { index, term, kind };
-    let p = Persisted {
-        hard_state: HardState { term: 3, vote: 0, commit: 1 },
-        conf_state: conf.clone(),
-        entries: vec![entry(1, 1, EntryKind::Conf { change: None, conf }), entry(2, 2, EntryKind::Normal(b"x".to_vec()))],
-        ..Persisted::default()
-    };
-    let mut r = Raft::restore(Config { pre_vote: false, ..cfg(1) }, p).unwrap();
+    let mut r = Raft::restore(Config { pre_vote: false, ..cfg(1) }, voters_with_an_old_term_entry()).unwrap();
     assert_eq!(r.term_start_index(), 0, "not a leader");
     r.campaign().unwrap();
     assert_eq!(r.term_start_index(), 0, "a candidate is not a leader");
