@@ -256,11 +256,8 @@ pub(crate) fn away_nodes(state: &State) -> BTreeSet<&str> {
 /// waiting: it has a node, has not ended, and its node is not away (found by
 /// the whole-node simulator: a replacement waited for ever on the old task
 /// of a node that had left the swarm).
-pub(crate) fn holds_slot(t: &Task, state_nodes_away: &BTreeSet<&str>) -> bool {
-    !t.status.state.is_terminal()
-        && !t.node_id.is_empty()
-        && t.status.state >= TaskState::Assigned
-        && !state_nodes_away.contains(t.node_id.as_str())
+pub(crate) fn holds_slot(t: &Task, away: &BTreeSet<&str>) -> bool {
+    !t.status.state.is_terminal() && !t.node_id.is_empty() && t.status.state >= TaskState::Assigned && !away.contains(t.node_id.as_str())
 }
 
 fn restart_dead_tasks(

@@ -71,9 +71,16 @@ pub(crate) trait Io {
 
 /// The shipped [`Io`]: smol tasks, blocking threads, TCP and the OS.
 pub(crate) struct RealIo {
-    pub(crate) tx: Sender<Event>,
-    pub(crate) runtime: Arc<dyn Runtime>,
-    pub(crate) slots: Arc<async_lock::Semaphore>,
+    tx: Sender<Event>,
+    runtime: Arc<dyn Runtime>,
+    slots: Arc<async_lock::Semaphore>,
+}
+
+impl RealIo {
+    /// Events go to `tx`; runtime calls run at most `RUNTIME_CALLS_MAX` at once.
+    pub(crate) fn new(tx: Sender<Event>, runtime: Arc<dyn Runtime>) -> RealIo {
+        RealIo { tx, runtime, slots: Arc::new(async_lock::Semaphore::new(super::RUNTIME_CALLS_MAX)) }
+    }
 }
 
 impl Io for RealIo {

@@ -185,7 +185,7 @@ pub(crate) fn run_with(cfg: Config, store: Store, node_id: String, runtime: Arc<
     let (node_key, _) = key::load_or_create(&cfg.data_dir.join(key::NODE_KEY_FILE))?;
     let (tx, rx) = async_channel::bounded(EVENTS_QUEUE_MAX);
     let socket = cfg.socket.clone();
-    let io = io::RealIo { tx: tx.clone(), runtime: runtime.clone(), slots: Arc::new(async_lock::Semaphore::new(RUNTIME_CALLS_MAX)) };
+    let io = io::RealIo::new(tx.clone(), runtime.clone());
     let mut daemon = Daemon::new(cfg, store, node_id, node_key, runtime, Box::new(io), rng)?;
     crate::log!("INFO", "shoal {} node {} listening on unix://{}", env!("CARGO_PKG_VERSION"), daemon.node_id, daemon.cfg.socket.display());
     smol::block_on(async move {

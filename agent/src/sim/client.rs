@@ -194,11 +194,10 @@ pub(crate) fn step(w: &mut World) {
     let target =
         if !w.client.rng.next_u64().is_multiple_of(5) && !managers.is_empty() { w.client.pick(&managers) } else { w.client.pick(&up) };
     let Some(&target) = target else { return };
-    // Node ids and services as the target's state knows them (a worker's is empty: any will do).
-    let (node_ids, services): (Vec<String>, Vec<String>) = {
-        let ids = w.nodes.iter().map(|n| n.node_id.clone()).collect();
-        (ids, w.client.names.clone())
-    };
+    // Every node and every service name ever created: requests about ones that are gone are
+    // part of the load (they must be refused cleanly).
+    let node_ids: Vec<String> = w.nodes.iter().map(|n| n.node_id.clone()).collect();
+    let services = w.client.names.clone();
     let c = &mut w.client;
     let roll = c.rng.next_u64() % 100;
     let (op, req) = match roll {

@@ -321,7 +321,9 @@ impl Net {
                     let Some((_, frame)) = pipe.flight[d].pop_front() else { break };
                     let recv = &mut pipe.ends[1 - d];
                     if recv.dead {
-                        // Bytes to a dead process: its restarted kernel answers with a reset.
+                        // Bytes to a dead process: answered with a reset at once (as its
+                        // kernel would after a kill or a reboot; a host still off stays silent
+                        // in life, which the peer's idle timer covers just the same).
                         if matches!(frame, Frame::Bytes(_)) && !pipe.ends[d].gone {
                             pipe.flight[1 - d].push_back((now_ms + latency_ms(rng), Frame::Eof));
                         }

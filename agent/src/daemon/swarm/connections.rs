@@ -178,8 +178,7 @@ impl Daemon {
                 self.swarm.send(conn, &Wire::JoinRequest { advertise_addr, availability, description });
             }
             Admit::Redirect => {
-                let (leader_id, leader_addr) = self.swarm.leader_hint.clone().map(|m| (m.node_id, m.addr)).unwrap_or_default();
-                self.swarm.send(conn, &Wire::Redirect { leader_id, leader_addr });
+                self.redirect_to_leader(conn);
                 self.swarm.close(conn, "this node is not a manager");
             }
             Admit::Refuse { reason, warn } => {
@@ -270,7 +269,9 @@ impl Daemon {
                             Err(e) => crate::log!("WARN", "raft message from {peer} refused: {e}"),
                         }
                         if campaigning {
-                            self.vouch_for_leader(conn, &peer);
+                            // A member that campaigns while this node follows a leader it may
+                            // not know (its replica stopped before that leader was promoted).
+                            self.name_leader_to(conn, &peer);
                         }
                     }
                     Ok(m) => {
@@ -388,7 +389,7 @@ impl Daemon {
     /// whole-node simulator).
     pub(crate) fn name_leader_to_members(&mut self) {
         let Some(leader) = self.leader_node() else { return };
-        let addr = self.node_of_raft(raft_id(&leader)).map(|(_, a)| a).unwrap_or_default();
+        let msg = self.leader_redirect();
         let members: Vec<u64> = self
             .swarm
             .conns
@@ -398,23 +399,8 @@ impl Daemon {
             .map(|(id, _)| *id)
             .collect();
         for conn in members {
-            self.swarm.send(conn, &Wire::Redirect { leader_id: leader.clone(), leader_addr: addr.clone() });
+            self.swarm.send(conn, &msg);
         }
-    }
-
-    /// Follower: a member that campaigns while this node follows a leader it
-    /// may not know (its replica stopped before that leader was promoted):
-    /// it is told who leads. Votes come once per election timeout at most.
-    fn vouch_for_leader(&mut self, conn: u64, peer: &str) {
-        if self.swarm.mode != Mode::Manager || self.store.is_leader() || !self.store.is_member(raft_id(peer)) {
-            return;
-        }
-        let Some(leader) = self.leader_node() else { return };
-        if leader == peer {
-            return;
-        }
-        let addr = self.node_of_raft(raft_id(&leader)).map(|(_, a)| a).unwrap_or_default();
-        self.swarm.send(conn, &Wire::Redirect { leader_id: leader, leader_addr: addr });
     }
 }
 

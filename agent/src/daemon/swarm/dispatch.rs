@@ -68,10 +68,7 @@ impl Daemon {
         }
         if !self.leads() {
             // A follower names the leader, which tells it (its raft messages reach no one else).
-            if let Some(leader) = self.leader_node().filter(|l| l != peer) {
-                let addr = self.node_of_raft(raft_id(&leader)).map(|(_, a)| a).unwrap_or_default();
-                self.swarm.send(conn, &Wire::Redirect { leader_id: leader, leader_addr: addr });
-            }
+            self.name_leader_to(conn, peer);
             return;
         }
         let state = self.store.state();
@@ -91,8 +88,7 @@ impl Daemon {
     pub(crate) fn on_session(&mut self, conn: u64, peer: &str, advertise_addr: String, description: shoal_shared::types::NodeDescription) {
         if self.swarm.mode != Mode::Manager {
             // A worker (a manager demoted since the peer dialed it) names the leader it knows.
-            let (leader_id, leader_addr) = self.swarm.leader_hint.clone().map(|m| (m.node_id, m.addr)).unwrap_or_default();
-            self.swarm.send(conn, &Wire::Redirect { leader_id, leader_addr });
+            self.redirect_to_leader(conn);
             self.swarm.close(conn, "this node is not a manager");
             return;
         }
@@ -101,13 +97,39 @@ impl Daemon {
         self.drain_dispatcher();
     }
 
+    /// The leader as this node knows it, as a `Wire::Redirect` (empty when
+    /// unknown): a manager asks raft, a worker says what it was last told.
+    pub(crate) fn leader_redirect(&self) -> Wire {
+        let (leader_id, leader_addr) = match self.swarm.mode {
+            Mode::Worker => self.swarm.leader_hint.clone().map(|m| (m.node_id, m.addr)).unwrap_or_default(),
+            Mode::Manager | Mode::Solo => self
+                .leader_node()
+                .map(|l| {
+                    let addr = self.node_of_raft(raft_id(&l)).map(|(_, a)| a).unwrap_or_default();
+                    (l, addr)
+                })
+                .unwrap_or_default(),
+        };
+        Wire::Redirect { leader_id, leader_addr }
+    }
+
     /// Tells the peer on `conn` where the leader is (empty when unknown).
     pub(crate) fn redirect_to_leader(&mut self, conn: u64) {
-        let (leader_id, leader_addr) = self
-            .leader_node()
-            .and_then(|l| self.store.state().nodes.get(&l).map(|n| (n.id.clone(), n.manager_addr.clone())))
-            .unwrap_or_default();
-        self.swarm.send(conn, &Wire::Redirect { leader_id, leader_addr });
+        let msg = self.leader_redirect();
+        self.swarm.send(conn, &msg);
+    }
+
+    /// A follower tells `peer` who leads: a manager whose replica stopped
+    /// (demoted, removed, or lagging behind a leader promoted since) hears
+    /// from no one else. Nothing when this node leads, knows no leader, or
+    /// `peer` is the leader.
+    pub(crate) fn name_leader_to(&mut self, conn: u64, peer: &str) {
+        if self.swarm.mode != Mode::Manager || self.store.is_leader() {
+            return;
+        }
+        if self.leader_node().is_some_and(|l| l != peer) {
+            self.redirect_to_leader(conn);
+        }
     }
 
     /// Leader: sends each worker session its assignments when they changed.

@@ -55,7 +55,6 @@ impl Daemon {
             // The replica moves again and says manager: promoted again since the leader told.
             self.swarm.demotion_told = None;
         }
-        let state = self.store.state();
         let demoted = self.swarm.demotion_told.is_some() || (state.cluster.is_some() && replica_says == Some(NodeRole::Worker));
         if !demoted {
             self.swarm.demoted_at_ms = None;
