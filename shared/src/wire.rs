@@ -38,7 +38,7 @@ pub const WIRE_VERSION: u8 = 1;
 /// [`WireError::Unknown`], which receivers ignore instead of dropping the
 /// link, so a mixed-version swarm keeps its links during a rolling upgrade.
 /// Bump it with every variant appended (a test checks).
-pub const WIRE_VARIANTS: u32 = 11;
+pub const WIRE_VARIANTS: u32 = 12;
 /// Largest encoded message accepted (the link's reassembly bound).
 pub const WIRE_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Tasks one `LogsRequest` names at most (a node with more tasks of a
@@ -114,6 +114,10 @@ pub enum Wire {
     /// `source` (the manager names tasks from its state); `more` says a bound
     /// cut something; `error` says why the node read nothing.
     LogsReply { id: u64, chunks: Vec<LogChunk>, cursor: Vec<LogCursor>, more: bool, error: Option<String> },
+    /// Leader -> a manager demoted and removed from raft while it could not
+    /// hear it: the leader's configuration no longer counts it, so its vote
+    /// is not needed for anything; it switches to a worker at once.
+    Removed { leader_id: String },
 }
 
 /// Why bytes from a peer are not a [`Wire`] message.
@@ -192,6 +196,7 @@ mod tests {
             Wire::Reply { id: 7, reply: Reply::Pong, index: 3 },
             logs_request(),
             logs_reply(),
+            Wire::Removed { leader_id: "n1".into() },
             Wire::LogsReply { id: 9, chunks: vec![], cursor: vec![], more: false, error: Some("too many log reads".into()) },
             Wire::Reply {
                 id: 8,
@@ -258,7 +263,7 @@ mod tests {
 
     #[test]
     fn messages_from_newer_versions_are_unknown_not_malformed() {
-        let last = encode(&Wire::LogsReply { id: 1, chunks: vec![], cursor: vec![], more: false, error: None });
+        let last = encode(&Wire::Removed { leader_id: "a".into() });
         assert_eq!(u32::from(last[1]) + 1, WIRE_VARIANTS, "WIRE_VARIANTS must count every variant");
         assert_eq!(decode(&[WIRE_VERSION, WIRE_VARIANTS as u8, 1, 2, 3]), Err(WireError::Unknown { variant: WIRE_VARIANTS }));
         assert_eq!(decode(&[WIRE_VERSION, 0x80, 0x01]), Err(WireError::Unknown { variant: 128 }));

@@ -339,6 +339,7 @@ impl Daemon {
         if self.stopping {
             return false;
         }
+        self.release_held();
         self.converge();
         self.flush_raft();
         true

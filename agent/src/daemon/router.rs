@@ -11,6 +11,12 @@
 //! `swarm leave` would take the leader out of its swarm), so it never runs
 //! elsewhere.
 //!
+//! A new leader holds reads and writes ([`Route::Hold`]) until it has
+//! applied its predecessor's commits (the entry that opened its term): a
+//! `node demote` validated against a state missing the last commit could
+//! pass a check it would fail (at most [`HELD_MAX`] requests, each for at
+//! most [`HOLD_TIMEOUT_MS`]).
+//!
 //! Handlers ([`Daemon::handle_control`] and the ones it calls) do not send
 //! replies; they return an [`Outcome`] and [`Daemon::answer`] sends it now,
 //! parks it until its proposal commits, or leaves it to the task that kept
@@ -22,6 +28,12 @@ use async_channel::Sender;
 use shoal_manager::control;
 use shoal_manager::store::{raft_id, Proposal};
 use shoal_shared::api::{ErrorKind, Reply, Request, RequestClass};
+
+/// Requests a new leader holds while it catches up, at most.
+pub(crate) const HELD_MAX: usize = 64;
+/// How long a request is held before it is refused (a leader catches up
+/// within one round trip to a quorum; longer means it is not really leading).
+pub(crate) const HOLD_TIMEOUT_MS: u64 = swarm::WRITE_TIMEOUT_MS;
 
 /// Where a request came from, and so where its reply goes.
 pub(crate) enum Origin {
@@ -51,6 +63,9 @@ pub(crate) enum Route {
     Forward,
     /// A read while the leader cannot be asked: this manager's (possibly stale) state answers.
     AnswerLocally,
+    /// This node leads but has not applied its predecessor's commits yet:
+    /// route the request again once it has.
+    Hold,
     Refuse(Refusal),
 }
 
@@ -80,6 +95,8 @@ pub(crate) struct Facts {
     pub(crate) leader_link: bool,
     /// `FORWARDS_MAX` forwards are in flight.
     pub(crate) forwards_full: bool,
+    /// This node, if it leads, has applied the entry that opened its term.
+    pub(crate) caught_up: bool,
 }
 
 /// Where a request runs. Pure: the shell gathers the facts and acts.
@@ -90,6 +107,7 @@ pub(crate) fn decide(f: Facts) -> Route {
         // A forwarded request runs on the leader or nowhere: never forwarded again.
         return match f.class {
             Local => Route::Refuse(Refusal::NotForwardable),
+            Read | Write if leads && !f.caught_up => Route::Hold,
             Read | Write if leads => Route::Handle,
             Read | Write => Route::Refuse(Refusal::NotLeader),
         };
@@ -97,6 +115,7 @@ pub(crate) fn decide(f: Facts) -> Route {
     match (f.class, f.mode) {
         (Local, _) | (_, Mode::Solo) => Route::Handle,
         (_, Mode::Worker) => Route::Refuse(Refusal::NotAManager),
+        (_, Mode::Manager) if f.leader && !f.caught_up => Route::Hold,
         (_, Mode::Manager) if f.leader => Route::Handle,
         (_, Mode::Manager) if f.leader_link && !f.forwards_full => Route::Forward,
         (Read, Mode::Manager) => Route::AnswerLocally,
@@ -118,9 +137,11 @@ impl Daemon {
             leader,
             leader_link: link.is_some(),
             forwards_full: self.forwards_len() >= FORWARDS_MAX,
+            caught_up: leader && self.store.is_leader_caught_up(),
         };
         match decide(facts) {
             Route::Handle | Route::AnswerLocally => self.run_request(req, origin),
+            Route::Hold => self.hold(req, origin),
             Route::Forward => {
                 let reply = self.reply_sender(origin);
                 let sent = match link {
@@ -140,12 +161,55 @@ impl Daemon {
             }
             Route::Refuse(why) => {
                 let r = self.refusal(why, &req);
-                match origin {
-                    Origin::Socket(reply) => self.answer(&reply, Outcome::Now(r)),
-                    // Index 0: a refusal depends on no state, the follower relays it at once.
-                    Origin::Peer { conn, id } => self.answer_peer(conn, id, r, 0),
-                }
+                self.answer_origin(origin, r);
             }
+        }
+    }
+
+    /// Keeps a request until this new leader has caught up (or stopped leading).
+    fn hold(&mut self, req: Request, origin: Origin) {
+        if self.swarm.held.len() >= HELD_MAX {
+            let r = Reply::error(ErrorKind::Unavailable, "this manager just became the leader and is still catching up; retry in a moment");
+            self.answer_origin(origin, r);
+            return;
+        }
+        let deadline_ms = self.mono_ms() + HOLD_TIMEOUT_MS;
+        self.swarm.held.push_back((req, origin, deadline_ms));
+    }
+
+    /// Routes held requests again once this node caught up or stopped
+    /// leading; refuses those held past their deadline. Called every loop turn.
+    pub(crate) fn release_held(&mut self) {
+        if self.swarm.held.is_empty() {
+            return;
+        }
+        let waiting = self.swarm.mode != Mode::Worker && self.store.is_leader() && !self.store.is_leader_caught_up();
+        let now_ms = self.mono_ms();
+        let held = std::mem::take(&mut self.swarm.held);
+        for (req, origin, deadline_ms) in held {
+            if !waiting {
+                self.route(req, origin);
+            } else if now_ms >= deadline_ms {
+                let r = Reply::error(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "this manager became the leader but has not applied its predecessor's commits within {} s; retry",
+                        HOLD_TIMEOUT_MS / 1000
+                    ),
+                );
+                self.answer_origin(origin, r);
+            } else {
+                self.swarm.held.push_back((req, origin, deadline_ms));
+            }
+        }
+    }
+
+    /// Sends `r` to wherever a request came from, at once.
+    fn answer_origin(&mut self, origin: Origin, r: Reply) {
+        match origin {
+            Origin::Socket(reply) => self.answer(&reply, Outcome::Now(r)),
+            // Index 0: the answer depends on no state, the follower relays it at once.
+            Origin::Peer { conn, id } => self.answer_peer(conn, id, r, 0),
         }
     }
 
@@ -337,7 +401,7 @@ mod tests {
     use std::sync::Arc;
 
     fn facts(class: RequestClass, mode: Mode) -> Facts {
-        Facts { class, from_peer: false, mode, leader: false, leader_link: true, forwards_full: false }
+        Facts { class, from_peer: false, mode, leader: false, leader_link: true, forwards_full: false, caught_up: true }
     }
 
     fn check(f: Facts, expect: Route) {
@@ -382,6 +446,21 @@ mod tests {
         check(Facts { leader_link: true, ..peer(Write, false) }, Route::Refuse(Refusal::NotLeader));
         // A worker does not lead, even if its raft core thinks it does.
         check(Facts { mode: Mode::Worker, ..peer(Write, true) }, Route::Refuse(Refusal::NotLeader));
+    }
+
+    #[test]
+    fn a_leader_that_has_not_caught_up_holds_cluster_requests() {
+        use RequestClass::{Local, Read, Write};
+        for class in [Read, Write] {
+            let f = Facts { leader: true, caught_up: false, ..facts(class, Mode::Manager) };
+            check(f, Route::Hold);
+            check(Facts { from_peer: true, ..f }, Route::Hold);
+            // A worker never holds; a follower does not care whether it caught up.
+            check(Facts { mode: Mode::Worker, ..f }, Route::Refuse(Refusal::NotAManager));
+            check(Facts { leader: false, ..f }, Route::Forward);
+        }
+        // Local requests do not depend on the replicated state.
+        check(Facts { leader: true, caught_up: false, ..facts(Local, Mode::Manager) }, Route::Handle);
     }
 
     /// A daemon driven by hand (no event loop), with the fake runtime.

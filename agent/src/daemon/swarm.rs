@@ -192,6 +192,9 @@ pub(crate) struct Swarm {
     /// stopped before the demotion): the applied index then. Forgotten once
     /// the replica moved past it and still names this node a manager.
     demotion_told: Option<u64>,
+    /// The leader said this manager is out of its raft configuration
+    /// (`Wire::Removed`): it switches without waiting for its replica.
+    removal_told: bool,
     /// Leader: the role change (`node promote`/`demote`) being committed, and when proposed (mono ms).
     pub(crate) role_change: Option<(Proposal, u64)>,
     /// Worker: the session opened and not answered yet (link, mono ms sent).
@@ -199,6 +202,9 @@ pub(crate) struct Swarm {
     /// A leader a fellow raft member named, whose raft messages this manager
     /// takes although its own replica does not know it as a member yet.
     vouched_leader: Option<String>,
+    /// Requests a new leader holds until it caught up (`router::Route::Hold`),
+    /// with their deadlines.
+    pub(crate) held: std::collections::VecDeque<(shoal_shared::api::Request, super::router::Origin, u64)>,
     /// Last raft leader, term and membership logged.
     raft_seen: Option<(u64, u64, Vec<u64>, Vec<u64>)>,
     /// `service logs` gathers, requests and reads in flight.
@@ -295,7 +301,9 @@ impl Swarm {
             pending_joins: Vec::new(),
             demoted_at_ms: None,
             demotion_told: None,
+            removal_told: false,
             vouched_leader: None,
+            held: std::collections::VecDeque::new(),
             session_wait: None,
             role_change: None,
             raft_seen: None,
@@ -560,6 +568,12 @@ impl Daemon {
                 crate::log!("INFO", "raft: term {} leader {:x} voters {:x?} learners {:x?}", st.term, st.leader, st.voters, st.learners);
                 let leader_changed = self.swarm.raft_seen.as_ref().is_none_or(|s| s.0 != st.leader);
                 self.swarm.raft_seen = Some(seen);
+                // A leader this replica knows (or this node) replaces a vouched one: kept, a
+                // stale vouch let a demoted ex-leader's raft messages in and nobody told it
+                // (found by the whole-node simulator, seed 5203).
+                if st.leader != 0 && self.swarm.vouched_leader.as_ref().is_some_and(|v| raft_id(v) != st.leader) {
+                    self.swarm.vouched_leader = None;
+                }
                 if leader_changed && st.leader != 0 && !self.store.is_leader() {
                     self.name_leader_to_members();
                 }
@@ -581,7 +595,7 @@ impl Daemon {
         }
         if let Some((conn, at)) = self.swarm.session_wait {
             if self.swarm.mode == Mode::Worker && now_ms.saturating_sub(at) >= SESSION_ANSWER_MS {
-                let peer = self.swarm.conns.get(&conn).and_then(|c| c.peer.clone()).unwrap_or_default();
+                let peer = self.swarm.conns.get(&conn).and_then(|c| c.peer.clone()).unwrap_or_else(|| "the manager".into());
                 crate::log!(
                     "INFO",
                     "no assignments from {peer} {} s after opening a session; trying another manager",

@@ -146,7 +146,7 @@ fn rng_seed(seed: u64) -> u64 {
 }
 
 /// `swarm_sim [--seeds N] [--first-seed S] [--skip S,S..] | --seed S [--trace]
-/// [--bug NAME]`: runs
+/// | --list S,S.. [--bug NAME]`: runs
 /// seeds and prints `seeds: N, violations: V` last; the exit status is 1
 /// when a seed found a violation (2 on bad arguments).
 pub fn main() -> i32 {
@@ -155,6 +155,7 @@ pub fn main() -> i32 {
     let mut first = 0u64;
     let mut trace = false;
     let mut skip: Vec<u64> = Vec::new();
+    let mut list: Option<Vec<u64>> = None;
     let mut bugs: Vec<Bug> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -187,15 +188,9 @@ pub fn main() -> i32 {
                 bug.map(|b| bugs.push(b))
             }
             // Seeds with a known, filed violation (`targets/swarm-sim-known.txt`): not run.
-            "--skip" => match it.next() {
-                Some(list) => list
-                    .split(',')
-                    .filter(|s| !s.trim().is_empty())
-                    .map(|s| s.trim().parse::<u64>().map_err(|_| format!("--skip: {s:?} is not a seed")))
-                    .collect::<Result<Vec<u64>, String>>()
-                    .map(|v| skip = v),
-                None => Err("--skip needs a comma-separated list of seeds".to_string()),
-            },
+            "--skip" => seed_list("--skip", it.next()).map(|v| skip = v),
+            // Exactly these seeds (`targets/swarm-sim-regressions.txt`: seeds that once failed).
+            "--list" => seed_list("--list", it.next()).map(|v| list = Some(v)),
             other => Err(format!("unknown argument {other:?}; use --seeds N --first-seed S, or --seed S --trace")),
         };
         if let Err(e) = r {
@@ -208,7 +203,9 @@ pub fn main() -> i32 {
     let mut bad = 0u64;
     let mut sim_ops = 0u64;
     let mut ran = 0u64;
-    for seed in first..first.saturating_add(seeds) {
+    let chosen: Vec<u64> = list.unwrap_or_else(|| (first..first.saturating_add(seeds)).collect());
+    let seeds = chosen.len() as u64;
+    for seed in chosen {
         if skip.contains(&seed) {
             continue;
         }
@@ -241,6 +238,15 @@ pub fn main() -> i32 {
     );
     println!("seeds: {ran}, violations: {bad}");
     i32::from(bad > 0)
+}
+
+/// A comma-separated list of seeds (empty entries ignored).
+fn seed_list(flag: &str, arg: Option<&String>) -> Result<Vec<u64>, String> {
+    let Some(list) = arg else { return Err(format!("{flag} needs a comma-separated list of seeds")) };
+    list.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse::<u64>().map_err(|_| format!("{flag}: {s:?} is not a seed")))
+        .collect()
 }
 
 #[cfg(test)]

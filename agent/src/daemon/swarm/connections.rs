@@ -315,6 +315,7 @@ impl Daemon {
                 self.swarm.pending.handle_answer(id, conn, reply, index);
                 self.release_forwards();
             }
+            (Purpose::Node, Wire::Removed { leader_id }) => self.on_removed(&peer, leader_id),
             (Purpose::Node, msg @ (Wire::LogsRequest { .. } | Wire::LogsReply { .. })) => self.on_logs_message(conn, &peer, msg),
             (_, Wire::Redirect { leader_id, leader_addr }) => self.on_redirect(conn, leader_id, leader_addr),
             (Purpose::Join, Wire::JoinRequest { advertise_addr, availability, description }) => {
@@ -417,5 +418,6 @@ pub(super) fn variant_name(w: &Wire) -> &'static str {
         Wire::Reply { .. } => "reply",
         Wire::LogsRequest { .. } => "logs request",
         Wire::LogsReply { .. } => "logs reply",
+        Wire::Removed { .. } => "removed",
     }
 }

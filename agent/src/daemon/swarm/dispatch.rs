@@ -83,6 +83,26 @@ impl Daemon {
             cluster_key: None,
         };
         self.swarm.send(conn, &msg);
+        // The callers checked that this leader's configuration no longer has `peer`: its
+        // vote is needed for nothing, which the assignments alone cannot say (the dispatcher
+        // also sends them to a demoted voter whose removal still needs its vote).
+        self.swarm.send(conn, &Wire::Removed { leader_id: self.node_id.clone() });
+    }
+
+    /// A leader says this manager is out of its raft configuration: switch
+    /// now, whatever this node's stale replica says about the quorum (found
+    /// by the whole-node simulator: a demoted voter whose replica still
+    /// counted it as needed waited for ever).
+    pub(crate) fn on_removed(&mut self, peer: &str, leader_id: String) {
+        if self.swarm.mode != Mode::Manager || peer != leader_id {
+            return;
+        }
+        crate::log!("INFO", "leader {leader_id} says this node is no longer in raft");
+        self.swarm.removal_told = true;
+        if self.swarm.demotion_told.is_none() {
+            self.swarm.demotion_told = Some(self.store.state().applied_index);
+        }
+        self.check_demotion();
     }
 
     pub(crate) fn on_session(&mut self, conn: u64, peer: &str, advertise_addr: String, description: shoal_shared::types::NodeDescription) {
@@ -101,7 +121,17 @@ impl Daemon {
     /// unknown): a manager asks raft, a worker says what it was last told.
     pub(crate) fn leader_redirect(&self) -> Wire {
         let (leader_id, leader_addr) = match self.swarm.mode {
-            Mode::Worker => self.swarm.leader_hint.clone().map(|m| (m.node_id, m.addr)).unwrap_or_default(),
+            // No leader known (this node was removed, or its leader is gone): a manager it
+            // knows is the best lead it can give; that manager redirects onward (found by the
+            // whole-node simulator, seed 5005: a worker whose only manager had been demoted
+            // and removed never reached the leader that promoted it).
+            Mode::Worker => self
+                .swarm
+                .leader_hint
+                .clone()
+                .or_else(|| self.swarm.hints.iter().find(|m| m.node_id != self.node_id && !m.addr.is_empty()).cloned())
+                .map(|m| (m.node_id, m.addr))
+                .unwrap_or_default(),
             Mode::Manager | Mode::Solo => self
                 .leader_node()
                 .map(|l| {

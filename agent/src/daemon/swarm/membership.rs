@@ -54,6 +54,7 @@ impl Daemon {
         if self.swarm.demotion_told.is_some_and(|at| state.applied_index > at && replica_says == Some(NodeRole::Manager)) {
             // The replica moves again and says manager: promoted again since the leader told.
             self.swarm.demotion_told = None;
+            self.swarm.removal_told = false;
         }
         let demoted = self.swarm.demotion_told.is_some() || (state.cluster.is_some() && replica_says == Some(NodeRole::Worker));
         if !demoted {
@@ -67,7 +68,7 @@ impl Daemon {
         }
         let now_ms = self.mono_ms();
         let at_ms = *self.swarm.demoted_at_ms.get_or_insert(now_ms);
-        let member = self.store.is_member(self.store.raft_id());
+        let member = self.store.is_member(self.store.raft_id()) && !self.swarm.removal_told;
         let needed = membership::needed_for_quorum(&self.store.voters(), self.store.raft_id());
         if membership::demotion(true, member, needed, at_ms, now_ms) != Demotion::Switch {
             return;
@@ -105,6 +106,7 @@ impl Daemon {
         self.swarm.assigned = None;
         self.swarm.demoted_at_ms = None;
         self.swarm.demotion_told = None;
+        self.swarm.removal_told = false;
         if let Some((force, reply)) = self.swarm.leave_after_demotion.take() {
             let r = self.leave_now(force);
             let _ = reply.try_send(r);
