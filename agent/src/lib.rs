@@ -13,6 +13,8 @@ mod daemon;
 mod host;
 pub mod log;
 mod net;
+#[allow(dead_code)] // The data path is wired in by the next slice of issue #12.
+mod network;
 mod runtime;
 #[cfg(feature = "sim")]
 pub mod sim;
