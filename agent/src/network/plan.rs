@@ -541,7 +541,7 @@ mod tests {
         // The way out is through the first network that is not internal.
         assert_eq!(steps.last(), Some(&TaskStep::DefaultRoute { gateway: ip("10.0.2.1") }));
         // Internal only: no default route at all.
-        let steps = task_steps("t", &[internal.clone()]).unwrap();
+        let steps = task_steps("t", std::slice::from_ref(&internal)).unwrap();
         assert!(!steps.iter().any(|s| matches!(s, TaskStep::DefaultRoute { .. })));
         // Every veth is moved before it is configured inside.
         let moved = steps.iter().position(|s| matches!(s, TaskStep::MoveToNetns { .. })).unwrap();
