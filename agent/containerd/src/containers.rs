@@ -23,7 +23,7 @@ use crate::{
 
 /// Type URL containerd expects for an OCI runtime spec.
 pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
-/// Host files bound read-only into every container (host network).
+/// Host files bound read-only into every container that shares the host's network namespace.
 pub const HOST_FILES: &[&str] = &["/etc/hosts", "/etc/resolv.conf"];
 
 /// `file://` URI for an absolute path (percent-encoding what needs it).
@@ -358,7 +358,9 @@ impl Driver {
             .append(true)
             .open(&s.log_path)
             .map_err(|e| Error::io(format!("opening log file {}", s.log_path.display()), e))?;
-        let host_files: Vec<&str> = HOST_FILES.iter().copied().filter(|f| Path::new(f).is_file()).collect();
+        // With its own network namespace a container gets its own hosts and resolv.conf (in `mounts`).
+        let host_files: Vec<&str> =
+            if s.netns.is_some() { Vec::new() } else { HOST_FILES.iter().copied().filter(|f| Path::new(f).is_file()).collect() };
         let json = spec::build(s, &self.ctx().ns, &host_files);
         let spec_json = serde_json::to_vec(&json).map_err(|e| Error::InvalidInput(format!("cannot encode the runtime spec: {e}")))?;
         let stdio = file_uri(&s.log_path);

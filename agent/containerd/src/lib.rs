@@ -125,6 +125,11 @@ pub struct ContainerSpec {
     pub stop_signal: i32,
     /// Containers with the same group share one runc shim process.
     pub shim_group: Option<String>,
+    /// The network namespace to join, bound at this path (made by the
+    /// caller). `None`: the container shares the host's network namespace
+    /// and sees the host's `/etc/hosts` and `/etc/resolv.conf`; with a
+    /// namespace the caller mounts its own (in `mounts`).
+    pub netns: Option<PathBuf>,
 }
 
 impl ContainerSpec {
@@ -147,6 +152,7 @@ impl ContainerSpec {
             mounts: Vec::new(),
             stop_signal: libc::SIGTERM,
             shim_group: None,
+            netns: None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The OCI runtime spec (config.json) for a container, built from typed
 //! inputs. Mirrors containerd 1.6's default Unix spec (`oci.populateDefaultUnixSpec`)
-//! except that the container shares the host network namespace.
+//! except for the network namespace: the container joins the one its caller
+//! made (`ContainerSpec::netns`), or shares the host's.
 
 use serde_json::{json, Value};
 
@@ -105,6 +106,12 @@ pub fn build(spec: &ContainerSpec, namespace: &str, host_files: &[&str]) -> Valu
         annotations.insert(SHIM_GROUP_ANNOTATION.into(), Value::String(g.clone()));
     }
 
+    let mut namespaces = vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"})];
+    // Without a "network" entry the container shares the host's network namespace.
+    if let Some(path) = &spec.netns {
+        namespaces.push(json!({"type": "network", "path": path.display().to_string()}));
+    }
+
     json!({
         "ociVersion": "1.0.2-dev",
         "root": {"path": "rootfs"},
@@ -126,11 +133,7 @@ pub fn build(spec: &ContainerSpec, namespace: &str, host_files: &[&str]) -> Valu
         "linux": {
             "cgroupsPath": format!("/{namespace}/{}", spec.id),
             "resources": resources,
-            // No "network" entry: the container shares the host network
-            // namespace (no network isolation yet).
-            "namespaces": [
-                {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
-            ],
+            "namespaces": namespaces,
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
         },
@@ -165,5 +168,17 @@ mod tests {
         let mounts = v["mounts"].as_array().unwrap();
         assert!(mounts.iter().any(|m| m["destination"] == "/etc/hosts"));
         assert!(mounts.iter().any(|m| m["destination"] == "/data" && m["options"][2] == "ro"));
+    }
+
+    #[test]
+    fn a_container_joins_the_network_namespace_it_is_given() {
+        let mut s = sample();
+        s.netns = Some("/run/shoal/netns/t1".into());
+        let v = build(&s, "ns1", &[]);
+        let ns = v["linux"]["namespaces"].as_array().unwrap();
+        let net: Vec<&serde_json::Value> = ns.iter().filter(|n| n["type"] == "network").collect();
+        assert_eq!(net.len(), 1);
+        assert_eq!(net[0]["path"], "/run/shoal/netns/t1");
+        assert!(!v["mounts"].as_array().unwrap().iter().any(|m| m["destination"] == "/etc/hosts"));
     }
 }
