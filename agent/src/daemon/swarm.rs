@@ -38,6 +38,7 @@
 mod admit;
 mod connections;
 mod dispatch;
+mod join;
 pub(crate) mod logs;
 mod membership;
 mod peers;
@@ -49,6 +50,7 @@ use super::router::{Origin, Outcome};
 use super::Daemon;
 use crate::net::Command;
 use async_channel::Sender;
+use join::{port_of, with_port_or};
 use peers::{PeerEffect, Peers};
 use pending::{Pending, PendingEffect};
 use shoal_manager::control;
@@ -231,21 +233,6 @@ pub(super) fn worker_refusal() -> Reply {
 /// `IP` or `IP:PORT` with the swarm port as default.
 fn with_port(addr: &str) -> String {
     with_port_or(addr, super::SWARM_PORT)
-}
-
-/// `IP` or `IP:PORT` with `port` as default (an advertised address takes
-/// the listen address's port, as Docker's does).
-fn with_port_or(addr: &str, port: u16) -> String {
-    if addr.parse::<SocketAddr>().is_ok() || (addr.contains(':') && !addr.contains("::")) {
-        addr.to_string()
-    } else {
-        format!("{addr}:{port}")
-    }
-}
-
-/// The port of an `IP:PORT` listen address.
-fn port_of(listen: &str) -> Option<u16> {
-    listen.rsplit(':').next()?.parse().ok()
 }
 
 /// A 16-byte join secret from the loop's randomness.

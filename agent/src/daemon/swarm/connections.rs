@@ -335,14 +335,14 @@ impl Daemon {
     pub(crate) fn on_redirect(&mut self, conn: u64, leader_id: String, leader_addr: String) {
         if self.swarm.joining.as_ref().is_some_and(|j| j.conn == conn) {
             let Some(j) = self.swarm.joining.as_mut() else { return };
-            j.redirects += 1;
-            if j.redirects > JOIN_REDIRECTS_MAX || leader_addr.is_empty() {
-                self.fail_join("the swarm has no reachable leader to admit this node");
-                return;
+            match join::on_redirect(&mut j.redirects, &leader_addr) {
+                join::Redirected::Fail(why) => self.fail_join(why),
+                join::Redirected::Dial(remote) => {
+                    let token = j.token.clone();
+                    self.swarm.close(conn, "redirected");
+                    self.dial_join(token, &remote);
+                }
             }
-            let (token, remote) = (j.token.clone(), leader_addr.clone());
-            self.swarm.close(conn, "redirected");
-            self.dial_join(token, &remote);
             return;
         }
         if self.swarm.mode == Mode::Manager && !leader_id.is_empty() {

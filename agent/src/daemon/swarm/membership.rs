@@ -281,34 +281,18 @@ impl Daemon {
         availability: Availability,
         reply: &Sender<Reply>,
     ) -> Outcome {
-        if self.swarm.mode != Mode::Solo || self.store.state().cluster.is_some() {
-            let e = control::ControlError::AlreadyInSwarm;
-            return Outcome::Now(Reply::error(e.kind(), e.to_string()));
-        }
-        if self.swarm.joining.is_some() {
-            return Outcome::Now(Reply::error(ErrorKind::FailedPrecondition, "a join is already in progress on this node; wait for it"));
-        }
-        let token = match JoinToken::parse(&token) {
-            Ok(t) => t,
-            Err(e) => {
-                return Outcome::Now(Reply::error(ErrorKind::InvalidArgument, e.to_string()));
-            }
-        };
-        let listen = if listen_addr.is_empty() { format!("0.0.0.0:{}", super::super::SWARM_PORT) } else { with_port(&listen_addr) };
-        let port = match port_of(&listen) {
-            Some(p) if p != 0 => p,
-            _ => {
-                let m = format!("invalid --listen-addr {listen:?}: a joining node needs a fixed swarm port (IP[:PORT], PORT not 0)");
-                return Outcome::Now(Reply::error(ErrorKind::InvalidArgument, m));
-            }
-        };
-        let advertise =
-            if advertise_addr.is_empty() { format!("{}:{port}", self.io.default_addr()) } else { with_port_or(&advertise_addr, port) };
+        let in_swarm = self.swarm.mode != Mode::Solo || self.store.state().cluster.is_some();
+        let default_addr = self.io.default_addr();
+        let (token, addrs) =
+            match join::plan_join(in_swarm, self.swarm.joining.is_some(), &token, &listen_addr, &advertise_addr, &default_addr) {
+                Ok(p) => p,
+                Err((kind, m)) => return Outcome::Now(Reply::error(kind, m)),
+            };
         self.swarm.joining = Some(Joining {
             token: token.clone(),
             remote: remote.clone(),
-            advertise_addr: advertise,
-            listen_addr: listen,
+            advertise_addr: addrs.advertise,
+            listen_addr: addrs.listen,
             availability,
             reply: reply.clone(),
             conn: 0,
@@ -416,16 +400,15 @@ impl Daemon {
     ) {
         let Some(j) = self.swarm.joining.take() else { return };
         self.swarm.close(conn, "joined");
-        if node_id != self.node_id {
-            let _ = j.reply.try_send(Reply::error(
-                ErrorKind::Internal,
-                format!("the manager recorded this node as {node_id}, expected {}", self.node_id),
-            ));
-            return;
-        }
-        if role == NodeRole::Manager {
-            let Some(k) = cluster_key.and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok()).and_then(|k| NodeKey::from_private(k).ok())
-            else {
+        let key = match join::check_accepted(&self.node_id, &node_id, role, cluster_key.as_deref()) {
+            Ok(k) => k,
+            Err((kind, m)) => {
+                let _ = j.reply.try_send(Reply::error(kind, m));
+                return;
+            }
+        };
+        if let Some(private) = key {
+            let Ok(k) = NodeKey::from_private(private) else {
                 let _ = j.reply.try_send(Reply::error(ErrorKind::Internal, "the manager did not send a valid cluster key"));
                 return;
             };
@@ -481,23 +464,10 @@ impl Daemon {
     }
 
     pub(crate) fn leave_now(&mut self, force: bool) -> Reply {
-        match self.swarm.mode {
-            Mode::Solo if self.store.state().cluster.is_none() => {
-                return Reply::error(ErrorKind::FailedPrecondition, "this node is not part of a swarm");
-            }
-            Mode::Manager | Mode::Solo if !force => {
-                let managers = self.store.state().nodes.values().filter(|n| n.role == NodeRole::Manager).count().max(1);
-                let msg = if managers <= 1 {
-                    "You are attempting to leave the swarm on a node that is participating as a manager. Removing the last manager erases all current state of the swarm. Use `--force` to ignore this message.".to_string()
-                } else {
-                    format!(
-                        "You are attempting to leave the swarm on a node that is participating as a manager. Removing this node leaves {} managers out of {managers}. Without a Raft quorum your swarm will be inaccessible. The only way to restore a swarm that has lost consensus is to reinitialize it with `--force-new-cluster`. Use `--force` to suppress this message.",
-                        managers - 1
-                    )
-                };
-                return Reply::error(ErrorKind::FailedPrecondition, msg);
-            }
-            _ => {}
+        let state = self.store.state();
+        let managers = state.nodes.values().filter(|n| n.role == NodeRole::Manager).count();
+        if let Some((kind, msg)) = join::leave_refusal(self.swarm.mode, state.cluster.is_some(), managers, force) {
+            return Reply::error(kind, msg);
         }
         self.swarm.close_all("left the swarm");
         self.swarm.listener = None;
