@@ -96,6 +96,10 @@ const LOCAL_MODE: &str = "swarm_mode";
 const LOCAL_LISTEN: &str = "listen_addr";
 const LOCAL_ADVERTISE: &str = "advertise_addr";
 const LOCAL_MANAGERS: &str = "managers";
+/// The version (raft index) of the latest record of this node this node has
+/// acted on (its promotion, a demotion the leader told): replica records
+/// older than it are stale (a learner replays its log from the start).
+const LOCAL_ROLE_VERSION: &str = "role_version";
 
 /// This node's place in a swarm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,6 +201,8 @@ pub(crate) struct Swarm {
     /// The leader said this manager is out of its raft configuration
     /// (`Wire::Removed`): it switches without waiting for its replica.
     removal_told: bool,
+    /// See [`LOCAL_ROLE_VERSION`].
+    role_version: u64,
     /// Leader: the role change (`node promote`/`demote`) being committed, and when proposed (mono ms).
     pub(crate) role_change: Option<(Proposal, u64)>,
     /// Worker: the session opened and not answered yet (link, mono ms sent).
@@ -275,6 +281,7 @@ impl Swarm {
             conns: BTreeMap::new(),
             peers: Peers::default(),
             hints: local(LOCAL_MANAGERS).map(|s| decode_hints(&s)).unwrap_or_default(),
+            role_version: local(LOCAL_ROLE_VERSION).and_then(|s| s.parse().ok()).unwrap_or(0),
             hint_next: 0,
             leader_hint: None,
             assigned: None,

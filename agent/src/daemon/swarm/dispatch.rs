@@ -100,7 +100,8 @@ impl Daemon {
         crate::log!("INFO", "leader {leader_id} says this node is no longer in raft");
         self.swarm.removal_told = true;
         if self.swarm.demotion_told.is_none() {
-            self.swarm.demotion_told = Some(self.store.state().applied_index);
+            let version = self.swarm.role_version;
+            self.swarm.demotion_told = Some(version);
         }
         self.check_demotion();
     }
@@ -194,7 +195,8 @@ impl Daemon {
             // not hear it. It switches as any demoted manager does (`check_demotion`: once out
             // of raft, or after the grace, so a removal in flight still gets its vote).
             crate::log!("INFO", "leader {leader_id} says this node was demoted");
-            self.swarm.demotion_told = Some(self.store.state().applied_index);
+            self.swarm.demotion_told = Some(node.meta.version);
+            self.note_role_version(node.meta.version);
             if !managers.is_empty() {
                 self.swarm.hints = managers.clone();
             }
@@ -213,6 +215,7 @@ impl Daemon {
         }
         if node.role == NodeRole::Manager {
             if let Some(k) = cluster_key.and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok()) {
+                self.note_role_version(node.meta.version);
                 self.become_manager(k);
                 return;
             }

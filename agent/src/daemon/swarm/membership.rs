@@ -50,9 +50,14 @@ impl Daemon {
             return;
         }
         let state = self.store.state();
-        let replica_says = state.nodes.get(&self.node_id).map(|n| n.role);
-        if self.swarm.demotion_told.is_some_and(|at| state.applied_index > at && replica_says == Some(NodeRole::Manager)) {
-            // The replica moves again and says manager: promoted again since the leader told.
+        // Only a record at least as recent as the last one this node acted on counts: a
+        // promoted learner replaying its log from the start passes records from when it was
+        // a worker, and must not take them for a demotion (found by the whole-node
+        // simulator, seed 3581 of 10,000).
+        let record = state.nodes.get(&self.node_id).filter(|n| n.meta.version >= self.swarm.role_version);
+        let replica_says = record.map(|n| n.role);
+        if self.swarm.demotion_told.is_some_and(|told| record.is_some_and(|n| n.meta.version > told && n.role == NodeRole::Manager)) {
+            // The replica holds a later record that says manager: promoted again since the leader told.
             self.swarm.demotion_told = None;
             self.swarm.removal_told = false;
         }
@@ -110,6 +115,14 @@ impl Daemon {
         if let Some((force, reply)) = self.swarm.leave_after_demotion.take() {
             let r = self.leave_now(force);
             let _ = reply.try_send(r);
+        }
+    }
+
+    /// Remembers (durably) the version of this node's record it just acted on.
+    pub(crate) fn note_role_version(&mut self, version: u64) {
+        if version > self.swarm.role_version {
+            self.swarm.role_version = version;
+            self.set_local(LOCAL_ROLE_VERSION, &version.to_string());
         }
     }
 
@@ -471,7 +484,9 @@ impl Daemon {
         }
         self.swarm.close_all("left the swarm");
         self.swarm.listener = None;
-        for k in [LOCAL_MODE, LOCAL_MANAGERS, LOCAL_LISTEN, LOCAL_ADVERTISE] {
+        // Another swarm's raft indexes start over: the record version is forgotten too.
+        self.swarm.role_version = 0;
+        for k in [LOCAL_MODE, LOCAL_MANAGERS, LOCAL_LISTEN, LOCAL_ADVERTISE, LOCAL_ROLE_VERSION] {
             if let Err(e) = self.store.remove_local(k) {
                 crate::log!("ERROR", "cannot clear {k}: {e}");
             }
