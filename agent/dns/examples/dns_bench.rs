@@ -12,18 +12,7 @@ use shoal_dns::resolver::{Effect, ListenerId, Resolver};
 use shoal_dns::view::{EndpointMode, ServiceEntry, TaskEntry, View};
 
 fn query(id: u16, name: &str) -> Vec<u8> {
-    let header = Header {
-        id,
-        response: false,
-        opcode: 0,
-        authoritative: false,
-        truncated: false,
-        recursion_desired: true,
-        recursion_available: false,
-        rcode: Rcode::NOERROR,
-    };
-    let question = Question { name: Name::from_dotted(name).unwrap(), qtype: Type::A, qclass: CLASS_IN };
-    Message { header, questions: vec![question], answers: vec![], authorities: vec![], additionals: vec![] }.encode(true).unwrap()
+    Message::query(id, Name::from_dotted(name).unwrap(), Type::A).encode(true).unwrap()
 }
 
 fn rate(label: &str, rounds: u32, mut f: impl FnMut(u32)) {

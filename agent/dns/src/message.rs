@@ -317,6 +317,28 @@ pub struct Message {
 }
 
 impl Message {
+    /// A standard query for one name and type (class IN) with RD set, as a
+    /// stub resolver sends it.
+    pub fn query(id: u16, name: Name, qtype: Type) -> Message {
+        let header = Header {
+            id,
+            response: false,
+            opcode: 0,
+            authoritative: false,
+            truncated: false,
+            recursion_desired: true,
+            recursion_available: false,
+            rcode: Rcode::NOERROR,
+        };
+        Message {
+            header,
+            questions: vec![Question { name, qtype, qclass: CLASS_IN }],
+            answers: Vec::new(),
+            authorities: Vec::new(),
+            additionals: Vec::new(),
+        }
+    }
+
     /// Decodes a message; trailing bytes after the last record are ignored.
     pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
         if bytes.len() > MESSAGE_BYTES_MAX {

@@ -4,7 +4,7 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use shoal_dns::message::{Header, Message, Name, Question, RData, Rcode, Record, Type, CLASS_IN};
+use shoal_dns::message::{Message, Name, RData, Record, Type, CLASS_IN};
 use shoal_dns::resolver::{ListenerId, Resolver};
 use shoal_dns::shell::{drain, Io};
 use shoal_dns::view::View;
@@ -36,18 +36,7 @@ fn recv(socket: &UdpSocket) -> (Vec<u8>, SocketAddr) {
 }
 
 fn query(id: u16, name: &str) -> Message {
-    let header = Header {
-        id,
-        response: false,
-        opcode: 0,
-        authoritative: false,
-        truncated: false,
-        recursion_desired: true,
-        recursion_available: false,
-        rcode: Rcode::NOERROR,
-    };
-    let question = Question { name: Name::from_dotted(name).unwrap(), qtype: Type::A, qclass: CLASS_IN };
-    Message { header, questions: vec![question], answers: vec![], authorities: vec![], additionals: vec![] }
+    Message::query(id, Name::from_dotted(name).unwrap(), Type::A)
 }
 
 #[test]

@@ -7,22 +7,7 @@ fn name(s: &str) -> Name {
 }
 
 fn query(id: u16, qname: &str, qtype: Type) -> Message {
-    Message {
-        header: Header {
-            id,
-            response: false,
-            opcode: 0,
-            authoritative: false,
-            truncated: false,
-            recursion_desired: true,
-            recursion_available: false,
-            rcode: Rcode::NOERROR,
-        },
-        questions: vec![Question { name: name(qname), qtype, qclass: CLASS_IN }],
-        answers: vec![],
-        authorities: vec![],
-        additionals: vec![],
-    }
+    Message::query(id, name(qname), qtype)
 }
 
 fn a(owner: &str, ip: [u8; 4]) -> Record {

@@ -67,18 +67,7 @@ fn resolver() -> Resolver {
 }
 
 fn query_message(id: u16, name: &str, qtype: Type) -> Message {
-    let header = Header {
-        id,
-        response: false,
-        opcode: 0,
-        authoritative: false,
-        truncated: false,
-        recursion_desired: true,
-        recursion_available: false,
-        rcode: Rcode::NOERROR,
-    };
-    let question = Question { name: Name::from_dotted(name).unwrap(), qtype, qclass: CLASS_IN };
-    Message { header, questions: vec![question], answers: vec![], authorities: vec![], additionals: vec![] }
+    Message::query(id, Name::from_dotted(name).unwrap(), qtype)
 }
 
 fn query(id: u16, name: &str, qtype: Type) -> Vec<u8> {
