@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use shoal_dns::message::{Header, Message, Name, Question, Rcode, Type, CLASS_IN};
+use shoal_dns::message::{Message, Name, Type};
 use shoal_dns::resolver::{Effect, ListenerId, Resolver};
 use shoal_dns::view::{EndpointMode, ServiceEntry, TaskEntry, View};
 
