@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 ./targets/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 # Prerequisites are installed above: a missing one is a failure, not a skip.
-export SHOAL_REQUIRE_CONTAINERD=1 SHOAL_REQUIRE_TOOLS=1
+export SHOAL_REQUIRE_CONTAINERD=1 SHOAL_REQUIRE_TOOLS=1 SHOAL_REQUIRE_NETNS=1
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
 # The simulators and their examples are behind shoal-manager's `sim` feature.
