@@ -19,6 +19,10 @@
 //! process can still hand the namespace to others by a path that goes
 //! through its own root, `/proc/<its pid>/root/<path>`.
 //!
+//! A restarted daemon in such a mount namespace finds its paths empty; it
+//! can bind a running task's namespace again from the task's process with
+//! [`bind_existing`] (`/proc/<pid>/ns/net`).
+//!
 //! Code runs inside a namespace on a new thread ([`run_in`]) that joins it
 //! with `setns`, so the caller's threads never change namespace.
 
@@ -41,18 +45,7 @@ pub const CREATE_TIMEOUT_MS: u64 = 10_000;
 /// an empty leftover file at `path` is reused.
 pub fn create(path: &Path) -> Result<()> {
     let op = || format!("create network namespace {}", path.display());
-    let dir =
-        path.parent().filter(|d| !d.as_os_str().is_empty()).ok_or_else(|| Error::Invalid { op: op(), why: "path has no directory" })?;
-    std::fs::create_dir_all(dir).map_err(|e| io_error(format!("{}: create {}", op(), dir.display()), &e))?;
-    make_shared(dir).map_err(|e| rename(e, op()))?;
-    // A file that is there but holds no namespace is a leftover (a crash
-    // between file and mount, or the mount namespace that held the mount
-    // is gone): it is reused, so a restarted daemon can recreate its paths.
-    if let Err(e) = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o0).open(path) {
-        if e.kind() != std::io::ErrorKind::AlreadyExists || exists(path) {
-            return Err(io_error(op(), &e));
-        }
-    }
+    prepare(path, op)?;
     let target = c_path(path, op)?;
     let bound = on_thread(op(), CREATE_TIMEOUT_MS, move || {
         // SAFETY: unshare affects only this thread (CLONE_NEWNET alone).
@@ -61,6 +54,27 @@ pub fn create(path: &Path) -> Result<()> {
         }
         bind(c"/proc/thread-self/ns/net", &target).map_err(|e| rename(e, "bind-mount the new namespace".into()))
     });
+    if bound.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    bound
+}
+
+/// Binds the existing network namespace at `source` (another bound path,
+/// or `/proc/<pid>/ns/net` of a process inside it, such as a container's
+/// first process) at `path` too: how a restarted daemon whose mounts are
+/// gone gets a running task's namespace back. `Exists` if a namespace is
+/// bound at `path` already; an empty leftover file at `path` is reused.
+pub fn bind_existing(source: &Path, path: &Path) -> Result<()> {
+    let op = || format!("bind network namespace {} at {}", source.display(), path.display());
+    let from = open(source).map_err(|e| rename(e, op()))?;
+    prepare(path, op)?;
+    // Binding the open descriptor pins exactly the namespace that `open`
+    // checked, even if `source` changes meanwhile (a process exits).
+    let fd_path = format!("/proc/self/fd/{}", from.as_raw_fd());
+    let fd_path = c_path(Path::new(&fd_path), op)?;
+    let target = c_path(path, op)?;
+    let bound = bind(&fd_path, &target).map_err(|e| rename(e, op()));
     if bound.is_err() {
         let _ = std::fs::remove_file(path);
     }
@@ -157,6 +171,23 @@ fn sysctl_path(key: &str, op: impl FnOnce() -> String) -> Result<String> {
         return Err(Error::Invalid { op: op(), why: "sysctl key must be a relative path like net/ipv4/ip_forward" });
     }
     Ok(format!("/proc/sys/{key}"))
+}
+
+/// The empty file a namespace is bound onto, in a shared mount point.
+fn prepare(path: &Path, op: impl Fn() -> String) -> Result<()> {
+    let dir =
+        path.parent().filter(|d| !d.as_os_str().is_empty()).ok_or_else(|| Error::Invalid { op: op(), why: "path has no directory" })?;
+    std::fs::create_dir_all(dir).map_err(|e| io_error(format!("{}: create {}", op(), dir.display()), &e))?;
+    make_shared(dir).map_err(|e| rename(e, op()))?;
+    // A file that is there but holds no namespace is a leftover (a crash
+    // between file and mount, or the mount namespace that held the mount
+    // is gone): it is reused, so a restarted daemon can recreate its paths.
+    if let Err(e) = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o0).open(path) {
+        if e.kind() != std::io::ErrorKind::AlreadyExists || exists(path) {
+            return Err(io_error(op(), &e));
+        }
+    }
+    Ok(())
 }
 
 /// Makes `dir` a shared mount point, bind-mounting it onto itself first if

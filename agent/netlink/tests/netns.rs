@@ -12,6 +12,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use shoal_netlink::rt::{NewLink, Via};
@@ -144,6 +145,18 @@ fn namespaces_are_created_opened_and_removed() {
     assert!(matches!(e, shoal_netlink::Error::Panicked { .. }), "{e}");
     let e = netns::run_in(&a, 50, || std::thread::sleep(Duration::from_millis(500))).unwrap_err();
     assert!(matches!(e, shoal_netlink::Error::Timeout { timeout_ms: 50, .. }), "{e}");
+    // A second path for the same namespace, bound from a process inside it
+    // as a restarted daemon would bind a running container's.
+    let mut child = netns::run_in(&a, RUN_TIMEOUT_MS, || Command::new("sleep").arg("30").spawn()).unwrap().unwrap();
+    let again = Path::new(NETNS_DIR).join(format!("{}-again", nss.prefix));
+    let bound = netns::bind_existing(Path::new(&format!("/proc/{}/ns/net", child.id())), &again);
+    let _ = child.kill();
+    let _ = child.wait();
+    bound.unwrap_or_else(|e| panic!("{e}"));
+    nss.paths.push(again.clone());
+    assert!(netns::bind_existing(&a, &again).unwrap_err().is_exists());
+    in_ns(&a, |nl| nl.add_bridge("br-same", 1500).unwrap());
+    assert!(in_ns(&again, |nl| nl.link_index("br-same").unwrap()).is_some());
     netns::remove(&a).unwrap();
     nss.paths.retain(|p| *p != a);
     assert!(!netns::exists(&a));
