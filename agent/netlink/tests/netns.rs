@@ -26,6 +26,12 @@ const RUN_TIMEOUT_MS: u64 = 10_000;
 const IO_TIMEOUT_MS: u64 = 5_000;
 
 fn skip(test: &str) -> bool {
+    // qemu-user translates netlink messages imperfectly (nested attributes come back
+    // garbled): these tests prove the kernel path on the host's own architecture only.
+    if let Ok(arch) = std::env::var("SHOAL_UNDER_QEMU") {
+        eprintln!("skipping {test}: running under qemu-user ({arch}), whose netlink translation garbles nested attributes");
+        return true;
+    }
     let reason = if unsafe { libc::geteuid() } != 0 {
         Some("not running as root")
     } else if !has_caps() {
