@@ -58,6 +58,17 @@ pub struct Link {
     pub mtu: u32,
     /// `IFLA_ADDRESS` when it is a 6-byte MAC.
     pub mac: Option<Mac>,
+    /// A VXLAN device's identity (`IFLA_INFO_DATA`): what a caller must
+    /// compare before adopting it.
+    pub vxlan: Option<VxlanInfo>,
+}
+
+/// A VXLAN device's VNI, local address and UDP port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VxlanInfo {
+    pub vni: u32,
+    pub local: Option<Ipv4Addr>,
+    pub port: u16,
 }
 
 /// One IPv4 address of an interface.
@@ -333,7 +344,9 @@ pub fn link(payload: &[u8]) -> Result<Link, ParseError> {
         up: msg::u32_at(h, 8) & libc::IFF_UP as u32 != 0,
         mtu: 0,
         mac: None,
+        vxlan: None,
     };
+    let mut data: Option<&[u8]> = None;
     for attr in msg::attrs_after(payload, IFINFOMSG_LEN) {
         let attr = attr?;
         match attr.ty {
@@ -346,11 +359,26 @@ pub fn link(payload: &[u8]) -> Result<Link, ParseError> {
                     let info = info?;
                     if info.ty == libc::IFLA_INFO_KIND {
                         link.kind = Some(info.str());
+                    } else if info.ty == libc::IFLA_INFO_DATA {
+                        data = Some(info.data);
                     }
                 }
             }
             _ => {}
         }
+    }
+    if let (Some("vxlan"), Some(data)) = (link.kind.as_deref(), data) {
+        let mut v = VxlanInfo { vni: 0, local: None, port: 0 };
+        for a in msg::attrs(data) {
+            let a = a?;
+            match a.ty {
+                IFLA_VXLAN_ID => v.vni = a.u32()?,
+                IFLA_VXLAN_LOCAL => v.local = Some(Ipv4Addr::from(a.fixed::<4>("IFLA_VXLAN_LOCAL")?)),
+                IFLA_VXLAN_PORT => v.port = a.be16()?,
+                _ => {}
+            }
+        }
+        link.vxlan = Some(v);
     }
     Ok(link)
 }

@@ -306,6 +306,8 @@ fn vxlan_fdb_and_neighbour_entries_read_back() {
         nl.set_up(br).unwrap();
         let link = nl.link("vx-4097").unwrap().unwrap();
         assert_eq!((link.kind.as_deref(), link.mtu, link.master, link.up), (Some("vxlan"), 1450, Some(br), true));
+        // Its identity reads back, so a caller can tell whether to adopt it.
+        assert_eq!(link.vxlan, Some(shoal_netlink::rt::VxlanInfo { vni: 4097, local: Some(local), port: 4789 }));
 
         let mac = [0x02, 0x42, 0x0a, 0, 9, 2];
         nl.replace_fdb(vx, mac, Ipv4Addr::new(10, 80, 0, 2)).unwrap();
