@@ -246,6 +246,11 @@ impl Netlink {
         ok_if_exists(self.add_addr(index, addr, prefix_len))
     }
 
+    /// Removes an IPv4 address from a link; `NotFound`-like errors when it has none.
+    pub fn del_addr(&mut self, index: u32, addr: Ipv4Addr, prefix_len: u8) -> Result<()> {
+        self.ack_on(rt::del_addr(index, addr, prefix_len), index, &format!("delete address {addr}/{prefix_len} from"), "")
+    }
+
     /// The IPv4 addresses of one link.
     pub fn addrs(&mut self, index: u32) -> Result<Vec<Addr>> {
         let all =

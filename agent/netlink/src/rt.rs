@@ -267,6 +267,15 @@ pub fn new_addr(index: u32, addr: Ipv4Addr, prefix_len: u8) -> Request {
     r
 }
 
+/// `RTM_DELADDR` of one IPv4 address of a link.
+pub fn del_addr(index: u32, addr: Ipv4Addr, prefix_len: u8) -> Request {
+    let mut r = Request::new(libc::RTM_DELADDR, ACK);
+    r.push(&ifaddrmsg(libc::AF_INET as u8, prefix_len, libc::RT_SCOPE_UNIVERSE, index));
+    r.attr(libc::IFA_LOCAL, &addr.octets());
+    r.attr(libc::IFA_ADDRESS, &addr.octets());
+    r
+}
+
 pub fn dump_addrs() -> Request {
     let mut r = Request::new(libc::RTM_GETADDR, DUMP);
     r.push(&ifaddrmsg(libc::AF_INET as u8, 0, 0, 0));

@@ -29,7 +29,9 @@
 //!   (`eth0`, `eth1`, ...), the default route through the first attached
 //!   network that is not `--internal`.
 
+pub mod driver;
 pub mod files;
+pub mod linux;
 pub mod nft;
 pub mod plan;
 

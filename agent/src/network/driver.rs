@@ -1,0 +1,128 @@
+//! The data path's one seam: [`NetDriver`], blocking calls the daemon runs
+//! off its loop (as runtime jobs), and [`Fake`], which records what it was
+//! asked (unit tests, the whole-node simulator). The real driver is
+//! [`super::linux::Linux`].
+
+use super::plan::{NodeView, TaskAttachment};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+/// What this node's kernel and system can do for container networking.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Probe {
+    pub bridge: bool,
+    pub veth: bool,
+    pub vxlan: bool,
+    /// `nft` runs and can make a table.
+    pub nftables: bool,
+    /// Why each missing piece is missing, one line each.
+    pub problems: Vec<String>,
+}
+
+impl Probe {
+    /// Overlay networks work here: tasks may get their own namespaces.
+    pub fn overlay(&self) -> bool {
+        self.bridge && self.veth && self.vxlan && self.nftables
+    }
+}
+
+/// What a sync changed (for the log).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Kernel changes made.
+    pub changes: usize,
+    /// The nftables ruleset was written again.
+    pub ruleset_written: bool,
+}
+
+/// A data-path failure: what was being done and why it failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: {why}")]
+pub struct NetError {
+    pub what: String,
+    pub why: String,
+}
+
+impl NetError {
+    pub fn new(what: impl Into<String>, why: impl std::fmt::Display) -> NetError {
+        NetError { what: what.into(), why: why.to_string() }
+    }
+}
+
+/// A task's namespace, ready for its container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskNetns {
+    /// The path the runtime joins (as the runtime's mount namespace sees it).
+    pub runtime_path: PathBuf,
+    /// True when an existing namespace was adopted, not built.
+    pub adopted: bool,
+}
+
+/// Builds and removes what the data path needs. Blocking; never called on
+/// the daemon's loop.
+pub trait NetDriver: Send + Sync {
+    /// What this node can do (called once at start).
+    fn probe(&self) -> Probe;
+    /// Makes the node's bridges, VXLAN devices and entries match `view` and
+    /// loads `ruleset` (the text of `nft::ruleset`) if it changed.
+    fn sync_node(&self, view: &NodeView, ruleset: &str) -> Result<SyncReport, NetError>;
+    /// Builds task `task_id`'s namespace with `attachments` (`eth0`...), or
+    /// adopts the one it already has.
+    fn setup_task(&self, task_id: &str, attachments: &[TaskAttachment]) -> Result<TaskNetns, NetError>;
+    /// Removes task `task_id`'s namespace and veths (nothing if none).
+    fn teardown_task(&self, task_id: &str) -> Result<(), NetError>;
+}
+
+/// Records calls; every call succeeds unless `fail` names it.
+#[derive(Default)]
+pub struct Fake {
+    pub state: Mutex<FakeState>,
+}
+
+/// What [`Fake`] holds.
+#[derive(Default, Debug)]
+pub struct FakeState {
+    pub view: Option<NodeView>,
+    pub ruleset: String,
+    pub tasks: BTreeMap<String, Vec<TaskAttachment>>,
+    pub syncs: u64,
+    /// Calls (`sync_node`, `setup_task`, `teardown_task`) that fail.
+    pub fail: Vec<&'static str>,
+}
+
+impl NetDriver for Fake {
+    fn probe(&self) -> Probe {
+        Probe { bridge: true, veth: true, vxlan: true, nftables: true, problems: Vec::new() }
+    }
+
+    fn sync_node(&self, view: &NodeView, ruleset: &str) -> Result<SyncReport, NetError> {
+        let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if s.fail.contains(&"sync_node") {
+            return Err(NetError::new("sync the node's networks", "injected failure"));
+        }
+        s.syncs += 1;
+        let written = s.ruleset != ruleset;
+        s.view = Some(view.clone());
+        s.ruleset = ruleset.to_string();
+        Ok(SyncReport { changes: 0, ruleset_written: written })
+    }
+
+    fn setup_task(&self, task_id: &str, attachments: &[TaskAttachment]) -> Result<TaskNetns, NetError> {
+        let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if s.fail.contains(&"setup_task") {
+            return Err(NetError::new(format!("build the network namespace of task {task_id}"), "injected failure"));
+        }
+        let adopted = s.tasks.insert(task_id.to_string(), attachments.to_vec()).is_some();
+        Ok(TaskNetns { runtime_path: PathBuf::from(format!("/fake/netns/{task_id}")), adopted })
+    }
+
+    fn teardown_task(&self, task_id: &str) -> Result<(), NetError> {
+        let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if s.fail.contains(&"teardown_task") {
+            return Err(NetError::new(format!("remove the network namespace of task {task_id}"), "injected failure"));
+        }
+        s.tasks.remove(task_id);
+        Ok(())
+    }
+}

@@ -1,0 +1,487 @@
+//! The real [`NetDriver`]: carries out [`plan`]'s actions with `shoal-netlink`
+//! in the daemon's own network namespace, builds task namespaces, and loads
+//! the nftables ruleset with `nft -f -`.
+//!
+//! Layout: a task's namespace is bound at `DATA_DIR/netns/TASK_ID`. The
+//! runtime is given `/proc/DAEMON_PID/root/DATA_DIR/netns/TASK_ID`: the
+//! daemon may run in a mount namespace of its own (a systemd unit with
+//! private mounts, `ip netns exec` in the cluster tests), where its bind
+//! mounts are invisible to containerd; through `/proc/PID/root` they are
+//! not. After a daemon restart in such a namespace the bind is gone (an
+//! empty file is left); the task's namespace lives on in its container and
+//! is adopted through the container's process (`adopt_from`).
+
+use super::driver::{NetDriver, NetError, Probe, SyncReport, TaskNetns};
+use super::plan::{self, LinkKind, NetAction, NodeView, Observed, ObservedLink, TaskAttachment, TaskStep};
+use super::Cidr;
+use shoal_netlink::{netns, ok_if_exists, Netlink};
+use std::io::Write as _;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long one step inside a task's namespace may take.
+const IN_NETNS_TIMEOUT_MS: u64 = 5_000;
+/// How long `nft -f -` may take.
+const NFT_TIMEOUT_MS: u64 = 10_000;
+/// `NUD_PERMANENT`: the entries Shoal writes.
+const NUD_PERMANENT: u16 = 0x80;
+
+/// The Linux data path of one daemon.
+pub struct Linux {
+    netns_dir: PathBuf,
+    /// The ruleset this process last loaded (none after a start: loaded again).
+    ruleset: Mutex<Option<String>>,
+}
+
+impl Linux {
+    /// Task namespaces go under `DATA_DIR/netns`.
+    pub fn new(data_dir: &Path) -> Linux {
+        Linux { netns_dir: data_dir.join("netns"), ruleset: Mutex::new(None) }
+    }
+
+    fn netns_path(&self, task_id: &str) -> Result<PathBuf, NetError> {
+        if task_id.is_empty() || !task_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(NetError::new("name a task's network namespace", format!("task id {task_id:?} is not alphanumeric")));
+        }
+        Ok(self.netns_dir.join(task_id))
+    }
+
+    /// The path the runtime (in another mount namespace, maybe) joins.
+    fn runtime_path(path: &Path) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root{}", std::process::id(), path.display()))
+    }
+
+    /// Whether the namespace at `path` already has what `attachments` want
+    /// (its `eth0` with the first address).
+    fn has(path: &Path, attachments: &[TaskAttachment]) -> bool {
+        let Some(first) = attachments.first().cloned() else { return false };
+        netns::run_in(path, IN_NETNS_TIMEOUT_MS, move || -> Result<bool, shoal_netlink::Error> {
+            let mut nl = Netlink::open()?;
+            let Some(i) = nl.link_index("eth0")? else { return Ok(false) };
+            Ok(nl.addrs(i)?.iter().any(|a| a.addr == first.addr.addr && a.prefix_len == first.addr.prefix_len))
+        })
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(false)
+    }
+
+    /// Binds the namespace of a running process (the task's container after
+    /// a daemon restart lost the bind) at the task's path.
+    pub fn adopt_from(&self, task_id: &str, pid: u32) -> Result<(), NetError> {
+        let path = self.netns_path(task_id)?;
+        netns::bind_existing(Path::new(&format!("/proc/{pid}/ns/net")), &path)
+            .map_err(|e| NetError::new(format!("adopt the network namespace of task {task_id}"), e))
+    }
+
+    fn build(&self, task_id: &str, path: &Path, attachments: &[TaskAttachment]) -> Result<(), NetError> {
+        let what = || format!("build the network namespace of task {task_id}");
+        let steps = plan::task_steps(task_id, attachments).map_err(|e| NetError::new(what(), e))?;
+        let mut nl = Netlink::open().map_err(|e| NetError::new(what(), e))?;
+        let index = |nl: &mut Netlink, name: &str| -> Result<u32, NetError> {
+            nl.link_index(name).map_err(|e| NetError::new(what(), e))?.ok_or_else(|| NetError::new(what(), format!("no device {name}")))
+        };
+        for step in steps {
+            match step {
+                TaskStep::CreateNetns => netns::create(path).map_err(|e| NetError::new(what(), e))?,
+                TaskStep::LoopbackUp => in_netns(path, what(), |nl| {
+                    let lo = nl.link_index("lo")?.unwrap_or(1);
+                    nl.set_up(lo)
+                })?,
+                TaskStep::AddVeth { host, peer, mtu } => {
+                    // A leftover of an attempt that failed half-way goes first.
+                    if let Some(i) = nl.link_index(&host).map_err(|e| NetError::new(what(), e))? {
+                        nl.del_link(i).map_err(|e| NetError::new(what(), e))?;
+                    }
+                    nl.add_veth(&host, &peer, mtu).map_err(|e| NetError::new(what(), e))?;
+                }
+                TaskStep::SetMaster { link, bridge } => {
+                    let l = index(&mut nl, &link)?;
+                    let b = nl
+                        .link_index(&bridge)
+                        .map_err(|e| NetError::new(what(), e))?
+                        .ok_or_else(|| NetError::new(what(), format!("the network's bridge {bridge} is not set up on this node yet")))?;
+                    nl.set_master(l, b).map_err(|e| NetError::new(what(), e))?;
+                }
+                TaskStep::SetUp { link } => {
+                    let l = index(&mut nl, &link)?;
+                    nl.set_up(l).map_err(|e| NetError::new(what(), e))?;
+                }
+                TaskStep::MoveToNetns { link } => {
+                    let l = index(&mut nl, &link)?;
+                    let fd = netns::open(path).map_err(|e| NetError::new(what(), e))?;
+                    nl.set_netns_fd(l, fd.as_fd()).map_err(|e| NetError::new(what(), e))?;
+                }
+                TaskStep::ConfigureInside { from, name, mac, addr } => in_netns(path, what(), move |nl| {
+                    let i = nl.link_index(&from)?.or(nl.link_index(&name)?).ok_or_else(|| shoal_netlink::Error::NotFound {
+                        op: format!("find {from} in the task's namespace"),
+                        message: "no such device".into(),
+                    })?;
+                    nl.set_down(i)?;
+                    nl.set_name(i, &name)?;
+                    nl.set_mac(i, mac)?;
+                    nl.ensure_addr(i, addr.addr, addr.prefix_len)?;
+                    nl.set_up(i)
+                })?,
+                TaskStep::DefaultRoute { gateway } => in_netns(path, what(), move |nl| ok_if_exists(nl.add_default_route(gateway)))?,
+            }
+        }
+        Ok(())
+    }
+
+    fn observe(nl: &mut Netlink) -> Result<(Observed, Vec<(String, u32)>), shoal_netlink::Error> {
+        let links = nl.links()?;
+        let name_of: std::collections::BTreeMap<u32, String> = links.iter().map(|l| (l.index, l.name.clone())).collect();
+        let mut o = Observed::default();
+        let mut ours = Vec::new();
+        for l in links.into_iter().filter(|l| plan::is_ours(&l.name)) {
+            let kind = match (l.kind.as_deref(), l.vxlan) {
+                (Some("bridge"), _) => LinkKind::Bridge,
+                (Some("vxlan"), Some(v)) => {
+                    LinkKind::Vxlan { vni: v.vni, local: v.local.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED), port: v.port }
+                }
+                (Some("veth"), _) => LinkKind::Veth,
+                _ => LinkKind::Other,
+            };
+            if kind == LinkKind::Bridge {
+                let addrs = nl.addrs(l.index)?.into_iter().filter_map(|a| Cidr::new(a.addr, a.prefix_len)).collect();
+                o.addrs.insert(l.name.clone(), addrs);
+            }
+            if matches!(kind, LinkKind::Vxlan { .. }) {
+                let fdb =
+                    nl.fdb(l.index)?.into_iter().filter(|n| n.state & NUD_PERMANENT != 0).filter_map(|n| Some((n.mac?, n.dst?))).collect();
+                let neigh = nl
+                    .neighs(l.index)?
+                    .into_iter()
+                    .filter(|n| n.state & NUD_PERMANENT != 0)
+                    .filter_map(|n| Some((n.dst?, n.mac?)))
+                    .collect();
+                o.fdb.insert(l.name.clone(), fdb);
+                o.neigh.insert(l.name.clone(), neigh);
+            }
+            ours.push((l.name.clone(), l.index));
+            o.links.push(ObservedLink {
+                name: l.name,
+                kind,
+                master: l.master.and_then(|m| name_of.get(&m).cloned()),
+                up: l.up,
+                mtu: l.mtu,
+            });
+        }
+        Ok((o, ours))
+    }
+
+    fn apply(nl: &mut Netlink, actions: &[NetAction]) -> Result<(), shoal_netlink::Error> {
+        let index = |nl: &mut Netlink, name: &str| -> Result<u32, shoal_netlink::Error> {
+            nl.link_index(name)?
+                .ok_or_else(|| shoal_netlink::Error::NotFound { op: format!("find {name}"), message: "no such device".into() })
+        };
+        for a in actions {
+            match a {
+                NetAction::DelLink { name } => {
+                    if let Some(i) = nl.link_index(name)? {
+                        nl.del_link(i)?;
+                    }
+                }
+                NetAction::AddBridge { name, mtu, mac } => {
+                    nl.add_bridge(name, *mtu)?;
+                    let i = index(nl, name)?;
+                    nl.set_mac(i, *mac)?;
+                }
+                NetAction::AddVxlan { name, vni, local, port, mtu } => nl.add_vxlan(name, *vni, *local, *port, *mtu)?,
+                NetAction::SetMaster { link, bridge } => {
+                    let (l, b) = (index(nl, link)?, index(nl, bridge)?);
+                    nl.set_master(l, b)?;
+                }
+                NetAction::SetMtu { link, mtu } => {
+                    let l = index(nl, link)?;
+                    nl.set_mtu(l, *mtu)?;
+                }
+                NetAction::AddAddr { link, addr } => {
+                    let l = index(nl, link)?;
+                    nl.ensure_addr(l, addr.addr, addr.prefix_len)?;
+                }
+                NetAction::DelAddr { link, addr } => {
+                    let l = index(nl, link)?;
+                    nl.del_addr(l, addr.addr, addr.prefix_len)?;
+                }
+                NetAction::SetUp { link } => {
+                    let l = index(nl, link)?;
+                    nl.set_up(l)?;
+                }
+                NetAction::ReplaceFdb { vxlan, mac, dst } => {
+                    let v = index(nl, vxlan)?;
+                    nl.replace_fdb(v, *mac, *dst)?;
+                }
+                NetAction::DelFdb { vxlan, mac, dst } => {
+                    let v = index(nl, vxlan)?;
+                    nl.del_fdb(v, *mac, *dst)?;
+                }
+                NetAction::ReplaceNeigh { vxlan, ip, mac } => {
+                    let v = index(nl, vxlan)?;
+                    nl.replace_neigh(v, *ip, *mac)?;
+                }
+                NetAction::DelNeigh { vxlan, ip, .. } => {
+                    let v = index(nl, vxlan)?;
+                    nl.del_neigh(v, *ip)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `f` with a netlink socket inside the namespace at `path`.
+fn in_netns<F>(path: &Path, what: String, f: F) -> Result<(), NetError>
+where
+    F: FnOnce(&mut Netlink) -> Result<(), shoal_netlink::Error> + Send + 'static,
+{
+    let r = netns::run_in(path, IN_NETNS_TIMEOUT_MS, move || Netlink::open().and_then(|mut nl| f(&mut nl)));
+    match r {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) | Err(e) => Err(NetError::new(what, e)),
+    }
+}
+
+/// Loads a ruleset with `nft -f -`, bounded by [`NFT_TIMEOUT_MS`].
+pub fn nft_load(ruleset: &str) -> Result<(), NetError> {
+    let what = "load the nftables ruleset (table ip shoal)";
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| NetError::new(what, format!("cannot run nft ({e}); install nftables (Debian: apt-get install nftables)")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(ruleset.as_bytes()).map_err(|e| NetError::new(what, format!("writing to nft: {e}")))?;
+    }
+    let deadline = Instant::now() + Duration::from_millis(NFT_TIMEOUT_MS);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                return if status.success() { Ok(()) } else { Err(NetError::new(what, format!("nft failed: {}", err.trim()))) };
+            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(NetError::new(what, format!("nft did not finish within {NFT_TIMEOUT_MS} ms")));
+            }
+            Err(e) => return Err(NetError::new(what, e)),
+        }
+    }
+}
+
+impl NetDriver for Linux {
+    fn probe(&self) -> Probe {
+        let mut p = Probe::default();
+        match Netlink::open() {
+            Ok(mut nl) => {
+                let mut try_make = |name: &str, make: &dyn Fn(&mut Netlink) -> shoal_netlink::Result<()>, what: &str| -> bool {
+                    if let Ok(Some(i)) = nl.link_index(name) {
+                        let _ = nl.del_link(i);
+                    }
+                    match make(&mut nl) {
+                        Ok(()) => {
+                            if let Ok(Some(i)) = nl.link_index(name) {
+                                let _ = nl.del_link(i);
+                            }
+                            true
+                        }
+                        Err(e) => {
+                            p.problems.push(format!("{what} devices cannot be made: {e}"));
+                            false
+                        }
+                    }
+                };
+                p.bridge = try_make("sb-probe", &|nl| nl.add_bridge("sb-probe", 1500), "bridge");
+                p.veth = try_make("svprobe0", &|nl| nl.add_veth("svprobe0", "stprobe0", 1500), "veth");
+                p.vxlan = try_make(
+                    "sx-probe",
+                    &|nl| nl.add_vxlan("sx-probe", 1, std::net::Ipv4Addr::LOCALHOST, 47_890, 1450),
+                    "VXLAN (kernel option CONFIG_VXLAN)",
+                );
+            }
+            Err(e) => p.problems.push(format!("no netlink socket: {e}")),
+        }
+        match Command::new("nft").args(["list", "tables"]).stdout(Stdio::null()).stderr(Stdio::piped()).output() {
+            Ok(o) if o.status.success() => p.nftables = true,
+            Ok(o) => p.problems.push(format!("nft cannot list tables: {}", String::from_utf8_lossy(&o.stderr).trim())),
+            Err(e) => p.problems.push(format!("nft is not available ({e}); install nftables")),
+        }
+        p
+    }
+
+    fn sync_node(&self, view: &NodeView, ruleset: &str) -> Result<SyncReport, NetError> {
+        let what = "set up this node's overlay networks";
+        if !view.networks.is_empty() {
+            netns::set_sysctl("net/ipv4/ip_forward", "1").map_err(|e| NetError::new(what, e))?;
+        }
+        let mut nl = Netlink::open().map_err(|e| NetError::new(what, e))?;
+        let (observed, _) = Self::observe(&mut nl).map_err(|e| NetError::new(what, e))?;
+        let actions = plan::diff(view, &observed);
+        Self::apply(&mut nl, &actions).map_err(|e| NetError::new(what, e))?;
+        let mut last = self.ruleset.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let write = last.as_deref() != Some(ruleset);
+        if write {
+            nft_load(ruleset)?;
+            *last = Some(ruleset.to_string());
+        }
+        Ok(SyncReport { changes: actions.len(), ruleset_written: write })
+    }
+
+    fn setup_task(&self, task_id: &str, attachments: &[TaskAttachment]) -> Result<TaskNetns, NetError> {
+        let path = self.netns_path(task_id)?;
+        std::fs::create_dir_all(&self.netns_dir).map_err(|e| NetError::new(format!("create {}", self.netns_dir.display()), e))?;
+        if netns::exists(&path) && Self::has(&path, attachments) {
+            return Ok(TaskNetns { runtime_path: Self::runtime_path(&path), adopted: true });
+        }
+        // Anything half-built goes, then it is built whole.
+        self.teardown_task(task_id)?;
+        if let Err(e) = self.build(task_id, &path, attachments) {
+            let _ = self.teardown_task(task_id);
+            return Err(e);
+        }
+        Ok(TaskNetns { runtime_path: Self::runtime_path(&path), adopted: false })
+    }
+
+    fn teardown_task(&self, task_id: &str) -> Result<(), NetError> {
+        let path = self.netns_path(task_id)?;
+        let what = || format!("remove the network namespace of task {task_id}");
+        let mut nl = Netlink::open().map_err(|e| NetError::new(what(), e))?;
+        for i in 0..plan::TASK_NETWORKS_MAX {
+            // Deleting the host end of a veth deletes both ends.
+            if let Some(idx) = nl.link_index(&plan::veth_name(task_id, i)).map_err(|e| NetError::new(what(), e))? {
+                nl.del_link(idx).map_err(|e| NetError::new(what(), e))?;
+            }
+        }
+        if netns::exists(&path) || path.exists() {
+            netns::remove(&path).map_err(|e| NetError::new(what(), e))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against this machine's kernel, inside a throwaway namespace standing
+    //! in for the node (root only; `SHOAL_REQUIRE_NETNS=1` makes a skip a
+    //! failure). The daemon's own namespace is never touched.
+    use super::*;
+    use std::net::{Ipv4Addr, TcpListener, TcpStream};
+
+    fn skip() -> bool {
+        if std::env::var("SHOAL_UNDER_QEMU").is_ok() {
+            return true;
+        }
+        let root = unsafe { libc::geteuid() } == 0;
+        if !root {
+            assert!(std::env::var("SHOAL_REQUIRE_NETNS").is_err(), "SHOAL_REQUIRE_NETNS=1 but not root");
+            eprintln!("skipped: not root");
+        }
+        !root
+    }
+
+    /// Two tasks on one overlay network on a node: each in its own namespace,
+    /// both serving the same port, reaching each other; a second sync
+    /// changes nothing; teardown leaves nothing behind.
+    #[test]
+    fn tasks_get_namespaces_on_a_bridge_and_reach_each_other() {
+        if skip() {
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("shoal-linux-net-{}", std::process::id()));
+        let node = dir.join("node");
+        std::fs::create_dir_all(&dir).unwrap();
+        netns::create(&node).unwrap();
+        let d = std::sync::Arc::new(Linux::new(&dir));
+        let node2 = node.clone();
+        let d2 = d.clone();
+        let result = netns::run_in(&node, 30_000, move || -> Result<(), String> {
+            let mut nl = Netlink::open().map_err(|e| e.to_string())?;
+            let lo = nl.link_index("lo").map_err(|e| e.to_string())?.unwrap();
+            nl.set_up(lo).map_err(|e| e.to_string())?;
+            nl.add_addr(lo, Ipv4Addr::new(192, 168, 77, 1), 32).map_err(|e| e.to_string())?;
+            let net = plan::NetView {
+                id: "nettestnettest1".into(),
+                vni: 4100,
+                subnet: "10.77.0.0/24".parse().unwrap(),
+                gateway: Ipv4Addr::new(10, 77, 0, 1),
+                node_addr: Ipv4Addr::new(10, 77, 0, 2),
+                mtu: 1450,
+                internal: false,
+                remote: vec![(Ipv4Addr::new(10, 77, 0, 9), Ipv4Addr::new(192, 168, 77, 2))],
+            };
+            let view = NodeView { underlay: Ipv4Addr::new(192, 168, 77, 1), vxlan_port: 4789, networks: vec![net] };
+            let first = d2.sync_node(&view, "table ip shoal\ndelete table ip shoal\ntable ip shoal {\n}\n").map_err(|e| e.to_string())?;
+            if first.changes == 0 || !first.ruleset_written {
+                return Err(format!("first sync did nothing: {first:?}"));
+            }
+            let again = d2.sync_node(&view, "table ip shoal\ndelete table ip shoal\ntable ip shoal {\n}\n").map_err(|e| e.to_string())?;
+            if again != (SyncReport { changes: 0, ruleset_written: false }) {
+                return Err(format!("a second sync changed things: {again:?}"));
+            }
+            let att = |ip: [u8; 4]| TaskAttachment {
+                network_id: "nettestnettest1".into(),
+                addr: Cidr::new(Ipv4Addr::from(ip), 24).unwrap(),
+                gateway: Ipv4Addr::new(10, 77, 0, 1),
+                mtu: 1450,
+                internal: false,
+            };
+            let a = d2.setup_task("taska", &[att([10, 77, 0, 5])]).map_err(|e| e.to_string())?;
+            let b = d2.setup_task("taskb", &[att([10, 77, 0, 6])]).map_err(|e| e.to_string())?;
+            if a.adopted || b.adopted {
+                return Err("fresh namespaces reported as adopted".into());
+            }
+            if !d2.setup_task("taska", &[att([10, 77, 0, 5])]).map_err(|e| e.to_string())?.adopted {
+                return Err("an existing namespace was rebuilt, not adopted".into());
+            }
+            // Both tasks listen on port 80; each reaches the other through the bridge.
+            let pa = d2.netns_path("taska").unwrap();
+            let pb = d2.netns_path("taskb").unwrap();
+            let listener =
+                netns::run_in(&pb, 5_000, || TcpListener::bind("0.0.0.0:80").map_err(|e| e.to_string())).map_err(|e| e.to_string())??;
+            let listener_a =
+                netns::run_in(&pa, 5_000, || TcpListener::bind("0.0.0.0:80").map_err(|e| e.to_string())).map_err(|e| e.to_string())??;
+            drop(listener_a);
+            netns::run_in(&pa, 5_000, || {
+                TcpStream::connect_timeout(&"10.77.0.6:80".parse().unwrap(), Duration::from_secs(3)).map(|_| ()).map_err(|e| e.to_string())
+            })
+            .map_err(|e| e.to_string())??;
+            listener.accept().map_err(|e| e.to_string())?;
+            // The node is reached through the default route (an address outside the subnet).
+            let node_listener = TcpListener::bind("192.168.77.1:91").map_err(|e| e.to_string())?;
+            netns::run_in(&pa, 5_000, || {
+                TcpStream::connect_timeout(&"192.168.77.1:91".parse().unwrap(), Duration::from_secs(3))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| e.to_string())??;
+            node_listener.accept().map_err(|e| e.to_string())?;
+            d2.teardown_task("taska").map_err(|e| e.to_string())?;
+            d2.teardown_task("taskb").map_err(|e| e.to_string())?;
+            let mut nl = Netlink::open().map_err(|e| e.to_string())?;
+            if nl.links().map_err(|e| e.to_string())?.iter().any(|l| l.name.starts_with(plan::VETH_PREFIX)) {
+                return Err("veths left after teardown".into());
+            }
+            // Nothing wanted any more: bridge and VXLAN device go.
+            let empty = NodeView { underlay: Ipv4Addr::new(192, 168, 77, 1), vxlan_port: 4789, networks: vec![] };
+            d2.sync_node(&empty, "table ip shoal\ndelete table ip shoal\n").map_err(|e| e.to_string())?;
+            if nl.links().map_err(|e| e.to_string())?.iter().any(|l| plan::is_ours(&l.name)) {
+                return Err("devices left after the last network went".into());
+            }
+            Ok(())
+        });
+        let _ = netns::remove(&node2);
+        let _ = std::fs::remove_dir_all(&dir);
+        result.expect("ran in the node namespace").expect("the data path works");
+        assert!(!d.netns_path("taska").unwrap().exists());
+    }
+}
