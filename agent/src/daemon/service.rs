@@ -213,6 +213,7 @@ pub(crate) fn start_spec(
         mounts,
         stop_signal,
         image,
+        netns: None,
     })
 }
 

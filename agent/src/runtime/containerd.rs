@@ -250,6 +250,7 @@ impl Runtime for Containerd {
         spec.memory_limit_bytes = (s.memory_limit_bytes > 0).then_some(s.memory_limit_bytes);
         spec.nano_cpus = (s.nano_cpus > 0).then_some(s.nano_cpus);
         spec.stop_signal = signal_number(&s.stop_signal)?;
+        spec.netns = s.netns.clone();
         spec.mounts = s
             .mounts
             .iter()

@@ -58,6 +58,9 @@ pub struct StartSpec {
     pub nano_cpus: i64,
     pub mounts: Vec<HostMount>,
     pub stop_signal: String,
+    /// The task's own network namespace (as the runtime's mount namespace
+    /// sees it); `None`: the host's (`--network host`).
+    pub netns: Option<PathBuf>,
 }
 
 /// A container as the runtime reports it.
