@@ -319,7 +319,14 @@ mod tests {
 
     fn state_with(desired: TaskState, status: TaskState) -> (Assignments, Task) {
         let spec = ServiceSpec::new("web", "busybox");
-        let svc = Service { id: "s".into(), meta: Default::default(), spec: spec.clone(), previous_spec: None, update_status: None };
+        let svc = Service {
+            id: "s".into(),
+            meta: Default::default(),
+            spec: spec.clone(),
+            previous_spec: None,
+            update_status: None,
+            endpoint: Default::default(),
+        };
         let t = Task {
             id: "t1".into(),
             meta: Default::default(),
@@ -332,6 +339,7 @@ mod tests {
             status: TaskStatus::new(status, 1, "x"),
             not_before: 0,
             attempt: 0,
+            networks: Vec::new(),
         };
         (Assignments::new("me", [t.clone()], [svc]), t)
     }

@@ -50,6 +50,7 @@ fn run(case: &str, preferences: &[&str]) {
             state: NodeState::Ready,
             addr: String::new(),
             manager_addr: String::new(),
+            attachments: Vec::new(),
         }));
     }
     for s in 0..SERVICES {
@@ -59,7 +60,14 @@ fn run(case: &str, preferences: &[&str]) {
         spec.task.placement.platforms = vec![Platform::parse("linux/amd64").unwrap(), Platform::parse("linux/arm64").unwrap()];
         spec.task.resources.reservations.memory_bytes = 1 << 20;
         spec.task.placement.preferences = preferences.iter().map(|p| p.to_string()).collect();
-        ops.push(Op::PutService(Service { id: format!("s{s:03}"), meta: Meta::default(), spec, previous_spec: None, update_status: None }));
+        ops.push(Op::PutService(Service {
+            id: format!("s{s:03}"),
+            meta: Meta::default(),
+            spec,
+            previous_spec: None,
+            update_status: None,
+            endpoint: Default::default(),
+        }));
     }
     state.apply(1, &Entry { at: 1, ops });
     let mut rng = Rng::from_seed(1);

@@ -12,10 +12,12 @@ use shoal_shared::api::ErrorKind;
 use shoal_shared::clock::UnixNanos;
 use shoal_shared::ops::Op;
 use shoal_shared::types::{
-    Meta, NodeRole, NodeState, Service, ServiceMode, ServiceSpec, SwarmSettings, UpdateState, UpdateStatus, PUBLISH_MODE_HOST,
+    EndpointMode, Ipv4Net, Meta, Network, NetworkDefaults, NetworkSpec, NodeRole, NodeState, Service, ServiceMode, ServiceSpec,
+    SwarmSettings, UpdateState, UpdateStatus, DRIVER_OVERLAY, HOST_NETWORK_ID, NONE_NETWORK_ID, OPT_ENCRYPTED, OPT_MTU, PUBLISH_MODE_HOST,
     PUBLISH_MODE_INGRESS,
 };
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 
 /// Longest service name, as Docker's DNS-label rule.
 pub const SERVICE_NAME_BYTES_MAX: usize = 63;
@@ -23,6 +25,16 @@ pub const SERVICE_NAME_BYTES_MAX: usize = 63;
 pub const REPLICAS_MAX: u64 = 100_000;
 /// Highest TCP/UDP/SCTP port number.
 pub const PORT_MAX: u32 = 65_535;
+/// Longest network name.
+pub const NETWORK_NAME_BYTES_MAX: usize = 128;
+/// Networks one swarm may hold.
+pub const NETWORKS_MAX: usize = 1_024;
+/// Bounds of `-o com.docker.network.driver.mtu` (IPv4's minimum to a jumbo frame).
+pub const MTU_MIN: u32 = 68;
+pub const MTU_MAX: u32 = 65_535;
+/// Bounds of `--data-path-port` (Docker's).
+pub const DATA_PATH_PORT_MIN: u16 = 1_024;
+pub const DATA_PATH_PORT_MAX: u16 = 49_151;
 
 /// A refused control request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,6 +67,23 @@ pub enum ControlError {
     RemoveManager(String),
     #[error("node {0} is not down and can't be removed")]
     NotDown(String),
+    /// Docker's wording, as the CLI prints it (`Error: No such network: NAME`).
+    #[error("No such network: {0}")]
+    NoSuchNetwork(String),
+    #[error("network with name {0} already exists")]
+    NetworkNameInUse(String),
+    /// `host` and `none` (Docker's wording).
+    #[error("{0} is a pre-defined network and cannot be removed")]
+    PredefinedNetwork(String),
+    /// swarmkit's wording: network id, service id.
+    #[error("network {0} is in use by service {1}")]
+    NetworkInUseByService(String, String),
+    #[error("network {0} is in use by task {1}")]
+    NetworkInUseByTask(String, String),
+    #[error("ingress network cannot be removed because service {0} depends on it")]
+    IngressInUse(String),
+    #[error("service needs ingress network, but no ingress network is present")]
+    NoIngress,
 }
 
 impl ControlError {
@@ -68,9 +97,14 @@ impl ControlError {
             | ControlError::LastManager
             | ControlError::LastVoter(_)
             | ControlError::RemoveManager(_)
-            | ControlError::NotDown(_) => ErrorKind::FailedPrecondition,
-            ControlError::NoSuchService(_) | ControlError::NoSuchNode(_) => ErrorKind::NotFound,
-            ControlError::NameInUse(_) => ErrorKind::AlreadyExists,
+            | ControlError::NotDown(_)
+            | ControlError::PredefinedNetwork(_)
+            | ControlError::NetworkInUseByService(..)
+            | ControlError::NetworkInUseByTask(..)
+            | ControlError::IngressInUse(_)
+            | ControlError::NoIngress => ErrorKind::FailedPrecondition,
+            ControlError::NoSuchService(_) | ControlError::NoSuchNode(_) | ControlError::NoSuchNetwork(_) => ErrorKind::NotFound,
+            ControlError::NameInUse(_) | ControlError::NetworkNameInUse(_) => ErrorKind::AlreadyExists,
             ControlError::BadName(_) | ControlError::Invalid(_) => ErrorKind::InvalidArgument,
         }
     }
@@ -151,13 +185,257 @@ fn in_swarm(state: &State) -> Result<(), ControlError> {
 }
 
 /// Ops creating a service with the given (shell-chosen) id.
-pub fn create_service(state: &State, spec: ServiceSpec, id: String) -> Result<Vec<Op>, ControlError> {
+/// The spec's networks are resolved to ids (the CLI sends names) and its
+/// ports checked against the swarm's ([`check_endpoint`]).
+pub fn create_service(state: &State, mut spec: ServiceSpec, id: String) -> Result<Vec<Op>, ControlError> {
     in_swarm(state)?;
     validate_spec(&spec)?;
     if state.services.values().any(|s| s.spec.name == spec.name) {
         return Err(ControlError::NameInUse(spec.name));
     }
-    Ok(vec![Op::PutService(Service { id, meta: Meta::default(), spec, previous_spec: None, update_status: None })])
+    resolve_networks(state, &mut spec)?;
+    check_endpoint(state, &spec, "")?;
+    Ok(vec![Op::PutService(Service {
+        id,
+        meta: Meta::default(),
+        spec,
+        previous_spec: None,
+        update_status: None,
+        endpoint: Default::default(),
+    })])
+}
+
+/// Resolves each `--network` target (name, id or id prefix) to the
+/// network's id. Refused: unknown networks (`No such network: NAME`),
+/// `ingress` named explicitly, a network named twice, and `host` or `none`
+/// beside any other network.
+pub fn resolve_networks(state: &State, spec: &mut ServiceSpec) -> Result<(), ControlError> {
+    let nets = &mut spec.task.networks;
+    let predefined = |t: &str| t == HOST_NETWORK_ID || t == NONE_NETWORK_ID;
+    if nets.len() > 1 && nets.iter().any(|n| predefined(&n.target)) {
+        return Err(ControlError::Invalid(
+            "networks host and none cannot be combined with other networks: give --network host or --network none alone".into(),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for n in nets.iter_mut() {
+        if predefined(&n.target) {
+            if !n.aliases.is_empty() {
+                return Err(ControlError::Invalid(format!("network {} does not take aliases", n.target)));
+            }
+            continue;
+        }
+        let found = state.find_network(&n.target).ok_or_else(|| ControlError::NoSuchNetwork(n.target.clone()))?;
+        if found.ingress() {
+            return Err(ControlError::Invalid(format!(
+                "service cannot be explicitly attached to the ingress network {:?}: publish ports with --publish instead",
+                found.spec.name
+            )));
+        }
+        if !seen.insert(found.id.clone()) {
+            return Err(ControlError::Invalid(format!("network {} is given twice: attach a service to a network once", found.spec.name)));
+        }
+        if let Some(a) = n.aliases.iter().find(|a| a.is_empty() || a.len() > SERVICE_NAME_BYTES_MAX || a.contains(char::is_whitespace)) {
+            return Err(ControlError::Invalid(format!("invalid alias {a:?}: use a DNS name of 1-63 characters")));
+        }
+        n.target = found.id.clone();
+    }
+    Ok(())
+}
+
+/// swarmkit's endpoint checks: no ingress port in mode dnsrr or without an
+/// ingress network, and no published port another service (not `self_id`)
+/// holds: an ingress port conflicts with any publication of the same port
+/// and protocol, a host-mode port only with an ingress one.
+pub fn check_endpoint(state: &State, spec: &ServiceSpec, self_id: &str) -> Result<(), ControlError> {
+    let ingress_ports = spec.ports.iter().any(|p| p.is_ingress());
+    if ingress_ports && spec.endpoint_mode == EndpointMode::Dnsrr {
+        return Err(ControlError::Invalid("EndpointSpec: port published with ingress mode can't be used with dnsrr mode".into()));
+    }
+    if ingress_ports && state.ingress_network().is_none() {
+        return Err(ControlError::NoIngress);
+    }
+    for other in state.services.values().filter(|o| o.id != self_id) {
+        // Allocated ports (auto ones included) and those not allocated yet.
+        for theirs in other.endpoint.ports.iter().chain(other.spec.ports.iter()).filter(|p| p.published_port != 0) {
+            for mine in spec.ports.iter().filter(|p| p.published_port == theirs.published_port) {
+                if !mine.protocol.eq_ignore_ascii_case(&theirs.protocol) {
+                    continue;
+                }
+                let how = match (theirs.is_ingress(), mine.is_ingress()) {
+                    (true, _) => "an ingress port",
+                    (false, true) => "a host-published port",
+                    (false, false) => continue,
+                };
+                return Err(ControlError::Invalid(format!(
+                    "port '{}' is already in use by service '{}' ({}) as {how}",
+                    mine.published_port, other.spec.name, other.id
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks `swarm init`'s network flags.
+pub fn check_network_defaults(d: &NetworkDefaults) -> Result<(), ControlError> {
+    if d.default_addr_pools.is_empty() {
+        return Err(ControlError::Invalid("at least one default address pool is needed".into()));
+    }
+    for p in &d.default_addr_pools {
+        if p.addr != p.network() {
+            return Err(ControlError::Invalid(format!("invalid default address pool {p}: host bits are set, use {}", p.trunc())));
+        }
+        if d.subnet_size < p.prefix || d.subnet_size > crate::ipam::SUBNET_PREFIX_MAX {
+            return Err(ControlError::Invalid(format!(
+                "invalid default address pool mask length {}: it must be between the pool's prefix length ({}) and {}",
+                d.subnet_size,
+                p.prefix,
+                crate::ipam::SUBNET_PREFIX_MAX
+            )));
+        }
+    }
+    if !(DATA_PATH_PORT_MIN..=DATA_PATH_PORT_MAX).contains(&d.data_path_port) {
+        return Err(ControlError::Invalid(format!(
+            "data path port {} is out of range: it must be within range {DATA_PATH_PORT_MIN} to {DATA_PATH_PORT_MAX}",
+            d.data_path_port
+        )));
+    }
+    Ok(())
+}
+
+/// The `ingress` network `swarm init` creates, as Docker's: the first
+/// subnet of the default pools (10.0.0.0/24), its first address as
+/// gateway, VNI 4096.
+pub fn ingress_network(d: &NetworkDefaults, id: String) -> Network {
+    let subnet = crate::ipam::carve_subnet(&d.default_addr_pools, d.subnet_size, &[])
+        .unwrap_or(shoal_shared::types::Ipv4Net { addr: Ipv4Addr::new(10, 0, 0, 0), prefix: 24 });
+    let spec = NetworkSpec { name: "ingress".into(), driver: DRIVER_OVERLAY.into(), ingress: true, ..Default::default() };
+    Network { id, meta: Meta::default(), spec, vni: shoal_shared::types::VNI_MIN, subnet, gateway: first_address(subnet), last_addr: None }
+}
+
+fn first_address(subnet: Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(subnet.network()) + 1)
+}
+
+/// Ops for `network create` with the (shell-chosen) id: the spec checked
+/// as swarmkit's (`ipam configuration: ...`), its subnet given or carved
+/// from the swarm's default pools, a free VNI.
+pub fn create_network(state: &State, mut spec: NetworkSpec, id: String) -> Result<Vec<Op>, ControlError> {
+    in_swarm(state)?;
+    let name = &spec.name;
+    let ok_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if name.is_empty() || name.len() > NETWORK_NAME_BYTES_MAX || !ok_chars || !name.as_bytes()[0].is_ascii_alphanumeric() {
+        return Err(ControlError::Invalid(format!(
+            "invalid network name {name:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit"
+        )));
+    }
+    if spec.driver.is_empty() {
+        spec.driver = DRIVER_OVERLAY.into();
+    }
+    if spec.driver != DRIVER_OVERLAY {
+        return Err(ControlError::Invalid(format!(
+            "driver {:?} is not supported for swarm networks: shoal networks use the overlay driver (-d overlay)",
+            spec.driver
+        )));
+    }
+    if name == HOST_NETWORK_ID || name == NONE_NETWORK_ID || state.networks.values().any(|n| &n.spec.name == name) {
+        return Err(ControlError::NetworkNameInUse(name.clone()));
+    }
+    if state.networks.len() >= NETWORKS_MAX {
+        return Err(ControlError::Invalid(format!("the swarm already has {NETWORKS_MAX} networks: remove one first")));
+    }
+    if spec.ingress {
+        if spec.attachable {
+            return Err(ControlError::Invalid("ingress network cannot be attachable".into()));
+        }
+        if let Some(n) = state.ingress_network() {
+            return Err(ControlError::Invalid(format!("ingress network ({}) is already present", n.id)));
+        }
+    }
+    apply_options(&mut spec)?;
+    let taken: Vec<Ipv4Net> = state.networks.values().map(|n| n.subnet).collect();
+    let (subnet, gateway) = ipam_of(&spec, &taken, state.cluster.as_ref().map(|c| c.network.clone()).unwrap_or_default())?;
+    let vnis: BTreeSet<u32> = state.networks.values().map(|n| n.vni).collect();
+    let vni = crate::ipam::next_vni(&vnis).ok_or_else(|| ControlError::Invalid("no VXLAN id left for a new network".into()))?;
+    Ok(vec![Op::PutNetwork(Network { id, meta: Meta::default(), spec, vni, subnet, gateway, last_addr: None })])
+}
+
+/// `-o encrypted` and `-o com.docker.network.driver.mtu=N` into the spec's fields.
+fn apply_options(spec: &mut NetworkSpec) -> Result<(), ControlError> {
+    spec.encrypted = spec.options.contains_key(OPT_ENCRYPTED);
+    spec.mtu = match spec.options.get(OPT_MTU) {
+        None => 0,
+        Some(v) => v.parse::<u32>().ok().filter(|m| (MTU_MIN..=MTU_MAX).contains(m)).ok_or_else(|| {
+            ControlError::Invalid(format!("invalid value {v:?} for option {OPT_MTU}: use an MTU from {MTU_MIN} to {MTU_MAX}"))
+        })?,
+    };
+    Ok(())
+}
+
+/// The subnet and gateway of a new network (swarmkit's IPAM checks, with its wording).
+fn ipam_of(spec: &NetworkSpec, taken: &[Ipv4Net], defaults: NetworkDefaults) -> Result<(Ipv4Net, Ipv4Addr), ControlError> {
+    let ipam = &spec.ipam;
+    let bad = |m: String| ControlError::Invalid(format!("ipam configuration: {m}"));
+    let Some(subnet) = ipam.subnet else {
+        if ipam.gateway.is_some() || ipam.ip_range.is_some() {
+            return Err(bad("a gateway or an ip range needs a subnet: add --subnet".into()));
+        }
+        let subnet = crate::ipam::carve_subnet(&defaults.default_addr_pools, defaults.subnet_size, taken).ok_or_else(|| {
+            ControlError::Invalid(
+                "could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network".into(),
+            )
+        })?;
+        return Ok((subnet, first_address(subnet)));
+    };
+    if subnet.addr != subnet.network() {
+        return Err(bad(format!("invalid subnet {subnet}: host bits are set, use {}", subnet.trunc())));
+    }
+    if subnet.prefix > crate::ipam::SUBNET_PREFIX_MAX {
+        return Err(bad(format!("invalid subnet {subnet}: use a prefix of at most /{}", crate::ipam::SUBNET_PREFIX_MAX)));
+    }
+    if let Some(r) = ipam.ip_range {
+        if !subnet.contains(r.network()) || r.prefix < subnet.prefix {
+            return Err(bad(format!("subnet {subnet} does not contain range {r}")));
+        }
+    }
+    let gateway = match ipam.gateway {
+        Some(g) if !subnet.contains(g) => return Err(bad(format!("subnet {subnet} does not contain gateway {g}"))),
+        Some(g) if g == subnet.network() || g == subnet.broadcast() => {
+            return Err(bad(format!("invalid gateway {g}: it is the network or broadcast address of {subnet}")))
+        }
+        Some(g) => g,
+        None => first_address(subnet),
+    };
+    if let Some(t) = taken.iter().find(|t| t.overlaps(subnet)) {
+        return Err(ControlError::Invalid(format!(
+            "invalid pool request: Pool overlaps with other one on this address space ({subnet} overlaps {t})"
+        )));
+    }
+    Ok((subnet, gateway))
+}
+
+/// Ops removing a network (`network rm`); returns its name. Refused for
+/// `host`/`none`, for a network a service or a live task uses, and for
+/// `ingress` while a service publishes ingress ports (swarmkit's errors).
+pub fn remove_network(state: &State, key: &str) -> Result<(Vec<Op>, String), ControlError> {
+    if key == HOST_NETWORK_ID || key == NONE_NETWORK_ID {
+        return Err(ControlError::PredefinedNetwork(key.to_string()));
+    }
+    in_swarm(state)?;
+    let n = state.find_network(key).ok_or_else(|| ControlError::NoSuchNetwork(key.to_string()))?;
+    if n.ingress() {
+        if let Some(s) = state.services.values().find(|s| s.spec.ports.iter().any(|p| p.is_ingress())) {
+            return Err(ControlError::IngressInUse(s.id.clone()));
+        }
+    } else if let Some(s) = state.services.values().find(|s| s.spec.task.networks.iter().any(|a| a.target == n.id)) {
+        return Err(ControlError::NetworkInUseByService(n.id.clone(), s.id.clone()));
+    }
+    let live = state.tasks.values().filter(|t| !t.status.state.is_terminal());
+    if let Some(t) = live.into_iter().find(|t| t.networks.iter().any(|a| a.network_id == n.id)) {
+        return Err(ControlError::NetworkInUseByTask(n.id.clone(), t.id.clone()));
+    }
+    Ok((vec![Op::DeleteNetwork { id: n.id.clone() }], n.spec.name.clone()))
 }
 
 /// Ops setting a replicated service's replica count.
@@ -180,10 +458,12 @@ pub fn scale_service(state: &State, key: &str, replicas: u64) -> Result<Vec<Op>,
 /// the previous one; a changed task spec starts a rolling update at `now`, as
 /// does any update of a paused one (Swarm resumes paused updates this way).
 /// Renames and mode changes are refused, as Swarm's.
-pub fn update_service(state: &State, key: &str, spec: ServiceSpec, now: UnixNanos) -> Result<Vec<Op>, ControlError> {
+pub fn update_service(state: &State, key: &str, mut spec: ServiceSpec, now: UnixNanos) -> Result<Vec<Op>, ControlError> {
     in_swarm(state)?;
     let s = state.find_service(key).ok_or_else(|| ControlError::NoSuchService(key.to_string()))?;
     validate_spec(&spec)?;
+    resolve_networks(state, &mut spec)?;
+    check_endpoint(state, &spec, &s.id)?;
     if spec.name != s.spec.name {
         return Err(ControlError::Invalid(format!(
             "renaming services is not supported: service {} cannot become {}",
@@ -337,10 +617,202 @@ mod tests {
     use shoal_shared::ops::Entry;
     use shoal_shared::types::{Cluster, PortConfig};
 
+    /// A swarm as `swarm init` leaves it: the cluster and the `ingress` network.
     fn swarm() -> State {
         let mut s = State::default();
-        s.apply(1, &Entry { at: 1, ops: vec![Op::PutCluster(Cluster { id: "c".into(), ..Default::default() })] });
+        let ingress = Op::PutNetwork(ingress_network(&NetworkDefaults::default(), "ingressid".into()));
+        s.apply(1, &Entry { at: 1, ops: vec![Op::PutCluster(Cluster { id: "c".into(), ..Default::default() }), ingress] });
         s
+    }
+
+    fn net_spec(name: &str, subnet: Option<&str>, gateway: Option<&str>, range: Option<&str>) -> NetworkSpec {
+        let mut spec = NetworkSpec { name: name.into(), driver: "overlay".into(), ..Default::default() };
+        spec.ipam.subnet = subnet.map(|s| Ipv4Net::parse(s).unwrap());
+        spec.ipam.gateway = gateway.map(|g| g.parse().unwrap());
+        spec.ipam.ip_range = range.map(|s| Ipv4Net::parse(s).unwrap());
+        spec
+    }
+
+    /// Applies ops at the next index, asserting none was skipped.
+    fn commit(s: &mut State, ops: Vec<Op>) {
+        let r = s.apply(s.applied_index + 1, &Entry { at: 9, ops });
+        assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+    }
+
+    #[test]
+    fn network_create_allocates_and_refuses_with_swarmkits_words() {
+        let mut s = swarm();
+        let ingress = s.ingress_network().unwrap().clone();
+        assert_eq!((ingress.subnet.to_string(), ingress.gateway.to_string(), ingress.vni), ("10.0.0.0/24".into(), "10.0.0.1".into(), 4096));
+        let ops = create_network(&s, net_spec("auto", None, None, None), "n1".into()).unwrap();
+        commit(&mut s, ops);
+        let auto = &s.networks["n1"];
+        assert_eq!((auto.subnet.to_string(), auto.gateway.to_string(), auto.vni), ("10.0.1.0/24".into(), "10.0.1.1".into(), 4097));
+        let mut seed = net_spec("my-swarm-net", Some("10.15.0.0/16"), Some("10.15.0.2"), None);
+        seed.options.insert("encrypted".into(), String::new());
+        seed.options.insert(OPT_MTU.into(), "1400".into());
+        seed.attachable = true;
+        let ops = create_network(&s, seed, "n2".into()).unwrap();
+        commit(&mut s, ops);
+        let n = &s.networks["n2"];
+        assert_eq!((n.gateway.to_string(), n.vni, n.spec.encrypted, n.spec.mtu), ("10.15.0.2".into(), 4098, true, 1400));
+        let err = |spec: NetworkSpec| create_network(&s, spec, "x".into()).unwrap_err().to_string();
+        assert_eq!(err(net_spec("auto", None, None, None)), "network with name auto already exists");
+        assert_eq!(err(net_spec("host", None, None, None)), "network with name host already exists");
+        assert_eq!(
+            err(net_spec("b", Some("10.15.3.0/24"), None, None)),
+            "invalid pool request: Pool overlaps with other one on this address space (10.15.3.0/24 overlaps 10.15.0.0/16)"
+        );
+        assert_eq!(
+            err(net_spec("b", Some("10.20.0.0/24"), Some("10.21.0.1"), None)),
+            "ipam configuration: subnet 10.20.0.0/24 does not contain gateway 10.21.0.1"
+        );
+        assert_eq!(
+            err(net_spec("b", Some("10.20.0.0/24"), None, Some("10.21.0.0/28"))),
+            "ipam configuration: subnet 10.20.0.0/24 does not contain range 10.21.0.0/28"
+        );
+        assert_eq!(
+            err(net_spec("b", Some("10.20.0.1/24"), None, None)),
+            "ipam configuration: invalid subnet 10.20.0.1/24: host bits are set, use 10.20.0.0/24"
+        );
+        assert_eq!(
+            err(net_spec("b", None, Some("10.20.0.1"), None)),
+            "ipam configuration: a gateway or an ip range needs a subnet: add --subnet"
+        );
+        assert_eq!(
+            err(net_spec("bad name", None, None, None)),
+            "invalid network name \"bad name\": use letters, digits, '_', '.' and '-', starting with a letter or digit"
+        );
+        let mut bridge = net_spec("b", None, None, None);
+        bridge.driver = "bridge".into();
+        assert_eq!(
+            err(bridge),
+            "driver \"bridge\" is not supported for swarm networks: shoal networks use the overlay driver (-d overlay)"
+        );
+        let mut mtu = net_spec("b", None, None, None);
+        mtu.options.insert(OPT_MTU.into(), "9".into());
+        assert!(err(mtu).starts_with("invalid value \"9\" for option com.docker.network.driver.mtu"));
+        let mut second = net_spec("ing2", None, None, None);
+        second.ingress = true;
+        assert_eq!(err(second), "ingress network (ingressid) is already present");
+        assert_eq!(create_network(&State::default(), net_spec("x", None, None, None), "x".into()), Err(ControlError::NotInSwarm));
+    }
+
+    #[test]
+    fn services_resolve_networks_and_unknown_ones_are_refused() {
+        let mut s = swarm();
+        let ops = create_network(&s, net_spec("my-swarm-net", Some("10.15.0.0/16"), None, None), "netid".into()).unwrap();
+        commit(&mut s, ops);
+        let with_nets = |nets: &[&str]| {
+            let mut spec = ServiceSpec::new("web", "busybox");
+            spec.task.networks =
+                nets.iter().map(|n| shoal_shared::types::NetworkAttachmentConfig { target: n.to_string(), aliases: vec![] }).collect();
+            spec
+        };
+        let e = create_service(&s, with_nets(&["nope"]), "i".into()).unwrap_err();
+        assert_eq!((e.to_string(), e.kind()), ("No such network: nope".to_string(), ErrorKind::NotFound));
+        assert!(create_service(&s, with_nets(&["host", "my-swarm-net"]), "i".into())
+            .unwrap_err()
+            .to_string()
+            .contains("cannot be combined"));
+        assert!(create_service(&s, with_nets(&["none", "host"]), "i".into()).is_err());
+        assert_eq!(
+            create_service(&s, with_nets(&["ingress"]), "i".into()).unwrap_err().to_string(),
+            "service cannot be explicitly attached to the ingress network \"ingress\": publish ports with --publish instead"
+        );
+        assert!(create_service(&s, with_nets(&["my-swarm-net", "netid"]), "i".into()).unwrap_err().to_string().contains("given twice"));
+        assert!(create_service(&s, with_nets(&["host"]), "i".into()).is_ok());
+        let ops = create_service(&s, with_nets(&["my-swarm-net"]), "i".into()).unwrap();
+        let [Op::PutService(svc)] = &ops[..] else { panic!("{ops:?}") };
+        assert_eq!(svc.spec.task.networks[0].target, "netid", "names become ids");
+        commit(&mut s, ops);
+        // Updates resolve and refuse the same way.
+        let mut spec = s.find_service("web").unwrap().spec.clone();
+        spec.task.networks.push(shoal_shared::types::NetworkAttachmentConfig { target: "other".into(), aliases: vec![] });
+        assert_eq!(update_service(&s, "web", spec, 5).unwrap_err().to_string(), "No such network: other");
+        // Removal: predefined, in use, unknown; then free.
+        assert_eq!(remove_network(&s, "host").unwrap_err().to_string(), "host is a pre-defined network and cannot be removed");
+        assert_eq!(remove_network(&s, "none").unwrap_err().to_string(), "none is a pre-defined network and cannot be removed");
+        assert_eq!(remove_network(&s, "my-swarm-net").unwrap_err().to_string(), "network netid is in use by service i");
+        assert_eq!(remove_network(&s, "nope").unwrap_err().to_string(), "No such network: nope");
+        let (ops, name) = remove_service(&s, "web").unwrap();
+        assert_eq!(name, "web");
+        commit(&mut s, ops);
+        assert_eq!(
+            remove_network(&s, "my-swarm-net").unwrap(),
+            (vec![Op::DeleteNetwork { id: "netid".into() }], "my-swarm-net".to_string())
+        );
+    }
+
+    #[test]
+    fn published_ports_are_unique_swarm_wide() {
+        let mut s = swarm();
+        let port = |mode: &str, published_port: u32, target_port: u32| PortConfig {
+            protocol: "tcp".into(),
+            target_port,
+            published_port,
+            publish_mode: mode.into(),
+        };
+        let mut web = ServiceSpec::new("web", "busybox");
+        web.ports = vec![port("ingress", 8080, 80)];
+        let ops = create_service(&s, web, "webid".into()).unwrap();
+        commit(&mut s, ops);
+        let mut api = ServiceSpec::new("api", "busybox");
+        api.ports = vec![port("ingress", 8080, 81)];
+        assert_eq!(
+            create_service(&s, api.clone(), "apiid".into()).unwrap_err().to_string(),
+            "port '8080' is already in use by service 'web' (webid) as an ingress port"
+        );
+        api.ports = vec![port("host", 8080, 81)];
+        assert_eq!(
+            create_service(&s, api.clone(), "apiid".into()).unwrap_err().to_string(),
+            "port '8080' is already in use by service 'web' (webid) as an ingress port"
+        );
+        // The service itself may keep its port on update.
+        let spec = s.find_service("web").unwrap().spec.clone();
+        assert!(update_service(&s, "web", spec, 3).is_ok());
+        let mut dnsrr = ServiceSpec::new("dns", "busybox");
+        dnsrr.endpoint_mode = EndpointMode::Dnsrr;
+        dnsrr.ports = vec![port("ingress", 9000, 80)];
+        assert_eq!(
+            create_service(&s, dnsrr.clone(), "d".into()).unwrap_err().to_string(),
+            "EndpointSpec: port published with ingress mode can't be used with dnsrr mode"
+        );
+        dnsrr.ports = vec![port("host", 9000, 80)];
+        assert!(create_service(&s, dnsrr, "d".into()).is_ok(), "host-mode ports are fine with dnsrr");
+        // Without an ingress network, ingress ports are refused (swarmkit's words).
+        let (ops, _) = remove_service(&s, "web").unwrap();
+        commit(&mut s, ops);
+        let (ops, _) = remove_network(&s, "ingress").unwrap();
+        commit(&mut s, ops);
+        let mut web = ServiceSpec::new("web", "busybox");
+        web.ports = vec![port("ingress", 8080, 80)];
+        assert_eq!(create_service(&s, web, "w".into()), Err(ControlError::NoIngress));
+    }
+
+    #[test]
+    fn ingress_cannot_go_while_ports_are_published_and_defaults_are_checked() {
+        let mut s = swarm();
+        let mut web = ServiceSpec::new("web", "busybox");
+        web.ports = vec![PortConfig { protocol: "tcp".into(), target_port: 80, published_port: 0, publish_mode: "ingress".into() }];
+        let ops = create_service(&s, web, "webid".into()).unwrap();
+        commit(&mut s, ops);
+        assert_eq!(
+            remove_network(&s, "ingress").unwrap_err().to_string(),
+            "ingress network cannot be removed because service webid depends on it"
+        );
+        let mut d = NetworkDefaults::default();
+        assert!(check_network_defaults(&d).is_ok());
+        d.data_path_port = 80;
+        assert_eq!(
+            check_network_defaults(&d).unwrap_err().to_string(),
+            "data path port 80 is out of range: it must be within range 1024 to 49151"
+        );
+        let d = NetworkDefaults { subnet_size: 4, ..Default::default() };
+        assert!(check_network_defaults(&d).unwrap_err().to_string().starts_with("invalid default address pool mask length 4"));
+        let d =
+            NetworkDefaults { default_addr_pools: vec![Ipv4Net::parse("10.20.0.0/16").unwrap()], subnet_size: 26, ..Default::default() };
+        assert_eq!(ingress_network(&d, "i".into()).subnet.to_string(), "10.20.0.0/26");
     }
 
     #[test]

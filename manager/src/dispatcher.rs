@@ -40,7 +40,9 @@ pub fn assignments(state: &State, node_id: &str) -> Assignments {
     let tasks: Vec<_> = state.tasks.values().filter(|t| t.node_id == node_id).cloned().collect();
     let used: BTreeSet<&str> = tasks.iter().map(|t| t.service_id.as_str()).collect();
     let services: Vec<_> = used.iter().filter_map(|id| state.services.get(*id)).cloned().collect();
-    Assignments::new(node_id, tasks, services)
+    let mut a = Assignments::new(node_id, tasks, services);
+    a.network = crate::network::node_view(state, node_id);
+    a
 }
 
 /// The managers of the swarm and the swarm address each is reached at.
@@ -330,6 +332,7 @@ mod tests {
             description: NodeDescription::default(),
             addr: format!("10.0.0.{}:2377", id.len()),
             manager_addr: String::new(),
+            attachments: Vec::new(),
         }
     }
 
@@ -346,6 +349,7 @@ mod tests {
             status: TaskStatus::new(TaskState::Assigned, 1, "assigned"),
             not_before: 0,
             attempt: 0,
+            networks: Vec::new(),
         }
     }
 
@@ -353,7 +357,14 @@ mod tests {
     /// service `s`, and `w2` with nothing.
     fn state() -> State {
         let spec = ServiceSpec::new("web", "busybox");
-        let svc = Service { id: "s".into(), meta: Meta::default(), spec: spec.clone(), previous_spec: None, update_status: None };
+        let svc = Service {
+            id: "s".into(),
+            meta: Meta::default(),
+            spec: spec.clone(),
+            previous_spec: None,
+            update_status: None,
+            endpoint: Default::default(),
+        };
         let mut st = State::default();
         let ops = vec![
             Op::PutNode(node("m1", NodeRole::Manager)),

@@ -6,7 +6,9 @@
 //! to nodes; [`placement`] parses placement constraints and preferences;
 //! [`store`] drives raft, its redb storage and the state; [`raft`] is the replicated log's consensus core and simulator;
 //! [`updater`] rolls service updates and rollbacks out in batches;
-//! [`control`] validates control-API requests into ops.
+//! [`control`] validates control-API requests into ops; [`ipam`] is the pure
+//! address/port/VNI allocation core and [`network`] the leader's allocation
+//! pass over the state and each node's network view.
 //!
 //! The simulators (`sim_cluster`, `sim_disk`, `raft::sim`) and raft's fault-injection
 //! flags are built only for tests and with the `sim` feature (the examples
@@ -14,7 +16,9 @@
 
 pub mod control;
 pub mod dispatcher;
+pub mod ipam;
 pub mod membership;
+pub mod network;
 pub mod orchestrator;
 pub mod placement;
 pub mod raft;

@@ -40,7 +40,9 @@
 //! - once none of the above has anything to do for a service, the
 //!   [`crate::updater`] moves its rolling update along;
 //! - tasks with `desired = Remove` are deleted once they are no longer running,
-//!   and each slot keeps at most [`TASK_HISTORY_PER_SLOT_MAX`] tasks.
+//!   and each slot keeps at most [`TASK_HISTORY_PER_SLOT_MAX`] tasks;
+//! - last, [`crate::network::allocate`] adds the network allocations (new
+//!   tasks' addresses inside their `CreateTask`).
 
 use crate::placement::{PlacementError, ValidPlacement};
 use crate::scheduler;
@@ -100,6 +102,8 @@ pub fn reconcile(state: &State, now: UnixNanos, rng: &mut Rng) -> Vec<Op> {
     }
     orphan(state, now, &mut ops);
     collect_removed(state, &mut ops);
+    // Addresses, VIPs and ports last: new tasks carry theirs in their `CreateTask`.
+    crate::network::allocate(state, &mut ops, now);
     // History pruning and removal can pick the same dead task; delete it once.
     // Evacuation and `drop_superseded` can both shut down one task; say it once.
     let mut deleted = BTreeSet::new();
@@ -509,6 +513,7 @@ pub fn new_task(service: &Service, slot: u64, node_id: &str, rng: &mut Rng, not_
         status: TaskStatus::new(TaskState::New, 0, "created"),
         not_before,
         attempt: 0,
+        networks: Vec::new(),
     }
 }
 

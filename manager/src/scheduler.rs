@@ -232,6 +232,10 @@ pub fn schedule(state: &State, now: UnixNanos) -> Vec<Op> {
         if t.status.state > TaskState::Pending || t.desired_state > TaskState::Running {
             continue;
         }
+        // Its network addresses come first (the allocator says why they do not).
+        if !crate::network::attached(state, t) {
+            continue;
+        }
         if t.node_id.is_empty() {
             unplaced.push(t);
             continue;

@@ -163,6 +163,7 @@ fn node(i: usize) -> Node {
         state: NodeState::Ready,
         addr: String::new(),
         manager_addr: String::new(),
+        attachments: Vec::new(),
     }
 }
 

@@ -8,20 +8,31 @@
 //! replica skips exactly the same ops.
 //!
 //! Invariants (checked by tests and by `debug_check`):
-//! - service names are unique;
+//! - service names are unique; network names, VNIs and subnets are unique
+//!   (subnets never overlap) and there is at most one ingress network;
+//! - an address on a network has at most one holder among the gateway,
+//!   service VIPs, live (non-terminal) tasks and node attachments, and an
+//!   ingress port/protocol at most one service: an allocation op that would
+//!   break this is skipped, so a stale allocation (two writers racing) never
+//!   lands;
 //! - a task's `status.state` and `desired_state` only move forward;
 //! - every object's `meta.version` is the index of the entry that last changed it.
 
 use serde::{Deserialize, Serialize};
+use shoal_shared::legacy::{ClusterV1, NodeV1, ServiceV1, TaskV1};
 use shoal_shared::ops::{Entry, Op};
 use shoal_shared::task::TaskState;
-use shoal_shared::types::{Cluster, Node, Service, SwarmSettings, Task, UpdateStatus};
+use shoal_shared::types::{
+    Cluster, Network, NetworkAttachment, Node, Service, SwarmSettings, Task, UpdateStatus, PORT_AUTO_MAX, PORT_AUTO_MIN,
+};
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 
 /// Version of the snapshot encoding: `[SNAPSHOT_VERSION] ++ postcard(State)`.
-/// Version 1 lacked `settings` (it restores with the defaults); postcard
+/// Version 1 lacked `settings` (it restores with the defaults); version 2
+/// held the records before networks (`shoal_shared::legacy`); postcard
 /// structs are positional, so a new field means a new version here.
-const SNAPSHOT_VERSION: u8 = 2;
+const SNAPSHOT_VERSION: u8 = 3;
 
 /// The whole replicated state, materialised in memory.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -34,16 +45,48 @@ pub struct State {
     pub applied_index: u64,
     /// Swarm-wide settings (`swarm init`/`swarm update`).
     pub settings: SwarmSettings,
+    /// Swarm-scoped networks, by id.
+    pub networks: BTreeMap<String, Network>,
+    /// Next-fit cursor of automatically published ports: the last one an
+    /// allocation op handed out.
+    pub last_port: u32,
 }
 
-/// Snapshot version 1: [`State`] before `settings`.
+/// Snapshot version 1: [`State`] before `settings`, with the pre-network records.
 #[derive(Deserialize)]
 struct StateV1 {
-    cluster: Option<Cluster>,
-    nodes: BTreeMap<String, Node>,
-    services: BTreeMap<String, Service>,
-    tasks: BTreeMap<String, Task>,
+    cluster: Option<ClusterV1>,
+    nodes: BTreeMap<String, NodeV1>,
+    services: BTreeMap<String, ServiceV1>,
+    tasks: BTreeMap<String, TaskV1>,
     applied_index: u64,
+}
+
+/// Snapshot version 2: [`State`] before networks, with the pre-network records.
+#[derive(Deserialize)]
+struct StateV2 {
+    cluster: Option<ClusterV1>,
+    nodes: BTreeMap<String, NodeV1>,
+    services: BTreeMap<String, ServiceV1>,
+    tasks: BTreeMap<String, TaskV1>,
+    applied_index: u64,
+    settings: SwarmSettings,
+}
+
+impl From<StateV2> for State {
+    fn from(old: StateV2) -> State {
+        let StateV2 { cluster, nodes, services, tasks, applied_index, settings } = old;
+        State {
+            cluster: cluster.map(Into::into),
+            nodes: nodes.into_iter().map(|(k, v)| (k, v.into())).collect(),
+            services: services.into_iter().map(|(k, v)| (k, v.into())).collect(),
+            tasks: tasks.into_iter().map(|(k, v)| (k, v.into())).collect(),
+            applied_index,
+            settings,
+            networks: BTreeMap::new(),
+            last_port: 0,
+        }
+    }
 }
 
 /// Why an op was skipped.
@@ -57,6 +100,14 @@ pub enum ApplyError {
     Exists { kind: &'static str, id: String },
     #[error("task {id}: {source}")]
     Backwards { id: String, source: shoal_shared::task::Backwards },
+    #[error("network {0}: its name, VNI or subnet is taken, or a second ingress network")]
+    NetworkTaken(String),
+    #[error("address {addr} on network {network} is held by {holder}")]
+    AddressHeld { network: String, addr: Ipv4Addr, holder: String },
+    #[error("address {addr} is not on network {network} (or the network does not exist)")]
+    AddressOutside { network: String, addr: Ipv4Addr },
+    #[error("ingress port {port}/{protocol} is held by service {holder}")]
+    PortHeld { port: u32, protocol: String, holder: String },
 }
 
 /// The outcome of applying one entry.
@@ -128,8 +179,15 @@ impl State {
                 }
                 let mut s = s.clone();
                 match self.services.get(&s.id) {
-                    Some(old) => s.meta.created_at = old.meta.created_at,
-                    None => s.meta.created_at = at,
+                    // The endpoint changes only through `SetServiceEndpoint` (the allocator's).
+                    Some(old) => {
+                        s.meta.created_at = old.meta.created_at;
+                        s.endpoint = old.endpoint.clone();
+                    }
+                    None => {
+                        s.meta.created_at = at;
+                        s.endpoint = Default::default();
+                    }
                 }
                 mark_update_start(self.services.get(&s.id).and_then(|o| o.update_status.as_ref()), &mut s.update_status, index);
                 touch(&mut s.meta, index, at);
@@ -142,6 +200,8 @@ impl State {
                 if self.tasks.contains_key(&t.id) {
                     return Err(ApplyError::Exists { kind: "task", id: t.id.clone() });
                 }
+                self.check_addresses(&t.networks, &[], Holder::Task(&t.id))?;
+                self.advance_cursors(&t.networks, &[]);
                 let mut t = t.clone();
                 t.meta.created_at = at;
                 touch(&mut t.meta, index, at);
@@ -199,8 +259,118 @@ impl State {
             Op::SetSwarmSettings(settings) => {
                 self.settings = settings.clone();
             }
+            Op::PutNetwork(n) => {
+                let taken = self.networks.values().any(|o| {
+                    o.id != n.id
+                        && (o.spec.name == n.spec.name || o.vni == n.vni || o.subnet.overlaps(n.subnet) || (o.ingress() && n.ingress()))
+                });
+                if taken {
+                    return Err(ApplyError::NetworkTaken(n.spec.name.clone()));
+                }
+                let mut n = n.clone();
+                n.meta.created_at = self.networks.get(&n.id).map_or(at, |o| o.meta.created_at);
+                touch(&mut n.meta, index, at);
+                self.networks.insert(n.id.clone(), n);
+            }
+            Op::DeleteNetwork { id } => {
+                self.networks.remove(id).ok_or_else(|| missing("network", id))?;
+            }
+            Op::SetServiceEndpoint { id, endpoint } => {
+                let s = self.services.get(id).ok_or_else(|| missing("service", id))?;
+                let old: Vec<NetworkAttachment> = vips(&s.endpoint);
+                let new = vips(endpoint);
+                self.check_addresses(&new, &old, Holder::Service(id))?;
+                for p in endpoint.ports.iter().filter(|p| p.is_ingress() && p.published_port != 0) {
+                    let other = self.services.values().find(|o| {
+                        o.id != *id
+                            && o.endpoint.ports.iter().any(|q| {
+                                q.is_ingress() && q.published_port == p.published_port && q.protocol.eq_ignore_ascii_case(&p.protocol)
+                            })
+                    });
+                    if let Some(o) = other {
+                        return Err(ApplyError::PortHeld {
+                            port: p.published_port,
+                            protocol: p.protocol.clone(),
+                            holder: o.spec.name.clone(),
+                        });
+                    }
+                }
+                for p in &endpoint.ports {
+                    let fresh = !s.endpoint.ports.iter().any(|q| q.published_port == p.published_port);
+                    if fresh && (PORT_AUTO_MIN..=PORT_AUTO_MAX).contains(&p.published_port) {
+                        self.last_port = p.published_port;
+                    }
+                }
+                self.advance_cursors(&new, &old);
+                let s = self.services.get_mut(id).ok_or_else(|| missing("service", id))?;
+                s.endpoint = endpoint.clone();
+                touch(&mut s.meta, index, at);
+            }
+            Op::SetTaskNetworks { id, networks } => {
+                let t = self.tasks.get(id).ok_or_else(|| missing("task", id))?;
+                let old = t.networks.clone();
+                self.check_addresses(networks, &old, Holder::Task(id))?;
+                self.advance_cursors(networks, &old);
+                let t = self.tasks.get_mut(id).ok_or_else(|| missing("task", id))?;
+                t.networks = networks.clone();
+                touch(&mut t.meta, index, at);
+            }
+            Op::SetNodeAttachments { id, attachments } => {
+                let n = self.nodes.get(id).ok_or_else(|| missing("node", id))?;
+                let old = n.attachments.clone();
+                self.check_addresses(attachments, &old, Holder::Node(id))?;
+                self.advance_cursors(attachments, &old);
+                let n = self.nodes.get_mut(id).ok_or_else(|| missing("node", id))?;
+                n.attachments = attachments.clone();
+                touch(&mut n.meta, index, at);
+            }
         }
         Ok(())
+    }
+
+    /// Every address in `new` lies on its network and is held by nothing but `me`.
+    fn check_addresses(&self, new: &[NetworkAttachment], _old: &[NetworkAttachment], me: Holder<'_>) -> Result<(), ApplyError> {
+        for (i, a) in new.iter().enumerate() {
+            let outside = || ApplyError::AddressOutside { network: a.network_id.clone(), addr: a.addr.addr };
+            let n = self.networks.get(&a.network_id).ok_or_else(outside)?;
+            if !n.subnet.contains(a.addr.addr) || a.addr.prefix != n.subnet.prefix {
+                return Err(outside());
+            }
+            let twice = new[..i].iter().any(|b| b.network_id == a.network_id && b.addr.addr == a.addr.addr);
+            let holder = if twice { Some(me.to_string()) } else { self.holder(&a.network_id, a.addr.addr, me) };
+            if let Some(holder) = holder {
+                return Err(ApplyError::AddressHeld { network: a.network_id.clone(), addr: a.addr.addr, holder });
+            }
+        }
+        Ok(())
+    }
+
+    /// Who other than `me` holds `addr` on network `network_id`.
+    pub fn holder(&self, network_id: &str, addr: Ipv4Addr, me: Holder<'_>) -> Option<String> {
+        let on = |a: &NetworkAttachment| a.network_id == network_id && a.addr.addr == addr;
+        if self.networks.get(network_id).is_some_and(|n| n.gateway == addr) {
+            return Some("the gateway".into());
+        }
+        if let Some(s) = self.services.values().find(|s| me != Holder::Service(&s.id) && vips(&s.endpoint).iter().any(on)) {
+            return Some(format!("service {}", s.spec.name));
+        }
+        let live = |t: &&Task| !t.status.state.is_terminal();
+        if let Some(t) = self.tasks.values().filter(live).find(|t| me != Holder::Task(&t.id) && t.networks.iter().any(on)) {
+            return Some(format!("task {}", t.id));
+        }
+        if let Some(n) = self.nodes.values().find(|n| me != Holder::Node(&n.id) && n.attachments.iter().any(on)) {
+            return Some(format!("node {}", n.id));
+        }
+        None
+    }
+
+    /// Moves each network's next-fit cursor to the addresses newly handed out.
+    fn advance_cursors(&mut self, new: &[NetworkAttachment], old: &[NetworkAttachment]) {
+        for a in new.iter().filter(|a| !old.contains(a)) {
+            if let Some(n) = self.networks.get_mut(&a.network_id) {
+                n.last_addr = Some(a.addr.addr);
+            }
+        }
     }
 
     /// Encodes the whole state for a raft snapshot.
@@ -219,8 +389,9 @@ impl State {
             1 => {
                 let old: StateV1 = postcard::from_bytes(body).map_err(corrupt)?;
                 let StateV1 { cluster, nodes, services, tasks, applied_index } = old;
-                Ok(State { cluster, nodes, services, tasks, applied_index, settings: SwarmSettings::default() })
+                Ok(StateV2 { cluster, nodes, services, tasks, applied_index, settings: SwarmSettings::default() }.into())
             }
+            2 => postcard::from_bytes::<StateV2>(body).map(State::from).map_err(corrupt),
             SNAPSHOT_VERSION => postcard::from_bytes(body).map_err(corrupt),
             _ => Err(SnapshotError::Version(v)),
         }
@@ -229,6 +400,16 @@ impl State {
     /// Finds a service by exact id, exact name, or unique id prefix.
     pub fn find_service(&self, key: &str) -> Option<&Service> {
         find(&self.services, key, |s| &s.spec.name)
+    }
+
+    /// Finds a network by exact id, exact name, or unique id prefix.
+    pub fn find_network(&self, key: &str) -> Option<&Network> {
+        find(&self.networks, key, |n| &n.spec.name)
+    }
+
+    /// The ingress network, if there is one.
+    pub fn ingress_network(&self) -> Option<&Network> {
+        self.networks.values().find(|n| n.ingress())
     }
 
     /// Finds a node by id, hostname or unique id prefix.
@@ -247,6 +428,32 @@ impl State {
         v.sort_by_key(|t| (t.slot, t.meta.created_at, t.meta.version, &t.id));
         v
     }
+}
+
+/// Who holds an address, to tell a holder from itself in [`State::holder`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holder<'a> {
+    Service(&'a str),
+    Task(&'a str),
+    Node(&'a str),
+    /// Nothing being set (a lookup).
+    Nobody,
+}
+
+impl std::fmt::Display for Holder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Holder::Service(id) => write!(f, "service {id}"),
+            Holder::Task(id) => write!(f, "task {id}"),
+            Holder::Node(id) => write!(f, "node {id}"),
+            Holder::Nobody => write!(f, "nobody"),
+        }
+    }
+}
+
+/// A service endpoint's VIPs as attachments (one shape for the holder checks).
+pub fn vips(e: &shoal_shared::types::Endpoint) -> Vec<NetworkAttachment> {
+    e.virtual_ips.iter().map(|v| NetworkAttachment { network_id: v.network_id.clone(), addr: v.addr }).collect()
 }
 
 /// Docker's lookup rule: exact id, then exact name, then a unique id prefix.
@@ -308,6 +515,7 @@ pub(crate) mod tests {
             spec: ServiceSpec::new(name, "busybox"),
             previous_spec: None,
             update_status: None,
+            endpoint: Default::default(),
         }
     }
 
@@ -328,6 +536,7 @@ pub(crate) mod tests {
             state: NodeState::Ready,
             addr: String::new(),
             manager_addr: String::new(),
+            attachments: Vec::new(),
         }
     }
 
@@ -345,6 +554,7 @@ pub(crate) mod tests {
             status: TaskStatus::new(TaskState::New, 0, "created"),
             not_before: 0,
             attempt: 0,
+            networks: Vec::new(),
         }
     }
 
@@ -395,6 +605,16 @@ pub(crate) mod tests {
         assert!(State::restore(&snap[..snap.len() / 2]).is_err());
     }
 
+    /// A version-2 snapshot written by Shoal before networks (main at
+    /// 6d99343, generated once with its `State::snapshot`): a cluster, a
+    /// manager node, service `web` (`--network my-net -p 8080:80`, with a
+    /// previous spec) and its running task, then settings of 30 s.
+    const SNAPSHOT_V2_HEX: &str = include_str!("legacy_snapshot_v2.hex");
+
+    fn from_hex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
     #[test]
     fn settings_replicate_and_version_1_snapshots_restore_with_defaults() {
         let mut s = State::default();
@@ -403,16 +623,37 @@ pub(crate) mod tests {
         s.apply(2, &entry(vec![Op::SetSwarmSettings(custom.clone())]));
         assert_eq!(s.settings, custom);
         assert_eq!(State::restore(&s.snapshot()).unwrap().settings, custom);
-        // A version-1 snapshot is today's encoding without the trailing settings.
-        let mut v1 = s.snapshot();
+        // A version-1 snapshot is a version-2 one without the trailing settings.
+        let v2 = from_hex(SNAPSHOT_V2_HEX.trim());
+        let mut v1 = v2.clone();
         v1[0] = 1;
         let settings_len = postcard::to_allocvec(&custom).unwrap().len();
         v1.truncate(v1.len() - settings_len);
         let old = State::restore(&v1).unwrap();
         assert_eq!(old.settings, SwarmSettings::default());
-        assert_eq!(old.services, s.services);
+        assert_eq!(old.services, State::restore(&v2).unwrap().services);
         assert_eq!(old.applied_index, 2);
-        assert_eq!(State::restore(&[3, 0]), Err(SnapshotError::Version(3)));
+        assert_eq!(State::restore(&[4, 0]), Err(SnapshotError::Version(4)));
+    }
+
+    #[test]
+    fn version_2_snapshots_restore_with_empty_network_fields() {
+        let s = State::restore(&from_hex(SNAPSHOT_V2_HEX.trim())).unwrap();
+        assert_eq!(s.applied_index, 2);
+        assert_eq!(s.settings.dispatcher_heartbeat_ms, 30_000);
+        assert_eq!(s.cluster.as_ref().map(|c| (c.id.as_str(), c.public_key[0])), Some(("c1", 7)));
+        assert_eq!(s.cluster.as_ref().unwrap().network, shoal_shared::types::NetworkDefaults::default());
+        assert_eq!(s.nodes["n1"].description.hostname, "box");
+        assert!(s.nodes["n1"].attachments.is_empty());
+        let web = s.find_service("web").unwrap();
+        assert_eq!((web.spec.ports[0].published_port, web.spec.ports[0].target_port), (8080, 80));
+        assert!(web.spec.task.networks.is_empty(), "the unchecked name is dropped");
+        assert_eq!(web.previous_spec.as_ref().map(|p| p.name.as_str()), Some("web"));
+        assert_eq!(s.tasks["t1"].status.state, TaskState::Running);
+        assert_eq!(s.tasks["t1"].node_id, "n1");
+        assert!(s.networks.is_empty());
+        // Written again, it is a version-3 snapshot that round-trips.
+        assert_eq!(State::restore(&s.snapshot()).unwrap(), s);
     }
 
     #[test]

@@ -258,6 +258,7 @@ mod tests {
                 state: NodeState::Ready,
                 addr: String::new(),
                 manager_addr: String::new(),
+                attachments: Vec::new(),
             };
             sim.apply(vec![Op::PutCluster(Cluster { id: "c".into(), ..Default::default() }), Op::PutNode(node)]);
             let mut spec = ServiceSpec::new("web", "good");

@@ -5,11 +5,11 @@
 //! commands, over Noise links). One request gets exactly one reply. Variants
 //! are append only.
 
-use crate::types::{Availability, Node, NodeRole, Service, ServiceSpec, Task};
+use crate::types::{Availability, Ipv4Net, Network, NetworkDefaults, NetworkSpec, Node, NodeRole, Service, ServiceSpec, Task};
 use serde::{Deserialize, Serialize};
 
 /// Version of the control API; replies to other versions are refused.
-pub const API_VERSION: u8 = 2;
+pub const API_VERSION: u8 = 3;
 
 /// A CLI request.
 // Messages are built once and moved; boxing the big variants buys nothing on the wire.
@@ -25,6 +25,8 @@ pub enum Request {
         listen_addr: String,
         /// Restart this manager as the only manager of its swarm, keeping the state.
         force_new_cluster: bool,
+        /// `--default-addr-pool`, `--default-addr-pool-mask-length`, `--data-path-port`.
+        network: Box<NetworkDefaults>,
     },
     NodeList,
     NodeInspect {
@@ -108,6 +110,20 @@ pub enum Request {
     },
     /// `shoal info`: this node and its swarm, as it sees them.
     Info,
+    /// `network create`; answered with [`Reply::NetworkCreated`].
+    NetworkCreate {
+        spec: Box<NetworkSpec>,
+    },
+    /// `network ls`: swarm networks (none outside a swarm; the CLI adds `host` and `none`).
+    NetworkList,
+    /// `network inspect [-v]` of one network (name, id or id prefix).
+    NetworkInspect {
+        network: String,
+    },
+    /// `network rm` of one network.
+    NetworkRemove {
+        network: String,
+    },
 }
 
 /// Where a request may run, decided per variant in [`Request::class`].
@@ -149,6 +165,8 @@ impl Request {
             | Request::ServiceUpdate { .. } => Write,
             Request::NodeUpdate { .. } | Request::NodeSetRole { .. } | Request::NodeRemove { .. } => Write,
             Request::SwarmUpdate { .. } => Write,
+            Request::NetworkList | Request::NetworkInspect { .. } => Read,
+            Request::NetworkCreate { .. } | Request::NetworkRemove { .. } => Write,
         }
     }
 
@@ -181,6 +199,10 @@ impl Request {
             Request::NodeRemove { .. } => "node rm",
             Request::SwarmUpdate { .. } => "swarm update",
             Request::Info => "info",
+            Request::NetworkCreate { .. } => "network create",
+            Request::NetworkList => "network ls",
+            Request::NetworkInspect { .. } => "network inspect",
+            Request::NetworkRemove { .. } => "network rm",
         }
     }
 }
@@ -248,6 +270,28 @@ pub struct SwarmInfo {
     pub leader_id: String,
 }
 
+/// A network with what `network ls`/`inspect` show beside the record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetworkDetail {
+    pub network: Network,
+    /// Nodes with an address on it: (hostname, underlay IP), Docker's `Peers`.
+    pub peers: Vec<(String, String)>,
+    /// Services attached to it, for `inspect -v`.
+    pub services: Vec<NetworkService>,
+}
+
+/// A service on a network, for `network inspect -v` (Docker's `Services`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetworkService {
+    pub name: String,
+    pub id: String,
+    /// The VIP on this network, if any.
+    pub vip: Option<Ipv4Net>,
+    pub ports: Vec<String>,
+    /// (task name `web.1.ID`, its address, node hostname) of live tasks.
+    pub tasks: Vec<(String, Ipv4Net, String)>,
+}
+
 /// Machine-readable error classes, so the CLI can pick exit codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ErrorKind {
@@ -285,7 +329,7 @@ pub enum Reply {
         leader_id: String,
         reachable: Vec<String>,
     },
-    Node(Node),
+    Node(Box<Node>),
     ServiceCreated {
         id: String,
         warnings: Vec<String>,
@@ -331,6 +375,11 @@ pub enum Reply {
         warnings: Vec<String>,
         more: bool,
     },
+    /// The id of a network just created.
+    NetworkCreated {
+        id: String,
+    },
+    Networks(Vec<NetworkDetail>),
 }
 
 impl Reply {

@@ -6,10 +6,16 @@
 //! worker and remote ones alike) and sends them to workers in
 //! `Wire::Assignments`; a manager builds its own from its replica. The
 //! worker never sees the manager's `State`.
+//!
+//! [`NodeNetworkView`] is the part the node's data path programs its
+//! networks from (bridges, VXLAN forwarding and neighbour entries, DNS,
+//! VIP and ingress rules): everything it needs, nothing from gossip. It is
+//! built by `shoal_manager::network::node_view`.
 
-use crate::types::{Service, Task};
+use crate::types::{EndpointMode, Ipv4Net, Service, Task};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 
 /// The tasks bound to one node (history included: a task's log and
 /// container are kept while its record is) and the services they belong to.
@@ -21,6 +27,110 @@ pub struct Assignments {
     pub tasks: BTreeMap<String, Task>,
     /// The services of those tasks, by service id.
     pub services: BTreeMap<String, Service>,
+    /// What this node's data path needs about its networks.
+    pub network: NodeNetworkView,
+}
+
+/// One node's view of the swarm's networks: the overlay networks it takes
+/// part in (it has tasks on them, or an address on them such as every
+/// node's on `ingress` while ports are published), with everything needed to
+/// program them, and the ingress ports it must answer on.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeNetworkView {
+    /// The VXLAN UDP port of the swarm (`swarm init --data-path-port`).
+    pub data_path_port: u16,
+    /// By network id.
+    pub networks: BTreeMap<String, NetworkView>,
+    /// Ports published through the routing mesh: every node answers on each
+    /// (`PUBLISHED/PROTO` to one of `backends` on `TARGET`).
+    pub ingress_ports: Vec<IngressPort>,
+}
+
+/// One overlay network as a node programs it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetworkView {
+    pub id: String,
+    pub name: String,
+    /// The VXLAN id.
+    pub vni: u32,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    /// 0: the data path's default.
+    pub mtu: u32,
+    /// No route out of the network.
+    pub internal: bool,
+    /// Asked for encryption (`-o encrypted`); not yet in effect.
+    pub encrypted: bool,
+    /// The routing-mesh network.
+    pub ingress: bool,
+    /// This node's own address on the network (its bridge's), once the
+    /// leader allocated it; the data path waits for it before it programs
+    /// the network (`None` right after a first task landed here).
+    pub local: Option<Ipv4Net>,
+    /// Other nodes with an address on this network, by node id.
+    pub peers: Vec<Peer>,
+    /// Services attached to this network (DNS names, VIPs, task addresses).
+    pub services: Vec<ServiceRecord>,
+}
+
+/// Another node on an overlay network: where to send its VXLAN traffic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    pub node_id: String,
+    /// Its underlay address: the IP of its swarm advertise address.
+    pub underlay: Ipv4Addr,
+    /// Its own address on the network.
+    pub addr: Ipv4Net,
+    /// The MAC of that address ([`mac_of`]).
+    pub mac: [u8; 6],
+}
+
+/// A service's names and addresses on one network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    pub service_id: String,
+    /// The DNS name (`web`); `tasks.web` resolves to the running tasks.
+    pub name: String,
+    /// The `alias=` names of this service on this network.
+    pub aliases: Vec<String>,
+    pub endpoint_mode: EndpointMode,
+    /// The VIP on this network (mode vip, once allocated).
+    pub vip: Option<Ipv4Addr>,
+    /// Tasks on this network, running or not (`running` says).
+    pub tasks: Vec<TaskRecord>,
+}
+
+/// A task's address on one network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub task_id: String,
+    /// Swarm's task name, `web.1.TASKID` (a DNS name in Swarm).
+    pub name: String,
+    pub node_id: String,
+    pub addr: Ipv4Addr,
+    /// Observed running and desired running: in DNS answers and VIP rotations.
+    pub running: bool,
+}
+
+/// One port published through the routing mesh.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngressPort {
+    /// `tcp`, `udp` or `sctp`.
+    pub protocol: String,
+    pub published_port: u32,
+    pub target_port: u32,
+    pub service_id: String,
+    pub service_name: String,
+    /// The service's VIP on `ingress` (mode vip, once allocated).
+    pub vip: Option<Ipv4Addr>,
+    /// The running tasks' addresses on `ingress`.
+    pub backends: Vec<Ipv4Addr>,
+}
+
+/// Docker's MAC for an address: `02:42` then the four IPv4 bytes.
+pub fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = ip.octets();
+    [0x02, 0x42, a, b, c, d]
 }
 
 impl Assignments {
@@ -31,7 +141,7 @@ impl Assignments {
         let tasks: BTreeMap<String, Task> = tasks.into_iter().filter(|t| t.node_id == node_id).map(|t| (t.id.clone(), t)).collect();
         let used: BTreeSet<&str> = tasks.values().map(|t| t.service_id.as_str()).collect();
         let services = services.into_iter().filter(|s| used.contains(s.id.as_str())).map(|s| (s.id.clone(), s)).collect();
-        Assignments { node_id: node_id.to_string(), tasks, services }
+        Assignments { node_id: node_id.to_string(), tasks, services, network: NodeNetworkView::default() }
     }
 
     /// The name of a service of these tasks ("" when unknown).
@@ -49,8 +159,14 @@ mod tests {
     #[test]
     fn only_this_nodes_tasks_and_their_services() {
         let spec = ServiceSpec::new("web", "busybox");
-        let svc =
-            |id: &str| Service { id: id.into(), meta: Default::default(), spec: spec.clone(), previous_spec: None, update_status: None };
+        let svc = |id: &str| Service {
+            id: id.into(),
+            meta: Default::default(),
+            spec: spec.clone(),
+            previous_spec: None,
+            update_status: None,
+            endpoint: Default::default(),
+        };
         let task = |id: &str, service: &str, node: &str| Task {
             id: id.into(),
             meta: Default::default(),
@@ -63,11 +179,17 @@ mod tests {
             status: TaskStatus::new(TaskState::Assigned, 1, "assigned"),
             not_before: 0,
             attempt: 0,
+            networks: Vec::new(),
         };
         let a = Assignments::new("n1", [task("t1", "s1", "n1"), task("t2", "s2", "n2")], [svc("s1"), svc("s2")]);
         assert_eq!(a.tasks.keys().collect::<Vec<_>>(), ["t1"]);
         assert_eq!(a.services.keys().collect::<Vec<_>>(), ["s1"]);
         assert_eq!(a.service_name("s1"), "web");
         assert_eq!(a.service_name("s2"), "");
+    }
+
+    #[test]
+    fn macs_are_dockers() {
+        assert_eq!(mac_of(Ipv4Addr::new(10, 0, 0, 3)), [0x02, 0x42, 10, 0, 0, 3]);
     }
 }

@@ -1,6 +1,7 @@
 //! Shoal's shared vocabulary, used by the manager, the agent and the CLI.
 //!
-//! Owns: cluster object types (services, tasks, nodes) and the task state
+//! Owns: cluster object types (services, tasks, nodes, networks; frozen
+//! pre-network copies in [`legacy`]) and the task state
 //! machine, the control-API and raft-entry messages, bounded frame encoding,
 //! platforms, and the clock and rng traits that keep the cores deterministic;
 //! the sans-IO Noise link core, node keys and join tokens ([`noise`]) and the
@@ -13,6 +14,7 @@ pub mod assignments;
 pub mod backoff;
 pub mod clock;
 pub mod frame;
+pub mod legacy;
 pub mod noise;
 pub mod ops;
 pub mod platform;

@@ -9,11 +9,16 @@
 //! append only.
 
 use crate::task::TaskState;
-use crate::types::{Availability, Cluster, Node, NodeState, Service, SwarmSettings, Task, TaskStatus, UpdateStatus};
+use crate::types::{
+    Availability, Cluster, Endpoint, Network, NetworkAttachment, Node, NodeState, Service, SwarmSettings, Task, TaskStatus, UpdateStatus,
+};
 use serde::{Deserialize, Serialize};
 
-/// Version of the entry encoding; bump on incompatible change.
-pub const ENTRY_VERSION: u8 = 1;
+/// Version of the entry encoding; bump on incompatible change. Version 1
+/// (before networks: no `Service::endpoint`, `Task::networks`,
+/// `Node::attachments`, `Cluster::network`, `TaskSpec::networks`,
+/// `ServiceSpec::endpoint_mode`) still decodes, through [`crate::legacy`].
+pub const ENTRY_VERSION: u8 = 2;
 /// Upper bound on one encoded entry.
 pub const ENTRY_BYTES_MAX: usize = 4 * 1024 * 1024;
 
@@ -82,6 +87,29 @@ pub enum Op {
     },
     /// Replace the swarm-wide settings (`swarm init`/`swarm update`).
     SetSwarmSettings(SwarmSettings),
+    /// Create a network (`network create`, `ingress` at `swarm init`); skipped
+    /// when its name, VNI or subnet is taken.
+    PutNetwork(Network),
+    /// Remove a network (`network rm`).
+    DeleteNetwork {
+        id: String,
+    },
+    /// Allocator: a service's ports and VIPs; skipped when an address or
+    /// ingress port is held by something else.
+    SetServiceEndpoint {
+        id: String,
+        endpoint: Endpoint,
+    },
+    /// Allocator: a task's addresses; skipped when one is held by something else.
+    SetTaskNetworks {
+        id: String,
+        networks: Vec<NetworkAttachment>,
+    },
+    /// Allocator: a node's own addresses; skipped when one is held by something else.
+    SetNodeAttachments {
+        id: String,
+        attachments: Vec<NetworkAttachment>,
+    },
 }
 
 /// A batch of ops proposed together, stamped by the proposer.
@@ -120,10 +148,12 @@ impl Entry {
             return Err(EntryError::TooLarge(bytes.len()));
         }
         let (&version, body) = bytes.split_first().ok_or(EntryError::Empty)?;
-        if version != ENTRY_VERSION {
-            return Err(EntryError::Version(version));
+        let corrupt = |e: postcard::Error| EntryError::Corrupt(e.to_string());
+        match version {
+            1 => postcard::from_bytes::<crate::legacy::EntryV1>(body).map(Entry::from).map_err(corrupt),
+            ENTRY_VERSION => postcard::from_bytes(body).map_err(corrupt),
+            _ => Err(EntryError::Version(version)),
         }
-        postcard::from_bytes(body).map_err(|e| EntryError::Corrupt(e.to_string()))
     }
 }
 
@@ -141,7 +171,7 @@ mod tests {
             ops: vec![Op::SetTaskDesired { id: "t1".into(), desired: TaskState::Running }, Op::DeleteTask { id: "x".into() }],
         };
         let hex: String = e.encode().iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, "01888e98a8c0e08081010209027431070b0178");
+        assert_eq!(hex, "02888e98a8c0e08081010209027431070b0178");
         assert_eq!(Entry::decode(&e.encode()).unwrap(), e);
     }
 

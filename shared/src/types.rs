@@ -1,4 +1,4 @@
-//! Cluster objects: services, tasks, nodes and the cluster itself.
+//! Cluster objects: services, tasks, nodes, networks and the cluster itself.
 //!
 //! These are the replicated state's records and travel inside raft entries
 //! and control-API replies, so they are serializable (postcard). Rules that
@@ -11,6 +11,8 @@ use crate::platform::Platform;
 use crate::task::TaskState;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
 
 /// Swarm's default stop grace period: 10 s.
 pub const STOP_GRACE_NS_DEFAULT: u64 = 10_000_000_000;
@@ -39,10 +41,13 @@ pub struct ServiceSpec {
     pub mode: ServiceMode,
     pub update: UpdateConfig,
     pub rollback: UpdateConfig,
-    /// Networks named with `--network`; stored, not yet implemented.
-    pub networks: Vec<String>,
-    /// Ports named with `--publish`: host-mode ones steer placement; none are bound yet.
+    /// Ports named with `--publish` (Swarm's `EndpointSpec.Ports`), as the
+    /// user wrote them: an ingress port without a published port gets one
+    /// from [`PORT_AUTO_MIN`]..=[`PORT_AUTO_MAX`] in [`Service::endpoint`].
+    /// Host-mode ones steer placement.
     pub ports: Vec<PortConfig>,
+    /// `--endpoint-mode` (Swarm's `EndpointSpec.Mode`).
+    pub endpoint_mode: EndpointMode,
 }
 
 /// What each task of a service runs.
@@ -53,6 +58,11 @@ pub struct TaskSpec {
     pub restart: RestartPolicy,
     pub placement: Placement,
     pub force_update: u64,
+    /// Networks the task attaches to (Swarm's `TaskTemplate.Networks`),
+    /// `target` being a network id once control accepted the spec (the CLI
+    /// sends names). Empty: no overlay network. [`HOST_NETWORK_ID`] or
+    /// [`NONE_NETWORK_ID`] alone: the host's namespace, or loopback only.
+    pub networks: Vec<NetworkAttachmentConfig>,
 }
 
 /// The container of a task.
@@ -244,12 +254,13 @@ impl ServiceSpec {
                 restart: RestartPolicy::default(),
                 placement: Placement::default(),
                 force_update: 0,
+                networks: Vec::new(),
             },
             mode: ServiceMode::Replicated { replicas: 1 },
             update: UpdateConfig::default(),
             rollback: UpdateConfig::default(),
-            networks: Vec::new(),
             ports: Vec::new(),
+            endpoint_mode: EndpointMode::Vip,
         }
     }
 }
@@ -263,6 +274,9 @@ pub struct Service {
     pub previous_spec: Option<ServiceSpec>,
     /// Progress of the last rolling update or rollback; `None` before the first.
     pub update_status: Option<UpdateStatus>,
+    /// What the leader allocated for the spec's endpoint: ports with their
+    /// published port, and a VIP per attached network (mode vip only).
+    pub endpoint: Endpoint,
 }
 
 /// Where a rolling update stands (Swarm's `UpdateStatus.State`). Append only.
@@ -356,6 +370,11 @@ pub struct Task {
     pub not_before: UnixNanos,
     /// Restarts of this slot before this task (0 for the slot's first task).
     pub attempt: u64,
+    /// The task's address on each overlay network it attaches to (its
+    /// spec's networks, plus `ingress` when its service publishes ingress
+    /// ports), allocated by the leader before the task is placed. A task
+    /// holds them until it is terminal (see `manager::network`).
+    pub networks: Vec<NetworkAttachment>,
 }
 
 /// Node role. Append only.
@@ -438,6 +457,10 @@ pub struct Node {
     pub addr: String,
     /// For managers: the raft address others dial.
     pub manager_addr: String,
+    /// The node's own address on each overlay network it has live tasks on
+    /// (and on `ingress` while any service publishes ingress ports): the
+    /// address of its bridge on that network, for the data path.
+    pub attachments: Vec<NetworkAttachment>,
 }
 
 /// Swarm-wide settings.
@@ -452,6 +475,8 @@ pub struct Cluster {
     /// The current join secrets; `swarm join-token --rotate` replaces one.
     pub worker_secret: [u8; 16],
     pub manager_secret: [u8; 16],
+    /// `swarm init --default-addr-pool/--default-addr-pool-mask-length/--data-path-port`.
+    pub network: NetworkDefaults,
 }
 
 /// Default of [`SwarmSettings::dispatcher_heartbeat_ms`]: on a LAN a node is
@@ -491,5 +516,280 @@ impl SwarmSettings {
 impl Default for SwarmSettings {
     fn default() -> SwarmSettings {
         SwarmSettings { dispatcher_heartbeat_ms: DISPATCHER_HEARTBEAT_MS_DEFAULT }
+    }
+}
+
+/// Lowest published port Swarm picks for `-p TARGET` (no published port).
+pub const PORT_AUTO_MIN: u32 = 30_000;
+/// Highest published port Swarm picks.
+pub const PORT_AUTO_MAX: u32 = 32_767;
+/// The first VXLAN id the leader hands out (Swarm's: `ingress` gets it).
+pub const VNI_MIN: u32 = 4_096;
+/// The last valid VXLAN id (24 bits).
+pub const VNI_MAX: u32 = (1 << 24) - 1;
+/// Docker's default address pool for swarm networks.
+pub const DEFAULT_ADDR_POOL: Ipv4Net = Ipv4Net { addr: Ipv4Addr::new(10, 0, 0, 0), prefix: 8 };
+/// Docker's default size of a subnet carved from the pool.
+pub const DEFAULT_SUBNET_PREFIX: u8 = 24;
+/// Docker's default VXLAN UDP port (`--data-path-port`).
+pub const DATA_PATH_PORT_DEFAULT: u16 = 4_789;
+/// The pseudo-network id (and name) of `--network host`: the task shares the host's namespace.
+pub const HOST_NETWORK_ID: &str = "host";
+/// The pseudo-network id (and name) of `--network none`: loopback only.
+pub const NONE_NETWORK_ID: &str = "none";
+/// The only driver of swarm-scoped networks.
+pub const DRIVER_OVERLAY: &str = "overlay";
+/// `network create -o encrypted`: stored, and shown as Docker's option.
+pub const OPT_ENCRYPTED: &str = "encrypted";
+/// `network create -o com.docker.network.driver.mtu=N`.
+pub const OPT_MTU: &str = "com.docker.network.driver.mtu";
+/// The option Docker's `network inspect` shows the VXLAN id under.
+pub const OPT_VXLANID_LIST: &str = "com.docker.network.driver.overlay.vxlanid_list";
+
+/// An IPv4 address with its prefix length: a subnet (`10.0.0.0/24`) or an
+/// interface address (`10.0.0.5/24`, Swarm's `VirtualIPs[].Addr`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Ipv4Net {
+    pub addr: Ipv4Addr,
+    /// 0..=32.
+    pub prefix: u8,
+}
+
+impl Ipv4Net {
+    /// Parses `A.B.C.D/N` (or `A.B.C.D`, a /32). The address may have host
+    /// bits set; [`Ipv4Net::network`] clears them.
+    pub fn parse(s: &str) -> Result<Ipv4Net, String> {
+        let (a, p) = s.split_once('/').unwrap_or((s, "32"));
+        let addr: Ipv4Addr = a.parse().map_err(|_| format!("invalid address {a:?} in {s:?}: use A.B.C.D/N"))?;
+        let prefix: u8 = p.parse().ok().filter(|p| *p <= 32).ok_or_else(|| format!("invalid prefix length {p:?} in {s:?}: use 0-32"))?;
+        Ok(Ipv4Net { addr, prefix })
+    }
+
+    /// The netmask as a number (`/24` is `0xffff_ff00`).
+    pub fn mask(self) -> u32 {
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix))
+        }
+    }
+
+    /// The network address (host bits cleared).
+    pub fn network(self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & self.mask())
+    }
+
+    /// The broadcast address (host bits set).
+    pub fn broadcast(self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) | !self.mask())
+    }
+
+    /// The subnet itself, host bits cleared.
+    pub fn trunc(self) -> Ipv4Net {
+        Ipv4Net { addr: self.network(), prefix: self.prefix }
+    }
+
+    /// `ip` is inside this subnet.
+    pub fn contains(self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.network())
+    }
+
+    /// The two subnets share at least one address.
+    pub fn overlaps(self, other: Ipv4Net) -> bool {
+        self.contains(other.network()) || other.contains(self.network())
+    }
+
+    /// `ip` with this subnet's prefix (a task's or VIP's interface address).
+    pub fn with_addr(self, ip: Ipv4Addr) -> Ipv4Net {
+        Ipv4Net { addr: ip, prefix: self.prefix }
+    }
+}
+
+impl fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// How a service is reached on its networks (Swarm's `EndpointSpec.Mode`). Append only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EndpointMode {
+    /// One virtual IP per network, balanced over the running tasks.
+    Vip,
+    /// DNS round robin: the service name resolves to the task addresses.
+    Dnsrr,
+}
+
+impl EndpointMode {
+    /// Swarm's spelling (`vip`, `dnsrr`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointMode::Vip => "vip",
+            EndpointMode::Dnsrr => "dnsrr",
+        }
+    }
+}
+
+/// One `--network` of a service (Swarm's `NetworkAttachmentConfig`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkAttachmentConfig {
+    /// The network's id once accepted (the CLI sends the name or id it was given).
+    pub target: String,
+    /// Extra DNS names of the service's tasks on this network (`alias=`).
+    pub aliases: Vec<String>,
+}
+
+/// An address on one network: a task's, or a node's own (its bridge on that network).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkAttachment {
+    pub network_id: String,
+    /// The address with the network's prefix (`10.0.0.7/24`).
+    pub addr: Ipv4Net,
+}
+
+/// A service's virtual IP on one network (Swarm's `Endpoint.VirtualIPs[]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtualIp {
+    pub network_id: String,
+    /// The VIP with the network's prefix (`10.0.0.5/24`).
+    pub addr: Ipv4Net,
+}
+
+/// What the leader allocated for a service's endpoint (Swarm's `Endpoint`
+/// minus the spec, which is the service spec's `ports`/`endpoint_mode`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// The spec's ports with every ingress port's published port filled in
+    /// (auto-assigned ones included). Empty until allocated.
+    pub ports: Vec<PortConfig>,
+    /// One per attached overlay network (ingress included) in `vip` mode.
+    pub virtual_ips: Vec<VirtualIp>,
+}
+
+/// `network create --subnet/--gateway/--ip-range` (Swarm's `IPAMConfig`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamConfig {
+    pub subnet: Option<Ipv4Net>,
+    pub gateway: Option<Ipv4Addr>,
+    /// Addresses are handed out only inside this range (within the subnet).
+    pub ip_range: Option<Ipv4Net>,
+}
+
+/// A network as the user asked for it (`network create`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// Always [`DRIVER_OVERLAY`] for swarm networks.
+    pub driver: String,
+    pub ipam: IpamConfig,
+    /// `--internal`: no route out of the network.
+    pub internal: bool,
+    /// `--attachable`: stored (standalone containers do not exist in Shoal).
+    pub attachable: bool,
+    /// `-o encrypted`: stored; the data path does not encrypt yet and says so.
+    pub encrypted: bool,
+    /// `-o com.docker.network.driver.mtu=N`; 0: the data path's default.
+    pub mtu: u32,
+    /// Every `-o K=V` as given (`encrypted` and the MTU included), as Docker shows them.
+    pub options: BTreeMap<String, String>,
+    /// `--ingress`: the routing-mesh network (at most one).
+    pub ingress: bool,
+}
+
+/// A stored swarm-scoped overlay network, with what the leader allocated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub id: String,
+    pub meta: Meta,
+    pub spec: NetworkSpec,
+    /// VXLAN id, unique, from [`VNI_MIN`].
+    pub vni: u32,
+    /// The subnet (given, or carved from the cluster's default pools), host bits clear.
+    pub subnet: Ipv4Net,
+    /// The given gateway, or the subnet's first address. Never handed to a task.
+    pub gateway: Ipv4Addr,
+    /// Next-fit cursor: the last address handed out on this network, kept
+    /// by `apply` from the allocation ops, so a freed address is reused as
+    /// late as possible.
+    pub last_addr: Option<Ipv4Addr>,
+}
+
+impl Network {
+    /// This is the routing-mesh network.
+    pub fn ingress(&self) -> bool {
+        self.spec.ingress
+    }
+}
+
+/// Swarm-wide network defaults (`swarm init` flags).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkDefaults {
+    /// Where networks without `--subnet` get theirs from, in order.
+    pub default_addr_pools: Vec<Ipv4Net>,
+    /// Prefix length of each carved subnet.
+    pub subnet_size: u8,
+    /// The VXLAN UDP port.
+    pub data_path_port: u16,
+}
+
+impl Default for NetworkDefaults {
+    fn default() -> NetworkDefaults {
+        NetworkDefaults {
+            default_addr_pools: vec![DEFAULT_ADDR_POOL],
+            subnet_size: DEFAULT_SUBNET_PREFIX,
+            data_path_port: DATA_PATH_PORT_DEFAULT,
+        }
+    }
+}
+
+/// How a task's namespace is set up, from its spec's networks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// `--network host`: the host's namespace (Shoal's behaviour before networks).
+    Host,
+    /// `--network none`: its own namespace with loopback only.
+    None,
+    /// Its own namespace, attached to its overlay networks (possibly none).
+    Overlay,
+}
+
+impl TaskSpec {
+    /// The namespace this spec asks for.
+    pub fn network_mode(&self) -> NetworkMode {
+        match self.networks.first().map(|n| n.target.as_str()) {
+            Some(HOST_NETWORK_ID) => NetworkMode::Host,
+            Some(NONE_NETWORK_ID) => NetworkMode::None,
+            _ => NetworkMode::Overlay,
+        }
+    }
+}
+
+impl PortConfig {
+    /// Publishes through the routing mesh.
+    pub fn is_ingress(&self) -> bool {
+        self.publish_mode == PUBLISH_MODE_INGRESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_nets() {
+        let n = Ipv4Net::parse("10.15.3.7/16").unwrap();
+        assert_eq!(n.network(), Ipv4Addr::new(10, 15, 0, 0));
+        assert_eq!(n.broadcast(), Ipv4Addr::new(10, 15, 255, 255));
+        assert_eq!(n.trunc().to_string(), "10.15.0.0/16");
+        assert!(n.contains(Ipv4Addr::new(10, 15, 200, 1)));
+        assert!(!n.contains(Ipv4Addr::new(10, 16, 0, 1)));
+        assert!(n.overlaps(Ipv4Net::parse("10.0.0.0/8").unwrap()));
+        assert!(!n.overlaps(Ipv4Net::parse("10.16.0.0/24").unwrap()));
+        assert_eq!(Ipv4Net::parse("1.2.3.4").unwrap().prefix, 32);
+        assert_eq!(Ipv4Net::parse("0.0.0.0/0").unwrap().mask(), 0);
+        for bad in ["10.0.0/24", "10.0.0.0/33", "x/8", "10.0.0.0/"] {
+            assert!(Ipv4Net::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -31,8 +31,9 @@ use crate::api::{LogChunk, LogCursor, Reply, Request};
 use crate::types::{Availability, Node, NodeDescription, NodeRole, Service, Task, TaskStatus};
 use serde::{Deserialize, Serialize};
 
-/// First byte of every encoded [`Wire`] message; bump on incompatible change.
-pub const WIRE_VERSION: u8 = 1;
+/// First byte of every encoded [`Wire`] message; bump on incompatible change
+/// (2: records with networks, assignments with the node's network view).
+pub const WIRE_VERSION: u8 = 2;
 /// How many [`Wire`] variants this build knows. A message whose variant index
 /// is at or past this comes from a newer node: it decodes to
 /// [`WireError::Unknown`], which receivers ignore instead of dropping the
@@ -287,6 +288,6 @@ mod tests {
     fn node_hello_round_trips() {
         assert_eq!(decode_node_hello(&encode_node_hello("10.1.0.2:2377")).as_deref(), Some("10.1.0.2:2377"));
         assert_eq!(decode_node_hello(&[]), None);
-        assert_eq!(decode_node_hello(&[2, b'a']), None);
+        assert_eq!(decode_node_hello(&[9, b'a']), None);
     }
 }

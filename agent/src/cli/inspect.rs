@@ -35,7 +35,21 @@ fn order(o: UpdateOrder) -> &'static str {
 /// `*:8080->80/tcp` style, for `service ls`: ingress ports only, as Docker's
 /// (host-mode ports belong to tasks, not to the service's routing mesh).
 pub(crate) fn ports_shown(spec: &ServiceSpec) -> String {
-    let ingress = spec.ports.iter().filter(|p| p.publish_mode != PUBLISH_MODE_HOST);
+    shown(&spec.ports)
+}
+
+/// [`ports_shown`] of the allocated ports (automatic ones filled in) once
+/// the leader allocated them, else of the spec.
+pub(crate) fn endpoint_ports_shown(s: &Service) -> String {
+    if s.endpoint.ports.is_empty() {
+        ports_shown(&s.spec)
+    } else {
+        shown(&s.endpoint.ports)
+    }
+}
+
+fn shown(ports: &[shoal_shared::types::PortConfig]) -> String {
+    let ingress = ports.iter().filter(|p| p.publish_mode != PUBLISH_MODE_HOST);
     ingress.map(|p| format!("*:{}->{}/{}", p.published_port, p.target_port, p.protocol)).collect::<Vec<_>>().join(", ")
 }
 
@@ -159,21 +173,47 @@ fn spec_json(spec: &ServiceSpec) -> Value {
         "Mode": mode,
         "UpdateConfig": update_json(&spec.update),
         "RollbackConfig": update_json(&spec.rollback),
-        "EndpointSpec": {"Mode": "vip"},
+        "EndpointSpec": {"Mode": spec.endpoint_mode.as_str()},
     });
-    if !spec.networks.is_empty() {
-        let nets: Vec<Value> = spec.networks.iter().map(|n| json!({"Target": n})).collect();
+    if !spec.task.networks.is_empty() {
+        let nets: Vec<Value> = spec
+            .task
+            .networks
+            .iter()
+            .map(|n| if n.aliases.is_empty() { json!({"Target": n.target}) } else { json!({"Target": n.target, "Aliases": n.aliases}) })
+            .collect();
         out["TaskTemplate"]["Networks"] = json!(nets);
     }
     if !spec.ports.is_empty() {
-        let ports: Vec<Value> = spec
-            .ports
-            .iter()
-            .map(|p| json!({"Protocol": p.protocol, "TargetPort": p.target_port, "PublishedPort": p.published_port, "PublishMode": p.publish_mode}))
-            .collect();
-        out["EndpointSpec"]["Ports"] = json!(ports);
+        out["EndpointSpec"]["Ports"] = ports_json(&spec.ports);
     }
     out
+}
+
+fn ports_json(ports: &[shoal_shared::types::PortConfig]) -> Value {
+    let ports: Vec<Value> = ports
+        .iter()
+        .map(|p| json!({"Protocol": p.protocol, "TargetPort": p.target_port, "PublishedPort": p.published_port, "PublishMode": p.publish_mode}))
+        .collect();
+    json!(ports)
+}
+
+/// Swarm's `Endpoint`: the spec, the allocated ports and the VIPs.
+fn endpoint_json(s: &Service) -> Value {
+    let mut spec = json!({"Mode": s.spec.endpoint_mode.as_str()});
+    if !s.spec.ports.is_empty() {
+        spec["Ports"] = ports_json(&s.spec.ports);
+    }
+    let mut v = json!({"Spec": spec});
+    if !s.endpoint.ports.is_empty() {
+        v["Ports"] = ports_json(&s.endpoint.ports);
+    }
+    if !s.endpoint.virtual_ips.is_empty() {
+        let vips: Vec<Value> =
+            s.endpoint.virtual_ips.iter().map(|v| json!({"NetworkID": v.network_id, "Addr": v.addr.to_string()})).collect();
+        v["VirtualIPs"] = json!(vips);
+    }
+    v
 }
 
 /// A service as `docker service inspect` prints it.
@@ -188,7 +228,7 @@ pub(crate) fn service_json(s: &Service) -> Value {
     if let Some(p) = &s.previous_spec {
         v["PreviousSpec"] = spec_json(p);
     }
-    v["Endpoint"] = json!({"Spec": {}});
+    v["Endpoint"] = endpoint_json(s);
     if let Some(u) = &s.update_status {
         let mut st = json!({"State": u.state.as_str(), "StartedAt": rfc3339(u.started_at), "Message": u.message});
         if u.completed_at > 0 {
@@ -196,9 +236,10 @@ pub(crate) fn service_json(s: &Service) -> Value {
         }
         v["UpdateStatus"] = st;
     }
-    if !s.spec.networks.is_empty() || !s.spec.ports.is_empty() {
+    let overlay = s.spec.task.network_mode() != shoal_shared::types::NetworkMode::Host && !s.spec.task.networks.is_empty();
+    if !crate::daemon::service::data_path_ready() && (overlay || !s.spec.ports.is_empty()) {
         v["ShoalNotes"] = json!([
-            "networks and published ports are stored in the spec but not implemented yet: tasks use the host network (host-mode ports only keep tasks apart)"
+            "networks and published ports are recorded and allocated but not in effect yet: tasks use the host network and nothing listens on published ports (host-mode ports only keep tasks apart)"
         ]);
     }
     v
@@ -335,7 +376,7 @@ mod tests {
     fn service(edit: impl FnOnce(&mut ServiceSpec)) -> Service {
         let mut spec = ServiceSpec::new("web", "busybox");
         edit(&mut spec);
-        Service { id: "s1".into(), meta: Meta::default(), spec, previous_spec: None, update_status: None }
+        Service { id: "s1".into(), meta: Meta::default(), spec, previous_spec: None, update_status: None, endpoint: Default::default() }
     }
 
     /// Checks the inspect JSON at `pointer` and that the `--pretty` output holds each of `pretty`.

@@ -5,6 +5,7 @@
 //! to stderr and exit 1; usage errors exit 2 (clap's convention, as Docker's).
 
 mod inspect;
+mod network;
 mod output;
 mod parse;
 mod service;
@@ -50,6 +51,9 @@ enum Command {
     /// Manage services.
     #[command(subcommand)]
     Service(service::ServiceCmd),
+    /// Manage swarm networks.
+    #[command(subcommand)]
+    Network(network::NetworkCmd),
     /// Manage images on this node.
     #[command(subcommand)]
     Image(ImageCmd),
@@ -169,6 +173,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Swarm(cmd) => swarm::run(&cli.host, cmd),
         Command::Node(cmd) => node(&cli.host, cmd),
         Command::Service(cmd) => service::run(&cli.host, cmd),
+        Command::Network(cmd) => network::run(&cli.host, cmd),
         Command::Image(cmd) => image(&cli.host, cmd),
     }
 }

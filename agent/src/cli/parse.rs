@@ -2,7 +2,8 @@
 
 use shoal_manager::placement::Spread;
 use shoal_shared::types::{
-    Availability, FailureAction, Mount, MountKind, PortConfig, RestartCondition, UpdateOrder, PUBLISH_MODE_HOST, PUBLISH_MODE_INGRESS,
+    Availability, EndpointMode, FailureAction, Ipv4Net, Mount, MountKind, NetworkAttachmentConfig, PortConfig, RestartCondition,
+    UpdateOrder, PUBLISH_MODE_HOST, PUBLISH_MODE_INGRESS,
 };
 
 /// `active|pause|drain`.
@@ -243,6 +244,57 @@ fn port_protocol(s: &str) -> Option<String> {
     matches!(p.as_str(), "tcp" | "udp" | "sctp").then_some(p)
 }
 
+/// `--network NAME` or Docker's long form `name=NAME,alias=A[,alias=B]`
+/// (`target=` is `name=`'s synonym). The manager resolves the name.
+pub(crate) fn network(s: &str) -> Result<NetworkAttachmentConfig, String> {
+    if !s.contains('=') {
+        if s.is_empty() {
+            return Err("invalid --network \"\": name a network".into());
+        }
+        return Ok(NetworkAttachmentConfig { target: s.to_string(), aliases: Vec::new() });
+    }
+    let mut n = NetworkAttachmentConfig { target: String::new(), aliases: Vec::new() };
+    for field in s.split(',') {
+        let (k, v) = field
+            .split_once('=')
+            .ok_or_else(|| format!("invalid --network {s:?}: field {field:?} is not KEY=VALUE; use name=NAME,alias=ALIAS"))?;
+        match k.trim().to_ascii_lowercase().as_str() {
+            "name" | "target" => n.target = v.trim().to_string(),
+            "alias" => n.aliases.push(v.trim().to_string()),
+            other => return Err(format!("invalid --network {s:?}: unknown field {other:?}; use name=NAME,alias=ALIAS")),
+        }
+    }
+    if n.target.is_empty() {
+        return Err(format!("invalid --network {s:?}: name=NAME is required"));
+    }
+    if n.aliases.iter().any(String::is_empty) {
+        return Err(format!("invalid --network {s:?}: an alias is empty"));
+    }
+    Ok(n)
+}
+
+/// `--endpoint-mode vip|dnsrr`.
+pub(crate) fn endpoint_mode(s: &str) -> Result<EndpointMode, String> {
+    match s {
+        "vip" => Ok(EndpointMode::Vip),
+        "dnsrr" => Ok(EndpointMode::Dnsrr),
+        _ => Err(format!("invalid endpoint mode {s:?}: use vip or dnsrr")),
+    }
+}
+
+/// A CIDR (`10.15.0.0/16`) for `--subnet`, `--ip-range`, `--default-addr-pool`.
+pub(crate) fn cidr(s: &str) -> Result<Ipv4Net, String> {
+    if !s.contains('/') {
+        return Err(format!("invalid CIDR address {s:?}: use A.B.C.D/N, e.g. 10.15.0.0/16"));
+    }
+    Ipv4Net::parse(s).map_err(|e| format!("invalid CIDR address: {e}"))
+}
+
+/// An IPv4 address (`--gateway`).
+pub(crate) fn ipv4(s: &str) -> Result<std::net::Ipv4Addr, String> {
+    s.parse().map_err(|_| format!("invalid IPv4 address {s:?}: use A.B.C.D"))
+}
+
 /// Only `table` and `json` are supported formats.
 pub(crate) fn check_format(f: &str) -> anyhow::Result<()> {
     if f != "table" && f != "json" {
@@ -320,6 +372,26 @@ mod tests {
                 (got, _) => panic!("{input}: got {got:?}, want {expect:?}"),
             }
         }
+    }
+
+    #[test]
+    fn network_syntax() {
+        let n = network("my-swarm-net").unwrap();
+        assert_eq!((n.target.as_str(), n.aliases.len()), ("my-swarm-net", 0));
+        let n = network("name=backend,alias=db,alias=pg").unwrap();
+        assert_eq!((n.target.as_str(), n.aliases.clone()), ("backend", vec!["db".to_string(), "pg".to_string()]));
+        assert_eq!(network("target=backend").unwrap().target, "backend");
+        assert!(network("alias=db").unwrap_err().ends_with("name=NAME is required"));
+        assert!(network("name=x,driver=y").unwrap_err().contains("unknown field \"driver\""));
+        assert!(network("name=x,alias=").is_err());
+        assert!(network("").is_err());
+        assert_eq!(endpoint_mode("dnsrr"), Ok(EndpointMode::Dnsrr));
+        assert!(endpoint_mode("round-robin").is_err());
+        assert_eq!(cidr("10.15.0.0/16").unwrap().to_string(), "10.15.0.0/16");
+        assert!(cidr("10.15.0.0").is_err());
+        assert!(cidr("10.15.0.0/40").is_err());
+        assert!(ipv4("10.15.0.2").is_ok());
+        assert!(ipv4("10.15.0").is_err());
     }
 
     #[test]

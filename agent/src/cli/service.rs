@@ -165,13 +165,16 @@ pub(crate) struct CreateArgs {
     /// Attach a filesystem mount (type=volume|bind|tmpfs,source=,destination=).
     #[arg(long = "mount", value_parser = parse::mount)]
     mount: Vec<shoal_shared::types::Mount>,
-    /// Network attachments (stored; overlay networking is not implemented yet).
-    #[arg(long = "network")]
-    network: Vec<String>,
-    /// Publish a port: PUBLISHED:TARGET[/PROTOCOL] or mode=host,published=8080,target=80
-    /// (host-mode ports keep tasks apart; ports are not bound yet).
+    /// Attach to a network: NAME, or name=NAME,alias=ALIAS (host and none alone).
+    #[arg(long = "network", value_parser = parse::network)]
+    network: Vec<shoal_shared::types::NetworkAttachmentConfig>,
+    /// Publish a port: [PUBLISHED:]TARGET[/PROTOCOL] or mode=host,published=8080,target=80
+    /// (without a published port, one from 30000-32767 is picked).
     #[arg(short, long = "publish", value_parser = parse::publish)]
     publish: Vec<shoal_shared::types::PortConfig>,
+    /// Endpoint mode: vip or dnsrr.
+    #[arg(long, value_parser = parse::endpoint_mode)]
+    endpoint_mode: Option<shoal_shared::types::EndpointMode>,
     /// Exit immediately instead of waiting for the service to converge.
     #[arg(short, long)]
     detach: bool,
@@ -354,8 +357,11 @@ fn spec_from(a: CreateArgs) -> anyhow::Result<ServiceSpec> {
     spec.task.placement.constraints = a.constraint;
     spec.task.placement.preferences = a.placement_pref;
     spec.task.placement.max_replicas_per_node = a.replicas_max_per_node.unwrap_or(0);
-    spec.networks = a.network;
+    spec.task.networks = a.network;
     spec.ports = a.publish;
+    if let Some(m) = a.endpoint_mode {
+        spec.endpoint_mode = m;
+    }
     a.policy.apply(&mut spec)?;
     Ok(spec)
 }
@@ -575,7 +581,7 @@ fn ls(host: &str, quiet: bool, format: &str) -> anyhow::Result<()> {
     for s in &list {
         let spec = &s.service.spec;
         let mode = if spec.mode == ServiceMode::Global { "global" } else { "replicated" };
-        let ports = inspect::ports_shown(spec);
+        let ports = inspect::endpoint_ports_shown(&s.service);
         let image = image_shown(&spec.task.container.image);
         let replicas = format!("{}/{}", s.running, s.desired);
         if quiet {
@@ -613,6 +619,15 @@ fn ps(host: &str, service: &str, quiet: bool, no_trunc: bool, format: &str) -> a
         by_slot.entry(key).or_default().push(t);
     }
     let mut t = Table::new(&["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR", "PORTS"]);
+    // Host-mode ports belong to the running tasks that publish them (Docker's PORTS column).
+    let host_ports: Vec<String> = svc
+        .spec
+        .ports
+        .iter()
+        .filter(|p| !p.is_ingress())
+        .map(|p| format!("*:{}->{}/{}", p.published_port, p.target_port, p.protocol))
+        .collect();
+    let host_ports = host_ports.join(",");
     for group in by_slot.values_mut() {
         group.sort_by(|a, b| b.meta.created_at.cmp(&a.meta.created_at).then(b.id.cmp(&a.id)));
         for (i, task) in group.iter().enumerate() {
@@ -632,13 +647,14 @@ fn ps(host: &str, service: &str, quiet: bool, no_trunc: bool, format: &str) -> a
                 (e, false) => format!("\"{}\"", trunc(e, 29)),
             };
             let image = image_shown(&task.spec.container.image).to_string();
+            let ports = if task.status.state == TaskState::Running { host_ports.clone() } else { String::new() };
             if format == "json" {
                 println!(
                     "{}",
-                    serde_json::json!({"CurrentState": current, "DesiredState": task.desired_state.as_str(), "Error": task.status.err, "ID": id, "Image": image, "Name": name.trim_start_matches(" \\_ "), "Node": node, "Ports": ""})
+                    serde_json::json!({"CurrentState": current, "DesiredState": task.desired_state.as_str(), "Error": task.status.err, "ID": id, "Image": image, "Name": name.trim_start_matches(" \\_ "), "Node": node, "Ports": ports})
                 );
             } else {
-                t.row(vec![id, name, image, node, task.desired_state.to_string(), current, err, String::new()]);
+                t.row(vec![id, name, image, node, task.desired_state.to_string(), current, err, ports]);
             }
         }
     }

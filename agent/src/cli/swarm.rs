@@ -37,6 +37,15 @@ pub(crate) enum SwarmCmd {
         /// tasks move (ns|us|ms|s|m|h; default 1s; raise it on flaky links).
         #[arg(long, value_name = "DURATION", value_parser = parse::duration_ns)]
         dispatcher_heartbeat: Option<u64>,
+        /// Default address pool in CIDR format, repeatable (default 10.0.0.0/8).
+        #[arg(long, value_parser = parse::cidr)]
+        default_addr_pool: Vec<shoal_shared::types::Ipv4Net>,
+        /// Subnet mask length of the networks carved from the default pools (default 24).
+        #[arg(long)]
+        default_addr_pool_mask_length: Option<u8>,
+        /// Port of the data path (VXLAN) traffic (default 4789).
+        #[arg(long)]
+        data_path_port: Option<u16>,
     },
     /// Update the swarm's settings.
     Update {
@@ -86,13 +95,36 @@ pub(crate) enum SwarmCmd {
 /// Runs a `shoal swarm` command.
 pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
     match cmd {
-        SwarmCmd::Init { advertise_addr, listen_addr, availability, force_new_cluster, dispatcher_heartbeat } => {
+        SwarmCmd::Init {
+            advertise_addr,
+            listen_addr,
+            availability,
+            force_new_cluster,
+            dispatcher_heartbeat,
+            default_addr_pool,
+            default_addr_pool_mask_length,
+            data_path_port,
+        } => {
+            let mut network = shoal_shared::types::NetworkDefaults::default();
+            if !default_addr_pool.is_empty() {
+                network.default_addr_pools = default_addr_pool;
+            }
+            if let Some(m) = default_addr_pool_mask_length {
+                network.subnet_size = m;
+            }
+            if let Some(p) = data_path_port {
+                network.data_path_port = p;
+            }
             let heartbeat_ms = dispatcher_heartbeat.map(ns_to_ms);
             // Checked before the init, so a bad value cannot leave an initialized swarm without its settings.
             if let Some(ms) = heartbeat_ms {
                 shoal_shared::types::SwarmSettings::check_dispatcher_heartbeat_ms(ms).map_err(anyhow::Error::msg)?;
             }
-            match call(host, Request::SwarmInit { advertise_addr, availability, listen_addr, force_new_cluster }, REPLY_MS_DEFAULT)? {
+            match call(
+                host,
+                Request::SwarmInit { advertise_addr, availability, listen_addr, force_new_cluster, network: Box::new(network) },
+                REPLY_MS_DEFAULT,
+            )? {
                 Reply::SwarmInit { node_id, advertise_addr, worker_token } => {
                     if heartbeat_ms.is_some() {
                         call(host, Request::SwarmUpdate { dispatcher_heartbeat_ms: heartbeat_ms }, REPLY_MS_DEFAULT).map_err(|e| {

@@ -13,7 +13,9 @@ use crate::client::{REPLY_MS_DEFAULT, REPLY_MS_IMAGES};
 use anyhow::bail;
 use clap::Args;
 use shoal_shared::api::{Reply, Request};
-use shoal_shared::types::{FailureAction, Mount, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder};
+use shoal_shared::types::{
+    EndpointMode, FailureAction, Mount, NetworkAttachmentConfig, PortConfig, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder,
+};
 
 /// `--update-*` and `--rollback-*`: Swarm's UpdateConfig and RollbackConfig.
 #[derive(Args, Debug, Default)]
@@ -168,6 +170,21 @@ pub(crate) struct UpdateArgs {
     /// Remove a mount by its target path.
     #[arg(long)]
     mount_rm: Vec<String>,
+    /// Add a network: NAME, or name=NAME,alias=ALIAS.
+    #[arg(long, value_parser = parse::network)]
+    network_add: Vec<NetworkAttachmentConfig>,
+    /// Remove a network by name or id.
+    #[arg(long)]
+    network_rm: Vec<String>,
+    /// Add or update a published port ([PUBLISHED:]TARGET[/PROTOCOL] or the long form).
+    #[arg(long, value_parser = parse::publish)]
+    publish_add: Vec<PortConfig>,
+    /// Remove a published port: PORT[/PROTOCOL] (published or target port), or PUBLISHED:TARGET.
+    #[arg(long)]
+    publish_rm: Vec<String>,
+    /// Endpoint mode: vip or dnsrr.
+    #[arg(long, value_parser = parse::endpoint_mode)]
+    endpoint_mode: Option<EndpointMode>,
     /// Service command args.
     #[arg(long, allow_hyphen_values = true)]
     args: Option<String>,
@@ -244,6 +261,42 @@ pub(crate) fn apply(a: &UpdateArgs, current: &ServiceSpec) -> anyhow::Result<Ser
     }
     a.restart.apply(&mut spec.task.restart);
     a.resources.apply(&mut spec.task.resources);
+    // Networks: `--network-rm` names an id (resolved by `update`) or a target as stored.
+    spec.task.networks.retain(|n| !a.network_rm.iter().any(|r| r == &n.target));
+    for n in &a.network_add {
+        spec.task.networks.retain(|m| m.target != n.target);
+        spec.task.networks.push(n.clone());
+    }
+    for r in &a.publish_rm {
+        let (port, proto) = r.split_once('/').map_or((r.as_str(), None), |(p, q)| (p, Some(q.to_ascii_lowercase())));
+        let (published, target) = match port.split_once(':') {
+            Some((p, t)) => (p.parse::<u32>().ok(), t.parse::<u32>().ok()),
+            None => (None, port.parse::<u32>().ok()),
+        };
+        let Some(target) = target else { bail!("invalid --publish-rm {r:?}: use PORT[/PROTOCOL] or PUBLISHED:TARGET") };
+        let before = spec.ports.len();
+        spec.ports.retain(|p| {
+            let port_hit = match published {
+                Some(pub_port) => p.published_port == pub_port && p.target_port == target,
+                None => p.published_port == target || p.target_port == target,
+            };
+            !(port_hit && proto.as_deref().is_none_or(|q| q == p.protocol))
+        });
+        if spec.ports.len() == before {
+            bail!("no published port matches --publish-rm {r:?}");
+        }
+    }
+    for p in &a.publish_add {
+        // Docker's rule: a port with the same published port (or, unpublished, the same target) is replaced.
+        spec.ports.retain(|q| {
+            let same = if p.published_port != 0 { q.published_port == p.published_port } else { q.target_port == p.target_port };
+            !(same && q.protocol == p.protocol)
+        });
+        spec.ports.push(p.clone());
+    }
+    if let Some(m) = a.endpoint_mode {
+        spec.endpoint_mode = m;
+    }
     if a.force {
         spec.task.force_update += 1;
     }
@@ -252,10 +305,23 @@ pub(crate) fn apply(a: &UpdateArgs, current: &ServiceSpec) -> anyhow::Result<Ser
 }
 
 /// `service update SERVICE`.
-pub(crate) fn update(host: &str, a: UpdateArgs) -> anyhow::Result<()> {
+pub(crate) fn update(host: &str, mut a: UpdateArgs) -> anyhow::Result<()> {
     let Reply::Service(current) = call(host, Request::ServiceInspect { service: a.service.clone() }, REPLY_MS_DEFAULT)? else {
         bail!("unexpected reply")
     };
+    // The spec holds network ids: `--network-rm NAME` is looked up (an id as stored is taken as is).
+    for r in &mut a.network_rm {
+        if current.spec.task.networks.iter().any(|n| &n.target == r) {
+            continue;
+        }
+        match call(host, Request::NetworkInspect { network: r.clone() }, REPLY_MS_DEFAULT)? {
+            Reply::Networks(found) if found.len() == 1 => *r = found[0].network.id.clone(),
+            other => bail!("unexpected reply: {other:?}"),
+        }
+        if !current.spec.task.networks.iter().any(|n| &n.target == r) {
+            bail!("service {} is not attached to network {r}", current.spec.name);
+        }
+    }
     let spec = apply(&a, &current.spec)?;
     if a.rollback && spec != current.spec {
         bail!("other flags may not be combined with --rollback");
@@ -306,6 +372,39 @@ mod tests {
 
     fn parse(args: &[&str]) -> UpdateArgs {
         T::try_parse_from(std::iter::once("t").chain(args.iter().copied())).unwrap().a
+    }
+
+    #[test]
+    fn network_and_publish_flags() {
+        let mut cur = ServiceSpec::new("web", "busybox");
+        cur.task.networks = vec![NetworkAttachmentConfig { target: "netid1".into(), aliases: vec![] }];
+        cur.ports = vec![
+            PortConfig { protocol: "tcp".into(), target_port: 80, published_port: 8080, publish_mode: "ingress".into() },
+            PortConfig { protocol: "udp".into(), target_port: 53, published_port: 5353, publish_mode: "ingress".into() },
+        ];
+        let a = parse(&[
+            "--network-rm",
+            "netid1",
+            "--network-add",
+            "name=backend,alias=db",
+            "--publish-rm",
+            "8080",
+            "--publish-add",
+            "9090:90",
+            "--publish-add",
+            "5353:54/udp",
+            "--endpoint-mode",
+            "dnsrr",
+            "web",
+        ]);
+        let spec = apply(&a, &cur).unwrap();
+        assert_eq!(spec.task.networks, vec![NetworkAttachmentConfig { target: "backend".into(), aliases: vec!["db".into()] }]);
+        let ports: Vec<(u32, u32, &str)> = spec.ports.iter().map(|p| (p.published_port, p.target_port, p.protocol.as_str())).collect();
+        assert_eq!(ports, [(9090, 90, "tcp"), (5353, 54, "udp")]);
+        assert_eq!(spec.endpoint_mode, EndpointMode::Dnsrr);
+        assert!(apply(&parse(&["--publish-rm", "1234", "web"]), &cur).unwrap_err().to_string().contains("no published port matches"));
+        let spec = apply(&parse(&["--publish-rm", "53/udp", "web"]), &cur).unwrap();
+        assert_eq!(spec.ports.len(), 1, "by target port and protocol");
     }
 
     #[test]

@@ -280,11 +280,19 @@ mod tests {
                 state: NodeState::Ready,
                 addr: String::new(),
                 manager_addr: String::new(),
+                attachments: Vec::new(),
             };
             st.nodes.insert(n.id.clone(), n);
         }
         let spec = ServiceSpec::new("web", "busybox");
-        let svc = Service { id: "s".into(), meta: Meta::default(), spec: spec.clone(), previous_spec: None, update_status: None };
+        let svc = Service {
+            id: "s".into(),
+            meta: Meta::default(),
+            spec: spec.clone(),
+            previous_spec: None,
+            update_status: None,
+            endpoint: Default::default(),
+        };
         st.services.insert(svc.id.clone(), svc.clone());
         for (id, slot, node) in tasks {
             let t = Task {
@@ -299,6 +307,7 @@ mod tests {
                 status: TaskStatus::new(TaskState::Running, 0, ""),
                 not_before: 0,
                 attempt: 0,
+                networks: Vec::new(),
             };
             st.tasks.insert(t.id.clone(), t);
         }

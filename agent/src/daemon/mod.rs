@@ -19,7 +19,7 @@ mod lock;
 mod log_gather;
 mod router;
 mod server;
-mod service;
+pub(crate) mod service;
 mod swarm;
 mod task_logs;
 #[cfg(test)]
@@ -585,6 +585,8 @@ impl Daemon {
     /// Commits a service whose image was resolved (re-validated: the state may have moved on).
     fn create_service(&mut self, spec: ServiceSpec, warnings: Vec<String>) -> router::Outcome {
         let id = self.rng.object_id();
+        let mut warnings = warnings;
+        warnings.extend(service::network_warnings(self.store.state(), &spec));
         let r = control::create_service(self.store.state(), spec, id.clone());
         self.write(r.map(|ops| (ops, Reply::ServiceCreated { id, warnings })))
     }

@@ -275,8 +275,19 @@ impl Daemon {
         match req {
             Request::Ping => Outcome::Now(Reply::Pong),
             Request::Version => Outcome::Now(Reply::Version(self.version_info())),
-            Request::SwarmInit { advertise_addr, availability, listen_addr, force_new_cluster } => {
-                self.swarm_init(advertise_addr, listen_addr, availability, force_new_cluster)
+            Request::SwarmInit { advertise_addr, availability, listen_addr, force_new_cluster, network } => {
+                if let Err(e) = control::check_network_defaults(&network) {
+                    return Outcome::Now(Reply::error(e.kind(), e.to_string()));
+                }
+                self.swarm_init(advertise_addr, listen_addr, availability, force_new_cluster, *network)
+            }
+            Request::NetworkCreate { spec } => {
+                let id = self.rng.object_id();
+                let r = control::create_network(self.store.state(), *spec, id.clone());
+                self.write(r.map(|ops| (ops, Reply::NetworkCreated { id })))
+            }
+            Request::NetworkRemove { network } => {
+                self.write(control::remove_network(self.store.state(), &network).map(|(ops, name)| (ops, Reply::Removed(vec![name]))))
             }
             Request::SwarmJoin { token, remote_addr, advertise_addr, listen_addr, availability } => {
                 self.swarm_join(token, remote_addr, advertise_addr, listen_addr, availability, reply)
@@ -500,6 +511,7 @@ mod tests {
             availability: Availability::Active,
             listen_addr: "127.0.0.1:0".into(),
             force_new_cluster: false,
+            network: Default::default(),
         };
         d.handle(Event::Control { req: init, reply: tx });
         assert!(matches!(rx.try_recv(), Ok(Reply::SwarmInit { .. })));

@@ -1,14 +1,15 @@
-//! Service plumbing for the daemon: read-only queries, image resolution at
-//! creation, and turning a task into a container start spec (its log path
-//! is [`TaskLogs`]'s).
+//! Service plumbing for the daemon: read-only queries (networks included),
+//! image resolution at creation, the warnings of networks and published
+//! ports while the data path is not there ([`data_path_ready`]), and turning
+//! a task into a container start spec (its log path is [`TaskLogs`]'s).
 
 use super::task_logs::TaskLogs;
 use crate::runtime::{HostMount, ImageFacts, Runtime, RuntimeError, StartSpec};
 use shoal_manager::control::ControlError;
 use shoal_manager::state::State;
-use shoal_shared::api::{ErrorKind, Reply, Request, ServiceSummary};
+use shoal_shared::api::{ErrorKind, NetworkDetail, NetworkService, Reply, Request, ServiceSummary};
 use shoal_shared::task::TaskState;
-use shoal_shared::types::{MountKind, ServiceMode, ServiceSpec, Task};
+use shoal_shared::types::{MountKind, Network, NetworkMode, ServiceMode, ServiceSpec, Task};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -22,9 +23,90 @@ pub(crate) fn no_such_service(key: &str) -> Reply {
     Reply::error(e.kind(), e.to_string())
 }
 
+/// Whether tasks get their own network namespaces, overlay networks and
+/// published ports. The one switch the create/update handlers and `inspect`
+/// consult: while it is false, networks and ports are recorded and
+/// allocated but tasks still share the host's network, and every create or
+/// update that uses them says so. The data path flips it when it works.
+pub(crate) fn data_path_ready() -> bool {
+    false
+}
+
+/// The warnings of a service spec whose networks or published ports are not
+/// in effect yet ([`data_path_ready`]), and of encrypted networks (never
+/// silently plaintext).
+pub(crate) fn network_warnings(state: &State, spec: &ServiceSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    let overlay = spec.task.network_mode() == NetworkMode::Overlay && !spec.task.networks.is_empty();
+    if !data_path_ready() && spec.task.network_mode() == NetworkMode::None {
+        out.push("network none is recorded, but tasks still share the host's network until shoal's data path lands".to_string());
+    }
+    if !data_path_ready() && overlay {
+        out.push("networks are recorded and addresses allocated, but tasks still share the host's network: overlay networking is not in effect yet".to_string());
+    }
+    if !data_path_ready() && spec.ports.iter().any(|p| p.is_ingress()) {
+        out.push("published ports are recorded, but nothing listens on them yet: the routing mesh is not in effect, tasks share the host's network".to_string());
+    }
+    for n in &spec.task.networks {
+        if let Some(net) = state.find_network(&n.target).filter(|net| net.spec.encrypted) {
+            out.push(format!(
+                "network {} asks for encryption, which is not in effect yet: traffic between nodes on it is not encrypted",
+                net.spec.name
+            ));
+        }
+    }
+    out
+}
+
+/// `ShoalWarnings` of `network inspect`: what is stored but not in effect.
+pub(crate) fn network_notes(n: &Network) -> Vec<String> {
+    let mut out = Vec::new();
+    if n.spec.encrypted {
+        out.push("option encrypted is stored but not yet in effect: traffic between nodes on this network is not encrypted".to_string());
+    }
+    if !data_path_ready() {
+        out.push("the network is allocated in the swarm's state, but tasks still share the host's network: overlay networking is not in effect yet".to_string());
+    }
+    out
+}
+
+/// A network with its peers and services, for `network ls`/`inspect`.
+fn network_detail(state: &State, n: &Network) -> NetworkDetail {
+    let peers = state
+        .nodes
+        .values()
+        .filter(|node| node.attachments.iter().any(|a| a.network_id == n.id))
+        .map(|node| (node.description.hostname.clone(), node.addr.rsplit_once(':').map_or(node.addr.as_str(), |(ip, _)| ip).to_string()))
+        .collect();
+    let mut services = Vec::new();
+    for s in state.services.values() {
+        let vip = s.endpoint.virtual_ips.iter().find(|v| v.network_id == n.id).map(|v| v.addr);
+        let tasks: Vec<_> = state
+            .tasks_of(&s.id)
+            .into_iter()
+            .filter(|t| !t.status.state.is_terminal())
+            .filter_map(|t| {
+                let a = t.networks.iter().find(|a| a.network_id == n.id)?;
+                let host = state.nodes.get(&t.node_id).map(|h| h.description.hostname.clone()).unwrap_or_default();
+                Some((shoal_manager::network::task_name(&s.spec.name, t), a.addr, host))
+            })
+            .collect();
+        if vip.is_none() && tasks.is_empty() {
+            continue;
+        }
+        let ports = s.endpoint.ports.iter().filter(|p| p.is_ingress()).map(|p| format!("{}/{}", p.published_port, p.protocol)).collect();
+        services.push(NetworkService { name: s.spec.name.clone(), id: s.id.clone(), vip, ports, tasks });
+    }
+    NetworkDetail { network: n.clone(), peers, services }
+}
+
 /// Answers read-only requests from the state.
 pub(crate) fn query(state: &State, node_id: &str, req: Request) -> Reply {
     if state.cluster.is_none() {
+        // Outside a swarm there are no swarm networks (the CLI shows host and none).
+        if matches!(req, Request::NetworkList) {
+            return Reply::Networks(Vec::new());
+        }
         return not_in_swarm();
     }
     match req {
@@ -37,7 +119,7 @@ pub(crate) fn query(state: &State, node_id: &str, req: Request) -> Reply {
         Request::NodeInspect { node } => {
             let key = if node == "self" { node_id } else { node.as_str() };
             match state.find_node(key) {
-                Some(n) => Reply::Node(n.clone()),
+                Some(n) => Reply::Node(Box::new(n.clone())),
                 None => {
                     let e = ControlError::NoSuchNode(node);
                     Reply::error(e.kind(), e.to_string())
@@ -56,6 +138,14 @@ pub(crate) fn query(state: &State, node_id: &str, req: Request) -> Reply {
                 nodes: state.nodes.values().cloned().collect(),
             },
             None => no_such_service(&service),
+        },
+        Request::NetworkList => Reply::Networks(state.networks.values().map(|n| network_detail(state, n)).collect()),
+        Request::NetworkInspect { network } => match state.find_network(&network) {
+            Some(n) => Reply::Networks(vec![network_detail(state, n)]),
+            None => {
+                let e = ControlError::NoSuchNetwork(network);
+                Reply::error(e.kind(), e.to_string())
+            }
         },
         other => Reply::error(ErrorKind::Internal, format!("request {other:?} is not a query")),
     }
@@ -245,6 +335,7 @@ mod tests {
             status: shoal_shared::types::TaskStatus::new(TaskState::Assigned, 0, ""),
             not_before: 0,
             attempt: 0,
+            networks: Vec::new(),
         };
         let img = ImageFacts {
             entrypoint: vec!["/entry".into()],

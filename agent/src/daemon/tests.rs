@@ -86,7 +86,8 @@ fn service_lifecycle_through_the_socket() {
                 advertise_addr: "127.0.0.1".into(),
                 availability: Availability::Active,
                 listen_addr: "127.0.0.1:0".into(),
-                force_new_cluster: false
+                force_new_cluster: false,
+                network: Default::default()
             }
         ),
         Reply::SwarmInit { .. }
@@ -98,7 +99,8 @@ fn service_lifecycle_through_the_socket() {
                 advertise_addr: String::new(),
                 availability: Availability::Active,
                 listen_addr: "127.0.0.1:0".into(),
-                force_new_cluster: false
+                force_new_cluster: false,
+                network: Default::default()
             }
         ),
         Reply::Error { .. }
@@ -175,6 +177,7 @@ fn service_update_pins_new_images_and_rolls_back() {
             availability: Availability::Active,
             listen_addr: "127.0.0.1:0".into(),
             force_new_cluster: false,
+            network: Default::default(),
         },
     );
     fake.images.lock().unwrap().insert(
@@ -267,7 +270,8 @@ fn a_failed_start_is_tried_once_and_reported() {
                 advertise_addr: "127.0.0.1".into(),
                 availability: Availability::Active,
                 listen_addr: "127.0.0.1:0".into(),
-                force_new_cluster: false
+                force_new_cluster: false,
+                network: Default::default()
             }
         ),
         Reply::SwarmInit { .. }
@@ -292,6 +296,7 @@ fn a_lone_managers_logs_come_through_the_gather() {
         availability: Availability::Active,
         listen_addr: "127.0.0.1:0".into(),
         force_new_cluster: false,
+        network: Default::default(),
     };
     assert!(matches!(call(&host, init), Reply::SwarmInit { .. }));
     let mut spec = ServiceSpec::new("web", "busybox");

@@ -47,8 +47,9 @@ impl Daemon {
     /// Commits an update once its image is resolved (re-validated: the state may have moved on).
     pub(super) fn finish_update(&mut self, service: String, result: Result<(Box<ServiceSpec>, Vec<String>), Box<Reply>>) -> Outcome {
         match result {
-            Ok((spec, warnings)) => {
+            Ok((spec, mut warnings)) => {
                 let now = self.now();
+                warnings.extend(service::network_warnings(self.store.state(), &spec));
                 self.write(control::update_service(self.store.state(), &service, *spec, now).map(|ops| (ops, updated(warnings))))
             }
             Err(r) => Outcome::Now(*r),

@@ -149,7 +149,14 @@ impl Daemon {
         self.swarm.mode = Mode::Manager;
     }
 
-    pub(crate) fn swarm_init(&mut self, advertise_addr: String, listen_addr: String, availability: Availability, force: bool) -> Outcome {
+    pub(crate) fn swarm_init(
+        &mut self,
+        advertise_addr: String,
+        listen_addr: String,
+        availability: Availability,
+        force: bool,
+        network: shoal_shared::types::NetworkDefaults,
+    ) -> Outcome {
         if self.swarm.mode == Mode::Manager && force {
             if let Err(e) = self.store.force_new_cluster() {
                 return Outcome::Now(Reply::error(ErrorKind::Internal, format!("cannot force a new cluster: {e}")));
@@ -221,6 +228,7 @@ impl Daemon {
             public_key: *ck.public(),
             worker_secret: ws,
             manager_secret: ms,
+            network,
         };
         self.swarm.cluster_key = Some(ck);
         let node = Node {
@@ -233,6 +241,7 @@ impl Daemon {
             state: NodeState::Ready,
             addr: addr.clone(),
             manager_addr: addr.clone(),
+            attachments: Vec::new(),
         };
         self.swarm.mode = Mode::Manager;
         self.swarm.listen_addr = listen.clone();
@@ -240,7 +249,9 @@ impl Daemon {
         self.set_local(LOCAL_MODE, "manager");
         self.set_local(LOCAL_LISTEN, &listen);
         self.set_local(LOCAL_ADVERTISE, &addr);
-        let ops = vec![Op::PutCluster(cluster.clone()), Op::PutNode(node)];
+        // Docker's `ingress`, created with the swarm (10.0.0.0/24, VNI 4096 by default).
+        let ingress = control::ingress_network(&cluster.network, self.rng.object_id());
+        let ops = vec![Op::PutCluster(cluster.clone()), Op::PutNode(node), Op::PutNetwork(ingress)];
         let token = JoinToken::generate(&cluster.public_key, Secret::from_bytes(ws)).to_string();
         self.write(Ok((ops, Reply::SwarmInit { node_id: self.node_id.clone(), advertise_addr: addr, worker_token: token })))
     }
@@ -383,6 +394,7 @@ impl Daemon {
             state: NodeState::Ready,
             addr: addr.clone(),
             manager_addr: if role == NodeRole::Manager { addr.clone() } else { String::new() },
+            attachments: Vec::new(),
         };
         match self.propose_ops(vec![Op::PutNode(node)]) {
             Ok(Some(proposal)) => {

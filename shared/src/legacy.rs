@@ -1,0 +1,266 @@
+//! Frozen copies of the records as they were before networks (entry
+//! version 1, state snapshot versions 1 and 2), and their conversion to
+//! today's.
+//!
+//! postcard is positional and not self-describing: a record that grows a
+//! field cannot read its old bytes. Data dirs written before networks hold
+//! raft entries and snapshots of these shapes, so decoding them goes through
+//! these structs and `From` conversions. Only the structs that changed are
+//! frozen here; the ones they embed unchanged are today's. Nothing here may
+//! change: these are bytes already on disks.
+//!
+//! Conversion rules: the new fields start empty (no endpoint allocated, no
+//! task or node addresses, default network settings, endpoint mode `vip`).
+//! Version 1's `ServiceSpec.networks` held names that were never checked
+//! (no network existed then): they are dropped, so an old service keeps
+//! running as it did, in the host's namespace (an empty network list means
+//! the default data path once it exists; see the note in ARCHITECTURE.md).
+
+use crate::clock::UnixNanos;
+use crate::ops::{Entry, Op};
+use crate::task::TaskState;
+use crate::types::{
+    Availability, Cluster, ContainerSpec, Endpoint, EndpointMode, Meta, NetworkAttachmentConfig, NetworkDefaults, Node, NodeDescription,
+    NodeRole, NodeState, Placement, PortConfig, Resources, RestartPolicy, Service, ServiceMode, ServiceSpec, SwarmSettings, Task, TaskSpec,
+    TaskStatus, UpdateConfig, UpdateStatus, HOST_NETWORK_ID,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// `TaskSpec` before `networks`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpecV1 {
+    pub container: ContainerSpec,
+    pub resources: Resources,
+    pub restart: RestartPolicy,
+    pub placement: Placement,
+    pub force_update: u64,
+}
+
+/// `ServiceSpec` with `networks` as unchecked names and no endpoint mode.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceSpecV1 {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub task: TaskSpecV1,
+    pub mode: ServiceMode,
+    pub update: UpdateConfig,
+    pub rollback: UpdateConfig,
+    pub networks: Vec<String>,
+    pub ports: Vec<PortConfig>,
+}
+
+/// `Service` before `endpoint`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceV1 {
+    pub id: String,
+    pub meta: Meta,
+    pub spec: ServiceSpecV1,
+    pub previous_spec: Option<ServiceSpecV1>,
+    pub update_status: Option<UpdateStatus>,
+}
+
+/// `Task` before `networks`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskV1 {
+    pub id: String,
+    pub meta: Meta,
+    pub service_id: String,
+    pub slot: u64,
+    pub node_id: String,
+    pub spec: TaskSpecV1,
+    pub service_version: u64,
+    pub desired_state: TaskState,
+    pub status: TaskStatus,
+    pub not_before: UnixNanos,
+    pub attempt: u64,
+}
+
+/// `Node` before `attachments`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeV1 {
+    pub id: String,
+    pub meta: Meta,
+    pub role: NodeRole,
+    pub availability: Availability,
+    pub labels: BTreeMap<String, String>,
+    pub description: NodeDescription,
+    pub state: NodeState,
+    pub addr: String,
+    pub manager_addr: String,
+}
+
+/// `Cluster` before `network`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterV1 {
+    pub id: String,
+    pub meta: Meta,
+    pub name: String,
+    pub public_key: [u8; 32],
+    pub worker_secret: [u8; 16],
+    pub manager_secret: [u8; 16],
+}
+
+/// `Op` of entry version 1: the same variants in the same order, with the v1 records.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum OpV1 {
+    PutCluster(ClusterV1),
+    PutNode(NodeV1),
+    DeleteNode { id: String },
+    SetNodeState { id: String, state: NodeState },
+    SetNodeAvailability { id: String, availability: Availability },
+    PutService(ServiceV1),
+    DeleteService { id: String },
+    CreateTask(TaskV1),
+    AssignTask { id: String, node_id: String, status: TaskStatus },
+    SetTaskDesired { id: String, desired: TaskState },
+    SetTaskStatus { id: String, status: TaskStatus },
+    DeleteTask { id: String },
+    ReleaseTask { id: String },
+    SetUpdateStatus { id: String, status: UpdateStatus },
+    RollbackService { id: String, status: UpdateStatus },
+    SetNodeLabels { id: String, labels: BTreeMap<String, String> },
+    SetSwarmSettings(SwarmSettings),
+}
+
+/// `Entry` of version 1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EntryV1 {
+    pub at: UnixNanos,
+    pub ops: Vec<OpV1>,
+}
+
+impl From<TaskSpecV1> for TaskSpec {
+    fn from(t: TaskSpecV1) -> TaskSpec {
+        let TaskSpecV1 { container, resources, restart, placement, force_update } = t;
+        TaskSpec { container, resources, restart, placement, force_update, networks: Vec::new() }
+    }
+}
+
+impl From<ServiceSpecV1> for ServiceSpec {
+    fn from(s: ServiceSpecV1) -> ServiceSpec {
+        let ServiceSpecV1 { name, labels, task, mode, update, rollback, networks, ports } = s;
+        let mut task = TaskSpec::from(task);
+        // `--network host` was the only name that meant something then: keep it, it still does.
+        if networks.iter().any(|n| n == HOST_NETWORK_ID) {
+            task.networks = vec![NetworkAttachmentConfig { target: HOST_NETWORK_ID.to_string(), aliases: Vec::new() }];
+        }
+        ServiceSpec { name, labels, task, mode, update, rollback, ports, endpoint_mode: EndpointMode::Vip }
+    }
+}
+
+impl From<ServiceV1> for Service {
+    fn from(s: ServiceV1) -> Service {
+        let ServiceV1 { id, meta, spec, previous_spec, update_status } = s;
+        Service { id, meta, spec: spec.into(), previous_spec: previous_spec.map(Into::into), update_status, endpoint: Endpoint::default() }
+    }
+}
+
+impl From<TaskV1> for Task {
+    fn from(t: TaskV1) -> Task {
+        let TaskV1 { id, meta, service_id, slot, node_id, spec, service_version, desired_state, status, not_before, attempt } = t;
+        Task {
+            id,
+            meta,
+            service_id,
+            slot,
+            node_id,
+            spec: spec.into(),
+            service_version,
+            desired_state,
+            status,
+            not_before,
+            attempt,
+            networks: Vec::new(),
+        }
+    }
+}
+
+impl From<NodeV1> for Node {
+    fn from(n: NodeV1) -> Node {
+        let NodeV1 { id, meta, role, availability, labels, description, state, addr, manager_addr } = n;
+        Node { id, meta, role, availability, labels, description, state, addr, manager_addr, attachments: Vec::new() }
+    }
+}
+
+impl From<ClusterV1> for Cluster {
+    fn from(c: ClusterV1) -> Cluster {
+        let ClusterV1 { id, meta, name, public_key, worker_secret, manager_secret } = c;
+        Cluster { id, meta, name, public_key, worker_secret, manager_secret, network: NetworkDefaults::default() }
+    }
+}
+
+impl From<OpV1> for Op {
+    fn from(op: OpV1) -> Op {
+        match op {
+            OpV1::PutCluster(c) => Op::PutCluster(c.into()),
+            OpV1::PutNode(n) => Op::PutNode(n.into()),
+            OpV1::DeleteNode { id } => Op::DeleteNode { id },
+            OpV1::SetNodeState { id, state } => Op::SetNodeState { id, state },
+            OpV1::SetNodeAvailability { id, availability } => Op::SetNodeAvailability { id, availability },
+            OpV1::PutService(s) => Op::PutService(s.into()),
+            OpV1::DeleteService { id } => Op::DeleteService { id },
+            OpV1::CreateTask(t) => Op::CreateTask(t.into()),
+            OpV1::AssignTask { id, node_id, status } => Op::AssignTask { id, node_id, status },
+            OpV1::SetTaskDesired { id, desired } => Op::SetTaskDesired { id, desired },
+            OpV1::SetTaskStatus { id, status } => Op::SetTaskStatus { id, status },
+            OpV1::DeleteTask { id } => Op::DeleteTask { id },
+            OpV1::ReleaseTask { id } => Op::ReleaseTask { id },
+            OpV1::SetUpdateStatus { id, status } => Op::SetUpdateStatus { id, status },
+            OpV1::RollbackService { id, status } => Op::RollbackService { id, status },
+            OpV1::SetNodeLabels { id, labels } => Op::SetNodeLabels { id, labels },
+            OpV1::SetSwarmSettings(s) => Op::SetSwarmSettings(s),
+        }
+    }
+}
+
+impl From<EntryV1> for Entry {
+    fn from(e: EntryV1) -> Entry {
+        Entry { at: e.at, ops: e.ops.into_iter().map(Op::from).collect() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ops::{Entry, Op};
+    use crate::types::{NetworkMode, ServiceMode, HOST_NETWORK_ID};
+
+    fn from_hex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    /// An entry written by Shoal before networks (main at 6d99343, generated
+    /// once with its `Entry::encode`): a cluster, a node, a service with
+    /// `--network host --network other -p 8080:80` and one of its tasks.
+    const ENTRY_V1_HEX: &str = include_str!("legacy_entry_v1.hex");
+
+    #[test]
+    fn version_1_entries_decode_into_todays_records() {
+        let bytes = from_hex(ENTRY_V1_HEX.trim());
+        assert_eq!(bytes[0], 1);
+        let e = Entry::decode(&bytes).unwrap();
+        assert_eq!(e.at, 77);
+        let [Op::PutCluster(c), Op::PutNode(n), Op::PutService(s), Op::CreateTask(t), Op::SetTaskDesired { id, .. }] = &e.ops[..] else {
+            panic!("{:?}", e.ops)
+        };
+        assert_eq!((c.id.as_str(), c.name.as_str(), c.public_key[0], c.worker_secret[0]), ("c1", "default", 7, 8));
+        assert_eq!(c.network, crate::types::NetworkDefaults::default());
+        assert_eq!((n.id.as_str(), n.addr.as_str(), n.description.hostname.as_str()), ("n1", "10.1.0.1:2377", "box"));
+        assert!(n.attachments.is_empty());
+        assert_eq!((s.id.as_str(), s.spec.name.as_str(), s.spec.mode), ("s1", "web", ServiceMode::Replicated { replicas: 2 }));
+        assert_eq!(s.spec.ports.len(), 1);
+        assert_eq!((s.spec.ports[0].published_port, s.spec.ports[0].target_port), (8080, 80));
+        // `host` keeps its meaning; the unchecked other name is dropped.
+        assert_eq!(s.spec.task.networks.len(), 1);
+        assert_eq!(s.spec.task.networks[0].target, HOST_NETWORK_ID);
+        assert_eq!(s.spec.task.network_mode(), NetworkMode::Host);
+        assert_eq!(s.spec.task.container.env, ["A=1"]);
+        assert!(s.endpoint.virtual_ips.is_empty());
+        assert_eq!((t.id.as_str(), t.slot, t.spec.container.image.as_str()), ("t1", 1, "busybox"));
+        assert!(t.networks.is_empty());
+        assert_eq!(id, "t1");
+        // Re-encoded, it is a version-2 entry that round-trips.
+        assert_eq!(Entry::decode(&e.encode()).unwrap(), e);
+    }
+}
