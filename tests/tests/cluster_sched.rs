@@ -114,6 +114,22 @@ fn running_line(n: usize, total: usize) -> String {
 fn nginx_swarm_from_the_seed_on_one_manager_and_three_workers() {
     let Some(mut c) = Cluster::new(4) else { return };
     c.init(1, 3);
+    // The seed's network first: an unknown one is refused, as Docker's.
+    let net_id = c.nodes[0]
+        .shoal(&[
+            "network",
+            "create",
+            "--driver",
+            "overlay",
+            "--subnet=10.15.0.0/16",
+            "--gateway=10.15.0.2",
+            "--attachable",
+            "my-swarm-net",
+        ])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
     let t0 = Instant::now();
     // `hostname` is the task id's first 12 characters: each task leaves a
     // file named after itself in the volume.
@@ -184,11 +200,11 @@ fn nginx_swarm_from_the_seed_on_one_manager_and_three_workers() {
         serde_json::json!([{"Type": "volume", "Source": "nginx-vol-swarm", "Target": "/etc/nginx", "ReadOnly": false}]),
         "{s}"
     );
-    assert_eq!(tt["Networks"], serde_json::json!([{"Target": "my-swarm-net"}]), "{s}");
+    assert_eq!(tt["Networks"], serde_json::json!([{"Target": net_id}]), "{s}");
     assert_eq!(spec["EndpointSpec"]["Ports"][0]["PublishedPort"], 8080, "{s}");
     assert_eq!(spec["EndpointSpec"]["Ports"][0]["TargetPort"], 80, "{s}");
     let notes = s["ShoalNotes"].to_string();
-    assert!(notes.contains("stored in the spec but not implemented yet"), "{s}");
+    assert!(notes.contains("recorded and allocated but not in effect yet"), "{s}");
 
     // Scale to 6: two per worker, none on the manager.
     let out = c.nodes[0].shoal(&["service", "scale", "nginx-swarm=6"]).ok().stdout;
