@@ -218,6 +218,25 @@ pub(crate) fn call(host: &str, req: Request, timeout_ms: u64) -> anyhow::Result<
     }
 }
 
+/// Docker's `rm` of several objects: each name printed once removed, each
+/// failure printed as it comes, exit 1 at the end if any failed.
+pub(crate) fn remove_each(host: &str, names: Vec<String>, request: impl Fn(String) -> Request) -> anyhow::Result<()> {
+    let mut failed = false;
+    for name in names {
+        match call(host, request(name.clone()), REPLY_MS_DEFAULT) {
+            Ok(_) => println!("{name}"),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 fn unexpected(r: Reply) -> anyhow::Error {
     anyhow::anyhow!("unexpected reply from the daemon: {r:?}")
 }

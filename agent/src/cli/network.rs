@@ -121,22 +121,7 @@ pub(crate) fn run(host: &str, cmd: NetworkCmd) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }
-        NetworkCmd::Rm { networks } => {
-            let mut failed = false;
-            for n in networks {
-                match call(host, Request::NetworkRemove { network: n.clone() }, REPLY_MS_DEFAULT) {
-                    Ok(_) => println!("{n}"),
-                    Err(e) => {
-                        eprintln!("Error: {e}");
-                        failed = true;
-                    }
-                }
-            }
-            if failed {
-                std::process::exit(1);
-            }
-            Ok(())
-        }
+        NetworkCmd::Rm { networks } => super::remove_each(host, networks, |network| Request::NetworkRemove { network }),
     }
 }
 

@@ -301,22 +301,7 @@ pub(crate) fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ServiceCmd::Rm { services } => {
-            let mut failed = false;
-            for s in services {
-                match call(host, Request::ServiceRemove { service: s.clone() }, REPLY_MS_DEFAULT) {
-                    Ok(_) => println!("{s}"),
-                    Err(e) => {
-                        eprintln!("Error: {e}");
-                        failed = true;
-                    }
-                }
-            }
-            if failed {
-                std::process::exit(1);
-            }
-            Ok(())
-        }
+        ServiceCmd::Rm { services } => super::remove_each(host, services, |service| Request::ServiceRemove { service }),
         ServiceCmd::Logs { follow, tail, service } => logs(host, &service, follow, tail),
         ServiceCmd::Update(a) => update::update(host, a),
         ServiceCmd::Rollback { detach, quiet, service } => update::rollback(host, &service, detach || quiet),
