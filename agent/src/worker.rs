@@ -27,7 +27,7 @@
 //!   signal, and `Kill` follows once the deadline passes without an exit.
 
 use crate::runtime::{ContainerState, Exit, Observed, RuntimeError, Signalled};
-use shoal_shared::assignments::Assignments;
+use shoal_shared::assignments::{Assignments, NodeNetworkView};
 use shoal_shared::clock::UnixNanos;
 use shoal_shared::task::TaskState;
 use shoal_shared::types::{Task, TaskStatus};
@@ -47,6 +47,12 @@ pub enum Action {
     Kill { id: String },
     /// Delete a container and its snapshot.
     Remove { id: String },
+}
+
+/// Whether every overlay network `t` attaches to is programmed on this
+/// node: the node's own address on it is allocated.
+fn networks_ready(view: &NodeNetworkView, t: &Task) -> bool {
+    t.networks.iter().all(|a| view.networks.get(&a.network_id).is_some_and(|n| n.local.is_some()))
 }
 
 /// How long after a SIGKILL with no exit seen the kill is sent again (the
@@ -220,7 +226,7 @@ impl Worker {
                 }
                 continue;
             }
-            if let Some(a) = self.plan_task(t, now, now_ms) {
+            if let Some(a) = self.plan_task(t, &assigned.network, now, now_ms) {
                 match &a {
                     Action::Report { .. } => {}
                     Action::Stop { id, grace_ms } => {
@@ -257,7 +263,7 @@ impl Worker {
         (now_ms >= due).then(|| Action::Kill { id: id.to_string() })
     }
 
-    fn plan_task(&self, t: &Task, now: UnixNanos, now_ms: u64) -> Option<Action> {
+    fn plan_task(&self, t: &Task, networks: &NodeNetworkView, now: UnixNanos, now_ms: u64) -> Option<Action> {
         let observed = self.containers.get(&t.id);
         let current = t.status.state;
         let report = |state: TaskState, message: &str, err: String, exit_code: Option<i32>| -> Option<Action> {
@@ -307,6 +313,9 @@ impl Worker {
             // Not yet running but a container exists: adopt it (the daemon died mid-start).
             (_, Some(ContainerState::Running)) => report(TaskState::Running, "started", String::new(), None),
             (_, Some(_)) => Some(Action::Remove { id: t.id.clone() }),
+            // A task on an overlay network starts once the network is programmed here (this
+            // node's own address on it allocated: one leader pass after the task landed).
+            (_, None) if !networks_ready(networks, t) => None,
             (_, None) => Some(Action::Start { task: Box::new((*t).clone()) }),
         }
     }
@@ -369,6 +378,36 @@ mod tests {
         let (st, _) = state_with(TaskState::Running, TaskState::Assigned);
         let mut w = Worker::new("me");
         assert!(w.plan(&st, 5, 5).is_empty());
+    }
+
+    #[test]
+    fn a_task_on_an_overlay_network_starts_once_the_network_is_programmed_here() {
+        use shoal_shared::assignments::NetworkView;
+        use shoal_shared::types::{Ipv4Net, NetworkAttachment};
+        let (mut st, _) = state_with(TaskState::Running, TaskState::Assigned);
+        let addr = Ipv4Net::parse("10.0.1.5/24").unwrap();
+        st.tasks.get_mut("t1").unwrap().networks = vec![NetworkAttachment { network_id: "n1".into(), addr }];
+        let mut w = synced();
+        // Not in the view at all, then in it without this node's own address: no start.
+        assert!(w.plan(&st, 5, 5).is_empty());
+        let view = NetworkView {
+            id: "n1".into(),
+            name: "web".into(),
+            vni: 4097,
+            subnet: Ipv4Net::parse("10.0.1.0/24").unwrap(),
+            gateway: "10.0.1.1".parse().unwrap(),
+            mtu: 0,
+            internal: false,
+            encrypted: false,
+            ingress: false,
+            local: None,
+            peers: vec![],
+            services: vec![],
+        };
+        st.network.networks.insert("n1".into(), view);
+        assert!(w.plan(&st, 6, 6).is_empty());
+        st.network.networks.get_mut("n1").unwrap().local = Some(Ipv4Net::parse("10.0.1.2/24").unwrap());
+        assert_eq!(kinds(&w.plan(&st, 7, 7)), vec!["start t1"]);
     }
 
     #[test]

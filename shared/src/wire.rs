@@ -98,6 +98,8 @@ pub enum Wire {
         managers: Vec<ManagerInfo>,
         leader_id: String,
         cluster_key: Option<Vec<u8>>,
+        /// What the node's data path programs its networks from.
+        network: crate::assignments::NodeNetworkView,
     },
     /// Worker -> leader: observed task states (forward-only; the leader re-checks).
     Report { statuses: Vec<(String, TaskStatus)> },

@@ -11,6 +11,7 @@
 use super::links::{self, ConnIds, ListenKeys, Purpose};
 use super::Event;
 use crate::host;
+use crate::network::driver::NetDriver;
 use crate::runtime::Runtime;
 use async_channel::{Receiver, Sender};
 use shoal_shared::api::Reply;
@@ -67,19 +68,22 @@ pub(crate) trait Io {
     fn host(&self) -> NodeDescription;
     /// The address this host is reached at when none is given (its default route's).
     fn default_addr(&self) -> String;
+    /// The container-networking data path (blocking: used inside runtime jobs).
+    fn net(&self) -> Arc<dyn NetDriver>;
 }
 
 /// The shipped [`Io`]: smol tasks, blocking threads, TCP and the OS.
 pub(crate) struct RealIo {
     tx: Sender<Event>,
     runtime: Arc<dyn Runtime>,
+    net: Arc<dyn NetDriver>,
     slots: Arc<async_lock::Semaphore>,
 }
 
 impl RealIo {
     /// Events go to `tx`; runtime calls run at most `RUNTIME_CALLS_MAX` at once.
-    pub(crate) fn new(tx: Sender<Event>, runtime: Arc<dyn Runtime>) -> RealIo {
-        RealIo { tx, runtime, slots: Arc::new(async_lock::Semaphore::new(super::RUNTIME_CALLS_MAX)) }
+    pub(crate) fn new(tx: Sender<Event>, runtime: Arc<dyn Runtime>, net: Arc<dyn NetDriver>) -> RealIo {
+        RealIo { tx, runtime, net, slots: Arc::new(async_lock::Semaphore::new(super::RUNTIME_CALLS_MAX)) }
     }
 }
 
@@ -146,5 +150,9 @@ impl Io for RealIo {
 
     fn default_addr(&self) -> String {
         host::default_addr().to_string()
+    }
+
+    fn net(&self) -> Arc<dyn NetDriver> {
+        self.net.clone()
     }
 }

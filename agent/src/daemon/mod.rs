@@ -17,6 +17,7 @@ pub(crate) mod io;
 pub(crate) mod links;
 mod lock;
 mod log_gather;
+mod netpath;
 mod router;
 mod server;
 pub(crate) mod service;
@@ -111,6 +112,10 @@ pub(crate) enum Event {
         id: String,
         ok: bool,
     },
+    /// The node's networks were synced (see [`netpath`]).
+    NetSynced {
+        result: Result<crate::network::driver::SyncReport, crate::network::driver::NetError>,
+    },
     /// A reply was sent from outside the loop; nothing to do but converge.
     Replied,
     Signal,
@@ -185,7 +190,8 @@ pub(crate) fn run_with(cfg: Config, store: Store, node_id: String, runtime: Arc<
     let (node_key, _) = key::load_or_create(&cfg.data_dir.join(key::NODE_KEY_FILE))?;
     let (tx, rx) = async_channel::bounded(EVENTS_QUEUE_MAX);
     let socket = cfg.socket.clone();
-    let io = io::RealIo::new(tx.clone(), runtime.clone());
+    let net: Arc<dyn crate::network::driver::NetDriver> = Arc::new(crate::network::linux::Linux::new(&cfg.data_dir));
+    let io = io::RealIo::new(tx.clone(), runtime.clone(), net);
     let mut daemon = Daemon::new(cfg, store, node_id, node_key, runtime, Box::new(io), rng)?;
     crate::log!("INFO", "shoal {} node {} listening on unix://{}", env!("CARGO_PKG_VERSION"), daemon.node_id, daemon.cfg.socket.display());
     smol::block_on(async move {
@@ -256,6 +262,8 @@ pub(crate) struct Daemon {
     passed_at_ms: u64,
     logs_checked_at_ms: u64,
     swarm: Swarm,
+    /// The container-networking data path's state.
+    net: netpath::NetPath,
 }
 
 impl Daemon {
@@ -272,6 +280,7 @@ impl Daemon {
         let runtime_version = runtime.version().unwrap_or_else(|e| format!("unavailable: {e}"));
         task_logs::TaskLogs::new(&cfg.data_dir).create()?;
         let worker = Worker::new(&node_id);
+        let net = netpath::NetPath::new(io.net());
         let mut d = Daemon {
             cfg,
             store,
@@ -291,6 +300,7 @@ impl Daemon {
             passed_at_ms: 0,
             logs_checked_at_ms: 0,
             swarm,
+            net,
         };
         d.refresh_self_node()?;
         Ok(d)
@@ -437,6 +447,7 @@ impl Daemon {
                 self.worker.handle_signalled(&id, kill, result, now_ms);
             }
             Event::Removed { id, ok } => self.worker.handle_removed(&id, ok),
+            Event::NetSynced { result } => self.on_net_synced(result),
             Event::Replied => {}
             Event::Signal => self.stopping = true,
         }
@@ -534,9 +545,14 @@ impl Daemon {
                         let i = id.clone();
                         let logs = task_logs::TaskLogs::new(&self.cfg.data_dir);
                         let keep_log = self.assigned().tasks.contains_key(&id);
+                        let net = self.net.driver.clone();
                         self.spawn_runtime(
                             move |rt| {
                                 let r = rt.remove(&i);
+                                // Its namespace and veths go with the container.
+                                if let Err(e) = net.teardown_task(&i) {
+                                    crate::log!("WARN", "networking: {e}");
+                                }
                                 if !keep_log {
                                     logs.remove(&i);
                                 }
@@ -565,6 +581,7 @@ impl Daemon {
             }
         }
         self.dispatch();
+        self.sync_network();
     }
 
     fn start_task(&mut self, task: Box<Task>) {
@@ -572,10 +589,16 @@ impl Daemon {
         let node_id = self.node_id.clone();
         let service_name = self.assigned().service_name(&task.service_id).to_string();
         let t = task.clone();
+        let net = self.task_net(&task);
         self.spawn_runtime(
             move |rt| {
                 let facts = rt.ensure_image(&t.spec.container.image)?;
-                let spec = service::start_spec(&t, &service_name, &node_id, facts, &data_dir)?;
+                let mut spec = service::start_spec(&t, &service_name, &node_id, facts, &data_dir)?;
+                if let Some(net) = net? {
+                    let (netns, files) = net.prepare(&t.id, &data_dir)?;
+                    spec.netns = Some(netns);
+                    spec.mounts.extend(files);
+                }
                 rt.start(&spec)
             },
             move |result| Event::Started { task, result },

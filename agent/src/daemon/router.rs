@@ -483,7 +483,7 @@ mod tests {
         let (store, node_id) = super::super::open_store(&dir, 7).unwrap();
         let (node_key, _) = key::load_or_create(&dir.join(key::NODE_KEY_FILE)).unwrap();
         let (tx, rx) = async_channel::bounded(64);
-        let io = super::super::io::RealIo::new(tx, rt.clone());
+        let io = super::super::io::RealIo::new(tx, rt.clone(), std::sync::Arc::new(crate::network::driver::Fake::default()));
         let d = Daemon::new(cfg, store, node_id, node_key, rt, Box::new(io), Rng::from_seed(7)).unwrap();
         (d, rx, fake)
     }

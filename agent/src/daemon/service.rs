@@ -27,9 +27,11 @@ pub(crate) fn no_such_service(key: &str) -> Reply {
 /// published ports. The one switch the create/update handlers and `inspect`
 /// consult: while it is false, networks and ports are recorded and
 /// allocated but tasks still share the host's network, and every create or
-/// update that uses them says so. The data path flips it when it works.
+/// update that uses them says so. On since the data path landed
+/// (`crate::network`, `daemon::netpath`); a node whose kernel lacks what it
+/// needs says so in its log and fails such tasks with the reason.
 pub(crate) fn data_path_ready() -> bool {
-    false
+    true
 }
 
 /// The warnings of a service spec whose networks or published ports are not
@@ -46,6 +48,12 @@ pub(crate) fn network_warnings(state: &State, spec: &ServiceSpec) -> Vec<String>
     }
     if !data_path_ready() && spec.ports.iter().any(|p| p.is_ingress()) {
         out.push("published ports are recorded, but nothing listens on them yet: the routing mesh is not in effect, tasks share the host's network".to_string());
+    }
+    let host_ports = spec.ports.iter().any(|p| !p.is_ingress());
+    if host_ports && spec.task.network_mode() != NetworkMode::None && spec.task.networks.is_empty() {
+        out.push(
+            "host-mode ports of a service on no network: its tasks share the host's network and listen on their target ports directly; attach the service to a network (--network) to map published to target ports".to_string(),
+        );
     }
     for n in &spec.task.networks {
         if let Some(net) = state.find_network(&n.target).filter(|net| net.spec.encrypted) {

@@ -305,6 +305,16 @@ impl Swarm {
         }
     }
 
+    /// This node's advertised swarm address (`IP:PORT`; empty outside a swarm).
+    pub(crate) fn advertise_addr(&self) -> &str {
+        &self.advertise_addr
+    }
+
+    /// This node's assignments, when it has any.
+    pub(crate) fn assigned_ref(&self) -> Option<&Assignments> {
+        self.assigned.as_ref()
+    }
+
     fn established(&self, node_id: &str) -> Option<u64> {
         let mut best = None;
         for (id, c) in &self.conns {

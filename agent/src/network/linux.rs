@@ -13,7 +13,7 @@
 
 use super::driver::{NetDriver, NetError, Probe, SyncReport, TaskNetns};
 use super::plan::{self, LinkKind, NetAction, NodeView, Observed, ObservedLink, TaskAttachment, TaskStep};
-use super::Cidr;
+use super::Ipv4Net;
 use shoal_netlink::{netns, ok_if_exists, Netlink};
 use std::io::Write as _;
 use std::os::fd::AsFd;
@@ -61,7 +61,7 @@ impl Linux {
         netns::run_in(path, IN_NETNS_TIMEOUT_MS, move || -> Result<bool, shoal_netlink::Error> {
             let mut nl = Netlink::open()?;
             let Some(i) = nl.link_index("eth0")? else { return Ok(false) };
-            Ok(nl.addrs(i)?.iter().any(|a| a.addr == first.addr.addr && a.prefix_len == first.addr.prefix_len))
+            Ok(nl.addrs(i)?.iter().any(|a| a.addr == first.addr.addr && a.prefix_len == first.addr.prefix))
         })
         .ok()
         .and_then(Result::ok)
@@ -122,7 +122,7 @@ impl Linux {
                     nl.set_down(i)?;
                     nl.set_name(i, &name)?;
                     nl.set_mac(i, mac)?;
-                    nl.ensure_addr(i, addr.addr, addr.prefix_len)?;
+                    nl.ensure_addr(i, addr.addr, addr.prefix)?;
                     nl.set_up(i)
                 })?,
                 TaskStep::DefaultRoute { gateway } => in_netns(path, what(), move |nl| ok_if_exists(nl.add_default_route(gateway)))?,
@@ -146,7 +146,7 @@ impl Linux {
                 _ => LinkKind::Other,
             };
             if kind == LinkKind::Bridge {
-                let addrs = nl.addrs(l.index)?.into_iter().filter_map(|a| Cidr::new(a.addr, a.prefix_len)).collect();
+                let addrs = nl.addrs(l.index)?.into_iter().map(|a| Ipv4Net { addr: a.addr, prefix: a.prefix_len }).collect();
                 o.addrs.insert(l.name.clone(), addrs);
             }
             if matches!(kind, LinkKind::Vxlan { .. }) {
@@ -201,11 +201,11 @@ impl Linux {
                 }
                 NetAction::AddAddr { link, addr } => {
                     let l = index(nl, link)?;
-                    nl.ensure_addr(l, addr.addr, addr.prefix_len)?;
+                    nl.ensure_addr(l, addr.addr, addr.prefix)?;
                 }
                 NetAction::DelAddr { link, addr } => {
                     let l = index(nl, link)?;
-                    nl.del_addr(l, addr.addr, addr.prefix_len)?;
+                    nl.del_addr(l, addr.addr, addr.prefix)?;
                 }
                 NetAction::SetUp { link } => {
                     let l = index(nl, link)?;
@@ -412,7 +412,7 @@ mod tests {
             let net = plan::NetView {
                 id: "nettestnettest1".into(),
                 vni: 4100,
-                subnet: "10.77.0.0/24".parse().unwrap(),
+                subnet: Ipv4Net::parse("10.77.0.0/24").unwrap(),
                 gateway: Ipv4Addr::new(10, 77, 0, 1),
                 node_addr: Ipv4Addr::new(10, 77, 0, 2),
                 mtu: 1450,
@@ -430,7 +430,7 @@ mod tests {
             }
             let att = |ip: [u8; 4]| TaskAttachment {
                 network_id: "nettestnettest1".into(),
-                addr: Cidr::new(Ipv4Addr::from(ip), 24).unwrap(),
+                addr: Ipv4Net { addr: Ipv4Addr::from(ip), prefix: 24 },
                 gateway: Ipv4Addr::new(10, 77, 0, 1),
                 mtu: 1450,
                 internal: false,

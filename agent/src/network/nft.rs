@@ -24,7 +24,7 @@
 //! Pure: the shell builds [`Rules`] from the node's view and pipes
 //! [`ruleset`] into `nft -f -` when the text changed.
 
-use super::Cidr;
+use super::Ipv4Net;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
@@ -66,7 +66,7 @@ impl Proto {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetRules {
     pub bridge: String,
-    pub subnet: Cidr,
+    pub subnet: Ipv4Net,
     /// This node's own address on the network (SNAT target).
     pub node_addr: Ipv4Addr,
     pub internal: bool,
@@ -146,7 +146,7 @@ pub fn ruleset(r: &Rules) -> String {
         let _ = writeln!(s, "    oifname \"{}\" ct status dnat snat ip to {}", n.bridge, n.node_addr);
     }
     for n in r.networks.iter().filter(|n| !n.internal) {
-        let _ = writeln!(s, "    ip saddr {} oifname != \"{}\" oifname != \"sb-*\" masquerade", n.subnet.subnet(), n.bridge);
+        let _ = writeln!(s, "    ip saddr {} oifname != \"{}\" oifname != \"sb-*\" masquerade", n.subnet.trunc(), n.bridge);
     }
     let _ = writeln!(s, "  }}\n  chain forward {{\n    type filter hook forward priority filter; policy accept;");
     for n in &r.networks {
@@ -188,8 +188,18 @@ mod tests {
     fn sample() -> Rules {
         Rules {
             networks: vec![
-                NetRules { bridge: "sb-web".into(), subnet: "10.0.1.0/24".parse().unwrap(), node_addr: ip("10.0.1.2"), internal: false },
-                NetRules { bridge: "sb-db".into(), subnet: "10.0.2.0/24".parse().unwrap(), node_addr: ip("10.0.2.2"), internal: true },
+                NetRules {
+                    bridge: "sb-web".into(),
+                    subnet: Ipv4Net::parse("10.0.1.0/24").unwrap(),
+                    node_addr: ip("10.0.1.2"),
+                    internal: false,
+                },
+                NetRules {
+                    bridge: "sb-db".into(),
+                    subnet: Ipv4Net::parse("10.0.2.0/24").unwrap(),
+                    node_addr: ip("10.0.2.2"),
+                    internal: true,
+                },
             ],
             vips: vec![
                 Vip { bridge: "sb-web".into(), vip: ip("10.0.1.3"), backends: vec![ip("10.0.1.5"), ip("10.0.1.6")] },

@@ -15,7 +15,7 @@
 //!   the state: stale ones are removed, so a task that moved or stopped
 //!   stops receiving traffic meant for its old address.
 
-use super::{mac_of, Cidr};
+use super::{mac_of, Ipv4Net};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
@@ -51,7 +51,7 @@ pub struct NetView {
     pub id: String,
     pub vni: u32,
     /// The network's subnet (`10.0.1.0/24`).
-    pub subnet: Cidr,
+    pub subnet: Ipv4Net,
     /// The gateway address, held by this network's bridge on every node.
     pub gateway: Ipv4Addr,
     /// This node's own address on the network (unique in it).
@@ -96,7 +96,7 @@ pub struct ObservedLink {
 pub struct Observed {
     pub links: Vec<ObservedLink>,
     /// Addresses by device name.
-    pub addrs: BTreeMap<String, BTreeSet<Cidr>>,
+    pub addrs: BTreeMap<String, BTreeSet<Ipv4Net>>,
     /// Forwarding entries by VXLAN device: (MAC, remote underlay address).
     pub fdb: BTreeMap<String, BTreeSet<([u8; 6], Ipv4Addr)>>,
     /// Neighbour entries by VXLAN device: (address, MAC).
@@ -111,8 +111,8 @@ pub enum NetAction {
     AddVxlan { name: String, vni: u32, local: Ipv4Addr, port: u16, mtu: u32 },
     SetMaster { link: String, bridge: String },
     SetMtu { link: String, mtu: u32 },
-    AddAddr { link: String, addr: Cidr },
-    DelAddr { link: String, addr: Cidr },
+    AddAddr { link: String, addr: Ipv4Net },
+    DelAddr { link: String, addr: Ipv4Net },
     SetUp { link: String },
     ReplaceFdb { vxlan: String, mac: [u8; 6], dst: Ipv4Addr },
     DelFdb { vxlan: String, mac: [u8; 6], dst: Ipv4Addr },
@@ -187,14 +187,20 @@ pub fn diff(want: &NodeView, have: &Observed) -> Vec<NetAction> {
             out.push(NetAction::SetMtu { link: br.clone(), mtu: n.mtu });
         }
         // The gateway (shared by every node) and this node's own address.
-        let want_addrs: BTreeSet<Cidr> =
-            [n.gateway, n.node_addr].into_iter().map(|a| Cidr { addr: a, prefix_len: n.subnet.prefix_len }).collect();
+        let want_addrs: BTreeSet<Ipv4Net> =
+            [n.gateway, n.node_addr].into_iter().map(|a| Ipv4Net { addr: a, prefix: n.subnet.prefix }).collect();
         let have_addrs = if fresh_br { BTreeSet::new() } else { have.addrs.get(&br).cloned().unwrap_or_default() };
         for a in have_addrs.difference(&want_addrs) {
             out.push(NetAction::DelAddr { link: br.clone(), addr: *a });
         }
-        for a in want_addrs.difference(&have_addrs) {
-            out.push(NetAction::AddAddr { link: br.clone(), addr: *a });
+        // This node's own address goes on first: the first address in a subnet is the one the
+        // kernel picks as source, and the gateway is held by every node (a reply to it would
+        // end at whichever node the peer reached first).
+        let own = Ipv4Net { addr: n.node_addr, prefix: n.subnet.prefix };
+        let mut adds: Vec<Ipv4Net> = want_addrs.difference(&have_addrs).copied().collect();
+        adds.sort_by_key(|a| *a != own);
+        for a in adds {
+            out.push(NetAction::AddAddr { link: br.clone(), addr: a });
         }
         if fresh_br || !links[br.as_str()].up {
             out.push(NetAction::SetUp { link: br.clone() });
@@ -241,7 +247,7 @@ pub fn diff(want: &NodeView, have: &Observed) -> Vec<NetAction> {
 pub struct TaskAttachment {
     pub network_id: String,
     /// The task's address with the network's prefix length.
-    pub addr: Cidr,
+    pub addr: Ipv4Net,
     pub gateway: Ipv4Addr,
     pub mtu: u32,
     pub internal: bool,
@@ -276,7 +282,7 @@ pub enum TaskStep {
         from: String,
         name: String,
         mac: [u8; 6],
-        addr: Cidr,
+        addr: Ipv4Net,
     },
     /// Inside: the default route.
     DefaultRoute {
@@ -290,7 +296,7 @@ pub enum TaskPlanError {
     #[error("a task may attach to at most {TASK_NETWORKS_MAX} networks, this one names {0}")]
     TooManyNetworks(usize),
     #[error("the task's address {addr} is not in the network's subnet (gateway {gateway})")]
-    AddressOutsideSubnet { addr: Cidr, gateway: Ipv4Addr },
+    AddressOutsideSubnet { addr: Ipv4Net, gateway: Ipv4Addr },
 }
 
 /// The steps that build task `task_id`'s namespace with one interface per
@@ -331,7 +337,7 @@ mod tests {
         NetView {
             id: id.into(),
             vni,
-            subnet: format!("10.0.{third}.0/24").parse().unwrap(),
+            subnet: Ipv4Net::parse(&format!("10.0.{third}.0/24")).unwrap(),
             gateway: Ipv4Addr::new(10, 0, third, 1),
             node_addr: Ipv4Addr::new(10, 0, third, 2),
             mtu: 1450,
@@ -425,8 +431,10 @@ mod tests {
         let acts = diff(&want, &Observed::default());
         let (br, vx) = (bridge_name("netaaaaaaaaaaaa"), vxlan_name("netaaaaaaaaaaaa"));
         assert_eq!(acts[0], NetAction::AddBridge { name: br.clone(), mtu: 1450, mac: [2, 0x42, 10, 0, 1, 2] });
-        assert!(acts.contains(&NetAction::AddAddr { link: br.clone(), addr: "10.0.1.1/24".parse().unwrap() }));
-        assert!(acts.contains(&NetAction::AddAddr { link: br.clone(), addr: "10.0.1.2/24".parse().unwrap() }));
+        // This node's own address first (the source the kernel picks), then the shared gateway.
+        let own = acts.iter().position(|a| a == &NetAction::AddAddr { link: br.clone(), addr: Ipv4Net::parse("10.0.1.2/24").unwrap() });
+        let gw = acts.iter().position(|a| a == &NetAction::AddAddr { link: br.clone(), addr: Ipv4Net::parse("10.0.1.1/24").unwrap() });
+        assert!(own.unwrap() < gw.unwrap());
         assert!(acts.contains(&NetAction::AddVxlan { name: vx.clone(), vni: 4097, local: ip("192.168.1.10"), port: 4789, mtu: 1450 }));
         assert!(acts.contains(&NetAction::ReplaceFdb { vxlan: vx.clone(), mac: mac_of(ip("10.0.1.7")), dst: ip("192.168.1.11") }));
         assert!(acts.contains(&NetAction::ReplaceNeigh { vxlan: vx.clone(), ip: ip("10.0.1.7"), mac: mac_of(ip("10.0.1.7")) }));
@@ -522,7 +530,7 @@ mod tests {
     fn task_namespaces_get_one_interface_per_network_and_a_way_out() {
         let att = |id: &str, a: &str, gateway: &str, internal: bool| TaskAttachment {
             network_id: id.into(),
-            addr: a.parse().unwrap(),
+            addr: Ipv4Net::parse(a).unwrap(),
             gateway: ip(gateway),
             mtu: 1450,
             internal,
@@ -535,7 +543,7 @@ mod tests {
             from: veth_peer_name("taskidtaskidtaskid", 0),
             name: "eth0".into(),
             mac: mac_of(ip("10.0.1.5")),
-            addr: "10.0.1.5/24".parse().unwrap()
+            addr: Ipv4Net::parse("10.0.1.5/24").unwrap()
         }));
         assert!(steps.contains(&TaskStep::SetMaster { link: veth_name("taskidtaskidtaskid", 1), bridge: bridge_name("netbbbbbbbbbbbb") }));
         // The way out is through the first network that is not internal.

@@ -219,6 +219,11 @@ impl Io for SimIo {
     fn default_addr(&self) -> String {
         self.shared.borrow().net.ips[self.node].to_string()
     }
+
+    fn net(&self) -> std::sync::Arc<dyn crate::network::driver::NetDriver> {
+        // Recorded, not built: the simulator checks the control plane, the data path has its own tests.
+        std::sync::Arc::new(crate::network::driver::Fake::default())
+    }
 }
 
 fn random32(rng: &mut Rng) -> [u8; 32] {

@@ -282,9 +282,7 @@ impl Daemon {
                 }
             }
             (Purpose::Node, Wire::Session { advertise_addr, description }) => self.on_session(conn, &peer, advertise_addr, description),
-            (Purpose::Node, Wire::Assignments { node, tasks, services, managers, leader_id, cluster_key }) => {
-                self.on_assignments(node, tasks, services, managers, leader_id, cluster_key)
-            }
+            (Purpose::Node, msg @ Wire::Assignments { .. }) => self.on_assignments(msg),
             (Purpose::Node, Wire::Report { statuses }) => {
                 if !self.leads() {
                     return;

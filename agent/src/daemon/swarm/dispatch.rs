@@ -47,6 +47,7 @@ impl Daemon {
                         managers,
                         leader_id: self.node_id.clone(),
                         cluster_key,
+                        network: assignments.network,
                     };
                     // A failed send closes the link; the node's next session gets them again.
                     self.swarm.send(conn, &msg);
@@ -81,6 +82,7 @@ impl Daemon {
             managers: self.manager_infos(),
             leader_id: self.node_id.clone(),
             cluster_key: None,
+            network: assignments.network,
         };
         self.swarm.send(conn, &msg);
         // The callers checked that this leader's configuration no longer has `peer`: its
@@ -177,15 +179,9 @@ impl Daemon {
         self.drain_dispatcher();
     }
 
-    pub(crate) fn on_assignments(
-        &mut self,
-        node: Node,
-        tasks: Vec<shoal_shared::types::Task>,
-        services: Vec<shoal_shared::types::Service>,
-        managers: Vec<ManagerInfo>,
-        leader_id: String,
-        cluster_key: Option<Vec<u8>>,
-    ) {
+    /// A leader's `Wire::Assignments` (anything else is ignored).
+    pub(crate) fn on_assignments(&mut self, msg: Wire) {
+        let Wire::Assignments { node, tasks, services, managers, leader_id, cluster_key, network } = msg else { return };
         if self.swarm.mode == Mode::Manager
             && node.id == self.node_id
             && node.role == NodeRole::Worker
@@ -220,7 +216,8 @@ impl Daemon {
                 return;
             }
         }
-        let assigned = Assignments::new(&self.node_id, tasks, services);
+        let mut assigned = Assignments::new(&self.node_id, tasks, services);
+        assigned.network = network;
         for t in assigned.tasks.values() {
             if self.swarm.reported.get(&t.id).is_some_and(|(r, _)| t.status.state >= *r) {
                 self.swarm.reported.remove(&t.id);

@@ -1,0 +1,152 @@
+//! The daemon's shell of the container-networking data path (issue #12):
+//! keeps this node's bridges, VXLAN devices and nftables rules in line with
+//! its assignments (a sync job whenever the plan changes, one at a time),
+//! builds a starting task's namespace and files inside its start job, and
+//! removes it with the container. Decisions are in `crate::network`
+//! (`view`, `plan`, `nft`); the kernel work is the [`NetDriver`]'s, off the
+//! loop.
+
+use super::{Daemon, Event};
+use crate::network::driver::{NetDriver, Probe};
+use crate::network::plan::{NodeView, TaskAttachment};
+use crate::network::{files, nft, view};
+use crate::runtime::{HostMount, RuntimeError};
+use shoal_shared::types::Task;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The data path's state in the daemon.
+pub(crate) struct NetPath {
+    pub(crate) driver: Arc<dyn NetDriver>,
+    /// What the node can do (probed once at start).
+    pub(crate) probe: Probe,
+    /// The plan and ruleset of the last sync started.
+    synced: Option<(NodeView, String)>,
+    in_flight: bool,
+}
+
+impl NetPath {
+    pub(crate) fn new(driver: Arc<dyn NetDriver>) -> NetPath {
+        let probe = driver.probe();
+        if probe.overlay() {
+            crate::log!("INFO", "networking: bridge, veth, VXLAN and nftables available: tasks get their own namespaces");
+        } else {
+            for p in &probe.problems {
+                crate::log!("WARN", "networking: {p}");
+            }
+            crate::log!("WARN", "networking: overlay networks cannot work on this node; tasks that need one fail here");
+        }
+        NetPath { driver, probe, synced: None, in_flight: false }
+    }
+}
+
+/// What a starting task's job needs to give it its network.
+pub(crate) struct TaskNet {
+    driver: Arc<dyn NetDriver>,
+    view: NodeView,
+    ruleset: String,
+    attachments: Vec<TaskAttachment>,
+    hostname: String,
+}
+
+impl TaskNet {
+    /// In the start job: the node's networks synced, the task's namespace
+    /// built (or adopted), its resolv.conf/hosts/hostname written; returns
+    /// the namespace path for the runtime and the files' mounts.
+    pub(crate) fn prepare(self, task_id: &str, data_dir: &Path) -> Result<(PathBuf, Vec<HostMount>), RuntimeError> {
+        let err = |e: crate::network::driver::NetError| RuntimeError::Start(format!("network: {e}"));
+        self.driver.sync_node(&self.view, &self.ruleset).map_err(err)?;
+        let ns = self.driver.setup_task(task_id, &self.attachments).map_err(err)?;
+        let dir = data_dir.join("tasks").join(task_id);
+        std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::Start(format!("cannot create {}: {e}", dir.display())))?;
+        let host = files::parse_resolv(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+        let addrs: Vec<Ipv4Addr> = self.attachments.iter().map(|a| a.addr.addr).collect();
+        // The embedded resolver is not served yet: tasks ask the node's (reachable) resolvers.
+        let contents = [
+            ("resolv.conf", files::resolv_conf(&host, false), "/etc/resolv.conf"),
+            ("hosts", files::hosts(&self.hostname, &addrs), "/etc/hosts"),
+            ("hostname", files::hostname(&self.hostname), "/etc/hostname"),
+        ];
+        let mut mounts = Vec::new();
+        for (name, text, target) in contents {
+            let p = dir.join(name);
+            std::fs::write(&p, text).map_err(|e| RuntimeError::Start(format!("cannot write {}: {e}", p.display())))?;
+            mounts.push(HostMount { source: p, target: target.to_string(), tmpfs: false, read_only: true });
+        }
+        Ok((ns.runtime_path, mounts))
+    }
+}
+
+impl Daemon {
+    /// This node's underlay address: its advertise address's IP.
+    fn underlay(&self) -> Option<Ipv4Addr> {
+        let a = self.swarm.advertise_addr();
+        a.rsplit_once(':').map_or(a, |(h, _)| h).parse().ok()
+    }
+
+    /// The node's plan and ruleset from its assignments (none outside a swarm).
+    fn net_plan(&self) -> Option<(NodeView, String)> {
+        let underlay = self.underlay()?;
+        let a = self.swarm.assigned_ref()?;
+        let (v, rules) = view::node_plan(a, underlay);
+        Some((v, nft::ruleset(&rules)))
+    }
+
+    /// Starts a sync job when the plan changed since the last one (one at a time).
+    pub(crate) fn sync_network(&mut self) {
+        if self.net.in_flight || !self.net.probe.overlay() {
+            return;
+        }
+        let Some(plan) = self.net_plan() else { return };
+        if self.net.synced.as_ref() == Some(&plan) {
+            return;
+        }
+        self.net.in_flight = true;
+        self.net.synced = Some(plan.clone());
+        let driver = self.net.driver.clone();
+        self.spawn_runtime(move |_| driver.sync_node(&plan.0, &plan.1), |result| Event::NetSynced { result });
+    }
+
+    /// A sync finished: on failure the next converge tries again.
+    pub(crate) fn on_net_synced(&mut self, result: Result<crate::network::driver::SyncReport, crate::network::driver::NetError>) {
+        self.net.in_flight = false;
+        match result {
+            Ok(r) if r.changes > 0 || r.ruleset_written => {
+                crate::log!(
+                    "INFO",
+                    "networking: {} change(s) to this node's networks{}",
+                    r.changes,
+                    if r.ruleset_written { ", rules reloaded" } else { "" }
+                )
+            }
+            Ok(_) => {}
+            Err(e) => {
+                crate::log!("WARN", "networking: {e}; retrying");
+                self.net.synced = None;
+            }
+        }
+    }
+
+    /// What a starting task needs for its network: `None` when it shares the
+    /// host's (`--network host`, or no overlay network at all yet); an error
+    /// when it needs what this node cannot give.
+    pub(crate) fn task_net(&self, t: &Task) -> Result<Option<TaskNet>, RuntimeError> {
+        let Some(a) = self.swarm.assigned_ref() else { return Ok(None) };
+        let atts = match view::task_attachments(a, t) {
+            Ok(Some(atts)) => atts,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(RuntimeError::Start(format!("network: {e}"))),
+        };
+        if !self.net.probe.overlay() {
+            return Err(RuntimeError::Start(format!(
+                "network: this node cannot run tasks on overlay networks: {}",
+                self.net.probe.problems.join("; ")
+            )));
+        }
+        let (view, ruleset) = self.net_plan().ok_or_else(|| RuntimeError::Start("network: this node has no swarm address".into()))?;
+        let hostname =
+            if t.spec.container.hostname.is_empty() { t.id[..t.id.len().min(12)].to_string() } else { t.spec.container.hostname.clone() };
+        Ok(Some(TaskNet { driver: self.net.driver.clone(), view, ruleset, attachments: atts, hostname }))
+    }
+}

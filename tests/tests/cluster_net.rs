@@ -1,0 +1,208 @@
+//! Container networking on real nodes (issue #12): tasks in namespaces of
+//! their own on an overlay network (bridge + VXLAN per node, entries from the
+//! replicated state), two replicas of one port side by side, traffic between
+//! tasks across nodes, and a published port answering on every node (the
+//! routing mesh, nftables DNAT, no IPVS). Each node is a real `shoal daemon`
+//! in its own network namespace with its own containerd (see
+//! `shoal_tests::cluster`); probes are TCP connects made from inside a
+//! node's namespace. Every wait is bounded.
+
+use shoal_tests::cluster::{Cluster, TcpProbe};
+use shoal_tests::wait_for_seen;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// The test image every node loads (`Cluster::init`).
+const IMAGE: &str = "shoal.test/busybox:latest";
+/// Bound on tasks starting or a rule showing up.
+const CONVERGE: Duration = Duration::from_secs(60);
+
+/// `(task id, node id, address on NETWORK)` of the service's running tasks,
+/// from `network inspect -v`.
+fn task_addrs(c: &Cluster, network: &str, service: &str) -> Vec<(String, String)> {
+    let r = c.nodes[0].shoal(&["network", "inspect", "-v", network]);
+    if r.code != 0 {
+        return Vec::new();
+    }
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_default();
+    let Some(svc) = v[0]["Services"].get(service) else { return Vec::new() };
+    svc["Tasks"]
+        .as_array()
+        .map(|ts| {
+            ts.iter()
+                .filter_map(|t| {
+                    let ip = t["EndpointIP"].as_str()?.split('/').next()?.to_string();
+                    Some((t["Name"].as_str().unwrap_or_default().to_string(), ip))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until `service` has `n` running tasks per `service ps` and returns their ids.
+fn wait_running(c: &Cluster, service: &str, n: usize) -> BTreeSet<String> {
+    wait_for_seen(&format!("{n} running tasks of {service}"), CONVERGE, || {
+        let r = c.nodes[0].shoal(&["service", "ps", "--no-trunc", "--format", "json", service]);
+        let rows: Vec<serde_json::Value> = r.stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let running: BTreeSet<String> = rows
+            .iter()
+            .filter(|t| t["DesiredState"] == "Running" && t["CurrentState"].as_str().is_some_and(|s| s.starts_with("Running")))
+            .map(|t| t["ID"].as_str().unwrap_or_default().to_string())
+            .collect();
+        if running.len() == n {
+            Ok(running)
+        } else {
+            Err(format!("{} running; ps: {}", running.len(), r.stdout.lines().take(6).collect::<Vec<_>>().join(" | ")))
+        }
+    })
+}
+
+/// The data path's state on node `i`, for failure messages.
+fn diag(c: &Cluster, i: usize) -> String {
+    let n = &c.nodes[i];
+    let mut out = format!("--- node {i} ---\n");
+    for cmd in [
+        &["ip", "-d", "-o", "link", "show"][..],
+        &["ip", "-o", "addr"],
+        &["bridge", "fdb", "show"],
+        &["ip", "neigh", "show"],
+        &["ip", "route"],
+        &["nft", "list", "ruleset"],
+    ] {
+        let r = n.exec(cmd);
+        out.push_str(&format!("$ {}\n{}{}\n", cmd.join(" "), r.stdout, r.stderr));
+    }
+    out
+}
+
+#[test]
+fn overlay_tasks_share_a_port_reach_each_other_across_nodes_and_published_ports_answer_everywhere() {
+    let Some(mut c) = Cluster::new(2) else { return };
+    c.init(1, 1);
+    let m = &c.nodes[0];
+    // The seed's network.
+    m.shoal(&["network", "create", "--driver", "overlay", "--subnet=10.15.0.0/16", "--gateway=10.15.0.2", "--attachable", "my-swarm-net"])
+        .ok();
+
+    // Two replicas of a web server on port 80, on one node: each in its own namespace.
+    let r = m
+        .shoal(&[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "web",
+            "--network",
+            "my-swarm-net",
+            "--replicas",
+            "2",
+            "--constraint",
+            "node.role==manager",
+            IMAGE,
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+        ])
+        .ok();
+    assert!(!r.stdout.contains("not in effect"), "no warning once the data path works: {}", r.stdout);
+    let first = wait_running(&c, "web", 2);
+    // Still the same two a while later: neither crash-loops on the port.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(wait_running(&c, "web", 2), first, "the replicas were replaced (crash-looping?)");
+    let addrs = wait_for_seen("the web tasks' addresses", CONVERGE, || {
+        let a = task_addrs(&c, "my-swarm-net", "web");
+        if a.len() == 2 {
+            Ok(a)
+        } else {
+            Err(format!("{a:?}"))
+        }
+    });
+    for (_, ip) in &addrs {
+        assert!(ip.starts_with("10.15."), "{addrs:?}");
+        // From the node that runs them (its bridge is on the network).
+        assert_eq!(c.nodes[0].tcp_probe(ip, 80, 3), TcpProbe::Connected, "node 0 -> {ip}:80; log: {}", c.nodes[0].log_tail(20));
+    }
+
+    // A task of another service on the worker puts the network there; the
+    // worker then reaches the manager's tasks over VXLAN.
+    c.nodes[0]
+        .shoal(&[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "side",
+            "--network",
+            "my-swarm-net",
+            "--constraint",
+            "node.role==worker",
+            IMAGE,
+            "sleep",
+            "3600",
+        ])
+        .ok();
+    wait_running(&c, "side", 1);
+    for (_, ip) in &addrs {
+        let started = Instant::now();
+        wait_for_seen(&format!("worker -> {ip}:80 over the overlay"), CONVERGE, || match c.nodes[1].tcp_probe(ip, 80, 2) {
+            TcpProbe::Connected => Ok(()),
+            other => Err(format!(
+                "{other:?} after {:?}; worker log: {}\n{}\n{}",
+                started.elapsed(),
+                c.nodes[1].log_tail(10),
+                diag(&c, 0),
+                diag(&c, 1)
+            )),
+        });
+    }
+
+    // Published through the routing mesh: port 8080 answers on both nodes,
+    // including the worker, which runs none of the service's tasks.
+    c.nodes[0]
+        .shoal(&[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "pub",
+            "--network",
+            "my-swarm-net",
+            "--publish",
+            "8080:80",
+            "--constraint",
+            "node.role==manager",
+            IMAGE,
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+        ])
+        .ok();
+    wait_running(&c, "pub", 1);
+    for i in 0..2 {
+        for target in [c.nodes[0].ip.clone(), c.nodes[1].ip.clone()] {
+            wait_for_seen(&format!("node {i} -> {target}:8080 (routing mesh)"), CONVERGE, || {
+                match c.nodes[i].tcp_probe(&target, 8080, 2) {
+                    TcpProbe::Connected => Ok(()),
+                    other => Err(format!("{other:?}; log: {}", c.nodes[i].log_tail(10))),
+                }
+            });
+        }
+    }
+    let ls = c.nodes[0].shoal(&["service", "ls"]).ok().stdout;
+    assert!(ls.contains("*:8080->80/tcp"), "{ls}");
+
+    // Removing the services takes the tasks' namespaces and, with the last
+    // task, the network's devices on the worker.
+    c.nodes[0].shoal(&["service", "rm", "web", "side", "pub"]).ok();
+    wait_for_seen("the worker's overlay devices to go", CONVERGE, || {
+        let links = c.nodes[1].exec(&["ip", "-o", "link", "show"]).stdout;
+        let ours: Vec<&str> = links.lines().filter(|l| l.contains(": sb-") || l.contains(": sx-") || l.contains(": sv")).collect();
+        if ours.is_empty() {
+            Ok(())
+        } else {
+            Err(ours.join("\n"))
+        }
+    });
+}
