@@ -12,6 +12,7 @@ use crate::network::plan::{NodeView, TaskAttachment};
 use crate::network::{files, nft, view};
 use crate::runtime::{HostMount, RuntimeError};
 use shoal_shared::types::Task;
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,8 +22,8 @@ pub(crate) struct NetPath {
     pub(crate) driver: Arc<dyn NetDriver>,
     /// What the node can do (probed once at start).
     pub(crate) probe: Probe,
-    /// The plan and ruleset of the last sync started.
-    synced: Option<(NodeView, String)>,
+    /// The plan, ruleset and live tasks of the last sync started.
+    synced: Option<Plan>,
     in_flight: bool,
 }
 
@@ -40,6 +41,10 @@ impl NetPath {
         NetPath { driver, probe, synced: None, in_flight: false }
     }
 }
+
+/// What a sync makes true: the node's networks, its ruleset, and the tasks
+/// whose namespaces stay (the others' go: stopped tasks free their addresses).
+type Plan = (NodeView, String, BTreeSet<String>);
 
 /// What a starting task's job needs to give it its network.
 pub(crate) struct TaskNet {
@@ -86,11 +91,18 @@ impl Daemon {
     }
 
     /// The node's plan and ruleset from its assignments (none outside a swarm).
-    fn net_plan(&self) -> Option<(NodeView, String)> {
+    fn net_plan(&self) -> Option<Plan> {
+        // A node in no swarm has no networks (after `swarm leave` its own assignments remain).
+        let in_swarm = self.swarm.mode == super::swarm::Mode::Worker || self.store.state().cluster.is_some();
+        if !in_swarm {
+            return None;
+        }
         let underlay = self.underlay()?;
         let a = self.swarm.assigned_ref()?;
         let (v, rules) = view::node_plan(a, underlay);
-        Some((v, nft::ruleset(&rules)))
+        // Tasks that may still run keep their namespaces; terminal ones give them up.
+        let live = a.tasks.values().filter(|t| !t.status.state.is_terminal()).map(|t| t.id.clone()).collect();
+        Some((v, nft::ruleset(&rules), live))
     }
 
     /// Starts a sync job when the plan changed since the last one (one at a time).
@@ -105,7 +117,14 @@ impl Daemon {
         self.net.in_flight = true;
         self.net.synced = Some(plan.clone());
         let driver = self.net.driver.clone();
-        self.spawn_runtime(move |_| driver.sync_node(&plan.0, &plan.1), |result| Event::NetSynced { result });
+        self.spawn_runtime(
+            move |_| {
+                let r = driver.sync_node(&plan.0, &plan.1)?;
+                let pruned = driver.prune_tasks(&plan.2)?;
+                Ok(crate::network::driver::SyncReport { changes: r.changes + pruned, ..r })
+            },
+            |result| Event::NetSynced { result },
+        );
     }
 
     /// A sync finished: on failure the next converge tries again.
@@ -128,6 +147,25 @@ impl Daemon {
         }
     }
 
+    /// `swarm leave`: this node's bridges, VXLAN devices and rules go (its
+    /// tasks' namespaces go with their containers).
+    pub(crate) fn teardown_networks(&mut self) {
+        self.net.synced = None;
+        let Some(underlay) = self.underlay() else { return };
+        let driver = self.net.driver.clone();
+        let empty = NodeView { underlay, vxlan_port: crate::network::plan::VXLAN_PORT_DEFAULT, networks: Vec::new() };
+        let none = format!("table ip {t}\ndelete table ip {t}\n", t = nft::TABLE);
+        self.net.in_flight = true;
+        self.spawn_runtime(
+            move |_| {
+                let r = driver.sync_node(&empty, &none)?;
+                let pruned = driver.prune_tasks(&BTreeSet::new())?;
+                Ok(crate::network::driver::SyncReport { changes: r.changes + pruned, ..r })
+            },
+            |result| Event::NetSynced { result },
+        );
+    }
+
     /// What a starting task needs for its network: `None` when it shares the
     /// host's (`--network host`, or no overlay network at all yet); an error
     /// when it needs what this node cannot give.
@@ -144,7 +182,7 @@ impl Daemon {
                 self.net.probe.problems.join("; ")
             )));
         }
-        let (view, ruleset) = self.net_plan().ok_or_else(|| RuntimeError::Start("network: this node has no swarm address".into()))?;
+        let (view, ruleset, _) = self.net_plan().ok_or_else(|| RuntimeError::Start("network: this node has no swarm address".into()))?;
         let hostname =
             if t.spec.container.hostname.is_empty() { t.id[..t.id.len().min(12)].to_string() } else { t.spec.container.hostname.clone() };
         Ok(Some(TaskNet { driver: self.net.driver.clone(), view, ruleset, attachments: atts, hostname }))

@@ -4,7 +4,7 @@
 //! [`super::linux::Linux`].
 
 use super::plan::{NodeView, TaskAttachment};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -72,6 +72,9 @@ pub trait NetDriver: Send + Sync {
     fn setup_task(&self, task_id: &str, attachments: &[TaskAttachment]) -> Result<TaskNetns, NetError>;
     /// Removes task `task_id`'s namespace and veths (nothing if none).
     fn teardown_task(&self, task_id: &str) -> Result<(), NetError>;
+    /// Removes the namespaces of every task not in `keep` (stopped tasks:
+    /// their addresses are free for others); returns how many went.
+    fn prune_tasks(&self, keep: &BTreeSet<String>) -> Result<usize, NetError>;
 }
 
 /// Records calls; every call succeeds unless `fail` names it.
@@ -124,5 +127,12 @@ impl NetDriver for Fake {
         }
         s.tasks.remove(task_id);
         Ok(())
+    }
+
+    fn prune_tasks(&self, keep: &BTreeSet<String>) -> Result<usize, NetError> {
+        let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = s.tasks.len();
+        s.tasks.retain(|id, _| keep.contains(id));
+        Ok(before - s.tasks.len())
     }
 }

@@ -32,7 +32,8 @@ const NUD_PERMANENT: u16 = 0x80;
 /// The Linux data path of one daemon.
 pub struct Linux {
     netns_dir: PathBuf,
-    /// The ruleset this process last loaded (none after a start: loaded again).
+    /// The ruleset this process last loaded (none after a start: loaded
+    /// again); held across a whole sync, so syncs never interleave.
     ruleset: Mutex<Option<String>>,
 }
 
@@ -321,6 +322,7 @@ impl NetDriver for Linux {
 
     fn sync_node(&self, view: &NodeView, ruleset: &str) -> Result<SyncReport, NetError> {
         let what = "set up this node's overlay networks";
+        let mut last = self.ruleset.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !view.networks.is_empty() {
             netns::set_sysctl("net/ipv4/ip_forward", "1").map_err(|e| NetError::new(what, e))?;
         }
@@ -328,7 +330,6 @@ impl NetDriver for Linux {
         let (observed, _) = Self::observe(&mut nl).map_err(|e| NetError::new(what, e))?;
         let actions = plan::diff(view, &observed);
         Self::apply(&mut nl, &actions).map_err(|e| NetError::new(what, e))?;
-        let mut last = self.ruleset.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let write = last.as_deref() != Some(ruleset);
         if write {
             nft_load(ruleset)?;
@@ -352,6 +353,23 @@ impl NetDriver for Linux {
         Ok(TaskNetns { runtime_path: Self::runtime_path(&path), adopted: false })
     }
 
+    fn prune_tasks(&self, keep: &std::collections::BTreeSet<String>) -> Result<usize, NetError> {
+        let entries = match std::fs::read_dir(&self.netns_dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(NetError::new(format!("list {}", self.netns_dir.display()), e)),
+        };
+        let mut gone = 0;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if !keep.contains(&name) && self.netns_path(&name).is_ok() {
+                self.teardown_task(&name)?;
+                gone += 1;
+            }
+        }
+        Ok(gone)
+    }
+
     fn teardown_task(&self, task_id: &str) -> Result<(), NetError> {
         let path = self.netns_path(task_id)?;
         let what = || format!("remove the network namespace of task {task_id}");
@@ -359,11 +377,18 @@ impl NetDriver for Linux {
         for i in 0..plan::TASK_NETWORKS_MAX {
             // Deleting the host end of a veth deletes both ends.
             if let Some(idx) = nl.link_index(&plan::veth_name(task_id, i)).map_err(|e| NetError::new(what(), e))? {
-                nl.del_link(idx).map_err(|e| NetError::new(what(), e))?;
+                // Gone meanwhile (another teardown of the same task): as good as deleted.
+                match nl.del_link(idx) {
+                    Err(e) if !e.is_not_found() => return Err(NetError::new(what(), e)),
+                    _ => {}
+                }
             }
         }
         if netns::exists(&path) || path.exists() {
-            netns::remove(&path).map_err(|e| NetError::new(what(), e))?;
+            match netns::remove(&path) {
+                Err(e) if !e.is_not_found() => return Err(NetError::new(what(), e)),
+                _ => {}
+            }
         }
         Ok(())
     }

@@ -494,6 +494,7 @@ impl Daemon {
         if let Some((kind, msg)) = join::leave_refusal(self.swarm.mode, state.cluster.is_some(), managers, force) {
             return Reply::error(kind, msg);
         }
+        self.teardown_networks();
         self.swarm.close_all("left the swarm");
         self.swarm.listener = None;
         // Another swarm's raft indexes start over: the record version is forgotten too.
