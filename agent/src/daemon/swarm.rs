@@ -77,6 +77,9 @@ pub const JOIN_TIMEOUT_MS: u64 = 20_000;
 pub const JOIN_VOTER_WAIT_MS: u64 = 8_000;
 /// Redirects a join or a worker follows before giving up on a round.
 pub const JOIN_REDIRECTS_MAX: u32 = 3;
+/// How often the leader tells a linked manager that missed its demotion
+/// (see `Daemon::tell_stale_managers`).
+pub const STALE_MANAGER_TELL_MS: u64 = 2_000;
 /// A worker whose session got no assignments this long after it opened
 /// closes it and tries another manager (a manager that is not the leader
 /// and does not redirect, or a node that stopped being a manager).
@@ -203,6 +206,8 @@ pub(crate) struct Swarm {
     removal_told: bool,
     /// See [`LOCAL_ROLE_VERSION`].
     role_version: u64,
+    /// Leader: stale managers told they are out, and when (mono ms).
+    told_stale: BTreeMap<String, u64>,
     /// Leader: the role change (`node promote`/`demote`) being committed, and when proposed (mono ms).
     pub(crate) role_change: Option<(Proposal, u64)>,
     /// Worker: the session opened and not answered yet (link, mono ms sent).
@@ -282,6 +287,7 @@ impl Swarm {
             peers: Peers::default(),
             hints: local(LOCAL_MANAGERS).map(|s| decode_hints(&s)).unwrap_or_default(),
             role_version: local(LOCAL_ROLE_VERSION).and_then(|s| s.parse().ok()).unwrap_or(0),
+            told_stale: BTreeMap::new(),
             hint_next: 0,
             leader_hint: None,
             assigned: None,
@@ -614,6 +620,7 @@ impl Daemon {
         self.sync_leadership();
         if self.leads_caught_up() {
             self.reconcile_membership();
+            self.tell_stale_managers(now_ms);
             self.mark_down();
         }
         self.drain_dispatcher();

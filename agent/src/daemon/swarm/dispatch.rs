@@ -33,6 +33,36 @@ impl Daemon {
         self.commit_internal(ops);
     }
 
+    /// Leader: a linked peer that is a worker in the state, outside raft and
+    /// without a session is a manager demoted while it could not hear it,
+    /// whose raft messages go to its old voters only (never here): it is
+    /// told, at most once per [`STALE_MANAGER_TELL_MS`] (found by the
+    /// whole-node simulator, seed 6905 of 10,000: it linked to this node
+    /// before this node led, and was Down for good).
+    pub(crate) fn tell_stale_managers(&mut self, now_ms: u64) {
+        let state = self.store.state();
+        let stale: Vec<(u64, String)> = self
+            .swarm
+            .conns
+            .iter()
+            .filter_map(|(conn, c)| Some((*conn, c.peer.clone()?)))
+            .filter(|(_, p)| {
+                state.nodes.get(p).is_some_and(|n| n.role == NodeRole::Worker)
+                    && !self.store.is_member(raft_id(p))
+                    && !self.swarm.dispatcher.has_session(p)
+            })
+            .collect();
+        for (conn, peer) in stale {
+            let due = self.swarm.told_stale.get(&peer).is_none_or(|at| now_ms.saturating_sub(*at) >= STALE_MANAGER_TELL_MS);
+            if due {
+                self.swarm.told_stale.insert(peer.clone(), now_ms);
+                self.tell_demoted(conn, &peer);
+            }
+        }
+        let conns = &self.swarm.conns;
+        self.swarm.told_stale.retain(|p, _| conns.values().any(|c| c.peer.as_deref() == Some(p.as_str())));
+    }
+
     /// Carries out what the dispatcher decided.
     pub(crate) fn drain_dispatcher(&mut self) {
         while let Some(effect) = self.swarm.dispatcher.poll_effect() {
