@@ -70,6 +70,8 @@ pub(crate) trait Io {
     fn default_addr(&self) -> String;
     /// The container-networking data path (blocking: used inside runtime jobs).
     fn net(&self) -> Arc<dyn NetDriver>;
+    /// The embedded DNS server's loop, when there is one.
+    fn dns(&self) -> Option<super::dns::DnsHandle>;
 }
 
 /// The shipped [`Io`]: smol tasks, blocking threads, TCP and the OS.
@@ -154,5 +156,11 @@ impl Io for RealIo {
 
     fn net(&self) -> Arc<dyn NetDriver> {
         self.net.clone()
+    }
+
+    fn dns(&self) -> Option<super::dns::DnsHandle> {
+        let conf = shoal_dns::resolv_conf::ResolvConf::parse(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+        let seed = shoal_shared::noise::key::os_random::<8>().map(u64::from_le_bytes).unwrap_or(0x5eed);
+        Some(super::dns::spawn(conf.upstreams(), seed))
     }
 }

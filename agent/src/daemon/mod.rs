@@ -13,6 +13,7 @@
 //! leaves them running, and on restart the worker adopts them from the
 //! runtime's listing before it acts.
 
+pub(crate) mod dns;
 pub(crate) mod io;
 pub(crate) mod links;
 mod lock;
@@ -280,7 +281,7 @@ impl Daemon {
         let runtime_version = runtime.version().unwrap_or_else(|e| format!("unavailable: {e}"));
         task_logs::TaskLogs::new(&cfg.data_dir).create()?;
         let worker = Worker::new(&node_id);
-        let net = netpath::NetPath::new(io.net());
+        let net = netpath::NetPath::new(io.net(), io.dns());
         let mut d = Daemon {
             cfg,
             store,
@@ -546,12 +547,16 @@ impl Daemon {
                         let logs = task_logs::TaskLogs::new(&self.cfg.data_dir);
                         let keep_log = self.assigned().tasks.contains_key(&id);
                         let net = self.net.driver.clone();
+                        let dns = self.net.dns.clone();
                         self.spawn_runtime(
                             move |rt| {
                                 let r = rt.remove(&i);
-                                // Its namespace and veths go with the container.
+                                // Its namespace, veths and resolver socket go with the container.
                                 if let Err(e) = net.teardown_task(&i) {
                                     crate::log!("WARN", "networking: {e}");
+                                }
+                                if let Some(d) = dns {
+                                    d.send(dns::DnsCommand::Forget { task_id: i.clone() });
                                 }
                                 if !keep_log {
                                     logs.remove(&i);

@@ -6,8 +6,9 @@
 //! (`view`, `plan`, `nft`); the kernel work is the [`NetDriver`]'s, off the
 //! loop.
 
+use super::dns::{DnsCommand, DnsHandle};
 use super::{Daemon, Event};
-use crate::network::driver::{NetDriver, Probe};
+use crate::network::driver::{DnsSocket, NetDriver, Probe};
 use crate::network::plan::{NodeView, TaskAttachment};
 use crate::network::{files, nft, view};
 use crate::runtime::{HostMount, RuntimeError};
@@ -20,6 +21,8 @@ use std::sync::Arc;
 /// The data path's state in the daemon.
 pub(crate) struct NetPath {
     pub(crate) driver: Arc<dyn NetDriver>,
+    /// The embedded DNS server's loop (none in the simulator).
+    pub(crate) dns: Option<DnsHandle>,
     /// What the node can do (probed once at start).
     pub(crate) probe: Probe,
     /// The plan, ruleset and live tasks of the last sync started.
@@ -28,7 +31,7 @@ pub(crate) struct NetPath {
 }
 
 impl NetPath {
-    pub(crate) fn new(driver: Arc<dyn NetDriver>) -> NetPath {
+    pub(crate) fn new(driver: Arc<dyn NetDriver>, dns: Option<DnsHandle>) -> NetPath {
         let probe = driver.probe();
         if probe.overlay() {
             crate::log!("INFO", "networking: bridge, veth, VXLAN and nftables available: tasks get their own namespaces");
@@ -38,7 +41,7 @@ impl NetPath {
             }
             crate::log!("WARN", "networking: overlay networks cannot work on this node; tasks that need one fail here");
         }
-        NetPath { driver, probe, synced: None, in_flight: false }
+        NetPath { driver, dns, probe, synced: None, in_flight: false }
     }
 }
 
@@ -49,6 +52,7 @@ type Plan = (NodeView, String, BTreeSet<String>);
 /// What a starting task's job needs to give it its network.
 pub(crate) struct TaskNet {
     driver: Arc<dyn NetDriver>,
+    dns: Option<DnsHandle>,
     view: NodeView,
     ruleset: String,
     attachments: Vec<TaskAttachment>,
@@ -63,13 +67,26 @@ impl TaskNet {
         let err = |e: crate::network::driver::NetError| RuntimeError::Start(format!("network: {e}"));
         self.driver.sync_node(&self.view, &self.ruleset).map_err(err)?;
         let ns = self.driver.setup_task(task_id, &self.attachments).map_err(err)?;
+        // The embedded resolver answers in the task when its socket could be made there.
+        let mut embedded = false;
+        if let Some(dns) = &self.dns {
+            match self.driver.open_dns(task_id) {
+                Ok(DnsSocket::New(socket)) => {
+                    let networks = self.attachments.iter().map(|a| a.network_id.clone()).collect();
+                    embedded = dns.send(DnsCommand::Listen { task_id: task_id.to_string(), socket, networks });
+                }
+                // A sync made it first.
+                Ok(DnsSocket::Busy) => embedded = true,
+                Ok(DnsSocket::Unavailable) => {}
+                Err(e) => crate::log!("WARN", "dns: {e}; the task asks the node's resolvers instead"),
+            }
+        }
         let dir = data_dir.join("tasks").join(task_id);
         std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::Start(format!("cannot create {}: {e}", dir.display())))?;
         let host = files::parse_resolv(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
         let addrs: Vec<Ipv4Addr> = self.attachments.iter().map(|a| a.addr.addr).collect();
-        // The embedded resolver is not served yet: tasks ask the node's (reachable) resolvers.
         let contents = [
-            ("resolv.conf", files::resolv_conf(&host, false), "/etc/resolv.conf"),
+            ("resolv.conf", files::resolv_conf(&host, embedded), "/etc/resolv.conf"),
             ("hosts", files::hosts(&self.hostname, &addrs), "/etc/hosts"),
             ("hostname", files::hostname(&self.hostname), "/etc/hostname"),
         ];
@@ -117,11 +134,27 @@ impl Daemon {
         self.net.in_flight = true;
         self.net.synced = Some(plan.clone());
         let driver = self.net.driver.clone();
+        let dns = self.net.dns.clone();
+        let mut listeners = Vec::new();
+        if let (Some(d), Some(a)) = (&dns, self.swarm.assigned_ref()) {
+            d.send(DnsCommand::SetView(view::dns_view(a)));
+            // Each live task's networks, for listeners made again (after a daemon restart).
+            listeners = a
+                .tasks
+                .values()
+                .filter(|t| plan.2.contains(&t.id) && !t.networks.is_empty())
+                .map(|t| (t.id.clone(), t.networks.iter().map(|n| n.network_id.clone()).collect()))
+                .collect();
+        }
         self.spawn_runtime(
             move |_| {
                 let r = driver.sync_node(&plan.0, &plan.1)?;
                 let pruned = driver.prune_tasks(&plan.2)?;
-                Ok(crate::network::driver::SyncReport { changes: r.changes + pruned, ..r })
+                forget(dns.as_ref(), &pruned);
+                if let Some(d) = &dns {
+                    relisten(driver.as_ref(), d, &plan.2, &listeners);
+                }
+                Ok(crate::network::driver::SyncReport { changes: r.changes + pruned.len(), ..r })
             },
             |result| Event::NetSynced { result },
         );
@@ -153,6 +186,7 @@ impl Daemon {
         self.net.synced = None;
         let Some(underlay) = self.underlay() else { return };
         let driver = self.net.driver.clone();
+        let dns = self.net.dns.clone();
         let empty = NodeView { underlay, vxlan_port: crate::network::plan::VXLAN_PORT_DEFAULT, networks: Vec::new() };
         let none = format!("table ip {t}\ndelete table ip {t}\n", t = nft::TABLE);
         self.net.in_flight = true;
@@ -160,7 +194,8 @@ impl Daemon {
             move |_| {
                 let r = driver.sync_node(&empty, &none)?;
                 let pruned = driver.prune_tasks(&BTreeSet::new())?;
-                Ok(crate::network::driver::SyncReport { changes: r.changes + pruned, ..r })
+                forget(dns.as_ref(), &pruned);
+                Ok(crate::network::driver::SyncReport { changes: r.changes + pruned.len(), ..r })
             },
             |result| Event::NetSynced { result },
         );
@@ -185,6 +220,26 @@ impl Daemon {
         let (view, ruleset, _) = self.net_plan().ok_or_else(|| RuntimeError::Start("network: this node has no swarm address".into()))?;
         let hostname =
             if t.spec.container.hostname.is_empty() { t.id[..t.id.len().min(12)].to_string() } else { t.spec.container.hostname.clone() };
-        Ok(Some(TaskNet { driver: self.net.driver.clone(), view, ruleset, attachments: atts, hostname }))
+        Ok(Some(TaskNet { driver: self.net.driver.clone(), dns: self.net.dns.clone(), view, ruleset, attachments: atts, hostname }))
+    }
+}
+
+/// Makes the resolver's socket again in every live task that has a
+/// namespace and none (a restarted daemon's tasks): binding fails where
+/// this process already listens, which is how those are told apart.
+fn relisten(driver: &dyn NetDriver, dns: &DnsHandle, live: &BTreeSet<String>, listeners: &[(String, Vec<String>)]) {
+    for (task_id, networks) in listeners.iter().filter(|(t, _)| live.contains(t)) {
+        if let Ok(DnsSocket::New(socket)) = driver.open_dns(task_id) {
+            dns.send(DnsCommand::Listen { task_id: task_id.clone(), socket, networks: networks.clone() });
+        }
+    }
+}
+
+/// Tells the DNS loop that these tasks' listeners are gone.
+fn forget(dns: Option<&DnsHandle>, tasks: &[String]) {
+    if let Some(d) = dns {
+        for t in tasks {
+            d.send(DnsCommand::Forget { task_id: t.clone() });
+        }
     }
 }

@@ -73,8 +73,22 @@ pub trait NetDriver: Send + Sync {
     /// Removes task `task_id`'s namespace and veths (nothing if none).
     fn teardown_task(&self, task_id: &str) -> Result<(), NetError>;
     /// Removes the namespaces of every task not in `keep` (stopped tasks:
-    /// their addresses are free for others); returns how many went.
-    fn prune_tasks(&self, keep: &BTreeSet<String>) -> Result<usize, NetError>;
+    /// their addresses are free for others); returns the tasks whose went.
+    fn prune_tasks(&self, keep: &BTreeSet<String>) -> Result<Vec<String>, NetError>;
+    /// A UDP socket bound to the embedded resolver's address (127.0.0.11:53)
+    /// inside task `task_id`'s namespace.
+    fn open_dns(&self, task_id: &str) -> Result<DnsSocket, NetError>;
+}
+
+/// What [`NetDriver::open_dns`] found.
+#[derive(Debug)]
+pub enum DnsSocket {
+    /// A fresh socket for the DNS loop.
+    New(std::net::UdpSocket),
+    /// Bound already: this process listens there.
+    Busy,
+    /// No socket can be made (the fake driver).
+    Unavailable,
 }
 
 /// Records calls; every call succeeds unless `fail` names it.
@@ -129,10 +143,14 @@ impl NetDriver for Fake {
         Ok(())
     }
 
-    fn prune_tasks(&self, keep: &BTreeSet<String>) -> Result<usize, NetError> {
+    fn prune_tasks(&self, keep: &BTreeSet<String>) -> Result<Vec<String>, NetError> {
         let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let before = s.tasks.len();
+        let gone: Vec<String> = s.tasks.keys().filter(|id| !keep.contains(*id)).cloned().collect();
         s.tasks.retain(|id, _| keep.contains(id));
-        Ok(before - s.tasks.len())
+        Ok(gone)
+    }
+
+    fn open_dns(&self, _task_id: &str) -> Result<DnsSocket, NetError> {
+        Ok(DnsSocket::Unavailable)
     }
 }

@@ -11,7 +11,7 @@
 //! empty file is left); the task's namespace lives on in its container and
 //! is adopted through the container's process (`adopt_from`).
 
-use super::driver::{NetDriver, NetError, Probe, SyncReport, TaskNetns};
+use super::driver::{DnsSocket, NetDriver, NetError, Probe, SyncReport, TaskNetns};
 use super::plan::{self, LinkKind, NetAction, NodeView, Observed, ObservedLink, TaskAttachment, TaskStep};
 use super::Ipv4Net;
 use shoal_netlink::{netns, ok_if_exists, Netlink};
@@ -353,21 +353,33 @@ impl NetDriver for Linux {
         Ok(TaskNetns { runtime_path: Self::runtime_path(&path), adopted: false })
     }
 
-    fn prune_tasks(&self, keep: &std::collections::BTreeSet<String>) -> Result<usize, NetError> {
+    fn prune_tasks(&self, keep: &std::collections::BTreeSet<String>) -> Result<Vec<String>, NetError> {
         let entries = match std::fs::read_dir(&self.netns_dir) {
             Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(NetError::new(format!("list {}", self.netns_dir.display()), e)),
         };
-        let mut gone = 0;
+        let mut gone = Vec::new();
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
             if !keep.contains(&name) && self.netns_path(&name).is_ok() {
                 self.teardown_task(&name)?;
-                gone += 1;
+                gone.push(name);
             }
         }
         Ok(gone)
+    }
+
+    fn open_dns(&self, task_id: &str) -> Result<DnsSocket, NetError> {
+        let path = self.netns_path(task_id)?;
+        let what = || format!("open the embedded resolver's socket in task {task_id}");
+        let r = netns::run_in(&path, IN_NETNS_TIMEOUT_MS, || std::net::UdpSocket::bind((super::files::EMBEDDED_DNS, 53)));
+        match r {
+            Ok(Ok(s)) => Ok(DnsSocket::New(s)),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::AddrInUse => Ok(DnsSocket::Busy),
+            Ok(Err(e)) => Err(NetError::new(what(), e)),
+            Err(e) => Err(NetError::new(what(), e)),
+        }
     }
 
     fn teardown_task(&self, task_id: &str) -> Result<(), NetError> {
@@ -400,6 +412,7 @@ mod tests {
     //! in for the node (root only; `SHOAL_REQUIRE_NETNS=1` makes a skip a
     //! failure). The daemon's own namespace is never touched.
     use super::*;
+    use crate::network::nft;
     use std::net::{Ipv4Addr, TcpListener, TcpStream};
 
     fn skip() -> bool {
@@ -443,6 +456,7 @@ mod tests {
                 mtu: 1450,
                 internal: false,
                 remote: vec![(Ipv4Addr::new(10, 77, 0, 9), Ipv4Addr::new(192, 168, 77, 2))],
+                vips: vec![Ipv4Addr::new(10, 77, 0, 3)],
             };
             let view = NodeView { underlay: Ipv4Addr::new(192, 168, 77, 1), vxlan_port: 4789, networks: vec![net] };
             let first = d2.sync_node(&view, "table ip shoal\ndelete table ip shoal\ntable ip shoal {\n}\n").map_err(|e| e.to_string())?;
@@ -490,6 +504,31 @@ mod tests {
             })
             .map_err(|e| e.to_string())??;
             node_listener.accept().map_err(|e| e.to_string())?;
+            // Through the VIP: the node translates it to task b (the rules of `nft::ruleset`).
+            let rules = nft::Rules {
+                networks: vec![nft::NetRules {
+                    bridge: plan::bridge_name("nettestnettest1"),
+                    subnet: Ipv4Net::parse("10.77.0.0/24").unwrap(),
+                    node_addr: Ipv4Addr::new(10, 77, 0, 2),
+                    internal: false,
+                }],
+                vips: vec![nft::Vip {
+                    bridge: plan::bridge_name("nettestnettest1"),
+                    vip: Ipv4Addr::new(10, 77, 0, 3),
+                    backends: vec![Ipv4Addr::new(10, 77, 0, 6)],
+                }],
+                published: vec![],
+                vxlan_port: 4789,
+                vxlan_peers: vec![],
+            };
+            d2.sync_node(&view, &nft::ruleset(&rules)).map_err(|e| e.to_string())?;
+            netns::run_in(&pa, 5_000, || {
+                TcpStream::connect_timeout(&"10.77.0.3:80".parse().unwrap(), Duration::from_secs(3))
+                    .map(|_| ())
+                    .map_err(|e| format!("via the VIP: {e}"))
+            })
+            .map_err(|e| e.to_string())??;
+            listener.accept().map_err(|e| e.to_string())?;
             d2.teardown_task("taska").map_err(|e| e.to_string())?;
             d2.teardown_task("taskb").map_err(|e| e.to_string())?;
             let mut nl = Netlink::open().map_err(|e| e.to_string())?;

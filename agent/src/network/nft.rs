@@ -119,7 +119,7 @@ pub fn ruleset(r: &Rules) -> String {
             _ => balance(&backends),
         };
         let chain = format!("pub{i}");
-        let _ = writeln!(s, "  chain {chain} {{\n    meta l4proto {} dnat ip to {to}\n  }}", p.proto.as_str());
+        let _ = writeln!(s, "  chain {chain} {{\n    meta l4proto {} counter dnat ip to {to}\n  }}", p.proto.as_str());
         pre.push(format!("fib daddr type local {} dport {} jump {chain}", p.proto.as_str(), p.port));
     }
     let mut vip_rules = Vec::new();
@@ -129,7 +129,7 @@ pub fn ruleset(r: &Rules) -> String {
             continue;
         }
         let chain = format!("vip{i}");
-        let _ = writeln!(s, "  chain {chain} {{\n    dnat to {}\n  }}", balance(&backends));
+        let _ = writeln!(s, "  chain {chain} {{\n    counter dnat to {}\n  }}", balance(&backends));
         vip_rules.push(format!("iifname \"{}\" ip daddr {} jump {chain}", v.bridge, v.vip));
     }
     let _ = writeln!(s, "  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;");
@@ -143,10 +143,10 @@ pub fn ruleset(r: &Rules) -> String {
     }
     let _ = writeln!(s, "  }}\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;");
     for n in &r.networks {
-        let _ = writeln!(s, "    oifname \"{}\" ct status dnat snat ip to {}", n.bridge, n.node_addr);
+        let _ = writeln!(s, "    oifname \"{}\" ct status dnat counter snat ip to {}", n.bridge, n.node_addr);
     }
     for n in r.networks.iter().filter(|n| !n.internal) {
-        let _ = writeln!(s, "    ip saddr {} oifname != \"{}\" oifname != \"sb-*\" masquerade", n.subnet.trunc(), n.bridge);
+        let _ = writeln!(s, "    ip saddr {} oifname != \"{}\" oifname != \"sb-*\" counter masquerade", n.subnet.trunc(), n.bridge);
     }
     let _ = writeln!(s, "  }}\n  chain forward {{\n    type filter hook forward priority filter; policy accept;");
     for n in &r.networks {
@@ -155,7 +155,7 @@ pub fn ruleset(r: &Rules) -> String {
             let _ = writeln!(s, "    oifname \"{b}\" iifname != \"{b}\" ct status != dnat drop", b = n.bridge);
         }
         // Networks are isolated from each other, translated traffic aside.
-        let _ = writeln!(s, "    iifname \"{b}\" oifname \"sb-*\" oifname != \"{b}\" ct status != dnat drop", b = n.bridge);
+        let _ = writeln!(s, "    iifname \"{b}\" oifname \"sb-*\" oifname != \"{b}\" ct status != dnat counter drop", b = n.bridge);
     }
     let _ = writeln!(s, "  }}\n  chain input {{\n    type filter hook input priority filter; policy accept;");
     if r.vxlan_peers.is_empty() {
@@ -230,13 +230,14 @@ mod tests {
     #[test]
     fn vips_and_published_ports_balance_over_running_tasks() {
         let text = ruleset(&sample());
-        assert!(text.contains("dnat to numgen random mod 2 map { 0 : 10.0.1.5, 1 : 10.0.1.6 }"), "{text}");
+        assert!(text.contains("counter dnat to numgen random mod 2 map { 0 : 10.0.1.5, 1 : 10.0.1.6 }"), "{text}");
         assert!(text.contains("iifname \"sb-web\" ip daddr 10.0.1.3 jump vip0"), "{text}");
         // A VIP with no running task is not translated at all.
         assert!(!text.contains("10.0.1.4"), "{text}");
-        assert!(text
-            .contains("meta l4proto tcp dnat ip to numgen random mod 3 map { 0 : 10.0.0.5 . 80, 1 : 10.0.0.6 . 80, 2 : 10.0.0.7 . 80 }"));
-        assert!(text.contains("meta l4proto udp dnat ip to 10.0.0.9:53"), "{text}");
+        assert!(text.contains(
+            "meta l4proto tcp counter dnat ip to numgen random mod 3 map { 0 : 10.0.0.5 . 80, 1 : 10.0.0.6 . 80, 2 : 10.0.0.7 . 80 }"
+        ));
+        assert!(text.contains("meta l4proto udp counter dnat ip to 10.0.0.9:53"), "{text}");
         assert!(text.contains("fib daddr type local tcp dport 8080 jump pub0"));
         assert!(!text.contains("dport 9000"), "a port with no backend is left alone: {text}");
         // From the node itself too.
@@ -247,11 +248,11 @@ mod tests {
     #[test]
     fn translated_traffic_is_snated_and_internal_networks_have_no_way_out() {
         let text = ruleset(&sample());
-        assert!(text.contains("oifname \"sb-web\" ct status dnat snat ip to 10.0.1.2"));
-        assert!(text.contains("ip saddr 10.0.1.0/24 oifname != \"sb-web\" oifname != \"sb-*\" masquerade"));
+        assert!(text.contains("oifname \"sb-web\" ct status dnat counter snat ip to 10.0.1.2"));
+        assert!(text.contains("ip saddr 10.0.1.0/24 oifname != \"sb-web\" oifname != \"sb-*\" counter masquerade"));
         assert!(!text.contains("ip saddr 10.0.2.0/24"), "an internal network is never masqueraded out: {text}");
         assert!(text.contains("iifname \"sb-db\" oifname != \"sb-db\" ct status != dnat drop"));
-        assert!(text.contains("iifname \"sb-web\" oifname \"sb-*\" oifname != \"sb-web\" ct status != dnat drop"));
+        assert!(text.contains("iifname \"sb-web\" oifname \"sb-*\" oifname != \"sb-web\" ct status != dnat counter drop"));
         assert!(text.contains("udp dport 4789 ip saddr != { 192.168.1.11, 192.168.1.12 } drop"));
         let alone = ruleset(&Rules { vxlan_port: 4789, ..Rules::default() });
         assert!(alone.contains("udp dport 4789 drop"), "{alone}");

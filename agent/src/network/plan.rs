@@ -61,6 +61,10 @@ pub struct NetView {
     pub internal: bool,
     /// Endpoints on other nodes: (their address, their node's underlay address).
     pub remote: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// Service VIPs on the network: held by the bridge as /32 addresses on
+    /// every node, so a task's ARP for one is answered locally and the node
+    /// translates the connection (`nft`).
+    pub vips: Vec<Ipv4Addr>,
 }
 
 /// Everything this node must have for its overlay networks.
@@ -187,8 +191,9 @@ pub fn diff(want: &NodeView, have: &Observed) -> Vec<NetAction> {
             out.push(NetAction::SetMtu { link: br.clone(), mtu: n.mtu });
         }
         // The gateway (shared by every node) and this node's own address.
-        let want_addrs: BTreeSet<Ipv4Net> =
+        let mut want_addrs: BTreeSet<Ipv4Net> =
             [n.gateway, n.node_addr].into_iter().map(|a| Ipv4Net { addr: a, prefix: n.subnet.prefix }).collect();
+        want_addrs.extend(n.vips.iter().map(|v| Ipv4Net { addr: *v, prefix: 32 }));
         let have_addrs = if fresh_br { BTreeSet::new() } else { have.addrs.get(&br).cloned().unwrap_or_default() };
         for a in have_addrs.difference(&want_addrs) {
             out.push(NetAction::DelAddr { link: br.clone(), addr: *a });
@@ -343,6 +348,7 @@ mod tests {
             mtu: 1450,
             internal: false,
             remote: remote.iter().map(|(a, b)| (ip(a), ip(b))).collect(),
+            vips: vec![ip(&format!("10.0.{third}.3"))],
         }
     }
 

@@ -57,6 +57,7 @@ pub fn node_plan(a: &Assignments, underlay: Ipv4Addr) -> (NodeView, nft::Rules) 
             mtu: mtu(n),
             internal: n.internal,
             remote: remote.into_iter().collect(),
+            vips: n.services.iter().filter(|s| s.endpoint_mode == EndpointMode::Vip).filter_map(|s| s.vip).collect(),
         });
         rules.networks.push(NetRules { bridge: bridge.clone(), subnet: n.subnet.trunc(), node_addr: local.addr, internal: n.internal });
         for s in n.services.iter().filter(|s| s.endpoint_mode == EndpointMode::Vip) {
@@ -89,6 +90,28 @@ pub fn node_plan(a: &Assignments, underlay: Ipv4Addr) -> (NodeView, nft::Rules) 
     }
     rules.vxlan_peers = vxlan_peers.into_iter().collect();
     (view, rules)
+}
+
+/// The names this node's embedded resolver answers, per network: each
+/// service and its aliases (its VIP, or with dnsrr its running tasks),
+/// `tasks.NAME` (the running tasks), and each running task's name.
+pub fn dns_view(a: &Assignments) -> shoal_dns::view::View {
+    use shoal_dns::view::{EndpointMode as Mode, ServiceEntry, TaskEntry, View};
+    use std::net::IpAddr;
+    let mut v = View::new();
+    for n in a.network.networks.values() {
+        v.add_network(&n.id, &n.name);
+        for s in &n.services {
+            let tasks: Vec<TaskEntry> =
+                s.tasks.iter().filter(|t| t.running).map(|t| TaskEntry { names: vec![t.name.clone()], ip: IpAddr::V4(t.addr) }).collect();
+            let endpoint = match (s.endpoint_mode, s.vip) {
+                (EndpointMode::Vip, Some(vip)) => Mode::Vip(vec![IpAddr::V4(vip)]),
+                _ => Mode::Dnsrr,
+            };
+            v.add_service(&n.id, &ServiceEntry { name: s.name.clone(), aliases: s.aliases.clone(), endpoint, tasks });
+        }
+    }
+    v
 }
 
 /// A task's interfaces, in its spec's order: `None` for a task that shares

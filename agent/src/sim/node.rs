@@ -220,6 +220,10 @@ impl Io for SimIo {
         self.shared.borrow().net.ips[self.node].to_string()
     }
 
+    fn dns(&self) -> Option<crate::daemon::dns::DnsHandle> {
+        None
+    }
+
     fn net(&self) -> std::sync::Arc<dyn crate::network::driver::NetDriver> {
         // Recorded, not built: the simulator checks the control plane, the data path has its own tests.
         std::sync::Arc::new(crate::network::driver::Fake::default())
