@@ -507,7 +507,7 @@ mod tests {
         let (st, _) = state_with(TaskState::Running, TaskState::Running);
         let mut w = Worker::new("me");
         let e = w.list_epoch();
-        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Created }]);
+        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Created, pid: None }]);
         assert_eq!(kinds(&w.plan(&st, 5, 5)), vec!["report Failed task: container process is gone"]);
         // Once the state shows it, the container is removed (the orchestrator replaces the task).
         let (failed, _) = state_with(TaskState::Running, TaskState::Failed);
@@ -515,7 +515,7 @@ mod tests {
         // The same container with a live process is left alone.
         let mut w = Worker::new("me");
         let e = w.list_epoch();
-        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Running }]);
+        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Running, pid: None }]);
         assert!(w.plan(&st, 5, 5).is_empty());
     }
 
@@ -526,7 +526,7 @@ mod tests {
         let (st, _) = state_with(TaskState::Shutdown, TaskState::Running);
         let mut w = Worker::new("me");
         let e = w.list_epoch();
-        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Created }]);
+        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Created, pid: None }]);
         assert_eq!(kinds(&w.plan(&st, 5, 5)), vec!["report Shutdown "]);
     }
 

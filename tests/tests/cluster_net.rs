@@ -218,6 +218,38 @@ fn overlay_tasks_share_a_port_reach_each_other_across_nodes_and_published_ports_
     }
     assert_eq!(seen.len(), 2, "the VIP reached only {seen:?} of the tasks {names:?}");
 
+    // A connection through the VIP survives a kill -9 and restart of the
+    // daemon of the node that translates it (the worker): what it built is
+    // adopted, not rebuilt, and its task keeps running.
+    let netns = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
+    let target: std::net::SocketAddr = format!("{vip}:80").parse().unwrap();
+    let mut conn =
+        shoal_netlink::netns::run_in(&netns, 5_000, move || std::net::TcpStream::connect_timeout(&target, Duration::from_secs(3)))
+            .expect("enter the task's namespace")
+            .expect("connect through the VIP");
+    c.nodes[1].kill();
+    c.nodes[1].start();
+    wait_for_seen("the worker's daemon back", CONVERGE, || {
+        let r = c.nodes[1].shoal(&["info"]);
+        if r.code == 0 {
+            Ok(())
+        } else {
+            Err(r.stderr)
+        }
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    {
+        use std::io::{Read, Write};
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        conn.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("write on the old connection");
+        let mut reply = String::new();
+        let _ = conn.read_to_string(&mut reply);
+        assert!(reply.starts_with("HTTP/1.1 200"), "the connection made before the restart still works: {reply:?}");
+    }
+    assert_eq!(wait_running(&c, "side", 1).into_iter().next(), Some(side_id.clone()), "the worker's task was not replaced");
+    let (code, out) = get("web");
+    assert!(code == 0 && out.starts_with("HTTP/1.1 200"), "new connections after the restart: {out}");
+
     // Published through the routing mesh: port 8080 answers on both nodes,
     // including the worker, which runs none of the service's tasks.
     c.nodes[0]

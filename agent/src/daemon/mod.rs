@@ -428,7 +428,10 @@ impl Daemon {
                 self.listing = false;
                 self.last_list_ms = self.mono_ms();
                 match result {
-                    Ok(list) => self.worker.handle_list(epoch, list),
+                    Ok(list) => {
+                        self.net.pids = list.iter().filter_map(|o| Some((o.id.clone(), o.pid?))).collect();
+                        self.worker.handle_list(epoch, list)
+                    }
                     Err(e) => crate::log!("WARN", "cannot list containers: {e}"),
                 }
             }

@@ -25,6 +25,8 @@ pub(crate) struct NetPath {
     pub(crate) dns: Option<DnsHandle>,
     /// What the node can do (probed once at start).
     pub(crate) probe: Probe,
+    /// Running containers' main processes, from the last listing.
+    pub(crate) pids: std::collections::BTreeMap<String, u32>,
     /// The plan, ruleset and live tasks of the last sync started.
     synced: Option<Plan>,
     in_flight: bool,
@@ -41,13 +43,15 @@ impl NetPath {
             }
             crate::log!("WARN", "networking: overlay networks cannot work on this node; tasks that need one fail here");
         }
-        NetPath { driver, dns, probe, synced: None, in_flight: false }
+        NetPath { driver, dns, probe, pids: Default::default(), synced: None, in_flight: false }
     }
 }
 
-/// What a sync makes true: the node's networks, its ruleset, and the tasks
-/// whose namespaces stay (the others' go: stopped tasks free their addresses).
-type Plan = (NodeView, String, BTreeSet<String>);
+/// What a sync makes true: the node's networks, its ruleset, the tasks
+/// whose namespaces stay (the others' go: stopped tasks free their
+/// addresses), and the live tasks' processes (a new one, after a restart or
+/// a restart of the daemon, gets its resolver socket then).
+type Plan = (NodeView, String, BTreeSet<String>, std::collections::BTreeMap<String, u32>);
 
 /// What a starting task's job needs to give it its network.
 pub(crate) struct TaskNet {
@@ -118,8 +122,9 @@ impl Daemon {
         let a = self.swarm.assigned_ref()?;
         let (v, rules) = view::node_plan(a, underlay);
         // Tasks that may still run keep their namespaces; terminal ones give them up.
-        let live = a.tasks.values().filter(|t| !t.status.state.is_terminal()).map(|t| t.id.clone()).collect();
-        Some((v, nft::ruleset(&rules), live))
+        let live: BTreeSet<String> = a.tasks.values().filter(|t| !t.status.state.is_terminal()).map(|t| t.id.clone()).collect();
+        let pids = self.net.pids.iter().filter(|(t, _)| live.contains(*t)).map(|(t, p)| (t.clone(), *p)).collect();
+        Some((v, nft::ruleset(&rules), live, pids))
     }
 
     /// Starts a sync job when the plan changed since the last one (one at a time).
@@ -143,7 +148,7 @@ impl Daemon {
                 .tasks
                 .values()
                 .filter(|t| plan.2.contains(&t.id) && !t.networks.is_empty())
-                .map(|t| (t.id.clone(), t.networks.iter().map(|n| n.network_id.clone()).collect()))
+                .map(|t| (t.id.clone(), t.networks.iter().map(|n| n.network_id.clone()).collect(), self.net.pids.get(&t.id).copied()))
                 .collect();
         }
         self.spawn_runtime(
@@ -217,18 +222,27 @@ impl Daemon {
                 self.net.probe.problems.join("; ")
             )));
         }
-        let (view, ruleset, _) = self.net_plan().ok_or_else(|| RuntimeError::Start("network: this node has no swarm address".into()))?;
+        let (view, ruleset, _, _) = self.net_plan().ok_or_else(|| RuntimeError::Start("network: this node has no swarm address".into()))?;
         let hostname =
             if t.spec.container.hostname.is_empty() { t.id[..t.id.len().min(12)].to_string() } else { t.spec.container.hostname.clone() };
         Ok(Some(TaskNet { driver: self.net.driver.clone(), dns: self.net.dns.clone(), view, ruleset, attachments: atts, hostname }))
     }
 }
 
+/// A live task's id, networks and main process (if running).
+type Listener = (String, Vec<String>, Option<u32>);
+
 /// Makes the resolver's socket again in every live task that has a
 /// namespace and none (a restarted daemon's tasks): binding fails where
 /// this process already listens, which is how those are told apart.
-fn relisten(driver: &dyn NetDriver, dns: &DnsHandle, live: &BTreeSet<String>, listeners: &[(String, Vec<String>)]) {
-    for (task_id, networks) in listeners.iter().filter(|(t, _)| live.contains(t)) {
+fn relisten(driver: &dyn NetDriver, dns: &DnsHandle, live: &BTreeSet<String>, listeners: &[Listener]) {
+    for (task_id, networks, pid) in listeners.iter().filter(|(t, _, _)| live.contains(t)) {
+        // A bind lost with the previous daemon's mount namespace comes back from the task's process.
+        if let Some(pid) = pid {
+            if let Err(e) = driver.adopt(task_id, *pid) {
+                crate::log!("WARN", "networking: {e}");
+            }
+        }
         if let Ok(DnsSocket::New(socket)) = driver.open_dns(task_id) {
             dns.send(DnsCommand::Listen { task_id: task_id.clone(), socket, networks: networks.clone() });
         }

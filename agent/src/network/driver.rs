@@ -75,6 +75,10 @@ pub trait NetDriver: Send + Sync {
     /// Removes the namespaces of every task not in `keep` (stopped tasks:
     /// their addresses are free for others); returns the tasks whose went.
     fn prune_tasks(&self, keep: &BTreeSet<String>) -> Result<Vec<String>, NetError>;
+    /// Binds task `task_id`'s namespace again from its running process
+    /// `pid` when its bind is gone (a daemon restarted in a mount namespace
+    /// of its own loses them); `true` when it did.
+    fn adopt(&self, task_id: &str, pid: u32) -> Result<bool, NetError>;
     /// A UDP socket bound to the embedded resolver's address (127.0.0.11:53)
     /// inside task `task_id`'s namespace.
     fn open_dns(&self, task_id: &str) -> Result<DnsSocket, NetError>;
@@ -148,6 +152,10 @@ impl NetDriver for Fake {
         let gone: Vec<String> = s.tasks.keys().filter(|id| !keep.contains(*id)).cloned().collect();
         s.tasks.retain(|id, _| keep.contains(id));
         Ok(gone)
+    }
+
+    fn adopt(&self, _task_id: &str, _pid: u32) -> Result<bool, NetError> {
+        Ok(false)
     }
 
     fn open_dns(&self, _task_id: &str) -> Result<DnsSocket, NetError> {

@@ -69,14 +69,6 @@ impl Linux {
         .unwrap_or(false)
     }
 
-    /// Binds the namespace of a running process (the task's container after
-    /// a daemon restart lost the bind) at the task's path.
-    pub fn adopt_from(&self, task_id: &str, pid: u32) -> Result<(), NetError> {
-        let path = self.netns_path(task_id)?;
-        netns::bind_existing(Path::new(&format!("/proc/{pid}/ns/net")), &path)
-            .map_err(|e| NetError::new(format!("adopt the network namespace of task {task_id}"), e))
-    }
-
     fn build(&self, task_id: &str, path: &Path, attachments: &[TaskAttachment]) -> Result<(), NetError> {
         let what = || format!("build the network namespace of task {task_id}");
         let steps = plan::task_steps(task_id, attachments).map_err(|e| NetError::new(what(), e))?;
@@ -368,6 +360,17 @@ impl NetDriver for Linux {
             }
         }
         Ok(gone)
+    }
+
+    fn adopt(&self, task_id: &str, pid: u32) -> Result<bool, NetError> {
+        let path = self.netns_path(task_id)?;
+        // Only a task that had a namespace (its file is there) and lost the bind.
+        if !path.exists() || netns::exists(&path) {
+            return Ok(false);
+        }
+        netns::bind_existing(Path::new(&format!("/proc/{pid}/ns/net")), &path)
+            .map_err(|e| NetError::new(format!("adopt the network namespace of task {task_id}"), e))?;
+        Ok(true)
     }
 
     fn open_dns(&self, task_id: &str) -> Result<DnsSocket, NetError> {

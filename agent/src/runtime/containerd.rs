@@ -284,6 +284,10 @@ impl Runtime for Containerd {
             .into_iter()
             .map(|c| Observed {
                 id: c.id,
+                pid: match c.status {
+                    ContainerStatus::Running { pid } => Some(pid),
+                    _ => None,
+                },
                 state: match c.status {
                     ContainerStatus::Created => ContainerState::Created,
                     ContainerStatus::Running { .. } => ContainerState::Running,

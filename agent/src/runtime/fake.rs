@@ -105,7 +105,7 @@ impl Runtime for Fake {
         Ok(())
     }
     fn list(&self) -> Result<Vec<Observed>, RuntimeError> {
-        Ok(self.containers.lock().unwrap().iter().map(|(id, s)| Observed { id: id.clone(), state: s.clone() }).collect())
+        Ok(self.containers.lock().unwrap().iter().map(|(id, s)| Observed { id: id.clone(), state: s.clone(), pid: None }).collect())
     }
     fn exits(&self) -> async_channel::Receiver<Exit> {
         self.exits_rx.clone()

@@ -77,6 +77,9 @@ pub enum ContainerState {
 pub struct Observed {
     pub id: String,
     pub state: ContainerState,
+    /// Its main process, while it has one (the data path adopts a running
+    /// task's network namespace through it).
+    pub pid: Option<u32>,
 }
 
 /// A container's main process ended.
