@@ -293,7 +293,9 @@ mod tests {
 
     #[test]
     fn catches_a_leader_deciding_before_it_caught_up() {
-        first_catch(Bug::DecideBeforeCaughtUp, "all want to run", 400);
+        // The bug shows only on a failover with commits the new leader has not applied: rare
+        // (the first seed that catches it moved from 221 to 427 as the daemon changed).
+        first_catch(Bug::DecideBeforeCaughtUp, "all want to run", 1_000);
     }
 
     #[test]
