@@ -236,12 +236,6 @@ pub(crate) fn service_json(s: &Service) -> Value {
         }
         v["UpdateStatus"] = st;
     }
-    let overlay = s.spec.task.network_mode() != shoal_shared::types::NetworkMode::Host && !s.spec.task.networks.is_empty();
-    if !crate::daemon::service::data_path_ready() && (overlay || !s.spec.ports.is_empty()) {
-        v["ShoalNotes"] = json!([
-            "networks and published ports are recorded and allocated but not in effect yet: tasks use the host network and nothing listens on published ports (host-mode ports only keep tasks apart)"
-        ]);
-    }
     v
 }
 

@@ -223,8 +223,7 @@ impl Daemon {
             )));
         }
         let (view, ruleset, _, _) = self.net_plan().ok_or_else(|| RuntimeError::Start("network: this node has no swarm address".into()))?;
-        let hostname =
-            if t.spec.container.hostname.is_empty() { t.id[..t.id.len().min(12)].to_string() } else { t.spec.container.hostname.clone() };
+        let hostname = super::service::hostname(t);
         Ok(Some(TaskNet { driver: self.net.driver.clone(), dns: self.net.dns.clone(), view, ruleset, attachments: atts, hostname }))
     }
 }

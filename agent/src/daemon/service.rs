@@ -1,7 +1,7 @@
 //! Service plumbing for the daemon: read-only queries (networks included),
-//! image resolution at creation, the warnings of networks and published
-//! ports while the data path is not there ([`data_path_ready`]), and turning
-//! a task into a container start spec (its log path is [`TaskLogs`]'s).
+//! image resolution at creation, the warnings of what a spec asks for that
+//! is not in effect (encryption, host-mode ports on no network), and
+//! turning a task into a container start spec (its log path is [`TaskLogs`]'s).
 
 use super::task_logs::TaskLogs;
 use crate::runtime::{HostMount, ImageFacts, Runtime, RuntimeError, StartSpec};
@@ -13,6 +13,17 @@ use shoal_shared::types::{MountKind, Network, NetworkMode, ServiceMode, ServiceS
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// A task's hostname: its spec's, else the first 12 characters of its id
+/// (Docker's short container id). Never slices bytes: ids come over the wire.
+pub(crate) fn hostname(t: &Task) -> String {
+    let h = &t.spec.container.hostname;
+    if h.is_empty() {
+        t.id.chars().take(12).collect()
+    } else {
+        h.clone()
+    }
+}
+
 pub(crate) fn not_in_swarm() -> Reply {
     let e = ControlError::NotInSwarm;
     Reply::error(e.kind(), e.to_string())
@@ -23,32 +34,13 @@ pub(crate) fn no_such_service(key: &str) -> Reply {
     Reply::error(e.kind(), e.to_string())
 }
 
-/// Whether tasks get their own network namespaces, overlay networks and
-/// published ports. The one switch the create/update handlers and `inspect`
-/// consult: while it is false, networks and ports are recorded and
-/// allocated but tasks still share the host's network, and every create or
-/// update that uses them says so. On since the data path landed
-/// (`crate::network`, `daemon::netpath`); a node whose kernel lacks what it
-/// needs says so in its log and fails such tasks with the reason.
-pub(crate) fn data_path_ready() -> bool {
-    true
-}
-
-/// The warnings of a service spec whose networks or published ports are not
-/// in effect yet ([`data_path_ready`]), and of encrypted networks (never
-/// silently plaintext).
+/// The warnings of a service spec that asks for what is not in effect:
+/// host-mode ports of tasks that share the host's network, and encrypted
+/// networks (never silently plaintext). Networks and published ports are in
+/// effect (`crate::network`, `daemon::netpath`); a node whose kernel lacks
+/// what they need says so in its log and fails such tasks with the reason.
 pub(crate) fn network_warnings(state: &State, spec: &ServiceSpec) -> Vec<String> {
     let mut out = Vec::new();
-    let overlay = spec.task.network_mode() == NetworkMode::Overlay && !spec.task.networks.is_empty();
-    if !data_path_ready() && spec.task.network_mode() == NetworkMode::None {
-        out.push("network none is recorded, but tasks still share the host's network until shoal's data path lands".to_string());
-    }
-    if !data_path_ready() && overlay {
-        out.push("networks are recorded and addresses allocated, but tasks still share the host's network: overlay networking is not in effect yet".to_string());
-    }
-    if !data_path_ready() && spec.ports.iter().any(|p| p.is_ingress()) {
-        out.push("published ports are recorded, but nothing listens on them yet: the routing mesh is not in effect, tasks share the host's network".to_string());
-    }
     let host_ports = spec.ports.iter().any(|p| !p.is_ingress());
     if host_ports && spec.task.network_mode() != NetworkMode::None && spec.task.networks.is_empty() {
         out.push(
@@ -71,9 +63,6 @@ pub(crate) fn network_notes(n: &Network) -> Vec<String> {
     let mut out = Vec::new();
     if n.spec.encrypted {
         out.push("option encrypted is stored but not yet in effect: traffic between nodes on this network is not encrypted".to_string());
-    }
-    if !data_path_ready() {
-        out.push("the network is allocated in the swarm's state, but tasks still share the host's network: overlay networking is not in effect yet".to_string());
     }
     out
 }
@@ -303,7 +292,7 @@ pub(crate) fn start_spec(
         env,
         cwd: if c.dir.is_empty() { image.workdir.clone() } else { c.dir.clone() },
         user: if c.user.is_empty() { image.user.clone() } else { c.user.clone() },
-        hostname: if c.hostname.is_empty() { t.id[..t.id.len().min(12)].to_string() } else { c.hostname.clone() },
+        hostname: hostname(t),
         labels,
         log_path,
         memory_limit_bytes: t.spec.resources.limits.memory_bytes,
