@@ -57,6 +57,24 @@ fn wait_running(c: &Cluster, service: &str, n: usize) -> BTreeSet<String> {
     })
 }
 
+/// Runs `args` inside the task whose main process is `pid` (its mount and
+/// network namespaces), bounded by 10 s: (exit code, stdout + stderr).
+fn in_task(pid: &str, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new("timeout")
+        .args(["10", "nsenter", "-t", pid, "-m", "-n", "--"])
+        .args(args)
+        .output()
+        .expect("run nsenter");
+    (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// The main process of the running task `task` on node `i`.
+fn task_pid(c: &Cluster, i: usize, task: &str) -> String {
+    wait_for_seen(&format!("task {task}'s process on node {i}"), CONVERGE, || {
+        c.nodes[i].tasks_pids().into_iter().find(|(id, _)| id == task).map(|(_, pid)| pid).ok_or("not running yet".to_string())
+    })
+}
+
 /// The data path's state on node `i`, for failure messages.
 fn diag(c: &Cluster, i: usize) -> String {
     let n = &c.nodes[i];
@@ -160,17 +178,8 @@ fn overlay_tasks_share_a_port_reach_each_other_across_nodes_and_published_ports_
     // resolver at 127.0.0.11 answers the service's name with its VIP and
     // `tasks.web` with both tasks; a request to the name reaches a task.
     let side_id = wait_running(&c, "side", 1).into_iter().next().unwrap();
-    let pid = wait_for_seen("the side task's process", CONVERGE, || {
-        c.nodes[1].tasks_pids().into_iter().find(|(id, _)| *id == side_id).map(|(_, pid)| pid).ok_or("not running yet".to_string())
-    });
-    let in_task = |args: &[&str]| -> (i32, String) {
-        let out = std::process::Command::new("timeout")
-            .args(["10", "nsenter", "-t", &pid, "-m", "-n", "--"])
-            .args(args)
-            .output()
-            .expect("run nsenter");
-        (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-    };
+    let pid = task_pid(&c, 1, &side_id);
+    let in_task = |args: &[&str]| in_task(&pid, args);
     let inspect: serde_json::Value = serde_json::from_str(&c.nodes[0].shoal(&["service", "inspect", "web"]).ok().stdout).unwrap();
     let vip = inspect[0]["Endpoint"]["VirtualIPs"][0]["Addr"].as_str().unwrap().split('/').next().unwrap().to_string();
     let (_, resolv) = in_task(&["cat", "/etc/resolv.conf"]);
@@ -298,4 +307,125 @@ fn overlay_tasks_share_a_port_reach_each_other_across_nodes_and_published_ports_
             Err(ours.join("\n"))
         }
     });
+}
+
+/// The hostnames (a task's default hostname is its id's first 12
+/// characters) that requests to `http://NAME/` from the task `pid` reach,
+/// once `2 * expected.len()` requests in a row all succeed, all reach one of
+/// `expected` and between them reach every one. Returns how long that took.
+fn wait_rotation(c: &Cluster, pid: &str, name: &str, expected: &BTreeSet<String>, bound: Duration) -> Duration {
+    let start = Instant::now();
+    let (mut seen, mut in_a_row) = (BTreeSet::new(), 0);
+    wait_for_seen(&format!("the VIP of {name} to balance over exactly {expected:?}"), bound, || {
+        let (code, out) = in_task(pid, &["sh", "-c", &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc {name} 80")]);
+        let body = out.lines().last().unwrap_or_default().trim().to_string();
+        if code != 0 || !out.starts_with("HTTP/1.1 200") || !expected.contains(&body) {
+            (seen, in_a_row) = (BTreeSet::new(), 0);
+            return Err(format!("exit {code}: {out:?}; {}", c.nodes[0].log_tail(5)));
+        }
+        seen.insert(body);
+        in_a_row += 1;
+        if in_a_row >= 2 * expected.len() && seen == *expected {
+            Ok(start.elapsed())
+        } else {
+            Err(format!("{in_a_row} in a row, reached {seen:?}"))
+        }
+    })
+}
+
+fn hostnames(ids: &BTreeSet<String>) -> BTreeSet<String> {
+    ids.iter().map(|id| id.chars().take(12).collect()).collect()
+}
+
+/// The remaining cluster cases: an `--internal` network has no way
+/// out while an ordinary one does, and a VIP's rotation follows its service
+/// when it is scaled down and up and when a node running one of its tasks
+/// dies (power cut, its tasks gone with it): only running tasks answer.
+/// How long each change took to show in the rotation is printed.
+#[test]
+fn internal_networks_have_no_way_out_and_vips_follow_scaling_and_node_death() {
+    let Some(mut c) = Cluster::new(3) else { return };
+    c.init(1, 2);
+    let m = &c.nodes[0];
+    m.shoal(&["network", "create", "-d", "overlay", "back"]).ok();
+    m.shoal(&["network", "create", "-d", "overlay", "--internal", "inner"]).ok();
+    // A client on each network, on the manager (which stays up throughout).
+    for (name, net) in [("cli", "back"), ("shut", "inner")] {
+        m.shoal(&[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            net,
+            "--constraint",
+            "node.role==manager",
+            IMAGE,
+            "sleep",
+            "3600",
+        ])
+        .ok();
+    }
+    let cli = task_pid(&c, 0, &wait_running(&c, "cli", 1).into_iter().next().unwrap());
+    let shut = task_pid(&c, 0, &wait_running(&c, "shut", 1).into_iter().next().unwrap());
+
+    // A way out: the task on `back` reaches another node (masqueraded); the
+    // one on `inner` has no default route and reaches nothing off its network.
+    let outside = c.nodes[2].ip.clone();
+    wait_for_seen(&format!("a task on an ordinary network to reach {outside}"), CONVERGE, || {
+        let (code, out) = in_task(&cli, &["busybox", "ping", "-c", "1", "-W", "1", &outside]);
+        if code == 0 {
+            Ok(())
+        } else {
+            Err(format!("exit {code}: {out}; {}", diag(&c, 0)))
+        }
+    });
+    let (_, routes) = in_task(&shut, &["busybox", "ip", "route"]);
+    assert!(!routes.contains("default") && routes.contains("eth0"), "an --internal task has its network and no default route: {routes}");
+    let (_, routes) = in_task(&cli, &["busybox", "ip", "route"]);
+    assert!(routes.contains("default"), "an ordinary task has a default route: {routes}");
+    for target in [outside.as_str(), c.nodes[0].ip.as_str()] {
+        let (code, out) = in_task(&shut, &["busybox", "ping", "-c", "1", "-W", "2", target]);
+        assert_ne!(code, 0, "a task on an --internal network reached {target}: {out}");
+    }
+
+    // A VIP over three replicas (spread over the three nodes).
+    let web = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www";
+    m.shoal(&["service", "create", "-d", "--name", "rot", "--network", "back", "--replicas", "3", IMAGE, "sh", "-c", web]).ok();
+    let three = wait_running(&c, "rot", 3);
+    let took = wait_rotation(&c, &cli, "rot", &hostnames(&three), CONVERGE);
+    println!("rotation: 3 replicas answer through the VIP {took:?} after they run");
+
+    // Scaled down to one: the two stopped tasks leave the rotation.
+    m.shoal(&["service", "scale", "-d", "rot=1"]).ok();
+    let one = wait_running(&c, "rot", 1);
+    assert!(one.is_subset(&three), "scaling down keeps one of the running tasks: {one:?} of {three:?}");
+    let took = wait_rotation(&c, &cli, "rot", &hostnames(&one), CONVERGE);
+    println!("rotation: scaled 3 -> 1, only the remaining task answers {took:?} after `service ps` shows it alone");
+
+    // Scaled up again: the new tasks join it.
+    m.shoal(&["service", "scale", "-d", "rot=3"]).ok();
+    let three = wait_running(&c, "rot", 3);
+    let took = wait_rotation(&c, &cli, "rot", &hostnames(&three), CONVERGE);
+    println!("rotation: scaled 1 -> 3, all answer {took:?} after they run");
+
+    // A worker dies with its tasks (its daemon stays down): once the
+    // managers mark it down and replace its task elsewhere, the rotation is
+    // the three live tasks only.
+    let victim = (1..3).find(|&i| c.nodes[i].running_ids().iter().any(|id| three.contains(id))).expect("a worker runs a replica");
+    let dead: BTreeSet<String> = c.nodes[victim].running_ids().into_iter().filter(|id| three.contains(id)).collect();
+    let cut = Instant::now();
+    c.nodes[victim].power_cycle();
+    let live = wait_for_seen("the dead node's replicas to be replaced", Duration::from_secs(120), || {
+        let ids = wait_running(&c, "rot", 3);
+        if ids.is_disjoint(&dead) {
+            Ok(ids)
+        } else {
+            Err(format!("still listed as running: {:?}", ids.intersection(&dead).collect::<Vec<_>>()))
+        }
+    });
+    println!("rotation: node {victim} died; its replicas were replaced {:?} after the power cut", cut.elapsed());
+    let took = wait_rotation(&c, &cli, "rot", &hostnames(&live), CONVERGE);
+    println!("rotation: the live replicas answer {took:?} after that");
 }
