@@ -36,6 +36,15 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 command -v cargo >/dev/null 2>&1 || { echo "build: no Rust toolchain; install rustup (https://rustup.rs)" >&2; exit 1; }
+for WANT in "${NAMES[@]}"; do
+  cross_lookup
+  [ "$T_ROUTE" = musl-zig ] || continue
+  if ! command -v zig >/dev/null 2>&1 && ! python3 -m ziglang version >/dev/null 2>&1; then
+    echo "build: installing zig $ZIG_VERSION from PyPI (ziglang; the linker of the musl-zig route)" >&2
+    python3 -m pip install -q "ziglang==$ZIG_VERSION"
+  fi
+  break
+done
 installed=$(rustup target list --installed)
 for WANT in "${NAMES[@]}"; do
   cross_lookup
@@ -67,6 +76,11 @@ for WANT in "${NAMES[@]}"; do
   with_target_lock "${CARGO[@]}" build --release -q -p shoal-agent --bin shoal --target "$T_TRIPLE" "${extra[@]}"
   out=dist/shoal-linux-$T_NAME
   cp "${CARGO_TARGET_DIR:-target}/$T_TRIPLE/release/shoal" "$out.tmp"
+  # zig's linker keeps MIPS's .pdr (procedure descriptors, ~350 KB, never
+  # loaded) through --strip-all; GNU binutils' strip removes it.
+  if [ "$T_ROUTE" = musl-zig ] && readelf -SW "$out.tmp" | grep -q ' \.pdr '; then
+    "${T_PKG#binutils-}-strip" -R .pdr "$out.tmp"
+  fi
   mv "$out.tmp" "$out"
   size=$(stat -c %s "$out")
   problems=()

@@ -2,22 +2,25 @@
 # the seven release targets, one line each.
 #   name  triple  toolchain  route  Debian packages (comma-separated: cross gcc, and
 #   for static glibc the libc6-dev cross package, which the gcc only
-#   recommends and build.sh installs without recommends)  qemu  platform
+#   recommends and build.sh installs without recommends; for musl-zig only
+#   the cross binutils, whose strip build.sh uses)  qemu  platform
 #   reported by `shoal version`
 # shellcheck shell=bash
 CROSS_TARGETS=(
   "amd64    x86_64-unknown-linux-musl        stable  musl           -                          qemu-x86_64-static  linux/amd64"
   "arm64    aarch64-unknown-linux-musl       stable  musl           gcc-aarch64-linux-gnu      qemu-aarch64-static linux/arm64/v8"
   "386      i686-unknown-linux-musl          stable  musl           gcc-i686-linux-gnu         qemu-i386-static    linux/386"
-  "mips64le mips64el-unknown-linux-gnuabi64  nightly static-glibc   gcc-mips64el-linux-gnuabi64,libc6-dev-mips64el-cross qemu-mips64el-static linux/mips64le"
+  "mips64le mips64el-unknown-linux-muslabi64 nightly musl-zig       binutils-mips64el-linux-gnuabi64 qemu-mips64el-static linux/mips64le"
   "ppc64le  powerpc64le-unknown-linux-gnu    nightly static-glibc   gcc-powerpc64le-linux-gnu,libc6-dev-ppc64el-cross qemu-ppc64le-static linux/ppc64le"
   "s390x    s390x-unknown-linux-gnu          nightly static-glibc   gcc-s390x-linux-gnu,libc6-dev-s390x-cross qemu-s390x-static   linux/s390x"
   "arm-v7   armv7-unknown-linux-gnueabihf    stable  static-glibc   gcc-arm-linux-gnueabihf,libc6-dev-armhf-cross qemu-arm-static     linux/arm/v7"
 )
 # Per-binary size budget in bytes (5 MiB); build.sh fails above it.
 SIZE_BUDGET_BYTES=$(grep -v '^#' "$(dirname "${BASH_SOURCE[0]}")/size-budget" | tr -d '[:space:]')
-# mips64el (tier 3, nightly build-std, static glibc): libc 0.2.190+ selects
-# wrong signal/socket constants for mips64 glibc, so the build pins these in a
+# zig (PyPI's ziglang) for the musl-zig route (mips64le); the version measured.
+ZIG_VERSION=0.17.1
+# mips64el (tier 3, nightly build-std): libc 0.2.190+ selected wrong
+# signal/socket constants for mips64 glibc; the build pins these in a
 # temporary copy of Cargo.lock (restored afterwards); other targets use the
 # committed lock unchanged.
 MIPS64EL_PINS=("mio 1.2.0" "libc 0.2.185")

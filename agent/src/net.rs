@@ -363,7 +363,9 @@ pub(crate) mod tests {
                 let stream = connect(addr, Duration::from_secs(2)).await.unwrap();
                 drive(stream, Link::initiator(LinkConfig::lan(*client_key.private()), now_ms(origin)).unwrap(), origin, cc).await
             };
-            let count = 512;
+            // Under QEMU a whole-CPU-bound 32 MiB through emulated ChaCha
+            // outlasts the LAN profile's liveness bounds on a loaded machine.
+            let count = if std::env::var_os("SHOAL_UNDER_QEMU").is_some() { 64 } else { 512 };
             let msg = vec![3u8; 64 * 1024];
             let app = async {
                 assert!(matches!(next(&sh).await, Event::Established { .. }));
@@ -586,7 +588,15 @@ pub(crate) mod tests {
             drop(l);
             // Nothing listens on that port any more: a prompt, clear error.
             let err = connect(addr, Duration::from_secs(2)).await.unwrap_err();
-            assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+            // QEMU user-mode for MIPS hands getsockopt(SO_ERROR) through
+            // untranslated: the host's ECONNREFUSED (111) where MIPS says
+            // 146 (see image/tests/registry.rs). Real MIPS kernels say 146.
+            let qemu_mips = cfg!(any(target_arch = "mips64", target_arch = "mips")) && std::env::var_os("SHOAL_UNDER_QEMU").is_some();
+            if qemu_mips && err.raw_os_error() == Some(111) {
+                eprintln!("NOTE: accepting untranslated errno 111 for ECONNREFUSED under QEMU user-mode for MIPS: {err}");
+            } else {
+                assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+            }
         }));
     }
 }

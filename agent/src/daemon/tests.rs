@@ -43,8 +43,18 @@ fn start(name: &str) -> (String, Arc<Fake>) {
     panic!("daemon did not come up");
 }
 
+/// Bound on one call: emulated daemons (targets/qemu-test.sh) on a loaded
+/// machine answered a first call in over 5 s.
+fn call_timeout_ms() -> u64 {
+    if std::env::var_os("SHOAL_UNDER_QEMU").is_some() {
+        30_000
+    } else {
+        5_000
+    }
+}
+
 fn call(host: &str, req: Request) -> Reply {
-    Client::connect(host).unwrap().call(&req, 5_000).unwrap()
+    Client::connect(host).unwrap().call(&req, call_timeout_ms()).unwrap()
 }
 
 fn tasks(host: &str, svc: &str) -> Vec<Task> {
