@@ -12,7 +12,7 @@ use shoal_shared::api::ErrorKind;
 use shoal_shared::clock::UnixNanos;
 use shoal_shared::ops::Op;
 use shoal_shared::types::{
-    EndpointMode, Ipv4Net, Meta, Network, NetworkDefaults, NetworkSpec, NodeRole, NodeState, Service, ServiceMode, ServiceSpec,
+    EndpointMode, Ipv4Net, Meta, Network, NetworkDefaults, NetworkSpec, NodeRole, NodeState, PortConfig, Service, ServiceMode, ServiceSpec,
     SwarmSettings, UpdateState, UpdateStatus, DRIVER_OVERLAY, HOST_NETWORK_ID, NONE_NETWORK_ID, OPT_ENCRYPTED, OPT_MTU, PUBLISH_MODE_HOST,
     PUBLISH_MODE_INGRESS,
 };
@@ -456,7 +456,8 @@ pub fn scale_service(state: &State, key: &str, replicas: u64) -> Result<Vec<Op>,
 
 /// Ops replacing a service's spec (`service update`). The old spec becomes
 /// the previous one; a changed task spec starts a rolling update at `now`, as
-/// does any update of a paused one (Swarm resumes paused updates this way).
+/// do a first ingress port (the tasks need an `ingress` address) and any
+/// update of a paused one (Swarm resumes paused updates this way).
 /// Renames and mode changes are refused, as Swarm's.
 pub fn update_service(state: &State, key: &str, mut spec: ServiceSpec, now: UnixNanos) -> Result<Vec<Op>, ControlError> {
     in_swarm(state)?;
@@ -475,7 +476,11 @@ pub fn update_service(state: &State, key: &str, mut spec: ServiceSpec, now: Unix
     }
     let mut next = s.clone();
     let paused = s.update_status.as_ref().is_some_and(|u| matches!(u.state, UpdateState::Paused | UpdateState::RollbackPaused));
-    if spec.task != s.spec.task || paused {
+    // Tasks placed before the first ingress port have no address on `ingress`:
+    // they are replaced like a task spec change (the updater's dirty check).
+    let needs_ingress = |spec: &ServiceSpec| spec.ports.iter().any(PortConfig::is_ingress);
+    let ingress_added = needs_ingress(&spec) && !needs_ingress(&s.spec);
+    if spec.task != s.spec.task || ingress_added || paused {
         next.update_status = Some(UpdateStatus::started(UpdateState::Updating, now, MSG_UPDATING));
     }
     next.previous_spec = Some(std::mem::replace(&mut next.spec, spec));

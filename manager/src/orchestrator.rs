@@ -44,6 +44,7 @@
 //! - last, [`crate::network::allocate`] adds the network allocations (new
 //!   tasks' addresses inside their `CreateTask`).
 
+use crate::network;
 use crate::placement::{PlacementError, ValidPlacement};
 use crate::scheduler;
 use crate::scheduler::Filtered;
@@ -87,7 +88,8 @@ pub fn reconcile(state: &State, now: UnixNanos, rng: &mut Rng) -> Vec<Op> {
         }
         // The updater acts on a settled round, so it never races the others over a slot.
         if ops.len() == before {
-            updater::update(service, &slots, &away, now, rng, &mut ops);
+            let current = |t: &Task| t.spec == service.spec.task && (t.status.state <= TaskState::Pending || network::attached(state, t));
+            updater::update(service, &current, &slots, &away, now, rng, &mut ops);
         }
         prune_history(&slots, &mut ops);
     }

@@ -10,10 +10,13 @@
 //!   (or on a paused update) writes `updating`, `service rollback` writes
 //!   `rollback_started`; the updater acts only while one of these holds;
 //! - a slot is *dirty* when its runnable task (desired `<= Running`; a dead
-//!   one the restart policy keeps counts too) runs a `TaskSpec` other than
-//!   the service's. Only the task spec counts: a replica-count change
-//!   dirties nothing, `--force` bumps `force_update` inside the task spec
-//!   and so dirties every slot;
+//!   one the restart policy keeps counts too) is not *current*: it runs a
+//!   `TaskSpec` other than the service's, or it was placed without an
+//!   address on a network its service now needs (`ingress` after
+//!   `--publish-add` of the first ingress port, as swarmkit's dirty check
+//!   compares endpoints). A replica-count change dirties nothing,
+//!   `--force` bumps `force_update` inside the task spec and so dirties
+//!   every slot;
 //! - the update's own tasks are those with the service's task spec created
 //!   since the update started: `service_version >= UpdateStatus.started_index`
 //!   (raft indexes, so clock steps on the leader cannot hide them);
@@ -84,6 +87,7 @@ fn is_failure(t: &Task) -> bool {
 /// Appends the ops that move `service`'s rolling update along.
 pub fn update(
     service: &Service,
+    current: &dyn Fn(&Task) -> bool,
     slots: &BTreeMap<SlotKey, Vec<&Task>>,
     away: &std::collections::BTreeSet<&str>,
     now: UnixNanos,
@@ -98,15 +102,13 @@ pub fn update(
     };
     let rolling_back = status.state == UpdateState::RollbackStarted;
     let cfg = if rolling_back { service.spec.rollback } else { service.spec.update };
-    let target = &service.spec.task;
 
     let views: Vec<SlotView> = slots
         .values()
         .map(|tasks| {
-            let old = tasks.iter().copied().find(|t| runnable(t) && &t.spec != target);
-            let new = tasks.iter().rev().copied().find(|t| runnable(t) && &t.spec == target);
-            let mine: Vec<&Task> =
-                tasks.iter().copied().filter(|t| &t.spec == target && t.service_version >= status.started_index).collect();
+            let old = tasks.iter().copied().find(|t| runnable(t) && !current(t));
+            let new = tasks.iter().rev().copied().find(|t| runnable(t) && current(t));
+            let mine: Vec<&Task> = tasks.iter().copied().filter(|t| current(t) && t.service_version >= status.started_index).collect();
             let failed = mine.iter().copied().find(|t| is_failure(t));
             SlotView { old, new, mine, failed }
         })
@@ -370,6 +372,50 @@ mod tests {
 
     fn env(v: &str) -> impl FnOnce(&mut ServiceSpec) + '_ {
         move |s| s.task.container.env = vec![format!("V={v}")]
+    }
+
+    #[test]
+    fn a_first_ingress_port_replaces_the_tasks_placed_without_an_ingress_address() {
+        use shoal_shared::types::{Ipv4Net, Network, NetworkSpec, PortConfig, PUBLISH_MODE_INGRESS};
+        let port = |published: u32, target: u32| PortConfig {
+            protocol: "tcp".into(),
+            target_port: target,
+            published_port: published,
+            publish_mode: PUBLISH_MODE_INGRESS.into(),
+        };
+        let mut sim = Sim::new(2, |_| {});
+        let subnet = Ipv4Net::parse("10.0.0.0/24").unwrap();
+        let spec = NetworkSpec { name: "ingress".into(), driver: "overlay".into(), ingress: true, ..Default::default() };
+        let ingress = Network {
+            id: "ing".into(),
+            meta: Meta::default(),
+            spec,
+            vni: 4096,
+            subnet,
+            gateway: "10.0.0.1".parse().unwrap(),
+            last_addr: None,
+        };
+        sim.apply(vec![Op::PutNetwork(ingress)]);
+        sim.settle();
+        let before = sim.live_ids();
+        assert!(before.iter().all(|id| sim.s.tasks[id].networks.is_empty()), "no port, no ingress address");
+        // `--publish-add 8080:80`: the task spec is unchanged, yet the running
+        // tasks cannot serve the port (no ingress address): they are replaced.
+        sim.update(|s| s.ports = vec![port(8080, 80)]);
+        assert_eq!(sim.state(), Some(UpdateState::Updating));
+        sim.run_for(10 * S);
+        let after = sim.live_ids();
+        assert_eq!(after.len(), 2);
+        assert!(after.iter().all(|id| !before.contains(id)), "every task replaced: {before:?} -> {after:?}");
+        for id in &after {
+            let nets: Vec<&str> = sim.s.tasks[id].networks.iter().map(|a| a.network_id.as_str()).collect();
+            assert_eq!(nets, ["ing"], "task {id}");
+        }
+        assert_eq!(sim.state(), Some(UpdateState::Completed));
+        // Another port on tasks that have their ingress address replaces nothing.
+        sim.update(|s| s.ports.push(port(8081, 81)));
+        sim.run_for(5 * S);
+        assert_eq!(sim.live_ids(), after);
     }
 
     #[test]
