@@ -408,6 +408,11 @@ mod tests {
             .collect()
     }
 
+    /// `node` opens a session on `conn`.
+    fn open(d: &mut Dispatcher, st: &State, conn: u64, node: &str) {
+        d.handle_session(st, conn, node, "", NodeDescription::default());
+    }
+
     #[test]
     fn assignments_hold_only_the_nodes_tasks() {
         let st = state();
@@ -481,11 +486,11 @@ mod tests {
         let st = state();
         let mut d = Dispatcher::default();
         d.handle_leadership(true, 0);
-        d.handle_session(&st, 31, "w1", "", NodeDescription::default());
+        open(&mut d, &st, 31, "w1");
         d.dispatch(&st, |_| false);
         assert_eq!(effects(&mut d), ["log INFO", "propose 1", "assign 31 [\"t1\", \"t2\"]"]);
         // The old link's session, then its end.
-        d.handle_session(&st, 30, "w1", "", NodeDescription::default());
+        open(&mut d, &st, 30, "w1");
         d.dispatch(&st, |_| false);
         effects(&mut d);
         d.handle_link_down("w1", 30, true, 10);
