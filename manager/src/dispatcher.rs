@@ -12,6 +12,10 @@
 //! no sockets and reads no clock.
 //!
 //! Invariants:
+//! - a node has at most one session, on the link its latest `Session` came
+//!   on; when that link ends, another link it opened a session on and that is
+//!   still up carries it (a late `Session` on a link the worker had dropped
+//!   must not leave it linked without one);
 //! - sessions exist only on the leader: losing leadership redirects every
 //!   session's link (the worker then finds the new leader and opens a new
 //!   session there), so a worker never stays attached to a manager that no
@@ -105,6 +109,9 @@ struct Session {
 #[derive(Debug, Default)]
 pub struct Dispatcher {
     sessions: BTreeMap<String, Session>,
+    /// Every link a session was opened on while leading, and not ended yet,
+    /// with its node (bounded by the shell's links).
+    opened: BTreeMap<u64, String>,
     /// When each node's last link went away (monotonic ms).
     lost_at_ms: BTreeMap<String, u64>,
     /// Nodes that had a link to this node at some point (their loss starts a clock even
@@ -127,6 +134,7 @@ impl Dispatcher {
                 // Workers attached here must find the new leader: a session on a manager
                 // that no longer dispatches would never get assignments again.
                 let sessions = std::mem::take(&mut self.sessions);
+                self.opened.clear();
                 let redirected = sessions.len();
                 for (_, s) in sessions {
                     self.effects.push_back(Effect::Redirect { conn: s.conn });
@@ -161,6 +169,7 @@ impl Dispatcher {
             return;
         }
         self.sessions.insert(node_id.to_string(), Session { conn, sent_index: None, sent: None });
+        self.opened.insert(conn, node_id.to_string());
         let mut updated = node.clone();
         updated.state = NodeState::Ready;
         updated.description = description;
@@ -188,8 +197,15 @@ impl Dispatcher {
     /// Link `conn` to `node_id` ended; `still_linked` says whether another
     /// link to the node remains.
     pub fn handle_link_down(&mut self, node_id: &str, conn: u64, still_linked: bool, now_ms: u64) {
+        self.opened.remove(&conn);
         if self.sessions.get(node_id).is_some_and(|s| s.conn == conn) {
             self.sessions.remove(node_id);
+            // The latest other link (highest id) it opened a session on takes it over; what
+            // went to the ended one is sent again (found by the whole-node simulator, seed 4405).
+            let other = self.opened.iter().rev().find(|(_, n)| n.as_str() == node_id).map(|(c, _)| *c);
+            if let Some(conn) = other {
+                self.sessions.insert(node_id.to_string(), Session { conn, sent_index: None, sent: None });
+            }
         }
         if !still_linked {
             // The earliest time it was seen without a link counts (`poll_down` may have seen it first).
@@ -200,6 +216,7 @@ impl Dispatcher {
     /// Every session is gone (this node left raft, or closed all its links).
     pub fn clear_sessions(&mut self) {
         self.sessions.clear();
+        self.opened.clear();
     }
 
     /// The nodes with a session here.
@@ -228,6 +245,7 @@ impl Dispatcher {
             removed.clear();
         }
         for node_id in removed {
+            self.opened.retain(|_, n| *n != node_id);
             let Some(s) = self.sessions.remove(&node_id) else { continue };
             let message = format!("closing the session of node {node_id}: it was removed from the swarm");
             self.effects.push_back(Effect::Log { level: "WARN", message });
@@ -390,6 +408,11 @@ mod tests {
             .collect()
     }
 
+    /// `node` opens a session on `conn`.
+    fn open(d: &mut Dispatcher, st: &State, conn: u64, node: &str) {
+        d.handle_session(st, conn, node, "", NodeDescription::default());
+    }
+
     #[test]
     fn assignments_hold_only_the_nodes_tasks() {
         let st = state();
@@ -451,6 +474,31 @@ mod tests {
         d.handle_session(&st, 11, "w1", "", NodeDescription::default());
         d.handle_session(&st, 12, "m1", "", NodeDescription::default());
         assert_eq!(effects(&mut d), ["redirect 11", "redirect 12"]);
+    }
+
+    /// Found by the whole-node simulator (seed 4405 of 10,000): a worker's
+    /// `Session` on a link it had already dropped (a follower redirected it)
+    /// reached the manager after it became leader and after the session on
+    /// the worker's new link; the stale link's end then took the session
+    /// away, and the worker, linked, never got assignments again.
+    #[test]
+    fn a_late_session_on_a_dropped_link_does_not_take_the_live_one_away() {
+        let st = state();
+        let mut d = Dispatcher::default();
+        d.handle_leadership(true, 0);
+        open(&mut d, &st, 31, "w1");
+        d.dispatch(&st, |_| false);
+        assert_eq!(effects(&mut d), ["log INFO", "propose 1", "assign 31 [\"t1\", \"t2\"]"]);
+        // The old link's session, then its end.
+        open(&mut d, &st, 30, "w1");
+        d.dispatch(&st, |_| false);
+        effects(&mut d);
+        d.handle_link_down("w1", 30, true, 10);
+        assert!(d.has_session("w1"), "the session lives on on the link that is still up");
+        d.dispatch(&st, |_| false);
+        assert_eq!(effects(&mut d), ["assign 31 [\"t1\", \"t2\"]"], "sent again: what went to the dropped link is lost");
+        d.handle_link_down("w1", 31, false, 20);
+        assert!(!d.has_session("w1"));
     }
 
     #[test]

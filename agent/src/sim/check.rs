@@ -234,7 +234,7 @@ impl Checker {
                 return Err(format!("node-{} is {:?} in the leader's state ({})", f.index, node.state, v.hints));
             }
             if !v.manager && !lv.sessions.iter().any(|s| s == f.node_id) {
-                return Err(format!("worker node-{} has no session at leader node-{}", f.index, leader.index));
+                return Err(format!("worker node-{} has no session at leader node-{} ({})", f.index, leader.index, v.hints));
             }
             // What runs on the machine is what the leader wants there.
             let want: BTreeSet<&str> = state
