@@ -76,6 +76,15 @@ struct DaemonArgs {
     /// Registry (host[:port]) to reach over plain HTTP; loopback registries always are.
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,
+    /// Subnet of the node-local bridge network that tasks on no network join (device shoal0).
+    #[arg(long, default_value = crate::network::bridge::SUBNET_DEFAULT, value_parser = parse_bridge_subnet)]
+    bridge_subnet: crate::network::bridge::Bridge,
+}
+
+/// `--bridge-subnet CIDR`.
+fn parse_bridge_subnet(s: &str) -> Result<crate::network::bridge::Bridge, String> {
+    let net = crate::network::Ipv4Net::parse(s)?;
+    crate::network::bridge::Bridge::new(net).map_err(|e| e.to_string())
 }
 
 #[derive(Subcommand, Debug)]
@@ -167,6 +176,7 @@ pub fn main() -> anyhow::Result<()> {
             containerd: a.containerd,
             namespace: a.containerd_namespace,
             insecure_registries: a.insecure_registries,
+            bridge: a.bridge_subnet,
         }),
         Command::Version => version(&cli.host),
         Command::Info => swarm::info(&cli.host),

@@ -76,6 +76,8 @@ pub struct Config {
     pub containerd: PathBuf,
     pub namespace: String,
     pub insecure_registries: Vec<String>,
+    /// The node-local bridge network for tasks on no network (`--bridge-subnet`).
+    pub bridge: crate::network::bridge::Bridge,
 }
 
 /// Something for the loop to handle.
@@ -281,7 +283,7 @@ impl Daemon {
         let runtime_version = runtime.version().unwrap_or_else(|e| format!("unavailable: {e}"));
         task_logs::TaskLogs::new(&cfg.data_dir).create()?;
         let worker = Worker::new(&node_id);
-        let net = netpath::NetPath::new(io.net(), io.dns());
+        let net = netpath::NetPath::new(io.net(), io.dns(), cfg.bridge);
         let mut d = Daemon {
             cfg,
             store,

@@ -21,6 +21,7 @@ pub(super) fn config(name: &str) -> Config {
         containerd: dir.join("none"),
         namespace: "t".into(),
         insecure_registries: vec![],
+        bridge: crate::network::bridge::Bridge::default_subnet(),
     }
 }
 

@@ -29,6 +29,7 @@
 //!   (`eth0`, `eth1`, ...), the default route through the first attached
 //!   network that is not `--internal`.
 
+pub mod bridge;
 pub mod driver;
 pub mod files;
 pub mod linux;
