@@ -76,8 +76,9 @@ pub struct Config {
     pub containerd: PathBuf,
     pub namespace: String,
     pub insecure_registries: Vec<String>,
-    /// The node-local bridge network for tasks on no network (`--bridge-subnet`).
-    pub bridge: crate::network::bridge::Bridge,
+    /// The node-local bridge network for tasks on no network (`--bridge-subnet`);
+    /// none: they share the host's namespace.
+    pub bridge: Option<crate::network::bridge::Bridge>,
 }
 
 /// Something for the loop to handle.

@@ -41,11 +41,14 @@ pub(crate) struct NetPath {
 impl NetPath {
     /// `bridge`: the node's bridge network (`--bridge-subnet`); its leases
     /// are read back from the driver (tasks that outlived a daemon keep theirs).
-    pub(crate) fn new(driver: Arc<dyn NetDriver>, dns: Option<DnsHandle>, bridge: Bridge) -> NetPath {
+    pub(crate) fn new(driver: Arc<dyn NetDriver>, dns: Option<DnsHandle>, bridge: Option<Bridge>) -> NetPath {
         let probe = driver.probe();
         let bridge = if probe.overlay() {
             crate::log!("INFO", "networking: bridge, veth, VXLAN and nftables available: tasks get their own namespaces");
-            Some(bridge)
+            if bridge.is_none() {
+                crate::log!("INFO", "networking: no bridge network (--bridge-subnet none): tasks on no network share the host's");
+            }
+            bridge
         } else {
             for p in &probe.problems {
                 crate::log!("WARN", "networking: {p}");
