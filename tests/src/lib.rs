@@ -299,6 +299,12 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill_daemon();
         let _ = Command::new(root().join("tests/lib/containerd.sh")).arg("stop").arg(self.dir.join("ctrd")).status();
+        // The tasks' network namespaces are bound under the data dir: unbound, they go with their
+        // veths (the daemon ran in this machine's namespace, and was killed, not told to leave).
+        for e in std::fs::read_dir(self.data_dir().join("netns")).into_iter().flatten().flatten() {
+            let _ = shoal_netlink::netns::remove(&e.path());
+        }
+        let _ = Command::new("umount").arg("-l").arg(self.data_dir().join("netns")).status();
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         } else {

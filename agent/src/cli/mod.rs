@@ -76,6 +76,22 @@ struct DaemonArgs {
     /// Registry (host[:port]) to reach over plain HTTP; loopback registries always are.
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,
+    /// Subnet of the node-local bridge network (device shoal0) that tasks on no
+    /// network join; `none`: they share the host's network namespace.
+    #[arg(long, default_value = crate::network::bridge::SUBNET_DEFAULT, value_parser = parse_bridge_subnet)]
+    bridge_subnet: BridgeSubnet,
+}
+
+/// `--bridge-subnet CIDR|none` (a newtype: clap takes an `Option` field as an optional flag).
+#[derive(Clone, Debug)]
+struct BridgeSubnet(Option<crate::network::bridge::Bridge>);
+
+fn parse_bridge_subnet(s: &str) -> Result<BridgeSubnet, String> {
+    if s == "none" {
+        return Ok(BridgeSubnet(None));
+    }
+    let net = crate::network::Ipv4Net::parse(s)?;
+    crate::network::bridge::Bridge::new(net).map(|b| BridgeSubnet(Some(b))).map_err(|e| e.to_string())
 }
 
 #[derive(Subcommand, Debug)]
@@ -167,6 +183,7 @@ pub fn main() -> anyhow::Result<()> {
             containerd: a.containerd,
             namespace: a.containerd_namespace,
             insecure_registries: a.insecure_registries,
+            bridge: a.bridge_subnet.0,
         }),
         Command::Version => version(&cli.host),
         Command::Info => swarm::info(&cli.host),

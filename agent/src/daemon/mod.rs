@@ -76,6 +76,9 @@ pub struct Config {
     pub containerd: PathBuf,
     pub namespace: String,
     pub insecure_registries: Vec<String>,
+    /// The node-local bridge network for tasks on no network (`--bridge-subnet`);
+    /// none: they share the host's namespace.
+    pub bridge: Option<crate::network::bridge::Bridge>,
 }
 
 /// Something for the loop to handle.
@@ -281,7 +284,7 @@ impl Daemon {
         let runtime_version = runtime.version().unwrap_or_else(|e| format!("unavailable: {e}"));
         task_logs::TaskLogs::new(&cfg.data_dir).create()?;
         let worker = Worker::new(&node_id);
-        let net = netpath::NetPath::new(io.net(), io.dns());
+        let net = netpath::NetPath::new(io.net(), io.dns(), cfg.bridge);
         let mut d = Daemon {
             cfg,
             store,

@@ -8,6 +8,7 @@
 
 use super::dns::{DnsCommand, DnsHandle};
 use super::{Daemon, Event};
+use crate::network::bridge::{Bridge, Leases};
 use crate::network::driver::{DnsSocket, NetDriver, Probe};
 use crate::network::plan::{NodeView, TaskAttachment};
 use crate::network::{files, nft, view};
@@ -27,23 +28,39 @@ pub(crate) struct NetPath {
     pub(crate) probe: Probe,
     /// Running containers' main processes, from the last listing.
     pub(crate) pids: std::collections::BTreeMap<String, u32>,
+    /// The node's bridge network (none where tasks cannot get namespaces:
+    /// tasks on no network share the host's there).
+    bridge: Option<Bridge>,
+    /// Addresses of this node's tasks on its bridge network.
+    leases: Leases,
     /// The plan, ruleset and live tasks of the last sync started.
     synced: Option<Plan>,
     in_flight: bool,
 }
 
 impl NetPath {
-    pub(crate) fn new(driver: Arc<dyn NetDriver>, dns: Option<DnsHandle>) -> NetPath {
+    /// `bridge`: the node's bridge network (`--bridge-subnet`); its leases
+    /// are read back from the driver (tasks that outlived a daemon keep theirs).
+    pub(crate) fn new(driver: Arc<dyn NetDriver>, dns: Option<DnsHandle>, bridge: Option<Bridge>) -> NetPath {
         let probe = driver.probe();
-        if probe.overlay() {
+        let bridge = if probe.overlay() {
             crate::log!("INFO", "networking: bridge, veth, VXLAN and nftables available: tasks get their own namespaces");
+            if bridge.is_none() {
+                crate::log!("INFO", "networking: no bridge network (--bridge-subnet none): tasks on no network share the host's");
+            }
+            bridge
         } else {
             for p in &probe.problems {
                 crate::log!("WARN", "networking: {p}");
             }
-            crate::log!("WARN", "networking: overlay networks cannot work on this node; tasks that need one fail here");
+            crate::log!("WARN", "networking: overlay networks cannot work on this node; tasks that need one fail here, tasks on no network share the host's");
+            None
+        };
+        let leases = bridge.as_ref().map(|b| Leases::adopt(b, driver.leases())).unwrap_or_default();
+        if !leases.is_empty() {
+            crate::log!("INFO", "networking: {} address(es) on the node's bridge network adopted", leases.len());
         }
-        NetPath { driver, dns, probe, pids: Default::default(), synced: None, in_flight: false }
+        NetPath { driver, dns, probe, pids: Default::default(), bridge, leases, synced: None, in_flight: false }
     }
 }
 
@@ -120,7 +137,7 @@ impl Daemon {
         }
         let underlay = self.underlay()?;
         let a = self.swarm.assigned_ref()?;
-        let (v, rules) = view::node_plan(a, underlay);
+        let (v, rules) = view::node_plan(a, underlay, self.net.bridge.as_ref().map(|b| (b, &self.net.leases)));
         // Tasks that may still run keep their namespaces; terminal ones give them up.
         let live: BTreeSet<String> = a.tasks.values().filter(|t| !t.status.state.is_terminal()).map(|t| t.id.clone()).collect();
         let pids = self.net.pids.iter().filter(|(t, _)| live.contains(*t)).map(|(t, p)| (t.clone(), *p)).collect();
@@ -147,7 +164,7 @@ impl Daemon {
             listeners = a
                 .tasks
                 .values()
-                .filter(|t| plan.2.contains(&t.id) && !t.networks.is_empty())
+                .filter(|t| plan.2.contains(&t.id))
                 .map(|t| (t.id.clone(), t.networks.iter().map(|n| n.network_id.clone()).collect(), self.net.pids.get(&t.id).copied()))
                 .collect();
         }
@@ -168,6 +185,12 @@ impl Daemon {
     /// A sync finished: on failure the next converge tries again.
     pub(crate) fn on_net_synced(&mut self, result: Result<crate::network::driver::SyncReport, crate::network::driver::NetError>) {
         self.net.in_flight = false;
+        // Every namespace of a task that was not live is gone now: its bridge address is free
+        // (a task that became live meanwhile keeps the one its start took).
+        if let (Ok(_), Some(synced), Some(a)) = (&result, &self.net.synced, self.swarm.assigned_ref()) {
+            let live = &synced.2;
+            self.net.leases.retain(|t| live.contains(t) || a.tasks.get(t).is_some_and(|t| !t.status.state.is_terminal()));
+        }
         match result {
             Ok(r) if r.changes > 0 || r.ruleset_written => {
                 crate::log!(
@@ -189,17 +212,20 @@ impl Daemon {
     /// tasks' namespaces go with their containers).
     pub(crate) fn teardown_networks(&mut self) {
         self.net.synced = None;
+        // Every task's namespace goes below; a task after a new join leases afresh.
+        self.net.leases = Leases::default();
         let Some(underlay) = self.underlay() else { return };
         let driver = self.net.driver.clone();
         let dns = self.net.dns.clone();
-        let empty = NodeView { underlay, vxlan_port: crate::network::plan::VXLAN_PORT_DEFAULT, networks: Vec::new() };
+        let empty = NodeView { underlay, vxlan_port: crate::network::plan::VXLAN_PORT_DEFAULT, networks: Vec::new(), bridge: None };
         let none = format!("table ip {t}\ndelete table ip {t}\n", t = nft::TABLE);
         self.net.in_flight = true;
         self.spawn_runtime(
             move |_| {
-                let r = driver.sync_node(&empty, &none)?;
+                // The tasks' namespaces first: the node's bridge goes only once nothing is on it.
                 let pruned = driver.prune_tasks(&BTreeSet::new())?;
                 forget(dns.as_ref(), &pruned);
+                let r = driver.sync_node(&empty, &none)?;
                 Ok(crate::network::driver::SyncReport { changes: r.changes + pruned.len(), ..r })
             },
             |result| Event::NetSynced { result },
@@ -207,11 +233,19 @@ impl Daemon {
     }
 
     /// What a starting task needs for its network: `None` when it shares the
-    /// host's (`--network host`, or no overlay network at all yet); an error
-    /// when it needs what this node cannot give.
-    pub(crate) fn task_net(&self, t: &Task) -> Result<Option<TaskNet>, RuntimeError> {
+    /// host's (`--network host`, or no network on a node without a bridge
+    /// network); an error when it needs what this node cannot give. A task
+    /// on no network leases its address on the node's bridge here.
+    pub(crate) fn task_net(&mut self, t: &Task) -> Result<Option<TaskNet>, RuntimeError> {
         let Some(a) = self.swarm.assigned_ref() else { return Ok(None) };
-        let atts = match view::task_attachments(a, t) {
+        let on_bridge = match &self.net.bridge {
+            Some(b) if view::uses_bridge(t) => {
+                let ip = self.net.leases.lease(b, &t.id).map_err(|e| RuntimeError::Start(format!("network: {e}")))?;
+                Some((b, ip))
+            }
+            _ => None,
+        };
+        let atts = match view::task_attachments(a, t, on_bridge) {
             Ok(Some(atts)) => atts,
             Ok(None) => return Ok(None),
             Err(e) => return Err(RuntimeError::Start(format!("network: {e}"))),
@@ -224,7 +258,10 @@ impl Daemon {
         }
         let (view, ruleset, _, _) = self.net_plan().ok_or_else(|| RuntimeError::Start("network: this node has no swarm address".into()))?;
         let hostname = super::service::hostname(t);
-        Ok(Some(TaskNet { driver: self.net.driver.clone(), dns: self.net.dns.clone(), view, ruleset, attachments: atts, hostname }))
+        // The embedded resolver serves overlay networks only; a task on the node's bridge asks the
+        // node's nameservers, as on Docker's default bridge.
+        let dns = self.net.dns.clone().filter(|_| !t.networks.is_empty());
+        Ok(Some(TaskNet { driver: self.net.driver.clone(), dns, view, ruleset, attachments: atts, hostname }))
     }
 }
 
@@ -241,6 +278,9 @@ fn relisten(driver: &dyn NetDriver, dns: &DnsHandle, live: &BTreeSet<String>, li
             if let Err(e) = driver.adopt(task_id, *pid) {
                 crate::log!("WARN", "networking: {e}");
             }
+        }
+        if networks.is_empty() {
+            continue;
         }
         if let Ok(DnsSocket::New(socket)) = driver.open_dns(task_id) {
             dns.send(DnsCommand::Listen { task_id: task_id.clone(), socket, networks: networks.clone() });

@@ -41,10 +41,11 @@ pub(crate) fn no_such_service(key: &str) -> Reply {
 /// what they need says so in its log and fails such tasks with the reason.
 pub(crate) fn network_warnings(state: &State, spec: &ServiceSpec) -> Vec<String> {
     let mut out = Vec::new();
+    // A service on no network is on each node's bridge network: its host-mode ports are mapped there.
     let host_ports = spec.ports.iter().any(|p| !p.is_ingress());
-    if host_ports && spec.task.network_mode() != NetworkMode::None && spec.task.networks.is_empty() {
+    if host_ports && spec.task.network_mode() == NetworkMode::Host {
         out.push(
-            "host-mode ports of a service on no network: its tasks share the host's network and listen on their target ports directly; attach the service to a network (--network) to map published to target ports".to_string(),
+            "host-mode ports of a service on the host's network: its tasks listen on their target ports directly; published ports are not mapped".to_string(),
         );
     }
     for n in &spec.task.networks {

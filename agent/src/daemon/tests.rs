@@ -21,6 +21,8 @@ pub(super) fn config(name: &str) -> Config {
         containerd: dir.join("none"),
         namespace: "t".into(),
         insecure_registries: vec![],
+        // These daemons run the real data path in the test's own namespace: tasks on no network stay there.
+        bridge: None,
     }
 }
 

@@ -5,6 +5,7 @@
 
 use super::plan::{NodeView, TaskAttachment};
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -68,9 +69,14 @@ pub trait NetDriver: Send + Sync {
     /// loads `ruleset` (the text of `nft::ruleset`) if it changed.
     fn sync_node(&self, view: &NodeView, ruleset: &str) -> Result<SyncReport, NetError>;
     /// Builds task `task_id`'s namespace with `attachments` (`eth0`...), or
-    /// adopts the one it already has.
+    /// adopts the one it already has. An address on the node's bridge
+    /// network is kept as the task's lease (see [`NetDriver::leases`]) until
+    /// its namespace goes.
     fn setup_task(&self, task_id: &str, attachments: &[TaskAttachment]) -> Result<TaskNetns, NetError>;
-    /// Removes task `task_id`'s namespace and veths (nothing if none).
+    /// The addresses on the node's bridge network that tasks' namespaces were
+    /// built with and still hold (read once at start: adoption after a restart).
+    fn leases(&self) -> BTreeMap<String, Ipv4Addr>;
+    /// Removes task `task_id`'s namespace, veths and lease (nothing if none).
     fn teardown_task(&self, task_id: &str) -> Result<(), NetError>;
     /// Removes the namespaces of every task not in `keep` (stopped tasks:
     /// their addresses are free for others); returns the tasks whose went.
@@ -107,6 +113,8 @@ pub struct FakeState {
     pub view: Option<NodeView>,
     pub ruleset: String,
     pub tasks: BTreeMap<String, Vec<TaskAttachment>>,
+    /// Leases on the node's bridge, as [`NetDriver::leases`] gives them.
+    pub leases: BTreeMap<String, Ipv4Addr>,
     pub syncs: u64,
     /// Calls (`sync_node`, `setup_task`, `teardown_task`) that fail.
     pub fail: Vec<&'static str>,
@@ -134,6 +142,9 @@ impl NetDriver for Fake {
         if s.fail.contains(&"setup_task") {
             return Err(NetError::new(format!("build the network namespace of task {task_id}"), "injected failure"));
         }
+        if let Some(a) = attachments.iter().find(|a| a.network_id == super::bridge::NETWORK_ID) {
+            s.leases.insert(task_id.to_string(), a.addr.addr);
+        }
         let adopted = s.tasks.insert(task_id.to_string(), attachments.to_vec()).is_some();
         Ok(TaskNetns { runtime_path: PathBuf::from(format!("/fake/netns/{task_id}")), adopted })
     }
@@ -144,13 +155,19 @@ impl NetDriver for Fake {
             return Err(NetError::new(format!("remove the network namespace of task {task_id}"), "injected failure"));
         }
         s.tasks.remove(task_id);
+        s.leases.remove(task_id);
         Ok(())
+    }
+
+    fn leases(&self) -> BTreeMap<String, Ipv4Addr> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).leases.clone()
     }
 
     fn prune_tasks(&self, keep: &BTreeSet<String>) -> Result<Vec<String>, NetError> {
         let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let gone: Vec<String> = s.tasks.keys().filter(|id| !keep.contains(*id)).cloned().collect();
         s.tasks.retain(|id, _| keep.contains(id));
+        s.leases.retain(|id, _| keep.contains(id));
         Ok(gone)
     }
 

@@ -9,13 +9,18 @@
 //! mounts are invisible to containerd; through `/proc/PID/root` they are
 //! not. After a daemon restart in such a namespace the bind is gone (an
 //! empty file is left); the task's namespace lives on in its container and
-//! is adopted through the container's process (`adopt_from`).
+//! is adopted through the container's process (`adopt_from`). A task on the
+//! node's bridge network keeps its address in `DATA_DIR/netns/TASK_ID.bridge`
+//! (one line, the address) until its namespace goes.
 
+use super::bridge;
 use super::driver::{DnsSocket, NetDriver, NetError, Probe, SyncReport, TaskNetns};
 use super::plan::{self, LinkKind, NetAction, NodeView, Observed, ObservedLink, TaskAttachment, TaskStep};
 use super::Ipv4Net;
 use shoal_netlink::{netns, ok_if_exists, Netlink};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
+use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -28,6 +33,10 @@ const IN_NETNS_TIMEOUT_MS: u64 = 5_000;
 const NFT_TIMEOUT_MS: u64 = 10_000;
 /// `NUD_PERMANENT`: the entries Shoal writes.
 const NUD_PERMANENT: u16 = 0x80;
+/// Suffix of a task's lease file on the node's bridge network.
+const LEASE_SUFFIX: &str = ".bridge";
+/// Bytes of a lease file read, at most.
+const LEASE_BYTES_MAX: u64 = 64;
 
 /// The Linux data path of one daemon.
 pub struct Linux {
@@ -48,6 +57,12 @@ impl Linux {
             return Err(NetError::new("name a task's network namespace", format!("task id {task_id:?} is not alphanumeric")));
         }
         Ok(self.netns_dir.join(task_id))
+    }
+
+    fn lease_path(&self, task_id: &str) -> Result<PathBuf, NetError> {
+        let mut p = self.netns_path(task_id)?.into_os_string();
+        p.push(LEASE_SUFFIX);
+        Ok(PathBuf::from(p))
     }
 
     /// The path the runtime (in another mount namespace, maybe) joins.
@@ -164,6 +179,29 @@ impl Linux {
             });
         }
         Ok((o, ours))
+    }
+
+    /// Whether some device is a port of bridge `name`.
+    fn has_ports(nl: &mut Netlink, name: &str) -> Result<bool, shoal_netlink::Error> {
+        let Some(b) = nl.link_index(name)? else { return Ok(false) };
+        Ok(nl.links()?.iter().any(|l| l.master == Some(b)))
+    }
+
+    /// Refuses a bridge subnet that overlaps an address of a device Shoal
+    /// does not own (the host's LAN, Docker's `docker0`...).
+    fn check_bridge_subnet(nl: &mut Netlink, subnet: Ipv4Net) -> Result<(), String> {
+        let e = |e: shoal_netlink::Error| e.to_string();
+        for l in nl.links().map_err(e)?.into_iter().filter(|l| !plan::is_ours(&l.name)) {
+            if let Some(a) =
+                nl.addrs(l.index).map_err(e)?.into_iter().find(|a| subnet.overlaps(Ipv4Net { addr: a.addr, prefix: a.prefix_len }))
+            {
+                return Err(format!(
+                    "the bridge subnet {subnet} overlaps {}/{} on {}; choose another with `shoal daemon --bridge-subnet CIDR`",
+                    a.addr, a.prefix_len, l.name
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn apply(nl: &mut Netlink, actions: &[NetAction]) -> Result<(), shoal_netlink::Error> {
@@ -315,13 +353,26 @@ impl NetDriver for Linux {
     fn sync_node(&self, view: &NodeView, ruleset: &str) -> Result<SyncReport, NetError> {
         let what = "set up this node's overlay networks";
         let mut last = self.ruleset.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !view.networks.is_empty() {
+        if !view.networks.is_empty() || view.bridge.is_some() {
             netns::set_sysctl("net/ipv4/ip_forward", "1").map_err(|e| NetError::new(what, e))?;
         }
         let mut nl = Netlink::open().map_err(|e| NetError::new(what, e))?;
         let (observed, _) = Self::observe(&mut nl).map_err(|e| NetError::new(what, e))?;
-        let actions = plan::diff(view, &observed);
+        let mut actions = plan::diff(view, &observed);
+        let adds_bridge = actions.iter().any(|a| matches!(a, NetAction::AddBridge { name, .. } if name == bridge::DEVICE));
+        if let (Some(b), true) = (&view.bridge, adds_bridge) {
+            Self::check_bridge_subnet(&mut nl, b.subnet).map_err(|e| NetError::new(what, e))?;
+        }
+        // The node's bridge stays while tasks are on it (of another daemon sharing this namespace, or
+        // ours not yet pruned): deleting it would cut them off.
+        if Self::has_ports(&mut nl, bridge::DEVICE).map_err(|e| NetError::new(what, e))? {
+            actions.retain(|a| !matches!(a, NetAction::DelLink { name } if name == bridge::DEVICE));
+        }
         Self::apply(&mut nl, &actions).map_err(|e| NetError::new(what, e))?;
+        if adds_bridge {
+            // Published ports reached from the node itself (127.0.0.1) are translated onto the bridge.
+            netns::set_sysctl(&format!("net/ipv4/conf/{}/route_localnet", bridge::DEVICE), "1").map_err(|e| NetError::new(what, e))?;
+        }
         let write = last.as_deref() != Some(ruleset);
         if write {
             nft_load(ruleset)?;
@@ -338,6 +389,11 @@ impl NetDriver for Linux {
         }
         // Anything half-built goes, then it is built whole.
         self.teardown_task(task_id)?;
+        // The lease first: a namespace never holds a bridge address the next start does not read back.
+        if let Some(a) = attachments.iter().find(|a| a.network_id == bridge::NETWORK_ID) {
+            let p = self.lease_path(task_id)?;
+            std::fs::write(&p, format!("{}\n", a.addr.addr)).map_err(|e| NetError::new(format!("write {}", p.display()), e))?;
+        }
         if let Err(e) = self.build(task_id, &path, attachments) {
             let _ = self.teardown_task(task_id);
             return Err(e);
@@ -352,14 +408,37 @@ impl NetDriver for Linux {
             Err(e) => return Err(NetError::new(format!("list {}", self.netns_dir.display()), e)),
         };
         let mut gone = Vec::new();
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
+        let names: BTreeSet<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .map(|n| n.strip_suffix(LEASE_SUFFIX).map_or(n.clone(), str::to_string))
+            .collect();
+        for name in names {
             if !keep.contains(&name) && self.netns_path(&name).is_ok() {
                 self.teardown_task(&name)?;
                 gone.push(name);
             }
         }
         Ok(gone)
+    }
+
+    fn leases(&self) -> BTreeMap<String, Ipv4Addr> {
+        let Ok(entries) = std::fs::read_dir(&self.netns_dir) else { return BTreeMap::new() };
+        let mut out = BTreeMap::new();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let Some(task) = name.strip_suffix(LEASE_SUFFIX).filter(|t| self.netns_path(t).is_ok()) else { continue };
+            let mut text = String::new();
+            let read = std::fs::File::open(e.path())
+                .and_then(|f| std::io::Read::read_to_string(&mut std::io::Read::take(f, LEASE_BYTES_MAX), &mut text));
+            match read.ok().and_then(|_| text.trim().parse::<Ipv4Addr>().ok()) {
+                Some(ip) => {
+                    out.insert(task.to_string(), ip);
+                }
+                None => crate::log!("WARN", "networking: ignoring the unreadable lease {}", e.path().display()),
+            }
+        }
+        out
     }
 
     fn adopt(&self, task_id: &str, pid: u32) -> Result<bool, NetError> {
@@ -405,7 +484,11 @@ impl NetDriver for Linux {
                 _ => {}
             }
         }
-        Ok(())
+        // The lease goes last: its address is free once nothing holds it.
+        match std::fs::remove_file(self.lease_path(task_id)?) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(NetError::new(what(), e)),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -461,7 +544,7 @@ mod tests {
                 remote: vec![(Ipv4Addr::new(10, 77, 0, 9), Ipv4Addr::new(192, 168, 77, 2))],
                 vips: vec![Ipv4Addr::new(10, 77, 0, 3)],
             };
-            let view = NodeView { underlay: Ipv4Addr::new(192, 168, 77, 1), vxlan_port: 4789, networks: vec![net] };
+            let view = NodeView { underlay: Ipv4Addr::new(192, 168, 77, 1), vxlan_port: 4789, networks: vec![net], bridge: None };
             let first = d2.sync_node(&view, "table ip shoal\ndelete table ip shoal\ntable ip shoal {\n}\n").map_err(|e| e.to_string())?;
             if first.changes == 0 || !first.ruleset_written {
                 return Err(format!("first sync did nothing: {first:?}"));
@@ -523,6 +606,7 @@ mod tests {
                 published: vec![],
                 vxlan_port: 4789,
                 vxlan_peers: vec![],
+                bridge: None,
             };
             d2.sync_node(&view, &nft::ruleset(&rules)).map_err(|e| e.to_string())?;
             netns::run_in(&pa, 5_000, || {
@@ -539,7 +623,7 @@ mod tests {
                 return Err("veths left after teardown".into());
             }
             // Nothing wanted any more: bridge and VXLAN device go.
-            let empty = NodeView { underlay: Ipv4Addr::new(192, 168, 77, 1), vxlan_port: 4789, networks: vec![] };
+            let empty = NodeView { underlay: Ipv4Addr::new(192, 168, 77, 1), vxlan_port: 4789, networks: vec![], bridge: None };
             d2.sync_node(&empty, "table ip shoal\ndelete table ip shoal\n").map_err(|e| e.to_string())?;
             if nl.links().map_err(|e| e.to_string())?.iter().any(|l| plan::is_ours(&l.name)) {
                 return Err("devices left after the last network went".into());
@@ -550,5 +634,118 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         result.expect("ran in the node namespace").expect("the data path works");
         assert!(!d.netns_path("taska").unwrap().exists());
+    }
+
+    /// Connects from inside namespace `ns` (or the node's, when `None`) to `to`.
+    fn connect_from(ns: Option<&Path>, to: &str) -> Result<(), String> {
+        let to: std::net::SocketAddr = to.parse().map_err(|e| format!("{e}"))?;
+        let go = move || TcpStream::connect_timeout(&to, Duration::from_secs(3)).map(|_| ()).map_err(|e| format!("connect to {to}: {e}"));
+        match ns {
+            Some(p) => netns::run_in(p, 5_000, go).map_err(|e| e.to_string())?,
+            None => go(),
+        }
+    }
+
+    /// Tasks on the node's bridge network: each in its own namespace on
+    /// `shoal0`, both on port 80, reaching each other and the node; a
+    /// host-mode port translated to one of them from outside and from the
+    /// node itself; leases read back by a restarted driver; the bridge kept
+    /// while a task is on it and gone after.
+    #[test]
+    fn bridge_tasks_get_namespaces_leases_and_host_ports() {
+        if skip() {
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("shoal-linux-bridge-{}", std::process::id()));
+        let node = dir.join("node");
+        std::fs::create_dir_all(&dir).unwrap();
+        netns::create(&node).unwrap();
+        let dir2 = dir.clone();
+        let result = netns::run_in(&node, 30_000, move || -> Result<(), String> {
+            let e = |e: NetError| e.to_string();
+            let d = Linux::new(&dir2);
+            let mut nl = Netlink::open().map_err(|e| e.to_string())?;
+            let lo = nl.link_index("lo").map_err(|e| e.to_string())?.unwrap();
+            nl.set_up(lo).map_err(|e| e.to_string())?;
+            nl.add_addr(lo, Ipv4Addr::new(192, 168, 78, 1), 32).map_err(|e| e.to_string())?;
+            let b = bridge::Bridge::new(Ipv4Net::parse("172.29.0.0/16").unwrap()).unwrap();
+            let view = NodeView { underlay: Ipv4Addr::new(192, 168, 78, 1), vxlan_port: 4789, networks: vec![], bridge: Some(b) };
+            let att = |last: u8| TaskAttachment {
+                network_id: bridge::NETWORK_ID.into(),
+                addr: b.subnet.with_addr(Ipv4Addr::new(172, 29, 0, last)),
+                gateway: b.gateway,
+                mtu: bridge::MTU,
+                internal: false,
+            };
+            let rules = |backend: u8| nft::Rules {
+                published: vec![nft::Published {
+                    proto: nft::Proto::Tcp,
+                    port: 8080,
+                    backends: vec![(Ipv4Addr::new(172, 29, 0, backend), 80)],
+                }],
+                vxlan_port: 4789,
+                bridge: Some(nft::NetRules { bridge: bridge::DEVICE.into(), subnet: b.subnet, node_addr: b.gateway, internal: false }),
+                ..nft::Rules::default()
+            };
+            d.sync_node(&view, &nft::ruleset(&rules(5))).map_err(e)?;
+            d.setup_task("taska", &[att(5)]).map_err(e)?;
+            d.setup_task("taskb", &[att(6)]).map_err(e)?;
+            let (pa, pb) = (d.netns_path("taska").unwrap(), d.netns_path("taskb").unwrap());
+            let listen = |p: &Path| {
+                netns::run_in(p, 5_000, || TcpListener::bind("0.0.0.0:80").map_err(|e| e.to_string())).map_err(|e| e.to_string())
+            };
+            let (la, lb) = (listen(&pa)??, listen(&pb)??);
+            // Each reaches the other on its own address, and the node through the gateway.
+            connect_from(Some(&pa), "172.29.0.6:80")?;
+            lb.accept().map_err(|e| e.to_string())?;
+            let node_listener = TcpListener::bind("192.168.78.1:91").map_err(|e| e.to_string())?;
+            connect_from(Some(&pb), "192.168.78.1:91")?;
+            node_listener.accept().map_err(|e| e.to_string())?;
+            // The host-mode port: from the node's address and from the node's loopback.
+            connect_from(None, "192.168.78.1:8080")?;
+            la.accept().map_err(|e| e.to_string())?;
+            connect_from(None, "127.0.0.1:8080")?;
+            la.accept().map_err(|e| e.to_string())?;
+            // From the other task on the bridge (hairpin through the node).
+            connect_from(Some(&pb), "192.168.78.1:8080")?;
+            la.accept().map_err(|e| e.to_string())?;
+            // A restarted daemon reads the leases back and adopts the namespaces as they are.
+            let again = Linux::new(&dir2);
+            let leases = again.leases();
+            let want: BTreeMap<String, Ipv4Addr> =
+                [("taska".to_string(), Ipv4Addr::new(172, 29, 0, 5)), ("taskb".to_string(), Ipv4Addr::new(172, 29, 0, 6))].into();
+            if leases != want {
+                return Err(format!("leases read back: {leases:?}"));
+            }
+            if !again.setup_task("taska", &[att(5)]).map_err(e)?.adopted {
+                return Err("a live bridge task's namespace was rebuilt".into());
+            }
+            let r = again.sync_node(&view, &nft::ruleset(&rules(5))).map_err(e)?;
+            if r.changes != 0 {
+                return Err(format!("a restarted daemon changed the bridge: {r:?}"));
+            }
+            // Task a stops: its namespace and lease go; while b is on the bridge it stays even if unwanted.
+            let pruned = again.prune_tasks(&["taskb".to_string()].into()).map_err(e)?;
+            if pruned != ["taska"] || again.leases().len() != 1 {
+                return Err(format!("pruned {pruned:?}, leases left {:?}", again.leases()));
+            }
+            let empty = NodeView { bridge: None, ..view.clone() };
+            again.sync_node(&empty, "table ip shoal\ndelete table ip shoal\n").map_err(e)?;
+            if nl.link_index(bridge::DEVICE).map_err(|e| e.to_string())?.is_none() {
+                return Err("the bridge went while a task was on it".into());
+            }
+            again.teardown_task("taskb").map_err(e)?;
+            again.sync_node(&empty, "table ip shoal\ndelete table ip shoal\n").map_err(e)?;
+            if nl.link_index(bridge::DEVICE).map_err(|e| e.to_string())?.is_some() {
+                return Err("the bridge stayed with nothing on it".into());
+            }
+            if !again.leases().is_empty() {
+                return Err("a lease outlived its namespace".into());
+            }
+            Ok(())
+        });
+        let _ = netns::remove(&node);
+        let _ = std::fs::remove_dir_all(&dir);
+        result.expect("ran in the node namespace").expect("the bridge data path works");
     }
 }

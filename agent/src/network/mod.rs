@@ -10,7 +10,9 @@
 //! - [`nft`]: the whole `table ip shoal` ruleset (VIP and ingress DNAT with
 //!   `numgen`, SNAT towards the overlay, masquerade out, `--internal`
 //!   isolation), replaced atomically;
-//! - [`files`]: a task's `/etc/resolv.conf`, `/etc/hosts` and `/etc/hostname`.
+//! - [`files`]: a task's `/etc/resolv.conf`, `/etc/hosts` and `/etc/hostname`;
+//! - [`bridge`]: the node-local bridge network (`shoal0`) of tasks on no
+//!   network, and the node's own leases of its addresses.
 //!
 //! The model (see ARCHITECTURE.md, "Container networking"):
 //! - per network and node, one bridge holding the network's gateway address
@@ -27,8 +29,10 @@
 //!   does), so a peer's entries need no MAC in the state;
 //! - per task, its own network namespace with one veth per attached network
 //!   (`eth0`, `eth1`, ...), the default route through the first attached
-//!   network that is not `--internal`.
+//!   network that is not `--internal`; a task on no network gets `eth0` on
+//!   the node's bridge network instead (see [`bridge`]).
 
+pub mod bridge;
 pub mod driver;
 pub mod files;
 pub mod linux;

@@ -100,6 +100,8 @@ pub struct Rules {
     /// The VXLAN port and the nodes allowed to send to it.
     pub vxlan_port: u16,
     pub vxlan_peers: Vec<Ipv4Addr>,
+    /// The node-local bridge network (`node_addr`: its gateway), while in a swarm.
+    pub bridge: Option<NetRules>,
 }
 
 /// The ruleset text for `nft -f -`.
@@ -148,6 +150,13 @@ pub fn ruleset(r: &Rules) -> String {
     for n in r.networks.iter().filter(|n| !n.internal) {
         let _ = writeln!(s, "    ip saddr {} oifname != \"{}\" oifname != \"sb-*\" counter masquerade", n.subnet.trunc(), n.bridge);
     }
+    if let Some(b) = &r.bridge {
+        // A published port reached from the node itself (loopback) or from a task on the same
+        // bridge (hairpin): the task must answer through the node, which un-translates it.
+        let _ =
+            writeln!(s, "    oifname \"{}\" ct status dnat ip saddr {{ 127.0.0.0/8, {} }} counter masquerade", b.bridge, b.subnet.trunc());
+        let _ = writeln!(s, "    ip saddr {} oifname != \"{}\" counter masquerade", b.subnet.trunc(), b.bridge);
+    }
     let _ = writeln!(s, "  }}\n  chain forward {{\n    type filter hook forward priority filter; policy accept;");
     for n in &r.networks {
         if n.internal {
@@ -156,6 +165,11 @@ pub fn ruleset(r: &Rules) -> String {
         }
         // Networks are isolated from each other, translated traffic aside.
         let _ = writeln!(s, "    iifname \"{b}\" oifname \"sb-*\" oifname != \"{b}\" ct status != dnat counter drop", b = n.bridge);
+    }
+    if let Some(b) = &r.bridge {
+        // The node's bridge and the overlay networks are isolated both ways, translated traffic aside.
+        let _ = writeln!(s, "    iifname \"{}\" oifname \"sb-*\" ct status != dnat counter drop", b.bridge);
+        let _ = writeln!(s, "    iifname \"sb-*\" oifname \"{}\" ct status != dnat counter drop", b.bridge);
     }
     let _ = writeln!(s, "  }}\n  chain input {{\n    type filter hook input priority filter; policy accept;");
     if r.vxlan_peers.is_empty() {
@@ -216,6 +230,12 @@ mod tests {
             ],
             vxlan_port: 4789,
             vxlan_peers: vec![ip("192.168.1.11"), ip("192.168.1.12")],
+            bridge: Some(NetRules {
+                bridge: "shoal0".into(),
+                subnet: Ipv4Net::parse("172.18.0.0/16").unwrap(),
+                node_addr: ip("172.18.0.1"),
+                internal: false,
+            }),
         }
     }
 
@@ -256,6 +276,16 @@ mod tests {
         assert!(text.contains("udp dport 4789 ip saddr != { 192.168.1.11, 192.168.1.12 } drop"));
         let alone = ruleset(&Rules { vxlan_port: 4789, ..Rules::default() });
         assert!(alone.contains("udp dport 4789 drop"), "{alone}");
+        assert!(!alone.contains("shoal0"), "{alone}");
+    }
+
+    #[test]
+    fn the_node_bridge_goes_out_masqueraded_and_is_isolated_from_overlays() {
+        let text = ruleset(&sample());
+        assert!(text.contains("ip saddr 172.18.0.0/16 oifname != \"shoal0\" counter masquerade"), "{text}");
+        assert!(text.contains("oifname \"shoal0\" ct status dnat ip saddr { 127.0.0.0/8, 172.18.0.0/16 } counter masquerade"), "{text}");
+        assert!(text.contains("iifname \"shoal0\" oifname \"sb-*\" ct status != dnat counter drop"), "{text}");
+        assert!(text.contains("iifname \"sb-*\" oifname \"shoal0\" ct status != dnat counter drop"), "{text}");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //!   the state: stale ones are removed, so a task that moved or stopped
 //!   stops receiving traffic meant for its old address.
 
+use super::bridge::{self, Bridge};
 use super::{mac_of, Ipv4Net};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -74,6 +75,8 @@ pub struct NodeView {
     pub underlay: Ipv4Addr,
     pub vxlan_port: u16,
     pub networks: Vec<NetView>,
+    /// The node-local bridge network ([`bridge::DEVICE`]), while in a swarm.
+    pub bridge: Option<Bridge>,
 }
 
 /// A device's kind, as the kernel names it (`IFLA_INFO_KIND`).
@@ -152,7 +155,16 @@ pub fn veth_peer_name(task_id: &str, index: usize) -> String {
 
 /// Whether Shoal made a device of this name (and so may change or delete it).
 pub fn is_ours(name: &str) -> bool {
-    name.starts_with(BRIDGE_PREFIX) || name.starts_with(VXLAN_PREFIX)
+    name.starts_with(BRIDGE_PREFIX) || name.starts_with(VXLAN_PREFIX) || name == bridge::DEVICE
+}
+
+/// The bridge a task's interface on network `network_id` is a port of.
+pub fn attachment_bridge(network_id: &str) -> String {
+    if network_id == bridge::NETWORK_ID {
+        bridge::DEVICE.to_string()
+    } else {
+        bridge_name(network_id)
+    }
 }
 
 /// The actions that make `have` hold exactly `want`'s bridges, VXLAN
@@ -160,7 +172,10 @@ pub fn is_ours(name: &str) -> bool {
 pub fn diff(want: &NodeView, have: &Observed) -> Vec<NetAction> {
     let mut out = Vec::new();
     let links: BTreeMap<&str, &ObservedLink> = have.links.iter().map(|l| (l.name.as_str(), l)).collect();
-    let wanted: BTreeSet<String> = want.networks.iter().flat_map(|n| [bridge_name(&n.id), vxlan_name(&n.id)]).collect();
+    let mut wanted: BTreeSet<String> = want.networks.iter().flat_map(|n| [bridge_name(&n.id), vxlan_name(&n.id)]).collect();
+    if want.bridge.is_some() {
+        wanted.insert(bridge::DEVICE.to_string());
+    }
     // Ours but not wanted, or the wrong kind: gone first (a VXLAN device's identity cannot change in place).
     let mut gone: BTreeSet<String> = BTreeSet::new();
     for l in &have.links {
@@ -169,7 +184,7 @@ pub fn diff(want: &NodeView, have: &Observed) -> Vec<NetAction> {
         }
         let keep = wanted.contains(&l.name)
             && match l.kind {
-                LinkKind::Bridge => l.name.starts_with(BRIDGE_PREFIX),
+                LinkKind::Bridge => l.name.starts_with(BRIDGE_PREFIX) || l.name == bridge::DEVICE,
                 LinkKind::Vxlan { vni, local, port } => want
                     .networks
                     .iter()
@@ -182,34 +197,23 @@ pub fn diff(want: &NodeView, have: &Observed) -> Vec<NetAction> {
         }
     }
     let exists = |name: &str| links.contains_key(name) && !gone.contains(name);
+    let kept = |name: &str| links.get(name).copied().filter(|_| !gone.contains(name));
+    if let Some(b) = &want.bridge {
+        let gateway = Ipv4Net { addr: b.gateway, prefix: b.subnet.prefix };
+        let want = BridgeWant { mtu: bridge::MTU, mac: mac_of(b.gateway), addrs: [gateway].into(), first: gateway };
+        ensure_bridge(&mut out, bridge::DEVICE, kept(bridge::DEVICE), have, want);
+    }
     for n in &want.networks {
         let (br, vx) = (bridge_name(&n.id), vxlan_name(&n.id));
-        let fresh_br = !exists(&br);
-        if fresh_br {
-            out.push(NetAction::AddBridge { name: br.clone(), mtu: n.mtu, mac: mac_of(n.node_addr) });
-        } else if links[br.as_str()].mtu != n.mtu {
-            out.push(NetAction::SetMtu { link: br.clone(), mtu: n.mtu });
-        }
         // The gateway (shared by every node) and this node's own address.
         let mut want_addrs: BTreeSet<Ipv4Net> =
             [n.gateway, n.node_addr].into_iter().map(|a| Ipv4Net { addr: a, prefix: n.subnet.prefix }).collect();
         want_addrs.extend(n.vips.iter().map(|v| Ipv4Net { addr: *v, prefix: 32 }));
-        let have_addrs = if fresh_br { BTreeSet::new() } else { have.addrs.get(&br).cloned().unwrap_or_default() };
-        for a in have_addrs.difference(&want_addrs) {
-            out.push(NetAction::DelAddr { link: br.clone(), addr: *a });
-        }
         // This node's own address goes on first: the first address in a subnet is the one the
         // kernel picks as source, and the gateway is held by every node (a reply to it would
         // end at whichever node the peer reached first).
         let own = Ipv4Net { addr: n.node_addr, prefix: n.subnet.prefix };
-        let mut adds: Vec<Ipv4Net> = want_addrs.difference(&have_addrs).copied().collect();
-        adds.sort_by_key(|a| *a != own);
-        for a in adds {
-            out.push(NetAction::AddAddr { link: br.clone(), addr: a });
-        }
-        if fresh_br || !links[br.as_str()].up {
-            out.push(NetAction::SetUp { link: br.clone() });
-        }
+        ensure_bridge(&mut out, &br, kept(&br), have, BridgeWant { mtu: n.mtu, mac: mac_of(n.node_addr), addrs: want_addrs, first: own });
         let vx_mtu = n.mtu;
         let fresh_vx = !exists(&vx);
         if fresh_vx {
@@ -245,6 +249,37 @@ pub fn diff(want: &NodeView, have: &Observed) -> Vec<NetAction> {
         }
     }
     out
+}
+
+/// What one bridge must be: its MTU, MAC and exactly these addresses,
+/// `first` added before the others.
+struct BridgeWant {
+    mtu: u32,
+    mac: [u8; 6],
+    addrs: BTreeSet<Ipv4Net>,
+    first: Ipv4Net,
+}
+
+/// The actions that make bridge `name` (`link`: as the kernel has it, if it
+/// does and stays) what `want` says.
+fn ensure_bridge(out: &mut Vec<NetAction>, name: &str, link: Option<&ObservedLink>, have: &Observed, want: BridgeWant) {
+    match link {
+        None => out.push(NetAction::AddBridge { name: name.to_string(), mtu: want.mtu, mac: want.mac }),
+        Some(l) if l.mtu != want.mtu => out.push(NetAction::SetMtu { link: name.to_string(), mtu: want.mtu }),
+        Some(_) => {}
+    }
+    let have_addrs = if link.is_none() { BTreeSet::new() } else { have.addrs.get(name).cloned().unwrap_or_default() };
+    for a in have_addrs.difference(&want.addrs) {
+        out.push(NetAction::DelAddr { link: name.to_string(), addr: *a });
+    }
+    let mut adds: Vec<Ipv4Net> = want.addrs.difference(&have_addrs).copied().collect();
+    adds.sort_by_key(|a| *a != want.first);
+    for a in adds {
+        out.push(NetAction::AddAddr { link: name.to_string(), addr: a });
+    }
+    if !link.is_some_and(|l| l.up) {
+        out.push(NetAction::SetUp { link: name.to_string() });
+    }
 }
 
 /// One network a task is attached to, as its namespace needs it.
@@ -319,7 +354,7 @@ pub fn task_steps(task_id: &str, attachments: &[TaskAttachment]) -> Result<Vec<T
         }
         let (host, peer) = (veth_name(task_id, i), veth_peer_name(task_id, i));
         out.push(TaskStep::AddVeth { host: host.clone(), peer: peer.clone(), mtu: a.mtu });
-        out.push(TaskStep::SetMaster { link: host.clone(), bridge: bridge_name(&a.network_id) });
+        out.push(TaskStep::SetMaster { link: host.clone(), bridge: attachment_bridge(&a.network_id) });
         out.push(TaskStep::SetUp { link: host });
         out.push(TaskStep::MoveToNetns { link: peer.clone() });
         out.push(TaskStep::ConfigureInside { from: peer, name: format!("eth{i}"), mac: mac_of(a.addr.addr), addr: a.addr });
@@ -353,7 +388,7 @@ mod tests {
     }
 
     fn view(networks: Vec<NetView>) -> NodeView {
-        NodeView { underlay: ip("192.168.1.10"), vxlan_port: VXLAN_PORT_DEFAULT, networks }
+        NodeView { underlay: ip("192.168.1.10"), vxlan_port: VXLAN_PORT_DEFAULT, networks, bridge: None }
     }
 
     /// What the kernel holds after `actions` ran on `have` (a model of the
@@ -476,6 +511,32 @@ mod tests {
     }
 
     #[test]
+    fn the_node_bridge_is_made_kept_and_removed() {
+        let b = Bridge::new(Ipv4Net::parse("172.18.0.0/16").unwrap()).unwrap();
+        let want = NodeView { bridge: Some(b), ..view(vec![]) };
+        let acts = diff(&want, &Observed::default());
+        assert_eq!(
+            acts,
+            vec![
+                NetAction::AddBridge { name: "shoal0".into(), mtu: 1500, mac: mac_of(ip("172.18.0.1")) },
+                NetAction::AddAddr { link: "shoal0".into(), addr: Ipv4Net::parse("172.18.0.1/16").unwrap() },
+                NetAction::SetUp { link: "shoal0".into() },
+            ]
+        );
+        assert!(is_ours("shoal0") && !is_ours("shoal1"));
+        assert_eq!(attachment_bridge(bridge::NETWORK_ID), "shoal0");
+        let have = apply(&Observed::default(), &acts);
+        assert_eq!(diff(&want, &have), vec![], "adopted as it is");
+        // Another subnet: the address moves, the device stays.
+        let moved = NodeView { bridge: Some(Bridge::new(Ipv4Net::parse("10.200.0.0/24").unwrap()).unwrap()), ..view(vec![]) };
+        let acts = diff(&moved, &have);
+        assert!(acts.contains(&NetAction::DelAddr { link: "shoal0".into(), addr: Ipv4Net::parse("172.18.0.1/16").unwrap() }));
+        assert!(!acts.iter().any(|a| matches!(a, NetAction::AddBridge { .. } | NetAction::DelLink { .. })));
+        // Out of the swarm: it goes.
+        assert_eq!(diff(&view(vec![]), &have), vec![NetAction::DelLink { name: "shoal0".into() }]);
+    }
+
+    #[test]
     fn a_vxlan_device_with_another_identity_is_made_again() {
         let want = view(vec![net("netaaaaaaaaaaaa", 4097, 1, &[("10.0.1.7", "192.168.1.11")])]);
         let mut have = apply(&Observed::default(), &diff(&want, &Observed::default()));
@@ -513,7 +574,8 @@ mod tests {
                     n.mtu = if rng.range(0, 2) == 0 { 1450 } else { 1400 };
                     nets.push(n);
                 }
-                view(nets)
+                let bridge = (rng.range(0, 2) == 0).then(|| Bridge::new(Ipv4Net::parse("172.18.0.0/16").unwrap()).unwrap());
+                NodeView { bridge, ..view(nets) }
             };
             let before = make(&mut rng);
             let mut have = apply(&Observed::default(), &diff(&before, &Observed::default()));

@@ -3,6 +3,7 @@
 //! ([`nft::Rules`]) and each task's interfaces ([`plan::TaskAttachment`]).
 //! Pure.
 
+use super::bridge::{self, Bridge, Leases};
 use super::nft::{self, NetRules, Proto, Published, Vip};
 use super::plan::{self, NetView, NodeView, TaskAttachment};
 use super::Ipv4Net;
@@ -29,11 +30,15 @@ fn programmed(a: &Assignments) -> impl Iterator<Item = (&NetworkView, Ipv4Net)> 
 }
 
 /// The node's plan and rules from its assignments. `underlay`: this node's
-/// address on the swarm's network (its advertise IP).
-pub fn node_plan(a: &Assignments, underlay: Ipv4Addr) -> (NodeView, nft::Rules) {
+/// address on the swarm's network (its advertise IP); `local`: the node's
+/// bridge network and its tasks' addresses on it (none where this node
+/// cannot give tasks namespaces).
+pub fn node_plan(a: &Assignments, underlay: Ipv4Addr, local: Option<(&Bridge, &Leases)>) -> (NodeView, nft::Rules) {
     let port = if a.network.data_path_port == 0 { plan::VXLAN_PORT_DEFAULT } else { a.network.data_path_port };
-    let mut view = NodeView { underlay, vxlan_port: port, networks: Vec::new() };
+    let mut view = NodeView { underlay, vxlan_port: port, networks: Vec::new(), bridge: local.map(|(b, _)| *b) };
     let mut rules = nft::Rules { vxlan_port: port, ..nft::Rules::default() };
+    rules.bridge =
+        local.map(|(b, _)| NetRules { bridge: bridge::DEVICE.to_string(), subnet: b.subnet, node_addr: b.gateway, internal: false });
     let mut vxlan_peers = BTreeSet::new();
     for (n, local) in programmed(a) {
         let bridge = plan::bridge_name(&n.id);
@@ -75,10 +80,11 @@ pub fn node_plan(a: &Assignments, underlay: Ipv4Addr) -> (NodeView, nft::Rules) 
         };
         rules.published.push(Published { proto, port, backends: p.backends.iter().map(|b| (*b, target)).collect() });
     }
-    // Host-mode ports: this node's own running tasks, on their first network's address.
+    // Host-mode ports: this node's own running tasks, on their first network's address (or their bridge's).
     for t in a.tasks.values().filter(|t| t.desired_state == shoal_shared::task::TaskState::Running) {
         let Some(s) = a.services.get(&t.service_id) else { continue };
-        let Some(addr) = t.networks.first().map(|n| n.addr.addr) else { continue };
+        let on_bridge = || local.filter(|_| uses_bridge(t)).and_then(|(_, l)| l.get(&t.id));
+        let Some(addr) = t.networks.first().map(|n| n.addr.addr).or_else(on_bridge) else { continue };
         for p in s.spec.ports.iter().filter(|p| p.publish_mode == PUBLISH_MODE_HOST) {
             let (Some(proto), Ok(port), Ok(target)) =
                 (Proto::parse(&p.protocol), u16::try_from(p.published_port), u16::try_from(p.target_port))
@@ -114,16 +120,29 @@ pub fn dns_view(a: &Assignments) -> shoal_dns::view::View {
     v
 }
 
+/// Whether task `t` goes on the node's bridge network: it names no network
+/// (not `host`, not `none`) and has no overlay attachment (no ingress port).
+pub fn uses_bridge(t: &Task) -> bool {
+    t.spec.network_mode() == NetworkMode::Overlay && t.networks.is_empty()
+}
+
 /// A task's interfaces, in its spec's order: `None` for a task that shares
-/// the host's namespace (`--network host`, and for now a task with no
-/// network at all), an empty list for `--network none` (loopback only), an
-/// error while one of its networks is not programmed on this node (the
-/// worker does not start such a task, see `worker::networks_ready`).
-pub fn task_attachments(a: &Assignments, t: &Task) -> Result<Option<Vec<TaskAttachment>>, String> {
+/// the host's namespace (`--network host`, and a task on no network where
+/// `bridge` is `None`: this node has no bridge network), an empty list for
+/// `--network none` (loopback only), `eth0` on the node's bridge at the
+/// address `bridge` gives for a task on no network, an error while one of
+/// its networks is not programmed on this node (the worker does not start
+/// such a task, see `worker::networks_ready`).
+pub fn task_attachments(a: &Assignments, t: &Task, bridge: Option<(&Bridge, Ipv4Addr)>) -> Result<Option<Vec<TaskAttachment>>, String> {
     match t.spec.network_mode() {
         NetworkMode::Host => return Ok(None),
         NetworkMode::None => return Ok(Some(Vec::new())),
-        NetworkMode::Overlay if t.networks.is_empty() => return Ok(None),
+        NetworkMode::Overlay if t.networks.is_empty() => {
+            return Ok(bridge.map(|(b, ip)| {
+                let addr = b.subnet.with_addr(ip);
+                vec![TaskAttachment { network_id: bridge::NETWORK_ID.into(), addr, gateway: b.gateway, mtu: bridge::MTU, internal: false }]
+            }))
+        }
         NetworkMode::Overlay => {}
     }
     t.networks
@@ -139,4 +158,99 @@ pub fn task_attachments(a: &Assignments, t: &Task) -> Result<Option<Vec<TaskAtta
         })
         .collect::<Result<Vec<_>, String>>()
         .map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_shared::task::TaskState;
+    use shoal_shared::types::{NetworkAttachmentConfig, PortConfig, Service, ServiceSpec, TaskStatus, HOST_NETWORK_ID, NONE_NETWORK_ID};
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    /// One service `s` with one running task `t1` on this node, on `network` (none: no network).
+    fn assigned(network: Option<&str>, ports: Vec<PortConfig>) -> (Assignments, Task) {
+        let mut spec = ServiceSpec::new("web", "busybox");
+        spec.task.networks = network.map(|n| NetworkAttachmentConfig { target: n.into(), aliases: vec![] }).into_iter().collect();
+        spec.ports = ports;
+        let svc = Service {
+            id: "s".into(),
+            meta: Default::default(),
+            spec: spec.clone(),
+            previous_spec: None,
+            update_status: None,
+            endpoint: Default::default(),
+        };
+        let t = Task {
+            id: "t1".into(),
+            meta: Default::default(),
+            service_id: "s".into(),
+            slot: 1,
+            node_id: "me".into(),
+            spec: spec.task,
+            service_version: 1,
+            desired_state: TaskState::Running,
+            status: TaskStatus::new(TaskState::Running, 1, "x"),
+            not_before: 0,
+            attempt: 0,
+            networks: Vec::new(),
+        };
+        (Assignments::new("me", [t.clone()], [svc]), t)
+    }
+
+    fn host_port(published: u32, target: u32) -> PortConfig {
+        PortConfig { protocol: "tcp".into(), target_port: target, published_port: published, publish_mode: PUBLISH_MODE_HOST.into() }
+    }
+
+    #[test]
+    fn a_task_on_no_network_goes_on_the_node_bridge() {
+        let b = Bridge::default_subnet();
+        let (a, t) = assigned(None, vec![]);
+        assert!(uses_bridge(&t));
+        let atts = task_attachments(&a, &t, Some((&b, ip("172.18.0.7")))).unwrap().unwrap();
+        assert_eq!(
+            atts,
+            vec![TaskAttachment {
+                network_id: bridge::NETWORK_ID.into(),
+                addr: Ipv4Net::parse("172.18.0.7/16").unwrap(),
+                gateway: ip("172.18.0.1"),
+                mtu: 1500,
+                internal: false
+            }]
+        );
+        let steps = plan::task_steps(&t.id, &atts).unwrap();
+        assert!(steps.contains(&plan::TaskStep::SetMaster { link: plan::veth_name("t1", 0), bridge: bridge::DEVICE.into() }));
+        assert_eq!(steps.last(), Some(&plan::TaskStep::DefaultRoute { gateway: ip("172.18.0.1") }));
+        // A node without a bridge network: the host's namespace, as before.
+        assert_eq!(task_attachments(&a, &t, None), Ok(None));
+        // `--network host` shares the host's; `none` gets a namespace with only lo.
+        let (a, t) = assigned(Some(HOST_NETWORK_ID), vec![]);
+        assert!(!uses_bridge(&t));
+        assert_eq!(task_attachments(&a, &t, Some((&b, ip("172.18.0.7")))), Ok(None));
+        let (a, t) = assigned(Some(NONE_NETWORK_ID), vec![]);
+        assert!(!uses_bridge(&t));
+        let none = task_attachments(&a, &t, None).unwrap().unwrap();
+        assert_eq!(none, vec![]);
+        assert_eq!(plan::task_steps(&t.id, &none).unwrap(), vec![plan::TaskStep::CreateNetns, plan::TaskStep::LoopbackUp]);
+    }
+
+    #[test]
+    fn host_mode_ports_of_bridge_tasks_are_translated_to_their_address() {
+        let b = Bridge::default_subnet();
+        let (a, t) = assigned(None, vec![host_port(8080, 80)]);
+        let mut leases = Leases::default();
+        let addr = leases.lease(&b, &t.id).unwrap();
+        let (view, rules) = node_plan(&a, ip("192.0.2.2"), Some((&b, &leases)));
+        assert_eq!(view.bridge, Some(b));
+        assert_eq!(rules.published, vec![Published { proto: Proto::Tcp, port: 8080, backends: vec![(addr, 80)] }]);
+        assert_eq!(rules.bridge.as_ref().map(|r| (r.bridge.as_str(), r.node_addr)), Some((bridge::DEVICE, b.gateway)));
+        // Not yet leased (not started here): nothing to translate to.
+        let (_, rules) = node_plan(&a, ip("192.0.2.2"), Some((&b, &Leases::default())));
+        assert!(rules.published.is_empty());
+        // No bridge network on this node: neither the device nor its rules.
+        let (view, rules) = node_plan(&a, ip("192.0.2.2"), None);
+        assert_eq!((view.bridge, rules.bridge, rules.published.len()), (None, None, 0));
+    }
 }

@@ -295,6 +295,7 @@ impl SimNode {
             containerd: PathBuf::from("/nonexistent"),
             namespace: "sim".into(),
             insecure_registries: Vec::new(),
+            bridge: Some(crate::network::bridge::Bridge::default_subnet()),
         };
         let io = SimIo {
             shared: shared.clone(),
