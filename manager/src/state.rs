@@ -19,7 +19,7 @@
 //! - every object's `meta.version` is the index of the entry that last changed it.
 
 use serde::{Deserialize, Serialize};
-use shoal_shared::legacy::{ClusterV1, NodeV1, ServiceV1, TaskV1};
+use shoal_shared::legacy::{ClusterV1, NodeV1, NodeV2, ServiceV1, TaskV1};
 use shoal_shared::ops::{Entry, Op};
 use shoal_shared::task::TaskState;
 use shoal_shared::types::{
@@ -30,9 +30,10 @@ use std::net::Ipv4Addr;
 
 /// Version of the snapshot encoding: `[SNAPSHOT_VERSION] ++ postcard(State)`.
 /// Version 1 lacked `settings` (it restores with the defaults); version 2
-/// held the records before networks (`shoal_shared::legacy`); postcard
-/// structs are positional, so a new field means a new version here.
-const SNAPSHOT_VERSION: u8 = 3;
+/// held the records before networks (`shoal_shared::legacy`); version 3
+/// the nodes before plugins; postcard structs are positional, so a new
+/// field means a new version here.
+const SNAPSHOT_VERSION: u8 = 4;
 
 /// The whole replicated state, materialised in memory.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -86,6 +87,27 @@ impl From<StateV2> for State {
             networks: BTreeMap::new(),
             last_port: 0,
         }
+    }
+}
+
+/// Snapshot version 3: [`State`] with the nodes before plugins.
+#[derive(Deserialize)]
+struct StateV3 {
+    cluster: Option<Cluster>,
+    nodes: BTreeMap<String, NodeV2>,
+    services: BTreeMap<String, Service>,
+    tasks: BTreeMap<String, Task>,
+    applied_index: u64,
+    settings: SwarmSettings,
+    networks: BTreeMap<String, Network>,
+    last_port: u32,
+}
+
+impl From<StateV3> for State {
+    fn from(old: StateV3) -> State {
+        let StateV3 { cluster, nodes, services, tasks, applied_index, settings, networks, last_port } = old;
+        let nodes = nodes.into_iter().map(|(k, v)| (k, v.into())).collect();
+        State { cluster, nodes, services, tasks, applied_index, settings, networks, last_port }
     }
 }
 
@@ -392,6 +414,7 @@ impl State {
                 Ok(StateV2 { cluster, nodes, services, tasks, applied_index, settings: SwarmSettings::default() }.into())
             }
             2 => postcard::from_bytes::<StateV2>(body).map(State::from).map_err(corrupt),
+            3 => postcard::from_bytes::<StateV3>(body).map(State::from).map_err(corrupt),
             SNAPSHOT_VERSION => postcard::from_bytes(body).map_err(corrupt),
             _ => Err(SnapshotError::Version(v)),
         }
@@ -633,7 +656,7 @@ pub(crate) mod tests {
         assert_eq!(old.settings, SwarmSettings::default());
         assert_eq!(old.services, State::restore(&v2).unwrap().services);
         assert_eq!(old.applied_index, 2);
-        assert_eq!(State::restore(&[4, 0]), Err(SnapshotError::Version(4)));
+        assert_eq!(State::restore(&[SNAPSHOT_VERSION + 1, 0]), Err(SnapshotError::Version(SNAPSHOT_VERSION + 1)));
     }
 
     #[test]
@@ -652,7 +675,31 @@ pub(crate) mod tests {
         assert_eq!(s.tasks["t1"].status.state, TaskState::Running);
         assert_eq!(s.tasks["t1"].node_id, "n1");
         assert!(s.networks.is_empty());
-        // Written again, it is a version-3 snapshot that round-trips.
+        // Written again, it is today's snapshot that round-trips.
+        assert_eq!(State::restore(&s.snapshot()).unwrap(), s);
+    }
+
+    /// A version-3 snapshot written by Shoal before node plugins (main at
+    /// 9556691, generated once with its `State::snapshot`): cluster `c1`,
+    /// node `n1` (`box`, 2 CPUs, 1 GiB, engine label k=v), service `web`
+    /// and its task `t1` on `n1`, then settings of 30 s.
+    const SNAPSHOT_V3_HEX: &str = include_str!("legacy_snapshot_v3.hex");
+
+    #[test]
+    fn version_3_snapshots_restore_with_no_plugins_reported() {
+        let v3 = from_hex(SNAPSHOT_V3_HEX.trim());
+        assert_eq!(v3[0], 3);
+        let s = State::restore(&v3).unwrap();
+        assert_eq!((s.applied_index, s.settings.dispatcher_heartbeat_ms), (2, 30_000));
+        assert_eq!(s.cluster.as_ref().map(|c| (c.id.as_str(), c.public_key[0], c.manager_secret[0])), Some(("c1", 7, 9)));
+        let d = &s.nodes["n1"].description;
+        assert_eq!((d.hostname.as_str(), d.platform.to_string(), d.engine_version.as_str()), ("box", "linux/amd64".to_string(), "0.1.0"));
+        assert_eq!((d.resources.nano_cpus, d.resources.memory_bytes), (2_000_000_000, 1 << 30));
+        assert_eq!(d.engine_labels.get("k").map(String::as_str), Some("v"));
+        assert!(d.plugins.is_empty() && d.warnings.is_empty(), "not reported: placement assumes the node capable");
+        assert_eq!(s.nodes["n1"].addr, "10.1.0.1:2377");
+        assert_eq!(s.find_service("web").map(|w| w.id.as_str()), Some("s1"));
+        assert_eq!((s.tasks["t1"].node_id.as_str(), s.tasks["t1"].slot), ("n1", 1));
         assert_eq!(State::restore(&s.snapshot()).unwrap(), s);
     }
 

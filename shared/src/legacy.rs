@@ -1,6 +1,6 @@
 //! Frozen copies of the records as they were before networks (entry
-//! version 1, state snapshot versions 1 and 2), and their conversion to
-//! today's.
+//! version 1, state snapshot versions 1 and 2) and before node plugins
+//! (entry version 2, snapshot version 3), and their conversion to today's.
 //!
 //! postcard is positional and not self-describing: a record that grows a
 //! field cannot read its old bytes. Data dirs written before networks hold
@@ -15,14 +15,17 @@
 //! (no network existed then): they are dropped, so an old service keeps
 //! running as it did, in the host's namespace (an empty network list means
 //! the default data path once it exists; see the note in ARCHITECTURE.md).
+//! A node from before plugins has none: "not reported", which placement
+//! reads as capable until the node, upgraded, describes itself again.
 
 use crate::clock::UnixNanos;
 use crate::ops::{Entry, Op};
+use crate::platform::Platform;
 use crate::task::TaskState;
 use crate::types::{
-    Availability, Cluster, ContainerSpec, Endpoint, EndpointMode, Meta, NetworkAttachmentConfig, NetworkDefaults, Node, NodeDescription,
-    NodeRole, NodeState, Placement, PortConfig, Resources, RestartPolicy, Service, ServiceMode, ServiceSpec, SwarmSettings, Task, TaskSpec,
-    TaskStatus, UpdateConfig, UpdateStatus, HOST_NETWORK_ID,
+    Availability, Cluster, ContainerSpec, Endpoint, EndpointMode, Meta, Network, NetworkAttachment, NetworkAttachmentConfig,
+    NetworkDefaults, Node, NodeDescription, NodeRole, NodeState, Placement, PortConfig, ResourceSet, Resources, RestartPolicy, Service,
+    ServiceMode, ServiceSpec, SwarmSettings, Task, TaskSpec, TaskStatus, UpdateConfig, UpdateStatus, HOST_NETWORK_ID,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -76,6 +79,16 @@ pub struct TaskV1 {
     pub attempt: u64,
 }
 
+/// `NodeDescription` before `plugins` and `warnings` (entry versions 1 and 2).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeDescriptionV2 {
+    pub hostname: String,
+    pub platform: Platform,
+    pub resources: ResourceSet,
+    pub engine_version: String,
+    pub engine_labels: BTreeMap<String, String>,
+}
+
 /// `Node` before `attachments`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NodeV1 {
@@ -84,10 +97,25 @@ pub struct NodeV1 {
     pub role: NodeRole,
     pub availability: Availability,
     pub labels: BTreeMap<String, String>,
-    pub description: NodeDescription,
+    pub description: NodeDescriptionV2,
     pub state: NodeState,
     pub addr: String,
     pub manager_addr: String,
+}
+
+/// `Node` of entry version 2: its description before `plugins`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeV2 {
+    pub id: String,
+    pub meta: Meta,
+    pub role: NodeRole,
+    pub availability: Availability,
+    pub labels: BTreeMap<String, String>,
+    pub description: NodeDescriptionV2,
+    pub state: NodeState,
+    pub addr: String,
+    pub manager_addr: String,
+    pub attachments: Vec<NetworkAttachment>,
 }
 
 /// `Cluster` before `network`.
@@ -129,6 +157,90 @@ pub enum OpV1 {
 pub struct EntryV1 {
     pub at: UnixNanos,
     pub ops: Vec<OpV1>,
+}
+
+/// `Op` of entry version 2: the same variants in the same order, with [`NodeV2`].
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum OpV2 {
+    PutCluster(Cluster),
+    PutNode(NodeV2),
+    DeleteNode { id: String },
+    SetNodeState { id: String, state: NodeState },
+    SetNodeAvailability { id: String, availability: Availability },
+    PutService(Service),
+    DeleteService { id: String },
+    CreateTask(Task),
+    AssignTask { id: String, node_id: String, status: TaskStatus },
+    SetTaskDesired { id: String, desired: TaskState },
+    SetTaskStatus { id: String, status: TaskStatus },
+    DeleteTask { id: String },
+    ReleaseTask { id: String },
+    SetUpdateStatus { id: String, status: UpdateStatus },
+    RollbackService { id: String, status: UpdateStatus },
+    SetNodeLabels { id: String, labels: BTreeMap<String, String> },
+    SetSwarmSettings(SwarmSettings),
+    PutNetwork(Network),
+    DeleteNetwork { id: String },
+    SetServiceEndpoint { id: String, endpoint: Endpoint },
+    SetTaskNetworks { id: String, networks: Vec<NetworkAttachment> },
+    SetNodeAttachments { id: String, attachments: Vec<NetworkAttachment> },
+}
+
+/// `Entry` of version 2.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EntryV2 {
+    pub at: UnixNanos,
+    pub ops: Vec<OpV2>,
+}
+
+impl From<NodeDescriptionV2> for NodeDescription {
+    fn from(d: NodeDescriptionV2) -> NodeDescription {
+        let NodeDescriptionV2 { hostname, platform, resources, engine_version, engine_labels } = d;
+        NodeDescription { hostname, platform, resources, engine_version, engine_labels, plugins: Vec::new(), warnings: Vec::new() }
+    }
+}
+
+impl From<NodeV2> for Node {
+    fn from(n: NodeV2) -> Node {
+        let NodeV2 { id, meta, role, availability, labels, description, state, addr, manager_addr, attachments } = n;
+        Node { id, meta, role, availability, labels, description: description.into(), state, addr, manager_addr, attachments }
+    }
+}
+
+impl From<OpV2> for Op {
+    fn from(op: OpV2) -> Op {
+        match op {
+            OpV2::PutCluster(c) => Op::PutCluster(c),
+            OpV2::PutNode(n) => Op::PutNode(n.into()),
+            OpV2::DeleteNode { id } => Op::DeleteNode { id },
+            OpV2::SetNodeState { id, state } => Op::SetNodeState { id, state },
+            OpV2::SetNodeAvailability { id, availability } => Op::SetNodeAvailability { id, availability },
+            OpV2::PutService(s) => Op::PutService(s),
+            OpV2::DeleteService { id } => Op::DeleteService { id },
+            OpV2::CreateTask(t) => Op::CreateTask(t),
+            OpV2::AssignTask { id, node_id, status } => Op::AssignTask { id, node_id, status },
+            OpV2::SetTaskDesired { id, desired } => Op::SetTaskDesired { id, desired },
+            OpV2::SetTaskStatus { id, status } => Op::SetTaskStatus { id, status },
+            OpV2::DeleteTask { id } => Op::DeleteTask { id },
+            OpV2::ReleaseTask { id } => Op::ReleaseTask { id },
+            OpV2::SetUpdateStatus { id, status } => Op::SetUpdateStatus { id, status },
+            OpV2::RollbackService { id, status } => Op::RollbackService { id, status },
+            OpV2::SetNodeLabels { id, labels } => Op::SetNodeLabels { id, labels },
+            OpV2::SetSwarmSettings(s) => Op::SetSwarmSettings(s),
+            OpV2::PutNetwork(n) => Op::PutNetwork(n),
+            OpV2::DeleteNetwork { id } => Op::DeleteNetwork { id },
+            OpV2::SetServiceEndpoint { id, endpoint } => Op::SetServiceEndpoint { id, endpoint },
+            OpV2::SetTaskNetworks { id, networks } => Op::SetTaskNetworks { id, networks },
+            OpV2::SetNodeAttachments { id, attachments } => Op::SetNodeAttachments { id, attachments },
+        }
+    }
+}
+
+impl From<EntryV2> for Entry {
+    fn from(e: EntryV2) -> Entry {
+        Entry { at: e.at, ops: e.ops.into_iter().map(Op::from).collect() }
+    }
 }
 
 impl From<TaskSpecV1> for TaskSpec {
@@ -180,7 +292,7 @@ impl From<TaskV1> for Task {
 impl From<NodeV1> for Node {
     fn from(n: NodeV1) -> Node {
         let NodeV1 { id, meta, role, availability, labels, description, state, addr, manager_addr } = n;
-        Node { id, meta, role, availability, labels, description, state, addr, manager_addr, attachments: Vec::new() }
+        Node { id, meta, role, availability, labels, description: description.into(), state, addr, manager_addr, attachments: Vec::new() }
     }
 }
 
@@ -260,7 +372,36 @@ mod tests {
         assert_eq!((t.id.as_str(), t.slot, t.spec.container.image.as_str()), ("t1", 1, "busybox"));
         assert!(t.networks.is_empty());
         assert_eq!(id, "t1");
-        // Re-encoded, it is a version-2 entry that round-trips.
+        assert!(n.description.plugins.is_empty() && n.description.warnings.is_empty());
+        // Re-encoded, it is a today's entry that round-trips.
+        assert_eq!(Entry::decode(&e.encode()).unwrap(), e);
+    }
+
+    /// An entry written by Shoal before node plugins (main at 9556691,
+    /// generated once with its `Entry::encode`): a node with resources,
+    /// engine labels and an address on `ing`, then the late variants
+    /// `SetNodeAttachments` and `DeleteNetwork`.
+    const ENTRY_V2_HEX: &str = include_str!("legacy_entry_v2.hex");
+
+    #[test]
+    fn version_2_entries_decode_with_no_plugins_reported() {
+        let bytes = from_hex(ENTRY_V2_HEX.trim());
+        assert_eq!(bytes[0], 2);
+        let e = Entry::decode(&bytes).unwrap();
+        assert_eq!(e.at, 88);
+        let [Op::PutNode(n), Op::SetNodeAttachments { id, attachments }, Op::DeleteNetwork { id: net }] = &e.ops[..] else {
+            panic!("{:?}", e.ops)
+        };
+        assert_eq!((n.id.as_str(), n.addr.as_str(), n.meta.version), ("n1", "10.1.0.1:2377", 3));
+        let d = &n.description;
+        assert_eq!((d.hostname.as_str(), d.platform.to_string(), d.engine_version.as_str()), ("box", "linux/amd64".to_string(), "0.1.0"));
+        assert_eq!((d.resources.nano_cpus, d.resources.memory_bytes), (2_000_000_000, 1 << 30));
+        assert_eq!(d.engine_labels.get("k").map(String::as_str), Some("v"));
+        assert!(d.plugins.is_empty() && d.warnings.is_empty(), "not reported: placement assumes the node capable");
+        assert_eq!(n.attachments.len(), 1);
+        assert_eq!((n.attachments[0].network_id.as_str(), n.attachments[0].addr.to_string()), ("ing", "10.0.0.2/24".to_string()));
+        assert_eq!((id.as_str(), attachments.as_slice()), ("n1", n.attachments.as_slice()));
+        assert_eq!(net, "x");
         assert_eq!(Entry::decode(&e.encode()).unwrap(), e);
     }
 }
