@@ -53,30 +53,29 @@ pub struct State {
     pub last_port: u32,
 }
 
-/// Snapshot version 1: [`State`] before `settings`, with the pre-network records.
+/// The records at the head of every snapshot version, over the record
+/// types of that version (postcard is positional: a version's bytes are
+/// these fields, then the ones it added, in order).
 #[derive(Deserialize)]
-struct StateV1 {
-    cluster: Option<ClusterV1>,
-    nodes: BTreeMap<String, NodeV1>,
-    services: BTreeMap<String, ServiceV1>,
-    tasks: BTreeMap<String, TaskV1>,
+struct Records<C, N, S, T> {
+    cluster: Option<C>,
+    nodes: BTreeMap<String, N>,
+    services: BTreeMap<String, S>,
+    tasks: BTreeMap<String, T>,
     applied_index: u64,
 }
 
-/// Snapshot version 2: [`State`] before networks, with the pre-network records.
-#[derive(Deserialize)]
-struct StateV2 {
-    cluster: Option<ClusterV1>,
-    nodes: BTreeMap<String, NodeV1>,
-    services: BTreeMap<String, ServiceV1>,
-    tasks: BTreeMap<String, TaskV1>,
-    applied_index: u64,
-    settings: SwarmSettings,
-}
+/// Snapshot version 1: the pre-network records only (settings came in version 2).
+type StateV1 = Records<ClusterV1, NodeV1, ServiceV1, TaskV1>;
+/// Snapshot version 2: version 1 and the settings (networks came in version 3).
+type StateV2 = (StateV1, SwarmSettings);
+/// Snapshot version 3: today's fields, with the nodes before plugins.
+type StateV3 = (Records<Cluster, NodeV2, Service, Task>, SwarmSettings, BTreeMap<String, Network>, u32);
 
-impl From<StateV2> for State {
-    fn from(old: StateV2) -> State {
-        let StateV2 { cluster, nodes, services, tasks, applied_index, settings } = old;
+impl<C: Into<Cluster>, N: Into<Node>, S: Into<Service>, T: Into<Task>> Records<C, N, S, T> {
+    /// Today's state from an older snapshot's records and the fields after them.
+    fn into_state(self, settings: SwarmSettings, networks: BTreeMap<String, Network>, last_port: u32) -> State {
+        let Records { cluster, nodes, services, tasks, applied_index } = self;
         State {
             cluster: cluster.map(Into::into),
             nodes: nodes.into_iter().map(|(k, v)| (k, v.into())).collect(),
@@ -84,30 +83,9 @@ impl From<StateV2> for State {
             tasks: tasks.into_iter().map(|(k, v)| (k, v.into())).collect(),
             applied_index,
             settings,
-            networks: BTreeMap::new(),
-            last_port: 0,
+            networks,
+            last_port,
         }
-    }
-}
-
-/// Snapshot version 3: [`State`] with the nodes before plugins.
-#[derive(Deserialize)]
-struct StateV3 {
-    cluster: Option<Cluster>,
-    nodes: BTreeMap<String, NodeV2>,
-    services: BTreeMap<String, Service>,
-    tasks: BTreeMap<String, Task>,
-    applied_index: u64,
-    settings: SwarmSettings,
-    networks: BTreeMap<String, Network>,
-    last_port: u32,
-}
-
-impl From<StateV3> for State {
-    fn from(old: StateV3) -> State {
-        let StateV3 { cluster, nodes, services, tasks, applied_index, settings, networks, last_port } = old;
-        let nodes = nodes.into_iter().map(|(k, v)| (k, v.into())).collect();
-        State { cluster, nodes, services, tasks, applied_index, settings, networks, last_port }
     }
 }
 
@@ -408,13 +386,9 @@ impl State {
         let (&v, body) = bytes.split_first().ok_or(SnapshotError::Empty)?;
         let corrupt = |e: postcard::Error| SnapshotError::Corrupt(e.to_string());
         match v {
-            1 => {
-                let old: StateV1 = postcard::from_bytes(body).map_err(corrupt)?;
-                let StateV1 { cluster, nodes, services, tasks, applied_index } = old;
-                Ok(StateV2 { cluster, nodes, services, tasks, applied_index, settings: SwarmSettings::default() }.into())
-            }
-            2 => postcard::from_bytes::<StateV2>(body).map(State::from).map_err(corrupt),
-            3 => postcard::from_bytes::<StateV3>(body).map(State::from).map_err(corrupt),
+            1 => postcard::from_bytes::<StateV1>(body).map(|r| r.into_state(SwarmSettings::default(), BTreeMap::new(), 0)).map_err(corrupt),
+            2 => postcard::from_bytes::<StateV2>(body).map(|(r, settings)| r.into_state(settings, BTreeMap::new(), 0)).map_err(corrupt),
+            3 => postcard::from_bytes::<StateV3>(body).map(|(r, settings, nets, port)| r.into_state(settings, nets, port)).map_err(corrupt),
             SNAPSHOT_VERSION => postcard::from_bytes(body).map_err(corrupt),
             _ => Err(SnapshotError::Version(v)),
         }

@@ -103,20 +103,10 @@ pub struct NodeV1 {
     pub manager_addr: String,
 }
 
-/// `Node` of entry version 2: its description before `plugins`.
+/// `Node` of entry version 2 (its description before `plugins`): the
+/// fields of a version-1 node, then `attachments` (postcard is positional).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct NodeV2 {
-    pub id: String,
-    pub meta: Meta,
-    pub role: NodeRole,
-    pub availability: Availability,
-    pub labels: BTreeMap<String, String>,
-    pub description: NodeDescriptionV2,
-    pub state: NodeState,
-    pub addr: String,
-    pub manager_addr: String,
-    pub attachments: Vec<NetworkAttachment>,
-}
+pub struct NodeV2(pub NodeV1, pub Vec<NetworkAttachment>);
 
 /// `Cluster` before `network`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -129,48 +119,21 @@ pub struct ClusterV1 {
     pub manager_secret: [u8; 16],
 }
 
-/// `Op` of entry version 1: the same variants in the same order, with the v1 records.
+/// `Op` of an older entry version, over the records that changed since
+/// (cluster, node, service, task): today's variants in today's order. An
+/// old version's bytes use only the variants it had (version 1: up to
+/// `SetSwarmSettings`), so one shape reads them all.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum OpV1 {
-    PutCluster(ClusterV1),
-    PutNode(NodeV1),
+pub enum OpOf<C, N, S, T> {
+    PutCluster(C),
+    PutNode(N),
     DeleteNode { id: String },
     SetNodeState { id: String, state: NodeState },
     SetNodeAvailability { id: String, availability: Availability },
-    PutService(ServiceV1),
+    PutService(S),
     DeleteService { id: String },
-    CreateTask(TaskV1),
-    AssignTask { id: String, node_id: String, status: TaskStatus },
-    SetTaskDesired { id: String, desired: TaskState },
-    SetTaskStatus { id: String, status: TaskStatus },
-    DeleteTask { id: String },
-    ReleaseTask { id: String },
-    SetUpdateStatus { id: String, status: UpdateStatus },
-    RollbackService { id: String, status: UpdateStatus },
-    SetNodeLabels { id: String, labels: BTreeMap<String, String> },
-    SetSwarmSettings(SwarmSettings),
-}
-
-/// `Entry` of version 1.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EntryV1 {
-    pub at: UnixNanos,
-    pub ops: Vec<OpV1>,
-}
-
-/// `Op` of entry version 2: the same variants in the same order, with [`NodeV2`].
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum OpV2 {
-    PutCluster(Cluster),
-    PutNode(NodeV2),
-    DeleteNode { id: String },
-    SetNodeState { id: String, state: NodeState },
-    SetNodeAvailability { id: String, availability: Availability },
-    PutService(Service),
-    DeleteService { id: String },
-    CreateTask(Task),
+    CreateTask(T),
     AssignTask { id: String, node_id: String, status: TaskStatus },
     SetTaskDesired { id: String, desired: TaskState },
     SetTaskStatus { id: String, status: TaskStatus },
@@ -187,12 +150,22 @@ pub enum OpV2 {
     SetNodeAttachments { id: String, attachments: Vec<NetworkAttachment> },
 }
 
-/// `Entry` of version 2.
+/// `Op` of entry version 1, with the v1 records.
+pub type OpV1 = OpOf<ClusterV1, NodeV1, ServiceV1, TaskV1>;
+/// `Op` of entry version 2: nodes before plugins.
+pub type OpV2 = OpOf<Cluster, NodeV2, Service, Task>;
+
+/// `Entry` of an older version.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EntryV2 {
+pub struct EntryOf<O> {
     pub at: UnixNanos,
-    pub ops: Vec<OpV2>,
+    pub ops: Vec<O>,
 }
+
+/// `Entry` of version 1.
+pub type EntryV1 = EntryOf<OpV1>;
+/// `Entry` of version 2.
+pub type EntryV2 = EntryOf<OpV2>;
 
 impl From<NodeDescriptionV2> for NodeDescription {
     fn from(d: NodeDescriptionV2) -> NodeDescription {
@@ -203,43 +176,8 @@ impl From<NodeDescriptionV2> for NodeDescription {
 
 impl From<NodeV2> for Node {
     fn from(n: NodeV2) -> Node {
-        let NodeV2 { id, meta, role, availability, labels, description, state, addr, manager_addr, attachments } = n;
-        Node { id, meta, role, availability, labels, description: description.into(), state, addr, manager_addr, attachments }
-    }
-}
-
-impl From<OpV2> for Op {
-    fn from(op: OpV2) -> Op {
-        match op {
-            OpV2::PutCluster(c) => Op::PutCluster(c),
-            OpV2::PutNode(n) => Op::PutNode(n.into()),
-            OpV2::DeleteNode { id } => Op::DeleteNode { id },
-            OpV2::SetNodeState { id, state } => Op::SetNodeState { id, state },
-            OpV2::SetNodeAvailability { id, availability } => Op::SetNodeAvailability { id, availability },
-            OpV2::PutService(s) => Op::PutService(s),
-            OpV2::DeleteService { id } => Op::DeleteService { id },
-            OpV2::CreateTask(t) => Op::CreateTask(t),
-            OpV2::AssignTask { id, node_id, status } => Op::AssignTask { id, node_id, status },
-            OpV2::SetTaskDesired { id, desired } => Op::SetTaskDesired { id, desired },
-            OpV2::SetTaskStatus { id, status } => Op::SetTaskStatus { id, status },
-            OpV2::DeleteTask { id } => Op::DeleteTask { id },
-            OpV2::ReleaseTask { id } => Op::ReleaseTask { id },
-            OpV2::SetUpdateStatus { id, status } => Op::SetUpdateStatus { id, status },
-            OpV2::RollbackService { id, status } => Op::RollbackService { id, status },
-            OpV2::SetNodeLabels { id, labels } => Op::SetNodeLabels { id, labels },
-            OpV2::SetSwarmSettings(s) => Op::SetSwarmSettings(s),
-            OpV2::PutNetwork(n) => Op::PutNetwork(n),
-            OpV2::DeleteNetwork { id } => Op::DeleteNetwork { id },
-            OpV2::SetServiceEndpoint { id, endpoint } => Op::SetServiceEndpoint { id, endpoint },
-            OpV2::SetTaskNetworks { id, networks } => Op::SetTaskNetworks { id, networks },
-            OpV2::SetNodeAttachments { id, attachments } => Op::SetNodeAttachments { id, attachments },
-        }
-    }
-}
-
-impl From<EntryV2> for Entry {
-    fn from(e: EntryV2) -> Entry {
-        Entry { at: e.at, ops: e.ops.into_iter().map(Op::from).collect() }
+        let NodeV2(old, attachments) = n;
+        Node { attachments, ..old.into() }
     }
 }
 
@@ -303,33 +241,38 @@ impl From<ClusterV1> for Cluster {
     }
 }
 
-impl From<OpV1> for Op {
-    fn from(op: OpV1) -> Op {
+impl<C: Into<Cluster>, N: Into<Node>, S: Into<Service>, T: Into<Task>> From<OpOf<C, N, S, T>> for Op {
+    fn from(op: OpOf<C, N, S, T>) -> Op {
         match op {
-            OpV1::PutCluster(c) => Op::PutCluster(c.into()),
-            OpV1::PutNode(n) => Op::PutNode(n.into()),
-            OpV1::DeleteNode { id } => Op::DeleteNode { id },
-            OpV1::SetNodeState { id, state } => Op::SetNodeState { id, state },
-            OpV1::SetNodeAvailability { id, availability } => Op::SetNodeAvailability { id, availability },
-            OpV1::PutService(s) => Op::PutService(s.into()),
-            OpV1::DeleteService { id } => Op::DeleteService { id },
-            OpV1::CreateTask(t) => Op::CreateTask(t.into()),
-            OpV1::AssignTask { id, node_id, status } => Op::AssignTask { id, node_id, status },
-            OpV1::SetTaskDesired { id, desired } => Op::SetTaskDesired { id, desired },
-            OpV1::SetTaskStatus { id, status } => Op::SetTaskStatus { id, status },
-            OpV1::DeleteTask { id } => Op::DeleteTask { id },
-            OpV1::ReleaseTask { id } => Op::ReleaseTask { id },
-            OpV1::SetUpdateStatus { id, status } => Op::SetUpdateStatus { id, status },
-            OpV1::RollbackService { id, status } => Op::RollbackService { id, status },
-            OpV1::SetNodeLabels { id, labels } => Op::SetNodeLabels { id, labels },
-            OpV1::SetSwarmSettings(s) => Op::SetSwarmSettings(s),
+            OpOf::PutCluster(c) => Op::PutCluster(c.into()),
+            OpOf::PutNode(n) => Op::PutNode(n.into()),
+            OpOf::DeleteNode { id } => Op::DeleteNode { id },
+            OpOf::SetNodeState { id, state } => Op::SetNodeState { id, state },
+            OpOf::SetNodeAvailability { id, availability } => Op::SetNodeAvailability { id, availability },
+            OpOf::PutService(s) => Op::PutService(s.into()),
+            OpOf::DeleteService { id } => Op::DeleteService { id },
+            OpOf::CreateTask(t) => Op::CreateTask(t.into()),
+            OpOf::AssignTask { id, node_id, status } => Op::AssignTask { id, node_id, status },
+            OpOf::SetTaskDesired { id, desired } => Op::SetTaskDesired { id, desired },
+            OpOf::SetTaskStatus { id, status } => Op::SetTaskStatus { id, status },
+            OpOf::DeleteTask { id } => Op::DeleteTask { id },
+            OpOf::ReleaseTask { id } => Op::ReleaseTask { id },
+            OpOf::SetUpdateStatus { id, status } => Op::SetUpdateStatus { id, status },
+            OpOf::RollbackService { id, status } => Op::RollbackService { id, status },
+            OpOf::SetNodeLabels { id, labels } => Op::SetNodeLabels { id, labels },
+            OpOf::SetSwarmSettings(s) => Op::SetSwarmSettings(s),
+            OpOf::PutNetwork(n) => Op::PutNetwork(n),
+            OpOf::DeleteNetwork { id } => Op::DeleteNetwork { id },
+            OpOf::SetServiceEndpoint { id, endpoint } => Op::SetServiceEndpoint { id, endpoint },
+            OpOf::SetTaskNetworks { id, networks } => Op::SetTaskNetworks { id, networks },
+            OpOf::SetNodeAttachments { id, attachments } => Op::SetNodeAttachments { id, attachments },
         }
     }
 }
 
-impl From<EntryV1> for Entry {
-    fn from(e: EntryV1) -> Entry {
-        Entry { at: e.at, ops: e.ops.into_iter().map(Op::from).collect() }
+impl<O: Into<Op>> From<EntryOf<O>> for Entry {
+    fn from(e: EntryOf<O>) -> Entry {
+        Entry { at: e.at, ops: e.ops.into_iter().map(Into::into).collect() }
     }
 }
 
@@ -342,6 +285,13 @@ mod tests {
         (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
+    /// Decodes a stored entry fixture of `version`.
+    fn fixture(hex: &str, version: u8) -> Entry {
+        let bytes = from_hex(hex.trim());
+        assert_eq!(bytes[0], version);
+        Entry::decode(&bytes).unwrap()
+    }
+
     /// An entry written by Shoal before networks (main at 6d99343, generated
     /// once with its `Entry::encode`): a cluster, a node, a service with
     /// `--network host --network other -p 8080:80` and one of its tasks.
@@ -349,9 +299,7 @@ mod tests {
 
     #[test]
     fn version_1_entries_decode_into_todays_records() {
-        let bytes = from_hex(ENTRY_V1_HEX.trim());
-        assert_eq!(bytes[0], 1);
-        let e = Entry::decode(&bytes).unwrap();
+        let e = fixture(ENTRY_V1_HEX, 1);
         assert_eq!(e.at, 77);
         let [Op::PutCluster(c), Op::PutNode(n), Op::PutService(s), Op::CreateTask(t), Op::SetTaskDesired { id, .. }] = &e.ops[..] else {
             panic!("{:?}", e.ops)
@@ -385,9 +333,7 @@ mod tests {
 
     #[test]
     fn version_2_entries_decode_with_no_plugins_reported() {
-        let bytes = from_hex(ENTRY_V2_HEX.trim());
-        assert_eq!(bytes[0], 2);
-        let e = Entry::decode(&bytes).unwrap();
+        let e = fixture(ENTRY_V2_HEX, 2);
         assert_eq!(e.at, 88);
         let [Op::PutNode(n), Op::SetNodeAttachments { id, attachments }, Op::DeleteNetwork { id: net }] = &e.ops[..] else {
             panic!("{:?}", e.ops)
