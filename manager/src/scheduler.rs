@@ -2,8 +2,10 @@
 //!
 //! A pure function of the state and `now` (status timestamps and the failure
 //! window). Filters run in swarmkit's order: ready and active, resources,
-//! constraints, platform, host-mode ports, max replicas per node. Among the
-//! nodes that pass, the ranking is swarmkit's:
+//! plugins, constraints, platform, host-mode ports, max replicas per node
+//! (the node-only ones, ready, plugins, constraints and platform, run once
+//! per group, before the per-task resources). Among the nodes that pass,
+//! the ranking is swarmkit's:
 //!
 //! - placement preferences first: with `spread=DESCRIPTOR` preferences, the
 //!   tasks of a group go to the value of the first descriptor (a node label,
@@ -16,6 +18,14 @@
 //!   last, more failures later, but are still used when nothing else fits;
 //! - then spread: fewest tasks of this service, then fewest tasks overall,
 //!   then node id (so equal inputs give equal placements).
+//!
+//! The plugin filter (swarmkit's `PluginFilter`) keeps a task off a node
+//! whose engine lacks a network driver the task needs ([`plugins_needed`]):
+//! `overlay` for each overlay network it attaches to (its own, and `ingress`
+//! when its service publishes ingress ports), `bridge` for a task with no
+//! network in the default mode (its own namespace on a node-local bridge);
+//! `--network host` and `none` need nothing. A node that reported no plugins
+//! (an older version) is assumed to have them all.
 //!
 //! The host-port filter keeps a task that publishes a port in host mode off
 //! a node where a live task (desired at most running, not finished) already
@@ -48,7 +58,9 @@ use crate::state::State;
 use shoal_shared::clock::UnixNanos;
 use shoal_shared::ops::Op;
 use shoal_shared::task::TaskState;
-use shoal_shared::types::{Availability, Node, NodeState, ResourceSet, Task, TaskStatus, PUBLISH_MODE_HOST};
+use shoal_shared::types::{
+    Availability, NetworkMode, Node, NodeState, Plugin, ResourceSet, Task, TaskStatus, DRIVER_BRIDGE, PUBLISH_MODE_HOST,
+};
 use std::collections::BTreeMap;
 use tree::Tree;
 
@@ -64,6 +76,7 @@ pub const FAILURES_TO_RANK_LAST: u64 = 5;
 pub enum Filtered {
     NotReady,
     Resources,
+    Plugins,
     Constraints,
     Platform,
     HostPort,
@@ -76,6 +89,7 @@ impl Filtered {
         match self {
             Filtered::NotReady => format!("{n} not available for new tasks"),
             Filtered::Resources => format!("insufficient resources on {n}"),
+            Filtered::Plugins => format!("missing plugin on {n}"),
             Filtered::Constraints => format!("scheduling constraints not satisfied on {n}"),
             Filtered::Platform => format!("unsupported platform on {n}"),
             Filtered::HostPort => format!("host-mode port already in use on {n}"),
@@ -107,6 +121,33 @@ pub fn available(node: &Node) -> Result<(), Filtered> {
         return Err(Filtered::NotReady);
     }
     Ok(())
+}
+
+/// The plugins a task needs on its node: the driver of each network it
+/// attaches to (ids from `network::wanted_networks`), `bridge` when it has
+/// none in the default mode, nothing with `--network host` or `none`.
+pub fn plugins_needed(state: &State, t: &Task) -> Vec<Plugin> {
+    if t.spec.network_mode() != NetworkMode::Overlay {
+        return Vec::new();
+    }
+    let wanted = crate::network::wanted_networks(state, state.services.get(&t.service_id), t);
+    if wanted.is_empty() {
+        return vec![Plugin::network(DRIVER_BRIDGE)];
+    }
+    let mut out: Vec<Plugin> = wanted.iter().filter_map(|id| state.networks.get(id)).map(|n| Plugin::network(&n.spec.driver)).collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The plugin filter: the node's engine has every plugin in `needs`, or
+/// reported none (a node of an older version: assumed capable).
+pub fn has_plugins(node: &Node, needs: &[Plugin]) -> Result<(), Filtered> {
+    let have = &node.description.plugins;
+    if have.is_empty() || needs.iter().all(|p| have.contains(p)) {
+        return Ok(());
+    }
+    Err(Filtered::Plugins)
 }
 
 /// A host-mode published port: protocol and port number.
@@ -261,6 +302,10 @@ fn place_bound<'a>(state: &'a State, t: &'a Task, pass: &mut Pass<'a>, now: Unix
     if eligible(n, &placement).is_err() {
         return;
     }
+    // A global task stays bound to a node that lacks a plugin: it waits there, saying why.
+    if let Err(f) = has_plugins(n, &plugins_needed(state, t)) {
+        return pending(t, &BTreeMap::from([(f, 1)]), now, ops);
+    }
     // Max replicas is for replicated services: a global one has one task per node anyway.
     match pass.fits(n, t, 0) {
         Ok(()) => {
@@ -284,13 +329,14 @@ fn place_group<'a>(state: &'a State, group: &[&'a Task], pass: &mut Pass<'a>, no
             return;
         }
     };
+    let needs = plugins_needed(state, first);
     let mut rejected: BTreeMap<Filtered, usize> = BTreeMap::new();
     let mut tree = Tree::new(placement.spreads().len());
     let mut values: Vec<&'a str> = Vec::with_capacity(placement.spreads().len());
     for n in state.nodes.values() {
         let Some(l) = pass.load.get(n.id.as_str()) else { continue };
         let mine = l.by_service.get(service).copied().unwrap_or(0);
-        let rank = match eligible(n, &placement) {
+        let rank = match available(n).and_then(|()| has_plugins(n, &needs)).and_then(|()| eligible(n, &placement)) {
             Ok(()) => Some((l.penalty(service), mine, l.total, n.id.as_str())),
             Err(f) => {
                 *rejected.entry(f).or_default() += 1;
@@ -373,7 +419,10 @@ mod tests {
     use crate::state::tests::{node, service, task};
     use shoal_shared::ops::Entry;
     use shoal_shared::platform::Platform;
-    use shoal_shared::types::{NodeRole, Placement, PortConfig, Service};
+    use shoal_shared::types::{
+        Ipv4Net, Network, NetworkAttachment, NetworkAttachmentConfig, NetworkSpec, NodeRole, Placement, PortConfig, Service,
+    };
+    use std::net::Ipv4Addr;
 
     /// The `now` of every check: one hour in, so failure windows fit before it.
     const NOW: UnixNanos = 3_600_000_000_000;
@@ -745,6 +794,120 @@ mod tests {
         all.push(on("r1", "svc", "a", TaskState::Running, 1));
         let s = state_with(vec![publishing("svc", "web", &[("host", "tcp", 8080)])], vec![node("a", "linux/amd64")], all);
         check(&s, &[("t1", "no suitable node (host-mode port already in use on 1 node)")]);
+    }
+
+    /// A node whose engine reported these network drivers (none: an older node that reported nothing).
+    fn with_drivers(id: &str, drivers: &[&str]) -> Node {
+        let mut n = node(id, "linux/amd64");
+        n.description.plugins = drivers.iter().map(|d| Plugin::network(d)).collect();
+        n
+    }
+
+    /// Overlay network `id` on 10.`third`.0.0/24, ingress or not.
+    fn overlay(id: &str, third: u8, ingress: bool) -> Network {
+        let subnet = Ipv4Net::parse(&format!("10.{third}.0.0/24")).unwrap();
+        Network {
+            id: id.into(),
+            meta: Default::default(),
+            spec: NetworkSpec { name: id.into(), driver: "overlay".into(), ingress, ..Default::default() },
+            vni: 4096 + u32::from(third),
+            subnet,
+            gateway: Ipv4Addr::new(10, third, 0, 1),
+            last_addr: None,
+        }
+    }
+
+    /// [`state_with`] on overlay networks `net` (10.1.0.0/24) and `ing`ress (10.2.0.0/24).
+    fn on_networks(services: Vec<Service>, nodes: Vec<Node>, tasks: Vec<Task>) -> State {
+        let mut s = State::default();
+        let nets = vec![Op::PutNetwork(overlay("net", 1, false)), Op::PutNetwork(overlay("ing", 2, true))];
+        assert!(s.apply(1, &Entry { at: 1, ops: nets }).rejected.is_empty());
+        let mut ops: Vec<Op> = nodes.into_iter().map(Op::PutNode).collect();
+        ops.extend(services.into_iter().map(Op::PutService));
+        ops.extend(tasks.into_iter().map(Op::CreateTask));
+        assert!(s.apply(2, &Entry { at: 1, ops }).rejected.is_empty());
+        s
+    }
+
+    /// Unplaced tasks `ids` of `svc` asking for `spec_networks`, with an
+    /// address on each of `attached` (network id, third octet).
+    fn networked(ids: &[&str], spec_networks: &[&str], attached: &[(&str, u8)]) -> Vec<Task> {
+        let mut out = tasks(ids, &Placement::default());
+        for (i, t) in out.iter_mut().enumerate() {
+            t.spec.networks =
+                spec_networks.iter().map(|n| NetworkAttachmentConfig { target: n.to_string(), aliases: Vec::new() }).collect();
+            t.networks = attached
+                .iter()
+                .map(|(id, third)| NetworkAttachment {
+                    network_id: id.to_string(),
+                    addr: Ipv4Net::parse(&format!("10.{third}.0.{}/24", i + 2)).unwrap(),
+                })
+                .collect();
+        }
+        out
+    }
+
+    #[test]
+    fn tasks_go_where_their_network_drivers_are() {
+        let full = ["bridge", "host", "null", "overlay"];
+        // a: no VXLAN; b: nothing but the host's namespace; old: reported nothing (assumed capable).
+        let nodes =
+            || vec![with_drivers("a", &full[..3]), with_drivers("b", &full[1..3]), with_drivers("c", &full), with_drivers("old", &[])];
+        let web = service("svc", "web");
+        let ingress = publishing("svc", "web", &[("ingress", "tcp", 8080)]);
+        let cases: Vec<(&str, Service, Vec<Task>, Expect)> = vec![
+            ("own overlay network", web.clone(), networked(&["t1", "t2"], &["net"], &[("net", 1)]), &[("t1", "c"), ("t2", "old")]),
+            ("ingress ports", ingress.clone(), networked(&["t1", "t2"], &[], &[("ing", 2)]), &[("t1", "c"), ("t2", "old")]),
+            ("both", ingress, networked(&["t1", "t2"], &["net"], &[("net", 1), ("ing", 2)]), &[("t1", "c"), ("t2", "old")]),
+            ("no network: a bridge", web.clone(), networked(&["t1", "t2", "t3"], &[], &[]), &[("t1", "a"), ("t2", "c"), ("t3", "old")]),
+            ("--network host", web.clone(), networked(&["t1", "t2"], &["host"], &[]), &[("t1", "a"), ("t2", "b")]),
+            ("--network none", web, networked(&["t1", "t2"], &["none"], &[]), &[("t1", "a"), ("t2", "b")]),
+        ];
+        for (case, svc, all, expect) in cases {
+            let s = on_networks(vec![svc], nodes(), all);
+            let mut got: Vec<(String, String)> = schedule(&s, NOW)
+                .iter()
+                .map(|op| match op {
+                    Op::AssignTask { id, node_id, .. } => (id.clone(), node_id.clone()),
+                    other => panic!("{case}: unexpected op {other:?}"),
+                })
+                .collect();
+            got.sort();
+            let want: Vec<(String, String)> = expect.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+            assert_eq!(got, want, "{case}");
+        }
+    }
+
+    #[test]
+    fn a_task_no_node_has_the_driver_for_waits_saying_so() {
+        let full = ["bridge", "host", "null", "overlay"];
+        let mut drained = with_drivers("c", &full);
+        drained.availability = Availability::Drain;
+        let nodes = vec![with_drivers("a", &full[..3]), with_drivers("b", &full[1..3]), drained];
+        let mut all = networked(&["t1"], &["net"], &[("net", 1)]);
+        // A global task bound to a node without VXLAN waits there.
+        let mut g1 = networked(&["g1"], &["net"], &[("net", 1)]).remove(0);
+        g1.id = "g1".into();
+        g1.networks[0].addr = Ipv4Net::parse("10.1.0.9/24").unwrap();
+        g1.node_id = "a".into();
+        all.push(g1);
+        let s = on_networks(vec![service("svc", "web")], nodes, all);
+        check(
+            &s,
+            &[
+                ("g1", "no suitable node (missing plugin on 1 node)"),
+                ("t1", "no suitable node (missing plugin on 2 nodes; 1 node not available for new tasks)"),
+            ],
+        );
+        // Without a network, only the node with no bridge is missing one.
+        let s = state(vec![with_drivers("b", &full[1..3])], tasks(&["t1"], &Placement::default()));
+        check(&s, &[("t1", "no suitable node (missing plugin on 1 node)")]);
+        // Ties keep swarmkit's filter order: resources, plugins, constraints.
+        let rejected = BTreeMap::from([(Filtered::Constraints, 1), (Filtered::Plugins, 1), (Filtered::Resources, 1)]);
+        assert_eq!(
+            explain(&rejected),
+            "no suitable node (insufficient resources on 1 node; missing plugin on 1 node; scheduling constraints not satisfied on 1 node)"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! - every object's `meta.version` is the index of the entry that last changed it.
 
 use serde::{Deserialize, Serialize};
-use shoal_shared::legacy::{ClusterV1, NodeV1, ServiceV1, TaskV1};
+use shoal_shared::legacy::{ClusterV1, NodeV1, NodeV2, ServiceV1, TaskV1};
 use shoal_shared::ops::{Entry, Op};
 use shoal_shared::task::TaskState;
 use shoal_shared::types::{
@@ -30,9 +30,10 @@ use std::net::Ipv4Addr;
 
 /// Version of the snapshot encoding: `[SNAPSHOT_VERSION] ++ postcard(State)`.
 /// Version 1 lacked `settings` (it restores with the defaults); version 2
-/// held the records before networks (`shoal_shared::legacy`); postcard
-/// structs are positional, so a new field means a new version here.
-const SNAPSHOT_VERSION: u8 = 3;
+/// held the records before networks (`shoal_shared::legacy`); version 3
+/// the nodes before plugins; postcard structs are positional, so a new
+/// field means a new version here.
+const SNAPSHOT_VERSION: u8 = 4;
 
 /// The whole replicated state, materialised in memory.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -52,30 +53,29 @@ pub struct State {
     pub last_port: u32,
 }
 
-/// Snapshot version 1: [`State`] before `settings`, with the pre-network records.
+/// The records at the head of every snapshot version, over the record
+/// types of that version (postcard is positional: a version's bytes are
+/// these fields, then the ones it added, in order).
 #[derive(Deserialize)]
-struct StateV1 {
-    cluster: Option<ClusterV1>,
-    nodes: BTreeMap<String, NodeV1>,
-    services: BTreeMap<String, ServiceV1>,
-    tasks: BTreeMap<String, TaskV1>,
+struct Records<C, N, S, T> {
+    cluster: Option<C>,
+    nodes: BTreeMap<String, N>,
+    services: BTreeMap<String, S>,
+    tasks: BTreeMap<String, T>,
     applied_index: u64,
 }
 
-/// Snapshot version 2: [`State`] before networks, with the pre-network records.
-#[derive(Deserialize)]
-struct StateV2 {
-    cluster: Option<ClusterV1>,
-    nodes: BTreeMap<String, NodeV1>,
-    services: BTreeMap<String, ServiceV1>,
-    tasks: BTreeMap<String, TaskV1>,
-    applied_index: u64,
-    settings: SwarmSettings,
-}
+/// Snapshot version 1: the pre-network records only (settings came in version 2).
+type StateV1 = Records<ClusterV1, NodeV1, ServiceV1, TaskV1>;
+/// Snapshot version 2: version 1 and the settings (networks came in version 3).
+type StateV2 = (StateV1, SwarmSettings);
+/// Snapshot version 3: today's fields, with the nodes before plugins.
+type StateV3 = (Records<Cluster, NodeV2, Service, Task>, SwarmSettings, BTreeMap<String, Network>, u32);
 
-impl From<StateV2> for State {
-    fn from(old: StateV2) -> State {
-        let StateV2 { cluster, nodes, services, tasks, applied_index, settings } = old;
+impl<C: Into<Cluster>, N: Into<Node>, S: Into<Service>, T: Into<Task>> Records<C, N, S, T> {
+    /// Today's state from an older snapshot's records and the fields after them.
+    fn into_state(self, settings: SwarmSettings, networks: BTreeMap<String, Network>, last_port: u32) -> State {
+        let Records { cluster, nodes, services, tasks, applied_index } = self;
         State {
             cluster: cluster.map(Into::into),
             nodes: nodes.into_iter().map(|(k, v)| (k, v.into())).collect(),
@@ -83,8 +83,8 @@ impl From<StateV2> for State {
             tasks: tasks.into_iter().map(|(k, v)| (k, v.into())).collect(),
             applied_index,
             settings,
-            networks: BTreeMap::new(),
-            last_port: 0,
+            networks,
+            last_port,
         }
     }
 }
@@ -386,12 +386,9 @@ impl State {
         let (&v, body) = bytes.split_first().ok_or(SnapshotError::Empty)?;
         let corrupt = |e: postcard::Error| SnapshotError::Corrupt(e.to_string());
         match v {
-            1 => {
-                let old: StateV1 = postcard::from_bytes(body).map_err(corrupt)?;
-                let StateV1 { cluster, nodes, services, tasks, applied_index } = old;
-                Ok(StateV2 { cluster, nodes, services, tasks, applied_index, settings: SwarmSettings::default() }.into())
-            }
-            2 => postcard::from_bytes::<StateV2>(body).map(State::from).map_err(corrupt),
+            1 => postcard::from_bytes::<StateV1>(body).map(|r| r.into_state(SwarmSettings::default(), BTreeMap::new(), 0)).map_err(corrupt),
+            2 => postcard::from_bytes::<StateV2>(body).map(|(r, settings)| r.into_state(settings, BTreeMap::new(), 0)).map_err(corrupt),
+            3 => postcard::from_bytes::<StateV3>(body).map(|(r, settings, nets, port)| r.into_state(settings, nets, port)).map_err(corrupt),
             SNAPSHOT_VERSION => postcard::from_bytes(body).map_err(corrupt),
             _ => Err(SnapshotError::Version(v)),
         }
@@ -633,7 +630,7 @@ pub(crate) mod tests {
         assert_eq!(old.settings, SwarmSettings::default());
         assert_eq!(old.services, State::restore(&v2).unwrap().services);
         assert_eq!(old.applied_index, 2);
-        assert_eq!(State::restore(&[4, 0]), Err(SnapshotError::Version(4)));
+        assert_eq!(State::restore(&[SNAPSHOT_VERSION + 1, 0]), Err(SnapshotError::Version(SNAPSHOT_VERSION + 1)));
     }
 
     #[test]
@@ -652,7 +649,31 @@ pub(crate) mod tests {
         assert_eq!(s.tasks["t1"].status.state, TaskState::Running);
         assert_eq!(s.tasks["t1"].node_id, "n1");
         assert!(s.networks.is_empty());
-        // Written again, it is a version-3 snapshot that round-trips.
+        // Written again, it is today's snapshot that round-trips.
+        assert_eq!(State::restore(&s.snapshot()).unwrap(), s);
+    }
+
+    /// A version-3 snapshot written by Shoal before node plugins (main at
+    /// 9556691, generated once with its `State::snapshot`): cluster `c1`,
+    /// node `n1` (`box`, 2 CPUs, 1 GiB, engine label k=v), service `web`
+    /// and its task `t1` on `n1`, then settings of 30 s.
+    const SNAPSHOT_V3_HEX: &str = include_str!("legacy_snapshot_v3.hex");
+
+    #[test]
+    fn version_3_snapshots_restore_with_no_plugins_reported() {
+        let v3 = from_hex(SNAPSHOT_V3_HEX.trim());
+        assert_eq!(v3[0], 3);
+        let s = State::restore(&v3).unwrap();
+        assert_eq!((s.applied_index, s.settings.dispatcher_heartbeat_ms), (2, 30_000));
+        assert_eq!(s.cluster.as_ref().map(|c| (c.id.as_str(), c.public_key[0], c.manager_secret[0])), Some(("c1", 7, 9)));
+        let d = &s.nodes["n1"].description;
+        assert_eq!((d.hostname.as_str(), d.platform.to_string(), d.engine_version.as_str()), ("box", "linux/amd64".to_string(), "0.1.0"));
+        assert_eq!((d.resources.nano_cpus, d.resources.memory_bytes), (2_000_000_000, 1 << 30));
+        assert_eq!(d.engine_labels.get("k").map(String::as_str), Some("v"));
+        assert!(d.plugins.is_empty() && d.warnings.is_empty(), "not reported: placement assumes the node capable");
+        assert_eq!(s.nodes["n1"].addr, "10.1.0.1:2377");
+        assert_eq!(s.find_service("web").map(|w| w.id.as_str()), Some("s1"));
+        assert_eq!((s.tasks["t1"].node_id.as_str(), s.tasks["t1"].slot), ("n1", 1));
         assert_eq!(State::restore(&s.snapshot()).unwrap(), s);
     }
 

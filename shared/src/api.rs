@@ -9,7 +9,7 @@ use crate::types::{Availability, Ipv4Net, Network, NetworkDefaults, NetworkSpec,
 use serde::{Deserialize, Serialize};
 
 /// Version of the control API; replies to other versions are refused.
-pub const API_VERSION: u8 = 3;
+pub const API_VERSION: u8 = 4;
 
 /// A CLI request.
 // Messages are built once and moved; boxing the big variants buys nothing on the wire.
@@ -268,6 +268,10 @@ pub struct SwarmInfo {
     pub settings: Option<crate::types::SwarmSettings>,
     /// The raft leader's node id, when known.
     pub leader_id: String,
+    /// This node's plugins and probe warnings (Docker's `Plugins` and
+    /// `WARNING:` lines), as in its [`crate::types::NodeDescription`].
+    pub plugins: Vec<crate::types::Plugin>,
+    pub warnings: Vec<String>,
 }
 
 /// A network with what `network ls`/`inspect` show beside the record.

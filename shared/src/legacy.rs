@@ -1,6 +1,6 @@
 //! Frozen copies of the records as they were before networks (entry
-//! version 1, state snapshot versions 1 and 2), and their conversion to
-//! today's.
+//! version 1, state snapshot versions 1 and 2) and before node plugins
+//! (entry version 2, snapshot version 3), and their conversion to today's.
 //!
 //! postcard is positional and not self-describing: a record that grows a
 //! field cannot read its old bytes. Data dirs written before networks hold
@@ -15,14 +15,17 @@
 //! (no network existed then): they are dropped, so an old service keeps
 //! running as it did, in the host's namespace (an empty network list means
 //! the default data path once it exists; see the note in ARCHITECTURE.md).
+//! A node from before plugins has none: "not reported", which placement
+//! reads as capable until the node, upgraded, describes itself again.
 
 use crate::clock::UnixNanos;
 use crate::ops::{Entry, Op};
+use crate::platform::Platform;
 use crate::task::TaskState;
 use crate::types::{
-    Availability, Cluster, ContainerSpec, Endpoint, EndpointMode, Meta, NetworkAttachmentConfig, NetworkDefaults, Node, NodeDescription,
-    NodeRole, NodeState, Placement, PortConfig, Resources, RestartPolicy, Service, ServiceMode, ServiceSpec, SwarmSettings, Task, TaskSpec,
-    TaskStatus, UpdateConfig, UpdateStatus, HOST_NETWORK_ID,
+    Availability, Cluster, ContainerSpec, Endpoint, EndpointMode, Meta, Network, NetworkAttachment, NetworkAttachmentConfig,
+    NetworkDefaults, Node, NodeDescription, NodeRole, NodeState, Placement, PortConfig, ResourceSet, Resources, RestartPolicy, Service,
+    ServiceMode, ServiceSpec, SwarmSettings, Task, TaskSpec, TaskStatus, UpdateConfig, UpdateStatus, HOST_NETWORK_ID,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -76,6 +79,16 @@ pub struct TaskV1 {
     pub attempt: u64,
 }
 
+/// `NodeDescription` before `plugins` and `warnings` (entry versions 1 and 2).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeDescriptionV2 {
+    pub hostname: String,
+    pub platform: Platform,
+    pub resources: ResourceSet,
+    pub engine_version: String,
+    pub engine_labels: BTreeMap<String, String>,
+}
+
 /// `Node` before `attachments`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NodeV1 {
@@ -84,11 +97,16 @@ pub struct NodeV1 {
     pub role: NodeRole,
     pub availability: Availability,
     pub labels: BTreeMap<String, String>,
-    pub description: NodeDescription,
+    pub description: NodeDescriptionV2,
     pub state: NodeState,
     pub addr: String,
     pub manager_addr: String,
 }
+
+/// `Node` of entry version 2 (its description before `plugins`): the
+/// fields of a version-1 node, then `attachments` (postcard is positional).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeV2(pub NodeV1, pub Vec<NetworkAttachment>);
 
 /// `Cluster` before `network`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -101,18 +119,21 @@ pub struct ClusterV1 {
     pub manager_secret: [u8; 16],
 }
 
-/// `Op` of entry version 1: the same variants in the same order, with the v1 records.
+/// `Op` of an older entry version, over the records that changed since
+/// (cluster, node, service, task): today's variants in today's order. An
+/// old version's bytes use only the variants it had (version 1: up to
+/// `SetSwarmSettings`), so one shape reads them all.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum OpV1 {
-    PutCluster(ClusterV1),
-    PutNode(NodeV1),
+pub enum OpOf<C, N, S, T> {
+    PutCluster(C),
+    PutNode(N),
     DeleteNode { id: String },
     SetNodeState { id: String, state: NodeState },
     SetNodeAvailability { id: String, availability: Availability },
-    PutService(ServiceV1),
+    PutService(S),
     DeleteService { id: String },
-    CreateTask(TaskV1),
+    CreateTask(T),
     AssignTask { id: String, node_id: String, status: TaskStatus },
     SetTaskDesired { id: String, desired: TaskState },
     SetTaskStatus { id: String, status: TaskStatus },
@@ -122,13 +143,42 @@ pub enum OpV1 {
     RollbackService { id: String, status: UpdateStatus },
     SetNodeLabels { id: String, labels: BTreeMap<String, String> },
     SetSwarmSettings(SwarmSettings),
+    PutNetwork(Network),
+    DeleteNetwork { id: String },
+    SetServiceEndpoint { id: String, endpoint: Endpoint },
+    SetTaskNetworks { id: String, networks: Vec<NetworkAttachment> },
+    SetNodeAttachments { id: String, attachments: Vec<NetworkAttachment> },
+}
+
+/// `Op` of entry version 1, with the v1 records.
+pub type OpV1 = OpOf<ClusterV1, NodeV1, ServiceV1, TaskV1>;
+/// `Op` of entry version 2: nodes before plugins.
+pub type OpV2 = OpOf<Cluster, NodeV2, Service, Task>;
+
+/// `Entry` of an older version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EntryOf<O> {
+    pub at: UnixNanos,
+    pub ops: Vec<O>,
 }
 
 /// `Entry` of version 1.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EntryV1 {
-    pub at: UnixNanos,
-    pub ops: Vec<OpV1>,
+pub type EntryV1 = EntryOf<OpV1>;
+/// `Entry` of version 2.
+pub type EntryV2 = EntryOf<OpV2>;
+
+impl From<NodeDescriptionV2> for NodeDescription {
+    fn from(d: NodeDescriptionV2) -> NodeDescription {
+        let NodeDescriptionV2 { hostname, platform, resources, engine_version, engine_labels } = d;
+        NodeDescription { hostname, platform, resources, engine_version, engine_labels, plugins: Vec::new(), warnings: Vec::new() }
+    }
+}
+
+impl From<NodeV2> for Node {
+    fn from(n: NodeV2) -> Node {
+        let NodeV2(old, attachments) = n;
+        Node { attachments, ..old.into() }
+    }
 }
 
 impl From<TaskSpecV1> for TaskSpec {
@@ -180,7 +230,7 @@ impl From<TaskV1> for Task {
 impl From<NodeV1> for Node {
     fn from(n: NodeV1) -> Node {
         let NodeV1 { id, meta, role, availability, labels, description, state, addr, manager_addr } = n;
-        Node { id, meta, role, availability, labels, description, state, addr, manager_addr, attachments: Vec::new() }
+        Node { id, meta, role, availability, labels, description: description.into(), state, addr, manager_addr, attachments: Vec::new() }
     }
 }
 
@@ -191,33 +241,38 @@ impl From<ClusterV1> for Cluster {
     }
 }
 
-impl From<OpV1> for Op {
-    fn from(op: OpV1) -> Op {
+impl<C: Into<Cluster>, N: Into<Node>, S: Into<Service>, T: Into<Task>> From<OpOf<C, N, S, T>> for Op {
+    fn from(op: OpOf<C, N, S, T>) -> Op {
         match op {
-            OpV1::PutCluster(c) => Op::PutCluster(c.into()),
-            OpV1::PutNode(n) => Op::PutNode(n.into()),
-            OpV1::DeleteNode { id } => Op::DeleteNode { id },
-            OpV1::SetNodeState { id, state } => Op::SetNodeState { id, state },
-            OpV1::SetNodeAvailability { id, availability } => Op::SetNodeAvailability { id, availability },
-            OpV1::PutService(s) => Op::PutService(s.into()),
-            OpV1::DeleteService { id } => Op::DeleteService { id },
-            OpV1::CreateTask(t) => Op::CreateTask(t.into()),
-            OpV1::AssignTask { id, node_id, status } => Op::AssignTask { id, node_id, status },
-            OpV1::SetTaskDesired { id, desired } => Op::SetTaskDesired { id, desired },
-            OpV1::SetTaskStatus { id, status } => Op::SetTaskStatus { id, status },
-            OpV1::DeleteTask { id } => Op::DeleteTask { id },
-            OpV1::ReleaseTask { id } => Op::ReleaseTask { id },
-            OpV1::SetUpdateStatus { id, status } => Op::SetUpdateStatus { id, status },
-            OpV1::RollbackService { id, status } => Op::RollbackService { id, status },
-            OpV1::SetNodeLabels { id, labels } => Op::SetNodeLabels { id, labels },
-            OpV1::SetSwarmSettings(s) => Op::SetSwarmSettings(s),
+            OpOf::PutCluster(c) => Op::PutCluster(c.into()),
+            OpOf::PutNode(n) => Op::PutNode(n.into()),
+            OpOf::DeleteNode { id } => Op::DeleteNode { id },
+            OpOf::SetNodeState { id, state } => Op::SetNodeState { id, state },
+            OpOf::SetNodeAvailability { id, availability } => Op::SetNodeAvailability { id, availability },
+            OpOf::PutService(s) => Op::PutService(s.into()),
+            OpOf::DeleteService { id } => Op::DeleteService { id },
+            OpOf::CreateTask(t) => Op::CreateTask(t.into()),
+            OpOf::AssignTask { id, node_id, status } => Op::AssignTask { id, node_id, status },
+            OpOf::SetTaskDesired { id, desired } => Op::SetTaskDesired { id, desired },
+            OpOf::SetTaskStatus { id, status } => Op::SetTaskStatus { id, status },
+            OpOf::DeleteTask { id } => Op::DeleteTask { id },
+            OpOf::ReleaseTask { id } => Op::ReleaseTask { id },
+            OpOf::SetUpdateStatus { id, status } => Op::SetUpdateStatus { id, status },
+            OpOf::RollbackService { id, status } => Op::RollbackService { id, status },
+            OpOf::SetNodeLabels { id, labels } => Op::SetNodeLabels { id, labels },
+            OpOf::SetSwarmSettings(s) => Op::SetSwarmSettings(s),
+            OpOf::PutNetwork(n) => Op::PutNetwork(n),
+            OpOf::DeleteNetwork { id } => Op::DeleteNetwork { id },
+            OpOf::SetServiceEndpoint { id, endpoint } => Op::SetServiceEndpoint { id, endpoint },
+            OpOf::SetTaskNetworks { id, networks } => Op::SetTaskNetworks { id, networks },
+            OpOf::SetNodeAttachments { id, attachments } => Op::SetNodeAttachments { id, attachments },
         }
     }
 }
 
-impl From<EntryV1> for Entry {
-    fn from(e: EntryV1) -> Entry {
-        Entry { at: e.at, ops: e.ops.into_iter().map(Op::from).collect() }
+impl<O: Into<Op>> From<EntryOf<O>> for Entry {
+    fn from(e: EntryOf<O>) -> Entry {
+        Entry { at: e.at, ops: e.ops.into_iter().map(Into::into).collect() }
     }
 }
 
@@ -230,6 +285,13 @@ mod tests {
         (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
+    /// Decodes a stored entry fixture of `version`.
+    fn fixture(hex: &str, version: u8) -> Entry {
+        let bytes = from_hex(hex.trim());
+        assert_eq!(bytes[0], version);
+        Entry::decode(&bytes).unwrap()
+    }
+
     /// An entry written by Shoal before networks (main at 6d99343, generated
     /// once with its `Entry::encode`): a cluster, a node, a service with
     /// `--network host --network other -p 8080:80` and one of its tasks.
@@ -237,9 +299,7 @@ mod tests {
 
     #[test]
     fn version_1_entries_decode_into_todays_records() {
-        let bytes = from_hex(ENTRY_V1_HEX.trim());
-        assert_eq!(bytes[0], 1);
-        let e = Entry::decode(&bytes).unwrap();
+        let e = fixture(ENTRY_V1_HEX, 1);
         assert_eq!(e.at, 77);
         let [Op::PutCluster(c), Op::PutNode(n), Op::PutService(s), Op::CreateTask(t), Op::SetTaskDesired { id, .. }] = &e.ops[..] else {
             panic!("{:?}", e.ops)
@@ -260,7 +320,34 @@ mod tests {
         assert_eq!((t.id.as_str(), t.slot, t.spec.container.image.as_str()), ("t1", 1, "busybox"));
         assert!(t.networks.is_empty());
         assert_eq!(id, "t1");
-        // Re-encoded, it is a version-2 entry that round-trips.
+        assert!(n.description.plugins.is_empty() && n.description.warnings.is_empty());
+        // Re-encoded, it is a today's entry that round-trips.
+        assert_eq!(Entry::decode(&e.encode()).unwrap(), e);
+    }
+
+    /// An entry written by Shoal before node plugins (main at 9556691,
+    /// generated once with its `Entry::encode`): a node with resources,
+    /// engine labels and an address on `ing`, then the late variants
+    /// `SetNodeAttachments` and `DeleteNetwork`.
+    const ENTRY_V2_HEX: &str = include_str!("legacy_entry_v2.hex");
+
+    #[test]
+    fn version_2_entries_decode_with_no_plugins_reported() {
+        let e = fixture(ENTRY_V2_HEX, 2);
+        assert_eq!(e.at, 88);
+        let [Op::PutNode(n), Op::SetNodeAttachments { id, attachments }, Op::DeleteNetwork { id: net }] = &e.ops[..] else {
+            panic!("{:?}", e.ops)
+        };
+        assert_eq!((n.id.as_str(), n.addr.as_str(), n.meta.version), ("n1", "10.1.0.1:2377", 3));
+        let d = &n.description;
+        assert_eq!((d.hostname.as_str(), d.platform.to_string(), d.engine_version.as_str()), ("box", "linux/amd64".to_string(), "0.1.0"));
+        assert_eq!((d.resources.nano_cpus, d.resources.memory_bytes), (2_000_000_000, 1 << 30));
+        assert_eq!(d.engine_labels.get("k").map(String::as_str), Some("v"));
+        assert!(d.plugins.is_empty() && d.warnings.is_empty(), "not reported: placement assumes the node capable");
+        assert_eq!(n.attachments.len(), 1);
+        assert_eq!((n.attachments[0].network_id.as_str(), n.attachments[0].addr.to_string()), ("ing", "10.0.0.2/24".to_string()));
+        assert_eq!((id.as_str(), attachments.as_slice()), ("n1", n.attachments.as_slice()));
+        assert_eq!(net, "x");
         assert_eq!(Entry::decode(&e.encode()).unwrap(), e);
     }
 }

@@ -17,8 +17,10 @@ use serde::{Deserialize, Serialize};
 /// Version of the entry encoding; bump on incompatible change. Version 1
 /// (before networks: no `Service::endpoint`, `Task::networks`,
 /// `Node::attachments`, `Cluster::network`, `TaskSpec::networks`,
-/// `ServiceSpec::endpoint_mode`) still decodes, through [`crate::legacy`].
-pub const ENTRY_VERSION: u8 = 2;
+/// `ServiceSpec::endpoint_mode`) and version 2 (before
+/// `NodeDescription::plugins` and `warnings`) still decode, through
+/// [`crate::legacy`].
+pub const ENTRY_VERSION: u8 = 3;
 /// Upper bound on one encoded entry.
 pub const ENTRY_BYTES_MAX: usize = 4 * 1024 * 1024;
 
@@ -151,6 +153,7 @@ impl Entry {
         let corrupt = |e: postcard::Error| EntryError::Corrupt(e.to_string());
         match version {
             1 => postcard::from_bytes::<crate::legacy::EntryV1>(body).map(Entry::from).map_err(corrupt),
+            2 => postcard::from_bytes::<crate::legacy::EntryV2>(body).map(Entry::from).map_err(corrupt),
             ENTRY_VERSION => postcard::from_bytes(body).map_err(corrupt),
             _ => Err(EntryError::Version(version)),
         }
@@ -171,7 +174,7 @@ mod tests {
             ops: vec![Op::SetTaskDesired { id: "t1".into(), desired: TaskState::Running }, Op::DeleteTask { id: "x".into() }],
         };
         let hex: String = e.encode().iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, "02888e98a8c0e08081010209027431070b0178");
+        assert_eq!(hex, "03888e98a8c0e08081010209027431070b0178");
         assert_eq!(Entry::decode(&e.encode()).unwrap(), e);
     }
 

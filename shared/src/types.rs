@@ -442,6 +442,40 @@ pub struct NodeDescription {
     pub resources: ResourceSet,
     pub engine_version: String,
     pub engine_labels: BTreeMap<String, String>,
+    /// What the node's engine can drive (Swarm's `Engine.Plugins`): for
+    /// networks, the drivers its kernel probe found working (`overlay`,
+    /// `bridge`) and `host` and `null`, which always work. Empty: not
+    /// reported (a node of an older version); placement assumes it capable.
+    pub plugins: Vec<Plugin>,
+    /// Why a piece of container networking is missing on this node, one
+    /// line each, from the kernel probe at start (`node inspect`'s
+    /// `Engine.Warnings`, `shoal info`'s warnings).
+    pub warnings: Vec<String>,
+}
+
+/// [`Plugin::kind`] of network drivers ([`DRIVER_OVERLAY`] is that of swarm-scoped networks).
+pub const PLUGIN_NETWORK: &str = "Network";
+/// The network driver of a task with no network: a node-local bridge.
+pub const DRIVER_BRIDGE: &str = "bridge";
+/// The network driver of `--network host`.
+pub const DRIVER_HOST: &str = "host";
+/// The network driver of `--network none` (Docker's name).
+pub const DRIVER_NULL: &str = "null";
+
+/// Something a node's engine can drive (Swarm's `PluginDescription`), such
+/// as a network driver: kind [`PLUGIN_NETWORK`], name [`DRIVER_OVERLAY`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Plugin {
+    /// Docker's `Type`: `Network` (volume plugins would be `Volume`).
+    pub kind: String,
+    pub name: String,
+}
+
+impl Plugin {
+    /// A network driver.
+    pub fn network(name: &str) -> Plugin {
+        Plugin { kind: PLUGIN_NETWORK.to_string(), name: name.to_string() }
+    }
 }
 
 /// A member of the swarm.

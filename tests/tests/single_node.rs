@@ -264,3 +264,37 @@ fn global_services_run_one_task_per_node() {
     let r = n.shoal(&["service", "create", "--mode", "global", "--replicas", "2", "shoal.test/busybox"]);
     assert!(r.stderr.contains("--replicas can only be used with replicated mode"), "{}", r.stderr);
 }
+
+/// The node probes its kernel at start and reports what it found: `node
+/// inspect` lists its network drivers in Docker's `Engine.Plugins` shape,
+/// `shoal info` lists them too, and a missing piece comes with the probe's
+/// reason (`Engine.Warnings`, `WARNING:` lines) instead of silently.
+#[test]
+fn the_node_reports_its_network_drivers() {
+    if skip_reason().is_some() {
+        return;
+    }
+    let mut n = Node::new();
+    n.start_daemon();
+    n.shoal(&["swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", "127.0.0.1:0"]).ok();
+    let id = n.shoal(&["node", "ls", "-q"]).ok().stdout.trim().to_string();
+    let js: serde_json::Value = serde_json::from_str(&n.shoal(&["node", "inspect", &id]).ok().stdout).expect("node inspect json");
+    let engine = &js[0]["Description"]["Engine"];
+    let plugins = engine["Plugins"].as_array().expect("Engine.Plugins is a list");
+    let networks: Vec<&str> = plugins.iter().filter(|p| p["Type"] == "Network").filter_map(|p| p["Name"].as_str()).collect();
+    assert!(networks.contains(&"host") && networks.contains(&"null"), "{engine}");
+    // Overlay works exactly when the probe found nothing missing; otherwise it says why.
+    let warnings = engine["Warnings"].as_array().map(Vec::len).unwrap_or(0);
+    assert_eq!(networks.contains(&"overlay"), warnings == 0, "{engine}");
+    if networks.contains(&"overlay") {
+        assert!(networks.contains(&"bridge"), "overlay needs what a bridge needs: {engine}");
+    }
+    let info = n.shoal(&["info"]).ok();
+    assert!(info.stdout.contains(&format!("Plugins:\n Network: {}\n", networks.join(" "))), "{}", info.stdout);
+    assert_eq!(info.stderr.matches("WARNING: ").count(), warnings, "{}", info.stderr);
+    // A restart probes again and reports the same.
+    n.terminate_daemon();
+    n.start_daemon();
+    let again: serde_json::Value = serde_json::from_str(&n.shoal(&["node", "inspect", &id]).ok().stdout).expect("node inspect json");
+    assert_eq!(again[0]["Description"]["Engine"]["Plugins"], engine["Plugins"]);
+}

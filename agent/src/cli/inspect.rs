@@ -3,7 +3,7 @@
 use super::output::rfc3339;
 use serde_json::{json, Map, Value};
 use shoal_shared::types::{
-    FailureAction, MountKind, Node, NodeRole, Service, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder, PUBLISH_MODE_HOST,
+    FailureAction, MountKind, Node, NodeRole, Plugin, Service, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder, PUBLISH_MODE_HOST,
 };
 
 fn update_json(u: &UpdateConfig) -> Value {
@@ -321,10 +321,18 @@ pub(crate) fn node_json(n: &Node, leader: bool) -> Value {
             "Hostname": n.description.hostname,
             "Platform": {"Architecture": n.description.platform.architecture, "OS": n.description.platform.os, "Variant": n.description.platform.variant},
             "Resources": {"NanoCPUs": n.description.resources.nano_cpus, "MemoryBytes": n.description.resources.memory_bytes},
-            "Engine": {"EngineVersion": n.description.engine_version, "Labels": n.description.engine_labels},
+            "Engine": {
+                "EngineVersion": n.description.engine_version,
+                "Labels": n.description.engine_labels,
+                "Plugins": n.description.plugins.iter().map(|p| json!({"Type": p.kind, "Name": p.name})).collect::<Vec<_>>(),
+            },
         },
         "Status": {"State": n.state.as_title().to_lowercase(), "Addr": n.addr.split(':').next().unwrap_or("")},
     });
+    // Not Docker's: why the kernel probe found a piece of networking missing.
+    if !n.description.warnings.is_empty() {
+        v["Description"]["Engine"]["Warnings"] = json!(n.description.warnings);
+    }
     if n.role == NodeRole::Manager {
         v["ManagerStatus"] = json!({"Leader": leader, "Reachability": "reachable", "Addr": n.manager_addr});
     }
@@ -351,14 +359,37 @@ pub(crate) fn node_pretty(n: &Node, leader: bool) -> String {
     }
     let p = &n.description.platform;
     out.push_str(&format!(
-        "Platform:\n Operating System:\t{}\n Architecture:\t\t{}{}\nResources:\n CPUs:\t\t\t{}\n Memory:\t\t{:.1}GiB\nEngine Version:\t\t{}\n",
+        "Platform:\n Operating System:\t{}\n Architecture:\t\t{}{}\nResources:\n CPUs:\t\t\t{}\n Memory:\t\t{:.1}GiB\n",
         p.os,
         p.architecture,
         if p.variant.is_empty() { String::new() } else { format!("/{}", p.variant) },
         n.description.resources.nano_cpus / 1_000_000_000,
         n.description.resources.memory_bytes as f64 / (1u64 << 30) as f64,
-        n.description.engine_version
     ));
+    let by_kind = plugins_by_kind(&n.description.plugins);
+    if !by_kind.is_empty() {
+        out.push_str("Plugins:\n");
+        for (kind, names) in by_kind {
+            out.push_str(&format!(" {kind}:\t\t{}\n", names.join(", ")));
+        }
+    }
+    out.push_str(&format!("Engine Version:\t\t{}\n", n.description.engine_version));
+    for w in &n.description.warnings {
+        out.push_str(&format!("WARNING: {w}\n"));
+    }
+    out
+}
+
+/// Plugin names by kind (`Network` -> `bridge`, `host`, ...), both sorted, as Docker lists them.
+pub(crate) fn plugins_by_kind(plugins: &[Plugin]) -> std::collections::BTreeMap<&str, Vec<&str>> {
+    let mut out: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for p in plugins {
+        out.entry(p.kind.as_str()).or_default().push(p.name.as_str());
+    }
+    for names in out.values_mut() {
+        names.sort_unstable();
+        names.dedup();
+    }
     out
 }
 
@@ -380,6 +411,43 @@ mod tests {
         for line in pretty {
             assert!(text.contains(line), "{line:?} not in:\n{text}");
         }
+    }
+
+    #[test]
+    fn nodes_show_their_plugins_and_probe_warnings() {
+        let mut n = Node {
+            id: "n1".into(),
+            meta: Meta::default(),
+            role: NodeRole::Worker,
+            availability: shoal_shared::types::Availability::Active,
+            labels: Default::default(),
+            description: Default::default(),
+            state: shoal_shared::types::NodeState::Ready,
+            addr: "10.0.0.2:2377".into(),
+            manager_addr: String::new(),
+            attachments: Vec::new(),
+        };
+        n.description.plugins = ["overlay", "bridge", "host", "null"].map(Plugin::network).to_vec();
+        let v = node_json(&n, false);
+        let want = json!([
+            {"Type": "Network", "Name": "overlay"},
+            {"Type": "Network", "Name": "bridge"},
+            {"Type": "Network", "Name": "host"},
+            {"Type": "Network", "Name": "null"},
+        ]);
+        assert_eq!(v.pointer("/Description/Engine/Plugins"), Some(&want));
+        assert_eq!(v.pointer("/Description/Engine/Warnings"), None, "only when the probe found something missing");
+        assert!(
+            node_pretty(&n, false).contains("Plugins:\n Network:\t\tbridge, host, null, overlay\nEngine Version:"),
+            "{}",
+            node_pretty(&n, false)
+        );
+        n.description.plugins.retain(|p| p.name != "overlay");
+        n.description.warnings = vec!["VXLAN (kernel option CONFIG_VXLAN) devices cannot be made: not supported".into()];
+        let v = node_json(&n, false);
+        assert_eq!(v.pointer("/Description/Engine/Plugins").and_then(Value::as_array).map(Vec::len), Some(3));
+        assert_eq!(v.pointer("/Description/Engine/Warnings/0").and_then(Value::as_str), Some(n.description.warnings[0].as_str()));
+        assert!(node_pretty(&n, false).ends_with("WARNING: VXLAN (kernel option CONFIG_VXLAN) devices cannot be made: not supported\n"));
     }
 
     #[test]

@@ -189,6 +189,8 @@ fn ns_to_ms(ns: u64) -> u64 {
 pub(crate) fn info(host: &str) -> anyhow::Result<()> {
     let Reply::Info(i) = call(host, Request::Info, REPLY_MS_DEFAULT)? else { anyhow::bail!("unexpected reply from the daemon") };
     print!("{}", info_text(&i));
+    // As Docker's, on stderr after the rest.
+    eprint!("{}", warnings_text(&i));
     Ok(())
 }
 
@@ -202,10 +204,15 @@ fn heartbeat_text(ms: u64) -> String {
 }
 
 fn info_text(i: &shoal_shared::api::SwarmInfo) -> String {
-    let mut out = format!(
-        "Server Version: {}\nPlatform: {}\nRuntime: {}\nSwarm: {}\n",
-        i.version.version, i.version.platform, i.version.containerd, i.local_state
-    );
+    let mut out = format!("Server Version: {}\nPlatform: {}\nRuntime: {}\n", i.version.version, i.version.platform, i.version.containerd);
+    let by_kind = super::inspect::plugins_by_kind(&i.plugins);
+    if !by_kind.is_empty() {
+        out += "Plugins:\n";
+        for (kind, names) in by_kind {
+            out += &format!(" {kind}: {}\n", names.join(" "));
+        }
+    }
+    out += &format!("Swarm: {}\n", i.local_state);
     if i.local_state == "inactive" {
         return out;
     }
@@ -229,6 +236,11 @@ fn info_text(i: &shoal_shared::api::SwarmInfo) -> String {
         }
     }
     out
+}
+
+/// One `WARNING:` line per piece of container networking the node's kernel probe found missing.
+fn warnings_text(i: &shoal_shared::api::SwarmInfo) -> String {
+    i.warnings.iter().map(|w| format!("WARNING: {w}\n")).collect()
 }
 
 /// `node promote` (role Manager) and `node demote` (role Worker).
@@ -351,8 +363,12 @@ mod tests {
             nodes: 3,
             settings: Some(SwarmSettings { dispatcher_heartbeat_ms: 30_000 }),
             leader_id: "abc".into(),
+            plugins: ["null", "bridge", "host"].map(shoal_shared::types::Plugin::network).to_vec(),
+            warnings: vec!["VXLAN (kernel option CONFIG_VXLAN) devices cannot be made: not supported".into()],
         };
         let text = info_text(&i);
+        assert!(text.contains("Runtime: containerd 1.6.20\nPlugins:\n Network: bridge host null\nSwarm: active\n"), "{text}");
+        assert_eq!(warnings_text(&i), "WARNING: VXLAN (kernel option CONFIG_VXLAN) devices cannot be made: not supported\n");
         assert!(text.contains("Swarm: active\n NodeID: abc\n Is Manager: true\n ClusterID: cid\n Managers: 1\n Nodes: 3\n"), "{text}");
         assert!(text.contains(" Dispatcher:\n  Heartbeat Period: 30 seconds\n"), "{text}");
         assert!(text.ends_with(" Node Address: 10.0.0.5\n Manager Addresses:\n  10.0.0.5:2377\n"), "{text}");

@@ -11,11 +11,11 @@
 use super::links::{self, ConnIds, ListenKeys, Purpose};
 use super::Event;
 use crate::host;
-use crate::network::driver::NetDriver;
+use crate::network::driver::{NetDriver, Probe};
 use crate::runtime::Runtime;
 use async_channel::{Receiver, Sender};
 use shoal_shared::api::Reply;
-use shoal_shared::types::NodeDescription;
+use shoal_shared::types::{NodeDescription, Plugin, DRIVER_BRIDGE, DRIVER_HOST, DRIVER_NULL, DRIVER_OVERLAY};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -64,14 +64,25 @@ pub(crate) trait Io {
     fn await_reply(&self, rx: Receiver<Reply>, timeout_ms: u64, done: ReplyDone);
     /// 32 bytes of key-grade randomness (keys, join secrets).
     fn random32(&self) -> Result<[u8; 32], String>;
-    /// This host's description (hostname, platform, resources).
-    fn host(&self) -> NodeDescription;
+    /// This host's description (hostname, platform, resources, and the
+    /// network drivers and warnings of `probe`, the kernel probe made at start).
+    fn host(&self, probe: &Probe) -> NodeDescription;
     /// The address this host is reached at when none is given (its default route's).
     fn default_addr(&self) -> String;
     /// The container-networking data path (blocking: used inside runtime jobs).
     fn net(&self) -> Arc<dyn NetDriver>;
     /// The embedded DNS server's loop, when there is one.
     fn dns(&self) -> Option<super::dns::DnsHandle>;
+}
+
+/// The network drivers a node whose kernel probe found `probe` can run
+/// (Docker's `Engine.Plugins`, sorted by name): `overlay` with VXLAN,
+/// bridges, veths and nftables; `bridge` with all but VXLAN; `host` and
+/// `null` always.
+pub(crate) fn network_plugins(probe: &Probe) -> Vec<Plugin> {
+    let bridge = probe.bridge && probe.veth && probe.nftables;
+    let drivers = [(DRIVER_BRIDGE, bridge), (DRIVER_HOST, true), (DRIVER_NULL, true), (DRIVER_OVERLAY, bridge && probe.vxlan)];
+    drivers.iter().filter(|(_, works)| *works).map(|(name, _)| Plugin::network(name)).collect()
 }
 
 /// The shipped [`Io`]: smol tasks, blocking threads, TCP and the OS.
@@ -140,13 +151,15 @@ impl Io for RealIo {
         shoal_shared::noise::key::os_random::<32>().map_err(|e| format!("cannot read OS randomness: {e}"))
     }
 
-    fn host(&self) -> NodeDescription {
+    fn host(&self, probe: &Probe) -> NodeDescription {
         NodeDescription {
             hostname: host::hostname(),
             platform: host::platform(),
             resources: host::resources(),
             engine_version: env!("CARGO_PKG_VERSION").to_string(),
             engine_labels: Default::default(),
+            plugins: network_plugins(probe),
+            warnings: probe.problems.clone(),
         }
     }
 
@@ -162,5 +175,24 @@ impl Io for RealIo {
         let conf = shoal_dns::resolv_conf::ResolvConf::parse(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
         let seed = shoal_shared::noise::key::os_random::<8>().map(u64::from_le_bytes).unwrap_or(0x5eed);
         Some(super::dns::spawn(conf.upstreams(), seed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(p: &Probe) -> Vec<String> {
+        network_plugins(p).into_iter().map(|p| format!("{}/{}", p.kind, p.name)).collect()
+    }
+
+    #[test]
+    fn the_probe_says_which_network_drivers_work() {
+        let full = Probe { bridge: true, veth: true, vxlan: true, nftables: true, problems: Vec::new() };
+        assert_eq!(names(&full), ["Network/bridge", "Network/host", "Network/null", "Network/overlay"]);
+        assert_eq!(names(&Probe { vxlan: false, ..full.clone() }), ["Network/bridge", "Network/host", "Network/null"]);
+        for lacking in [Probe { nftables: false, ..full.clone() }, Probe { veth: false, ..full.clone() }, Probe::default()] {
+            assert_eq!(names(&lacking), ["Network/host", "Network/null"], "{lacking:?}");
+        }
     }
 }

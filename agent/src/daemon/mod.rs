@@ -374,7 +374,7 @@ impl Daemon {
     }
 
     fn describe(&self) -> NodeDescription {
-        self.io.host()
+        self.io.host(&self.net.probe)
     }
 
     fn handle(&mut self, ev: Event) {

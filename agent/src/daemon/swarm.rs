@@ -527,6 +527,7 @@ impl Daemon {
         } else {
             self.swarm.hints.iter().map(|m| m.addr.clone()).collect()
         };
+        let host = self.describe();
         let mut info = shoal_shared::api::SwarmInfo {
             version: self.version_info(),
             local_state: local_state.to_string(),
@@ -538,6 +539,8 @@ impl Daemon {
             nodes: 0,
             settings: None,
             leader_id: String::new(),
+            plugins: host.plugins,
+            warnings: host.warnings,
         };
         if knows_state {
             info.cluster_id = state.cluster.as_ref().map(|c| c.id.clone()).unwrap_or_default();

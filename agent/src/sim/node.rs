@@ -212,7 +212,8 @@ impl Io for SimIo {
         Ok(random32(&mut self.rng.borrow_mut()))
     }
 
-    fn host(&self) -> NodeDescription {
+    fn host(&self, _probe: &crate::network::driver::Probe) -> NodeDescription {
+        // The world decides what each simulated node can do.
         self.host.clone()
     }
 

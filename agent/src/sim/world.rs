@@ -11,7 +11,9 @@
 use super::check::{Checker, NodeFacts};
 use super::client::Client;
 use super::node::{Shared, SimNode};
+use crate::daemon::io::network_plugins;
 use crate::daemon::Event;
+use crate::network::driver::Probe;
 use crate::runtime::Runtime;
 use shoal_shared::api::Reply;
 use shoal_shared::clock::SimClock;
@@ -76,6 +78,9 @@ impl World {
                 resources: ResourceSet { nano_cpus: 4_000_000_000, memory_bytes: 4 << 30 },
                 engine_version: env!("CARGO_PKG_VERSION").to_string(),
                 engine_labels: Default::default(),
+                // Every simulated kernel has what container networking needs.
+                plugins: network_plugins(&Probe { bridge: true, veth: true, vxlan: true, nftables: true, problems: Vec::new() }),
+                warnings: Vec::new(),
             };
             let n = SimNode::new(i, base_dir.join(format!("node-{i}")), host, mono.clone(), rng.next_u64())?;
             shared.borrow_mut().net.ips.push(IpAddr::V4(Ipv4Addr::new(10, 0, 0, i as u8 + 1)));
