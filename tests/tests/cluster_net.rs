@@ -397,12 +397,29 @@ fn internal_networks_have_no_way_out_and_vips_follow_scaling_and_node_death() {
     let took = wait_rotation(&c, &cli, "rot", &hostnames(&three), CONVERGE);
     println!("rotation: 3 replicas answer through the VIP {took:?} after they run");
 
-    // Scaled down to one: the two stopped tasks leave the rotation.
+    // Scaled down to one: the two stopped tasks leave the rotation, and the
+    // client's node forgets their tracked connections (closed ones would
+    // otherwise sit in TIME_WAIT for 2 minutes, UDP ones stick for ever).
+    let before = task_addrs(&c, "back", "rot");
+    assert_eq!(before.len(), 3, "{before:?}");
     m.shoal(&["service", "scale", "-d", "rot=1"]).ok();
     let one = wait_running(&c, "rot", 1);
     assert!(one.is_subset(&three), "scaling down keeps one of the running tasks: {one:?} of {three:?}");
     let took = wait_rotation(&c, &cli, "rot", &hostnames(&one), CONVERGE);
     println!("rotation: scaled 3 -> 1, only the remaining task answers {took:?} after `service ps` shows it alone");
+    let gone: Vec<&String> =
+        before.iter().filter(|(name, _)| !one.iter().any(|id| name.ends_with(id.as_str()))).map(|(_, ip)| ip).collect();
+    assert_eq!(gone.len(), 2, "{before:?} {one:?}");
+    for ip in gone {
+        wait_for_seen(&format!("node 0 to forget the connections to {ip}"), CONVERGE, || {
+            let r = c.nodes[0].exec(&["conntrack", "-L", "-r", ip]);
+            if r.stdout.trim().is_empty() {
+                Ok(())
+            } else {
+                Err(r.stdout)
+            }
+        });
+    }
 
     // Scaled up again: the new tasks join it.
     m.shoal(&["service", "scale", "-d", "rot=3"]).ok();

@@ -68,7 +68,9 @@ impl NetPath {
 /// whose namespaces stay (the others' go: stopped tasks free their
 /// addresses), and the live tasks' processes (a new one, after a restart or
 /// a restart of the daemon, gets its resolver socket then).
-type Plan = (NodeView, String, BTreeSet<String>, std::collections::BTreeMap<String, u32>);
+/// (the node's devices, its ruleset text, its live tasks, their pids, the
+/// addresses its rules translate to).
+type Plan = (NodeView, String, BTreeSet<String>, std::collections::BTreeMap<String, u32>, BTreeSet<Ipv4Addr>);
 
 /// What a starting task's job needs to give it its network.
 pub(crate) struct TaskNet {
@@ -141,7 +143,7 @@ impl Daemon {
         // Tasks that may still run keep their namespaces; terminal ones give them up.
         let live: BTreeSet<String> = a.tasks.values().filter(|t| !t.status.state.is_terminal()).map(|t| t.id.clone()).collect();
         let pids = self.net.pids.iter().filter(|(t, _)| live.contains(*t)).map(|(t, p)| (t.clone(), *p)).collect();
-        Some((v, nft::ruleset(&rules), live, pids))
+        Some((v, nft::ruleset(&rules), live, pids, rules.backends()))
     }
 
     /// Starts a sync job when the plan changed since the last one (one at a time).
@@ -154,6 +156,12 @@ impl Daemon {
             return;
         }
         self.net.in_flight = true;
+        // Backends that left every VIP and port: their tracked connections go
+        // once the new rules stop sending new ones there.
+        let gone: Vec<Ipv4Addr> = match &self.net.synced {
+            Some(old) => old.4.difference(&plan.4).copied().collect(),
+            None => Vec::new(),
+        };
         self.net.synced = Some(plan.clone());
         let driver = self.net.driver.clone();
         let dns = self.net.dns.clone();
@@ -171,6 +179,17 @@ impl Daemon {
         self.spawn_runtime(
             move |_| {
                 let r = driver.sync_node(&plan.0, &plan.1)?;
+                if !gone.is_empty() {
+                    match driver.forget_flows(&gone) {
+                        Ok(n) if n > 0 => crate::log!(
+                            "INFO",
+                            "networking: {n} tracked connection(s) to {} task address(es) that left the rotation deleted",
+                            gone.len()
+                        ),
+                        Ok(_) => {}
+                        Err(e) => crate::log!("WARN", "networking: {e}; connections to tasks that stopped may linger until they time out"),
+                    }
+                }
                 let pruned = driver.prune_tasks(&plan.2)?;
                 forget(dns.as_ref(), &pruned);
                 if let Some(d) = &dns {
@@ -256,7 +275,7 @@ impl Daemon {
                 self.net.probe.problems.join("; ")
             )));
         }
-        let (view, ruleset, _, _) = self.net_plan().ok_or_else(|| RuntimeError::Start("network: this node has no swarm address".into()))?;
+        let (view, ruleset, ..) = self.net_plan().ok_or_else(|| RuntimeError::Start("network: this node has no swarm address".into()))?;
         let hostname = super::service::hostname(t);
         // The embedded resolver serves overlay networks only; a task on the node's bridge asks the
         // node's nameservers, as on Docker's default bridge.

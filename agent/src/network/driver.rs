@@ -88,6 +88,9 @@ pub trait NetDriver: Send + Sync {
     /// A UDP socket bound to the embedded resolver's address (127.0.0.11:53)
     /// inside task `task_id`'s namespace.
     fn open_dns(&self, task_id: &str) -> Result<DnsSocket, NetError>;
+    /// Deletes the tracked connections to `backends`, which just left every
+    /// VIP and published port of this node; returns how many went.
+    fn forget_flows(&self, backends: &[Ipv4Addr]) -> Result<usize, NetError>;
 }
 
 /// What [`NetDriver::open_dns`] found.
@@ -116,6 +119,8 @@ pub struct FakeState {
     /// Leases on the node's bridge, as [`NetDriver::leases`] gives them.
     pub leases: BTreeMap<String, Ipv4Addr>,
     pub syncs: u64,
+    /// Backends whose tracked connections were deleted, in order.
+    pub forgotten: Vec<Ipv4Addr>,
     /// Calls (`sync_node`, `setup_task`, `teardown_task`) that fail.
     pub fail: Vec<&'static str>,
 }
@@ -173,6 +178,12 @@ impl NetDriver for Fake {
 
     fn adopt(&self, _task_id: &str, _pid: u32) -> Result<bool, NetError> {
         Ok(false)
+    }
+
+    fn forget_flows(&self, backends: &[Ipv4Addr]) -> Result<usize, NetError> {
+        let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.forgotten.extend_from_slice(backends);
+        Ok(0)
     }
 
     fn open_dns(&self, _task_id: &str) -> Result<DnsSocket, NetError> {

@@ -31,6 +31,9 @@ use std::time::{Duration, Instant};
 const IN_NETNS_TIMEOUT_MS: u64 = 5_000;
 /// How long `nft -f -` may take.
 const NFT_TIMEOUT_MS: u64 = 10_000;
+/// Backends whose tracked connections one sync deletes, at most (each is
+/// one bounded `conntrack` run; the rest wait for their own timeouts).
+const FORGET_FLOWS_MAX: usize = 64;
 /// `NUD_PERMANENT`: the entries Shoal writes.
 const NUD_PERMANENT: u16 = 0x80;
 /// Suffix of a task's lease file on the node's bridge network.
@@ -279,15 +282,38 @@ where
 /// Loads a ruleset with `nft -f -`, bounded by [`NFT_TIMEOUT_MS`].
 pub fn nft_load(ruleset: &str) -> Result<(), NetError> {
     let what = "load the nftables ruleset (table ip shoal)";
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| NetError::new(what, format!("cannot run nft ({e}); install nftables (Debian: apt-get install nftables)")))?;
+    match run_bounded("nft", &["-f", "-"], ruleset.as_bytes(), what, "nftables")? {
+        (true, _) => Ok(()),
+        (false, err) => Err(NetError::new(what, format!("nft failed: {}", err.trim()))),
+    }
+}
+
+/// Deletes the connection-tracking entries whose replies come from
+/// `backend` (connections to it, translated through a VIP or a published
+/// port or not): once it left the rules, its flows must not linger, UDP ones
+/// above all (they would stick to a dead task while traffic keeps them
+/// alive). Returns the entries deleted.
+pub fn conntrack_forget(backend: Ipv4Addr) -> Result<usize, NetError> {
+    let what = format!("delete the tracked connections of {backend}");
+    let (ok, err) = run_bounded("conntrack", &["-D", "-r", &backend.to_string()], b"", &what, "conntrack")?;
+    // "conntrack v1.4.7 (conntrack-tools): 3 flow entries have been deleted." (exit 1 when 0).
+    let deleted = err.split_whitespace().rev().nth(5).and_then(|n| n.parse().ok());
+    match (ok, deleted) {
+        (_, Some(n)) => Ok(n),
+        (false, None) => Err(NetError::new(&what, format!("conntrack failed: {}", err.trim()))),
+        (true, None) => Ok(0),
+    }
+}
+
+/// Runs `program args` with `input` on its stdin, bounded by
+/// [`NFT_TIMEOUT_MS`]: (exit status was success, its stderr).
+fn run_bounded(program: &str, args: &[&str], input: &[u8], what: &str, package: &str) -> Result<(bool, String), NetError> {
+    let mut child =
+        Command::new(program).args(args).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().map_err(|e| {
+            NetError::new(what, format!("cannot run {program} ({e}); install {package} (Debian: apt-get install {package})"))
+        })?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(ruleset.as_bytes()).map_err(|e| NetError::new(what, format!("writing to nft: {e}")))?;
+        stdin.write_all(input).map_err(|e| NetError::new(what, format!("writing to {program}: {e}")))?;
     }
     let deadline = Instant::now() + Duration::from_millis(NFT_TIMEOUT_MS);
     loop {
@@ -297,13 +323,13 @@ pub fn nft_load(ruleset: &str) -> Result<(), NetError> {
                 if let Some(mut e) = child.stderr.take() {
                     let _ = std::io::Read::read_to_string(&mut e, &mut err);
                 }
-                return if status.success() { Ok(()) } else { Err(NetError::new(what, format!("nft failed: {}", err.trim()))) };
+                return Ok((status.success(), err));
             }
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(NetError::new(what, format!("nft did not finish within {NFT_TIMEOUT_MS} ms")));
+                return Err(NetError::new(what, format!("{program} did not finish within {NFT_TIMEOUT_MS} ms")));
             }
             Err(e) => return Err(NetError::new(what, e)),
         }
@@ -450,6 +476,14 @@ impl NetDriver for Linux {
         netns::bind_existing(Path::new(&format!("/proc/{pid}/ns/net")), &path)
             .map_err(|e| NetError::new(format!("adopt the network namespace of task {task_id}"), e))?;
         Ok(true)
+    }
+
+    fn forget_flows(&self, backends: &[Ipv4Addr]) -> Result<usize, NetError> {
+        let mut deleted = 0;
+        for b in backends.iter().take(FORGET_FLOWS_MAX) {
+            deleted += conntrack_forget(*b)?;
+        }
+        Ok(deleted)
     }
 
     fn open_dns(&self, task_id: &str) -> Result<DnsSocket, NetError> {

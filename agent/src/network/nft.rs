@@ -104,6 +104,14 @@ pub struct Rules {
     pub bridge: Option<NetRules>,
 }
 
+impl Rules {
+    /// Every address a VIP or published port translates to.
+    pub fn backends(&self) -> std::collections::BTreeSet<Ipv4Addr> {
+        let vips = self.vips.iter().flat_map(|v| v.backends.iter().copied());
+        vips.chain(self.published.iter().flat_map(|p| p.backends.iter().map(|(a, _)| *a))).collect()
+    }
+}
+
 /// The ruleset text for `nft -f -`.
 pub fn ruleset(r: &Rules) -> String {
     let mut s = String::new();
@@ -286,6 +294,18 @@ mod tests {
         assert!(text.contains("oifname \"shoal0\" ct status dnat ip saddr { 127.0.0.0/8, 172.18.0.0/16 } counter masquerade"), "{text}");
         assert!(text.contains("iifname \"shoal0\" oifname \"sb-*\" ct status != dnat counter drop"), "{text}");
         assert!(text.contains("iifname \"sb-*\" oifname \"shoal0\" ct status != dnat counter drop"), "{text}");
+    }
+
+    #[test]
+    fn backends_are_every_vip_and_port_target() {
+        let r = sample();
+        let mut want: Vec<Ipv4Addr> = r.vips.iter().flat_map(|v| v.backends.clone()).collect();
+        want.extend(r.published.iter().flat_map(|p| p.backends.iter().map(|(a, _)| *a)));
+        want.sort();
+        want.dedup();
+        assert!(!want.is_empty());
+        assert_eq!(r.backends().into_iter().collect::<Vec<_>>(), want);
+        assert!(Rules::default().backends().is_empty());
     }
 
     #[test]
