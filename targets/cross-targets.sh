@@ -11,7 +11,7 @@ CROSS_TARGETS=(
   "arm64    aarch64-unknown-linux-musl       stable  musl           gcc-aarch64-linux-gnu      qemu-aarch64-static linux/arm64/v8"
   "386      i686-unknown-linux-musl          stable  musl           gcc-i686-linux-gnu         qemu-i386-static    linux/386"
   "mips64le mips64el-unknown-linux-muslabi64 nightly musl-zig       binutils-mips64el-linux-gnuabi64 qemu-mips64el-static linux/mips64le"
-  "ppc64le  powerpc64le-unknown-linux-gnu    nightly static-glibc   gcc-powerpc64le-linux-gnu,libc6-dev-ppc64el-cross qemu-ppc64le-static linux/ppc64le"
+  "ppc64le  powerpc64le-unknown-linux-musl   nightly musl-zig       binutils-powerpc64le-linux-gnu qemu-ppc64le-static linux/ppc64le"
   "s390x    s390x-unknown-linux-gnu          nightly static-glibc   gcc-s390x-linux-gnu,libc6-dev-s390x-cross qemu-s390x-static   linux/s390x"
   "arm-v7   armv7-unknown-linux-gnueabihf    stable  static-glibc   gcc-arm-linux-gnueabihf,libc6-dev-armhf-cross qemu-arm-static     linux/arm/v7"
 )
