@@ -46,6 +46,14 @@
 //! persisted) leaves the core ahead of the disk: the store halts and refuses
 //! every input with [`StoreError::Halted`] until it is reopened (or reset).
 //!
+//! Damage: every node (manager or worker) keeps its state in this one file.
+//! An open has redb verify the checksum of every page of the file before
+//! anything reads it, so a damaged file is refused with
+//! [`StoreError::Damaged`], which names the file and how to recover, instead
+//! of a panic inside redb on a later read (a panic aborts the release
+//! binary); damaged records of our own are refused the same way at open.
+//! A file damaged while the daemon runs is not covered.
+//!
 //! The state machine is not stored separately: raft's snapshot data is
 //! `State::snapshot()`, and a restart rebuilds the state from that snapshot
 //! plus the committed entries after it.
@@ -138,7 +146,10 @@ impl StoreError {
     fn at_open(self, path: &Path) -> StoreError {
         let detail = match self {
             StoreError::Corrupted(detail) | StoreError::Storage(raft::StorageError::Db(redb::Error::Corrupted(detail))) => detail,
-            StoreError::Storage(raft::StorageError::Corrupt { .. }) | StoreError::Restore(_) | StoreError::Snapshot(_) => self.to_string(),
+            // Not a newer snapshot version nor a config error: those are no damage.
+            StoreError::Storage(raft::StorageError::Corrupt { .. })
+            | StoreError::Restore(raft::RestoreError::Inconsistent(_))
+            | StoreError::Snapshot(SnapshotError::Empty | SnapshotError::Corrupt(_)) => self.to_string(),
             other => return other,
         };
         StoreError::Damaged { path: path.display().to_string(), detail: lowercase_first(&detail) }

@@ -55,8 +55,8 @@ enum Outcome {
     Refused,
     /// Opened with the last state the original held.
     Intact,
-    /// Opened with an earlier state the original held (redb fell back to
-    /// its previous commit).
+    /// Opened with the state before the last commit (redb fell back to its
+    /// previous commit, which a crash image allows: see the crash test).
     RolledBack,
 }
 
@@ -74,7 +74,10 @@ fn reopen(path: &Path, states: &[State]) -> Result<Outcome, String> {
         }
         let outcome = match states.iter().rposition(|st| st == s.state()) {
             Some(i) if i + 1 == states.len() => Outcome::Intact,
-            Some(_) => Outcome::RolledBack,
+            // redb's one-phase commit falls back to its previous commit
+            // when the last one does not verify: one raft write is lost.
+            Some(i) if i + 2 == states.len() => Outcome::RolledBack,
+            Some(i) => return Err(format!("rolled back {} entries", states.len() - 1 - i)),
             None => return Err("opened with a state the original never held".into()),
         };
         if s.local("swarm_mode").map_err(|e| e.to_string())?.as_deref() != Some("manager") {
@@ -125,7 +128,8 @@ fn next(seed: &mut u64) -> u64 {
 
 /// Damages copies of the file `build` wrote (see the module header),
 /// reopens each and fails on any panic or unclear outcome; prints the counts.
-fn damage_and_reopen(name: &str, states: &[State], original: &Path) {
+/// `rollback_allowed`: whether losing the last commit is an acceptable outcome.
+fn damage_and_reopen(name: &str, states: &[State], original: &Path, rollback_allowed: bool) {
     let dir = original.parent().unwrap();
     let bytes = std::fs::read(original).unwrap();
     let pages = bytes.len().div_ceil(PAGE_BYTES);
@@ -155,6 +159,7 @@ fn damage_and_reopen(name: &str, states: &[State], original: &Path) {
         let path = dir.join(format!("copy-{i}.redb"));
         std::fs::write(&path, copy).unwrap();
         match reopen(&path, states) {
+            Ok(Outcome::RolledBack) if !rollback_allowed => failures.push(format!("{label}: lost the last commit")),
             Ok(o) => *counts.entry(o).or_default() += 1,
             Err(e) => failures.push(format!("{label}: {e}")),
         }
@@ -180,12 +185,16 @@ fn damaged_file_after_clean_close_is_refused_or_read_back_never_panics() {
     let original = dir.join("original.redb");
     let (store, states) = build(&original, 300);
     drop(store);
-    damage_and_reopen("clean close", &states, &original);
+    damage_and_reopen("clean close", &states, &original, false);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The file as a crash leaves it: the store is never closed, so the last
-/// commit is raft's own one-phase fsynced commit and redb repairs at open.
+/// commit is raft's own one-phase fsynced commit. redb cannot tell a
+/// damaged last commit from a torn one and falls back to the commit before
+/// it, so a copy may open without its last raft write (measured: 17 of 120
+/// copies). Two-phase commits in raft's persist would refuse those instead,
+/// at about half the fsynced commit rate (measured 230 -> 122 commits/s).
 #[test]
 fn damaged_file_after_crash_is_refused_or_read_back_never_panics() {
     let dir = tmp_dir("crash");
@@ -193,7 +202,26 @@ fn damaged_file_after_crash_is_refused_or_read_back_never_panics() {
     let (store, states) = build(&original, 300);
     // A crash: no close, no destructor (the file's lock dies with the test process).
     std::mem::forget(store);
-    damage_and_reopen("crash", &states, &original);
+    damage_and_reopen("crash", &states, &original, true);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A record of our own that redb stores intact but that does not decode
+/// (a raft log entry overwritten with garbage) is refused at open the same way.
+#[test]
+fn undecodable_raft_record_is_refused_naming_the_file() {
+    let dir = tmp_dir("record");
+    let path = dir.join("shoal.redb");
+    let (store, states) = build(&path, 150);
+    let last = store.applied;
+    drop(store);
+    {
+        let database = Database::create(&path).unwrap();
+        let tx = database.begin_write().unwrap();
+        tx.open_table(redb::TableDefinition::<u64, &[u8]>::new("raft_log")).unwrap().insert(last, [0xffu8; 7].as_slice()).unwrap();
+        tx.commit().unwrap();
+    }
+    assert_eq!(reopen(&path, &states), Ok(Outcome::Refused));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -206,22 +234,31 @@ fn open_time_with_ten_thousand_entries() {
     let no_snapshot = |c: &mut raft::Config| c.snapshot_interval_entries = 1_000_000;
     {
         let (mut s, _) = Store::open_tuned(&path, 1, || NODE.into(), no_snapshot).unwrap();
-        // One raft entry per proposal; the store fsyncs each.
-        for i in 0..10_000u64 {
-            s.propose(&Entry { at: i, ops: vec![Op::PutService(service(&format!("s{}", i % 100), "web"))] }).unwrap();
+        // 100 raft entries per fsynced batch, to keep the test short.
+        for batch in 0..100u64 {
+            for i in batch * 100..(batch + 1) * 100 {
+                let entry = Entry { at: i, ops: vec![Op::PutService(service(&format!("s{}", i % 100), "web"))] };
+                s.raft.propose(entry.encode()).unwrap();
+            }
+            s.run_ready().unwrap();
         }
+        assert!(s.applied >= 10_000);
     }
     let size_kib = std::fs::metadata(&path).unwrap().len() / 1024;
     for checked in [false, true] {
-        let mut best_ms = f64::MAX;
+        let (mut file_ms, mut store_ms) = (f64::MAX, f64::MAX);
         for _ in 0..3 {
             let t = Instant::now();
             let database = open_database_file(&path, checked).unwrap();
+            file_ms = file_ms.min(t.elapsed().as_secs_f64() * 1000.0);
             let (s, _) = Store::open_database(database, 2, || unreachable!(), Bootstrap::Single, no_snapshot).unwrap();
-            best_ms = best_ms.min(t.elapsed().as_secs_f64() * 1000.0);
+            store_ms = store_ms.min(t.elapsed().as_secs_f64() * 1000.0);
             assert!(s.applied >= 10_000);
         }
-        println!("open of a {size_kib} KiB store with 10,000 entries, integrity check {checked}: {best_ms:.1} ms (best of 3)");
+        println!(
+            "open of a {size_kib} KiB store with 10,000 entries, integrity check {checked}: redb file {file_ms:.1} ms, \
+             whole store {store_ms:.1} ms (best of 3)"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
