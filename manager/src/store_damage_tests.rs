@@ -126,11 +126,20 @@ fn next(seed: &mut u64) -> u64 {
     *seed
 }
 
-/// Damages copies of the file `build` wrote (see the module header),
-/// reopens each and fails on any panic or unclear outcome; prints the counts.
-/// `rollback_allowed`: whether losing the last commit is an acceptable outcome.
-fn damage_and_reopen(name: &str, states: &[State], original: &Path, rollback_allowed: bool) {
-    let dir = original.parent().unwrap();
+/// Writes a store with `build`, closes it cleanly or leaves it as a crash
+/// would (`crash`), damages copies of its file (see the module header),
+/// reopens each and fails on any panic or unclear outcome, and on a lost
+/// last commit unless `crash`; prints the counts.
+fn damage_and_reopen(name: &str, crash: bool) {
+    let dir = tmp_dir(name);
+    let original = dir.join("original.redb");
+    let (store, states) = build(&original, 300);
+    if crash {
+        // No close, no destructor (the file's lock dies with the test process).
+        std::mem::forget(store);
+    } else {
+        drop(store);
+    }
     let bytes = std::fs::read(original).unwrap();
     let pages = bytes.len().div_ceil(PAGE_BYTES);
     // (label, damaged copy)
@@ -158,8 +167,8 @@ fn damage_and_reopen(name: &str, states: &[State], original: &Path, rollback_all
     for (i, (label, copy)) in cases.iter().enumerate() {
         let path = dir.join(format!("copy-{i}.redb"));
         std::fs::write(&path, copy).unwrap();
-        match reopen(&path, states) {
-            Ok(Outcome::RolledBack) if !rollback_allowed => failures.push(format!("{label}: lost the last commit")),
+        match reopen(&path, &states) {
+            Ok(Outcome::RolledBack) if !crash => failures.push(format!("{label}: lost the last commit")),
             Ok(o) => *counts.entry(o).or_default() += 1,
             Err(e) => failures.push(format!("{label}: {e}")),
         }
@@ -175,18 +184,14 @@ fn damage_and_reopen(name: &str, states: &[State], original: &Path, rollback_all
     for f in &failures {
         println!("  {f}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "{name}: {} of {} damaged copies failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
 }
 
 /// The file as a clean shutdown leaves it (redb's close commits in two phases).
 #[test]
 fn damaged_file_after_clean_close_is_refused_or_read_back_never_panics() {
-    let dir = tmp_dir("clean");
-    let original = dir.join("original.redb");
-    let (store, states) = build(&original, 300);
-    drop(store);
-    damage_and_reopen("clean close", &states, &original, false);
-    let _ = std::fs::remove_dir_all(&dir);
+    damage_and_reopen("clean-close", false);
 }
 
 /// The file as a crash leaves it: the store is never closed, so the last
@@ -197,13 +202,7 @@ fn damaged_file_after_clean_close_is_refused_or_read_back_never_panics() {
 /// at about half the fsynced commit rate (measured 230 -> 122 commits/s).
 #[test]
 fn damaged_file_after_crash_is_refused_or_read_back_never_panics() {
-    let dir = tmp_dir("crash");
-    let original = dir.join("original.redb");
-    let (store, states) = build(&original, 300);
-    // A crash: no close, no destructor (the file's lock dies with the test process).
-    std::mem::forget(store);
-    damage_and_reopen("crash", &states, &original, true);
-    let _ = std::fs::remove_dir_all(&dir);
+    damage_and_reopen("crash", true);
 }
 
 /// A record of our own that redb stores intact but that does not decode
