@@ -46,6 +46,14 @@
 //! persisted) leaves the core ahead of the disk: the store halts and refuses
 //! every input with [`StoreError::Halted`] until it is reopened (or reset).
 //!
+//! Damage: every node (manager or worker) keeps its state in this one file.
+//! An open has redb verify the checksum of every page of the file before
+//! anything reads it, so a damaged file is refused with
+//! [`StoreError::Damaged`], which names the file and how to recover, instead
+//! of a panic inside redb on a later read (a panic aborts the release
+//! binary); damaged records of our own are refused the same way at open.
+//! A file damaged while the daemon runs is not covered.
+//!
 //! The state machine is not stored separately: raft's snapshot data is
 //! `State::snapshot()`, and a restart rebuilds the state from that snapshot
 //! plus the committed entries after it.
@@ -82,6 +90,13 @@ const LOCAL_BOOTSTRAP_JOIN: &str = "join";
 pub enum StoreError {
     #[error("cannot open state database {path}: {message}")]
     Open { path: String, message: String },
+    #[error(
+        "state database {path} is damaged ({detail}); shoal cannot start from it. stop shoal, then restore a backup \
+         of the data dir, or move the data dir aside and join the swarm again from an empty one (`shoal swarm join`)"
+    )]
+    Damaged { path: String, detail: String },
+    #[error("state database is corrupted ({0}); restart shoal to check the file")]
+    Corrupted(String),
     #[error("state database has layout version {found}, this build reads {SCHEMA_VERSION}; upgrade shoal")]
     Schema { found: u64 },
     #[error("state database i/o error: {0}")]
@@ -114,8 +129,62 @@ pub enum StoreError {
     NothingToKeep,
 }
 
-fn db<E: std::fmt::Display>(e: E) -> StoreError {
-    StoreError::Db(e.to_string())
+/// A redb error: damage to the file (redb's `Corrupted`) is told apart
+/// from other failures, so that an open can report it as [`StoreError::Damaged`].
+fn db<E: Into<redb::Error>>(e: E) -> StoreError {
+    match e.into() {
+        redb::Error::Corrupted(detail) => StoreError::Corrupted(detail),
+        other => StoreError::Db(other.to_string()),
+    }
+}
+
+impl StoreError {
+    /// An error met while opening the file at `path`: one that says the
+    /// bytes on disk are damaged (redb's checksums or tree walk, or our own
+    /// records failing to decode or to fit together) becomes
+    /// [`StoreError::Damaged`] naming the file; others are returned as they are.
+    fn at_open(self, path: &Path) -> StoreError {
+        let detail = match self {
+            StoreError::Corrupted(detail) | StoreError::Storage(raft::StorageError::Db(redb::Error::Corrupted(detail))) => detail,
+            // Not a newer snapshot version nor a config error: those are no damage.
+            StoreError::Storage(raft::StorageError::Corrupt { .. })
+            | StoreError::Restore(raft::RestoreError::Inconsistent(_))
+            | StoreError::Snapshot(SnapshotError::Empty | SnapshotError::Corrupt(_)) => self.to_string(),
+            other => return other,
+        };
+        StoreError::Damaged { path: path.display().to_string(), detail: lowercase_first(&detail) }
+    }
+}
+
+/// `s` with its first letter lowercased (redb's messages start with a capital).
+fn lowercase_first(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Whether [`Store::open_with`] has redb verify every page of the file (see
+/// [`open_database_file`]).
+const CHECK_INTEGRITY_ON_OPEN: bool = true;
+
+/// Opens (or creates) the redb file at `path`. With `check_integrity`,
+/// redb verifies the checksum of every page of the committed trees and
+/// rebuilds its allocator state before the file is used, so a damaged file
+/// is an error here (or is repaired from redb's previous commit) rather
+/// than a panic inside redb on a later read: a plain open trusts the file.
+fn open_database_file(path: &Path, check_integrity: bool) -> Result<Database, StoreError> {
+    redb::Builder::new().set_check_integrity_on_open(check_integrity).create(path).map_err(|e| match e {
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
+            StoreError::Damaged { path: path.display().to_string(), detail: lowercase_first(&detail) }
+        }
+        // redb's "not a redb database" (a damaged or foreign header).
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) if io.kind() == std::io::ErrorKind::InvalidData => {
+            StoreError::Damaged { path: path.display().to_string(), detail: lowercase_first(&io.to_string()) }
+        }
+        other => StoreError::Open { path: path.display().to_string(), message: other.to_string() },
+    })
 }
 
 /// How a store with no raft state starts.
@@ -198,8 +267,8 @@ impl Store {
         bootstrap: Bootstrap,
         tune: impl FnOnce(&mut raft::Config),
     ) -> Result<(Store, String), StoreError> {
-        let database = Database::create(path).map_err(|e| StoreError::Open { path: path.display().to_string(), message: e.to_string() })?;
-        Store::open_database(database, seed, new_node_id, bootstrap, tune)
+        let database = open_database_file(path, CHECK_INTEGRITY_ON_OPEN)?;
+        Store::open_database(database, seed, new_node_id, bootstrap, tune).map_err(|e| e.at_open(path))
     }
 
     /// [`Store::open_with`] on a simulated disk (see [`crate::sim_disk`]):
@@ -670,6 +739,10 @@ fn init_local(database: &Database, new_node_id: impl FnOnce() -> String) -> Resu
     tx.commit().map_err(db)?;
     Ok(node_id)
 }
+
+#[cfg(test)]
+#[path = "store_damage_tests.rs"]
+mod damage_tests;
 
 #[cfg(test)]
 mod tests {
