@@ -160,6 +160,10 @@ fn overlay_tasks_share_a_port_reach_each_other_across_nodes_and_published_ports_
         ])
         .ok();
     wait_running(&c, "side", 1);
+    // The worker lists the networks that have tasks on it, as Swarm's workers do.
+    let ls = c.nodes[1].shoal(&["network", "ls"]).ok().stdout;
+    let names: Vec<&str> = ls.lines().skip(1).filter_map(|l| l.split_whitespace().nth(1)).collect();
+    assert_eq!(names, ["host", "my-swarm-net", "none"], "{ls}");
     for (_, ip) in &addrs {
         let started = Instant::now();
         wait_for_seen(&format!("worker -> {ip}:80 over the overlay"), CONVERGE, || match c.nodes[1].tcp_probe(ip, 80, 2) {

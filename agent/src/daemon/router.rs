@@ -97,6 +97,9 @@ pub(crate) struct Facts {
     pub(crate) forwards_full: bool,
     /// This node, if it leads, has applied the entry that opened its term.
     pub(crate) caught_up: bool,
+    /// A read a worker answers from its own assignments (`network ls`: the
+    /// networks with tasks on this node, as Swarm's workers list them).
+    pub(crate) worker_answers: bool,
 }
 
 /// Where a request runs. Pure: the shell gathers the facts and acts.
@@ -114,6 +117,7 @@ pub(crate) fn decide(f: Facts) -> Route {
     }
     match (f.class, f.mode) {
         (Local, _) | (_, Mode::Solo) => Route::Handle,
+        (Read, Mode::Worker) if f.worker_answers => Route::AnswerLocally,
         (_, Mode::Worker) => Route::Refuse(Refusal::NotAManager),
         (_, Mode::Manager) if f.leader && !f.caught_up => Route::Hold,
         (_, Mode::Manager) if f.leader => Route::Handle,
@@ -138,6 +142,7 @@ impl Daemon {
             leader_link: link.is_some(),
             forwards_full: self.forwards_len() >= FORWARDS_MAX,
             caught_up: leader && self.store.is_leader_caught_up(),
+            worker_answers: matches!(req, Request::NetworkList),
         };
         match decide(facts) {
             Route::Handle | Route::AnswerLocally => self.run_request(req, origin),
@@ -393,6 +398,7 @@ impl Daemon {
                 );
                 Outcome::Later
             }
+            Request::NetworkList if self.swarm.mode == Mode::Worker => Outcome::Now(service::worker_networks(self.swarm.assigned_ref())),
             other => Outcome::Now(service::query(self.store.state(), &self.node_id, other)),
         }
     }
@@ -412,7 +418,16 @@ mod tests {
     use std::sync::Arc;
 
     fn facts(class: RequestClass, mode: Mode) -> Facts {
-        Facts { class, from_peer: false, mode, leader: false, leader_link: true, forwards_full: false, caught_up: true }
+        Facts {
+            class,
+            from_peer: false,
+            mode,
+            leader: false,
+            leader_link: true,
+            forwards_full: false,
+            caught_up: true,
+            worker_answers: false,
+        }
     }
 
     fn check(f: Facts, expect: Route) {
@@ -434,6 +449,10 @@ mod tests {
             check(facts(class, Mode::Solo), Route::Handle);
             check(facts(class, Mode::Worker), Route::Refuse(Refusal::NotAManager));
             check(Facts { leader: true, ..facts(class, Mode::Manager) }, Route::Handle);
+            // `network ls`: a worker answers from its assignments; a manager as any read.
+            let own = |mode| Facts { worker_answers: true, ..facts(class, mode) };
+            check(own(Mode::Worker), if class == Read { Route::AnswerLocally } else { Route::Refuse(Refusal::NotAManager) });
+            check(own(Mode::Manager), Route::Forward);
             check(facts(class, Mode::Manager), Route::Forward);
         }
         // No leader to ask, or too many forwards out: reads answer from this manager's state, writes fail.

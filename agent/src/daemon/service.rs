@@ -98,6 +98,28 @@ fn network_detail(state: &State, n: &Network) -> NetworkDetail {
     NetworkDetail { network: n.clone(), peers, services }
 }
 
+/// A worker's `network ls`: the swarm networks its assignments carry (those
+/// with tasks on this node, and `ingress` while ports are published), as
+/// Swarm's workers list them; only what the view holds is filled in.
+pub(crate) fn worker_networks(a: Option<&shoal_shared::assignments::Assignments>) -> Reply {
+    let views = a.map(|a| a.network.networks.values().collect::<Vec<_>>()).unwrap_or_default();
+    let detail = |v: &shoal_shared::assignments::NetworkView| {
+        let spec = shoal_shared::types::NetworkSpec {
+            name: v.name.clone(),
+            driver: shoal_shared::types::DRIVER_OVERLAY.to_string(),
+            internal: v.internal,
+            encrypted: v.encrypted,
+            mtu: v.mtu,
+            ingress: v.ingress,
+            ..Default::default()
+        };
+        let network =
+            Network { id: v.id.clone(), meta: Default::default(), spec, vni: v.vni, subnet: v.subnet, gateway: v.gateway, last_addr: None };
+        NetworkDetail { network, peers: Vec::new(), services: Vec::new() }
+    };
+    Reply::Networks(views.into_iter().map(detail).collect())
+}
+
 /// Answers read-only requests from the state.
 pub(crate) fn query(state: &State, node_id: &str, req: Request) -> Reply {
     if state.cluster.is_none() {
