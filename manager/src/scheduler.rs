@@ -22,9 +22,10 @@
 //! The plugin filter (swarmkit's `PluginFilter`) keeps a task off a node
 //! whose engine lacks a network driver the task needs ([`plugins_needed`]):
 //! `overlay` for each overlay network it attaches to (its own, and `ingress`
-//! when its service publishes ingress ports), `bridge` for a task with no
-//! network in the default mode (its own namespace on a node-local bridge);
-//! `--network host` and `none` need nothing. A node that reported no plugins
+//! when its service publishes ingress ports); a task with no network needs
+//! nothing (a node puts it on its node-local bridge, or, lacking one, in
+//! its own namespace: `bridge` in a node's list is for people to read), nor
+//! do `--network host` and `none`. A node that reported no plugins
 //! (an older version) is assumed to have them all.
 //!
 //! The host-port filter keeps a task that publishes a port in host mode off
@@ -58,9 +59,7 @@ use crate::state::State;
 use shoal_shared::clock::UnixNanos;
 use shoal_shared::ops::Op;
 use shoal_shared::task::TaskState;
-use shoal_shared::types::{
-    Availability, NetworkMode, Node, NodeState, Plugin, ResourceSet, Task, TaskStatus, DRIVER_BRIDGE, PUBLISH_MODE_HOST,
-};
+use shoal_shared::types::{Availability, NetworkMode, Node, NodeState, Plugin, ResourceSet, Task, TaskStatus, PUBLISH_MODE_HOST};
 use std::collections::BTreeMap;
 use tree::Tree;
 
@@ -124,16 +123,14 @@ pub fn available(node: &Node) -> Result<(), Filtered> {
 }
 
 /// The plugins a task needs on its node: the driver of each network it
-/// attaches to (ids from `network::wanted_networks`), `bridge` when it has
-/// none in the default mode, nothing with `--network host` or `none`.
+/// attaches to (ids from `network::wanted_networks`); nothing without a
+/// network (every node runs such tasks, on its bridge or in its own
+/// namespace), with `--network host` or `none`.
 pub fn plugins_needed(state: &State, t: &Task) -> Vec<Plugin> {
     if t.spec.network_mode() != NetworkMode::Overlay {
         return Vec::new();
     }
     let wanted = crate::network::wanted_networks(state, state.services.get(&t.service_id), t);
-    if wanted.is_empty() {
-        return vec![Plugin::network(DRIVER_BRIDGE)];
-    }
     let mut out: Vec<Plugin> = wanted.iter().filter_map(|id| state.networks.get(id)).map(|n| Plugin::network(&n.spec.driver)).collect();
     out.sort();
     out.dedup();
@@ -859,7 +856,7 @@ mod tests {
             ("own overlay network", web.clone(), networked(&["t1", "t2"], &["net"], &[("net", 1)]), &[("t1", "c"), ("t2", "old")]),
             ("ingress ports", ingress.clone(), networked(&["t1", "t2"], &[], &[("ing", 2)]), &[("t1", "c"), ("t2", "old")]),
             ("both", ingress, networked(&["t1", "t2"], &["net"], &[("net", 1), ("ing", 2)]), &[("t1", "c"), ("t2", "old")]),
-            ("no network: a bridge", web.clone(), networked(&["t1", "t2", "t3"], &[], &[]), &[("t1", "a"), ("t2", "c"), ("t3", "old")]),
+            ("no network", web.clone(), networked(&["t1", "t2"], &[], &[]), &[("t1", "a"), ("t2", "b")]),
             ("--network host", web.clone(), networked(&["t1", "t2"], &["host"], &[]), &[("t1", "a"), ("t2", "b")]),
             ("--network none", web, networked(&["t1", "t2"], &["none"], &[]), &[("t1", "a"), ("t2", "b")]),
         ];
@@ -899,9 +896,9 @@ mod tests {
                 ("t1", "no suitable node (missing plugin on 2 nodes; 1 node not available for new tasks)"),
             ],
         );
-        // Without a network, only the node with no bridge is missing one.
+        // Without a network a task needs no driver: a node with no bridge runs it too.
         let s = state(vec![with_drivers("b", &full[1..3])], tasks(&["t1"], &Placement::default()));
-        check(&s, &[("t1", "no suitable node (missing plugin on 1 node)")]);
+        check(&s, &[("t1", "b")]);
         // Ties keep swarmkit's filter order: resources, plugins, constraints.
         let rejected = BTreeMap::from([(Filtered::Constraints, 1), (Filtered::Plugins, 1), (Filtered::Resources, 1)]);
         assert_eq!(
