@@ -95,8 +95,9 @@ fn diag(c: &Cluster, i: usize) -> String {
 
 #[test]
 fn overlay_tasks_share_a_port_reach_each_other_across_nodes_and_published_ports_answer_everywhere() {
-    let Some(mut c) = Cluster::new(2) else { return };
-    c.init(1, 1);
+    // The seed's commands across 3 nodes: a manager and two workers.
+    let Some(mut c) = Cluster::new(3) else { return };
+    c.init(1, 2);
     let m = &c.nodes[0];
     // The seed's network.
     m.shoal(&["network", "create", "--driver", "overlay", "--subnet=10.15.0.0/16", "--gateway=10.15.0.2", "--attachable", "my-swarm-net"])
@@ -153,7 +154,7 @@ fn overlay_tasks_share_a_port_reach_each_other_across_nodes_and_published_ports_
             "--network",
             "my-swarm-net",
             "--constraint",
-            "node.role==worker",
+            &format!("node.id=={}", c.node_id(1).expect("node 1's id")),
             IMAGE,
             "sleep",
             "3600",
@@ -263,8 +264,8 @@ fn overlay_tasks_share_a_port_reach_each_other_across_nodes_and_published_ports_
     let (code, out) = get("web");
     assert!(code == 0 && out.starts_with("HTTP/1.1 200"), "new connections after the restart: {out}");
 
-    // Published through the routing mesh: port 8080 answers on both nodes,
-    // including the worker, which runs none of the service's tasks.
+    // Published through the routing mesh: port 8080 answers on every node,
+    // including the workers, which run none of the service's tasks.
     c.nodes[0]
         .shoal(&[
             "service",
@@ -286,8 +287,9 @@ fn overlay_tasks_share_a_port_reach_each_other_across_nodes_and_published_ports_
         ])
         .ok();
     wait_running(&c, "pub", 1);
-    for i in 0..2 {
-        for target in [c.nodes[0].ip.clone(), c.nodes[1].ip.clone()] {
+    // Port 8080 on all three nodes, from each: two of them run none of its tasks.
+    for i in 0..3 {
+        for target in c.nodes.iter().map(|n| n.ip.clone()) {
             wait_for_seen(&format!("node {i} -> {target}:8080 (routing mesh)"), CONVERGE, || {
                 match c.nodes[i].tcp_probe(&target, 8080, 2) {
                     TcpProbe::Connected => Ok(()),

@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn the_probe_says_which_network_drivers_work() {
-        let full = Probe { bridge: true, veth: true, vxlan: true, nftables: true, problems: Vec::new() };
+        let full = Probe { bridge: true, veth: true, vxlan: true, nftables: true, tun: true, problems: Vec::new() };
         assert_eq!(names(&full), ["Network/bridge", "Network/host", "Network/null", "Network/overlay"]);
         assert_eq!(names(&Probe { vxlan: false, ..full.clone() }), ["Network/bridge", "Network/host", "Network/null"]);
         for lacking in [Probe { nftables: false, ..full.clone() }, Probe { veth: false, ..full.clone() }, Probe::default()] {

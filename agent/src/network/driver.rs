@@ -17,6 +17,9 @@ pub struct Probe {
     pub vxlan: bool,
     /// `nft` runs and can make a table.
     pub nftables: bool,
+    /// `/dev/net/tun` opens: what encrypted overlay networks will need
+    /// (not needed by anything that runs today).
+    pub tun: bool,
     /// Why each missing piece is missing, one line each.
     pub problems: Vec<String>,
 }
@@ -127,7 +130,7 @@ pub struct FakeState {
 
 impl NetDriver for Fake {
     fn probe(&self) -> Probe {
-        Probe { bridge: true, veth: true, vxlan: true, nftables: true, problems: Vec::new() }
+        Probe { bridge: true, veth: true, vxlan: true, nftables: true, tun: true, problems: Vec::new() }
     }
 
     fn sync_node(&self, view: &NodeView, ruleset: &str) -> Result<SyncReport, NetError> {

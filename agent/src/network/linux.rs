@@ -373,6 +373,12 @@ impl NetDriver for Linux {
             Ok(o) => p.problems.push(format!("nft cannot list tables: {}", String::from_utf8_lossy(&o.stderr).trim())),
             Err(e) => p.problems.push(format!("nft is not available ({e}); install nftables")),
         }
+        match std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun") {
+            Ok(_) => p.tun = true,
+            Err(e) => p.problems.push(format!(
+                "TUN devices cannot be made (/dev/net/tun: {e}; kernel option CONFIG_TUN): encrypted overlay networks will need them"
+            )),
+        }
         p
     }
 
@@ -545,6 +551,31 @@ mod tests {
             eprintln!("skipped: not root");
         }
         !root
+    }
+
+    /// This machine's kernel has what the data path needs, TUN included; the
+    /// probe, run in a fresh namespace, leaves no device behind there.
+    #[test]
+    fn the_probe_finds_this_kernels_pieces_and_cleans_up() {
+        if skip() {
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("shoal-linux-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let node = dir.join("node");
+        netns::create(&node).unwrap();
+        let d = Linux::new(&dir);
+        let result = netns::run_in(&node, 30_000, move || {
+            let p = d.probe();
+            let links = Netlink::open().and_then(|mut nl| nl.links()).map(|l| l.into_iter().map(|l| l.name).collect::<Vec<_>>());
+            (p, links)
+        });
+        let _ = netns::remove(&node);
+        let _ = std::fs::remove_dir_all(&dir);
+        let (p, links) = result.unwrap();
+        assert!(p.overlay() && p.tun, "{p:?}");
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+        assert_eq!(links.unwrap(), ["lo"], "the probe's devices are gone");
     }
 
     /// Two tasks on one overlay network on a node: each in its own namespace,

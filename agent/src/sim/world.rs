@@ -79,7 +79,7 @@ impl World {
                 engine_version: env!("CARGO_PKG_VERSION").to_string(),
                 engine_labels: Default::default(),
                 // Every simulated kernel has what container networking needs.
-                plugins: network_plugins(&Probe { bridge: true, veth: true, vxlan: true, nftables: true, problems: Vec::new() }),
+                plugins: network_plugins(&Probe { bridge: true, veth: true, vxlan: true, nftables: true, tun: true, problems: Vec::new() }),
                 warnings: Vec::new(),
             };
             let n = SimNode::new(i, base_dir.join(format!("node-{i}")), host, mono.clone(), rng.next_u64())?;
