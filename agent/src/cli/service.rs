@@ -574,17 +574,10 @@ fn ls(host: &str, quiet: bool, format: &str) -> anyhow::Result<()> {
         } else if format == "json" {
             println!(
                 "{}",
-                serde_json::json!({"ID": &s.service.id[..12.min(s.service.id.len())], "Image": image, "Mode": mode, "Name": spec.name, "Ports": ports, "Replicas": replicas})
+                serde_json::json!({"ID": short_id(&s.service.id), "Image": image, "Mode": mode, "Name": spec.name, "Ports": ports, "Replicas": replicas})
             );
         } else {
-            t.row(vec![
-                s.service.id[..12.min(s.service.id.len())].to_string(),
-                spec.name.clone(),
-                mode.into(),
-                replicas,
-                image.into(),
-                ports,
-            ]);
+            t.row(vec![short_id(&s.service.id), spec.name.clone(), mode.into(), replicas, image.into(), ports]);
         }
     }
     if !quiet && format != "json" {
@@ -616,7 +609,7 @@ fn ps(host: &str, service: &str, quiet: bool, no_trunc: bool, format: &str) -> a
     for group in by_slot.values_mut() {
         group.sort_by(|a, b| b.meta.created_at.cmp(&a.meta.created_at).then(b.id.cmp(&a.id)));
         for (i, task) in group.iter().enumerate() {
-            let id = if no_trunc { task.id.clone() } else { task.id[..12.min(task.id.len())].to_string() };
+            let id = if no_trunc { task.id.clone() } else { short_id(&task.id) };
             if quiet {
                 println!("{id}");
                 continue;
@@ -705,6 +698,12 @@ fn logs(host: &str, service: &str, follow: bool, tail: Option<String>) -> anyhow
         }
         std::thread::sleep(Duration::from_millis(LOGS_FOLLOW_POLL_MS));
     }
+}
+
+/// An id's first 12 characters (Docker's short id). By characters, never
+/// bytes: ids come from the daemon's reply.
+fn short_id(id: &str) -> String {
+    id.chars().take(12).collect()
 }
 
 #[cfg(test)]
