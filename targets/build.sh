@@ -24,6 +24,7 @@ command -v readelf >/dev/null 2>&1 || need+=(binutils)
 command -v sha256sum >/dev/null 2>&1 || need+=(coreutils)
 for WANT in "${NAMES[@]}"; do
   cross_lookup
+  [ "$T_ROUTE" = musl-zig ] && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1 && need+=(python3-venv)
   [ "$T_PKG" = - ] && continue
   IFS=, read -ra pkgs <<<"$T_PKG"
   for pkg in "${pkgs[@]}"; do
@@ -39,10 +40,7 @@ command -v cargo >/dev/null 2>&1 || { echo "build: no Rust toolchain; install ru
 for WANT in "${NAMES[@]}"; do
   cross_lookup
   [ "$T_ROUTE" = musl-zig ] || continue
-  if ! command -v zig >/dev/null 2>&1 && ! python3 -m ziglang version >/dev/null 2>&1; then
-    echo "build: installing zig $ZIG_VERSION from PyPI (ziglang; the linker of the musl-zig route)" >&2
-    python3 -m pip install -q "ziglang==$ZIG_VERSION"
-  fi
+  zig_env
   break
 done
 installed=$(rustup target list --installed)

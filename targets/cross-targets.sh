@@ -25,6 +25,24 @@ ZIG_VERSION=0.17.1
 # committed lock unchanged.
 MIPS64EL_PINS=("mio 1.2.0" "libc 0.2.185")
 
+# zig_env: makes zig reachable for targets/zig-cc (the musl-zig route's
+# linker): zig on PATH, or PyPI's ziglang in this python3, else ziglang
+# installed into a venv under the target dir (Debian's python3 refuses a
+# system-wide pip install), whose bin/ is put first on PATH.
+zig_env() {
+  command -v zig >/dev/null 2>&1 && return 0
+  python3 -m ziglang version >/dev/null 2>&1 && return 0
+  local venv
+  venv="${CARGO_TARGET_DIR:-target}/zig-venv"
+  if ! "$venv/bin/python3" -m ziglang version >/dev/null 2>&1; then
+    echo "installing zig $ZIG_VERSION from PyPI (ziglang) into $venv" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/python3" -m pip install -q "ziglang==$ZIG_VERSION"
+  fi
+  PATH="$(cd "$venv/bin" && pwd):$PATH"
+  export PATH
+}
+
 # cross_lookup NAME-or-TRIPLE: sets T_NAME T_TRIPLE T_TOOLCHAIN T_ROUTE T_PKG T_QEMU T_PLATFORM.
 cross_lookup() {
   local line

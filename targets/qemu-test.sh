@@ -97,6 +97,7 @@ for WANT in "${NAMES[@]}"; do
   # (ppc64le's unit tests outran RUN_TIMEOUT that way). mips64le has no prebuilt
   # std, so it keeps build-std.
   extra=()
+  [ "$T_ROUTE" = musl-zig ] && zig_env
   test_cargo=("${CARGO[@]}")
   if [ "$T_TOOLCHAIN" = nightly ]; then
     if rustup target list 2>/dev/null | grep -q "^$T_TRIPLE"; then

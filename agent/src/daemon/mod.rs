@@ -439,6 +439,7 @@ impl Daemon {
                 }
             }
             Event::Started { task, result } => {
+                self.on_task_started(&task.id);
                 if let Err(e) = &result {
                     crate::log!("WARN", "task {} failed to start: {e}", task.id);
                 }

@@ -36,13 +36,30 @@ pub(crate) struct NetPath {
     /// The plan, ruleset and live tasks of the last sync started.
     synced: Option<Plan>,
     in_flight: bool,
+    /// Tasks whose start job has their network (from `task_net` to their
+    /// `Started` event): their lease and namespace stay, live or not.
+    starting: BTreeSet<String>,
+    /// Backends that left the rules and whose tracked connections are not
+    /// deleted yet (a failed sync keeps them for the next).
+    forget: BTreeSet<Ipv4Addr>,
 }
 
 impl NetPath {
     /// `bridge`: the node's bridge network (`--bridge-subnet`); its leases
     /// are read back from the driver (tasks that outlived a daemon keep theirs).
     pub(crate) fn new(driver: Arc<dyn NetDriver>, dns: Option<DnsHandle>, bridge: Option<Bridge>) -> NetPath {
-        let probe = driver.probe();
+        let mut probe = driver.probe();
+        // A bridge subnet that overlaps the host's own networks (another
+        // engine's bridge, say) would fail every sync: no bridge then, said once.
+        let bridge = match bridge.map(|b| (driver.bridge_clash(b.subnet), b)) {
+            Some((Some(clash), _)) => {
+                crate::log!("WARN", "networking: {clash}; tasks on no network share the host's namespace until then");
+                probe.problems.push(clash);
+                None
+            }
+            Some((None, b)) => Some(b),
+            None => None,
+        };
         let bridge = if probe.overlay() {
             crate::log!("INFO", "networking: bridge, veth, VXLAN and nftables available: tasks get their own namespaces");
             if bridge.is_none() {
@@ -60,7 +77,18 @@ impl NetPath {
         if !leases.is_empty() {
             crate::log!("INFO", "networking: {} address(es) on the node's bridge network adopted", leases.len());
         }
-        NetPath { driver, dns, probe, pids: Default::default(), bridge, leases, synced: None, in_flight: false }
+        NetPath {
+            driver,
+            dns,
+            probe,
+            pids: Default::default(),
+            bridge,
+            leases,
+            synced: None,
+            in_flight: false,
+            starting: BTreeSet::new(),
+            forget: BTreeSet::new(),
+        }
     }
 }
 
@@ -158,10 +186,14 @@ impl Daemon {
         self.net.in_flight = true;
         // Backends that left every VIP and port: their tracked connections go
         // once the new rules stop sending new ones there.
-        let gone: Vec<Ipv4Addr> = match &self.net.synced {
-            Some(old) => old.4.difference(&plan.4).copied().collect(),
-            None => Vec::new(),
-        };
+        // (kept until a sync succeeds; one that came back is not forgotten).
+        if let Some(old) = &self.net.synced {
+            self.net.forget.extend(old.4.difference(&plan.4));
+        }
+        self.net.forget.retain(|b| !plan.4.contains(b));
+        let gone: Vec<Ipv4Addr> = self.net.forget.iter().copied().collect();
+        // Tasks whose start job has their network keep their namespaces too.
+        let keep: BTreeSet<String> = plan.2.union(&self.net.starting).cloned().collect();
         self.net.synced = Some(plan.clone());
         let driver = self.net.driver.clone();
         let dns = self.net.dns.clone();
@@ -190,7 +222,7 @@ impl Daemon {
                         Err(e) => crate::log!("WARN", "networking: {e}; connections to tasks that stopped may linger until they time out"),
                     }
                 }
-                let pruned = driver.prune_tasks(&plan.2)?;
+                let pruned = driver.prune_tasks(&keep)?;
                 forget(dns.as_ref(), &pruned);
                 if let Some(d) = &dns {
                     relisten(driver.as_ref(), d, &plan.2, &listeners);
@@ -208,7 +240,11 @@ impl Daemon {
         // (a task that became live meanwhile keeps the one its start took).
         if let (Ok(_), Some(synced), Some(a)) = (&result, &self.net.synced, self.swarm.assigned_ref()) {
             let live = &synced.2;
-            self.net.leases.retain(|t| live.contains(t) || a.tasks.get(t).is_some_and(|t| !t.status.state.is_terminal()));
+            let starting = &self.net.starting;
+            self.net
+                .leases
+                .retain(|t| live.contains(t) || starting.contains(t) || a.tasks.get(t).is_some_and(|t| !t.status.state.is_terminal()));
+            self.net.forget.clear();
         }
         match result {
             Ok(r) if r.changes > 0 || r.ruleset_written => {
@@ -224,6 +260,15 @@ impl Daemon {
                 crate::log!("WARN", "networking: {e}; retrying");
                 self.net.synced = None;
             }
+        }
+    }
+
+    /// A task's start job ended: its lease and namespace follow the plan
+    /// again, and the node's rules are synced again from the newest plan
+    /// (the job loaded the ruleset it was given, which may be older).
+    pub(crate) fn on_task_started(&mut self, task_id: &str) {
+        if self.net.starting.remove(task_id) {
+            self.net.synced = None;
         }
     }
 
@@ -257,6 +302,7 @@ impl Daemon {
     /// on no network leases its address on the node's bridge here.
     pub(crate) fn task_net(&mut self, t: &Task) -> Result<Option<TaskNet>, RuntimeError> {
         let Some(a) = self.swarm.assigned_ref() else { return Ok(None) };
+        self.net.starting.insert(t.id.clone());
         let on_bridge = match &self.net.bridge {
             Some(b) if view::uses_bridge(t) => {
                 let ip = self.net.leases.lease(b, &t.id).map_err(|e| RuntimeError::Start(format!("network: {e}")))?;

@@ -91,6 +91,9 @@ pub trait NetDriver: Send + Sync {
     /// A UDP socket bound to the embedded resolver's address (127.0.0.11:53)
     /// inside task `task_id`'s namespace.
     fn open_dns(&self, task_id: &str) -> Result<DnsSocket, NetError>;
+    /// Why the node's bridge network cannot have `subnet` (it overlaps an
+    /// address on a device Shoal does not own), if it cannot.
+    fn bridge_clash(&self, subnet: super::Ipv4Net) -> Option<String>;
     /// Deletes the tracked connections to `backends`, which just left every
     /// VIP and published port of this node; returns how many went.
     fn forget_flows(&self, backends: &[Ipv4Addr]) -> Result<usize, NetError>;
@@ -181,6 +184,10 @@ impl NetDriver for Fake {
 
     fn adopt(&self, _task_id: &str, _pid: u32) -> Result<bool, NetError> {
         Ok(false)
+    }
+
+    fn bridge_clash(&self, _subnet: super::Ipv4Net) -> Option<String> {
+        None
     }
 
     fn forget_flows(&self, backends: &[Ipv4Addr]) -> Result<usize, NetError> {

@@ -34,6 +34,9 @@ const NFT_TIMEOUT_MS: u64 = 10_000;
 /// Backends whose tracked connections one sync deletes, at most (each is
 /// one bounded `conntrack` run; the rest wait for their own timeouts).
 const FORGET_FLOWS_MAX: usize = 64;
+/// Time one sync spends deleting tracked connections, at most (the rest
+/// time out on their own).
+const FORGET_FLOWS_TOTAL_MS: u64 = 2_000;
 /// `NUD_PERMANENT`: the entries Shoal writes.
 const NUD_PERMANENT: u16 = 0x80;
 /// Suffix of a task's lease file on the node's bridge network.
@@ -401,8 +404,9 @@ impl NetDriver for Linux {
             actions.retain(|a| !matches!(a, NetAction::DelLink { name } if name == bridge::DEVICE));
         }
         Self::apply(&mut nl, &actions).map_err(|e| NetError::new(what, e))?;
-        if adds_bridge {
-            // Published ports reached from the node itself (127.0.0.1) are translated onto the bridge.
+        if view.bridge.is_some() {
+            // Published ports reached from the node itself (127.0.0.1) are translated onto the bridge
+            // (every sync: a sync that failed after making the bridge must not leave it unset).
             netns::set_sysctl(&format!("net/ipv4/conf/{}/route_localnet", bridge::DEVICE), "1").map_err(|e| NetError::new(what, e))?;
         }
         let write = last.as_deref() != Some(ruleset);
@@ -484,9 +488,19 @@ impl NetDriver for Linux {
         Ok(true)
     }
 
+    fn bridge_clash(&self, subnet: Ipv4Net) -> Option<String> {
+        let mut nl = Netlink::open().ok()?;
+        Self::check_bridge_subnet(&mut nl, subnet).err()
+    }
+
     fn forget_flows(&self, backends: &[Ipv4Addr]) -> Result<usize, NetError> {
+        // Bounded in all: the sync holds the node's next syncs meanwhile.
+        let deadline = Instant::now() + Duration::from_millis(FORGET_FLOWS_TOTAL_MS);
         let mut deleted = 0;
         for b in backends.iter().take(FORGET_FLOWS_MAX) {
+            if Instant::now() >= deadline {
+                break;
+            }
             deleted += conntrack_forget(*b)?;
         }
         Ok(deleted)

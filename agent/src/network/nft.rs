@@ -180,6 +180,16 @@ pub fn ruleset(r: &Rules) -> String {
         let _ = writeln!(s, "    iifname \"sb-*\" oifname \"{}\" ct status != dnat counter drop", b.bridge);
     }
     let _ = writeln!(s, "  }}\n  chain input {{\n    type filter hook input priority filter; policy accept;");
+    if let Some(b) = &r.bridge {
+        // `route_localnet` on the node's bridge (for published ports reached
+        // from 127.0.0.1) must not let a task reach the node's loopback-only
+        // services with crafted frames: only translated traffic to 127/8.
+        let _ = writeln!(
+            s,
+            "    iifname \"{}\" ip daddr 127.0.0.0/8 ct state != {{ established, related }} ct status != dnat counter drop",
+            b.bridge
+        );
+    }
     if r.vxlan_peers.is_empty() {
         let _ = writeln!(s, "    udp dport {} drop", r.vxlan_port);
     } else {
@@ -294,6 +304,12 @@ mod tests {
         assert!(text.contains("oifname \"shoal0\" ct status dnat ip saddr { 127.0.0.0/8, 172.18.0.0/16 } counter masquerade"), "{text}");
         assert!(text.contains("iifname \"shoal0\" oifname \"sb-*\" ct status != dnat counter drop"), "{text}");
         assert!(text.contains("iifname \"sb-*\" oifname \"shoal0\" ct status != dnat counter drop"), "{text}");
+        // route_localnet on shoal0 opens no way to the node's loopback-only services.
+        assert!(
+            text.contains("iifname \"shoal0\" ip daddr 127.0.0.0/8 ct state != { established, related } ct status != dnat counter drop"),
+            "{text}"
+        );
+        assert!(!ruleset(&Rules { bridge: None, ..sample() }).contains("ip daddr 127.0.0.0/8 ct state"));
     }
 
     #[test]
