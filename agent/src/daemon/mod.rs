@@ -374,7 +374,13 @@ impl Daemon {
     }
 
     fn describe(&self) -> NodeDescription {
-        self.io.host(&self.net.probe)
+        let mut d = self.io.host(&self.net.probe);
+        // `bridge` is listed only where tasks on no network really get it
+        // (not with --bridge-subnet none or a clashing subnet).
+        if !self.net.has_bridge() {
+            d.plugins.retain(|p| p.name != shoal_shared::types::DRIVER_BRIDGE);
+        }
+        d
     }
 
     fn handle(&mut self, ev: Event) {

@@ -45,6 +45,12 @@ pub(crate) struct NetPath {
 }
 
 impl NetPath {
+    /// Tasks on no network get namespaces on the node's bridge here (else
+    /// they share the host's).
+    pub(crate) fn has_bridge(&self) -> bool {
+        self.bridge.is_some()
+    }
+
     /// `bridge`: the node's bridge network (`--bridge-subnet`); its leases
     /// are read back from the driver (tasks that outlived a daemon keep theirs).
     pub(crate) fn new(driver: Arc<dyn NetDriver>, dns: Option<DnsHandle>, bridge: Option<Bridge>) -> NetPath {
@@ -302,7 +308,6 @@ impl Daemon {
     /// on no network leases its address on the node's bridge here.
     pub(crate) fn task_net(&mut self, t: &Task) -> Result<Option<TaskNet>, RuntimeError> {
         let Some(a) = self.swarm.assigned_ref() else { return Ok(None) };
-        self.net.starting.insert(t.id.clone());
         let on_bridge = match &self.net.bridge {
             Some(b) if view::uses_bridge(t) => {
                 let ip = self.net.leases.lease(b, &t.id).map_err(|e| RuntimeError::Start(format!("network: {e}")))?;
@@ -315,6 +320,8 @@ impl Daemon {
             Ok(None) => return Ok(None),
             Err(e) => return Err(RuntimeError::Start(format!("network: {e}"))),
         };
+        // Only tasks that get a namespace: their start job holds its lease and loads rules.
+        self.net.starting.insert(t.id.clone());
         if !self.net.probe.overlay() {
             return Err(RuntimeError::Start(format!(
                 "network: this node cannot run tasks on overlay networks: {}",
