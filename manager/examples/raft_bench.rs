@@ -124,7 +124,8 @@ fn run(clients: usize, secs: u64, payload_bytes: usize) -> Option<Outcome> {
     for (k, rx) in rxs.into_iter().enumerate() {
         let id = k as u64 + 1;
         let db = redb::Database::create(dir.join(format!("node{id}.redb"))).ok()?;
-        let storage = RaftStorage::new(Arc::new(db)).ok()?;
+        let seal = Arc::new(shoal_shared::seal::SealKey::new(1, [id as u8; 32], [0; 16]));
+        let storage = RaftStorage::new(Arc::new(db), seal, false).ok()?;
         let raft = Raft::bootstrap(Config::lan(id, id), &[1, 2, 3]).ok()?;
         let peers: Vec<(u64, Sender<Message>)> = (1..=3u64).filter(|p| *p != id).map(|p| (p, txs[(p - 1) as usize].clone())).collect();
         let stop = stop.clone();

@@ -12,9 +12,9 @@ use shoal_shared::api::ErrorKind;
 use shoal_shared::clock::UnixNanos;
 use shoal_shared::ops::Op;
 use shoal_shared::types::{
-    EndpointMode, Ipv4Net, Meta, Network, NetworkDefaults, NetworkSpec, NodeRole, NodeState, PortConfig, Service, ServiceMode, ServiceSpec,
-    SwarmSettings, UpdateState, UpdateStatus, DRIVER_OVERLAY, HOST_NETWORK_ID, NONE_NETWORK_ID, OPT_ENCRYPTED, OPT_MTU, PUBLISH_MODE_HOST,
-    PUBLISH_MODE_INGRESS,
+    Autolock, EndpointMode, Ipv4Net, Meta, Network, NetworkDefaults, NetworkSpec, NodeRole, NodeState, PortConfig, Service, ServiceMode,
+    ServiceSpec, SwarmSettings, UpdateState, UpdateStatus, DRIVER_OVERLAY, HOST_NETWORK_ID, NONE_NETWORK_ID, OPT_ENCRYPTED, OPT_MTU,
+    PUBLISH_MODE_HOST, PUBLISH_MODE_INGRESS,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -59,6 +59,12 @@ pub enum ControlError {
     ScaleGlobal(String),
     #[error("service {0} does not have a previous spec: there is nothing to roll back to")]
     NoPreviousSpec(String),
+    /// Docker's wording.
+    #[error("cannot rotate because autolock is not turned on")]
+    AutolockOff,
+    /// Docker's wording.
+    #[error("no unlock key is set")]
+    NoUnlockKey,
     #[error("attempting to demote the last manager of the swarm")]
     LastManager,
     #[error("attempting to demote {0}, the only manager that votes in raft yet: a promoted manager votes once it has caught up; wait until `shoal node ls` shows it Reachable")]
@@ -91,6 +97,8 @@ impl ControlError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             ControlError::NotInSwarm
+            | ControlError::AutolockOff
+            | ControlError::NoUnlockKey
             | ControlError::AlreadyInSwarm
             | ControlError::ScaleGlobal(_)
             | ControlError::NoPreviousSpec(_)
@@ -614,6 +622,36 @@ pub fn update_swarm(state: &State, dispatcher_heartbeat_ms: Option<u64>) -> Resu
         return Ok(Vec::new());
     }
     Ok(vec![Op::SetSwarmSettings(next)])
+}
+
+/// Ops for `swarm update --autolock=ON` (and `swarm init --autolock`):
+/// turning it on installs `new_key` as the unlock key in a new epoch;
+/// turning it off drops the key; asking for the current setting changes
+/// nothing. Returns the ops and the unlock key in effect afterwards.
+pub fn set_autolock(state: &State, on: bool, new_key: [u8; 32]) -> Result<(Vec<Op>, Option<[u8; 32]>), ControlError> {
+    in_swarm(state)?;
+    let current = &state.autolock;
+    match (on, current.key) {
+        (true, Some(k)) => Ok((Vec::new(), Some(k))),
+        (false, None) => Ok((Vec::new(), None)),
+        (true, None) => Ok((vec![Op::SetAutolock(Autolock { key: Some(new_key), epoch: current.epoch + 1 })], Some(new_key))),
+        (false, Some(_)) => Ok((vec![Op::SetAutolock(Autolock { key: None, epoch: current.epoch + 1 })], None)),
+    }
+}
+
+/// Ops for `swarm unlock-key --rotate`: `new_key` replaces the unlock key.
+pub fn rotate_unlock_key(state: &State, new_key: [u8; 32]) -> Result<Vec<Op>, ControlError> {
+    in_swarm(state)?;
+    if state.autolock.key.is_none() {
+        return Err(ControlError::AutolockOff);
+    }
+    Ok(vec![Op::SetAutolock(Autolock { key: Some(new_key), epoch: state.autolock.epoch + 1 })])
+}
+
+/// The unlock key for `swarm unlock-key`.
+pub fn unlock_key(state: &State) -> Result<[u8; 32], ControlError> {
+    in_swarm(state)?;
+    state.autolock.key.ok_or(ControlError::NoUnlockKey)
 }
 
 #[cfg(test)]

@@ -8,7 +8,12 @@
 use redb::TableDefinition;
 
 /// Current layout version, stored under `meta["schema_version"]`.
-pub const SCHEMA_VERSION: u64 = 1;
+/// Version 1 kept raft's log entries and snapshot in clear; opening such a
+/// store seals them in place and raises the version (see
+/// `raft::RaftStorage::new`).
+pub const SCHEMA_VERSION: u64 = 2;
+/// The layout before sealing at rest.
+pub const SCHEMA_VERSION_PLAIN: u64 = 1;
 
 /// Layout: key = a name, value = a u64 (`schema_version`).
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");

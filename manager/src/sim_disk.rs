@@ -373,20 +373,22 @@ mod tests {
     #[test]
     fn a_committed_proposal_survives_a_power_cut() {
         let disk = SimDisk::new();
-        let (mut s, id) = Store::open_on_disk(disk.clone(), 1, || "node-a".into(), Bootstrap::Single, |_| {}).unwrap();
+        let (mut s, id) =
+            Store::open_on_disk(disk.clone(), Store::test_seal_key(), 1, || "node-a".into(), Bootstrap::Single, |_| {}).unwrap();
         assert_eq!(id, "node-a");
         assert!(s.is_leader());
         s.propose(&Entry { at: 1, ops: vec![Op::PutService(service("a", "web"))] }).unwrap();
         disk.power_cut();
         drop(s);
-        let (mut s, id) = Store::open_on_disk(disk.clone(), 2, || unreachable!(), Bootstrap::Single, |_| {}).unwrap();
+        let (mut s, id) =
+            Store::open_on_disk(disk.clone(), Store::test_seal_key(), 2, || unreachable!(), Bootstrap::Single, |_| {}).unwrap();
         assert_eq!(id, "node-a");
         assert!(s.is_leader());
         assert_eq!(s.state().services.keys().collect::<Vec<_>>(), ["a"]);
         s.propose(&Entry { at: 2, ops: vec![Op::PutService(service("b", "db"))] }).unwrap();
         drop(s);
         disk.power_cut();
-        let (s, _) = Store::open_on_disk(disk.clone(), 3, || unreachable!(), Bootstrap::Single, |_| {}).unwrap();
+        let (s, _) = Store::open_on_disk(disk.clone(), Store::test_seal_key(), 3, || unreachable!(), Bootstrap::Single, |_| {}).unwrap();
         assert_eq!(s.state().services.keys().collect::<Vec<_>>(), ["a", "b"]);
         assert!(disk.bytes_len() > 0);
     }

@@ -23,7 +23,7 @@ use shoal_shared::legacy::{ClusterV1, NodeV1, NodeV2, ServiceV1, TaskV1};
 use shoal_shared::ops::{Entry, Op};
 use shoal_shared::task::TaskState;
 use shoal_shared::types::{
-    Cluster, Network, NetworkAttachment, Node, Service, SwarmSettings, Task, UpdateStatus, PORT_AUTO_MAX, PORT_AUTO_MIN,
+    Autolock, Cluster, Network, NetworkAttachment, Node, Service, SwarmSettings, Task, UpdateStatus, PORT_AUTO_MAX, PORT_AUTO_MIN,
 };
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -31,9 +31,9 @@ use std::net::Ipv4Addr;
 /// Version of the snapshot encoding: `[SNAPSHOT_VERSION] ++ postcard(State)`.
 /// Version 1 lacked `settings` (it restores with the defaults); version 2
 /// held the records before networks (`shoal_shared::legacy`); version 3
-/// the nodes before plugins; postcard structs are positional, so a new
-/// field means a new version here.
-const SNAPSHOT_VERSION: u8 = 4;
+/// the nodes before plugins; version 4 had no `autolock`; postcard structs
+/// are positional, so a new field means a new version here.
+const SNAPSHOT_VERSION: u8 = 5;
 
 /// The whole replicated state, materialised in memory.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -51,6 +51,8 @@ pub struct State {
     /// Next-fit cursor of automatically published ports: the last one an
     /// allocation op handed out.
     pub last_port: u32,
+    /// Autolock and the unlock key (sealed at rest with the rest of the state).
+    pub autolock: Autolock,
 }
 
 /// The records at the head of every snapshot version, over the record
@@ -71,6 +73,8 @@ type StateV1 = Records<ClusterV1, NodeV1, ServiceV1, TaskV1>;
 type StateV2 = (StateV1, SwarmSettings);
 /// Snapshot version 3: today's fields, with the nodes before plugins.
 type StateV3 = (Records<Cluster, NodeV2, Service, Task>, SwarmSettings, BTreeMap<String, Network>, u32);
+/// Snapshot version 4: version 5 without `autolock`.
+type StateV4 = (Records<Cluster, Node, Service, Task>, SwarmSettings, BTreeMap<String, Network>, u32);
 
 impl<C: Into<Cluster>, N: Into<Node>, S: Into<Service>, T: Into<Task>> Records<C, N, S, T> {
     /// Today's state from an older snapshot's records and the fields after them.
@@ -85,6 +89,7 @@ impl<C: Into<Cluster>, N: Into<Node>, S: Into<Service>, T: Into<Task>> Records<C
             settings,
             networks,
             last_port,
+            autolock: Autolock::default(),
         }
     }
 }
@@ -108,6 +113,8 @@ pub enum ApplyError {
     AddressOutside { network: String, addr: Ipv4Addr },
     #[error("ingress port {port}/{protocol} is held by service {holder}")]
     PortHeld { port: u32, protocol: String, holder: String },
+    #[error("autolock change of epoch {epoch} is not newer than epoch {current}")]
+    StaleAutolock { epoch: u64, current: u64 },
 }
 
 /// The outcome of applying one entry.
@@ -259,6 +266,12 @@ impl State {
             Op::SetSwarmSettings(settings) => {
                 self.settings = settings.clone();
             }
+            Op::SetAutolock(a) => {
+                if a.epoch <= self.autolock.epoch {
+                    return Err(ApplyError::StaleAutolock { epoch: a.epoch, current: self.autolock.epoch });
+                }
+                self.autolock = a.clone();
+            }
             Op::PutNetwork(n) => {
                 let taken = self.networks.values().any(|o| {
                     o.id != n.id
@@ -389,6 +402,7 @@ impl State {
             1 => postcard::from_bytes::<StateV1>(body).map(|r| r.into_state(SwarmSettings::default(), BTreeMap::new(), 0)).map_err(corrupt),
             2 => postcard::from_bytes::<StateV2>(body).map(|(r, settings)| r.into_state(settings, BTreeMap::new(), 0)).map_err(corrupt),
             3 => postcard::from_bytes::<StateV3>(body).map(|(r, settings, nets, port)| r.into_state(settings, nets, port)).map_err(corrupt),
+            4 => postcard::from_bytes::<StateV4>(body).map(|(r, settings, nets, port)| r.into_state(settings, nets, port)).map_err(corrupt),
             SNAPSHOT_VERSION => postcard::from_bytes(body).map_err(corrupt),
             _ => Err(SnapshotError::Version(v)),
         }

@@ -65,10 +65,11 @@
 //! proposal's index is greater than `applied`.
 
 use crate::raft::{self, ConfChange, EntryKind, Persisted, Raft, RaftStorage};
-use crate::schema::{LOCAL, META, SCHEMA_VERSION};
+use crate::schema::{LOCAL, META, SCHEMA_VERSION, SCHEMA_VERSION_PLAIN};
 use crate::state::{SnapshotError, State};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use shoal_shared::ops::Entry;
+use shoal_shared::seal::SealKey;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -243,32 +244,43 @@ impl Store {
     /// Opens (or creates) the database at `path` for the node whose id is
     /// stored in it, or `new_node_id()` for a new one. A new store becomes a
     /// single-voter raft group that elects itself at once.
+    /// Sealed under a fixed test key; the daemon uses [`Store::open_with`].
+    #[cfg(any(test, feature = "sim"))]
     pub fn open(path: &Path, seed: u64, new_node_id: impl FnOnce() -> String) -> Result<(Store, String), StoreError> {
         Store::open_tuned(path, seed, new_node_id, |_| {})
     }
 
+    /// The fixed data key of [`Store::open`] and [`Store::open_tuned`] (tests only).
+    #[cfg(any(test, feature = "sim"))]
+    pub fn test_seal_key() -> Arc<SealKey> {
+        Arc::new(SealKey::new(1, [0x7e; 32], [0; 16]))
+    }
+
     /// [`Store::open`] with adjusted raft settings (tests use short snapshot intervals).
+    #[cfg(any(test, feature = "sim"))]
     pub fn open_tuned(
         path: &Path,
         seed: u64,
         new_node_id: impl FnOnce() -> String,
         tune: impl FnOnce(&mut raft::Config),
     ) -> Result<(Store, String), StoreError> {
-        Store::open_with(path, seed, new_node_id, Bootstrap::Single, tune)
+        Store::open_with(path, Store::test_seal_key(), seed, new_node_id, Bootstrap::Single, tune)
     }
 
-    /// Opens (or creates) the database at `path`. With no raft state on
+    /// Opens (or creates) the database at `path`, its raft records sealed
+    /// under `seal` (the node's data key). With no raft state on
     /// disk the node starts as `bootstrap` says (a remembered pending join
     /// wins over `Single`); with raft state, `bootstrap` is ignored.
     pub fn open_with(
         path: &Path,
+        seal: Arc<SealKey>,
         seed: u64,
         new_node_id: impl FnOnce() -> String,
         bootstrap: Bootstrap,
         tune: impl FnOnce(&mut raft::Config),
     ) -> Result<(Store, String), StoreError> {
         let database = open_database_file(path, CHECK_INTEGRITY_ON_OPEN)?;
-        Store::open_database(database, seed, new_node_id, bootstrap, tune).map_err(|e| e.at_open(path))
+        Store::open_database(database, seal, seed, new_node_id, bootstrap, tune).map_err(|e| e.at_open(path))
     }
 
     /// [`Store::open_with`] on a simulated disk (see [`crate::sim_disk`]):
@@ -277,6 +289,7 @@ impl Store {
     #[cfg(any(test, feature = "sim"))]
     pub fn open_on_disk(
         disk: crate::sim_disk::SimDisk,
+        seal: Arc<SealKey>,
         seed: u64,
         new_node_id: impl FnOnce() -> String,
         bootstrap: Bootstrap,
@@ -285,20 +298,21 @@ impl Store {
         let database = redb::Builder::new()
             .create_with_backend(disk.backend())
             .map_err(|e| StoreError::Open { path: "<sim disk>".into(), message: e.to_string() })?;
-        Store::open_database(database, seed, new_node_id, bootstrap, tune)
+        Store::open_database(database, seal, seed, new_node_id, bootstrap, tune)
     }
 
     /// The body of [`Store::open_with`] once the database is open.
     fn open_database(
         database: Database,
+        seal: Arc<SealKey>,
         seed: u64,
         new_node_id: impl FnOnce() -> String,
         bootstrap: Bootstrap,
         tune: impl FnOnce(&mut raft::Config),
     ) -> Result<(Store, String), StoreError> {
         let db = Arc::new(database);
-        let node_id = init_local(&db, new_node_id)?;
-        let storage = RaftStorage::new(db.clone())?;
+        let (node_id, plain_records) = init_local(&db, new_node_id)?;
+        let storage = RaftStorage::new(db.clone(), seal, plain_records)?;
         let persisted = storage.load()?;
         let mut cfg = raft::Config::lan(raft_id(&node_id), seed);
         tune(&mut cfg);
@@ -713,8 +727,12 @@ impl Store {
 }
 
 /// Checks the layout version and returns the node id, creating it if new.
-fn init_local(database: &Database, new_node_id: impl FnOnce() -> String) -> Result<String, StoreError> {
+/// Creates or checks the schema version and the node id. Returns the node
+/// id and whether the raft records are still in clear (schema version 1;
+/// `RaftStorage::new` seals them and raises the version).
+fn init_local(database: &Database, new_node_id: impl FnOnce() -> String) -> Result<(String, bool), StoreError> {
     let tx = database.begin_write().map_err(db)?;
+    let mut plain_records = false;
     let node_id = {
         let mut meta = tx.open_table(META).map_err(db)?;
         let found = meta.get("schema_version").map_err(db)?.map(|v| v.value());
@@ -722,6 +740,7 @@ fn init_local(database: &Database, new_node_id: impl FnOnce() -> String) -> Resu
             None => {
                 meta.insert("schema_version", SCHEMA_VERSION).map_err(db)?;
             }
+            Some(SCHEMA_VERSION_PLAIN) => plain_records = true,
             Some(v) if v != SCHEMA_VERSION => return Err(StoreError::Schema { found: v }),
             Some(_) => {}
         }
@@ -737,7 +756,7 @@ fn init_local(database: &Database, new_node_id: impl FnOnce() -> String) -> Resu
         }
     };
     tx.commit().map_err(db)?;
-    Ok(node_id)
+    Ok((node_id, plain_records))
 }
 
 #[cfg(test)]
@@ -801,7 +820,7 @@ mod tests {
     fn open_node(name: &str, bootstrap: Bootstrap) -> (Store, std::path::PathBuf) {
         let path = tmp(name);
         let seed = raft_id(name);
-        let (s, id) = Store::open_with(&path, seed, || name.into(), bootstrap, |_| {}).unwrap();
+        let (s, id) = Store::open_with(&path, Store::test_seal_key(), seed, || name.into(), bootstrap, |_| {}).unwrap();
         assert_eq!(id, name);
         (s, path)
     }

@@ -250,7 +250,8 @@ fn open_time_with_ten_thousand_entries() {
             let t = Instant::now();
             let database = open_database_file(&path, checked).unwrap();
             file_ms = file_ms.min(t.elapsed().as_secs_f64() * 1000.0);
-            let (s, _) = Store::open_database(database, 2, || unreachable!(), Bootstrap::Single, no_snapshot).unwrap();
+            let (s, _) =
+                Store::open_database(database, Store::test_seal_key(), 2, || unreachable!(), Bootstrap::Single, no_snapshot).unwrap();
             store_ms = store_ms.min(t.elapsed().as_secs_f64() * 1000.0);
             assert!(s.applied >= 10_000);
         }

@@ -9,7 +9,9 @@ use crate::types::{Availability, Ipv4Net, Network, NetworkDefaults, NetworkSpec,
 use serde::{Deserialize, Serialize};
 
 /// Version of the control API; replies to other versions are refused.
-pub const API_VERSION: u8 = 4;
+/// Version 5 added autolock (`SwarmInit::autolock`, `SwarmUpdate::autolock`,
+/// `Reply::SwarmInit::unlock_key`).
+pub const API_VERSION: u8 = 5;
 
 /// A CLI request.
 // Messages are built once and moved; boxing the big variants buys nothing on the wire.
@@ -27,6 +29,8 @@ pub enum Request {
         force_new_cluster: bool,
         /// `--default-addr-pool`, `--default-addr-pool-mask-length`, `--data-path-port`.
         network: Box<NetworkDefaults>,
+        /// `--autolock`: the reply carries the unlock key.
+        autolock: bool,
     },
     NodeList,
     NodeInspect {
@@ -107,6 +111,8 @@ pub enum Request {
     /// `swarm update`: each `Some` setting replaces the swarm's.
     SwarmUpdate {
         dispatcher_heartbeat_ms: Option<u64>,
+        /// `--autolock=true|false`; turning it on is answered with [`Reply::UnlockKey`].
+        autolock: Option<bool>,
     },
     /// `shoal info`: this node and its swarm, as it sees them.
     Info,
@@ -123,6 +129,15 @@ pub enum Request {
     /// `network rm` of one network.
     NetworkRemove {
         network: String,
+    },
+    /// `swarm unlock`: the key a person typed (checked by a locked manager;
+    /// any other node says why there is nothing to unlock).
+    SwarmUnlock {
+        key: String,
+    },
+    /// `swarm unlock-key [--rotate]`; answered with [`Reply::UnlockKey`].
+    SwarmUnlockKey {
+        rotate: bool,
     },
 }
 
@@ -165,6 +180,10 @@ impl Request {
             | Request::ServiceUpdate { .. } => Write,
             Request::NodeUpdate { .. } | Request::NodeSetRole { .. } | Request::NodeRemove { .. } => Write,
             Request::SwarmUpdate { .. } => Write,
+            // A locked manager answers it before anything else runs; elsewhere it explains.
+            Request::SwarmUnlock { .. } => Local,
+            Request::SwarmUnlockKey { rotate: false } => Read,
+            Request::SwarmUnlockKey { rotate: true } => Write,
             Request::NetworkList | Request::NetworkInspect { .. } => Read,
             Request::NetworkCreate { .. } | Request::NetworkRemove { .. } => Write,
         }
@@ -203,6 +222,8 @@ impl Request {
             Request::NetworkList => "network ls",
             Request::NetworkInspect { .. } => "network inspect",
             Request::NetworkRemove { .. } => "network rm",
+            Request::SwarmUnlock { .. } => "swarm unlock",
+            Request::SwarmUnlockKey { .. } => "swarm unlock-key",
         }
     }
 }
@@ -272,6 +293,8 @@ pub struct SwarmInfo {
     /// `WARNING:` lines), as in its [`crate::types::NodeDescription`].
     pub plugins: Vec<crate::types::Plugin>,
     pub warnings: Vec<String>,
+    /// Docker's `Autolock Managers`: the swarm's autolock setting (managers only).
+    pub autolock: bool,
 }
 
 /// A network with what `network ls`/`inspect` show beside the record.
@@ -324,6 +347,8 @@ pub enum Reply {
         node_id: String,
         advertise_addr: String,
         worker_token: String,
+        /// The unlock key (`SHLKEY-1-...`) when the swarm was created with `--autolock`.
+        unlock_key: String,
     },
     /// `leader_id` is empty when no leader is known; `reachable` lists the
     /// managers the answering manager can reach (Swarm's Reachable), itself included.
@@ -384,6 +409,15 @@ pub enum Reply {
         id: String,
     },
     Networks(Vec<NetworkDetail>),
+    /// The swarm's unlock key (`SHLKEY-1-...`): `swarm unlock-key`, and
+    /// `swarm update --autolock=true`. After a rotation, `previous_needed_by`
+    /// names the managers the leader cannot reach: each still unlocks with
+    /// the previous key until it has caught up.
+    UnlockKey {
+        key: String,
+        rotated: bool,
+        previous_needed_by: Vec<String>,
+    },
 }
 
 impl Reply {
@@ -410,7 +444,10 @@ mod tests {
         check(Request::SwarmJoinToken { role: NodeRole::Worker, rotate: true }, RequestClass::Write);
         check(Request::ServiceScale { service: "web".into(), replicas: 2 }, RequestClass::Write);
         check(Request::NodeRemove { node: "n".into(), force: false }, RequestClass::Write);
-        check(Request::SwarmUpdate { dispatcher_heartbeat_ms: Some(5_000) }, RequestClass::Write);
+        check(Request::SwarmUpdate { dispatcher_heartbeat_ms: Some(5_000), autolock: None }, RequestClass::Write);
+        check(Request::SwarmUnlock { key: String::new() }, RequestClass::Local);
+        check(Request::SwarmUnlockKey { rotate: false }, RequestClass::Read);
+        check(Request::SwarmUnlockKey { rotate: true }, RequestClass::Write);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! the sans-IO Noise link core, node keys and join tokens ([`noise`]) and the
 //! reconnect [`backoff`]. It performs no I/O beyond what [`frame`] reads and
 //! writes on a stream the caller hands it and the key-file helpers in
-//! [`noise::key`].
+//! [`noise::key`], and the keyring file helpers in [`seal`] (which also
+//! seals records at rest under a node's data key).
 
 pub mod api;
 pub mod assignments;
@@ -19,6 +20,7 @@ pub mod noise;
 pub mod ops;
 pub mod platform;
 pub mod rng;
+pub mod seal;
 pub mod task;
 pub mod types;
 pub mod wire;

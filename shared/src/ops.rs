@@ -10,7 +10,8 @@
 
 use crate::task::TaskState;
 use crate::types::{
-    Availability, Cluster, Endpoint, Network, NetworkAttachment, Node, NodeState, Service, SwarmSettings, Task, TaskStatus, UpdateStatus,
+    Autolock, Availability, Cluster, Endpoint, Network, NetworkAttachment, Node, NodeState, Service, SwarmSettings, Task, TaskStatus,
+    UpdateStatus,
 };
 use serde::{Deserialize, Serialize};
 
@@ -112,6 +113,9 @@ pub enum Op {
         id: String,
         attachments: Vec<NetworkAttachment>,
     },
+    /// Turn autolock on or off or rotate its key; skipped unless its epoch
+    /// is newer than the state's.
+    SetAutolock(Autolock),
 }
 
 /// A batch of ops proposed together, stamped by the proposer.

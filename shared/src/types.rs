@@ -553,6 +553,25 @@ impl Default for SwarmSettings {
     }
 }
 
+/// The swarm's autolock setting (`swarm init --autolock`, `swarm update
+/// --autolock`, `swarm unlock-key --rotate`), replicated through
+/// `Op::SetAutolock`. `epoch` counts unlock-key generations and only grows
+/// (turning autolock off keeps it), so a manager knows whether its keyring
+/// is wrapped under the current key. The key is never shown by `Debug`;
+/// the raft records that carry it are sealed at rest.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Autolock {
+    /// The unlock key while autolock is on.
+    pub key: Option<[u8; 32]>,
+    pub epoch: u64,
+}
+
+impl std::fmt::Debug for Autolock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Autolock").field("on", &self.key.is_some()).field("epoch", &self.epoch).finish()
+    }
+}
+
 /// Lowest published port Swarm picks for `-p TARGET` (no published port).
 pub const PORT_AUTO_MIN: u32 = 30_000;
 /// Highest published port Swarm picks.

@@ -1,4 +1,4 @@
-//! `shoal swarm ...` (init, join, join-token, leave) and the node membership
+//! `shoal swarm ...` (init, join, join-token, leave, update, unlock, unlock-key) and the node membership
 //! commands `shoal node promote|demote|rm`, with Docker's wording.
 //!
 //! The commands that act on several nodes send one request per node, carry
@@ -46,6 +46,9 @@ pub(crate) enum SwarmCmd {
         /// Port of the data path (VXLAN) traffic (default 4789).
         #[arg(long)]
         data_path_port: Option<u16>,
+        /// Enable manager autolocking (requiring an unlock key to start a stopped manager).
+        #[arg(long)]
+        autolock: bool,
     },
     /// Update the swarm's settings.
     Update {
@@ -53,6 +56,20 @@ pub(crate) enum SwarmCmd {
         /// tasks move (ns|us|ms|s|m|h; default 1s; raise it on flaky links).
         #[arg(long, value_name = "DURATION", value_parser = parse::duration_ns)]
         dispatcher_heartbeat: Option<u64>,
+        /// Change manager autolocking setting (true|false).
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+        autolock: Option<bool>,
+    },
+    /// Unlock a locked manager (reads the key from the terminal, or one line from stdin).
+    Unlock,
+    /// Manage the unlock key.
+    UnlockKey {
+        /// Only display the key.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Rotate the unlock key.
+        #[arg(long)]
+        rotate: bool,
     },
     /// Join a swarm as a worker or a manager (the token decides).
     Join {
@@ -104,6 +121,7 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
             default_addr_pool,
             default_addr_pool_mask_length,
             data_path_port,
+            autolock,
         } => {
             let mut network = shoal_shared::types::NetworkDefaults::default();
             if !default_addr_pool.is_empty() {
@@ -122,29 +140,69 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
             }
             match call(
                 host,
-                Request::SwarmInit { advertise_addr, availability, listen_addr, force_new_cluster, network: Box::new(network) },
+                Request::SwarmInit { advertise_addr, availability, listen_addr, force_new_cluster, network: Box::new(network), autolock },
                 REPLY_MS_DEFAULT,
             )? {
-                Reply::SwarmInit { node_id, advertise_addr, worker_token } => {
+                Reply::SwarmInit { node_id, advertise_addr, worker_token, unlock_key } => {
                     if heartbeat_ms.is_some() {
-                        call(host, Request::SwarmUpdate { dispatcher_heartbeat_ms: heartbeat_ms }, REPLY_MS_DEFAULT).map_err(|e| {
-                            e.context("the swarm was initialized, but its settings were not applied; run `shoal swarm update` again")
-                        })?;
+                        call(host, Request::SwarmUpdate { dispatcher_heartbeat_ms: heartbeat_ms, autolock: None }, REPLY_MS_DEFAULT)
+                            .map_err(|e| {
+                                e.context("the swarm was initialized, but its settings were not applied; run `shoal swarm update` again")
+                            })?;
                     }
                     print!("{}", init_text(&node_id, &worker_token, &advertise_addr));
+                    if !unlock_key.is_empty() {
+                        print!("\n{}", unlock_key_text(&unlock_key));
+                    }
                     Ok(())
                 }
                 r => Err(unexpected(r)),
             }
         }
-        SwarmCmd::Update { dispatcher_heartbeat } => {
-            if dispatcher_heartbeat.is_none() {
-                anyhow::bail!("nothing to update: give a setting, e.g. `shoal swarm update --dispatcher-heartbeat 30s`");
+        SwarmCmd::Update { dispatcher_heartbeat, autolock } => {
+            if dispatcher_heartbeat.is_none() && autolock.is_none() {
+                anyhow::bail!(
+                    "nothing to update: give a setting, e.g. `shoal swarm update --dispatcher-heartbeat 30s` or `--autolock=true`"
+                );
             }
-            call(host, Request::SwarmUpdate { dispatcher_heartbeat_ms: dispatcher_heartbeat.map(ns_to_ms) }, REPLY_MS_DEFAULT)?;
+            let reply = call(
+                host,
+                Request::SwarmUpdate { dispatcher_heartbeat_ms: dispatcher_heartbeat.map(ns_to_ms), autolock },
+                REPLY_MS_DEFAULT,
+            )?;
             println!("Swarm updated.");
+            if let Reply::UnlockKey { key, .. } = reply {
+                print!("{}", unlock_key_text(&key));
+            }
             Ok(())
         }
+        SwarmCmd::Unlock => {
+            let key = read_unlock_key()?;
+            match call(host, Request::SwarmUnlock { key }, REPLY_MS_DEFAULT)? {
+                Reply::Ok => Ok(()),
+                r => Err(unexpected(r)),
+            }
+        }
+        SwarmCmd::UnlockKey { quiet, rotate } => match call(host, Request::SwarmUnlockKey { rotate }, REPLY_MS_DEFAULT)? {
+            Reply::UnlockKey { key, rotated, previous_needed_by } => {
+                if quiet {
+                    println!("{key}");
+                } else {
+                    if rotated {
+                        println!("Successfully rotated manager unlock key.\n");
+                    }
+                    print!("{}", unlock_key_text(&key));
+                }
+                if !previous_needed_by.is_empty() {
+                    eprintln!(
+                        "WARNING: managers {} are unreachable: each still needs the previous unlock key to restart until it has caught up",
+                        previous_needed_by.join(", ")
+                    );
+                }
+                Ok(())
+            }
+            r => Err(unexpected(r)),
+        },
         SwarmCmd::Join { token, advertise_addr, listen_addr, availability, remote } => {
             let remote_addr = with_default_port(&remote);
             match call(host, Request::SwarmJoin { token, remote_addr, advertise_addr, listen_addr, availability }, REPLY_MS_JOIN)? {
@@ -176,6 +234,73 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
             }
             r => Err(unexpected(r)),
         },
+    }
+}
+
+/// Docker's text around an unlock key (`docker` spelled `shoal`).
+pub(crate) fn unlock_key_text(key: &str) -> String {
+    format!(
+        "To unlock a swarm manager after it restarts, run the `shoal swarm unlock`\n\
+         command and provide the following key:\n\
+         \n    {key}\n\n\
+         Please remember to store this key in a password manager, since without it you\n\
+         will not be able to restart the manager.\n"
+    )
+}
+
+/// The unlock key: typed at the terminal without echo (`Enter unlock key: `),
+/// or one line of stdin when it is not a terminal.
+fn read_unlock_key() -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    if stdin.is_terminal() {
+        eprint!("Enter unlock key: ");
+        std::io::stderr().flush()?;
+        let _echo_off = EchoOff::new(&stdin);
+        stdin.lock().read_line(&mut line)?;
+        eprintln!();
+    } else {
+        stdin.lock().read_line(&mut line)?;
+    }
+    let key = line.trim().to_string();
+    if key.is_empty() {
+        anyhow::bail!("no unlock key given: type it, or pipe it on stdin (`shoal swarm unlock < key.txt`)");
+    }
+    Ok(key)
+}
+
+/// Terminal echo turned off until dropped (termios `ECHO` cleared on the
+/// terminal of `fd`; restored on drop, also after an error).
+struct EchoOff {
+    fd: i32,
+    saved: Option<libc::termios>,
+}
+
+impl EchoOff {
+    fn new(stdin: &std::io::Stdin) -> EchoOff {
+        use std::os::fd::AsRawFd;
+        let fd = stdin.as_raw_fd();
+        // SAFETY: termios is plain data; tcgetattr fills it or fails.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: fd is stdin's, valid for the process; t is a valid termios.
+        if unsafe { libc::tcgetattr(fd, &mut t) } != 0 {
+            return EchoOff { fd, saved: None };
+        }
+        let saved = t;
+        t.c_lflag &= !libc::ECHO;
+        // SAFETY: as above; a failure leaves echo on, which only shows the key.
+        let ok = unsafe { libc::tcsetattr(fd, libc::TCSANOW, &t) } == 0;
+        EchoOff { fd, saved: ok.then_some(saved) }
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        if let Some(t) = self.saved {
+            // SAFETY: restores the attributes read in `new` on the same fd.
+            unsafe { libc::tcsetattr(self.fd, libc::TCSANOW, &t) };
+        }
     }
 }
 
@@ -217,6 +342,10 @@ fn info_text(i: &shoal_shared::api::SwarmInfo) -> String {
         return out;
     }
     out += &format!(" NodeID: {}\n Is Manager: {}\n", i.version.node_id, i.is_manager);
+    if i.local_state == "locked" {
+        out += " Autolock Managers: true\n (locked: run `shoal swarm unlock` to start this manager)\n";
+        return out;
+    }
     if i.is_manager {
         out += &format!(" ClusterID: {}\n Managers: {}\n Nodes: {}\n", i.cluster_id, i.managers, i.nodes);
         if !i.leader_id.is_empty() {
@@ -225,6 +354,7 @@ fn info_text(i: &shoal_shared::api::SwarmInfo) -> String {
         if let Some(s) = &i.settings {
             out += &format!(" Dispatcher:\n  Heartbeat Period: {}\n", heartbeat_text(s.dispatcher_heartbeat_ms));
         }
+        out += &format!(" Autolock Managers: {}\n", i.autolock);
     }
     if !i.node_addr.is_empty() {
         out += &format!(" Node Address: {}\n", i.node_addr);
@@ -365,6 +495,7 @@ mod tests {
             leader_id: "abc".into(),
             plugins: ["null", "bridge", "host"].map(shoal_shared::types::Plugin::network).to_vec(),
             warnings: vec!["VXLAN (kernel option CONFIG_VXLAN) devices cannot be made: not supported".into()],
+            autolock: false,
         };
         let text = info_text(&i);
         assert!(text.contains("Runtime: containerd 1.6.20\nPlugins:\n Network: bridge host null\nSwarm: active\n"), "{text}");

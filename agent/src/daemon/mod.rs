@@ -13,6 +13,7 @@
 //! leaves them running, and on restart the worker adopts them from the
 //! runtime's listing before it acts.
 
+pub(crate) mod autolock;
 pub(crate) mod dns;
 pub(crate) mod io;
 pub(crate) mod links;
@@ -41,6 +42,7 @@ use shoal_shared::noise::key;
 use shoal_shared::noise::link::Event as LinkEvent;
 use shoal_shared::ops::Op;
 use shoal_shared::rng::Rng;
+use shoal_shared::seal::SealKey;
 use shoal_shared::task::TaskState;
 use shoal_shared::types::{NodeDescription, NodeState, ServiceSpec, Task, TaskStatus};
 use std::path::PathBuf;
@@ -152,22 +154,43 @@ pub(crate) enum Event {
     },
 }
 
-/// Runs the daemon in the foreground until SIGTERM or SIGINT.
+/// Runs the daemon in the foreground until SIGTERM or SIGINT. A manager
+/// whose keyring is wrapped (autolock) serves the locked mode first.
 pub fn run(cfg: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
     let _lock = lock::DataDirLock::acquire(&cfg.data_dir)?;
     let runtime = crate::runtime::containerd::connect(&cfg.containerd, &cfg.namespace, &cfg.insecure_registries)?;
     let rng = Rng::from_seed(os_seed()?);
-    let (store, node_id) = open_store(&cfg.data_dir, rng.clone().next_u64())?;
-    run_with(cfg, store, node_id, runtime, rng)
+    let sealing = match autolock::open_keyring(&cfg.data_dir)? {
+        autolock::Start::Unlocked(s) => s,
+        autolock::Start::Locked(keyring) => {
+            let version = runtime.version().unwrap_or_else(|e| format!("unavailable: {e}"));
+            match autolock::serve_locked(&cfg, &keyring, version)? {
+                autolock::Unlocked::Key(s) => s,
+                autolock::Unlocked::Stopped => return Ok(()),
+                autolock::Unlocked::Left => match autolock::open_keyring(&cfg.data_dir)? {
+                    autolock::Start::Unlocked(s) => s,
+                    autolock::Start::Locked(_) => anyhow::bail!("the keyring is still locked after leaving the swarm"),
+                },
+            }
+        }
+    };
+    let (store, node_id) = open_store(&cfg.data_dir, &sealing.key, rng.clone().next_u64())?;
+    run_with(cfg, store, node_id, runtime, rng, sealing)
+}
+
+/// The node's secrets: its identity key and the data key that seals its state.
+pub(crate) struct Keys {
+    pub(crate) node: key::NodeKey,
+    pub(crate) sealing: autolock::Sealing,
 }
 
 /// Opens the node's store: a new node's id comes from its node key; a node
 /// outside any swarm runs a single-voter group, a manager that joined waits
-/// for its leader.
-pub(crate) fn open_store(data_dir: &std::path::Path, seed: u64) -> anyhow::Result<(Store, String)> {
-    let (node_key, _) = key::load_or_create(&data_dir.join(key::NODE_KEY_FILE))?;
-    let opened = Store::open_with(&data_dir.join("shoal.redb"), seed, || node_key.node_id(), Bootstrap::Join, |_| {})?;
+/// for its leader. Raft records are sealed under `seal`.
+pub(crate) fn open_store(data_dir: &std::path::Path, seal: &Arc<SealKey>, seed: u64) -> anyhow::Result<(Store, String)> {
+    let (node_key, _) = key::load_or_create(&data_dir.join(key::NODE_KEY_FILE), seal)?;
+    let opened = Store::open_with(&data_dir.join("shoal.redb"), seal.clone(), seed, || node_key.node_id(), Bootstrap::Join, |_| {})?;
     settle_store(opened)
 }
 
@@ -189,14 +212,21 @@ pub(crate) fn os_seed() -> anyhow::Result<u64> {
     Ok(u64::from_le_bytes(seed))
 }
 
-pub(crate) fn run_with(cfg: Config, store: Store, node_id: String, runtime: Arc<dyn Runtime>, rng: Rng) -> anyhow::Result<()> {
+pub(crate) fn run_with(
+    cfg: Config,
+    store: Store,
+    node_id: String,
+    runtime: Arc<dyn Runtime>,
+    rng: Rng,
+    sealing: autolock::Sealing,
+) -> anyhow::Result<()> {
     let listener = server::bind(&cfg.socket)?;
-    let (node_key, _) = key::load_or_create(&cfg.data_dir.join(key::NODE_KEY_FILE))?;
+    let (node_key, _) = key::load_or_create(&cfg.data_dir.join(key::NODE_KEY_FILE), &sealing.key)?;
     let (tx, rx) = async_channel::bounded(EVENTS_QUEUE_MAX);
     let socket = cfg.socket.clone();
     let net: Arc<dyn crate::network::driver::NetDriver> = Arc::new(crate::network::linux::Linux::new(&cfg.data_dir));
     let io = io::RealIo::new(tx.clone(), runtime.clone(), net);
-    let mut daemon = Daemon::new(cfg, store, node_id, node_key, runtime, Box::new(io), rng)?;
+    let mut daemon = Daemon::new(cfg, store, node_id, Keys { node: node_key, sealing }, runtime, Box::new(io), rng)?;
     crate::log!("INFO", "shoal {} node {} listening on unix://{}", env!("CARGO_PKG_VERSION"), daemon.node_id, daemon.cfg.socket.display());
     smol::block_on(async move {
         smol::spawn(server::accept_loop(listener, tx.clone())).detach();
@@ -268,6 +298,8 @@ pub(crate) struct Daemon {
     swarm: Swarm,
     /// The container-networking data path's state.
     net: netpath::NetPath,
+    /// The data key and keyring (see [`autolock`]).
+    sealing: autolock::Sealing,
 }
 
 impl Daemon {
@@ -275,12 +307,22 @@ impl Daemon {
         cfg: Config,
         store: Store,
         node_id: String,
-        node_key: key::NodeKey,
+        keys: Keys,
         runtime: Arc<dyn Runtime>,
         io: Box<dyn io::Io>,
         rng: Rng,
     ) -> anyhow::Result<Daemon> {
-        let swarm = Swarm::new(node_key, &cfg.data_dir, |k| store.local(k).ok().flatten());
+        let Keys { node: node_key, sealing } = keys;
+        let cluster_path = cfg.data_dir.join(key::CLUSTER_KEY_FILE);
+        let cluster_key = match key::load(&cluster_path, &sealing.key) {
+            Ok(k) => Some(k),
+            Err(key::KeyError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                crate::log!("ERROR", "{e}; this manager cannot answer joins until it has a valid cluster key");
+                None
+            }
+        };
+        let swarm = Swarm::new(node_key, cluster_key, |k| store.local(k).ok().flatten());
         let runtime_version = runtime.version().unwrap_or_else(|e| format!("unavailable: {e}"));
         task_logs::TaskLogs::new(&cfg.data_dir).create()?;
         let worker = Worker::new(&node_id);
@@ -305,6 +347,7 @@ impl Daemon {
             logs_checked_at_ms: 0,
             swarm,
             net,
+            sealing,
         };
         d.refresh_self_node()?;
         Ok(d)
@@ -600,6 +643,7 @@ impl Daemon {
         }
         self.dispatch();
         self.sync_network();
+        self.sync_keyring();
     }
 
     fn start_task(&mut self, task: Box<Task>) {

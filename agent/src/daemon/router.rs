@@ -280,12 +280,14 @@ impl Daemon {
         match req {
             Request::Ping => Outcome::Now(Reply::Pong),
             Request::Version => Outcome::Now(Reply::Version(self.version_info())),
-            Request::SwarmInit { advertise_addr, availability, listen_addr, force_new_cluster, network } => {
+            Request::SwarmInit { advertise_addr, availability, listen_addr, force_new_cluster, network, autolock } => {
                 if let Err(e) = control::check_network_defaults(&network) {
                     return Outcome::Now(Reply::error(e.kind(), e.to_string()));
                 }
-                self.swarm_init(advertise_addr, listen_addr, availability, force_new_cluster, *network)
+                self.swarm_init(advertise_addr, listen_addr, availability, force_new_cluster, *network, autolock)
             }
+            Request::SwarmUnlock { .. } => Outcome::Now(self.unlock_running()),
+            Request::SwarmUnlockKey { rotate } => self.unlock_key(rotate),
             Request::NetworkCreate { spec } => {
                 let id = self.rng.object_id();
                 let r = control::create_network(self.store.state(), *spec, id.clone());
@@ -318,10 +320,7 @@ impl Daemon {
                 }
                 out
             }
-            Request::SwarmUpdate { dispatcher_heartbeat_ms } => {
-                let r = control::update_swarm(self.store.state(), dispatcher_heartbeat_ms);
-                self.write(r.map(|ops| (ops, Reply::Ok)))
-            }
+            Request::SwarmUpdate { dispatcher_heartbeat_ms, autolock } => self.swarm_update(dispatcher_heartbeat_ms, autolock),
             Request::Info => Outcome::Now(self.info()),
             Request::NodeRemove { node, force } => {
                 let r = control::remove_node(self.store.state(), &self.node_id, &node, force, |n| {
@@ -499,11 +498,13 @@ mod tests {
         let dir = cfg.data_dir.clone();
         let fake = Arc::new(Fake::new());
         let rt: Arc<dyn Runtime> = fake.clone();
-        let (store, node_id) = super::super::open_store(&dir, 7).unwrap();
-        let (node_key, _) = key::load_or_create(&dir.join(key::NODE_KEY_FILE)).unwrap();
+        let sealing = super::super::autolock::Sealing::fixed([7; 32], [2; 16]);
+        let (store, node_id) = super::super::open_store(&dir, &sealing.key, 7).unwrap();
+        let (node_key, _) = key::load_or_create(&dir.join(key::NODE_KEY_FILE), &sealing.key).unwrap();
         let (tx, rx) = async_channel::bounded(64);
         let io = super::super::io::RealIo::new(tx, rt.clone(), std::sync::Arc::new(crate::network::driver::Fake::default()));
-        let d = Daemon::new(cfg, store, node_id, node_key, rt, Box::new(io), Rng::from_seed(7)).unwrap();
+        let d =
+            Daemon::new(cfg, store, node_id, super::super::Keys { node: node_key, sealing }, rt, Box::new(io), Rng::from_seed(7)).unwrap();
         (d, rx, fake)
     }
 
@@ -531,6 +532,7 @@ mod tests {
             listen_addr: "127.0.0.1:0".into(),
             force_new_cluster: false,
             network: Default::default(),
+            autolock: false,
         };
         d.handle(Event::Control { req: init, reply: tx });
         assert!(matches!(rx.try_recv(), Ok(Reply::SwarmInit { .. })));

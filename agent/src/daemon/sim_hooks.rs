@@ -25,7 +25,7 @@ pub(crate) struct Parts {
     pub cfg: Config,
     pub store: Store,
     pub node_id: String,
-    pub node_key: key::NodeKey,
+    pub keys: Keys,
     pub runtime: Arc<dyn Runtime>,
     pub io: Box<dyn io::Io>,
     pub rng: Rng,
@@ -36,7 +36,7 @@ pub(crate) struct Parts {
 /// A daemon started as [`super::run_with`] starts one (swarm port, first
 /// listing), on injected clocks and I/O.
 pub(crate) fn boot(p: Parts) -> anyhow::Result<Daemon> {
-    let mut d = Daemon::new(p.cfg, p.store, p.node_id, p.node_key, p.runtime, p.io, p.rng)?;
+    let mut d = Daemon::new(p.cfg, p.store, p.node_id, p.keys, p.runtime, p.io, p.rng)?;
     d.clock = p.clock;
     d.mono = p.mono;
     d.start_swarm();

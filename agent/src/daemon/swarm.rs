@@ -266,13 +266,12 @@ fn decode_hints(s: &str) -> Vec<ManagerInfo> {
 
 impl Swarm {
     /// The swarm memory for a node with `node_key`, restored from the store's local table.
-    pub(crate) fn new(node_key: NodeKey, data_dir: &std::path::Path, local: impl Fn(&str) -> Option<String>) -> Swarm {
+    pub(crate) fn new(node_key: NodeKey, cluster_key: Option<NodeKey>, local: impl Fn(&str) -> Option<String>) -> Swarm {
         let mode = match local(LOCAL_MODE).as_deref() {
             Some("manager") => Mode::Manager,
             Some("worker") => Mode::Worker,
             _ => Mode::Solo,
         };
-        let cluster_key = key::load(&data_dir.join(key::CLUSTER_KEY_FILE)).ok();
         let keys = ListenKeys { node: *node_key.private(), cluster: cluster_key.as_ref().map(|k| *k.private()) };
         Swarm {
             mode,
@@ -541,12 +540,14 @@ impl Daemon {
             leader_id: String::new(),
             plugins: host.plugins,
             warnings: host.warnings,
+            autolock: false,
         };
         if knows_state {
             info.cluster_id = state.cluster.as_ref().map(|c| c.id.clone()).unwrap_or_default();
             info.managers = state.nodes.values().filter(|n| n.role == NodeRole::Manager).count() as u64;
             info.nodes = state.nodes.len() as u64;
             info.settings = Some(state.settings.clone());
+            info.autolock = state.autolock.key.is_some();
             info.leader_id = self.leader_node_id().unwrap_or_default();
         }
         Reply::Info(Box::new(info))

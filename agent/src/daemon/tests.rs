@@ -32,9 +32,10 @@ fn start(name: &str) -> (String, Arc<Fake>) {
     let fake = Arc::new(Fake::new());
     let rt: Arc<dyn Runtime> = fake.clone();
     let rng = Rng::from_seed(7);
-    let (store, node_id) = open_store(&dir, 7).unwrap();
+    let sealing = super::autolock::Sealing::fixed([7; 32], [1; 16]);
+    let (store, node_id) = open_store(&dir, &sealing.key, 7).unwrap();
     let sock = cfg.socket.clone();
-    std::thread::spawn(move || run_with(cfg, store, node_id, rt, rng).unwrap());
+    std::thread::spawn(move || run_with(cfg, store, node_id, rt, rng, sealing).unwrap());
     let host = format!("unix://{}", sock.display());
     for _ in 0..100 {
         if Client::connect(&host).is_ok() {
@@ -99,7 +100,8 @@ fn service_lifecycle_through_the_socket() {
                 availability: Availability::Active,
                 listen_addr: "127.0.0.1:0".into(),
                 force_new_cluster: false,
-                network: Default::default()
+                network: Default::default(),
+                autolock: false,
             }
         ),
         Reply::SwarmInit { .. }
@@ -112,7 +114,8 @@ fn service_lifecycle_through_the_socket() {
                 availability: Availability::Active,
                 listen_addr: "127.0.0.1:0".into(),
                 force_new_cluster: false,
-                network: Default::default()
+                network: Default::default(),
+                autolock: false,
             }
         ),
         Reply::Error { .. }
@@ -190,6 +193,7 @@ fn service_update_pins_new_images_and_rolls_back() {
             listen_addr: "127.0.0.1:0".into(),
             force_new_cluster: false,
             network: Default::default(),
+            autolock: false,
         },
     );
     fake.images.lock().unwrap().insert(
@@ -283,7 +287,8 @@ fn a_failed_start_is_tried_once_and_reported() {
                 availability: Availability::Active,
                 listen_addr: "127.0.0.1:0".into(),
                 force_new_cluster: false,
-                network: Default::default()
+                network: Default::default(),
+                autolock: false,
             }
         ),
         Reply::SwarmInit { .. }
@@ -309,6 +314,7 @@ fn a_lone_managers_logs_come_through_the_gather() {
         listen_addr: "127.0.0.1:0".into(),
         force_new_cluster: false,
         network: Default::default(),
+        autolock: false,
     };
     assert!(matches!(call(&host, init), Reply::SwarmInit { .. }));
     let mut spec = ServiceSpec::new("web", "busybox");

@@ -116,6 +116,7 @@ pub(crate) fn setup(w: &mut World, managers: usize) -> anyhow::Result<Result<(),
         listen_addr: "0.0.0.0:2377".into(),
         force_new_cluster: false,
         network: Default::default(),
+        autolock: false,
     };
     match call(w, 0, init, 10_000)? {
         Some(Reply::SwarmInit { .. }) => {}

@@ -254,6 +254,8 @@ pub(crate) struct SimNode {
     /// When a dead node comes back.
     pub(crate) restart_at_ms: Option<u64>,
     rng: Rng,
+    /// The data key its disk is sealed under (the keyring file's content).
+    data_key: [u8; 32],
 }
 
 impl SimNode {
@@ -262,7 +264,9 @@ impl SimNode {
         std::fs::create_dir_all(&dir)?;
         let mut rng = Rng::from_seed(seed);
         let node_key = NodeKey::from_private(random32(&mut rng)).map_err(|e| anyhow::anyhow!("{e}"))?;
-        key::save(&dir.join(key::NODE_KEY_FILE), &node_key)?;
+        let data_key = random32(&mut rng);
+        let prefix: [u8; 16] = random32(&mut rng)[..16].try_into()?;
+        key::save(&dir.join(key::NODE_KEY_FILE), &node_key, &daemon::autolock::Sealing::fixed(data_key, prefix).key)?;
         let fake = Arc::new(Fake::new());
         super::install_images(&fake);
         Ok(SimNode {
@@ -278,6 +282,7 @@ impl SimNode {
             next_tick_ms: 0,
             restart_at_ms: None,
             rng,
+            data_key,
         })
     }
 
@@ -285,10 +290,12 @@ impl SimNode {
     pub(crate) fn boot(&mut self, shared: &Rc<RefCell<Shared>>, mono: &Arc<SimClock>) -> anyhow::Result<()> {
         self.inc += 1;
         self.restart_at_ms = None;
-        let node_key = key::load(&self.dir.join(key::NODE_KEY_FILE))?;
+        let prefix: [u8; 16] = random32(&mut self.rng)[..16].try_into()?;
+        let sealing = daemon::autolock::Sealing::fixed(self.data_key, prefix);
+        let node_key = key::load(&self.dir.join(key::NODE_KEY_FILE), &sealing.key)?;
         let seed = self.rng.next_u64();
         let id = node_key.node_id();
-        let opened = Store::open_on_disk(self.disk.clone(), seed, || id, Bootstrap::Join, |_| {})?;
+        let opened = Store::open_on_disk(self.disk.clone(), sealing.key.clone(), seed, || id, Bootstrap::Join, |_| {})?;
         let (store, node_id) = daemon::settle_store(opened)?;
         let cfg = Config {
             data_dir: self.dir.clone(),
@@ -309,7 +316,7 @@ impl SimNode {
             cfg,
             store,
             node_id,
-            node_key,
+            keys: daemon::Keys { node: node_key, sealing },
             runtime: self.fake.clone(),
             io: Box::new(io),
             rng: Rng::from_seed(self.rng.next_u64()),

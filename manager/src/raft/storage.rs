@@ -6,14 +6,25 @@
 //! transaction each.
 //!
 //! The daemon shares one database file between raft and the state machine,
-//! so every table here is named `raft_*` and nothing else is touched. Values
-//! are postcard bytes stored as `&[u8]` and decoded here, fallibly: a
-//! truncated or corrupt record is a [`StorageError::Corrupt`], never a panic.
+//! so every table here is named `raft_*` and nothing else is touched (but
+//! for the schema version, which [`RaftStorage::new`] raises in the same
+//! transaction that seals a store written before sealing). Values are
+//! postcard bytes stored as `&[u8]` and decoded here, fallibly: a truncated,
+//! corrupt or tampered record is a [`StorageError::Corrupt`] naming it,
+//! never a panic.
+//!
+//! Sealing at rest: log entries and snapshot data (the only records that
+//! hold the swarm's data: service specs, env values, join secrets, the
+//! unlock key) are sealed under the node's data key
+//! ([`shoal_shared::seal::SealKey`]), bound to their table, index and term
+//! so that a record cannot be moved to another place. Hard state,
+//! membership and log bounds stay in clear (numbers only).
 
 use std::sync::Arc;
 
-use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
+use shoal_shared::seal::SealKey;
 
 use super::node::{Compaction, Persisted, Ready};
 use super::types::{to_bytes, ConfState, Entry, HardState, Snapshot, SnapshotMeta};
@@ -23,11 +34,14 @@ use super::types::{to_bytes, ConfState, Entry, HardState, Snapshot, SnapshotMeta
 /// `log_start` → `(prev_index: u64, prev_term: u64)`,
 /// `snapshot_meta` → [`SnapshotMeta`].
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
-/// Layout: key = log index (u64), value = postcard [`Entry`]; keys are
-/// contiguous from `log_start.prev_index + 1`.
+/// Layout: key = log index (u64), value = the entry's term (u64 LE) ++ the
+/// sealed postcard [`Entry`] (associated data [`log_aad`]); keys are
+/// contiguous from `log_start.prev_index + 1`. Schema version 1 stored the
+/// bare postcard entry.
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 /// Layout: key = snapshot index (u64, a single row), value = the
-/// application's snapshot bytes.
+/// application's snapshot bytes, sealed (associated data [`snapshot_aad`],
+/// with the term from `snapshot_meta`). Schema version 1 stored them bare.
 const SNAPSHOT_DATA: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_snapshot_data");
 
 const META_HARD_STATE: &str = "hard_state";
@@ -56,21 +70,86 @@ fn decode<T: DeserializeOwned>(table: &'static str, key: String, bytes: &[u8]) -
     }
 }
 
+/// Associated data of a sealed log entry.
+fn log_aad(index: u64, term: u64) -> Vec<u8> {
+    let mut aad = b"shoal raft_log v1\0".to_vec();
+    aad.extend_from_slice(&index.to_le_bytes());
+    aad.extend_from_slice(&term.to_le_bytes());
+    aad
+}
+
+/// Associated data of sealed snapshot data.
+fn snapshot_aad(index: u64, term: u64) -> Vec<u8> {
+    let mut aad = b"shoal raft_snapshot_data v1\0".to_vec();
+    aad.extend_from_slice(&index.to_le_bytes());
+    aad.extend_from_slice(&term.to_le_bytes());
+    aad
+}
+
 /// Raft's tables inside a shared redb database.
 #[derive(Clone)]
 pub struct RaftStorage {
     db: Arc<Database>,
+    seal: Arc<SealKey>,
 }
 
 impl RaftStorage {
     /// Wraps the shared database, creating the raft tables if missing.
-    pub fn new(db: Arc<Database>) -> Result<RaftStorage, StorageError> {
-        let txn = db.begin_write().map_err(db_err)?;
-        txn.open_table(META).map_err(db_err)?;
-        txn.open_table(LOG).map_err(db_err)?;
-        txn.open_table(SNAPSHOT_DATA).map_err(db_err)?;
+    /// With `plain_records` (a store of schema version 1, from before
+    /// sealing) every log entry and the snapshot are sealed in place, in one
+    /// fsynced transaction that also raises the schema version.
+    pub fn new(db: Arc<Database>, seal: Arc<SealKey>, plain_records: bool) -> Result<RaftStorage, StorageError> {
+        let mut txn = db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        {
+            let meta = txn.open_table(META).map_err(db_err)?;
+            let mut log = txn.open_table(LOG).map_err(db_err)?;
+            let mut data = txn.open_table(SNAPSHOT_DATA).map_err(db_err)?;
+            if plain_records {
+                let mut plain = Vec::new();
+                for row in log.iter().map_err(db_err)? {
+                    let (k, v) = row.map_err(db_err)?;
+                    plain.push((k.value(), v.value().to_vec()));
+                }
+                for (index, bytes) in plain {
+                    let e: Entry = decode("raft_log", index.to_string(), &bytes)?;
+                    log.insert(index, seal_entry(&seal, &e).as_slice()).map_err(db_err)?;
+                }
+                let snap_term = match meta.get(META_SNAPSHOT).map_err(db_err)? {
+                    Some(g) => Some(decode::<SnapshotMeta>("raft_meta", META_SNAPSHOT.into(), g.value())?.term),
+                    None => None,
+                };
+                let rows: Vec<(u64, Vec<u8>)> = data
+                    .iter()
+                    .map_err(db_err)?
+                    .map(|r| r.map(|(k, v)| (k.value(), v.value().to_vec())))
+                    .collect::<Result<_, _>>()
+                    .map_err(db_err)?;
+                for (index, bytes) in rows {
+                    let sealed = seal.seal(&snapshot_aad(index, snap_term.unwrap_or(0)), &bytes);
+                    data.insert(index, sealed.as_slice()).map_err(db_err)?;
+                }
+                let mut schema = txn.open_table(crate::schema::META).map_err(db_err)?;
+                schema.insert("schema_version", crate::schema::SCHEMA_VERSION).map_err(db_err)?;
+            }
+        }
         txn.commit().map_err(db_err)?;
-        Ok(RaftStorage { db })
+        Ok(RaftStorage { db, seal })
+    }
+
+    /// Opens one sealed log row.
+    fn open_entry(&self, index: u64, value: &[u8]) -> Result<Entry, StorageError> {
+        let corrupt = |reason: String| StorageError::Corrupt { table: "raft_log", key: index.to_string(), reason };
+        if value.len() < 8 {
+            return Err(corrupt(format!("{} bytes, shorter than a sealed entry", value.len())));
+        }
+        let term = u64::from_le_bytes(value[..8].try_into().expect("8 bytes"));
+        let plain = self.seal.open(&log_aad(index, term), &value[8..]).map_err(|e| corrupt(e.to_string()))?;
+        let e: Entry = decode("raft_log", index.to_string(), &plain)?;
+        if e.term != term {
+            return Err(corrupt(format!("sealed under term {term}, holds an entry of term {}", e.term)));
+        }
+        Ok(e)
     }
 
     /// Reads everything back to construct the core (`Raft::restore`).
@@ -93,8 +172,13 @@ impl RaftStorage {
             p.snapshot.meta = decode::<SnapshotMeta>("raft_meta", META_SNAPSHOT.into(), &b)?;
             let data = txn.open_table(SNAPSHOT_DATA).map_err(db_err)?;
             let row = data.get(p.snapshot.meta.index).map_err(db_err)?;
+            let (index, term) = (p.snapshot.meta.index, p.snapshot.meta.term);
             p.snapshot.data = match row {
-                Some(g) => g.value().to_vec(),
+                Some(g) => self.seal.open(&snapshot_aad(index, term), g.value()).map_err(|e| StorageError::Corrupt {
+                    table: "raft_snapshot_data",
+                    key: index.to_string(),
+                    reason: e.to_string(),
+                })?,
                 None => {
                     return Err(StorageError::Corrupt {
                         table: "raft_snapshot_data",
@@ -113,7 +197,7 @@ impl RaftStorage {
         for (expect, row) in (first..).zip(log.range(first..).map_err(db_err)?) {
             let (k, v) = row.map_err(db_err)?;
             let index = k.value();
-            let e: Entry = decode("raft_log", index.to_string(), v.value())?;
+            let e = self.open_entry(index, v.value())?;
             if index != expect || e.index != index {
                 return Err(StorageError::Corrupt {
                     table: "raft_log",
@@ -146,11 +230,11 @@ impl RaftStorage {
             if let Some(s) = &rd.snapshot {
                 // An installed snapshot replaces the whole log.
                 log.retain(|_, _| false).map_err(db_err)?;
-                write_snapshot(&mut meta, &mut data, s)?;
+                write_snapshot(&self.seal, &mut meta, &mut data, s)?;
                 meta.insert(META_LOG_START, to_bytes(&(s.meta.index, s.meta.term)).as_slice()).map_err(db_err)?;
             }
             if let Some(c) = &rd.compaction {
-                write_compaction(&mut meta, &mut log, &mut data, c)?;
+                write_compaction(&self.seal, &mut meta, &mut log, &mut data, c)?;
             }
             if let Some(hs) = &rd.hard_state {
                 meta.insert(META_HARD_STATE, to_bytes(hs).as_slice()).map_err(db_err)?;
@@ -161,7 +245,7 @@ impl RaftStorage {
             if let Some(first) = rd.entries.first() {
                 log.retain_in(first.index.., |_, _| false).map_err(db_err)?;
                 for e in &rd.entries {
-                    log.insert(e.index, to_bytes(e).as_slice()).map_err(db_err)?;
+                    log.insert(e.index, seal_entry(&self.seal, e).as_slice()).map_err(db_err)?;
                 }
             }
         }
@@ -178,7 +262,7 @@ impl RaftStorage {
             let mut meta = txn.open_table(META).map_err(db_err)?;
             let mut log = txn.open_table(LOG).map_err(db_err)?;
             let mut data = txn.open_table(SNAPSHOT_DATA).map_err(db_err)?;
-            write_compaction(&mut meta, &mut log, &mut data, c)?;
+            write_compaction(&self.seal, &mut meta, &mut log, &mut data, c)?;
         }
         txn.commit().map_err(db_err)?;
         Ok(())
@@ -217,10 +301,10 @@ impl RaftStorage {
             meta.insert(META_CONF_STATE, to_bytes(&p.conf_state).as_slice()).map_err(db_err)?;
             meta.insert(META_LOG_START, to_bytes(&(p.prev_index, p.prev_term)).as_slice()).map_err(db_err)?;
             if p.snapshot != Snapshot::default() {
-                write_snapshot(&mut meta, &mut data, &p.snapshot)?;
+                write_snapshot(&self.seal, &mut meta, &mut data, &p.snapshot)?;
             }
             for e in &p.entries {
-                log.insert(e.index, to_bytes(e).as_slice()).map_err(db_err)?;
+                log.insert(e.index, seal_entry(&self.seal, e).as_slice()).map_err(db_err)?;
             }
         }
         txn.commit().map_err(db_err)?;
@@ -244,15 +328,29 @@ impl RaftStorage {
 type Meta<'t> = redb::Table<'t, &'static str, &'static [u8]>;
 type Log<'t> = redb::Table<'t, u64, &'static [u8]>;
 
-fn write_snapshot(meta: &mut Meta<'_>, data: &mut Log<'_>, s: &Snapshot) -> Result<(), StorageError> {
+/// A log row: the term in clear, then the sealed entry.
+fn seal_entry(seal: &SealKey, e: &Entry) -> Vec<u8> {
+    let mut out = e.term.to_le_bytes().to_vec();
+    out.extend(seal.seal(&log_aad(e.index, e.term), &to_bytes(e)));
+    out
+}
+
+fn write_snapshot(seal: &SealKey, meta: &mut Meta<'_>, data: &mut Log<'_>, s: &Snapshot) -> Result<(), StorageError> {
     data.retain(|_, _| false).map_err(db_err)?;
-    data.insert(s.meta.index, s.data.as_slice()).map_err(db_err)?;
+    let sealed = seal.seal(&snapshot_aad(s.meta.index, s.meta.term), &s.data);
+    data.insert(s.meta.index, sealed.as_slice()).map_err(db_err)?;
     meta.insert(META_SNAPSHOT, to_bytes(&s.meta).as_slice()).map_err(db_err)?;
     Ok(())
 }
 
-fn write_compaction(meta: &mut Meta<'_>, log: &mut Log<'_>, data: &mut Log<'_>, c: &Compaction) -> Result<(), StorageError> {
-    write_snapshot(meta, data, &c.snapshot)?;
+fn write_compaction(
+    seal: &SealKey,
+    meta: &mut Meta<'_>,
+    log: &mut Log<'_>,
+    data: &mut Log<'_>,
+    c: &Compaction,
+) -> Result<(), StorageError> {
+    write_snapshot(seal, meta, data, &c.snapshot)?;
     log.retain_in(..=c.prev_index, |_, _| false).map_err(db_err)?;
     meta.insert(META_LOG_START, to_bytes(&(c.prev_index, c.prev_term)).as_slice()).map_err(db_err)?;
     Ok(())
@@ -262,6 +360,10 @@ fn write_compaction(meta: &mut Meta<'_>, log: &mut Log<'_>, data: &mut Log<'_>, 
 mod tests {
     use super::*;
     use crate::raft::{Config, Raft};
+
+    pub(crate) fn test_seal() -> Arc<SealKey> {
+        Arc::new(SealKey::new(1, [0x5e; 32], [1; 16]))
+    }
 
     pub(crate) fn temp_db(name: &str) -> (Arc<Database>, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("shoal-raft-{}-{}", name, std::process::id()));
@@ -282,7 +384,7 @@ mod tests {
     #[test]
     fn single_voter_persists_restarts_and_compacts() {
         let (db, dir) = temp_db("single");
-        let st = RaftStorage::new(db.clone()).unwrap();
+        let st = RaftStorage::new(db.clone(), test_seal(), false).unwrap();
         assert!(st.load().unwrap().is_empty());
         let mut raft = Raft::bootstrap(Config::lan(1, 7), &[1]).unwrap();
         raft.tick();
@@ -321,7 +423,7 @@ mod tests {
     #[test]
     fn overwrite_then_load_round_trips_and_clear_empties() {
         let (db, dir) = temp_db("overwrite");
-        let st = RaftStorage::new(db).unwrap();
+        let st = RaftStorage::new(db, test_seal(), false).unwrap();
         let mut raft = Raft::bootstrap(Config::lan(1, 7), &[1]).unwrap();
         raft.tick();
         drive(&mut raft, &st);
@@ -346,7 +448,7 @@ mod tests {
     #[test]
     fn corrupt_records_are_errors_not_panics() {
         let (db, dir) = temp_db("corrupt");
-        let st = RaftStorage::new(db).unwrap();
+        let st = RaftStorage::new(db, test_seal(), false).unwrap();
         let mut raft = Raft::bootstrap(Config::lan(1, 7), &[1]).unwrap();
         raft.tick();
         drive(&mut raft, &st);
@@ -355,13 +457,78 @@ mod tests {
         st.corrupt_for_test("raft_log", 2, &[0x05]);
         assert!(matches!(st.load(), Err(StorageError::Corrupt { table: "raft_log", .. })));
         // A garbage hard state (trailing bytes).
-        st.corrupt_for_test("raft_log", 2, &to_bytes(&Entry { term: 2, index: 2, kind: crate::raft::EntryKind::Normal(vec![]) }));
+        st.corrupt_for_test(
+            "raft_log",
+            2,
+            &seal_entry(&st.seal, &Entry { term: 2, index: 2, kind: crate::raft::EntryKind::Normal(vec![]) }),
+        );
         st.corrupt_for_test("raft_meta", 0, &[1, 1, 1, 1, 1]);
         assert!(matches!(st.load(), Err(StorageError::Corrupt { table: "raft_meta", .. })));
         // An entry stored under the wrong index.
         st.corrupt_for_test("raft_meta", 0, &to_bytes(&HardState { term: 2, vote: 1, commit: 2 }));
-        st.corrupt_for_test("raft_log", 2, &to_bytes(&Entry { term: 2, index: 3, kind: crate::raft::EntryKind::Normal(vec![]) }));
+        st.corrupt_for_test(
+            "raft_log",
+            2,
+            &seal_entry(&st.seal, &Entry { term: 2, index: 3, kind: crate::raft::EntryKind::Normal(vec![]) }),
+        );
         assert!(matches!(st.load(), Err(StorageError::Corrupt { table: "raft_log", .. })));
+        // A sealed entry moved from another index, a flipped byte, a record
+        // of the right shape under another term: each names the record.
+        let good = seal_entry(&st.seal, &Entry { term: 2, index: 2, kind: crate::raft::EntryKind::Normal(vec![1]) });
+        st.corrupt_for_test("raft_log", 2, &good);
+        assert!(st.load().is_ok());
+        let moved = seal_entry(&st.seal, &Entry { term: 2, index: 1, kind: crate::raft::EntryKind::Normal(vec![1]) });
+        st.corrupt_for_test("raft_log", 2, &moved);
+        let err = st.load().unwrap_err();
+        assert!(err.to_string().contains("corrupt record 2 in raft_log: authentication failed"), "{err}");
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x10;
+            st.corrupt_for_test("raft_log", 2, &bad);
+            assert!(matches!(st.load(), Err(StorageError::Corrupt { table: "raft_log", .. })), "byte {i}");
+        }
+        let mut other_term = good.clone();
+        other_term[..8].copy_from_slice(&3u64.to_le_bytes());
+        st.corrupt_for_test("raft_log", 2, &other_term);
+        assert!(matches!(st.load(), Err(StorageError::Corrupt { table: "raft_log", .. })));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn plain_records_are_sealed_in_place_and_hold_no_plaintext() {
+        let (db, dir) = temp_db("migrate");
+        let marker = b"env-marker-8d1f3c".to_vec();
+        // Write the schema-1 layout by hand: bare postcard entries and snapshot.
+        {
+            let txn = db.begin_write().unwrap();
+            {
+                let mut meta = txn.open_table(META).unwrap();
+                let mut log = txn.open_table(LOG).unwrap();
+                let mut data = txn.open_table(SNAPSHOT_DATA).unwrap();
+                let conf = ConfState::with_voters(&[1]);
+                meta.insert(META_HARD_STATE, to_bytes(&HardState { term: 1, vote: 1, commit: 3 }).as_slice()).unwrap();
+                meta.insert(META_CONF_STATE, to_bytes(&conf).as_slice()).unwrap();
+                meta.insert(META_LOG_START, to_bytes(&(2u64, 1u64)).as_slice()).unwrap();
+                meta.insert(META_SNAPSHOT, to_bytes(&SnapshotMeta { index: 2, term: 1, conf }).as_slice()).unwrap();
+                data.insert(2, marker.as_slice()).unwrap();
+                log.insert(3, to_bytes(&Entry { term: 1, index: 3, kind: crate::raft::EntryKind::Normal(marker.clone()) }).as_slice())
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let st = RaftStorage::new(db.clone(), test_seal(), true).unwrap();
+        let p = st.load().unwrap();
+        assert_eq!(p.snapshot.data, marker);
+        assert_eq!(p.entries[0].kind, crate::raft::EntryKind::Normal(marker.clone()));
+        let txn = db.begin_read().unwrap();
+        let schema = txn.open_table(crate::schema::META).unwrap();
+        assert_eq!(schema.get("schema_version").unwrap().unwrap().value(), crate::schema::SCHEMA_VERSION);
+        for table in [LOG, SNAPSHOT_DATA] {
+            for row in txn.open_table(table).unwrap().iter().unwrap() {
+                let (_, v) = row.unwrap();
+                assert!(!v.value().windows(marker.len()).any(|w| w == marker), "plaintext left in a record");
+            }
+        }
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -8,21 +8,25 @@
 //! comes from the OS through snow's resolver, never from the seeded
 //! [`crate::rng::Rng`].
 //!
-//! Key file layout (73 bytes, mode 0600):
+//! Key file layout, version 2 (sealed; 9 + 32 + 77 = 118 bytes, mode 0600):
 //!
 //! ```text
-//! offset  0              8            9              41            73
-//!         | magic        | version u8 | private [32] | public [32] |
-//!         | "SHLKEY\n\0" | 1          |              |             |
+//! offset  0              8            9             41
+//!         | magic        | version u8 | public [32] | private half sealed under the node's data key
+//!         | "SHLKEY\n\0" | 2          |             | (crate::seal record, associated data
+//!         |              |            |             |  "shoal key file v2\0" ++ file name)
 //! ```
 //!
-//! The public half is redundant: loading recomputes it from the private half
-//! and refuses the file when they disagree, which catches corruption.
+//! The public half is in clear so that a locked node (autolock) still knows
+//! its node id. Version 1 (73 bytes: magic, 1, private [32], public [32])
+//! is read once and rewritten as version 2 by [`load`]. Loading recomputes
+//! the public half from the private one and refuses a file where they
+//! disagree, which catches corruption.
 
+use crate::seal::SealKey;
 use snow::params::{DHChoice, HashChoice};
 use snow::resolvers::{CryptoResolver, DefaultResolver};
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// File name of the node key inside the data dir.
@@ -31,10 +35,14 @@ pub const NODE_KEY_FILE: &str = "node.key";
 pub const CLUSTER_KEY_FILE: &str = "cluster.key";
 /// Magic bytes that open a key file.
 pub const KEY_FILE_MAGIC: &[u8; 8] = b"SHLKEY\n\0";
-/// Version of the key file layout.
-pub const KEY_FILE_VERSION: u8 = 1;
-/// Size of a key file in bytes.
-pub const KEY_FILE_BYTES: usize = 8 + 1 + 32 + 32;
+/// Version of the key file layout written today.
+pub const KEY_FILE_VERSION: u8 = 2;
+/// The plaintext layout before sealing (read and rewritten).
+pub const KEY_FILE_VERSION_PLAIN: u8 = 1;
+/// Size of a version-1 key file in bytes.
+pub const KEY_FILE_PLAIN_BYTES: usize = 8 + 1 + 32 + 32;
+/// Size of a version-2 key file in bytes.
+pub const KEY_FILE_BYTES: usize = 8 + 1 + 32 + 32 + crate::seal::RECORD_OVERHEAD_BYTES;
 /// Length of a node id in base36 characters (Swarm's length).
 pub const NODE_ID_CHARS: usize = 25;
 
@@ -47,6 +55,8 @@ pub enum KeyError {
     Corrupt { path: PathBuf, reason: &'static str },
     #[error("key file {path} has mode {mode:o}; it must not be readable by group or others (chmod 600)")]
     Permissions { path: PathBuf, mode: u32 },
+    #[error("key file {path} does not open: {source}; restore the data dir from a backup, or leave the swarm and join again")]
+    Sealed { path: PathBuf, source: crate::seal::SealError },
     #[error("key file {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }
@@ -87,37 +97,85 @@ impl NodeKey {
         node_id_of(&self.public)
     }
 
-    /// The key file bytes (see the module docs for the layout).
-    pub fn encode(&self) -> [u8; KEY_FILE_BYTES] {
-        let mut out = [0u8; KEY_FILE_BYTES];
+    /// The version-2 key file bytes for the file named `file_name`, the
+    /// private half sealed under `seal` (see the module docs).
+    pub fn encode(&self, seal: &SealKey, file_name: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(KEY_FILE_BYTES);
+        out.extend_from_slice(KEY_FILE_MAGIC);
+        out.push(KEY_FILE_VERSION);
+        out.extend_from_slice(&self.public);
+        out.extend(seal.seal(&key_file_aad(file_name), &self.private));
+        out
+    }
+
+    /// The version-1 (plaintext) bytes, for tests of the upgrade path.
+    pub fn encode_plain(&self) -> [u8; KEY_FILE_PLAIN_BYTES] {
+        let mut out = [0u8; KEY_FILE_PLAIN_BYTES];
         out[..8].copy_from_slice(KEY_FILE_MAGIC);
-        out[8] = KEY_FILE_VERSION;
+        out[8] = KEY_FILE_VERSION_PLAIN;
         out[9..41].copy_from_slice(&self.private);
         out[41..].copy_from_slice(&self.public);
         out
     }
 
-    /// Parses key file bytes; the error names what is wrong (`path` is only
-    /// used in the error).
-    pub fn decode(bytes: &[u8], path: &Path) -> Result<NodeKey, KeyError> {
+    /// Parses key file bytes of either version (`path` names the file in
+    /// errors and, by its file name, binds the sealed private half). Returns
+    /// the key and whether the file is the old plaintext version.
+    pub fn decode(bytes: &[u8], path: &Path, seal: &SealKey) -> Result<(NodeKey, bool), KeyError> {
         let corrupt = |reason| KeyError::Corrupt { path: path.to_path_buf(), reason };
-        if bytes.len() < 9 || &bytes[..8] != KEY_FILE_MAGIC {
-            return Err(corrupt("not a shoal key file (bad magic)"));
-        }
-        if bytes[8] != KEY_FILE_VERSION {
-            return Err(corrupt("unsupported key file version"));
-        }
-        if bytes.len() != KEY_FILE_BYTES {
-            return Err(corrupt("wrong length"));
-        }
-        let mut private = [0u8; 32];
-        private.copy_from_slice(&bytes[9..41]);
+        let (private, public, plain) = match parse_head(bytes, path)? {
+            KEY_FILE_VERSION_PLAIN => {
+                let mut private = [0u8; 32];
+                private.copy_from_slice(&bytes[9..41]);
+                (private, &bytes[41..], true)
+            }
+            _ => {
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                let opened =
+                    seal.open(&key_file_aad(name), &bytes[41..]).map_err(|e| KeyError::Sealed { path: path.to_path_buf(), source: e })?;
+                let private: [u8; 32] = opened.try_into().map_err(|_| corrupt("sealed private key is not 32 bytes"))?;
+                (private, &bytes[9..41], false)
+            }
+        };
         let key = NodeKey::from_private(private)?;
-        if key.public[..] != bytes[41..] {
+        if key.public[..] != *public {
             return Err(corrupt("public key does not match private key"));
         }
-        Ok(key)
+        Ok((key, plain))
     }
+}
+
+/// Checks magic, version and length; returns the version.
+fn parse_head(bytes: &[u8], path: &Path) -> Result<u8, KeyError> {
+    let corrupt = |reason| KeyError::Corrupt { path: path.to_path_buf(), reason };
+    if bytes.len() < 9 || &bytes[..8] != KEY_FILE_MAGIC {
+        return Err(corrupt("not a shoal key file (bad magic)"));
+    }
+    let want = match bytes[8] {
+        KEY_FILE_VERSION_PLAIN => KEY_FILE_PLAIN_BYTES,
+        KEY_FILE_VERSION => KEY_FILE_BYTES,
+        _ => return Err(corrupt("unsupported key file version")),
+    };
+    if bytes.len() != want {
+        return Err(corrupt("wrong length"));
+    }
+    Ok(bytes[8])
+}
+
+fn key_file_aad(file_name: &str) -> Vec<u8> {
+    let mut aad = b"shoal key file v2\0".to_vec();
+    aad.extend_from_slice(file_name.as_bytes());
+    aad
+}
+
+/// The public half of a key file, readable without the data key (a locked
+/// node's id).
+pub fn public_of(path: &Path) -> Result<[u8; 32], KeyError> {
+    let bytes = std::fs::read(path).map_err(|source| KeyError::Io { path: path.to_path_buf(), source })?;
+    let range = if parse_head(&bytes, path)? == KEY_FILE_VERSION_PLAIN { 41..73 } else { 9..41 };
+    let mut public = [0u8; 32];
+    public.copy_from_slice(&bytes[range]);
+    Ok(public)
 }
 
 impl fmt::Debug for NodeKey {
@@ -151,8 +209,9 @@ pub fn os_random<const N: usize>() -> Result<[u8; N], KeyError> {
     Ok(out)
 }
 
-/// Loads a key file, refusing files that group or others can read.
-pub fn load(path: &Path) -> Result<NodeKey, KeyError> {
+/// Loads a key file, refusing files that group or others can read. A
+/// version-1 (plaintext) file is rewritten sealed under `seal` first.
+pub fn load(path: &Path, seal: &SealKey) -> Result<NodeKey, KeyError> {
     let io = |source| KeyError::Io { path: path.to_path_buf(), source };
     #[cfg(unix)]
     {
@@ -163,40 +222,28 @@ pub fn load(path: &Path) -> Result<NodeKey, KeyError> {
         }
     }
     let bytes = std::fs::read(path).map_err(io)?;
-    NodeKey::decode(&bytes, path)
+    let (key, plain) = NodeKey::decode(&bytes, path, seal)?;
+    if plain {
+        save(path, &key, seal)?;
+    }
+    Ok(key)
 }
 
-/// Writes a key file with mode 0600, atomically (temporary file, fsync, rename).
-pub fn save(path: &Path, key: &NodeKey) -> Result<(), KeyError> {
-    let io = |source| KeyError::Io { path: path.to_path_buf(), source };
-    let tmp = path.with_extension("key.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp).map_err(io)?;
-    file.write_all(&key.encode()).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if let Some(dir) = path.parent() {
-        // Make the rename durable; a failure here only risks losing a fresh key.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+/// Writes a key file sealed under `seal`, with mode 0600, atomically
+/// (temporary file, fsync, rename; see [`crate::seal::write_private_file`]).
+pub fn save(path: &Path, key: &NodeKey, seal: &SealKey) -> Result<(), KeyError> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    crate::seal::write_private_file(path, &key.encode(seal, name)).map_err(|source| KeyError::Io { path: path.to_path_buf(), source })
 }
 
 /// Loads `path`, or creates and saves a fresh key when it does not exist.
 /// Returns the key and whether it was created.
-pub fn load_or_create(path: &Path) -> Result<(NodeKey, bool), KeyError> {
-    match load(path) {
+pub fn load_or_create(path: &Path, seal: &SealKey) -> Result<(NodeKey, bool), KeyError> {
+    match load(path, seal) {
         Ok(key) => Ok((key, false)),
         Err(KeyError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             let key = NodeKey::generate()?;
-            save(path, &key)?;
+            save(path, &key, seal)?;
             Ok((key, true))
         }
         Err(e) => Err(e),
@@ -216,17 +263,32 @@ mod tests {
 
     #[test]
     fn encode_decode_round_trip_and_corruption() {
+        let seal = SealKey::new(1, [3; 32], [0; 16]);
         let key = NodeKey::generate().unwrap();
-        let p = Path::new("node.key");
-        assert_eq!(NodeKey::decode(&key.encode(), p).unwrap(), key);
-        let mut bad = key.encode();
+        let p = Path::new("/x/node.key");
+        let bytes = key.encode(&seal, "node.key");
+        assert_eq!(bytes.len(), KEY_FILE_BYTES);
+        assert_eq!(NodeKey::decode(&bytes, p, &seal).unwrap(), (key.clone(), false));
+        assert!(!bytes.windows(32).any(|w| w == key.private()), "the private key is in clear");
+        // The plaintext version still loads, and says so.
+        assert_eq!(NodeKey::decode(&key.encode_plain(), p, &seal).unwrap(), (key.clone(), true));
+        let mut bad = key.encode_plain();
         bad[50] ^= 1;
-        assert!(matches!(NodeKey::decode(&bad, p), Err(KeyError::Corrupt { reason: "public key does not match private key", .. })));
-        let mut bad = key.encode();
+        assert!(matches!(NodeKey::decode(&bad, p, &seal), Err(KeyError::Corrupt { reason: "public key does not match private key", .. })));
+        let mut bad = bytes.clone();
+        bad[20] ^= 1;
+        assert!(matches!(NodeKey::decode(&bad, p, &seal), Err(KeyError::Corrupt { reason: "public key does not match private key", .. })));
+        // A flipped sealed byte, another data key, another file name.
+        let mut bad = bytes.clone();
+        bad[100] ^= 1;
+        assert!(matches!(NodeKey::decode(&bad, p, &seal), Err(KeyError::Sealed { .. })));
+        assert!(matches!(NodeKey::decode(&bytes, p, &SealKey::new(1, [4; 32], [0; 16])), Err(KeyError::Sealed { .. })));
+        assert!(matches!(NodeKey::decode(&bytes, Path::new("cluster.key"), &seal), Err(KeyError::Sealed { .. })));
+        let mut bad = bytes.clone();
         bad[8] = 9;
-        assert!(matches!(NodeKey::decode(&bad, p), Err(KeyError::Corrupt { reason: "unsupported key file version", .. })));
-        assert!(matches!(NodeKey::decode(&key.encode()[..40], p), Err(KeyError::Corrupt { reason: "wrong length", .. })));
-        assert!(matches!(NodeKey::decode(b"hello", p), Err(KeyError::Corrupt { .. })));
+        assert!(matches!(NodeKey::decode(&bad, p, &seal), Err(KeyError::Corrupt { reason: "unsupported key file version", .. })));
+        assert!(matches!(NodeKey::decode(&bytes[..40], p, &seal), Err(KeyError::Corrupt { reason: "wrong length", .. })));
+        assert!(matches!(NodeKey::decode(b"hello", p, &seal), Err(KeyError::Corrupt { .. })));
         assert!(!format!("{key:?}").contains(&format!("{:?}", key.private())));
     }
 
@@ -256,25 +318,32 @@ mod tests {
 
     #[test]
     fn file_create_load_and_permissions() {
+        let seal = SealKey::new(1, [3; 32], [0; 16]);
         let dir = tempdir("file");
         let path = dir.join(NODE_KEY_FILE);
-        let (key, created) = load_or_create(&path).unwrap();
+        let (key, created) = load_or_create(&path, &seal).unwrap();
         assert!(created);
-        let (again, created) = load_or_create(&path).unwrap();
+        let (again, created) = load_or_create(&path, &seal).unwrap();
         assert!(!created);
         assert_eq!(key, again);
+        assert_eq!(&public_of(&path).unwrap(), key.public());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-            let err = load(&path).unwrap_err();
+            let err = load(&path, &seal).unwrap_err();
             assert!(matches!(err, KeyError::Permissions { mode: 0o644, .. }), "{err}");
             assert!(err.to_string().contains("chmod 600"));
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
+        // A plaintext file from before sealing is rewritten sealed on load.
+        crate::seal::write_private_file(&path, &key.encode_plain()).unwrap();
+        assert_eq!(&public_of(&path).unwrap(), key.public());
+        assert_eq!(load(&path, &seal).unwrap(), key);
+        assert_eq!(std::fs::read(&path).unwrap().len(), KEY_FILE_BYTES);
         std::fs::write(&path, b"garbage").unwrap();
-        assert!(matches!(load_or_create(&path), Err(KeyError::Corrupt { .. })));
+        assert!(matches!(load_or_create(&path, &seal), Err(KeyError::Corrupt { .. })));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -4,6 +4,8 @@
 
 use super::*;
 use shoal_manager::membership::{self, Demotion, Step};
+use shoal_shared::seal::UnlockKey;
+use shoal_shared::types::Autolock;
 
 impl Daemon {
     /// A manager's `swarm join` returns once this node votes in raft (or says why not).
@@ -131,7 +133,7 @@ impl Daemon {
             crate::log!("ERROR", "the leader sent an invalid cluster key; staying a worker");
             return;
         };
-        if let Err(e) = key::save(&self.cfg.data_dir.join(key::CLUSTER_KEY_FILE), &k) {
+        if let Err(e) = key::save(&self.cfg.data_dir.join(key::CLUSTER_KEY_FILE), &k, &self.sealing.key) {
             crate::log!("ERROR", "cannot store the cluster key: {e}; staying a worker");
             return;
         }
@@ -156,6 +158,7 @@ impl Daemon {
         availability: Availability,
         force: bool,
         network: shoal_shared::types::NetworkDefaults,
+        autolock: bool,
     ) -> Outcome {
         if self.swarm.mode == Mode::Manager && force {
             if let Err(e) = self.store.force_new_cluster() {
@@ -197,7 +200,7 @@ impl Daemon {
         let made = (|| -> Result<(NodeKey, [u8; 16], [u8; 16]), String> {
             let io = &*self.io;
             let k = NodeKey::from_private(io.random32()?).map_err(|e| e.to_string())?;
-            key::save(&self.cfg.data_dir.join(key::CLUSTER_KEY_FILE), &k).map_err(|e| e.to_string())?;
+            key::save(&self.cfg.data_dir.join(key::CLUSTER_KEY_FILE), &k, &self.sealing.key).map_err(|e| e.to_string())?;
             Ok((k, secret_bytes(io)?, secret_bytes(io)?))
         })();
         let (ck, ws, ms) = match made {
@@ -253,7 +256,17 @@ impl Daemon {
         let ingress = control::ingress_network(&cluster.network, self.rng.object_id());
         let ops = vec![Op::PutCluster(cluster.clone()), Op::PutNode(node), Op::PutNetwork(ingress)];
         let token = JoinToken::generate(&cluster.public_key, Secret::from_bytes(ws)).to_string();
-        self.write(Ok((ops, Reply::SwarmInit { node_id: self.node_id.clone(), advertise_addr: addr, worker_token: token })))
+        let mut ops = ops;
+        let mut unlock_key = String::new();
+        if autolock {
+            let k = match self.io.random32() {
+                Ok(k) => k,
+                Err(e) => return Outcome::Now(Reply::error(ErrorKind::Internal, e)),
+            };
+            ops.push(Op::SetAutolock(Autolock { key: Some(k), epoch: 1 }));
+            unlock_key = UnlockKey::from_bytes(k).to_string();
+        }
+        self.write(Ok((ops, Reply::SwarmInit { node_id: self.node_id.clone(), advertise_addr: addr, worker_token: token, unlock_key })))
     }
 
     pub(crate) fn init_reply(&self) -> Reply {
@@ -264,7 +277,12 @@ impl Daemon {
             .as_ref()
             .map(|c| JoinToken::generate(&c.public_key, Secret::from_bytes(c.worker_secret)).to_string())
             .unwrap_or_default();
-        Reply::SwarmInit { node_id: self.node_id.clone(), advertise_addr: self.swarm.advertise_addr.clone(), worker_token: token }
+        Reply::SwarmInit {
+            node_id: self.node_id.clone(),
+            advertise_addr: self.swarm.advertise_addr.clone(),
+            worker_token: token,
+            unlock_key: String::new(),
+        }
     }
 
     /// `swarm join-token [--rotate]` (on the leader when rotating).
@@ -437,7 +455,7 @@ impl Daemon {
                 let _ = j.reply.try_send(Reply::error(ErrorKind::Internal, "the manager did not send a valid cluster key"));
                 return;
             };
-            if let Err(e) = key::save(&self.cfg.data_dir.join(key::CLUSTER_KEY_FILE), &k) {
+            if let Err(e) = key::save(&self.cfg.data_dir.join(key::CLUSTER_KEY_FILE), &k, &self.sealing.key) {
                 let _ = j.reply.try_send(Reply::error(ErrorKind::Internal, format!("cannot store the cluster key: {e}")));
                 return;
             }

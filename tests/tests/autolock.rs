@@ -1,0 +1,201 @@
+//! Autolock on one node (issue #13), with real containerd: a restarted
+//! manager stays locked until it is given the unlock key, keeps its
+//! containers running untouched meanwhile, and leaves no plaintext of the
+//! swarm's data in its data dir.
+
+use shoal_tests::{shoal_bin, skip_reason, wait_for, Node, Run};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(40);
+const LOCKED: &str = "Swarm is encrypted and needs to be unlocked before it can be used. Please use \"shoal swarm unlock\" to unlock it.";
+const INVALID: &str = "swarm could not be unlocked: invalid key provided";
+
+/// `shoal ARGS` with `input` on stdin (not a terminal).
+fn shoal_stdin(n: &Node, args: &[&str], input: &str) -> Run {
+    let mut child = Command::new(shoal_bin())
+        .arg("-H")
+        .arg(format!("unix://{}", n.socket().display()))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run shoal");
+    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+    Run::from(child.wait_with_output().expect("shoal output"))
+}
+
+/// The `SHLKEY-1-...` line of a command's output.
+fn key_in(out: &str) -> String {
+    out.lines().map(str::trim).find(|l| l.starts_with("SHLKEY-1-")).unwrap_or_else(|| panic!("no unlock key in:\n{out}")).to_string()
+}
+
+/// Every file under `dir` that contains `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(p);
+            } else if ft.is_file() {
+                if let Ok(bytes) = std::fs::read(&p) {
+                    if bytes.windows(needle.len()).any(|w| w == needle) {
+                        found.push(p.display().to_string());
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+/// (container id, pid) of every running task in containerd.
+fn running_pids(n: &Node) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = n.tasks().into_iter().filter(|(_, _, st)| st == "RUNNING").map(|(id, pid, _)| (id, pid)).collect();
+    v.sort();
+    v
+}
+
+fn assert_locked(n: &Node) {
+    let r = n.shoal(&["service", "ls"]);
+    assert_eq!(r.code, 1, "a locked manager answered service ls: {} {}", r.stdout, r.stderr);
+    assert!(r.stderr.contains(LOCKED), "{}", r.stderr);
+}
+
+#[test]
+fn a_restarted_manager_stays_locked_until_unlocked_and_its_containers_keep_running() {
+    if skip_reason().is_some() {
+        return;
+    }
+    let mut n = Node::new();
+    n.init_with_image();
+    let marker = format!("autolock-marker-{:x}", std::process::id() as u64 * 0x9e37_79b9 + 0x5eed);
+    let env = format!("SECRET_MARKER={marker}");
+    n.shoal(&["service", "create", "-d", "--name", "web", "--replicas", "2", "--env", &env, "shoal.test/busybox", "sleep", "1000"]).ok();
+    wait_for("2 running tasks", WAIT, || (n.running() == 2).then_some(()));
+
+    // Off by default; the key commands say so in Docker's words.
+    let r = n.shoal(&["swarm", "unlock-key"]);
+    assert!(r.code == 1 && r.stderr.contains("no unlock key is set"), "{r:?}");
+    let r = n.shoal(&["swarm", "unlock-key", "--rotate"]);
+    assert!(r.code == 1 && r.stderr.contains("cannot rotate because autolock is not turned on"), "{r:?}");
+    let r = n.shoal(&["swarm", "unlock"]);
+    assert!(r.code == 1, "{r:?}");
+    let r = shoal_stdin(&n, &["swarm", "unlock"], "SHLKEY-1-x\n");
+    assert!(r.code == 1 && r.stderr.contains("swarm is not locked"), "{r:?}");
+
+    let r = n.shoal(&["swarm", "update", "--autolock=true"]).ok();
+    assert!(
+        r.stdout.starts_with("Swarm updated.\nTo unlock a swarm manager after it restarts, run the `shoal swarm unlock`\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains(
+        "Please remember to store this key in a password manager, since without it you\nwill not be able to restart the manager.\n"
+    ));
+    let key = key_in(&r.stdout);
+    assert_eq!(key.len(), "SHLKEY-1-".len() + 43, "{key}");
+    assert_eq!(n.shoal(&["swarm", "unlock-key", "-q"]).ok().stdout.trim(), key);
+    assert!(n.shoal(&["info"]).ok().stdout.contains(" Autolock Managers: true\n"));
+
+    let pids = running_pids(&n);
+    assert_eq!(pids.len(), 2);
+    let tasks_before: Vec<String> = n.ps_json("web").iter().map(|t| t["ID"].as_str().unwrap_or_default().to_string()).collect();
+
+    // kill -9 and restart: locked, and only version/info/unlock/leave --force answer.
+    n.kill_daemon();
+    n.start_daemon();
+    assert_locked(&n);
+    assert!(n.shoal(&["info"]).ok().stdout.contains("Swarm: locked\n"));
+    let r = n.shoal(&["swarm", "leave"]);
+    assert!(
+        r.code == 1 && r.stderr.contains("Swarm is encrypted and locked. Please unlock it first or use `--force` to ignore this message."),
+        "{r:?}"
+    );
+    // A wrong key of the right shape, a malformed one.
+    let wrong = format!("SHLKEY-1-{}", "A".repeat(43));
+    for bad in [wrong.as_str(), "SHLKEY-1-abc", "not a key"] {
+        let r = shoal_stdin(&n, &["swarm", "unlock"], &format!("{bad}\n"));
+        assert_eq!(r.code, 1, "{bad}: {r:?}");
+        assert!(r.stderr.contains(INVALID), "{bad}: {}", r.stderr);
+        assert_locked(&n);
+    }
+    // While locked nothing touched the containers.
+    assert_eq!(running_pids(&n), pids, "containers changed while locked");
+    // The data dir holds no plaintext of the service's env, nor the unlock key.
+    let leaks = files_containing(&n.data_dir(), marker.as_bytes());
+    assert!(leaks.is_empty(), "the env marker is in {leaks:?}");
+    let leaks = files_containing(&n.data_dir(), &key.as_bytes()[9..]);
+    assert!(leaks.is_empty(), "the unlock key is in {leaks:?}");
+
+    let r = shoal_stdin(&n, &["swarm", "unlock"], &format!("{key}\n"));
+    assert_eq!(r.code, 0, "{r:?}");
+    wait_for("the unlocked manager to answer", WAIT, || (n.shoal(&["service", "ls"]).code == 0).then_some(()));
+    wait_for("2 running tasks after unlock", WAIT, || (n.running() == 2).then_some(()));
+    assert_eq!(running_pids(&n), pids, "containers were restarted through lock and unlock");
+    let tasks_after: Vec<String> = n.ps_json("web").iter().map(|t| t["ID"].as_str().unwrap_or_default().to_string()).collect();
+    assert_eq!(tasks_after, tasks_before);
+    let r = shoal_stdin(&n, &["swarm", "unlock"], &format!("{key}\n"));
+    assert!(r.code == 1 && r.stderr.contains("swarm is not locked"), "{r:?}");
+
+    // Rotation: the old key stops working, the new one unlocks.
+    let r = n.shoal(&["swarm", "unlock-key", "--rotate"]).ok();
+    assert!(r.stdout.starts_with("Successfully rotated manager unlock key.\n\nTo unlock a swarm manager"), "{}", r.stdout);
+    let new_key = key_in(&r.stdout);
+    assert_ne!(new_key, key);
+    wait_for("the rotation to reach the keyring", WAIT, || n.daemon_log().contains("generation 2").then_some(()));
+    n.kill_daemon();
+    n.start_daemon();
+    assert_locked(&n);
+    let r = shoal_stdin(&n, &["swarm", "unlock"], &format!("{key}\n"));
+    assert!(r.code == 1 && r.stderr.contains(INVALID), "the previous key still unlocks: {r:?}");
+    shoal_stdin(&n, &["swarm", "unlock"], &format!("{new_key}\n")).ok();
+    wait_for("the unlocked manager to answer", WAIT, || (n.shoal(&["service", "ls"]).code == 0).then_some(()));
+
+    // Autolock off: a restart needs no key.
+    let r = n.shoal(&["swarm", "update", "--autolock=false"]).ok();
+    assert_eq!(r.stdout, "Swarm updated.\n");
+    wait_for("the keyring to be clear", WAIT, || n.daemon_log().contains("autolock off on this node").then_some(()));
+    n.kill_daemon();
+    n.start_daemon();
+    n.shoal(&["service", "ls"]).ok();
+    assert!(n.shoal(&["info"]).ok().stdout.contains(" Autolock Managers: false\n"));
+    assert_eq!(running_pids(&n), pids);
+}
+
+#[test]
+fn init_with_autolock_prints_the_key_and_leave_force_works_while_locked() {
+    if skip_reason().is_some() {
+        return;
+    }
+    let mut n = Node::new();
+    n.start_daemon();
+    let r = n.shoal(&["swarm", "init", "--autolock", "--advertise-addr", "127.0.0.1", "--listen-addr", "127.0.0.1:0"]).ok();
+    assert!(r.stdout.starts_with("Swarm initialized: current node"), "{}", r.stdout);
+    assert!(r.stdout.contains("\nTo unlock a swarm manager after it restarts, run the `shoal swarm unlock`\ncommand and provide the following key:\n\n    SHLKEY-1-"));
+    let key = key_in(&r.stdout);
+    let node_id = n.shoal(&["info"]).ok().stdout.lines().find_map(|l| l.trim().strip_prefix("NodeID: ").map(str::to_string)).unwrap();
+    wait_for("the keyring to be wrapped", WAIT, || n.daemon_log().contains("generation 1").then_some(()));
+    n.kill_daemon();
+    n.start_daemon();
+    assert_locked(&n);
+    // A locked node still knows its id.
+    assert!(n.shoal(&["info"]).ok().stdout.contains(&format!("NodeID: {node_id}")));
+    let r = n.shoal(&["swarm", "leave", "--force"]).ok();
+    assert_eq!(r.stdout, "Node left the swarm.\n");
+    wait_for("the daemon to start outside any swarm", WAIT, || {
+        let r = n.shoal(&["info"]);
+        (r.code == 0 && r.stdout.contains("Swarm: inactive")).then_some(())
+    });
+    // The old key means nothing now, and a new swarm can be made.
+    let r = shoal_stdin(&n, &["swarm", "unlock"], &format!("{key}\n"));
+    assert!(r.code == 1 && r.stderr.contains("This node is not part of a swarm"), "{r:?}");
+    n.shoal(&["swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", "127.0.0.1:0"]).ok();
+    n.shoal(&["node", "ls"]).ok();
+}
