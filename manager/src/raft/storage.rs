@@ -22,13 +22,13 @@ use super::types::{to_bytes, ConfState, Entry, HardState, Snapshot, SnapshotMeta
 /// `hard_state` → [`HardState`], `conf_state` → [`ConfState`],
 /// `log_start` → `(prev_index: u64, prev_term: u64)`,
 /// `snapshot_meta` → [`SnapshotMeta`].
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 /// Layout: key = log index (u64), value = postcard [`Entry`]; keys are
 /// contiguous from `log_start.prev_index + 1`.
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 /// Layout: key = snapshot index (u64, a single row), value = the
 /// application's snapshot bytes.
-const SNAPSHOT_DATA: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_snapshot_data");
+pub(crate) const SNAPSHOT_DATA: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_snapshot_data");
 
 const META_HARD_STATE: &str = "hard_state";
 const META_CONF_STATE: &str = "conf_state";
