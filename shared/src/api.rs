@@ -124,6 +124,12 @@ pub enum Request {
     NetworkRemove {
         network: String,
     },
+    /// `swarm backup -o FILE`: this manager writes a tar archive of its data
+    /// dir (a consistent copy of its database and its key files as on disk)
+    /// to `output`, an absolute path on its host; answered with [`Reply::Backup`].
+    SwarmBackup {
+        output: String,
+    },
 }
 
 /// Where a request may run, decided per variant in [`Request::class`].
@@ -167,6 +173,8 @@ impl Request {
             Request::SwarmUpdate { .. } => Write,
             Request::NetworkList | Request::NetworkInspect { .. } => Read,
             Request::NetworkCreate { .. } | Request::NetworkRemove { .. } => Write,
+            // A copy of the asked manager's own data dir, written on its host: no quorum needed.
+            Request::SwarmBackup { .. } => Local,
         }
     }
 
@@ -203,6 +211,7 @@ impl Request {
             Request::NetworkList => "network ls",
             Request::NetworkInspect { .. } => "network inspect",
             Request::NetworkRemove { .. } => "network rm",
+            Request::SwarmBackup { .. } => "swarm backup",
         }
     }
 }
@@ -384,6 +393,14 @@ pub enum Reply {
         id: String,
     },
     Networks(Vec<NetworkDetail>),
+    /// `swarm backup` wrote `path`: `size_bytes` in all, the database copy as
+    /// of raft index `raft_index`, and `files` (archive member names).
+    Backup {
+        path: String,
+        size_bytes: u64,
+        raft_index: u64,
+        files: Vec<String>,
+    },
 }
 
 impl Reply {
@@ -411,6 +428,7 @@ mod tests {
         check(Request::ServiceScale { service: "web".into(), replicas: 2 }, RequestClass::Write);
         check(Request::NodeRemove { node: "n".into(), force: false }, RequestClass::Write);
         check(Request::SwarmUpdate { dispatcher_heartbeat_ms: Some(5_000) }, RequestClass::Write);
+        check(Request::SwarmBackup { output: "/tmp/b.tar".into() }, RequestClass::Local);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! leaves them running, and on restart the worker adopts them from the
 //! runtime's listing before it acts.
 
+mod backup;
 pub(crate) mod dns;
 pub(crate) mod io;
 pub(crate) mod links;
