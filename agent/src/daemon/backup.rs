@@ -222,12 +222,17 @@ mod tests {
         s
     }
 
+    /// Archives the store `s` of `d/data` to `output`.
+    fn archive(s: &Store, d: &Path, output: &Path) -> Result<Written, ArchiveError> {
+        write_archive(s.backup().unwrap(), &d.join("data"), output.to_str().unwrap(), 1_700_000_000)
+    }
+
     #[test]
     fn the_archive_extracts_into_a_data_dir_a_store_opens() {
         let d = dir("roundtrip");
         let s = store(&d.join("data"));
         let out = d.join("b.tar");
-        let w = write_archive(s.backup().unwrap(), &d.join("data"), out.to_str().unwrap(), 1_700_000_000).unwrap();
+        let w = archive(&s, &d, &out).unwrap();
         assert_eq!(w.files, ["shoal.redb", "cluster.key", "node.key"]);
         assert_eq!(w.size_bytes, std::fs::metadata(&out).unwrap().len());
         use std::os::unix::fs::PermissionsExt;
@@ -249,13 +254,12 @@ mod tests {
     fn a_missing_directory_or_a_directory_target_is_refused_and_leaves_nothing() {
         let d = dir("refused");
         let s = store(&d.join("data"));
-        let missing = d.join("no/such/b.tar");
-        let e = write_archive(s.backup().unwrap(), &d.join("data"), missing.to_str().unwrap(), 0).unwrap_err();
+        let e = archive(&s, &d, &d.join("no/such/b.tar")).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
         assert!(e.to_string().contains("does not exist"), "{e}");
-        let e = write_archive(s.backup().unwrap(), &d.join("data"), d.join("data").to_str().unwrap(), 0).unwrap_err();
+        let e = archive(&s, &d, &d.join("data")).unwrap_err();
         assert!(matches!(e, ArchiveError::IsDir(_)), "{e}");
-        let e = write_archive(s.backup().unwrap(), &d.join("data"), "relative.tar", 0).unwrap_err();
+        let e = archive(&s, &d, Path::new("relative.tar")).unwrap_err();
         assert!(matches!(e, ArchiveError::BadPath(_)), "{e}");
         let left: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left, ["data"], "{left:?}");
