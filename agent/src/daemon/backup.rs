@@ -52,6 +52,8 @@ pub(crate) enum ArchiveError {
     NoDir { path: String, dir: String },
     #[error("cannot write the backup to {0}: it is a directory")]
     IsDir(String),
+    #[error("cannot write the backup to {0}: that is the data dir it copies; choose another directory")]
+    InDataDir(String),
     #[error("{0}")]
     Copy(#[from] BackupError),
     #[error("cannot read {path}: {source}")]
@@ -65,7 +67,9 @@ pub(crate) enum ArchiveError {
 impl ArchiveError {
     fn kind(&self) -> ErrorKind {
         match self {
-            ArchiveError::BadPath(_) | ArchiveError::NoDir { .. } | ArchiveError::IsDir(_) => ErrorKind::InvalidArgument,
+            ArchiveError::BadPath(_) | ArchiveError::NoDir { .. } | ArchiveError::IsDir(_) | ArchiveError::InDataDir(_) => {
+                ErrorKind::InvalidArgument
+            }
             _ => ErrorKind::Internal,
         }
     }
@@ -93,26 +97,22 @@ impl Daemon {
             }
             Mode::Manager => {}
         }
-        if BACKUPS_IN_FLIGHT.fetch_add(1, Ordering::SeqCst) >= BACKUPS_IN_FLIGHT_MAX {
-            BACKUPS_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        let Some(in_flight) = InFlight::begin() else {
             return Outcome::Now(Reply::error(
                 ErrorKind::Unavailable,
                 "another backup is being written on this node; retry once it is done",
             ));
-        }
+        };
         let snapshot = match self.store.backup() {
             Ok(s) => s,
-            Err(e) => {
-                BACKUPS_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
-                return Outcome::Now(Reply::error(ErrorKind::Internal, e.to_string()));
-            }
+            Err(e) => return Outcome::Now(Reply::error(ErrorKind::Internal, e.to_string())),
         };
         let data_dir = self.cfg.data_dir.clone();
         let mtime_s = self.now() / 1_000_000_000;
         let reply = reply.clone();
         self.io.read(Box::new(move || {
             let written = write_archive(snapshot, &data_dir, &output, mtime_s);
-            BACKUPS_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+            drop(in_flight);
             let r = match written {
                 Ok(w) => {
                     crate::log!("INFO", "backup of raft index {} written to {} ({} bytes)", w.raft_index, output, w.size_bytes);
@@ -123,6 +123,24 @@ impl Daemon {
             reply_later(&reply, r)
         }));
         Outcome::Later
+    }
+}
+
+/// One backup being written, counted in [`BACKUPS_IN_FLIGHT`] until dropped.
+struct InFlight;
+
+impl InFlight {
+    /// `None` when [`BACKUPS_IN_FLIGHT_MAX`] backups are being written.
+    fn begin() -> Option<InFlight> {
+        let before = BACKUPS_IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        let guard = InFlight;
+        (before < BACKUPS_IN_FLIGHT_MAX).then_some(guard)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        BACKUPS_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -139,6 +157,10 @@ pub(crate) fn write_archive(snapshot: Snapshot, data_dir: &Path, output: &str, m
     }
     if out.is_dir() {
         return Err(ArchiveError::IsDir(output.into()));
+    }
+    // A rename into the data dir could replace the live database or a key.
+    if std::fs::canonicalize(dir).ok() == std::fs::canonicalize(data_dir).ok() {
+        return Err(ArchiveError::InDataDir(output.into()));
     }
     let temp = format!(".{}.{}-{}", name.to_string_lossy(), std::process::id(), TEMP_SEQ.fetch_add(1, Ordering::SeqCst));
     let db_copy = dir.join(format!("{temp}.redb.tmp"));
@@ -251,7 +273,7 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_directory_or_a_directory_target_is_refused_and_leaves_nothing() {
+    fn bad_targets_and_a_second_backup_at_once_are_refused_and_leave_nothing() {
         let d = dir("refused");
         let s = store(&d.join("data"));
         let e = archive(&s, &d, &d.join("no/such/b.tar")).unwrap_err();
@@ -261,6 +283,12 @@ mod tests {
         assert!(matches!(e, ArchiveError::IsDir(_)), "{e}");
         let e = archive(&s, &d, Path::new("relative.tar")).unwrap_err();
         assert!(matches!(e, ArchiveError::BadPath(_)), "{e}");
+        let e = archive(&s, &d, &d.join("data/shoal.redb")).unwrap_err();
+        assert!(matches!(e, ArchiveError::InDataDir(_)), "{e}");
+        let first = InFlight::begin().expect("one backup at a time");
+        assert!(InFlight::begin().is_none(), "a second one is refused");
+        drop(first);
+        assert!(InFlight::begin().is_some(), "released when dropped");
         let left: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left, ["data"], "{left:?}");
     }
