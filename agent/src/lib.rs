@@ -18,4 +18,5 @@ mod network;
 mod runtime;
 #[cfg(feature = "sim")]
 pub mod sim;
+mod tar;
 mod worker;

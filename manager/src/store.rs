@@ -692,6 +692,14 @@ impl Store {
         self.run_ready()
     }
 
+    /// The whole database as of now (every commit so far, none after), to
+    /// copy with [`crate::backup::Snapshot::write_to`], off the caller's loop
+    /// if it likes: later writes do not change it.
+    pub fn backup(&self) -> Result<crate::backup::Snapshot, crate::backup::BackupError> {
+        let tx = self.db.begin_read().map_err(|e| crate::backup::BackupError::Read(e.to_string()))?;
+        Ok(crate::backup::Snapshot::new(tx))
+    }
+
     // ----- node-local values ------------------------------------------------
 
     /// Reads a node-local (not replicated) value.

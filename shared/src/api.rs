@@ -139,6 +139,12 @@ pub enum Request {
     SwarmUnlockKey {
         rotate: bool,
     },
+    /// `swarm backup -o FILE`: this manager writes a tar archive of its data
+    /// dir (a consistent copy of its database and its key files as on disk)
+    /// to `output`, an absolute path on its host; answered with [`Reply::Backup`].
+    SwarmBackup {
+        output: String,
+    },
 }
 
 /// Where a request may run, decided per variant in [`Request::class`].
@@ -186,6 +192,8 @@ impl Request {
             Request::SwarmUnlockKey { rotate: true } => Write,
             Request::NetworkList | Request::NetworkInspect { .. } => Read,
             Request::NetworkCreate { .. } | Request::NetworkRemove { .. } => Write,
+            // A copy of the asked manager's own data dir, written on its host: no quorum needed.
+            Request::SwarmBackup { .. } => Local,
         }
     }
 
@@ -224,6 +232,7 @@ impl Request {
             Request::NetworkRemove { .. } => "network rm",
             Request::SwarmUnlock { .. } => "swarm unlock",
             Request::SwarmUnlockKey { .. } => "swarm unlock-key",
+            Request::SwarmBackup { .. } => "swarm backup",
         }
     }
 }
@@ -418,6 +427,14 @@ pub enum Reply {
         rotated: bool,
         previous_needed_by: Vec<String>,
     },
+    /// `swarm backup` wrote `path`: `size_bytes` in all, the database copy as
+    /// of raft index `raft_index`, and `files` (archive member names).
+    Backup {
+        path: String,
+        size_bytes: u64,
+        raft_index: u64,
+        files: Vec<String>,
+    },
 }
 
 impl Reply {
@@ -448,6 +465,7 @@ mod tests {
         check(Request::SwarmUnlock { key: String::new() }, RequestClass::Local);
         check(Request::SwarmUnlockKey { rotate: false }, RequestClass::Read);
         check(Request::SwarmUnlockKey { rotate: true }, RequestClass::Write);
+        check(Request::SwarmBackup { output: "/tmp/b.tar".into() }, RequestClass::Local);
     }
 
     #[test]

@@ -14,6 +14,9 @@ use shoal_shared::types::{Availability, NodeRole};
 /// Reply deadline for `swarm join`: the daemon dials a remote manager and
 /// waits to be admitted before it answers.
 const REPLY_MS_JOIN: u64 = 30_000;
+/// Reply deadline for `swarm backup`: the daemon copies its database and
+/// writes the archive before it answers.
+const REPLY_MS_BACKUP: u64 = 300_000;
 /// Swarm's port, added to a `swarm join` address given without one.
 const SWARM_PORT_DEFAULT: u16 = 2377;
 
@@ -106,6 +109,13 @@ pub(crate) enum SwarmCmd {
         /// Force this node to leave the swarm, ignoring warnings.
         #[arg(short, long)]
         force: bool,
+    },
+    /// Write a consistent copy of this manager's state (its database and key
+    /// files, as a data dir) to a tar archive, while it runs.
+    Backup {
+        /// The archive to write, a path on the daemon's host (`-`, stdout, is not supported).
+        #[arg(short, long, required = true, value_name = "FILE")]
+        output: String,
     },
 }
 
@@ -234,6 +244,7 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
             }
             r => Err(unexpected(r)),
         },
+        SwarmCmd::Backup { output } => backup(host, &output),
     }
 }
 
@@ -302,6 +313,32 @@ impl Drop for EchoOff {
             unsafe { libc::tcsetattr(self.fd, libc::TCSANOW, &t) };
         }
     }
+}
+
+/// `swarm backup -o FILE`: the daemon writes the archive; a relative path is
+/// taken from this command's working directory.
+fn backup(host: &str, output: &str) -> anyhow::Result<()> {
+    if output == "-" {
+        anyhow::bail!("writing the backup to stdout is not supported; give a file: shoal swarm backup -o FILE");
+    }
+    let path = std::path::absolute(output).map_err(|e| anyhow::anyhow!("invalid backup path {output:?}: {e}"))?;
+    let Some(path) = path.to_str() else { anyhow::bail!("the backup path {output:?} is not valid UTF-8") };
+    match call(host, Request::SwarmBackup { output: path.to_string() }, REPLY_MS_BACKUP)? {
+        Reply::Backup { path, size_bytes, raft_index, files } => {
+            print!("{}", backup_text(&path, size_bytes, raft_index, &files));
+            Ok(())
+        }
+        r => Err(unexpected(r)),
+    }
+}
+
+fn backup_text(path: &str, size_bytes: u64, raft_index: u64, files: &[String]) -> String {
+    format!(
+        "Backup written to {path} ({size_bytes} bytes; state as of raft index {raft_index}; files: {}).\n\
+         To restore it: stop the daemon, extract the archive into its emptied data dir (tar -xf FILE -C DATA_DIR),\n\
+         start the daemon, then run `shoal swarm init --force-new-cluster --advertise-addr ADDR`.\n",
+        files.join(", ")
+    )
 }
 
 /// Nanoseconds to whole milliseconds, rounding up so a sub-millisecond

@@ -14,6 +14,7 @@
 //! runtime's listing before it acts.
 
 pub(crate) mod autolock;
+mod backup;
 pub(crate) mod dns;
 pub(crate) mod io;
 pub(crate) mod links;

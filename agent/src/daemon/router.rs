@@ -397,6 +397,7 @@ impl Daemon {
                 );
                 Outcome::Later
             }
+            Request::SwarmBackup { output } => self.swarm_backup(output, reply),
             Request::NetworkList if self.swarm.mode == Mode::Worker => Outcome::Now(service::worker_networks(self.swarm.assigned_ref())),
             other => Outcome::Now(service::query(self.store.state(), &self.node_id, other)),
         }

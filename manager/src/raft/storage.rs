@@ -33,16 +33,16 @@ use super::types::{to_bytes, ConfState, Entry, HardState, Snapshot, SnapshotMeta
 /// `hard_state` → [`HardState`], `conf_state` → [`ConfState`],
 /// `log_start` → `(prev_index: u64, prev_term: u64)`,
 /// `snapshot_meta` → [`SnapshotMeta`].
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 /// Layout: key = log index (u64), value = the entry's term (u64 LE) ++ the
 /// sealed postcard [`Entry`] (associated data [`log_aad`]); keys are
 /// contiguous from `log_start.prev_index + 1`. Schema version 1 stored the
 /// bare postcard entry.
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 /// Layout: key = snapshot index (u64, a single row), value = the
 /// application's snapshot bytes, sealed (associated data [`snapshot_aad`],
 /// with the term from `snapshot_meta`). Schema version 1 stored them bare.
-const SNAPSHOT_DATA: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_snapshot_data");
+pub(crate) const SNAPSHOT_DATA: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_snapshot_data");
 
 const META_HARD_STATE: &str = "hard_state";
 const META_CONF_STATE: &str = "conf_state";

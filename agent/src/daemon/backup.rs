@@ -1,0 +1,309 @@
+//! `shoal swarm backup -o FILE`: a tar archive of this manager's data dir,
+//! written while the daemon runs.
+//!
+//! On the loop, [`Daemon::swarm_backup`] checks the node is a manager and
+//! takes a point-in-time [`Snapshot`] of its database (one read transaction:
+//! every commit so far, none after); the rest runs off the loop
+//! ([`io::Io::read`](super::io::Io::read)) so raft keeps ticking: the
+//! snapshot is copied into a new database file next to the archive, the
+//! archive is written to a temporary file in the output's directory
+//! (mode 0600) with that copy as [`DB_MEMBER`] and every `*.key` file of the
+//! data dir as it is on disk (sealed or not), fsynced, and renamed onto the
+//! output. A failure leaves no temporary file and the output untouched.
+//!
+//! The archive is a data dir: extracted into an empty one, a daemon starts
+//! from it; `swarm init --force-new-cluster --advertise-addr NEW` then makes
+//! it the only manager of its swarm at its new address.
+//!
+//! At most [`BACKUPS_IN_FLIGHT_MAX`] backups are written at once per
+//! process; more are refused.
+
+use super::router::Outcome;
+use super::swarm::Mode;
+use super::{reply_later, Daemon};
+use crate::tar::{Member, TarError, TarWriter};
+use async_channel::Sender;
+use shoal_manager::backup::{BackupError, Snapshot};
+use shoal_shared::api::{ErrorKind, Reply};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The database's member name: the file a daemon opens in its data dir
+/// (`daemon::open_store`).
+pub(crate) const DB_MEMBER: &str = "shoal.redb";
+/// Key files are the data dir's files with this suffix (`node.key`, `cluster.key`).
+const KEY_SUFFIX: &str = ".key";
+/// Backups being written at once in this process, at most.
+const BACKUPS_IN_FLIGHT_MAX: usize = 1;
+/// Backups being written now.
+static BACKUPS_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+/// Tells temporary file names of this process apart.
+static TEMP_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// Why an archive was not written.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ArchiveError {
+    #[error("the backup path must be an absolute file path, not {0:?}")]
+    BadPath(String),
+    #[error("cannot write the backup to {path}: directory {dir} does not exist")]
+    NoDir { path: String, dir: String },
+    #[error("cannot write the backup to {0}: it is a directory")]
+    IsDir(String),
+    #[error("cannot write the backup to {0}: that is the data dir it copies; choose another directory")]
+    InDataDir(String),
+    #[error("{0}")]
+    Copy(#[from] BackupError),
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("cannot write the backup to {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+    #[error("cannot write the backup: {0}")]
+    Tar(#[from] TarError),
+}
+
+impl ArchiveError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ArchiveError::BadPath(_) | ArchiveError::NoDir { .. } | ArchiveError::IsDir(_) | ArchiveError::InDataDir(_) => {
+                ErrorKind::InvalidArgument
+            }
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+/// What was written.
+#[derive(Debug)]
+pub(crate) struct Written {
+    pub(crate) size_bytes: u64,
+    pub(crate) raft_index: u64,
+    pub(crate) files: Vec<String>,
+}
+
+impl Daemon {
+    /// `swarm backup`: refused outside a swarm and on workers; otherwise the
+    /// archive is written off the loop and the reply sent when it is done.
+    pub(crate) fn swarm_backup(&mut self, output: String, reply: &Sender<Reply>) -> Outcome {
+        match self.swarm.mode {
+            Mode::Solo => return Outcome::Now(Reply::error(ErrorKind::FailedPrecondition, "This node is not part of a swarm")),
+            Mode::Worker => {
+                return Outcome::Now(Reply::error(
+                    ErrorKind::FailedPrecondition,
+                    "this node is not a swarm manager; run swarm backup on a manager",
+                ))
+            }
+            Mode::Manager => {}
+        }
+        let Some(in_flight) = InFlight::begin() else {
+            return Outcome::Now(Reply::error(
+                ErrorKind::Unavailable,
+                "another backup is being written on this node; retry once it is done",
+            ));
+        };
+        let snapshot = match self.store.backup() {
+            Ok(s) => s,
+            Err(e) => return Outcome::Now(Reply::error(ErrorKind::Internal, e.to_string())),
+        };
+        let data_dir = self.cfg.data_dir.clone();
+        let mtime_s = self.now() / 1_000_000_000;
+        let reply = reply.clone();
+        self.io.read(Box::new(move || {
+            let written = write_archive(snapshot, &data_dir, &output, mtime_s);
+            drop(in_flight);
+            let r = match written {
+                Ok(w) => {
+                    crate::log!("INFO", "backup of raft index {} written to {} ({} bytes)", w.raft_index, output, w.size_bytes);
+                    Reply::Backup { path: output, size_bytes: w.size_bytes, raft_index: w.raft_index, files: w.files }
+                }
+                Err(e) => Reply::error(e.kind(), e.to_string()),
+            };
+            reply_later(&reply, r)
+        }));
+        Outcome::Later
+    }
+}
+
+/// One backup being written, counted in [`BACKUPS_IN_FLIGHT`] until dropped.
+struct InFlight;
+
+impl InFlight {
+    /// `None` when [`BACKUPS_IN_FLIGHT_MAX`] backups are being written.
+    fn begin() -> Option<InFlight> {
+        let before = BACKUPS_IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        let guard = InFlight;
+        (before < BACKUPS_IN_FLIGHT_MAX).then_some(guard)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        BACKUPS_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Writes the archive of `snapshot` and `data_dir`'s key files to `output`
+/// (see the module header). Blocking.
+pub(crate) fn write_archive(snapshot: Snapshot, data_dir: &Path, output: &str, mtime_s: u64) -> Result<Written, ArchiveError> {
+    let out = PathBuf::from(output);
+    let (Some(name), Some(dir)) = (out.file_name(), out.parent()) else { return Err(ArchiveError::BadPath(output.into())) };
+    if !out.is_absolute() {
+        return Err(ArchiveError::BadPath(output.into()));
+    }
+    if !dir.is_dir() {
+        return Err(ArchiveError::NoDir { path: output.into(), dir: dir.display().to_string() });
+    }
+    if out.is_dir() {
+        return Err(ArchiveError::IsDir(output.into()));
+    }
+    // A rename into the data dir could replace the live database or a key.
+    if std::fs::canonicalize(dir).ok() == std::fs::canonicalize(data_dir).ok() {
+        return Err(ArchiveError::InDataDir(output.into()));
+    }
+    let temp = format!(".{}.{}-{}", name.to_string_lossy(), std::process::id(), TEMP_SEQ.fetch_add(1, Ordering::SeqCst));
+    let db_copy = dir.join(format!("{temp}.redb.tmp"));
+    let tar_temp = dir.join(format!("{temp}.tmp"));
+    let copied = snapshot.write_to(&db_copy);
+    // The read transaction pins pages of the live database: let it go at once.
+    drop(snapshot);
+    let written = copied.map_err(ArchiveError::from).and_then(|copied| {
+        let mut members = vec![(DB_MEMBER.to_string(), db_copy.clone())];
+        members.extend(key_files(data_dir)?);
+        let size_bytes = write_tar(&tar_temp, &members, mtime_s)?;
+        std::fs::rename(&tar_temp, &out).map_err(|source| ArchiveError::Write { path: output.into(), source })?;
+        // Make the rename durable.
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|source| ArchiveError::Write { path: output.into(), source })?;
+        Ok(Written { size_bytes, raft_index: copied.raft_index, files: members.into_iter().map(|(n, _)| n).collect() })
+    });
+    let _ = std::fs::remove_file(&db_copy);
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tar_temp);
+    }
+    written
+}
+
+/// `(member name, path)` of every regular `*.key` file in `data_dir`, by name.
+fn key_files(data_dir: &Path) -> Result<Vec<(String, PathBuf)>, ArchiveError> {
+    let read = |source| ArchiveError::Read { path: data_dir.display().to_string(), source };
+    let mut keys = Vec::new();
+    for entry in std::fs::read_dir(data_dir).map_err(read)? {
+        let entry = entry.map_err(read)?;
+        let Ok(name) = entry.file_name().into_string() else { continue };
+        if name.ends_with(KEY_SUFFIX) && entry.file_type().map_err(read)?.is_file() {
+            keys.push((name, entry.path()));
+        }
+    }
+    keys.sort();
+    Ok(keys)
+}
+
+/// Writes `members` (name, source file) as a new tar file at `path` with
+/// mode 0600, fsynced; returns its size.
+fn write_tar(path: &Path, members: &[(String, PathBuf)], mtime_s: u64) -> Result<u64, ArchiveError> {
+    let write = |source| ArchiveError::Write { path: path.display().to_string(), source };
+    let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(write)?;
+    let mut tar = TarWriter::new(BufWriter::new(file));
+    for (name, src) in members {
+        let read = |source| ArchiveError::Read { path: src.display().to_string(), source };
+        let mut f = File::open(src).map_err(read)?;
+        let meta = f.metadata().map_err(read)?;
+        let m = Member { name, mode: 0o600, uid: meta.uid(), gid: meta.gid(), size: meta.len(), mtime_s };
+        tar.append(&m, &mut f)?;
+    }
+    let mut out = tar.finish()?;
+    out.flush().map_err(write)?;
+    let file = out.into_inner().map_err(|e| write(e.into_error()))?;
+    file.sync_all().map_err(write)?;
+    Ok(file.metadata().map_err(write)?.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn test_seal() -> std::sync::Arc<shoal_shared::seal::SealKey> {
+        std::sync::Arc::new(shoal_shared::seal::SealKey::new(1, [4; 32], [0; 16]))
+    }
+    use shoal_manager::store::Store;
+    use shoal_shared::ops::Entry;
+    use std::process::Command;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("shoal-daemon-backup-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn store(data: &Path) -> Store {
+        std::fs::create_dir_all(data).unwrap();
+        let (mut s, _) =
+            Store::open_with(&data.join(DB_MEMBER), test_seal(), 1, || "node-a".into(), shoal_manager::store::Bootstrap::Single, |_| {})
+                .unwrap();
+        s.propose(&Entry { at: 1, ops: vec![] }).unwrap();
+        std::fs::write(data.join("node.key"), b"sealed-or-not").unwrap();
+        std::fs::write(data.join("cluster.key"), b"cluster").unwrap();
+        std::fs::write(data.join("node.key.tmp"), b"half-written").unwrap();
+        std::fs::create_dir_all(data.join("dir.key")).unwrap();
+        s
+    }
+
+    /// Archives the store `s` of `d/data` to `output`.
+    fn archive(s: &Store, d: &Path, output: &Path) -> Result<Written, ArchiveError> {
+        write_archive(s.backup().unwrap(), &d.join("data"), output.to_str().unwrap(), 1_700_000_000)
+    }
+
+    #[test]
+    fn the_archive_extracts_into_a_data_dir_a_store_opens() {
+        let d = dir("roundtrip");
+        let s = store(&d.join("data"));
+        let out = d.join("b.tar");
+        let w = archive(&s, &d, &out).unwrap();
+        assert_eq!(w.files, ["shoal.redb", "cluster.key", "node.key"]);
+        assert_eq!(w.size_bytes, std::fs::metadata(&out).unwrap().len());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+        let left: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left.len(), 2, "no temporary file is left: {left:?}");
+        let restored = d.join("restored");
+        std::fs::create_dir_all(&restored).unwrap();
+        let x = Command::new("tar").arg("-xf").arg(&out).arg("-C").arg(&restored).output().unwrap();
+        assert!(x.status.success(), "{}", String::from_utf8_lossy(&x.stderr));
+        assert_eq!(std::fs::read(restored.join("node.key")).unwrap(), b"sealed-or-not");
+        let (copy, id) = Store::open_with(
+            &restored.join(DB_MEMBER),
+            test_seal(),
+            2,
+            || panic!("the node id comes back"),
+            shoal_manager::store::Bootstrap::Single,
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(id, "node-a");
+        assert_eq!(copy.state(), s.state());
+        assert!(w.raft_index >= 2, "{w:?}");
+    }
+
+    #[test]
+    fn bad_targets_and_a_second_backup_at_once_are_refused_and_leave_nothing() {
+        let d = dir("refused");
+        let s = store(&d.join("data"));
+        let e = archive(&s, &d, &d.join("no/such/b.tar")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        let e = archive(&s, &d, &d.join("data")).unwrap_err();
+        assert!(matches!(e, ArchiveError::IsDir(_)), "{e}");
+        let e = archive(&s, &d, Path::new("relative.tar")).unwrap_err();
+        assert!(matches!(e, ArchiveError::BadPath(_)), "{e}");
+        let e = archive(&s, &d, &d.join("data/shoal.redb")).unwrap_err();
+        assert!(matches!(e, ArchiveError::InDataDir(_)), "{e}");
+        let first = InFlight::begin().expect("one backup at a time");
+        assert!(InFlight::begin().is_none(), "a second one is refused");
+        drop(first);
+        assert!(InFlight::begin().is_some(), "released when dropped");
+        let left: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["data"], "{left:?}");
+    }
+}
