@@ -228,6 +228,8 @@ pub struct Store {
     /// Set when a drive failed after taking a `Ready`: the core and the
     /// disk may disagree, so every further input is refused.
     halted: Option<String>,
+    /// This open sealed a store written before sealing (schema version 1).
+    sealed_in_place: bool,
 }
 
 /// A stable, non-zero raft id for a node id string (FNV-1a 64).
@@ -280,7 +282,26 @@ impl Store {
         tune: impl FnOnce(&mut raft::Config),
     ) -> Result<(Store, String), StoreError> {
         let database = open_database_file(path, CHECK_INTEGRITY_ON_OPEN)?;
-        Store::open_database(database, seal, seed, new_node_id, bootstrap, tune).map_err(|e| e.at_open(path))
+        let (store, node_id) =
+            Store::open_database(database, seal.clone(), seed, new_node_id, bootstrap, tune).map_err(|e| e.at_open(path))?;
+        if !store.sealed_in_place {
+            return Ok((store, node_id));
+        }
+        // The records were sealed in place, so their plaintext is still in
+        // the file's free pages: rewrite the file from a copy of its live
+        // pages (fsynced), replace it atomically, and open the copy.
+        let copy = path.with_extension("redb.sealing");
+        let _ = std::fs::remove_file(&copy);
+        let rewrite = |e: String| StoreError::Open { path: path.display().to_string(), message: format!("cannot rewrite it sealed: {e}") };
+        store.backup().and_then(|snap| snap.write_to(&copy)).map_err(|e| rewrite(e.to_string()))?;
+        let cfg = store.cfg.clone();
+        drop(store);
+        std::fs::rename(&copy, path).map_err(|e| rewrite(e.to_string()))?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| rewrite(e.to_string()))?;
+        }
+        let database = open_database_file(path, CHECK_INTEGRITY_ON_OPEN)?;
+        Store::open_database(database, seal, seed, || node_id.clone(), bootstrap, move |c| *c = cfg).map_err(|e| e.at_open(path))
     }
 
     /// [`Store::open_with`] on a simulated disk (see [`crate::sim_disk`]):
@@ -341,6 +362,7 @@ impl Store {
             watched: BTreeMap::new(),
             outcomes: Vec::new(),
             halted: None,
+            sealed_in_place: plain_records,
         };
         if fresh {
             let join_pending = store.local(LOCAL_BOOTSTRAP)?.as_deref() == Some(LOCAL_BOOTSTRAP_JOIN);
@@ -776,6 +798,62 @@ mod tests {
     use super::*;
     use crate::state::tests::service;
     use shoal_shared::ops::Op;
+
+    /// A store file in the layout before sealing (schema 1): bare postcard
+    /// raft records, one committed entry creating a service whose env holds
+    /// `marker`.
+    fn write_plain_store(path: &Path, marker: &str) {
+        use crate::raft::storage::{LOG as RAFT_LOG, META as RAFT_META};
+        const ENTRIES: u64 = 300;
+        let db = Database::create(path).unwrap();
+        let rid = raft_id("node-a");
+        let mut svc = service("s1", "web");
+        svc.spec.task.container.env = vec![format!("SECRET={marker}")];
+        let entry = Entry { at: 1, ops: vec![Op::PutService(svc)] };
+        let tx = db.begin_write().unwrap();
+        {
+            tx.open_table(META).unwrap().insert("schema_version", SCHEMA_VERSION_PLAIN).unwrap();
+            tx.open_table(LOCAL).unwrap().insert("node_id", "node-a").unwrap();
+            let mut meta = tx.open_table(RAFT_META).unwrap();
+            let conf = raft::ConfState::with_voters(&[rid]);
+            let hs = raft::HardState { term: 1, vote: rid, commit: ENTRIES };
+            meta.insert("hard_state", postcard::to_allocvec(&hs).unwrap().as_slice()).unwrap();
+            meta.insert("conf_state", postcard::to_allocvec(&conf).unwrap().as_slice()).unwrap();
+            meta.insert("log_start", postcard::to_allocvec(&(0u64, 0u64)).unwrap().as_slice()).unwrap();
+            let mut log = tx.open_table(RAFT_LOG).unwrap();
+            // Enough entries that the sealed copies cannot reuse all the freed pages.
+            for index in 1..=ENTRIES {
+                let data = if index == 1 { Vec::new() } else { entry.encode() };
+                let e = raft::Entry { term: 1, index, kind: EntryKind::Normal(data) };
+                log.insert(index, postcard::to_allocvec(&e).unwrap().as_slice()).unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+
+    #[test]
+    fn a_store_from_before_sealing_is_sealed_and_leaves_no_plaintext_in_the_file() {
+        let path = tmp("plain");
+        let dir = path.parent().unwrap().to_path_buf();
+        let marker = "plain-marker-41c7e2";
+        write_plain_store(&path, marker);
+        let raw = std::fs::read(&path).unwrap();
+        assert!(raw.windows(marker.len()).any(|w| w == marker.as_bytes()), "the fixture holds the marker in clear");
+        let (s, id) = Store::open(&path, 1, || unreachable!()).unwrap();
+        assert_eq!(id, "node-a");
+        let svc = s.state().find_service("web").expect("the plaintext entry was applied");
+        assert_eq!(svc.spec.task.container.env, vec![format!("SECRET={marker}")]);
+        drop(s);
+        let raw = std::fs::read(&path).unwrap();
+        assert!(!raw.windows(marker.len()).any(|w| w == marker.as_bytes()), "plaintext left in the database file");
+        let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("shoal.redb")]);
+        // Reopened: sealed, same state, nothing to rewrite.
+        let (s, _) = Store::open(&path, 2, || unreachable!()).unwrap();
+        assert!(!s.sealed_in_place);
+        assert!(s.state().find_service("web").is_some());
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     fn tmp(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("shoal-store-{}-{name}", std::process::id()));

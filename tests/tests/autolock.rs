@@ -199,3 +199,68 @@ fn init_with_autolock_prints_the_key_and_leave_force_works_while_locked() {
     n.shoal(&["swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", "127.0.0.1:0"]).ok();
     n.shoal(&["node", "ls"]).ok();
 }
+
+/// Runs `shoal daemon` on `n`'s data dir and waits (bounded) for it to exit.
+fn daemon_exits(n: &Node) -> Run {
+    let mut child = n.daemon_command().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn shoal daemon");
+    let done = wait_for("the daemon to refuse its data dir and exit", WAIT, || child.try_wait().ok().flatten());
+    let _ = done;
+    Run::from(child.wait_with_output().expect("daemon output"))
+}
+
+#[test]
+fn a_damaged_database_or_keyring_is_refused_at_start_with_how_to_recover() {
+    if skip_reason().is_some() {
+        return;
+    }
+    let mut n = Node::new();
+    n.init_with_image();
+    n.shoal(&["service", "create", "-d", "--name", "web", "shoal.test/busybox", "sleep", "1000"]).ok();
+    wait_for("1 running task", WAIT, || (n.running() == 1).then_some(()));
+    n.terminate_daemon();
+    let data = n.data_dir();
+    // The state files (the data dir also holds namespace mounts, which are not copied).
+    let files = ["shoal.redb", "seal.key", "node.key", "cluster.key"];
+    let keep: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(data.join(f)).unwrap()).collect();
+    let restore = || {
+        for (f, b) in files.iter().zip(&keep) {
+            std::fs::write(data.join(f), b).unwrap();
+        }
+    };
+
+    // One flipped byte in every page after the header: refused, no panic.
+    let db = data.join("shoal.redb");
+    let mut bytes = std::fs::read(&db).unwrap();
+    for page in (4096..bytes.len()).step_by(4096) {
+        bytes[page + 100] ^= 0x40;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    let r = daemon_exits(&n);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("is damaged") && r.stderr.contains("restore a backup"), "{}", r.stderr);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+
+    // A flipped bit in the data key: the sealed key files and records no longer open.
+    restore();
+    let ring = data.join("seal.key");
+    let mut bytes = std::fs::read(&ring).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&ring, &bytes).unwrap();
+    let r = daemon_exits(&n);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("does not open") && r.stderr.contains("authentication failed"), "{}", r.stderr);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+
+    // A truncated keyring.
+    std::fs::write(&ring, &bytes[..20]).unwrap();
+    let r = daemon_exits(&n);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("keyring") && r.stderr.contains("is corrupt"), "{}", r.stderr);
+
+    // The intact copy still starts, with its task.
+    restore();
+    n.start_daemon();
+    n.shoal(&["service", "ls"]).ok();
+    wait_for("1 running task", WAIT, || (n.running() == 1).then_some(()));
+}
