@@ -63,7 +63,7 @@ fi
 ETCD_VERSION=$(etcd --version | awk '/etcd Version/ {print $3}')
 
 echo "== building the benchmarks (release)"
-cargo build --release -q -p shoal-manager --example raft_bench --example etcd_load
+cargo build --release -q -p shoal-manager --features sim --example raft_bench --example etcd_load
 BIN=$PWD/target/release/examples
 
 echo "== Shoal raft ($SECS s per run)"

@@ -3,11 +3,15 @@
 //! fsync (immediate durability) in a temp directory, messages over channels.
 //!
 //! ```text
-//! cargo run --release -p shoal-manager --example raft_bench -- [--secs 3] [--bytes 128]
+//! cargo run --release -p shoal-manager --features sim --example raft_bench -- [--secs 3] [--bytes 128]
 //! ```
 //! Runs with 1 client (one proposal outstanding) and 64 clients (64
-//! outstanding) and prints commits/s with p50/p99 latency from `propose` to
-//! the leader applying the entry.
+//! outstanding), each with raft's records sealed at rest (as shipped) and
+//! in clear (the `sim` feature's bench-only storage), one after the other
+//! in the same run, and prints commits/s with p50/p99 latency from
+//! `propose` to the leader applying the entry. Then seal and open
+//! throughput of the record sealing alone (XChaCha20-Poly1305) at two
+//! record sizes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
@@ -108,8 +112,8 @@ fn node_loop(
     is_driver.then_some(Outcome { commits: latencies_us.len() as u64, latencies_us, secs })
 }
 
-fn run(clients: usize, secs: u64, payload_bytes: usize) -> Option<Outcome> {
-    let dir = std::env::temp_dir().join(format!("shoal-raft-bench-{}-{clients}", std::process::id()));
+fn run(clients: usize, secs: u64, payload_bytes: usize, sealed: bool) -> Option<Outcome> {
+    let dir = std::env::temp_dir().join(format!("shoal-raft-bench-{}-{clients}-{sealed}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).ok()?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -124,8 +128,12 @@ fn run(clients: usize, secs: u64, payload_bytes: usize) -> Option<Outcome> {
     for (k, rx) in rxs.into_iter().enumerate() {
         let id = k as u64 + 1;
         let db = redb::Database::create(dir.join(format!("node{id}.redb"))).ok()?;
-        let seal = Arc::new(shoal_shared::seal::SealKey::new(1, [id as u8; 32], [0; 16]));
-        let storage = RaftStorage::new(Arc::new(db), seal, false).ok()?;
+        let storage = if sealed {
+            let seal = Arc::new(shoal_shared::seal::SealKey::new(1, [id as u8; 32], [0; 16]));
+            RaftStorage::new(Arc::new(db), seal, false).ok()?
+        } else {
+            RaftStorage::new_clear_for_bench(Arc::new(db)).ok()?
+        };
         let raft = Raft::bootstrap(Config::lan(id, id), &[1, 2, 3]).ok()?;
         let peers: Vec<(u64, Sender<Message>)> = (1..=3u64).filter(|p| *p != id).map(|p| (p, txs[(p - 1) as usize].clone())).collect();
         let stop = stop.clone();
@@ -160,18 +168,50 @@ fn main() {
     let bytes = arg("--bytes", 128) as usize;
     println!("3-node raft, redb fsync per Ready, {bytes}-byte entries, {secs} s per run");
     for clients in [1usize, 64] {
-        match run(clients, secs, bytes) {
-            Some(mut o) => {
-                o.latencies_us.sort_unstable();
-                println!(
-                    "clients={clients:>2}: {:>8.0} commits/s, p50 {:>6.2} ms, p99 {:>6.2} ms ({} commits)",
-                    o.commits as f64 / o.secs.max(1e-9),
-                    percentile(&o.latencies_us, 0.50) as f64 / 1000.0,
-                    percentile(&o.latencies_us, 0.99) as f64 / 1000.0,
-                    o.commits
-                );
+        for sealed in [true, false] {
+            let mode = if sealed { "sealed" } else { "clear " };
+            match run(clients, secs, bytes, sealed) {
+                Some(mut o) => {
+                    o.latencies_us.sort_unstable();
+                    println!(
+                        "clients={clients:>2} {mode}: {:>8.0} commits/s, p50 {:>6.2} ms, p99 {:>6.2} ms ({} commits)",
+                        o.commits as f64 / o.secs.max(1e-9),
+                        percentile(&o.latencies_us, 0.50) as f64 / 1000.0,
+                        percentile(&o.latencies_us, 0.99) as f64 / 1000.0,
+                        o.commits
+                    );
+                }
+                None => println!("clients={clients} {mode}: run failed"),
             }
-            None => println!("clients={clients}: run failed"),
         }
     }
+    for size in [128usize, 64 * 1024] {
+        let (seal_mib_s, open_mib_s) = seal_throughput(size);
+        println!("sealing {size:>5}-byte records: seal {seal_mib_s:>7.1} MiB/s, open {open_mib_s:>7.1} MiB/s");
+    }
+}
+
+/// MiB/s of sealing and of opening `size`-byte records (64 MiB of each).
+fn seal_throughput(size: usize) -> (f64, f64) {
+    let key = shoal_shared::seal::SealKey::new(1, [7; 32], [1; 16]);
+    let plain = vec![0x5au8; size];
+    let count = ((64 << 20) / size).clamp(1_000, 500_000);
+    let t = Instant::now();
+    let mut sealed = Vec::new();
+    for i in 0..count {
+        let s = key.seal(&0u64.to_le_bytes(), &plain);
+        if i == 0 {
+            sealed = s;
+        } else {
+            std::hint::black_box(s);
+        }
+    }
+    let seal_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for _ in 0..count {
+        std::hint::black_box(key.open(&0u64.to_le_bytes(), &sealed).expect("opens"));
+    }
+    let open_s = t.elapsed().as_secs_f64();
+    let mib = (count * size) as f64 / (1 << 20) as f64;
+    (mib / seal_s.max(1e-9), mib / open_s.max(1e-9))
 }

@@ -86,11 +86,38 @@ fn snapshot_aad(index: u64, term: u64) -> Vec<u8> {
     aad
 }
 
+/// What seals the records: the node's data key, or (benchmarks only, to
+/// measure what sealing costs) nothing.
+#[derive(Clone)]
+enum Sealer {
+    Key(Arc<SealKey>),
+    #[cfg(feature = "sim")]
+    Clear,
+}
+
+impl Sealer {
+    fn seal(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
+        match self {
+            Sealer::Key(k) => k.seal(aad, plain),
+            #[cfg(feature = "sim")]
+            Sealer::Clear => plain.to_vec(),
+        }
+    }
+
+    fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, shoal_shared::seal::SealError> {
+        match self {
+            Sealer::Key(k) => k.open(aad, sealed),
+            #[cfg(feature = "sim")]
+            Sealer::Clear => Ok(sealed.to_vec()),
+        }
+    }
+}
+
 /// Raft's tables inside a shared redb database.
 #[derive(Clone)]
 pub struct RaftStorage {
     db: Arc<Database>,
-    seal: Arc<SealKey>,
+    seal: Sealer,
 }
 
 impl RaftStorage {
@@ -99,6 +126,17 @@ impl RaftStorage {
     /// sealing) every log entry and the snapshot are sealed in place, in one
     /// fsynced transaction that also raises the schema version.
     pub fn new(db: Arc<Database>, seal: Arc<SealKey>, plain_records: bool) -> Result<RaftStorage, StorageError> {
+        RaftStorage::with_sealer(db, Sealer::Key(seal), plain_records)
+    }
+
+    /// Raft's tables with records in clear: only for `raft_bench`, which
+    /// measures what sealing costs. Never in a shipped binary.
+    #[cfg(feature = "sim")]
+    pub fn new_clear_for_bench(db: Arc<Database>) -> Result<RaftStorage, StorageError> {
+        RaftStorage::with_sealer(db, Sealer::Clear, false)
+    }
+
+    fn with_sealer(db: Arc<Database>, seal: Sealer, plain_records: bool) -> Result<RaftStorage, StorageError> {
         let mut txn = db.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::Immediate).map_err(db_err)?;
         {
@@ -329,13 +367,13 @@ type Meta<'t> = redb::Table<'t, &'static str, &'static [u8]>;
 type Log<'t> = redb::Table<'t, u64, &'static [u8]>;
 
 /// A log row: the term in clear, then the sealed entry.
-fn seal_entry(seal: &SealKey, e: &Entry) -> Vec<u8> {
+fn seal_entry(seal: &Sealer, e: &Entry) -> Vec<u8> {
     let mut out = e.term.to_le_bytes().to_vec();
     out.extend(seal.seal(&log_aad(e.index, e.term), &to_bytes(e)));
     out
 }
 
-fn write_snapshot(seal: &SealKey, meta: &mut Meta<'_>, data: &mut Log<'_>, s: &Snapshot) -> Result<(), StorageError> {
+fn write_snapshot(seal: &Sealer, meta: &mut Meta<'_>, data: &mut Log<'_>, s: &Snapshot) -> Result<(), StorageError> {
     data.retain(|_, _| false).map_err(db_err)?;
     let sealed = seal.seal(&snapshot_aad(s.meta.index, s.meta.term), &s.data);
     data.insert(s.meta.index, sealed.as_slice()).map_err(db_err)?;
@@ -343,13 +381,7 @@ fn write_snapshot(seal: &SealKey, meta: &mut Meta<'_>, data: &mut Log<'_>, s: &S
     Ok(())
 }
 
-fn write_compaction(
-    seal: &SealKey,
-    meta: &mut Meta<'_>,
-    log: &mut Log<'_>,
-    data: &mut Log<'_>,
-    c: &Compaction,
-) -> Result<(), StorageError> {
+fn write_compaction(seal: &Sealer, meta: &mut Meta<'_>, log: &mut Log<'_>, data: &mut Log<'_>, c: &Compaction) -> Result<(), StorageError> {
     write_snapshot(seal, meta, data, &c.snapshot)?;
     log.retain_in(..=c.prev_index, |_, _| false).map_err(db_err)?;
     meta.insert(META_LOG_START, to_bytes(&(c.prev_index, c.prev_term)).as_slice()).map_err(db_err)?;

@@ -189,7 +189,24 @@ impl Daemon {
                     ops.push(Op::PutNode(w));
                 }
             }
-            let ok = self.init_reply();
+            let mut ok = self.init_reply();
+            // `--autolock` with `--force-new-cluster` turns it on (or shows the key in effect).
+            if autolock {
+                let made = self
+                    .io
+                    .random32()
+                    .map_err(control::ControlError::Invalid)
+                    .and_then(|k| control::set_autolock(self.store.state(), true, k));
+                match made {
+                    Ok((more, key)) => {
+                        ops.extend(more);
+                        if let (Reply::SwarmInit { unlock_key, .. }, Some(k)) = (&mut ok, key) {
+                            *unlock_key = UnlockKey::from_bytes(k).to_string();
+                        }
+                    }
+                    Err(e) => return Outcome::Now(Reply::error(e.kind(), e.to_string())),
+                }
+            }
             return self.write(Ok((ops, ok)));
         }
         if self.swarm.mode != Mode::Solo || self.store.state().cluster.is_some() {
