@@ -458,6 +458,15 @@ impl Store {
         self.campaign_if_sole_voter()
     }
 
+    /// Replaces the data key: every raft record is re-sealed under `seal`
+    /// in one fsynced transaction (`seal` must still open records of the
+    /// key it replaces), and new records are sealed under it.
+    pub fn reseal(&mut self, seal: Arc<SealKey>) -> Result<(), StoreError> {
+        self.check_running()?;
+        self.storage.reseal(seal)?;
+        Ok(())
+    }
+
     /// The replicated state as of the last applied entry.
     pub fn state(&self) -> &State {
         &self.state

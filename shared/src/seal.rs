@@ -24,19 +24,26 @@
 //! The associated data is the caller's: it names what the record is (table,
 //! index, term, file name), so a record moved elsewhere fails to open.
 //!
-//! Keyring file layout (`DATA_DIR/seal.key`, mode 0600, [`Keyring::encode`]):
+//! Keyring file layout (`DATA_DIR/seal.key`, mode 0600, [`Keyring::encode`]),
+//! version 2:
 //!
 //! ```text
-//! offset 0           8            9        10           14
-//!        | magic     | version u8 | kind u8 | key id u32 | body
-//!        | "SHLSEAL\n" | 1        | 0 clear | LE         | data key [32]
-//!        |           |            | 1 wrapped |          | epoch u64 LE, nonce [24], sealed key [48]
+//! offset 0           8            9         10         11          19
+//!        | magic     | version u8 | kind u8 | count u8 | epoch u64 | count slots, newest first:
+//!        | "SHLSEAL\n" | 2        | 0 clear | 1 or 2   | LE (0 if  |   key id u32 LE, then
+//!        |           |            | 1 wrapped |        |  clear)   |   clear: data key [32]
+//!        |           |            |           |        |           |   wrapped: nonce [24], sealed key [48]
 //! ```
 //!
-//! A wrapped data key is sealed under the unlock key with associated data
-//! `"shoal seal.key v1" ++ key id ++ epoch`; `epoch` is the swarm's unlock
-//! key generation (see `types::Autolock`), so a manager knows whether its
-//! keyring follows the swarm's current unlock key.
+//! Version 1 (read, never written): magic, 1, kind, key id u32, then the
+//! clear key or epoch u64, nonce, sealed key. A wrapped data key is sealed
+//! under the unlock key with associated data `"shoal seal.key v1" ++ key id
+//! ++ epoch`; `epoch` is the swarm's unlock-key generation (see
+//! `types::Autolock`), so a manager knows whether its keyring follows the
+//! swarm's current unlock key. Two slots exist only while the data key is
+//! being replaced: records sealed under either open, and the rotation is
+//! finished (everything re-sealed under the newest key, the old slot
+//! dropped) at the next chance, so a crash in between loses nothing.
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -62,11 +69,10 @@ pub const RECORD_OVERHEAD_BYTES: usize = HEADER_BYTES + TAG_BYTES;
 pub const KEYRING_FILE: &str = "seal.key";
 /// Magic bytes that open a keyring file.
 pub const KEYRING_MAGIC: &[u8; 8] = b"SHLSEAL\n";
-/// Version of the keyring file layout.
-pub const KEYRING_VERSION: u8 = 1;
-const KEYRING_HEAD_BYTES: usize = 8 + 1 + 1 + 4;
-const KEYRING_CLEAR_BYTES: usize = KEYRING_HEAD_BYTES + KEY_BYTES;
-const KEYRING_WRAPPED_BYTES: usize = KEYRING_HEAD_BYTES + 8 + NONCE_BYTES + KEY_BYTES + TAG_BYTES;
+/// Version of the keyring file layout written today.
+pub const KEYRING_VERSION: u8 = 2;
+/// The single-key layout (read, never written).
+const KEYRING_VERSION_1: u8 = 1;
 
 /// Why a record or key did not open.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -138,6 +144,8 @@ impl fmt::Debug for UnlockKey {
 pub struct SealKey {
     id: u32,
     key: [u8; KEY_BYTES],
+    /// The data key being replaced: records sealed under it still open.
+    previous: Option<(u32, [u8; KEY_BYTES])>,
     nonce_prefix: [u8; 16],
     counter: AtomicU64,
 }
@@ -153,7 +161,14 @@ impl SealKey {
     /// `SealKey` value made from the same key (the daemon draws it from the
     /// OS at each start).
     pub fn new(id: u32, key: [u8; KEY_BYTES], nonce_prefix: [u8; 16]) -> SealKey {
-        SealKey { id, key, nonce_prefix, counter: AtomicU64::new(0) }
+        SealKey { id, key, previous: None, nonce_prefix, counter: AtomicU64::new(0) }
+    }
+
+    /// This key, still opening records sealed under `previous` (a data key
+    /// being replaced); new records are always sealed under this key.
+    pub fn with_previous(mut self, previous: Option<(u32, [u8; KEY_BYTES])>) -> SealKey {
+        self.previous = previous;
+        self
     }
 
     pub fn id(&self) -> u32 {
@@ -192,12 +207,14 @@ impl SealKey {
             return Err(SealError::Version(sealed[0]));
         }
         let found = u32::from_le_bytes([sealed[1], sealed[2], sealed[3], sealed[4]]);
-        if found != self.id {
-            return Err(SealError::UnknownKey { found, held: self.id });
-        }
+        let key = match self.previous {
+            _ if found == self.id => &self.key,
+            Some((id, ref k)) if id == found => k,
+            _ => return Err(SealError::UnknownKey { found, held: self.id }),
+        };
         let mut nonce = [0u8; NONCE_BYTES];
         nonce.copy_from_slice(&sealed[5..HEADER_BYTES]);
-        aead_open(&self.key, &nonce, aad, &sealed[HEADER_BYTES..]).ok_or(SealError::Auth)
+        aead_open(key, &nonce, aad, &sealed[HEADER_BYTES..]).ok_or(SealError::Auth)
     }
 }
 
@@ -212,23 +229,39 @@ fn aead_open(key: &[u8; KEY_BYTES], nonce: &[u8; NONCE_BYTES], aad: &[u8], seale
     cipher.decrypt(XNonce::from_slice(nonce), Payload { msg: sealed, aad }).ok()
 }
 
-/// How the data key is kept in the keyring file.
+/// How a data key is kept in the keyring file.
 #[derive(Clone, PartialEq, Eq)]
 enum Body {
     Clear([u8; KEY_BYTES]),
-    Wrapped { epoch: u64, nonce: [u8; NONCE_BYTES], sealed: [u8; KEY_BYTES + TAG_BYTES] },
+    Wrapped { nonce: [u8; NONCE_BYTES], sealed: [u8; KEY_BYTES + TAG_BYTES] },
 }
 
-/// The keyring file's content: one data key, clear or wrapped.
+/// One data key in the keyring.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Keyring {
+struct Slot {
     key_id: u32,
     body: Body,
 }
 
+/// The keyring file's content: the data key (and, while it is being
+/// replaced, the previous one), clear or wrapped at one epoch.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Keyring {
+    /// `Some(epoch)` when the keys are wrapped.
+    epoch: Option<u64>,
+    /// Newest first; one or two.
+    slots: Vec<Slot>,
+}
+
+/// Most data keys a keyring holds (the current one and, while rotating, the previous).
+const KEYRING_SLOTS_MAX: usize = 2;
+
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Keyring").field("key_id", &self.key_id).field("wrapped_epoch", &self.wrapped_epoch()).finish_non_exhaustive()
+        f.debug_struct("Keyring")
+            .field("key_ids", &self.slots.iter().map(|s| s.key_id).collect::<Vec<_>>())
+            .field("wrapped_epoch", &self.epoch)
+            .finish_non_exhaustive()
     }
 }
 
@@ -239,101 +272,162 @@ fn wrap_aad(key_id: u32, epoch: u64) -> Vec<u8> {
     aad
 }
 
+fn wrap(key_id: u32, key: &[u8; KEY_BYTES], unlock: &UnlockKey, epoch: u64, nonce: [u8; NONCE_BYTES]) -> Slot {
+    let sealed = aead_seal(unlock.as_bytes(), &nonce, &wrap_aad(key_id, epoch), key);
+    let sealed: [u8; KEY_BYTES + TAG_BYTES] = sealed.try_into().expect("a sealed 32-byte key is 48 bytes");
+    Slot { key_id, body: Body::Wrapped { nonce, sealed } }
+}
+
 impl Keyring {
     /// A keyring holding `key` in clear (autolock off).
     pub fn clear(key_id: u32, key: [u8; KEY_BYTES]) -> Keyring {
-        Keyring { key_id, body: Body::Clear(key) }
+        Keyring { epoch: None, slots: vec![Slot { key_id, body: Body::Clear(key) }] }
     }
 
     /// A keyring holding `key` wrapped by `unlock` at `epoch`; `nonce` must
     /// be fresh randomness.
     pub fn wrapped(key_id: u32, key: &[u8; KEY_BYTES], unlock: &UnlockKey, epoch: u64, nonce: [u8; NONCE_BYTES]) -> Keyring {
-        let sealed = aead_seal(unlock.as_bytes(), &nonce, &wrap_aad(key_id, epoch), key);
-        let sealed: [u8; KEY_BYTES + TAG_BYTES] = sealed.try_into().expect("a sealed 32-byte key is 48 bytes");
-        Keyring { key_id, body: Body::Wrapped { epoch, nonce, sealed } }
+        Keyring { epoch: Some(epoch), slots: vec![wrap(key_id, key, unlock, epoch, nonce)] }
     }
 
+    /// A keyring in the middle of replacing data key `old` by `new`, both
+    /// wrapped by `unlock` at `epoch`; the nonces must be fresh randomness.
+    pub fn wrapped_rotating(
+        new: (u32, &[u8; KEY_BYTES]),
+        old: (u32, &[u8; KEY_BYTES]),
+        unlock: &UnlockKey,
+        epoch: u64,
+        nonces: [[u8; NONCE_BYTES]; 2],
+    ) -> Keyring {
+        let slots = vec![wrap(new.0, new.1, unlock, epoch, nonces[0]), wrap(old.0, old.1, unlock, epoch, nonces[1])];
+        Keyring { epoch: Some(epoch), slots }
+    }
+
+    /// The id of the newest data key.
     pub fn key_id(&self) -> u32 {
-        self.key_id
+        self.slots[0].key_id
     }
 
     /// Whether the data key needs the unlock key (the node is locked until given it).
     pub fn is_wrapped(&self) -> bool {
-        matches!(self.body, Body::Wrapped { .. })
+        self.epoch.is_some()
     }
 
-    /// The unlock-key generation the data key is wrapped under, if wrapped.
+    /// The unlock-key generation the data keys are wrapped under, if wrapped.
     pub fn wrapped_epoch(&self) -> Option<u64> {
-        match self.body {
-            Body::Clear(_) => None,
-            Body::Wrapped { epoch, .. } => Some(epoch),
-        }
+        self.epoch
     }
 
-    /// The data key: from a clear keyring without `unlock`, from a wrapped
-    /// one only with the unlock key it was wrapped under.
-    pub fn data_key(&self, unlock: Option<&UnlockKey>) -> Result<[u8; KEY_BYTES], KeyringError> {
-        match (&self.body, unlock) {
-            (Body::Clear(k), _) => Ok(*k),
-            (Body::Wrapped { .. }, None) => Err(KeyringError::InvalidKey),
-            (Body::Wrapped { epoch, nonce, sealed }, Some(u)) => {
-                let plain = aead_open(u.as_bytes(), nonce, &wrap_aad(self.key_id, *epoch), sealed).ok_or(KeyringError::InvalidKey)?;
+    /// Whether a previous data key is still held (a rotation to finish).
+    pub fn is_rotating(&self) -> bool {
+        self.slots.len() > 1
+    }
+
+    fn open_slot(&self, slot: &Slot, unlock: Option<&UnlockKey>) -> Result<[u8; KEY_BYTES], KeyringError> {
+        match (&slot.body, unlock, self.epoch) {
+            (Body::Clear(k), _, _) => Ok(*k),
+            (Body::Wrapped { nonce, sealed }, Some(u), Some(epoch)) => {
+                let plain = aead_open(u.as_bytes(), nonce, &wrap_aad(slot.key_id, epoch), sealed).ok_or(KeyringError::InvalidKey)?;
                 plain.try_into().map_err(|_| KeyringError::InvalidKey)
             }
+            _ => Err(KeyringError::InvalidKey),
         }
     }
 
-    /// The file bytes (see the module docs for the layout).
+    /// The newest data key: from a clear keyring without `unlock`, from a
+    /// wrapped one only with the unlock key it was wrapped under.
+    pub fn data_key(&self, unlock: Option<&UnlockKey>) -> Result<[u8; KEY_BYTES], KeyringError> {
+        self.open_slot(&self.slots[0], unlock)
+    }
+
+    /// The previous data key while a rotation is unfinished.
+    pub fn previous_key(&self, unlock: Option<&UnlockKey>) -> Result<Option<(u32, [u8; KEY_BYTES])>, KeyringError> {
+        match self.slots.get(1) {
+            None => Ok(None),
+            Some(slot) => Ok(Some((slot.key_id, self.open_slot(slot, unlock)?))),
+        }
+    }
+
+    /// The file bytes (version 2; see the module docs for the layout).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = KEYRING_MAGIC.to_vec();
         out.push(KEYRING_VERSION);
-        match &self.body {
-            Body::Clear(k) => {
-                out.push(0);
-                out.extend_from_slice(&self.key_id.to_le_bytes());
-                out.extend_from_slice(k);
-            }
-            Body::Wrapped { epoch, nonce, sealed } => {
-                out.push(1);
-                out.extend_from_slice(&self.key_id.to_le_bytes());
-                out.extend_from_slice(&epoch.to_le_bytes());
-                out.extend_from_slice(nonce);
-                out.extend_from_slice(sealed);
+        out.push(u8::from(self.epoch.is_some()));
+        out.push(self.slots.len() as u8);
+        out.extend_from_slice(&self.epoch.unwrap_or(0).to_le_bytes());
+        for slot in &self.slots {
+            out.extend_from_slice(&slot.key_id.to_le_bytes());
+            match &slot.body {
+                Body::Clear(k) => out.extend_from_slice(k),
+                Body::Wrapped { nonce, sealed } => {
+                    out.extend_from_slice(nonce);
+                    out.extend_from_slice(sealed);
+                }
             }
         }
         out
     }
 
-    /// Parses keyring file bytes (`path` is only used in errors).
+    /// Parses keyring file bytes of version 1 or 2 (`path` is only used in errors).
     pub fn decode(bytes: &[u8], path: &Path) -> Result<Keyring, KeyringError> {
         let corrupt = |reason| KeyringError::Corrupt { path: path.to_path_buf(), reason };
-        if bytes.len() < KEYRING_HEAD_BYTES || &bytes[..8] != KEYRING_MAGIC {
+        if bytes.len() < 10 || &bytes[..8] != KEYRING_MAGIC {
             return Err(corrupt("not a shoal keyring (bad magic)"));
         }
-        if bytes[8] != KEYRING_VERSION {
-            return Err(corrupt("unsupported keyring version"));
-        }
-        let key_id = u32::from_le_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]);
-        let rest = &bytes[KEYRING_HEAD_BYTES..];
-        match bytes[9] {
-            0 if bytes.len() == KEYRING_CLEAR_BYTES => {
-                let mut k = [0u8; KEY_BYTES];
-                k.copy_from_slice(rest);
-                Ok(Keyring { key_id, body: Body::Clear(k) })
+        let wrapped = match bytes[9] {
+            0 => false,
+            1 => true,
+            _ => return Err(corrupt("unknown key kind")),
+        };
+        let slot_bytes = if wrapped { 4 + NONCE_BYTES + KEY_BYTES + TAG_BYTES } else { 4 + KEY_BYTES };
+        let (epoch, count, slots_at) = match bytes[8] {
+            KEYRING_VERSION_1 => {
+                // magic, version, kind, key id, [epoch,] body
+                let want = if wrapped { 14 + 8 + NONCE_BYTES + KEY_BYTES + TAG_BYTES } else { 14 + KEY_BYTES };
+                if bytes.len() != want {
+                    return Err(corrupt("wrong length"));
+                }
+                let key_id = u32::from_le_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]);
+                let (epoch, body) = if wrapped {
+                    let epoch = u64::from_le_bytes(bytes[14..22].try_into().expect("8 bytes"));
+                    (Some(epoch), wrapped_body(&bytes[22..]))
+                } else {
+                    (None, Body::Clear(bytes[14..].try_into().expect("32 bytes")))
+                };
+                return Ok(Keyring { epoch, slots: vec![Slot { key_id, body }] });
             }
-            1 if bytes.len() == KEYRING_WRAPPED_BYTES => {
-                let mut e = [0u8; 8];
-                e.copy_from_slice(&rest[..8]);
-                let mut nonce = [0u8; NONCE_BYTES];
-                nonce.copy_from_slice(&rest[8..8 + NONCE_BYTES]);
-                let mut sealed = [0u8; KEY_BYTES + TAG_BYTES];
-                sealed.copy_from_slice(&rest[8 + NONCE_BYTES..]);
-                Ok(Keyring { key_id, body: Body::Wrapped { epoch: u64::from_le_bytes(e), nonce, sealed } })
+            KEYRING_VERSION => {
+                if bytes.len() < 19 {
+                    return Err(corrupt("wrong length"));
+                }
+                let epoch = u64::from_le_bytes(bytes[11..19].try_into().expect("8 bytes"));
+                (wrapped.then_some(epoch), bytes[10] as usize, 19)
             }
-            0 | 1 => Err(corrupt("wrong length")),
-            _ => Err(corrupt("unknown key kind")),
+            _ => return Err(corrupt("unsupported keyring version")),
+        };
+        if count == 0 || count > KEYRING_SLOTS_MAX {
+            return Err(corrupt("wrong number of keys"));
         }
+        if bytes.len() != slots_at + count * slot_bytes {
+            return Err(corrupt("wrong length"));
+        }
+        let slots = bytes[slots_at..]
+            .chunks(slot_bytes)
+            .map(|c| {
+                let key_id = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                let body = if wrapped { wrapped_body(&c[4..]) } else { Body::Clear(c[4..].try_into().expect("32 bytes")) };
+                Slot { key_id, body }
+            })
+            .collect();
+        Ok(Keyring { epoch, slots })
     }
+}
+
+/// A wrapped key's nonce and sealed bytes (the caller checked the length).
+fn wrapped_body(b: &[u8]) -> Body {
+    let nonce: [u8; NONCE_BYTES] = b[..NONCE_BYTES].try_into().expect("24 bytes");
+    let sealed: [u8; KEY_BYTES + TAG_BYTES] = b[NONCE_BYTES..].try_into().expect("48 bytes");
+    Body::Wrapped { nonce, sealed }
 }
 
 /// Loads the keyring file; `Ok(None)` when there is none (a node from
@@ -510,7 +604,7 @@ mod tests {
         assert!(matches!(back.data_key(Some(&UnlockKey::from_bytes([6; 32]))), Err(KeyringError::InvalidKey)));
         // A tampered epoch fails to unwrap.
         let mut t = bytes.clone();
-        t[14] ^= 1;
+        t[11] ^= 1;
         assert!(matches!(Keyring::decode(&t, p).unwrap().data_key(Some(&unlock)), Err(KeyringError::InvalidKey)));
         for (bad, reason) in [
             (b"nope".to_vec(), "not a shoal keyring (bad magic)"),
@@ -526,14 +620,60 @@ mod tests {
             (
                 {
                     let mut b = bytes.clone();
-                    b[8] = 2;
+                    b[8] = 3;
                     b
                 },
                 "unsupported keyring version",
             ),
+            (
+                {
+                    let mut b = bytes.clone();
+                    b[10] = 3;
+                    b
+                },
+                "wrong number of keys",
+            ),
         ] {
             assert!(matches!(Keyring::decode(&bad, p), Err(KeyringError::Corrupt { reason: r, .. }) if r == reason), "{reason}");
         }
+    }
+
+    #[test]
+    fn a_rotating_keyring_holds_both_keys_and_version_1_still_reads() {
+        let p = Path::new("seal.key");
+        let unlock = UnlockKey::from_bytes([5; 32]);
+        let ring = Keyring::wrapped_rotating((2, &[2; 32]), (1, &[1; 32]), &unlock, 7, [[3; 24], [4; 24]]);
+        let back = Keyring::decode(&ring.encode(), p).unwrap();
+        assert_eq!(back, ring);
+        assert!(back.is_rotating());
+        assert_eq!((back.key_id(), back.wrapped_epoch()), (2, Some(7)));
+        assert_eq!(back.data_key(Some(&unlock)).unwrap(), [2; 32]);
+        assert_eq!(back.previous_key(Some(&unlock)).unwrap(), Some((1, [1; 32])));
+        assert!(back.previous_key(None).is_err());
+        assert_eq!(Keyring::clear(1, [1; 32]).previous_key(None).unwrap(), None);
+        // Records of the previous key open under the new one while it is held.
+        let old = SealKey::new(1, [1; 32], [0; 16]);
+        let rec = old.seal(b"a", b"x");
+        let new = SealKey::new(2, [2; 32], [1; 16]);
+        assert_eq!(new.open(b"a", &rec), Err(SealError::UnknownKey { found: 1, held: 2 }));
+        let new = new.with_previous(Some((1, [1; 32])));
+        assert_eq!(new.open(b"a", &rec).unwrap(), b"x");
+        assert_eq!(new.seal(b"a", b"y")[1..5], 2u32.to_le_bytes());
+        // The version-1 layouts (one key) still decode.
+        let mut v1 = KEYRING_MAGIC.to_vec();
+        v1.extend_from_slice(&[1, 0]);
+        v1.extend_from_slice(&9u32.to_le_bytes());
+        v1.extend_from_slice(&[8; 32]);
+        let r = Keyring::decode(&v1, p).unwrap();
+        assert_eq!((r.key_id(), r.data_key(None).unwrap()), (9, [8; 32]));
+        let w = Keyring::wrapped(9, &[8; 32], &unlock, 3, [6; 24]).encode();
+        let mut v1 = KEYRING_MAGIC.to_vec();
+        v1.extend_from_slice(&[1, 1]);
+        v1.extend_from_slice(&9u32.to_le_bytes());
+        v1.extend_from_slice(&3u64.to_le_bytes());
+        v1.extend_from_slice(&w[23..]);
+        let r = Keyring::decode(&v1, p).unwrap();
+        assert_eq!((r.wrapped_epoch(), r.data_key(Some(&unlock)).unwrap()), (Some(3), [8; 32]));
     }
 
     #[test]

@@ -51,9 +51,14 @@ pub(crate) struct Sealing {
 
 impl Sealing {
     /// The data key of an unlocked keyring, with a fresh nonce prefix.
-    fn from_keyring(keyring: Keyring, data_key: [u8; 32]) -> anyhow::Result<Sealing> {
+    /// The data keys of a keyring opened with `unlock` (none when clear),
+    /// with a fresh nonce prefix; an unfinished rotation's previous key
+    /// still opens what it sealed (see `rekey`).
+    fn from_keyring(keyring: Keyring, unlock: Option<&UnlockKey>) -> anyhow::Result<Sealing> {
+        let data_key = keyring.data_key(unlock)?;
+        let previous = keyring.previous_key(unlock)?;
         let prefix = key::os_random::<16>()?;
-        Ok(Sealing { key: Arc::new(SealKey::new(keyring.key_id(), data_key, prefix)), keyring })
+        Ok(Sealing { key: Arc::new(SealKey::new(keyring.key_id(), data_key, prefix).with_previous(previous)), keyring })
     }
 
     /// A given data key (no keyring file): tests and the simulator, which
@@ -77,15 +82,11 @@ pub(crate) fn open_keyring(data_dir: &Path) -> anyhow::Result<Start> {
     let path = data_dir.join(seal::KEYRING_FILE);
     match seal::load_keyring(&path)? {
         Some(k) if k.is_wrapped() => Ok(Start::Locked(k)),
-        Some(k) => {
-            let data = k.data_key(None)?;
-            Ok(Start::Unlocked(Sealing::from_keyring(k, data)?))
-        }
+        Some(k) => Ok(Start::Unlocked(Sealing::from_keyring(k, None)?)),
         None => {
-            let data = key::os_random::<32>()?;
-            let k = Keyring::clear(1, data);
+            let k = Keyring::clear(1, key::os_random::<32>()?);
             seal::save_keyring(&path, &k)?;
-            Ok(Start::Unlocked(Sealing::from_keyring(k, data)?))
+            Ok(Start::Unlocked(Sealing::from_keyring(k, None)?))
         }
     }
 }
@@ -171,10 +172,10 @@ fn locked_answer(
             (Reply::Info(Box::new(info)), None)
         }
         Request::SwarmUnlock { key } => {
-            let unlocked = UnlockKey::parse(&key).and_then(|k| keyring.data_key(Some(&k)));
+            let unlocked = UnlockKey::parse(&key).and_then(|k| keyring.data_key(Some(&k)).map(|_| k));
             match unlocked {
                 Err(_) => (Reply::error(ErrorKind::InvalidArgument, INVALID_KEY_MESSAGE), None),
-                Ok(data) => match Sealing::from_keyring(keyring.clone(), data) {
+                Ok(k) => match Sealing::from_keyring(keyring.clone(), Some(&k)) {
                     Ok(s) => {
                         crate::log!("INFO", "unlocked with the unlock key; starting");
                         (Reply::Ok, Some(Ok(Unlocked::Key(s))))
@@ -223,6 +224,9 @@ impl Daemon {
     /// Brings the keyring file in step with the swarm's autolock setting
     /// (see the module docs). Cheap when nothing changed.
     pub(crate) fn sync_keyring(&mut self) {
+        if self.rekey_if_due() {
+            return;
+        }
         let manager = self.swarm.mode == Mode::Manager;
         let want = wanted(manager, &self.store.state().autolock);
         let have = self.sealing.keyring.wrapped_epoch();

@@ -21,6 +21,7 @@ pub(crate) mod links;
 mod lock;
 mod log_gather;
 mod netpath;
+mod rekey;
 mod router;
 mod server;
 pub(crate) mod service;

@@ -159,8 +159,8 @@ struct PendingJoin {
 /// The loop's multi-node memory.
 pub(crate) struct Swarm {
     pub(crate) mode: Mode,
-    node_key: NodeKey,
-    cluster_key: Option<NodeKey>,
+    pub(crate) node_key: NodeKey,
+    pub(crate) cluster_key: Option<NodeKey>,
     keys: Arc<Mutex<ListenKeys>>,
     ids: ConnIds,
     listen_addr: String,

@@ -175,14 +175,65 @@ impl RaftStorage {
         Ok(RaftStorage { db, seal })
     }
 
+    /// Seals every record under `seal` from now on, and re-seals every
+    /// record on disk under it, in one fsynced transaction (a data key
+    /// replaced: `seal` still opens records of the previous key). On error
+    /// nothing changed on disk.
+    pub fn reseal(&mut self, seal: Arc<SealKey>) -> Result<(), StorageError> {
+        let next = Sealer::Key(seal);
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        {
+            let meta = txn.open_table(META).map_err(db_err)?;
+            let mut log = txn.open_table(LOG).map_err(db_err)?;
+            let mut data = txn.open_table(SNAPSHOT_DATA).map_err(db_err)?;
+            let rows: Vec<(u64, Vec<u8>)> = log
+                .iter()
+                .map_err(db_err)?
+                .map(|r| r.map(|(k, v)| (k.value(), v.value().to_vec())))
+                .collect::<Result<_, _>>()
+                .map_err(db_err)?;
+            for (index, value) in rows {
+                let e = RaftStorage::open_entry_with(&next, index, &value)?;
+                log.insert(index, seal_entry(&next, &e).as_slice()).map_err(db_err)?;
+            }
+            let snap_term = match meta.get(META_SNAPSHOT).map_err(db_err)? {
+                Some(g) => decode::<SnapshotMeta>("raft_meta", META_SNAPSHOT.into(), g.value())?.term,
+                None => 0,
+            };
+            let rows: Vec<(u64, Vec<u8>)> = data
+                .iter()
+                .map_err(db_err)?
+                .map(|r| r.map(|(k, v)| (k.value(), v.value().to_vec())))
+                .collect::<Result<_, _>>()
+                .map_err(db_err)?;
+            for (index, value) in rows {
+                let aad = snapshot_aad(index, snap_term);
+                let plain = next.open(&aad, &value).map_err(|e| StorageError::Corrupt {
+                    table: "raft_snapshot_data",
+                    key: index.to_string(),
+                    reason: e.to_string(),
+                })?;
+                data.insert(index, next.seal(&aad, &plain).as_slice()).map_err(db_err)?;
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        self.seal = next;
+        Ok(())
+    }
+
     /// Opens one sealed log row.
     fn open_entry(&self, index: u64, value: &[u8]) -> Result<Entry, StorageError> {
+        RaftStorage::open_entry_with(&self.seal, index, value)
+    }
+
+    fn open_entry_with(seal: &Sealer, index: u64, value: &[u8]) -> Result<Entry, StorageError> {
         let corrupt = |reason: String| StorageError::Corrupt { table: "raft_log", key: index.to_string(), reason };
         if value.len() < 8 {
             return Err(corrupt(format!("{} bytes, shorter than a sealed entry", value.len())));
         }
         let term = u64::from_le_bytes(value[..8].try_into().expect("8 bytes"));
-        let plain = self.seal.open(&log_aad(index, term), &value[8..]).map_err(|e| corrupt(e.to_string()))?;
+        let plain = seal.open(&log_aad(index, term), &value[8..]).map_err(|e| corrupt(e.to_string()))?;
         let e: Entry = decode("raft_log", index.to_string(), &plain)?;
         if e.term != term {
             return Err(corrupt(format!("sealed under term {term}, holds an entry of term {}", e.term)));
@@ -561,6 +612,32 @@ mod tests {
                 assert!(!v.value().windows(marker.len()).any(|w| w == marker), "plaintext left in a record");
             }
         }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn reseal_moves_every_record_to_the_new_key() {
+        let (db, dir) = temp_db("reseal");
+        let old = test_seal();
+        let mut st = RaftStorage::new(db.clone(), old.clone(), false).unwrap();
+        let mut raft = Raft::bootstrap(Config::lan(1, 7), &[1]).unwrap();
+        raft.tick();
+        drive(&mut raft, &st);
+        for i in 0..5u8 {
+            raft.propose(vec![i]).unwrap();
+            drive(&mut raft, &st);
+        }
+        raft.compact(4, b"state@4".to_vec()).unwrap();
+        drive(&mut raft, &st);
+        let before = st.load().unwrap();
+        let new = Arc::new(SealKey::new(2, [0x77; 32], [2; 16]).with_previous(Some((1, *old.key_bytes()))));
+        st.reseal(new).unwrap();
+        assert_eq!(st.load().unwrap(), before);
+        // Only the new key is needed now: the previous one opens nothing.
+        let only_new = RaftStorage::new(db.clone(), Arc::new(SealKey::new(2, [0x77; 32], [3; 16])), false).unwrap();
+        assert_eq!(only_new.load().unwrap(), before);
+        let only_old = RaftStorage::new(db, old, false).unwrap();
+        assert!(matches!(only_old.load(), Err(StorageError::Corrupt { .. })));
         let _ = std::fs::remove_dir_all(dir);
     }
 }
