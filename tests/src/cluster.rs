@@ -231,6 +231,22 @@ impl ClusterNode {
         Run::from(out)
     }
 
+    /// [`ClusterNode::shoal`] with `input` written to the CLI's stdin (a
+    /// pipe, not a terminal: `swarm unlock` reads the key from it).
+    pub fn shoal_stdin(&self, args: &[&str], input: &str) -> Run {
+        crate::shoal_stdin_at(&self.socket(), args, input)
+    }
+
+    /// Replaces this node's data dir (its daemon stopped) with the contents
+    /// of the tar `archive` (`shoal swarm backup`), extracted by GNU tar.
+    pub fn restore_data_dir(&self, archive: &Path) {
+        let dir = self.data_dir();
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("data dir");
+        let x = Command::new("tar").arg("-xf").arg(archive).arg("-C").arg(&dir).output().expect("run tar");
+        assert!(x.status.success(), "tar -xf: {}", String::from_utf8_lossy(&x.stderr));
+    }
+
     /// Runs `ARGS` inside this node's network namespace, bounded by
     /// [`NETNS_EXEC_TIMEOUT_S`] (exit code 124 when the bound hit).
     pub fn exec(&self, args: &[&str]) -> Run {

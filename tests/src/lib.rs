@@ -86,6 +86,23 @@ pub fn wait_for_seen<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Re
     }
 }
 
+/// `shoal -H unix://SOCKET ARGS` with `input` written to its stdin (a pipe,
+/// not a terminal: `swarm unlock` reads the key from it).
+pub fn shoal_stdin_at(socket: &Path, args: &[&str], input: &str) -> Run {
+    use std::io::Write;
+    let mut child = Command::new(shoal_bin())
+        .arg("-H")
+        .arg(format!("unix://{}", socket.display()))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run shoal");
+    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+    Run::from(child.wait_with_output().expect("shoal output"))
+}
+
 /// The busybox OCI archive built by `tests/lib/mkimage.sh` (cached per run).
 pub fn test_image() -> PathBuf {
     let out = std::env::temp_dir().join("shoal-it-busybox.tar");

@@ -3,10 +3,9 @@
 //! containers running untouched meanwhile, and leaves no plaintext of the
 //! swarm's data in its data dir.
 
-use shoal_tests::{shoal_bin, skip_reason, wait_for, Node, Run};
-use std::io::Write;
+use shoal_tests::{skip_reason, wait_for, Node, Run};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -15,17 +14,7 @@ const INVALID: &str = "swarm could not be unlocked: invalid key provided";
 
 /// `shoal ARGS` with `input` on stdin (not a terminal).
 fn shoal_stdin(n: &Node, args: &[&str], input: &str) -> Run {
-    let mut child = Command::new(shoal_bin())
-        .arg("-H")
-        .arg(format!("unix://{}", n.socket().display()))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run shoal");
-    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
-    Run::from(child.wait_with_output().expect("shoal output"))
+    shoal_tests::shoal_stdin_at(&n.socket(), args, input)
 }
 
 /// The `SHLKEY-1-...` line of a command's output.

@@ -8,7 +8,6 @@
 
 use shoal_tests::cluster::Cluster;
 use shoal_tests::{wait_for_seen, Run};
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -28,14 +27,6 @@ fn running_tasks(c: &Cluster, on: usize, service: &str) -> usize {
 fn refused(r: Run, says: &str) {
     assert_eq!(r.code, 1, "refused with exit code 1; stdout: {}\nstderr: {}", r.stdout, r.stderr);
     assert!(r.stderr.contains(says), "stderr says {says:?}: {}", r.stderr);
-}
-
-/// Empties `dir` (a stopped node's data dir) and extracts `archive` into it with GNU tar.
-fn restore_into(archive: &Path, dir: &Path) {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).expect("data dir");
-    let x = Command::new("tar").arg("-xf").arg(archive).arg("-C").arg(dir).output().expect("run tar");
-    assert!(x.status.success(), "tar -xf: {}", String::from_utf8_lossy(&x.stderr));
 }
 
 #[test]
@@ -91,7 +82,7 @@ fn a_running_managers_backup_restores_at_another_address_and_workers_rejoin() {
     for i in 0..3 {
         c.nodes[i].terminate();
     }
-    restore_into(&archive, &c.nodes[2].data_dir());
+    c.nodes[2].restore_data_dir(&archive);
     c.nodes[2].start();
     c.load_test_image(2);
     let n2 = &c.nodes[2];
