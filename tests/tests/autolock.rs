@@ -79,6 +79,7 @@ fn a_restarted_manager_stays_locked_until_unlocked_and_its_containers_keep_runni
     let r = shoal_stdin(&n, &["swarm", "unlock"], "SHLKEY-1-x\n");
     assert!(r.code == 1 && r.stderr.contains("swarm is not locked"), "{r:?}");
 
+    let clear_ring = std::fs::read(n.data_dir().join("seal.key")).unwrap();
     let r = n.shoal(&["swarm", "update", "--autolock=true"]).ok();
     assert!(
         r.stdout.starts_with("Swarm updated.\nTo unlock a swarm manager after it restarts, run the `shoal swarm unlock`\n"),
@@ -97,8 +98,19 @@ fn a_restarted_manager_stays_locked_until_unlocked_and_its_containers_keep_runni
     assert_eq!(pids.len(), 2);
     let tasks_before: Vec<String> = n.ps_json("web").iter().map(|t| t["ID"].as_str().unwrap_or_default().to_string()).collect();
 
-    // kill -9 and restart: locked, and only version/info/unlock/leave --force answer.
+    // Turning autolock on replaced the data key: the clear one from before
+    // (as in a copy of the data dir taken then) opens nothing any more.
+    wait_for("the data key to be replaced", WAIT, || n.daemon_log().contains("replaced the data key with key 2").then_some(()));
     n.kill_daemon();
+    let wrapped_ring = std::fs::read(n.data_dir().join("seal.key")).unwrap();
+    assert_ne!(wrapped_ring, clear_ring);
+    std::fs::write(n.data_dir().join("seal.key"), &clear_ring).unwrap();
+    let r = daemon_exits(&n);
+    assert_eq!(r.code, 1, "the old clear data key still opens the node: {r:?}");
+    assert!(r.stderr.contains("sealed under data key 2, but this node holds data key 1"), "{}", r.stderr);
+    std::fs::write(n.data_dir().join("seal.key"), &wrapped_ring).unwrap();
+
+    // Restarted: locked, and only version/info/unlock/leave --force answer.
     n.start_daemon();
     assert_locked(&n);
     assert!(n.shoal(&["info"]).ok().stdout.contains("Swarm: locked\n"));
@@ -252,4 +264,45 @@ fn a_damaged_database_or_keyring_is_refused_at_start_with_how_to_recover() {
     n.start_daemon();
     n.shoal(&["service", "ls"]).ok();
     wait_for("1 running task", WAIT, || (n.running() == 1).then_some(()));
+}
+
+#[test]
+fn a_data_key_replacement_cut_short_is_finished_after_unlock() {
+    use shoal_shared::seal::{load_keyring, save_keyring, Keyring, UnlockKey};
+    if skip_reason().is_some() {
+        return;
+    }
+    let mut n = Node::new();
+    n.init_with_image();
+    n.shoal(&["service", "create", "-d", "--name", "web", "--replicas", "2", "shoal.test/busybox", "sleep", "1000"]).ok();
+    wait_for("2 running tasks", WAIT, || (n.running() == 2).then_some(()));
+    let key = key_in(&n.shoal(&["swarm", "update", "--autolock=true"]).ok().stdout);
+    wait_for("the data key to be replaced", WAIT, || n.daemon_log().contains("replaced the data key with key 2").then_some(()));
+    n.kill_daemon();
+    // The state a crash right after step 1 of the next replacement leaves:
+    // the keyring holds a new key 3 and the current key 2, every record and
+    // key file is still sealed under key 2.
+    let path = n.data_dir().join("seal.key");
+    let unlock = UnlockKey::parse(&key).unwrap();
+    let ring = load_keyring(&path).unwrap().unwrap();
+    let current = ring.data_key(Some(&unlock)).unwrap();
+    let epoch = ring.wrapped_epoch().unwrap();
+    let rotating = Keyring::wrapped_rotating((3, &[0x33; 32]), (2, &current), &unlock, epoch, [[1; 24], [2; 24]]);
+    save_keyring(&path, &rotating).unwrap();
+    n.start_daemon();
+    assert_locked(&n);
+    shoal_stdin(&n, &["swarm", "unlock"], &format!("{key}\n")).ok();
+    wait_for("the replacement to finish", WAIT, || n.daemon_log().contains("replaced the data key with key 3").then_some(()));
+    n.shoal(&["service", "ls"]).ok();
+    let ring = load_keyring(&path).unwrap().unwrap();
+    assert!(!ring.is_rotating() && ring.key_id() == 3, "{ring:?}");
+    assert_eq!(ring.data_key(Some(&unlock)).unwrap(), [0x33; 32]);
+    // Everything opens under key 3 alone after a restart, with the tasks untouched.
+    let pids = running_pids(&n);
+    n.kill_daemon();
+    n.start_daemon();
+    shoal_stdin(&n, &["swarm", "unlock"], &format!("{key}\n")).ok();
+    wait_for("the unlocked manager to answer", WAIT, || (n.shoal(&["service", "ls"]).code == 0).then_some(()));
+    assert!(n.shoal(&["service", "ls"]).ok().stdout.contains("2/2"));
+    assert_eq!(running_pids(&n), pids);
 }

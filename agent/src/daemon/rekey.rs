@@ -38,18 +38,23 @@ impl Daemon {
         };
         // Autolock turned on while the data key is in clear: step 1.
         let unlock = UnlockKey::from_bytes(unlock);
-        let fresh = (|| -> Result<([u8; 32], [u8; 24], [u8; 24], [u8; 16]), String> {
-            let (a, b, c) = (self.io.random32()?, self.io.random32()?, self.io.random32()?);
-            let d = self.io.random32()?;
-            Ok((a, b[..24].try_into().unwrap_or_default(), c[..24].try_into().unwrap_or_default(), d[..16].try_into().unwrap_or_default()))
-        })();
-        let (new_key, n1, n2, prefix) = match fresh {
-            Ok(v) => v,
+        // Three draws: the new key; two wrap nonces, whose tails make the nonce prefix.
+        let draws: Result<Vec<[u8; 32]>, String> = (0..3).map(|_| self.io.random32()).collect();
+        let draws = match draws {
+            Ok(d) => d,
             Err(e) => {
                 crate::log!("ERROR", "cannot replace the data key: {e}; retrying on the next change");
                 return true;
             }
         };
+        let new_key = draws[0];
+        let mut n1 = [0u8; 24];
+        let mut n2 = [0u8; 24];
+        let mut prefix = [0u8; 16];
+        n1.copy_from_slice(&draws[1][..24]);
+        n2.copy_from_slice(&draws[2][..24]);
+        prefix[..8].copy_from_slice(&draws[1][24..]);
+        prefix[8..].copy_from_slice(&draws[2][24..]);
         let old = (self.sealing.keyring.key_id(), *self.sealing.key.key_bytes());
         let new_id = old.0.wrapping_add(1).max(1);
         let ring = Keyring::wrapped_rotating((new_id, &new_key), (old.0, &old.1), &unlock, autolock.epoch, [n1, n2]);
