@@ -108,7 +108,7 @@ pub enum StoreError {
     Restore(#[from] raft::RestoreError),
     #[error("state snapshot is unreadable: {0}")]
     Snapshot(#[from] SnapshotError),
-    #[error("the swarm does not have a leader right now: {0}")]
+    #[error("{}", propose_text(.0))]
     Propose(#[from] raft::ProposeError),
     #[error("the change was accepted by raft but not committed yet (index {0})")]
     NotCommitted(u64),
@@ -230,6 +230,22 @@ pub struct Store {
     halted: Option<String>,
     /// This open sealed a store written before sealing (schema version 1).
     sealed_in_place: bool,
+}
+
+/// What a refused proposal means to the person who asked for the change.
+fn propose_text(e: &raft::ProposeError) -> String {
+    match e {
+        raft::ProposeError::NotLeader { .. } | raft::ProposeError::ProposalDropped => {
+            format!("the swarm does not have a leader right now ({e}); retry in a moment")
+        }
+        raft::ProposeError::TooLarge { len_bytes, limit_bytes } => {
+            format!(
+                "the change is too large: its raft entry would be {len_bytes} bytes, over the {limit_bytes}-byte limit; make it smaller"
+            )
+        }
+        raft::ProposeError::Backpressure { .. } => format!("raft is busy ({e}); retry in a moment"),
+        _ => format!("raft refused the change: {e}"),
+    }
 }
 
 /// A stable, non-zero raft id for a node id string (FNV-1a 64).

@@ -3,9 +3,10 @@
 //! containers running untouched meanwhile, and leaves no plaintext of the
 //! swarm's data in its data dir.
 
-use shoal_tests::{skip_reason, wait_for, Node, Run};
+use shoal_tests::{shoal_bin, skip_reason, wait_for, Node, Run};
+use std::io::Write;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -135,8 +136,22 @@ fn a_restarted_manager_stays_locked_until_unlocked_and_its_containers_keep_runni
     let leaks = files_containing(&n.data_dir(), &key.as_bytes()[9..]);
     assert!(leaks.is_empty(), "the unlock key is in {leaks:?}");
 
-    let r = shoal_stdin(&n, &["swarm", "unlock"], &format!("{key}\n"));
+    // Typed at a terminal (a pty from util-linux `script`): prompted, and not echoed.
+    let cmd = format!("{} -H unix://{} swarm unlock", shoal_bin().display(), n.socket().display());
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run script");
+    // Typed once the prompt is up (echo is off from then on); a slow start only delays the test.
+    std::thread::sleep(Duration::from_millis(2_000));
+    child.stdin.take().expect("stdin").write_all(format!("{key}\n").as_bytes()).expect("type the key");
+    let r = Run::from(child.wait_with_output().expect("script output"));
     assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("Enter unlock key: "), "{r:?}");
+    assert!(!r.stdout.contains(&key[9..]), "the key was echoed: {r:?}");
     wait_for("the unlocked manager to answer", WAIT, || (n.shoal(&["service", "ls"]).code == 0).then_some(()));
     wait_for("2 running tasks after unlock", WAIT, || (n.running() == 2).then_some(()));
     assert_eq!(running_pids(&n), pids, "containers were restarted through lock and unlock");
