@@ -22,6 +22,11 @@
 //!   task deleted by hand) is a task that stopped, reported Failed on the
 //!   first plan after the listing that shows it, and the restart policy
 //!   decides (the orchestrator replaces it in its slot, as Swarm does);
+//! - resuming ([`Worker::set_resume`]: the daemon started with no manager in
+//!   reach and plans from the assignments it persisted): a Running task
+//!   whose container lost its process (a reboot) is started again in place,
+//!   the same task, rather than reported Failed; tasks of global services
+//!   are started first; nothing is resumed once fresh assignments arrive;
 //! - a stop's grace period is a deadline held here (`stopping`, monotonic
 //!   `now_ms`), never a blocked runtime call: `Stop` only sends the stop
 //!   signal, and `Kill` follows once the deadline passes without an exit.
@@ -30,7 +35,7 @@ use crate::runtime::{ContainerState, Exit, Observed, RuntimeError, Signalled};
 use shoal_shared::assignments::{Assignments, NodeNetworkView};
 use shoal_shared::clock::UnixNanos;
 use shoal_shared::task::TaskState;
-use shoal_shared::types::{Task, TaskStatus};
+use shoal_shared::types::{ServiceMode, Task, TaskStatus};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What the shell should do next.
@@ -84,12 +89,20 @@ pub struct Worker {
     stopping: BTreeMap<String, Stopping>,
     synced: bool,
     epoch: u64,
+    /// Planning from persisted assignments with no manager in reach (see the module docs).
+    resume: bool,
 }
 
 impl Worker {
     /// A worker for the node `node_id`.
     pub fn new(node_id: &str) -> Worker {
         Worker { node_id: node_id.to_string(), ..Worker::default() }
+    }
+
+    /// Whether the assignments planned from are this node's persisted ones,
+    /// with no manager in reach (see the module docs).
+    pub fn set_resume(&mut self, resume: bool) {
+        self.resume = resume;
     }
 
     /// The epoch to tag a listing request with.
@@ -213,7 +226,10 @@ impl Worker {
             .retain(|id, _| inflight.contains(id) || matches!(containers.get(id), Some(ContainerState::Running | ContainerState::Unknown)));
         // Pair assertion with the dispatcher: these are this node's assignments.
         assert_eq!(assigned.node_id, self.node_id, "assignments for another node");
-        let mine: Vec<&Task> = assigned.tasks.values().collect();
+        let mut mine: Vec<&Task> = assigned.tasks.values().collect();
+        // Global services first (a device's logging agent before its workloads).
+        let global = |t: &Task| assigned.services.get(&t.service_id).is_some_and(|s| matches!(s.spec.mode, ServiceMode::Global));
+        mine.sort_by_key(|t| !global(t));
         self.start_failed.retain(|id, _| assigned.tasks.get(id).is_some_and(|t| !t.status.state.is_terminal()));
         for t in &mine {
             if self.inflight.contains(&t.id) {
@@ -295,6 +311,15 @@ impl Worker {
         }
         if t.desired_state != TaskState::Running || current < TaskState::Assigned {
             return None;
+        }
+        if self.resume && current == TaskState::Running {
+            match observed {
+                // A reboot took its process: replace the container, then start the same task again.
+                Some(ContainerState::Created) => return Some(Action::Remove { id: t.id.clone() }),
+                None if networks_ready(networks, t) => return Some(Action::Start { task: Box::new(t.clone()) }),
+                None => return None,
+                _ => {}
+            }
         }
         match (current, observed) {
             (_, Some(ContainerState::Stopped { exit_code: 0 })) => report(TaskState::Complete, "finished", String::new(), Some(0)),
@@ -502,6 +527,49 @@ mod tests {
 
     /// After a power cut containerd still has the container (its root
     /// survives) but no task: the task stopped, whatever the state says.
+    #[test]
+    fn resuming_starts_a_running_task_again_in_place_and_global_services_first() {
+        let (st, _) = state_with(TaskState::Running, TaskState::Running);
+        let mut w = Worker::new("me");
+        w.set_resume(true);
+        let e = w.list_epoch();
+        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Created, pid: None }]);
+        // The container lost its process with the reboot: replaced, then the same task started.
+        assert_eq!(kinds(&w.plan(&st, 5, 5)), vec!["remove t1"]);
+        assert!(w.plan(&st, 5, 5).is_empty(), "one action in flight per task");
+        w.handle_removed("t1", true);
+        let started = w.plan(&st, 6, 6);
+        assert_eq!(kinds(&started), vec!["start t1"]);
+        let Action::Start { task } = &started[0] else { unreachable!() };
+        let status = w.handle_started(task, Ok(()), 7);
+        assert_eq!(status.state, TaskState::Running);
+        assert!(w.plan(&st, 8, 8).is_empty());
+        // A task that exited is not resumed (the restart policy's, reported as before).
+        let e = w.list_epoch();
+        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Stopped { exit_code: 3 }, pid: None }]);
+        assert_eq!(kinds(&w.plan(&st, 9, 9)), vec!["report Failed task: non-zero exit (3)"]);
+        // Not resuming: a container without a process is a failed task, as before.
+        let mut w = Worker::new("me");
+        let e = w.list_epoch();
+        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Created, pid: None }]);
+        assert_eq!(kinds(&w.plan(&st, 5, 5)), vec!["report Failed task: container process is gone"]);
+        // Tasks of global services are planned first.
+        let (mut st, t) = state_with(TaskState::Running, TaskState::Running);
+        let mut agent = st.services["s"].clone();
+        agent.id = "g".into();
+        agent.spec.mode = ServiceMode::Global;
+        st.services.insert("g".into(), agent);
+        for (id, svc) in [("a1", "s"), ("z9", "g")] {
+            let mut x = t.clone();
+            x.id = id.into();
+            x.service_id = svc.into();
+            st.tasks.insert(id.into(), x);
+        }
+        let mut w = synced();
+        w.set_resume(true);
+        assert_eq!(kinds(&w.plan(&st, 5, 5)), vec!["start z9", "start a1", "start t1"]);
+    }
+
     #[test]
     fn a_running_task_whose_container_has_no_process_failed() {
         let (st, _) = state_with(TaskState::Running, TaskState::Running);

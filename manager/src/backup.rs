@@ -15,7 +15,7 @@
 //! redb's own list of the tables in a populated store.
 
 use crate::raft::storage::{LOG as RAFT_LOG, META as RAFT_META, SNAPSHOT_DATA as RAFT_SNAPSHOT_DATA};
-use crate::schema::{LOCAL, META};
+use crate::schema::{BLOBS, LOCAL, META};
 use redb::backends::FileBackend;
 use redb::{
     Durability, Key, ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition, TableError, TableHandle, Value, WriteTransaction,
@@ -106,6 +106,7 @@ impl Snapshot {
 fn copy_tables(src: &ReadTransaction, dst: &WriteTransaction, copied: &mut Copied) -> Result<(), BackupError> {
     copy_table(src, dst, META, copied)?;
     copy_table(src, dst, LOCAL, copied)?;
+    copy_table(src, dst, BLOBS, copied)?;
     copy_table(src, dst, RAFT_META, copied)?;
     copy_table(src, dst, RAFT_LOG, copied)?;
     copy_table(src, dst, RAFT_SNAPSHOT_DATA, copied)?;

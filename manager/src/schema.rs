@@ -21,3 +21,11 @@ pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Layout: key = a name (`node_id`), value = UTF-8 string. Node-local facts
 /// that are not replicated.
 pub const LOCAL: TableDefinition<&str, &str> = TableDefinition::new("local");
+
+/// Layout: key = a name, value = bytes the daemon sealed under the node's
+/// data key (associated data names the key). Node-local records that are
+/// not replicated and may hold the swarm's data: `assignments` is the last
+/// assignment set a worker acted on (a version byte, then postcard
+/// `Assignments`), so it runs its tasks after a reboot with no manager in
+/// reach.
+pub const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("local_blobs");

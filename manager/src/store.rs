@@ -65,7 +65,7 @@
 //! proposal's index is greater than `applied`.
 
 use crate::raft::{self, ConfChange, EntryKind, Persisted, Raft, RaftStorage};
-use crate::schema::{LOCAL, META, SCHEMA_VERSION, SCHEMA_VERSION_PLAIN};
+use crate::schema::{BLOBS, LOCAL, META, SCHEMA_VERSION, SCHEMA_VERSION_PLAIN};
 use crate::state::{SnapshotError, State};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use shoal_shared::ops::Entry;
@@ -759,6 +759,33 @@ impl Store {
     /// Durably writes a node-local (not replicated) value.
     pub fn set_local(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.write_local(|t| t.insert(key, value).map(|_| ()))
+    }
+
+    /// Durably stores a node-local record (see `schema::BLOBS`; the caller seals it).
+    pub fn set_blob(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write().map_err(db)?;
+        tx.set_durability(Durability::Immediate).map_err(db)?;
+        tx.open_table(BLOBS).map_err(db)?.insert(key, value).map_err(db)?;
+        tx.commit().map_err(db)
+    }
+
+    /// Reads a node-local record.
+    pub fn blob(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let rx = self.db.begin_read().map_err(db)?;
+        let t = match rx.open_table(BLOBS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(db(e)),
+        };
+        Ok(t.get(key).map_err(db)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Durably removes a node-local record (absent is fine).
+    pub fn remove_blob(&self, key: &str) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write().map_err(db)?;
+        tx.set_durability(Durability::Immediate).map_err(db)?;
+        tx.open_table(BLOBS).map_err(db)?.remove(key).map_err(db)?;
+        tx.commit().map_err(db)
     }
 
     /// Durably removes a node-local value (absent is fine).

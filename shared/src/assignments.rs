@@ -31,6 +31,34 @@ pub struct Assignments {
     pub network: NodeNetworkView,
 }
 
+/// Version of [`Assignments::to_record`], a worker's persisted copy (a
+/// version byte, then postcard). Bump when `Assignments` or a record in it
+/// changes shape; an older record is then ignored (the worker waits for a manager).
+pub const RECORD_VERSION: u8 = 1;
+
+impl Assignments {
+    /// The bytes a worker persists (see [`RECORD_VERSION`]).
+    pub fn to_record(&self) -> Vec<u8> {
+        let mut out = vec![RECORD_VERSION];
+        // Owned maps of plain records always serialize.
+        out.extend(postcard::to_allocvec(self).expect("assignments serialize"));
+        out
+    }
+
+    /// Decodes [`Assignments::to_record`]'s bytes, fallibly.
+    pub fn from_record(bytes: &[u8]) -> Result<Assignments, String> {
+        match bytes.split_first() {
+            Some((&RECORD_VERSION, body)) => match postcard::take_from_bytes::<Assignments>(body) {
+                Ok((a, [])) => Ok(a),
+                Ok((_, rest)) => Err(format!("{} trailing bytes", rest.len())),
+                Err(e) => Err(e.to_string()),
+            },
+            Some((v, _)) => Err(format!("record version {v} is not supported (this build reads {RECORD_VERSION})")),
+            None => Err("empty record".into()),
+        }
+    }
+}
+
 /// One node's view of the swarm's networks: the overlay networks it takes
 /// part in (it has tasks on them, or an address on them such as every
 /// node's on `ingress` while ports are published), with everything needed to
@@ -186,6 +214,19 @@ mod tests {
         assert_eq!(a.services.keys().collect::<Vec<_>>(), ["s1"]);
         assert_eq!(a.service_name("s1"), "web");
         assert_eq!(a.service_name("s2"), "");
+        // The persisted record round-trips; another version or damage is an error, never a panic.
+        let rec = a.to_record();
+        assert_eq!(Assignments::from_record(&rec).unwrap(), a);
+        let mut other = rec.clone();
+        other[0] = RECORD_VERSION + 1;
+        assert!(Assignments::from_record(&other).unwrap_err().contains("not supported"));
+        assert!(Assignments::from_record(&[]).is_err());
+        for n in 1..rec.len() {
+            assert!(Assignments::from_record(&rec[..n]).is_err(), "truncated to {n}");
+        }
+        let mut longer = rec.clone();
+        longer.push(0);
+        assert!(Assignments::from_record(&longer).unwrap_err().contains("trailing"));
     }
 
     #[test]

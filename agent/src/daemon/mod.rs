@@ -22,6 +22,7 @@ mod lock;
 mod log_gather;
 mod netpath;
 mod rekey;
+mod resume;
 mod router;
 mod server;
 pub(crate) mod service;
@@ -302,6 +303,8 @@ pub(crate) struct Daemon {
     net: netpath::NetPath,
     /// The data key and keyring (see [`autolock`]).
     sealing: autolock::Sealing,
+    /// A worker's persisted assignments (see [`resume`]).
+    resume: resume::Resume,
 }
 
 impl Daemon {
@@ -350,8 +353,10 @@ impl Daemon {
             swarm,
             net,
             sealing,
+            resume: resume::Resume::default(),
         };
         d.refresh_self_node()?;
+        d.load_persisted_assignments();
         Ok(d)
     }
 
@@ -545,6 +550,7 @@ impl Daemon {
     /// [`Daemon::submit_reports`], which commits them here on the leader and
     /// sends them to the leader otherwise.
     fn converge(&mut self) {
+        self.resume_if_due();
         self.resolve_outcomes();
         self.release_forwards();
         self.prune_reported();

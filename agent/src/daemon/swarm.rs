@@ -315,6 +315,11 @@ impl Swarm {
         &self.advertise_addr
     }
 
+    /// Whether a session to a manager is open and waiting for its first assignments.
+    pub(crate) fn session_waiting(&self) -> bool {
+        self.session_wait.is_some()
+    }
+
     /// This node's assignments, when it has any.
     pub(crate) fn assigned_ref(&self) -> Option<&Assignments> {
         self.assigned.as_ref()

@@ -253,6 +253,8 @@ impl Daemon {
                 self.swarm.reported.remove(&t.id);
             }
         }
+        // Kept (fsynced) before acting: a reboot with no manager in reach runs from it.
+        self.persist_assignments(&assigned);
         self.swarm.assigned = Some(assigned);
         self.swarm.assigned_at = None;
     }

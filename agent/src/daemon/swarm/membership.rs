@@ -129,6 +129,8 @@ impl Daemon {
     }
 
     pub(crate) fn become_manager(&mut self, cluster_private: [u8; 32]) {
+        // A manager plans from its replica; a set kept from its worker days must never run again.
+        self.forget_persisted_assignments();
         let Ok(k) = NodeKey::from_private(cluster_private) else {
             crate::log!("ERROR", "the leader sent an invalid cluster key; staying a worker");
             return;
@@ -551,6 +553,7 @@ impl Daemon {
         self.swarm.hints.clear();
         self.swarm.leader_hint = None;
         self.swarm.assigned = None;
+        self.forget_persisted_assignments();
         self.swarm.reported.clear();
         crate::log!("INFO", "left the swarm; this node's tasks are stopped");
         Reply::Left
