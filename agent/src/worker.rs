@@ -27,6 +27,13 @@
 //!   whose container lost its process (a reboot) is started again in place,
 //!   the same task, rather than reported Failed; tasks of global services
 //!   are started first; nothing is resumed once fresh assignments arrive;
+//! - offline ([`Worker::set_offline`]: a worker with no link to any manager):
+//!   a Running task whose container exited or lost its process is restarted
+//!   in place, the same task, as its restart policy says (condition, delay,
+//!   max attempts within the window), instead of being reported; past the
+//!   policy it is reported as before, and the count of in-place restarts is
+//!   told to the manager with the task's next report (a Running one once a
+//!   manager is back in reach, if nothing else is to be said);
 //! - a stop's grace period is a deadline held here (`stopping`, monotonic
 //!   `now_ms`), never a blocked runtime call: `Stop` only sends the stop
 //!   signal, and `Kill` follows once the deadline passes without an exit.
@@ -35,7 +42,7 @@ use crate::runtime::{ContainerState, Exit, Observed, RuntimeError, Signalled};
 use shoal_shared::assignments::{Assignments, NodeNetworkView};
 use shoal_shared::clock::UnixNanos;
 use shoal_shared::task::TaskState;
-use shoal_shared::types::{ServiceMode, Task, TaskStatus};
+use shoal_shared::types::{RestartCondition, ServiceMode, Task, TaskStatus};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What the shell should do next.
@@ -91,6 +98,30 @@ pub struct Worker {
     epoch: u64,
     /// Planning from persisted assignments with no manager in reach (see the module docs).
     resume: bool,
+    /// No link to any manager (see the module docs).
+    offline: bool,
+    /// In-place restarts made while offline, per task.
+    local: BTreeMap<String, LocalRestarts>,
+}
+
+/// What a report says of `n` in-place restarts.
+fn restarts_note(n: u64) -> String {
+    format!("restarted in place {n} time{} with no manager in reach", if n == 1 { "" } else { "s" })
+}
+
+/// A task's in-place restarts while offline.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct LocalRestarts {
+    /// Restarts made, in all.
+    count: u64,
+    /// Restarts already told to a manager.
+    told: u64,
+    /// When each recent restart was made (mono ms), at most `max_attempts` of them.
+    recent_ms: Vec<u64>,
+    /// When the exit (or the loss of the process) was first seen: the delay runs from here.
+    stopped_seen_ms: Option<u64>,
+    /// The old container is being removed; the start follows at once.
+    restarting: bool,
 }
 
 impl Worker {
@@ -103,6 +134,16 @@ impl Worker {
     /// with no manager in reach (see the module docs).
     pub fn set_resume(&mut self, resume: bool) {
         self.resume = resume;
+    }
+
+    /// Whether this worker has a link to any manager (see the module docs).
+    pub fn set_offline(&mut self, offline: bool) {
+        self.offline = offline;
+    }
+
+    /// In-place restarts made while offline that no manager was told of yet.
+    pub fn untold_restarts(&self) -> u64 {
+        self.local.values().map(|l| l.count - l.told).sum()
     }
 
     /// The epoch to tag a listing request with.
@@ -231,10 +272,20 @@ impl Worker {
         let global = |t: &Task| assigned.services.get(&t.service_id).is_some_and(|s| matches!(s.spec.mode, ServiceMode::Global));
         mine.sort_by_key(|t| !global(t));
         self.start_failed.retain(|id, _| assigned.tasks.get(id).is_some_and(|t| !t.status.state.is_terminal()));
+        self.local.retain(|id, _| assigned.tasks.contains_key(id));
+        // A manager was told of the in-place restarts once its state carries the note.
+        for (id, l) in self.local.iter_mut().filter(|(_, l)| l.count > l.told) {
+            let st = &assigned.tasks[id].status;
+            let note = restarts_note(l.count);
+            if st.err.contains(&note) || st.message.contains(&note) {
+                l.told = l.count;
+            }
+        }
         for t in &mine {
             if self.inflight.contains(&t.id) {
                 continue;
             }
+            self.note_local_exit(t, now_ms);
             if let Some(st) = self.start_failed.get(&t.id) {
                 // Not terminal in the assignments yet (retained above): say it again, never start it again.
                 if t.status.state.advance(st.state).is_ok() {
@@ -242,7 +293,13 @@ impl Worker {
                 }
                 continue;
             }
-            if let Some(a) = self.plan_task(t, &assigned.network, now, now_ms) {
+            let planned = match self.plan_local_restart(t, &assigned.network, now_ms) {
+                // Offline, the restart policy restarts it in place (or waits out its delay).
+                Some(decision) => decision.inspect(|a| self.book_local_restart(t, a, now_ms)),
+                None => self.plan_task(t, &assigned.network, now, now_ms).or_else(|| self.tell_local_restarts(t, now)),
+            };
+            if let Some(mut a) = planned {
+                self.add_local_restarts(t, &mut a);
                 match &a {
                     Action::Report { .. } => {}
                     Action::Stop { id, grace_ms } => {
@@ -277,6 +334,107 @@ impl Worker {
             (None, None) => return None, // the stop signal is still on its way
         };
         (now_ms >= due).then(|| Action::Kill { id: id.to_string() })
+    }
+
+    /// Offline: remembers when a Running task's container was first seen
+    /// without a process (its restart delay runs from then).
+    fn note_local_exit(&mut self, t: &Task, now_ms: u64) {
+        if !self.offline || t.status.state != TaskState::Running || t.desired_state != TaskState::Running {
+            return;
+        }
+        let stopped = !matches!(self.containers.get(&t.id), Some(ContainerState::Running | ContainerState::Unknown));
+        let l = self.local.entry(t.id.clone()).or_default();
+        if !stopped {
+            l.stopped_seen_ms = None;
+        } else if l.stopped_seen_ms.is_none() && !l.restarting {
+            l.stopped_seen_ms = Some(now_ms);
+        }
+    }
+
+    /// Offline, a Running task without a process: `Some(action or wait)`
+    /// when the restart policy restarts it in place, `None` when it does
+    /// not (then it is planned as usual: reported, or resumed after a
+    /// reboot, which is not a failure and not counted).
+    fn plan_local_restart(&self, t: &Task, networks: &NodeNetworkView, now_ms: u64) -> Option<Option<Action>> {
+        if !self.offline || t.status.state != TaskState::Running || t.desired_state != TaskState::Running {
+            return None;
+        }
+        let observed = self.containers.get(&t.id);
+        let l = self.local.get(&t.id).cloned().unwrap_or_default();
+        if l.restarting {
+            // The old container is being removed or gone: start the same task again.
+            return Some(match observed {
+                None if networks_ready(networks, t) => Some(Action::Start { task: Box::new(t.clone()) }),
+                _ => None,
+            });
+        }
+        let exit_code = match observed {
+            Some(ContainerState::Stopped { exit_code }) => Some(*exit_code),
+            // Lost with a reboot while resuming: the resume starts it again, uncounted.
+            Some(ContainerState::Created) | None if self.resume => return None,
+            Some(ContainerState::Created) | None => None,
+            Some(ContainerState::Running | ContainerState::Unknown) => return None,
+        };
+        let p = &t.spec.restart;
+        let wanted = match p.condition {
+            RestartCondition::None => false,
+            RestartCondition::OnFailure => exit_code != Some(0),
+            RestartCondition::Any => true,
+        };
+        let window_ms = p.window_ns / 1_000_000;
+        let used = l.recent_ms.iter().filter(|&&at| window_ms == 0 || now_ms.saturating_sub(at) < window_ms).count() as u64;
+        if !wanted || (p.max_attempts > 0 && used >= p.max_attempts) {
+            return None;
+        }
+        let seen = l.stopped_seen_ms.unwrap_or(now_ms);
+        if now_ms < seen.saturating_add(p.delay_ns / 1_000_000) {
+            return Some(None);
+        }
+        Some(match observed {
+            Some(_) => Some(Action::Remove { id: t.id.clone() }),
+            None if networks_ready(networks, t) => Some(Action::Start { task: Box::new(t.clone()) }),
+            None => None,
+        })
+    }
+
+    /// Books the in-place restart that `a` (from [`Worker::plan_local_restart`]) begins or finishes.
+    fn book_local_restart(&mut self, t: &Task, a: &Action, now_ms: u64) {
+        let l = self.local.entry(t.id.clone()).or_default();
+        if l.restarting {
+            l.restarting = false; // the start after the removal: counted with it
+            return;
+        }
+        l.count += 1;
+        l.recent_ms.push(now_ms);
+        let keep = usize::try_from(t.spec.restart.max_attempts).unwrap_or(usize::MAX).max(1);
+        if l.recent_ms.len() > keep {
+            l.recent_ms.remove(0);
+        }
+        l.stopped_seen_ms = None;
+        l.restarting = matches!(a, Action::Remove { .. });
+    }
+
+    /// Adds the count of in-place restarts to a report that goes to a manager.
+    fn add_local_restarts(&mut self, t: &Task, a: &mut Action) {
+        if let (Action::Report { status, .. }, Some(l)) = (a, self.local.get_mut(&t.id)) {
+            if l.count > l.told {
+                // On the error when there is one: `service ps` shows it. Told once the state shows it.
+                let note = restarts_note(l.count);
+                let field = if status.err.is_empty() { &mut status.message } else { &mut status.err };
+                *field = format!("{field}; {note}");
+            }
+        }
+    }
+
+    /// Back in reach of a manager with nothing else to report: tells it of
+    /// the in-place restarts made meanwhile.
+    fn tell_local_restarts(&self, t: &Task, now: UnixNanos) -> Option<Action> {
+        let l = self.local.get(&t.id)?;
+        if self.offline || l.count == l.told || t.status.state != TaskState::Running {
+            return None;
+        }
+        let status = TaskStatus::new(TaskState::Running, now, "started");
+        Some(Action::Report { task_id: t.id.clone(), status })
     }
 
     fn plan_task(&self, t: &Task, networks: &NodeNetworkView, now: UnixNanos, now_ms: u64) -> Option<Action> {
@@ -568,6 +726,73 @@ mod tests {
         let mut w = synced();
         w.set_resume(true);
         assert_eq!(kinds(&w.plan(&st, 5, 5)), vec!["start z9", "start a1", "start t1"]);
+    }
+
+    #[test]
+    fn offline_the_restart_policy_restarts_a_task_in_place_and_the_count_is_told() {
+        let (mut st, _) = state_with(TaskState::Running, TaskState::Running);
+        let t = st.tasks.get_mut("t1").unwrap();
+        t.spec.restart.max_attempts = 2;
+        t.spec.restart.delay_ns = 1_000_000_000;
+        let crash = |w: &mut Worker| w.handle_exit(&Exit { id: "t1".into(), exit_code: 1 });
+        let mut w = synced();
+        w.set_offline(true);
+        let e = w.list_epoch();
+        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Running, pid: None }]);
+        assert!(w.plan(&st, 1, 0).is_empty());
+        for (attempt, at) in [(1u64, 10_000u64), (2, 20_000)] {
+            crash(&mut w);
+            // The delay runs from the exit.
+            assert!(w.plan(&st, 1, at).is_empty(), "attempt {attempt}: restarted before its delay");
+            assert_eq!(kinds(&w.plan(&st, 1, at + 999)), Vec::<String>::new());
+            assert_eq!(kinds(&w.plan(&st, 1, at + 1_000)), vec!["remove t1"]);
+            w.handle_removed("t1", true);
+            let started = w.plan(&st, 1, at + 1_001);
+            assert_eq!(kinds(&started), vec!["start t1"], "attempt {attempt}: the same task, at once");
+            let Action::Start { task } = &started[0] else { unreachable!() };
+            w.handle_started(task, Ok(()), 2);
+            assert_eq!(w.untold_restarts(), attempt);
+        }
+        // Past max attempts: reported as before, with what was done meanwhile.
+        crash(&mut w);
+        let r = w.plan(&st, 3, 40_000);
+        let [Action::Report { status, .. }] = &r[..] else { panic!("{r:?}") };
+        assert_eq!(status.state, TaskState::Failed);
+        assert_eq!(status.err, "task: non-zero exit (1); restarted in place 2 times with no manager in reach");
+        // Said again until the state shows it (a report sent while offline is lost).
+        assert_eq!(w.untold_restarts(), 2);
+        let mut told = st.clone();
+        told.tasks.get_mut("t1").unwrap().status = status.clone();
+        w.plan(&told, 4, 41_000);
+        assert_eq!(w.untold_restarts(), 0);
+        // Condition none: never restarted in place.
+        let (mut st, _) = state_with(TaskState::Running, TaskState::Running);
+        st.tasks.get_mut("t1").unwrap().spec.restart.condition = RestartCondition::None;
+        let mut w = synced();
+        w.set_offline(true);
+        let e = w.list_epoch();
+        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Stopped { exit_code: 0 }, pid: None }]);
+        assert_eq!(kinds(&w.plan(&st, 1, 0)), vec!["report Complete "]);
+        // Back in reach with a task that kept running: one Running report carries the count.
+        let (st, _) = state_with(TaskState::Running, TaskState::Running);
+        let mut w = synced();
+        w.set_offline(true);
+        let e = w.list_epoch();
+        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Stopped { exit_code: 2 }, pid: None }]);
+        w.plan(&st, 1, 0);
+        assert_eq!(kinds(&w.plan(&st, 1, 5_000)), vec!["remove t1"]);
+        w.handle_removed("t1", true);
+        let started = w.plan(&st, 1, 5_001);
+        let Action::Start { task } = &started[0] else { panic!("{started:?}") };
+        w.handle_started(task, Ok(()), 2);
+        w.set_offline(false);
+        let r = w.plan(&st, 9, 6_000);
+        let [Action::Report { status, .. }] = &r[..] else { panic!("{r:?}") };
+        assert_eq!(status.state, TaskState::Running);
+        assert_eq!(status.message, "started; restarted in place 1 time with no manager in reach");
+        let mut told = st.clone();
+        told.tasks.get_mut("t1").unwrap().status = status.clone();
+        assert!(w.plan(&told, 9, 7_000).is_empty(), "told once the state shows it");
     }
 
     #[test]

@@ -68,3 +68,52 @@ fn a_worker_rebooted_with_no_manager_in_reach_runs_its_tasks_again() {
     on_worker.sort();
     assert_eq!(on_worker, before);
 }
+
+#[test]
+fn offline_a_crash_loop_is_restarted_in_place_exactly_max_attempts_times() {
+    let Some(mut c) = Cluster::new(2) else { return };
+    c.init(1, 1);
+    c.nodes[0].shoal(&["swarm", "update", "--dispatcher-heartbeat", "10m"]).ok();
+    let create = [
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "crash",
+        "--constraint",
+        "node.role==worker",
+        "--restart-max-attempts",
+        "3",
+        "--restart-delay",
+        "1s",
+        "shoal.test/busybox:latest",
+        "sh",
+        "-c",
+        "sleep 8; exit 1",
+    ];
+    c.nodes[0].shoal(&create).ok();
+    let first = wait_for_seen("the task to run on the worker", WAIT, || {
+        let ids = c.nodes[1].running_ids();
+        (ids.len() == 1).then(|| ids[0].clone()).ok_or(format!("{ids:?}"))
+    });
+    c.nodes[1].partition();
+    // Three crashes restarted in place (the same task id), then no more.
+    let restarts = |c: &Cluster| c.nodes[1].log().matches("no manager in reach: restarting a task in place").count();
+    wait_for("3 in-place restarts", Duration::from_secs(90), || (restarts(&c) >= 3).then_some(()));
+    assert_eq!(c.nodes[1].running_ids().iter().filter(|id| **id != first).count(), 0, "another task ran");
+    // The third restart's run ends after 8 s; give a fourth every chance to happen.
+    std::thread::sleep(Duration::from_secs(14));
+    assert_eq!(restarts(&c), 3, "{}", c.nodes[1].log_tail(40));
+    assert!(c.nodes[1].running_ids().is_empty(), "the task still runs after its last attempt");
+
+    // Healed: the manager learns the task failed, and what was done meanwhile.
+    c.nodes[1].heal();
+    wait_for_seen("the failure and its in-place restarts to reach the manager", WAIT, || {
+        let rows = ps(&c, "crash");
+        let row = rows.iter().find(|t| t["ID"] == first.as_str());
+        match row {
+            Some(t) if t["Error"].as_str().is_some_and(|e| e.contains("restarted in place 3 times with no manager in reach")) => Ok(()),
+            _ => Err(format!("{rows:?}")),
+        }
+    });
+}

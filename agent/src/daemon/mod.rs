@@ -584,6 +584,9 @@ impl Daemon {
             }
             let mut reports = Vec::new();
             self.sync_assignments();
+            // A worker with no link to any manager restarts its tasks in place (see `worker`).
+            self.worker.set_offline(self.swarm.mode == Mode::Worker && !self.swarm.has_manager_link());
+            let untold = self.worker.untold_restarts();
             let actions = if self.may_plan() {
                 // Invariant: may_plan holds only with assignments (a worker's first, or a manager's synced above).
                 let view = self.swarm.assigned.as_ref().expect("may_plan: assignments present");
@@ -591,6 +594,13 @@ impl Daemon {
             } else {
                 Vec::new()
             };
+            if self.worker.untold_restarts() > untold {
+                crate::log!(
+                    "WARN",
+                    "no manager in reach: restarting a task in place as its restart policy says ({} in-place restarts not yet told to a manager)",
+                    self.worker.untold_restarts()
+                );
+            }
             for action in actions {
                 match action {
                     Action::Report { task_id, status } => reports.push(Op::SetTaskStatus { id: task_id, status }),

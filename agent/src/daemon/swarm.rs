@@ -315,6 +315,11 @@ impl Swarm {
         &self.advertise_addr
     }
 
+    /// Whether any link is up (a worker's links all go to managers).
+    pub(crate) fn has_manager_link(&self) -> bool {
+        self.conns.values().any(|c| c.commands.is_some() && c.peer.is_some())
+    }
+
     /// Whether a session to a manager is open and waiting for its first assignments.
     pub(crate) fn session_waiting(&self) -> bool {
         self.session_wait.is_some()
