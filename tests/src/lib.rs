@@ -300,6 +300,15 @@ impl Node {
         self.shoal(&["image", "load", "-i", img.to_str().expect("utf-8 path")]).ok();
     }
 
+    /// [`Node::init_with_image`], then a service `name` of `replicas` tasks
+    /// running `sleep 1000`, waited for (bounded) in containerd.
+    pub fn init_with_sleepers(&mut self, name: &str, replicas: usize) {
+        self.init_with_image();
+        let n = replicas.to_string();
+        self.shoal(&["service", "create", "-d", "--name", name, "--replicas", &n, "shoal.test/busybox", "sleep", "1000"]).ok();
+        wait_for(&format!("{replicas} running tasks"), Duration::from_secs(40), || (self.running() == replicas).then_some(()));
+    }
+
     /// `service ps` rows as JSON objects.
     pub fn ps_json(&self, service: &str) -> Vec<serde_json::Value> {
         let r = self.shoal(&["service", "ps", "--no-trunc", "--format", "json", service]).ok();

@@ -288,9 +288,7 @@ fn a_data_key_replacement_cut_short_is_finished_after_unlock() {
         return;
     }
     let mut n = Node::new();
-    n.init_with_image();
-    n.shoal(&["service", "create", "-d", "--name", "web", "--replicas", "2", "shoal.test/busybox", "sleep", "1000"]).ok();
-    wait_for("2 running tasks", WAIT, || (n.running() == 2).then_some(()));
+    n.init_with_sleepers("web", 2);
     let key = key_in(&n.shoal(&["swarm", "update", "--autolock=true"]).ok().stdout);
     wait_for("the data key to be replaced", WAIT, || n.daemon_log().contains("replaced the data key with key 2").then_some(()));
     n.kill_daemon();

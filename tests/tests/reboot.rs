@@ -175,9 +175,7 @@ fn a_containerd_restart_that_keeps_the_processes_changes_nothing() {
         return;
     }
     let mut n = Node::new();
-    n.init_with_image();
-    n.shoal(&["service", "create", "-d", "--name", "web", "--replicas", "2", "shoal.test/busybox", "sleep", "1000"]).ok();
-    wait_for("2 running tasks", WAIT, || (n.running() == 2).then_some(()));
+    n.init_with_sleepers("web", 2);
     let before: BTreeSet<(String, String, String)> = n.tasks().into_iter().collect();
     let ctrd = n.dir.join("ctrd");
     let pid = std::fs::read_to_string(ctrd.join("containerd.pid")).expect("containerd pid");

@@ -144,29 +144,8 @@ impl RaftStorage {
             let mut log = txn.open_table(LOG).map_err(db_err)?;
             let mut data = txn.open_table(SNAPSHOT_DATA).map_err(db_err)?;
             if plain_records {
-                let mut plain = Vec::new();
-                for row in log.iter().map_err(db_err)? {
-                    let (k, v) = row.map_err(db_err)?;
-                    plain.push((k.value(), v.value().to_vec()));
-                }
-                for (index, bytes) in plain {
-                    let e: Entry = decode("raft_log", index.to_string(), &bytes)?;
-                    log.insert(index, seal_entry(&seal, &e).as_slice()).map_err(db_err)?;
-                }
-                let snap_term = match meta.get(META_SNAPSHOT).map_err(db_err)? {
-                    Some(g) => Some(decode::<SnapshotMeta>("raft_meta", META_SNAPSHOT.into(), g.value())?.term),
-                    None => None,
-                };
-                let rows: Vec<(u64, Vec<u8>)> = data
-                    .iter()
-                    .map_err(db_err)?
-                    .map(|r| r.map(|(k, v)| (k.value(), v.value().to_vec())))
-                    .collect::<Result<_, _>>()
-                    .map_err(db_err)?;
-                for (index, bytes) in rows {
-                    let sealed = seal.seal(&snapshot_aad(index, snap_term.unwrap_or(0)), &bytes);
-                    data.insert(index, sealed.as_slice()).map_err(db_err)?;
-                }
+                let open_log = |index: u64, bytes: &[u8]| decode::<Entry>("raft_log", index.to_string(), bytes);
+                rewrite_records(&meta, &mut log, &mut data, &seal, open_log, |_, _, bytes| Ok(bytes.to_vec()))?;
                 let mut schema = txn.open_table(crate::schema::META).map_err(db_err)?;
                 schema.insert("schema_version", crate::schema::SCHEMA_VERSION).map_err(db_err)?;
             }
@@ -187,35 +166,15 @@ impl RaftStorage {
             let meta = txn.open_table(META).map_err(db_err)?;
             let mut log = txn.open_table(LOG).map_err(db_err)?;
             let mut data = txn.open_table(SNAPSHOT_DATA).map_err(db_err)?;
-            let rows: Vec<(u64, Vec<u8>)> = log
-                .iter()
-                .map_err(db_err)?
-                .map(|r| r.map(|(k, v)| (k.value(), v.value().to_vec())))
-                .collect::<Result<_, _>>()
-                .map_err(db_err)?;
-            for (index, value) in rows {
-                let e = RaftStorage::open_entry_with(&next, index, &value)?;
-                log.insert(index, seal_entry(&next, &e).as_slice()).map_err(db_err)?;
-            }
-            let snap_term = match meta.get(META_SNAPSHOT).map_err(db_err)? {
-                Some(g) => decode::<SnapshotMeta>("raft_meta", META_SNAPSHOT.into(), g.value())?.term,
-                None => 0,
-            };
-            let rows: Vec<(u64, Vec<u8>)> = data
-                .iter()
-                .map_err(db_err)?
-                .map(|r| r.map(|(k, v)| (k.value(), v.value().to_vec())))
-                .collect::<Result<_, _>>()
-                .map_err(db_err)?;
-            for (index, value) in rows {
-                let aad = snapshot_aad(index, snap_term);
-                let plain = next.open(&aad, &value).map_err(|e| StorageError::Corrupt {
+            let open_log = |index: u64, value: &[u8]| RaftStorage::open_entry_with(&next, index, value);
+            let open_snapshot = |index: u64, term: u64, value: &[u8]| {
+                next.open(&snapshot_aad(index, term), value).map_err(|e| StorageError::Corrupt {
                     table: "raft_snapshot_data",
                     key: index.to_string(),
                     reason: e.to_string(),
-                })?;
-                data.insert(index, next.seal(&aad, &plain).as_slice()).map_err(db_err)?;
-            }
+                })
+            };
+            rewrite_records(&meta, &mut log, &mut data, &next, open_log, open_snapshot)?;
         }
         txn.commit().map_err(db_err)?;
         self.seal = next;
@@ -416,6 +375,35 @@ impl RaftStorage {
 
 type Meta<'t> = redb::Table<'t, &'static str, &'static [u8]>;
 type Log<'t> = redb::Table<'t, u64, &'static [u8]>;
+
+/// Rewrites every log row and the snapshot row sealed under `next`: each
+/// old row is read back through `open_log` (index, bytes) or
+/// `open_snapshot` (index, the snapshot's term, bytes).
+fn rewrite_records(
+    meta: &Meta<'_>,
+    log: &mut Log<'_>,
+    data: &mut Log<'_>,
+    next: &Sealer,
+    open_log: impl Fn(u64, &[u8]) -> Result<Entry, StorageError>,
+    open_snapshot: impl Fn(u64, u64, &[u8]) -> Result<Vec<u8>, StorageError>,
+) -> Result<(), StorageError> {
+    let rows = |t: &Log<'_>| -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+        t.iter().map_err(db_err)?.map(|r| r.map(|(k, v)| (k.value(), v.value().to_vec())).map_err(db_err)).collect()
+    };
+    for (index, value) in rows(log)? {
+        let e = open_log(index, &value)?;
+        log.insert(index, seal_entry(next, &e).as_slice()).map_err(db_err)?;
+    }
+    let term = match meta.get(META_SNAPSHOT).map_err(db_err)? {
+        Some(g) => decode::<SnapshotMeta>("raft_meta", META_SNAPSHOT.into(), g.value())?.term,
+        None => 0,
+    };
+    for (index, value) in rows(data)? {
+        let plain = open_snapshot(index, term, &value)?;
+        data.insert(index, next.seal(&snapshot_aad(index, term), &plain).as_slice()).map_err(db_err)?;
+    }
+    Ok(())
+}
 
 /// A log row: the term in clear, then the sealed entry.
 fn seal_entry(seal: &Sealer, e: &Entry) -> Vec<u8> {
