@@ -47,7 +47,13 @@ pub(crate) const INVALID_KEY_MESSAGE: &str = "swarm could not be unlocked: inval
 pub(crate) struct Sealing {
     pub(crate) key: Arc<SealKey>,
     pub(crate) keyring: Keyring,
+    /// After a failed keyring change, when to try again (mono ms): a full
+    /// disk must not turn into an error line per tick.
+    pub(crate) retry_at_ms: u64,
 }
+
+/// How long after a failed keyring change the next try waits.
+pub(crate) const KEYRING_RETRY_MS: u64 = 10_000;
 
 impl Sealing {
     /// The data key of an unlocked keyring, with a fresh nonce prefix.
@@ -58,14 +64,14 @@ impl Sealing {
         let data_key = keyring.data_key(unlock)?;
         let previous = keyring.previous_key(unlock)?;
         let prefix = key::os_random::<16>()?;
-        Ok(Sealing { key: Arc::new(SealKey::new(keyring.key_id(), data_key, prefix).with_previous(previous)), keyring })
+        Ok(Sealing { key: Arc::new(SealKey::new(keyring.key_id(), data_key, prefix).with_previous(previous)), keyring, retry_at_ms: 0 })
     }
 
     /// A given data key (no keyring file): tests and the simulator, which
     /// pass a fresh `nonce_prefix` at each boot.
     #[cfg(any(test, feature = "sim"))]
     pub(crate) fn fixed(bytes: [u8; 32], nonce_prefix: [u8; 16]) -> Sealing {
-        Sealing { key: Arc::new(SealKey::new(1, bytes, nonce_prefix)), keyring: Keyring::clear(1, bytes) }
+        Sealing { key: Arc::new(SealKey::new(1, bytes, nonce_prefix)), keyring: Keyring::clear(1, bytes), retry_at_ms: 0 }
     }
 }
 
@@ -224,7 +230,7 @@ impl Daemon {
     /// Brings the keyring file in step with the swarm's autolock setting
     /// (see the module docs). Cheap when nothing changed.
     pub(crate) fn sync_keyring(&mut self) {
-        if self.rekey_if_due() {
+        if self.mono_ms() < self.sealing.retry_at_ms || self.rekey_if_due() {
             return;
         }
         let manager = self.swarm.mode == Mode::Manager;
@@ -243,7 +249,7 @@ impl Daemon {
                     Keyring::wrapped(id, &data, unlock, *epoch, nonce)
                 }
                 Err(e) => {
-                    crate::log!("ERROR", "cannot wrap the data key: {e}");
+                    self.keyring_failed(format!("cannot wrap the data key: {e}"));
                     return;
                 }
             },
@@ -262,7 +268,7 @@ impl Daemon {
                 }
                 self.sealing.keyring = next;
             }
-            Err(e) => crate::log!("ERROR", "cannot update the keyring: {e}; retrying on the next change"),
+            Err(e) => self.keyring_failed(format!("cannot update the keyring: {e}")),
         }
     }
 
@@ -307,6 +313,12 @@ impl Daemon {
             Ok((ops, Reply::UnlockKey { key: UnlockKey::from_bytes(k).to_string(), rotated: true, previous_needed_by: behind }))
         });
         self.write(r)
+    }
+
+    /// Logs a failed keyring change; the next try waits [`KEYRING_RETRY_MS`].
+    pub(crate) fn keyring_failed(&mut self, what: String) {
+        crate::log!("ERROR", "{what}; trying again in {} s", KEYRING_RETRY_MS / 1000);
+        self.sealing.retry_at_ms = self.mono_ms() + KEYRING_RETRY_MS;
     }
 
     /// `swarm unlock` on a running daemon: there is nothing to unlock.

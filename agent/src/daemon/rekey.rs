@@ -43,7 +43,7 @@ impl Daemon {
         let draws = match draws {
             Ok(d) => d,
             Err(e) => {
-                crate::log!("ERROR", "cannot replace the data key: {e}; retrying on the next change");
+                self.keyring_failed(format!("cannot replace the data key: {e}"));
                 return true;
             }
         };
@@ -59,21 +59,21 @@ impl Daemon {
         let new_id = old.0.wrapping_add(1).max(1);
         let ring = Keyring::wrapped_rotating((new_id, &new_key), (old.0, &old.1), &unlock, autolock.epoch, [n1, n2]);
         if let Err(e) = seal::save_keyring(&self.cfg.data_dir.join(seal::KEYRING_FILE), &ring) {
-            crate::log!("ERROR", "cannot replace the data key: {e}; retrying on the next change");
+            self.keyring_failed(format!("cannot replace the data key: {e}"));
             return true;
         }
         let key = SealKey::new(new_id, new_key, prefix).with_previous(Some(old));
-        self.sealing = Sealing { key: Arc::new(key), keyring: ring };
+        self.sealing = Sealing { key: Arc::new(key), keyring: ring, retry_at_ms: 0 };
         self.finish_rekey();
         true
     }
 
     /// Steps 2 to 4 (see the module docs); on error the keyring keeps both
-    /// keys and the next converge tries again.
+    /// keys and a later converge tries again (after [`super::autolock::KEYRING_RETRY_MS`]).
     fn finish_rekey(&mut self) {
         let current = self.sealing.key.clone();
         if let Err(e) = self.store.reseal(current.clone()) {
-            crate::log!("ERROR", "cannot re-seal the raft records under the new data key: {e}; retrying");
+            self.keyring_failed(format!("cannot re-seal the raft records under the new data key: {e}"));
             return;
         }
         let dir = self.cfg.data_dir.clone();
@@ -83,7 +83,7 @@ impl Daemon {
         }
         for (name, k) in files {
             if let Err(e) = key::save(&dir.join(name), &k, &current) {
-                crate::log!("ERROR", "cannot re-seal {name} under the new data key: {e}; retrying");
+                self.keyring_failed(format!("cannot re-seal {name} under the new data key: {e}"));
                 return;
             }
         }
@@ -94,14 +94,14 @@ impl Daemon {
             (Some(k), true) => match self.io.random32() {
                 Ok(r) => Keyring::wrapped(id, &data, &UnlockKey::from_bytes(k), autolock.epoch, r[..24].try_into().unwrap_or_default()),
                 Err(e) => {
-                    crate::log!("ERROR", "cannot wrap the new data key: {e}; retrying");
+                    self.keyring_failed(format!("cannot wrap the new data key: {e}"));
                     return;
                 }
             },
             _ => Keyring::clear(id, data),
         };
         if let Err(e) = seal::save_keyring(&dir.join(seal::KEYRING_FILE), &ring) {
-            crate::log!("ERROR", "cannot store the keyring: {e}; retrying");
+            self.keyring_failed(format!("cannot store the keyring: {e}"));
             return;
         }
         crate::log!(
