@@ -102,6 +102,9 @@ pub struct Worker {
     offline: bool,
     /// In-place restarts made while offline, per task.
     local: BTreeMap<String, LocalRestarts>,
+    /// Tasks already started again by the resume: a later loss of their
+    /// process is a failure for the restart policy, not another resume.
+    resumed: BTreeSet<String>,
 }
 
 /// What a report says of `n` in-place restarts.
@@ -134,6 +137,9 @@ impl Worker {
     /// with no manager in reach (see the module docs).
     pub fn set_resume(&mut self, resume: bool) {
         self.resume = resume;
+        if !resume {
+            self.resumed.clear();
+        }
     }
 
     /// Whether this worker has a link to any manager (see the module docs).
@@ -299,6 +305,9 @@ impl Worker {
                 None => self.plan_task(t, &assigned.network, now, now_ms).or_else(|| self.tell_local_restarts(t, now)),
             };
             if let Some(mut a) = planned {
+                if self.resume && t.status.state == TaskState::Running && matches!(a, Action::Start { .. }) {
+                    self.resumed.insert(t.id.clone());
+                }
                 self.add_local_restarts(t, &mut a);
                 match &a {
                     Action::Report { .. } => {}
@@ -362,16 +371,18 @@ impl Worker {
         let observed = self.containers.get(&t.id);
         let l = self.local.get(&t.id).cloned().unwrap_or_default();
         if l.restarting {
-            // The old container is being removed or gone: start the same task again.
+            // The old container is gone: start the same task again; still there (a removal
+            // failed): remove it again.
             return Some(match observed {
                 None if networks_ready(networks, t) => Some(Action::Start { task: Box::new(t.clone()) }),
+                Some(ContainerState::Stopped { .. } | ContainerState::Created) => Some(Action::Remove { id: t.id.clone() }),
                 _ => None,
             });
         }
         let exit_code = match observed {
             Some(ContainerState::Stopped { exit_code }) => Some(*exit_code),
             // Lost with a reboot while resuming: the resume starts it again, uncounted.
-            Some(ContainerState::Created) | None if self.resume => return None,
+            Some(ContainerState::Created) | None if self.resume && !self.resumed.contains(&t.id) => return None,
             Some(ContainerState::Created) | None => None,
             Some(ContainerState::Running | ContainerState::Unknown) => return None,
         };
@@ -401,7 +412,8 @@ impl Worker {
     fn book_local_restart(&mut self, t: &Task, a: &Action, now_ms: u64) {
         let l = self.local.entry(t.id.clone()).or_default();
         if l.restarting {
-            l.restarting = false; // the start after the removal: counted with it
+            // The start after the removal (or a removal tried again): counted with the first.
+            l.restarting = matches!(a, Action::Remove { .. });
             return;
         }
         l.count += 1;
@@ -470,7 +482,7 @@ impl Worker {
         if t.desired_state != TaskState::Running || current < TaskState::Assigned {
             return None;
         }
-        if self.resume && current == TaskState::Running {
+        if self.resume && current == TaskState::Running && !self.resumed.contains(&t.id) {
             match observed {
                 // A reboot took its process: replace the container, then start the same task again.
                 Some(ContainerState::Created) => return Some(Action::Remove { id: t.id.clone() }),
@@ -702,6 +714,12 @@ mod tests {
         let status = w.handle_started(task, Ok(()), 7);
         assert_eq!(status.state, TaskState::Running);
         assert!(w.plan(&st, 8, 8).is_empty());
+        // Lost again while resuming: not resumed a second time (offline, the policy decides).
+        let e = w.list_epoch();
+        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Created, pid: None }]);
+        assert_eq!(kinds(&w.plan(&st, 8, 8)), vec!["report Failed task: container process is gone"]);
+        let e = w.list_epoch();
+        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Running, pid: None }]);
         // A task that exited is not resumed (the restart policy's, reported as before).
         let e = w.list_epoch();
         w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Stopped { exit_code: 3 }, pid: None }]);
@@ -753,14 +771,30 @@ mod tests {
             w.handle_started(task, Ok(()), 2);
             assert_eq!(w.untold_restarts(), attempt);
         }
+        // A removal that failed is tried again, and counted once.
+        crash(&mut w);
+        w.plan(&st, 1, 30_000);
+        let st3 = {
+            let mut x = st.clone();
+            x.tasks.get_mut("t1").unwrap().spec.restart.max_attempts = 3;
+            x
+        };
+        assert_eq!(kinds(&w.plan(&st3, 1, 31_000)), vec!["remove t1"]);
+        w.handle_removed("t1", false);
+        assert_eq!(kinds(&w.plan(&st3, 1, 31_001)), vec!["remove t1"]);
+        w.handle_removed("t1", true);
+        let started = w.plan(&st3, 1, 31_002);
+        let Action::Start { task } = &started[0] else { panic!("{started:?}") };
+        w.handle_started(task, Ok(()), 2);
+        assert_eq!(w.untold_restarts(), 3);
         // Past max attempts: reported as before, with what was done meanwhile.
         crash(&mut w);
-        let r = w.plan(&st, 3, 40_000);
+        let r = w.plan(&st3, 3, 40_000);
         let [Action::Report { status, .. }] = &r[..] else { panic!("{r:?}") };
         assert_eq!(status.state, TaskState::Failed);
-        assert_eq!(status.err, "task: non-zero exit (1); restarted in place 2 times with no manager in reach");
+        assert_eq!(status.err, "task: non-zero exit (1); restarted in place 3 times with no manager in reach");
         // Said again until the state shows it (a report sent while offline is lost).
-        assert_eq!(w.untold_restarts(), 2);
+        assert_eq!(w.untold_restarts(), 3);
         let mut told = st.clone();
         told.tasks.get_mut("t1").unwrap().status = status.clone();
         w.plan(&told, 4, 41_000);

@@ -50,6 +50,10 @@ pub(crate) struct Sealing {
     /// After a failed keyring change, when to try again (mono ms): a full
     /// disk must not turn into an error line per tick.
     pub(crate) retry_at_ms: u64,
+    /// An autolock change proposed here and when (mono ms): one at a time,
+    /// or two could compute the same epoch, the second be skipped at apply
+    /// and its key be printed although it never took effect.
+    pub(crate) change_pending: Option<(shoal_manager::store::Proposal, u64)>,
 }
 
 /// How long after a failed keyring change the next try waits.
@@ -64,14 +68,24 @@ impl Sealing {
         let data_key = keyring.data_key(unlock)?;
         let previous = keyring.previous_key(unlock)?;
         let prefix = key::os_random::<16>()?;
-        Ok(Sealing { key: Arc::new(SealKey::new(keyring.key_id(), data_key, prefix).with_previous(previous)), keyring, retry_at_ms: 0 })
+        Ok(Sealing {
+            key: Arc::new(SealKey::new(keyring.key_id(), data_key, prefix).with_previous(previous)),
+            keyring,
+            retry_at_ms: 0,
+            change_pending: None,
+        })
     }
 
     /// A given data key (no keyring file): tests and the simulator, which
     /// pass a fresh `nonce_prefix` at each boot.
     #[cfg(any(test, feature = "sim"))]
     pub(crate) fn fixed(bytes: [u8; 32], nonce_prefix: [u8; 16]) -> Sealing {
-        Sealing { key: Arc::new(SealKey::new(1, bytes, nonce_prefix)), keyring: Keyring::clear(1, bytes), retry_at_ms: 0 }
+        Sealing {
+            key: Arc::new(SealKey::new(1, bytes, nonce_prefix)),
+            keyring: Keyring::clear(1, bytes),
+            retry_at_ms: 0,
+            change_pending: None,
+        }
     }
 }
 
@@ -275,6 +289,11 @@ impl Daemon {
     /// `swarm update`: settings and autolock in one entry; turning autolock
     /// on (or asking for it while on) is answered with the unlock key.
     pub(crate) fn swarm_update(&mut self, heartbeat_ms: Option<u64>, autolock: Option<bool>) -> Outcome {
+        if autolock.is_some() {
+            if let Some(busy) = self.autolock_change_busy() {
+                return busy;
+            }
+        }
         let state = self.store.state();
         let r = control::update_swarm(state, heartbeat_ms).and_then(|mut ops| {
             let Some(on) = autolock else { return Ok((ops, Reply::Ok)) };
@@ -287,13 +306,40 @@ impl Daemon {
             };
             Ok((ops, reply))
         });
-        self.write(r)
+        let out = self.write(r);
+        if autolock.is_some() {
+            self.note_autolock_change(&out);
+        }
+        out
+    }
+
+    /// The refusal while an autolock change proposed here is not applied yet.
+    fn autolock_change_busy(&mut self) -> Option<Outcome> {
+        let now_ms = self.mono_ms();
+        let (proposal, at) = self.sealing.change_pending?;
+        let applied = self.store.state().applied_index >= proposal.index;
+        if applied || now_ms.saturating_sub(at) >= super::swarm::WRITE_TIMEOUT_MS {
+            self.sealing.change_pending = None;
+            return None;
+        }
+        Some(Outcome::Now(Reply::error(ErrorKind::Unavailable, "another autolock change is still being committed; retry in a moment")))
+    }
+
+    fn note_autolock_change(&mut self, out: &Outcome) {
+        if let Outcome::AfterCommit { proposal, .. } = out {
+            self.sealing.change_pending = Some((*proposal, self.mono_ms()));
+        }
     }
 
     /// `swarm unlock-key [--rotate]`. A rotation names the managers this
     /// leader cannot reach: they keep needing the previous key until they
     /// have caught up.
     pub(crate) fn unlock_key(&mut self, rotate: bool) -> Outcome {
+        if rotate {
+            if let Some(busy) = self.autolock_change_busy() {
+                return busy;
+            }
+        }
         let state = self.store.state();
         if !rotate {
             let r = control::unlock_key(state).map(|k| {
@@ -312,7 +358,9 @@ impl Daemon {
             let ops = control::rotate_unlock_key(state, k)?;
             Ok((ops, Reply::UnlockKey { key: UnlockKey::from_bytes(k).to_string(), rotated: true, previous_needed_by: behind }))
         });
-        self.write(r)
+        let out = self.write(r);
+        self.note_autolock_change(&out);
+        out
     }
 
     /// Logs a failed keyring change; the next try waits [`KEYRING_RETRY_MS`].

@@ -63,7 +63,8 @@ impl Daemon {
             return true;
         }
         let key = SealKey::new(new_id, new_key, prefix).with_previous(Some(old));
-        self.sealing = Sealing { key: Arc::new(key), keyring: ring, retry_at_ms: 0 };
+        let change_pending = self.sealing.change_pending;
+        self.sealing = Sealing { key: Arc::new(key), keyring: ring, retry_at_ms: 0, change_pending };
         self.finish_rekey();
         true
     }
@@ -78,8 +79,11 @@ impl Daemon {
         }
         let dir = self.cfg.data_dir.clone();
         let mut files = vec![(key::NODE_KEY_FILE, self.swarm.node_key.clone())];
-        if let Some(c) = &self.swarm.cluster_key {
-            files.push((key::CLUSTER_KEY_FILE, c.clone()));
+        // The cluster key as held, or as on disk when it did not load at start (a file left
+        // sealed under the old key would never open again once that key is dropped).
+        let on_disk = || key::load(&dir.join(key::CLUSTER_KEY_FILE), &current).ok();
+        if let Some(c) = self.swarm.cluster_key.clone().or_else(on_disk) {
+            files.push((key::CLUSTER_KEY_FILE, c));
         }
         for (name, k) in files {
             if let Err(e) = key::save(&dir.join(name), &k, &current) {

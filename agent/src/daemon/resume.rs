@@ -33,20 +33,32 @@ pub(crate) struct Resume {
     due_ms: u64,
     /// The worker plans from the persisted set now.
     pub(crate) active: bool,
+    /// The record last written, to skip rewriting an unchanged set.
+    last_record: Option<Vec<u8>>,
 }
 
 impl Daemon {
     /// Keeps `a`, the assignment set this worker is about to act on, for a
     /// restart with no manager in reach (sealed, fsynced).
     pub(crate) fn persist_assignments(&mut self, a: &Assignments) {
-        let sealed = self.sealing.key.seal(AAD, &a.to_record());
-        if let Err(e) = self.store.set_blob(ASSIGNMENTS_BLOB, &sealed) {
-            crate::log!("ERROR", "cannot persist this node's assignments ({e}); a restart with no manager in reach runs an older set");
+        let record = a.to_record();
+        // Unchanged (a resend): no write, no fsync.
+        if self.resume.last_record.as_deref() != Some(record.as_slice()) {
+            let sealed = self.sealing.key.seal(AAD, &record);
+            match self.store.set_blob(ASSIGNMENTS_BLOB, &sealed) {
+                Ok(()) => self.resume.last_record = Some(record),
+                Err(e) => {
+                    crate::log!(
+                        "ERROR",
+                        "cannot persist this node's assignments ({e}); a restart with no manager in reach runs an older set"
+                    )
+                }
+            }
         }
         if self.resume.active {
             crate::log!("INFO", "a manager answered: planning from its assignments again");
         }
-        self.resume = Resume::default();
+        self.resume = Resume { last_record: self.resume.last_record.take(), ..Resume::default() };
         self.worker.set_resume(false);
     }
 
@@ -81,7 +93,7 @@ impl Daemon {
                     a.tasks.len(),
                     RESUME_WAIT_MS / 1000
                 );
-                self.resume = Resume { persisted: Some(a), due_ms: self.mono_ms() + RESUME_WAIT_MS, active: false };
+                self.resume = Resume { persisted: Some(a), due_ms: self.mono_ms() + RESUME_WAIT_MS, active: false, last_record: None };
             }
             Ok(_) => crate::log!("WARN", "the persisted assignments are another node's; ignored"),
             Err(e) => crate::log!("WARN", "the persisted assignments do not open ({e}); waiting for a manager"),
