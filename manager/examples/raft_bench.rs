@@ -130,7 +130,7 @@ fn run(clients: usize, secs: u64, payload_bytes: usize, sealed: bool) -> Option<
         let db = redb::Database::create(dir.join(format!("node{id}.redb"))).ok()?;
         let storage = if sealed {
             let seal = Arc::new(shoal_shared::seal::SealKey::new(1, [id as u8; 32], [0; 16]));
-            RaftStorage::new(Arc::new(db), seal, false).ok()?
+            RaftStorage::new(Arc::new(db), seal, shoal_manager::raft::Layout::Current).ok()?
         } else {
             RaftStorage::new_clear_for_bench(Arc::new(db)).ok()?
         };

@@ -7,13 +7,16 @@
 
 use redb::TableDefinition;
 
-/// Current layout version, stored under `meta["schema_version"]`.
-/// Version 1 kept raft's log entries and snapshot in clear; opening such a
-/// store seals them in place and raises the version (see
-/// `raft::RaftStorage::new`).
-pub const SCHEMA_VERSION: u64 = 2;
+/// Current layout version, stored under `meta["schema_version"]`: raft's
+/// records all sealed, bound to the store's history id. Version 1 kept
+/// them in clear, version 2 sealed entries and snapshot only; opening an
+/// older store upgrades it in place and raises the version (see
+/// `raft::storage`).
+pub const SCHEMA_VERSION: u64 = 3;
 /// The layout before sealing at rest.
 pub const SCHEMA_VERSION_PLAIN: u64 = 1;
+/// The first sealed layout: no history id, raft's meta records in clear.
+pub const SCHEMA_VERSION_SEALED_NO_HISTORY: u64 = 2;
 
 /// Layout: key = a name, value = a u64 (`schema_version`).
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");

@@ -64,8 +64,9 @@
 //! every replica alike and counted in `skipped_entries`. Every watched
 //! proposal's index is greater than `applied`.
 
+use crate::raft::storage::Layout;
 use crate::raft::{self, ConfChange, EntryKind, Persisted, Raft, RaftStorage};
-use crate::schema::{BLOBS, LOCAL, META, SCHEMA_VERSION, SCHEMA_VERSION_PLAIN};
+use crate::schema::{BLOBS, LOCAL, META, SCHEMA_VERSION, SCHEMA_VERSION_PLAIN, SCHEMA_VERSION_SEALED_NO_HISTORY};
 use crate::state::{SnapshotError, State};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use shoal_shared::ops::Entry;
@@ -85,6 +86,9 @@ pub const OUTBOX_MESSAGES_MAX: usize = 4096;
 /// `local` key remembering a pending join (value [`LOCAL_BOOTSTRAP_JOIN`]).
 const LOCAL_BOOTSTRAP: &str = "raft_bootstrap";
 const LOCAL_BOOTSTRAP_JOIN: &str = "join";
+/// `local` key, present while the records were re-sealed under a new data
+/// key but the file has not been rewritten yet (see [`Store::reseal`]).
+const LOCAL_REWRITE_PENDING: &str = "rewrite_pending";
 
 /// Why the store refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -228,8 +232,10 @@ pub struct Store {
     /// Set when a drive failed after taking a `Ready`: the core and the
     /// disk may disagree, so every further input is refused.
     halted: Option<String>,
-    /// This open sealed a store written before sealing (schema version 1).
+    /// This open upgraded the records of an older layout in place.
     sealed_in_place: bool,
+    /// The database file (none on a simulated disk).
+    path: Option<std::path::PathBuf>,
 }
 
 /// What a refused proposal means to the person who asked for the change.
@@ -298,26 +304,38 @@ impl Store {
         tune: impl FnOnce(&mut raft::Config),
     ) -> Result<(Store, String), StoreError> {
         let database = open_database_file(path, CHECK_INTEGRITY_ON_OPEN)?;
-        let (store, node_id) =
-            Store::open_database(database, seal.clone(), seed, new_node_id, bootstrap, tune).map_err(|e| e.at_open(path))?;
-        if !store.sealed_in_place {
-            return Ok((store, node_id));
+        let (mut store, node_id) = Store::open_database(database, seal, seed, new_node_id, bootstrap, tune).map_err(|e| e.at_open(path))?;
+        store.path = Some(path.to_path_buf());
+        // Records upgraded in place, or a re-seal whose file rewrite did not
+        // finish: the old bytes are still in the file's free pages.
+        if store.sealed_in_place || store.local(LOCAL_REWRITE_PENDING)?.is_some() {
+            store.rewrite_file()?;
         }
-        // The records were sealed in place, so their plaintext is still in
-        // the file's free pages: rewrite the file from a copy of its live
-        // pages (fsynced), replace it atomically, and open the copy.
-        let copy = path.with_extension("redb.sealing");
+        Ok((store, node_id))
+    }
+
+    /// Rewrites the database file from a copy of its live pages (fsynced)
+    /// and replaces it atomically, so that nothing the store freed (records
+    /// in clear, or sealed under a replaced data key) stays in the file.
+    /// Clears [`LOCAL_REWRITE_PENDING`]. A store on a simulated disk has no
+    /// file to rewrite.
+    fn rewrite_file(&mut self) -> Result<(), StoreError> {
+        let Some(path) = self.path.clone() else { return Ok(()) };
+        let rewrite = |e: String| StoreError::Open { path: path.display().to_string(), message: format!("cannot rewrite it: {e}") };
+        let copy = path.with_extension("redb.rewrite");
         let _ = std::fs::remove_file(&copy);
-        let rewrite = |e: String| StoreError::Open { path: path.display().to_string(), message: format!("cannot rewrite it sealed: {e}") };
-        store.backup().and_then(|snap| snap.write_to(&copy)).map_err(|e| rewrite(e.to_string()))?;
-        let cfg = store.cfg.clone();
-        drop(store);
-        std::fs::rename(&copy, path).map_err(|e| rewrite(e.to_string()))?;
+        self.backup().and_then(|snap| snap.write_to(&copy)).map_err(|e| rewrite(e.to_string()))?;
+        std::fs::rename(&copy, &path).map_err(|e| rewrite(e.to_string()))?;
         if let Some(dir) = path.parent() {
             std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| rewrite(e.to_string()))?;
         }
-        let database = open_database_file(path, CHECK_INTEGRITY_ON_OPEN)?;
-        Store::open_database(database, seal, seed, || node_id.clone(), bootstrap, move |c| *c = cfg).map_err(|e| e.at_open(path))
+        // The copy holds every commit so far and nothing is written in
+        // between (`&mut self`): swap the handles to it.
+        let db = Arc::new(open_database_file(&path, false)?);
+        self.storage.set_database(db.clone());
+        self.db = db;
+        self.sealed_in_place = false;
+        self.remove_local(LOCAL_REWRITE_PENDING)
     }
 
     /// [`Store::open_with`] on a simulated disk (see [`crate::sim_disk`]):
@@ -348,8 +366,8 @@ impl Store {
         tune: impl FnOnce(&mut raft::Config),
     ) -> Result<(Store, String), StoreError> {
         let db = Arc::new(database);
-        let (node_id, plain_records) = init_local(&db, new_node_id)?;
-        let storage = RaftStorage::new(db.clone(), seal, plain_records)?;
+        let (node_id, layout) = init_local(&db, new_node_id)?;
+        let storage = RaftStorage::new(db.clone(), seal, layout)?;
         let persisted = storage.load()?;
         let mut cfg = raft::Config::lan(raft_id(&node_id), seed);
         tune(&mut cfg);
@@ -378,7 +396,8 @@ impl Store {
             watched: BTreeMap::new(),
             outcomes: Vec::new(),
             halted: None,
-            sealed_in_place: plain_records,
+            sealed_in_place: layout != Layout::Current,
+            path: None,
         };
         if fresh {
             let join_pending = store.local(LOCAL_BOOTSTRAP)?.as_deref() == Some(LOCAL_BOOTSTRAP_JOIN);
@@ -477,10 +496,14 @@ impl Store {
     /// Replaces the data key: every raft record is re-sealed under `seal`
     /// in one fsynced transaction (`seal` must still open records of the
     /// key it replaces), and new records are sealed under it.
+    /// The database file is then rewritten, so that the records sealed
+    /// under the replaced key are not left in its free pages (a crash before
+    /// that is finished at the next open: [`LOCAL_REWRITE_PENDING`]).
     pub fn reseal(&mut self, seal: Arc<SealKey>) -> Result<(), StoreError> {
         self.check_running()?;
+        self.set_local(LOCAL_REWRITE_PENDING, "1")?;
         self.storage.reseal(seal)?;
-        Ok(())
+        self.rewrite_file()
     }
 
     /// The replicated state as of the last applied entry.
@@ -808,13 +831,12 @@ impl Store {
     }
 }
 
-/// Checks the layout version and returns the node id, creating it if new.
 /// Creates or checks the schema version and the node id. Returns the node
-/// id and whether the raft records are still in clear (schema version 1;
-/// `RaftStorage::new` seals them and raises the version).
-fn init_local(database: &Database, new_node_id: impl FnOnce() -> String) -> Result<(String, bool), StoreError> {
+/// id and the layout the raft records are in (`RaftStorage::new` upgrades
+/// an older one and raises the version).
+fn init_local(database: &Database, new_node_id: impl FnOnce() -> String) -> Result<(String, Layout), StoreError> {
     let tx = database.begin_write().map_err(db)?;
-    let mut plain_records = false;
+    let mut layout = Layout::Current;
     let node_id = {
         let mut meta = tx.open_table(META).map_err(db)?;
         let found = meta.get("schema_version").map_err(db)?.map(|v| v.value());
@@ -822,7 +844,8 @@ fn init_local(database: &Database, new_node_id: impl FnOnce() -> String) -> Resu
             None => {
                 meta.insert("schema_version", SCHEMA_VERSION).map_err(db)?;
             }
-            Some(SCHEMA_VERSION_PLAIN) => plain_records = true,
+            Some(SCHEMA_VERSION_PLAIN) => layout = Layout::Plain,
+            Some(SCHEMA_VERSION_SEALED_NO_HISTORY) => layout = Layout::SealedNoHistory,
             Some(v) if v != SCHEMA_VERSION => return Err(StoreError::Schema { found: v }),
             Some(_) => {}
         }
@@ -838,7 +861,7 @@ fn init_local(database: &Database, new_node_id: impl FnOnce() -> String) -> Resu
         }
     };
     tx.commit().map_err(db)?;
-    Ok((node_id, plain_records))
+    Ok((node_id, layout))
 }
 
 #[cfg(test)]
@@ -891,7 +914,15 @@ mod tests {
         write_plain_store(&path, marker);
         let raw = std::fs::read(&path).unwrap();
         assert!(raw.windows(marker.len()).any(|w| w == marker.as_bytes()), "the fixture holds the marker in clear");
-        let (s, id) = Store::open(&path, 1, || unreachable!()).unwrap();
+        // Under a data key wrapped by an unlock key, clear records are
+        // refused and the file is left as it was.
+        let wrapped = Store::open_with(&path, Store::test_seal_key(), 1, || unreachable!(), Bootstrap::Single, |_| {});
+        let err = wrapped.err().expect("clear records refused").to_string();
+        assert!(err.contains("clear records are refused"), "{err}");
+        let after = std::fs::read(&path).unwrap();
+        assert!(after.windows(marker.len()).any(|w| w == marker.as_bytes()), "the refused open changed the records");
+        let upgrading = Arc::new(SealKey::new(1, [0x7e; 32], [9; 16]).allowing_plain_upgrade());
+        let (s, id) = Store::open_with(&path, upgrading, 1, || unreachable!(), Bootstrap::Single, |_| {}).unwrap();
         assert_eq!(id, "node-a");
         let svc = s.state().find_service("web").expect("the plaintext entry was applied");
         assert_eq!(svc.spec.task.container.env, vec![format!("SECRET={marker}")]);
@@ -904,6 +935,47 @@ mod tests {
         let (s, _) = Store::open(&path, 2, || unreachable!()).unwrap();
         assert!(!s.sealed_in_place);
         assert!(s.state().find_service("web").is_some());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn reseal_leaves_no_record_of_the_replaced_key_in_the_file() {
+        let path = tmp("reseal-file");
+        let dir = path.parent().unwrap().to_path_buf();
+        let (mut s, _) = Store::open(&path, 1, || "node-a".into()).unwrap();
+        for i in 0..50 {
+            s.propose(&Entry { at: i, ops: vec![Op::PutService(service(&format!("s{i}"), &format!("web{i}")))] }).unwrap();
+        }
+        // The sealed bytes of a few log rows under the first key.
+        let rows: Vec<Vec<u8>> = {
+            let rx = s.db.begin_read().unwrap();
+            let log = rx.open_table(crate::raft::storage::LOG).unwrap();
+            [2u64, 20, 40].iter().map(|i| log.get(*i).unwrap().unwrap().value()[8..].to_vec()).collect()
+        };
+        let raw = std::fs::read(&path).unwrap();
+        assert!(rows.iter().all(|r| raw.windows(r.len()).any(|w| w == r.as_slice())), "the fixture's rows are in the file");
+        let old = Store::test_seal_key();
+        let new = Arc::new(SealKey::new(2, [0x42; 32], [3; 16]).with_previous(Some((1, *old.key_bytes()))));
+        s.reseal(new).unwrap();
+        let raw = std::fs::read(&path).unwrap();
+        for r in &rows {
+            assert!(!raw.windows(r.len()).any(|w| w == r.as_slice()), "a record sealed under the replaced key is left in the file");
+        }
+        // The store keeps working on the rewritten file, and reopens under the new key alone.
+        s.propose(&Entry { at: 99, ops: vec![Op::PutService(service("after", "after"))] }).unwrap();
+        assert_eq!(s.local(LOCAL_REWRITE_PENDING).unwrap(), None);
+        drop(s);
+        let only_new = Arc::new(SealKey::new(2, [0x42; 32], [4; 16]));
+        let (s, _) = Store::open_with(&path, only_new.clone(), 2, || unreachable!(), Bootstrap::Single, |_| {}).unwrap();
+        assert_eq!(s.state().services.len(), 51);
+        // A rewrite interrupted by a crash is done at the next open.
+        s.set_local(LOCAL_REWRITE_PENDING, "1").unwrap();
+        drop(s);
+        let (s, _) = Store::open_with(&path, only_new, 3, || unreachable!(), Bootstrap::Single, |_| {}).unwrap();
+        assert_eq!(s.local(LOCAL_REWRITE_PENDING).unwrap(), None);
+        assert_eq!(s.state().services.len(), 51);
+        let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("shoal.redb")]);
         let _ = std::fs::remove_dir_all(dir);
     }
 

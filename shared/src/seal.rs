@@ -60,7 +60,8 @@ pub const KEY_BYTES: usize = 32;
 pub const UNLOCK_KEY_CHARS: usize = 43;
 /// Version byte of a sealed record.
 pub const RECORD_VERSION: u8 = 1;
-const NONCE_BYTES: usize = 24;
+/// Bytes of a record's nonce (and of [`SealKey::unique_id`]).
+pub const NONCE_BYTES: usize = 24;
 const TAG_BYTES: usize = 16;
 const HEADER_BYTES: usize = 1 + 4 + NONCE_BYTES;
 /// Bytes a sealed record adds to its plaintext.
@@ -148,6 +149,9 @@ pub struct SealKey {
     previous: Option<(u32, [u8; KEY_BYTES])>,
     nonce_prefix: [u8; 16],
     counter: AtomicU64,
+    /// Whether records and key files in clear (from before sealing) may be
+    /// sealed under this key; see [`SealKey::allowing_plain_upgrade`].
+    plain_upgrade: bool,
 }
 
 impl fmt::Debug for SealKey {
@@ -161,7 +165,7 @@ impl SealKey {
     /// `SealKey` value made from the same key (the daemon draws it from the
     /// OS at each start).
     pub fn new(id: u32, key: [u8; KEY_BYTES], nonce_prefix: [u8; 16]) -> SealKey {
-        SealKey { id, key, previous: None, nonce_prefix, counter: AtomicU64::new(0) }
+        SealKey { id, key, previous: None, nonce_prefix, counter: AtomicU64::new(0), plain_upgrade: false }
     }
 
     /// This key, still opening records sealed under `previous` (a data key
@@ -169,6 +173,28 @@ impl SealKey {
     pub fn with_previous(mut self, previous: Option<(u32, [u8; KEY_BYTES])>) -> SealKey {
         self.previous = previous;
         self
+    }
+
+    /// This key, allowing a store or key file written before sealing (in
+    /// clear) to be sealed under it. Only for a data key kept in clear: its
+    /// keyring gives no secrecy, so a clear record adds nothing an attacker
+    /// could not forge anyway. A key wrapped under an unlock key refuses
+    /// clear records: accepting them would let anyone who can write the
+    /// data dir plant records by marking the store "from before sealing".
+    pub fn allowing_plain_upgrade(mut self) -> SealKey {
+        self.plain_upgrade = true;
+        self
+    }
+
+    /// See [`SealKey::allowing_plain_upgrade`].
+    pub fn allows_plain_upgrade(&self) -> bool {
+        self.plain_upgrade
+    }
+
+    /// A value never returned twice by this key's nonce source: a unique id
+    /// (a store's history id), not a secret.
+    pub fn unique_id(&self) -> [u8; NONCE_BYTES] {
+        self.next_nonce()
     }
 
     pub fn id(&self) -> u32 {

@@ -68,12 +68,12 @@ impl Sealing {
         let data_key = keyring.data_key(unlock)?;
         let previous = keyring.previous_key(unlock)?;
         let prefix = key::os_random::<16>()?;
-        Ok(Sealing {
-            key: Arc::new(SealKey::new(keyring.key_id(), data_key, prefix).with_previous(previous)),
-            keyring,
-            retry_at_ms: 0,
-            change_pending: None,
-        })
+        let mut key = SealKey::new(keyring.key_id(), data_key, prefix).with_previous(previous);
+        if !keyring.is_wrapped() {
+            // A data key in clear protects nothing from whoever can write the data dir.
+            key = key.allowing_plain_upgrade();
+        }
+        Ok(Sealing { key: Arc::new(key), keyring, retry_at_ms: 0, change_pending: None })
     }
 
     /// A given data key (no keyring file): tests and the simulator, which
@@ -404,6 +404,11 @@ mod tests {
         seal::save_keyring(&dir.join(seal::KEYRING_FILE), &Keyring::wrapped(1, a.key.key_bytes(), &unlock, 1, [0; 24])).unwrap();
         let Start::Locked(k) = open_keyring(&dir).unwrap() else { panic!("not locked") };
         assert_eq!(&k.data_key(Some(&unlock)).unwrap(), a.key.key_bytes());
+        // Only a data key in clear may seal records found in clear (an
+        // upgrade from before sealing); an unlocked one refuses them.
+        assert!(a.key.allows_plain_upgrade());
+        let unlocked = Sealing::from_keyring(k, Some(&unlock)).unwrap();
+        assert!(!unlocked.key.allows_plain_upgrade());
         let _ = std::fs::remove_dir_all(dir);
     }
 }

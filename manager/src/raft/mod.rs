@@ -21,7 +21,7 @@ pub use node::{
     CompactError, Compaction, PeerProgress, Persisted, ProgressState, ProposeError, Raft, ReadState, Ready, RequestError, RestoreError,
     Role, SoftState, Status, StepError, MAX_READ_CTX_BYTES,
 };
-pub use storage::{RaftStorage, StorageError};
+pub use storage::{Layout, RaftStorage, StorageError};
 pub use types::{
     decode, encode, ConfChange, ConfState, DecodeError, Entry, EntryKind, HardState, Message, MessageKind, NodeId, RejectHint, Snapshot,
     SnapshotMeta, MAX_FRAME_BYTES, MAX_SNAPSHOT_CHUNK_BYTES, WIRE_VERSION,

@@ -124,6 +124,13 @@ impl NodeKey {
     pub fn decode(bytes: &[u8], path: &Path, seal: &SealKey) -> Result<(NodeKey, bool), KeyError> {
         let corrupt = |reason| KeyError::Corrupt { path: path.to_path_buf(), reason };
         let (private, public, plain) = match parse_head(bytes, path)? {
+            KEY_FILE_VERSION_PLAIN if !seal.allows_plain_upgrade() => {
+                return Err(corrupt(
+                    "the private key is in clear (a key file from before sealing), but this node's data key is wrapped under an \
+                     unlock key, so clear key files are refused (they could have been planted); restore the file from a backup, or \
+                     leave the swarm with --force and join again",
+                ));
+            }
             KEY_FILE_VERSION_PLAIN => {
                 let mut private = [0u8; 32];
                 private.copy_from_slice(&bytes[9..41]);
@@ -271,10 +278,19 @@ mod tests {
         assert_eq!(NodeKey::decode(&bytes, p, &seal).unwrap(), (key.clone(), false));
         assert!(!bytes.windows(32).any(|w| w == key.private()), "the private key is in clear");
         // The plaintext version still loads, and says so.
-        assert_eq!(NodeKey::decode(&key.encode_plain(), p, &seal).unwrap(), (key.clone(), true));
+        let upgrading = SealKey::new(1, [3; 32], [1; 16]).allowing_plain_upgrade();
+        assert_eq!(NodeKey::decode(&key.encode_plain(), p, &upgrading).unwrap(), (key.clone(), true));
         let mut bad = key.encode_plain();
         bad[50] ^= 1;
-        assert!(matches!(NodeKey::decode(&bad, p, &seal), Err(KeyError::Corrupt { reason: "public key does not match private key", .. })));
+        assert!(matches!(
+            NodeKey::decode(&bad, p, &upgrading),
+            Err(KeyError::Corrupt { reason: "public key does not match private key", .. })
+        ));
+        // Under a wrapped data key (no plain upgrade) a clear file is refused.
+        match NodeKey::decode(&key.encode_plain(), p, &seal) {
+            Err(KeyError::Corrupt { reason, .. }) => assert!(reason.contains("in clear"), "{reason}"),
+            other => panic!("clear key file accepted under a wrapped key: {other:?}"),
+        }
         let mut bad = bytes.clone();
         bad[20] ^= 1;
         assert!(matches!(NodeKey::decode(&bad, p, &seal), Err(KeyError::Corrupt { reason: "public key does not match private key", .. })));
@@ -340,8 +356,12 @@ mod tests {
         // A plaintext file from before sealing is rewritten sealed on load.
         crate::seal::write_private_file(&path, &key.encode_plain()).unwrap();
         assert_eq!(&public_of(&path).unwrap(), key.public());
-        assert_eq!(load(&path, &seal).unwrap(), key);
+        assert!(matches!(load(&path, &seal), Err(KeyError::Corrupt { .. })), "a clear file loaded under a wrapped key");
+        assert_eq!(std::fs::read(&path).unwrap().len(), KEY_FILE_PLAIN_BYTES, "a refused file is left as it was");
+        let upgrading = SealKey::new(seal.id(), *seal.key_bytes(), [5; 16]).allowing_plain_upgrade();
+        assert_eq!(load(&path, &upgrading).unwrap(), key);
         assert_eq!(std::fs::read(&path).unwrap().len(), KEY_FILE_BYTES);
+        assert_eq!(load(&path, &seal).unwrap(), key);
         std::fs::write(&path, b"garbage").unwrap();
         assert!(matches!(load_or_create(&path, &seal), Err(KeyError::Corrupt { .. })));
         std::fs::remove_dir_all(&dir).unwrap();
