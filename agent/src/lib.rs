@@ -18,5 +18,4 @@ mod network;
 mod runtime;
 #[cfg(feature = "sim")]
 pub mod sim;
-mod tar;
 mod worker;

@@ -15,19 +15,25 @@
 //! from it; `swarm init --force-new-cluster --advertise-addr NEW` then makes
 //! it the only manager of its swarm at its new address.
 //!
+//! The archive is POSIX ustar, written with the `tar` crate: regular files
+//! only, mode 0600, owner 0:0, named by one relative path component of at
+//! most [`NAME_BYTES_MAX`] bytes (no long-name extensions), each at most
+//! [`FILE_BYTES_MAX`] bytes (the octal size field). A file that yields fewer
+//! or more bytes than its size when it was opened is an error, never a
+//! silently malformed archive. GNU tar and busybox tar read it.
+//!
 //! At most [`BACKUPS_IN_FLIGHT_MAX`] backups are written at once per
 //! process; more are refused.
 
 use super::router::Outcome;
 use super::swarm::Mode;
 use super::{reply_later, Daemon};
-use crate::tar::{Member, TarError, TarWriter};
 use async_channel::Sender;
 use shoal_manager::backup::{BackupError, Snapshot};
 use shoal_shared::api::{ErrorKind, Reply};
 use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::io::{BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -36,6 +42,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub(crate) const DB_MEMBER: &str = "shoal.redb";
 /// Key files are the data dir's files with this suffix (`node.key`, `cluster.key`).
 const KEY_SUFFIX: &str = ".key";
+/// Longest member name: ustar's `name` field, without its `prefix` field.
+const NAME_BYTES_MAX: usize = 100;
+/// Largest member: 11 octal digits in a ustar header's size field.
+const FILE_BYTES_MAX: u64 = 0o777_7777_7777;
+/// Permission bits of every member.
+const MEMBER_MODE: u32 = 0o600;
 /// Backups being written at once in this process, at most.
 const BACKUPS_IN_FLIGHT_MAX: usize = 1;
 /// Backups being written now.
@@ -60,8 +72,12 @@ pub(crate) enum ArchiveError {
     Read { path: String, source: std::io::Error },
     #[error("cannot write the backup to {path}: {source}")]
     Write { path: String, source: std::io::Error },
-    #[error("cannot write the backup: {0}")]
-    Tar(#[from] TarError),
+    #[error("cannot put {name:?} in a tar archive: a member name must be one relative path component of 1 to {NAME_BYTES_MAX} bytes")]
+    BadName { name: String },
+    #[error("cannot put {name:?} in a tar archive: {size} bytes is over the format's {FILE_BYTES_MAX}")]
+    TooLarge { name: String, size: u64 },
+    #[error("{name:?} changed while it was archived: expected {expected} bytes")]
+    SizeChanged { name: String, expected: u64 },
 }
 
 impl ArchiveError {
@@ -204,19 +220,98 @@ fn key_files(data_dir: &Path) -> Result<Vec<(String, PathBuf)>, ArchiveError> {
 fn write_tar(path: &Path, members: &[(String, PathBuf)], mtime_s: u64) -> Result<u64, ArchiveError> {
     let write = |source| ArchiveError::Write { path: path.display().to_string(), source };
     let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(write)?;
-    let mut tar = TarWriter::new(BufWriter::new(file));
+    let mut tar = tar::Builder::new(BufWriter::new(file));
     for (name, src) in members {
         let read = |source| ArchiveError::Read { path: src.display().to_string(), source };
         let mut f = File::open(src).map_err(read)?;
-        let meta = f.metadata().map_err(read)?;
-        let m = Member { name, mode: 0o600, uid: meta.uid(), gid: meta.gid(), size: meta.len(), mtime_s };
-        tar.append(&m, &mut f)?;
+        let size_bytes = f.metadata().map_err(read)?.len();
+        append_member(&mut tar, path, &Member { name, size_bytes, src }, mtime_s, &mut f)?;
     }
-    let mut out = tar.finish()?;
-    out.flush().map_err(write)?;
+    let out = tar.into_inner().map_err(write)?;
     let file = out.into_inner().map_err(|e| write(e.into_error()))?;
     file.sync_all().map_err(write)?;
     Ok(file.metadata().map_err(write)?.len())
+}
+
+/// The ustar header of regular file `name` of `size` bytes: mode 0600,
+/// owner 0:0. Refuses names and sizes the format cannot hold as they are.
+fn header(name: &str, size: u64, mtime_s: u64) -> Result<tar::Header, ArchiveError> {
+    let bad_name = || ArchiveError::BadName { name: name.to_string() };
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() > NAME_BYTES_MAX || bytes.contains(&b'/') || bytes.contains(&0) || name == "." || name == ".." {
+        return Err(bad_name());
+    }
+    if size > FILE_BYTES_MAX {
+        return Err(ArchiveError::TooLarge { name: name.to_string(), size });
+    }
+    let mut h = tar::Header::new_ustar();
+    h.set_path(name).map_err(|_| bad_name())?;
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(MEMBER_MODE);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_size(size);
+    h.set_mtime(mtime_s.min(FILE_BYTES_MAX));
+    h.set_cksum();
+    Ok(h)
+}
+
+/// A member to append: its name, its size when opened, and the path it is
+/// read from (for errors).
+struct Member<'a> {
+    name: &'a str,
+    size_bytes: u64,
+    src: &'a Path,
+}
+
+/// Appends `m` to the archive at `archive` (for errors): its header and
+/// exactly `m.size_bytes` bytes read from `data`, which must then be at its end.
+fn append_member<W: Write>(
+    tar: &mut tar::Builder<W>,
+    archive: &Path,
+    m: &Member<'_>,
+    mtime_s: u64,
+    data: &mut dyn Read,
+) -> Result<(), ArchiveError> {
+    let read = |source| ArchiveError::Read { path: m.src.display().to_string(), source };
+    let header = header(m.name, m.size_bytes, mtime_s)?;
+    let mut source = Counted { inner: (&mut *data).take(m.size_bytes), read_bytes: 0, failed: None };
+    let appended = tar.append(&header, &mut source);
+    if let Some(e) = source.failed.take() {
+        return Err(read(e));
+    }
+    appended.map_err(|source| ArchiveError::Write { path: archive.display().to_string(), source })?;
+    let mut probe = [0u8; 1];
+    if source.read_bytes != m.size_bytes || data.read(&mut probe).map_err(read)? != 0 {
+        return Err(ArchiveError::SizeChanged { name: m.name.to_string(), expected: m.size_bytes });
+    }
+    Ok(())
+}
+
+/// A member's source as the archive reads it: counts the bytes and keeps the
+/// first read error, so a short source or a failed read is told apart from a
+/// failed write of the archive.
+struct Counted<R> {
+    inner: R,
+    read_bytes: u64,
+    failed: Option<std::io::Error>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.read_bytes += n as u64;
+                Ok(n)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                let kind = e.kind();
+                self.failed = Some(e);
+                Err(std::io::Error::new(kind, "reading a member's source failed"))
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -305,5 +400,127 @@ mod tests {
         assert!(InFlight::begin().is_some(), "released when dropped");
         let left: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left, ["data"], "{left:?}");
+    }
+
+    /// Files of awkward sizes: empty, one block, one byte past it, several blocks.
+    fn files() -> Vec<(String, Vec<u8>)> {
+        [0usize, 1, 511, 512, 513, 5000]
+            .iter()
+            .map(|&n| (format!("f{n}.key"), (0..n).map(|i| (i * 7 + n) as u8).collect()))
+            .chain([("x".repeat(NAME_BYTES_MAX), b"y".to_vec()), (DB_MEMBER.to_string(), vec![0xAB; 70_000])])
+            .collect()
+    }
+
+    /// A member as the `tar` crate reads it back.
+    #[derive(Debug)]
+    struct ReadBack {
+        name: String,
+        mode: u32,
+        uid: u64,
+        gid: u64,
+        mtime_s: u64,
+        size: u64,
+        data: Vec<u8>,
+    }
+
+    /// Every member of the tar file at `path`, each checked to be a regular
+    /// file with a ustar header.
+    fn read_back(path: &Path) -> Vec<ReadBack> {
+        let mut ar = tar::Archive::new(File::open(path).unwrap());
+        let mut members = Vec::new();
+        for entry in ar.entries().unwrap() {
+            let mut e = entry.unwrap();
+            let h = e.header().clone();
+            assert!(h.as_ustar().is_some(), "a ustar header");
+            assert_eq!(h.entry_type(), tar::EntryType::Regular);
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            members.push(ReadBack {
+                name: e.path().unwrap().to_str().unwrap().to_string(),
+                mode: h.mode().unwrap(),
+                uid: h.uid().unwrap(),
+                gid: h.gid().unwrap(),
+                mtime_s: h.mtime().unwrap(),
+                size: h.size().unwrap(),
+                data,
+            });
+        }
+        members
+    }
+
+    #[test]
+    fn the_tar_crate_reads_back_every_member_byte_for_byte() {
+        let d = dir("members");
+        let files = files();
+        let mut members = Vec::new();
+        for (name, data) in &files {
+            let src = d.join(format!("src-{}", members.len()));
+            std::fs::write(&src, data).unwrap();
+            members.push((name.clone(), src));
+        }
+        let out = d.join("a.tar");
+        let size = write_tar(&out, &members, 1_700_000_000).unwrap();
+        assert_eq!(size, std::fs::metadata(&out).unwrap().len());
+        assert_eq!(size % 512, 0);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+        let back = read_back(&out);
+        assert_eq!(back.len(), files.len());
+        for ((name, data), m) in files.iter().zip(back) {
+            assert_eq!(&m.name, name);
+            assert_eq!((m.mode, m.uid, m.gid, m.mtime_s), (0o600, 0, 0, 1_700_000_000), "{name}");
+            assert_eq!(m.size, data.len() as u64, "{name}");
+            assert_eq!(&m.data, data, "{name}");
+        }
+        // GNU tar lists it without a warning.
+        let list = Command::new("tar").arg("-tvf").arg(&out).output().expect("run tar");
+        assert!(list.status.success() && list.stderr.is_empty(), "{}", String::from_utf8_lossy(&list.stderr));
+        let listing = String::from_utf8_lossy(&list.stdout);
+        assert_eq!(listing.lines().count(), files.len(), "{listing}");
+        assert!(listing.lines().all(|l| l.starts_with("-rw------- ")), "{listing}");
+    }
+
+    #[test]
+    fn bad_names_too_large_and_wrong_sizes_are_refused() {
+        for name in ["", "a/b", "/abs", "..", ".", "nul\0", &"x".repeat(NAME_BYTES_MAX + 1)] {
+            let e = header(name, 0, 0).unwrap_err();
+            assert!(matches!(e, ArchiveError::BadName { .. }), "{name:?}: {e}");
+            assert_eq!(e.kind(), ErrorKind::Internal);
+        }
+        let e = header("huge", FILE_BYTES_MAX + 1, 0).unwrap_err();
+        assert!(matches!(e, ArchiveError::TooLarge { .. }), "{e}");
+        assert!(e.to_string().contains("over the format's"), "{e}");
+        let mut tar = tar::Builder::new(Vec::new());
+        let out = Path::new("/out.tar");
+        let member = |name, size_bytes| Member { name, size_bytes, src: Path::new("/data/k.key") };
+        append_member(&mut tar, out, &member("ok", 1), 0, &mut &b"y"[..]).unwrap();
+        let e = append_member(&mut tar, out, &member("short", 10), 0, &mut &b"abc"[..]).unwrap_err();
+        assert!(matches!(e, ArchiveError::SizeChanged { expected: 10, .. }), "{e}");
+        let e = append_member(&mut tar, out, &member("long", 2), 0, &mut &b"abc"[..]).unwrap_err();
+        assert_eq!(e.to_string(), "\"long\" changed while it was archived: expected 2 bytes");
+        let e = append_member(&mut tar, out, &member("a/b", 0), 0, &mut &b""[..]).unwrap_err();
+        assert!(matches!(e, ArchiveError::BadName { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_failed_read_is_told_apart_from_a_failed_write() {
+        struct Failing;
+        impl Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("disk on fire"))
+            }
+        }
+        let out = Path::new("/out.tar");
+        let member = Member { name: "k.key", size_bytes: 4, src: Path::new("/data/k.key") };
+        let mut tar = tar::Builder::new(Vec::new());
+        let e = append_member(&mut tar, out, &member, 0, &mut Failing).unwrap_err();
+        assert!(matches!(e, ArchiveError::Read { .. }), "{e}");
+        assert_eq!(e.to_string(), "cannot read /data/k.key: disk on fire");
+        // An archive with room for less than one header block.
+        let mut small = [0u8; 100];
+        let mut tar = tar::Builder::new(&mut small[..]);
+        let e = append_member(&mut tar, out, &member, 0, &mut &b"abcd"[..]).unwrap_err();
+        assert!(matches!(e, ArchiveError::Write { .. }), "{e}");
+        assert!(e.to_string().starts_with("cannot write the backup to /out.tar: "), "{e}");
     }
 }
