@@ -3,13 +3,17 @@
 //!
 //! On the loop, [`Daemon::swarm_backup`] checks the node is a manager and
 //! takes a point-in-time [`Snapshot`] of its database (one read transaction:
-//! every commit so far, none after); the rest runs off the loop
+//! every commit so far, none after) and reads every `*.key` file of the data
+//! dir (the keyring `seal.key`, `node.key`, `cluster.key`) into memory, in
+//! the same turn of the loop: a data-key replacement also runs on the loop
+//! (`rekey`), so the keyring always opens the copied records and key files
+//! (read later, a keyring holding only a new key could be paired with
+//! records sealed under the old one). The rest runs off the loop
 //! ([`io::Io::read`](super::io::Io::read)) so raft keeps ticking: the
 //! snapshot is copied into a new database file next to the archive, the
 //! archive is written to a temporary file in the output's directory
-//! (mode 0600) with that copy as [`DB_MEMBER`] and every `*.key` file of the
-//! data dir as it is on disk (sealed or not), fsynced, and renamed onto the
-//! output. A failure leaves no temporary file and the output untouched.
+//! (mode 0600) with that copy as [`DB_MEMBER`] and the key files as they
+//! were read (sealed or not), fsynced, and renamed onto the output. A failure leaves no temporary file and the output untouched.
 //!
 //! The archive is a data dir: extracted into an empty one, a daemon starts
 //! from it; `swarm init --force-new-cluster --advertise-addr NEW` then makes
@@ -46,6 +50,8 @@ const KEY_SUFFIX: &str = ".key";
 const NAME_BYTES_MAX: usize = 100;
 /// Largest member: 11 octal digits in a ustar header's size field.
 const FILE_BYTES_MAX: u64 = 0o777_7777_7777;
+/// Largest key file read into memory (they are a few hundred bytes).
+const KEY_FILE_BYTES_MAX: u64 = 64 * 1024;
 /// Permission bits of every member.
 const MEMBER_MODE: u32 = 0o600;
 /// Backups being written at once in this process, at most.
@@ -124,10 +130,14 @@ impl Daemon {
             Err(e) => return Outcome::Now(Reply::error(ErrorKind::Internal, e.to_string())),
         };
         let data_dir = self.cfg.data_dir.clone();
+        let keys = match read_key_files(&data_dir) {
+            Ok(k) => k,
+            Err(e) => return Outcome::Now(Reply::error(e.kind(), e.to_string())),
+        };
         let mtime_s = self.now() / 1_000_000_000;
         let reply = reply.clone();
         self.io.read(Box::new(move || {
-            let written = write_archive(snapshot, &data_dir, &output, mtime_s);
+            let written = write_archive(snapshot, keys, &data_dir, &output, mtime_s);
             drop(in_flight);
             let r = match written {
                 Ok(w) => {
@@ -160,9 +170,16 @@ impl Drop for InFlight {
     }
 }
 
-/// Writes the archive of `snapshot` and `data_dir`'s key files to `output`
-/// (see the module header). Blocking.
-pub(crate) fn write_archive(snapshot: Snapshot, data_dir: &Path, output: &str, mtime_s: u64) -> Result<Written, ArchiveError> {
+/// Writes the archive of `snapshot` and `keys` (read from `data_dir` with
+/// [`read_key_files`] when the snapshot was taken) to `output` (see the
+/// module header). Blocking.
+pub(crate) fn write_archive(
+    snapshot: Snapshot,
+    keys: Vec<(String, Vec<u8>)>,
+    data_dir: &Path,
+    output: &str,
+    mtime_s: u64,
+) -> Result<Written, ArchiveError> {
     let out = PathBuf::from(output);
     let (Some(name), Some(dir)) = (out.file_name(), out.parent()) else { return Err(ArchiveError::BadPath(output.into())) };
     if !out.is_absolute() {
@@ -185,8 +202,8 @@ pub(crate) fn write_archive(snapshot: Snapshot, data_dir: &Path, output: &str, m
     // The read transaction pins pages of the live database: let it go at once.
     drop(snapshot);
     let written = copied.map_err(ArchiveError::from).and_then(|copied| {
-        let mut members = vec![(DB_MEMBER.to_string(), db_copy.clone())];
-        members.extend(key_files(data_dir)?);
+        let mut members = vec![(DB_MEMBER.to_string(), Source::File(db_copy.clone()))];
+        members.extend(keys.into_iter().map(|(name, bytes)| (name, Source::Bytes(bytes))));
         let size_bytes = write_tar(&tar_temp, &members, mtime_s)?;
         std::fs::rename(&tar_temp, &out).map_err(|source| ArchiveError::Write { path: output.into(), source })?;
         // Make the rename durable.
@@ -200,32 +217,56 @@ pub(crate) fn write_archive(snapshot: Snapshot, data_dir: &Path, output: &str, m
     written
 }
 
-/// `(member name, path)` of every regular `*.key` file in `data_dir`, by name.
-fn key_files(data_dir: &Path) -> Result<Vec<(String, PathBuf)>, ArchiveError> {
-    let read = |source| ArchiveError::Read { path: data_dir.display().to_string(), source };
+/// Every regular `*.key` file in `data_dir` with its bytes, by name.
+pub(crate) fn read_key_files(data_dir: &Path) -> Result<Vec<(String, Vec<u8>)>, ArchiveError> {
+    let read = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| ArchiveError::Read { path, source }
+    };
     let mut keys = Vec::new();
-    for entry in std::fs::read_dir(data_dir).map_err(read)? {
-        let entry = entry.map_err(read)?;
+    for entry in std::fs::read_dir(data_dir).map_err(read(data_dir))? {
+        let entry = entry.map_err(read(data_dir))?;
         let Ok(name) = entry.file_name().into_string() else { continue };
-        if name.ends_with(KEY_SUFFIX) && entry.file_type().map_err(read)?.is_file() {
-            keys.push((name, entry.path()));
+        if !name.ends_with(KEY_SUFFIX) || !entry.file_type().map_err(read(data_dir))?.is_file() {
+            continue;
         }
+        let path = entry.path();
+        let mut bytes = Vec::new();
+        File::open(&path).and_then(|f| f.take(KEY_FILE_BYTES_MAX + 1).read_to_end(&mut bytes)).map_err(read(&path))?;
+        if bytes.len() as u64 > KEY_FILE_BYTES_MAX {
+            return Err(ArchiveError::TooLarge { name, size: bytes.len() as u64 });
+        }
+        keys.push((name, bytes));
     }
     keys.sort();
     Ok(keys)
 }
 
-/// Writes `members` (name, source file) as a new tar file at `path` with
+/// Where a member's bytes come from.
+enum Source {
+    File(PathBuf),
+    Bytes(Vec<u8>),
+}
+
+/// Writes `members` (name, source) as a new tar file at `path` with
 /// mode 0600, fsynced; returns its size.
-fn write_tar(path: &Path, members: &[(String, PathBuf)], mtime_s: u64) -> Result<u64, ArchiveError> {
+fn write_tar(path: &Path, members: &[(String, Source)], mtime_s: u64) -> Result<u64, ArchiveError> {
     let write = |source| ArchiveError::Write { path: path.display().to_string(), source };
     let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(write)?;
     let mut tar = tar::Builder::new(BufWriter::new(file));
     for (name, src) in members {
-        let read = |source| ArchiveError::Read { path: src.display().to_string(), source };
-        let mut f = File::open(src).map_err(read)?;
-        let size_bytes = f.metadata().map_err(read)?.len();
-        append_member(&mut tar, path, &Member { name, size_bytes, src }, mtime_s, &mut f)?;
+        match src {
+            Source::File(src) => {
+                let read = |source| ArchiveError::Read { path: src.display().to_string(), source };
+                let mut f = File::open(src).map_err(read)?;
+                let size_bytes = f.metadata().map_err(read)?.len();
+                append_member(&mut tar, path, &Member { name, size_bytes, src }, mtime_s, &mut f)?;
+            }
+            Source::Bytes(bytes) => {
+                let member = Member { name, size_bytes: bytes.len() as u64, src: Path::new(name) };
+                append_member(&mut tar, path, &member, mtime_s, &mut bytes.as_slice())?;
+            }
+        }
     }
     let out = tar.into_inner().map_err(write)?;
     let file = out.into_inner().map_err(|e| write(e.into_error()))?;
@@ -347,7 +388,8 @@ mod tests {
 
     /// Archives the store `s` of `d/data` to `output`.
     fn archive(s: &Store, d: &Path, output: &Path) -> Result<Written, ArchiveError> {
-        write_archive(s.backup().unwrap(), &d.join("data"), output.to_str().unwrap(), 1_700_000_000)
+        let keys = read_key_files(&d.join("data"))?;
+        write_archive(s.backup().unwrap(), keys, &d.join("data"), output.to_str().unwrap(), 1_700_000_000)
     }
 
     #[test]
@@ -449,6 +491,27 @@ mod tests {
     }
 
     #[test]
+    fn key_files_are_archived_as_read_with_the_snapshot() {
+        let d = dir("keys-at-snapshot");
+        let s = store(&d.join("data"));
+        let (snapshot, keys) = (s.backup().unwrap(), read_key_files(&d.join("data")).unwrap());
+        // A data-key replacement after the snapshot rewrites the key files.
+        std::fs::write(d.join("data/node.key"), b"sealed under the next key").unwrap();
+        std::fs::write(d.join("data/seal.key"), b"keyring of the next key").unwrap();
+        let out = d.join("k.tar");
+        let w = write_archive(snapshot, keys, &d.join("data"), out.to_str().unwrap(), 1_700_000_000).unwrap();
+        assert_eq!(w.files, ["shoal.redb", "cluster.key", "node.key"]);
+        let back = read_back(&out);
+        let node = back.iter().find(|m| m.name == "node.key").unwrap();
+        assert_eq!(node.data, b"sealed-or-not");
+        // Too large a key file is refused, not read whole.
+        std::fs::write(d.join("data/big.key"), vec![0u8; KEY_FILE_BYTES_MAX as usize + 1]).unwrap();
+        let err = read_key_files(&d.join("data")).unwrap_err();
+        assert!(matches!(err, ArchiveError::TooLarge { ref name, .. } if name == "big.key"), "{err}");
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
     fn the_tar_crate_reads_back_every_member_byte_for_byte() {
         let d = dir("members");
         let files = files();
@@ -456,7 +519,7 @@ mod tests {
         for (name, data) in &files {
             let src = d.join(format!("src-{}", members.len()));
             std::fs::write(&src, data).unwrap();
-            members.push((name.clone(), src));
+            members.push((name.clone(), Source::File(src)));
         }
         let out = d.join("a.tar");
         let size = write_tar(&out, &members, 1_700_000_000).unwrap();
