@@ -74,15 +74,61 @@ pub fn now_ms(origin: Instant) -> u64 {
     origin.elapsed().as_millis() as u64
 }
 
-/// Connects to `addr`, giving up after `timeout`.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Async<TcpStream>> {
+/// Sets what every swarm socket needs: `TCP_NODELAY` (raft messages and
+/// heartbeats are small and latency-bound) and `TCP_USER_TIMEOUT` of
+/// `user_timeout_ms` (the kernel gives up on data left unacknowledged that
+/// long, instead of retransmitting for about 15 minutes on a dead path).
+pub fn set_swarm_socket_options(stream: &TcpStream, user_timeout_ms: u64) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let ms = libc::c_uint::try_from(user_timeout_ms).unwrap_or(libc::c_uint::MAX);
+    // SAFETY: a valid socket fd owned by `stream`, and a c_uint option value
+    // of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(stream),
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            std::ptr::addr_of!(ms).cast(),
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The `TCP_USER_TIMEOUT` of a socket, in ms (tests).
+#[cfg(test)]
+pub fn user_timeout_ms(stream: &TcpStream) -> io::Result<u64> {
+    let mut ms: libc::c_uint = 0;
+    let mut len = std::mem::size_of::<libc::c_uint>() as libc::socklen_t;
+    // SAFETY: a valid socket fd, and an out value of the size passed.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(stream),
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            std::ptr::addr_of_mut!(ms).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::from(ms))
+}
+
+/// Connects to `addr`, giving up after `timeout`; the socket gets
+/// [`set_swarm_socket_options`] with `user_timeout_ms`.
+pub async fn connect(addr: SocketAddr, timeout: Duration, user_timeout_ms: u64) -> io::Result<Async<TcpStream>> {
     let stream = Async::<TcpStream>::connect(addr)
         .or(async {
             Timer::after(timeout).await;
             Err(io::Error::new(io::ErrorKind::TimedOut, format!("connecting to {addr} timed out after {} ms", timeout.as_millis())))
         })
         .await?;
-    stream.get_ref().set_nodelay(true)?;
+    set_swarm_socket_options(stream.get_ref(), user_timeout_ms)?;
     Ok(stream)
 }
 
@@ -318,7 +364,7 @@ pub(crate) mod tests {
                 drive(stream, Link::responder(relaxed(&server_key), now_ms(origin)).unwrap(), origin, sc).await
             };
             let client = async {
-                let stream = connect(addr, Duration::from_secs(2)).await.unwrap();
+                let stream = connect(addr, Duration::from_secs(2), 3_000).await.unwrap();
                 drive(stream, Link::initiator(client_config, now_ms(origin)).unwrap(), origin, cc).await
             };
             let big: Vec<u8> = (0..1024 * 1024).map(|i| (i % 253) as u8).collect();
@@ -360,7 +406,7 @@ pub(crate) mod tests {
                 drive(stream, Link::responder(LinkConfig::lan(*server_key.private()), now_ms(origin)).unwrap(), origin, sc).await
             };
             let client = async {
-                let stream = connect(addr, Duration::from_secs(2)).await.unwrap();
+                let stream = connect(addr, Duration::from_secs(2), 3_000).await.unwrap();
                 drive(stream, Link::initiator(LinkConfig::lan(*client_key.private()), now_ms(origin)).unwrap(), origin, cc).await
             };
             // Under QEMU a whole-CPU-bound 32 MiB through emulated ChaCha
@@ -418,7 +464,7 @@ pub(crate) mod tests {
             };
             let (ch, cc) = channels_with(64);
             let client = async {
-                let stream = connect(addr, Duration::from_secs(2)).await.unwrap();
+                let stream = connect(addr, Duration::from_secs(2), 3_000).await.unwrap();
                 let started = Instant::now();
                 let link = Link::initiator(short(&client_key), now_ms(origin)).unwrap();
                 let app = async {
@@ -472,7 +518,7 @@ pub(crate) mod tests {
             };
             let (ch, cc) = channels_with(64);
             let client = async {
-                let stream = connect(addr, Duration::from_secs(2)).await.unwrap();
+                let stream = connect(addr, Duration::from_secs(2), 3_000).await.unwrap();
                 let link = Link::initiator(short(&client_key), now_ms(origin)).unwrap();
                 let chunk = vec![0u8; 1024 * 1024];
                 let app = async {
@@ -515,7 +561,7 @@ pub(crate) mod tests {
                 drive(stream, link, origin, sc).await
             };
             let client = async {
-                let stream = connect(addr, Duration::from_secs(2)).await.unwrap();
+                let stream = connect(addr, Duration::from_secs(2), 3_000).await.unwrap();
                 drive(stream, Link::initiator(relaxed(&client_key), now_ms(origin)).unwrap(), origin, cc).await
             };
             let app = async {
@@ -545,7 +591,7 @@ pub(crate) mod tests {
                 handshake(&stream, &mut link, origin).await.unwrap_err()
             };
             let client = async {
-                let stream = connect(addr, Duration::from_secs(2)).await.unwrap();
+                let stream = connect(addr, Duration::from_secs(2), 3_000).await.unwrap();
                 // Half of a frame length, then a byte every 50 ms (under the 400 ms idle timeout).
                 (&stream).write_all(&[0]).await.unwrap();
                 for _ in 0..100 {
@@ -575,7 +621,9 @@ pub(crate) mod tests {
                 drive(stream, Link::responder(short(&server_key), now_ms(origin)).unwrap(), origin, sc).await
             };
             let client = async {
-                let stream = connect(addr, Duration::from_secs(2)).await.unwrap();
+                let stream = connect(addr, Duration::from_secs(2), 3_000).await.unwrap();
+                assert!(stream.get_ref().nodelay().unwrap());
+                assert_eq!(user_timeout_ms(stream.get_ref()).unwrap(), 3_000);
                 drive(stream, Link::initiator(client_config, now_ms(origin)).unwrap(), origin, cc).await
             };
             let app = async {
@@ -587,7 +635,7 @@ pub(crate) mod tests {
             client.unwrap();
             drop(l);
             // Nothing listens on that port any more: a prompt, clear error.
-            let err = connect(addr, Duration::from_secs(2)).await.unwrap_err();
+            let err = connect(addr, Duration::from_secs(2), 3_000).await.unwrap_err();
             // QEMU user-mode for MIPS hands getsockopt(SO_ERROR) through
             // untranslated: the host's ECONNREFUSED (111) where MIPS says
             // 146 (see image/tests/registry.rs). Real MIPS kernels say 146.

@@ -154,7 +154,8 @@ async fn inbound(
 ) -> Result<(), String> {
     // The link's time base starts at accept: the handshake deadline covers the preamble.
     let origin = Instant::now();
-    let _ = stream.get_ref().set_nodelay(true);
+    net::set_swarm_socket_options(stream.get_ref(), LinkConfig::lan([0; 32]).idle_timeout_ms)
+        .map_err(|e| format!("cannot set the socket's options: {e}"))?;
     let mut preamble = [0u8; 1];
     stream
         .read_exact(&mut preamble)
@@ -343,7 +344,7 @@ pub(crate) async fn dial(
     pin: Option<[u8; 32]>,
     tx: Sender<Event>,
 ) {
-    let mut stream = match net::connect(addr, Duration::from_millis(DIAL_TIMEOUT_MS)).await {
+    let mut stream = match net::connect(addr, Duration::from_millis(DIAL_TIMEOUT_MS), LinkConfig::lan([0; 32]).idle_timeout_ms).await {
         Ok(s) => s,
         Err(e) => {
             let _ = tx.send(Event::DialFailed { conn, error: format!("cannot connect to {addr}: {e}") }).await;
