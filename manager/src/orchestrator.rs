@@ -17,7 +17,9 @@
 //!   says no, the dead task keeps the slot (so the service shows 0/1);
 //! - replicated tasks on a drained, down or removed node are shut down and
 //!   their slot gets a new unplaced task (which stays `Pending` while no node
-//!   can take it); a down node's worker stops them when it comes back;
+//!   can take it); a down node's worker stops them when it comes back; a
+//!   `Disconnected` node (`--node-lost-after`) keeps its tasks, global ones
+//!   included, and gets no new ones until it is Ready;
 //! - the constraint enforcer (swarmkit's `constraintenforcer`): on a node that
 //!   is up and active, a live replicated task whose node no longer passes its
 //!   own spec's constraints or platforms (a label removed, the role changed,
