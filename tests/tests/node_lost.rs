@@ -37,6 +37,14 @@ fn status(c: &Cluster, i: usize) -> String {
         .unwrap_or_default()
 }
 
+/// Waits until the manager's `node ls` shows node `i` as `want`.
+fn wait_status(c: &Cluster, i: usize, want: &str, timeout: Duration) {
+    wait_for_seen(&format!("node {i} to show {want}"), timeout, || {
+        let s = status(c, i);
+        (s == want).then_some(()).ok_or(s)
+    });
+}
+
 #[test]
 fn a_short_partition_keeps_the_tasks_and_a_long_one_replaces_them() {
     let Some(mut c) = Cluster::new(3) else { return };
@@ -57,19 +65,13 @@ fn a_short_partition_keeps_the_tasks_and_a_long_one_replaces_them() {
     // Shorter than --node-lost-after: Disconnected, nothing replaced, same containers.
     c.nodes[1].partition();
     let t = Instant::now();
-    wait_for_seen("the worker to show Disconnected", Duration::from_secs(11), || {
-        let s = status(&c, 1);
-        (s == "Disconnected").then_some(()).ok_or(s)
-    });
+    wait_status(&c, 1, "Disconnected", Duration::from_secs(11));
     println!("node_lost: Disconnected {:?} after the partition", t.elapsed());
     std::thread::sleep(Duration::from_secs(8).saturating_sub(t.elapsed()));
     assert_eq!(status(&c, 1), "Disconnected");
     assert_eq!(ids(&ps(&c, "web")), tasks, "no task created while Disconnected");
     c.nodes[1].heal();
-    wait_for_seen("the worker to be Ready again", WAIT, || {
-        let s = status(&c, 1);
-        (s == "Ready").then_some(()).ok_or(s)
-    });
+    wait_status(&c, 1, "Ready", WAIT);
     assert_eq!(c.nodes[1].tasks_pids(), pids, "the same container, the same pid");
     assert_eq!(ids(&ps(&c, "web")), tasks, "the same task set");
     let log = c.nodes[0].log();
@@ -79,10 +81,7 @@ fn a_short_partition_keeps_the_tasks_and_a_long_one_replaces_them() {
     let old = pids[0].0.clone();
     c.nodes[1].partition();
     let t = Instant::now();
-    wait_for_seen("the worker to be Down", Duration::from_secs(30), || {
-        let s = status(&c, 1);
-        (s == "Down").then_some(()).ok_or(s)
-    });
+    wait_status(&c, 1, "Down", Duration::from_secs(30));
     println!("node_lost: Down {:?} after the partition", t.elapsed());
     assert!(t.elapsed() >= Duration::from_secs(12), "Down before --node-lost-after: {:?}", t.elapsed());
     wait_for_seen("a replacement running on the other worker", WAIT, || {
@@ -96,10 +95,7 @@ fn a_short_partition_keeps_the_tasks_and_a_long_one_replaces_them() {
     let two_copies = healed.elapsed();
     println!("node_lost: the returning worker stopped its old copy {two_copies:?} after the heal");
     assert!(two_copies.as_millis() <= TWO_COPIES_MS_MAX, "two copies of a slot for {two_copies:?}");
-    wait_for_seen("the worker to be Ready again", WAIT, || {
-        let s = status(&c, 1);
-        (s == "Ready").then_some(()).ok_or(s)
-    });
+    wait_status(&c, 1, "Ready", WAIT);
     let rows = ps(&c, "web");
     let running: Vec<&Value> = rows.iter().filter(|t| t["CurrentState"].as_str().unwrap_or("").starts_with("Running")).collect();
     assert_eq!(running.len(), 2, "{rows:?}");
