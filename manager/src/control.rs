@@ -611,17 +611,33 @@ pub fn remove_service(state: &State, key: &str) -> Result<(Vec<Op>, String), Con
 }
 
 /// Ops for `swarm update`: each `Some` setting replaces the current one.
-pub fn update_swarm(state: &State, dispatcher_heartbeat_ms: Option<u64>) -> Result<Vec<Op>, ControlError> {
+pub fn update_swarm(state: &State, dispatcher_heartbeat_ms: Option<u64>, node_lost_after_ms: Option<u64>) -> Result<Vec<Op>, ControlError> {
     in_swarm(state)?;
     let mut next = state.settings.clone();
     if let Some(ms) = dispatcher_heartbeat_ms {
         SwarmSettings::check_dispatcher_heartbeat_ms(ms).map_err(ControlError::Invalid)?;
         next.dispatcher_heartbeat_ms = ms;
     }
-    if next == state.settings {
-        return Ok(Vec::new());
+    // Checked against the heartbeat it will run with, whichever of the two changes.
+    let lost_ms = node_lost_after_ms.unwrap_or(state.node_lost_after_ms);
+    if let Err(e) = shoal_shared::types::check_node_lost_after_ms(lost_ms, next.dispatcher_heartbeat_ms) {
+        let e = match node_lost_after_ms {
+            Some(_) => e,
+            None => format!(
+                "invalid --dispatcher-heartbeat of {} ms: it exceeds the swarm's --node-lost-after of {lost_ms} ms; raise that too, or set it to 0",
+                next.dispatcher_heartbeat_ms
+            ),
+        };
+        return Err(ControlError::Invalid(e));
     }
-    Ok(vec![Op::SetSwarmSettings(next)])
+    let mut ops = Vec::new();
+    if next != state.settings {
+        ops.push(Op::SetSwarmSettings(next));
+    }
+    if lost_ms != state.node_lost_after_ms {
+        ops.push(Op::SetNodeLostAfter { ms: lost_ms });
+    }
+    Ok(ops)
 }
 
 /// Ops for `swarm update --autolock=ON` (and `swarm init --autolock`):
@@ -860,16 +876,42 @@ mod tests {
 
     #[test]
     fn swarm_settings_are_validated() {
-        assert_eq!(update_swarm(&State::default(), Some(5_000)), Err(ControlError::NotInSwarm));
+        assert_eq!(update_swarm(&State::default(), Some(5_000), None), Err(ControlError::NotInSwarm));
         let s = swarm();
-        let ops = update_swarm(&s, Some(30_000)).unwrap();
+        let ops = update_swarm(&s, Some(30_000), None).unwrap();
         assert_eq!(ops, vec![Op::SetSwarmSettings(shoal_shared::types::SwarmSettings { dispatcher_heartbeat_ms: 30_000 })]);
-        assert!(update_swarm(&s, None).unwrap().is_empty(), "nothing to change, nothing proposed");
-        assert!(update_swarm(&s, Some(s.settings.dispatcher_heartbeat_ms)).unwrap().is_empty());
+        assert!(update_swarm(&s, None, None).unwrap().is_empty(), "nothing to change, nothing proposed");
+        assert!(update_swarm(&s, Some(s.settings.dispatcher_heartbeat_ms), None).unwrap().is_empty());
         for bad in [0, 99, shoal_shared::types::DISPATCHER_HEARTBEAT_MS_MAX + 1] {
-            let e = update_swarm(&s, Some(bad)).unwrap_err();
+            let e = update_swarm(&s, Some(bad), None).unwrap_err();
             assert!(e.to_string().contains("--dispatcher-heartbeat"), "{e}");
         }
+    }
+
+    #[test]
+    fn node_lost_after_is_validated_against_the_heartbeat() {
+        use shoal_shared::types::NODE_LOST_AFTER_MS_MAX;
+        assert_eq!(update_swarm(&State::default(), None, Some(60_000)), Err(ControlError::NotInSwarm));
+        let mut s = swarm();
+        let hb = s.settings.dispatcher_heartbeat_ms;
+        assert_eq!(update_swarm(&s, None, Some(600_000)).unwrap(), vec![Op::SetNodeLostAfter { ms: 600_000 }]);
+        assert_eq!(update_swarm(&s, None, Some(hb)).unwrap(), vec![Op::SetNodeLostAfter { ms: hb }], "the heartbeat itself is fine");
+        assert!(update_swarm(&s, None, Some(0)).unwrap().is_empty(), "already off");
+        for bad in [1, hb - 1, NODE_LOST_AFTER_MS_MAX + 1] {
+            let e = update_swarm(&s, None, Some(bad)).unwrap_err();
+            assert!(e.to_string().starts_with("invalid --node-lost-after"), "{e}");
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        }
+        // Both in one request: checked against the new heartbeat, proposed together.
+        let ops = update_swarm(&s, Some(5_000), Some(10_000)).unwrap();
+        assert_eq!(ops.len(), 2);
+        assert!(update_swarm(&s, Some(20_000), Some(10_000)).unwrap_err().to_string().contains("at least the dispatcher heartbeat"));
+        // A heartbeat raised past the setting in force is refused, naming it.
+        s.node_lost_after_ms = 10_000;
+        let e = update_swarm(&s, Some(20_000), None).unwrap_err().to_string();
+        assert!(e.contains("exceeds the swarm's --node-lost-after of 10000 ms"), "{e}");
+        assert_eq!(update_swarm(&s, None, Some(0)).unwrap(), vec![Op::SetNodeLostAfter { ms: 0 }], "turned off");
+        assert!(update_swarm(&s, Some(10_000), None).unwrap().len() == 1, "a heartbeat equal to it is fine");
     }
 
     #[test]

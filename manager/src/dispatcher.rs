@@ -27,7 +27,11 @@
 //! - a node is marked Down only by the leader, only after it has led for
 //!   [`LEADER_GRACE_MS`], and only once the node has had no link for the
 //!   swarm's dispatcher heartbeat, counted from when it was first seen
-//!   without one (or from the election, for a node not linked since).
+//!   without one (or from the election, for a node not linked since);
+//! - with `--node-lost-after` set (`State::node_lost_after_ms` > 0), such a
+//!   node is `Disconnected` first (its tasks stay where they are, nothing new
+//!   is placed there) and Down only once it has had no link for that long,
+//!   counted the same way; a Disconnected or Down node that is back is Ready.
 
 use crate::state::State;
 use shoal_shared::assignments::Assignments;
@@ -276,9 +280,10 @@ impl Dispatcher {
     }
 
     /// Leader: ops marking Down every node (but `self_id`) that has had no
-    /// link for the swarm's dispatcher heartbeat, and Ready again every Down
-    /// node that is back (itself; a manager with a link; a worker with a
-    /// session). `linked` says whether a
+    /// link for the swarm's dispatcher heartbeat (with `--node-lost-after`:
+    /// Disconnected then, Down after that long), and Ready again every
+    /// Disconnected or Down node that is back (itself; a manager with a link;
+    /// a worker with a session). `linked` says whether a
     /// node has a link now; `settled` is false while the leader's own
     /// proposals are in flight (their outcome may change the picture).
     pub fn poll_down(&mut self, state: &State, self_id: &str, now_ms: u64, settled: bool, linked: impl Fn(&str) -> bool) -> Vec<Op> {
@@ -287,12 +292,17 @@ impl Dispatcher {
             return Vec::new();
         }
         let grace_ms = state.settings.dispatcher_heartbeat_ms;
+        // 0: Down after the heartbeat, as before `--node-lost-after`; never below the heartbeat.
+        let lost_ms = match state.node_lost_after_ms {
+            0 => grace_ms,
+            ms => ms.max(grace_ms),
+        };
         // Bounded by the nodes of the swarm: forget removed ones.
         self.lost_at_ms.retain(|id, _| state.nodes.contains_key(id));
         self.seen.retain(|id| state.nodes.contains_key(id));
         let mut ops = Vec::new();
         for n in state.nodes.values() {
-            if n.state == NodeState::Down {
+            if matches!(n.state, NodeState::Down | NodeState::Disconnected) {
                 // Back: the leader itself, a manager with a link (managers open no session),
                 // or a worker with a session (found by the whole-node simulator: a manager
                 // marked Down while partitioned stayed Down for good once it was back).
@@ -302,7 +312,9 @@ impl Dispatcher {
                     self.effects.push_back(Effect::Log { level: "INFO", message });
                     ops.push(Op::SetNodeState { id: n.id.clone(), state: NodeState::Ready });
                 }
-                continue;
+                if back || n.state == NodeState::Down {
+                    continue;
+                }
             }
             if n.id == self_id || linked(&n.id) {
                 continue;
@@ -317,10 +329,17 @@ impl Dispatcher {
             }
             .max(since);
             let away_ms = now_ms.saturating_sub(lost);
-            if away_ms >= grace_ms {
+            if away_ms >= lost_ms {
                 let message = format!("node {} ({}) is down: no link for {away_ms} ms", n.id, n.description.hostname);
                 self.effects.push_back(Effect::Log { level: "WARN", message });
                 ops.push(Op::SetNodeState { id: n.id.clone(), state: NodeState::Down });
+            } else if away_ms >= grace_ms && n.state != NodeState::Disconnected {
+                let message = format!(
+                    "node {} ({}) is disconnected: no link for {away_ms} ms; its tasks stay until it has had none for {lost_ms} ms (--node-lost-after)",
+                    n.id, n.description.hostname
+                );
+                self.effects.push_back(Effect::Log { level: "WARN", message });
+                ops.push(Op::SetNodeState { id: n.id.clone(), state: NodeState::Disconnected });
             }
         }
         ops
@@ -542,6 +561,64 @@ mod tests {
         assert!(!w1_down(d.poll_down(&st, "m1", t2, true, none)), "not Down the moment its link is closed");
         assert!(!w1_down(d.poll_down(&st, "m1", t2 + hb - 1, true, none)));
         assert!(w1_down(d.poll_down(&st, "m1", t2 + hb, true, none)), "Down once the heartbeat passed");
+    }
+
+    /// `--node-lost-after`: silent for the heartbeat, a node is
+    /// Disconnected (once); silent for the setting in total, Down; back at
+    /// any point, Ready. Off (0), Down after the heartbeat as before.
+    #[test]
+    fn disconnected_between_the_heartbeat_and_node_lost_after() {
+        let mut st = state();
+        let ops = ["m1", "w1", "w2"].iter().map(|id| Op::SetNodeState { id: id.to_string(), state: NodeState::Ready }).collect();
+        st.apply(2, &Entry { at: 2, ops });
+        st.apply(3, &Entry { at: 3, ops: vec![Op::SetNodeLostAfter { ms: 12_000 }] });
+        let hb = st.settings.dispatcher_heartbeat_ms;
+        let mut d = Dispatcher::default();
+        d.handle_leadership(true, 0);
+        open(&mut d, &st, 7, "w1");
+        open(&mut d, &st, 8, "w2");
+        effects(&mut d);
+        let mut linked: BTreeSet<&str> = ["w1", "w2"].into();
+        let t = 20_000;
+        let w1 = |ops: Vec<Op>| -> Option<NodeState> {
+            ops.into_iter().find_map(|op| match op {
+                Op::SetNodeState { id, state } if id == "w1" => Some(state),
+                _ => None,
+            })
+        };
+        assert_eq!(w1(d.poll_down(&st, "m1", t, true, |n| linked.contains(n))), None);
+        linked.remove("w1");
+        d.handle_link_down("w1", 7, false, t);
+        assert_eq!(w1(d.poll_down(&st, "m1", t + hb - 1, true, |n| linked.contains(n))), None, "within the heartbeat");
+        assert_eq!(w1(d.poll_down(&st, "m1", t + hb, true, |n| linked.contains(n))), Some(NodeState::Disconnected));
+        assert!(effects(&mut d).iter().any(|e| e == "log WARN"));
+        st.apply(4, &Entry { at: 4, ops: vec![Op::SetNodeState { id: "w1".into(), state: NodeState::Disconnected }] });
+        assert_eq!(w1(d.poll_down(&st, "m1", t + 11_999, true, |n| linked.contains(n))), None, "Disconnected is proposed once");
+        assert_eq!(w1(d.poll_down(&st, "m1", t + 12_000, true, |n| linked.contains(n))), Some(NodeState::Down), "lost, in total");
+        // Back while Disconnected: a link alone is not enough for a worker, a session is.
+        linked.insert("w1");
+        d.handle_link_up("w1");
+        assert_eq!(w1(d.poll_down(&st, "m1", t + 5_000, true, |n| linked.contains(n))), None);
+        effects(&mut d);
+        open(&mut d, &st, 9, "w1");
+        assert_eq!(effects(&mut d), ["log INFO", "propose 1"], "the session proposes it Ready");
+        assert_eq!(w1(d.poll_down(&st, "m1", t + 5_000, true, |n| linked.contains(n))), Some(NodeState::Ready));
+        // Off again: straight to Down after the heartbeat.
+        st.apply(
+            5,
+            &Entry { at: 5, ops: vec![Op::SetNodeState { id: "w1".into(), state: NodeState::Ready }, Op::SetNodeLostAfter { ms: 0 }] },
+        );
+        linked.remove("w1");
+        d.handle_link_down("w1", 9, false, 50_000);
+        assert_eq!(w1(d.poll_down(&st, "m1", 50_000 + hb, true, |n| linked.contains(n))), Some(NodeState::Down));
+        // A node never linked since the election counts from the election, and the
+        // leader's own grace comes first.
+        let mut d = Dispatcher::default();
+        st.apply(6, &Entry { at: 6, ops: vec![Op::SetNodeLostAfter { ms: 12_000 }] });
+        d.handle_leadership(true, 1_000);
+        let none = |_: &str| false;
+        assert_eq!(w1(d.poll_down(&st, "m1", 1_000 + LEADER_GRACE_MS, true, none)), Some(NodeState::Disconnected));
+        assert_eq!(w1(d.poll_down(&st, "m1", 13_000, true, none)), Some(NodeState::Down));
     }
 
     #[test]

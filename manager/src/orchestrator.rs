@@ -17,7 +17,9 @@
 //!   says no, the dead task keeps the slot (so the service shows 0/1);
 //! - replicated tasks on a drained, down or removed node are shut down and
 //!   their slot gets a new unplaced task (which stays `Pending` while no node
-//!   can take it); a down node's worker stops them when it comes back;
+//!   can take it); a down node's worker stops them when it comes back; a
+//!   `Disconnected` node (`--node-lost-after`) keeps its tasks, global ones
+//!   included, and gets no new ones until it is Ready;
 //! - the constraint enforcer (swarmkit's `constraintenforcer`): on a node that
 //!   is up and active, a live replicated task whose node no longer passes its
 //!   own spec's constraints or platforms (a label removed, the role changed,
@@ -252,24 +254,38 @@ fn runnable_task<'a>(slot: &[&'a Task]) -> Option<&'a Task> {
     slot.iter().rev().copied().find(|t| runnable(t))
 }
 
-/// Nodes that are Down: their tasks cannot be stopped or heard from, and
-/// are replaced (see [`evacuate`]). Tasks of removed nodes end Orphaned.
-pub(crate) fn away_nodes(state: &State) -> BTreeSet<&str> {
-    state.nodes.values().filter(|n| n.state == NodeState::Down).map(|n| n.id.as_str()).collect()
+/// Nodes the leader has not heard from. Tasks of removed nodes end Orphaned.
+#[derive(Debug, Default)]
+pub struct Away<'a> {
+    /// Down: their tasks cannot be stopped or heard from, and are replaced
+    /// (see [`evacuate`]).
+    pub down: BTreeSet<&'a str>,
+    /// Disconnected (silent for less than `--node-lost-after`): their tasks
+    /// stay, nothing new goes there, and a rolling update leaves their
+    /// tasks for when they return.
+    pub disconnected: BTreeSet<&'a str>,
+}
+
+pub(crate) fn away_nodes(state: &State) -> Away<'_> {
+    let with = |s: NodeState| state.nodes.values().filter(move |n| n.state == s).map(|n| n.id.as_str()).collect();
+    Away { down: with(NodeState::Down), disconnected: with(NodeState::Disconnected) }
 }
 
 /// Whether `t` (another task of a slot) keeps a stop-first replacement
 /// waiting: it has a node, has not ended, and its node is not away (found by
 /// the whole-node simulator: a replacement waited for ever on the old task
 /// of a node that had left the swarm).
-pub(crate) fn holds_slot(t: &Task, away: &BTreeSet<&str>) -> bool {
-    !t.status.state.is_terminal() && !t.node_id.is_empty() && t.status.state >= TaskState::Assigned && !away.contains(t.node_id.as_str())
+pub(crate) fn holds_slot(t: &Task, away: &Away<'_>) -> bool {
+    !t.status.state.is_terminal()
+        && !t.node_id.is_empty()
+        && t.status.state >= TaskState::Assigned
+        && !away.down.contains(t.node_id.as_str())
 }
 
 fn restart_dead_tasks(
     service: &Service,
     slots: &BTreeMap<SlotKey, Vec<&Task>>,
-    away: &BTreeSet<&str>,
+    away: &Away<'_>,
     now: UnixNanos,
     rng: &mut Rng,
     ops: &mut Vec<Op>,
@@ -448,17 +464,23 @@ fn place_global(state: &State, service: &Service, slots: &BTreeMap<SlotKey, Vec<
             ops.push(Op::CreateTask(new_task(service, 0, node, rng, 0)));
         }
     }
-    // Pause only stops new tasks: a paused node that is otherwise eligible keeps its task.
-    let paused_but_fit = |id: &str| {
+    // Pause only stops new tasks: a paused node that is otherwise eligible keeps its task;
+    // so does a Disconnected one (`--node-lost-after`), until it is Down.
+    let kept_but_fit = |id: &str| {
         state.nodes.get(id).is_some_and(|n| {
             let mut active = n.clone();
-            active.availability = Availability::Active;
-            n.availability == Availability::Pause && scheduler::eligible(&active, &placement).is_ok()
+            if n.availability == Availability::Pause {
+                active.availability = Availability::Active;
+            }
+            if n.state == NodeState::Disconnected {
+                active.state = NodeState::Ready;
+            }
+            active != *n && scheduler::eligible(&active, &placement).is_ok()
         })
     };
     for (key, slot) in slots {
         let SlotKey::Node(node) = key else { continue };
-        if eligible.contains(node.as_str()) || paused_but_fit(node) {
+        if eligible.contains(node.as_str()) || kept_but_fit(node) {
             continue;
         }
         if let Some(t) = runnable_task(slot) {

@@ -31,9 +31,10 @@ use std::net::Ipv4Addr;
 /// Version of the snapshot encoding: `[SNAPSHOT_VERSION] ++ postcard(State)`.
 /// Version 1 lacked `settings` (it restores with the defaults); version 2
 /// held the records before networks (`shoal_shared::legacy`); version 3
-/// the nodes before plugins; version 4 had no `autolock`; postcard structs
-/// are positional, so a new field means a new version here.
-const SNAPSHOT_VERSION: u8 = 5;
+/// the nodes before plugins; version 4 had no `autolock`, version 5 no
+/// `node_lost_after_ms`; postcard structs are positional, so a new field
+/// means a new version here.
+const SNAPSHOT_VERSION: u8 = 6;
 
 /// The whole replicated state, materialised in memory.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -53,6 +54,9 @@ pub struct State {
     pub last_port: u32,
     /// Autolock and the unlock key (sealed at rest with the rest of the state).
     pub autolock: Autolock,
+    /// `--node-lost-after` (0: off): how long a silent node is
+    /// `Disconnected`, keeping its tasks, before it is Down.
+    pub node_lost_after_ms: u64,
 }
 
 /// The records at the head of every snapshot version, over the record
@@ -75,6 +79,8 @@ type StateV2 = (StateV1, SwarmSettings);
 type StateV3 = (Records<Cluster, NodeV2, Service, Task>, SwarmSettings, BTreeMap<String, Network>, u32);
 /// Snapshot version 4: version 5 without `autolock`.
 type StateV4 = (Records<Cluster, Node, Service, Task>, SwarmSettings, BTreeMap<String, Network>, u32);
+/// Snapshot version 5: version 6 without `node_lost_after_ms`.
+type StateV5 = (Records<Cluster, Node, Service, Task>, SwarmSettings, BTreeMap<String, Network>, u32, Autolock);
 
 impl<C: Into<Cluster>, N: Into<Node>, S: Into<Service>, T: Into<Task>> Records<C, N, S, T> {
     /// Today's state from an older snapshot's records and the fields after them.
@@ -90,6 +96,7 @@ impl<C: Into<Cluster>, N: Into<Node>, S: Into<Service>, T: Into<Task>> Records<C
             networks,
             last_port,
             autolock: Autolock::default(),
+            node_lost_after_ms: 0,
         }
     }
 }
@@ -272,6 +279,9 @@ impl State {
                 }
                 self.autolock = a.clone();
             }
+            Op::SetNodeLostAfter { ms } => {
+                self.node_lost_after_ms = *ms;
+            }
             Op::PutNetwork(n) => {
                 let taken = self.networks.values().any(|o| {
                     o.id != n.id
@@ -403,6 +413,9 @@ impl State {
             2 => postcard::from_bytes::<StateV2>(body).map(|(r, settings)| r.into_state(settings, BTreeMap::new(), 0)).map_err(corrupt),
             3 => postcard::from_bytes::<StateV3>(body).map(|(r, settings, nets, port)| r.into_state(settings, nets, port)).map_err(corrupt),
             4 => postcard::from_bytes::<StateV4>(body).map(|(r, settings, nets, port)| r.into_state(settings, nets, port)).map_err(corrupt),
+            5 => postcard::from_bytes::<StateV5>(body)
+                .map(|(r, settings, nets, port, autolock)| State { autolock, ..r.into_state(settings, nets, port) })
+                .map_err(corrupt),
             SNAPSHOT_VERSION => postcard::from_bytes(body).map_err(corrupt),
             _ => Err(SnapshotError::Version(v)),
         }
@@ -689,6 +702,35 @@ pub(crate) mod tests {
         assert_eq!(s.find_service("web").map(|w| w.id.as_str()), Some("s1"));
         assert_eq!((s.tasks["t1"].node_id.as_str(), s.tasks["t1"].slot), ("n1", 1));
         assert_eq!(State::restore(&s.snapshot()).unwrap(), s);
+    }
+
+    /// A version-5 snapshot (before `--node-lost-after`) restores with it off
+    /// and keeps its autolock; today's snapshot carries the setting.
+    #[test]
+    fn version_5_snapshots_restore_with_node_lost_after_off() {
+        let mut s = State::default();
+        s.apply(1, &entry(vec![Op::PutService(service("a", "web")), Op::CreateTask(task("t", "a", 1))]));
+        s.autolock = Autolock { key: Some([3; 32]), epoch: 2 };
+        s.last_port = 30_001;
+        // The records as version 5 wrote them (the head of `State`).
+        #[derive(Serialize)]
+        struct RecordsOut<'a> {
+            cluster: Option<Cluster>,
+            nodes: &'a BTreeMap<String, Node>,
+            services: &'a BTreeMap<String, Service>,
+            tasks: &'a BTreeMap<String, Task>,
+            applied_index: u64,
+        }
+        let head = RecordsOut { cluster: None, nodes: &s.nodes, services: &s.services, tasks: &s.tasks, applied_index: s.applied_index };
+        let mut v5 = vec![5u8];
+        v5.extend(postcard::to_allocvec(&(head, &s.settings, &s.networks, s.last_port, &s.autolock)).unwrap());
+        let old = State::restore(&v5).unwrap();
+        assert_eq!(old, s, "everything but the new setting, which is off");
+        assert_eq!(old.node_lost_after_ms, 0);
+        s.apply(2, &entry(vec![Op::SetNodeLostAfter { ms: 600_000 }]));
+        assert_eq!(s.node_lost_after_ms, 600_000);
+        assert_eq!(State::restore(&s.snapshot()).unwrap().node_lost_after_ms, 600_000);
+        assert!(matches!(State::restore(&v5[..v5.len() - 1]), Err(SnapshotError::Corrupt(_))));
     }
 
     #[test]

@@ -43,6 +43,13 @@
 //!   rollback config; a rollback never rolls back, it pauses);
 //! - with nothing dirty or in flight, the update completes `monitor` after
 //!   its last task reached `Running` or ended (at once if it created no task);
+//! - a dirty slot whose task is on a `Disconnected` node (`--node-lost-after`)
+//!   is *deferred*: the update neither replaces it nor waits for it, and
+//!   completes with a message naming how many tasks on which nodes will
+//!   update when they return ([`MSG_DEFERRED`]). While a completed status
+//!   says so, the updater goes on with the deferred slots whose node is back
+//!   (same batches, order and delay; failures go to the restart policy, the
+//!   update being over), and says `update completed` once none is left;
 //! - the orchestrator calls the updater only in rounds where restarts,
 //!   drains, the constraint enforcer and scaling had nothing to do, so no
 //!   two of them race for a slot.
@@ -63,6 +70,8 @@ pub const MSG_UPDATING: &str = "update in progress";
 pub const MSG_COMPLETED: &str = "update completed";
 pub const MSG_ROLLBACK_MANUAL: &str = "manually requested rollback";
 pub const MSG_ROLLBACK_COMPLETED: &str = "rollback completed";
+/// Ends a completion message that left tasks for their nodes' return.
+pub const MSG_DEFERRED: &str = "will update when they return";
 
 /// What one slot looks like to the updater.
 struct SlotView<'a> {
@@ -89,18 +98,21 @@ pub fn update(
     service: &Service,
     current: &dyn Fn(&Task) -> bool,
     slots: &BTreeMap<SlotKey, Vec<&Task>>,
-    away: &std::collections::BTreeSet<&str>,
+    away: &crate::orchestrator::Away<'_>,
     now: UnixNanos,
     rng: &mut Rng,
     ops: &mut Vec<Op>,
 ) {
     // Updates start in control (`service update`/`rollback` write the status);
-    // paused, completed or never-updated services are left alone.
+    // paused or never-updated services are left alone, and completed ones
+    // unless they left tasks of disconnected nodes for later.
     let status = match &service.update_status {
         Some(s) if s.state.in_progress() => s,
+        Some(s) if matches!(s.state, UpdateState::Completed | UpdateState::RollbackCompleted) && s.message.ends_with(MSG_DEFERRED) => s,
         _ => return,
     };
-    let rolling_back = status.state == UpdateState::RollbackStarted;
+    let finishing = !status.state.in_progress();
+    let rolling_back = matches!(status.state, UpdateState::RollbackStarted | UpdateState::RollbackCompleted);
     let cfg = if rolling_back { service.spec.rollback } else { service.spec.update };
 
     let views: Vec<SlotView> = slots
@@ -117,7 +129,7 @@ pub fn update(
     // Failures first: they may stop everything else.
     let updated = views.iter().filter(|v| !v.mine.is_empty()).count();
     let failed: Vec<&Task> = views.iter().filter_map(|v| v.failed).collect();
-    if !failed.is_empty() && failed.len() as f64 / updated as f64 > f64::from(cfg.max_failure_ratio) {
+    if !finishing && !failed.is_empty() && failed.len() as f64 / updated as f64 > f64::from(cfg.max_failure_ratio) {
         let culprit = &failed[0].id;
         let paused = |state, what: &str| UpdateStatus {
             state,
@@ -179,7 +191,20 @@ pub fn update(
     let last_settled =
         views.iter().flat_map(|v| v.mine.iter()).filter(|t| t.status.state >= TaskState::Running).map(|t| t.status.timestamp).max();
     let any_mine = views.iter().any(|v| !v.mine.is_empty());
-    let dirty: Vec<&Task> = views.iter().filter(|v| v.new.is_none()).filter_map(|v| v.old).collect();
+    let (deferred, dirty): (Vec<&Task>, Vec<&Task>) =
+        views.iter().filter(|v| v.new.is_none()).filter_map(|v| v.old).partition(|t| away.disconnected.contains(t.node_id.as_str()));
+    if finishing {
+        if dirty.is_empty() && deferred.is_empty() {
+            let message = if rolling_back { MSG_ROLLBACK_COMPLETED } else { MSG_COMPLETED };
+            ops.push(Op::SetUpdateStatus {
+                id: service.id.clone(),
+                status: UpdateStatus { message: message.to_string(), ..status.clone() },
+            });
+        }
+        if dirty.is_empty() {
+            return;
+        }
+    }
     if dirty.is_empty() {
         // A settle time ahead of this leader's clock (its clock went back, or another
         // manager's ran ahead) does not hold the update up for the skew (found by the
@@ -194,7 +219,11 @@ pub fn update(
             } else {
                 (UpdateState::Completed, MSG_COMPLETED)
             };
-            let done = UpdateStatus { completed_at: now, message: message.to_string(), state, ..status.clone() };
+            let message = match deferred_text(service, &deferred) {
+                Some(later) => format!("{message}; {later}"),
+                None => message.to_string(),
+            };
+            let done = UpdateStatus { completed_at: now, message, state, ..status.clone() };
             ops.push(Op::SetUpdateStatus { id: service.id.clone(), status: done });
         }
         return;
@@ -220,6 +249,32 @@ pub fn update(
         ops.push(Op::CreateTask(next));
     }
 }
+
+/// What a completion says of `deferred` (tasks on disconnected nodes):
+/// the tasks as `service.slot`, the nodes, and [`MSG_DEFERRED`].
+fn deferred_text(service: &Service, deferred: &[&Task]) -> Option<String> {
+    if deferred.is_empty() {
+        return None;
+    }
+    let shown = |names: Vec<String>| {
+        let more = names.len().saturating_sub(DEFERRED_SHOWN_MAX);
+        let mut text = names.into_iter().take(DEFERRED_SHOWN_MAX).collect::<Vec<_>>().join(", ");
+        if more > 0 {
+            text += &format!(" and {more} more");
+        }
+        text
+    };
+    let name = &service.spec.name;
+    let tasks: Vec<String> =
+        deferred.iter().map(|t| if t.slot > 0 { format!("{name}.{}", t.slot) } else { format!("{name}.{}", t.node_id) }).collect();
+    let nodes: std::collections::BTreeSet<&str> = deferred.iter().map(|t| t.node_id.as_str()).collect();
+    let word = if nodes.len() == 1 { "node" } else { "nodes" };
+    let nodes = shown(nodes.into_iter().map(str::to_string).collect());
+    Some(format!("{} on disconnected {word} {nodes} {MSG_DEFERRED}", shown(tasks)))
+}
+
+/// Tasks (and nodes) named in a completion message with deferred tasks (the status stays small).
+const DEFERRED_SHOWN_MAX: usize = 5;
 
 #[cfg(test)]
 mod tests {
@@ -289,6 +344,10 @@ mod tests {
                 if t.node_id.is_empty() || t.status.state < TaskState::Assigned || t.status.state.is_terminal() {
                     continue;
                 }
+                // The agents of nodes the leader does not hear from are not heard.
+                if self.s.nodes.get(&t.node_id).is_some_and(|n| matches!(n.state, NodeState::Disconnected | NodeState::Down)) {
+                    continue;
+                }
                 let st = if t.desired_state > TaskState::Running {
                     TaskState::Shutdown
                 } else if t.desired_state == TaskState::Running && t.status.state < TaskState::Running {
@@ -341,6 +400,28 @@ mod tests {
                 self.now += S / 10;
                 self.settle();
             }
+        }
+
+        /// Adds a second node `n2`, ready and active.
+        fn add_n2(&mut self) {
+            let mut n2 = self.s.nodes["n1"].clone();
+            n2.id = "n2".into();
+            n2.role = NodeRole::Worker;
+            n2.description.hostname = "h2".into();
+            self.apply(vec![Op::PutNode(n2)]);
+        }
+
+        fn set_n2(&mut self, state: NodeState) {
+            self.apply(vec![Op::SetNodeState { id: "n2".into(), state }]);
+        }
+
+        /// Live tasks on `node`.
+        fn on(&self, node: &str) -> Vec<String> {
+            self.s.tasks.values().filter(|t| t.node_id == node && live(t)).map(|t| t.id.clone()).collect()
+        }
+
+        fn message(&self) -> String {
+            self.service().update_status.as_ref().map(|u| u.message.clone()).unwrap_or_default()
         }
 
         fn service(&self) -> &Service {
@@ -764,6 +845,74 @@ mod tests {
             sim.s.tasks.values().filter(|t| t.desired_state == TaskState::Running).map(|t| t.node_id.as_str()).collect::<Vec<_>>(),
             vec!["n1"]
         );
+    }
+
+    fn live(t: &Task) -> bool {
+        t.desired_state <= TaskState::Running && !t.status.state.is_terminal()
+    }
+
+    /// `--node-lost-after`: a Disconnected node keeps its replicated task
+    /// (no replacement, nothing new placed there); a rolling update
+    /// completes without it, naming it, and updates it once the node is
+    /// back. Down, the task is replaced and the message settles.
+    #[test]
+    fn a_rolling_update_leaves_disconnected_nodes_for_their_return() {
+        for back in [NodeState::Ready, NodeState::Down] {
+            let mut sim = Sim::new(1, |s| s.update.parallelism = 1);
+            sim.add_n2();
+            sim.apply(control::scale_service(&sim.s, "web", 2).unwrap());
+            sim.settle();
+            let kept = sim.on("n2");
+            assert_eq!(kept.len(), 1, "spread over both nodes");
+            sim.set_n2(NodeState::Disconnected);
+            sim.run_for(2 * S);
+            assert_eq!(sim.on("n2"), kept, "not replaced while Disconnected");
+            assert_eq!(sim.s.tasks.len(), 2, "no new task anywhere");
+            sim.apply(control::scale_service(&sim.s, "web", 3).unwrap());
+            sim.settle();
+            assert_eq!((sim.on("n1").len(), sim.on("n2").len()), (2, 1), "nothing new on a Disconnected node");
+            sim.update(env("2"));
+            sim.run_for(3 * S);
+            assert_eq!(sim.state(), Some(UpdateState::Completed), "{}", sim.message());
+            assert_eq!(sim.message(), "update completed; web.2 on disconnected node n2 will update when they return");
+            assert_eq!(sim.on("n2"), kept, "its task waits for it");
+            assert_eq!(sim.running(), (2, 1), "n1's tasks are updated");
+            sim.set_n2(back);
+            sim.run_for(3 * S);
+            assert_eq!(sim.message(), MSG_COMPLETED);
+            assert_eq!(sim.running(), (3, 0), "{back:?}");
+            let kept_task = &sim.s.tasks[&kept[0]];
+            assert_eq!(kept_task.desired_state, TaskState::Shutdown, "{back:?}: replaced");
+            if back == NodeState::Ready {
+                assert_eq!(sim.on("n2").len(), 1, "updated in place of the returning node's task");
+                assert_eq!(kept_task.status.state, TaskState::Shutdown);
+            }
+        }
+    }
+
+    #[test]
+    fn global_tasks_stay_on_disconnected_nodes_and_update_when_they_return() {
+        let mut sim = Sim::new(1, |s| s.mode = ServiceMode::Global);
+        sim.add_n2();
+        sim.settle();
+        let kept = sim.on("n2");
+        assert_eq!(kept.len(), 1);
+        sim.set_n2(NodeState::Disconnected);
+        sim.run_for(S);
+        assert_eq!(sim.on("n2"), kept, "a Disconnected node keeps its global task");
+        sim.update(env("2"));
+        sim.run_for(3 * S);
+        assert_eq!(sim.state(), Some(UpdateState::Completed));
+        assert_eq!(sim.message(), "update completed; web.n2 on disconnected node n2 will update when they return");
+        sim.set_n2(NodeState::Ready);
+        sim.run_for(3 * S);
+        assert_eq!(sim.message(), MSG_COMPLETED);
+        assert_eq!(sim.running(), (2, 0));
+        assert_eq!(sim.on("n2").len(), 1);
+        // Down, as before `--node-lost-after`: the global task leaves the node.
+        sim.set_n2(NodeState::Down);
+        sim.settle();
+        assert!(sim.on("n2").is_empty());
     }
 
     #[test]

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the control API; replies to other versions are refused.
 /// Version 5 added autolock (`SwarmInit::autolock`, `SwarmUpdate::autolock`,
-/// `Reply::SwarmInit::unlock_key`).
-pub const API_VERSION: u8 = 5;
+/// `Reply::SwarmInit::unlock_key`), version 6 `--node-lost-after`
+/// (`SwarmUpdate::node_lost_after_ms`, `SwarmInfo::node_lost_after_ms`).
+pub const API_VERSION: u8 = 6;
 
 /// A CLI request.
 // Messages are built once and moved; boxing the big variants buys nothing on the wire.
@@ -113,6 +114,8 @@ pub enum Request {
         dispatcher_heartbeat_ms: Option<u64>,
         /// `--autolock=true|false`; turning it on is answered with [`Reply::UnlockKey`].
         autolock: Option<bool>,
+        /// `--node-lost-after` in ms (0: off).
+        node_lost_after_ms: Option<u64>,
     },
     /// `shoal info`: this node and its swarm, as it sees them.
     Info,
@@ -304,6 +307,8 @@ pub struct SwarmInfo {
     pub warnings: Vec<String>,
     /// Docker's `Autolock Managers`: the swarm's autolock setting (managers only).
     pub autolock: bool,
+    /// `--node-lost-after` in ms, 0 when off (managers only).
+    pub node_lost_after_ms: u64,
 }
 
 /// A network with what `network ls`/`inspect` show beside the record.
@@ -461,7 +466,7 @@ mod tests {
         check(Request::SwarmJoinToken { role: NodeRole::Worker, rotate: true }, RequestClass::Write);
         check(Request::ServiceScale { service: "web".into(), replicas: 2 }, RequestClass::Write);
         check(Request::NodeRemove { node: "n".into(), force: false }, RequestClass::Write);
-        check(Request::SwarmUpdate { dispatcher_heartbeat_ms: Some(5_000), autolock: None }, RequestClass::Write);
+        check(Request::SwarmUpdate { dispatcher_heartbeat_ms: Some(5_000), autolock: None, node_lost_after_ms: None }, RequestClass::Write);
         check(Request::SwarmUnlock { key: String::new() }, RequestClass::Local);
         check(Request::SwarmUnlockKey { rotate: false }, RequestClass::Read);
         check(Request::SwarmUnlockKey { rotate: true }, RequestClass::Write);

@@ -116,6 +116,12 @@ pub enum Op {
     /// Turn autolock on or off or rotate its key; skipped unless its epoch
     /// is newer than the state's.
     SetAutolock(Autolock),
+    /// `swarm init|update --node-lost-after`: how long a silent node may be
+    /// `Disconnected` (tasks kept) before it is Down (tasks replaced); 0 is
+    /// off. Checked by the proposer (`manager::control::update_swarm`).
+    SetNodeLostAfter {
+        ms: u64,
+    },
 }
 
 /// A batch of ops proposed together, stamped by the proposer.
@@ -195,6 +201,7 @@ mod tests {
                 Op::RollbackService { id: "s".into(), status },
                 Op::SetNodeLabels { id: "n".into(), labels },
                 Op::SetSwarmSettings(crate::types::SwarmSettings { dispatcher_heartbeat_ms: 30_000 }),
+                Op::SetNodeLostAfter { ms: 600_000 },
             ],
         };
         assert_eq!(Entry::decode(&e.encode()).unwrap(), e);

@@ -547,6 +547,25 @@ impl SwarmSettings {
     }
 }
 
+/// Upper bound of `--node-lost-after` (0 turns it off).
+pub const NODE_LOST_AFTER_MS_MAX: u64 = 365 * 24 * 3_600_000;
+
+/// Checks a `--node-lost-after` value against the dispatcher heartbeat it
+/// will run with: 0 (off: a silent node is Down after the heartbeat, as
+/// before), or from the heartbeat to [`NODE_LOST_AFTER_MS_MAX`]. Between the
+/// heartbeat and this a silent node is `Disconnected` and keeps its tasks.
+pub fn check_node_lost_after_ms(ms: u64, dispatcher_heartbeat_ms: u64) -> Result<(), String> {
+    if ms == 0 || (dispatcher_heartbeat_ms..=NODE_LOST_AFTER_MS_MAX).contains(&ms) {
+        return Ok(());
+    }
+    if ms > NODE_LOST_AFTER_MS_MAX {
+        return Err(format!("invalid --node-lost-after of {ms} ms: use 0 (off) or a duration up to 8760h (365 days)"));
+    }
+    Err(format!(
+        "invalid --node-lost-after of {ms} ms: use 0 (off) or at least the dispatcher heartbeat of {dispatcher_heartbeat_ms} ms, e.g. 10m"
+    ))
+}
+
 impl Default for SwarmSettings {
     fn default() -> SwarmSettings {
         SwarmSettings { dispatcher_heartbeat_ms: DISPATCHER_HEARTBEAT_MS_DEFAULT }

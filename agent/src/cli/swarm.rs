@@ -40,6 +40,11 @@ pub(crate) enum SwarmCmd {
         /// tasks move (ns|us|ms|s|m|h; default 1s; raise it on flaky links).
         #[arg(long, value_name = "DURATION", value_parser = parse::duration_ns)]
         dispatcher_heartbeat: Option<u64>,
+        /// How long a silent node stays Disconnected, keeping its tasks, before
+        /// it is marked Down and its tasks move (0 = off: Down after the
+        /// dispatcher heartbeat; at least the heartbeat otherwise).
+        #[arg(long, value_name = "DURATION", value_parser = parse::duration_ns)]
+        node_lost_after: Option<u64>,
         /// Default address pool in CIDR format, repeatable (default 10.0.0.0/8).
         #[arg(long, value_parser = parse::cidr)]
         default_addr_pool: Vec<shoal_shared::types::Ipv4Net>,
@@ -59,6 +64,11 @@ pub(crate) enum SwarmCmd {
         /// tasks move (ns|us|ms|s|m|h; default 1s; raise it on flaky links).
         #[arg(long, value_name = "DURATION", value_parser = parse::duration_ns)]
         dispatcher_heartbeat: Option<u64>,
+        /// How long a silent node stays Disconnected, keeping its tasks, before
+        /// it is marked Down and its tasks move (0 = off: Down after the
+        /// dispatcher heartbeat; at least the heartbeat otherwise).
+        #[arg(long, value_name = "DURATION", value_parser = parse::duration_ns)]
+        node_lost_after: Option<u64>,
         /// Change manager autolocking setting (true|false).
         #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
         autolock: Option<bool>,
@@ -128,6 +138,7 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
             availability,
             force_new_cluster,
             dispatcher_heartbeat,
+            node_lost_after,
             default_addr_pool,
             default_addr_pool_mask_length,
             data_path_port,
@@ -144,9 +155,14 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
                 network.data_path_port = p;
             }
             let heartbeat_ms = dispatcher_heartbeat.map(ns_to_ms);
+            let lost_ms = node_lost_after.map(ns_to_ms);
             // Checked before the init, so a bad value cannot leave an initialized swarm without its settings.
             if let Some(ms) = heartbeat_ms {
                 shoal_shared::types::SwarmSettings::check_dispatcher_heartbeat_ms(ms).map_err(anyhow::Error::msg)?;
+            }
+            if let Some(ms) = lost_ms {
+                let heartbeat_ms = heartbeat_ms.unwrap_or(shoal_shared::types::DISPATCHER_HEARTBEAT_MS_DEFAULT);
+                shoal_shared::types::check_node_lost_after_ms(ms, heartbeat_ms).map_err(anyhow::Error::msg)?;
             }
             match call(
                 host,
@@ -154,11 +170,12 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
                 REPLY_MS_DEFAULT,
             )? {
                 Reply::SwarmInit { node_id, advertise_addr, worker_token, unlock_key } => {
-                    if heartbeat_ms.is_some() {
-                        call(host, Request::SwarmUpdate { dispatcher_heartbeat_ms: heartbeat_ms, autolock: None }, REPLY_MS_DEFAULT)
-                            .map_err(|e| {
-                                e.context("the swarm was initialized, but its settings were not applied; run `shoal swarm update` again")
-                            })?;
+                    if heartbeat_ms.is_some() || lost_ms.is_some() {
+                        let update =
+                            Request::SwarmUpdate { dispatcher_heartbeat_ms: heartbeat_ms, autolock: None, node_lost_after_ms: lost_ms };
+                        call(host, update, REPLY_MS_DEFAULT).map_err(|e| {
+                            e.context("the swarm was initialized, but its settings were not applied; run `shoal swarm update` again")
+                        })?;
                     }
                     print!("{}", init_text(&node_id, &worker_token, &advertise_addr));
                     if !unlock_key.is_empty() {
@@ -169,15 +186,19 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
                 r => Err(unexpected(r)),
             }
         }
-        SwarmCmd::Update { dispatcher_heartbeat, autolock } => {
-            if dispatcher_heartbeat.is_none() && autolock.is_none() {
+        SwarmCmd::Update { dispatcher_heartbeat, node_lost_after, autolock } => {
+            if dispatcher_heartbeat.is_none() && node_lost_after.is_none() && autolock.is_none() {
                 anyhow::bail!(
                     "nothing to update: give a setting, e.g. `shoal swarm update --dispatcher-heartbeat 30s` or `--autolock=true`"
                 );
             }
             let reply = call(
                 host,
-                Request::SwarmUpdate { dispatcher_heartbeat_ms: dispatcher_heartbeat.map(ns_to_ms), autolock },
+                Request::SwarmUpdate {
+                    dispatcher_heartbeat_ms: dispatcher_heartbeat.map(ns_to_ms),
+                    autolock,
+                    node_lost_after_ms: node_lost_after.map(ns_to_ms),
+                },
                 REPLY_MS_DEFAULT,
             )?;
             println!("Swarm updated.");
@@ -365,6 +386,23 @@ fn heartbeat_text(ms: u64) -> String {
     }
 }
 
+/// `--node-lost-after` as Go prints a duration (`10m0s`, `12s`, `1h0m0s`), `0s (off)` when off.
+fn lost_after_text(ms: u64) -> String {
+    if ms == 0 {
+        return "0s (off)".into();
+    }
+    let (h, m, s, milli) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1_000 % 60, ms % 1_000);
+    if ms < 1_000 {
+        return format!("{ms}ms");
+    }
+    let secs = if milli == 0 { format!("{s}s") } else { format!("{s}.{}s", format!("{milli:03}").trim_end_matches('0')) };
+    match (h, m) {
+        (0, 0) => secs,
+        (0, m) => format!("{m}m{secs}"),
+        (h, m) => format!("{h}h{m}m{secs}"),
+    }
+}
+
 fn info_text(i: &shoal_shared::api::SwarmInfo) -> String {
     let mut out = format!("Server Version: {}\nPlatform: {}\nRuntime: {}\n", i.version.version, i.version.platform, i.version.containerd);
     let by_kind = super::inspect::plugins_by_kind(&i.plugins);
@@ -390,6 +428,7 @@ fn info_text(i: &shoal_shared::api::SwarmInfo) -> String {
         }
         if let Some(s) = &i.settings {
             out += &format!(" Dispatcher:\n  Heartbeat Period: {}\n", heartbeat_text(s.dispatcher_heartbeat_ms));
+            out += &format!("  Node Lost After: {}\n", lost_after_text(i.node_lost_after_ms));
         }
         out += &format!(" Autolock Managers: {}\n", i.autolock);
     }
@@ -533,12 +572,13 @@ mod tests {
             plugins: ["null", "bridge", "host"].map(shoal_shared::types::Plugin::network).to_vec(),
             warnings: vec!["VXLAN (kernel option CONFIG_VXLAN) devices cannot be made: not supported".into()],
             autolock: false,
+            node_lost_after_ms: 600_000,
         };
         let text = info_text(&i);
         assert!(text.contains("Runtime: containerd 1.6.20\nPlugins:\n Network: bridge host null\nSwarm: active\n"), "{text}");
         assert_eq!(warnings_text(&i), "WARNING: VXLAN (kernel option CONFIG_VXLAN) devices cannot be made: not supported\n");
         assert!(text.contains("Swarm: active\n NodeID: abc\n Is Manager: true\n ClusterID: cid\n Managers: 1\n Nodes: 3\n"), "{text}");
-        assert!(text.contains(" Dispatcher:\n  Heartbeat Period: 30 seconds\n"), "{text}");
+        assert!(text.contains(" Dispatcher:\n  Heartbeat Period: 30 seconds\n  Node Lost After: 10m0s\n"), "{text}");
         assert!(text.ends_with(" Node Address: 10.0.0.5\n Manager Addresses:\n  10.0.0.5:2377\n"), "{text}");
         i.settings = Some(SwarmSettings { dispatcher_heartbeat_ms: 1_500 });
         assert!(info_text(&i).contains("Heartbeat Period: 1500 milliseconds"));
@@ -548,6 +588,33 @@ mod tests {
         let check = SwarmSettings::check_dispatcher_heartbeat_ms;
         assert!(check(50).is_err() && check(1_000).is_ok() && check(25 * 3_600_000).is_err());
         assert_eq!(ns_to_ms(30_000_000_000), 30_000);
+    }
+
+    #[test]
+    fn node_lost_after_parses_and_prints_like_go() {
+        use clap::Parser;
+        let parse = |args: &[&str]| super::super::Cli::try_parse_from(["shoal", "swarm"].iter().chain(args).copied());
+        for (args, want) in [
+            (&["update", "--node-lost-after", "10m"][..], Some(600_000_000_000)),
+            (&["update", "--node-lost-after", "0"][..], Some(0)),
+            (&["init", "--node-lost-after", "12s", "--dispatcher-heartbeat", "2s"][..], Some(12_000_000_000)),
+            (&["update", "--dispatcher-heartbeat", "2s"][..], None),
+        ] {
+            let cli = parse(args).unwrap();
+            let got = match cli.command {
+                super::super::Command::Swarm(SwarmCmd::Update { node_lost_after, .. }) => node_lost_after,
+                super::super::Command::Swarm(SwarmCmd::Init { node_lost_after, .. }) => node_lost_after,
+                other => panic!("not a swarm command: {other:?}"),
+            };
+            assert_eq!(got, want, "{args:?}");
+        }
+        assert!(parse(&["update", "--node-lost-after", "soon"]).is_err());
+        let check = shoal_shared::types::check_node_lost_after_ms;
+        assert!(check(0, 1_000).is_ok() && check(12_000, 2_000).is_ok() && check(2_000, 2_000).is_ok());
+        assert!(check(1_999, 2_000).unwrap_err().contains("at least the dispatcher heartbeat of 2000 ms"));
+        assert!(check(366 * 86_400_000, 1_000).unwrap_err().contains("up to 8760h"));
+        let texts: Vec<String> = [0, 500, 12_000, 1_500, 600_000, 90_000, 3_600_000, 5_430_250].map(lost_after_text).to_vec();
+        assert_eq!(texts, ["0s (off)", "500ms", "12s", "1.5s", "10m0s", "1m30s", "1h0m0s", "1h30m30.25s"]);
     }
 
     #[test]

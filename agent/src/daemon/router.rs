@@ -320,7 +320,9 @@ impl Daemon {
                 }
                 out
             }
-            Request::SwarmUpdate { dispatcher_heartbeat_ms, autolock } => self.swarm_update(dispatcher_heartbeat_ms, autolock),
+            Request::SwarmUpdate { dispatcher_heartbeat_ms, autolock, node_lost_after_ms } => {
+                self.swarm_update(dispatcher_heartbeat_ms, node_lost_after_ms, autolock)
+            }
             Request::Info => Outcome::Now(self.info()),
             Request::NodeRemove { node, force } => {
                 let r = control::remove_node(self.store.state(), &self.node_id, &node, force, |n| {

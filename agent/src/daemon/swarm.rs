@@ -551,6 +551,7 @@ impl Daemon {
             plugins: host.plugins,
             warnings: host.warnings,
             autolock: false,
+            node_lost_after_ms: 0,
         };
         if knows_state {
             info.cluster_id = state.cluster.as_ref().map(|c| c.id.clone()).unwrap_or_default();
@@ -558,6 +559,7 @@ impl Daemon {
             info.nodes = state.nodes.len() as u64;
             info.settings = Some(state.settings.clone());
             info.autolock = state.autolock.key.is_some();
+            info.node_lost_after_ms = state.node_lost_after_ms;
             info.leader_id = self.leader_node_id().unwrap_or_default();
         }
         Reply::Info(Box::new(info))
