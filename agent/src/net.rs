@@ -45,6 +45,10 @@ pub enum Command {
     Send(Vec<u8>),
     /// Close the link, telling the peer why.
     Close(String),
+    /// Switch the keepalive interval and idle timeout (the swarm's link
+    /// profile changed); the socket's `TCP_USER_TIMEOUT` follows the idle
+    /// timeout.
+    SetTiming { keepalive_interval_ms: u64, idle_timeout_ms: u64 },
 }
 
 /// The application's side of a running link.
@@ -304,6 +308,12 @@ pub async fn drive(stream: Async<TcpStream>, mut link: Link, origin: Instant, ch
                 }
             }
             Step::Command(Some(Command::Close(reason))) => link.close(&reason),
+            Step::Command(Some(Command::SetTiming { keepalive_interval_ms, idle_timeout_ms })) => {
+                // Both values come from a fixed profile table; a refusal keeps the old timing.
+                if link.set_timing(keepalive_interval_ms, idle_timeout_ms).is_ok() {
+                    let _ = set_swarm_socket_options(stream.get_ref(), idle_timeout_ms);
+                }
+            }
             Step::Command(None) => link.close("shutting down"),
             Step::Timer => {}
         }

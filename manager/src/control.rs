@@ -640,6 +640,12 @@ pub fn update_swarm(state: &State, dispatcher_heartbeat_ms: Option<u64>, node_lo
     Ok(ops)
 }
 
+/// Ops for `swarm init|update --link-profile`: none when it is in effect.
+pub fn set_link_profile(state: &State, profile: shoal_shared::types::LinkProfile) -> Result<Vec<Op>, ControlError> {
+    in_swarm(state)?;
+    Ok(if state.link_profile == profile { Vec::new() } else { vec![Op::SetLinkProfile(profile)] })
+}
+
 /// Ops for `swarm update --autolock=ON` (and `swarm init --autolock`):
 /// turning it on installs `new_key` as the unlock key in a new epoch;
 /// turning it off drops the key; asking for the current setting changes

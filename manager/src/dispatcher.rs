@@ -36,7 +36,7 @@
 use crate::state::State;
 use shoal_shared::assignments::Assignments;
 use shoal_shared::ops::Op;
-use shoal_shared::types::{Node, NodeDescription, NodeRole, NodeState};
+use shoal_shared::types::{LinkProfile, Node, NodeDescription, NodeRole, NodeState};
 use shoal_shared::wire::{ManagerInfo, NOT_A_MEMBER};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -71,6 +71,9 @@ pub fn manager_infos(state: &State) -> Vec<ManagerInfo> {
 pub enum Effect {
     /// Send node `node` (whose record is `record`) its assignments on `conn`.
     Assign { conn: u64, record: Box<Node>, assignments: Assignments, managers: Vec<ManagerInfo> },
+    /// Send the worker on `conn` the swarm's link profile (at its session's
+    /// start and whenever it changes).
+    Settings { conn: u64, link_profile: LinkProfile },
     /// Tell the peer on `conn` where the leader is (this node does not lead).
     Redirect { conn: u64 },
     /// Close `conn`, telling the peer why.
@@ -107,6 +110,8 @@ struct Session {
     /// The state index the session is known to be up to date with.
     sent_index: Option<u64>,
     sent: Option<Sent>,
+    /// The link profile last sent (workers learn it from their session).
+    sent_profile: Option<LinkProfile>,
 }
 
 /// The leader's dispatcher.
@@ -154,7 +159,7 @@ impl Dispatcher {
         let leads = self.leader_since_ms.is_some();
         #[cfg(any(test, feature = "sim"))]
         if leads && !state.nodes.contains_key(node_id) && crate::sim_bugs::on(crate::sim_bugs::Bug::SessionsForStrangers) {
-            self.sessions.insert(node_id.to_string(), Session { conn, sent_index: None, sent: None });
+            self.sessions.insert(node_id.to_string(), Session { conn, sent_index: None, sent: None, sent_profile: None });
             return;
         }
         let Some(node) = state.nodes.get(node_id) else {
@@ -172,7 +177,7 @@ impl Dispatcher {
             self.effects.push_back(Effect::Redirect { conn });
             return;
         }
-        self.sessions.insert(node_id.to_string(), Session { conn, sent_index: None, sent: None });
+        self.sessions.insert(node_id.to_string(), Session { conn, sent_index: None, sent: None, sent_profile: None });
         self.opened.insert(conn, node_id.to_string());
         let mut updated = node.clone();
         updated.state = NodeState::Ready;
@@ -208,7 +213,7 @@ impl Dispatcher {
             // went to the ended one is sent again (found by the whole-node simulator, seed 4405).
             let other = self.opened.iter().rev().find(|(_, n)| n.as_str() == node_id).map(|(c, _)| *c);
             if let Some(conn) = other {
-                self.sessions.insert(node_id.to_string(), Session { conn, sent_index: None, sent: None });
+                self.sessions.insert(node_id.to_string(), Session { conn, sent_index: None, sent: None, sent_profile: None });
             }
         }
         if !still_linked {
@@ -262,6 +267,10 @@ impl Dispatcher {
             let Some(record) = state.nodes.get(node_id) else { continue };
             if s.sent_index == Some(index) || (record.role == NodeRole::Manager && is_member(node_id)) {
                 continue;
+            }
+            if s.sent_profile != Some(state.link_profile) {
+                s.sent_profile = Some(state.link_profile);
+                self.effects.push_back(Effect::Settings { conn: s.conn, link_profile: state.link_profile });
             }
             s.sent_index = Some(index);
             let managers = managers.get_or_insert_with(|| manager_infos(state)).clone();
@@ -420,6 +429,7 @@ mod tests {
             .map(|e| match e {
                 Effect::Assign { conn, assignments, .. } => format!("assign {conn} {:?}", assignments.tasks.keys().collect::<Vec<_>>()),
                 Effect::Redirect { conn } => format!("redirect {conn}"),
+                Effect::Settings { conn, link_profile } => format!("settings {conn} {link_profile}"),
                 Effect::Close { conn, .. } => format!("close {conn}"),
                 Effect::Propose(ops) => format!("propose {}", ops.len()),
                 Effect::Log { level, .. } => format!("log {level}"),
@@ -450,7 +460,7 @@ mod tests {
         d.handle_session(&st, 7, "w1", "", NodeDescription::default());
         assert_eq!(effects(&mut d), ["log INFO", "propose 1"]);
         d.dispatch(&st, |_| false);
-        assert_eq!(effects(&mut d), ["assign 7 [\"t1\", \"t2\"]"]);
+        assert_eq!(effects(&mut d), ["settings 7 lan", "assign 7 [\"t1\", \"t2\"]"]);
         d.dispatch(&st, |_| false);
         assert!(effects(&mut d).is_empty(), "same index: nothing new");
         // A new index with the same assignments sends nothing either.
@@ -458,6 +468,17 @@ mod tests {
         st2.apply(2, &Entry { at: 2, ops: vec![Op::PutNode(node("w9", NodeRole::Worker))] });
         d.dispatch(&st2, |_| false);
         assert!(effects(&mut d).is_empty(), "unchanged assignments are not resent");
+        // A new link profile is sent once, the assignments being the same.
+        st2.apply(3, &Entry { at: 3, ops: vec![Op::SetLinkProfile(LinkProfile::Edge)] });
+        d.dispatch(&st2, |_| false);
+        assert_eq!(effects(&mut d), ["settings 7 edge"]);
+        d.dispatch(&st2, |_| false);
+        assert!(effects(&mut d).is_empty());
+        // A new session (after a reconnect) gets it again.
+        d.handle_session(&st2, 8, "w1", "", NodeDescription::default());
+        let _ = effects(&mut d);
+        d.dispatch(&st2, |_| false);
+        assert_eq!(effects(&mut d)[0], "settings 8 edge");
     }
 
     #[test]
@@ -507,7 +528,7 @@ mod tests {
         d.handle_leadership(true, 0);
         open(&mut d, &st, 31, "w1");
         d.dispatch(&st, |_| false);
-        assert_eq!(effects(&mut d), ["log INFO", "propose 1", "assign 31 [\"t1\", \"t2\"]"]);
+        assert_eq!(effects(&mut d), ["log INFO", "propose 1", "settings 31 lan", "assign 31 [\"t1\", \"t2\"]"]);
         // The old link's session, then its end.
         open(&mut d, &st, 30, "w1");
         d.dispatch(&st, |_| false);
@@ -515,7 +536,7 @@ mod tests {
         d.handle_link_down("w1", 30, true, 10);
         assert!(d.has_session("w1"), "the session lives on on the link that is still up");
         d.dispatch(&st, |_| false);
-        assert_eq!(effects(&mut d), ["assign 31 [\"t1\", \"t2\"]"], "sent again: what went to the dropped link is lost");
+        assert_eq!(effects(&mut d), ["settings 31 lan", "assign 31 [\"t1\", \"t2\"]"], "sent again: what went to the dropped link is lost");
         d.handle_link_down("w1", 31, false, 20);
         assert!(!d.has_session("w1"));
     }
@@ -530,7 +551,7 @@ mod tests {
         d.dispatch(&st, |n| n == "m1");
         assert!(effects(&mut d).is_empty());
         d.dispatch(&st, |_| false);
-        assert_eq!(effects(&mut d), ["assign 5 []"], "a manager not (yet) in raft plans from its assignments");
+        assert_eq!(effects(&mut d), ["settings 5 lan", "assign 5 []"], "a manager not (yet) in raft plans from its assignments");
     }
 
     #[test]

@@ -23,7 +23,8 @@ use shoal_shared::legacy::{ClusterV1, NodeV1, NodeV2, ServiceV1, TaskV1};
 use shoal_shared::ops::{Entry, Op};
 use shoal_shared::task::TaskState;
 use shoal_shared::types::{
-    Autolock, Cluster, Network, NetworkAttachment, Node, Service, SwarmSettings, Task, UpdateStatus, PORT_AUTO_MAX, PORT_AUTO_MIN,
+    Autolock, Cluster, LinkProfile, Network, NetworkAttachment, Node, Service, SwarmSettings, Task, UpdateStatus, PORT_AUTO_MAX,
+    PORT_AUTO_MIN,
 };
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -32,9 +33,9 @@ use std::net::Ipv4Addr;
 /// Version 1 lacked `settings` (it restores with the defaults); version 2
 /// held the records before networks (`shoal_shared::legacy`); version 3
 /// the nodes before plugins; version 4 had no `autolock`, version 5 no
-/// `node_lost_after_ms`; postcard structs are positional, so a new field
+/// `node_lost_after_ms`, version 6 no `link_profile`; postcard structs are positional, so a new field
 /// means a new version here.
-const SNAPSHOT_VERSION: u8 = 6;
+const SNAPSHOT_VERSION: u8 = 7;
 
 /// The whole replicated state, materialised in memory.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -57,6 +58,8 @@ pub struct State {
     /// `--node-lost-after` (0: off): how long a silent node is
     /// `Disconnected`, keeping its tasks, before it is Down.
     pub node_lost_after_ms: u64,
+    /// `--link-profile`: raft and link timings.
+    pub link_profile: LinkProfile,
 }
 
 /// The records at the head of every snapshot version, over the record
@@ -81,6 +84,8 @@ type StateV3 = (Records<Cluster, NodeV2, Service, Task>, SwarmSettings, BTreeMap
 type StateV4 = (Records<Cluster, Node, Service, Task>, SwarmSettings, BTreeMap<String, Network>, u32);
 /// Snapshot version 5: version 6 without `node_lost_after_ms`.
 type StateV5 = (Records<Cluster, Node, Service, Task>, SwarmSettings, BTreeMap<String, Network>, u32, Autolock);
+/// Snapshot version 6: version 7 without `link_profile`.
+type StateV6 = (Records<Cluster, Node, Service, Task>, SwarmSettings, BTreeMap<String, Network>, u32, Autolock, u64);
 
 impl<C: Into<Cluster>, N: Into<Node>, S: Into<Service>, T: Into<Task>> Records<C, N, S, T> {
     /// Today's state from an older snapshot's records and the fields after them.
@@ -97,6 +102,7 @@ impl<C: Into<Cluster>, N: Into<Node>, S: Into<Service>, T: Into<Task>> Records<C
             last_port,
             autolock: Autolock::default(),
             node_lost_after_ms: 0,
+            link_profile: LinkProfile::Lan,
         }
     }
 }
@@ -279,6 +285,9 @@ impl State {
                 }
                 self.autolock = a.clone();
             }
+            Op::SetLinkProfile(p) => {
+                self.link_profile = *p;
+            }
             Op::SetNodeLostAfter { ms } => {
                 self.node_lost_after_ms = *ms;
             }
@@ -415,6 +424,13 @@ impl State {
             4 => postcard::from_bytes::<StateV4>(body).map(|(r, settings, nets, port)| r.into_state(settings, nets, port)).map_err(corrupt),
             5 => postcard::from_bytes::<StateV5>(body)
                 .map(|(r, settings, nets, port, autolock)| State { autolock, ..r.into_state(settings, nets, port) })
+                .map_err(corrupt),
+            6 => postcard::from_bytes::<StateV6>(body)
+                .map(|(r, settings, nets, port, autolock, node_lost_after_ms)| State {
+                    autolock,
+                    node_lost_after_ms,
+                    ..r.into_state(settings, nets, port)
+                })
                 .map_err(corrupt),
             SNAPSHOT_VERSION => postcard::from_bytes(body).map_err(corrupt),
             _ => Err(SnapshotError::Version(v)),
@@ -731,6 +747,16 @@ pub(crate) mod tests {
         assert_eq!(s.node_lost_after_ms, 600_000);
         assert_eq!(State::restore(&s.snapshot()).unwrap().node_lost_after_ms, 600_000);
         assert!(matches!(State::restore(&v5[..v5.len() - 1]), Err(SnapshotError::Corrupt(_))));
+        // Version 6 (before `--link-profile`) restores with lan and keeps node_lost_after.
+        let head = RecordsOut { cluster: None, nodes: &s.nodes, services: &s.services, tasks: &s.tasks, applied_index: s.applied_index };
+        let mut v6 = vec![6u8];
+        v6.extend(postcard::to_allocvec(&(head, &s.settings, &s.networks, s.last_port, &s.autolock, s.node_lost_after_ms)).unwrap());
+        let old = State::restore(&v6).unwrap();
+        assert_eq!(old, s);
+        assert_eq!(old.link_profile, LinkProfile::Lan);
+        s.apply(3, &entry(vec![Op::SetLinkProfile(LinkProfile::Edge)]));
+        assert_eq!(State::restore(&s.snapshot()).unwrap().link_profile, LinkProfile::Edge);
+        assert!(matches!(State::restore(&v6[..v6.len() - 1]), Err(SnapshotError::Corrupt(_))));
     }
 
     #[test]

@@ -118,6 +118,8 @@ pub enum StoreError {
     NotCommitted(u64),
     #[error("too many proposals awaiting an outcome (limit {limit}); take outcomes or wait before proposing more")]
     TooManyProposals { limit: usize },
+    #[error("raft timings refused: {0}")]
+    Timing(#[from] raft::ConfigError),
     #[error("ignored a raft message: {0}")]
     Step(#[from] raft::StepError),
     #[error("membership change refused: {0}")]
@@ -504,6 +506,19 @@ impl Store {
         self.set_local(LOCAL_REWRITE_PENDING, "1")?;
         self.storage.reseal(seal)?;
         self.rewrite_file()
+    }
+
+    /// Applies the raft timings of the swarm's link profile (see
+    /// [`raft::Config::timing`]); nothing when they are in effect. Kept for
+    /// a later reset or force-new-cluster too.
+    pub fn set_link_profile(&mut self, profile: shoal_shared::types::LinkProfile) -> Result<(), StoreError> {
+        let t = self.cfg.timing(profile);
+        if self.raft.timing() == t {
+            return Ok(());
+        }
+        self.raft.set_timing(t).map_err(StoreError::from)?;
+        self.cfg = self.cfg.with_timing(t);
+        Ok(())
     }
 
     /// The replicated state as of the last applied entry.

@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 /// Version of the control API; replies to other versions are refused.
 /// Version 5 added autolock (`SwarmInit::autolock`, `SwarmUpdate::autolock`,
 /// `Reply::SwarmInit::unlock_key`), version 6 `--node-lost-after`
-/// (`SwarmUpdate::node_lost_after_ms`, `SwarmInfo::node_lost_after_ms`).
-pub const API_VERSION: u8 = 6;
+/// (`SwarmUpdate::node_lost_after_ms`, `SwarmInfo::node_lost_after_ms`),
+/// version 7 `--link-profile` (`SwarmUpdate::link_profile`,
+/// `SwarmInfo::link_profile`).
+pub const API_VERSION: u8 = 7;
 
 /// A CLI request.
 // Messages are built once and moved; boxing the big variants buys nothing on the wire.
@@ -116,6 +118,8 @@ pub enum Request {
         autolock: Option<bool>,
         /// `--node-lost-after` in ms (0: off).
         node_lost_after_ms: Option<u64>,
+        /// `--link-profile lan|edge`.
+        link_profile: Option<crate::types::LinkProfile>,
     },
     /// `shoal info`: this node and its swarm, as it sees them.
     Info,
@@ -309,6 +313,8 @@ pub struct SwarmInfo {
     pub autolock: bool,
     /// `--node-lost-after` in ms, 0 when off (managers only).
     pub node_lost_after_ms: u64,
+    /// `--link-profile` (managers only).
+    pub link_profile: crate::types::LinkProfile,
 }
 
 /// A network with what `network ls`/`inspect` show beside the record.
@@ -466,7 +472,10 @@ mod tests {
         check(Request::SwarmJoinToken { role: NodeRole::Worker, rotate: true }, RequestClass::Write);
         check(Request::ServiceScale { service: "web".into(), replicas: 2 }, RequestClass::Write);
         check(Request::NodeRemove { node: "n".into(), force: false }, RequestClass::Write);
-        check(Request::SwarmUpdate { dispatcher_heartbeat_ms: Some(5_000), autolock: None, node_lost_after_ms: None }, RequestClass::Write);
+        check(
+            Request::SwarmUpdate { dispatcher_heartbeat_ms: Some(5_000), autolock: None, node_lost_after_ms: None, link_profile: None },
+            RequestClass::Write,
+        );
         check(Request::SwarmUnlock { key: String::new() }, RequestClass::Local);
         check(Request::SwarmUnlockKey { rotate: false }, RequestClass::Read);
         check(Request::SwarmUnlockKey { rotate: true }, RequestClass::Write);

@@ -122,6 +122,8 @@ pub enum Op {
     SetNodeLostAfter {
         ms: u64,
     },
+    /// `swarm init|update --link-profile`: raft and link timings.
+    SetLinkProfile(crate::types::LinkProfile),
 }
 
 /// A batch of ops proposed together, stamped by the proposer.
@@ -202,6 +204,7 @@ mod tests {
                 Op::SetNodeLabels { id: "n".into(), labels },
                 Op::SetSwarmSettings(crate::types::SwarmSettings { dispatcher_heartbeat_ms: 30_000 }),
                 Op::SetNodeLostAfter { ms: 600_000 },
+                Op::SetLinkProfile(crate::types::LinkProfile::Edge),
             ],
         };
         assert_eq!(Entry::decode(&e.encode()).unwrap(), e);

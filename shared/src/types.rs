@@ -566,6 +566,44 @@ pub fn check_node_lost_after_ms(ms: u64, dispatcher_heartbeat_ms: u64) -> Result
     ))
 }
 
+/// The swarm's link profile (`swarm init|update --link-profile`): the
+/// timings of raft and of the node links. Serialized: append-only.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LinkProfile {
+    /// LAN: links keep alive every 1 s and are dead after 3 s of silence;
+    /// raft heartbeats every 100 ms and elects after 1-2 s.
+    #[default]
+    Lan,
+    /// Edge (lossy, slow, metered links): keepalives every 15 s, dead after
+    /// 60 s of silence; raft heartbeats every 500 ms and elects after 5-10 s,
+    /// so loss and delay do not flap leaders or mark nodes Down.
+    Edge,
+}
+
+impl LinkProfile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkProfile::Lan => "lan",
+            LinkProfile::Edge => "edge",
+        }
+    }
+
+    /// Parses `lan` or `edge`.
+    pub fn parse(s: &str) -> Result<LinkProfile, String> {
+        match s {
+            "lan" => Ok(LinkProfile::Lan),
+            "edge" => Ok(LinkProfile::Edge),
+            other => Err(format!("invalid --link-profile {other:?}: use lan or edge")),
+        }
+    }
+}
+
+impl std::fmt::Display for LinkProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Default for SwarmSettings {
     fn default() -> SwarmSettings {
         SwarmSettings { dispatcher_heartbeat_ms: DISPATCHER_HEARTBEAT_MS_DEFAULT }

@@ -40,7 +40,7 @@ pub const WIRE_VERSION: u8 = 3;
 /// [`WireError::Unknown`], which receivers ignore instead of dropping the
 /// link, so a mixed-version swarm keeps its links during a rolling upgrade.
 /// Bump it with every variant appended (a test checks).
-pub const WIRE_VARIANTS: u32 = 12;
+pub const WIRE_VARIANTS: u32 = 13;
 /// Largest encoded message accepted (the link's reassembly bound).
 pub const WIRE_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Tasks one `LogsRequest` names at most (a node with more tasks of a
@@ -122,6 +122,9 @@ pub enum Wire {
     /// hear it: the leader's configuration no longer counts it, so its vote
     /// is not needed for anything; it switches to a worker at once.
     Removed { leader_id: String },
+    /// Leader -> worker: swarm settings a worker applies itself (at its
+    /// session's start and when they change): the link profile's timings.
+    Settings { link_profile: crate::types::LinkProfile },
 }
 
 /// Why bytes from a peer are not a [`Wire`] message.

@@ -45,6 +45,11 @@ pub(crate) enum SwarmCmd {
         /// dispatcher heartbeat; at least the heartbeat otherwise).
         #[arg(long, value_name = "DURATION", value_parser = parse::duration_ns)]
         node_lost_after: Option<u64>,
+        /// Raft and link timings: lan (fast failure detection) or edge (lossy,
+        /// slow links: keepalives every 15 s, links dead after 60 s of silence,
+        /// raft elections after 5-10 s), for every node of the swarm.
+        #[arg(long, value_name = "PROFILE", value_parser = shoal_shared::types::LinkProfile::parse)]
+        link_profile: Option<shoal_shared::types::LinkProfile>,
         /// Default address pool in CIDR format, repeatable (default 10.0.0.0/8).
         #[arg(long, value_parser = parse::cidr)]
         default_addr_pool: Vec<shoal_shared::types::Ipv4Net>,
@@ -69,6 +74,11 @@ pub(crate) enum SwarmCmd {
         /// dispatcher heartbeat; at least the heartbeat otherwise).
         #[arg(long, value_name = "DURATION", value_parser = parse::duration_ns)]
         node_lost_after: Option<u64>,
+        /// Raft and link timings: lan (fast failure detection) or edge (lossy,
+        /// slow links: keepalives every 15 s, links dead after 60 s of silence,
+        /// raft elections after 5-10 s), for every node of the swarm.
+        #[arg(long, value_name = "PROFILE", value_parser = shoal_shared::types::LinkProfile::parse)]
+        link_profile: Option<shoal_shared::types::LinkProfile>,
         /// Change manager autolocking setting (true|false).
         #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
         autolock: Option<bool>,
@@ -139,6 +149,7 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
             force_new_cluster,
             dispatcher_heartbeat,
             node_lost_after,
+            link_profile,
             default_addr_pool,
             default_addr_pool_mask_length,
             data_path_port,
@@ -170,9 +181,13 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
                 REPLY_MS_DEFAULT,
             )? {
                 Reply::SwarmInit { node_id, advertise_addr, worker_token, unlock_key } => {
-                    if heartbeat_ms.is_some() || lost_ms.is_some() {
-                        let update =
-                            Request::SwarmUpdate { dispatcher_heartbeat_ms: heartbeat_ms, autolock: None, node_lost_after_ms: lost_ms };
+                    if heartbeat_ms.is_some() || lost_ms.is_some() || link_profile.is_some() {
+                        let update = Request::SwarmUpdate {
+                            dispatcher_heartbeat_ms: heartbeat_ms,
+                            autolock: None,
+                            node_lost_after_ms: lost_ms,
+                            link_profile,
+                        };
                         call(host, update, REPLY_MS_DEFAULT).map_err(|e| {
                             e.context("the swarm was initialized, but its settings were not applied; run `shoal swarm update` again")
                         })?;
@@ -186,8 +201,8 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
                 r => Err(unexpected(r)),
             }
         }
-        SwarmCmd::Update { dispatcher_heartbeat, node_lost_after, autolock } => {
-            if dispatcher_heartbeat.is_none() && node_lost_after.is_none() && autolock.is_none() {
+        SwarmCmd::Update { dispatcher_heartbeat, node_lost_after, link_profile, autolock } => {
+            if dispatcher_heartbeat.is_none() && node_lost_after.is_none() && link_profile.is_none() && autolock.is_none() {
                 anyhow::bail!(
                     "nothing to update: give a setting, e.g. `shoal swarm update --dispatcher-heartbeat 30s` or `--autolock=true`"
                 );
@@ -198,6 +213,7 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
                     dispatcher_heartbeat_ms: dispatcher_heartbeat.map(ns_to_ms),
                     autolock,
                     node_lost_after_ms: node_lost_after.map(ns_to_ms),
+                    link_profile,
                 },
                 REPLY_MS_DEFAULT,
             )?;
@@ -429,8 +445,11 @@ fn info_text(i: &shoal_shared::api::SwarmInfo) -> String {
         if let Some(s) = &i.settings {
             out += &format!(" Dispatcher:\n  Heartbeat Period: {}\n", heartbeat_text(s.dispatcher_heartbeat_ms));
             out += &format!("  Node Lost After: {}\n", lost_after_text(i.node_lost_after_ms));
+            out += &format!(" Link Profile: {}\n", i.link_profile);
         }
         out += &format!(" Autolock Managers: {}\n", i.autolock);
+    } else {
+        out += &format!(" Link Profile: {}\n", i.link_profile);
     }
     if !i.node_addr.is_empty() {
         out += &format!(" Node Address: {}\n", i.node_addr);
@@ -573,12 +592,13 @@ mod tests {
             warnings: vec!["VXLAN (kernel option CONFIG_VXLAN) devices cannot be made: not supported".into()],
             autolock: false,
             node_lost_after_ms: 600_000,
+            link_profile: shoal_shared::types::LinkProfile::Edge,
         };
         let text = info_text(&i);
         assert!(text.contains("Runtime: containerd 1.6.20\nPlugins:\n Network: bridge host null\nSwarm: active\n"), "{text}");
         assert_eq!(warnings_text(&i), "WARNING: VXLAN (kernel option CONFIG_VXLAN) devices cannot be made: not supported\n");
         assert!(text.contains("Swarm: active\n NodeID: abc\n Is Manager: true\n ClusterID: cid\n Managers: 1\n Nodes: 3\n"), "{text}");
-        assert!(text.contains(" Dispatcher:\n  Heartbeat Period: 30 seconds\n  Node Lost After: 10m0s\n"), "{text}");
+        assert!(text.contains(" Dispatcher:\n  Heartbeat Period: 30 seconds\n  Node Lost After: 10m0s\n Link Profile: edge\n"), "{text}");
         assert!(text.ends_with(" Node Address: 10.0.0.5\n Manager Addresses:\n  10.0.0.5:2377\n"), "{text}");
         i.settings = Some(SwarmSettings { dispatcher_heartbeat_ms: 1_500 });
         assert!(info_text(&i).contains("Heartbeat Period: 1500 milliseconds"));
@@ -588,6 +608,27 @@ mod tests {
         let check = SwarmSettings::check_dispatcher_heartbeat_ms;
         assert!(check(50).is_err() && check(1_000).is_ok() && check(25 * 3_600_000).is_err());
         assert_eq!(ns_to_ms(30_000_000_000), 30_000);
+    }
+
+    #[test]
+    fn link_profile_parses_lan_and_edge_only() {
+        use clap::Parser;
+        use shoal_shared::types::LinkProfile;
+        let parse = |args: &[&str]| super::super::Cli::try_parse_from(["shoal", "swarm"].iter().chain(args).copied());
+        for (args, want) in [
+            (&["update", "--link-profile", "edge"][..], Some(LinkProfile::Edge)),
+            (&["init", "--link-profile", "lan"][..], Some(LinkProfile::Lan)),
+            (&["update", "--autolock"][..], None),
+        ] {
+            let got = match parse(args).unwrap().command {
+                super::super::Command::Swarm(SwarmCmd::Update { link_profile, .. }) => link_profile,
+                super::super::Command::Swarm(SwarmCmd::Init { link_profile, .. }) => link_profile,
+                other => panic!("not a swarm command: {other:?}"),
+            };
+            assert_eq!(got, want, "{args:?}");
+        }
+        let err = parse(&["update", "--link-profile", "wan"]).unwrap_err().to_string();
+        assert!(err.contains("invalid --link-profile \"wan\": use lan or edge"), "{err}");
     }
 
     #[test]

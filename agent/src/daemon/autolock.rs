@@ -189,6 +189,7 @@ fn locked_answer(
                 warnings: Vec::new(),
                 autolock: true,
                 node_lost_after_ms: 0,
+                link_profile: Default::default(),
             };
             (Reply::Info(Box::new(info)), None)
         }
@@ -289,7 +290,13 @@ impl Daemon {
 
     /// `swarm update`: settings and autolock in one entry; turning autolock
     /// on (or asking for it while on) is answered with the unlock key.
-    pub(crate) fn swarm_update(&mut self, heartbeat_ms: Option<u64>, node_lost_after_ms: Option<u64>, autolock: Option<bool>) -> Outcome {
+    pub(crate) fn swarm_update(
+        &mut self,
+        heartbeat_ms: Option<u64>,
+        node_lost_after_ms: Option<u64>,
+        link_profile: Option<shoal_shared::types::LinkProfile>,
+        autolock: Option<bool>,
+    ) -> Outcome {
         if autolock.is_some() {
             if let Some(busy) = self.autolock_change_busy() {
                 return busy;
@@ -297,6 +304,9 @@ impl Daemon {
         }
         let state = self.store.state();
         let r = control::update_swarm(state, heartbeat_ms, node_lost_after_ms).and_then(|mut ops| {
+            if let Some(p) = link_profile {
+                ops.extend(control::set_link_profile(state, p)?);
+            }
             let Some(on) = autolock else { return Ok((ops, Reply::Ok)) };
             let new_key = self.io.random32().map_err(control::ControlError::Invalid)?;
             let (more, key) = control::set_autolock(state, on, new_key)?;

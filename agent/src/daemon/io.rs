@@ -47,6 +47,8 @@ pub(crate) struct Dial {
     pub payload: Vec<u8>,
     /// The digest the responder's key must have.
     pub pin: Option<[u8; 32]>,
+    /// The swarm's link profile: the link's timings.
+    pub profile: shoal_shared::types::LinkProfile,
 }
 
 /// What the loop asks of the world. Every method returns at once; results
@@ -131,7 +133,7 @@ impl Io for RealIo {
     }
 
     fn dial(&self, d: Dial) {
-        smol::spawn(links::dial(d.conn, d.addr, d.purpose, d.key, d.payload, d.pin, self.tx.clone())).detach();
+        smol::spawn(links::dial(d, self.tx.clone())).detach();
     }
 
     fn await_reply(&self, rx: Receiver<Reply>, timeout_ms: u64, done: ReplyDone) {

@@ -29,6 +29,7 @@ use async_io::{Async, Timer};
 use futures_lite::future::FutureExt;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use shoal_shared::noise::link::{Link, LinkConfig};
+use shoal_shared::types::LinkProfile;
 use shoal_shared::wire::{PREAMBLE_JOIN, PREAMBLE_NODE, PROLOGUE_JOIN, PROLOGUE_NODE};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -36,9 +37,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// How long an accepted connection may take to send its preamble byte.
+/// How long an accepted connection may take to send its preamble byte (lan).
 pub const PREAMBLE_TIMEOUT_MS: u64 = 3_000;
-/// How long a dial may take to connect.
+/// How long a dial may take to connect (lan).
 pub const DIAL_TIMEOUT_MS: u64 = 2_000;
 /// Outgoing messages queued per link before the loop gives up on it.
 pub const LINK_COMMANDS_MAX: usize = 4_096;
@@ -54,8 +55,25 @@ pub const PREHANDSHAKE_PER_IP_MAX: usize = 8;
 /// a small budget, authenticated links the large one.
 pub const PREHANDSHAKE_MAX: usize = 64;
 /// How long an inbound connection may take from accept to a finished Noise
-/// handshake (preamble included), however it trickles its bytes.
+/// handshake (preamble included), however it trickles its bytes (lan).
 pub const HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
+
+/// The connection time limits of a link profile: (dial, preamble,
+/// handshake) in ms. On the edge profile a lossy link may need several SYN
+/// and handshake retransmissions (1 s, 3 s, 7 s ...), so each is longer.
+pub(crate) fn connect_limits_ms(profile: LinkProfile) -> (u64, u64, u64) {
+    match profile {
+        LinkProfile::Lan => (DIAL_TIMEOUT_MS, PREAMBLE_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS),
+        LinkProfile::Edge => (15_000, 20_000, 30_000),
+    }
+}
+
+/// A link config of `profile` for `key`, with the connection limits here.
+fn link_config(profile: LinkProfile, key: [u8; 32]) -> LinkConfig {
+    let mut cfg = LinkConfig::for_profile(profile, key);
+    cfg.handshake_timeout_ms = connect_limits_ms(profile).2;
+    cfg
+}
 /// Refused connections and failed handshakes are each logged at most once
 /// per interval, with how many there were.
 pub const REFUSAL_LOG_INTERVAL_MS: u64 = 10_000;
@@ -86,6 +104,8 @@ pub(crate) struct LinkUp {
 pub(crate) struct ListenKeys {
     pub node: [u8; 32],
     pub cluster: Option<[u8; 32]>,
+    /// The swarm's link profile: the timings of links accepted from now on.
+    pub profile: LinkProfile,
 }
 
 /// Connection numbers, shared by the listener and the loop's dials.
@@ -154,17 +174,19 @@ async fn inbound(
 ) -> Result<(), String> {
     // The link's time base starts at accept: the handshake deadline covers the preamble.
     let origin = Instant::now();
-    net::set_swarm_socket_options(stream.get_ref(), LinkConfig::lan([0; 32]).idle_timeout_ms)
-        .map_err(|e| format!("cannot set the socket's options: {e}"))?;
+    let profile = keys.lock().map_err(|_| "key lock poisoned".to_string())?.profile;
+    let (_, preamble_ms, handshake_ms) = connect_limits_ms(profile);
+    let cfg = link_config(profile, [0; 32]);
+    net::set_swarm_socket_options(stream.get_ref(), cfg.idle_timeout_ms).map_err(|e| format!("cannot set the socket's options: {e}"))?;
     let mut preamble = [0u8; 1];
     stream
         .read_exact(&mut preamble)
         .or(async {
-            Timer::after(Duration::from_millis(PREAMBLE_TIMEOUT_MS)).await;
+            Timer::after(Duration::from_millis(preamble_ms)).await;
             Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no preamble"))
         })
         .await
-        .map_err(|e| format!("no preamble within {PREAMBLE_TIMEOUT_MS} ms: {e}"))?;
+        .map_err(|e| format!("no preamble within {preamble_ms} ms: {e}"))?;
     let (purpose, key, prologue) = {
         let k = keys.lock().map_err(|_| "key lock poisoned".to_string())?;
         match preamble[0] {
@@ -176,11 +198,11 @@ async fn inbound(
             other => return Err(format!("unknown preamble byte {other:#04x} (not a shoal node?)")),
         }
     };
-    let mut cfg = LinkConfig::lan(key);
+    let mut cfg = LinkConfig { local_private: key, ..cfg };
     cfg.prologue = prologue.to_vec();
     let now_ms = net::now_ms(origin);
-    // Positive: the preamble came within PREAMBLE_TIMEOUT_MS < HANDSHAKE_TIMEOUT_MS (give or take a timer's lateness).
-    cfg.handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS.saturating_sub(now_ms).max(1);
+    // Positive: the preamble came within its limit, below the handshake's (give or take a timer's lateness).
+    cfg.handshake_timeout_ms = handshake_ms.saturating_sub(now_ms).max(1);
     let mut link = Link::responder(cfg, now_ms).map_err(|e| e.to_string())?;
     net::handshake(&stream, &mut link, origin).await.map_err(|e| format!("handshake failed: {e}"))?;
     slot.handshake_done();
@@ -335,16 +357,11 @@ impl Drop for Slot {
 
 /// Dials `addr` for `purpose` with `key` as our static key; `payload` is
 /// the handshake payload and `pin` the digest the responder's key must have.
-pub(crate) async fn dial(
-    conn: u64,
-    addr: SocketAddr,
-    purpose: Purpose,
-    key: [u8; 32],
-    payload: Vec<u8>,
-    pin: Option<[u8; 32]>,
-    tx: Sender<Event>,
-) {
-    let mut stream = match net::connect(addr, Duration::from_millis(DIAL_TIMEOUT_MS), LinkConfig::lan([0; 32]).idle_timeout_ms).await {
+pub(crate) async fn dial(d: crate::daemon::io::Dial, tx: Sender<Event>) {
+    let crate::daemon::io::Dial { conn, addr, purpose, key, payload, pin, profile } = d;
+    let mut cfg = link_config(profile, key);
+    let dial_ms = connect_limits_ms(profile).0;
+    let mut stream = match net::connect(addr, Duration::from_millis(dial_ms), cfg.idle_timeout_ms).await {
         Ok(s) => s,
         Err(e) => {
             let _ = tx.send(Event::DialFailed { conn, error: format!("cannot connect to {addr}: {e}") }).await;
@@ -359,7 +376,6 @@ pub(crate) async fn dial(
         let _ = tx.send(Event::DialFailed { conn, error: format!("cannot write to {addr}: {e}") }).await;
         return;
     }
-    let mut cfg = LinkConfig::lan(key);
     cfg.prologue = match purpose {
         Purpose::Join => PROLOGUE_JOIN.to_vec(),
         Purpose::Node => PROLOGUE_NODE.to_vec(),
@@ -509,7 +525,8 @@ mod tests {
     fn start() -> (SocketAddr, async_channel::Receiver<Event>, smol::Task<()>) {
         let l = Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
         let addr = l.get_ref().local_addr().unwrap();
-        let keys = Arc::new(Mutex::new(ListenKeys { node: *NodeKey::generate().unwrap().private(), cluster: None }));
+        let keys =
+            Arc::new(Mutex::new(ListenKeys { node: *NodeKey::generate().unwrap().private(), cluster: None, profile: LinkProfile::Lan }));
         let (tx, rx) = async_channel::bounded(64);
         (addr, rx, smol::spawn(listen(l, keys, Arc::new(AtomicU64::new(1)), tx)))
     }

@@ -21,6 +21,7 @@ pub(crate) mod links;
 mod lock;
 mod log_gather;
 mod netpath;
+mod profile;
 mod rekey;
 mod resume;
 mod router;
@@ -555,6 +556,7 @@ impl Daemon {
         self.release_forwards();
         self.prune_reported();
         self.check_demotion();
+        self.sync_link_profile();
         for _ in 0..CONVERGE_ROUNDS_MAX {
             // Reports first: the worker must plan on state that includes them,
             // or it would act again on what it just reported.

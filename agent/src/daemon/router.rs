@@ -320,8 +320,8 @@ impl Daemon {
                 }
                 out
             }
-            Request::SwarmUpdate { dispatcher_heartbeat_ms, autolock, node_lost_after_ms } => {
-                self.swarm_update(dispatcher_heartbeat_ms, node_lost_after_ms, autolock)
+            Request::SwarmUpdate { dispatcher_heartbeat_ms, autolock, node_lost_after_ms, link_profile } => {
+                self.swarm_update(dispatcher_heartbeat_ms, node_lost_after_ms, link_profile, autolock)
             }
             Request::Info => Outcome::Now(self.info()),
             Request::NodeRemove { node, force } => {

@@ -64,7 +64,7 @@ use shoal_shared::noise::link::{Event as LinkEvent, LinkError};
 use shoal_shared::noise::token::{self, JoinSecrets, JoinToken, Role as TokenRole, Secret};
 use shoal_shared::ops::{Entry, Op};
 use shoal_shared::task::TaskState;
-use shoal_shared::types::{Availability, Cluster, Meta, Node, NodeRole, NodeState};
+use shoal_shared::types::{Availability, Cluster, LinkProfile, Meta, Node, NodeRole, NodeState};
 use shoal_shared::wire::{self, ManagerInfo, Wire};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -103,6 +103,9 @@ const LOCAL_MANAGERS: &str = "managers";
 /// acted on (its promotion, a demotion the leader told): replica records
 /// older than it are stale (a learner replays its log from the start).
 const LOCAL_ROLE_VERSION: &str = "role_version";
+/// `local` key: the swarm's link profile as last applied here (`lan`, `edge`),
+/// so a node restarted with no manager in reach dials with the right timings.
+pub(crate) const LOCAL_LINK_PROFILE: &str = "link_profile";
 
 /// This node's place in a swarm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,6 +162,10 @@ struct PendingJoin {
 /// The loop's multi-node memory.
 pub(crate) struct Swarm {
     pub(crate) mode: Mode,
+    /// The swarm's link profile as this node applies it (links, raft):
+    /// a manager's from its replica, a worker's from its leader
+    /// (`Wire::Settings`); kept in the local table across restarts.
+    pub(crate) link_profile: LinkProfile,
     pub(crate) node_key: NodeKey,
     pub(crate) cluster_key: Option<NodeKey>,
     keys: Arc<Mutex<ListenKeys>>,
@@ -272,9 +279,11 @@ impl Swarm {
             Some("worker") => Mode::Worker,
             _ => Mode::Solo,
         };
-        let keys = ListenKeys { node: *node_key.private(), cluster: cluster_key.as_ref().map(|k| *k.private()) };
+        let link_profile = local(LOCAL_LINK_PROFILE).and_then(|p| LinkProfile::parse(&p).ok()).unwrap_or_default();
+        let keys = ListenKeys { node: *node_key.private(), cluster: cluster_key.as_ref().map(|k| *k.private()), profile: link_profile };
         Swarm {
             mode,
+            link_profile,
             node_key,
             cluster_key,
             keys: Arc::new(Mutex::new(keys)),
@@ -355,6 +364,23 @@ impl Swarm {
                 false
             }
             Err(_) => false,
+        }
+    }
+
+    /// Applies link profile `p` to the links accepted and dialed from now
+    /// on and to every open link (keepalive, idle timeout, socket user
+    /// timeout). A peer that has not switched yet may time a link out once
+    /// in between; it is redialed with the new timings.
+    pub(crate) fn set_link_profile(&mut self, p: LinkProfile) {
+        self.link_profile = p;
+        if let Ok(mut k) = self.keys.lock() {
+            k.profile = p;
+        }
+        let (keepalive_interval_ms, idle_timeout_ms) = shoal_shared::noise::link::profile_timing(p);
+        for c in self.conns.values() {
+            if let Some(tx) = &c.commands {
+                let _ = tx.try_send(Command::SetTiming { keepalive_interval_ms, idle_timeout_ms });
+            }
         }
     }
 
@@ -552,6 +578,8 @@ impl Daemon {
             warnings: host.warnings,
             autolock: false,
             node_lost_after_ms: 0,
+            // As applied on this node (a worker's from its leader).
+            link_profile: self.swarm.link_profile,
         };
         if knows_state {
             info.cluster_id = state.cluster.as_ref().map(|c| c.id.clone()).unwrap_or_default();

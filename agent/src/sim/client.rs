@@ -9,7 +9,7 @@
 use super::world::World;
 use shoal_shared::api::{Reply, Request};
 use shoal_shared::rng::Rng;
-use shoal_shared::types::{Availability, NodeRole, ServiceMode, ServiceSpec};
+use shoal_shared::types::{Availability, LinkProfile, NodeRole, ServiceMode, ServiceSpec};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Longest a request may wait for its answer: a join (20 s plus 8 s as a
@@ -280,6 +280,17 @@ pub(crate) fn step(w: &mut World) {
             return;
         }
         94..=96 => (Op::Other("join-token --rotate"), Request::SwarmJoinToken { role: NodeRole::Worker, rotate: true }),
+        97 => {
+            // Links and raft switch timings while faults go on (a link may time out once in between).
+            let link_profile = if c.rng.next_u64().is_multiple_of(2) { LinkProfile::Edge } else { LinkProfile::Lan };
+            let req = Request::SwarmUpdate {
+                dispatcher_heartbeat_ms: None,
+                autolock: None,
+                node_lost_after_ms: None,
+                link_profile: Some(link_profile),
+            };
+            (Op::Other("swarm update --link-profile"), req)
+        }
         _ => (Op::Other("node ls"), Request::NodeList),
     };
     send(w, target, op, req);

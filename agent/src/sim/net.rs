@@ -358,6 +358,9 @@ impl Net {
                                 }
                             }
                             Ok(Command::Close(reason)) => end.link.close(&reason),
+                            Ok(Command::SetTiming { keepalive_interval_ms, idle_timeout_ms }) => {
+                                let _ = end.link.set_timing(keepalive_interval_ms, idle_timeout_ms);
+                            }
                             Err(TryRecvError::Empty) => break,
                             Err(TryRecvError::Closed) => {
                                 end.link.close("shutting down");

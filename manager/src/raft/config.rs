@@ -38,6 +38,16 @@ impl BugFlags {
     }
 }
 
+/// The part of a [`Config`] a running core may switch (the swarm's link
+/// profile): heartbeat and election timeouts, and the pipelining window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    pub heartbeat_ticks: u64,
+    pub election_ticks_min: u64,
+    pub election_ticks_max: u64,
+    pub max_inflight_msgs: u32,
+}
+
 /// Raft configuration for one node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -131,6 +141,37 @@ impl Config {
             max_inflight_msgs: 16,
             max_append_bytes: 32 * 1024,
             ..Config::lan(id, seed)
+        }
+    }
+
+    /// The timings of `profile` in ticks of this config's `tick_ms`
+    /// (rounded up), for a running core ([`crate::raft::Raft::set_timing`]):
+    /// lan heartbeats every 100 ms and elects after 1-2 s; edge heartbeats
+    /// every 500 ms and elects after 5-10 s, with a smaller pipelining
+    /// window. The tick length itself does not change.
+    pub fn timing(&self, profile: shoal_shared::types::LinkProfile) -> Timing {
+        use shoal_shared::types::LinkProfile;
+        let (heartbeat_ms, election_min_ms, election_max_ms, max_inflight_msgs) = match profile {
+            LinkProfile::Lan => (100, 1_000, 2_000, 64),
+            LinkProfile::Edge => (500, 5_000, 10_000, 16),
+        };
+        let ticks = |ms: u64| ms.div_ceil(self.tick_ms.max(1)).max(1);
+        Timing {
+            heartbeat_ticks: ticks(heartbeat_ms),
+            election_ticks_min: ticks(election_min_ms),
+            election_ticks_max: ticks(election_max_ms),
+            max_inflight_msgs,
+        }
+    }
+
+    /// This config with `t` in place of its timings.
+    pub fn with_timing(&self, t: Timing) -> Config {
+        Config {
+            heartbeat_ticks: t.heartbeat_ticks,
+            election_ticks_min: t.election_ticks_min,
+            election_ticks_max: t.election_ticks_max,
+            max_inflight_msgs: t.max_inflight_msgs,
+            ..self.clone()
         }
     }
 

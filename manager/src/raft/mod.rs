@@ -16,7 +16,7 @@ mod script;
 #[cfg(test)]
 mod tests;
 
-pub use config::{BugFlags, Config, ConfigError};
+pub use config::{BugFlags, Config, ConfigError, Timing};
 pub use node::{
     CompactError, Compaction, PeerProgress, Persisted, ProgressState, ProposeError, Raft, ReadState, Ready, RequestError, RestoreError,
     Role, SoftState, Status, StepError, MAX_READ_CTX_BYTES,

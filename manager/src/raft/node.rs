@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use shoal_shared::rng::Rng;
 
-use super::config::{Config, ConfigError};
+use super::config::{Config, ConfigError, Timing};
 use super::log::RaftLog;
 use super::types::{
     ConfChange, ConfState, Entry, EntryKind, HardState, Message, MessageKind, NodeId, RejectHint, Snapshot, SnapshotMeta,
@@ -666,6 +666,28 @@ impl Raft {
     }
 
     /// Current state for operators and tests.
+    /// Switches heartbeat and election timeouts and the pipelining window
+    /// (the swarm's link profile changed); the next election timeout is
+    /// drawn from the new range at once. Refused, changing nothing, when the
+    /// result is not a valid config.
+    pub fn set_timing(&mut self, t: Timing) -> Result<(), ConfigError> {
+        let next = self.cfg.with_timing(t);
+        next.validate()?;
+        self.cfg = next;
+        self.randomized_timeout = self.rng.range(self.cfg.election_ticks_min, self.cfg.election_ticks_max);
+        Ok(())
+    }
+
+    /// The timings in effect.
+    pub fn timing(&self) -> Timing {
+        Timing {
+            heartbeat_ticks: self.cfg.heartbeat_ticks,
+            election_ticks_min: self.cfg.election_ticks_min,
+            election_ticks_max: self.cfg.election_ticks_max,
+            max_inflight_msgs: self.cfg.max_inflight_msgs,
+        }
+    }
+
     pub fn status(&self) -> Status {
         Status {
             id: self.id,

@@ -584,3 +584,38 @@ fn a_new_leader_names_the_entry_that_opened_its_term() {
     assert_ne!(r.role(), Role::Leader);
     assert_eq!(r.term_start_index(), 0);
 }
+
+/// Ticks a lone follower of a two-voter group until it campaigns; returns how many ticks that took.
+fn ticks_to_campaign(raft: &mut Raft) -> u64 {
+    for n in 1..=1_000 {
+        raft.tick();
+        if raft.role() != Role::Follower {
+            return n;
+        }
+    }
+    panic!("never campaigned in 1000 ticks");
+}
+
+#[test]
+fn link_profile_timings_switch_a_running_core() {
+    let lan = Config::lan(1, 7);
+    let edge = lan.timing(shoal_shared::types::LinkProfile::Edge);
+    // 100 ms ticks: heartbeat 500 ms, elections after 5-10 s.
+    assert_eq!((edge.heartbeat_ticks, edge.election_ticks_min, edge.election_ticks_max, edge.max_inflight_msgs), (5, 50, 100, 16));
+    assert_eq!(lan.with_timing(lan.timing(shoal_shared::types::LinkProfile::Lan)), lan, "lan is the lan config");
+    for seed in 0..20 {
+        let mut r = Raft::bootstrap(Config::lan(1, seed), &[1, 2]).unwrap();
+        let n = ticks_to_campaign(&mut r);
+        assert!((10..=20).contains(&n), "lan: campaigned after {n} ticks");
+        let mut r = Raft::bootstrap(Config::lan(1, seed), &[1, 2]).unwrap();
+        r.set_timing(edge).unwrap();
+        assert_eq!(r.timing(), edge);
+        let n = ticks_to_campaign(&mut r);
+        assert!((50..=100).contains(&n), "edge: campaigned after {n} ticks");
+    }
+    // An invalid timing is refused and changes nothing.
+    let mut r = Raft::bootstrap(Config::lan(1, 1), &[1, 2]).unwrap();
+    let bad = Timing { election_ticks_min: 2, ..edge };
+    assert!(r.set_timing(bad).is_err());
+    assert_eq!(r.timing(), lan.timing(shoal_shared::types::LinkProfile::Lan));
+}

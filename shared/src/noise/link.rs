@@ -116,6 +116,24 @@ impl LinkConfig {
     }
 }
 
+/// Keepalive interval and idle timeout of a link profile, in ms.
+pub fn profile_timing(profile: crate::types::LinkProfile) -> (u64, u64) {
+    match profile {
+        crate::types::LinkProfile::Lan => (1_000, 3_000),
+        crate::types::LinkProfile::Edge => (15_000, 60_000),
+    }
+}
+
+impl LinkConfig {
+    /// The defaults of `profile` ([`LinkConfig::lan`] or [`LinkConfig::edge`]).
+    pub fn for_profile(profile: crate::types::LinkProfile, local_private: [u8; 32]) -> LinkConfig {
+        match profile {
+            crate::types::LinkProfile::Lan => LinkConfig::lan(local_private),
+            crate::types::LinkProfile::Edge => LinkConfig::edge(local_private),
+        }
+    }
+}
+
 /// What a link reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -427,6 +445,18 @@ impl Link {
     /// Encrypted bytes waiting in [`Link::poll_transmit`].
     pub fn send_queue_bytes(&self) -> usize {
         self.transmit_bytes
+    }
+
+    /// Switches the keepalive interval and idle timeout of a running link
+    /// (the swarm's link profile changed). Refused, changing nothing, unless
+    /// `0 < keepalive_interval_ms < idle_timeout_ms`.
+    pub fn set_timing(&mut self, keepalive_interval_ms: u64, idle_timeout_ms: u64) -> Result<(), LinkError> {
+        if keepalive_interval_ms == 0 || keepalive_interval_ms >= idle_timeout_ms {
+            return Err(LinkError::Config("keepalive_interval_ms must be positive and below idle_timeout_ms"));
+        }
+        self.config.keepalive_interval_ms = keepalive_interval_ms;
+        self.config.idle_timeout_ms = idle_timeout_ms;
+        Ok(())
     }
 
     /// The configured idle timeout; shells use it to bound stalled writes too.

@@ -270,6 +270,29 @@ fn keepalives_and_idle_timeout() {
 }
 
 #[test]
+fn edge_timing_on_a_running_link_keeps_it_up_through_long_silences() {
+    let mut p = Pair::established(2);
+    let (keepalive_ms, idle_ms) = profile_timing(crate::types::LinkProfile::Edge);
+    assert_eq!((keepalive_ms, idle_ms), (LinkConfig::edge([0; 32]).keepalive_interval_ms, LinkConfig::edge([0; 32]).idle_timeout_ms));
+    assert!(p.a.set_timing(0, 10).is_err() && p.a.set_timing(10, 10).is_err(), "invalid timings are refused");
+    p.a.set_timing(keepalive_ms, idle_ms).unwrap();
+    p.b.set_timing(keepalive_ms, idle_ms).unwrap();
+    // Idle for a minute: one keepalive each per 15 s, no timeout (lan would time out after 3 s).
+    let before = p.wire_bytes;
+    for _ in 0..60 {
+        p.advance(1_000);
+    }
+    assert!(p.a_events.is_empty() && p.b_events.is_empty(), "{:?} {:?}", p.a_events, p.b_events);
+    assert_eq!((p.wire_bytes[0] - before[0]) / RECORD_OVERHEAD_BYTES as u64, 4, "4 keepalives in 60 s");
+    // Silent for the edge idle timeout: dead.
+    let t = p.now_ms;
+    p.a.tick(t + idle_ms - 1);
+    assert_eq!(p.a.poll_event(), None);
+    p.a.tick(t + idle_ms);
+    assert_eq!(p.a.poll_event(), Some(Event::TimedOut));
+}
+
+#[test]
 fn handshake_times_out_without_answer() {
     let mut a = Link::initiator(LinkConfig::lan(*key(1).private()), 500).unwrap();
     assert!(a.poll_transmit().is_some());

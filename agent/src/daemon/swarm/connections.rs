@@ -66,7 +66,15 @@ impl Daemon {
                     self.swarm.conns.insert(conn, c);
                     let payload = wire::encode_node_hello(&self.swarm.advertise_addr);
                     let key = *self.swarm.node_key.private();
-                    self.io.dial(crate::daemon::io::Dial { conn, addr, purpose: Purpose::Node, key, payload, pin: None });
+                    self.io.dial(crate::daemon::io::Dial {
+                        conn,
+                        addr,
+                        purpose: Purpose::Node,
+                        key,
+                        payload,
+                        pin: None,
+                        profile: self.swarm.link_profile,
+                    });
                 }
                 PeerEffect::Close { conn, reason } => self.swarm.close(conn, reason),
                 PeerEffect::Log { level, message } => crate::log!(level, "{message}"),
@@ -314,6 +322,12 @@ impl Daemon {
                 self.release_forwards();
             }
             (Purpose::Node, Wire::Removed { leader_id }) => self.on_removed(&peer, leader_id),
+            (Purpose::Node, Wire::Settings { link_profile }) => {
+                // Only a leader sends settings, and only workers take them: a manager's come from its replica.
+                if self.swarm.mode == Mode::Worker && self.is_manager_peer(&peer) {
+                    self.apply_link_profile(link_profile);
+                }
+            }
             (Purpose::Node, msg @ (Wire::LogsRequest { .. } | Wire::LogsReply { .. })) => self.on_logs_message(conn, &peer, msg),
             (_, Wire::Redirect { leader_id, leader_addr }) => self.on_redirect(conn, leader_id, leader_addr),
             (Purpose::Join, Wire::JoinRequest { advertise_addr, availability, description }) => {
@@ -417,5 +431,6 @@ pub(super) fn variant_name(w: &Wire) -> &'static str {
         Wire::LogsRequest { .. } => "logs request",
         Wire::LogsReply { .. } => "logs reply",
         Wire::Removed { .. } => "removed",
+        Wire::Settings { .. } => "settings",
     }
 }

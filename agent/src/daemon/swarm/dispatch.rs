@@ -82,6 +82,9 @@ impl Daemon {
                     // A failed send closes the link; the node's next session gets them again.
                     self.swarm.send(conn, &msg);
                 }
+                DispatchEffect::Settings { conn, link_profile } => {
+                    self.swarm.send(conn, &Wire::Settings { link_profile });
+                }
                 DispatchEffect::Redirect { conn } => self.redirect_to_leader(conn),
                 DispatchEffect::Close { conn, reason } => self.swarm.close(conn, &reason),
                 DispatchEffect::Propose(ops) => self.commit_internal(ops),

@@ -394,7 +394,15 @@ impl Daemon {
         let payload = token::encode_join_hello(&token);
         let pin = Some(token.cluster_key_digest);
         let key = *self.swarm.node_key.private();
-        self.io.dial(crate::daemon::io::Dial { conn, addr: sock, purpose: Purpose::Join, key, payload, pin });
+        self.io.dial(crate::daemon::io::Dial {
+            conn,
+            addr: sock,
+            purpose: Purpose::Join,
+            key,
+            payload,
+            pin,
+            profile: self.swarm.link_profile,
+        });
     }
 
     pub(crate) fn fail_join(&mut self, why: &str) {
