@@ -47,8 +47,8 @@ pub enum Command {
     Close(String),
     /// Switch the keepalive interval and idle timeout (the swarm's link
     /// profile changed); the socket's `TCP_USER_TIMEOUT` follows the idle
-    /// timeout.
-    SetTiming { keepalive_interval_ms: u64, idle_timeout_ms: u64 },
+    /// timeout, and `lossy` sets [`set_lossy_link_options`].
+    SetTiming { keepalive_interval_ms: u64, idle_timeout_ms: u64, lossy: bool },
 }
 
 /// The application's side of a running link.
@@ -100,6 +100,79 @@ pub fn set_swarm_socket_options(stream: &TcpStream, user_timeout_ms: u64) -> io:
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// `TCP_RTO_MAX_MS` (Linux 6.11+; not in the libc crate yet).
+const TCP_RTO_MAX_MS: libc::c_int = 44;
+/// The kernel's default cap of the retransmission timeout.
+const RTO_MAX_MS_DEFAULT: u32 = 120_000;
+/// The cap on lossy links: a lost segment is retried at least every second.
+const RTO_MAX_MS_LOSSY: u32 = 1_000;
+
+fn setsockopt_u32(stream: &TcpStream, level: libc::c_int, name: libc::c_int, value: u32) -> io::Result<()> {
+    let v = value as libc::c_uint;
+    // SAFETY: a valid socket fd owned by `stream`, and a c_uint option value of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(stream),
+            level,
+            name,
+            std::ptr::addr_of!(v).cast(),
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Retransmission behaviour for lossy links (the edge link profile), or
+/// the kernel's defaults: a raft heartbeat is a thin stream, and with TCP's
+/// exponential backoff one segment lost a few times in a row (data or its
+/// ACK; at 30 % loss each way half of the round trips fail) stalls the
+/// link for seconds, past election timeouts. `TCP_THIN_LINEAR_TIMEOUTS`
+/// retries thin streams at a fixed interval first, and `TCP_RTO_MAX_MS`
+/// (Linux 6.11+) caps the backoff at 1 s. Returns what the kernel refused
+/// (an older kernel lacks the cap; the link works, with longer stalls).
+pub fn set_lossy_link_options(stream: &TcpStream, lossy: bool) -> Vec<String> {
+    let mut refused = Vec::new();
+    if let Err(e) = setsockopt_u32(stream, libc::IPPROTO_TCP, libc::TCP_THIN_LINEAR_TIMEOUTS, u32::from(lossy)) {
+        refused.push(format!("TCP_THIN_LINEAR_TIMEOUTS: {e}"));
+    }
+    let rto_max_ms = if lossy { RTO_MAX_MS_LOSSY } else { RTO_MAX_MS_DEFAULT };
+    if let Err(e) = setsockopt_u32(stream, libc::IPPROTO_TCP, TCP_RTO_MAX_MS, rto_max_ms) {
+        refused.push(format!("TCP_RTO_MAX_MS: {e}"));
+    }
+    refused
+}
+
+/// `set_lossy_link_options`, logging once per process what the kernel refused.
+pub fn set_lossy_link_options_logged(stream: &TcpStream, lossy: bool) {
+    static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let refused = set_lossy_link_options(stream, lossy);
+    if !refused.is_empty() && !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        crate::log!(
+            "WARN",
+            "the kernel refused socket options for lossy links ({}): on the edge link profile a lost segment may stall a link for longer",
+            refused.join("; ")
+        );
+    }
+}
+
+/// An integer TCP option of a socket (tests).
+#[cfg(test)]
+pub fn tcp_option(stream: &TcpStream, name: libc::c_int) -> io::Result<u64> {
+    let mut v: libc::c_uint = 0;
+    let mut len = std::mem::size_of::<libc::c_uint>() as libc::socklen_t;
+    // SAFETY: a valid socket fd, and an out value of the size passed.
+    let rc = unsafe {
+        libc::getsockopt(std::os::fd::AsRawFd::as_raw_fd(stream), libc::IPPROTO_TCP, name, std::ptr::addr_of_mut!(v).cast(), &mut len)
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::from(v))
 }
 
 /// The `TCP_USER_TIMEOUT` of a socket, in ms (tests).
@@ -308,10 +381,11 @@ pub async fn drive(stream: Async<TcpStream>, mut link: Link, origin: Instant, ch
                 }
             }
             Step::Command(Some(Command::Close(reason))) => link.close(&reason),
-            Step::Command(Some(Command::SetTiming { keepalive_interval_ms, idle_timeout_ms })) => {
+            Step::Command(Some(Command::SetTiming { keepalive_interval_ms, idle_timeout_ms, lossy })) => {
                 // Both values come from a fixed profile table; a refusal keeps the old timing.
                 if link.set_timing(keepalive_interval_ms, idle_timeout_ms).is_ok() {
                     let _ = set_swarm_socket_options(stream.get_ref(), idle_timeout_ms);
+                    set_lossy_link_options_logged(stream.get_ref(), lossy);
                 }
             }
             Step::Command(None) => link.close("shutting down"),
@@ -634,6 +708,17 @@ pub(crate) mod tests {
                 let stream = connect(addr, Duration::from_secs(2), 3_000).await.unwrap();
                 assert!(stream.get_ref().nodelay().unwrap());
                 assert_eq!(user_timeout_ms(stream.get_ref()).unwrap(), 3_000);
+                // Lossy-link options on and off again; a kernel before 6.11 lacks only the RTO cap.
+                let refused = set_lossy_link_options(stream.get_ref(), true);
+                assert!(refused.iter().all(|r| r.starts_with("TCP_RTO_MAX_MS")), "{refused:?}");
+                assert_eq!(tcp_option(stream.get_ref(), libc::TCP_THIN_LINEAR_TIMEOUTS).unwrap(), 1);
+                if refused.is_empty() {
+                    assert_eq!(tcp_option(stream.get_ref(), TCP_RTO_MAX_MS).unwrap(), u64::from(RTO_MAX_MS_LOSSY));
+                    assert!(set_lossy_link_options(stream.get_ref(), false).is_empty());
+                    assert_eq!(tcp_option(stream.get_ref(), TCP_RTO_MAX_MS).unwrap(), u64::from(RTO_MAX_MS_DEFAULT));
+                } else {
+                    eprintln!("this kernel has no TCP_RTO_MAX_MS: {refused:?}");
+                }
                 drive(stream, Link::initiator(client_config, now_ms(origin)).unwrap(), origin, cc).await
             };
             let app = async {

@@ -178,6 +178,9 @@ async fn inbound(
     let (_, preamble_ms, handshake_ms) = connect_limits_ms(profile);
     let cfg = link_config(profile, [0; 32]);
     net::set_swarm_socket_options(stream.get_ref(), cfg.idle_timeout_ms).map_err(|e| format!("cannot set the socket's options: {e}"))?;
+    if profile == LinkProfile::Edge {
+        net::set_lossy_link_options_logged(stream.get_ref(), true);
+    }
     let mut preamble = [0u8; 1];
     stream
         .read_exact(&mut preamble)
@@ -368,6 +371,9 @@ pub(crate) async fn dial(d: crate::daemon::io::Dial, tx: Sender<Event>) {
             return;
         }
     };
+    if profile == LinkProfile::Edge {
+        net::set_lossy_link_options_logged(stream.get_ref(), true);
+    }
     let preamble = match purpose {
         Purpose::Join => PREAMBLE_JOIN,
         Purpose::Node => PREAMBLE_NODE,

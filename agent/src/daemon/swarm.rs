@@ -301,7 +301,11 @@ impl Swarm {
             assigned: None,
             assigned_at: None,
             dispatcher: Dispatcher::default(),
-            pending: Pending::default(),
+            pending: {
+                let mut p = Pending::default();
+                p.set_edge(link_profile == LinkProfile::Edge);
+                p
+            },
             reported: BTreeMap::new(),
             joining: None,
             voter_wait: None,
@@ -373,13 +377,14 @@ impl Swarm {
     /// in between; it is redialed with the new timings.
     pub(crate) fn set_link_profile(&mut self, p: LinkProfile) {
         self.link_profile = p;
+        self.pending.set_edge(p == LinkProfile::Edge);
         if let Ok(mut k) = self.keys.lock() {
             k.profile = p;
         }
         let (keepalive_interval_ms, idle_timeout_ms) = shoal_shared::noise::link::profile_timing(p);
         for c in self.conns.values() {
             if let Some(tx) = &c.commands {
-                let _ = tx.try_send(Command::SetTiming { keepalive_interval_ms, idle_timeout_ms });
+                let _ = tx.try_send(Command::SetTiming { keepalive_interval_ms, idle_timeout_ms, lossy: p == LinkProfile::Edge });
             }
         }
     }
@@ -633,8 +638,21 @@ impl Daemon {
                 }
             }
         }
-        // Deadlines of parked writes, internal proposals and forwards.
-        let no_leader = self.no_leader_reply();
+        // Deadlines of parked writes, internal proposals and forwards. A
+        // leader whose write did not commit in time says so, not "no leader".
+        let no_leader = if self.store.is_leader() {
+            let (reachable, total) = self.reachability();
+            Reply::error(
+                ErrorKind::Unavailable,
+                format!(
+                    "the change was not committed within {} ms: {} of {total} managers reachable (slow or lossy links?); it may still be applied: check with `shoal service ls` / `shoal node ls` and retry",
+                    self.swarm.pending.write_timeout_ms(),
+                    reachable.len()
+                ),
+            )
+        } else {
+            self.no_leader_reply()
+        };
         let leader = self.leader_node();
         let conns = &self.swarm.conns;
         self.swarm.pending.tick(now_ms, &no_leader, leader.as_deref(), |c| conns.contains_key(&c));

@@ -358,7 +358,7 @@ impl Net {
                                 }
                             }
                             Ok(Command::Close(reason)) => end.link.close(&reason),
-                            Ok(Command::SetTiming { keepalive_interval_ms, idle_timeout_ms }) => {
+                            Ok(Command::SetTiming { keepalive_interval_ms, idle_timeout_ms, .. }) => {
                                 let _ = end.link.set_timing(keepalive_interval_ms, idle_timeout_ms);
                             }
                             Err(TryRecvError::Empty) => break,

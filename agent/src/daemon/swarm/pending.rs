@@ -28,14 +28,22 @@ pub const FORWARDS_MAX: usize = 1_024;
 pub const PARKED_WRITES_MAX: usize = 4_096;
 
 /// How long a forwarded request waits for the leader's answer.
-pub(crate) fn forward_wait_ms(req: &Request) -> u64 {
+pub(crate) fn forward_wait_ms(req: &Request, edge: bool) -> u64 {
+    // On the edge link profile a commit or an answer may take several TCP
+    // retransmissions: waits are longer, still below the CLI's 30 s.
+    let extra_ms = if edge { EDGE_EXTRA_WAIT_MS } else { 0 };
     match (req.class(), req) {
         // The leader answers logs within its gather deadline, whatever the nodes do.
-        (_, Request::ServiceLogs { .. }) => LOGS_GATHER_TIMEOUT_MS + FORWARD_READ_TIMEOUT_MS,
-        (RequestClass::Read, _) => FORWARD_READ_TIMEOUT_MS,
-        (RequestClass::Write | RequestClass::Local, _) => FORWARD_TIMEOUT_MS,
+        (_, Request::ServiceLogs { .. }) => LOGS_GATHER_TIMEOUT_MS + FORWARD_READ_TIMEOUT_MS + extra_ms / 3,
+        (RequestClass::Read, _) => FORWARD_READ_TIMEOUT_MS + extra_ms / 3,
+        (RequestClass::Write | RequestClass::Local, _) => FORWARD_TIMEOUT_MS + extra_ms,
     }
 }
+
+/// What the edge link profile adds to a write's wait for its commit (and a
+/// third of it to a forwarded read's): 5 s becomes 20 s, a forwarded
+/// write's 10 s 25 s.
+const EDGE_EXTRA_WAIT_MS: u64 = 15_000;
 
 /// What the shell must do.
 #[derive(Debug, PartialEq)]
@@ -78,15 +86,34 @@ pub(crate) struct Pending<R> {
     next_forward: u64,
     forwards: BTreeMap<u64, Forward<R>>,
     effects: VecDeque<PendingEffect<R>>,
+    /// The swarm runs the edge link profile: waits are longer ([`forward_wait_ms`]).
+    edge: bool,
 }
 
 impl<R> Default for Pending<R> {
     fn default() -> Self {
-        Pending { parked: Vec::new(), inflight: Vec::new(), next_forward: 1, forwards: BTreeMap::new(), effects: VecDeque::new() }
+        Pending {
+            parked: Vec::new(),
+            inflight: Vec::new(),
+            next_forward: 1,
+            forwards: BTreeMap::new(),
+            effects: VecDeque::new(),
+            edge: false,
+        }
     }
 }
 
 impl<R> Pending<R> {
+    /// Waits follow the swarm's link profile from now on.
+    pub(crate) fn set_edge(&mut self, edge: bool) {
+        self.edge = edge;
+    }
+
+    /// How long a parked write waits for its commit.
+    pub(crate) fn write_timeout_ms(&self) -> u64 {
+        WRITE_TIMEOUT_MS + if self.edge { EDGE_EXTRA_WAIT_MS } else { 0 }
+    }
+
     /// Whether another write may be parked.
     pub(crate) fn may_park(&self) -> bool {
         self.parked.len() < PARKED_WRITES_MAX
@@ -94,7 +121,8 @@ impl<R> Pending<R> {
 
     /// Holds a write's answer until `proposal` commits (or fails, or times out).
     pub(crate) fn park(&mut self, proposal: Proposal, ok: Reply, to: R, now_ms: u64) {
-        self.parked.push(Parked { proposal, ok, to, deadline_ms: now_ms + WRITE_TIMEOUT_MS });
+        let deadline_ms = now_ms + self.write_timeout_ms();
+        self.parked.push(Parked { proposal, ok, to, deadline_ms });
     }
 
     /// Tracks an internal proposal until it resolves (or `WRITE_TIMEOUT_MS` passes).
@@ -135,7 +163,7 @@ impl<R> Pending<R> {
 
     /// Request `id` went to `leader` on `conn`; its answer goes to `to`.
     pub(crate) fn forwarded(&mut self, id: u64, req: Request, leader: String, conn: u64, to: R, now_ms: u64) {
-        let deadline_ms = now_ms + forward_wait_ms(&req);
+        let deadline_ms = now_ms + forward_wait_ms(&req, self.edge);
         let read = (req.class() == RequestClass::Read).then_some(req);
         self.forwards.insert(id, Forward { conn, leader, read, to, deadline_ms, answer: None });
     }
@@ -160,7 +188,8 @@ impl<R> Pending<R> {
         }
     }
 
-    /// Deadlines: parked writes past theirs get `no_leader`; internal
+    /// Deadlines: parked writes past theirs get `no_leader` (what this node
+    /// can say about why the commit did not come); internal
     /// proposals are forgotten; forwards past theirs, or whose leader
     /// (`leader`: the one known now) or link (`link_up`) went away, are
     /// answered as well as this node can.
@@ -170,7 +199,8 @@ impl<R> Pending<R> {
         for w in expired {
             self.effects.push_back(PendingEffect::Reply { to: w.to, reply: no_leader.clone() });
         }
-        self.inflight.retain(|(_, at)| now_ms.saturating_sub(*at) < WRITE_TIMEOUT_MS);
+        let write_timeout_ms = self.write_timeout_ms();
+        self.inflight.retain(|(_, at)| now_ms.saturating_sub(*at) < write_timeout_ms);
         let late: Vec<u64> = self
             .forwards
             .iter()
@@ -295,8 +325,28 @@ mod tests {
     }
 
     #[test]
-    fn reads_wait_less_than_writes() {
-        assert!(forward_wait_ms(&Request::ServiceList) < forward_wait_ms(&Request::ServiceRemove { service: "x".into() }));
-        assert!(forward_wait_ms(&Request::ServiceLogs { service: "x".into(), tail_lines: None, cursor: vec![] }) > FORWARD_READ_TIMEOUT_MS);
+    fn reads_wait_less_than_writes_and_the_edge_profile_waits_longer_within_the_clis_wait() {
+        let logs = Request::ServiceLogs { service: "x".into(), tail_lines: None, cursor: vec![] };
+        let write = Request::ServiceRemove { service: "x".into() };
+        for edge in [false, true] {
+            assert!(forward_wait_ms(&Request::ServiceList, edge) < forward_wait_ms(&write, edge));
+            assert!(forward_wait_ms(&logs, edge) > FORWARD_READ_TIMEOUT_MS);
+            assert!(
+                forward_wait_ms(&logs, edge) < crate::client::REPLY_MS_DEFAULT
+                    && forward_wait_ms(&write, edge) < crate::client::REPLY_MS_DEFAULT
+            );
+        }
+        assert_eq!((forward_wait_ms(&write, false), forward_wait_ms(&write, true)), (10_000, 25_000));
+        let mut w: Pending<u32> = Pending::default();
+        assert_eq!(w.write_timeout_ms(), WRITE_TIMEOUT_MS);
+        w.set_edge(true);
+        assert_eq!(w.write_timeout_ms(), 20_000);
+        // A parked write waits the longer time.
+        w.park(Proposal { index: 5, term: 1 }, Reply::Ok, 1, 0);
+        let no_leader = Reply::error(ErrorKind::Unavailable, "no leader");
+        w.tick(19_999, &no_leader, None, |_| true);
+        assert!(drain(&mut w).is_empty());
+        w.tick(20_000, &no_leader, None, |_| true);
+        assert_eq!(drain(&mut w), ["1: error no leader"]);
     }
 }
