@@ -39,10 +39,9 @@ const REOPEN_CHECK_MS: u64 = 1_000;
 const PARTIAL_FLUSH_MS: u64 = 1_000;
 /// How long output is still copied after SIGTERM.
 const DRAIN_MS: u64 = 2_000;
-/// The fds containerd's shim passes: the task's stdout, its stderr, the ready pipe.
-const STDOUT_FD: i32 = 3;
-const STDERR_FD: i32 = 4;
-const READY_FD: i32 = 5;
+/// The fds containerd's shim passes: the task's stdout, its stderr and the
+/// pipe to say ready on.
+const SHIM_FDS: [i32; 3] = [3, 4, 5];
 
 /// Output dropped since the last successful write, and when to try again.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -279,7 +278,7 @@ fn mono_ms(start: std::time::Instant) -> u64 {
 
 /// Runs the driver until both streams end (or [`DRAIN_MS`] after SIGTERM).
 pub fn run(path: &Path) -> Result<(), NotFromShim> {
-    for fd in [STDOUT_FD, STDERR_FD, READY_FD] {
+    for fd in SHIM_FDS {
         // SAFETY: F_GETFD only queries a descriptor number.
         if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
             return Err(NotFromShim(fd));
@@ -291,9 +290,7 @@ pub fn run(path: &Path) -> Result<(), NotFromShim> {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
     // SAFETY: the shim passed these fds to this process for it alone; each is owned once here.
-    let (stdout, stderr, ready) = unsafe {
-        (std::fs::File::from_raw_fd(STDOUT_FD), std::fs::File::from_raw_fd(STDERR_FD), std::fs::File::from_raw_fd(READY_FD))
-    };
+    let [stdout, stderr, ready] = SHIM_FDS.map(|fd| unsafe { std::fs::File::from_raw_fd(fd) });
     let start = std::time::Instant::now();
     let mut drops = Drops::default();
     let mut log = LogFile { file: None, checked_at_ms: 0 };
@@ -313,10 +310,8 @@ pub fn run(path: &Path) -> Result<(), NotFromShim> {
         if open == 0 || term_at_ms.is_some_and(|t| now.saturating_sub(t) >= DRAIN_MS) {
             break;
         }
-        let mut fds: Vec<libc::pollfd> = streams
-            .iter()
-            .map(|s| libc::pollfd { fd: if s.2 { s.0.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 })
-            .collect();
+        let mut fds: Vec<libc::pollfd> =
+            streams.iter().map(|s| libc::pollfd { fd: if s.2 { s.0.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 }).collect();
         let timeout_ms = if term_at_ms.is_some() { 100 } else { 1_000 };
         // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs.
         let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };

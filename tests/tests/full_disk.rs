@@ -1,6 +1,6 @@
 //! A full disk with a chatty task (issue #14, "Full disks"): the node's
 //! task-log dir is a small tmpfs that the test fills. The task keeps
-//! running (its output goes to `shoal log-driver`, which drops and counts
+//! running, with or without the daemon (its output goes to `shoal log-driver`, which drops and counts
 //! what it cannot write instead of leaving the task blocked in a full
 //! pipe), the daemon log reports the full disk once and the space coming
 //! back once, and the task's log resumes with a marker counting the gap.
@@ -85,19 +85,22 @@ fn a_full_log_disk_drops_output_without_blocking_the_task_and_logging_resumes() 
         n.shoal(&["service", "logs", "--tail", "1", "chatty"]).ok().stdout.contains("| line ").then_some(())
     });
 
-    // Full: the task goes on writing well past what its pipe holds.
+    // Full, with the daemon killed meanwhile (the driver does not need it):
+    // the task goes on writing well past what its pipe holds.
+    n.kill_daemon();
     let filler = logs.join("filler");
     fill(&filler);
     let at_fill = count(&n);
+    let pipe_lines = (64 * 1024 / LINE_BYTES) as u64;
+    wait_for("the task to write past two pipes' worth without a daemon", Duration::from_secs(20), || {
+        (counter(&n)? > at_fill + 2 * pipe_lines).then_some(())
+    });
+    n.start_daemon();
     let warn = wait_for("the full disk in the daemon log", REPORT_WAIT, || {
         n.daemon_log().lines().find(|l| l.contains(" WARN ") && l.contains("is full")).map(str::to_string)
     });
     assert!(warn.contains(&format!("task log dir {}", logs.display())), "{warn}");
     assert!(warn.contains("task output is dropped"), "{warn}");
-    let pipe_lines = (64 * 1024 / LINE_BYTES) as u64;
-    wait_for("the task to write past two pipes' worth", Duration::from_secs(20), || {
-        (counter(&n)? > at_fill + 2 * pipe_lines).then_some(())
-    });
     let before = count(&n);
     std::thread::sleep(Duration::from_secs(2));
     let after = count(&n);

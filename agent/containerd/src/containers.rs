@@ -440,7 +440,10 @@ mod tests {
     fn file_uris_are_escaped() {
         assert_eq!(file_uri(Path::new("/var/log/a-b_c.log")), "file:///var/log/a-b_c.log");
         assert_eq!(file_uri(Path::new("/x y/%")), "file:///x%20y/%25");
-        assert_eq!(binary_uri(Path::new("/usr/bin/sh oal"), Path::new("/d/l&=?.log")), "binary:///usr/bin/sh%20oal?log-driver=/d/l%26%3D%3F.log");
+        assert_eq!(
+            binary_uri(Path::new("/usr/bin/sh oal"), Path::new("/d/l&=?.log")),
+            "binary:///usr/bin/sh%20oal?log-driver=/d/l%26%3D%3F.log"
+        );
     }
 
     #[test]

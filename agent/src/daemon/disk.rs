@@ -67,7 +67,8 @@ impl DiskWatch {
             let now = if was { !s.has_room() } else { s.is_full() };
             if now != was {
                 out.push(if now {
-                    let what = if s.free_inodes == Some(0) { "no inodes left".to_string() } else { format!("{} free", bytes(s.free_bytes)) };
+                    let what =
+                        if s.free_inodes == Some(0) { "no inodes left".to_string() } else { format!("{} free", bytes(s.free_bytes)) };
                     Report {
                         level: "WARN",
                         message: format!(
