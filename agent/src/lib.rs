@@ -12,6 +12,7 @@ mod client;
 mod daemon;
 mod host;
 pub mod log;
+mod logdriver;
 mod net;
 #[allow(dead_code)] // The data path is wired in by the next slice of issue #12.
 mod network;

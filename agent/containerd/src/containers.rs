@@ -28,7 +28,19 @@ pub const HOST_FILES: &[&str] = &["/etc/hosts", "/etc/resolv.conf"];
 
 /// `file://` URI for an absolute path (percent-encoding what needs it).
 fn file_uri(p: &Path) -> String {
-    let mut out = String::from("file://");
+    format!("file://{}", escape(p))
+}
+
+/// `binary://` URI that has the shim run `exe log-driver log`: the shim
+/// passes each query key and its value as arguments (a single key, since
+/// their order is a Go map's).
+fn binary_uri(exe: &Path, log: &Path) -> String {
+    format!("binary://{}?log-driver={}", escape(exe), escape(log))
+}
+
+/// A path percent-encoded for a URI's path or query.
+fn escape(p: &Path) -> String {
+    let mut out = String::new();
     for b in p.as_os_str().as_encoded_bytes() {
         if b.is_ascii_alphanumeric() || b"-._~/".contains(b) {
             out.push(*b as char);
@@ -52,6 +64,9 @@ fn validate(s: &ContainerSpec) -> Result<(), Error> {
     }
     if !s.log_path.is_absolute() {
         return bad(format!("container {}: log_path {} must be absolute", s.id, s.log_path.display()));
+    }
+    if let Some(exe) = s.log_driver.as_ref().filter(|p| !p.is_absolute()) {
+        return bad(format!("container {}: log driver {} must be absolute", s.id, exe.display()));
     }
     if !s.cwd.is_empty() && !s.cwd.starts_with('/') {
         return bad(format!("container {}: cwd {:?} must be absolute", s.id, s.cwd));
@@ -353,17 +368,20 @@ impl Driver {
         if let Some(dir) = s.log_path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating log directory {}", dir.display()), e))?;
         }
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&s.log_path)
-            .map_err(|e| Error::io(format!("opening log file {}", s.log_path.display()), e))?;
+        let created = std::fs::OpenOptions::new().create(true).append(true).open(&s.log_path);
+        // A log driver opens the file itself, and keeps trying (a full disk must not stop a start).
+        if s.log_driver.is_none() {
+            created.map_err(|e| Error::io(format!("opening log file {}", s.log_path.display()), e))?;
+        }
         // With its own network namespace a container gets its own hosts and resolv.conf (in `mounts`).
         let host_files: Vec<&str> =
             if s.netns.is_some() { Vec::new() } else { HOST_FILES.iter().copied().filter(|f| Path::new(f).is_file()).collect() };
         let json = spec::build(s, &self.ctx().ns, &host_files);
         let spec_json = serde_json::to_vec(&json).map_err(|e| Error::InvalidInput(format!("cannot encode the runtime spec: {e}")))?;
-        let stdio = file_uri(&s.log_path);
+        let stdio = match &s.log_driver {
+            Some(exe) => binary_uri(exe, &s.log_path),
+            None => file_uri(&s.log_path),
+        };
         let ctx = self.ctx().clone();
         let ms = ctx.call_ms.saturating_mul(12);
         let s = s.clone();
@@ -422,6 +440,10 @@ mod tests {
     fn file_uris_are_escaped() {
         assert_eq!(file_uri(Path::new("/var/log/a-b_c.log")), "file:///var/log/a-b_c.log");
         assert_eq!(file_uri(Path::new("/x y/%")), "file:///x%20y/%25");
+        assert_eq!(
+            binary_uri(Path::new("/usr/bin/sh oal"), Path::new("/d/l&=?.log")),
+            "binary:///usr/bin/sh%20oal?log-driver=/d/l%26%3D%3F.log"
+        );
     }
 
     #[test]
@@ -433,6 +455,9 @@ mod tests {
         assert!(validate(&s).is_err());
         let mut s = ok.clone();
         s.log_path = "rel.log".into();
+        assert!(validate(&s).is_err());
+        let mut s = ok.clone();
+        s.log_driver = Some("shoal".into());
         assert!(validate(&s).is_err());
         let mut s = ok.clone();
         s.id = "a/b".into();

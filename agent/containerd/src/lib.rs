@@ -117,6 +117,11 @@ pub struct ContainerSpec {
     pub labels: BTreeMap<String, String>,
     /// Absolute host path; stdout and stderr are appended there.
     pub log_path: PathBuf,
+    /// An absolute path to an executable that the shim runs for the
+    /// container as `EXE log-driver LOG_PATH`, with the container's stdout
+    /// and stderr on fds 3 and 4 (containerd's `binary://` logging); it
+    /// writes `log_path`. `None`: the shim appends to `log_path` itself.
+    pub log_driver: Option<PathBuf>,
     pub memory_limit_bytes: Option<i64>,
     /// CPU limit in billionths of a CPU (Docker's `--cpus` * 1e9).
     pub nano_cpus: Option<i64>,
@@ -147,6 +152,7 @@ impl ContainerSpec {
             hostname: id.to_string(),
             labels: BTreeMap::new(),
             log_path: log_path.into(),
+            log_driver: None,
             memory_limit_bytes: None,
             nano_cpus: None,
             mounts: Vec::new(),

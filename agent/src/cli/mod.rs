@@ -57,6 +57,9 @@ enum Command {
     /// Manage images on this node.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Copy a task's output to its log file (run by containerd's shim, see `logdriver`).
+    #[command(name = "log-driver", hide = true)]
+    LogDriver { log_path: PathBuf },
 }
 
 #[derive(Args, Debug)]
@@ -192,6 +195,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Service(cmd) => service::run(&cli.host, cmd),
         Command::Network(cmd) => network::run(&cli.host, cmd),
         Command::Image(cmd) => image(&cli.host, cmd),
+        Command::LogDriver { log_path } => Ok(crate::logdriver::run(&log_path)?),
     }
 }
 

@@ -15,6 +15,7 @@
 
 pub(crate) mod autolock;
 mod backup;
+mod disk;
 pub(crate) mod dns;
 pub(crate) mod io;
 pub(crate) mod links;
@@ -299,6 +300,8 @@ pub(crate) struct Daemon {
     passed_index: u64,
     passed_at_ms: u64,
     logs_checked_at_ms: u64,
+    /// Whether the data dir is full (see [`disk`]; checked with the task-log rotation).
+    disk: Arc<std::sync::Mutex<disk::DiskWatch>>,
     swarm: Swarm,
     /// The container-networking data path's state.
     net: netpath::NetPath,
@@ -351,6 +354,7 @@ impl Daemon {
             passed_index: u64::MAX,
             passed_at_ms: 0,
             logs_checked_at_ms: 0,
+            disk: Arc::default(),
             swarm,
             net,
             sealing,
@@ -469,11 +473,19 @@ impl Daemon {
                     let logs = task_logs::TaskLogs::new(&self.cfg.data_dir);
                     self.sync_assignments();
                     let known: std::collections::BTreeSet<String> = self.assigned().tasks.keys().cloned().collect();
+                    let (data_dir, watch) = (self.cfg.data_dir.clone(), self.disk.clone());
                     self.spawn_runtime(
-                        move |_| logs.rotate(&known, task_logs::LOG_BYTES_MAX),
-                        |n| {
+                        move |_| {
+                            let space = disk::probe(&[("data dir", &data_dir), ("task log dir", logs.dir())]);
+                            let reports = watch.lock().map(|mut w| w.check(&space)).unwrap_or_default();
+                            (logs.rotate(&known, task_logs::LOG_BYTES_MAX), reports)
+                        },
+                        |(n, reports)| {
                             if n > 0 {
                                 crate::log!("INFO", "rotated {n} task log(s) over {} MiB", task_logs::LOG_BYTES_MAX >> 20);
+                            }
+                            for r in reports {
+                                crate::log!(r.level, "{}", r.message);
                             }
                             Event::Replied
                         },

@@ -1,6 +1,8 @@
 //! The task-log directory, the one owner of its layout: `DATA_DIR/logs/`
-//! holds `TASKID.log` (what the runtime's shim appends the task's output to)
-//! and `TASKID.log.1` (the previous one, kept by rotation).
+//! holds `TASKID.log` (what the task's log driver, `shoal log-driver` run
+//! by the runtime's shim, appends the task's output to; see
+//! [`crate::logdriver`]) and `TASKID.log.1` (the previous one, kept by
+//! rotation).
 //!
 //! [`TaskLogs`] turns a task id into a path only after checking that it is
 //! an id (ids come from the network and from other nodes' assignments), and
@@ -48,6 +50,11 @@ pub(crate) struct TaskLogs {
 impl TaskLogs {
     pub(crate) fn new(data_dir: &Path) -> TaskLogs {
         TaskLogs { dir: data_dir.join(LOGS_DIR) }
+    }
+
+    /// The directory itself (`DATA_DIR/logs`).
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Creates the directory (at daemon start).

@@ -251,6 +251,8 @@ impl Runtime for Containerd {
         spec.nano_cpus = (s.nano_cpus > 0).then_some(s.nano_cpus);
         spec.stop_signal = signal_number(&s.stop_signal)?;
         spec.netns = s.netns.clone();
+        // This binary copies the task's output (`shoal log-driver`): output never blocks the task.
+        spec.log_driver = std::env::current_exe().ok().filter(|p| p.is_file());
         spec.mounts = s
             .mounts
             .iter()

@@ -1,0 +1,192 @@
+//! Free space of the node's data dir (and of its task-log dir, when that is
+//! another filesystem), for the daemon log: a full disk is reported once
+//! when it fills (`WARN`) and once when it has space again (`INFO`), not on
+//! every check.
+//!
+//! [`DiskWatch`] is the sans-IO core (it takes measured [`Space`]s);
+//! [`probe`] measures with `statvfs(2)` and is run off the event loop, with
+//! the task-log rotation.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A filesystem with less free space than this (for root) is full.
+pub(crate) const FULL_BELOW_BYTES: u64 = 1 << 20;
+/// A full filesystem has space again once this much is free (hysteresis:
+/// a disk hovering at the limit is not reported on every check).
+pub(crate) const SPACE_AGAIN_BYTES: u64 = 2 << 20;
+
+/// What `statvfs` says of one filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Space {
+    /// Bytes root may still write.
+    pub(crate) free_bytes: u64,
+    pub(crate) total_bytes: u64,
+    /// Free inodes; `None` where the filesystem does not count them.
+    pub(crate) free_inodes: Option<u64>,
+}
+
+impl Space {
+    fn is_full(&self) -> bool {
+        self.free_bytes < FULL_BELOW_BYTES || self.free_inodes == Some(0)
+    }
+
+    fn has_room(&self) -> bool {
+        self.free_bytes >= SPACE_AGAIN_BYTES && self.free_inodes != Some(0)
+    }
+}
+
+/// One line for the daemon log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Report {
+    pub(crate) level: &'static str,
+    pub(crate) message: String,
+}
+
+/// Which watched directories are full now.
+#[derive(Debug, Default)]
+pub(crate) struct DiskWatch {
+    full: BTreeMap<String, bool>,
+}
+
+impl DiskWatch {
+    /// Whether any watched directory was full at the last check.
+    #[allow(dead_code)] // For `node inspect` / `node ls` (a later slice of issue #14).
+    pub(crate) fn is_full(&self) -> bool {
+        self.full.values().any(|&f| f)
+    }
+
+    /// Takes one measure per directory (named as the log says it, e.g.
+    /// `data dir /var/lib/shoal`); returns the changes to report. A failed
+    /// measure changes nothing (it is not a verdict on the disk).
+    pub(crate) fn check(&mut self, measured: &[(String, Result<Space, String>)]) -> Vec<Report> {
+        let mut out = Vec::new();
+        for (dir, space) in measured {
+            let Ok(s) = space else { continue };
+            let was = self.full.get(dir).copied().unwrap_or(false);
+            let now = if was { !s.has_room() } else { s.is_full() };
+            if now != was {
+                out.push(if now {
+                    let what =
+                        if s.free_inodes == Some(0) { "no inodes left".to_string() } else { format!("{} free", bytes(s.free_bytes)) };
+                    Report {
+                        level: "WARN",
+                        message: format!(
+                            "{dir} is full ({what} of {}): task output is dropped (counted in the task logs) until space is freed",
+                            bytes(s.total_bytes)
+                        ),
+                    }
+                } else {
+                    Report {
+                        level: "INFO",
+                        message: format!("{dir} has space again ({} free of {})", bytes(s.free_bytes), bytes(s.total_bytes)),
+                    }
+                });
+            }
+            self.full.insert(dir.clone(), now);
+        }
+        out
+    }
+}
+
+/// A byte count as people read it: `512 KiB`, `3.5 MiB`.
+fn bytes(n: u64) -> String {
+    const KIB: u64 = 1024;
+    const MIB: u64 = 1024 * KIB;
+    const GIB: u64 = 1024 * MIB;
+    match n {
+        n if n >= GIB => format!("{:.1} GiB", n as f64 / GIB as f64),
+        n if n >= MIB => format!("{:.1} MiB", n as f64 / MIB as f64),
+        n if n >= KIB => format!("{} KiB", n / KIB),
+        n => format!("{n} bytes"),
+    }
+}
+
+/// Measures each directory's filesystem, once per filesystem (the first
+/// directory named on it stands for it); `dirs` are `(what, path)`.
+pub(crate) fn probe(dirs: &[(&str, &Path)]) -> Vec<(String, Result<Space, String>)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = Vec::new();
+    let mut out = Vec::new();
+    for (what, dir) in dirs {
+        let dev = std::fs::metadata(dir).map(|m| m.dev()).ok();
+        if dev.is_some() && seen.contains(&dev) {
+            continue;
+        }
+        seen.push(dev);
+        out.push((format!("{what} {}", dir.display()), statvfs(dir)));
+    }
+    out
+}
+
+fn statvfs(dir: &Path) -> Result<Space, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|_| format!("{}: path has a NUL byte", dir.display()))?;
+    // SAFETY: `c` is a NUL-terminated path and `st` a properly sized out-parameter.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(format!("statvfs {}: {}", dir.display(), std::io::Error::last_os_error()));
+    }
+    let frsize = st.f_frsize as u64;
+    Ok(Space {
+        free_bytes: (st.f_bfree as u64).saturating_mul(frsize),
+        total_bytes: (st.f_blocks as u64).saturating_mul(frsize),
+        free_inodes: (st.f_files > 0).then_some(st.f_ffree as u64),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn space(free_bytes: u64) -> Space {
+        Space { free_bytes, total_bytes: 8 << 20, free_inodes: Some(100) }
+    }
+
+    #[test]
+    fn a_full_disk_is_reported_once_per_episode() {
+        let dir = "data dir /data".to_string();
+        let mut w = DiskWatch::default();
+        let at = |s: Space| vec![(dir.clone(), Ok::<_, String>(s))];
+        assert!(w.check(&at(space(5 << 20))).is_empty());
+        let r = w.check(&at(space(0)));
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].level, "WARN");
+        assert_eq!(
+            r[0].message,
+            "data dir /data is full (0 bytes free of 8.0 MiB): task output is dropped (counted in the task logs) until space is freed"
+        );
+        assert!(w.is_full());
+        assert!(w.check(&at(space(1000))).is_empty(), "still full: no new line");
+        assert!(w.check(&at(space(FULL_BELOW_BYTES + 1))).is_empty(), "hysteresis: not yet room");
+        assert!(w.check(&[(dir.clone(), Err("statvfs failed".into()))]).is_empty(), "a failed measure is no verdict");
+        let r = w.check(&at(space(SPACE_AGAIN_BYTES)));
+        assert_eq!(r, [Report { level: "INFO", message: "data dir /data has space again (2.0 MiB free of 8.0 MiB)".into() }]);
+        assert!(!w.is_full());
+        assert!(w.check(&at(space(SPACE_AGAIN_BYTES))).is_empty());
+    }
+
+    #[test]
+    fn running_out_of_inodes_is_full_too() {
+        let mut w = DiskWatch::default();
+        let s = Space { free_bytes: 1 << 30, total_bytes: 2 << 30, free_inodes: Some(0) };
+        let r = w.check(&[("data dir /d".to_string(), Ok(s))]);
+        assert!(r[0].message.starts_with("data dir /d is full (no inodes left of 2.0 GiB)"), "{}", r[0].message);
+        // Filesystems that count no inodes are judged by bytes alone.
+        let mut w = DiskWatch::default();
+        assert!(w.check(&[("data dir /d".to_string(), Ok(Space { free_inodes: None, ..s }))]).is_empty());
+    }
+
+    #[test]
+    fn probe_measures_each_filesystem_once() {
+        let tmp = std::env::temp_dir();
+        let sub = tmp.join(format!("shoal-disk-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&sub).unwrap();
+        let r = probe(&[("data dir", &tmp), ("task log dir", &sub)]);
+        assert_eq!(r.len(), 1, "same filesystem");
+        assert_eq!(r[0].0, format!("data dir {}", tmp.display()));
+        let s = r[0].1.as_ref().unwrap();
+        assert!(s.total_bytes > 0 && s.free_bytes <= s.total_bytes);
+        let _ = std::fs::remove_dir(&sub);
+    }
+}
