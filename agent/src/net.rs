@@ -84,22 +84,7 @@ pub fn now_ms(origin: Instant) -> u64 {
 /// long, instead of retransmitting for about 15 minutes on a dead path).
 pub fn set_swarm_socket_options(stream: &TcpStream, user_timeout_ms: u64) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    let ms = libc::c_uint::try_from(user_timeout_ms).unwrap_or(libc::c_uint::MAX);
-    // SAFETY: a valid socket fd owned by `stream`, and a c_uint option value
-    // of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(stream),
-            libc::IPPROTO_TCP,
-            libc::TCP_USER_TIMEOUT,
-            std::ptr::addr_of!(ms).cast(),
-            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    setsockopt_u32(stream, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, u32::try_from(user_timeout_ms).unwrap_or(u32::MAX))
 }
 
 /// `TCP_RTO_MAX_MS` (Linux 6.11+; not in the libc crate yet).
