@@ -566,6 +566,10 @@ pub fn check_node_lost_after_ms(ms: u64, dispatcher_heartbeat_ms: u64) -> Result
     ))
 }
 
+/// How a full-disk warning in a node's description (`warnings`) starts:
+/// `node inspect` shows these as the node's status message.
+pub const DISK_FULL_WARNING: &str = "disk full:";
+
 /// The swarm's link profile (`swarm init|update --link-profile`): the
 /// timings of raft and of the node links. Serialized: append-only.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

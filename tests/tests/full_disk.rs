@@ -109,6 +109,15 @@ fn a_full_log_disk_drops_output_without_blocking_the_task_and_logging_resumes() 
     assert_eq!(ps.len(), 1, "no restart: {ps:?}");
     assert!(ps[0]["CurrentState"].as_str().unwrap().starts_with("Running"), "{ps:?}");
     assert_eq!(n.daemon_log().matches("is full").count(), 1, "reported once");
+    // `node inspect` says so as the node's status message.
+    let message = |n: &Node| {
+        let out = n.shoal(&["node", "inspect", "self"]).ok().stdout;
+        let v: serde_json::Value = serde_json::from_str(out.trim()).ok()?;
+        let node = if v.is_array() { v.get(0)?.clone() } else { v };
+        node.pointer("/Status/Message")?.as_str().map(str::to_string)
+    };
+    let m = wait_for("the full disk in node inspect", REPORT_WAIT, || message(&n));
+    assert!(m.starts_with("disk full: task log dir ") && m.contains("task output is dropped"), "{m}");
 
     // Space again: the daemon says so, and the log resumes after a marker.
     std::fs::remove_file(&filler).unwrap();
@@ -116,6 +125,7 @@ fn a_full_log_disk_drops_output_without_blocking_the_task_and_logging_resumes() 
     wait_for("space again in the daemon log", REPORT_WAIT, || {
         n.daemon_log().lines().any(|l| l.contains(" INFO ") && l.contains("has space again")).then_some(())
     });
+    wait_for("no status message in node inspect", REPORT_WAIT, || message(&n).is_none().then_some(()));
     let out = wait_for("the dropped marker and new lines in service logs", Duration::from_secs(20), || {
         let out = n.shoal(&["service", "logs", "chatty"]).ok().stdout;
         let at = out.find("of output dropped: no space left on device]")?;

@@ -64,6 +64,17 @@ fn edge_profile_rides_out_thirty_percent_loss() {
     let Some(mut c) = Cluster::new(4) else { return };
     c.form(3, 1);
     let worker = c.node_id(3).expect("worker id");
+    // Idle traffic of the worker (its links to the three managers), lan then edge.
+    let w = &c.nodes[3];
+    w.exec(&["iptables", "-I", "OUTPUT", "-p", "tcp", "--dport", "2377"]).ok();
+    w.exec(&["iptables", "-I", "INPUT", "-p", "tcp", "--sport", "2377"]).ok();
+    let idle = Duration::from_secs(15);
+    let idle_bytes_per_s = || {
+        w.exec(&["iptables", "-Z"]).ok();
+        std::thread::sleep(idle);
+        swarm_port_bytes(w) as f64 / idle.as_secs_f64()
+    };
+    let lan_idle_bytes_per_s = idle_bytes_per_s();
     c.nodes[0].shoal(&["swarm", "update", "--link-profile", "edge"]).ok();
     for (i, n) in c.nodes.iter().enumerate() {
         wait_for_seen(&format!("node {i} to apply the edge profile"), WAIT, || {
@@ -73,13 +84,7 @@ fn edge_profile_rides_out_thirty_percent_loss() {
         assert!(n.log().contains("link profile is now edge"), "node {i}: {}", n.log_tail(20));
     }
 
-    // Idle traffic of the worker with the edge profile (its links to the managers).
-    let w = &c.nodes[3];
-    w.exec(&["iptables", "-I", "OUTPUT", "-p", "tcp", "--dport", "2377"]).ok();
-    w.exec(&["iptables", "-I", "INPUT", "-p", "tcp", "--sport", "2377"]).ok();
-    let idle = Duration::from_secs(15);
-    std::thread::sleep(idle);
-    let idle_bytes_per_s = swarm_port_bytes(w) as f64 / idle.as_secs_f64();
+    let edge_idle_bytes_per_s = idle_bytes_per_s();
 
     let leaders_before = count(&c, "this node is now the swarm leader");
     let downs_before = count(&c, "is down: no link");
@@ -110,7 +115,7 @@ fn edge_profile_rides_out_thirty_percent_loss() {
     commit_ms.sort_unstable();
     println!(
         "lossy_link: {} s of {LOSS_PROBABILITY} loss each way, edge profile: {leader_changes} leader changes, {downs} Down marks, \
-         {} writes committed (p50 {} ms, p99 {} ms), {} failed; worker idle traffic {idle_bytes_per_s:.0} bytes/s",
+         {} writes committed (p50 {} ms, p99 {} ms), {} failed; idle worker's swarm traffic {lan_idle_bytes_per_s:.0} bytes/s on lan, {edge_idle_bytes_per_s:.0} on edge",
         loss_seconds(),
         commit_ms.len(),
         percentile(&commit_ms, 50),

@@ -329,6 +329,11 @@ pub(crate) fn node_json(n: &Node, leader: bool) -> Value {
         },
         "Status": {"State": n.state.as_title().to_lowercase(), "Addr": n.addr.split(':').next().unwrap_or("")},
     });
+    // Docker's status message: what is wrong with the node now (a full disk).
+    let message = status_message(n);
+    if !message.is_empty() {
+        v["Status"]["Message"] = json!(message);
+    }
     // Not Docker's: why the kernel probe found a piece of networking missing.
     if !n.description.warnings.is_empty() {
         v["Description"]["Engine"]["Warnings"] = json!(n.description.warnings);
@@ -337,6 +342,13 @@ pub(crate) fn node_json(n: &Node, leader: bool) -> Value {
         v["ManagerStatus"] = json!({"Leader": leader, "Reachability": "reachable", "Addr": n.manager_addr});
     }
     v
+}
+
+/// The node's status message: its full-disk warnings, joined.
+fn status_message(n: &Node) -> String {
+    let full: Vec<&str> =
+        n.description.warnings.iter().filter(|w| w.starts_with(shoal_shared::types::DISK_FULL_WARNING)).map(String::as_str).collect();
+    full.join("; ")
 }
 
 /// `node inspect --pretty`.
@@ -350,6 +362,10 @@ pub(crate) fn node_pretty(n: &Node, leader: bool) -> String {
         n.availability.as_title(),
         n.addr.split(':').next().unwrap_or("")
     );
+    let message = status_message(n);
+    if !message.is_empty() {
+        out.push_str(&format!(" Message:\t\t{message}\n"));
+    }
     if n.role == NodeRole::Manager {
         out.push_str(&format!(
             "Manager Status:\n Address:\t\t{}\n Raft Status:\t\tReachable\n Leader:\t\t{}\n",
@@ -448,6 +464,16 @@ mod tests {
         assert_eq!(v.pointer("/Description/Engine/Plugins").and_then(Value::as_array).map(Vec::len), Some(3));
         assert_eq!(v.pointer("/Description/Engine/Warnings/0").and_then(Value::as_str), Some(n.description.warnings[0].as_str()));
         assert!(node_pretty(&n, false).ends_with("WARNING: VXLAN (kernel option CONFIG_VXLAN) devices cannot be made: not supported\n"));
+        assert_eq!(v.pointer("/Status/Message"), None, "no message while nothing is wrong");
+        // A full disk is the node's status message.
+        n.description.warnings.push(format!("{} data dir /d has under 1 MiB free", shoal_shared::types::DISK_FULL_WARNING));
+        let v = node_json(&n, false);
+        assert_eq!(v.pointer("/Status/Message").and_then(Value::as_str), Some("disk full: data dir /d has under 1 MiB free"));
+        assert!(
+            node_pretty(&n, false).contains(" Message:\t\tdisk full: data dir /d has under 1 MiB free\n"),
+            "{}",
+            node_pretty(&n, false)
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! [`probe`] measures with `statvfs(2)` and is run off the event loop, with
 //! the task-log rotation.
 
+use shoal_shared::types::DISK_FULL_WARNING;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -51,9 +52,18 @@ pub(crate) struct DiskWatch {
 
 impl DiskWatch {
     /// Whether any watched directory was full at the last check.
-    #[allow(dead_code)] // For `node inspect` / `node ls` (a later slice of issue #14).
     pub(crate) fn is_full(&self) -> bool {
         self.full.values().any(|&f| f)
+    }
+
+    /// The node's warnings for what is full now (its description carries
+    /// them to `node inspect`).
+    pub(crate) fn warnings(&self) -> Vec<String> {
+        self.full
+            .iter()
+            .filter(|(_, &f)| f)
+            .map(|(dir, _)| format!("{DISK_FULL_WARNING} {dir} has under 1 MiB free: task output is dropped and this node's own writes may fail; free space there"))
+            .collect()
     }
 
     /// Takes one measure per directory (named as the log says it, e.g.

@@ -302,6 +302,8 @@ pub(crate) struct Daemon {
     logs_checked_at_ms: u64,
     /// Whether the data dir is full (see [`disk`]; checked with the task-log rotation).
     disk: Arc<std::sync::Mutex<disk::DiskWatch>>,
+    /// Whether the node's description last told a full disk (it is told again when that changes).
+    disk_full_told: bool,
     swarm: Swarm,
     /// The container-networking data path's state.
     net: netpath::NetPath,
@@ -355,6 +357,7 @@ impl Daemon {
             passed_at_ms: 0,
             logs_checked_at_ms: 0,
             disk: Arc::default(),
+            disk_full_told: false,
             swarm,
             net,
             sealing,
@@ -414,6 +417,22 @@ impl Daemon {
         true
     }
 
+    /// Tells the swarm this node's description changed (a full disk, or
+    /// space again): the leader commits its own; a worker opens its session
+    /// again on its link to the leader, which carries the description (the
+    /// leader commits it and resends the assignments). A manager that does
+    /// not lead tells it at its next restart (left for later).
+    fn redescribe_self(&mut self) {
+        match self.swarm.mode {
+            swarm::Mode::Worker => self.resend_session(),
+            _ => {
+                if let Err(e) = self.refresh_self_node() {
+                    crate::log!("WARN", "cannot update this node's description: {e:#}");
+                }
+            }
+        }
+    }
+
     /// Re-describes this node after a restart (platform, resources, version may change).
     fn refresh_self_node(&mut self) -> anyhow::Result<()> {
         let Some(old) = self.store.state().nodes.get(&self.node_id) else {
@@ -430,6 +449,7 @@ impl Daemon {
 
     fn describe(&self) -> NodeDescription {
         let mut d = self.io.host(&self.net.probe);
+        d.warnings.extend(self.disk.lock().map(|w| w.warnings()).unwrap_or_default());
         // `bridge` is listed only where tasks on no network really get it
         // (not with --bridge-subnet none or a clashing subnet).
         if !self.net.has_bridge() {
@@ -490,6 +510,11 @@ impl Daemon {
                             Event::Replied
                         },
                     );
+                }
+                let disk_full = self.disk.lock().map(|w| w.is_full()).unwrap_or(false);
+                if disk_full != self.disk_full_told {
+                    self.disk_full_told = disk_full;
+                    self.redescribe_self();
                 }
                 if !self.listing && now_ms.saturating_sub(self.last_list_ms) >= RELIST_MS {
                     self.relist();

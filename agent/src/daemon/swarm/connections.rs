@@ -207,6 +207,17 @@ impl Daemon {
         }
     }
 
+    /// Worker: sends its session (and description) again to the leader it
+    /// knows, on its link there; nothing when there is none (the next
+    /// session carries the description anyway).
+    pub(crate) fn resend_session(&mut self) {
+        let Some(leader) = self.swarm.leader_hint.as_ref().map(|l| l.node_id.clone()) else { return };
+        let Some(conn) = self.swarm.established(&leader) else { return };
+        let description = self.describe();
+        let advertise_addr = self.swarm.advertise_addr.clone();
+        self.swarm.send(conn, &Wire::Session { advertise_addr, description });
+    }
+
     pub(crate) fn accept_peer(&mut self, conn: u64, peer: &str) {
         if let Some(c) = self.swarm.conns.get_mut(&conn) {
             c.peer = Some(peer.to_string());
