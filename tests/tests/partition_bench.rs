@@ -56,8 +56,16 @@ fn partitions_with_and_without_node_lost_after() {
                 let (a, b) = (c.nodes[1].running_ids().len(), c.nodes[2].running_ids().len());
                 (a == 1 && b == 1).then_some(()).ok_or(format!("{a} and {b} tasks"))
             });
+            // Stable: no task created for 5 s (a service's first rollout, e.g. its image pinned to a
+            // digest, replaces tasks on its own).
+            let ids = |c: &Cluster| -> BTreeSet<String> { ps(c).iter().filter_map(|t| t["ID"].as_str().map(str::to_string)).collect() };
+            let tasks = wait_for_seen("no new task for 5 s", Duration::from_secs(120), || {
+                let before = ids(&c);
+                std::thread::sleep(Duration::from_secs(5));
+                let now = ids(&c);
+                (now == before && settled(&c).is_ok()).then_some(now).ok_or("tasks still changing".to_string())
+            });
             let pids = c.nodes[1].tasks_pids();
-            let tasks: BTreeSet<String> = ps(&c).iter().filter_map(|t| t["ID"].as_str().map(str::to_string)).collect();
             c.nodes[1].partition();
             std::thread::sleep(Duration::from_secs(secs));
             c.nodes[1].heal();
@@ -69,6 +77,7 @@ fn partitions_with_and_without_node_lost_after() {
             let replacements = new_tasks.len();
             if std::env::var_os("SHOAL_BENCH_DEBUG").is_some() {
                 eprintln!("before {tasks:?}\nafter {after:?}\nps {:#?}", ps(&c));
+                eprintln!("manager:\n{}\nworker:\n{}", c.nodes[0].log_tail(25), c.nodes[1].log_tail(25));
             }
             let now = c.nodes[1].tasks_pids();
             let restarts = pids.iter().filter(|p| !now.contains(p)).count();
