@@ -31,14 +31,47 @@
 //! - with `--node-lost-after` set (`State::node_lost_after_ms` > 0), such a
 //!   node is `Disconnected` first (its tasks stay where they are, nothing new
 //!   is placed there) and Down only once it has had no link for that long,
-//!   counted the same way; a Disconnected or Down node that is back is Ready.
+//!   counted the same way; a Disconnected or Down node that is back is Ready;
+//! - a node the leader does not know is told it was removed ([`REMOVED`],
+//!   after [`NOT_A_MEMBER`], which every version backs off from): only the
+//!   leader's state is authoritative, a lagging manager keeps the link;
+//! - the status timestamps of a worker's reports are the leader's wall clock
+//!   when it took them ([`accept_reports`]): restart windows, update monitors
+//!   and failure counts compare them with the leader's `now`, and a device
+//!   whose clock is months off (no RTC) must not skew them.
 
 use crate::state::State;
 use shoal_shared::assignments::Assignments;
+use shoal_shared::clock::UnixNanos;
 use shoal_shared::ops::Op;
-use shoal_shared::types::{LinkProfile, Node, NodeDescription, NodeRole, NodeState};
+use shoal_shared::types::{LinkProfile, Node, NodeDescription, NodeRole, NodeState, TaskStatus};
 use shoal_shared::wire::{ManagerInfo, NOT_A_MEMBER};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// What a node the leader does not know is told (its log, `shoal info`, its CLI's errors).
+pub const REMOVED: &str = "this node was removed from the swarm: run 'shoal swarm leave --force' and join again";
+
+/// The reason a removed node's link is closed with: [`NOT_A_MEMBER`] first,
+/// which every version recognises and backs off from, then [`REMOVED`].
+pub fn removed_reason() -> String {
+    format!("{NOT_A_MEMBER}: {REMOVED}")
+}
+
+/// The status reports of worker `node_id` that the leader takes, as ops:
+/// only for tasks of that node, only those that move a task forward, and
+/// stamped with the leader's wall clock `now` (the worker's may be months
+/// off; it only says what happened, the leader says when it learnt it).
+pub fn accept_reports(state: &State, node_id: &str, statuses: Vec<(String, TaskStatus)>, now: UnixNanos) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for (id, mut status) in statuses {
+        let Some(t) = state.tasks.get(&id) else { continue };
+        if t.node_id == node_id && t.status.state.advance(status.state).is_ok() {
+            status.timestamp = now;
+            ops.push(Op::SetTaskStatus { id, status });
+        }
+    }
+    ops
+}
 
 /// A new leader waits this long for nodes to reconnect before marking any Down.
 pub const LEADER_GRACE_MS: u64 = 4_000;
@@ -165,8 +198,7 @@ impl Dispatcher {
         let Some(node) = state.nodes.get(node_id) else {
             // Only the leader's state is authoritative: a lagging manager keeps the link.
             if leads {
-                let reason = format!("{NOT_A_MEMBER} (it was removed, or never joined): join it again with a token");
-                self.effects.push_back(Effect::Close { conn, reason });
+                self.effects.push_back(Effect::Close { conn, reason: removed_reason() });
             }
             return;
         };
@@ -258,8 +290,7 @@ impl Dispatcher {
             let Some(s) = self.sessions.remove(&node_id) else { continue };
             let message = format!("closing the session of node {node_id}: it was removed from the swarm");
             self.effects.push_back(Effect::Log { level: "WARN", message });
-            let reason = format!("{NOT_A_MEMBER} (it was removed): join it again with a token");
-            self.effects.push_back(Effect::Close { conn: s.conn, reason });
+            self.effects.push_back(Effect::Close { conn: s.conn, reason: removed_reason() });
         }
         let index = state.applied_index;
         let mut managers = None;
@@ -493,6 +524,62 @@ mod tests {
         d.dispatch(&st, |_| false);
         assert_eq!(effects(&mut d), ["log WARN", "close 7"]);
         assert!(!d.has_session("w1"));
+    }
+
+    #[test]
+    fn a_removed_node_is_told_so_and_what_to_do() {
+        let mut st = state();
+        let mut d = Dispatcher::default();
+        d.handle_leadership(true, 0);
+        d.handle_session(&st, 7, "w1", "", NodeDescription::default());
+        st.apply(2, &Entry { at: 2, ops: vec![Op::DeleteNode { id: "w1".into() }] });
+        d.dispatch(&st, |_| false);
+        // Its redial, after the removal.
+        d.handle_session(&st, 8, "w1", "", NodeDescription::default());
+        let reasons: Vec<String> = std::iter::from_fn(|| d.poll_effect())
+            .filter_map(|e| match e {
+                Effect::Close { reason, .. } => Some(reason),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        for r in &reasons {
+            // Older workers back off on NOT_A_MEMBER; this one says what to do.
+            assert!(r.starts_with(NOT_A_MEMBER), "{r}");
+            assert!(r.ends_with("this node was removed from the swarm: run 'shoal swarm leave --force' and join again"), "{r}");
+        }
+        // A manager that does not lead keeps the link: its state may lag.
+        let mut follower = Dispatcher::default();
+        follower.handle_session(&st, 9, "w1", "", NodeDescription::default());
+        assert!(effects(&mut follower).is_empty());
+    }
+
+    /// A worker whose clock is months ahead (or back in 1970: no RTC)
+    /// reports with its own timestamps; the leader stamps them with its own,
+    /// so the update monitor, restart windows and failure counts compare
+    /// one clock with itself.
+    #[test]
+    fn reports_are_stamped_with_the_leaders_clock() {
+        let st = state();
+        const LEADER_NOW: UnixNanos = 1_000_000_000_000;
+        let months_ahead = LEADER_NOW + 180 * 86_400 * 1_000_000_000;
+        let statuses = vec![
+            ("t1".to_string(), TaskStatus::new(TaskState::Running, months_ahead, "started")),
+            ("t2".to_string(), TaskStatus::new(TaskState::Failed, 0, "exited")),
+            // Another node's task, an unknown one, and a step back are not taken.
+            ("t3".to_string(), TaskStatus::new(TaskState::Running, 5, "started")),
+            ("t1".to_string(), TaskStatus::new(TaskState::Pending, 5, "back")),
+        ];
+        let ops = accept_reports(&st, "w1", statuses.clone(), LEADER_NOW);
+        let got: Vec<(&str, TaskState, UnixNanos)> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::SetTaskStatus { id, status } => Some((id.as_str(), status.state, status.timestamp)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, [("t1", TaskState::Running, LEADER_NOW), ("t2", TaskState::Failed, LEADER_NOW)]);
+        assert!(accept_reports(&st, "w2", statuses, LEADER_NOW).is_empty(), "only a node's own tasks");
     }
 
     /// Found by fault injection: a leader cut off from the other managers

@@ -159,10 +159,18 @@ impl ClusterNode {
     /// [`ClusterNode::start`] with extra environment variables and extra
     /// `shoal daemon` arguments (e.g. `--insecure-registry HOST:PORT`).
     pub fn start_with(&mut self, env: &[(&str, &str)], args: &[&str]) {
+        self.start_wrapped(&[], env, args);
+    }
+
+    /// [`ClusterNode::start_with`] with the daemon run under `wrapper`
+    /// (e.g. `unshare --time --kill-child --monotonic S --boottime S`, which
+    /// must make the daemon die with it: [`ClusterNode::kill`] kills the wrapper).
+    pub fn start_wrapped(&mut self, wrapper: &[&str], env: &[(&str, &str)], args: &[&str]) {
         assert!(self.daemon.is_none(), "node {} ({}): daemon already started", self.index(), self.netns);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("daemon.log")).expect("daemon log");
         let child = Command::new("ip")
             .args(["netns", "exec", &self.netns])
+            .args(wrapper)
             .arg(shoal_bin())
             .arg("daemon")
             .arg("--data-dir")

@@ -33,6 +33,7 @@ mod task_logs;
 #[cfg(test)]
 mod tests;
 mod update;
+mod wallclock;
 
 use crate::host;
 use crate::runtime::{Exit, Observed, Runtime, RuntimeError, Signalled};
@@ -42,7 +43,7 @@ use async_channel::{Receiver, Sender};
 use shoal_manager::store::{Bootstrap, Store};
 use shoal_manager::{control, orchestrator, scheduler};
 use shoal_shared::api::{Reply, Request, VersionInfo};
-use shoal_shared::clock::{Clock, MonoClock, SystemClock, SystemMonoClock};
+use shoal_shared::clock::{Clock, MonoClock, SystemMonoClock};
 use shoal_shared::noise::key;
 use shoal_shared::noise::link::Event as LinkEvent;
 use shoal_shared::ops::Op;
@@ -342,7 +343,7 @@ impl Daemon {
             cfg,
             store,
             rng,
-            clock: Arc::new(SystemClock),
+            clock: wallclock::from_env()?,
             mono: Arc::new(SystemMonoClock::new()),
             node_id,
             runtime,

@@ -261,7 +261,7 @@ impl Daemon {
     /// The reply a refused request gets.
     fn refusal(&self, why: Refusal, req: &Request) -> Reply {
         match why {
-            Refusal::NotAManager => swarm::worker_refusal(),
+            Refusal::NotAManager => swarm::worker_refusal(self.swarm.removed),
             Refusal::NoLeader => self.no_leader_reply(),
             Refusal::NotForwardable => Reply::error(
                 ErrorKind::InvalidArgument,

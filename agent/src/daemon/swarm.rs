@@ -182,6 +182,9 @@ pub(crate) struct Swarm {
     hint_next: usize,
     /// Worker: the leader as last told.
     leader_hint: Option<ManagerInfo>,
+    /// Worker: the leader said this node was removed from the swarm (until a
+    /// manager takes it again): `shoal info` and refused requests say so.
+    pub(crate) removed: bool,
     /// What this node's worker plans from. A worker's are the last the
     /// leader sent (None until the first since start or role change); a
     /// manager's are built from its replica (`Daemon::sync_assignments`).
@@ -241,7 +244,10 @@ pub(crate) fn no_leader(reachable: usize, managers: usize) -> Reply {
     )
 }
 
-pub(super) fn worker_refusal() -> Reply {
+pub(super) fn worker_refusal(removed: bool) -> Reply {
+    if removed {
+        return Reply::error(ErrorKind::FailedPrecondition, shoal_manager::dispatcher::REMOVED);
+    }
     Reply::error(
         ErrorKind::FailedPrecondition,
         "this node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. Please run this command on a manager node or promote the current node to a manager.",
@@ -298,6 +304,7 @@ impl Swarm {
             told_stale: BTreeMap::new(),
             hint_next: 0,
             leader_hint: None,
+            removed: false,
             assigned: None,
             assigned_at: None,
             dispatcher: Dispatcher::default(),
@@ -586,6 +593,9 @@ impl Daemon {
             // As applied on this node (a worker's from its leader).
             link_profile: self.swarm.link_profile,
         };
+        if self.swarm.removed {
+            info.warnings.push(shoal_manager::dispatcher::REMOVED.to_string());
+        }
         if knows_state {
             info.cluster_id = state.cluster.as_ref().map(|c| c.id.clone()).unwrap_or_default();
             info.managers = state.nodes.values().filter(|n| n.role == NodeRole::Manager).count() as u64;

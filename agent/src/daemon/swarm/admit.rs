@@ -8,7 +8,9 @@
 //! - an inbound member link is kept only on a manager, and only from a node
 //!   this manager knows (the state, or the managers it was told of when it
 //!   joined); everyone else is told [`NOT_A_MEMBER`], which a removed node
-//!   recognises and backs off from;
+//!   recognises and backs off from, and by the leader (whose state is
+//!   authoritative) that it was removed, with what to do
+//!   ([`shoal_manager::dispatcher::removed_reason`]);
 //! - a worker dialed as a manager only redirects to the leader it knows;
 //! - an inbound join is kept only if its hello carries a valid token for
 //!   this swarm (checked by the caller's `check_token`), which decides the
@@ -28,6 +30,8 @@ pub(crate) struct Handshake<'a> {
     pub(crate) expect: Option<&'a str>,
     /// The node id of the key that answered (or dialed in).
     pub(crate) peer: &'a str,
+    /// This node leads the swarm on a caught-up state (authoritative).
+    pub(crate) leads: bool,
 }
 
 /// The decision.
@@ -70,6 +74,10 @@ pub(crate) fn admit(h: Handshake<'_>, mode: Mode, known: bool, check_token: impl
         // managers it knew are gone): pointing it at the leader is all a worker can do.
         (Purpose::Node, false) if mode == Mode::Worker => Admit::Redirect,
         (Purpose::Node, false) if mode != Mode::Manager => Admit::Refuse { reason: "this node is not a manager".into(), warn: None },
+        (Purpose::Node, false) if !known && h.leads => Admit::Refuse {
+            reason: shoal_manager::dispatcher::removed_reason(),
+            warn: Some(format!("refused node {peer}: not a member of this swarm (removed)")),
+        },
         (Purpose::Node, false) if !known => Admit::Refuse {
             reason: format!("{NOT_A_MEMBER} (it was removed, or never joined): join it again with a token"),
             warn: Some(format!("refused node {peer}: not a member of this swarm (removed, or never joined)")),
@@ -88,7 +96,7 @@ mod tests {
     use super::*;
 
     fn hs<'a>(purpose: Purpose, outbound: bool, expect: Option<&'a str>, peer: &'a str) -> Handshake<'a> {
-        Handshake { purpose, outbound, expect, peer }
+        Handshake { purpose, outbound, expect, peer, leads: false }
     }
 
     fn no_token() -> Result<NodeRole, String> {
@@ -115,6 +123,11 @@ mod tests {
         let a = admit(hs(Purpose::Node, false, None, "gone"), Mode::Manager, false, no_token);
         assert!(matches!(a, Admit::Refuse { ref reason, warn: Some(_) } if reason.starts_with(NOT_A_MEMBER)), "{a:?}");
         assert_eq!(admit(hs(Purpose::Node, false, None, "w1"), Mode::Manager, true, no_token), Admit::Member);
+        // Only the leader's state says a node was removed: it tells it what to do.
+        let a = admit(Handshake { leads: true, ..hs(Purpose::Node, false, None, "gone") }, Mode::Manager, false, no_token);
+        let removed = "this node was removed from the swarm: run 'shoal swarm leave --force' and join again";
+        assert!(matches!(a, Admit::Refuse { ref reason, .. } if reason.starts_with(NOT_A_MEMBER) && reason.ends_with(removed)), "{a:?}");
+        assert_eq!(admit(Handshake { leads: true, ..hs(Purpose::Node, false, None, "w1") }, Mode::Manager, true, no_token), Admit::Member);
     }
 
     #[test]

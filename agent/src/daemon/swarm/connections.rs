@@ -149,7 +149,7 @@ impl Daemon {
                 Err(e) => Err(e.to_string()),
             }
         };
-        let handshake = Handshake { purpose, outbound, expect: expect.as_deref(), peer: &peer };
+        let handshake = Handshake { purpose, outbound, expect: expect.as_deref(), peer: &peer, leads: self.leads_caught_up() };
         match admit(handshake, self.swarm.mode, known, check_token) {
             Admit::Session => {
                 self.accept_peer(conn, &peer);
@@ -237,6 +237,9 @@ impl Daemon {
         }
         let now_ms = self.mono_ms();
         let lost = self.swarm.peers.handle_gone(conn, c.error.as_deref(), now_ms, &mut self.rng);
+        if self.swarm.mode == Mode::Worker && c.error.as_deref().is_some_and(|e| e.contains(shoal_manager::dispatcher::REMOVED)) {
+            self.swarm.removed = true;
+        }
         self.drain_peers();
         if let (Some(id), Mode::Worker) = (lost, self.swarm.mode) {
             // Try the next manager next time unless a redirect named the leader.
@@ -265,6 +268,7 @@ impl Daemon {
         // the backoff over). A redirect only says where to go next.
         if !matches!(msg, Wire::Redirect { .. }) {
             self.swarm.peers.handle_useful(&peer);
+            self.swarm.removed = false;
         }
         let purpose = c.purpose;
         let join_role = c.join_role;
@@ -306,13 +310,7 @@ impl Daemon {
                 if !self.leads() {
                     return;
                 }
-                let mut ops = Vec::new();
-                for (id, status) in statuses {
-                    let Some(t) = self.store.state().tasks.get(&id) else { continue };
-                    if t.node_id == peer && t.status.state.advance(status.state).is_ok() {
-                        ops.push(Op::SetTaskStatus { id, status });
-                    }
-                }
+                let ops = shoal_manager::dispatcher::accept_reports(self.store.state(), &peer, statuses, self.now());
                 self.commit_internal(ops);
             }
             (Purpose::Node, Wire::Request { id, req }) => {

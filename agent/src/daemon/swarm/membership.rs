@@ -560,6 +560,7 @@ impl Daemon {
         self.swarm.mode = Mode::Solo;
         self.swarm.hints.clear();
         self.swarm.leader_hint = None;
+        self.swarm.removed = false;
         self.swarm.assigned = None;
         self.forget_persisted_assignments();
         self.swarm.reported.clear();

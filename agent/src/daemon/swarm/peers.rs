@@ -13,7 +13,8 @@
 //!   swarm, or never joined) is redialed after a delay doubling from
 //!   `DIAL_BACKOFF_MAX_MS` up to [`REFUSED_REDIAL_MS`] (a lagging manager
 //!   that has not applied a join yet costs seconds, a removal stops the
-//!   hammering), and that is said once, with what to do;
+//!   hammering), and that is said once, with what to do (the leader's own
+//!   words when it says this node was removed);
 //! - a lost link is warned about once until a link to that peer is useful
 //!   again;
 //! - a peer's backoff outlives its being wanted: a worker that rotates
@@ -21,6 +22,7 @@
 //!   delay instead of starting every rotation afresh (at most
 //!   [`PEERS_REMEMBERED_MAX`] peers are remembered).
 
+use shoal_manager::dispatcher::REMOVED;
 use shoal_shared::backoff::Backoff;
 use shoal_shared::rng::Rng;
 use shoal_shared::wire::NOT_A_MEMBER;
@@ -134,7 +136,12 @@ impl Peers {
         let refused = why.contains(NOT_A_MEMBER);
         let delay_ms = if refused { d.refused_backoff.next_delay_ms(rng) } else { d.backoff.next_delay_ms(rng) };
         d.retry_at_ms = now_ms + delay_ms;
-        if refused && !d.refused {
+        if refused && !d.refused && why.contains(REMOVED) {
+            let message =
+                format!("{REMOVED} (node {id} at {} leads and said so; retrying at most every {} s)", d.addr, REFUSED_REDIAL_MS / 1000);
+            self.effects.push_back(PeerEffect::Log { level: "ERROR", message });
+            d.warned = true;
+        } else if refused && !d.refused {
             let message = format!(
                 "node {id} at {} refused this node: it is not a member of the swarm as that manager knows it (removed, \
                  or a join it has not seen yet); if this node was removed, run `shoal swarm leave --force` and join again \
@@ -260,6 +267,12 @@ mod tests {
         assert!(dials <= 12, "{dials} dials in 5 minutes");
         assert_eq!(logs.len(), 1, "said once, with what to do: {logs:?}");
         assert!(logs[0].contains("swarm leave --force"), "{logs:?}");
+        // The leader's word: the removal, said once in its own terms, at the same pace.
+        let (dials, logs) =
+            dials_in(&[M1], 60_000, 50, &format!("refused by the manager: {}", shoal_manager::dispatcher::removed_reason()), false);
+        assert!(dials <= 7, "{dials} dials in the first minute (jittered 1-2 s, doubling)");
+        assert_eq!(logs.len(), 1, "{logs:?}");
+        assert!(logs[0].starts_with(REMOVED), "{logs:?}");
         // Any other failure backs off to DIAL_BACKOFF_MAX_MS, with one warning.
         let (dials, logs) = dials_in(&[M1], 60_000, 50, "the peer stopped answering", false);
         assert!(dials <= 60, "{dials} dials in 1 minute");
