@@ -342,7 +342,10 @@ fn restart_dead_tasks(
 }
 
 /// Whether the slot used up its restarts: `max_attempts` 0 is unlimited;
-/// with a window, only restarts started inside the window count.
+/// with a window, only restarts started inside the window count. A restart
+/// stamped after `now` (by an earlier leader whose clock ran ahead, or before
+/// this clock stepped back) is not counted: counting it would keep the slot
+/// dead for as long as the skew, months on a device without an RTC.
 fn attempts_exhausted(slot: &[&Task], dead: &Task, max_attempts: u64, window_ns: u64, now: UnixNanos) -> bool {
     if max_attempts == 0 {
         return false;
@@ -351,7 +354,7 @@ fn attempts_exhausted(slot: &[&Task], dead: &Task, max_attempts: u64, window_ns:
         return dead.attempt >= max_attempts;
     }
     let since = now.saturating_sub(window_ns);
-    let recent = slot.iter().filter(|t| t.attempt > 0 && t.meta.created_at >= since).count() as u64;
+    let recent = slot.iter().filter(|t| t.attempt > 0 && (since..=now).contains(&t.meta.created_at)).count() as u64;
     recent >= max_attempts
 }
 
@@ -673,6 +676,31 @@ mod tests {
         // First run plus two restarts, then the slot stays dead.
         assert_eq!(s.tasks.len(), 3);
         assert_eq!(s.tasks.values().map(|t| t.attempt).max(), Some(2));
+    }
+
+    #[test]
+    fn restarts_stamped_ahead_of_the_clock_do_not_use_up_the_window() {
+        const MIN: u64 = 60_000_000_000;
+        let mut s = with_service(1);
+        let mut rng = Rng::from_seed(9);
+        settle(&mut s, 100, &mut rng);
+        let first = s.tasks.values().next().unwrap().clone();
+        let at = |attempt: u64, created_at: u64| {
+            let mut t = first.clone();
+            t.attempt = attempt;
+            t.meta.created_at = created_at;
+            t
+        };
+        let now = 1_000 * MIN;
+        // Two restarts in the last 10 minutes of a 10-minute window: used up at 2.
+        let recent = [at(1, now - 5 * MIN), at(2, now - MIN)];
+        let slot: Vec<&Task> = recent.iter().collect();
+        assert!(attempts_exhausted(&slot, &recent[1], 2, 10 * MIN, now));
+        assert!(!attempts_exhausted(&slot, &recent[1], 2, 10 * MIN, now + 10 * MIN), "the window moved on");
+        // Stamped by a leader six months ahead of this one: not counted.
+        let ahead = [at(1, now + 180 * 1_440 * MIN), at(2, now + 180 * 1_440 * MIN + MIN)];
+        let slot: Vec<&Task> = ahead.iter().collect();
+        assert!(!attempts_exhausted(&slot, &ahead[1], 2, 10 * MIN, now));
     }
 
     #[test]

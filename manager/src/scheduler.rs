@@ -202,7 +202,9 @@ impl<'a> Pass<'a> {
                 continue;
             }
             let failed = matches!(t.status.state, TaskState::Failed | TaskState::Rejected);
-            if failed && t.status.timestamp >= since {
+            // A failure stamped after `now` (an earlier leader's clock ran ahead) is not
+            // recent: counted, it would rank the node last for as long as the skew.
+            if failed && (since..=now).contains(&t.status.timestamp) {
                 if let Some(l) = pass.load.get_mut(t.node_id.as_str()) {
                     *l.failures.entry(t.service_id.as_str()).or_default() += 1;
                 }
@@ -690,6 +692,7 @@ mod tests {
             ("below the threshold", failures("svc", 4, TaskState::Failed, recent), &[("t1", "a"), ("t2", "b")]),
             ("another service", failures("other", 5, TaskState::Failed, recent), &[("t1", "a"), ("t2", "b")]),
             ("old failures", failures("svc", 5, TaskState::Failed, old), &[("t1", "a"), ("t2", "b")]),
+            ("stamped months ahead", failures("svc", 5, TaskState::Failed, NOW + 180 * 1_440 * MINUTE_NS), &[("t1", "a"), ("t2", "b")]),
             ("not failures", failures("svc", 5, TaskState::Complete, recent), &[("t1", "a"), ("t2", "b")]),
         ];
         for (case, history, expect) in cases {

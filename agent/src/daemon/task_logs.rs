@@ -159,8 +159,12 @@ impl TaskLogs {
             let Ok(path) = self.file(id, if current { LOG_SUFFIX } else { ROTATED_SUFFIX }) else { continue };
             if !known.contains(id) {
                 // `known` may be older than a task that just started: only
-                // files untouched for a while are orphans.
-                let idle = e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+                // files untouched for a while are orphans. A time ahead of the
+                // clock is as far from now (the clock stepped back: a device
+                // without an RTC that booted in 1970 and set its time since,
+                // then rebooted) and would otherwise keep the file for months.
+                let modified = e.metadata().and_then(|m| m.modified()).ok();
+                let idle = modified.map(|t| t.elapsed().unwrap_or_else(|ahead| ahead.duration()));
                 if idle.is_some_and(|d| d >= std::time::Duration::from_millis(ORPHAN_LOG_IDLE_MS)) {
                     let _ = std::fs::remove_file(&path);
                 }
@@ -259,9 +263,14 @@ mod tests {
             std::fs::write(dir.join(f), b"old task").unwrap();
             std::fs::File::options().write(true).open(dir.join(f)).unwrap().set_modified(old).unwrap();
         }
+        // Written before the clock stepped back a month.
+        let ahead = std::time::SystemTime::now() + std::time::Duration::from_secs(30 * 86_400);
+        std::fs::write(dir.join("ahead.log"), b"old task").unwrap();
+        std::fs::File::options().write(true).open(dir.join("ahead.log")).unwrap().set_modified(ahead).unwrap();
         std::fs::write(dir.join("fresh.log"), b"a task that started after `known` was taken").unwrap();
         assert_eq!(logs.rotate(&known, 50), 1);
         assert!(!dir.join("gone.log").exists() && !dir.join("gone.log.1").exists(), "logs of deleted tasks go");
+        assert!(!dir.join("ahead.log").exists(), "a log stamped ahead of a clock that stepped back goes too");
         assert!(dir.join("fresh.log").exists(), "a fresh unknown log stays");
         assert_eq!(std::fs::metadata(dir.join("a.log")).unwrap().len(), 0);
         assert_eq!(std::fs::metadata(dir.join("a.log.1")).unwrap().len(), 100);
