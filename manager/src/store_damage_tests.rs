@@ -226,23 +226,29 @@ fn undecodable_raft_record_is_refused_naming_the_file() {
 
 /// Prints how long opening a store holding 10,000 raft entries takes with
 /// and without redb's integrity check (no timing is asserted).
+/// Tests' raft config: no snapshot, so every entry stays in the log.
+const NO_SNAPSHOT: fn(&mut raft::Config) = |c| c.snapshot_interval_entries = 1_000_000;
+
+/// A store at `path` with 10,000 applied entries in its log (100 raft
+/// entries per fsynced batch, to keep the tests short).
+fn store_with_ten_thousand_entries(path: &std::path::Path) -> Store {
+    let (mut s, _) = Store::open_tuned(path, 1, || NODE.into(), NO_SNAPSHOT).unwrap();
+    for batch in 0..100u64 {
+        for i in batch * 100..(batch + 1) * 100 {
+            let entry = Entry { at: i, ops: vec![Op::PutService(service(&format!("s{}", i % 100), "web"))] };
+            s.raft.propose(entry.encode()).unwrap();
+        }
+        s.run_ready().unwrap();
+    }
+    assert!(s.applied >= 10_000);
+    s
+}
+
 #[test]
 fn open_time_with_ten_thousand_entries() {
     let dir = tmp_dir("open-time");
     let path = dir.join("shoal.redb");
-    let no_snapshot = |c: &mut raft::Config| c.snapshot_interval_entries = 1_000_000;
-    {
-        let (mut s, _) = Store::open_tuned(&path, 1, || NODE.into(), no_snapshot).unwrap();
-        // 100 raft entries per fsynced batch, to keep the test short.
-        for batch in 0..100u64 {
-            for i in batch * 100..(batch + 1) * 100 {
-                let entry = Entry { at: i, ops: vec![Op::PutService(service(&format!("s{}", i % 100), "web"))] };
-                s.raft.propose(entry.encode()).unwrap();
-            }
-            s.run_ready().unwrap();
-        }
-        assert!(s.applied >= 10_000);
-    }
+    drop(store_with_ten_thousand_entries(&path));
     let size_kib = std::fs::metadata(&path).unwrap().len() / 1024;
     for checked in [false, true] {
         let (mut file_ms, mut store_ms) = (f64::MAX, f64::MAX);
@@ -251,7 +257,7 @@ fn open_time_with_ten_thousand_entries() {
             let database = open_database_file(&path, checked).unwrap();
             file_ms = file_ms.min(t.elapsed().as_secs_f64() * 1000.0);
             let (s, _) =
-                Store::open_database(database, Store::test_seal_key(), 2, || unreachable!(), Bootstrap::Single, no_snapshot).unwrap();
+                Store::open_database(database, Store::test_seal_key(), 2, || unreachable!(), Bootstrap::Single, NO_SNAPSHOT).unwrap();
             store_ms = store_ms.min(t.elapsed().as_secs_f64() * 1000.0);
             assert!(s.applied >= 10_000);
         }
@@ -269,15 +275,7 @@ fn open_time_with_ten_thousand_entries() {
 fn reseal_time_with_ten_thousand_entries() {
     let dir = tmp_dir("reseal-time");
     let path = dir.join("shoal.redb");
-    let no_snapshot = |c: &mut raft::Config| c.snapshot_interval_entries = 1_000_000;
-    let (mut s, _) = Store::open_tuned(&path, 1, || NODE.into(), no_snapshot).unwrap();
-    for batch in 0..100u64 {
-        for i in batch * 100..(batch + 1) * 100 {
-            let entry = Entry { at: i, ops: vec![Op::PutService(service(&format!("s{}", i % 100), "web"))] };
-            s.raft.propose(entry.encode()).unwrap();
-        }
-        s.run_ready().unwrap();
-    }
+    let mut s = store_with_ten_thousand_entries(&path);
     let size_kib = std::fs::metadata(&path).unwrap().len() / 1024;
     let old = Store::test_seal_key();
     let new = Arc::new(SealKey::new(2, [0x33; 32], [5; 16]).with_previous(Some((1, *old.key_bytes()))));
