@@ -155,6 +155,16 @@ fn write_once(out: &mut impl Write, data: &[u8]) -> Result<(), (usize, std::io::
 
 /// An I/O error as the marker says it: `no space left on device`.
 fn reason(e: &std::io::Error) -> String {
+    // The usual ones in fixed words: strerror differs between C libraries
+    // (glibc "Disk quota exceeded", musl "Quota exceeded"), and the static
+    // binaries of some architectures use each.
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) => return "no space left on device".into(),
+        Some(libc::EDQUOT) => return "disk quota exceeded".into(),
+        Some(libc::EIO) => return "input/output error".into(),
+        Some(libc::EROFS) => return "read-only file system".into(),
+        _ => {}
+    }
     let s = e.to_string();
     let s = match s.find(" (os error ") {
         Some(i) => &s[..i],
@@ -456,6 +466,8 @@ mod tests {
     #[test]
     fn reasons_read_as_sentences() {
         assert_eq!(reason(&std::io::Error::from_raw_os_error(libc::EIO)), "input/output error");
+        assert_eq!(reason(&std::io::Error::from_raw_os_error(libc::ENOSPC)), "no space left on device");
+        assert_eq!(reason(&std::io::Error::from_raw_os_error(libc::EROFS)), "read-only file system");
         assert_eq!(reason(&std::io::Error::other("")), "write failed");
         assert_eq!(reason(&std::io::Error::from(ErrorKind::WriteZero)), "write zero");
     }
