@@ -99,6 +99,13 @@ const LOCAL_MODE: &str = "swarm_mode";
 const LOCAL_LISTEN: &str = "listen_addr";
 const LOCAL_ADVERTISE: &str = "advertise_addr";
 const LOCAL_MANAGERS: &str = "managers";
+/// `local` key: every manager address this node was told of, newest first
+/// (at most [`KNOWN_MANAGERS_MAX`]). A worker back after months tries them
+/// after the last list it was sent: a manager of an older list may still be
+/// one, or a worker now, which points it at the leader.
+const LOCAL_MANAGERS_KNOWN: &str = "managers_known";
+/// Most manager addresses remembered in [`LOCAL_MANAGERS_KNOWN`].
+pub(crate) const KNOWN_MANAGERS_MAX: usize = 32;
 /// The version (raft index) of the latest record of this node this node has
 /// acted on (its promotion, a demotion the leader told): replica records
 /// older than it are stale (a learner replays its log from the start).
@@ -178,6 +185,8 @@ pub(crate) struct Swarm {
     peers: Peers,
     /// Managers this node knows of without the replicated state (workers, new managers).
     hints: Vec<ManagerInfo>,
+    /// Every manager (id and address) this node was told of, newest first, bounded.
+    known: Vec<ManagerInfo>,
     /// Worker: which manager to dial next when the leader is unknown.
     hint_next: usize,
     /// Worker: the leader as last told.
@@ -277,6 +286,32 @@ fn decode_hints(s: &str) -> Vec<ManagerInfo> {
         .collect()
 }
 
+/// Puts `seen` first in `known` (newest first, no repeats, at most
+/// [`KNOWN_MANAGERS_MAX`]); whether `known` changed.
+fn remember_managers(known: &mut Vec<ManagerInfo>, seen: &[ManagerInfo]) -> bool {
+    let mut next: Vec<ManagerInfo> = Vec::with_capacity(KNOWN_MANAGERS_MAX);
+    for m in seen.iter().chain(known.iter()) {
+        if !m.addr.is_empty() && !next.contains(m) && next.len() < KNOWN_MANAGERS_MAX {
+            next.push(m.clone());
+        }
+    }
+    let changed = next != *known;
+    *known = next;
+    changed
+}
+
+/// The managers a worker without a leader tries, in order: the last list it
+/// was sent, then every other address it has known (not itself).
+fn dial_candidates(hints: &[ManagerInfo], known: &[ManagerInfo], self_id: &str) -> Vec<ManagerInfo> {
+    let mut out: Vec<ManagerInfo> = Vec::new();
+    for m in hints.iter().chain(known) {
+        if m.node_id != self_id && !out.contains(m) {
+            out.push(m.clone());
+        }
+    }
+    out
+}
+
 impl Swarm {
     /// The swarm memory for a node with `node_key`, restored from the store's local table.
     pub(crate) fn new(node_key: NodeKey, cluster_key: Option<NodeKey>, local: impl Fn(&str) -> Option<String>) -> Swarm {
@@ -300,6 +335,12 @@ impl Swarm {
             conns: BTreeMap::new(),
             peers: Peers::default(),
             hints: local(LOCAL_MANAGERS).map(|s| decode_hints(&s)).unwrap_or_default(),
+            known: {
+                let mut k = local(LOCAL_MANAGERS_KNOWN).map(|s| decode_hints(&s)).unwrap_or_default();
+                // A node from before this key knew its last list.
+                remember_managers(&mut k, &local(LOCAL_MANAGERS).map(|s| decode_hints(&s)).unwrap_or_default());
+                k
+            },
             role_version: local(LOCAL_ROLE_VERSION).and_then(|s| s.parse().ok()).unwrap_or(0),
             told_stale: BTreeMap::new(),
             hint_next: 0,
@@ -526,6 +567,22 @@ impl Daemon {
         Ok(bound)
     }
 
+    /// Sets the managers this node knows of (and persists them), adding them
+    /// to every manager it has known.
+    fn set_hints(&mut self, managers: Vec<ManagerInfo>) {
+        self.set_local(LOCAL_MANAGERS, &encode_hints(&managers));
+        if remember_managers(&mut self.swarm.known, &managers) {
+            let k = encode_hints(&self.swarm.known);
+            self.set_local(LOCAL_MANAGERS_KNOWN, &k);
+        }
+        self.swarm.hints = managers;
+    }
+
+    /// Worker: the managers to try, in order, while no leader is known.
+    fn dial_candidates(&self) -> Vec<ManagerInfo> {
+        dial_candidates(&self.swarm.hints, &self.swarm.known, &self.node_id)
+    }
+
     fn set_local(&mut self, k: &str, v: &str) {
         if let Err(e) = self.store.set_local(k, v) {
             crate::log!("ERROR", "cannot persist {k}: {e}");
@@ -748,6 +805,39 @@ mod tests {
         assert_eq!(decode_hints(&encode_hints(&h)), h);
         assert!(decode_hints("").is_empty());
         assert!(decode_hints("garbage").is_empty());
+    }
+
+    fn m(id: &str, addr: &str) -> ManagerInfo {
+        ManagerInfo { node_id: id.into(), addr: addr.into() }
+    }
+
+    #[test]
+    fn every_manager_address_is_remembered_newest_first_and_bounded() {
+        let mut known = Vec::new();
+        assert!(remember_managers(&mut known, &[m("a", "10.0.0.1:2377"), m("b", "10.0.0.2:2377")]));
+        assert!(!remember_managers(&mut known, &[m("a", "10.0.0.1:2377")]), "nothing new: unchanged order kept");
+        assert_eq!(known, vec![m("a", "10.0.0.1:2377"), m("b", "10.0.0.2:2377")]);
+        // A manager that moved (a new DHCP lease) is kept at both addresses, the new one first.
+        assert!(remember_managers(&mut known, &[m("c", "10.0.0.3:2377"), m("b", "10.0.0.9:2377")]));
+        assert_eq!(known, vec![m("c", "10.0.0.3:2377"), m("b", "10.0.0.9:2377"), m("a", "10.0.0.1:2377"), m("b", "10.0.0.2:2377")]);
+        // Empty addresses are not dialable: never kept.
+        remember_managers(&mut known, &[m("d", "")]);
+        assert!(!known.iter().any(|x| x.node_id == "d"));
+        for i in 0..100 {
+            remember_managers(&mut known, &[m(&format!("n{i}"), &format!("10.1.0.{i}:2377"))]);
+        }
+        assert_eq!(known.len(), KNOWN_MANAGERS_MAX);
+        assert_eq!(known[0], m("n99", "10.1.0.99:2377"), "the newest stays");
+        assert_eq!(decode_hints(&encode_hints(&known)), known);
+    }
+
+    #[test]
+    fn a_worker_tries_its_last_list_then_every_manager_it_has_known() {
+        let hints = vec![m("a", "10.0.0.1:2377"), m("me", "10.0.0.5:2377")];
+        let known = vec![m("a", "10.0.0.1:2377"), m("me", "10.0.0.5:2377"), m("b", "10.0.0.2:2377"), m("a", "10.0.0.7:2377")];
+        let got = dial_candidates(&hints, &known, "me");
+        assert_eq!(got, vec![m("a", "10.0.0.1:2377"), m("b", "10.0.0.2:2377"), m("a", "10.0.0.7:2377")]);
+        assert_eq!(dial_candidates(&[], &[], "me"), vec![]);
     }
 
     #[test]

@@ -11,8 +11,13 @@
 //!   and platforms;
 //! - a new dispatcher session is only ever for a node in the leader's state
 //!   (a removed node's key never gets one);
+//! - a fresh assignment goes to a node that is Ready (never to a Down or
+//!   Disconnected one, `--node-lost-after`);
 //! - no node stays Down while it has a live link to the leader for longer
 //!   than `DOWN_WHILE_LINKED_MS`;
+//! - no replicated slot runs on two machines linked to the leader (a node
+//!   back from a partition stops its superseded copies) for longer than
+//!   `DOUBLE_RUN_LINKED_MS`;
 //! - every request is answered within `client::ANSWER_MS_MAX`.
 //!
 //! After healing ([`Checker::converged`]): one leader; every manager holds
@@ -31,6 +36,12 @@ use std::collections::{BTreeMap, BTreeSet};
 /// How long a node may stay Down while linked to the leader (the
 /// dispatcher's grace plus a session's round trip, with room).
 pub(crate) const DOWN_WHILE_LINKED_MS: u64 = 15_000;
+
+/// How long one replicated slot may run on two machines that are both linked
+/// to the leader: a returning node stops its superseded copies within
+/// seconds (the bound); this leaves room for a session's round trip
+/// and a stop.
+pub(crate) const DOUBLE_RUN_LINKED_MS: u64 = 15_000;
 
 /// What a checker sees of one simulated machine.
 pub(crate) struct NodeFacts<'a> {
@@ -51,8 +62,12 @@ pub(crate) struct Checker {
     sessions: BTreeMap<usize, BTreeSet<String>>,
     /// Tasks whose assignment was checked.
     assigned: BTreeSet<String>,
+    /// Tasks first seen Assigned (checked against their node's state).
+    scheduled: BTreeSet<String>,
     /// When each (leader, node) pair was first seen Down and linked.
     down_linked_since: BTreeMap<(usize, String), u64>,
+    /// When each (leader, service id, slot) was first seen running on two linked machines.
+    doubled_since: BTreeMap<(usize, String, u64), u64>,
 }
 
 /// Whether `task` wants to run and has not ended.
@@ -89,6 +104,7 @@ impl Checker {
         let leading: BTreeSet<usize> =
             facts.iter().filter(|f| f.view.as_ref().is_some_and(|v| v.leads && v.in_swarm)).map(|f| f.index).collect();
         self.down_linked_since.retain(|(l, _), _| leading.contains(l));
+        self.doubled_since.retain(|(l, _, _), _| leading.contains(l));
         self.sessions.retain(|l, _| leading.contains(l));
         for f in facts {
             let Some(v) = &f.view else { continue };
@@ -167,6 +183,16 @@ impl Checker {
                 None => {}
             }
         }
+        // The scheduler sends nothing new to a node that is not Ready (Down, or Disconnected and
+        // keeping what it ran, `--node-lost-after`); a global task may wait there in New.
+        for t in state.tasks.values().filter(|t| t.status.state == TaskState::Assigned && live(t)) {
+            if !self.scheduled.insert(t.id.clone()) {
+                continue;
+            }
+            if let Some(n) = state.nodes.get(&t.node_id).filter(|n| n.state != NodeState::Ready && n.meta.version <= t.meta.version) {
+                bad.push(format!("task {} was assigned to {} ({}) while it is {:?}", t.id, n.description.hostname, n.id, n.state));
+            }
+        }
         for b in bad {
             self.violation(now_ms, b);
         }
@@ -201,6 +227,47 @@ impl Checker {
                 self.down_linked_since.remove(&key);
             }
         }
+        self.doubled_runs(now_ms, f, facts);
+    }
+
+    /// A replicated slot running on two machines that are both up and linked
+    /// to leader `f` (a partitioned node may keep its copy until it is back).
+    fn doubled_runs(&mut self, now_ms: u64, f: &NodeFacts<'_>, facts: &[NodeFacts<'_>]) {
+        let Some(v) = &f.view else { return };
+        let state = v.state;
+        let mut machines: BTreeMap<(&str, u64), BTreeSet<usize>> = BTreeMap::new();
+        for x in facts {
+            let linked = x.index == f.index || f.linked.get(x.index).copied().unwrap_or(false);
+            if x.view.is_none() || !linked {
+                continue;
+            }
+            for id in &x.running {
+                if let Some(t) = state.tasks.get(id).filter(|t| t.slot > 0) {
+                    machines.entry((t.service_id.as_str(), t.slot)).or_default().insert(x.index);
+                }
+            }
+        }
+        let mut doubled: BTreeSet<(usize, String, u64)> = BTreeSet::new();
+        for ((svc, slot), on) in &machines {
+            if on.len() < 2 {
+                continue;
+            }
+            let key = (f.index, svc.to_string(), *slot);
+            let since = *self.doubled_since.entry(key.clone()).or_insert(now_ms);
+            if now_ms - since > DOUBLE_RUN_LINKED_MS {
+                let what = format!(
+                    "service {svc} slot {slot} has run on nodes {on:?} (all linked to leader node-{}) for {} ms",
+                    f.index,
+                    now_ms - since
+                );
+                self.violation(now_ms, what);
+                self.doubled_since.remove(&key);
+                continue;
+            }
+            doubled.insert(key);
+        }
+        let leader = f.index;
+        self.doubled_since.retain(|k, _| k.0 != leader || doubled.contains(k));
     }
 
     /// Whether a healed cluster has converged; the reason if not.

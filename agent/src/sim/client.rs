@@ -106,10 +106,11 @@ pub(crate) fn call(w: &mut World, i: usize, req: Request, timeout_ms: u64) -> an
     Ok(reply)
 }
 
-/// `swarm init` on node 0, then every other node joins (the first
-/// `managers - 1` of them as managers). A failure here is a violation: the
-/// network is whole and nothing has failed yet.
-pub(crate) fn setup(w: &mut World, managers: usize) -> anyhow::Result<Result<(), String>> {
+/// `swarm init` on node 0 (and `swarm update --node-lost-after` when
+/// given), then every other node joins (the first `managers - 1` of them as
+/// managers). A failure here is a violation: the network is whole and
+/// nothing has failed yet.
+pub(crate) fn setup(w: &mut World, managers: usize, node_lost_after_ms: Option<u64>) -> anyhow::Result<Result<(), String>> {
     let init = Request::SwarmInit {
         advertise_addr: addr(0),
         availability: Availability::Active,
@@ -121,6 +122,13 @@ pub(crate) fn setup(w: &mut World, managers: usize) -> anyhow::Result<Result<(),
     match call(w, 0, init, 10_000)? {
         Some(Reply::SwarmInit { .. }) => {}
         other => return Ok(Err(format!("setup: swarm init answered {other:?}"))),
+    }
+    if let Some(ms) = node_lost_after_ms {
+        let req = Request::SwarmUpdate { dispatcher_heartbeat_ms: None, autolock: None, node_lost_after_ms: Some(ms), link_profile: None };
+        match call(w, 0, req, 10_000)? {
+            Some(Reply::Ok) => {}
+            other => return Ok(Err(format!("setup: swarm update --node-lost-after answered {other:?}"))),
+        }
     }
     for role in [NodeRole::Worker, NodeRole::Manager] {
         match call(w, 0, Request::SwarmJoinToken { role, rotate: false }, 10_000)? {

@@ -2,8 +2,10 @@
 //! on a simulated network, runtime, disk and clock, driven from a seed.
 //!
 //! Owns the `swarm_sim` command line ([`main`]) and one seed's run
-//! ([`run_seed`]). Each seed picks a cluster (nodes, managers), runs `swarm
-//! init` and the joins, then `CHAOS_MS` of client operations and faults
+//! ([`run_seed`]). Each seed picks a cluster (nodes, managers, and for half
+//! the seeds a `--node-lost-after` of 5, 10 or 20 s, short enough that a
+//! node that left while cut off is Down, and its tasks replaced, within the
+//! time a healed cluster gets), runs `swarm init` and the joins, then `CHAOS_MS` of client operations and faults
 //! (partitions, asymmetric stalls, resets, daemon kills, power cuts, wall
 //! clock jumps, container crashes), heals everything and gives the cluster
 //! `HEAL_MS` to converge. The checkers ([`check`]) run after every round.
@@ -87,6 +89,8 @@ pub fn run_seed(seed: u64, trace: bool) -> anyhow::Result<SeedResult> {
     let mut rng = Rng::from_seed(seed ^ 0x5eed_5eed);
     let nodes = 3 + (rng.next_u64() % 5) as usize;
     let managers = [1usize, 3, 3, 5][(rng.next_u64() % 4) as usize].min(if nodes.is_multiple_of(2) { nodes - 1 } else { nodes });
+    // Half the seeds keep a silent node's tasks for a while (`--node-lost-after`; Disconnected first).
+    let node_lost_after_ms = [None, None, None, Some(5_000), Some(10_000), Some(20_000)][(rng.next_u64() % 6) as usize];
     // Unique per run: tests run seeds in parallel threads of one process.
     static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -101,17 +105,25 @@ pub fn run_seed(seed: u64, trace: bool) -> anyhow::Result<SeedResult> {
             t.line(now, None, format_args!("{level:5} {args}"));
         }
     })));
-    let result = run_world(seed, nodes, managers, dir, trace);
+    let result = run_world(seed, (nodes, managers, node_lost_after_ms), dir, trace);
     crate::log::sink::set(None);
     result
 }
 
-fn run_world(seed: u64, nodes: usize, managers: usize, dir: PathBuf, trace: Rc<RefCell<Trace>>) -> anyhow::Result<SeedResult> {
+/// A seed's cluster: nodes, managers, `--node-lost-after` (None: off).
+type Shape = (usize, usize, Option<u64>);
+
+fn run_world(
+    seed: u64,
+    (nodes, managers, node_lost_after_ms): Shape,
+    dir: PathBuf,
+    trace: Rc<RefCell<Trace>>,
+) -> anyhow::Result<SeedResult> {
     let mut w = World::new(rng_seed(seed), nodes, dir, trace.clone())?;
     trace.borrow_mut().mono = Some(w.mono());
-    w.note(format_args!("seed {seed}: {nodes} nodes, {managers} managers"));
+    w.note(format_args!("seed {seed}: {nodes} nodes, {managers} managers, node-lost-after {node_lost_after_ms:?} ms"));
     w.boot_all()?;
-    if let Err(e) = client::setup(&mut w, managers)? {
+    if let Err(e) = client::setup(&mut w, managers, node_lost_after_ms)? {
         w.checker.violations.push(e);
     }
     if w.checker.violations.is_empty() {

@@ -34,7 +34,7 @@ impl Daemon {
             }
             Mode::Worker => {
                 let target = self.swarm.leader_hint.clone().or_else(|| {
-                    let h = &self.swarm.hints;
+                    let h = self.dial_candidates();
                     (!h.is_empty()).then(|| h[self.swarm.hint_next % h.len()].clone())
                 });
                 if let Some(m) = target {
@@ -390,8 +390,11 @@ impl Daemon {
         }
         if self.swarm.mode == Mode::Worker {
             // A known leader is dialed at once; "no leader" waits out the backoff of each
-            // manager it tries next, so a swarm without quorum is not hammered.
-            let known = !leader_addr.is_empty();
+            // manager it tries next, so a swarm without quorum is not hammered. A redirect
+            // naming this node (a former manager it asked, removed since, still lists it) is
+            // no lead: followed, two such nodes sent each other back and forth for good and
+            // never tried the real managers (found by the whole-node simulator, seed 288).
+            let known = !leader_addr.is_empty() && leader_id != self.node_id;
             self.swarm.leader_hint = known.then_some(ManagerInfo { node_id: leader_id, addr: leader_addr });
             self.swarm.close(conn, "redirected to the leader");
             if let Some(l) = &self.swarm.leader_hint {

@@ -235,9 +235,7 @@ impl Daemon {
         }
         self.swarm.session_wait = None;
         if !managers.is_empty() && managers != self.swarm.hints {
-            self.swarm.hints = managers.clone();
-            let h = encode_hints(&managers);
-            self.set_local(LOCAL_MANAGERS, &h);
+            self.set_hints(managers.clone());
         }
         if let Some(l) = managers.iter().find(|m| m.node_id == leader_id) {
             self.swarm.leader_hint = Some(l.clone());

@@ -98,8 +98,7 @@ impl Daemon {
         let known: Vec<ManagerInfo> = self.swarm.hints.iter().filter(|m| m.node_id != self.node_id).cloned().collect();
         let hints = if (self.swarm.demotion_told.is_some() || from_replica.is_empty()) && !known.is_empty() { known } else { from_replica };
         self.swarm.close_all("demoted");
-        self.swarm.hints = hints.clone();
-        self.set_local(LOCAL_MANAGERS, &encode_hints(&hints));
+        self.set_hints(hints);
         self.set_local(LOCAL_MODE, "worker");
         let _ = std::fs::remove_file(self.cfg.data_dir.join(key::CLUSTER_KEY_FILE));
         self.swarm.cluster_key = None;
@@ -499,11 +498,10 @@ impl Daemon {
             crate::log!("ERROR", "{e}");
         }
         self.swarm.mode = if role == NodeRole::Manager { Mode::Manager } else { Mode::Worker };
-        self.swarm.hints = managers.clone();
+        self.set_hints(managers.clone());
         self.swarm.listen_addr = j.listen_addr.clone();
         self.swarm.advertise_addr = j.advertise_addr.clone();
         self.swarm.assigned = None;
-        self.set_local(LOCAL_MANAGERS, &encode_hints(&managers));
         self.set_local(LOCAL_LISTEN, &j.listen_addr);
         self.set_local(LOCAL_ADVERTISE, &j.advertise_addr);
         self.set_local(LOCAL_MODE, if role == NodeRole::Manager { "manager" } else { "worker" });
@@ -544,7 +542,7 @@ impl Daemon {
         self.swarm.listener = None;
         // Another swarm's raft indexes start over: the record version is forgotten too.
         self.swarm.role_version = 0;
-        for k in [LOCAL_MODE, LOCAL_MANAGERS, LOCAL_LISTEN, LOCAL_ADVERTISE, LOCAL_ROLE_VERSION] {
+        for k in [LOCAL_MODE, LOCAL_MANAGERS, LOCAL_MANAGERS_KNOWN, LOCAL_LISTEN, LOCAL_ADVERTISE, LOCAL_ROLE_VERSION] {
             if let Err(e) = self.store.remove_local(k) {
                 crate::log!("ERROR", "cannot clear {k}: {e}");
             }
@@ -559,6 +557,7 @@ impl Daemon {
         }
         self.swarm.mode = Mode::Solo;
         self.swarm.hints.clear();
+        self.swarm.known.clear();
         self.swarm.leader_hint = None;
         self.swarm.removed = false;
         self.swarm.assigned = None;
