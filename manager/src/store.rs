@@ -45,6 +45,16 @@
 //! received snapshot whose data does not decode, which is then not
 //! persisted) leaves the core ahead of the disk: the store halts and refuses
 //! every input with [`StoreError::Halted`] until it is reopened (or reset).
+//! A failed write of node-local values halts it too (redb refuses every
+//! later operation after an I/O error until the file is opened again).
+//!
+//! Full disks: a write that fails because the filesystem is full (ENOSPC)
+//! or the quota is used up (EDQUOT) is [`StoreError::DiskFull`], which
+//! names the data dir, and the halted store refuses every input with it.
+//! Nothing was changed: a batch that did not persist released no message
+//! and applied nothing. [`Store::reload`] opens the file again in place
+//! (the daemon does so once space is back), as a restart would: raft and
+//! the state are rebuilt from what is on disk, every watched proposal fails.
 //!
 //! Damage: every node (manager or worker) keeps its state in this one file.
 //! An open has redb verify the checksum of every page of the file before
@@ -134,6 +144,37 @@ pub enum StoreError {
     Halted(String),
     #[error("this node holds no replicated state to keep; reset it and join or initialize a swarm instead")]
     NothingToKeep,
+    /// The filesystem of the data dir is full (ENOSPC) or its quota used up
+    /// (EDQUOT); the OS's wording is not kept (it differs between libcs).
+    #[error("the data dir {dir} is full (no space left on device): free space there; nothing was changed")]
+    DiskFull { dir: String },
+    /// An I/O error that redb reports as is (its text names the cause).
+    #[error("state database i/o error: {0}")]
+    Io(String),
+}
+
+/// Whether an I/O error means the disk is full: ENOSPC or EDQUOT (std maps
+/// both to these kinds on every unix).
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+}
+
+/// The I/O error at the root of a redb error, if any.
+fn redb_io(e: &redb::Error) -> Option<&std::io::Error> {
+    match e {
+        redb::Error::Io(io) => Some(io),
+        _ => None,
+    }
+}
+
+impl StoreError {
+    /// The I/O error under this one, if it came from the disk.
+    fn io(&self) -> Option<&std::io::Error> {
+        match self {
+            StoreError::Storage(raft::StorageError::Db(e)) => redb_io(e),
+            _ => None,
+        }
+    }
 }
 
 /// A redb error: damage to the file (redb's `Corrupted`) is told apart
@@ -141,6 +182,8 @@ pub enum StoreError {
 fn db<E: Into<redb::Error>>(e: E) -> StoreError {
     match e.into() {
         redb::Error::Corrupted(detail) => StoreError::Corrupted(detail),
+        redb::Error::Io(io) if is_disk_full(&io) => StoreError::DiskFull { dir: String::new() },
+        redb::Error::Io(io) => StoreError::Io(io.to_string()),
         other => StoreError::Db(other.to_string()),
     }
 }
@@ -231,13 +274,23 @@ pub struct Store {
     /// Watched proposals: index -> term when proposed.
     watched: BTreeMap<u64, u64>,
     outcomes: Vec<(Proposal, bool)>,
-    /// Set when a drive failed after taking a `Ready`: the core and the
-    /// disk may disagree, so every further input is refused.
-    halted: Option<String>,
+    /// Set when a drive failed after taking a `Ready` (the core and the
+    /// disk may disagree) or a write failed (redb refuses every later
+    /// operation): every further input is refused until [`Store::reload`].
+    halted: Option<Halt>,
     /// This open upgraded the records of an older layout in place.
     sealed_in_place: bool,
     /// The database file (none on a simulated disk).
     path: Option<std::path::PathBuf>,
+}
+
+/// Why a store halted.
+#[derive(Debug, Clone)]
+enum Halt {
+    /// The data dir's filesystem is full (see [`StoreError::DiskFull`]).
+    DiskFull,
+    /// Any other failure, as its message.
+    Failed(String),
 }
 
 /// What a refused proposal means to the person who asked for the change.
@@ -619,11 +672,7 @@ impl Store {
     /// A failure halts the store (see [`StoreError::Halted`]).
     fn run_ready(&mut self) -> Result<(), StoreError> {
         self.check_running()?;
-        let r = self.run_ready_inner();
-        if let Err(e) = &r {
-            self.halted = Some(e.to_string());
-        }
-        r
+        self.run_ready_inner().map_err(|e| self.halt_on(e))
     }
 
     fn run_ready_inner(&mut self) -> Result<(), StoreError> {
@@ -680,9 +729,86 @@ impl Store {
     /// Refuses work once a drive failed half-way (see [`StoreError::Halted`]).
     fn check_running(&self) -> Result<(), StoreError> {
         match &self.halted {
-            Some(reason) => Err(StoreError::Halted(reason.clone())),
+            Some(Halt::DiskFull) => Err(StoreError::DiskFull { dir: self.data_dir() }),
+            Some(Halt::Failed(reason)) => Err(StoreError::Halted(reason.clone())),
             None => Ok(()),
         }
+    }
+
+    /// The directory of the database file, as errors name it.
+    fn data_dir(&self) -> String {
+        match self.path.as_deref().and_then(Path::parent) {
+            Some(d) => d.display().to_string(),
+            None => "<sim disk>".to_string(),
+        }
+    }
+
+    /// A failed write or drive: a full disk becomes [`StoreError::DiskFull`]
+    /// naming the data dir, and the store halts (see the module header).
+    fn halt_on(&mut self, e: StoreError) -> StoreError {
+        let full = matches!(e, StoreError::DiskFull { .. }) || e.io().is_some_and(is_disk_full);
+        if full {
+            self.halted = Some(Halt::DiskFull);
+            StoreError::DiskFull { dir: self.data_dir() }
+        } else {
+            self.halted = Some(Halt::Failed(e.to_string()));
+            e
+        }
+    }
+
+    /// Whether the store halted (see [`StoreError::Halted`]); `Some(true)`
+    /// when because its disk is full.
+    pub fn halted(&self) -> Option<bool> {
+        self.halted.as_ref().map(|h| matches!(h, Halt::DiskFull))
+    }
+
+    /// Why the store halted, as the error every input gets meanwhile.
+    pub fn halt_error(&self) -> Option<StoreError> {
+        self.check_running().err()
+    }
+
+    /// Opens the database file again in place, as a restart would: raft and
+    /// the state are rebuilt from the disk, watched proposals fail (their
+    /// outcomes wait in [`Store::take_outcomes`]), the outbox is emptied.
+    /// For a store that halted (a full disk, once space is back); on error
+    /// it stays halted and may be reloaded again.
+    pub fn reload(&mut self) -> Result<(), StoreError> {
+        let Some(path) = self.path.clone() else {
+            return Err(StoreError::Open { path: "<sim disk>".into(), message: "a simulated disk cannot be reopened".into() });
+        };
+        let Some(seal) = self.storage.seal_key() else {
+            return Err(StoreError::Open { path: path.display().to_string(), message: "clear records cannot be reopened".into() });
+        };
+        if self.halted.is_none() {
+            self.halted = Some(Halt::Failed("reloading from disk".into()));
+        }
+        // redb locks its file: the old handles go first (an empty database
+        // in memory stands in, never read: the store is halted meanwhile).
+        let placeholder = redb::Builder::new()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map(Arc::new)
+            .map_err(|e| StoreError::Db(e.to_string()))?;
+        self.storage.set_database(placeholder.clone());
+        self.db = placeholder;
+        let cfg = self.cfg.clone();
+        let id = self.raft.id();
+        let opened = open_database_file(&path, CHECK_INTEGRITY_ON_OPEN).and_then(|database| {
+            Store::open_database(database, seal, cfg.seed, String::new, Bootstrap::Join, |c| *c = cfg.clone()).map_err(|e| e.at_open(&path))
+        });
+        let (mut fresh, _) = match opened {
+            Ok(o) => o,
+            Err(e) => return Err(self.halt_on(e)),
+        };
+        if fresh.raft.id() != id {
+            return Err(StoreError::Open { path: path.display().to_string(), message: "it now holds another node's state".into() });
+        }
+        fresh.path = Some(path);
+        self.fail_watched(|_| true);
+        fresh.outcomes = std::mem::take(&mut self.outcomes);
+        fresh.skipped_entries += self.skipped_entries;
+        fresh.dropped_messages = self.dropped_messages;
+        *self = fresh;
+        Ok(())
     }
 
     /// Reports watched proposals whose index matches `dropped` as failed.
@@ -789,26 +915,25 @@ impl Store {
 
     /// Reads a node-local (not replicated) value.
     pub fn local(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.check_running()?;
         let rx = self.db.begin_read().map_err(db)?;
         let t = rx.open_table(LOCAL).map_err(db)?;
         Ok(t.get(key).map_err(db)?.map(|v| v.value().to_string()))
     }
 
     /// Durably writes a node-local (not replicated) value.
-    pub fn set_local(&self, key: &str, value: &str) -> Result<(), StoreError> {
+    pub fn set_local(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
         self.write_local(|t| t.insert(key, value).map(|_| ()))
     }
 
     /// Durably stores a node-local record (see `schema::BLOBS`; the caller seals it).
-    pub fn set_blob(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        let mut tx = self.db.begin_write().map_err(db)?;
-        tx.set_durability(Durability::Immediate).map_err(db)?;
-        tx.open_table(BLOBS).map_err(db)?.insert(key, value).map_err(db)?;
-        tx.commit().map_err(db)
+    pub fn set_blob(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.write_table(BLOBS, |t| t.insert(key, value).map(|_| ()))
     }
 
     /// Reads a node-local record.
     pub fn blob(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.check_running()?;
         let rx = self.db.begin_read().map_err(db)?;
         let t = match rx.open_table(BLOBS) {
             Ok(t) => t,
@@ -819,30 +944,40 @@ impl Store {
     }
 
     /// Durably removes a node-local record (absent is fine).
-    pub fn remove_blob(&self, key: &str) -> Result<(), StoreError> {
-        let mut tx = self.db.begin_write().map_err(db)?;
-        tx.set_durability(Durability::Immediate).map_err(db)?;
-        tx.open_table(BLOBS).map_err(db)?.remove(key).map_err(db)?;
-        tx.commit().map_err(db)
+    pub fn remove_blob(&mut self, key: &str) -> Result<(), StoreError> {
+        self.write_table(BLOBS, |t| t.remove(key).map(|_| ()))
     }
 
     /// Durably removes a node-local value (absent is fine).
-    pub fn remove_local(&self, key: &str) -> Result<(), StoreError> {
+    pub fn remove_local(&mut self, key: &str) -> Result<(), StoreError> {
         self.write_local(|t| t.remove(key).map(|_| ()))
     }
 
     fn write_local(
-        &self,
+        &mut self,
         f: impl FnOnce(&mut redb::Table<'_, &'static str, &'static str>) -> Result<(), redb::StorageError>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.db.begin_write().map_err(db)?;
-        tx.set_durability(Durability::Immediate).map_err(db)?;
-        {
-            let mut t = tx.open_table(LOCAL).map_err(db)?;
-            f(&mut t).map_err(db)?;
-        }
-        tx.commit().map_err(db)?;
-        Ok(())
+        self.write_table(LOCAL, f)
+    }
+
+    /// One fsynced write transaction on a node-local table; a failure
+    /// halts the store (redb refuses everything after an I/O error).
+    fn write_table<V: redb::Value + 'static>(
+        &mut self,
+        table: redb::TableDefinition<'static, &'static str, V>,
+        f: impl FnOnce(&mut redb::Table<'_, &'static str, V>) -> Result<(), redb::StorageError>,
+    ) -> Result<(), StoreError> {
+        self.check_running()?;
+        let write = || {
+            let mut tx = self.db.begin_write().map_err(db)?;
+            tx.set_durability(Durability::Immediate).map_err(db)?;
+            {
+                let mut t = tx.open_table(table).map_err(db)?;
+                f(&mut t).map_err(db)?;
+            }
+            tx.commit().map_err(db)
+        };
+        write().map_err(|e| self.halt_on(e))
     }
 }
 
@@ -981,7 +1116,7 @@ mod tests {
         assert_eq!(s.local(LOCAL_REWRITE_PENDING).unwrap(), None);
         drop(s);
         let only_new = Arc::new(SealKey::new(2, [0x42; 32], [4; 16]));
-        let (s, _) = Store::open_with(&path, only_new.clone(), 2, || unreachable!(), Bootstrap::Single, |_| {}).unwrap();
+        let (mut s, _) = Store::open_with(&path, only_new.clone(), 2, || unreachable!(), Bootstrap::Single, |_| {}).unwrap();
         assert_eq!(s.state().services.len(), 51);
         // A rewrite interrupted by a crash is done at the next open.
         s.set_local(LOCAL_REWRITE_PENDING, "1").unwrap();
@@ -1124,6 +1259,37 @@ mod tests {
 
     fn put(id: &str) -> Entry {
         Entry { at: 1, ops: vec![Op::PutService(service(id, id))] }
+    }
+
+    #[test]
+    fn a_full_disk_halts_the_store_naming_the_data_dir_and_a_reload_takes_writes_again() {
+        let path = tmp("full");
+        let (mut s, _) = Store::open(&path, 1, || "node-a".into()).unwrap();
+        s.propose(&put("a")).unwrap();
+        // What redb returns when a write meets ENOSPC (no OS text is compared).
+        let enospc = StoreError::Storage(raft::StorageError::Db(redb::Error::Io(std::io::Error::from_raw_os_error(28))));
+        let e = s.halt_on(enospc);
+        let dir = path.parent().unwrap().display().to_string();
+        assert_eq!(e.to_string(), format!("the data dir {dir} is full (no space left on device): free space there; nothing was changed"));
+        assert_eq!(s.halted(), Some(true));
+        assert!(matches!(s.propose_async(&put("b")), Err(StoreError::DiskFull { .. })));
+        assert!(matches!(s.set_local("k", "v"), Err(StoreError::DiskFull { .. })));
+        assert!(matches!(s.set_blob("k", b"v"), Err(StoreError::DiskFull { .. })));
+        assert!(matches!(s.tick(), Err(StoreError::DiskFull { .. })));
+        assert_eq!(s.state().services.len(), 1, "nothing changed");
+        s.reload().unwrap();
+        assert_eq!(s.halted(), None);
+        assert!(s.is_leader(), "a lone voter leads again at once");
+        assert_eq!(s.state().services.len(), 1);
+        s.propose(&put("b")).unwrap();
+        s.set_local("k", "v").unwrap();
+        drop(s);
+        let (s, _) = Store::open(&path, 2, || panic!("node id must be read back")).unwrap();
+        assert_eq!(s.state().services.len(), 2);
+        assert_eq!(s.local("k").unwrap().as_deref(), Some("v"));
+        // EDQUOT is a full disk too; other I/O errors halt with their own text.
+        assert!(is_disk_full(&std::io::Error::from_raw_os_error(122)));
+        assert!(!is_disk_full(&std::io::Error::from_raw_os_error(5)));
     }
 
     #[test]

@@ -6,10 +6,102 @@
 //! [`DiskWatch`] is the sans-IO core (it takes measured [`Space`]s);
 //! [`probe`] measures with `statvfs(2)` and is run off the event loop, with
 //! the task-log rotation.
+//!
+//! The node's own state on a full disk: a store write that fails there
+//! halts the store (`StoreError::DiskFull`: every write is refused with
+//! the data dir's name, nothing acknowledged is lost). The loop says so
+//! once, stops ticking raft, and reopens the store in place
+//! ([`Daemon::recover_store`]) every [`STORE_RELOAD_MS`] once the data dir
+//! is not full, as a restart would; a worker then persists and acts on the
+//! assignments it could not persist. This node's own `node inspect` and
+//! `node ls` rows show its full disk even when the leader could not commit
+//! its description ([`Daemon::own_disk_warnings`]).
 
+use super::Daemon;
+use shoal_shared::api::Reply;
 use shoal_shared::types::DISK_FULL_WARNING;
 use std::collections::BTreeMap;
 use std::path::Path;
+
+/// How often a store halted on a full disk is reopened (once the data dir
+/// is not full).
+pub(crate) const STORE_RELOAD_MS: u64 = 2_000;
+
+/// What the loop told of a halted store, and when it may reopen it.
+#[derive(Debug, Default)]
+pub(crate) struct StoreRecovery {
+    /// The halt was logged (once per episode).
+    told: bool,
+    /// A failed reopen was logged (once per episode).
+    reopen_told: bool,
+    /// No reopen before this (mono ms).
+    next_ms: u64,
+}
+
+impl Daemon {
+    /// Whether the store runs. A halted one is reported once; one halted on
+    /// a full disk is reopened every [`STORE_RELOAD_MS`] while the data dir
+    /// is not full (then a worker persists what it could not).
+    pub(crate) fn recover_store(&mut self) -> bool {
+        let Some(full) = self.store.halted() else {
+            self.retry_persist_assignments();
+            return true;
+        };
+        let now_ms = self.mono_ms();
+        if !self.store_recovery.told {
+            self.store_recovery = StoreRecovery { told: true, reopen_told: false, next_ms: now_ms + STORE_RELOAD_MS };
+            let why = self.store.halt_error().map(|e| e.to_string()).unwrap_or_default();
+            if full {
+                crate::log!("ERROR", "{why}: this node's state writes are refused until space is freed there, then it reopens its state");
+            } else {
+                crate::log!("ERROR", "{why}");
+            }
+        }
+        let still_full = self.disk.lock().map(|w| w.is_full()).unwrap_or(false);
+        if !full || still_full || now_ms < self.store_recovery.next_ms {
+            return false;
+        }
+        self.store_recovery.next_ms = now_ms + STORE_RELOAD_MS;
+        match self.store.reload() {
+            Ok(()) => {
+                crate::log!(
+                    "INFO",
+                    "the data dir {} takes writes again: this node's state reopened from disk",
+                    self.cfg.data_dir.display()
+                );
+                self.store_recovery = StoreRecovery::default();
+                self.resolve_outcomes();
+                self.retry_persist_assignments();
+                true
+            }
+            Err(e) => {
+                if !self.store_recovery.reopen_told {
+                    self.store_recovery.reopen_told = true;
+                    crate::log!("WARN", "cannot reopen this node's state yet ({e}); retrying every {} s", STORE_RELOAD_MS / 1000);
+                }
+                false
+            }
+        }
+    }
+
+    /// This node's own rows in a `node ls` or `node inspect` reply carry
+    /// its current full-disk warnings: a leader whose disk is full cannot
+    /// commit them, and a follower's reach the state only at its restart.
+    pub(crate) fn own_disk_warnings(&self, reply: &mut Reply) {
+        let now = self.disk.lock().map(|w| w.warnings()).unwrap_or_default();
+        let fix = |n: &mut shoal_shared::types::Node| {
+            if n.id == self.node_id {
+                n.description.warnings.retain(|w| !w.starts_with(DISK_FULL_WARNING));
+                n.description.warnings.extend(now.iter().cloned());
+            }
+        };
+        match reply {
+            Reply::Node(n) => fix(n),
+            Reply::Nodes { nodes, .. } => nodes.iter_mut().for_each(fix),
+            _ => {}
+        }
+    }
+}
 
 /// A filesystem with less free space than this (for root) is full.
 pub(crate) const FULL_BELOW_BYTES: u64 = 1 << 20;

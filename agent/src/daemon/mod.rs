@@ -305,6 +305,8 @@ pub(crate) struct Daemon {
     disk: Arc<std::sync::Mutex<disk::DiskWatch>>,
     /// Whether the node's description last told a full disk (it is told again when that changes).
     disk_full_told: bool,
+    /// A store halted on a full disk, told and reopened (see [`disk`]).
+    store_recovery: disk::StoreRecovery,
     swarm: Swarm,
     /// The container-networking data path's state.
     net: netpath::NetPath,
@@ -358,6 +360,7 @@ impl Daemon {
             passed_at_ms: 0,
             logs_checked_at_ms: 0,
             disk: Arc::default(),
+            store_recovery: disk::StoreRecovery::default(),
             disk_full_told: false,
             swarm,
             net,
@@ -480,10 +483,13 @@ impl Daemon {
             Event::ForwardDone { conn, id, reply } => self.on_forward_done(conn, id, reply),
             Event::LogsRead { dest, read } => self.on_logs_read(dest, read),
             Event::Tick => {
-                // One raft tick per loop tick (the ticker runs at raft's tick_ms); a lone manager has no peers to message.
-                match self.store.tick() {
-                    Ok(msgs) => self.route_raft(msgs),
-                    Err(e) => crate::log!("ERROR", "raft tick failed: {e}"),
+                // One raft tick per loop tick (the ticker runs at raft's tick_ms); a lone manager has no peers to
+                // message. A halted store is told once and reopened once its disk has room (see `disk`).
+                if self.recover_store() {
+                    match self.store.tick() {
+                        Ok(msgs) => self.route_raft(msgs),
+                        Err(e) => crate::log!("ERROR", "raft tick failed: {e}"),
+                    }
                 }
                 self.swarm_tick();
                 // Only once this node knows its tasks (a worker's are in its assignments, not in

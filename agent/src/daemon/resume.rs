@@ -7,6 +7,12 @@
 //! from local images. Fresh assignments from a manager always win: they
 //! replace the persisted set and end the resume.
 //!
+//! Persist before acting: a set that cannot be persisted (a full data dir)
+//! is not acted on. The worker keeps running the set it last persisted,
+//! logs why once, and persists the newest set it was sent as soon as the
+//! store takes writes again ([`Daemon::retry_persist_assignments`]), then
+//! acts on it.
+//!
 //! On-disk record: `local_blobs["assignments"]` (manager/src/schema.rs),
 //! sealed with associated data [`AAD`]; inside, `Assignments::to_record`
 //! (a version byte, then postcard). A record that
@@ -35,31 +41,54 @@ pub(crate) struct Resume {
     pub(crate) active: bool,
     /// The record last written, to skip rewriting an unchanged set.
     last_record: Option<Vec<u8>>,
+    /// The newest set a manager sent that could not be persisted (not acted on).
+    pub(crate) unpersisted: Option<Assignments>,
 }
 
 impl Daemon {
-    /// Keeps `a`, the assignment set this worker is about to act on, for a
-    /// restart with no manager in reach (sealed, fsynced).
-    pub(crate) fn persist_assignments(&mut self, a: &Assignments) {
+    /// Keeps `a`, the assignment set a manager sent, for a restart with no
+    /// manager in reach (sealed, fsynced), then acts on it; a set that
+    /// cannot be persisted is not acted on (see the module header).
+    pub(crate) fn persist_and_act(&mut self, a: Assignments) {
         let record = a.to_record();
         // Unchanged (a resend): no write, no fsync.
         if self.resume.last_record.as_deref() != Some(record.as_slice()) {
             let sealed = self.sealing.key.seal(AAD, &record);
-            match self.store.set_blob(ASSIGNMENTS_BLOB, &sealed) {
-                Ok(()) => self.resume.last_record = Some(record),
-                Err(e) => {
+            if let Err(e) = self.store.set_blob(ASSIGNMENTS_BLOB, &sealed) {
+                if self.resume.unpersisted.is_none() {
                     crate::log!(
                         "ERROR",
-                        "cannot persist this node's assignments ({e}); a restart with no manager in reach runs an older set"
-                    )
+                        "cannot persist this node's assignments ({e}): the new set of {} tasks is not acted on (persist before acting); \
+                         this node keeps running the set it last persisted until it can",
+                        a.tasks.len()
+                    );
                 }
+                self.resume.unpersisted = Some(a);
+                return;
             }
+            self.resume.last_record = Some(record);
+        }
+        if self.resume.unpersisted.take().is_some() {
+            crate::log!("INFO", "persisted this node's assignments again: acting on the {} tasks of the newest set", a.tasks.len());
         }
         if self.resume.active {
             crate::log!("INFO", "a manager answered: planning from its assignments again");
         }
         self.resume = Resume { last_record: self.resume.last_record.take(), ..Resume::default() };
         self.worker.set_resume(false);
+        self.act_on_assignments(a);
+    }
+
+    /// Persists (and then acts on) the newest set that could not be
+    /// persisted, once the store takes writes again.
+    pub(crate) fn retry_persist_assignments(&mut self) {
+        if self.store.halted().is_some() || self.swarm.mode != Mode::Worker {
+            return;
+        }
+        if let Some(a) = self.resume.unpersisted.take() {
+            self.resume.unpersisted = Some(a.clone());
+            self.persist_and_act(a);
+        }
     }
 
     /// Forgets the persisted set (this node leaves, or becomes a manager).
@@ -93,7 +122,7 @@ impl Daemon {
                     a.tasks.len(),
                     RESUME_WAIT_MS / 1000
                 );
-                self.resume = Resume { persisted: Some(a), due_ms: self.mono_ms() + RESUME_WAIT_MS, active: false, last_record: None };
+                self.resume = Resume { persisted: Some(a), due_ms: self.mono_ms() + RESUME_WAIT_MS, active: false, ..Resume::default() };
             }
             Ok(_) => crate::log!("WARN", "the persisted assignments are another node's; ignored"),
             Err(e) => crate::log!("WARN", "the persisted assignments do not open ({e}); waiting for a manager"),

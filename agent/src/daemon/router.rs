@@ -336,6 +336,7 @@ impl Daemon {
                     *leader_id = self.leader_node_id().unwrap_or_default();
                     *reachable = self.reachability().0;
                 }
+                self.own_disk_warnings(&mut r);
                 Outcome::Now(r)
             }
             Request::ServiceCreate { spec } => {
@@ -401,7 +402,11 @@ impl Daemon {
             }
             Request::SwarmBackup { output } => self.swarm_backup(output, reply),
             Request::NetworkList if self.swarm.mode == Mode::Worker => Outcome::Now(service::worker_networks(self.swarm.assigned_ref())),
-            other => Outcome::Now(service::query(self.store.state(), &self.node_id, other)),
+            other => {
+                let mut r = service::query(self.store.state(), &self.node_id, other);
+                self.own_disk_warnings(&mut r);
+                Outcome::Now(r)
+            }
         }
     }
 }

@@ -371,6 +371,16 @@ impl RaftStorage {
         self.db = db;
     }
 
+    /// The data key the records are sealed under (`None` for the clear
+    /// records of benchmarks), to open the same file again.
+    pub(crate) fn seal_key(&self) -> Option<Arc<SealKey>> {
+        match &self.sealing.seal {
+            Sealer::Key(k) => Some(k.clone()),
+            #[cfg(feature = "sim")]
+            Sealer::Clear => None,
+        }
+    }
+
     /// Reads everything back to construct the core (`Raft::restore`).
     pub fn load(&self) -> Result<Persisted, StorageError> {
         let txn = self.db.begin_read().map_err(db_err)?;

@@ -255,8 +255,12 @@ impl Daemon {
             }
         }
         // Kept (fsynced) before acting: a reboot with no manager in reach runs from it.
-        self.persist_assignments(&assigned);
-        self.swarm.assigned = Some(assigned);
+        self.persist_and_act(assigned);
+    }
+
+    /// Plans from `a` from now on (a worker, once `a` is persisted).
+    pub(crate) fn act_on_assignments(&mut self, a: Assignments) {
+        self.swarm.assigned = Some(a);
         self.swarm.assigned_at = None;
     }
 
