@@ -11,8 +11,8 @@
 //! halts the store (`StoreError::DiskFull`: every write is refused with
 //! the data dir's name, nothing acknowledged is lost). The loop says so
 //! once, stops ticking raft, and reopens the store in place
-//! ([`Daemon::recover_store`]) every [`STORE_RELOAD_MS`] once the data dir
-//! is not full, as a restart would; a worker then persists and acts on the
+//! ([`Daemon::recover_store`]) every [`STORE_RELOAD_MS`] once a disk check
+//! taken after the halt finds room in the data dir, as a restart would; a worker then persists and acts on the
 //! assignments it could not persist. This node's own `node inspect` and
 //! `node ls` rows show its full disk even when the leader could not commit
 //! its description ([`Daemon::own_disk_warnings`]).
@@ -36,6 +36,10 @@ pub(crate) struct StoreRecovery {
     reopen_told: bool,
     /// No reopen before this (mono ms).
     next_ms: u64,
+    /// The disk watch's check count when the halt was told: a reopen waits
+    /// for a later check that finds room (the halt may come before the
+    /// watch saw the disk full; reopening then would only halt again).
+    checks_at_halt: u64,
 }
 
 impl Daemon {
@@ -48,8 +52,10 @@ impl Daemon {
             return true;
         };
         let now_ms = self.mono_ms();
+        let (checks, still_full) = self.disk.lock().map(|w| (w.checks(), w.is_full())).unwrap_or((0, false));
         if !self.store_recovery.told {
-            self.store_recovery = StoreRecovery { told: true, reopen_told: false, next_ms: now_ms + STORE_RELOAD_MS };
+            self.store_recovery =
+                StoreRecovery { told: true, reopen_told: false, next_ms: now_ms + STORE_RELOAD_MS, checks_at_halt: checks };
             let why = self.store.halt_error().map(|e| e.to_string()).unwrap_or_default();
             if full {
                 crate::log!("ERROR", "{why}: this node's state writes are refused until space is freed there, then it reopens its state");
@@ -57,8 +63,7 @@ impl Daemon {
                 crate::log!("ERROR", "{why}");
             }
         }
-        let still_full = self.disk.lock().map(|w| w.is_full()).unwrap_or(false);
-        if !full || still_full || now_ms < self.store_recovery.next_ms {
+        if !full || still_full || checks <= self.store_recovery.checks_at_halt || now_ms < self.store_recovery.next_ms {
             return false;
         }
         self.store_recovery.next_ms = now_ms + STORE_RELOAD_MS;
@@ -140,12 +145,19 @@ pub(crate) struct Report {
 #[derive(Debug, Default)]
 pub(crate) struct DiskWatch {
     full: BTreeMap<String, bool>,
+    /// Checks taken so far (a verdict newer than an event is one with a higher count).
+    checks: u64,
 }
 
 impl DiskWatch {
     /// Whether any watched directory was full at the last check.
     pub(crate) fn is_full(&self) -> bool {
         self.full.values().any(|&f| f)
+    }
+
+    /// How many checks were taken.
+    pub(crate) fn checks(&self) -> u64 {
+        self.checks
     }
 
     /// The node's warnings for what is full now (its description carries
@@ -162,6 +174,7 @@ impl DiskWatch {
     /// `data dir /var/lib/shoal`); returns the changes to report. A failed
     /// measure changes nothing (it is not a verdict on the disk).
     pub(crate) fn check(&mut self, measured: &[(String, Result<Space, String>)]) -> Vec<Report> {
+        self.checks += 1;
         let mut out = Vec::new();
         for (dir, space) in measured {
             let Ok(s) = space else { continue };
