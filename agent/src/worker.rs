@@ -33,7 +33,12 @@
 //!   max attempts within the window), instead of being reported; past the
 //!   policy it is reported as before, and the count of in-place restarts is
 //!   told to the manager with the task's next report (a Running one once a
-//!   manager is back in reach, if nothing else is to be said);
+//!   manager is back in reach, if nothing else is to be said): in words on
+//!   the status, and as an account ([`Action::RestartsInPlace`], just before
+//!   that report: the count of this worker's `session` and how long ago, on
+//!   the monotonic clock, the newest restarts were made) that the
+//!   orchestrator counts as attempts of the slot; without a restart window,
+//!   the task's `attempt` (the slot's attempts before it) counts here too;
 //! - a stop's grace period is a deadline held here (`stopping`, monotonic
 //!   `now_ms`), never a blocked runtime call: `Stop` only sends the stop
 //!   signal, and `Kill` follows once the deadline passes without an exit.
@@ -42,7 +47,7 @@ use crate::runtime::{ContainerState, Exit, Observed, RuntimeError, Signalled};
 use shoal_shared::assignments::{Assignments, NodeNetworkView};
 use shoal_shared::clock::UnixNanos;
 use shoal_shared::task::TaskState;
-use shoal_shared::types::{RestartCondition, ServiceMode, Task, TaskStatus};
+use shoal_shared::types::{RestartCondition, RestartsInPlace, ServiceMode, Task, TaskStatus, IN_PLACE_TIMES_MAX};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What the shell should do next.
@@ -59,6 +64,9 @@ pub enum Action {
     Kill { id: String },
     /// Delete a container and its snapshot.
     Remove { id: String },
+    /// Tell the manager the restarts made of a task in place while offline
+    /// (planned just before the report that says so in words).
+    RestartsInPlace(RestartsInPlace),
 }
 
 /// Whether every overlay network `t` attaches to is programmed on this
@@ -102,6 +110,8 @@ pub struct Worker {
     offline: bool,
     /// In-place restarts made while offline, per task.
     local: BTreeMap<String, LocalRestarts>,
+    /// This daemon run, in the accounts of in-place restarts (random at start).
+    session: u64,
     /// Tasks already started again by the resume: a later loss of their
     /// process is a failure for the restart policy, not another resume.
     resumed: BTreeSet<String>,
@@ -145,6 +155,12 @@ impl Worker {
     /// Whether this worker has a link to any manager (see the module docs).
     pub fn set_offline(&mut self, offline: bool) {
         self.offline = offline;
+    }
+
+    /// Names this daemon run in the accounts of in-place restarts (a random
+    /// number drawn at start: a restarted daemon counts from 0 again).
+    pub fn set_session(&mut self, session: u64) {
+        self.session = session;
     }
 
     /// In-place restarts made while offline that no manager was told of yet.
@@ -308,9 +324,11 @@ impl Worker {
                 if self.resume && t.status.state == TaskState::Running && matches!(a, Action::Start { .. }) {
                     self.resumed.insert(t.id.clone());
                 }
-                self.add_local_restarts(t, &mut a);
+                if let Some(account) = self.add_local_restarts(t, &mut a, now_ms) {
+                    actions.push(Action::RestartsInPlace(account));
+                }
                 match &a {
-                    Action::Report { .. } => {}
+                    Action::Report { .. } | Action::RestartsInPlace(_) => {}
                     Action::Stop { id, grace_ms } => {
                         self.stopping.insert(id.clone(), Stopping { grace_ms: *grace_ms, kill_at_ms: None, killed_at_ms: None });
                         self.inflight.insert(t.id.clone());
@@ -393,7 +411,12 @@ impl Worker {
             RestartCondition::Any => true,
         };
         let window_ms = p.window_ns / 1_000_000;
-        let used = l.recent_ms.iter().filter(|&&at| window_ms == 0 || now_ms.saturating_sub(at) < window_ms).count() as u64;
+        let used = if window_ms == 0 {
+            // The slot's attempts before this task (the manager's restarts, and in-place ones it was told of).
+            t.attempt.saturating_add(l.count)
+        } else {
+            l.recent_ms.iter().filter(|&&at| now_ms.saturating_sub(at) < window_ms).count() as u64
+        };
         if !wanted || (p.max_attempts > 0 && used >= p.max_attempts) {
             return None;
         }
@@ -426,16 +449,20 @@ impl Worker {
         l.restarting = matches!(a, Action::Remove { .. });
     }
 
-    /// Adds the count of in-place restarts to a report that goes to a manager.
-    fn add_local_restarts(&mut self, t: &Task, a: &mut Action) {
-        if let (Action::Report { status, .. }, Some(l)) = (a, self.local.get_mut(&t.id)) {
-            if l.count > l.told {
-                // On the error when there is one: `service ps` shows it. Told once the state shows it.
-                let note = restarts_note(l.count);
-                let field = if status.err.is_empty() { &mut status.message } else { &mut status.err };
-                *field = format!("{field}; {note}");
-            }
+    /// Adds the count of in-place restarts to a report that goes to a
+    /// manager, and returns the account to send just before it.
+    fn add_local_restarts(&self, t: &Task, a: &mut Action, now_ms: u64) -> Option<RestartsInPlace> {
+        let (Action::Report { status, .. }, Some(l)) = (a, self.local.get(&t.id)) else { return None };
+        if l.count == l.told {
+            return None;
         }
+        // On the error when there is one: `service ps` shows it. Told once the state shows it.
+        let note = restarts_note(l.count);
+        let field = if status.err.is_empty() { &mut status.message } else { &mut status.err };
+        *field = format!("{field}; {note}");
+        let newest = &l.recent_ms[l.recent_ms.len().saturating_sub(IN_PLACE_TIMES_MAX)..];
+        let ago_ms = newest.iter().map(|&at| now_ms.saturating_sub(at)).collect();
+        Some(RestartsInPlace { task_id: t.id.clone(), session: self.session, count: l.count, ago_ms })
     }
 
     /// Back in reach of a manager with nothing else to report: tells it of
@@ -564,6 +591,7 @@ mod tests {
                 Action::Stop { id, grace_ms } => format!("stop {id} {grace_ms}"),
                 Action::Kill { id } => format!("kill {id}"),
                 Action::Remove { id } => format!("remove {id}"),
+                Action::RestartsInPlace(r) => format!("restarts in place {} {} {:?}", r.task_id, r.count, r.ago_ms),
             })
             .collect()
     }
@@ -754,6 +782,7 @@ mod tests {
         t.spec.restart.delay_ns = 1_000_000_000;
         let crash = |w: &mut Worker| w.handle_exit(&Exit { id: "t1".into(), exit_code: 1 });
         let mut w = synced();
+        w.set_session(77);
         w.set_offline(true);
         let e = w.list_epoch();
         w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Running, pid: None }]);
@@ -787,14 +816,17 @@ mod tests {
         let Action::Start { task } = &started[0] else { panic!("{started:?}") };
         w.handle_started(task, Ok(()), 2);
         assert_eq!(w.untold_restarts(), 3);
-        // Past max attempts: reported as before, with what was done meanwhile.
+        // Past max attempts: reported as before, with what was done meanwhile, in words and
+        // as an account just before (the count and how long ago each restart was made).
         crash(&mut w);
         let r = w.plan(&st3, 3, 40_000);
-        let [Action::Report { status, .. }] = &r[..] else { panic!("{r:?}") };
+        let [Action::RestartsInPlace(account), Action::Report { status, .. }] = &r[..] else { panic!("{r:?}") };
         assert_eq!(status.state, TaskState::Failed);
         assert_eq!(status.err, "task: non-zero exit (1); restarted in place 3 times with no manager in reach");
+        assert_eq!(account, &RestartsInPlace { task_id: "t1".into(), session: 77, count: 3, ago_ms: vec![29_000, 19_000, 9_000] });
         // Said again until the state shows it (a report sent while offline is lost).
         assert_eq!(w.untold_restarts(), 3);
+        assert_eq!(kinds(&w.plan(&st3, 3, 40_500))[0], "restarts in place t1 3 [29500, 19500, 9500]");
         let mut told = st.clone();
         told.tasks.get_mut("t1").unwrap().status = status.clone();
         w.plan(&told, 4, 41_000);
@@ -821,12 +853,43 @@ mod tests {
         w.handle_started(task, Ok(()), 2);
         w.set_offline(false);
         let r = w.plan(&st, 9, 6_000);
-        let [Action::Report { status, .. }] = &r[..] else { panic!("{r:?}") };
+        let [Action::RestartsInPlace(account), Action::Report { status, .. }] = &r[..] else { panic!("{r:?}") };
+        assert_eq!((account.count, &account.ago_ms[..]), (1, &[1_000][..]));
         assert_eq!(status.state, TaskState::Running);
         assert_eq!(status.message, "started; restarted in place 1 time with no manager in reach");
         let mut told = st.clone();
         told.tasks.get_mut("t1").unwrap().status = status.clone();
         assert!(w.plan(&told, 9, 7_000).is_empty(), "told once the state shows it");
+    }
+
+    /// Without a restart window, the slot's attempts before the task (its
+    /// `attempt`: the manager's restarts and in-place ones it was told of)
+    /// count against max attempts offline too.
+    #[test]
+    fn offline_the_slots_earlier_attempts_count_against_max_attempts() {
+        let (mut st, _) = state_with(TaskState::Running, TaskState::Running);
+        let t = st.tasks.get_mut("t1").unwrap();
+        t.spec.restart.max_attempts = 3;
+        t.spec.restart.delay_ns = 0;
+        t.attempt = 2;
+        let mut w = synced();
+        w.set_offline(true);
+        let e = w.list_epoch();
+        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Stopped { exit_code: 1 }, pid: None }]);
+        assert_eq!(kinds(&w.plan(&st, 1, 0)), vec!["remove t1"], "the third attempt, in place");
+        w.handle_removed("t1", true);
+        let started = w.plan(&st, 1, 1);
+        let Action::Start { task } = &started[0] else { panic!("{started:?}") };
+        w.handle_started(task, Ok(()), 2);
+        w.handle_exit(&Exit { id: "t1".into(), exit_code: 1 });
+        let r = kinds(&w.plan(&st, 3, 10));
+        assert_eq!(
+            r,
+            vec![
+                "restarts in place t1 1 [10]",
+                "report Failed task: non-zero exit (1); restarted in place 1 time with no manager in reach"
+            ]
+        );
     }
 
     #[test]

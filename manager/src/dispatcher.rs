@@ -38,13 +38,15 @@
 //! - the status timestamps of a worker's reports are the leader's wall clock
 //!   when it took them ([`accept_reports`]): restart windows, update monitors
 //!   and failure counts compare them with the leader's `now`, and a device
-//!   whose clock is months off (no RTC) must not skew them.
+//!   whose clock is months off (no RTC) must not skew them; the times of a
+//!   worker's in-place restarts travel as ages on its monotonic clock and
+//!   become the leader's time less each age ([`accept_restarts`]).
 
 use crate::state::State;
 use shoal_shared::assignments::Assignments;
 use shoal_shared::clock::UnixNanos;
 use shoal_shared::ops::Op;
-use shoal_shared::types::{LinkProfile, Node, NodeDescription, NodeRole, NodeState, TaskStatus};
+use shoal_shared::types::{LinkProfile, Node, NodeDescription, NodeRole, NodeState, RestartsInPlace, TaskStatus, IN_PLACE_TIMES_MAX};
 use shoal_shared::wire::{ManagerInfo, NOT_A_MEMBER};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -69,6 +71,30 @@ pub fn accept_reports(state: &State, node_id: &str, statuses: Vec<(String, TaskS
             status.timestamp = now;
             ops.push(Op::SetTaskStatus { id, status });
         }
+    }
+    ops
+}
+
+/// The in-place restarts worker `node_id` made while no manager was in
+/// reach that the leader takes, as ops: only for tasks of that node, only
+/// accounts that add to what the state holds, with at most
+/// [`IN_PLACE_TIMES_MAX`] times (no more than the count). The times stay
+/// ages on the worker's monotonic clock until the entry is applied: each is
+/// taken back from the entry's time, the leader's clock when it proposed
+/// them (the worker's wall clock may be months off, and is never read).
+pub fn accept_restarts(state: &State, node_id: &str, restarts: Vec<RestartsInPlace>) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for mut r in restarts {
+        let Some(t) = state.tasks.get(&r.task_id) else { continue };
+        let known = state.restarts_in_place.get(&r.task_id);
+        if t.node_id != node_id || r.count == 0 || known.is_some_and(|k| k.session == r.session && k.session_count >= r.count) {
+            continue;
+        }
+        let keep = usize::try_from(r.count).unwrap_or(usize::MAX).min(IN_PLACE_TIMES_MAX);
+        if r.ago_ms.len() > keep {
+            r.ago_ms.drain(..r.ago_ms.len() - keep);
+        }
+        ops.push(Op::SetRestartsInPlace(r));
     }
     ops
 }
@@ -568,6 +594,25 @@ mod tests {
             .collect();
         assert_eq!(got, [("t1", TaskState::Running, LEADER_NOW), ("t2", TaskState::Failed, LEADER_NOW)]);
         assert!(accept_reports(&st, "w2", statuses, LEADER_NOW).is_empty(), "only a node's own tasks");
+    }
+
+    /// A worker's account of its in-place restarts: taken for its own tasks
+    /// only, bounded, and not proposed again once the state holds it.
+    #[test]
+    fn in_place_restarts_are_taken_for_the_workers_own_tasks_once() {
+        let mut st = state();
+        let r = |task_id: &str, count: u64, ago_ms: Vec<u64>| RestartsInPlace { task_id: task_id.into(), session: 5, count, ago_ms };
+        let told = vec![r("t1", 3, vec![9; 500]), r("t3", 1, vec![1]), r("nope", 1, vec![1]), r("t2", 0, vec![])];
+        let ops = accept_restarts(&st, "w1", told.clone());
+        let [Op::SetRestartsInPlace(got)] = &ops[..] else { panic!("{ops:?}") };
+        assert_eq!((got.task_id.as_str(), got.count, got.ago_ms.len()), ("t1", 3, 3), "no more times than restarts");
+        assert!(accept_restarts(&st, "w2", told.clone()).is_empty(), "only a node's own tasks");
+        let many = accept_restarts(&st, "w1", vec![r("t1", 1_000, vec![7; 1_000])]);
+        assert!(matches!(&many[..], [Op::SetRestartsInPlace(m)] if m.ago_ms.len() == IN_PLACE_TIMES_MAX));
+        // Once applied, the same account (a repeated report) is not proposed again; a later one is.
+        st.apply(st.applied_index + 1, &shoal_shared::ops::Entry { at: 1, ops });
+        assert!(accept_restarts(&st, "w1", told).is_empty());
+        assert_eq!(accept_restarts(&st, "w1", vec![r("t1", 4, vec![1])]).len(), 1);
     }
 
     /// Found by fault injection: a leader cut off from the other managers

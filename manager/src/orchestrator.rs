@@ -15,6 +15,10 @@
 //!   policy: the old one goes to `desired = Shutdown` and a new task takes the
 //!   slot, held in `Ready` until the restart delay passes; when the policy
 //!   says no, the dead task keeps the slot (so the service shows 0/1);
+//!   restarts its worker made in place while no manager was in reach
+//!   (`State::restarts_in_place`) are attempts of the slot too: with a
+//!   window, those made inside it; without, all of them (carried into the
+//!   next task's `attempt`);
 //! - replicated tasks on a drained, down or removed node are shut down and
 //!   their slot gets a new unplaced task (which stays `Pending` while no node
 //!   can take it); a down node's worker stops them when it comes back; a
@@ -57,7 +61,8 @@ use shoal_shared::ops::Op;
 use shoal_shared::rng::Rng;
 use shoal_shared::task::TaskState;
 use shoal_shared::types::{
-    Availability, NodeState, ResourceSet, RestartCondition, Service, ServiceMode, Task, TaskStatus, TASK_HISTORY_PER_SLOT_MAX,
+    Availability, InPlaceRestarts, NodeState, ResourceSet, RestartCondition, Service, ServiceMode, Task, TaskStatus,
+    TASK_HISTORY_PER_SLOT_MAX,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -74,7 +79,7 @@ pub fn reconcile(state: &State, now: UnixNanos, rng: &mut Rng) -> Vec<Op> {
             slots.entry(slot_key(t)).or_default().push(t);
         }
         let before = ops.len();
-        restart_dead_tasks(service, &slots, &away, now, rng, &mut ops);
+        restart_dead_tasks(service, &slots, &away, &state.restarts_in_place, now, rng, &mut ops);
         match service.spec.mode {
             ServiceMode::Replicated { replicas } => {
                 evacuate(state, service, &slots, &misfits, rng, &mut ops);
@@ -286,6 +291,7 @@ fn restart_dead_tasks(
     service: &Service,
     slots: &BTreeMap<SlotKey, Vec<&Task>>,
     away: &Away<'_>,
+    in_place: &BTreeMap<String, InPlaceRestarts>,
     now: UnixNanos,
     rng: &mut Rng,
     ops: &mut Vec<Op>,
@@ -322,7 +328,7 @@ fn restart_dead_tasks(
             RestartCondition::OnFailure => failed,
             RestartCondition::None => false,
         };
-        if !wanted || attempts_exhausted(slot, t, policy.max_attempts, policy.window_ns, now) {
+        if !wanted || attempts_exhausted(slot, t, in_place, policy.max_attempts, policy.window_ns, now) {
             continue;
         }
         ops.push(Op::SetTaskDesired { id: t.id.clone(), desired: TaskState::Shutdown });
@@ -332,7 +338,8 @@ fn restart_dead_tasks(
         // service last anyway. Global restarts stay on their node (the slot).
         let node = if t.slot > 0 { "" } else { t.node_id.as_str() };
         let mut next = new_task(service, t.slot, node, rng, now);
-        next.attempt = t.attempt + 1;
+        // The restarts its worker made in place count as attempts of the slot.
+        next.attempt = t.attempt.saturating_add(1).saturating_add(in_place.get(&t.id).map_or(0, |r| r.total));
         if policy.delay_ns > 0 {
             next.desired_state = TaskState::Ready;
             next.not_before = now.saturating_add(policy.delay_ns);
@@ -346,16 +353,28 @@ fn restart_dead_tasks(
 /// stamped after `now` (by an earlier leader whose clock ran ahead, or before
 /// this clock stepped back) is not counted: counting it would keep the slot
 /// dead for as long as the skew, months on a device without an RTC.
-fn attempts_exhausted(slot: &[&Task], dead: &Task, max_attempts: u64, window_ns: u64, now: UnixNanos) -> bool {
+/// Restarts a worker made in place (`in_place`, by task id) count like the
+/// orchestrator's own: all of them without a window (the dead task's, and
+/// earlier tasks' through its `attempt`), those made inside it with one.
+fn attempts_exhausted(
+    slot: &[&Task],
+    dead: &Task,
+    in_place: &BTreeMap<String, InPlaceRestarts>,
+    max_attempts: u64,
+    window_ns: u64,
+    now: UnixNanos,
+) -> bool {
     if max_attempts == 0 {
         return false;
     }
     if window_ns == 0 {
-        return dead.attempt >= max_attempts;
+        return dead.attempt.saturating_add(in_place.get(&dead.id).map_or(0, |r| r.total)) >= max_attempts;
     }
     let since = now.saturating_sub(window_ns);
-    let recent = slot.iter().filter(|t| t.attempt > 0 && (since..=now).contains(&t.meta.created_at)).count() as u64;
-    recent >= max_attempts
+    let inside = |at: &UnixNanos| (since..=now).contains(at);
+    let recent = slot.iter().filter(|t| t.attempt > 0 && inside(&t.meta.created_at)).count() as u64;
+    let local = slot.iter().filter_map(|t| in_place.get(&t.id)).map(|r| r.at.iter().filter(|at| inside(at)).count() as u64).sum::<u64>();
+    recent.saturating_add(local) >= max_attempts
 }
 
 fn scale_replicated(service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, replicas: u64, rng: &mut Rng, ops: &mut Vec<Op>) {
@@ -549,6 +568,7 @@ mod tests {
     use super::*;
     use crate::state::tests::service;
     use shoal_shared::ops::Entry;
+    use shoal_shared::types::RestartsInPlace;
 
     /// Runs reconcile and applies its ops until nothing changes; returns the rounds.
     fn settle(state: &mut State, now: UnixNanos, rng: &mut Rng) -> usize {
@@ -695,12 +715,93 @@ mod tests {
         // Two restarts in the last 10 minutes of a 10-minute window: used up at 2.
         let recent = [at(1, now - 5 * MIN), at(2, now - MIN)];
         let slot: Vec<&Task> = recent.iter().collect();
-        assert!(attempts_exhausted(&slot, &recent[1], 2, 10 * MIN, now));
-        assert!(!attempts_exhausted(&slot, &recent[1], 2, 10 * MIN, now + 10 * MIN), "the window moved on");
+        let none = BTreeMap::new();
+        assert!(attempts_exhausted(&slot, &recent[1], &none, 2, 10 * MIN, now));
+        assert!(!attempts_exhausted(&slot, &recent[1], &none, 2, 10 * MIN, now + 10 * MIN), "the window moved on");
         // Stamped by a leader six months ahead of this one: not counted.
         let ahead = [at(1, now + 180 * 1_440 * MIN), at(2, now + 180 * 1_440 * MIN + MIN)];
         let slot: Vec<&Task> = ahead.iter().collect();
-        assert!(!attempts_exhausted(&slot, &ahead[1], 2, 10 * MIN, now));
+        assert!(!attempts_exhausted(&slot, &ahead[1], &none, 2, 10 * MIN, now));
+        // In-place restarts timed ahead of the clock are not counted either.
+        let in_place =
+            BTreeMap::from([(ahead[1].id.clone(), InPlaceRestarts { total: 2, at: vec![now + MIN, now + 2 * MIN], ..Default::default() })]);
+        assert!(!attempts_exhausted(&slot, &ahead[1], &in_place, 2, 10 * MIN, now));
+    }
+
+    /// Issue #14: the restarts a worker made in place while no manager was in
+    /// reach are attempts of the slot. With max 3 and 3 made offline, the
+    /// manager does not restart the task once it hears of its failure.
+    #[test]
+    fn in_place_restarts_use_up_max_attempts() {
+        let mut rng = Rng::from_seed(11);
+        let mut s = with_service(1);
+        let mut svc = s.services["svc"].clone();
+        svc.spec.task.restart.delay_ns = 0;
+        svc.spec.task.restart.max_attempts = 3;
+        s.apply(2, &Entry { at: 2, ops: vec![Op::PutService(svc.clone())] });
+        settle(&mut s, 100, &mut rng);
+        let first = s.tasks.keys().next().unwrap().clone();
+        let told = |id: &str, count: u64| {
+            Op::SetRestartsInPlace(RestartsInPlace { task_id: id.into(), session: 1, count, ago_ms: vec![1_000; count as usize] })
+        };
+        let idx = s.applied_index + 1;
+        s.apply(idx, &Entry { at: 5_000_000_000, ops: vec![told(&first, 3)] });
+        set_status(&mut s, &first, TaskState::Failed);
+        settle(&mut s, 6_000_000_000, &mut rng);
+        assert_eq!(s.tasks.len(), 1, "no restart after 3 in place");
+        assert_eq!(s.tasks[&first].desired_state, TaskState::Running, "the dead task keeps its slot");
+        // One made in place of 3: two more by the manager, the first carrying the count.
+        let mut s = with_service(1);
+        s.apply(2, &Entry { at: 2, ops: vec![Op::PutService(svc)] });
+        settle(&mut s, 100, &mut rng);
+        let first = s.tasks.keys().next().unwrap().clone();
+        let idx = s.applied_index + 1;
+        s.apply(idx, &Entry { at: 5_000_000_000, ops: vec![told(&first, 1)] });
+        for _ in 0..5 {
+            let live: Vec<String> = s.tasks.values().filter(|t| live(t)).map(|t| t.id.clone()).collect();
+            for id in live {
+                set_status(&mut s, &id, TaskState::Failed);
+            }
+            settle(&mut s, 6_000_000_000, &mut rng);
+        }
+        let mut attempts: Vec<u64> = s.tasks.values().map(|t| t.attempt).collect();
+        attempts.sort();
+        assert_eq!(attempts, vec![0, 2, 3], "first run, one in place, then two by the manager");
+    }
+
+    /// With a window, only the in-place restarts made inside it count; the
+    /// ones made before it (a crash loop long ago) leave the slot restartable.
+    #[test]
+    fn in_place_restarts_count_inside_the_window_only() {
+        const MIN: u64 = 60_000_000_000;
+        let mut rng = Rng::from_seed(12);
+        let mut s = with_service(1);
+        let mut svc = s.services["svc"].clone();
+        svc.spec.task.restart.delay_ns = 0;
+        svc.spec.task.restart.max_attempts = 2;
+        svc.spec.task.restart.window_ns = 10 * MIN;
+        s.apply(2, &Entry { at: 2, ops: vec![Op::PutService(svc)] });
+        settle(&mut s, 100, &mut rng);
+        let first = s.tasks.keys().next().unwrap().clone();
+        let now = 1_000 * MIN;
+        // Two in place: 30 and 20 minutes before the report reached the leader at `now`.
+        let r = RestartsInPlace { task_id: first.clone(), session: 1, count: 2, ago_ms: vec![30 * 60_000, 20 * 60_000] };
+        let idx = s.applied_index + 1;
+        s.apply(idx, &Entry { at: now, ops: vec![Op::SetRestartsInPlace(r)] });
+        set_status(&mut s, &first, TaskState::Failed);
+        let slot: Vec<&Task> = s.tasks.values().collect();
+        assert!(!attempts_exhausted(&slot, &s.tasks[&first], &s.restarts_in_place, 2, 10 * MIN, now), "both outside the window");
+        // A third, a minute ago, and a fourth just now: inside the window, used up.
+        let r = RestartsInPlace { task_id: first.clone(), session: 1, count: 4, ago_ms: vec![60_000, 0] };
+        let idx = s.applied_index + 1;
+        s.apply(idx, &Entry { at: now, ops: vec![Op::SetRestartsInPlace(r)] });
+        let slot: Vec<&Task> = s.tasks.values().collect();
+        assert!(attempts_exhausted(&slot, &s.tasks[&first], &s.restarts_in_place, 2, 10 * MIN, now));
+        settle(&mut s, now, &mut rng);
+        assert_eq!(s.tasks.len(), 1, "not restarted by the manager");
+        // Once the window moved past them, the manager restarts the slot.
+        settle(&mut s, now + 10 * MIN, &mut rng);
+        assert_eq!(s.tasks.len(), 2);
     }
 
     #[test]

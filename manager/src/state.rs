@@ -23,8 +23,8 @@ use shoal_shared::legacy::{ClusterV1, NodeV1, NodeV2, ServiceV1, TaskV1};
 use shoal_shared::ops::{Entry, Op};
 use shoal_shared::task::TaskState;
 use shoal_shared::types::{
-    Autolock, Cluster, LinkProfile, Network, NetworkAttachment, Node, Service, SwarmSettings, Task, UpdateStatus, PORT_AUTO_MAX,
-    PORT_AUTO_MIN,
+    Autolock, Cluster, InPlaceRestarts, LinkProfile, Network, NetworkAttachment, Node, Service, SwarmSettings, Task, UpdateStatus,
+    PORT_AUTO_MAX, PORT_AUTO_MIN,
 };
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -33,9 +33,10 @@ use std::net::Ipv4Addr;
 /// Version 1 lacked `settings` (it restores with the defaults); version 2
 /// held the records before networks (`shoal_shared::legacy`); version 3
 /// the nodes before plugins; version 4 had no `autolock`, version 5 no
-/// `node_lost_after_ms`, version 6 no `link_profile`; postcard structs are positional, so a new field
+/// `node_lost_after_ms`, version 6 no `link_profile`, version 7 no
+/// `restarts_in_place`; postcard structs are positional, so a new field
 /// means a new version here.
-const SNAPSHOT_VERSION: u8 = 7;
+const SNAPSHOT_VERSION: u8 = 8;
 
 /// The whole replicated state, materialised in memory.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -60,6 +61,9 @@ pub struct State {
     pub node_lost_after_ms: u64,
     /// `--link-profile`: raft and link timings.
     pub link_profile: LinkProfile,
+    /// Restarts workers made of tasks in place while no manager was in
+    /// reach, by task id (`Op::SetRestartsInPlace`; gone with the task).
+    pub restarts_in_place: BTreeMap<String, InPlaceRestarts>,
 }
 
 /// The records at the head of every snapshot version, over the record
@@ -86,6 +90,8 @@ type StateV4 = (Records<Cluster, Node, Service, Task>, SwarmSettings, BTreeMap<S
 type StateV5 = (Records<Cluster, Node, Service, Task>, SwarmSettings, BTreeMap<String, Network>, u32, Autolock);
 /// Snapshot version 6: version 7 without `link_profile`.
 type StateV6 = (Records<Cluster, Node, Service, Task>, SwarmSettings, BTreeMap<String, Network>, u32, Autolock, u64);
+/// Snapshot version 7: version 8 without `restarts_in_place`.
+type StateV7 = (Records<Cluster, Node, Service, Task>, SwarmSettings, BTreeMap<String, Network>, u32, Autolock, u64, LinkProfile);
 
 impl<C: Into<Cluster>, N: Into<Node>, S: Into<Service>, T: Into<Task>> Records<C, N, S, T> {
     /// Today's state from an older snapshot's records and the fields after them.
@@ -103,6 +109,7 @@ impl<C: Into<Cluster>, N: Into<Node>, S: Into<Service>, T: Into<Task>> Records<C
             autolock: Autolock::default(),
             node_lost_after_ms: 0,
             link_profile: LinkProfile::Lan,
+            restarts_in_place: BTreeMap::new(),
         }
     }
 }
@@ -248,6 +255,7 @@ impl State {
             }
             Op::DeleteTask { id } => {
                 self.tasks.remove(id).ok_or_else(|| missing("task", id))?;
+                self.restarts_in_place.remove(id);
             }
             Op::ReleaseTask { id } => {
                 let t = self.tasks.get_mut(id).ok_or_else(|| missing("task", id))?;
@@ -287,6 +295,12 @@ impl State {
             }
             Op::SetLinkProfile(p) => {
                 self.link_profile = *p;
+            }
+            Op::SetRestartsInPlace(r) => {
+                if !self.tasks.contains_key(&r.task_id) {
+                    return Err(missing("task", &r.task_id));
+                }
+                self.restarts_in_place.entry(r.task_id.clone()).or_default().take(r, at);
             }
             Op::SetNodeLostAfter { ms } => {
                 self.node_lost_after_ms = *ms;
@@ -432,6 +446,14 @@ impl State {
                     ..r.into_state(settings, nets, port)
                 })
                 .map_err(corrupt),
+            7 => postcard::from_bytes::<StateV7>(body)
+                .map(|(r, settings, nets, port, autolock, node_lost_after_ms, link_profile)| State {
+                    autolock,
+                    node_lost_after_ms,
+                    link_profile,
+                    ..r.into_state(settings, nets, port)
+                })
+                .map_err(corrupt),
             SNAPSHOT_VERSION => postcard::from_bytes(body).map_err(corrupt),
             _ => Err(SnapshotError::Version(v)),
         }
@@ -546,7 +568,7 @@ fn touch(meta: &mut shoal_shared::types::Meta, index: u64, at: u64) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use shoal_shared::types::{ServiceSpec, TaskStatus};
+    use shoal_shared::types::{RestartsInPlace, ServiceSpec, TaskStatus};
 
     pub(crate) fn service(id: &str, name: &str) -> Service {
         Service {
@@ -757,6 +779,57 @@ pub(crate) mod tests {
         s.apply(3, &entry(vec![Op::SetLinkProfile(LinkProfile::Edge)]));
         assert_eq!(State::restore(&s.snapshot()).unwrap().link_profile, LinkProfile::Edge);
         assert!(matches!(State::restore(&v6[..v6.len() - 1]), Err(SnapshotError::Corrupt(_))));
+        // Version 7 (before in-place restarts were counted) restores with none and keeps the link profile.
+        let head = RecordsOut { cluster: None, nodes: &s.nodes, services: &s.services, tasks: &s.tasks, applied_index: s.applied_index };
+        let mut v7 = vec![7u8];
+        v7.extend(
+            postcard::to_allocvec(&(head, &s.settings, &s.networks, s.last_port, &s.autolock, s.node_lost_after_ms, s.link_profile))
+                .unwrap(),
+        );
+        let old = State::restore(&v7).unwrap();
+        assert_eq!(old, s);
+        assert!(old.restarts_in_place.is_empty());
+        let r = RestartsInPlace { task_id: "t".into(), session: 1, count: 2, ago_ms: vec![5_000, 1_000] };
+        s.apply(4, &Entry { at: 100_000_000_000, ops: vec![Op::SetRestartsInPlace(r)] });
+        assert_eq!(State::restore(&s.snapshot()).unwrap(), s);
+        assert_eq!(State::restore(&s.snapshot()).unwrap().restarts_in_place["t"].total, 2);
+        assert!(matches!(State::restore(&v7[..v7.len() - 1]), Err(SnapshotError::Corrupt(_))));
+    }
+
+    #[test]
+    fn in_place_restarts_count_once_per_session_on_the_proposer_clock_and_go_with_their_task() {
+        const S: u64 = 1_000_000_000;
+        let mut s = State::default();
+        s.apply(1, &entry(vec![Op::CreateTask(task("t", "a", 1))]));
+        let account = |session: u64, count: u64, ago_ms: Vec<u64>| {
+            Op::SetRestartsInPlace(RestartsInPlace { task_id: "t".into(), session, count, ago_ms })
+        };
+        // Two restarts, 30 s and 10 s before the leader proposed them at 100 s.
+        s.apply(2, &Entry { at: 100 * S, ops: vec![account(9, 2, vec![30_000, 10_000])] });
+        let got = &s.restarts_in_place["t"];
+        assert_eq!((got.total, got.at.clone()), (2, vec![70 * S, 90 * S]));
+        // Said again (the report was repeated): nothing more, and not an error either.
+        let r = s.apply(3, &Entry { at: 105 * S, ops: vec![account(9, 2, vec![35_000, 15_000])] });
+        assert!(r.rejected.is_empty());
+        assert_eq!(s.restarts_in_place["t"].total, 2);
+        // A third in the same session: only the newest time is new.
+        s.apply(4, &Entry { at: 110 * S, ops: vec![account(9, 3, vec![40_000, 20_000, 1_000])] });
+        let got = &s.restarts_in_place["t"];
+        assert_eq!((got.total, got.at.clone()), (3, vec![70 * S, 90 * S, 109 * S]));
+        // The worker's daemon restarted: a new session counts from 0 again, on top.
+        s.apply(5, &Entry { at: 120 * S, ops: vec![account(4, 1, vec![2_000])] });
+        assert_eq!(s.restarts_in_place["t"].total, 4);
+        // Ages beyond the clock (a leader in 1970) stop at 0; times stay bounded.
+        s.apply(6, &Entry { at: 5, ops: vec![account(4, 200, vec![u64::MAX; 199])] });
+        let got = &s.restarts_in_place["t"];
+        assert_eq!(got.total, 203);
+        assert_eq!(got.at.len(), shoal_shared::types::IN_PLACE_TIMES_MAX);
+        assert!(got.at.iter().rev().take(60).all(|&at| at == 0));
+        // An unknown task is rejected; a deleted task takes its count along.
+        let r = s.apply(7, &entry(vec![Op::SetRestartsInPlace(RestartsInPlace { task_id: "x".into(), ..Default::default() })]));
+        assert_eq!(r.rejected.len(), 1);
+        s.apply(8, &entry(vec![Op::DeleteTask { id: "t".into() }]));
+        assert!(s.restarts_in_place.is_empty());
     }
 
     #[test]

@@ -17,6 +17,13 @@
 //! the default data path once it exists; see the note in ARCHITECTURE.md).
 //! A node from before plugins has none: "not reported", which placement
 //! reads as capable until the node, upgraded, describes itself again.
+//!
+//! Additions that grew no record need no frozen copy here: the accounts of
+//! a worker's in-place restarts (issue #14) came as an appended `Op`
+//! variant (`SetRestartsInPlace`, entry version unchanged), an appended
+//! `Wire` variant, and a `State` field appended at the snapshot's end
+//! (snapshot version 8; `manager/src/state.rs` restores version 7 with
+//! none).
 
 use crate::clock::UnixNanos;
 use crate::ops::{Entry, Op};

@@ -124,6 +124,11 @@ pub enum Op {
     },
     /// `swarm init|update --link-profile`: raft and link timings.
     SetLinkProfile(crate::types::LinkProfile),
+    /// Leader, from a worker's report: the restarts it made of a task in
+    /// place while no manager was in reach, counted as attempts of its slot;
+    /// each `ago_ms` is taken back from the entry's time. Skipped (not
+    /// rejected) when an account of the same session was already taken.
+    SetRestartsInPlace(crate::types::RestartsInPlace),
 }
 
 /// A batch of ops proposed together, stamped by the proposer.
@@ -205,6 +210,12 @@ mod tests {
                 Op::SetSwarmSettings(crate::types::SwarmSettings { dispatcher_heartbeat_ms: 30_000 }),
                 Op::SetNodeLostAfter { ms: 600_000 },
                 Op::SetLinkProfile(crate::types::LinkProfile::Edge),
+                Op::SetRestartsInPlace(crate::types::RestartsInPlace {
+                    task_id: "t".into(),
+                    session: 7,
+                    count: 3,
+                    ago_ms: vec![30_000, 20_000, 10_000],
+                }),
             ],
         };
         assert_eq!(Entry::decode(&e.encode()).unwrap(), e);

@@ -377,6 +377,71 @@ pub struct Task {
     pub networks: Vec<NetworkAttachment>,
 }
 
+/// How many in-place restart times a report or the state keeps per task
+/// (the newest): enough for any restart window that counts up to this many
+/// attempts.
+pub const IN_PLACE_TIMES_MAX: usize = 64;
+
+/// A worker's account of the restarts it made of one task in place, the
+/// same task, while no manager was in reach (issue #14), as it reports them
+/// (`Wire::RestartsInPlace`) and as the leader proposes them
+/// (`Op::SetRestartsInPlace`). Idempotent: said again until the task's
+/// status shows it, and counted once per `session`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartsInPlace {
+    pub task_id: String,
+    /// The worker's daemon run that counted them (random at its start): a
+    /// daemon that restarted counts from 0 again, in a new session.
+    pub session: u64,
+    /// Restarts made in this session, in all.
+    pub count: u64,
+    /// How long before the report each of the newest restarts was made, by
+    /// the worker's monotonic clock (never its wall clock, which may be
+    /// months off), oldest first, at most [`IN_PLACE_TIMES_MAX`].
+    pub ago_ms: Vec<u64>,
+}
+
+/// What the replicated state holds of a task's in-place restarts
+/// (`State::restarts_in_place`, by task id): the orchestrator counts them
+/// as attempts of the task's slot.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InPlaceRestarts {
+    /// Restarts counted, over every session.
+    pub total: u64,
+    /// The session of the latest account, and its count.
+    pub session: u64,
+    pub session_count: u64,
+    /// When the newest restarts were made, on the clock of the leader that
+    /// proposed them (the entry's time less each `ago_ms`), oldest first, at
+    /// most [`IN_PLACE_TIMES_MAX`].
+    pub at: Vec<UnixNanos>,
+}
+
+impl InPlaceRestarts {
+    /// Takes a worker's account stamped `at` (the entry's time); false when
+    /// it adds nothing (an account of this session already taken).
+    pub fn take(&mut self, r: &RestartsInPlace, at: UnixNanos) -> bool {
+        if r.session != self.session {
+            self.session = r.session;
+            self.session_count = 0;
+        }
+        if r.count <= self.session_count {
+            return false;
+        }
+        let new = r.count - self.session_count;
+        self.total = self.total.saturating_add(new);
+        self.session_count = r.count;
+        // The newest `new` restarts of the account are the ones not taken before.
+        let fresh = r.ago_ms.len().min(usize::try_from(new).unwrap_or(usize::MAX));
+        let times = r.ago_ms[r.ago_ms.len() - fresh..].iter().map(|ago| at.saturating_sub(ago.saturating_mul(1_000_000)));
+        self.at.extend(times);
+        if self.at.len() > IN_PLACE_TIMES_MAX {
+            self.at.drain(..self.at.len() - IN_PLACE_TIMES_MAX);
+        }
+        true
+    }
+}
+
 /// Node role. Append only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeRole {

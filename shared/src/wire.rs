@@ -21,6 +21,7 @@
 //!   join: -> JoinRequest          <- JoinAccepted | Redirect | link closed with a reason
 //!   node: -> Session (workers)    <- Assignments ... | Redirect
 //!         -> Raft / Report / Request  <- Raft / Reply / Assignments
+//!         -> RestartsInPlace (workers, before the Report that says so)
 //!         <- LogsRequest              -> LogsReply   (either direction; asked by a manager)
 //! ```
 //!
@@ -40,7 +41,7 @@ pub const WIRE_VERSION: u8 = 3;
 /// [`WireError::Unknown`], which receivers ignore instead of dropping the
 /// link, so a mixed-version swarm keeps its links during a rolling upgrade.
 /// Bump it with every variant appended (a test checks).
-pub const WIRE_VARIANTS: u32 = 13;
+pub const WIRE_VARIANTS: u32 = 14;
 /// Largest encoded message accepted (the link's reassembly bound).
 pub const WIRE_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Tasks one `LogsRequest` names at most (a node with more tasks of a
@@ -125,6 +126,11 @@ pub enum Wire {
     /// Leader -> worker: swarm settings a worker applies itself (at its
     /// session's start and when they change): the link profile's timings.
     Settings { link_profile: crate::types::LinkProfile },
+    /// Worker -> leader, just before the `Report` that says so in words:
+    /// the restarts it made of tasks in place while no manager was in reach
+    /// (idempotent; the leader re-checks that the tasks are the worker's).
+    /// An older leader ignores it and has the words only.
+    RestartsInPlace { restarts: Vec<crate::types::RestartsInPlace> },
 }
 
 /// Why bytes from a peer are not a [`Wire`] message.
@@ -270,7 +276,9 @@ mod tests {
 
     #[test]
     fn messages_from_newer_versions_are_unknown_not_malformed() {
-        let last = encode(&Wire::Settings { link_profile: crate::types::LinkProfile::Edge });
+        let restarts = vec![crate::types::RestartsInPlace { task_id: "t".into(), session: 1, count: 3, ago_ms: vec![9, 5, 1] }];
+        let last = encode(&Wire::RestartsInPlace { restarts: restarts.clone() });
+        assert_eq!(decode(&last), Ok(Wire::RestartsInPlace { restarts }));
         assert_eq!(u32::from(last[1]) + 1, WIRE_VARIANTS, "WIRE_VARIANTS must count every variant");
         assert_eq!(decode(&[WIRE_VERSION, WIRE_VARIANTS as u8, 1, 2, 3]), Err(WireError::Unknown { variant: WIRE_VARIANTS }));
         assert_eq!(decode(&[WIRE_VERSION, 0x80, 0x01]), Err(WireError::Unknown { variant: 128 }));

@@ -116,4 +116,14 @@ fn offline_a_crash_loop_is_restarted_in_place_exactly_max_attempts_times() {
             _ => Err(format!("{rows:?}")),
         }
     });
+    // The manager counts the in-place restarts as attempts (3 of 3): it starts no new task for the
+    // slot, and the container is not started again. A restart would come within its 1 s delay
+    // and the orchestrator's next pass; give it many times that.
+    std::thread::sleep(Duration::from_secs(12));
+    let rows = ps(&c, "crash");
+    assert_eq!(rows.len(), 1, "the manager restarted the slot again: {rows:?}");
+    assert_eq!(rows[0]["ID"], first.as_str());
+    assert!(rows[0]["CurrentState"].as_str().is_some_and(|s| s.starts_with("Failed")), "{rows:?}");
+    assert!(c.nodes[1].running_ids().is_empty(), "a task runs again after its last attempt");
+    assert_eq!(restarts(&c), 3, "{}", c.nodes[1].log_tail(40));
 }

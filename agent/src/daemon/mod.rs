@@ -339,7 +339,9 @@ impl Daemon {
         let swarm = Swarm::new(node_key, cluster_key, |k| store.local(k).ok().flatten());
         let runtime_version = runtime.version().unwrap_or_else(|e| format!("unavailable: {e}"));
         task_logs::TaskLogs::new(&cfg.data_dir).create()?;
-        let worker = Worker::new(&node_id);
+        let mut worker = Worker::new(&node_id);
+        // A number of its own for this run (drawn aside: the daemon's rng stream stays as it was).
+        worker.set_session(Rng::from_seed(rng.clone().next_u64()).next_u64());
         let net = netpath::NetPath::new(io.net(), io.dns(), cfg.bridge);
         let mut d = Daemon {
             cfg,
@@ -650,6 +652,8 @@ impl Daemon {
             for action in actions {
                 match action {
                     Action::Report { task_id, status } => reports.push(Op::SetTaskStatus { id: task_id, status }),
+                    // Travels with the report that follows it (`submit_reports`).
+                    Action::RestartsInPlace(r) => reports.push(Op::SetRestartsInPlace(r)),
                     Action::Start { task } => {
                         if task.status.state < TaskState::Preparing {
                             reports.push(Op::SetTaskStatus {

@@ -313,6 +313,13 @@ impl Daemon {
                 let ops = shoal_manager::dispatcher::accept_reports(self.store.state(), &peer, statuses, self.now());
                 self.commit_internal(ops);
             }
+            (Purpose::Node, Wire::RestartsInPlace { restarts }) => {
+                if !self.leads() {
+                    return;
+                }
+                let ops = shoal_manager::dispatcher::accept_restarts(self.store.state(), &peer, restarts);
+                self.commit_internal(ops);
+            }
             (Purpose::Node, Wire::Request { id, req }) => {
                 if !self.is_manager_peer(&peer) {
                     // Workers cannot view or change cluster state, not even by forwarding.
@@ -444,5 +451,6 @@ pub(super) fn variant_name(w: &Wire) -> &'static str {
         Wire::LogsReply { .. } => "logs reply",
         Wire::Removed { .. } => "removed",
         Wire::Settings { .. } => "settings",
+        Wire::RestartsInPlace { .. } => "restarts in place",
     }
 }

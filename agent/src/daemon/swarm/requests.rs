@@ -102,6 +102,8 @@ impl Daemon {
         let now_ms = self.mono_ms();
         let view = self.assigned();
         let mut fresh = Vec::new();
+        // Accounts of in-place restarts go with their task's report, just before it.
+        let (accounts, ops): (Vec<Op>, Vec<Op>) = ops.into_iter().partition(|op| matches!(op, Op::SetRestartsInPlace(_)));
         for op in ops {
             let Op::SetTaskStatus { id, status } = &op else { continue };
             let Some(t) = view.tasks.get(id) else { continue };
@@ -117,13 +119,15 @@ impl Daemon {
         if fresh.is_empty() {
             return;
         }
+        let reported = |id: &str| fresh.iter().any(|op| matches!(op, Op::SetTaskStatus { id: i, .. } if i == id));
+        let accounts: Vec<Op> = accounts.into_iter().filter(|op| matches!(op, Op::SetRestartsInPlace(r) if reported(&r.task_id))).collect();
         if self.leads() || self.swarm.mode == Mode::Solo {
             for op in &fresh {
                 if let Op::SetTaskStatus { id, status } = op {
                     self.swarm.reported.insert(id.clone(), (status.state, now_ms));
                 }
             }
-            self.commit_internal(fresh);
+            self.commit_internal(accounts.into_iter().chain(fresh).collect());
             return;
         }
         let target = match self.swarm.mode {
@@ -131,6 +135,17 @@ impl Daemon {
             _ => self.leader_node().and_then(|l| self.swarm.established(&l)),
         };
         let Some(conn) = target else { return };
+        let restarts: Vec<_> = accounts
+            .into_iter()
+            .filter_map(|op| match op {
+                Op::SetRestartsInPlace(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        // Before the report: a report the leader took (which the worker sees) implies its account was taken too.
+        if !restarts.is_empty() && !self.swarm.send(conn, &Wire::RestartsInPlace { restarts }) {
+            return;
+        }
         let statuses: Vec<_> = fresh
             .into_iter()
             .filter_map(|op| match op {
