@@ -266,6 +266,10 @@ pub struct Store {
     pub skipped_entries: u64,
     /// Outgoing messages dropped because the outbox was full.
     pub dropped_messages: u64,
+    /// The index of the last snapshot a leader sent this replica (0: none
+    /// since the store opened), for the daemon to say a far-behind replica
+    /// caught up that way.
+    pub installed_snapshot_index: u64,
     /// Raft's tick length, from the config the core was built with.
     tick_ms: u64,
     /// The (tuned) config, to rebuild the core on reset/force.
@@ -444,6 +448,7 @@ impl Store {
             state,
             applied,
             skipped_entries: 0,
+            installed_snapshot_index: 0,
             dropped_messages: 0,
             tick_ms,
             cfg,
@@ -690,6 +695,7 @@ impl Store {
                 self.state = state;
                 self.applied = s.meta.index;
                 let index = s.meta.index;
+                self.installed_snapshot_index = index;
                 self.fail_watched(|i| i <= index);
             }
             for e in &rd.committed_entries {

@@ -7,9 +7,15 @@
 //! (`node rm --force`) while cut off is told so, in its log, `shoal info` and
 //! its CLI's errors, and redials only a few times a minute.
 //!
-//! Log compaction is not exercised: the raft snapshot interval (10 000
-//! entries) has no knob reachable from the CLI, and a worker catches up from
-//! its full assignment set, not from the raft log.
+//!
+//! A manager cut off (daemon killed) while the others rotate the join token
+//! and write well past their snapshot interval (`SHOAL_SNAPSHOT_INTERVAL_ENTRIES`
+//! = 20, so its place in the log is compacted away) comes back six months
+//! ahead with no command: it catches up through the leader's snapshot (said
+//! in its log), is Reachable with the same node id, and its own replica,
+//! read with the others cut off again, holds the rotated token and the
+//! last write. (A worker catches up from its full assignment set, not from
+//! the raft log: the first test.)
 
 use serde_json::Value;
 use shoal_tests::cluster::Cluster;
@@ -129,4 +135,77 @@ fn a_worker_back_after_months_with_its_clock_ahead_catches_up_and_a_removed_one_
     // Jittered backoff from 1-2 s doubling up to a minute: at most 5 in 30 s.
     assert!((1..=6).contains(&dials), "{dials} refused dials in 30 s\n{}", c.nodes[0].log_tail(30));
     assert_eq!(c.nodes[1].log().matches(REMOVED).count(), 1, "said once: {}", c.nodes[1].log_tail(30));
+}
+
+/// Raft entries between snapshots for the compaction test (the default is 10 000).
+const SNAPSHOT_EVERY: &str = "20";
+/// Label writes made while the manager is away: several snapshot intervals.
+const WRITES_AWAY: usize = 60;
+
+/// `node ls` rows as JSON, from node `i`.
+fn nodes_json(c: &Cluster, i: usize) -> Vec<Value> {
+    c.nodes[i]
+        .shoal(&["node", "ls", "--format", "json"])
+        .ok()
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect()
+}
+
+#[test]
+fn a_manager_back_after_months_catches_up_through_a_snapshot_of_a_compacted_log() {
+    let Some(mut c) = Cluster::new(3) else { return };
+    let env = [("SHOAL_SNAPSHOT_INTERVAL_ENTRIES", SNAPSHOT_EVERY)];
+    for n in &mut c.nodes {
+        n.start_env(&env);
+    }
+    assert!(c.nodes[2].log().contains("a snapshot every 20 raft entries"), "{}", c.nodes[2].log_tail(20));
+    c.form(3, 0);
+    let leader = c.wait_for_leader(WAIT);
+    assert_eq!(leader, 0, "node 0 made the swarm and leads it");
+    let id = c.node_id(2).expect("the third manager's id");
+    let first = c.node_id(0).expect("the first manager's id");
+    let token_before = c.nodes[0].shoal(&["swarm", "join-token", "-q", "worker"]).ok().stdout;
+
+    // Away: cut off, daemon gone; meanwhile the other two (a quorum) move on.
+    c.nodes[2].partition();
+    c.nodes[2].kill();
+    c.nodes[0].shoal(&["swarm", "join-token", "--rotate", "worker"]).ok();
+    let token_after = c.nodes[0].shoal(&["swarm", "join-token", "-q", "worker"]).ok().stdout;
+    assert_ne!(token_before, token_after, "the worker token rotated");
+    for k in 0..WRITES_AWAY {
+        c.nodes[0].shoal(&["node", "update", "--label-add", &format!("gen={k}"), &first]).ok();
+    }
+    let last = format!("{}", WRITES_AWAY - 1);
+
+    // Back six months later by every clock it has, then healed.
+    let unshare = ["unshare", "--time", "--kill-child", "--monotonic", OFFSET_S, "--boottime", OFFSET_S];
+    c.nodes[2].start_wrapped(&unshare, &[("SHOAL_CLOCK_OFFSET_S", OFFSET_S), env[0]], &[]);
+    c.nodes[2].heal();
+    let healed = Instant::now();
+    let line = wait_for("the returning manager to install the leader's snapshot", WAIT, || {
+        c.nodes[2].log().lines().find(|l| l.contains("caught up from the leader's snapshot")).map(str::to_string)
+    });
+    println!("months_offline: {line} ({:?} after the heal)", healed.elapsed());
+    wait_for_seen("the returning manager Ready and Reachable with the same id", WAIT, || {
+        let rows = nodes_json(&c, 0);
+        let row = rows.iter().find(|v| v["ID"].as_str().is_some_and(|s| id.starts_with(s) || s.starts_with(id.as_str())));
+        let got = row.map(|v| format!("{} {}", v["Status"].as_str().unwrap_or(""), v["ManagerStatus"].as_str().unwrap_or("")));
+        got.as_deref().is_some_and(|g| g == "Ready Reachable").then_some(()).ok_or(format!("{got:?}"))
+    });
+    assert_eq!(c.nodes[2].node_id().as_deref(), Some(id.as_str()), "the same node id");
+
+    // Its own replica: cut off again, it answers reads itself.
+    c.nodes[2].partition();
+    let label = wait_for_seen("the returning manager's replica to answer with the last write", WAIT, || {
+        let r = c.nodes[2].shoal(&["node", "inspect", &first]);
+        let v: Value = serde_json::from_str(r.stdout.trim()).unwrap_or(Value::Null);
+        let gen = v[0]["Spec"]["Labels"]["gen"].as_str().map(str::to_string);
+        gen.filter(|g| *g == last).ok_or(format!("{} {}", r.stdout.trim(), r.stderr.trim()))
+    });
+    assert_eq!(label, last);
+    let token = c.nodes[2].shoal(&["swarm", "join-token", "-q", "worker"]);
+    assert_eq!(token.stdout, token_after, "the rotated token in its replica: {}", token.stderr);
+    c.nodes[2].heal();
 }

@@ -196,8 +196,43 @@ pub(crate) struct Keys {
 /// for its leader. Raft records are sealed under `seal`.
 pub(crate) fn open_store(data_dir: &std::path::Path, seal: &Arc<SealKey>, seed: u64) -> anyhow::Result<(Store, String)> {
     let (node_key, _) = key::load_or_create(&data_dir.join(key::NODE_KEY_FILE), seal)?;
-    let opened = Store::open_with(&data_dir.join("shoal.redb"), seal.clone(), seed, || node_key.node_id(), Bootstrap::Join, |_| {})?;
+    let opened =
+        Store::open_with(&data_dir.join("shoal.redb"), seal.clone(), seed, || node_key.node_id(), Bootstrap::Join, tune_snapshots)?;
     settle_store(opened)
+}
+
+/// Test and diagnostic knob: raft entries between two snapshots of this
+/// manager (default 10,000), read when the store opens. Tests set it low so
+/// a manager away for a while must catch up through a snapshot.
+pub(crate) const SNAPSHOT_INTERVAL_ENV: &str = "SHOAL_SNAPSHOT_INTERVAL_ENTRIES";
+/// Bounds of [`SNAPSHOT_INTERVAL_ENV`].
+const SNAPSHOT_INTERVAL_ENTRIES_MIN: u64 = 10;
+const SNAPSHOT_INTERVAL_ENTRIES_MAX: u64 = 10_000_000;
+
+/// Applies [`SNAPSHOT_INTERVAL_ENV`] to raft's settings (entries kept
+/// behind a snapshot: at most half the interval).
+fn tune_snapshots(c: &mut shoal_manager::raft::Config) {
+    let Ok(v) = std::env::var(SNAPSHOT_INTERVAL_ENV) else { return };
+    match snapshot_interval(&v) {
+        Ok(n) => {
+            c.snapshot_interval_entries = n;
+            c.snapshot_keep_entries = c.snapshot_keep_entries.min(n / 2);
+            crate::log!("INFO", "{SNAPSHOT_INTERVAL_ENV}: a snapshot every {n} raft entries, {} kept behind it", c.snapshot_keep_entries);
+        }
+        Err(e) => crate::log!("WARN", "{e}; using the default of {}", c.snapshot_interval_entries),
+    }
+}
+
+fn snapshot_interval(v: &str) -> Result<u64, String> {
+    v.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (SNAPSHOT_INTERVAL_ENTRIES_MIN..=SNAPSHOT_INTERVAL_ENTRIES_MAX).contains(n))
+        .ok_or_else(|| {
+            format!(
+                "{SNAPSHOT_INTERVAL_ENV}={v:?} is not a number of entries from {SNAPSHOT_INTERVAL_ENTRIES_MIN} to {SNAPSHOT_INTERVAL_ENTRIES_MAX}"
+            )
+        })
 }
 
 /// A store just opened with `Bootstrap::Join`: a node outside any swarm

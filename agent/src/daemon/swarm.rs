@@ -239,6 +239,8 @@ pub(crate) struct Swarm {
     pub(crate) held: std::collections::VecDeque<(shoal_shared::api::Request, super::router::Origin, u64)>,
     /// Last raft leader, term and membership logged.
     raft_seen: Option<(u64, u64, Vec<u64>, Vec<u64>)>,
+    /// The last installed snapshot's index this node logged.
+    snapshot_told: u64,
     /// `service logs` gathers, requests and reads in flight.
     logs: logs::Gathers,
 }
@@ -367,6 +369,7 @@ impl Swarm {
             session_wait: None,
             role_change: None,
             raft_seen: None,
+            snapshot_told: 0,
             logs: logs::Gathers::default(),
         }
     }
@@ -688,6 +691,14 @@ impl Daemon {
     pub(crate) fn swarm_tick(&mut self) {
         let now_ms = self.mono_ms();
         if self.swarm.mode == Mode::Manager {
+            let installed = self.store.installed_snapshot_index;
+            if installed != 0 && installed != self.swarm.snapshot_told {
+                crate::log!(
+                    "INFO",
+                    "raft: caught up from the leader's snapshot at index {installed} (its log was compacted past this replica's)"
+                );
+                self.swarm.snapshot_told = installed;
+            }
             let st = self.store.raft_status();
             let seen = (st.leader, st.term, st.voters.clone(), st.learners.clone());
             if self.swarm.raft_seen.as_ref() != Some(&seen) {

@@ -346,3 +346,13 @@ fn a_lone_managers_logs_come_through_the_gather() {
         r => panic!("{r:?}"),
     }
 }
+
+#[test]
+fn the_snapshot_interval_knob_takes_bounded_entry_counts_only() {
+    assert_eq!(snapshot_interval("100"), Ok(100));
+    assert_eq!(snapshot_interval(" 10000000 "), Ok(10_000_000));
+    for bad in ["", "9", "0", "-5", "1e3", "10000001", "many"] {
+        let e = snapshot_interval(bad).unwrap_err();
+        assert!(e.contains("SHOAL_SNAPSHOT_INTERVAL_ENTRIES") && e.contains("from 10 to 10000000"), "{bad}: {e}");
+    }
+}
