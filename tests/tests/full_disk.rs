@@ -346,3 +346,35 @@ fn a_worker_with_a_full_data_dir_tells_its_manager_and_does_not_act_on_what_it_c
     });
     assert!(c.nodes[1].log().contains("persisted this node's assignments again"), "{}", c.nodes[1].log_tail(30));
 }
+
+#[test]
+fn a_follower_managers_full_data_dir_reaches_the_leaders_node_inspect() {
+    if skip_reason().is_some() || netns_skip_reason().is_some() {
+        return;
+    }
+    let Some(mut c) = Cluster::new(3) else { return };
+    let data = c.nodes[2].data_dir();
+    let _tmpfs = Tmpfs::mount(&data, "16m");
+    c.nodes[2].start();
+    c.form(3, 0);
+    assert_eq!(c.wait_for_leader(Duration::from_secs(30)), 0, "node 0 made the swarm and leads it");
+    let follower = c.node_id(2).expect("follower id");
+    let m = &c.nodes[0];
+    assert_eq!(status_message(m.shoal(&["node", "inspect", &follower])), None);
+
+    let filler = data.join("filler");
+    fill(&filler);
+    // Told without a restart: the follower opens its session to the leader again.
+    let msg = wait_for("the follower's full disk in the leader's node inspect", REPORT_WAIT, || {
+        status_message(m.shoal(&["node", "inspect", &follower]))
+    });
+    assert!(msg.starts_with("disk full: data dir "), "{msg}");
+    // The other two are a quorum: writes still commit.
+    let r = m.shoal(&["node", "update", "--label-add", "still=writable", "self"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    std::fs::remove_file(&filler).unwrap();
+    wait_for("no status message in the leader's node inspect", REPORT_WAIT, || {
+        status_message(m.shoal(&["node", "inspect", &follower])).is_none().then_some(())
+    });
+}

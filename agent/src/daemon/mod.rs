@@ -459,13 +459,15 @@ impl Daemon {
     }
 
     /// Tells the swarm this node's description changed (a full disk, or
-    /// space again): the leader commits its own; a worker opens its session
-    /// again on its link to the leader, which carries the description (the
-    /// leader commits it and resends the assignments). A manager that does
-    /// not lead tells it at its next restart (left for later).
+    /// space again): the leader commits its own; a worker or a follower
+    /// manager opens its session again on its link to the leader, which
+    /// carries the description (the leader commits it and resends the
+    /// assignments).
     fn redescribe_self(&mut self) {
         match self.swarm.mode {
+            // A follower's description reaches the state through its leader, as a worker's.
             swarm::Mode::Worker => self.resend_session(),
+            swarm::Mode::Manager if !self.store.is_leader() => self.resend_session(),
             _ => {
                 if let Err(e) = self.refresh_self_node() {
                     crate::log!("WARN", "cannot update this node's description: {e:#}");

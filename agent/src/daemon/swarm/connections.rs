@@ -207,11 +207,17 @@ impl Daemon {
         }
     }
 
-    /// Worker: sends its session (and description) again to the leader it
-    /// knows, on its link there; nothing when there is none (the next
-    /// session carries the description anyway).
+    /// Sends this node's session (and description) again to the leader it
+    /// knows (a worker: as it was told; a follower manager: its raft's), on
+    /// its link there; nothing when there is none (the next session carries
+    /// the description anyway).
     pub(crate) fn resend_session(&mut self) {
-        let Some(leader) = self.swarm.leader_hint.as_ref().map(|l| l.node_id.clone()) else { return };
+        let leader = match self.swarm.mode {
+            Mode::Worker => self.swarm.leader_hint.as_ref().map(|l| l.node_id.clone()),
+            Mode::Manager => self.leader_node().filter(|l| *l != self.node_id),
+            Mode::Solo => None,
+        };
+        let Some(leader) = leader else { return };
         let Some(conn) = self.swarm.established(&leader) else { return };
         let description = self.describe();
         let advertise_addr = self.swarm.advertise_addr.clone();
