@@ -185,6 +185,10 @@ pub struct Dispatcher {
     /// Nodes that had a link to this node at some point (their loss starts a clock even
     /// before the shell reports the link gone).
     seen: BTreeSet<String>,
+    /// Nodes whose last link ended with them saying they left the swarm
+    /// (`swarm leave`): Down after the heartbeat, `--node-lost-after` or not
+    /// (their tasks have stopped; nobody is coming back to run them).
+    left: BTreeSet<String>,
     leader_since_ms: Option<u64>,
     effects: VecDeque<Effect>,
 }
@@ -258,7 +262,14 @@ impl Dispatcher {
     /// A link to `node_id` was accepted.
     pub fn handle_link_up(&mut self, node_id: &str) {
         self.lost_at_ms.remove(node_id);
+        self.left.remove(node_id);
         self.seen.insert(node_id.to_string());
+    }
+
+    /// `node_id` closed its link saying it left the swarm (call before
+    /// [`Dispatcher::handle_link_down`] of that link).
+    pub fn handle_left(&mut self, node_id: &str) {
+        self.left.insert(node_id.to_string());
     }
 
     /// Link `conn` to `node_id` ended; `still_linked` says whether another
@@ -366,6 +377,7 @@ impl Dispatcher {
         // Bounded by the nodes of the swarm: forget removed ones.
         self.lost_at_ms.retain(|id, _| state.nodes.contains_key(id));
         self.seen.retain(|id| state.nodes.contains_key(id));
+        self.left.retain(|id| state.nodes.contains_key(id));
         let mut ops = Vec::new();
         for n in state.nodes.values() {
             if matches!(n.state, NodeState::Down | NodeState::Disconnected) {
@@ -395,7 +407,12 @@ impl Dispatcher {
             }
             .max(since);
             let away_ms = now_ms.saturating_sub(lost);
-            if away_ms >= lost_ms {
+            let left = self.left.contains(&n.id);
+            if left && away_ms >= grace_ms {
+                let message = format!("node {} ({}) is down: it left the swarm", n.id, n.description.hostname);
+                self.effects.push_back(Effect::Log { level: "WARN", message });
+                ops.push(Op::SetNodeState { id: n.id.clone(), state: NodeState::Down });
+            } else if away_ms >= lost_ms {
                 let message = format!("node {} ({}) is down: no link for {away_ms} ms", n.id, n.description.hostname);
                 self.effects.push_back(Effect::Log { level: "WARN", message });
                 ops.push(Op::SetNodeState { id: n.id.clone(), state: NodeState::Down });
@@ -760,6 +777,38 @@ mod tests {
         let none = |_: &str| false;
         assert_eq!(w1(d.poll_down(&st, "m1", 1_000 + LEADER_GRACE_MS, true, none)), Some(NodeState::Disconnected));
         assert_eq!(w1(d.poll_down(&st, "m1", 13_000, true, none)), Some(NodeState::Down));
+    }
+
+    /// A node that left the swarm (`swarm leave`) is Down after the
+    /// heartbeat even with `--node-lost-after`: nothing of it is coming back.
+    #[test]
+    fn a_node_that_left_is_down_after_the_heartbeat_not_disconnected() {
+        let mut st = state();
+        let ops = ["m1", "w1", "w2"].iter().map(|id| Op::SetNodeState { id: id.to_string(), state: NodeState::Ready }).collect();
+        st.apply(2, &Entry { at: 2, ops });
+        st.apply(3, &Entry { at: 3, ops: vec![Op::SetNodeLostAfter { ms: 600_000 }] });
+        let hb = st.settings.dispatcher_heartbeat_ms;
+        let mut d = Dispatcher::default();
+        d.handle_leadership(true, 0);
+        open(&mut d, &st, 7, "w1");
+        open(&mut d, &st, 8, "w2");
+        effects(&mut d);
+        let t = 20_000;
+        let linked = |n: &str| n == "w2";
+        d.handle_left("w1");
+        d.handle_link_down("w1", 7, false, t);
+        let w1 = |ops: Vec<Op>| ops.into_iter().find(|op| matches!(op, Op::SetNodeState { id, .. } if id == "w1"));
+        assert_eq!(w1(d.poll_down(&st, "m1", t + hb - 1, true, linked)), None, "within the heartbeat");
+        assert_eq!(w1(d.poll_down(&st, "m1", t + hb, true, linked)), Some(Op::SetNodeState { id: "w1".into(), state: NodeState::Down }));
+        assert!(effects(&mut d).iter().any(|e| e == "log WARN"));
+        // Joined again (a link and a session): forgotten, so a later silence is Disconnected first.
+        d.handle_link_up("w1");
+        open(&mut d, &st, 9, "w1");
+        d.handle_link_down("w1", 9, false, 50_000);
+        assert_eq!(
+            w1(d.poll_down(&st, "m1", 50_000 + hb, true, linked)),
+            Some(Op::SetNodeState { id: "w1".into(), state: NodeState::Disconnected })
+        );
     }
 
     #[test]

@@ -65,6 +65,10 @@ pub const PROLOGUE_NODE: &[u8] = b"node";
 /// the peer's key is not a member of the swarm (removed, or never joined);
 /// the peer recognises a refusal by it and backs off.
 pub const NOT_A_MEMBER: &str = "this node is not a member of the swarm";
+/// The reason a node gives when it closes its links on `swarm leave`: its
+/// leader marks it Down after the heartbeat, without `--node-lost-after`'s
+/// wait (its tasks have stopped).
+pub const LEFT_THE_SWARM: &str = "left the swarm";
 
 /// A manager as workers and other managers dial it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,6 +3,8 @@
 //! setting is `Disconnected` and keeps its containers (same pids, no new
 //! task anywhere); cut off for longer it is Down, its task is replaced on the
 //! other worker, and once healed it stops its superseded copy within seconds.
+//! A worker that leaves the swarm is Down after the heartbeat, and its tasks
+//! move.
 
 use serde_json::Value;
 use shoal_tests::cluster::Cluster;
@@ -100,4 +102,17 @@ fn a_short_partition_keeps_the_tasks_and_a_long_one_replaces_them() {
     let running: Vec<&Value> = rows.iter().filter(|t| t["CurrentState"].as_str().unwrap_or("").starts_with("Running")).collect();
     assert_eq!(running.len(), 2, "{rows:?}");
     assert!(rows.iter().any(|t| t["ID"] == old.as_str() && t["DesiredState"] == "Shutdown"), "{rows:?}");
+
+    // A worker that leaves the swarm is not coming back for its tasks: Down after the
+    // heartbeat, not --node-lost-after, and its tasks move.
+    let left = c.nodes[2].shoal(&["swarm", "leave"]);
+    assert_eq!(left.code, 0, "{}", left.stderr);
+    let t = Instant::now();
+    wait_status(&c, 2, "Down", Duration::from_secs(10));
+    println!("node_lost: a worker that left is Down {:?} after its leave", t.elapsed());
+    assert!(c.nodes[0].log().contains("is down: it left the swarm"), "{}", c.nodes[0].log_tail(20));
+    wait_for_seen("both tasks on the remaining worker", WAIT, || {
+        let there = c.nodes[1].running_ids();
+        (there.len() == 2).then_some(()).ok_or(format!("{there:?}"))
+    });
 }

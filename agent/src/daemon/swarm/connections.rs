@@ -5,6 +5,9 @@
 use super::admit::{admit, Admit, Handshake};
 use super::*;
 
+/// A link's end when its peer closed it on `swarm leave`.
+const PEER_LEFT: &str = "the node left the swarm";
+
 impl Daemon {
     /// Keeps the links this node wants and drops the others.
     pub(crate) fn maintain_links(&mut self) {
@@ -121,6 +124,7 @@ impl Daemon {
             LinkEvent::Closed(e) => {
                 if let Some(c) = self.swarm.conns.get_mut(&conn) {
                     c.error = Some(match e {
+                        LinkError::ClosedByPeer { reason } if reason == wire::LEFT_THE_SWARM => PEER_LEFT.to_string(),
                         LinkError::ClosedByPeer { reason } => format!("refused by the manager: {reason}"),
                         other => other.to_string(),
                     });
@@ -238,6 +242,9 @@ impl Daemon {
         }
         if let Some(peer) = &c.peer {
             let still_linked = self.swarm.established(peer).is_some();
+            if c.error.as_deref() == Some(PEER_LEFT) {
+                self.swarm.dispatcher.handle_left(peer);
+            }
             let now_ms = self.mono_ms();
             self.swarm.dispatcher.handle_link_down(peer, conn, still_linked, now_ms);
         }

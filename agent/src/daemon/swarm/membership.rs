@@ -538,7 +538,7 @@ impl Daemon {
             return Reply::error(kind, msg);
         }
         self.teardown_networks();
-        self.swarm.close_all("left the swarm");
+        self.swarm.close_all(shoal_shared::wire::LEFT_THE_SWARM);
         self.swarm.listener = None;
         // Another swarm's raft indexes start over: the record version is forgotten too.
         self.swarm.role_version = 0;
