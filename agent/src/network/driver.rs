@@ -52,6 +52,17 @@ impl NetError {
     pub fn new(what: impl Into<String>, why: impl std::fmt::Display) -> NetError {
         NetError { what: what.into(), why: why.to_string() }
     }
+
+    /// A file-system failure; a full disk in fixed words (the C library's
+    /// text differs between builds), with what to do.
+    pub fn io(what: impl Into<String>, e: &std::io::Error) -> NetError {
+        let why = if matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded) {
+            "no space left on device: the disk is full; free space there".to_string()
+        } else {
+            e.to_string()
+        };
+        NetError { what: what.into(), why }
+    }
 }
 
 /// A task's namespace, ready for its container.
@@ -198,5 +209,20 @@ impl NetDriver for Fake {
 
     fn open_dns(&self, _task_id: &str) -> Result<DnsSocket, NetError> {
         Ok(DnsSocket::Unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NetError;
+
+    #[test]
+    fn a_full_disk_is_said_in_fixed_words_with_what_to_do() {
+        for errno in [libc::ENOSPC, libc::EDQUOT] {
+            let e = NetError::io("write /d/netns/t.bridge", &std::io::Error::from_raw_os_error(errno));
+            assert_eq!(e.to_string(), "write /d/netns/t.bridge: no space left on device: the disk is full; free space there");
+        }
+        let other = NetError::io("write x", &std::io::Error::from_raw_os_error(libc::EACCES));
+        assert!(other.to_string().starts_with("write x: ") && !other.to_string().contains("disk is full"));
     }
 }

@@ -419,7 +419,7 @@ impl NetDriver for Linux {
 
     fn setup_task(&self, task_id: &str, attachments: &[TaskAttachment]) -> Result<TaskNetns, NetError> {
         let path = self.netns_path(task_id)?;
-        std::fs::create_dir_all(&self.netns_dir).map_err(|e| NetError::new(format!("create {}", self.netns_dir.display()), e))?;
+        std::fs::create_dir_all(&self.netns_dir).map_err(|e| NetError::io(format!("create {}", self.netns_dir.display()), &e))?;
         if netns::exists(&path) && Self::has(&path, attachments) {
             return Ok(TaskNetns { runtime_path: Self::runtime_path(&path), adopted: true });
         }
@@ -428,7 +428,7 @@ impl NetDriver for Linux {
         // The lease first: a namespace never holds a bridge address the next start does not read back.
         if let Some(a) = attachments.iter().find(|a| a.network_id == bridge::NETWORK_ID) {
             let p = self.lease_path(task_id)?;
-            std::fs::write(&p, format!("{}\n", a.addr.addr)).map_err(|e| NetError::new(format!("write {}", p.display()), e))?;
+            std::fs::write(&p, format!("{}\n", a.addr.addr)).map_err(|e| NetError::io(format!("write {}", p.display()), &e))?;
         }
         if let Err(e) = self.build(task_id, &path, attachments) {
             let _ = self.teardown_task(task_id);
