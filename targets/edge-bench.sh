@@ -7,9 +7,9 @@
 #  2. partitions of each duration, with --node-lost-after off and set:
 #     container restarts on the cut-off worker, replacement tasks, time from
 #     heal to converged (tests/tests/partition_bench.rs);
-#  3. the lossy-link run (30 % loss each way on every link, edge profile):
-#     leader changes, Down marks, write commit p50/p99, idle traffic
-#     (targets/lossy-bench.sh).
+#  3. the lossy-link run (30 % loss and 250 ms delay each way on every
+#     link, edge profile): leader changes, longest leaderless gap, Down
+#     flaps, write commit p50/p99, idle traffic (targets/lossy-bench.sh).
 # Docker swarm mode, measured here: a partitioned node's tasks move after
 # about 15 s and are restarted on heal.
 set -euo pipefail

@@ -8,9 +8,11 @@
 //! printed reason, unless `SHOAL_REQUIRE_CONTAINERD=1` (CI sets it), which
 //! turns a missing prerequisite into a failure.
 //!
-//! Multi-node clusters (one network namespace per daemon) live in [`cluster`].
+//! Multi-node clusters (one network namespace per daemon) live in [`cluster`];
+//! added link delay (an NFQUEUE queue with held verdicts) in [`delayq`].
 
 pub mod cluster;
+pub mod delayq;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
