@@ -721,21 +721,28 @@ mod tests {
         assert!(w1_down(d.poll_down(&st, "m1", t2 + hb, true, none)), "Down once the heartbeat passed");
     }
 
-    /// `--node-lost-after`: silent for the heartbeat, a node is
-    /// Disconnected (once); silent for the setting in total, Down; back at
-    /// any point, Ready. Off (0), Down after the heartbeat as before.
-    #[test]
-    fn disconnected_between_the_heartbeat_and_node_lost_after() {
+    /// A leader since 0 with `--node-lost-after` `ms`, its three nodes
+    /// Ready and both workers in session (links 7 and 8).
+    fn leading_with_lost_after(ms: u64) -> (State, Dispatcher) {
         let mut st = state();
         let ops = ["m1", "w1", "w2"].iter().map(|id| Op::SetNodeState { id: id.to_string(), state: NodeState::Ready }).collect();
         st.apply(2, &Entry { at: 2, ops });
-        st.apply(3, &Entry { at: 3, ops: vec![Op::SetNodeLostAfter { ms: 12_000 }] });
-        let hb = st.settings.dispatcher_heartbeat_ms;
+        st.apply(3, &Entry { at: 3, ops: vec![Op::SetNodeLostAfter { ms }] });
         let mut d = Dispatcher::default();
         d.handle_leadership(true, 0);
         open(&mut d, &st, 7, "w1");
         open(&mut d, &st, 8, "w2");
         effects(&mut d);
+        (st, d)
+    }
+
+    /// `--node-lost-after`: silent for the heartbeat, a node is
+    /// Disconnected (once); silent for the setting in total, Down; back at
+    /// any point, Ready. Off (0), Down after the heartbeat as before.
+    #[test]
+    fn disconnected_between_the_heartbeat_and_node_lost_after() {
+        let (mut st, mut d) = leading_with_lost_after(12_000);
+        let hb = st.settings.dispatcher_heartbeat_ms;
         let mut linked: BTreeSet<&str> = ["w1", "w2"].into();
         let t = 20_000;
         let w1 = |ops: Vec<Op>| -> Option<NodeState> {
@@ -783,16 +790,8 @@ mod tests {
     /// heartbeat even with `--node-lost-after`: nothing of it is coming back.
     #[test]
     fn a_node_that_left_is_down_after_the_heartbeat_not_disconnected() {
-        let mut st = state();
-        let ops = ["m1", "w1", "w2"].iter().map(|id| Op::SetNodeState { id: id.to_string(), state: NodeState::Ready }).collect();
-        st.apply(2, &Entry { at: 2, ops });
-        st.apply(3, &Entry { at: 3, ops: vec![Op::SetNodeLostAfter { ms: 600_000 }] });
+        let (st, mut d) = leading_with_lost_after(600_000);
         let hb = st.settings.dispatcher_heartbeat_ms;
-        let mut d = Dispatcher::default();
-        d.handle_leadership(true, 0);
-        open(&mut d, &st, 7, "w1");
-        open(&mut d, &st, 8, "w2");
-        effects(&mut d);
         let t = 20_000;
         let linked = |n: &str| n == "w2";
         d.handle_left("w1");
