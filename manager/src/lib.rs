@@ -14,6 +14,7 @@
 //! flags are built only for tests and with the `sim` feature (the examples
 //! that drive them need `--features sim`), never into the shipped binary.
 
+pub mod autopilot;
 pub mod backup;
 pub mod control;
 pub mod dispatcher;
