@@ -340,6 +340,8 @@ pub(crate) struct Daemon {
     disk: Arc<std::sync::Mutex<disk::DiskWatch>>,
     /// Whether the node's description last told a full disk (it is told again when that changes).
     disk_full_told: bool,
+    /// A description change not told yet (see [`Daemon::redescribe_self`]).
+    describe_pending: bool,
     /// A store halted on a full disk, told and reopened (see [`disk`]).
     store_recovery: disk::StoreRecovery,
     swarm: Swarm,
@@ -399,6 +401,7 @@ impl Daemon {
             disk: Arc::default(),
             store_recovery: disk::StoreRecovery::default(),
             disk_full_told: false,
+            describe_pending: false,
             swarm,
             net,
             sealing,
@@ -462,16 +465,20 @@ impl Daemon {
     /// space again): the leader commits its own; a worker or a follower
     /// manager opens its session again on its link to the leader, which
     /// carries the description (the leader commits it and resends the
-    /// assignments).
-    fn redescribe_self(&mut self) {
+    /// assignments). Whether it was told: when not (no link to the leader
+    /// yet, a halted store), the loop tries again every tick.
+    fn redescribe_self(&mut self) -> bool {
         match self.swarm.mode {
             // A follower's description reaches the state through its leader, as a worker's.
             swarm::Mode::Worker => self.resend_session(),
             swarm::Mode::Manager if !self.store.is_leader() => self.resend_session(),
+            // A leader whose store is halted cannot commit it (its own rows show it meanwhile).
+            _ if self.store.halted().is_some() => false,
             _ => {
                 if let Err(e) = self.refresh_self_node() {
                     crate::log!("WARN", "cannot update this node's description: {e:#}");
                 }
+                true
             }
         }
     }
@@ -560,7 +567,10 @@ impl Daemon {
                 let disk_full = self.disk.lock().map(|w| w.is_full()).unwrap_or(false);
                 if disk_full != self.disk_full_told {
                     self.disk_full_told = disk_full;
-                    self.redescribe_self();
+                    self.describe_pending = true;
+                }
+                if self.describe_pending && self.redescribe_self() {
+                    self.describe_pending = false;
                 }
                 if !self.listing && now_ms.saturating_sub(self.last_list_ms) >= RELIST_MS {
                     self.relist();

@@ -215,17 +215,18 @@ impl Daemon {
     /// knows (a worker: as it was told; a follower manager: its raft's), on
     /// its link there; nothing when there is none (the next session carries
     /// the description anyway).
-    pub(crate) fn resend_session(&mut self) {
+    /// Whether it was sent.
+    pub(crate) fn resend_session(&mut self) -> bool {
         let leader = match self.swarm.mode {
             Mode::Worker => self.swarm.leader_hint.as_ref().map(|l| l.node_id.clone()),
             Mode::Manager => self.leader_node().filter(|l| *l != self.node_id),
             Mode::Solo => None,
         };
-        let Some(leader) = leader else { return };
-        let Some(conn) = self.swarm.established(&leader) else { return };
+        let Some(leader) = leader else { return false };
+        let Some(conn) = self.swarm.established(&leader) else { return false };
         let description = self.describe();
         let advertise_addr = self.swarm.advertise_addr.clone();
-        self.swarm.send(conn, &Wire::Session { advertise_addr, description });
+        self.swarm.send(conn, &Wire::Session { advertise_addr, description })
     }
 
     pub(crate) fn accept_peer(&mut self, conn: u64, peer: &str) {
@@ -302,6 +303,8 @@ impl Daemon {
                         let campaigning = matches!(m.kind, raft::MessageKind::VoteRequest { .. });
                         match self.store.step(m) {
                             Ok(msgs) => self.route_raft(msgs),
+                            // A halted store (a full disk) refuses every message: said once, by `disk`.
+                            Err(_) if self.store.halted().is_some() => {}
                             Err(e) => crate::log!("WARN", "raft message from {peer} refused: {e}"),
                         }
                         if campaigning {
