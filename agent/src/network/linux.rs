@@ -339,6 +339,13 @@ fn run_bounded(program: &str, args: &[&str], input: &[u8], what: &str, package: 
     }
 }
 
+/// The probe's device names (at most 15 bytes) and VXLAN VNI (24 bits,
+/// never 0) for process `pid`: bridge, veth, veth peer, VXLAN.
+fn probe_names(pid: u32) -> (String, String, String, String, u32) {
+    let n = pid % 1_000_000_000;
+    (format!("sb{n}"), format!("sv{n}"), format!("st{n}"), format!("sx{n}"), 1 + pid % 0x00ff_fffe)
+}
+
 impl NetDriver for Linux {
     fn probe(&self) -> Probe {
         let mut p = Probe::default();
@@ -361,11 +368,16 @@ impl NetDriver for Linux {
                         }
                     }
                 };
-                p.bridge = try_make("sb-probe", &|nl| nl.add_bridge("sb-probe", 1500), "bridge");
-                p.veth = try_make("svprobe0", &|nl| nl.add_veth("svprobe0", "stprobe0", 1500), "veth");
+                // Names and VNI unique to this process: daemons that start at once in one
+                // namespace (parallel tests) probed with the same names, and a second VXLAN
+                // device with the same VNI and port is refused ("file exists"), so overlays
+                // were reported impossible (found in CI).
+                let (bridge, veth, peer, vxlan, vni) = probe_names(std::process::id());
+                p.bridge = try_make(&bridge, &|nl| nl.add_bridge(&bridge, 1500), "bridge");
+                p.veth = try_make(&veth, &|nl| nl.add_veth(&veth, &peer, 1500), "veth");
                 p.vxlan = try_make(
-                    "sx-probe",
-                    &|nl| nl.add_vxlan("sx-probe", 1, std::net::Ipv4Addr::LOCALHOST, 47_890, 1450),
+                    &vxlan,
+                    &|nl| nl.add_vxlan(&vxlan, vni, std::net::Ipv4Addr::LOCALHOST, 47_890, 1450),
                     "VXLAN (kernel option CONFIG_VXLAN)",
                 );
             }
@@ -554,6 +566,19 @@ mod tests {
     use super::*;
     use crate::network::nft;
     use std::net::{Ipv4Addr, TcpListener, TcpStream};
+
+    #[test]
+    fn probe_names_fit_the_kernel_and_differ_between_processes() {
+        for pid in [1, 4_194_304, u32::MAX] {
+            let (b, v, p, x, vni) = probe_names(pid);
+            for name in [&b, &v, &p, &x] {
+                assert!(name.len() <= 15, "{name}");
+            }
+            assert!((1..0x0100_0000).contains(&vni), "{vni}");
+        }
+        assert_ne!(probe_names(100).3, probe_names(101).3);
+        assert_ne!(probe_names(100).4, probe_names(101).4);
+    }
 
     fn skip() -> bool {
         if std::env::var("SHOAL_UNDER_QEMU").is_ok() {
