@@ -12,10 +12,11 @@
 //! the data dir's name, nothing acknowledged is lost). The loop says so
 //! once, stops ticking raft, and reopens the store in place
 //! ([`Daemon::recover_store`]) every [`STORE_RELOAD_MS`] once a disk check
-//! taken after the halt finds room in the data dir, as a restart would; a worker then persists and acts on the
-//! assignments it could not persist. This node's own `node inspect` and
-//! `node ls` rows show its full disk even when the leader could not commit
-//! its description ([`Daemon::own_disk_warnings`]).
+//! taken after the halt finds room in the data dir, as a restart would; a
+//! worker then persists and acts on the assignments it could not persist.
+//! This node's own `node inspect` and `node ls` rows show its full disk
+//! even when the leader could not commit its description
+//! ([`Daemon::own_disk_warnings`]).
 
 use super::Daemon;
 use shoal_shared::api::Reply;
@@ -44,8 +45,9 @@ pub(crate) struct StoreRecovery {
 
 impl Daemon {
     /// Whether the store runs. A halted one is reported once; one halted on
-    /// a full disk is reopened every [`STORE_RELOAD_MS`] while the data dir
-    /// is not full (then a worker persists what it could not).
+    /// a full disk is reopened every [`STORE_RELOAD_MS`] once a disk check
+    /// taken since the halt finds room (then a worker persists what it
+    /// could not).
     pub(crate) fn recover_store(&mut self) -> bool {
         let Some(full) = self.store.halted() else {
             self.retry_persist_assignments();
@@ -91,7 +93,8 @@ impl Daemon {
 
     /// This node's own rows in a `node ls` or `node inspect` reply carry
     /// its current full-disk warnings: a leader whose disk is full cannot
-    /// commit them, and a follower's reach the state only at its restart.
+    /// commit them, and another node's reach the state only once its
+    /// session reaches the leader again.
     pub(crate) fn own_disk_warnings(&self, reply: &mut Reply) {
         let now = self.disk.lock().map(|w| w.warnings()).unwrap_or_default();
         let fix = |n: &mut shoal_shared::types::Node| {
