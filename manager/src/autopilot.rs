@@ -41,7 +41,7 @@
 //! (Ready, Active, reachable, no full disk, not flapping), not on free
 //! memory or disk.
 
-use shoal_shared::types::{Availability, Node, NodeRole, NodeState, DISK_FULL_WARNING};
+use shoal_shared::types::{AutopilotSettings, Availability, Node, NodeRole, NodeState, DISK_FULL_WARNING};
 use std::collections::{BTreeMap, VecDeque};
 
 /// The largest `--managers` (raft groups larger than seven only slow writes).
@@ -98,6 +98,16 @@ impl Settings {
             spread_label: None,
             flaps_per_hour_max: FLAPS_PER_HOUR_DEFAULT,
         }
+    }
+
+    /// The replicated settings in effect; `None` when the autopilot is off.
+    pub fn from_state(a: &AutopilotSettings) -> Option<Settings> {
+        (a.managers != 0).then(|| Settings {
+            managers: a.managers,
+            manager_lost_after_ms: a.manager_lost_after_ms,
+            spread_label: (!a.spread_label.trim().is_empty()).then(|| a.spread_label.clone()),
+            flaps_per_hour_max: a.flaps_per_hour_max,
+        })
     }
 
     /// Checks every bound; [`plan`] waits, changing nothing, on settings that fail it.
@@ -1054,16 +1064,6 @@ mod tests {
             self.nodes.iter().map(|n| n.facts.clone()).collect()
         }
 
-        /// The member without the manager role to remove: unreachable ones first, never one
-        /// whose removal would leave the other voters without a reachable majority.
-        fn removable(&self, leader: usize) -> Option<usize> {
-            let mut members: Vec<usize> = (0..self.nodes.len())
-                .filter(|i| *i != leader && self.nodes[*i].facts.role == NodeRole::Worker && self.nodes[*i].facts.raft != Raft::Absent)
-                .collect();
-            members.sort_by_key(|i| (self.nodes[*i].alive, *i));
-            members.into_iter().find(|i| self.removal_keeps_quorum(*i))
-        }
-
         fn index(&self, id: &str) -> usize {
             self.nodes.iter().position(|n| n.facts.id == id).expect("a known node")
         }
@@ -1143,20 +1143,20 @@ mod tests {
             };
             let managers: BTreeSet<u64> = ids.clone().filter(|i| self.nodes[*i].facts.role == NodeRole::Manager).map(raft_id).collect();
             let index = |id: u64| id as usize - 1;
-            match membership::next_step(&status, &managers) {
+            let alive = |id: u64| self.nodes[index(id)].alive;
+            match membership::next_step(&status, &managers, alive) {
                 Some(Step::AddLearner(id)) => self.nodes[index(id)].facts.raft = Raft::Learner { caught_up: false },
                 Some(Step::PromoteLearner(id)) => self.nodes[index(id)].facts.raft = Raft::Voter,
-                // FIXME(#20): `membership::next_step` removes the demoted member with the lowest id,
-                // even when another voter died since and the voters left lack a reachable majority
-                // (seed 1976: n1 demoted, then n0 died: removing n1 leaves n0 dead and n2 alone).
-                // The wiring must make it remove unreachable members first and hold a removal
-                // until it is safe (`PeerProgress::recent_active`), as this model does (seed 448).
-                Some(Step::Remove(_)) => match self.removable(leader) {
-                    Some(i) => self.nodes[i].facts.raft = Raft::Absent,
-                    None => self.held_removals += 1,
-                },
+                Some(Step::Remove(id)) => {
+                    assert!(self.removal_keeps_quorum(index(id)), "membership removed {id} unsafely");
+                    self.nodes[index(id)].facts.raft = Raft::Absent;
+                }
                 Some(Step::TransferLeader(id)) => self.leader = Some(index(id)),
-                None => {}
+                None => {
+                    if self.nodes.iter().any(|n| n.facts.role == NodeRole::Worker && n.facts.raft != Raft::Absent) {
+                        self.held_removals += 1;
+                    }
+                }
             }
             for n in self.nodes.iter_mut().filter(|n| n.alive) {
                 if n.facts.raft == (Raft::Learner { caught_up: false }) {

@@ -12,9 +12,9 @@ use shoal_shared::api::ErrorKind;
 use shoal_shared::clock::UnixNanos;
 use shoal_shared::ops::Op;
 use shoal_shared::types::{
-    Autolock, EndpointMode, Ipv4Net, Meta, Network, NetworkDefaults, NetworkSpec, NodeRole, NodeState, PortConfig, Service, ServiceMode,
-    ServiceSpec, SwarmSettings, UpdateState, UpdateStatus, DRIVER_OVERLAY, HOST_NETWORK_ID, NONE_NETWORK_ID, OPT_ENCRYPTED, OPT_MTU,
-    PUBLISH_MODE_HOST, PUBLISH_MODE_INGRESS,
+    Autolock, AutopilotSettings, EndpointMode, Ipv4Net, Meta, Network, NetworkDefaults, NetworkSpec, NodeRole, NodeState, PortConfig,
+    Service, ServiceMode, ServiceSpec, SwarmSettings, UpdateState, UpdateStatus, DRIVER_OVERLAY, HOST_NETWORK_ID, NONE_NETWORK_ID,
+    OPT_ENCRYPTED, OPT_MTU, PUBLISH_MODE_HOST, PUBLISH_MODE_INGRESS,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -69,6 +69,9 @@ pub enum ControlError {
     LastManager,
     #[error("attempting to demote {0}, the only manager that votes in raft yet: a promoted manager votes once it has caught up; wait until `shoal node ls` shows it Reachable")]
     LastVoter(String),
+    /// swarmkit's wording, with what to do about it.
+    #[error("can't remove member from the raft: this would result in a loss of quorum ({0}); bring the unreachable managers back, or demote an unreachable one first")]
+    LossOfQuorum(String),
     #[error("node {0} is a cluster manager and is a member of the raft cluster. It must be demoted to worker before removal")]
     RemoveManager(String),
     #[error("node {0} is not down and can't be removed")]
@@ -104,6 +107,7 @@ impl ControlError {
             | ControlError::NoPreviousSpec(_)
             | ControlError::LastManager
             | ControlError::LastVoter(_)
+            | ControlError::LossOfQuorum(_)
             | ControlError::RemoveManager(_)
             | ControlError::NotDown(_)
             | ControlError::PredefinedNetwork(_)
@@ -559,6 +563,7 @@ pub fn set_node_role(
     key: &str,
     role: NodeRole,
     is_voter: impl Fn(&str) -> bool,
+    reachable: impl Fn(&str) -> bool,
 ) -> Result<Vec<Op>, ControlError> {
     in_swarm(state)?;
     let lookup = if key == "self" { self_id } else { key };
@@ -573,6 +578,14 @@ pub fn set_node_role(
     let other_voter = state.nodes.values().any(|m| m.id != n.id && m.role == NodeRole::Manager && is_voter(&m.id));
     if role == NodeRole::Worker && is_voter(&n.id) && !other_voter {
         return Err(ControlError::LastVoter(n.id.clone()));
+    }
+    if role == NodeRole::Worker && is_voter(&n.id) {
+        // Raft removes it after the demotion: the voters left must still reach a majority.
+        let left: Vec<&str> = state.nodes.keys().map(String::as_str).filter(|m| *m != n.id && is_voter(m)).collect();
+        let up = left.iter().filter(|m| **m == self_id || reachable(m)).count();
+        if up < left.len() / 2 + 1 {
+            return Err(ControlError::LossOfQuorum(format!("{up} of the {} managers left would be reachable", left.len())));
+        }
     }
     let mut node = n.clone();
     node.role = role;
@@ -638,6 +651,46 @@ pub fn update_swarm(state: &State, dispatcher_heartbeat_ms: Option<u64>, node_lo
         ops.push(Op::SetNodeLostAfter { ms: lost_ms });
     }
     Ok(ops)
+}
+
+/// Ops for `swarm init|update --managers N --manager-lost-after D
+/// --manager-spread-label L`: each `Some` replaces the swarm's setting
+/// (`managers` 0 turns the autopilot off, an empty label drops the spread);
+/// none when nothing changes.
+pub fn update_autopilot(
+    state: &State,
+    managers: Option<u8>,
+    manager_lost_after_ms: Option<u64>,
+    spread_label: Option<String>,
+) -> Result<Vec<Op>, ControlError> {
+    use crate::autopilot::{Settings, FLAPS_PER_HOUR_DEFAULT, MANAGER_LOST_AFTER_MS_DEFAULT};
+    in_swarm(state)?;
+    let mut next = state.autopilot.clone();
+    if next.manager_lost_after_ms == 0 {
+        next.manager_lost_after_ms = MANAGER_LOST_AFTER_MS_DEFAULT;
+    }
+    if next.flaps_per_hour_max == 0 {
+        next.flaps_per_hour_max = FLAPS_PER_HOUR_DEFAULT;
+    }
+    if let Some(m) = managers {
+        next.managers = m;
+    }
+    if let Some(ms) = manager_lost_after_ms {
+        next.manager_lost_after_ms = ms;
+    }
+    if let Some(l) = spread_label {
+        next.spread_label = l.trim().to_string();
+    }
+    // The other bounds are checked as if it were on (0 is allowed: off).
+    let check = Settings { managers: if next.managers == 0 { 1 } else { next.managers }, ..Settings::new(1) };
+    if let Err(e) = check.validate() {
+        return Err(ControlError::Invalid(format!("{e}, or 0 to turn the autopilot off")));
+    }
+    let on = AutopilotSettings { managers: check.managers, ..next.clone() };
+    if let Some(Err(e)) = Settings::from_state(&on).map(|s| s.validate()) {
+        return Err(ControlError::Invalid(e.to_string()));
+    }
+    Ok(if next == state.autopilot { Vec::new() } else { vec![Op::SetAutopilot(next)] })
 }
 
 /// Ops for `swarm init|update --link-profile`: none when it is in effect.
@@ -1032,31 +1085,72 @@ mod membership_tests {
     fn the_last_voter_is_not_demoted_while_a_promoted_manager_catches_up() {
         let two = swarm_of(vec![manager("m1"), manager("m2")]);
         let only_m1 = |n: &str| n == "m1";
-        assert_eq!(set_node_role(&two, "m1", "m1", NodeRole::Worker, only_m1), Err(ControlError::LastVoter("m1".into())));
-        assert!(set_node_role(&two, "m1", "m2", NodeRole::Worker, only_m1).is_ok(), "the learner may be demoted");
-        assert!(set_node_role(&two, "m1", "m1", NodeRole::Worker, all_vote).is_ok(), "once m2 votes, m1 may go");
+        assert_eq!(set_node_role(&two, "m1", "m1", NodeRole::Worker, only_m1, all_vote), Err(ControlError::LastVoter("m1".into())));
+        assert!(set_node_role(&two, "m1", "m2", NodeRole::Worker, only_m1, all_vote).is_ok(), "the learner may be demoted");
+        assert!(set_node_role(&two, "m1", "m1", NodeRole::Worker, all_vote, all_vote).is_ok(), "once m2 votes, m1 may go");
         // A voter already demoted (still in raft until the leader removes it) does not count:
         // demoting both voters of m1, m2, m3 (m3 a learner) would leave no leader at all.
         let mut three = swarm_of(vec![manager("m1"), node("m2", "linux/amd64"), manager("m3")]);
         three.nodes.get_mut("m2").expect("m2").role = NodeRole::Worker;
         let m1_m2 = |n: &str| n == "m1" || n == "m2";
-        assert_eq!(set_node_role(&three, "m1", "m1", NodeRole::Worker, m1_m2), Err(ControlError::LastVoter("m1".into())));
+        assert_eq!(set_node_role(&three, "m1", "m1", NodeRole::Worker, m1_m2, all_vote), Err(ControlError::LastVoter("m1".into())));
+    }
+
+    #[test]
+    fn autopilot_settings_are_checked_and_replace_only_what_is_given() {
+        let s = swarm_of(vec![manager("m1")]);
+        let ops = update_autopilot(&s, Some(3), None, Some("site".into())).unwrap();
+        let [Op::SetAutopilot(a)] = &ops[..] else { panic!("{ops:?}") };
+        assert_eq!((a.managers, a.manager_lost_after_ms, a.spread_label.as_str(), a.flaps_per_hour_max), (3, 300_000, "site", 3));
+        let mut on = s.clone();
+        on.apply(9, &shoal_shared::ops::Entry { at: 9, ops: ops.clone() });
+        assert_eq!(update_autopilot(&on, Some(3), None, None).unwrap(), vec![], "in effect already");
+        let ops = update_autopilot(&on, None, Some(60_000), None).unwrap();
+        assert!(
+            matches!(&ops[..], [Op::SetAutopilot(b)] if b.managers == 3 && b.manager_lost_after_ms == 60_000 && b.spread_label == "site")
+        );
+        let ops = update_autopilot(&on, Some(0), None, Some(String::new())).unwrap();
+        assert!(matches!(&ops[..], [Op::SetAutopilot(b)] if b.managers == 0 && b.spread_label.is_empty()), "turned off");
+        for bad in [2, 8, 9] {
+            let e = update_autopilot(&s, Some(bad), None, None).unwrap_err();
+            assert_eq!(e.to_string(), format!("--managers must be odd and between 1 and 7 (got {bad}), or 0 to turn the autopilot off"));
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        }
+        let e = update_autopilot(&s, Some(3), Some(10), None).unwrap_err();
+        assert!(e.to_string().starts_with("--manager-lost-after must be between 1s and 7 days"), "{e}");
+        let e = update_autopilot(&s, Some(3), None, Some("node.labels.".into())).unwrap_err();
+        assert!(e.to_string().contains("needs a label name"), "{e}");
+    }
+
+    #[test]
+    fn a_demotion_that_would_leave_the_reachable_managers_short_of_a_quorum_is_refused() {
+        let three = swarm_of(vec![manager("m1"), manager("m2"), manager("m3")]);
+        let m3_down = |n: &str| n != "m3";
+        // m1 leads, m3 is unreachable: demoting m2 leaves m1 alone of m1, m3.
+        let e = set_node_role(&three, "m1", "m2", NodeRole::Worker, all_vote, m3_down).unwrap_err();
+        assert_eq!(e, ControlError::LossOfQuorum("1 of the 2 managers left would be reachable".into()));
+        assert!(e.to_string().starts_with("can't remove member from the raft: this would result in a loss of quorum"), "{e}");
+        assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
+        // Demoting the unreachable one is what the operator should do, and is allowed.
+        assert!(set_node_role(&three, "m1", "m3", NodeRole::Worker, all_vote, m3_down).is_ok());
+        // Everyone reachable: any one may go.
+        assert!(set_node_role(&three, "m1", "m2", NodeRole::Worker, all_vote, all_vote).is_ok());
     }
 
     #[test]
     fn promote_and_demote_follow_swarm_rules() {
         let s = swarm_of(vec![manager("m1"), node("w1", "linux/amd64")]);
-        let ops = set_node_role(&s, "m1", "w1", NodeRole::Manager, all_vote).unwrap();
+        let ops = set_node_role(&s, "m1", "w1", NodeRole::Manager, all_vote, all_vote).unwrap();
         let [Op::PutNode(n)] = &ops[..] else { panic!("one PutNode: {ops:?}") };
         assert_eq!((n.role, n.manager_addr.as_str()), (NodeRole::Manager, n.addr.as_str()));
-        assert_eq!(set_node_role(&s, "m1", "m1", NodeRole::Manager, all_vote).unwrap(), vec![], "promoting a manager is a no-op");
-        assert_eq!(set_node_role(&s, "m1", "self", NodeRole::Worker, all_vote), Err(ControlError::LastManager));
+        assert_eq!(set_node_role(&s, "m1", "m1", NodeRole::Manager, all_vote, all_vote).unwrap(), vec![], "promoting a manager is a no-op");
+        assert_eq!(set_node_role(&s, "m1", "self", NodeRole::Worker, all_vote, all_vote), Err(ControlError::LastManager));
         assert_eq!(ControlError::LastManager.to_string(), "attempting to demote the last manager of the swarm");
         let two = swarm_of(vec![manager("m1"), manager("m2")]);
-        let ops = set_node_role(&two, "m1", "m2", NodeRole::Worker, all_vote).unwrap();
+        let ops = set_node_role(&two, "m1", "m2", NodeRole::Worker, all_vote, all_vote).unwrap();
         let [Op::PutNode(n)] = &ops[..] else { panic!("one PutNode") };
         assert_eq!((n.role, n.manager_addr.as_str()), (NodeRole::Worker, ""));
-        assert_eq!(set_node_role(&s, "m1", "nope", NodeRole::Worker, all_vote), Err(ControlError::NoSuchNode("nope".into())));
+        assert_eq!(set_node_role(&s, "m1", "nope", NodeRole::Worker, all_vote, all_vote), Err(ControlError::NoSuchNode("nope".into())));
     }
 
     #[test]

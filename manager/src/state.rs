@@ -23,8 +23,8 @@ use shoal_shared::legacy::{ClusterV1, NodeV1, NodeV2, ServiceV1, TaskV1};
 use shoal_shared::ops::{Entry, Op};
 use shoal_shared::task::TaskState;
 use shoal_shared::types::{
-    Autolock, Cluster, InPlaceRestarts, LinkProfile, Network, NetworkAttachment, Node, Service, SwarmSettings, Task, UpdateStatus,
-    PORT_AUTO_MAX, PORT_AUTO_MIN,
+    Autolock, AutopilotSettings, Cluster, InPlaceRestarts, LinkProfile, Network, NetworkAttachment, Node, Service, SwarmSettings, Task,
+    UpdateStatus, PORT_AUTO_MAX, PORT_AUTO_MIN,
 };
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -34,9 +34,9 @@ use std::net::Ipv4Addr;
 /// held the records before networks (`shoal_shared::legacy`); version 3
 /// the nodes before plugins; version 4 had no `autolock`, version 5 no
 /// `node_lost_after_ms`, version 6 no `link_profile`, version 7 no
-/// `restarts_in_place`; postcard structs are positional, so a new field
-/// means a new version here.
-const SNAPSHOT_VERSION: u8 = 8;
+/// `restarts_in_place`, version 8 no `autopilot`; postcard structs are
+/// positional, so a new field means a new version here.
+const SNAPSHOT_VERSION: u8 = 9;
 
 /// The whole replicated state, materialised in memory.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -64,6 +64,8 @@ pub struct State {
     /// Restarts workers made of tasks in place while no manager was in
     /// reach, by task id (`Op::SetRestartsInPlace`; gone with the task).
     pub restarts_in_place: BTreeMap<String, InPlaceRestarts>,
+    /// The autopilot's settings (`managers == 0`: off).
+    pub autopilot: AutopilotSettings,
 }
 
 /// The records at the head of every snapshot version, over the record
@@ -92,6 +94,17 @@ type StateV5 = (Records<Cluster, Node, Service, Task>, SwarmSettings, BTreeMap<S
 type StateV6 = (Records<Cluster, Node, Service, Task>, SwarmSettings, BTreeMap<String, Network>, u32, Autolock, u64);
 /// Snapshot version 7: version 8 without `restarts_in_place`.
 type StateV7 = (Records<Cluster, Node, Service, Task>, SwarmSettings, BTreeMap<String, Network>, u32, Autolock, u64, LinkProfile);
+/// Snapshot version 8: version 9 without `autopilot`.
+type StateV8 = (
+    Records<Cluster, Node, Service, Task>,
+    SwarmSettings,
+    BTreeMap<String, Network>,
+    u32,
+    Autolock,
+    u64,
+    LinkProfile,
+    BTreeMap<String, InPlaceRestarts>,
+);
 
 impl<C: Into<Cluster>, N: Into<Node>, S: Into<Service>, T: Into<Task>> Records<C, N, S, T> {
     /// Today's state from an older snapshot's records and the fields after them.
@@ -110,6 +123,7 @@ impl<C: Into<Cluster>, N: Into<Node>, S: Into<Service>, T: Into<Task>> Records<C
             node_lost_after_ms: 0,
             link_profile: LinkProfile::Lan,
             restarts_in_place: BTreeMap::new(),
+            autopilot: AutopilotSettings::default(),
         }
     }
 }
@@ -302,6 +316,9 @@ impl State {
                 }
                 self.restarts_in_place.entry(r.task_id.clone()).or_default().take(r, at);
             }
+            Op::SetAutopilot(a) => {
+                self.autopilot = a.clone();
+            }
             Op::SetNodeLostAfter { ms } => {
                 self.node_lost_after_ms = *ms;
             }
@@ -451,6 +468,15 @@ impl State {
                     autolock,
                     node_lost_after_ms,
                     link_profile,
+                    ..r.into_state(settings, nets, port)
+                })
+                .map_err(corrupt),
+            8 => postcard::from_bytes::<StateV8>(body)
+                .map(|(r, settings, nets, port, autolock, node_lost_after_ms, link_profile, restarts_in_place)| State {
+                    autolock,
+                    node_lost_after_ms,
+                    link_profile,
+                    restarts_in_place,
                     ..r.into_state(settings, nets, port)
                 })
                 .map_err(corrupt),
@@ -794,6 +820,18 @@ pub(crate) mod tests {
         assert_eq!(State::restore(&s.snapshot()).unwrap(), s);
         assert_eq!(State::restore(&s.snapshot()).unwrap().restarts_in_place["t"].total, 2);
         assert!(matches!(State::restore(&v7[..v7.len() - 1]), Err(SnapshotError::Corrupt(_))));
+        // Version 8 (before the autopilot) restores with it off and keeps the restarts.
+        let head = RecordsOut { cluster: None, nodes: &s.nodes, services: &s.services, tasks: &s.tasks, applied_index: s.applied_index };
+        let mut v8 = vec![8u8];
+        let fields = (&s.settings, &s.networks, s.last_port, &s.autolock, s.node_lost_after_ms, s.link_profile, &s.restarts_in_place);
+        v8.extend(postcard::to_allocvec(&(head, fields.0, fields.1, fields.2, fields.3, fields.4, fields.5, fields.6)).unwrap());
+        let old = State::restore(&v8).unwrap();
+        assert_eq!(old, s);
+        assert_eq!(old.autopilot.managers, 0, "off");
+        let a = AutopilotSettings { managers: 3, manager_lost_after_ms: 60_000, spread_label: "site".into(), flaps_per_hour_max: 3 };
+        s.apply(5, &entry(vec![Op::SetAutopilot(a.clone())]));
+        assert_eq!(State::restore(&s.snapshot()).unwrap().autopilot, a);
+        assert!(matches!(State::restore(&v8[..v8.len() - 1]), Err(SnapshotError::Corrupt(_))));
     }
 
     #[test]

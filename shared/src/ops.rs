@@ -129,6 +129,9 @@ pub enum Op {
     /// each `ago_ms` is taken back from the entry's time. Skipped (not
     /// rejected) when an account of the same session was already taken.
     SetRestartsInPlace(crate::types::RestartsInPlace),
+    /// `swarm init|update --managers --manager-lost-after
+    /// --manager-spread-label`: the autopilot's settings, replaced whole.
+    SetAutopilot(crate::types::AutopilotSettings),
 }
 
 /// A batch of ops proposed together, stamped by the proposer.
@@ -215,6 +218,12 @@ mod tests {
                     session: 7,
                     count: 3,
                     ago_ms: vec![30_000, 20_000, 10_000],
+                }),
+                Op::SetAutopilot(crate::types::AutopilotSettings {
+                    managers: 3,
+                    manager_lost_after_ms: 300_000,
+                    spread_label: "site".into(),
+                    flaps_per_hour_max: 3,
                 }),
             ],
         };

@@ -635,6 +635,24 @@ pub fn check_node_lost_after_ms(ms: u64, dispatcher_heartbeat_ms: u64) -> Result
 /// `node inspect` shows these as the node's status message.
 pub const DISK_FULL_WARNING: &str = "disk full:";
 
+/// The autopilot's settings (`swarm init|update --managers N
+/// --manager-lost-after D --manager-spread-label L`; issue #20): the leader
+/// keeps `managers` healthy managers, replacing one unreachable for
+/// `manager_lost_after_ms`. `managers == 0` is off (the default: roles
+/// change only by `node promote|demote`). Checked by the proposer
+/// (`manager::control::update_autopilot`). Serialized: fields are positional.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutopilotSettings {
+    /// Healthy managers to keep: 0 (off) or odd, at most 7.
+    pub managers: u8,
+    /// How long a manager is unreachable before it is replaced.
+    pub manager_lost_after_ms: u64,
+    /// A node label key whose values the managers spread over (empty: none).
+    pub spread_label: String,
+    /// A node unreachable more than this many times in the last hour is not promoted.
+    pub flaps_per_hour_max: u32,
+}
+
 /// The swarm's link profile (`swarm init|update --link-profile`): the
 /// timings of raft and of the node links. Serialized: append-only.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -313,7 +313,15 @@ impl Daemon {
                     ));
                 }
                 let voters = self.store.voters();
-                let r = control::set_node_role(self.store.state(), &self.node_id, &node, role, |n| voters.contains(&raft_id(n)));
+                let live = self.live_raft_ids();
+                let r = control::set_node_role(
+                    self.store.state(),
+                    &self.node_id,
+                    &node,
+                    role,
+                    |n| voters.contains(&raft_id(n)),
+                    |n| live.contains(&raft_id(n)),
+                );
                 let out = self.write(r.map(|ops| (ops, Reply::Ok)));
                 if let Outcome::AfterCommit { proposal, .. } = &out {
                     self.swarm.role_change = Some((*proposal, now_ms));

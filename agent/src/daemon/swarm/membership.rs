@@ -36,14 +36,24 @@ impl Daemon {
         let status = self.store.raft_status();
         let managers: BTreeSet<u64> =
             self.store.state().nodes.values().filter(|n| n.role == NodeRole::Manager).map(|n| raft_id(&n.id)).collect();
+        let live = self.live_raft_ids();
         // A refused change (one already pending) is proposed again on a later tick.
-        let _ = match membership::next_step(&status, &managers) {
+        let _ = match membership::next_step(&status, &managers, |id| live.contains(&id)) {
             Some(Step::TransferLeader(id)) => self.store.transfer_leader(id).map(|_| 0),
             Some(Step::AddLearner(id)) => self.store.add_learner(id),
             Some(Step::PromoteLearner(id)) => self.store.promote_learner(id),
             Some(Step::Remove(id)) => self.store.remove_member(id),
             None => Ok(0),
         };
+    }
+
+    /// Raft ids of the nodes this manager has a link to, itself included: the
+    /// members membership changes count as reachable.
+    pub(crate) fn live_raft_ids(&self) -> BTreeSet<u64> {
+        let mut live: BTreeSet<u64> =
+            self.store.state().nodes.keys().filter(|id| self.swarm.established(id).is_some()).map(|id| raft_id(id)).collect();
+        live.insert(self.store.raft_id());
+        live
     }
 
     /// Manager whose node record says Worker: leave raft and become a worker.
@@ -77,7 +87,8 @@ impl Daemon {
         let at_ms = *self.swarm.demoted_at_ms.get_or_insert(now_ms);
         let member = self.store.is_member(self.store.raft_id()) && !self.swarm.removal_told;
         let needed = membership::needed_for_quorum(&self.store.voters(), self.store.raft_id());
-        if membership::demotion(true, member, needed, at_ms, now_ms) != Demotion::Switch {
+        let led = self.store.leader().is_some_and(|l| l != self.store.raft_id());
+        if membership::demotion(true, member, needed, led, at_ms, now_ms) != Demotion::Switch {
             return;
         }
         self.switch_to_worker();
