@@ -249,6 +249,82 @@ impl Flaps {
     }
 }
 
+/// The leader's record of since when each node has been unreachable, and
+/// of every node's unreachable episodes ([`Flaps`]). The shell calls
+/// [`Watch::observe`] every pass with which nodes it reaches now (a link to
+/// it is up) and [`Watch::lead`] when this node starts leading: a node not
+/// seen since then counts as unreachable from then on (a manager dead
+/// before a failover is replaced `manager_lost_after_ms` after the new
+/// leader took over, never earlier), and only a node seen reachable under
+/// this leadership can flap. Bounded by the nodes in the state (and
+/// [`FLAP_NODES_MAX`] for the history).
+#[derive(Clone, Debug, Default)]
+pub struct Watch {
+    since: BTreeMap<String, u64>,
+    seen: std::collections::BTreeSet<String>,
+    flaps: Flaps,
+}
+
+impl Watch {
+    pub fn new(flaps_per_hour_max: u32) -> Watch {
+        Watch { since: BTreeMap::new(), seen: Default::default(), flaps: Flaps::new(flaps_per_hour_max) }
+    }
+
+    /// This node starts leading at `now_ms`: what it knew of reachability is
+    /// stale (the flap history stays: those were real observations).
+    pub fn lead(&mut self) {
+        self.since.clear();
+        self.seen.clear();
+    }
+
+    /// Which nodes (every node in the state, by id) are reachable at `now_ms`.
+    /// Nodes no longer given are forgotten (their records were removed).
+    pub fn observe<'a>(&mut self, nodes: impl IntoIterator<Item = (&'a str, bool)>, now_ms: u64) {
+        let mut present = std::collections::BTreeSet::new();
+        for (id, reachable) in nodes {
+            present.insert(id.to_string());
+            if reachable {
+                self.since.remove(id);
+                self.seen.insert(id.to_string());
+            } else if !self.since.contains_key(id) {
+                self.since.insert(id.to_string(), now_ms);
+                if self.seen.contains(id) {
+                    self.flaps.record_unreachable(id, now_ms);
+                }
+            }
+        }
+        self.since.retain(|id, _| present.contains(id));
+        self.seen.retain(|id| present.contains(id));
+        let gone: Vec<String> = self.flaps.nodes.keys().filter(|id| !present.contains(*id)).cloned().collect();
+        for id in gone {
+            self.flaps.forget(&id);
+        }
+    }
+
+    /// Since when `node` has been unreachable (`None`: reachable at the last observation).
+    pub fn unreachable_since_ms(&self, node: &str) -> Option<u64> {
+        self.since.get(node).copied()
+    }
+
+    pub fn flaps(&self) -> &Flaps {
+        &self.flaps
+    }
+
+    /// The flap history, rebuilt for a new `flaps_per_hour_max` (keeps what fits).
+    pub fn set_flaps_per_hour_max(&mut self, flaps_per_hour_max: u32) {
+        let keep = flaps_per_hour_max.min(FLAPS_PER_HOUR_MAX) as usize + 1;
+        if keep != self.flaps.keep {
+            let mut next = Flaps::new(flaps_per_hour_max);
+            for (id, times) in &self.flaps.nodes {
+                for t in times {
+                    next.record_unreachable(id, *t);
+                }
+            }
+            self.flaps = next;
+        }
+    }
+}
+
 /// The one thing the leader does next.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -1014,6 +1090,33 @@ mod tests {
                 Decision::Nothing => {}
             }
         }
+    }
+
+    #[test]
+    fn the_watch_counts_from_the_leaders_start_and_flaps_only_after_being_seen() {
+        let mut w = Watch::new(FLAPS_PER_HOUR_DEFAULT);
+        w.lead();
+        w.observe([("a", true), ("b", false)], 1_000);
+        assert_eq!((w.unreachable_since_ms("a"), w.unreachable_since_ms("b")), (None, Some(1_000)));
+        w.observe([("a", true), ("b", false)], 9_000);
+        assert_eq!(w.unreachable_since_ms("b"), Some(1_000), "since the first observation, not the last");
+        assert_eq!(w.flaps().count_last_hour("b", 9_000), 0, "never seen under this leadership: not a flap");
+        // a goes and comes back four times: four flaps.
+        for i in 0..4u64 {
+            w.observe([("a", false), ("b", false)], 10_000 + i * 2_000);
+            w.observe([("a", true), ("b", false)], 11_000 + i * 2_000);
+        }
+        assert_eq!(w.flaps().count_last_hour("a", 20_000), 4);
+        assert_eq!(w.unreachable_since_ms("a"), None);
+        // A new leadership restarts the clocks, not the history; a removed node is forgotten.
+        w.lead();
+        w.observe([("a", true)], 30_000);
+        assert_eq!(w.flaps().count_last_hour("a", 30_000), 4);
+        assert_eq!(w.unreachable_since_ms("b"), None);
+        w.set_flaps_per_hour_max(1);
+        assert_eq!(w.flaps().count_last_hour("a", 30_000), 2, "keeps what a smaller bound needs");
+        w.observe([("c", true)], 31_000);
+        assert_eq!(w.flaps().nodes_tracked(), 0);
     }
 
     /// A swarm of simulated nodes whose raft membership follows roles through

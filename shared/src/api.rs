@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 /// `Reply::SwarmInit::unlock_key`), version 6 `--node-lost-after`
 /// (`SwarmUpdate::node_lost_after_ms`, `SwarmInfo::node_lost_after_ms`),
 /// version 7 `--link-profile` (`SwarmUpdate::link_profile`,
-/// `SwarmInfo::link_profile`).
-pub const API_VERSION: u8 = 7;
+/// `SwarmInfo::link_profile`), version 8 the autopilot
+/// (`SwarmUpdate::autopilot`, `SwarmInfo::autopilot`, `Reply::Nodes::autopilot`).
+pub const API_VERSION: u8 = 8;
 
 /// A CLI request.
 // Messages are built once and moved; boxing the big variants buys nothing on the wire.
@@ -120,6 +121,8 @@ pub enum Request {
         node_lost_after_ms: Option<u64>,
         /// `--link-profile lan|edge`.
         link_profile: Option<crate::types::LinkProfile>,
+        /// `--managers`, `--manager-lost-after`, `--manager-spread-label`.
+        autopilot: AutopilotUpdate,
     },
     /// `shoal info`: this node and its swarm, as it sees them.
     Info,
@@ -315,6 +318,41 @@ pub struct SwarmInfo {
     pub node_lost_after_ms: u64,
     /// `--link-profile` (managers only).
     pub link_profile: crate::types::LinkProfile,
+    /// The autopilot's state, when it is on (managers only).
+    pub autopilot: Option<AutopilotStatus>,
+}
+
+/// `swarm init|update --managers N --manager-lost-after D
+/// --manager-spread-label L`: each `Some` replaces the swarm's setting.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutopilotUpdate {
+    /// 0 turns the autopilot off.
+    pub managers: Option<u8>,
+    pub manager_lost_after_ms: Option<u64>,
+    /// Empty drops the spread label.
+    pub spread_label: Option<String>,
+}
+
+impl AutopilotUpdate {
+    /// Nothing to change.
+    pub fn is_empty(&self) -> bool {
+        self.managers.is_none() && self.manager_lost_after_ms.is_none() && self.spread_label.is_none()
+    }
+}
+
+/// What the autopilot is doing, for `shoal info`, `node ls` and `node inspect`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutopilotStatus {
+    pub settings: crate::types::AutopilotSettings,
+    /// Whether this is the leader's view (the rest is only known there).
+    pub leader_view: bool,
+    /// Healthy managers (reachable raft voters) as `hostname (id)`.
+    pub healthy: Vec<String>,
+    /// What it does now: `nothing to do`, or the pending action and its
+    /// reason, or why it waits (quorum lost: naming the surviving managers).
+    pub state: String,
+    /// Node id and, when it may not become a manager, why (leader's view only).
+    pub eligibility: Vec<(String, Option<String>)>,
 }
 
 /// A network with what `network ls`/`inspect` show beside the record.
@@ -377,6 +415,9 @@ pub enum Reply {
         self_id: String,
         leader_id: String,
         reachable: Vec<String>,
+        /// The autopilot's state, when it is on (as the leader sees it, or
+        /// as this manager does while no leader is reachable).
+        autopilot: Option<AutopilotStatus>,
     },
     Node(Box<Node>),
     ServiceCreated {
@@ -473,7 +514,13 @@ mod tests {
         check(Request::ServiceScale { service: "web".into(), replicas: 2 }, RequestClass::Write);
         check(Request::NodeRemove { node: "n".into(), force: false }, RequestClass::Write);
         check(
-            Request::SwarmUpdate { dispatcher_heartbeat_ms: Some(5_000), autolock: None, node_lost_after_ms: None, link_profile: None },
+            Request::SwarmUpdate {
+                dispatcher_heartbeat_ms: Some(5_000),
+                autolock: None,
+                node_lost_after_ms: None,
+                link_profile: None,
+                autopilot: AutopilotUpdate::default(),
+            },
             RequestClass::Write,
         );
         check(Request::SwarmUnlock { key: String::new() }, RequestClass::Local);

@@ -284,7 +284,8 @@ fn version(host: &str) -> anyhow::Result<()> {
 fn node(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
     match cmd {
         NodeCmd::Ls(ListArgs { quiet, format }) => {
-            let Reply::Nodes { mut nodes, self_id, leader_id, reachable } = call(host, Request::NodeList, REPLY_MS_DEFAULT)? else {
+            let Reply::Nodes { mut nodes, self_id, leader_id, reachable, autopilot } = call(host, Request::NodeList, REPLY_MS_DEFAULT)?
+            else {
                 bail!("unexpected reply")
             };
             nodes.sort_by(|a, b| a.description.hostname.cmp(&b.description.hostname).then(a.id.cmp(&b.id)));
@@ -314,6 +315,9 @@ fn node(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
             }
             if !quiet && format != "json" {
                 print!("{}", t.render());
+                if let Some(a) = &autopilot {
+                    print!("\n{}", swarm::autopilot_line(a));
+                }
             }
             Ok(())
         }
@@ -327,15 +331,33 @@ fn node(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
                 bail!("unsupported --format {format:?} for inspect: use json (or --pretty)");
             }
             let mut out = Vec::new();
-            let Reply::Nodes { leader_id, .. } = call(host, Request::NodeList, REPLY_MS_DEFAULT)? else { bail!("unexpected reply") };
+            let Reply::Nodes { leader_id, autopilot, .. } = call(host, Request::NodeList, REPLY_MS_DEFAULT)? else {
+                bail!("unexpected reply")
+            };
+            // The autopilot's verdict on each node, when it runs (the leader's view).
+            let eligibility = |id: &str| -> Option<Option<String>> {
+                let a = autopilot.as_ref().filter(|a| a.leader_view)?;
+                a.eligibility.iter().find(|(n, _)| n == id).map(|(_, why)| why.clone())
+            };
             for key in nodes {
                 let Reply::Node(n) = call(host, Request::NodeInspect { node: key }, REPLY_MS_DEFAULT)? else { bail!("unexpected reply") };
                 // No known leader (empty `leader_id`): nobody is shown as the leader.
                 let leader = !leader_id.is_empty() && n.id == leader_id;
+                let verdict = eligibility(&n.id);
                 if pretty {
                     print!("{}", inspect::node_pretty(&n, leader));
+                    if let Some(why) = &verdict {
+                        println!(
+                            "Manager Eligibility:\t{}",
+                            why.as_deref().map_or("eligible".to_string(), |w| format!("not eligible: {w}"))
+                        );
+                    }
                 } else {
-                    out.push(inspect::node_json(&n, leader));
+                    let mut v = inspect::node_json(&n, leader);
+                    if let (Some(why), Some(o)) = (verdict, v.as_object_mut()) {
+                        o.insert("Autopilot".into(), serde_json::json!({"Eligible": why.is_none(), "Reason": why.unwrap_or_default()}));
+                    }
+                    out.push(v);
                 }
             }
             if !pretty {

@@ -8,7 +8,7 @@
 use super::{call, parse, unexpected};
 use crate::client::REPLY_MS_DEFAULT;
 use clap::Subcommand;
-use shoal_shared::api::{Reply, Request};
+use shoal_shared::api::{AutopilotStatus, AutopilotUpdate, Reply, Request};
 use shoal_shared::types::{Availability, NodeRole};
 
 /// Reply deadline for `swarm join`: the daemon dials a remote manager and
@@ -50,6 +50,18 @@ pub(crate) enum SwarmCmd {
         /// raft elections after 5-10 s), for every node of the swarm.
         #[arg(long, value_name = "PROFILE", value_parser = shoal_shared::types::LinkProfile::parse)]
         link_profile: Option<shoal_shared::types::LinkProfile>,
+        /// Keep this many healthy managers (odd, at most 7; 0 = off, the
+        /// default): the leader promotes an eligible worker in place of a
+        /// manager unreachable for --manager-lost-after, then demotes that one.
+        #[arg(long, value_name = "N")]
+        managers: Option<u8>,
+        /// How long a manager is unreachable before the autopilot replaces it (default 5m).
+        #[arg(long, value_name = "DURATION", value_parser = parse::duration_ns)]
+        manager_lost_after: Option<u64>,
+        /// A node label (e.g. site or rack) whose values the managers are spread
+        /// over, so one site's outage cannot take the majority ("" drops it).
+        #[arg(long, value_name = "LABEL")]
+        manager_spread_label: Option<String>,
         /// Default address pool in CIDR format, repeatable (default 10.0.0.0/8).
         #[arg(long, value_parser = parse::cidr)]
         default_addr_pool: Vec<shoal_shared::types::Ipv4Net>,
@@ -79,6 +91,18 @@ pub(crate) enum SwarmCmd {
         /// raft elections after 5-10 s), for every node of the swarm.
         #[arg(long, value_name = "PROFILE", value_parser = shoal_shared::types::LinkProfile::parse)]
         link_profile: Option<shoal_shared::types::LinkProfile>,
+        /// Keep this many healthy managers (odd, at most 7; 0 = off, the
+        /// default): the leader promotes an eligible worker in place of a
+        /// manager unreachable for --manager-lost-after, then demotes that one.
+        #[arg(long, value_name = "N")]
+        managers: Option<u8>,
+        /// How long a manager is unreachable before the autopilot replaces it (default 5m).
+        #[arg(long, value_name = "DURATION", value_parser = parse::duration_ns)]
+        manager_lost_after: Option<u64>,
+        /// A node label (e.g. site or rack) whose values the managers are spread
+        /// over, so one site's outage cannot take the majority ("" drops it).
+        #[arg(long, value_name = "LABEL")]
+        manager_spread_label: Option<String>,
         /// Change manager autolocking setting (true|false).
         #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
         autolock: Option<bool>,
@@ -150,6 +174,9 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
             dispatcher_heartbeat,
             node_lost_after,
             link_profile,
+            managers,
+            manager_lost_after,
+            manager_spread_label,
             default_addr_pool,
             default_addr_pool_mask_length,
             data_path_port,
@@ -175,18 +202,22 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
                 let heartbeat_ms = heartbeat_ms.unwrap_or(shoal_shared::types::DISPATCHER_HEARTBEAT_MS_DEFAULT);
                 shoal_shared::types::check_node_lost_after_ms(ms, heartbeat_ms).map_err(anyhow::Error::msg)?;
             }
+            let autopilot =
+                AutopilotUpdate { managers, manager_lost_after_ms: manager_lost_after.map(ns_to_ms), spread_label: manager_spread_label };
+            check_autopilot(&autopilot)?;
             match call(
                 host,
                 Request::SwarmInit { advertise_addr, availability, listen_addr, force_new_cluster, network: Box::new(network), autolock },
                 REPLY_MS_DEFAULT,
             )? {
                 Reply::SwarmInit { node_id, advertise_addr, worker_token, unlock_key } => {
-                    if heartbeat_ms.is_some() || lost_ms.is_some() || link_profile.is_some() {
+                    if heartbeat_ms.is_some() || lost_ms.is_some() || link_profile.is_some() || !autopilot.is_empty() {
                         let update = Request::SwarmUpdate {
                             dispatcher_heartbeat_ms: heartbeat_ms,
                             autolock: None,
                             node_lost_after_ms: lost_ms,
                             link_profile,
+                            autopilot,
                         };
                         call(host, update, REPLY_MS_DEFAULT).map_err(|e| {
                             e.context("the swarm was initialized, but its settings were not applied; run `shoal swarm update` again")
@@ -201,8 +232,23 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
                 r => Err(unexpected(r)),
             }
         }
-        SwarmCmd::Update { dispatcher_heartbeat, node_lost_after, link_profile, autolock } => {
-            if dispatcher_heartbeat.is_none() && node_lost_after.is_none() && link_profile.is_none() && autolock.is_none() {
+        SwarmCmd::Update {
+            dispatcher_heartbeat,
+            node_lost_after,
+            link_profile,
+            managers,
+            manager_lost_after,
+            manager_spread_label,
+            autolock,
+        } => {
+            let autopilot =
+                AutopilotUpdate { managers, manager_lost_after_ms: manager_lost_after.map(ns_to_ms), spread_label: manager_spread_label };
+            if dispatcher_heartbeat.is_none()
+                && node_lost_after.is_none()
+                && link_profile.is_none()
+                && autolock.is_none()
+                && autopilot.is_empty()
+            {
                 anyhow::bail!(
                     "nothing to update: give a setting, e.g. `shoal swarm update --dispatcher-heartbeat 30s` or `--autolock=true`"
                 );
@@ -214,6 +260,7 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
                     autolock,
                     node_lost_after_ms: node_lost_after.map(ns_to_ms),
                     link_profile,
+                    autopilot,
                 },
                 REPLY_MS_DEFAULT,
             )?;
@@ -378,6 +425,63 @@ fn backup_text(path: &str, size_bytes: u64, raft_index: u64, files: &[String]) -
     )
 }
 
+/// The autopilot flags' bounds, checked before `swarm init` so a bad value
+/// cannot leave an initialized swarm without its settings (the daemon checks
+/// them again, against the swarm's current ones).
+fn check_autopilot(a: &AutopilotUpdate) -> anyhow::Result<()> {
+    use shoal_manager::autopilot::Settings;
+    if let Some(m) = a.managers.filter(|m| *m != 0) {
+        Settings::new(m).validate().map_err(|e| anyhow::anyhow!("{e}, or 0 to turn the autopilot off"))?;
+    }
+    let mut s = Settings::new(3);
+    s.manager_lost_after_ms = a.manager_lost_after_ms.unwrap_or(s.manager_lost_after_ms);
+    s.spread_label = a.spread_label.clone().filter(|l| !l.trim().is_empty());
+    s.validate().map_err(anyhow::Error::msg)
+}
+
+/// The autopilot's lines of `shoal info` (nothing when it is off).
+pub(crate) fn autopilot_text(a: &AutopilotStatus) -> String {
+    let s = &a.settings;
+    let mut out = format!(
+        " Autopilot:
+  Managers Wanted: {}
+  Manager Lost After: {}
+",
+        s.managers,
+        lost_after_text(s.manager_lost_after_ms)
+    );
+    if !s.spread_label.is_empty() {
+        out += &format!(
+            "  Spread Label: {}
+",
+            s.spread_label
+        );
+    }
+    if a.leader_view {
+        out += &format!("  Healthy Managers: {}", a.healthy.len());
+        if !a.healthy.is_empty() {
+            out += &format!(" ({})", a.healthy.join(", "));
+        }
+        out += "
+";
+    }
+    out += &format!(
+        "  State: {}
+",
+        a.state
+    );
+    out
+}
+
+/// The line `node ls` prints under its table while the autopilot is on.
+pub(crate) fn autopilot_line(a: &AutopilotStatus) -> String {
+    if a.leader_view {
+        format!("Autopilot: {} managers wanted, {} healthy: {}\n", a.settings.managers, a.healthy.len(), a.state)
+    } else {
+        format!("Autopilot: {} managers wanted: {}\n", a.settings.managers, a.state)
+    }
+}
+
 /// Nanoseconds to whole milliseconds, rounding up so a sub-millisecond
 /// duration is refused by the daemon's bounds rather than read as 0.
 fn ns_to_ms(ns: u64) -> u64 {
@@ -448,6 +552,9 @@ fn info_text(i: &shoal_shared::api::SwarmInfo) -> String {
             out += &format!(" Link Profile: {}\n", i.link_profile);
         }
         out += &format!(" Autolock Managers: {}\n", i.autolock);
+        if let Some(a) = &i.autopilot {
+            out += &autopilot_text(a);
+        }
     } else {
         out += &format!(" Link Profile: {}\n", i.link_profile);
     }
@@ -593,8 +700,10 @@ mod tests {
             autolock: false,
             node_lost_after_ms: 600_000,
             link_profile: shoal_shared::types::LinkProfile::Edge,
+            autopilot: None,
         };
         let text = info_text(&i);
+        assert!(!text.contains("Autopilot"), "nothing while it is off: {text}");
         assert!(text.contains("Runtime: containerd 1.6.20\nPlugins:\n Network: bridge host null\nSwarm: active\n"), "{text}");
         assert_eq!(warnings_text(&i), "WARNING: VXLAN (kernel option CONFIG_VXLAN) devices cannot be made: not supported\n");
         assert!(text.contains("Swarm: active\n NodeID: abc\n Is Manager: true\n ClusterID: cid\n Managers: 1\n Nodes: 3\n"), "{text}");
@@ -608,6 +717,44 @@ mod tests {
         let check = SwarmSettings::check_dispatcher_heartbeat_ms;
         assert!(check(50).is_err() && check(1_000).is_ok() && check(25 * 3_600_000).is_err());
         assert_eq!(ns_to_ms(30_000_000_000), 30_000);
+    }
+
+    #[test]
+    fn autopilot_flags_are_checked_before_init_and_its_state_is_shown() {
+        use clap::Parser;
+        let parse = |args: &[&str]| super::super::Cli::try_parse_from(["shoal", "swarm"].iter().chain(args).copied());
+        let cmd = parse(&["init", "--managers", "3", "--manager-lost-after", "30s", "--manager-spread-label", "site"]).unwrap().command;
+        let super::super::Command::Swarm(SwarmCmd::Init { managers, manager_lost_after, manager_spread_label, .. }) = cmd else {
+            panic!("not swarm init")
+        };
+        assert_eq!((managers, manager_lost_after, manager_spread_label.as_deref()), (Some(3), Some(30_000_000_000), Some("site")));
+        let update = |managers, lost_ms, label: Option<&str>| AutopilotUpdate {
+            managers,
+            manager_lost_after_ms: lost_ms,
+            spread_label: label.map(str::to_string),
+        };
+        assert!(check_autopilot(&update(Some(3), Some(30_000), Some("site"))).is_ok());
+        assert!(check_autopilot(&update(Some(0), None, None)).is_ok(), "0 turns it off");
+        let e = check_autopilot(&update(Some(4), None, None)).unwrap_err().to_string();
+        assert_eq!(e, "--managers must be odd and between 1 and 7 (got 4), or 0 to turn the autopilot off");
+        assert!(check_autopilot(&update(None, Some(5), None)).unwrap_err().to_string().contains("--manager-lost-after"));
+        let a = AutopilotStatus {
+            settings: shoal_shared::types::AutopilotSettings {
+                managers: 3,
+                manager_lost_after_ms: 300_000,
+                spread_label: "site".into(),
+                flaps_per_hour_max: 3,
+            },
+            leader_view: true,
+            healthy: vec!["m1 (a)".into(), "m2 (b)".into()],
+            state: "waiting: m3 (c) has been unreachable for 12s".into(),
+            eligibility: Vec::new(),
+        };
+        assert_eq!(
+            autopilot_text(&a),
+            " Autopilot:\n  Managers Wanted: 3\n  Manager Lost After: 5m0s\n  Spread Label: site\n  Healthy Managers: 2 (m1 (a), m2 (b))\n  State: waiting: m3 (c) has been unreachable for 12s\n"
+        );
+        assert_eq!(autopilot_line(&a), "Autopilot: 3 managers wanted, 2 healthy: waiting: m3 (c) has been unreachable for 12s\n");
     }
 
     #[test]

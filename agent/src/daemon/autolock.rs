@@ -190,6 +190,7 @@ fn locked_answer(
                 autolock: true,
                 node_lost_after_ms: 0,
                 link_profile: Default::default(),
+                autopilot: None,
             };
             (Reply::Info(Box::new(info)), None)
         }
@@ -296,6 +297,7 @@ impl Daemon {
         node_lost_after_ms: Option<u64>,
         link_profile: Option<shoal_shared::types::LinkProfile>,
         autolock: Option<bool>,
+        autopilot: shoal_shared::api::AutopilotUpdate,
     ) -> Outcome {
         if autolock.is_some() {
             if let Some(busy) = self.autolock_change_busy() {
@@ -306,6 +308,9 @@ impl Daemon {
         let r = control::update_swarm(state, heartbeat_ms, node_lost_after_ms).and_then(|mut ops| {
             if let Some(p) = link_profile {
                 ops.extend(control::set_link_profile(state, p)?);
+            }
+            if !autopilot.is_empty() {
+                ops.extend(control::update_autopilot(state, autopilot.managers, autopilot.manager_lost_after_ms, autopilot.spread_label)?);
             }
             let Some(on) = autolock else { return Ok((ops, Reply::Ok)) };
             let new_key = self.io.random32().map_err(control::ControlError::Invalid)?;

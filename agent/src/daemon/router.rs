@@ -328,8 +328,8 @@ impl Daemon {
                 }
                 out
             }
-            Request::SwarmUpdate { dispatcher_heartbeat_ms, autolock, node_lost_after_ms, link_profile } => {
-                self.swarm_update(dispatcher_heartbeat_ms, node_lost_after_ms, link_profile, autolock)
+            Request::SwarmUpdate { dispatcher_heartbeat_ms, autolock, node_lost_after_ms, link_profile, autopilot } => {
+                self.swarm_update(dispatcher_heartbeat_ms, node_lost_after_ms, link_profile, autolock, autopilot)
             }
             Request::Info => Outcome::Now(self.info()),
             Request::NodeRemove { node, force } => {
@@ -343,6 +343,9 @@ impl Daemon {
                 if let Reply::Nodes { leader_id, reachable, .. } = &mut r {
                     *leader_id = self.leader_node_id().unwrap_or_default();
                     *reachable = self.reachability().0;
+                }
+                if let Reply::Nodes { autopilot, .. } = &mut r {
+                    *autopilot = self.autopilot_status();
                 }
                 self.own_disk_warnings(&mut r);
                 Outcome::Now(r)

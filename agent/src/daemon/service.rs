@@ -135,6 +135,7 @@ pub(crate) fn query(state: &State, node_id: &str, req: Request) -> Reply {
             self_id: node_id.to_string(),
             leader_id: node_id.to_string(),
             reachable: vec![node_id.to_string()],
+            autopilot: None,
         },
         Request::NodeInspect { node } => {
             let key = if node == "self" { node_id } else { node.as_str() };

@@ -18,6 +18,10 @@ pub(crate) struct View<'d> {
     pub sessions: Vec<String>,
     /// What this node knows of the managers and the leader (for diagnosis).
     pub hints: String,
+    /// Raft voters as this node's raft knows them.
+    pub voters: Vec<u64>,
+    /// The autopilot's status (the leader's, when it is on).
+    pub autopilot: Option<shoal_shared::api::AutopilotStatus>,
 }
 
 /// Everything a simulated node is made of.
@@ -53,6 +57,8 @@ impl Daemon {
             leads: self.leads(),
             sessions: self.swarm.dispatcher_sessions(),
             hints: self.swarm.describe_hints(),
+            voters: self.store.voters(),
+            autopilot: self.swarm.autopilot.status.clone(),
         }
     }
 

@@ -36,6 +36,7 @@
 //!   name the nodes that did not answer.
 
 mod admit;
+pub(crate) mod autopilot;
 mod connections;
 mod dispatch;
 mod join;
@@ -227,6 +228,8 @@ pub(crate) struct Swarm {
     role_version: u64,
     /// Leader: stale managers told they are out, and when (mono ms).
     told_stale: BTreeMap<String, u64>,
+    /// Leader: the autopilot's clocks, flap history and status.
+    pub(crate) autopilot: autopilot::Shell,
     /// Leader: the role change (`node promote`/`demote`) being committed, and when proposed (mono ms).
     pub(crate) role_change: Option<(Proposal, u64)>,
     /// Worker: the session opened and not answered yet (link, mono ms sent).
@@ -245,12 +248,16 @@ pub(crate) struct Swarm {
     logs: logs::Gathers,
 }
 
-/// The error every leader-bound request gets while no leader is reachable.
-pub(crate) fn no_leader(reachable: usize, managers: usize) -> Reply {
+/// The error every leader-bound request gets while no leader is reachable,
+/// naming the managers this one still reaches (itself included).
+pub(crate) fn no_leader(reachable: &[String], managers: usize, autopilot_on: bool) -> Reply {
+    let names = reachable.join(", ");
+    let autopilot = if autopilot_on { "; the autopilot changes nothing without a quorum" } else { "" };
     Reply::error(
         ErrorKind::Unavailable,
         format!(
-            "the swarm does not have a leader: {reachable} of {managers} managers reachable; restore quorum or run `shoal swarm init --force-new-cluster` on a surviving manager"
+            "the swarm does not have a leader: {} of {managers} managers reachable ({names}){autopilot}; restore quorum or run `shoal swarm init --force-new-cluster` on a surviving manager",
+            reachable.len()
         ),
     )
 }
@@ -345,6 +352,7 @@ impl Swarm {
             },
             role_version: local(LOCAL_ROLE_VERSION).and_then(|s| s.parse().ok()).unwrap_or(0),
             told_stale: BTreeMap::new(),
+            autopilot: Default::default(),
             hint_next: 0,
             leader_hint: None,
             removed: false,
@@ -652,6 +660,7 @@ impl Daemon {
             node_lost_after_ms: 0,
             // As applied on this node (a worker's from its leader).
             link_profile: self.swarm.link_profile,
+            autopilot: None,
         };
         if self.swarm.removed {
             info.warnings.push(shoal_manager::dispatcher::REMOVED.to_string());
@@ -664,13 +673,15 @@ impl Daemon {
             info.autolock = state.autolock.key.is_some();
             info.node_lost_after_ms = state.node_lost_after_ms;
             info.leader_id = self.leader_node_id().unwrap_or_default();
+            info.autopilot = self.autopilot_status();
         }
         Reply::Info(Box::new(info))
     }
 
     pub(super) fn no_leader_reply(&self) -> Reply {
         let (reachable, total) = self.reachability();
-        no_leader(reachable.len(), total)
+        let names: Vec<String> = reachable.iter().map(|id| self.node_name(id)).collect();
+        no_leader(&names, total, self.store.state().autopilot.managers != 0)
     }
 
     pub(super) fn leader_node(&self) -> Option<String> {
@@ -763,6 +774,9 @@ impl Daemon {
             self.tell_stale_managers(now_ms);
             self.mark_down();
         }
+        if self.swarm.mode == Mode::Manager {
+            self.autopilot_pass(now_ms);
+        }
         self.drain_dispatcher();
         self.maintain_links();
     }
@@ -853,10 +867,12 @@ mod tests {
 
     #[test]
     fn quorum_message_says_what_to_do() {
-        let Reply::Error { message, .. } = no_leader(1, 3) else { panic!() };
+        let Reply::Error { message, .. } = no_leader(&["m1 (abc)".to_string()], 3, false) else { panic!() };
         assert_eq!(
             message,
-            "the swarm does not have a leader: 1 of 3 managers reachable; restore quorum or run `shoal swarm init --force-new-cluster` on a surviving manager"
+            "the swarm does not have a leader: 1 of 3 managers reachable (m1 (abc)); restore quorum or run `shoal swarm init --force-new-cluster` on a surviving manager"
         );
+        let Reply::Error { message, .. } = no_leader(&["m1 (abc)".to_string()], 3, true) else { panic!() };
+        assert!(message.contains("(m1 (abc)); the autopilot changes nothing without a quorum; restore quorum"), "{message}");
     }
 }

@@ -22,8 +22,10 @@
 //!
 //! After healing ([`Checker::converged`]): one leader; every manager holds
 //! the same state; every node in a swarm is Ready with a session; every
-//! service has its tasks running where they may run; and what runs on each
-//! machine is exactly what the leader wants there.
+//! service has its tasks running where they may run; what runs on each
+//! machine is exactly what the leader wants there; and with the autopilot
+//! on, the voters are exactly the managers, N of them, or fewer with the
+//! leader saying that no worker is eligible.
 
 use super::client::Client;
 use crate::daemon::sim_hooks::View;
@@ -328,6 +330,9 @@ impl Checker {
                 return Err(format!("node-{} runs tasks the leader does not want there {extra:?}, and misses {missing:?}", f.index));
             }
         }
+        if state.autopilot.managers > 0 {
+            autopilot_converged(state, lv)?;
+        }
         for s in state.services.values() {
             // A paused update waits for the user, as Swarm's does.
             if s.update_status.as_ref().is_some_and(|u| matches!(u.state, UpdateState::Paused | UpdateState::RollbackPaused)) {
@@ -403,4 +408,27 @@ fn format_labels(n: &Node) -> String {
 
 fn short_id(id: &str) -> &str {
     &id[..id.len().min(6)]
+}
+
+/// With `--managers N`: the raft voters are exactly the nodes whose role is
+/// manager, and there are N, or fewer while the leader's autopilot says no
+/// worker can be promoted (drained, flapping or full-disk nodes).
+fn autopilot_converged(state: &State, lv: &View<'_>) -> Result<(), String> {
+    let wanted = state.autopilot.managers as usize;
+    let managers: BTreeSet<u64> = state
+        .nodes
+        .values()
+        .filter(|n| n.role == shoal_shared::types::NodeRole::Manager)
+        .map(|n| shoal_manager::store::raft_id(&n.id))
+        .collect();
+    let voters: BTreeSet<u64> = lv.voters.iter().copied().collect();
+    let said = lv.autopilot.as_ref().map_or("no status".to_string(), |a| a.state.clone());
+    if managers != voters {
+        return Err(format!("autopilot: the managers {managers:x?} are not the raft voters {voters:x?} ({said})"));
+    }
+    let unable = said.contains("no worker is eligible") || said.contains("there is no worker to promote");
+    if managers.len() == wanted || (managers.len() < wanted && unable) {
+        return Ok(());
+    }
+    Err(format!("autopilot: {wanted} managers wanted, {} are ({said})", managers.len()))
 }

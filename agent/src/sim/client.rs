@@ -106,11 +106,16 @@ pub(crate) fn call(w: &mut World, i: usize, req: Request, timeout_ms: u64) -> an
     Ok(reply)
 }
 
-/// `swarm init` on node 0 (and `swarm update --node-lost-after` when
-/// given), then every other node joins (the first `managers - 1` of them as
+/// `swarm init` on node 0 (and `swarm update --node-lost-after`,
+/// `--managers --manager-lost-after` when given), then every other node joins (the first `managers - 1` of them as
 /// managers). A failure here is a violation: the network is whole and
 /// nothing has failed yet.
-pub(crate) fn setup(w: &mut World, managers: usize, node_lost_after_ms: Option<u64>) -> anyhow::Result<Result<(), String>> {
+pub(crate) fn setup(
+    w: &mut World,
+    managers: usize,
+    node_lost_after_ms: Option<u64>,
+    autopilot: Option<(u8, u64)>,
+) -> anyhow::Result<Result<(), String>> {
     let init = Request::SwarmInit {
         advertise_addr: addr(0),
         availability: Availability::Active,
@@ -124,10 +129,33 @@ pub(crate) fn setup(w: &mut World, managers: usize, node_lost_after_ms: Option<u
         other => return Ok(Err(format!("setup: swarm init answered {other:?}"))),
     }
     if let Some(ms) = node_lost_after_ms {
-        let req = Request::SwarmUpdate { dispatcher_heartbeat_ms: None, autolock: None, node_lost_after_ms: Some(ms), link_profile: None };
+        let req = Request::SwarmUpdate {
+            dispatcher_heartbeat_ms: None,
+            autolock: None,
+            node_lost_after_ms: Some(ms),
+            link_profile: None,
+            autopilot: Default::default(),
+        };
         match call(w, 0, req, 10_000)? {
             Some(Reply::Ok) => {}
             other => return Ok(Err(format!("setup: swarm update --node-lost-after answered {other:?}"))),
+        }
+    }
+    if let Some((wanted, lost_ms)) = autopilot {
+        let req = Request::SwarmUpdate {
+            dispatcher_heartbeat_ms: None,
+            autolock: None,
+            node_lost_after_ms: None,
+            link_profile: None,
+            autopilot: shoal_shared::api::AutopilotUpdate {
+                managers: Some(wanted),
+                manager_lost_after_ms: Some(lost_ms),
+                spread_label: None,
+            },
+        };
+        match call(w, 0, req, 10_000)? {
+            Some(Reply::Ok) => {}
+            other => return Ok(Err(format!("setup: swarm update --managers answered {other:?}"))),
         }
     }
     for role in [NodeRole::Worker, NodeRole::Manager] {
@@ -296,6 +324,7 @@ pub(crate) fn step(w: &mut World) {
                 autolock: None,
                 node_lost_after_ms: None,
                 link_profile: Some(link_profile),
+                autopilot: Default::default(),
             };
             (Op::Other("swarm update --link-profile"), req)
         }

@@ -91,6 +91,17 @@ pub fn run_seed(seed: u64, trace: bool) -> anyhow::Result<SeedResult> {
     let managers = [1usize, 3, 3, 5][(rng.next_u64() % 4) as usize].min(if nodes.is_multiple_of(2) { nodes - 1 } else { nodes });
     // Half the seeds keep a silent node's tasks for a while (`--node-lost-after`; Disconnected first).
     let node_lost_after_ms = [None, None, None, Some(5_000), Some(10_000), Some(20_000)][(rng.next_u64() % 6) as usize];
+    // A third of the seeds keep their managers by the autopilot (`--managers N`), drawn from
+    // their own generator so the other draws (and the regression seeds) stay as they were.
+    let mut ap = Rng::from_seed(seed ^ 0xa070_9170);
+    let autopilot = if ap.next_u64().is_multiple_of(3) {
+        // At least the managers joined at setup (fewer would demote them while they join).
+        let wanted = [3u8, 3, 5][(ap.next_u64() % 3) as usize].max(managers as u8);
+        let wanted = if wanted as usize > nodes { 3 } else { wanted };
+        Some((wanted, [5_000u64, 10_000, 20_000][(ap.next_u64() % 3) as usize]))
+    } else {
+        None
+    };
     // Unique per run: tests run seeds in parallel threads of one process.
     static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -105,25 +116,28 @@ pub fn run_seed(seed: u64, trace: bool) -> anyhow::Result<SeedResult> {
             t.line(now, None, format_args!("{level:5} {args}"));
         }
     })));
-    let result = run_world(seed, (nodes, managers, node_lost_after_ms), dir, trace);
+    let result = run_world(seed, (nodes, managers, node_lost_after_ms, autopilot), dir, trace);
     crate::log::sink::set(None);
     result
 }
 
-/// A seed's cluster: nodes, managers, `--node-lost-after` (None: off).
-type Shape = (usize, usize, Option<u64>);
+/// A seed's cluster: nodes, managers, `--node-lost-after` (None: off), and
+/// the autopilot's `--managers` and `--manager-lost-after` (None: off).
+type Shape = (usize, usize, Option<u64>, Option<(u8, u64)>);
 
 fn run_world(
     seed: u64,
-    (nodes, managers, node_lost_after_ms): Shape,
+    (nodes, managers, node_lost_after_ms, autopilot): Shape,
     dir: PathBuf,
     trace: Rc<RefCell<Trace>>,
 ) -> anyhow::Result<SeedResult> {
     let mut w = World::new(rng_seed(seed), nodes, dir, trace.clone())?;
     trace.borrow_mut().mono = Some(w.mono());
-    w.note(format_args!("seed {seed}: {nodes} nodes, {managers} managers, node-lost-after {node_lost_after_ms:?} ms"));
+    w.note(format_args!(
+        "seed {seed}: {nodes} nodes, {managers} managers, node-lost-after {node_lost_after_ms:?} ms, autopilot (managers, lost after ms) {autopilot:?}"
+    ));
     w.boot_all()?;
-    if let Err(e) = client::setup(&mut w, managers, node_lost_after_ms)? {
+    if let Err(e) = client::setup(&mut w, managers, node_lost_after_ms, autopilot)? {
         w.checker.violations.push(e);
     }
     if w.checker.violations.is_empty() {

@@ -12,11 +12,19 @@ impl Daemon {
     pub(crate) fn check_voter_wait(&mut self, now_ms: u64) {
         let Some(w) = &self.swarm.voter_wait else { return };
         let voter = self.swarm.mode == Mode::Manager && self.store.voters().contains(&self.store.raft_id());
-        if !voter && now_ms < w.deadline_ms {
+        // Demoted while it waited (the autopilot keeps fewer managers): it runs as a worker.
+        let demoted = self.swarm.mode == Mode::Worker;
+        if !voter && !demoted && now_ms < w.deadline_ms {
             return;
         }
         let Some(w) = self.swarm.voter_wait.take() else { return };
-        let r = if voter {
+        let r = if demoted {
+            crate::log!(
+                "WARN",
+                "joined the swarm as a manager, but the leader made this node a worker (the swarm keeps a set number of managers: `shoal info` shows the autopilot)"
+            );
+            Reply::Joined { role: NodeRole::Worker, node_id: w.node_id }
+        } else if voter {
             Reply::Joined { role: NodeRole::Manager, node_id: w.node_id }
         } else {
             Reply::error(

@@ -1,0 +1,185 @@
+//! The autopilot's shell (issue #20): on the leader, every pass, it gathers
+//! the facts [`shoal_manager::autopilot::plan`] decides from (roles, raft
+//! membership and catch-up, which nodes this leader has a link to, since
+//! when not, flaps), carries out the one promotion or demotion it returns
+//! through the path `node promote|demote` takes, logs each change and each
+//! new reason to wait, and keeps the status `shoal info` and `node ls|inspect`
+//! show. Raft membership then follows the roles ([`super::membership`]).
+
+use super::*;
+use shoal_manager::autopilot::{self, Decision, NodeFacts, Raft, Settings, Watch};
+use shoal_shared::api::AutopilotStatus;
+
+/// What the autopilot keeps between passes.
+#[derive(Default)]
+pub(crate) struct Shell {
+    /// Reachability clocks and flap history (see [`Watch`]).
+    watch: Watch,
+    /// Whether this node led at the last pass (a new leadership restarts the clocks).
+    led: bool,
+    /// The last decision logged, so each is logged once.
+    logged: Option<Decision>,
+    /// The leader's latest status (None: off, or not the leader).
+    pub(crate) status: Option<AutopilotStatus>,
+}
+
+impl Daemon {
+    /// Leader, every pass: plan, log, act (one change at a time, none while
+    /// an internal proposal is in flight).
+    pub(crate) fn autopilot_pass(&mut self, now_ms: u64) {
+        let leads = self.leads_caught_up();
+        let state = self.store.state();
+        let settings = Settings::from_state(&state.autopilot);
+        if !leads || settings.is_none() {
+            self.swarm.autopilot.led = leads;
+            self.swarm.autopilot.status = None;
+            self.swarm.autopilot.logged = None;
+            return;
+        }
+        let Some(settings) = settings else { return };
+        if !self.swarm.autopilot.led {
+            self.swarm.autopilot.watch.lead();
+            self.swarm.autopilot.led = true;
+        }
+        self.swarm.autopilot.watch.set_flaps_per_hour_max(settings.flaps_per_hour_max);
+        let live = self.live_raft_ids();
+        let reach: Vec<(String, bool)> = state.nodes.keys().map(|id| (id.clone(), live.contains(&raft_id(id)))).collect();
+        self.swarm.autopilot.watch.observe(reach.iter().map(|(id, r)| (id.as_str(), *r)), now_ms);
+        let status = self.store.raft_status();
+        let raft_of = |id: &str| {
+            let rid = raft_id(id);
+            if status.voters.contains(&rid) {
+                Raft::Voter
+            } else if status.learners.contains(&rid) {
+                let caught_up = status.progress.iter().any(|p| p.id == rid && p.match_index >= status.commit);
+                Raft::Learner { caught_up }
+            } else {
+                Raft::Absent
+            }
+        };
+        let watch = &self.swarm.autopilot.watch;
+        let facts: Vec<NodeFacts> =
+            state.nodes.values().map(|n| NodeFacts::from_node(n, raft_of(&n.id), watch.unreachable_since_ms(&n.id))).collect();
+        let decision = autopilot::plan(&settings, &self.node_id, &facts, watch.flaps(), now_ms);
+        let healthy: Vec<String> = facts
+            .iter()
+            .filter(|f| f.role == NodeRole::Manager && f.raft == Raft::Voter && (f.id == self.node_id || live.contains(&raft_id(&f.id))))
+            .map(|f| name_of(&f.hostname, &f.id))
+            .collect();
+        let eligibility: Vec<(String, Option<String>)> =
+            facts.iter().map(|f| (f.id.clone(), autopilot::eligibility(&settings, f, watch.flaps(), now_ms).err())).collect();
+        self.swarm.autopilot.status = Some(AutopilotStatus {
+            settings: state.autopilot.clone(),
+            leader_view: true,
+            healthy,
+            state: describe(&decision),
+            eligibility,
+        });
+        if self.swarm.autopilot.logged.as_ref() != Some(&decision) {
+            match &decision {
+                Decision::Nothing => crate::log!("INFO", "autopilot: {} managers wanted and healthy", settings.managers),
+                Decision::Wait { reason } => crate::log!("INFO", "autopilot: waiting: {reason}"),
+                Decision::Promote { .. } | Decision::Demote { .. } => {}
+            }
+        }
+        let (node, role, reason) = match &decision {
+            Decision::Promote { node, reason } => (node.clone(), NodeRole::Manager, reason.clone()),
+            Decision::Demote { node, reason } => (node.clone(), NodeRole::Worker, reason.clone()),
+            Decision::Nothing | Decision::Wait { .. } => {
+                self.swarm.autopilot.logged = Some(decision);
+                return;
+            }
+        };
+        // One change at a time: nothing while a proposal of this leader (an operator's role
+        // change included) is in flight.
+        let role_change_busy = self
+            .swarm
+            .role_change
+            .is_some_and(|(p, at)| self.store.state().applied_index < p.index && now_ms.saturating_sub(at) < super::WRITE_TIMEOUT_MS);
+        if !self.swarm.pending.settled() || role_change_busy {
+            return;
+        }
+        let voters = self.store.voters();
+        let ops = control::set_node_role(
+            self.store.state(),
+            &self.node_id,
+            &node,
+            role,
+            |n| voters.contains(&raft_id(n)),
+            |n| live.contains(&raft_id(n)),
+        );
+        match ops {
+            Ok(ops) if !ops.is_empty() => {
+                let verb = if role == NodeRole::Manager { "promote" } else { "demote" };
+                crate::log!("INFO", "autopilot: {verb} {node}: {reason}");
+                self.commit_internal(ops);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if self.swarm.autopilot.logged.as_ref() != Some(&decision) {
+                    crate::log!("WARN", "autopilot: cannot carry out '{reason}': {e}");
+                }
+            }
+        }
+        self.swarm.autopilot.logged = Some(decision);
+    }
+
+    /// The autopilot's status for `info` and `node ls`: the leader's own, or,
+    /// on another manager, the settings and what this manager can tell
+    /// (quorum lost: who survives). `None` when it is off.
+    pub(crate) fn autopilot_status(&self) -> Option<AutopilotStatus> {
+        let state = self.store.state();
+        Settings::from_state(&state.autopilot)?;
+        if let Some(s) = &self.swarm.autopilot.status {
+            if self.store.is_leader() {
+                return Some(s.clone());
+            }
+        }
+        let (reachable, total) = self.reachability();
+        let names: Vec<String> = reachable.iter().map(|id| self.node_name(id)).collect();
+        let state_text = match self.leader_node() {
+            Some(l) if self.store.is_leader() => format!("starting on this leader ({})", self.node_name(&l)),
+            Some(l) => format!("run by the leader, {}: `shoal node ls` shows its state", self.node_name(&l)),
+            None => quorum_lost_text(&names, total),
+        };
+        Some(AutopilotStatus {
+            settings: state.autopilot.clone(),
+            leader_view: false,
+            healthy: Vec::new(),
+            state: state_text,
+            eligibility: Vec::new(),
+        })
+    }
+
+    /// `hostname (short id)` of a node in the state, else the short id.
+    pub(crate) fn node_name(&self, id: &str) -> String {
+        let host = self.store.state().nodes.get(id).map(|n| n.description.hostname.clone()).unwrap_or_default();
+        name_of(&host, id)
+    }
+}
+
+/// What a manager without a leader says about the autopilot.
+pub(crate) fn quorum_lost_text(reachable: &[String], managers: usize) -> String {
+    let names = if reachable.is_empty() { "none".to_string() } else { reachable.join(", ") };
+    format!(
+        "no leader: {} of {managers} managers reachable from here (surviving: {names}); the autopilot changes nothing without a quorum: bring managers back, or run `shoal swarm init --force-new-cluster` on a surviving manager",
+        reachable.len()
+    )
+}
+
+fn name_of(hostname: &str, id: &str) -> String {
+    let short: String = id.chars().take(12).collect();
+    if hostname.is_empty() || hostname == id {
+        short
+    } else {
+        format!("{hostname} ({short})")
+    }
+}
+
+fn describe(d: &Decision) -> String {
+    match d {
+        Decision::Nothing => "nothing to do".to_string(),
+        Decision::Wait { reason } => format!("waiting: {reason}"),
+        Decision::Promote { reason, .. } | Decision::Demote { reason, .. } => reason.clone(),
+    }
+}
