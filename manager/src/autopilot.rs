@@ -510,6 +510,9 @@ impl<'a> View<'a> {
                 return self.demote(x, reason);
             }
         }
+        if let Some(d) = self.rebalance(&alive, &members, flaps) {
+            return d;
+        }
         if alive.len() < wanted {
             return wait(format!("{wanted} managers wanted, {} healthy, and {}", alive.len(), self.unfit_workers(flaps)));
         }
@@ -522,6 +525,34 @@ impl<'a> View<'a> {
             ));
         }
         Decision::Nothing
+    }
+
+    /// N healthy managers, but crowded on one spread-label value (two more
+    /// there than where an eligible worker is): promote that worker; the
+    /// surplus rule then demotes one from the crowded value. So the managers
+    /// spread over the sites even when no manager fails.
+    fn rebalance(&self, alive: &[&'a NodeFacts], members: &[&NodeFacts], flaps: &Flaps) -> Option<Decision> {
+        let key = self.settings.label_key()?;
+        if alive.len() != self.settings.managers as usize || !members.iter().all(|n| self.reachable(n)) {
+            return None;
+        }
+        let c = self.candidate(alive, flaps)?;
+        let counts = self.per_value(alive);
+        let (crowded, most) = counts.iter().max_by_key(|(v, n)| (**n, std::cmp::Reverse((*v).clone())))?;
+        let here = counts.get(&self.value(c)).copied().unwrap_or(0);
+        if here + 1 >= *most {
+            return None;
+        }
+        let crowded = crowded.as_deref().map_or(format!("nodes without a {key} label"), |v| format!("{key}={v}"));
+        Some(Decision::Promote {
+            node: c.id.clone(),
+            reason: format!(
+                "spreading the managers over {key}: {crowded} has {most} of {}; promoting {}{}, then demoting one of {crowded}",
+                alive.len(),
+                c.name(),
+                self.spread_note(c, alive)
+            ),
+        })
     }
 
     /// The eligible worker whose spread-label value has the fewest managers,
@@ -861,6 +892,30 @@ mod tests {
         }
         let healthy: Vec<&str> = nodes.iter().filter(|n| n.role == NodeRole::Manager).map(|n| n.id.as_str()).collect();
         assert_eq!(healthy, ["m1", "w3", "w4"]);
+    }
+
+    #[test]
+    fn healthy_managers_crowded_on_one_site_are_spread_without_a_failure() {
+        let site = |n: NodeFacts, s: &str| NodeFacts { labels: [("site".to_string(), s.to_string())].into(), ..n };
+        let mut nodes = vec![site(mgr("m1"), "a"), site(mgr("m2"), "a"), site(mgr("m3"), "a"), site(wkr("w1"), "b"), site(wkr("w2"), "b")];
+        let s = Settings { spread_label: Some("site".into()), ..Settings::new(3) };
+        let flaps = Flaps::new(s.flaps_per_hour_max);
+        let d = plan(&s, "m1", &nodes, &flaps, NOW);
+        assert_eq!(
+            d,
+            Decision::Promote {
+                node: "w1".into(),
+                reason: "spreading the managers over site: site=a has 3 of 3; promoting w1-host (w1) (site=b has 0 of the managers), then demoting one of site=a".into()
+            }
+        );
+        apply(&mut nodes, &d);
+        let d = plan(&s, "m1", &nodes, &flaps, NOW);
+        assert!(matches!(&d, Decision::Demote { node, .. } if node == "m3"), "the crowded site's highest id, never the leader: {d:?}");
+        apply(&mut nodes, &d);
+        assert_eq!(plan(&s, "m1", &nodes, &flaps, NOW), Decision::Nothing, "2 and 1: as spread as three can be over two sites");
+        // Without a spread label, healthy managers stay where they are.
+        let crowded = vec![mgr("m1"), mgr("m2"), mgr("m3"), wkr("w1")];
+        assert_eq!(plan(&Settings::new(3), "m1", &crowded, &flaps, NOW), Decision::Nothing);
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub(crate) struct Shell {
     watch: Watch,
     /// Whether this node led at the last pass (a new leadership restarts the clocks).
     led: bool,
-    /// The last decision logged, so each is logged once.
+    /// The last decision logged, so each is logged once (see [`log_key`]).
     logged: Option<Decision>,
     /// The leader's latest status (None: off, or not the leader).
     pub(crate) status: Option<AutopilotStatus>,
@@ -75,7 +75,7 @@ impl Daemon {
             state: describe(&decision),
             eligibility,
         });
-        if self.swarm.autopilot.logged.as_ref() != Some(&decision) {
+        if self.swarm.autopilot.logged.as_ref().map(log_key) != Some(log_key(&decision)) {
             match &decision {
                 Decision::Nothing => crate::log!("INFO", "autopilot: {} managers wanted and healthy", settings.managers),
                 Decision::Wait { reason } => crate::log!("INFO", "autopilot: waiting: {reason}"),
@@ -116,7 +116,7 @@ impl Daemon {
             }
             Ok(_) => {}
             Err(e) => {
-                if self.swarm.autopilot.logged.as_ref() != Some(&decision) {
+                if self.swarm.autopilot.logged.as_ref().map(log_key) != Some(log_key(&decision)) {
                     crate::log!("WARN", "autopilot: cannot carry out '{reason}': {e}");
                 }
             }
@@ -181,5 +181,30 @@ fn describe(d: &Decision) -> String {
         Decision::Nothing => "nothing to do".to_string(),
         Decision::Wait { reason } => format!("waiting: {reason}"),
         Decision::Promote { reason, .. } | Decision::Demote { reason, .. } => reason.clone(),
+    }
+}
+
+/// A decision as far as logging goes: its reason without figures, so a wait
+/// whose only change is a growing "unreachable for 3s" is logged once.
+fn log_key(d: &Decision) -> String {
+    let text = match d {
+        Decision::Nothing => String::new(),
+        Decision::Wait { reason } => format!("wait {reason}"),
+        Decision::Promote { node, reason } => format!("promote {node} {reason}"),
+        Decision::Demote { node, reason } => format!("demote {node} {reason}"),
+    };
+    text.chars().filter(|c| !c.is_ascii_digit()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_whose_figures_grow_is_logged_once() {
+        let w = |r: &str| Decision::Wait { reason: r.to_string() };
+        assert_eq!(log_key(&w("m1 has been unreachable for 3s")), log_key(&w("m1 has been unreachable for 14s")));
+        assert_ne!(log_key(&w("m1 has been unreachable for 3s")), log_key(&w("m2 has been unreachable for 3s")));
+        assert_ne!(log_key(&Decision::Nothing), log_key(&w("")));
     }
 }

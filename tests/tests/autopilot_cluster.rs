@@ -1,0 +1,217 @@
+//! The autopilot (issue #20) with real processes in network namespaces and
+//! real containerd: `swarm update --managers 3` keeps three healthy
+//! managers through two manager deaths in turn (a follower's, then the
+//! leader's): each time a worker is promoted and the dead manager demoted
+//! within `--manager-lost-after` plus a few seconds, writes keep committing
+//! (no quorum loss), the service keeps its tasks, and a dead manager that
+//! comes back rejoins as a worker. With `--manager-spread-label site` the
+//! managers spread over both sites without a failure, and a worker that
+//! flapped (partitioned on and off) is never the one promoted.
+
+use serde_json::Value;
+use shoal_tests::cluster::Cluster;
+use shoal_tests::{wait_for, wait_for_seen};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(60);
+/// `--manager-lost-after` in these tests.
+const LOST_AFTER_S: u64 = 4;
+/// The most a manager's replacement may take past `LOST_AFTER_S` (an
+/// election, a promotion, a learner's catch-up, a demotion, with room).
+const REPLACE_SLACK_S: u64 = 25;
+/// The longest writes may fail in a row (a leader's death: an election).
+const WRITE_GAP_MS_MAX: u128 = 10_000;
+
+/// `node ls --format json` rows as node `from` sees them.
+fn rows(c: &Cluster, from: usize) -> Vec<Value> {
+    let r = c.nodes[from].shoal(&["node", "ls", "--format", "json"]);
+    r.stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// Indexes of the nodes `from` lists as Leader or Reachable managers, and of those listed as managers at all.
+fn managers(c: &Cluster, from: usize) -> (Vec<usize>, Vec<usize>) {
+    let rows = rows(c, from);
+    let index = |row: &Value| {
+        let id = row["ID"].as_str().unwrap_or_default();
+        (0..c.nodes.len()).find(|&k| c.node_id(k).as_deref() == Some(id))
+    };
+    let status = |row: &Value| row["ManagerStatus"].as_str().unwrap_or_default().to_string();
+    let mut healthy: Vec<usize> = rows.iter().filter(|r| matches!(status(r).as_str(), "Leader" | "Reachable")).filter_map(index).collect();
+    let mut all: Vec<usize> = rows.iter().filter(|r| !status(r).is_empty()).filter_map(index).collect();
+    healthy.sort();
+    all.sort();
+    (healthy, all)
+}
+
+/// Running tasks of `service` as (task id, node id), as node `from` sees them.
+fn running(c: &Cluster, from: usize, service: &str) -> Vec<(String, String)> {
+    let r = c.nodes[from].shoal(&["service", "ps", "--no-trunc", "--format", "json", service]);
+    let mut v: Vec<(String, String)> = r
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|t| t["CurrentState"].as_str().is_some_and(|s| s.starts_with("Running")))
+        .map(|t| (t["ID"].as_str().unwrap_or_default().to_string(), t["Node"].as_str().unwrap_or_default().to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Kills manager `dead` and waits, writing through `via` all along, until
+/// `via` lists three healthy managers, `dead` is no longer one, and the
+/// leader's autopilot has nothing left to do (the dead one is out of raft). Returns
+/// the seconds it took, the writes that committed and the longest run of
+/// failed writes (ms).
+fn replace(c: &mut Cluster, dead: usize, via: usize) -> (f64, u32, u128) {
+    c.nodes[dead].kill();
+    let start = Instant::now();
+    let (mut writes, mut failing_since, mut gap_ms) = (0u32, None::<Instant>, 0u128);
+    let deadline = Duration::from_secs(LOST_AFTER_S + REPLACE_SLACK_S);
+    loop {
+        let w = c.nodes[via].shoal(&["node", "update", "--label-add", &format!("tick={writes}"), "self"]);
+        if w.code == 0 {
+            writes += 1;
+            if let Some(t) = failing_since.take() {
+                gap_ms = gap_ms.max(t.elapsed().as_millis());
+            }
+        } else {
+            failing_since.get_or_insert_with(Instant::now);
+        }
+        let (healthy, all) = managers(c, via);
+        // Settled means raft too: the dead one is out of the voters (until then a second death
+        // in the 4-voter group would take the quorum), as the leader's autopilot says.
+        let ls = c.nodes[via].shoal(&["node", "ls"]).stdout;
+        let settled = ls.ends_with("Autopilot: 3 managers wanted, 3 healthy: nothing to do\n");
+        if healthy.len() == 3 && all.len() == 3 && !all.contains(&dead) && settled {
+            break;
+        }
+        assert!(start.elapsed() < deadline, "not replaced within {deadline:?}: healthy {healthy:?}, managers {all:?}: {ls}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    if let Some(t) = failing_since {
+        gap_ms = gap_ms.max(t.elapsed().as_millis());
+    }
+    (start.elapsed().as_secs_f64(), writes, gap_ms)
+}
+
+#[test]
+fn three_managers_are_kept_through_two_deaths_and_a_dead_one_returns_as_a_worker() {
+    let Some(mut c) = Cluster::new(6) else { return };
+    c.init(3, 3);
+    let leader = c.wait_for_leader(WAIT);
+    assert_eq!(leader, 0, "node 0 ran swarm init and leads");
+    c.nodes[0].shoal(&["swarm", "update", "--managers", "3", "--manager-lost-after", &format!("{LOST_AFTER_S}s")]).ok();
+    let info = wait_for_seen("the leader's info to show the autopilot settled", WAIT, || {
+        let info = c.nodes[0].shoal(&["info"]).ok().stdout;
+        info.contains("  State: nothing to do\n").then_some(info.clone()).ok_or(info)
+    });
+    assert!(info.contains(" Autopilot:\n  Managers Wanted: 3\n  Manager Lost After: 4s\n  Healthy Managers: 3 ("), "{info}");
+    let ls = c.nodes[0].shoal(&["node", "ls"]).ok().stdout;
+    assert!(ls.ends_with("\nAutopilot: 3 managers wanted, 3 healthy: nothing to do\n"), "{ls}");
+    c.nodes[0]
+        .shoal(&[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "web",
+            "--replicas",
+            "3",
+            "--stop-grace-period",
+            "1s",
+            "shoal.test/busybox:latest",
+            "sleep",
+            "1000",
+        ])
+        .ok();
+    let before = wait_for("web to run 3 tasks", WAIT, || Some(running(&c, 0, "web")).filter(|r| r.len() == 3));
+    // Tasks on the managers about to die (hostnames are all alike here: containerd tells).
+    let on_dead: Vec<String> = [0, 1].iter().flat_map(|i| c.nodes[*i].running_ids()).collect();
+
+    // A follower dies for good: a worker takes its place.
+    let (took, writes, gap) = replace(&mut c, 1, 2);
+    println!("autopilot: follower death to 3 healthy managers in {took:.1} s (lost-after {LOST_AFTER_S} s), {writes} writes committed meanwhile, longest write gap {gap} ms");
+    assert!(took >= LOST_AFTER_S as f64, "replaced before --manager-lost-after ({took:.1} s)");
+    assert!(gap < WRITE_GAP_MS_MAX, "writes failed for {gap} ms in a row");
+    let log = c.nodes[0].log();
+    assert!(log.contains("autopilot: promote ") && log.contains(" to replace "), "{log}");
+    assert!(log.contains("autopilot: demote ") && log.contains("has been unreachable for"), "{log}");
+
+    // Then the leader dies: the survivors elect one, which replaces it too; quorum never goes.
+    let (took, writes, gap) = replace(&mut c, 0, 2);
+    println!("autopilot: leader death to 3 healthy managers in {took:.1} s (lost-after {LOST_AFTER_S} s), {writes} writes committed meanwhile, longest write gap {gap} ms");
+    assert!(gap < WRITE_GAP_MS_MAX, "writes failed for {gap} ms in a row");
+    let (healthy, _) = managers(&c, 2);
+    assert!(healthy.iter().filter(|i| **i >= 3).count() == 2, "two workers were promoted: {healthy:?}");
+
+    // The service kept its tasks on the nodes that lived, and is whole again.
+    let after = wait_for("web to run 3 tasks again", WAIT, || Some(running(&c, 2, "web")).filter(|r| r.len() == 3));
+    for (task, _) in before.iter().filter(|(t, _)| !on_dead.iter().any(|d| d.contains(t.as_str()) || t.contains(d.as_str()))) {
+        assert!(
+            after.iter().any(|(t, _)| t == task),
+            "task {task} was replaced: before {before:?}, after {after:?}, on the dead {on_dead:?}"
+        );
+    }
+
+    // The first dead manager comes back: it is a worker now.
+    c.nodes[1].start();
+    wait_for_seen("node 1 to rejoin as a worker", WAIT, || {
+        let info = c.nodes[1].shoal(&["info"]).stdout;
+        info.contains(" Is Manager: false\n").then_some(()).ok_or(info)
+    });
+    let (_, all) = managers(&c, 2);
+    assert!(!all.contains(&1) && all.len() == 3, "{all:?}");
+    wait_for_seen("node 1 to be Ready", WAIT, || {
+        let id = c.node_id(1).unwrap_or_default();
+        let row = rows(&c, 2).into_iter().find(|r| r["ID"].as_str() == Some(id.as_str()));
+        let status = row.as_ref().map(|r| r["Status"].as_str().unwrap_or_default().to_string()).unwrap_or_default();
+        (status == "Ready").then_some(()).ok_or(status)
+    });
+}
+
+#[test]
+fn managers_spread_over_two_sites_and_a_flapping_worker_is_passed_over() {
+    let Some(mut c) = Cluster::new(5) else { return };
+    c.form(3, 2);
+    c.wait_for_leader(WAIT);
+    for (i, site) in [(0, "a"), (1, "a"), (2, "a"), (3, "b"), (4, "b")] {
+        let id = c.node_id(i).expect("node id");
+        c.nodes[0].shoal(&["node", "update", "--label-add", &format!("site={site}"), &id]).ok();
+    }
+    c.nodes[0].shoal(&["swarm", "update", "--managers", "3", "--manager-lost-after", &format!("{LOST_AFTER_S}s")]).ok();
+    // Node 3 flaps: cut off and back four times (its link dies after 3 s of silence each time).
+    for _ in 0..4 {
+        c.nodes[3].partition();
+        let id = c.node_id(3).expect("node id");
+        wait_for_seen("node 3's link to drop", WAIT, || {
+            let info = c.nodes[0].shoal(&["node", "inspect", "--pretty", &id]).stdout;
+            (!info.contains("State:\t\t\tReady")).then_some(()).ok_or(info)
+        });
+        c.nodes[3].heal();
+        wait_for_seen("node 3 to be Ready again", WAIT, || {
+            let info = c.nodes[0].shoal(&["node", "inspect", "--pretty", &id]).stdout;
+            info.contains("State:\t\t\tReady").then_some(()).ok_or(info)
+        });
+    }
+    let id3 = c.node_id(3).expect("node id");
+    let pretty = c.nodes[0].shoal(&["node", "inspect", "--pretty", &id3]).ok().stdout;
+    assert!(
+        pretty.contains("Manager Eligibility:\tnot eligible: ") && pretty.contains("is flapping: unreachable 4 times in the last hour"),
+        "{pretty}"
+    );
+    let json: Value = serde_json::from_str(&c.nodes[0].shoal(&["node", "inspect", &id3]).ok().stdout).expect("inspect json");
+    assert_eq!(json[0]["Autopilot"]["Eligible"], Value::Bool(false), "{json}");
+
+    // Spread over the sites: the healthy site-b worker is promoted, a site-a manager demoted.
+    c.nodes[0].shoal(&["swarm", "update", "--manager-spread-label", "site"]).ok();
+    wait_for_seen("managers on both sites", WAIT, || {
+        let (healthy, all) = managers(&c, 0);
+        (healthy == vec![0, 1, 4] || healthy == vec![0, 2, 4]).then_some(()).ok_or(format!("healthy {healthy:?}, managers {all:?}"))
+    });
+    let (_, all) = managers(&c, 0);
+    assert!(!all.contains(&3), "the flapping worker was promoted: {all:?}");
+    let log = c.nodes[0].log();
+    assert!(log.contains("spreading the managers over site: site=a has 3 of 3"), "{log}");
+    let info = c.nodes[0].shoal(&["info"]).ok().stdout;
+    assert!(info.contains("  Spread Label: site\n"), "{info}");
+}
