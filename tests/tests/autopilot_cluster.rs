@@ -63,6 +63,11 @@ fn running(c: &Cluster, from: usize, service: &str) -> Vec<(String, String)> {
 /// the seconds it took, the writes that committed and the longest run of
 /// failed writes (ms).
 fn replace(c: &mut Cluster, dead: usize, via: usize) -> (f64, u32, u128) {
+    replace_n(c, dead, via, 3)
+}
+
+/// [`replace`] for a swarm that keeps `n` managers.
+fn replace_n(c: &mut Cluster, dead: usize, via: usize, n: usize) -> (f64, u32, u128) {
     c.nodes[dead].kill();
     let start = Instant::now();
     let (mut writes, mut failing_since, mut gap_ms) = (0u32, None::<Instant>, 0u128);
@@ -81,8 +86,8 @@ fn replace(c: &mut Cluster, dead: usize, via: usize) -> (f64, u32, u128) {
         // Settled means raft too: the dead one is out of the voters (until then a second death
         // in the 4-voter group would take the quorum), as the leader's autopilot says.
         let ls = c.nodes[via].shoal(&["node", "ls"]).stdout;
-        let settled = ls.ends_with("Autopilot: 3 managers wanted, 3 healthy: nothing to do\n");
-        if healthy.len() == 3 && all.len() == 3 && !all.contains(&dead) && settled {
+        let settled = ls.ends_with(&format!("Autopilot: {n} managers wanted, {n} healthy: nothing to do\n"));
+        if healthy.len() == n && all.len() == n && !all.contains(&dead) && settled {
             break;
         }
         assert!(start.elapsed() < deadline, "not replaced within {deadline:?}: healthy {healthy:?}, managers {all:?}: {ls}");
@@ -214,4 +219,61 @@ fn managers_spread_over_two_sites_and_a_flapping_worker_is_passed_over() {
     assert!(log.contains("spreading the managers over site: site=a has 3 of 3"), "{log}");
     let info = c.nodes[0].shoal(&["info"]).ok().stdout;
     assert!(info.contains("  Spread Label: site\n"), "{info}");
+}
+
+/// Writes (`node update --label-add`) as fast as one client can, through the
+/// daemon at `socket`, until `stop`: (committed, failed).
+fn writer(socket: std::path::PathBuf, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<(u32, u32)> {
+    std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0u32, 0u32);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let r = shoal_tests::shoal_stdin_at(&socket, &["node", "update", "--label-add", &format!("w={ok}"), "self"], "");
+            if r.code == 0 {
+                ok += 1;
+            } else {
+                failed += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        (ok, failed)
+    })
+}
+
+/// The benchmark (`targets/autopilot-bench.sh`, not in CI): for 3 and 5
+/// managers (`SHOAL_AUTOPILOT_MANAGERS`), a follower's and then the leader's
+/// death: seconds to N healthy managers, and the writes one client commits
+/// per second meanwhile against the same client with nothing failing.
+#[test]
+#[ignore = "a benchmark: targets/autopilot-bench.sh"]
+fn bench_manager_replacement() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let n: usize = std::env::var("SHOAL_AUTOPILOT_MANAGERS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let Some(mut c) = Cluster::new(n + 3) else { return };
+    c.form(n, 3);
+    assert_eq!(c.wait_for_leader(WAIT), 0);
+    c.nodes[0].shoal(&["swarm", "update", "--managers", &n.to_string(), "--manager-lost-after", &format!("{LOST_AFTER_S}s")]).ok();
+    wait_for_seen("the autopilot to settle", WAIT, || {
+        let ls = c.nodes[0].shoal(&["node", "ls"]).stdout;
+        ls.ends_with(&format!("{n} healthy: nothing to do\n")).then_some(()).ok_or(ls)
+    });
+    // Writes go through the last manager, which never dies.
+    let via = n - 1;
+    let stop = Arc::new(AtomicBool::new(false));
+    let quiet = writer(c.nodes[via].socket(), stop.clone());
+    std::thread::sleep(Duration::from_secs(5));
+    stop.store(true, Ordering::Relaxed);
+    let (base, _) = quiet.join().expect("writer");
+    println!("autopilot bench: {n} managers, nothing failing: {:.1} writes/s (one client)", f64::from(base) / 5.0);
+    for (what, dead) in [("follower", 1), ("leader", 0)] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let w = writer(c.nodes[via].socket(), stop.clone());
+        let (took, _, gap) = replace_n(&mut c, dead, via, n);
+        stop.store(true, Ordering::Relaxed);
+        let (ok, failed) = w.join().expect("writer");
+        println!(
+            "autopilot bench: {n} managers, {what} death to {n} healthy managers in {took:.1} s (lost-after {LOST_AFTER_S} s), {:.1} writes/s meanwhile ({ok} committed, {failed} failed, longest gap {gap} ms)",
+            f64::from(ok) / took
+        );
+    }
 }

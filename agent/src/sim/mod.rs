@@ -16,6 +16,7 @@
 //!
 //! Compiled only with the `sim` feature; the shipped binary has none of it.
 
+mod bench;
 mod check;
 mod client;
 mod net;
@@ -172,7 +173,7 @@ fn rng_seed(seed: u64) -> u64 {
 }
 
 /// `swarm_sim [--seeds N] [--first-seed S] [--skip S,S..] | --seed S [--trace]
-/// | --list S,S.. [--bug NAME]`: runs
+/// | --list S,S.. [--bug NAME] | --autopilot-bench N [--first-seed S]`: runs
 /// seeds and prints `seeds: N, violations: V` last; the exit status is 1
 /// when a seed found a violation (2 on bad arguments).
 pub fn main() -> i32 {
@@ -183,6 +184,7 @@ pub fn main() -> i32 {
     let mut skip: Vec<u64> = Vec::new();
     let mut list: Option<Vec<u64>> = None;
     let mut bugs: Vec<Bug> = Vec::new();
+    let mut bench_seeds: Option<u64> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| -> Result<u64, String> {
@@ -213,6 +215,10 @@ pub fn main() -> i32 {
                 };
                 bug.map(|b| bugs.push(b))
             }
+            // The autopilot's benchmark (`bench`): N seeds each for 3 and 5 managers.
+            "--autopilot-bench" => value("--autopilot-bench").map(|v| {
+                bench_seeds = Some(v);
+            }),
             // Seeds with a known, filed violation (`targets/swarm-sim-known.txt`): not run.
             "--skip" => seed_list("--skip", it.next()).map(|v| skip = v),
             // Exactly these seeds (`targets/swarm-sim-regressions.txt`: seeds that once failed).
@@ -225,6 +231,9 @@ pub fn main() -> i32 {
         }
     }
     shoal_manager::sim_bugs::set(&bugs);
+    if let Some(n) = bench_seeds {
+        return bench::autopilot_bench(n, first);
+    }
     let started = std::time::Instant::now();
     let mut bad = 0u64;
     let mut sim_ops = 0u64;
