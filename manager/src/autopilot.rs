@@ -279,8 +279,11 @@ impl Watch {
 
     /// Which nodes (every node in the state, by id) are reachable at `now_ms`.
     /// Nodes no longer given are forgotten (their records were removed).
-    pub fn observe<'a>(&mut self, nodes: impl IntoIterator<Item = (&'a str, bool)>, now_ms: u64) {
+    /// Returns the nodes that just became unreachable, each with its episodes
+    /// in the last hour (for the shell to say when one starts flapping).
+    pub fn observe<'a>(&mut self, nodes: impl IntoIterator<Item = (&'a str, bool)>, now_ms: u64) -> Vec<(String, u32)> {
         let mut present = std::collections::BTreeSet::new();
+        let mut episodes = Vec::new();
         for (id, reachable) in nodes {
             present.insert(id.to_string());
             if reachable {
@@ -290,6 +293,7 @@ impl Watch {
                 self.since.insert(id.to_string(), now_ms);
                 if self.seen.contains(id) {
                     self.flaps.record_unreachable(id, now_ms);
+                    episodes.push((id.to_string(), self.flaps.count_last_hour(id, now_ms)));
                 }
             }
         }
@@ -299,6 +303,7 @@ impl Watch {
         for id in gone {
             self.flaps.forget(&id);
         }
+        episodes
     }
 
     /// Since when `node` has been unreachable (`None`: reachable at the last observation).
@@ -323,6 +328,84 @@ impl Watch {
             self.flaps = next;
         }
     }
+}
+
+/// An fsync slower than this at the median makes the leader hand over.
+pub const SYNC_SLOW_MS: u64 = 500;
+/// Durable writes [`SyncLatency`] keeps (and needs at least half of before it judges).
+pub const SYNC_SAMPLES_MAX: usize = 32;
+/// After handing leadership over, a manager does not do it again for this long.
+pub const HANDOVER_HOLD_MS: u64 = 10 * 60_000;
+
+/// The latest durable-write (fsync) latencies of this manager's raft log,
+/// in ms, bounded to [`SYNC_SAMPLES_MAX`]. Recorded by the store's shell.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncLatency {
+    samples_ms: VecDeque<u64>,
+}
+
+impl SyncLatency {
+    pub fn record(&mut self, ms: u64) {
+        self.samples_ms.push_back(ms);
+        while self.samples_ms.len() > SYNC_SAMPLES_MAX {
+            self.samples_ms.pop_front();
+        }
+    }
+
+    /// The median, once at least half of [`SYNC_SAMPLES_MAX`] writes were timed.
+    pub fn p50_ms(&self) -> Option<u64> {
+        if self.samples_ms.len() < SYNC_SAMPLES_MAX / 2 {
+            return None;
+        }
+        let mut v: Vec<u64> = self.samples_ms.iter().copied().collect();
+        v.sort_unstable();
+        Some(v[v.len() / 2])
+    }
+}
+
+/// What the leader knows of itself for [`handover`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderFacts {
+    /// Its log's fsync median ([`SyncLatency::p50_ms`]).
+    pub sync_p50_ms: Option<u64>,
+    /// The other voters, and how many of them flapped (more than
+    /// `flaps_per_hour_max` unreachable episodes in the last hour) as this
+    /// leader saw them: when most did, the fault is likely this leader's links.
+    pub other_voters: usize,
+    pub flapping_voters: usize,
+    /// The reachable manager voter to hand over to (id, name): one that did
+    /// not flap if there is one, else the most caught up.
+    pub successor: Option<(String, String)>,
+    /// When this node last handed leadership over (mono ms).
+    pub last_handover_ms: Option<u64>,
+}
+
+/// Whether the leader should hand leadership over, to whom and why: its disk
+/// is slow (fsync median over [`SYNC_SLOW_MS`]) or its links are flaky (most
+/// other voters flapped as it saw them). Never without a successor, never
+/// twice within [`HANDOVER_HOLD_MS`] (a swarm whose disks are all slow does
+/// not pass leadership around).
+pub fn handover(f: &LeaderFacts, now_ms: u64) -> Option<(String, String)> {
+    let (id, name) = f.successor.clone()?;
+    if f.last_handover_ms.is_some_and(|t| now_ms.saturating_sub(t) < HANDOVER_HOLD_MS) {
+        return None;
+    }
+    if let Some(p50) = f.sync_p50_ms.filter(|ms| *ms > SYNC_SLOW_MS) {
+        return Some((
+            id,
+            format!("this manager's disk is slow (fsync median {p50} ms, over {SYNC_SLOW_MS} ms): handing leadership to {name}"),
+        ));
+    }
+    if f.other_voters >= 2 && f.flapping_voters * 2 > f.other_voters {
+        return Some((
+            id,
+            format!(
+                "this manager's links are flaky ({} of the {} other managers kept dropping out as it saw them, so the fault is likely here): handing leadership to {name}",
+                f.flapping_voters, f.other_voters
+            ),
+        ));
+    }
+    None
 }
 
 /// The one thing the leader does next.
@@ -1172,6 +1255,40 @@ mod tests {
         assert_eq!(w.flaps().count_last_hour("a", 30_000), 2, "keeps what a smaller bound needs");
         w.observe([("c", true)], 31_000);
         assert_eq!(w.flaps().nodes_tracked(), 0);
+    }
+
+    #[test]
+    fn a_slow_or_flaky_leader_hands_over_once_in_a_while_and_only_to_a_successor() {
+        let mut lat = SyncLatency::default();
+        for _ in 0..SYNC_SAMPLES_MAX / 2 - 1 {
+            lat.record(900);
+        }
+        assert_eq!(lat.p50_ms(), None, "too few writes to judge");
+        lat.record(900);
+        assert_eq!(lat.p50_ms(), Some(900));
+        for _ in 0..SYNC_SAMPLES_MAX {
+            lat.record(3);
+        }
+        assert_eq!(lat.p50_ms(), Some(3), "only the latest writes count");
+        let f = LeaderFacts {
+            sync_p50_ms: Some(812),
+            other_voters: 2,
+            flapping_voters: 0,
+            successor: Some(("m2".into(), "m2-host (m2)".into())),
+            last_handover_ms: None,
+        };
+        let (to, why) = handover(&f, NOW).expect("slow disk");
+        assert_eq!(to, "m2");
+        assert_eq!(why, "this manager's disk is slow (fsync median 812 ms, over 500 ms): handing leadership to m2-host (m2)");
+        assert_eq!(handover(&LeaderFacts { last_handover_ms: Some(NOW - MIN), ..f.clone() }, NOW), None, "held");
+        assert!(handover(&LeaderFacts { last_handover_ms: Some(NOW - 11 * MIN), ..f.clone() }, NOW).is_some());
+        assert_eq!(handover(&LeaderFacts { successor: None, ..f.clone() }, NOW), None, "nobody to take it");
+        let fast = LeaderFacts { sync_p50_ms: Some(4), ..f.clone() };
+        assert_eq!(handover(&fast, NOW), None);
+        let (_, why) = handover(&LeaderFacts { flapping_voters: 2, ..fast.clone() }, NOW).expect("flaky links");
+        assert!(why.starts_with("this manager's links are flaky (2 of the 2 other managers"), "{why}");
+        assert_eq!(handover(&LeaderFacts { flapping_voters: 1, ..fast.clone() }, NOW), None, "one flaky peer is its own fault");
+        assert_eq!(handover(&LeaderFacts { flapping_voters: 1, other_voters: 1, ..fast }, NOW), None, "two voters: cannot tell");
     }
 
     /// A swarm of simulated nodes whose raft membership follows roles through

@@ -272,6 +272,13 @@ pub struct Store {
     pub installed_snapshot_index: u64,
     /// Raft's tick length, from the config the core was built with.
     tick_ms: u64,
+    /// The clock durable writes are timed with (none: not timed). The shell
+    /// sets it; the store keeps no clock of its own.
+    pub sync_clock: Option<Arc<dyn shoal_shared::clock::MonoClock>>,
+    /// The latest fsynced writes' latencies (with [`Store::sync_clock`]).
+    pub sync_latency: crate::autopilot::SyncLatency,
+    /// Test knob: added to every fsynced write (a slow disk), in ms.
+    pub test_sync_delay_ms: u64,
     /// The (tuned) config, to rebuild the core on reset/force.
     cfg: raft::Config,
     outbox: Vec<raft::Message>,
@@ -451,6 +458,9 @@ impl Store {
             installed_snapshot_index: 0,
             dropped_messages: 0,
             tick_ms,
+            sync_clock: None,
+            sync_latency: Default::default(),
+            test_sync_delay_ms: 0,
             cfg,
             outbox: Vec::new(),
             watched: BTreeMap::new(),
@@ -690,7 +700,14 @@ impl Store {
                 Some(_) => Some(State::default()),
                 None => None,
             };
+            let started_ms = self.sync_clock.as_ref().filter(|_| rd.must_sync).map(|c| c.now_ms());
+            if rd.must_sync && self.test_sync_delay_ms > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(self.test_sync_delay_ms));
+            }
             self.storage.persist(&rd)?;
+            if let (Some(t0), Some(c)) = (started_ms, &self.sync_clock) {
+                self.sync_latency.record(c.now_ms().saturating_sub(t0));
+            }
             if let (Some(s), Some(state)) = (&rd.snapshot, installed) {
                 self.state = state;
                 self.applied = s.meta.index;

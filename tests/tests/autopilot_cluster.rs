@@ -199,11 +199,13 @@ fn managers_spread_over_two_sites_and_a_flapping_worker_is_passed_over() {
         });
     }
     let id3 = c.node_id(3).expect("node id");
-    let pretty = c.nodes[0].shoal(&["node", "inspect", "--pretty", &id3]).ok().stdout;
-    assert!(
-        pretty.contains("Manager Eligibility:\tnot eligible: ") && pretty.contains("is flapping: unreachable 4 times in the last hour"),
-        "{pretty}"
-    );
+    // Once the leader sees its link back (Ready can come a moment before), the reason is the flapping.
+    wait_for_seen("node 3 to be ineligible as flapping", Duration::from_secs(20), || {
+        let pretty = c.nodes[0].shoal(&["node", "inspect", "--pretty", &id3]).ok().stdout;
+        let flapping =
+            pretty.contains("Manager Eligibility:\tnot eligible: ") && pretty.contains("is flapping: unreachable 4 times in the last hour");
+        flapping.then_some(()).ok_or(pretty)
+    });
     let json: Value = serde_json::from_str(&c.nodes[0].shoal(&["node", "inspect", &id3]).ok().stdout).expect("inspect json");
     assert_eq!(json[0]["Autopilot"]["Eligible"], Value::Bool(false), "{json}");
 
@@ -219,6 +221,86 @@ fn managers_spread_over_two_sites_and_a_flapping_worker_is_passed_over() {
     assert!(log.contains("spreading the managers over site: site=a has 3 of 3"), "{log}");
     let info = c.nodes[0].shoal(&["info"]).ok().stdout;
     assert!(info.contains("  Spread Label: site\n"), "{info}");
+}
+
+#[test]
+fn a_leader_with_a_slow_disk_hands_leadership_over() {
+    let Some(mut c) = Cluster::new(3) else { return };
+    // Node 0 (it runs swarm init and leads) has a disk whose fsyncs take 700 ms.
+    c.nodes[0].start_env(&[("SHOAL_TEST_SYNC_DELAY_MS", "700")]);
+    c.form(3, 0);
+    assert_eq!(c.wait_for_leader(WAIT), 0);
+    c.nodes[0].shoal(&["swarm", "update", "--managers", "3", "--manager-lost-after", &format!("{LOST_AFTER_S}s")]).ok();
+    // Writes give it fsyncs to time; once it has enough, it hands over.
+    let mut n = 0;
+    let leader = wait_for("leadership to leave the slow manager", Duration::from_secs(90), || {
+        n += 1;
+        c.nodes[1].shoal(&["node", "update", "--label-add", &format!("w={n}"), "self"]);
+        c.leader().filter(|l| *l != 0)
+    });
+    let log = c.nodes[0].log();
+    assert!(log.contains("autopilot: this manager's disk is slow (fsync median "), "{log}");
+    // And it stays away (the fast managers have nothing to hand over).
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(c.wait_for_leader(WAIT), leader, "leadership moved again");
+}
+
+#[test]
+fn leadership_leaves_a_flapping_manager_and_stays_away() {
+    let Some(mut c) = Cluster::new(3) else { return };
+    c.form(3, 0);
+    assert_eq!(c.wait_for_leader(WAIT), 0);
+    c.nodes[0].shoal(&["swarm", "update", "--managers", "3", "--manager-lost-after", "60s"]).ok();
+    // Node 0 is cut off and back six times (flapping is more than three in an hour; a cut
+    // a link survives does not count); the first cut takes its leadership (it loses its quorum).
+    for round in 0..6 {
+        c.nodes[0].partition();
+        wait_for("a leader other than node 0", WAIT, || {
+            [1, 2].into_iter().find(|i| c.nodes[*i].shoal(&["node", "ls"]).stdout.contains("Autopilot: 3 managers wanted, "))
+        });
+        // Its links die after 3 s of silence (on both ends): only then is it gone as the others see it.
+        std::thread::sleep(Duration::from_secs(6));
+        c.nodes[0].heal();
+        wait_for_seen(&format!("node 0 back after cut {round}"), WAIT, || {
+            let ls = c.nodes[0].shoal(&["node", "ls", "--format", "json"]);
+            let reachable = ls.stdout.lines().filter(|l| l.contains("\"Reachable\"") || l.contains("\"Leader\"")).count();
+            (reachable == 3).then_some(()).ok_or(ls.stdout)
+        });
+        // That is the leader's view; the other follower redials node 0 after its own backoff
+        // (at most 2 s): a cut before that would merge two episodes into one.
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let leader = c.wait_for_leader(WAIT);
+    assert_ne!(leader, 0, "the flapping manager leads again");
+    // Leaders die (and come back) until node 0 wins an election: it saw both others drop out
+    // again and again, so its links are the flaky ones, and it hands leadership over at once.
+    let mut handed_over = false;
+    for _ in 0..8 {
+        let leader = c.wait_for_leader(WAIT);
+        if leader == 0 {
+            wait_for("node 0 to hand leadership over", Duration::from_secs(20), || c.leader().filter(|l| *l != 0));
+            let log = c.nodes[0].log();
+            assert!(log.contains("autopilot: this manager's links are flaky (2 of the 2 other managers"), "{log}");
+            handed_over = true;
+            break;
+        }
+        c.nodes[leader].kill();
+        wait_for("a new leader", WAIT, || c.leader().filter(|l| *l != leader));
+        if c.leader() == Some(0) {
+            continue;
+        }
+        c.nodes[leader].start();
+        wait_for_seen("all three managers reachable", WAIT, || {
+            let ls = c.nodes[0].shoal(&["node", "ls", "--format", "json"]).stdout;
+            let up = ls.lines().filter(|l| l.contains("\"Reachable\"") || l.contains("\"Leader\"")).count();
+            (up == 3).then_some(()).ok_or(ls)
+        });
+    }
+    println!("autopilot: the flapping manager won an election and handed over: {handed_over}");
+    let leader = c.wait_for_leader(WAIT);
+    assert_ne!(leader, 0, "the flapping manager leads");
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(c.wait_for_leader(WAIT), leader, "leadership moved again");
 }
 
 /// Writes (`node update --label-add`) as fast as one client can, through the

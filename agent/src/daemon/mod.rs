@@ -223,6 +223,24 @@ fn tune_snapshots(c: &mut shoal_manager::raft::Config) {
     }
 }
 
+/// Test knob: ms added to every fsynced raft write of this manager (a slow
+/// disk, for the autopilot's leadership handover), 0 to 10,000.
+pub(crate) const SYNC_DELAY_ENV: &str = "SHOAL_TEST_SYNC_DELAY_MS";
+
+fn sync_delay_from_env() -> u64 {
+    let Ok(v) = std::env::var(SYNC_DELAY_ENV) else { return 0 };
+    match v.trim().parse::<u64>() {
+        Ok(ms) if ms <= 10_000 => {
+            crate::log!("WARN", "{SYNC_DELAY_ENV}: every fsynced raft write takes {ms} ms more (a slow disk, for tests)");
+            ms
+        }
+        _ => {
+            crate::log!("WARN", "{SYNC_DELAY_ENV}={v:?} is not a number of ms from 0 to 10000; ignored");
+            0
+        }
+    }
+}
+
 fn snapshot_interval(v: &str) -> Result<u64, String> {
     v.trim()
         .parse::<u64>()
@@ -407,6 +425,8 @@ impl Daemon {
             sealing,
             resume: resume::Resume::default(),
         };
+        d.store.sync_clock = Some(d.mono.clone());
+        d.store.test_sync_delay_ms = sync_delay_from_env();
         d.refresh_self_node()?;
         d.load_persisted_assignments();
         Ok(d)

@@ -43,6 +43,7 @@ pub(crate) fn boot(p: Parts) -> anyhow::Result<Daemon> {
     let mut d = Daemon::new(p.cfg, p.store, p.node_id, p.keys, p.runtime, p.io, p.rng)?;
     d.clock = p.clock;
     d.mono = p.mono;
+    d.store.sync_clock = Some(d.mono.clone());
     d.start_swarm();
     d.relist();
     Ok(d)

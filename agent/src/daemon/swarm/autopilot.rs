@@ -21,6 +21,10 @@ pub(crate) struct Shell {
     logged: Option<Decision>,
     /// The leader's latest status (None: off, or not the leader).
     pub(crate) status: Option<AutopilotStatus>,
+    /// When this node last handed leadership over (mono ms).
+    last_handover_ms: Option<u64>,
+    /// Nodes said to be flapping, and when (mono ms); bounded by the nodes in the state.
+    told_flapping: BTreeMap<String, u64>,
 }
 
 impl Daemon {
@@ -29,22 +33,44 @@ impl Daemon {
     pub(crate) fn autopilot_pass(&mut self, now_ms: u64) {
         let leads = self.leads_caught_up();
         let state = self.store.state();
-        let settings = Settings::from_state(&state.autopilot);
-        if !leads || settings.is_none() {
-            self.swarm.autopilot.led = leads;
+        let Some(settings) = Settings::from_state(&state.autopilot) else {
+            self.swarm.autopilot.led = false;
+            self.swarm.autopilot.status = None;
+            self.swarm.autopilot.logged = None;
+            return;
+        };
+        // Every manager watches its links (flaps are counted on followers too: a flaky
+        // manager that becomes leader sees most others drop out and hands over), but the
+        // clocks restart when it starts leading.
+        if leads && !self.swarm.autopilot.led {
+            self.swarm.autopilot.watch.lead();
+        }
+        self.swarm.autopilot.led = leads;
+        self.swarm.autopilot.watch.set_flaps_per_hour_max(settings.flaps_per_hour_max);
+        self.swarm.autopilot.told_flapping.retain(|id, _| state.nodes.contains_key(id));
+        let live = self.live_raft_ids();
+        // A follower links to the managers only (workers keep a session with the leader).
+        let reach: Vec<(String, bool)> = state
+            .nodes
+            .values()
+            .filter(|n| leads || n.role == NodeRole::Manager)
+            .map(|n| (n.id.clone(), live.contains(&raft_id(&n.id))))
+            .collect();
+        let episodes = self.swarm.autopilot.watch.observe(reach.iter().map(|(id, r)| (id.as_str(), *r)), now_ms);
+        for (id, count) in episodes {
+            // Said once an hour per node (the count saturates at the bound + 1).
+            let told = self.swarm.autopilot.told_flapping.get(&id).is_some_and(|t| now_ms.saturating_sub(*t) < autopilot::FLAP_WINDOW_MS);
+            if count > settings.flaps_per_hour_max && !told {
+                self.swarm.autopilot.told_flapping.insert(id.clone(), now_ms);
+                let name = self.node_name(&id);
+                crate::log!("WARN", "autopilot: {name} is flapping: unreachable from here {count} times in the last hour");
+            }
+        }
+        if !leads {
             self.swarm.autopilot.status = None;
             self.swarm.autopilot.logged = None;
             return;
         }
-        let Some(settings) = settings else { return };
-        if !self.swarm.autopilot.led {
-            self.swarm.autopilot.watch.lead();
-            self.swarm.autopilot.led = true;
-        }
-        self.swarm.autopilot.watch.set_flaps_per_hour_max(settings.flaps_per_hour_max);
-        let live = self.live_raft_ids();
-        let reach: Vec<(String, bool)> = state.nodes.keys().map(|id| (id.clone(), live.contains(&raft_id(id)))).collect();
-        self.swarm.autopilot.watch.observe(reach.iter().map(|(id, r)| (id.as_str(), *r)), now_ms);
         let status = self.store.raft_status();
         let raft_of = |id: &str| {
             let rid = raft_id(id);
@@ -75,6 +101,9 @@ impl Daemon {
             state: describe(&decision),
             eligibility,
         });
+        if self.swarm.pending.settled() && self.hand_over_if_unfit(&settings, &facts, &live, now_ms) {
+            return;
+        }
         if self.swarm.autopilot.logged.as_ref().map(log_key) != Some(log_key(&decision)) {
             match &decision {
                 Decision::Nothing => crate::log!("INFO", "autopilot: {} managers wanted and healthy", settings.managers),
@@ -122,6 +151,37 @@ impl Daemon {
             }
         }
         self.swarm.autopilot.logged = Some(decision);
+    }
+
+    /// Leader: hands leadership to a fit manager when this one's disk is slow
+    /// or its links flaky ([`autopilot::handover`]); true when it did.
+    fn hand_over_if_unfit(&mut self, settings: &Settings, facts: &[NodeFacts], live: &BTreeSet<u64>, now_ms: u64) -> bool {
+        let status = self.store.raft_status();
+        let flaps = self.swarm.autopilot.watch.flaps();
+        let flapping = |id: &str| flaps.count_last_hour(id, now_ms) > settings.flaps_per_hour_max;
+        let others: Vec<&NodeFacts> = facts.iter().filter(|f| f.raft == Raft::Voter && f.id != self.node_id).collect();
+        let matched = |id: &str| status.progress.iter().find(|p| p.id == raft_id(id)).map_or(0, |p| p.match_index);
+        // Reachable now; one that did not flap first (when this leader's own links are the
+        // flaky ones, every other manager flapped as it saw them).
+        let successor = others
+            .iter()
+            .filter(|f| f.role == NodeRole::Manager && live.contains(&raft_id(&f.id)))
+            .max_by_key(|f| (!flapping(&f.id), matched(&f.id), std::cmp::Reverse(f.id.clone())))
+            .map(|f| (f.id.clone(), name_of(&f.hostname, &f.id)));
+        let leader = autopilot::LeaderFacts {
+            sync_p50_ms: self.store.sync_latency.p50_ms(),
+            other_voters: others.len(),
+            flapping_voters: others.iter().filter(|f| flapping(&f.id)).count(),
+            successor,
+            last_handover_ms: self.swarm.autopilot.last_handover_ms,
+        };
+        let Some((to, reason)) = autopilot::handover(&leader, now_ms) else { return false };
+        crate::log!("INFO", "autopilot: {reason}");
+        self.swarm.autopilot.last_handover_ms = Some(now_ms);
+        if let Err(e) = self.store.transfer_leader(raft_id(&to)) {
+            crate::log!("WARN", "autopilot: cannot hand leadership over: {e}");
+        }
+        true
     }
 
     /// The autopilot's status for `info` and `node ls`: the leader's own, or,
