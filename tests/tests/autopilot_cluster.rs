@@ -224,6 +224,39 @@ fn managers_spread_over_two_sites_and_a_flapping_worker_is_passed_over() {
 }
 
 #[test]
+fn with_quorum_lost_nothing_is_done_and_every_answer_names_the_survivors() {
+    let Some(mut c) = Cluster::new(4) else { return };
+    c.form(3, 1);
+    assert_eq!(c.wait_for_leader(WAIT), 0);
+    c.nodes[0].shoal(&["swarm", "update", "--managers", "3", "--manager-lost-after", &format!("{LOST_AFTER_S}s")]).ok();
+    c.nodes[1].kill();
+    c.nodes[2].kill();
+    // Well past --manager-lost-after: a worker could replace them, but without a quorum nothing may change.
+    std::thread::sleep(Duration::from_secs(LOST_AFTER_S + 6));
+    let me = format!("({})", &c.node_id(0).expect("node id")[..12]);
+    let ls = c.nodes[0].shoal(&["node", "ls"]).ok().stdout;
+    let last = ls.lines().last().unwrap_or_default();
+    assert!(last.starts_with("Autopilot: 3 managers wanted: no leader: 1 of 3 managers reachable from here (surviving: "), "{ls}");
+    assert!(last.contains(&me) && last.contains("the autopilot changes nothing without a quorum"), "{ls}");
+    let info = c.nodes[0].shoal(&["info"]).ok().stdout;
+    assert!(info.contains("  State: no leader: 1 of 3 managers reachable from here"), "{info}");
+    let w = c.nodes[0].shoal(&["node", "update", "--label-add", "x=1", "self"]);
+    assert_ne!(w.code, 0);
+    assert!(
+        w.stderr.contains("the swarm does not have a leader: 1 of 3 managers reachable (")
+            && w.stderr.contains(&me)
+            && w.stderr
+                .contains("the autopilot changes nothing without a quorum; restore quorum or run `shoal swarm init --force-new-cluster`"),
+        "{}",
+        w.stderr
+    );
+    // The worker was not promoted: node 0's replica still has the three managers and the worker.
+    let (_, all) = managers(&c, 0);
+    assert_eq!(all, vec![0, 1, 2], "{ls}");
+    assert!(!c.nodes[0].log().contains("autopilot: promote"), "{}", c.nodes[0].log());
+}
+
+#[test]
 fn a_leader_with_a_slow_disk_hands_leadership_over() {
     let Some(mut c) = Cluster::new(3) else { return };
     // Node 0 (it runs swarm init and leads) has a disk whose fsyncs take 700 ms.
