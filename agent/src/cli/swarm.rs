@@ -20,6 +20,33 @@ const REPLY_MS_BACKUP: u64 = 300_000;
 /// Swarm's port, added to a `swarm join` address given without one.
 const SWARM_PORT_DEFAULT: u16 = 2377;
 
+/// The autopilot's flags of `swarm init` and `swarm update`.
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct AutopilotArgs {
+    /// Keep this many healthy managers (odd, at most 7; 0 = off, the
+    /// default): the leader promotes an eligible worker in place of a
+    /// manager unreachable for --manager-lost-after, then demotes that one.
+    #[arg(long, value_name = "N")]
+    managers: Option<u8>,
+    /// How long a manager is unreachable before the autopilot replaces it (default 5m).
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration_ns)]
+    manager_lost_after: Option<u64>,
+    /// A node label (e.g. site or rack) whose values the managers are spread
+    /// over, so one site's outage cannot take the majority ("" drops it).
+    #[arg(long, value_name = "LABEL")]
+    manager_spread_label: Option<String>,
+}
+
+impl AutopilotArgs {
+    fn update(self) -> AutopilotUpdate {
+        AutopilotUpdate {
+            managers: self.managers,
+            manager_lost_after_ms: self.manager_lost_after.map(ns_to_ms),
+            spread_label: self.manager_spread_label,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub(crate) enum SwarmCmd {
     /// Initialize a swarm with this node as its manager.
@@ -50,18 +77,8 @@ pub(crate) enum SwarmCmd {
         /// raft elections after 5-10 s), for every node of the swarm.
         #[arg(long, value_name = "PROFILE", value_parser = shoal_shared::types::LinkProfile::parse)]
         link_profile: Option<shoal_shared::types::LinkProfile>,
-        /// Keep this many healthy managers (odd, at most 7; 0 = off, the
-        /// default): the leader promotes an eligible worker in place of a
-        /// manager unreachable for --manager-lost-after, then demotes that one.
-        #[arg(long, value_name = "N")]
-        managers: Option<u8>,
-        /// How long a manager is unreachable before the autopilot replaces it (default 5m).
-        #[arg(long, value_name = "DURATION", value_parser = parse::duration_ns)]
-        manager_lost_after: Option<u64>,
-        /// A node label (e.g. site or rack) whose values the managers are spread
-        /// over, so one site's outage cannot take the majority ("" drops it).
-        #[arg(long, value_name = "LABEL")]
-        manager_spread_label: Option<String>,
+        #[command(flatten)]
+        autopilot: AutopilotArgs,
         /// Default address pool in CIDR format, repeatable (default 10.0.0.0/8).
         #[arg(long, value_parser = parse::cidr)]
         default_addr_pool: Vec<shoal_shared::types::Ipv4Net>,
@@ -91,18 +108,8 @@ pub(crate) enum SwarmCmd {
         /// raft elections after 5-10 s), for every node of the swarm.
         #[arg(long, value_name = "PROFILE", value_parser = shoal_shared::types::LinkProfile::parse)]
         link_profile: Option<shoal_shared::types::LinkProfile>,
-        /// Keep this many healthy managers (odd, at most 7; 0 = off, the
-        /// default): the leader promotes an eligible worker in place of a
-        /// manager unreachable for --manager-lost-after, then demotes that one.
-        #[arg(long, value_name = "N")]
-        managers: Option<u8>,
-        /// How long a manager is unreachable before the autopilot replaces it (default 5m).
-        #[arg(long, value_name = "DURATION", value_parser = parse::duration_ns)]
-        manager_lost_after: Option<u64>,
-        /// A node label (e.g. site or rack) whose values the managers are spread
-        /// over, so one site's outage cannot take the majority ("" drops it).
-        #[arg(long, value_name = "LABEL")]
-        manager_spread_label: Option<String>,
+        #[command(flatten)]
+        autopilot: AutopilotArgs,
         /// Change manager autolocking setting (true|false).
         #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
         autolock: Option<bool>,
@@ -174,9 +181,7 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
             dispatcher_heartbeat,
             node_lost_after,
             link_profile,
-            managers,
-            manager_lost_after,
-            manager_spread_label,
+            autopilot,
             default_addr_pool,
             default_addr_pool_mask_length,
             data_path_port,
@@ -202,8 +207,7 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
                 let heartbeat_ms = heartbeat_ms.unwrap_or(shoal_shared::types::DISPATCHER_HEARTBEAT_MS_DEFAULT);
                 shoal_shared::types::check_node_lost_after_ms(ms, heartbeat_ms).map_err(anyhow::Error::msg)?;
             }
-            let autopilot =
-                AutopilotUpdate { managers, manager_lost_after_ms: manager_lost_after.map(ns_to_ms), spread_label: manager_spread_label };
+            let autopilot = autopilot.update();
             check_autopilot(&autopilot)?;
             match call(
                 host,
@@ -232,17 +236,8 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
                 r => Err(unexpected(r)),
             }
         }
-        SwarmCmd::Update {
-            dispatcher_heartbeat,
-            node_lost_after,
-            link_profile,
-            managers,
-            manager_lost_after,
-            manager_spread_label,
-            autolock,
-        } => {
-            let autopilot =
-                AutopilotUpdate { managers, manager_lost_after_ms: manager_lost_after.map(ns_to_ms), spread_label: manager_spread_label };
+        SwarmCmd::Update { dispatcher_heartbeat, node_lost_after, link_profile, autopilot, autolock } => {
+            let autopilot = autopilot.update();
             if dispatcher_heartbeat.is_none()
                 && node_lost_after.is_none()
                 && link_profile.is_none()
@@ -724,10 +719,11 @@ mod tests {
         use clap::Parser;
         let parse = |args: &[&str]| super::super::Cli::try_parse_from(["shoal", "swarm"].iter().chain(args).copied());
         let cmd = parse(&["init", "--managers", "3", "--manager-lost-after", "30s", "--manager-spread-label", "site"]).unwrap().command;
-        let super::super::Command::Swarm(SwarmCmd::Init { managers, manager_lost_after, manager_spread_label, .. }) = cmd else {
-            panic!("not swarm init")
-        };
-        assert_eq!((managers, manager_lost_after, manager_spread_label.as_deref()), (Some(3), Some(30_000_000_000), Some("site")));
+        let super::super::Command::Swarm(SwarmCmd::Init { autopilot, .. }) = cmd else { panic!("not swarm init") };
+        assert_eq!(
+            autopilot.update(),
+            AutopilotUpdate { managers: Some(3), manager_lost_after_ms: Some(30_000), spread_label: Some("site".into()) }
+        );
         let update = |managers, lost_ms, label: Option<&str>| AutopilotUpdate {
             managers,
             manager_lost_after_ms: lost_ms,

@@ -26,7 +26,7 @@ use super::swarm::{self, Mode, FORWARDS_MAX, FORWARD_TIMEOUT_MS};
 use super::{reply_later, service, Daemon, Event};
 use async_channel::Sender;
 use shoal_manager::control;
-use shoal_manager::store::{raft_id, Proposal};
+use shoal_manager::store::Proposal;
 use shoal_shared::api::{ErrorKind, Reply, Request, RequestClass};
 
 /// Requests a new leader holds while it catches up, at most.
@@ -312,16 +312,7 @@ impl Daemon {
                         "another promotion or demotion is still being committed; retry in a moment",
                     ));
                 }
-                let voters = self.store.voters();
-                let live = self.live_raft_ids();
-                let r = control::set_node_role(
-                    self.store.state(),
-                    &self.node_id,
-                    &node,
-                    role,
-                    |n| voters.contains(&raft_id(n)),
-                    |n| live.contains(&raft_id(n)),
-                );
+                let r = self.role_change_ops(&node, role);
                 let out = self.write(r.map(|ops| (ops, Reply::Ok)));
                 if let Outcome::AfterCommit { proposal, .. } = &out {
                     self.swarm.role_change = Some((*proposal, now_ms));

@@ -128,16 +128,7 @@ impl Daemon {
         if !self.swarm.pending.settled() || role_change_busy {
             return;
         }
-        let voters = self.store.voters();
-        let ops = control::set_node_role(
-            self.store.state(),
-            &self.node_id,
-            &node,
-            role,
-            |n| voters.contains(&raft_id(n)),
-            |n| live.contains(&raft_id(n)),
-        );
-        match ops {
+        match self.role_change_ops(&node, role) {
             Ok(ops) if !ops.is_empty() => {
                 let verb = if role == NodeRole::Manager { "promote" } else { "demote" };
                 crate::log!("INFO", "autopilot: {verb} {node}: {reason}");
@@ -244,8 +235,8 @@ fn describe(d: &Decision) -> String {
     }
 }
 
-/// A decision as far as logging goes: its reason without figures, so a wait
-/// whose only change is a growing "unreachable for 3s" is logged once.
+/// A decision as far as logging goes: its reason without durations, so a
+/// wait whose only change is a growing "unreachable for 3s" is logged once.
 fn log_key(d: &Decision) -> String {
     let text = match d {
         Decision::Nothing => String::new(),
@@ -253,7 +244,12 @@ fn log_key(d: &Decision) -> String {
         Decision::Promote { node, reason } => format!("promote {node} {reason}"),
         Decision::Demote { node, reason } => format!("demote {node} {reason}"),
     };
-    text.chars().filter(|c| !c.is_ascii_digit()).collect()
+    // A duration is a word of digits and units (`12s`, `1h5m`), maybe with punctuation after.
+    let duration = |w: &str| {
+        let w = w.trim_end_matches([',', '.', ':', ';', ')']);
+        w.starts_with(|c: char| c.is_ascii_digit()) && w.chars().all(|c| c.is_ascii_digit() || "smhd".contains(c))
+    };
+    text.split(' ').map(|w| if duration(w) { "#" } else { w }).collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]
@@ -265,6 +261,7 @@ mod tests {
         let w = |r: &str| Decision::Wait { reason: r.to_string() };
         assert_eq!(log_key(&w("m1 has been unreachable for 3s")), log_key(&w("m1 has been unreachable for 14s")));
         assert_ne!(log_key(&w("m1 has been unreachable for 3s")), log_key(&w("m2 has been unreachable for 3s")));
+        assert_eq!(log_key(&w("vm (4idmy9) away for 1h5m (over 5m):")), log_key(&w("vm (4idmy9) away for 2h0m (over 5m):")));
         assert_ne!(log_key(&Decision::Nothing), log_key(&w("")));
     }
 }

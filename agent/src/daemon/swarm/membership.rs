@@ -64,6 +64,21 @@ impl Daemon {
         live
     }
 
+    /// Ops for `node promote|demote` (and the autopilot's changes): the
+    /// control rules, with raft voters and this manager's links as liveness.
+    pub(crate) fn role_change_ops(&self, node: &str, role: NodeRole) -> Result<Vec<Op>, control::ControlError> {
+        let voters = self.store.voters();
+        let live = self.live_raft_ids();
+        control::set_node_role(
+            self.store.state(),
+            &self.node_id,
+            node,
+            role,
+            |n| voters.contains(&raft_id(n)),
+            |n| live.contains(&raft_id(n)),
+        )
+    }
+
     /// Manager whose node record says Worker: leave raft and become a worker.
     pub(crate) fn check_demotion(&mut self) {
         if self.swarm.mode != Mode::Manager {
