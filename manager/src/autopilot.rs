@@ -35,13 +35,14 @@
 //! removed. Taking it out of raft is [`crate::membership`]'s step that
 //! follows every demotion, so there is no separate "remove" decision.
 //!
-//! Node descriptions carry a node's total memory and CPUs, not what is free,
-//! and nothing about disk space except the `disk full:` warning
-//! ([`DISK_FULL_WARNING`]): eligibility therefore rests on what exists
-//! (Ready, Active, reachable, no full disk, not flapping), not on free
-//! memory or disk.
+//! Free memory and disk reach the leader as node warnings (a worker's
+//! description carries `disk full:`, `disk low:` under 256 MiB free in its
+//! data dir, `memory low:` under 64 MiB available): eligibility is Ready,
+//! Active, reachable, none of those warnings, and not flapping.
 
-use shoal_shared::types::{AutopilotSettings, Availability, Node, NodeRole, NodeState, DISK_FULL_WARNING};
+use shoal_shared::types::{
+    AutopilotSettings, Availability, Node, NodeRole, NodeState, DISK_FULL_WARNING, DISK_LOW_WARNING, MEMORY_LOW_WARNING,
+};
 use std::collections::{BTreeMap, VecDeque};
 
 /// The largest `--managers` (raft groups larger than seven only slow writes).
@@ -156,7 +157,8 @@ pub struct NodeFacts {
     pub hostname: String,
     /// The node's labels (`node update --label-add`).
     pub labels: BTreeMap<String, String>,
-    /// `Engine.Warnings`, where a full disk shows as [`DISK_FULL_WARNING`].
+    /// `Engine.Warnings`, where a full disk shows as [`DISK_FULL_WARNING`],
+    /// low disk space as [`DISK_LOW_WARNING`], low memory as [`MEMORY_LOW_WARNING`].
     pub warnings: Vec<String>,
     /// The role in the replicated state (what promote/demote change).
     pub role: NodeRole,
@@ -745,6 +747,12 @@ fn health(settings: &Settings, node: &NodeFacts, flaps: &Flaps, now_ms: u64) -> 
     if let Some(w) = node.warnings.iter().find(|w| w.starts_with(DISK_FULL_WARNING)) {
         return Err(format!("{name} reports a full disk ({w})"));
     }
+    if let Some(w) = node.warnings.iter().find(|w| w.starts_with(DISK_LOW_WARNING)) {
+        return Err(format!("{name} is low on disk space ({w})"));
+    }
+    if let Some(w) = node.warnings.iter().find(|w| w.starts_with(MEMORY_LOW_WARNING)) {
+        return Err(format!("{name} is low on memory ({w})"));
+    }
     let flapped = flaps.count_last_hour(&node.id, now_ms);
     if flapped > settings.flaps_per_hour_max {
         return Err(format!(
@@ -1116,6 +1124,16 @@ mod tests {
         assert_eq!(
             check(NodeFacts { warnings: vec!["no overlay".into(), full.clone()], ..wkr("w1") }),
             Err(format!("w1-host (w1) reports a full disk ({full})"))
+        );
+        let low = format!("{DISK_LOW_WARNING} data dir /var/lib/shoal has under 256.0 MiB free");
+        assert_eq!(
+            check(NodeFacts { warnings: vec![low.clone()], ..wkr("w1") }),
+            Err(format!("w1-host (w1) is low on disk space ({low})"))
+        );
+        let memory = format!("{MEMORY_LOW_WARNING} under 64.0 MiB of memory available");
+        assert_eq!(
+            check(NodeFacts { warnings: vec![memory.clone()], ..wkr("w1") }),
+            Err(format!("w1-host (w1) is low on memory ({memory})"))
         );
         let long_id = "x".repeat(25);
         assert_eq!(check(NodeFacts { hostname: String::new(), ..mgr(&long_id) }), Err(format!("{} is already a manager", "x".repeat(12))));

@@ -634,6 +634,12 @@ pub fn check_node_lost_after_ms(ms: u64, dispatcher_heartbeat_ms: u64) -> Result
 /// How a full-disk warning in a node's description (`warnings`) starts:
 /// `node inspect` shows these as the node's status message.
 pub const DISK_FULL_WARNING: &str = "disk full:";
+/// The start of a node warning saying its data dir's filesystem is low on
+/// space (the autopilot does not make such a node a manager).
+pub const DISK_LOW_WARNING: &str = "disk low:";
+/// The start of a node warning saying it is low on available memory (the
+/// autopilot does not make such a node a manager).
+pub const MEMORY_LOW_WARNING: &str = "memory low:";
 
 /// The autopilot's settings (`swarm init|update --managers N
 /// --manager-lost-after D --manager-spread-label L`; issue #20): the leader

@@ -20,7 +20,7 @@
 
 use super::Daemon;
 use shoal_shared::api::Reply;
-use shoal_shared::types::DISK_FULL_WARNING;
+use shoal_shared::types::{DISK_FULL_WARNING, DISK_LOW_WARNING, MEMORY_LOW_WARNING};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -99,7 +99,7 @@ impl Daemon {
         let now = self.disk.lock().map(|w| w.warnings()).unwrap_or_default();
         let fix = |n: &mut shoal_shared::types::Node| {
             if n.id == self.node_id {
-                n.description.warnings.retain(|w| !w.starts_with(DISK_FULL_WARNING));
+                n.description.warnings.retain(|w| !WARNING_PREFIXES.iter().any(|p| w.starts_with(p)));
                 n.description.warnings.extend(now.iter().cloned());
             }
         };
@@ -116,6 +116,21 @@ pub(crate) const FULL_BELOW_BYTES: u64 = 1 << 20;
 /// A full filesystem has space again once this much is free (hysteresis:
 /// a disk hovering at the limit is not reported on every check).
 pub(crate) const SPACE_AGAIN_BYTES: u64 = 2 << 20;
+
+/// A data dir with less free space than this is low: the node still works,
+/// but the autopilot does not make it a manager (a manager's raft log and
+/// snapshots need room).
+pub(crate) const LOW_BELOW_BYTES: u64 = 256 << 20;
+/// A low filesystem is fine again once this much is free (hysteresis).
+pub(crate) const LOW_AGAIN_BYTES: u64 = 320 << 20;
+/// Available memory (`MemAvailable`) under this is low: not made a manager.
+pub(crate) const MEMORY_LOW_BELOW_BYTES: u64 = 64 << 20;
+/// Low memory is fine again from this much available (hysteresis).
+pub(crate) const MEMORY_AGAIN_BYTES: u64 = 96 << 20;
+
+/// What the prefixes of the warnings this module makes start with (a node's
+/// own rows are refreshed with the current ones).
+pub(crate) const WARNING_PREFIXES: [&str; 3] = [DISK_FULL_WARNING, DISK_LOW_WARNING, MEMORY_LOW_WARNING];
 
 /// What `statvfs` says of one filesystem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +163,10 @@ pub(crate) struct Report {
 #[derive(Debug, Default)]
 pub(crate) struct DiskWatch {
     full: BTreeMap<String, bool>,
+    /// Filesystems low on space (not full), with hysteresis.
+    low: BTreeMap<String, bool>,
+    /// Available memory was low at the last measure, with hysteresis.
+    memory_low: bool,
     /// Checks taken so far (a verdict newer than an event is one with a higher count).
     checks: u64,
 }
@@ -166,11 +185,30 @@ impl DiskWatch {
     /// The node's warnings for what is full now (its description carries
     /// them to `node inspect`).
     pub(crate) fn warnings(&self) -> Vec<String> {
-        self.full
+        let full = |dir: &String| self.full.get(dir).copied().unwrap_or(false);
+        let mut out: Vec<String> = self
+            .full
             .iter()
             .filter(|(_, &f)| f)
             .map(|(dir, _)| format!("{DISK_FULL_WARNING} {dir} has under 1 MiB free: task output is dropped and this node's own writes may fail; free space there"))
-            .collect()
+            .collect();
+        out.extend(self.low.iter().filter(|(dir, &l)| l && !full(dir)).map(|(dir, _)| {
+            format!("{DISK_LOW_WARNING} {dir} has under {} free: the autopilot does not make this node a manager", bytes(LOW_BELOW_BYTES))
+        }));
+        if self.memory_low {
+            out.push(format!(
+                "{MEMORY_LOW_WARNING} under {} of memory available: the autopilot does not make this node a manager",
+                bytes(MEMORY_LOW_BELOW_BYTES)
+            ));
+        }
+        out
+    }
+
+    /// Takes one measure of available memory (`MemAvailable`); a failed
+    /// measure changes nothing.
+    pub(crate) fn check_memory(&mut self, available: Result<u64, String>) {
+        let Ok(bytes) = available else { return };
+        self.memory_low = if self.memory_low { bytes < MEMORY_AGAIN_BYTES } else { bytes < MEMORY_LOW_BELOW_BYTES };
     }
 
     /// Takes one measure per directory (named as the log says it, e.g.
@@ -202,6 +240,9 @@ impl DiskWatch {
                 });
             }
             self.full.insert(dir.clone(), now);
+            let was_low = self.low.get(dir).copied().unwrap_or(false);
+            let low = if was_low { s.free_bytes < LOW_AGAIN_BYTES } else { s.free_bytes < LOW_BELOW_BYTES };
+            self.low.insert(dir.clone(), low);
         }
         out
     }
@@ -235,6 +276,18 @@ pub(crate) fn probe(dirs: &[(&str, &Path)]) -> Vec<(String, Result<Space, String
         out.push((format!("{what} {}", dir.display()), statvfs(dir)));
     }
     out
+}
+
+/// `MemAvailable` of `/proc/meminfo`, in bytes.
+pub(crate) fn mem_available() -> Result<u64, String> {
+    let text = std::fs::read_to_string("/proc/meminfo").map_err(|e| format!("cannot read /proc/meminfo: {e}"))?;
+    parse_mem_available(&text).ok_or_else(|| "no MemAvailable line in /proc/meminfo".to_string())
+}
+
+fn parse_mem_available(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.trim_start_matches("MemAvailable:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 fn statvfs(dir: &Path) -> Result<Space, String> {
@@ -282,6 +335,34 @@ mod tests {
         assert_eq!(r, [Report { level: "INFO", message: "data dir /data has space again (2.0 MiB free of 8.0 MiB)".into() }]);
         assert!(!w.is_full());
         assert!(w.check(&at(space(SPACE_AGAIN_BYTES))).is_empty());
+    }
+
+    #[test]
+    fn low_space_and_low_memory_are_warnings_with_hysteresis() {
+        let mut w = DiskWatch::default();
+        let dir = "data dir /d".to_string();
+        let at = |free: u64| vec![(dir.clone(), Ok::<_, String>(Space { free_bytes: free, total_bytes: 1 << 40, free_inodes: None }))];
+        assert!(w.check(&at(LOW_BELOW_BYTES)).is_empty());
+        assert!(w.warnings().is_empty());
+        assert!(w.check(&at(LOW_BELOW_BYTES - 1)).is_empty(), "low is a warning, not a log line");
+        assert_eq!(w.warnings(), ["disk low: data dir /d has under 256.0 MiB free: the autopilot does not make this node a manager"]);
+        w.check(&at(LOW_AGAIN_BYTES - 1));
+        assert_eq!(w.warnings().len(), 1, "hysteresis");
+        w.check(&at(0));
+        assert!(w.warnings()[0].starts_with("disk full: data dir /d"), "full says it all: {:?}", w.warnings());
+        assert_eq!(w.warnings().len(), 1);
+        w.check(&at(LOW_AGAIN_BYTES));
+        assert!(w.warnings().is_empty());
+        w.check_memory(Ok(MEMORY_LOW_BELOW_BYTES - 1));
+        assert_eq!(w.warnings(), ["memory low: under 64.0 MiB of memory available: the autopilot does not make this node a manager"]);
+        w.check_memory(Err("no /proc".into()));
+        w.check_memory(Ok(MEMORY_AGAIN_BYTES - 1));
+        assert_eq!(w.warnings().len(), 1, "a failed measure and hysteresis keep it");
+        w.check_memory(Ok(MEMORY_AGAIN_BYTES));
+        assert!(w.warnings().is_empty());
+        assert_eq!(parse_mem_available("MemTotal: 100 kB\nMemAvailable:    2048 kB\n"), Some(2 << 20));
+        assert_eq!(parse_mem_available("MemTotal: 100 kB\n"), None);
+        assert!(mem_available().is_ok_and(|b| b > 0), "this machine has a /proc/meminfo");
     }
 
     #[test]

@@ -357,7 +357,8 @@ pub(crate) struct Daemon {
     /// Whether the data dir is full (see [`disk`]; checked with the task-log rotation).
     disk: Arc<std::sync::Mutex<disk::DiskWatch>>,
     /// Whether the node's description last told a full disk (it is told again when that changes).
-    disk_full_told: bool,
+    /// The disk and memory warnings last put in this node's description.
+    resource_warnings_told: Vec<String>,
     /// A description change not told yet (see [`Daemon::redescribe_self`]).
     describe_pending: bool,
     /// A store halted on a full disk, told and reopened (see [`disk`]).
@@ -418,7 +419,7 @@ impl Daemon {
             logs_checked_at_ms: 0,
             disk: Arc::default(),
             store_recovery: disk::StoreRecovery::default(),
-            disk_full_told: false,
+            resource_warnings_told: Vec::new(),
             describe_pending: false,
             swarm,
             net,
@@ -570,7 +571,14 @@ impl Daemon {
                     self.spawn_runtime(
                         move |_| {
                             let space = disk::probe(&[("data dir", &data_dir), ("task log dir", logs.dir())]);
-                            let reports = watch.lock().map(|mut w| w.check(&space)).unwrap_or_default();
+                            let memory = disk::mem_available();
+                            let reports = watch
+                                .lock()
+                                .map(|mut w| {
+                                    w.check_memory(memory);
+                                    w.check(&space)
+                                })
+                                .unwrap_or_default();
                             (logs.rotate(&known, task_logs::LOG_BYTES_MAX), reports)
                         },
                         |(n, reports)| {
@@ -584,9 +592,10 @@ impl Daemon {
                         },
                     );
                 }
-                let disk_full = self.disk.lock().map(|w| w.is_full()).unwrap_or(false);
-                if disk_full != self.disk_full_told {
-                    self.disk_full_told = disk_full;
+                // A full, low or low-memory node says so in its description (`node inspect`, the autopilot).
+                let warnings = self.disk.lock().map(|w| w.warnings()).unwrap_or_default();
+                if warnings != self.resource_warnings_told {
+                    self.resource_warnings_told = warnings;
                     self.describe_pending = true;
                 }
                 if self.describe_pending && self.redescribe_self() {
