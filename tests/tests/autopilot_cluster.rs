@@ -43,13 +43,16 @@ fn managers(c: &Cluster, from: usize) -> (Vec<usize>, Vec<usize>) {
     (healthy, all)
 }
 
-/// Running tasks of `service` as (task id, node id), as node `from` sees them.
+/// Running tasks of `service` that are wanted running, as (task id, node
+/// hostname), as node `from` sees them.
 fn running(c: &Cluster, from: usize, service: &str) -> Vec<(String, String)> {
     let r = c.nodes[from].shoal(&["service", "ps", "--no-trunc", "--format", "json", service]);
     let mut v: Vec<(String, String)> = r
         .stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        // A dead node's task stays Running as last reported, but is no longer wanted.
+        .filter(|t| t["DesiredState"].as_str().is_some_and(|s| s.eq_ignore_ascii_case("running")))
         .filter(|t| t["CurrentState"].as_str().is_some_and(|s| s.starts_with("Running")))
         .map(|t| (t["ID"].as_str().unwrap_or_default().to_string(), t["Node"].as_str().unwrap_or_default().to_string()))
         .collect();
@@ -121,7 +124,7 @@ fn three_managers_are_kept_through_two_deaths_and_a_dead_one_returns_as_a_worker
             "--name",
             "web",
             "--replicas",
-            "3",
+            "6",
             "--stop-grace-period",
             "1s",
             "shoal.test/busybox:latest",
@@ -129,7 +132,8 @@ fn three_managers_are_kept_through_two_deaths_and_a_dead_one_returns_as_a_worker
             "1000",
         ])
         .ok();
-    let before = wait_for("web to run 3 tasks", WAIT, || Some(running(&c, 0, "web")).filter(|r| r.len() == 3));
+    // Six replicas over six nodes: the managers about to die run some.
+    let before = wait_for("web to run 6 tasks", WAIT, || Some(running(&c, 0, "web")).filter(|r| r.len() == 6));
     // Tasks on the managers about to die (hostnames are all alike here: containerd tells).
     let on_dead: Vec<String> = [0, 1].iter().flat_map(|i| c.nodes[*i].running_ids()).collect();
 
@@ -150,7 +154,8 @@ fn three_managers_are_kept_through_two_deaths_and_a_dead_one_returns_as_a_worker
     assert!(healthy.iter().filter(|i| **i >= 3).count() == 2, "two workers were promoted: {healthy:?}");
 
     // The service kept its tasks on the nodes that lived, and is whole again.
-    let after = wait_for("web to run 3 tasks again", WAIT, || Some(running(&c, 2, "web")).filter(|r| r.len() == 3));
+    assert!(!on_dead.is_empty(), "spread put no task on the two managers that die: {before:?}");
+    let after = wait_for("web to run 6 tasks again", WAIT, || Some(running(&c, 2, "web")).filter(|r| r.len() == 6));
     for (task, _) in before.iter().filter(|(t, _)| !on_dead.iter().any(|d| d.contains(t.as_str()) || t.contains(d.as_str()))) {
         assert!(
             after.iter().any(|(t, _)| t == task),
