@@ -22,5 +22,6 @@ pub mod platform;
 pub mod rng;
 pub mod seal;
 pub mod task;
+pub mod tunnel;
 pub mod types;
 pub mod wire;
