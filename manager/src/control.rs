@@ -681,14 +681,14 @@ pub fn update_autopilot(
     if let Some(l) = spread_label {
         next.spread_label = l.trim().to_string();
     }
-    // The other bounds are checked as if it were on (0 is allowed: off).
-    let check = Settings { managers: if next.managers == 0 { 1 } else { next.managers }, ..Settings::new(1) };
-    if let Err(e) = check.validate() {
-        return Err(ControlError::Invalid(format!("{e}, or 0 to turn the autopilot off")));
-    }
-    let on = AutopilotSettings { managers: check.managers, ..next.clone() };
+    // Checked as if it were on (0 is allowed: off).
+    let on = AutopilotSettings { managers: next.managers.max(1), ..next.clone() };
     if let Some(Err(e)) = Settings::from_state(&on).map(|s| s.validate()) {
-        return Err(ControlError::Invalid(e.to_string()));
+        let e = match e {
+            crate::autopilot::SettingsError::Managers(_) => format!("{e}, or 0 to turn the autopilot off"),
+            e => e.to_string(),
+        };
+        return Err(ControlError::Invalid(e));
     }
     Ok(if next == state.autopilot { Vec::new() } else { vec![Op::SetAutopilot(next)] })
 }
