@@ -2,10 +2,11 @@
 # Installs what Shoal needs to build and test on Debian 12 (as root), only
 # what is missing: containerd, runc, busybox-static, protobuf-compiler,
 # skopeo, docker-registry, iproute2, iptables, nftables (the data path's
-# rules), conntrack (dropping flows of tasks that left), and a Rust toolchain.
+# rules), conntrack (dropping flows of tasks that left), tcpdump (the
+# encrypted overlay test captures the wire), and a Rust toolchain.
 set -euo pipefail
 need=()
-for pair in containerd:containerd runc:runc busybox:busybox-static protoc:protobuf-compiler skopeo:skopeo docker-registry:docker-registry ip:iproute2 iptables:iptables nft:nftables conntrack:conntrack; do
+for pair in containerd:containerd runc:runc busybox:busybox-static protoc:protobuf-compiler skopeo:skopeo docker-registry:docker-registry ip:iproute2 iptables:iptables nft:nftables conntrack:conntrack tcpdump:tcpdump; do
   bin=${pair%%:*} pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done

@@ -72,7 +72,7 @@ pub enum Action {
 /// Whether every overlay network `t` attaches to is programmed on this
 /// node: the node's own address on it is allocated.
 fn networks_ready(view: &NodeNetworkView, t: &Task) -> bool {
-    t.networks.iter().all(|a| view.networks.get(&a.network_id).is_some_and(|n| n.local.is_some()))
+    t.networks.iter().all(|a| view.ready(&a.network_id))
 }
 
 /// How long after a SIGKILL with no exit seen the kill is sent again (the

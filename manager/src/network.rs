@@ -36,7 +36,9 @@
 
 use crate::ipam::{Pool, PortSpace};
 use crate::state::{vips, State};
-use shoal_shared::assignments::{mac_of, IngressPort, NetworkView, NodeNetworkView, Peer, ServiceRecord, TaskRecord};
+use shoal_shared::assignments::{
+    mac_of, IngressPort, NetworkView, NodeNetworkView, Peer, ServiceRecord, TaskRecord, TUNNEL_NETWORK_ID, TUNNEL_SUBNET,
+};
 use shoal_shared::clock::UnixNanos;
 use shoal_shared::ops::Op;
 use shoal_shared::task::TaskState;
@@ -141,6 +143,10 @@ pub fn node_networks(state: &State, node_id: &str) -> BTreeSet<String> {
             out.insert(ingress.id.clone());
         }
     }
+    // A node on an encrypted network needs its tunnel address (issue #15).
+    if out.iter().any(|id| state.networks.get(id).is_some_and(|n| n.spec.encrypted)) {
+        out.insert(TUNNEL_NETWORK_ID.to_string());
+    }
     out
 }
 
@@ -155,6 +161,7 @@ impl Allocator {
     fn new(state: &State) -> Allocator {
         let mut pools: BTreeMap<String, Pool> =
             state.networks.values().map(|n| (n.id.clone(), Pool::new(n.subnet, n.gateway, n.spec.ipam.ip_range, n.last_addr))).collect();
+        pools.insert(TUNNEL_NETWORK_ID.to_string(), Pool::new(TUNNEL_SUBNET, TUNNEL_SUBNET.network(), None, None));
         let mut hold = |a: &NetworkAttachment| {
             if let Some(p) = pools.get_mut(&a.network_id) {
                 p.reserve(a.addr.addr);
@@ -299,9 +306,8 @@ pub fn node_view(state: &State, node_id: &str) -> NodeNetworkView {
         ids.extend(t.networks.iter().map(|a| a.network_id.as_str()));
     }
     for id in ids {
-        let Some(n) = state.networks.get(id) else { continue };
         let local = node.attachments.iter().find(|a| a.network_id == id).map(|a| a.addr);
-        let peers = state
+        let peers: Vec<Peer> = state
             .nodes
             .values()
             .filter(|o| o.id != node_id)
@@ -310,6 +316,11 @@ pub fn node_view(state: &State, node_id: &str) -> NodeNetworkView {
                 Some(Peer { node_id: o.id.clone(), underlay: underlay(&o.addr)?, addr: a.addr, mac: mac_of(a.addr.addr) })
             })
             .collect();
+        if id == TUNNEL_NETWORK_ID {
+            view.networks.insert(id.to_string(), tunnel_view(local, peers));
+            continue;
+        }
+        let Some(n) = state.networks.get(id) else { continue };
         let services = service_records(state, id);
         view.networks.insert(
             id.to_string(),
@@ -331,6 +342,26 @@ pub fn node_view(state: &State, node_id: &str) -> NodeNetworkView {
     }
     view.ingress_ports = ingress_ports(state);
     view
+}
+
+/// The tunnel network as a node's view lists it (see
+/// [`TUNNEL_NETWORK_ID`]): no services, no VNI; `local` is the node's tunnel
+/// address, `peers` the other nodes' with their underlay addresses.
+fn tunnel_view(local: Option<shoal_shared::types::Ipv4Net>, peers: Vec<Peer>) -> NetworkView {
+    NetworkView {
+        id: TUNNEL_NETWORK_ID.to_string(),
+        name: String::new(),
+        vni: 0,
+        subnet: TUNNEL_SUBNET,
+        gateway: TUNNEL_SUBNET.network(),
+        mtu: 0,
+        internal: true,
+        encrypted: true,
+        ingress: false,
+        local,
+        peers,
+        services: Vec::new(),
+    }
 }
 
 /// The IP of a node's `IP:PORT` swarm address.
@@ -636,5 +667,53 @@ mod tests {
         assert!(p.vip.is_some());
         // A node outside the swarm's networks sees only the ingress ports.
         assert!(node_view(&sim.s, "nope").networks.is_empty());
+        assert!(v.tunnel().is_none(), "no encrypted network, no tunnel address");
+    }
+
+    #[test]
+    fn nodes_on_encrypted_networks_get_tunnel_addresses_and_lose_them_after() {
+        let mut sim = Sim::new("10.15.0.0/24");
+        let mut net = sim.s.networks["net"].clone();
+        net.spec.encrypted = true;
+        sim.apply(vec![Op::PutNetwork(net)]);
+        for (id, addr) in [("n1", "192.168.1.1:2377"), ("n2", "192.168.1.2:2377")] {
+            let mut n = sim.s.nodes[id].clone();
+            n.addr = addr.into();
+            sim.apply(vec![Op::PutNode(n)]);
+        }
+        sim.service_on_net("s1", "web", &[]);
+        let creates = vec![sim.new_task("t1", "s1"), sim.new_task("t2", "s1")];
+        sim.pass(creates);
+        let run = |id: &str, node: &str, state: TaskState| Op::AssignTask {
+            id: id.into(),
+            node_id: node.into(),
+            status: TaskStatus::new(state, 6, "running"),
+        };
+        sim.apply(vec![run("t1", "n1", TaskState::Running), run("t2", "n2", TaskState::Running)]);
+        sim.pass(vec![]);
+        let tunnel = |sim: &Sim, node: &str| {
+            sim.s.nodes[node].attachments.iter().find(|a| a.network_id == TUNNEL_NETWORK_ID).map(|a| a.addr.to_string())
+        };
+        let (t1, t2) = (tunnel(&sim, "n1").unwrap(), tunnel(&sim, "n2").unwrap());
+        assert!(t1.starts_with("198.18.") && t1.ends_with("/15") && t2.starts_with("198.1") && t1 != t2, "{t1} {t2}");
+        let v = node_view(&sim.s, "n1");
+        assert_eq!(v.overlays().map(|n| n.id.as_str()).collect::<Vec<_>>(), ["net"], "the tunnel is no overlay to program");
+        assert_eq!(v.tunnel_addr().map(|a| a.to_string()), t1.split('/').next().map(str::to_string));
+        let peers = &v.tunnel().unwrap().peers;
+        assert_eq!(peers.len(), 1);
+        assert_eq!((peers[0].node_id.as_str(), peers[0].underlay.to_string(), peers[0].addr.to_string()), ("n2", "192.168.1.2".into(), t2));
+        assert!(v.ready("net"));
+        // The address passes the state's own checks (no network record holds it), and is held.
+        let mut other = sim.s.nodes["n2"].attachments.clone();
+        other.retain(|a| a.network_id == TUNNEL_NETWORK_ID);
+        let taken = Op::SetNodeAttachments { id: "n1".into(), attachments: other };
+        let mut s2 = sim.s.clone();
+        let r = s2.apply(sim.index + 1, &Entry { at: 7, ops: vec![taken] });
+        assert_eq!(r.rejected.len(), 1, "n2's tunnel address is n2's");
+        // n2's task ends: n2 leaves the tunnel network; n1 sees no peer there any more.
+        sim.apply(vec![run("t2", "n2", TaskState::Complete)]);
+        sim.pass(vec![]);
+        assert_eq!(tunnel(&sim, "n2"), None);
+        assert!(node_view(&sim.s, "n1").tunnel().unwrap().peers.is_empty());
     }
 }

@@ -19,6 +19,7 @@
 //! - every object's `meta.version` is the index of the entry that last changed it.
 
 use serde::{Deserialize, Serialize};
+use shoal_shared::assignments::{TUNNEL_NETWORK_ID, TUNNEL_SUBNET};
 use shoal_shared::legacy::{ClusterV1, NodeV1, NodeV2, ServiceV1, TaskV1};
 use shoal_shared::ops::{Entry, Op};
 use shoal_shared::task::TaskState;
@@ -395,8 +396,13 @@ impl State {
     fn check_addresses(&self, new: &[NetworkAttachment], _old: &[NetworkAttachment], me: Holder<'_>) -> Result<(), ApplyError> {
         for (i, a) in new.iter().enumerate() {
             let outside = || ApplyError::AddressOutside { network: a.network_id.clone(), addr: a.addr.addr };
-            let n = self.networks.get(&a.network_id).ok_or_else(outside)?;
-            if !n.subnet.contains(a.addr.addr) || a.addr.prefix != n.subnet.prefix {
+            // The tunnel network (encrypted overlays' node addresses) is no network record.
+            let subnet = match self.networks.get(&a.network_id) {
+                Some(n) => n.subnet,
+                None if a.network_id == TUNNEL_NETWORK_ID => TUNNEL_SUBNET,
+                None => return Err(outside()),
+            };
+            if !subnet.contains(a.addr.addr) || a.addr.prefix != subnet.prefix {
                 return Err(outside());
             }
             let twice = new[..i].iter().any(|b| b.network_id == a.network_id && b.addr.addr == a.addr.addr);

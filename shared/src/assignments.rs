@@ -59,6 +59,22 @@ impl Assignments {
     }
 }
 
+/// The id under which a node's view carries the swarm's *tunnel* network
+/// (issue #15): not a network users see or attach to, but the addresses the
+/// nodes' encrypted overlay traffic travels between. Every node that takes
+/// part in an encrypted network gets one address on it (allocated by the
+/// leader, kept in the node's attachments under this id); its VXLAN devices
+/// of encrypted networks send from it, and peers' forwarding entries point
+/// at it. The view lists it like a network: `local` is this node's tunnel
+/// address, `peers` the other nodes' (their `addr`) with their underlay
+/// addresses. Not a valid network id (ids are alphanumeric), so it never
+/// clashes with one.
+pub const TUNNEL_NETWORK_ID: &str = "shoal:tunnel";
+
+/// The tunnel network's addresses: 198.18.0.0/15 (RFC 2544's benchmarking
+/// range, unused on real networks); routed to the daemon's TUN device.
+pub const TUNNEL_SUBNET: Ipv4Net = Ipv4Net { addr: Ipv4Addr::new(198, 18, 0, 0), prefix: 15 };
+
 /// One node's view of the swarm's networks: the overlay networks it takes
 /// part in (it has tasks on them, or an address on them such as every
 /// node's on `ingress` while ports are published), with everything needed to
@@ -74,6 +90,31 @@ pub struct NodeNetworkView {
     pub ingress_ports: Vec<IngressPort>,
 }
 
+impl NodeNetworkView {
+    /// The overlay networks (everything but the tunnel network).
+    pub fn overlays(&self) -> impl Iterator<Item = &NetworkView> {
+        self.networks.values().filter(|n| n.id != TUNNEL_NETWORK_ID)
+    }
+
+    /// The tunnel network, once this node takes part in an encrypted one.
+    pub fn tunnel(&self) -> Option<&NetworkView> {
+        self.networks.get(TUNNEL_NETWORK_ID)
+    }
+
+    /// This node's tunnel address, once the leader allocated it.
+    pub fn tunnel_addr(&self) -> Option<Ipv4Addr> {
+        self.tunnel().and_then(|t| t.local).map(|l| l.addr)
+    }
+
+    /// Whether network `id` can be programmed on this node: its own address
+    /// there is allocated, and for an encrypted network its tunnel address too.
+    pub fn ready(&self, id: &str) -> bool {
+        self.networks
+            .get(id)
+            .is_some_and(|n| n.id != TUNNEL_NETWORK_ID && n.local.is_some() && (!n.encrypted || self.tunnel_addr().is_some()))
+    }
+}
+
 /// One overlay network as a node programs it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NetworkView {
@@ -87,7 +128,8 @@ pub struct NetworkView {
     pub mtu: u32,
     /// No route out of the network.
     pub internal: bool,
-    /// Asked for encryption (`-o encrypted`); not yet in effect.
+    /// Encrypted (`-o encrypted`): its VXLAN traffic between nodes goes
+    /// through the tunnel network's relay, sealed (issue #15).
     pub encrypted: bool,
     /// The routing-mesh network.
     pub ingress: bool,

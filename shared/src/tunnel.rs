@@ -1,5 +1,5 @@
-//! Sealed packets of encrypted overlay networks (issue #15's core; the TUN
-//! relay and the key exchange over the Noise links are not wired yet).
+//! Sealed packets of encrypted overlay networks (issue #15's core; the
+//! relay's decisions are in [`relay`], its shell in the agent).
 //!
 //! Pure: [`Sealer`] seals the IP packets a node's tunnel device hands it for
 //! one peer, [`Opener`] opens what one peer sent, checking a sliding replay
@@ -21,6 +21,8 @@
 //! The 13-byte header is the associated data; the nonce is 4 zero bytes and
 //! the counter (LE). The epoch names the sender's key (it changes at every
 //! rotation); a receiver keeps the current and the previous key of each peer.
+
+pub mod relay;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};

@@ -23,6 +23,7 @@
 //!         -> Raft / Report / Request  <- Raft / Reply / Assignments
 //!         -> RestartsInPlace (workers, before the Report that says so)
 //!         <- LogsRequest              -> LogsReply   (either direction; asked by a manager)
+//!         -> TunnelKeys (own key)     <- TunnelKeys (other nodes' keys)
 //! ```
 //!
 //! The preamble is not authenticated by itself, but it selects the prologue,
@@ -41,7 +42,7 @@ pub const WIRE_VERSION: u8 = 3;
 /// [`WireError::Unknown`], which receivers ignore instead of dropping the
 /// link, so a mixed-version swarm keeps its links during a rolling upgrade.
 /// Bump it with every variant appended (a test checks).
-pub const WIRE_VARIANTS: u32 = 14;
+pub const WIRE_VARIANTS: u32 = 15;
 /// Largest encoded message accepted (the link's reassembly bound).
 pub const WIRE_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Tasks one `LogsRequest` names at most (a node with more tasks of a
@@ -135,6 +136,11 @@ pub enum Wire {
     /// (idempotent; the leader re-checks that the tasks are the worker's).
     /// An older leader ignores it and has the words only.
     RestartsInPlace { restarts: Vec<crate::types::RestartsInPlace> },
+    /// Keys of encrypted overlay networks' tunnels (issue #15): node ->
+    /// leader, the sender's own newest key (its `node_id` must be the
+    /// link's peer); leader -> node, other nodes' keys (from managers only).
+    /// Never persisted; a new leader hears them again as nodes reconnect.
+    TunnelKeys { keys: Vec<crate::tunnel::relay::NodeKey> },
 }
 
 /// Why bytes from a peer are not a [`Wire`] message.
@@ -281,8 +287,11 @@ mod tests {
     #[test]
     fn messages_from_newer_versions_are_unknown_not_malformed() {
         let restarts = vec![crate::types::RestartsInPlace { task_id: "t".into(), session: 1, count: 3, ago_ms: vec![9, 5, 1] }];
-        let last = encode(&Wire::RestartsInPlace { restarts: restarts.clone() });
-        assert_eq!(decode(&last), Ok(Wire::RestartsInPlace { restarts }));
+        let m = encode(&Wire::RestartsInPlace { restarts: restarts.clone() });
+        assert_eq!(decode(&m), Ok(Wire::RestartsInPlace { restarts }));
+        let keys = vec![crate::tunnel::relay::NodeKey { node_id: "n1".into(), epoch: 7, key: [3; 32] }];
+        let last = encode(&Wire::TunnelKeys { keys: keys.clone() });
+        assert_eq!(decode(&last), Ok(Wire::TunnelKeys { keys }));
         assert_eq!(u32::from(last[1]) + 1, WIRE_VARIANTS, "WIRE_VARIANTS must count every variant");
         assert_eq!(decode(&[WIRE_VERSION, WIRE_VARIANTS as u8, 1, 2, 3]), Err(WireError::Unknown { variant: WIRE_VARIANTS }));
         assert_eq!(decode(&[WIRE_VERSION, 0x80, 0x01]), Err(WireError::Unknown { variant: 128 }));

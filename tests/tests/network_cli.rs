@@ -76,7 +76,12 @@ fn network_lifecycle_and_service_attachments() {
     assert_eq!(net["Options"]["encrypted"], "", "{net}");
     assert_eq!(net["Options"]["com.docker.network.driver.overlay.vxlanid_list"], "4097", "{net}");
     assert_eq!(net["Attachable"], true, "{net}");
-    assert!(net["ShoalWarnings"].to_string().contains("not encrypted"), "never silently plaintext: {net}");
+    // Encrypted for real (issue #15): said with the MTU that keeps sealed packets whole on a 1500-byte underlay.
+    assert!(net.get("ShoalWarnings").is_none(), "{net}");
+    assert_eq!(net["ShoalDataPath"]["MTU"], 1393, "{net}");
+    assert!(net["ShoalDataPath"]["Encryption"].as_str().unwrap().starts_with("ChaCha20-Poly1305 between nodes"), "{net}");
+    let ing = inspect(&n, &["network", "inspect", "ingress"]);
+    assert_eq!((ing["ShoalDataPath"]["MTU"].as_u64(), ing["ShoalDataPath"]["Encryption"].as_str()), (Some(1450), Some("none")), "{ing}");
 
     // swarmkit's and Docker's refusals.
     let refused = |args: &[&str], want: &str| {
@@ -114,9 +119,9 @@ fn network_lifecycle_and_service_attachments() {
             "1000",
         ])
         .ok();
-    // The data path is in effect: only encryption is still said to be missing.
-    assert!(!r.stderr.contains("not in effect yet: tasks"), "{}", r.stderr);
-    assert!(r.stderr.contains("not encrypted"), "{}", r.stderr);
+    // The data path and its encryption are in effect: nothing is said to be missing.
+    assert!(!r.stderr.contains("not in effect"), "{}", r.stderr);
+    assert!(!r.stderr.contains("not encrypted"), "{}", r.stderr);
     let s = wait_for("VIPs and the published port", WAIT, || {
         let s = inspect(&n, &["service", "inspect", "web"]);
         (s["Endpoint"]["VirtualIPs"].as_array().map(Vec::len) == Some(2)).then_some(s)

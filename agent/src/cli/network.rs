@@ -295,6 +295,18 @@ fn network_json(d: &NetworkDetail, verbose: bool) -> Value {
         }
         v["Services"] = Value::Object(services);
     }
+    // What the data path does with it (not in Docker's output): the MTU tasks get, and how traffic
+    // between nodes is protected.
+    let mtu = crate::network::view::effective_mtu(n.spec.mtu, n.spec.encrypted);
+    let encryption = if n.spec.encrypted {
+        json!(format!(
+            "ChaCha20-Poly1305 between nodes, in each node's tunnel relay (UDP port {}; keys over the swarm's Noise links, replaced every 12 hours)",
+            crate::daemon::TUNNEL_PORT
+        ))
+    } else {
+        json!("none")
+    };
+    v["ShoalDataPath"] = json!({"MTU": mtu, "Encryption": encryption});
     let warnings = crate::daemon::service::network_notes(n);
     if !warnings.is_empty() {
         v["ShoalWarnings"] = json!(warnings);

@@ -30,6 +30,8 @@ mod server;
 pub(crate) mod service;
 mod swarm;
 mod task_logs;
+mod tunnel;
+pub(crate) use tunnel::TUNNEL_PORT;
 #[cfg(test)]
 mod tests;
 mod update;
@@ -366,6 +368,8 @@ pub(crate) struct Daemon {
     swarm: Swarm,
     /// The container-networking data path's state.
     net: netpath::NetPath,
+    /// Encrypted networks' tunnel relay (see [`tunnel`]).
+    tunnel: tunnel::Tunnel,
     /// The data key and keyring (see [`autolock`]).
     sealing: autolock::Sealing,
     /// A worker's persisted assignments (see [`resume`]).
@@ -423,6 +427,7 @@ impl Daemon {
             describe_pending: false,
             swarm,
             net,
+            tunnel: tunnel::Tunnel::default(),
             sealing,
             resume: resume::Resume::default(),
         };
@@ -787,6 +792,8 @@ impl Daemon {
         }
         self.dispatch();
         self.sync_network();
+        let now_ms = self.mono_ms();
+        self.sync_tunnel(now_ms);
         self.sync_keyring();
     }
 

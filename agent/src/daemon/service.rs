@@ -39,7 +39,7 @@ pub(crate) fn no_such_service(key: &str) -> Reply {
 /// networks (never silently plaintext). Networks and published ports are in
 /// effect (`crate::network`, `daemon::netpath`); a node whose kernel lacks
 /// what they need says so in its log and fails such tasks with the reason.
-pub(crate) fn network_warnings(state: &State, spec: &ServiceSpec) -> Vec<String> {
+pub(crate) fn network_warnings(_state: &State, spec: &ServiceSpec) -> Vec<String> {
     let mut out = Vec::new();
     // A service on no network is on each node's bridge network: its host-mode ports are mapped there.
     let host_ports = spec.ports.iter().any(|p| !p.is_ingress());
@@ -48,22 +48,18 @@ pub(crate) fn network_warnings(state: &State, spec: &ServiceSpec) -> Vec<String>
             "host-mode ports of a service on the host's network: its tasks listen on their target ports directly; published ports are not mapped".to_string(),
         );
     }
-    for n in &spec.task.networks {
-        if let Some(net) = state.find_network(&n.target).filter(|net| net.spec.encrypted) {
-            out.push(format!(
-                "network {} asks for encryption, which is not in effect yet: traffic between nodes on it is not encrypted",
-                net.spec.name
-            ));
-        }
-    }
     out
 }
 
 /// `ShoalWarnings` of `network inspect`: what is stored but not in effect.
 pub(crate) fn network_notes(n: &Network) -> Vec<String> {
     let mut out = Vec::new();
-    if n.spec.encrypted {
-        out.push("option encrypted is stored but not yet in effect: traffic between nodes on this network is not encrypted".to_string());
+    let mtu = crate::network::view::effective_mtu(n.spec.mtu, n.spec.encrypted);
+    if n.spec.encrypted && mtu > crate::network::view::MTU_ENCRYPTED_DEFAULT {
+        out.push(format!(
+            "MTU {mtu} is over {} bytes: on a 1500-byte underlay, this encrypted network's packets between nodes are fragmented",
+            crate::network::view::MTU_ENCRYPTED_DEFAULT
+        ));
     }
     out
 }
@@ -102,7 +98,7 @@ fn network_detail(state: &State, n: &Network) -> NetworkDetail {
 /// with tasks on this node, and `ingress` while ports are published), as
 /// Swarm's workers list them; only what the view holds is filled in.
 pub(crate) fn worker_networks(a: Option<&shoal_shared::assignments::Assignments>) -> Reply {
-    let views = a.map(|a| a.network.networks.values().collect::<Vec<_>>()).unwrap_or_default();
+    let views = a.map(|a| a.network.overlays().collect::<Vec<_>>()).unwrap_or_default();
     let detail = |v: &shoal_shared::assignments::NetworkView| {
         let spec = shoal_shared::types::NetworkSpec {
             name: v.name.clone(),

@@ -45,6 +45,7 @@ mod membership;
 mod peers;
 mod pending;
 mod requests;
+pub(crate) mod tunnel_keys;
 
 use super::links::{ConnIds, LinkUp, ListenKeys, Purpose};
 use super::router::{Origin, Outcome};
@@ -246,6 +247,8 @@ pub(crate) struct Swarm {
     snapshot_told: u64,
     /// `service logs` gathers, requests and reads in flight.
     logs: logs::Gathers,
+    /// Encrypted networks' relay keys: this node's announcements, the leader's table.
+    pub(crate) tunnel_keys: tunnel_keys::Keys,
 }
 
 /// The error every leader-bound request gets while no leader is reachable,
@@ -379,6 +382,7 @@ impl Swarm {
             raft_seen: None,
             snapshot_told: 0,
             logs: logs::Gathers::default(),
+            tunnel_keys: tunnel_keys::Keys::default(),
         }
     }
 
@@ -777,6 +781,7 @@ impl Daemon {
         if self.swarm.mode == Mode::Manager {
             self.autopilot_pass(now_ms);
         }
+        self.tunnel_keys_pass();
         self.drain_dispatcher();
         self.maintain_links();
     }

@@ -17,7 +17,7 @@ pub struct Probe {
     pub vxlan: bool,
     /// `nft` runs and can make a table.
     pub nftables: bool,
-    /// `/dev/net/tun` opens: what encrypted overlay networks will need
+    /// `/dev/net/tun` opens: what encrypted overlay networks need
     /// (not needed by anything that runs today).
     pub tun: bool,
     /// Why each missing piece is missing, one line each.
@@ -108,6 +108,11 @@ pub trait NetDriver: Send + Sync {
     /// Deletes the tracked connections to `backends`, which just left every
     /// VIP and published port of this node; returns how many went.
     fn forget_flows(&self, backends: &[Ipv4Addr]) -> Result<usize, NetError>;
+    /// The tunnel relay's device ([`super::plan::TUN_DEVICE`]) with `addr`
+    /// (the node's tunnel address, the tunnel network's prefix) and `mtu`,
+    /// up: opened when `None` was there before, else given the address
+    /// again (it changed). The file is the device: it goes when closed.
+    fn tunnel(&self, addr: super::Ipv4Net, mtu: u32, open: bool) -> Result<Option<std::fs::File>, NetError>;
 }
 
 /// What [`NetDriver::open_dns`] found.
@@ -205,6 +210,10 @@ impl NetDriver for Fake {
         let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         s.forgotten.extend_from_slice(backends);
         Ok(0)
+    }
+
+    fn tunnel(&self, _addr: super::Ipv4Net, _mtu: u32, _open: bool) -> Result<Option<std::fs::File>, NetError> {
+        Err(NetError::new("open the tunnel device", "the simulated data path has none"))
     }
 
     fn open_dns(&self, _task_id: &str) -> Result<DnsSocket, NetError> {

@@ -391,7 +391,7 @@ impl NetDriver for Linux {
         match std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun") {
             Ok(_) => p.tun = true,
             Err(e) => p.problems.push(format!(
-                "TUN devices cannot be made (/dev/net/tun: {e}; kernel option CONFIG_TUN): encrypted overlay networks will need them"
+                "TUN devices cannot be made (/dev/net/tun: {e}; kernel option CONFIG_TUN): encrypted overlay networks carry nothing between nodes here"
             )),
         }
         p
@@ -516,6 +516,15 @@ impl NetDriver for Linux {
             deleted += conntrack_forget(*b)?;
         }
         Ok(deleted)
+    }
+
+    fn tunnel(&self, addr: Ipv4Net, mtu: u32, open: bool) -> Result<Option<std::fs::File>, NetError> {
+        let r = if open {
+            super::tun::open(plan::TUN_DEVICE, addr, mtu).map(Some)
+        } else {
+            super::tun::configure(plan::TUN_DEVICE, addr, mtu).map(|()| None)
+        };
+        r.map_err(|e| NetError::new("set up the tunnel device", e))
     }
 
     fn open_dns(&self, task_id: &str) -> Result<DnsSocket, NetError> {
@@ -646,6 +655,7 @@ mod tests {
                 mtu: 1450,
                 internal: false,
                 remote: vec![(Ipv4Addr::new(10, 77, 0, 9), Ipv4Addr::new(192, 168, 77, 2))],
+                vxlan_local: None,
                 vips: vec![Ipv4Addr::new(10, 77, 0, 3)],
             };
             let view = NodeView { underlay: Ipv4Addr::new(192, 168, 77, 1), vxlan_port: 4789, networks: vec![net], bridge: None };
@@ -702,6 +712,7 @@ mod tests {
                     node_addr: Ipv4Addr::new(10, 77, 0, 2),
                     internal: false,
                 }],
+                encrypted_vnis: Vec::new(),
                 vips: vec![nft::Vip {
                     bridge: plan::bridge_name("nettestnettest1"),
                     vip: Ipv4Addr::new(10, 77, 0, 3),

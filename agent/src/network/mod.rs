@@ -38,6 +38,7 @@ pub mod files;
 pub mod linux;
 pub mod nft;
 pub mod plan;
+pub mod tun;
 pub mod view;
 
 pub use shoal_shared::assignments::mac_of;

@@ -100,6 +100,10 @@ pub struct Rules {
     /// The VXLAN port and the nodes allowed to send to it.
     pub vxlan_port: u16,
     pub vxlan_peers: Vec<Ipv4Addr>,
+    /// VNIs of encrypted networks: their VXLAN packets enter and leave only
+    /// through the tunnel relay's device ([`super::plan::TUN_DEVICE`]), never
+    /// the underlay in plaintext (and forged plaintext ones are dropped).
+    pub encrypted_vnis: Vec<u32>,
     /// The node-local bridge network (`node_addr`: its gateway), while in a swarm.
     pub bridge: Option<NetRules>,
 }
@@ -196,7 +200,20 @@ pub fn ruleset(r: &Rules) -> String {
         let peers: Vec<String> = r.vxlan_peers.iter().map(Ipv4Addr::to_string).collect();
         let _ = writeln!(s, "    udp dport {} ip saddr != {{ {} }} drop", r.vxlan_port, peers.join(", "));
     }
-    let _ = writeln!(s, "  }}\n}}");
+    let vnis = (!r.encrypted_vnis.is_empty()).then(|| {
+        // The VNI: 24 bits at byte 4 of the VXLAN header, after UDP's 8.
+        let v: Vec<String> = r.encrypted_vnis.iter().map(u32::to_string).collect();
+        format!("udp dport {} @th,96,24 {{ {} }}", r.vxlan_port, v.join(", "))
+    });
+    if let Some(m) = &vnis {
+        let _ = writeln!(s, "    {m} iifname != \"{}\" counter drop", super::plan::TUN_DEVICE);
+    }
+    let _ = writeln!(s, "  }}");
+    if let Some(m) = &vnis {
+        let _ = writeln!(s, "  chain tunnel_out {{\n    type filter hook output priority filter; policy accept;");
+        let _ = writeln!(s, "    {m} oifname != \"{}\" counter drop\n  }}", super::plan::TUN_DEVICE);
+    }
+    let _ = writeln!(s, "}}");
     s
 }
 
@@ -233,6 +250,7 @@ mod tests {
                     internal: true,
                 },
             ],
+            encrypted_vnis: vec![4098, 4099],
             vips: vec![
                 Vip { bridge: "sb-web".into(), vip: ip("10.0.1.3"), backends: vec![ip("10.0.1.5"), ip("10.0.1.6")] },
                 Vip { bridge: "sb-web".into(), vip: ip("10.0.1.4"), backends: vec![] },
@@ -263,6 +281,19 @@ mod tests {
         assert!(text.starts_with("table ip shoal\ndelete table ip shoal\ntable ip shoal {\n"), "{text}");
         assert!(text.ends_with("}\n"));
         assert_eq!(text.matches('{').count(), text.matches('}').count(), "{text}");
+    }
+
+    #[test]
+    fn encrypted_networks_vxlan_never_crosses_the_underlay_in_plaintext() {
+        let text = ruleset(&sample());
+        let m = "udp dport 4789 @th,96,24 { 4098, 4099 }";
+        let input = &text[text.find("chain input").unwrap()..];
+        assert!(input.contains(&format!("{m} iifname != \"shoal-tun\" counter drop")), "{text}");
+        let out = &text[text.find("chain tunnel_out").unwrap()..];
+        assert!(out.contains("type filter hook output priority filter;"), "{out}");
+        assert!(out.contains(&format!("{m} oifname != \"shoal-tun\" counter drop")), "{out}");
+        let plain = ruleset(&Rules { encrypted_vnis: Vec::new(), ..sample() });
+        assert!(!plain.contains("tunnel_out") && !plain.contains("@th"), "{plain}");
     }
 
     #[test]

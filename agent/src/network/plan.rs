@@ -36,6 +36,11 @@ const NET_ID_CHARS: usize = 12;
 const TASK_ID_CHARS: usize = 11;
 /// Networks one task may attach to (`eth0`..`eth9`).
 pub const TASK_NETWORKS_MAX: usize = 10;
+/// The tunnel relay's TUN device (issue #15): encrypted networks' VXLAN
+/// packets to other nodes are routed into it (the tunnel network's route)
+/// and sealed by the daemon. Not one of the names [`is_ours`] prunes: the
+/// daemon holds it open, and it goes with the daemon.
+pub const TUN_DEVICE: &str = "shoal-tun";
 /// Docker's default VXLAN port.
 pub const VXLAN_PORT_DEFAULT: u16 = 4789;
 /// VXLAN's own overhead on the underlay (outer IP, UDP, VXLAN, inner Ethernet).
@@ -60,8 +65,14 @@ pub struct NetView {
     /// MTU of the bridge, the VXLAN device and the tasks' interfaces.
     pub mtu: u32,
     pub internal: bool,
-    /// Endpoints on other nodes: (their address, their node's underlay address).
+    /// Endpoints on other nodes: (their address, where their node's VXLAN
+    /// device receives: its underlay address, or for an encrypted network
+    /// its tunnel address).
     pub remote: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// The VXLAN device's source address when it is not the node's
+    /// underlay address: the node's tunnel address on an encrypted network
+    /// (so its traffic is routed into the relay's TUN device, issue #15).
+    pub vxlan_local: Option<Ipv4Addr>,
     /// Service VIPs on the network: held by the bridge as /32 addresses on
     /// every node, so a task's ARP for one is answered locally and the node
     /// translates the connection (`nft`).
@@ -185,10 +196,12 @@ pub fn diff(want: &NodeView, have: &Observed) -> Vec<NetAction> {
         let keep = wanted.contains(&l.name)
             && match l.kind {
                 LinkKind::Bridge => l.name.starts_with(BRIDGE_PREFIX) || l.name == bridge::DEVICE,
-                LinkKind::Vxlan { vni, local, port } => want
-                    .networks
-                    .iter()
-                    .any(|n| vxlan_name(&n.id) == l.name && n.vni == vni && local == want.underlay && port == want.vxlan_port),
+                LinkKind::Vxlan { vni, local, port } => want.networks.iter().any(|n| {
+                    vxlan_name(&n.id) == l.name
+                        && n.vni == vni
+                        && local == n.vxlan_local.unwrap_or(want.underlay)
+                        && port == want.vxlan_port
+                }),
                 LinkKind::Veth | LinkKind::Other => false,
             };
         if !keep {
@@ -217,7 +230,13 @@ pub fn diff(want: &NodeView, have: &Observed) -> Vec<NetAction> {
         let vx_mtu = n.mtu;
         let fresh_vx = !exists(&vx);
         if fresh_vx {
-            out.push(NetAction::AddVxlan { name: vx.clone(), vni: n.vni, local: want.underlay, port: want.vxlan_port, mtu: vx_mtu });
+            out.push(NetAction::AddVxlan {
+                name: vx.clone(),
+                vni: n.vni,
+                local: n.vxlan_local.unwrap_or(want.underlay),
+                port: want.vxlan_port,
+                mtu: vx_mtu,
+            });
         } else if links[vx.as_str()].mtu != vx_mtu {
             out.push(NetAction::SetMtu { link: vx.clone(), mtu: vx_mtu });
         }
@@ -383,6 +402,7 @@ mod tests {
             mtu: 1450,
             internal: false,
             remote: remote.iter().map(|(a, b)| (ip(a), ip(b))).collect(),
+            vxlan_local: None,
             vips: vec![ip(&format!("10.0.{third}.3"))],
         }
     }
@@ -572,6 +592,8 @@ mod tests {
                     let mut n = net(id, 4097 + rng.range(0, 2) as u32, third, &[]);
                     n.remote = remote;
                     n.mtu = if rng.range(0, 2) == 0 { 1450 } else { 1400 };
+                    // Encrypted: the VXLAN device sends from the node's tunnel address.
+                    n.vxlan_local = (rng.range(0, 3) == 0).then(|| Ipv4Addr::new(198, 18, 0, rng.range(1, 3) as u8));
                     nets.push(n);
                 }
                 let bridge = (rng.range(0, 2) == 0).then(|| Bridge::new(Ipv4Net::parse("172.18.0.0/16").unwrap()).unwrap());

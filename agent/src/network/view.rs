@@ -14,19 +14,46 @@ use std::net::Ipv4Addr;
 
 /// MTU of overlay networks that name none: Ethernet's 1500 minus VXLAN's overhead.
 pub const MTU_DEFAULT: u32 = 1500 - plan::VXLAN_OVERHEAD_BYTES;
+/// What the tunnel adds around a VXLAN packet of an encrypted network on
+/// the underlay: outer IPv4 and UDP headers and the sealed frame's header
+/// and tag ([`shoal_shared::tunnel::FRAME_OVERHEAD`]).
+pub const TUNNEL_OVERHEAD_BYTES: u32 = 20 + 8 + shoal_shared::tunnel::FRAME_OVERHEAD as u32;
+/// MTU of encrypted networks that name none: nothing is fragmented on a
+/// 1500-byte underlay (1,393 bytes).
+pub const MTU_ENCRYPTED_DEFAULT: u32 = MTU_DEFAULT - TUNNEL_OVERHEAD_BYTES;
+/// MTU of the relay's TUN device: an encrypted network's largest VXLAN
+/// packet at the default MTU.
+pub const TUN_MTU: u32 = 1500 - TUNNEL_OVERHEAD_BYTES;
 
-fn mtu(n: &NetworkView) -> u32 {
-    if n.mtu == 0 {
-        MTU_DEFAULT
-    } else {
-        n.mtu
+/// The MTU a network's bridge, VXLAN device and tasks use.
+pub fn mtu(n: &NetworkView) -> u32 {
+    effective_mtu(n.mtu, n.encrypted)
+}
+
+/// The MTU of a network whose spec says `mtu` (0: none given).
+pub fn effective_mtu(mtu: u32, encrypted: bool) -> u32 {
+    match (mtu, encrypted) {
+        (0, false) => MTU_DEFAULT,
+        (0, true) => MTU_ENCRYPTED_DEFAULT,
+        (m, _) => m,
     }
 }
 
 /// The networks this node programs: those whose own address the leader
-/// has allocated (until then the network waits).
+/// has allocated (until then the network waits), and for encrypted ones
+/// this node's tunnel address too.
 fn programmed(a: &Assignments) -> impl Iterator<Item = (&NetworkView, Ipv4Net)> {
-    a.network.networks.values().filter_map(|n| n.local.map(|l| (n, l)))
+    a.network.overlays().filter(|n| a.network.ready(&n.id)).filter_map(|n| n.local.map(|l| (n, l)))
+}
+
+/// The tunnel network's peers (for the relay): every other node with a
+/// tunnel address, by its tunnel address and underlay address.
+pub fn tunnel_peers(a: &Assignments) -> Vec<shoal_shared::tunnel::relay::TunnelPeer> {
+    let Some(t) = a.network.tunnel() else { return Vec::new() };
+    t.peers
+        .iter()
+        .map(|p| shoal_shared::tunnel::relay::TunnelPeer { node_id: p.node_id.clone(), tunnel: p.addr.addr, underlay: p.underlay })
+        .collect()
 }
 
 /// The node's plan and rules from its assignments. `underlay`: this node's
@@ -42,9 +69,17 @@ pub fn node_plan(a: &Assignments, underlay: Ipv4Addr, local: Option<(&Bridge, &L
     let mut vxlan_peers = BTreeSet::new();
     for (n, local) in programmed(a) {
         let bridge = plan::bridge_name(&n.id);
-        let underlay_of: BTreeMap<&str, Ipv4Addr> = n.peers.iter().map(|p| (p.node_id.as_str(), p.underlay)).collect();
+        // Where each peer's VXLAN device receives: its underlay address, or on an encrypted
+        // network its tunnel address (routed into the relay); a peer without one yet waits.
+        let underlay_of: BTreeMap<&str, Ipv4Addr> = if n.encrypted {
+            let tunnel = a.network.tunnel().map(|t| t.peers.as_slice()).unwrap_or_default();
+            tunnel.iter().map(|p| (p.node_id.as_str(), p.addr.addr)).collect()
+        } else {
+            n.peers.iter().map(|p| (p.node_id.as_str(), p.underlay)).collect()
+        };
         // Every endpoint on another node: the nodes' own addresses and their tasks'.
-        let mut remote: BTreeSet<(Ipv4Addr, Ipv4Addr)> = n.peers.iter().map(|p| (p.addr.addr, p.underlay)).collect();
+        let mut remote: BTreeSet<(Ipv4Addr, Ipv4Addr)> =
+            n.peers.iter().filter_map(|p| underlay_of.get(p.node_id.as_str()).map(|u| (p.addr.addr, *u))).collect();
         for s in &n.services {
             for t in &s.tasks {
                 if let Some(u) = underlay_of.get(t.node_id.as_str()) {
@@ -62,9 +97,13 @@ pub fn node_plan(a: &Assignments, underlay: Ipv4Addr, local: Option<(&Bridge, &L
             mtu: mtu(n),
             internal: n.internal,
             remote: remote.into_iter().collect(),
+            vxlan_local: if n.encrypted { a.network.tunnel_addr() } else { None },
             vips: n.services.iter().filter(|s| s.endpoint_mode == EndpointMode::Vip).filter_map(|s| s.vip).collect(),
         });
         rules.networks.push(NetRules { bridge: bridge.clone(), subnet: n.subnet.trunc(), node_addr: local.addr, internal: n.internal });
+        if n.encrypted {
+            rules.encrypted_vnis.push(n.vni);
+        }
         for s in n.services.iter().filter(|s| s.endpoint_mode == EndpointMode::Vip) {
             if let Some(vip) = s.vip {
                 let backends = s.tasks.iter().filter(|t| t.running).map(|t| t.addr).collect();
@@ -105,7 +144,7 @@ pub fn dns_view(a: &Assignments) -> shoal_dns::view::View {
     use shoal_dns::view::{EndpointMode as Mode, ServiceEntry, TaskEntry, View};
     use std::net::IpAddr;
     let mut v = View::new();
-    for n in a.network.networks.values() {
+    for n in a.network.overlays() {
         v.add_network(&n.id, &n.name);
         for s in &n.services {
             let tasks: Vec<TaskEntry> =
@@ -152,7 +191,7 @@ pub fn task_attachments(a: &Assignments, t: &Task, bridge: Option<(&Bridge, Ipv4
                 .network
                 .networks
                 .get(&att.network_id)
-                .filter(|n| n.local.is_some())
+                .filter(|n| a.network.ready(&n.id))
                 .ok_or_else(|| format!("network {} is not set up on this node yet", att.network_id))?;
             Ok(TaskAttachment { network_id: n.id.clone(), addr: att.addr, gateway: n.gateway, mtu: mtu(n), internal: n.internal })
         })

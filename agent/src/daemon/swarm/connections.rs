@@ -361,6 +361,7 @@ impl Daemon {
                 }
             }
             (Purpose::Node, msg @ (Wire::LogsRequest { .. } | Wire::LogsReply { .. })) => self.on_logs_message(conn, &peer, msg),
+            (Purpose::Node, Wire::TunnelKeys { keys }) => self.on_tunnel_keys(&peer, keys),
             (_, Wire::Redirect { leader_id, leader_addr }) => self.on_redirect(conn, leader_id, leader_addr),
             (Purpose::Join, Wire::JoinRequest { advertise_addr, availability, description }) => {
                 let Some(role) = join_role else { return };
@@ -468,5 +469,6 @@ pub(super) fn variant_name(w: &Wire) -> &'static str {
         Wire::Removed { .. } => "removed",
         Wire::Settings { .. } => "settings",
         Wire::RestartsInPlace { .. } => "restarts in place",
+        Wire::TunnelKeys { .. } => "tunnel keys",
     }
 }
