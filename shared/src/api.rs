@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 /// (`SwarmUpdate::node_lost_after_ms`, `SwarmInfo::node_lost_after_ms`),
 /// version 7 `--link-profile` (`SwarmUpdate::link_profile`,
 /// `SwarmInfo::link_profile`), version 8 the autopilot
-/// (`SwarmUpdate::autopilot`, `SwarmInfo::autopilot`, `Reply::Nodes::autopilot`).
-pub const API_VERSION: u8 = 8;
+/// (`SwarmUpdate::autopilot`, `SwarmInfo::autopilot`, `Reply::Nodes::autopilot`),
+/// version 9 the encrypted overlay's relay (`SwarmInfo::tunnel`).
+pub const API_VERSION: u8 = 9;
 
 /// A CLI request.
 // Messages are built once and moved; boxing the big variants buys nothing on the wire.
@@ -320,6 +321,33 @@ pub struct SwarmInfo {
     pub link_profile: crate::types::LinkProfile,
     /// The autopilot's state, when it is on (managers only).
     pub autopilot: Option<AutopilotStatus>,
+    /// This node's encrypted-overlay relay, once it takes part in an
+    /// encrypted network (issue #15).
+    pub tunnel: Option<TunnelStatus>,
+}
+
+/// `shoal info`'s `Encrypted Overlay:` section: this node's tunnel relay and
+/// what it passed and dropped since the daemon started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelStatus {
+    /// The node's tunnel address.
+    pub addr: String,
+    /// The UDP port relays use.
+    pub port: u16,
+    /// Other nodes on the tunnel network, and how many of their keys this node holds.
+    pub peers: u64,
+    pub peers_with_keys: u64,
+    /// Why the relay cannot run (empty when it runs).
+    pub error: String,
+    pub sealed: u64,
+    pub opened: u64,
+    pub replayed: u64,
+    pub tampered: u64,
+    pub unknown_key: u64,
+    pub malformed: u64,
+    pub unknown_sender: u64,
+    pub forbidden: u64,
+    pub no_peer: u64,
 }
 
 /// `swarm init|update --managers N --manager-lost-after D

@@ -704,7 +704,7 @@ mod tests {
 
     #[test]
     fn keyring_file_is_private_and_replaced_atomically() {
-        let dir = std::env::temp_dir().join(format!("shoal-seal-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("shoal-aead-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(KEYRING_FILE);

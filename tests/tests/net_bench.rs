@@ -1,9 +1,11 @@
-//! Container networking benchmark (issue #12), run by `targets/net-bench.sh`:
+//! Container networking benchmark (issues #12, #15), run by `targets/net-bench.sh`:
 //! on two real nodes (network namespaces, real containerd, real `shoal
 //! daemon`s), in one run:
 //! - overlay throughput between tasks on the two nodes (iperf3 entered into
 //!   the tasks' namespaces) against the plain veth path between the two
-//!   node namespaces;
+//!   node namespaces, on a plain and on an encrypted network (with both
+//!   daemons' CPU time per GiB, since their relays seal every packet), and
+//!   ping round trips on each;
 //! - TCP connections per second through a service VIP (nftables DNAT)
 //!   against the same to a task's own address;
 //! - DNS answers per second from the resolver at 127.0.0.11 in a task;
@@ -63,6 +65,11 @@ fn task_ip(c: &Cluster, network: &str, service: &str, id: &str) -> String {
 /// iperf3 from namespace `client` (an `nsenter`/`ip netns exec` prefix) to
 /// a server started in `server`: bits per second received.
 fn iperf(server: &[&str], client: &[&str], ip: &str) -> f64 {
+    iperf_bytes(server, client, ip).0
+}
+
+/// [`iperf`]'s bits per second and the bytes received.
+fn iperf_bytes(server: &[&str], client: &[&str], ip: &str) -> (f64, f64) {
     let mut srv = Command::new(server[0])
         .args(&server[1..])
         .args(["iperf3", "-s", "-1", "-p", "5201"])
@@ -82,7 +89,28 @@ fn iperf(server: &[&str], client: &[&str], ip: &str) -> f64 {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     let bps = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0);
     assert!(bps > 0.0, "iperf3 to {ip} measured nothing: {}", String::from_utf8_lossy(&out.stderr));
-    bps
+    (bps, v["end"]["sum_received"]["bytes"].as_f64().unwrap_or(0.0))
+}
+
+/// User + system CPU seconds process `pid` has used (`/proc/PID/stat`).
+fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    f.get(10..12).map(|t| (t[0] + t[1]) as f64 / hz).unwrap_or(0.0)
+}
+
+/// Average round trip of 20 pings from `from` (a namespace prefix) to `ip`, in ms.
+fn rtt_ms(from: &[&str], ip: &str) -> f64 {
+    let out = Command::new("timeout").arg("20").args(from).args(["busybox", "ping", "-c", "20", "-i", "0.1", ip]).output().expect("ping");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    // busybox: "round-trip min/avg/max = 0.071/0.083/0.102 ms"
+    text.lines()
+        .find_map(|l| l.split_once(" = ").filter(|(k, _)| k.contains("min/avg/max")).and_then(|(_, v)| v.split('/').nth(1)?.parse().ok()))
+        .unwrap_or_else(|| panic!("no round trip in: {text}"))
 }
 
 /// TCP connect + one HTTP request + reply, as many times as fit in [`RUN`],
@@ -151,11 +179,17 @@ fn bench_overlay_vip_dns_and_publish() {
     c.init(1, 1);
     let m = &c.nodes[0];
     m.shoal(&["network", "create", "-d", "overlay", "bench"]).ok();
+    m.shoal(&["network", "create", "-d", "overlay", "--opt", "encrypted", "secure"]).ok();
     let web = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www";
-    for (name, role, cmd) in [("a", "manager", "sleep 3600"), ("b", "worker", "sleep 3600"), ("web", "worker", web)] {
+    for (name, role, cmd, net) in [
+        ("a", "manager", "sleep 3600", "bench"),
+        ("b", "worker", "sleep 3600", "bench"),
+        ("web", "worker", web, "bench"),
+        ("sa", "manager", "sleep 3600", "secure"),
+        ("sb", "worker", "sleep 3600", "secure"),
+    ] {
         let constraint = format!("node.role=={role}");
-        m.shoal(&["service", "create", "-d", "--name", name, "--network", "bench", "--constraint", &constraint, IMAGE, "sh", "-c", cmd])
-            .ok();
+        m.shoal(&["service", "create", "-d", "--name", name, "--network", net, "--constraint", &constraint, IMAGE, "sh", "-c", cmd]).ok();
     }
     let (_, a_pid) = running_task(&c, 0, "a");
     let (b_id, b_pid) = running_task(&c, 1, "b");
@@ -183,6 +217,39 @@ fn bench_overlay_vip_dns_and_publish() {
         overlay / 1e9,
         veth / 1e9,
         overlay / veth * 100.0
+    );
+
+    // The encrypted overlay (issue #15): throughput, the daemons' CPU time per GiB (their relays seal
+    // and open every packet), and round trips against the plain overlay and veth.
+    let (_, sa_pid) = running_task(&c, 0, "sa");
+    let (sb_id, sb_pid) = running_task(&c, 1, "sb");
+    let sb_ip = task_ip(&c, "secure", "sb", &sb_id);
+    let (sa_ns, sb_ns) = (into(&sa_pid), into(&sb_pid));
+    let sa_ref: Vec<&str> = sa_ns.iter().map(String::as_str).collect();
+    let sb_ref: Vec<&str> = sb_ns.iter().map(String::as_str).collect();
+    wait_for_seen("sa -> sb over the encrypted overlay", CONVERGE, || {
+        match Command::new("timeout").args(["3"]).args(&sa_ref).args(["busybox", "ping", "-c", "1", "-W", "1", &sb_ip]).status() {
+            Ok(s) if s.success() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let daemons: Vec<u32> = c.nodes.iter().filter_map(|n| n.pid()).collect();
+    let cpu_before: f64 = daemons.iter().map(|p| cpu_s(*p)).sum();
+    let (encrypted, bytes) = iperf_bytes(&sb_ref, &sa_ref, &sb_ip);
+    let cpu = daemons.iter().map(|p| cpu_s(*p)).sum::<f64>() - cpu_before;
+    let gib = bytes / (1u64 << 30) as f64;
+    println!(
+        "encrypted: overlay task->task {:.2} Gbit/s ({:.0} % of the plain overlay, {:.0} % of veth); both daemons' CPU {:.2} s per GiB moved ({:.2} GiB in {IPERF_SECS} s)",
+        encrypted / 1e9,
+        encrypted / overlay * 100.0,
+        encrypted / veth * 100.0,
+        cpu / gib.max(1e-9),
+        gib
+    );
+    let (rtt_plain, rtt_enc, rtt_veth) = (rtt_ms(&a_ref, &b_ip), rtt_ms(&sa_ref, &sb_ip), rtt_ms(&n0, &c.nodes[1].ip));
+    println!(
+        "latency: ping round trip (avg of 20) plain overlay {rtt_plain:.3} ms, encrypted overlay {rtt_enc:.3} ms (+{:.3} ms), veth {rtt_veth:.3} ms",
+        rtt_enc - rtt_plain
     );
 
     // Connections per second: through the VIP (DNAT) and to the task directly.
@@ -230,5 +297,5 @@ fn bench_overlay_vip_dns_and_publish() {
         answered.push(format!("node {i} ({}) {:.2} s", if i == 0 { "no task" } else { "runs the task" }, start.elapsed().as_secs_f64()));
     }
     println!("publish: `service create --publish 8080:80` to port 8080 answering: {}", answered.join(", "));
-    println!("SUMMARY net-bench overlay_gbps={:.2} veth_gbps={:.2} vip_conns_s={through_vip:.0} direct_conns_s={direct:.0} dns_s={one:.0} dns16_s={sixteen:.0} publish_s={:.2}", overlay / 1e9, veth / 1e9, start.elapsed().as_secs_f64());
+    println!("SUMMARY net-bench overlay_gbps={:.2} encrypted_gbps={:.2} veth_gbps={:.2} vip_conns_s={through_vip:.0} direct_conns_s={direct:.0} dns_s={one:.0} dns16_s={sixteen:.0} publish_s={:.2}", overlay / 1e9, encrypted / 1e9, veth / 1e9, start.elapsed().as_secs_f64());
 }

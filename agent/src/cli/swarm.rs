@@ -562,6 +562,24 @@ fn info_text(i: &shoal_shared::api::SwarmInfo) -> String {
             out += &format!("  {a}\n");
         }
     }
+    if let Some(t) = &i.tunnel {
+        out += &tunnel_text(t);
+    }
+    out
+}
+
+/// The `Encrypted Overlay:` section (not in Docker's output): the node's
+/// tunnel relay and its counts since the daemon started.
+fn tunnel_text(t: &shoal_shared::api::TunnelStatus) -> String {
+    let mut out = format!(" Encrypted Overlay:\n  Tunnel Address: {} (UDP port {})\n", t.addr, t.port);
+    if !t.error.is_empty() {
+        out += &format!("  Error: {}\n", t.error);
+    }
+    out += &format!("  Peers: {} ({} with a key)\n  Packets: {} sealed, {} opened\n", t.peers, t.peers_with_keys, t.sealed, t.opened);
+    out += &format!(
+        "  Dropped: {} replayed, {} tampered, {} with an unknown key, {} malformed, {} from unknown senders, {} not VXLAN between tunnel addresses, {} to no peer\n",
+        t.replayed, t.tampered, t.unknown_key, t.malformed, t.unknown_sender, t.forbidden, t.no_peer
+    );
     out
 }
 
@@ -696,6 +714,7 @@ mod tests {
             node_lost_after_ms: 600_000,
             link_profile: shoal_shared::types::LinkProfile::Edge,
             autopilot: None,
+            tunnel: None,
         };
         let text = info_text(&i);
         assert!(!text.contains("Autopilot"), "nothing while it is off: {text}");
@@ -706,6 +725,27 @@ mod tests {
         assert!(text.ends_with(" Node Address: 10.0.0.5\n Manager Addresses:\n  10.0.0.5:2377\n"), "{text}");
         i.settings = Some(SwarmSettings { dispatcher_heartbeat_ms: 1_500 });
         assert!(info_text(&i).contains("Heartbeat Period: 1500 milliseconds"));
+        i.tunnel = Some(shoal_shared::api::TunnelStatus {
+            addr: "198.18.0.1".into(),
+            port: 4790,
+            peers: 2,
+            peers_with_keys: 1,
+            sealed: 10,
+            opened: 9,
+            replayed: 1,
+            tampered: 2,
+            ..Default::default()
+        });
+        let text = info_text(&i);
+        assert!(
+            text.ends_with(
+                " Encrypted Overlay:\n  Tunnel Address: 198.18.0.1 (UDP port 4790)\n  Peers: 2 (1 with a key)\n  Packets: 10 sealed, 9 opened\n  Dropped: 1 replayed, 2 tampered, 0 with an unknown key, 0 malformed, 0 from unknown senders, 0 not VXLAN between tunnel addresses, 0 to no peer\n"
+            ),
+            "{text}"
+        );
+        i.tunnel.as_mut().unwrap().error = "TUN devices cannot be made here".into();
+        assert!(info_text(&i).contains("  Error: TUN devices cannot be made here\n"));
+        i.tunnel = None;
         i.local_state = "inactive".into();
         assert!(info_text(&i).ends_with("Swarm: inactive\n"));
         assert_eq!(ns_to_ms(1), 1, "sub-millisecond rounds up, so the daemon refuses it instead of reading 0");

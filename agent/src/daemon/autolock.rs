@@ -191,6 +191,7 @@ fn locked_answer(
                 node_lost_after_ms: 0,
                 link_profile: Default::default(),
                 autopilot: None,
+                tunnel: None,
             };
             (Reply::Info(Box::new(info)), None)
         }

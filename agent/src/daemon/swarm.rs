@@ -665,6 +665,7 @@ impl Daemon {
             // As applied on this node (a worker's from its leader).
             link_profile: self.swarm.link_profile,
             autopilot: None,
+            tunnel: self.tunnel_status(),
         };
         if self.swarm.removed {
             info.warnings.push(shoal_manager::dispatcher::REMOVED.to_string());

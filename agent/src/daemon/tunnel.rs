@@ -30,8 +30,10 @@ pub(crate) const TUNNEL_PORT: u16 = 4790;
 /// Tests set this to watch key rotations during a transfer (milliseconds
 /// between rotations instead of 12 hours).
 const ROTATE_ENV: &str = "SHOAL_TEST_TUNNEL_ROTATE_MS";
-/// How often the relay's counts are logged at most, when they changed.
-const COUNTS_LOG_MS: u64 = 10_000;
+/// How often the relay's counts are logged at most when it dropped frames
+/// since the last line (WARN), and otherwise when they changed (INFO).
+const DROPS_LOG_MS: u64 = 10_000;
+const COUNTS_LOG_MS: u64 = 600_000;
 /// Largest datagram or packet read.
 const BUF_BYTES: usize = 65_536;
 
@@ -151,11 +153,13 @@ impl Daemon {
         g.tick(now_ms);
         let c = g.counts();
         drop(g);
-        if c != self.tunnel.said && now_ms.saturating_sub(self.tunnel.said_at_ms) >= COUNTS_LOG_MS {
-            let dropped = |c: &RelayCounts| {
-                c.opened.replayed + c.opened.tampered + c.opened.unknown_key + c.opened.malformed + c.unknown_sender + c.forbidden
-            };
-            let level = if dropped(&c) > dropped(&self.tunnel.said) { "WARN" } else { "INFO" };
+        let dropped = |c: &RelayCounts| {
+            c.opened.replayed + c.opened.tampered + c.opened.unknown_key + c.opened.malformed + c.unknown_sender + c.forbidden
+        };
+        let since = now_ms.saturating_sub(self.tunnel.said_at_ms);
+        let drops = dropped(&c) > dropped(&self.tunnel.said);
+        if c != self.tunnel.said && (since >= COUNTS_LOG_MS || (drops && since >= DROPS_LOG_MS)) {
+            let level = if drops { "WARN" } else { "INFO" };
             crate::log!(
                 level,
                 "networking: tunnel since start: {} sealed, {} opened; dropped: {} replayed, {} tampered, {} with an unknown key, {} malformed, {} from unknown senders, {} not VXLAN between tunnel addresses, {} to no peer",
@@ -172,6 +176,33 @@ impl Daemon {
             self.tunnel.said = c;
             self.tunnel.said_at_ms = now_ms;
         }
+    }
+
+    /// `shoal info`'s view of the relay (none before this node's first tunnel address).
+    pub(crate) fn tunnel_status(&self) -> Option<shoal_shared::api::TunnelStatus> {
+        let own = self.tunnel.own.or_else(|| self.swarm.assigned_ref().and_then(|a| a.network.tunnel_addr()))?;
+        let mut st = shoal_shared::api::TunnelStatus {
+            addr: own.to_string(),
+            port: TUNNEL_PORT,
+            peers: self.tunnel.peers.len() as u64,
+            error: lock_failed(&self.tunnel.failed).clone().unwrap_or_default(),
+            ..Default::default()
+        };
+        if let Some(r) = &self.tunnel.relay {
+            let g = lock(r);
+            st.peers_with_keys = self.tunnel.peers.iter().filter(|p| g.has_key(&p.node_id)).count() as u64;
+            let c = g.counts();
+            st.sealed = c.sealed;
+            st.opened = c.opened.opened;
+            st.replayed = c.opened.replayed;
+            st.tampered = c.opened.tampered;
+            st.unknown_key = c.opened.unknown_key;
+            st.malformed = c.opened.malformed;
+            st.unknown_sender = c.unknown_sender;
+            st.forbidden = c.forbidden;
+            st.no_peer = c.no_peer;
+        }
+        Some(st)
     }
 
     /// A key heard for the relay (installed when it runs; kept meanwhile).
