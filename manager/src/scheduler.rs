@@ -22,7 +22,8 @@
 //! The plugin filter (swarmkit's `PluginFilter`) keeps a task off a node
 //! whose engine lacks a network driver the task needs ([`plugins_needed`]):
 //! `overlay` for each overlay network it attaches to (its own, and `ingress`
-//! when its service publishes ingress ports); a task with no network needs
+//! when its service publishes ingress ports), and `overlay-encrypted` when
+//! one of them is encrypted (the node can run the tunnel relay); a task with no network needs
 //! nothing (a node puts it on its node-local bridge, or, lacking one, in
 //! its own namespace: `bridge` in a node's list is for people to read), nor
 //! do `--network host` and `none`. A node that reported no plugins
@@ -132,6 +133,10 @@ pub fn plugins_needed(state: &State, t: &Task) -> Vec<Plugin> {
     }
     let wanted = crate::network::wanted_networks(state, state.services.get(&t.service_id), t);
     let mut out: Vec<Plugin> = wanted.iter().filter_map(|id| state.networks.get(id)).map(|n| Plugin::network(&n.spec.driver)).collect();
+    // An encrypted network also needs the node's tunnel relay (issue #15).
+    if wanted.iter().filter_map(|id| state.networks.get(id)).any(|n| n.spec.encrypted) {
+        out.push(Plugin::network(shoal_shared::types::DRIVER_OVERLAY_ENCRYPTED));
+    }
     out.sort();
     out.dedup();
     out
@@ -876,6 +881,32 @@ mod tests {
             let want: Vec<(String, String)> = expect.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
             assert_eq!(got, want, "{case}");
         }
+    }
+
+    #[test]
+    fn tasks_on_encrypted_networks_go_only_where_the_tunnel_relay_runs() {
+        let overlay_only = ["bridge", "host", "null", "overlay"];
+        let with_relay = ["bridge", "host", "null", "overlay", "overlay-encrypted"];
+        let mut s =
+            on_networks(vec![service("svc", "web")], vec![with_drivers("a", &overlay_only), with_drivers("b", &with_relay)], vec![]);
+        let mut secret = overlay("net", 1, false);
+        secret.spec.encrypted = true;
+        assert!(s.apply(3, &Entry { at: 1, ops: vec![Op::PutNetwork(secret)] }).rejected.is_empty());
+        assert!(s
+            .apply(4, &Entry { at: 1, ops: networked(&["t1", "t2"], &["net"], &[("net", 1)]).into_iter().map(Op::CreateTask).collect() })
+            .rejected
+            .is_empty());
+        check(&s, &[("t1", "b"), ("t2", "b")]);
+        // With no node able to encrypt, they wait and say why.
+        let mut s = on_networks(vec![service("svc", "web")], vec![with_drivers("a", &overlay_only)], vec![]);
+        let mut secret = overlay("net", 1, false);
+        secret.spec.encrypted = true;
+        assert!(s.apply(3, &Entry { at: 1, ops: vec![Op::PutNetwork(secret)] }).rejected.is_empty());
+        assert!(s
+            .apply(4, &Entry { at: 1, ops: networked(&["t1"], &["net"], &[("net", 1)]).into_iter().map(Op::CreateTask).collect() })
+            .rejected
+            .is_empty());
+        check(&s, &[("t1", "no suitable node (missing plugin on 1 node)")]);
     }
 
     #[test]

@@ -742,7 +742,13 @@ pub const HOST_NETWORK_ID: &str = "host";
 pub const NONE_NETWORK_ID: &str = "none";
 /// The only driver of swarm-scoped networks.
 pub const DRIVER_OVERLAY: &str = "overlay";
-/// `network create -o encrypted`: stored, and shown as Docker's option.
+/// Not a driver a network is created with but what a node reports (with
+/// [`DRIVER_OVERLAY`]) when it can also carry encrypted overlay networks
+/// (`--opt encrypted`: its kernel makes TUN devices for the tunnel relay);
+/// tasks on an encrypted network are placed only on such nodes.
+pub const DRIVER_OVERLAY_ENCRYPTED: &str = "overlay-encrypted";
+/// `network create -o encrypted`: shown as Docker's option; the network's traffic
+/// between nodes goes through the tunnel relays (issue #15).
 pub const OPT_ENCRYPTED: &str = "encrypted";
 /// `network create -o com.docker.network.driver.mtu=N`.
 pub const OPT_MTU: &str = "com.docker.network.driver.mtu";

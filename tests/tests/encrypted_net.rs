@@ -132,6 +132,30 @@ fn udp_payloads(file: &Path) -> Vec<Vec<u8>> {
     out
 }
 
+/// The relay frames node `i` sent in capture `pcap` (the UDP payloads to port 4790), via a filtered copy at `scratch`.
+fn frames_from(c: &Cluster, i: usize, pcap: &Path, scratch: &Path) -> Vec<Vec<u8>> {
+    let out = Command::new("tcpdump")
+        .args(["-n", "-r"])
+        .arg(pcap)
+        .arg("-w")
+        .arg(scratch)
+        .arg(format!("udp dst port 4790 and src host {}", c.nodes[i].ip))
+        .output()
+        .expect("tcpdump -r");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    udp_payloads(scratch)
+}
+
+/// Sends each of `frames` to node `to`'s relay port from node `from`'s namespace (its own address).
+fn send_frames(c: &Cluster, from: usize, to: usize, frames: &[Vec<u8>], dir: &Path, tag: &str) {
+    for (i, f) in frames.iter().enumerate() {
+        let file = dir.join(format!("{tag}{i}"));
+        std::fs::write(&file, f).unwrap();
+        let r = c.nodes[from].exec(&["bash", "-c", &format!("cat {} > /dev/udp/{}/4790", file.display(), c.nodes[to].ip)]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+}
+
 /// Node `i`'s relay counts from `shoal info` (its `Encrypted Overlay:`
 /// section), as (name, value) pairs: `sealed`, `opened`, `replayed`...
 fn tunnel_counts(c: &Cluster, i: usize) -> Option<Vec<(String, u64)>> {
@@ -175,8 +199,9 @@ fn encrypted_networks_carry_nothing_readable_between_nodes_and_plain_ones_do() {
     c.nodes[0].start_env(&[("SHOAL_TEST_TUNNEL_ROTATE_MS", ROTATE_MS)]);
     c.init(1, 1);
     let m = &c.nodes[0];
-    m.shoal(&["network", "create", "-d", "overlay", "--opt", "encrypted", "--subnet", "10.31.0.0/24", "secret"]).ok();
-    m.shoal(&["network", "create", "-d", "overlay", "--subnet", "10.32.0.0/24", "plain"]).ok();
+    // Subnets with a third octet: the cluster's own underlay is a 10.X.0.0/24.
+    m.shoal(&["network", "create", "-d", "overlay", "--opt", "encrypted", "--subnet", "10.31.1.0/24", "secret"]).ok();
+    m.shoal(&["network", "create", "-d", "overlay", "--subnet", "10.31.2.0/24", "plain"]).ok();
     let net: serde_json::Value = serde_json::from_str(&m.shoal(&["network", "inspect", "secret"]).ok().stdout).unwrap();
     assert_eq!(net[0]["ShoalDataPath"]["MTU"], 1393, "{net}");
     let page = "shoal-page-7f3a9c1e5b2d4f6081a3c5e7b9d1f2a4c6e8";
@@ -261,35 +286,25 @@ fn encrypted_networks_carry_nothing_readable_between_nodes_and_plain_ones_do() {
 
     // Frames from the worker's relay to the manager's, sent again from the worker's namespace as they
     // were (replays) and under a new counter (forgeries): the manager's relay drops both.
-    let from_worker = dir.join("from-worker.pcap");
-    let out = Command::new("tcpdump")
-        .args(["-n", "-r"])
-        .arg(&secret_cap)
-        .args(["-w"])
-        .arg(&from_worker)
-        .arg(format!("udp dst port 4790 and src host {}", c.nodes[1].ip))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let frames = udp_payloads(&from_worker);
+    let from_worker = frames_from(&c, 1, &secret_cap, &dir.join("from-worker.pcap"));
+    let frames = from_worker;
     assert!(frames.len() >= 2, "{} frames from the worker", frames.len());
     let before = tunnel_counts(&c, 0).expect("shoal info shows the manager's relay");
-    for (i, f) in frames.iter().take(3).enumerate() {
-        let replay = dir.join(format!("replay{i}"));
-        std::fs::write(&replay, f).unwrap();
-        // A forgery: the frame under a counter never used (the header's bytes 5..13), so the replay
-        // window lets it through to the authentication check, which fails (the header is authenticated).
-        let mut bad = f.clone();
-        let counter = u64::from_le_bytes(bad[5..13].try_into().unwrap());
-        bad[5..13].copy_from_slice(&(counter + 1_000_000 + i as u64).to_le_bytes());
-        let forged = dir.join(format!("forged{i}"));
-        std::fs::write(&forged, bad).unwrap();
-        let target = format!("/dev/udp/{}/4790", c.nodes[0].ip);
-        for file in [&replay, &forged] {
-            let r = c.nodes[1].exec(&["bash", "-c", &format!("cat {} > {target}", file.display())]);
-            assert_eq!(r.code, 0, "{}", r.stderr);
-        }
-    }
+    let replays: Vec<Vec<u8>> = frames.iter().take(3).cloned().collect();
+    // Forgeries: the frames under counters never used (the header's bytes 5..13), so the replay window
+    // lets them through to the authentication check, which fails (the header is authenticated).
+    let forgeries: Vec<Vec<u8>> = replays
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let mut bad = f.clone();
+            let counter = u64::from_le_bytes(bad[5..13].try_into().unwrap());
+            bad[5..13].copy_from_slice(&(counter + 1_000_000 + i as u64).to_le_bytes());
+            bad
+        })
+        .collect();
+    send_frames(&c, 1, 0, &replays, &dir, "replay");
+    send_frames(&c, 1, 0, &forgeries, &dir, "forged");
     let sent = frames.len().min(3) as u64;
     wait_for_seen("the manager's relay to count the replays and forgeries", CONVERGE, || {
         let now = tunnel_counts(&c, 0).ok_or("no counts")?;
@@ -353,4 +368,37 @@ fn encrypted_networks_carry_nothing_readable_between_nodes_and_plain_ones_do() {
         fetch(&c, "web-secret");
         println!("encrypted fetch works again {:.1} s after node {i}'s daemon restarted", t.elapsed().as_secs_f64());
     }
+
+    // The worker leaves and is removed from the swarm: the manager forgets its key and replaces its own
+    // at once, and frames the worker sealed just before are dropped from then on.
+    let last = dir.join("last.pcap");
+    let cap = Capture::start(&dev, &last);
+    fetch(&c, "web-secret");
+    cap.stop();
+    let frames = frames_from(&c, 1, &last, &dir.join("last-from-worker.pcap"));
+    assert!(!frames.is_empty(), "frames from the worker");
+    let rotations_before = c.nodes[0].log().matches("tunnel key replaced").count();
+    c.nodes[1].shoal(&["swarm", "leave", "--force"]).ok();
+    c.nodes[0].shoal(&["node", "rm", "--force", &worker]).ok();
+    wait_for_seen("the manager to forget the removed worker's relay", CONVERGE, || {
+        let info = c.nodes[0].shoal(&["info"]).stdout;
+        if info.contains("  Peers: 0 (0 with a key)\n") {
+            Ok(())
+        } else {
+            Err(info)
+        }
+    });
+    assert!(c.nodes[0].log().contains(&format!("tunnel peer(s) {worker} left")), "{}", c.nodes[0].log_tail(20));
+    assert!(c.nodes[0].log().matches("tunnel key replaced").count() > rotations_before, "the manager's key was replaced");
+    let before = tunnel_counts(&c, 0).expect("counts");
+    send_frames(&c, 1, 0, &frames, &dir, "removed");
+    wait_for_seen("the removed worker's frames to be dropped and counted", CONVERGE, || {
+        let now = tunnel_counts(&c, 0).ok_or("no counts")?;
+        let dropped = counted(&now, "from unknown senders") - counted(&before, "from unknown senders");
+        if dropped == frames.len() as u64 && counted(&now, "opened") == counted(&before, "opened") {
+            Ok(())
+        } else {
+            Err(format!("{dropped} of {} dropped: {before:?} -> {now:?}", frames.len()))
+        }
+    });
 }

@@ -15,7 +15,7 @@ use crate::network::driver::{NetDriver, Probe};
 use crate::runtime::Runtime;
 use async_channel::{Receiver, Sender};
 use shoal_shared::api::Reply;
-use shoal_shared::types::{NodeDescription, Plugin, DRIVER_BRIDGE, DRIVER_HOST, DRIVER_NULL, DRIVER_OVERLAY};
+use shoal_shared::types::{NodeDescription, Plugin, DRIVER_BRIDGE, DRIVER_HOST, DRIVER_NULL, DRIVER_OVERLAY, DRIVER_OVERLAY_ENCRYPTED};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -79,11 +79,19 @@ pub(crate) trait Io {
 
 /// The network drivers a node whose kernel probe found `probe` can run
 /// (Docker's `Engine.Plugins`, sorted by name): `overlay` with VXLAN,
-/// bridges, veths and nftables; `bridge` with all but VXLAN; `host` and
+/// bridges, veths and nftables; `overlay-encrypted` with all that and TUN
+/// devices (the tunnel relay); `bridge` with all but VXLAN; `host` and
 /// `null` always.
 pub(crate) fn network_plugins(probe: &Probe) -> Vec<Plugin> {
     let bridge = probe.bridge && probe.veth && probe.nftables;
-    let drivers = [(DRIVER_BRIDGE, bridge), (DRIVER_HOST, true), (DRIVER_NULL, true), (DRIVER_OVERLAY, bridge && probe.vxlan)];
+    let overlay = bridge && probe.vxlan;
+    let drivers = [
+        (DRIVER_BRIDGE, bridge),
+        (DRIVER_HOST, true),
+        (DRIVER_NULL, true),
+        (DRIVER_OVERLAY, overlay),
+        (DRIVER_OVERLAY_ENCRYPTED, overlay && probe.tun),
+    ];
     drivers.iter().filter(|(_, works)| *works).map(|(name, _)| Plugin::network(name)).collect()
 }
 
@@ -191,7 +199,13 @@ mod tests {
     #[test]
     fn the_probe_says_which_network_drivers_work() {
         let full = Probe { bridge: true, veth: true, vxlan: true, nftables: true, tun: true, problems: Vec::new() };
-        assert_eq!(names(&full), ["Network/bridge", "Network/host", "Network/null", "Network/overlay"]);
+        assert_eq!(names(&full), ["Network/bridge", "Network/host", "Network/null", "Network/overlay", "Network/overlay-encrypted"]);
+        let no_tun = Probe { tun: false, ..full.clone() };
+        assert_eq!(
+            names(&no_tun),
+            ["Network/bridge", "Network/host", "Network/null", "Network/overlay"],
+            "no relay, no encrypted networks"
+        );
         assert_eq!(names(&Probe { vxlan: false, ..full.clone() }), ["Network/bridge", "Network/host", "Network/null"]);
         for lacking in [Probe { nftables: false, ..full.clone() }, Probe { veth: false, ..full.clone() }, Probe::default()] {
             assert_eq!(names(&lacking), ["Network/host", "Network/null"], "{lacking:?}");
