@@ -355,9 +355,31 @@ fn encrypted_networks_carry_nothing_readable_between_nodes_and_plain_ones_do() {
         "frames under keys the worker did not hold: {before:?} -> {after:?}"
     );
 
-    // Each daemon dies (kill -9) and comes back in turn: encrypted traffic flows again with no manual
-    // step (a new key each, announced and passed on; the TUN device made again).
-    for i in [1, 0] {
+    // Each daemon dies (kill -9) and comes back in turn, in the middle of a stream between the tasks: the
+    // connection lives on and every line arrives (the relay comes back with a new key, announced and
+    // passed on, and its TUN device made again), and new connections work again with no manual step.
+    for (i, port) in [(1usize, "9001"), (0, "9002")] {
+        let server = task_pid(&c, 0, "web-secret");
+        let mut listener = Command::new("timeout")
+            .args(["60", "nsenter", "-t", &server, "-m", "-n", "--", "sh", "-c"])
+            .arg(format!("i=0; while [ $i -lt 24 ]; do echo line-$i; sleep 0.5; i=$((i+1)); done | busybox nc -l -p {port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_seen(&format!("the stream's listener on port {port}"), CONVERGE, || {
+            // The host's `ss` in the task's network namespace (the task's own /proc is its pid namespace's).
+            let out = Command::new("nsenter").args(["-t", &server, "-n", "--", "ss", "-ltn"]).output().map_err(|e| e.to_string())?;
+            let out = String::from_utf8_lossy(&out.stdout).to_string();
+            if out.contains(&format!(":{port} ")) {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        });
+        let (pid, cmd) = (client.clone(), format!("sleep 16 | busybox nc web-secret {port}"));
+        let reader = std::thread::spawn(move || in_task(&pid, 40, &["sh", "-c", &cmd]));
+        std::thread::sleep(Duration::from_secs(3));
         c.nodes[i].kill();
         if i == 0 {
             c.nodes[0].start_env(&[("SHOAL_TEST_TUNNEL_ROTATE_MS", ROTATE_MS)]);
@@ -367,6 +389,11 @@ fn encrypted_networks_carry_nothing_readable_between_nodes_and_plain_ones_do() {
         let t = std::time::Instant::now();
         fetch(&c, "web-secret");
         println!("encrypted fetch works again {:.1} s after node {i}'s daemon restarted", t.elapsed().as_secs_f64());
+        let (code, out) = reader.join().unwrap();
+        let _ = listener.kill();
+        let _ = listener.wait();
+        let lines = out.lines().filter(|l| l.starts_with("line-")).count();
+        assert_eq!(lines, 24, "node {i}'s daemon restarted mid-stream: every line on the one connection (exit {code}): {out}");
     }
 
     // The worker leaves and is removed from the swarm: the manager forgets its key and replaces its own

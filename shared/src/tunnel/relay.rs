@@ -103,7 +103,7 @@ pub struct Relay {
     rotate_now: bool,
     rotate_after_ms: u64,
     by_tunnel: BTreeMap<Ipv4Addr, TunnelPeer>,
-    by_underlay: BTreeMap<Ipv4Addr, String>,
+    by_underlay: BTreeMap<Ipv4Addr, TunnelPeer>,
     openers: BTreeMap<String, Opener>,
     counts: RelayCounts,
     /// Open counts of peers forgotten since the start.
@@ -200,7 +200,7 @@ impl Relay {
             self.rotate_now = true;
         }
         self.by_tunnel = peers.iter().filter(|p| p.tunnel != self.own).map(|p| (p.tunnel, p.clone())).collect();
-        self.by_underlay = peers.iter().filter(|p| p.tunnel != self.own).map(|p| (p.underlay, p.node_id.clone())).collect();
+        self.by_underlay = peers.iter().filter(|p| p.tunnel != self.own).map(|p| (p.underlay, p.clone())).collect();
         gone
     }
 
@@ -230,7 +230,7 @@ impl Relay {
 
     /// Whether a key of `node_id` is held.
     pub fn has_key(&self, node_id: &str) -> bool {
-        self.openers.contains_key(node_id)
+        self.openers.get(node_id).is_some_and(Opener::has_key)
     }
 
     /// A packet the kernel routed into the TUN device: the peer's underlay
@@ -264,11 +264,13 @@ impl Relay {
     }
 
     fn incoming_inner(&mut self, from: Ipv4Addr, frame: &[u8]) -> Result<Vec<u8>, Drop> {
-        let node_id = self.by_underlay.get(&from).ok_or(Drop::UnknownSender)?;
-        let Some(tunnel) = self.by_tunnel.values().find(|p| &p.node_id == node_id).map(|p| p.tunnel) else {
-            return Err(Drop::UnknownSender);
-        };
-        let opener = self.openers.entry(node_id.clone()).or_default();
+        let peer = self.by_underlay.get(&from).ok_or(Drop::UnknownSender)?;
+        let tunnel = peer.tunnel;
+        // No key of the peer heard yet: an empty opener counts the frame as under an unknown key.
+        if !self.openers.contains_key(&peer.node_id) {
+            self.openers.insert(peer.node_id.clone(), Opener::default());
+        }
+        let opener = self.openers.get_mut(&peer.node_id).ok_or(Drop::UnknownSender)?;
         let packet = opener.open(frame).map_err(Drop::Open)?;
         let ip = Ipv4Header::parse(&packet).ok_or(Drop::Forbidden)?;
         if ip.src != tunnel || ip.dst != self.own || ip.protocol != IPPROTO_UDP || ip.udp_dst_port != Some(self.vxlan_port) {
@@ -433,6 +435,20 @@ mod tests {
         let kc = rs[2].announcement().clone();
         rs[1].install(&kc);
         assert_eq!(rs[1].incoming(ip("10.9.0.3"), &from_c), Err(Drop::UnknownSender));
+        // A frame from a peer whose key was never heard: counted, and no key is held for it.
+        let mut fresh = Relay::new("d", ip("198.18.0.4"), 4789, 9, [9; 32], 0);
+        let mut with_d = peers();
+        with_d.push(TunnelPeer { node_id: "d".into(), tunnel: ip("198.18.0.4"), underlay: ip("10.9.0.4") });
+        fresh.set_peers(&with_d);
+        rs[1].set_peers(&with_d);
+        let (_, from_d) = fresh.outgoing(&vxlan_packet(ip("198.18.0.4"), ip("198.18.0.2"), 4789, b"d")).unwrap();
+        assert_eq!(rs[1].incoming(ip("10.9.0.4"), &from_d), Err(Drop::Open(OpenError::UnknownKey)));
+        assert!(!rs[1].has_key("d"));
+        rs[1].install(&fresh.announcement().clone());
+        assert!(rs[1].has_key("d"));
+        assert!(rs[1]
+            .incoming(ip("10.9.0.4"), &fresh.outgoing(&vxlan_packet(ip("198.18.0.4"), ip("198.18.0.2"), 4789, b"d")).unwrap().1)
+            .is_ok());
         // b's own key is never installed as a peer's.
         let kb = rs[1].announcement().clone();
         rs[1].install(&kb);
