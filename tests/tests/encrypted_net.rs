@@ -258,6 +258,9 @@ fn encrypted_networks_carry_nothing_readable_between_nodes_and_plain_ones_do() {
     fetch(&c, "web-secret");
     fetch(&c, "web-plain");
     for i in 0..2 {
+        // The relay listens on (and so sends from) the node's advertise address, as VXLAN does.
+        let ss = c.nodes[i].exec(&["ss", "-Huln", "sport", "= :4790"]).stdout;
+        assert!(ss.contains(&format!("{}:4790", c.nodes[i].ip)), "node {i}: {ss}");
         let info = c.nodes[i].shoal(&["info"]).ok().stdout;
         assert!(
             info.contains(" Encrypted Overlay:\n  Tunnel Address: 198.18.") && info.contains("  Peers: 1 (1 with a key)\n"),

@@ -159,7 +159,7 @@ impl TaskNet {
 
 impl Daemon {
     /// This node's underlay address: its advertise address's IP.
-    fn underlay(&self) -> Option<Ipv4Addr> {
+    pub(crate) fn underlay(&self) -> Option<Ipv4Addr> {
         let a = self.swarm.advertise_addr();
         a.rsplit_once(':').map_or(a, |(h, _)| h).parse().ok()
     }

@@ -5,7 +5,8 @@
 //! exchange over the Noise links is in `swarm::tunnel_keys`.
 //!
 //! Lifecycle: the relay starts the first time this node's assignments give
-//! it a tunnel address (it takes part in an encrypted network), and runs
+//! it a tunnel address (it takes part in an encrypted network), listens on
+//! its advertise address (frames leave from it, as VXLAN's do), and runs
 //! until the daemon exits (the device goes with the process). Until it
 //! runs, and if it cannot (no `/dev/net/tun`, the port taken), encrypted
 //! networks' VXLAN packets have no route into it and the node's nftables
@@ -86,6 +87,12 @@ impl Daemon {
                     *lock_failed(&self.tunnel.failed) = Some("TUN devices cannot be made here (kernel option CONFIG_TUN)".into());
                     return;
                 }
+                // Frames leave from the advertise address (as VXLAN does: peers know a node by it),
+                // whichever interface the route to a peer would otherwise pick on a multi-homed device.
+                let Some(underlay) = self.underlay() else {
+                    *lock_failed(&self.tunnel.failed) = Some("this node's advertise address is not an IPv4 address".into());
+                    return;
+                };
                 let (epoch, key) = match (self.io.random32(), self.io.random32()) {
                     (Ok(e), Ok(k)) => (u32::from_le_bytes([e[0], e[1], e[2], e[3]]), k),
                     (Err(e), _) | (_, Err(e)) => {
@@ -105,7 +112,7 @@ impl Daemon {
                         g.install(k);
                     }
                 }
-                start(self.net.driver.clone(), r.clone(), own, self.tunnel.failed.clone());
+                start(self.net.driver.clone(), r.clone(), own, underlay, self.tunnel.failed.clone());
                 crate::log!("INFO", "networking: tunnel relay for encrypted networks starting at {own} (UDP port {TUNNEL_PORT})");
                 self.tunnel.relay = Some(r.clone());
                 self.tunnel.own = Some(own);
@@ -219,7 +226,13 @@ fn lock_failed(m: &Mutex<Option<String>>) -> std::sync::MutexGuard<'_, Option<St
 
 /// Sets up the device and socket on a thread of its own, then runs the two
 /// relay threads; a failure is left in `failed` for the loop to say.
-fn start(driver: Arc<dyn crate::network::driver::NetDriver>, relay: Arc<Mutex<Relay>>, own: Ipv4Addr, failed: Arc<Mutex<Option<String>>>) {
+fn start(
+    driver: Arc<dyn crate::network::driver::NetDriver>,
+    relay: Arc<Mutex<Relay>>,
+    own: Ipv4Addr,
+    underlay: Ipv4Addr,
+    failed: Arc<Mutex<Option<String>>>,
+) {
     let spawned = std::thread::Builder::new().name("tunnel-setup".into()).spawn(move || {
         let fail = |e: String| *lock_failed(&failed) = Some(e);
         let addr: Ipv4Net = TUNNEL_SUBNET.with_addr(own);
@@ -228,9 +241,9 @@ fn start(driver: Arc<dyn crate::network::driver::NetDriver>, relay: Arc<Mutex<Re
             Ok(None) => return fail("the tunnel device was not opened".into()),
             Err(e) => return fail(e.to_string()),
         };
-        let udp = match UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, TUNNEL_PORT)) {
+        let udp = match UdpSocket::bind(SocketAddrV4::new(underlay, TUNNEL_PORT)) {
             Ok(s) => s,
-            Err(e) => return fail(format!("cannot listen on UDP port {TUNNEL_PORT}: {e}")),
+            Err(e) => return fail(format!("cannot listen on {underlay}:{TUNNEL_PORT} (UDP): {e}")),
         };
         let (dev_in, udp_out) = match (device.try_clone(), udp.try_clone()) {
             (Ok(d), Ok(u)) => (d, u),
