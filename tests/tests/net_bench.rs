@@ -92,6 +92,16 @@ fn iperf_bytes(server: &[&str], client: &[&str], ip: &str) -> (f64, f64) {
     (bps, v["end"]["sum_received"]["bytes"].as_f64().unwrap_or(0.0))
 }
 
+/// Waits (bounded) until one ping from `from` (a namespace prefix) to `ip` is answered.
+fn wait_pingable(what: &str, from: &[&str], ip: &str) {
+    wait_for_seen(what, CONVERGE, || {
+        match Command::new("timeout").args(["3"]).args(from).args(["busybox", "ping", "-c", "1", "-W", "1", ip]).status() {
+            Ok(s) if s.success() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+}
+
 /// User + system CPU seconds process `pid` has used (`/proc/PID/stat`).
 fn cpu_s(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -202,12 +212,7 @@ fn bench_overlay_vip_dns_and_publish() {
     let (a_ns, b_ns) = (into(&a_pid), into(&b_pid));
     let a_ref: Vec<&str> = a_ns.iter().map(String::as_str).collect();
     let b_ref: Vec<&str> = b_ns.iter().map(String::as_str).collect();
-    wait_for_seen("a -> b over the overlay", CONVERGE, || {
-        match Command::new("timeout").args(["3"]).args(&a_ref).args(["busybox", "ping", "-c", "1", "-W", "1", &b_ip]).status() {
-            Ok(s) if s.success() => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    });
+    wait_pingable("a -> b over the overlay", &a_ref, &b_ip);
     let overlay = iperf(&b_ref, &a_ref, &b_ip);
     let n0 = ["ip", "netns", "exec", c.nodes[0].netns.as_str()];
     let n1 = ["ip", "netns", "exec", c.nodes[1].netns.as_str()];
@@ -227,12 +232,7 @@ fn bench_overlay_vip_dns_and_publish() {
     let (sa_ns, sb_ns) = (into(&sa_pid), into(&sb_pid));
     let sa_ref: Vec<&str> = sa_ns.iter().map(String::as_str).collect();
     let sb_ref: Vec<&str> = sb_ns.iter().map(String::as_str).collect();
-    wait_for_seen("sa -> sb over the encrypted overlay", CONVERGE, || {
-        match Command::new("timeout").args(["3"]).args(&sa_ref).args(["busybox", "ping", "-c", "1", "-W", "1", &sb_ip]).status() {
-            Ok(s) if s.success() => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    });
+    wait_pingable("sa -> sb over the encrypted overlay", &sa_ref, &sb_ip);
     let daemons: Vec<u32> = c.nodes.iter().filter_map(|n| n.pid()).collect();
     let cpu_before: f64 = daemons.iter().map(|p| cpu_s(*p)).sum();
     let (encrypted, bytes) = iperf_bytes(&sb_ref, &sa_ref, &sb_ip);

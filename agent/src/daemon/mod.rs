@@ -822,7 +822,7 @@ impl Daemon {
     fn create_service(&mut self, spec: ServiceSpec, warnings: Vec<String>) -> router::Outcome {
         let id = self.rng.object_id();
         let mut warnings = warnings;
-        warnings.extend(service::network_warnings(self.store.state(), &spec));
+        warnings.extend(service::network_warnings(&spec));
         let r = control::create_service(self.store.state(), spec, id.clone());
         self.write(r.map(|ops| (ops, Reply::ServiceCreated { id, warnings })))
     }

@@ -39,7 +39,7 @@ pub(crate) fn no_such_service(key: &str) -> Reply {
 /// networks (never silently plaintext). Networks and published ports are in
 /// effect (`crate::network`, `daemon::netpath`); a node whose kernel lacks
 /// what they need says so in its log and fails such tasks with the reason.
-pub(crate) fn network_warnings(_state: &State, spec: &ServiceSpec) -> Vec<String> {
+pub(crate) fn network_warnings(spec: &ServiceSpec) -> Vec<String> {
     let mut out = Vec::new();
     // A service on no network is on each node's bridge network: its host-mode ports are mapped there.
     let host_ports = spec.ports.iter().any(|p| !p.is_ingress());

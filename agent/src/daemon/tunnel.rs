@@ -35,6 +35,8 @@ const ROTATE_ENV: &str = "SHOAL_TEST_TUNNEL_ROTATE_MS";
 /// since the last line (WARN), and otherwise when they changed (INFO).
 const DROPS_LOG_MS: u64 = 10_000;
 const COUNTS_LOG_MS: u64 = 600_000;
+/// Pause between retries of a relay thread's failing read.
+const IO_RETRY_MS: u64 = 100;
 /// Largest datagram or packet read.
 const BUF_BYTES: usize = 65_536;
 
@@ -264,18 +266,16 @@ fn start(
 /// Device -> peers: each packet sealed for the peer its destination names.
 fn outbound(relay: Arc<Mutex<Relay>>, mut device: std::fs::File, udp: UdpSocket) {
     let mut buf = vec![0u8; BUF_BYTES];
+    let mut failing = false;
     loop {
         let n = match device.read(&mut buf) {
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                crate::log!(
-                    "ERROR",
-                    "networking: the tunnel device failed ({e}); encrypted networks carry nothing from this node until a restart"
-                );
-                return;
+                failed_io(&mut failing, "reading the tunnel device", &e);
+                continue;
             }
         };
+        failing = false;
         let sealed = lock(&relay).outgoing(&buf[..n]);
         if let Ok((to, frame)) = sealed {
             // A lost datagram is what the underlay does anyway; the tasks' own protocols resend.
@@ -287,22 +287,37 @@ fn outbound(relay: Arc<Mutex<Relay>>, mut device: std::fs::File, udp: UdpSocket)
 /// Peers -> device: each frame opened and checked, then handed to the kernel.
 fn inbound(relay: Arc<Mutex<Relay>>, mut device: std::fs::File, udp: UdpSocket) {
     let mut buf = vec![0u8; BUF_BYTES];
+    let mut failing = false;
     loop {
         let (n, from) = match udp.recv_from(&mut buf) {
             Ok(x) => x,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                crate::log!(
-                    "ERROR",
-                    "networking: the tunnel socket failed ({e}); encrypted networks carry nothing to this node until a restart"
-                );
-                return;
+                failed_io(&mut failing, "receiving on the tunnel socket", &e);
+                continue;
             }
         };
+        failing = false;
         let SocketAddr::V4(from) = from else { continue };
         let opened: Result<Vec<u8>, Drop> = lock(&relay).incoming(*from.ip(), &buf[..n]);
         if let Ok(packet) = opened {
             let _ = device.write(&packet);
         }
     }
+}
+
+/// A relay thread's read failed: said once per run of failures (a
+/// transient error must not end the relay for good), then a pause so a
+/// lasting one does not spin.
+fn failed_io(failing: &mut bool, what: &str, e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::Interrupted {
+        return;
+    }
+    if !*failing {
+        *failing = true;
+        crate::log!(
+            "ERROR",
+            "networking: {what} failed ({e}); encrypted networks may carry nothing until it recovers (retrying every {IO_RETRY_MS} ms)"
+        );
+    }
+    std::thread::sleep(std::time::Duration::from_millis(IO_RETRY_MS));
 }

@@ -49,7 +49,7 @@ impl Daemon {
         match result {
             Ok((spec, mut warnings)) => {
                 let now = self.now();
-                warnings.extend(service::network_warnings(self.store.state(), &spec));
+                warnings.extend(service::network_warnings(&spec));
                 self.write(control::update_service(self.store.state(), &service, *spec, now).map(|ops| (ops, updated(warnings))))
             }
             Err(r) => Outcome::Now(*r),

@@ -62,7 +62,8 @@ impl Daemon {
                     continue;
                 }
                 let keys: Vec<NodeKey> = self.swarm.tunnel_keys.table.values().filter(|k| k.node_id != peer).cloned().collect();
-                if self.swarm.send(conn, &Wire::TunnelKeys { keys }) {
+                // Nothing to tell yet: the link is told all the same (new keys follow it).
+                if keys.is_empty() || self.swarm.send(conn, &Wire::TunnelKeys { keys }) {
                     self.swarm.tunnel_keys.told.insert(conn);
                 }
             }
