@@ -48,11 +48,17 @@ for WANT in "${NAMES[@]}"; do
   cross_lookup
   if [ "$T_TOOLCHAIN" = nightly ]; then
     if ! rustup run nightly rustc -V >/dev/null 2>&1; then
-      echo "build: installing the nightly toolchain (for $T_TRIPLE, a tier 3 target)" >&2
+      echo "build: installing the nightly toolchain (for $T_TRIPLE: -Z build-std)" >&2
       rustup toolchain install nightly --profile minimal --component rust-src
     elif ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'; then
       echo "build: adding rust-src to nightly (for -Z build-std)" >&2
       rustup component add rust-src --toolchain nightly
+    fi
+    # The musl route links Rust's self-contained musl (crt objects, libc.a),
+    # which comes with the target's rust-std component, also under build-std.
+    if [ "$T_ROUTE" = musl ] && ! rustup target list --installed --toolchain nightly | grep -qx "$T_TRIPLE"; then
+      echo "build: adding nightly target $T_TRIPLE (its self-contained musl)" >&2
+      rustup target add --toolchain nightly "$T_TRIPLE"
     fi
   elif ! grep -qx "$T_TRIPLE" <<<"$installed"; then
     echo "build: adding rustup target $T_TRIPLE" >&2
@@ -71,6 +77,10 @@ for WANT in "${NAMES[@]}"; do
   [ "$T_TOOLCHAIN" = nightly ] && extra=(-Z build-std=std,panic_abort -Z build-std-features=optimize_for_size)
   echo "== $T_NAME: $T_TRIPLE ($T_ROUTE, $T_TOOLCHAIN)"
   start=$SECONDS
+  # Release-only rustflags (targets/cross-targets.sh), merged by cargo with
+  # the target's own in .cargo/config.toml (linker, crt-static), which test
+  # builds use too.
+  extra+=(--config "target.$T_TRIPLE.rustflags=$(release_rustflags)")
   with_target_lock "${CARGO[@]}" build --release -q -p shoal-agent --bin shoal --target "$T_TRIPLE" "${extra[@]}"
   out=dist/shoal-linux-$T_NAME
   cp "${CARGO_TARGET_DIR:-target}/$T_TRIPLE/release/shoal" "$out.tmp"

@@ -110,6 +110,13 @@ for WANT in "${NAMES[@]}"; do
         rustup target list --installed | grep -qx "$test_triple" || rustup target add "$test_triple"
       fi
       test_cargo=(cargo)
+    elif [ "${T_TRIPLE/-musl/-gnu}" != "$T_TRIPLE" ] && rustup target list 2>/dev/null | grep -q "^${T_TRIPLE/-musl/-gnu}"; then
+      # A tier 3 musl target (s390x) whose gnu sibling has a prebuilt std:
+      # the same architecture and byte order; only the tests' libc differs.
+      test_triple=${T_TRIPLE/-musl/-gnu}
+      echo "NOTE: $T_TRIPLE is tier 3 (no prebuilt std); unit tests run as $test_triple (same architecture)" >&2
+      rustup target list --installed | grep -qx "$test_triple" || rustup target add "$test_triple"
+      test_cargo=(cargo)
     else
       extra=(-Z build-std)
     fi

@@ -205,7 +205,7 @@ pub(crate) fn send(
     url: &Url,
     headers: &[(&str, String)],
     t: &Timeouts,
-    tls: &dyn Fn() -> Result<TlsConfig, HttpError>,
+    tls: &dyn Fn(&Url) -> Result<TlsConfig, HttpError>,
 ) -> Result<Response, HttpError> {
     // URLs can come from `Location` headers and token realms: keep them from
     // smuggling anything into the request head.
@@ -215,7 +215,7 @@ pub(crate) fn send(
         return Err(HttpError::Protocol("invalid url in request".into()));
     }
     let deadline = Instant::now() + t.total;
-    let tls_config = if url.https { Some(tls()?) } else { None };
+    let tls_config = if url.https { Some(tls(url)?) } else { None };
     let mut req = format!("{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: shoal\r\nConnection: close\r\n", url.path, url.authority());
     for (k, v) in headers {
         if k.contains(['\r', '\n', ':']) || v.contains(['\r', '\n']) {
@@ -339,10 +339,8 @@ fn wrap_tls(url: &Url, mut sock: TcpStream, cfg: TlsConfig) -> Result<Stream, Ht
     let mut conn = rustls::ClientConnection::new(cfg, name).map_err(|e| HttpError::Handshake(e.to_string()))?;
     while conn.is_handshaking() {
         conn.complete_io(&mut sock).map_err(|e| {
-            HttpError::Handshake(match e.kind() {
-                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => "handshake timed out".to_string(),
-                _ => e.to_string(),
-            })
+            let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            HttpError::Handshake(crate::tls::explain(&e, now_s))
         })?;
     }
     Ok(Stream::Tls(Box::new(rustls::StreamOwned::new(conn, sock))))
@@ -492,7 +490,7 @@ mod tests {
     #[test]
     fn refuses_urls_that_would_inject_headers() {
         let t = Timeouts { connect: Duration::from_millis(100), read: Duration::from_millis(100), total: Duration::from_millis(100) };
-        let no_tls = || Err(HttpError::Tls);
+        let no_tls = |_: &Url| Err(HttpError::Tls);
         for path in ["/a\rInjected: x", "/a b", "a"] {
             let u = Url { https: false, host: "127.0.0.1".into(), port: 9, path: path.into() };
             assert!(matches!(send("GET", &u, &[], &t, &no_tls), Err(HttpError::Protocol(_))), "{path:?}");

@@ -18,11 +18,13 @@ mod http;
 pub mod manifest;
 pub mod reference;
 pub mod registry;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use archive::Archive;
 pub use manifest::{plan_import, platforms_of, read_config, ContainerConfig, ImageConfig};
 pub use reference::Reference;
-pub use registry::{Credentials, Registry, RegistryOptions, RegistrySource};
+pub use registry::{CaFile, Credentials, Registry, RegistryOptions, RegistrySource};
 
 /// A content-addressed descriptor (OCI `application/vnd.oci.descriptor`).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,10 +1,12 @@
 //! Registry v2 client (blocking): resolve a reference to a root descriptor
 //! and serve manifests and blobs as an [`ImageSource`].
 //!
-//! Transport policy: plain HTTP for loopback registries (127.0.0.0/8,
-//! `localhost`, `::1`) and for those listed in `insecure_registries`;
-//! everything else needs HTTPS, which this build does not have, so it fails
-//! with [`Error::TlsUnsupported`]. Anonymous or basic-credential bearer
+//! Transport policy: HTTPS, verified against the roots of tls.rs. Loopback
+//! registries (127.0.0.0/8, `localhost`, `::1`) and those listed in
+//! `insecure_registries` are tried over HTTPS first, without verifying the
+//! certificate, and spoken to over plain HTTP when that fails (as Docker
+//! does; the answer is kept per registry for the client's life). Without
+//! the `tls` feature, HTTPS fails with [`Error::TlsUnsupported`]. Anonymous or basic-credential bearer
 //! tokens (`WWW-Authenticate: Bearer …`) and bounded redirects are handled;
 //! `Authorization` is never forwarded to another host on redirect.
 
@@ -14,6 +16,7 @@ use crate::manifest::{self, Parsed, MANIFEST_ACCEPT, MANIFEST_BYTES_MAX};
 use crate::{Descriptor, Error, ImageSource, Reference};
 use std::collections::HashMap;
 use std::io::{Cursor, Read};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,10 +28,45 @@ const TOKEN_CACHE_MAX: usize = 256;
 const MANIFEST_CACHE_MAX: usize = 64;
 
 /// Credentials for one registry.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub username: String,
     pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    /// The password never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("username", &self.username).field("password", &"<redacted>").finish()
+    }
+}
+
+/// A CA file given by the operator, for one registry or (`registry: None`) all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaFile {
+    /// `host[:port]` as written in image references; `None`: every registry.
+    pub registry: Option<String>,
+    pub path: PathBuf,
+}
+
+impl CaFile {
+    /// Parses `[HOST[:PORT]=]FILE`.
+    pub fn parse(s: &str) -> Result<CaFile, String> {
+        let (registry, path) = match s.split_once('=') {
+            Some((r, p)) => {
+                let r = r.trim();
+                if r.is_empty() || r.contains(['/', ' ']) {
+                    return Err(format!("invalid registry {r:?} in {s:?}: expected HOST[:PORT]=FILE"));
+                }
+                (Some(r.to_string()), p)
+            }
+            None => (None, s),
+        };
+        if path.is_empty() {
+            return Err(format!("no file in {s:?}: expected [HOST[:PORT]=]FILE"));
+        }
+        Ok(CaFile { registry, path: PathBuf::from(path) })
+    }
 }
 
 /// How to talk to registries.
@@ -46,9 +84,12 @@ pub struct RegistryOptions {
     pub redirects_max: u32,
     /// Credentials by registry `host[:port]` as written in references.
     pub credentials: Vec<(String, Credentials)>,
-    /// PEM CA certificates trusted besides the built-in roots (only with
-    /// the `tls` feature; ignored otherwise).
-    pub ca_files: Vec<std::path::PathBuf>,
+    /// PEM CA certificates trusted besides the built-in and system roots,
+    /// for every registry or one (only with the `tls` feature; see tls.rs).
+    pub ca_files: Vec<CaFile>,
+    /// Also trust the system's CA bundle (`SSL_CERT_FILE` or the
+    /// distribution's file).
+    pub system_ca: bool,
 }
 
 impl Default for RegistryOptions {
@@ -61,6 +102,7 @@ impl Default for RegistryOptions {
             redirects_max: 5,
             credentials: Vec::new(),
             ca_files: Vec::new(),
+            system_ca: true,
         }
     }
 }
@@ -78,8 +120,17 @@ struct Inner {
     /// Manifest bytes by digest.
     manifests: Mutex<HashMap<String, Arc<[u8]>>>,
     #[cfg(feature = "tls")]
-    tls: std::sync::OnceLock<Result<http::TlsConfig, String>>,
+    trust: std::sync::OnceLock<Result<crate::tls::Trust, String>>,
+    /// Registries that may speak plain HTTP: does this one speak HTTPS?
+    /// (`host[:port]` → answer; bounded by [`SCHEMES_MAX`]).
+    schemes: Mutex<HashMap<String, bool>>,
 }
+
+/// Plain-capable registries whose scheme is remembered.
+const SCHEMES_MAX: usize = 256;
+/// Bound on the HTTPS probe of a plain-capable registry: a plain HTTP server
+/// that waits for more of a TLS hello must not hold a pull for long.
+const PROBE_READ_MS: u64 = 3_000;
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -95,7 +146,8 @@ impl Registry {
                 tokens: Mutex::default(),
                 manifests: Mutex::default(),
                 #[cfg(feature = "tls")]
-                tls: std::sync::OnceLock::new(),
+                trust: std::sync::OnceLock::new(),
+                schemes: Mutex::default(),
             }),
         }
     }
@@ -104,7 +156,14 @@ impl Registry {
     /// media type from `Content-Type` (or the body), digest = sha256 of the
     /// body, checked against the pinned digest and `Docker-Content-Digest`.
     pub fn resolve(&self, r: &Reference) -> Result<Descriptor, Error> {
-        let (desc, bytes) = self.fetch_manifest(r, r.manifest_ref())?;
+        self.resolve_with(r, None)
+    }
+
+    /// [`Registry::resolve`] with these credentials for the reference's
+    /// registry (a pull's own, e.g. from `shoal login`) instead of the
+    /// configured ones.
+    pub fn resolve_with(&self, r: &Reference, creds: Option<&Credentials>) -> Result<Descriptor, Error> {
+        let (desc, bytes) = self.fetch_manifest(r, r.manifest_ref(), creds)?;
         if let Some(pinned) = r.digest() {
             if pinned != desc.digest {
                 return Err(Error::DigestMismatch { expected: pinned.to_string(), actual: desc.digest });
@@ -116,7 +175,12 @@ impl Registry {
 
     /// An [`ImageSource`] over the reference's repository.
     pub fn source(&self, r: &Reference) -> RegistrySource {
-        RegistrySource { registry: self.clone(), reference: r.clone() }
+        self.source_with(r, None)
+    }
+
+    /// [`Registry::source`] with a pull's own credentials.
+    pub fn source_with(&self, r: &Reference, creds: Option<&Credentials>) -> RegistrySource {
+        RegistrySource { registry: self.clone(), reference: r.clone(), creds: creds.cloned() }
     }
 
     fn cache_manifest(&self, digest: &str, bytes: Arc<[u8]>) {
@@ -150,22 +214,56 @@ impl Registry {
 
     fn base_url(&self, r: &Reference) -> Result<Url, Error> {
         let authority = r.registry_host();
-        let scheme = if self.plain_http_allowed(authority) { "http" } else { "https" };
+        let scheme = if self.plain_http_allowed(authority) && !self.speaks_https(authority) { "http" } else { "https" };
         Url::parse(&format!("{scheme}://{authority}/")).map_err(|e| Error::Http { registry: r.domain().to_string(), reason: e })
     }
 
-    fn credentials(&self, r: &Reference) -> Option<&Credentials> {
+    /// For a registry that may speak plain HTTP: whether it answers over
+    /// HTTPS (any HTTP status to `GET /v2/` counts). Remembered once known;
+    /// an unreachable registry is not (the plain attempt then says why).
+    fn speaks_https(&self, authority: &str) -> bool {
+        if !cfg!(feature = "tls") {
+            return false;
+        }
+        if let Some(&known) = self.inner.schemes.lock().unwrap_or_else(|e| e.into_inner()).get(authority) {
+            return known;
+        }
+        let Ok(url) = Url::parse(&format!("https://{authority}/v2/")) else { return false };
+        let mut t = self.timeouts();
+        t.read = t.read.min(Duration::from_millis(PROBE_READ_MS));
+        t.total = t.total.min(Duration::from_millis(PROBE_READ_MS * 2));
+        let https = match http::send("GET", &url, &[], &t, &|u| self.tls_config(u)) {
+            Ok(_) => true,
+            Err(HttpError::Connect(_)) => return false,
+            Err(_) => false,
+        };
+        let mut schemes = self.inner.schemes.lock().unwrap_or_else(|e| e.into_inner());
+        if schemes.len() >= SCHEMES_MAX {
+            schemes.clear();
+        }
+        schemes.insert(authority.to_string(), https);
+        https
+    }
+
+    fn credentials<'a>(&'a self, r: &Reference, given: Option<&'a Credentials>) -> Option<&'a Credentials> {
+        if given.is_some() {
+            return given;
+        }
         self.inner.opts.credentials.iter().find(|(h, _)| h == r.domain() || h == r.registry_host()).map(|(_, c)| c)
     }
 
     /// GETs `/v2/<repo>/<tail>` with auth and redirects; returns the final
     /// response whatever its status.
-    fn get(&self, r: &Reference, tail: &str, accept: &[&str]) -> Result<Response, Error> {
+    fn get(&self, r: &Reference, tail: &str, accept: &[&str], creds: Option<&Credentials>) -> Result<Response, Error> {
         let registry = r.domain().to_string();
         let base = self.base_url(r)?;
         let mut url = base.clone();
         url.path = format!("/v2/{}/{tail}", r.path());
-        let token_key = format!("{}/{}", r.registry_host(), r.path());
+        // Tokens got with other credentials are not reused.
+        let token_key = match self.credentials(r, creds) {
+            Some(c) => format!("{}/{}#{}", r.registry_host(), r.path(), c.username),
+            None => format!("{}/{}", r.registry_host(), r.path()),
+        };
         let mut auth_tried = false;
         let mut redirects = 0u32;
         loop {
@@ -184,7 +282,7 @@ impl Registry {
                 401 if same_host && !auth_tried => {
                     auth_tried = true;
                     let challenge = resp.header("www-authenticate").unwrap_or("").to_string();
-                    let value = self.authenticate(r, &challenge, &registry)?;
+                    let value = self.authenticate(r, &challenge, &registry, creds)?;
                     let mut tokens = self.inner.tokens.lock().unwrap_or_else(|e| e.into_inner());
                     if tokens.len() >= TOKEN_CACHE_MAX {
                         tokens.clear();
@@ -216,7 +314,7 @@ impl Registry {
     }
 
     fn send(&self, method: &str, url: &Url, headers: &[(&str, String)], registry: &str) -> Result<Response, Error> {
-        http::send(method, url, headers, &self.timeouts(), &|| self.tls_config()).map_err(|e| match e {
+        http::send(method, url, headers, &self.timeouts(), &|u| self.tls_config(u)).map_err(|e| match e {
             HttpError::Connect(reason) => Error::Unreachable { registry: url_registry(url, registry), reason },
             HttpError::Tls => Error::TlsUnsupported { registry: url_registry(url, registry) },
             HttpError::Protocol(reason) => Error::Http { registry: url_registry(url, registry), reason },
@@ -225,50 +323,95 @@ impl Registry {
     }
 
     #[cfg(not(feature = "tls"))]
-    fn tls_config(&self) -> Result<http::TlsConfig, HttpError> {
+    fn tls_config(&self, _: &Url) -> Result<http::TlsConfig, HttpError> {
         Err(HttpError::Tls)
     }
 
-    /// The rustls client configuration, built once: Mozilla's roots
-    /// (webpki-roots) plus `ca_files`.
+    /// The rustls configuration for `url`: unverified for registries that may
+    /// speak plain HTTP, else the registry's own roots or the global ones.
     #[cfg(feature = "tls")]
-    fn tls_config(&self) -> Result<http::TlsConfig, HttpError> {
-        self.inner.tls.get_or_init(|| build_tls(&self.inner.opts.ca_files)).clone().map_err(HttpError::Handshake)
+    fn tls_config(&self, url: &Url) -> Result<http::TlsConfig, HttpError> {
+        let trust = self.trust().map_err(HttpError::Handshake)?;
+        Ok(trust.config_for(&url.host, url.port, !self.plain_http_allowed(&url.authority())))
+    }
+
+    #[cfg(feature = "tls")]
+    fn trust(&self) -> Result<&crate::tls::Trust, String> {
+        self.inner
+            .trust
+            .get_or_init(|| crate::tls::Trust::load(&self.inner.opts.ca_files, self.inner.opts.system_ca))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Loads the CA files now (they are otherwise loaded at the first HTTPS
+    /// request), so that a bad one is reported at start. Returns the system
+    /// bundle in use, if any.
+    pub fn check_trust(&self) -> Result<Option<std::path::PathBuf>, Error> {
+        #[cfg(feature = "tls")]
+        {
+            self.trust().map(|t| t.system_file.clone()).map_err(Error::Other)
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            Ok(None)
+        }
     }
 
     /// Answers a 401 challenge: a bearer token (anonymous or with basic
     /// credentials) or basic auth. Returns the `Authorization` value.
-    fn authenticate(&self, r: &Reference, challenge: &str, registry: &str) -> Result<String, Error> {
+    fn authenticate(&self, r: &Reference, challenge: &str, registry: &str, given: Option<&Credentials>) -> Result<String, Error> {
         let unauthorized =
             |message: String| Error::Unauthorized { registry: registry.to_string(), repository: r.path().to_string(), message };
         let (scheme, params) = parse_challenge(challenge);
-        let creds = self.credentials(r);
+        let creds = self.credentials(r, given);
         if scheme.eq_ignore_ascii_case("basic") {
             return match creds {
-                Some(c) => Ok(format!("Basic {}", base64(format!("{}:{}", c.username, c.password).as_bytes()))),
+                Some(c) => Ok(basic(c)),
                 None => Err(unauthorized("basic authentication required; no credentials configured".into())),
             };
         }
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(unauthorized(format!("unsupported authentication challenge {:?}", challenge.chars().take(80).collect::<String>())));
         }
+        let scope = params.get("scope").cloned().unwrap_or_else(|| format!("repository:{}:pull", r.path()));
+        self.bearer_token(r.registry_host(), &params, Some(&scope), creds, registry, &unauthorized)
+    }
+
+    /// A token from a bearer challenge's realm, for `scope` (none: just
+    /// proving the credentials, as a login does).
+    fn bearer_token(
+        &self,
+        registry_authority: &str,
+        params: &HashMap<String, String>,
+        scope: Option<&str>,
+        creds: Option<&Credentials>,
+        registry: &str,
+        unauthorized: &dyn Fn(String) -> Error,
+    ) -> Result<String, Error> {
         let realm = params.get("realm").ok_or_else(|| unauthorized("bearer challenge without realm".into()))?;
         let mut realm_url = Url::parse(realm).map_err(|e| unauthorized(format!("bad token realm: {e}")))?;
-        let registry_host = http::split_authority(r.registry_host()).map(|(h, _)| h).unwrap_or_default();
+        let registry_host = http::split_authority(registry_authority).map(|(h, _)| h).unwrap_or_default();
         if !realm_url.https && !self.plain_http_allowed(&realm_url.authority()) && realm_url.host != registry_host {
             return Err(unauthorized(format!("refusing plain-http token realm {}", realm_url.authority())));
         }
-        let scope = params.get("scope").cloned().unwrap_or_else(|| format!("repository:{}:pull", r.path()));
         let mut query = Vec::new();
         if let Some(s) = params.get("service") {
             query.push(format!("service={}", percent_encode(s)));
         }
-        query.push(format!("scope={}", percent_encode(&scope)));
-        let sep = if realm_url.path.contains('?') { '&' } else { '?' };
-        realm_url.path = format!("{}{sep}{}", realm_url.path, query.join("&"));
+        if let Some(scope) = scope {
+            query.push(format!("scope={}", percent_encode(scope)));
+        }
+        if let Some(c) = creds {
+            query.push(format!("account={}", percent_encode(&c.username)));
+        }
+        if !query.is_empty() {
+            let sep = if realm_url.path.contains('?') { '&' } else { '?' };
+            realm_url.path = format!("{}{sep}{}", realm_url.path, query.join("&"));
+        }
         let mut headers = Vec::new();
         if let Some(c) = creds {
-            headers.push(("Authorization", format!("Basic {}", base64(format!("{}:{}", c.username, c.password).as_bytes()))));
+            headers.push(("Authorization", basic(c)));
         }
         let mut resp = self.send("GET", &realm_url, &headers, registry)?;
         let body = resp
@@ -293,10 +436,50 @@ impl Registry {
         Ok(format!("Bearer {token}"))
     }
 
+    /// Checks credentials as `docker login` does: `GET /v2/`, and when the
+    /// registry challenges, its answer with them (basic auth, or a bearer
+    /// token for no scope). `registry` is `host[:port]` (`docker.io` for
+    /// Docker Hub). A registry that asks for no credentials accepts any.
+    pub fn login(&self, registry: &str, creds: &Credentials) -> Result<(), Error> {
+        let r = Reference::parse(&format!("{registry}/shoal-login"))
+            .map_err(|e| Error::Other(format!("invalid registry {registry:?}: {e}")))?;
+        let name = r.domain().to_string();
+        let mut url = self.base_url(&r)?;
+        url.path = "/v2/".into();
+        let unauthorized = |message: String| Error::Unauthorized { registry: name.clone(), repository: String::new(), message };
+        let mut resp = self.send("GET", &url, &[], &name)?;
+        if resp.status == 200 {
+            return Ok(());
+        }
+        if resp.status != 401 {
+            return Err(self.status_error(&r, &mut resp, None));
+        }
+        let (scheme, params) = parse_challenge(resp.header("www-authenticate").unwrap_or(""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            let mut again = self.send("GET", &url, &[("Authorization", basic(creds))], &name)?;
+            return match again.status {
+                200 => Ok(()),
+                401 => Err(unauthorized("incorrect username or password".into())),
+                _ => Err(self.status_error(&r, &mut again, None)),
+            };
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(unauthorized(format!("unsupported authentication scheme {scheme:?}")));
+        }
+        self.bearer_token(r.registry_host(), &params, None, Some(creds), &name, &|m: String| {
+            if m.starts_with("token server answered 401") {
+                unauthorized("incorrect username or password".into())
+            } else {
+                unauthorized(m)
+            }
+        })
+        .map(|_| ())
+    }
+
     /// GETs a manifest by tag or digest: (descriptor, bytes).
-    fn fetch_manifest(&self, r: &Reference, reference: &str) -> Result<(Descriptor, Arc<[u8]>), Error> {
+    fn fetch_manifest(&self, r: &Reference, reference: &str, creds: Option<&Credentials>) -> Result<(Descriptor, Arc<[u8]>), Error> {
         let registry = r.domain().to_string();
-        let mut resp = self.get(r, &format!("manifests/{reference}"), &MANIFEST_ACCEPT)?;
+        let mut resp = self.get(r, &format!("manifests/{reference}"), &MANIFEST_ACCEPT, creds)?;
         if resp.status != 200 {
             return Err(self.status_error(r, &mut resp, Some(reference)));
         }
@@ -340,6 +523,11 @@ impl Registry {
             status => Error::Registry { registry, status, message: error_message(&body, &resp.reason) },
         }
     }
+}
+
+/// An `Authorization` value for basic auth.
+fn basic(c: &Credentials) -> String {
+    format!("Basic {}", base64(format!("{}:{}", c.username, c.password).as_bytes()))
 }
 
 fn same_host_as(a: &Url, b: &Url) -> bool {
@@ -497,47 +685,13 @@ fn base64(input: &[u8]) -> String {
     out
 }
 
-/// Largest CA file read.
-#[cfg(feature = "tls")]
-const CA_FILE_BYTES_MAX: u64 = 4 << 20;
-
-#[cfg(feature = "tls")]
-fn build_tls(ca_files: &[std::path::PathBuf]) -> Result<http::TlsConfig, String> {
-    use rustls::pki_types::{pem::PemObject, CertificateDer};
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for f in ca_files {
-        let shown = f.display();
-        let mut bytes = Vec::new();
-        std::fs::File::open(f)
-            .and_then(|file| file.take(CA_FILE_BYTES_MAX + 1).read_to_end(&mut bytes))
-            .map_err(|e| format!("reading ca file {shown}: {e}"))?;
-        if bytes.len() as u64 > CA_FILE_BYTES_MAX {
-            return Err(format!("ca file {shown} is over {CA_FILE_BYTES_MAX} bytes"));
-        }
-        let mut added = 0;
-        for cert in CertificateDer::pem_slice_iter(&bytes) {
-            let cert = cert.map_err(|e| format!("ca file {shown}: {e}"))?;
-            roots.add(cert).map_err(|e| format!("ca file {shown}: {e}"))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(format!("ca file {shown} holds no pem certificates"));
-        }
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls_rustcrypto::provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(cfg))
-}
-
 /// Blobs and manifests of one repository, over the registry API.
 #[derive(Clone, Debug)]
 pub struct RegistrySource {
     registry: Registry,
     reference: Reference,
+    /// The pull's own credentials, if any.
+    creds: Option<Credentials>,
 }
 
 impl RegistrySource {
@@ -554,7 +708,7 @@ impl ImageSource for RegistrySource {
             let bytes = match self.registry.cached_manifest(&desc.digest) {
                 Some(b) => b,
                 None => {
-                    let (got, bytes) = self.registry.fetch_manifest(r, &desc.digest)?;
+                    let (got, bytes) = self.registry.fetch_manifest(r, &desc.digest, self.creds.as_ref())?;
                     if got.digest != desc.digest {
                         return Err(Error::DigestMismatch { expected: desc.digest.clone(), actual: got.digest });
                     }
@@ -563,7 +717,7 @@ impl ImageSource for RegistrySource {
             };
             return Ok(Box::new(Cursor::new(bytes)));
         }
-        let mut resp = self.registry.get(r, &format!("blobs/{}", desc.digest), &[])?;
+        let mut resp = self.registry.get(r, &format!("blobs/{}", desc.digest), &[], self.creds.as_ref())?;
         match resp.status {
             200 => {}
             404 => {
@@ -600,6 +754,15 @@ mod tests {
         let (_, p) = parse_challenge("Bearer realm=\"unterminated");
         assert_eq!(p["realm"], "unterminated");
         let _ = parse_challenge("Bearer ===,,,\"é\"=\"");
+    }
+
+    #[test]
+    fn parses_ca_flags() {
+        assert_eq!(CaFile::parse("/etc/ca.pem").unwrap(), CaFile { registry: None, path: "/etc/ca.pem".into() });
+        assert_eq!(CaFile::parse("reg.lan:5000=ca.pem").unwrap(), CaFile { registry: Some("reg.lan:5000".into()), path: "ca.pem".into() });
+        assert!(CaFile::parse("reg.lan=").is_err());
+        assert!(CaFile::parse("=ca.pem").is_err());
+        assert!(CaFile::parse("a/b=ca.pem").is_err());
     }
 
     #[test]

@@ -335,7 +335,7 @@ fn bearer_auth_chunked_manifests_and_redirected_blobs() {
     let handler: Arc<Handler> = Arc::new(move |path: &str, auth: Option<&str>, port: u16| {
         let blob = |d: &str| blobs.iter().find(|(k, _)| k == d).map(|(_, b)| b.clone());
         if let Some(q) = path.strip_prefix("/token?") {
-            assert_eq!(q, "service=fake&scope=repository%3Aorg%2Fapp%3Apull");
+            assert_eq!(q, "service=fake&scope=repository%3Aorg%2Fapp%3Apull&account=user");
             assert_eq!(auth, Some("Basic dXNlcjpwYXNz"));
             return http("200 OK", &[("Content-Type", "application/json")], br#"{"token":"tok123"}"#);
         }

@@ -1,6 +1,8 @@
 //! HTTPS against a real `docker-registry` serving TLS on a non-loopback
 //! address of this machine (only built with the `tls` feature): trusted
-//! through `ca_files`, refused without it.
+//! through a CA file for every registry or for this one, refused without it
+//! or with a CA scoped to another registry, and spoken to without
+//! verification when listed as insecure (Docker's rule).
 
 #![cfg(feature = "tls")]
 
@@ -8,7 +10,7 @@ mod common;
 
 use common::*;
 use shoal_image::digest::sha256;
-use shoal_image::{plan_import, Error, ImageSource, Reference, Registry, RegistryOptions};
+use shoal_image::{plan_import, CaFile, Error, ImageSource, Reference, Registry, RegistryOptions};
 use shoal_shared::platform::Platform;
 use std::net::{IpAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
@@ -91,21 +93,35 @@ fn https_registry_with_private_ca() {
     assert!(out.status.success(), "skopeo: {}", String::from_utf8_lossy(&out.stderr));
 
     let r = Reference::parse(&format!("{ip}:{port}/secure:1")).unwrap();
-    let trusted = Registry::new(RegistryOptions { ca_files: vec![d.join("ca.pem")], ..Default::default() });
-    let root = trusted.resolve(&r).unwrap();
-    let src = trusted.source(&r);
-    let plan = plan_import(&src, &r.to_string(), &root, &host).unwrap();
-    let mut v = Vec::new();
-    flate2::read::GzDecoder::new(src.open_blob(&plan.layers[0]).unwrap()).read_to_end_checked(&mut v);
-    assert_eq!(sha256(&v), diff);
+    let pull = |opts: RegistryOptions| -> Result<(), Error> {
+        let reg = Registry::new(RegistryOptions { system_ca: false, ..opts });
+        let root = reg.resolve(&r)?;
+        let src = reg.source(&r);
+        let plan = plan_import(&src, &r.to_string(), &root, &host)?;
+        let mut v = Vec::new();
+        flate2::read::GzDecoder::new(src.open_blob(&plan.layers[0])?).read_to_end_checked(&mut v);
+        assert_eq!(sha256(&v), diff);
+        Ok(())
+    };
+    let ca = |registry: Option<String>, file: &str| vec![CaFile { registry, path: d.join(file) }];
+    // Trusted for every registry, and for this one only.
+    pull(RegistryOptions { ca_files: ca(None, "ca.pem"), ..Default::default() }).unwrap();
+    pull(RegistryOptions { ca_files: ca(Some(format!("{ip}:{port}")), "ca.pem"), ..Default::default() }).unwrap();
+    pull(RegistryOptions { ca_files: ca(Some(ip.to_string()), "ca.pem"), ..Default::default() }).unwrap();
+    // Listed as insecure: HTTPS without verification, as Docker does.
+    pull(RegistryOptions { insecure_registries: vec![format!("{ip}:{port}")], ..Default::default() }).unwrap();
 
-    let untrusted = Registry::new(RegistryOptions::default());
-    let err = untrusted.resolve(&r).unwrap_err();
-    assert!(matches!(err, Error::Tls { .. }), "{err}");
-    assert!(err.to_string().contains("certificate"), "{err}");
+    // Not trusted: no CA, or a CA for another registry.
+    for opts in
+        [RegistryOptions::default(), RegistryOptions { ca_files: ca(Some("other.example:5000".into()), "ca.pem"), ..Default::default() }]
+    {
+        let err = pull(opts).unwrap_err();
+        assert!(matches!(err, Error::Tls { .. }), "{err}");
+        let s = err.to_string();
+        assert!(s.contains("UnknownIssuer") && s.contains("--registry-ca"), "{s}");
+    }
 
-    let bad_ca = Registry::new(RegistryOptions { ca_files: vec![d.join("ext")], ..Default::default() });
-    let err = bad_ca.resolve(&r).unwrap_err();
+    let err = Registry::new(RegistryOptions { ca_files: ca(None, "ext"), ..Default::default() }).check_trust().unwrap_err();
     assert!(err.to_string().contains("holds no pem certificates"), "{err}");
 }
 

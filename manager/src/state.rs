@@ -24,8 +24,8 @@ use shoal_shared::legacy::{ClusterV1, NodeV1, NodeV2, ServiceV1, TaskV1};
 use shoal_shared::ops::{Entry, Op};
 use shoal_shared::task::TaskState;
 use shoal_shared::types::{
-    Autolock, AutopilotSettings, Cluster, InPlaceRestarts, LinkProfile, Network, NetworkAttachment, Node, Service, SwarmSettings, Task,
-    UpdateStatus, PORT_AUTO_MAX, PORT_AUTO_MIN,
+    Autolock, AutopilotSettings, Cluster, InPlaceRestarts, LinkProfile, Network, NetworkAttachment, Node, RegistryAuth, Service,
+    SwarmSettings, Task, UpdateStatus, PORT_AUTO_MAX, PORT_AUTO_MIN,
 };
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -35,9 +35,10 @@ use std::net::Ipv4Addr;
 /// held the records before networks (`shoal_shared::legacy`); version 3
 /// the nodes before plugins; version 4 had no `autolock`, version 5 no
 /// `node_lost_after_ms`, version 6 no `link_profile`, version 7 no
-/// `restarts_in_place`, version 8 no `autopilot`; postcard structs are
-/// positional, so a new field means a new version here.
-const SNAPSHOT_VERSION: u8 = 9;
+/// `restarts_in_place`, version 8 no `autopilot`, version 9 no
+/// `registry_auths`; postcard structs are positional, so a new field means
+/// a new version here.
+const SNAPSHOT_VERSION: u8 = 10;
 
 /// The whole replicated state, materialised in memory.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -67,6 +68,10 @@ pub struct State {
     pub restarts_in_place: BTreeMap<String, InPlaceRestarts>,
     /// The autopilot's settings (`managers == 0`: off).
     pub autopilot: AutopilotSettings,
+    /// Registry credentials of services created or updated with
+    /// `--with-registry-auth`, by service id (`Op::SetRegistryAuth`; gone
+    /// with the service). Never shown by any command.
+    pub registry_auths: BTreeMap<String, RegistryAuth>,
 }
 
 /// The records at the head of every snapshot version, over the record
@@ -106,6 +111,18 @@ type StateV8 = (
     LinkProfile,
     BTreeMap<String, InPlaceRestarts>,
 );
+/// Snapshot version 9: version 10 without `registry_auths`.
+type StateV9 = (
+    Records<Cluster, Node, Service, Task>,
+    SwarmSettings,
+    BTreeMap<String, Network>,
+    u32,
+    Autolock,
+    u64,
+    LinkProfile,
+    BTreeMap<String, InPlaceRestarts>,
+    AutopilotSettings,
+);
 
 impl<C: Into<Cluster>, N: Into<Node>, S: Into<Service>, T: Into<Task>> Records<C, N, S, T> {
     /// Today's state from an older snapshot's records and the fields after them.
@@ -125,6 +142,7 @@ impl<C: Into<Cluster>, N: Into<Node>, S: Into<Service>, T: Into<Task>> Records<C
             link_profile: LinkProfile::Lan,
             restarts_in_place: BTreeMap::new(),
             autopilot: AutopilotSettings::default(),
+            registry_auths: BTreeMap::new(),
         }
     }
 }
@@ -237,6 +255,7 @@ impl State {
             }
             Op::DeleteService { id } => {
                 self.services.remove(id).ok_or_else(|| missing("service", id))?;
+                self.registry_auths.remove(id);
             }
             Op::CreateTask(t) => {
                 if self.tasks.contains_key(&t.id) {
@@ -319,6 +338,15 @@ impl State {
             }
             Op::SetAutopilot(a) => {
                 self.autopilot = a.clone();
+            }
+            Op::SetRegistryAuth { service_id, auth } => {
+                if !self.services.contains_key(service_id) {
+                    return Err(missing("service", service_id));
+                }
+                match auth {
+                    Some(a) => self.registry_auths.insert(service_id.clone(), a.clone()),
+                    None => self.registry_auths.remove(service_id),
+                };
             }
             Op::SetNodeLostAfter { ms } => {
                 self.node_lost_after_ms = *ms;
@@ -483,6 +511,16 @@ impl State {
                     node_lost_after_ms,
                     link_profile,
                     restarts_in_place,
+                    ..r.into_state(settings, nets, port)
+                })
+                .map_err(corrupt),
+            9 => postcard::from_bytes::<StateV9>(body)
+                .map(|(r, settings, nets, port, autolock, node_lost_after_ms, link_profile, restarts_in_place, autopilot)| State {
+                    autolock,
+                    node_lost_after_ms,
+                    link_profile,
+                    restarts_in_place,
+                    autopilot,
                     ..r.into_state(settings, nets, port)
                 })
                 .map_err(corrupt),
@@ -838,6 +876,33 @@ pub(crate) mod tests {
         s.apply(5, &entry(vec![Op::SetAutopilot(a.clone())]));
         assert_eq!(State::restore(&s.snapshot()).unwrap().autopilot, a);
         assert!(matches!(State::restore(&v8[..v8.len() - 1]), Err(SnapshotError::Corrupt(_))));
+        // Version 9 (before registry credentials) restores with none and keeps the autopilot.
+        let head = RecordsOut { cluster: None, nodes: &s.nodes, services: &s.services, tasks: &s.tasks, applied_index: s.applied_index };
+        let mut v9 = vec![9u8];
+        let f =
+            (&s.settings, &s.networks, s.last_port, &s.autolock, s.node_lost_after_ms, s.link_profile, &s.restarts_in_place, &s.autopilot);
+        v9.extend(postcard::to_allocvec(&(head, f.0, f.1, f.2, f.3, f.4, f.5, f.6, f.7)).unwrap());
+        let old = State::restore(&v9).unwrap();
+        assert_eq!(old, s);
+        assert!(old.registry_auths.is_empty());
+        assert!(matches!(State::restore(&v9[..v9.len() - 1]), Err(SnapshotError::Corrupt(_))));
+    }
+
+    #[test]
+    fn registry_auths_need_their_service_and_go_with_it() {
+        let mut s = State::default();
+        let auth = RegistryAuth { username: "u".into(), password: "p".into() };
+        let set = |auth: Option<RegistryAuth>| Op::SetRegistryAuth { service_id: "s".into(), auth };
+        let r = s.apply(1, &entry(vec![set(Some(auth.clone()))]));
+        assert_eq!(r.rejected.len(), 1, "no such service");
+        assert!(s.registry_auths.is_empty());
+        s.apply(2, &entry(vec![Op::PutService(service("s", "web")), set(Some(auth.clone()))]));
+        assert_eq!(s.registry_auths["s"], auth);
+        assert_eq!(State::restore(&s.snapshot()).unwrap().registry_auths["s"], auth);
+        s.apply(3, &entry(vec![set(None)]));
+        assert!(s.registry_auths.is_empty());
+        s.apply(4, &entry(vec![set(Some(auth)), Op::DeleteService { id: "s".into() }]));
+        assert!(s.registry_auths.is_empty(), "gone with the service");
     }
 
     #[test]

@@ -15,8 +15,12 @@ use serde::{Deserialize, Serialize};
 /// version 7 `--link-profile` (`SwarmUpdate::link_profile`,
 /// `SwarmInfo::link_profile`), version 8 the autopilot
 /// (`SwarmUpdate::autopilot`, `SwarmInfo::autopilot`, `Reply::Nodes::autopilot`),
-/// version 9 the encrypted overlay's relay (`SwarmInfo::tunnel`).
-pub const API_VERSION: u8 = 9;
+/// version 9 the encrypted overlay's relay (`SwarmInfo::tunnel`), version
+/// 10 registry credentials (`ImagePull::auth`, `RegistryLogin`, `LoggedIn`,
+/// `ServiceCreate::registry_auth`, `ServiceUpdate::registry_auth`).
+pub const API_VERSION: u8 = 10;
+
+pub use crate::types::RegistryAuth;
 
 /// A CLI request.
 // Messages are built once and moved; boxing the big variants buys nothing on the wire.
@@ -43,6 +47,10 @@ pub enum Request {
     },
     ServiceCreate {
         spec: Box<ServiceSpec>,
+        /// `--with-registry-auth`: the CLI user's credentials for the image's
+        /// registry, kept with the service and sent only to the nodes that
+        /// run its tasks.
+        registry_auth: Option<RegistryAuth>,
     },
     ServiceList,
     ServiceInspect {
@@ -71,6 +79,8 @@ pub enum Request {
     ImageList,
     ImagePull {
         reference: String,
+        /// The CLI user's credentials for the image's registry, if logged in.
+        auth: Option<RegistryAuth>,
     },
     /// Replace a service's spec (`service update`), or roll back to its
     /// previous spec when `rollback` is set (then `spec` is ignored).
@@ -78,6 +88,9 @@ pub enum Request {
         service: String,
         spec: Box<ServiceSpec>,
         rollback: bool,
+        /// `--with-registry-auth`: replaces the service's credentials (none:
+        /// they are kept).
+        registry_auth: Option<RegistryAuth>,
     },
     /// `node update`: availability and label changes (`self` names this node).
     NodeUpdate {
@@ -156,6 +169,13 @@ pub enum Request {
     SwarmBackup {
         output: String,
     },
+    /// `shoal login`: checks credentials against a registry (`host[:port]`,
+    /// `docker.io` for Docker Hub) from the asked node, with its trust
+    /// settings; answered with [`Reply::LoggedIn`]. Nothing is kept.
+    RegistryLogin {
+        registry: String,
+        auth: RegistryAuth,
+    },
 }
 
 /// Where a request may run, decided per variant in [`Request::class`].
@@ -205,6 +225,8 @@ impl Request {
             Request::NetworkCreate { .. } | Request::NetworkRemove { .. } => Write,
             // A copy of the asked manager's own data dir, written on its host: no quorum needed.
             Request::SwarmBackup { .. } => Local,
+            // The asked node's own registry client (its CAs, its network).
+            Request::RegistryLogin { .. } => Local,
         }
     }
 
@@ -244,6 +266,7 @@ impl Request {
             Request::SwarmUnlock { .. } => "swarm unlock",
             Request::SwarmUnlockKey { .. } => "swarm unlock-key",
             Request::SwarmBackup { .. } => "swarm backup",
+            Request::RegistryLogin { .. } => "login",
         }
     }
 }
@@ -515,6 +538,8 @@ pub enum Reply {
         raft_index: u64,
         files: Vec<String>,
     },
+    /// The registry accepted the credentials of [`Request::RegistryLogin`].
+    LoggedIn,
 }
 
 impl Reply {

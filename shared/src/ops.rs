@@ -132,6 +132,13 @@ pub enum Op {
     /// `swarm init|update --managers --manager-lost-after
     /// --manager-spread-label`: the autopilot's settings, replaced whole.
     SetAutopilot(crate::types::AutopilotSettings),
+    /// `service create|update --with-registry-auth`: the credentials a
+    /// service's image is pulled with (`None`: forget them). Skipped when
+    /// the service does not exist; dropped with the service.
+    SetRegistryAuth {
+        service_id: String,
+        auth: Option<crate::types::RegistryAuth>,
+    },
 }
 
 /// A batch of ops proposed together, stamped by the proposer.
@@ -225,6 +232,10 @@ mod tests {
                     spread_label: "site".into(),
                     flaps_per_hour_max: 3,
                 }),
+                Op::SetRegistryAuth {
+                    service_id: "s".into(),
+                    auth: Some(crate::types::RegistryAuth { username: "u".into(), password: "p".into() }),
+                },
             ],
         };
         assert_eq!(Entry::decode(&e.encode()).unwrap(), e);

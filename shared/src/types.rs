@@ -1002,3 +1002,20 @@ mod tests {
         }
     }
 }
+
+/// Credentials for one registry (`shoal login`): sent with the request that
+/// needs them; `--with-registry-auth` keeps them with the service in the
+/// replicated state (sealed at rest with it) and workers hold them in
+/// memory only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryAuth {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    /// The password never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth").field("username", &self.username).field("password", &"<redacted>").finish()
+    }
+}

@@ -42,7 +42,7 @@ pub const WIRE_VERSION: u8 = 3;
 /// [`WireError::Unknown`], which receivers ignore instead of dropping the
 /// link, so a mixed-version swarm keeps its links during a rolling upgrade.
 /// Bump it with every variant appended (a test checks).
-pub const WIRE_VARIANTS: u32 = 15;
+pub const WIRE_VARIANTS: u32 = 16;
 /// Largest encoded message accepted (the link's reassembly bound).
 pub const WIRE_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Tasks one `LogsRequest` names at most (a node with more tasks of a
@@ -141,6 +141,11 @@ pub enum Wire {
     /// link's peer); leader -> node, other nodes' keys (from managers only).
     /// Never persisted; a new leader hears them again as nodes reconnect.
     TunnelKeys { keys: Vec<crate::tunnel::relay::NodeKey> },
+    /// Leader -> worker, just before its `Assignments`: the registry
+    /// credentials (`--with-registry-auth`) of the assigned services that
+    /// have some, by service id. Held in memory only and pruned to the
+    /// assigned services; from managers only.
+    RegistryAuths { auths: Vec<(String, crate::types::RegistryAuth)> },
 }
 
 /// Why bytes from a peer are not a [`Wire`] message.
@@ -290,8 +295,11 @@ mod tests {
         let m = encode(&Wire::RestartsInPlace { restarts: restarts.clone() });
         assert_eq!(decode(&m), Ok(Wire::RestartsInPlace { restarts }));
         let keys = vec![crate::tunnel::relay::NodeKey { node_id: "n1".into(), epoch: 7, key: [3; 32] }];
-        let last = encode(&Wire::TunnelKeys { keys: keys.clone() });
-        assert_eq!(decode(&last), Ok(Wire::TunnelKeys { keys }));
+        let m = encode(&Wire::TunnelKeys { keys: keys.clone() });
+        assert_eq!(decode(&m), Ok(Wire::TunnelKeys { keys }));
+        let auths = vec![("s1".to_string(), crate::types::RegistryAuth { username: "u".into(), password: "p".into() })];
+        let last = encode(&Wire::RegistryAuths { auths: auths.clone() });
+        assert_eq!(decode(&last), Ok(Wire::RegistryAuths { auths }));
         assert_eq!(u32::from(last[1]) + 1, WIRE_VARIANTS, "WIRE_VARIANTS must count every variant");
         assert_eq!(decode(&[WIRE_VERSION, WIRE_VARIANTS as u8, 1, 2, 3]), Err(WireError::Unknown { variant: WIRE_VARIANTS }));
         assert_eq!(decode(&[WIRE_VERSION, 0x80, 0x01]), Err(WireError::Unknown { variant: 128 }));

@@ -9,6 +9,11 @@
 # ADDR (default 127.0.0.1) is the IPv4 address to listen on, e.g. a cluster
 # bridge's address so that daemons in network namespaces can pull.
 #
+# Optional, from the environment: REGISTRY_TLS_CERT and REGISTRY_TLS_KEY
+# (PEM files: HTTPS instead of plain HTTP), REGISTRY_HTPASSWD (a bcrypt
+# htpasswd file: basic auth). With either, readiness is the port accepting
+# connections rather than /v2/ answering 200.
+#
 # DIR receives config.yml, storage/, registry.log and registry.pid. Both are
 # idempotent; `stop` kills only the pid recorded by `start`, and only while
 # it is still that registry. Push with e.g.
@@ -63,6 +68,12 @@ storage:
 http:
   addr: $_addr:$_port
 CONF
+    if [ -n "${REGISTRY_TLS_CERT:-}" ]; then
+        printf '  tls:\n    certificate: %s\n    key: %s\n' "$REGISTRY_TLS_CERT" "$REGISTRY_TLS_KEY" >>"$_dir/config.yml"
+    fi
+    if [ -n "${REGISTRY_HTPASSWD:-}" ]; then
+        printf 'auth:\n  htpasswd:\n    realm: shoal-test\n    path: %s\n' "$REGISTRY_HTPASSWD" >>"$_dir/config.yml"
+    fi
     "$REGISTRY_BIN" serve "$_dir/config.yml" >"$_dir/registry.log" 2>&1 &
     echo $! >"$_dir/registry.pid"
     # Wait up to 10 s for the API to answer.
@@ -73,7 +84,11 @@ CONF
             cat "$_dir/registry.log" >&2
             return 1
         fi
-        if _registry_probe "$_port" "$_addr"; then
+        if [ -n "${REGISTRY_TLS_CERT:-}${REGISTRY_HTPASSWD:-}" ]; then
+            if timeout 2 bash -c 'exec 3<>"/dev/tcp/$2/$1"' _ "$_port" "$_addr" 2>/dev/null; then
+                return 0
+            fi
+        elif _registry_probe "$_port" "$_addr"; then
             return 0
         fi
         sleep 0.1

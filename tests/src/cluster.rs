@@ -245,6 +245,11 @@ impl ClusterNode {
         crate::shoal_stdin_at(&self.socket(), args, input)
     }
 
+    /// [`ClusterNode::shoal`] with extra environment variables for the CLI.
+    pub fn shoal_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        crate::shoal_env_at(&self.socket(), args, env, "")
+    }
+
     /// Replaces this node's data dir (its daemon stopped) with the contents
     /// of the tar `archive` (`shoal swarm backup`), extracted by GNU tar.
     pub fn restore_data_dir(&self, archive: &Path) {

@@ -91,11 +91,18 @@ pub fn wait_for_seen<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Re
 /// `shoal -H unix://SOCKET ARGS` with `input` written to its stdin (a pipe,
 /// not a terminal: `swarm unlock` reads the key from it).
 pub fn shoal_stdin_at(socket: &Path, args: &[&str], input: &str) -> Run {
+    shoal_env_at(socket, args, &[], input)
+}
+
+/// [`shoal_stdin_at`] with extra environment variables for the CLI (e.g.
+/// `SHOAL_CONFIG`, where `shoal login` keeps credentials).
+pub fn shoal_env_at(socket: &Path, args: &[&str], env: &[(&str, &str)], input: &str) -> Run {
     use std::io::Write;
     let mut child = Command::new(shoal_bin())
         .arg("-H")
         .arg(format!("unix://{}", socket.display()))
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -103,6 +110,30 @@ pub fn shoal_stdin_at(socket: &Path, args: &[&str], input: &str) -> Run {
         .expect("run shoal");
     child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
     Run::from(child.wait_with_output().expect("shoal output"))
+}
+
+/// A throwaway CA (`DIR/NAME.pem`) and a server certificate for `ip` signed
+/// by it (`DIR/NAME-srv.pem`, `DIR/NAME-srv.key`), made with openssl.
+pub fn make_test_ca(dir: &Path, name: &str, ip: &str) {
+    let script = format!(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout {name}.key -out {name}.pem -days 2 -subj /CN={name} \
+         && openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout {name}-srv.key -out {name}-srv.csr -subj /CN=shoal-test \
+         && printf 'subjectAltName=IP:{ip}\\nbasicConstraints=CA:FALSE\\nkeyUsage=digitalSignature\\nextendedKeyUsage=serverAuth\\n' > {name}.ext \
+         && openssl x509 -req -in {name}-srv.csr -CA {name}.pem -CAkey {name}.key -CAcreateserial -out {name}-srv.pem -days 2 -extfile {name}.ext 2>/dev/null"
+    );
+    let out = Command::new("sh").arg("-c").arg(&script).current_dir(dir).output().expect("run openssl");
+    assert!(
+        out.status.success(),
+        "making a test CA failed (is openssl installed? targets/setup.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A bcrypt htpasswd file at `path` with one user (Debian's apache2-utils).
+pub fn make_htpasswd(path: &Path, user: &str, password: &str) {
+    let out = Command::new("htpasswd").args(["-Bbn", user, password]).output().expect("run htpasswd (apache2-utils; targets/setup.sh)");
+    assert!(out.status.success(), "htpasswd: {}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(path, out.stdout).expect("write htpasswd");
 }
 
 /// The busybox OCI archive built by `tests/lib/mkimage.sh` (cached per run).
@@ -201,12 +232,7 @@ impl Node {
 
     /// Starts the daemon with extra environment variables.
     pub fn start_daemon_env(&mut self, env: &[(&str, &str)]) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("daemon.log")).expect("daemon log");
-        let mut cmd = self.daemon_command();
-        cmd.envs(env.iter().copied());
-        let child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("spawn shoal daemon");
-        self.daemon = Some(child);
-        wait_for("the daemon to answer", Duration::from_secs(15), || (self.shoal(&["version"]).code == 0).then_some(()));
+        self.start_daemon_with(&[], env);
     }
 
     /// SIGTERMs the daemon and waits (bounded) for it to exit; returns its exit code.
@@ -234,6 +260,22 @@ impl Node {
     pub fn power_cycle(&mut self) {
         self.kill_daemon();
         power_cycle_containerd(&self.dir.join("ctrd"));
+    }
+
+    /// Starts the daemon with extra flags and environment variables.
+    pub fn start_daemon_with(&mut self, args: &[&str], env: &[(&str, &str)]) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("daemon.log")).expect("daemon log");
+        let mut cmd = self.daemon_command();
+        cmd.args(args).envs(env.iter().copied());
+        let child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("spawn shoal daemon");
+        self.daemon = Some(child);
+        wait_for("the daemon to answer", Duration::from_secs(15), || (self.shoal(&["version"]).code == 0).then_some(()));
+    }
+
+    /// Runs `shoal ARGS` with extra environment variables and `input` on
+    /// its stdin (a pipe).
+    pub fn shoal_with(&self, args: &[&str], env: &[(&str, &str)], input: &str) -> Run {
+        shoal_env_at(&self.socket(), args, env, input)
     }
 
     /// Runs `shoal ARGS` against this node's daemon.
@@ -357,6 +399,19 @@ pub struct Registry {
     /// The address it listens on (`127.0.0.1` unless [`Registry::start_on`] said otherwise).
     pub host: String,
     pub port: u16,
+    /// `USER:PASSWORD` skopeo pushes with (a registry with basic auth).
+    push_creds: Option<String>,
+}
+
+/// How [`Registry::start_with`] serves.
+#[derive(Clone, Debug, Default)]
+pub struct RegistryOpts {
+    /// PEM certificate and key: HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// A bcrypt htpasswd file: basic auth.
+    pub htpasswd: Option<PathBuf>,
+    /// `USER:PASSWORD` for pushing to it.
+    pub push_creds: Option<String>,
 }
 
 impl Registry {
@@ -368,17 +423,23 @@ impl Registry {
     /// Starts one listening on `host`, an IPv4 address of this machine (for
     /// example a cluster bridge's address, which the nodes' namespaces reach).
     pub fn start_on(host: &str) -> Registry {
+        Registry::start_with(host, &RegistryOpts::default())
+    }
+
+    /// Starts one listening on `host` with TLS and/or basic auth.
+    pub fn start_with(host: &str, opts: &RegistryOpts) -> Registry {
         let port = std::net::TcpListener::bind((host, 0)).expect("free port").local_addr().expect("local addr").port();
         let dir = PathBuf::from(format!("/tmp/shoal-it-reg-{}-{port}", std::process::id()));
-        let st = Command::new(root().join("tests/lib/registry.sh"))
-            .arg("start")
-            .arg(&dir)
-            .arg(port.to_string())
-            .arg(host)
-            .status()
-            .expect("run registry.sh");
+        let mut cmd = Command::new(root().join("tests/lib/registry.sh"));
+        if let Some((cert, key)) = &opts.tls {
+            cmd.env("REGISTRY_TLS_CERT", cert).env("REGISTRY_TLS_KEY", key);
+        }
+        if let Some(h) = &opts.htpasswd {
+            cmd.env("REGISTRY_HTPASSWD", h);
+        }
+        let st = cmd.arg("start").arg(&dir).arg(port.to_string()).arg(host).status().expect("run registry.sh");
         assert!(st.success(), "registry on {host}:{port} did not start");
-        Registry { dir, host: host.to_string(), port }
+        Registry { dir, host: host.to_string(), port, push_creds: opts.push_creds.clone() }
     }
 
     /// `HOST:PORT`, the registry part of references to it.
@@ -391,6 +452,9 @@ impl Registry {
         let dest = format!("{}/{name}", self.addr());
         let mut c = Command::new("skopeo");
         c.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+        if let Some(creds) = &self.push_creds {
+            c.arg("--dest-creds").arg(creds);
+        }
         if all {
             c.arg("--all");
         }

@@ -5,6 +5,7 @@
 //! to stderr and exit 1; usage errors exit 2 (clap's convention, as Docker's).
 
 mod inspect;
+mod login;
 mod network;
 mod output;
 mod parse;
@@ -57,6 +58,10 @@ enum Command {
     /// Manage images on this node.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Log in to a registry (credentials are checked by the daemon, then kept in ~/.shoal/config.json).
+    Login(login::LoginArgs),
+    /// Log out from a registry.
+    Logout(login::LogoutArgs),
     /// Copy a task's output to its log file (run by containerd's shim, see `logdriver`).
     #[command(name = "log-driver", hide = true)]
     LogDriver { log_path: PathBuf },
@@ -76,9 +81,15 @@ struct DaemonArgs {
     /// containerd namespace for this node's containers.
     #[arg(long, default_value = "shoal")]
     containerd_namespace: String,
-    /// Registry (host[:port]) to reach over plain HTTP; loopback registries always are.
+    /// Registry (host[:port]) that may speak plain HTTP or present any
+    /// certificate (HTTPS is tried first, unverified); loopback registries always may.
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,
+    /// CA certificate (PEM) to trust for HTTPS registries besides Mozilla's
+    /// roots and the system's: `FILE` for every registry, `HOST[:PORT]=FILE`
+    /// for one. Repeatable.
+    #[arg(long = "registry-ca", value_name = "[HOST[:PORT]=]FILE", value_parser = shoal_image::CaFile::parse)]
+    registry_cas: Vec<shoal_image::CaFile>,
     /// Subnet of the node-local bridge network (device shoal0) that tasks on no
     /// network join; `none`: they share the host's network namespace.
     #[arg(long, default_value = crate::network::bridge::SUBNET_DEFAULT, value_parser = parse_bridge_subnet)]
@@ -186,6 +197,7 @@ pub fn main() -> anyhow::Result<()> {
             containerd: a.containerd,
             namespace: a.containerd_namespace,
             insecure_registries: a.insecure_registries,
+            registry_cas: a.registry_cas,
             bridge: a.bridge_subnet.0,
         }),
         Command::Version => version(&cli.host),
@@ -195,6 +207,8 @@ pub fn main() -> anyhow::Result<()> {
         Command::Service(cmd) => service::run(&cli.host, cmd),
         Command::Network(cmd) => network::run(&cli.host, cmd),
         Command::Image(cmd) => image(&cli.host, cmd),
+        Command::Login(a) => login::login(&cli.host, a),
+        Command::Logout(a) => login::logout(a),
         Command::LogDriver { log_path } => Ok(crate::logdriver::run(&log_path)?),
     }
 }
@@ -384,7 +398,10 @@ fn image(host: &str, cmd: ImageCmd) -> anyhow::Result<()> {
             Ok(())
         }
         ImageCmd::Pull { reference } => {
-            let Reply::Loaded(names) = call(host, Request::ImagePull { reference }, REPLY_MS_IMAGES)? else { bail!("unexpected reply") };
+            let auth = login::credentials_for_image(&reference);
+            let Reply::Loaded(names) = call(host, Request::ImagePull { reference, auth }, REPLY_MS_IMAGES)? else {
+                bail!("unexpected reply")
+            };
             for n in names {
                 println!("{n}");
             }

@@ -175,6 +175,10 @@ pub(crate) struct CreateArgs {
     /// Endpoint mode: vip or dnsrr.
     #[arg(long, value_parser = parse::endpoint_mode)]
     endpoint_mode: Option<shoal_shared::types::EndpointMode>,
+    /// Send this client's registry credentials (`shoal login`) with the
+    /// service: the nodes that run its tasks pull with them.
+    #[arg(long)]
+    with_registry_auth: bool,
     /// Exit immediately instead of waiting for the service to converge.
     #[arg(short, long)]
     detach: bool,
@@ -364,10 +368,12 @@ fn generated_name(image: &str) -> String {
 fn create(host: &str, a: CreateArgs) -> anyhow::Result<()> {
     let (detach, quiet) = (a.detach, a.quiet);
     let timeout_ms = a.timeout.map(|ns| ns / 1_000_000).unwrap_or(PROGRESS_MS_DEFAULT);
+    let with_auth = a.with_registry_auth;
     let spec = spec_from(a)?;
     let name = spec.name.clone();
+    let registry_auth = if with_auth { super::login::registry_auth_flag(&spec.task.container.image) } else { None };
     let Reply::ServiceCreated { id, warnings } =
-        call(host, Request::ServiceCreate { spec: Box::new(spec) }, crate::client::REPLY_MS_IMAGES)?
+        call(host, Request::ServiceCreate { spec: Box::new(spec), registry_auth }, crate::client::REPLY_MS_IMAGES)?
     else {
         bail!("unexpected reply")
     };

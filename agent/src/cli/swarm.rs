@@ -362,13 +362,13 @@ fn read_unlock_key() -> anyhow::Result<String> {
 
 /// Terminal echo turned off until dropped (termios `ECHO` cleared on the
 /// terminal of `fd`; restored on drop, also after an error).
-struct EchoOff {
+pub(crate) struct EchoOff {
     fd: i32,
     saved: Option<libc::termios>,
 }
 
 impl EchoOff {
-    fn new(stdin: &std::io::Stdin) -> EchoOff {
+    pub(crate) fn new(stdin: &std::io::Stdin) -> EchoOff {
         use std::os::fd::AsRawFd;
         let fd = stdin.as_raw_fd();
         // SAFETY: termios is plain data; tcgetattr fills it or fails.

@@ -196,6 +196,10 @@ pub(crate) struct UpdateArgs {
     /// Rollback to previous specification.
     #[arg(long)]
     rollback: bool,
+    /// Send this client's registry credentials (`shoal login`) with the
+    /// service, replacing those it has: the nodes that run its tasks pull with them.
+    #[arg(long)]
+    with_registry_auth: bool,
     /// Exit immediately instead of waiting for the service to converge.
     #[arg(short, long)]
     detach: bool,
@@ -327,7 +331,8 @@ pub(crate) fn update(host: &str, mut a: UpdateArgs) -> anyhow::Result<()> {
         bail!("other flags may not be combined with --rollback");
     }
     let timeout_ms = a.timeout.map(|ns| ns / 1_000_000).unwrap_or(PROGRESS_MS_DEFAULT);
-    send(host, &a.service, spec, a.rollback, current.update_status.clone(), a.detach || a.quiet, timeout_ms)
+    let auth = if a.with_registry_auth { super::login::registry_auth_flag(&spec.task.container.image) } else { None };
+    send(host, &a.service, spec, a.rollback, auth, current.update_status.clone(), a.detach || a.quiet, timeout_ms)
 }
 
 /// `service rollback SERVICE`.
@@ -335,19 +340,21 @@ pub(crate) fn rollback(host: &str, service: &str, detach: bool) -> anyhow::Resul
     let Reply::Service(current) = call(host, Request::ServiceInspect { service: service.to_string() }, REPLY_MS_DEFAULT)? else {
         bail!("unexpected reply")
     };
-    send(host, service, current.spec.clone(), true, current.update_status.clone(), detach, PROGRESS_MS_DEFAULT)
+    send(host, service, current.spec.clone(), true, None, current.update_status.clone(), detach, PROGRESS_MS_DEFAULT)
 }
 
+#[allow(clippy::too_many_arguments)] // one call shape for update and rollback
 fn send(
     host: &str,
     service: &str,
     spec: ServiceSpec,
     rollback: bool,
+    registry_auth: Option<shoal_shared::api::RegistryAuth>,
     before: Option<shoal_shared::types::UpdateStatus>,
     detach: bool,
     timeout_ms: u64,
 ) -> anyhow::Result<()> {
-    let req = Request::ServiceUpdate { service: service.to_string(), spec: Box::new(spec), rollback };
+    let req = Request::ServiceUpdate { service: service.to_string(), spec: Box::new(spec), rollback, registry_auth };
     let Reply::ServiceUpdated { warnings } = call(host, req, REPLY_MS_IMAGES)? else { bail!("unexpected reply") };
     for w in warnings {
         eprintln!("warning: {w}");

@@ -44,7 +44,7 @@ use anyhow::Context;
 use async_channel::{Receiver, Sender};
 use shoal_manager::store::{Bootstrap, Store};
 use shoal_manager::{control, orchestrator, scheduler};
-use shoal_shared::api::{Reply, Request, VersionInfo};
+use shoal_shared::api::{RegistryAuth, Reply, Request, VersionInfo};
 use shoal_shared::clock::{Clock, MonoClock, SystemMonoClock};
 use shoal_shared::noise::key;
 use shoal_shared::noise::link::Event as LinkEvent;
@@ -86,6 +86,8 @@ pub struct Config {
     pub containerd: PathBuf,
     pub namespace: String,
     pub insecure_registries: Vec<String>,
+    /// `--registry-ca`: CA files for HTTPS registries.
+    pub registry_cas: Vec<shoal_image::CaFile>,
     /// The node-local bridge network for tasks on no network (`--bridge-subnet`);
     /// none: they share the host's namespace.
     pub bridge: Option<crate::network::bridge::Bridge>,
@@ -99,11 +101,13 @@ pub(crate) enum Event {
     },
     Resolved {
         result: Result<(Box<ServiceSpec>, Vec<String>), Box<Reply>>,
+        registry_auth: Option<RegistryAuth>,
         reply: Sender<Reply>,
     },
     ResolvedUpdate {
         service: String,
         result: Result<(Box<ServiceSpec>, Vec<String>), Box<Reply>>,
+        registry_auth: Option<RegistryAuth>,
         reply: Sender<Reply>,
     },
     Tick,
@@ -162,12 +166,21 @@ pub(crate) enum Event {
     },
 }
 
+/// The registry client's settings from the daemon's flags.
+fn registry_options(cfg: &Config) -> shoal_image::RegistryOptions {
+    shoal_image::RegistryOptions {
+        insecure_registries: cfg.insecure_registries.clone(),
+        ca_files: cfg.registry_cas.clone(),
+        ..shoal_image::RegistryOptions::default()
+    }
+}
+
 /// Runs the daemon in the foreground until SIGTERM or SIGINT. A manager
 /// whose keyring is wrapped (autolock) serves the locked mode first.
 pub fn run(cfg: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
     let _lock = lock::DataDirLock::acquire(&cfg.data_dir)?;
-    let runtime = crate::runtime::containerd::connect(&cfg.containerd, &cfg.namespace, &cfg.insecure_registries)?;
+    let runtime = crate::runtime::containerd::connect(&cfg.containerd, &cfg.namespace, registry_options(&cfg))?;
     let rng = Rng::from_seed(os_seed()?);
     let sealing = match autolock::open_keyring(&cfg.data_dir)? {
         autolock::Start::Unlocked(s) => s,
@@ -537,15 +550,15 @@ impl Daemon {
     fn handle(&mut self, ev: Event) {
         match ev {
             Event::Control { req, reply } => self.route(req, router::Origin::Socket(reply)),
-            Event::Resolved { result, reply } => {
+            Event::Resolved { result, registry_auth, reply } => {
                 let out = match result {
-                    Ok((spec, warnings)) => self.create_service(*spec, warnings),
+                    Ok((spec, warnings)) => self.create_service(*spec, warnings, registry_auth),
                     Err(r) => router::Outcome::Now(*r),
                 };
                 self.answer(&reply, out);
             }
-            Event::ResolvedUpdate { service, result, reply } => {
-                let out = self.finish_update(service, result);
+            Event::ResolvedUpdate { service, result, registry_auth, reply } => {
+                let out = self.finish_update(service, result, registry_auth);
                 self.answer(&reply, out);
             }
             Event::LinkUp(up) => self.on_link_up(*up),
@@ -803,9 +816,10 @@ impl Daemon {
         let service_name = self.assigned().service_name(&task.service_id).to_string();
         let t = task.clone();
         let net = self.task_net(&task);
+        let auth = self.registry_auth_of(&task.service_id);
         self.spawn_runtime(
             move |rt| {
-                let facts = rt.ensure_image(&t.spec.container.image)?;
+                let facts = rt.ensure_image(&t.spec.container.image, auth.as_ref())?;
                 let mut spec = service::start_spec(&t, &service_name, &node_id, facts, &data_dir)?;
                 if let Some(net) = net? {
                     let (netns, files) = net.prepare(&t.id, &data_dir)?;
@@ -818,13 +832,30 @@ impl Daemon {
         );
     }
 
-    /// Commits a service whose image was resolved (re-validated: the state may have moved on).
-    fn create_service(&mut self, spec: ServiceSpec, warnings: Vec<String>) -> router::Outcome {
+    /// Commits a service whose image was resolved (re-validated: the state
+    /// may have moved on), with its registry credentials if it has some.
+    fn create_service(&mut self, spec: ServiceSpec, warnings: Vec<String>, registry_auth: Option<RegistryAuth>) -> router::Outcome {
         let id = self.rng.object_id();
         let mut warnings = warnings;
         warnings.extend(service::network_warnings(&spec));
-        let r = control::create_service(self.store.state(), spec, id.clone());
+        let r = control::create_service(self.store.state(), spec, id.clone()).map(|mut ops| {
+            if let Some(auth) = registry_auth {
+                ops.push(Op::SetRegistryAuth { service_id: id.clone(), auth: Some(auth) });
+            }
+            ops
+        });
         self.write(r.map(|ops| (ops, Reply::ServiceCreated { id, warnings })))
+    }
+
+    /// The credentials a task of `service_id` pulls its image with: from
+    /// the replicated state on a manager, from what the leader sent on a
+    /// worker (memory only).
+    fn registry_auth_of(&self, service_id: &str) -> Option<shoal_image::Credentials> {
+        let auth = match self.swarm.mode {
+            Mode::Worker => self.swarm.registry_auths.get(service_id),
+            _ => self.store.state().registry_auths.get(service_id),
+        }?;
+        Some(shoal_image::Credentials { username: auth.username.clone(), password: auth.password.clone() })
     }
 
     pub(crate) fn version_info(&self) -> VersionInfo {

@@ -341,7 +341,7 @@ impl Daemon {
                 self.own_disk_warnings(&mut r);
                 Outcome::Now(r)
             }
-            Request::ServiceCreate { spec } => {
+            Request::ServiceCreate { spec, registry_auth } => {
                 // Validate first so bad input fails at once, then resolve the image off the loop.
                 if let Err(e) = control::create_service(self.store.state(), (*spec).clone(), String::new()) {
                     return Outcome::Now(Reply::error(e.kind(), e.to_string()));
@@ -351,7 +351,12 @@ impl Daemon {
                 }
                 let only_node = self.store.state().nodes.len() <= 1;
                 let reply = reply.clone();
-                self.spawn_runtime(move |rt| service::resolve_image(rt, spec, only_node), move |result| Event::Resolved { result, reply });
+                let auth =
+                    registry_auth.as_ref().map(|a| shoal_image::Credentials { username: a.username.clone(), password: a.password.clone() });
+                self.spawn_runtime(
+                    move |rt| service::resolve_image(rt, spec, only_node, auth.as_ref()),
+                    move |result| Event::Resolved { result, registry_auth, reply },
+                );
                 Outcome::Later
             }
             Request::ServiceLogs { service, tail_lines, cursor } => {
@@ -361,7 +366,9 @@ impl Daemon {
             Request::ServiceScale { service, replicas } => {
                 self.write(control::scale_service(self.store.state(), &service, replicas).map(|ops| (ops, Reply::Ok)))
             }
-            Request::ServiceUpdate { service, spec, rollback } => self.service_update(service, spec, rollback, reply),
+            Request::ServiceUpdate { service, spec, rollback, registry_auth } => {
+                self.service_update(service, spec, rollback, registry_auth, reply)
+            }
             Request::NodeUpdate { node, availability, label_add, label_rm } => self.node_update(node, availability, label_add, label_rm),
             Request::ServiceRemove { service } => {
                 self.write(control::remove_service(self.store.state(), &service).map(|(ops, name)| (ops, Reply::Removed(vec![name]))))
@@ -379,14 +386,29 @@ impl Daemon {
                 );
                 Outcome::Later
             }
-            Request::ImagePull { reference } => {
+            Request::ImagePull { reference, auth } => {
                 let reply = reply.clone();
+                let auth = auth.map(|a| shoal_image::Credentials { username: a.username, password: a.password });
                 self.spawn_runtime(
-                    move |rt| rt.pull(&reference),
+                    move |rt| rt.pull(&reference, auth.as_ref()),
                     move |r| {
                         reply_later(
                             &reply,
                             r.map(|n| Reply::Loaded(vec![n])).unwrap_or_else(|e| Reply::error(ErrorKind::NotFound, e.to_string())),
+                        )
+                    },
+                );
+                Outcome::Later
+            }
+            Request::RegistryLogin { registry, auth } => {
+                let reply = reply.clone();
+                let auth = shoal_image::Credentials { username: auth.username, password: auth.password };
+                self.spawn_runtime(
+                    move |rt| rt.login(&registry, &auth),
+                    move |r| {
+                        reply_later(
+                            &reply,
+                            r.map(|()| Reply::LoggedIn).unwrap_or_else(|e| Reply::error(ErrorKind::Unavailable, e.to_string())),
                         )
                     },
                 );

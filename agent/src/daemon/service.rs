@@ -212,12 +212,13 @@ pub(crate) fn resolve_image(
     rt: &dyn Runtime,
     mut spec: Box<ServiceSpec>,
     only_node: bool,
+    auth: Option<&shoal_image::Credentials>,
 ) -> Result<(Box<ServiceSpec>, Vec<String>), Box<Reply>> {
     let image = spec.task.container.image.clone();
     let shown = with_default_tag(image.split('@').next().unwrap_or(&image));
     let facts = match rt.local_image(&image) {
         Ok(Some(f)) => f,
-        Ok(None) => match rt.remote_image(&image) {
+        Ok(None) => match rt.remote_image(&image, auth) {
             Ok(f) => f,
             Err(RuntimeError::ImageNotFound(m)) => {
                 return Err(Box::new(Reply::error(ErrorKind::InvalidArgument, format!("no such image: {shown}: {m}"))));

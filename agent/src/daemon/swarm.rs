@@ -200,6 +200,9 @@ pub(crate) struct Swarm {
     /// leader sent (None until the first since start or role change); a
     /// manager's are built from its replica (`Daemon::sync_assignments`).
     pub(crate) assigned: Option<Assignments>,
+    /// Worker: registry credentials of assigned services (`Wire::RegistryAuths`
+    /// from the leader), by service id; memory only, pruned to `assigned`.
+    pub(crate) registry_auths: BTreeMap<String, shoal_shared::types::RegistryAuth>,
     /// The applied index a manager's `assigned` was built at (None: sent by a leader, or not built).
     assigned_at: Option<u64>,
     /// The leader's dispatcher: worker sessions, assignments sent, Down marking.
@@ -383,6 +386,7 @@ impl Swarm {
             snapshot_told: 0,
             logs: logs::Gathers::default(),
             tunnel_keys: tunnel_keys::Keys::default(),
+            registry_auths: BTreeMap::new(),
         }
     }
 

@@ -21,6 +21,7 @@ pub(super) fn config(name: &str) -> Config {
         containerd: dir.join("none"),
         namespace: "t".into(),
         insecure_registries: vec![],
+        registry_cas: vec![],
         // These daemons run the real data path in the test's own namespace: tasks on no network stay there.
         bridge: None,
     }
@@ -124,7 +125,10 @@ fn service_lifecycle_through_the_socket() {
     let mut spec = ServiceSpec::new("web", "busybox");
     spec.mode = shoal_shared::types::ServiceMode::Replicated { replicas: 3 };
     spec.task.restart.delay_ns = 0;
-    assert!(matches!(call(&host, Request::ServiceCreate { spec: Box::new(spec.clone()) }), Reply::ServiceCreated { .. }));
+    assert!(matches!(
+        call(&host, Request::ServiceCreate { spec: Box::new(spec.clone()), registry_auth: None }),
+        Reply::ServiceCreated { .. }
+    ));
     wait_for("3 running", || running(&host, "web") == 3);
     assert_eq!(fake.containers.lock().unwrap().len(), 3);
     // Pinned to the local image's digest.
@@ -133,11 +137,11 @@ fn service_lifecycle_through_the_socket() {
 
     // Duplicate name and missing image are refused without state change.
     assert!(matches!(
-        call(&host, Request::ServiceCreate { spec: Box::new(spec.clone()) }),
+        call(&host, Request::ServiceCreate { spec: Box::new(spec.clone()), registry_auth: None }),
         Reply::Error { kind: ErrorKind::AlreadyExists, .. }
     ));
     let missing = ServiceSpec::new("nope", "nosuchimage");
-    match call(&host, Request::ServiceCreate { spec: Box::new(missing) }) {
+    match call(&host, Request::ServiceCreate { spec: Box::new(missing), registry_auth: None }) {
         Reply::Error { message, .. } => assert!(message.contains("nosuchimage"), "{message}"),
         r => panic!("{r:?}"),
     }
@@ -210,7 +214,7 @@ fn service_update_pins_new_images_and_rolls_back() {
     spec.update.parallelism = 0;
     spec.update.monitor_ns = 100_000_000;
     spec.rollback.monitor_ns = 100_000_000;
-    assert!(matches!(call(&host, Request::ServiceCreate { spec: Box::new(spec) }), Reply::ServiceCreated { .. }));
+    assert!(matches!(call(&host, Request::ServiceCreate { spec: Box::new(spec), registry_auth: None }), Reply::ServiceCreated { .. }));
     wait_for("2 running", || running(&host, "web") == 2);
     let inspect = |host: &str| match call(host, Request::ServiceInspect { service: "web".into() }) {
         Reply::Service(s) => *s,
@@ -222,14 +226,14 @@ fn service_update_pins_new_images_and_rolls_back() {
     // A missing image is refused and changes nothing.
     let mut bad = v1.spec.clone();
     bad.task.container.image = "nosuchimage".into();
-    let r = call(&host, Request::ServiceUpdate { service: "web".into(), spec: Box::new(bad), rollback: false });
+    let r = call(&host, Request::ServiceUpdate { service: "web".into(), spec: Box::new(bad), rollback: false, registry_auth: None });
     assert!(matches!(&r, Reply::Error { message, .. } if message.contains("nosuchimage")), "{r:?}");
     assert_eq!(inspect(&host), v1);
 
     // A new image is pinned like at creation and rolled out.
     let mut next = v1.spec.clone();
     next.task.container.image = "alpine".into();
-    let r = call(&host, Request::ServiceUpdate { service: "web".into(), spec: Box::new(next), rollback: false });
+    let r = call(&host, Request::ServiceUpdate { service: "web".into(), spec: Box::new(next), rollback: false, registry_auth: None });
     assert_eq!(r, Reply::ServiceUpdated { warnings: vec![] });
     let v2 = inspect(&host);
     assert_eq!(v2.spec.task.container.image, "alpine:latest@sha256:11");
@@ -241,7 +245,8 @@ fn service_update_pins_new_images_and_rolls_back() {
     wait_for("old containers gone", || fake.containers.lock().unwrap().len() == 2);
 
     // Rollback: specs swap and busybox runs again.
-    let r = call(&host, Request::ServiceUpdate { service: "web".into(), spec: Box::new(v2.spec.clone()), rollback: true });
+    let r =
+        call(&host, Request::ServiceUpdate { service: "web".into(), spec: Box::new(v2.spec.clone()), rollback: true, registry_auth: None });
     assert_eq!(r, Reply::ServiceUpdated { warnings: vec![] });
     wait_for("rollback completed", || state(&host) == Some(UpdateState::RollbackCompleted));
     let v3 = inspect(&host);
@@ -296,7 +301,7 @@ fn a_failed_start_is_tried_once_and_reported() {
     fake.fail_starts.store(true, Ordering::SeqCst);
     let mut spec = ServiceSpec::new("bad", "busybox");
     spec.task.restart.condition = shoal_shared::types::RestartCondition::None;
-    assert!(matches!(call(&host, Request::ServiceCreate { spec: Box::new(spec) }), Reply::ServiceCreated { .. }));
+    assert!(matches!(call(&host, Request::ServiceCreate { spec: Box::new(spec), registry_auth: None }), Reply::ServiceCreated { .. }));
     wait_for("the task to fail", || tasks(&host, "bad").iter().any(|t| t.status.state == TaskState::Failed));
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(fake.start_calls.load(Ordering::SeqCst), 1, "one start per task, not one per converge round");
@@ -319,7 +324,7 @@ fn a_lone_managers_logs_come_through_the_gather() {
     assert!(matches!(call(&host, init), Reply::SwarmInit { .. }));
     let mut spec = ServiceSpec::new("web", "busybox");
     spec.mode = shoal_shared::types::ServiceMode::Replicated { replicas: 2 };
-    assert!(matches!(call(&host, Request::ServiceCreate { spec: Box::new(spec) }), Reply::ServiceCreated { .. }));
+    assert!(matches!(call(&host, Request::ServiceCreate { spec: Box::new(spec), registry_auth: None }), Reply::ServiceCreated { .. }));
     wait_for("2 running", || running(&host, "web") == 2);
     let ts = tasks(&host, "web");
     for t in &ts {

@@ -10,13 +10,21 @@ use super::router::Outcome;
 use super::{service, Daemon, Event};
 use async_channel::Sender;
 use shoal_manager::control;
-use shoal_shared::api::{ErrorKind, Reply};
+use shoal_shared::api::{ErrorKind, RegistryAuth, Reply};
+use shoal_shared::ops::Op;
 use shoal_shared::types::{Availability, ServiceSpec};
 
 impl Daemon {
     /// Starts a `service update` (or rollback); answers now, after the
     /// commit, or (a new image) later, once the image is resolved.
-    pub(super) fn service_update(&mut self, service: String, spec: Box<ServiceSpec>, rollback: bool, reply: &Sender<Reply>) -> Outcome {
+    pub(super) fn service_update(
+        &mut self,
+        service: String,
+        spec: Box<ServiceSpec>,
+        rollback: bool,
+        registry_auth: Option<RegistryAuth>,
+        reply: &Sender<Reply>,
+    ) -> Outcome {
         let now = self.now();
         if rollback {
             return self.write(control::rollback_service(self.store.state(), &service, now).map(|ops| (ops, updated(Vec::new()))));
@@ -27,7 +35,7 @@ impl Daemon {
         }
         let old_image = self.store.state().find_service(&service).map(|s| s.spec.task.container.image.clone()).unwrap_or_default();
         if spec.task.container.image == old_image {
-            return self.finish_update(service, Ok((spec, Vec::new())));
+            return self.finish_update(service, Ok((spec, Vec::new())), registry_auth);
         }
         if let Err(e) = shoal_image::reference::Reference::parse(&spec.task.container.image) {
             return Outcome::Now(Reply::error(ErrorKind::InvalidArgument, e.to_string()));
@@ -37,20 +45,33 @@ impl Daemon {
         spec.task.placement.platforms.clear();
         let only_node = self.store.state().nodes.len() <= 1;
         let reply = reply.clone();
+        let auth = registry_auth.as_ref().map(|a| shoal_image::Credentials { username: a.username.clone(), password: a.password.clone() });
         self.spawn_runtime(
-            move |rt| service::resolve_image(rt, spec, only_node),
-            move |result| Event::ResolvedUpdate { service, result, reply },
+            move |rt| service::resolve_image(rt, spec, only_node, auth.as_ref()),
+            move |result| Event::ResolvedUpdate { service, result, registry_auth, reply },
         );
         Outcome::Later
     }
 
     /// Commits an update once its image is resolved (re-validated: the state may have moved on).
-    pub(super) fn finish_update(&mut self, service: String, result: Result<(Box<ServiceSpec>, Vec<String>), Box<Reply>>) -> Outcome {
+    pub(super) fn finish_update(
+        &mut self,
+        service: String,
+        result: Result<(Box<ServiceSpec>, Vec<String>), Box<Reply>>,
+        registry_auth: Option<RegistryAuth>,
+    ) -> Outcome {
         match result {
             Ok((spec, mut warnings)) => {
                 let now = self.now();
                 warnings.extend(service::network_warnings(&spec));
-                self.write(control::update_service(self.store.state(), &service, *spec, now).map(|ops| (ops, updated(warnings))))
+                let state = self.store.state();
+                let id = state.find_service(&service).map(|s| s.id.clone()).unwrap_or_default();
+                self.write(control::update_service(state, &service, *spec, now).map(|mut ops| {
+                    if let Some(auth) = registry_auth {
+                        ops.push(Op::SetRegistryAuth { service_id: id, auth: Some(auth) });
+                    }
+                    (ops, updated(warnings))
+                }))
             }
             Err(r) => Outcome::Now(*r),
         }

@@ -37,7 +37,7 @@ pub struct Containerd {
 }
 
 /// Connects the containerd-backed runtime; fails fast when containerd is not there.
-pub fn connect(socket: &Path, namespace: &str, insecure_registries: &[String]) -> Result<Arc<dyn Runtime>, RuntimeError> {
+pub fn connect(socket: &Path, namespace: &str, registry: RegistryOptions) -> Result<Arc<dyn Runtime>, RuntimeError> {
     let cfg = shoal_containerd::Config { socket: socket.to_path_buf(), namespace: namespace.to_string(), call_timeout_ms: CALL_TIMEOUT_MS };
     let driver =
         Driver::connect(cfg).map_err(|e| RuntimeError::Unavailable(format!("{e} (use --containerd PATH to point at its socket)")))?;
@@ -52,7 +52,13 @@ pub fn connect(socket: &Path, namespace: &str, insecure_registries: &[String]) -
             }
         })
         .map_err(|e| RuntimeError::Other(format!("cannot start the exit-event thread: {e}")))?;
-    let registry = Registry::new(RegistryOptions { insecure_registries: insecure_registries.to_vec(), ..RegistryOptions::default() });
+    let registry = Registry::new(registry);
+    // A bad --registry-ca file fails the start, not the first pull.
+    match registry.check_trust() {
+        Ok(Some(system)) => crate::log!("INFO", "registries: trusting Mozilla's roots and {}", system.display()),
+        Ok(None) => crate::log!("INFO", "registries: trusting Mozilla's roots (no system CA bundle found)"),
+        Err(e) => return Err(RuntimeError::Other(format!("--registry-ca: {e}"))),
+    }
     Ok(Arc::new(Containerd {
         driver,
         registry,
@@ -209,19 +215,19 @@ impl Runtime for Containerd {
         }
     }
 
-    fn remote_image(&self, reference: &str) -> Result<ImageFacts, RuntimeError> {
+    fn remote_image(&self, reference: &str, auth: Option<&shoal_image::Credentials>) -> Result<ImageFacts, RuntimeError> {
         let r = parse_ref(reference)?;
-        let root = self.registry.resolve(&r).map_err(image_err)?;
-        let src = self.registry.source(&r);
+        let root = self.registry.resolve_with(&r, auth).map_err(image_err)?;
+        let src = self.registry.source_with(&r, auth);
         let platforms = platforms_of(&src, &root).map_err(image_err)?;
         Ok(ImageFacts { name: r.to_string(), digest: root.digest, platforms, ..Default::default() })
     }
 
-    fn ensure_image(&self, reference: &str) -> Result<ImageFacts, RuntimeError> {
+    fn ensure_image(&self, reference: &str, auth: Option<&shoal_image::Credentials>) -> Result<ImageFacts, RuntimeError> {
         let facts = match self.local_image(reference)? {
             Some(f) => f,
             None => {
-                self.pull(reference)?;
+                self.pull(reference, auth)?;
                 self.local_image(reference)?
                     .ok_or_else(|| RuntimeError::Image(format!("image {reference} vanished right after the pull")))?
             }
@@ -319,13 +325,17 @@ impl Runtime for Containerd {
         Ok(loaded)
     }
 
-    fn pull(&self, reference: &str) -> Result<String, RuntimeError> {
+    fn pull(&self, reference: &str, auth: Option<&shoal_image::Credentials>) -> Result<String, RuntimeError> {
         let r = parse_ref(reference)?;
-        let root = self.registry.resolve(&r).map_err(image_err)?;
-        let src = self.registry.source(&r);
+        let root = self.registry.resolve_with(&r, auth).map_err(image_err)?;
+        let src = self.registry.source_with(&r, auth);
         let plan = plan_import(&src, &r.to_string(), &root, &self.platform).map_err(image_err)?;
         self.driver.import(&plan, &src).map_err(|e| RuntimeError::Image(format!("cannot import {reference}: {e}")))?;
         Ok(r.familiar())
+    }
+
+    fn login(&self, registry: &str, auth: &shoal_image::Credentials) -> Result<(), RuntimeError> {
+        self.registry.login(registry, auth).map_err(image_err)
     }
 
     fn images(&self) -> Result<Vec<ImageSummary>, RuntimeError> {

@@ -73,10 +73,10 @@ impl Runtime for Fake {
         let name = name.split(':').next().unwrap_or(name);
         Ok(self.images.lock().unwrap().get(name).cloned())
     }
-    fn remote_image(&self, reference: &str) -> Result<ImageFacts, RuntimeError> {
+    fn remote_image(&self, reference: &str, _auth: Option<&shoal_image::Credentials>) -> Result<ImageFacts, RuntimeError> {
         Err(RuntimeError::RegistryUnreachable(format!("registry for {reference} is unreachable")))
     }
-    fn ensure_image(&self, reference: &str) -> Result<ImageFacts, RuntimeError> {
+    fn ensure_image(&self, reference: &str, _auth: Option<&shoal_image::Credentials>) -> Result<ImageFacts, RuntimeError> {
         self.local_image(reference)?.ok_or_else(|| RuntimeError::Image(format!("no such image: {reference}")))
     }
     fn start(&self, spec: &StartSpec) -> Result<(), RuntimeError> {
@@ -113,8 +113,11 @@ impl Runtime for Fake {
     fn load(&self, _path: &Path) -> Result<Vec<String>, RuntimeError> {
         Ok(vec![])
     }
-    fn pull(&self, reference: &str) -> Result<String, RuntimeError> {
+    fn pull(&self, reference: &str, _auth: Option<&shoal_image::Credentials>) -> Result<String, RuntimeError> {
         Err(RuntimeError::RegistryUnreachable(format!("registry for {reference} is unreachable")))
+    }
+    fn login(&self, registry: &str, _auth: &shoal_image::Credentials) -> Result<(), RuntimeError> {
+        Err(RuntimeError::RegistryUnreachable(format!("registry {registry} is unreachable")))
     }
     fn images(&self) -> Result<Vec<ImageSummary>, RuntimeError> {
         Ok(vec![])

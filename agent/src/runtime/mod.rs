@@ -129,9 +129,11 @@ pub trait Runtime: Send + Sync + 'static {
     /// The image if it is present locally.
     fn local_image(&self, reference: &str) -> Result<Option<ImageFacts>, RuntimeError>;
     /// Resolves a reference on its registry without pulling: digest and platforms.
-    fn remote_image(&self, reference: &str) -> Result<ImageFacts, RuntimeError>;
-    /// Makes the image usable here (pulling it if missing) and returns its facts.
-    fn ensure_image(&self, reference: &str) -> Result<ImageFacts, RuntimeError>;
+    /// `auth`: credentials for its registry (`--with-registry-auth`).
+    fn remote_image(&self, reference: &str, auth: Option<&shoal_image::Credentials>) -> Result<ImageFacts, RuntimeError>;
+    /// Makes the image usable here (pulling it if missing, with `auth` if
+    /// given) and returns its facts.
+    fn ensure_image(&self, reference: &str, auth: Option<&shoal_image::Credentials>) -> Result<ImageFacts, RuntimeError>;
     /// Creates and starts a container.
     fn start(&self, spec: &StartSpec) -> Result<(), RuntimeError>;
     /// Sends a container its stop signal (`kill`: SIGKILL to all its
@@ -146,8 +148,11 @@ pub trait Runtime: Send + Sync + 'static {
     fn exits(&self) -> async_channel::Receiver<Exit>;
     /// Loads images from an OCI or docker archive; returns their names.
     fn load(&self, path: &Path) -> Result<Vec<String>, RuntimeError>;
-    /// Pulls an image; returns its canonical name.
-    fn pull(&self, reference: &str) -> Result<String, RuntimeError>;
+    /// Pulls an image (with these credentials for its registry, if any);
+    /// returns its canonical name.
+    fn pull(&self, reference: &str, auth: Option<&shoal_image::Credentials>) -> Result<String, RuntimeError>;
+    /// Checks credentials against a registry (`shoal login`).
+    fn login(&self, registry: &str, auth: &shoal_image::Credentials) -> Result<(), RuntimeError>;
     /// Images present locally.
     fn images(&self) -> Result<Vec<ImageSummary>, RuntimeError>;
 }

@@ -255,7 +255,7 @@ pub(crate) fn step(w: &mut World) {
                 2 => spec.task.placement.constraints.push("node.hostname!=node-1".into()),
                 _ => {}
             }
-            (Op::Create(name), Request::ServiceCreate { spec: Box::new(spec) })
+            (Op::Create(name), Request::ServiceCreate { spec: Box::new(spec), registry_auth: None })
         }
         20..=34 => {
             let Some(s) = c.pick(&services).cloned() else { return };
@@ -267,12 +267,12 @@ pub(crate) fn step(w: &mut World) {
             let mut spec = ServiceSpec::new(&s, "busybox");
             spec.task.container.env.push(format!("GEN={}", c.rng.next_u64() % 1000));
             spec.mode = ServiceMode::Replicated { replicas: 1 + c.rng.next_u64() % 3 };
-            (Op::Other("update"), Request::ServiceUpdate { service: s, spec: Box::new(spec), rollback: false })
+            (Op::Other("update"), Request::ServiceUpdate { service: s, spec: Box::new(spec), rollback: false, registry_auth: None })
         }
         45..=48 => {
             let Some(s) = c.pick(&services).cloned() else { return };
             let spec = ServiceSpec::new(&s, "busybox");
-            (Op::Other("rollback"), Request::ServiceUpdate { service: s, spec: Box::new(spec), rollback: true })
+            (Op::Other("rollback"), Request::ServiceUpdate { service: s, spec: Box::new(spec), rollback: true, registry_auth: None })
         }
         49..=55 => {
             let Some(s) = c.pick(&services).cloned() else { return };

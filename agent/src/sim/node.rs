@@ -303,6 +303,7 @@ impl SimNode {
             containerd: PathBuf::from("/nonexistent"),
             namespace: "sim".into(),
             insecure_registries: Vec::new(),
+            registry_cas: Vec::new(),
             bridge: Some(crate::network::bridge::Bridge::default_subnet()),
         };
         let io = SimIo {

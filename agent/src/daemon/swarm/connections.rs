@@ -6,6 +6,8 @@ use super::admit::{admit, Admit, Handshake};
 use super::*;
 
 /// A link's end when its peer closed it on `swarm leave`.
+/// Most registry credentials a worker keeps from one message (one per assigned service).
+const REGISTRY_AUTHS_MAX: usize = 4096;
 const PEER_LEFT: &str = "the node left the swarm";
 
 impl Daemon {
@@ -362,6 +364,12 @@ impl Daemon {
             }
             (Purpose::Node, msg @ (Wire::LogsRequest { .. } | Wire::LogsReply { .. })) => self.on_logs_message(conn, &peer, msg),
             (Purpose::Node, Wire::TunnelKeys { keys }) => self.on_tunnel_keys(&peer, keys),
+            (Purpose::Node, Wire::RegistryAuths { auths }) => {
+                // Only a leader sends them, and only a worker keeps them: a manager reads its replica.
+                if self.swarm.mode == Mode::Worker && self.is_manager_peer(&peer) {
+                    self.swarm.registry_auths = auths.into_iter().take(REGISTRY_AUTHS_MAX).collect();
+                }
+            }
             (_, Wire::Redirect { leader_id, leader_addr }) => self.on_redirect(conn, leader_id, leader_addr),
             (Purpose::Join, Wire::JoinRequest { advertise_addr, availability, description }) => {
                 let Some(role) = join_role else { return };
@@ -470,5 +478,6 @@ pub(super) fn variant_name(w: &Wire) -> &'static str {
         Wire::Settings { .. } => "settings",
         Wire::RestartsInPlace { .. } => "restarts in place",
         Wire::TunnelKeys { .. } => "tunnel keys",
+        Wire::RegistryAuths { .. } => "registry auths",
     }
 }

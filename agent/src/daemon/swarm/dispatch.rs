@@ -68,6 +68,18 @@ impl Daemon {
         while let Some(effect) = self.swarm.dispatcher.poll_effect() {
             match effect {
                 DispatchEffect::Assign { conn, record, assignments, managers } => {
+                    // The credentials of the assigned services that have some go
+                    // first, so that a task's first pull has them; a worker that holds
+                    // some for services no longer assigned drops them with these
+                    // assignments, so an empty set need not be sent.
+                    let auths: Vec<_> = assignments
+                        .services
+                        .keys()
+                        .filter_map(|id| self.store.state().registry_auths.get(id).map(|a| (id.clone(), a.clone())))
+                        .collect();
+                    if !auths.is_empty() {
+                        self.swarm.send(conn, &Wire::RegistryAuths { auths });
+                    }
                     let cluster_key =
                         (record.role == NodeRole::Manager).then(|| self.swarm.cluster_key.as_ref().map(|k| k.private().to_vec())).flatten();
                     let msg = Wire::Assignments {
@@ -254,6 +266,8 @@ impl Daemon {
                 self.swarm.reported.remove(&t.id);
             }
         }
+        // Credentials are kept for assigned services only (never persisted).
+        self.swarm.registry_auths.retain(|id, _| assigned.services.contains_key(id));
         // Kept (fsynced) before acting: a reboot with no manager in reach runs from it.
         self.persist_and_act(assigned);
     }
