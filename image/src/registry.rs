@@ -15,7 +15,7 @@ use crate::http::{self, HttpError, Response, Timeouts, Url};
 use crate::manifest::{self, Parsed, MANIFEST_ACCEPT, MANIFEST_BYTES_MAX};
 use crate::{Descriptor, Error, ImageSource, Reference};
 use std::collections::HashMap;
-use std::io::{Cursor, Read};
+use std::io::{self, Cursor, Read};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,6 +26,12 @@ const SMALL_BODY_BYTES_MAX: u64 = 64 << 10;
 const TOKEN_CACHE_MAX: usize = 256;
 /// Resolved manifests kept so the first `open_blob` does not refetch.
 const MANIFEST_CACHE_MAX: usize = 64;
+/// Times a blob download that broke off is resumed (a `Range` request from
+/// the bytes already read) before the pull fails.
+pub const BLOB_RESUMES_MAX: u32 = 8;
+/// Wait before the first resume; doubled each time up to [`RESUME_BACKOFF_MAX_MS`].
+const RESUME_BACKOFF_MS: u64 = 250;
+const RESUME_BACKOFF_MAX_MS: u64 = 8_000;
 
 /// Credentials for one registry.
 #[derive(Clone, PartialEq, Eq)]
@@ -255,6 +261,18 @@ impl Registry {
     /// GETs `/v2/<repo>/<tail>` with auth and redirects; returns the final
     /// response whatever its status.
     fn get(&self, r: &Reference, tail: &str, accept: &[&str], creds: Option<&Credentials>) -> Result<Response, Error> {
+        self.get_with(r, tail, accept, &[], creds)
+    }
+
+    /// [`Registry::get`] with extra request headers (a `Range`).
+    fn get_with(
+        &self,
+        r: &Reference,
+        tail: &str,
+        accept: &[&str],
+        extra: &[(&str, String)],
+        creds: Option<&Credentials>,
+    ) -> Result<Response, Error> {
         let registry = r.domain().to_string();
         let base = self.base_url(r)?;
         let mut url = base.clone();
@@ -267,7 +285,7 @@ impl Registry {
         let mut auth_tried = false;
         let mut redirects = 0u32;
         loop {
-            let mut headers: Vec<(&str, String)> = Vec::new();
+            let mut headers: Vec<(&str, String)> = extra.to_vec();
             if !accept.is_empty() {
                 headers.push(("Accept", accept.join(", ")));
             }
@@ -717,20 +735,130 @@ impl ImageSource for RegistrySource {
             };
             return Ok(Box::new(Cursor::new(bytes)));
         }
-        let mut resp = self.registry.get(r, &format!("blobs/{}", desc.digest), &[], self.creds.as_ref())?;
+        let body = self.blob_from(desc, 0)?;
+        let resuming = Resuming {
+            source: self.clone(),
+            desc: desc.clone(),
+            inner: body,
+            offset: 0,
+            resumes: 0,
+            backoff_ms: RESUME_BACKOFF_MS,
+            sleep: std::thread::sleep,
+        };
+        Ok(Box::new(VerifyingReader::new(resuming, desc)))
+    }
+}
+
+impl RegistrySource {
+    /// The blob's bytes from `offset` on: a `Range` request past 0; a
+    /// registry that ignores it (200) has the first `offset` bytes skipped.
+    fn blob_from(&self, desc: &Descriptor, offset: u64) -> Result<Box<dyn Read + Send>, Error> {
+        let r = &self.reference;
+        let range = [("Range", format!("bytes={offset}-"))];
+        let extra: &[(&str, String)] = if offset > 0 { &range } else { &[] };
+        let mut resp = self.registry.get_with(r, &format!("blobs/{}", desc.digest), &[], extra, self.creds.as_ref())?;
+        let left = desc.size.saturating_sub(offset);
         match resp.status {
-            200 => {}
+            200 => {
+                if let Some(len) = resp.header("content-length").and_then(|l| l.parse::<u64>().ok()) {
+                    if len != desc.size {
+                        return Err(Error::SizeMismatch { digest: desc.digest.clone(), expected: desc.size, actual: len });
+                    }
+                }
+                if offset > 0 {
+                    let skipped = io::copy(&mut (&mut resp.body).take(offset), &mut io::sink())
+                        .map_err(|e| Error::Http { registry: r.domain().to_string(), reason: format!("resuming {}: {e}", desc.digest) })?;
+                    if skipped != offset {
+                        return Err(Error::Http {
+                            registry: r.domain().to_string(),
+                            reason: format!("resuming {}: short body", desc.digest),
+                        });
+                    }
+                }
+            }
+            206 if offset > 0 => {
+                // `Content-Range: bytes FIRST-LAST/TOTAL` must start where we are.
+                let first = resp
+                    .header("content-range")
+                    .and_then(|v| v.trim().strip_prefix("bytes "))
+                    .and_then(|v| v.split('-').next())
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                if first != Some(offset) {
+                    return Err(Error::Http {
+                        registry: r.domain().to_string(),
+                        reason: format!("resuming {} at byte {offset}: the registry answered another range", desc.digest),
+                    });
+                }
+                if let Some(len) = resp.header("content-length").and_then(|l| l.parse::<u64>().ok()) {
+                    if len != left {
+                        return Err(Error::SizeMismatch { digest: desc.digest.clone(), expected: desc.size, actual: offset + len });
+                    }
+                }
+            }
             404 => {
                 return Err(Error::BlobNotFound { digest: desc.digest.clone(), source_name: format!("registry {}", r.name()) });
             }
             _ => return Err(self.registry.status_error(r, &mut resp, None)),
         }
-        if let Some(len) = resp.header("content-length").and_then(|l| l.parse::<u64>().ok()) {
-            if len != desc.size {
-                return Err(Error::SizeMismatch { digest: desc.digest.clone(), expected: desc.size, actual: len });
+        Ok(resp.body)
+    }
+}
+
+/// A registry blob's body that survives a broken connection: a read error
+/// or an early end is answered by asking again from the bytes already read
+/// (`Range`), up to [`BLOB_RESUMES_MAX`] times with a doubling wait. What it
+/// yields is one continuous stream, so the [`VerifyingReader`] around it
+/// still checks the whole blob's size and digest.
+struct Resuming {
+    source: RegistrySource,
+    desc: Descriptor,
+    inner: Box<dyn Read + Send>,
+    offset: u64,
+    resumes: u32,
+    backoff_ms: u64,
+    sleep: fn(Duration),
+}
+
+impl Read for Resuming {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let err = match self.inner.read(buf) {
+                Ok(0) if self.offset < self.desc.size => {
+                    io::Error::new(io::ErrorKind::UnexpectedEof, format!("connection closed at byte {} of {}", self.offset, self.desc.size))
+                }
+                Ok(n) => {
+                    self.offset += n as u64;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => e,
+            };
+            loop {
+                if self.resumes >= BLOB_RESUMES_MAX {
+                    return Err(io::Error::new(
+                        err.kind(),
+                        format!("{err} (gave up after resuming {} times at byte {} of {})", self.resumes, self.offset, self.desc.size),
+                    ));
+                }
+                self.resumes += 1;
+                (self.sleep)(Duration::from_millis(self.backoff_ms));
+                self.backoff_ms = (self.backoff_ms * 2).min(RESUME_BACKOFF_MAX_MS);
+                match self.source.blob_from(&self.desc, self.offset) {
+                    Ok(body) => {
+                        self.inner = body;
+                        break;
+                    }
+                    // A registry that answers but refuses is not a broken link.
+                    Err(e @ (Error::BlobNotFound { .. } | Error::SizeMismatch { .. } | Error::Unauthorized { .. })) => {
+                        return Err(io::Error::other(e.to_string()));
+                    }
+                    Err(_) => continue,
+                }
             }
         }
-        Ok(Box::new(VerifyingReader::new(resp.body, desc)))
     }
 }
 
