@@ -24,7 +24,7 @@ mod tls;
 pub use archive::Archive;
 pub use manifest::{plan_import, platforms_of, read_config, ContainerConfig, ImageConfig};
 pub use reference::Reference;
-pub use registry::{CaFile, Credentials, Registry, RegistryOptions, RegistrySource};
+pub use registry::{CaFile, Credentials, Mirror, Registry, RegistryOptions, RegistrySource};
 
 /// A content-addressed descriptor (OCI `application/vnd.oci.descriptor`).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -75,6 +75,46 @@ impl CaFile {
     }
 }
 
+/// A registry mirror (`--registry-mirror [HOST[:PORT]=]URL`): pull-through
+/// caches or copies asked before the registry they serve, Docker Hub when
+/// `registry` is `None` (Docker's own flag serves Docker Hub only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mirror {
+    /// `host[:port]` as written in references; `None`: Docker Hub.
+    pub registry: Option<String>,
+    /// `http(s)://host[:port]` (no path).
+    pub url: String,
+}
+
+impl Mirror {
+    /// Parses `[HOST[:PORT]=]URL`.
+    pub fn parse(s: &str) -> Result<Mirror, String> {
+        let (registry, url) = match s.split_once('=') {
+            Some((r, u)) if !r.contains("://") => {
+                let r = r.trim();
+                if r.is_empty() || r.contains(['/', ' ']) {
+                    return Err(format!("invalid registry {r:?} in {s:?}: expected [HOST[:PORT]=]URL"));
+                }
+                (Some(r.to_string()), u.trim())
+            }
+            _ => (None, s.trim()),
+        };
+        let parsed = Url::parse(url).map_err(|e| format!("invalid mirror url {url:?}: {e}"))?;
+        if parsed.path != "/" || url.contains('?') {
+            return Err(format!("invalid mirror url {url:?}: give only http(s)://host[:port], without a path"));
+        }
+        Ok(Mirror { registry, url: format!("{}://{}", if parsed.https { "https" } else { "http" }, parsed.authority()) })
+    }
+
+    /// Whether it serves images of `domain` (a reference's registry).
+    fn serves(&self, domain: &str) -> bool {
+        match &self.registry {
+            Some(r) => r == domain,
+            None => domain == crate::reference::DEFAULT_DOMAIN,
+        }
+    }
+}
+
 /// How to talk to registries.
 #[derive(Clone, Debug)]
 pub struct RegistryOptions {
@@ -93,6 +133,8 @@ pub struct RegistryOptions {
     /// PEM CA certificates trusted besides the built-in and system roots,
     /// for every registry or one (only with the `tls` feature; see tls.rs).
     pub ca_files: Vec<CaFile>,
+    /// Mirrors asked before the registries they serve (`--registry-mirror`).
+    pub mirrors: Vec<Mirror>,
     /// Also trust the system's CA bundle (`SSL_CERT_FILE` or the
     /// distribution's file).
     pub system_ca: bool,
@@ -108,6 +150,7 @@ impl Default for RegistryOptions {
             redirects_max: 5,
             credentials: Vec::new(),
             ca_files: Vec::new(),
+            mirrors: Vec::new(),
             system_ca: true,
         }
     }
@@ -265,6 +308,9 @@ impl Registry {
     }
 
     /// [`Registry::get`] with extra request headers (a `Range`).
+    /// The registry's mirrors (`--registry-mirror`) are asked first, without
+    /// the registry's credentials; any failure or non-2xx answer of a mirror
+    /// falls through to the next, and the registry's own answer is final.
     fn get_with(
         &self,
         r: &Reference,
@@ -273,14 +319,39 @@ impl Registry {
         extra: &[(&str, String)],
         creds: Option<&Credentials>,
     ) -> Result<Response, Error> {
-        let registry = r.domain().to_string();
+        for m in self.inner.opts.mirrors.iter().filter(|m| m.serves(r.domain())) {
+            let Ok(base) = Url::parse(&format!("{}/", m.url.trim_end_matches('/'))) else { continue };
+            if let Ok(resp) = self.get_at(r, &base, tail, accept, extra, None) {
+                if resp.status / 100 == 2 {
+                    return Ok(resp);
+                }
+            }
+        }
         let base = self.base_url(r)?;
+        self.get_at(r, &base, tail, accept, extra, creds)
+    }
+
+    /// One endpoint's answer (`base`: the registry or a mirror), with auth
+    /// challenges answered and redirects followed.
+    fn get_at(
+        &self,
+        r: &Reference,
+        base: &Url,
+        tail: &str,
+        accept: &[&str],
+        extra: &[(&str, String)],
+        creds: Option<&Credentials>,
+    ) -> Result<Response, Error> {
+        let registry = r.domain().to_string();
+        let mirror = base.authority() != r.registry_host();
+        let base = base.clone();
         let mut url = base.clone();
         url.path = format!("/v2/{}/{tail}", r.path());
-        // Tokens got with other credentials are not reused.
-        let token_key = match self.credentials(r, creds) {
-            Some(c) => format!("{}/{}#{}", r.registry_host(), r.path(), c.username),
-            None => format!("{}/{}", r.registry_host(), r.path()),
+        // Tokens got with other credentials (or from another endpoint) are not reused.
+        let creds = if mirror { None } else { self.credentials(r, creds) };
+        let token_key = match creds {
+            Some(c) => format!("{}/{}#{}", base.authority(), r.path(), c.username),
+            None => format!("{}/{}", base.authority(), r.path()),
         };
         let mut auth_tried = false;
         let mut redirects = 0u32;
@@ -300,7 +371,7 @@ impl Registry {
                 401 if same_host && !auth_tried => {
                     auth_tried = true;
                     let challenge = resp.header("www-authenticate").unwrap_or("").to_string();
-                    let value = self.authenticate(r, &challenge, &registry, creds)?;
+                    let value = self.authenticate(r, &base.authority(), &challenge, &registry, creds)?;
                     let mut tokens = self.inner.tokens.lock().unwrap_or_else(|e| e.into_inner());
                     if tokens.len() >= TOKEN_CACHE_MAX {
                         tokens.clear();
@@ -378,7 +449,14 @@ impl Registry {
 
     /// Answers a 401 challenge: a bearer token (anonymous or with basic
     /// credentials) or basic auth. Returns the `Authorization` value.
-    fn authenticate(&self, r: &Reference, challenge: &str, registry: &str, given: Option<&Credentials>) -> Result<String, Error> {
+    fn authenticate(
+        &self,
+        r: &Reference,
+        endpoint: &str,
+        challenge: &str,
+        registry: &str,
+        given: Option<&Credentials>,
+    ) -> Result<String, Error> {
         let unauthorized =
             |message: String| Error::Unauthorized { registry: registry.to_string(), repository: r.path().to_string(), message };
         let (scheme, params) = parse_challenge(challenge);
@@ -393,7 +471,7 @@ impl Registry {
             return Err(unauthorized(format!("unsupported authentication challenge {:?}", challenge.chars().take(80).collect::<String>())));
         }
         let scope = params.get("scope").cloned().unwrap_or_else(|| format!("repository:{}:pull", r.path()));
-        self.bearer_token(r.registry_host(), &params, Some(&scope), creds, registry, &unauthorized)
+        self.bearer_token(endpoint, &params, Some(&scope), creds, registry, &unauthorized)
     }
 
     /// A token from a bearer challenge's realm, for `scope` (none: just
@@ -891,6 +969,19 @@ mod tests {
         assert!(CaFile::parse("reg.lan=").is_err());
         assert!(CaFile::parse("=ca.pem").is_err());
         assert!(CaFile::parse("a/b=ca.pem").is_err());
+    }
+
+    #[test]
+    fn parses_mirror_flags() {
+        let m = Mirror::parse("http://127.0.0.1:5001").unwrap();
+        assert_eq!(m, Mirror { registry: None, url: "http://127.0.0.1:5001".into() });
+        assert!(m.serves("docker.io") && !m.serves("ghcr.io"));
+        let m = Mirror::parse("ghcr.io=https://cache.lan/").unwrap();
+        assert_eq!(m, Mirror { registry: Some("ghcr.io".into()), url: "https://cache.lan".into() });
+        assert!(m.serves("ghcr.io") && !m.serves("docker.io"));
+        assert!(Mirror::parse("https://cache.lan/v2/").is_err());
+        assert!(Mirror::parse("cache.lan").is_err());
+        assert!(Mirror::parse("=http://x").is_err());
     }
 
     #[test]

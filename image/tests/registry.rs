@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use shoal_image::digest::sha256;
 use shoal_image::manifest::{DOCKER_LAYER_GZIP, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST};
-use shoal_image::{plan_import, platforms_of, read_config, Credentials, Error, ImageSource, Reference, Registry, RegistryOptions};
+use shoal_image::{plan_import, platforms_of, read_config, Credentials, Error, ImageSource, Mirror, Reference, Registry, RegistryOptions};
 use shoal_shared::platform::Platform;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -578,4 +578,50 @@ fn blob_downloads_resume_after_cuts() {
     eprintln!("layer {} bytes (pushed {}); fetched {fetched} bytes through two cuts", plan.layers[0].size, layer.size);
     assert!(fetched >= layer.size, "{fetched} < {}", layer.size);
     assert!(fetched < layer.size + (64 << 10), "started over: {fetched} bytes for a {}-byte layer", layer.size);
+}
+
+/// `--registry-mirror`: a mirror is asked first and, when it has the image,
+/// the registry sends nothing; an image the mirror lacks, or a mirror that
+/// is down, falls back to the registry.
+#[test]
+fn mirrors_are_asked_first_and_fall_back() {
+    use std::sync::atomic::Ordering;
+    let (Some(upstream), Some(mirror)) = (LocalRegistry::start(), LocalRegistry::start()) else {
+        return;
+    };
+    let host = Platform::host();
+    let mut l = Layout::default();
+    let (m, ..) = l.image(&host.os, &host.architecture, &host.variant, &[("f", b"mirrored")], false);
+    let archive = mirror.dir.path().join("m.tar");
+    l.write_oci_archive(&archive, &[(&m, &[])]);
+    mirror.push(&archive, "app:1", false);
+    upstream.push(&archive, "only-upstream:1", false);
+    // Every byte the registry sends is counted.
+    let counted = cutting_relay(upstream.port, vec![]);
+    let registry = format!("127.0.0.1:{}", counted.port);
+    let pull = |mirror_url: &str, name: &str| -> Result<(), Error> {
+        let opts = RegistryOptions { mirrors: vec![Mirror::parse(&format!("{registry}={mirror_url}")).unwrap()], ..Default::default() };
+        let client = Registry::new(opts);
+        let r = Reference::parse(&format!("{registry}/{name}")).unwrap();
+        let root = client.resolve(&r)?;
+        let src = client.source(&r);
+        let plan = plan_import(&src, &r.to_string(), &root, &host)?;
+        for layer in &plan.layers {
+            read_all(&mut src.open_blob(layer)?);
+        }
+        Ok(())
+    };
+    let mirror_url = format!("http://{}", mirror.host());
+    pull(&mirror_url, "app:1").unwrap();
+    assert_eq!(counted.served.load(Ordering::SeqCst), 0, "the mirror had it: the registry sent nothing");
+    pull(&mirror_url, "only-upstream:1").unwrap();
+    let after_fallback = counted.served.load(Ordering::SeqCst);
+    assert!(after_fallback > 0, "an image the mirror lacks comes from the registry");
+    // A mirror that is down: the registry.
+    let down = format!("http://127.0.0.1:{}", free_port());
+    pull(&down, "only-upstream:1").unwrap();
+    assert!(counted.served.load(Ordering::SeqCst) > after_fallback);
+    // Nowhere: the registry's own answer.
+    let err = pull(&mirror_url, "nowhere:1").unwrap_err();
+    assert!(err.to_string().contains("manifest unknown"), "{err}");
 }

@@ -43,3 +43,28 @@ fn services_pull_missing_images_from_a_registry() {
     n.shoal(&["service", "rm", "pulled"]).ok();
     wait_for("containers gone", Duration::from_secs(30), || n.containers().is_empty().then_some(()));
 }
+
+/// `shoal daemon --registry-mirror HOST=URL`: a node pulls an image of a
+/// registry it cannot reach from the mirror that serves that registry.
+#[test]
+fn a_mirror_serves_a_registry_the_node_cannot_reach() {
+    if skip_reason().is_some() {
+        return;
+    }
+    let mirror = Registry::start();
+    mirror.push(&test_image(), "app:1", false);
+    // Nothing listens on the registry's own address.
+    let gone = format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    let mut n = Node::new();
+    let flag = format!("{gone}=http://{}", mirror.addr());
+    n.start_daemon_with(&["--registry-mirror", &flag], &[]);
+    let r = n.shoal(&["image", "pull", &format!("{gone}/app:1")]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(n.shoal(&["image", "ls"]).ok().stdout.contains(&format!("{gone}/app")));
+    // Without the mirror, the same pull says the registry is unreachable.
+    n.terminate_daemon();
+    n.start_daemon();
+    let r = n.shoal(&["image", "pull", &format!("{gone}/app:2")]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("refused") || r.stderr.contains("unreachable"), "{}", r.stderr);
+}

@@ -90,6 +90,11 @@ struct DaemonArgs {
     /// for one. Repeatable.
     #[arg(long = "registry-ca", value_name = "[HOST[:PORT]=]FILE", value_parser = shoal_image::CaFile::parse)]
     registry_cas: Vec<shoal_image::CaFile>,
+    /// Mirror asked before the registry it serves: `URL` for Docker Hub (as
+    /// Docker's), `HOST[:PORT]=URL` for another registry; a mirror that
+    /// fails or lacks the image falls back to the registry. Repeatable.
+    #[arg(long = "registry-mirror", value_name = "[HOST[:PORT]=]URL", value_parser = shoal_image::Mirror::parse)]
+    registry_mirrors: Vec<shoal_image::Mirror>,
     /// Subnet of the node-local bridge network (device shoal0) that tasks on no
     /// network join; `none`: they share the host's network namespace.
     #[arg(long, default_value = crate::network::bridge::SUBNET_DEFAULT, value_parser = parse_bridge_subnet)]
@@ -198,6 +203,7 @@ pub fn main() -> anyhow::Result<()> {
             namespace: a.containerd_namespace,
             insecure_registries: a.insecure_registries,
             registry_cas: a.registry_cas,
+            registry_mirrors: a.registry_mirrors,
             bridge: a.bridge_subnet.0,
         }),
         Command::Version => version(&cli.host),

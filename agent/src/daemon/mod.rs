@@ -88,6 +88,8 @@ pub struct Config {
     pub insecure_registries: Vec<String>,
     /// `--registry-ca`: CA files for HTTPS registries.
     pub registry_cas: Vec<shoal_image::CaFile>,
+    /// `--registry-mirror`: mirrors asked before their registries.
+    pub registry_mirrors: Vec<shoal_image::Mirror>,
     /// The node-local bridge network for tasks on no network (`--bridge-subnet`);
     /// none: they share the host's namespace.
     pub bridge: Option<crate::network::bridge::Bridge>,
@@ -171,6 +173,7 @@ fn registry_options(cfg: &Config) -> shoal_image::RegistryOptions {
     shoal_image::RegistryOptions {
         insecure_registries: cfg.insecure_registries.clone(),
         ca_files: cfg.registry_cas.clone(),
+        mirrors: cfg.registry_mirrors.clone(),
         ..shoal_image::RegistryOptions::default()
     }
 }

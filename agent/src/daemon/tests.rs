@@ -22,6 +22,7 @@ pub(super) fn config(name: &str) -> Config {
         namespace: "t".into(),
         insecure_registries: vec![],
         registry_cas: vec![],
+        registry_mirrors: vec![],
         // These daemons run the real data path in the test's own namespace: tasks on no network stay there.
         bridge: None,
     }

@@ -304,6 +304,7 @@ impl SimNode {
             namespace: "sim".into(),
             insecure_registries: Vec::new(),
             registry_cas: Vec::new(),
+            registry_mirrors: Vec::new(),
             bridge: Some(crate::network::bridge::Bridge::default_subnet()),
         };
         let io = SimIo {
