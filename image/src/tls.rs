@@ -209,39 +209,16 @@ pub(crate) fn explain(e: &std::io::Error, now_unix_s: u64) -> String {
         }
         rustls::Error::InvalidCertificate(CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. })
         | rustls::Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => {
-            format!(" (this node's clock reads {}: if that is wrong, set it, e.g. with NTP; a device without a real-time clock starts in 1970)", utc(now_unix_s))
+            format!(" (this node's clock reads {}: if that is wrong, set it, e.g. with NTP; a device without a real-time clock starts in 1970)", shoal_shared::clock::rfc3339(now_unix_s))
         }
         _ => String::new(),
     };
     format!("{err}{hint}")
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time (civil-from-days, proleptic Gregorian).
-pub(crate) fn utc(unix_s: u64) -> String {
-    let days = (unix_s / 86_400) as i64;
-    let secs = unix_s % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn formats_utc() {
-        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(utc(1_796_601_599), "2026-12-06T23:59:59Z");
-    }
 
     #[test]
     fn bad_ca_files_are_refused_at_load() {

@@ -65,19 +65,7 @@ pub(crate) fn nonce() -> String {
 
 /// RFC 3339 UTC timestamp for a unix time in seconds.
 pub(crate) fn rfc3339(unix_s: u64) -> String {
-    let days = (unix_s / 86_400) as i64;
-    let rem = unix_s % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3_600, (rem / 60) % 60, rem % 60)
+    shoal_shared::clock::rfc3339(unix_s)
 }
 
 pub(crate) fn ts_nanos(ts: &Option<prost_types::Timestamp>) -> Option<i64> {
