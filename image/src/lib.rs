@@ -24,6 +24,19 @@ mod tls;
 pub use archive::Archive;
 pub use manifest::{plan_import, platforms_of, read_config, ContainerConfig, ImageConfig};
 pub use reference::Reference;
+/// The system CA bundle the registry client reads (`SSL_CERT_FILE`, else the
+/// distribution's), if there is one; `None` without the `tls` feature.
+pub fn system_ca_bundle() -> Option<std::path::PathBuf> {
+    #[cfg(feature = "tls")]
+    {
+        tls::system_bundle()
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        None
+    }
+}
+
 pub use registry::{CaFile, Credentials, Mirror, Registry, RegistryOptions, RegistrySource};
 
 /// A content-addressed descriptor (OCI `application/vnd.oci.descriptor`).
@@ -121,6 +134,9 @@ pub enum Error {
     Tls { registry: String, reason: String },
     #[error("{0}")]
     Other(String),
+    /// `Registry::login`: the registry refused the credentials.
+    #[error("login to {registry} refused: {message}")]
+    LoginRefused { registry: String, message: String },
 }
 
 impl Error {

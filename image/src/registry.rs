@@ -464,7 +464,7 @@ impl Registry {
         if scheme.eq_ignore_ascii_case("basic") {
             return match creds {
                 Some(c) => Ok(basic(c)),
-                None => Err(unauthorized("basic authentication required; no credentials configured".into())),
+                None => Err(unauthorized(format!("no credentials for this registry: log in with `shoal login {}` (a service: create or update it with --with-registry-auth)", r.domain()))),
             };
         }
         if !scheme.eq_ignore_ascii_case("bearer") {
@@ -542,7 +542,7 @@ impl Registry {
         let name = r.domain().to_string();
         let mut url = self.base_url(&r)?;
         url.path = "/v2/".into();
-        let unauthorized = |message: String| Error::Unauthorized { registry: name.clone(), repository: String::new(), message };
+        let unauthorized = |message: String| Error::LoginRefused { registry: name.clone(), message };
         let mut resp = self.send("GET", &url, &[], &name)?;
         if resp.status == 200 {
             return Ok(());

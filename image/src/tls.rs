@@ -117,9 +117,10 @@ impl Trust {
 }
 
 /// The system's CA bundle: `SSL_CERT_FILE`, else the first known file.
-fn system_bundle() -> Option<PathBuf> {
+pub(crate) fn system_bundle() -> Option<PathBuf> {
     if let Some(f) = std::env::var_os("SSL_CERT_FILE").filter(|f| !f.is_empty()) {
-        return Some(PathBuf::from(f));
+        // Set but missing: no system roots (not the distribution's instead).
+        return Some(PathBuf::from(f)).filter(|p| p.is_file());
     }
     SYSTEM_CA_FILES.iter().map(PathBuf::from).find(|p| p.is_file())
 }

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 /// (`SwarmUpdate::autopilot`, `SwarmInfo::autopilot`, `Reply::Nodes::autopilot`),
 /// version 9 the encrypted overlay's relay (`SwarmInfo::tunnel`), version
 /// 10 registry credentials (`ImagePull::auth`, `RegistryLogin`, `LoggedIn`,
-/// `ServiceCreate::registry_auth`, `ServiceUpdate::registry_auth`).
+/// `ServiceCreate::registry_auth`, `ServiceUpdate::registry_auth`) and
+/// `SwarmInfo::registries`.
 pub const API_VERSION: u8 = 10;
 
 pub use crate::types::RegistryAuth;
@@ -347,6 +348,21 @@ pub struct SwarmInfo {
     /// This node's encrypted-overlay relay, once it takes part in an
     /// encrypted network (issue #15).
     pub tunnel: Option<TunnelStatus>,
+    /// How this node reaches registries (its daemon's flags).
+    pub registries: RegistrySettings,
+}
+
+/// `shoal info`'s `Registries:` section: the node's registry settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrySettings {
+    /// `--insecure-registry` (loopback registries always are).
+    pub insecure: Vec<String>,
+    /// `--registry-mirror`, as `REGISTRY=URL` (`docker.io` for Docker Hub's).
+    pub mirrors: Vec<String>,
+    /// `--registry-ca`, as `[REGISTRY=]FILE`.
+    pub ca_files: Vec<String>,
+    /// The system CA bundle trusted besides Mozilla's roots, if one was found.
+    pub system_ca_file: String,
 }
 
 /// `shoal info`'s `Encrypted Overlay:` section: this node's tunnel relay and

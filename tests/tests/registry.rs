@@ -58,6 +58,8 @@ fn a_mirror_serves_a_registry_the_node_cannot_reach() {
     let mut n = Node::new();
     let flag = format!("{gone}=http://{}", mirror.addr());
     n.start_daemon_with(&["--registry-mirror", &flag], &[]);
+    let info = n.shoal(&["info"]).ok().stdout;
+    assert!(info.contains(&format!(" Registry Mirrors:\n  {flag}\n")), "{info}");
     let r = n.shoal(&["image", "pull", &format!("{gone}/app:1")]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(n.shoal(&["image", "ls"]).ok().stdout.contains(&format!("{gone}/app")));

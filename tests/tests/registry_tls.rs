@@ -62,6 +62,8 @@ fn https_registries_trust_and_login() {
     let ca_flag_auth = format!("{}={}", auth.addr(), d.join("ca.pem").display());
     n.start_daemon_with(&["--registry-ca", &ca_flag, "--registry-ca", &ca_flag_auth], &[("SSL_CERT_FILE", "/nonexistent")]);
     n.shoal(&["swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", "127.0.0.1:0"]).ok();
+    let info = n.shoal(&["info"]).ok().stdout;
+    assert!(info.contains(&format!(" CA Roots:\n  Mozilla's (built in)\n  {ca_flag}\n  {ca_flag_auth}\n")), "{info}");
     let image = format!("{}/web:1", open.addr());
     let r = n.shoal(&["service", "create", "--name", "web", &image, "sleep", "1000"]).ok();
     assert!(r.stdout.contains("verify: Service converged"), "{}", r.stdout);

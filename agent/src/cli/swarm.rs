@@ -529,12 +529,12 @@ fn info_text(i: &shoal_shared::api::SwarmInfo) -> String {
     }
     out += &format!("Swarm: {}\n", i.local_state);
     if i.local_state == "inactive" {
-        return out;
+        return out + &registries_text(&i.registries);
     }
     out += &format!(" NodeID: {}\n Is Manager: {}\n", i.version.node_id, i.is_manager);
     if i.local_state == "locked" {
         out += " Autolock Managers: true\n (locked: run `shoal swarm unlock` to start this manager)\n";
-        return out;
+        return out + &registries_text(&i.registries);
     }
     if i.is_manager {
         out += &format!(" ClusterID: {}\n Managers: {}\n Nodes: {}\n", i.cluster_id, i.managers, i.nodes);
@@ -564,6 +564,30 @@ fn info_text(i: &shoal_shared::api::SwarmInfo) -> String {
     }
     if let Some(t) = &i.tunnel {
         out += &tunnel_text(t);
+    }
+    out + &registries_text(&i.registries)
+}
+
+/// The `Registries:` section: Docker's `Insecure Registries` and `Registry
+/// Mirrors`, with the CA files trusted (loopback is always insecure, as
+/// Docker lists it).
+fn registries_text(r: &shoal_shared::api::RegistrySettings) -> String {
+    let mut out = String::from("Registries:\n Insecure Registries:\n  127.0.0.0/8\n");
+    for i in &r.insecure {
+        out += &format!("  {i}\n");
+    }
+    if !r.mirrors.is_empty() {
+        out += " Registry Mirrors:\n";
+        for m in &r.mirrors {
+            out += &format!("  {m}\n");
+        }
+    }
+    out += " CA Roots:\n  Mozilla's (built in)\n";
+    if !r.system_ca_file.is_empty() {
+        out += &format!("  {} (system)\n", r.system_ca_file);
+    }
+    for c in &r.ca_files {
+        out += &format!("  {c}\n");
     }
     out
 }
@@ -715,8 +739,12 @@ mod tests {
             link_profile: shoal_shared::types::LinkProfile::Edge,
             autopilot: None,
             tunnel: None,
+            registries: Default::default(),
         };
         let text = info_text(&i);
+        let reg = "Registries:\n Insecure Registries:\n  127.0.0.0/8\n CA Roots:\n  Mozilla's (built in)\n";
+        assert!(text.ends_with(reg), "{text}");
+        let text = text.strip_suffix(reg).unwrap().to_string();
         assert!(!text.contains("Autopilot"), "nothing while it is off: {text}");
         assert!(text.contains("Runtime: containerd 1.6.20\nPlugins:\n Network: bridge host null\nSwarm: active\n"), "{text}");
         assert_eq!(warnings_text(&i), "WARNING: VXLAN (kernel option CONFIG_VXLAN) devices cannot be made: not supported\n");
@@ -737,6 +765,7 @@ mod tests {
             ..Default::default()
         });
         let text = info_text(&i);
+        let text = text.strip_suffix(reg).unwrap();
         assert!(
             text.ends_with(
                 " Encrypted Overlay:\n  Tunnel Address: 198.18.0.1 (UDP port 4790)\n  Peers: 2 (1 with a key)\n  Packets: 10 sealed, 9 opened\n  Dropped: 1 replayed, 2 tampered, 0 with an unknown key, 0 malformed, 0 from unknown senders, 0 not VXLAN between tunnel addresses, 0 to no peer\n"
@@ -747,7 +776,17 @@ mod tests {
         assert!(info_text(&i).contains("  Error: TUN devices cannot be made here\n"));
         i.tunnel = None;
         i.local_state = "inactive".into();
-        assert!(info_text(&i).ends_with("Swarm: inactive\n"));
+        assert!(info_text(&i).ends_with(&format!("Swarm: inactive\n{reg}")));
+        i.registries = shoal_shared::api::RegistrySettings {
+            insecure: vec!["10.0.0.9:5000".into()],
+            mirrors: vec!["docker.io=http://10.0.0.2:5000".into()],
+            ca_files: vec!["reg.lan=/etc/shoal/ca.pem".into()],
+            system_ca_file: "/etc/ssl/certs/ca-certificates.crt".into(),
+        };
+        assert!(info_text(&i).ends_with(
+            "Registries:\n Insecure Registries:\n  127.0.0.0/8\n  10.0.0.9:5000\n Registry Mirrors:\n  docker.io=http://10.0.0.2:5000\n \
+             CA Roots:\n  Mozilla's (built in)\n  /etc/ssl/certs/ca-certificates.crt (system)\n  reg.lan=/etc/shoal/ca.pem\n"
+        ));
         assert_eq!(ns_to_ms(1), 1, "sub-millisecond rounds up, so the daemon refuses it instead of reading 0");
         let check = SwarmSettings::check_dispatcher_heartbeat_ms;
         assert!(check(50).is_err() && check(1_000).is_ok() && check(25 * 3_600_000).is_err());

@@ -192,6 +192,7 @@ fn locked_answer(
                 link_profile: Default::default(),
                 autopilot: None,
                 tunnel: None,
+                registries: Default::default(),
             };
             (Reply::Info(Box::new(info)), None)
         }

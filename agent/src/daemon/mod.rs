@@ -168,6 +168,30 @@ pub(crate) enum Event {
     },
 }
 
+impl Daemon {
+    /// `shoal info`'s registry section, from the daemon's flags.
+    pub(crate) fn registry_settings(&self) -> shoal_shared::api::RegistrySettings {
+        let cfg = &self.cfg;
+        shoal_shared::api::RegistrySettings {
+            insecure: cfg.insecure_registries.clone(),
+            mirrors: cfg
+                .registry_mirrors
+                .iter()
+                .map(|m| format!("{}={}", m.registry.as_deref().unwrap_or(shoal_image::reference::DEFAULT_DOMAIN), m.url))
+                .collect(),
+            ca_files: cfg
+                .registry_cas
+                .iter()
+                .map(|c| match &c.registry {
+                    Some(r) => format!("{r}={}", c.path.display()),
+                    None => c.path.display().to_string(),
+                })
+                .collect(),
+            system_ca_file: shoal_image::system_ca_bundle().map(|p| p.display().to_string()).unwrap_or_default(),
+        }
+    }
+}
+
 /// The registry client's settings from the daemon's flags.
 fn registry_options(cfg: &Config) -> shoal_image::RegistryOptions {
     shoal_image::RegistryOptions {

@@ -670,6 +670,7 @@ impl Daemon {
             link_profile: self.swarm.link_profile,
             autopilot: None,
             tunnel: self.tunnel_status(),
+            registries: self.registry_settings(),
         };
         if self.swarm.removed {
             info.warnings.push(shoal_manager::dispatcher::REMOVED.to_string());
