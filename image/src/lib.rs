@@ -56,11 +56,28 @@ pub trait ImageSource: Send + Sync {
     /// Opens a blob; the reader yields exactly the blob's bytes (consumers
     /// verify size and digest: a source is not trusted).
     fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>, Error>;
+
+    /// The blob's bytes from `offset` on (resuming a write that got that
+    /// far; the writer verifies the whole blob's digest and size, since no
+    /// reader here sees the first `offset` bytes). By default the blob is
+    /// opened and its first `offset` bytes skipped.
+    fn open_blob_at(&self, desc: &Descriptor, offset: u64) -> Result<Box<dyn Read + Send + '_>, Error> {
+        let mut r = self.open_blob(desc)?;
+        let skipped = std::io::copy(&mut (&mut r).take(offset), &mut std::io::sink())
+            .map_err(|e| Error::Io { context: format!("skipping to byte {offset} of {}", desc.digest), source: e })?;
+        if skipped != offset {
+            return Err(Error::SizeMismatch { digest: desc.digest.clone(), expected: desc.size, actual: skipped });
+        }
+        Ok(r)
+    }
 }
 
 impl<T: ImageSource + ?Sized> ImageSource for &T {
     fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>, Error> {
         (**self).open_blob(desc)
+    }
+    fn open_blob_at(&self, desc: &Descriptor, offset: u64) -> Result<Box<dyn Read + Send + '_>, Error> {
+        (**self).open_blob_at(desc, offset)
     }
 }
 

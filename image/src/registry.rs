@@ -135,6 +135,9 @@ pub struct RegistryOptions {
     pub ca_files: Vec<CaFile>,
     /// Mirrors asked before the registries they serve (`--registry-mirror`).
     pub mirrors: Vec<Mirror>,
+    /// Times a broken blob download is resumed within one pull (at most
+    /// [`BLOB_RESUMES_MAX`]).
+    pub blob_resumes_max: u32,
     /// Also trust the system's CA bundle (`SSL_CERT_FILE` or the
     /// distribution's file).
     pub system_ca: bool,
@@ -151,6 +154,7 @@ impl Default for RegistryOptions {
             credentials: Vec::new(),
             ca_files: Vec::new(),
             mirrors: Vec::new(),
+            blob_resumes_max: BLOB_RESUMES_MAX,
             system_ca: true,
         }
     }
@@ -813,21 +817,38 @@ impl ImageSource for RegistrySource {
             };
             return Ok(Box::new(Cursor::new(bytes)));
         }
-        let body = self.blob_from(desc, 0)?;
-        let resuming = Resuming {
-            source: self.clone(),
-            desc: desc.clone(),
-            inner: body,
-            offset: 0,
-            resumes: 0,
-            backoff_ms: RESUME_BACKOFF_MS,
-            sleep: std::thread::sleep,
-        };
-        Ok(Box::new(VerifyingReader::new(resuming, desc)))
+        Ok(Box::new(VerifyingReader::new(self.resuming(desc, 0)?, desc)))
+    }
+
+    /// A `Range` request from `offset`, resumed on breaks like `open_blob`'s;
+    /// bounded to the blob's size, not verified (the writer that holds the
+    /// first `offset` bytes does that).
+    fn open_blob_at(&self, desc: &Descriptor, offset: u64) -> Result<Box<dyn Read + Send + '_>, Error> {
+        digest::validate(&desc.digest)?;
+        if offset == 0 {
+            return self.open_blob(desc);
+        }
+        if offset > desc.size || manifest::is_index(&desc.media_type) || manifest::is_manifest(&desc.media_type) {
+            return Err(Error::Other(format!("cannot resume {} at byte {offset}", desc.digest)));
+        }
+        let left = desc.size - offset;
+        Ok(Box::new(self.resuming(desc, offset)?.take(left)))
     }
 }
 
 impl RegistrySource {
+    fn resuming(&self, desc: &Descriptor, offset: u64) -> Result<Resuming, Error> {
+        Ok(Resuming {
+            source: self.clone(),
+            desc: desc.clone(),
+            inner: self.blob_from(desc, offset)?,
+            offset,
+            resumes: 0,
+            backoff_ms: RESUME_BACKOFF_MS,
+            sleep: std::thread::sleep,
+        })
+    }
+
     /// The blob's bytes from `offset` on: a `Range` request past 0; a
     /// registry that ignores it (200) has the first `offset` bytes skipped.
     fn blob_from(&self, desc: &Descriptor, offset: u64) -> Result<Box<dyn Read + Send>, Error> {
@@ -915,7 +936,7 @@ impl Read for Resuming {
                 Err(e) => e,
             };
             loop {
-                if self.resumes >= BLOB_RESUMES_MAX {
+                if self.resumes >= self.source.registry.inner.opts.blob_resumes_max.min(BLOB_RESUMES_MAX) {
                     return Err(io::Error::new(
                         err.kind(),
                         format!("{err} (gave up after resuming {} times at byte {} of {})", self.resumes, self.offset, self.desc.size),

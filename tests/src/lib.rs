@@ -470,3 +470,74 @@ impl Drop for Registry {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A TCP relay in front of a server (a registry) that counts the bytes it
+/// passes back to clients and closes a connection once that count reaches
+/// each of `cuts_at`, in order: a link that breaks part way.
+pub struct Relay {
+    pub port: u16,
+    served: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    cuts_done: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Relay {
+    /// Listens on `listen` (an IPv4 address of this machine), relaying to `upstream`.
+    pub fn start(listen: &str, upstream: (&str, u16), cuts_at: Vec<u64>) -> Relay {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind((listen, 0)).expect("bind relay");
+        let port = listener.local_addr().expect("relay address").port();
+        let served = Arc::new(AtomicU64::new(0));
+        let cuts_done = Arc::new(AtomicUsize::new(0));
+        let cuts = Arc::new(cuts_at);
+        let (s, d) = (served.clone(), cuts_done.clone());
+        let upstream = (upstream.0.to_string(), upstream.1);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(up) = std::net::TcpStream::connect((upstream.0.as_str(), upstream.1)) else { continue };
+                let (Ok(mut c_read), Ok(mut u_write)) = (client.try_clone(), up.try_clone()) else { continue };
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_read, &mut u_write);
+                    let _ = u_write.shutdown(std::net::Shutdown::Write);
+                });
+                let (s, d, cuts) = (s.clone(), d.clone(), cuts.clone());
+                std::thread::spawn(move || {
+                    let (mut up, mut client) = (up, client);
+                    let mut buf = vec![0u8; 16 << 10];
+                    loop {
+                        let n = match up.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let before = s.fetch_add(n as u64, Ordering::SeqCst);
+                        let next = cuts.get(d.load(Ordering::SeqCst)).copied();
+                        if let Some(cut) = next.filter(|&c| c > before && c <= before + n as u64) {
+                            let keep = (cut - before) as usize;
+                            let _ = client.write_all(&buf[..keep]);
+                            s.fetch_sub((n - keep) as u64, Ordering::SeqCst);
+                            d.fetch_add(1, Ordering::SeqCst);
+                            break;
+                        }
+                        if client.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    let _ = up.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Relay { port, served, cuts_done }
+    }
+
+    /// Bytes passed back so far.
+    pub fn served(&self) -> u64 {
+        self.served.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Connections cut so far.
+    pub fn cuts_done(&self) -> usize {
+        self.cuts_done.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

@@ -9,46 +9,11 @@
 //! service runs.
 
 use shoal_tests::cluster::Cluster;
-use shoal_tests::{test_image, wait_for, Registry};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use shoal_tests::{test_image, wait_for, Registry, Relay};
 use std::time::{Duration, Instant};
 
 /// Nodes pulling (one manager, the rest workers).
 const NODES: usize = 5;
-
-/// Relays `listen` to `upstream` and counts the bytes sent back.
-fn counting_relay(listen: &str, upstream: (String, u16)) -> (u16, Arc<AtomicU64>) {
-    let listener = TcpListener::bind((listen, 0)).expect("bind relay");
-    let port = listener.local_addr().expect("relay addr").port();
-    let served = Arc::new(AtomicU64::new(0));
-    let s = served.clone();
-    std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            let Ok(up) = TcpStream::connect((upstream.0.as_str(), upstream.1)) else { continue };
-            let (mut c_read, mut u_write) = (client.try_clone().expect("clone"), up.try_clone().expect("clone"));
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut c_read, &mut u_write);
-                let _ = u_write.shutdown(std::net::Shutdown::Write);
-            });
-            let s = s.clone();
-            std::thread::spawn(move || {
-                let (mut up, mut client) = (up, client);
-                let mut buf = vec![0u8; 64 << 10];
-                while let Ok(n) = up.read(&mut buf) {
-                    if n == 0 || client.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                    s.fetch_add(n as u64, Ordering::Relaxed);
-                }
-                let _ = client.shutdown(std::net::Shutdown::Both);
-            });
-        }
-    });
-    (port, served)
-}
 
 #[test]
 #[ignore = "benchmark: run by targets/pull-bench.sh"]
@@ -56,8 +21,8 @@ fn pull_bench() {
     let Some(mut c) = Cluster::new(NODES) else { return };
     let reg = Registry::start();
     let image_ref = reg.push(&test_image(), "bench/app:1", false);
-    let (port, served) = counting_relay(&format!("{}.254", c.subnet), ("127.0.0.1".into(), reg.port));
-    let relay = format!("{}.254:{port}", c.subnet);
+    let counter = Relay::start(&format!("{}.254", c.subnet), ("127.0.0.1", reg.port), vec![]);
+    let relay = format!("{}.254:{}", c.subnet, counter.port);
     let image = image_ref.replacen(&reg.addr(), &relay, 1);
     let insecure = ["--insecure-registry", &relay];
     for n in &mut c.nodes {
@@ -70,7 +35,7 @@ fn pull_bench() {
     c.nodes[0].shoal(&["service", "create", "-d", "--name", "bench", "--mode", "global", &image, "sleep", "3600"]).ok();
     wait_for("the service on every node", Duration::from_secs(180), || c.nodes.iter().all(|n| n.running_tasks() == 1).then_some(()));
     let wall = t0.elapsed();
-    let bytes = served.load(Ordering::Relaxed);
+    let bytes = counter.served();
     println!(
         "pull: {NODES} nodes, one image ({:.2} MB as an OCI archive): all running in {:.2} s; registry sent {:.2} MB = {:.1}x the image (no layer sharing)",
         image_bytes as f64 / 1e6,

@@ -2,7 +2,7 @@
 //! on 127.0.0.1): `image pull`, and a service whose image is not on the node
 //! pulls it before starting, pinned to the registry's digest.
 
-use shoal_tests::{skip_reason, test_image, wait_for, Node, Registry};
+use shoal_tests::{skip_reason, test_image, wait_for, Node, Registry, Relay};
 use std::time::Duration;
 
 #[test]
@@ -69,4 +69,38 @@ fn a_mirror_serves_a_registry_the_node_cannot_reach() {
     let r = n.shoal(&["image", "pull", &format!("{gone}/app:2")]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("refused") || r.stderr.contains("unreachable"), "{}", r.stderr);
+}
+
+/// A pull that fails part way (its link cut more often than one pull
+/// resumes) leaves what it got in containerd, kept by the blob's own lease:
+/// the next pull asks the registry only for the rest.
+#[test]
+fn a_failed_pull_is_resumed_by_the_next_one() {
+    if skip_reason().is_some() {
+        return;
+    }
+    let reg = Registry::start();
+    reg.push(&test_image(), "app:1", false);
+    // The image's one layer, as the registry holds it.
+    let layer_bytes = std::fs::metadata(test_image()).map(|m| m.len()).unwrap_or(0);
+    // Cut at 40 % and again at 55 %: with one resume allowed, the pull fails.
+    let relay = Relay::start("127.0.0.1", ("127.0.0.1", reg.port), vec![layer_bytes * 2 / 5, layer_bytes * 11 / 20]);
+    let image = format!("127.0.0.1:{}/app:1", relay.port);
+    let mut n = Node::new();
+    n.start_daemon_env(&[("SHOAL_TEST_BLOB_RESUMES", "1")]);
+    let r = n.shoal(&["image", "pull", &image]);
+    assert_ne!(r.code, 0, "two cuts, one resume: the pull fails");
+    assert_eq!(relay.cuts_done(), 2);
+    let first = relay.served();
+    assert!(n.ctr(&["content", "active"]).contains("shoal-blob-"), "the partial layer is kept");
+    // The next pull: only what is missing.
+    let r = n.shoal(&["image", "pull", &image]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let second = relay.served() - first;
+    eprintln!("first pull {first} bytes (failed), second {second} bytes, image archive {layer_bytes} bytes");
+    assert!(second < layer_bytes * 3 / 5, "the second pull started over: {second} bytes after {first}");
+    assert!(n.shoal(&["image", "ls"]).ok().stdout.contains(&format!("127.0.0.1:{}/app", relay.port)));
+    // The image holds its blobs now: their own leases and the ingest are gone.
+    assert!(!n.ctr(&["leases", "ls"]).contains("shoal-blob-"), "{}", n.ctr(&["leases", "ls"]));
+    assert!(!n.ctr(&["content", "active"]).contains("shoal-blob-"));
 }

@@ -1,5 +1,9 @@
 //! Images and content: image records, blob reads, and `import` (write blobs
 //! with GC labels, record the image, unpack its layers into snapshots).
+//! A blob is written under its own write ref and lease (`shoal-blob-<hex>`,
+//! 24 h): what a failed pull wrote stays, and the next pull resumes from
+//! containerd's offset (`Content.Status`); a complete import deletes the
+//! blobs' leases, since the image then holds them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -13,8 +17,8 @@ use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
 };
 use containerd_client::services::v1::{
-    ApplyRequest, CreateImageRequest, DeleteImageRequest, GetImageRequest, Image, Info, InfoRequest, ListImagesRequest, ReadContentRequest,
-    UpdateImageRequest, UpdateRequest, WriteAction, WriteContentRequest,
+    AbortRequest, ApplyRequest, CreateImageRequest, DeleteImageRequest, GetImageRequest, Image, Info, InfoRequest, ListImagesRequest,
+    ReadContentRequest, StatusRequest, UpdateImageRequest, UpdateRequest, WriteAction, WriteContentRequest,
 };
 use containerd_client::types::Descriptor as CdDescriptor;
 use shoal_image::{Descriptor, ImageSource, ImportPlan};
@@ -24,6 +28,10 @@ use crate::{chain_id, Driver, Error, ImageRecord, IMAGE_SIZE_LABEL, LAYER_APPLY_
 
 /// Size of one `Content.Write` chunk.
 pub const WRITE_CHUNK_BYTES: usize = 1 << 20;
+/// How long a partly downloaded blob is kept for the next pull to resume
+/// (its lease, `shoal-blob-<digest>`, expires then; a complete import
+/// deletes it at once).
+pub(crate) const PARTIAL_BLOB_TTL_S: u64 = 24 * 3_600;
 /// GC label: manifest -> config.
 pub const GC_REF_CONFIG: &str = "containerd.io/gc.ref.content.config";
 /// GC label prefix: manifest -> layer `i`.
@@ -61,7 +69,33 @@ fn cd_desc(d: &Descriptor) -> CdDescriptor {
     CdDescriptor { media_type: d.media_type.clone(), digest: d.digest.clone(), size: d.size as i64, annotations: HashMap::new() }
 }
 
+/// The write ref and lease of one blob's download: the same for every pull
+/// of it, so that a later pull finds what an earlier one left.
+fn blob_ref(digest: &str) -> String {
+    format!("shoal-blob-{}", digest.trim_start_matches("sha256:"))
+}
+
 impl Ctx {
+    /// How far an unfinished write `wref` got: `(offset, total, expected)`.
+    async fn content_status(&self, wref: &str) -> Result<Option<(u64, u64, String)>, Error> {
+        let mut c = ContentClient::new(self.channel.clone());
+        match self.call("Content.Status", c.status(self.req(StatusRequest { r#ref: wref.to_string() }, None))).await {
+            Ok(r) => Ok(r.status.map(|s| (u64::try_from(s.offset).unwrap_or(0), u64::try_from(s.total).unwrap_or(0), s.expected))),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Drops an unfinished write.
+    async fn content_abort(&self, wref: &str) -> Result<(), Error> {
+        let mut c = ContentClient::new(self.channel.clone());
+        match self.call("Content.Abort", c.abort(self.req(AbortRequest { r#ref: wref.to_string() }, None))).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn content_info(&self, digest: &str) -> Result<Option<Info>, Error> {
         let mut c = ContentClient::new(self.channel.clone());
         let r = self.call("Content.Info", c.info(self.req(InfoRequest { digest: digest.to_string() }, None))).await;
@@ -307,15 +341,32 @@ impl Driver {
             let ctx = ctx.clone();
             async move { ctx.lease_create().await }
         })?;
-        let r = self.import_in_lease(plan, src, &lease);
+        let mut written = Vec::new();
+        let r = self.import_in_lease(plan, src, &lease, &mut written);
         let _ = self.block("Leases.Delete", ms, {
             let ctx = ctx.clone();
             async move { ctx.lease_delete(&lease).await }
         });
+        // Once the image holds its blobs, their own leases go; after a
+        // failure they stay (until they expire) for the next pull to resume.
+        if r.is_ok() {
+            for id in written {
+                let _ = self.block("Leases.Delete", ms, {
+                    let ctx = ctx.clone();
+                    async move { ctx.lease_delete(&id).await }
+                });
+            }
+        }
         r
     }
 
-    fn import_in_lease(&self, plan: &ImportPlan, src: &dyn ImageSource, lease: &str) -> Result<ImageRecord, Error> {
+    fn import_in_lease(
+        &self,
+        plan: &ImportPlan,
+        src: &dyn ImageSource,
+        lease: &str,
+        written: &mut Vec<String>,
+    ) -> Result<ImageRecord, Error> {
         let ctx = self.ctx().clone();
         let ms = ctx.call_ms;
 
@@ -354,8 +405,11 @@ impl Driver {
                 })
             };
             let mut info = get_info()?;
-            if info.is_none() && self.write_blob(lease, desc, labels, src)? == WriteOutcome::AlreadyThere {
-                info = get_info()?;
+            if info.is_none() {
+                written.push(blob_ref(&desc.digest));
+                if self.write_blob(lease, desc, labels, src)? == WriteOutcome::AlreadyThere {
+                    info = get_info()?;
+                }
             }
             if let Some(info) = info {
                 if info.size as u64 != desc.size {
@@ -449,7 +503,13 @@ impl Driver {
         Ok(rec)
     }
 
-    /// Copies one blob from `src` into the content store.
+    /// Copies one blob from `src` into the content store. The write goes
+    /// under the blob's own ref and lease ([`blob_ref`], kept
+    /// [`PARTIAL_BLOB_TTL_S`]): a download that broke off is resumed by the
+    /// next pull from where containerd's ingest got (the source asked from
+    /// that byte on; containerd checks the whole blob's digest at commit).
+    /// A ref locked by another pull of the same blob falls back to a fresh
+    /// ref of its own.
     fn write_blob(
         &self,
         lease: &str,
@@ -459,7 +519,63 @@ impl Driver {
     ) -> Result<WriteOutcome, Error> {
         let ctx = self.ctx().clone();
         let ms = ctx.call_ms;
-        let mut reader = src.open_blob(desc)?;
+        let wref = blob_ref(&desc.digest);
+        self.block("Leases.Create", ms, {
+            let (ctx, id) = (ctx.clone(), wref.clone());
+            async move { ctx.lease_ensure(&id, PARTIAL_BLOB_TTL_S).await }
+        })?;
+        let status = self.block("Content.Status", ms, {
+            let (ctx, r) = (ctx.clone(), wref.clone());
+            async move { ctx.content_status(&r).await }
+        })?;
+        let start = match status {
+            // containerd keeps no `expected` for an ingest it reopened: the
+            // ref names the digest, and the commit checks it.
+            Some((offset, total, expected))
+                if total == desc.size && (expected.is_empty() || expected == desc.digest) && offset < desc.size =>
+            {
+                offset
+            }
+            Some(_) => {
+                self.block("Content.Abort", ms, {
+                    let (ctx, r) = (ctx.clone(), wref.clone());
+                    async move { ctx.content_abort(&r).await }
+                })?;
+                0
+            }
+            None => 0,
+        };
+        match self.write_blob_as(&wref, &wref, start, desc, labels, src) {
+            Err(e) if e.to_string().contains("locked") => {
+                // Another pull writes this blob right now: one of our own.
+                let own = format!("shoal-{}-{}", nonce(), desc.digest);
+                self.write_blob_as(lease, &own, 0, desc, labels, src)
+            }
+            Err(e) if start > 0 => {
+                // The kept part may be what is wrong: the next pull starts over.
+                let _ = self.block("Content.Abort", ms, {
+                    let (ctx, r) = (ctx.clone(), wref.clone());
+                    async move { ctx.content_abort(&r).await }
+                });
+                Err(e)
+            }
+            r => r,
+        }
+    }
+
+    /// Writes `desc` from byte `start` under write ref `wref` and `lease`.
+    fn write_blob_as(
+        &self,
+        lease: &str,
+        wref: &str,
+        start: u64,
+        desc: &Descriptor,
+        labels: &BTreeMap<String, String>,
+        src: &dyn ImageSource,
+    ) -> Result<WriteOutcome, Error> {
+        let ctx = self.ctx().clone();
+        let ms = ctx.call_ms;
+        let mut reader = if start > 0 { src.open_blob_at(desc, start)? } else { src.open_blob(desc)? };
         let (tx, rx) = async_channel::bounded::<WriteContentRequest>(2);
         let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
         {
@@ -469,15 +585,15 @@ impl Driver {
                 let _ = done_tx.send(ctx.write_stream(lease, rx).await);
             });
         }
-        let wref = format!("shoal-{}-{}", nonce(), desc.digest);
         let total = desc.size as i64;
         let send = |req: WriteContentRequest| -> Result<bool, Error> {
             let tx = tx.clone();
             self.block("Content.Write", ms, async move { Ok(tx.send(req).await.is_ok()) })
         };
-        let mut offset: u64 = 0;
+        let mut offset: u64 = start;
         let mut buf = vec![0u8; WRITE_CHUNK_BYTES];
         let mut stream_open = true;
+        let mut read_error = None;
         loop {
             let mut n = 0;
             while n < buf.len() {
@@ -485,10 +601,13 @@ impl Driver {
                     Ok(0) => break,
                     Ok(k) => n += k,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(Error::io(format!("reading blob {}", desc.digest), e)),
+                    Err(e) => {
+                        read_error = Some(Error::io(format!("reading blob {} at byte {}", desc.digest, offset + n as u64), e));
+                        break;
+                    }
                 }
             }
-            if n == 0 {
+            if n == 0 && read_error.is_none() {
                 break;
             }
             if offset + n as u64 > desc.size {
@@ -500,7 +619,7 @@ impl Driver {
             }
             stream_open = send(WriteContentRequest {
                 action: WriteAction::Write as i32,
-                r#ref: wref.clone(),
+                r#ref: wref.to_string(),
                 total,
                 expected: desc.digest.clone(),
                 offset: offset as i64,
@@ -508,6 +627,13 @@ impl Driver {
                 labels: HashMap::new(),
             })?;
             offset += n as u64;
+            if let Some(e) = read_error {
+                // What reached containerd stays in the ingest (the blob's
+                // own lease keeps it) for the next pull to resume.
+                drop(tx);
+                let _ = done_rx.recv_timeout(Duration::from_millis(ms));
+                return Err(e);
+            }
             if !stream_open {
                 break;
             }
@@ -522,7 +648,7 @@ impl Driver {
             }
             send(WriteContentRequest {
                 action: WriteAction::Commit as i32,
-                r#ref: wref,
+                r#ref: wref.to_string(),
                 total,
                 expected: desc.digest.clone(),
                 offset: offset as i64,

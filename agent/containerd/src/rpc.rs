@@ -128,11 +128,19 @@ impl Ctx {
     /// Creates a lease that expires after [`LEASE_TTL_S`] if never deleted.
     pub(crate) async fn lease_create(&self) -> Result<String, Error> {
         let id = format!("shoal-{}", nonce());
-        let expire = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) + LEASE_TTL_S;
+        self.lease_ensure(&id, LEASE_TTL_S).await?;
+        Ok(id)
+    }
+
+    /// Creates lease `id` expiring after `ttl_s`, unless it exists (kept as is).
+    pub(crate) async fn lease_ensure(&self, id: &str, ttl_s: u64) -> Result<(), Error> {
+        let expire = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) + ttl_s;
         let labels = HashMap::from([(LEASE_EXPIRE_LABEL.to_string(), rfc3339(expire))]);
         let mut c = LeasesClient::new(self.channel.clone());
-        self.call("Leases.Create", c.create(self.req(CreateRequest { id: id.clone(), labels }, None))).await?;
-        Ok(id)
+        match self.call("Leases.Create", c.create(self.req(CreateRequest { id: id.to_string(), labels }, None))).await {
+            Ok(_) | Err(Error::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Deletes a lease (best effort: errors are returned but callers usually

@@ -198,6 +198,7 @@ fn registry_options(cfg: &Config) -> shoal_image::RegistryOptions {
         insecure_registries: cfg.insecure_registries.clone(),
         ca_files: cfg.registry_cas.clone(),
         mirrors: cfg.registry_mirrors.clone(),
+        blob_resumes_max: blob_resumes_from_env(),
         ..shoal_image::RegistryOptions::default()
     }
 }
@@ -262,6 +263,26 @@ fn tune_snapshots(c: &mut shoal_manager::raft::Config) {
             crate::log!("INFO", "{SNAPSHOT_INTERVAL_ENV}: a snapshot every {n} raft entries, {} kept behind it", c.snapshot_keep_entries);
         }
         Err(e) => crate::log!("WARN", "{e}; using the default of {}", c.snapshot_interval_entries),
+    }
+}
+
+/// Test knob: how often one pull resumes a broken blob download before it
+/// fails (0 to 8, default 8), so a test can make a pull fail part way and
+/// the next one resume from what containerd kept.
+pub(crate) const BLOB_RESUMES_ENV: &str = "SHOAL_TEST_BLOB_RESUMES";
+
+fn blob_resumes_from_env() -> u32 {
+    let max = shoal_image::registry::BLOB_RESUMES_MAX;
+    let Ok(v) = std::env::var(BLOB_RESUMES_ENV) else { return max };
+    match v.trim().parse::<u32>() {
+        Ok(n) if n <= max => {
+            crate::log!("WARN", "{BLOB_RESUMES_ENV}: a pull resumes a broken download at most {n} times (for tests)");
+            n
+        }
+        _ => {
+            crate::log!("WARN", "{BLOB_RESUMES_ENV}={v:?} is not a number from 0 to {max}; ignored");
+            max
+        }
     }
 }
 
