@@ -104,3 +104,28 @@ fn a_failed_pull_is_resumed_by_the_next_one() {
     assert!(!n.ctr(&["leases", "ls"]).contains("shoal-blob-"), "{}", n.ctr(&["leases", "ls"]));
     assert!(!n.ctr(&["content", "active"]).contains("shoal-blob-"));
 }
+
+/// Three tasks of one image starting together on a node download it once:
+/// the others wait for the first pull (a metered uplink pays for one).
+#[test]
+fn tasks_starting_together_pull_their_image_once() {
+    if skip_reason().is_some() {
+        return;
+    }
+    let reg = Registry::start();
+    reg.push(&test_image(), "app:1", false);
+    let image_bytes = std::fs::metadata(test_image()).map(|m| m.len()).unwrap_or(0);
+    let relay = Relay::start("127.0.0.1", ("127.0.0.1", reg.port), vec![]);
+    let mut n = Node::new();
+    n.start_daemon();
+    n.shoal(&["swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", "127.0.0.1:0"]).ok();
+    let image = format!("127.0.0.1:{}/app:1", relay.port);
+    let r = n.shoal(&["service", "create", "--name", "three", "--replicas", "3", &image, "sleep", "1000"]).ok();
+    assert!(r.stdout.contains("verify: Service converged"), "{}", r.stdout);
+    assert_eq!(n.running(), 3);
+    let served = relay.served();
+    eprintln!("3 tasks: the registry sent {served} bytes for a {image_bytes}-byte image");
+    assert!(served < image_bytes * 3 / 2, "downloaded more than once: {served} bytes for a {image_bytes}-byte image");
+    n.shoal(&["service", "rm", "three"]).ok();
+    wait_for("containers gone", Duration::from_secs(30), || n.containers().is_empty().then_some(()));
+}

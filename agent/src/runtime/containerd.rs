@@ -34,6 +34,9 @@ pub struct Containerd {
     /// Facts by root digest: content is immutable, so they never go stale.
     facts: Mutex<std::collections::BTreeMap<String, ImageFacts>>,
     exits: async_channel::Receiver<Exit>,
+    /// One pull per image at a time: tasks of one image starting together
+    /// wait for the first one's pull instead of downloading it again.
+    pulls: Mutex<std::collections::BTreeMap<String, Arc<Mutex<()>>>>,
 }
 
 /// Connects the containerd-backed runtime; fails fast when containerd is not there.
@@ -66,6 +69,7 @@ pub fn connect(socket: &Path, namespace: &str, registry: RegistryOptions) -> Res
         unpacked: Mutex::default(),
         facts: Mutex::default(),
         exits: rx,
+        pulls: Mutex::default(),
     }))
 }
 
@@ -227,9 +231,23 @@ impl Runtime for Containerd {
         let facts = match self.local_image(reference)? {
             Some(f) => f,
             None => {
-                self.pull(reference, auth)?;
-                self.local_image(reference)?
-                    .ok_or_else(|| RuntimeError::Image(format!("image {reference} vanished right after the pull")))?
+                let lock = self.pulls.lock().unwrap_or_else(|e| e.into_inner()).entry(reference.to_string()).or_default().clone();
+                let pulled = {
+                    let _one_at_a_time = lock.lock().unwrap_or_else(|e| e.into_inner());
+                    // Pulled meanwhile by the task we waited for: nothing to download.
+                    match self.local_image(reference)? {
+                        Some(f) => Ok(f),
+                        None => self.pull(reference, auth).and_then(|_| {
+                            self.local_image(reference)?
+                                .ok_or_else(|| RuntimeError::Image(format!("image {reference} vanished right after the pull")))
+                        }),
+                    }
+                };
+                let mut pulls = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
+                if pulls.get(reference).is_some_and(|l| Arc::strong_count(l) <= 2) {
+                    pulls.remove(reference);
+                }
+                pulled?
             }
         };
         if facts.chain_id.is_empty() {
