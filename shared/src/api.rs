@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 /// version 9 the encrypted overlay's relay (`SwarmInfo::tunnel`), version
 /// 10 registry credentials (`ImagePull::auth`, `RegistryLogin`, `LoggedIn`,
 /// `ServiceCreate::registry_auth`, `ServiceUpdate::registry_auth`) and
-/// `SwarmInfo::registries`.
+/// `SwarmInfo::registries`, image pull progress (`ImagePullStatus`,
+/// `PullProgress`, `Pulled`).
 pub const API_VERSION: u8 = 10;
 
 pub use crate::types::RegistryAuth;
@@ -170,6 +171,11 @@ pub enum Request {
     SwarmBackup {
         output: String,
     },
+    /// Where this node's pull of `reference` is; answered with
+    /// [`Reply::PullProgress`] (none: no such pull in flight).
+    ImagePullStatus {
+        reference: String,
+    },
     /// `shoal login`: checks credentials against a registry (`host[:port]`,
     /// `docker.io` for Docker Hub) from the asked node, with its trust
     /// settings; answered with [`Reply::LoggedIn`]. Nothing is kept.
@@ -228,6 +234,7 @@ impl Request {
             Request::SwarmBackup { .. } => Local,
             // The asked node's own registry client (its CAs, its network).
             Request::RegistryLogin { .. } => Local,
+            Request::ImagePullStatus { .. } => Local,
         }
     }
 
@@ -268,6 +275,7 @@ impl Request {
             Request::SwarmUnlockKey { .. } => "swarm unlock-key",
             Request::SwarmBackup { .. } => "swarm backup",
             Request::RegistryLogin { .. } => "login",
+            Request::ImagePullStatus { .. } => "image pull",
         }
     }
 }
@@ -294,6 +302,32 @@ pub struct ServiceSummary {
     pub service: Service,
     pub running: u64,
     pub desired: u64,
+}
+
+/// Where one layer of an image pull is (Docker's per-layer lines). Append only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PullLayerState {
+    Waiting,
+    Downloading,
+    AlreadyExists,
+    Complete,
+}
+
+/// One layer of an image pull.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullLayer {
+    pub digest: String,
+    pub size_bytes: u64,
+    pub done_bytes: u64,
+    pub state: PullLayerState,
+}
+
+/// An image pull in flight, or done: its layers for this node's platform.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullProgress {
+    /// The image's root digest (index or manifest), once resolved.
+    pub digest: String,
+    pub layers: Vec<PullLayer>,
 }
 
 /// An image known to the node's runtime.
@@ -556,6 +590,14 @@ pub enum Reply {
     },
     /// The registry accepted the credentials of [`Request::RegistryLogin`].
     LoggedIn,
+    PullProgress(Option<PullProgress>),
+    /// `image pull` done: the image's name, its layers as pulled, and
+    /// whether anything was downloaded.
+    Pulled {
+        name: String,
+        progress: PullProgress,
+        downloaded: bool,
+    },
 }
 
 impl Reply {

@@ -329,7 +329,9 @@ fn encrypted_networks_carry_nothing_readable_between_nodes_and_plain_ones_do() {
     let server = task_pid(&c, 0, "web-secret");
     let mut listener = Command::new("timeout")
         .args(["60", "nsenter", "-t", &server, "-m", "-n", "--", "sh", "-c"])
-        .arg("i=0; while [ $i -lt 30 ]; do echo line-$i; sleep 0.5; i=$((i+1)); done | busybox nc -l -p 9000")
+        // The lines are written only once the client is connected (`-e`): piped into nc, they
+        // queued while the client was still starting and then crossed in a few packets.
+        .arg("busybox nc -l -p 9000 -e sh -c 'i=0; while [ $i -lt 30 ]; do echo line-$i; sleep 0.5; i=$((i+1)); done'")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

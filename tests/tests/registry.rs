@@ -40,6 +40,12 @@ fn services_pull_missing_images_from_a_registry() {
     reg.push(&test_image(), "app:2", false);
     let r = n.shoal(&["image", "pull", &format!("127.0.0.1:{}/app:2", reg.port)]).ok();
     assert!(r.stdout.contains("app:2"), "{}", r.stdout);
+    // Docker's lines: its layers are those of app:1, a new name all the same.
+    assert!(r.stdout.starts_with("2: Pulling from app\n"), "{}", r.stdout);
+    assert!(r.stdout.contains(": Already exists\n") && r.stdout.contains("\nDigest: sha256:"), "{}", r.stdout);
+    assert!(r.stdout.contains(&format!("Status: Downloaded newer image for 127.0.0.1:{}/app:2\n", reg.port)), "{}", r.stdout);
+    let again = n.shoal(&["image", "pull", &format!("127.0.0.1:{}/app:2", reg.port)]).ok();
+    assert!(again.stdout.contains(&format!("Status: Image is up to date for 127.0.0.1:{}/app:2\n", reg.port)), "{}", again.stdout);
     n.shoal(&["service", "rm", "pulled"]).ok();
     wait_for("containers gone", Duration::from_secs(30), || n.containers().is_empty().then_some(()));
 }
@@ -96,6 +102,7 @@ fn a_failed_pull_is_resumed_by_the_next_one() {
     // The next pull: only what is missing.
     let r = n.shoal(&["image", "pull", &image]);
     assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains(": Pull complete\n"), "{}", r.stdout);
     let second = relay.served() - first;
     eprintln!("first pull {first} bytes (failed), second {second} bytes, image archive {layer_bytes} bytes");
     assert!(second < layer_bytes * 3 / 5, "the second pull started over: {second} bytes after {first}");

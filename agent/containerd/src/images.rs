@@ -43,6 +43,20 @@ pub const GC_REF_SNAPSHOT: &str = "containerd.io/gc.ref.snapshot.overlayfs";
 /// Label on a layer blob with its uncompressed digest (as containerd sets it).
 pub const UNCOMPRESSED_LABEL: &str = "containerd.io/uncompressed";
 
+/// What happened to one blob during an import (`Driver::import_observed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlobEvent {
+    /// Already in the content store: nothing downloaded.
+    Exists,
+    /// This many of its bytes are in the content store.
+    Written(u64),
+    /// Written whole and committed.
+    Committed,
+}
+
+/// Told of every blob's progress (digest, event); called from the import's thread.
+pub type BlobObserver<'a> = &'a (dyn Fn(&str, BlobEvent) + Sync);
+
 /// How a `Content.Write` ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum WriteOutcome {
@@ -334,6 +348,11 @@ impl Driver {
     /// labels the config with the top snapshot. All inside one lease.
     /// Idempotent; re-importing a present image costs a few metadata calls.
     pub fn import(&self, plan: &ImportPlan, src: &dyn ImageSource) -> Result<ImageRecord, Error> {
+        self.import_observed(plan, src, &|_, _| {})
+    }
+
+    /// [`Driver::import`], telling `observe` how each blob goes.
+    pub fn import_observed(&self, plan: &ImportPlan, src: &dyn ImageSource, observe: BlobObserver<'_>) -> Result<ImageRecord, Error> {
         check_plan(plan)?;
         let ctx = self.ctx().clone();
         let ms = ctx.call_ms;
@@ -342,7 +361,7 @@ impl Driver {
             async move { ctx.lease_create().await }
         })?;
         let mut written = Vec::new();
-        let r = self.import_in_lease(plan, src, &lease, &mut written);
+        let r = self.import_in_lease(plan, src, &lease, &mut written, observe);
         let _ = self.block("Leases.Delete", ms, {
             let ctx = ctx.clone();
             async move { ctx.lease_delete(&lease).await }
@@ -366,6 +385,7 @@ impl Driver {
         src: &dyn ImageSource,
         lease: &str,
         written: &mut Vec<String>,
+        observe: BlobObserver<'_>,
     ) -> Result<ImageRecord, Error> {
         let ctx = self.ctx().clone();
         let ms = ctx.call_ms;
@@ -407,9 +427,12 @@ impl Driver {
             let mut info = get_info()?;
             if info.is_none() {
                 written.push(blob_ref(&desc.digest));
-                if self.write_blob(lease, desc, labels, src)? == WriteOutcome::AlreadyThere {
+                if self.write_blob(lease, desc, labels, src, observe)? == WriteOutcome::AlreadyThere {
                     info = get_info()?;
                 }
+                observe(&desc.digest, BlobEvent::Committed);
+            } else {
+                observe(&desc.digest, BlobEvent::Exists);
             }
             if let Some(info) = info {
                 if info.size as u64 != desc.size {
@@ -516,6 +539,7 @@ impl Driver {
         desc: &Descriptor,
         labels: &BTreeMap<String, String>,
         src: &dyn ImageSource,
+        observe: BlobObserver<'_>,
     ) -> Result<WriteOutcome, Error> {
         let ctx = self.ctx().clone();
         let ms = ctx.call_ms;
@@ -545,11 +569,11 @@ impl Driver {
             }
             None => 0,
         };
-        match self.write_blob_as(&wref, &wref, start, desc, labels, src) {
+        match self.write_blob_as(&wref, &wref, start, desc, labels, src, observe) {
             Err(e) if e.to_string().contains("locked") => {
                 // Another pull writes this blob right now: one of our own.
                 let own = format!("shoal-{}-{}", nonce(), desc.digest);
-                self.write_blob_as(lease, &own, 0, desc, labels, src)
+                self.write_blob_as(lease, &own, 0, desc, labels, src, observe)
             }
             Err(e) if start > 0 => {
                 // The kept part may be what is wrong: the next pull starts over.
@@ -564,6 +588,7 @@ impl Driver {
     }
 
     /// Writes `desc` from byte `start` under write ref `wref` and `lease`.
+    #[allow(clippy::too_many_arguments)] // one blob write's whole context
     fn write_blob_as(
         &self,
         lease: &str,
@@ -572,7 +597,9 @@ impl Driver {
         desc: &Descriptor,
         labels: &BTreeMap<String, String>,
         src: &dyn ImageSource,
+        observe: BlobObserver<'_>,
     ) -> Result<WriteOutcome, Error> {
+        observe(&desc.digest, BlobEvent::Written(start));
         let ctx = self.ctx().clone();
         let ms = ctx.call_ms;
         let mut reader = if start > 0 { src.open_blob_at(desc, start)? } else { src.open_blob(desc)? };
@@ -627,6 +654,7 @@ impl Driver {
                 labels: HashMap::new(),
             })?;
             offset += n as u64;
+            observe(&desc.digest, BlobEvent::Written(offset));
             if let Some(e) = read_error {
                 // What reached containerd stays in the ingest (the blob's
                 // own lease keeps it) for the next pull to resume.

@@ -9,6 +9,7 @@ mod login;
 mod network;
 mod output;
 mod parse;
+mod pull;
 mod service;
 mod swarm;
 mod update;
@@ -403,16 +404,7 @@ fn image(host: &str, cmd: ImageCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ImageCmd::Pull { reference } => {
-            let auth = login::credentials_for_image(&reference);
-            let Reply::Loaded(names) = call(host, Request::ImagePull { reference, auth }, REPLY_MS_IMAGES)? else {
-                bail!("unexpected reply")
-            };
-            for n in names {
-                println!("{n}");
-            }
-            Ok(())
-        }
+        ImageCmd::Pull { reference } => pull::pull(host, reference),
         ImageCmd::Ls => {
             let Reply::Images(images) = call(host, Request::ImageList, REPLY_MS_DEFAULT)? else { bail!("unexpected reply") };
             let mut t = Table::new(&["REPOSITORY", "TAG", "DIGEST", "PLATFORMS", "SIZE"]);

@@ -394,10 +394,16 @@ impl Daemon {
                     move |r| {
                         reply_later(
                             &reply,
-                            r.map(|n| Reply::Loaded(vec![n])).unwrap_or_else(|e| Reply::error(ErrorKind::NotFound, e.to_string())),
+                            r.map(|p| Reply::Pulled { name: p.name, progress: p.progress, downloaded: p.downloaded })
+                                .unwrap_or_else(|e| Reply::error(ErrorKind::NotFound, e.to_string())),
                         )
                     },
                 );
+                Outcome::Later
+            }
+            Request::ImagePullStatus { reference } => {
+                let reply = reply.clone();
+                self.spawn_runtime(move |rt| rt.pull_progress(&reference), move |p| reply_later(&reply, Reply::PullProgress(p)));
                 Outcome::Later
             }
             Request::RegistryLogin { registry, auth } => {

@@ -37,6 +37,8 @@ pub struct Containerd {
     /// One pull per image at a time: tasks of one image starting together
     /// wait for the first one's pull instead of downloading it again.
     pulls: Mutex<std::collections::BTreeMap<String, Arc<Mutex<()>>>>,
+    /// Pulls in flight by reference, for `image pull`'s progress.
+    progress: Arc<Mutex<std::collections::BTreeMap<String, shoal_shared::api::PullProgress>>>,
 }
 
 /// Connects the containerd-backed runtime; fails fast when containerd is not there.
@@ -70,6 +72,7 @@ pub fn connect(socket: &Path, namespace: &str, registry: RegistryOptions) -> Res
         facts: Mutex::default(),
         exits: rx,
         pulls: Mutex::default(),
+        progress: Arc::default(),
     }))
 }
 
@@ -343,13 +346,51 @@ impl Runtime for Containerd {
         Ok(loaded)
     }
 
-    fn pull(&self, reference: &str, auth: Option<&shoal_image::Credentials>) -> Result<String, RuntimeError> {
+    fn pull(&self, reference: &str, auth: Option<&shoal_image::Credentials>) -> Result<super::Pulled, RuntimeError> {
+        use shoal_containerd::BlobEvent;
+        use shoal_shared::api::{PullLayer, PullLayerState, PullProgress};
         let r = parse_ref(reference)?;
         let root = self.registry.resolve_with(&r, auth).map_err(image_err)?;
         let src = self.registry.source_with(&r, auth);
         let plan = plan_import(&src, &r.to_string(), &root, &self.platform).map_err(image_err)?;
-        self.driver.import(&plan, &src).map_err(|e| RuntimeError::Image(format!("cannot import {reference}: {e}")))?;
-        Ok(r.familiar())
+        let before = self.driver.image_get(&r.to_string()).ok().flatten().map(|rec| rec.target.digest);
+        let layers = plan
+            .layers
+            .iter()
+            .map(|l| PullLayer { digest: l.digest.clone(), size_bytes: l.size, done_bytes: 0, state: PullLayerState::Waiting })
+            .collect();
+        let key = reference.to_string();
+        let progress = self.progress.clone();
+        let update = |digest: &str, f: &dyn Fn(&mut PullLayer)| {
+            if let Some(p) = progress.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&key) {
+                p.layers.iter_mut().filter(|l| l.digest == digest).for_each(f);
+            }
+        };
+        progress.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), PullProgress { digest: root.digest.clone(), layers });
+        let observe = |digest: &str, ev: BlobEvent| match ev {
+            BlobEvent::Exists => update(digest, &|l| {
+                l.state = PullLayerState::AlreadyExists;
+                l.done_bytes = l.size_bytes;
+            }),
+            BlobEvent::Written(n) => update(digest, &|l| {
+                l.state = PullLayerState::Downloading;
+                l.done_bytes = n.min(l.size_bytes);
+            }),
+            BlobEvent::Committed => update(digest, &|l| {
+                l.state = PullLayerState::Complete;
+                l.done_bytes = l.size_bytes;
+            }),
+        };
+        let imported = self.driver.import_observed(&plan, &src, &observe);
+        let done = progress.lock().unwrap_or_else(|e| e.into_inner()).remove(&key).unwrap_or_default();
+        imported.map_err(|e| RuntimeError::Image(format!("cannot import {reference}: {e}")))?;
+        // Docker's "newer image": a layer came down, or the name now points elsewhere.
+        let downloaded = done.layers.iter().any(|l| l.state == PullLayerState::Complete) || before != Some(root.digest.clone());
+        Ok(super::Pulled { name: r.familiar(), progress: done, downloaded })
+    }
+
+    fn pull_progress(&self, reference: &str) -> Option<shoal_shared::api::PullProgress> {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner()).get(reference).cloned()
     }
 
     fn login(&self, registry: &str, auth: &shoal_image::Credentials) -> Result<(), RuntimeError> {

@@ -113,7 +113,10 @@ impl Runtime for Fake {
     fn load(&self, _path: &Path) -> Result<Vec<String>, RuntimeError> {
         Ok(vec![])
     }
-    fn pull(&self, reference: &str, _auth: Option<&shoal_image::Credentials>) -> Result<String, RuntimeError> {
+    fn pull_progress(&self, _reference: &str) -> Option<shoal_shared::api::PullProgress> {
+        None
+    }
+    fn pull(&self, reference: &str, _auth: Option<&shoal_image::Credentials>) -> Result<super::Pulled, RuntimeError> {
         Err(RuntimeError::RegistryUnreachable(format!("registry for {reference} is unreachable")))
     }
     fn login(&self, registry: &str, _auth: &shoal_image::Credentials) -> Result<(), RuntimeError> {

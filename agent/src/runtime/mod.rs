@@ -122,6 +122,17 @@ pub enum RuntimeError {
     Other(String),
 }
 
+/// A finished pull.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pulled {
+    /// The image's familiar name.
+    pub name: String,
+    pub progress: shoal_shared::api::PullProgress,
+    /// Whether a layer was downloaded or the name now points at another
+    /// image (Docker's "Downloaded newer image" against "Image is up to date").
+    pub downloaded: bool,
+}
+
 /// A container runtime driven by the worker.
 pub trait Runtime: Send + Sync + 'static {
     /// Runtime name and version, e.g. `containerd 1.6.20`.
@@ -149,8 +160,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// Loads images from an OCI or docker archive; returns their names.
     fn load(&self, path: &Path) -> Result<Vec<String>, RuntimeError>;
     /// Pulls an image (with these credentials for its registry, if any);
-    /// returns its canonical name.
-    fn pull(&self, reference: &str, auth: Option<&shoal_image::Credentials>) -> Result<String, RuntimeError>;
+    /// returns its canonical name and how its layers went.
+    fn pull(&self, reference: &str, auth: Option<&shoal_image::Credentials>) -> Result<Pulled, RuntimeError>;
+    /// Where a pull of `reference` in flight is (`image pull`'s progress).
+    fn pull_progress(&self, reference: &str) -> Option<shoal_shared::api::PullProgress>;
     /// Checks credentials against a registry (`shoal login`).
     fn login(&self, registry: &str, auth: &shoal_image::Credentials) -> Result<(), RuntimeError>;
     /// Images present locally.
