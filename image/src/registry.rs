@@ -325,29 +325,31 @@ impl Registry {
     ) -> Result<Response, Error> {
         for m in self.inner.opts.mirrors.iter().filter(|m| m.serves(r.domain())) {
             let Ok(base) = Url::parse(&format!("{}/", m.url.trim_end_matches('/'))) else { continue };
-            if let Ok(resp) = self.get_at(r, &base, tail, accept, extra, None) {
+            if let Ok(resp) = self.get_at(r, &base, true, tail, accept, extra, None) {
                 if resp.status / 100 == 2 {
                     return Ok(resp);
                 }
             }
         }
         let base = self.base_url(r)?;
-        self.get_at(r, &base, tail, accept, extra, creds)
+        self.get_at(r, &base, false, tail, accept, extra, creds)
     }
 
-    /// One endpoint's answer (`base`: the registry or a mirror), with auth
+    /// One endpoint's answer (`base`: the registry, or a mirror of it when
+    /// `mirror`, which never gets the registry's credentials), with auth
     /// challenges answered and redirects followed.
+    #[allow(clippy::too_many_arguments)] // one request's whole context
     fn get_at(
         &self,
         r: &Reference,
         base: &Url,
+        mirror: bool,
         tail: &str,
         accept: &[&str],
         extra: &[(&str, String)],
         creds: Option<&Credentials>,
     ) -> Result<Response, Error> {
         let registry = r.domain().to_string();
-        let mirror = base.authority() != r.registry_host();
         let base = base.clone();
         let mut url = base.clone();
         url.path = format!("/v2/{}/{tail}", r.path());
