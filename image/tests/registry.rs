@@ -9,6 +9,7 @@ use shoal_image::digest::sha256;
 use shoal_image::manifest::{DOCKER_LAYER_GZIP, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST};
 use shoal_image::{plan_import, platforms_of, read_config, Credentials, Error, ImageSource, Mirror, Reference, Registry, RegistryOptions};
 use shoal_shared::platform::Platform;
+use shoal_tests::Relay;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -482,67 +483,11 @@ fn non_loopback_registries_need_tls_or_insecure() {
     assert!(matches!(err, Error::Unreachable { .. }), "{err}");
 }
 
-/// A TCP relay in front of a registry that closes a connection once the
-/// bytes it has passed from the registry (over all connections) reach each
-/// of `cuts_at`, in order; counts every byte passed.
-struct CuttingRelay {
-    port: u16,
-    served: Arc<std::sync::atomic::AtomicU64>,
-    cuts_done: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-fn cutting_relay(upstream: u16, cuts_at: Vec<u64>) -> CuttingRelay {
-    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let served = Arc::new(AtomicU64::new(0));
-    let cuts_done = Arc::new(AtomicUsize::new(0));
-    let cuts = Arc::new(cuts_at);
-    let (s, d) = (served.clone(), cuts_done.clone());
-    std::thread::spawn(move || {
-        for client in listener.incoming() {
-            let Ok(client) = client else { continue };
-            let Ok(up) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
-            let (s, d, cuts) = (s.clone(), d.clone(), cuts.clone());
-            let (mut c_read, mut u_write) = (client.try_clone().unwrap(), up.try_clone().unwrap());
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut c_read, &mut u_write);
-            });
-            std::thread::spawn(move || {
-                let (mut up, mut client) = (up, client);
-                let mut buf = vec![0u8; 16 << 10];
-                loop {
-                    let n = match up.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    let before = s.fetch_add(n as u64, Ordering::SeqCst);
-                    let next = cuts.get(d.load(Ordering::SeqCst)).copied();
-                    if let Some(cut) = next.filter(|&c| c > before && c <= before + n as u64) {
-                        let keep = (cut - before) as usize;
-                        let _ = client.write_all(&buf[..keep]);
-                        s.fetch_sub((n - keep) as u64, Ordering::SeqCst);
-                        d.fetch_add(1, Ordering::SeqCst);
-                        break;
-                    }
-                    if client.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-                let _ = client.shutdown(std::net::Shutdown::Both);
-                let _ = up.shutdown(std::net::Shutdown::Both);
-            });
-        }
-    });
-    CuttingRelay { port, served, cuts_done }
-}
-
 /// A layer download cut at about 50 % and 90 % resumes from where it broke
 /// (HTTP range requests) instead of starting over: the pull succeeds, the
 /// blob verifies, and the registry sent about one layer's worth of bytes.
 #[test]
 fn blob_downloads_resume_after_cuts() {
-    use std::sync::atomic::Ordering;
     let Some(reg) = LocalRegistry::start() else {
         return;
     };
@@ -563,26 +508,26 @@ fn blob_downloads_resume_after_cuts() {
     l.write_oci_archive(&archive, &[(&m, &[])]);
     reg.push(&archive, "big:1", false);
 
-    let relay = cutting_relay(reg.port, vec![layer.size / 2, layer.size * 9 / 10]);
+    let relay = Relay::start("127.0.0.1", ("127.0.0.1", reg.port), vec![layer.size / 2, layer.size * 9 / 10]);
     let client = Registry::new(RegistryOptions::default());
     let r = Reference::parse(&format!("127.0.0.1:{}/big:1", relay.port)).unwrap();
     let root = client.resolve(&r).unwrap();
     let src = client.source(&r);
     let plan = plan_import(&src, &r.to_string(), &root, &host).unwrap();
     // Uncut first, for the time it takes (through an uncut relay).
-    let plain = cutting_relay(reg.port, vec![]);
+    let plain = Relay::start("127.0.0.1", ("127.0.0.1", reg.port), vec![]);
     let r0 = Reference::parse(&format!("127.0.0.1:{}/big:1", plain.port)).unwrap();
     let t0 = std::time::Instant::now();
     read_all(&mut client.source(&r0).open_blob(&plan.layers[0]).unwrap());
     let uncut = t0.elapsed();
-    let before = relay.served.load(Ordering::SeqCst);
+    let before = relay.served();
     let t1 = std::time::Instant::now();
     let got = read_all(&mut src.open_blob(&plan.layers[0]).unwrap());
     let cut = t1.elapsed();
     assert_eq!(sha256(&got), plan.layers[0].digest, "the resumed stream is the blob");
     assert_eq!(got.len() as u64, plan.layers[0].size);
-    assert_eq!(relay.cuts_done.load(Ordering::SeqCst), 2, "both cuts happened");
-    let fetched = relay.served.load(Ordering::SeqCst) - before;
+    assert_eq!(relay.cuts_done(), 2, "both cuts happened");
+    let fetched = relay.served() - before;
     eprintln!(
         "resume: a {}-byte layer cut at 50 % and 90 %: fetched {fetched} bytes ({:.4}x) in {:.2} s, uncut {:.2} s (waits before the resumes: 0.25 + 0.5 s)",
         plan.layers[0].size,
@@ -599,7 +544,6 @@ fn blob_downloads_resume_after_cuts() {
 /// is down, falls back to the registry.
 #[test]
 fn mirrors_are_asked_first_and_fall_back() {
-    use std::sync::atomic::Ordering;
     let (Some(upstream), Some(mirror)) = (LocalRegistry::start(), LocalRegistry::start()) else {
         return;
     };
@@ -611,7 +555,7 @@ fn mirrors_are_asked_first_and_fall_back() {
     mirror.push(&archive, "app:1", false);
     upstream.push(&archive, "only-upstream:1", false);
     // Every byte the registry sends is counted.
-    let counted = cutting_relay(upstream.port, vec![]);
+    let counted = Relay::start("127.0.0.1", ("127.0.0.1", upstream.port), vec![]);
     let registry = format!("127.0.0.1:{}", counted.port);
     let pull = |mirror_url: &str, name: &str| -> Result<(), Error> {
         let opts = RegistryOptions { mirrors: vec![Mirror::parse(&format!("{registry}={mirror_url}")).unwrap()], ..Default::default() };
@@ -627,14 +571,14 @@ fn mirrors_are_asked_first_and_fall_back() {
     };
     let mirror_url = format!("http://{}", mirror.host());
     pull(&mirror_url, "app:1").unwrap();
-    assert_eq!(counted.served.load(Ordering::SeqCst), 0, "the mirror had it: the registry sent nothing");
+    assert_eq!(counted.served(), 0, "the mirror had it: the registry sent nothing");
     pull(&mirror_url, "only-upstream:1").unwrap();
-    let after_fallback = counted.served.load(Ordering::SeqCst);
+    let after_fallback = counted.served();
     assert!(after_fallback > 0, "an image the mirror lacks comes from the registry");
     // A mirror that is down: the registry.
     let down = format!("http://127.0.0.1:{}", free_port());
     pull(&down, "only-upstream:1").unwrap();
-    assert!(counted.served.load(Ordering::SeqCst) > after_fallback);
+    assert!(counted.served() > after_fallback);
     // Nowhere: the registry's own answer.
     let err = pull(&mirror_url, "nowhere:1").unwrap_err();
     assert!(err.to_string().contains("manifest unknown"), "{err}");

@@ -146,6 +146,67 @@ fn parse_user(u: &str) -> Result<Option<(u32, u32)>, RuntimeError> {
 }
 
 impl Containerd {
+    /// Runs `f` while no other pull of `reference` runs on this node
+    /// (`image pull` and tasks starting alike): a second wants the image the
+    /// first is downloading.
+    fn one_pull_at_a_time<T>(&self, reference: &str, f: impl FnOnce() -> Result<T, RuntimeError>) -> Result<T, RuntimeError> {
+        let lock = self.pulls.lock().unwrap_or_else(|e| e.into_inner()).entry(reference.to_string()).or_default().clone();
+        let out = {
+            let _one_at_a_time = lock.lock().unwrap_or_else(|e| e.into_inner());
+            f()
+        };
+        let mut pulls = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
+        if pulls.get(reference).is_some_and(|l| Arc::strong_count(l) <= 2) {
+            pulls.remove(reference);
+        }
+        out
+    }
+
+    /// Pulls `reference` (the caller holds its pull lock), keeping its
+    /// layers' progress for `image pull` while it runs.
+    fn pull_now(&self, reference: &str, auth: Option<&shoal_image::Credentials>) -> Result<super::Pulled, RuntimeError> {
+        use shoal_containerd::BlobEvent;
+        use shoal_shared::api::{PullLayer, PullLayerState, PullProgress};
+        let r = parse_ref(reference)?;
+        let root = self.registry.resolve_with(&r, auth).map_err(image_err)?;
+        let src = self.registry.source_with(&r, auth);
+        let plan = plan_import(&src, &r.to_string(), &root, &self.platform).map_err(image_err)?;
+        let before = self.driver.image_get(&r.to_string()).ok().flatten().map(|rec| rec.target.digest);
+        let layers = plan
+            .layers
+            .iter()
+            .map(|l| PullLayer { digest: l.digest.clone(), size_bytes: l.size, done_bytes: 0, state: PullLayerState::Waiting })
+            .collect();
+        let key = reference.to_string();
+        let progress = self.progress.clone();
+        let update = |digest: &str, f: &dyn Fn(&mut PullLayer)| {
+            if let Some(p) = progress.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&key) {
+                p.layers.iter_mut().filter(|l| l.digest == digest).for_each(f);
+            }
+        };
+        progress.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), PullProgress { digest: root.digest.clone(), layers });
+        let observe = |digest: &str, ev: BlobEvent| match ev {
+            BlobEvent::Exists => update(digest, &|l| {
+                l.state = PullLayerState::AlreadyExists;
+                l.done_bytes = l.size_bytes;
+            }),
+            BlobEvent::Written(n) => update(digest, &|l| {
+                l.state = PullLayerState::Downloading;
+                l.done_bytes = n.min(l.size_bytes);
+            }),
+            BlobEvent::Committed => update(digest, &|l| {
+                l.state = PullLayerState::Complete;
+                l.done_bytes = l.size_bytes;
+            }),
+        };
+        let imported = self.driver.import_observed(&plan, &src, &observe);
+        let done = progress.lock().unwrap_or_else(|e| e.into_inner()).remove(&key).unwrap_or_default();
+        imported.map_err(|e| RuntimeError::Image(format!("cannot import {reference}: {e}")))?;
+        // Docker's "newer image": a layer came down, or the name now points elsewhere.
+        let downloaded = done.layers.iter().any(|l| l.state == PullLayerState::Complete) || before != Some(root.digest.clone());
+        Ok(super::Pulled { name: r.familiar(), progress: done, downloaded })
+    }
+
     /// The stored record for a reference: by its canonical name, or by
     /// name:tag when that record has the pinned digest.
     fn record(&self, r: &Reference) -> Result<Option<shoal_containerd::ImageRecord>, RuntimeError> {
@@ -233,25 +294,16 @@ impl Runtime for Containerd {
     fn ensure_image(&self, reference: &str, auth: Option<&shoal_image::Credentials>) -> Result<ImageFacts, RuntimeError> {
         let facts = match self.local_image(reference)? {
             Some(f) => f,
-            None => {
-                let lock = self.pulls.lock().unwrap_or_else(|e| e.into_inner()).entry(reference.to_string()).or_default().clone();
-                let pulled = {
-                    let _one_at_a_time = lock.lock().unwrap_or_else(|e| e.into_inner());
-                    // Pulled meanwhile by the task we waited for: nothing to download.
-                    match self.local_image(reference)? {
-                        Some(f) => Ok(f),
-                        None => self.pull(reference, auth).and_then(|_| {
-                            self.local_image(reference)?
-                                .ok_or_else(|| RuntimeError::Image(format!("image {reference} vanished right after the pull")))
-                        }),
-                    }
-                };
-                let mut pulls = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
-                if pulls.get(reference).is_some_and(|l| Arc::strong_count(l) <= 2) {
-                    pulls.remove(reference);
+            None => self.one_pull_at_a_time(reference, || {
+                // Pulled meanwhile by the task we waited for: nothing to download.
+                match self.local_image(reference)? {
+                    Some(f) => Ok(f),
+                    None => self.pull_now(reference, auth).and_then(|_| {
+                        self.local_image(reference)?
+                            .ok_or_else(|| RuntimeError::Image(format!("image {reference} vanished right after the pull")))
+                    }),
                 }
-                pulled?
-            }
+            })?,
         };
         if facts.chain_id.is_empty() {
             let available: Vec<String> = facts.platforms.iter().map(|p| p.to_string()).collect();
@@ -347,46 +399,7 @@ impl Runtime for Containerd {
     }
 
     fn pull(&self, reference: &str, auth: Option<&shoal_image::Credentials>) -> Result<super::Pulled, RuntimeError> {
-        use shoal_containerd::BlobEvent;
-        use shoal_shared::api::{PullLayer, PullLayerState, PullProgress};
-        let r = parse_ref(reference)?;
-        let root = self.registry.resolve_with(&r, auth).map_err(image_err)?;
-        let src = self.registry.source_with(&r, auth);
-        let plan = plan_import(&src, &r.to_string(), &root, &self.platform).map_err(image_err)?;
-        let before = self.driver.image_get(&r.to_string()).ok().flatten().map(|rec| rec.target.digest);
-        let layers = plan
-            .layers
-            .iter()
-            .map(|l| PullLayer { digest: l.digest.clone(), size_bytes: l.size, done_bytes: 0, state: PullLayerState::Waiting })
-            .collect();
-        let key = reference.to_string();
-        let progress = self.progress.clone();
-        let update = |digest: &str, f: &dyn Fn(&mut PullLayer)| {
-            if let Some(p) = progress.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&key) {
-                p.layers.iter_mut().filter(|l| l.digest == digest).for_each(f);
-            }
-        };
-        progress.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), PullProgress { digest: root.digest.clone(), layers });
-        let observe = |digest: &str, ev: BlobEvent| match ev {
-            BlobEvent::Exists => update(digest, &|l| {
-                l.state = PullLayerState::AlreadyExists;
-                l.done_bytes = l.size_bytes;
-            }),
-            BlobEvent::Written(n) => update(digest, &|l| {
-                l.state = PullLayerState::Downloading;
-                l.done_bytes = n.min(l.size_bytes);
-            }),
-            BlobEvent::Committed => update(digest, &|l| {
-                l.state = PullLayerState::Complete;
-                l.done_bytes = l.size_bytes;
-            }),
-        };
-        let imported = self.driver.import_observed(&plan, &src, &observe);
-        let done = progress.lock().unwrap_or_else(|e| e.into_inner()).remove(&key).unwrap_or_default();
-        imported.map_err(|e| RuntimeError::Image(format!("cannot import {reference}: {e}")))?;
-        // Docker's "newer image": a layer came down, or the name now points elsewhere.
-        let downloaded = done.layers.iter().any(|l| l.state == PullLayerState::Complete) || before != Some(root.digest.clone());
-        Ok(super::Pulled { name: r.familiar(), progress: done, downloaded })
+        self.one_pull_at_a_time(reference, || self.pull_now(reference, auth))
     }
 
     fn pull_progress(&self, reference: &str) -> Option<shoal_shared::api::PullProgress> {
