@@ -35,6 +35,10 @@ pub(crate) struct NetPath {
     leases: Leases,
     /// The plan, ruleset and live tasks of the last sync started.
     synced: Option<Plan>,
+    /// The generation of the last plan handed to a sync (the loop's or a
+    /// starting task's): the driver skips one older than a plan it synced
+    /// (`driver::SyncOrder`).
+    generation: u64,
     in_flight: bool,
     /// Tasks whose start job has their network (from `task_net` to their
     /// `Started` event): their lease and namespace stay, live or not.
@@ -91,6 +95,7 @@ impl NetPath {
             bridge,
             leases,
             synced: None,
+            generation: 0,
             in_flight: false,
             starting: BTreeSet::new(),
             forget: BTreeSet::new(),
@@ -110,6 +115,8 @@ type Plan = (NodeView, String, BTreeSet<String>, std::collections::BTreeMap<Stri
 pub(crate) struct TaskNet {
     driver: Arc<dyn NetDriver>,
     dns: Option<DnsHandle>,
+    /// The plan's generation (see `NetPath::generation`).
+    generation: u64,
     view: NodeView,
     ruleset: String,
     attachments: Vec<TaskAttachment>,
@@ -122,8 +129,10 @@ impl TaskNet {
     /// the namespace path for the runtime and the files' mounts.
     pub(crate) fn prepare(self, task_id: &str, data_dir: &Path) -> Result<(PathBuf, Vec<HostMount>), RuntimeError> {
         let err = |e: crate::network::driver::NetError| RuntimeError::Start(format!("network: {e}"));
-        self.driver.sync_node(&self.view, &self.ruleset).map_err(err)?;
-        let ns = self.driver.setup_task(task_id, &self.attachments).map_err(err)?;
+        // Skipped when a newer plan was synced first: that one has this task's networks (or the
+        // task is no longer to run here, and its namespace cannot be built below).
+        self.driver.sync_node(self.generation, &self.view, &self.ruleset).map_err(err)?;
+        let ns = self.driver.setup_task(self.generation, task_id, &self.attachments).map_err(err)?;
         // The embedded resolver answers in the task when its socket could be made there.
         let mut embedded = false;
         if let Some(dns) = &self.dns {
@@ -180,6 +189,12 @@ impl Daemon {
         Some((v, nft::ruleset(&rules), live, pids, rules.backends()))
     }
 
+    /// The next plan's generation: plans are made here, on the loop, in order.
+    fn next_net_generation(&mut self) -> u64 {
+        self.net.generation += 1;
+        self.net.generation
+    }
+
     /// Starts a sync job when the plan changed since the last one (one at a time).
     pub(crate) fn sync_network(&mut self) {
         if self.net.in_flight || !self.net.probe.overlay() {
@@ -190,6 +205,7 @@ impl Daemon {
             return;
         }
         self.net.in_flight = true;
+        let generation = self.next_net_generation();
         // Backends that left every VIP and port: their tracked connections go
         // once the new rules stop sending new ones there.
         // (kept until a sync succeeds; one that came back is not forgotten).
@@ -216,7 +232,7 @@ impl Daemon {
         }
         self.spawn_runtime(
             move |_| {
-                let r = driver.sync_node(&plan.0, &plan.1)?;
+                let r = driver.sync_node(generation, &plan.0, &plan.1)?;
                 if !gone.is_empty() {
                     match driver.forget_flows(&gone) {
                         Ok(n) if n > 0 => crate::log!(
@@ -228,7 +244,7 @@ impl Daemon {
                         Err(e) => crate::log!("WARN", "networking: {e}; connections to tasks that stopped may linger until they time out"),
                     }
                 }
-                let pruned = driver.prune_tasks(&keep)?;
+                let pruned = driver.prune_tasks(generation, &keep)?;
                 forget(dns.as_ref(), &pruned);
                 if let Some(d) = &dns {
                     relisten(driver.as_ref(), d, &plan.2, &listeners);
@@ -261,6 +277,8 @@ impl Daemon {
                     if r.ruleset_written { ", rules reloaded" } else { "" }
                 )
             }
+            // A starting task's job synced a newer plan first: the next converge syncs the newest.
+            Ok(r) if r.stale => self.net.synced = None,
             Ok(_) => {}
             Err(e) => {
                 crate::log!("WARN", "networking: {e}; retrying");
@@ -290,12 +308,13 @@ impl Daemon {
         let empty = NodeView { underlay, vxlan_port: crate::network::plan::VXLAN_PORT_DEFAULT, networks: Vec::new(), bridge: None };
         let none = format!("table ip {t}\ndelete table ip {t}\n", t = nft::TABLE);
         self.net.in_flight = true;
+        let generation = self.next_net_generation();
         self.spawn_runtime(
             move |_| {
                 // The tasks' namespaces first: the node's bridge goes only once nothing is on it.
-                let pruned = driver.prune_tasks(&BTreeSet::new())?;
+                let pruned = driver.prune_tasks(generation, &BTreeSet::new())?;
                 forget(dns.as_ref(), &pruned);
-                let r = driver.sync_node(&empty, &none)?;
+                let r = driver.sync_node(generation, &empty, &none)?;
                 Ok(crate::network::driver::SyncReport { changes: r.changes + pruned.len(), ..r })
             },
             |result| Event::NetSynced { result },
@@ -329,11 +348,12 @@ impl Daemon {
             )));
         }
         let (view, ruleset, ..) = self.net_plan().ok_or_else(|| RuntimeError::Start("network: this node has no swarm address".into()))?;
+        let generation = self.next_net_generation();
         let hostname = super::service::hostname(t);
         // The embedded resolver serves overlay networks only; a task on the node's bridge asks the
         // node's nameservers, as on Docker's default bridge.
         let dns = self.net.dns.clone().filter(|_| !t.networks.is_empty());
-        Ok(Some(TaskNet { driver: self.net.driver.clone(), dns, view, ruleset, attachments: atts, hostname }))
+        Ok(Some(TaskNet { driver: self.net.driver.clone(), dns, generation, view, ruleset, attachments: atts, hostname }))
     }
 }
 

@@ -38,6 +38,32 @@ pub struct SyncReport {
     pub changes: usize,
     /// The nftables ruleset was written again.
     pub ruleset_written: bool,
+    /// Nothing was done: a newer plan was synced first (see [`SyncOrder`]).
+    pub stale: bool,
+}
+
+/// Orders syncs of the node's networks. Plans are made on the daemon's loop,
+/// each with the next generation, and synced off it: by the loop's sync job
+/// and by every starting task's job, which may run in any order. A plan
+/// older than one already tried is skipped, never applied: it could lack a
+/// network a newer plan added, and applying it would delete that network's
+/// bridge under the tasks just attached to it (their veths lose their
+/// master and the task is cut off, the CI failure of 2026-12-07).
+#[derive(Debug, Default)]
+pub struct SyncOrder {
+    newest: u64,
+}
+
+impl SyncOrder {
+    /// Whether the plan of `generation` may be synced (none newer was tried);
+    /// if so it becomes the newest.
+    pub fn admit(&mut self, generation: u64) -> bool {
+        if generation < self.newest {
+            return false;
+        }
+        self.newest = generation;
+        true
+    }
 }
 
 /// A data-path failure: what was being done and why it failed.
@@ -80,21 +106,26 @@ pub trait NetDriver: Send + Sync {
     /// What this node can do (called once at start).
     fn probe(&self) -> Probe;
     /// Makes the node's bridges, VXLAN devices and entries match `view` and
-    /// loads `ruleset` (the text of `nft::ruleset`) if it changed.
-    fn sync_node(&self, view: &NodeView, ruleset: &str) -> Result<SyncReport, NetError>;
+    /// loads `ruleset` (the text of `nft::ruleset`) if it changed; does
+    /// nothing (`stale`) when a plan of a later `generation` was synced
+    /// first (see [`SyncOrder`]).
+    fn sync_node(&self, generation: u64, view: &NodeView, ruleset: &str) -> Result<SyncReport, NetError>;
     /// Builds task `task_id`'s namespace with `attachments` (`eth0`...), or
     /// adopts the one it already has. An address on the node's bridge
     /// network is kept as the task's lease (see [`NetDriver::leases`]) until
-    /// its namespace goes.
-    fn setup_task(&self, task_id: &str, attachments: &[TaskAttachment]) -> Result<TaskNetns, NetError>;
+    /// its namespace goes. `generation`: the plan the task's start job
+    /// holds (see [`NetDriver::prune_tasks`]).
+    fn setup_task(&self, generation: u64, task_id: &str, attachments: &[TaskAttachment]) -> Result<TaskNetns, NetError>;
     /// The addresses on the node's bridge network that tasks' namespaces were
     /// built with and still hold (read once at start: adoption after a restart).
     fn leases(&self) -> BTreeMap<String, Ipv4Addr>;
     /// Removes task `task_id`'s namespace, veths and lease (nothing if none).
     fn teardown_task(&self, task_id: &str) -> Result<(), NetError>;
     /// Removes the namespaces of every task not in `keep` (stopped tasks:
-    /// their addresses are free for others); returns the tasks whose went.
-    fn prune_tasks(&self, keep: &BTreeSet<String>) -> Result<Vec<String>, NetError>;
+    /// their addresses are free for others), except those built for a plan
+    /// newer than `generation` (`keep` was made with that plan: a task that
+    /// started since is not in it); returns the tasks whose went.
+    fn prune_tasks(&self, generation: u64, keep: &BTreeSet<String>) -> Result<Vec<String>, NetError>;
     /// Binds task `task_id`'s namespace again from its running process
     /// `pid` when its bind is gone (a daemon restarted in a mount namespace
     /// of its own loses them); `true` when it did.
@@ -136,8 +167,11 @@ pub struct Fake {
 #[derive(Default, Debug)]
 pub struct FakeState {
     pub view: Option<NodeView>,
+    pub order: SyncOrder,
     pub ruleset: String,
     pub tasks: BTreeMap<String, Vec<TaskAttachment>>,
+    /// The plan generation each task's namespace was built for.
+    pub built: BTreeMap<String, u64>,
     /// Leases on the node's bridge, as [`NetDriver::leases`] gives them.
     pub leases: BTreeMap<String, Ipv4Addr>,
     pub syncs: u64,
@@ -152,8 +186,11 @@ impl NetDriver for Fake {
         Probe { bridge: true, veth: true, vxlan: true, nftables: true, tun: true, problems: Vec::new() }
     }
 
-    fn sync_node(&self, view: &NodeView, ruleset: &str) -> Result<SyncReport, NetError> {
+    fn sync_node(&self, generation: u64, view: &NodeView, ruleset: &str) -> Result<SyncReport, NetError> {
         let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !s.order.admit(generation) {
+            return Ok(SyncReport { stale: true, ..SyncReport::default() });
+        }
         if s.fail.contains(&"sync_node") {
             return Err(NetError::new("sync the node's networks", "injected failure"));
         }
@@ -161,14 +198,15 @@ impl NetDriver for Fake {
         let written = s.ruleset != ruleset;
         s.view = Some(view.clone());
         s.ruleset = ruleset.to_string();
-        Ok(SyncReport { changes: 0, ruleset_written: written })
+        Ok(SyncReport { changes: 0, ruleset_written: written, stale: false })
     }
 
-    fn setup_task(&self, task_id: &str, attachments: &[TaskAttachment]) -> Result<TaskNetns, NetError> {
+    fn setup_task(&self, generation: u64, task_id: &str, attachments: &[TaskAttachment]) -> Result<TaskNetns, NetError> {
         let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if s.fail.contains(&"setup_task") {
             return Err(NetError::new(format!("build the network namespace of task {task_id}"), "injected failure"));
         }
+        s.built.insert(task_id.to_string(), generation);
         if let Some(a) = attachments.iter().find(|a| a.network_id == super::bridge::NETWORK_ID) {
             s.leases.insert(task_id.to_string(), a.addr.addr);
         }
@@ -183,6 +221,7 @@ impl NetDriver for Fake {
         }
         s.tasks.remove(task_id);
         s.leases.remove(task_id);
+        s.built.remove(task_id);
         Ok(())
     }
 
@@ -190,11 +229,15 @@ impl NetDriver for Fake {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).leases.clone()
     }
 
-    fn prune_tasks(&self, keep: &BTreeSet<String>) -> Result<Vec<String>, NetError> {
+    fn prune_tasks(&self, generation: u64, keep: &BTreeSet<String>) -> Result<Vec<String>, NetError> {
         let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let gone: Vec<String> = s.tasks.keys().filter(|id| !keep.contains(*id)).cloned().collect();
-        s.tasks.retain(|id, _| keep.contains(id));
-        s.leases.retain(|id, _| keep.contains(id));
+        let newer = |s: &FakeState, id: &str| s.built.get(id).is_some_and(|g| *g > generation);
+        let gone: Vec<String> = s.tasks.keys().filter(|id| !keep.contains(*id) && !newer(&s, id)).cloned().collect();
+        for id in &gone {
+            s.tasks.remove(id);
+            s.leases.remove(id);
+            s.built.remove(id);
+        }
         Ok(gone)
     }
 
@@ -223,7 +266,36 @@ impl NetDriver for Fake {
 
 #[cfg(test)]
 mod tests {
-    use super::NetError;
+    use super::{Fake, NetDriver, NetError, SyncOrder};
+    use crate::network::plan::NodeView;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn an_older_plan_is_never_synced_after_a_newer_one() {
+        let mut o = SyncOrder::default();
+        assert!(o.admit(2));
+        assert!(!o.admit(1), "an older plan after a newer one");
+        assert!(o.admit(2) && o.admit(5));
+        assert!(!o.admit(4));
+        // Through a driver: the older view is not taken, and the report says so.
+        let d = Fake::default();
+        let view = |n: u8| NodeView { underlay: Ipv4Addr::new(10, 0, 0, n), vxlan_port: 4789, networks: Vec::new(), bridge: None };
+        assert!(!d.sync_node(7, &view(7), "new").unwrap().stale);
+        let r = d.sync_node(6, &view(6), "old").unwrap();
+        assert!(r.stale && r.changes == 0 && !r.ruleset_written, "{r:?}");
+        let s = d.state.lock().unwrap();
+        assert_eq!((s.view.as_ref().map(|v| v.underlay), s.ruleset.as_str()), (Some(Ipv4Addr::new(10, 0, 0, 7)), "new"));
+    }
+
+    #[test]
+    fn a_prune_planned_before_a_task_started_keeps_its_namespace() {
+        let d = Fake::default();
+        d.setup_task(3, "old", &[]).unwrap();
+        d.setup_task(5, "new", &[]).unwrap();
+        // Planned at 4: "new" started after, so it is not in `keep`, and stays.
+        assert_eq!(d.prune_tasks(4, &Default::default()).unwrap(), ["old"]);
+        assert_eq!(d.prune_tasks(5, &Default::default()).unwrap(), ["new"]);
+    }
 
     #[test]
     fn a_full_disk_is_said_in_fixed_words_with_what_to_do() {

@@ -14,7 +14,7 @@
 //! (one line, the address) until its namespace goes.
 
 use super::bridge;
-use super::driver::{DnsSocket, NetDriver, NetError, Probe, SyncReport, TaskNetns};
+use super::driver::{DnsSocket, NetDriver, NetError, Probe, SyncOrder, SyncReport, TaskNetns};
 use super::plan::{self, LinkKind, NetAction, NodeView, Observed, ObservedLink, TaskAttachment, TaskStep};
 use super::Ipv4Net;
 use shoal_netlink::{netns, ok_if_exists, Netlink};
@@ -48,14 +48,19 @@ const LEASE_BYTES_MAX: u64 = 64;
 pub struct Linux {
     netns_dir: PathBuf,
     /// The ruleset this process last loaded (none after a start: loaded
-    /// again); held across a whole sync, so syncs never interleave.
-    ruleset: Mutex<Option<String>>,
+    /// again) and the newest plan tried; held across a whole sync, so syncs
+    /// never interleave and an older plan never follows a newer one.
+    synced: Mutex<(Option<String>, SyncOrder)>,
+    /// The generation of the plan each task's namespace was last built for
+    /// (by this process); held across a build, a teardown or a prune, so a
+    /// prune planned before a task started never removes its new namespace.
+    tasks: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Linux {
     /// Task namespaces go under `DATA_DIR/netns`.
     pub fn new(data_dir: &Path) -> Linux {
-        Linux { netns_dir: data_dir.join("netns"), ruleset: Mutex::new(None) }
+        Linux { netns_dir: data_dir.join("netns"), synced: Mutex::new((None, SyncOrder::default())), tasks: Mutex::new(BTreeMap::new()) }
     }
 
     fn netns_path(&self, task_id: &str) -> Result<PathBuf, NetError> {
@@ -346,6 +351,57 @@ fn probe_names(pid: u32) -> (String, String, String, String, u32) {
     (format!("sb{n}"), format!("sv{n}"), format!("st{n}"), format!("sx{n}"), 1 + pid % 0x00ff_fffe)
 }
 
+impl Linux {
+    /// [`NetDriver::setup_task`]'s work (the caller holds `tasks`).
+    fn build_task(&self, task_id: &str, attachments: &[TaskAttachment]) -> Result<TaskNetns, NetError> {
+        let path = self.netns_path(task_id)?;
+        std::fs::create_dir_all(&self.netns_dir).map_err(|e| NetError::io(format!("create {}", self.netns_dir.display()), &e))?;
+        if netns::exists(&path) && Self::has(&path, attachments) {
+            return Ok(TaskNetns { runtime_path: Self::runtime_path(&path), adopted: true });
+        }
+        // Anything half-built goes, then it is built whole.
+        self.remove_task(task_id)?;
+        // The lease first: a namespace never holds a bridge address the next start does not read back.
+        if let Some(a) = attachments.iter().find(|a| a.network_id == bridge::NETWORK_ID) {
+            let p = self.lease_path(task_id)?;
+            std::fs::write(&p, format!("{}\n", a.addr.addr)).map_err(|e| NetError::io(format!("write {}", p.display()), &e))?;
+        }
+        if let Err(e) = self.build(task_id, &path, attachments) {
+            let _ = self.teardown_task(task_id);
+            return Err(e);
+        }
+        Ok(TaskNetns { runtime_path: Self::runtime_path(&path), adopted: false })
+    }
+
+    /// [`NetDriver::teardown_task`]'s work (the caller holds `tasks`).
+    fn remove_task(&self, task_id: &str) -> Result<(), NetError> {
+        let path = self.netns_path(task_id)?;
+        let what = || format!("remove the network namespace of task {task_id}");
+        let mut nl = Netlink::open().map_err(|e| NetError::new(what(), e))?;
+        for i in 0..plan::TASK_NETWORKS_MAX {
+            // Deleting the host end of a veth deletes both ends.
+            if let Some(idx) = nl.link_index(&plan::veth_name(task_id, i)).map_err(|e| NetError::new(what(), e))? {
+                // Gone meanwhile (another teardown of the same task): as good as deleted.
+                match nl.del_link(idx) {
+                    Err(e) if !e.is_not_found() => return Err(NetError::new(what(), e)),
+                    _ => {}
+                }
+            }
+        }
+        if netns::exists(&path) || path.exists() {
+            match netns::remove(&path) {
+                Err(e) if !e.is_not_found() => return Err(NetError::new(what(), e)),
+                _ => {}
+            }
+        }
+        // The lease goes last: its address is free once nothing holds it.
+        match std::fs::remove_file(self.lease_path(task_id)?) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(NetError::new(what(), e)),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl NetDriver for Linux {
     fn probe(&self) -> Probe {
         let mut p = Probe::default();
@@ -397,9 +453,13 @@ impl NetDriver for Linux {
         p
     }
 
-    fn sync_node(&self, view: &NodeView, ruleset: &str) -> Result<SyncReport, NetError> {
+    fn sync_node(&self, generation: u64, view: &NodeView, ruleset: &str) -> Result<SyncReport, NetError> {
         let what = "set up this node's overlay networks";
-        let mut last = self.ruleset.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut synced = self.synced.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (last, order) = &mut *synced;
+        if !order.admit(generation) {
+            return Ok(SyncReport { stale: true, ..SyncReport::default() });
+        }
         if !view.networks.is_empty() || view.bridge.is_some() {
             netns::set_sysctl("net/ipv4/ip_forward", "1").map_err(|e| NetError::new(what, e))?;
         }
@@ -426,48 +486,7 @@ impl NetDriver for Linux {
             nft_load(ruleset)?;
             *last = Some(ruleset.to_string());
         }
-        Ok(SyncReport { changes: actions.len(), ruleset_written: write })
-    }
-
-    fn setup_task(&self, task_id: &str, attachments: &[TaskAttachment]) -> Result<TaskNetns, NetError> {
-        let path = self.netns_path(task_id)?;
-        std::fs::create_dir_all(&self.netns_dir).map_err(|e| NetError::io(format!("create {}", self.netns_dir.display()), &e))?;
-        if netns::exists(&path) && Self::has(&path, attachments) {
-            return Ok(TaskNetns { runtime_path: Self::runtime_path(&path), adopted: true });
-        }
-        // Anything half-built goes, then it is built whole.
-        self.teardown_task(task_id)?;
-        // The lease first: a namespace never holds a bridge address the next start does not read back.
-        if let Some(a) = attachments.iter().find(|a| a.network_id == bridge::NETWORK_ID) {
-            let p = self.lease_path(task_id)?;
-            std::fs::write(&p, format!("{}\n", a.addr.addr)).map_err(|e| NetError::io(format!("write {}", p.display()), &e))?;
-        }
-        if let Err(e) = self.build(task_id, &path, attachments) {
-            let _ = self.teardown_task(task_id);
-            return Err(e);
-        }
-        Ok(TaskNetns { runtime_path: Self::runtime_path(&path), adopted: false })
-    }
-
-    fn prune_tasks(&self, keep: &std::collections::BTreeSet<String>) -> Result<Vec<String>, NetError> {
-        let entries = match std::fs::read_dir(&self.netns_dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(NetError::new(format!("list {}", self.netns_dir.display()), e)),
-        };
-        let mut gone = Vec::new();
-        let names: BTreeSet<String> = entries
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().to_string())
-            .map(|n| n.strip_suffix(LEASE_SUFFIX).map_or(n.clone(), str::to_string))
-            .collect();
-        for name in names {
-            if !keep.contains(&name) && self.netns_path(&name).is_ok() {
-                self.teardown_task(&name)?;
-                gone.push(name);
-            }
-        }
-        Ok(gone)
+        Ok(SyncReport { changes: actions.len(), ruleset_written: write, stale: false })
     }
 
     fn leases(&self) -> BTreeMap<String, Ipv4Addr> {
@@ -539,31 +558,42 @@ impl NetDriver for Linux {
         }
     }
 
+    fn setup_task(&self, generation: u64, task_id: &str, attachments: &[TaskAttachment]) -> Result<TaskNetns, NetError> {
+        let mut tasks = self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        tasks.insert(task_id.to_string(), generation);
+        self.build_task(task_id, attachments)
+    }
+
     fn teardown_task(&self, task_id: &str) -> Result<(), NetError> {
-        let path = self.netns_path(task_id)?;
-        let what = || format!("remove the network namespace of task {task_id}");
-        let mut nl = Netlink::open().map_err(|e| NetError::new(what(), e))?;
-        for i in 0..plan::TASK_NETWORKS_MAX {
-            // Deleting the host end of a veth deletes both ends.
-            if let Some(idx) = nl.link_index(&plan::veth_name(task_id, i)).map_err(|e| NetError::new(what(), e))? {
-                // Gone meanwhile (another teardown of the same task): as good as deleted.
-                match nl.del_link(idx) {
-                    Err(e) if !e.is_not_found() => return Err(NetError::new(what(), e)),
-                    _ => {}
-                }
+        let mut tasks = self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.remove_task(task_id)?;
+        tasks.remove(task_id);
+        Ok(())
+    }
+
+    fn prune_tasks(&self, generation: u64, keep: &std::collections::BTreeSet<String>) -> Result<Vec<String>, NetError> {
+        let mut tasks = self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entries = match std::fs::read_dir(&self.netns_dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(NetError::new(format!("list {}", self.netns_dir.display()), e)),
+        };
+        let mut gone = Vec::new();
+        let names: BTreeSet<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .map(|n| n.strip_suffix(LEASE_SUFFIX).map_or(n.clone(), str::to_string))
+            .collect();
+        for name in names {
+            // A namespace built for a plan newer than `keep`'s (a task that started meanwhile) stays.
+            let newer = tasks.get(&name).is_some_and(|g| *g > generation);
+            if !keep.contains(&name) && !newer && self.netns_path(&name).is_ok() {
+                self.remove_task(&name)?;
+                tasks.remove(&name);
+                gone.push(name);
             }
         }
-        if netns::exists(&path) || path.exists() {
-            match netns::remove(&path) {
-                Err(e) if !e.is_not_found() => return Err(NetError::new(what(), e)),
-                _ => {}
-            }
-        }
-        // The lease goes last: its address is free once nothing holds it.
-        match std::fs::remove_file(self.lease_path(task_id)?) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(NetError::new(what(), e)),
-            _ => Ok(()),
-        }
+        Ok(gone)
     }
 }
 
@@ -659,13 +689,26 @@ mod tests {
                 vips: vec![Ipv4Addr::new(10, 77, 0, 3)],
             };
             let view = NodeView { underlay: Ipv4Addr::new(192, 168, 77, 1), vxlan_port: 4789, networks: vec![net], bridge: None };
-            let first = d2.sync_node(&view, "table ip shoal\ndelete table ip shoal\ntable ip shoal {\n}\n").map_err(|e| e.to_string())?;
+            let first =
+                d2.sync_node(1, &view, "table ip shoal\ndelete table ip shoal\ntable ip shoal {\n}\n").map_err(|e| e.to_string())?;
             if first.changes == 0 || !first.ruleset_written {
                 return Err(format!("first sync did nothing: {first:?}"));
             }
-            let again = d2.sync_node(&view, "table ip shoal\ndelete table ip shoal\ntable ip shoal {\n}\n").map_err(|e| e.to_string())?;
-            if again != (SyncReport { changes: 0, ruleset_written: false }) {
+            let again =
+                d2.sync_node(2, &view, "table ip shoal\ndelete table ip shoal\ntable ip shoal {\n}\n").map_err(|e| e.to_string())?;
+            if again != SyncReport::default() {
                 return Err(format!("a second sync changed things: {again:?}"));
+            }
+            // An older plan (a task's start job planned before the network came) is skipped: the
+            // bridge it lacks stays.
+            let empty = NodeView { underlay: Ipv4Addr::new(192, 168, 77, 1), vxlan_port: 4789, networks: vec![], bridge: None };
+            let stale = d2.sync_node(1, &empty, "table ip shoal\ndelete table ip shoal\n").map_err(|e| e.to_string())?;
+            if !stale.stale || stale.changes != 0 {
+                return Err(format!("an older plan was synced after a newer one: {stale:?}"));
+            }
+            if Netlink::open().and_then(|mut nl| nl.link_index(&plan::bridge_name("nettestnettest1"))).map_err(|e| e.to_string())?.is_none()
+            {
+                return Err("an older plan deleted the newer one's bridge".into());
             }
             let att = |ip: [u8; 4]| TaskAttachment {
                 network_id: "nettestnettest1".into(),
@@ -674,12 +717,12 @@ mod tests {
                 mtu: 1450,
                 internal: false,
             };
-            let a = d2.setup_task("taska", &[att([10, 77, 0, 5])]).map_err(|e| e.to_string())?;
-            let b = d2.setup_task("taskb", &[att([10, 77, 0, 6])]).map_err(|e| e.to_string())?;
+            let a = d2.setup_task(1, "taska", &[att([10, 77, 0, 5])]).map_err(|e| e.to_string())?;
+            let b = d2.setup_task(1, "taskb", &[att([10, 77, 0, 6])]).map_err(|e| e.to_string())?;
             if a.adopted || b.adopted {
                 return Err("fresh namespaces reported as adopted".into());
             }
-            if !d2.setup_task("taska", &[att([10, 77, 0, 5])]).map_err(|e| e.to_string())?.adopted {
+            if !d2.setup_task(1, "taska", &[att([10, 77, 0, 5])]).map_err(|e| e.to_string())?.adopted {
                 return Err("an existing namespace was rebuilt, not adopted".into());
             }
             // Both tasks listen on port 80; each reaches the other through the bridge.
@@ -723,7 +766,7 @@ mod tests {
                 vxlan_peers: vec![],
                 bridge: None,
             };
-            d2.sync_node(&view, &nft::ruleset(&rules)).map_err(|e| e.to_string())?;
+            d2.sync_node(3, &view, &nft::ruleset(&rules)).map_err(|e| e.to_string())?;
             netns::run_in(&pa, 5_000, || {
                 TcpStream::connect_timeout(&"10.77.0.3:80".parse().unwrap(), Duration::from_secs(3))
                     .map(|_| ())
@@ -738,8 +781,7 @@ mod tests {
                 return Err("veths left after teardown".into());
             }
             // Nothing wanted any more: bridge and VXLAN device go.
-            let empty = NodeView { underlay: Ipv4Addr::new(192, 168, 77, 1), vxlan_port: 4789, networks: vec![], bridge: None };
-            d2.sync_node(&empty, "table ip shoal\ndelete table ip shoal\n").map_err(|e| e.to_string())?;
+            d2.sync_node(4, &empty, "table ip shoal\ndelete table ip shoal\n").map_err(|e| e.to_string())?;
             if nl.links().map_err(|e| e.to_string())?.iter().any(|l| plan::is_ours(&l.name)) {
                 return Err("devices left after the last network went".into());
             }
@@ -802,9 +844,9 @@ mod tests {
                 bridge: Some(nft::NetRules { bridge: bridge::DEVICE.into(), subnet: b.subnet, node_addr: b.gateway, internal: false }),
                 ..nft::Rules::default()
             };
-            d.sync_node(&view, &nft::ruleset(&rules(5))).map_err(e)?;
-            d.setup_task("taska", &[att(5)]).map_err(e)?;
-            d.setup_task("taskb", &[att(6)]).map_err(e)?;
+            d.sync_node(1, &view, &nft::ruleset(&rules(5))).map_err(e)?;
+            d.setup_task(1, "taska", &[att(5)]).map_err(e)?;
+            d.setup_task(1, "taskb", &[att(6)]).map_err(e)?;
             let (pa, pb) = (d.netns_path("taska").unwrap(), d.netns_path("taskb").unwrap());
             let listen = |p: &Path| {
                 netns::run_in(p, 5_000, || TcpListener::bind("0.0.0.0:80").map_err(|e| e.to_string())).map_err(|e| e.to_string())
@@ -832,25 +874,30 @@ mod tests {
             if leases != want {
                 return Err(format!("leases read back: {leases:?}"));
             }
-            if !again.setup_task("taska", &[att(5)]).map_err(e)?.adopted {
+            if !again.setup_task(1, "taska", &[att(5)]).map_err(e)?.adopted {
                 return Err("a live bridge task's namespace was rebuilt".into());
             }
-            let r = again.sync_node(&view, &nft::ruleset(&rules(5))).map_err(e)?;
+            let r = again.sync_node(1, &view, &nft::ruleset(&rules(5))).map_err(e)?;
             if r.changes != 0 {
                 return Err(format!("a restarted daemon changed the bridge: {r:?}"));
             }
             // Task a stops: its namespace and lease go; while b is on the bridge it stays even if unwanted.
-            let pruned = again.prune_tasks(&["taskb".to_string()].into()).map_err(e)?;
+            // A prune planned before task a's start (generation 0) leaves its namespace alone.
+            let early = again.prune_tasks(0, &["taskb".to_string()].into()).map_err(e)?;
+            if !early.is_empty() {
+                return Err(format!("a prune older than a task's start removed {early:?}"));
+            }
+            let pruned = again.prune_tasks(1, &["taskb".to_string()].into()).map_err(e)?;
             if pruned != ["taska"] || again.leases().len() != 1 {
                 return Err(format!("pruned {pruned:?}, leases left {:?}", again.leases()));
             }
             let empty = NodeView { bridge: None, ..view.clone() };
-            again.sync_node(&empty, "table ip shoal\ndelete table ip shoal\n").map_err(e)?;
+            again.sync_node(2, &empty, "table ip shoal\ndelete table ip shoal\n").map_err(e)?;
             if nl.link_index(bridge::DEVICE).map_err(|e| e.to_string())?.is_none() {
                 return Err("the bridge went while a task was on it".into());
             }
             again.teardown_task("taskb").map_err(e)?;
-            again.sync_node(&empty, "table ip shoal\ndelete table ip shoal\n").map_err(e)?;
+            again.sync_node(3, &empty, "table ip shoal\ndelete table ip shoal\n").map_err(e)?;
             if nl.link_index(bridge::DEVICE).map_err(|e| e.to_string())?.is_some() {
                 return Err("the bridge stayed with nothing on it".into());
             }
