@@ -16,6 +16,7 @@ pub mod archive;
 pub mod digest;
 mod http;
 pub mod manifest;
+pub mod peer;
 pub mod reference;
 pub mod registry;
 #[cfg(feature = "tls")]
@@ -23,6 +24,7 @@ mod tls;
 
 pub use archive::Archive;
 pub use manifest::{plan_import, platforms_of, read_config, ContainerConfig, ImageConfig};
+pub use peer::{BlobPeer, SwarmFirst};
 pub use reference::Reference;
 /// The system CA bundle the registry client reads (`SSL_CERT_FILE`, else the
 /// distribution's), if there is one; `None` without the `tls` feature.

@@ -226,6 +226,19 @@ impl Registry {
         Ok(desc)
     }
 
+    /// A manifest or index of `r`'s repository by `digest` (checked), with
+    /// its media type: what a manager's blob cache serves the swarm
+    /// (kept in memory like a resolved one).
+    pub fn manifest_by_digest(&self, r: &Reference, digest: &str, creds: Option<&Credentials>) -> Result<(Descriptor, Arc<[u8]>), Error> {
+        digest::validate(digest)?;
+        let (desc, bytes) = self.fetch_manifest(r, digest, creds)?;
+        if desc.digest != digest {
+            return Err(Error::DigestMismatch { expected: digest.to_string(), actual: desc.digest });
+        }
+        self.cache_manifest(&desc.digest, bytes.clone());
+        Ok((desc, bytes))
+    }
+
     /// An [`ImageSource`] over the reference's repository.
     pub fn source(&self, r: &Reference) -> RegistrySource {
         self.source_with(r, None)

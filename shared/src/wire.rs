@@ -42,7 +42,7 @@ pub const WIRE_VERSION: u8 = 3;
 /// [`WireError::Unknown`], which receivers ignore instead of dropping the
 /// link, so a mixed-version swarm keeps its links during a rolling upgrade.
 /// Bump it with every variant appended (a test checks).
-pub const WIRE_VARIANTS: u32 = 16;
+pub const WIRE_VARIANTS: u32 = 18;
 /// Largest encoded message accepted (the link's reassembly bound).
 pub const WIRE_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Tasks one `LogsRequest` names at most (a node with more tasks of a
@@ -146,6 +146,34 @@ pub enum Wire {
     /// have some, by service id. Held in memory only and pruned to the
     /// assigned services; from managers only.
     RegistryAuths { auths: Vec<(String, crate::types::RegistryAuth)> },
+    /// Node -> manager (issue #16, layers shared inside the swarm): up to
+    /// `len_bytes` (at most [`BLOB_PART_BYTES_MAX`]) of blob `digest` of
+    /// image `reference` from byte `offset`, out of the manager's blob cache
+    /// (which fetches it from the registry once for the whole swarm). A
+    /// manifest or index is asked with `size` 0 (its size is not known yet).
+    BlobGet { id: u64, reference: String, digest: String, size: u64, offset: u64, len_bytes: u32 },
+    /// Manager -> node: the answer to `BlobGet` `id`.
+    BlobPart { id: u64, part: BlobPart },
+}
+
+/// Bytes one [`Wire::BlobPart`] carries at most.
+pub const BLOB_PART_BYTES_MAX: u32 = 1024 * 1024;
+const _: () = assert!(BLOB_PART_BYTES_MAX as usize * 2 <= WIRE_MESSAGE_BYTES_MAX);
+
+/// A manager's answer to a [`Wire::BlobGet`]. Append-only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlobPart {
+    /// The bytes from the asked offset (fewer than asked only at the blob's
+    /// end); `size`: the whole blob's; `media_type`: a manifest's or
+    /// index's own (empty for layers and configs). The asker verifies the
+    /// digest over the whole blob: a manager is not trusted with bytes.
+    Bytes { size: u64, media_type: String, bytes: Vec<u8> },
+    /// The manager is fetching the blob from its registry (`done_bytes` so
+    /// far): ask again shortly.
+    Fetching { done_bytes: u64 },
+    /// The manager cannot serve it (no registry in reach, refused, sharing
+    /// off...): the asker goes to the registry itself.
+    Refused { why: String },
 }
 
 /// Why bytes from a peer are not a [`Wire`] message.
@@ -298,8 +326,13 @@ mod tests {
         let m = encode(&Wire::TunnelKeys { keys: keys.clone() });
         assert_eq!(decode(&m), Ok(Wire::TunnelKeys { keys }));
         let auths = vec![("s1".to_string(), crate::types::RegistryAuth { username: "u".into(), password: "p".into() })];
-        let last = encode(&Wire::RegistryAuths { auths: auths.clone() });
-        assert_eq!(decode(&last), Ok(Wire::RegistryAuths { auths }));
+        let m = encode(&Wire::RegistryAuths { auths: auths.clone() });
+        assert_eq!(decode(&m), Ok(Wire::RegistryAuths { auths }));
+        let get = Wire::BlobGet { id: 1, reference: "r/a:1".into(), digest: "sha256:00".into(), size: 9, offset: 3, len_bytes: 6 };
+        assert_eq!(decode(&encode(&get)), Ok(get));
+        let part = BlobPart::Bytes { size: 9, media_type: String::new(), bytes: vec![1, 2, 3] };
+        let last = encode(&Wire::BlobPart { id: 1, part: part.clone() });
+        assert_eq!(decode(&last), Ok(Wire::BlobPart { id: 1, part }));
         assert_eq!(u32::from(last[1]) + 1, WIRE_VARIANTS, "WIRE_VARIANTS must count every variant");
         assert_eq!(decode(&[WIRE_VERSION, WIRE_VARIANTS as u8, 1, 2, 3]), Err(WireError::Unknown { variant: WIRE_VARIANTS }));
         assert_eq!(decode(&[WIRE_VERSION, 0x80, 0x01]), Err(WireError::Unknown { variant: 128 }));

@@ -442,6 +442,29 @@ impl Registry {
         Registry { dir, host: host.to_string(), port, push_creds: opts.push_creds.clone() }
     }
 
+    /// The registry's own log (distribution's access lines: one per request
+    /// with its method and URI).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default()
+    }
+
+    /// How many times it served `GET /v2/.../blobs/DIGEST` (status 200 or
+    /// 206) for each digest, from its access lines (`"GET URI HTTP/1.1" STATUS`).
+    pub fn blob_gets(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut out = std::collections::BTreeMap::new();
+        for l in self.log().lines() {
+            let Some(i) = l.find("\"GET /v2/") else { continue };
+            let rest = &l[i + 1..];
+            let Some(b) = rest.find("/blobs/sha256:") else { continue };
+            let digest: String = rest[b + "/blobs/".len()..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == ':').collect();
+            let status = rest.split('"').nth(1).and_then(|after| after.split_whitespace().next()).unwrap_or("");
+            if status == "200" || status == "206" {
+                *out.entry(digest).or_insert(0) += 1;
+            }
+        }
+        out
+    }
+
     /// `HOST:PORT`, the registry part of references to it.
     pub fn addr(&self) -> String {
         format!("{}:{}", self.host, self.port)

@@ -166,6 +166,23 @@ pub(crate) enum Event {
         dest: swarm::logs::LogsDest,
         read: log_gather::LogsRead,
     },
+    /// A pull on this node asks the swarm for a blob part (see [`swarm::blobs`]).
+    BlobAsk {
+        ask: swarm::blobs::BlobAsk,
+        reply: Sender<shoal_shared::wire::BlobPart>,
+    },
+    /// A manager read or fetched a part it serves.
+    BlobServed {
+        dest: swarm::blobs::BlobDest,
+        part: shoal_shared::wire::BlobPart,
+    },
+    /// A manager's download into its blob cache ended (the blobs the cache
+    /// trimmed, and the time it took).
+    BlobCached {
+        digest: String,
+        size: u64,
+        result: Result<(Vec<String>, std::time::Duration), String>,
+    },
 }
 
 impl Daemon {
@@ -349,6 +366,9 @@ pub(crate) fn run_with(
     let net: Arc<dyn crate::network::driver::NetDriver> = Arc::new(crate::network::linux::Linux::new(&cfg.data_dir));
     let io = io::RealIo::new(tx.clone(), runtime.clone(), net);
     let mut daemon = Daemon::new(cfg, store, node_id, Keys { node: node_key, sealing }, runtime, Box::new(io), rng)?;
+    // Pulls ask the swarm's blob cache first (issue #16), through this loop.
+    let peer = swarm::blobs::LoopPeer::new(tx.clone(), daemon.swarm.blobs.enabled.clone());
+    daemon.runtime.set_blob_peer(Some(Arc::new(peer)));
     crate::log!("INFO", "shoal {} node {} listening on unix://{}", env!("CARGO_PKG_VERSION"), daemon.node_id, daemon.cfg.socket.display());
     smol::block_on(async move {
         smol::spawn(server::accept_loop(listener, tx.clone())).detach();
@@ -615,6 +635,9 @@ impl Daemon {
             Event::DialFailed { conn, error } => self.on_link_gone(conn, Some(error)),
             Event::ForwardDone { conn, id, reply } => self.on_forward_done(conn, id, reply),
             Event::LogsRead { dest, read } => self.on_logs_read(dest, read),
+            Event::BlobAsk { ask, reply } => self.on_blob_ask(ask, reply),
+            Event::BlobServed { dest, part } => self.blob_served(dest, part),
+            Event::BlobCached { digest, size, result } => self.on_blob_cached(digest, size, result),
             Event::Tick => {
                 // One raft tick per loop tick (the ticker runs at raft's tick_ms); a lone manager has no peers to
                 // message. A halted store is told once and reopened once its disk has room (see `disk`).
@@ -852,6 +875,7 @@ impl Daemon {
             }
         }
         self.dispatch();
+        self.sync_blob_sharing();
         self.sync_network();
         let now_ms = self.mono_ms();
         self.sync_tunnel(now_ms);

@@ -37,6 +37,7 @@
 
 mod admit;
 pub(crate) mod autopilot;
+pub(crate) mod blobs;
 mod connections;
 mod dispatch;
 mod join;
@@ -252,6 +253,8 @@ pub(crate) struct Swarm {
     logs: logs::Gathers,
     /// Encrypted networks' relay keys: this node's announcements, the leader's table.
     pub(crate) tunnel_keys: tunnel_keys::Keys,
+    /// Layers shared inside the swarm: asks out, and on a manager its blob cache.
+    pub(crate) blobs: blobs::Blobs,
 }
 
 /// The error every leader-bound request gets while no leader is reachable,
@@ -386,6 +389,7 @@ impl Swarm {
             snapshot_told: 0,
             logs: logs::Gathers::default(),
             tunnel_keys: tunnel_keys::Keys::default(),
+            blobs: blobs::Blobs::default(),
             registry_auths: BTreeMap::new(),
         }
     }
@@ -757,6 +761,7 @@ impl Daemon {
         self.swarm.pending.tick(now_ms, &no_leader, leader.as_deref(), |c| conns.contains_key(&c));
         self.drain_pending();
         self.logs_tick(now_ms);
+        self.blobs_tick(now_ms);
         self.check_voter_wait(now_ms);
         if let Some(j) = &self.swarm.joining {
             if now_ms >= j.deadline_ms {

@@ -39,6 +39,8 @@ pub struct Containerd {
     pulls: Mutex<std::collections::BTreeMap<String, Arc<Mutex<()>>>>,
     /// Pulls in flight by reference, for `image pull`'s progress.
     progress: Arc<Mutex<std::collections::BTreeMap<String, shoal_shared::api::PullProgress>>>,
+    /// Asked before the registry (the swarm's blob cache), when set.
+    peer: Mutex<Option<Arc<dyn shoal_image::BlobPeer>>>,
 }
 
 /// Connects the containerd-backed runtime; fails fast when containerd is not there.
@@ -73,6 +75,7 @@ pub fn connect(socket: &Path, namespace: &str, registry: RegistryOptions) -> Res
         exits: rx,
         pulls: Mutex::default(),
         progress: Arc::default(),
+        peer: Mutex::new(None),
     }))
 }
 
@@ -165,12 +168,40 @@ impl Containerd {
     /// Pulls `reference` (the caller holds its pull lock), keeping its
     /// layers' progress for `image pull` while it runs.
     fn pull_now(&self, reference: &str, auth: Option<&shoal_image::Credentials>) -> Result<super::Pulled, RuntimeError> {
+        let r = parse_ref(reference)?;
+        let peer = self.peer.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match peer {
+            Some(peer) => {
+                let src = shoal_image::SwarmFirst::new(peer.as_ref(), r.clone(), self.registry.source_with(&r, auth));
+                let root = match src.resolve() {
+                    Some(root) => root,
+                    None => self.registry.resolve_with(&r, auth).map_err(image_err)?,
+                };
+                let pulled = self.import_from(reference, &r, &root, &src);
+                let fallbacks = src.fallbacks();
+                if !fallbacks.is_empty() {
+                    crate::log!(
+                        "INFO",
+                        "pull {reference}: {} item(s) from the registry instead of the swarm ({})",
+                        fallbacks.len(),
+                        fallbacks[0]
+                    );
+                }
+                pulled
+            }
+            None => {
+                let root = self.registry.resolve_with(&r, auth).map_err(image_err)?;
+                self.import_from(reference, &r, &root, &self.registry.source_with(&r, auth))
+            }
+        }
+    }
+
+    /// Imports image `r` (root `root`) from `src` for this node's platform,
+    /// keeping `image pull`'s progress.
+    fn import_from(&self, reference: &str, r: &Reference, root: &Descriptor, src: &dyn ImageSource) -> Result<super::Pulled, RuntimeError> {
         use shoal_containerd::BlobEvent;
         use shoal_shared::api::{PullLayer, PullLayerState, PullProgress};
-        let r = parse_ref(reference)?;
-        let root = self.registry.resolve_with(&r, auth).map_err(image_err)?;
-        let src = self.registry.source_with(&r, auth);
-        let plan = plan_import(&src, &r.to_string(), &root, &self.platform).map_err(image_err)?;
+        let plan = plan_import(src, &r.to_string(), root, &self.platform).map_err(image_err)?;
         let before = self.driver.image_get(&r.to_string()).ok().flatten().map(|rec| rec.target.digest);
         let layers = plan
             .layers
@@ -199,7 +230,7 @@ impl Containerd {
                 l.done_bytes = l.size_bytes;
             }),
         };
-        let imported = self.driver.import_observed(&plan, &src, &observe);
+        let imported = self.driver.import_observed(&plan, src, &observe);
         let done = progress.lock().unwrap_or_else(|e| e.into_inner()).remove(&key).unwrap_or_default();
         imported.map_err(|e| RuntimeError::Image(format!("cannot import {reference}: {e}")))?;
         // Docker's "newer image": a layer came down, or the name now points elsewhere.
@@ -286,8 +317,15 @@ impl Runtime for Containerd {
     fn remote_image(&self, reference: &str, auth: Option<&shoal_image::Credentials>) -> Result<ImageFacts, RuntimeError> {
         let r = parse_ref(reference)?;
         let root = self.registry.resolve_with(&r, auth).map_err(image_err)?;
-        let src = self.registry.source_with(&r, auth);
-        let platforms = platforms_of(&src, &root).map_err(image_err)?;
+        let registry = self.registry.source_with(&r, auth);
+        // A single-platform image's platform is in its config: read through the swarm's
+        // cache when there is one, so the pulls that follow find it there.
+        let peer = self.peer.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let platforms = match &peer {
+            Some(p) => platforms_of(&shoal_image::SwarmFirst::new(p.as_ref(), r.clone(), &registry), &root),
+            None => platforms_of(&registry, &root),
+        }
+        .map_err(image_err)?;
         Ok(ImageFacts { name: r.to_string(), digest: root.digest, platforms, ..Default::default() })
     }
 
@@ -408,6 +446,54 @@ impl Runtime for Containerd {
 
     fn login(&self, registry: &str, auth: &shoal_image::Credentials) -> Result<(), RuntimeError> {
         self.registry.login(registry, auth).map_err(image_err)
+    }
+
+    fn set_blob_peer(&self, peer: Option<Arc<dyn shoal_image::BlobPeer>>) {
+        *self.peer.lock().unwrap_or_else(|e| e.into_inner()) = peer;
+    }
+
+    fn registry_manifest(
+        &self,
+        reference: &str,
+        digest: &str,
+        auth: Option<&shoal_image::Credentials>,
+    ) -> Result<(String, Vec<u8>), RuntimeError> {
+        let r = parse_ref(reference)?;
+        let (desc, bytes) = self.registry.manifest_by_digest(&r, digest, auth).map_err(image_err)?;
+        Ok((desc.media_type, bytes.to_vec()))
+    }
+
+    fn registry_blob_to(
+        &self,
+        reference: &str,
+        digest: &str,
+        size: u64,
+        auth: Option<&shoal_image::Credentials>,
+        dest: &Path,
+        done_bytes: &std::sync::atomic::AtomicU64,
+    ) -> Result<(), RuntimeError> {
+        use std::io::{Read, Write};
+        let r = parse_ref(reference)?;
+        let src = self.registry.source_with(&r, auth);
+        // Not a manifest's media type: fetched as a blob, verified as it is read.
+        let desc = Descriptor { media_type: "application/octet-stream".into(), digest: digest.to_string(), size, platform: None };
+        let mut reader = src.open_blob(&desc).map_err(image_err)?;
+        let io = |e: std::io::Error| RuntimeError::Image(format!("cannot download {digest} into {}: {e}", dest.display()));
+        let mut out = std::io::BufWriter::new(std::fs::File::create(dest).map_err(io)?);
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = reader.read(&mut buf).map_err(|e| match shoal_image::digest::VerifyError::from_io(&e) {
+                Some(v) => RuntimeError::Image(v.to_string()),
+                None => io(e),
+            })?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n]).map_err(io)?;
+            done_bytes.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        out.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
+        Ok(())
     }
 
     fn images(&self) -> Result<Vec<ImageSummary>, RuntimeError> {

@@ -13,6 +13,7 @@ use shoal_shared::api::ImageSummary;
 use shoal_shared::platform::Platform;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// What the runtime knows about a usable image.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -168,4 +169,31 @@ pub trait Runtime: Send + Sync + 'static {
     fn login(&self, registry: &str, auth: &shoal_image::Credentials) -> Result<(), RuntimeError>;
     /// Images present locally.
     fn images(&self) -> Result<Vec<ImageSummary>, RuntimeError>;
+    /// Where pulls ask for manifests and blobs before the registry (the
+    /// swarm's blob cache, issue #16); `None`: the registry only.
+    fn set_blob_peer(&self, _peer: Option<Arc<dyn shoal_image::BlobPeer>>) {}
+    /// A manifest or index of `reference`'s repository by digest, from its
+    /// registry: (media type, bytes). What a manager's blob cache serves.
+    fn registry_manifest(
+        &self,
+        reference: &str,
+        _digest: &str,
+        _auth: Option<&shoal_image::Credentials>,
+    ) -> Result<(String, Vec<u8>), RuntimeError> {
+        Err(RuntimeError::Image(format!("this runtime reaches no registry for {reference}")))
+    }
+    /// Downloads blob `digest` (`size` bytes) of `reference`'s repository
+    /// from its registry into `dest`, verified (resumed inside on breaks);
+    /// `done_bytes` follows the download.
+    fn registry_blob_to(
+        &self,
+        reference: &str,
+        _digest: &str,
+        _size: u64,
+        _auth: Option<&shoal_image::Credentials>,
+        _dest: &Path,
+        _done_bytes: &std::sync::atomic::AtomicU64,
+    ) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Image(format!("this runtime reaches no registry for {reference}")))
+    }
 }

@@ -272,6 +272,7 @@ impl Daemon {
             crate::log!("INFO", "node {} left before its join was answered", j.node_id);
         }
         self.logs_link_gone(conn);
+        self.blobs_link_gone(conn);
     }
 
     pub(crate) fn on_message(&mut self, conn: u64, msg: Wire) {
@@ -364,6 +365,7 @@ impl Daemon {
             }
             (Purpose::Node, msg @ (Wire::LogsRequest { .. } | Wire::LogsReply { .. })) => self.on_logs_message(conn, &peer, msg),
             (Purpose::Node, Wire::TunnelKeys { keys }) => self.on_tunnel_keys(&peer, keys),
+            (Purpose::Node, msg @ (Wire::BlobGet { .. } | Wire::BlobPart { .. })) => self.on_blob_message(conn, &peer, msg),
             (Purpose::Node, Wire::RegistryAuths { auths }) => {
                 // Only a leader sends them, and only a worker keeps them: a manager reads its replica.
                 if self.swarm.mode == Mode::Worker && self.is_manager_peer(&peer) {
@@ -479,5 +481,7 @@ pub(super) fn variant_name(w: &Wire) -> &'static str {
         Wire::RestartsInPlace { .. } => "restarts in place",
         Wire::TunnelKeys { .. } => "tunnel keys",
         Wire::RegistryAuths { .. } => "registry auths",
+        Wire::BlobGet { .. } => "blob get",
+        Wire::BlobPart { .. } => "blob part",
     }
 }
