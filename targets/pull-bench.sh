@@ -2,9 +2,11 @@
 # Image pull benchmark (issue #16): prints, asserts nothing.
 # 1. Binary size per target with TLS: dist/ as built by targets/build.sh
 #    (run that first for all seven; sizes of what is there are printed).
-# 2. Registry bytes and wall time for 5 nodes (network namespaces, real
-#    daemons and containerds) pulling one image for a global service
-#    (tests/tests/pull_bench.rs).
+# 2. Registry bytes and wall time for 5 nodes (SHOAL_BENCH_NODES=N for
+#    another count; network namespaces, real daemons and containerds)
+#    pulling one image for a global service, with layer sharing (the
+#    manager's blob cache) and without, over the bridge and over a 1 MB/s
+#    uplink shared by all nodes (tests/tests/pull_bench.rs).
 # 3. Resuming a 6 MiB layer cut at 50 % and 90 %: bytes fetched and time,
 #    against the same pull uncut (image/tests/registry.rs).
 set -euo pipefail

@@ -29,6 +29,11 @@ type Manifest = (String, Arc<[u8]>);
 
 /// Where a node's pull asks for blobs before the registry.
 pub trait BlobPeer: Send + Sync {
+    /// Whether asking it makes sense now (a node outside a swarm, or with
+    /// sharing off, says no and its pulls go straight to the registry).
+    fn available(&self) -> bool {
+        true
+    }
     /// A manifest or index of `reference`'s repository by digest: its media
     /// type and bytes (unverified).
     fn manifest(&self, reference: &Reference, digest: &str) -> Result<(String, Vec<u8>), String>;
@@ -173,10 +178,10 @@ mod tests {
 
     impl ImageSource for Store {
         fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>, Error> {
-            let b = self.blobs.get(&desc.digest).ok_or_else(|| Error::BlobNotFound {
-                digest: desc.digest.clone(),
-                source_name: "store".into(),
-            })?;
+            let b = self
+                .blobs
+                .get(&desc.digest)
+                .ok_or_else(|| Error::BlobNotFound { digest: desc.digest.clone(), source_name: "store".into() })?;
             *self.served.lock().unwrap() += b.len() as u64;
             Ok(Box::new(Cursor::new(b.clone())))
         }

@@ -693,6 +693,12 @@ pub fn update_autopilot(
     Ok(if next == state.autopilot { Vec::new() } else { vec![Op::SetAutopilot(next)] })
 }
 
+/// Ops for `swarm init|update --layer-sharing`: none when it is in effect.
+pub fn set_layer_sharing(state: &State, on: bool) -> Result<Vec<Op>, ControlError> {
+    in_swarm(state)?;
+    Ok(if state.layer_sharing_off != on { Vec::new() } else { vec![Op::SetLayerSharing { on }] })
+}
+
 /// Ops for `swarm init|update --link-profile`: none when it is in effect.
 pub fn set_link_profile(state: &State, profile: shoal_shared::types::LinkProfile) -> Result<Vec<Op>, ControlError> {
     in_swarm(state)?;

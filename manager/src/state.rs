@@ -36,9 +36,9 @@ use std::net::Ipv4Addr;
 /// the nodes before plugins; version 4 had no `autolock`, version 5 no
 /// `node_lost_after_ms`, version 6 no `link_profile`, version 7 no
 /// `restarts_in_place`, version 8 no `autopilot`, version 9 no
-/// `registry_auths`; postcard structs are positional, so a new field means
-/// a new version here.
-const SNAPSHOT_VERSION: u8 = 10;
+/// `registry_auths`, version 10 no `layer_sharing_off`; postcard structs
+/// are positional, so a new field means a new version here.
+const SNAPSHOT_VERSION: u8 = 11;
 
 /// The whole replicated state, materialised in memory.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -72,6 +72,9 @@ pub struct State {
     /// `--with-registry-auth`, by service id (`Op::SetRegistryAuth`; gone
     /// with the service). Never shown by any command.
     pub registry_auths: BTreeMap<String, RegistryAuth>,
+    /// `--layer-sharing=false`: managers do not serve image blobs to the
+    /// swarm's nodes (each pulls from its registry). Off by default.
+    pub layer_sharing_off: bool,
 }
 
 /// The records at the head of every snapshot version, over the record
@@ -124,6 +127,20 @@ type StateV9 = (
     AutopilotSettings,
 );
 
+/// Snapshot version 10: version 11 without `layer_sharing_off`.
+type StateV10 = (
+    Records<Cluster, Node, Service, Task>,
+    SwarmSettings,
+    BTreeMap<String, Network>,
+    u32,
+    Autolock,
+    u64,
+    LinkProfile,
+    BTreeMap<String, InPlaceRestarts>,
+    AutopilotSettings,
+    BTreeMap<String, RegistryAuth>,
+);
+
 impl<C: Into<Cluster>, N: Into<Node>, S: Into<Service>, T: Into<Task>> Records<C, N, S, T> {
     /// Today's state from an older snapshot's records and the fields after them.
     fn into_state(self, settings: SwarmSettings, networks: BTreeMap<String, Network>, last_port: u32) -> State {
@@ -143,6 +160,7 @@ impl<C: Into<Cluster>, N: Into<Node>, S: Into<Service>, T: Into<Task>> Records<C
             restarts_in_place: BTreeMap::new(),
             autopilot: AutopilotSettings::default(),
             registry_auths: BTreeMap::new(),
+            layer_sharing_off: false,
         }
     }
 }
@@ -329,6 +347,9 @@ impl State {
             }
             Op::SetLinkProfile(p) => {
                 self.link_profile = *p;
+            }
+            Op::SetLayerSharing { on } => {
+                self.layer_sharing_off = !on;
             }
             Op::SetRestartsInPlace(r) => {
                 if !self.tasks.contains_key(&r.task_id) {
@@ -523,6 +544,32 @@ impl State {
                     autopilot,
                     ..r.into_state(settings, nets, port)
                 })
+                .map_err(corrupt),
+            10 => postcard::from_bytes::<StateV10>(body)
+                .map(
+                    |(
+                        r,
+                        settings,
+                        nets,
+                        port,
+                        autolock,
+                        node_lost_after_ms,
+                        link_profile,
+                        restarts_in_place,
+                        autopilot,
+                        registry_auths,
+                    )| {
+                        State {
+                            autolock,
+                            node_lost_after_ms,
+                            link_profile,
+                            restarts_in_place,
+                            autopilot,
+                            registry_auths,
+                            ..r.into_state(settings, nets, port)
+                        }
+                    },
+                )
                 .map_err(corrupt),
             SNAPSHOT_VERSION => postcard::from_bytes(body).map_err(corrupt),
             _ => Err(SnapshotError::Version(v)),
@@ -886,6 +933,29 @@ pub(crate) mod tests {
         assert_eq!(old, s);
         assert!(old.registry_auths.is_empty());
         assert!(matches!(State::restore(&v9[..v9.len() - 1]), Err(SnapshotError::Corrupt(_))));
+        // Version 10 (before --layer-sharing) restores with sharing on and keeps the credentials.
+        let next = s.applied_index + 1;
+        let r = s.apply(next, &entry(vec![Op::PutService(service("s", "shared-layers"))]));
+        assert!(r.rejected.is_empty(), "{r:?}");
+        let r = s.apply(
+            next + 1,
+            &entry(vec![Op::SetRegistryAuth {
+                service_id: "s".into(),
+                auth: Some(RegistryAuth { username: "u".into(), password: "p".into() }),
+            }]),
+        );
+        assert!(r.rejected.is_empty(), "{r:?}");
+        let head = RecordsOut { cluster: None, nodes: &s.nodes, services: &s.services, tasks: &s.tasks, applied_index: s.applied_index };
+        let mut v10 = vec![10u8];
+        let f =
+            (&s.settings, &s.networks, s.last_port, &s.autolock, s.node_lost_after_ms, s.link_profile, &s.restarts_in_place, &s.autopilot);
+        v10.extend(postcard::to_allocvec(&(head, f.0, f.1, f.2, f.3, f.4, f.5, f.6, f.7, &s.registry_auths)).unwrap());
+        let old = State::restore(&v10).unwrap();
+        assert_eq!(old, s);
+        assert!(!old.layer_sharing_off && old.registry_auths.len() == 1);
+        s.apply(next + 2, &entry(vec![Op::SetLayerSharing { on: false }]));
+        assert!(State::restore(&s.snapshot()).unwrap().layer_sharing_off);
+        assert!(matches!(State::restore(&v10[..v10.len() - 1]), Err(SnapshotError::Corrupt(_))));
     }
 
     #[test]

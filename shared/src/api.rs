@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 /// 10 registry credentials (`ImagePull::auth`, `RegistryLogin`, `LoggedIn`,
 /// `ServiceCreate::registry_auth`, `ServiceUpdate::registry_auth`) and
 /// `SwarmInfo::registries`, image pull progress (`ImagePullStatus`,
-/// `PullProgress`, `Pulled`).
-pub const API_VERSION: u8 = 10;
+/// `PullProgress`, `Pulled`), version 11 layer sharing
+/// (`SwarmUpdate::layer_sharing`, `SwarmInfo::layer_sharing`).
+pub const API_VERSION: u8 = 11;
 
 pub use crate::types::RegistryAuth;
 
@@ -139,6 +140,8 @@ pub enum Request {
         link_profile: Option<crate::types::LinkProfile>,
         /// `--managers`, `--manager-lost-after`, `--manager-spread-label`.
         autopilot: AutopilotUpdate,
+        /// `--layer-sharing=true|false`: managers serve image blobs to the swarm.
+        layer_sharing: Option<bool>,
     },
     /// `shoal info`: this node and its swarm, as it sees them.
     Info,
@@ -384,6 +387,9 @@ pub struct SwarmInfo {
     pub tunnel: Option<TunnelStatus>,
     /// How this node reaches registries (its daemon's flags).
     pub registries: RegistrySettings,
+    /// `--layer-sharing`: whether managers serve image blobs to the swarm's
+    /// nodes (managers only).
+    pub layer_sharing: Option<bool>,
 }
 
 /// `shoal info`'s `Registries:` section: the node's registry settings.
@@ -631,6 +637,7 @@ mod tests {
                 node_lost_after_ms: None,
                 link_profile: None,
                 autopilot: AutopilotUpdate::default(),
+                layer_sharing: None,
             },
             RequestClass::Write,
         );

@@ -139,6 +139,11 @@ pub enum Op {
         service_id: String,
         auth: Option<crate::types::RegistryAuth>,
     },
+    /// `swarm init|update --layer-sharing=BOOL`: whether managers serve the
+    /// swarm's nodes image blobs from their cache (issue #16; on by default).
+    SetLayerSharing {
+        on: bool,
+    },
 }
 
 /// A batch of ops proposed together, stamped by the proposer.
@@ -236,6 +241,7 @@ mod tests {
                     service_id: "s".into(),
                     auth: Some(crate::types::RegistryAuth { username: "u".into(), password: "p".into() }),
                 },
+                Op::SetLayerSharing { on: false },
             ],
         };
         assert_eq!(Entry::decode(&e.encode()).unwrap(), e);

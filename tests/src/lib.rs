@@ -506,9 +506,16 @@ pub struct Relay {
 impl Relay {
     /// Listens on `listen` (an IPv4 address of this machine), relaying to `upstream`.
     pub fn start(listen: &str, upstream: (&str, u16), cuts_at: Vec<u64>) -> Relay {
+        Relay::start_limited(listen, upstream, cuts_at, None)
+    }
+
+    /// [`Relay::start`] that passes at most `bytes_per_s` back to all its
+    /// clients together (a site's slow uplink), when given.
+    pub fn start_limited(listen: &str, upstream: (&str, u16), cuts_at: Vec<u64>, bytes_per_s: Option<u64>) -> Relay {
         use std::io::{Read, Write};
         use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
         use std::sync::Arc;
+        let started = std::time::Instant::now();
         let listener = std::net::TcpListener::bind((listen, 0)).expect("bind relay");
         let port = listener.local_addr().expect("relay address").port();
         let served = Arc::new(AtomicU64::new(0));
@@ -529,6 +536,13 @@ impl Relay {
                     let (mut up, mut client) = (up, client);
                     let mut buf = vec![0u8; 16 << 10];
                     loop {
+                        if let Some(rate) = bytes_per_s.filter(|r| *r > 0) {
+                            // Ahead of the rate: wait until the bytes passed (by every connection) are due.
+                            let due = std::time::Duration::from_secs_f64(s.load(Ordering::SeqCst) as f64 / rate as f64);
+                            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                                std::thread::sleep(wait);
+                            }
+                        }
                         let n = match up.read(&mut buf) {
                             Ok(0) | Err(_) => break,
                             Ok(n) => n,

@@ -79,6 +79,10 @@ pub(crate) enum SwarmCmd {
         link_profile: Option<shoal_shared::types::LinkProfile>,
         #[command(flatten)]
         autopilot: AutopilotArgs,
+        /// Managers serve image layers to the swarm's nodes from their cache,
+        /// so the registry serves each layer about once (true|false; default true).
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+        layer_sharing: Option<bool>,
         /// Default address pool in CIDR format, repeatable (default 10.0.0.0/8).
         #[arg(long, value_parser = parse::cidr)]
         default_addr_pool: Vec<shoal_shared::types::Ipv4Net>,
@@ -110,6 +114,10 @@ pub(crate) enum SwarmCmd {
         link_profile: Option<shoal_shared::types::LinkProfile>,
         #[command(flatten)]
         autopilot: AutopilotArgs,
+        /// Managers serve image layers to the swarm's nodes from their cache,
+        /// so the registry serves each layer about once (true|false; default true).
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+        layer_sharing: Option<bool>,
         /// Change manager autolocking setting (true|false).
         #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
         autolock: Option<bool>,
@@ -182,6 +190,7 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
             node_lost_after,
             link_profile,
             autopilot,
+            layer_sharing,
             default_addr_pool,
             default_addr_pool_mask_length,
             data_path_port,
@@ -215,13 +224,19 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
                 REPLY_MS_DEFAULT,
             )? {
                 Reply::SwarmInit { node_id, advertise_addr, worker_token, unlock_key } => {
-                    if heartbeat_ms.is_some() || lost_ms.is_some() || link_profile.is_some() || !autopilot.is_empty() {
+                    if heartbeat_ms.is_some()
+                        || lost_ms.is_some()
+                        || link_profile.is_some()
+                        || !autopilot.is_empty()
+                        || layer_sharing.is_some()
+                    {
                         let update = Request::SwarmUpdate {
                             dispatcher_heartbeat_ms: heartbeat_ms,
                             autolock: None,
                             node_lost_after_ms: lost_ms,
                             link_profile,
                             autopilot,
+                            layer_sharing,
                         };
                         call(host, update, REPLY_MS_DEFAULT).map_err(|e| {
                             e.context("the swarm was initialized, but its settings were not applied; run `shoal swarm update` again")
@@ -236,13 +251,14 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
                 r => Err(unexpected(r)),
             }
         }
-        SwarmCmd::Update { dispatcher_heartbeat, node_lost_after, link_profile, autopilot, autolock } => {
+        SwarmCmd::Update { dispatcher_heartbeat, node_lost_after, link_profile, autopilot, layer_sharing, autolock } => {
             let autopilot = autopilot.update();
             if dispatcher_heartbeat.is_none()
                 && node_lost_after.is_none()
                 && link_profile.is_none()
                 && autolock.is_none()
                 && autopilot.is_empty()
+                && layer_sharing.is_none()
             {
                 anyhow::bail!(
                     "nothing to update: give a setting, e.g. `shoal swarm update --dispatcher-heartbeat 30s` or `--autolock=true`"
@@ -256,6 +272,7 @@ pub(crate) fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
                     node_lost_after_ms: node_lost_after.map(ns_to_ms),
                     link_profile,
                     autopilot,
+                    layer_sharing,
                 },
                 REPLY_MS_DEFAULT,
             )?;
@@ -547,6 +564,9 @@ fn info_text(i: &shoal_shared::api::SwarmInfo) -> String {
             out += &format!(" Link Profile: {}\n", i.link_profile);
         }
         out += &format!(" Autolock Managers: {}\n", i.autolock);
+        if let Some(on) = i.layer_sharing {
+            out += &format!(" Layer Sharing: {on}\n");
+        }
         if let Some(a) = &i.autopilot {
             out += &autopilot_text(a);
         }
@@ -740,6 +760,7 @@ mod tests {
             autopilot: None,
             tunnel: None,
             registries: Default::default(),
+            layer_sharing: Some(true),
         };
         let text = info_text(&i);
         let reg = "Registries:\n Insecure Registries:\n  127.0.0.0/8\n CA Roots:\n  Mozilla's (built in)\n";
@@ -750,6 +771,7 @@ mod tests {
         assert_eq!(warnings_text(&i), "WARNING: VXLAN (kernel option CONFIG_VXLAN) devices cannot be made: not supported\n");
         assert!(text.contains("Swarm: active\n NodeID: abc\n Is Manager: true\n ClusterID: cid\n Managers: 1\n Nodes: 3\n"), "{text}");
         assert!(text.contains(" Dispatcher:\n  Heartbeat Period: 30 seconds\n  Node Lost After: 10m0s\n Link Profile: edge\n"), "{text}");
+        assert!(text.contains(" Autolock Managers: false\n Layer Sharing: true\n"), "{text}");
         assert!(text.ends_with(" Node Address: 10.0.0.5\n Manager Addresses:\n  10.0.0.5:2377\n"), "{text}");
         i.settings = Some(SwarmSettings { dispatcher_heartbeat_ms: 1_500 });
         assert!(info_text(&i).contains("Heartbeat Period: 1500 milliseconds"));

@@ -193,6 +193,7 @@ fn locked_answer(
                 autopilot: None,
                 tunnel: None,
                 registries: Default::default(),
+                layer_sharing: None,
             };
             (Reply::Info(Box::new(info)), None)
         }
@@ -300,6 +301,7 @@ impl Daemon {
         link_profile: Option<shoal_shared::types::LinkProfile>,
         autolock: Option<bool>,
         autopilot: shoal_shared::api::AutopilotUpdate,
+        layer_sharing: Option<bool>,
     ) -> Outcome {
         if autolock.is_some() {
             if let Some(busy) = self.autolock_change_busy() {
@@ -310,6 +312,9 @@ impl Daemon {
         let r = control::update_swarm(state, heartbeat_ms, node_lost_after_ms).and_then(|mut ops| {
             if let Some(p) = link_profile {
                 ops.extend(control::set_link_profile(state, p)?);
+            }
+            if let Some(on) = layer_sharing {
+                ops.extend(control::set_layer_sharing(state, on)?);
             }
             if !autopilot.is_empty() {
                 ops.extend(control::update_autopilot(state, autopilot.managers, autopilot.manager_lost_after_ms, autopilot.spread_label)?);

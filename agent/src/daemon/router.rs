@@ -319,8 +319,8 @@ impl Daemon {
                 }
                 out
             }
-            Request::SwarmUpdate { dispatcher_heartbeat_ms, autolock, node_lost_after_ms, link_profile, autopilot } => {
-                self.swarm_update(dispatcher_heartbeat_ms, node_lost_after_ms, link_profile, autolock, autopilot)
+            Request::SwarmUpdate { dispatcher_heartbeat_ms, autolock, node_lost_after_ms, link_profile, autopilot, layer_sharing } => {
+                self.swarm_update(dispatcher_heartbeat_ms, node_lost_after_ms, link_profile, autolock, autopilot, layer_sharing)
             }
             Request::Info => Outcome::Now(self.info()),
             Request::NodeRemove { node, force } => {

@@ -675,6 +675,7 @@ impl Daemon {
             autopilot: None,
             tunnel: self.tunnel_status(),
             registries: self.registry_settings(),
+            layer_sharing: None,
         };
         if self.swarm.removed {
             info.warnings.push(shoal_manager::dispatcher::REMOVED.to_string());
@@ -688,6 +689,7 @@ impl Daemon {
             info.node_lost_after_ms = state.node_lost_after_ms;
             info.leader_id = self.leader_node_id().unwrap_or_default();
             info.autopilot = self.autopilot_status();
+            info.layer_sharing = Some(!state.layer_sharing_off);
         }
         Reply::Info(Box::new(info))
     }

@@ -169,7 +169,7 @@ impl Containerd {
     /// layers' progress for `image pull` while it runs.
     fn pull_now(&self, reference: &str, auth: Option<&shoal_image::Credentials>) -> Result<super::Pulled, RuntimeError> {
         let r = parse_ref(reference)?;
-        let peer = self.peer.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let peer = self.peer.lock().unwrap_or_else(|e| e.into_inner()).clone().filter(|p| p.available());
         match peer {
             Some(peer) => {
                 let src = shoal_image::SwarmFirst::new(peer.as_ref(), r.clone(), self.registry.source_with(&r, auth));
@@ -320,7 +320,7 @@ impl Runtime for Containerd {
         let registry = self.registry.source_with(&r, auth);
         // A single-platform image's platform is in its config: read through the swarm's
         // cache when there is one, so the pulls that follow find it there.
-        let peer = self.peer.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let peer = self.peer.lock().unwrap_or_else(|e| e.into_inner()).clone().filter(|p| p.available());
         let platforms = match &peer {
             Some(p) => platforms_of(&shoal_image::SwarmFirst::new(p.as_ref(), r.clone(), &registry), &root),
             None => platforms_of(&registry, &root),

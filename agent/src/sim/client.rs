@@ -135,6 +135,7 @@ pub(crate) fn setup(
             node_lost_after_ms: Some(ms),
             link_profile: None,
             autopilot: Default::default(),
+            layer_sharing: None,
         };
         match call(w, 0, req, 10_000)? {
             Some(Reply::Ok) => {}
@@ -152,6 +153,7 @@ pub(crate) fn setup(
                 manager_lost_after_ms: Some(lost_ms),
                 spread_label: None,
             },
+            layer_sharing: None,
         };
         match call(w, 0, req, 10_000)? {
             Some(Reply::Ok) => {}
@@ -325,6 +327,7 @@ pub(crate) fn step(w: &mut World) {
                 node_lost_after_ms: None,
                 link_profile: Some(link_profile),
                 autopilot: Default::default(),
+                layer_sharing: None,
             };
             (Op::Other("swarm update --link-profile"), req)
         }

@@ -18,6 +18,10 @@
 //!   The cache holds at most `BLOB_CACHE_BYTES_MAX`; the oldest files go
 //!   first.
 //!
+//! `swarm init|update --layer-sharing=false` turns it off for the swarm:
+//! managers refuse (`LAYER_SHARING_OFF`) and every node pulls from its
+//! registry.
+//!
 //! Nothing a manager sends is trusted: `shoal_image::SwarmFirst` verifies
 //! digests, and falls back to the registry when a manager refuses.
 //!
@@ -58,6 +62,8 @@ pub const BLOB_DOWNLOADS_MAX: usize = 2;
 pub const BLOB_FAILED_MS: u64 = 30_000;
 /// Bytes the cache holds at most (the oldest blobs go first).
 pub const BLOB_CACHE_BYTES_MAX: u64 = 2 << 30;
+/// A manager's answer while the swarm's layer sharing is off.
+pub const LAYER_SHARING_OFF: &str = "layer sharing is off in this swarm (`shoal swarm update --layer-sharing=true` turns it on)";
 /// The cache's directory under the data dir.
 pub const BLOB_CACHE_DIR: &str = "blob-cache";
 
@@ -120,7 +126,7 @@ impl Daemon {
     /// worker with a link to a manager.
     pub(crate) fn sync_blob_sharing(&mut self) {
         let on = match self.swarm.mode {
-            Mode::Manager => self.store.state().nodes.len() > 1,
+            Mode::Manager => self.store.state().nodes.len() > 1 && !self.store.state().layer_sharing_off,
             Mode::Worker => self.leader_link().is_some() || self.any_manager_link().is_some(),
             Mode::Solo => false,
         };
@@ -220,8 +226,7 @@ impl Daemon {
         let repo = Reference::parse(reference).ok()?.name();
         let state = self.store.state();
         let service = state.services.values().find(|s| {
-            state.registry_auths.contains_key(&s.id)
-                && Reference::parse(&s.spec.task.container.image).is_ok_and(|r| r.name() == repo)
+            state.registry_auths.contains_key(&s.id) && Reference::parse(&s.spec.task.container.image).is_ok_and(|r| r.name() == repo)
         })?;
         let a = state.registry_auths.get(&service.id)?;
         Some(shoal_image::Credentials { username: a.username.clone(), password: a.password.clone() })
@@ -233,6 +238,9 @@ impl Daemon {
         let refuse = |why: String| BlobPart::Refused { why };
         if self.swarm.mode != Mode::Manager {
             return self.blob_served(dest, refuse("this node is not a manager".into()));
+        }
+        if self.store.state().layer_sharing_off {
+            return self.blob_served(dest, refuse(LAYER_SHARING_OFF.into()));
         }
         if Reference::parse(&ask.reference).is_err() || shoal_image::digest::validate(&ask.digest).is_err() {
             return self.blob_served(dest, refuse(format!("{:?} of {:?} is not a valid blob", ask.digest, ask.reference)));
@@ -478,6 +486,10 @@ impl LoopPeer {
 }
 
 impl BlobPeer for LoopPeer {
+    fn available(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
     fn manifest(&self, reference: &Reference, digest: &str) -> Result<(String, Vec<u8>), String> {
         let mut out = Vec::new();
         loop {
@@ -505,7 +517,13 @@ impl BlobPeer for LoopPeer {
     fn blob(&self, reference: &Reference, desc: &Descriptor, offset: u64) -> Result<Box<dyn Read + Send>, String> {
         let mut r = PeerReader {
             peer: LoopPeer { tx: self.tx.clone(), enabled: self.enabled.clone() },
-            ask: BlobAsk { reference: reference.to_string(), digest: desc.digest.clone(), size: desc.size, offset, len_bytes: BLOB_PART_BYTES_MAX },
+            ask: BlobAsk {
+                reference: reference.to_string(),
+                digest: desc.digest.clone(),
+                size: desc.size,
+                offset,
+                len_bytes: BLOB_PART_BYTES_MAX,
+            },
             buf: Vec::new(),
             pos: 0,
         };
