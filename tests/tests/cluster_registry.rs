@@ -4,7 +4,8 @@
 //! - without `--with-registry-auth` the manager cannot record the digest
 //!   (warned) and the workers' pulls are refused, visibly in `service ps`;
 //! - with it, every node pulls with the logged-in user's credentials and a
-//!   global service runs everywhere;
+//!   global service runs everywhere (the workers through the manager's blob
+//!   cache, which uses the credentials only for nodes with the service's tasks);
 //! - the password is in no `inspect`, no daemon log and no data dir as
 //!   plaintext (the managers' raft records are sealed; workers hold it in
 //!   memory only).
@@ -105,6 +106,9 @@ fn with_registry_auth_reaches_every_node_that_runs_the_service() {
     let js: Value = serde_json::from_str(&c.nodes[0].shoal(&["service", "inspect", "agent"]).ok().stdout).unwrap();
     let pinned = js[0]["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].as_str().unwrap_or_default().to_string();
     assert!(pinned.contains("@sha256:"), "pinned to the registry's digest: {pinned}");
+    // The layer reached the workers through the manager's blob cache, fetched with the service's credentials.
+    let m = c.nodes[0].log();
+    assert!(m.lines().any(|l| l.contains("blob cache: fetching") && l.contains("private/agent")), "{m}");
 
     // The password shows nowhere: not in inspect, not in a log, not in a data dir.
     for args in [["service", "inspect", "agent"], ["service", "ps", "agent"]] {

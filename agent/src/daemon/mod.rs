@@ -181,6 +181,8 @@ pub(crate) enum Event {
     BlobCached {
         digest: String,
         size: u64,
+        /// Whether it was fetched with credentials.
+        with_auth: bool,
         result: Result<(Vec<String>, std::time::Duration), String>,
     },
 }
@@ -637,7 +639,7 @@ impl Daemon {
             Event::LogsRead { dest, read } => self.on_logs_read(dest, read),
             Event::BlobAsk { ask, reply } => self.on_blob_ask(ask, reply),
             Event::BlobServed { dest, part } => self.blob_served(dest, part),
-            Event::BlobCached { digest, size, result } => self.on_blob_cached(digest, size, result),
+            Event::BlobCached { digest, size, with_auth, result } => self.on_blob_cached(digest, size, with_auth, result),
             Event::Tick => {
                 // One raft tick per loop tick (the ticker runs at raft's tick_ms); a lone manager has no peers to
                 // message. A halted store is told once and reopened once its disk has room (see `disk`).

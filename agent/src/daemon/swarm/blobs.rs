@@ -97,8 +97,10 @@ pub(crate) struct Blobs {
     cached: BTreeMap<String, u64>,
     /// Manager: downloads in flight, by digest, with their progress.
     downloading: BTreeMap<String, Arc<AtomicU64>>,
-    /// Manager: blobs whose download failed: why, and until when (mono ms).
-    failed: BTreeMap<String, (String, u64)>,
+    /// Manager: blobs whose download failed, by digest and whether it had
+    /// credentials (one without may fail where one with would not): why,
+    /// and until when (mono ms).
+    failed: BTreeMap<(String, bool), (String, u64)>,
     /// Manager: whether the cache directory was read (at the first ask).
     scanned: bool,
     /// Manager: manifest fetches running.
@@ -143,7 +145,8 @@ impl Daemon {
     /// asked of a manager.
     pub(crate) fn on_blob_ask(&mut self, ask: BlobAsk, reply: Sender<BlobPart>) {
         if self.swarm.mode == Mode::Manager {
-            self.serve_blob(BlobDest::Local(reply), ask);
+            let me = self.node_id.clone();
+            self.serve_blob(BlobDest::Local(reply), ask, &me);
             return;
         }
         let refuse = |why: &str| {
@@ -183,7 +186,7 @@ impl Daemon {
                     self.swarm.send(conn, &Wire::BlobPart { id, part: BlobPart::Refused { why: "not a node of this swarm".into() } });
                     return;
                 }
-                self.serve_blob(BlobDest::Peer { conn, id }, BlobAsk { reference, digest, size, offset, len_bytes });
+                self.serve_blob(BlobDest::Peer { conn, id }, BlobAsk { reference, digest, size, offset, len_bytes }, peer);
             }
             // Only from the link the ask went on (a late answer finds nothing).
             Wire::BlobPart { id, part } if self.swarm.blobs.asks.get(&id).is_some_and(|(_, c, _)| *c == conn) => {
@@ -220,13 +223,17 @@ impl Daemon {
         self.cfg.data_dir.join(BLOB_CACHE_DIR)
     }
 
-    /// The credentials for `reference`'s repository: those of a service
-    /// whose image is in it (`--with-registry-auth`), if any.
-    fn blob_auth(&self, reference: &str) -> Option<shoal_image::Credentials> {
+    /// The credentials for `reference`'s repository when node `asker` may
+    /// use them: those of a service whose image is in it
+    /// (`--with-registry-auth`) and that has a task on that node (the
+    /// nodes the credentials would go to anyway), if any.
+    fn blob_auth(&self, reference: &str, asker: &str) -> Option<shoal_image::Credentials> {
         let repo = Reference::parse(reference).ok()?.name();
         let state = self.store.state();
         let service = state.services.values().find(|s| {
-            state.registry_auths.contains_key(&s.id) && Reference::parse(&s.spec.task.container.image).is_ok_and(|r| r.name() == repo)
+            state.registry_auths.contains_key(&s.id)
+                && Reference::parse(&s.spec.task.container.image).is_ok_and(|r| r.name() == repo)
+                && state.tasks.values().any(|t| t.service_id == s.id && t.node_id == asker && !t.status.state.is_terminal())
         })?;
         let a = state.registry_auths.get(&service.id)?;
         Some(shoal_image::Credentials { username: a.username.clone(), password: a.password.clone() })
@@ -234,7 +241,7 @@ impl Daemon {
 
     /// A manager serves one ask: a manifest from the registry, a blob part
     /// from the cache (starting its download if needed).
-    fn serve_blob(&mut self, dest: BlobDest, ask: BlobAsk) {
+    fn serve_blob(&mut self, dest: BlobDest, ask: BlobAsk, asker: &str) {
         let refuse = |why: String| BlobPart::Refused { why };
         if self.swarm.mode != Mode::Manager {
             return self.blob_served(dest, refuse("this node is not a manager".into()));
@@ -245,7 +252,7 @@ impl Daemon {
         if Reference::parse(&ask.reference).is_err() || shoal_image::digest::validate(&ask.digest).is_err() {
             return self.blob_served(dest, refuse(format!("{:?} of {:?} is not a valid blob", ask.digest, ask.reference)));
         }
-        let auth = self.blob_auth(&ask.reference);
+        let auth = self.blob_auth(&ask.reference, asker);
         let len = u64::from(ask.len_bytes.min(BLOB_PART_BYTES_MAX));
         if ask.size == 0 {
             // Off the loop and off the runtime's slots (pulls waiting on this loop hold those).
@@ -291,7 +298,7 @@ impl Daemon {
             let done_bytes = done.load(Ordering::Relaxed);
             return self.blob_served(dest, BlobPart::Fetching { done_bytes });
         }
-        if let Some((why, _)) = self.swarm.blobs.failed.get(&ask.digest) {
+        if let Some((why, _)) = self.swarm.blobs.failed.get(&(ask.digest.clone(), auth.is_some())) {
             let why = why.clone();
             return self.blob_served(dest, refuse(why));
         }
@@ -308,13 +315,14 @@ impl Daemon {
         self.io.read(Box::new(move || {
             let started = Instant::now();
             let result = download(rt.as_ref(), &dir, &reference, &digest, size, auth.as_ref(), &done);
-            Event::BlobCached { digest, size, result: result.map(|evicted| (evicted, started.elapsed())) }
+            let with_auth = auth.is_some();
+            Event::BlobCached { digest, size, with_auth, result: result.map(|evicted| (evicted, started.elapsed())) }
         }));
         self.blob_served(dest, BlobPart::Fetching { done_bytes: 0 })
     }
 
     /// A download into the cache ended.
-    pub(crate) fn on_blob_cached(&mut self, digest: String, size: u64, result: Result<(Vec<String>, Duration), String>) {
+    pub(crate) fn on_blob_cached(&mut self, digest: String, size: u64, with_auth: bool, result: Result<(Vec<String>, Duration), String>) {
         self.swarm.blobs.downloading.remove(&digest);
         match result {
             Ok((evicted, took)) => {
@@ -327,7 +335,7 @@ impl Daemon {
             Err(why) => {
                 crate::log!("WARN", "blob cache: cannot fetch {digest}: {why}; nodes pull it from the registry themselves");
                 let until = self.mono_ms() + BLOB_FAILED_MS;
-                self.swarm.blobs.failed.insert(digest, (why, until));
+                self.swarm.blobs.failed.insert((digest, with_auth), (why, until));
             }
         }
     }
