@@ -40,6 +40,14 @@ pub struct Credentials {
     pub password: String,
 }
 
+/// The swarm's form of the same credentials (replicated with a service,
+/// sent over the links): one conversion, not one per caller.
+impl From<&shoal_shared::types::RegistryAuth> for Credentials {
+    fn from(a: &shoal_shared::types::RegistryAuth) -> Credentials {
+        Credentials { username: a.username.clone(), password: a.password.clone() }
+    }
+}
+
 impl std::fmt::Debug for Credentials {
     /// The password never reaches a log.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

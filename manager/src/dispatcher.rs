@@ -46,7 +46,9 @@ use crate::state::State;
 use shoal_shared::assignments::Assignments;
 use shoal_shared::clock::UnixNanos;
 use shoal_shared::ops::Op;
-use shoal_shared::types::{LinkProfile, Node, NodeDescription, NodeRole, NodeState, RestartsInPlace, TaskStatus, IN_PLACE_TIMES_MAX};
+use shoal_shared::types::{
+    LinkProfile, Node, NodeDescription, NodeRole, NodeState, RegistryAuth, RestartsInPlace, TaskStatus, IN_PLACE_TIMES_MAX,
+};
 use shoal_shared::wire::{ManagerInfo, NOT_A_MEMBER};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -102,6 +104,12 @@ pub fn accept_restarts(state: &State, node_id: &str, restarts: Vec<RestartsInPla
 /// A new leader waits this long for nodes to reconnect before marking any Down.
 pub const LEADER_GRACE_MS: u64 = 4_000;
 
+/// The registry credentials (`--with-registry-auth`) of the services in
+/// `assignments` that have some, by service id: what goes to their node.
+pub fn registry_auths(state: &State, assignments: &Assignments) -> Vec<(String, RegistryAuth)> {
+    assignments.services.keys().filter_map(|id| state.registry_auths.get(id).map(|a| (id.clone(), a.clone()))).collect()
+}
+
 /// Everything node `node_id` must run, per `state`.
 pub fn assignments(state: &State, node_id: &str) -> Assignments {
     let tasks: Vec<_> = state.tasks.values().filter(|t| t.node_id == node_id).cloned().collect();
@@ -129,7 +137,17 @@ pub fn manager_infos(state: &State) -> Vec<ManagerInfo> {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
     /// Send node `node` (whose record is `record`) its assignments on `conn`.
-    Assign { conn: u64, record: Box<Node>, assignments: Assignments, managers: Vec<ManagerInfo> },
+    /// `auths`: the registry credentials of the assigned services that have
+    /// some, when they changed since the last `Assign` of the session (sent
+    /// first, so a task's first pull has them; an empty set forgets them); a
+    /// change of credentials alone sends the whole again.
+    Assign {
+        conn: u64,
+        record: Box<Node>,
+        assignments: Assignments,
+        managers: Vec<ManagerInfo>,
+        auths: Option<Vec<(String, RegistryAuth)>>,
+    },
     /// Send the worker on `conn` the swarm's link profile (at its session's
     /// start and whenever it changes).
     Settings { conn: u64, link_profile: LinkProfile },
@@ -160,6 +178,7 @@ struct Sent {
     record: Node,
     assignments: Assignments,
     managers: Vec<ManagerInfo>,
+    auths: Vec<(String, RegistryAuth)>,
 }
 
 /// A worker's dispatcher session on this leader.
@@ -342,7 +361,9 @@ impl Dispatcher {
             }
             s.sent_index = Some(index);
             let managers = managers.get_or_insert_with(|| manager_infos(state)).clone();
-            let sent = Sent { record: record.clone(), assignments: assignments(state, node_id), managers };
+            let assignments = assignments(state, node_id);
+            let auths = registry_auths(state, &assignments);
+            let sent = Sent { record: record.clone(), assignments, managers, auths };
             if s.sent.as_ref() == Some(&sent) {
                 continue;
             }
@@ -351,6 +372,11 @@ impl Dispatcher {
                 record: Box::new(sent.record.clone()),
                 assignments: sent.assignments.clone(),
                 managers: sent.managers.clone(),
+                auths: match &s.sent {
+                    Some(before) if before.auths == sent.auths => None,
+                    None if sent.auths.is_empty() => None,
+                    _ => Some(sent.auths.clone()),
+                },
             });
             s.sent = Some(sent);
         }
@@ -553,6 +579,40 @@ mod tests {
         let _ = effects(&mut d);
         d.dispatch(&st2, |_| false);
         assert_eq!(effects(&mut d)[0], "settings 8 edge");
+    }
+
+    #[test]
+    fn changed_credentials_alone_reach_the_node_and_forgotten_ones_are_forgotten() {
+        let mut st = state();
+        let mut d = Dispatcher::default();
+        d.handle_leadership(true, 0);
+        d.handle_session(&st, 7, "w1", "", NodeDescription::default());
+        let _ = effects(&mut d);
+        let auths_of = |d: &mut Dispatcher| -> Vec<Option<Vec<(String, RegistryAuth)>>> {
+            std::iter::from_fn(|| d.poll_effect())
+                .filter_map(|e| match e {
+                    Effect::Assign { auths, .. } => Some(auths),
+                    _ => None,
+                })
+                .collect()
+        };
+        d.dispatch(&st, |_| false);
+        assert_eq!(auths_of(&mut d), [None], "a first session without credentials gets none");
+        let a = RegistryAuth { username: "u".into(), password: "p1".into() };
+        let set = |auth: Option<RegistryAuth>| Op::SetRegistryAuth { service_id: "s".into(), auth };
+        st.apply(2, &Entry { at: 2, ops: vec![set(Some(a.clone()))] });
+        d.dispatch(&st, |_| false);
+        assert_eq!(auths_of(&mut d), [Some(vec![("s".to_string(), a.clone())])], "new credentials alone are sent");
+        st.apply(3, &Entry { at: 3, ops: vec![Op::PutNode(node("w9", NodeRole::Worker))] });
+        d.dispatch(&st, |_| false);
+        assert!(auths_of(&mut d).is_empty(), "unchanged: nothing sent");
+        let b = RegistryAuth { password: "p2".into(), ..a };
+        st.apply(4, &Entry { at: 4, ops: vec![set(Some(b.clone()))] });
+        d.dispatch(&st, |_| false);
+        assert_eq!(auths_of(&mut d), [Some(vec![("s".to_string(), b)])], "a changed password is sent");
+        st.apply(5, &Entry { at: 5, ops: vec![set(None)] });
+        d.dispatch(&st, |_| false);
+        assert_eq!(auths_of(&mut d), [Some(vec![])], "forgotten: the node is told to forget them");
     }
 
     #[test]

@@ -929,7 +929,7 @@ impl Daemon {
             Mode::Worker => self.swarm.registry_auths.get(service_id),
             _ => self.store.state().registry_auths.get(service_id),
         }?;
-        Some(shoal_image::Credentials { username: auth.username.clone(), password: auth.password.clone() })
+        Some(auth.into())
     }
 
     pub(crate) fn version_info(&self) -> VersionInfo {

@@ -351,8 +351,7 @@ impl Daemon {
                 }
                 let only_node = self.store.state().nodes.len() <= 1;
                 let reply = reply.clone();
-                let auth =
-                    registry_auth.as_ref().map(|a| shoal_image::Credentials { username: a.username.clone(), password: a.password.clone() });
+                let auth = registry_auth.as_ref().map(shoal_image::Credentials::from);
                 self.spawn_runtime(
                     move |rt| service::resolve_image(rt, spec, only_node, auth.as_ref()),
                     move |result| Event::Resolved { result, registry_auth, reply },
@@ -388,7 +387,7 @@ impl Daemon {
             }
             Request::ImagePull { reference, auth } => {
                 let reply = reply.clone();
-                let auth = auth.map(|a| shoal_image::Credentials { username: a.username, password: a.password });
+                let auth = auth.as_ref().map(shoal_image::Credentials::from);
                 self.spawn_runtime(
                     move |rt| rt.pull(&reference, auth.as_ref()),
                     move |r| {
@@ -408,7 +407,7 @@ impl Daemon {
             }
             Request::RegistryLogin { registry, auth } => {
                 let reply = reply.clone();
-                let auth = shoal_image::Credentials { username: auth.username, password: auth.password };
+                let auth = shoal_image::Credentials::from(&auth);
                 self.spawn_runtime(
                     move |rt| rt.login(&registry, &auth),
                     move |r| {

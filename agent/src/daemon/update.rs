@@ -45,7 +45,7 @@ impl Daemon {
         spec.task.placement.platforms.clear();
         let only_node = self.store.state().nodes.len() <= 1;
         let reply = reply.clone();
-        let auth = registry_auth.as_ref().map(|a| shoal_image::Credentials { username: a.username.clone(), password: a.password.clone() });
+        let auth = registry_auth.as_ref().map(shoal_image::Credentials::from);
         self.spawn_runtime(
             move |rt| service::resolve_image(rt, spec, only_node, auth.as_ref()),
             move |result| Event::ResolvedUpdate { service, result, registry_auth, reply },

@@ -236,7 +236,7 @@ impl Daemon {
                 && state.tasks.values().any(|t| t.service_id == s.id && t.node_id == asker && !t.status.state.is_terminal())
         })?;
         let a = state.registry_auths.get(&service.id)?;
-        Some(shoal_image::Credentials { username: a.username.clone(), password: a.password.clone() })
+        Some(a.into())
     }
 
     /// A manager serves one ask: a manifest from the registry, a blob part

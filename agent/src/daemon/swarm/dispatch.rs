@@ -67,17 +67,12 @@ impl Daemon {
     pub(crate) fn drain_dispatcher(&mut self) {
         while let Some(effect) = self.swarm.dispatcher.poll_effect() {
             match effect {
-                DispatchEffect::Assign { conn, record, assignments, managers } => {
+                DispatchEffect::Assign { conn, record, assignments, managers, auths } => {
                     // The credentials of the assigned services that have some go
-                    // first, so that a task's first pull has them; a worker that holds
-                    // some for services no longer assigned drops them with these
-                    // assignments, so an empty set need not be sent.
-                    let auths: Vec<_> = assignments
-                        .services
-                        .keys()
-                        .filter_map(|id| self.store.state().registry_auths.get(id).map(|a| (id.clone(), a.clone())))
-                        .collect();
-                    if !auths.is_empty() {
+                    // first (when they changed), so that a task's first pull has them;
+                    // a worker that holds some for services no longer assigned drops
+                    // them with these assignments.
+                    if let Some(auths) = auths {
                         self.swarm.send(conn, &Wire::RegistryAuths { auths });
                     }
                     let cluster_key =
@@ -120,6 +115,10 @@ impl Daemon {
         let state = self.store.state();
         let Some(node) = state.nodes.get(peer).filter(|n| n.role == NodeRole::Worker).cloned() else { return };
         let assignments = dispatcher::assignments(state, peer);
+        let auths = dispatcher::registry_auths(state, &assignments);
+        if !auths.is_empty() {
+            self.swarm.send(conn, &Wire::RegistryAuths { auths });
+        }
         let msg = Wire::Assignments {
             node,
             tasks: assignments.tasks.into_values().collect(),
