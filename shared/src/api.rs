@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 /// `ServiceCreate::registry_auth`, `ServiceUpdate::registry_auth`) and
 /// `SwarmInfo::registries`, image pull progress (`ImagePullStatus`,
 /// `PullProgress`, `Pulled`), version 11 layer sharing
-/// (`SwarmUpdate::layer_sharing`, `SwarmInfo::layer_sharing`).
+/// (`SwarmUpdate::layer_sharing`, `SwarmInfo::layer_sharing`) and the image
+/// pulls of a service's preparing tasks (`Reply::Tasks::pulls`).
 pub const API_VERSION: u8 = 11;
 
 pub use crate::types::RegistryAuth;
@@ -537,6 +538,10 @@ pub enum Reply {
         service: Box<Service>,
         tasks: Vec<Task>,
         nodes: Vec<Node>,
+        /// The image pulls of tasks preparing on their nodes, by task id, as
+        /// the leader last heard them (a few seconds old at most; none from a
+        /// manager that is not the leader).
+        pulls: Vec<(String, PullProgress)>,
     },
     Logs {
         chunks: Vec<LogChunk>,

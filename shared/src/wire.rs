@@ -42,7 +42,7 @@ pub const WIRE_VERSION: u8 = 3;
 /// [`WireError::Unknown`], which receivers ignore instead of dropping the
 /// link, so a mixed-version swarm keeps its links during a rolling upgrade.
 /// Bump it with every variant appended (a test checks).
-pub const WIRE_VARIANTS: u32 = 18;
+pub const WIRE_VARIANTS: u32 = 19;
 /// Largest encoded message accepted (the link's reassembly bound).
 pub const WIRE_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Tasks one `LogsRequest` names at most (a node with more tasks of a
@@ -154,7 +154,17 @@ pub enum Wire {
     BlobGet { id: u64, reference: String, digest: String, size: u64, offset: u64, len_bytes: u32 },
     /// Manager -> node: the answer to `BlobGet` `id`.
     BlobPart { id: u64, part: BlobPart },
+    /// Node -> leader, about once a second while some of its tasks wait for
+    /// their image: each such task's pull (at most [`TASK_PULLS_MAX`] tasks
+    /// of [`PULL_LAYERS_MAX`] layers). Volatile: kept in the leader's memory
+    /// for `service create|update`'s progress, never replicated.
+    TaskPulls { pulls: Vec<(String, crate::api::PullProgress)> },
 }
+
+/// Tasks one [`Wire::TaskPulls`] reports at most.
+pub const TASK_PULLS_MAX: usize = 256;
+/// Layers of one reported pull at most.
+pub const PULL_LAYERS_MAX: usize = 256;
 
 /// Bytes one [`Wire::BlobPart`] carries at most.
 pub const BLOB_PART_BYTES_MAX: u32 = 1024 * 1024;
@@ -331,8 +341,11 @@ mod tests {
         let get = Wire::BlobGet { id: 1, reference: "r/a:1".into(), digest: "sha256:00".into(), size: 9, offset: 3, len_bytes: 6 };
         assert_eq!(decode(&encode(&get)), Ok(get));
         let part = BlobPart::Bytes { size: 9, media_type: String::new(), bytes: vec![1, 2, 3] };
-        let last = encode(&Wire::BlobPart { id: 1, part: part.clone() });
-        assert_eq!(decode(&last), Ok(Wire::BlobPart { id: 1, part }));
+        let m = encode(&Wire::BlobPart { id: 1, part: part.clone() });
+        assert_eq!(decode(&m), Ok(Wire::BlobPart { id: 1, part }));
+        let pulls = vec![("t".to_string(), crate::api::PullProgress { digest: "sha256:00".into(), layers: vec![] })];
+        let last = encode(&Wire::TaskPulls { pulls: pulls.clone() });
+        assert_eq!(decode(&last), Ok(Wire::TaskPulls { pulls }));
         assert_eq!(u32::from(last[1]) + 1, WIRE_VARIANTS, "WIRE_VARIANTS must count every variant");
         assert_eq!(decode(&[WIRE_VERSION, WIRE_VARIANTS as u8, 1, 2, 3]), Err(WireError::Unknown { variant: WIRE_VARIANTS }));
         assert_eq!(decode(&[WIRE_VERSION, 0x80, 0x01]), Err(WireError::Unknown { variant: 128 }));

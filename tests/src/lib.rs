@@ -515,7 +515,8 @@ impl Relay {
         use std::io::{Read, Write};
         use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
         use std::sync::Arc;
-        let started = std::time::Instant::now();
+        // When the uplink is free next (all connections share it; idle time earns no credit).
+        let free_at = Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
         let listener = std::net::TcpListener::bind((listen, 0)).expect("bind relay");
         let port = listener.local_addr().expect("relay address").port();
         let served = Arc::new(AtomicU64::new(0));
@@ -531,22 +532,26 @@ impl Relay {
                     let _ = std::io::copy(&mut c_read, &mut u_write);
                     let _ = u_write.shutdown(std::net::Shutdown::Write);
                 });
-                let (s, d, cuts) = (s.clone(), d.clone(), cuts.clone());
+                let (s, d, cuts, free_at) = (s.clone(), d.clone(), cuts.clone(), free_at.clone());
                 std::thread::spawn(move || {
                     let (mut up, mut client) = (up, client);
                     let mut buf = vec![0u8; 16 << 10];
                     loop {
-                        if let Some(rate) = bytes_per_s.filter(|r| *r > 0) {
-                            // Ahead of the rate: wait until the bytes passed (by every connection) are due.
-                            let due = std::time::Duration::from_secs_f64(s.load(Ordering::SeqCst) as f64 / rate as f64);
-                            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                                std::thread::sleep(wait);
-                            }
-                        }
                         let n = match up.read(&mut buf) {
                             Ok(0) | Err(_) => break,
                             Ok(n) => n,
                         };
+                        if let Some(rate) = bytes_per_s.filter(|r| *r > 0) {
+                            // These bytes take the uplink after what is already on it.
+                            let done = {
+                                let mut f = free_at.lock().unwrap_or_else(|e| e.into_inner());
+                                *f = (*f).max(std::time::Instant::now()) + std::time::Duration::from_secs_f64(n as f64 / rate as f64);
+                                *f
+                            };
+                            if let Some(wait) = done.checked_duration_since(std::time::Instant::now()) {
+                                std::thread::sleep(wait);
+                            }
+                        }
                         let before = s.fetch_add(n as u64, Ordering::SeqCst);
                         let next = cuts.get(d.load(Ordering::SeqCst)).copied();
                         if let Some(cut) = next.filter(|&c| c > before && c <= before + n as u64) {

@@ -1,11 +1,13 @@
 //! Layers shared inside the swarm (issue #16): five real nodes (network
 //! namespaces, private containerds, real daemons); only the manager can
-//! reach the registry, through a relay that passes 512 KB/s (a slow
+//! reach the registry, through a relay that passes 256 KB/s (a slow
 //! uplink); the workers' namespaces reject it. A global service's image
 //! reaches every node through the manager's blob cache over the Noise
 //! links, and the registry's own access log shows each blob served once
-//! for the whole swarm. With `swarm update --layer-sharing=false` (and the
-//! registry in reach again) every node pulls a new image itself.
+//! for the whole swarm; `service create`'s progress shows the workers'
+//! downloads. With `swarm update --layer-sharing=false` (and the registry
+//! in reach again, at the bridge's speed) every node pulls a new image
+//! itself.
 
 use shoal_tests::cluster::Cluster;
 use shoal_tests::{root, test_image, wait_for, Registry, Relay};
@@ -13,7 +15,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 const NODES: usize = 5;
-const UPLINK_BYTES_PER_S: u64 = 512 * 1024;
+const UPLINK_BYTES_PER_S: u64 = 256 * 1024;
 
 /// The registry's blob GETs since `before`, by digest.
 fn served_since(reg: &Registry, before: &BTreeMap<String, usize>) -> Vec<(String, usize)> {
@@ -34,15 +36,18 @@ fn five_nodes_pull_through_the_manager_and_the_registry_serves_each_blob_once() 
     let reg = Registry::start_on(&host);
     let relay = Relay::start_limited(&host, (&host, reg.port), vec![], Some(UPLINK_BYTES_PER_S));
     let via = format!("{host}:{}", relay.port);
+    // The second part's way in: as fast as the bridge.
+    let fast = Relay::start(&host, (&host, reg.port), vec![]);
+    let via_fast = format!("{host}:{}", fast.port);
     let image = reg.push(&test_image(), "fleet/agent:1", false).replacen(&reg.addr(), &via, 1);
-    let insecure = ["--insecure-registry", &via];
+    let insecure = ["--insecure-registry", &via, "--insecure-registry", &via_fast];
     for n in &mut c.nodes {
         n.start_with(&[], &insecure);
     }
     c.form(1, NODES - 1);
     // The workers reach neither the relay nor the registry.
     let block = |n: &shoal_tests::cluster::ClusterNode, op: &str| {
-        for port in [relay.port, reg.port] {
+        for port in [relay.port, fast.port, reg.port] {
             n.exec(&["iptables", op, "OUTPUT", "-d", &host, "-p", "tcp", "--dport", &port.to_string(), "-j", "REJECT"]).ok();
         }
     };
@@ -52,8 +57,21 @@ fn five_nodes_pull_through_the_manager_and_the_registry_serves_each_blob_once() 
         assert_ne!(r.code, 0, "a worker still reaches the registry");
     }
     let before = reg.blob_gets();
-    let r = c.nodes[0].shoal(&["service", "create", "-d", "--name", "agent", "--mode", "global", &image, "sleep", "3600"]).ok();
-    assert!(!r.stderr.contains("warning"), "the manager records the digest: {}", r.stderr);
+    // On a terminal (`script`), the progress shows the workers' tasks waiting for their download.
+    let cmd = format!(
+        "{} -H unix://{} service create --name agent --mode global {image} sleep 3600",
+        shoal_tests::shoal_bin().display(),
+        c.nodes[0].socket().display()
+    );
+    let out = std::process::Command::new("script").args(["-qefc", &cmd, "/dev/null"]).output().expect("run script");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success() && text.contains("verify: Service converged"), "{text}");
+    assert!(!text.contains("warning"), "the manager records the digest: {text}");
+    let workers: Vec<String> = (1..NODES).filter_map(|i| c.node_id(i)).map(|id| id[..12].to_string()).collect();
+    assert!(
+        text.split(['\n', '\r']).any(|l| workers.iter().any(|w| l.contains(&format!("{w}: preparing Downloading [")))),
+        "a worker's download in the progress (reported to the leader):\n{text}"
+    );
     wait_for("the global service on all five nodes", Duration::from_secs(180), || {
         c.nodes.iter().all(|n| n.running_tasks() == 1).then_some(())
     });
@@ -83,7 +101,7 @@ fn five_nodes_pull_through_the_manager_and_the_registry_serves_each_blob_once() 
         .status()
         .expect("run mkimage.sh");
     assert!(st.success());
-    let other_ref = reg.push(&other, "fleet/other:1", false).replacen(&reg.addr(), &via, 1);
+    let other_ref = reg.push(&other, "fleet/other:1", false).replacen(&reg.addr(), &via_fast, 1);
     let before = reg.blob_gets();
     c.nodes[0].shoal(&["service", "create", "-d", "--name", "other", "--mode", "global", &other_ref, "sleep", "3600"]).ok();
     wait_for("the second service on all five nodes", Duration::from_secs(180), || {

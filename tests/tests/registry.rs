@@ -136,3 +136,33 @@ fn tasks_starting_together_pull_their_image_once() {
     n.shoal(&["service", "rm", "three"]).ok();
     wait_for("containers gone", Duration::from_secs(30), || n.containers().is_empty().then_some(()));
 }
+
+/// `service create`'s progress shows a task's download while its image
+/// comes (Docker's `Downloading [===>   ] 1.2MB/4.5MB` shape) on a terminal
+/// (`script` gives the CLI one), over a registry link of 200 KB/s.
+#[test]
+fn service_create_shows_the_download_of_its_tasks_image() {
+    if skip_reason().is_some() {
+        return;
+    }
+    let reg = Registry::start();
+    reg.push(&test_image(), "slow:1", false);
+    let relay = Relay::start_limited("127.0.0.1", ("127.0.0.1", reg.port), vec![], Some(200_000));
+    let mut n = Node::new();
+    n.start_daemon();
+    n.shoal(&["swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", "127.0.0.1:0"]).ok();
+    let image = format!("127.0.0.1:{}/slow:1", relay.port);
+    let cmd =
+        format!("{} -H unix://{} service create --name slow {image} sleep 1000", shoal_tests::shoal_bin().display(), n.socket().display());
+    let out = std::process::Command::new("script").args(["-qefc", &cmd, "/dev/null"]).output().expect("run script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("verify: Service converged"), "{text}");
+    let line = text
+        .split(['\n', '\r'])
+        .find(|l| l.contains("1/1: preparing Downloading ["))
+        .unwrap_or_else(|| panic!("no download line in the progress:\n{text}"));
+    assert!(line.contains("B/") && line.contains("MB"), "{line}");
+    n.shoal(&["service", "rm", "slow"]).ok();
+    wait_for("containers gone", Duration::from_secs(30), || n.containers().is_empty().then_some(()));
+}

@@ -88,6 +88,18 @@ fn redraw(layers: &[PullLayer], drawn: usize) -> usize {
     layers.len()
 }
 
+/// A whole pull in one line, Docker's shape: `Downloading [====>   ] 1.2MB/4.5MB`
+/// over the layers still to come (`Extracting` once all are down).
+pub(crate) fn pull_summary(p: &PullProgress) -> Option<String> {
+    let fetched: Vec<&PullLayer> = p.layers.iter().filter(|l| l.state != PullLayerState::AlreadyExists).collect();
+    if fetched.is_empty() {
+        return None;
+    }
+    let (done, total) = fetched.iter().fold((0u64, 0u64), |(d, t), l| (d.saturating_add(l.done_bytes), t.saturating_add(l.size_bytes)));
+    let word = if fetched.iter().all(|l| l.state == PullLayerState::Complete) { "Extracting" } else { "Downloading" };
+    Some(format!("{word} {} {}/{}", bar(done, total), human_size(done), human_size(total)))
+}
+
 /// One layer's line, Docker's words.
 fn layer_line(l: &PullLayer) -> String {
     let id: String = l.digest.trim_start_matches("sha256:").chars().take(12).collect();
@@ -102,7 +114,7 @@ fn layer_line(l: &PullLayer) -> String {
 }
 
 /// `[=====>     ]`, 50 wide.
-fn bar(done: u64, total: u64) -> String {
+pub(crate) fn bar(done: u64, total: u64) -> String {
     let filled = if total == 0 { 0 } else { ((done.min(total) as u128 * BAR_WIDTH as u128) / total as u128) as usize };
     if filled >= BAR_WIDTH {
         return format!("[{}]", "=".repeat(BAR_WIDTH));
@@ -111,7 +123,7 @@ fn bar(done: u64, total: u64) -> String {
 }
 
 /// Docker's sizes: decimal units, about four significant digits (`1.2MB`, `45MB`).
-fn human_size(bytes: u64) -> String {
+pub(crate) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
     let mut v = bytes as f64;
     let mut u = 0;
@@ -153,5 +165,17 @@ mod tests {
         assert_eq!(layer_line(&l(PullLayerState::Complete, 0)), "abababababab: Pull complete");
         let d = layer_line(&l(PullLayerState::Downloading, 1_200_000));
         assert!(d.starts_with("abababababab: Downloading [=============>") && d.ends_with("]  1.2MB/4.5MB"), "{d}");
+        // A whole pull in one line (service create's progress): layers already here do not count.
+        let p = |layers| PullProgress { digest: String::new(), layers };
+        let s = pull_summary(&p(vec![
+            l(PullLayerState::AlreadyExists, 0),
+            l(PullLayerState::Complete, 4_500_000),
+            l(PullLayerState::Downloading, 1_200_000),
+        ]))
+        .unwrap();
+        assert_eq!(s, format!("Downloading [{}>{}] 5.7MB/9MB", "=".repeat(31), " ".repeat(18)));
+        let done = pull_summary(&p(vec![l(PullLayerState::Complete, 4_500_000)])).unwrap();
+        assert!(done.starts_with("Extracting [=====") && done.ends_with("] 4.5MB/4.5MB"), "{done}");
+        assert_eq!(pull_summary(&p(vec![l(PullLayerState::AlreadyExists, 0)])), None, "nothing to download");
     }
 }

@@ -387,9 +387,12 @@ fn create(host: &str, a: CreateArgs) -> anyhow::Result<()> {
     progress(host, &name, timeout_ms, Watch::converge())
 }
 
-fn fetch_tasks(host: &str, service: &str) -> anyhow::Result<(Service, Vec<Task>, Vec<Node>)> {
+/// A service's tasks, the nodes, and the image pulls of its preparing tasks by task id.
+type Listed = (Service, Vec<Task>, Vec<Node>, BTreeMap<String, shoal_shared::api::PullProgress>);
+
+fn fetch_tasks(host: &str, service: &str) -> anyhow::Result<Listed> {
     match call(host, Request::TaskList { service: service.to_string() }, REPLY_MS_DEFAULT)? {
-        Reply::Tasks { service, tasks, nodes } => Ok((*service, tasks, nodes)),
+        Reply::Tasks { service, tasks, nodes, pulls } => Ok((*service, tasks, nodes, pulls.into_iter().collect())),
         r => bail!("unexpected reply: {r:?}"),
     }
 }
@@ -434,7 +437,15 @@ impl Watch {
 
 /// Renders one frame; returns (lines, converged).
 /// `status` is the update status news this display follows (none for create and scale).
-fn frame(service: &Service, tasks: &[Task], verify_ms: u64, watch: &Watch, status: Option<&UpdateStatus>) -> (Vec<String>, bool) {
+/// `pulls`: the image pulls of tasks not started yet (a line's download).
+fn frame(
+    service: &Service,
+    tasks: &[Task],
+    pulls: &BTreeMap<String, shoal_shared::api::PullProgress>,
+    verify_ms: u64,
+    watch: &Watch,
+    status: Option<&UpdateStatus>,
+) -> (Vec<String>, bool) {
     // One line per slot (replicated) or node (global), showing its newest runnable task.
     let mut slots: BTreeMap<String, &Task> = BTreeMap::new();
     // The newest error of each slot, shown while its current task is not up yet.
@@ -463,8 +474,10 @@ fn frame(service: &Service, tasks: &[Task], verify_ms: u64, watch: &Watch, statu
     for (key, t) in &slots {
         let label = if t.slot > 0 { format!("{}/{}", t.slot, total) } else { t.node_id[..t.node_id.len().min(12)].to_string() };
         let state = t.status.state;
-        match errors.get(key) {
-            Some(err) if state != TaskState::Running => lines.push(format!("{label}: {err}")),
+        let pulling = pulls.get(&t.id).filter(|_| state < TaskState::Starting).and_then(super::pull::pull_summary);
+        match (errors.get(key), pulling) {
+            (Some(err), _) if state != TaskState::Running => lines.push(format!("{label}: {err}")),
+            (_, Some(pull)) => lines.push(format!("{label}: {:<9} {pull}", state.as_lower())),
             _ => lines.push(format!("{label}: {:<9} {}", state.as_lower(), bar(state))),
         }
     }
@@ -507,14 +520,14 @@ pub(crate) fn progress(host: &str, service: &str, timeout_ms: u64, watch: Watch)
     let mut notes: Vec<String> = Vec::new();
     let mut rollback_reason: Option<String> = None;
     loop {
-        let (svc, tasks, _) = fetch_tasks(host, service)?;
+        let (svc, tasks, _, pulls) = fetch_tasks(host, service)?;
         let verify_ms = svc.spec.update.monitor_ns / 1_000_000;
         let status = svc.update_status.clone().filter(|u| watch.update && Some(u) != watch.before.as_ref());
         if let Some(note) = status.as_ref().filter(|_| rollback_reason.is_none()).and_then(|u| rollback_note(&watch, u)) {
             notes.push(format!("rollback: {note}"));
             rollback_reason = Some(note);
         }
-        let (frame_lines, converged) = frame(&svc, &tasks, verify_ms.min(VERIFY_MS_MAX), &watch, status.as_ref());
+        let (frame_lines, converged) = frame(&svc, &tasks, &pulls, verify_ms.min(VERIFY_MS_MAX), &watch, status.as_ref());
         let lines: Vec<String> = notes.iter().cloned().chain(frame_lines).collect();
         if tty {
             if drawn > 0 {
@@ -594,7 +607,7 @@ fn ls(host: &str, quiet: bool, format: &str) -> anyhow::Result<()> {
 
 fn ps(host: &str, service: &str, quiet: bool, no_trunc: bool, format: &str) -> anyhow::Result<()> {
     parse::check_format(format)?;
-    let (svc, tasks, nodes) = fetch_tasks(host, service)?;
+    let (svc, tasks, nodes, _) = fetch_tasks(host, service)?;
     let hostnames: BTreeMap<&str, &str> = nodes.iter().map(|n| (n.id.as_str(), n.description.hostname.as_str())).collect();
     // Group by slot; newest first within a slot, history indented under it.
     let mut by_slot: BTreeMap<String, Vec<&Task>> = BTreeMap::new();

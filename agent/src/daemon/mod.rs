@@ -166,6 +166,10 @@ pub(crate) enum Event {
         dest: swarm::logs::LogsDest,
         read: log_gather::LogsRead,
     },
+    /// This node's tasks' image pulls were read (see [`swarm::pulls`]).
+    TaskPullsRead {
+        pulls: Vec<(String, shoal_shared::api::PullProgress)>,
+    },
     /// A pull on this node asks the swarm for a blob part (see [`swarm::blobs`]).
     BlobAsk {
         ask: swarm::blobs::BlobAsk,
@@ -638,6 +642,7 @@ impl Daemon {
             Event::ForwardDone { conn, id, reply } => self.on_forward_done(conn, id, reply),
             Event::LogsRead { dest, read } => self.on_logs_read(dest, read),
             Event::BlobAsk { ask, reply } => self.on_blob_ask(ask, reply),
+            Event::TaskPullsRead { pulls } => self.on_task_pulls_read(pulls),
             Event::BlobServed { dest, part } => self.blob_served(dest, part),
             Event::BlobCached { digest, size, with_auth, result } => self.on_blob_cached(digest, size, with_auth, result),
             Event::Tick => {

@@ -433,6 +433,9 @@ impl Daemon {
             Request::NetworkList if self.swarm.mode == Mode::Worker => Outcome::Now(service::worker_networks(self.swarm.assigned_ref())),
             other => {
                 let mut r = service::query(self.store.state(), &self.node_id, other);
+                if let Reply::Tasks { tasks, pulls, .. } = &mut r {
+                    *pulls = self.task_pulls_of(tasks);
+                }
                 self.own_disk_warnings(&mut r);
                 Outcome::Now(r)
             }

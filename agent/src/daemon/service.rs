@@ -153,6 +153,7 @@ pub(crate) fn query(state: &State, node_id: &str, req: Request) -> Reply {
                 service: Box::new(s.clone()),
                 tasks: state.tasks_of(&s.id).into_iter().cloned().collect(),
                 nodes: state.nodes.values().cloned().collect(),
+                pulls: Vec::new(),
             },
             None => no_such_service(&service),
         },

@@ -45,6 +45,7 @@ pub(crate) mod logs;
 mod membership;
 mod peers;
 mod pending;
+pub(crate) mod pulls;
 mod requests;
 pub(crate) mod tunnel_keys;
 
@@ -255,6 +256,8 @@ pub(crate) struct Swarm {
     pub(crate) tunnel_keys: tunnel_keys::Keys,
     /// Layers shared inside the swarm: asks out, and on a manager its blob cache.
     pub(crate) blobs: blobs::Blobs,
+    /// Tasks' image pulls: this node's reads, the leader's reports.
+    pub(crate) pulls: pulls::TaskPulls,
 }
 
 /// The error every leader-bound request gets while no leader is reachable,
@@ -390,6 +393,7 @@ impl Swarm {
             logs: logs::Gathers::default(),
             tunnel_keys: tunnel_keys::Keys::default(),
             blobs: blobs::Blobs::default(),
+            pulls: pulls::TaskPulls::default(),
             registry_auths: BTreeMap::new(),
         }
     }
@@ -764,6 +768,7 @@ impl Daemon {
         self.drain_pending();
         self.logs_tick(now_ms);
         self.blobs_tick(now_ms);
+        self.pulls_tick(now_ms);
         self.check_voter_wait(now_ms);
         if let Some(j) = &self.swarm.joining {
             if now_ms >= j.deadline_ms {

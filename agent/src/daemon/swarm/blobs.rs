@@ -129,7 +129,7 @@ impl Daemon {
     pub(crate) fn sync_blob_sharing(&mut self) {
         let on = match self.swarm.mode {
             Mode::Manager => self.store.state().nodes.len() > 1 && !self.store.state().layer_sharing_off,
-            Mode::Worker => self.leader_link().is_some() || self.any_manager_link().is_some(),
+            Mode::Worker => self.leader_conn().is_some() || self.any_manager_link().is_some(),
             Mode::Solo => false,
         };
         self.swarm.blobs.enabled.store(on, Ordering::Relaxed);
@@ -158,7 +158,7 @@ impl Daemon {
         if self.swarm.blobs.asks.len() >= BLOB_ASKS_MAX {
             return refuse("too many blob asks in flight");
         }
-        let Some(conn) = self.leader_link().map(|(_, c)| c).or_else(|| self.any_manager_link()) else {
+        let Some(conn) = self.leader_conn().or_else(|| self.any_manager_link()) else {
             return refuse("no manager in reach");
         };
         self.swarm.blobs.next_id += 1;

@@ -366,6 +366,7 @@ impl Daemon {
             (Purpose::Node, msg @ (Wire::LogsRequest { .. } | Wire::LogsReply { .. })) => self.on_logs_message(conn, &peer, msg),
             (Purpose::Node, Wire::TunnelKeys { keys }) => self.on_tunnel_keys(&peer, keys),
             (Purpose::Node, msg @ (Wire::BlobGet { .. } | Wire::BlobPart { .. })) => self.on_blob_message(conn, &peer, msg),
+            (Purpose::Node, Wire::TaskPulls { pulls }) => self.on_task_pulls(&peer, pulls),
             (Purpose::Node, Wire::RegistryAuths { auths }) => {
                 // Only a leader sends them, and only a worker keeps them: a manager reads its replica.
                 if self.swarm.mode == Mode::Worker && self.is_manager_peer(&peer) {
@@ -483,5 +484,6 @@ pub(super) fn variant_name(w: &Wire) -> &'static str {
         Wire::RegistryAuths { .. } => "registry auths",
         Wire::BlobGet { .. } => "blob get",
         Wire::BlobPart { .. } => "blob part",
+        Wire::TaskPulls { .. } => "task pulls",
     }
 }

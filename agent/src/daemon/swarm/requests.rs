@@ -13,6 +13,16 @@ impl Daemon {
         Some((leader, conn))
     }
 
+    /// The link a node sends its reports to the leader on: a worker's
+    /// session link (workers know the leader only as their link), a
+    /// follower manager's link to its raft's leader.
+    pub(crate) fn leader_conn(&self) -> Option<u64> {
+        match self.swarm.mode {
+            Mode::Worker => self.swarm.peers.any_conn().filter(|c| self.swarm.conns.get(c).is_some_and(|c| c.peer.is_some())),
+            _ => self.leader_node().and_then(|l| self.swarm.established(&l)),
+        }
+    }
+
     /// Forwarded requests waiting for the leader.
     pub(crate) fn forwards_len(&self) -> usize {
         self.swarm.pending.forwards_len()
@@ -130,11 +140,7 @@ impl Daemon {
             self.commit_internal(accounts.into_iter().chain(fresh).collect());
             return;
         }
-        let target = match self.swarm.mode {
-            Mode::Worker => self.swarm.peers.any_conn().filter(|c| self.swarm.conns.get(c).is_some_and(|c| c.peer.is_some())),
-            _ => self.leader_node().and_then(|l| self.swarm.established(&l)),
-        };
-        let Some(conn) = target else { return };
+        let Some(conn) = self.leader_conn() else { return };
         let restarts: Vec<_> = accounts
             .into_iter()
             .filter_map(|op| match op {
