@@ -90,7 +90,7 @@ impl Daemon {
         let state = self.store.state();
         for (task, mut p) in pulls.into_iter().take(TASK_PULLS_MAX) {
             // A node speaks for its own tasks only.
-            if !state.tasks.get(&task).is_some_and(|t| t.node_id == node) {
+            if state.tasks.get(&task).is_none_or(|t| t.node_id != node) {
                 continue;
             }
             let heard = &mut self.swarm.pulls.heard;
