@@ -11,7 +11,8 @@
 #
 # Optional, from the environment: REGISTRY_TLS_CERT and REGISTRY_TLS_KEY
 # (PEM files: HTTPS instead of plain HTTP), REGISTRY_HTPASSWD (a bcrypt
-# htpasswd file: basic auth). With either, readiness is the port accepting
+# htpasswd file: basic auth), or REGISTRY_TOKEN_REALM, _SERVICE, _ISSUER and
+# _ROOTCERTS (token authentication against a token server). With either, readiness is the port accepting
 # connections rather than /v2/ answering 200.
 #
 # DIR receives config.yml, storage/, registry.log and registry.pid. Both are
@@ -73,6 +74,9 @@ CONF
     fi
     if [ -n "${REGISTRY_HTPASSWD:-}" ]; then
         printf 'auth:\n  htpasswd:\n    realm: shoal-test\n    path: %s\n' "$REGISTRY_HTPASSWD" >>"$_dir/config.yml"
+    elif [ -n "${REGISTRY_TOKEN_REALM:-}" ]; then
+        printf 'auth:\n  token:\n    realm: %s\n    service: %s\n    issuer: %s\n    rootcertbundle: %s\n' \
+            "$REGISTRY_TOKEN_REALM" "$REGISTRY_TOKEN_SERVICE" "$REGISTRY_TOKEN_ISSUER" "$REGISTRY_TOKEN_ROOTCERTS" >>"$_dir/config.yml"
     fi
     "$REGISTRY_BIN" serve "$_dir/config.yml" >"$_dir/registry.log" 2>&1 &
     echo $! >"$_dir/registry.pid"
@@ -84,7 +88,7 @@ CONF
             cat "$_dir/registry.log" >&2
             return 1
         fi
-        if [ -n "${REGISTRY_TLS_CERT:-}${REGISTRY_HTPASSWD:-}" ]; then
+        if [ -n "${REGISTRY_TLS_CERT:-}${REGISTRY_HTPASSWD:-}${REGISTRY_TOKEN_REALM:-}" ]; then
             if timeout 2 bash -c 'exec 3<>"/dev/tcp/$2/$1"' _ "$_port" "$_addr" 2>/dev/null; then
                 return 0
             fi

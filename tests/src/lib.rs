@@ -13,6 +13,8 @@
 
 pub mod cluster;
 pub mod delayq;
+pub mod token;
+pub use token::TokenServer;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -412,6 +414,8 @@ pub struct RegistryOpts {
     pub htpasswd: Option<PathBuf>,
     /// `USER:PASSWORD` for pushing to it.
     pub push_creds: Option<String>,
+    /// Token authentication: clients get their tokens from this server.
+    pub token: Option<(String, PathBuf)>,
 }
 
 impl Registry {
@@ -436,6 +440,12 @@ impl Registry {
         }
         if let Some(h) = &opts.htpasswd {
             cmd.env("REGISTRY_HTPASSWD", h);
+        }
+        if let Some((realm, cert)) = &opts.token {
+            cmd.env("REGISTRY_TOKEN_REALM", realm)
+                .env("REGISTRY_TOKEN_SERVICE", token::TOKEN_SERVICE)
+                .env("REGISTRY_TOKEN_ISSUER", token::TOKEN_ISSUER)
+                .env("REGISTRY_TOKEN_ROOTCERTS", cert);
         }
         let st = cmd.arg("start").arg(&dir).arg(port.to_string()).arg(host).status().expect("run registry.sh");
         assert!(st.success(), "registry on {host}:{port} did not start");

@@ -65,6 +65,7 @@ fn with_registry_auth_reaches_every_node_that_runs_the_service() {
             tls: Some((dir.join("ca-srv.pem"), dir.join("ca-srv.key"))),
             htpasswd: Some(dir.join("htpasswd")),
             push_creds: Some(format!("fleet:{PASSWORD}")),
+            ..Default::default()
         },
     );
     let image = reg.push(&test_image(), "private/agent:1", false);

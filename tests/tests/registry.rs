@@ -166,3 +166,47 @@ fn service_create_shows_the_download_of_its_tasks_image() {
     n.shoal(&["service", "rm", "slow"]).ok();
     wait_for("containers gone", Duration::from_secs(30), || n.containers().is_empty().then_some(()));
 }
+
+/// Token authentication (Docker Hub's, GHCR's): the registry sends clients
+/// to a token server, which hands out a signed token for the right user and
+/// password. A pull without login is refused, a wrong password is refused
+/// by `shoal login`, the right one pulls.
+#[test]
+fn bearer_tokens_from_a_token_server() {
+    if skip_reason().is_some() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("shoal-it-token-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens = shoal_tests::TokenServer::start("127.0.0.1", &dir, "fleet", "t0ken-pass");
+    let opts = shoal_tests::RegistryOpts {
+        token: Some((tokens.realm(), tokens.cert.clone())),
+        push_creds: Some("fleet:t0ken-pass".into()),
+        ..Default::default()
+    };
+    let reg = Registry::start_with("127.0.0.1", &opts);
+    let image = reg.push(&test_image(), "team/app:1", false);
+    assert!(tokens.issued() > 0, "skopeo pushed with a token");
+    let mut n = Node::new();
+    n.start_daemon();
+    let cfg = dir.join("cli");
+    let cfg_s = cfg.display().to_string();
+    let env = [("SHOAL_CONFIG", cfg_s.as_str()), ("DOCKER_CONFIG", "/nonexistent")];
+    let r = n.shoal_with(&["image", "pull", &image], &env, "");
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    assert!(r.stderr.contains("unauthorized") || r.stderr.contains("no credentials"), "{}", r.stderr);
+    let refused = tokens.refused();
+    let r = n.shoal_with(&["login", "-u", "fleet", "--password-stdin", &reg.addr()], &env, "wrong\n");
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    assert!(r.stderr.contains("incorrect username or password"), "{}", r.stderr);
+    assert!(tokens.refused() > refused, "the token server refused the wrong password");
+    let r = n.shoal_with(&["login", "-u", "fleet", "--password-stdin", &reg.addr()], &env, "t0ken-pass\n");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let issued = tokens.issued();
+    let r = n.shoal_with(&["image", "pull", &image], &env, "");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("Status: Downloaded newer image"), "{}", r.stdout);
+    assert!(tokens.issued() > issued, "the pull got its token from the token server");
+    let _ = std::fs::remove_dir_all(&dir);
+}

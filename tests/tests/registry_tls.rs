@@ -52,7 +52,12 @@ fn https_registries_trust_and_login() {
     open.push(&test_image(), "web:1", false);
     let auth = Registry::start_with(
         &ip,
-        &RegistryOpts { tls: Some(cert), htpasswd: Some(d.join("htpasswd")), push_creds: Some("fleet:s3cret:pass".into()) },
+        &RegistryOpts {
+            tls: Some(cert),
+            htpasswd: Some(d.join("htpasswd")),
+            push_creds: Some("fleet:s3cret:pass".into()),
+            ..Default::default()
+        },
     );
     auth.push(&test_image(), "private:1", false);
 
