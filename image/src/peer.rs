@@ -101,6 +101,8 @@ impl<'a, S: ImageSource> SwarmFirst<'a, S> {
         if !manifest::is_index(&media_type) && !manifest::is_manifest(&media_type) {
             return Err(format!("{digest} is not a manifest or index (media type {media_type:?})"));
         }
+        // The media type is the peer's word: the bytes must be what it says.
+        manifest::parse_any(&media_type, &bytes).map_err(|e| format!("manifest {digest} is not a {media_type}: {e}"))?;
         let entry = (media_type, Arc::<[u8]>::from(bytes));
         let mut m = self.manifests.lock().unwrap_or_else(|e| e.into_inner());
         if m.len() >= MANIFESTS_MAX {
@@ -192,11 +194,20 @@ mod tests {
     }
 
     const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+    /// A minimal valid OCI manifest.
+    fn manifest_bytes() -> Vec<u8> {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{}","size":2}},"layers":[]}}"#,
+            "0".repeat(64)
+        )
+        .into_bytes()
+    }
     const LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
     #[test]
     fn blobs_come_from_the_peer_and_the_registry_only_when_it_cannot() {
-        let (m, layer, other) = (b"{\"schemaVersion\":2}".to_vec(), vec![7u8; 5000], vec![9u8; 300]);
+        let (m, layer, other) = (manifest_bytes(), vec![7u8; 5000], vec![9u8; 300]);
         let mut peer = Peer::default();
         peer.blobs.insert(digest::sha256(&m), (MANIFEST.into(), m.clone()));
         peer.blobs.insert(digest::sha256(&layer), (String::new(), layer.clone()));
@@ -225,7 +236,7 @@ mod tests {
 
     #[test]
     fn a_peer_that_lies_is_caught() {
-        let (m, layer) = (b"{\"schemaVersion\":2}".to_vec(), vec![7u8; 5000]);
+        let (m, layer) = (manifest_bytes(), vec![7u8; 5000]);
         let mut peer = Peer::default();
         // Wrong bytes under both digests.
         peer.blobs.insert(digest::sha256(&m), (MANIFEST.into(), b"{\"schemaVersion\":3}".to_vec()));
@@ -235,6 +246,13 @@ mod tests {
         let r = Reference::parse(&format!("reg.lan/app:1@{}", digest::sha256(&m))).unwrap();
         let src = SwarmFirst::new(&peer, r, &store);
         assert_eq!(src.resolve(), None, "a manifest that does not hash to its digest is refused");
+        // Right bytes under a wrong media type (an index said to be a manifest, or the reverse) are refused too.
+        let mut relabelled = Peer::default();
+        relabelled.blobs.insert(digest::sha256(&m), ("application/vnd.oci.image.index.v1+json".into(), m.clone()));
+        let r2 = Reference::parse(&format!("reg.lan/app:1@{}", digest::sha256(&m))).unwrap();
+        let src2 = SwarmFirst::new(&relabelled, r2, &store);
+        assert_eq!(src2.resolve(), None);
+        assert!(src2.fallbacks()[0].contains("is not a application/vnd.oci.image.index.v1+json"), "{:?}", src2.fallbacks());
         assert!(src.fallbacks()[0].contains("digest mismatch"), "{:?}", src.fallbacks());
         // The manifest then comes from the registry.
         let mut got = Vec::new();

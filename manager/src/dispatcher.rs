@@ -138,9 +138,9 @@ pub fn manager_infos(state: &State) -> Vec<ManagerInfo> {
 pub enum Effect {
     /// Send node `node` (whose record is `record`) its assignments on `conn`.
     /// `auths`: the registry credentials of the assigned services that have
-    /// some, when they changed since the last `Assign` of the session (sent
-    /// first, so a task's first pull has them; an empty set forgets them); a
-    /// change of credentials alone sends the whole again.
+    /// some, on a session's first `Assign` and when they changed since its
+    /// last (sent first, so a task's first pull has them; an empty set
+    /// forgets them); a change of credentials alone sends the whole again.
     Assign {
         conn: u64,
         record: Box<Node>,
@@ -372,9 +372,10 @@ impl Dispatcher {
                 record: Box::new(sent.record.clone()),
                 assignments: sent.assignments.clone(),
                 managers: sent.managers.clone(),
+                // A session's first assignments always carry them (an empty set too: the
+                // node may hold some from an earlier session that are gone since).
                 auths: match &s.sent {
                     Some(before) if before.auths == sent.auths => None,
-                    None if sent.auths.is_empty() => None,
                     _ => Some(sent.auths.clone()),
                 },
             });
@@ -597,7 +598,7 @@ mod tests {
                 .collect()
         };
         d.dispatch(&st, |_| false);
-        assert_eq!(auths_of(&mut d), [None], "a first session without credentials gets none");
+        assert_eq!(auths_of(&mut d), [Some(vec![])], "a first session gets the set, empty too (it forgets older ones)");
         let a = RegistryAuth { username: "u".into(), password: "p1".into() };
         let set = |auth: Option<RegistryAuth>| Op::SetRegistryAuth { service_id: "s".into(), auth };
         st.apply(2, &Entry { at: 2, ops: vec![set(Some(a.clone()))] });

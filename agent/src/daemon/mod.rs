@@ -175,19 +175,20 @@ pub(crate) enum Event {
         ask: swarm::blobs::BlobAsk,
         reply: Sender<shoal_shared::wire::BlobPart>,
     },
-    /// A manager read or fetched a part it serves.
+    /// A manager read or fetched a part it serves (and what the read
+    /// learnt about its cache).
     BlobServed {
         dest: swarm::blobs::BlobDest,
         part: shoal_shared::wire::BlobPart,
+        note: Option<swarm::blobs::CacheNote>,
     },
-    /// A manager's download into its blob cache ended (the blobs the cache
-    /// trimmed, and the time it took).
+    /// A manager's download into its blob cache ended (the time it took).
     BlobCached {
         digest: String,
         size: u64,
-        /// Whether it was fetched with credentials.
-        with_auth: bool,
-        result: Result<(Vec<String>, std::time::Duration), String>,
+        /// Fetched with a service's credentials.
+        private: bool,
+        result: Result<std::time::Duration, String>,
     },
 }
 
@@ -643,8 +644,8 @@ impl Daemon {
             Event::LogsRead { dest, read } => self.on_logs_read(dest, read),
             Event::BlobAsk { ask, reply } => self.on_blob_ask(ask, reply),
             Event::TaskPullsRead { pulls } => self.on_task_pulls_read(pulls),
-            Event::BlobServed { dest, part } => self.blob_served(dest, part),
-            Event::BlobCached { digest, size, with_auth, result } => self.on_blob_cached(digest, size, with_auth, result),
+            Event::BlobServed { dest, part, note } => self.on_blob_served(dest, part, note),
+            Event::BlobCached { digest, size, private, result } => self.on_blob_cached(digest, size, private, result),
             Event::Tick => {
                 // One raft tick per loop tick (the ticker runs at raft's tick_ms); a lone manager has no peers to
                 // message. A halted store is told once and reopened once its disk has room (see `disk`).

@@ -268,6 +268,11 @@ impl Daemon {
                 .retain(|t| live.contains(t) || starting.contains(t) || a.tasks.get(t).is_some_and(|t| !t.status.state.is_terminal()));
             self.net.forget.clear();
         }
+        // A starting task's job synced a newer plan first: the next converge syncs the newest
+        // (whatever the prune in the same job did).
+        if result.as_ref().is_ok_and(|r| r.stale) {
+            self.net.synced = None;
+        }
         match result {
             Ok(r) if r.changes > 0 || r.ruleset_written => {
                 crate::log!(
@@ -277,8 +282,6 @@ impl Daemon {
                     if r.ruleset_written { ", rules reloaded" } else { "" }
                 )
             }
-            // A starting task's job synced a newer plan first: the next converge syncs the newest.
-            Ok(r) if r.stale => self.net.synced = None,
             Ok(_) => {}
             Err(e) => {
                 crate::log!("WARN", "networking: {e}; retrying");

@@ -367,7 +367,8 @@ impl Linux {
             std::fs::write(&p, format!("{}\n", a.addr.addr)).map_err(|e| NetError::io(format!("write {}", p.display()), &e))?;
         }
         if let Err(e) = self.build(task_id, &path, attachments) {
-            let _ = self.teardown_task(task_id);
+            // Not `teardown_task`: the caller holds `tasks` (a second lock would never return).
+            let _ = self.remove_task(task_id);
             return Err(e);
         }
         Ok(TaskNetns { runtime_path: Self::runtime_path(&path), adopted: false })

@@ -13,10 +13,17 @@
 //!   time it is asked (the registry client keeps manifests in memory); a
 //!   blob is downloaded once into `DATA_DIR/blob-cache/` (one download per
 //!   digest, at most `BLOB_DOWNLOADS_MAX` at once, answered `Fetching`
-//!   meanwhile) and parts are read from the file. A blob whose download
-//!   failed is refused for `BLOB_FAILED_MS`, so askers go to the registry.
-//!   The cache holds at most `BLOB_CACHE_BYTES_MAX`; the oldest files go
-//!   first.
+//!   meanwhile, only with `BLOB_DISK_RESERVE_BYTES` left free) and parts are
+//!   read from the file. A blob whose download failed is refused for
+//!   `BLOB_FAILED_MS`, so askers go to the registry. The cache holds at most
+//!   `BLOB_CACHE_BYTES_MAX` (the blobs served longest ago go first, never
+//!   one served in the last `BLOB_EVICT_IDLE_MS`); blobs over
+//!   `BLOB_BYTES_MAX` are refused.
+//! - **who may ask**: any node of the swarm, for the images of the swarm's
+//!   services (a manager is no proxy to any registry); a manager's own
+//!   pulls for any image. Credentials of a `--with-registry-auth` service
+//!   fetch only for the nodes that run its tasks, and a blob they fetched
+//!   is served only to those nodes.
 //!
 //! `swarm init|update --layer-sharing=false` turns it off for the swarm:
 //! managers refuse (`LAYER_SHARING_OFF`) and every node pulls from its
@@ -26,13 +33,16 @@
 //! digests, and falls back to the registry when a manager refuses.
 //!
 //! On-disk layout (`DATA_DIR/blob-cache/`): `<hex>` is a complete blob
-//! whose sha256 is `<hex>` (verified while downloading); `<hex>.partial`
-//! a download in progress (deleted at start: a restarted manager begins
-//! again). Nothing else is written there.
+//! whose sha256 is `<hex>` (verified while downloading, and hashed again
+//! before a restarted manager first serves it: a damaged one is deleted);
+//! `<hex>.private` the same, fetched with a service's credentials;
+//! `<hex>.partial` a download in progress (deleted at start: a restarted
+//! manager begins again). Nothing else is written there.
 //!
 //! Limits: `BLOB_ASKS_MAX` asks routed at once per node, each answered or
 //! failed within `BLOB_ASK_TIMEOUT_MS`; a blob the manager is fetching is
-//! waited for while it makes progress (`BLOB_STALL_TIMEOUT_MS`).
+//! waited for while its downloads make progress (`BLOB_STALL_TIMEOUT_MS`),
+//! at most `BLOB_WAIT_MAX_MS`, asking again every 0.2 s to 2 s.
 
 use super::Mode;
 use crate::daemon::{Daemon, Event};
@@ -52,16 +62,27 @@ pub const BLOB_ASKS_MAX: usize = 256;
 pub const BLOB_ASK_TIMEOUT_MS: u64 = 30_000;
 /// How long a blob the manager is fetching may show no progress.
 pub const BLOB_STALL_TIMEOUT_MS: u64 = 60_000;
-/// How often an asker asks again while the manager fetches.
+/// How often an asker asks again while the manager fetches: first, and at
+/// most (doubling in between).
 const BLOB_FETCHING_POLL_MS: u64 = 200;
+const BLOB_FETCHING_POLL_MAX_MS: u64 = 2_000;
+/// How long an asker waits for a blob the manager fetches, however it
+/// progresses (then it goes to the registry itself).
+pub const BLOB_WAIT_MAX_MS: u64 = 30 * 60_000;
 /// Manifest fetches a manager runs at once (more are answered `Fetching`).
 pub const BLOB_MANIFEST_FETCHES_MAX: usize = 16;
 /// Blob downloads a manager runs at once.
 pub const BLOB_DOWNLOADS_MAX: usize = 2;
 /// How long a blob whose download failed is refused (askers use the registry).
 pub const BLOB_FAILED_MS: u64 = 30_000;
-/// Bytes the cache holds at most (the oldest blobs go first).
-pub const BLOB_CACHE_BYTES_MAX: u64 = 2 << 30;
+/// Bytes the cache holds at most (the blobs served longest ago go first).
+pub const BLOB_CACHE_BYTES_MAX: u64 = 4 << 30;
+/// The largest blob the cache takes (a larger one is pulled from the registry).
+pub const BLOB_BYTES_MAX: u64 = BLOB_CACHE_BYTES_MAX / 2;
+/// A blob served this recently is not evicted (nodes may be reading it).
+pub const BLOB_EVICT_IDLE_MS: u64 = 60_000;
+/// Free disk a download leaves at least (the node's raft store and containers share it).
+pub const BLOB_DISK_RESERVE_BYTES: u64 = 1 << 30;
 /// A manager's answer while the swarm's layer sharing is off.
 pub const LAYER_SHARING_OFF: &str = "layer sharing is off in this swarm (`shoal swarm update --layer-sharing=true` turns it on)";
 /// The cache's directory under the data dir.
@@ -93,14 +114,14 @@ pub(crate) struct Blobs {
     next_id: u64,
     /// Asks out on links: id -> (reply, link, deadline in mono ms).
     asks: BTreeMap<u64, (Sender<BlobPart>, u64, u64)>,
-    /// Manager: complete blobs in the cache, by digest, with their sizes.
-    cached: BTreeMap<String, u64>,
+    /// Manager: complete blobs in the cache, by digest.
+    cached: BTreeMap<String, Cached>,
     /// Manager: downloads in flight, by digest, with their progress.
     downloading: BTreeMap<String, Arc<AtomicU64>>,
-    /// Manager: blobs whose download failed, by digest and whether it had
-    /// credentials (one without may fail where one with would not): why,
-    /// and until when (mono ms).
-    failed: BTreeMap<(String, bool), (String, u64)>,
+    /// Manager: blobs whose download failed, by digest, size and whether it
+    /// had credentials (an ask with another size, or one without credentials,
+    /// must not refuse the right one): why, and until when (mono ms).
+    failed: BTreeMap<(String, u64, bool), (String, u64)>,
     /// Manager: whether the cache directory was read (at the first ask).
     scanned: bool,
     /// Manager: manifest fetches running.
@@ -249,8 +270,22 @@ impl Daemon {
         if self.store.state().layer_sharing_off {
             return self.blob_served(dest, refuse(LAYER_SHARING_OFF.into()));
         }
-        if Reference::parse(&ask.reference).is_err() || shoal_image::digest::validate(&ask.digest).is_err() {
-            return self.blob_served(dest, refuse(format!("{:?} of {:?} is not a valid blob", ask.digest, ask.reference)));
+        let Ok(reference) = Reference::parse(&ask.reference) else {
+            return self.blob_served(dest, refuse(format!("{:?} is not an image reference", ask.reference)));
+        };
+        let Some(hex) =
+            ask.digest.strip_prefix("sha256:").filter(|_| shoal_image::digest::validate(&ask.digest).is_ok()).map(str::to_string)
+        else {
+            return self.blob_served(dest, refuse(format!("{:?} is not a sha256 digest", ask.digest)));
+        };
+        // Another node may ask only for the images of the swarm's services (a manager's
+        // cache is no proxy to any registry); this node's own pulls may ask for any.
+        let local = matches!(dest, BlobDest::Local(_));
+        let repo = reference.name();
+        let of_a_service =
+            || self.store.state().services.values().any(|s| Reference::parse(&s.spec.task.container.image).is_ok_and(|r| r.name() == repo));
+        if !local && !of_a_service() {
+            return self.blob_served(dest, refuse(format!("{} is the image of no service of this swarm", reference.familiar())));
         }
         let auth = self.blob_auth(&ask.reference, asker);
         let len = u64::from(ask.len_bytes.min(BLOB_PART_BYTES_MAX));
@@ -268,43 +303,56 @@ impl Daemon {
                     Ok((media_type, bytes)) => {
                         let size = bytes.len() as u64;
                         let from = offset.min(size) as usize;
-                        let to = (offset.saturating_add(len)).min(size) as usize;
+                        let to = offset.saturating_add(len).min(size) as usize;
                         BlobPart::Bytes { size, media_type, bytes: bytes[from..to].to_vec() }
                     }
                     Err(e) => BlobPart::Refused { why: e.to_string() },
                 };
                 fetches.fetch_sub(1, Ordering::Relaxed);
-                Event::BlobServed { dest, part }
+                Event::BlobServed { dest, part, note: None }
             }));
             return;
+        }
+        if ask.size > BLOB_BYTES_MAX {
+            let why = format!("blob {} of {} bytes is larger than the swarm's cache takes ({BLOB_BYTES_MAX})", ask.digest, ask.size);
+            return self.blob_served(dest, refuse(why));
         }
         if !self.swarm.blobs.scanned {
             self.swarm.blobs.scanned = true;
             self.swarm.blobs.cached = scan_cache(&self.cache_dir());
         }
-        let Some(hex) = ask.digest.strip_prefix("sha256:").map(str::to_string) else {
-            return self.blob_served(dest, refuse(format!("{} is not a sha256 digest", ask.digest)));
-        };
-        if let Some(&size) = self.swarm.blobs.cached.get(&ask.digest) {
-            if size != ask.size {
-                return self.blob_served(dest, refuse(format!("blob {} has {size} bytes, not {}", ask.digest, ask.size)));
+        let now_ms = self.mono_ms();
+        if let Some(c) = self.swarm.blobs.cached.get(&ask.digest).cloned() {
+            if c.size != ask.size {
+                return self.blob_served(dest, refuse(format!("blob {} has {} bytes, not {}", ask.digest, c.size, ask.size)));
             }
-            let path = self.cache_dir().join(&hex);
-            let offset = ask.offset;
-            self.io.read(Box::new(move || Event::BlobServed { dest, part: read_part(&path, size, offset, len) }));
+            // Fetched with a service's credentials: only for the nodes those would go to.
+            if c.private && auth.is_none() {
+                return self.blob_served(dest, refuse(format!("blob {} needs credentials this node does not have", ask.digest)));
+            }
+            if let Some(e) = self.swarm.blobs.cached.get_mut(&ask.digest) {
+                e.served_ms = now_ms;
+                // One read hashes it; a damage it finds takes the entry out.
+                e.verified = true;
+            }
+            let (size, verify, private) = (c.size, !c.verified, c.private);
+            let path = self.cache_dir().join(cache_file(&hex, private));
+            let (digest, offset) = (ask.digest, ask.offset);
+            self.io.read(Box::new(move || {
+                let (part, note) = read_part(&path, &digest, size, offset, len, verify);
+                Event::BlobServed { dest, part, note }
+            }));
             return;
         }
-        if let Some(done) = self.swarm.blobs.downloading.get(&ask.digest) {
-            let done_bytes = done.load(Ordering::Relaxed);
+        if self.swarm.blobs.downloading.contains_key(&ask.digest) || self.swarm.blobs.downloading.len() >= BLOB_DOWNLOADS_MAX {
+            // Started once a slot frees (asked again shortly): the askers see the downloads move.
+            let done_bytes = self.swarm.blobs.downloading.values().map(|d| d.load(Ordering::Relaxed)).sum();
             return self.blob_served(dest, BlobPart::Fetching { done_bytes });
         }
-        if let Some((why, _)) = self.swarm.blobs.failed.get(&(ask.digest.clone(), auth.is_some())) {
+        let key = (ask.digest.clone(), ask.size, auth.is_some());
+        if let Some((why, _)) = self.swarm.blobs.failed.get(&key) {
             let why = why.clone();
             return self.blob_served(dest, refuse(why));
-        }
-        if self.swarm.blobs.downloading.len() >= BLOB_DOWNLOADS_MAX {
-            // Asked again shortly: started once a download ends.
-            return self.blob_served(dest, BlobPart::Fetching { done_bytes: 0 });
         }
         let done = Arc::new(AtomicU64::new(0));
         self.swarm.blobs.downloading.insert(ask.digest.clone(), done.clone());
@@ -314,33 +362,56 @@ impl Daemon {
         let rt = self.runtime.clone();
         self.io.read(Box::new(move || {
             let started = Instant::now();
-            let result = download(rt.as_ref(), &dir, &reference, &digest, size, auth.as_ref(), &done);
-            let with_auth = auth.is_some();
-            Event::BlobCached { digest, size, with_auth, result: result.map(|evicted| (evicted, started.elapsed())) }
+            let private = auth.is_some();
+            let result = download(rt.as_ref(), &dir, &reference, &digest, size, auth.as_ref(), &done).map(|()| started.elapsed());
+            Event::BlobCached { digest, size, private, result }
         }));
         self.blob_served(dest, BlobPart::Fetching { done_bytes: 0 })
     }
 
-    /// A download into the cache ended.
-    pub(crate) fn on_blob_cached(&mut self, digest: String, size: u64, with_auth: bool, result: Result<(Vec<String>, Duration), String>) {
+    /// A download into the cache ended: the blob is served from now on, and
+    /// the cache is trimmed to its bound.
+    pub(crate) fn on_blob_cached(&mut self, digest: String, size: u64, private: bool, result: Result<Duration, String>) {
         self.swarm.blobs.downloading.remove(&digest);
+        let now_ms = self.mono_ms();
         match result {
-            Ok((evicted, took)) => {
+            Ok(took) => {
                 crate::log!("INFO", "blob cache: {digest} ({size} bytes) fetched in {} ms", took.as_millis());
-                for e in evicted {
-                    self.swarm.blobs.cached.remove(&e);
-                }
-                self.swarm.blobs.cached.insert(digest, size);
+                self.swarm.blobs.cached.insert(digest.clone(), Cached { size, private, verified: true, served_ms: now_ms });
+                self.trim_blob_cache(&digest, now_ms);
             }
             Err(why) => {
                 crate::log!("WARN", "blob cache: cannot fetch {digest}: {why}; nodes pull it from the registry themselves");
-                let until = self.mono_ms() + BLOB_FAILED_MS;
-                self.swarm.blobs.failed.insert((digest, with_auth), (why, until));
+                self.swarm.blobs.failed.insert((digest, size, private), (why, now_ms + BLOB_FAILED_MS));
             }
         }
     }
 
-    /// A served part goes where it was asked.
+    /// Deletes the blobs served longest ago until the cache holds at most
+    /// `BLOB_CACHE_BYTES_MAX`; never `keep` (just added) nor one served in
+    /// the last `BLOB_EVICT_IDLE_MS` (nodes may be reading it part by part).
+    fn trim_blob_cache(&mut self, keep: &str, now_ms: u64) {
+        let (gone, total) = evict(&mut self.swarm.blobs.cached, keep, now_ms, BLOB_CACHE_BYTES_MAX);
+        if total > BLOB_CACHE_BYTES_MAX {
+            crate::log!(
+                "WARN",
+                "blob cache: {total} bytes, over its {BLOB_CACHE_BYTES_MAX}: every other blob was served in the last minute"
+            );
+        }
+        if gone.is_empty() {
+            return;
+        }
+        let dir = self.cache_dir();
+        self.io.read(Box::new(move || {
+            for f in gone {
+                let _ = std::fs::remove_file(dir.join(f));
+            }
+            Event::Replied
+        }));
+    }
+
+    /// A served part goes where it was asked; what the read learnt about the
+    /// cache is kept.
     pub(crate) fn blob_served(&mut self, dest: BlobDest, part: BlobPart) {
         match dest {
             BlobDest::Local(reply) => {
@@ -351,10 +422,80 @@ impl Daemon {
             }
         }
     }
+
+    /// A cache read finished (see [`CacheNote`]).
+    pub(crate) fn on_blob_served(&mut self, dest: BlobDest, part: BlobPart, note: Option<CacheNote>) {
+        match note {
+            Some(CacheNote::Verified(d)) => {
+                if let Some(c) = self.swarm.blobs.cached.get_mut(&d) {
+                    c.verified = true;
+                }
+            }
+            Some(CacheNote::Gone(d)) => {
+                crate::log!("WARN", "blob cache: {d} is gone or damaged; fetched again when asked");
+                self.swarm.blobs.cached.remove(&d);
+            }
+            None => {}
+        }
+        self.blob_served(dest, part);
+    }
 }
 
-/// The complete blobs in the cache directory (partial downloads deleted).
-fn scan_cache(dir: &Path) -> BTreeMap<String, u64> {
+/// What a cache read learnt about the cache.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum CacheNote {
+    /// The blob hashes to its digest (checked once after a restart).
+    Verified(String),
+    /// The blob's file is missing or damaged (deleted): not cached any more.
+    Gone(String),
+}
+
+/// One complete blob in the cache.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Cached {
+    size: u64,
+    /// Fetched with a service's credentials (file `<hex>.private`).
+    private: bool,
+    /// Hashed since this process started (downloads are verified as they
+    /// come; a file found at start is hashed before it is first served).
+    verified: bool,
+    /// When it was last served or added (mono ms): eviction goes by it.
+    served_ms: u64,
+}
+
+/// Takes the blobs served longest ago out of `cached` until it holds at most
+/// `bytes_max`, never `keep` nor one served in the last `BLOB_EVICT_IDLE_MS`;
+/// returns their file names and the bytes left.
+fn evict(cached: &mut BTreeMap<String, Cached>, keep: &str, now_ms: u64, bytes_max: u64) -> (Vec<String>, u64) {
+    let mut total: u64 = cached.values().map(|c| c.size).sum();
+    let mut gone = Vec::new();
+    while total > bytes_max {
+        let victim = cached
+            .iter()
+            .filter(|(d, c)| d.as_str() != keep && now_ms.saturating_sub(c.served_ms) >= BLOB_EVICT_IDLE_MS)
+            .min_by_key(|(_, c)| c.served_ms)
+            .map(|(d, _)| d.clone());
+        let Some(d) = victim else { break };
+        if let Some(c) = cached.remove(&d) {
+            total = total.saturating_sub(c.size);
+            gone.push(cache_file(d.trim_start_matches("sha256:"), c.private));
+        }
+    }
+    (gone, total)
+}
+
+/// A blob's file name in the cache.
+fn cache_file(hex: &str, private: bool) -> String {
+    if private {
+        format!("{hex}.private")
+    } else {
+        hex.to_string()
+    }
+}
+
+/// The complete blobs in the cache directory (partial downloads deleted;
+/// anything else left alone).
+fn scan_cache(dir: &Path) -> BTreeMap<String, Cached> {
     let mut out = BTreeMap::new();
     let Ok(entries) = std::fs::read_dir(dir) else { return out };
     for e in entries.flatten() {
@@ -363,19 +504,40 @@ fn scan_cache(dir: &Path) -> BTreeMap<String, u64> {
             let _ = std::fs::remove_file(e.path());
             continue;
         }
-        let digest = format!("sha256:{name}");
+        let (hex, private) = match name.strip_suffix(".private") {
+            Some(h) => (h.to_string(), true),
+            None => (name.clone(), false),
+        };
+        let digest = format!("sha256:{hex}");
         if shoal_image::digest::validate(&digest).is_ok() {
             if let Ok(m) = e.metadata() {
-                out.insert(digest, m.len());
+                out.insert(digest, Cached { size: m.len(), private, verified: false, served_ms: 0 });
             }
         }
     }
     out
 }
 
-/// Reads `len` bytes from `offset` of the cached blob at `path` (`size` bytes).
-fn read_part(path: &Path, size: u64, offset: u64, len: u64) -> BlobPart {
+/// Reads `len` bytes from `offset` of the cached blob at `path` (`size`
+/// bytes), hashing the whole file first when `verify` (a damaged one is
+/// deleted and refused: the asker goes to the registry).
+fn read_part(path: &Path, digest: &str, size: u64, offset: u64, len: u64, verify: bool) -> (BlobPart, Option<CacheNote>) {
     use std::io::{Seek, SeekFrom};
+    let gone = |why: String| {
+        let _ = std::fs::remove_file(path);
+        (BlobPart::Refused { why }, Some(CacheNote::Gone(digest.to_string())))
+    };
+    let mut note = None;
+    if verify {
+        let whole = std::fs::File::open(path).and_then(|f| {
+            let desc = shoal_image::Descriptor { media_type: String::new(), digest: digest.to_string(), size, platform: None };
+            std::io::copy(&mut shoal_image::digest::VerifyingReader::new(f, &desc), &mut std::io::sink())
+        });
+        match whole {
+            Ok(_) => note = Some(CacheNote::Verified(digest.to_string())),
+            Err(e) => return gone(format!("the cached blob {} is damaged: {e}", path.display())),
+        }
+    }
     let read = || -> std::io::Result<Vec<u8>> {
         let mut f = std::fs::File::open(path)?;
         f.seek(SeekFrom::Start(offset.min(size)))?;
@@ -384,14 +546,13 @@ fn read_part(path: &Path, size: u64, offset: u64, len: u64) -> BlobPart {
         Ok(out)
     };
     match read() {
-        Ok(bytes) => BlobPart::Bytes { size, media_type: String::new(), bytes },
-        Err(e) => BlobPart::Refused { why: format!("cannot read the cached blob {}: {e}", path.display()) },
+        Ok(bytes) => (BlobPart::Bytes { size, media_type: String::new(), bytes }, note),
+        Err(e) => gone(format!("cannot read the cached blob {}: {e}", path.display())),
     }
 }
 
 /// Downloads a blob into the cache (verified by the registry client while
-/// it is read), then trims the cache to its bound; returns the digests of
-/// the blobs that went.
+/// it is read), after checking the disk has room for it.
 fn download(
     rt: &dyn crate::runtime::Runtime,
     dir: &Path,
@@ -400,48 +561,34 @@ fn download(
     size: u64,
     auth: Option<&shoal_image::Credentials>,
     done: &AtomicU64,
-) -> Result<Vec<String>, String> {
+) -> Result<(), String> {
     let hex = digest.strip_prefix("sha256:").ok_or_else(|| format!("{digest} is not a sha256 digest"))?;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    if let Some(free) = free_bytes(dir) {
+        if free < size.saturating_add(BLOB_DISK_RESERVE_BYTES) {
+            return Err(format!(
+                "{} has {free} bytes free, too few for a blob of {size} bytes and the {BLOB_DISK_RESERVE_BYTES} kept free for the node",
+                dir.display()
+            ));
+        }
+    }
     let partial = dir.join(format!("{hex}.partial"));
-    let result = rt.registry_blob_to(reference, digest, size, auth, &partial, done).map_err(|e| e.to_string());
-    if let Err(e) = result {
+    if let Err(e) = rt.registry_blob_to(reference, digest, size, auth, &partial, done).map_err(|e| e.to_string()) {
         let _ = std::fs::remove_file(&partial);
         return Err(e);
     }
-    let path = dir.join(hex);
-    std::fs::rename(&partial, &path).map_err(|e| format!("cannot move {} into place: {e}", partial.display()))?;
-    Ok(trim_cache(dir, BLOB_CACHE_BYTES_MAX, hex))
+    let path = dir.join(cache_file(hex, auth.is_some()));
+    std::fs::rename(&partial, &path).map_err(|e| format!("cannot move {} into place: {e}", partial.display()))
 }
 
-/// Deletes the oldest complete blobs until the cache holds at most
-/// `bytes_max` (`keep`, the blob just added, stays); returns their digests.
-fn trim_cache(dir: &Path, bytes_max: u64, keep: &str) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut files: Vec<(std::time::SystemTime, String, u64)> = entries
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().to_string();
-            let m = e.metadata().ok()?;
-            (!name.ends_with(".partial")).then(|| (m.modified().unwrap_or(std::time::UNIX_EPOCH), name, m.len()))
-        })
-        .collect();
-    let mut total: u64 = files.iter().map(|f| f.2).sum();
-    files.sort();
-    let mut gone = Vec::new();
-    for (_, name, len) in files {
-        if total <= bytes_max {
-            break;
-        }
-        if name == keep {
-            continue;
-        }
-        if std::fs::remove_file(dir.join(&name)).is_ok() {
-            total = total.saturating_sub(len);
-            gone.push(format!("sha256:{name}"));
-        }
-    }
-    gone
+/// Free bytes on the file system of `dir` (for an unprivileged user), if known.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid out-pointer for the call.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| (st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 /// The runtime's way to the swarm's blobs: hands asks to the daemon's loop
@@ -461,7 +608,9 @@ impl LoopPeer {
         if !self.enabled.load(Ordering::Relaxed) {
             return Err("layer sharing is not in effect on this node (no swarm, or no manager in reach)".into());
         }
+        let started = Instant::now();
         let mut last_progress = (Instant::now(), u64::MAX);
+        let mut poll_ms = BLOB_FETCHING_POLL_MS;
         loop {
             let (reply, rx) = async_channel::bounded(1);
             self.tx.send_blocking(Event::BlobAsk { ask: ask.clone(), reply }).map_err(|_| "the daemon is stopping".to_string())?;
@@ -480,12 +629,16 @@ impl LoopPeer {
                         last_progress = (Instant::now(), done_bytes);
                     } else if last_progress.0.elapsed() >= Duration::from_millis(BLOB_STALL_TIMEOUT_MS) {
                         return Err(format!(
-                            "the manager's download of {} made no progress for {} s",
-                            ask.digest,
-                            BLOB_STALL_TIMEOUT_MS / 1000
+                            "the manager's downloads made no progress for {} s while {} waited",
+                            BLOB_STALL_TIMEOUT_MS / 1000,
+                            ask.digest
                         ));
                     }
-                    std::thread::sleep(Duration::from_millis(BLOB_FETCHING_POLL_MS));
+                    if started.elapsed() >= Duration::from_millis(BLOB_WAIT_MAX_MS) {
+                        return Err(format!("the manager did not have {} after {} min", ask.digest, BLOB_WAIT_MAX_MS / 60_000));
+                    }
+                    std::thread::sleep(Duration::from_millis(poll_ms));
+                    poll_ms = (poll_ms * 2).min(BLOB_FETCHING_POLL_MAX_MS);
                 }
                 Err(_) => return Err(format!("no answer from the daemon's loop within {} ms", BLOB_ASK_TIMEOUT_MS + 1_000)),
             }
@@ -591,28 +744,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_cache_trims_its_oldest_blobs_and_keeps_the_new_one() {
+    fn eviction_takes_the_blobs_served_longest_ago_never_a_busy_one() {
+        let c = |size, served_ms| Cached { size, private: false, verified: true, served_ms };
+        let d = |i: u8| format!("sha256:{}", format!("{i:x}").repeat(64).chars().take(64).collect::<String>());
+        let mut cached: BTreeMap<String, Cached> =
+            [(d(1), c(100, 1_000)), (d(2), c(100, 5_000)), (d(3), c(100, 200_000)), (d(4), c(100, 0))].into_iter().collect();
+        // 400 bytes, bound 250, now 210 s: 4 is just added (kept), 3 was served 10 s ago (busy): 1 then 2 go.
+        let (gone, left) = evict(&mut cached, &d(4), 210_000, 250);
+        assert_eq!(gone, vec![cache_file(&d(1)[7..], false), cache_file(&d(2)[7..], false)]);
+        assert_eq!(left, 200);
+        assert_eq!(cached.keys().cloned().collect::<Vec<_>>(), vec![d(3), d(4)]);
+        // Nothing idle enough: over the bound, and said so by the caller.
+        let (gone, left) = evict(&mut cached, &d(4), 210_000, 100);
+        assert!(gone.is_empty() && left == 200);
+    }
+
+    #[test]
+    fn the_cache_is_read_back_checked_and_read_in_bounded_parts() {
         let dir = std::env::temp_dir().join(format!("shoal-blob-cache-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let names: Vec<String> = (0..4).map(|i| format!("{i:064x}")).collect();
-        for (i, n) in names.iter().enumerate() {
-            std::fs::write(dir.join(n), vec![0u8; 100]).unwrap();
-            let t = std::time::UNIX_EPOCH + Duration::from_secs(1_000 + i as u64);
-            std::fs::File::options().write(true).open(dir.join(n)).unwrap().set_modified(t).unwrap();
-        }
-        std::fs::write(dir.join(format!("{}.partial", names[0])), b"half").unwrap();
-        // 400 bytes, bound 250: the two oldest go; the newest is kept even if it were oldest.
-        let gone = trim_cache(&dir, 250, &names[0]);
-        assert_eq!(gone, vec![format!("sha256:{}", names[1]), format!("sha256:{}", names[2])]);
-        let left = scan_cache(&dir);
-        assert_eq!(left.keys().cloned().collect::<Vec<_>>(), vec![format!("sha256:{}", names[0]), format!("sha256:{}", names[3])]);
-        assert!(!dir.join(format!("{}.partial", names[0])).exists(), "a partial download is deleted at the scan");
-        // Parts: bounded by the blob's end.
-        let p = dir.join(&names[3]);
-        std::fs::write(&p, (0..100u8).collect::<Vec<_>>()).unwrap();
-        assert_eq!(read_part(&p, 100, 90, 50), BlobPart::Bytes { size: 100, media_type: String::new(), bytes: (90..100u8).collect() });
-        assert!(matches!(read_part(&dir.join("missing"), 100, 0, 10), BlobPart::Refused { .. }));
+        let good: Vec<u8> = (0..100u8).collect();
+        let digest = shoal_image::digest::sha256(&good);
+        let hex = digest.trim_start_matches("sha256:").to_string();
+        std::fs::write(dir.join(&hex), &good).unwrap();
+        let other = shoal_image::digest::sha256(b"private");
+        std::fs::write(dir.join(cache_file(other.trim_start_matches("sha256:"), true)), b"private").unwrap();
+        std::fs::write(dir.join(format!("{hex}.partial")), b"half").unwrap();
+        std::fs::write(dir.join("stray"), b"x").unwrap();
+        let found = scan_cache(&dir);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(!found[&digest].private && !found[&digest].verified && found[&other].private);
+        assert!(!dir.join(format!("{hex}.partial")).exists(), "a partial download is deleted at the scan");
+        assert!(dir.join("stray").exists(), "what is not Shoal's is left alone");
+        // A first read hashes it; parts end at the blob's end.
+        let p = dir.join(&hex);
+        let (part, note) = read_part(&p, &digest, 100, 90, 50, true);
+        assert_eq!(part, BlobPart::Bytes { size: 100, media_type: String::new(), bytes: (90..100u8).collect() });
+        assert_eq!(note, Some(CacheNote::Verified(digest.clone())));
+        // A damaged file is deleted and refused (the asker goes to the registry).
+        std::fs::write(&p, vec![0u8; 100]).unwrap();
+        let (part, note) = read_part(&p, &digest, 100, 0, 10, true);
+        assert!(matches!(part, BlobPart::Refused { .. }) && note == Some(CacheNote::Gone(digest.clone())), "{part:?}");
+        assert!(!p.exists());
+        let (part, note) = read_part(&p, &digest, 100, 0, 10, false);
+        assert!(matches!(part, BlobPart::Refused { .. }) && note == Some(CacheNote::Gone(digest)), "{part:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

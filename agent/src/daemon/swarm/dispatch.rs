@@ -69,9 +69,9 @@ impl Daemon {
             match effect {
                 DispatchEffect::Assign { conn, record, assignments, managers, auths } => {
                     // The credentials of the assigned services that have some go
-                    // first (when they changed), so that a task's first pull has them;
-                    // a worker that holds some for services no longer assigned drops
-                    // them with these assignments.
+                    // first (on a session's first assignments and when they changed), so
+                    // that a task's first pull has them; a worker that holds some for
+                    // services no longer assigned drops them with these assignments.
                     if let Some(auths) = auths {
                         self.swarm.send(conn, &Wire::RegistryAuths { auths });
                     }
@@ -115,10 +115,9 @@ impl Daemon {
         let state = self.store.state();
         let Some(node) = state.nodes.get(peer).filter(|n| n.role == NodeRole::Worker).cloned() else { return };
         let assignments = dispatcher::assignments(state, peer);
+        // Always (an empty set too): the node forgets credentials gone since.
         let auths = dispatcher::registry_auths(state, &assignments);
-        if !auths.is_empty() {
-            self.swarm.send(conn, &Wire::RegistryAuths { auths });
-        }
+        self.swarm.send(conn, &Wire::RegistryAuths { auths });
         let msg = Wire::Assignments {
             node,
             tasks: assignments.tasks.into_values().collect(),

@@ -59,7 +59,14 @@ impl Daemon {
         self.swarm.pulls.read_at_ms = now_ms;
         let rt = self.runtime.clone();
         self.io.read(Box::new(move || {
-            let pulls = waiting.into_iter().filter_map(|(task, image)| rt.pull_progress(&image).map(|p| (task, p))).collect();
+            let pulls = waiting
+                .into_iter()
+                .filter_map(|(task, image)| rt.pull_progress(&image).map(|p| (task, p)))
+                .map(|(task, mut p)| {
+                    p.layers.truncate(PULL_LAYERS_MAX);
+                    (task, p)
+                })
+                .collect();
             Event::TaskPullsRead { pulls }
         }));
     }
