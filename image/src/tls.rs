@@ -44,10 +44,25 @@ pub(crate) struct Trust {
     pub(crate) system_file: Option<PathBuf>,
 }
 
+/// The key provider of a client that presents no certificate.
+#[derive(Debug)]
+struct NoClientKeys;
+
+impl rustls::crypto::KeyProvider for NoClientKeys {
+    fn load_private_key(
+        &self,
+        _key: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> Result<Arc<dyn rustls::sign::SigningKey>, rustls::Error> {
+        Err(rustls::Error::General("client certificates are not supported".into()))
+    }
+}
+
 impl Trust {
     /// Loads every root. `system_ca`: also read the system's bundle.
     pub(crate) fn load(ca_files: &[CaFile], system_ca: bool) -> Result<Trust, String> {
-        let provider = Arc::new(rustls_rustcrypto::provider());
+        // A registry client never signs (no client certificates): without the provider's
+        // key loader, the RSA, ECDSA and Ed25519 signing code is not linked in.
+        let provider = Arc::new(rustls::crypto::CryptoProvider { key_provider: &NoClientKeys, ..rustls_rustcrypto::provider() });
         let mut roots = RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         let mut system_file = None;
