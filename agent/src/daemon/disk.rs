@@ -290,7 +290,7 @@ fn parse_mem_available(text: &str) -> Option<u64> {
     kib.checked_mul(1024)
 }
 
-fn statvfs(dir: &Path) -> Result<Space, String> {
+pub(crate) fn statvfs(dir: &Path) -> Result<Space, String> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|_| format!("{}: path has a NUL byte", dir.display()))?;
     // SAFETY: `c` is a NUL-terminated path and `st` a properly sized out-parameter.

@@ -182,6 +182,10 @@ pub(crate) enum Event {
         part: shoal_shared::wire::BlobPart,
         note: Option<swarm::blobs::CacheNote>,
     },
+    /// A manager's blob cache directory was read (see [`swarm::blobs`]).
+    BlobCacheScanned {
+        cached: std::collections::BTreeMap<String, swarm::blobs::Cached>,
+    },
     /// A manager's download into its blob cache ended (the time it took).
     BlobCached {
         digest: String,
@@ -645,6 +649,7 @@ impl Daemon {
             Event::BlobAsk { ask, reply } => self.on_blob_ask(ask, reply),
             Event::TaskPullsRead { pulls } => self.on_task_pulls_read(pulls),
             Event::BlobServed { dest, part, note } => self.on_blob_served(dest, part, note),
+            Event::BlobCacheScanned { cached } => self.on_blob_cache_scanned(cached),
             Event::BlobCached { digest, size, private, result } => self.on_blob_cached(digest, size, private, result),
             Event::Tick => {
                 // One raft tick per loop tick (the ticker runs at raft's tick_ms); a lone manager has no peers to

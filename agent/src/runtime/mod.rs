@@ -134,6 +134,11 @@ pub struct Pulled {
     pub downloaded: bool,
 }
 
+/// What a runtime without a registry client (the fake) answers registry calls with.
+fn no_registry(reference: &str) -> RuntimeError {
+    RuntimeError::Image(format!("this runtime reaches no registry for {reference}"))
+}
+
 /// A container runtime driven by the worker.
 pub trait Runtime: Send + Sync + 'static {
     /// Runtime name and version, e.g. `containerd 1.6.20`.
@@ -180,7 +185,7 @@ pub trait Runtime: Send + Sync + 'static {
         _digest: &str,
         _auth: Option<&shoal_image::Credentials>,
     ) -> Result<(String, Vec<u8>), RuntimeError> {
-        Err(RuntimeError::Image(format!("this runtime reaches no registry for {reference}")))
+        Err(no_registry(reference))
     }
     /// Downloads blob `digest` (`size` bytes) of `reference`'s repository
     /// from its registry into `dest`, verified (resumed inside on breaks);
@@ -194,6 +199,6 @@ pub trait Runtime: Send + Sync + 'static {
         _dest: &Path,
         _done_bytes: &std::sync::atomic::AtomicU64,
     ) -> Result<(), RuntimeError> {
-        Err(RuntimeError::Image(format!("this runtime reaches no registry for {reference}")))
+        Err(no_registry(reference))
     }
 }

@@ -37,7 +37,9 @@
 //! before a restarted manager first serves it: a damaged one is deleted);
 //! `<hex>.private` the same, fetched with a service's credentials;
 //! `<hex>.partial` a download in progress (deleted at start: a restarted
-//! manager begins again). Nothing else is written there.
+//! manager begins again). Nothing else is written there. The directory is
+//! read off the loop at the first ask after a start (askers are answered
+//! `Fetching` meanwhile).
 //!
 //! Limits: `BLOB_ASKS_MAX` asks routed at once per node, each answered or
 //! failed within `BLOB_ASK_TIMEOUT_MS`; a blob the manager is fetching is
@@ -108,6 +110,7 @@ pub(crate) enum BlobDest {
 }
 
 /// The loop's memory of blob sharing (part of [`super::Swarm`]).
+#[derive(Default)]
 pub(crate) struct Blobs {
     /// Whether pulls on this node ask the swarm (read by [`LoopPeer`]).
     pub(crate) enabled: Arc<AtomicBool>,
@@ -122,25 +125,12 @@ pub(crate) struct Blobs {
     /// had credentials (an ask with another size, or one without credentials,
     /// must not refuse the right one): why, and until when (mono ms).
     failed: BTreeMap<(String, u64, bool), (String, u64)>,
-    /// Manager: whether the cache directory was read (at the first ask).
+    /// Manager: whether the cache directory was read (off the loop, at the
+    /// first ask), and whether that read runs.
     scanned: bool,
+    scanning: bool,
     /// Manager: manifest fetches running.
     manifest_fetches: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl Default for Blobs {
-    fn default() -> Self {
-        Blobs {
-            enabled: Arc::new(AtomicBool::new(false)),
-            next_id: 0,
-            asks: BTreeMap::new(),
-            cached: BTreeMap::new(),
-            downloading: BTreeMap::new(),
-            failed: BTreeMap::new(),
-            scanned: false,
-            manifest_fetches: Arc::default(),
-        }
-    }
 }
 
 impl Daemon {
@@ -318,8 +308,13 @@ impl Daemon {
             return self.blob_served(dest, refuse(why));
         }
         if !self.swarm.blobs.scanned {
-            self.swarm.blobs.scanned = true;
-            self.swarm.blobs.cached = scan_cache(&self.cache_dir());
+            // What a previous run left is read off the loop; askers ask again meanwhile.
+            if !self.swarm.blobs.scanning {
+                self.swarm.blobs.scanning = true;
+                let dir = self.cache_dir();
+                self.io.read(Box::new(move || Event::BlobCacheScanned { cached: scan_cache(&dir) }));
+            }
+            return self.blob_served(dest, BlobPart::Fetching { done_bytes: 0 });
         }
         let now_ms = self.mono_ms();
         if let Some(c) = self.swarm.blobs.cached.get(&ask.digest).cloned() {
@@ -367,6 +362,15 @@ impl Daemon {
             Event::BlobCached { digest, size, private, result }
         }));
         self.blob_served(dest, BlobPart::Fetching { done_bytes: 0 })
+    }
+
+    /// The cache directory was read (at the first ask since start).
+    pub(crate) fn on_blob_cache_scanned(&mut self, cached: BTreeMap<String, Cached>) {
+        let blobs = &mut self.swarm.blobs;
+        (blobs.scanned, blobs.scanning) = (true, false);
+        for (digest, c) in cached {
+            blobs.cached.entry(digest).or_insert(c);
+        }
     }
 
     /// A download into the cache ended: the blob is served from now on, and
@@ -452,7 +456,7 @@ pub(crate) enum CacheNote {
 
 /// One complete blob in the cache.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Cached {
+pub(crate) struct Cached {
     size: u64,
     /// Fetched with a service's credentials (file `<hex>.private`).
     private: bool,
@@ -564,7 +568,8 @@ fn download(
 ) -> Result<(), String> {
     let hex = digest.strip_prefix("sha256:").ok_or_else(|| format!("{digest} is not a sha256 digest"))?;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    if let Some(free) = free_bytes(dir) {
+    if let Ok(space) = crate::daemon::disk::statvfs(dir) {
+        let free = space.free_bytes;
         if free < size.saturating_add(BLOB_DISK_RESERVE_BYTES) {
             return Err(format!(
                 "{} has {free} bytes free, too few for a blob of {size} bytes and the {BLOB_DISK_RESERVE_BYTES} kept free for the node",
@@ -579,16 +584,6 @@ fn download(
     }
     let path = dir.join(cache_file(hex, auth.is_some()));
     std::fs::rename(&partial, &path).map_err(|e| format!("cannot move {} into place: {e}", partial.display()))
-}
-
-/// Free bytes on the file system of `dir` (for an unprivileged user), if known.
-fn free_bytes(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a NUL-terminated path and `st` a valid out-pointer for the call.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    (rc == 0).then(|| (st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 /// The runtime's way to the swarm's blobs: hands asks to the daemon's loop
