@@ -13,8 +13,8 @@ use shoal_shared::clock::UnixNanos;
 use shoal_shared::ops::Op;
 use shoal_shared::types::{
     Autolock, AutopilotSettings, EndpointMode, Ipv4Net, Meta, Network, NetworkDefaults, NetworkSpec, NodeRole, NodeState, PortConfig,
-    Service, ServiceMode, ServiceSpec, SwarmSettings, UpdateState, UpdateStatus, DRIVER_OVERLAY, HOST_NETWORK_ID, NONE_NETWORK_ID,
-    OPT_ENCRYPTED, OPT_MTU, PUBLISH_MODE_HOST, PUBLISH_MODE_INGRESS,
+    RestartCondition, Service, ServiceMode, ServiceSpec, SwarmSettings, UpdateState, UpdateStatus, DRIVER_OVERLAY, HOST_NETWORK_ID,
+    NONE_NETWORK_ID, OPT_ENCRYPTED, OPT_MTU, PUBLISH_MODE_HOST, PUBLISH_MODE_INGRESS,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -55,7 +55,7 @@ pub enum ControlError {
     BadName(String),
     #[error("{0}")]
     Invalid(String),
-    #[error("scale can only be used with replicated mode: service {0} is global")]
+    #[error("scale can only be used with replicated or replicated-job mode: service {0} is not replicated")]
     ScaleGlobal(String),
     #[error("service {0} does not have a previous spec: there is nothing to roll back to")]
     NoPreviousSpec(String),
@@ -134,10 +134,14 @@ pub fn validate_spec(spec: &ServiceSpec) -> Result<(), ControlError> {
     if spec.task.container.image.trim().is_empty() {
         return Err(ControlError::Invalid("a service needs an image".into()));
     }
-    if let ServiceMode::Replicated { replicas } = spec.mode {
-        if replicas > REPLICAS_MAX {
-            return Err(ControlError::Invalid(format!("replicas {replicas} is above the limit of {REPLICAS_MAX}")));
+    if let ServiceMode::Replicated { replicas: n } | ServiceMode::ReplicatedJob { total_completions: n, .. } = spec.mode {
+        if n > REPLICAS_MAX {
+            return Err(ControlError::Invalid(format!("replicas {n} is above the limit of {REPLICAS_MAX}")));
         }
+    }
+    if spec.mode.is_job() && spec.task.restart.condition == RestartCondition::Any {
+        // Docker's rule: a job whose tasks restart after success never completes.
+        return Err(ControlError::Invalid("jobs may not have restart condition \"any\": use on-failure or none".into()));
     }
     // The one placement parser: what passes here is what the scheduler can read.
     ValidPlacement::parse(&spec.task.placement).map_err(|e| ControlError::Invalid(e.to_string()))?;
@@ -454,15 +458,18 @@ pub fn remove_network(state: &State, key: &str) -> Result<(Vec<Op>, String), Con
 pub fn scale_service(state: &State, key: &str, replicas: u64) -> Result<Vec<Op>, ControlError> {
     in_swarm(state)?;
     let s = state.find_service(key).ok_or_else(|| ControlError::NoSuchService(key.to_string()))?;
-    if s.spec.mode == ServiceMode::Global {
-        return Err(ControlError::ScaleGlobal(s.spec.name.clone()));
-    }
     if replicas > REPLICAS_MAX {
         return Err(ControlError::Invalid(format!("replicas {replicas} is above the limit of {REPLICAS_MAX}")));
     }
+    let mode = match s.spec.mode {
+        ServiceMode::Replicated { .. } => ServiceMode::Replicated { replicas },
+        // Docker's: a replicated job's scale is its total completions.
+        ServiceMode::ReplicatedJob { max_concurrent, .. } => ServiceMode::ReplicatedJob { max_concurrent, total_completions: replicas },
+        ServiceMode::Global | ServiceMode::GlobalJob => return Err(ControlError::ScaleGlobal(s.spec.name.clone())),
+    };
     let mut next = s.clone();
     next.previous_spec = Some(s.spec.clone());
-    next.spec.mode = ServiceMode::Replicated { replicas };
+    next.spec.mode = mode;
     Ok(vec![Op::PutService(next)])
 }
 
@@ -483,7 +490,7 @@ pub fn update_service(state: &State, key: &str, mut spec: ServiceSpec, now: Unix
             s.spec.name, spec.name
         )));
     }
-    if (spec.mode == ServiceMode::Global) != (s.spec.mode == ServiceMode::Global) {
+    if std::mem::discriminant(&spec.mode) != std::mem::discriminant(&s.spec.mode) {
         return Err(ControlError::Invalid(format!("service mode change is not allowed: remove and recreate service {}", s.spec.name)));
     }
     let mut next = s.clone();
@@ -492,7 +499,8 @@ pub fn update_service(state: &State, key: &str, mut spec: ServiceSpec, now: Unix
     // they are replaced like a task spec change (the updater's dirty check).
     let needs_ingress = |spec: &ServiceSpec| spec.ports.iter().any(PortConfig::is_ingress);
     let ingress_added = needs_ingress(&spec) && !needs_ingress(&s.spec);
-    if spec.task != s.spec.task || ingress_added || paused {
+    // A job has no rolling update: a changed spec is a new iteration (the orchestrator's).
+    if (spec.task != s.spec.task || ingress_added || paused) && !spec.mode.is_job() {
         next.update_status = Some(UpdateStatus::started(UpdateState::Updating, now, MSG_UPDATING));
     }
     next.previous_spec = Some(std::mem::replace(&mut next.spec, spec));
@@ -504,6 +512,12 @@ pub fn update_service(state: &State, key: &str, mut spec: ServiceSpec, now: Unix
 pub fn rollback_service(state: &State, key: &str, now: UnixNanos) -> Result<Vec<Op>, ControlError> {
     in_swarm(state)?;
     let s = state.find_service(key).ok_or_else(|| ControlError::NoSuchService(key.to_string()))?;
+    if s.spec.mode.is_job() {
+        return Err(ControlError::Invalid(format!(
+            "service {} is a job: jobs have no rolling update to roll back (update its spec to run it again)",
+            s.spec.name
+        )));
+    }
     let Some(prev) = s.previous_spec.clone() else {
         return Err(ControlError::NoPreviousSpec(s.spec.name.clone()));
     };

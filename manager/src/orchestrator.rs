@@ -43,8 +43,17 @@
 //! - placements are judged parsed ([`crate::placement::ValidPlacement`]);
 //!   one that does not parse (only another version's data) is not judged:
 //!   its running tasks stay, and a global service gets no new tasks;
+//! - jobs (`replicated-job`, `global-job`, issue #17) run to completion: a
+//!   task that exits 0 is `Complete` and keeps its slot (never restarted,
+//!   whatever the condition); a failed one is replaced per the restart
+//!   policy. The *iteration* is the spec: a task whose spec is not the
+//!   service's (a changed spec, `--force`) is shut down and its slot runs
+//!   again, there is no rolling update. A replicated job has slots
+//!   `1..=total_completions` and starts tasks in the lowest open slots while
+//!   fewer than `max_concurrent` (0: all) are live; a global job runs once
+//!   on every eligible node, later ones included;
 //! - once none of the above has anything to do for a service, the
-//!   [`crate::updater`] moves its rolling update along;
+//!   [`crate::updater`] moves its rolling update along (services only);
 //! - tasks with `desired = Remove` are deleted once they are no longer running,
 //!   and each slot keeps at most [`TASK_HISTORY_PER_SLOT_MAX`] tasks;
 //! - last, [`crate::network::allocate`] adds the network allocations (new
@@ -92,9 +101,22 @@ pub fn reconcile(state: &State, now: UnixNanos, rng: &mut Rng) -> Vec<Op> {
                 place_global(state, service, &slots, rng, &mut ops);
                 drop_superseded(service, &slots, &mut ops);
             }
+            ServiceMode::ReplicatedJob { max_concurrent, total_completions } => {
+                evacuate(state, service, &slots, &misfits, rng, &mut ops);
+                let rerun = rerun_jobs(service, &slots, &mut ops);
+                drop_superseded(service, &slots, &mut ops);
+                scale_job(service, &slots, &rerun, max_concurrent, total_completions, rng, &mut ops);
+            }
+            ServiceMode::GlobalJob => {
+                evacuate(state, service, &slots, &misfits, rng, &mut ops);
+                // A slot re-run this round gets its task next round (`place_global` sees it held now).
+                rerun_jobs(service, &slots, &mut ops);
+                place_global(state, service, &slots, rng, &mut ops);
+                drop_superseded(service, &slots, &mut ops);
+            }
         }
         // The updater acts on a settled round, so it never races the others over a slot.
-        if ops.len() == before {
+        if ops.len() == before && !service.spec.mode.is_job() {
             let current = |t: &Task| t.spec == service.spec.task && (t.status.state <= TaskState::Pending || network::attached(state, t));
             updater::update(service, &current, &slots, &away, now, rng, &mut ops);
         }
@@ -323,6 +345,11 @@ fn restart_dead_tasks(
             continue;
         }
         let failed = t.status.state != TaskState::Complete;
+        // A job's completed task is its slot's result, never restarted; an
+        // old iteration's is `rerun_jobs`'.
+        if service.spec.mode.is_job() && (!failed || t.spec != service.spec.task) {
+            continue;
+        }
         let wanted = match policy.condition {
             RestartCondition::Any => true,
             RestartCondition::OnFailure => failed,
@@ -407,6 +434,108 @@ fn scale_replicated(service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, re
     }
 }
 
+/// Jobs: a slot's runnable task of an older iteration (its spec is not the
+/// service's) is shut down, running or finished, so the slot runs again.
+/// Returns the slots freed this way.
+fn rerun_jobs(service: &Service, slots: &BTreeMap<SlotKey, Vec<&Task>>, ops: &mut Vec<Op>) -> BTreeSet<u64> {
+    let mut freed = BTreeSet::new();
+    for slot in slots.values() {
+        let Some(t) = runnable_task(slot) else { continue };
+        if t.spec != service.spec.task && t.desired_state == TaskState::Running {
+            ops.push(Op::SetTaskDesired { id: t.id.clone(), desired: TaskState::Shutdown });
+            freed.insert(t.slot);
+        }
+    }
+    freed
+}
+
+/// A replicated job's slots `1..=total`: the lowest open ones (no runnable
+/// task, or one `rerun_jobs` just freed) get a task while fewer than
+/// `max_concurrent` (0: all) are live; slots above `total` are removed.
+fn scale_job(
+    service: &Service,
+    slots: &BTreeMap<SlotKey, Vec<&Task>>,
+    freed: &BTreeSet<u64>,
+    max_concurrent: u64,
+    total: u64,
+    rng: &mut Rng,
+    ops: &mut Vec<Op>,
+) {
+    let limit = if max_concurrent == 0 { total } else { max_concurrent.min(total) };
+    let mut live_now = 0u64;
+    let mut held = BTreeSet::new();
+    for (k, v) in slots {
+        let SlotKey::Slot(n) = k else { continue };
+        let Some(t) = runnable_task(v) else { continue };
+        if *n > total {
+            ops.push(Op::SetTaskDesired { id: t.id.clone(), desired: TaskState::Remove });
+            continue;
+        }
+        // Live tasks count against the limit until they end, a re-run's old one included.
+        if live(t) {
+            live_now += 1;
+        }
+        if !freed.contains(n) {
+            held.insert(*n);
+        }
+    }
+    // Restarts and evacuations made this round are live too (a failed task
+    // still holds its slot in the state, so it was not counted above).
+    let made = ops.iter().filter(|op| matches!(op, Op::CreateTask(t) if t.service_id == service.id)).count() as u64;
+    // A freed slot's old task may still run: its slot waits for it to end.
+    let mut room = limit.saturating_sub(live_now.saturating_add(made));
+    for n in 1..=total {
+        if room == 0 {
+            break;
+        }
+        if held.contains(&n) || freed.contains(&n) {
+            continue;
+        }
+        ops.push(Op::CreateTask(new_task(service, n, "", rng, 0)));
+        room -= 1;
+    }
+}
+
+/// Where a job stands: `running` live tasks of the current iteration,
+/// `completed` slots done, `failed` slots whose task failed and will not be
+/// restarted (the policy's attempts used up, or condition `none`), of
+/// `total` (a replicated job's completions; a global job's slots so far).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JobProgress {
+    pub running: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub total: u64,
+}
+
+/// The progress of a job's current iteration (`None` for a service).
+pub fn job_progress(state: &State, service: &Service) -> Option<JobProgress> {
+    if !service.spec.mode.is_job() {
+        return None;
+    }
+    let mut slots: BTreeMap<SlotKey, Vec<&Task>> = BTreeMap::new();
+    for t in state.tasks_of(&service.id) {
+        slots.entry(slot_key(t)).or_default().push(t);
+    }
+    let mut p = JobProgress::default();
+    for slot in slots.values() {
+        let Some(t) = runnable_task(slot) else { continue };
+        if t.spec != service.spec.task {
+            continue;
+        }
+        match t.status.state {
+            TaskState::Complete => p.completed += 1,
+            s if s.is_terminal() => p.failed += 1,
+            _ => p.running += 1,
+        }
+    }
+    p.total = match service.spec.mode {
+        ServiceMode::ReplicatedJob { total_completions, .. } => total_completions,
+        _ => slots.values().filter(|s| runnable_task(s).is_some()).count() as u64,
+    };
+    Some(p)
+}
+
 /// Tasks that must leave their node are shut down. Replicated ones leave
 /// drained, down and removed nodes, and both kinds leave as [`misfits`]; a
 /// misfit's status says why. A replicated slot left with no live task gets a
@@ -420,7 +549,7 @@ fn evacuate(
     rng: &mut Rng,
     ops: &mut Vec<Op>,
 ) {
-    let replicated = matches!(service.spec.mode, ServiceMode::Replicated { .. });
+    let replicated = service.spec.mode.is_replicated();
     let drained = |t: &Task| {
         replicated && state.nodes.get(&t.node_id).is_none_or(|n| n.availability == Availability::Drain || n.state == NodeState::Down)
     };
@@ -1302,5 +1431,154 @@ mod enforcer_tests {
                 1 a Shutdown Failed task: non-zero exit (1)
                 1 b Running Assigned",
         });
+    }
+}
+
+#[cfg(test)]
+mod job_tests {
+    use super::*;
+    use crate::state::tests::service;
+    use shoal_shared::ops::Entry;
+
+    /// Runs the orchestrator until it has nothing to do.
+    fn settle(s: &mut State, now: UnixNanos, rng: &mut Rng) {
+        for _ in 0..20 {
+            let ops = reconcile(s, now, rng);
+            if ops.is_empty() {
+                return;
+            }
+            let r = s.apply(s.applied_index + 1, &Entry { at: now, ops });
+            assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+        }
+        panic!("reconcile did not settle in 20 rounds");
+    }
+
+    /// Runs a job to its end on nodes `n1..=n{nodes}`: orchestrator, then
+    /// scheduler, then agents (assigned tasks run; running ones complete,
+    /// or fail when `fails(task)`), `rounds` times, a second apart. Returns
+    /// the most live tasks of the service seen at once.
+    fn run_job(s: &mut State, nodes: usize, rounds: usize, fails: &dyn Fn(&Task) -> bool, rng: &mut Rng) -> usize {
+        let mut ops: Vec<Op> = (1..=nodes).map(|i| Op::PutNode(crate::state::tests::node(&format!("n{i}"), "linux/amd64"))).collect();
+        ops.retain(|op| matches!(op, Op::PutNode(n) if !s.nodes.contains_key(&n.id)));
+        if !ops.is_empty() {
+            s.apply(s.applied_index + 1, &Entry { at: 1, ops });
+        }
+        let mut most = 0;
+        for round in 0..rounds {
+            let now = 1_000_000_000 * (round as u64 + 2);
+            settle(s, now, rng);
+            let placed = crate::scheduler::schedule(s, now);
+            s.apply(s.applied_index + 1, &Entry { at: now, ops: placed });
+            let live = s.tasks.values().filter(|t| live(t)).count();
+            most = most.max(live);
+            let mut agent = Vec::new();
+            for t in s.tasks.values().filter(|t| !t.node_id.is_empty() && !t.status.state.is_terminal()) {
+                let st = match (t.desired_state, t.status.state) {
+                    (d, _) if d > TaskState::Running => TaskStatus::new(TaskState::Shutdown, now, "shutdown"),
+                    (TaskState::Running, TaskState::Running) if fails(t) => TaskStatus::new(TaskState::Failed, now, "exit 1"),
+                    (TaskState::Running, TaskState::Running) => TaskStatus::new(TaskState::Complete, now, "finished"),
+                    (TaskState::Running, st) if st >= TaskState::Assigned => TaskStatus::new(TaskState::Running, now, "started"),
+                    _ => continue,
+                };
+                agent.push(Op::SetTaskStatus { id: t.id.clone(), status: st });
+            }
+            let r = s.apply(s.applied_index + 1, &Entry { at: now, ops: agent });
+            assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+        }
+        most
+    }
+
+    fn job(mode: ServiceMode) -> State {
+        let mut s = State::default();
+        let mut svc = service("svc", "batch");
+        svc.spec.mode = mode;
+        svc.spec.task.restart.condition = RestartCondition::OnFailure;
+        svc.spec.task.restart.delay_ns = 0;
+        s.apply(1, &Entry { at: 1, ops: vec![Op::PutService(svc)] });
+        s
+    }
+
+    fn progress(s: &State) -> JobProgress {
+        job_progress(s, &s.services["svc"]).unwrap()
+    }
+
+    #[test]
+    fn a_replicated_job_runs_its_completions_at_most_max_concurrent_at_once() {
+        let mut rng = Rng::from_seed(3);
+        let mut s = job(ServiceMode::ReplicatedJob { max_concurrent: 2, total_completions: 5 });
+        let most = run_job(&mut s, 3, 12, &|_| false, &mut rng);
+        assert_eq!(most, 2, "never more than max_concurrent live, and it used them");
+        assert_eq!(progress(&s), JobProgress { running: 0, completed: 5, failed: 0, total: 5 });
+        // Done is done: more rounds start nothing, and each slot 1..=5 has exactly one (complete) task.
+        let before = s.tasks.len();
+        run_job(&mut s, 3, 3, &|_| false, &mut rng);
+        assert_eq!(s.tasks.len(), before);
+        let mut slots: Vec<u64> = s.tasks.values().map(|t| t.slot).collect();
+        slots.sort();
+        assert_eq!(slots, [1, 2, 3, 4, 5]);
+        // A job is no service: the updater never marked it.
+        assert!(s.services["svc"].update_status.is_none());
+    }
+
+    #[test]
+    fn failed_job_tasks_are_retried_per_policy_and_completed_ones_never() {
+        let mut rng = Rng::from_seed(4);
+        let mut s = job(ServiceMode::ReplicatedJob { max_concurrent: 0, total_completions: 3 });
+        // Slot 2 fails twice, then succeeds.
+        let failures = std::cell::Cell::new(0);
+        let fails = |t: &Task| {
+            let f = t.slot == 2 && failures.get() < 2;
+            if f {
+                failures.set(failures.get() + 1);
+            }
+            f
+        };
+        run_job(&mut s, 2, 10, &fails, &mut rng);
+        assert_eq!(progress(&s).completed, 3);
+        let slot2: Vec<TaskState> = s.tasks.values().filter(|t| t.slot == 2).map(|t| t.status.state).collect();
+        assert_eq!(slot2.iter().filter(|st| **st == TaskState::Failed).count(), 2, "{slot2:?}");
+        assert_eq!(s.tasks.values().filter(|t| t.slot != 2).count(), 2, "completed slots never ran again");
+        // With no retries left, the job fails for good and says so.
+        let mut s = job(ServiceMode::ReplicatedJob { max_concurrent: 1, total_completions: 2 });
+        let mut svc = s.services["svc"].clone();
+        svc.spec.task.restart.max_attempts = 1;
+        s.apply(s.applied_index + 1, &Entry { at: 1, ops: vec![Op::PutService(svc)] });
+        run_job(&mut s, 1, 10, &|t| t.slot == 1, &mut rng);
+        let p = progress(&s);
+        assert_eq!((p.failed, p.running), (1, 0), "{p:?}");
+        assert_eq!(p.completed, 1, "the other slot still ran: {p:?}");
+    }
+
+    #[test]
+    fn a_changed_spec_runs_the_job_again() {
+        let mut rng = Rng::from_seed(5);
+        let mut s = job(ServiceMode::ReplicatedJob { max_concurrent: 3, total_completions: 3 });
+        run_job(&mut s, 2, 6, &|_| false, &mut rng);
+        assert_eq!(progress(&s).completed, 3);
+        let first: BTreeSet<String> = s.tasks.keys().cloned().collect();
+        // `service update --force`.
+        let mut svc = s.services["svc"].clone();
+        svc.spec.task.force_update += 1;
+        s.apply(s.applied_index + 1, &Entry { at: 1, ops: vec![Op::PutService(svc)] });
+        assert_eq!(progress(&s).completed, 0, "the old iteration does not count");
+        run_job(&mut s, 2, 8, &|_| false, &mut rng);
+        assert_eq!(progress(&s), JobProgress { running: 0, completed: 3, failed: 0, total: 3 });
+        let again = s.tasks.values().filter(|t| !first.contains(&t.id) && t.status.state == TaskState::Complete).count();
+        assert_eq!(again, 3, "every slot ran again with new tasks");
+        assert!(s.tasks.values().filter(|t| first.contains(&t.id)).all(|t| t.desired_state >= TaskState::Shutdown));
+    }
+
+    #[test]
+    fn a_global_job_runs_once_per_node_including_nodes_that_join_later() {
+        let mut rng = Rng::from_seed(6);
+        let mut s = job(ServiceMode::GlobalJob);
+        run_job(&mut s, 2, 5, &|_| false, &mut rng);
+        assert_eq!(progress(&s), JobProgress { running: 0, completed: 2, failed: 0, total: 2 });
+        assert_eq!(s.tasks.len(), 2);
+        run_job(&mut s, 3, 5, &|_| false, &mut rng);
+        assert_eq!(progress(&s), JobProgress { running: 0, completed: 3, failed: 0, total: 3 });
+        let on: BTreeSet<&str> = s.tasks.values().map(|t| t.node_id.as_str()).collect();
+        assert_eq!(on, BTreeSet::from(["n1", "n2", "n3"]));
+        assert_eq!(s.tasks.len(), 3, "completed nodes ran nothing again");
     }
 }

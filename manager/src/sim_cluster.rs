@@ -274,7 +274,15 @@ impl Sim {
     fn create_service(&mut self) {
         let id = self.rng.object_id();
         let mut spec = ServiceSpec::new(&format!("svc{}", self.rng.next_u64() % 1000), "busybox");
-        spec.mode = if self.rng.chance(1, 4) { ServiceMode::Global } else { ServiceMode::Replicated { replicas: self.rng.range(0, 6) } };
+        spec.mode = match self.rng.range(0, 12) {
+            0..=2 => ServiceMode::Global,
+            3 => ServiceMode::ReplicatedJob { max_concurrent: self.rng.range(0, 4), total_completions: self.rng.range(0, 7) },
+            4 => ServiceMode::GlobalJob,
+            _ => ServiceMode::Replicated { replicas: self.rng.range(0, 6) },
+        };
+        if spec.mode.is_job() {
+            spec.task.restart.condition = shoal_shared::types::RestartCondition::OnFailure;
+        }
         spec.task.placement.max_replicas_per_node = self.rng.range(0, 3);
         spec.task.restart.delay_ns = self.rng.range(0, 3) * 500 * MS;
         for cfg in [&mut spec.update, &mut spec.rollback] {
@@ -345,6 +353,14 @@ impl Sim {
                 let mut st = TaskStatus::new(TaskState::Shutdown, self.now, "shutdown");
                 st.exit_code = Some(0);
                 Some(st)
+            } else if t.desired_state == TaskState::Running
+                && t.status.state == TaskState::Running
+                && self.state.services.get(&t.service_id).is_some_and(|s| s.spec.mode.is_job())
+            {
+                // A job's task does its work and exits 0.
+                let mut st = TaskStatus::new(TaskState::Complete, self.now, "finished");
+                st.exit_code = Some(0);
+                Some(st)
             } else if t.desired_state == TaskState::Running && t.status.state < TaskState::Running {
                 if t.spec.container.env.iter().any(|e| e == CRASH_ENV) {
                     let mut st = TaskStatus::new(TaskState::Failed, self.now, "started");
@@ -406,8 +422,30 @@ impl Sim {
                     found.push(format!("service {} task {} still runnable on drained/down node {}", s.spec.name, t.id, t.node_id));
                 }
             }
-            let start_first = s.spec.update.order == UpdateOrder::StartFirst || s.spec.rollback.order == UpdateOrder::StartFirst;
+            // Jobs have no rolling update: one live task per slot.
+            let start_first = !s.spec.mode.is_job()
+                && (s.spec.update.order == UpdateOrder::StartFirst || s.spec.rollback.order == UpdateOrder::StartFirst);
             let limit = if start_first { 2 } else { 1 };
+            if let ServiceMode::ReplicatedJob { max_concurrent, total_completions } = s.spec.mode {
+                let live = tasks.iter().filter(|t| t.desired_state <= TaskState::Running && !t.status.state.is_terminal()).count() as u64;
+                let most = if max_concurrent == 0 { total_completions } else { max_concurrent.min(total_completions) };
+                if live > most {
+                    found.push(format!("job {} has {live} live tasks, at most {most} may run at once", s.spec.name));
+                }
+            }
+            if s.spec.mode.is_job() {
+                // A slot whose current iteration completed never gets another task.
+                let mut slots: BTreeMap<(u64, &str), Vec<&shoal_shared::types::Task>> = BTreeMap::new();
+                for t in tasks.iter().filter(|t| t.desired_state <= TaskState::Running) {
+                    slots.entry(if t.slot > 0 { (t.slot, "") } else { (0, t.node_id.as_str()) }).or_default().push(t);
+                }
+                for (key, v) in slots {
+                    let done = v.iter().any(|t| t.status.state == TaskState::Complete && t.spec == s.spec.task);
+                    if done && v.len() > 1 {
+                        found.push(format!("job {} slot {key:?} completed but has {} runnable tasks", s.spec.name, v.len()));
+                    }
+                }
+            }
             for (key, n) in per_slot {
                 if n > limit {
                     found.push(format!("service {} slot {key:?} has {n} live tasks (limit {limit})", s.spec.name));
@@ -528,7 +566,23 @@ impl Sim {
             if s.spec.ports.iter().any(|p| p.publish_mode == PUBLISH_MODE_HOST) {
                 max = 1;
             }
+            if s.spec.mode.is_job() {
+                let p = orchestrator::job_progress(&self.state, s).unwrap_or_default();
+                let want = match s.spec.mode {
+                    _ if nodes == 0 => 0,
+                    ServiceMode::ReplicatedJob { total_completions, .. } => total_completions,
+                    _ => nodes,
+                };
+                if p.completed != want || running != 0 {
+                    found.push(format!(
+                        "job {} completed {} of {want} after healing, {running} still running ({p:?})",
+                        s.spec.name, p.completed
+                    ));
+                }
+                continue;
+            }
             let want = match s.spec.mode {
+                ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob => continue,
                 ServiceMode::Replicated { .. } if nodes == 0 => 0,
                 ServiceMode::Replicated { replicas } if max > 0 => replicas.min(nodes * max),
                 ServiceMode::Replicated { replicas } => replicas,

@@ -20,12 +20,12 @@
 
 use serde::{Deserialize, Serialize};
 use shoal_shared::assignments::{TUNNEL_NETWORK_ID, TUNNEL_SUBNET};
-use shoal_shared::legacy::{ClusterV1, NodeV1, NodeV2, ServiceV1, TaskV1};
+use shoal_shared::legacy::{ClusterV1, NodeV1, NodeV2, ServiceV1, ServiceV3, TaskV1, TaskV3};
 use shoal_shared::ops::{Entry, Op};
 use shoal_shared::task::TaskState;
 use shoal_shared::types::{
     Autolock, AutopilotSettings, Cluster, InPlaceRestarts, LinkProfile, Network, NetworkAttachment, Node, RegistryAuth, Service,
-    SwarmSettings, Task, UpdateStatus, PORT_AUTO_MAX, PORT_AUTO_MIN,
+    ServiceSpec, StoredFile, SwarmSettings, Task, UpdateStatus, PORT_AUTO_MAX, PORT_AUTO_MIN,
 };
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -36,9 +36,11 @@ use std::net::Ipv4Addr;
 /// the nodes before plugins; version 4 had no `autolock`, version 5 no
 /// `node_lost_after_ms`, version 6 no `link_profile`, version 7 no
 /// `restarts_in_place`, version 8 no `autopilot`, version 9 no
-/// `registry_auths`, version 10 no `layer_sharing_off`; postcard structs
+/// `registry_auths`, version 10 no `layer_sharing_off`, version 11 no
+/// `secrets` and `configs` and its services and tasks had containers before
+/// secrets (`shoal_shared::legacy::ServiceV3`, `TaskV3`); postcard structs
 /// are positional, so a new field means a new version here.
-const SNAPSHOT_VERSION: u8 = 11;
+const SNAPSHOT_VERSION: u8 = 12;
 
 /// The whole replicated state, materialised in memory.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -75,6 +77,11 @@ pub struct State {
     /// `--layer-sharing=false`: managers do not serve image blobs to the
     /// swarm's nodes (each pulls from its registry). Off by default.
     pub layer_sharing_off: bool,
+    /// Secrets (`secret create`), by id. Their data is sealed at rest with
+    /// the rest of the state and reaches only the nodes whose tasks use them.
+    pub secrets: BTreeMap<String, StoredFile>,
+    /// Configs (`config create`), by id.
+    pub configs: BTreeMap<String, StoredFile>,
 }
 
 /// The records at the head of every snapshot version, over the record
@@ -94,18 +101,18 @@ type StateV1 = Records<ClusterV1, NodeV1, ServiceV1, TaskV1>;
 /// Snapshot version 2: version 1 and the settings (networks came in version 3).
 type StateV2 = (StateV1, SwarmSettings);
 /// Snapshot version 3: today's fields, with the nodes before plugins.
-type StateV3 = (Records<Cluster, NodeV2, Service, Task>, SwarmSettings, BTreeMap<String, Network>, u32);
+type StateV3 = (Records<Cluster, NodeV2, ServiceV3, TaskV3>, SwarmSettings, BTreeMap<String, Network>, u32);
 /// Snapshot version 4: version 5 without `autolock`.
-type StateV4 = (Records<Cluster, Node, Service, Task>, SwarmSettings, BTreeMap<String, Network>, u32);
+type StateV4 = (Records<Cluster, Node, ServiceV3, TaskV3>, SwarmSettings, BTreeMap<String, Network>, u32);
 /// Snapshot version 5: version 6 without `node_lost_after_ms`.
-type StateV5 = (Records<Cluster, Node, Service, Task>, SwarmSettings, BTreeMap<String, Network>, u32, Autolock);
+type StateV5 = (Records<Cluster, Node, ServiceV3, TaskV3>, SwarmSettings, BTreeMap<String, Network>, u32, Autolock);
 /// Snapshot version 6: version 7 without `link_profile`.
-type StateV6 = (Records<Cluster, Node, Service, Task>, SwarmSettings, BTreeMap<String, Network>, u32, Autolock, u64);
+type StateV6 = (Records<Cluster, Node, ServiceV3, TaskV3>, SwarmSettings, BTreeMap<String, Network>, u32, Autolock, u64);
 /// Snapshot version 7: version 8 without `restarts_in_place`.
-type StateV7 = (Records<Cluster, Node, Service, Task>, SwarmSettings, BTreeMap<String, Network>, u32, Autolock, u64, LinkProfile);
+type StateV7 = (Records<Cluster, Node, ServiceV3, TaskV3>, SwarmSettings, BTreeMap<String, Network>, u32, Autolock, u64, LinkProfile);
 /// Snapshot version 8: version 9 without `autopilot`.
 type StateV8 = (
-    Records<Cluster, Node, Service, Task>,
+    Records<Cluster, Node, ServiceV3, TaskV3>,
     SwarmSettings,
     BTreeMap<String, Network>,
     u32,
@@ -116,7 +123,7 @@ type StateV8 = (
 );
 /// Snapshot version 9: version 10 without `registry_auths`.
 type StateV9 = (
-    Records<Cluster, Node, Service, Task>,
+    Records<Cluster, Node, ServiceV3, TaskV3>,
     SwarmSettings,
     BTreeMap<String, Network>,
     u32,
@@ -129,7 +136,7 @@ type StateV9 = (
 
 /// Snapshot version 10: version 11 without `layer_sharing_off`.
 type StateV10 = (
-    Records<Cluster, Node, Service, Task>,
+    Records<Cluster, Node, ServiceV3, TaskV3>,
     SwarmSettings,
     BTreeMap<String, Network>,
     u32,
@@ -139,6 +146,22 @@ type StateV10 = (
     BTreeMap<String, InPlaceRestarts>,
     AutopilotSettings,
     BTreeMap<String, RegistryAuth>,
+);
+
+/// Snapshot version 11: version 12 without `secrets` and `configs`, its
+/// services and tasks before secrets.
+type StateV11 = (
+    Records<Cluster, Node, ServiceV3, TaskV3>,
+    SwarmSettings,
+    BTreeMap<String, Network>,
+    u32,
+    Autolock,
+    u64,
+    LinkProfile,
+    BTreeMap<String, InPlaceRestarts>,
+    AutopilotSettings,
+    BTreeMap<String, RegistryAuth>,
+    bool,
 );
 
 impl<C: Into<Cluster>, N: Into<Node>, S: Into<Service>, T: Into<Task>> Records<C, N, S, T> {
@@ -161,6 +184,8 @@ impl<C: Into<Cluster>, N: Into<Node>, S: Into<Service>, T: Into<Task>> Records<C
             autopilot: AutopilotSettings::default(),
             registry_auths: BTreeMap::new(),
             layer_sharing_off: false,
+            secrets: BTreeMap::new(),
+            configs: BTreeMap::new(),
         }
     }
 }
@@ -186,6 +211,10 @@ pub enum ApplyError {
     PortHeld { port: u32, protocol: String, holder: String },
     #[error("autolock change of epoch {epoch} is not newer than epoch {current}")]
     StaleAutolock { epoch: u64, current: u64 },
+    #[error("{kind} {name} is in use by service {service}")]
+    InUse { kind: &'static str, name: String, service: String },
+    #[error("{kind} name {name} is already in use")]
+    FileNameInUse { kind: &'static str, name: String },
 }
 
 /// The outcome of applying one entry.
@@ -254,6 +283,14 @@ impl State {
             Op::PutService(s) => {
                 if let Some(other) = self.services.values().find(|o| o.spec.name == s.spec.name && o.id != s.id) {
                     return Err(ApplyError::NameInUse(other.spec.name.clone()));
+                }
+                // A secret or config removed while this spec was written: the service would start nothing.
+                let c = &s.spec.task.container;
+                if let Some(r) = c.secrets.iter().find(|r| !self.secrets.contains_key(&r.id)) {
+                    return Err(missing("secret", &r.id));
+                }
+                if let Some(r) = c.configs.iter().find(|r| !self.configs.contains_key(&r.id)) {
+                    return Err(missing("config", &r.id));
                 }
                 let mut s = s.clone();
                 match self.services.get(&s.id) {
@@ -350,6 +387,22 @@ impl State {
             }
             Op::SetLayerSharing { on } => {
                 self.layer_sharing_off = !on;
+            }
+            Op::PutSecret(f) => put_file(&mut self.secrets, "secret", f, index, at)?,
+            Op::PutConfig(f) => put_file(&mut self.configs, "config", f, index, at)?,
+            Op::DeleteSecret { id } => {
+                if let Some(service) = self.file_user(id, |c| &c.secrets) {
+                    let name = self.secrets.get(id).map_or(id.clone(), |f| f.spec.name.clone());
+                    return Err(ApplyError::InUse { kind: "secret", name, service });
+                }
+                self.secrets.remove(id).ok_or_else(|| missing("secret", id))?;
+            }
+            Op::DeleteConfig { id } => {
+                if let Some(service) = self.file_user(id, |c| &c.configs) {
+                    let name = self.configs.get(id).map_or(id.clone(), |f| f.spec.name.clone());
+                    return Err(ApplyError::InUse { kind: "config", name, service });
+                }
+                self.configs.remove(id).ok_or_else(|| missing("config", id))?;
             }
             Op::SetRestartsInPlace(r) => {
                 if !self.tasks.contains_key(&r.task_id) {
@@ -571,9 +624,58 @@ impl State {
                     },
                 )
                 .map_err(corrupt),
+            11 => postcard::from_bytes::<StateV11>(body)
+                .map(
+                    |(
+                        r,
+                        settings,
+                        nets,
+                        port,
+                        autolock,
+                        node_lost_after_ms,
+                        link_profile,
+                        restarts_in_place,
+                        autopilot,
+                        registry_auths,
+                        layer_sharing_off,
+                    )| {
+                        State {
+                            autolock,
+                            node_lost_after_ms,
+                            link_profile,
+                            restarts_in_place,
+                            autopilot,
+                            registry_auths,
+                            layer_sharing_off,
+                            ..r.into_state(settings, nets, port)
+                        }
+                    },
+                )
+                .map_err(corrupt),
             SNAPSHOT_VERSION => postcard::from_bytes(body).map_err(corrupt),
             _ => Err(SnapshotError::Version(v)),
         }
+    }
+
+    /// The name of a service whose spec or previous spec (a rollback's
+    /// target) uses the secret or config `id` (`refs` picks which), if any.
+    pub fn file_user(
+        &self,
+        id: &str,
+        refs: impl Fn(&shoal_shared::types::ContainerSpec) -> &Vec<shoal_shared::types::FileReference>,
+    ) -> Option<String> {
+        let uses = |spec: &ServiceSpec| refs(&spec.task.container).iter().any(|r| r.id == id);
+        self.services.values().find(|s| uses(&s.spec) || s.previous_spec.as_ref().is_some_and(uses)).map(|s| s.spec.name.clone())
+    }
+
+    /// Finds a secret by exact id, exact name, or unique id prefix.
+    pub fn find_secret(&self, key: &str) -> Option<&StoredFile> {
+        find(&self.secrets, key, |f| &f.spec.name)
+    }
+
+    /// Finds a config by exact id, exact name, or unique id prefix.
+    pub fn find_config(&self, key: &str) -> Option<&StoredFile> {
+        find(&self.configs, key, |f| &f.spec.name)
     }
 
     /// Finds a service by exact id, exact name, or unique id prefix.
@@ -667,6 +769,21 @@ fn mark_update_start(old: Option<&UpdateStatus>, next: &mut Option<UpdateStatus>
         _ if n.state.in_progress() => n.started_index = index,
         _ => {}
     }
+}
+
+/// `PutSecret` / `PutConfig`: new ids only (immutable, as Swarm's), unique names.
+fn put_file(files: &mut BTreeMap<String, StoredFile>, kind: &'static str, f: &StoredFile, index: u64, at: u64) -> Result<(), ApplyError> {
+    if files.contains_key(&f.id) {
+        return Err(ApplyError::Exists { kind, id: f.id.clone() });
+    }
+    if files.values().any(|o| o.spec.name == f.spec.name) {
+        return Err(ApplyError::FileNameInUse { kind, name: f.spec.name.clone() });
+    }
+    let mut f = f.clone();
+    f.meta.created_at = at;
+    touch(&mut f.meta, index, at);
+    files.insert(f.id.clone(), f);
+    Ok(())
 }
 
 fn missing(kind: &'static str, id: &str) -> ApplyError {
@@ -859,6 +976,164 @@ pub(crate) mod tests {
         assert_eq!(State::restore(&s.snapshot()).unwrap(), s);
     }
 
+    /// A version-11 snapshot written by Shoal before secrets (main at
+    /// f4d8bc0, generated once with its `State::snapshot`): the state after
+    /// `shared/src/legacy_entry_v3.hex`'s entry (node `n1`, service `web`
+    /// with a previous spec, its task `t1` in slot 2, autolock epoch 4, node
+    /// lost after 10 min, edge links, an autopilot of 3, credentials of
+    /// `s1`, layer sharing off).
+    const SNAPSHOT_V11_HEX: &str = include_str!("legacy_snapshot_v11.hex");
+
+    #[test]
+    fn version_11_snapshots_restore_with_no_secrets_or_configs() {
+        let v11 = from_hex(SNAPSHOT_V11_HEX.trim());
+        assert_eq!(v11[0], 11);
+        let s = State::restore(&v11).unwrap();
+        assert_eq!(s.applied_index, 1);
+        let web = s.find_service("web").unwrap();
+        assert_eq!((web.id.as_str(), web.spec.task.container.args.len(), web.spec.task.container.init), ("s1", 2, true));
+        assert!(web.spec.task.container.secrets.is_empty() && web.spec.task.container.healthcheck.is_none());
+        assert_eq!(web.previous_spec.as_ref().map(|p| p.task.container.image.as_str()), Some("busybox:1"));
+        assert_eq!((s.tasks["t1"].slot, s.tasks["t1"].node_id.as_str()), (2, "n1"));
+        assert_eq!(s.tasks["t1"].spec, web.spec.task);
+        assert_eq!(s.nodes["n1"].description.platform.to_string(), "linux/arm/v7");
+        assert_eq!((s.autolock.key, s.autolock.epoch), (Some([5; 32]), 4));
+        assert_eq!((s.node_lost_after_ms, s.link_profile, s.autopilot.managers), (600_000, LinkProfile::Edge, 3));
+        assert_eq!(s.registry_auths["s1"].username, "u");
+        assert!(s.layer_sharing_off);
+        assert!(s.secrets.is_empty() && s.configs.is_empty());
+        assert_eq!(State::restore(&s.snapshot()).unwrap(), s);
+        assert!(matches!(State::restore(&v11[..v11.len() - 1]), Err(SnapshotError::Corrupt(_))));
+    }
+
+    fn file(id: &str, name: &str) -> StoredFile {
+        StoredFile {
+            id: id.into(),
+            meta: Default::default(),
+            spec: shoal_shared::types::FileSpec { name: name.into(), labels: Default::default(), data: b"pw".to_vec() },
+        }
+    }
+
+    #[test]
+    fn secrets_are_immutable_named_once_and_kept_while_a_service_uses_them() {
+        use shoal_shared::types::FileReference;
+        let mut s = State::default();
+        assert!(s.apply(1, &entry(vec![Op::PutSecret(file("x1", "db"))])).rejected.is_empty());
+        // Same name, another id: refused; same id again: refused (no edits).
+        let r = s.apply(2, &entry(vec![Op::PutSecret(file("x2", "db")), Op::PutSecret(file("x1", "db2"))]));
+        assert_eq!(r.rejected.len(), 2, "{r:?}");
+        assert_eq!(s.secrets.len(), 1);
+        // A config may share a secret's name (separate kinds).
+        assert!(s.apply(3, &entry(vec![Op::PutConfig(file("c1", "db"))])).rejected.is_empty());
+        let mut svc = service("a", "web");
+        let reference = |id: &str| FileReference {
+            id: id.into(),
+            name: "db".into(),
+            target: "db".into(),
+            uid: "0".into(),
+            gid: "0".into(),
+            mode: 0o444,
+        };
+        svc.spec.task.container.secrets = vec![reference("nope")];
+        let r = s.apply(4, &entry(vec![Op::PutService(svc.clone())]));
+        assert_eq!(r.rejected, vec![(0, ApplyError::Missing { kind: "secret", id: "nope".into() })]);
+        svc.spec.task.container.secrets = vec![reference("x1")];
+        svc.spec.task.container.configs = vec![reference("c1")];
+        assert!(s.apply(5, &entry(vec![Op::PutService(svc.clone())])).rejected.is_empty());
+        let r = s.apply(6, &entry(vec![Op::DeleteSecret { id: "x1".into() }, Op::DeleteConfig { id: "c1".into() }]));
+        assert_eq!(
+            r.rejected,
+            vec![
+                (0, ApplyError::InUse { kind: "secret", name: "db".into(), service: "web".into() }),
+                (1, ApplyError::InUse { kind: "config", name: "db".into(), service: "web".into() })
+            ]
+        );
+        // Still used by the previous spec (a rollback's target).
+        let mut next = s.services["a"].clone();
+        next.previous_spec = Some(std::mem::replace(&mut next.spec, ServiceSpec::new("web", "busybox")));
+        s.apply(7, &entry(vec![Op::PutService(next)]));
+        assert!(!s.apply(8, &entry(vec![Op::DeleteSecret { id: "x1".into() }])).rejected.is_empty());
+        s.apply(9, &entry(vec![Op::DeleteService { id: "a".into() }]));
+        assert!(s.apply(10, &entry(vec![Op::DeleteSecret { id: "x1".into() }, Op::DeleteConfig { id: "c1".into() }])).rejected.is_empty());
+        assert!(s.secrets.is_empty() && s.configs.is_empty());
+        // The data is in the snapshot (sealed at rest with it) and never in Debug.
+        s.apply(11, &entry(vec![Op::PutSecret(file("x3", "tls"))]));
+        assert_eq!(State::restore(&s.snapshot()).unwrap(), s);
+        assert!(!format!("{s:?}").contains("[112, 119]"), "the data is not printed");
+        assert_eq!(s.find_secret("tls").map(|f| f.id.as_str()), Some("x3"));
+    }
+
+    /// A container as versions before secrets held it (test data has none).
+    fn container_v3(c: &shoal_shared::types::ContainerSpec) -> shoal_shared::legacy::ContainerSpecV3 {
+        assert!(c.secrets.is_empty() && c.configs.is_empty() && c.healthcheck.is_none());
+        shoal_shared::legacy::ContainerSpecV3 {
+            image: c.image.clone(),
+            command: c.command.clone(),
+            args: c.args.clone(),
+            env: c.env.clone(),
+            labels: c.labels.clone(),
+            dir: c.dir.clone(),
+            user: c.user.clone(),
+            hostname: c.hostname.clone(),
+            stop_grace_ns: c.stop_grace_ns,
+            stop_signal: c.stop_signal.clone(),
+            mounts: c.mounts.clone(),
+            init: c.init,
+        }
+    }
+
+    fn task_spec_v3(t: &shoal_shared::types::TaskSpec) -> shoal_shared::legacy::TaskSpecV3 {
+        shoal_shared::legacy::TaskSpecV3 {
+            container: container_v3(&t.container),
+            resources: t.resources,
+            restart: t.restart,
+            placement: t.placement.clone(),
+            force_update: t.force_update,
+            networks: t.networks.clone(),
+        }
+    }
+
+    fn service_spec_v3(s: &ServiceSpec) -> shoal_shared::legacy::ServiceSpecV3 {
+        shoal_shared::legacy::ServiceSpecV3 {
+            name: s.name.clone(),
+            labels: s.labels.clone(),
+            task: task_spec_v3(&s.task),
+            mode: s.mode,
+            update: s.update,
+            rollback: s.rollback,
+            ports: s.ports.clone(),
+            endpoint_mode: s.endpoint_mode,
+        }
+    }
+
+    fn service_v3(s: &Service) -> ServiceV3 {
+        ServiceV3 {
+            id: s.id.clone(),
+            meta: s.meta.clone(),
+            spec: service_spec_v3(&s.spec),
+            previous_spec: s.previous_spec.as_ref().map(service_spec_v3),
+            update_status: s.update_status.clone(),
+            endpoint: s.endpoint.clone(),
+        }
+    }
+
+    fn task_v3(t: &Task) -> TaskV3 {
+        TaskV3 {
+            id: t.id.clone(),
+            meta: t.meta.clone(),
+            service_id: t.service_id.clone(),
+            slot: t.slot,
+            node_id: t.node_id.clone(),
+            spec: task_spec_v3(&t.spec),
+            service_version: t.service_version,
+            desired_state: t.desired_state,
+            status: t.status.clone(),
+            not_before: t.not_before,
+            attempt: t.attempt,
+            networks: t.networks.clone(),
+        }
+    }
+
     /// A version-5 snapshot (before `--node-lost-after`) restores with it off
     /// and keeps its autolock; today's snapshot carries the setting.
     #[test]
@@ -872,11 +1147,20 @@ pub(crate) mod tests {
         struct RecordsOut<'a> {
             cluster: Option<Cluster>,
             nodes: &'a BTreeMap<String, Node>,
-            services: &'a BTreeMap<String, Service>,
-            tasks: &'a BTreeMap<String, Task>,
+            services: BTreeMap<String, ServiceV3>,
+            tasks: BTreeMap<String, TaskV3>,
+            #[serde(skip)]
+            _at: std::marker::PhantomData<&'a ()>,
             applied_index: u64,
         }
-        let head = RecordsOut { cluster: None, nodes: &s.nodes, services: &s.services, tasks: &s.tasks, applied_index: s.applied_index };
+        let head = RecordsOut {
+            cluster: None,
+            nodes: &s.nodes,
+            services: s.services.iter().map(|(k, v)| (k.clone(), service_v3(v))).collect(),
+            tasks: s.tasks.iter().map(|(k, v)| (k.clone(), task_v3(v))).collect(),
+            applied_index: s.applied_index,
+            _at: std::marker::PhantomData,
+        };
         let mut v5 = vec![5u8];
         v5.extend(postcard::to_allocvec(&(head, &s.settings, &s.networks, s.last_port, &s.autolock)).unwrap());
         let old = State::restore(&v5).unwrap();
@@ -887,7 +1171,14 @@ pub(crate) mod tests {
         assert_eq!(State::restore(&s.snapshot()).unwrap().node_lost_after_ms, 600_000);
         assert!(matches!(State::restore(&v5[..v5.len() - 1]), Err(SnapshotError::Corrupt(_))));
         // Version 6 (before `--link-profile`) restores with lan and keeps node_lost_after.
-        let head = RecordsOut { cluster: None, nodes: &s.nodes, services: &s.services, tasks: &s.tasks, applied_index: s.applied_index };
+        let head = RecordsOut {
+            cluster: None,
+            nodes: &s.nodes,
+            services: s.services.iter().map(|(k, v)| (k.clone(), service_v3(v))).collect(),
+            tasks: s.tasks.iter().map(|(k, v)| (k.clone(), task_v3(v))).collect(),
+            applied_index: s.applied_index,
+            _at: std::marker::PhantomData,
+        };
         let mut v6 = vec![6u8];
         v6.extend(postcard::to_allocvec(&(head, &s.settings, &s.networks, s.last_port, &s.autolock, s.node_lost_after_ms)).unwrap());
         let old = State::restore(&v6).unwrap();
@@ -897,7 +1188,14 @@ pub(crate) mod tests {
         assert_eq!(State::restore(&s.snapshot()).unwrap().link_profile, LinkProfile::Edge);
         assert!(matches!(State::restore(&v6[..v6.len() - 1]), Err(SnapshotError::Corrupt(_))));
         // Version 7 (before in-place restarts were counted) restores with none and keeps the link profile.
-        let head = RecordsOut { cluster: None, nodes: &s.nodes, services: &s.services, tasks: &s.tasks, applied_index: s.applied_index };
+        let head = RecordsOut {
+            cluster: None,
+            nodes: &s.nodes,
+            services: s.services.iter().map(|(k, v)| (k.clone(), service_v3(v))).collect(),
+            tasks: s.tasks.iter().map(|(k, v)| (k.clone(), task_v3(v))).collect(),
+            applied_index: s.applied_index,
+            _at: std::marker::PhantomData,
+        };
         let mut v7 = vec![7u8];
         v7.extend(
             postcard::to_allocvec(&(head, &s.settings, &s.networks, s.last_port, &s.autolock, s.node_lost_after_ms, s.link_profile))
@@ -912,7 +1210,14 @@ pub(crate) mod tests {
         assert_eq!(State::restore(&s.snapshot()).unwrap().restarts_in_place["t"].total, 2);
         assert!(matches!(State::restore(&v7[..v7.len() - 1]), Err(SnapshotError::Corrupt(_))));
         // Version 8 (before the autopilot) restores with it off and keeps the restarts.
-        let head = RecordsOut { cluster: None, nodes: &s.nodes, services: &s.services, tasks: &s.tasks, applied_index: s.applied_index };
+        let head = RecordsOut {
+            cluster: None,
+            nodes: &s.nodes,
+            services: s.services.iter().map(|(k, v)| (k.clone(), service_v3(v))).collect(),
+            tasks: s.tasks.iter().map(|(k, v)| (k.clone(), task_v3(v))).collect(),
+            applied_index: s.applied_index,
+            _at: std::marker::PhantomData,
+        };
         let mut v8 = vec![8u8];
         let fields = (&s.settings, &s.networks, s.last_port, &s.autolock, s.node_lost_after_ms, s.link_profile, &s.restarts_in_place);
         v8.extend(postcard::to_allocvec(&(head, fields.0, fields.1, fields.2, fields.3, fields.4, fields.5, fields.6)).unwrap());
@@ -924,7 +1229,14 @@ pub(crate) mod tests {
         assert_eq!(State::restore(&s.snapshot()).unwrap().autopilot, a);
         assert!(matches!(State::restore(&v8[..v8.len() - 1]), Err(SnapshotError::Corrupt(_))));
         // Version 9 (before registry credentials) restores with none and keeps the autopilot.
-        let head = RecordsOut { cluster: None, nodes: &s.nodes, services: &s.services, tasks: &s.tasks, applied_index: s.applied_index };
+        let head = RecordsOut {
+            cluster: None,
+            nodes: &s.nodes,
+            services: s.services.iter().map(|(k, v)| (k.clone(), service_v3(v))).collect(),
+            tasks: s.tasks.iter().map(|(k, v)| (k.clone(), task_v3(v))).collect(),
+            applied_index: s.applied_index,
+            _at: std::marker::PhantomData,
+        };
         let mut v9 = vec![9u8];
         let f =
             (&s.settings, &s.networks, s.last_port, &s.autolock, s.node_lost_after_ms, s.link_profile, &s.restarts_in_place, &s.autopilot);
@@ -945,7 +1257,14 @@ pub(crate) mod tests {
             }]),
         );
         assert!(r.rejected.is_empty(), "{r:?}");
-        let head = RecordsOut { cluster: None, nodes: &s.nodes, services: &s.services, tasks: &s.tasks, applied_index: s.applied_index };
+        let head = RecordsOut {
+            cluster: None,
+            nodes: &s.nodes,
+            services: s.services.iter().map(|(k, v)| (k.clone(), service_v3(v))).collect(),
+            tasks: s.tasks.iter().map(|(k, v)| (k.clone(), task_v3(v))).collect(),
+            applied_index: s.applied_index,
+            _at: std::marker::PhantomData,
+        };
         let mut v10 = vec![10u8];
         let f =
             (&s.settings, &s.networks, s.last_port, &s.autolock, s.node_lost_after_ms, s.link_profile, &s.restarts_in_place, &s.autopilot);

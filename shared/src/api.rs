@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 /// `SwarmInfo::registries`, image pull progress (`ImagePullStatus`,
 /// `PullProgress`, `Pulled`), version 11 layer sharing
 /// (`SwarmUpdate::layer_sharing`, `SwarmInfo::layer_sharing`) and the image
-/// pulls of a service's preparing tasks (`Reply::Tasks::pulls`).
-pub const API_VERSION: u8 = 11;
+/// pulls of a service's preparing tasks (`Reply::Tasks::pulls`), version
+/// 12 secrets, configs, healthchecks and jobs (issue #17).
+pub const API_VERSION: u8 = 12;
 
 pub use crate::types::RegistryAuth;
 
@@ -306,6 +307,8 @@ pub struct ServiceSummary {
     pub service: Service,
     pub running: u64,
     pub desired: u64,
+    /// Jobs: the slots of the current iteration that completed (0 for services).
+    pub completed: u64,
 }
 
 /// Where one layer of an image pull is (Docker's per-layer lines). Append only.

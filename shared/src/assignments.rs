@@ -33,8 +33,29 @@ pub struct Assignments {
 
 /// Version of [`Assignments::to_record`], a worker's persisted copy (a
 /// version byte, then postcard). Bump when `Assignments` or a record in it
-/// changes shape; an older record is then ignored (the worker waits for a manager).
-pub const RECORD_VERSION: u8 = 1;
+/// changes shape. Version 1 (containers before secrets, configs and
+/// healthchecks) still decodes, so a worker upgraded while no manager is in
+/// reach keeps running what it ran; an unknown version is ignored (the
+/// worker waits for a manager).
+pub const RECORD_VERSION: u8 = 2;
+
+/// [`Assignments`] as record version 1 held it.
+#[derive(Deserialize)]
+struct AssignmentsV1 {
+    node_id: String,
+    tasks: BTreeMap<String, crate::legacy::TaskV3>,
+    services: BTreeMap<String, crate::legacy::ServiceV3>,
+    network: NodeNetworkView,
+}
+
+/// Decodes one whole record body (no trailing bytes).
+fn decode_whole<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
+    match postcard::take_from_bytes::<T>(body) {
+        Ok((a, [])) => Ok(a),
+        Ok((_, rest)) => Err(format!("{} trailing bytes", rest.len())),
+        Err(e) => Err(e.to_string()),
+    }
+}
 
 impl Assignments {
     /// The bytes a worker persists (see [`RECORD_VERSION`]).
@@ -48,11 +69,13 @@ impl Assignments {
     /// Decodes [`Assignments::to_record`]'s bytes, fallibly.
     pub fn from_record(bytes: &[u8]) -> Result<Assignments, String> {
         match bytes.split_first() {
-            Some((&RECORD_VERSION, body)) => match postcard::take_from_bytes::<Assignments>(body) {
-                Ok((a, [])) => Ok(a),
-                Ok((_, rest)) => Err(format!("{} trailing bytes", rest.len())),
-                Err(e) => Err(e.to_string()),
-            },
+            Some((&RECORD_VERSION, body)) => decode_whole::<Assignments>(body),
+            Some((1, body)) => decode_whole::<AssignmentsV1>(body).map(|a| Assignments {
+                node_id: a.node_id,
+                tasks: a.tasks.into_iter().map(|(k, t)| (k, t.into())).collect(),
+                services: a.services.into_iter().map(|(k, s)| (k, s.into())).collect(),
+                network: a.network,
+            }),
             Some((v, _)) => Err(format!("record version {v} is not supported (this build reads {RECORD_VERSION})")),
             None => Err("empty record".into()),
         }
@@ -269,6 +292,33 @@ mod tests {
         let mut longer = rec.clone();
         longer.push(0);
         assert!(Assignments::from_record(&longer).unwrap_err().contains("trailing"));
+    }
+
+    /// A record written by Shoal before secrets (main at f4d8bc0, generated
+    /// once with its `to_record`): task `t1` of service `s1` (`web`,
+    /// busybox, env A=1, `--init`) running on `n1`.
+    const RECORD_V1_HEX: &str = include_str!("legacy_assignments_v1.hex");
+
+    #[test]
+    fn version_1_records_still_decode_so_an_upgraded_worker_runs_its_tasks() {
+        let hex = RECORD_V1_HEX.trim();
+        let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        assert_eq!(bytes[0], 1);
+        let a = Assignments::from_record(&bytes).unwrap();
+        assert_eq!(a.node_id, "n1");
+        let t = &a.tasks["t1"];
+        assert_eq!((t.service_id.as_str(), t.slot, t.status.state), ("s1", 1, TaskState::Running));
+        let c = &t.spec.container;
+        assert_eq!((c.image.as_str(), c.env.as_slice(), c.init), ("busybox", &["A=1".to_string()][..], true));
+        assert!(c.secrets.is_empty() && c.configs.is_empty() && c.healthcheck.is_none());
+        assert_eq!(a.services["s1"].spec.name, "web");
+        assert_eq!(a.services["s1"].spec.task, t.spec);
+        // Written again, it is today's record.
+        assert_eq!(a.to_record()[0], RECORD_VERSION);
+        assert_eq!(Assignments::from_record(&a.to_record()).unwrap(), a);
+        for n in 1..bytes.len() {
+            assert!(Assignments::from_record(&bytes[..n]).is_err(), "truncated to {n}");
+        }
     }
 
     #[test]

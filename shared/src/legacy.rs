@@ -18,6 +18,12 @@
 //! A node from before plugins has none: "not reported", which placement
 //! reads as capable until the node, upgraded, describes itself again.
 //!
+//! Entry version 3, snapshot versions 3 to 11 and the worker's assignments
+//! record version 1 hold containers before secrets, configs and
+//! healthchecks (issue #17): `ContainerSpecV3` and the records embedding it
+//! (`TaskSpecV3`, `ServiceSpecV3`, `ServiceV3`, `TaskV3`); the new fields
+//! start empty (no secrets or configs, the image's healthcheck).
+//!
 //! Additions that grew no record need no frozen copy here: the accounts of
 //! a worker's in-place restarts (issue #14) came as an appended `Op`
 //! variant (`SetRestartsInPlace`, entry version unchanged), an appended
@@ -30,17 +36,87 @@ use crate::ops::{Entry, Op};
 use crate::platform::Platform;
 use crate::task::TaskState;
 use crate::types::{
-    Availability, Cluster, ContainerSpec, Endpoint, EndpointMode, Meta, Network, NetworkAttachment, NetworkAttachmentConfig,
-    NetworkDefaults, Node, NodeDescription, NodeRole, NodeState, Placement, PortConfig, ResourceSet, Resources, RestartPolicy, Service,
-    ServiceMode, ServiceSpec, SwarmSettings, Task, TaskSpec, TaskStatus, UpdateConfig, UpdateStatus, HOST_NETWORK_ID,
+    Autolock, AutopilotSettings, Availability, Cluster, ContainerSpec, Endpoint, EndpointMode, LinkProfile, Meta, Mount, Network,
+    NetworkAttachment, NetworkAttachmentConfig, NetworkDefaults, Node, NodeDescription, NodeRole, NodeState, Placement, PortConfig,
+    RegistryAuth, ResourceSet, Resources, RestartPolicy, RestartsInPlace, Service, ServiceMode, ServiceSpec, SwarmSettings, Task, TaskSpec,
+    TaskStatus, UpdateConfig, UpdateStatus, HOST_NETWORK_ID,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// `ContainerSpec` before `secrets`, `configs` and `healthcheck`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContainerSpecV3 {
+    pub image: String,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub dir: String,
+    pub user: String,
+    pub hostname: String,
+    pub stop_grace_ns: u64,
+    pub stop_signal: String,
+    pub mounts: Vec<Mount>,
+    pub init: bool,
+}
+
+/// `TaskSpec` with a container before secrets (entry version 3).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpecV3 {
+    pub container: ContainerSpecV3,
+    pub resources: Resources,
+    pub restart: RestartPolicy,
+    pub placement: Placement,
+    pub force_update: u64,
+    pub networks: Vec<NetworkAttachmentConfig>,
+}
+
+/// `ServiceSpec` with a container before secrets (entry version 3).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceSpecV3 {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub task: TaskSpecV3,
+    pub mode: ServiceMode,
+    pub update: UpdateConfig,
+    pub rollback: UpdateConfig,
+    pub ports: Vec<PortConfig>,
+    pub endpoint_mode: EndpointMode,
+}
+
+/// `Service` with a container before secrets (entry version 3).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceV3 {
+    pub id: String,
+    pub meta: Meta,
+    pub spec: ServiceSpecV3,
+    pub previous_spec: Option<ServiceSpecV3>,
+    pub update_status: Option<UpdateStatus>,
+    pub endpoint: Endpoint,
+}
+
+/// `Task` with a container before secrets (entry version 3).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskV3 {
+    pub id: String,
+    pub meta: Meta,
+    pub service_id: String,
+    pub slot: u64,
+    pub node_id: String,
+    pub spec: TaskSpecV3,
+    pub service_version: u64,
+    pub desired_state: TaskState,
+    pub status: TaskStatus,
+    pub not_before: UnixNanos,
+    pub attempt: u64,
+    pub networks: Vec<NetworkAttachment>,
+}
+
 /// `TaskSpec` before `networks`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskSpecV1 {
-    pub container: ContainerSpec,
+    pub container: ContainerSpecV3,
     pub resources: Resources,
     pub restart: RestartPolicy,
     pub placement: Placement,
@@ -155,12 +231,21 @@ pub enum OpOf<C, N, S, T> {
     SetServiceEndpoint { id: String, endpoint: Endpoint },
     SetTaskNetworks { id: String, networks: Vec<NetworkAttachment> },
     SetNodeAttachments { id: String, attachments: Vec<NetworkAttachment> },
+    SetAutolock(Autolock),
+    SetNodeLostAfter { ms: u64 },
+    SetLinkProfile(LinkProfile),
+    SetRestartsInPlace(RestartsInPlace),
+    SetAutopilot(AutopilotSettings),
+    SetRegistryAuth { service_id: String, auth: Option<RegistryAuth> },
+    SetLayerSharing { on: bool },
 }
 
 /// `Op` of entry version 1, with the v1 records.
 pub type OpV1 = OpOf<ClusterV1, NodeV1, ServiceV1, TaskV1>;
 /// `Op` of entry version 2: nodes before plugins.
-pub type OpV2 = OpOf<Cluster, NodeV2, Service, Task>;
+pub type OpV2 = OpOf<Cluster, NodeV2, ServiceV3, TaskV3>;
+/// `Op` of entry version 3: containers before secrets.
+pub type OpV3 = OpOf<Cluster, Node, ServiceV3, TaskV3>;
 
 /// `Entry` of an older version.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -173,6 +258,72 @@ pub struct EntryOf<O> {
 pub type EntryV1 = EntryOf<OpV1>;
 /// `Entry` of version 2.
 pub type EntryV2 = EntryOf<OpV2>;
+/// `Entry` of version 3.
+pub type EntryV3 = EntryOf<OpV3>;
+
+impl From<ContainerSpecV3> for ContainerSpec {
+    fn from(c: ContainerSpecV3) -> ContainerSpec {
+        let ContainerSpecV3 { image, command, args, env, labels, dir, user, hostname, stop_grace_ns, stop_signal, mounts, init } = c;
+        ContainerSpec {
+            image,
+            command,
+            args,
+            env,
+            labels,
+            dir,
+            user,
+            hostname,
+            stop_grace_ns,
+            stop_signal,
+            mounts,
+            init,
+            secrets: Vec::new(),
+            configs: Vec::new(),
+            healthcheck: None,
+        }
+    }
+}
+
+impl From<TaskSpecV3> for TaskSpec {
+    fn from(t: TaskSpecV3) -> TaskSpec {
+        let TaskSpecV3 { container, resources, restart, placement, force_update, networks } = t;
+        TaskSpec { container: container.into(), resources, restart, placement, force_update, networks }
+    }
+}
+
+impl From<ServiceSpecV3> for ServiceSpec {
+    fn from(s: ServiceSpecV3) -> ServiceSpec {
+        let ServiceSpecV3 { name, labels, task, mode, update, rollback, ports, endpoint_mode } = s;
+        ServiceSpec { name, labels, task: task.into(), mode, update, rollback, ports, endpoint_mode }
+    }
+}
+
+impl From<ServiceV3> for Service {
+    fn from(s: ServiceV3) -> Service {
+        let ServiceV3 { id, meta, spec, previous_spec, update_status, endpoint } = s;
+        Service { id, meta, spec: spec.into(), previous_spec: previous_spec.map(Into::into), update_status, endpoint }
+    }
+}
+
+impl From<TaskV3> for Task {
+    fn from(t: TaskV3) -> Task {
+        let TaskV3 { id, meta, service_id, slot, node_id, spec, service_version, desired_state, status, not_before, attempt, networks } = t;
+        Task {
+            id,
+            meta,
+            service_id,
+            slot,
+            node_id,
+            spec: spec.into(),
+            service_version,
+            desired_state,
+            status,
+            not_before,
+            attempt,
+            networks,
+        }
+    }
+}
 
 impl From<NodeDescriptionV2> for NodeDescription {
     fn from(d: NodeDescriptionV2) -> NodeDescription {
@@ -191,7 +342,7 @@ impl From<NodeV2> for Node {
 impl From<TaskSpecV1> for TaskSpec {
     fn from(t: TaskSpecV1) -> TaskSpec {
         let TaskSpecV1 { container, resources, restart, placement, force_update } = t;
-        TaskSpec { container, resources, restart, placement, force_update, networks: Vec::new() }
+        TaskSpec { container: container.into(), resources, restart, placement, force_update, networks: Vec::new() }
     }
 }
 
@@ -273,6 +424,13 @@ impl<C: Into<Cluster>, N: Into<Node>, S: Into<Service>, T: Into<Task>> From<OpOf
             OpOf::SetServiceEndpoint { id, endpoint } => Op::SetServiceEndpoint { id, endpoint },
             OpOf::SetTaskNetworks { id, networks } => Op::SetTaskNetworks { id, networks },
             OpOf::SetNodeAttachments { id, attachments } => Op::SetNodeAttachments { id, attachments },
+            OpOf::SetAutolock(a) => Op::SetAutolock(a),
+            OpOf::SetNodeLostAfter { ms } => Op::SetNodeLostAfter { ms },
+            OpOf::SetLinkProfile(p) => Op::SetLinkProfile(p),
+            OpOf::SetRestartsInPlace(r) => Op::SetRestartsInPlace(r),
+            OpOf::SetAutopilot(a) => Op::SetAutopilot(a),
+            OpOf::SetRegistryAuth { service_id, auth } => Op::SetRegistryAuth { service_id, auth },
+            OpOf::SetLayerSharing { on } => Op::SetLayerSharing { on },
         }
     }
 }
@@ -355,6 +513,47 @@ mod tests {
         assert_eq!((n.attachments[0].network_id.as_str(), n.attachments[0].addr.to_string()), ("ing", "10.0.0.2/24".to_string()));
         assert_eq!((id.as_str(), attachments.as_slice()), ("n1", n.attachments.as_slice()));
         assert_eq!(net, "x");
+        assert_eq!(Entry::decode(&e.encode()).unwrap(), e);
+    }
+
+    /// An entry written by Shoal before secrets (main at f4d8bc0, generated
+    /// once with its `Entry::encode`): node `n1` (linux/arm/v7), service
+    /// `s1` `web` (3 replicas, env, args, a tmpfs mount, `--init`, network
+    /// `net1` alias `w`, `-p 8080:80`, a previous spec, a paused update),
+    /// its task `t1` in slot 2 on `n1`, then every op appended after
+    /// `SetNodeAttachments` up to `SetLayerSharing`.
+    const ENTRY_V3_HEX: &str = include_str!("legacy_entry_v3.hex");
+
+    #[test]
+    fn version_3_entries_decode_with_no_secrets_configs_or_healthcheck() {
+        use crate::types::{LinkProfile, MountKind, RegistryAuth};
+        let e = fixture(ENTRY_V3_HEX, 3);
+        assert_eq!(e.at, 99);
+        let [Op::PutNode(n), Op::PutService(s), Op::CreateTask(t), Op::SetAutolock(a), Op::SetNodeLostAfter { ms }, Op::SetLinkProfile(p), Op::SetAutopilot(ap), Op::SetRegistryAuth { service_id, auth }, Op::SetLayerSharing { on }] =
+            &e.ops[..]
+        else {
+            panic!("{:?}", e.ops)
+        };
+        assert_eq!((n.id.as_str(), n.description.platform.to_string()), ("n1", "linux/arm/v7".to_string()));
+        assert_eq!((s.id.as_str(), s.spec.name.as_str(), s.spec.mode), ("s1", "web", ServiceMode::Replicated { replicas: 3 }));
+        let c = &s.spec.task.container;
+        assert_eq!(
+            (c.image.as_str(), c.env.as_slice(), c.args.as_slice()),
+            ("busybox", &["A=1".to_string()][..], &["httpd".to_string(), "-f".to_string()][..])
+        );
+        assert_eq!((c.mounts.len(), c.mounts[0].kind, c.mounts[0].target.as_str(), c.init), (1, MountKind::Tmpfs, "/cache", true));
+        assert!(c.secrets.is_empty() && c.configs.is_empty() && c.healthcheck.is_none());
+        assert_eq!((s.spec.task.networks[0].target.as_str(), s.spec.task.networks[0].aliases.as_slice()), ("net1", &["w".to_string()][..]));
+        assert_eq!((s.spec.ports[0].published_port, s.spec.ports[0].target_port), (8080, 80));
+        assert_eq!(s.previous_spec.as_ref().map(|p| p.task.container.image.as_str()), Some("busybox:1"));
+        assert_eq!(s.update_status.as_ref().map(|u| u.message.as_str()), Some("paused"));
+        assert_eq!((t.id.as_str(), t.slot, t.node_id.as_str()), ("t1", 2, "n1"));
+        assert_eq!(t.spec, s.spec.task);
+        assert_eq!((a.key, a.epoch), (Some([5; 32]), 4));
+        assert_eq!((*ms, *p), (600_000, LinkProfile::Edge));
+        assert_eq!((ap.managers, ap.spread_label.as_str()), (3, "site"));
+        assert_eq!((service_id.as_str(), auth), ("s1", &Some(RegistryAuth { username: "u".into(), password: "p".into() })));
+        assert!(!on);
         assert_eq!(Entry::decode(&e.encode()).unwrap(), e);
     }
 }

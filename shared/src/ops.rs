@@ -20,8 +20,9 @@ use serde::{Deserialize, Serialize};
 /// `Node::attachments`, `Cluster::network`, `TaskSpec::networks`,
 /// `ServiceSpec::endpoint_mode`) and version 2 (before
 /// `NodeDescription::plugins` and `warnings`) still decode, through
-/// [`crate::legacy`].
-pub const ENTRY_VERSION: u8 = 3;
+/// [`crate::legacy`], and so does version 3 (containers before `secrets`,
+/// `configs` and `healthcheck`).
+pub const ENTRY_VERSION: u8 = 4;
 /// Upper bound on one encoded entry.
 pub const ENTRY_BYTES_MAX: usize = 4 * 1024 * 1024;
 
@@ -144,6 +145,18 @@ pub enum Op {
     SetLayerSharing {
         on: bool,
     },
+    /// `secret create`: skipped when the id exists or the name is taken.
+    PutSecret(crate::types::StoredFile),
+    /// `secret rm`: checked by the proposer (not in use by any service).
+    DeleteSecret {
+        id: String,
+    },
+    /// `config create`, as `PutSecret`.
+    PutConfig(crate::types::StoredFile),
+    /// `config rm`, as `DeleteSecret`.
+    DeleteConfig {
+        id: String,
+    },
 }
 
 /// A batch of ops proposed together, stamped by the proposer.
@@ -186,6 +199,7 @@ impl Entry {
         match version {
             1 => postcard::from_bytes::<crate::legacy::EntryV1>(body).map(Entry::from).map_err(corrupt),
             2 => postcard::from_bytes::<crate::legacy::EntryV2>(body).map(Entry::from).map_err(corrupt),
+            3 => postcard::from_bytes::<crate::legacy::EntryV3>(body).map(Entry::from).map_err(corrupt),
             ENTRY_VERSION => postcard::from_bytes(body).map_err(corrupt),
             _ => Err(EntryError::Version(version)),
         }
@@ -206,7 +220,7 @@ mod tests {
             ops: vec![Op::SetTaskDesired { id: "t1".into(), desired: TaskState::Running }, Op::DeleteTask { id: "x".into() }],
         };
         let hex: String = e.encode().iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, "03888e98a8c0e08081010209027431070b0178");
+        assert_eq!(hex, "04888e98a8c0e08081010209027431070b0178");
         assert_eq!(Entry::decode(&e.encode()).unwrap(), e);
     }
 
@@ -242,6 +256,18 @@ mod tests {
                     auth: Some(crate::types::RegistryAuth { username: "u".into(), password: "p".into() }),
                 },
                 Op::SetLayerSharing { on: false },
+                Op::PutSecret(crate::types::StoredFile {
+                    id: "x".into(),
+                    meta: Default::default(),
+                    spec: crate::types::FileSpec { name: "pw".into(), labels: Default::default(), data: b"hunter2".to_vec() },
+                }),
+                Op::DeleteSecret { id: "x".into() },
+                Op::PutConfig(crate::types::StoredFile {
+                    id: "c".into(),
+                    meta: Default::default(),
+                    spec: crate::types::FileSpec { name: "conf".into(), labels: Default::default(), data: b"a=1".to_vec() },
+                }),
+                Op::DeleteConfig { id: "c".into() },
             ],
         };
         assert_eq!(Entry::decode(&e.encode()).unwrap(), e);

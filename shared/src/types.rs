@@ -83,6 +83,48 @@ pub struct ContainerSpec {
     pub stop_signal: String,
     pub mounts: Vec<Mount>,
     pub init: bool,
+    /// Secrets the task gets as files (`--secret`), `id` set once control
+    /// accepted the spec (the CLI sends names).
+    pub secrets: Vec<FileReference>,
+    /// Configs the task gets as files (`--config`), likewise.
+    pub configs: Vec<FileReference>,
+    /// `--health-*` / `--no-healthcheck`; `None`: the image's `HEALTHCHECK`, if any.
+    pub healthcheck: Option<HealthConfig>,
+}
+
+/// A secret or config a task's container gets as a file (Swarm's
+/// `SecretReference` / `ConfigReference` with its `File`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileReference {
+    /// The secret's or config's id (empty in a spec the CLI sent).
+    pub id: String,
+    /// Its name, as the user gave it (`source=`).
+    pub name: String,
+    /// A secret: the file name under `/run/secrets/` (or an absolute path);
+    /// a config: the absolute path in the container (default `/NAME`).
+    pub target: String,
+    /// Owner and group of the file, numeric as text (`"0"` by default).
+    pub uid: String,
+    pub gid: String,
+    /// Permission bits (`0o444` by default).
+    pub mode: u32,
+}
+
+/// Default permission bits of a secret or config file.
+pub const FILE_REFERENCE_MODE_DEFAULT: u32 = 0o444;
+
+/// Swarm's `HealthConfig` (the image's `HEALTHCHECK`, `--health-*`).
+/// Durations of 0 mean "inherit" (from the image, else Docker's defaults:
+/// 30 s interval, 30 s timeout, 0 start period, 3 retries).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthConfig {
+    /// `[]`: inherit; `["NONE"]`: no check; `["CMD", args..]`; `["CMD-SHELL", command]`.
+    pub test: Vec<String>,
+    pub interval_ns: u64,
+    pub timeout_ns: u64,
+    pub start_period_ns: u64,
+    /// Consecutive failures that make a task unhealthy; 0: inherit.
+    pub retries: u64,
 }
 
 /// A mount into a task's container.
@@ -186,8 +228,41 @@ pub struct Placement {
 /// Replicated (N tasks) or global (one per eligible node). Append only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServiceMode {
-    Replicated { replicas: u64 },
+    Replicated {
+        replicas: u64,
+    },
     Global,
+    /// `--mode replicated-job`: `total_completions` tasks must exit 0, at
+    /// most `max_concurrent` running at once.
+    ReplicatedJob {
+        max_concurrent: u64,
+        total_completions: u64,
+    },
+    /// `--mode global-job`: one task to completion on every eligible node,
+    /// nodes that join later included.
+    GlobalJob,
+}
+
+impl ServiceMode {
+    /// A job (runs to completion) rather than a service.
+    pub fn is_job(self) -> bool {
+        matches!(self, ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob)
+    }
+
+    /// Tasks go by slot (1..=N), not by node.
+    pub fn is_replicated(self) -> bool {
+        matches!(self, ServiceMode::Replicated { .. } | ServiceMode::ReplicatedJob { .. })
+    }
+
+    /// Docker's spelling in `service ls`: `replicated`, `global`, `replicated job`, `global job`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceMode::Replicated { .. } => "replicated",
+            ServiceMode::Global => "global",
+            ServiceMode::ReplicatedJob { .. } => "replicated job",
+            ServiceMode::GlobalJob => "global job",
+        }
+    }
 }
 
 /// What a rolling update does on failure. Append only.
@@ -249,6 +324,9 @@ impl ServiceSpec {
                     stop_signal: String::new(),
                     mounts: Vec::new(),
                     init: false,
+                    secrets: Vec::new(),
+                    configs: Vec::new(),
+                    healthcheck: None,
                 },
                 resources: Resources::default(),
                 restart: RestartPolicy::default(),
@@ -1018,4 +1096,34 @@ impl std::fmt::Debug for RegistryAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistryAuth").field("username", &self.username).field("password", &"<redacted>").finish()
     }
+}
+
+/// Largest secret, as Swarm's (`secret create`).
+pub const SECRET_BYTES_MAX: usize = 500 * 1024;
+/// Largest config, as Swarm's (`config create`).
+pub const CONFIG_BYTES_MAX: usize = 1000 * 1024;
+
+/// What `secret create` and `config create` store: a name, labels and the
+/// data (immutable: Swarm's secrets and configs change only by a new name).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSpec {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for FileSpec {
+    /// The data never reaches a log (a secret's value; a config's may be as private).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSpec").field("name", &self.name).field("labels", &self.labels).field("data_bytes", &self.data.len()).finish()
+    }
+}
+
+/// A stored secret (`secret create`), or config (`config create`): the
+/// same shape, kept in separate maps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredFile {
+    pub id: String,
+    pub meta: Meta,
+    pub spec: FileSpec,
 }

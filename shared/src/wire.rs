@@ -35,8 +35,9 @@ use serde::{Deserialize, Serialize};
 
 /// First byte of every encoded [`Wire`] message; bump on incompatible change
 /// (2: records with networks, assignments with the node's network view;
-/// 3: node descriptions with plugins and warnings).
-pub const WIRE_VERSION: u8 = 3;
+/// 3: node descriptions with plugins and warnings; 4: containers with
+/// secrets, configs and healthchecks).
+pub const WIRE_VERSION: u8 = 4;
 /// How many [`Wire`] variants this build knows. A message whose variant index
 /// is at or past this comes from a newer node: it decodes to
 /// [`WireError::Unknown`], which receivers ignore instead of dropping the

@@ -260,9 +260,9 @@ fn global_services_run_one_task_per_node() {
     assert_eq!(n.running(), 1);
     let r = n.shoal(&["service", "scale", "agent=3"]);
     assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("scale can only be used with replicated mode"), "{}", r.stderr);
+    assert!(r.stderr.contains("scale can only be used with replicated or replicated-job mode"), "{}", r.stderr);
     let r = n.shoal(&["service", "create", "--mode", "global", "--replicas", "2", "shoal.test/busybox"]);
-    assert!(r.stderr.contains("--replicas can only be used with replicated mode"), "{}", r.stderr);
+    assert!(r.stderr.contains("--replicas can only be used with replicated or replicated-job mode"), "{}", r.stderr);
 }
 
 /// The node probes its kernel at start and reports what it found: `node

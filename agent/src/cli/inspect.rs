@@ -158,6 +158,10 @@ fn spec_json(spec: &ServiceSpec) -> Value {
     let mode = match spec.mode {
         ServiceMode::Replicated { replicas } => json!({"Replicated": {"Replicas": replicas}}),
         ServiceMode::Global => json!({"Global": {}}),
+        ServiceMode::ReplicatedJob { max_concurrent, total_completions } => {
+            json!({"ReplicatedJob": {"MaxConcurrent": max_concurrent, "TotalCompletions": total_completions}})
+        }
+        ServiceMode::GlobalJob => json!({"GlobalJob": {}}),
     };
     let mut out = json!({
         "Name": spec.name,
@@ -252,6 +256,10 @@ pub(crate) fn service_pretty(s: &Service) -> String {
     match spec.mode {
         ServiceMode::Replicated { replicas } => out.push_str(&format!("Service Mode:\tReplicated\n Replicas:\t{replicas}\n")),
         ServiceMode::Global => out.push_str("Service Mode:\tGlobal\n"),
+        ServiceMode::ReplicatedJob { max_concurrent, total_completions } => out.push_str(&format!(
+            "Service Mode:\tReplicatedJob\n Max Concurrent:\t{max_concurrent}\n Total Completions:\t{total_completions}\n"
+        )),
+        ServiceMode::GlobalJob => out.push_str("Service Mode:\tGlobalJob\n"),
     }
     if let Some(u) = &s.update_status {
         out.push_str(&format!("UpdateStatus:\n State:\t\t{}\n Started:\t{}\n", u.state.as_str(), rfc3339(u.started_at)));

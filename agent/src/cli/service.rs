@@ -116,12 +116,15 @@ pub(crate) struct CreateArgs {
     /// Service name.
     #[arg(long)]
     name: Option<String>,
-    /// Number of tasks.
+    /// Number of tasks (a replicated job: completions).
     #[arg(long)]
     replicas: Option<u64>,
-    /// Service mode: replicated or global.
+    /// Service mode: replicated, global, replicated-job or global-job.
     #[arg(long, default_value = "replicated")]
     mode: String,
+    /// Number of job tasks to run at once (replicated-job; default: --replicas).
+    #[arg(long)]
+    max_concurrent: Option<u64>,
     #[command(flatten)]
     restart: RestartArgs,
     /// Set environment variables.
@@ -317,14 +320,22 @@ fn spec_from(a: CreateArgs) -> anyhow::Result<ServiceSpec> {
     let mut spec = ServiceSpec::new(&name, &a.image);
     spec.mode = match a.mode.as_str() {
         "replicated" => ServiceMode::Replicated { replicas: a.replicas.unwrap_or(1) },
-        "global" => {
-            if a.replicas.is_some() {
-                bail!("--replicas can only be used with replicated mode");
-            }
-            ServiceMode::Global
+        "global" | "global-job" if a.replicas.is_some() => bail!("--replicas can only be used with replicated or replicated-job mode"),
+        "global" => ServiceMode::Global,
+        "global-job" => ServiceMode::GlobalJob,
+        "replicated-job" => {
+            let total_completions = a.replicas.unwrap_or(1);
+            ServiceMode::ReplicatedJob { max_concurrent: a.max_concurrent.unwrap_or(total_completions), total_completions }
         }
-        m => bail!("invalid mode {m:?}: use replicated or global"),
+        m => bail!("invalid mode {m:?}: use replicated, global, replicated-job or global-job"),
     };
+    if a.max_concurrent.is_some() && a.mode != "replicated-job" {
+        bail!("--max-concurrent can only be used with replicated-job mode");
+    }
+    if spec.mode.is_job() {
+        // Docker's default for jobs: a task that exits 0 is done, a failed one runs again.
+        spec.task.restart.condition = shoal_shared::types::RestartCondition::OnFailure;
+    }
     let c = &mut spec.task.container;
     c.args = a.args;
     if let Some(e) = a.entrypoint {
@@ -461,6 +472,7 @@ fn frame(
     }
     let total = match service.spec.mode {
         ServiceMode::Replicated { replicas } => replicas as usize,
+        ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob => return job_frame(service, &slots, &errors),
         ServiceMode::Global => slots.len(),
     };
     let now = now_ns();
@@ -497,6 +509,57 @@ fn frame(
     (lines, converged)
 }
 
+/// A job's frame (Docker's): `job progress: C out of N complete [bar]`,
+/// `active tasks: R out of M tasks`, a line per slot of the current
+/// iteration; done once every slot completed. A slot whose task failed and
+/// will not run again (still its slot's task) is reported as failed.
+fn job_frame(service: &Service, slots: &BTreeMap<String, &Task>, errors: &BTreeMap<String, &str>) -> (Vec<String>, bool) {
+    // Only the current iteration: an older one's tasks are on their way out.
+    let current: Vec<(&String, &&Task)> = slots.iter().filter(|(_, t)| t.spec == service.spec.task).collect();
+    let (total, concurrent) = match service.spec.mode {
+        ServiceMode::ReplicatedJob { total_completions, max_concurrent } => (total_completions as usize, max_concurrent as usize),
+        _ => (current.len(), current.len()),
+    };
+    let completed = current.iter().filter(|(_, t)| t.status.state == TaskState::Complete).count();
+    let active = current.iter().filter(|(_, t)| !t.status.state.is_terminal()).count();
+    let width = BAR_WIDTH * completed / total.max(1);
+    let fill = if width == 0 { " ".repeat(BAR_WIDTH) } else { format!("{}>{}", "=".repeat(width - 1), " ".repeat(BAR_WIDTH - width)) };
+    let mut lines = vec![
+        format!("job progress: {completed} out of {total} complete [{fill}]"),
+        format!("active tasks: {active} out of {} tasks", concurrent.min(total.saturating_sub(completed)).max(active)),
+    ];
+    for (key, t) in &current {
+        let label = if t.slot > 0 { format!("{}/{}", t.slot, total) } else { t.node_id[..t.node_id.len().min(12)].to_string() };
+        let state = t.status.state;
+        match errors.get(*key) {
+            Some(err) if state != TaskState::Complete && state != TaskState::Running => lines.push(format!("{label}: {err}")),
+            _ => lines.push(format!("{label}: {:<9} {}", state.as_lower(), bar(state))),
+        }
+    }
+    // A global job with no task yet has not started (its nodes are being found).
+    let done = total > 0 && completed == total;
+    if done {
+        lines.push("verify: Job complete".into());
+    }
+    (lines, done)
+}
+
+/// The slot and error of a job task that failed for good: still its slot's
+/// task (nothing replaced it), ended, not complete.
+fn job_failure(service: &Service, tasks: &[Task]) -> Option<String> {
+    if !service.spec.mode.is_job() {
+        return None;
+    }
+    let mut slots: BTreeMap<String, &Task> = BTreeMap::new();
+    for t in tasks.iter().filter(|t| t.desired_state <= TaskState::Running) {
+        slots.insert(if t.slot > 0 { format!("{:020}", t.slot) } else { t.node_id.clone() }, t);
+    }
+    slots.values().find(|t| t.spec == service.spec.task && t.status.state.is_terminal() && t.status.state != TaskState::Complete).map(|t| {
+        let why = if t.status.err.is_empty() { t.status.message.as_str() } else { t.status.err.as_str() };
+        format!("task {} ({}) failed and will not run again: {why}", short_id(&t.id), t.status.state.as_lower())
+    })
+}
+
 /// What the `rollback: ...` line says for update status news not announced
 /// yet: the rollback's own message when it is seen starting. A rollback this
 /// command asked for may be past its start at the first poll (one that
@@ -519,6 +582,9 @@ pub(crate) fn progress(host: &str, service: &str, timeout_ms: u64, watch: Watch)
     // Lines that stay above the frame (`rollback: ...`).
     let mut notes: Vec<String> = Vec::new();
     let mut rollback_reason: Option<String> = None;
+    // A job task seen failed for good in two polls in a row (the first may
+    // be the instant before the manager replaces it).
+    let mut failing: Option<String> = None;
     loop {
         let (svc, tasks, _, pulls) = fetch_tasks(host, service)?;
         let verify_ms = svc.spec.update.monitor_ns / 1_000_000;
@@ -557,6 +623,14 @@ pub(crate) fn progress(host: &str, service: &str, timeout_ms: u64, watch: Watch)
             }
             _ => {}
         }
+        let failure = job_failure(&svc, &tasks);
+        if let (Some(now), Some(before)) = (&failure, &failing) {
+            if now == before {
+                print_final(&lines);
+                bail!("job {service} failed: {now}");
+            }
+        }
+        failing = failure;
         if converged {
             print_final(&lines);
             let rolled_back = status.as_ref().is_some_and(|u| u.state == UpdateState::RollbackCompleted);
@@ -584,10 +658,16 @@ fn ls(host: &str, quiet: bool, format: &str) -> anyhow::Result<()> {
     let mut t = Table::new(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]);
     for s in &list {
         let spec = &s.service.spec;
-        let mode = if spec.mode == ServiceMode::Global { "global" } else { "replicated" };
+        let mode = spec.mode.as_str();
         let ports = inspect::endpoint_ports_shown(&s.service);
         let image = image_shown(&spec.task.container.image);
-        let replicas = format!("{}/{}", s.running, s.desired);
+        let replicas = match spec.mode {
+            ServiceMode::ReplicatedJob { total_completions, .. } => {
+                format!("{}/{} ({}/{total_completions} completed)", s.running, s.desired, s.completed)
+            }
+            ServiceMode::GlobalJob => format!("{}/{} ({}/{} completed)", s.running, s.desired, s.completed, s.desired + s.completed),
+            _ => format!("{}/{}", s.running, s.desired),
+        };
         if quiet {
             println!("{}", s.service.id);
         } else if format == "json" {

@@ -124,9 +124,12 @@ pub(crate) struct UpdateArgs {
     /// Service image tag.
     #[arg(long)]
     image: Option<String>,
-    /// Number of tasks.
+    /// Number of tasks (a replicated job: completions).
     #[arg(long)]
     replicas: Option<u64>,
+    /// Number of job tasks to run at once (replicated-job).
+    #[arg(long)]
+    max_concurrent: Option<u64>,
     /// Add or update an environment variable.
     #[arg(long)]
     env_add: Vec<String>,
@@ -227,7 +230,14 @@ pub(crate) fn apply(a: &UpdateArgs, current: &ServiceSpec) -> anyhow::Result<Ser
     if let Some(n) = a.replicas {
         match &mut spec.mode {
             ServiceMode::Replicated { replicas } => *replicas = n,
-            ServiceMode::Global => bail!("--replicas can only be used with replicated mode"),
+            ServiceMode::ReplicatedJob { total_completions, .. } => *total_completions = n,
+            ServiceMode::Global | ServiceMode::GlobalJob => bail!("--replicas can only be used with replicated or replicated-job mode"),
+        }
+    }
+    if let Some(n) = a.max_concurrent {
+        match &mut spec.mode {
+            ServiceMode::ReplicatedJob { max_concurrent, .. } => *max_concurrent = n,
+            _ => bail!("--max-concurrent can only be used with replicated-job mode"),
         }
     }
     let c = &mut spec.task.container;

@@ -176,8 +176,18 @@ fn summary(state: &State, s: &shoal_shared::types::Service) -> ServiceSummary {
     let desired = match s.spec.mode {
         ServiceMode::Replicated { replicas } => replicas,
         ServiceMode::Global => tasks.iter().filter(|t| t.desired_state <= TaskState::Running).count() as u64,
+        // Jobs (swarmkit's): the tasks that should be running now.
+        ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob => {
+            let p = shoal_manager::orchestrator::job_progress(state, s).unwrap_or_default();
+            let open = p.total.saturating_sub(p.completed);
+            match s.spec.mode {
+                ServiceMode::ReplicatedJob { max_concurrent, .. } if max_concurrent > 0 => open.min(max_concurrent),
+                _ => open,
+            }
+        }
     };
-    ServiceSummary { service: s.clone(), running, desired }
+    let completed = shoal_manager::orchestrator::job_progress(state, s).map_or(0, |p| p.completed);
+    ServiceSummary { service: s.clone(), running, desired, completed }
 }
 
 /// The slot part of a task name: the slot number, or the node id for global services.

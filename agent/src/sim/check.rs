@@ -347,6 +347,24 @@ impl Checker {
             }
             let running_on = |n: &Node| tasks.iter().filter(|t| t.node_id == n.id && t.status.state == TaskState::Running).count();
             let (running, want) = match s.spec.mode {
+                // Jobs: every slot of the current iteration completed, none running.
+                ServiceMode::ReplicatedJob { total_completions, .. } => {
+                    let p = shoal_manager::orchestrator::job_progress(state, s).unwrap_or_default();
+                    (p.completed as usize + 1000 * p.running as usize, total_completions as usize)
+                }
+                ServiceMode::GlobalJob => {
+                    let p = shoal_manager::orchestrator::job_progress(state, s).unwrap_or_default();
+                    let done_on = |n: &Node| {
+                        state.tasks.values().any(|t| {
+                            t.service_id == s.id
+                                && t.node_id == n.id
+                                && t.status.state == TaskState::Complete
+                                && t.desired_state == TaskState::Running
+                                && t.spec == s.spec.task
+                        })
+                    };
+                    (fitting.iter().filter(|n| done_on(n)).count() + 1000 * p.running as usize, fitting.len())
+                }
                 ServiceMode::Replicated { replicas } => {
                     (tasks.iter().filter(|t| t.status.state == TaskState::Running).count(), replicas as usize)
                 }

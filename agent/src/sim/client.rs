@@ -246,11 +246,17 @@ pub(crate) fn step(w: &mut World) {
             c.names.push(name.clone());
             let image = if c.rng.next_u64().is_multiple_of(4) { "edge" } else { "busybox" };
             let mut spec = ServiceSpec::new(&name, image);
-            spec.mode = if c.rng.next_u64().is_multiple_of(5) {
-                ServiceMode::Global
-            } else {
-                ServiceMode::Replicated { replicas: 1 + c.rng.next_u64() % 4 }
+            spec.mode = match c.rng.next_u64() % 10 {
+                0 | 1 => ServiceMode::Global,
+                2 => ServiceMode::ReplicatedJob { max_concurrent: c.rng.next_u64() % 3, total_completions: 1 + c.rng.next_u64() % 4 },
+                3 => ServiceMode::GlobalJob,
+                _ => ServiceMode::Replicated { replicas: 1 + c.rng.next_u64() % 4 },
             };
+            if spec.mode.is_job() {
+                // The fake runtime's job: exits 0 once started.
+                spec.task.container.env.push(crate::runtime::fake::EXIT_AT_ONCE_ENV.into());
+                spec.task.restart.condition = shoal_shared::types::RestartCondition::OnFailure;
+            }
             match c.rng.next_u64() % 6 {
                 0 => spec.task.placement.constraints.push("node.role==worker".into()),
                 1 => spec.task.placement.constraints.push("node.labels.zone==a".into()),
