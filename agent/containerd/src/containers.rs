@@ -1,5 +1,6 @@
 //! Containers and tasks: `run` (snapshot, spec, container, task, start, with
-//! rollback), `stop`, `signal`, `remove` and `list`.
+//! rollback), `stop`, `signal`, `remove` and `list`. Exec processes (health
+//! probes) are in `exec.rs`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -86,7 +87,7 @@ fn validate(s: &ContainerSpec) -> Result<(), Error> {
 }
 
 impl Ctx {
-    fn tasks(&self) -> TasksClient<containerd_client::tonic::transport::Channel> {
+    pub(crate) fn tasks(&self) -> TasksClient<containerd_client::tonic::transport::Channel> {
         TasksClient::new(self.channel.clone())
     }
 
@@ -94,7 +95,7 @@ impl Ctx {
         ContainersClient::new(self.channel.clone())
     }
 
-    async fn task_get(&self, id: &str) -> Result<Option<Process>, Error> {
+    pub(crate) async fn task_get(&self, id: &str) -> Result<Option<Process>, Error> {
         let r = self
             .call("Tasks.Get", self.tasks().get(self.req(GetRequest { container_id: id.to_string(), exec_id: String::new() }, None)))
             .await;
@@ -107,13 +108,15 @@ impl Ctx {
 
     /// Sends `signal`; `Ok(false)` when there is no process to signal.
     async fn task_kill(&self, id: &str, signal: u32, all: bool) -> Result<bool, Error> {
-        let r = self
-            .call(
-                "Tasks.Kill",
-                self.tasks().kill(self.req(KillRequest { container_id: id.to_string(), exec_id: String::new(), signal, all }, None)),
-            )
-            .await;
-        match r {
+        self.process_kill(id, "", signal, all).await
+    }
+
+    /// Sends `signal` to the init process (`exec_id` empty) or to exec
+    /// process `exec_id`; `Ok(false)` when there is no process to signal
+    /// (none, or it already exited).
+    pub(crate) async fn process_kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<bool, Error> {
+        let req = KillRequest { container_id: id.to_string(), exec_id: exec_id.to_string(), signal, all };
+        match self.call("Tasks.Kill", self.tasks().kill(self.req(req, None))).await {
             Ok(_) => Ok(true),
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e),
@@ -122,15 +125,15 @@ impl Ctx {
 
     /// Waits up to `ms` for the task to exit; `Ok(None)` on timeout.
     async fn task_wait(&self, id: &str, ms: u64) -> Result<Option<i32>, Error> {
-        let r = self
-            .call_ms(
-                "Tasks.Wait",
-                ms,
-                self.tasks().wait(self.req(WaitRequest { container_id: id.to_string(), exec_id: String::new() }, None)),
-            )
-            .await;
-        match r {
-            Ok(w) => Ok(Some(w.exit_status as i32)),
+        Ok(self.process_wait(id, "", ms).await?.map(|s| s as i32))
+    }
+
+    /// Waits up to `ms` for the init process (`exec_id` empty) or exec
+    /// process `exec_id` to exit; its exit status, or `Ok(None)` on timeout.
+    pub(crate) async fn process_wait(&self, id: &str, exec_id: &str, ms: u64) -> Result<Option<u32>, Error> {
+        let req = WaitRequest { container_id: id.to_string(), exec_id: exec_id.to_string() };
+        match self.call_ms("Tasks.Wait", ms, self.tasks().wait(self.req(req, None))).await {
+            Ok(w) => Ok(Some(w.exit_status)),
             Err(Error::Timeout { .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -146,7 +149,7 @@ impl Ctx {
         }
     }
 
-    async fn container_get(&self, id: &str) -> Result<Option<Container>, Error> {
+    pub(crate) async fn container_get(&self, id: &str) -> Result<Option<Container>, Error> {
         let r = self.call("Containers.Get", self.containers().get(self.req(GetContainerRequest { id: id.to_string() }, None))).await;
         match r {
             Ok(r) => Ok(r.container),

@@ -132,5 +132,9 @@ mod tests {
         };
         assert_eq!(decode_exit(&mk("c")), Some(ExitEvent { id: "c".into(), exit_code: 3, exited_unix_nanos: 2_000_000_005 }));
         assert_eq!(decode_exit(&mk("exec1")), None);
+        // Driver::exec's processes (health probes) are not the container's exit.
+        assert_eq!(decode_exit(&mk(&format!("{}1-2-3", crate::EXEC_ID_PREFIX))), None);
+        // An empty process id is taken as the init process.
+        assert_eq!(decode_exit(&mk("")).map(|e| e.id), Some("c".to_string()));
     }
 }

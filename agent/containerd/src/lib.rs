@@ -6,12 +6,18 @@
 //! method spawns its work there and waits on a std channel with a timeout.
 //! The smol-based daemon calls these methods through `smol::unblock`.
 //!
+//! [`Driver::exec`] runs a command in a running container (health probes):
+//! the container's own process spec with other args, its output read
+//! (bounded) from a FIFO, killed at its timeout, always deleted from the
+//! shim afterwards; see `exec.rs`.
+//!
 //! See `README.md` next to `Cargo.toml` for the call sequences, leases,
 //! labels, GC labels and the OCI spec defaults.
 
 mod containers;
 mod error;
 mod events;
+mod exec;
 mod images;
 mod rpc;
 pub mod spec;
@@ -26,6 +32,7 @@ use sha2::{Digest, Sha256};
 pub use containers::{HOST_FILES, SPEC_TYPE_URL};
 pub use error::Error;
 pub use events::{EXIT_TOPIC, PROBE_TOPIC, RESUBSCRIBE_BACKOFF_MAX_MS, RESUBSCRIBE_BACKOFF_MIN_MS, SUBSCRIBE_LIVE_WAIT_MS};
+pub use exec::{EXEC_DIR_PREFIX, EXEC_DRAIN_MS, EXEC_ID_PREFIX, EXEC_KILL_WAIT_MS, EXEC_OUTPUT_MAX_BYTES, PROCESS_TYPE_URL};
 pub use images::{
     BlobEvent, BlobObserver, GC_REF_CONFIG, GC_REF_LAYER_PREFIX, GC_REF_MANIFEST_PREFIX, GC_REF_SNAPSHOT, UNCOMPRESSED_LABEL,
     WRITE_CHUNK_BYTES,
@@ -207,6 +214,18 @@ pub struct ExitEvent {
     pub id: String,
     pub exit_code: i32,
     pub exited_unix_nanos: i64,
+}
+
+/// What one exec of a command in a running container did ([`Driver::exec`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecOutcome {
+    /// The exit status; `None` when it timed out (and was killed).
+    pub exit_code: Option<i64>,
+    /// Its stdout and stderr, interleaved as written: the first
+    /// `output_max_bytes` bytes only.
+    pub output: Vec<u8>,
+    /// True when it wrote more than `output_max_bytes` (the rest was discarded).
+    pub truncated: bool,
 }
 
 /// The chain id of a stack of layers: `chain[0] = diff_id[0]`,

@@ -10,10 +10,12 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use shoal_containerd::{chain_id, Config, ContainerSpec, ContainerStatus, Driver, Error, ImageRecord, Signalled};
+use shoal_containerd::{
+    chain_id, Config, ContainerSpec, ContainerStatus, Driver, Error, ImageRecord, Signalled, EXEC_DIR_PREFIX, EXEC_ID_PREFIX,
+};
 use shoal_image::{Descriptor, ImageSource, ImportPlan};
 
 const NAME: &str = "shoal.test/busybox:latest";
@@ -102,6 +104,22 @@ impl Env {
 
     fn spec(&self, id: &str, plan: &ImportPlan, script: &str) -> ContainerSpec {
         ContainerSpec::new(id, NAME, &chain_id(&plan.diff_ids), vec!["sh".into(), "-c".into(), script.into()], self.log(id))
+    }
+
+    /// Exec processes the shim still holds for container `id`: their pid
+    /// files (`<exec id>.pid`) in the task's bundle, removed by `Tasks.DeleteProcess`.
+    fn exec_pid_files(&self, id: &str) -> Vec<String> {
+        let bundle = self.dir.join("state/io.containerd.runtime.v2.task").join(&self.ns).join(id);
+        std::fs::read_dir(&bundle)
+            .unwrap_or_else(|e| panic!("bundle {}: {e}", bundle.display()))
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with(EXEC_ID_PREFIX))
+            .collect()
+    }
+
+    /// Processes in container `id` (`ctr tasks ps`), without the header.
+    fn pids(&self, id: &str) -> Vec<String> {
+        self.ctr(&["tasks", "ps", id]).lines().skip(1).filter(|l| !l.trim().is_empty()).map(str::to_string).collect()
     }
 
     /// Asserts nothing of container `id` is left: container, task, snapshot.
@@ -696,4 +714,203 @@ fn stop_script_cleans_up_after_a_crash() {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     assert!(!mounts.contains(env.dir.to_str().unwrap()), "{mounts}");
     assert!(!Path::new("/run/containerd/runc").join(&env.ns).exists());
+}
+
+/// Exec tests take turns: each checks that no output directory of this test
+/// process is left in the temp dir.
+static EXEC_LOCK: Mutex<()> = Mutex::new(());
+
+fn exec_lock() -> std::sync::MutexGuard<'static, ()> {
+    EXEC_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `shoal-exec-<pid>-...` directories of this test process in the temp dir.
+fn exec_dirs_left() -> Vec<String> {
+    let prefix = format!("{EXEC_DIR_PREFIX}{}-", std::process::id());
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix))
+        .collect()
+}
+
+fn sh(script: &str) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), script.into()]
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+#[test]
+fn exec_reports_exit_code_output_env_and_namespaces() {
+    let _g = exec_lock();
+    let Some(env) = Env::new("exec_reports_exit_code") else {
+        return;
+    };
+    let (_, plan) = env.import();
+    let mut s = env.spec("hc1", &plan, "exec sleep 1000");
+    s.env = vec!["FOO=bar-from-spec".into()];
+    s.hostname = "probe-host".into();
+    s.cwd = "/tmp".into();
+    env.d().run(&s).unwrap();
+    let exits = env.d().exits();
+
+    let t = Instant::now();
+    let out = env.d().exec("hc1", &sh("echo hello; echo oops >&2; exit 3"), 5_000, 4096).unwrap();
+    eprintln!("exec: {:?}", t.elapsed());
+    assert_eq!(out.exit_code, Some(3), "{out:?}");
+    let o = text(&out.output);
+    assert!(o.contains("hello\n") && o.contains("oops\n"), "{o:?}");
+    assert!(!out.truncated);
+    // The container's env, cwd and user.
+    let out = env.d().exec("hc1", &sh("echo $FOO; pwd; id -u"), 5_000, 4096).unwrap();
+    assert_eq!((out.exit_code, text(&out.output).as_str()), (Some(0), "bar-from-spec\n/tmp\n0\n"));
+    // The container's namespaces: UTS (hostname) and PID (its init is pid 1).
+    let out = env.d().exec("hc1", &["hostname".to_string()], 5_000, 4096).unwrap();
+    assert_eq!(text(&out.output), "probe-host\n");
+    let out = env.d().exec("hc1", &sh("tr '\\0' ' ' </proc/1/cmdline"), 5_000, 4096).unwrap();
+    assert_eq!(text(&out.output).trim(), "sleep 1000");
+
+    // Latency of a trivial probe.
+    let mut took: Vec<u128> = (0..10)
+        .map(|_| {
+            let t = Instant::now();
+            assert_eq!(env.d().exec("hc1", &["true".to_string()], 5_000, 4096).unwrap().exit_code, Some(0));
+            t.elapsed().as_millis()
+        })
+        .collect();
+    took.sort_unstable();
+    eprintln!("exec true x10: min {} / median {} / max {} ms", took[0], took[5], took[9]);
+
+    // Exec exits are not the container's exit.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(exits.try_recv().is_err(), "an exec's exit reached exits()");
+    assert!(matches!(status(env.d(), "hc1"), Some(ContainerStatus::Running { .. })));
+    assert_eq!(env.exec_pid_files("hc1"), Vec::<String>::new());
+    assert_eq!(exec_dirs_left(), Vec::<String>::new());
+    env.d().remove("hc1").unwrap();
+    env.assert_no_debris("hc1");
+}
+
+#[test]
+fn exec_timeout_kills_the_process_and_leaves_nothing() {
+    let _g = exec_lock();
+    let Some(env) = Env::new("exec_timeout") else {
+        return;
+    };
+    let (_, plan) = env.import();
+    env.d().run(&env.spec("hc2", &plan, "exec sleep 1000")).unwrap();
+    let exits = env.d().exits();
+    let t = Instant::now();
+    let out = env.d().exec("hc2", &sh("echo started; sleep 30"), 500, 4096).unwrap();
+    let took = t.elapsed();
+    eprintln!("timed-out exec: {took:?}");
+    assert_eq!(out.exit_code, None, "{out:?}");
+    assert_eq!(text(&out.output), "started\n");
+    assert!(took >= Duration::from_millis(500) && took < Duration::from_secs(5), "{took:?}");
+    // Nothing left: no exec in the shim, no process in the container but its init.
+    assert_eq!(env.exec_pid_files("hc2"), Vec::<String>::new());
+    assert_eq!(env.pids("hc2").len(), 1, "{:?}", env.pids("hc2"));
+    assert!(matches!(status(env.d(), "hc2"), Some(ContainerStatus::Running { .. })));
+
+    // A shell waiting for a child: the whole process group dies at the timeout.
+    let t = Instant::now();
+    let out = env.d().exec("hc2", &sh("sleep 30; echo never"), 500, 4096).unwrap();
+    eprintln!("timed-out exec with a child: {:?}", t.elapsed());
+    assert_eq!(out.exit_code, None, "{out:?}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(env.pids("hc2").len(), 1, "the child survived: {:?}", env.pids("hc2"));
+    assert_eq!(env.exec_pid_files("hc2"), Vec::<String>::new());
+
+    // While one runs, the shim holds it (the check above can see a leak).
+    let d = env.d().clone();
+    let probe = std::thread::spawn(move || d.exec("hc2", &sh("sleep 30"), 1_500, 4096));
+    let held = wait_for("the exec's pid file", 5_000, || Some(env.exec_pid_files("hc2")).filter(|f| !f.is_empty()));
+    eprintln!("held by the shim while running: {held:?}");
+    assert_eq!(probe.join().unwrap().unwrap().exit_code, None);
+    assert_eq!(env.exec_pid_files("hc2"), Vec::<String>::new());
+
+    // The container still runs and takes more execs.
+    let out = env.d().exec("hc2", &sh("echo again"), 5_000, 4096).unwrap();
+    assert_eq!((out.exit_code, text(&out.output).as_str()), (Some(0), "again\n"));
+    assert!(matches!(status(env.d(), "hc2"), Some(ContainerStatus::Running { .. })));
+    assert!(exits.try_recv().is_err(), "an exec's exit reached exits()");
+    assert_eq!(env.exec_pid_files("hc2"), Vec::<String>::new());
+    assert_eq!(exec_dirs_left(), Vec::<String>::new());
+    env.d().remove("hc2").unwrap();
+    env.assert_no_debris("hc2");
+}
+
+#[test]
+fn exec_output_is_bounded() {
+    let _g = exec_lock();
+    let Some(env) = Env::new("exec_output_is_bounded") else {
+        return;
+    };
+    let (_, plan) = env.import();
+    env.d().run(&env.spec("hc3", &plan, "exec sleep 1000")).unwrap();
+    // Printing forever: the first 4096 bytes, killed at the timeout.
+    let t = Instant::now();
+    // (`yes` is not linked in the image's /bin; busybox's sh runs its applets.)
+    let out = env.d().exec("hc3", &sh("yes"), 1_000, 4096).unwrap();
+    eprintln!("yes for 1 s: {:?}", t.elapsed());
+    assert_eq!(out.exit_code, None);
+    assert_eq!(out.output.len(), 4096);
+    assert!(out.truncated);
+    assert!(out.output.chunks(2).all(|c| c == b"y\n"));
+    // 100 KB then exit: the rest is drained, so it finishes in time.
+    let line = "0123456789".repeat(5);
+    let script = format!("i=0; while [ $i -lt 2000 ]; do echo {line}; i=$((i+1)); done; echo done >&2; exit 0");
+    let out = env.d().exec("hc3", &sh(&script), 10_000, 4096).unwrap();
+    assert_eq!(out.exit_code, Some(0));
+    assert_eq!(out.output.len(), 4096);
+    assert!(out.truncated);
+    assert!(text(&out.output).starts_with(&format!("{line}\n{line}\n")));
+    // No room at all.
+    let out = env.d().exec("hc3", &sh("echo x"), 5_000, 0).unwrap();
+    assert_eq!((out.exit_code, out.output.len(), out.truncated), (Some(0), 0, true));
+    assert!(matches!(status(env.d(), "hc3"), Some(ContainerStatus::Running { .. })));
+    assert_eq!(env.exec_pid_files("hc3"), Vec::<String>::new());
+    assert_eq!(exec_dirs_left(), Vec::<String>::new());
+    env.d().remove("hc3").unwrap();
+    env.assert_no_debris("hc3");
+}
+
+#[test]
+fn exec_errors_are_typed_and_leave_nothing() {
+    let _g = exec_lock();
+    let Some(env) = Env::new("exec_errors") else {
+        return;
+    };
+    let (_, plan) = env.import();
+    env.d().run(&env.spec("hc4", &plan, "exec sleep 1000")).unwrap();
+    // No such executable: containerd refuses the start.
+    let err = env.d().exec("hc4", &["/no/such/probe".to_string()], 5_000, 4096).unwrap_err();
+    eprintln!("missing executable: {err}");
+    assert!(matches!(err, Error::Rpc { .. }), "{err}");
+    assert!(err.to_string().contains("/no/such/probe"), "{err}");
+    assert_eq!(env.exec_pid_files("hc4"), Vec::<String>::new());
+    assert!(matches!(status(env.d(), "hc4"), Some(ContainerStatus::Running { .. })));
+    // No container.
+    let err = env.d().exec("nope1", &sh("true"), 5_000, 4096).unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    assert_eq!(err.to_string(), "container nope1 not found");
+    // A container whose task exited.
+    env.d().run(&env.spec("hc5", &plan, "exit 5")).unwrap();
+    wait_for("hc5 to exit", 5_000, || matches!(status(env.d(), "hc5"), Some(ContainerStatus::Stopped { .. })).then_some(()));
+    let err = env.d().exec("hc5", &sh("true"), 5_000, 4096).unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    assert!(err.to_string().contains("exited with code 5"), "{err}");
+    // Bad input never reaches containerd.
+    for (id, args, timeout, max) in
+        [("hc4", vec![], 5_000, 4096), ("hc4", sh("true"), 0, 4096), ("hc4", sh("true"), 5_000, 64 << 20), ("a/b", sh("true"), 5_000, 4096)]
+    {
+        let err = env.d().exec(id, &args, timeout, max).unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+    }
+    assert_eq!(exec_dirs_left(), Vec::<String>::new());
+    env.d().remove("hc4").unwrap();
+    env.d().remove("hc5").unwrap();
+    env.assert_no_debris("hc4");
 }
