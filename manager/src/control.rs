@@ -12,9 +12,9 @@ use shoal_shared::api::ErrorKind;
 use shoal_shared::clock::UnixNanos;
 use shoal_shared::ops::Op;
 use shoal_shared::types::{
-    Autolock, AutopilotSettings, EndpointMode, Ipv4Net, Meta, Network, NetworkDefaults, NetworkSpec, NodeRole, NodeState, PortConfig,
-    RestartCondition, Service, ServiceMode, ServiceSpec, SwarmSettings, UpdateState, UpdateStatus, DRIVER_OVERLAY, HOST_NETWORK_ID,
-    NONE_NETWORK_ID, OPT_ENCRYPTED, OPT_MTU, PUBLISH_MODE_HOST, PUBLISH_MODE_INGRESS,
+    Autolock, AutopilotSettings, EndpointMode, FileKind, FileSpec, Ipv4Net, Meta, Network, NetworkDefaults, NetworkSpec, NodeRole,
+    NodeState, PortConfig, RestartCondition, Service, ServiceMode, ServiceSpec, StoredFile, SwarmSettings, UpdateState, UpdateStatus,
+    DRIVER_OVERLAY, HOST_NETWORK_ID, NONE_NETWORK_ID, OPT_ENCRYPTED, OPT_MTU, PUBLISH_MODE_HOST, PUBLISH_MODE_INGRESS,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -55,6 +55,12 @@ pub enum ControlError {
     BadName(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("{0} {1} already exists")]
+    FileNameInUse(&'static str, String),
+    #[error("no such {0}: {1}")]
+    NoSuchFile(&'static str, String),
+    #[error("{0} {1} is in use by the following service: {2}")]
+    FileInUse(&'static str, String, String),
     #[error("scale can only be used with replicated or replicated-job mode: service {0} is not replicated")]
     ScaleGlobal(String),
     #[error("service {0} does not have a previous spec: there is nothing to roll back to")]
@@ -114,7 +120,10 @@ impl ControlError {
             | ControlError::NetworkInUseByService(..)
             | ControlError::NetworkInUseByTask(..)
             | ControlError::IngressInUse(_)
+            | ControlError::FileInUse(..)
             | ControlError::NoIngress => ErrorKind::FailedPrecondition,
+            ControlError::NoSuchFile(..) => ErrorKind::NotFound,
+            ControlError::FileNameInUse(..) => ErrorKind::AlreadyExists,
             ControlError::NoSuchService(_) | ControlError::NoSuchNode(_) | ControlError::NoSuchNetwork(_) => ErrorKind::NotFound,
             ControlError::NameInUse(_) | ControlError::NetworkNameInUse(_) => ErrorKind::AlreadyExists,
             ControlError::BadName(_) | ControlError::Invalid(_) => ErrorKind::InvalidArgument,
@@ -138,6 +147,16 @@ pub fn validate_spec(spec: &ServiceSpec) -> Result<(), ControlError> {
         if n > REPLICAS_MAX {
             return Err(ControlError::Invalid(format!("replicas {n} is above the limit of {REPLICAS_MAX}")));
         }
+    }
+    let c = &spec.task.container;
+    // Until tasks get them (the next slices of issue #17), a spec that names them is refused, never stored as if in effect.
+    if !c.secrets.is_empty() || !c.configs.is_empty() {
+        return Err(ControlError::Invalid(
+            "secrets and configs cannot be given to services yet by this manager: they would not reach the tasks".into(),
+        ));
+    }
+    if c.healthcheck.is_some() {
+        return Err(ControlError::Invalid("healthchecks are not run yet by this manager: remove the healthcheck".into()));
     }
     if spec.mode.is_job() && spec.task.restart.condition == RestartCondition::Any {
         // Docker's rule: a job whose tasks restart after success never completes.
@@ -452,6 +471,78 @@ pub fn remove_network(state: &State, key: &str) -> Result<(Vec<Op>, String), Con
         return Err(ControlError::NetworkInUseByTask(n.id.clone(), t.id.clone()));
     }
     Ok((vec![Op::DeleteNetwork { id: n.id.clone() }], n.spec.name.clone()))
+}
+
+/// Longest secret or config name (Docker's).
+pub const FILE_NAME_BYTES_MAX: usize = 64;
+/// The largest secret or config data one raft entry carries on every link
+/// profile (the edge profile's appends are 32 KiB, envelope included).
+pub const FILE_BYTES_REPLICATED_MAX: usize = 30 * 1024;
+/// Secrets, and configs, a swarm keeps at most (each kind).
+pub const FILES_MAX: usize = 1000;
+
+/// Ops for `secret create` / `config create`: a valid, unused name (Docker's
+/// rule: letters, digits, `-`, `_` and `.`, starting and ending with a
+/// letter or digit, at most 64 bytes), data of 1 byte up to the kind's limit.
+pub fn create_file(state: &State, kind: FileKind, spec: FileSpec, id: String) -> Result<Vec<Op>, ControlError> {
+    in_swarm(state)?;
+    let name = &spec.name;
+    let inner_ok = name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    let ends_ok =
+        name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric()) && name.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+    if name.is_empty() || name.len() > FILE_NAME_BYTES_MAX || !inner_ok || !ends_ok {
+        return Err(ControlError::Invalid(format!(
+            "invalid {} name {name:?}: use up to {FILE_NAME_BYTES_MAX} letters, digits, '-', '_' and '.', starting and ending with a letter or digit",
+            kind.as_str()
+        )));
+    }
+    // Docker's limits are 500 KiB (secrets) and 1000 KiB (configs); one raft
+    // entry of this build carries at most 32 KiB on edge links, so the data
+    // is bounded by that until it is replicated in parts.
+    let max = kind.bytes_max().min(FILE_BYTES_REPLICATED_MAX);
+    if spec.data.is_empty() || spec.data.len() > max {
+        return Err(ControlError::Invalid(format!(
+            "{} data must be larger than 0 and at most {} KiB in this version of shoal (Docker allows {} KiB); got {} bytes",
+            kind.as_str(),
+            max / 1024,
+            kind.bytes_max() / 1024,
+            spec.data.len()
+        )));
+    }
+    let files = match kind {
+        FileKind::Secret => &state.secrets,
+        FileKind::Config => &state.configs,
+    };
+    if files.values().any(|f| &f.spec.name == name) {
+        return Err(ControlError::FileNameInUse(kind.as_str(), name.clone()));
+    }
+    if files.len() >= FILES_MAX {
+        return Err(ControlError::Invalid(format!("the swarm already has {FILES_MAX} {}s: remove one first", kind.as_str())));
+    }
+    let file = StoredFile { id, meta: Meta::default(), spec };
+    Ok(vec![match kind {
+        FileKind::Secret => Op::PutSecret(file),
+        FileKind::Config => Op::PutConfig(file),
+    }])
+}
+
+/// Ops for `secret rm` / `config rm`; refused while a service's spec (or
+/// previous spec, a rollback's target) uses it. Returns the name removed.
+pub fn remove_file(state: &State, kind: FileKind, key: &str) -> Result<(Vec<Op>, String), ControlError> {
+    in_swarm(state)?;
+    let (found, refs): (_, fn(&shoal_shared::types::ContainerSpec) -> &Vec<shoal_shared::types::FileReference>) = match kind {
+        FileKind::Secret => (state.find_secret(key), |c| &c.secrets),
+        FileKind::Config => (state.find_config(key), |c| &c.configs),
+    };
+    let f = found.ok_or_else(|| ControlError::NoSuchFile(kind.as_str(), key.to_string()))?;
+    if let Some(service) = state.file_user(&f.id, refs) {
+        return Err(ControlError::FileInUse(kind.as_str(), f.spec.name.clone(), service));
+    }
+    let op = match kind {
+        FileKind::Secret => Op::DeleteSecret { id: f.id.clone() },
+        FileKind::Config => Op::DeleteConfig { id: f.id.clone() },
+    };
+    Ok((vec![op], f.spec.name.clone()))
 }
 
 /// Ops setting a replicated service's replica count.
@@ -775,6 +866,41 @@ mod tests {
     fn commit(s: &mut State, ops: Vec<Op>) {
         let r = s.apply(s.applied_index + 1, &Entry { at: 9, ops });
         assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+    }
+
+    #[test]
+    fn secrets_are_checked_named_once_and_not_removed_while_in_use() {
+        let mut s = swarm();
+        let spec = |name: &str, len: usize| FileSpec { name: name.into(), labels: Default::default(), data: vec![b'x'; len] };
+        let ops = create_file(&s, FileKind::Secret, spec("db.pw", 10), "x1".into()).unwrap();
+        commit(&mut s, ops);
+        let e = create_file(&s, FileKind::Secret, spec("db.pw", 10), "x2".into()).unwrap_err();
+        assert_eq!((e.to_string(), e.kind()), ("secret db.pw already exists".to_string(), ErrorKind::AlreadyExists));
+        for bad in ["", "-a", "a-", "a b", "a/b", &"a".repeat(65)] {
+            assert!(create_file(&s, FileKind::Secret, spec(bad, 1), "x3".into()).is_err(), "{bad:?}");
+        }
+        assert!(create_file(&s, FileKind::Config, spec("c", 0), "c1".into()).is_err(), "empty data");
+        assert!(create_file(&s, FileKind::Config, spec("c", FILE_BYTES_REPLICATED_MAX + 1), "c1".into()).is_err());
+        let ops = create_file(&s, FileKind::Config, spec("c", FILE_BYTES_REPLICATED_MAX), "c1".into()).unwrap();
+        commit(&mut s, ops);
+        // In use by a service (written directly: control refuses references until tasks get them).
+        let mut svc = crate::state::tests::service("s1", "web");
+        svc.spec.task.container.secrets = vec![shoal_shared::types::FileReference {
+            id: "x1".into(),
+            name: "db.pw".into(),
+            target: "db.pw".into(),
+            uid: "0".into(),
+            gid: "0".into(),
+            mode: 0o444,
+        }];
+        commit(&mut s, vec![Op::PutService(svc.clone())]);
+        let e = remove_file(&s, FileKind::Secret, "db.pw").unwrap_err();
+        assert_eq!(e.to_string(), "secret db.pw is in use by the following service: web");
+        assert!(validate_spec(&svc.spec).unwrap_err().to_string().contains("would not reach the tasks"));
+        let (ops, name) = remove_file(&s, FileKind::Config, "c").unwrap();
+        assert_eq!(name, "c");
+        commit(&mut s, ops);
+        assert_eq!(remove_file(&s, FileKind::Config, "c").unwrap_err().to_string(), "no such config: c");
     }
 
     #[test]

@@ -188,6 +188,26 @@ pub enum Request {
         registry: String,
         auth: RegistryAuth,
     },
+    /// `secret create` / `config create`; answered with [`Reply::FileCreated`].
+    FileCreate {
+        kind: crate::types::FileKind,
+        spec: Box<crate::types::FileSpec>,
+    },
+    /// `secret ls` / `config ls`; answered with [`Reply::Files`] (a
+    /// secret's data is never in a reply: it comes back empty).
+    FileList {
+        kind: crate::types::FileKind,
+    },
+    /// `secret inspect` / `config inspect` of one (id, name or id prefix).
+    FileInspect {
+        kind: crate::types::FileKind,
+        key: String,
+    },
+    /// `secret rm` / `config rm` of one.
+    FileRemove {
+        kind: crate::types::FileKind,
+        key: String,
+    },
 }
 
 /// Where a request may run, decided per variant in [`Request::class`].
@@ -240,6 +260,8 @@ impl Request {
             // The asked node's own registry client (its CAs, its network).
             Request::RegistryLogin { .. } => Local,
             Request::ImagePullStatus { .. } => Local,
+            Request::FileList { .. } | Request::FileInspect { .. } => Read,
+            Request::FileCreate { .. } | Request::FileRemove { .. } => Write,
         }
     }
 
@@ -281,6 +303,14 @@ impl Request {
             Request::SwarmBackup { .. } => "swarm backup",
             Request::RegistryLogin { .. } => "login",
             Request::ImagePullStatus { .. } => "image pull",
+            Request::FileCreate { kind: crate::types::FileKind::Secret, .. } => "secret create",
+            Request::FileCreate { kind: crate::types::FileKind::Config, .. } => "config create",
+            Request::FileList { kind: crate::types::FileKind::Secret } => "secret ls",
+            Request::FileList { kind: crate::types::FileKind::Config } => "config ls",
+            Request::FileInspect { kind: crate::types::FileKind::Secret, .. } => "secret inspect",
+            Request::FileInspect { kind: crate::types::FileKind::Config, .. } => "config inspect",
+            Request::FileRemove { kind: crate::types::FileKind::Secret, .. } => "secret rm",
+            Request::FileRemove { kind: crate::types::FileKind::Config, .. } => "config rm",
         }
     }
 }
@@ -612,6 +642,12 @@ pub enum Reply {
         progress: PullProgress,
         downloaded: bool,
     },
+    /// The id of a secret or config just created.
+    FileCreated {
+        id: String,
+    },
+    /// Secrets (data always empty) or configs (data included).
+    Files(Vec<crate::types::StoredFile>),
 }
 
 impl Reply {

@@ -1119,6 +1119,31 @@ impl std::fmt::Debug for FileSpec {
     }
 }
 
+/// Which of the two file objects a request is about. Append only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileKind {
+    Secret,
+    Config,
+}
+
+impl FileKind {
+    /// `secret` or `config`, as Docker's messages say.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileKind::Secret => "secret",
+            FileKind::Config => "config",
+        }
+    }
+
+    /// The largest data of this kind.
+    pub fn bytes_max(self) -> usize {
+        match self {
+            FileKind::Secret => SECRET_BYTES_MAX,
+            FileKind::Config => CONFIG_BYTES_MAX,
+        }
+    }
+}
+
 /// A stored secret (`secret create`), or config (`config create`): the
 /// same shape, kept in separate maps.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 //! control socket (`-H unix:///path`, or `SHOAL_HOST`). Errors print one line
 //! to stderr and exit 1; usage errors exit 2 (clap's convention, as Docker's).
 
+mod files;
 mod inspect;
 mod login;
 mod network;
@@ -56,6 +57,12 @@ enum Command {
     /// Manage swarm networks.
     #[command(subcommand)]
     Network(network::NetworkCmd),
+    /// Manage swarm secrets.
+    #[command(subcommand)]
+    Secret(files::FileCmd),
+    /// Manage swarm configs.
+    #[command(subcommand)]
+    Config(files::FileCmd),
     /// Manage images on this node.
     #[command(subcommand)]
     Image(ImageCmd),
@@ -213,6 +220,8 @@ pub fn main() -> anyhow::Result<()> {
         Command::Node(cmd) => node(&cli.host, cmd),
         Command::Service(cmd) => service::run(&cli.host, cmd),
         Command::Network(cmd) => network::run(&cli.host, cmd),
+        Command::Secret(cmd) => files::run(&cli.host, shoal_shared::types::FileKind::Secret, cmd),
+        Command::Config(cmd) => files::run(&cli.host, shoal_shared::types::FileKind::Config, cmd),
         Command::Image(cmd) => image(&cli.host, cmd),
         Command::Login(a) => login::login(&cli.host, a),
         Command::Logout(a) => login::logout(a),

@@ -801,7 +801,7 @@ fn logs(host: &str, service: &str, follow: bool, tail: Option<String>) -> anyhow
 
 /// An id's first 12 characters (Docker's short id). By characters, never
 /// bytes: ids come from the daemon's reply.
-fn short_id(id: &str) -> String {
+pub(crate) fn short_id(id: &str) -> String {
     id.chars().take(12).collect()
 }
 

@@ -293,6 +293,14 @@ impl Daemon {
                 let r = control::create_network(self.store.state(), *spec, id.clone());
                 self.write(r.map(|ops| (ops, Reply::NetworkCreated { id })))
             }
+            Request::FileCreate { kind, spec } => {
+                let id = self.rng.object_id();
+                let r = control::create_file(self.store.state(), kind, *spec, id.clone());
+                self.write(r.map(|ops| (ops, Reply::FileCreated { id })))
+            }
+            Request::FileRemove { kind, key } => {
+                self.write(control::remove_file(self.store.state(), kind, &key).map(|(ops, name)| (ops, Reply::Removed(vec![name]))))
+            }
             Request::NetworkRemove { network } => {
                 self.write(control::remove_network(self.store.state(), &network).map(|(ops, name)| (ops, Reply::Removed(vec![name]))))
             }

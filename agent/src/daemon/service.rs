@@ -157,6 +157,20 @@ pub(crate) fn query(state: &State, node_id: &str, req: Request) -> Reply {
             },
             None => no_such_service(&service),
         },
+        Request::FileList { kind } => Reply::Files(files_of(state, kind).values().map(|f| shown(kind, f)).collect()),
+        Request::FileInspect { kind, key } => {
+            let found = match kind {
+                shoal_shared::types::FileKind::Secret => state.find_secret(&key),
+                shoal_shared::types::FileKind::Config => state.find_config(&key),
+            };
+            match found {
+                Some(f) => Reply::Files(vec![shown(kind, f)]),
+                None => {
+                    let e = ControlError::NoSuchFile(kind.as_str(), key);
+                    Reply::error(e.kind(), e.to_string())
+                }
+            }
+        }
         Request::NetworkList => Reply::Networks(state.networks.values().map(|n| network_detail(state, n)).collect()),
         Request::NetworkInspect { network } => match state.find_network(&network) {
             Some(n) => Reply::Networks(vec![network_detail(state, n)]),
@@ -167,6 +181,22 @@ pub(crate) fn query(state: &State, node_id: &str, req: Request) -> Reply {
         },
         other => Reply::error(ErrorKind::Internal, format!("request {other:?} is not a query")),
     }
+}
+
+fn files_of(state: &State, kind: shoal_shared::types::FileKind) -> &std::collections::BTreeMap<String, shoal_shared::types::StoredFile> {
+    match kind {
+        shoal_shared::types::FileKind::Secret => &state.secrets,
+        shoal_shared::types::FileKind::Config => &state.configs,
+    }
+}
+
+/// A secret or config as replies carry it: a secret's data never leaves the managers this way.
+fn shown(kind: shoal_shared::types::FileKind, f: &shoal_shared::types::StoredFile) -> shoal_shared::types::StoredFile {
+    let mut f = f.clone();
+    if kind == shoal_shared::types::FileKind::Secret {
+        f.spec.data = Vec::new();
+    }
+    f
 }
 
 /// `service ls` counts: running tasks over desired ones.
