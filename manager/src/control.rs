@@ -149,12 +149,6 @@ pub fn validate_spec(spec: &ServiceSpec) -> Result<(), ControlError> {
         }
     }
     let c = &spec.task.container;
-    // Until tasks get them (the next slices of issue #17), a spec that names them is refused, never stored as if in effect.
-    if !c.secrets.is_empty() || !c.configs.is_empty() {
-        return Err(ControlError::Invalid(
-            "secrets and configs cannot be given to services yet by this manager: they would not reach the tasks".into(),
-        ));
-    }
     if c.healthcheck.is_some() {
         return Err(ControlError::Invalid("healthchecks are not run yet by this manager: remove the healthcheck".into()));
     }
@@ -229,6 +223,7 @@ pub fn create_service(state: &State, mut spec: ServiceSpec, id: String) -> Resul
         return Err(ControlError::NameInUse(spec.name));
     }
     resolve_networks(state, &mut spec)?;
+    resolve_files(state, &mut spec)?;
     check_endpoint(state, &spec, "")?;
     Ok(vec![Op::PutService(Service {
         id,
@@ -274,6 +269,73 @@ pub fn resolve_networks(state: &State, spec: &mut ServiceSpec) -> Result<(), Con
             return Err(ControlError::Invalid(format!("invalid alias {a:?}: use a DNS name of 1-63 characters")));
         }
         n.target = found.id.clone();
+    }
+    Ok(())
+}
+
+/// Secrets, and configs, one service may use at most (each kind).
+pub const FILE_REFERENCES_MAX: usize = 64;
+
+/// A spec's secret and config references, by name (or a known id) to ids;
+/// their targets checked: no `..`, numeric uid and gid, permission bits
+/// only, and no container path used twice (Docker: "duplicate secret
+/// target").
+pub fn resolve_files(state: &State, spec: &mut ServiceSpec) -> Result<(), ControlError> {
+    let c = &mut spec.task.container;
+    let mut paths = BTreeSet::new();
+    for (kind, refs) in [(FileKind::Secret, &mut c.secrets), (FileKind::Config, &mut c.configs)] {
+        if refs.len() > FILE_REFERENCES_MAX {
+            return Err(ControlError::Invalid(format!("a service may use at most {FILE_REFERENCES_MAX} {}s", kind.as_str())));
+        }
+        for r in refs.iter_mut() {
+            let by_id = match kind {
+                FileKind::Secret => state.secrets.get(&r.id),
+                FileKind::Config => state.configs.get(&r.id),
+            };
+            let found = match by_id.filter(|f| f.spec.name == r.name) {
+                Some(f) => f,
+                None => match kind {
+                    FileKind::Secret => state.secrets.values().find(|f| f.spec.name == r.name),
+                    FileKind::Config => state.configs.values().find(|f| f.spec.name == r.name),
+                }
+                .ok_or_else(|| ControlError::NoSuchFile(kind.as_str(), r.name.clone()))?,
+            };
+            r.id = found.id.clone();
+            if r.target.is_empty() {
+                r.target = r.name.clone();
+            }
+            let bad_target = r.target.contains('\0') || r.target.split('/').any(|p| p == "..") || r.target == "/";
+            if bad_target {
+                return Err(ControlError::Invalid(format!("invalid {} target {:?}: a file path without \"..\"", kind.as_str(), r.target)));
+            }
+            for (what, v) in [("uid", &r.uid), ("gid", &r.gid)] {
+                if !v.is_empty() && v.parse::<u32>().is_err() {
+                    return Err(ControlError::Invalid(format!("invalid {what} {v:?} for {} {}: use a number", kind.as_str(), r.name)));
+                }
+            }
+            if r.mode > 0o777 {
+                return Err(ControlError::Invalid(format!(
+                    "invalid mode {:o} for {} {}: use permission bits (0444)",
+                    r.mode,
+                    kind.as_str(),
+                    r.name
+                )));
+            }
+            let path = if r.target.starts_with('/') {
+                r.target.clone()
+            } else if kind == FileKind::Secret {
+                format!("/run/secrets/{}", r.target)
+            } else {
+                format!("/{}", r.target)
+            };
+            if !paths.insert(path.clone()) {
+                return Err(ControlError::Invalid(format!(
+                    "duplicate {} target for {} not allowed: {path} is used twice",
+                    kind.as_str(),
+                    r.name
+                )));
+            }
+        }
     }
     Ok(())
 }
@@ -574,6 +636,7 @@ pub fn update_service(state: &State, key: &str, mut spec: ServiceSpec, now: Unix
     let s = state.find_service(key).ok_or_else(|| ControlError::NoSuchService(key.to_string()))?;
     validate_spec(&spec)?;
     resolve_networks(state, &mut spec)?;
+    resolve_files(state, &mut spec)?;
     check_endpoint(state, &spec, &s.id)?;
     if spec.name != s.spec.name {
         return Err(ControlError::Invalid(format!(
@@ -883,7 +946,7 @@ mod tests {
         assert!(create_file(&s, FileKind::Config, spec("c", FILE_BYTES_REPLICATED_MAX + 1), "c1".into()).is_err());
         let ops = create_file(&s, FileKind::Config, spec("c", FILE_BYTES_REPLICATED_MAX), "c1".into()).unwrap();
         commit(&mut s, ops);
-        // In use by a service (written directly: control refuses references until tasks get them).
+        // In use by a service.
         let mut svc = crate::state::tests::service("s1", "web");
         svc.spec.task.container.secrets = vec![shoal_shared::types::FileReference {
             id: "x1".into(),
@@ -896,7 +959,31 @@ mod tests {
         commit(&mut s, vec![Op::PutService(svc.clone())]);
         let e = remove_file(&s, FileKind::Secret, "db.pw").unwrap_err();
         assert_eq!(e.to_string(), "secret db.pw is in use by the following service: web");
-        assert!(validate_spec(&svc.spec).unwrap_err().to_string().contains("would not reach the tasks"));
+        // References resolve by name, get their default target, and are checked.
+        let mut spec = ServiceSpec::new("api", "busybox");
+        let by_name = |name: &str, target: &str| shoal_shared::types::FileReference {
+            id: String::new(),
+            name: name.into(),
+            target: target.into(),
+            uid: "0".into(),
+            gid: "0".into(),
+            mode: 0o444,
+        };
+        spec.task.container.secrets = vec![by_name("db.pw", "")];
+        resolve_files(&s, &mut spec).unwrap();
+        assert_eq!((spec.task.container.secrets[0].id.as_str(), spec.task.container.secrets[0].target.as_str()), ("x1", "db.pw"));
+        spec.task.container.secrets = vec![by_name("nope", "")];
+        assert_eq!(resolve_files(&s, &mut spec).unwrap_err().to_string(), "no such secret: nope");
+        spec.task.container.secrets = vec![by_name("db.pw", "a"), by_name("db.pw", "/run/secrets/a")];
+        assert!(resolve_files(&s, &mut spec).unwrap_err().to_string().contains("duplicate secret target"));
+        spec.task.container.secrets = vec![by_name("db.pw", "../etc/passwd")];
+        assert!(resolve_files(&s, &mut spec).unwrap_err().to_string().contains("invalid secret target"));
+        spec.task.container.secrets = vec![shoal_shared::types::FileReference { uid: "root".into(), ..by_name("db.pw", "") }];
+        assert!(resolve_files(&s, &mut spec).unwrap_err().to_string().contains("invalid uid"));
+        // A stale id (the secret was removed and made again) resolves by name.
+        spec.task.container.secrets = vec![shoal_shared::types::FileReference { id: "gone".into(), ..by_name("db.pw", "") }];
+        resolve_files(&s, &mut spec).unwrap();
+        assert_eq!(spec.task.container.secrets[0].id, "x1");
         let (ops, name) = remove_file(&s, FileKind::Config, "c").unwrap();
         assert_eq!(name, "c");
         commit(&mut s, ops);

@@ -47,9 +47,10 @@ use shoal_shared::assignments::Assignments;
 use shoal_shared::clock::UnixNanos;
 use shoal_shared::ops::Op;
 use shoal_shared::types::{
-    LinkProfile, Node, NodeDescription, NodeRole, NodeState, RegistryAuth, RestartsInPlace, TaskStatus, IN_PLACE_TIMES_MAX,
+    FileData, FileKind, LinkProfile, Node, NodeDescription, NodeRole, NodeState, RegistryAuth, RestartsInPlace, TaskStatus,
+    IN_PLACE_TIMES_MAX,
 };
-use shoal_shared::wire::{ManagerInfo, NOT_A_MEMBER};
+use shoal_shared::wire::{ManagerInfo, FILES_PER_NODE_MAX, NOT_A_MEMBER};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// What a node the leader does not know is told (its log, `shoal info`, its CLI's errors).
@@ -110,6 +111,30 @@ pub fn registry_auths(state: &State, assignments: &Assignments) -> Vec<(String, 
     assignments.services.keys().filter_map(|id| state.registry_auths.get(id).map(|a| (id.clone(), a.clone()))).collect()
 }
 
+/// The data of the secrets and configs the unfinished tasks in
+/// `assignments` use (their own specs: during an update old and new tasks
+/// may use different ones), at most [`FILES_PER_NODE_MAX`]: what goes to
+/// their node, and only there.
+pub fn task_files(state: &State, assignments: &Assignments) -> Vec<FileData> {
+    let mut wanted: BTreeSet<(FileKind, &str)> = BTreeSet::new();
+    for t in assignments.tasks.values().filter(|t| !t.status.state.is_terminal()) {
+        let c = &t.spec.container;
+        wanted.extend(c.secrets.iter().map(|r| (FileKind::Secret, r.id.as_str())));
+        wanted.extend(c.configs.iter().map(|r| (FileKind::Config, r.id.as_str())));
+    }
+    wanted
+        .into_iter()
+        .filter_map(|(kind, id)| {
+            let f = match kind {
+                FileKind::Secret => state.secrets.get(id),
+                FileKind::Config => state.configs.get(id),
+            }?;
+            Some(FileData { kind, id: id.to_string(), data: f.spec.data.clone() })
+        })
+        .take(FILES_PER_NODE_MAX)
+        .collect()
+}
+
 /// Everything node `node_id` must run, per `state`.
 pub fn assignments(state: &State, node_id: &str) -> Assignments {
     let tasks: Vec<_> = state.tasks.values().filter(|t| t.node_id == node_id).cloned().collect();
@@ -147,6 +172,9 @@ pub enum Effect {
         assignments: Assignments,
         managers: Vec<ManagerInfo>,
         auths: Option<Vec<(String, RegistryAuth)>>,
+        /// The secrets' and configs' data its tasks use ([`task_files`]),
+        /// as `auths`: on a session's first `Assign` and when the set changed.
+        files: Option<Vec<FileData>>,
     },
     /// Send the worker on `conn` the swarm's link profile (at its session's
     /// start and whenever it changes).
@@ -179,6 +207,7 @@ struct Sent {
     assignments: Assignments,
     managers: Vec<ManagerInfo>,
     auths: Vec<(String, RegistryAuth)>,
+    files: Vec<FileData>,
 }
 
 /// A worker's dispatcher session on this leader.
@@ -363,7 +392,8 @@ impl Dispatcher {
             let managers = managers.get_or_insert_with(|| manager_infos(state)).clone();
             let assignments = assignments(state, node_id);
             let auths = registry_auths(state, &assignments);
-            let sent = Sent { record: record.clone(), assignments, managers, auths };
+            let files = task_files(state, &assignments);
+            let sent = Sent { record: record.clone(), assignments, managers, auths, files };
             if s.sent.as_ref() == Some(&sent) {
                 continue;
             }
@@ -377,6 +407,10 @@ impl Dispatcher {
                 auths: match &s.sent {
                     Some(before) if before.auths == sent.auths => None,
                     _ => Some(sent.auths.clone()),
+                },
+                files: match &s.sent {
+                    Some(before) if before.files == sent.files => None,
+                    _ => Some(sent.files.clone()),
                 },
             });
             s.sent = Some(sent);
@@ -614,6 +648,81 @@ mod tests {
         st.apply(5, &Entry { at: 5, ops: vec![set(None)] });
         d.dispatch(&st, |_| false);
         assert_eq!(auths_of(&mut d), [Some(vec![])], "forgotten: the node is told to forget them");
+    }
+
+    #[test]
+    fn secrets_reach_only_the_nodes_whose_unfinished_tasks_use_them() {
+        let mut st = state();
+        let file = |id: &str, kind_secret: bool| {
+            let f = shoal_shared::types::StoredFile {
+                id: id.into(),
+                meta: Default::default(),
+                spec: shoal_shared::types::FileSpec { name: format!("n-{id}"), labels: Default::default(), data: id.as_bytes().to_vec() },
+            };
+            if kind_secret {
+                Op::PutSecret(f)
+            } else {
+                Op::PutConfig(f)
+            }
+        };
+        st.apply(10, &Entry { at: 10, ops: vec![file("x1", true), file("x2", true), file("c1", false)] });
+        let reference = |id: &str| shoal_shared::types::FileReference {
+            id: id.into(),
+            name: format!("n-{id}"),
+            target: id.into(),
+            uid: "0".into(),
+            gid: "0".into(),
+            mode: 0o444,
+        };
+        let mut t = crate::state::tests::task("tf", "s", 9);
+        t.node_id = "w1".into();
+        t.status = TaskStatus::new(shoal_shared::task::TaskState::Assigned, 1, "assigned");
+        t.spec.container.secrets = vec![reference("x1")];
+        t.spec.container.configs = vec![reference("c1")];
+        assert!(st.apply(11, &Entry { at: 11, ops: vec![Op::CreateTask(t.clone())] }).rejected.is_empty());
+        let a = assignments(&st, "w1");
+        let files = task_files(&st, &a);
+        let got: Vec<(FileKind, &str, &[u8])> = files.iter().map(|f| (f.kind, f.id.as_str(), f.data.as_slice())).collect();
+        assert_eq!(got, [(FileKind::Secret, "x1", &b"x1"[..]), (FileKind::Config, "c1", &b"c1"[..])], "x2 is used by no task here");
+        assert!(task_files(&st, &assignments(&st, "w2")).is_empty(), "another node gets nothing");
+        // Sent with the assignments, again only when the set changes; a finished task's are dropped.
+        let mut d = Dispatcher::default();
+        d.handle_leadership(true, 0);
+        d.handle_session(&st, 7, "w1", "", NodeDescription::default());
+        let files_of = |d: &mut Dispatcher| -> Vec<Option<usize>> {
+            std::iter::from_fn(|| d.poll_effect())
+                .filter_map(|e| match e {
+                    Effect::Assign { files, .. } => Some(files.map(|f| f.len())),
+                    _ => None,
+                })
+                .collect()
+        };
+        d.dispatch(&st, |_| false);
+        assert_eq!(files_of(&mut d), [Some(2)]);
+        st.apply(
+            12,
+            &Entry {
+                at: 12,
+                ops: vec![Op::SetTaskStatus {
+                    id: "tf".into(),
+                    status: TaskStatus::new(shoal_shared::task::TaskState::Running, 12, "started"),
+                }],
+            },
+        );
+        d.dispatch(&st, |_| false);
+        assert_eq!(files_of(&mut d), [None], "unchanged: not sent again");
+        st.apply(
+            13,
+            &Entry {
+                at: 13,
+                ops: vec![Op::SetTaskStatus {
+                    id: "tf".into(),
+                    status: TaskStatus::new(shoal_shared::task::TaskState::Complete, 13, "done"),
+                }],
+            },
+        );
+        d.dispatch(&st, |_| false);
+        assert_eq!(files_of(&mut d), [Some(0)], "its last task ended: the node forgets them");
     }
 
     #[test]

@@ -1120,7 +1120,7 @@ impl std::fmt::Debug for FileSpec {
 }
 
 /// Which of the two file objects a request is about. Append only.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum FileKind {
     Secret,
     Config,
@@ -1141,6 +1141,21 @@ impl FileKind {
             FileKind::Secret => SECRET_BYTES_MAX,
             FileKind::Config => CONFIG_BYTES_MAX,
         }
+    }
+}
+
+/// A secret's or config's data on its way to a node whose tasks use it
+/// (`Wire::Files`). Never printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileData {
+    pub kind: FileKind,
+    pub id: String,
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for FileData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileData").field("kind", &self.kind).field("id", &self.id).field("data_bytes", &self.data.len()).finish()
     }
 }
 

@@ -43,7 +43,7 @@ pub const WIRE_VERSION: u8 = 4;
 /// [`WireError::Unknown`], which receivers ignore instead of dropping the
 /// link, so a mixed-version swarm keeps its links during a rolling upgrade.
 /// Bump it with every variant appended (a test checks).
-pub const WIRE_VARIANTS: u32 = 19;
+pub const WIRE_VARIANTS: u32 = 20;
 /// Largest encoded message accepted (the link's reassembly bound).
 pub const WIRE_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Tasks one `LogsRequest` names at most (a node with more tasks of a
@@ -160,7 +160,17 @@ pub enum Wire {
     /// of [`PULL_LAYERS_MAX`] layers). Volatile: kept in the leader's memory
     /// for `service create|update`'s progress, never replicated.
     TaskPulls { pulls: Vec<(String, crate::api::PullProgress)> },
+    /// Manager -> node (issue #17), just before `Assignments`: the data of
+    /// the secrets and configs its unfinished tasks use (at most
+    /// [`FILES_PER_NODE_MAX`]), the whole set each time it changes (an
+    /// empty one makes the node forget them). Held in memory only; from
+    /// managers only.
+    Files { files: Vec<crate::types::FileData> },
 }
+
+/// Secrets and configs one [`Wire::Files`] carries at most (each at most
+/// 30 KiB today: about 7.5 MiB, under [`WIRE_MESSAGE_BYTES_MAX`]).
+pub const FILES_PER_NODE_MAX: usize = 256;
 
 /// Tasks one [`Wire::TaskPulls`] reports at most.
 pub const TASK_PULLS_MAX: usize = 256;
@@ -345,8 +355,12 @@ mod tests {
         let m = encode(&Wire::BlobPart { id: 1, part: part.clone() });
         assert_eq!(decode(&m), Ok(Wire::BlobPart { id: 1, part }));
         let pulls = vec![("t".to_string(), crate::api::PullProgress { digest: "sha256:00".into(), layers: vec![] })];
-        let last = encode(&Wire::TaskPulls { pulls: pulls.clone() });
-        assert_eq!(decode(&last), Ok(Wire::TaskPulls { pulls }));
+        let m = encode(&Wire::TaskPulls { pulls: pulls.clone() });
+        assert_eq!(decode(&m), Ok(Wire::TaskPulls { pulls }));
+        let files = vec![crate::types::FileData { kind: crate::types::FileKind::Secret, id: "x".into(), data: b"pw".to_vec() }];
+        assert!(!format!("{files:?}").contains("112, 119"), "data never printed");
+        let last = encode(&Wire::Files { files: files.clone() });
+        assert_eq!(decode(&last), Ok(Wire::Files { files }));
         assert_eq!(u32::from(last[1]) + 1, WIRE_VARIANTS, "WIRE_VARIANTS must count every variant");
         assert_eq!(decode(&[WIRE_VERSION, WIRE_VARIANTS as u8, 1, 2, 3]), Err(WireError::Unknown { variant: WIRE_VARIANTS }));
         assert_eq!(decode(&[WIRE_VERSION, 0x80, 0x01]), Err(WireError::Unknown { variant: 128 }));

@@ -594,6 +594,7 @@ impl Drop for Cluster {
         }
         for node in &self.nodes {
             let _ = Command::new(root().join("tests/lib/containerd.sh")).arg("stop").arg(node.dir.join("ctrd")).status();
+            let _ = std::fs::remove_dir_all(crate::task_files_root(&node.data_dir()));
         }
         let n = self.ids.borrow().len().to_string();
         match Command::new(netns_sh()).args(["teardown", &self.prefix, &n]).status() {

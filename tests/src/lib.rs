@@ -368,9 +368,20 @@ impl Default for Node {
     }
 }
 
+/// Where a daemon with data dir `data_dir` keeps its tasks' secrets and
+/// configs (`agent/src/daemon/task_files.rs`: a tmpfs, never the disk).
+pub fn task_files_root(data_dir: &Path) -> PathBuf {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data_dir.as_os_str().as_encoded_bytes() {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    PathBuf::from("/dev/shm").join(format!("shoal-files-{h:016x}"))
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill_daemon();
+        let _ = std::fs::remove_dir_all(task_files_root(&self.data_dir()));
         let _ = Command::new(root().join("tests/lib/containerd.sh")).arg("stop").arg(self.dir.join("ctrd")).status();
         // The tasks' network namespaces are bound under the data dir: unbound, they go with their
         // veths (the daemon ran in this machine's namespace, and was killed, not told to leave).

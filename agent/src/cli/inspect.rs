@@ -99,6 +99,20 @@ fn spec_json(spec: &ServiceSpec) -> Value {
             .collect();
         cs.insert("Mounts".into(), json!(mounts));
     }
+    // Docker's shapes: the file's name is the target, the mode a number.
+    let file_refs = |refs: &[shoal_shared::types::FileReference], id: &str, name: &str| -> Value {
+        Value::Array(
+            refs.iter()
+                .map(|r| json!({"File": {"Name": r.target, "UID": r.uid, "GID": r.gid, "Mode": r.mode}, id: r.id, name: r.name}))
+                .collect(),
+        )
+    };
+    if !c.secrets.is_empty() {
+        cs.insert("Secrets".into(), file_refs(&c.secrets, "SecretID", "SecretName"));
+    }
+    if !c.configs.is_empty() {
+        cs.insert("Configs".into(), file_refs(&c.configs, "ConfigID", "ConfigName"));
+    }
     cs.insert("StopGracePeriod".into(), json!(c.stop_grace_ns));
     if !c.stop_signal.is_empty() {
         cs.insert("StopSignal".into(), json!(c.stop_signal));

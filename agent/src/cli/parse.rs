@@ -2,8 +2,8 @@
 
 use shoal_manager::placement::Spread;
 use shoal_shared::types::{
-    Availability, EndpointMode, FailureAction, Ipv4Net, Mount, MountKind, NetworkAttachmentConfig, PortConfig, RestartCondition,
-    UpdateOrder, PUBLISH_MODE_HOST, PUBLISH_MODE_INGRESS,
+    Availability, EndpointMode, FailureAction, FileReference, Ipv4Net, Mount, MountKind, NetworkAttachmentConfig, PortConfig,
+    RestartCondition, UpdateOrder, PUBLISH_MODE_HOST, PUBLISH_MODE_INGRESS,
 };
 
 /// `active|pause|drain`.
@@ -174,6 +174,42 @@ pub(crate) fn mount(s: &str) -> Result<Mount, String> {
         return Err(format!("invalid mount {s:?}: source is required for type volume and bind"));
     }
     Ok(Mount { kind, source, target, read_only })
+}
+
+/// `--secret` / `--config`: Docker's `NAME` or
+/// `source=NAME[,target=PATH][,uid=N][,gid=N][,mode=0444]` (mode in octal).
+/// The id is filled in by the manager.
+pub(crate) fn file_ref(s: &str) -> Result<FileReference, String> {
+    let mut r = FileReference {
+        id: String::new(),
+        name: String::new(),
+        target: String::new(),
+        uid: "0".into(),
+        gid: "0".into(),
+        mode: shoal_shared::types::FILE_REFERENCE_MODE_DEFAULT,
+    };
+    if !s.contains('=') {
+        r.name = s.to_string();
+    } else {
+        for field in s.split(',') {
+            let Some((k, v)) = field.split_once('=') else { return Err(format!("invalid field {field:?} in {s:?}: use KEY=VALUE")) };
+            match k {
+                "source" | "src" => r.name = v.to_string(),
+                "target" => r.target = v.to_string(),
+                "uid" => r.uid = v.to_string(),
+                "gid" => r.gid = v.to_string(),
+                "mode" => {
+                    r.mode =
+                        u32::from_str_radix(v, 8).map_err(|_| format!("invalid mode {v:?} in {s:?}: use octal permission bits (0444)"))?
+                }
+                _ => return Err(format!("invalid field {k:?} in {s:?}: use source, target, uid, gid or mode")),
+            }
+        }
+    }
+    if r.name.is_empty() {
+        return Err(format!("invalid {s:?}: source is required"));
+    }
+    Ok(r)
 }
 
 /// `--placement-pref spread=DESCRIPTOR`, to the descriptor `Placement.preferences` stores.

@@ -122,6 +122,12 @@ pub(crate) struct CreateArgs {
     /// Service mode: replicated, global, replicated-job or global-job.
     #[arg(long, default_value = "replicated")]
     mode: String,
+    /// Give the tasks a secret (/run/secrets/NAME): NAME or source=NAME,target=,uid=,gid=,mode=.
+    #[arg(long, value_parser = parse::file_ref)]
+    secret: Vec<shoal_shared::types::FileReference>,
+    /// Give the tasks a config (/NAME): NAME or source=NAME,target=,uid=,gid=,mode=.
+    #[arg(long, value_parser = parse::file_ref)]
+    config: Vec<shoal_shared::types::FileReference>,
     /// Number of job tasks to run at once (replicated-job; default: --replicas).
     #[arg(long)]
     max_concurrent: Option<u64>,
@@ -347,6 +353,8 @@ fn spec_from(a: CreateArgs) -> anyhow::Result<ServiceSpec> {
     c.user = a.user.unwrap_or_default();
     c.hostname = a.hostname.unwrap_or_default();
     c.mounts = a.mount;
+    c.secrets = a.secret;
+    c.configs = a.config;
     if let Some(g) = a.stop_grace_period {
         c.stop_grace_ns = g;
     }

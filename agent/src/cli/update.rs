@@ -173,6 +173,18 @@ pub(crate) struct UpdateArgs {
     /// Remove a mount by its target path.
     #[arg(long)]
     mount_rm: Vec<String>,
+    /// Add or update a secret: NAME or source=NAME,target=,uid=,gid=,mode=.
+    #[arg(long, value_parser = parse::file_ref)]
+    secret_add: Vec<shoal_shared::types::FileReference>,
+    /// Remove a secret by name.
+    #[arg(long)]
+    secret_rm: Vec<String>,
+    /// Add or update a config: NAME or source=NAME,target=,uid=,gid=,mode=.
+    #[arg(long, value_parser = parse::file_ref)]
+    config_add: Vec<shoal_shared::types::FileReference>,
+    /// Remove a config by name.
+    #[arg(long)]
+    config_rm: Vec<String>,
     /// Add a network: NAME, or name=NAME,alias=ALIAS.
     #[arg(long, value_parser = parse::network)]
     network_add: Vec<NetworkAttachmentConfig>,
@@ -249,6 +261,11 @@ pub(crate) fn apply(a: &UpdateArgs, current: &ServiceSpec) -> anyhow::Result<Ser
     c.labels.extend(a.container_label_add.iter().cloned());
     c.mounts.retain(|m| !a.mount_rm.contains(&m.target) && !a.mount_add.iter().any(|n| n.target == m.target));
     c.mounts.extend(a.mount_add.iter().cloned());
+    // Docker's: `--secret-rm` by name, `--secret-add` replaces one of the same name.
+    for (refs, add, rm) in [(&mut c.secrets, &a.secret_add, &a.secret_rm), (&mut c.configs, &a.config_add, &a.config_rm)] {
+        refs.retain(|r| !rm.contains(&r.name) && !add.iter().any(|n| n.name == r.name));
+        refs.extend(add.iter().cloned());
+    }
     if let Some(args) = &a.args {
         c.args = parse::words(args)?;
     }

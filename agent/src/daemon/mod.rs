@@ -29,6 +29,7 @@ mod router;
 mod server;
 pub(crate) mod service;
 mod swarm;
+pub(crate) mod task_files;
 mod task_logs;
 mod tunnel;
 pub(crate) use tunnel::TUNNEL_PORT;
@@ -236,6 +237,8 @@ fn registry_options(cfg: &Config) -> shoal_image::RegistryOptions {
 pub fn run(cfg: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
     let _lock = lock::DataDirLock::acquire(&cfg.data_dir)?;
+    // Task files of an earlier run: running containers keep theirs (bind mounts pin them), a start writes them again.
+    task_files::clear(&task_files::root(&cfg.data_dir));
     let runtime = crate::runtime::containerd::connect(&cfg.containerd, &cfg.namespace, registry_options(&cfg))?;
     let rng = Rng::from_seed(os_seed()?);
     let sealing = match autolock::open_keyring(&cfg.data_dir)? {
@@ -850,9 +853,14 @@ impl Daemon {
                         let keep_log = self.assigned().tasks.contains_key(&id);
                         let net = self.net.driver.clone();
                         let dns = self.net.dns.clone();
+                        let files_root = task_files::root(&self.cfg.data_dir);
                         self.spawn_runtime(
                             move |rt| {
                                 let r = rt.remove(&i);
+                                // Its secrets and configs go with it (kept if the removal failed).
+                                if r.is_ok() {
+                                    task_files::remove(&files_root, &i);
+                                }
                                 // Its namespace, veths and resolver socket go with the container.
                                 if let Err(e) = net.teardown_task(&i) {
                                     crate::log!("WARN", "networking: {e}");
@@ -902,10 +910,12 @@ impl Daemon {
         let t = task.clone();
         let net = self.task_net(&task);
         let auth = self.registry_auth_of(&task.service_id);
+        let files = task_files::gather(&task, |kind, id| self.file_data_of(kind, id));
         self.spawn_runtime(
             move |rt| {
                 let facts = rt.ensure_image(&t.spec.container.image, auth.as_ref())?;
                 let mut spec = service::start_spec(&t, &service_name, &node_id, facts, &data_dir)?;
+                spec.mounts.extend(task_files::write(&task_files::root(&data_dir), &t.id, &files?)?);
                 if let Some(net) = net? {
                     let (netns, files) = net.prepare(&t.id, &data_dir)?;
                     spec.netns = Some(netns);
@@ -935,6 +945,20 @@ impl Daemon {
     /// The credentials a task of `service_id` pulls its image with: from
     /// the replicated state on a manager, from what the leader sent on a
     /// worker (memory only).
+    /// The data of a secret or config for a task of this node: a worker's
+    /// from the managers (`Wire::Files`), a manager's from its replica.
+    fn file_data_of(&self, kind: shoal_shared::types::FileKind, id: &str) -> Option<Vec<u8>> {
+        use shoal_shared::types::FileKind;
+        match self.swarm.mode {
+            Mode::Worker => self.swarm.files.get(&(kind, id.to_string())).cloned(),
+            _ => {
+                let state = self.store.state();
+                let files = if kind == FileKind::Secret { &state.secrets } else { &state.configs };
+                files.get(id).map(|f| f.spec.data.clone())
+            }
+        }
+    }
+
     fn registry_auth_of(&self, service_id: &str) -> Option<shoal_image::Credentials> {
         let auth = match self.swarm.mode {
             Mode::Worker => self.swarm.registry_auths.get(service_id),

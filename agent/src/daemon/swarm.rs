@@ -205,6 +205,10 @@ pub(crate) struct Swarm {
     /// Worker: registry credentials of assigned services (`Wire::RegistryAuths`
     /// from the leader), by service id; memory only, pruned to `assigned`.
     pub(crate) registry_auths: BTreeMap<String, shoal_shared::types::RegistryAuth>,
+    /// Worker: the data of the secrets and configs its unfinished tasks use
+    /// (`Wire::Files`, from managers only), by kind and id. Memory only,
+    /// pruned with every assignment set.
+    pub(crate) files: BTreeMap<(shoal_shared::types::FileKind, String), Vec<u8>>,
     /// The applied index a manager's `assigned` was built at (None: sent by a leader, or not built).
     assigned_at: Option<u64>,
     /// The leader's dispatcher: worker sessions, assignments sent, Down marking.
@@ -395,6 +399,7 @@ impl Swarm {
             blobs: blobs::Blobs::default(),
             pulls: pulls::TaskPulls::default(),
             registry_auths: BTreeMap::new(),
+            files: BTreeMap::new(),
         }
     }
 

@@ -373,6 +373,13 @@ impl Daemon {
                     self.swarm.registry_auths = auths.into_iter().take(REGISTRY_AUTHS_MAX).collect();
                 }
             }
+            (Purpose::Node, Wire::Files { files }) => {
+                // Only a leader sends them, and only a worker keeps them (in memory): a manager reads its replica.
+                if self.swarm.mode == Mode::Worker && self.is_manager_peer(&peer) {
+                    let files = files.into_iter().take(shoal_shared::wire::FILES_PER_NODE_MAX);
+                    self.swarm.files = files.map(|f| ((f.kind, f.id), f.data)).collect();
+                }
+            }
             (_, Wire::Redirect { leader_id, leader_addr }) => self.on_redirect(conn, leader_id, leader_addr),
             (Purpose::Join, Wire::JoinRequest { advertise_addr, availability, description }) => {
                 let Some(role) = join_role else { return };
@@ -482,6 +489,7 @@ pub(super) fn variant_name(w: &Wire) -> &'static str {
         Wire::RestartsInPlace { .. } => "restarts in place",
         Wire::TunnelKeys { .. } => "tunnel keys",
         Wire::RegistryAuths { .. } => "registry auths",
+        Wire::Files { .. } => "secrets and configs",
         Wire::BlobGet { .. } => "blob get",
         Wire::BlobPart { .. } => "blob part",
         Wire::TaskPulls { .. } => "task pulls",

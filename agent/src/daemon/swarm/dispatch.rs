@@ -67,13 +67,17 @@ impl Daemon {
     pub(crate) fn drain_dispatcher(&mut self) {
         while let Some(effect) = self.swarm.dispatcher.poll_effect() {
             match effect {
-                DispatchEffect::Assign { conn, record, assignments, managers, auths } => {
+                DispatchEffect::Assign { conn, record, assignments, managers, auths, files } => {
                     // The credentials of the assigned services that have some go
                     // first (on a session's first assignments and when they changed), so
                     // that a task's first pull has them; a worker that holds some for
                     // services no longer assigned drops them with these assignments.
                     if let Some(auths) = auths {
                         self.swarm.send(conn, &Wire::RegistryAuths { auths });
+                    }
+                    // The secrets' and configs' data too, for the same reasons.
+                    if let Some(files) = files {
+                        self.swarm.send(conn, &Wire::Files { files });
                     }
                     let cluster_key =
                         (record.role == NodeRole::Manager).then(|| self.swarm.cluster_key.as_ref().map(|k| k.private().to_vec())).flatten();
@@ -118,6 +122,7 @@ impl Daemon {
         // Always (an empty set too): the node forgets credentials gone since.
         let auths = dispatcher::registry_auths(state, &assignments);
         self.swarm.send(conn, &Wire::RegistryAuths { auths });
+        self.swarm.send(conn, &Wire::Files { files: dispatcher::task_files(state, &assignments) });
         let msg = Wire::Assignments {
             node,
             tasks: assignments.tasks.into_values().collect(),
@@ -266,6 +271,9 @@ impl Daemon {
         }
         // Credentials are kept for assigned services only (never persisted).
         self.swarm.registry_auths.retain(|id, _| assigned.services.contains_key(id));
+        // Secrets and configs likewise, for the unfinished tasks that use them.
+        let used = crate::daemon::task_files::used(&assigned);
+        self.swarm.files.retain(|k, _| used.contains(k));
         // Kept (fsynced) before acting: a reboot with no manager in reach runs from it.
         self.persist_and_act(assigned);
     }
