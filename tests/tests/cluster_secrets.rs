@@ -1,0 +1,85 @@
+//! Secrets across a swarm (issue #17): a manager and two workers in their
+//! own network namespaces. A secret reaches the worker whose task uses it,
+//! over the Noise links, and no other node; it is on that worker's tmpfs
+//! only (not its data dir, not its log) while the task runs, and gone with
+//! the task.
+
+use shoal_tests::cluster::Cluster;
+use shoal_tests::{task_files_root, wait_for};
+use std::time::Duration;
+
+const CONVERGE: Duration = Duration::from_secs(90);
+const VALUE: &str = "fl33t-br0ker-pw";
+
+/// Whether `needle` occurs in any file under `dir` (bounded: files up to 64 MiB).
+fn found_in_files(dir: &std::path::Path, needle: &[u8]) -> Option<std::path::PathBuf> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+            if m.is_dir() {
+                stack.push(p);
+            } else if m.is_file() && m.len() <= 64 << 20 {
+                if let Ok(b) = std::fs::read(&p) {
+                    if b.windows(needle.len()).any(|w| w == needle) {
+                        return Some(p);
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn a_secret_reaches_only_the_worker_whose_task_uses_it() {
+    let Some(mut c) = Cluster::new(3) else { return };
+    c.init(1, 2);
+    let m = &c.nodes[0];
+    m.shoal_stdin(&["secret", "create", "broker_pw", "-"], VALUE).ok();
+    let on = format!("node.id=={}", c.node_id(1).expect("node 1's id"));
+    m.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "agent",
+        "--constraint",
+        &on,
+        "--secret",
+        "broker_pw",
+        "shoal.test/busybox",
+        "sh",
+        "-c",
+        "echo len=$(wc -c < /run/secrets/broker_pw); exec sleep 1000",
+    ])
+    .ok();
+    let logs = wait_for("the task's output", CONVERGE, || {
+        let out = m.shoal(&["service", "logs", "agent"]).ok().stdout;
+        out.contains("len=").then_some(out)
+    });
+    assert!(logs.contains(&format!("len={}", VALUE.len())), "the task read the whole secret: {logs}");
+    assert_eq!(c.nodes[1].running_tasks(), 1);
+
+    // Where the value is, and is not.
+    let worker = task_files_root(&c.nodes[1].data_dir());
+    assert!(found_in_files(&worker, VALUE.as_bytes()).is_some(), "on the worker's tmpfs");
+    for i in 0..3 {
+        let n = &c.nodes[i];
+        assert_eq!(found_in_files(&n.data_dir(), VALUE.as_bytes()), None, "node {i}'s data dir (raft records are sealed)");
+        assert!(!n.log().contains(VALUE), "node {i}'s log");
+    }
+    assert_eq!(found_in_files(&task_files_root(&c.nodes[2].data_dir()), VALUE.as_bytes()), None, "the other worker never got it");
+    assert!(!m.shoal(&["service", "inspect", "agent"]).ok().stdout.contains(VALUE));
+
+    // A worker daemon restart: the task keeps running with its file, and a new one is written for a restart.
+    c.nodes[1].kill();
+    c.nodes[1].start();
+    wait_for("the worker back with its task", CONVERGE, || (c.nodes[1].running_tasks() == 1).then_some(()));
+
+    // Gone with the task.
+    c.nodes[0].shoal(&["service", "rm", "agent"]).ok();
+    wait_for("the secret's file gone from the worker", CONVERGE, || found_in_files(&worker, VALUE.as_bytes()).is_none().then_some(()));
+    c.nodes[0].shoal(&["secret", "rm", "broker_pw"]).ok();
+}
