@@ -10,7 +10,7 @@ use crate::state::State;
 use crate::updater::{MSG_ROLLBACK_MANUAL, MSG_UPDATING};
 use shoal_shared::api::ErrorKind;
 use shoal_shared::clock::UnixNanos;
-use shoal_shared::ops::Op;
+use shoal_shared::ops::{Op, FILE_PART_BYTES};
 use shoal_shared::types::{
     Autolock, AutopilotSettings, EndpointMode, FileKind, FileSpec, Ipv4Net, Meta, Network, NetworkDefaults, NetworkSpec, NodeRole,
     NodeState, PortConfig, RestartCondition, Service, ServiceMode, ServiceSpec, StoredFile, SwarmSettings, UpdateState, UpdateStatus,
@@ -537,9 +537,6 @@ pub fn remove_network(state: &State, key: &str) -> Result<(Vec<Op>, String), Con
 
 /// Longest secret or config name (Docker's).
 pub const FILE_NAME_BYTES_MAX: usize = 64;
-/// The largest secret or config data one raft entry carries on every link
-/// profile (the edge profile's appends are 32 KiB, envelope included).
-pub const FILE_BYTES_REPLICATED_MAX: usize = 30 * 1024;
 /// Secrets, and configs, a swarm keeps at most (each kind).
 pub const FILES_MAX: usize = 1000;
 
@@ -558,16 +555,13 @@ pub fn create_file(state: &State, kind: FileKind, spec: FileSpec, id: String) ->
             kind.as_str()
         )));
     }
-    // Docker's limits are 500 KiB (secrets) and 1000 KiB (configs); one raft
-    // entry of this build carries at most 32 KiB on edge links, so the data
-    // is bounded by that until it is replicated in parts.
-    let max = kind.bytes_max().min(FILE_BYTES_REPLICATED_MAX);
+    // Docker's limits: 500 KiB (secrets), 1000 KiB (configs).
+    let max = kind.bytes_max();
     if spec.data.is_empty() || spec.data.len() > max {
         return Err(ControlError::Invalid(format!(
-            "{} data must be larger than 0 and at most {} KiB in this version of shoal (Docker allows {} KiB); got {} bytes",
+            "{} data must be larger than 0 and less than {} KiB (got {} bytes)",
             kind.as_str(),
             max / 1024,
-            kind.bytes_max() / 1024,
             spec.data.len()
         )));
     }
@@ -581,11 +575,28 @@ pub fn create_file(state: &State, kind: FileKind, spec: FileSpec, id: String) ->
     if files.len() >= FILES_MAX {
         return Err(ControlError::Invalid(format!("the swarm already has {FILES_MAX} {}s: remove one first", kind.as_str())));
     }
+    // More than one entry carries: parts first, each in its own entry (the
+    // shell proposes file ops alone), the last part in the object itself.
+    let mut spec = spec;
+    let mut ops = Vec::new();
+    if spec.data.len() > FILE_PART_BYTES {
+        let last_len = match spec.data.len() % FILE_PART_BYTES {
+            0 => FILE_PART_BYTES,
+            r => r,
+        };
+        let last = spec.data.split_off(spec.data.len() - last_len);
+        for (i, part) in spec.data.chunks(FILE_PART_BYTES).enumerate() {
+            let offset = (i * FILE_PART_BYTES) as u64;
+            ops.push(Op::PutFilePart { kind, id: id.clone(), offset, bytes: part.to_vec() });
+        }
+        spec.data = last;
+    }
     let file = StoredFile { id, meta: Meta::default(), spec };
-    Ok(vec![match kind {
+    ops.push(match kind {
         FileKind::Secret => Op::PutSecret(file),
         FileKind::Config => Op::PutConfig(file),
-    }])
+    });
+    Ok(ops)
 }
 
 /// Ops for `secret rm` / `config rm`; refused while a service's spec (or
@@ -943,9 +954,19 @@ mod tests {
             assert!(create_file(&s, FileKind::Secret, spec(bad, 1), "x3".into()).is_err(), "{bad:?}");
         }
         assert!(create_file(&s, FileKind::Config, spec("c", 0), "c1".into()).is_err(), "empty data");
-        assert!(create_file(&s, FileKind::Config, spec("c", FILE_BYTES_REPLICATED_MAX + 1), "c1".into()).is_err());
-        let ops = create_file(&s, FileKind::Config, spec("c", FILE_BYTES_REPLICATED_MAX), "c1".into()).unwrap();
-        commit(&mut s, ops);
+        assert!(create_file(&s, FileKind::Secret, spec("c", 500 * 1024 + 1), "c1".into()).is_err());
+        assert!(create_file(&s, FileKind::Config, spec("c", 1000 * 1024 + 1), "c1".into()).is_err());
+        // A large one goes in parts, one entry each, the last in the object: applied in order, it is whole.
+        let mut big = spec("c", 1000 * 1024);
+        big.data = (0..big.data.len()).map(|i| (i % 251) as u8).collect();
+        let ops = create_file(&s, FileKind::Config, big.clone(), "c1".into()).unwrap();
+        assert_eq!(ops.len(), 1000 * 1024 / FILE_PART_BYTES + 1);
+        assert!(ops.iter().all(|op| postcard::to_allocvec(op).unwrap().len() < FILE_PART_BYTES + 512));
+        for op in ops {
+            commit(&mut s, vec![op]);
+        }
+        assert_eq!(s.configs["c1"].spec.data, big.data);
+        assert!(s.file_parts.is_empty());
         // In use by a service.
         let mut svc = crate::state::tests::service("s1", "web");
         svc.spec.task.container.secrets = vec![shoal_shared::types::FileReference {

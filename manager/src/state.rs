@@ -24,7 +24,7 @@ use shoal_shared::legacy::{ClusterV1, NodeV1, NodeV2, ServiceV1, ServiceV3, Task
 use shoal_shared::ops::{Entry, Op};
 use shoal_shared::task::TaskState;
 use shoal_shared::types::{
-    Autolock, AutopilotSettings, Cluster, InPlaceRestarts, LinkProfile, Network, NetworkAttachment, Node, RegistryAuth, Service,
+    Autolock, AutopilotSettings, Cluster, FileKind, InPlaceRestarts, LinkProfile, Network, NetworkAttachment, Node, RegistryAuth, Service,
     ServiceSpec, StoredFile, SwarmSettings, Task, UpdateStatus, PORT_AUTO_MAX, PORT_AUTO_MIN,
 };
 use std::collections::BTreeMap;
@@ -38,9 +38,15 @@ use std::net::Ipv4Addr;
 /// `restarts_in_place`, version 8 no `autopilot`, version 9 no
 /// `registry_auths`, version 10 no `layer_sharing_off`, version 11 no
 /// `secrets` and `configs` and its services and tasks had containers before
-/// secrets (`shoal_shared::legacy::ServiceV3`, `TaskV3`); postcard structs
-/// are positional, so a new field means a new version here.
-const SNAPSHOT_VERSION: u8 = 12;
+/// secrets (`shoal_shared::legacy::ServiceV3`, `TaskV3`), version 12 no
+/// `file_parts`; postcard structs are positional, so a new field means a
+/// new version here.
+const SNAPSHOT_VERSION: u8 = 13;
+
+/// Secrets and configs being written in parts at once at most (a new one
+/// beyond it drops the one started longest ago: a leader that failed
+/// half-way leaves its parts behind).
+pub const FILE_PARTS_PENDING_MAX: usize = 4;
 
 /// The whole replicated state, materialised in memory.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -82,6 +88,11 @@ pub struct State {
     pub secrets: BTreeMap<String, StoredFile>,
     /// Configs (`config create`), by id.
     pub configs: BTreeMap<String, StoredFile>,
+    /// Data of secrets and configs being written in parts
+    /// (`Op::PutFilePart`), by kind and id, with the index of the entry
+    /// that started it; completed (and dropped from here) by their
+    /// `PutSecret` / `PutConfig`.
+    pub file_parts: BTreeMap<(FileKind, String), (u64, Vec<u8>)>,
 }
 
 /// The records at the head of every snapshot version, over the record
@@ -148,6 +159,23 @@ type StateV10 = (
     BTreeMap<String, RegistryAuth>,
 );
 
+/// Snapshot version 12: version 13 without `file_parts`.
+type StateV12 = (
+    Records<Cluster, Node, Service, Task>,
+    SwarmSettings,
+    BTreeMap<String, Network>,
+    u32,
+    Autolock,
+    u64,
+    LinkProfile,
+    BTreeMap<String, InPlaceRestarts>,
+    AutopilotSettings,
+    BTreeMap<String, RegistryAuth>,
+    bool,
+    BTreeMap<String, StoredFile>,
+    BTreeMap<String, StoredFile>,
+);
+
 /// Snapshot version 11: version 12 without `secrets` and `configs`, its
 /// services and tasks before secrets.
 type StateV11 = (
@@ -186,6 +214,7 @@ impl<C: Into<Cluster>, N: Into<Node>, S: Into<Service>, T: Into<Task>> Records<C
             layer_sharing_off: false,
             secrets: BTreeMap::new(),
             configs: BTreeMap::new(),
+            file_parts: BTreeMap::new(),
         }
     }
 }
@@ -215,6 +244,8 @@ pub enum ApplyError {
     InUse { kind: &'static str, name: String, service: String },
     #[error("{kind} name {name} is already in use")]
     FileNameInUse { kind: &'static str, name: String },
+    #[error("{kind} {id}: a part at offset {offset} does not follow the {held} bytes held, or the data is over the limit")]
+    FilePart { kind: &'static str, id: String, offset: u64, held: u64 },
 }
 
 /// The outcome of applying one entry.
@@ -388,8 +419,37 @@ impl State {
             Op::SetLayerSharing { on } => {
                 self.layer_sharing_off = !on;
             }
-            Op::PutSecret(f) => put_file(&mut self.secrets, "secret", f, index, at)?,
-            Op::PutConfig(f) => put_file(&mut self.configs, "config", f, index, at)?,
+            Op::PutSecret(f) => {
+                let f = self.with_parts(FileKind::Secret, f)?;
+                put_file(&mut self.secrets, "secret", &f, index, at)?;
+                self.file_parts.remove(&(FileKind::Secret, f.id));
+            }
+            Op::PutConfig(f) => {
+                let f = self.with_parts(FileKind::Config, f)?;
+                put_file(&mut self.configs, "config", &f, index, at)?;
+                self.file_parts.remove(&(FileKind::Config, f.id));
+            }
+            Op::PutFilePart { kind, id, offset, bytes } => {
+                let key = (*kind, id.clone());
+                let held = self.file_parts.get(&key).map_or(0, |(_, b)| b.len() as u64);
+                let total = held.saturating_add(bytes.len() as u64);
+                if (*offset != 0 && *offset != held) || total > kind.bytes_max() as u64 {
+                    return Err(ApplyError::FilePart { kind: kind.as_str(), id: id.clone(), offset: *offset, held });
+                }
+                if *offset == 0 {
+                    self.file_parts.remove(&key);
+                    // Bounded: a new one drops the one started longest ago.
+                    while self.file_parts.len() >= FILE_PARTS_PENDING_MAX {
+                        let Some(oldest) = self.file_parts.iter().min_by_key(|(k, (i, _))| (*i, (*k).clone())).map(|(k, _)| k.clone())
+                        else {
+                            break;
+                        };
+                        self.file_parts.remove(&oldest);
+                    }
+                }
+                let entry = self.file_parts.entry(key).or_insert_with(|| (index, Vec::new()));
+                entry.1.extend_from_slice(bytes);
+            }
             Op::DeleteSecret { id } => {
                 if let Some(service) = self.file_user(id, |c| &c.secrets) {
                     let name = self.secrets.get(id).map_or(id.clone(), |f| f.spec.name.clone());
@@ -652,6 +712,38 @@ impl State {
                     },
                 )
                 .map_err(corrupt),
+            12 => postcard::from_bytes::<StateV12>(body)
+                .map(
+                    |(
+                        r,
+                        settings,
+                        nets,
+                        port,
+                        autolock,
+                        node_lost_after_ms,
+                        link_profile,
+                        restarts_in_place,
+                        autopilot,
+                        registry_auths,
+                        layer_sharing_off,
+                        secrets,
+                        configs,
+                    )| {
+                        State {
+                            autolock,
+                            node_lost_after_ms,
+                            link_profile,
+                            restarts_in_place,
+                            autopilot,
+                            registry_auths,
+                            layer_sharing_off,
+                            secrets,
+                            configs,
+                            ..r.into_state(settings, nets, port)
+                        }
+                    },
+                )
+                .map_err(corrupt),
             SNAPSHOT_VERSION => postcard::from_bytes(body).map_err(corrupt),
             _ => Err(SnapshotError::Version(v)),
         }
@@ -666,6 +758,23 @@ impl State {
     ) -> Option<String> {
         let uses = |spec: &ServiceSpec| refs(&spec.task.container).iter().any(|r| r.id == id);
         self.services.values().find(|s| uses(&s.spec) || s.previous_spec.as_ref().is_some_and(uses)).map(|s| s.spec.name.clone())
+    }
+
+    /// A `PutSecret`/`PutConfig`'s file with the parts written before it
+    /// (`Op::PutFilePart`) in front of its own data; over the kind's limit
+    /// is refused.
+    fn with_parts(&self, kind: FileKind, f: &StoredFile) -> Result<StoredFile, ApplyError> {
+        let mut f = f.clone();
+        if let Some((_, parts)) = self.file_parts.get(&(kind, f.id.clone())) {
+            let mut data = parts.clone();
+            data.extend_from_slice(&f.spec.data);
+            f.spec.data = data;
+        }
+        if f.spec.data.len() > kind.bytes_max() {
+            let held = f.spec.data.len() as u64;
+            return Err(ApplyError::FilePart { kind: kind.as_str(), id: f.id, offset: 0, held });
+        }
+        Ok(f)
     }
 
     /// Finds a secret by exact id, exact name, or unique id prefix.
@@ -1004,6 +1113,40 @@ pub(crate) mod tests {
         assert!(s.secrets.is_empty() && s.configs.is_empty());
         assert_eq!(State::restore(&s.snapshot()).unwrap(), s);
         assert!(matches!(State::restore(&v11[..v11.len() - 1]), Err(SnapshotError::Corrupt(_))));
+    }
+
+    #[test]
+    fn files_in_parts_complete_in_order_and_stale_parts_are_bounded() {
+        let part =
+            |id: &str, offset: u64, bytes: &[u8]| Op::PutFilePart { kind: FileKind::Secret, id: id.into(), offset, bytes: bytes.to_vec() };
+        let mut s = State::default();
+        assert!(s.apply(1, &entry(vec![part("x", 0, b"ab"), part("x", 2, b"cd")])).rejected.is_empty());
+        // Out of order: skipped, nothing changed.
+        let r = s.apply(2, &entry(vec![part("x", 9, b"zz")]));
+        assert_eq!(r.rejected.len(), 1);
+        let mut f = file("x", "pw");
+        f.spec.data = b"ef".to_vec();
+        assert!(s.apply(3, &entry(vec![Op::PutSecret(f)])).rejected.is_empty());
+        assert_eq!(s.secrets["x"].spec.data, b"abcdef");
+        assert!(s.file_parts.is_empty());
+        // Parts left by a leader that failed half-way: at most FILE_PARTS_PENDING_MAX, the oldest goes first.
+        for (i, id) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            s.apply(10 + i as u64, &entry(vec![part(id, 0, b"1")]));
+        }
+        assert_eq!(s.file_parts.len(), FILE_PARTS_PENDING_MAX);
+        assert!(!s.file_parts.contains_key(&(FileKind::Secret, "a".to_string())));
+        // Over the kind's limit: refused.
+        let huge = vec![0u8; shoal_shared::types::SECRET_BYTES_MAX + 1];
+        assert_eq!(s.apply(20, &entry(vec![part("h", 0, &huge)])).rejected.len(), 1);
+        // Kept across a snapshot (version 13); version 12 restores with none.
+        let snap = s.snapshot();
+        assert_eq!(State::restore(&snap).unwrap(), s);
+        let v12 = State { file_parts: BTreeMap::new(), ..s.clone() };
+        let mut bytes = vec![12u8];
+        let full = postcard::to_allocvec(&v12).unwrap();
+        // Today's encoding minus the trailing empty map (one byte, its length 0) is version 12's.
+        bytes.extend_from_slice(&full[..full.len() - 1]);
+        assert_eq!(State::restore(&bytes).unwrap(), v12);
     }
 
     fn file(id: &str, name: &str) -> StoredFile {

@@ -157,7 +157,23 @@ pub enum Op {
     DeleteConfig {
         id: String,
     },
+    /// `secret|config create` of data larger than one entry carries: the
+    /// data in parts of at most [`FILE_PART_BYTES`], one entry each (so
+    /// heartbeats interleave on slow links), the last in the `PutSecret` /
+    /// `PutConfig` that completes it. `offset` must be the bytes held so
+    /// far for `id` (0 starts afresh); skipped otherwise.
+    PutFilePart {
+        kind: crate::types::FileKind,
+        id: String,
+        offset: u64,
+        bytes: Vec<u8>,
+    },
 }
+
+/// Bytes of secret or config data one [`Op::PutFilePart`] (or one
+/// `PutSecret`/`PutConfig`) carries at most: its entry fits the edge link
+/// profile's 32 KiB appends, envelope and seal included.
+pub const FILE_PART_BYTES: usize = 24 * 1024;
 
 /// A batch of ops proposed together, stamped by the proposer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -268,6 +284,7 @@ mod tests {
                     spec: crate::types::FileSpec { name: "conf".into(), labels: Default::default(), data: b"a=1".to_vec() },
                 }),
                 Op::DeleteConfig { id: "c".into() },
+                Op::PutFilePart { kind: crate::types::FileKind::Config, id: "c".into(), offset: 0, bytes: vec![1, 2] },
             ],
         };
         assert_eq!(Entry::decode(&e.encode()).unwrap(), e);

@@ -78,11 +78,21 @@ impl Daemon {
         self.resolve_outcomes();
     }
 
-    /// Proposes ops in bounded entries; returns the last proposal.
+    /// Proposes ops in bounded entries, in order; returns the last proposal.
+    /// Ops carrying secret or config data go alone in their entry (each at
+    /// most `FILE_PART_BYTES` of data: it fits every link profile's appends).
     pub(crate) fn propose_ops(&mut self, ops: Vec<Op>) -> Result<Option<Proposal>, shoal_manager::store::StoreError> {
+        let alone = |op: &Op| matches!(op, Op::PutFilePart { .. } | Op::PutSecret(_) | Op::PutConfig(_));
+        let mut entries: Vec<Vec<Op>> = Vec::new();
+        for op in ops {
+            match entries.last_mut() {
+                Some(e) if !alone(&op) && e.len() < super::super::OPS_PER_ENTRY_MAX && !e.iter().any(alone) => e.push(op),
+                _ => entries.push(vec![op]),
+            }
+        }
         let mut last = None;
-        for chunk in ops.chunks(super::super::OPS_PER_ENTRY_MAX) {
-            let entry = Entry { at: self.now(), ops: chunk.to_vec() };
+        for ops in entries {
+            let entry = Entry { at: self.now(), ops };
             last = Some(self.store.propose_async(&entry)?);
         }
         Ok(last)
