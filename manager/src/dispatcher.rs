@@ -50,7 +50,7 @@ use shoal_shared::types::{
     FileData, FileKind, LinkProfile, Node, NodeDescription, NodeRole, NodeState, RegistryAuth, RestartsInPlace, TaskStatus,
     IN_PLACE_TIMES_MAX,
 };
-use shoal_shared::wire::{ManagerInfo, FILES_PER_NODE_MAX, NOT_A_MEMBER};
+use shoal_shared::wire::{ManagerInfo, FILES_BYTES_PER_NODE_MAX, FILES_PER_NODE_MAX, NOT_A_MEMBER};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// What a node the leader does not know is told (its log, `shoal info`, its CLI's errors).
@@ -113,7 +113,8 @@ pub fn registry_auths(state: &State, assignments: &Assignments) -> Vec<(String, 
 
 /// The data of the secrets and configs the unfinished tasks in
 /// `assignments` use (their own specs: during an update old and new tasks
-/// may use different ones), at most [`FILES_PER_NODE_MAX`]: what goes to
+/// may use different ones), at most [`FILES_PER_NODE_MAX`] of at most
+/// [`FILES_BYTES_PER_NODE_MAX`] in all (the ones that fit): what goes to
 /// their node, and only there.
 pub fn task_files(state: &State, assignments: &Assignments) -> Vec<FileData> {
     let mut wanted: BTreeSet<(FileKind, &str)> = BTreeSet::new();
@@ -131,6 +132,11 @@ pub fn task_files(state: &State, assignments: &Assignments) -> Vec<FileData> {
             }?;
             Some(FileData { kind, id: id.to_string(), data: f.spec.data.clone() })
         })
+        .scan(0usize, |bytes, f| {
+            *bytes = bytes.saturating_add(f.data.len());
+            Some((*bytes <= FILES_BYTES_PER_NODE_MAX).then_some(f))
+        })
+        .flatten()
         .take(FILES_PER_NODE_MAX)
         .collect()
 }

@@ -168,9 +168,13 @@ pub enum Wire {
     Files { files: Vec<crate::types::FileData> },
 }
 
-/// Secrets and configs one [`Wire::Files`] carries at most (each at most
-/// 30 KiB today: about 7.5 MiB, under [`WIRE_MESSAGE_BYTES_MAX`]).
+/// Secrets and configs one [`Wire::Files`] carries at most.
 pub const FILES_PER_NODE_MAX: usize = 256;
+/// Bytes of data one [`Wire::Files`] carries at most (under
+/// [`WIRE_MESSAGE_BYTES_MAX`]); a task whose files did not fit fails to
+/// start with the reason.
+pub const FILES_BYTES_PER_NODE_MAX: usize = 12 * 1024 * 1024;
+const _: () = assert!(FILES_BYTES_PER_NODE_MAX + 1024 * 1024 <= WIRE_MESSAGE_BYTES_MAX);
 
 /// Tasks one [`Wire::TaskPulls`] reports at most.
 pub const TASK_PULLS_MAX: usize = 256;
