@@ -368,6 +368,29 @@ impl Default for Node {
     }
 }
 
+/// Whether `needle` occurs in any file under `dir` (bounded: files up to
+/// 64 MiB); the first such file. For "never on disk" checks.
+pub fn found_in_files(dir: &Path, needle: &[u8]) -> Option<PathBuf> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+            if m.is_dir() {
+                stack.push(p);
+            } else if m.is_file() && m.len() <= 64 << 20 {
+                if let Ok(b) = std::fs::read(&p) {
+                    if b.windows(needle.len()).any(|w| w == needle) {
+                        return Some(p);
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
 /// Where a daemon with data dir `data_dir` keeps its tasks' secrets and
 /// configs (`agent/src/daemon/task_files.rs`: a tmpfs, never the disk).
 pub fn task_files_root(data_dir: &Path) -> PathBuf {

@@ -12,7 +12,7 @@
 
 use serde_json::Value;
 use shoal_tests::cluster::Cluster;
-use shoal_tests::{make_htpasswd, make_test_ca, test_image, wait_for, Registry, RegistryOpts};
+use shoal_tests::{found_in_files, make_htpasswd, make_test_ca, test_image, wait_for, Registry, RegistryOpts};
 use std::time::Duration;
 
 const CONVERGE: Duration = Duration::from_secs(90);
@@ -27,28 +27,6 @@ fn ps(c: &Cluster, name: &str) -> Vec<Value> {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
-}
-
-/// Whether `needle` occurs in any file under `dir` (bounded: files up to 64 MiB).
-fn found_in_files(dir: &std::path::Path, needle: &[u8]) -> Option<std::path::PathBuf> {
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let p = e.path();
-            let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
-            if m.is_dir() {
-                stack.push(p);
-            } else if m.is_file() && m.len() <= 64 << 20 {
-                if let Ok(b) = std::fs::read(&p) {
-                    if b.windows(needle.len()).any(|w| w == needle) {
-                        return Some(p);
-                    }
-                }
-            }
-        }
-    }
-    None
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! manager's tmpfs) while the task runs, and gone with the task.
 
 use shoal_tests::cluster::Cluster;
-use shoal_tests::{task_files_root, wait_for};
+use shoal_tests::{found_in_files, task_files_root, wait_for};
 use std::time::Duration;
 
 const CONVERGE: Duration = Duration::from_secs(90);
@@ -14,28 +14,6 @@ const CONVERGE: Duration = Duration::from_secs(90);
 const VALUE: &str = "fl33t-br0ker-pw";
 /// The secret's size: many raft entries' worth.
 const SECRET_BYTES: usize = 400 * 1024;
-
-/// Whether `needle` occurs in any file under `dir` (bounded: files up to 64 MiB).
-fn found_in_files(dir: &std::path::Path, needle: &[u8]) -> Option<std::path::PathBuf> {
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let p = e.path();
-            let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
-            if m.is_dir() {
-                stack.push(p);
-            } else if m.is_file() && m.len() <= 64 << 20 {
-                if let Ok(b) = std::fs::read(&p) {
-                    if b.windows(needle.len()).any(|w| w == needle) {
-                        return Some(p);
-                    }
-                }
-            }
-        }
-    }
-    None
-}
 
 #[test]
 fn a_secret_reaches_only_the_worker_whose_task_uses_it() {
