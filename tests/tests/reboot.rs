@@ -45,10 +45,12 @@ fn a_power_cycle_fails_the_dead_tasks_and_the_restart_policy_decides() {
     n.shoal(&["service", "create", "-d", "--name", "web", "--replicas", "3", "shoal.test/busybox", "sleep", "1000"]).ok();
     let once = ["service", "create", "-d", "--name", "once", "--replicas", "2", "--restart-condition", "none"];
     n.shoal(&[&once[..], &["shoal.test/busybox", "sleep", "1000"]].concat()).ok();
-    wait_for("5 running tasks", WAIT, || (n.running() == 5).then_some(()));
-    let web_before = ids(&n.ps_json("web"), is_running);
-    let once_before = ids(&n.ps_json("once"), is_running);
-    assert_eq!((web_before.len(), once_before.len()), (3, 2));
+    // Running in containerd and reported so (the report follows the start by a moment).
+    let (web_before, once_before) = wait_for("5 running tasks, reported", WAIT, || {
+        let web = ids(&n.ps_json("web"), is_running);
+        let once = ids(&n.ps_json("once"), is_running);
+        (n.running() == 5 && (web.len(), once.len()) == (3, 2)).then_some((web, once))
+    });
 
     n.power_cycle();
     assert!(n.tasks().is_empty(), "no task survives the power cut: {:?}", n.tasks());
@@ -137,9 +139,13 @@ fn a_restart_is_not_held_up_by_twenty_stops_in_their_grace() {
     n.shoal(&[&slow[..], &["shoal.test/busybox", "sleep", "1000"]].concat()).ok();
     let quick = ["service", "create", "-d", "--name", "quick", "--restart-delay", "0s", "shoal.test/busybox", "sleep", "1000"];
     n.shoal(&quick).ok();
-    wait_for("21 running tasks", WAIT, || (n.running() == 21).then_some(()));
-    let slow_ids = ids(&n.ps_json("slow"), is_running);
-    let quick_id = ids(&n.ps_json("quick"), is_running).into_iter().next().expect("quick runs");
+    // Running in containerd and reported so (the report follows the start by a moment).
+    let (slow_ids, quick_ids) = wait_for("21 running tasks, reported", WAIT, || {
+        let slow = ids(&n.ps_json("slow"), is_running);
+        let quick = ids(&n.ps_json("quick"), is_running);
+        (n.running() == 21 && (slow.len(), quick.len()) == (20, 1)).then_some((slow, quick))
+    });
+    let quick_id = quick_ids.into_iter().next().expect("quick runs");
     let quick_pid = n.tasks().into_iter().find(|t| t.0 == quick_id).expect("quick's task in containerd").1;
 
     n.shoal(&["service", "rm", "slow"]).ok();
