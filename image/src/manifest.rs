@@ -178,6 +178,28 @@ pub struct ContainerConfig {
     /// Keys of `ExposedPorts`, e.g. `80/tcp`.
     #[serde(default, deserialize_with = "map_keys")]
     pub exposed_ports: Vec<String>,
+    /// The image's `HEALTHCHECK`, as built.
+    #[serde(default)]
+    pub healthcheck: Option<Healthcheck>,
+}
+
+/// `Healthcheck` in an image config (Docker's `HEALTHCHECK`): durations in
+/// nanoseconds, 0 (or absent) for the default. Signed as Docker writes
+/// them, so an odd value never makes the whole config unreadable; the
+/// caller decides what a negative one means.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Healthcheck {
+    #[serde(default, deserialize_with = "null_default")]
+    pub test: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub interval: i64,
+    #[serde(default, deserialize_with = "null_default")]
+    pub timeout: i64,
+    #[serde(default, deserialize_with = "null_default")]
+    pub start_period: i64,
+    #[serde(default, deserialize_with = "null_default")]
+    pub retries: i64,
 }
 
 /// `rootfs` in the image config.
@@ -598,6 +620,28 @@ mod tests {
         assert!(cfg.config.labels.is_empty());
         let err = plan_import(&mem, "n", &m, &p("linux/amd64")).unwrap_err();
         assert!(err.to_string().contains("(available: linux/arm64/v8)"), "{err}");
+    }
+
+    /// Docker's `HEALTHCHECK` in the config: read as written, absent or
+    /// null as none, odd values kept for the caller (never a config that
+    /// cannot be read).
+    #[test]
+    fn healthcheck_in_the_config() {
+        let cfg = |hc: &str| parse_config(format!(r#"{{"config": {{"Cmd": ["sh"]{hc}}}}}"#).as_bytes()).unwrap().config.healthcheck;
+        assert_eq!(cfg(""), None);
+        assert_eq!(cfg(r#", "Healthcheck": null"#), None);
+        assert_eq!(
+            cfg(
+                r#", "Healthcheck": {"Test": ["CMD-SHELL", "test -f /ok"], "Interval": 1000000000, "StartPeriod": 0, "Retries": 2, "StartInterval": 5}"#
+            ),
+            Some(Healthcheck {
+                test: vec!["CMD-SHELL".into(), "test -f /ok".into()],
+                interval: 1_000_000_000,
+                retries: 2,
+                ..Default::default()
+            })
+        );
+        assert_eq!(cfg(r#", "Healthcheck": {"Test": null, "Timeout": -5}"#), Some(Healthcheck { timeout: -5, ..Default::default() }));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod assignments;
 pub mod backoff;
 pub mod clock;
 pub mod frame;
+pub mod health;
 pub mod legacy;
 pub mod noise;
 pub mod ops;

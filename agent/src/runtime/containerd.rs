@@ -12,6 +12,7 @@ use shoal_image::manifest::{plan_import, platforms_of, read_config};
 use shoal_image::reference::Reference;
 use shoal_image::registry::{Registry, RegistryOptions};
 use shoal_image::{Descriptor, Error as ImageError, ImageSource};
+use shoal_shared::types::HealthConfig;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
@@ -281,6 +282,16 @@ impl Containerd {
             facts.workdir = c.working_dir;
             facts.user = c.user;
             facts.stop_signal = c.stop_signal;
+            facts.healthcheck = c.healthcheck.map(|h| {
+                let ns = |v: i64| u64::try_from(v).unwrap_or(0);
+                HealthConfig {
+                    test: h.test,
+                    interval_ns: ns(h.interval),
+                    timeout_ns: ns(h.timeout),
+                    start_period_ns: ns(h.start_period),
+                    retries: ns(h.retries),
+                }
+            });
             facts.chain_id = shoal_containerd::chain_id(&plan.diff_ids);
         }
         Ok(facts)

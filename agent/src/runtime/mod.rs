@@ -11,6 +11,7 @@ pub mod fake;
 
 use shoal_shared::api::ImageSummary;
 use shoal_shared::platform::Platform;
+use shoal_shared::types::HealthConfig;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,6 +33,8 @@ pub struct ImageFacts {
     pub stop_signal: String,
     /// Top snapshot (chain id) for this node's platform.
     pub chain_id: String,
+    /// The image's `HEALTHCHECK` (negative durations read as 0: the default).
+    pub healthcheck: Option<HealthConfig>,
 }
 
 /// A bind or tmpfs mount, resolved to host paths.
