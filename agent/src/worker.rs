@@ -41,13 +41,28 @@
 //!   the task's `attempt` (the slot's attempts before it) counts here too;
 //! - a stop's grace period is a deadline held here (`stopping`, monotonic
 //!   `now_ms`), never a blocked runtime call: `Stop` only sends the stop
-//!   signal, and `Kill` follows once the deadline passes without an exit.
+//!   signal, and `Kill` follows once the deadline passes without an exit;
+//! - healthchecks (Swarm's): a task whose container has one (the spec's
+//!   merged with the image's, kept in a container label so an adopted
+//!   container has it too) is reported `Starting` once started and
+//!   `Running` at its first successful probe; probes run every interval
+//!   ([`Action::Probe`], at most [`PROBES_INFLIGHT_MAX`] node-wide and one
+//!   per task, never while a runtime action of the task is in flight or
+//!   its container is being stopped; a result for an earlier start of the
+//!   container, or once it is stopping, is ignored); failures within the
+//!   start period of a task never healthy do not count; `retries`
+//!   consecutive failures make it unhealthy: the container is stopped (its
+//!   grace period) and the task reported Failed, `task: unhealthy
+//!   container`, whatever its exit code (offline, a failure the restart
+//!   policy restarts in place). A task the state already has Running
+//!   (adopted after a daemon restart, or restarted in place) stays Running
+//!   and is probed on.
 
-use crate::runtime::{ContainerState, Exit, Observed, RuntimeError, Signalled};
+use crate::runtime::{ContainerState, Exit, Observed, Probed, RuntimeError, Signalled};
 use shoal_shared::assignments::{Assignments, NodeNetworkView};
 use shoal_shared::clock::UnixNanos;
 use shoal_shared::task::TaskState;
-use shoal_shared::types::{RestartCondition, RestartsInPlace, ServiceMode, Task, TaskStatus, IN_PLACE_TIMES_MAX};
+use shoal_shared::types::{HealthConfig, RestartCondition, RestartsInPlace, ServiceMode, Task, TaskStatus, IN_PLACE_TIMES_MAX};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What the shell should do next.
@@ -67,6 +82,64 @@ pub enum Action {
     /// Tell the manager the restarts made of a task in place while offline
     /// (planned just before the report that says so in words).
     RestartsInPlace(RestartsInPlace),
+    /// Run a health probe in a running container, for at most `timeout_ms`;
+    /// its result goes to [`Worker::handle_probed`] with `generation`.
+    Probe { id: String, argv: Vec<String>, timeout_ms: u64, generation: u64 },
+}
+
+/// Health probes in flight at once on this node (each holds a blocking
+/// call for up to its timeout; stops and starts never wait for them).
+pub const PROBES_INFLIGHT_MAX: usize = 4;
+/// What Swarm reports a task whose container turned unhealthy failed with.
+pub const ERR_UNHEALTHY: &str = "task: unhealthy container";
+/// Bytes of a failed probe's output kept for the task's status message.
+const PROBE_NOTE_BYTES_MAX: usize = 128;
+
+/// A container's healthcheck and its probes so far.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Health {
+    check: HealthConfig,
+    argv: Vec<String>,
+    /// This start of the container (results of earlier ones are ignored).
+    generation: u64,
+    /// Found running by a listing (a daemon restart), not started by us.
+    adopted: bool,
+    /// When probing began (mono ms): the start period runs from here. Set
+    /// by the first plan after the start.
+    since_ms: Option<u64>,
+    /// When the next probe is due (mono ms).
+    next_ms: u64,
+    /// A probe succeeded since the start (or the state had it Running).
+    healthy: bool,
+    /// Consecutive failures counted.
+    failures: u64,
+    /// `retries` failures in a row: stopped, then reported Failed.
+    unhealthy: bool,
+    /// The last failed probe's output, for the status message.
+    last_failure: String,
+}
+
+impl Health {
+    /// `None` for a check no probe can run (not a CMD or CMD-SHELL test).
+    fn new(check: HealthConfig, generation: u64, adopted: bool) -> Option<Health> {
+        let argv = shoal_shared::health::argv(&check.test)?;
+        Some(Health {
+            check,
+            argv,
+            generation,
+            adopted,
+            since_ms: None,
+            next_ms: 0,
+            healthy: false,
+            failures: 0,
+            unhealthy: false,
+            last_failure: String::new(),
+        })
+    }
+
+    fn interval_ms(&self) -> u64 {
+        (self.check.interval_ns / 1_000_000).max(1)
+    }
 }
 
 /// Whether every overlay network `t` attaches to is programmed on this
@@ -115,6 +188,12 @@ pub struct Worker {
     /// Tasks already started again by the resume: a later loss of their
     /// process is a failure for the restart policy, not another resume.
     resumed: BTreeSet<String>,
+    /// Containers with a healthcheck, by id (see the module docs).
+    health: BTreeMap<String, Health>,
+    /// Containers with a probe in flight.
+    probing: BTreeSet<String>,
+    /// Counts container starts, for [`Health::generation`].
+    generation: u64,
 }
 
 /// What a report says of `n` in-place restarts.
@@ -189,12 +268,20 @@ impl Worker {
     fn forget(&mut self, id: &str) {
         self.epoch += 1;
         self.containers.remove(id);
+        self.health.remove(id);
         self.changed_at.insert(id.to_string(), self.epoch);
     }
 
     /// A full listing, requested at `epoch`, arrived.
     pub fn handle_list(&mut self, epoch: u64, observed: Vec<Observed>) {
-        let listed: BTreeMap<String, ContainerState> = observed.into_iter().map(|o| (o.id, o.state)).collect();
+        let mut checks = BTreeMap::new();
+        let mut listed: BTreeMap<String, ContainerState> = BTreeMap::new();
+        for o in observed {
+            if let Some(h) = o.health {
+                checks.insert(o.id.clone(), h);
+            }
+            listed.insert(o.id, o.state);
+        }
         let ids: BTreeSet<String> = self.containers.keys().chain(listed.keys()).cloned().collect();
         for id in ids {
             if self.changed_at.get(&id).is_some_and(|&e| e > epoch) {
@@ -202,10 +289,18 @@ impl Worker {
             }
             match listed.get(&id) {
                 Some(s) => {
-                    self.containers.insert(id, s.clone());
+                    self.containers.insert(id.clone(), s.clone());
+                    // Adopted (a daemon restart): probed as before, from its label.
+                    if let (false, Some(check)) = (self.health.contains_key(&id), checks.remove(&id)) {
+                        self.generation += 1;
+                        if let Some(h) = Health::new(check, self.generation, true) {
+                            self.health.insert(id, h);
+                        }
+                    }
                 }
                 None => {
                     self.containers.remove(&id);
+                    self.health.remove(&id);
                 }
             }
         }
@@ -217,16 +312,28 @@ impl Worker {
         self.set(&exit.id, ContainerState::Stopped { exit_code: exit.exit_code });
     }
 
-    /// A start finished; returns the status to report.
-    pub fn handle_started(&mut self, task: &Task, result: Result<(), RuntimeError>, now: UnixNanos) -> TaskStatus {
+    /// A start finished (with the container's healthcheck, if it has one);
+    /// returns the status to report: `Starting` until a probe succeeds when
+    /// it has a healthcheck (not reported if the state has it Running).
+    pub fn handle_started(&mut self, task: &Task, result: Result<Option<HealthConfig>, RuntimeError>, now: UnixNanos) -> TaskStatus {
         self.inflight.remove(&task.id);
         match result {
-            Ok(()) => {
+            Ok(check) => {
                 // An exit event may already have arrived for a container that died at once.
                 if !matches!(self.containers.get(&task.id), Some(ContainerState::Stopped { .. })) {
                     self.set(&task.id, ContainerState::Running);
                 }
-                TaskStatus::new(TaskState::Running, now, "started")
+                self.generation += 1;
+                match check.and_then(|c| Health::new(c, self.generation, false)) {
+                    Some(h) => {
+                        self.health.insert(task.id.clone(), h);
+                        TaskStatus::new(TaskState::Starting, now, "starting")
+                    }
+                    None => {
+                        self.health.remove(&task.id);
+                        TaskStatus::new(TaskState::Running, now, "started")
+                    }
+                }
             }
             Err(e) => {
                 let state = match e {
@@ -264,6 +371,56 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// A health probe finished at monotonic `now_ms`; true when it made the
+    /// container unhealthy (it is stopped and its task reported Failed next).
+    /// Ignored when it was for an earlier start of the container, or the
+    /// container is no longer running or is being stopped.
+    pub fn handle_probed(&mut self, id: &str, generation: u64, result: Result<Probed, RuntimeError>, now_ms: u64) -> bool {
+        self.probing.remove(id);
+        let running = matches!(self.containers.get(id), Some(ContainerState::Running));
+        let stopping = self.stopping.contains_key(id) || self.inflight.contains(id);
+        let Some(h) = self.health.get_mut(id).filter(|h| h.generation == generation && !h.unhealthy) else {
+            return false;
+        };
+        if !running || stopping {
+            return false;
+        }
+        h.next_ms = now_ms.saturating_add(h.interval_ms());
+        let output = match result {
+            Ok(Probed { exit_code: Some(0), .. }) => {
+                h.healthy = true;
+                h.failures = 0;
+                return false;
+            }
+            Ok(Probed { exit_code: Some(code), output }) => {
+                let text = String::from_utf8_lossy(&output);
+                let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+                if line.is_empty() {
+                    format!("exit {code}")
+                } else {
+                    format!("exit {code}: {line}")
+                }
+            }
+            Ok(Probed { exit_code: None, .. }) => format!("timed out after {} ms", h.check.timeout_ns / 1_000_000),
+            Err(e) => e.to_string(),
+        };
+        h.last_failure = truncate_chars(&output, PROBE_NOTE_BYTES_MAX);
+        // Docker's rule: failures in the start period count only once the container was healthy.
+        let since = h.since_ms.unwrap_or(now_ms);
+        let starting = !h.healthy && now_ms < since.saturating_add(h.check.start_period_ns / 1_000_000);
+        if starting {
+            return false;
+        }
+        h.failures += 1;
+        h.unhealthy = h.failures >= h.check.retries.max(1);
+        h.unhealthy
+    }
+
+    /// The last failed probe's output of a container (for the log).
+    pub fn probe_failure(&self, id: &str) -> Option<&str> {
+        self.health.get(id).map(|h| h.last_failure.as_str())
     }
 
     /// A removal finished (or failed; then the next listing retries it).
@@ -340,6 +497,7 @@ impl Worker {
                 actions.push(a);
             }
         }
+        self.plan_probes(&mine, now_ms, &mut actions);
         let known: BTreeSet<&str> = mine.iter().map(|t| t.id.as_str()).collect();
         let strays: Vec<String> =
             self.containers.keys().filter(|id| !known.contains(id.as_str()) && !self.inflight.contains(*id)).cloned().collect();
@@ -348,6 +506,36 @@ impl Worker {
             actions.push(Action::Remove { id });
         }
         actions
+    }
+
+    /// The probes due: for running tasks' running containers with a
+    /// healthcheck, nothing of theirs in flight and no stop under way, the
+    /// most overdue first, up to [`PROBES_INFLIGHT_MAX`] in flight.
+    fn plan_probes(&mut self, mine: &[&Task], now_ms: u64, actions: &mut Vec<Action>) {
+        let mut due: Vec<(u64, String)> = Vec::new();
+        for t in mine {
+            let live = t.desired_state == TaskState::Running && !t.status.state.is_terminal();
+            let running = matches!(self.containers.get(&t.id), Some(ContainerState::Running));
+            let busy = self.inflight.contains(&t.id) || self.stopping.contains_key(&t.id) || self.probing.contains(&t.id);
+            let Some(h) = self.health.get_mut(&t.id).filter(|h| live && running && !busy && !h.unhealthy) else { continue };
+            if h.since_ms.is_none() {
+                // Docker's first probe comes one interval after the start.
+                h.since_ms = Some(now_ms);
+                h.next_ms = now_ms.saturating_add(h.interval_ms());
+                // Adopted while the state had it Running: it was healthy (its failures count at once).
+                h.healthy |= h.adopted && t.status.state == TaskState::Running;
+            }
+            if now_ms >= h.next_ms {
+                due.push((h.next_ms, t.id.clone()));
+            }
+        }
+        due.sort();
+        for (_, id) in due.into_iter().take(PROBES_INFLIGHT_MAX.saturating_sub(self.probing.len())) {
+            let h = &self.health[&id];
+            let (argv, timeout_ms, generation) = (h.argv.clone(), (h.check.timeout_ns / 1_000_000).max(1), h.generation);
+            self.probing.insert(id.clone());
+            actions.push(Action::Probe { id, argv, timeout_ms, generation });
+        }
     }
 
     /// Stop or kill a container that still has a process, per its deadline.
@@ -397,7 +585,10 @@ impl Worker {
                 _ => None,
             });
         }
+        let unhealthy = self.health.get(&t.id).is_some_and(|h| h.unhealthy);
         let exit_code = match observed {
+            // Stopped for being unhealthy: a failure, whatever it exited with.
+            Some(ContainerState::Stopped { .. }) if unhealthy => None,
             Some(ContainerState::Stopped { exit_code }) => Some(*exit_code),
             // Lost with a reboot while resuming: the resume starts it again, uncounted.
             Some(ContainerState::Created) | None if self.resume && !self.resumed.contains(&t.id) => return None,
@@ -518,6 +709,29 @@ impl Worker {
                 _ => {}
             }
         }
+        if let Some(h) = self.health.get(&t.id) {
+            match observed {
+                // Stopped (or gone) for being unhealthy: failed, whatever it exited with.
+                Some(ContainerState::Stopped { exit_code }) if h.unhealthy => {
+                    return report(TaskState::Failed, &unhealthy_note(h), ERR_UNHEALTHY.into(), Some(*exit_code));
+                }
+                Some(ContainerState::Created) if h.unhealthy => {
+                    return report(TaskState::Failed, &unhealthy_note(h), ERR_UNHEALTHY.into(), None);
+                }
+                Some(ContainerState::Running | ContainerState::Unknown) if h.unhealthy => {
+                    return self.plan_stop(&t.id, t.spec.container.stop_grace_ns / 1_000_000, now_ms);
+                }
+                // Running and healthy once: Running; not yet: Starting (never backwards).
+                Some(ContainerState::Running) if current < TaskState::Running => {
+                    return match h.healthy {
+                        true => report(TaskState::Running, "started", String::new(), None),
+                        false if current < TaskState::Starting => report(TaskState::Starting, "starting", String::new(), None),
+                        false => None,
+                    };
+                }
+                _ => {}
+            }
+        }
         match (current, observed) {
             (_, Some(ContainerState::Stopped { exit_code: 0 })) => report(TaskState::Complete, "finished", String::new(), Some(0)),
             (_, Some(ContainerState::Stopped { exit_code })) => {
@@ -541,6 +755,20 @@ impl Worker {
             (_, None) => Some(Action::Start { task: Box::new((*t).clone()) }),
         }
     }
+}
+
+/// The status message of a task failed for being unhealthy: its last probe's output.
+fn unhealthy_note(h: &Health) -> String {
+    format!("unhealthy after {} failed health checks: {}", h.failures, h.last_failure)
+}
+
+/// At most `max` bytes of `s`, cut on a character boundary.
+fn truncate_chars(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
 }
 
 #[cfg(test)]
@@ -592,8 +820,232 @@ mod tests {
                 Action::Kill { id } => format!("kill {id}"),
                 Action::Remove { id } => format!("remove {id}"),
                 Action::RestartsInPlace(r) => format!("restarts in place {} {} {:?}", r.task_id, r.count, r.ago_ms),
+                Action::Probe { id, argv, timeout_ms, .. } => format!("probe {id} {} {timeout_ms}", argv.join(" ")),
             })
             .collect()
+    }
+
+    /// A CMD-SHELL check every second, 5 s timeout.
+    fn check(retries: u64, start_period_ms: u64) -> HealthConfig {
+        HealthConfig {
+            test: vec!["CMD-SHELL".into(), "test -f /ok".into()],
+            interval_ns: 1_000_000_000,
+            timeout_ns: 5_000_000_000,
+            start_period_ns: start_period_ms * 1_000_000,
+            retries,
+        }
+    }
+
+    fn probed(code: Option<i64>) -> Result<Probed, RuntimeError> {
+        Ok(Probed { exit_code: code, output: b"no /ok\n".to_vec() })
+    }
+
+    /// The generation of the probe `actions` holds for `id`.
+    fn probe_of(actions: &[Action], id: &str) -> u64 {
+        actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Probe { id: i, generation, .. } if i == id => Some(*generation),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no probe of {id} in {actions:?}"))
+    }
+
+    /// A started task with a healthcheck is Starting; probes begin one
+    /// interval later, one at a time; the first success makes it Running.
+    #[test]
+    fn a_task_with_a_healthcheck_is_starting_until_a_probe_succeeds() {
+        let (st, t) = state_with(TaskState::Running, TaskState::Assigned);
+        let mut w = synced();
+        assert_eq!(kinds(&w.plan(&st, 5, 0)), vec!["start t1"]);
+        let status = w.handle_started(&t, Ok(Some(check(3, 0))), 6);
+        assert_eq!((status.state, status.message.as_str()), (TaskState::Starting, "starting"));
+        let (st, _) = state_with(TaskState::Running, TaskState::Starting);
+        assert!(w.plan(&st, 7, 1_000).is_empty(), "the first probe comes one interval after the start");
+        assert!(w.plan(&st, 7, 1_999).is_empty());
+        let a = w.plan(&st, 7, 2_000);
+        assert_eq!(kinds(&a), vec!["probe t1 /bin/sh -c test -f /ok 5000"]);
+        assert!(w.plan(&st, 7, 9_000).is_empty(), "one probe per task in flight");
+        // A failure within retries: still Starting, probed again an interval after the result.
+        assert!(!w.handle_probed("t1", probe_of(&a, "t1"), probed(Some(1)), 2_100));
+        assert!(w.plan(&st, 8, 3_099).is_empty());
+        let a = w.plan(&st, 8, 3_100);
+        assert!(!w.handle_probed("t1", probe_of(&a, "t1"), probed(Some(0)), 3_200));
+        let r = w.plan(&st, 9, 3_300);
+        assert_eq!(kinds(&r), vec!["report Running "]);
+        let Action::Report { status, .. } = &r[0] else { unreachable!() };
+        assert_eq!(status.message, "started");
+        // Running: probed on, nothing to report while healthy.
+        let (st, _) = state_with(TaskState::Running, TaskState::Running);
+        assert!(w.plan(&st, 9, 4_199).is_empty());
+        assert_eq!(kinds(&w.plan(&st, 9, 4_200)).len(), 1);
+        // No healthcheck: Running at once, never probed.
+        let mut w = synced();
+        w.plan(&st, 5, 0);
+        assert_eq!(w.handle_started(&t, Ok(None), 6).state, TaskState::Running);
+        assert!(w.plan(&st, 7, 100_000).is_empty());
+    }
+
+    /// `retries` failures in a row: the container is stopped with its grace
+    /// period and the task reported Failed with Swarm's error, even when the
+    /// process exits 0 on the stop signal; no probe meanwhile.
+    #[test]
+    fn an_unhealthy_container_is_stopped_and_its_task_failed() {
+        let (st, t) = state_with(TaskState::Running, TaskState::Running);
+        let mut w = synced();
+        w.inflight.insert("t1".into());
+        w.handle_started(&t, Ok(Some(check(2, 0))), 6);
+        w.plan(&st, 7, 0);
+        let a = w.plan(&st, 7, 1_000);
+        assert!(!w.handle_probed("t1", probe_of(&a, "t1"), probed(Some(1)), 1_010), "one failure of two");
+        let a = w.plan(&st, 7, 2_010);
+        assert!(w.handle_probed("t1", probe_of(&a, "t1"), probed(None), 2_020), "a timeout is a failure");
+        assert_eq!(w.probe_failure("t1"), Some("timed out after 5000 ms"));
+        assert_eq!(kinds(&w.plan(&st, 8, 2_030)), vec!["stop t1 10000"]);
+        w.handle_signalled("t1", false, Ok(Signalled::Sent), 2_040);
+        assert!(w.plan(&st, 8, 5_000).is_empty(), "no probe of a container being stopped");
+        w.handle_exit(&Exit { id: "t1".into(), exit_code: 0 });
+        let r = w.plan(&st, 9, 5_100);
+        let [Action::Report { status, .. }] = &r[..] else { panic!("{r:?}") };
+        assert_eq!((status.state, status.err.as_str()), (TaskState::Failed, ERR_UNHEALTHY));
+        assert_eq!(status.message, "unhealthy after 2 failed health checks: timed out after 5000 ms");
+        assert_eq!(status.exit_code, Some(0));
+        // Once the state shows it, the container goes (the orchestrator replaces the task).
+        let (failed, _) = state_with(TaskState::Running, TaskState::Failed);
+        assert_eq!(kinds(&w.plan(&failed, 10, 5_200)), vec!["remove t1"]);
+        w.handle_removed("t1", true);
+        assert!(w.health.is_empty(), "forgotten with its container");
+    }
+
+    /// Docker's start period: failures in it do not count while the task was
+    /// never healthy; a success in it makes it Running; after it they count.
+    #[test]
+    fn failures_in_the_start_period_do_not_count() {
+        let (st, t) = state_with(TaskState::Running, TaskState::Starting);
+        let mut w = synced();
+        w.handle_started(&t, Ok(Some(check(1, 5_000))), 6);
+        w.plan(&st, 7, 0);
+        for at in [1_000, 2_000, 3_000, 4_000] {
+            let a = w.plan(&st, 7, at);
+            assert!(!w.handle_probed("t1", probe_of(&a, "t1"), probed(Some(1)), at), "at {at} ms: in the start period");
+        }
+        let a = w.plan(&st, 7, 5_000);
+        assert!(w.handle_probed("t1", probe_of(&a, "t1"), probed(Some(1)), 5_000), "past it, retries 1");
+        // A success in the start period: Running, and later failures count at once.
+        let mut w = synced();
+        w.handle_started(&t, Ok(Some(check(2, 60_000))), 6);
+        w.plan(&st, 7, 0);
+        let a = w.plan(&st, 7, 1_000);
+        w.handle_probed("t1", probe_of(&a, "t1"), probed(Some(0)), 1_000);
+        assert_eq!(kinds(&w.plan(&st, 8, 1_001)), vec!["report Running "]);
+        let (st, _) = state_with(TaskState::Running, TaskState::Running);
+        let a = w.plan(&st, 8, 2_000);
+        assert!(!w.handle_probed("t1", probe_of(&a, "t1"), probed(Some(1)), 2_000));
+        let a = w.plan(&st, 8, 3_000);
+        assert!(w.handle_probed("t1", probe_of(&a, "t1"), probed(Some(1)), 3_000), "healthy once: the start period is over");
+    }
+
+    /// Probes are bounded node-wide, the most overdue first; a result for
+    /// an earlier start of the container, or for one being stopped, is
+    /// ignored; a task with a runtime action in flight is not probed.
+    #[test]
+    fn probes_are_bounded_and_stale_results_ignored() {
+        let (mut st, t) = state_with(TaskState::Running, TaskState::Running);
+        let mut w = synced();
+        for i in 0..6 {
+            let mut x = t.clone();
+            x.id = format!("t{i}");
+            st.tasks.insert(x.id.clone(), x.clone());
+            w.handle_started(&x, Ok(Some(check(1, 0))), 6);
+        }
+        w.plan(&st, 7, 0);
+        let a = w.plan(&st, 7, 1_000);
+        assert_eq!(kinds(&a).iter().map(|k| &k[..8]).collect::<Vec<_>>(), ["probe t0", "probe t1", "probe t2", "probe t3"]);
+        assert_eq!(a.len(), PROBES_INFLIGHT_MAX);
+        assert!(w.plan(&st, 7, 1_001).is_empty(), "every slot taken");
+        // t0 restarted meanwhile: the old probe's result is ignored (it would make it unhealthy).
+        let mut t0 = t.clone();
+        t0.id = "t0".into();
+        w.handle_started(&t0, Ok(Some(check(1, 0))), 6);
+        assert!(!w.handle_probed("t0", probe_of(&a, "t0"), probed(Some(1)), 1_002), "an earlier start's probe");
+        assert_eq!(w.health["t0"].failures, 0);
+        // One slot free: the most overdue task not yet probed goes (t0's new start is not due).
+        assert_eq!(kinds(&w.plan(&st, 7, 1_003)), vec!["probe t4 /bin/sh -c test -f /ok 5000"]);
+        // A probe that finds its container being stopped is ignored; one that does not counts.
+        w.stopping.insert("t1".into(), Stopping { grace_ms: 1, kill_at_ms: None, killed_at_ms: None });
+        assert!(!w.handle_probed("t1", probe_of(&a, "t1"), probed(Some(1)), 1_004));
+        assert_eq!(w.health["t1"].failures, 0);
+        assert!(w.handle_probed("t2", probe_of(&a, "t2"), probed(Some(1)), 1_004), "retries 1");
+        // A task with a runtime action in flight is not probed.
+        w.stopping.clear();
+        w.inflight.insert("t3".into());
+        w.handle_probed("t3", probe_of(&a, "t3"), probed(Some(0)), 1_005);
+        let later = w.plan(&st, 7, 10_000);
+        assert!(later.iter().all(|a| !matches!(a, Action::Probe { id, .. } if id == "t3")), "{later:?}");
+        assert!(later.iter().any(|a| matches!(a, Action::Probe { id, .. } if id == "t5")), "{later:?}");
+    }
+
+    /// After a daemon restart the check comes back from the container's
+    /// label: a task the state has Running stays Running and its failures
+    /// count at once; one the daemon died starting is Starting, not Running.
+    #[test]
+    fn adopted_containers_keep_their_checks_and_states_never_go_back() {
+        let observed = || vec![Observed { id: "t1".into(), state: ContainerState::Running, pid: None, health: Some(check(1, 60_000)) }];
+        let (st, _) = state_with(TaskState::Running, TaskState::Running);
+        let mut w = Worker::new("me");
+        let e = w.list_epoch();
+        w.handle_list(e, observed());
+        assert!(w.plan(&st, 5, 0).is_empty(), "Running stays Running: nothing to report");
+        let a = w.plan(&st, 5, 1_000);
+        assert!(w.handle_probed("t1", probe_of(&a, "t1"), probed(Some(1)), 1_000), "healthy before: no start period");
+        assert_eq!(kinds(&w.plan(&st, 6, 1_001)), vec!["stop t1 10000"]);
+        // Relisting keeps what the probes found.
+        let e = w.list_epoch();
+        w.handle_list(e, observed());
+        assert!(w.health["t1"].unhealthy);
+        // The daemon died while the task was preparing: Starting, then Running once healthy.
+        let (st, _) = state_with(TaskState::Running, TaskState::Preparing);
+        let mut w = Worker::new("me");
+        let e = w.list_epoch();
+        w.handle_list(e, observed());
+        assert_eq!(kinds(&w.plan(&st, 5, 0)), vec!["report Starting "]);
+        let (st, _) = state_with(TaskState::Running, TaskState::Starting);
+        let a = w.plan(&st, 5, 1_000);
+        assert!(!w.handle_probed("t1", probe_of(&a, "t1"), probed(Some(1)), 1_000), "its start period, from the adoption");
+        let a = w.plan(&st, 5, 2_000);
+        w.handle_probed("t1", probe_of(&a, "t1"), probed(Some(0)), 2_000);
+        assert_eq!(kinds(&w.plan(&st, 6, 2_001)), vec!["report Running "]);
+        // Restarted in place while the state has it Running: not reported Starting.
+        let (st, t) = state_with(TaskState::Running, TaskState::Running);
+        let mut w = synced();
+        assert_eq!(w.handle_started(&t, Ok(Some(check(1, 0))), 6).state, TaskState::Starting, "the daemon drops it: backwards");
+        assert!(w.plan(&st, 7, 0).is_empty());
+    }
+
+    /// Offline, an unhealthy task is a failure for the restart policy: the
+    /// same task restarted in place (even when it exited 0 on the stop
+    /// signal), and probed afresh.
+    #[test]
+    fn offline_an_unhealthy_task_is_restarted_in_place() {
+        let (mut st, t) = state_with(TaskState::Running, TaskState::Running);
+        st.tasks.get_mut("t1").unwrap().spec.restart.condition = RestartCondition::OnFailure;
+        st.tasks.get_mut("t1").unwrap().spec.restart.delay_ns = 0;
+        let mut w = synced();
+        w.set_offline(true);
+        w.handle_started(&t, Ok(Some(check(1, 0))), 6);
+        w.plan(&st, 7, 0);
+        let a = w.plan(&st, 7, 1_000);
+        assert!(w.handle_probed("t1", probe_of(&a, "t1"), probed(Some(1)), 1_000));
+        assert_eq!(kinds(&w.plan(&st, 7, 1_001)), vec!["stop t1 10000"]);
+        w.handle_signalled("t1", false, Ok(Signalled::Sent), 1_002);
+        w.handle_exit(&Exit { id: "t1".into(), exit_code: 0 });
+        assert_eq!(kinds(&w.plan(&st, 7, 1_100)), vec!["remove t1"]);
+        w.handle_removed("t1", true);
+        let started = w.plan(&st, 7, 1_101);
+        let Action::Start { task } = &started[0] else { panic!("{started:?}") };
+        w.handle_started(task, Ok(Some(check(1, 0))), 8);
+        assert_eq!(w.untold_restarts(), 1);
+        assert!(!w.health["t1"].unhealthy, "probed afresh");
     }
 
     #[test]
@@ -639,7 +1091,7 @@ mod tests {
         let mut w = synced();
         assert_eq!(kinds(&w.plan(&st, 5, 5)), vec!["start t1"]);
         assert!(w.plan(&st, 5, 5).is_empty(), "one action in flight per task");
-        let status = w.handle_started(&t, Ok(()), 6);
+        let status = w.handle_started(&t, Ok(None), 6);
         assert_eq!(status.state, TaskState::Running);
         let (st, _) = state_with(TaskState::Running, TaskState::Running);
         assert!(w.plan(&st, 7, 7).is_empty());
@@ -731,7 +1183,7 @@ mod tests {
         let mut w = Worker::new("me");
         w.set_resume(true);
         let e = w.list_epoch();
-        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Created, pid: None }]);
+        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Created, pid: None, health: None }]);
         // The container lost its process with the reboot: replaced, then the same task started.
         assert_eq!(kinds(&w.plan(&st, 5, 5)), vec!["remove t1"]);
         assert!(w.plan(&st, 5, 5).is_empty(), "one action in flight per task");
@@ -739,23 +1191,23 @@ mod tests {
         let started = w.plan(&st, 6, 6);
         assert_eq!(kinds(&started), vec!["start t1"]);
         let Action::Start { task } = &started[0] else { unreachable!() };
-        let status = w.handle_started(task, Ok(()), 7);
+        let status = w.handle_started(task, Ok(None), 7);
         assert_eq!(status.state, TaskState::Running);
         assert!(w.plan(&st, 8, 8).is_empty());
         // Lost again while resuming: not resumed a second time (offline, the policy decides).
         let e = w.list_epoch();
-        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Created, pid: None }]);
+        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Created, pid: None, health: None }]);
         assert_eq!(kinds(&w.plan(&st, 8, 8)), vec!["report Failed task: container process is gone"]);
         let e = w.list_epoch();
-        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Running, pid: None }]);
+        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Running, pid: None, health: None }]);
         // A task that exited is not resumed (the restart policy's, reported as before).
         let e = w.list_epoch();
-        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Stopped { exit_code: 3 }, pid: None }]);
+        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Stopped { exit_code: 3 }, pid: None, health: None }]);
         assert_eq!(kinds(&w.plan(&st, 9, 9)), vec!["report Failed task: non-zero exit (3)"]);
         // Not resuming: a container without a process is a failed task, as before.
         let mut w = Worker::new("me");
         let e = w.list_epoch();
-        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Created, pid: None }]);
+        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Created, pid: None, health: None }]);
         assert_eq!(kinds(&w.plan(&st, 5, 5)), vec!["report Failed task: container process is gone"]);
         // Tasks of global services are planned first.
         let (mut st, t) = state_with(TaskState::Running, TaskState::Running);
@@ -785,7 +1237,7 @@ mod tests {
         w.set_session(77);
         w.set_offline(true);
         let e = w.list_epoch();
-        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Running, pid: None }]);
+        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Running, pid: None, health: None }]);
         assert!(w.plan(&st, 1, 0).is_empty());
         for (attempt, at) in [(1u64, 10_000u64), (2, 20_000)] {
             crash(&mut w);
@@ -797,7 +1249,7 @@ mod tests {
             let started = w.plan(&st, 1, at + 1_001);
             assert_eq!(kinds(&started), vec!["start t1"], "attempt {attempt}: the same task, at once");
             let Action::Start { task } = &started[0] else { unreachable!() };
-            w.handle_started(task, Ok(()), 2);
+            w.handle_started(task, Ok(None), 2);
             assert_eq!(w.untold_restarts(), attempt);
         }
         // A removal that failed is tried again, and counted once.
@@ -814,7 +1266,7 @@ mod tests {
         w.handle_removed("t1", true);
         let started = w.plan(&st3, 1, 31_002);
         let Action::Start { task } = &started[0] else { panic!("{started:?}") };
-        w.handle_started(task, Ok(()), 2);
+        w.handle_started(task, Ok(None), 2);
         assert_eq!(w.untold_restarts(), 3);
         // Past max attempts: reported as before, with what was done meanwhile, in words and
         // as an account just before (the count and how long ago each restart was made).
@@ -837,20 +1289,20 @@ mod tests {
         let mut w = synced();
         w.set_offline(true);
         let e = w.list_epoch();
-        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Stopped { exit_code: 0 }, pid: None }]);
+        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Stopped { exit_code: 0 }, pid: None, health: None }]);
         assert_eq!(kinds(&w.plan(&st, 1, 0)), vec!["report Complete "]);
         // Back in reach with a task that kept running: one Running report carries the count.
         let (st, _) = state_with(TaskState::Running, TaskState::Running);
         let mut w = synced();
         w.set_offline(true);
         let e = w.list_epoch();
-        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Stopped { exit_code: 2 }, pid: None }]);
+        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Stopped { exit_code: 2 }, pid: None, health: None }]);
         w.plan(&st, 1, 0);
         assert_eq!(kinds(&w.plan(&st, 1, 5_000)), vec!["remove t1"]);
         w.handle_removed("t1", true);
         let started = w.plan(&st, 1, 5_001);
         let Action::Start { task } = &started[0] else { panic!("{started:?}") };
-        w.handle_started(task, Ok(()), 2);
+        w.handle_started(task, Ok(None), 2);
         w.set_offline(false);
         let r = w.plan(&st, 9, 6_000);
         let [Action::RestartsInPlace(account), Action::Report { status, .. }] = &r[..] else { panic!("{r:?}") };
@@ -875,12 +1327,12 @@ mod tests {
         let mut w = synced();
         w.set_offline(true);
         let e = w.list_epoch();
-        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Stopped { exit_code: 1 }, pid: None }]);
+        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Stopped { exit_code: 1 }, pid: None, health: None }]);
         assert_eq!(kinds(&w.plan(&st, 1, 0)), vec!["remove t1"], "the third attempt, in place");
         w.handle_removed("t1", true);
         let started = w.plan(&st, 1, 1);
         let Action::Start { task } = &started[0] else { panic!("{started:?}") };
-        w.handle_started(task, Ok(()), 2);
+        w.handle_started(task, Ok(None), 2);
         w.handle_exit(&Exit { id: "t1".into(), exit_code: 1 });
         let r = kinds(&w.plan(&st, 3, 10));
         assert_eq!(
@@ -897,7 +1349,7 @@ mod tests {
         let (st, _) = state_with(TaskState::Running, TaskState::Running);
         let mut w = Worker::new("me");
         let e = w.list_epoch();
-        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Created, pid: None }]);
+        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Created, pid: None, health: None }]);
         assert_eq!(kinds(&w.plan(&st, 5, 5)), vec!["report Failed task: container process is gone"]);
         // Once the state shows it, the container is removed (the orchestrator replaces the task).
         let (failed, _) = state_with(TaskState::Running, TaskState::Failed);
@@ -905,7 +1357,7 @@ mod tests {
         // The same container with a live process is left alone.
         let mut w = Worker::new("me");
         let e = w.list_epoch();
-        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Running, pid: None }]);
+        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Running, pid: None, health: None }]);
         assert!(w.plan(&st, 5, 5).is_empty());
     }
 
@@ -916,7 +1368,7 @@ mod tests {
         let (st, _) = state_with(TaskState::Shutdown, TaskState::Running);
         let mut w = Worker::new("me");
         let e = w.list_epoch();
-        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Created, pid: None }]);
+        w.handle_list(e, vec![Observed { id: "t1".into(), state: ContainerState::Created, pid: None, health: None }]);
         assert_eq!(kinds(&w.plan(&st, 5, 5)), vec!["report Shutdown "]);
     }
 

@@ -149,8 +149,8 @@ pub fn validate_spec(spec: &ServiceSpec) -> Result<(), ControlError> {
         }
     }
     let c = &spec.task.container;
-    if c.healthcheck.is_some() {
-        return Err(ControlError::Invalid("healthchecks are not run yet by this manager: remove the healthcheck".into()));
+    if let Some(h) = &c.healthcheck {
+        shoal_shared::health::validate(h).map_err(|e| ControlError::Invalid(e.to_string()))?;
     }
     if spec.mode.is_job() && spec.task.restart.condition == RestartCondition::Any {
         // Docker's rule: a job whose tasks restart after success never completes.
@@ -1237,6 +1237,26 @@ mod tests {
         spec.task.placement.constraints = vec!["node.role=manager".into()];
         assert!(matches!(create_service(&s, spec, "i".into()), Err(ControlError::Invalid(_))));
         assert_eq!(scale_service(&s, "nope", 3), Err(ControlError::NoSuchService("nope".into())));
+    }
+
+    /// A healthcheck is taken when well formed and refused with its reason
+    /// (at create and update) otherwise.
+    #[test]
+    fn healthchecks_are_validated() {
+        use shoal_shared::types::HealthConfig;
+        let mut s = swarm();
+        let mut spec = ServiceSpec::new("web", "busybox");
+        spec.task.container.healthcheck =
+            Some(HealthConfig { test: vec!["CMD-SHELL".into(), "exit 0".into()], interval_ns: 1_000_000_000, ..Default::default() });
+        let ops = create_service(&s, spec, "i".into()).unwrap();
+        s.apply(2, &Entry { at: 2, ops });
+        let mut spec = s.find_service("web").unwrap().spec.clone();
+        spec.task.container.healthcheck = Some(HealthConfig { test: vec!["CMD".into()], ..Default::default() });
+        let why = "invalid healthcheck test [\"CMD\"]: use [\"CMD\", ARG...], [\"CMD-SHELL\", COMMAND] or [\"NONE\"]";
+        assert_eq!(update_service(&s, "web", spec.clone(), 3), Err(ControlError::Invalid(why.into())));
+        spec.name = "api".into();
+        spec.task.container.healthcheck = Some(HealthConfig { interval_ns: 5, ..Default::default() });
+        assert!(matches!(create_service(&s, spec, "j".into()), Err(ControlError::Invalid(m)) if m.contains("below the minimum of 1ms")));
     }
 
     /// An unparsable constraint is refused at create and at update, with the parser's text,

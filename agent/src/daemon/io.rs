@@ -56,6 +56,9 @@ pub(crate) struct Dial {
 pub(crate) trait Io {
     /// Runs a blocking runtime call off the loop (at most `RUNTIME_CALLS_MAX` at once).
     fn runtime(&self, job: RuntimeJob);
+    /// Runs a health probe off the loop, on slots of its own (at most
+    /// `worker::PROBES_INFLIGHT_MAX` at once): never in a runtime call's slot.
+    fn probe(&self, job: RuntimeJob);
     /// Runs a blocking read of this node's files off the loop.
     fn read(&self, job: ReadJob);
     /// Opens the swarm port on `addr`; connections arrive as `LinkUp` events.
@@ -101,26 +104,42 @@ pub(crate) struct RealIo {
     runtime: Arc<dyn Runtime>,
     net: Arc<dyn NetDriver>,
     slots: Arc<async_lock::Semaphore>,
+    probe_slots: Arc<async_lock::Semaphore>,
 }
 
 impl RealIo {
     /// Events go to `tx`; runtime calls run at most `RUNTIME_CALLS_MAX` at once.
     pub(crate) fn new(tx: Sender<Event>, runtime: Arc<dyn Runtime>, net: Arc<dyn NetDriver>) -> RealIo {
-        RealIo { tx, runtime, net, slots: Arc::new(async_lock::Semaphore::new(super::RUNTIME_CALLS_MAX)) }
+        RealIo {
+            tx,
+            runtime,
+            net,
+            slots: Arc::new(async_lock::Semaphore::new(super::RUNTIME_CALLS_MAX)),
+            probe_slots: Arc::new(async_lock::Semaphore::new(crate::worker::PROBES_INFLIGHT_MAX)),
+        }
     }
-}
 
-impl Io for RealIo {
-    fn runtime(&self, job: RuntimeJob) {
+    /// Runs `job` off the loop once one of `slots` is free.
+    fn run_in(&self, slots: &Arc<async_lock::Semaphore>, job: RuntimeJob) {
         let rt = self.runtime.clone();
         let tx = self.tx.clone();
-        let slots = self.slots.clone();
+        let slots = slots.clone();
         smol::spawn(async move {
             let _permit = slots.acquire_arc().await;
             let ev = smol::unblock(move || job(&*rt)).await;
             let _ = tx.send(ev).await;
         })
         .detach();
+    }
+}
+
+impl Io for RealIo {
+    fn runtime(&self, job: RuntimeJob) {
+        self.run_in(&self.slots, job);
+    }
+
+    fn probe(&self, job: RuntimeJob) {
+        self.run_in(&self.probe_slots, job);
     }
 
     fn read(&self, job: ReadJob) {

@@ -121,7 +121,14 @@ pub(crate) enum Event {
     },
     Started {
         task: Box<Task>,
-        result: Result<(), RuntimeError>,
+        /// The container's healthcheck, when it has one.
+        result: Result<Option<shoal_shared::types::HealthConfig>, RuntimeError>,
+    },
+    /// A health probe finished (see [`Worker::handle_probed`]).
+    Probed {
+        id: String,
+        generation: u64,
+        result: Result<crate::runtime::Probed, RuntimeError>,
     },
     /// A stop signal (`kill`: SIGKILL) was sent, or found no process.
     Signalled {
@@ -730,6 +737,13 @@ impl Daemon {
                 let status = self.worker.handle_started(&task, result, self.now());
                 self.report(&task.id, status);
             }
+            Event::Probed { id, generation, result } => {
+                let now_ms = self.mono_ms();
+                if self.worker.handle_probed(&id, generation, result, now_ms) {
+                    let why = self.worker.probe_failure(&id).unwrap_or_default();
+                    crate::log!("WARN", "task {id} is unhealthy ({why}); stopping its container");
+                }
+            }
             Event::Signalled { id, kill, result } => {
                 if let Err(e) = &result {
                     let what = if kill { "kill" } else { "stop" };
@@ -847,6 +861,11 @@ impl Daemon {
                     // Stops only signal: the grace period is the worker's deadline, not a held slot.
                     Action::Stop { id, .. } => self.signal(id, false),
                     Action::Kill { id } => self.signal(id, true),
+                    // Probes have slots of their own: a slow one never holds up a stop or start.
+                    Action::Probe { id, argv, timeout_ms, generation } => self.io.probe(Box::new(move |rt| {
+                        let result = rt.probe(&id, &argv, timeout_ms);
+                        Event::Probed { id, generation, result }
+                    })),
                     Action::Remove { id } => {
                         let i = id.clone();
                         let logs = task_logs::TaskLogs::new(&self.cfg.data_dir);
@@ -914,14 +933,18 @@ impl Daemon {
         self.spawn_runtime(
             move |rt| {
                 let facts = rt.ensure_image(&t.spec.container.image, auth.as_ref())?;
+                let health = shoal_shared::health::effective(t.spec.container.healthcheck.as_ref(), facts.healthcheck.as_ref());
                 let mut spec = service::start_spec(&t, &service_name, &node_id, facts, &data_dir)?;
                 spec.mounts.extend(task_files::write(&task_files::root(&data_dir), &t.id, &files?)?);
+                if let Some(h) = &health {
+                    spec.labels.insert(crate::runtime::HEALTH_LABEL.into(), crate::runtime::health_label(h)?);
+                }
                 if let Some(net) = net? {
                     let (netns, files) = net.prepare(&t.id, &data_dir)?;
                     spec.netns = Some(netns);
                     spec.mounts.extend(files);
                 }
-                rt.start(&spec)
+                rt.start(&spec).map(|()| health)
             },
             move |result| Event::Started { task, result },
         );

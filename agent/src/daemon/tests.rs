@@ -362,3 +362,44 @@ fn the_snapshot_interval_knob_takes_bounded_entry_counts_only() {
         assert!(e.contains("SHOAL_SNAPSHOT_INTERVAL_ENTRIES") && e.contains("from 10 to 10000000"), "{bad}: {e}");
     }
 }
+
+/// Healthchecks through the loop: a task is Starting until its first probe
+/// (on the probe slots) succeeds, then Running; a task whose probes fail is
+/// stopped, reported Failed with Swarm's error and replaced.
+#[test]
+fn healthchecks_gate_running_and_unhealthy_tasks_are_replaced() {
+    use shoal_shared::types::HealthConfig;
+    use std::sync::atomic::Ordering;
+    let (host, fake) = start("health");
+    let init = Request::SwarmInit {
+        advertise_addr: "127.0.0.1".into(),
+        availability: Availability::Active,
+        listen_addr: "127.0.0.1:0".into(),
+        force_new_cluster: false,
+        network: Default::default(),
+        autolock: false,
+    };
+    assert!(matches!(call(&host, init), Reply::SwarmInit { .. }));
+    let mut spec = ServiceSpec::new("web", "busybox");
+    spec.task.container.healthcheck =
+        Some(HealthConfig { test: vec!["CMD-SHELL".into(), "true".into()], interval_ns: 1_000_000_000, ..Default::default() });
+    assert!(matches!(call(&host, Request::ServiceCreate { spec: Box::new(spec), registry_auth: None }), Reply::ServiceCreated { .. }));
+    wait_for("the task to start", || tasks(&host, "web").iter().any(|t| t.status.state == TaskState::Starting));
+    assert_eq!(fake.probe_calls.load(Ordering::SeqCst), 0, "the first probe comes one interval after the start");
+    wait_for("the task to be healthy", || running(&host, "web") == 1);
+    assert!(fake.probe_calls.load(Ordering::SeqCst) >= 1);
+    assert_eq!(fake.health.lock().unwrap().values().next().map(|h| h.retries), Some(3), "the effective check in the label");
+
+    let mut sick = ServiceSpec::new("sick", "busybox");
+    sick.task.container.env = vec![crate::runtime::fake::UNHEALTHY_ENV.into()];
+    sick.task.restart.delay_ns = 0;
+    sick.task.container.healthcheck =
+        Some(HealthConfig { test: vec!["CMD".into(), "false".into()], interval_ns: 50_000_000, retries: 2, ..Default::default() });
+    assert!(matches!(call(&host, Request::ServiceCreate { spec: Box::new(sick), registry_auth: None }), Reply::ServiceCreated { .. }));
+    wait_for("an unhealthy task and its replacement", || {
+        let ts = tasks(&host, "sick");
+        ts.iter().any(|t| t.status.state == TaskState::Failed && t.status.err == crate::worker::ERR_UNHEALTHY) && ts.len() >= 2
+    });
+    assert!(tasks(&host, "sick").iter().all(|t| t.status.state != TaskState::Running), "never healthy, never Running");
+    assert_eq!(running(&host, "web"), 1, "the healthy service is untouched");
+}

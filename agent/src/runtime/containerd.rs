@@ -413,6 +413,7 @@ impl Runtime for Containerd {
         Ok(list
             .into_iter()
             .map(|c| Observed {
+                health: health_of(&c.labels),
                 id: c.id,
                 pid: match c.status {
                     ContainerStatus::Running { pid } => Some(pid),
@@ -426,6 +427,11 @@ impl Runtime for Containerd {
                 },
             })
             .collect())
+    }
+
+    fn probe(&self, id: &str, argv: &[String], timeout_ms: u64) -> Result<Probed, RuntimeError> {
+        let out = self.driver.exec(id, argv, timeout_ms, PROBE_OUTPUT_BYTES_MAX).map_err(driver_err)?;
+        Ok(Probed { exit_code: out.exit_code, output: out.output })
     }
 
     fn exits(&self) -> async_channel::Receiver<Exit> {

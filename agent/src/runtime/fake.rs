@@ -8,9 +8,18 @@ use std::sync::Mutex;
 /// (a job's task doing its work; the whole-node simulator's jobs).
 pub const EXIT_AT_ONCE_ENV: &str = "SHOAL_FAKE_EXIT_AT_ONCE=1";
 
+/// A container started with this in its env fails every health probe.
+pub const UNHEALTHY_ENV: &str = "SHOAL_FAKE_UNHEALTHY=1";
+
 /// A runtime that records calls and keeps containers in a map.
 pub struct Fake {
     pub containers: Mutex<BTreeMap<String, ContainerState>>,
+    /// The healthcheck each container was started with (its label).
+    pub health: Mutex<BTreeMap<String, HealthConfig>>,
+    /// Containers whose health probes fail (exit 1).
+    pub failing_probes: Mutex<std::collections::BTreeSet<String>>,
+    /// Calls to `probe`.
+    pub probe_calls: AtomicUsize,
     pub images: Mutex<BTreeMap<String, ImageFacts>>,
     exits_tx: async_channel::Sender<Exit>,
     exits_rx: async_channel::Receiver<Exit>,
@@ -35,6 +44,9 @@ impl Fake {
         );
         Fake {
             containers: Mutex::new(BTreeMap::new()),
+            health: Mutex::new(BTreeMap::new()),
+            failing_probes: Mutex::new(std::collections::BTreeSet::new()),
+            probe_calls: AtomicUsize::new(0),
             images: Mutex::new(images),
             exits_tx,
             exits_rx,
@@ -89,6 +101,13 @@ impl Runtime for Fake {
             return Err(RuntimeError::Start("runc create failed: exec: \"x\": executable file not found in $PATH".into()));
         }
         self.containers.lock().unwrap().insert(spec.id.clone(), ContainerState::Running);
+        match health_of(&spec.labels) {
+            Some(h) => self.health.lock().unwrap().insert(spec.id.clone(), h),
+            None => self.health.lock().unwrap().remove(&spec.id),
+        };
+        if spec.env.iter().any(|e| e == UNHEALTHY_ENV) {
+            self.failing_probes.lock().unwrap().insert(spec.id.clone());
+        }
         if spec.env.iter().any(|e| e == EXIT_AT_ONCE_ENV) {
             self.exit(&spec.id, 0);
         }
@@ -109,10 +128,27 @@ impl Runtime for Fake {
     }
     fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         self.containers.lock().unwrap().remove(id);
+        self.health.lock().unwrap().remove(id);
+        self.failing_probes.lock().unwrap().remove(id);
         Ok(())
     }
     fn list(&self) -> Result<Vec<Observed>, RuntimeError> {
-        Ok(self.containers.lock().unwrap().iter().map(|(id, s)| Observed { id: id.clone(), state: s.clone(), pid: None }).collect())
+        let health = self.health.lock().unwrap();
+        Ok(self
+            .containers
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, s)| Observed { id: id.clone(), state: s.clone(), pid: None, health: health.get(id).cloned() })
+            .collect())
+    }
+    fn probe(&self, id: &str, _argv: &[String], _timeout_ms: u64) -> Result<Probed, RuntimeError> {
+        self.probe_calls.fetch_add(1, Ordering::SeqCst);
+        if self.containers.lock().unwrap().get(id) != Some(&ContainerState::Running) {
+            return Err(RuntimeError::Other(format!("container {id} is not running")));
+        }
+        let exit_code = if self.failing_probes.lock().unwrap().contains(id) { 1 } else { 0 };
+        Ok(Probed { exit_code: Some(exit_code), output: Vec::new() })
     }
     fn exits(&self) -> async_channel::Receiver<Exit> {
         self.exits_rx.clone()

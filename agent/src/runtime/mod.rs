@@ -84,6 +84,35 @@ pub struct Observed {
     /// Its main process, while it has one (the data path adopts a running
     /// task's network namespace through it).
     pub pid: Option<u32>,
+    /// The healthcheck it was started with ([`HEALTH_LABEL`]), so a
+    /// restarted daemon probes it as before.
+    pub health: Option<HealthConfig>,
+}
+
+/// The container label that keeps a task's effective healthcheck (JSON).
+pub const HEALTH_LABEL: &str = "io.shoal.healthcheck";
+/// containerd's bound on one label, key and value together.
+const LABEL_BYTES_MAX: usize = 4096;
+
+/// The label value for a task's effective healthcheck; an error when it
+/// does not fit in a label (an image's very long `HEALTHCHECK`).
+pub fn health_label(h: &HealthConfig) -> Result<String, RuntimeError> {
+    let v = serde_json::to_string(h).map_err(|e| RuntimeError::Start(format!("cannot encode the healthcheck: {e}")))?;
+    if HEALTH_LABEL.len() + v.len() > LABEL_BYTES_MAX {
+        return Err(RuntimeError::Start(format!(
+            "the healthcheck takes {} bytes as a container label, over containerd's {LABEL_BYTES_MAX}: use a shorter health command",
+            v.len()
+        )));
+    }
+    Ok(v)
+}
+
+/// The healthcheck a container was started with, from its labels: `None`
+/// without one, or when it does not read as one (then it is not probed).
+pub fn health_of(labels: &BTreeMap<String, String>) -> Option<HealthConfig> {
+    let h: HealthConfig = serde_json::from_str(labels.get(HEALTH_LABEL)?).ok()?;
+    // Bounded again: what a probe runs never depends on an unchecked label.
+    shoal_shared::health::effective(Some(&h), None)
 }
 
 /// A container's main process ended.
@@ -126,6 +155,18 @@ pub enum RuntimeError {
     Other(String),
 }
 
+/// Bytes of a health probe's output kept (Docker keeps as many).
+pub const PROBE_OUTPUT_BYTES_MAX: usize = 4096;
+
+/// What one health probe (a command run in a running container) did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probed {
+    /// Its exit status; `None`: it timed out and was killed.
+    pub exit_code: Option<i64>,
+    /// Its stdout and stderr, the first [`PROBE_OUTPUT_BYTES_MAX`] bytes.
+    pub output: Vec<u8>,
+}
+
 /// A finished pull.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pulled {
@@ -164,6 +205,9 @@ pub trait Runtime: Send + Sync + 'static {
     fn remove(&self, id: &str) -> Result<(), RuntimeError>;
     /// Every container in this node's namespace.
     fn list(&self) -> Result<Vec<Observed>, RuntimeError>;
+    /// Runs a health probe, `argv`, in a running container with the
+    /// container's own process settings, for at most `timeout_ms`.
+    fn probe(&self, id: &str, argv: &[String], timeout_ms: u64) -> Result<Probed, RuntimeError>;
     /// Exit notifications (best effort; `list` reconciles what is missed).
     fn exits(&self) -> async_channel::Receiver<Exit>;
     /// Loads images from an OCI or docker archive; returns their names.
@@ -203,5 +247,31 @@ pub trait Runtime: Send + Sync + 'static {
         _done_bytes: &std::sync::atomic::AtomicU64,
     ) -> Result<(), RuntimeError> {
         Err(no_registry(reference))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The label round-trips the effective check; a label that does not
+    /// read as one, or a check too long for containerd, is no check / an error.
+    #[test]
+    fn the_healthcheck_label() {
+        let h = HealthConfig {
+            test: vec!["CMD-SHELL".into(), "test -f \"/ok\"".into()],
+            interval_ns: 1_000_000_000,
+            timeout_ns: 30_000_000_000,
+            start_period_ns: 0,
+            retries: 3,
+        };
+        let labels = BTreeMap::from([(HEALTH_LABEL.to_string(), health_label(&h).unwrap())]);
+        assert_eq!(health_of(&labels), Some(h.clone()));
+        assert_eq!(health_of(&BTreeMap::new()), None);
+        for bad in ["", "{", "{\"test\": [\"NONE\"], \"interval_ns\": 0, \"timeout_ns\": 0, \"start_period_ns\": 0, \"retries\": 0}"] {
+            assert_eq!(health_of(&BTreeMap::from([(HEALTH_LABEL.to_string(), bad.to_string())])), None, "{bad}");
+        }
+        let long = HealthConfig { test: vec!["CMD".into(), "\"".repeat(2_100)], ..h };
+        assert!(health_label(&long).unwrap_err().to_string().contains("over containerd's 4096"));
     }
 }

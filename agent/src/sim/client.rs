@@ -256,6 +256,14 @@ pub(crate) fn step(w: &mut World) {
                 // The fake runtime's job: exits 0 once started.
                 spec.task.container.env.push(crate::runtime::fake::EXIT_AT_ONCE_ENV.into());
                 spec.task.restart.condition = shoal_shared::types::RestartCondition::OnFailure;
+            } else if c.names.len().is_multiple_of(3) {
+                // Every third: Starting until a (fake, passing) probe, across restarts and cuts.
+                // Chosen by name, not drawn: the seeds' random streams stay as they were.
+                spec.task.container.healthcheck = Some(shoal_shared::types::HealthConfig {
+                    test: vec!["CMD".into(), "true".into()],
+                    interval_ns: 500_000_000,
+                    ..Default::default()
+                });
             }
             match c.rng.next_u64() % 6 {
                 0 => spec.task.placement.constraints.push("node.role==worker".into()),

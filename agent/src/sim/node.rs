@@ -186,6 +186,10 @@ impl Io for SimIo {
         s.jobs.push(Job { due_ms, node: self.node, inc: self.inc, kind: JobKind::Runtime(job) });
     }
 
+    fn probe(&self, job: RuntimeJob) {
+        self.runtime(job);
+    }
+
     fn read(&self, job: ReadJob) {
         let mut s = self.shared.borrow_mut();
         let due_ms = s.now_ms + s.job_latency_ms();
