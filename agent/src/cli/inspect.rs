@@ -117,6 +117,9 @@ fn spec_json(spec: &ServiceSpec) -> Value {
     if !c.stop_signal.is_empty() {
         cs.insert("StopSignal".into(), json!(c.stop_signal));
     }
+    if let Some(h) = &c.healthcheck {
+        cs.insert("Healthcheck".into(), super::health::json(h));
+    }
     cs.insert("DNSConfig".into(), json!({}));
     cs.insert("Isolation".into(), json!("default"));
     let res = &spec.task.resources;
@@ -323,6 +326,9 @@ pub(crate) fn service_pretty(s: &Service) -> String {
                 p.published_port, p.protocol, p.target_port, p.publish_mode
             ));
         }
+    }
+    if let Some(h) = &c.healthcheck {
+        out.push_str(&super::health::pretty(h));
     }
     out
 }

@@ -5,6 +5,7 @@
 //! to stderr and exit 1; usage errors exit 2 (clap's convention, as Docker's).
 
 mod files;
+mod health;
 mod inspect;
 mod login;
 mod network;

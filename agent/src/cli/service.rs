@@ -171,6 +171,8 @@ pub(crate) struct CreateArgs {
     stop_signal: Option<String>,
     #[command(flatten)]
     resources: ResourceArgs,
+    #[command(flatten)]
+    health: super::health::HealthArgs,
     /// Attach a filesystem mount (type=volume|bind|tmpfs,source=,destination=).
     #[arg(long = "mount", value_parser = parse::mount)]
     mount: Vec<shoal_shared::types::Mount>,
@@ -359,6 +361,7 @@ fn spec_from(a: CreateArgs) -> anyhow::Result<ServiceSpec> {
         c.stop_grace_ns = g;
     }
     c.stop_signal = a.stop_signal.unwrap_or_default();
+    a.health.apply(&mut c.healthcheck)?;
     spec.labels = a.label.into_iter().collect();
     a.restart.apply(&mut spec.task.restart);
     a.resources.apply(&mut spec.task.resources);

@@ -167,6 +167,8 @@ pub(crate) struct UpdateArgs {
     restart: super::service::RestartArgs,
     #[command(flatten)]
     resources: super::service::ResourceArgs,
+    #[command(flatten)]
+    health: super::health::HealthArgs,
     /// Add or update a mount (type=volume|bind|tmpfs,source=,destination=).
     #[arg(long, value_parser = parse::mount)]
     mount_add: Vec<Mount>,
@@ -269,6 +271,7 @@ pub(crate) fn apply(a: &UpdateArgs, current: &ServiceSpec) -> anyhow::Result<Ser
     if let Some(args) = &a.args {
         c.args = parse::words(args)?;
     }
+    a.health.apply(&mut c.healthcheck)?;
     for k in &a.label_rm {
         spec.labels.remove(k);
     }
