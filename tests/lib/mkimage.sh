@@ -5,12 +5,15 @@
 # NAME (default shoal.test/busybox:latest) goes into the index's
 # org.opencontainers.image.ref.name annotation. MKIMAGE_GZIP=0 stores the
 # layer uncompressed (default: gzip, so layer digest != diff id).
+# MKIMAGE_HEALTHCHECK='{"Test":[...],...}' adds a Healthcheck to the config
+# (Docker's HEALTHCHECK).
 set -euo pipefail
 
 out=${1:?usage: mkimage.sh OUT.tar [NAME]}
 name=${2:-shoal.test/busybox:latest}
 busybox=${BUSYBOX:-/usr/bin/busybox}
 gz=${MKIMAGE_GZIP:-1}
+healthcheck=${MKIMAGE_HEALTHCHECK:+,\"Healthcheck\":$MKIMAGE_HEALTHCHECK}
 
 [ -x "$busybox" ] || { echo "mkimage.sh: $busybox not found (apt-get install busybox-static)" >&2; exit 1; }
 if ! "$busybox" --list >/dev/null 2>&1 || ldd "$busybox" >/dev/null 2>&1; then
@@ -59,7 +62,7 @@ else
 fi
 read -r layer_digest layer_size < <(blob "$layer_file")
 
-printf '%s' "{\"architecture\":\"$arch\",\"config\":{\"Cmd\":[\"sh\"],\"Env\":[\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"],\"WorkingDir\":\"/\"},\"created\":\"1970-01-01T00:00:00Z\",\"os\":\"linux\",\"rootfs\":{\"diff_ids\":[\"$diff_id\"],\"type\":\"layers\"}}" >"$work/config.json"
+printf '%s' "{\"architecture\":\"$arch\",\"config\":{\"Cmd\":[\"sh\"],\"Env\":[\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"],\"WorkingDir\":\"/\"$healthcheck},\"created\":\"1970-01-01T00:00:00Z\",\"os\":\"linux\",\"rootfs\":{\"diff_ids\":[\"$diff_id\"],\"type\":\"layers\"}}" >"$work/config.json"
 read -r config_digest config_size < <(blob "$work/config.json")
 
 printf '%s' "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"$config_digest\",\"size\":$config_size},\"layers\":[{\"mediaType\":\"$layer_mt\",\"digest\":\"$layer_digest\",\"size\":$layer_size}]}" >"$work/manifest.json"

@@ -151,6 +151,28 @@ pub fn test_image() -> PathBuf {
     out
 }
 
+/// The busybox archive with a `HEALTHCHECK` in its config (Docker's JSON,
+/// e.g. `{"Test":["CMD-SHELL","test -f /tmp/ok"],"Interval":1000000000}`),
+/// named `name`; cached as [`test_image`] is, per name and healthcheck.
+pub fn test_image_with_healthcheck(name: &str, healthcheck: &str) -> PathBuf {
+    // FNV-1a of what goes in: another name or check is another file.
+    let key =
+        format!("{name} {healthcheck}").bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let out = std::env::temp_dir().join(format!("shoal-it-busybox-health-{key:016x}.tar"));
+    if !out.exists() {
+        let tmp = std::env::temp_dir().join(format!("shoal-it-busybox-health-{key:016x}-{}.tar", std::process::id()));
+        let st = Command::new(root().join("tests/lib/mkimage.sh"))
+            .arg(&tmp)
+            .arg(name)
+            .env("MKIMAGE_HEALTHCHECK", healthcheck)
+            .status()
+            .expect("run mkimage.sh");
+        assert!(st.success(), "mkimage.sh failed");
+        std::fs::rename(&tmp, &out).expect("publish test image");
+    }
+    out
+}
+
 /// The result of one CLI call.
 #[derive(Debug)]
 pub struct Run {
