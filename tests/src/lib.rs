@@ -267,6 +267,11 @@ impl Node {
         status.code()
     }
 
+    /// The daemon's process id, while it runs.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Child::id)
+    }
+
     /// SIGKILLs the daemon (containers keep running).
     pub fn kill_daemon(&mut self) {
         if let Some(mut c) = self.daemon.take() {
