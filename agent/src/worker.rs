@@ -51,10 +51,11 @@
 //!   its container is being stopped; a result for an earlier start of the
 //!   container, or once it is stopping, is ignored); failures within the
 //!   start period of a task never healthy do not count; `retries`
-//!   consecutive failures make it unhealthy: the container is stopped (its
-//!   grace period) and the task reported Failed, `task: unhealthy
-//!   container`, whatever its exit code (offline, a failure the restart
-//!   policy restarts in place). A task the state already has Running
+//!   consecutive failures (a non-zero exit, a timeout, an exec the
+//!   runtime refused; not a runtime out of reach) make it unhealthy: the
+//!   container is stopped (its grace period) and the task reported Failed,
+//!   `task: unhealthy container`, whatever its exit code (offline, a
+//!   failure the restart policy restarts in place). A task the state already has Running
 //!   (adopted after a daemon restart, or restarted in place) stays Running
 //!   and is probed on.
 
@@ -404,6 +405,8 @@ impl Worker {
                 }
             }
             Ok(Probed { exit_code: None, .. }) => format!("timed out after {} ms", h.check.timeout_ns / 1_000_000),
+            // The runtime itself out of reach (containerd restarting) says nothing of the container.
+            Err(RuntimeError::Unavailable(_)) => return false,
             Err(e) => e.to_string(),
         };
         h.last_failure = truncate_chars(&output, PROBE_NOTE_BYTES_MAX);
@@ -898,21 +901,31 @@ mod tests {
         w.plan(&st, 7, 0);
         let a = w.plan(&st, 7, 1_000);
         assert!(!w.handle_probed("t1", probe_of(&a, "t1"), probed(Some(1)), 1_010), "one failure of two");
+        // containerd out of reach: no verdict on the container, not counted.
         let a = w.plan(&st, 7, 2_010);
-        assert!(w.handle_probed("t1", probe_of(&a, "t1"), probed(None), 2_020), "a timeout is a failure");
+        assert!(!w.handle_probed("t1", probe_of(&a, "t1"), Err(RuntimeError::Unavailable("containerd is down".into())), 2_010));
+        assert_eq!(w.health["t1"].failures, 1);
+        let a = w.plan(&st, 7, 3_010);
+        assert!(!w.handle_probed("t1", probe_of(&a, "t1"), probed(Some(0)), 3_010));
+        assert_eq!(w.health["t1"].failures, 0, "a success resets the count");
+        // An exec the runtime refused counts, as Docker's; so does a timeout.
+        let a = w.plan(&st, 7, 4_010);
+        assert!(!w.handle_probed("t1", probe_of(&a, "t1"), Err(RuntimeError::Other("exec: no such file".into())), 4_010));
+        let a = w.plan(&st, 7, 5_010);
+        assert!(w.handle_probed("t1", probe_of(&a, "t1"), probed(None), 5_020), "two in a row");
         assert_eq!(w.probe_failure("t1"), Some("timed out after 5000 ms"));
-        assert_eq!(kinds(&w.plan(&st, 8, 2_030)), vec!["stop t1 10000"]);
-        w.handle_signalled("t1", false, Ok(Signalled::Sent), 2_040);
-        assert!(w.plan(&st, 8, 5_000).is_empty(), "no probe of a container being stopped");
+        assert_eq!(kinds(&w.plan(&st, 8, 5_030)), vec!["stop t1 10000"]);
+        w.handle_signalled("t1", false, Ok(Signalled::Sent), 5_040);
+        assert!(w.plan(&st, 8, 9_000).is_empty(), "no probe of a container being stopped");
         w.handle_exit(&Exit { id: "t1".into(), exit_code: 0 });
-        let r = w.plan(&st, 9, 5_100);
+        let r = w.plan(&st, 9, 9_100);
         let [Action::Report { status, .. }] = &r[..] else { panic!("{r:?}") };
         assert_eq!((status.state, status.err.as_str()), (TaskState::Failed, ERR_UNHEALTHY));
         assert_eq!(status.message, "unhealthy after 2 failed health checks: timed out after 5000 ms");
         assert_eq!(status.exit_code, Some(0));
         // Once the state shows it, the container goes (the orchestrator replaces the task).
         let (failed, _) = state_with(TaskState::Running, TaskState::Failed);
-        assert_eq!(kinds(&w.plan(&failed, 10, 5_200)), vec!["remove t1"]);
+        assert_eq!(kinds(&w.plan(&failed, 10, 9_200)), vec!["remove t1"]);
         w.handle_removed("t1", true);
         assert!(w.health.is_empty(), "forgotten with its container");
     }
