@@ -89,7 +89,10 @@ pub struct Observed {
     pub health: Option<HealthConfig>,
 }
 
-/// The container label that keeps a task's effective healthcheck (JSON).
+/// The container label that keeps a task's effective healthcheck. Layout:
+/// `1 INTERVAL_NS TIMEOUT_NS START_PERIOD_NS RETRIES`, then ` LEN:WORD` per
+/// word of the test (LEN its bytes: nothing to escape). Written by hand,
+/// not as JSON: serde_json's code for it cost 12 KB of the binary.
 pub const HEALTH_LABEL: &str = "io.shoal.healthcheck";
 /// containerd's bound on one label, key and value together.
 const LABEL_BYTES_MAX: usize = 4096;
@@ -97,7 +100,10 @@ const LABEL_BYTES_MAX: usize = 4096;
 /// The label value for a task's effective healthcheck; an error when it
 /// does not fit in a label (an image's very long `HEALTHCHECK`).
 pub fn health_label(h: &HealthConfig) -> Result<String, RuntimeError> {
-    let v = serde_json::to_string(h).map_err(|e| RuntimeError::Start(format!("cannot encode the healthcheck: {e}")))?;
+    let mut v = format!("1 {} {} {} {}", h.interval_ns, h.timeout_ns, h.start_period_ns, h.retries);
+    for w in &h.test {
+        v.push_str(&format!(" {}:{w}", w.len()));
+    }
     if HEALTH_LABEL.len() + v.len() > LABEL_BYTES_MAX {
         return Err(RuntimeError::Start(format!(
             "the healthcheck takes {} bytes as a container label, over containerd's {LABEL_BYTES_MAX}: use a shorter health command",
@@ -110,7 +116,28 @@ pub fn health_label(h: &HealthConfig) -> Result<String, RuntimeError> {
 /// The healthcheck a container was started with, from its labels: `None`
 /// without one, or when it does not read as one (then it is not probed).
 pub fn health_of(labels: &BTreeMap<String, String>) -> Option<HealthConfig> {
-    let h: HealthConfig = serde_json::from_str(labels.get(HEALTH_LABEL)?).ok()?;
+    let v = labels.get(HEALTH_LABEL)?;
+    let mut rest = v.strip_prefix("1 ")?;
+    let mut n = [0u64; 4];
+    for (i, slot) in n.iter_mut().enumerate() {
+        let end = rest.find(' ').unwrap_or(rest.len());
+        *slot = rest[..end].parse().ok()?;
+        rest = &rest[end..];
+        if i < 3 {
+            rest = rest.strip_prefix(' ')?;
+        }
+    }
+    let mut test = Vec::new();
+    while let Some(r) = rest.strip_prefix(' ') {
+        let (len, r) = r.split_once(':')?;
+        let len: usize = len.parse().ok()?;
+        test.push(r.get(..len)?.to_string());
+        rest = &r[len..];
+    }
+    if !rest.is_empty() {
+        return None;
+    }
+    let h = HealthConfig { test, interval_ns: n[0], timeout_ns: n[1], start_period_ns: n[2], retries: n[3] };
     // Bounded again: what a probe runs never depends on an unchecked label.
     shoal_shared::health::effective(Some(&h), None)
 }
@@ -265,13 +292,26 @@ mod tests {
             start_period_ns: 0,
             retries: 3,
         };
-        let labels = BTreeMap::from([(HEALTH_LABEL.to_string(), health_label(&h).unwrap())]);
+        let label = health_label(&h).unwrap();
+        assert_eq!(label, "1 1000000000 30000000000 0 3 9:CMD-SHELL 13:test -f \"/ok\"");
+        let labels = BTreeMap::from([(HEALTH_LABEL.to_string(), label)]);
         assert_eq!(health_of(&labels), Some(h.clone()));
+        let odd = HealthConfig { test: vec!["CMD".into(), "a b:c".into(), "é 7:x".into()], ..h.clone() };
+        assert_eq!(health_of(&BTreeMap::from([(HEALTH_LABEL.to_string(), health_label(&odd).unwrap())])), Some(odd));
         assert_eq!(health_of(&BTreeMap::new()), None);
-        for bad in ["", "{", "{\"test\": [\"NONE\"], \"interval_ns\": 0, \"timeout_ns\": 0, \"start_period_ns\": 0, \"retries\": 0}"] {
+        for bad in [
+            "",
+            "{",
+            "1 1 2 3",
+            "1 1 2 3 4 4:NONE",
+            "1 1 2 3 4 3:CMD 9:x",
+            "1 1 2 3 4 3:CMD 1:xy",
+            "2 1 2 3 4 3:CMD 1:x",
+            "1 1 2 3 4 3:CMD 1:\u{e9}",
+        ] {
             assert_eq!(health_of(&BTreeMap::from([(HEALTH_LABEL.to_string(), bad.to_string())])), None, "{bad}");
         }
-        let long = HealthConfig { test: vec!["CMD".into(), "\"".repeat(2_100)], ..h };
+        let long = HealthConfig { test: vec!["CMD".into(), "x".repeat(4_050)], ..h };
         assert!(health_label(&long).unwrap_err().to_string().contains("over containerd's 4096"));
     }
 }
