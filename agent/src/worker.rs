@@ -275,11 +275,11 @@ impl Worker {
 
     /// A full listing, requested at `epoch`, arrived.
     pub fn handle_list(&mut self, epoch: u64, observed: Vec<Observed>) {
-        let mut checks = BTreeMap::new();
+        let mut checks = Vec::new();
         let mut listed: BTreeMap<String, ContainerState> = BTreeMap::new();
         for o in observed {
             if let Some(h) = o.health {
-                checks.insert(o.id.clone(), h);
+                checks.push((o.id.clone(), h));
             }
             listed.insert(o.id, o.state);
         }
@@ -292,7 +292,8 @@ impl Worker {
                 Some(s) => {
                     self.containers.insert(id.clone(), s.clone());
                     // Adopted (a daemon restart): probed as before, from its label.
-                    if let (false, Some(check)) = (self.health.contains_key(&id), checks.remove(&id)) {
+                    let check = checks.iter().position(|(i, _)| *i == id).map(|at| checks.swap_remove(at).1);
+                    if let (false, Some(check)) = (self.health.contains_key(&id), check) {
                         self.generation += 1;
                         if let Some(h) = Health::new(check, self.generation, true) {
                             self.health.insert(id, h);
@@ -532,8 +533,10 @@ impl Worker {
                 due.push((h.next_ms, t.id.clone()));
             }
         }
-        due.sort();
-        for (_, id) in due.into_iter().take(PROBES_INFLIGHT_MAX.saturating_sub(self.probing.len())) {
+        // The most overdue first (a few picks by scanning: no sort code in the binary for it).
+        while self.probing.len() < PROBES_INFLIGHT_MAX && !due.is_empty() {
+            let first = (0..due.len()).min_by_key(|&i| &due[i]).unwrap_or(0);
+            let (_, id) = due.swap_remove(first);
             let h = &self.health[&id];
             let (argv, timeout_ms, generation) = (h.argv.clone(), (h.check.timeout_ns / 1_000_000).max(1), h.generation);
             self.probing.insert(id.clone());
