@@ -81,6 +81,9 @@ for WANT in "${NAMES[@]}"; do
   # the target's own in .cargo/config.toml (linker, crt-static), which test
   # builds use too.
   extra+=(--config "target.$T_TRIPLE.rustflags=$(release_rustflags)")
+  if [[ $SIZE_CRYPTO_TARGETS == *" $T_NAME "* ]]; then
+    for c in $SIZE_CRYPTO_CRATES; do extra+=(--config "profile.release.package.$c.opt-level=\"z\""); done
+  fi
   with_target_lock "${CARGO[@]}" build --release -q -p shoal-agent --bin shoal --target "$T_TRIPLE" "${extra[@]}"
   out=dist/shoal-linux-$T_NAME
   cp "${CARGO_TARGET_DIR:-target}/$T_TRIPLE/release/shoal" "$out.tmp"
