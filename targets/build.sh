@@ -81,6 +81,7 @@ for WANT in "${NAMES[@]}"; do
   # the target's own in .cargo/config.toml (linker, crt-static), which test
   # builds use too.
   extra+=(--config "target.$T_TRIPLE.rustflags=$(release_rustflags)")
+  [[ $NO_PROBES_TARGETS == *" $T_NAME "* ]] && extra+=(--no-default-features --features tls)
   if [[ $SIZE_CRYPTO_TARGETS == *" $T_NAME "* ]]; then
     for c in $SIZE_CRYPTO_CRATES; do extra+=(--config "profile.release.package.$c.opt-level=\"z\""); done
   fi

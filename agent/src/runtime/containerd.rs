@@ -429,9 +429,22 @@ impl Runtime for Containerd {
             .collect())
     }
 
+    #[cfg(feature = "probes")]
     fn probe(&self, id: &str, argv: &[String], timeout_ms: u64) -> Result<Probed, RuntimeError> {
         let out = self.driver.exec(id, argv, timeout_ms, PROBE_OUTPUT_BYTES_MAX).map_err(driver_err)?;
         Ok(Probed { exit_code: out.exit_code, output: out.output })
+    }
+
+    /// A build without containerd exec (the `probes` feature; mips64le, to
+    /// fit 5 MiB): every probe fails with the reason, so a task with a
+    /// healthcheck on this node ends unhealthy saying why, never Running
+    /// unchecked.
+    #[cfg(not(feature = "probes"))]
+    fn probe(&self, _id: &str, _argv: &[String], _timeout_ms: u64) -> Result<Probed, RuntimeError> {
+        Err(RuntimeError::Start(
+            "healthchecks cannot run on this node: its build leaves containerd exec out (mips64le, to fit 5 MiB); run the service elsewhere"
+                .into(),
+        ))
     }
 
     fn exits(&self) -> async_channel::Receiver<Exit> {

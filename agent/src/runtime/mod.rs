@@ -183,6 +183,7 @@ pub enum RuntimeError {
 }
 
 /// Bytes of a health probe's output kept (Docker keeps as many).
+#[cfg_attr(not(feature = "probes"), allow(dead_code))]
 pub const PROBE_OUTPUT_BYTES_MAX: usize = 4096;
 
 /// What one health probe (a command run in a running container) did.
