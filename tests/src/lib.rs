@@ -138,11 +138,20 @@ pub fn make_htpasswd(path: &Path, user: &str, password: &str) {
     std::fs::write(path, out.stdout).expect("write htpasswd");
 }
 
+/// A temporary archive path no other test thread or process uses: tests in
+/// one binary run in parallel and may build the same image at once (each
+/// builds its own copy, then renames it into place atomically).
+fn private_tmp(prefix: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("{prefix}-{}-{n}.tar", std::process::id()))
+}
+
 /// The busybox OCI archive built by `tests/lib/mkimage.sh` (cached per run).
 pub fn test_image() -> PathBuf {
     let out = std::env::temp_dir().join("shoal-it-busybox.tar");
     if !out.exists() {
-        let tmp = std::env::temp_dir().join(format!("shoal-it-busybox-{}.tar", std::process::id()));
+        let tmp = private_tmp("shoal-it-busybox");
         let st =
             Command::new(root().join("tests/lib/mkimage.sh")).arg(&tmp).arg("shoal.test/busybox:latest").status().expect("run mkimage.sh");
         assert!(st.success(), "mkimage.sh failed");
@@ -160,7 +169,7 @@ pub fn test_image_with_healthcheck(name: &str, healthcheck: &str) -> PathBuf {
         format!("{name} {healthcheck}").bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     let out = std::env::temp_dir().join(format!("shoal-it-busybox-health-{key:016x}.tar"));
     if !out.exists() {
-        let tmp = std::env::temp_dir().join(format!("shoal-it-busybox-health-{key:016x}-{}.tar", std::process::id()));
+        let tmp = private_tmp(&format!("shoal-it-busybox-health-{key:016x}"));
         let st = Command::new(root().join("tests/lib/mkimage.sh"))
             .arg(&tmp)
             .arg(name)
