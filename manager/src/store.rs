@@ -322,12 +322,7 @@ fn propose_text(e: &raft::ProposeError) -> String {
 
 /// A stable, non-zero raft id for a node id string (FNV-1a 64).
 pub fn raft_id(node_id: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in node_id.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h.max(1)
+    shoal_shared::fnv1a64(node_id.bytes()).max(1)
 }
 
 impl Store {

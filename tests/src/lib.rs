@@ -165,8 +165,7 @@ pub fn test_image() -> PathBuf {
 /// named `name`; cached as [`test_image`] is, per name and healthcheck.
 pub fn test_image_with_healthcheck(name: &str, healthcheck: &str) -> PathBuf {
     // FNV-1a of what goes in: another name or check is another file.
-    let key =
-        format!("{name} {healthcheck}").bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let key = shoal_shared::fnv1a64(format!("{name} {healthcheck}").bytes());
     let out = std::env::temp_dir().join(format!("shoal-it-busybox-health-{key:016x}.tar"));
     if !out.exists() {
         let tmp = private_tmp(&format!("shoal-it-busybox-health-{key:016x}"));
@@ -430,10 +429,7 @@ pub fn found_in_files(dir: &Path, needle: &[u8]) -> Option<PathBuf> {
 /// Where a daemon with data dir `data_dir` keeps its tasks' secrets and
 /// configs (`agent/src/daemon/task_files.rs`: a tmpfs, never the disk).
 pub fn task_files_root(data_dir: &Path) -> PathBuf {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in data_dir.as_os_str().as_encoded_bytes() {
-        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = shoal_shared::fnv1a64(data_dir.as_os_str().as_encoded_bytes().iter().copied());
     PathBuf::from("/dev/shm").join(format!("shoal-files-{h:016x}"))
 }
 

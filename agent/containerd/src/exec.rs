@@ -69,6 +69,31 @@ pub(crate) fn exec_process(spec_json: &[u8], args: &[String]) -> Result<Vec<u8>,
     serde_json::to_vec(&Value::Object(p)).map_err(|e| format!("cannot encode its process spec: {e}"))
 }
 
+/// Removes the exec output directories (`<dir>/shoal-exec-<pid>-...`) of
+/// processes that are gone: a daemon killed mid-probe never dropped its
+/// [`Scratch`]. A directory whose pid is alive (another daemon on this
+/// host, or a reused pid) is kept. Returns how many were removed.
+pub fn sweep_stale_exec_dirs(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(EXEC_DIR_PREFIX)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() && std::fs::remove_dir_all(e.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// A 0700 directory holding the output FIFO; removed on drop.
 struct Scratch {
     dir: PathBuf,
@@ -460,5 +485,22 @@ mod tests {
         });
         assert_eq!(cap.output, b"0123456789");
         assert!(cap.truncated);
+    }
+
+    #[test]
+    fn the_sweep_removes_only_dead_processes_exec_dirs() {
+        let dir = std::env::temp_dir().join(format!("shoal-sweep-test-{}", nonce()));
+        std::fs::create_dir(&dir).unwrap();
+        // pid 2^31 - 2 cannot exist (pid_max is at most 2^22); ours is alive.
+        let dead = dir.join(format!("{EXEC_DIR_PREFIX}2147483646-1-0"));
+        let mine = dir.join(format!("{EXEC_DIR_PREFIX}{}-1-0", std::process::id()));
+        let other = dir.join("shoal-exec-notapid");
+        for d in [&dead, &mine, &other] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(dead.join("output"), b"").unwrap();
+        assert_eq!(sweep_stale_exec_dirs(&dir), 1);
+        assert!(!dead.exists() && mine.exists() && other.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

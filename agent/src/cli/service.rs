@@ -473,7 +473,7 @@ fn frame(
     // The newest error of each slot, shown while its current task is not up yet.
     let mut errors: BTreeMap<String, &str> = BTreeMap::new();
     for t in tasks {
-        let key = if t.slot > 0 { format!("{:020}", t.slot) } else { t.node_id.clone() };
+        let key = slot_key(t);
         if !t.status.err.is_empty() {
             errors.insert(key.clone(), &t.status.err);
         }
@@ -495,7 +495,7 @@ fn frame(
     let what = if rolling_back { "rolling back update: " } else { "" };
     let mut lines = vec![format!("overall progress: {what}{running} out of {total} tasks")];
     for (key, t) in &slots {
-        let label = if t.slot > 0 { format!("{}/{}", t.slot, total) } else { t.node_id[..t.node_id.len().min(12)].to_string() };
+        let label = slot_label(t, total);
         let state = t.status.state;
         let pulling = pulls.get(&t.id).filter(|_| state < TaskState::Starting).and_then(super::pull::pull_summary);
         match (errors.get(key), pulling) {
@@ -524,6 +524,25 @@ fn frame(
 /// `active tasks: R out of M tasks`, a line per slot of the current
 /// iteration; done once every slot completed. A slot whose task failed and
 /// will not run again (still its slot's task) is reported as failed.
+/// A progress map's key for a task's slot: zero-padded slot numbers sort in
+/// order; a global service's slot is its node.
+fn slot_key(t: &Task) -> String {
+    if t.slot > 0 {
+        format!("{:020}", t.slot)
+    } else {
+        t.node_id.clone()
+    }
+}
+
+/// A progress line's label: `3/5`, or a global task's short node id.
+fn slot_label(t: &Task, total: impl std::fmt::Display) -> String {
+    if t.slot > 0 {
+        format!("{}/{}", t.slot, total)
+    } else {
+        t.node_id[..t.node_id.len().min(12)].to_string()
+    }
+}
+
 fn job_frame(service: &Service, slots: &BTreeMap<String, &Task>, errors: &BTreeMap<String, &str>) -> (Vec<String>, bool) {
     // Only the current iteration: an older one's tasks are on their way out.
     let current: Vec<(&String, &&Task)> = slots.iter().filter(|(_, t)| t.spec == service.spec.task).collect();
@@ -540,7 +559,7 @@ fn job_frame(service: &Service, slots: &BTreeMap<String, &Task>, errors: &BTreeM
         format!("active tasks: {active} out of {} tasks", concurrent.min(total.saturating_sub(completed)).max(active)),
     ];
     for (key, t) in &current {
-        let label = if t.slot > 0 { format!("{}/{}", t.slot, total) } else { t.node_id[..t.node_id.len().min(12)].to_string() };
+        let label = slot_label(t, total);
         let state = t.status.state;
         match errors.get(*key) {
             Some(err) if state != TaskState::Complete && state != TaskState::Running => lines.push(format!("{label}: {err}")),
@@ -563,7 +582,7 @@ fn job_failure(service: &Service, tasks: &[Task]) -> Option<String> {
     }
     let mut slots: BTreeMap<String, &Task> = BTreeMap::new();
     for t in tasks.iter().filter(|t| t.desired_state <= TaskState::Running) {
-        slots.insert(if t.slot > 0 { format!("{:020}", t.slot) } else { t.node_id.clone() }, t);
+        slots.insert(slot_key(t), t);
     }
     slots.values().find(|t| t.spec == service.spec.task && t.status.state.is_terminal() && t.status.state != TaskState::Complete).map(|t| {
         let why = if t.status.err.is_empty() { t.status.message.as_str() } else { t.status.err.as_str() };
@@ -703,7 +722,7 @@ fn ps(host: &str, service: &str, quiet: bool, no_trunc: bool, format: &str) -> a
     // Group by slot; newest first within a slot, history indented under it.
     let mut by_slot: BTreeMap<String, Vec<&Task>> = BTreeMap::new();
     for t in &tasks {
-        let key = if t.slot > 0 { format!("{:020}", t.slot) } else { t.node_id.clone() };
+        let key = slot_key(t);
         by_slot.entry(key).or_default().push(t);
     }
     let mut t = Table::new(&["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR", "PORTS"]);

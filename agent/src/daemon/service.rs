@@ -203,12 +203,13 @@ fn shown(kind: shoal_shared::types::FileKind, f: &shoal_shared::types::StoredFil
 fn summary(state: &State, s: &shoal_shared::types::Service) -> ServiceSummary {
     let tasks = state.tasks_of(&s.id);
     let running = tasks.iter().filter(|t| t.status.state == TaskState::Running && t.desired_state == TaskState::Running).count() as u64;
+    let progress = shoal_manager::orchestrator::job_progress(state, s);
     let desired = match s.spec.mode {
         ServiceMode::Replicated { replicas } => replicas,
         ServiceMode::Global => tasks.iter().filter(|t| t.desired_state <= TaskState::Running).count() as u64,
         // Jobs (swarmkit's): the tasks that should be running now.
         ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob => {
-            let p = shoal_manager::orchestrator::job_progress(state, s).unwrap_or_default();
+            let p = progress.unwrap_or_default();
             let open = p.total.saturating_sub(p.completed);
             match s.spec.mode {
                 ServiceMode::ReplicatedJob { max_concurrent, .. } if max_concurrent > 0 => open.min(max_concurrent),
@@ -216,7 +217,7 @@ fn summary(state: &State, s: &shoal_shared::types::Service) -> ServiceSummary {
             }
         }
     };
-    let completed = shoal_manager::orchestrator::job_progress(state, s).map_or(0, |p| p.completed);
+    let completed = progress.map_or(0, |p| p.completed);
     ServiceSummary { service: s.clone(), running, desired, completed }
 }
 

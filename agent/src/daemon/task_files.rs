@@ -60,11 +60,7 @@ impl std::fmt::Debug for TaskFile {
 /// This node's directory of task files (one per data dir, so that several
 /// daemons on one host never share it).
 pub(crate) fn root(data_dir: &Path) -> PathBuf {
-    // FNV-1a 64 of the data dir's path.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in data_dir.as_os_str().as_encoded_bytes() {
-        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = shoal_shared::fnv1a64(data_dir.as_os_str().as_encoded_bytes().iter().copied());
     PathBuf::from(FILES_PARENT).join(format!("shoal-files-{h:016x}"))
 }
 

@@ -49,6 +49,11 @@ pub fn connect(socket: &Path, namespace: &str, registry: RegistryOptions) -> Res
     let cfg = shoal_containerd::Config { socket: socket.to_path_buf(), namespace: namespace.to_string(), call_timeout_ms: CALL_TIMEOUT_MS };
     let driver =
         Driver::connect(cfg).map_err(|e| RuntimeError::Unavailable(format!("{e} (use --containerd PATH to point at its socket)")))?;
+    // Health probe output directories left by a daemon killed mid-probe.
+    let swept = shoal_containerd::sweep_stale_exec_dirs(&std::env::temp_dir());
+    if swept > 0 {
+        crate::log!("INFO", "health probes: removed {swept} output director(ies) left by a stopped daemon");
+    }
     let (tx, rx) = async_channel::bounded(EXITS_QUEUE_MAX);
     let events = driver.exits();
     std::thread::Builder::new()

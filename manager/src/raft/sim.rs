@@ -192,12 +192,7 @@ fn fingerprint(e: &Entry) -> u64 {
         EntryKind::Normal(d) => d.clone(),
         EntryKind::Conf { conf, .. } => super::types::to_bytes(conf),
     };
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes.iter().chain(&[matches!(e.kind, EntryKind::Normal(_)) as u8]) {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    shoal_shared::fnv1a64(bytes.iter().copied().chain([matches!(e.kind, EntryKind::Normal(_)) as u8]))
 }
 
 fn brief(m: &Message) -> String {
