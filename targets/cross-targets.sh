@@ -27,7 +27,7 @@ RELEASE_RUSTFLAGS='"-C", "force-unwind-tables=no", "-Z", "location-detail=none",
 # aborts at once, with no message (`-C panic=immediate-abort`; mips64le with
 # TLS: 5,400,736 -> 5,084,216 bytes, 2026-12-07). Every other target keeps
 # its panic messages.
-IMMEDIATE_ABORT_TARGETS=" mips64le "
+IMMEDIATE_ABORT_TARGETS=" mips64le s390x "
 # Targets whose derived `Debug` impls print only the type or variant name
 # (`-Z fmt-debug=shallow`; strings' and numbers' Debug, which messages
 # quote with, are unchanged): mips64le 5,212,552 -> 5,109,264 bytes.

@@ -96,7 +96,7 @@ fn lines(out: &str) -> Vec<String> {
 
 /// One `N/TOTAL: running [====>]` progress line, as Swarm draws it.
 fn running_line(n: usize, total: usize) -> String {
-    format!("{n}/{total}: running   [{}>]", "=".repeat(49))
+    format!("{n}/{total}: running   [{}>]", "=".repeat(50))
 }
 
 /// The seed's Swarm session, on a manager and three workers.
@@ -197,7 +197,7 @@ fn nginx_swarm_from_the_seed_on_one_manager_and_three_workers() {
     assert_eq!(spec["Mode"]["Replicated"]["Replicas"], 3, "{s}");
     assert_eq!(
         tt["ContainerSpec"]["Mounts"],
-        serde_json::json!([{"Type": "volume", "Source": "nginx-vol-swarm", "Target": "/etc/nginx", "ReadOnly": false}]),
+        serde_json::json!([{"Type": "volume", "Source": "nginx-vol-swarm", "Target": "/etc/nginx"}]),
         "{s}"
     );
     assert_eq!(tt["Networks"], serde_json::json!([{"Target": net_id}]), "{s}");
@@ -549,6 +549,9 @@ fn multi_arch_tasks_run_only_on_nodes_of_the_index_platforms() {
         rows.iter().find(|t| t["CurrentState"].as_str().is_some_and(|s| s.starts_with("Pending"))).map(|t| t["Error"].to_string())
     });
     assert_eq!(err, "\"no suitable node (max replicas per node limit exceed; unsupported platform on 1 node)\"");
+    // Docker's REPLICAS column names the limit.
+    let ls = c.nodes[0].shoal(&["service", "ls"]).ok().stdout;
+    assert!(ls.contains("2/3 (max 1 per node)"), "{ls}");
     let images = c.nodes[2].shoal(&["image", "ls"]).ok().stdout;
     assert!(!images.contains("multi"), "the arm/v7 worker never pulled the image:\n{images}");
 

@@ -128,7 +128,7 @@ pub(crate) fn run(host: &str, kind: FileKind, cmd: FileCmd) -> anyhow::Result<()
                 }
             } else {
                 let out: Vec<serde_json::Value> = found.iter().map(|f| inspect_json(kind, f)).collect();
-                println!("{}", serde_json::to_string_pretty(&out)?);
+                println!("{}", super::output::pretty_json(&out));
             }
             if failed {
                 std::process::exit(1);

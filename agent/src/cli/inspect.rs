@@ -6,15 +6,21 @@ use shoal_shared::types::{
     FailureAction, MountKind, Node, NodeRole, Plugin, Service, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder, PUBLISH_MODE_HOST,
 };
 
+/// Docker's `UpdateConfig`: `Delay` and `Monitor` are `omitempty`, the
+/// ratio a Go float (`0`, not `0.0`).
 fn update_json(u: &UpdateConfig) -> Value {
-    json!({
-        "Parallelism": u.parallelism,
-        "Delay": u.delay_ns,
-        "FailureAction": failure_action(u.failure_action),
-        "Monitor": u.monitor_ns,
-        "MaxFailureRatio": u.max_failure_ratio,
-        "Order": order(u.order),
-    })
+    let mut m = Map::new();
+    m.insert("Parallelism".into(), json!(u.parallelism));
+    if u.delay_ns > 0 {
+        m.insert("Delay".into(), json!(u.delay_ns));
+    }
+    m.insert("FailureAction".into(), json!(failure_action(u.failure_action)));
+    if u.monitor_ns > 0 {
+        m.insert("Monitor".into(), json!(u.monitor_ns));
+    }
+    m.insert("MaxFailureRatio".into(), super::output::go_float(u.max_failure_ratio));
+    m.insert("Order".into(), json!(order(u.order)));
+    Value::Object(m)
 }
 
 fn failure_action(a: FailureAction) -> &'static str {
@@ -94,7 +100,12 @@ fn spec_json(spec: &ServiceSpec) -> Value {
                     MountKind::Bind => "bind",
                     MountKind::Tmpfs => "tmpfs",
                 };
-                json!({"Type": kind, "Source": m.source, "Target": m.target, "ReadOnly": m.read_only})
+                // `ReadOnly` is `omitempty` in Docker's mount.
+                let mut v = json!({"Type": kind, "Source": m.source, "Target": m.target});
+                if m.read_only {
+                    v["ReadOnly"] = json!(true);
+                }
+                v
             })
             .collect();
         cs.insert("Mounts".into(), json!(mounts));
@@ -455,6 +466,34 @@ mod tests {
         for line in pretty {
             assert!(text.contains(line), "{line:?} not in:\n{text}");
         }
+    }
+
+    #[test]
+    fn omitempty_and_go_floats_as_docker_prints_them() {
+        // Docker 20.10: `"UpdateConfig": {"Parallelism": 1, "FailureAction": "pause",
+        // "Monitor": 5000000000, "MaxFailureRatio": 0, "Order": "stop-first"}`.
+        let s = service(|s| {
+            s.update.delay_ns = 0;
+            s.rollback.delay_ns = 10_000_000_000;
+            s.rollback.max_failure_ratio = 0.2;
+            s.task.container.mounts = vec![
+                shoal_shared::types::Mount { kind: MountKind::Volume, source: "v".into(), target: "/v".into(), read_only: false },
+                shoal_shared::types::Mount { kind: MountKind::Bind, source: "/b".into(), target: "/b".into(), read_only: true },
+            ];
+        });
+        let v = service_json(&s);
+        let u = v.pointer("/Spec/UpdateConfig").unwrap();
+        assert_eq!(u.get("Delay"), None, "{u}");
+        assert_eq!(u["MaxFailureRatio"].to_string(), "0");
+        let r = v.pointer("/Spec/RollbackConfig").unwrap();
+        assert_eq!(r["Delay"], 10_000_000_000u64);
+        assert_eq!(r["MaxFailureRatio"].to_string(), "0.2");
+        let m = v.pointer("/Spec/TaskTemplate/ContainerSpec/Mounts").unwrap();
+        assert_eq!(m[0].get("ReadOnly"), None);
+        assert_eq!(m[1]["ReadOnly"], true);
+        // Four-space indentation, as Docker's `inspect`.
+        let text = super::super::output::pretty_json(&vec![json!({"A": [1]})]);
+        assert_eq!(text, "[\n    {\n        \"A\": [\n            1\n        ]\n    }\n]");
     }
 
     #[test]

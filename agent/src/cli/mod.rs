@@ -392,7 +392,7 @@ fn node(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
                 }
             }
             if !pretty {
-                println!("{}", serde_json::to_string_pretty(&out)?);
+                println!("{}", output::pretty_json(&out));
             }
             Ok(())
         }

@@ -118,7 +118,7 @@ pub(crate) fn run(host: &str, cmd: NetworkCmd) -> anyhow::Result<()> {
                     }
                 }
             }
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            println!("{}", super::output::pretty_json(&out));
             Ok(())
         }
         NetworkCmd::Rm { networks } => super::remove_each(host, networks, |network| Request::NetworkRemove { network }),

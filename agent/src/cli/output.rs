@@ -108,6 +108,27 @@ pub fn trunc(s: &str, n: usize) -> String {
     }
 }
 
+/// `inspect`'s JSON as Docker prints it: indented by four spaces.
+pub fn pretty_json(v: &impl serde::Serialize) -> String {
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, serde_json::ser::PrettyFormatter::with_indent(b"    "));
+    // Writing a Value into a Vec cannot fail.
+    let _ = v.serialize(&mut ser);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// A float32 as Go's JSON encoder writes it: `0`, `1`, `0.2` (serde_json
+/// writes `0.0` for whole numbers, and `0.20000000298023224` for a widened
+/// `0.2f32`: the shortest f32 text is parsed back as f64 instead).
+pub fn go_float(f: f32) -> serde_json::Value {
+    let f: f64 = f.to_string().parse().unwrap_or(0.0);
+    if f.fract() == 0.0 && f.abs() < 1e15 {
+        serde_json::Value::from(f as i64)
+    } else {
+        serde_json::Value::from(f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

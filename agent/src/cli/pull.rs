@@ -113,13 +113,13 @@ fn layer_line(l: &PullLayer) -> String {
     }
 }
 
-/// `[=====>     ]`, 50 wide.
+/// Docker's progress bar (its jsonmessage): `percent / 2` of 50 `=`, a
+/// `>`, then spaces to 51 characters inside the brackets; a full bar is
+/// `[==================================================>]`.
 pub(crate) fn bar(done: u64, total: u64) -> String {
-    let filled = if total == 0 { 0 } else { ((done.min(total) as u128 * BAR_WIDTH as u128) / total as u128) as usize };
-    if filled >= BAR_WIDTH {
-        return format!("[{}]", "=".repeat(BAR_WIDTH));
-    }
-    format!("[{}>{}]", "=".repeat(filled), " ".repeat(BAR_WIDTH - filled - 1))
+    let filled = if total == 0 { 0 } else { ((u128::from(done.min(total)) * 100 / u128::from(total)) / 2) as usize };
+    let filled = filled.min(BAR_WIDTH);
+    format!("[{}>{}]", "=".repeat(filled), " ".repeat(BAR_WIDTH - filled))
 }
 
 /// Docker's sizes: decimal units, about four significant digits (`1.2MB`, `45MB`).
@@ -150,10 +150,12 @@ mod tests {
 
     #[test]
     fn docker_shaped_lines() {
-        assert_eq!(bar(0, 100), format!("[>{}]", " ".repeat(49)));
-        assert_eq!(bar(50, 100), format!("[{}>{}]", "=".repeat(25), " ".repeat(24)));
-        assert_eq!(bar(100, 100), format!("[{}]", "=".repeat(50)));
-        assert_eq!(bar(5, 0), format!("[>{}]", " ".repeat(49)));
+        assert_eq!(bar(0, 100), format!("[>{}]", " ".repeat(50)));
+        assert_eq!(bar(50, 100), format!("[{}>{}]", "=".repeat(25), " ".repeat(25)));
+        assert_eq!(bar(100, 100), format!("[{}>]", "=".repeat(50)));
+        assert_eq!(bar(5, 0), format!("[>{}]", " ".repeat(50)));
+        // Docker's integer steps: 1 of 9 is 11 % -> 5 bars.
+        assert_eq!(bar(1, 9), format!("[=====>{}]", " ".repeat(45)));
         assert_eq!(human_size(999), "999B");
         assert_eq!(human_size(1_200_000), "1.2MB");
         assert_eq!(human_size(45_000_000), "45MB");
@@ -173,7 +175,7 @@ mod tests {
             l(PullLayerState::Downloading, 1_200_000),
         ]))
         .unwrap();
-        assert_eq!(s, format!("Downloading [{}>{}] 5.7MB/9MB", "=".repeat(31), " ".repeat(18)));
+        assert_eq!(s, format!("Downloading [{}>{}] 5.7MB/9MB", "=".repeat(31), " ".repeat(19)));
         let done = pull_summary(&p(vec![l(PullLayerState::Complete, 4_500_000)])).unwrap();
         assert!(done.starts_with("Extracting [=====") && done.ends_with("] 4.5MB/4.5MB"), "{done}");
         assert_eq!(pull_summary(&p(vec![l(PullLayerState::AlreadyExists, 0)])), None, "nothing to download");

@@ -33,7 +33,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const POLL_MS: u64 = 100;
 const VERIFY_MS_MAX: u64 = 1_000;
 pub(crate) const PROGRESS_MS_DEFAULT: u64 = 120_000;
-const BAR_WIDTH: usize = 50;
 /// `service logs -f` asks for new lines this often.
 const LOGS_FOLLOW_POLL_MS: u64 = 250;
 /// Requests in a row `service logs` makes while the manager says a size
@@ -297,7 +296,7 @@ pub(crate) fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
                 }
             }
             if !pretty {
-                println!("{}", serde_json::to_string_pretty(&out)?);
+                println!("{}", super::output::pretty_json(&out));
             }
             Ok(())
         }
@@ -435,8 +434,7 @@ fn bar(state: TaskState) -> String {
         TaskState::Starting => 8,
         _ => 9,
     };
-    let filled = BAR_WIDTH * step / 9;
-    format!("[{}>{}]", "=".repeat(filled.saturating_sub(1)), " ".repeat(BAR_WIDTH - filled))
+    super::pull::bar(step, 9)
 }
 
 /// What a progress display waits for.
@@ -552,10 +550,8 @@ fn job_frame(service: &Service, slots: &BTreeMap<String, &Task>, errors: &BTreeM
     };
     let completed = current.iter().filter(|(_, t)| t.status.state == TaskState::Complete).count();
     let active = current.iter().filter(|(_, t)| !t.status.state.is_terminal()).count();
-    let width = BAR_WIDTH * completed / total.max(1);
-    let fill = if width == 0 { " ".repeat(BAR_WIDTH) } else { format!("{}>{}", "=".repeat(width - 1), " ".repeat(BAR_WIDTH - width)) };
     let mut lines = vec![
-        format!("job progress: {completed} out of {total} complete [{fill}]"),
+        format!("job progress: {completed} out of {total} complete {}", super::pull::bar(completed as u64, total as u64)),
         format!("active tasks: {active} out of {} tasks", concurrent.min(total.saturating_sub(completed)).max(active)),
     ];
     for (key, t) in &current {
@@ -696,6 +692,9 @@ fn ls(host: &str, quiet: bool, format: &str) -> anyhow::Result<()> {
                 format!("{}/{} ({}/{total_completions} completed)", s.running, s.desired, s.completed)
             }
             ServiceMode::GlobalJob => format!("{}/{} ({}/{} completed)", s.running, s.desired, s.completed, s.desired + s.completed),
+            ServiceMode::Replicated { .. } if spec.task.placement.max_replicas_per_node > 0 => {
+                format!("{}/{} (max {} per node)", s.running, s.desired, spec.task.placement.max_replicas_per_node)
+            }
             _ => format!("{}/{}", s.running, s.desired),
         };
         if quiet {
@@ -750,7 +749,8 @@ fn ps(host: &str, service: &str, quiet: bool, no_trunc: bool, format: &str) -> a
             let current = format!("{} {}", task.status.state, ago(task.status.timestamp));
             let err = match (&task.status.err, no_trunc) {
                 (e, _) if e.is_empty() => String::new(),
-                (e, true) => e.clone(),
+                // Quoted either way, as Docker's task formatter.
+                (e, true) => format!("\"{e}\""),
                 (e, false) => format!("\"{}\"", trunc(e, 29)),
             };
             let image = image_shown(&task.spec.container.image).to_string();
@@ -841,9 +841,10 @@ mod tests {
 
     #[test]
     fn bars_fill_with_state() {
-        assert_eq!(bar(TaskState::Running), format!("[{}>]", "=".repeat(49)));
-        assert!(bar(TaskState::Preparing).contains('>'));
-        assert_eq!(bar(TaskState::New).len(), BAR_WIDTH + 2);
+        // Swarm 20.10's bars (seed notes): 50 `=` and `>` when running.
+        assert_eq!(bar(TaskState::Running), format!("[{}>]", "=".repeat(50)));
+        assert_eq!(bar(TaskState::Preparing), format!("[{}>{}]", "=".repeat(33), " ".repeat(17)));
+        assert_eq!(bar(TaskState::New).len(), 53);
     }
 
     #[test]
