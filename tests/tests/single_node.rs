@@ -265,6 +265,43 @@ fn global_services_run_one_task_per_node() {
     assert!(r.stderr.contains("--replicas can only be used with replicated or replicated-job mode"), "{}", r.stderr);
 }
 
+/// Ctrl-C during `service create`'s progress leaves the service to converge
+/// in the background, says so as Docker does, and exits 0.
+#[test]
+fn ctrl_c_during_progress_keeps_the_operation_and_exits_zero() {
+    if skip_reason().is_some() {
+        return;
+    }
+    let mut n = Node::new();
+    n.init_with_image();
+    // A constraint no node meets: the task stays pending, progress never ends.
+    let child = std::process::Command::new(shoal_tests::shoal_bin())
+        .arg("-H")
+        .arg(format!("unix://{}", n.socket().display()))
+        .args(["service", "create", "--name", "waits", "--constraint", "node.labels.nowhere==1"])
+        .args(["shoal.test/busybox", "sleep", "1000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run shoal");
+    wait_for("the task to be pending", WAIT, || {
+        let r = n.shoal(&["service", "ps", "--format", "json", "waits"]);
+        (r.code == 0 && r.stdout.contains("\"CurrentState\":\"Pending")).then_some(())
+    });
+    // SAFETY: signals our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
+    let t = Instant::now();
+    let out = child.wait_with_output().expect("wait for shoal");
+    assert!(t.elapsed() < WAIT, "the CLI stopped watching");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("overall progress: 0 out of 1 tasks"), "{stdout}");
+    assert!(stdout.ends_with("Operation continuing in background.\nUse `shoal service ps waits` to check progress.\n"), "{stdout}");
+    // The service is still there and still wants its task.
+    let ls = n.shoal(&["service", "ls"]).ok().stdout;
+    assert!(ls.lines().any(|l| l.contains(" waits ") && l.contains("0/1")), "{ls}");
+}
+
 /// The node probes its kernel at start and reports what it found: `node
 /// inspect` lists its network drivers in Docker's `Engine.Plugins` shape,
 /// `shoal info` lists them too, and a missing piece comes with the probe's

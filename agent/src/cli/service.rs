@@ -600,7 +600,27 @@ fn rollback_note(watch: &Watch, status: &UpdateStatus) -> Option<String> {
     }
 }
 
+/// Set by SIGINT while a progress display runs (see [`progress`]).
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Ctrl-C stops watching, not the operation (Docker's behaviour): the
+/// display notices within one poll.
+fn catch_interrupt() {
+    let handler: extern "C" fn(libc::c_int) = on_interrupt;
+    // SAFETY: installs a handler that only stores to an atomic; the CLI
+    // installs no other SIGINT handler.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+    }
+}
+
 pub(crate) fn progress(host: &str, service: &str, timeout_ms: u64, watch: Watch) -> anyhow::Result<()> {
+    catch_interrupt();
     let tty = std::io::stdout().is_terminal();
     let start = Instant::now();
     let mut drawn = 0usize;
@@ -664,6 +684,12 @@ pub(crate) fn progress(host: &str, service: &str, timeout_ms: u64, watch: Watch)
                 let why = rollback_reason.unwrap_or_else(|| status.map(|u| u.message).unwrap_or_default());
                 bail!("service rolled back: {why}");
             }
+            return Ok(());
+        }
+        if INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+            print_final(&lines);
+            println!("Operation continuing in background.");
+            println!("Use `shoal service ps {service}` to check progress.");
             return Ok(());
         }
         if start.elapsed() >= Duration::from_millis(timeout_ms) {
