@@ -89,6 +89,13 @@ fn runnable(t: &Task) -> bool {
     t.desired_state <= TaskState::Running
 }
 
+/// A task the scheduler could not place and said why (`no suitable node
+/// (...)`): it waits for a node, not for the update, so it neither holds
+/// the update up nor counts as a failure (Swarm completes such updates).
+fn waits_for_node(t: &Task) -> bool {
+    t.status.state == TaskState::Pending && !t.status.err.is_empty()
+}
+
 fn is_failure(t: &Task) -> bool {
     matches!(t.status.state, TaskState::Complete | TaskState::Failed | TaskState::Rejected)
 }
@@ -179,7 +186,7 @@ pub fn update(
             }
         }
         let ours = v.mine.last().is_some_and(|t| t.id == new.id);
-        if ours && new.status.state < TaskState::Running && v.failed.is_none() {
+        if ours && new.status.state < TaskState::Running && v.failed.is_none() && !waits_for_node(new) {
             in_flight += 1;
         }
     }
@@ -564,6 +571,32 @@ mod tests {
         sim.run_for(3 * S);
         assert_eq!(sim.state(), Some(UpdateState::RollbackCompleted));
         assert_eq!(sim.running(), (3, 0));
+    }
+
+    /// Seed replay (issue #18): three replicas, at most one per node, two
+    /// nodes: one task always waits for a node. An update and then a manual
+    /// rollback still complete once the placeable tasks run (Swarm reaches
+    /// `rollback_completed`); the waiting one neither blocks nor counts.
+    #[test]
+    fn updates_and_rollbacks_complete_while_a_task_waits_for_a_node() {
+        let mut sim = Sim::new(3, |s| s.task.placement.max_replicas_per_node = 1);
+        sim.add_n2();
+        sim.settle();
+        assert_eq!(sim.running(), (2, 0));
+        let waiting = |sim: &Sim| {
+            sim.s.tasks.values().filter(|t| t.desired_state == TaskState::Running && t.status.state == TaskState::Pending).count()
+        };
+        assert_eq!(waiting(&sim), 1);
+        sim.update(env("2"));
+        sim.run_for(10 * S);
+        assert_eq!(sim.state(), Some(UpdateState::Completed), "{}", sim.message());
+        assert_eq!((sim.running(), waiting(&sim)), ((2, 0), 1));
+        let ops = control::rollback_service(&sim.s, "web", sim.now).unwrap();
+        sim.apply(ops);
+        sim.run_for(10 * S);
+        assert_eq!(sim.state(), Some(UpdateState::RollbackCompleted), "{}", sim.message());
+        assert_eq!((sim.running(), waiting(&sim)), ((2, 0), 1));
+        assert!(sim.s.tasks.values().all(|t| t.desired_state > TaskState::Running || !t.spec.container.env.contains(&"V=2".to_string())));
     }
 
     #[test]
