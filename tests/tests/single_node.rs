@@ -265,6 +265,35 @@ fn global_services_run_one_task_per_node() {
     assert!(r.stderr.contains("--replicas can only be used with replicated or replicated-job mode"), "{}", r.stderr);
 }
 
+/// `--user NAME` is resolved from the image's own /etc/passwd and
+/// /etc/group at task start, as Docker does; an unknown name fails the task
+/// with Docker's error instead of starting it as root.
+#[test]
+fn user_names_resolve_from_the_image() {
+    if skip_reason().is_some() {
+        return;
+    }
+    let mut n = Node::new();
+    n.init_with_image();
+    n.shoal(&["service", "create", "--name", "who", "--user", "nobody", "shoal.test/busybox", "sh", "-c", "id; sleep 1000"]).ok();
+    let logs = wait_for("the task's id output", WAIT, || {
+        let l = n.shoal(&["service", "logs", "who"]).stdout;
+        l.contains("uid=").then_some(l)
+    });
+    assert!(logs.contains("uid=65534(nobody) gid=65534(nogroup)"), "{logs}");
+    n.shoal(&["service", "update", "-d", "--user", "root:nogroup", "who"]).ok();
+    wait_for("the task to run as root:nogroup", WAIT, || {
+        n.shoal(&["service", "logs", "who"]).stdout.contains("uid=0(root) gid=65534(nogroup)").then_some(())
+    });
+
+    n.shoal(&["service", "create", "-d", "--name", "nosuch", "--user", "nosuch", "shoal.test/busybox", "sleep", "1000"]).ok();
+    let err = wait_for("the task to fail with the lookup error", WAIT, || {
+        n.ps_json("nosuch").iter().find_map(|t| t["Error"].as_str().filter(|e| !e.is_empty()).map(str::to_string))
+    });
+    assert!(err.contains("unable to find user nosuch: no matching entries in passwd file"), "{err}");
+    assert!(n.ps_json("nosuch").iter().all(|t| !t["CurrentState"].as_str().unwrap_or("").starts_with("Running")));
+}
+
 /// Ctrl-C during `service create`'s progress leaves the service to converge
 /// in the background, says so as Docker does, and exits 0.
 #[test]

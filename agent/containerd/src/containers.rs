@@ -194,7 +194,7 @@ impl Ctx {
         r
     }
 
-    async fn run_in_lease(&self, s: &ContainerSpec, spec_json: Vec<u8>, stdio: String, lease: &str) -> Result<(), Error> {
+    async fn run_in_lease(&self, s: &ContainerSpec, mut spec_json: Vec<u8>, stdio: String, lease: &str) -> Result<(), Error> {
         let id = s.id.as_str();
         // 1. The container's writable snapshot.
         let mut snaps = SnapshotsClient::new(self.channel.clone());
@@ -220,6 +220,15 @@ impl Ctx {
             Err(Error::AlreadyExists { .. }) => return Err(Error::AlreadyExists { what: format!("container {id} (its snapshot)") }),
             Err(e) => return Err(e),
         };
+        if let Some(user) = &s.user_name {
+            match with_user(&spec_json, user, &mounts) {
+                Ok(patched) => spec_json = patched,
+                Err(e) => {
+                    let _ = self.snapshot_remove(id).await;
+                    return Err(e);
+                }
+            }
+        }
 
         // 2. The container record.
         let mut labels: HashMap<String, String> = s.labels.clone().into_iter().collect();
@@ -433,6 +442,22 @@ impl Driver {
         let ms = ctx.call_ms.saturating_mul(2);
         self.block("list", ms, async move { ctx.list().await })
     }
+}
+
+/// `spec_json` with its process user resolved from the snapshot's
+/// passwd and group files (see [`crate::users`]).
+fn with_user(spec_json: &[u8], user: &str, mounts: &[containerd_client::types::Mount]) -> Result<Vec<u8>, Error> {
+    let passwd = crate::users::rootfs_file(mounts, "etc/passwd").map_err(Error::User)?;
+    let group = crate::users::rootfs_file(mounts, "etc/group").map_err(Error::User)?;
+    let u = crate::users::resolve(user, passwd.as_deref(), group.as_deref()).map_err(Error::User)?;
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(spec_json).map_err(|e| Error::InvalidInput(format!("runtime spec is not JSON: {e}")))?;
+    let mut entry = serde_json::json!({"uid": u.uid, "gid": u.gid});
+    if !u.additional_gids.is_empty() {
+        entry["additionalGids"] = serde_json::json!(u.additional_gids);
+    }
+    spec["process"]["user"] = entry;
+    serde_json::to_vec(&spec).map_err(|e| Error::InvalidInput(format!("cannot encode the runtime spec: {e}")))
 }
 
 #[cfg(test)]

@@ -28,6 +28,10 @@ pub enum Error {
     /// The caller passed something unusable.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// `--user` names a user or group the image does not have (Docker's
+    /// words: `unable to find user X: no matching entries in passwd file`).
+    #[error("{0}")]
+    User(String),
     /// A blob is larger than the caller allows.
     #[error("blob {digest} is {size_bytes} bytes, more than the limit of {max_bytes} bytes")]
     TooLarge { digest: String, size_bytes: u64, max_bytes: u64 },

@@ -21,6 +21,7 @@ mod exec;
 mod images;
 mod rpc;
 pub mod spec;
+pub mod users;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -124,6 +125,10 @@ pub struct ContainerSpec {
     pub cwd: String,
     /// `(uid, gid)`; `None` means root.
     pub user: Option<(u32, u32)>,
+    /// `NAME|UID[:GROUP|GID]` with a name in it, resolved from the image's
+    /// `/etc/passwd` and `/etc/group` once its snapshot is prepared
+    /// ([`users`]); replaces `user`. An unknown name fails the run.
+    pub user_name: Option<String>,
     pub hostname: String,
     /// Container labels (keys starting with `io.shoal.` are reserved).
     pub labels: BTreeMap<String, String>,
@@ -161,6 +166,7 @@ impl ContainerSpec {
             env: Vec::new(),
             cwd: "/".to_string(),
             user: None,
+            user_name: None,
             hostname: id.to_string(),
             labels: BTreeMap::new(),
             log_path: log_path.into(),

@@ -156,7 +156,7 @@ pub(crate) struct CreateArgs {
     /// Working directory inside the container.
     #[arg(short, long)]
     workdir: Option<String>,
-    /// Username or UID[:GID].
+    /// Username or UID (format: <name|uid>[:<group|gid>]).
     #[arg(short, long)]
     user: Option<String>,
     /// Container hostname.

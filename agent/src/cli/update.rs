@@ -124,6 +124,15 @@ pub(crate) struct UpdateArgs {
     /// Service image tag.
     #[arg(long)]
     image: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>]).
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// Container hostname.
+    #[arg(long)]
+    hostname: Option<String>,
     /// Number of tasks (a replicated job: completions).
     #[arg(long)]
     replicas: Option<u64>,
@@ -240,6 +249,12 @@ pub(crate) fn apply(a: &UpdateArgs, current: &ServiceSpec) -> anyhow::Result<Ser
     let mut spec = current.clone();
     if let Some(image) = &a.image {
         spec.task.container.image = image.clone();
+    }
+    let c = &mut spec.task.container;
+    for (flag, field) in [(&a.user, &mut c.user), (&a.workdir, &mut c.dir), (&a.hostname, &mut c.hostname)] {
+        if let Some(v) = flag {
+            field.clone_from(v);
+        }
     }
     if let Some(n) = a.replicas {
         match &mut spec.mode {

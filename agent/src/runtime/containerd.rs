@@ -142,7 +142,7 @@ fn signal_number(s: &str) -> Result<i32, RuntimeError> {
     Ok(n)
 }
 
-/// `uid[:gid]`, numeric only (names need the image's /etc/passwd).
+/// `uid[:gid]`, numeric (names go to [`shoal_containerd::users`]).
 fn parse_user(u: &str) -> Result<Option<(u32, u32)>, RuntimeError> {
     if u.is_empty() {
         return Ok(None);
@@ -150,7 +150,7 @@ fn parse_user(u: &str) -> Result<Option<(u32, u32)>, RuntimeError> {
     let (uid, gid) = u.split_once(':').unwrap_or((u, u));
     match (uid.parse::<u32>(), gid.parse::<u32>()) {
         (Ok(a), Ok(b)) => Ok(Some((a, b))),
-        _ => Err(RuntimeError::Start(format!("user {u:?} is not numeric: use --user UID[:GID] (user names are not resolved yet)"))),
+        _ => Err(RuntimeError::Start(format!("invalid user {u:?}: use --user NAME|UID[:GROUP|GID]"))),
     }
 }
 
@@ -377,7 +377,13 @@ impl Runtime for Containerd {
         let mut spec = ContainerSpec::new(&s.id, &s.image.name, &s.image.chain_id, s.args.clone(), s.log_path.clone());
         spec.env = s.env.clone();
         spec.cwd = if s.cwd.is_empty() { "/".into() } else { s.cwd.clone() };
-        spec.user = parse_user(&s.user)?;
+        // Names are resolved from the image's own files once its snapshot is
+        // prepared (shoal_containerd::users), as Docker does.
+        if shoal_containerd::users::needs_lookup(&s.user) {
+            spec.user_name = Some(s.user.clone());
+        } else {
+            spec.user = parse_user(&s.user)?;
+        }
         spec.hostname = s.hostname.clone();
         spec.labels = s.labels.clone();
         spec.memory_limit_bytes = (s.memory_limit_bytes > 0).then_some(s.memory_limit_bytes);
