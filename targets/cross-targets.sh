@@ -42,7 +42,7 @@ SIZE_CRYPTO_TARGETS=" mips64le "
 # 5,276,232 -> 5,228,872 (2026-12-07). A task with a healthcheck there fails
 # unhealthy, saying why. Next: the remedies in targets/README.md, then these
 # targets get probes back.
-NO_PROBES_TARGETS=${NO_PROBES_TARGETS-" mips64le s390x "}
+NO_PROBES_TARGETS=${NO_PROBES_TARGETS-" mips64le "}
 SIZE_CRYPTO_CRATES="snow chacha20poly1305 chacha20 poly1305 blake2 curve25519-dalek"
 release_rustflags() {
   if [ -n "${SHOAL_RELEASE_RUSTFLAGS:-}" ]; then

@@ -527,6 +527,16 @@ pub enum NodeRole {
     Manager,
 }
 
+impl NodeRole {
+    /// Docker's lowercase name (`node inspect`'s `Spec.Role`, filters).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Worker => "worker",
+            NodeRole::Manager => "manager",
+        }
+    }
+}
+
 /// Scheduling availability. Append only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Availability {

@@ -265,6 +265,61 @@ fn global_services_run_one_task_per_node() {
     assert!(r.stderr.contains("--replicas can only be used with replicated or replicated-job mode"), "{}", r.stderr);
 }
 
+/// Docker's `--filter` on the list commands, and `node ps`.
+#[test]
+fn filters_and_node_ps() {
+    if skip_reason().is_some() {
+        return;
+    }
+    let mut n = Node::new();
+    n.init_with_image();
+    let img = "shoal.test/busybox";
+    n.shoal(&["service", "create", "--name", "web", "--replicas", "2", "--label", "tier=front", img, "sleep", "1000"]).ok();
+    n.shoal(&["service", "create", "--name", "agent", "--mode", "global", img, "sleep", "1000"]).ok();
+    let lines = |args: &[&str]| -> Vec<String> { n.shoal(args).ok().stdout.lines().map(str::to_string).collect() };
+    let names = |args: &[&str]| -> Vec<String> {
+        lines(args).iter().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["Name"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(names(&["service", "ls", "--format", "json", "-f", "name=we"]), ["web"]);
+    assert_eq!(names(&["service", "ls", "--format", "json", "--filter", "mode=global"]), ["agent"]);
+    assert_eq!(names(&["service", "ls", "--format", "json", "-f", "label=tier=front"]), ["web"]);
+    assert_eq!(names(&["service", "ls", "--format", "json", "-f", "label=tier", "-f", "name=agent"]), Vec::<String>::new(), "keys AND");
+    assert_eq!(names(&["service", "ls", "--format", "json", "-f", "name=web", "-f", "name=agent"]), ["agent", "web"], "values OR");
+    let id = n.shoal(&["service", "ls", "-q", "-f", "name=web"]).ok().stdout.trim().to_string();
+    assert_eq!(lines(&["service", "ls", "-q", "-f", &format!("id={}", &id[..5])]), [id]);
+    let r = n.shoal(&["service", "ls", "-f", "mode=globl"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("invalid filter 'mode=globl': use replicated, global, replicated-job or global-job"), "{}", r.stderr);
+    let r = n.shoal(&["service", "ls", "-f", "color=red"]);
+    assert!(r.stderr.contains("invalid filter 'color': use id, name, label or mode"), "{}", r.stderr);
+
+    // Tasks: by name, and by desired state after a scale-down.
+    let running = |args: &[&str]| lines(args).len();
+    wait_for("3 tasks running", WAIT, || (running(&["node", "ps", "-q", "-f", "desired-state=running"]) == 3).then_some(()));
+    assert_eq!(names(&["node", "ps", "--format", "json", "-f", "name=web"]), ["web.1", "web.2"]);
+    assert_eq!(names(&["node", "ps", "self", "--format", "json", "-f", "name=agent"]).len(), 1);
+    let hostname = n.shoal(&["node", "inspect", "self", "--format", "json"]).ok().stdout;
+    let hostname =
+        serde_json::from_str::<serde_json::Value>(&hostname).unwrap()[0]["Description"]["Hostname"].as_str().unwrap().to_string();
+    assert_eq!(running(&["node", "ps", "-q", &hostname]), 3);
+    assert_eq!(running(&["service", "ps", "-q", "-f", &format!("node={hostname}"), "web"]), 2);
+    n.shoal(&["service", "scale", "-d", "web=1"]).ok();
+    wait_for("web.2 to be desired shutdown", WAIT, || {
+        (names(&["service", "ps", "--format", "json", "-f", "desired-state=shutdown", "web"]) == ["web.2"]).then_some(())
+    });
+    assert_eq!(names(&["service", "ps", "--format", "json", "-f", "desired-state=running", "web"]), ["web.1"]);
+    let r = n.shoal(&["node", "ps", "nosuchnode"]);
+    assert!(r.code != 0 && r.stderr.contains("node nosuchnode not found"), "{}", r.stderr);
+
+    // Nodes and secrets.
+    assert_eq!(running(&["node", "ls", "-q", "-f", "role=manager"]), 1);
+    assert_eq!(running(&["node", "ls", "-q", "-f", "role=worker"]), 0);
+    n.shoal_with(&["secret", "create", "-l", "env=prod", "db-pass", "-"], &[], "s3cret").ok();
+    n.shoal_with(&["secret", "create", "api-key", "-"], &[], "k").ok();
+    assert_eq!(running(&["secret", "ls", "-q", "-f", "label=env=prod"]), 1);
+    assert_eq!(running(&["secret", "ls", "-q", "-f", "name=api"]), 1);
+}
+
 /// `--user NAME` is resolved from the image's own /etc/passwd and
 /// /etc/group at task start, as Docker does; an unknown name fails the task
 /// with Docker's error instead of starting it as root.

@@ -32,6 +32,9 @@ pub(crate) enum FileCmd {
         /// Only display IDs.
         #[arg(short, long)]
         quiet: bool,
+        /// Filter output based on conditions provided (id, name, label).
+        #[arg(short, long)]
+        filter: Vec<String>,
         /// Output format: table or json.
         #[arg(long, default_value = "table")]
         format: String,
@@ -78,10 +81,19 @@ pub(crate) fn run(host: &str, kind: FileKind, cmd: FileCmd) -> anyhow::Result<()
             println!("{id}");
             Ok(())
         }
-        FileCmd::Ls { quiet, format } => {
+        FileCmd::Ls { quiet, filter, format } => {
             parse::check_format(&format)?;
+            let filters = super::filter::Filters::parse(&filter, &["id", "name", "label"])?;
             let Reply::Files(mut list) = call(host, Request::FileList { kind }, REPLY_MS_DEFAULT)? else { bail!("unexpected reply") };
             list.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+            list.retain(|f| {
+                filters.matches(|k, v| match k {
+                    "id" => f.id.starts_with(v),
+                    "name" => f.spec.name.starts_with(v),
+                    "label" => super::filter::label_matches(&f.spec.labels, v),
+                    _ => false,
+                })
+            });
             let mut t = match kind {
                 FileKind::Secret => Table::new(&["ID", "NAME", "DRIVER", "CREATED", "UPDATED"]),
                 FileKind::Config => Table::new(&["ID", "NAME", "CREATED", "UPDATED"]),

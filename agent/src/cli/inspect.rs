@@ -346,10 +346,7 @@ pub(crate) fn service_pretty(s: &Service) -> String {
 
 /// A node as `docker node inspect` prints it.
 pub(crate) fn node_json(n: &Node, leader: bool) -> Value {
-    let role = match n.role {
-        NodeRole::Manager => "manager",
-        NodeRole::Worker => "worker",
-    };
+    let role = n.role.as_str();
     let mut v = json!({
         "ID": n.id,
         "Version": {"Index": n.meta.version},

@@ -5,6 +5,7 @@
 //! to stderr and exit 1; usage errors exit 2 (clap's convention, as Docker's).
 
 mod files;
+mod filter;
 mod health;
 mod inspect;
 mod login;
@@ -127,6 +128,23 @@ enum NodeCmd {
     /// List nodes in the swarm.
     #[command(alias = "list")]
     Ls(ListArgs),
+    /// List tasks running on one or more nodes (default: this node).
+    Ps {
+        #[arg(short, long)]
+        quiet: bool,
+        /// Do not truncate output.
+        #[arg(long)]
+        no_trunc: bool,
+        /// Filter output based on conditions provided (id, name, node,
+        /// desired-state=running|shutdown|accepted).
+        #[arg(short, long)]
+        filter: Vec<String>,
+        /// Output format: table or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// Node ids, hostnames or `self`.
+        nodes: Vec<String>,
+    },
     /// Display detailed information on nodes (`self` is this node).
     Inspect {
         /// Print in a human-friendly format.
@@ -178,6 +196,12 @@ pub(crate) struct ListArgs {
     /// Only display IDs.
     #[arg(short, long)]
     pub(crate) quiet: bool,
+    /// Filter output based on conditions provided (KEY=VALUE).
+    #[arg(short, long)]
+    pub(crate) filter: Vec<String>,
+    /// Do not truncate output.
+    #[arg(long)]
+    pub(crate) no_trunc: bool,
     /// Output format: table or json.
     #[arg(long, default_value = "table")]
     pub(crate) format: String,
@@ -314,11 +338,26 @@ fn version(host: &str) -> anyhow::Result<()> {
 
 fn node(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
     match cmd {
-        NodeCmd::Ls(ListArgs { quiet, format }) => {
+        NodeCmd::Ls(ListArgs { quiet, format, filter, no_trunc: _ }) => {
+            let filters = filter::Filters::parse(&filter, &["id", "name", "role", "membership", "label", "node.label"])?;
+            filter::check_values(&filters, "role", &["manager", "worker"])?;
+            filter::check_values(&filters, "membership", &["accepted", "pending"])?;
             let Reply::Nodes { mut nodes, self_id, leader_id, reachable, autopilot } = call(host, Request::NodeList, REPLY_MS_DEFAULT)?
             else {
                 bail!("unexpected reply")
             };
+            // Docker's node filters; Shoal nodes have no engine labels, so
+            // `label=` matches none (`node.label=` is the node's own labels).
+            nodes.retain(|n| {
+                filters.matches(|k, v| match k {
+                    "id" => n.id.starts_with(v),
+                    "name" => n.description.hostname.starts_with(v),
+                    "role" => n.role.as_str() == v,
+                    "membership" => v == "accepted",
+                    "node.label" => filter::label_matches(&n.labels, v),
+                    _ => false,
+                })
+            });
             nodes.sort_by(|a, b| a.description.hostname.cmp(&b.description.hostname).then(a.id.cmp(&b.id)));
             parse::check_format(&format)?;
             let mut t = Table::new(&["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION"]);
@@ -395,6 +434,9 @@ fn node(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
                 println!("{}", output::pretty_json(&out));
             }
             Ok(())
+        }
+        NodeCmd::Ps { quiet, no_trunc, filter, format, nodes } => {
+            service::node_ps(host, &nodes, &filter, service::TaskOutput { quiet, no_trunc, format: &format })
         }
         NodeCmd::Promote { nodes } => swarm::set_role(host, nodes, NodeRole::Manager),
         NodeCmd::Demote { nodes } => swarm::set_role(host, nodes, NodeRole::Worker),

@@ -4,6 +4,7 @@
 //! overlay network from the manager. Docker's `bridge` does not exist in
 //! Shoal and is not shown.
 
+use super::filter::Filters;
 use super::output::{rfc3339, Table};
 use super::{call, parse};
 use crate::client::REPLY_MS_DEFAULT;
@@ -189,48 +190,31 @@ fn row_of(d: &NetworkDetail) -> Row {
 }
 
 /// Docker's `network ls` filters: `name=` (substring), `id=` (prefix),
-/// `driver=`, `scope=`, `label=KEY` or `label=KEY=VALUE`; filters of one
-/// key are ORed, different keys ANDed.
-fn matches(r: &Row, filters: &[(String, String)]) -> anyhow::Result<bool> {
-    let mut by_key: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (k, v) in filters {
-        by_key.entry(k.as_str()).or_default().push(v.as_str());
-    }
-    for (k, values) in by_key {
-        let hit = |v: &&str| match k {
-            "name" => r.name.contains(*v),
-            "id" => r.id.starts_with(*v),
-            "driver" => r.driver == *v,
-            "scope" => r.scope == *v,
-            "label" => match v.split_once('=') {
-                Some((lk, lv)) => r.labels.get(lk).is_some_and(|x| x == lv),
-                None => r.labels.contains_key(*v),
-            },
-            _ => false,
-        };
-        if !["name", "id", "driver", "scope", "label"].contains(&k) {
-            bail!("invalid filter '{k}': use name, id, driver, scope or label");
-        }
-        if !values.iter().any(hit) {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+/// `driver=`, `scope=`, `type=builtin|custom`, `label=KEY` or
+/// `label=KEY=VALUE`; filters of one key are ORed, different keys ANDed.
+fn matches(r: &Row, filters: &Filters) -> bool {
+    filters.matches(|k, v| match k {
+        "name" => r.name.contains(v),
+        "id" => r.id.starts_with(v),
+        "driver" => r.driver == v,
+        "scope" => r.scope == v,
+        // Docker's predefined networks (moby's IsPreDefinedNetwork).
+        "type" => (v == "builtin") == ["bridge", "host", "none", "ingress"].contains(&r.name.as_str()),
+        "label" => super::filter::label_matches(&r.labels, v),
+        _ => false,
+    })
 }
 
 fn ls(host: &str, a: LsArgs) -> anyhow::Result<()> {
     parse::check_format(&a.format)?;
-    let mut filters = Vec::new();
-    for f in &a.filter {
-        let (k, v) = f.split_once('=').ok_or_else(|| anyhow::anyhow!("bad format of filter {f:?} (expected name=value)"))?;
-        filters.push((k.to_string(), v.to_string()));
-    }
+    let filters = Filters::parse(&a.filter, &["name", "id", "driver", "scope", "type", "label"])?;
+    super::filter::check_values(&filters, "type", &["builtin", "custom"])?;
     let Reply::Networks(swarm) = call(host, Request::NetworkList, REPLY_MS_DEFAULT)? else { bail!("unexpected reply") };
     let mut rows: Vec<Row> = swarm.iter().map(row_of).chain(predefined_rows()).collect();
     rows.sort_by(|x, y| x.name.cmp(&y.name).then(x.id.cmp(&y.id)));
     let mut t = Table::new(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"]);
     for r in rows {
-        if !matches(&r, &filters)? {
+        if !matches(&r, &filters) {
             continue;
         }
         let id = if a.no_trunc { r.id.clone() } else { r.id.chars().take(12).collect() };
@@ -373,13 +357,17 @@ mod tests {
             labels: [("env".to_string(), "edge".to_string())].into_iter().collect(),
             created_at: 1,
         };
-        let f = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
-        assert!(matches(&row, &f(&[("name", "swarm")])).unwrap());
-        assert!(matches(&row, &f(&[("name", "nope"), ("name", "my")])).unwrap(), "one key ORs");
-        assert!(!matches(&row, &f(&[("name", "my"), ("driver", "host")])).unwrap(), "keys AND");
-        assert!(matches(&row, &f(&[("label", "env"), ("scope", "swarm"), ("id", "abc")])).unwrap());
-        assert!(!matches(&row, &f(&[("label", "env=cloud")])).unwrap());
-        assert!(matches(&row, &f(&[("colour", "x")])).is_err());
+        let f = |pairs: &[(&str, &str)]| {
+            let args: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            Filters::parse(&args, &["name", "id", "driver", "scope", "type", "label"])
+        };
+        assert!(matches(&row, &f(&[("name", "swarm")]).unwrap()));
+        assert!(matches(&row, &f(&[("name", "nope"), ("name", "my")]).unwrap()), "one key ORs");
+        assert!(!matches(&row, &f(&[("name", "my"), ("driver", "host")]).unwrap()), "keys AND");
+        assert!(matches(&row, &f(&[("label", "env"), ("scope", "swarm"), ("id", "abc"), ("type", "custom")]).unwrap()));
+        assert!(!matches(&row, &f(&[("label", "env=cloud")]).unwrap()));
+        assert!(!matches(&row, &f(&[("type", "builtin")]).unwrap()));
+        assert!(f(&[("colour", "x")]).is_err());
         assert_eq!(
             predefined_rows().iter().map(|r| (r.name.as_str(), r.driver.as_str())).collect::<Vec<_>>(),
             [("host", "host"), ("none", "null")]

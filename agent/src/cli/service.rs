@@ -17,6 +17,7 @@
 //! an error, and an automatic rollback is announced (`rollback: ...`) and
 //! ends in an error once it has completed.
 
+use super::filter::{self, Filters};
 use super::output::{ago, image_shown, trunc, Table};
 use super::{call, inspect, parse, update};
 use crate::client::REPLY_MS_DEFAULT;
@@ -55,6 +56,10 @@ pub(crate) enum ServiceCmd {
         /// Do not truncate output.
         #[arg(long)]
         no_trunc: bool,
+        /// Filter output based on conditions provided (id, name, node,
+        /// desired-state=running|shutdown|accepted).
+        #[arg(short, long)]
+        filter: Vec<String>,
         #[arg(long, default_value = "table")]
         format: String,
         service: String,
@@ -278,8 +283,8 @@ impl ResourceArgs {
 pub(crate) fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
     match cmd {
         ServiceCmd::Create(a) => create(host, a),
-        ServiceCmd::Ls(a) => ls(host, a.quiet, &a.format),
-        ServiceCmd::Ps { quiet, no_trunc, format, service } => ps(host, &service, quiet, no_trunc, &format),
+        ServiceCmd::Ls(a) => ls(host, &a),
+        ServiceCmd::Ps { quiet, no_trunc, filter, format, service } => ps(host, &service, quiet, no_trunc, &filter, &format),
         ServiceCmd::Inspect { pretty, format, services } => {
             if format != "json" {
                 bail!("unsupported --format {format:?} for inspect: use json (or --pretty)");
@@ -410,6 +415,24 @@ fn create(host: &str, a: CreateArgs) -> anyhow::Result<()> {
 
 /// A service's tasks, the nodes, and the image pulls of its preparing tasks by task id.
 type Listed = (Service, Vec<Task>, Vec<Node>, BTreeMap<String, shoal_shared::api::PullProgress>);
+
+/// Docker's task filters (`service ps`, `node ps`): `id` a prefix, `name`
+/// a prefix of the task's name (`web.1`), `node` a node's id or hostname,
+/// `desired-state` running (Docker counts Ready as running), shutdown
+/// (everything past Running), or accepted.
+pub(crate) fn task_matches(filters: &Filters, t: &Task, service_name: &str, hostnames: &BTreeMap<&str, &str>) -> bool {
+    filters.matches(|k, v| match k {
+        "id" => t.id.starts_with(v),
+        "name" => format!("{service_name}.{}", crate::daemon::service::slot_name(t)).starts_with(v),
+        "node" => t.node_id == v || hostnames.get(t.node_id.as_str()).is_some_and(|h| *h == v),
+        "desired-state" => match v {
+            "running" => matches!(t.desired_state, TaskState::Running | TaskState::Ready),
+            "shutdown" => t.desired_state > TaskState::Running,
+            _ => t.desired_state == TaskState::Accepted,
+        },
+        _ => false,
+    })
+}
 
 fn fetch_tasks(host: &str, service: &str) -> anyhow::Result<Listed> {
     match call(host, Request::TaskList { service: service.to_string() }, REPLY_MS_DEFAULT)? {
@@ -703,10 +726,23 @@ pub(crate) fn progress(host: &str, service: &str, timeout_ms: u64, watch: Watch)
     }
 }
 
-fn ls(host: &str, quiet: bool, format: &str) -> anyhow::Result<()> {
+fn ls(host: &str, a: &super::ListArgs) -> anyhow::Result<()> {
+    let (quiet, format) = (a.quiet, a.format.as_str());
     parse::check_format(format)?;
+    let filters = Filters::parse(&a.filter, &["id", "name", "label", "mode"])?;
+    filter::check_values(&filters, "mode", &["replicated", "global", "replicated-job", "global-job"])?;
     let Reply::Services(mut list) = call(host, Request::ServiceList, REPLY_MS_DEFAULT)? else { bail!("unexpected reply") };
     list.sort_by(|a, b| a.service.spec.name.cmp(&b.service.spec.name));
+    // Docker's service filters: id and name are prefixes.
+    list.retain(|s| {
+        filters.matches(|k, v| match k {
+            "id" => s.service.id.starts_with(v),
+            "name" => s.service.spec.name.starts_with(v),
+            "label" => filter::label_matches(&s.service.spec.labels, v),
+            "mode" => s.service.spec.mode.as_str() == v.replace('-', " "),
+            _ => false,
+        })
+    });
     let mut t = Table::new(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]);
     for s in &list {
         let spec = &s.service.spec;
@@ -731,7 +767,8 @@ fn ls(host: &str, quiet: bool, format: &str) -> anyhow::Result<()> {
                 serde_json::json!({"ID": short_id(&s.service.id), "Image": image, "Mode": mode, "Name": spec.name, "Ports": ports, "Replicas": replicas})
             );
         } else {
-            t.row(vec![short_id(&s.service.id), spec.name.clone(), mode.into(), replicas, image.into(), ports]);
+            let id = if a.no_trunc { s.service.id.clone() } else { short_id(&s.service.id) };
+            t.row(vec![id, spec.name.clone(), mode.into(), replicas, image.into(), ports]);
         }
     }
     if !quiet && format != "json" {
@@ -740,61 +777,126 @@ fn ls(host: &str, quiet: bool, format: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ps(host: &str, service: &str, quiet: bool, no_trunc: bool, format: &str) -> anyhow::Result<()> {
+fn ps(host: &str, service: &str, quiet: bool, no_trunc: bool, filter: &[String], format: &str) -> anyhow::Result<()> {
     parse::check_format(format)?;
-    let (svc, tasks, nodes, _) = fetch_tasks(host, service)?;
+    let filters = task_filters(filter)?;
+    let (svc, mut tasks, nodes, _) = fetch_tasks(host, service)?;
     let hostnames: BTreeMap<&str, &str> = nodes.iter().map(|n| (n.id.as_str(), n.description.hostname.as_str())).collect();
-    // Group by slot; newest first within a slot, history indented under it.
-    let mut by_slot: BTreeMap<String, Vec<&Task>> = BTreeMap::new();
-    for t in &tasks {
-        let key = slot_key(t);
-        by_slot.entry(key).or_default().push(t);
-    }
+    tasks.retain(|t| task_matches(&filters, t, &svc.spec.name, &hostnames));
+    print_tasks(&[(&svc, tasks.iter().collect())], &hostnames, TaskOutput { quiet, no_trunc, format })
+}
+
+/// `service ps` and `node ps` filters.
+pub(crate) fn task_filters(filter: &[String]) -> anyhow::Result<Filters> {
+    let filters = Filters::parse(filter, &["id", "name", "node", "desired-state"])?;
+    filter::check_values(&filters, "desired-state", &["running", "shutdown", "accepted"])?;
+    Ok(filters)
+}
+
+/// How `service ps` and `node ps` print.
+#[derive(Clone, Copy)]
+pub(crate) struct TaskOutput<'a> {
+    pub(crate) quiet: bool,
+    pub(crate) no_trunc: bool,
+    pub(crate) format: &'a str,
+}
+
+/// Docker's task table: per service, per slot, newest first, history
+/// indented under it (` \_ web.1`).
+pub(crate) fn print_tasks(services: &[(&Service, Vec<&Task>)], hostnames: &BTreeMap<&str, &str>, o: TaskOutput<'_>) -> anyhow::Result<()> {
     let mut t = Table::new(&["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR", "PORTS"]);
-    // Host-mode ports belong to the running tasks that publish them (Docker's PORTS column).
-    let host_ports: Vec<String> = svc
-        .spec
-        .ports
-        .iter()
-        .filter(|p| !p.is_ingress())
-        .map(|p| format!("*:{}->{}/{}", p.published_port, p.target_port, p.protocol))
-        .collect();
-    let host_ports = host_ports.join(",");
-    for group in by_slot.values_mut() {
-        group.sort_by(|a, b| b.meta.created_at.cmp(&a.meta.created_at).then(b.id.cmp(&a.id)));
-        for (i, task) in group.iter().enumerate() {
-            let id = if no_trunc { task.id.clone() } else { short_id(&task.id) };
-            if quiet {
-                println!("{id}");
-                continue;
-            }
-            let slot = if task.slot > 0 { task.slot.to_string() } else { task.node_id.clone() };
-            let name = format!("{}.{}", svc.spec.name, slot);
-            let name = if i == 0 { name } else { format!(" \\_ {name}") };
-            let node = hostnames.get(task.node_id.as_str()).copied().unwrap_or("").to_string();
-            let current = format!("{} {}", task.status.state, ago(task.status.timestamp));
-            let err = match (&task.status.err, no_trunc) {
-                (e, _) if e.is_empty() => String::new(),
-                // Quoted either way, as Docker's task formatter.
-                (e, true) => format!("\"{e}\""),
-                (e, false) => format!("\"{}\"", trunc(e, 29)),
-            };
-            let image = image_shown(&task.spec.container.image).to_string();
-            let ports = if task.status.state == TaskState::Running { host_ports.clone() } else { String::new() };
-            if format == "json" {
-                println!(
-                    "{}",
-                    serde_json::json!({"CurrentState": current, "DesiredState": task.desired_state.as_str(), "Error": task.status.err, "ID": id, "Image": image, "Name": name.trim_start_matches(" \\_ "), "Node": node, "Ports": ports})
-                );
-            } else {
-                t.row(vec![id, name, image, node, task.desired_state.to_string(), current, err, ports]);
+    for (svc, tasks) in services {
+        // Group by slot; newest first within a slot.
+        let mut by_slot: BTreeMap<String, Vec<&Task>> = BTreeMap::new();
+        for t in tasks {
+            by_slot.entry(slot_key(t)).or_default().push(t);
+        }
+        // Host-mode ports belong to the running tasks that publish them (Docker's PORTS column).
+        let host_ports: Vec<String> = svc
+            .spec
+            .ports
+            .iter()
+            .filter(|p| !p.is_ingress())
+            .map(|p| format!("*:{}->{}/{}", p.published_port, p.target_port, p.protocol))
+            .collect();
+        let host_ports = host_ports.join(",");
+        for group in by_slot.values_mut() {
+            group.sort_by(|a, b| b.meta.created_at.cmp(&a.meta.created_at).then(b.id.cmp(&a.id)));
+            for (i, task) in group.iter().enumerate() {
+                let id = if o.no_trunc { task.id.clone() } else { short_id(&task.id) };
+                if o.quiet {
+                    println!("{id}");
+                    continue;
+                }
+                let name = format!("{}.{}", svc.spec.name, crate::daemon::service::slot_name(task));
+                let name = if i == 0 { name } else { format!(" \\_ {name}") };
+                let node = hostnames.get(task.node_id.as_str()).copied().unwrap_or("").to_string();
+                let current = format!("{} {}", task.status.state, ago(task.status.timestamp));
+                let err = match (&task.status.err, o.no_trunc) {
+                    (e, _) if e.is_empty() => String::new(),
+                    // Quoted either way, as Docker's task formatter.
+                    (e, true) => format!("\"{e}\""),
+                    (e, false) => format!("\"{}\"", trunc(e, 29)),
+                };
+                let image = image_shown(&task.spec.container.image).to_string();
+                let ports = if task.status.state == TaskState::Running { host_ports.clone() } else { String::new() };
+                if o.format == "json" {
+                    println!(
+                        "{}",
+                        serde_json::json!({"CurrentState": current, "DesiredState": task.desired_state.as_str(), "Error": task.status.err, "ID": id, "Image": image, "Name": name.trim_start_matches(" \\_ "), "Node": node, "Ports": ports})
+                    );
+                } else {
+                    t.row(vec![id, name, image, node, task.desired_state.to_string(), current, err, ports]);
+                }
             }
         }
     }
-    if !quiet && format != "json" {
+    if !o.quiet && o.format != "json" {
         print!("{}", t.render());
     }
     Ok(())
+}
+
+/// `node ps [NODE...]`: the tasks on nodes (`self` by default), gathered
+/// service by service (one `service ps` call each).
+pub(crate) fn node_ps(host: &str, nodes: &[String], filter: &[String], o: TaskOutput<'_>) -> anyhow::Result<()> {
+    parse::check_format(o.format)?;
+    let filters = task_filters(filter)?;
+    let Reply::Nodes { nodes: all, self_id, .. } = call(host, Request::NodeList, REPLY_MS_DEFAULT)? else { bail!("unexpected reply") };
+    let wanted = if nodes.is_empty() { vec!["self".to_string()] } else { nodes.to_vec() };
+    let mut ids = Vec::new();
+    for w in &wanted {
+        let id = if w == "self" {
+            self_id.clone()
+        } else {
+            let hits: Vec<&Node> =
+                all.iter().filter(|n| n.id == *w || n.description.hostname == *w || n.id.starts_with(w.as_str())).collect();
+            match hits.as_slice() {
+                [one] => one.id.clone(),
+                [] => bail!("node {w} not found"),
+                _ => match hits.iter().find(|n| n.id == *w || n.description.hostname == *w) {
+                    Some(n) => n.id.clone(),
+                    None => bail!("node {w} is ambiguous ({} matches)", hits.len()),
+                },
+            }
+        };
+        ids.push(id);
+    }
+    let hostnames: BTreeMap<&str, &str> = all.iter().map(|n| (n.id.as_str(), n.description.hostname.as_str())).collect();
+    let Reply::Services(mut list) = call(host, Request::ServiceList, REPLY_MS_DEFAULT)? else { bail!("unexpected reply") };
+    list.sort_by(|a, b| a.service.spec.name.cmp(&b.service.spec.name));
+    let mut fetched = Vec::new();
+    for s in &list {
+        // A service removed between the two calls is skipped.
+        let Ok((svc, tasks, _, _)) = fetch_tasks(host, &s.service.id) else {
+            continue;
+        };
+        let tasks: Vec<Task> =
+            tasks.into_iter().filter(|t| ids.contains(&t.node_id) && task_matches(&filters, t, &svc.spec.name, &hostnames)).collect();
+        fetched.push((svc, tasks));
+    }
+    let refs: Vec<(&Service, Vec<&Task>)> = fetched.iter().map(|(s, ts)| (s, ts.iter().collect())).collect();
+    print_tasks(&refs, &hostnames, o)
 }
 
 /// `service logs`: asks the manager for the log bytes after `cursor` (all

@@ -680,10 +680,7 @@ fn role(s: &str) -> Result<NodeRole, String> {
 }
 
 fn role_name(role: NodeRole) -> &'static str {
-    match role {
-        NodeRole::Worker => "worker",
-        NodeRole::Manager => "manager",
-    }
+    role.as_str()
 }
 
 /// Docker's `swarm init` text.
