@@ -493,7 +493,9 @@ fn frame(
     let mut slots: BTreeMap<String, &Task> = BTreeMap::new();
     // The newest error of each slot, shown while its current task is not up yet.
     let mut errors: BTreeMap<String, &str> = BTreeMap::new();
-    for t in tasks {
+    let mut by_age: Vec<&Task> = tasks.iter().collect();
+    by_age.sort_by_key(|t| (t.meta.created_at, t.status.timestamp));
+    for t in by_age {
         let key = slot_key(t);
         if !t.status.err.is_empty() {
             errors.insert(key.clone(), &t.status.err);
@@ -520,7 +522,7 @@ fn frame(
         let state = t.status.state;
         let pulling = pulls.get(&t.id).filter(|_| state < TaskState::Starting).and_then(super::pull::pull_summary);
         match (errors.get(key), pulling) {
-            (Some(err), _) if state != TaskState::Running => lines.push(format!("{label}: {err}")),
+            (Some(err), _) if state != TaskState::Running => lines.push(format!("{label}: {}", trunc_error(err))),
             (_, Some(pull)) => lines.push(format!("{label}: {:<9} {pull}", state.as_lower())),
             _ => lines.push(format!("{label}: {:<9} {}", state.as_lower(), bar(state))),
         }
@@ -545,6 +547,17 @@ fn frame(
 /// `active tasks: R out of M tasks`, a line per slot of the current
 /// iteration; done once every slot completed. A slot whose task failed and
 /// will not run again (still its slot's task) is reported as failed.
+/// An error on one progress line, as Swarm's `truncError`: newlines made
+/// spaces, at most 75 characters.
+fn trunc_error(err: &str) -> String {
+    let one_line = err.replace('\n', " ");
+    if one_line.chars().count() > 75 {
+        format!("{}…", one_line.chars().take(74).collect::<String>())
+    } else {
+        one_line
+    }
+}
+
 /// A progress map's key for a task's slot: zero-padded slot numbers sort in
 /// order; a global service's slot is its node.
 fn slot_key(t: &Task) -> String {
@@ -966,6 +979,48 @@ pub(crate) fn short_id(id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slot_shows_its_newest_error_until_its_task_runs() {
+        use shoal_shared::types::{Meta, TaskStatus};
+        let svc = Service {
+            id: "s".into(),
+            meta: Meta::default(),
+            spec: ServiceSpec::new("web", "busybox"),
+            previous_spec: None,
+            update_status: None,
+            endpoint: Default::default(),
+        };
+        let task = |id: &str, created: u64, state: TaskState, desired: TaskState, err: &str| {
+            let mut status = TaskStatus::new(state, created, "x");
+            status.err = err.into();
+            Task {
+                id: id.into(),
+                meta: Meta { created_at: created, ..Meta::default() },
+                service_id: "s".into(),
+                slot: 1,
+                node_id: "n".into(),
+                spec: svc.spec.task.clone(),
+                service_version: 1,
+                desired_state: desired,
+                status,
+                not_before: 0,
+                attempt: 0,
+                networks: Vec::new(),
+            }
+        };
+        // Listed newest first: the newest error still wins.
+        let tasks = [
+            task("c", 30, TaskState::Pending, TaskState::Running, ""),
+            task("a", 10, TaskState::Failed, TaskState::Shutdown, "task: non-zero exit (2)"),
+            task("b", 20, TaskState::Failed, TaskState::Shutdown, &format!("task: non-zero exit (1)\n{}", "x".repeat(100))),
+        ];
+        let (lines, done) = frame(&svc, &tasks, &BTreeMap::new(), 0, &Watch::default(), None);
+        assert!(!done);
+        let want = format!("1/1: task: non-zero exit (1) {}…", "x".repeat(74 - 24));
+        assert_eq!(lines, ["overall progress: 0 out of 1 tasks".to_string(), want]);
+        assert_eq!(trunc_error("short"), "short");
+    }
 
     #[test]
     fn bars_fill_with_state() {
