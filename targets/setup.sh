@@ -4,10 +4,11 @@
 # skopeo, docker-registry, iproute2, iptables, nftables (the data path's
 # rules), conntrack (dropping flows of tasks that left), tcpdump (the
 # encrypted overlay test captures the wire), openssl and apache2-utils'
-# htpasswd (the HTTPS and basic-auth registry tests), and a Rust toolchain.
+# htpasswd (the HTTPS and basic-auth registry tests), systemd-analyze (the
+# device installer's unit is verified), and a Rust toolchain.
 set -euo pipefail
 need=()
-for pair in containerd:containerd runc:runc busybox:busybox-static protoc:protobuf-compiler skopeo:skopeo docker-registry:docker-registry ip:iproute2 iptables:iptables nft:nftables conntrack:conntrack tcpdump:tcpdump openssl:openssl htpasswd:apache2-utils; do
+for pair in containerd:containerd runc:runc busybox:busybox-static protoc:protobuf-compiler skopeo:skopeo docker-registry:docker-registry ip:iproute2 iptables:iptables nft:nftables conntrack:conntrack tcpdump:tcpdump openssl:openssl htpasswd:apache2-utils systemd-analyze:systemd; do
   bin=${pair%%:*} pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done
