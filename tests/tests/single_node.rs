@@ -318,6 +318,27 @@ fn filters_and_node_ps() {
     n.shoal_with(&["secret", "create", "api-key", "-"], &[], "k").ok();
     assert_eq!(running(&["secret", "ls", "-q", "-f", "label=env=prod"]), 1);
     assert_eq!(running(&["secret", "ls", "-q", "-f", "name=api"]), 1);
+
+    // `shoal inspect` finds any kind of object by name or id.
+    let inspect = |args: &[&str]| -> (i32, serde_json::Value, String) {
+        let r = n.shoal(args);
+        (r.code, serde_json::from_str(&r.stdout).unwrap_or_default(), r.stderr)
+    };
+    let (code, v, _) = inspect(&["inspect", "web", "self", "db-pass", "ingress"]);
+    assert_eq!(code, 0);
+    assert_eq!(v[0]["Spec"]["Name"], "web");
+    assert_eq!(v[1]["Description"]["Hostname"], hostname.as_str());
+    assert_eq!(v[2]["Spec"]["Name"], "db-pass");
+    assert!(v[2]["Spec"].get("Data").is_none(), "secret data is never shown: {}", v[2]);
+    let task_id = lines(&["service", "ps", "-q", "--no-trunc", "-f", "desired-state=running", "web"]).remove(0);
+    let (_, v, _) = inspect(&["inspect", "--type", "task", &task_id[..8]]);
+    assert_eq!((v[0]["ID"].as_str(), v[0]["DesiredState"].as_str()), (Some(task_id.as_str()), Some("running")));
+    let (code, v, err) = inspect(&["inspect", "nosuch", "web"]);
+    assert_eq!(code, 1);
+    assert_eq!(v.as_array().map(Vec::len), Some(1), "what was found is still printed");
+    assert!(err.contains("Error: No such object: nosuch"), "{err}");
+    let (code, _, err) = inspect(&["inspect", "--type", "volume", "web"]);
+    assert!(code != 0 && err.contains("unknown --type \"volume\": use service, node, network, task, secret, config"), "{err}");
 }
 
 /// `--user NAME` is resolved from the image's own /etc/passwd and

@@ -152,7 +152,7 @@ pub(crate) fn run(host: &str, kind: FileKind, cmd: FileCmd) -> anyhow::Result<()
 }
 
 /// Docker's inspect JSON; a config's data in `Spec.Data` (base64), a secret's never.
-fn inspect_json(kind: FileKind, f: &StoredFile) -> serde_json::Value {
+pub(crate) fn inspect_json(kind: FileKind, f: &StoredFile) -> serde_json::Value {
     let mut spec = json!({"Name": f.spec.name, "Labels": f.spec.labels});
     if kind == FileKind::Config {
         spec["Data"] = json!(super::login::base64_encode(&f.spec.data));

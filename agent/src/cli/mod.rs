@@ -10,6 +10,7 @@ mod health;
 mod inspect;
 mod login;
 mod network;
+mod object;
 mod output;
 mod parse;
 mod pull;
@@ -72,6 +73,18 @@ enum Command {
     Login(login::LoginArgs),
     /// Log out from a registry.
     Logout(login::LogoutArgs),
+    /// Return low-level information on swarm objects (services, nodes,
+    /// networks, tasks, secrets, configs).
+    Inspect {
+        /// Only this kind: service, node, network, task, secret or config.
+        #[arg(long = "type")]
+        kind: Option<String>,
+        /// Output format: json (the default).
+        #[arg(short, long, default_value = "json")]
+        format: String,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
     /// Copy a task's output to its log file (run by containerd's shim, see `logdriver`).
     #[command(name = "log-driver", hide = true)]
     LogDriver { log_path: PathBuf },
@@ -250,6 +263,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Image(cmd) => image(&cli.host, cmd),
         Command::Login(a) => login::login(&cli.host, a),
         Command::Logout(a) => login::logout(a),
+        Command::Inspect { kind, format, names } => object::run(&cli.host, kind, &format, names),
         Command::LogDriver { log_path } => Ok(crate::logdriver::run(&log_path)?),
     }
 }

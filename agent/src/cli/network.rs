@@ -249,6 +249,20 @@ fn predefined_json(r: &Row) -> Value {
 
 /// `network inspect` of a swarm network: Docker's JSON, plus
 /// `ShoalWarnings` for what is stored but not in effect.
+/// `key` as `shoal inspect` shows a network; `None` when there is none.
+pub(crate) fn inspect_value(host: &str, key: &str) -> anyhow::Result<Option<Value>> {
+    if let Some(row) = predefined(key) {
+        return Ok(Some(predefined_json(&row)));
+    }
+    let client = crate::client::Client::connect(host)?.call(&Request::NetworkInspect { network: key.into() }, REPLY_MS_DEFAULT)?;
+    match client {
+        Reply::Networks(found) => Ok(found.first().map(|d| network_json(d, false))),
+        Reply::Error { kind: shoal_shared::api::ErrorKind::NotFound, .. } => Ok(None),
+        Reply::Error { message, .. } => bail!("{message}"),
+        r => bail!("unexpected reply: {r:?}"),
+    }
+}
+
 fn network_json(d: &NetworkDetail, verbose: bool) -> Value {
     let n = &d.network;
     let mut options: BTreeMap<String, String> = n.spec.options.clone();
