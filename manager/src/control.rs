@@ -159,6 +159,26 @@ pub fn validate_spec(spec: &ServiceSpec) -> Result<(), ControlError> {
     // The one placement parser: what passes here is what the scheduler can read.
     ValidPlacement::parse(&spec.task.placement).map_err(|e| ControlError::Invalid(e.to_string()))?;
     validate_ports(spec)?;
+    for m in &c.mounts {
+        match m.kind {
+            shoal_shared::types::MountKind::Volume if !shoal_shared::types::valid_volume_name(&m.source) => {
+                return Err(ControlError::Invalid(format!(
+                    "invalid mount config for type \"volume\": invalid volume name {:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit",
+                    m.source
+                )));
+            }
+            shoal_shared::types::MountKind::Bind if !m.source.starts_with('/') => {
+                return Err(ControlError::Invalid(format!(
+                    "invalid mount config for type \"bind\": invalid mount path: {:?} mount path must be absolute",
+                    m.source
+                )));
+            }
+            _ => {}
+        }
+        if !m.target.starts_with('/') {
+            return Err(ControlError::Invalid(format!("invalid mount target {:?}: must be an absolute path", m.target)));
+        }
+    }
     for e in &spec.task.container.env {
         if e.is_empty() || e.starts_with('=') {
             return Err(ControlError::Invalid(format!("invalid environment variable {e:?}: use KEY=VALUE")));
@@ -1277,6 +1297,24 @@ mod tests {
         }
         assert_eq!(s.services.len(), 1);
         assert!(s.find_service("web").unwrap().spec.task.placement.constraints.is_empty());
+    }
+
+    #[test]
+    fn volume_names_never_leave_the_volumes_dir() {
+        use shoal_shared::types::{Mount, MountKind};
+        let spec = |kind, source: &str, target: &str| {
+            let mut s = ServiceSpec::new("web", "busybox");
+            s.task.container.mounts = vec![Mount { kind, source: source.into(), target: target.into(), read_only: false }];
+            validate_spec(&s).map_err(|e| e.to_string())
+        };
+        assert_eq!(spec(MountKind::Volume, "data-1.v_2", "/d"), Ok(()));
+        assert_eq!(spec(MountKind::Bind, "/srv", "/d"), Ok(()));
+        for bad in ["../../etc", "a/b", ".hidden", "", "x\0y"] {
+            let e = spec(MountKind::Volume, bad, "/d").unwrap_err();
+            assert!(e.contains("invalid volume name"), "{bad:?}: {e}");
+        }
+        assert!(spec(MountKind::Bind, "srv", "/d").unwrap_err().contains("mount path must be absolute"));
+        assert!(spec(MountKind::Volume, "v", "d").unwrap_err().contains("must be an absolute path"));
     }
 
     #[test]

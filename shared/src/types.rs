@@ -136,6 +136,17 @@ pub struct Mount {
     pub read_only: bool,
 }
 
+/// Docker's volume name rule, `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 255
+/// bytes: a volume is one directory under a node's `volumes/`, never a path
+/// (`..` or `/` would reach outside it).
+pub fn valid_volume_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 255
+        && b[0].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
 /// Mount kinds, as Swarm's `--mount type=`. Append only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MountKind {

@@ -324,6 +324,10 @@ pub(crate) fn start_spec(
     for m in &c.mounts {
         let source = match m.kind {
             MountKind::Volume => {
+                // Checked by the manager too; a spec from anywhere never escapes `volumes/`.
+                if !shoal_shared::types::valid_volume_name(&m.source) {
+                    return Err(RuntimeError::Start(format!("invalid volume name {:?}", m.source)));
+                }
                 let dir = data_dir.join("volumes").join(&m.source).join("_data");
                 std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::Start(format!("cannot create volume {}: {e}", m.source)))?;
                 dir
