@@ -5,13 +5,16 @@
 # rules), conntrack (dropping flows of tasks that left), tcpdump (the
 # encrypted overlay test captures the wire), openssl and apache2-utils'
 # htpasswd (the HTTPS and basic-auth registry tests), systemd-analyze (the
-# device installer's unit is verified), and a Rust toolchain.
+# device installer's unit is verified), python3-prometheus-client (the
+# metrics text is checked by Prometheus' parser), and a Rust toolchain.
 set -euo pipefail
 need=()
 for pair in containerd:containerd runc:runc busybox:busybox-static protoc:protobuf-compiler skopeo:skopeo docker-registry:docker-registry ip:iproute2 iptables:iptables nft:nftables conntrack:conntrack tcpdump:tcpdump openssl:openssl htpasswd:apache2-utils systemd-analyze:systemd; do
   bin=${pair%%:*} pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done
+# The metrics test reads the text with Prometheus' own Python parser.
+/usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || need+=(python3-prometheus-client)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
   apt-get update -qq

@@ -37,6 +37,21 @@ pub const WRITE_BATCH_BYTES: usize = 256 * 1024;
 /// Events the loop may queue before it stops reading.
 pub const EVENT_QUEUE_MAX: usize = 64;
 
+/// Bytes written to and read from every swarm link of this process (the
+/// metrics endpoint's counters).
+static LINK_BYTES_SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static LINK_BYTES_RECEIVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// `(sent, received)` bytes on swarm links since the process started.
+pub fn link_bytes() -> (u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    (LINK_BYTES_SENT.load(Relaxed), LINK_BYTES_RECEIVED.load(Relaxed))
+}
+
+fn count(counter: &std::sync::atomic::AtomicU64, n: usize) {
+    counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// What the application asks of a running link.
 #[derive(Debug)]
 pub enum Command {
@@ -215,7 +230,7 @@ pub async fn handshake(mut stream: &Async<TcpStream>, link: &mut Link, origin: I
                 })
                 .await;
             match wrote {
-                Some(Ok(())) => {}
+                Some(Ok(())) => count(&LINK_BYTES_SENT, frame.len()),
                 Some(Err(e)) => {
                     link.close("write failed");
                     return Err(e);
@@ -242,7 +257,10 @@ pub async fn handshake(mut stream: &Async<TcpStream>, link: &mut Link, origin: I
             .await;
         match read {
             Some(Ok(0)) | Some(Err(_)) => link.handle_eof(),
-            Some(Ok(n)) => link.handle_bytes(&rbuf[..n]),
+            Some(Ok(n)) => {
+                count(&LINK_BYTES_RECEIVED, n);
+                link.handle_bytes(&rbuf[..n]);
+            }
             None => {}
         }
     }
@@ -346,6 +364,7 @@ pub async fn drive(stream: Async<TcpStream>, mut link: Link, origin: Instant, ch
         match step {
             Step::Wrote(Ok(0)) => return Err(io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes")),
             Step::Wrote(Ok(n)) => {
+                count(&LINK_BYTES_SENT, n);
                 out_pos += n;
                 write_progress_ms = now_ms(origin);
             }
@@ -358,7 +377,10 @@ pub async fn drive(stream: Async<TcpStream>, mut link: Link, origin: Instant, ch
                 reading = false;
                 link.handle_eof();
             }
-            Step::Read(Ok(n)) => link.handle_bytes(&rbuf[..n]),
+            Step::Read(Ok(n)) => {
+                count(&LINK_BYTES_RECEIVED, n);
+                link.handle_bytes(&rbuf[..n]);
+            }
             Step::Command(Some(Command::Send(payload))) => {
                 if let Err(e) = link.send(&payload) {
                     link.close(&e.to_string());

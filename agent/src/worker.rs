@@ -255,7 +255,6 @@ impl Worker {
     }
 
     /// Containers known to exist.
-    #[cfg(test)]
     pub fn containers(&self) -> &BTreeMap<String, ContainerState> {
         &self.containers
     }

@@ -122,6 +122,10 @@ struct DaemonArgs {
     /// network join; `none`: they share the host's network namespace.
     #[arg(long, default_value = crate::network::bridge::SUBNET_DEFAULT, value_parser = parse_bridge_subnet)]
     bridge_subnet: BridgeSubnet,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9323;
+    /// nodes, tasks, raft, dispatcher sessions, link bytes, scheduler passes).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// `--bridge-subnet CIDR|none` (a newtype: clap takes an `Option` field as an optional flag).
@@ -251,6 +255,7 @@ pub fn main() -> anyhow::Result<()> {
             registry_cas: a.registry_cas,
             registry_mirrors: a.registry_mirrors,
             bridge: a.bridge_subnet.0,
+            metrics_addr: a.metrics_addr,
         }),
         Command::Version => version(&cli.host),
         Command::Info => swarm::info(&cli.host),

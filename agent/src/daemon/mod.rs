@@ -21,6 +21,7 @@ pub(crate) mod io;
 pub(crate) mod links;
 mod lock;
 mod log_gather;
+mod metrics;
 mod netpath;
 mod profile;
 mod rekey;
@@ -94,6 +95,8 @@ pub struct Config {
     /// The node-local bridge network for tasks on no network (`--bridge-subnet`);
     /// none: they share the host's namespace.
     pub bridge: Option<crate::network::bridge::Bridge>,
+    /// `--metrics-addr`: where Prometheus scrapes `GET /metrics` (see [`metrics`]).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Something for the loop to handle.
@@ -114,6 +117,10 @@ pub(crate) enum Event {
         reply: Sender<Reply>,
     },
     Tick,
+    /// A scrape of `--metrics-addr` wants the metrics text.
+    Metrics {
+        reply: Sender<String>,
+    },
     Exit(Exit),
     Listed {
         epoch: u64,
@@ -381,6 +388,7 @@ pub(crate) fn run_with(
     sealing: autolock::Sealing,
 ) -> anyhow::Result<()> {
     let listener = server::bind(&cfg.socket)?;
+    let metrics_listener = cfg.metrics_addr.map(metrics::bind).transpose()?;
     let (node_key, _) = key::load_or_create(&cfg.data_dir.join(key::NODE_KEY_FILE), &sealing.key)?;
     let (tx, rx) = async_channel::bounded(EVENTS_QUEUE_MAX);
     let socket = cfg.socket.clone();
@@ -393,6 +401,12 @@ pub(crate) fn run_with(
     crate::log!("INFO", "shoal {} node {} listening on unix://{}", env!("CARGO_PKG_VERSION"), daemon.node_id, daemon.cfg.socket.display());
     smol::block_on(async move {
         smol::spawn(server::accept_loop(listener, tx.clone())).detach();
+        if let Some(l) = metrics_listener {
+            if let Ok(addr) = l.get_ref().local_addr() {
+                crate::log!("INFO", "metrics at http://{addr}/metrics");
+            }
+            smol::spawn(metrics::serve(l, tx.clone())).detach();
+        }
         // The loop ticks at raft's pace: each tick advances raft once, and
         // restart delays and periodic checks resolve at the same grain.
         smol::spawn(ticker(tx.clone(), daemon.store.tick_ms())).detach();
@@ -476,6 +490,8 @@ pub(crate) struct Daemon {
     sealing: autolock::Sealing,
     /// A worker's persisted assignments (see [`resume`]).
     resume: resume::Resume,
+    /// Counters and timings for `--metrics-addr`.
+    metrics: metrics::Metrics,
 }
 
 impl Daemon {
@@ -532,6 +548,7 @@ impl Daemon {
             tunnel: tunnel::Tunnel::default(),
             sealing,
             resume: resume::Resume::default(),
+            metrics: metrics::Metrics::default(),
         };
         d.store.sync_clock = Some(d.mono.clone());
         d.store.test_sync_delay_ms = sync_delay_from_env();
@@ -542,6 +559,36 @@ impl Daemon {
 
     fn now(&self) -> u64 {
         self.clock.now_unix_nanos()
+    }
+
+    /// The `--metrics-addr` text (see [`metrics`]).
+    fn metrics_text(&self) -> String {
+        let manager = self.swarm.mode != Mode::Worker;
+        let mut s = metrics::Snapshot { node_id: self.node_id.clone(), version: env!("CARGO_PKG_VERSION"), manager, ..Default::default() };
+        for c in self.worker.containers().values() {
+            let state = match c {
+                crate::runtime::ContainerState::Created => "created",
+                crate::runtime::ContainerState::Running => "running",
+                crate::runtime::ContainerState::Stopped { .. } => "stopped",
+                crate::runtime::ContainerState::Unknown => "unknown",
+            };
+            *s.containers.entry(state.to_string()).or_default() += 1;
+        }
+        if manager {
+            let st = self.store.raft_status();
+            s.is_leader = self.store.is_leader();
+            (s.term, s.commit_index, s.applied_index) = (st.term, st.commit, st.applied);
+            let state = self.store.state();
+            for n in state.nodes.values() {
+                let key = (n.state.as_title().to_ascii_lowercase(), n.availability.as_title().to_ascii_lowercase());
+                *s.nodes.entry(key).or_default() += 1;
+            }
+            for t in state.tasks.values() {
+                *s.tasks.entry(t.status.state.as_lower().to_string()).or_default() += 1;
+            }
+            s.sessions = self.swarm.session_count() as u64;
+        }
+        metrics::render(&s, &self.metrics)
     }
 
     /// Monotonic milliseconds since the daemon started: every deadline and period of the loop.
@@ -639,6 +686,9 @@ impl Daemon {
     fn handle(&mut self, ev: Event) {
         match ev {
             Event::Control { req, reply } => self.route(req, router::Origin::Socket(reply)),
+            Event::Metrics { reply } => {
+                let _ = reply.try_send(self.metrics_text());
+            }
             Event::Resolved { result, registry_auth, reply } => {
                 let out = match result {
                     Ok((spec, warnings)) => self.create_service(*spec, warnings, registry_auth),
@@ -816,10 +866,12 @@ impl Daemon {
             let updating = self.store.state().services.values().any(|s| s.update_status.as_ref().is_some_and(|u| u.state.in_progress()));
             let due = index != self.passed_index || updating || now_ms.saturating_sub(self.passed_at_ms) >= IDLE_PASS_MS;
             if self.store.state().cluster.is_some() && due && self.leads_caught_up() && self.swarm.pending.settled() {
+                let started = std::time::Instant::now();
                 ops = orchestrator::reconcile(self.store.state(), now, &mut self.rng);
                 if ops.is_empty() {
                     ops = scheduler::schedule(self.store.state(), now);
                 }
+                self.metrics.pass.observe(started.elapsed());
                 if ops.is_empty() {
                     self.passed_index = index;
                     self.passed_at_ms = now_ms;

@@ -338,6 +338,11 @@ fn dial_candidates(hints: &[ManagerInfo], known: &[ManagerInfo], self_id: &str) 
 }
 
 impl Swarm {
+    /// Worker sessions on this node's dispatcher (only the leader has any).
+    pub(crate) fn session_count(&self) -> usize {
+        self.dispatcher.session_nodes().count()
+    }
+
     /// The swarm memory for a node with `node_key`, restored from the store's local table.
     pub(crate) fn new(node_key: NodeKey, cluster_key: Option<NodeKey>, local: impl Fn(&str) -> Option<String>) -> Swarm {
         let mode = match local(LOCAL_MODE).as_deref() {
@@ -740,6 +745,7 @@ impl Daemon {
             if self.swarm.raft_seen.as_ref() != Some(&seen) {
                 crate::log!("INFO", "raft: term {} leader {:x} voters {:x?} learners {:x?}", st.term, st.leader, st.voters, st.learners);
                 let leader_changed = self.swarm.raft_seen.as_ref().is_none_or(|s| s.0 != st.leader);
+                self.metrics.leader_changes += u64::from(leader_changed);
                 self.swarm.raft_seen = Some(seen);
                 // A leader this replica knows (or this node) replaces a vouched one: kept, a
                 // stale vouch let a demoted ex-leader's raft messages in and nobody told it

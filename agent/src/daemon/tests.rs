@@ -25,6 +25,7 @@ pub(super) fn config(name: &str) -> Config {
         registry_mirrors: vec![],
         // These daemons run the real data path in the test's own namespace: tasks on no network stay there.
         bridge: None,
+        metrics_addr: None,
     }
 }
 

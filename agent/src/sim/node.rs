@@ -310,6 +310,7 @@ impl SimNode {
             registry_cas: Vec::new(),
             registry_mirrors: Vec::new(),
             bridge: Some(crate::network::bridge::Bridge::default_subnet()),
+            metrics_addr: None,
         };
         let io = SimIo {
             shared: shared.clone(),

@@ -93,7 +93,9 @@ impl Daemon {
         let mut last = None;
         for ops in entries {
             let entry = Entry { at: self.now(), ops };
-            last = Some(self.store.propose_async(&entry)?);
+            let p = self.store.propose_async(&entry)?;
+            self.metrics.proposed(p.index);
+            last = Some(p);
         }
         Ok(last)
     }
@@ -178,6 +180,7 @@ impl Daemon {
 
     /// Resolves committed or failed proposals: parked writes, joins, internal work.
     pub(crate) fn resolve_outcomes(&mut self) {
+        self.metrics.applied(self.store.state().applied_index);
         let outcomes = self.store.take_outcomes();
         if outcomes.is_empty() {
             return;
