@@ -16,6 +16,7 @@ mod parse;
 mod pull;
 mod service;
 mod swarm;
+mod template;
 mod update;
 
 use crate::client::{Client, DEFAULT_HOST, REPLY_MS_DEFAULT, REPLY_MS_IMAGES};
