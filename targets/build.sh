@@ -81,7 +81,11 @@ for WANT in "${NAMES[@]}"; do
   # the target's own in .cargo/config.toml (linker, crt-static), which test
   # builds use too.
   extra+=(--config "target.$T_TRIPLE.rustflags=$(release_rustflags)")
-  [[ $NO_PROBES_TARGETS == *" $T_NAME "* ]] && extra+=(--no-default-features --features tls)
+  # Default features but those a target leaves out to fit the budget.
+  features=(tls)
+  [[ $NO_PROBES_TARGETS == *" $T_NAME "* ]] || features+=(probes)
+  [[ $NO_TEMPLATES_TARGETS == *" $T_NAME "* ]] || features+=(templates)
+  extra+=(--no-default-features --features "$(IFS=,; echo "${features[*]}")")
   if [[ $SIZE_CRYPTO_TARGETS == *" $T_NAME "* ]]; then
     for c in $SIZE_CRYPTO_CRATES; do extra+=(--config "profile.release.package.$c.opt-level=\"z\""); done
   fi

@@ -337,6 +337,27 @@ fn filters_and_node_ps() {
     assert_eq!(code, 1);
     assert_eq!(v.as_array().map(Vec::len), Some(1), "what was found is still printed");
     assert!(err.contains("Error: No such object: nosuch"), "{err}");
+    // Go templates, as Docker's --format (issue #18).
+    let out = |args: &[&str]| n.shoal(args).ok().stdout;
+    assert_eq!(out(&["service", "ls", "--format", "{{.Name}}: {{.Mode}}"]), "agent: global\nweb: replicated\n");
+    let table = out(&["service", "ls", "--format", "table {{.Name}}\\t{{.Replicas}}"]);
+    let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows, [vec!["NAME", "REPLICAS"], vec!["agent", "1/1"], vec!["web", "1/1"]], "{table}");
+    assert_eq!(out(&["service", "inspect", "-f", "{{.Spec.Name}} {{index .Spec.Labels \"tier\"}}", "web"]), "web front\n");
+    assert_eq!(out(&["inspect", "--format", "{{json .Spec.Labels}}", "web"]), "{\"tier\":\"front\"}\n");
+    assert_eq!(out(&["node", "inspect", "self", "--format", "{{.Status.State}}"]), "ready\n");
+    assert_eq!(out(&["node", "ls", "--format", "{{.Hostname}} {{.Self}}"]), format!("{hostname} true\n"));
+    assert_eq!(out(&["service", "ps", "web", "-f", "desired-state=running", "--format", "{{.Name}} {{.DesiredState}}"]), "web.1 Running\n");
+    assert_eq!(out(&["network", "ls", "-f", "type=builtin", "--format", "{{.Name}}"]), "host\ningress\nnone\n");
+    assert_eq!(
+        out(&["secret", "ls", "--format", "{{.Name}}{{if .Labels}} {{json .Labels}}{{end}}"]),
+        "api-key\ndb-pass {\"env\":\"prod\"}\n"
+    );
+    let r = n.shoal(&["service", "ls", "--format", "{{.Name"]);
+    assert!(r.code != 0 && r.stderr.contains("template parsing error: template: :1: unclosed action"), "{}", r.stderr);
+    let r = n.shoal(&["service", "ls", "--format", "{{.Nmae}}"]);
+    assert!(r.code != 0 && r.stderr.contains("Nmae"), "{}", r.stderr);
+
     let (code, _, err) = inspect(&["inspect", "--type", "volume", "web"]);
     assert!(code != 0 && err.contains("unknown --type \"volume\": use service, node, network, task, secret, config"), "{err}");
 }

@@ -35,7 +35,7 @@ pub(crate) enum FileCmd {
         /// Filter output based on conditions provided (id, name, label).
         #[arg(short, long)]
         filter: Vec<String>,
-        /// Output format: table or json.
+        /// Output format: table, json, or a Go template (`{{.Name}}`, `table {{.ID}}\t{{.Name}}`).
         #[arg(long, default_value = "table")]
         format: String,
     },
@@ -44,6 +44,9 @@ pub(crate) enum FileCmd {
         /// Print the information in a human friendly format.
         #[arg(long)]
         pretty: bool,
+        /// Output format: json (the default) or a Go template (`{{.Spec.Name}}`).
+        #[arg(short, long, default_value = "json")]
+        format: String,
         #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,
     },
@@ -82,7 +85,7 @@ pub(crate) fn run(host: &str, kind: FileKind, cmd: FileCmd) -> anyhow::Result<()
             Ok(())
         }
         FileCmd::Ls { quiet, filter, format } => {
-            parse::check_format(&format)?;
+            let mut fmt = super::output::Format::parse(&format)?;
             let filters = super::filter::Filters::parse(&filter, &["id", "name", "label"])?;
             let Reply::Files(mut list) = call(host, Request::FileList { kind }, REPLY_MS_DEFAULT)? else { bail!("unexpected reply") };
             list.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
@@ -101,11 +104,8 @@ pub(crate) fn run(host: &str, kind: FileKind, cmd: FileCmd) -> anyhow::Result<()
             for f in &list {
                 if quiet {
                     println!("{}", f.id);
-                } else if format == "json" {
-                    println!(
-                        "{}",
-                        json!({"ID": f.id, "Name": f.spec.name, "CreatedAt": rfc3339(f.meta.created_at), "UpdatedAt": rfc3339(f.meta.updated_at), "Labels": f.spec.labels})
-                    );
+                } else if !fmt.is_table() {
+                    fmt.row(&json!({"ID": f.id, "Name": f.spec.name, "CreatedAt": rfc3339(f.meta.created_at), "UpdatedAt": rfc3339(f.meta.updated_at), "Labels": f.spec.labels, "Driver": ""}))?;
                 } else {
                     let mut row = vec![short_id(&f.id), f.spec.name.clone()];
                     if kind == FileKind::Secret {
@@ -116,12 +116,15 @@ pub(crate) fn run(host: &str, kind: FileKind, cmd: FileCmd) -> anyhow::Result<()
                     t.row(row);
                 }
             }
-            if !quiet && format != "json" {
+            if !quiet && fmt.is_table() {
                 print!("{}", t.render());
+            } else if !quiet {
+                fmt.finish(&["ID", "Name", "Driver", "CreatedAt", "UpdatedAt", "Labels"]);
             }
             Ok(())
         }
-        FileCmd::Inspect { pretty, names } => {
+        FileCmd::Inspect { pretty, format, names } => {
+            super::output::Format::parse(&format)?;
             let mut found = Vec::new();
             let mut failed = false;
             for key in names {
@@ -140,7 +143,7 @@ pub(crate) fn run(host: &str, kind: FileKind, cmd: FileCmd) -> anyhow::Result<()
                 }
             } else {
                 let out: Vec<serde_json::Value> = found.iter().map(|f| inspect_json(kind, f)).collect();
-                println!("{}", super::output::pretty_json(&out));
+                super::output::Format::inspect(&format, &out)?;
             }
             if failed {
                 std::process::exit(1);

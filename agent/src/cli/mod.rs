@@ -16,6 +16,7 @@ mod parse;
 mod pull;
 mod service;
 mod swarm;
+#[cfg(feature = "templates")]
 mod template;
 mod update;
 
@@ -80,7 +81,7 @@ enum Command {
         /// Only this kind: service, node, network, task, secret or config.
         #[arg(long = "type")]
         kind: Option<String>,
-        /// Output format: json (the default).
+        /// Output format: json (the default) or a Go template (`{{.Spec.Name}}`).
         #[arg(short, long, default_value = "json")]
         format: String,
         #[arg(required = true)]
@@ -157,7 +158,7 @@ enum NodeCmd {
         /// desired-state=running|shutdown|accepted).
         #[arg(short, long)]
         filter: Vec<String>,
-        /// Output format: table or json.
+        /// Output format: table, json, or a Go template (`{{.Name}}`, `table {{.ID}}\t{{.Name}}`).
         #[arg(long, default_value = "table")]
         format: String,
         /// Node ids, hostnames or `self`.
@@ -168,7 +169,7 @@ enum NodeCmd {
         /// Print in a human-friendly format.
         #[arg(long)]
         pretty: bool,
-        /// Output format: json (the default).
+        /// Output format: json (the default) or a Go template (`{{.Spec.Name}}`).
         #[arg(short, long, default_value = "json")]
         format: String,
         #[arg(required = true)]
@@ -220,7 +221,7 @@ pub(crate) struct ListArgs {
     /// Do not truncate output.
     #[arg(long)]
     pub(crate) no_trunc: bool,
-    /// Output format: table or json.
+    /// Output format: table, json, or a Go template (`{{.Name}}`, `table {{.ID}}\t{{.Name}}`).
     #[arg(long, default_value = "table")]
     pub(crate) format: String,
 }
@@ -379,18 +380,15 @@ fn node(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
                 })
             });
             nodes.sort_by(|a, b| a.description.hostname.cmp(&b.description.hostname).then(a.id.cmp(&b.id)));
-            parse::check_format(&format)?;
+            let mut fmt = output::Format::parse(&format)?;
             let mut t = Table::new(&["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION"]);
             for n in &nodes {
                 let manager = swarm::manager_status(n.role, &n.id, &leader_id, &reachable);
                 if quiet {
                     println!("{}", n.id);
-                } else if format == "json" {
-                    println!(
-                        "{}",
-                        serde_json::json!({"ID": n.id, "Self": n.id == self_id, "Hostname": n.description.hostname, "Status": n.state.as_title(),
-                            "Availability": n.availability.as_title(), "ManagerStatus": manager, "EngineVersion": n.description.engine_version})
-                    );
+                } else if !fmt.is_table() {
+                    fmt.row(&serde_json::json!({"ID": n.id, "Self": n.id == self_id, "Hostname": n.description.hostname, "Status": n.state.as_title(),
+                            "Availability": n.availability.as_title(), "ManagerStatus": manager, "EngineVersion": n.description.engine_version}))?;
                 } else {
                     let id = if n.id == self_id { format!("{} *", n.id) } else { n.id.clone() };
                     t.row(vec![
@@ -403,11 +401,13 @@ fn node(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
                     ]);
                 }
             }
-            if !quiet && format != "json" {
+            if !quiet && fmt.is_table() {
                 print!("{}", t.render());
                 if let Some(a) = &autopilot {
                     print!("\n{}", swarm::autopilot_line(a));
                 }
+            } else if !quiet {
+                fmt.finish(&["ID", "Hostname", "Status", "Availability", "ManagerStatus", "EngineVersion", "Self"]);
             }
             Ok(())
         }
@@ -417,9 +417,7 @@ fn node(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
             Ok(())
         }
         NodeCmd::Inspect { pretty, format, nodes } => {
-            if format != "json" {
-                bail!("unsupported --format {format:?} for inspect: use json (or --pretty)");
-            }
+            output::Format::parse(&format)?;
             let mut out = Vec::new();
             let Reply::Nodes { leader_id, autopilot, .. } = call(host, Request::NodeList, REPLY_MS_DEFAULT)? else {
                 bail!("unexpected reply")
@@ -451,7 +449,7 @@ fn node(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
                 }
             }
             if !pretty {
-                println!("{}", output::pretty_json(&out));
+                output::Format::inspect(&format, &out)?;
             }
             Ok(())
         }

@@ -28,7 +28,7 @@ pub(crate) enum NetworkCmd {
         /// Verbose output: the services on the network, with their VIPs and tasks.
         #[arg(short, long)]
         verbose: bool,
-        /// Output format: json (the default).
+        /// Output format: json (the default) or a Go template (`{{.Spec.Name}}`).
         #[arg(short, long, default_value = "json")]
         format: String,
         #[arg(required = true, value_name = "NETWORK")]
@@ -86,7 +86,7 @@ pub(crate) struct LsArgs {
     /// Filter: name=, driver=, scope=, label=KEY[=VALUE], id=.
     #[arg(short, long)]
     filter: Vec<String>,
-    /// Output format: table or json.
+    /// Output format: table, json, or a Go template (`{{.Name}}`, `table {{.ID}}\t{{.Name}}`).
     #[arg(long, default_value = "table")]
     format: String,
 }
@@ -104,9 +104,7 @@ pub(crate) fn run(host: &str, cmd: NetworkCmd) -> anyhow::Result<()> {
         }
         NetworkCmd::Ls(a) => ls(host, a),
         NetworkCmd::Inspect { verbose, format, networks } => {
-            if format != "json" {
-                bail!("unsupported --format {format:?} for inspect: use json");
-            }
+            super::output::Format::parse(&format)?;
             let mut out = Vec::new();
             for key in networks {
                 match predefined(&key) {
@@ -119,8 +117,7 @@ pub(crate) fn run(host: &str, cmd: NetworkCmd) -> anyhow::Result<()> {
                     }
                 }
             }
-            println!("{}", super::output::pretty_json(&out));
-            Ok(())
+            super::output::Format::inspect(&format, &out)
         }
         NetworkCmd::Rm { networks } => super::remove_each(host, networks, |network| Request::NetworkRemove { network }),
     }
@@ -206,7 +203,7 @@ fn matches(r: &Row, filters: &Filters) -> bool {
 }
 
 fn ls(host: &str, a: LsArgs) -> anyhow::Result<()> {
-    parse::check_format(&a.format)?;
+    let mut fmt = super::output::Format::parse(&a.format)?;
     let filters = Filters::parse(&a.filter, &["name", "id", "driver", "scope", "type", "label"])?;
     super::filter::check_values(&filters, "type", &["builtin", "custom"])?;
     let Reply::Networks(swarm) = call(host, Request::NetworkList, REPLY_MS_DEFAULT)? else { bail!("unexpected reply") };
@@ -220,19 +217,18 @@ fn ls(host: &str, a: LsArgs) -> anyhow::Result<()> {
         let id = if a.no_trunc { r.id.clone() } else { r.id.chars().take(12).collect() };
         if a.quiet {
             println!("{id}");
-        } else if a.format == "json" {
+        } else if !fmt.is_table() {
             let labels = r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
             let created = if r.created_at > 0 { rfc3339(r.created_at) } else { String::new() };
-            println!(
-                "{}",
-                json!({"CreatedAt": created, "Driver": r.driver, "ID": id, "IPv6": "false", "Internal": r.internal.to_string(), "Labels": labels, "Name": r.name, "Scope": r.scope})
-            );
+            fmt.row(&json!({"CreatedAt": created, "Driver": r.driver, "ID": id, "IPv6": "false", "Internal": r.internal.to_string(), "Labels": labels, "Name": r.name, "Scope": r.scope}))?;
         } else {
             t.row(vec![id, r.name, r.driver, r.scope.into()]);
         }
     }
-    if !a.quiet && a.format != "json" {
+    if !a.quiet && fmt.is_table() {
         print!("{}", t.render());
+    } else if !a.quiet {
+        fmt.finish(&["ID", "Name", "Driver", "Scope", "IPv6", "Internal", "Labels", "CreatedAt"]);
     }
     Ok(())
 }

@@ -99,9 +99,8 @@ pub(crate) fn run(host: &str, kind: Option<String>, format: &str, names: Vec<Str
         Some(k) => bail!("unknown --type {k:?}: use {}", KINDS.join(", ")),
         None => KINDS.to_vec(),
     };
-    if format != "json" {
-        bail!("unsupported --format {format:?} for inspect: use json");
-    }
+    // Checked before anything is asked.
+    output::Format::parse(format)?;
     let mut found = Vec::new();
     let mut missing = Vec::new();
     'names: for name in &names {
@@ -113,7 +112,7 @@ pub(crate) fn run(host: &str, kind: Option<String>, format: &str, names: Vec<Str
         }
         missing.push(name);
     }
-    println!("{}", output::pretty_json(&found));
+    output::Format::inspect(format, &found)?;
     for name in &missing {
         eprintln!("Error: No such object: {name}");
     }

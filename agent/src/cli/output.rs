@@ -1,4 +1,5 @@
-//! Output shapes shared by the commands: Docker's tables, durations, names.
+//! Output shapes shared by the commands: Docker's tables, durations, names,
+//! and `--format` (table, json, or a Go template: [`Format`]).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -129,8 +130,134 @@ pub fn go_float(f: f32) -> serde_json::Value {
     }
 }
 
+/// A list command's `--format`: Docker's default table, `json` (one object
+/// per line, Docker's `{{json .}}`), a Go template per row, or `table
+/// TEMPLATE` (a header from the row keys, columns split at tabs). Rows are
+/// the objects `--format json` prints, so `{{.Name}}` reads the same keys.
+pub(crate) enum Format {
+    Table,
+    Json,
+    #[cfg(feature = "templates")]
+    Template(super::template::Template),
+    #[cfg(feature = "templates")]
+    TemplateTable(super::template::Template, Vec<Vec<String>>),
+}
+
+impl Format {
+    pub(crate) fn parse(f: &str) -> anyhow::Result<Format> {
+        match f.trim() {
+            "" | "table" => Ok(Format::Table),
+            "json" => Ok(Format::Json),
+            _ => Format::template(f),
+        }
+    }
+
+    #[cfg(feature = "templates")]
+    fn template(f: &str) -> anyhow::Result<Format> {
+        use super::template::{prepare, split_table, Template};
+        let f = prepare(f);
+        Ok(match split_table(&f) {
+            Some(rest) => Format::TemplateTable(Template::parse(rest)?, Vec::new()),
+            None => Format::Template(Template::parse(&f)?),
+        })
+    }
+
+    #[cfg(not(feature = "templates"))]
+    fn template(f: &str) -> anyhow::Result<Format> {
+        anyhow::bail!(
+            "--format {f:?}: Go templates are not in this build (binaries for {} leave them out to stay under 5 MiB); use table or json",
+            std::env::consts::ARCH
+        )
+    }
+
+    /// Whether the command prints its own default table.
+    pub(crate) fn is_table(&self) -> bool {
+        matches!(self, Format::Table)
+    }
+
+    /// One row: printed now (json, template) or kept (a template table).
+    pub(crate) fn row(&mut self, v: &serde_json::Value) -> anyhow::Result<()> {
+        match self {
+            Format::Table => {}
+            Format::Json => println!("{v}"),
+            #[cfg(feature = "templates")]
+            Format::Template(t) => println!("{}", t.render(v)?),
+            #[cfg(feature = "templates")]
+            Format::TemplateTable(t, rows) => rows.push(t.render(v)?.split('\t').map(str::to_string).collect()),
+        }
+        Ok(())
+    }
+
+    /// Prints a template table (header from the row keys: `CurrentState`
+    /// -> `CURRENT STATE`, as Docker's headers).
+    pub(crate) fn finish(self, keys: &[&str]) {
+        #[cfg(feature = "templates")]
+        if let Format::TemplateTable(t, rows) = self {
+            let headers: serde_json::Map<String, serde_json::Value> = keys.iter().map(|k| (k.to_string(), header_of(k).into())).collect();
+            let header = t.render_header(&headers);
+            let mut table = Table { rows: vec![header.split('\t').map(str::to_string).collect()] };
+            table.rows.extend(rows);
+            print!("{}", table.render());
+        }
+        #[cfg(not(feature = "templates"))]
+        let _ = (self, keys);
+    }
+
+    /// `inspect -f`: each object through the template, one per line; `json`
+    /// (the default) is the indented array.
+    pub(crate) fn inspect(f: &str, objects: &[serde_json::Value]) -> anyhow::Result<()> {
+        match Format::parse(f)? {
+            Format::Table | Format::Json => println!("{}", pretty_json(&objects)),
+            #[cfg(feature = "templates")]
+            mut other => {
+                for o in objects {
+                    other.row(o)?;
+                }
+                other.finish(&[]);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Docker's column header for a row key: `CurrentState` -> `CURRENT STATE`,
+/// `ID` -> `ID`.
+#[cfg(feature = "templates")]
+pub(crate) fn header_of(key: &str) -> String {
+    let mut out = String::new();
+    let mut prev_lower = false;
+    for c in key.chars() {
+        if c.is_ascii_uppercase() && prev_lower {
+            out.push(' ');
+        }
+        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[cfg(feature = "templates")]
+    #[test]
+    fn headers_come_from_row_keys_as_dockers() {
+        assert_eq!(header_of("CurrentState"), "CURRENT STATE");
+        assert_eq!(header_of("ID"), "ID");
+        assert_eq!(header_of("EngineVersion"), "ENGINE VERSION");
+        assert_eq!(header_of("IPv6"), "IPV6");
+    }
+
+    #[test]
+    fn formats_parse_or_say_why() {
+        assert!(Format::parse("table").unwrap().is_table() && Format::parse("").unwrap().is_table());
+        assert!(!Format::parse("json").unwrap().is_table());
+        #[cfg(feature = "templates")]
+        assert!(Format::parse("{{.Name").err().unwrap().to_string().contains("unclosed action"));
+        #[cfg(not(feature = "templates"))]
+        assert!(Format::parse("{{.Name}}").err().unwrap().to_string().contains("Go templates are not in this build"));
+    }
+
     use super::*;
 
     #[test]

@@ -331,14 +331,6 @@ pub(crate) fn ipv4(s: &str) -> Result<std::net::Ipv4Addr, String> {
     s.parse().map_err(|_| format!("invalid IPv4 address {s:?}: use A.B.C.D"))
 }
 
-/// Only `table` and `json` are supported formats.
-pub(crate) fn check_format(f: &str) -> anyhow::Result<()> {
-    if f != "table" && f != "json" {
-        anyhow::bail!("unsupported --format {f:?}: use table or json");
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,7 @@
 //! ends in an error once it has completed.
 
 use super::filter::{self, Filters};
-use super::output::{ago, image_shown, trunc, Table};
+use super::output::{ago, image_shown, trunc, Format, Table};
 use super::{call, inspect, parse, update};
 use crate::client::REPLY_MS_DEFAULT;
 use anyhow::bail;
@@ -68,7 +68,7 @@ pub(crate) enum ServiceCmd {
     Inspect {
         #[arg(long)]
         pretty: bool,
-        /// Output format: json (the default).
+        /// Output format: json (the default) or a Go template (`{{.Spec.Name}}`).
         #[arg(short, long, default_value = "json")]
         format: String,
         #[arg(required = true)]
@@ -286,9 +286,8 @@ pub(crate) fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
         ServiceCmd::Ls(a) => ls(host, &a),
         ServiceCmd::Ps { quiet, no_trunc, filter, format, service } => ps(host, &service, quiet, no_trunc, &filter, &format),
         ServiceCmd::Inspect { pretty, format, services } => {
-            if format != "json" {
-                bail!("unsupported --format {format:?} for inspect: use json (or --pretty)");
-            }
+            // Checked before anything is asked (a bad template asks nothing).
+            Format::parse(&format)?;
             let mut out = Vec::new();
             for s in services {
                 let Reply::Service(svc) = call(host, Request::ServiceInspect { service: s }, REPLY_MS_DEFAULT)? else {
@@ -301,7 +300,7 @@ pub(crate) fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
                 }
             }
             if !pretty {
-                println!("{}", super::output::pretty_json(&out));
+                Format::inspect(&format, &out)?;
             }
             Ok(())
         }
@@ -740,8 +739,8 @@ pub(crate) fn progress(host: &str, service: &str, timeout_ms: u64, watch: Watch)
 }
 
 fn ls(host: &str, a: &super::ListArgs) -> anyhow::Result<()> {
-    let (quiet, format) = (a.quiet, a.format.as_str());
-    parse::check_format(format)?;
+    let quiet = a.quiet;
+    let mut fmt = Format::parse(&a.format)?;
     let filters = Filters::parse(&a.filter, &["id", "name", "label", "mode"])?;
     filter::check_values(&filters, "mode", &["replicated", "global", "replicated-job", "global-job"])?;
     let Reply::Services(mut list) = call(host, Request::ServiceList, REPLY_MS_DEFAULT)? else { bail!("unexpected reply") };
@@ -772,26 +771,24 @@ fn ls(host: &str, a: &super::ListArgs) -> anyhow::Result<()> {
             }
             _ => format!("{}/{}", s.running, s.desired),
         };
+        let id = if a.no_trunc { s.service.id.clone() } else { short_id(&s.service.id) };
         if quiet {
             println!("{}", s.service.id);
-        } else if format == "json" {
-            println!(
-                "{}",
-                serde_json::json!({"ID": short_id(&s.service.id), "Image": image, "Mode": mode, "Name": spec.name, "Ports": ports, "Replicas": replicas})
-            );
-        } else {
-            let id = if a.no_trunc { s.service.id.clone() } else { short_id(&s.service.id) };
+        } else if fmt.is_table() {
             t.row(vec![id, spec.name.clone(), mode.into(), replicas, image.into(), ports]);
+        } else {
+            fmt.row(&serde_json::json!({"ID": id, "Image": image, "Mode": mode, "Name": spec.name, "Ports": ports, "Replicas": replicas}))?;
         }
     }
-    if !quiet && format != "json" {
+    if !quiet && fmt.is_table() {
         print!("{}", t.render());
+    } else if !quiet {
+        fmt.finish(&["ID", "Name", "Mode", "Replicas", "Image", "Ports"]);
     }
     Ok(())
 }
 
 fn ps(host: &str, service: &str, quiet: bool, no_trunc: bool, filter: &[String], format: &str) -> anyhow::Result<()> {
-    parse::check_format(format)?;
     let filters = task_filters(filter)?;
     let (svc, mut tasks, nodes, _) = fetch_tasks(host, service)?;
     let hostnames: BTreeMap<&str, &str> = nodes.iter().map(|n| (n.id.as_str(), n.description.hostname.as_str())).collect();
@@ -817,6 +814,7 @@ pub(crate) struct TaskOutput<'a> {
 /// Docker's task table: per service, per slot, newest first, history
 /// indented under it (` \_ web.1`).
 pub(crate) fn print_tasks(services: &[(&Service, Vec<&Task>)], hostnames: &BTreeMap<&str, &str>, o: TaskOutput<'_>) -> anyhow::Result<()> {
+    let mut fmt = Format::parse(o.format)?;
     let mut t = Table::new(&["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR", "PORTS"]);
     for (svc, tasks) in services {
         // Group by slot; newest first within a slot.
@@ -853,19 +851,18 @@ pub(crate) fn print_tasks(services: &[(&Service, Vec<&Task>)], hostnames: &BTree
                 };
                 let image = image_shown(&task.spec.container.image).to_string();
                 let ports = if task.status.state == TaskState::Running { host_ports.clone() } else { String::new() };
-                if o.format == "json" {
-                    println!(
-                        "{}",
-                        serde_json::json!({"CurrentState": current, "DesiredState": task.desired_state.as_str(), "Error": task.status.err, "ID": id, "Image": image, "Name": name.trim_start_matches(" \\_ "), "Node": node, "Ports": ports})
-                    );
-                } else {
+                if fmt.is_table() {
                     t.row(vec![id, name, image, node, task.desired_state.to_string(), current, err, ports]);
+                } else {
+                    fmt.row(&serde_json::json!({"CurrentState": current, "DesiredState": task.desired_state.as_str(), "Error": task.status.err, "ID": id, "Image": image, "Name": name.trim_start_matches(" \\_ "), "Node": node, "Ports": ports}))?;
                 }
             }
         }
     }
-    if !o.quiet && o.format != "json" {
+    if !o.quiet && fmt.is_table() {
         print!("{}", t.render());
+    } else if !o.quiet {
+        fmt.finish(&["ID", "Name", "Image", "Node", "DesiredState", "CurrentState", "Error", "Ports"]);
     }
     Ok(())
 }
@@ -873,7 +870,7 @@ pub(crate) fn print_tasks(services: &[(&Service, Vec<&Task>)], hostnames: &BTree
 /// `node ps [NODE...]`: the tasks on nodes (`self` by default), gathered
 /// service by service (one `service ps` call each).
 pub(crate) fn node_ps(host: &str, nodes: &[String], filter: &[String], o: TaskOutput<'_>) -> anyhow::Result<()> {
-    parse::check_format(o.format)?;
+    Format::parse(o.format)?;
     let filters = task_filters(filter)?;
     let Reply::Nodes { nodes: all, self_id, .. } = call(host, Request::NodeList, REPLY_MS_DEFAULT)? else { bail!("unexpected reply") };
     let wanted = if nodes.is_empty() { vec!["self".to_string()] } else { nodes.to_vec() };
