@@ -161,7 +161,8 @@ pub fn validate_spec(spec: &ServiceSpec) -> Result<(), ControlError> {
     validate_ports(spec)?;
     for m in &c.mounts {
         match m.kind {
-            shoal_shared::types::MountKind::Volume if !shoal_shared::types::valid_volume_name(&m.source) => {
+            // A source with service templates (`data-{{.Task.Slot}}`) is checked by the worker once expanded.
+            shoal_shared::types::MountKind::Volume if !m.source.contains("{{") && !shoal_shared::types::valid_volume_name(&m.source) => {
                 return Err(ControlError::Invalid(format!(
                     "invalid mount config for type \"volume\": invalid volume name {:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit",
                     m.source

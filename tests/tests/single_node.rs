@@ -362,6 +362,51 @@ fn filters_and_node_ps() {
     assert!(code != 0 && err.contains("unknown --type \"volume\": use service, node, network, task, secret, config"), "{err}");
 }
 
+/// Swarm's service templates in --hostname, --env and --mount sources,
+/// expanded per task by the worker.
+#[test]
+fn service_templates_expand_per_task() {
+    if skip_reason().is_some() {
+        return;
+    }
+    let mut n = Node::new();
+    n.init_with_image();
+    let args = [
+        "service",
+        "create",
+        "--name",
+        "tagged",
+        "--replicas",
+        "2",
+        "--hostname",
+        "{{.Node.Hostname}}-{{.Task.Slot}}",
+        "--env",
+        "DEVICE={{.Node.Hostname}}/{{.Service.Name}}",
+        "--mount",
+        "type=volume,source=data-{{.Task.Slot}},target=/data",
+        "shoal.test/busybox",
+        "sh",
+        "-c",
+        "echo host=$(hostname) device=$DEVICE; touch /data/mine; sleep 1000",
+    ];
+    n.shoal(&args).ok();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    let logs = wait_for("both tasks' output", WAIT, || {
+        let l = n.shoal(&["service", "logs", "tagged"]).stdout;
+        (l.matches("host=").count() == 2).then_some(l)
+    });
+    for slot in [1, 2] {
+        assert!(logs.contains(&format!("host={host}-{slot} device={host}/tagged")), "{logs}");
+        assert!(n.data_dir().join(format!("volumes/data-{slot}/_data/mine")).exists(), "slot {slot}'s own volume");
+    }
+    // A template naming no field fails the task with the reason, not silently.
+    n.shoal(&["service", "create", "-d", "--name", "badtpl", "--hostname", "{{.Node.Nope}}", "shoal.test/busybox", "sleep", "9"]).ok();
+    let err = wait_for("the task to fail", WAIT, || {
+        n.ps_json("badtpl").iter().find_map(|t| t["Error"].as_str().filter(|e| !e.is_empty()).map(str::to_string))
+    });
+    assert!(err.contains("--hostname") && err.contains("Nope"), "{err}");
+}
+
 /// `--user NAME` is resolved from the image's own /etc/passwd and
 /// /etc/group at task start, as Docker does; an unknown name fails the task
 /// with Docker's error instead of starting it as root.

@@ -17,7 +17,7 @@ mod pull;
 mod service;
 mod swarm;
 #[cfg(feature = "templates")]
-mod template;
+pub(crate) mod template;
 mod update;
 
 use crate::client::{Client, DEFAULT_HOST, REPLY_MS_DEFAULT, REPLY_MS_IMAGES};

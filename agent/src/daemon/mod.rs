@@ -23,6 +23,7 @@ mod lock;
 mod log_gather;
 mod metrics;
 mod netpath;
+pub(crate) mod placeholders;
 mod profile;
 mod rekey;
 mod resume;
@@ -979,14 +980,16 @@ impl Daemon {
         let node_id = self.node_id.clone();
         let service_name = self.assigned().service_name(&task.service_id).to_string();
         let t = task.clone();
-        let net = self.task_net(&task);
+        let me = self.describe();
+        let ctx = placeholders::context(&task, &service_name, &node_id, &me.hostname, &me.platform);
+        let net = self.task_net(&task, &ctx);
         let auth = self.registry_auth_of(&task.service_id);
         let files = task_files::gather(&task, |kind, id| self.file_data_of(kind, id));
         self.spawn_runtime(
             move |rt| {
                 let facts = rt.ensure_image(&t.spec.container.image, auth.as_ref())?;
                 let health = shoal_shared::health::effective(t.spec.container.healthcheck.as_ref(), facts.healthcheck.as_ref());
-                let mut spec = service::start_spec(&t, &service_name, &node_id, facts, &data_dir)?;
+                let mut spec = service::start_spec(&t, &service_name, &node_id, facts, &data_dir, &ctx)?;
                 spec.mounts.extend(task_files::write(&task_files::root(&data_dir), &t.id, &files?)?);
                 if let Some(h) = &health {
                     spec.labels.insert(crate::runtime::HEALTH_LABEL.into(), crate::runtime::health_label(h)?);

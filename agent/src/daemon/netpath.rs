@@ -328,7 +328,7 @@ impl Daemon {
     /// host's (`--network host`, or no network on a node without a bridge
     /// network); an error when it needs what this node cannot give. A task
     /// on no network leases its address on the node's bridge here.
-    pub(crate) fn task_net(&mut self, t: &Task) -> Result<Option<TaskNet>, RuntimeError> {
+    pub(crate) fn task_net(&mut self, t: &Task, ctx: &serde_json::Value) -> Result<Option<TaskNet>, RuntimeError> {
         let Some(a) = self.swarm.assigned_ref() else { return Ok(None) };
         let on_bridge = match &self.net.bridge {
             Some(b) if view::uses_bridge(t) => {
@@ -352,7 +352,7 @@ impl Daemon {
         }
         let (view, ruleset, ..) = self.net_plan().ok_or_else(|| RuntimeError::Start("network: this node has no swarm address".into()))?;
         let generation = self.next_net_generation();
-        let hostname = super::service::hostname(t);
+        let hostname = super::service::hostname(t, ctx)?;
         // The embedded resolver serves overlay networks only; a task on the node's bridge asks the
         // node's nameservers, as on Docker's default bridge.
         let dns = self.net.dns.clone().filter(|_| !t.networks.is_empty());

@@ -15,12 +15,14 @@ use std::path::Path;
 
 /// A task's hostname: its spec's, else the first 12 characters of its id
 /// (Docker's short container id). Never slices bytes: ids come over the wire.
-pub(crate) fn hostname(t: &Task) -> String {
+/// The task's hostname: `--hostname` with its templates expanded
+/// ([`super::placeholders`]), else the short task id (Docker's container id).
+pub(crate) fn hostname(t: &Task, ctx: &serde_json::Value) -> Result<String, RuntimeError> {
     let h = &t.spec.container.hostname;
     if h.is_empty() {
-        t.id.chars().take(12).collect()
+        Ok(t.id.chars().take(12).collect())
     } else {
-        h.clone()
+        super::placeholders::expand(h, ctx).map_err(|e| RuntimeError::Start(format!("--hostname: {e}")))
     }
 }
 
@@ -292,7 +294,9 @@ pub(crate) fn start_spec(
     node_id: &str,
     image: ImageFacts,
     data_dir: &Path,
+    ctx: &serde_json::Value,
 ) -> Result<StartSpec, RuntimeError> {
+    let expand = |what: &str, text: &str| super::placeholders::expand(text, ctx).map_err(|e| RuntimeError::Start(format!("{what}: {e}")));
     let log_path = TaskLogs::new(data_dir).path(&t.id).map_err(|e| RuntimeError::Start(e.to_string()))?;
     let c = &t.spec.container;
     // Docker's rule: overriding the entrypoint drops the image's cmd.
@@ -313,7 +317,9 @@ pub(crate) fn start_spec(
     }
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     let mut order = Vec::new();
-    for kv in image.env.iter().chain(c.env.iter()) {
+    // The service's values may hold templates; the image's are taken as they are.
+    let service_env: Vec<String> = c.env.iter().map(|kv| expand("--env", kv)).collect::<Result<_, _>>()?;
+    for kv in image.env.iter().chain(service_env.iter()) {
         let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
         if env.insert(k.to_string(), v.to_string()).is_none() {
             order.push(k.to_string());
@@ -322,22 +328,22 @@ pub(crate) fn start_spec(
     let env = order.iter().map(|k| format!("{k}={}", env[k])).collect();
     let mut mounts = Vec::new();
     for m in &c.mounts {
+        let name = expand("--mount source", &m.source)?;
         let source = match m.kind {
             MountKind::Volume => {
-                // Checked by the manager too; a spec from anywhere never escapes `volumes/`.
-                if !shoal_shared::types::valid_volume_name(&m.source) {
-                    return Err(RuntimeError::Start(format!("invalid volume name {:?}", m.source)));
+                // Checked by the manager too (after expansion only here): never outside `volumes/`.
+                if !shoal_shared::types::valid_volume_name(&name) {
+                    return Err(RuntimeError::Start(format!("invalid volume name {name:?}")));
                 }
-                let dir = data_dir.join("volumes").join(&m.source).join("_data");
-                std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::Start(format!("cannot create volume {}: {e}", m.source)))?;
+                let dir = data_dir.join("volumes").join(&name).join("_data");
+                std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::Start(format!("cannot create volume {name}: {e}")))?;
                 dir
             }
             MountKind::Bind => {
-                let p = std::path::PathBuf::from(&m.source);
-                if !p.exists() {
+                let p = std::path::PathBuf::from(&name);
+                if !p.is_absolute() || !p.exists() {
                     return Err(RuntimeError::Image(format!(
-                        "invalid mount config for type \"bind\": bind source path does not exist: {}",
-                        m.source
+                        "invalid mount config for type \"bind\": bind source path does not exist: {name}"
                     )));
                 }
                 p
@@ -359,7 +365,7 @@ pub(crate) fn start_spec(
         env,
         cwd: if c.dir.is_empty() { image.workdir.clone() } else { c.dir.clone() },
         user: if c.user.is_empty() { image.user.clone() } else { c.user.clone() },
-        hostname: hostname(t),
+        hostname: hostname(t, ctx)?,
         labels,
         log_path,
         memory_limit_bytes: t.spec.resources.limits.memory_bytes,
@@ -408,16 +414,16 @@ mod tests {
             ..Default::default()
         };
         let dir = Path::new("/data");
-        let s = start_spec(&t, "web", "n", img.clone(), dir).unwrap();
+        let s = start_spec(&t, "web", "n", img.clone(), dir, &serde_json::Value::Null).unwrap();
         assert_eq!(s.args, vec!["/entry", "serve"]);
         t.spec.container.args = vec!["other".into()];
         t.spec.container.env = vec!["A=2".into(), "B=3".into()];
-        let s = start_spec(&t, "web", "n", img.clone(), dir).unwrap();
+        let s = start_spec(&t, "web", "n", img.clone(), dir, &serde_json::Value::Null).unwrap();
         assert_eq!(s.args, vec!["/entry", "other"]);
         assert_eq!(s.env, vec!["A=2", "PATH=/bin", "B=3"]);
         t.spec.container.command = vec!["/bin/sh".into()];
         t.spec.container.args = vec![];
-        let s = start_spec(&t, "web", "n", img, dir).unwrap();
+        let s = start_spec(&t, "web", "n", img, dir, &serde_json::Value::Null).unwrap();
         assert_eq!(s.args, vec!["/bin/sh"], "a new entrypoint drops the image cmd");
         assert_eq!(s.hostname, "abcdefabcdef");
         assert_eq!(s.labels["io.shoal.task.name"], "web.1.abcdefabcdefabcdef");
