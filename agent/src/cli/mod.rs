@@ -4,6 +4,7 @@
 //! control socket (`-H unix:///path`, or `SHOAL_HOST`). Errors print one line
 //! to stderr and exit 1; usage errors exit 2 (clap's convention, as Docker's).
 
+mod completion;
 mod files;
 mod filter;
 mod health;
@@ -75,6 +76,11 @@ enum Command {
     Login(login::LoginArgs),
     /// Log out from a registry.
     Logout(login::LogoutArgs),
+    /// Generate a shell completion script (bash, zsh or fish).
+    Completion {
+        /// bash, zsh or fish.
+        shell: String,
+    },
     /// Return low-level information on swarm objects (services, nodes,
     /// networks, tasks, secrets, configs).
     Inspect {
@@ -270,6 +276,10 @@ pub fn main() -> anyhow::Result<()> {
         Command::Image(cmd) => image(&cli.host, cmd),
         Command::Login(a) => login::login(&cli.host, a),
         Command::Logout(a) => login::logout(a),
+        Command::Completion { shell } => {
+            print!("{}", completion::script(&<Cli as clap::CommandFactory>::command(), &shell)?);
+            Ok(())
+        }
         Command::Inspect { kind, format, names } => object::run(&cli.host, kind, &format, names),
         Command::LogDriver { log_path } => Ok(crate::logdriver::run(&log_path)?),
     }
