@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize};
 /// `PullProgress`, `Pulled`), version 11 layer sharing
 /// (`SwarmUpdate::layer_sharing`, `SwarmInfo::layer_sharing`) and the image
 /// pulls of a service's preparing tasks (`Reply::Tasks::pulls`), version
-/// 12 secrets, configs, healthchecks and jobs (issue #17).
-pub const API_VERSION: u8 = 12;
+/// 12 secrets, configs, healthchecks and jobs (issue #17), version 13
+/// volumes (`VolumeList`, `VolumeRemove`, `Volumes`, `VolumesRemoved`).
+pub const API_VERSION: u8 = 13;
 
 pub use crate::types::RegistryAuth;
 
@@ -208,6 +209,18 @@ pub enum Request {
         kind: crate::types::FileKind,
         key: String,
     },
+    /// `volume ls` / `volume inspect`: the named volumes on the asked node
+    /// (all of them, or those named).
+    VolumeList {
+        names: Vec<String>,
+    },
+    /// `volume rm NAME` (refused while a task of this node uses it, unless
+    /// `force`), or `volume prune` (`name` empty: every volume no task of
+    /// this node uses).
+    VolumeRemove {
+        name: String,
+        force: bool,
+    },
 }
 
 /// Where a request may run, decided per variant in [`Request::class`].
@@ -262,6 +275,8 @@ impl Request {
             Request::ImagePullStatus { .. } => Local,
             Request::FileList { .. } | Request::FileInspect { .. } => Read,
             Request::FileCreate { .. } | Request::FileRemove { .. } => Write,
+            // Volumes live in the asked node's data dir.
+            Request::VolumeList { .. } | Request::VolumeRemove { .. } => Local,
         }
     }
 
@@ -311,6 +326,9 @@ impl Request {
             Request::FileInspect { kind: crate::types::FileKind::Config, .. } => "config inspect",
             Request::FileRemove { kind: crate::types::FileKind::Secret, .. } => "secret rm",
             Request::FileRemove { kind: crate::types::FileKind::Config, .. } => "config rm",
+            Request::VolumeList { .. } => "volume ls",
+            Request::VolumeRemove { name, .. } if name.is_empty() => "volume prune",
+            Request::VolumeRemove { .. } => "volume rm",
         }
     }
 }
@@ -648,6 +666,24 @@ pub enum Reply {
     },
     /// Secrets (data always empty) or configs (data included).
     Files(Vec<crate::types::StoredFile>),
+    /// Named volumes of a node.
+    Volumes(Vec<VolumeInfo>),
+    /// Volumes removed and the bytes they held.
+    VolumesRemoved {
+        names: Vec<String>,
+        reclaimed_bytes: u64,
+    },
+}
+
+/// One named volume on a node (`DATA_DIR/volumes/NAME/_data`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeInfo {
+    pub name: String,
+    pub mountpoint: String,
+    /// Creation time (the directory's), unix nanoseconds.
+    pub created_at: u64,
+    /// Tasks of this node whose spec mounts it (names as `service ps`).
+    pub used_by: Vec<String>,
 }
 
 impl Reply {

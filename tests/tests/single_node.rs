@@ -399,6 +399,27 @@ fn service_templates_expand_per_task() {
         assert!(logs.contains(&format!("host={host}-{slot} device={host}/tagged")), "{logs}");
         assert!(n.data_dir().join(format!("volumes/data-{slot}/_data/mine")).exists(), "slot {slot}'s own volume");
     }
+    // The volumes, as `volume` shows and removes them.
+    let ls = n.shoal(&["volume", "ls"]).ok().stdout;
+    assert_eq!(
+        ls.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).collect::<Vec<_>>(),
+        [vec!["DRIVER", "VOLUME", "NAME"], vec!["local", "data-1"], vec!["local", "data-2"]]
+    );
+    let v: serde_json::Value = serde_json::from_str(&n.shoal(&["volume", "inspect", "data-1"]).ok().stdout).unwrap();
+    assert_eq!(v[0]["Mountpoint"], n.data_dir().join("volumes/data-1/_data").display().to_string());
+    let r = n.shoal(&["volume", "rm", "data-1"]);
+    assert!(r.code != 0 && r.stderr.contains("remove data-1: volume is in use - [tagged.1]"), "{}", r.stderr);
+    assert_eq!(n.shoal(&["volume", "ls", "-q", "-f", "dangling=true"]).ok().stdout, "");
+    n.shoal(&["service", "rm", "tagged"]).ok();
+    wait_for("the tasks to be gone", WAIT, || {
+        (n.shoal(&["volume", "ls", "-q", "-f", "dangling=true"]).ok().stdout.lines().count() == 2).then_some(())
+    });
+    let pruned = n.shoal(&["volume", "prune", "-f"]).ok().stdout;
+    assert!(pruned.starts_with("Deleted Volumes:\ndata-1\ndata-2\n\nTotal reclaimed space: 0B"), "{pruned}");
+    assert!(!n.data_dir().join("volumes/data-1").exists());
+    let r = n.shoal(&["volume", "inspect", "data-1"]);
+    assert!(r.code != 0 && r.stderr.contains("no such volume: data-1"), "{}", r.stderr);
+
     // A template naming no field fails the task with the reason, not silently.
     n.shoal(&["service", "create", "-d", "--name", "badtpl", "--hostname", "{{.Node.Nope}}", "shoal.test/busybox", "sleep", "9"]).ok();
     let err = wait_for("the task to fail", WAIT, || {

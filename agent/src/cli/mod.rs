@@ -20,6 +20,7 @@ mod swarm;
 #[cfg(feature = "templates")]
 pub(crate) mod template;
 mod update;
+mod volume;
 
 use crate::client::{Client, DEFAULT_HOST, REPLY_MS_DEFAULT, REPLY_MS_IMAGES};
 use anyhow::{bail, Context};
@@ -76,6 +77,9 @@ enum Command {
     Login(login::LoginArgs),
     /// Log out from a registry.
     Logout(login::LogoutArgs),
+    /// Manage the named volumes of the node asked.
+    #[command(subcommand)]
+    Volume(volume::VolumeCmd),
     /// Generate a shell completion script (bash, zsh or fish).
     Completion {
         /// bash, zsh or fish.
@@ -276,6 +280,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Image(cmd) => image(&cli.host, cmd),
         Command::Login(a) => login::login(&cli.host, a),
         Command::Logout(a) => login::logout(a),
+        Command::Volume(cmd) => volume::run(&cli.host, cmd),
         Command::Completion { shell } => {
             print!("{}", completion::script(&<Cli as clap::CommandFactory>::command(), &shell)?);
             Ok(())

@@ -34,6 +34,7 @@ mod swarm;
 pub(crate) mod task_files;
 mod task_logs;
 mod tunnel;
+mod volumes;
 pub(crate) use tunnel::TUNNEL_PORT;
 #[cfg(test)]
 mod tests;

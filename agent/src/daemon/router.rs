@@ -438,6 +438,8 @@ impl Daemon {
                 Outcome::Later
             }
             Request::SwarmBackup { output } => self.swarm_backup(output, reply),
+            Request::VolumeList { names } => self.volume_list(names, reply),
+            Request::VolumeRemove { name, force } => self.volume_remove(name, force, reply),
             Request::NetworkList if self.swarm.mode == Mode::Worker => Outcome::Now(service::worker_networks(self.swarm.assigned_ref())),
             other => {
                 let mut r = service::query(self.store.state(), &self.node_id, other);
