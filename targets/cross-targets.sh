@@ -47,6 +47,11 @@ NO_PROBES_TARGETS=${NO_PROBES_TARGETS-" mips64le "}
 # `templates` feature, ~50 KB): mips64le (2026-12-07). There `--format
 # '{{...}}'` is refused with the reason; table and json work.
 NO_TEMPLATES_TARGETS=${NO_TEMPLATES_TARGETS-" mips64le "}
+# Targets whose registry client speaks TLS 1.3 only (shoal-agent's `tls12`
+# feature off, about -26 KB of rustls' TLS 1.2 state machine and suites):
+# mips64le (2026-12-07). A registry that speaks only TLS 1.2 is refused there
+# with the reason.
+NO_TLS12_TARGETS=${NO_TLS12_TARGETS-" mips64le "}
 SIZE_CRYPTO_CRATES="snow chacha20poly1305 chacha20 poly1305 blake2 curve25519-dalek"
 release_rustflags() {
   if [ -n "${SHOAL_RELEASE_RUSTFLAGS:-}" ]; then

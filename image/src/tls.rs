@@ -227,6 +227,14 @@ pub(crate) fn explain(e: &std::io::Error, now_unix_s: u64) -> String {
         | rustls::Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => {
             format!(" (this node's clock reads {}: if that is wrong, set it, e.g. with NTP; a device without a real-time clock starts in 1970)", shoal_shared::clock::rfc3339(now_unix_s))
         }
+        rustls::Error::AlertReceived(rustls::AlertDescription::ProtocolVersion | rustls::AlertDescription::HandshakeFailure)
+        | rustls::Error::PeerIncompatible(_)
+            if !cfg!(feature = "tls12") =>
+        {
+            " (this binary speaks TLS 1.3 only: the mips64le build leaves TLS 1.2 out to stay under 5 MiB, and this registry may speak only 1.2; \
+             reach it through a TLS 1.3 mirror (`shoal daemon --registry-mirror`) or a node of another architecture)"
+                .to_string()
+        }
         _ => String::new(),
     };
     format!("{err}{hint}")
@@ -258,5 +266,8 @@ mod tests {
         assert!(s.contains("--registry-ca"), "{s}");
         let s = explain(&std::io::Error::from(std::io::ErrorKind::TimedOut), 5);
         assert_eq!(s, "handshake timed out");
+        // A registry that speaks only TLS 1.2, met by a 1.3-only build (mips64le).
+        let s = explain(&io(rustls::Error::AlertReceived(rustls::AlertDescription::ProtocolVersion)), 5);
+        assert_eq!(s.contains("speaks TLS 1.3 only"), !cfg!(feature = "tls12"), "{s}");
     }
 }
