@@ -84,6 +84,7 @@ for WANT in "${NAMES[@]}"; do
   # Default features but those a target leaves out to fit the budget.
   features=(tls)
   [[ $NO_TLS12_TARGETS == *" $T_NAME "* ]] || features+=(tls12)
+  [[ $NO_LEGACY_TARGETS == *" $T_NAME "* ]] || features+=(legacy)
   [[ $NO_PROBES_TARGETS == *" $T_NAME "* ]] || features+=(probes)
   [[ $NO_TEMPLATES_TARGETS == *" $T_NAME "* ]] || features+=(templates)
   extra+=(--no-default-features --features "$(IFS=,; echo "${features[*]}")")

@@ -52,6 +52,11 @@ NO_TEMPLATES_TARGETS=${NO_TEMPLATES_TARGETS-" mips64le "}
 # mips64le (2026-12-07). A registry that speaks only TLS 1.2 is refused there
 # with the reason.
 NO_TLS12_TARGETS=${NO_TLS12_TARGETS-" mips64le "}
+# Targets that do not read data older Shoals wrote (shoal-agent's `legacy`
+# feature: raft entries 1-3, snapshots 1-12, worker records 1, about 80 KB
+# of frozen types and their decoders): mips64le (2026-12-07). Such data is
+# refused there with the reason; every format written since reads.
+NO_LEGACY_TARGETS=${NO_LEGACY_TARGETS-" mips64le "}
 SIZE_CRYPTO_CRATES="snow chacha20poly1305 chacha20 poly1305 blake2 curve25519-dalek"
 release_rustflags() {
   if [ -n "${SHOAL_RELEASE_RUSTFLAGS:-}" ]; then

@@ -20,7 +20,6 @@
 
 use serde::{Deserialize, Serialize};
 use shoal_shared::assignments::{TUNNEL_NETWORK_ID, TUNNEL_SUBNET};
-use shoal_shared::legacy::{ClusterV1, NodeV1, NodeV2, ServiceV1, ServiceV3, TaskV1, TaskV3};
 use shoal_shared::ops::{Entry, Op};
 use shoal_shared::task::TaskState;
 use shoal_shared::types::{
@@ -95,130 +94,6 @@ pub struct State {
     pub file_parts: BTreeMap<(FileKind, String), (u64, Vec<u8>)>,
 }
 
-/// The records at the head of every snapshot version, over the record
-/// types of that version (postcard is positional: a version's bytes are
-/// these fields, then the ones it added, in order).
-#[derive(Deserialize)]
-struct Records<C, N, S, T> {
-    cluster: Option<C>,
-    nodes: BTreeMap<String, N>,
-    services: BTreeMap<String, S>,
-    tasks: BTreeMap<String, T>,
-    applied_index: u64,
-}
-
-/// Snapshot version 1: the pre-network records only (settings came in version 2).
-type StateV1 = Records<ClusterV1, NodeV1, ServiceV1, TaskV1>;
-/// Snapshot version 2: version 1 and the settings (networks came in version 3).
-type StateV2 = (StateV1, SwarmSettings);
-/// Snapshot version 3: today's fields, with the nodes before plugins.
-type StateV3 = (Records<Cluster, NodeV2, ServiceV3, TaskV3>, SwarmSettings, BTreeMap<String, Network>, u32);
-/// Snapshot version 4: version 5 without `autolock`.
-type StateV4 = (Records<Cluster, Node, ServiceV3, TaskV3>, SwarmSettings, BTreeMap<String, Network>, u32);
-/// Snapshot version 5: version 6 without `node_lost_after_ms`.
-type StateV5 = (Records<Cluster, Node, ServiceV3, TaskV3>, SwarmSettings, BTreeMap<String, Network>, u32, Autolock);
-/// Snapshot version 6: version 7 without `link_profile`.
-type StateV6 = (Records<Cluster, Node, ServiceV3, TaskV3>, SwarmSettings, BTreeMap<String, Network>, u32, Autolock, u64);
-/// Snapshot version 7: version 8 without `restarts_in_place`.
-type StateV7 = (Records<Cluster, Node, ServiceV3, TaskV3>, SwarmSettings, BTreeMap<String, Network>, u32, Autolock, u64, LinkProfile);
-/// Snapshot version 8: version 9 without `autopilot`.
-type StateV8 = (
-    Records<Cluster, Node, ServiceV3, TaskV3>,
-    SwarmSettings,
-    BTreeMap<String, Network>,
-    u32,
-    Autolock,
-    u64,
-    LinkProfile,
-    BTreeMap<String, InPlaceRestarts>,
-);
-/// Snapshot version 9: version 10 without `registry_auths`.
-type StateV9 = (
-    Records<Cluster, Node, ServiceV3, TaskV3>,
-    SwarmSettings,
-    BTreeMap<String, Network>,
-    u32,
-    Autolock,
-    u64,
-    LinkProfile,
-    BTreeMap<String, InPlaceRestarts>,
-    AutopilotSettings,
-);
-
-/// Snapshot version 10: version 11 without `layer_sharing_off`.
-type StateV10 = (
-    Records<Cluster, Node, ServiceV3, TaskV3>,
-    SwarmSettings,
-    BTreeMap<String, Network>,
-    u32,
-    Autolock,
-    u64,
-    LinkProfile,
-    BTreeMap<String, InPlaceRestarts>,
-    AutopilotSettings,
-    BTreeMap<String, RegistryAuth>,
-);
-
-/// Snapshot version 12: version 13 without `file_parts`.
-type StateV12 = (
-    Records<Cluster, Node, Service, Task>,
-    SwarmSettings,
-    BTreeMap<String, Network>,
-    u32,
-    Autolock,
-    u64,
-    LinkProfile,
-    BTreeMap<String, InPlaceRestarts>,
-    AutopilotSettings,
-    BTreeMap<String, RegistryAuth>,
-    bool,
-    BTreeMap<String, StoredFile>,
-    BTreeMap<String, StoredFile>,
-);
-
-/// Snapshot version 11: version 12 without `secrets` and `configs`, its
-/// services and tasks before secrets.
-type StateV11 = (
-    Records<Cluster, Node, ServiceV3, TaskV3>,
-    SwarmSettings,
-    BTreeMap<String, Network>,
-    u32,
-    Autolock,
-    u64,
-    LinkProfile,
-    BTreeMap<String, InPlaceRestarts>,
-    AutopilotSettings,
-    BTreeMap<String, RegistryAuth>,
-    bool,
-);
-
-impl<C: Into<Cluster>, N: Into<Node>, S: Into<Service>, T: Into<Task>> Records<C, N, S, T> {
-    /// Today's state from an older snapshot's records and the fields after them.
-    fn into_state(self, settings: SwarmSettings, networks: BTreeMap<String, Network>, last_port: u32) -> State {
-        let Records { cluster, nodes, services, tasks, applied_index } = self;
-        State {
-            cluster: cluster.map(Into::into),
-            nodes: nodes.into_iter().map(|(k, v)| (k, v.into())).collect(),
-            services: services.into_iter().map(|(k, v)| (k, v.into())).collect(),
-            tasks: tasks.into_iter().map(|(k, v)| (k, v.into())).collect(),
-            applied_index,
-            settings,
-            networks,
-            last_port,
-            autolock: Autolock::default(),
-            node_lost_after_ms: 0,
-            link_profile: LinkProfile::Lan,
-            restarts_in_place: BTreeMap::new(),
-            autopilot: AutopilotSettings::default(),
-            registry_auths: BTreeMap::new(),
-            layer_sharing_off: false,
-            secrets: BTreeMap::new(),
-            configs: BTreeMap::new(),
-            file_parts: BTreeMap::new(),
-        }
-    }
-}
-
 /// Why an op was skipped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApplyError {
@@ -255,6 +130,9 @@ pub struct Applied {
     pub rejected: Vec<(usize, ApplyError)>,
 }
 
+#[cfg(feature = "legacy")]
+mod legacy;
+
 /// Errors restoring a snapshot.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {
@@ -262,6 +140,10 @@ pub enum SnapshotError {
     Empty,
     #[error("snapshot version {0} is not supported")]
     Version(u8),
+    /// An older version this build does not read (the `legacy` feature is
+    /// off: mips64le binaries, to fit 5 MiB).
+    #[error("snapshot version {0} is from an earlier Shoal and this build does not read it (mips64le binaries leave old formats out to stay under 5 MiB): open the data dir once with a build for another architecture, or start this node afresh")]
+    Legacy(u8),
     #[error("snapshot is corrupt: {0}")]
     Corrupt(String),
 }
@@ -617,133 +499,10 @@ impl State {
         let (&v, body) = bytes.split_first().ok_or(SnapshotError::Empty)?;
         let corrupt = |e: postcard::Error| SnapshotError::Corrupt(e.to_string());
         match v {
-            1 => postcard::from_bytes::<StateV1>(body).map(|r| r.into_state(SwarmSettings::default(), BTreeMap::new(), 0)).map_err(corrupt),
-            2 => postcard::from_bytes::<StateV2>(body).map(|(r, settings)| r.into_state(settings, BTreeMap::new(), 0)).map_err(corrupt),
-            3 => postcard::from_bytes::<StateV3>(body).map(|(r, settings, nets, port)| r.into_state(settings, nets, port)).map_err(corrupt),
-            4 => postcard::from_bytes::<StateV4>(body).map(|(r, settings, nets, port)| r.into_state(settings, nets, port)).map_err(corrupt),
-            5 => postcard::from_bytes::<StateV5>(body)
-                .map(|(r, settings, nets, port, autolock)| State { autolock, ..r.into_state(settings, nets, port) })
-                .map_err(corrupt),
-            6 => postcard::from_bytes::<StateV6>(body)
-                .map(|(r, settings, nets, port, autolock, node_lost_after_ms)| State {
-                    autolock,
-                    node_lost_after_ms,
-                    ..r.into_state(settings, nets, port)
-                })
-                .map_err(corrupt),
-            7 => postcard::from_bytes::<StateV7>(body)
-                .map(|(r, settings, nets, port, autolock, node_lost_after_ms, link_profile)| State {
-                    autolock,
-                    node_lost_after_ms,
-                    link_profile,
-                    ..r.into_state(settings, nets, port)
-                })
-                .map_err(corrupt),
-            8 => postcard::from_bytes::<StateV8>(body)
-                .map(|(r, settings, nets, port, autolock, node_lost_after_ms, link_profile, restarts_in_place)| State {
-                    autolock,
-                    node_lost_after_ms,
-                    link_profile,
-                    restarts_in_place,
-                    ..r.into_state(settings, nets, port)
-                })
-                .map_err(corrupt),
-            9 => postcard::from_bytes::<StateV9>(body)
-                .map(|(r, settings, nets, port, autolock, node_lost_after_ms, link_profile, restarts_in_place, autopilot)| State {
-                    autolock,
-                    node_lost_after_ms,
-                    link_profile,
-                    restarts_in_place,
-                    autopilot,
-                    ..r.into_state(settings, nets, port)
-                })
-                .map_err(corrupt),
-            10 => postcard::from_bytes::<StateV10>(body)
-                .map(
-                    |(
-                        r,
-                        settings,
-                        nets,
-                        port,
-                        autolock,
-                        node_lost_after_ms,
-                        link_profile,
-                        restarts_in_place,
-                        autopilot,
-                        registry_auths,
-                    )| {
-                        State {
-                            autolock,
-                            node_lost_after_ms,
-                            link_profile,
-                            restarts_in_place,
-                            autopilot,
-                            registry_auths,
-                            ..r.into_state(settings, nets, port)
-                        }
-                    },
-                )
-                .map_err(corrupt),
-            11 => postcard::from_bytes::<StateV11>(body)
-                .map(
-                    |(
-                        r,
-                        settings,
-                        nets,
-                        port,
-                        autolock,
-                        node_lost_after_ms,
-                        link_profile,
-                        restarts_in_place,
-                        autopilot,
-                        registry_auths,
-                        layer_sharing_off,
-                    )| {
-                        State {
-                            autolock,
-                            node_lost_after_ms,
-                            link_profile,
-                            restarts_in_place,
-                            autopilot,
-                            registry_auths,
-                            layer_sharing_off,
-                            ..r.into_state(settings, nets, port)
-                        }
-                    },
-                )
-                .map_err(corrupt),
-            12 => postcard::from_bytes::<StateV12>(body)
-                .map(
-                    |(
-                        r,
-                        settings,
-                        nets,
-                        port,
-                        autolock,
-                        node_lost_after_ms,
-                        link_profile,
-                        restarts_in_place,
-                        autopilot,
-                        registry_auths,
-                        layer_sharing_off,
-                        secrets,
-                        configs,
-                    )| {
-                        State {
-                            autolock,
-                            node_lost_after_ms,
-                            link_profile,
-                            restarts_in_place,
-                            autopilot,
-                            registry_auths,
-                            layer_sharing_off,
-                            secrets,
-                            configs,
-                            ..r.into_state(settings, nets, port)
-                        }
-                    },
-                )
-                .map_err(corrupt),
+            #[cfg(feature = "legacy")]
+            1..=12 => legacy::restore(v, body),
+            #[cfg(not(feature = "legacy"))]
+            1..=12 => Err(SnapshotError::Legacy(v)),
             SNAPSHOT_VERSION => postcard::from_bytes(body).map_err(corrupt),
             _ => Err(SnapshotError::Version(v)),
         }
@@ -1014,12 +773,15 @@ pub(crate) mod tests {
     /// 6d99343, generated once with its `State::snapshot`): a cluster, a
     /// manager node, service `web` (`--network my-net -p 8080:80`, with a
     /// previous spec) and its running task, then settings of 30 s.
+    #[cfg(feature = "legacy")]
     const SNAPSHOT_V2_HEX: &str = include_str!("legacy_snapshot_v2.hex");
 
+    #[cfg(feature = "legacy")]
     fn from_hex(s: &str) -> Vec<u8> {
         (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
+    #[cfg(feature = "legacy")]
     #[test]
     fn settings_replicate_and_version_1_snapshots_restore_with_defaults() {
         let mut s = State::default();
@@ -1041,6 +803,7 @@ pub(crate) mod tests {
         assert_eq!(State::restore(&[SNAPSHOT_VERSION + 1, 0]), Err(SnapshotError::Version(SNAPSHOT_VERSION + 1)));
     }
 
+    #[cfg(feature = "legacy")]
     #[test]
     fn version_2_snapshots_restore_with_empty_network_fields() {
         let s = State::restore(&from_hex(SNAPSHOT_V2_HEX.trim())).unwrap();
@@ -1065,8 +828,10 @@ pub(crate) mod tests {
     /// 9556691, generated once with its `State::snapshot`): cluster `c1`,
     /// node `n1` (`box`, 2 CPUs, 1 GiB, engine label k=v), service `web`
     /// and its task `t1` on `n1`, then settings of 30 s.
+    #[cfg(feature = "legacy")]
     const SNAPSHOT_V3_HEX: &str = include_str!("legacy_snapshot_v3.hex");
 
+    #[cfg(feature = "legacy")]
     #[test]
     fn version_3_snapshots_restore_with_no_plugins_reported() {
         let v3 = from_hex(SNAPSHOT_V3_HEX.trim());
@@ -1091,8 +856,10 @@ pub(crate) mod tests {
     /// with a previous spec, its task `t1` in slot 2, autolock epoch 4, node
     /// lost after 10 min, edge links, an autopilot of 3, credentials of
     /// `s1`, layer sharing off).
+    #[cfg(feature = "legacy")]
     const SNAPSHOT_V11_HEX: &str = include_str!("legacy_snapshot_v11.hex");
 
+    #[cfg(feature = "legacy")]
     #[test]
     fn version_11_snapshots_restore_with_no_secrets_or_configs() {
         let v11 = from_hex(SNAPSHOT_V11_HEX.trim());
@@ -1146,7 +913,10 @@ pub(crate) mod tests {
         let full = postcard::to_allocvec(&v12).unwrap();
         // Today's encoding minus the trailing empty map (one byte, its length 0) is version 12's.
         bytes.extend_from_slice(&full[..full.len() - 1]);
+        #[cfg(feature = "legacy")]
         assert_eq!(State::restore(&bytes).unwrap(), v12);
+        #[cfg(not(feature = "legacy"))]
+        assert!(matches!(State::restore(&bytes), Err(SnapshotError::Legacy(12))), "refused with the reason");
     }
 
     fn file(id: &str, name: &str) -> StoredFile {
@@ -1206,6 +976,7 @@ pub(crate) mod tests {
         assert_eq!(s.find_secret("tls").map(|f| f.id.as_str()), Some("x3"));
     }
 
+    #[cfg(feature = "legacy")]
     /// A container as versions before secrets held it (test data has none).
     fn container_v3(c: &shoal_shared::types::ContainerSpec) -> shoal_shared::legacy::ContainerSpecV3 {
         assert!(c.secrets.is_empty() && c.configs.is_empty() && c.healthcheck.is_none());
@@ -1225,6 +996,7 @@ pub(crate) mod tests {
         }
     }
 
+    #[cfg(feature = "legacy")]
     fn task_spec_v3(t: &shoal_shared::types::TaskSpec) -> shoal_shared::legacy::TaskSpecV3 {
         shoal_shared::legacy::TaskSpecV3 {
             container: container_v3(&t.container),
@@ -1236,6 +1008,7 @@ pub(crate) mod tests {
         }
     }
 
+    #[cfg(feature = "legacy")]
     fn service_spec_v3(s: &ServiceSpec) -> shoal_shared::legacy::ServiceSpecV3 {
         shoal_shared::legacy::ServiceSpecV3 {
             name: s.name.clone(),
@@ -1249,8 +1022,9 @@ pub(crate) mod tests {
         }
     }
 
-    fn service_v3(s: &Service) -> ServiceV3 {
-        ServiceV3 {
+    #[cfg(feature = "legacy")]
+    fn service_v3(s: &Service) -> shoal_shared::legacy::ServiceV3 {
+        shoal_shared::legacy::ServiceV3 {
             id: s.id.clone(),
             meta: s.meta.clone(),
             spec: service_spec_v3(&s.spec),
@@ -1260,8 +1034,9 @@ pub(crate) mod tests {
         }
     }
 
-    fn task_v3(t: &Task) -> TaskV3 {
-        TaskV3 {
+    #[cfg(feature = "legacy")]
+    fn task_v3(t: &Task) -> shoal_shared::legacy::TaskV3 {
+        shoal_shared::legacy::TaskV3 {
             id: t.id.clone(),
             meta: t.meta.clone(),
             service_id: t.service_id.clone(),
@@ -1279,6 +1054,7 @@ pub(crate) mod tests {
 
     /// A version-5 snapshot (before `--node-lost-after`) restores with it off
     /// and keeps its autolock; today's snapshot carries the setting.
+    #[cfg(feature = "legacy")]
     #[test]
     fn version_5_snapshots_restore_with_node_lost_after_off() {
         let mut s = State::default();
@@ -1290,8 +1066,8 @@ pub(crate) mod tests {
         struct RecordsOut<'a> {
             cluster: Option<Cluster>,
             nodes: &'a BTreeMap<String, Node>,
-            services: BTreeMap<String, ServiceV3>,
-            tasks: BTreeMap<String, TaskV3>,
+            services: BTreeMap<String, shoal_shared::legacy::ServiceV3>,
+            tasks: BTreeMap<String, shoal_shared::legacy::TaskV3>,
             #[serde(skip)]
             _at: std::marker::PhantomData<&'a ()>,
             applied_index: u64,

@@ -16,6 +16,7 @@ pub mod backoff;
 pub mod clock;
 pub mod frame;
 pub mod health;
+#[cfg(feature = "legacy")]
 pub mod legacy;
 pub mod noise;
 pub mod ops;

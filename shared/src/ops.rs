@@ -189,6 +189,9 @@ pub enum EntryError {
     Empty,
     #[error("entry version {0} is not supported (this build reads version {ENTRY_VERSION})")]
     Version(u8),
+    /// An older version this build does not read (the `legacy` feature is off).
+    #[error("entry version {0} is from an earlier Shoal and this build does not read it (mips64le binaries leave old formats out to stay under 5 MiB): open the data dir once with a build for another architecture, or start this node afresh")]
+    Legacy(u8),
     #[error("entry of {0} bytes exceeds the {ENTRY_BYTES_MAX}-byte limit")]
     TooLarge(usize),
     #[error("entry is corrupt: {0}")]
@@ -213,9 +216,14 @@ impl Entry {
         let (&version, body) = bytes.split_first().ok_or(EntryError::Empty)?;
         let corrupt = |e: postcard::Error| EntryError::Corrupt(e.to_string());
         match version {
+            #[cfg(feature = "legacy")]
             1 => postcard::from_bytes::<crate::legacy::EntryV1>(body).map(Entry::from).map_err(corrupt),
+            #[cfg(feature = "legacy")]
             2 => postcard::from_bytes::<crate::legacy::EntryV2>(body).map(Entry::from).map_err(corrupt),
+            #[cfg(feature = "legacy")]
             3 => postcard::from_bytes::<crate::legacy::EntryV3>(body).map(Entry::from).map_err(corrupt),
+            #[cfg(not(feature = "legacy"))]
+            1..=3 => Err(EntryError::Legacy(version)),
             ENTRY_VERSION => postcard::from_bytes(body).map_err(corrupt),
             _ => Err(EntryError::Version(version)),
         }
