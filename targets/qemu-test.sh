@@ -22,8 +22,10 @@ export PATH="$HOME/.cargo/bin:$PATH"
 source targets/cross-targets.sh
 mapfile -t NAMES < <(cross_resolve "$@")
 SEEDS=${SHOAL_QEMU_SEEDS:-300}
-# A wedged emulated test must not hang CI: bound every run.
-RUN_TIMEOUT=${SHOAL_QEMU_TIMEOUT:-900}
+# A wedged emulated test must not hang CI: bound every run. 1800 s: the
+# arm64 unit tests took over 900 s under QEMU on a loaded 2-core machine
+# (2026-12-07, a local CI run beside release builds) and were cut off.
+RUN_TIMEOUT=${SHOAL_QEMU_TIMEOUT:-1800}
 # Inherited from targets/test.sh; under QEMU containerd tests are skipped, not failed.
 # The platform check must see the build's own platform.
 unset SHOAL_REQUIRE_CONTAINERD SHOAL_TEST_PLATFORM
