@@ -142,7 +142,7 @@ pub enum SnapshotError {
     Version(u8),
     /// An older version this build does not read (the `legacy` feature is
     /// off: mips64le binaries, to fit 5 MiB).
-    #[error("snapshot version {0} is from an earlier Shoal and this build does not read it (mips64le binaries leave old formats out to stay under 5 MiB): open the data dir once with a build for another architecture, or start this node afresh")]
+    #[error("snapshot version {0} is from an earlier Shoal and this build does not read it (the mips64le and s390x binaries leave old formats out to stay under 5 MiB): open the data dir once with a build for another architecture, or start this node afresh")]
     Legacy(u8),
     #[error("snapshot is corrupt: {0}")]
     Corrupt(String),

@@ -80,7 +80,7 @@ impl Assignments {
             }),
             #[cfg(not(feature = "legacy"))]
             Some((1, _)) => Err(
-                "record version 1 is from an earlier Shoal and this build does not read it (mips64le binaries leave old formats out to stay under 5 MiB); the node waits for a manager's assignments".into()
+                "record version 1 is from an earlier Shoal and this build does not read it (the mips64le and s390x binaries leave old formats out to stay under 5 MiB); the node waits for a manager's assignments".into()
             ),
             Some((v, _)) => Err(format!("record version {v} is not supported (this build reads {RECORD_VERSION})")),
             None => Err("empty record".into()),

@@ -190,7 +190,7 @@ pub enum EntryError {
     #[error("entry version {0} is not supported (this build reads version {ENTRY_VERSION})")]
     Version(u8),
     /// An older version this build does not read (the `legacy` feature is off).
-    #[error("entry version {0} is from an earlier Shoal and this build does not read it (mips64le binaries leave old formats out to stay under 5 MiB): open the data dir once with a build for another architecture, or start this node afresh")]
+    #[error("entry version {0} is from an earlier Shoal and this build does not read it (the mips64le and s390x binaries leave old formats out to stay under 5 MiB): open the data dir once with a build for another architecture, or start this node afresh")]
     Legacy(u8),
     #[error("entry of {0} bytes exceeds the {ENTRY_BYTES_MAX}-byte limit")]
     TooLarge(usize),
