@@ -27,11 +27,11 @@ RELEASE_RUSTFLAGS='"-C", "force-unwind-tables=no", "-Z", "location-detail=none",
 # aborts at once, with no message (`-C panic=immediate-abort`; mips64le with
 # TLS: 5,400,736 -> 5,084,216 bytes, 2026-12-07). Every other target keeps
 # its panic messages.
-IMMEDIATE_ABORT_TARGETS=" mips64le s390x "
+IMMEDIATE_ABORT_TARGETS=" mips64le s390x ppc64le "
 # Targets whose derived `Debug` impls print only the type or variant name
 # (`-Z fmt-debug=shallow`; strings' and numbers' Debug, which messages
 # quote with, are unchanged): mips64le 5,212,552 -> 5,109,264 bytes.
-SHALLOW_DEBUG_TARGETS=" mips64le s390x "
+SHALLOW_DEBUG_TARGETS=" mips64le s390x ppc64le "
 # Targets whose crypto crates are built for size too (Cargo.toml builds
 # them at opt-level 3 for throughput; at "z" a Noise handshake is still
 # ~12 ms on amd64, bulk encryption slower): mips64le, -13 KB (5,351,728 ->
