@@ -265,7 +265,7 @@ fn nginx_swarm_from_the_seed_on_one_manager_and_three_workers() {
     let s = inspect(&c, 0, "nginx-swarm");
     assert_eq!(s["Spec"]["Mode"]["Replicated"]["Replicas"], 6, "{s}");
     assert_eq!(s["UpdateStatus"]["State"], "rollback_completed", "{s}");
-    assert_eq!(replicas(&c, 0, "nginx-swarm"), "6/6");
+    assert_eq!(replicas(&c, 0, "nginx-swarm"), "6/6 (max 2 per node)", "Docker names the per-node limit");
     eprintln!("whole scenario took {} ms after init", t0.elapsed().as_millis());
 }
 
