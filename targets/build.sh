@@ -87,6 +87,7 @@ for WANT in "${NAMES[@]}"; do
   [[ $NO_LEGACY_TARGETS == *" $T_NAME "* ]] || features+=(legacy)
   [[ $NO_PROBES_TARGETS == *" $T_NAME "* ]] || features+=(probes)
   [[ $NO_TEMPLATES_TARGETS == *" $T_NAME "* ]] || features+=(templates)
+  [[ $NO_STACKS_TARGETS == *" $T_NAME "* ]] || features+=(stacks)
   extra+=(--no-default-features --features "$(IFS=,; echo "${features[*]}")")
   if [[ $SIZE_CRYPTO_TARGETS == *" $T_NAME "* ]]; then
     for c in $SIZE_CRYPTO_CRATES; do extra+=(--config "profile.release.package.$c.opt-level=\"z\""); done

@@ -59,6 +59,11 @@ NO_TLS12_TARGETS=${NO_TLS12_TARGETS-" mips64le "}
 # of frozen types and their decoders): mips64le (2026-12-07). Such data is
 # refused there with the reason; every format written since reads.
 NO_LEGACY_TARGETS=${NO_LEGACY_TARGETS-" mips64le s390x "}
+# Targets built without Compose files for `stack deploy` (shoal-agent's
+# `stacks` feature: the YAML parser and the conversion). There `stack
+# deploy` is refused with the reason; the other stack commands work.
+# Measured sizes: targets/README.md.
+NO_STACKS_TARGETS=${NO_STACKS_TARGETS-" "}
 SIZE_CRYPTO_CRATES="snow chacha20poly1305 chacha20 poly1305 blake2 curve25519-dalek"
 release_rustflags() {
   if [ -n "${SHOAL_RELEASE_RUSTFLAGS:-}" ]; then

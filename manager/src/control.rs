@@ -51,7 +51,7 @@ pub enum ControlError {
     NoSuchNode(String),
     #[error("service {0} already exists (name conflicts with an existing object)")]
     NameInUse(String),
-    #[error("invalid service name {0:?}: use 1-63 letters, digits and dashes, starting and ending with a letter or digit")]
+    #[error("invalid service name {0:?}: use 1-63 letters, digits, dashes and underscores, starting and ending with a letter or digit")]
     BadName(String),
     #[error("{0}")]
     Invalid(String),
@@ -134,7 +134,8 @@ impl ControlError {
 /// Checks a spec on its own (not against the state).
 pub fn validate_spec(spec: &ServiceSpec) -> Result<(), ControlError> {
     let name = &spec.name;
-    let ok_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    // Swarm's rule (swarmkit's DNS-name check): `_` as in stacks' `app_web`.
+    let ok_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     let ok_ends =
         name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric()) && name.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
     if name.is_empty() || name.len() > SERVICE_NAME_BYTES_MAX || !ok_chars || !ok_ends {
@@ -620,6 +621,26 @@ pub fn create_file(state: &State, kind: FileKind, spec: FileSpec, id: String) ->
     Ok(ops)
 }
 
+/// Ops for `stack deploy`'s secrets and configs: [`create_file`] unless
+/// one of that name exists. One holding the same data is kept (no ops, its
+/// id returned, `false`); other data is refused, as they never change.
+pub fn ensure_file(state: &State, kind: FileKind, spec: FileSpec, id: String) -> Result<(Vec<Op>, String, bool), ControlError> {
+    in_swarm(state)?;
+    let files = match kind {
+        FileKind::Secret => &state.secrets,
+        FileKind::Config => &state.configs,
+    };
+    match files.values().find(|f| f.spec.name == spec.name) {
+        Some(f) if f.spec.data == spec.data => Ok((Vec::new(), f.id.clone(), false)),
+        Some(f) => Err(ControlError::Invalid(format!(
+            "{kind} {name} exists with other data, and {kind}s cannot change: give the new data a new name (`name: {name}_v2` under the top-level `{kind}s` of the compose file) and deploy again",
+            kind = kind.as_str(),
+            name = f.spec.name
+        ))),
+        None => create_file(state, kind, spec, id.clone()).map(|ops| (ops, id, true)),
+    }
+}
+
 /// Ops for `secret rm` / `config rm`; refused while a service's spec (or
 /// previous spec, a rollback's target) uses it. Returns the name removed.
 pub fn remove_file(state: &State, kind: FileKind, key: &str) -> Result<(Vec<Op>, String), ControlError> {
@@ -964,6 +985,30 @@ mod tests {
     }
 
     #[test]
+    fn ensure_file_creates_keeps_same_data_and_refuses_other_data() {
+        let mut s = swarm();
+        let spec = |data: &[u8]| FileSpec { name: "app_db".into(), labels: Default::default(), data: data.to_vec() };
+        let (ops, id, created) = ensure_file(&s, FileKind::Secret, spec(b"pw1"), "x1".into()).unwrap();
+        assert_eq!((id.as_str(), created, ops.len()), ("x1", true, 1));
+        commit(&mut s, ops);
+        let (ops, id, created) = ensure_file(&s, FileKind::Secret, spec(b"pw1"), "x2".into()).unwrap();
+        assert_eq!((id.as_str(), created, ops.len()), ("x1", false, 0));
+        let e = ensure_file(&s, FileKind::Secret, spec(b"pw2"), "x3".into()).unwrap_err();
+        assert!(e.to_string().starts_with("secret app_db exists with other data, and secrets cannot change"), "{e}");
+        // A config of that name is another object.
+        let (_, id, created) = ensure_file(&s, FileKind::Config, spec(b"pw2"), "c1".into()).unwrap();
+        assert_eq!((id.as_str(), created), ("c1", true));
+        // create_file's checks still apply to a new one.
+        assert!(ensure_file(
+            &s,
+            FileKind::Config,
+            FileSpec { name: "bad name".into(), labels: Default::default(), data: b"x".to_vec() },
+            "c2".into()
+        )
+        .is_err());
+    }
+
+    #[test]
     fn secrets_are_checked_named_once_and_not_removed_while_in_use() {
         let mut s = swarm();
         let spec = |name: &str, len: usize| FileSpec { name: name.into(), labels: Default::default(), data: vec![b'x'; len] };
@@ -1252,7 +1297,9 @@ mod tests {
     fn refuses_bad_input_without_ops() {
         let s = swarm();
         assert_eq!(create_service(&State::default(), ServiceSpec::new("web", "busybox"), "i".into()), Err(ControlError::NotInSwarm));
-        assert!(matches!(create_service(&s, ServiceSpec::new("bad_name", "busybox"), "i".into()), Err(ControlError::BadName(_))));
+        assert!(matches!(create_service(&s, ServiceSpec::new("bad.name", "busybox"), "i".into()), Err(ControlError::BadName(_))));
+        assert!(matches!(create_service(&s, ServiceSpec::new("x_", "busybox"), "i".into()), Err(ControlError::BadName(_))));
+        assert!(create_service(&s, ServiceSpec::new("app_web", "busybox"), "i".into()).is_ok());
         assert!(matches!(create_service(&s, ServiceSpec::new("-x", "busybox"), "i".into()), Err(ControlError::BadName(_))));
         let mut spec = ServiceSpec::new("web", "busybox");
         spec.task.placement.constraints = vec!["node.role=manager".into()];

@@ -23,8 +23,9 @@ use serde::{Deserialize, Serialize};
 /// (`SwarmUpdate::layer_sharing`, `SwarmInfo::layer_sharing`) and the image
 /// pulls of a service's preparing tasks (`Reply::Tasks::pulls`), version
 /// 12 secrets, configs, healthchecks and jobs (issue #17), version 13
-/// volumes (`VolumeList`, `VolumeRemove`, `Volumes`, `VolumesRemoved`).
-pub const API_VERSION: u8 = 13;
+/// volumes (`VolumeList`, `VolumeRemove`, `Volumes`, `VolumesRemoved`),
+/// version 14 stacks (`FileEnsure`, `FileEnsured`).
+pub const API_VERSION: u8 = 14;
 
 pub use crate::types::RegistryAuth;
 
@@ -221,6 +222,14 @@ pub enum Request {
         name: String,
         force: bool,
     },
+    /// `stack deploy`: creates a secret or config unless one of that name
+    /// holds the same data already (then kept as it is); one holding other
+    /// data is refused (secrets and configs never change). Answered with
+    /// [`Reply::FileEnsured`].
+    FileEnsure {
+        kind: crate::types::FileKind,
+        spec: Box<crate::types::FileSpec>,
+    },
 }
 
 /// Where a request may run, decided per variant in [`Request::class`].
@@ -274,7 +283,7 @@ impl Request {
             Request::RegistryLogin { .. } => Local,
             Request::ImagePullStatus { .. } => Local,
             Request::FileList { .. } | Request::FileInspect { .. } => Read,
-            Request::FileCreate { .. } | Request::FileRemove { .. } => Write,
+            Request::FileCreate { .. } | Request::FileRemove { .. } | Request::FileEnsure { .. } => Write,
             // Volumes live in the asked node's data dir.
             Request::VolumeList { .. } | Request::VolumeRemove { .. } => Local,
         }
@@ -329,6 +338,7 @@ impl Request {
             Request::VolumeList { .. } => "volume ls",
             Request::VolumeRemove { name, .. } if name.is_empty() => "volume prune",
             Request::VolumeRemove { .. } => "volume rm",
+            Request::FileEnsure { .. } => "stack deploy",
         }
     }
 }
@@ -672,6 +682,11 @@ pub enum Reply {
     VolumesRemoved {
         names: Vec<String>,
         reclaimed_bytes: u64,
+    },
+    /// A secret or config created (`created`) or found holding the same data.
+    FileEnsured {
+        id: String,
+        created: bool,
     },
 }
 

@@ -223,7 +223,7 @@ fn bad_input_gets_one_line_errors_and_changes_nothing() {
         (&["service", "rm", "nosuch"], "no such service: nosuch"),
         (&["service", "ps", "nosuch"], "no such service: nosuch"),
         (&["service", "create", "-d", "--name", "ok", "shoal.test/busybox"], "already exists"),
-        (&["service", "create", "-d", "--name", "bad_name", "shoal.test/busybox"], "invalid service name"),
+        (&["service", "create", "-d", "--name", "bad.name", "shoal.test/busybox"], "invalid service name"),
         (&["service", "create", "-d", "--name", "img", "Not/A:Valid:Ref"], "invalid reference"),
         (&["service", "create", "-d", "--name", "img", "127.0.0.1:1/missing:1"], "cannot be pulled"),
         (&["service", "create", "-d", "--name", "c", "--constraint", "node.role=manager", "shoal.test/busybox"], "invalid constraint"),

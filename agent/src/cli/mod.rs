@@ -16,6 +16,7 @@ mod output;
 mod parse;
 mod pull;
 mod service;
+mod stack;
 mod swarm;
 #[cfg(feature = "templates")]
 pub(crate) mod template;
@@ -77,6 +78,9 @@ enum Command {
     Login(login::LoginArgs),
     /// Log out from a registry.
     Logout(login::LogoutArgs),
+    /// Manage stacks (applications from Compose files).
+    #[command(subcommand)]
+    Stack(stack::StackCmd),
     /// Manage the named volumes of the node asked.
     #[command(subcommand)]
     Volume(volume::VolumeCmd),
@@ -281,6 +285,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Login(a) => login::login(&cli.host, a),
         Command::Logout(a) => login::logout(a),
         Command::Volume(cmd) => volume::run(&cli.host, cmd),
+        Command::Stack(cmd) => stack::run(&cli.host, cmd),
         Command::Completion { shell } => {
             print!("{}", completion::script(&<Cli as clap::CommandFactory>::command(), &shell)?);
             Ok(())

@@ -738,7 +738,7 @@ pub(crate) fn progress(host: &str, service: &str, timeout_ms: u64, watch: Watch)
     }
 }
 
-fn ls(host: &str, a: &super::ListArgs) -> anyhow::Result<()> {
+pub(crate) fn ls(host: &str, a: &super::ListArgs) -> anyhow::Result<()> {
     let quiet = a.quiet;
     let mut fmt = Format::parse(&a.format)?;
     let filters = Filters::parse(&a.filter, &["id", "name", "label", "mode"])?;

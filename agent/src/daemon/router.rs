@@ -298,6 +298,11 @@ impl Daemon {
                 let r = control::create_file(self.store.state(), kind, *spec, id.clone());
                 self.write(r.map(|ops| (ops, Reply::FileCreated { id })))
             }
+            Request::FileEnsure { kind, spec } => {
+                let id = self.rng.object_id();
+                let r = control::ensure_file(self.store.state(), kind, *spec, id);
+                self.write(r.map(|(ops, id, created)| (ops, Reply::FileEnsured { id, created })))
+            }
             Request::FileRemove { kind, key } => {
                 self.write(control::remove_file(self.store.state(), kind, &key).map(|(ops, name)| (ops, Reply::Removed(vec![name]))))
             }
