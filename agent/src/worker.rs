@@ -223,6 +223,11 @@ impl Worker {
         Worker { node_id: node_id.to_string(), ..Worker::default() }
     }
 
+    /// The node's new id after `swarm leave` (its assignments are gone with the swarm).
+    pub fn set_node_id(&mut self, node_id: &str) {
+        self.node_id = node_id.to_string();
+    }
+
     /// Whether the assignments planned from are this node's persisted ones,
     /// with no manager in reach (see the module docs).
     pub fn set_resume(&mut self, resume: bool) {
@@ -447,8 +452,11 @@ impl Worker {
         let inflight = &self.inflight;
         self.stopping
             .retain(|id, _| inflight.contains(id) || matches!(containers.get(id), Some(ContainerState::Running | ContainerState::Unknown)));
-        // Pair assertion with the dispatcher: these are this node's assignments.
-        assert_eq!(assigned.node_id, self.node_id, "assignments for another node");
+        // Paired with the dispatcher: these are this node's assignments
+        // (a set for another id, as held across a `swarm leave`, plans nothing).
+        if assigned.node_id != self.node_id {
+            return actions;
+        }
         let mut mine: Vec<&Task> = assigned.tasks.values().collect();
         // Global services first (a device's logging agent before its workloads).
         let global = |t: &Task| assigned.services.get(&t.service_id).is_some_and(|s| matches!(s.spec.mode, ServiceMode::Global));

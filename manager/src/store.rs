@@ -490,6 +490,17 @@ impl Store {
         self.start_fresh(bootstrap)
     }
 
+    /// [`Store::reset`] under a new node id (`swarm leave`: the node comes
+    /// back to any swarm as a new node, as Swarm's). The id is stored
+    /// before the raft state is erased, so a crash in between leaves the
+    /// old swarm's state under the new id, which the next start
+    /// settles the same way.
+    pub fn reset_identity(&mut self, node_id: &str, bootstrap: Bootstrap) -> Result<(), StoreError> {
+        self.set_local("node_id", node_id)?;
+        self.cfg.id = raft_id(node_id);
+        self.reset(bootstrap)
+    }
+
     /// Rebuilds the core for a store whose raft tables are empty.
     fn start_fresh(&mut self, bootstrap: Bootstrap) -> Result<(), StoreError> {
         match bootstrap {
@@ -1358,6 +1369,25 @@ mod tests {
         assert_eq!(s.take_outcomes().len(), PROPOSALS_WATCHED_MAX);
         assert!(s.take_outcomes().is_empty());
         s.propose_async(&put("b")).unwrap();
+    }
+
+    #[test]
+    fn reset_identity_gives_a_new_raft_id_that_survives_a_restart() {
+        let (mut s, path) = open_node("old-id", Bootstrap::Single);
+        s.propose(&put("a")).unwrap();
+        let old_raft = s.raft_id();
+        s.reset_identity("new-id", Bootstrap::Single).unwrap();
+        assert!(s.state().services.is_empty());
+        assert_eq!(s.local("node_id").unwrap().as_deref(), Some("new-id"));
+        assert_eq!(s.raft_id(), raft_id("new-id"));
+        assert_ne!(s.raft_id(), old_raft);
+        assert!(s.is_leader() && s.voters() == [raft_id("new-id")]);
+        s.propose(&put("b")).unwrap();
+        drop(s);
+        let (s, id) = Store::open(&path, 5, || unreachable!()).unwrap();
+        assert_eq!((id.as_str(), s.raft_id()), ("new-id", raft_id("new-id")));
+        assert!(s.is_leader());
+        assert_eq!(s.state().services.keys().collect::<Vec<_>>(), ["b"]);
     }
 
     #[test]

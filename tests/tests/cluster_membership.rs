@@ -132,3 +132,49 @@ fn a_promoted_worker_keeps_its_containers() {
     let ps = c.nodes[0].shoal(&["service", "ps", "keep"]).ok().stdout;
     assert!(!ps.contains("Failed") && !ps.contains("Shutdown"), "{ps}");
 }
+
+/// `swarm leave` then `join` (or `init`) makes a new node with a new id, as
+/// Swarm's (issue #18); the swarm keeps the old entry, Down, until `node rm`.
+#[test]
+fn a_node_that_left_comes_back_with_a_new_id() {
+    let Some(mut c) = Cluster::new(2) else { return };
+    c.init(1, 1);
+    let old = c.nodes[1].node_id().expect("id");
+    let r = c.nodes[1].shoal(&["swarm", "leave"]).ok();
+    assert_eq!(r.stdout.trim(), "Node left the swarm.");
+    let new = c.nodes[1].node_id().expect("id after leave");
+    assert_ne!(new, old, "a new id at leave");
+    let row = |id: &str| -> Option<(String, String)> {
+        let r = c.nodes[0].shoal(&["node", "ls", "--format", "json"]);
+        r.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["ID"] == id)
+            .map(|v| (v["Status"].as_str().unwrap_or_default().to_string(), v["Availability"].as_str().unwrap_or_default().to_string()))
+    };
+    wait_for_seen("the old entry down", WAIT, || match row(&old) {
+        Some((s, _)) if s == "Down" => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    c.join(1, false);
+    assert_eq!(c.nodes[1].node_id().as_deref(), Some(new.as_str()), "joined under the id it got at leave");
+    wait_for_seen("the new entry ready", WAIT, || match row(&new) {
+        Some((s, _)) if s == "Ready" => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    assert_eq!(row(&old).map(|r| r.0).as_deref(), Some("Down"), "the old entry stays until removed");
+    c.nodes[0].shoal(&["node", "rm", &old]).ok();
+    assert_eq!(row(&old), None);
+    // The new id is the node's for good: a restart keeps it.
+    c.nodes[1].kill();
+    c.nodes[1].start();
+    wait_for_seen("the worker back", WAIT, || c.nodes[1].node_id().filter(|id| *id == new).ok_or("not yet".to_string()));
+    // A manager's leave and init: a new single-node swarm of a new node.
+    let manager_old = c.nodes[0].node_id().expect("manager id");
+    c.nodes[0].shoal(&["swarm", "leave", "--force"]).ok();
+    c.nodes[0].shoal(&["swarm", "init", "--advertise-addr", &c.nodes[0].ip.clone()]).ok();
+    let manager_new = c.nodes[0].node_id().expect("manager id after init");
+    assert_ne!(manager_new, manager_old);
+    let ls = c.nodes[0].shoal(&["node", "ls", "-q"]).ok().stdout;
+    assert_eq!(ls.trim(), manager_new, "only the new node in the new swarm");
+}

@@ -288,7 +288,7 @@ pub(crate) fn open_store(data_dir: &std::path::Path, seal: &Arc<SealKey>, seed: 
     let (node_key, _) = key::load_or_create(&data_dir.join(key::NODE_KEY_FILE), seal)?;
     let opened =
         Store::open_with(&data_dir.join("shoal.redb"), seal.clone(), seed, || node_key.node_id(), Bootstrap::Join, tune_snapshots)?;
-    settle_store(opened)
+    settle_store(opened, &node_key.node_id())
 }
 
 /// Test and diagnostic knob: raft entries between two snapshots of this
@@ -364,9 +364,19 @@ fn snapshot_interval(v: &str) -> Result<u64, String> {
 }
 
 /// A store just opened with `Bootstrap::Join`: a node outside any swarm
-/// (no swarm mode, no voters) becomes a single-voter group.
-pub(crate) fn settle_store((mut store, node_id): (Store, String)) -> anyhow::Result<(Store, String)> {
+/// (no swarm mode, no voters) becomes a single-voter group, under its key's
+/// id (`key_node_id`) if the store names another: a `swarm leave` cut short
+/// between its two steps (see `renew_identity`).
+pub(crate) fn settle_store((mut store, mut node_id): (Store, String), key_node_id: &str) -> anyhow::Result<(Store, String)> {
     let in_swarm = store.local("swarm_mode")?.is_some();
+    if !in_swarm && node_id != key_node_id {
+        crate::log!(
+            "WARN",
+            "this node's store names it {node_id} but its key is {key_node_id}'s (a swarm leave was cut short): it is {key_node_id}"
+        );
+        store.reset_identity(key_node_id, Bootstrap::Single)?;
+        node_id = key_node_id.to_string();
+    }
     if !in_swarm && store.voters().is_empty() {
         store.reset(Bootstrap::Single)?;
     }

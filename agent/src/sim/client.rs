@@ -213,6 +213,10 @@ pub(crate) fn poll(w: &mut World) {
             }
             (Op::Leave(i), Reply::Left) => {
                 w.client.left.insert(*i);
+                // The node left under a new id (Swarm's); its old one stays in the client's picks.
+                if let Some(id) = w.nodes[*i].daemon.as_ref().map(|d| d.node_id.clone()) {
+                    w.nodes[*i].node_id = id;
+                }
             }
             (Op::Join(i), Reply::Joined { .. }) => {
                 w.client.left.remove(i);

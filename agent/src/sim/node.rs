@@ -299,8 +299,10 @@ impl SimNode {
         let node_key = key::load(&self.dir.join(key::NODE_KEY_FILE), &sealing.key)?;
         let seed = self.rng.next_u64();
         let id = node_key.node_id();
-        let opened = Store::open_on_disk(self.disk.clone(), sealing.key.clone(), seed, || id, Bootstrap::Join, |_| {})?;
-        let (store, node_id) = daemon::settle_store(opened)?;
+        let opened = Store::open_on_disk(self.disk.clone(), sealing.key.clone(), seed, || id.clone(), Bootstrap::Join, |_| {})?;
+        let (store, node_id) = daemon::settle_store(opened, &id)?;
+        // A `swarm leave` gave the node a new id.
+        self.node_id = node_id.clone();
         let cfg = Config {
             data_dir: self.dir.clone(),
             socket: self.dir.join("shoal.sock"),

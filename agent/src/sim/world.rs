@@ -365,7 +365,8 @@ fn facts_of<'n>(shared: &Shared, nodes: &'n [SimNode]) -> Vec<NodeFacts<'n>> {
         let linked: Vec<bool> = (0..nodes.len()).map(|j| j != i && shared.net.linked(i, j)).collect();
         facts.push(NodeFacts {
             index: i,
-            node_id: &n.node_id,
+            // The daemon's own: a `swarm leave` renews it.
+            node_id: n.daemon.as_ref().map_or(n.node_id.as_str(), |d| d.node_id.as_str()),
             view: n.daemon.as_ref().map(|d| d.view()),
             linked,
             running: n.fake.running(),

@@ -586,8 +586,9 @@ impl Daemon {
         if let Ok(mut k) = self.swarm.keys.lock() {
             k.cluster = None;
         }
-        if let Err(e) = self.store.reset(Bootstrap::Single) {
-            return Reply::error(ErrorKind::Internal, format!("cannot erase the swarm state: {e}"));
+        // A node that left comes back to any swarm as a new node, as Swarm's.
+        if let Err(e) = self.renew_identity() {
+            return Reply::error(ErrorKind::Internal, e);
         }
         self.swarm.mode = Mode::Solo;
         self.swarm.hints.clear();
@@ -599,5 +600,38 @@ impl Daemon {
         self.swarm.reported.clear();
         crate::log!("INFO", "left the swarm; this node's tasks are stopped");
         Reply::Left
+    }
+
+    /// `swarm leave`'s new identity: a new node key and the node id it
+    /// gives, the store erased under that id ([`Store::reset_identity`]),
+    /// then the key saved. The old id is kept if the key cannot be made or
+    /// saved (said in the log); the swarm is left either way. A crash
+    /// between the two leaves a node outside any swarm whose store names
+    /// another id than its key: the next start adopts the key's
+    /// ([`super::super::open_store`]).
+    fn renew_identity(&mut self) -> Result<(), String> {
+        let old_id = self.node_id.clone();
+        let fresh = self.io.random32().and_then(|r| key::NodeKey::from_private(r).map_err(|e| e.to_string()));
+        let new_key = match fresh {
+            Ok(k) => k,
+            Err(e) => {
+                crate::log!("ERROR", "cannot make a new node key ({e}); this node keeps its id {old_id}");
+                return self.store.reset(Bootstrap::Single).map_err(|e| format!("cannot erase the swarm state: {e}"));
+            }
+        };
+        let new_id = new_key.node_id();
+        self.store.reset_identity(&new_id, Bootstrap::Single).map_err(|e| format!("cannot erase the swarm state: {e}"))?;
+        if let Err(e) = key::save(&self.cfg.data_dir.join(key::NODE_KEY_FILE), &new_key, &self.sealing.key) {
+            crate::log!("ERROR", "cannot save the new node key ({e}); this node keeps its id {old_id}");
+            return self.store.reset_identity(&old_id, Bootstrap::Single).map_err(|e| format!("cannot erase the swarm state: {e}"));
+        }
+        if let Ok(mut k) = self.swarm.keys.lock() {
+            k.node = *new_key.private();
+        }
+        self.swarm.node_key = new_key;
+        self.worker.set_node_id(&new_id);
+        crate::log!("INFO", "this node is now {new_id} (it was {old_id} in the swarm it left)");
+        self.node_id = new_id;
+        Ok(())
     }
 }
