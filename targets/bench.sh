@@ -21,8 +21,11 @@ SOCK=$DIR/shoal.sock
 CTR="ctr --address $DIR/ctrd/containerd.sock --namespace $NS"
 export SHOAL_HOST=unix://$SOCK
 cleanup() {
+  # Leaving the swarm takes the tasks' network namespaces (bind mounts under data/netns).
+  [ -n "${DPID:-}" ] && timeout 60 "$BIN" swarm leave --force >/dev/null 2>&1 || true
   [ -n "${DPID:-}" ] && kill "$DPID" 2>/dev/null || true
   tests/lib/containerd.sh stop "$DIR/ctrd" >/dev/null 2>&1 || true
+  for m in "$DIR"/data/netns/*; do umount "$m" 2>/dev/null || true; done
   rm -rf "$DIR"
 }
 trap cleanup EXIT

@@ -399,3 +399,52 @@ fn rm(host: &str, stack: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(all(test, feature = "stacks"))]
+mod tests {
+    use super::*;
+
+    /// Text to plan as `deploy` does it: YAML, interpolation, conversion.
+    #[test]
+    fn a_compose_text_becomes_a_plan() {
+        let text = r#"
+version: "3.8"
+x-defaults: &defaults
+  image: busybox:${TAG:-1.36}
+  stop_grace_period: 2s
+  deploy:
+    replicas: ${REPLICAS}
+services:
+  api:
+    <<: *defaults
+    command: ["sh", "-c", "echo $$HOME ${GREETING}"]
+    ports: ["8080:80"]
+  cron:
+    <<: *defaults
+    deploy: {mode: global}
+"#;
+        let mut doc = yaml::parse(text).unwrap();
+        let mut warnings = Vec::new();
+        let env = |k: &str| (k == "REPLICAS").then(|| "3".to_string());
+        interp::interpolate(&mut doc, &env, &mut warnings).unwrap();
+        assert_eq!(warnings, ["The GREETING variable is not set. Defaulting to a blank string."]);
+        let plan = compose::convert("shop", &doc, std::path::Path::new("/"), &env).unwrap();
+        let names: Vec<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["shop_api", "shop_cron"]);
+        let api = &plan.services[0];
+        assert_eq!(api.task.container.image, "busybox:1.36");
+        assert_eq!(api.task.container.args, ["sh", "-c", "echo $HOME "]);
+        assert_eq!(api.mode, shoal_shared::types::ServiceMode::Replicated { replicas: 3 });
+        assert_eq!(api.task.container.stop_grace_ns, 2_000_000_000);
+        assert_eq!(plan.services[1].mode, shoal_shared::types::ServiceMode::Global, "the service's own deploy wins over the merged one");
+        assert_eq!(plan.networks.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["shop_default"]);
+    }
+
+    #[test]
+    fn stack_names_are_checked() {
+        assert!(check_name("shop-2.eu_x").is_ok());
+        for bad in ["", "-x", "a b", "a/b", &"a".repeat(41)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}
