@@ -26,11 +26,11 @@ mod yaml;
 use super::output::{Format, Table};
 use super::service::{self, TaskOutput};
 use super::{call, ListArgs};
-use crate::client::{REPLY_MS_DEFAULT, REPLY_MS_IMAGES};
-use anyhow::{bail, Context};
+use crate::client::REPLY_MS_DEFAULT;
+use anyhow::bail;
 use clap::Subcommand;
 use shoal_shared::api::{Reply, Request};
-use shoal_shared::types::{FileKind, FileSpec, Service, Task};
+use shoal_shared::types::{FileKind, Service, Task};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 pub(crate) const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
 
 /// Largest compose file read (each `-c`).
+#[cfg(feature = "stacks")]
 const COMPOSE_BYTES_MAX: u64 = 4 * 1024 * 1024;
 /// Longest `stack rm` waits for the stack's tasks to stop before it removes
 /// their networks.
@@ -145,6 +146,7 @@ fn check_name(stack: &str) -> anyhow::Result<()> {
 /// Reads, parses and interpolates one `-c` file ("-": stdin).
 #[cfg(feature = "stacks")]
 fn load(path: &str, warnings: &mut Vec<String>) -> anyhow::Result<serde_json::Value> {
+    use anyhow::Context;
     use std::io::Read;
     let mut bytes = Vec::new();
     let reader: Box<dyn Read> = if path == "-" {
@@ -178,6 +180,7 @@ fn plan(stack: &str, files: &[String]) -> anyhow::Result<compose::Plan> {
     for w in &warnings {
         eprintln!("WARN: {w}");
     }
+    use anyhow::Context;
     use std::path::{Path, PathBuf};
     let dir = match files.first().map(String::as_str) {
         Some("-") | None => std::env::current_dir().context("cannot read the current directory")?,
@@ -194,7 +197,7 @@ fn plan(stack: &str, files: &[String]) -> anyhow::Result<compose::Plan> {
 #[cfg(not(feature = "stacks"))]
 fn deploy(_: &str, _: &[String], _: bool, _: bool, stack: &str) -> anyhow::Result<()> {
     check_name(stack)?;
-    bail!("this shoal was built without Compose files (the `stacks` feature, left out on this architecture to fit its 5 MiB budget): deploy the stack with a shoal built for another architecture (`shoal -H ...`), or with `shoal service create`")
+    bail!("this shoal was built without Compose files (the `stacks` feature, left out on this architecture to fit its 5 MiB budget): run `shoal stack deploy` on a manager of another architecture (amd64, arm64, ppc64le, 386, arm/v7), or create its services with `shoal service create`")
 }
 
 #[cfg(feature = "stacks")]
@@ -246,7 +249,7 @@ fn deploy(host: &str, files: &[String], prune: bool, with_registry_auth: bool, s
         for d in decls.iter().filter(|d| !d.external) {
             let mut labels = BTreeMap::new();
             labels.insert(NAMESPACE_LABEL.to_string(), stack.to_string());
-            let spec = FileSpec { name: d.name.clone(), labels, data: d.spec.clone() };
+            let spec = shoal_shared::types::FileSpec { name: d.name.clone(), labels, data: d.spec.clone() };
             let Reply::FileEnsured { created, .. } = call(host, Request::FileEnsure { kind, spec: Box::new(spec) }, REPLY_MS_DEFAULT)?
             else {
                 bail!("unexpected reply")
@@ -270,14 +273,14 @@ fn deploy(host: &str, files: &[String], prune: bool, with_registry_auth: bool, s
                 // As Docker's: a redeploy never forces tasks to restart.
                 spec.task.force_update = old.spec.task.force_update;
                 let req = Request::ServiceUpdate { service: old.id.clone(), spec: Box::new(spec), rollback: false, registry_auth };
-                match call(host, req, REPLY_MS_IMAGES)? {
+                match call(host, req, crate::client::REPLY_MS_IMAGES)? {
                     Reply::ServiceUpdated { warnings } => warnings,
                     r => bail!("unexpected reply: {r:?}"),
                 }
             }
             None => {
                 println!("Creating service {}", spec.name);
-                match call(host, Request::ServiceCreate { spec: Box::new(spec), registry_auth }, REPLY_MS_IMAGES)? {
+                match call(host, Request::ServiceCreate { spec: Box::new(spec), registry_auth }, crate::client::REPLY_MS_IMAGES)? {
                     Reply::ServiceCreated { warnings, .. } => warnings,
                     r => bail!("unexpected reply: {r:?}"),
                 }
