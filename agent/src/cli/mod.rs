@@ -163,18 +163,8 @@ enum NodeCmd {
     Ls(ListArgs),
     /// List tasks running on one or more nodes (default: this node).
     Ps {
-        #[arg(short, long)]
-        quiet: bool,
-        /// Do not truncate output.
-        #[arg(long)]
-        no_trunc: bool,
-        /// Filter output based on conditions provided (id, name, node,
-        /// desired-state=running|shutdown|accepted).
-        #[arg(short, long)]
-        filter: Vec<String>,
-        /// Output format: table, json, or a Go template (`{{.Name}}`, `table {{.ID}}\t{{.Name}}`).
-        #[arg(long, default_value = "table")]
-        format: String,
+        #[command(flatten)]
+        list: TaskListArgs,
         /// Node ids, hostnames or `self`.
         nodes: Vec<String>,
     },
@@ -238,6 +228,30 @@ pub(crate) struct ListArgs {
     /// Output format: table, json, or a Go template (`{{.Name}}`, `table {{.ID}}\t{{.Name}}`).
     #[arg(long, default_value = "table")]
     pub(crate) format: String,
+}
+
+/// The flags of every task list: `service ps`, `node ps`, `stack ps`.
+#[derive(Args, Debug)]
+pub(crate) struct TaskListArgs {
+    /// Only display task IDs.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+    /// Do not truncate output.
+    #[arg(long)]
+    pub(crate) no_trunc: bool,
+    /// Filter output based on conditions provided (id, name, node,
+    /// desired-state=running|shutdown|accepted).
+    #[arg(short, long)]
+    pub(crate) filter: Vec<String>,
+    /// Output format: table, json, or a Go template (`{{.Name}}`, `table {{.ID}}\t{{.Name}}`).
+    #[arg(long, default_value = "table")]
+    pub(crate) format: String,
+}
+
+impl TaskListArgs {
+    pub(crate) fn output(&self) -> service::TaskOutput<'_> {
+        service::TaskOutput { quiet: self.quiet, no_trunc: self.no_trunc, format: &self.format }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -473,9 +487,7 @@ fn node(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        NodeCmd::Ps { quiet, no_trunc, filter, format, nodes } => {
-            service::node_ps(host, &nodes, &filter, service::TaskOutput { quiet, no_trunc, format: &format })
-        }
+        NodeCmd::Ps { list, nodes } => service::node_ps(host, &nodes, &list.filter, list.output()),
         NodeCmd::Promote { nodes } => swarm::set_role(host, nodes, NodeRole::Manager),
         NodeCmd::Demote { nodes } => swarm::set_role(host, nodes, NodeRole::Worker),
         NodeCmd::Rm { force, nodes } => swarm::remove(host, nodes, force),

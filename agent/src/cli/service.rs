@@ -51,17 +51,8 @@ pub(crate) enum ServiceCmd {
     Ls(super::ListArgs),
     /// List the tasks of a service.
     Ps {
-        #[arg(short, long)]
-        quiet: bool,
-        /// Do not truncate output.
-        #[arg(long)]
-        no_trunc: bool,
-        /// Filter output based on conditions provided (id, name, node,
-        /// desired-state=running|shutdown|accepted).
-        #[arg(short, long)]
-        filter: Vec<String>,
-        #[arg(long, default_value = "table")]
-        format: String,
+        #[command(flatten)]
+        list: super::TaskListArgs,
         service: String,
     },
     /// Display detailed information on services.
@@ -284,7 +275,7 @@ pub(crate) fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
     match cmd {
         ServiceCmd::Create(a) => create(host, a),
         ServiceCmd::Ls(a) => ls(host, &a),
-        ServiceCmd::Ps { quiet, no_trunc, filter, format, service } => ps(host, &service, quiet, no_trunc, &filter, &format),
+        ServiceCmd::Ps { list, service } => ps(host, &service, &list),
         ServiceCmd::Inspect { pretty, format, services } => {
             // Checked before anything is asked (a bad template asks nothing).
             Format::parse(&format)?;
@@ -788,12 +779,12 @@ pub(crate) fn ls(host: &str, a: &super::ListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ps(host: &str, service: &str, quiet: bool, no_trunc: bool, filter: &[String], format: &str) -> anyhow::Result<()> {
-    let filters = task_filters(filter)?;
+fn ps(host: &str, service: &str, list: &super::TaskListArgs) -> anyhow::Result<()> {
+    let filters = task_filters(&list.filter)?;
     let (svc, mut tasks, nodes, _) = fetch_tasks(host, service)?;
     let hostnames: BTreeMap<&str, &str> = nodes.iter().map(|n| (n.id.as_str(), n.description.hostname.as_str())).collect();
     tasks.retain(|t| task_matches(&filters, t, &svc.spec.name, &hostnames));
-    print_tasks(&[(&svc, tasks.iter().collect())], &hostnames, TaskOutput { quiet, no_trunc, format })
+    print_tasks(&[(&svc, tasks.iter().collect())], &hostnames, list.output())
 }
 
 /// `service ps` and `node ps` filters.

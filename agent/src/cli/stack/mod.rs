@@ -78,16 +78,8 @@ pub(crate) enum StackCmd {
     },
     /// List the tasks in the stack.
     Ps {
-        #[arg(short, long)]
-        quiet: bool,
-        /// Do not truncate output.
-        #[arg(long)]
-        no_trunc: bool,
-        /// Filter output based on conditions provided (id, name, node, desired-state).
-        #[arg(short, long)]
-        filter: Vec<String>,
-        #[arg(long, default_value = "table")]
-        format: String,
+        #[command(flatten)]
+        list: super::TaskListArgs,
         stack: String,
     },
     /// Remove one or more stacks.
@@ -112,9 +104,7 @@ pub(crate) fn run(host: &str, cmd: StackCmd) -> anyhow::Result<()> {
             list.filter.push(format!("label={NAMESPACE_LABEL}={stack}"));
             service::ls(host, &list)
         }
-        StackCmd::Ps { quiet, no_trunc, filter, format, stack } => {
-            ps(host, &stack, &filter, TaskOutput { quiet, no_trunc, format: &format })
-        }
+        StackCmd::Ps { list, stack } => ps(host, &stack, &list.filter, list.output()),
         StackCmd::Rm { stacks } => {
             let mut failed = false;
             for s in stacks {
