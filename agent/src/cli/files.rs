@@ -61,13 +61,18 @@ pub(crate) enum FileCmd {
 /// Reads the data of `create`: a file, or stdin (`-`), at most one byte
 /// over the kind's limit (the manager gives the error, with the limit).
 fn read_data(kind: FileKind, file: &str) -> anyhow::Result<Vec<u8>> {
-    let limit = kind.bytes_max() as u64 + 1;
+    let what = if file == "-" { "the data from stdin".to_string() } else { file.to_string() };
+    read_at_most(std::path::Path::new(file), kind.bytes_max() as u64).with_context(|| format!("cannot read {what}"))
+}
+
+/// A file's bytes (`-`: stdin), at most `max_bytes` + 1 of them, so that a
+/// caller sees a file over its limit without reading all of it.
+pub(crate) fn read_at_most(path: &std::path::Path, max_bytes: u64) -> std::io::Result<Vec<u8>> {
     let mut data = Vec::new();
-    if file == "-" {
-        std::io::stdin().take(limit).read_to_end(&mut data).context("reading the data from stdin")?;
+    if path == std::path::Path::new("-") {
+        std::io::stdin().take(max_bytes + 1).read_to_end(&mut data)?;
     } else {
-        let f = std::fs::File::open(file).with_context(|| format!("open {file}"))?;
-        f.take(limit).read_to_end(&mut data).with_context(|| format!("read {file}"))?;
+        std::fs::File::open(path)?.take(max_bytes + 1).read_to_end(&mut data)?;
     }
     Ok(data)
 }

@@ -867,10 +867,7 @@ fn ports(v: &Value, path: &str) -> R<Vec<PortConfig>> {
 }
 
 fn read_file(path: &Path, at: &str) -> R<Vec<u8>> {
-    use std::io::Read;
-    let f = std::fs::File::open(path).map_err(|e| format!("{at}: cannot read {}: {e}", path.display()))?;
-    let mut buf = Vec::new();
-    f.take(FILE_BYTES_MAX + 1).read_to_end(&mut buf).map_err(|e| format!("{at}: cannot read {}: {e}", path.display()))?;
+    let buf = super::super::files::read_at_most(path, FILE_BYTES_MAX).map_err(|e| format!("{at}: cannot read {}: {e}", path.display()))?;
     if buf.len() as u64 > FILE_BYTES_MAX {
         return Err(format!("{at}: {} is over {} KiB", path.display(), FILE_BYTES_MAX / 1024));
     }

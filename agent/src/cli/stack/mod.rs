@@ -137,14 +137,8 @@ fn check_name(stack: &str) -> anyhow::Result<()> {
 #[cfg(feature = "stacks")]
 fn load(path: &str, warnings: &mut Vec<String>) -> anyhow::Result<serde_json::Value> {
     use anyhow::Context;
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    let reader: Box<dyn Read> = if path == "-" {
-        Box::new(std::io::stdin())
-    } else {
-        Box::new(std::fs::File::open(path).with_context(|| format!("cannot read compose file {path}"))?)
-    };
-    reader.take(COMPOSE_BYTES_MAX + 1).read_to_end(&mut bytes).with_context(|| format!("cannot read compose file {path}"))?;
+    let bytes = super::files::read_at_most(std::path::Path::new(path), COMPOSE_BYTES_MAX)
+        .with_context(|| format!("cannot read compose file {path}"))?;
     if bytes.len() as u64 > COMPOSE_BYTES_MAX {
         bail!("compose file {path} is over {} MiB", COMPOSE_BYTES_MAX >> 20);
     }
