@@ -208,4 +208,11 @@ fn a_compose_stack_deploys_across_nodes_updates_what_changed_prunes_and_is_remov
     assert_eq!((r.code, r.stderr.trim()), (1, "Error: nothing found in stack: app"));
     let r = m.shoal(&["stack", "rm", "app"]).ok();
     assert_eq!(r.stderr.trim(), "Nothing found in stack: app");
+    // A service of the same name outside the stack is not taken over.
+    m.shoal(&["service", "create", "-d", "--name", "app_web", "shoal.test/busybox:latest", "sleep", "600"]).ok();
+    let r = m.shoal_env(&["stack", "deploy", "-c", file, "app"], &[("GREETING", "v3")]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stderr.contains("app_web already exists"), "{}", r.stderr);
+    let js: serde_json::Value = serde_json::from_str(&m.shoal(&["service", "inspect", "app_web"]).ok().stdout).unwrap();
+    assert!(js[0]["Spec"]["Labels"].get("com.docker.stack.namespace").is_none(), "{js}");
 }

@@ -220,9 +220,15 @@ fn deploy(host: &str, files: &[String], prune: bool, with_registry_auth: bool, s
         }
     }
     let Reply::Services(existing) = call(host, Request::ServiceList, REPLY_MS_DEFAULT)? else { bail!("unexpected reply") };
-    let existing: BTreeMap<String, Service> = existing.into_iter().map(|s| (s.service.spec.name.clone(), s.service)).collect();
+    // The stack's own services only, as Docker's: a service of that name
+    // outside the stack is not taken over (its create fails, naming it).
+    let existing: BTreeMap<String, Service> = existing
+        .into_iter()
+        .filter(|s| in_stack(&s.service.spec.labels, stack))
+        .map(|s| (s.service.spec.name.clone(), s.service))
+        .collect();
     if prune {
-        for s in existing.values().filter(|s| in_stack(&s.spec.labels, stack)) {
+        for s in existing.values() {
             if !plan.services.iter().any(|p| p.name == s.spec.name) {
                 println!("Removing service {}", s.spec.name);
                 call(host, Request::ServiceRemove { service: s.id.clone() }, REPLY_MS_DEFAULT)?;
